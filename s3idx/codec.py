@@ -1,0 +1,310 @@
+"""Pure functions: document <-> bytes, index entry <-> object metadata, key rules.
+
+Datetimes travel as ``{"$date": "YYYY-MM-DDTHH:MM:SS.mmmZ"}`` (MongoDB relaxed Extended JSON),
+so a value that went in as a datetime comes back as one from the body, the metadata and the index.
+Datetimes are UTC and millisecond precision, the precision MongoDB stores.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import zlib
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+
+from s3idx.errors import (
+    CorruptObjectError,
+    InvalidKeyError,
+    MetadataTooLargeError,
+    NotAnS3idxObjectError,
+)
+
+FORMAT_VERSION = "1"
+META_PREFIX = "s3idx-"
+META_FORMAT = "s3idx-format"
+META_CODEC = "s3idx-codec"
+META_SHA256 = "s3idx-sha256"
+META_KEY = "s3idx-key"
+META_ENTRY = "s3idx-entry"
+
+MAX_METADATA_BYTES = 2048
+MAX_KEY_BYTES = 1024
+
+RESERVED_FIELD = "_s3idx"
+LAST_UPDATED = "last_updated"
+
+CODEC_BY_COMPRESSION = {"zlib": "json+zlib", "none": "json"}
+ZLIB_LEVEL = 6
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ORJSON_OPTS = orjson.OPT_PASSTHROUGH_DATETIME
+
+
+# --- datetimes -------------------------------------------------------------------------------
+
+
+def normalize_datetime(value: datetime) -> datetime:
+    """UTC, millisecond precision; naive datetimes are taken as UTC."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    else:
+        value = value.astimezone(UTC)
+    return value.replace(microsecond=value.microsecond // 1000 * 1000)
+
+
+def utc_now() -> datetime:
+    return normalize_datetime(datetime.now(UTC))
+
+
+def format_datetime(value: datetime) -> str:
+    value = normalize_datetime(value)
+    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+
+
+def parse_date_tag(raw: Any) -> datetime:
+    """The value of a ``$date`` tag: an ISO-8601 string or milliseconds since the epoch."""
+    if isinstance(raw, Mapping) and set(raw) == {"$numberLong"}:
+        raw = raw["$numberLong"]
+        try:
+            raw = int(raw)
+        except (TypeError, ValueError):
+            raise ValueError(f"invalid $numberLong in $date: {raw!r}") from None
+    if isinstance(raw, bool):
+        raise ValueError(f"invalid $date value: {raw!r}")
+    if isinstance(raw, int):
+        try:
+            return _EPOCH + timedelta(milliseconds=raw)
+        except OverflowError:
+            raise ValueError(f"$date out of range: {raw}") from None
+    if isinstance(raw, str):
+        text = raw[:-1] + "+00:00" if raw.endswith(("Z", "z")) else raw
+        try:
+            return normalize_datetime(datetime.fromisoformat(text))
+        except ValueError:
+            raise ValueError(f"invalid $date value: {raw!r} (expected ISO-8601)") from None
+    raise ValueError(f"invalid $date value: {raw!r}")
+
+
+def is_date_tag(value: Any) -> bool:
+    return isinstance(value, dict) and len(value) == 1 and "$date" in value
+
+
+# --- tagged JSON -----------------------------------------------------------------------------
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return {"$date": format_datetime(value)}
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def dumps(value: Any) -> bytes:
+    """Compact JSON; datetimes become ``{"$date": ...}``; NaN and Infinity are refused."""
+    _refuse_non_finite(value)
+    return orjson.dumps(value, default=_default, option=_ORJSON_OPTS)
+
+
+def _refuse_non_finite(value: Any) -> None:
+    # orjson writes NaN as null, which would silently change the value.
+    if isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ValueError(f"{value} is not valid JSON (NaN and Infinity are not numbers in JSON)")
+    elif isinstance(value, dict):
+        for item in value.values():
+            _refuse_non_finite(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            _refuse_non_finite(item)
+
+
+def loads(data: bytes | str) -> Any:
+    """Parse tagged JSON: ``{"$date": ...}`` objects come back as datetimes."""
+    return untag(orjson.loads(data))
+
+
+def untag(value: Any) -> Any:
+    """Turn ``{"$date": ...}`` tags inside a parsed JSON value into datetimes."""
+    if isinstance(value, dict):
+        if is_date_tag(value):
+            return parse_date_tag(value["$date"])
+        return {k: untag(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [untag(v) for v in value]
+    return value
+
+
+_NON_ASCII = re.compile(r"[^\x20-\x7e]")
+
+
+def _escape_char(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    if code <= 0xFFFF:
+        return f"\\u{code:04x}"
+    code -= 0x10000
+    return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
+
+
+def ascii_json(value: Any) -> str:
+    """Compact tagged JSON with every non-ASCII or control character escaped as ``\\uXXXX``."""
+    text = dumps(value).decode()
+    if text.isascii() and "\x7f" not in text:
+        return text
+    return _NON_ASCII.sub(_escape_char, text)
+
+
+# --- bodies ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedBody:
+    body: bytes
+    sha256: str
+    codec: str
+
+
+def encode_document(document: Mapping[str, Any], codec: str) -> EncodedBody:
+    raw = dumps(document)
+    digest = hashlib.sha256(raw).hexdigest()
+    if codec == "json+zlib":
+        return EncodedBody(zlib.compress(raw, ZLIB_LEVEL), digest, codec)
+    if codec == "json":
+        return EncodedBody(raw, digest, codec)
+    raise ValueError(f"unknown codec {codec!r}")
+
+
+def decode_body(body: bytes, codec: str) -> bytes:
+    """The uncompressed JSON bytes of a stored body."""
+    try:
+        if codec == "json+zlib":
+            return zlib.decompress(body)
+        if codec == "json":
+            return body
+    except zlib.error as exc:
+        raise CorruptObjectError(f"body cannot be decompressed ({codec}): {exc}") from None
+    raise CorruptObjectError(f"unknown codec {codec!r}")
+
+
+def iter_decoded(chunks: Iterable[bytes], codec: str) -> Iterator[bytes]:
+    """Decompress a body chunk by chunk, so a large document is never held twice."""
+    if codec == "json":
+        yield from chunks
+        return
+    if codec != "json+zlib":
+        raise CorruptObjectError(f"unknown codec {codec!r}")
+    inflater = zlib.decompressobj()
+    try:
+        for chunk in chunks:
+            out = inflater.decompress(chunk)
+            if out:
+                yield out
+        tail = inflater.flush()
+    except zlib.error as exc:
+        raise CorruptObjectError(f"body cannot be decompressed ({codec}): {exc}") from None
+    if tail:
+        yield tail
+
+
+# --- keys ------------------------------------------------------------------------------------
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def check_key(key: Any, key_field: str = "fs_id") -> str:
+    """Return the key if it can name an object; otherwise raise InvalidKeyError saying why."""
+    if not isinstance(key, str):
+        kind = "null" if key is None else type(key).__name__
+        raise InvalidKeyError(
+            f"key field {key_field!r} must be a string, got {kind}",
+            hint="convert the key to a string in the input, or choose another --key",
+        )
+    if not key:
+        raise InvalidKeyError(f"key field {key_field!r} is empty")
+    size = len(key.encode("utf-8", "surrogatepass"))
+    if size > MAX_KEY_BYTES:
+        raise InvalidKeyError(f"key is {size} bytes; the limit is {MAX_KEY_BYTES} bytes (UTF-8)")
+    found = _CONTROL.search(key)
+    if found:
+        raise InvalidKeyError(f"key contains a control character (U+{ord(found.group()):04X})")
+    for segment in key.split("/"):
+        if segment in (".", ".."):
+            raise InvalidKeyError(f"key {key!r} has a {segment!r} segment")
+        if not segment:
+            raise InvalidKeyError(
+                f"key {key!r} has an empty segment (a leading, trailing or double '/')"
+            )
+    try:
+        key.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidKeyError("key contains a lone surrogate (not valid UTF-8)") from None
+    return key
+
+
+# --- metadata --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class MetadataEntry:
+    """What an object's metadata says: the index entry and how to read the body."""
+
+    key_field: str
+    entry: dict[str, Any]
+    codec: str
+    sha256: str | None
+
+
+def build_metadata(entry: Mapping[str, Any], key_field: str, codec: str, sha256: str) -> dict:
+    return {
+        META_FORMAT: FORMAT_VERSION,
+        META_CODEC: codec,
+        META_SHA256: sha256,
+        META_KEY: key_field,
+        META_ENTRY: ascii_json(entry),
+    }
+
+
+def metadata_size(metadata: Mapping[str, str]) -> int:
+    """S3's measure: the UTF-8 bytes of every metadata name and value."""
+    return sum(len(k.encode()) + len(v.encode()) for k, v in metadata.items())
+
+
+def check_metadata_size(metadata: Mapping[str, str], key: str, entry: Mapping[str, Any]) -> None:
+    size = metadata_size(metadata)
+    if size <= MAX_METADATA_BYTES:
+        return
+    sizes = sorted(
+        ((len(ascii_json(v)), name) for name, v in entry.items()), reverse=True
+    )
+    largest = ", ".join(f"{name} ({n} bytes)" for n, name in sizes[:3])
+    raise MetadataTooLargeError(
+        f"index entry of {key!r} needs {size} bytes of metadata; the limit is "
+        f"{MAX_METADATA_BYTES} bytes; largest fields: {largest}",
+        hint="index fewer or smaller fields (--field), or shorten the values",
+    )
+
+
+def parse_metadata(metadata: Mapping[str, str]) -> MetadataEntry:
+    """Read an s3idx object's metadata; raise NotAnS3idxObjectError or CorruptObjectError."""
+    meta = {k.lower(): v for k, v in metadata.items()}
+    version = meta.get(META_FORMAT)
+    if version is None:
+        raise NotAnS3idxObjectError("object has no s3idx metadata")
+    if version != FORMAT_VERSION:
+        raise CorruptObjectError(f"unsupported s3idx format version {version!r}")
+    missing = [n for n in (META_CODEC, META_KEY, META_ENTRY) if n not in meta]
+    if missing:
+        raise CorruptObjectError(f"s3idx metadata lacks {', '.join(missing)}")
+    try:
+        entry = loads(meta[META_ENTRY])
+    except (orjson.JSONDecodeError, ValueError) as exc:
+        raise CorruptObjectError(f"{META_ENTRY} is not valid JSON: {exc}") from None
+    if not isinstance(entry, dict):
+        raise CorruptObjectError(f"{META_ENTRY} is not a JSON object")
+    key_field = meta[META_KEY]
+    if key_field not in entry:
+        raise CorruptObjectError(f"{META_ENTRY} lacks the key field {key_field!r}")
+    return MetadataEntry(key_field, entry, meta[META_CODEC], meta.get(META_SHA256))

@@ -1,0 +1,129 @@
+"""Exit statuses and the exception hierarchy.
+
+Every failure a user can cause or meet is an ``S3idxError`` carrying its exit status, so the CLI
+maps exceptions to exit codes in one place. Backends translate vendor errors (botocore, pymongo,
+sqlite3, OSError) into these at their boundary.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitStatus(IntEnum):
+    """Process exit codes; README's table is generated from the same list."""
+
+    OK = 0
+    ERROR = 1
+    USAGE = 2
+    PARTIAL = 3
+    NOT_FOUND = 4
+    UNAVAILABLE = 5
+    ACCESS_DENIED = 6
+    DRIFT = 7
+    INTERRUPTED = 130
+    TERMINATED = 143
+
+
+EXIT_STATUS_MEANINGS: dict[ExitStatus, str] = {
+    ExitStatus.OK: "success",
+    ExitStatus.ERROR: "unexpected error (a bug or an unclassified backend failure)",
+    ExitStatus.USAGE: "usage error: bad flag, filter, configuration or location",
+    ExitStatus.PARTIAL: "partial failure: some records were rejected or some items failed",
+    ExitStatus.NOT_FOUND: "not found: a requested key, object or bucket does not exist",
+    ExitStatus.UNAVAILABLE: "backend unavailable: S3, MongoDB or the SQLite file cannot be used",
+    ExitStatus.ACCESS_DENIED: "access denied: credentials missing, wrong or not allowed",
+    ExitStatus.DRIFT: "sync --check found drift between index and store",
+    ExitStatus.INTERRUPTED: "interrupted by Ctrl-C (SIGINT)",
+    ExitStatus.TERMINATED: "terminated by SIGTERM",
+}
+
+
+class S3idxError(Exception):
+    """Base class: a failure with a message meant for the user and an exit status."""
+
+    exit_status: ExitStatus = ExitStatus.ERROR
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        if self.hint:
+            return f"{self.message}\n{self.hint}"
+        return self.message
+
+
+class UsageError(S3idxError):
+    """The command line, a filter, a location or the configuration is wrong."""
+
+    exit_status = ExitStatus.USAGE
+
+
+class ConfigError(UsageError):
+    """The configuration file or an environment setting is wrong."""
+
+
+class InvalidFilterError(UsageError):
+    """A query filter, projection or sort specification is not valid."""
+
+
+class IndexSettingsError(UsageError):
+    """The request disagrees with what the index was created with (e.g. its key field)."""
+
+
+class RecordError(S3idxError):
+    """One input record cannot be stored; the rest of the input goes on."""
+
+    exit_status = ExitStatus.PARTIAL
+
+
+class InvalidKeyError(RecordError):
+    """A document key cannot be used as an object key."""
+
+
+class MetadataTooLargeError(RecordError):
+    """The index entry does not fit into the 2 KB of object metadata."""
+
+
+class NotFoundError(S3idxError):
+    """A key, object, bucket or directory that was asked for does not exist."""
+
+    exit_status = ExitStatus.NOT_FOUND
+
+
+class ObjectNotFoundError(NotFoundError):
+    """An object key does not exist in the store."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"no such object: {key}")
+        self.key = key
+
+
+class BackendUnavailableError(S3idxError):
+    """A backend cannot be reached or used (connection refused, read-only file, disk full)."""
+
+    exit_status = ExitStatus.UNAVAILABLE
+
+
+class TransientError(BackendUnavailableError):
+    """A failure that may succeed when retried (throttling, 5xx, connection reset)."""
+
+
+class AccessDeniedError(S3idxError):
+    """Credentials are missing, invalid or not allowed to do this."""
+
+    exit_status = ExitStatus.ACCESS_DENIED
+
+
+class NotAnS3idxObjectError(S3idxError):
+    """An object lacks s3idx metadata (written by another tool)."""
+
+
+class CorruptObjectError(S3idxError):
+    """An object's metadata or body cannot be decoded."""
+
+
+class StoreFormatError(UsageError):
+    """A directory is not an s3idx store, or was written by a newer format."""

@@ -1,0 +1,113 @@
+"""The index protocol: what every index backend (SQLite, MongoDB) provides.
+
+An *entry* is a plain dict: the key field, the searchable fields (nested as in the document, so a
+dotted path ``a.b`` is stored as ``{"a": {"b": ...}}``), ``last_updated`` (a UTC datetime) and
+bookkeeping under ``_s3idx``: ``{"etag", "size", "sha256", "codec"}``. Values are str, int,
+float, bool, None, list, dict or datetime, and come back with the same types.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+Entry = dict[str, Any]
+SortSpec = Sequence[tuple[str, int]]
+
+
+@dataclass(frozen=True, slots=True)
+class Bookkeeping:
+    """What the index recorded about an entry's object."""
+
+    etag: str
+    size: int
+    sha256: str | None
+    codec: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"etag": self.etag, "size": self.size, "sha256": self.sha256, "codec": self.codec}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Bookkeeping:
+        return cls(data["etag"], int(data["size"]), data.get("sha256"), data["codec"])
+
+
+@dataclass(frozen=True, slots=True)
+class IndexSettings:
+    """What an index was created with: its key field and the searchable fields seen so far."""
+
+    key_field: str
+    fields: tuple[str, ...] = field(default_factory=tuple)
+
+
+@runtime_checkable
+class IndexRebuild(Protocol):
+    """A fresh index being filled; ``commit`` swaps it in at once, ``abort`` drops it."""
+
+    def upsert(self, entries: Sequence[Entry]) -> None: ...
+
+    def has_keys(self, keys: Sequence[str]) -> set[str]: ...
+
+    def save_checkpoint(self, checkpoint: Mapping[str, Any]) -> None: ...
+
+    def checkpoint(self) -> dict[str, Any] | None: ...
+
+    def commit(self, settings: IndexSettings) -> None: ...
+
+    def abort(self) -> None: ...
+
+
+@runtime_checkable
+class Index(Protocol):
+    """A queryable cache of index entries, keyed by the document key."""
+
+    location: str  # for messages; never holds a password
+
+    def settings(self) -> IndexSettings | None:
+        """The recorded settings, or None for an index that has never been written."""
+        ...
+
+    def configure(self, key_field: str, fields: Sequence[str]) -> IndexSettings:
+        """Record the key field (it may never change) and add searchable fields.
+
+        Creates the backend's indexes for new fields. Raises IndexSettingsError when the key
+        field differs from the recorded one.
+        """
+        ...
+
+    def upsert(self, entries: Sequence[Entry]) -> None:
+        """Insert or replace entries by key; later entries for the same key win."""
+        ...
+
+    def delete(self, keys: Sequence[str]) -> int:
+        """Remove entries by key; returns how many existed."""
+        ...
+
+    def find(
+        self,
+        filter: Mapping[str, Any] | None = None,
+        *,
+        fields: Sequence[str] | None = None,
+        sort: SortSpec | None = None,
+        skip: int = 0,
+        limit: int = 0,
+    ) -> Iterator[Entry]:
+        """Entries matching a MongoDB-style filter; ``fields`` projects (the key always stays)."""
+        ...
+
+    def count(self, filter: Mapping[str, Any] | None = None) -> int: ...
+
+    def bookkeeping(self, keys: Sequence[str]) -> dict[str, tuple[Entry, Bookkeeping]]:
+        """For the given keys that exist: the entry (without ``_s3idx``) and its bookkeeping."""
+        ...
+
+    def iter_bookkeeping(self) -> Iterator[tuple[str, Bookkeeping]]:
+        """Every key with its bookkeeping, in ascending key order (UTF-8 byte order)."""
+        ...
+
+    def start_rebuild(self, *, resume: bool = False) -> IndexRebuild:
+        """A fresh index beside the current one; with ``resume`` the interrupted one, if any."""
+        ...
+
+    def close(self) -> None: ...
