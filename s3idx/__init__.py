@@ -1,3 +1,38 @@
-"""s3idx: JSON documents as compressed objects in S3, a small queryable index in MongoDB or SQLite."""
+"""s3idx: JSON documents as compressed objects in S3, a small queryable index in MongoDB or SQLite.
 
-__version__ = "0.1.0.dev0"
+Use it from Python without the command line::
+
+    from s3idx import open_engine
+
+    with open_engine(store="s3://bucket/docs", index="mongodb://localhost/db") as engine:
+        engine.put_documents([{"fs_id": "a", "task_id": "mp-1"}], fields=["task_id"])
+        print(list(engine.query({"task_id": "mp-1"})))
+"""
+
+from s3idx._version import __version__
+from s3idx.config import Settings, resolve_settings
+from s3idx.engine import (
+    DeleteResult,
+    Engine,
+    Events,
+    GetResult,
+    PutResult,
+    Reject,
+    open_engine,
+)
+from s3idx.errors import ExitStatus, S3idxError
+
+__all__ = [
+    "DeleteResult",
+    "Engine",
+    "Events",
+    "ExitStatus",
+    "GetResult",
+    "PutResult",
+    "Reject",
+    "S3idxError",
+    "Settings",
+    "__version__",
+    "open_engine",
+    "resolve_settings",
+]

@@ -50,10 +50,7 @@ _ORJSON_OPTS = orjson.OPT_PASSTHROUGH_DATETIME
 
 def normalize_datetime(value: datetime) -> datetime:
     """UTC, millisecond precision; naive datetimes are taken as UTC."""
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    else:
-        value = value.astimezone(UTC)
+    value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
     return value.replace(microsecond=value.microsecond // 1000 * 1000)
 
 
@@ -113,7 +110,7 @@ def _refuse_non_finite(value: Any) -> None:
     # orjson writes NaN as null, which would silently change the value.
     if isinstance(value, float):
         if value != value or value in (float("inf"), float("-inf")):
-            raise ValueError(f"{value} is not valid JSON (NaN and Infinity are not numbers in JSON)")
+            raise ValueError(f"{value} is not valid JSON (NaN and Infinity are not JSON numbers)")
     elif isinstance(value, dict):
         for item in value.values():
             _refuse_non_finite(item)
@@ -128,7 +125,9 @@ def loads(data: bytes | str) -> Any:
 
 
 def untag(value: Any) -> Any:
-    """Turn ``{"$date": ...}`` tags inside a parsed JSON value into datetimes."""
+    """Turn ``{"$date": ...}`` tags inside a parsed JSON value into datetimes (UTC, ms)."""
+    if isinstance(value, datetime):
+        return normalize_datetime(value)
     if isinstance(value, dict):
         if is_date_tag(value):
             return parse_date_tag(value["$date"])
@@ -136,6 +135,11 @@ def untag(value: Any) -> Any:
     if isinstance(value, list):
         return [untag(v) for v in value]
     return value
+
+
+def canonical(value: Any) -> bytes:
+    """Tagged JSON with sorted keys: equal bytes iff equal values of equal types."""
+    return orjson.dumps(value, default=_default, option=_ORJSON_OPTS | orjson.OPT_SORT_KEYS)
 
 
 _NON_ASCII = re.compile(r"[^\x20-\x7e]")
@@ -167,14 +171,18 @@ class EncodedBody:
     codec: str
 
 
+def encode_raw(raw: bytes, codec: str) -> bytes:
+    """The stored body for uncompressed JSON bytes."""
+    if codec == "json+zlib":
+        return zlib.compress(raw, ZLIB_LEVEL)
+    if codec == "json":
+        return raw
+    raise ValueError(f"unknown codec {codec!r}")
+
+
 def encode_document(document: Mapping[str, Any], codec: str) -> EncodedBody:
     raw = dumps(document)
-    digest = hashlib.sha256(raw).hexdigest()
-    if codec == "json+zlib":
-        return EncodedBody(zlib.compress(raw, ZLIB_LEVEL), digest, codec)
-    if codec == "json":
-        return EncodedBody(raw, digest, codec)
-    raise ValueError(f"unknown codec {codec!r}")
+    return EncodedBody(encode_raw(raw, codec), hashlib.sha256(raw).hexdigest(), codec)
 
 
 def decode_body(body: bytes, codec: str) -> bytes:
@@ -272,18 +280,22 @@ def metadata_size(metadata: Mapping[str, str]) -> int:
     return sum(len(k.encode()) + len(v.encode()) for k, v in metadata.items())
 
 
-def check_metadata_size(metadata: Mapping[str, str], key: str, entry: Mapping[str, Any]) -> None:
+def check_metadata_size(
+    metadata: Mapping[str, str], key: str, entry: Mapping[str, Any] | None = None
+) -> None:
+    """Refuse metadata over S3's 2 KB, naming the largest fields of the entry."""
     size = metadata_size(metadata)
     if size <= MAX_METADATA_BYTES:
         return
-    sizes = sorted(
-        ((len(ascii_json(v)), name) for name, v in entry.items()), reverse=True
-    )
+    if entry is not None:
+        sizes = sorted(((len(ascii_json(v)), name) for name, v in entry.items()), reverse=True)
+    else:
+        sizes = sorted(((len(v.encode()), name) for name, v in metadata.items()), reverse=True)
     largest = ", ".join(f"{name} ({n} bytes)" for n, name in sizes[:3])
     raise MetadataTooLargeError(
         f"index entry of {key!r} needs {size} bytes of metadata; the limit is "
         f"{MAX_METADATA_BYTES} bytes; largest fields: {largest}",
-        hint="index fewer or smaller fields (--field), or shorten the values",
+        hint="index fewer or smaller fields (--field), or shorten their values",
     )
 
 

@@ -48,6 +48,8 @@ class S3idxError(Exception):
         super().__init__(message)
         self.message = message
         self.hint = hint
+        # What an operation had done when this stopped it (e.g. a PutResult), for the summary.
+        self.partial_result: object | None = None
 
     def __str__(self) -> str:
         if self.hint:

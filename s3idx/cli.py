@@ -1,0 +1,618 @@
+"""The ``s3idx`` command: parses flags, calls one engine method, renders the result.
+
+Exit statuses are mapped from exceptions in one place (``_run``); messages go to stderr and data
+to stdout.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import orjson
+import typer
+
+from s3idx import codec, output
+from s3idx._version import __version__
+from s3idx.config import (
+    COMPRESSIONS,
+    config_path,
+    data_dir,
+    default_index,
+    default_store,
+    redact,
+    resolve_settings,
+)
+from s3idx.engine.core import Engine
+from s3idx.engine.inputs import ReadProgress
+from s3idx.engine.results import PutResult
+from s3idx.errors import EXIT_STATUS_MEANINGS, ExitStatus, S3idxError, UsageError
+from s3idx.query.sort import parse_sort
+
+T = TypeVar("T")
+
+HELP = f"""JSON documents as compressed objects in a bucket, with a small queryable index.
+
+Ingest JSON lines with `put`, look entries up with `query`, read documents back with `get`.
+
+With nothing configured, objects go to {default_store()} and the index to
+{default_index()} (set S3IDX_HOME to move both).
+"""
+
+app = typer.Typer(
+    name="s3idx",
+    help=HELP,
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+# --- options shared by every command -------------------------------------------------------
+
+StoreOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--store",
+        metavar="LOCATION",
+        help="Object store: a directory, file://PATH or s3://BUCKET/PREFIX. [env: S3IDX_STORE]",
+        show_default=False,
+    ),
+]
+IndexOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--index",
+        metavar="LOCATION",
+        help="Index: a SQLite file, sqlite:///PATH or mongodb://HOST/DB. [env: S3IDX_INDEX]",
+        show_default=False,
+    ),
+]
+ProfileOpt = Annotated[
+    str | None,
+    typer.Option("--profile", help="Profile of the config file to use. [env: S3IDX_PROFILE]"),
+]
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        metavar="FILE",
+        help=f"Config file (TOML). [default: {config_path()}] [env: S3IDX_CONFIG]",
+        show_default=False,
+    ),
+]
+JsonOpt = Annotated[
+    bool, typer.Option("--json", help="Print the summary as one JSON object on stdout.")
+]
+QuietOpt = Annotated[
+    bool, typer.Option("--quiet", "-q", help="No progress and no summary; errors only.")
+]
+WorkersOpt = Annotated[
+    int | None,
+    typer.Option("--workers", min=1, help="Concurrent object requests. [default: 8]"),
+]
+
+
+class Context:
+    """What every command resolves first: settings and how to talk to the user."""
+
+    def __init__(
+        self,
+        *,
+        store: str | None,
+        index: str | None,
+        profile: str | None,
+        config: Path | None,
+        json: bool = False,
+        quiet: bool = False,
+        **flags: Any,
+    ) -> None:
+        self.json = json
+        self.quiet = quiet
+        self.settings = resolve_settings(
+            {"store": store, "index": index, **flags}, profile=profile, config_file=config
+        )
+
+    def engine(self) -> Engine:
+        return Engine.from_settings(self.settings)
+
+
+# --- running a command: the one place exceptions become exit statuses ------------------------
+
+
+class _Signals:
+    """First Ctrl-C or SIGTERM asks the operation to stop cleanly; a second one aborts."""
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self.received: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.stop.is_set():
+            raise KeyboardInterrupt
+        self.received = signum
+        self.stop.set()
+        output.message("stopping: finishing requests under way (press Ctrl-C again to abort)")
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[_Signals]:
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self._previous[signum] = signal.signal(signum, self._handle)
+        try:
+            yield self
+        finally:
+            for signum, handler in self._previous.items():
+                signal.signal(signum, handler)
+
+    def exit_status(self) -> ExitStatus | None:
+        if self.received == signal.SIGTERM:
+            return ExitStatus.TERMINATED
+        if self.received == signal.SIGINT:
+            return ExitStatus.INTERRUPTED
+        return None
+
+
+def _run(body: Callable[[], ExitStatus | None]) -> None:
+    """Run a command body; map its outcome and every S3idxError to an exit status."""
+    try:
+        status = body()
+    except S3idxError as exc:
+        partial = exc.partial_result
+        if isinstance(partial, PutResult):
+            output.message(output.put_summary(partial))
+        output.error(exc.message, exc.hint)
+        status = exc.exit_status
+    except KeyboardInterrupt:
+        output.message("interrupted")
+        status = ExitStatus.INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (e.g. `| head`): not an error of ours; keep Python quiet.
+        with contextlib.suppress(Exception):
+            sys.stdout = None  # type: ignore[assignment]
+        status = ExitStatus.OK
+    if status:
+        raise typer.Exit(int(status))
+
+
+def _parse_filter(text: str | None, what: str = "FILTER") -> dict[str, Any]:
+    if text is None or not text.strip():
+        return {}
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise UsageError(
+            f"{what} is not valid JSON: {exc}",
+            hint='write it as a JSON object, e.g. \'{"task_id": "mp-1"}\'',
+        ) from None
+    if not isinstance(value, dict):
+        raise UsageError(f"{what} must be a JSON object, not {type(value).__name__}")
+    try:
+        return codec.untag(value)
+    except ValueError as exc:
+        raise UsageError(f"{what}: {exc}") from None
+
+
+# --- commands --------------------------------------------------------------------------------
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"s3idx {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Top-level options."""
+
+
+@app.command()
+def put(
+    files: Annotated[
+        list[str] | None,
+        typer.Argument(
+            metavar="[FILE]...",
+            help="JSON lines files, JSON array files or .gz of either; '-' or a pipe is stdin.",
+            show_default=False,
+        ),
+    ] = None,
+    key: Annotated[
+        str | None,
+        typer.Option("--key", metavar="FIELD", help="Key field of the documents. [default: fs_id]"),
+    ] = None,
+    field: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--field",
+            metavar="PATH",
+            help="Searchable field to index (dotted paths allowed); repeat for more.",
+        ),
+    ] = None,
+    compress: Annotated[
+        str | None,
+        typer.Option(
+            "--compress", metavar="|".join(COMPRESSIONS), help="Body compression. [default: zlib]"
+        ),
+    ] = None,
+    workers: WorkersOpt = None,
+    batch_size: Annotated[
+        int | None,
+        typer.Option("--batch-size", min=1, help="Index entries per bulk write. [default: 1000]"),
+    ] = None,
+    skip_unchanged: Annotated[
+        bool,
+        typer.Option(
+            "--skip-unchanged", help="Upload nothing for documents already stored identically."
+        ),
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Validate and count; write nothing.")
+    ] = False,
+    rejects: Annotated[
+        Path | None,
+        typer.Option("--rejects", metavar="FILE", help="Write each rejected line to FILE as is."),
+    ] = None,
+    max_errors: Annotated[
+        int | None,
+        typer.Option("--max-errors", min=1, metavar="N", help="Stop after N rejected records."),
+    ] = None,
+    store: StoreOpt = None,
+    index: IndexOpt = None,
+    profile: ProfileOpt = None,
+    config: ConfigOpt = None,
+    json: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Store documents from JSON lines and index their fields.
+
+    Example: printf '{"fs_id":"a","task_id":"mp-1"}\\n' | s3idx put --field task_id
+    """
+
+    def body() -> ExitStatus | None:
+        ctx = Context(
+            store=store,
+            index=index,
+            profile=profile,
+            config=config,
+            json=json,
+            quiet=quiet,
+            key=key,
+            fields=tuple(field or ()),
+            compress=compress,
+            workers=workers,
+            batch_size=batch_size,
+        )
+        paths = _input_paths(files)
+        return _put(ctx, paths, skip_unchanged, dry_run, rejects, max_errors)
+
+    _run(body)
+
+
+def _input_paths(files: list[str] | None) -> list[str]:
+    paths = list(files or [])
+    if not paths:
+        if output.is_terminal(sys.stdin):
+            raise UsageError(
+                "no input: give FILE arguments or pipe JSON lines into s3idx put",
+                hint="example: s3idx put docs.jsonl, or: cat docs.jsonl | s3idx put",
+            )
+        paths = ["-"]
+    if paths.count("-") > 1:
+        raise UsageError("'-' (stdin) can be given only once")
+    for path in paths:
+        if path != "-" and not Path(path).is_file():
+            what = "is a directory" if Path(path).is_dir() else "does not exist"
+            raise UsageError(f"input file {path} {what}")
+    return paths
+
+
+def _put(
+    ctx: Context,
+    paths: list[str],
+    skip_unchanged: bool,
+    dry_run: bool,
+    rejects_path: Path | None,
+    max_errors: int | None,
+) -> ExitStatus | None:
+    show_progress = not (ctx.quiet or ctx.json) and output.is_terminal(sys.stderr)
+    read_progress = ReadProgress()
+    signals = _Signals()
+    with contextlib.ExitStack() as stack:
+        rejects = stack.enter_context(open(rejects_path, "wb")) if rejects_path else None
+        events = stack.enter_context(CliPutEvents(rejects, show_progress, read_progress))
+        engine = stack.enter_context(ctx.engine())
+        stack.enter_context(signals.installed())
+        result = engine.put_files(
+            paths,
+            stdin=sys.stdin.buffer,
+            read_progress=read_progress,
+            skip_unchanged=skip_unchanged,
+            dry_run=dry_run,
+            max_errors=max_errors,
+            events=events,
+            stop=signals.stop,
+            progress=events.on_progress,
+        )
+    _report(ctx, result.as_dict(), output.put_summary(result))
+    interrupted = signals.exit_status()
+    if interrupted is not None:
+        return interrupted
+    if result.rejected or result.not_indexed:
+        return ExitStatus.PARTIAL
+    return None
+
+
+class CliPutEvents(output.CliEvents):
+    def __init__(self, rejects: Any, show_progress: bool, read_progress: ReadProgress) -> None:
+        super().__init__(rejects=rejects, show_progress=show_progress)
+        self._read = read_progress
+
+    def on_progress(self, result: PutResult) -> None:
+        detail = {"stored": result.stored, "rejected": result.rejected}
+        self.progress(self._read.bytes_read, self._read.bytes_total, detail)
+
+
+def _report(ctx: Context, summary: dict[str, Any], line: str) -> None:
+    if ctx.json:
+        output.write_json(summary)
+    elif not ctx.quiet:
+        output.message(line)
+
+
+@app.command()
+def get(
+    keys: Annotated[list[str], typer.Argument(metavar="KEY...", help="Document keys.")],
+    output_file: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", metavar="FILE", help="Write to FILE instead of stdout."),
+    ] = None,
+    workers: WorkersOpt = None,
+    store: StoreOpt = None,
+    index: IndexOpt = None,
+    profile: ProfileOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Print documents as JSON lines, in the order of the keys.
+
+    Example: s3idx get a b > docs.jsonl
+    """
+
+    def body() -> ExitStatus | None:
+        ctx = Context(store=store, index=index, profile=profile, config=config, workers=workers)
+        with contextlib.ExitStack() as stack:
+            engine = stack.enter_context(ctx.engine())
+            out = stack.enter_context(open(output_file, "wb")) if output_file else sys.stdout.buffer
+            result = engine.write_documents(keys, out)
+            out.flush()
+        for key in result.missing:
+            output.message(f"not found: {key}")
+        return ExitStatus.NOT_FOUND if result.missing else None
+
+    _run(body)
+
+
+@app.command()
+def query(
+    filter: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="[FILTER]", help="MongoDB-style filter as JSON; all entries when omitted."
+        ),
+    ] = None,
+    fields: Annotated[
+        str | None,
+        typer.Option("--fields", metavar="A,B", help="Fields to show (the key is always shown)."),
+    ] = None,
+    full: Annotated[
+        bool, typer.Option("--full", help="Print the whole documents from the store.")
+    ] = False,
+    sort: Annotated[
+        str | None,
+        typer.Option("--sort", metavar="A,-B", help="Sort by fields; '-' for descending."),
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", min=0, help="At most N results.")] = 0,
+    skip: Annotated[int, typer.Option("--skip", min=0, help="Skip the first N results.")] = 0,
+    count: Annotated[bool, typer.Option("--count", help="Print only the number of matches.")] = (
+        False
+    ),
+    workers: WorkersOpt = None,
+    json: Annotated[
+        bool, typer.Option("--json", help="JSON lines even on a terminal (no table).")
+    ] = False,
+    store: StoreOpt = None,
+    index: IndexOpt = None,
+    profile: ProfileOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Find index entries with a MongoDB-style filter.
+
+    Example: s3idx query '{"task_id": {"$in": ["mp-1", "mp-2"]}}' --fields task_id
+    """
+
+    def body() -> ExitStatus | None:
+        ctx = Context(store=store, index=index, profile=profile, config=config, workers=workers)
+        spec = _parse_filter(filter)
+        sort_spec = parse_sort(sort) if sort else None
+        with ctx.engine() as engine:
+            if count:
+                matched = max(0, engine.count(spec) - skip)
+                typer.echo(str(min(matched, limit) if limit else matched))
+                return None
+            if full:
+                return _print_full(engine, spec, sort_spec, skip, limit)
+            projection = [f.strip() for f in fields.split(",") if f.strip()] if fields else None
+            entries = engine.query(spec, fields=projection, sort=sort_spec, skip=skip, limit=limit)
+            if not projection or codec.RESERVED_FIELD not in projection:
+                entries = (_without_bookkeeping(e) for e in entries)
+            if json or not output.is_terminal(sys.stdout):
+                out = sys.stdout.buffer
+                for entry in entries:
+                    out.write(output.json_line(entry))
+                out.flush()
+                return None
+            table, shown, more = output.entries_table(entries)
+            output.stdout_console().print(table)
+            if more:
+                output.message(f"showing the first {shown} entries; use --json or a pipe for all")
+        return None
+
+    _run(body)
+
+
+def _without_bookkeeping(entry: dict[str, Any]) -> dict[str, Any]:
+    entry.pop(codec.RESERVED_FIELD, None)
+    return entry
+
+
+def _print_full(
+    engine: Engine, spec: dict[str, Any], sort_spec: Any, skip: int, limit: int
+) -> ExitStatus | None:
+    out = sys.stdout.buffer
+    missing = []
+    for key, document in engine.query_documents(spec, sort=sort_spec, skip=skip, limit=limit):
+        if document is None:
+            missing.append(key)
+            continue
+        for chunk in document.iter_bytes():
+            out.write(chunk)
+        out.write(b"\n")
+    out.flush()
+    for key in missing:
+        output.message(f"index entry {key!r} has no object in the store (run s3idx sync)")
+    return ExitStatus.PARTIAL if missing else None
+
+
+@app.command()
+def delete(
+    keys: Annotated[
+        list[str] | None, typer.Argument(metavar="[KEY]...", help="Keys to delete.")
+    ] = None,
+    filter: Annotated[
+        str | None,
+        typer.Option("--filter", metavar="FILTER", help="Delete every entry matching FILTER."),
+    ] = None,
+    all_: Annotated[
+        bool, typer.Option("--all", help="Allow an empty --filter '{}': delete everything.")
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="List what would be deleted; delete nothing.")
+    ] = False,
+    store: StoreOpt = None,
+    index: IndexOpt = None,
+    profile: ProfileOpt = None,
+    config: ConfigOpt = None,
+    json: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Delete documents: the object first, then its index entry.
+
+    Example: s3idx delete --filter '{"task_id": "mp-1"}' --dry-run
+    """
+
+    def body() -> ExitStatus | None:
+        ctx = Context(
+            store=store, index=index, profile=profile, config=config, json=json, quiet=quiet
+        )
+        if keys and filter is not None:
+            raise UsageError("give KEY arguments or --filter, not both")
+        if not keys and filter is None:
+            raise UsageError("nothing to delete: give KEY arguments or --filter FILTER")
+        with ctx.engine() as engine:
+            if filter is not None:
+                spec = _parse_filter(filter, "--filter")
+                if not spec and not all_:
+                    raise UsageError(
+                        "--filter '{}' matches every document",
+                        hint="add --all if you mean to delete everything",
+                    )
+                result = engine.delete_matching(spec, dry_run=dry_run)
+            else:
+                result = engine.delete(keys or [], dry_run=dry_run)
+        if dry_run and not ctx.json:
+            for key in result.would_delete:
+                typer.echo(key)
+        for key in result.missing:
+            output.message(f"not found: {key}")
+        for key, reason in result.failed:
+            output.message(f"could not delete {key}: {reason}")
+        verb = "would delete" if dry_run else "deleted"
+        count = len(result.would_delete) if dry_run else result.deleted
+        line = f"delete: {verb} {count} documents"
+        if result.missing:
+            line += f", {len(result.missing)} not found"
+        if result.failed:
+            line += f", {len(result.failed)} failed"
+        _report(ctx, result.as_dict(), line)
+        if result.failed:
+            return ExitStatus.PARTIAL
+        return ExitStatus.NOT_FOUND if result.missing else None
+
+    _run(body)
+
+
+@app.command()
+def info(
+    store: StoreOpt = None,
+    index: IndexOpt = None,
+    profile: ProfileOpt = None,
+    config: ConfigOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """Show where documents and the index live, and what the index holds.
+
+    Example: s3idx info --json
+    """
+
+    def body() -> ExitStatus | None:
+        ctx = Context(store=store, index=index, profile=profile, config=config, json=json)
+        with ctx.engine() as engine:
+            recorded = engine.index.settings()
+            data = {
+                "version": __version__,
+                "store": redact(ctx.settings.store),
+                "index": redact(ctx.settings.index),
+                "config_file": str(config or config_path()),
+                "data_dir": str(data_dir()),
+                "key_field": engine.key_field,
+                "fields": list(recorded.fields) if recorded else [],
+                "entries": engine.count({}) if recorded else 0,
+            }
+        if json:
+            output.write_json(data)
+        else:
+            width = max(len(k) for k in data)
+            for name, value in data.items():
+                shown = ", ".join(value) if isinstance(value, list) else value
+                typer.echo(f"{name.replace('_', ' '):<{width}}  {shown}")
+        return None
+
+    _run(body)
+
+
+def exit_status_table() -> list[tuple[int, str, str]]:
+    return [(int(s), s.name, EXIT_STATUS_MEANINGS[s]) for s in ExitStatus]
+
+
+def main() -> None:
+    app(prog_name="s3idx")
+
+
+if __name__ == "__main__":
+    main()

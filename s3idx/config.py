@@ -1,0 +1,210 @@
+"""Settings, resolved once: flags > ``S3IDX_*`` environment > config file profile > defaults."""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from s3idx.errors import ConfigError
+
+DEFAULT_KEY_FIELD = "fs_id"
+DEFAULT_COLLECTION = "s3idx"
+COMPRESSIONS = ("zlib", "none")
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything a command needs to open its backends and shape its work."""
+
+    store: str
+    index: str
+    collection: str = DEFAULT_COLLECTION
+    key: str | None = None  # None: the key field the index recorded, else fs_id
+    fields: tuple[str, ...] = ()
+    compress: str = "zlib"
+    workers: int = 8
+    batch_size: int = 1000
+    aws_profile: str | None = None
+    region: str | None = None
+    endpoint_url: str | None = None
+    transport: str = "boto3"
+    create_bucket: bool = False
+
+
+# name in the config file and after S3IDX_ in the environment -> parser
+_PARSERS: dict[str, Any] = {
+    "store": str,
+    "index": str,
+    "collection": str,
+    "key": str,
+    "fields": "list",
+    "compress": str,
+    "workers": int,
+    "batch_size": int,
+    "aws_profile": str,
+    "region": str,
+    "endpoint_url": str,
+    "transport": str,
+    "create_bucket": bool,
+}
+SETTING_NAMES = tuple(_PARSERS)
+assert set(SETTING_NAMES) <= {f.name for f in fields(Settings)}
+
+
+def data_dir(env: Mapping[str, str] | None = None) -> Path:
+    """The per-user directory of the embedded default store and index."""
+    env = os.environ if env is None else env
+    if env.get("S3IDX_HOME"):
+        return Path(env["S3IDX_HOME"]).expanduser()
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Application Support" / "s3idx"
+    if sys.platform == "win32":
+        return Path(env.get("LOCALAPPDATA", Path.home() / "AppData" / "Local")) / "s3idx"
+    base = env.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "s3idx"
+
+
+def config_path(env: Mapping[str, str] | None = None) -> Path:
+    env = os.environ if env is None else env
+    if env.get("S3IDX_CONFIG"):
+        return Path(env["S3IDX_CONFIG"]).expanduser()
+    base = env.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "s3idx" / "config.toml"
+
+
+def default_store(env: Mapping[str, str] | None = None) -> str:
+    return str(data_dir(env) / "store")
+
+
+def default_index(env: Mapping[str, str] | None = None) -> str:
+    return str(data_dir(env) / "index.sqlite3")
+
+
+def resolve_settings(
+    flags: Mapping[str, Any],
+    *,
+    profile: str | None = None,
+    config_file: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Settings:
+    """Merge the layers; ``flags`` holds only what the user gave (None means not given)."""
+    env = os.environ if env is None else env
+    merged: dict[str, Any] = {}
+    merged.update(_from_file(config_file, profile or env.get("S3IDX_PROFILE"), env))
+    merged.update(_from_env(env))
+    merged.update({k: v for k, v in flags.items() if v is not None and v != ()})
+    merged.setdefault("store", default_store(env))
+    merged.setdefault("index", default_index(env))
+    if "fields" in merged:
+        merged["fields"] = tuple(merged["fields"])
+    settings = Settings(**merged)
+    _validate(settings)
+    return settings
+
+
+def _validate(settings: Settings) -> None:
+    if settings.compress not in COMPRESSIONS:
+        raise ConfigError(
+            f"unknown compression {settings.compress!r}; choose one of: {', '.join(COMPRESSIONS)}"
+        )
+    if settings.workers < 1:
+        raise ConfigError(f"workers must be at least 1, got {settings.workers}")
+    if settings.batch_size < 1:
+        raise ConfigError(f"batch size must be at least 1, got {settings.batch_size}")
+
+
+def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for name, parser in _PARSERS.items():
+        var = "S3IDX_" + name.upper()
+        if env.get(var):
+            values[name] = _parse(parser, env[var], var)
+    return values
+
+
+def _parse(parser: Any, raw: Any, where: str) -> Any:
+    if parser == "list":
+        if isinstance(raw, str):
+            return tuple(p.strip() for p in raw.split(",") if p.strip())
+        if isinstance(raw, list) and all(isinstance(p, str) for p in raw):
+            return tuple(raw)
+        raise ConfigError(f"{where}: expected a list of strings")
+    if parser is bool:
+        if isinstance(raw, bool):
+            return raw
+        text = str(raw).strip().lower()
+        if text in ("1", "true", "yes", "on"):
+            return True
+        if text in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{where}: expected true or false, got {raw!r}")
+    if parser is int:
+        if isinstance(raw, bool):
+            raise ConfigError(f"{where}: expected a whole number, got {raw!r}")
+        try:
+            return int(raw)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}: expected a whole number, got {raw!r}") from None
+    if not isinstance(raw, str):
+        raise ConfigError(f"{where}: expected a string, got {raw!r}")
+    return raw
+
+
+def _from_file(
+    path: str | os.PathLike[str] | None, profile: str | None, env: Mapping[str, str]
+) -> dict[str, Any]:
+    explicit = path is not None or bool(env.get("S3IDX_CONFIG"))
+    file = Path(path) if path is not None else config_path(env)
+    try:
+        data = tomllib.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        if explicit:
+            raise ConfigError(f"config file not found: {file}") from None
+        if profile:
+            raise ConfigError(
+                f"no profile {profile!r}: there is no config file at {file}"
+            ) from None
+        return {}
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{file}: not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {file}: {exc.strerror or exc}") from None
+    profiles = data.pop("profiles", {})
+    if not isinstance(profiles, dict):
+        raise ConfigError(f"{file}: [profiles] must be a table of profile tables")
+    values = _settings_table(data, f"{file}")
+    if profile:
+        if profile not in profiles:
+            known = ", ".join(sorted(profiles)) or "none"
+            raise ConfigError(f"no profile {profile!r} in {file}; profiles: {known}")
+        values.update(_settings_table(profiles[profile], f"{file} [profiles.{profile}]"))
+    return values
+
+
+def _settings_table(table: Any, where: str) -> dict[str, Any]:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: expected a table")
+    unknown = sorted(set(table) - set(_PARSERS))
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown setting {unknown[0]!r}; known: {', '.join(SETTING_NAMES)}"
+        )
+    return {name: _parse(_PARSERS[name], v, f"{where}: {name}") for name, v in table.items()}
+
+
+_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^:/@?#]*):[^/?#]*@")
+
+
+def redact(text: str) -> str:
+    """Text fit to print: the password of every URI in it replaced by ``***``."""
+    return _USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
+
+
+def with_overrides(settings: Settings, **changes: Any) -> Settings:
+    return replace(settings, **{k: v for k, v in changes.items() if v is not None})

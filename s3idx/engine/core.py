@@ -1,0 +1,225 @@
+"""The engine: one object that every command and every Python user goes through."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+from s3idx import codec
+from s3idx.backends import open_index, open_store
+from s3idx.config import DEFAULT_KEY_FIELD, Settings, resolve_settings
+from s3idx.engine import delete as delete_ops
+from s3idx.engine.documents import check_field_paths
+from s3idx.engine.inputs import (
+    InputSource,
+    ReadProgress,
+    Record,
+    file_source,
+    read_records,
+    stream_source,
+    total_size,
+)
+from s3idx.engine.put import PutOptions, run_put
+from s3idx.engine.read import FetchedDocument, fetch_document, fetch_many
+from s3idx.engine.results import DeleteResult, Events, GetResult, PutResult
+from s3idx.errors import ObjectNotFoundError
+from s3idx.index.base import Entry, Index, SortSpec
+from s3idx.store.base import ObjectStore
+
+
+class Engine:
+    """put / get / query / delete over one object store and one index.
+
+    The engine never prints: it reports through ``Events`` and returns result objects.
+    """
+
+    def __init__(
+        self,
+        store: ObjectStore,
+        index: Index,
+        *,
+        key_field: str | None = None,
+        fields: Sequence[str] = (),
+        compress: str = "zlib",
+        workers: int = 8,
+        batch_size: int = 1000,
+    ) -> None:
+        self.store = store
+        self.index = index
+        self._key_field = key_field
+        self.fields = tuple(fields)
+        self.codec = codec.CODEC_BY_COMPRESSION[compress]
+        self.workers = workers
+        self.batch_size = batch_size
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Engine:
+        return cls(
+            open_store(settings),
+            open_index(settings),
+            key_field=settings.key,
+            fields=settings.fields,
+            compress=settings.compress,
+            workers=settings.workers,
+            batch_size=settings.batch_size,
+        )
+
+    def close(self) -> None:
+        self.index.close()
+        self.store.close()
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- settings ----------------------------------------------------------------------------
+
+    @property
+    def key_field(self) -> str:
+        """The key field: as given, else as the index recorded it, else ``fs_id``."""
+        if self._key_field is not None:
+            return self._key_field
+        recorded = self.index.settings()
+        return recorded.key_field if recorded is not None else DEFAULT_KEY_FIELD
+
+    def _put_fields(self, extra: Sequence[str]) -> tuple[str, ...]:
+        recorded = self.index.settings()
+        known = recorded.fields if recorded is not None else ()
+        return check_field_paths([*known, *self.fields, *extra], self.key_field)
+
+    # --- put ---------------------------------------------------------------------------------
+
+    def put_records(
+        self,
+        records: Iterable[Record],
+        *,
+        fields: Sequence[str] = (),
+        skip_unchanged: bool = False,
+        dry_run: bool = False,
+        max_errors: int | None = None,
+        events: Events | None = None,
+        stop: threading.Event | None = None,
+        progress: Any = None,
+    ) -> PutResult:
+        key_field = self.key_field
+        all_fields = self._put_fields(fields)
+        if not dry_run:
+            self.index.configure(key_field, all_fields)
+        options = PutOptions(
+            key_field=key_field,
+            fields=all_fields,
+            codec=self.codec,
+            workers=self.workers,
+            batch_size=self.batch_size,
+            skip_unchanged=skip_unchanged,
+            dry_run=dry_run,
+            max_errors=max_errors,
+        )
+        return run_put(self.store, self.index, records, options, events or Events(), stop, progress)
+
+    def put_files(
+        self,
+        paths: Sequence[str | Path],
+        *,
+        stdin: IO[bytes] | None = None,
+        read_progress: ReadProgress | None = None,
+        **options: Any,
+    ) -> PutResult:
+        """Ingest JSON lines (or a JSON array, or gzip of either) from files; ``-`` is stdin."""
+        sources: list[InputSource] = []
+        for path in paths:
+            if str(path) == "-":
+                if stdin is None:
+                    raise ValueError("'-' given but no stdin stream")
+                sources.append(stream_source(stdin))
+            else:
+                sources.append(file_source(path))
+        progress = read_progress or ReadProgress()
+        progress.bytes_total = total_size(sources)
+        return self.put_records(read_records(sources, progress), **options)
+
+    def put_documents(self, documents: Iterable[Mapping[str, Any]], **options: Any) -> PutResult:
+        """Ingest Python dicts (datetimes allowed); rejects are located as ``<documents>:N``."""
+        records = (
+            Record("<documents>", n, b"", dict(doc)) for n, doc in enumerate(documents, start=1)
+        )
+        return self.put_records(records, **options)
+
+    # --- get ---------------------------------------------------------------------------------
+
+    def get(self, key: str) -> dict[str, Any]:
+        """One document as a dict (datetimes as datetimes); ObjectNotFoundError if missing."""
+        return codec.loads(fetch_document(self.store, key).read())
+
+    def fetch(self, keys: Iterable[str]) -> Iterator[tuple[str, FetchedDocument | None]]:
+        """Documents' JSON in the order of ``keys``, fetched in parallel; None when missing."""
+        return fetch_many(self.store, keys, self.workers)
+
+    def write_documents(self, keys: Iterable[str], out: IO[bytes]) -> GetResult:
+        """Write documents as JSON lines, streaming large ones."""
+        result = GetResult()
+        for key, document in self.fetch(keys):
+            if document is None:
+                result.missing.append(key)
+                continue
+            for chunk in document.iter_bytes():
+                out.write(chunk)
+            out.write(b"\n")
+            result.found += 1
+        return result
+
+    # --- query -------------------------------------------------------------------------------
+
+    def query(
+        self,
+        filter: Mapping[str, Any] | None = None,
+        *,
+        fields: Sequence[str] | None = None,
+        sort: SortSpec | None = None,
+        skip: int = 0,
+        limit: int = 0,
+    ) -> Iterator[Entry]:
+        """Index entries matching a MongoDB-style filter."""
+        return self.index.find(filter or {}, fields=fields, sort=sort, skip=skip, limit=limit)
+
+    def count(self, filter: Mapping[str, Any] | None = None) -> int:
+        return self.index.count(filter or {})
+
+    def query_documents(
+        self,
+        filter: Mapping[str, Any] | None = None,
+        *,
+        sort: SortSpec | None = None,
+        skip: int = 0,
+        limit: int = 0,
+    ) -> Iterator[tuple[str, FetchedDocument | None]]:
+        """The whole documents of the matching entries, fetched in parallel, in index order."""
+        key_field = self.key_field
+        entries = self.query(filter, fields=[key_field], sort=sort, skip=skip, limit=limit)
+        return self.fetch(e[key_field] for e in entries)
+
+    # --- delete ------------------------------------------------------------------------------
+
+    def delete(self, keys: Iterable[str], *, dry_run: bool = False) -> DeleteResult:
+        return delete_ops.delete_keys(self.store, self.index, keys, dry_run=dry_run)
+
+    def delete_matching(self, filter: Mapping[str, Any], *, dry_run: bool = False) -> DeleteResult:
+        return delete_ops.delete_matching(
+            self.store, self.index, filter, self.key_field, dry_run=dry_run
+        )
+
+
+def open_engine(
+    *, profile: str | None = None, config_file: str | None = None, **settings: Any
+) -> Engine:
+    """An engine from settings given as keywords, the environment and the config file."""
+    return Engine.from_settings(
+        resolve_settings(settings, profile=profile, config_file=config_file)
+    )
+
+
+__all__ = ["Engine", "ObjectNotFoundError", "open_engine"]

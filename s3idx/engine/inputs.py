@@ -1,0 +1,205 @@
+"""Reading input: JSON lines or one JSON array, from files, gzip files or stdin, as a stream.
+
+Each record keeps where it came from (``FILE:LINE``) and its raw bytes, so a rejected record can
+be reported precisely and written to ``--rejects`` exactly as it was.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+
+from s3idx.errors import BackendUnavailableError, NotFoundError
+
+_BOM = b"\xef\xbb\xbf"
+_GZIP_MAGIC = b"\x1f\x8b"
+STDIN_NAME = "<stdin>"
+
+
+@dataclass(slots=True)
+class Record:
+    """One input record: a parsed document, or the reason it could not be parsed."""
+
+    source: str
+    line: int
+    raw: bytes
+    document: Any = None
+    error: str | None = None
+
+    @property
+    def location(self) -> str:
+        return f"{self.source}:{self.line}"
+
+
+@dataclass(frozen=True, slots=True)
+class InputSource:
+    """A file path, or None for a binary stream (stdin) given separately."""
+
+    name: str
+    path: Path | None = None
+    stream: IO[bytes] | None = None
+
+
+@dataclass(slots=True)
+class ReadProgress:
+    bytes_read: int = 0
+    bytes_total: int | None = None
+
+
+def file_source(path: str | Path) -> InputSource:
+    return InputSource(str(path), Path(path))
+
+
+def stream_source(stream: IO[bytes], name: str = STDIN_NAME) -> InputSource:
+    return InputSource(name, None, stream)
+
+
+def read_records(sources: Iterable[InputSource], progress: ReadProgress) -> Iterator[Record]:
+    """Records from every source in turn; bytes read are counted into ``progress``."""
+    for source in sources:
+        yield from _read_source(source, progress)
+
+
+def total_size(sources: Iterable[InputSource]) -> int | None:
+    total = 0
+    for source in sources:
+        if source.path is None:
+            return None
+        try:
+            total += source.path.stat().st_size
+        except OSError:
+            return None
+    return total
+
+
+def _read_source(source: InputSource, progress: ReadProgress) -> Iterator[Record]:
+    raw_stream = source.stream if source.stream is not None else _open_file(source)
+    counted = _CountingReader(raw_stream, progress)
+    try:
+        buffered = io.BufferedReader(counted, 1 << 20)  # type: ignore[arg-type]
+        head = buffered.peek(2)[:2]
+        stream: IO[bytes] = buffered
+        if head == _GZIP_MAGIC:
+            stream = gzip.GzipFile(fileobj=buffered, mode="rb")  # type: ignore[assignment]
+            stream = io.BufferedReader(stream, 1 << 20)  # type: ignore[arg-type]
+        yield from _records(source.name, stream)
+    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        raise BackendUnavailableError(f"cannot read {source.name}: {exc}") from None
+    finally:
+        if source.stream is None:
+            raw_stream.close()
+
+
+def _open_file(source: InputSource) -> IO[bytes]:
+    assert source.path is not None
+    try:
+        return open(source.path, "rb")
+    except FileNotFoundError:
+        raise NotFoundError(f"no such input file: {source.name}") from None
+    except IsADirectoryError:
+        raise NotFoundError(f"input is a directory, not a file: {source.name}") from None
+    except OSError as exc:
+        raise BackendUnavailableError(f"cannot read {source.name}: {exc.strerror or exc}") from None
+
+
+def _records(name: str, stream: IO[bytes]) -> Iterator[Record]:
+    first = stream.readline()
+    if first.startswith(_BOM):
+        first = first[len(_BOM) :]
+    if first.lstrip().startswith(b"["):
+        yield from _array_records(name, first + stream.read())
+        return
+    lineno = 0
+    line = first
+    while line:
+        lineno += 1
+        record = _line_record(name, lineno, line)
+        if record is not None:
+            yield record
+        line = stream.readline()
+
+
+def _line_record(name: str, lineno: int, line: bytes) -> Record | None:
+    raw = line.rstrip(b"\r\n")
+    text = raw.strip()
+    if not text:
+        return None  # blank lines separate nothing and carry nothing, as in jq and mongoimport
+    try:
+        document = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        return Record(name, lineno, raw, error=f"invalid JSON: {_json_reason(exc)}")
+    return Record(name, lineno, text, document)
+
+
+def _json_reason(exc: orjson.JSONDecodeError) -> str:
+    message = str(exc)
+    if "surrogates not allowed" in message or "not valid UTF-8" in message:
+        return "not valid UTF-8 text"
+    return message.replace("line 1 column", "column")
+
+
+def _array_records(name: str, data: bytes) -> Iterator[Record]:
+    """A file holding one JSON array: read whole, since JSON has no streaming array form here."""
+    try:
+        items = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        yield Record(name, exc.lineno, b"", error=f"invalid JSON array: {_json_reason(exc)}")
+        return
+    if not isinstance(items, list):
+        yield Record(name, 1, data[:200], error="expected JSON lines or one JSON array")
+        return
+    lines = _element_lines(data, len(items))
+    for i, item in enumerate(items):
+        yield Record(name, lines[i], orjson.dumps(item), item)
+
+
+_TOKENS = re.compile(rb'"(?:[^"\\\n]|\\.)*"|[\[\]{},\n]')
+
+
+def _element_lines(data: bytes, count: int) -> list[int]:
+    """The line on which each top-level array element starts, for messages like FILE:12."""
+    lines = [1] * count
+    line, depth, index, expect = 1, 0, 0, False
+    for match in _TOKENS.finditer(data):
+        token = match.group()
+        if token == b"\n":
+            line += 1
+            continue
+        if depth == 1 and expect and index < count:
+            lines[index] = line
+            expect = False
+        if token in (b"[", b"{"):
+            depth += 1
+            if depth == 1:
+                expect = True
+        elif token in (b"]", b"}"):
+            depth -= 1
+        elif token == b"," and depth == 1:
+            index += 1
+            expect = True
+    return lines
+
+
+class _CountingReader(io.RawIOBase):
+    """Counts bytes as they are read, for a progress bar over compressed or plain input."""
+
+    def __init__(self, raw: IO[bytes], progress: ReadProgress) -> None:
+        self._raw = raw
+        self._progress = progress
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self._raw.read(len(buffer))
+        n = len(data)
+        buffer[:n] = data
+        self._progress.bytes_read += n
+        return n

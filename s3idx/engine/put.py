@@ -1,0 +1,328 @@
+"""``put``: stream records in, upload objects with worker threads, write index entries in bulk.
+
+Order of writes: an index entry is written only after its object was stored, so the index never
+points at an object that does not exist. Entries are written in batches; when the run stops for
+any reason, the entries of every object already stored are written before it returns.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from s3idx import codec
+from s3idx.engine.documents import DocumentPreparer, Prepared
+from s3idx.engine.inputs import Record
+from s3idx.engine.results import Events, PutResult, Reject
+from s3idx.engine.seen import SeenKeys
+from s3idx.errors import RecordError, S3idxError
+from s3idx.index.base import Entry, Index
+from s3idx.store.base import ObjectStore
+
+
+@dataclass(frozen=True, slots=True)
+class PutOptions:
+    key_field: str
+    fields: tuple[str, ...]
+    codec: str = "json+zlib"
+    workers: int = 8
+    batch_size: int = 1000
+    skip_unchanged: bool = False
+    dry_run: bool = False
+    max_errors: int | None = None
+
+
+class _Outcome:
+    """A finished upload, as handed from a worker thread to the main thread."""
+
+    __slots__ = ("error", "prepared", "receipt_entry")
+
+    def __init__(self, prepared: Prepared, entry: Entry | None, error: BaseException | None):
+        self.prepared = prepared
+        self.receipt_entry = entry
+        self.error = error
+
+
+class UploadPipeline:
+    """Bounded concurrent uploads; completed entries collected and written in batches.
+
+    Only the main thread touches the index and the bookkeeping here; workers only compress and
+    upload, and hand their outcome back through a queue.
+    """
+
+    def __init__(
+        self,
+        store: ObjectStore,
+        index: Index,
+        options: PutOptions,
+        result: PutResult,
+        on_reject: Any,
+    ) -> None:
+        self._store = store
+        self._index = index
+        self._options = options
+        self._result = result
+        self._on_reject = on_reject
+        self._pool = ThreadPoolExecutor(options.workers, thread_name_prefix="s3idx-put")
+        self._done: queue.SimpleQueue[_Outcome] = queue.SimpleQueue()
+        self._inflight: dict[str, Future[None]] = {}
+        self._pending: list[Entry] = []
+        self._max_inflight = options.workers * 2
+        self.fatal: BaseException | None = None
+
+    # --- main thread -------------------------------------------------------------------------
+
+    def submit(self, prepared: Prepared) -> None:
+        # The same key again must not overtake its earlier upload: last in the input wins.
+        while prepared.key in self._inflight:
+            self._collect(block=True)
+        while len(self._inflight) >= self._max_inflight:
+            self._collect(block=True)
+        self._collect(block=False)
+        if self.fatal is not None:
+            return
+        future = self._pool.submit(self._upload, prepared)
+        self._inflight[prepared.key] = future
+
+    def wait_for(self, keys: Iterable[str]) -> None:
+        for key in keys:
+            while key in self._inflight:
+                self._collect(block=True)
+
+    def flush(self) -> None:
+        """Write the entries of every completed upload to the index."""
+        if not self._pending:
+            return
+        entries = list({e[self._options.key_field]: e for e in self._pending}.values())
+        count = len(self._pending)
+        try:
+            self._index.upsert(entries)
+        except BaseException:
+            self._result.not_indexed += count
+            self._pending.clear()
+            raise
+        self._pending.clear()
+
+    def finish(self) -> None:
+        """Wait for every upload, then write their entries."""
+        try:
+            while self._inflight:
+                self._collect(block=True)
+        finally:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._drain_quietly()
+            self.flush()
+
+    def _drain_quietly(self) -> None:
+        while True:
+            try:
+                outcome = self._done.get_nowait()
+            except queue.Empty:
+                return
+            self._take(outcome)
+
+    def _collect(self, *, block: bool) -> None:
+        try:
+            outcome = self._done.get(block=block)
+        except queue.Empty:
+            return
+        self._take(outcome)
+        while True:
+            try:
+                outcome = self._done.get_nowait()
+            except queue.Empty:
+                break
+            self._take(outcome)
+        if len(self._pending) >= self._options.batch_size:
+            self.flush()
+
+    def _take(self, outcome: _Outcome) -> None:
+        prepared = outcome.prepared
+        self._inflight.pop(prepared.key, None)
+        if outcome.error is None:
+            assert outcome.receipt_entry is not None
+            self._pending.append(outcome.receipt_entry)
+            self._result.stored += 1
+            self._result.bytes_stored += outcome.receipt_entry[codec.RESERVED_FIELD]["size"]
+        elif isinstance(outcome.error, RecordError):
+            self._on_reject(prepared.record, str(outcome.error))
+        elif self.fatal is None:
+            self.fatal = outcome.error
+
+    # --- worker threads ----------------------------------------------------------------------
+
+    def _upload(self, prepared: Prepared) -> None:
+        try:
+            entry = self._store_object(prepared)
+        except BaseException as exc:  # handed to the main thread, which decides
+            self._done.put(_Outcome(prepared, None, exc))
+        else:
+            self._done.put(_Outcome(prepared, entry, None))
+
+    def _store_object(self, prepared: Prepared) -> Entry:
+        options = self._options
+        if self.fatal is not None:
+            raise _Cancelled()
+        body = codec.encode_raw(prepared.body, options.codec)
+        receipt = self._store.put(prepared.key, body, prepared.metadata)
+        entry = dict(prepared.entry)
+        entry[codec.RESERVED_FIELD] = {
+            "etag": receipt.etag,
+            "size": receipt.size,
+            "sha256": prepared.sha256,
+            "codec": options.codec,
+        }
+        return entry
+
+
+class _Cancelled(Exception):
+    """An upload not started because the run already failed."""
+
+
+def run_put(
+    store: ObjectStore,
+    index: Index,
+    records: Iterable[Record],
+    options: PutOptions,
+    events: Events,
+    stop: threading.Event | None = None,
+    progress: Any = None,
+) -> PutResult:
+    result = PutResult(dry_run=options.dry_run)
+    started = time.monotonic()
+    preparer = DocumentPreparer(store, options.key_field, options.fields, options.codec)
+    seen = SeenKeys()
+
+    def reject(record: Record, reason: str) -> None:
+        result.rejected += 1
+        events.rejected(Reject(record.location, reason, record.raw))
+
+    pipeline = None if options.dry_run else UploadPipeline(store, index, options, result, reject)
+    try:
+        for chunk in _chunks(records, options.batch_size, stop):
+            batch = _prepare_chunk(chunk, preparer, seen, result, reject)
+            if options.skip_unchanged and batch:
+                batch = _drop_unchanged(batch, index, pipeline, result)
+            if pipeline is None:
+                result.stored += len(batch)
+                result.bytes_stored += sum(len(p.body) for p in batch)
+            else:
+                for prepared in batch:
+                    pipeline.submit(prepared)
+                    if pipeline.fatal is not None:
+                        break
+            if progress is not None:
+                progress(result)
+            if pipeline is not None and pipeline.fatal is not None:
+                break
+            if options.max_errors is not None and result.rejected >= options.max_errors:
+                result.stopped_early = True
+                break
+        if stop is not None and stop.is_set():
+            result.interrupted = True
+    except BaseException as exc:
+        _finish_after_failure(pipeline, exc, result, started)
+        raise
+    finally:
+        seen.close()
+    if pipeline is not None:
+        try:
+            pipeline.finish()
+        except S3idxError as exc:
+            result.elapsed = time.monotonic() - started
+            exc.partial_result = result
+            raise
+        if pipeline.fatal is not None and not isinstance(pipeline.fatal, _Cancelled):
+            fatal = pipeline.fatal
+            result.elapsed = time.monotonic() - started
+            if isinstance(fatal, S3idxError):
+                fatal.partial_result = result
+            raise fatal
+    result.elapsed = time.monotonic() - started
+    return result
+
+
+def _finish_after_failure(
+    pipeline: UploadPipeline | None, exc: BaseException, result: PutResult, started: float
+) -> None:
+    """On the way out of a failure: still index what was stored, then let the failure go on."""
+    if pipeline is not None:
+        # The first failure is the one to report.
+        with contextlib.suppress(BaseException):
+            pipeline.finish()
+    result.elapsed = time.monotonic() - started
+    if isinstance(exc, S3idxError) and exc.partial_result is None:
+        exc.partial_result = result
+
+
+def _chunks(
+    records: Iterable[Record], size: int, stop: threading.Event | None
+) -> Iterator[list[Record]]:
+    chunk: list[Record] = []
+    for record in records:
+        chunk.append(record)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+        if stop is not None and stop.is_set():
+            break
+    if chunk:
+        yield chunk
+
+
+def _prepare_chunk(
+    chunk: list[Record],
+    preparer: DocumentPreparer,
+    seen: SeenKeys,
+    result: PutResult,
+    reject: Any,
+) -> list[Prepared]:
+    by_key: dict[str, Prepared] = {}
+    for record in chunk:
+        result.read += 1
+        if record.error is not None:
+            reject(record, record.error)
+            continue
+        try:
+            prepared = preparer.prepare(record)
+        except RecordError as exc:
+            reject(record, str(exc).replace("\n", "; "))
+            continue
+        if seen.add(prepared.key):
+            result.duplicates += 1
+        by_key.pop(prepared.key, None)  # the later one wins and moves to its place
+        by_key[prepared.key] = prepared
+    return list(by_key.values())
+
+
+def _drop_unchanged(
+    batch: list[Prepared], index: Index, pipeline: UploadPipeline | None, result: PutResult
+) -> list[Prepared]:
+    keys = [p.key for p in batch]
+    if pipeline is not None:
+        # An upload of one of these keys still under way would change what the index says.
+        pipeline.wait_for(keys)
+        pipeline.flush()
+    existing = index.bookkeeping(keys)
+    changed = []
+    for prepared in batch:
+        found = existing.get(prepared.key)
+        if found is not None and _same(found[0], found[1].sha256, found[1].codec, prepared):
+            result.unchanged += 1
+        else:
+            changed.append(prepared)
+    return changed
+
+
+def _same(entry: Entry, sha256: str | None, codec_name: str, prepared: Prepared) -> bool:
+    if sha256 != prepared.sha256 or codec_name != prepared.metadata[codec.META_CODEC]:
+        return False
+    old = {k: v for k, v in entry.items() if k != codec.LAST_UPDATED}
+    new = {k: v for k, v in prepared.entry.items() if k != codec.LAST_UPDATED}
+    return codec.canonical(old) == codec.canonical(new)

@@ -1,0 +1,89 @@
+"""What engine operations report: events while they run, results when they end."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Reject:
+    """An input record that was not stored."""
+
+    location: str  # FILE:LINE
+    reason: str
+    raw: bytes
+
+
+@dataclass(slots=True)
+class PutResult:
+    read: int = 0
+    stored: int = 0
+    unchanged: int = 0
+    rejected: int = 0
+    duplicates: int = 0
+    bytes_stored: int = 0
+    elapsed: float = 0.0
+    dry_run: bool = False
+    stopped_early: bool = False  # --max-errors reached
+    interrupted: bool = False
+    not_indexed: int = 0  # stored objects whose entries could not be written (sync adopts them)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"command": "put", **asdict(self), "docs_per_second": self.rate}
+
+    @property
+    def rate(self) -> float:
+        return round(self.stored / self.elapsed, 1) if self.elapsed > 0 else 0.0
+
+
+@dataclass(slots=True)
+class GetResult:
+    found: int = 0
+    missing: list[str] = field(default_factory=list)
+    elapsed: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"command": "get", **asdict(self)}
+
+
+@dataclass(slots=True)
+class QueryResult:
+    matched: int = 0
+    missing_objects: list[str] = field(default_factory=list)
+    elapsed: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"command": "query", **asdict(self)}
+
+
+@dataclass(slots=True)
+class DeleteResult:
+    deleted: int = 0
+    entries_deleted: int = 0
+    missing: list[str] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    dry_run: bool = False
+    would_delete: list[str] = field(default_factory=list)
+    elapsed: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["failed"] = [{"key": k, "reason": r} for k, r in self.failed]
+        return {"command": "delete", **data}
+
+
+class Events:
+    """Callbacks an operation makes while it runs; the default does nothing.
+
+    The CLI overrides these to draw progress and report rejects; the engine never prints.
+    """
+
+    def rejected(self, reject: Reject) -> None:
+        """An input record was not stored."""
+
+    def progress(self, done: int, total: int | None, detail: dict[str, int]) -> None:
+        """Work advanced: ``done`` of ``total`` units (bytes of input, or objects)."""
+
+    def warning(self, message: str) -> None:
+        """Something the user should know that does not stop the operation."""

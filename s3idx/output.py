@@ -1,0 +1,181 @@
+"""Rendering for the CLI: messages to stderr, data to stdout, rich only on a terminal."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterable, Mapping
+from typing import IO, Any
+
+import orjson
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+
+from s3idx import codec
+from s3idx.config import redact
+from s3idx.engine.results import Events, PutResult, Reject
+
+TABLE_ROW_LIMIT = 1000
+
+
+def stderr_console() -> Console:
+    return Console(file=sys.stderr, highlight=False, soft_wrap=True)
+
+
+def stdout_console() -> Console:
+    return Console(file=sys.stdout, highlight=False)
+
+
+def is_terminal(stream: IO[Any]) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def message(text: str) -> None:
+    """One line to stderr, prefixed with the program name; never holds a password."""
+    sys.stderr.write(f"s3idx: {redact(text)}\n")
+    sys.stderr.flush()
+
+
+def error(text: str, hint: str | None = None) -> None:
+    message(f"error: {text}")
+    if hint:
+        sys.stderr.write(f"  hint: {redact(hint)}\n")
+        sys.stderr.flush()
+
+
+def json_line(value: Any) -> bytes:
+    return codec.dumps(value) + b"\n"
+
+
+def write_json(value: Mapping[str, Any]) -> None:
+    sys.stdout.buffer.write(orjson.dumps(redact_mapping(value)) + b"\n")
+    sys.stdout.flush()
+
+
+def redact_mapping(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {k: redact_mapping(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact_mapping(v) for v in value]
+    return value
+
+
+# --- put -------------------------------------------------------------------------------------
+
+
+def put_summary(result: PutResult) -> str:
+    verb = "would store" if result.dry_run else "stored"
+    parts = [f"{result.stored} {verb}"]
+    if result.unchanged:
+        parts.append(f"{result.unchanged} unchanged")
+    parts.append(f"{result.rejected} rejected")
+    if result.duplicates:
+        parts.append(f"{result.duplicates} duplicate keys (last one kept)")
+    line = f"put: {result.read} read, " + ", ".join(parts)
+    line += f" in {result.elapsed:.2f} s ({result.rate:g} docs/s)"
+    if result.stopped_early:
+        line += "; stopped early at --max-errors"
+    if result.interrupted:
+        line += "; interrupted"
+    if result.not_indexed:
+        line += f"; {result.not_indexed} stored objects are not indexed (run s3idx sync)"
+    return line
+
+
+class CliEvents(Events):
+    """Reports rejects on stderr (and into the rejects file) and draws progress on a terminal."""
+
+    def __init__(self, *, rejects: IO[bytes] | None, show_progress: bool) -> None:
+        self._rejects = rejects
+        self._progress: Progress | None = None
+        self._task: Any = None
+        self._last_draw = 0.0
+        if show_progress:
+            self._progress = Progress(
+                SpinnerColumn(),
+                TextColumn("[progress.description]{task.description}"),
+                BarColumn(),
+                DownloadColumn(),
+                TextColumn("{task.fields[detail]}"),
+                TimeElapsedColumn(),
+                console=stderr_console(),
+                transient=True,
+            )
+
+    def __enter__(self) -> CliEvents:
+        if self._progress is not None:
+            self._progress.start()
+            self._task = self._progress.add_task("put", total=None, detail="")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+    def rejected(self, reject: Reject) -> None:
+        text = f"{reject.location}: {reject.reason}"
+        if self._progress is not None:
+            self._progress.console.print(f"s3idx: {redact(text)}", markup=False)
+        else:
+            message(text)
+        if self._rejects is not None:
+            self._rejects.write(reject.raw + b"\n")
+
+    def progress(self, done: int, total: int | None, detail: dict[str, int]) -> None:
+        if self._progress is None:
+            return
+        now = time.monotonic()
+        if now - self._last_draw < 0.1 and (total is None or done < total):
+            return
+        self._last_draw = now
+        text = ", ".join(f"{v} {k}" for k, v in detail.items())
+        self._progress.update(self._task, completed=done, total=total, detail=text)
+
+
+# --- tables ----------------------------------------------------------------------------------
+
+
+def entries_table(entries: Iterable[Mapping[str, Any]]) -> tuple[Table, int, bool]:
+    """A table of entries (nested values as JSON); at most TABLE_ROW_LIMIT rows."""
+    rows: list[Mapping[str, Any]] = []
+    more = False
+    for entry in entries:
+        if len(rows) >= TABLE_ROW_LIMIT:
+            more = True
+            break
+        rows.append(entry)
+    columns: list[str] = []
+    for row in rows:
+        for name in row:
+            if name not in columns:
+                columns.append(name)
+    table = Table(show_lines=False)
+    for name in columns:
+        table.add_column(name, overflow="fold")
+    for row in rows:
+        table.add_row(*(_cell(row.get(name, _MISSING)) for name in columns))
+    return table, len(rows), more
+
+
+_MISSING = object()
+
+
+def _cell(value: Any) -> str:
+    if value is _MISSING:
+        return ""
+    if isinstance(value, str):
+        return value
+    return codec.dumps(value).decode()

@@ -1,0 +1,88 @@
+"""The object-store protocol: what every object store (local directory, S3) provides.
+
+Keys given to a store are document keys; the store adds its own prefix. Metadata names are
+lowercase ASCII (S3 and MinIO fold case), values ASCII; a store returns them as they were put.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import BinaryIO, Protocol, runtime_checkable
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectInfo:
+    """One listed object: enough to tell whether it changed since the index recorded it."""
+
+    key: str
+    etag: str
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectHead:
+    key: str
+    etag: str
+    size: int
+    metadata: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class PutReceipt:
+    etag: str
+    size: int
+
+
+@dataclass(slots=True)
+class ObjectBody:
+    """An object being read: metadata first, then the body as chunks (streamed)."""
+
+    head: ObjectHead
+    chunks: Iterable[bytes]
+
+    def read(self) -> bytes:
+        return b"".join(self.chunks)
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteFailure:
+    key: str
+    reason: str
+
+
+@runtime_checkable
+class ObjectStore(Protocol):
+    location: str  # for messages; never holds a secret
+
+    def check_key(self, key: str) -> None:
+        """Raise InvalidKeyError if this store cannot hold the key (prefix length, file names)."""
+        ...
+
+    def put(self, key: str, body: bytes, metadata: Mapping[str, str]) -> PutReceipt: ...
+
+    def open(self, key: str) -> ObjectBody:
+        """Raises ObjectNotFoundError for a missing key."""
+        ...
+
+    def head(self, key: str) -> ObjectHead:
+        """Raises ObjectNotFoundError for a missing key."""
+        ...
+
+    def list(self, prefix: str = "", *, start_after: str | None = None) -> Iterator[ObjectInfo]:
+        """Objects in ascending key order (UTF-8 byte order), streamed."""
+        ...
+
+    def delete(self, keys: Sequence[str]) -> list[DeleteFailure]:
+        """Delete objects; a missing key is not a failure (S3 semantics)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def copy_body(body: ObjectBody, out: BinaryIO) -> int:
+    written = 0
+    for chunk in body.chunks:
+        out.write(chunk)
+        written += len(chunk)
+    return written

@@ -1,0 +1,131 @@
+"""The object-store protocol: every backend must pass every test here."""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from s3idx.errors import MetadataTooLargeError, ObjectNotFoundError
+from s3idx.store.base import ObjectStore
+
+META = {"s3idx-format": "1", "s3idx-entry": '{"fs_id":"a"}'}
+
+
+def test_put_then_head_and_open_return_what_was_put(store: ObjectStore) -> None:
+    receipt = store.put("a", b"body bytes", META)
+
+    head = store.head("a")
+    assert head.key == "a"
+    assert head.metadata == META
+    assert head.etag == receipt.etag
+    assert head.size == receipt.size
+
+    body = store.open("a")
+    assert body.head.metadata == META
+    assert body.read() == b"body bytes"
+
+
+def test_missing_key_raises_not_found(store: ObjectStore) -> None:
+    with pytest.raises(ObjectNotFoundError) as excinfo:
+        store.head("nope")
+    assert str(excinfo.value) == "no such object: nope"
+    with pytest.raises(ObjectNotFoundError):
+        store.open("nope")
+
+
+def test_empty_store_lists_nothing(store: ObjectStore) -> None:
+    assert list(store.list()) == []
+
+
+TRICKY_KEYS = [
+    "a",
+    "a/b",
+    "a-c",
+    "a/b/c",
+    "a0",
+    "b~x",
+    "b%41",
+    "B",
+    "é/x",
+    "z",
+    "日本/語",
+    "with space",
+    "A/a",
+]
+
+
+def test_list_yields_every_key_in_utf8_byte_order(store: ObjectStore) -> None:
+    receipts = {key: store.put(key, key.encode(), META) for key in TRICKY_KEYS}
+
+    listed = list(store.list())
+
+    assert [o.key for o in listed] == sorted(TRICKY_KEYS, key=lambda k: k.encode())
+    for info in listed:
+        assert info.etag == receipts[info.key].etag
+        assert info.size == receipts[info.key].size
+    for key in TRICKY_KEYS:
+        assert store.open(key).read() == key.encode()
+
+
+def test_list_with_prefix_and_start_after(store: ObjectStore) -> None:
+    for key in TRICKY_KEYS:
+        store.put(key, b"x", META)
+
+    assert [o.key for o in store.list("a/")] == ["a/b", "a/b/c"]
+    assert [o.key for o in store.list("a")] == ["a", "a-c", "a/b", "a/b/c", "a0"]
+    after = [o.key for o in store.list(start_after="a/b")]
+    expected = [k for k in sorted(TRICKY_KEYS, key=lambda k: k.encode()) if k.encode() > b"a/b"]
+    assert after == expected
+
+
+def test_overwrite_replaces_body_metadata_and_etag(store: ObjectStore) -> None:
+    first = store.put("k", b"one", META)
+    second = store.put("k", b"two, longer", {"s3idx-format": "1"})
+
+    assert [o.key for o in store.list()] == ["k"]
+    assert store.open("k").read() == b"two, longer"
+    assert store.head("k").metadata == {"s3idx-format": "1"}
+    assert second.etag != first.etag
+
+
+def test_delete_removes_objects_and_ignores_missing_ones(store: ObjectStore) -> None:
+    for key in ("a", "b/c", "d"):
+        store.put(key, b"x", META)
+
+    failures = store.delete(["a", "b/c", "never-existed"])
+
+    assert failures == []
+    assert [o.key for o in store.list()] == ["d"]
+    with pytest.raises(ObjectNotFoundError):
+        store.head("b/c")
+
+
+def test_metadata_over_2kb_is_refused_before_anything_is_written(store: ObjectStore) -> None:
+    big = {"s3idx-entry": "x" * 2100}
+
+    with pytest.raises(MetadataTooLargeError) as excinfo:
+        store.put("big", b"body", big)
+
+    assert "limit is 2048 bytes" in str(excinfo.value)
+    assert list(store.list()) == []
+
+
+def test_large_body_is_streamed_in_chunks(store: ObjectStore) -> None:
+    data = os.urandom(3 << 20)
+    store.put("large", data, META)
+
+    chunks = list(store.open("large").chunks)
+
+    assert len(chunks) > 1
+    assert b"".join(chunks) == data
+
+
+def test_concurrent_puts_of_many_keys_all_land(store: ObjectStore) -> None:
+    keys = [f"dir{i % 7}/key{i}" for i in range(200)]
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda k: store.put(k, k.encode(), META), keys))
+
+    assert sorted(o.key for o in store.list()) == sorted(keys)
+    assert all(store.open(k).read() == k.encode() for k in keys[:20])
