@@ -7,10 +7,13 @@ to stdout.
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -36,6 +39,14 @@ from s3idx.query.sort import parse_sort
 
 T = TypeVar("T")
 
+
+class Compression(StrEnum):
+    zlib = "zlib"
+    none = "none"
+
+
+assert tuple(c.value for c in Compression) == COMPRESSIONS
+
 HELP = f"""JSON documents as compressed objects in a bucket, with a small queryable index.
 
 Ingest JSON lines with `put`, look entries up with `query`, read documents back with `get`.
@@ -56,37 +67,85 @@ app = typer.Typer(
 
 # --- options shared by every command -------------------------------------------------------
 
-StoreOpt = Annotated[
-    str | None,
-    typer.Option(
+
+def _option(annotation: Any, *names: str, **kwargs: Any) -> Any:
+    kwargs.setdefault("show_default", False)
+    kwargs.setdefault("rich_help_panel", "Locations")
+    return Annotated[annotation, typer.Option(*names, **kwargs)]
+
+
+LOCATION_OPTIONS = {
+    "store": _option(
+        str | None,
         "--store",
         metavar="LOCATION",
         help="Object store: a directory, file://PATH or s3://BUCKET/PREFIX. [env: S3IDX_STORE]",
-        show_default=False,
     ),
-]
-IndexOpt = Annotated[
-    str | None,
-    typer.Option(
+    "index": _option(
+        str | None,
         "--index",
         metavar="LOCATION",
         help="Index: a SQLite file, sqlite:///PATH or mongodb://HOST/DB. [env: S3IDX_INDEX]",
-        show_default=False,
     ),
-]
-ProfileOpt = Annotated[
-    str | None,
-    typer.Option("--profile", help="Profile of the config file to use. [env: S3IDX_PROFILE]"),
-]
-ConfigOpt = Annotated[
-    Path | None,
-    typer.Option(
+    "collection": _option(
+        str | None,
+        "--collection",
+        metavar="NAME",
+        help="MongoDB collection of the index. [default: s3idx] [env: S3IDX_COLLECTION]",
+    ),
+    "aws_profile": _option(
+        str | None,
+        "--aws-profile",
+        metavar="NAME",
+        help="Profile of ~/.aws/config for S3. [env: S3IDX_AWS_PROFILE]",
+    ),
+    "region": _option(
+        str | None, "--region", metavar="REGION", help="S3 region. [env: S3IDX_REGION]"
+    ),
+    "endpoint_url": _option(
+        str | None,
+        "--endpoint-url",
+        metavar="URL",
+        help="S3 endpoint, for MinIO and other S3 services. [env: S3IDX_ENDPOINT_URL]",
+    ),
+    "profile": _option(
+        str | None,
+        "--profile",
+        metavar="NAME",
+        help="Profile of the s3idx config file. [env: S3IDX_PROFILE]",
+    ),
+    "config": _option(
+        Path | None,
         "--config",
         metavar="FILE",
         help=f"Config file (TOML). [default: {config_path()}] [env: S3IDX_CONFIG]",
-        show_default=False,
     ),
-]
+}
+
+
+def with_locations(command: Callable[..., None]) -> Callable[..., None]:
+    """Give a command the shared location options, collected into its ``loc`` argument.
+
+    One definition for every command, so the flags, their help and their resolution cannot
+    drift apart between sibling commands.
+    """
+    signature = inspect.signature(command, eval_str=True)
+    own = [p for p in signature.parameters.values() if p.name != "loc"]
+    shared = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=kind)
+        for name, kind in LOCATION_OPTIONS.items()
+    ]
+
+    @functools.wraps(command)
+    def wrapper(**kwargs: Any) -> None:
+        loc = {name: kwargs.pop(name) for name in LOCATION_OPTIONS}
+        command(loc=loc, **kwargs)
+
+    wrapper.__signature__ = signature.replace(parameters=own + shared)  # type: ignore[attr-defined]
+    del wrapper.__wrapped__  # Typer must read the new signature, not the wrapped one
+    return wrapper
+
+
 JsonOpt = Annotated[
     bool, typer.Option("--json", help="Print the summary as one JSON object on stdout.")
 ]
@@ -95,7 +154,7 @@ QuietOpt = Annotated[
 ]
 WorkersOpt = Annotated[
     int | None,
-    typer.Option("--workers", min=1, help="Concurrent object requests. [default: 8]"),
+    typer.Option("--workers", min=1, metavar="N", help="Concurrent object requests. [default: 8]"),
 ]
 
 
@@ -103,21 +162,14 @@ class Context:
     """What every command resolves first: settings and how to talk to the user."""
 
     def __init__(
-        self,
-        *,
-        store: str | None,
-        index: str | None,
-        profile: str | None,
-        config: Path | None,
-        json: bool = False,
-        quiet: bool = False,
-        **flags: Any,
+        self, loc: dict[str, Any], *, json: bool = False, quiet: bool = False, **flags: Any
     ) -> None:
         self.json = json
         self.quiet = quiet
-        self.settings = resolve_settings(
-            {"store": store, "index": index, **flags}, profile=profile, config_file=config
-        )
+        loc = dict(loc)
+        profile, config = loc.pop("profile"), loc.pop("config")
+        self.config_file = config
+        self.settings = resolve_settings({**loc, **flags}, profile=profile, config_file=config)
 
     def engine(self) -> Engine:
         return Engine.from_settings(self.settings)
@@ -224,11 +276,12 @@ def _main(
 
 
 @app.command()
+@with_locations
 def put(
     files: Annotated[
         list[str] | None,
         typer.Argument(
-            metavar="[FILE]...",
+            metavar="FILE",
             help="JSON lines files, JSON array files or .gz of either; '-' or a pipe is stdin.",
             show_default=False,
         ),
@@ -246,15 +299,15 @@ def put(
         ),
     ] = None,
     compress: Annotated[
-        str | None,
-        typer.Option(
-            "--compress", metavar="|".join(COMPRESSIONS), help="Body compression. [default: zlib]"
-        ),
+        Compression | None,
+        typer.Option("--compress", help="Body compression. [default: zlib]", show_default=False),
     ] = None,
     workers: WorkersOpt = None,
     batch_size: Annotated[
         int | None,
-        typer.Option("--batch-size", min=1, help="Index entries per bulk write. [default: 1000]"),
+        typer.Option(
+            "--batch-size", min=1, metavar="N", help="Index entries per bulk write. [default: 1000]"
+        ),
     ] = None,
     skip_unchanged: Annotated[
         bool,
@@ -273,31 +326,32 @@ def put(
         int | None,
         typer.Option("--max-errors", min=1, metavar="N", help="Stop after N rejected records."),
     ] = None,
-    store: StoreOpt = None,
-    index: IndexOpt = None,
-    profile: ProfileOpt = None,
-    config: ConfigOpt = None,
+    create_bucket: Annotated[
+        bool,
+        typer.Option("--create-bucket", help="Create the S3 bucket if it does not exist."),
+    ] = False,
     json: JsonOpt = False,
     quiet: QuietOpt = False,
+    *,
+    loc: dict[str, Any],
 ) -> None:
     """Store documents from JSON lines and index their fields.
 
+    \b
     Example: printf '{"fs_id":"a","task_id":"mp-1"}\\n' | s3idx put --field task_id
     """
 
     def body() -> ExitStatus | None:
         ctx = Context(
-            store=store,
-            index=index,
-            profile=profile,
-            config=config,
+            loc,
             json=json,
             quiet=quiet,
             key=key,
             fields=tuple(field or ()),
-            compress=compress,
+            compress=compress.value if compress else None,
             workers=workers,
             batch_size=batch_size,
+            create_bucket=create_bucket or None,
         )
         paths = _input_paths(files)
         return _put(ctx, paths, skip_unchanged, dry_run, rejects, max_errors)
@@ -377,25 +431,25 @@ def _report(ctx: Context, summary: dict[str, Any], line: str) -> None:
 
 
 @app.command()
+@with_locations
 def get(
-    keys: Annotated[list[str], typer.Argument(metavar="KEY...", help="Document keys.")],
+    keys: Annotated[list[str], typer.Argument(metavar="KEY", help="Document keys.")],
     output_file: Annotated[
         Path | None,
         typer.Option("--output", "-o", metavar="FILE", help="Write to FILE instead of stdout."),
     ] = None,
     workers: WorkersOpt = None,
-    store: StoreOpt = None,
-    index: IndexOpt = None,
-    profile: ProfileOpt = None,
-    config: ConfigOpt = None,
+    *,
+    loc: dict[str, Any],
 ) -> None:
     """Print documents as JSON lines, in the order of the keys.
 
+    \b
     Example: s3idx get a b > docs.jsonl
     """
 
     def body() -> ExitStatus | None:
-        ctx = Context(store=store, index=index, profile=profile, config=config, workers=workers)
+        ctx = Context(loc, workers=workers)
         with contextlib.ExitStack() as stack:
             engine = stack.enter_context(ctx.engine())
             out = stack.enter_context(open(output_file, "wb")) if output_file else sys.stdout.buffer
@@ -409,11 +463,12 @@ def get(
 
 
 @app.command()
+@with_locations
 def query(
     filter: Annotated[
         str | None,
         typer.Argument(
-            metavar="[FILTER]", help="MongoDB-style filter as JSON; all entries when omitted."
+            metavar="FILTER", help="MongoDB-style filter as JSON; all entries when omitted."
         ),
     ] = None,
     fields: Annotated[
@@ -427,8 +482,15 @@ def query(
         str | None,
         typer.Option("--sort", metavar="A,-B", help="Sort by fields; '-' for descending."),
     ] = None,
-    limit: Annotated[int, typer.Option("--limit", min=0, help="At most N results.")] = 0,
-    skip: Annotated[int, typer.Option("--skip", min=0, help="Skip the first N results.")] = 0,
+    limit: Annotated[
+        int, typer.Option("--limit", min=0, metavar="N", help="At most N results (0: all).")
+    ] = 0,
+    skip: Annotated[
+        int,
+        typer.Option(
+            "--skip", min=0, metavar="N", help="Skip the first N results.", show_default=False
+        ),
+    ] = 0,
     count: Annotated[bool, typer.Option("--count", help="Print only the number of matches.")] = (
         False
     ),
@@ -436,18 +498,17 @@ def query(
     json: Annotated[
         bool, typer.Option("--json", help="JSON lines even on a terminal (no table).")
     ] = False,
-    store: StoreOpt = None,
-    index: IndexOpt = None,
-    profile: ProfileOpt = None,
-    config: ConfigOpt = None,
+    *,
+    loc: dict[str, Any],
 ) -> None:
     """Find index entries with a MongoDB-style filter.
 
+    \b
     Example: s3idx query '{"task_id": {"$in": ["mp-1", "mp-2"]}}' --fields task_id
     """
 
     def body() -> ExitStatus | None:
-        ctx = Context(store=store, index=index, profile=profile, config=config, workers=workers)
+        ctx = Context(loc, workers=workers)
         spec = _parse_filter(filter)
         sort_spec = parse_sort(sort) if sort else None
         with ctx.engine() as engine:
@@ -500,10 +561,9 @@ def _print_full(
 
 
 @app.command()
+@with_locations
 def delete(
-    keys: Annotated[
-        list[str] | None, typer.Argument(metavar="[KEY]...", help="Keys to delete.")
-    ] = None,
+    keys: Annotated[list[str] | None, typer.Argument(metavar="KEY", help="Keys to delete.")] = None,
     filter: Annotated[
         str | None,
         typer.Option("--filter", metavar="FILTER", help="Delete every entry matching FILTER."),
@@ -514,22 +574,19 @@ def delete(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="List what would be deleted; delete nothing.")
     ] = False,
-    store: StoreOpt = None,
-    index: IndexOpt = None,
-    profile: ProfileOpt = None,
-    config: ConfigOpt = None,
     json: JsonOpt = False,
     quiet: QuietOpt = False,
+    *,
+    loc: dict[str, Any],
 ) -> None:
     """Delete documents: the object first, then its index entry.
 
+    \b
     Example: s3idx delete --filter '{"task_id": "mp-1"}' --dry-run
     """
 
     def body() -> ExitStatus | None:
-        ctx = Context(
-            store=store, index=index, profile=profile, config=config, json=json, quiet=quiet
-        )
+        ctx = Context(loc, json=json, quiet=quiet)
         if keys and filter is not None:
             raise UsageError("give KEY arguments or --filter, not both")
         if not keys and filter is None:
@@ -568,27 +625,27 @@ def delete(
 
 
 @app.command()
+@with_locations
 def info(
-    store: StoreOpt = None,
-    index: IndexOpt = None,
-    profile: ProfileOpt = None,
-    config: ConfigOpt = None,
     json: JsonOpt = False,
+    *,
+    loc: dict[str, Any],
 ) -> None:
     """Show where documents and the index live, and what the index holds.
 
+    \b
     Example: s3idx info --json
     """
 
     def body() -> ExitStatus | None:
-        ctx = Context(store=store, index=index, profile=profile, config=config, json=json)
+        ctx = Context(loc, json=json)
         with ctx.engine() as engine:
             recorded = engine.index.settings()
             data = {
                 "version": __version__,
                 "store": redact(ctx.settings.store),
                 "index": redact(ctx.settings.index),
-                "config_file": str(config or config_path()),
+                "config_file": str(ctx.config_file or config_path()),
                 "data_dir": str(data_dir()),
                 "key_field": engine.key_field,
                 "fields": list(recorded.fields) if recorded else [],

@@ -59,8 +59,12 @@ def utc_now() -> datetime:
 
 
 def format_datetime(value: datetime) -> str:
-    value = normalize_datetime(value)
-    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+    v = normalize_datetime(value)
+    # strftime("%Y") does not pad years before 1000 on every platform.
+    return (
+        f"{v.year:04d}-{v.month:02d}-{v.day:02d}T{v.hour:02d}:{v.minute:02d}:{v.second:02d}"
+        f".{v.microsecond // 1000:03d}Z"
+    )
 
 
 def parse_date_tag(raw: Any) -> datetime:

@@ -130,7 +130,7 @@ def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
 
 def _parse(parser: Any, raw: Any, where: str) -> Any:
     if parser == "list":
-        if isinstance(raw, str):
+        if isinstance(raw, str) and where.startswith("S3IDX_"):
             return tuple(p.strip() for p in raw.split(",") if p.strip())
         if isinstance(raw, list) and all(isinstance(p, str) for p in raw):
             return tuple(raw)

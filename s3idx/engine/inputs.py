@@ -139,10 +139,11 @@ def _line_record(name: str, lineno: int, line: bytes) -> Record | None:
 
 
 def _json_reason(exc: orjson.JSONDecodeError) -> str:
-    message = str(exc)
-    if "surrogates not allowed" in message or "not valid UTF-8" in message:
+    if "surrogates not allowed" in exc.msg or "not valid UTF-8" in exc.msg:
         return "not valid UTF-8 text"
-    return message.replace("line 1 column", "column")
+    if exc.lineno > 1:
+        return f"{exc.msg} at line {exc.lineno}, column {exc.colno}"
+    return f"{exc.msg} at column {exc.colno}"
 
 
 def _array_records(name: str, data: bytes) -> Iterator[Record]:

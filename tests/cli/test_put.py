@@ -1,0 +1,217 @@
+"""``s3idx put`` on the embedded default store and index."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import orjson
+
+from s3idx.errors import ExitStatus
+from tests.cli.conftest import Run, json_lines, jsonl
+
+
+def test_first_put_on_a_fresh_machine_then_query_and_get(run: Run) -> None:
+    put = run("put", "--field", "task_id", input=b'{"fs_id":"a","task_id":"mp-1"}\n')
+    assert put.exit_code == 0, put.stderr
+    assert put.stdout == ""
+    assert put.stderr.startswith("s3idx: put: 1 read, 1 stored, 0 rejected in ")
+
+    query = run("query", '{"task_id": "mp-1"}')
+    assert query.exit_code == 0, query.stderr
+    (entry,) = json_lines(query.stdout)
+    assert entry["fs_id"] == "a"
+    assert entry["task_id"] == "mp-1"
+    assert set(entry) == {"fs_id", "task_id", "last_updated"}
+    assert entry["last_updated"]["$date"].endswith("Z")
+
+    get = run("get", "a")
+    assert get.exit_code == 0, get.stderr
+    assert get.stdout == '{"fs_id":"a","task_id":"mp-1"}\n'
+
+
+def test_bad_line_is_rejected_with_its_location_and_the_rest_is_stored(
+    run: Run, tmp_path: Path
+) -> None:
+    source = tmp_path / "five.jsonl"
+    lines = [
+        b'{"fs_id":"k1","n":1}',
+        b'{"fs_id":"k2","n":2}',
+        b'{"fs_id":"k3", oops}',
+        b'{"fs_id":"k4","n":4}',
+        b'{"fs_id":"k5","n":5}',
+    ]
+    source.write_bytes(b"\n".join(lines) + b"\n")
+    rejects = tmp_path / "rejects.jsonl"
+
+    result = run("put", str(source), "--field", "n", "--rejects", str(rejects))
+
+    assert result.exit_code == ExitStatus.PARTIAL
+    assert f"s3idx: {source}:3: invalid JSON: " in result.stderr
+    assert "1 rejected" in result.stderr
+    assert rejects.read_bytes() == lines[2] + b"\n"
+    stored = json_lines(run("query", "--sort", "fs_id").stdout)
+    assert [e["fs_id"] for e in stored] == ["k1", "k2", "k4", "k5"]
+    assert [e["n"] for e in stored] == [1, 2, 4, 5]
+
+
+def test_json_summary_on_stdout(run: Run) -> None:
+    result = run("put", "--json", input=jsonl({"fs_id": "a"}, {"fs_id": "b"}, {"x": 1}))
+    assert result.exit_code == ExitStatus.PARTIAL
+    summary = orjson.loads(result.stdout)
+    assert summary["command"] == "put"
+    assert (summary["read"], summary["stored"], summary["rejected"]) == (3, 2, 1)
+    assert "<stdin>:3: missing key field 'fs_id'" in result.stderr
+    assert "put:" not in result.stderr
+
+
+def test_quiet_prints_no_summary_but_still_the_rejects(run: Run) -> None:
+    result = run("put", "--quiet", input=jsonl({"fs_id": "a"}, [1, 2]))
+    assert result.exit_code == ExitStatus.PARTIAL
+    assert result.stderr == "s3idx: <stdin>:2: expected a JSON object, got an array\n"
+
+
+def test_same_key_twice_last_wins_and_is_counted(run: Run) -> None:
+    result = run(
+        "put",
+        "--json",
+        "--field",
+        "v",
+        input=jsonl({"fs_id": "a", "v": 1}, {"fs_id": "b", "v": 1}, {"fs_id": "a", "v": 2}),
+    )
+    assert result.exit_code == 0, result.stderr
+    assert orjson.loads(result.stdout)["duplicates"] == 1
+    assert json_lines(run("get", "a").stdout) == [{"fs_id": "a", "v": 2}]
+    assert [e["v"] for e in json_lines(run("query", '{"fs_id": "a"}').stdout)] == [2]
+
+
+def test_duplicates_across_batches_last_wins(run: Run) -> None:
+    documents = [{"fs_id": f"k{i % 5}", "v": i} for i in range(23)]
+    result = run("put", "--batch-size", "4", "--workers", "3", "--json", input=jsonl(*documents))
+    assert orjson.loads(result.stdout)["duplicates"] == 18
+    got = json_lines(run("get", "k0", "k1", "k2", "k3", "k4").stdout)
+    assert [d["v"] for d in got] == [20, 21, 22, 18, 19]
+
+
+def test_skip_unchanged_uploads_nothing_the_second_time(run: Run) -> None:
+    data = jsonl(*({"fs_id": f"k{i}", "v": i} for i in range(10)))
+    first = run("put", "--field", "v", "--skip-unchanged", "--json", input=data)
+    assert orjson.loads(first.stdout)["stored"] == 10
+
+    second = run("put", "--field", "v", "--skip-unchanged", "--json", input=data)
+    summary = orjson.loads(second.stdout)
+    assert (summary["stored"], summary["unchanged"]) == (0, 10)
+
+    changed = jsonl({"fs_id": "k1", "v": 100}, {"fs_id": "k2", "v": 2})
+    third = orjson.loads(run("put", "--skip-unchanged", "--json", input=changed).stdout)
+    assert (third["stored"], third["unchanged"]) == (1, 1)
+    assert json_lines(run("get", "k1").stdout) == [{"fs_id": "k1", "v": 100}]
+
+
+def test_dry_run_writes_nothing(run: Run) -> None:
+    result = run("put", "--dry-run", "--json", input=jsonl({"fs_id": "a"}))
+    assert orjson.loads(result.stdout)["stored"] == 1
+    assert run("query", "--count").stdout == "0\n"
+    assert run("get", "a").exit_code == ExitStatus.NOT_FOUND
+
+
+def test_max_errors_stops_after_n_rejects(run: Run) -> None:
+    documents = [{"fs_id": "a"}, {"no": 1}, {"fs_id": "b"}, {"no": 2}, {"fs_id": "c"}]
+    result = run("put", "--max-errors", "2", "--batch-size", "1", "--json", input=jsonl(*documents))
+    assert result.exit_code == ExitStatus.PARTIAL
+    summary = orjson.loads(result.stdout)
+    assert summary["stopped_early"] is True
+    assert (summary["stored"], summary["rejected"]) == (2, 2)
+    assert [e["fs_id"] for e in json_lines(run("query").stdout)] == ["a", "b"]
+
+
+def test_gzip_and_json_array_files(run: Run, tmp_path: Path) -> None:
+    gz = tmp_path / "a.jsonl.gz"
+    gz.write_bytes(gzip.compress(jsonl({"fs_id": "g1"}, {"fs_id": "g2"})))
+    array = tmp_path / "b.json"
+    array.write_bytes(b'[\n {"fs_id": "j1"},\n {"fs_id": "j2"}\n]\n')
+
+    result = run("put", str(gz), str(array))
+
+    assert result.exit_code == 0, result.stderr
+    assert run("query", "--count").stdout == "4\n"
+
+
+def test_stdin_dash_between_files(run: Run, tmp_path: Path) -> None:
+    path = tmp_path / "a.jsonl"
+    path.write_bytes(jsonl({"fs_id": "f"}))
+    result = run("put", str(path), "-", input=jsonl({"fs_id": "s"}))
+    assert result.exit_code == 0, result.stderr
+    assert run("query", "--count").stdout == "2\n"
+
+
+def test_missing_input_file_is_a_usage_error_and_nothing_is_stored(
+    run: Run, tmp_path: Path
+) -> None:
+    good = tmp_path / "good.jsonl"
+    good.write_bytes(jsonl({"fs_id": "a"}))
+    result = run("put", str(good), str(tmp_path / "nope.jsonl"))
+    assert result.exit_code == ExitStatus.USAGE
+    assert result.stderr == f"s3idx: error: input file {tmp_path / 'nope.jsonl'} does not exist\n"
+    assert run("query", "--count").stdout == "0\n"
+
+
+def test_key_option_and_dotted_fields(run: Run) -> None:
+    doc = {"task_id": "t-1", "meta": {"owner": "ann", "size": 3}, "other": 1}
+    result = run("put", "--key", "task_id", "--field", "meta.owner", input=jsonl(doc))
+    assert result.exit_code == 0, result.stderr
+
+    (entry,) = json_lines(run("query", '{"meta.owner": "ann"}').stdout)
+    assert entry["task_id"] == "t-1"
+    assert entry["meta"] == {"owner": "ann"}
+    assert "other" not in entry
+
+
+def test_index_remembers_its_key_and_fields(run: Run) -> None:
+    run("put", "--key", "task_id", "--field", "a", input=jsonl({"task_id": "t1", "a": 1}))
+    later = run("put", input=jsonl({"task_id": "t2", "a": 2}))
+    assert later.exit_code == 0, later.stderr
+    assert [e["a"] for e in json_lines(run("query", '{"a": 2}').stdout)] == [2]
+
+
+def test_changing_the_key_field_of_an_index_is_refused(run: Run) -> None:
+    run("put", input=jsonl({"fs_id": "a", "task_id": "t"}))
+    result = run("put", "--key", "task_id", input=jsonl({"fs_id": "b", "task_id": "u"}))
+    assert result.exit_code == ExitStatus.USAGE
+    assert "uses key field 'fs_id', not 'task_id'" in result.stderr
+
+
+def test_reserved_field_names_are_refused(run: Run) -> None:
+    result = run("put", "--field", "last_updated", input=jsonl({"fs_id": "a"}))
+    assert result.exit_code == ExitStatus.USAGE
+    assert result.stderr == (
+        "s3idx: error: field 'last_updated' is reserved: s3idx sets 'last_updated' itself\n"
+    )
+
+
+def test_types_survive_into_the_index(run: Run) -> None:
+    doc = {
+        "fs_id": "t",
+        "i": 1,
+        "f": 1.0,
+        "b": True,
+        "n": None,
+        "l": [1, "x"],
+        "d": {"k": "v"},
+        "when": {"$date": "2026-01-02T03:04:05.678Z"},
+    }
+    fields = ["--field=" + f for f in ("i", "f", "b", "n", "l", "d", "when")]
+    assert run("put", *fields, input=jsonl(doc)).exit_code == 0
+    (entry,) = json_lines(run("query").stdout)
+    for name in ("i", "f", "b", "n", "l", "d", "when"):
+        assert entry[name] == doc[name]
+        assert type(entry[name]) is type(doc[name])
+    assert run(
+        "query", '{"when": {"$gt": {"$date": "2026-01-01T00:00:00Z"}}}', "--count"
+    ).stdout == ("1\n")
+
+
+def test_document_bodies_are_stored_byte_for_byte(run: Run) -> None:
+    line = b'{"fs_id": "a",  "big": 18446744073709551616, "x": 1.50}'
+    assert run("put", input=line + b"\r\n").exit_code == 0
+    assert run("get", "a").stdout_bytes == line + b"\n"

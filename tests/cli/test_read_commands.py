@@ -1,0 +1,162 @@
+"""``get``, ``query``, ``delete`` and ``info`` through the CLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import pytest
+
+from s3idx.errors import ExitStatus
+from tests.cli.conftest import Run, json_lines, jsonl
+
+DOCS = [
+    {"fs_id": "a", "task_id": "mp-1", "n": 3, "tags": ["x", "y"], "body": "A"},
+    {"fs_id": "b", "task_id": "mp-2", "n": 1, "tags": ["y"], "body": "B"},
+    {"fs_id": "c", "task_id": "mp-3", "n": 2, "tags": [], "body": "C"},
+]
+
+
+@pytest.fixture
+def loaded(run: Run) -> Run:
+    fields = ["--field", "task_id", "--field", "n", "--field", "tags"]
+    result = run("put", *fields, input=jsonl(*DOCS))
+    assert result.exit_code == 0, result.stderr
+    return run
+
+
+def test_get_prints_documents_in_the_order_asked(loaded: Run) -> None:
+    result = loaded("get", "c", "a")
+    assert result.exit_code == 0
+    assert json_lines(result.stdout) == [DOCS[2], DOCS[0]]
+
+
+def test_get_missing_key_reports_and_exits_not_found(loaded: Run) -> None:
+    result = loaded("get", "a", "zzz", "b")
+    assert result.exit_code == ExitStatus.NOT_FOUND
+    assert json_lines(result.stdout) == [DOCS[0], DOCS[1]]
+    assert result.stderr == "s3idx: not found: zzz\n"
+
+
+def test_get_to_an_output_file(loaded: Run, tmp_path: Path) -> None:
+    target = tmp_path / "out.jsonl"
+    result = loaded("get", "b", "--output", str(target))
+    assert result.exit_code == 0
+    assert result.stdout == ""
+    assert json_lines(target.read_text()) == [DOCS[1]]
+
+
+def test_query_filters_with_mongo_semantics(loaded: Run) -> None:
+    def keys(*args: str) -> list[str]:
+        result = loaded("query", *args)
+        assert result.exit_code == 0, result.stderr
+        return [e["fs_id"] for e in json_lines(result.stdout)]
+
+    assert keys('{"tags": "y"}', "--sort", "fs_id") == ["a", "b"]
+    assert keys('{"n": {"$gte": 2}}', "--sort", "-n") == ["a", "c"]
+    assert keys('{"$or": [{"task_id": "mp-2"}, {"tags": {"$size": 0}}]}', "--sort", "n") == [
+        "b",
+        "c",
+    ]
+    assert keys("--sort", "n", "--skip", "1", "--limit", "1") == ["c"]
+
+
+def test_query_fields_projects_and_keeps_the_key(loaded: Run) -> None:
+    result = loaded("query", '{"fs_id": "a"}', "--fields", "n")
+    assert json_lines(result.stdout) == [{"fs_id": "a", "n": 3}]
+
+
+def test_query_count(loaded: Run) -> None:
+    assert loaded("query", '{"n": {"$lt": 3}}', "--count").stdout == "2\n"
+    assert loaded("query", "--count", "--limit", "1").stdout == "1\n"
+
+
+def test_query_full_fetches_whole_documents(loaded: Run) -> None:
+    result = loaded("query", '{"n": {"$gt": 1}}', "--full", "--sort", "n")
+    assert result.exit_code == 0, result.stderr
+    assert json_lines(result.stdout) == [DOCS[2], DOCS[0]]
+
+
+def test_query_unknown_operator_is_a_usage_error(loaded: Run) -> None:
+    result = loaded("query", '{"n": {"$where": "1"}}')
+    assert result.exit_code == ExitStatus.USAGE
+    assert result.stderr.startswith("s3idx: error: unknown query operator '$where'; supported: ")
+
+
+def test_query_filter_that_is_not_json(loaded: Run) -> None:
+    result = loaded("query", "{task_id: 1}")
+    assert result.exit_code == ExitStatus.USAGE
+    assert result.stderr.startswith("s3idx: error: FILTER is not valid JSON: ")
+    assert "hint: write it as a JSON object" in result.stderr
+
+
+def test_query_filter_that_is_not_an_object(loaded: Run) -> None:
+    result = loaded("query", "[1]")
+    assert result.stderr == "s3idx: error: FILTER must be a JSON object, not list\n"
+
+
+def test_delete_by_key_removes_object_and_entry(loaded: Run) -> None:
+    result = loaded("delete", "a", "nope")
+    assert result.exit_code == ExitStatus.NOT_FOUND
+    assert "s3idx: not found: nope" in result.stderr
+    assert "delete: deleted 1 documents, 1 not found" in result.stderr
+    assert loaded("get", "a").exit_code == ExitStatus.NOT_FOUND
+    assert loaded("query", "--count").stdout == "2\n"
+
+
+def test_delete_by_filter_with_dry_run_first(loaded: Run) -> None:
+    dry = loaded("delete", "--filter", '{"tags": "y"}', "--dry-run")
+    assert dry.exit_code == 0
+    assert dry.stdout.split() == ["a", "b"]
+    assert loaded("query", "--count").stdout == "3\n"
+
+    real = loaded("delete", "--filter", '{"tags": "y"}', "--json")
+    assert orjson.loads(real.stdout)["deleted"] == 2
+    assert [e["fs_id"] for e in json_lines(loaded("query").stdout)] == ["c"]
+
+
+def test_delete_everything_needs_all(loaded: Run) -> None:
+    refused = loaded("delete", "--filter", "{}")
+    assert refused.exit_code == ExitStatus.USAGE
+    assert "add --all if you mean to delete everything" in refused.stderr
+    assert loaded("delete", "--filter", "{}", "--all").exit_code == 0
+    assert loaded("query", "--count").stdout == "0\n"
+
+
+def test_delete_needs_keys_or_a_filter(run: Run) -> None:
+    result = run("delete")
+    assert result.exit_code == ExitStatus.USAGE
+    assert result.stderr == (
+        "s3idx: error: nothing to delete: give KEY arguments or --filter FILTER\n"
+    )
+
+
+def test_info_names_the_default_locations(loaded: Run, isolated_env: Path) -> None:
+    result = loaded("info", "--json")
+    info = orjson.loads(result.stdout)
+    assert info["store"] == str(isolated_env / "data" / "store")
+    assert info["index"] == str(isolated_env / "data" / "index.sqlite3")
+    assert info["key_field"] == "fs_id"
+    assert info["fields"] == ["task_id", "n", "tags"]
+    assert info["entries"] == 3
+
+
+def test_explicit_store_and_index_locations(run: Run, tmp_path: Path) -> None:
+    store, index = tmp_path / "s", tmp_path / "i.db"
+    args = ["--store", f"file://{store}", "--index", f"sqlite:///{index}"]
+    assert run("put", *args, input=jsonl({"fs_id": "x"})).exit_code == 0
+    assert (store / "s3idx-store.json").is_file()
+    assert index.is_file()
+    assert run("get", "x").exit_code == ExitStatus.NOT_FOUND  # not in the default store
+    assert run("get", *args[:2], "x").exit_code == 0
+
+
+def test_profile_from_config_file(run: Run, tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f'[profiles.team]\nstore = "{tmp_path / "team-store"}"\nindex = "{tmp_path / "team.db"}"\n'
+    )
+    args = ["--config", str(config), "--profile", "team"]
+    assert run("put", *args, input=jsonl({"fs_id": "x"})).exit_code == 0
+    assert (tmp_path / "team.db").is_file()
+    assert run("query", *args, "--count").stdout == "1\n"

@@ -1,0 +1,221 @@
+"""codec: tagged JSON, bodies, keys and metadata."""
+
+from __future__ import annotations
+
+import zlib
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from s3idx import codec
+from s3idx.errors import (
+    CorruptObjectError,
+    InvalidKeyError,
+    MetadataTooLargeError,
+    NotAnS3idxObjectError,
+)
+
+# --- values ----------------------------------------------------------------------------------
+
+datetimes = st.datetimes(
+    min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 31), timezones=st.just(UTC)
+).map(codec.normalize_datetime)
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**63), max_value=2**63 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text()
+    | datetimes
+)
+values = st.recursive(
+    scalars,
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(st.text().filter(lambda k: k != "$date"), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+def _typed(value: object) -> object:
+    """The value with its types spelled out, so 1 == 1.0 == True cannot pass for equal."""
+    if isinstance(value, dict):
+        return ("dict", [(k, _typed(v)) for k, v in value.items()])
+    if isinstance(value, list):
+        return ("list", [_typed(v) for v in value])
+    return (type(value).__name__, value)
+
+
+@given(values)
+def test_dumps_loads_round_trips_every_type(value: object) -> None:
+    assert _typed(codec.loads(codec.dumps(value))) == _typed(value)
+
+
+@given(values)
+def test_ascii_json_is_ascii_and_round_trips(value: object) -> None:
+    text = codec.ascii_json(value)
+    assert text.isascii()
+    assert all(0x20 <= ord(c) < 0x7F for c in text)
+    assert _typed(codec.loads(text)) == _typed(value)
+
+
+def test_ascii_json_escapes_astral_characters_as_surrogate_pairs() -> None:
+    assert codec.ascii_json({"k": "é😀"}) == '{"k":"\\u00e9\\ud83d\\ude00"}'
+
+
+def test_datetimes_are_tagged_utc_millisecond() -> None:
+    when = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=timezone(timedelta(hours=2)))
+    assert codec.dumps({"t": when}) == b'{"t":{"$date":"2026-01-02T01:04:05.678Z"}}'
+
+
+def test_naive_datetimes_are_taken_as_utc() -> None:
+    assert codec.loads(codec.dumps(datetime(2020, 1, 1))) == datetime(2020, 1, 1, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("tag", "expected"),
+    [
+        ("2020-01-01T00:00:00Z", datetime(2020, 1, 1, tzinfo=UTC)),
+        ("2020-01-01T02:00:00+02:00", datetime(2020, 1, 1, tzinfo=UTC)),
+        (1577836800000, datetime(2020, 1, 1, tzinfo=UTC)),
+        ({"$numberLong": "1577836800000"}, datetime(2020, 1, 1, tzinfo=UTC)),
+    ],
+)
+def test_date_tag_forms(tag: object, expected: datetime) -> None:
+    assert codec.untag({"$date": tag}) == expected
+
+
+@pytest.mark.parametrize("tag", ["yesterday", True, None, [1]])
+def test_bad_date_tags_are_value_errors(tag: object) -> None:
+    with pytest.raises(ValueError, match=r"\$date"):
+        codec.untag({"$date": tag})
+
+
+def test_nan_and_infinity_are_refused() -> None:
+    with pytest.raises(ValueError, match="not valid JSON"):
+        codec.dumps({"x": [float("nan")]})
+
+
+# --- bodies ----------------------------------------------------------------------------------
+
+
+def test_zlib_body_round_trips_and_hashes_the_uncompressed_json() -> None:
+    encoded = codec.encode_document({"a": 1}, "json+zlib")
+    assert zlib.decompress(encoded.body) == b'{"a":1}'
+    assert encoded.sha256 == "015abd7f5cc57a2dd94b7590f04ad8084273905ee33ec5cebeae62276a97f862"
+    assert codec.decode_body(encoded.body, "json+zlib") == b'{"a":1}'
+
+
+def test_iter_decoded_streams_chunks() -> None:
+    raw = b'{"x":"' + b"y" * 200_000 + b'"}'
+    body = zlib.compress(raw)
+    chunks = [body[i : i + 1000] for i in range(0, len(body), 1000)]
+    assert b"".join(codec.iter_decoded(chunks, "json+zlib")) == raw
+
+
+def test_corrupt_body_is_a_clear_error() -> None:
+    with pytest.raises(CorruptObjectError, match="cannot be decompressed"):
+        codec.decode_body(b"not zlib", "json+zlib")
+
+
+# --- keys ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("key", "message"),
+    [
+        (12, "key field 'fs_id' must be a string, got int"),
+        (None, "key field 'fs_id' must be a string, got null"),
+        ("", "key field 'fs_id' is empty"),
+        ("a/../b", "key 'a/../b' has a '..' segment"),
+        ("./a", "key './a' has a '.' segment"),
+        ("/abs", "key '/abs' has an empty segment (a leading, trailing or double '/')"),
+        ("a//b", "key 'a//b' has an empty segment (a leading, trailing or double '/')"),
+        ("tab\there", "key contains a control character (U+0009)"),
+        ("x" * 1025, "key is 1025 bytes; the limit is 1024 bytes (UTF-8)"),
+    ],
+)
+def test_invalid_keys_say_why(key: object, message: str) -> None:
+    with pytest.raises(InvalidKeyError) as excinfo:
+        codec.check_key(key)
+    assert excinfo.value.message == message
+
+
+@pytest.mark.parametrize("key", ["a", "a/b/c", "é 日本", "..a", "a.", "x" * 1024])
+def test_valid_keys_pass(key: str) -> None:
+    assert codec.check_key(key) == key
+
+
+# --- metadata --------------------------------------------------------------------------------
+
+
+def test_metadata_round_trips_the_entry_with_types() -> None:
+    entry = {
+        "fs_id": "a",
+        "n": 1,
+        "f": 1.0,
+        "b": True,
+        "z": None,
+        "l": [1, "x"],
+        "d": {"é": "ü"},
+        "last_updated": datetime(2026, 1, 1, tzinfo=UTC),
+    }
+    metadata = codec.build_metadata(entry, "fs_id", "json+zlib", "ab" * 32)
+    assert set(metadata) == {
+        "s3idx-format",
+        "s3idx-codec",
+        "s3idx-sha256",
+        "s3idx-key",
+        "s3idx-entry",
+    }
+    assert all(v.isascii() for v in metadata.values())
+    parsed = codec.parse_metadata({k.upper(): v for k, v in metadata.items()})
+    assert parsed.key_field == "fs_id"
+    assert parsed.codec == "json+zlib"
+    assert parsed.sha256 == "ab" * 32
+    assert _typed(parsed.entry) == _typed(entry)
+
+
+def test_metadata_size_is_names_plus_values_in_utf8() -> None:
+    assert codec.metadata_size({"ab": "cde", "f": "é"}) == 2 + 3 + 1 + 2
+
+
+def test_too_large_entry_names_key_size_and_largest_fields() -> None:
+    entry = {"fs_id": "k1", "big": "x" * 1500, "mid": "y" * 600, "small": 1}
+    metadata = codec.build_metadata(entry, "fs_id", "json", "0" * 64)
+    with pytest.raises(MetadataTooLargeError) as excinfo:
+        codec.check_metadata_size(metadata, "k1", entry)
+    size = codec.metadata_size(metadata)
+    assert excinfo.value.message == (
+        f"index entry of 'k1' needs {size} bytes of metadata; the limit is 2048 bytes; "
+        "largest fields: big (1502 bytes), mid (602 bytes), fs_id (4 bytes)"
+    )
+
+
+def test_objects_without_s3idx_metadata_are_recognised() -> None:
+    with pytest.raises(NotAnS3idxObjectError):
+        codec.parse_metadata({"other": "x"})
+
+
+@pytest.mark.parametrize(
+    ("metadata", "message"),
+    [
+        ({"s3idx-format": "9"}, "unsupported s3idx format version '9'"),
+        ({"s3idx-format": "1"}, "s3idx metadata lacks s3idx-codec, s3idx-key, s3idx-entry"),
+        (
+            {"s3idx-format": "1", "s3idx-codec": "json", "s3idx-key": "k", "s3idx-entry": "{"},
+            "s3idx-entry is not valid JSON",
+        ),
+        (
+            {"s3idx-format": "1", "s3idx-codec": "json", "s3idx-key": "k", "s3idx-entry": "{}"},
+            "s3idx-entry lacks the key field 'k'",
+        ),
+    ],
+)
+def test_damaged_metadata_is_a_clear_error(metadata: dict[str, str], message: str) -> None:
+    with pytest.raises(CorruptObjectError) as excinfo:
+        codec.parse_metadata(metadata)
+    assert excinfo.value.message.startswith(message)

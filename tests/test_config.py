@@ -1,0 +1,157 @@
+"""config: one resolution, flags > environment > config file profile > defaults."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from s3idx.backends import parse_index_location, parse_store_location
+from s3idx.config import data_dir, redact, resolve_settings
+from s3idx.errors import ConfigError, UsageError
+
+CONFIG = """
+store = "/base/store"
+workers = 4
+fields = ["task_id"]
+
+[profiles.prod]
+store = "s3://prod-bucket/docs"
+index = "mongodb://db.example/prod"
+aws_profile = "prod"
+"""
+
+
+@pytest.fixture
+def config_file(tmp_path: Path) -> Path:
+    path = tmp_path / "config.toml"
+    path.write_text(CONFIG)
+    return path
+
+
+def test_defaults_live_in_the_data_directory() -> None:
+    settings = resolve_settings({}, env={"S3IDX_HOME": "/data/s3idx"})
+    assert settings.store == "/data/s3idx/store"
+    assert settings.index == "/data/s3idx/index.sqlite3"
+    assert settings.workers == 8
+    assert settings.compress == "zlib"
+    assert settings.key is None
+
+
+@pytest.mark.skipif(sys.platform in ("darwin", "win32"), reason="XDG applies to Linux and BSD")
+def test_xdg_data_home_is_honoured() -> None:
+    assert data_dir({"XDG_DATA_HOME": "/x"}) == Path("/x/s3idx")
+
+
+def test_file_top_level_then_profile(config_file: Path) -> None:
+    base = resolve_settings({}, config_file=config_file, env={})
+    assert (base.store, base.workers, base.fields) == ("/base/store", 4, ("task_id",))
+
+    prod = resolve_settings({}, config_file=config_file, profile="prod", env={})
+    assert prod.store == "s3://prod-bucket/docs"
+    assert prod.index == "mongodb://db.example/prod"
+    assert prod.aws_profile == "prod"
+    assert prod.workers == 4
+
+
+def test_environment_beats_file_and_flags_beat_environment(config_file: Path) -> None:
+    env = {"S3IDX_STORE": "/env/store", "S3IDX_WORKERS": "16", "S3IDX_FIELDS": "a, b.c"}
+    from_env = resolve_settings({}, config_file=config_file, env=env)
+    assert (from_env.store, from_env.workers, from_env.fields) == ("/env/store", 16, ("a", "b.c"))
+
+    flagged = resolve_settings(
+        {"store": "/flag", "workers": None}, config_file=config_file, env=env
+    )
+    assert flagged.store == "/flag"
+    assert flagged.workers == 16
+
+
+def test_profile_from_environment(config_file: Path) -> None:
+    settings = resolve_settings({}, config_file=config_file, env={"S3IDX_PROFILE": "prod"})
+    assert settings.aws_profile == "prod"
+
+
+def test_config_file_from_environment(config_file: Path) -> None:
+    settings = resolve_settings({}, env={"S3IDX_CONFIG": str(config_file)})
+    assert settings.store == "/base/store"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("stroe = 1", "unknown setting 'stroe'; known: store, index"),
+        ("workers = 'many'", "workers: expected a whole number, got 'many'"),
+        ("fields = 'a'", "expected a list of strings"),
+        ("[profiles]\nx = 1", "[profiles.x]: expected a table"),
+        ("store = ", "not valid TOML"),
+        ("compress = 'lz4'", "unknown compression 'lz4'; choose one of: zlib, none"),
+    ],
+)
+def test_bad_config_files_say_what_is_wrong(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as excinfo:
+        resolve_settings({}, config_file=path, profile="x" if "profiles" in text else None, env={})
+    assert message in str(excinfo.value)
+
+
+def test_unknown_profile_lists_the_known_ones(config_file: Path) -> None:
+    with pytest.raises(ConfigError) as excinfo:
+        resolve_settings({}, config_file=config_file, profile="dev", env={})
+    assert str(excinfo.value) == f"no profile 'dev' in {config_file}; profiles: prod"
+
+
+def test_missing_explicit_config_file_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="config file not found"):
+        resolve_settings({}, config_file=tmp_path / "nope.toml", env={})
+
+
+def test_missing_default_config_file_is_fine(tmp_path: Path) -> None:
+    env = {"XDG_CONFIG_HOME": str(tmp_path), "S3IDX_HOME": str(tmp_path)}
+    assert resolve_settings({}, env=env).store == str(tmp_path / "store")
+
+
+def test_bad_environment_value_names_the_variable() -> None:
+    with pytest.raises(ConfigError, match="S3IDX_WORKERS: expected a whole number"):
+        resolve_settings({}, env={"S3IDX_WORKERS": "x"})
+
+
+@pytest.mark.parametrize(
+    ("uri", "shown"),
+    [
+        ("mongodb://bob:s3cret@h1:27017,h2/db", "mongodb://bob:***@h1:27017,h2/db"),
+        ("mongodb+srv://bob:p@ss@cluster/db", "mongodb+srv://bob:***@cluster/db"),
+        ("mongodb://h/db", "mongodb://h/db"),
+        (
+            "failed at mongodb://a:b@h/x and mongodb://c:d@e",
+            "failed at mongodb://a:***@h/x and mongodb://c:***@e",
+        ),
+    ],
+)
+def test_redact_hides_every_password(uri: str, shown: str) -> None:
+    assert redact(uri) == shown
+
+
+def test_store_locations() -> None:
+    s3 = parse_store_location("s3://bucket/a/b/")
+    assert (s3.kind, s3.bucket, s3.prefix) == ("s3", "bucket", "a/b")
+    assert parse_store_location("file:///tmp/x%20y").path == Path("/tmp/x y")
+    assert parse_store_location("./rel").path == Path("rel")
+    with pytest.raises(UsageError, match="unknown store scheme 'gs://'"):
+        parse_store_location("gs://b")
+    with pytest.raises(UsageError, match="names no bucket"):
+        parse_store_location("s3://")
+
+
+def test_index_locations() -> None:
+    mongo = parse_index_location("mongodb://u:p@h:1/mydb?authSource=admin")
+    assert (mongo.kind, mongo.database) == ("mongodb", "mydb")
+    assert parse_index_location("sqlite:///tmp/i.db").path == Path("/tmp/i.db")
+    assert parse_index_location("i.db").kind == "sqlite"
+    with pytest.raises(UsageError) as excinfo:
+        parse_index_location("mongodb://u:secret@h/")
+    assert "secret" not in str(excinfo.value)
+    assert "names no database" in str(excinfo.value)
+    with pytest.raises(UsageError, match="three slashes"):
+        parse_index_location("sqlite://relative.db")
