@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import re
 import zlib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -31,6 +31,7 @@ META_CODEC = "s3idx-codec"
 META_SHA256 = "s3idx-sha256"
 META_KEY = "s3idx-key"
 META_ENTRY = "s3idx-entry"
+META_FIELDS = "s3idx-fields"
 
 MAX_METADATA_BYTES = 2048
 MAX_KEY_BYTES = 1024
@@ -264,17 +265,26 @@ class MetadataEntry:
     """What an object's metadata says: the index entry and how to read the body."""
 
     key_field: str
+    fields: tuple[str, ...]
     entry: dict[str, Any]
     codec: str
     sha256: str | None
 
 
-def build_metadata(entry: Mapping[str, Any], key_field: str, codec: str, sha256: str) -> dict:
+def build_metadata(
+    entry: Mapping[str, Any],
+    key_field: str,
+    fields: Sequence[str],
+    codec: str,
+    sha256: str,
+) -> dict[str, str]:
+    """The ``s3idx-*`` metadata of an object; ``fields`` are the searchable field paths."""
     return {
         META_FORMAT: FORMAT_VERSION,
         META_CODEC: codec,
         META_SHA256: sha256,
         META_KEY: key_field,
+        META_FIELDS: ascii_json(list(fields)),
         META_ENTRY: ascii_json(entry),
     }
 
@@ -323,4 +333,22 @@ def parse_metadata(metadata: Mapping[str, str]) -> MetadataEntry:
     key_field = meta[META_KEY]
     if key_field not in entry:
         raise CorruptObjectError(f"{META_ENTRY} lacks the key field {key_field!r}")
-    return MetadataEntry(key_field, entry, meta[META_CODEC], meta.get(META_SHA256))
+    return MetadataEntry(
+        key_field,
+        _parse_fields(meta.get(META_FIELDS)),
+        entry,
+        meta[META_CODEC],
+        meta.get(META_SHA256),
+    )
+
+
+def _parse_fields(raw: str | None) -> tuple[str, ...]:
+    if raw is None:
+        return ()
+    try:
+        fields = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        fields = None
+    if not isinstance(fields, list) or not all(isinstance(f, str) for f in fields):
+        raise CorruptObjectError(f"{META_FIELDS} is not a JSON list of field paths")
+    return tuple(fields)

@@ -163,17 +163,20 @@ def test_metadata_round_trips_the_entry_with_types() -> None:
         "d": {"é": "ü"},
         "last_updated": datetime(2026, 1, 1, tzinfo=UTC),
     }
-    metadata = codec.build_metadata(entry, "fs_id", "json+zlib", "ab" * 32)
+    fields = ["n", "f", "b", "z", "l", "d"]
+    metadata = codec.build_metadata(entry, "fs_id", fields, "json+zlib", "ab" * 32)
     assert set(metadata) == {
         "s3idx-format",
         "s3idx-codec",
         "s3idx-sha256",
         "s3idx-key",
+        "s3idx-fields",
         "s3idx-entry",
     }
     assert all(v.isascii() for v in metadata.values())
     parsed = codec.parse_metadata({k.upper(): v for k, v in metadata.items()})
     assert parsed.key_field == "fs_id"
+    assert parsed.fields == tuple(fields)
     assert parsed.codec == "json+zlib"
     assert parsed.sha256 == "ab" * 32
     assert _typed(parsed.entry) == _typed(entry)
@@ -185,7 +188,7 @@ def test_metadata_size_is_names_plus_values_in_utf8() -> None:
 
 def test_too_large_entry_names_key_size_and_largest_fields() -> None:
     entry = {"fs_id": "k1", "big": "x" * 1500, "mid": "y" * 600, "small": 1}
-    metadata = codec.build_metadata(entry, "fs_id", "json", "0" * 64)
+    metadata = codec.build_metadata(entry, "fs_id", ["big", "mid", "small"], "json", "0" * 64)
     with pytest.raises(MetadataTooLargeError) as excinfo:
         codec.check_metadata_size(metadata, "k1", entry)
     size = codec.metadata_size(metadata)

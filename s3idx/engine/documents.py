@@ -74,7 +74,7 @@ class DocumentPreparer:
         entry = self._entry(document)
         body = record.raw if record.raw else _dumps(document)
         sha256 = hashlib.sha256(body).hexdigest()
-        metadata = codec.build_metadata(entry, self.key_field, self.codec, sha256)
+        metadata = codec.build_metadata(entry, self.key_field, self.fields, self.codec, sha256)
         codec.check_metadata_size(metadata, key, entry)
         return Prepared(record, key, entry, body, sha256, metadata)
 
