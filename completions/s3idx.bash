@@ -2,10 +2,10 @@
 _s3idx() {
     local cur="${COMP_WORDS[COMP_CWORD]}" prev="${COMP_WORDS[COMP_CWORD-1]}" cmd="" w
     for w in "${COMP_WORDS[@]:1:COMP_CWORD-1}"; do
-        case "$w" in delete|get|info|put|query) cmd="$w"; break;; esac
+        case "$w" in delete|get|info|put|query|rebuild-index|sync) cmd="$w"; break;; esac
     done
     if [[ -z "$cmd" ]]; then
-        COMPREPLY=($(compgen -W "delete get info put query --help --version" -- "$cur"))
+        COMPREPLY=($(compgen -W "delete get info put query rebuild-index sync --help --version" -- "$cur"))
         return
     fi
     case "$cmd" in
@@ -99,6 +99,39 @@ _s3idx() {
         esac
         if [[ "$cur" == -* ]]; then
             COMPREPLY=($(compgen -W "--fields --full --sort --limit --skip --count --workers --json --store --index --collection --aws-profile --region --endpoint-url --profile --config -h --help" -- "$cur"))
+        fi
+        ;;
+    rebuild-index)
+        case "$prev" in
+            --key) COMPREPLY=(); return;;
+            --workers) COMPREPLY=(); return;;
+            --store) COMPREPLY=(); return;;
+            --index) COMPREPLY=(); return;;
+            --collection) COMPREPLY=(); return;;
+            --aws-profile) COMPREPLY=(); return;;
+            --region) COMPREPLY=(); return;;
+            --endpoint-url) COMPREPLY=(); return;;
+            --profile) COMPREPLY=(); return;;
+            --config) COMPREPLY=($(compgen -f -- "$cur")); return;;
+        esac
+        if [[ "$cur" == -* ]]; then
+            COMPREPLY=($(compgen -W "--key --resume --workers --json --quiet -q --store --index --collection --aws-profile --region --endpoint-url --profile --config -h --help" -- "$cur"))
+        fi
+        ;;
+    sync)
+        case "$prev" in
+            --workers) COMPREPLY=(); return;;
+            --store) COMPREPLY=(); return;;
+            --index) COMPREPLY=(); return;;
+            --collection) COMPREPLY=(); return;;
+            --aws-profile) COMPREPLY=(); return;;
+            --region) COMPREPLY=(); return;;
+            --endpoint-url) COMPREPLY=(); return;;
+            --profile) COMPREPLY=(); return;;
+            --config) COMPREPLY=($(compgen -f -- "$cur")); return;;
+        esac
+        if [[ "$cur" == -* ]]; then
+            COMPREPLY=($(compgen -W "--check --dry-run --prune --workers --json --quiet -q --store --index --collection --aws-profile --region --endpoint-url --profile --config -h --help" -- "$cur"))
         fi
         ;;
     esac

@@ -17,7 +17,9 @@ from s3idx.engine import (
     Events,
     GetResult,
     PutResult,
+    RebuildResult,
     Reject,
+    SyncResult,
     open_engine,
 )
 from s3idx.errors import ExitStatus, S3idxError
@@ -29,9 +31,11 @@ __all__ = [
     "ExitStatus",
     "GetResult",
     "PutResult",
+    "RebuildResult",
     "Reject",
     "S3idxError",
     "Settings",
+    "SyncResult",
     "__version__",
     "open_engine",
     "resolve_settings",

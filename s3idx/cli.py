@@ -663,6 +663,130 @@ def info(
     _run(body)
 
 
+class CliScanEvents(output.CliEvents):
+    """Progress over listed objects; skipped objects and drift reported as they are found."""
+
+    def __init__(self, *, show_progress: bool, quiet: bool, drift_lines: bool) -> None:
+        super().__init__(rejects=None, show_progress=show_progress)
+        self._quiet = quiet
+        self._drift_lines = drift_lines
+        self.drift_labels = DRIFT_LABELS
+
+    def skipped(self, key: str, reason: str) -> None:
+        if not self._quiet:
+            self.say(f"{key}: {reason}")
+
+    def drift(self, kind: str, key: str) -> None:
+        if self._drift_lines:
+            sys.stdout.write(f"{self.drift_labels[kind]}\t{key}\n")
+
+
+DRIFT_LABELS = {"bucket-only": "bucket-only", "index-only": "index-only", "changed": "changed"}
+ACTION_LABELS = {"bucket-only": "add", "index-only": "remove", "changed": "update"}
+
+
+@app.command("rebuild-index")
+@with_locations
+def rebuild_index(
+    key: Annotated[
+        str | None,
+        typer.Option(
+            "--key", metavar="FIELD", help="Expected key field. [default: as the objects say]"
+        ),
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue an interrupted rebuild from its checkpoint.")
+    ] = False,
+    workers: WorkersOpt = None,
+    json: JsonOpt = False,
+    quiet: QuietOpt = False,
+    *,
+    loc: dict[str, Any],
+) -> None:
+    """Rebuild the index from object metadata alone (no body is read), then swap it in.
+
+    \b
+    Example: s3idx rebuild-index --store s3://bucket/docs --index mongodb://host/db --workers 32
+    """
+
+    def body() -> ExitStatus | None:
+        ctx = Context(loc, json=json, quiet=quiet, key=key, workers=workers)
+        signals = _Signals()
+        show = not (quiet or json) and output.is_terminal(sys.stderr)
+        with (
+            CliScanEvents(show_progress=show, quiet=quiet, drift_lines=False) as events,
+            ctx.engine() as engine,
+            signals.installed(),
+        ):
+            result = engine.rebuild_index(resume=resume, events=events, stop=signals.stop)
+        _report(ctx, result.as_dict(), output.rebuild_summary(result))
+        if result.interrupted:
+            output.message(
+                "rebuild stopped; the old index is unchanged; run again with --resume to continue"
+            )
+        interrupted = signals.exit_status()
+        if interrupted is not None:
+            return interrupted
+        return ExitStatus.PARTIAL if result.skipped.undecodable else None
+
+    _run(body)
+
+
+@app.command()
+@with_locations
+def sync(
+    check: Annotated[
+        bool,
+        typer.Option("--check", help="Change nothing; list the drift and exit 7 if there is any."),
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="List what sync would do; change nothing.")
+    ] = False,
+    prune: Annotated[
+        bool,
+        typer.Option(
+            "--prune/--no-prune", help="Remove entries whose objects are gone.", show_default=True
+        ),
+    ] = True,
+    workers: WorkersOpt = None,
+    json: JsonOpt = False,
+    quiet: QuietOpt = False,
+    *,
+    loc: dict[str, Any],
+) -> None:
+    """Make the index agree with the store: adopt new objects, update changed, drop stale.
+
+    \b
+    Example: s3idx sync --check || echo "index and bucket drifted"
+    """
+
+    def body() -> ExitStatus | None:
+        if check and dry_run:
+            raise UsageError("--check and --dry-run do the same reading; give one of them")
+        ctx = Context(loc, json=json, quiet=quiet, workers=workers)
+        signals = _Signals()
+        show = not (quiet or json) and output.is_terminal(sys.stderr)
+        events = CliScanEvents(show_progress=show, quiet=quiet, drift_lines=(check or dry_run))
+        if dry_run:
+            events.drift_labels = (
+                ACTION_LABELS if prune else {**ACTION_LABELS, "index-only": "keep"}
+            )
+        with events, ctx.engine() as engine, signals.installed():
+            result = engine.sync(
+                prune=prune, check=check, dry_run=dry_run, events=events, stop=signals.stop
+            )
+        sys.stdout.flush()
+        _report(ctx, result.as_dict(), output.sync_summary(result))
+        interrupted = signals.exit_status()
+        if interrupted is not None:
+            return interrupted
+        if check and result.drift:
+            return ExitStatus.DRIFT
+        return ExitStatus.PARTIAL if result.skipped.undecodable else None
+
+    _run(body)
+
+
 def exit_status_table() -> list[tuple[int, str, str]]:
     return [(int(s), s.name, EXIT_STATUS_MEANINGS[s]) for s in ExitStatus]
 

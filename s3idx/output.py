@@ -21,7 +21,9 @@ from rich.table import Table
 
 from s3idx import codec
 from s3idx.config import redact
+from s3idx.engine.rebuild import RebuildResult
 from s3idx.engine.results import Events, PutResult, Reject
+from s3idx.engine.sync import SyncResult
 
 TABLE_ROW_LIMIT = 1000
 
@@ -95,6 +97,41 @@ def put_summary(result: PutResult) -> str:
     return line
 
 
+def rebuild_summary(result: RebuildResult) -> str:
+    skipped = result.skipped
+    line = (
+        f"rebuild-index: {result.listed} listed, {result.written} written, "
+        f"{skipped.not_s3idx} not s3idx objects, {skipped.undecodable} undecodable"
+    )
+    if skipped.vanished:
+        line += f", {skipped.vanished} vanished while listing"
+    line += f" in {result.elapsed:.2f} s ({result.rate:g} objects/s)"
+    if result.resumed:
+        line += "; resumed"
+    if not result.committed:
+        line += "; not swapped in"
+    return line
+
+
+def sync_summary(result: SyncResult) -> str:
+    line = (
+        f"sync: {result.listed} objects, {result.indexed} entries; drift: "
+        f"{result.bucket_only} bucket-only, {result.index_only} index-only, "
+        f"{result.changed} changed"
+    )
+    if not (result.check or result.dry_run):
+        line += f"; added {result.added}, updated {result.updated}, removed {result.removed}"
+        if not result.prune and result.index_only:
+            line += f", kept {result.index_only} stale entries (--no-prune)"
+    skipped = result.skipped
+    if skipped.not_s3idx or skipped.undecodable:
+        line += f"; {skipped.not_s3idx} not s3idx objects, {skipped.undecodable} undecodable"
+    line += f" in {result.elapsed:.2f} s"
+    if result.interrupted:
+        line += "; interrupted"
+    return line
+
+
 class CliEvents(Events):
     """Reports rejects on stderr (and into the rejects file) and draws progress on a terminal."""
 
@@ -125,12 +162,15 @@ class CliEvents(Events):
         if self._progress is not None:
             self._progress.stop()
 
-    def rejected(self, reject: Reject) -> None:
-        text = f"{reject.location}: {reject.reason}"
+    def say(self, text: str) -> None:
+        """A message line on stderr that does not tear the progress bar."""
         if self._progress is not None:
             self._progress.console.print(f"s3idx: {redact(text)}", markup=False)
         else:
             message(text)
+
+    def rejected(self, reject: Reject) -> None:
+        self.say(f"{reject.location}: {reject.reason}")
         if self._rejects is not None:
             self._rejects.write(reject.raw + b"\n")
 

@@ -1,6 +1,18 @@
-"""The engine under every command: put, get, query, delete."""
+"""The engine under every command: put, get, query, delete, rebuild-index, sync."""
 
 from s3idx.engine.core import Engine, open_engine
+from s3idx.engine.rebuild import RebuildResult
 from s3idx.engine.results import DeleteResult, Events, GetResult, PutResult, Reject
+from s3idx.engine.sync import SyncResult
 
-__all__ = ["DeleteResult", "Engine", "Events", "GetResult", "PutResult", "Reject", "open_engine"]
+__all__ = [
+    "DeleteResult",
+    "Engine",
+    "Events",
+    "GetResult",
+    "PutResult",
+    "RebuildResult",
+    "Reject",
+    "SyncResult",
+    "open_engine",
+]

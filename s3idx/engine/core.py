@@ -23,7 +23,9 @@ from s3idx.engine.inputs import (
 )
 from s3idx.engine.put import PutOptions, run_put
 from s3idx.engine.read import FetchedDocument, fetch_document, fetch_many
+from s3idx.engine.rebuild import RebuildResult, run_rebuild
 from s3idx.engine.results import DeleteResult, Events, GetResult, PutResult
+from s3idx.engine.sync import SyncResult, run_sync
 from s3idx.errors import ObjectNotFoundError
 from s3idx.index.base import Entry, Index, SortSpec
 from s3idx.store.base import ObjectStore
@@ -210,6 +212,47 @@ class Engine:
     def delete_matching(self, filter: Mapping[str, Any], *, dry_run: bool = False) -> DeleteResult:
         return delete_ops.delete_matching(
             self.store, self.index, filter, self.key_field, dry_run=dry_run
+        )
+
+    # --- rebuild and sync --------------------------------------------------------------------
+
+    def rebuild_index(
+        self,
+        *,
+        resume: bool = False,
+        events: Events | None = None,
+        stop: threading.Event | None = None,
+    ) -> RebuildResult:
+        """Rebuild the index from object metadata alone; see ``s3idx.engine.rebuild``."""
+        return run_rebuild(
+            self.store,
+            self.index,
+            workers=self.workers,
+            key_field=self._key_field,
+            resume=resume,
+            events=events,
+            stop=stop,
+        )
+
+    def sync(
+        self,
+        *,
+        prune: bool = True,
+        check: bool = False,
+        dry_run: bool = False,
+        events: Events | None = None,
+        stop: threading.Event | None = None,
+    ) -> SyncResult:
+        """Make the index agree with the store; see ``s3idx.engine.sync``."""
+        return run_sync(
+            self.store,
+            self.index,
+            workers=self.workers,
+            prune=prune,
+            check=check,
+            dry_run=dry_run,
+            events=events,
+            stop=stop,
         )
 
 

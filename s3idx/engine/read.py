@@ -7,12 +7,13 @@ held in memory twice.
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 
 from s3idx import codec
+from s3idx.engine.concurrency import ordered_map
 from s3idx.errors import CorruptObjectError, NotAnS3idxObjectError, ObjectNotFoundError
 from s3idx.store.base import ObjectStore
 
@@ -62,25 +63,12 @@ def fetch_many(
 
     At most ``2 * workers`` fetches run ahead of the consumer, so memory stays bounded.
     """
-    window: deque[tuple[str, Future[FetchedDocument]]] = deque()
     with ThreadPoolExecutor(workers, thread_name_prefix="s3idx-get") as pool:
-        try:
-            for key in keys:
-                window.append((key, pool.submit(fetch_document, store, key)))
-                if len(window) >= 2 * workers:
-                    yield _resolve(*window.popleft())
-            while window:
-                yield _resolve(*window.popleft())
-        finally:
-            for _, future in window:
-                future.cancel()
-
-
-def _resolve(key: str, future: Future[FetchedDocument]) -> tuple[str, FetchedDocument | None]:
-    try:
-        return key, future.result()
-    except ObjectNotFoundError:
-        return key, None
+        for key, future in ordered_map(pool, partial(fetch_document, store), keys, 2 * workers):
+            try:
+                yield key, future.result()
+            except ObjectNotFoundError:
+                yield key, None
 
 
 def _close(chunks: Iterable[bytes]) -> None:

@@ -87,3 +87,9 @@ class Events:
 
     def warning(self, message: str) -> None:
         """Something the user should know that does not stop the operation."""
+
+    def skipped(self, key: str, reason: str) -> None:
+        """An object gave no index entry (not an s3idx object, or undecodable metadata)."""
+
+    def drift(self, kind: str, key: str) -> None:
+        """sync found a difference: ``bucket-only``, ``index-only`` or ``changed``."""

@@ -1,0 +1,162 @@
+"""``rebuild-index``: a fresh index from object metadata alone, swapped in at the end.
+
+The store is listed in key order and read in batches; after each batch the new entries and a
+checkpoint (the last key of the batch, and the counts so far) are saved beside the new index, so
+``--resume`` lists from there instead of starting over. Until the final swap the old index is
+untouched; a failed or interrupted rebuild leaves it as it was.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from s3idx.config import DEFAULT_KEY_FIELD, redact
+from s3idx.engine.recover import EntryCollector, Skipped
+from s3idx.engine.results import Events
+from s3idx.errors import S3idxError
+from s3idx.index.base import Index, IndexSettings
+from s3idx.store.base import ObjectInfo, ObjectStore
+
+LIST_BATCH = 1000
+
+
+@dataclass(slots=True)
+class RebuildResult:
+    listed: int = 0
+    written: int = 0
+    resumed: bool = False
+    interrupted: bool = False
+    committed: bool = False
+    key_field: str = DEFAULT_KEY_FIELD
+    fields: list[str] = field(default_factory=list)
+    skipped: Skipped = field(default_factory=Skipped)
+    elapsed: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        skipped = data.pop("skipped")
+        data["not_s3idx"] = skipped["not_s3idx"]
+        data["not_s3idx_keys"] = skipped["not_s3idx_keys"]
+        data["undecodable"] = skipped["undecodable"]
+        data["undecodable_keys"] = [{"key": k, "reason": r} for k, r in skipped["undecodable_keys"]]
+        data["vanished"] = skipped["vanished"]
+        data["objects_per_second"] = self.rate
+        return {"command": "rebuild-index", **data}
+
+    @property
+    def rate(self) -> float:
+        return round(self.listed / self.elapsed, 1) if self.elapsed > 0 else 0.0
+
+
+def run_rebuild(
+    store: ObjectStore,
+    index: Index,
+    *,
+    workers: int,
+    key_field: str | None = None,
+    resume: bool = False,
+    events: Events | None = None,
+    stop: threading.Event | None = None,
+) -> RebuildResult:
+    events = events or Events()
+    started = time.monotonic()
+    rebuild = index.start_rebuild(resume=resume)
+    checkpoint = rebuild.checkpoint() if resume else None
+    result = _restore(checkpoint, key_field)
+    collector_key = result.key_field if checkpoint else key_field
+    with ThreadPoolExecutor(workers, thread_name_prefix="s3idx-head") as pool:
+        collector = EntryCollector(
+            store, pool, workers, collector_key, result.skipped, on_skip=events.skipped
+        )
+        collector.fields = list(result.fields)
+        start_after = checkpoint.get("listed_through") if checkpoint else None
+        try:
+            for batch in _batches(store.list(start_after=start_after)):
+                _rebuild_batch(rebuild, collector, batch, result)
+                events.progress(result.listed, None, {"written": result.written})
+                if stop is not None and stop.is_set():
+                    result.interrupted = True
+                    break
+        except S3idxError as exc:
+            result.elapsed = time.monotonic() - started
+            exc.partial_result = result
+            raise
+    if not result.interrupted:
+        try:
+            _refuse_empty_replacement(store, index, result)
+        except S3idxError:
+            rebuild.abort()
+            raise
+        settings = IndexSettings(result.key_field, tuple(result.fields))
+        rebuild.commit(settings)
+        result.committed = True
+    result.elapsed = time.monotonic() - started
+    return result
+
+
+def _rebuild_batch(
+    rebuild: Any, collector: EntryCollector, batch: list[ObjectInfo], result: RebuildResult
+) -> None:
+    keys = [o.key for o in batch]
+    done = rebuild.has_keys(keys) if result.resumed else set()
+    entries = list(collector.entries(k for k in keys if k not in done))
+    rebuild.upsert(entries)
+    result.listed += len(keys)
+    result.written += len(entries)
+    result.key_field = collector.key_field or result.key_field
+    result.fields = list(collector.fields)
+    rebuild.save_checkpoint(_checkpoint(result, keys[-1]))
+
+
+def _checkpoint(result: RebuildResult, listed_through: str) -> dict[str, Any]:
+    data = result.as_dict()
+    data["listed_through"] = listed_through
+    return data
+
+
+def _restore(checkpoint: dict[str, Any] | None, key_field: str | None) -> RebuildResult:
+    result = RebuildResult(key_field=key_field or DEFAULT_KEY_FIELD)
+    if not checkpoint:
+        return result
+    result.resumed = True
+    result.listed = checkpoint["listed"]
+    result.written = checkpoint["written"]
+    result.key_field = checkpoint["key_field"]
+    result.fields = list(checkpoint["fields"])
+    skipped = result.skipped
+    skipped.not_s3idx = checkpoint["not_s3idx"]
+    skipped.not_s3idx_keys = list(checkpoint["not_s3idx_keys"])
+    skipped.undecodable = checkpoint["undecodable"]
+    skipped.undecodable_keys = [(d["key"], d["reason"]) for d in checkpoint["undecodable_keys"]]
+    skipped.vanished = checkpoint["vanished"]
+    return result
+
+
+def _refuse_empty_replacement(store: ObjectStore, index: Index, result: RebuildResult) -> None:
+    """An empty listing over a full index is far likelier a wrong --store than a wish."""
+    if result.written or index.settings() is None:
+        return
+    existing = index.count({})
+    if existing:
+        raise S3idxError(
+            f"the store {redact(store.location)} gave no s3idx objects; refusing to replace "
+            f"an index of {existing} entries with an empty one",
+            hint="check --store (and --endpoint-url); to empty the index, delete its file or "
+            "collection",
+        )
+
+
+def _batches(listing: Iterator[ObjectInfo]) -> Iterator[list[ObjectInfo]]:
+    batch: list[ObjectInfo] = []
+    for info in listing:
+        batch.append(info)
+        if len(batch) >= LIST_BATCH:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

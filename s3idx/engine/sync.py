@@ -1,0 +1,210 @@
+"""``sync``: make the index agree with the bucket, reading only what changed.
+
+The store listing (key, ETag, size) and the index's bookkeeping are both in key order, so one
+merge pass finds the drift in bounded memory: objects with no entry (``bucket-only``: orphans of
+a crash, or written by another process), entries with no object (``index-only``) and objects
+whose ETag or size differ from what the index recorded (``changed``). Only bucket-only and
+changed objects are HEADed; their entries come from their metadata.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from itertools import chain
+from typing import Any
+
+from s3idx.config import redact
+from s3idx.engine.recover import EntryCollector, Skipped
+from s3idx.engine.results import Events
+from s3idx.errors import S3idxError
+from s3idx.index.base import Bookkeeping, Index
+from s3idx.store.base import ObjectInfo, ObjectStore
+
+BATCH = 1000
+BUCKET_ONLY, INDEX_ONLY, CHANGED = "bucket-only", "index-only", "changed"
+
+
+@dataclass(slots=True)
+class SyncResult:
+    listed: int = 0
+    indexed: int = 0
+    bucket_only: int = 0
+    index_only: int = 0
+    changed: int = 0
+    added: int = 0
+    updated: int = 0
+    removed: int = 0
+    check: bool = False
+    dry_run: bool = False
+    prune: bool = True
+    interrupted: bool = False
+    skipped: Skipped = field(default_factory=Skipped)
+    elapsed: float = 0.0
+
+    @property
+    def drift(self) -> int:
+        return self.bucket_only + self.index_only + self.changed
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        skipped = data.pop("skipped")
+        data["drift"] = self.drift
+        data["not_s3idx"] = skipped["not_s3idx"]
+        data["not_s3idx_keys"] = skipped["not_s3idx_keys"]
+        data["undecodable"] = skipped["undecodable"]
+        data["undecodable_keys"] = [{"key": k, "reason": r} for k, r in skipped["undecodable_keys"]]
+        return {"command": "sync", **data}
+
+
+def run_sync(
+    store: ObjectStore,
+    index: Index,
+    *,
+    workers: int,
+    prune: bool = True,
+    check: bool = False,
+    dry_run: bool = False,
+    events: Events | None = None,
+    stop: threading.Event | None = None,
+) -> SyncResult:
+    events = events or Events()
+    result = SyncResult(check=check, dry_run=dry_run, prune=prune)
+    started = time.monotonic()
+    settings = index.settings()
+    listing = iter(store.list())
+    first = next(listing, None)
+    writes = not (check or dry_run)
+    if first is None and writes and prune:
+        _refuse_emptying(store, index)
+    listing = chain([first], listing) if first is not None else iter(())
+    with ThreadPoolExecutor(workers, thread_name_prefix="s3idx-head") as pool:
+        collector = EntryCollector(
+            store,
+            pool,
+            workers,
+            settings.key_field if settings else None,
+            result.skipped,
+            on_skip=events.skipped,
+        )
+        applier = _Applier(index, collector, result) if writes else None
+        try:
+            for kind, key in _drift(listing, index.iter_bookkeeping(), result):
+                _count(result, kind)
+                events.drift(kind, key)
+                if applier is not None:
+                    applier.add(kind, key)
+                if stop is not None and stop.is_set():
+                    result.interrupted = True
+                    break
+            if applier is not None:
+                applier.flush()
+        except S3idxError as exc:
+            result.elapsed = time.monotonic() - started
+            exc.partial_result = result
+            raise
+    result.elapsed = time.monotonic() - started
+    return result
+
+
+def _count(result: SyncResult, kind: str) -> None:
+    if kind == BUCKET_ONLY:
+        result.bucket_only += 1
+    elif kind == INDEX_ONLY:
+        result.index_only += 1
+    else:
+        result.changed += 1
+
+
+def _drift(
+    listing: Iterator[ObjectInfo],
+    indexed: Iterator[tuple[str, Bookkeeping]],
+    result: SyncResult,
+) -> Iterator[tuple[str, str]]:
+    """Merge two key-ordered streams; yield (kind, key) for every difference."""
+    obj = _next_checked(listing, None, "store listing")
+    entry = _next_checked(indexed, None, "index")
+    while obj is not None or entry is not None:
+        if entry is None or (obj is not None and obj.key < entry[0]):
+            assert obj is not None
+            result.listed += 1
+            yield BUCKET_ONLY, obj.key
+            obj = _next_checked(listing, obj.key, "store listing")
+        elif obj is None or entry[0] < obj.key:
+            result.indexed += 1
+            yield INDEX_ONLY, entry[0]
+            entry = _next_checked(indexed, entry[0], "index")
+        else:
+            result.listed += 1
+            result.indexed += 1
+            if obj.etag != entry[1].etag or obj.size != entry[1].size:
+                yield CHANGED, obj.key
+            obj = _next_checked(listing, obj.key, "store listing")
+            entry = _next_checked(indexed, entry[0], "index")
+
+
+def _next_checked(stream: Iterator[Any], previous: str | None, what: str) -> Any:
+    item = next(stream, None)
+    if item is None or previous is None:
+        return item
+    key = item.key if isinstance(item, ObjectInfo) else item[0]
+    if key <= previous:
+        raise S3idxError(
+            f"the {what} is not in key order ({key!r} after {previous!r}); sync cannot compare it"
+        )
+    return item
+
+
+class _Applier:
+    """Applies drift in batches: HEAD and upsert for objects, delete for stale entries."""
+
+    def __init__(self, index: Index, collector: EntryCollector, result: SyncResult) -> None:
+        self._index = index
+        self._collector = collector
+        self._result = result
+        self._adds: list[str] = []
+        self._updates: list[str] = []
+        self._removes: list[str] = []
+
+    def add(self, kind: str, key: str) -> None:
+        if kind == BUCKET_ONLY:
+            self._adds.append(key)
+        elif kind == CHANGED:
+            self._updates.append(key)
+        elif self._result.prune:
+            self._removes.append(key)
+        if len(self._adds) + len(self._updates) >= BATCH or len(self._removes) >= BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        keys = self._adds + self._updates
+        if keys:
+            entries = list(self._collector.entries(keys))
+            if entries:
+                assert self._collector.key_field is not None
+                self._index.configure(self._collector.key_field, self._collector.fields)
+                self._index.upsert(entries)
+            written = {e[self._collector.key_field] for e in entries}
+            self._result.added += sum(1 for k in self._adds if k in written)
+            self._result.updated += sum(1 for k in self._updates if k in written)
+            self._adds.clear()
+            self._updates.clear()
+        if self._removes:
+            self._result.removed += self._index.delete(self._removes)
+            self._removes.clear()
+
+
+def _refuse_emptying(store: ObjectStore, index: Index) -> None:
+    """An empty listing over a full index is far likelier a wrong --store than a wish."""
+    if index.settings() is None:
+        return
+    existing = index.count({})
+    if existing:
+        raise S3idxError(
+            f"the store {redact(store.location)} lists no objects; refusing to remove all "
+            f"{existing} index entries",
+            hint="check --store (and --endpoint-url); to keep entries use --no-prune",
+        )
