@@ -112,6 +112,11 @@ class BackendUnavailableError(S3idxError):
 class TransientError(BackendUnavailableError):
     """A failure that may succeed when retried (throttling, 5xx, connection reset)."""
 
+    def __init__(self, message: str, *, hint: str | None = None, throttled: bool = False) -> None:
+        super().__init__(message, hint=hint)
+        # Throttling (SlowDown, 503) asks for less concurrency, not only a pause.
+        self.throttled = throttled
+
 
 class AccessDeniedError(S3idxError):
     """Credentials are missing, invalid or not allowed to do this."""

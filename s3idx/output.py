@@ -87,6 +87,8 @@ def put_summary(result: PutResult) -> str:
     if result.duplicates:
         parts.append(f"{result.duplicates} duplicate keys (last one kept)")
     line = f"put: {result.read} read, " + ", ".join(parts)
+    if result.retries:
+        line += f", {result.retries} retries"
     line += f" in {result.elapsed:.2f} s ({result.rate:g} docs/s)"
     if result.stopped_early:
         line += "; stopped early at --max-errors"
@@ -105,6 +107,8 @@ def rebuild_summary(result: RebuildResult) -> str:
     )
     if skipped.vanished:
         line += f", {skipped.vanished} vanished while listing"
+    if result.retries:
+        line += f", {result.retries} retries"
     line += f" in {result.elapsed:.2f} s ({result.rate:g} objects/s)"
     if result.resumed:
         line += "; resumed"
@@ -126,6 +130,8 @@ def sync_summary(result: SyncResult) -> str:
     skipped = result.skipped
     if skipped.not_s3idx or skipped.undecodable:
         line += f"; {skipped.not_s3idx} not s3idx objects, {skipped.undecodable} undecodable"
+    if result.retries:
+        line += f"; {result.retries} retries"
     line += f" in {result.elapsed:.2f} s"
     if result.interrupted:
         line += "; interrupted"

@@ -25,8 +25,9 @@ from s3idx.engine.put import PutOptions, run_put
 from s3idx.engine.read import FetchedDocument, fetch_document, fetch_many
 from s3idx.engine.rebuild import RebuildResult, run_rebuild
 from s3idx.engine.results import DeleteResult, Events, GetResult, PutResult
+from s3idx.engine.retry import RetryingStore
 from s3idx.engine.sync import SyncResult, run_sync
-from s3idx.errors import ObjectNotFoundError
+from s3idx.errors import ObjectNotFoundError, S3idxError
 from s3idx.index.base import Entry, Index, SortSpec
 from s3idx.store.base import ObjectStore
 
@@ -48,7 +49,12 @@ class Engine:
         workers: int = 8,
         batch_size: int = 1000,
     ) -> None:
-        self.store = store
+        # Every backend call goes through one retry policy and one adaptive concurrency limit.
+        self.store = (
+            store
+            if isinstance(store, RetryingStore)
+            else RetryingStore(store, max_concurrency=workers)
+        )
         self.index = index
         self._key_field = key_field
         self.fields = tuple(fields)
@@ -121,7 +127,17 @@ class Engine:
             dry_run=dry_run,
             max_errors=max_errors,
         )
-        return run_put(self.store, self.index, records, options, events or Events(), stop, progress)
+        retries = self.store.retries
+        try:
+            result = run_put(
+                self.store, self.index, records, options, events or Events(), stop, progress
+            )
+        except S3idxError as exc:
+            if isinstance(exc.partial_result, PutResult):
+                exc.partial_result.retries = self.store.retries - retries
+            raise
+        result.retries = self.store.retries - retries
+        return result
 
     def put_files(
         self,
@@ -224,7 +240,8 @@ class Engine:
         stop: threading.Event | None = None,
     ) -> RebuildResult:
         """Rebuild the index from object metadata alone; see ``s3idx.engine.rebuild``."""
-        return run_rebuild(
+        retries = self.store.retries
+        result = run_rebuild(
             self.store,
             self.index,
             workers=self.workers,
@@ -233,6 +250,8 @@ class Engine:
             events=events,
             stop=stop,
         )
+        result.retries = self.store.retries - retries
+        return result
 
     def sync(
         self,
@@ -244,7 +263,8 @@ class Engine:
         stop: threading.Event | None = None,
     ) -> SyncResult:
         """Make the index agree with the store; see ``s3idx.engine.sync``."""
-        return run_sync(
+        retries = self.store.retries
+        result = run_sync(
             self.store,
             self.index,
             workers=self.workers,
@@ -254,6 +274,8 @@ class Engine:
             events=events,
             stop=stop,
         )
+        result.retries = self.store.retries - retries
+        return result
 
 
 def open_engine(

@@ -35,6 +35,7 @@ class RebuildResult:
     key_field: str = DEFAULT_KEY_FIELD
     fields: list[str] = field(default_factory=list)
     skipped: Skipped = field(default_factory=Skipped)
+    retries: int = 0
     elapsed: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:

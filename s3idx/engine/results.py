@@ -28,6 +28,7 @@ class PutResult:
     stopped_early: bool = False  # --max-errors reached
     interrupted: bool = False
     not_indexed: int = 0  # stored objects whose entries could not be written (sync adopts them)
+    retries: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {"command": "put", **asdict(self), "docs_per_second": self.rate}

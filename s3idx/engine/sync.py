@@ -43,6 +43,7 @@ class SyncResult:
     prune: bool = True
     interrupted: bool = False
     skipped: Skipped = field(default_factory=Skipped)
+    retries: int = 0
     elapsed: float = 0.0
 
     @property

@@ -1,0 +1,180 @@
+"""Retries with exponential backoff and full jitter, and concurrency that backs off when throttled.
+
+Backends raise ``TransientError`` for failures worth retrying (throttling, 5xx, connection resets,
+timeouts); everything else fails at once. One policy for every backend and every command, so the
+summary can count retries and the limits are the same everywhere.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+from s3idx.errors import TransientError
+from s3idx.store.base import (
+    DeleteFailure,
+    ObjectBody,
+    ObjectHead,
+    ObjectInfo,
+    ObjectStore,
+    PutReceipt,
+)
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """``attempts`` tries in all; sleeps are uniform in [0, min(cap, base * 2**n)]."""
+
+    attempts: int = 8
+    base: float = 0.1
+    cap: float = 20.0
+
+    def delay(self, retry: int, rng: random.Random) -> float:
+        return rng.uniform(0.0, min(self.cap, self.base * (2**retry)))
+
+
+class RetryCounter:
+    """Retries made so far, shared by worker threads."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.count = 0
+
+    def add(self) -> None:
+        with self._lock:
+            self.count += 1
+
+
+class ConcurrencyLimit:
+    """At most ``limit`` requests at once; halved on throttling, regrown by one per success run.
+
+    Additive increase, multiplicative decrease (as TCP does): a throttled service sees the load
+    drop at once, and the limit climbs back while requests succeed.
+    """
+
+    def __init__(self, maximum: int) -> None:
+        self.maximum = maximum
+        self._limit = float(maximum)
+        self._active = 0
+        self._cond = threading.Condition()
+
+    @property
+    def limit(self) -> int:
+        return max(1, int(self._limit))
+
+    def acquire(self) -> None:
+        with self._cond:
+            while self._active >= self.limit:
+                self._cond.wait()
+            self._active += 1
+
+    def release(self, *, throttled: bool = False) -> None:
+        with self._cond:
+            self._active -= 1
+            if throttled:
+                self._limit = max(1.0, self._limit / 2)
+            else:
+                self._limit = min(float(self.maximum), self._limit + 1.0 / self._limit)
+            self._cond.notify_all()
+
+
+def call_with_retries(
+    func: Callable[[], T],
+    *,
+    policy: RetryPolicy,
+    counter: RetryCounter | None = None,
+    limit: ConcurrencyLimit | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    rng: random.Random | None = None,
+) -> T:
+    """Call ``func``; on TransientError sleep with jitter and try again, up to the policy."""
+    rng = rng or random.Random()
+    for retry in range(policy.attempts):
+        if limit is not None:
+            limit.acquire()
+        throttled = False
+        try:
+            return func()
+        except TransientError as exc:
+            throttled = exc.throttled
+            if retry + 1 >= policy.attempts:
+                raise TransientError(
+                    f"{exc.message} (gave up after {policy.attempts} attempts)", hint=exc.hint
+                ) from None
+        finally:
+            if limit is not None:
+                limit.release(throttled=throttled)
+        if counter is not None:
+            counter.add()
+        sleep(policy.delay(retry, rng))
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+class RetryingStore:
+    """An ObjectStore whose calls are retried under one policy and one concurrency limit."""
+
+    def __init__(
+        self,
+        store: ObjectStore,
+        *,
+        policy: RetryPolicy | None = None,
+        max_concurrency: int = 8,
+    ) -> None:
+        self.inner = store
+        self.location = store.location
+        self.policy = policy or RetryPolicy()
+        self.counter = RetryCounter()
+        self.limit = ConcurrencyLimit(max_concurrency)
+
+    @property
+    def retries(self) -> int:
+        return self.counter.count
+
+    def _call(self, func: Callable[[], T]) -> T:
+        return call_with_retries(func, policy=self.policy, counter=self.counter, limit=self.limit)
+
+    def check_key(self, key: str) -> None:
+        self.inner.check_key(key)
+
+    def put(self, key: str, body: bytes, metadata: Mapping[str, str]) -> PutReceipt:
+        return self._call(lambda: self.inner.put(key, body, metadata))
+
+    def head(self, key: str) -> ObjectHead:
+        return self._call(lambda: self.inner.head(key))
+
+    def open(self, key: str) -> ObjectBody:
+        return self._call(lambda: self.inner.open(key))
+
+    def delete(self, keys: Sequence[str]) -> list[DeleteFailure]:
+        return self._call(lambda: self.inner.delete(keys))
+
+    def list(self, prefix: str = "", *, start_after: str | None = None) -> Iterator[ObjectInfo]:
+        """Listing retried page by page: a failure resumes after the last key yielded."""
+        last = start_after
+        attempt = 0
+        rng = random.Random()
+        while True:
+            try:
+                for info in self.inner.list(prefix, start_after=last):
+                    last = info.key
+                    attempt = 0
+                    yield info
+                return
+            except TransientError as exc:
+                attempt += 1
+                if attempt >= self.policy.attempts:
+                    raise TransientError(
+                        f"{exc.message} (gave up after {self.policy.attempts} attempts)",
+                        hint=exc.hint,
+                    ) from None
+                self.counter.add()
+                time.sleep(self.policy.delay(attempt - 1, rng))
+
+    def close(self) -> None:
+        self.inner.close()
