@@ -138,12 +138,21 @@ def _line_record(name: str, lineno: int, line: bytes) -> Record | None:
     return Record(name, lineno, text, document)
 
 
+_NON_FINITE = re.compile(rb"(?<![\w\".])-?(?:NaN|Infinity)(?![\w\"])")
+
+
 def _json_reason(exc: orjson.JSONDecodeError) -> str:
     if "surrogates not allowed" in exc.msg or "not valid UTF-8" in exc.msg:
         return "not valid UTF-8 text"
-    if exc.lineno > 1:
-        return f"{exc.msg} at line {exc.lineno}, column {exc.colno}"
-    return f"{exc.msg} at column {exc.colno}"
+    where = f"line {exc.lineno}, column {exc.colno}" if exc.lineno > 1 else f"column {exc.colno}"
+    if "depth limit exceeded" in exc.msg:
+        return f"nested deeper than 1024 levels (at {where})"
+    if "failed to allocate memory" in exc.msg:  # orjson's word for unterminated deep nesting
+        return f"unterminated or too deeply nested (at {where})"
+    doc = exc.doc.encode() if isinstance(exc.doc, str) else exc.doc
+    if _NON_FINITE.search(doc[max(0, exc.pos - 1) : exc.pos + 10]) or "infinity" in exc.msg:
+        return f"NaN and Infinity are not JSON numbers (at {where})"
+    return f"{exc.msg} at {where}"
 
 
 def _array_records(name: str, data: bytes) -> Iterator[Record]:
