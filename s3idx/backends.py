@@ -86,7 +86,17 @@ def open_store(settings: Settings) -> ObjectStore:
 
         assert location.path is not None
         return LocalStore(location.path)
-    raise UsageError("S3 stores are not supported yet")
+    from s3idx.store.s3 import S3Store, pool_size
+
+    return S3Store(
+        location.bucket,
+        location.prefix,
+        profile=settings.aws_profile,
+        region=settings.region,
+        endpoint_url=settings.endpoint_url,
+        create_bucket=settings.create_bucket,
+        max_pool_connections=pool_size(settings.workers),
+    )
 
 
 def open_index(settings: Settings) -> Index:

@@ -1,8 +1,16 @@
-"""Shared fixtures: an isolated environment per test, and one store fixture per backend."""
+"""Shared fixtures: an isolated environment per test, and one store fixture per backend.
+
+S3 tests talk HTTP to one moto server per test session (``moto_server``), reset between
+tests by ``s3_endpoint``. Every test runs with fake AWS credentials and empty AWS config files,
+so a developer's real ``~/.aws`` is never read and no request can reach real AWS by accident.
+"""
 
 from __future__ import annotations
 
+import logging
 import os
+import urllib.request
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,7 +19,9 @@ import pytest
 from s3idx.store.base import ObjectStore
 from s3idx.store.local import LocalStore
 
-STORE_KINDS = ["local"]
+STORE_KINDS = ["local", "s3"]
+S3_TEST_PREFIX = "sub/dir"  # a nested prefix, so every conformance test checks prefix handling
+S3_TEST_REGION = "us-east-1"
 
 
 @pytest.fixture(autouse=True)
@@ -26,11 +36,102 @@ def isolated_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.M
     return home
 
 
+@pytest.fixture(autouse=True)
+def fake_aws_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Fake credentials and empty AWS config files; returns the directory holding the files.
+
+    Every AWS_* variable of the developer's shell is removed first (profiles, endpoints, role
+    settings), and the instance metadata service is switched off so a missing credential fails
+    at once instead of after IMDS timeouts.
+    """
+    aws = tmp_path_factory.mktemp("aws")
+    (aws / "config").write_text("")
+    (aws / "credentials").write_text("")
+    for name in list(os.environ):
+        if name.startswith("AWS_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(aws / "config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(aws / "credentials"))
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_SESSION_TOKEN", "testing")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    return aws
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[str]:
+    """One moto server for the whole session, on a free loopback port; yields its URL."""
+    from moto.server import ThreadedMotoServer
+
+    # werkzeug logs every request at INFO; that is noise in a failing test's output.
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+def moto_api(endpoint: str, action: str, data: bytes = b"") -> None:
+    """POST to moto's control API (``/moto-api/reset``, ``/moto-api/reset-auth``)."""
+    # A form content type (urllib's default) would hide the body from moto's handler.
+    request = urllib.request.Request(
+        f"{endpoint}/moto-api/{action}",
+        data=data,
+        method="POST",
+        headers={"Content-Type": "text/plain"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        response.read()
+
+
+@pytest.fixture
+def s3_endpoint(moto_server: str) -> str:
+    """The moto server's URL, emptied of every bucket (for S3 and, later, CLI tests)."""
+    moto_api(moto_server, "reset")
+    return moto_server
+
+
+@pytest.fixture
+def moto_auth(s3_endpoint: str) -> Iterator[None]:
+    """moto checks key ids and signatures during the test (by default it accepts anything)."""
+    moto_api(s3_endpoint, "reset-auth", b"0")
+    try:
+        yield
+    finally:
+        moto_api(s3_endpoint, "reset-auth", b"inf")
+
+
+@pytest.fixture
+def s3_bucket(s3_endpoint: str) -> str:
+    """A new empty bucket (in us-east-1) on the moto server; returns its name."""
+    name = f"test-{uuid.uuid4().hex[:12]}"
+    # moto takes an unsigned PUT; a boto3 client would cost ~0.15 s of model loading a test.
+    request = urllib.request.Request(f"{s3_endpoint}/{name}", method="PUT")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        response.read()
+    return name
+
+
 @pytest.fixture(params=STORE_KINDS)
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ObjectStore]:
     """Each object-store backend in turn, empty."""
     if request.param == "local":
         backend: ObjectStore = LocalStore(tmp_path / "store")
+    elif request.param == "s3":
+        from s3idx.store.s3 import S3Store
+
+        # Looked up only here, so local-only runs never start the moto server.
+        s3 = S3Store(
+            f"conformance-{uuid.uuid4().hex[:8]}",
+            S3_TEST_PREFIX,
+            endpoint_url=request.getfixturevalue("s3_endpoint"),
+            region=S3_TEST_REGION,
+        )
+        # The store's own client makes the bucket: one boto3 client per test, not two.
+        s3.client.create_bucket(Bucket=s3.bucket)
+        backend = s3
     else:  # pragma: no cover - kinds are added with their backends
         raise AssertionError(request.param)
     yield backend
