@@ -254,7 +254,15 @@ def _client_error(
     retries = exc.response.get("ResponseMetadata", {}).get("RetryAttempts")
     if cls is TransientError and retries:
         text += f" (after {retries} retries)"
+    if cls is TransientError:
+        return TransientError(text, hint=hint, throttled=code in _THROTTLING)
     return cls(text, hint=hint)
+
+
+# Codes that ask the client to send less, not only to wait.
+_THROTTLING = frozenset(
+    {"SlowDown", "Throttling", "ThrottlingException", "RequestThrottled", "TooManyRequests", "503"}
+)
 
 
 def _reason(exc: BotoCoreError) -> str:

@@ -193,7 +193,9 @@ def test_plain_boto3_sees_s3idx_metadata_headers_within_2kb(
     s3: S3Store, s3_endpoint: str, s3_bucket: str
 ) -> None:
     entry = {"fs_id": "doc-1", "formula": "Fe2O3", "name": "Hématite", "n": 3}
-    metadata = codec.build_metadata(entry, "fs_id", "json+zlib", "ab" * 32)
+    metadata = codec.build_metadata(
+        entry, "fs_id", ["formula", "name", "n"], "json+zlib", "ab" * 32
+    )
     s3.put("doc-1", b"body", metadata)
 
     raw = boto3.client("s3", endpoint_url=s3_endpoint).head_object(Bucket=s3_bucket, Key="p/doc-1")
