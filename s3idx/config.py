@@ -198,7 +198,9 @@ def _settings_table(table: Any, where: str) -> dict[str, Any]:
     return {name: _parse(_PARSERS[name], v, f"{where}: {name}") for name, v in table.items()}
 
 
-_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^:/@?#]*):[^/?#]*@")
+# Greedy up to the last "@" of the token: a password may hold an unescaped "/" or "@", and
+# hiding too much is safe where hiding too little is not.
+_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^:/@\s]*):\S*@")
 
 
 def redact(text: str) -> str:

@@ -123,6 +123,8 @@ def test_bad_environment_value_names_the_variable() -> None:
         ("mongodb://bob:s3cret@h1:27017,h2/db", "mongodb://bob:***@h1:27017,h2/db"),
         ("mongodb+srv://bob:p@ss@cluster/db", "mongodb+srv://bob:***@cluster/db"),
         ("mongodb://h/db", "mongodb://h/db"),
+        ("mongodb://bob:pa/ss@h/db", "mongodb://bob:***@h/db"),
+        ("mongodb://bob:pa@s/s@h/db", "mongodb://bob:***@h/db"),
         (
             "failed at mongodb://a:b@h/x and mongodb://c:d@e",
             "failed at mongodb://a:***@h/x and mongodb://c:***@e",

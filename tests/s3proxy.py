@@ -1,0 +1,102 @@
+"""A small HTTP proxy in front of the moto server: counts requests, injects faults, can die.
+
+Tests point ``--endpoint-url`` at it to see exactly which requests a command made (no GET of a
+body during a rebuild), to have about one request in ten answered with 503 SlowDown, or to have
+the S3 server vanish in the middle of an ingest.
+"""
+
+from __future__ import annotations
+
+import http.client
+import random
+import threading
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
+
+SLOW_DOWN = (
+    b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code>'
+    b"<Message>Please reduce your request rate.</Message></Error>"
+)
+
+
+class S3Proxy:
+    def __init__(self, upstream: str, *, slow_down_rate: float = 0.0, seed: int = 1) -> None:
+        target = urlsplit(upstream)
+        self._host, self._port = target.hostname or "127.0.0.1", target.port or 80
+        self.slow_down_rate = slow_down_rate
+        self._rng = random.Random(seed)
+        self._lock = threading.Lock()
+        self.requests: Counter[str] = Counter()
+        self.slowed_down = 0
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> S3Proxy:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        """Stop listening: from now on connections are refused."""
+        self.server.shutdown()
+        self.server.server_close()
+
+    def _should_slow_down(self) -> bool:
+        with self._lock:
+            return self._rng.random() < self.slow_down_rate
+
+    def _count(self, method: str, slowed: bool) -> None:
+        with self._lock:
+            self.requests[method] += 1
+            self.slowed_down += slowed
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: object) -> None:
+                """Quiet: tests read the counters instead."""
+
+            def _relay(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                slowed = proxy._should_slow_down()
+                proxy._count(self.command, slowed)
+                if slowed:
+                    self._answer(503, {"Content-Type": "application/xml"}, SLOW_DOWN)
+                    return
+                upstream = http.client.HTTPConnection(proxy._host, proxy._port, timeout=60)
+                try:
+                    # Headers pass unchanged: the Host is part of the request's signature.
+                    headers = dict(self.headers.items())
+                    upstream.request(self.command, self.path, body=body, headers=headers)
+                    response = upstream.getresponse()
+                    data = response.read()
+                    passed = {
+                        k: v
+                        for k, v in response.getheaders()
+                        if k.lower() not in ("transfer-encoding", "connection", "content-length")
+                    }
+                    self._answer(response.status, passed, data)
+                finally:
+                    upstream.close()
+
+            def _answer(self, status: int, headers: dict[str, str], data: bytes) -> None:
+                self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _relay
+
+        return Handler
