@@ -111,18 +111,19 @@ class MongoLocation:
         scheme, sep, rest = uri.partition("://")
         if not sep:
             return cls("mongodb", "", False, "", ())
-        # A '?' or '/' in a password must be percent-escaped, but split so that an unescaped
-        # one still ends up inside the userinfo we hide rather than in what we show.
-        authority_path, _, query = rest.partition("?")
-        userinfo, _, host_path = authority_path.rpartition("@")
+        # Up to the last '@': '@', '/' and '?' in a password must be percent-escaped, but people
+        # forget, and then the whole password must still land in what we hide.
+        userinfo, _, host_part = rest.rpartition("@")
         user, _, password = userinfo.partition(":")
         secrets = [password, unquote(password)]
-        for name, value in parse_qsl(query, keep_blank_values=False):
+        # Over-inclusive when a password holds a '?'; it only decides what else to hide.
+        for name, value in parse_qsl(rest.partition("?")[2]):
             if name.lower() in SECRET_OPTIONS:
                 secrets.append(value)
         # Longest first, so a secret containing another is hidden whole.
         kept = sorted({s for s in secrets if s}, key=len, reverse=True)
-        return cls(scheme, user, bool(password), host_path.split("/", 1)[0], tuple(kept))
+        hosts = re.split(r"[/?]", host_part, maxsplit=1)[0]
+        return cls(scheme, user, bool(password), hosts, tuple(kept))
 
     def describe(self, database: str, collection: str) -> str:
         """The location for messages: no password, no query string (it may hold secrets)."""

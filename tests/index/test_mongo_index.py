@@ -153,6 +153,14 @@ def test_location_shows_hosts_database_and_collection_but_no_secrets(client: Any
     assert index.location == "mongodb://alice:***@h1:27017,h2:27018/data (collection entries)"
 
 
+@pytest.mark.parametrize("password", ["pa?ss", "pa/ss", "p@ss", "pa:ss"])
+def test_an_unescaped_password_is_hidden_whole(password: str) -> None:
+    location = MongoLocation.parse(f"mongodb://user:{password}@h1:1,h2:2/db?w=1")
+
+    assert location.describe("db", "c") == "mongodb://user:***@h1:1,h2:2/db (collection c)"
+    assert location.scrub(f"it was {password}") == "it was ***"
+
+
 def test_scrub_hides_the_password_escaped_and_not() -> None:
     location = MongoLocation.parse("mongodb+srv://bob:p%40ss@cluster.example/db")
 
