@@ -331,6 +331,12 @@ def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
         yield items[start : start + size]
 
 
+def _key_batches(keys: Iterable[str]) -> Iterator[list[str]]:
+    """The distinct keys, ``BATCH_SIZE`` at a time: one ``$in`` query or delete each."""
+    for batch in _chunks(list(dict.fromkeys(keys)), BATCH_SIZE):
+        yield list(batch)
+
+
 def _bookkeeping_of(doc: Mapping[str, Any], location: str) -> Bookkeeping:
     data = doc.get(RESERVED_FIELD)
     try:
@@ -428,16 +434,14 @@ class MongoIndex:
     def configure(self, key_field: str, fields: Sequence[str]) -> IndexSettings:
         wanted = unique_fields(key_field, fields)
         self._check_fields(key_field, wanted)
-        recorded = self.settings()
-        if recorded is not None and recorded.key_field != key_field:
-            raise self._key_mismatch(recorded.key_field, key_field)
         settings = self._record_fields(key_field, wanted)
         self._ensure_indexes(self._live, settings)
         return settings
 
     def _record_fields(self, key_field: str, fields: list[str]) -> IndexSettings:
-        # One atomic update, so concurrent writers adding fields lose none; matching on the key
-        # field too makes a concurrent first configure with another key a duplicate-key error.
+        # One atomic update, so concurrent writers adding fields lose none. It matches on the
+        # key field too: where another key field is recorded, the upsert's insert clashes with
+        # that document's _id, and nothing changes.
         with self._guard("recording the settings of"):
             try:
                 doc = self._meta.find_one_and_update(
@@ -539,9 +543,9 @@ class MongoIndex:
 
     def delete(self, keys: Sequence[str]) -> int:
         deleted = 0
-        for chunk in _chunks(list(dict.fromkeys(keys)), BATCH_SIZE):
+        for batch in _key_batches(keys):
             with self._guard("deleting entries from"):
-                deleted += self._live.delete_many({ID: {"$in": list(chunk)}}).deleted_count
+                deleted += self._live.delete_many({ID: {"$in": batch}}).deleted_count
         return deleted
 
     def find(
@@ -579,9 +583,9 @@ class MongoIndex:
     def bookkeeping(self, keys: Sequence[str]) -> dict[str, tuple[Entry, Bookkeeping]]:
         key_field = self._known_key_field()
         found: dict[str, tuple[Entry, Bookkeeping]] = {}
-        for chunk in _chunks(list(dict.fromkeys(keys)), BATCH_SIZE):
+        for batch in _key_batches(keys):
             with self._guard("reading entries from"):
-                docs = list(self._live.find({ID: {"$in": list(chunk)}}))
+                docs = list(self._live.find({ID: {"$in": batch}}))
             for doc in docs:
                 key = doc[ID]
                 bookkeeping = _bookkeeping_of(doc, self.location)
@@ -669,9 +673,9 @@ class MongoRebuild:
     def has_keys(self, keys: Sequence[str]) -> set[str]:
         self._check_open()
         found: set[str] = set()
-        for chunk in _chunks(list(dict.fromkeys(keys)), BATCH_SIZE):
+        for batch in _key_batches(keys):
             with self._index._guard("reading the rebuild of"):
-                found.update(d[ID] for d in self._collection.find({ID: {"$in": list(chunk)}}, [ID]))
+                found.update(d[ID] for d in self._collection.find({ID: {"$in": batch}}, [ID]))
         return found
 
     def save_checkpoint(self, checkpoint: Mapping[str, Any]) -> None:
