@@ -409,6 +409,13 @@ ERROR_TABLE: list[tuple[BaseException, bool, type[S3idxError], str]] = [
     (OperationFailure("not authorized on db", 13), True, AccessDeniedError, "refused access"),
     (OperationFailure("bad auth : failed", 8000), False, AccessDeniedError, "refused access"),
     (OperationFailure("unknown operator: $x", 2), True, InvalidFilterError, "invalid query"),
+    (
+        OperationFailure("unknown operator: $x", 2, {"ok": 0, "errmsg": "unknown operator: $x"}),
+        True,
+        InvalidFilterError,
+        "invalid query: unknown operator: $x",
+    ),
+    (NotPrimaryError("not primary", {"ok": 0, "errmsg": "not primary"}), False, TransientError, ""),
     (OperationFailure("unknown operator: $x", 2), False, S3idxError, "(code 2)"),
     (OperationFailure("time limit", 50), True, S3idxError, "time limit (code 50)"),
     (OperationFailure("too many indexes", 67), False, S3idxError, "(code 67)"),
