@@ -109,4 +109,6 @@ def open_index(settings: Settings) -> Index:
 
         assert location.path is not None
         return SqliteIndex(location.path)
-    raise UsageError("MongoDB indexes are not supported yet")
+    from s3idx.index.mongo import MongoIndex
+
+    return MongoIndex(location.uri, location.database, settings.collection)

@@ -1,0 +1,761 @@
+"""The MongoDB index: one document per entry, with the document key as ``_id``.
+
+Layout in the database:
+
+- ``<collection>``: the entries. ``_id`` is the key (so it is unique by construction and sorts in
+  UTF-8 byte order); the entry's own fields sit at the top level, so any MongoDB filter works on
+  them as written. A unique index on the key field and one index per searchable field.
+- ``s3idx_meta``: small documents about the indexes of this database, ``_id`` = collection name:
+  ``{"key_field", "fields", "format"}``; and, while a rebuild is in progress,
+  ``_id`` = ``<collection>__rebuild``: ``{"key_field", "run", "checkpoint", "started"}``.
+- ``<collection>__rebuild``: the entries of a rebuild; renamed over ``<collection>`` on commit.
+
+pymongo is imported here only, and every pymongo error is translated into an ``S3idxError`` at
+this boundary (see ``translate_error``).
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import parse_qsl, unquote
+
+from bson.codec_options import CodecOptions
+from bson.errors import BSONError
+from bson.int64 import Int64
+from pymongo import ASCENDING, IndexModel, MongoClient, ReplaceOne, ReturnDocument
+from pymongo.collection import Collection
+from pymongo.database import Database
+from pymongo.errors import (
+    AutoReconnect,
+    BulkWriteError,
+    ConfigurationError,
+    ConnectionFailure,
+    DuplicateKeyError,
+    InvalidName,
+    OperationFailure,
+    PyMongoError,
+    ServerSelectionTimeoutError,
+)
+
+from s3idx.codec import RESERVED_FIELD, utc_now
+from s3idx.config import redact
+from s3idx.errors import (
+    AccessDeniedError,
+    BackendUnavailableError,
+    IndexSettingsError,
+    InvalidFilterError,
+    S3idxError,
+    TransientError,
+    UsageError,
+)
+from s3idx.index.base import Bookkeeping, Entry, IndexSettings, SortSpec
+
+META_COLLECTION = "s3idx_meta"
+REBUILD_SUFFIX = "__rebuild"
+FORMAT = 1
+ID = "_id"
+
+# Entries per bulk write and keys per ``$in`` query: well under the 16 MB command limit with
+# entries of at most 2 KB, and large enough that round trips do not dominate.
+BATCH_SIZE = 1000
+
+AUTH_CODES = frozenset({13, 18})  # Unauthorized, AuthenticationFailed
+ATLAS_ERROR = 8000  # Atlas proxies answer a bad login with this code and "bad auth ..."
+# Failures of a query that are about the server's state, not about the filter.
+SERVER_STATE_CODES = frozenset(
+    {
+        6,  # HostUnreachable
+        7,  # HostNotFound
+        43,  # CursorNotFound
+        50,  # MaxTimeMSExpired
+        89,  # NetworkTimeout
+        91,  # ShutdownInProgress
+        175,  # QueryPlanKilled (e.g. the collection was renamed by a rebuild commit)
+        189,  # PrimarySteppedDown
+        262,  # ExceededTimeLimit
+        292,  # QueryExceededMemoryLimitNoDiskUseAllowed
+        9001,  # SocketException
+        10107,  # NotWritablePrimary
+        11600,  # InterruptedAtShutdown
+        11601,  # Interrupted
+        11602,  # InterruptedDueToReplStateChange
+        13435,  # NotPrimaryNoSecondaryOk
+        13436,  # NotPrimaryOrSecondary
+    }
+)
+# Query-string options whose values are secrets, as pymongo spells them (lowercased).
+SECRET_OPTIONS = frozenset({"tlscertificatekeyfilepassword", "authmechanismproperties"})
+
+
+# --- locations and secrets -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class MongoLocation:
+    """What may be shown of a MongoDB URI, and the secrets that must never be."""
+
+    scheme: str
+    user: str
+    has_password: bool
+    hosts: str
+    secrets: tuple[str, ...]
+
+    @classmethod
+    def parse(cls, uri: str) -> MongoLocation:
+        scheme, sep, rest = uri.partition("://")
+        if not sep:
+            return cls("mongodb", "", False, "", ())
+        # Up to the last '@': '@', '/' and '?' in a password must be percent-escaped, but people
+        # forget, and then the whole password must still land in what we hide.
+        userinfo, _, host_part = rest.rpartition("@")
+        user, _, password = userinfo.partition(":")
+        secrets = [password, unquote(password)]
+        # Over-inclusive when a password holds a '?'; it only decides what else to hide.
+        for name, value in parse_qsl(rest.partition("?")[2]):
+            if name.lower() in SECRET_OPTIONS:
+                secrets.append(value)
+        # Longest first, so a secret containing another is hidden whole.
+        kept = sorted({s for s in secrets if s}, key=len, reverse=True)
+        hosts = re.split(r"[/?]", host_part, maxsplit=1)[0]
+        return cls(scheme, user, bool(password), hosts, tuple(kept))
+
+    def describe(self, database: str, collection: str) -> str:
+        """The location for messages: no password, no query string (it may hold secrets)."""
+        user = f"{self.user}@" if self.user else ""
+        auth = f"{self.user}:***@" if self.has_password else user
+        return f"{self.scheme}://{auth}{self.hosts}/{database} (collection {collection})"
+
+    def scrub(self, text: str) -> str:
+        """Text fit to show: URI passwords and every known secret replaced by ``***``."""
+        text = redact(text)
+        for secret in self.secrets:
+            text = text.replace(secret, "***")
+        return text
+
+
+# --- error translation -----------------------------------------------------------------------
+
+
+def translate_error(
+    exc: BaseException, *, action: str, location: str, hosts: str, query: bool = False
+) -> S3idxError:
+    """The s3idx error for a pymongo/bson error met while doing ``action``.
+
+    ``query`` says the operation evaluated a user's filter, so the server's complaints about it
+    are the user's filter being wrong. Messages are not scrubbed here; the caller does that.
+    """
+    if isinstance(exc, ServerSelectionTimeoutError):
+        return BackendUnavailableError(
+            f"cannot reach MongoDB at {hosts}: {_brief(exc)}",
+            hint=f"while {action} {location}; is the server running, and are the host and "
+            "port right?",
+        )
+    if isinstance(exc, AutoReconnect):
+        return TransientError(
+            f"lost the connection to MongoDB at {hosts} while {action}: {_brief(exc)}"
+        )
+    if isinstance(exc, ConnectionFailure):
+        return BackendUnavailableError(
+            f"cannot use MongoDB at {hosts} while {action}: {_brief(exc)}"
+        )
+    if isinstance(exc, ConfigurationError | InvalidName):
+        return UsageError(f"invalid MongoDB location {location}: {_brief(exc)}")
+    if isinstance(exc, BulkWriteError):
+        return S3idxError(
+            f"MongoDB refused {len(_write_errors(exc)) or 'some'} writes while {action} "
+            f"{location}: {_bulk_detail(exc)}"
+        )
+    if isinstance(exc, OperationFailure):
+        return _translate_operation_failure(exc, action, location, hosts, query)
+    if query and isinstance(exc, BSONError | OverflowError):
+        return InvalidFilterError(f"the query cannot be sent to MongoDB: {exc}")
+    return S3idxError(f"MongoDB error while {action} {location}: {_brief(exc)}")
+
+
+def _translate_operation_failure(
+    exc: OperationFailure, action: str, location: str, hosts: str, query: bool
+) -> S3idxError:
+    message = _errmsg(exc)
+    if exc.code in AUTH_CODES or (exc.code == ATLAS_ERROR and "auth" in message.lower()):
+        return AccessDeniedError(
+            f"MongoDB at {hosts} refused access while {action}: {message}",
+            hint="check the user name, password and authSource in the URI, and the user's roles",
+        )
+    if query and exc.code not in SERVER_STATE_CODES:
+        return InvalidFilterError(f"invalid query: {message}")
+    code = f" (code {exc.code})" if exc.code is not None else ""
+    return S3idxError(f"MongoDB error while {action} {location}: {message}{code}")
+
+
+def _errmsg(exc: OperationFailure) -> str:
+    details = exc.details if isinstance(exc.details, Mapping) else {}
+    return str(details.get("errmsg") or _brief(exc))
+
+
+_CONFIGURED_TIMEOUTS = re.compile(r"\s*\(configured timeouts:[^)]*\)")
+
+
+def _brief(exc: BaseException) -> str:
+    """pymongo's message without what it appends for debugging: the whole server reply
+    (", full error: {...}"), the topology dump (", Timeout: ..., Topology Description: ...")
+    and the configured timeouts."""
+    text = str(exc).split(", full error:", 1)[0].split(", Timeout:", 1)[0]
+    return _CONFIGURED_TIMEOUTS.sub("", text).strip() or type(exc).__name__
+
+
+def _write_errors(exc: BulkWriteError) -> list[Mapping[str, Any]]:
+    details = exc.details if isinstance(exc.details, Mapping) else {}
+    return list(details.get("writeErrors") or [])
+
+
+def _bulk_detail(exc: BulkWriteError) -> str:
+    """The first write error and the first write-concern error, if any."""
+    details = exc.details if isinstance(exc.details, Mapping) else {}
+    parts = []
+    for name, label in (("writeErrors", "first"), ("writeConcernErrors", "write concern")):
+        errors = details.get(name) or []
+        if errors:
+            parts.append(f"{label}: {errors[0].get('errmsg', '?')} (code {errors[0].get('code')})")
+    return "; ".join(parts) or _errmsg(exc)
+
+
+# --- pure helpers ----------------------------------------------------------------------------
+
+
+def check_collection_name(name: str) -> str:
+    """Refuse names MongoDB rejects and the names s3idx uses for its own bookkeeping."""
+    if not name or "$" in name or "\0" in name or name.startswith("system."):
+        raise UsageError(f"invalid MongoDB collection name {name!r}")
+    if name == META_COLLECTION or name.endswith(REBUILD_SUFFIX):
+        raise UsageError(
+            f"collection name {name!r} is reserved: s3idx uses {META_COLLECTION!r} and "
+            f"'*{REBUILD_SUFFIX}' for its own bookkeeping"
+        )
+    return name
+
+
+def check_filter(filter: Mapping[str, Any] | None) -> dict[str, Any]:
+    if filter is None:
+        return {}
+    if not isinstance(filter, Mapping):
+        raise InvalidFilterError(
+            f"a filter must be a JSON object, got {type(filter).__name__}",
+            hint='for example {"field": "value"}',
+        )
+    return dict(filter)
+
+
+def check_sort(sort: SortSpec | None) -> list[tuple[str, int]] | None:
+    if not sort:
+        return None
+    checked = []
+    for item in sort:
+        name, direction = item if isinstance(item, tuple | list) and len(item) == 2 else ("", 0)
+        if not isinstance(name, str) or not name or type(direction) is not int:
+            raise InvalidFilterError(f"invalid sort item {item!r}: expected (field, 1 or -1)")
+        if direction not in (1, -1):
+            raise InvalidFilterError(f"invalid sort direction {direction!r} for {name!r}")
+        checked.append((name, direction))
+    return checked
+
+
+def check_window(skip: int, limit: int) -> None:
+    for name, value in (("skip", skip), ("limit", limit)):
+        if type(value) is not int or value < 0:
+            raise UsageError(f"{name} must be a whole number of at least 0, got {value!r}")
+
+
+def projection(fields: Sequence[str] | None, key_field: str | None) -> dict[str, int] | None:
+    """An inclusion projection of ``fields`` that keeps the key and never shows our ``_id``."""
+    keep_id = key_field == ID
+    if fields is None:
+        return None if keep_id else {ID: 0}
+    if isinstance(fields, str) or not all(isinstance(f, str) and f for f in fields):
+        raise InvalidFilterError(f"fields must be a list of field paths, got {fields!r}")
+    wanted = [key_field] if key_field else []
+    for path in fields:
+        if not keep_id and (path == ID or path.startswith(ID + ".")):
+            continue  # _id is s3idx's copy of the key, not an entry field
+        if path not in wanted:
+            wanted.append(path)
+    # MongoDB refuses a path together with one inside it ("path collision"); the outer one
+    # already includes the inner one.
+    paths = [p for p in wanted if not any(p.startswith(q + ".") for q in wanted)]
+    spec = dict.fromkeys(paths, 1)
+    if not keep_id:
+        spec[ID] = 0
+    return spec
+
+
+def key_of(entry: Mapping[str, Any], key_field: str) -> str:
+    """The entry's key, following a dotted key field into nested dicts."""
+    value: Any = entry
+    for part in key_field.split("."):
+        value = value.get(part) if isinstance(value, Mapping) else None
+    if not isinstance(value, str):
+        raise S3idxError(f"index entry has no string key field {key_field!r}: {entry!r:.200}")
+    return value
+
+
+def plain(value: Any) -> Any:
+    """Values as s3idx hands them out: ``int`` not bson's ``Int64``, datetimes in ``UTC``."""
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [plain(v) for v in value]
+    if type(value) is Int64:
+        return int(value)
+    if isinstance(value, datetime) and value.tzinfo is not UTC:
+        # BSON datetimes are UTC; a naive one only means a client that was not tz-aware.
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    return value
+
+
+def unique_fields(key_field: str, fields: Iterable[str]) -> list[str]:
+    """Fields in first-seen order, without duplicates and without the key field."""
+    result: list[str] = []
+    for name in fields:
+        if name != key_field and name not in result:
+            result.append(name)
+    return result
+
+
+def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _key_batches(keys: Iterable[str]) -> Iterator[list[str]]:
+    """The distinct keys, ``BATCH_SIZE`` at a time: one ``$in`` query or delete each."""
+    for batch in _chunks(list(dict.fromkeys(keys)), BATCH_SIZE):
+        yield list(batch)
+
+
+def _bookkeeping_of(doc: Mapping[str, Any], location: str) -> Bookkeeping:
+    data = doc.get(RESERVED_FIELD)
+    try:
+        return Bookkeeping.from_dict(data)  # type: ignore[arg-type]
+    except (KeyError, TypeError, ValueError):
+        raise S3idxError(
+            f"entry {doc.get(ID)!r} in {location} has no valid {RESERVED_FIELD!r} bookkeeping",
+            hint="rebuild the index from the store (rebuild-index)",
+        ) from None
+
+
+# --- the index -------------------------------------------------------------------------------
+
+
+class MongoIndex:
+    """The ``Index`` protocol on a MongoDB collection (see the module docstring for the layout)."""
+
+    location: str
+
+    def __init__(
+        self,
+        uri: str,
+        database: str,
+        collection: str = "s3idx",
+        *,
+        client: Any = None,
+        server_selection_timeout_ms: int = 5000,
+    ) -> None:
+        self._uri = MongoLocation.parse(uri)
+        self._name = check_collection_name(collection)
+        self.location = self._uri.describe(database, collection)
+        self._owns_client = client is None
+        self._key_field: str | None = None
+        try:
+            if client is None:
+                client = _connect(uri, server_selection_timeout_ms)
+                db = client.get_database(database)
+            else:
+                # A client made elsewhere (tests pass mongomock's) may not be tz-aware.
+                db = client.get_database(database, codec_options=CodecOptions(tz_aware=True))
+        except (PyMongoError, ValueError, TypeError, OSError) as exc:
+            raise self._scrubbed(self._open_error(exc)) from None
+        self._client = client
+        self._db: Database[Any] = db
+        self._live: Collection[Any] = db[collection]
+        self._meta: Collection[Any] = db[META_COLLECTION]
+
+    # --- errors ------------------------------------------------------------------------------
+
+    def _open_error(self, exc: BaseException) -> S3idxError:
+        # MongoClient() checks the URI and its options (and reads TLS files) at once and
+        # connects later; only mongodb+srv:// asks DNS now, which may be down rather than wrong.
+        if _dns_outage(exc):
+            return BackendUnavailableError(f"cannot look up MongoDB at {self._uri.hosts}: {exc}")
+        return UsageError(f"invalid MongoDB location {self.location}: {exc}")
+
+    @contextmanager
+    def _guard(self, action: str, *, query: bool = False) -> Iterator[None]:
+        """Translate pymongo and bson errors raised inside into s3idx errors."""
+        try:
+            yield
+        except (PyMongoError, BSONError, OverflowError) as exc:
+            # OverflowError: bson refuses ints beyond 64 bits.
+            error = translate_error(
+                exc, action=action, location=self.location, hosts=self._uri.hosts, query=query
+            )
+            raise self._scrubbed(error) from None
+
+    def _scrubbed(self, error: S3idxError) -> S3idxError:
+        """The error with every secret of the URI removed from its message and hint."""
+        error.message = self._uri.scrub(error.message)
+        error.hint = self._uri.scrub(error.hint) if error.hint else None
+        error.args = (error.message,)
+        return error
+
+    # --- settings ----------------------------------------------------------------------------
+
+    def settings(self) -> IndexSettings | None:
+        with self._guard("reading the settings of"):
+            doc = self._meta.find_one({ID: self._name})
+        if doc is None:
+            return None
+        settings = self._settings_of(doc)
+        self._key_field = settings.key_field
+        return settings
+
+    def _settings_of(self, doc: Mapping[str, Any]) -> IndexSettings:
+        key_field, fields = doc.get("key_field"), doc.get("fields", [])
+        if not isinstance(key_field, str) or not isinstance(fields, list):
+            raise S3idxError(
+                f"the settings of {self.location} in {META_COLLECTION!r} are damaged: {doc!r}"
+            )
+        return IndexSettings(key_field, tuple(unique_fields(key_field, fields)))
+
+    def configure(self, key_field: str, fields: Sequence[str]) -> IndexSettings:
+        wanted = unique_fields(key_field, fields)
+        self._check_fields(key_field, wanted)
+        settings = self._record_fields(key_field, wanted)
+        self._ensure_indexes(self._live, settings)
+        return settings
+
+    def _record_fields(self, key_field: str, fields: list[str]) -> IndexSettings:
+        # One atomic update, so concurrent writers adding fields lose none. It matches on the
+        # key field too: where another key field is recorded, the upsert's insert clashes with
+        # that document's _id, and nothing changes.
+        with self._guard("recording the settings of"):
+            try:
+                doc = self._meta.find_one_and_update(
+                    {ID: self._name, "key_field": key_field},
+                    {
+                        "$addToSet": {"fields": {"$each": fields}},
+                        "$setOnInsert": {"format": FORMAT},
+                    },
+                    upsert=True,
+                    return_document=ReturnDocument.AFTER,
+                )
+            except DuplicateKeyError:
+                doc = None
+        if doc is None:
+            recorded = self.settings()
+            raise self._key_mismatch(recorded.key_field if recorded else "?", key_field)
+        self._key_field = key_field
+        return self._settings_of(doc)
+
+    def _key_mismatch(self, recorded: str, wanted: str) -> IndexSettingsError:
+        return IndexSettingsError(
+            f"index {self.location} uses key field {recorded!r}, not {wanted!r}",
+            hint=f"use --key {recorded}, or another index (location or collection) for these "
+            "documents",
+        )
+
+    def _check_fields(self, key_field: str, fields: Sequence[str]) -> None:
+        if key_field != ID and any(f == ID or f.startswith(ID + ".") for f in fields):
+            raise UsageError(
+                f"field {ID!r} cannot be a searchable field of a MongoDB index: it holds the "
+                f"key there; index the documents with --key {ID}, or rename the field"
+            )
+
+    def _ensure_indexes(self, collection: Collection[Any], settings: IndexSettings) -> None:
+        """Create the missing indexes: unique on the key field, one per searchable field."""
+        with self._guard("creating the indexes of"):
+            existing = {_first_path(info) for info in collection.index_information().values()}
+            models = []
+            if settings.key_field != ID and settings.key_field not in existing:
+                models.append(IndexModel([(settings.key_field, ASCENDING)], unique=True))
+            models += [IndexModel([(f, ASCENDING)]) for f in settings.fields if f not in existing]
+            if models:
+                collection.create_indexes(models)
+
+    def _require_key_field(self) -> str:
+        if self._key_field is None and self.settings() is None:
+            raise IndexSettingsError(
+                f"index {self.location} has no recorded key field; configure it first"
+            )
+        assert self._key_field is not None
+        return self._key_field
+
+    def _known_key_field(self) -> str | None:
+        if self._key_field is None:
+            self.settings()
+        return self._key_field
+
+    # --- entries -----------------------------------------------------------------------------
+
+    def upsert(self, entries: Sequence[Entry]) -> None:
+        self._write(self._live, entries, self._require_key_field())
+
+    def _write(self, collection: Collection[Any], entries: Sequence[Entry], key_field: str) -> None:
+        latest: dict[str, Entry] = {}
+        for entry in entries:
+            latest[key_of(entry, key_field)] = entry  # a later entry for a key replaces it
+        items = list(latest.items())
+        for chunk in _chunks(items, BATCH_SIZE):
+            requests = [
+                ReplaceOne({ID: key}, self._document(key, entry, key_field), upsert=True)
+                for key, entry in chunk
+            ]
+            # Unordered: the server may apply them in parallel; keys are distinct, so the
+            # order cannot matter.
+            with self._guard("writing entries to"):
+                try:
+                    collection.bulk_write(requests, ordered=False)
+                except BulkWriteError as exc:
+                    raise self._bulk_error(exc, chunk) from None
+
+    def _document(self, key: str, entry: Entry, key_field: str) -> dict[str, Any]:
+        if key_field != ID and ID in entry and entry[ID] != key:
+            raise S3idxError(
+                f"index entry {key!r} has its own {ID!r} field, which MongoDB needs for the key"
+            )
+        return {ID: key, **entry}
+
+    def _bulk_error(self, exc: BulkWriteError, chunk: Sequence[tuple[str, Entry]]) -> S3idxError:
+        """A short summary naming the first refused key; the server's reply can be huge."""
+        write_errors = _write_errors(exc)
+        first = write_errors[0].get("index") if write_errors else None
+        where = f" (first refused key: {chunk[first][0]!r})" if isinstance(first, int) else ""
+        return self._scrubbed(
+            S3idxError(
+                f"MongoDB refused {len(write_errors) or 'some'} of {len(chunk)} entries written "
+                f"to {self.location}: {_bulk_detail(exc)}{where}"
+            )
+        )
+
+    def delete(self, keys: Sequence[str]) -> int:
+        deleted = 0
+        for batch in _key_batches(keys):
+            with self._guard("deleting entries from"):
+                deleted += self._live.delete_many({ID: {"$in": batch}}).deleted_count
+        return deleted
+
+    def find(
+        self,
+        filter: Mapping[str, Any] | None = None,
+        *,
+        fields: Sequence[str] | None = None,
+        sort: SortSpec | None = None,
+        skip: int = 0,
+        limit: int = 0,
+    ) -> Iterator[Entry]:
+        # Checked now, not when the caller starts iterating, so mistakes surface at the call.
+        query = check_filter(filter)
+        order = check_sort(sort)
+        check_window(skip, limit)
+        spec = projection(fields, self._known_key_field())
+        with self._guard("querying", query=True):
+            cursor = self._live.find(query, spec, skip=skip, limit=limit, sort=order)
+        return self._stream(cursor, "querying", query=True)
+
+    def _stream(self, cursor: Any, action: str, *, query: bool = False) -> Iterator[Any]:
+        """The cursor's documents; the server is asked lazily, so errors are translated here."""
+        try:
+            with self._guard(action, query=query):
+                for doc in cursor:
+                    yield plain(doc)
+        finally:
+            cursor.close()  # a caller that stops early must not leave a server cursor open
+
+    def count(self, filter: Mapping[str, Any] | None = None) -> int:
+        query = check_filter(filter)
+        with self._guard("counting", query=True):
+            return int(self._live.count_documents(query))
+
+    def bookkeeping(self, keys: Sequence[str]) -> dict[str, tuple[Entry, Bookkeeping]]:
+        key_field = self._known_key_field()
+        found: dict[str, tuple[Entry, Bookkeeping]] = {}
+        for batch in _key_batches(keys):
+            with self._guard("reading entries from"):
+                docs = list(self._live.find({ID: {"$in": batch}}))
+            for doc in docs:
+                key = doc[ID]
+                bookkeeping = _bookkeeping_of(doc, self.location)
+                entry = {
+                    k: v
+                    for k, v in doc.items()
+                    if k != RESERVED_FIELD and (k != ID or key_field == ID)
+                }
+                found[key] = (plain(entry), bookkeeping)
+        return found
+
+    def iter_bookkeeping(self) -> Iterator[tuple[str, Bookkeeping]]:
+        # _id is the key, and MongoDB compares strings by their UTF-8 bytes.
+        with self._guard("listing entries of"):
+            cursor = self._live.find({}, {RESERVED_FIELD: 1}, sort=[(ID, ASCENDING)])
+        for doc in self._stream(cursor, "listing entries of"):
+            yield doc[ID], _bookkeeping_of(doc, self.location)
+
+    # --- rebuild -----------------------------------------------------------------------------
+
+    def start_rebuild(self, *, resume: bool = False) -> MongoRebuild:
+        key_field = self._require_key_field()
+        name = self._name + REBUILD_SUFFIX
+        with self._guard("starting a rebuild of"):
+            state = self._meta.find_one({ID: name}) if resume else None
+            # Unfiltered: mongomock's name filter also lists dropped collections; one listing
+            # per rebuild costs nothing.
+            exists = name in self._db.list_collection_names()
+            if state is None or state.get("key_field") != key_field or not exists:
+                state = self._fresh_rebuild(name, key_field)
+        return MongoRebuild(self, self._db[name], name, key_field, str(state["run"]))
+
+    def _fresh_rebuild(self, name: str, key_field: str) -> dict[str, Any]:
+        self._db.drop_collection(name)
+        # Created now, so that its absence later means "gone", not "nothing written yet".
+        self._db.create_collection(name)
+        state = {
+            ID: name,
+            "key_field": key_field,
+            "run": uuid.uuid4().hex,
+            "checkpoint": None,
+            "started": utc_now(),
+        }
+        self._meta.replace_one({ID: name}, state, upsert=True)
+        return state
+
+    def close(self) -> None:
+        if self._owns_client:
+            self._client.close()
+
+
+class MongoRebuild:
+    """A rebuild filling ``<collection>__rebuild``; ``commit`` renames it over the live one.
+
+    ``run`` identifies this rebuild in its state document: a later fresh start replaces it,
+    and this one then refuses to save checkpoints or commit over the newer one.
+    """
+
+    def __init__(
+        self,
+        index: MongoIndex,
+        collection: Collection[Any],
+        state_id: str,
+        key_field: str,
+        run: str,
+    ) -> None:
+        self._index = index
+        self._collection = collection
+        self._state_id = state_id
+        self._key_field = key_field
+        self._run = run
+        self._finished: str | None = None
+
+    def _mine(self) -> dict[str, Any]:
+        return {ID: self._state_id, "run": self._run}
+
+    def _check_open(self) -> None:
+        if self._finished is not None:
+            raise S3idxError(f"this rebuild of {self._index.location} was {self._finished}")
+
+    def upsert(self, entries: Sequence[Entry]) -> None:
+        self._check_open()
+        self._index._write(self._collection, entries, self._key_field)
+
+    def has_keys(self, keys: Sequence[str]) -> set[str]:
+        self._check_open()
+        found: set[str] = set()
+        for batch in _key_batches(keys):
+            with self._index._guard("reading the rebuild of"):
+                found.update(d[ID] for d in self._collection.find({ID: {"$in": batch}}, [ID]))
+        return found
+
+    def save_checkpoint(self, checkpoint: Mapping[str, Any]) -> None:
+        self._check_open()
+        with self._index._guard("saving the rebuild checkpoint of"):
+            result = self._index._meta.update_one(
+                self._mine(), {"$set": {"checkpoint": dict(checkpoint)}}
+            )
+        if result.matched_count == 0:
+            raise self._superseded()
+
+    def checkpoint(self) -> dict[str, Any] | None:
+        self._check_open()
+        with self._index._guard("reading the rebuild checkpoint of"):
+            state = self._index._meta.find_one(self._mine())
+        if state is None:
+            raise self._superseded()
+        checkpoint = state.get("checkpoint")
+        return plain(checkpoint) if checkpoint is not None else None
+
+    def commit(self, settings: IndexSettings) -> None:
+        self._check_open()
+        if settings.key_field != self._key_field:
+            raise IndexSettingsError(
+                f"rebuild of {self._index.location} was filled by key field "
+                f"{self._key_field!r}, not {settings.key_field!r}"
+            )
+        fields = unique_fields(settings.key_field, settings.fields)
+        self._index._check_fields(settings.key_field, fields)
+        final = IndexSettings(settings.key_field, tuple(fields))
+        with self._index._guard("committing the rebuild of"):
+            if self._index._meta.find_one(self._mine()) is None:
+                raise self._superseded()
+            # Indexes built once over the full collection are cheaper than maintained per write.
+            self._index._ensure_indexes(self._collection, final)
+            # The one step readers can see: the old collection is replaced as a whole.
+            self._collection.rename(self._index._name, dropTarget=True)
+            self._index._meta.replace_one(
+                {ID: self._index._name},
+                {"key_field": final.key_field, "fields": fields, "format": FORMAT},
+                upsert=True,
+            )
+            self._index._meta.delete_one(self._mine())
+        self._index._key_field = final.key_field
+        self._finished = "committed"
+
+    def abort(self) -> None:
+        if self._finished is not None:
+            return  # aborting after the end changes nothing, so cleanup code can always call it
+        with self._index._guard("aborting the rebuild of"):
+            if self._index._meta.find_one_and_delete(self._mine()) is not None:
+                self._collection.drop()
+        self._finished = "aborted"
+
+    def _superseded(self) -> S3idxError:
+        return S3idxError(
+            f"the rebuild of {self._index.location} was restarted or finished by another process"
+        )
+
+
+# --- connecting ------------------------------------------------------------------------------
+
+
+def _connect(uri: str, server_selection_timeout_ms: int) -> MongoClient[Any]:
+    options: dict[str, Any] = {"tz_aware": True, "tzinfo": UTC, "appname": "s3idx"}
+    # A timeout written into the URI is the user's explicit choice; ours is only a default.
+    query = uri.partition("?")[2]
+    if "serverselectiontimeoutms" not in {k.lower() for k, _ in parse_qsl(query)}:
+        options["serverSelectionTimeoutMS"] = server_selection_timeout_ms
+    return MongoClient(uri, **options)
+
+
+def _dns_outage(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return isinstance(exc, ConfigurationError) and (
+        "timed out" in text or "resolution lifetime expired" in text
+    )
+
+
+def _first_path(info: Mapping[str, Any]) -> str | None:
+    """The field of a single-field index (any direction), else None."""
+    key = list(info.get("key", ()))
+    return str(key[0][0]) if len(key) == 1 else None

@@ -1,0 +1,130 @@
+"""Index fixtures: every index backend in turn, behind the same ``Index`` protocol.
+
+A *kind* is a name mapped to an opener factory: ``factory(request, tmp_path)`` is a context
+manager yielding ``open_index()``, which opens a new handle on one and the same empty index (so
+a test can reopen it as another process would). Everything the factory set up is removed when
+the test ends. To add a kind, add one line to ``INDEX_KINDS`` (and import its class), e.g.::
+
+    "sqlite": lambda request, tmp_path: handles(lambda: SqliteIndex(tmp_path / "index.sqlite3")),
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
+from typing import Any
+
+import mongomock
+import pymongo
+import pytest
+
+from s3idx.index.base import Index
+from s3idx.index.mongo import MongoIndex
+
+Opener = Callable[[], Index]
+IndexFactory = Callable[[pytest.FixtureRequest, Path], AbstractContextManager[Opener]]
+
+MONGODB_URI_VARIABLE = "S3IDX_TEST_MONGODB_URI"
+MONGODB_SKIP_REASON = f"set {MONGODB_URI_VARIABLE} to run against a real MongoDB"
+
+
+@contextmanager
+def handles(make: Callable[[], Index]) -> Iterator[Opener]:
+    """An opener over ``make`` that closes every handle it opened when the test ends."""
+    opened: list[Index] = []
+
+    def open_index() -> Index:
+        opened.append(make())
+        return opened[-1]
+
+    try:
+        yield open_index
+    finally:
+        for index in opened:
+            index.close()
+
+
+@contextmanager
+def _mongomock_kind(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Opener]:
+    client = request.getfixturevalue("mongomock_client")
+    with handles(lambda: MongoIndex("mongodb://localhost/test", "test", client=client)) as opener:
+        yield opener
+
+
+@contextmanager
+def _mongodb_kind(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Opener]:
+    uri = os.environ.get(MONGODB_URI_VARIABLE)
+    if not uri:
+        pytest.skip(MONGODB_SKIP_REASON)
+    database = f"s3idx_test_{uuid.uuid4().hex[:16]}"  # fresh per test, dropped after it
+    try:
+        with handles(lambda: MongoIndex(uri, database, server_selection_timeout_ms=3000)) as opener:
+            yield opener
+    finally:
+        with pymongo.MongoClient(uri, serverSelectionTimeoutMS=3000) as client:
+            client.drop_database(database)
+
+
+INDEX_KINDS: dict[str, IndexFactory] = {
+    "mongomock": _mongomock_kind,
+    "mongodb": _mongodb_kind,
+}
+
+# Where a kind is known to differ from MongoDB's semantics, which the suite pins. A test that
+# meets a gap is expected to fail there (strictly: the day the gap closes, the test says so).
+KNOWN_GAPS: dict[str, dict[str, str]] = {
+    "mongomock": {
+        "bool-is-not-number": "mongomock 4.3 lets {'flag': 1} match true; MongoDB does not",
+    },
+}
+
+
+@pytest.fixture(params=list(INDEX_KINDS))
+def index_kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def open_index(index_kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Opener]:
+    """Opens handles on one empty index of the current kind."""
+    with INDEX_KINDS[index_kind](request, tmp_path) as opener:
+        yield opener
+
+
+@pytest.fixture
+def index(open_index: Opener) -> Index:
+    """An empty index of each kind in turn."""
+    return open_index()
+
+
+@pytest.fixture
+def known_gap(index_kind: str, request: pytest.FixtureRequest) -> Callable[[str], None]:
+    """``known_gap(name)``: this test is expected to fail on kinds that have that gap."""
+
+    def mark(name: str) -> None:
+        reason = KNOWN_GAPS.get(index_kind, {}).get(name)
+        if reason is not None:
+            request.applymarker(pytest.mark.xfail(reason=reason, strict=True))
+
+    return mark
+
+
+@pytest.fixture
+def mongomock_client(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A fresh in-memory MongoDB, patched to accept what current pymongo sends it."""
+    builder = mongomock.collection.BulkOperationBuilder
+    original = builder.add_replace
+    if "sort" not in inspect.signature(original).parameters:
+        # pymongo >= 4.11 passes sort= to add_replace; mongomock 4.3 does not accept it
+        # (mongomock/mongomock#912). s3idx never sorts a replace, so refuse anything else.
+        def add_replace(self: Any, *args: Any, sort: Any = None, **kwargs: Any) -> Any:
+            if sort is not None:
+                raise NotImplementedError("mongomock cannot sort a replace")
+            return original(self, *args, **kwargs)
+
+        monkeypatch.setattr(builder, "add_replace", add_replace)
+    return mongomock.MongoClient()

@@ -1,0 +1,519 @@
+"""The index protocol: every index backend must pass every test here.
+
+Filters, projections and sorts follow MongoDB's semantics (the protocol promises a
+MongoDB-style filter), so these tests pin what MongoDB does; a backend that cannot match it
+records a known gap in ``conftest.KNOWN_GAPS`` instead of weakening a test.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from s3idx.errors import IndexSettingsError, InvalidFilterError
+from s3idx.index.base import Bookkeeping, Entry, Index, IndexRebuild, IndexSettings
+
+KEY = "fs_id"
+FIELDS = ("n", "s", "tags", "meta.x", "meta.arr.v", "flag", "when")
+T0 = datetime(2024, 5, 6, 7, 8, 9, 123000, tzinfo=UTC)
+
+
+def bookkeeping_of(key: str) -> dict[str, Any]:
+    return {"etag": f'"etag-{key}"', "size": len(key) * 100, "sha256": "ab" * 32, "codec": "json"}
+
+
+def entry(key: str, **fields: Any) -> Entry:
+    """An entry as the engine builds it: key, searchable fields, last_updated, bookkeeping."""
+    return {KEY: key, **fields, "last_updated": T0, "_s3idx": bookkeeping_of(key)}
+
+
+A = entry(
+    "a",
+    n=3,
+    s="apple",
+    tags=["x", "y"],
+    meta={"x": 1, "arr": [{"v": 1}, {"v": 5}]},
+    flag=True,
+    when=T0 - timedelta(days=2),
+)
+B = entry("b", n=1.5, s="Banana", tags=["y"], meta={"x": 2}, flag=False, when=T0)
+C = entry("c", n=None, s="cherry", tags=[], meta={"x": 1})
+D = entry("d", s="date", flag=1)
+E = entry("e", n=10, s="elder", tags=["z", "x"], meta={"x": 3, "arr": [{"v": 2}]}, when=T0)
+ENTRIES = [A, B, C, D, E]
+
+
+@pytest.fixture
+def filled(index: Index) -> Index:
+    index.configure(KEY, FIELDS)
+    index.upsert(ENTRIES)
+    return index
+
+
+def keys(entries: Iterable[Entry]) -> list[str]:
+    return [e[KEY] for e in entries]
+
+
+def by_key(entries: Iterable[Entry]) -> dict[str, Entry]:
+    return {e[KEY]: e for e in entries}
+
+
+def shape(value: Any) -> Any:
+    """The value with every leaf replaced by its exact type: equal shapes mean equal types."""
+    if isinstance(value, dict):
+        return {k: shape(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [shape(v) for v in value]
+    return type(value)
+
+
+def without_bookkeeping(e: Entry) -> Entry:
+    return {k: v for k, v in e.items() if k != "_s3idx"}
+
+
+# --- settings --------------------------------------------------------------------------------
+
+
+def test_fresh_index_is_empty_and_reading_creates_no_settings(index: Index) -> None:
+    assert index.settings() is None
+    assert list(index.find()) == []
+    assert list(index.find({"n": 1})) == []
+    assert index.count() == 0
+    assert index.bookkeeping(["a"]) == {}
+    assert list(index.iter_bookkeeping()) == []
+    assert index.delete(["a"]) == 0
+    assert index.settings() is None
+
+
+def test_location_names_the_index(index: Index) -> None:
+    assert isinstance(index.location, str) and index.location
+
+
+def test_configure_records_key_field_and_fields(index: Index, open_index: Any) -> None:
+    settings = index.configure(KEY, ["n", "meta.x"])
+
+    assert settings == IndexSettings(KEY, ("n", "meta.x"))
+    assert index.settings() == settings
+    assert open_index().settings() == settings  # recorded, not just remembered
+
+
+def test_configure_adds_fields_to_those_recorded(index: Index) -> None:
+    index.configure(KEY, ["a", "b"])
+
+    assert index.configure(KEY, ["b", "c"]) == IndexSettings(KEY, ("a", "b", "c"))
+    assert index.configure(KEY, []) == IndexSettings(KEY, ("a", "b", "c"))
+    assert index.settings() == IndexSettings(KEY, ("a", "b", "c"))
+
+
+def test_configure_refuses_another_key_field(index: Index) -> None:
+    index.configure(KEY, ["a"])
+
+    with pytest.raises(IndexSettingsError) as excinfo:
+        index.configure("task_id", ["b"])
+
+    assert excinfo.value.message == f"index {index.location} uses key field 'fs_id', not 'task_id'"
+    assert index.settings() == IndexSettings(KEY, ("a",))  # nothing of the refused call stuck
+
+
+# --- upsert ----------------------------------------------------------------------------------
+
+
+def test_upsert_then_find_returns_the_entries(filled: Index) -> None:
+    assert by_key(filled.find()) == by_key(ENTRIES)
+    assert filled.count() == len(ENTRIES)
+
+
+def test_upsert_replaces_the_whole_entry(filled: Index) -> None:
+    filled.upsert([entry("a", s="avocado")])
+
+    found = by_key(filled.find())
+    assert found["a"] == entry("a", s="avocado")  # n, tags, meta... are gone, not merged
+    assert found["b"] == B
+    assert filled.count() == len(ENTRIES)
+
+
+def test_later_entry_for_a_key_wins_within_one_call(filled: Index) -> None:
+    filled.upsert([entry("x", n=1), entry("y", n=2), entry("x", n=3), entry("x", n=4)])
+
+    found = by_key(filled.find({KEY: {"$in": ["x", "y"]}}))
+    assert found == {"x": entry("x", n=4), "y": entry("y", n=2)}
+
+
+def test_upsert_of_nothing_does_nothing(filled: Index) -> None:
+    filled.upsert([])
+    assert filled.count() == len(ENTRIES)
+
+
+TYPED = entry(
+    "typed",
+    s='ünï\u20ac😀 "quoted" \\ \n',
+    i=1,
+    zero=0,
+    negative=-7,
+    big=2**62 + 1,
+    smallest=-(2**63),
+    f=1.0,
+    fraction=-0.25,
+    tiny=5e-324,
+    t=True,
+    fa=False,
+    none=None,
+    empty_list=[],
+    empty_dict={},
+    mixed=[1, 1.0, True, None, "1", [2, [3.5]], {"k": False}],
+    nested={"a": {"b": {"c": [{"d": 1}]}}},
+    when=datetime(1969, 12, 31, 23, 59, 59, 999000, tzinfo=UTC),
+)
+
+
+def test_types_round_trip_exactly(index: Index) -> None:
+    index.configure(KEY, ["i"])
+    index.upsert([TYPED])
+
+    (found,) = list(index.find({KEY: "typed"}))
+    assert found == TYPED
+    assert shape(found) == shape(TYPED)  # 1 stays int, 1.0 float, True bool
+    for name in ("when", "last_updated"):
+        assert found[name].utcoffset() == timedelta(0)
+    (again, _bookkeeping) = index.bookkeeping(["typed"])["typed"]
+    assert shape(again) == shape(without_bookkeeping(TYPED))
+
+
+_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**63), max_value=2**63 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=8)
+    | st.datetimes(
+        min_value=datetime(1900, 1, 1), max_value=datetime(2200, 1, 1), timezones=st.just(UTC)
+    ).map(lambda d: d.replace(microsecond=d.microsecond // 1000 * 1000))
+)
+# Short names that cannot collide with the key field or the fields s3idx reserves.
+_names = st.text(alphabet="abcdefgh_", min_size=1, max_size=4)
+_values = st.recursive(
+    _scalars,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_names, inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(fields=st.dictionaries(_names, _values, max_size=4))
+def test_any_entry_round_trips_with_its_types(index: Index, fields: dict[str, Any]) -> None:
+    index.configure(KEY, [])
+    original = entry("k", **fields)
+    index.upsert([original])
+
+    (found,) = list(index.find({KEY: "k"}))
+    assert found == original
+    assert shape(found) == shape(original)
+
+
+# --- find ------------------------------------------------------------------------------------
+
+FILTERS: list[tuple[dict[str, Any], list[str]]] = [
+    ({}, ["a", "b", "c", "d", "e"]),
+    ({KEY: "c"}, ["c"]),
+    ({"s": "apple"}, ["a"]),
+    ({"s": "Apple"}, []),  # case matters
+    ({"n": 3}, ["a"]),
+    ({"n": 3.0}, ["a"]),  # numbers compare by value across int and float
+    ({"n": {"$in": [1.5, 10]}}, ["b", "e"]),
+    ({"n": {"$nin": [1.5, 10]}}, ["a", "c", "d"]),
+    ({"n": {"$gt": 1.5}}, ["a", "e"]),
+    ({"n": {"$gte": 1.5, "$lt": 10}}, ["a", "b"]),
+    ({"n": {"$lte": 3}}, ["a", "b"]),  # null and missing are not numbers
+    ({"n": {"$ne": 3}}, ["b", "c", "d", "e"]),  # $ne includes missing
+    ({"n": None}, ["c", "d"]),  # null matches missing too
+    ({"n": {"$exists": False}}, ["d"]),
+    ({"n": {"$exists": True}}, ["a", "b", "c", "e"]),
+    ({"s": {"$gt": "b"}}, ["c", "d", "e"]),  # binary order: "Banana" < "b"
+    ({"meta.x": 1}, ["a", "c"]),
+    ({"meta.x": {"$gte": 2}}, ["b", "e"]),
+    ({"meta": {"x": 2}}, ["b"]),  # a whole embedded document, exactly
+    ({"meta.arr.v": 5}, ["a"]),  # a path through an array of documents
+    ({"meta.arr.v": {"$gt": 1}}, ["a", "e"]),
+    ({"tags": "x"}, ["a", "e"]),  # an array matches any element
+    ({"tags": {"$in": ["z", "q"]}}, ["e"]),
+    ({"tags": ["y"]}, ["b"]),  # ...or the whole array
+    ({"tags": []}, ["c"]),
+    ({"tags": {"$all": ["x", "y"]}}, ["a"]),
+    ({"tags": {"$size": 2}}, ["a", "e"]),
+    ({"meta.arr": {"$elemMatch": {"v": {"$gt": 1, "$lt": 3}}}}, ["e"]),
+    ({"flag": {"$type": "bool"}}, ["a", "b"]),
+    ({"$or": [{"n": 3}, {"s": "date"}]}, ["a", "d"]),
+    ({"$and": [{"tags": "x"}, {"n": {"$gt": 5}}]}, ["e"]),
+    ({"$nor": [{"tags": "x"}, {"n": None}]}, ["b"]),
+    ({"n": {"$not": {"$gt": 2}}}, ["b", "c", "d"]),
+    ({"s": {"$regex": "^[ab]"}}, ["a"]),
+    ({"s": {"$regex": "^b", "$options": "i"}}, ["b"]),
+    ({"s": {"$regex": "er"}}, ["c", "e"]),
+    ({"when": {"$gte": T0}}, ["b", "e"]),
+    ({"when": {"$lt": T0}}, ["a"]),
+    ({"last_updated": T0}, ["a", "b", "c", "d", "e"]),
+    ({"_s3idx.etag": '"etag-b"'}, ["b"]),
+    ({"$and": [{}, {KEY: {"$gt": "b"}}]}, ["c", "d", "e"]),  # how delete pages through keys
+]
+
+
+@pytest.mark.parametrize(("query", "expected"), FILTERS, ids=[repr(f) for f, _ in FILTERS])
+def test_find_and_count_with_filters(filled: Index, query: dict[str, Any], expected: list) -> None:
+    assert sorted(keys(filled.find(query))) == expected
+    assert filled.count(query) == len(expected)
+
+
+def test_booleans_are_not_numbers(filled: Index, known_gap: Callable[[str], None]) -> None:
+    known_gap("bool-is-not-number")
+    assert keys(filled.find({"flag": 1})) == ["d"]
+    assert keys(filled.find({"flag": True})) == ["a"]
+
+
+def test_find_returns_whole_entries_without_a_backend_id(filled: Index) -> None:
+    for found in filled.find():
+        assert "_id" not in found
+        assert found == by_key(ENTRIES)[found[KEY]]
+
+
+@pytest.mark.parametrize("bad", ["n = 3", ["n", 3], 3])
+def test_a_filter_that_is_not_an_object_is_refused(filled: Index, bad: Any) -> None:
+    with pytest.raises(InvalidFilterError):
+        list(filled.find(bad))
+    with pytest.raises(InvalidFilterError):
+        filled.count(bad)
+
+
+@pytest.mark.parametrize(
+    "bad", [{"n": {"$nosuch": 1}}, {"$nosuch": []}, {"$or": []}, {"n": {"$in": 3}}]
+)
+def test_an_invalid_filter_is_refused(filled: Index, bad: dict[str, Any]) -> None:
+    with pytest.raises(InvalidFilterError):
+        list(filled.find(bad))
+    with pytest.raises(InvalidFilterError):
+        filled.count(bad)
+
+
+# --- projection, sort, skip, limit -----------------------------------------------------------
+
+
+def test_projection_keeps_the_key(filled: Index) -> None:
+    found = by_key(filled.find(fields=["s", "n"]))
+
+    assert found["a"] == {KEY: "a", "s": "apple", "n": 3}
+    assert found["d"] == {KEY: "d", "s": "date"}  # a missing field stays missing
+    assert found["c"] == {KEY: "c", "s": "cherry", "n": None}
+
+
+def test_projection_of_nothing_is_the_key_alone(filled: Index) -> None:
+    assert sorted(filled.find(fields=[]), key=lambda e: e[KEY]) == [{KEY: k} for k in "abcde"]
+
+
+def test_projection_of_dotted_paths_keeps_the_nesting(filled: Index) -> None:
+    found = by_key(filled.find({KEY: {"$in": ["a", "b"]}}, fields=["meta.x", "_s3idx.etag"]))
+
+    assert found == {
+        "a": {KEY: "a", "meta": {"x": 1}, "_s3idx": {"etag": '"etag-a"'}},
+        "b": {KEY: "b", "meta": {"x": 2}, "_s3idx": {"etag": '"etag-b"'}},
+    }
+
+
+def test_projection_naming_the_key_or_a_path_twice(filled: Index) -> None:
+    found = list(filled.find({KEY: "a"}, fields=[KEY, "s", "s"]))
+    assert found == [{KEY: "a", "s": "apple"}]
+
+
+def test_sort_ascending_and_descending(filled: Index) -> None:
+    assert keys(filled.find(sort=[("s", 1)])) == ["b", "a", "c", "d", "e"]  # "B" < "a"
+    assert keys(filled.find(sort=[("s", -1)])) == ["e", "d", "c", "a", "b"]
+    assert keys(filled.find(sort=[(KEY, -1)])) == ["e", "d", "c", "b", "a"]
+
+
+def test_sort_puts_null_and_missing_before_numbers(filled: Index) -> None:
+    ascending = keys(filled.find(sort=[("n", 1)]))
+    assert sorted(ascending[:2]) == ["c", "d"]  # null and missing tie
+    assert ascending[2:] == ["b", "a", "e"]
+    descending = keys(filled.find(sort=[("n", -1)]))
+    assert descending[:3] == ["e", "a", "b"]
+
+
+def test_sort_by_several_fields(filled: Index) -> None:
+    order = keys(filled.find({"meta.x": {"$exists": True}}, sort=[("meta.x", 1), (KEY, -1)]))
+    assert order == ["c", "a", "b", "e"]
+
+
+def test_skip_and_limit(filled: Index) -> None:
+    sort = [(KEY, 1)]
+    assert keys(filled.find(sort=sort, limit=2)) == ["a", "b"]
+    assert keys(filled.find(sort=sort, skip=2)) == ["c", "d", "e"]
+    assert keys(filled.find(sort=sort, skip=1, limit=2)) == ["b", "c"]
+    assert keys(filled.find(sort=sort, skip=9)) == []
+    assert keys(filled.find({"tags": "x"}, sort=[(KEY, -1)], limit=1)) == ["e"]
+    assert len(list(filled.find(limit=0))) == len(ENTRIES)  # 0 means no limit
+
+
+def test_a_caller_may_stop_reading_early(filled: Index) -> None:
+    found = filled.find(sort=[(KEY, 1)])
+    assert next(iter(found))[KEY] == "a"
+    del found
+    assert filled.count() == len(ENTRIES)
+
+
+# --- bookkeeping -----------------------------------------------------------------------------
+
+
+def test_bookkeeping_of_existing_keys(filled: Index) -> None:
+    found = filled.bookkeeping(["b", "nope", "a", "b"])
+
+    assert set(found) == {"a", "b"}
+    entry_a, bookkeeping_a = found["a"]
+    assert entry_a == without_bookkeeping(A)
+    assert bookkeeping_a == Bookkeeping.from_dict(bookkeeping_of("a"))
+    assert found["b"] == (without_bookkeeping(B), Bookkeeping.from_dict(bookkeeping_of("b")))
+    assert filled.bookkeeping([]) == {}
+
+
+def test_bookkeeping_keeps_a_missing_sha256(index: Index) -> None:
+    index.configure(KEY, [])
+    item = entry("k")
+    item["_s3idx"]["sha256"] = None
+    index.upsert([item])
+
+    assert index.bookkeeping(["k"])["k"][1].sha256 is None
+
+
+TRICKY_KEYS = ["a", "a/b", "a-c", "é", "Z", "a0", "日本/語", "b~x", "B", "with space", "A/a"]
+
+
+def test_iter_bookkeeping_in_utf8_byte_order(index: Index) -> None:
+    index.configure(KEY, [])
+    index.upsert([entry(k) for k in TRICKY_KEYS])
+
+    listed = list(index.iter_bookkeeping())
+
+    assert [k for k, _ in listed] == sorted(TRICKY_KEYS, key=lambda k: k.encode())
+    for key, bookkeeping in listed:
+        assert bookkeeping == Bookkeeping.from_dict(bookkeeping_of(key))
+
+
+# --- delete ----------------------------------------------------------------------------------
+
+
+def test_delete_returns_how_many_existed(filled: Index) -> None:
+    assert filled.delete(["a", "nope", "c", "a"]) == 2
+
+    assert sorted(keys(filled.find())) == ["b", "d", "e"]
+    assert filled.bookkeeping(["a", "c"]) == {}
+    assert filled.delete(["a"]) == 0
+    assert filled.delete([]) == 0
+
+
+def test_deleted_key_can_be_written_again(filled: Index) -> None:
+    filled.delete(["a"])
+    filled.upsert([entry("a", n=99)])
+
+    assert list(filled.find({"n": 99})) == [entry("a", n=99)]
+
+
+# --- rebuild ---------------------------------------------------------------------------------
+
+NEW = [entry("a", n=100), entry("x", n=101), entry("y", s="yew")]
+NEW_SETTINGS = IndexSettings(KEY, ("n", "s"))
+
+
+def test_rebuild_is_invisible_until_commit(filled: Index, open_index: Any) -> None:
+    rebuild = filled.start_rebuild()
+    assert isinstance(rebuild, IndexRebuild)
+    assert rebuild.checkpoint() is None
+    rebuild.upsert(NEW)
+
+    assert by_key(filled.find()) == by_key(ENTRIES)
+    assert filled.count() == len(ENTRIES)
+    assert filled.settings() == IndexSettings(KEY, FIELDS)
+
+    rebuild.commit(NEW_SETTINGS)
+
+    assert by_key(filled.find()) == by_key(NEW)
+    assert keys(filled.find({"n": {"$gt": 100}})) == ["x"]
+    assert filled.settings() == NEW_SETTINGS
+    assert [k for k, _ in filled.iter_bookkeeping()] == ["a", "x", "y"]
+    other = open_index()
+    assert other.settings() == NEW_SETTINGS
+    assert by_key(other.find()) == by_key(NEW)
+
+
+def test_rebuild_of_nothing_commits_an_empty_index(filled: Index) -> None:
+    filled.start_rebuild().commit(IndexSettings(KEY, ()))
+
+    assert list(filled.find()) == []
+    assert filled.settings() == IndexSettings(KEY, ())
+
+
+def test_rebuild_abort_leaves_the_index_as_it_was(filled: Index) -> None:
+    rebuild = filled.start_rebuild()
+    rebuild.upsert(NEW)
+    rebuild.save_checkpoint({"after": "y"})
+
+    rebuild.abort()
+
+    assert by_key(filled.find()) == by_key(ENTRIES)
+    assert filled.settings() == IndexSettings(KEY, FIELDS)
+    again = filled.start_rebuild(resume=True)  # nothing left to resume
+    assert again.checkpoint() is None
+    assert again.has_keys(["a", "x"]) == set()
+
+
+def test_rebuild_resumes_with_its_checkpoint_and_keys(filled: Index, open_index: Any) -> None:
+    first = filled.start_rebuild()
+    first.upsert(NEW[:2])
+    first.save_checkpoint({"after": "x", "count": 2})
+    first.save_checkpoint({"after": "x", "count": 2, "listed": ["a", "x"]})
+    # ...and the process dies: no commit, no abort.
+
+    resumed = open_index().start_rebuild(resume=True)
+
+    assert resumed.checkpoint() == {"after": "x", "count": 2, "listed": ["a", "x"]}
+    assert resumed.has_keys(["a", "x", "y", "b"]) == {"a", "x"}
+    resumed.upsert(NEW[2:])
+    resumed.commit(NEW_SETTINGS)
+    assert by_key(filled.find()) == by_key(NEW)
+
+
+def test_rebuild_without_resume_starts_afresh(filled: Index) -> None:
+    first = filled.start_rebuild()
+    first.upsert(NEW)
+    first.save_checkpoint({"after": "y"})
+
+    fresh = filled.start_rebuild()
+
+    assert fresh.checkpoint() is None
+    assert fresh.has_keys(["a", "x", "y"]) == set()
+    fresh.upsert([entry("z")])
+    fresh.commit(IndexSettings(KEY, ()))
+    assert keys(filled.find()) == ["z"]
+
+
+def test_rebuild_upsert_replaces_and_later_wins(filled: Index) -> None:
+    rebuild = filled.start_rebuild()
+    rebuild.upsert([entry("x", n=1), entry("x", n=2)])
+    rebuild.upsert([entry("x", n=3)])
+    rebuild.commit(NEW_SETTINGS)
+
+    assert list(filled.find()) == [entry("x", n=3)]
+
+
+def test_writes_after_a_commit_go_to_the_new_index(filled: Index) -> None:
+    rebuild = filled.start_rebuild()
+    rebuild.upsert(NEW)
+    rebuild.commit(NEW_SETTINGS)
+
+    filled.upsert([entry("q", n=7)])
+    assert filled.delete(["x"]) == 1
+    assert filled.configure(KEY, ["tags"]) == IndexSettings(KEY, ("n", "s", "tags"))
+    assert sorted(keys(filled.find())) == ["a", "q", "y"]

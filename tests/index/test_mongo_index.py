@@ -1,0 +1,538 @@
+"""What is particular to the MongoDB index: layout, indexes, URIs, secrets and error mapping."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+from unittest import mock
+
+import bson
+import mongomock
+import pytest
+from bson.codec_options import CodecOptions
+from bson.errors import InvalidDocument
+from pymongo.errors import (
+    AutoReconnect,
+    BulkWriteError,
+    ConfigurationError,
+    ConnectionFailure,
+    InvalidName,
+    InvalidOperation,
+    InvalidURI,
+    NotPrimaryError,
+    OperationFailure,
+    ServerSelectionTimeoutError,
+)
+
+from s3idx.backends import open_index
+from s3idx.config import Settings
+from s3idx.errors import (
+    AccessDeniedError,
+    BackendUnavailableError,
+    ExitStatus,
+    IndexSettingsError,
+    InvalidFilterError,
+    S3idxError,
+    TransientError,
+    UsageError,
+)
+from s3idx.index import mongo
+from s3idx.index.base import Bookkeeping, Index, IndexSettings
+from s3idx.index.mongo import MongoIndex, MongoLocation, plain, translate_error
+
+BOOKKEEPING = {"etag": '"e"', "size": 3, "sha256": None, "codec": "json"}
+WHEN = datetime(2024, 1, 2, 3, 4, 5, 6000, tzinfo=UTC)
+
+
+def entry(key: str, key_field: str = "fs_id", **fields: Any) -> dict[str, Any]:
+    return {key_field: key, **fields, "last_updated": WHEN, "_s3idx": dict(BOOKKEEPING)}
+
+
+@pytest.fixture
+def client(mongomock_client: Any) -> Any:
+    return mongomock_client
+
+
+@pytest.fixture
+def index(client: Any) -> MongoIndex:
+    return MongoIndex("mongodb://user:secret@db.example:27017/test", "test", client=client)
+
+
+def test_it_is_an_index(index: MongoIndex) -> None:
+    assert isinstance(index, Index)
+
+
+# --- unreachable servers and secrets ---------------------------------------------------------
+
+UNREACHABLE = "mongodb://user:secret@127.0.0.1:1/db"
+
+
+def assert_no_secret(error: BaseException, *secrets: str) -> None:
+    texts = [str(error), repr(error.args), getattr(error, "message", ""), str(error.__cause__)]
+    for secret in secrets:
+        for text in texts:
+            assert secret not in text
+
+
+@pytest.mark.parametrize(
+    "operation",
+    [
+        lambda i: i.settings(),
+        lambda i: i.configure("fs_id", ["a"]),
+        lambda i: list(i.find({"a": 1})),
+        lambda i: i.upsert([entry("k")]),
+    ],
+    ids=["settings", "configure", "find", "upsert"],
+)
+def test_an_unreachable_server_is_unavailable_quickly(operation: Any) -> None:
+    index = MongoIndex(UNREACHABLE, "db", server_selection_timeout_ms=100)
+    assert "secret" not in index.location
+    start = time.monotonic()
+
+    with pytest.raises(BackendUnavailableError) as excinfo:
+        operation(index)
+
+    assert time.monotonic() - start < 3
+    error = excinfo.value
+    assert error.exit_status == ExitStatus.UNAVAILABLE
+    assert error.message.startswith("cannot reach MongoDB at 127.0.0.1:1: ")
+    assert "Topology Description" not in error.message
+    assert error.hint is not None and index.location in error.hint
+    assert error.__cause__ is None and error.__suppress_context__
+    assert_no_secret(error, "secret")
+    index.close()
+
+
+def test_a_timeout_in_the_uri_wins_over_the_default() -> None:
+    index = MongoIndex(
+        "mongodb://127.0.0.1:1/db?serverSelectionTimeoutMS=100",
+        "db",
+        server_selection_timeout_ms=60_000,
+    )
+    start = time.monotonic()
+    with pytest.raises(BackendUnavailableError):
+        index.settings()
+    assert time.monotonic() - start < 3
+    index.close()
+
+
+@pytest.mark.parametrize(
+    ("uri", "secrets"),
+    [
+        ("mongodb://user:secret@/db", ["secret"]),
+        ("mongodb://user:secret@host:notaport/db", ["secret"]),
+        ("mongodb://user:sec@ret@host/db", ["sec@ret"]),
+        (
+            "mongodb://user:secret@127.0.0.1:1/db?tls=true&tlsCertificateKeyFile=/nonexistent.pem"
+            "&tlsCertificateKeyFilePassword=hunter2",
+            ["secret", "hunter2"],
+        ),
+    ],
+)
+def test_a_bad_uri_is_a_usage_error_without_secrets(uri: str, secrets: list[str]) -> None:
+    with pytest.raises(UsageError) as excinfo:
+        MongoIndex(uri, "db")
+
+    assert excinfo.value.message.startswith("invalid MongoDB location mongodb://user:***@")
+    assert_no_secret(excinfo.value, *secrets)
+
+
+def test_an_invalid_database_name_is_a_usage_error() -> None:
+    with pytest.raises(UsageError, match="invalid MongoDB location"):
+        MongoIndex("mongodb://127.0.0.1:1/x", "bad/name")
+
+
+def test_location_shows_hosts_database_and_collection_but_no_secrets(client: Any) -> None:
+    uri = (
+        "mongodb://alice:s3cr%40t@h1:27017,h2:27018/admin?authSource=admin"
+        "&authMechanismProperties=AWS_SESSION_TOKEN:tok3n"
+    )
+    index = MongoIndex(uri, "data", "entries", client=client)
+
+    assert index.location == "mongodb://alice:***@h1:27017,h2:27018/data (collection entries)"
+
+
+@pytest.mark.parametrize("password", ["pa?ss", "pa/ss", "p@ss", "pa:ss"])
+def test_an_unescaped_password_is_hidden_whole(password: str) -> None:
+    location = MongoLocation.parse(f"mongodb://user:{password}@h1:1,h2:2/db?w=1")
+
+    assert location.describe("db", "c") == "mongodb://user:***@h1:1,h2:2/db (collection c)"
+    assert location.scrub(f"it was {password}") == "it was ***"
+
+
+def test_scrub_hides_the_password_escaped_and_not() -> None:
+    location = MongoLocation.parse("mongodb+srv://bob:p%40ss@cluster.example/db")
+
+    assert location.hosts == "cluster.example"
+    assert location.scrub("bob used p%40ss, that is p@ss") == "bob used ***, that is ***"
+    assert MongoLocation.parse("mongodb://x509user@h/db").describe("db", "c") == (
+        "mongodb://x509user@h/db (collection c)"
+    )
+
+
+# --- layout ----------------------------------------------------------------------------------
+
+
+def test_reading_a_fresh_index_creates_nothing(index: MongoIndex, client: Any) -> None:
+    assert index.settings() is None
+    assert list(index.find()) == []
+    assert index.count() == 0
+
+    assert client["test"].list_collection_names() == []
+
+
+def test_settings_are_recorded_in_the_meta_collection(index: MongoIndex, client: Any) -> None:
+    index.configure("fs_id", ["a", "b.c"])
+    index.configure("fs_id", ["b.c", "d"])
+
+    assert client["test"]["s3idx_meta"].find_one({"_id": "s3idx"}) == {
+        "_id": "s3idx",
+        "key_field": "fs_id",
+        "fields": ["a", "b.c", "d"],
+        "format": 1,
+    }
+
+
+def test_configure_creates_a_unique_key_index_and_one_per_field(
+    index: MongoIndex, client: Any
+) -> None:
+    index.configure("fs_id", ["a", "b.c"])
+    index.configure("fs_id", ["a", "d"])
+
+    info = client["test"]["s3idx"].index_information()
+    keys = {name: [tuple(k) for k in spec["key"]] for name, spec in info.items()}
+    assert sorted(map(str, keys.values())) == sorted(
+        map(str, [[("_id", 1)], [("fs_id", 1)], [("a", 1)], [("b.c", 1)], [("d", 1)]])
+    )
+    unique = [spec for spec in info.values() if spec.get("unique")]
+    assert [[tuple(k) for k in spec["key"]] for spec in unique] == [[("fs_id", 1)]]
+
+
+def test_configure_recreates_indexes_that_were_dropped(index: MongoIndex, client: Any) -> None:
+    index.configure("fs_id", ["a"])
+    client["test"]["s3idx"].drop_indexes()
+
+    index.configure("fs_id", [])
+
+    assert len(client["test"]["s3idx"].index_information()) == 3  # _id, fs_id, a
+
+
+def test_the_key_is_the_document_id(index: MongoIndex, client: Any) -> None:
+    index.configure("fs_id", [])
+    index.upsert([entry("a/b", n=1)])
+
+    raw = client["test"]["s3idx"].find_one({"_id": "a/b"})
+    assert raw is not None and raw["fs_id"] == "a/b" and raw["n"] == 1
+    assert list(index.find()) == [entry("a/b", n=1)]
+    assert index.bookkeeping(["a/b"])["a/b"][0] == {"fs_id": "a/b", "n": 1, "last_updated": WHEN}
+
+
+def test_a_dotted_key_field(index: MongoIndex, client: Any) -> None:
+    index.configure("meta.id", ["n"])
+    index.upsert([{"meta": {"id": "k", "x": 1}, "n": 2, "_s3idx": dict(BOOKKEEPING)}])
+
+    assert client["test"]["s3idx"].find_one()["_id"] == "k"
+    assert list(index.find(fields=[])) == [{"meta": {"id": "k"}}]
+    assert [k for k, _ in index.iter_bookkeeping()] == ["k"]
+
+
+def test_underscore_id_as_the_key_field(index: MongoIndex) -> None:
+    index.configure("_id", ["n"])
+    index.upsert([entry("k2", "_id", n=2), entry("k1", "_id", n=1)])
+
+    assert list(index.find(sort=[("n", 1)])) == [entry("k1", "_id", n=1), entry("k2", "_id", n=2)]
+    assert list(index.find({"n": 2}, fields=[])) == [{"_id": "k2"}]
+    assert index.bookkeeping(["k1"])["k1"][0] == {"_id": "k1", "n": 1, "last_updated": WHEN}
+
+
+def test_underscore_id_cannot_be_a_searchable_field(index: MongoIndex) -> None:
+    with pytest.raises(UsageError, match="'_id' cannot be a searchable field"):
+        index.configure("fs_id", ["a", "_id"])
+    assert index.settings() is None
+
+
+def test_an_entry_with_its_own_id_is_refused(index: MongoIndex) -> None:
+    index.configure("fs_id", [])
+    with pytest.raises(S3idxError, match="has its own '_id' field"):
+        index.upsert([entry("k", _id="other")])
+
+
+def test_projection_never_shows_our_id(index: MongoIndex) -> None:
+    index.configure("fs_id", [])
+    index.upsert([entry("k", n=1)])
+
+    assert list(index.find(fields=["_id", "n", "_id.x"])) == [{"fs_id": "k", "n": 1}]
+
+
+def test_a_path_and_a_path_inside_it_are_projected_together(index: MongoIndex) -> None:
+    index.configure("fs_id", [])
+    index.upsert([entry("k", m={"a": 1, "b": 2})])
+
+    assert list(index.find(fields=["m.a", "m"])) == [{"fs_id": "k", "m": {"a": 1, "b": 2}}]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"sort": [("n", 2)]}, InvalidFilterError),
+        ({"sort": [("n", True)]}, InvalidFilterError),
+        ({"sort": [("", 1)]}, InvalidFilterError),
+        ({"sort": ["n"]}, InvalidFilterError),
+        ({"fields": "n"}, InvalidFilterError),
+        ({"fields": [""]}, InvalidFilterError),
+        ({"skip": -1}, UsageError),
+        ({"limit": -1}, UsageError),
+    ],
+)
+def test_bad_find_arguments_are_refused_at_the_call(
+    index: MongoIndex, kwargs: dict[str, Any], error: type[Exception]
+) -> None:
+    with pytest.raises(error):
+        index.find({}, **kwargs)
+
+
+def test_batches_split_writes_and_lookups(
+    index: MongoIndex, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(mongo, "BATCH_SIZE", 2)
+    index.configure("fs_id", ["n"])
+    index.upsert([entry(k, n=i) for i, k in enumerate("abcde")] + [entry("a", n=99)])
+
+    assert index.count() == 5
+    assert list(index.find({"fs_id": "a"}, fields=["n"])) == [{"fs_id": "a", "n": 99}]
+    assert sorted(index.bookkeeping(list("edcbaz"))) == list("abcde")
+    rebuild = index.start_rebuild()
+    rebuild.upsert([entry(k) for k in "vwxyz"])
+    assert rebuild.has_keys(list("avwxyz")) == set("vwxyz")
+    rebuild.abort()
+    assert index.delete(list("abcdz")) == 4
+
+
+# --- rebuild ---------------------------------------------------------------------------------
+
+
+def test_writing_before_configure_is_refused(index: MongoIndex) -> None:
+    with pytest.raises(IndexSettingsError, match="configure it first"):
+        index.upsert([entry("k")])
+
+
+def test_rebuild_needs_the_key_field_recorded(index: MongoIndex) -> None:
+    with pytest.raises(IndexSettingsError, match="configure it first"):
+        index.start_rebuild()
+
+
+def test_rebuild_state_lives_beside_the_index_until_commit(index: MongoIndex, client: Any) -> None:
+    index.configure("fs_id", ["n"])
+    rebuild = index.start_rebuild()
+    rebuild.upsert([entry("k", n=1)])
+    rebuild.save_checkpoint({"after": "k"})
+    db = client["test"]
+
+    assert "s3idx__rebuild" in db.list_collection_names()
+    state = db["s3idx_meta"].find_one({"_id": "s3idx__rebuild"})
+    assert state["key_field"] == "fs_id" and state["checkpoint"] == {"after": "k"}
+
+    rebuild.commit(IndexSettings("fs_id", ("n", "m")))
+
+    assert sorted(db.list_collection_names()) == ["s3idx", "s3idx_meta"]
+    assert db["s3idx_meta"].find_one({"_id": "s3idx__rebuild"}) is None
+    assert len(db["s3idx"].index_information()) == 4  # _id, fs_id, n, m
+    with pytest.raises(S3idxError, match="was committed"):
+        rebuild.upsert([entry("z")])
+    rebuild.abort()  # harmless after the end
+    assert index.count() == 1
+
+
+def test_abort_removes_the_rebuild_state(index: MongoIndex, client: Any) -> None:
+    index.configure("fs_id", [])
+    index.start_rebuild().abort()
+
+    assert sorted(client["test"].list_collection_names()) == ["s3idx", "s3idx_meta"]
+    assert client["test"]["s3idx_meta"].count_documents({}) == 1
+
+
+def test_commit_with_another_key_field_is_refused(index: MongoIndex) -> None:
+    index.configure("fs_id", [])
+    rebuild = index.start_rebuild()
+
+    with pytest.raises(IndexSettingsError, match="filled by key field 'fs_id'"):
+        rebuild.commit(IndexSettings("task_id", ()))
+
+
+def test_a_superseded_rebuild_can_no_longer_write_its_state(index: MongoIndex) -> None:
+    index.configure("fs_id", [])
+    old = index.start_rebuild()
+    new = index.start_rebuild()
+    new.upsert([entry("n")])
+
+    for step in (
+        lambda: old.save_checkpoint({}),
+        old.checkpoint,
+        lambda: old.commit(IndexSettings("fs_id", ())),
+    ):
+        with pytest.raises(S3idxError, match="restarted or finished by another process"):
+            step()
+    old.abort()  # must not drop the newer rebuild's collection
+    assert new.has_keys(["n"]) == {"n"}
+
+
+def test_resume_after_the_collection_vanished_starts_afresh(index: MongoIndex, client: Any) -> None:
+    index.configure("fs_id", [])
+    rebuild = index.start_rebuild()
+    rebuild.save_checkpoint({"after": "x"})
+    client["test"].drop_collection("s3idx__rebuild")
+
+    assert index.start_rebuild(resume=True).checkpoint() is None
+
+
+# --- error translation -----------------------------------------------------------------------
+
+TOPOLOGY = (
+    "h1:1: [Errno 111] Connection refused (configured timeouts: socketTimeoutMS: 20000.0ms, "
+    "connectTimeoutMS: 20000.0ms), Timeout: 0.1s, Topology Description: <TopologyDescription>"
+)
+BULK = BulkWriteError(
+    {
+        "writeErrors": [{"index": 1, "code": 11000, "errmsg": "E11000 duplicate key"}],
+        "writeConcernErrors": [],
+        "nInserted": 0,
+    }
+)
+
+ERROR_TABLE: list[tuple[BaseException, bool, type[S3idxError], str]] = [
+    (ServerSelectionTimeoutError(TOPOLOGY), False, BackendUnavailableError, "cannot reach"),
+    (AutoReconnect("connection reset"), False, TransientError, "lost the connection"),
+    (NotPrimaryError("not primary"), True, TransientError, "lost the connection"),
+    (ConnectionFailure("refused"), False, BackendUnavailableError, "cannot use MongoDB"),
+    (OperationFailure("Authentication failed.", 18), False, AccessDeniedError, "refused access"),
+    (OperationFailure("not authorized on db", 13), True, AccessDeniedError, "refused access"),
+    (OperationFailure("bad auth : failed", 8000), False, AccessDeniedError, "refused access"),
+    (OperationFailure("unknown operator: $x", 2), True, InvalidFilterError, "invalid query"),
+    (
+        OperationFailure("unknown operator: $x", 2, {"ok": 0, "errmsg": "unknown operator: $x"}),
+        True,
+        InvalidFilterError,
+        "invalid query: unknown operator: $x",
+    ),
+    (NotPrimaryError("not primary", {"ok": 0, "errmsg": "not primary"}), False, TransientError, ""),
+    (OperationFailure("unknown operator: $x", 2), False, S3idxError, "(code 2)"),
+    (OperationFailure("time limit", 50), True, S3idxError, "time limit (code 50)"),
+    (OperationFailure("too many indexes", 67), False, S3idxError, "(code 67)"),
+    (BULK, False, S3idxError, "E11000 duplicate key"),
+    (InvalidURI("bad uri"), False, UsageError, "invalid MongoDB location"),
+    (ConfigurationError("bad option"), False, UsageError, "invalid MongoDB location"),
+    (InvalidName("bad name"), False, UsageError, "invalid MongoDB location"),
+    (InvalidDocument("cannot encode object"), True, InvalidFilterError, "cannot be sent"),
+    (InvalidDocument("cannot encode object"), False, S3idxError, "cannot encode"),
+    (OverflowError("8-byte ints"), False, S3idxError, "8-byte ints"),
+    (InvalidOperation("after close"), False, S3idxError, "after close"),
+]
+
+
+@pytest.mark.parametrize(
+    ("exc", "query", "expected", "text"),
+    ERROR_TABLE,
+    ids=[f"{type(e).__name__}-{'query' if q else 'other'}" for e, q, _, _ in ERROR_TABLE],
+)
+def test_translate_error(
+    exc: BaseException, query: bool, expected: type[S3idxError], text: str
+) -> None:
+    error = translate_error(exc, action="querying", location="LOC", hosts="h1:1", query=query)
+
+    assert type(error) is expected
+    assert text in error.message
+    assert "full error" not in error.message and "Topology" not in error.message
+
+
+def test_errors_met_by_operations_are_translated(
+    index: MongoIndex, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    index.configure("fs_id", [])
+    collection_class = mongomock.collection.Collection
+
+    def unauthorized(*args: Any, **kwargs: Any) -> Any:
+        raise OperationFailure("not authorized on test to execute command", 13)
+
+    monkeypatch.setattr(collection_class, "count_documents", unauthorized)
+    with pytest.raises(AccessDeniedError) as excinfo:
+        index.count()
+    assert excinfo.value.exit_status == ExitStatus.ACCESS_DENIED
+
+    def refused(*args: Any, **kwargs: Any) -> Any:
+        raise BULK
+
+    monkeypatch.setattr(collection_class, "bulk_write", refused)
+    with pytest.raises(S3idxError) as bulk_error:
+        index.upsert([entry("a"), entry("b")])
+    assert type(bulk_error.value) is S3idxError
+    assert "refused 1 of 2 entries" in bulk_error.value.message
+    assert "first refused key: 'b'" in bulk_error.value.message
+
+
+def test_a_closed_index_fails_as_an_s3idx_error() -> None:
+    index = MongoIndex("mongodb://127.0.0.1:1/db", "db", server_selection_timeout_ms=50)
+    index.close()
+    with pytest.raises(S3idxError):
+        index.settings()
+
+
+def test_close_leaves_a_client_it_was_given_open() -> None:
+    client = mock.MagicMock()
+    MongoIndex("mongodb://h/db", "db", client=client).close()
+    client.close.assert_not_called()
+
+
+@pytest.mark.parametrize("name", ["", "a$b", "system.x", "s3idx_meta", "docs__rebuild"])
+def test_reserved_or_invalid_collection_names_are_refused(client: Any, name: str) -> None:
+    with pytest.raises(UsageError):
+        MongoIndex("mongodb://h/db", "db", name, client=client)
+
+
+# --- values ----------------------------------------------------------------------------------
+
+
+def test_plain_turns_bson_int64_into_int_and_datetimes_into_utc() -> None:
+    raw = bson.decode(
+        bson.encode({"big": 2**40, "l": [2**41], "d": {"t": WHEN}}),
+        codec_options=CodecOptions(tz_aware=True),
+    )
+    assert type(raw["big"]) is not int  # what pymongo hands out for int64
+
+    value = plain(raw)
+
+    assert type(value["big"]) is int and type(value["l"][0]) is int
+    assert value["d"]["t"] == WHEN.replace(microsecond=6000) and value["d"]["t"].tzinfo is UTC
+    eastern = datetime(2024, 1, 1, tzinfo=timezone(timedelta(hours=-5)))
+    assert plain(eastern) == eastern and plain(eastern).tzinfo is UTC
+    assert plain(datetime(2024, 1, 1)) == datetime(2024, 1, 1, tzinfo=UTC)
+
+
+def test_bookkeeping_without_valid_bookkeeping_is_an_error(index: MongoIndex, client: Any) -> None:
+    index.configure("fs_id", [])
+    client["test"]["s3idx"].insert_one({"_id": "k", "fs_id": "k"})
+
+    with pytest.raises(S3idxError, match="rebuild-index"):
+        index.bookkeeping(["k"])
+    with pytest.raises(S3idxError, match="no valid '_s3idx'"):
+        list(index.iter_bookkeeping())
+
+
+def test_bookkeeping_sizes_come_back_as_ints(index: MongoIndex) -> None:
+    index.configure("fs_id", [])
+    index.upsert([entry("k")])
+    assert index.bookkeeping(["k"])["k"][1] == Bookkeeping('"e"', 3, None, "json")
+
+
+# --- open_index ------------------------------------------------------------------------------
+
+
+def test_open_index_builds_a_mongo_index_for_mongodb_locations() -> None:
+    for uri, expected in [
+        ("mongodb://user:secret@127.0.0.1:1/mydb", "mongodb://user:***@127.0.0.1:1/mydb"),
+        ("mongodb://127.0.0.1:1/mydb?w=1&authSource=admin", "mongodb://127.0.0.1:1/mydb"),
+    ]:
+        index = open_index(Settings(store="/tmp/unused", index=uri, collection="docs"))
+        assert isinstance(index, MongoIndex)
+        assert index.location == f"{expected} (collection docs)"
+        index.close()
