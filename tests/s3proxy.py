@@ -68,7 +68,9 @@ class S3Proxy:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
                 slowed = proxy._should_slow_down()
-                proxy._count(self.command, slowed)
+                # A listing is a GET too; counted apart, so "no GET" means no body was read.
+                listing = self.command == "GET" and "list-type=2" in self.path
+                proxy._count("LIST" if listing else self.command, slowed)
                 if slowed:
                     self._answer(503, {"Content-Type": "application/xml"}, SLOW_DOWN)
                     return

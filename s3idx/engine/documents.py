@@ -38,6 +38,11 @@ def check_field_paths(paths: Sequence[str], key_field: str) -> tuple[str, ...]:
         if path.startswith("$") or any(part.startswith("$") for part in path.split(".")):
             raise UsageError(f"invalid field path {path!r}: parts may not start with '$'")
         root = path.split(".", 1)[0]
+        if root == "_id" and path != key_field:
+            raise UsageError(
+                f"field {path!r} cannot be indexed: MongoDB keeps its own _id",
+                hint="to use _id as the key, pass --key _id",
+            )
         if root in RESERVED_FIELDS:
             raise UsageError(
                 f"field {path!r} is reserved: s3idx sets {root!r} itself",

@@ -16,9 +16,14 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from s3idx.config import DEFAULT_KEY_FIELD, redact
-from s3idx.engine.recover import EntryCollector, Skipped
+from s3idx.engine.recover import EntryCollector, Skipped, recover_entry
 from s3idx.engine.results import Events
-from s3idx.errors import S3idxError
+from s3idx.errors import (
+    CorruptObjectError,
+    NotAnS3idxObjectError,
+    ObjectNotFoundError,
+    S3idxError,
+)
 from s3idx.index.base import Index, IndexSettings
 from s3idx.store.base import ObjectInfo, ObjectStore
 
@@ -66,13 +71,13 @@ def run_rebuild(
 ) -> RebuildResult:
     events = events or Events()
     started = time.monotonic()
-    rebuild = index.start_rebuild(resume=resume)
+    key_field = key_field or _key_field_of_store(store, index)
+    rebuild = index.start_rebuild(key_field, resume=resume)
     checkpoint = rebuild.checkpoint() if resume else None
     result = _restore(checkpoint, key_field)
-    collector_key = result.key_field if checkpoint else key_field
     with ThreadPoolExecutor(workers, thread_name_prefix="s3idx-head") as pool:
         collector = EntryCollector(
-            store, pool, workers, collector_key, result.skipped, on_skip=events.skipped
+            store, pool, workers, key_field, result.skipped, on_skip=events.skipped
         )
         collector.fields = list(result.fields)
         start_after = checkpoint.get("listed_through") if checkpoint else None
@@ -120,8 +125,8 @@ def _checkpoint(result: RebuildResult, listed_through: str) -> dict[str, Any]:
     return data
 
 
-def _restore(checkpoint: dict[str, Any] | None, key_field: str | None) -> RebuildResult:
-    result = RebuildResult(key_field=key_field or DEFAULT_KEY_FIELD)
+def _restore(checkpoint: dict[str, Any] | None, key_field: str) -> RebuildResult:
+    result = RebuildResult(key_field=key_field)
     if not checkpoint:
         return result
     result.resumed = True
@@ -136,6 +141,23 @@ def _restore(checkpoint: dict[str, Any] | None, key_field: str | None) -> Rebuil
     skipped.undecodable_keys = [(d["key"], d["reason"]) for d in checkpoint["undecodable_keys"]]
     skipped.vanished = checkpoint["vanished"]
     return result
+
+
+def _key_field_of_store(store: ObjectStore, index: Index, probe: int = 1000) -> str:
+    """The key field the store's objects were written with: the first s3idx object says.
+
+    The bucket is the truth, so it is asked before the index; a store with no s3idx object
+    among its first ``probe`` keys falls back on the index's settings, then on the default.
+    """
+    for n, info in enumerate(store.list()):
+        if n >= probe:
+            break
+        try:
+            return recover_entry(store.head(info.key)).key_field
+        except (NotAnS3idxObjectError, CorruptObjectError, ObjectNotFoundError):
+            continue
+    settings = index.settings()
+    return settings.key_field if settings else DEFAULT_KEY_FIELD
 
 
 def _refuse_empty_replacement(store: ObjectStore, index: Index, result: RebuildResult) -> None:

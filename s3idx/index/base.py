@@ -106,8 +106,12 @@ class Index(Protocol):
         """Every key with its bookkeeping, in ascending key order (UTF-8 byte order)."""
         ...
 
-    def start_rebuild(self, *, resume: bool = False) -> IndexRebuild:
-        """A fresh index beside the current one; with ``resume`` the interrupted one, if any."""
+    def start_rebuild(self, key_field: str, *, resume: bool = False) -> IndexRebuild:
+        """A fresh index keyed by ``key_field`` beside the current one.
+
+        With ``resume``, the interrupted rebuild, if there is one for the same key field.
+        The current index may be missing or empty (the index was lost).
+        """
         ...
 
     def close(self) -> None: ...

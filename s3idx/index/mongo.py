@@ -606,8 +606,7 @@ class MongoIndex:
 
     # --- rebuild -----------------------------------------------------------------------------
 
-    def start_rebuild(self, *, resume: bool = False) -> MongoRebuild:
-        key_field = self._require_key_field()
+    def start_rebuild(self, key_field: str, *, resume: bool = False) -> MongoRebuild:
         name = self._name + REBUILD_SUFFIX
         with self._guard("starting a rebuild of"):
             state = self._meta.find_one({ID: name}) if resume else None

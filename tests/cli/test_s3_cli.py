@@ -107,8 +107,9 @@ def test_rebuild_of_2000_objects_makes_no_get_and_restores_the_index(
     assert rebuilt.exit_code == 0, rebuilt.stderr
     summary = orjson.loads(rebuilt.stdout)
     assert (summary["listed"], summary["written"]) == (2000, 2000)
-    assert proxy.requests["HEAD"] == 2000
-    assert proxy.requests["GET"] == 2  # two pages of ListObjectsV2, no body
+    assert proxy.requests["GET"] == 0  # no object body was read
+    assert proxy.requests["HEAD"] == 2001  # every object, and the first once more for its key field
+    assert proxy.requests["LIST"] == 3  # two pages, and the first once more
     after = run(
         "query", "--fields", "_s3idx,group,name,when,last_updated", "--sort", "fs_id"
     ).stdout

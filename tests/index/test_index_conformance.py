@@ -428,7 +428,7 @@ NEW_SETTINGS = IndexSettings(KEY, ("n", "s"))
 
 
 def test_rebuild_is_invisible_until_commit(filled: Index, open_index: Any) -> None:
-    rebuild = filled.start_rebuild()
+    rebuild = filled.start_rebuild(KEY)
     assert isinstance(rebuild, IndexRebuild)
     assert rebuild.checkpoint() is None
     rebuild.upsert(NEW)
@@ -449,14 +449,14 @@ def test_rebuild_is_invisible_until_commit(filled: Index, open_index: Any) -> No
 
 
 def test_rebuild_of_nothing_commits_an_empty_index(filled: Index) -> None:
-    filled.start_rebuild().commit(IndexSettings(KEY, ()))
+    filled.start_rebuild(KEY).commit(IndexSettings(KEY, ()))
 
     assert list(filled.find()) == []
     assert filled.settings() == IndexSettings(KEY, ())
 
 
 def test_rebuild_abort_leaves_the_index_as_it_was(filled: Index) -> None:
-    rebuild = filled.start_rebuild()
+    rebuild = filled.start_rebuild(KEY)
     rebuild.upsert(NEW)
     rebuild.save_checkpoint({"after": "y"})
 
@@ -464,19 +464,19 @@ def test_rebuild_abort_leaves_the_index_as_it_was(filled: Index) -> None:
 
     assert by_key(filled.find()) == by_key(ENTRIES)
     assert filled.settings() == IndexSettings(KEY, FIELDS)
-    again = filled.start_rebuild(resume=True)  # nothing left to resume
+    again = filled.start_rebuild(KEY, resume=True)  # nothing left to resume
     assert again.checkpoint() is None
     assert again.has_keys(["a", "x"]) == set()
 
 
 def test_rebuild_resumes_with_its_checkpoint_and_keys(filled: Index, open_index: Any) -> None:
-    first = filled.start_rebuild()
+    first = filled.start_rebuild(KEY)
     first.upsert(NEW[:2])
     first.save_checkpoint({"after": "x", "count": 2})
     first.save_checkpoint({"after": "x", "count": 2, "listed": ["a", "x"]})
     # ...and the process dies: no commit, no abort.
 
-    resumed = open_index().start_rebuild(resume=True)
+    resumed = open_index().start_rebuild(KEY, resume=True)
 
     assert resumed.checkpoint() == {"after": "x", "count": 2, "listed": ["a", "x"]}
     assert resumed.has_keys(["a", "x", "y", "b"]) == {"a", "x"}
@@ -486,11 +486,11 @@ def test_rebuild_resumes_with_its_checkpoint_and_keys(filled: Index, open_index:
 
 
 def test_rebuild_without_resume_starts_afresh(filled: Index) -> None:
-    first = filled.start_rebuild()
+    first = filled.start_rebuild(KEY)
     first.upsert(NEW)
     first.save_checkpoint({"after": "y"})
 
-    fresh = filled.start_rebuild()
+    fresh = filled.start_rebuild(KEY)
 
     assert fresh.checkpoint() is None
     assert fresh.has_keys(["a", "x", "y"]) == set()
@@ -500,7 +500,7 @@ def test_rebuild_without_resume_starts_afresh(filled: Index) -> None:
 
 
 def test_rebuild_upsert_replaces_and_later_wins(filled: Index) -> None:
-    rebuild = filled.start_rebuild()
+    rebuild = filled.start_rebuild(KEY)
     rebuild.upsert([entry("x", n=1), entry("x", n=2)])
     rebuild.upsert([entry("x", n=3)])
     rebuild.commit(NEW_SETTINGS)
@@ -508,8 +508,29 @@ def test_rebuild_upsert_replaces_and_later_wins(filled: Index) -> None:
     assert list(filled.find()) == [entry("x", n=3)]
 
 
+def test_rebuild_of_a_lost_index_needs_only_the_key_field(index: Index) -> None:
+    assert index.settings() is None
+    rebuild = index.start_rebuild(KEY)
+    rebuild.upsert(NEW)
+    rebuild.commit(NEW_SETTINGS)
+
+    assert index.settings() == NEW_SETTINGS
+    assert keys(index.find({"s": "yew"})) == ["y"]
+
+
+def test_resume_with_another_key_field_starts_afresh(filled: Index) -> None:
+    first = filled.start_rebuild(KEY)
+    first.upsert(NEW)
+    first.save_checkpoint({"after": "y"})
+
+    other = filled.start_rebuild("other_key", resume=True)
+
+    assert other.checkpoint() is None
+    other.abort()
+
+
 def test_writes_after_a_commit_go_to_the_new_index(filled: Index) -> None:
-    rebuild = filled.start_rebuild()
+    rebuild = filled.start_rebuild(KEY)
     rebuild.upsert(NEW)
     rebuild.commit(NEW_SETTINGS)
 

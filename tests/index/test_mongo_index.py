@@ -302,7 +302,7 @@ def test_batches_split_writes_and_lookups(
     assert index.count() == 5
     assert list(index.find({"fs_id": "a"}, fields=["n"])) == [{"fs_id": "a", "n": 99}]
     assert sorted(index.bookkeeping(list("edcbaz"))) == list("abcde")
-    rebuild = index.start_rebuild()
+    rebuild = index.start_rebuild("fs_id")
     rebuild.upsert([entry(k) for k in "vwxyz"])
     assert rebuild.has_keys(list("avwxyz")) == set("vwxyz")
     rebuild.abort()
@@ -317,14 +317,9 @@ def test_writing_before_configure_is_refused(index: MongoIndex) -> None:
         index.upsert([entry("k")])
 
 
-def test_rebuild_needs_the_key_field_recorded(index: MongoIndex) -> None:
-    with pytest.raises(IndexSettingsError, match="configure it first"):
-        index.start_rebuild()
-
-
 def test_rebuild_state_lives_beside_the_index_until_commit(index: MongoIndex, client: Any) -> None:
     index.configure("fs_id", ["n"])
-    rebuild = index.start_rebuild()
+    rebuild = index.start_rebuild("fs_id")
     rebuild.upsert([entry("k", n=1)])
     rebuild.save_checkpoint({"after": "k"})
     db = client["test"]
@@ -346,7 +341,7 @@ def test_rebuild_state_lives_beside_the_index_until_commit(index: MongoIndex, cl
 
 def test_abort_removes_the_rebuild_state(index: MongoIndex, client: Any) -> None:
     index.configure("fs_id", [])
-    index.start_rebuild().abort()
+    index.start_rebuild("fs_id").abort()
 
     assert sorted(client["test"].list_collection_names()) == ["s3idx", "s3idx_meta"]
     assert client["test"]["s3idx_meta"].count_documents({}) == 1
@@ -354,7 +349,7 @@ def test_abort_removes_the_rebuild_state(index: MongoIndex, client: Any) -> None
 
 def test_commit_with_another_key_field_is_refused(index: MongoIndex) -> None:
     index.configure("fs_id", [])
-    rebuild = index.start_rebuild()
+    rebuild = index.start_rebuild("fs_id")
 
     with pytest.raises(IndexSettingsError, match="filled by key field 'fs_id'"):
         rebuild.commit(IndexSettings("task_id", ()))
@@ -362,8 +357,8 @@ def test_commit_with_another_key_field_is_refused(index: MongoIndex) -> None:
 
 def test_a_superseded_rebuild_can_no_longer_write_its_state(index: MongoIndex) -> None:
     index.configure("fs_id", [])
-    old = index.start_rebuild()
-    new = index.start_rebuild()
+    old = index.start_rebuild("fs_id")
+    new = index.start_rebuild("fs_id")
     new.upsert([entry("n")])
 
     for step in (
@@ -379,11 +374,11 @@ def test_a_superseded_rebuild_can_no_longer_write_its_state(index: MongoIndex) -
 
 def test_resume_after_the_collection_vanished_starts_afresh(index: MongoIndex, client: Any) -> None:
     index.configure("fs_id", [])
-    rebuild = index.start_rebuild()
+    rebuild = index.start_rebuild("fs_id")
     rebuild.save_checkpoint({"after": "x"})
     client["test"].drop_collection("s3idx__rebuild")
 
-    assert index.start_rebuild(resume=True).checkpoint() is None
+    assert index.start_rebuild("fs_id", resume=True).checkpoint() is None
 
 
 # --- error translation -----------------------------------------------------------------------
