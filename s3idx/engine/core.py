@@ -158,7 +158,8 @@ class Engine:
                 sources.append(file_source(path))
         progress = read_progress or ReadProgress()
         progress.bytes_total = total_size(sources)
-        return self.put_records(read_records(sources, progress), **options)
+        records = read_records(sources, progress, options.get("stop"))
+        return self.put_records(records, **options)
 
     def put_documents(self, documents: Iterable[Mapping[str, Any]], **options: Any) -> PutResult:
         """Ingest Python dicts (datetimes allowed); rejects are located as ``<documents>:N``."""

@@ -8,7 +8,12 @@ from __future__ import annotations
 
 import gzip
 import io
+import os
 import re
+import select
+import stat
+import sys
+import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,10 +66,19 @@ def stream_source(stream: IO[bytes], name: str = STDIN_NAME) -> InputSource:
     return InputSource(name, None, stream)
 
 
-def read_records(sources: Iterable[InputSource], progress: ReadProgress) -> Iterator[Record]:
-    """Records from every source in turn; bytes read are counted into ``progress``."""
+def read_records(
+    sources: Iterable[InputSource],
+    progress: ReadProgress,
+    stop: threading.Event | None = None,
+) -> Iterator[Record]:
+    """Records from every source in turn; bytes read are counted into ``progress``.
+
+    When ``stop`` is set, reading ends as if the input had ended.
+    """
     for source in sources:
-        yield from _read_source(source, progress)
+        if stop is not None and stop.is_set():
+            return
+        yield from _read_source(source, progress, stop)
 
 
 def total_size(sources: Iterable[InputSource]) -> int | None:
@@ -79,9 +93,11 @@ def total_size(sources: Iterable[InputSource]) -> int | None:
     return total
 
 
-def _read_source(source: InputSource, progress: ReadProgress) -> Iterator[Record]:
+def _read_source(
+    source: InputSource, progress: ReadProgress, stop: threading.Event | None
+) -> Iterator[Record]:
     raw_stream = source.stream if source.stream is not None else _open_file(source)
-    counted = _CountingReader(raw_stream, progress)
+    counted = _CountingReader(raw_stream, progress, stop)
     try:
         buffered = io.BufferedReader(counted, 1 << 20)  # type: ignore[arg-type]
         head = buffered.peek(2)[:2]
@@ -198,18 +214,55 @@ def _element_lines(data: bytes, count: int) -> list[int]:
 
 
 class _CountingReader(io.RawIOBase):
-    """Counts bytes as they are read, for a progress bar over compressed or plain input."""
+    """Counts bytes as they are read; on a pipe, hands over what has arrived and heeds ``stop``.
 
-    def __init__(self, raw: IO[bytes], progress: ReadProgress) -> None:
+    A pipe fed slowly (a producer in cron) must not wait for a full buffer before its lines are
+    stored, and a stop request must not wait for the producer's next line: so a pipe is polled
+    with ``select`` and read with ``os.read``, and a stop request reads as the end of input.
+    """
+
+    def __init__(
+        self, raw: IO[bytes], progress: ReadProgress, stop: threading.Event | None
+    ) -> None:
         self._raw = raw
         self._progress = progress
+        self._stop = stop
+        self._fd = _pollable_fd(raw)
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer: Any) -> int:
-        data = self._raw.read(len(buffer))
+        if self._fd is not None:
+            if not self._wait_readable(self._fd):
+                return 0
+            data = os.read(self._fd, len(buffer))
+        else:
+            read1 = getattr(self._raw, "read1", None)
+            data = read1(len(buffer)) if read1 is not None else self._raw.read(len(buffer))
         n = len(data)
         buffer[:n] = data
         self._progress.bytes_read += n
         return n
+
+    def _wait_readable(self, fd: int) -> bool:
+        while True:
+            if self._stop is not None and self._stop.is_set():
+                return False
+            readable, _, _ = select.select([fd], [], [], 0.2)
+            if readable:
+                return True
+
+
+def _pollable_fd(raw: IO[bytes]) -> int | None:
+    """The descriptor of a pipe, socket or terminal that select() can wait on, else None."""
+    if sys.platform == "win32":
+        return None
+    try:
+        fd = raw.fileno()
+        mode = os.fstat(fd).st_mode
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+        return None
+    if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or stat.S_ISCHR(mode):
+        return fd
+    return None

@@ -261,13 +261,20 @@ def _finish_after_failure(
         exc.partial_result = result
 
 
+CHUNK_SECONDS = 1.0
+
+
 def _chunks(
     records: Iterable[Record], size: int, stop: threading.Event | None
 ) -> Iterator[list[Record]]:
+    """Records in chunks of ``size``, or fewer once a chunk is a second old (slow input)."""
     chunk: list[Record] = []
+    opened = 0.0
     for record in records:
+        if not chunk:
+            opened = time.monotonic()
         chunk.append(record)
-        if len(chunk) >= size:
+        if len(chunk) >= size or time.monotonic() - opened >= CHUNK_SECONDS:
             yield chunk
             chunk = []
         if stop is not None and stop.is_set():

@@ -1,0 +1,126 @@
+"""Real processes: Ctrl-C, SIGTERM and kill -9 during put; the write-order invariant holds."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+from s3idx.index.sqlite import SqliteIndex
+
+from s3idx import Engine
+from s3idx.errors import ExitStatus, ObjectNotFoundError
+from s3idx.store.local import LocalStore
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+
+
+def _env(home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("S3IDX_")}
+    env["S3IDX_HOME"] = str(home)
+    env["PYTHONPATH"] = str(ROOT)
+    return env
+
+
+def _s3idx(home: Path, *args: str, **kwargs: object) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "s3idx", *args],
+        env=_env(home),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        **kwargs,  # type: ignore[call-overload]
+    )
+
+
+def _engine(home: Path) -> Engine:
+    return Engine(LocalStore(home / "store"), SqliteIndex(home / "index.sqlite3"))
+
+
+def _wait_for(condition: object, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out")
+        time.sleep(0.05)
+
+
+def _lines(count: int, start: int = 0) -> bytes:
+    return b"".join(
+        orjson.dumps({"fs_id": f"k{i:05d}", "v": i}) + b"\n" for i in range(start, start + count)
+    )
+
+
+@pytest.mark.parametrize(
+    ("signum", "status"),
+    [(signal.SIGINT, ExitStatus.INTERRUPTED), (signal.SIGTERM, ExitStatus.TERMINATED)],
+)
+def test_signal_stops_reading_indexes_what_was_stored_and_says_so(
+    tmp_path: Path, signum: int, status: ExitStatus
+) -> None:
+    process = _s3idx(tmp_path, "put", "--field", "v", stdin=subprocess.PIPE)
+    assert process.stdin is not None
+    process.stdin.write(_lines(20))
+    process.stdin.flush()
+    # The producer stays alive and silent: the stop must not wait for its next line.
+    _wait_for(lambda: len(list((tmp_path / "store").rglob("*~"))) == 20)
+    process.send_signal(signum)
+    _, err = process.communicate(timeout=30)
+
+    assert process.returncode == status, err
+    text = err.decode()
+    assert "s3idx: stopping: finishing requests under way" in text
+    assert "s3idx: put: 20 read, 20 stored, 0 rejected" in text
+    assert "; interrupted" in text
+    with _engine(tmp_path) as engine:
+        assert engine.count({}) == 20
+
+
+def _check_invariant(home: Path) -> tuple[int, int]:
+    """Every entry's object exists; returns (entries, objects)."""
+    with _engine(home) as engine:
+        keys = [e["fs_id"] for e in engine.query({}, fields=["fs_id"])]
+        for key in keys:
+            try:
+                engine.store.head(key)
+            except ObjectNotFoundError:
+                raise AssertionError(f"entry {key} points at a missing object") from None
+        objects = sum(1 for _ in engine.store.list())
+    return len(keys), objects
+
+
+TOTAL = 20_000
+
+
+@pytest.mark.parametrize("stored_before_kill", [150, 900, 2100])
+def test_kill_9_never_leaves_an_entry_without_its_object(
+    tmp_path: Path, stored_before_kill: int
+) -> None:
+    source = tmp_path / "input.jsonl"
+    source.write_bytes(_lines(TOTAL))
+    objects_dir = tmp_path / "store" / "objects"
+    process = _s3idx(tmp_path, "put", str(source), "--field", "v", "--batch-size", "64")
+    _wait_for(lambda: objects_dir.is_dir() and len(os.listdir(objects_dir)) >= stored_before_kill)
+    process.kill()
+    process.communicate(timeout=30)
+
+    entries, objects = _check_invariant(tmp_path)
+    assert entries <= objects < TOTAL
+
+    sync = _s3idx(tmp_path, "sync", "--json")
+    out, err = sync.communicate(timeout=60)
+    assert sync.returncode == 0, err
+    assert orjson.loads(out)["added"] == objects - entries  # the orphans are adopted
+    assert _check_invariant(tmp_path) == (objects, objects)
+
+    rerun = _s3idx(tmp_path, "put", str(source), "--field", "v", "--skip-unchanged", "--json")
+    out, err = rerun.communicate(timeout=120)
+    assert rerun.returncode == 0, err
+    summary = orjson.loads(out)
+    assert (summary["unchanged"], summary["stored"]) == (objects, TOTAL - objects)
+    assert _check_invariant(tmp_path) == (TOTAL, TOTAL)
