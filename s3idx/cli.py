@@ -219,9 +219,6 @@ def _run(body: Callable[[], ExitStatus | None]) -> None:
     try:
         status = body()
     except S3idxError as exc:
-        partial = exc.partial_result
-        if isinstance(partial, PutResult):
-            output.message(output.put_summary(partial))
         output.error(exc.message, exc.hint)
         status = exc.exit_status
     except KeyboardInterrupt:
@@ -393,17 +390,18 @@ def _put(
         events = stack.enter_context(CliPutEvents(rejects, show_progress, read_progress))
         engine = stack.enter_context(ctx.engine())
         stack.enter_context(signals.installed())
-        result = engine.put_files(
-            paths,
-            stdin=sys.stdin.buffer,
-            read_progress=read_progress,
-            skip_unchanged=skip_unchanged,
-            dry_run=dry_run,
-            max_errors=max_errors,
-            events=events,
-            stop=signals.stop,
-            progress=events.on_progress,
-        )
+        with _summary_on_failure(ctx):
+            result = engine.put_files(
+                paths,
+                stdin=sys.stdin.buffer,
+                read_progress=read_progress,
+                skip_unchanged=skip_unchanged,
+                dry_run=dry_run,
+                max_errors=max_errors,
+                events=events,
+                stop=signals.stop,
+                progress=events.on_progress,
+            )
     _report(ctx, result.as_dict(), output.put_summary(result))
     interrupted = signals.exit_status()
     if interrupted is not None:
@@ -421,6 +419,19 @@ class CliPutEvents(output.CliEvents):
     def on_progress(self, result: PutResult) -> None:
         detail = {"stored": result.stored, "rejected": result.rejected}
         self.progress(self._read.bytes_read, self._read.bytes_total, detail)
+
+
+@contextlib.contextmanager
+def _summary_on_failure(ctx: Context) -> Iterator[None]:
+    """When a run stops on an error, still say what it had done, then report the error."""
+    try:
+        yield
+    except S3idxError as exc:
+        partial = exc.partial_result
+        summary = getattr(partial, "as_dict", None)
+        if summary is not None:
+            _report(ctx, {**summary(), "error": exc.message}, output.summary_line(partial))
+        raise
 
 
 def _report(ctx: Context, summary: dict[str, Any], line: str) -> None:
@@ -716,7 +727,7 @@ def rebuild_index(
         with (
             CliScanEvents(show_progress=show, quiet=quiet, drift_lines=False) as events,
             ctx.engine() as engine,
-            signals.installed(),
+            signals.installed(),_summary_on_failure(ctx)
         ):
             result = engine.rebuild_index(resume=resume, events=events, stop=signals.stop)
         _report(ctx, result.as_dict(), output.rebuild_summary(result))
@@ -771,7 +782,7 @@ def sync(
             events.drift_labels = (
                 ACTION_LABELS if prune else {**ACTION_LABELS, "index-only": "keep"}
             )
-        with events, ctx.engine() as engine, signals.installed():
+        with events, ctx.engine() as engine, signals.installed(), _summary_on_failure(ctx):
             result = engine.sync(
                 prune=prune, check=check, dry_run=dry_run, events=events, stop=signals.stop
             )

@@ -138,6 +138,16 @@ def sync_summary(result: SyncResult) -> str:
     return line
 
 
+def summary_line(result: object) -> str:
+    if isinstance(result, PutResult):
+        return put_summary(result)
+    if isinstance(result, RebuildResult):
+        return rebuild_summary(result)
+    if isinstance(result, SyncResult):
+        return sync_summary(result)
+    raise TypeError(type(result).__name__)
+
+
 class CliEvents(Events):
     """Reports rejects on stderr (and into the rejects file) and draws progress on a terminal."""
 

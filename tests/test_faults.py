@@ -1,0 +1,198 @@
+"""Faults: throttling, a server that dies mid-ingest, backends that cannot be used, secrets."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+from s3idx.index.sqlite import SqliteIndex
+
+from s3idx import Engine
+from s3idx.errors import ExitStatus, ObjectNotFoundError
+from s3idx.store.local import LocalStore
+from s3idx.store.s3 import S3Store
+from tests.cli.conftest import Run, jsonl
+from tests.s3proxy import S3Proxy
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = [{"fs_id": f"doc-{i:04d}", "v": i, "text": "x" * 200} for i in range(1000)]
+
+
+def test_ingest_through_ten_percent_slow_down_stores_everything(run: Run, s3_endpoint: str) -> None:
+    with S3Proxy(s3_endpoint, slow_down_rate=0.1, seed=3) as proxy:
+        store = ["--store", "s3://bucket/docs", "--endpoint-url", proxy.url]
+        result = run("put", *store, "--create-bucket", "--field", "v", "--json", input=jsonl(*DOCS))
+
+    assert result.exit_code == 0, result.stderr
+    summary = orjson.loads(result.stdout)
+    assert (summary["stored"], summary["rejected"]) == (1000, 0)
+    assert proxy.slowed_down > 50
+    assert summary["retries"] == proxy.slowed_down
+    direct = ["--store", "s3://bucket/docs", "--endpoint-url", s3_endpoint]
+    assert run("query", "--count").stdout == "1000\n"
+    assert run("sync", *direct, "--check").exit_code == 0
+    got = run("get", *direct, "doc-0000", "doc-0999").stdout.splitlines()
+    assert [orjson.loads(line) for line in got] == [DOCS[0], DOCS[999]]
+
+
+def test_s3_server_gone_mid_ingest_is_a_clear_error_and_nothing_points_nowhere(
+    run: Run, s3_endpoint: str
+) -> None:
+    proxy = S3Proxy(s3_endpoint).__enter__()
+    args = ["--store", "s3://bucket/docs", "--endpoint-url", proxy.url, "--batch-size", "50"]
+    assert run("put", *args, "--create-bucket", input=jsonl(*DOCS[:400])).exit_code == 0
+    proxy.stop()  # the server vanishes: the next requests meet a refused connection
+
+    result = run("put", *args, "--json", input=jsonl(*DOCS[400:]))
+
+    assert result.exit_code == ExitStatus.UNAVAILABLE
+    assert f"cannot reach S3 at {proxy.url}" in result.stderr
+    assert "Connection refused" in result.stderr
+    assert "(gave up after 8 attempts)" in result.stderr
+    assert orjson.loads(result.stdout)["stored"] == 0
+    store = S3Store("bucket", "docs", endpoint_url=s3_endpoint)
+    index = SqliteIndex(Path(orjson.loads(run("info", "--json").stdout)["index"]))
+    with Engine(store, index) as engine:
+        for entry in engine.query({}, fields=["fs_id"]):
+            store.head(entry["fs_id"])  # raises if an entry points at a missing object
+        assert engine.count({}) == 400
+
+
+def test_mongodb_unreachable_is_exit_5_without_the_password(run: Run) -> None:
+    uri = "mongodb://admin:hunter2@127.0.0.1:1/db?serverSelectionTimeoutMS=300"
+    result = run("put", "--index", uri, input=jsonl(DOCS[0]))
+    assert result.exit_code == ExitStatus.UNAVAILABLE
+    assert "cannot reach MongoDB at 127.0.0.1:1" in result.stderr
+    assert "hunter2" not in result.stderr + result.stdout
+
+
+def _namespace_with_tmpfs(tmp_path: Path, script: str) -> subprocess.CompletedProcess[str]:
+    """Run a shell script as root of a new user and mount namespace, a tiny tmpfs at $FS.
+
+    A full disk or a read-only file system cannot be faked honestly with file modes (root
+    ignores them); a private mount namespace gives real ones without touching the machine.
+    """
+    if shutil.which("unshare") is None:
+        pytest.skip("needs unshare(1)")
+    fs = tmp_path / "fs"
+    fs.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("S3IDX_")}
+    env.update(FS=str(fs), PY=sys.executable, PYTHONPATH=str(ROOT), S3IDX_HOME=str(tmp_path / "h"))
+    setup = 'mount -t tmpfs -o size=256k tmpfs "$FS" || exit 99\n'
+    result = subprocess.run(
+        ["unshare", "-rm", "sh", "-c", setup + script],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if result.returncode == 99:
+        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
+    return result
+
+
+DOC_LINES = "".join(orjson.dumps(d).decode() + "\\n" for d in DOCS[:400])
+
+
+def test_full_disk_under_the_local_store_is_exit_5(tmp_path: Path) -> None:
+    script = f"""
+printf '{DOC_LINES}' | "$PY" -m s3idx put --store "$FS/store" --index "{tmp_path}/i.db"
+echo "status=$?"
+"""
+    result = _namespace_with_tmpfs(tmp_path, script)
+    assert "status=5" in result.stdout, result.stderr
+    assert "No space left on device" in result.stderr
+    assert "hint: free disk space, then run the command again" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_full_disk_under_the_sqlite_index_is_exit_5(tmp_path: Path) -> None:
+    script = f"""
+head -c 200000 /dev/zero > "$FS/filler"
+printf '{DOC_LINES}' | "$PY" -m s3idx put --store "{tmp_path}/store" --index "$FS/i.db"
+echo "status=$?"
+"""
+    result = _namespace_with_tmpfs(tmp_path, script)
+    assert "status=5" in result.stdout, result.stderr
+    assert f"{tmp_path}/fs/i.db" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_read_only_file_system_under_the_index_is_exit_5(tmp_path: Path) -> None:
+    script = f"""
+printf '{DOC_LINES}' | "$PY" -m s3idx put --store "{tmp_path}/store" --index "$FS/i.db" -q
+mount -o remount,ro "$FS"
+printf '{{"fs_id": "late"}}\\n' | "$PY" -m s3idx put --store "{tmp_path}/store" --index "$FS/i.db"
+echo "status=$?"
+"$PY" -m s3idx query --index "$FS/i.db" --count
+"""
+    result = _namespace_with_tmpfs(tmp_path, script)
+    assert "status=5" in result.stdout, result.stderr
+    assert "read-only" in result.stderr.lower()
+    assert result.stdout.strip().endswith("400")  # reads still work, nothing half-written
+    assert "Traceback" not in result.stderr
+
+
+def test_a_file_that_is_not_a_database_is_exit_5(run: Run, tmp_path: Path) -> None:
+    index = tmp_path / "not.sqlite3"
+    index.write_bytes(b"this is not a database" * 100)
+    result = run("put", "--index", str(index), input=jsonl(DOCS[0]))
+    assert result.exit_code == ExitStatus.UNAVAILABLE
+    assert str(index) in result.stderr
+
+
+def test_a_uri_password_never_appears_in_any_failing_path(run: Run, tmp_path: Path) -> None:
+    secret = "pa55w0rd-SECRET"
+    uri = f"mongodb://user:{secret}@127.0.0.1:1/db?serverSelectionTimeoutMS=200"
+    source = tmp_path / "in.jsonl"
+    source.write_bytes(jsonl(DOCS[0]) + b"not json\n")
+    attempts = [
+        ("put", str(source), "--index", uri),
+        ("put", str(source), "--index", uri, "--json"),
+        ("put", str(source), "--index", uri, "--dry-run", "--skip-unchanged"),
+        ("get", "doc-0000", "--index", uri),
+        ("query", "{}", "--index", uri),
+        ("query", "{bad", "--index", uri),
+        ("query", '{"v": {"$where": 1}}', "--index", uri),
+        ("delete", "doc-0000", "--index", uri),
+        ("info", "--index", uri, "--json"),
+        ("info", "--index", uri),
+        ("sync", "--index", uri, "--check"),
+        ("rebuild-index", "--index", uri, "--json"),
+        ("query", "--index", f"mongodb://user:{secret}@127.0.0.1:1/"),
+        ("put", "--index", f"mongodb://user:{secret}@[bad/db", str(source)),
+    ]
+    for args in attempts:
+        result = run(*args, input=b"")
+        assert result.exit_code != 0 or args[0] == "info", args
+        assert secret not in result.stdout + result.stderr, args
+
+
+def test_an_aws_secret_never_appears_in_output(
+    run: Run, s3_endpoint: str, monkeypatch: pytest.MonkeyPatch, moto_auth: None
+) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAEXAMPLEKEYID0000")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY")
+    args = ["--store", "s3://bucket/x", "--endpoint-url", s3_endpoint, "--create-bucket"]
+    for command in (("put", *args), ("put", *args, "--json"), ("get", "k", *args[:4])):
+        result = run(*command, input=jsonl(DOCS[0]))
+        assert result.exit_code == ExitStatus.ACCESS_DENIED, result.stderr
+        text = result.stdout + result.stderr
+        assert "wJalrXUtnFEMI" not in text
+        assert "AKIAEXAMPLEKEYID0000" not in text
+
+
+def test_missing_object_behind_an_entry_is_reported_by_query_full(run: Run, tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    run("put", "--store", str(store), input=jsonl(DOCS[0], DOCS[1]))
+    LocalStore(store).delete(["doc-0001"])
+    with pytest.raises(ObjectNotFoundError):
+        Engine(LocalStore(store), SqliteIndex(tmp_path / "unused.db")).get("doc-0001")
+    result = run("query", "--full", "--store", str(store))
+    assert result.exit_code == ExitStatus.PARTIAL
+    assert "index entry 'doc-0001' has no object in the store (run s3idx sync)" in result.stderr
