@@ -1,1 +1,1 @@
-"""MongoDB query semantics in pure Python: paths, projection, filters, sorting, and their SQL form."""
+"""MongoDB query semantics in pure Python: paths, projection, filters, sorting, SQL form."""
