@@ -12,6 +12,7 @@ which are this module's own constants, are written into the SQL.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
@@ -57,6 +58,9 @@ _NULLISH = (int(TypeClass.MISSING), int(TypeClass.NULL))
 # --- values as SQL ---------------------------------------------------------------------------
 
 
+_NUMBER, _STRING = int(TypeClass.NUMBER), int(TypeClass.STRING)
+
+
 def sql_values(value: Any) -> list[tuple[int, Any]]:
     """The ``(tclass, value)`` rows that stand for ``value`` in the side table.
 
@@ -65,6 +69,11 @@ def sql_values(value: Any) -> list[tuple[int, Any]]:
     canonical text (equal exactly when MongoDB calls them equal). An integer beyond SQLite's
     64-bit range becomes the two floats around it, so a range condition still finds it.
     """
+    kind = type(value)
+    if kind is str:  # the common cases first: this runs for every value of every entry
+        return [(_STRING, value)]
+    if kind is float or (kind is int and INT64_MIN <= value <= INT64_MAX):
+        return [(_NUMBER, value)]
     tclass = type_class(value)
     if tclass in (TypeClass.MISSING, TypeClass.NULL):
         return [(int(tclass), None)]
@@ -102,12 +111,17 @@ def _exact_number(value: Any) -> bool:
     return isinstance(value, bool) or not isinstance(value, int | float) or abs(value) < 2**63
 
 
+@functools.lru_cache(maxsize=256)
+def _parts(path: str) -> Path:
+    return split_path(path)
+
+
 def index_rows(entry: Mapping[str, Any], fields: Iterable[str]) -> list[tuple[str, int, Any]]:
     """The side-table rows ``(field, tclass, value)`` of one entry, without duplicates."""
     rows: list[tuple[str, int, Any]] = []
     for path in fields:
         seen: set[tuple[int, Any]] = set()
-        for value in iter_path_values(entry, split_path(path)):
+        for value in iter_path_values(entry, _parts(path)):
             for row in sql_values(value):
                 if row not in seen:
                     seen.add(row)
@@ -126,7 +140,8 @@ class _Kind(Enum):
 
 @dataclass(frozen=True, slots=True)
 class KeySet:
-    """A set of keys: every entry, no entry, or the keys a SELECT returns.
+    """A set of keys: every entry, no entry, or the entries that pass ``direct`` (a condition
+    on the entries table's own key column) and whose key the SELECT ``sql`` returns.
 
     ``exact`` says the set is precisely the matching entries; otherwise it is a superset.
     """
@@ -135,6 +150,8 @@ class KeySet:
     exact: bool
     sql: str = ""
     params: tuple[Any, ...] = ()
+    direct: str = ""
+    direct_params: tuple[Any, ...] = ()
     terms: int = 0
     compound: bool = False
 
@@ -152,7 +169,16 @@ class KeySet:
             return "", ()
         if self.kind is _Kind.NONE:
             return " WHERE 0", ()
-        return f" WHERE key IN ({self.sql})", self.params
+        conditions = [self.direct] if self.direct else []
+        if self.sql:
+            conditions.append(f"key IN ({self.sql})")
+        return " WHERE " + " AND ".join(conditions), (*self.direct_params, *self.params)
+
+    def with_exact(self, exact: bool) -> KeySet:
+        return KeySet(
+            self.kind, exact, self.sql, self.params, self.direct, self.direct_params,
+            self.terms, self.compound,
+        )  # fmt: skip
 
 
 def _all(exact: bool) -> KeySet:
@@ -166,6 +192,10 @@ def _select(sql: str, params: Iterable[Any], exact: bool) -> KeySet:
     return KeySet(_Kind.SELECT, exact, sql, tuple(params), terms=1)
 
 
+def _direct(condition: str, params: Iterable[Any]) -> KeySet:
+    return KeySet(_Kind.SELECT, True, direct=condition, direct_params=tuple(params))
+
+
 @dataclass(frozen=True, slots=True)
 class Tables:
     entries: str = "entries"
@@ -173,16 +203,30 @@ class Tables:
 
 
 def compile_filter(
-    flt: Filter, *, key_field: str, fields: Collection[str], tables: Tables = Tables()
+    flt: Filter,
+    *,
+    key_field: str,
+    fields: Collection[str],
+    multikey: Collection[str] | None = None,
+    tables: Tables = Tables(),
 ) -> KeySet:
-    """The keys that may match ``flt``: exactly those when the result says ``exact``."""
-    return _Compiler(key_field, frozenset(fields) - {key_field}, tables).expr(flt.expr)
+    """The keys that may match ``flt``: exactly those when the result says ``exact``.
+
+    ``multikey`` names the searchable fields some entry has several values for (None: assume
+    all); conditions on one of the others may be combined on a single row.
+    """
+    searchable = frozenset(fields) - {key_field}
+    single = searchable - (searchable if multikey is None else frozenset(multikey))
+    return _Compiler(key_field, searchable, single, tables).expr(flt.expr)
 
 
 class _Compiler:
-    def __init__(self, key_field: str, fields: frozenset[str], tables: Tables) -> None:
+    def __init__(
+        self, key_field: str, fields: frozenset[str], single: frozenset[str], tables: Tables
+    ) -> None:
         self.key_field = key_field
         self.fields = fields
+        self.single_valued = single
         self.t = tables
 
     # combinators
@@ -191,7 +235,8 @@ class _Compiler:
         if isinstance(expr, PathCondition):
             return self.condition(expr.path, expr.parts, expr.predicate)
         if isinstance(expr, And):
-            return self.intersect([self.expr(c) for c in expr.children])
+            merged, rest = self.merge_ranges(expr.children)
+            return self.intersect([*merged, *(self.expr(c) for c in rest)])
         if isinstance(expr, Or):
             return self.union([self.expr(c) for c in expr.children])
         return self.complement(self.expr(expr.child))
@@ -200,19 +245,38 @@ class _Compiler:
         exact = all(s.exact for s in sets)
         if any(s.is_none for s in sets):
             return _NONE
-        selects = [s for s in sets if not s.is_all]
-        if not selects:
+        sets = [s for s in sets if not s.is_all]
+        if not sets:
             return _all(exact)
-        return self._compound("INTERSECT", selects, exact)
+        if len(sets) == 1:
+            return sets[0].with_exact(exact)
+        selects = [s for s in sets if s.sql]
+        compound = self._compound("INTERSECT", selects) if selects else None
+        if compound is None and selects:
+            return _all(False)
+        direct = " AND ".join(f"({s.direct})" for s in sets if s.direct)
+        return KeySet(
+            _Kind.SELECT,
+            exact,
+            compound.sql if compound else "",
+            compound.params if compound else (),
+            direct,
+            tuple(p for s in sets for p in s.direct_params),
+            compound.terms if compound else 0,
+            compound.compound if compound else False,
+        )
 
     def union(self, sets: list[KeySet]) -> KeySet:
         exact = all(s.exact for s in sets)
         if any(s.is_all for s in sets):
             return _all(exact)
-        selects = [s for s in sets if not s.is_none]
-        if not selects:
+        sets = [s for s in sets if not s.is_none]
+        if not sets:
             return _NONE
-        return self._compound("UNION", selects, exact)
+        if len(sets) == 1:
+            return sets[0].with_exact(exact)
+        compound = self._compound("UNION", [self._as_select(s) for s in sets])
+        return _all(False) if compound is None else compound.with_exact(exact)
 
     def complement(self, inner: KeySet) -> KeySet:
         # Only an exact set can be negated: the complement of a superset says nothing.
@@ -222,19 +286,61 @@ class _Compiler:
             return _all(True)
         if inner.is_all:
             return _NONE
-        every = f"SELECT key FROM {self.t.entries}"
-        return self._compound("EXCEPT", [_select(every, (), True), inner], True)
+        if not inner.sql:
+            return _direct(f"NOT ({inner.direct})", inner.direct_params)
+        every = _select(f"SELECT key FROM {self.t.entries}", (), True)
+        compound = self._compound("EXCEPT", [every, self._as_select(inner)])
+        return _all(False) if compound is None else compound
 
-    def _compound(self, operator: str, sets: list[KeySet], exact: bool) -> KeySet:
+    def _as_select(self, keys: KeySet) -> KeySet:
+        if not keys.direct:
+            return keys
+        where, params = keys.where()
+        sql = f"SELECT key FROM {self.t.entries}{where}"
+        return KeySet(_Kind.SELECT, keys.exact, sql, params, terms=max(keys.terms, 1))
+
+    def _compound(self, operator: str, sets: list[KeySet]) -> KeySet | None:
+        """The sets joined by ``operator``; None when that would be too big for SQLite."""
         if len(sets) == 1:
-            only = sets[0]
-            return KeySet(only.kind, exact, only.sql, only.params, only.terms, only.compound)
+            return sets[0]
         terms = sum(s.terms for s in sets)
         if terms > MAX_TERMS:
-            return _all(False)
+            return None
         members = [f"SELECT key FROM ({s.sql})" if s.compound else s.sql for s in sets]
         params = tuple(p for s in sets for p in s.params)
-        return KeySet(_Kind.SELECT, exact, f" {operator} ".join(members), params, terms, True)
+        exact = all(s.exact for s in sets)
+        sql = f" {operator} ".join(members)
+        return KeySet(_Kind.SELECT, exact, sql, params, terms=terms, compound=True)
+
+    def merge_ranges(self, children: tuple[Expr, ...]) -> tuple[list[KeySet], list[Expr]]:
+        """Range conditions on one single-valued field, combined into one lookup.
+
+        ``{"n": {"$gte": 1, "$lt": 5}}`` may be met by two different values of an array, so
+        in general each bound is its own lookup; where every entry holds one value at most,
+        both bounds can apply to the same row.
+        """
+        groups: dict[tuple[str, int], list[Cmp]] = {}
+        rest: list[Expr] = []
+        for child in children:
+            mergeable = (
+                isinstance(child, PathCondition)
+                and child.path in self.single_valued
+                and isinstance(child.predicate, Cmp)
+                and type_class(child.predicate.value) in _ORDERED_CLASSES
+                and _exact_number(child.predicate.value)
+            )
+            if mergeable:
+                assert isinstance(child, PathCondition) and isinstance(child.predicate, Cmp)
+                tclass = int(type_class(child.predicate.value))
+                groups.setdefault((child.path, tclass), []).append(child.predicate)
+            else:
+                rest.append(child)
+        merged = []
+        for (path, tclass), bounds in groups.items():
+            clause = " AND ".join(f"value {_SQL_OPS[b.op]} ?" for b in bounds)
+            params = [tclass, *(sql_values(b.value)[0][1] for b in bounds)]
+            merged.append(self.rows(path, [(f"tclass = ? AND {clause}", params)], True))
+        return merged, rest
 
     # conditions on one path
 
@@ -247,19 +353,18 @@ class _Compiler:
 
     def key_condition(self, predicate: Predicate) -> KeySet:
         """The key field: always present, always a string, the primary key."""
-        by_key = f"SELECT key FROM {self.t.entries} WHERE key"
         if isinstance(predicate, Eq):
             if isinstance(predicate.value, str):
-                return _select(f"{by_key} = ?", [predicate.value], True)
+                return _direct("key = ?", [predicate.value])
             return _NONE
         if isinstance(predicate, In):
             keys = sorted({v for v in predicate.values if isinstance(v, str)})
             if not keys:
                 return _NONE
-            return _select(f"{by_key} IN ({_marks(len(keys))})", keys, True)
+            return _direct(f"key IN ({_marks(len(keys))})", keys)
         if isinstance(predicate, Cmp):
             if isinstance(predicate.value, str):
-                return _select(f"{by_key} {_SQL_OPS[predicate.op]} ?", [predicate.value], True)
+                return _direct(f"key {_SQL_OPS[predicate.op]} ?", [predicate.value])
             return _NONE
         if isinstance(predicate, Exists):
             return _all(True)
@@ -288,7 +393,7 @@ class _Compiler:
             # Each element of a matching array is a row too, so what the elements must be
             # narrows the candidates (numeric steps reach arrays the rows do not expand).
             inner = self.element_condition(path, parts, predicate.condition)
-            return self.intersect([arrays, _inexact(inner)])
+            return self.intersect([arrays, inner.with_exact(False)])
         assert isinstance(predicate, Size | ElemMatchValue | ElemMatchObject)
         return arrays
 
@@ -327,8 +432,7 @@ class _Compiler:
         return _select(sql, params, exact)
 
 
-def _inexact(keys: KeySet) -> KeySet:
-    return KeySet(keys.kind, False, keys.sql, keys.params, keys.terms, keys.compound)
+_ORDERED_CLASSES = (TypeClass.NUMBER, TypeClass.STRING, TypeClass.BOOL, TypeClass.DATE)
 
 
 def _equal_rows(value: Any) -> list[tuple[str, list[Any]]]:

@@ -91,6 +91,30 @@ def test_an_and_with_unsearchable_parts_still_narrows() -> None:
     assert keys.params == ("a", int(TypeClass.NUMBER), 1)
 
 
+def test_bounds_on_a_single_valued_field_share_a_lookup() -> None:
+    flt = parse_filter({"a": {"$gte": 2, "$lt": 5}, "b.c": {"$gt": "x"}})
+    separate = compile_filter(flt, key_field=KEY, fields=FIELDS)
+    assert separate.terms == 3 and separate.exact
+    merged = compile_filter(flt, key_field=KEY, fields=FIELDS, multikey=["b.c"])
+    assert merged.terms == 2 and merged.exact
+    assert merged.params[:4] == ("a", int(TypeClass.NUMBER), 2, 5)
+    # Bounds of different types are never merged: no value has two types.
+    mixed = parse_filter({"a": {"$gte": 2, "$lt": "x"}})
+    assert compile_filter(mixed, key_field=KEY, fields=FIELDS, multikey=[]).terms == 2
+
+
+def test_key_conditions_apply_to_the_key_column() -> None:
+    keys = plan({KEY: {"$gt": "a", "$lte": "m"}, "a": 1})
+    where, params = keys.where()
+    assert where == (
+        " WHERE ((key > ?) AND (key <= ?)) AND key IN (SELECT key FROM entry_values "
+        "WHERE field = ? AND ((tclass = ? AND value = ?)))"
+    )
+    assert params == ("a", "m", "a", int(TypeClass.NUMBER), 1)
+    assert plan({"$or": [{KEY: "a"}, {"a": 1}]}).exact
+    assert plan({KEY: {"$ne": "a"}}).where() == (" WHERE NOT (key = ?)", ("a",))
+
+
 def test_values_and_field_names_are_parameters() -> None:
     hostile = "x'); DROP TABLE entries; --"
     keys = compile_filter(
