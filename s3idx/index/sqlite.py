@@ -3,8 +3,10 @@
 Schema (version 1, recorded in ``meta``):
 
 - ``meta(name, value)``: ``schema_version``, ``key_field``, ``fields`` (JSON list of the
-  searchable fields), ``generation`` (names the current indexes, see rebuild) and, while a
-  rebuild is in progress, ``rebuild`` and ``rebuild_checkpoint``.
+  searchable fields), ``multikey`` (JSON list of the searchable fields some entry has had
+  several values for; never shrinks, as in MongoDB), ``generation`` (names the current
+  indexes, see rebuild) and, while a rebuild is in progress, ``rebuild``,
+  ``rebuild_multikey`` and ``rebuild_checkpoint``.
 - ``entries(key PRIMARY KEY, entry, etag, size, sha256, codec)``: the entry as tagged JSON
   (``codec.dumps``, so datetimes come back as datetimes) without its ``_s3idx`` bookkeeping,
   which lives in the other columns.
@@ -15,7 +17,8 @@ Schema (version 1, recorded in ``meta``):
 The file runs in WAL mode with ``synchronous=NORMAL`` and a 30 s busy timeout, so readers never
 wait for writers and two processes writing at once take turns. Every change is one short
 ``BEGIN IMMEDIATE`` transaction: nothing is ever half-written. Reads use their own connections,
-so a long ``find`` sees one consistent snapshot while writes go on.
+so a ``find`` reads the settings and the entries from one consistent snapshot while writes go
+on.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from itertools import islice
+from itertools import islice, pairwise
 from pathlib import Path
 from typing import Any
 
@@ -53,8 +56,11 @@ REBUILD = Tables("entries_rebuild", "entry_values_rebuild")
 KEY_CHUNK = 500
 PAGE = 1000
 READER_POOL = 4
+WRITER_CACHE_KIB = 64 * 1024
 
 _ENTRY_COLUMNS = "key, entry, etag, size, sha256, codec"
+_MULTIKEY = {LIVE: "multikey", REBUILD: "rebuild_multikey"}
+_REBUILD_META = "'rebuild', 'rebuild_multikey', 'rebuild_checkpoint'"
 
 # Primary result codes (the low byte of an extended code) that mean "this file cannot be used".
 _SQLITE_PERM, _SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_READONLY = 3, 5, 6, 8
@@ -166,15 +172,26 @@ class SqliteIndex:
         limit: int,
     ) -> Iterator[Entry]:
         with self._reading() as conn:
-            settings = None if conn is None else self._load_settings(conn)
-            if conn is None or settings is None:
+            planned = self._planned(conn, flt)
+            if conn is None or planned is None:
                 return
-            key_field = settings.key_field
-            keys = compile_filter(flt, key_field=key_field, fields=settings.fields)
+            key_field, keys = planned
             found = self._query(conn, flt, keys, spec, key_field, skip, limit)
             paths = None if projection is None else [*projection, key_field]
             for entry in found:
                 yield entry if paths is None else project(entry, paths)
+
+    def _planned(self, conn: sqlite3.Connection | None, flt: Filter) -> tuple[str, KeySet] | None:
+        """The key field and the filter's key set, from the reader's snapshot."""
+        meta = None if conn is None else self._load_meta(conn)
+        settings = _settings(meta)
+        if meta is None or settings is None:
+            return None
+        multikey = json.loads(meta[_MULTIKEY[LIVE]]) if _MULTIKEY[LIVE] in meta else None
+        keys = compile_filter(
+            flt, key_field=settings.key_field, fields=settings.fields, multikey=multikey
+        )
+        return settings.key_field, keys
 
     def _query(
         self,
@@ -207,19 +224,14 @@ class SqliteIndex:
     def count(self, filter: Mapping[str, Any] | None = None) -> int:
         flt = parse_filter({} if filter is None else filter)
         with self._reading() as conn:
-            settings = None if conn is None else self._load_settings(conn)
-            if conn is None or settings is None:
+            planned = self._planned(conn, flt)
+            if conn is None or planned is None or planned[1].is_none:
                 return 0
-            keys = compile_filter(flt, key_field=settings.key_field, fields=settings.fields)
-            if keys.is_none:
-                return 0
+            keys = planned[1]
             where, params = keys.where()
             if keys.exact:
-                return int(
-                    conn.execute(f"SELECT count(*) FROM {LIVE.entries}{where}", params).fetchone()[
-                        0
-                    ]
-                )
+                row = conn.execute(f"SELECT count(*) FROM {LIVE.entries}{where}", params).fetchone()
+                return int(row[0])
             sql = f"SELECT {_ENTRY_COLUMNS} FROM {LIVE.entries}{where}"
             return sum(1 for e in _decoded(_stream(conn, sql, params)) if flt.matches(e))
 
@@ -237,9 +249,9 @@ class SqliteIndex:
         return found
 
     def iter_bookkeeping(self) -> Iterator[tuple[str, Bookkeeping]]:
-        # Page by key rather than holding one cursor open: the caller may delete entries while
-        # it iterates (sync does), and memory stays at one page.
-        with self._reading() as conn:
+        # Page by key rather than holding one cursor (or snapshot) open: the caller may delete
+        # entries while it iterates (sync does), and memory stays at one page.
+        with self._reading(snapshot=False) as conn:
             if conn is None or self._load_settings(conn) is None:
                 return
             sql = (
@@ -272,6 +284,7 @@ class SqliteIndex:
             plan = _RebuildPlan(settings.key_field, settings.fields, generation)
             _create_tables(conn, REBUILD, generation)
             _set_meta(conn, "rebuild", json.dumps(plan.as_dict()))
+            _set_meta(conn, _MULTIKEY[REBUILD], "[]")
             conn.execute("DELETE FROM meta WHERE name = 'rebuild_checkpoint'")
             return SqliteRebuild(self, plan)
 
@@ -313,6 +326,9 @@ class SqliteIndex:
             try:
                 # WAL is a property of the file; setting it again is a no-op.
                 conn.execute("PRAGMA journal_mode = WAL")
+                # Bulk upserts touch the side table's indexes all over; a bigger page cache
+                # than SQLite's 2 MB default keeps them from re-reading pages at 1M entries.
+                conn.execute(f"PRAGMA cache_size = -{WRITER_CACHE_KIB}")
             except BaseException:
                 conn.close()
                 raise
@@ -329,11 +345,13 @@ class SqliteIndex:
         conn.execute("CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
         _set_meta(conn, "schema_version", str(SCHEMA_VERSION))
         _set_meta(conn, "generation", "0")
+        _set_meta(conn, _MULTIKEY[LIVE], "[]")
         _create_tables(conn, LIVE, 0)
 
     @contextmanager
-    def _reading(self) -> Iterator[sqlite3.Connection | None]:
-        """A read connection of its own (None while the file does not exist)."""
+    def _reading(self, *, snapshot: bool = True) -> Iterator[sqlite3.Connection | None]:
+        """A read connection of its own (None while the file does not exist); with
+        ``snapshot`` all its statements see the file as it was at the first one."""
         with self._errors():
             conn = self._take_reader()
             if conn is None:
@@ -341,10 +359,16 @@ class SqliteIndex:
                 return
             healthy = False
             try:
+                if snapshot:
+                    conn.execute("BEGIN")
                 yield conn
-                healthy = not conn.in_transaction
+                healthy = True
             finally:
-                self._give_back(conn, healthy)
+                try:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                finally:
+                    self._give_back(conn, healthy)
 
     def _take_reader(self) -> sqlite3.Connection | None:
         with self._lock:
@@ -370,16 +394,17 @@ class SqliteIndex:
 
     # --- meta ------------------------------------------------------------------------------
 
-    def _load_settings(self, conn: sqlite3.Connection) -> IndexSettings | None:
+    def _load_meta(self, conn: sqlite3.Connection) -> dict[str, str] | None:
+        """The ``meta`` table (None for an empty database)."""
         tables = _table_names(conn)
         if "meta" not in tables:
             if tables:
                 raise self._not_ours()
             return None
-        meta = self._check_version(conn)
-        if "key_field" not in meta:
-            return None
-        return IndexSettings(meta["key_field"], tuple(json.loads(meta.get("fields", "[]"))))
+        return self._check_version(conn)
+
+    def _load_settings(self, conn: sqlite3.Connection) -> IndexSettings | None:
+        return _settings(self._load_meta(conn))
 
     def _require_settings(self, conn: sqlite3.Connection) -> IndexSettings:
         settings = self._load_settings(conn)
@@ -495,15 +520,17 @@ class SqliteRebuild:
             _drop_tables(conn, LIVE)
             conn.execute(f"ALTER TABLE {REBUILD.entries} RENAME TO {LIVE.entries}")
             conn.execute(f"ALTER TABLE {REBUILD.values} RENAME TO {LIVE.values}")
+            multikey = _get_multikey(conn, REBUILD)
             _set_meta(conn, "key_field", plan.key_field)
             _set_meta(conn, "fields", json.dumps(fields))
+            _set_meta(conn, _MULTIKEY[LIVE], json.dumps([f for f in fields if f in multikey]))
             _set_meta(conn, "generation", str(plan.generation))
-            conn.execute("DELETE FROM meta WHERE name IN ('rebuild', 'rebuild_checkpoint')")
+            conn.execute(f"DELETE FROM meta WHERE name IN ({_REBUILD_META})")
 
     def abort(self) -> None:
         with self._index._transaction() as conn:
             _drop_tables(conn, REBUILD)
-            conn.execute("DELETE FROM meta WHERE name IN ('rebuild', 'rebuild_checkpoint')")
+            conn.execute(f"DELETE FROM meta WHERE name IN ({_REBUILD_META})")
 
 
 # --- helpers ---------------------------------------------------------------------------------
@@ -579,8 +606,10 @@ def _write_entries(
         latest[key] = entry
     rows = []
     values = []
+    multikey: set[str] = set()
     for key, entry in latest.items():
         body, bookkeeping = _split(key, entry)
+        values.extend(_side_rows(key, entry, fields, multikey))
         rows.append(
             (
                 key,
@@ -591,7 +620,6 @@ def _write_entries(
                 bookkeeping.codec,
             )
         )
-        values.extend((*row, key) for row in index_rows(entry, fields))
     conn.executemany(f"DELETE FROM {tables.values} WHERE key = ?", [(k,) for k in latest])
     conn.executemany(
         f"INSERT INTO {tables.entries} ({_ENTRY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?) "
@@ -602,6 +630,28 @@ def _write_entries(
     conn.executemany(
         f"INSERT INTO {tables.values} (field, tclass, value, key) VALUES (?, ?, ?, ?)", values
     )
+    _add_multikey(conn, tables, multikey)
+
+
+def _side_rows(
+    key: str, entry: Mapping[str, Any], fields: Sequence[str], multikey: set[str]
+) -> list[tuple[str, int, Any, str]]:
+    """The entry's side-table rows; fields with several rows are added to ``multikey``."""
+    rows = index_rows(entry, fields)
+    for previous, row in pairwise(rows):
+        if previous[0] == row[0]:
+            multikey.add(row[0])
+    return [(*row, key) for row in rows]
+
+
+def _get_multikey(conn: sqlite3.Connection, tables: Tables) -> set[str]:
+    return set(json.loads(_get_meta(conn, _MULTIKEY[tables]) or "[]"))
+
+
+def _add_multikey(conn: sqlite3.Connection, tables: Tables, fields: set[str]) -> None:
+    known = _get_multikey(conn, tables)
+    if not fields <= known:
+        _set_meta(conn, _MULTIKEY[tables], json.dumps(sorted(known | fields)))
 
 
 def _backfill(conn: sqlite3.Connection, tables: Tables, key_field: str, fields: list[str]) -> None:
@@ -610,13 +660,21 @@ def _backfill(conn: sqlite3.Connection, tables: Tables, key_field: str, fields: 
         return
     cursor = conn.execute(f"SELECT {_ENTRY_COLUMNS} FROM {tables.entries}")
     insert = f"INSERT INTO {tables.values} (field, tclass, value, key) VALUES (?, ?, ?, ?)"
+    multikey: set[str] = set()
     while batch := cursor.fetchmany(PAGE):
         values = [
-            (*row, entry[key_field])
+            row
             for entry in map(_entry, batch)
-            for row in index_rows(entry, fields)
+            for row in _side_rows(entry[key_field], entry, fields, multikey)
         ]
         conn.executemany(insert, values)
+    _add_multikey(conn, tables, multikey)
+
+
+def _settings(meta: Mapping[str, str] | None) -> IndexSettings | None:
+    if meta is None or "key_field" not in meta:
+        return None
+    return IndexSettings(meta["key_field"], tuple(json.loads(meta.get("fields", "[]"))))
 
 
 def _entry_key(entry: Mapping[str, Any], key_field: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import pickle
@@ -289,6 +290,39 @@ def test_a_new_field_is_back_filled(index: SqliteIndex) -> None:
     assert keys(index.find({"color": {"$exists": False}})) == ["c"]
 
 
+def meta(ix: SqliteIndex, name: str) -> Any:
+    with sqlite3.connect(ix.path) as conn:
+        row = conn.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
+    return None if row is None else json.loads(row[0])
+
+
+def test_ranges_on_single_valued_fields_are_one_lookup(index: SqliteIndex) -> None:
+    index.upsert([entry(f"k{n}", n=n, task=f"t{n}") for n in range(10)])
+    assert meta(index, "multikey") == []
+    assert keys(index.find({"n": {"$gt": 2, "$lt": 5}})) == ["k3", "k4"]
+    # Once some entry holds several values, bounds may be met by different values.
+    index.upsert([entry("arr", n=[1, 9], task=["a", "b"])])
+    assert meta(index, "multikey") == ["n", "task"]
+    assert keys(index.find({"n": {"$gt": 2, "$lt": 5}})) == ["arr", "k3", "k4"]
+    assert keys(index.find({"task": {"$gt": "a", "$lt": "b"}})) == ["arr"]
+    # The flag stays, as MongoDB's does, after the entry is gone.
+    index.delete(["arr"])
+    assert meta(index, "multikey") == ["n", "task"]
+
+
+def test_back_fill_and_rebuild_track_multikey_fields(index: SqliteIndex) -> None:
+    index.upsert([entry("a", color=["red", "blue"], size=1)])
+    index.configure(KEY, ["color", "size"])
+    assert meta(index, "multikey") == ["color"]
+    rebuild = index.start_rebuild()
+    rebuild.upsert([entry("a", color="red", size=[1, 2])])
+    rebuild.commit(IndexSettings(KEY, ("color", "size")))
+    assert meta(index, "multikey") == ["size"]
+    # Each bound met by another element: only right if "size" is still known as multikey.
+    assert keys(index.find({"size": {"$gt": 1.5, "$lt": 1.9}})) == ["a"]
+    assert keys(index.find({"color": {"$gt": "a", "$lt": "z"}})) == ["a"]
+
+
 def test_integers_beyond_64_bits(index: SqliteIndex) -> None:
     big = 2**64 - 1
     index.upsert([entry("big", n=big), entry("near", n=big - 1), entry("max", n=2**63 - 1)])
@@ -322,7 +356,7 @@ def test_rebuild_commit_swaps_in_one_go(index: SqliteIndex) -> None:
         tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
         names = {row[0] for row in conn.execute("SELECT name FROM meta")}
     assert REBUILD.entries not in tables and REBUILD.values not in tables
-    assert names == {"schema_version", "generation", "key_field", "fields"}
+    assert names == {"schema_version", "generation", "key_field", "fields", "multikey"}
     # A second rebuild works on top of the first.
     again = index.start_rebuild()
     again.upsert([entry("z")])
