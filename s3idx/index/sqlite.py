@@ -1,0 +1,793 @@
+"""The embedded index: one SQLite file.
+
+Schema (version 1, recorded in ``meta``):
+
+- ``meta(name, value)``: ``schema_version``, ``key_field``, ``fields`` (JSON list of the
+  searchable fields), ``multikey`` (JSON list of the searchable fields some entry has had
+  several values for; never shrinks, as in MongoDB), ``generation`` (names the current
+  indexes, see rebuild) and, while a rebuild is in progress, ``rebuild``,
+  ``rebuild_multikey`` and ``rebuild_checkpoint``.
+- ``entries(key PRIMARY KEY, entry, etag, size, sha256, codec)``: the entry as tagged JSON
+  (``codec.dumps``, so datetimes come back as datetimes) without its ``_s3idx`` bookkeeping,
+  which lives in the other columns.
+- ``entry_values(field, tclass, value, key)``: the multikey side table. For each searchable
+  field of each entry, one row per value MongoDB's matcher sees at that path (see
+  ``s3idx.query.sql``); indexed on ``(field, tclass, value, key)`` and on ``(key)``.
+
+The file runs in WAL mode with ``synchronous=NORMAL`` and a 30 s busy timeout, so readers never
+wait for writers and two processes writing at once take turns. Every change is one short
+``BEGIN IMMEDIATE`` transaction: nothing is ever half-written. Reads use their own connections,
+so a ``find`` reads the settings and the entries from one consistent snapshot while writes go
+on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from itertools import islice, pairwise
+from pathlib import Path
+from typing import Any
+
+from s3idx import codec
+from s3idx.errors import (
+    BackendUnavailableError,
+    IndexSettingsError,
+    InvalidFilterError,
+    S3idxError,
+    TransientError,
+)
+from s3idx.index.base import Bookkeeping, Entry, IndexSettings, SortSpec
+from s3idx.query.filter import Filter, parse_filter
+from s3idx.query.paths import project, split_path
+from s3idx.query.sort import check_sort, sort_entries
+from s3idx.query.sql import KeySet, Tables, compile_filter, index_rows
+
+SCHEMA_VERSION = 1
+BUSY_TIMEOUT_S = 30
+LIVE = Tables("entries", "entry_values")
+REBUILD = Tables("entries_rebuild", "entry_values_rebuild")
+# Keys per ``IN (...)``: under the 999 variables every SQLite build allows.
+KEY_CHUNK = 500
+PAGE = 1000
+READER_POOL = 4
+WRITER_CACHE_KIB = 64 * 1024
+
+_ENTRY_COLUMNS = "key, entry, etag, size, sha256, codec"
+_MULTIKEY = {LIVE: "multikey", REBUILD: "rebuild_multikey"}
+_REBUILD_META = "'rebuild', 'rebuild_multikey', 'rebuild_checkpoint'"
+
+# Primary result codes (the low byte of an extended code) that mean "this file cannot be used".
+_SQLITE_PERM, _SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_READONLY = 3, 5, 6, 8
+_SQLITE_IOERR, _SQLITE_CORRUPT, _SQLITE_FULL, _SQLITE_CANTOPEN = 10, 11, 13, 14
+_SQLITE_NOTADB = 26
+
+
+class SqliteIndex:
+    """An ``Index`` in one SQLite file; the file and its directory appear on the first write."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(os.path.abspath(os.fspath(path)))
+        self.location = str(self.path)
+        self._lock = threading.RLock()
+        self._writer: sqlite3.Connection | None = None
+        self._readers: list[sqlite3.Connection] = []
+
+    def __repr__(self) -> str:
+        return f"SqliteIndex({self.location!r})"
+
+    def __enter__(self) -> SqliteIndex:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- settings --------------------------------------------------------------------------
+
+    def settings(self) -> IndexSettings | None:
+        with self._reading() as conn:
+            return None if conn is None else self._load_settings(conn)
+
+    def configure(self, key_field: str, fields: Sequence[str]) -> IndexSettings:
+        _check_key_field(key_field)
+        wanted = [f for f in dict.fromkeys(fields) if f != key_field]
+        for path in wanted:
+            _check_field(path)
+        with self._transaction() as conn:
+            current = self._load_settings(conn)
+            if current is not None and current.key_field != key_field:
+                raise self._key_mismatch(current.key_field, key_field)
+            known = current.fields if current is not None else ()
+            new = [f for f in wanted if f not in known]
+            if current is None:
+                _set_meta(conn, "key_field", key_field)
+            if new:
+                _backfill(conn, LIVE, key_field, new)
+            if current is None or new:
+                _set_meta(conn, "fields", json.dumps([*known, *new]))
+            return IndexSettings(key_field, (*known, *new))
+
+    def _key_mismatch(self, recorded: str, given: str) -> IndexSettingsError:
+        return IndexSettingsError(
+            f"index {self.location} uses key field {recorded!r}, not {given!r}",
+            hint=f"use --key {recorded}, or give another index location for the other key",
+        )
+
+    # --- writing ---------------------------------------------------------------------------
+
+    def upsert(self, entries: Sequence[Entry]) -> None:
+        if not entries:
+            return
+        with self._transaction() as conn:
+            settings = self._require_settings(conn)
+            _write_entries(conn, LIVE, settings.key_field, settings.fields, entries)
+
+    def delete(self, keys: Sequence[str]) -> int:
+        unique = list(dict.fromkeys(keys))
+        if not unique or not self.path.exists():
+            return 0
+        with self._transaction() as conn:
+            if self._load_settings(conn) is None:
+                return 0
+            deleted = 0
+            for chunk in _chunks(unique, KEY_CHUNK):
+                marks = _marks(len(chunk))
+                conn.execute(f"DELETE FROM {LIVE.values} WHERE key IN ({marks})", chunk)
+                deleted += conn.execute(
+                    f"DELETE FROM {LIVE.entries} WHERE key IN ({marks})", chunk
+                ).rowcount
+            return deleted
+
+    # --- reading ---------------------------------------------------------------------------
+
+    def find(
+        self,
+        filter: Mapping[str, Any] | None = None,
+        *,
+        fields: Sequence[str] | None = None,
+        sort: SortSpec | None = None,
+        skip: int = 0,
+        limit: int = 0,
+    ) -> Iterator[Entry]:
+        # Everything is validated here, before the caller starts iterating.
+        flt = parse_filter({} if filter is None else filter)
+        spec = check_sort(sort or ())
+        _check_skip_limit(skip, limit)
+        projection = None if fields is None else [*fields]
+        for path in projection or ():
+            split_path(path)
+        return self._find(flt, spec, projection, skip, limit)
+
+    def _find(
+        self,
+        flt: Filter,
+        spec: list[tuple[str, int]],
+        projection: list[str] | None,
+        skip: int,
+        limit: int,
+    ) -> Iterator[Entry]:
+        with self._reading() as conn:
+            planned = self._planned(conn, flt)
+            if conn is None or planned is None:
+                return
+            key_field, keys = planned
+            found = self._query(conn, flt, keys, spec, key_field, skip, limit)
+            paths = None if projection is None else [*projection, key_field]
+            for entry in found:
+                yield entry if paths is None else project(entry, paths)
+
+    def _planned(self, conn: sqlite3.Connection | None, flt: Filter) -> tuple[str, KeySet] | None:
+        """The key field and the filter's key set, from the reader's snapshot."""
+        meta = None if conn is None else self._load_meta(conn)
+        settings = _settings(meta)
+        if meta is None or settings is None:
+            return None
+        multikey = json.loads(meta[_MULTIKEY[LIVE]]) if _MULTIKEY[LIVE] in meta else None
+        keys = compile_filter(
+            flt, key_field=settings.key_field, fields=settings.fields, multikey=multikey
+        )
+        return settings.key_field, keys
+
+    def _query(
+        self,
+        conn: sqlite3.Connection,
+        flt: Filter,
+        keys: KeySet,
+        spec: list[tuple[str, int]],
+        key_field: str,
+        skip: int,
+        limit: int,
+    ) -> Iterator[Entry]:
+        if keys.is_none:
+            return iter(())
+        where, params = keys.where()
+        sql = f"SELECT {_ENTRY_COLUMNS} FROM {LIVE.entries}{where}"
+        by_key = not spec or (len(spec) == 1 and spec[0][0] == key_field and "." not in key_field)
+        if not by_key:
+            # Candidates in key order, so entries that sort equal come out in key order.
+            candidates = _decoded(_stream(conn, sql + " ORDER BY key", params))
+            matching = candidates if keys.exact else (e for e in candidates if flt.matches(e))
+            return iter(sort_entries(matching, spec, skip=skip, limit=limit))
+        # Keys sort as MongoDB sorts strings (UTF-8 bytes), so SQL can give the order.
+        sql += " ORDER BY key DESC" if spec and spec[0][1] < 0 else " ORDER BY key"
+        if keys.exact:
+            sql += " LIMIT ? OFFSET ?"
+            return _decoded(_stream(conn, sql, (*params, limit or -1, skip)))
+        matching = (e for e in _decoded(_stream(conn, sql, params)) if flt.matches(e))
+        return islice(matching, skip, skip + limit if limit else None)
+
+    def count(self, filter: Mapping[str, Any] | None = None) -> int:
+        flt = parse_filter({} if filter is None else filter)
+        with self._reading() as conn:
+            planned = self._planned(conn, flt)
+            if conn is None or planned is None or planned[1].is_none:
+                return 0
+            keys = planned[1]
+            where, params = keys.where()
+            if keys.exact:
+                row = conn.execute(f"SELECT count(*) FROM {LIVE.entries}{where}", params).fetchone()
+                return int(row[0])
+            sql = f"SELECT {_ENTRY_COLUMNS} FROM {LIVE.entries}{where}"
+            return sum(1 for e in _decoded(_stream(conn, sql, params)) if flt.matches(e))
+
+    def bookkeeping(self, keys: Sequence[str]) -> dict[str, tuple[Entry, Bookkeeping]]:
+        found: dict[str, tuple[Entry, Bookkeeping]] = {}
+        unique = list(dict.fromkeys(keys))
+        with self._reading() as conn:
+            if conn is None or not unique or self._load_settings(conn) is None:
+                return found
+            for chunk in _chunks(unique, KEY_CHUNK):
+                marks = _marks(len(chunk))
+                sql = f"SELECT {_ENTRY_COLUMNS} FROM {LIVE.entries} WHERE key IN ({marks})"
+                for row in conn.execute(sql, chunk):
+                    found[row[0]] = (codec.loads(row[1]), _bookkeeping(row))
+        return found
+
+    def iter_bookkeeping(self) -> Iterator[tuple[str, Bookkeeping]]:
+        # Page by key rather than holding one cursor (or snapshot) open: the caller may delete
+        # entries while it iterates (sync does), and memory stays at one page.
+        with self._reading(snapshot=False) as conn:
+            if conn is None or self._load_settings(conn) is None:
+                return
+            sql = (
+                f"SELECT key, NULL, etag, size, sha256, codec FROM {LIVE.entries} "
+                "WHERE key > ? ORDER BY key LIMIT ?"
+            )
+            last = ""
+            while True:
+                rows = conn.execute(sql, (last, PAGE)).fetchall()
+                for row in rows:
+                    yield row[0], _bookkeeping(row)
+                if len(rows) < PAGE:
+                    return
+                last = rows[-1][0]
+
+    # --- rebuild ---------------------------------------------------------------------------
+
+    def start_rebuild(self, *, resume: bool = False) -> SqliteRebuild:
+        """A fresh index beside the live one, filled with the recorded key field and fields.
+
+        The index must have been configured (``configure``) so its key field is known.
+        """
+        with self._transaction() as conn:
+            settings = self._require_settings(conn)
+            plan = _load_rebuild(conn)
+            if resume and plan is not None and plan.key_field == settings.key_field:
+                return SqliteRebuild(self, plan)
+            _drop_tables(conn, REBUILD)
+            generation = int(_get_meta(conn, "generation") or 0) + 1
+            plan = _RebuildPlan(settings.key_field, settings.fields, generation)
+            _create_tables(conn, REBUILD, generation)
+            _set_meta(conn, "rebuild", json.dumps(plan.as_dict()))
+            _set_meta(conn, _MULTIKEY[REBUILD], "[]")
+            conn.execute("DELETE FROM meta WHERE name = 'rebuild_checkpoint'")
+            return SqliteRebuild(self, plan)
+
+    # --- connections -----------------------------------------------------------------------
+
+    def close(self) -> None:
+        with self._lock:
+            connections = [*self._readers, *([self._writer] if self._writer else [])]
+            self._readers.clear()
+            self._writer = None
+        for conn in connections:
+            conn.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction; the file and its schema are created if need be."""
+        with self._lock, self._errors():
+            conn = self._writer_connection()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._ensure_schema(conn)
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+
+    def _writer_connection(self) -> sqlite3.Connection:
+        if self._writer is None:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise BackendUnavailableError(
+                    f"cannot create the directory of index {self.location}: {exc.strerror}",
+                    hint="choose an index location in a directory you can write to",
+                ) from None
+            conn = _connect(self.path, create=True)
+            try:
+                # WAL is a property of the file; setting it again is a no-op.
+                conn.execute("PRAGMA journal_mode = WAL")
+                # Bulk upserts touch the side table's indexes all over; a bigger page cache
+                # than SQLite's 2 MB default keeps them from re-reading pages at 1M entries.
+                conn.execute(f"PRAGMA cache_size = -{WRITER_CACHE_KIB}")
+            except BaseException:
+                conn.close()
+                raise
+            self._writer = conn
+        return self._writer
+
+    def _ensure_schema(self, conn: sqlite3.Connection) -> None:
+        tables = _table_names(conn)
+        if "meta" in tables:
+            self._check_version(conn)
+            return
+        if tables:
+            raise self._not_ours()
+        conn.execute("CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        _set_meta(conn, "schema_version", str(SCHEMA_VERSION))
+        _set_meta(conn, "generation", "0")
+        _set_meta(conn, _MULTIKEY[LIVE], "[]")
+        _create_tables(conn, LIVE, 0)
+
+    @contextmanager
+    def _reading(self, *, snapshot: bool = True) -> Iterator[sqlite3.Connection | None]:
+        """A read connection of its own (None while the file does not exist); with
+        ``snapshot`` all its statements see the file as it was at the first one."""
+        with self._errors():
+            conn = self._take_reader()
+            if conn is None:
+                yield None
+                return
+            healthy = False
+            try:
+                if snapshot:
+                    conn.execute("BEGIN")
+                yield conn
+                healthy = True
+            finally:
+                try:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                finally:
+                    self._give_back(conn, healthy)
+
+    def _take_reader(self) -> sqlite3.Connection | None:
+        with self._lock:
+            if self._readers:
+                return self._readers.pop()
+        if not self.path.exists():
+            return None
+        return _connect(self.path, create=False)
+
+    def _give_back(self, conn: sqlite3.Connection, healthy: bool) -> None:
+        with self._lock:
+            if healthy and len(self._readers) < READER_POOL:
+                self._readers.append(conn)
+                return
+        conn.close()
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise translate_error(exc, self.location) from exc
+
+    # --- meta ------------------------------------------------------------------------------
+
+    def _load_meta(self, conn: sqlite3.Connection) -> dict[str, str] | None:
+        """The ``meta`` table (None for an empty database)."""
+        tables = _table_names(conn)
+        if "meta" not in tables:
+            if tables:
+                raise self._not_ours()
+            return None
+        return self._check_version(conn)
+
+    def _load_settings(self, conn: sqlite3.Connection) -> IndexSettings | None:
+        return _settings(self._load_meta(conn))
+
+    def _require_settings(self, conn: sqlite3.Connection) -> IndexSettings:
+        settings = self._load_settings(conn)
+        if settings is None:
+            raise IndexSettingsError(
+                f"index {self.location} has no key field recorded yet",
+                hint="configure the index (key field and fields) before writing entries",
+            )
+        return settings
+
+    def _check_version(self, conn: sqlite3.Connection) -> dict[str, str]:
+        meta = dict(conn.execute("SELECT name, value FROM meta").fetchall())
+        version = meta.get("schema_version", "")
+        if version != str(SCHEMA_VERSION):
+            raise BackendUnavailableError(
+                f"index {self.location} has schema version {version or '(none)'}; "
+                f"this s3idx reads version {SCHEMA_VERSION}",
+                hint="use the s3idx version that wrote it, or rebuild the index into a new file",
+            )
+        return meta
+
+    def _not_ours(self) -> BackendUnavailableError:
+        return BackendUnavailableError(
+            f"{self.location} is an SQLite database but not an s3idx index",
+            hint="give the path of an s3idx index file, or a path where one may be created",
+        )
+
+
+# --- rebuild ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _RebuildPlan:
+    key_field: str
+    fields: tuple[str, ...]
+    generation: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "key_field": self.key_field,
+            "fields": list(self.fields),
+            "generation": self.generation,
+        }
+
+
+def _load_rebuild(conn: sqlite3.Connection) -> _RebuildPlan | None:
+    raw = _get_meta(conn, "rebuild")
+    if raw is None or not {REBUILD.entries, REBUILD.values} <= _table_names(conn):
+        return None
+    data = json.loads(raw)
+    return _RebuildPlan(data["key_field"], tuple(data["fields"]), int(data["generation"]))
+
+
+class SqliteRebuild:
+    """Fills ``entries_rebuild`` beside the live tables; ``commit`` swaps them in at once."""
+
+    def __init__(self, index: SqliteIndex, plan: _RebuildPlan) -> None:
+        self._index = index
+        self._plan = plan
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._index._transaction() as conn:
+            if _load_rebuild(conn) != self._plan:
+                raise IndexSettingsError(
+                    f"the rebuild of index {self._index.location} was committed or aborted "
+                    "elsewhere",
+                    hint="start the rebuild again",
+                )
+            yield conn
+
+    def upsert(self, entries: Sequence[Entry]) -> None:
+        if not entries:
+            return
+        with self._transaction() as conn:
+            _write_entries(conn, REBUILD, self._plan.key_field, self._plan.fields, entries)
+
+    def has_keys(self, keys: Sequence[str]) -> set[str]:
+        found: set[str] = set()
+        with self._index._reading() as conn:
+            if conn is None:
+                return found
+            for chunk in _chunks(list(dict.fromkeys(keys)), KEY_CHUNK):
+                sql = f"SELECT key FROM {REBUILD.entries} WHERE key IN ({_marks(len(chunk))})"
+                found.update(row[0] for row in conn.execute(sql, chunk))
+        return found
+
+    def save_checkpoint(self, checkpoint: Mapping[str, Any]) -> None:
+        text = codec.dumps(dict(checkpoint)).decode()
+        with self._transaction() as conn:
+            _set_meta(conn, "rebuild_checkpoint", text)
+
+    def checkpoint(self) -> dict[str, Any] | None:
+        with self._index._reading() as conn:
+            raw = None if conn is None else _get_meta(conn, "rebuild_checkpoint")
+        return None if raw is None else codec.loads(raw)
+
+    def commit(self, settings: IndexSettings) -> None:
+        plan = self._plan
+        if settings.key_field != plan.key_field:
+            raise self._index._key_mismatch(plan.key_field, settings.key_field)
+        fields = [f for f in dict.fromkeys(settings.fields) if f != plan.key_field]
+        for path in fields:
+            _check_field(path)
+        with self._transaction() as conn:
+            added = [f for f in fields if f not in plan.fields]
+            dropped = [f for f in plan.fields if f not in fields]
+            _backfill(conn, REBUILD, plan.key_field, added)
+            for chunk in _chunks(dropped, KEY_CHUNK):
+                conn.execute(
+                    f"DELETE FROM {REBUILD.values} WHERE field IN ({_marks(len(chunk))})", chunk
+                )
+            _drop_tables(conn, LIVE)
+            conn.execute(f"ALTER TABLE {REBUILD.entries} RENAME TO {LIVE.entries}")
+            conn.execute(f"ALTER TABLE {REBUILD.values} RENAME TO {LIVE.values}")
+            multikey = _get_multikey(conn, REBUILD)
+            _set_meta(conn, "key_field", plan.key_field)
+            _set_meta(conn, "fields", json.dumps(fields))
+            _set_meta(conn, _MULTIKEY[LIVE], json.dumps([f for f in fields if f in multikey]))
+            _set_meta(conn, "generation", str(plan.generation))
+            conn.execute(f"DELETE FROM meta WHERE name IN ({_REBUILD_META})")
+
+    def abort(self) -> None:
+        with self._index._transaction() as conn:
+            _drop_tables(conn, REBUILD)
+            conn.execute(f"DELETE FROM meta WHERE name IN ({_REBUILD_META})")
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+def _connect(path: Path, *, create: bool) -> sqlite3.Connection:
+    uri = f"{path.as_uri()}?mode={'rwc' if create else 'rw'}"
+    conn = sqlite3.connect(
+        uri, uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+    )
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_S * 1000}")
+        conn.execute("PRAGMA synchronous = NORMAL")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _create_tables(conn: sqlite3.Connection, tables: Tables, generation: int) -> None:
+    # Index names carry the generation: a rebuilt table keeps its index names when it is
+    # renamed into place, and the next rebuild must not collide with them.
+    conn.execute(
+        f"CREATE TABLE {tables.entries} (key TEXT PRIMARY KEY NOT NULL, entry TEXT NOT NULL, "
+        "etag TEXT NOT NULL, size INTEGER NOT NULL, sha256 TEXT, codec TEXT NOT NULL)"
+    )
+    # ``value`` has no declared type, so SQLite keeps each value's own storage class: a
+    # string "10" stays text and never compares as the number 10.
+    conn.execute(
+        f"CREATE TABLE {tables.values} (field TEXT NOT NULL, tclass INTEGER NOT NULL, value, "
+        "key TEXT NOT NULL)"
+    )
+    conn.execute(
+        f"CREATE INDEX entry_values_lookup_{generation} "
+        f"ON {tables.values} (field, tclass, value, key)"
+    )
+    conn.execute(f"CREATE INDEX entry_values_key_{generation} ON {tables.values} (key)")
+
+
+def _drop_tables(conn: sqlite3.Connection, tables: Tables) -> None:
+    conn.execute(f"DROP TABLE IF EXISTS {tables.values}")
+    conn.execute(f"DROP TABLE IF EXISTS {tables.entries}")
+
+
+def _table_names(conn: sqlite3.Connection) -> set[str]:
+    return {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+
+
+def _get_meta(conn: sqlite3.Connection, name: str) -> str | None:
+    row = conn.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
+    return None if row is None else row[0]
+
+
+def _set_meta(conn: sqlite3.Connection, name: str, value: str) -> None:
+    conn.execute(
+        "INSERT INTO meta (name, value) VALUES (?, ?) "
+        "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+        (name, value),
+    )
+
+
+def _write_entries(
+    conn: sqlite3.Connection,
+    tables: Tables,
+    key_field: str,
+    fields: Sequence[str],
+    entries: Sequence[Entry],
+) -> None:
+    latest: dict[str, Entry] = {}
+    for entry in entries:
+        key = _entry_key(entry, key_field)
+        latest.pop(key, None)  # a later entry for the same key wins
+        latest[key] = entry
+    rows = []
+    values = []
+    multikey: set[str] = set()
+    for key, entry in latest.items():
+        body, bookkeeping = _split(key, entry)
+        values.extend(_side_rows(key, entry, fields, multikey))
+        rows.append(
+            (
+                key,
+                codec.dumps(body).decode(),
+                bookkeeping.etag,
+                bookkeeping.size,
+                bookkeeping.sha256,
+                bookkeeping.codec,
+            )
+        )
+    conn.executemany(f"DELETE FROM {tables.values} WHERE key = ?", [(k,) for k in latest])
+    conn.executemany(
+        f"INSERT INTO {tables.entries} ({_ENTRY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT (key) DO UPDATE SET entry = excluded.entry, etag = excluded.etag, "
+        "size = excluded.size, sha256 = excluded.sha256, codec = excluded.codec",
+        rows,
+    )
+    conn.executemany(
+        f"INSERT INTO {tables.values} (field, tclass, value, key) VALUES (?, ?, ?, ?)", values
+    )
+    _add_multikey(conn, tables, multikey)
+
+
+def _side_rows(
+    key: str, entry: Mapping[str, Any], fields: Sequence[str], multikey: set[str]
+) -> list[tuple[str, int, Any, str]]:
+    """The entry's side-table rows; fields with several rows are added to ``multikey``."""
+    rows = index_rows(entry, fields)
+    for previous, row in pairwise(rows):
+        if previous[0] == row[0]:
+            multikey.add(row[0])
+    return [(*row, key) for row in rows]
+
+
+def _get_multikey(conn: sqlite3.Connection, tables: Tables) -> set[str]:
+    return set(json.loads(_get_meta(conn, _MULTIKEY[tables]) or "[]"))
+
+
+def _add_multikey(conn: sqlite3.Connection, tables: Tables, fields: set[str]) -> None:
+    known = _get_multikey(conn, tables)
+    if not fields <= known:
+        _set_meta(conn, _MULTIKEY[tables], json.dumps(sorted(known | fields)))
+
+
+def _backfill(conn: sqlite3.Connection, tables: Tables, key_field: str, fields: list[str]) -> None:
+    """Side-table rows of ``fields`` for every stored entry (fields new to the index)."""
+    if not fields:
+        return
+    cursor = conn.execute(f"SELECT {_ENTRY_COLUMNS} FROM {tables.entries}")
+    insert = f"INSERT INTO {tables.values} (field, tclass, value, key) VALUES (?, ?, ?, ?)"
+    multikey: set[str] = set()
+    while batch := cursor.fetchmany(PAGE):
+        values = [
+            row
+            for entry in map(_entry, batch)
+            for row in _side_rows(entry[key_field], entry, fields, multikey)
+        ]
+        conn.executemany(insert, values)
+    _add_multikey(conn, tables, multikey)
+
+
+def _settings(meta: Mapping[str, str] | None) -> IndexSettings | None:
+    if meta is None or "key_field" not in meta:
+        return None
+    return IndexSettings(meta["key_field"], tuple(json.loads(meta.get("fields", "[]"))))
+
+
+def _entry_key(entry: Mapping[str, Any], key_field: str) -> str:
+    key = entry.get(key_field)
+    if not isinstance(key, str) or not key:
+        raise ValueError(f"an index entry needs a non-empty string {key_field!r}, got {key!r}")
+    return key
+
+
+def _split(key: str, entry: Mapping[str, Any]) -> tuple[dict[str, Any], Bookkeeping]:
+    raw = entry.get(codec.RESERVED_FIELD)
+    try:
+        if not isinstance(raw, Mapping):
+            raise KeyError(codec.RESERVED_FIELD)
+        bookkeeping = Bookkeeping.from_dict(raw)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(
+            f"index entry {key!r} lacks valid {codec.RESERVED_FIELD} bookkeeping ({exc})"
+        ) from None
+    body = {k: v for k, v in entry.items() if k != codec.RESERVED_FIELD}
+    return body, bookkeeping
+
+
+def _bookkeeping(row: tuple[Any, ...]) -> Bookkeeping:
+    return Bookkeeping(row[2], int(row[3]), row[4], row[5])
+
+
+def _entry(row: tuple[Any, ...]) -> Entry:
+    entry: Entry = codec.loads(row[1])
+    entry[codec.RESERVED_FIELD] = _bookkeeping(row).as_dict()
+    return entry
+
+
+def _decoded(rows: Iterator[tuple[Any, ...]]) -> Iterator[Entry]:
+    return map(_entry, rows)
+
+
+def _stream(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> Iterator[tuple[Any, ...]]:
+    cursor = conn.execute(sql, params)
+    try:
+        while batch := cursor.fetchmany(256):
+            yield from batch
+    finally:
+        cursor.close()
+
+
+def _chunks(items: Sequence[str], size: int) -> Iterator[list[str]]:
+    for start in range(0, len(items), size):
+        yield list(items[start : start + size])
+
+
+def _marks(count: int) -> str:
+    return ", ".join("?" * count)
+
+
+def _check_key_field(key_field: Any) -> None:
+    if not isinstance(key_field, str) or not key_field:
+        raise IndexSettingsError(f"invalid key field {key_field!r}: it must be a non-empty name")
+
+
+def _check_field(path: str) -> None:
+    try:
+        split_path(path)
+    except InvalidFilterError as exc:
+        raise IndexSettingsError(exc.message) from None
+    if path.split(".", 1)[0] == codec.RESERVED_FIELD:
+        raise IndexSettingsError(f"field {path!r} is reserved for s3idx's bookkeeping")
+
+
+def _check_skip_limit(skip: int, limit: int) -> None:
+    for name, value in (("skip", skip), ("limit", limit)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise InvalidFilterError(f"{name} must be a non-negative integer, got {value!r}")
+
+
+def translate_error(exc: sqlite3.Error, location: str) -> S3idxError:
+    """The s3idx error for an sqlite3 failure on the index at ``location``."""
+    detail = str(exc) or type(exc).__name__
+    code = getattr(exc, "sqlite_errorcode", None)
+    primary = code & 0xFF if isinstance(code, int) else None
+    if primary in (_SQLITE_READONLY, _SQLITE_PERM):
+        return BackendUnavailableError(
+            f"index {location} is read-only ({detail})",
+            hint="make the file and its directory writable for this user, "
+            "or give another index location",
+        )
+    if primary == _SQLITE_FULL:
+        return BackendUnavailableError(
+            f"index {location}: the disk is full ({detail})",
+            hint="free some disk space and run the command again; the failed change was "
+            "rolled back, nothing was half-written",
+        )
+    if primary in (_SQLITE_NOTADB, _SQLITE_CORRUPT):
+        return BackendUnavailableError(
+            f"index {location} is not a usable SQLite database ({detail})",
+            hint="move the file away and run rebuild-index to recreate the index from the store",
+        )
+    if primary == _SQLITE_CANTOPEN:
+        return BackendUnavailableError(
+            f"cannot open index {location} ({detail})",
+            hint="check that the file's directory exists and that you may write to it",
+        )
+    if primary in (_SQLITE_BUSY, _SQLITE_LOCKED):
+        return TransientError(
+            f"index {location} stayed locked by another process for over {BUSY_TIMEOUT_S} s "
+            f"({detail})",
+            hint="wait for the other s3idx command to finish, then run this one again",
+        )
+    if primary == _SQLITE_IOERR:
+        return BackendUnavailableError(
+            f"I/O error on index {location} ({detail})",
+            hint="check the disk and the file system the index is on",
+        )
+    if primary is None:
+        return S3idxError(f"unexpected SQLite error on index {location}: {detail}")
+    return BackendUnavailableError(f"index {location}: {detail}")

@@ -1,0 +1,525 @@
+"""MongoDB query filters: validation and matching in pure Python.
+
+``parse_filter`` turns a filter object into a tree of expressions; ``Filter.matches`` evaluates it
+on a document with MongoDB's semantics (the classic matcher in ``src/mongo/db/matcher``):
+
+- a condition on a path holds if it holds for *any* value the path yields (see
+  ``paths.iter_path_values``: array elements and the array itself);
+- ``$ne``, ``$nin``, ``$not`` and ``$exists: false`` negate the whole condition on the path, so
+  ``{"a": {"$ne": 5}}`` means "no value of a is 5" and matches a document without ``a``;
+- equality with null also matches a missing value, and so do ``$gte``/``$lte`` null and ``$in``
+  with a null;
+- comparisons only hold between values of the same type class ("type bracketing"); int and
+  float compare by value; booleans are not numbers; datetimes compare with datetimes only;
+- several conditions on one path each pick their own value: ``{"a": {"$gt": 1, "$lt": 5}}``
+  matches ``{"a": [0, 9]}``; ``$elemMatch`` asks one element to satisfy them all.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import Enum
+from typing import Any, Protocol
+
+from s3idx.codec import is_date_tag, normalize_datetime, parse_date_tag
+from s3idx.errors import InvalidFilterError
+from s3idx.query.paths import Path, iter_path_values, split_path
+from s3idx.query.values import MISSING, canonical, compare, type_class
+
+SUPPORTED_OPERATORS = (
+    "$eq",
+    "$ne",
+    "$gt",
+    "$gte",
+    "$lt",
+    "$lte",
+    "$in",
+    "$nin",
+    "$exists",
+    "$and",
+    "$or",
+    "$nor",
+    "$not",
+    "$regex",
+    "$options",
+    "$all",
+    "$size",
+    "$elemMatch",
+)
+LOGICAL_OPERATORS = ("$and", "$or", "$nor")
+REGEX_FLAGS = {"i": re.IGNORECASE, "m": re.MULTILINE, "s": re.DOTALL, "x": re.VERBOSE}
+
+
+class CmpOp(Enum):
+    GT = "$gt"
+    GTE = "$gte"
+    LT = "$lt"
+    LTE = "$lte"
+
+    def holds(self, order: int) -> bool:
+        if self is CmpOp.GT:
+            return order > 0
+        if self is CmpOp.GTE:
+            return order >= 0
+        if self is CmpOp.LT:
+            return order < 0
+        return order <= 0
+
+
+# --- conditions on one value (MongoDB's matchesSingleElement) -------------------------------
+
+
+class ValueCondition(Protocol):
+    """A test of one value the path yielded; MISSING stands for "nothing there"."""
+
+    def test(self, value: Any) -> bool: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Eq:
+    value: Any
+    key: str = field(init=False, repr=False, compare=False)
+    traverse_leaf_arrays = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", canonical(self.value))
+
+    def test(self, value: Any) -> bool:
+        if self.value is None:
+            return value is None or value is MISSING
+        return (
+            value is not MISSING
+            and type_class(value) == type_class(self.value)
+            and (compare(value, self.value) == 0)
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Cmp:
+    op: CmpOp
+    value: Any
+    traverse_leaf_arrays = True
+
+    def test(self, value: Any) -> bool:
+        if self.value is None or value is None or value is MISSING:
+            # null and missing form one class here: $gte/$lte null match both, $gt/$lt nothing.
+            nullish = value is None or value is MISSING
+            return nullish and self.value is None and self.op in (CmpOp.GTE, CmpOp.LTE)
+        if type_class(value) != type_class(self.value):
+            return False
+        return self.op.holds(compare(value, self.value))
+
+
+@dataclass(frozen=True, slots=True)
+class In:
+    values: tuple[Any, ...]
+    has_null: bool = field(init=False, repr=False, compare=False)
+    keys: frozenset[str] = field(init=False, repr=False, compare=False)
+    traverse_leaf_arrays = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "has_null", any(v is None for v in self.values))
+        keys = frozenset(canonical(v) for v in self.values if v is not None)
+        object.__setattr__(self, "keys", keys)
+
+    def test(self, value: Any) -> bool:
+        if value is None or value is MISSING:
+            return self.has_null
+        return canonical(value) in self.keys
+
+
+@dataclass(frozen=True, slots=True)
+class Exists:
+    traverse_leaf_arrays = True
+
+    def test(self, value: Any) -> bool:
+        return value is not MISSING
+
+
+@dataclass(frozen=True, slots=True)
+class Regex:
+    pattern: str
+    options: str
+    compiled: re.Pattern[str] = field(init=False, repr=False, compare=False)
+    traverse_leaf_arrays = True
+
+    def __post_init__(self) -> None:
+        flags = 0
+        for flag in self.options:
+            flags |= REGEX_FLAGS[flag]
+        try:
+            compiled = re.compile(self.pattern, flags)
+        except re.error as exc:
+            raise InvalidFilterError(f"invalid $regex {self.pattern!r}: {exc}") from None
+        object.__setattr__(self, "compiled", compiled)
+
+    def test(self, value: Any) -> bool:
+        return isinstance(value, str) and self.compiled.search(value) is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Size:
+    size: int
+    traverse_leaf_arrays = False
+
+    def test(self, value: Any) -> bool:
+        return isinstance(value, list) and len(value) == self.size
+
+
+@dataclass(frozen=True, slots=True)
+class Never:
+    """``$all: []``, which MongoDB defines to match nothing."""
+
+    traverse_leaf_arrays = True
+
+    def test(self, value: Any) -> bool:
+        return False
+
+
+@dataclass(frozen=True, slots=True)
+class ValueAnd:
+    """Several operators on one value, inside ``$elemMatch``."""
+
+    items: tuple[ValueExpr, ...]
+
+    def test(self, value: Any) -> bool:
+        return all(item.test(value) for item in self.items)
+
+
+@dataclass(frozen=True, slots=True)
+class ValueNot:
+    item: ValueExpr
+
+    def test(self, value: Any) -> bool:
+        return not self.item.test(value)
+
+
+@dataclass(frozen=True, slots=True)
+class ElemMatchValue:
+    """``{"$elemMatch": {"$gt": 1, "$lt": 5}}``: one element satisfies every operator."""
+
+    condition: ValueExpr
+    traverse_leaf_arrays = False
+
+    def test(self, value: Any) -> bool:
+        return isinstance(value, list) and any(self.condition.test(item) for item in value)
+
+
+@dataclass(frozen=True, slots=True)
+class ElemMatchObject:
+    """``{"$elemMatch": {"x": 1}}``: one element, as a document, matches the filter.
+
+    MongoDB tries elements that are arrays too, as documents with fields "0", "1", ...
+    """
+
+    filter: Expr
+    traverse_leaf_arrays = False
+
+    def test(self, value: Any) -> bool:
+        if not isinstance(value, list):
+            return False
+        return any(
+            self.filter.matches(as_document(item))
+            for item in value
+            if isinstance(item, dict | list)
+        )
+
+
+Predicate = Eq | Cmp | In | Exists | Regex | Size | Never | ElemMatchValue | ElemMatchObject
+ValueExpr = Predicate | ValueAnd | ValueNot
+
+
+def as_document(value: dict[str, Any] | list[Any]) -> dict[str, Any]:
+    if isinstance(value, list):
+        return {str(n): item for n, item in enumerate(value)}
+    return value
+
+
+# --- conditions on documents -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PathCondition:
+    """A predicate on a path: true if any value the path yields satisfies it."""
+
+    path: str
+    parts: Path
+    predicate: Predicate
+
+    def matches(self, document: Mapping[str, Any]) -> bool:
+        values = iter_path_values(
+            document, self.parts, traverse_leaf_arrays=self.predicate.traverse_leaf_arrays
+        )
+        return any(self.predicate.test(value) for value in values)
+
+
+@dataclass(frozen=True, slots=True)
+class And:
+    children: tuple[Expr, ...]
+
+    def matches(self, document: Mapping[str, Any]) -> bool:
+        return all(child.matches(document) for child in self.children)
+
+
+@dataclass(frozen=True, slots=True)
+class Or:
+    children: tuple[Expr, ...]
+
+    def matches(self, document: Mapping[str, Any]) -> bool:
+        return any(child.matches(document) for child in self.children)
+
+
+@dataclass(frozen=True, slots=True)
+class Not:
+    child: Expr
+
+    def matches(self, document: Mapping[str, Any]) -> bool:
+        return not self.child.matches(document)
+
+
+Expr = PathCondition | And | Or | Not
+
+
+@dataclass(frozen=True, slots=True)
+class Filter:
+    """A validated filter; ``matches`` applies MongoDB's semantics to one document."""
+
+    expr: Expr
+
+    def matches(self, document: Mapping[str, Any]) -> bool:
+        return self.expr.matches(document)
+
+
+# --- parsing ---------------------------------------------------------------------------------
+
+
+def parse_filter(obj: Any) -> Filter:
+    """Validate a MongoDB filter; InvalidFilterError says what is wrong and where."""
+    return Filter(_parse_document(obj, "filter"))
+
+
+def _parse_document(obj: Any, where: str) -> Expr:
+    if not isinstance(obj, Mapping):
+        raise InvalidFilterError(f"{where} must be a JSON object, got {_kind(obj)}")
+    children: list[Expr] = []
+    for name, value in obj.items():
+        if not isinstance(name, str):
+            raise InvalidFilterError(f"{where} has a non-string field name {name!r}")
+        if name.startswith("$"):
+            children.append(_parse_top_operator(name, value))
+        else:
+            children.append(_parse_field(name, value))
+    return children[0] if len(children) == 1 else And(tuple(children))
+
+
+def _parse_top_operator(name: str, value: Any) -> Expr:
+    if name not in LOGICAL_OPERATORS:
+        if name in SUPPORTED_OPERATORS:
+            raise InvalidFilterError(
+                f'{name} applies to a field, as in {{"field": {{"{name}": ...}}}}; '
+                "it cannot stand at the top level of a filter"
+            )
+        raise _unknown_operator(name)
+    if not isinstance(value, list) or not value:
+        raise InvalidFilterError(
+            f"{name} needs a non-empty array of filter objects, got {_kind(value)}"
+        )
+    children = tuple(_parse_document(item, f"each element of {name}") for item in value)
+    if name == "$and":
+        return And(children)
+    if name == "$or":
+        return Or(children)
+    return Not(Or(children))
+
+
+def _parse_field(path: str, value: Any) -> Expr:
+    parts = split_path(path)
+    if _is_operator_object(value):
+        return _field_expr(path, parts, _parse_operators(path, value))
+    return PathCondition(path, parts, Eq(_literal(value)))
+
+
+def _is_operator_object(value: Any) -> bool:
+    # MongoDB decides by the first name only: {"$gt": 1} is an operator object, {"b": 1} and
+    # {} are literal documents to compare with.
+    if not isinstance(value, Mapping) or not value or is_date_tag(value):
+        return False
+    first = next(iter(value))
+    return isinstance(first, str) and first.startswith("$")
+
+
+def _field_expr(path: str, parts: Path, condition: ValueExpr) -> Expr:
+    """The document-level form: every operator walks the path on its own."""
+    if isinstance(condition, ValueAnd):
+        items = tuple(_field_expr(path, parts, item) for item in condition.items)
+        return items[0] if len(items) == 1 else And(items)
+    if isinstance(condition, ValueNot):
+        return Not(_field_expr(path, parts, condition.item))
+    return PathCondition(path, parts, condition)
+
+
+def _parse_operators(path: str, operators: Mapping[str, Any]) -> ValueExpr:
+    items: list[ValueExpr] = []
+    for name, argument in operators.items():
+        if not isinstance(name, str) or not name.startswith("$"):
+            raise InvalidFilterError(
+                f"the condition on {path!r} mixes operators with the field {name!r}; "
+                'to compare with a document, use {"$eq": {...}}'
+            )
+        if name == "$options":
+            if "$regex" not in operators:
+                raise InvalidFilterError(f"$options on {path!r} needs a $regex beside it")
+            continue
+        items.append(_parse_operator(path, name, argument, operators))
+    return items[0] if len(items) == 1 else ValueAnd(tuple(items))
+
+
+def _parse_operator(path: str, name: str, argument: Any, operators: Mapping[str, Any]) -> ValueExpr:
+    if name == "$eq":
+        return Eq(_literal(argument))
+    if name == "$ne":
+        return ValueNot(Eq(_literal(argument)))
+    if name in ("$gt", "$gte", "$lt", "$lte"):
+        return Cmp(CmpOp(name), _literal(argument))
+    if name == "$in":
+        return In(_plain_values(name, argument))
+    if name == "$nin":
+        return ValueNot(In(_plain_values(name, argument)))
+    if name == "$all":
+        values = _plain_values(name, argument)
+        if not values:
+            return Never()
+        eqs = tuple(Eq(v) for v in values)
+        return eqs[0] if len(eqs) == 1 else ValueAnd(eqs)
+    if name == "$exists":
+        return Exists() if _exists_argument(argument) else ValueNot(Exists())
+    if name == "$size":
+        return Size(_size_argument(argument))
+    if name == "$regex":
+        return _parse_regex(argument, operators.get("$options", ""))
+    if name == "$not":
+        return ValueNot(_parse_not(path, argument))
+    if name == "$elemMatch":
+        return _parse_elem_match(path, argument)
+    if name in LOGICAL_OPERATORS:
+        raise InvalidFilterError(
+            f"{name} cannot be applied to the field {path!r}; "
+            f'use it at the top level: {{"{name}": [{{"{path}": ...}}, ...]}}'
+        )
+    raise _unknown_operator(name)
+
+
+def _parse_regex(pattern: Any, options: Any) -> Regex:
+    if not isinstance(pattern, str):
+        raise InvalidFilterError(f"$regex needs a string, got {_kind(pattern)}")
+    if not isinstance(options, str):
+        raise InvalidFilterError(f"$options needs a string, got {_kind(options)}")
+    for flag in options:
+        if flag not in REGEX_FLAGS:
+            raise InvalidFilterError(
+                f"invalid $options flag {flag!r}; supported: {', '.join(REGEX_FLAGS)}"
+            )
+    return Regex(pattern, options)
+
+
+def _parse_not(path: str, argument: Any) -> ValueExpr:
+    if not _is_operator_object(argument):
+        raise InvalidFilterError(
+            '$not needs an object of operators, such as {"$gt": 5} or {"$regex": "^a"}, '
+            f"got {_kind(argument)}"
+        )
+    return _parse_operators(path, argument)
+
+
+def _parse_elem_match(path: str, argument: Any) -> Predicate:
+    if not isinstance(argument, Mapping):
+        raise InvalidFilterError(f"$elemMatch needs an object, got {_kind(argument)}")
+    first = next(iter(argument), None)
+    if _is_operator_object(argument) and first not in LOGICAL_OPERATORS:
+        return ElemMatchValue(_parse_operators(path, argument))
+    return ElemMatchObject(_parse_document(argument, "$elemMatch"))
+
+
+def _plain_values(name: str, argument: Any) -> tuple[Any, ...]:
+    if not isinstance(argument, list):
+        raise InvalidFilterError(f"{name} needs an array, got {_kind(argument)}")
+    values = []
+    for item in argument:
+        if _is_operator_object(item):
+            raise InvalidFilterError(
+                f"{name} takes plain values only, not operator objects such as {item!r}"
+            )
+        values.append(_literal(item))
+    return tuple(values)
+
+
+def _exists_argument(argument: Any) -> bool:
+    # MongoDB takes any value by its truth; numbers are common ($exists: 1), other kinds are
+    # almost always a mistake, so they are refused.
+    if isinstance(argument, bool | int | float):
+        return bool(argument)
+    raise InvalidFilterError(f"$exists needs true or false, got {_kind(argument)}")
+
+
+def _size_argument(argument: Any) -> int:
+    if isinstance(argument, bool) or not isinstance(argument, int | float):
+        raise InvalidFilterError(f"$size needs a non-negative integer, got {_kind(argument)}")
+    if isinstance(argument, float) and not argument.is_integer():
+        raise InvalidFilterError(f"$size needs a non-negative integer, got {argument!r}")
+    if argument < 0:
+        raise InvalidFilterError(f"$size needs a non-negative integer, got {argument!r}")
+    return int(argument)
+
+
+def _literal(value: Any) -> Any:
+    """A value to compare with: ``$date`` tags become datetimes, datetimes get ms precision."""
+    if isinstance(value, Mapping):
+        if is_date_tag(value):
+            try:
+                return parse_date_tag(value["$date"])
+            except ValueError as exc:
+                raise InvalidFilterError(str(exc)) from None
+        return {_field_name(k): _literal(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_literal(v) for v in value]
+    if isinstance(value, datetime):
+        return normalize_datetime(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise InvalidFilterError(f"{value} is not a JSON number and cannot be compared")
+    if value is None or isinstance(value, str | bool | int | float):
+        return value
+    raise InvalidFilterError(f"a filter cannot hold a {type(value).__name__} value")
+
+
+def _field_name(name: Any) -> str:
+    if not isinstance(name, str):
+        raise InvalidFilterError(f"a document in a filter has a non-string field name {name!r}")
+    return name
+
+
+def _unknown_operator(name: str) -> InvalidFilterError:
+    return InvalidFilterError(
+        f"unknown query operator {name!r}; supported: {', '.join(SUPPORTED_OPERATORS)}"
+    )
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"a boolean ({'true' if value else 'false'})"
+    if isinstance(value, int | float):
+        return f"a number ({value!r})"
+    if isinstance(value, str):
+        return f"a string ({value!r})"
+    if isinstance(value, Mapping):
+        return "an object"
+    if isinstance(value, list | tuple):
+        return "an array"
+    if isinstance(value, datetime):
+        return "a datetime"
+    return f"a {type(value).__name__}"
