@@ -727,7 +727,8 @@ def rebuild_index(
         with (
             CliScanEvents(show_progress=show, quiet=quiet, drift_lines=False) as events,
             ctx.engine() as engine,
-            signals.installed(),_summary_on_failure(ctx)
+            signals.installed(),
+            _summary_on_failure(ctx),
         ):
             result = engine.rebuild_index(resume=resume, events=events, stop=signals.stop)
         _report(ctx, result.as_dict(), output.rebuild_summary(result))

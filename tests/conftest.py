@@ -11,11 +11,14 @@ import logging
 import os
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from typer.testing import CliRunner, Result
 
+from s3idx.cli import app
 from s3idx.store.base import ObjectStore
 from s3idx.store.local import LocalStore
 
@@ -136,3 +139,14 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ObjectStor
         raise AssertionError(request.param)
     yield backend
     backend.close()
+
+
+@pytest.fixture
+def run() -> Callable[..., Result]:
+    """``run("put", "--field", "x", input=b"...")``: the result, stdout and stderr apart."""
+    runner = CliRunner()
+
+    def invoke(*args: str, input: bytes | str | None = None, **kwargs: Any) -> Result:
+        return runner.invoke(app, list(args), input=input, catch_exceptions=False, **kwargs)
+
+    return invoke

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import orjson
 import pytest
-from s3idx.index.sqlite import SqliteIndex
 
 from s3idx import Engine
 from s3idx.errors import ExitStatus, ObjectNotFoundError
+from s3idx.index.sqlite import SqliteIndex
 from s3idx.store.local import LocalStore
 from s3idx.store.s3 import S3Store
 from tests.cli.conftest import Run, jsonl

@@ -267,20 +267,86 @@ CHUNK_SECONDS = 1.0
 def _chunks(
     records: Iterable[Record], size: int, stop: threading.Event | None
 ) -> Iterator[list[Record]]:
-    """Records in chunks of ``size``, or fewer once a chunk is a second old (slow input)."""
+    """Records in chunks of ``size``, or fewer once a chunk is a second old (slow input).
+
+    Reading runs in its own thread behind a bounded queue, so a chunk is handed on when the
+    input goes quiet, not only when the next record arrives.
+    """
     chunk: list[Record] = []
     opened = 0.0
-    for record in records:
-        if not chunk:
-            opened = time.monotonic()
-        chunk.append(record)
-        if len(chunk) >= size or time.monotonic() - opened >= CHUNK_SECONDS:
-            yield chunk
-            chunk = []
-        if stop is not None and stop.is_set():
-            break
+    with _BackgroundReader(records, maxsize=2 * size) as reader:
+        for record in reader:
+            if record is not None:
+                if not chunk:
+                    opened = time.monotonic()
+                chunk.append(record)
+            if chunk and (len(chunk) >= size or time.monotonic() - opened >= CHUNK_SECONDS):
+                yield chunk
+                chunk = []
+            if stop is not None and stop.is_set():
+                break
     if chunk:
         yield chunk
+
+
+class _BackgroundReader:
+    """Iterates records read by a thread; yields None when nothing arrived for a moment."""
+
+    _END = object()
+    TICK = 0.2
+
+    def __init__(self, records: Iterable[Record], maxsize: int) -> None:
+        self._records = records
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize)
+        self._quit = threading.Event()
+        self._thread = threading.Thread(target=self._produce, name="s3idx-read", daemon=True)
+
+    def __enter__(self) -> _BackgroundReader:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._quit.set()
+        # A reader blocked on an idle pipe is left behind (a daemon): it holds nothing we need.
+        self._thread.join(timeout=0.5)
+
+    def __iter__(self) -> Iterator[Record | None]:
+        while True:
+            try:
+                item = self._queue.get(timeout=self.TICK)
+            except queue.Empty:
+                yield None
+                continue
+            if item is self._END:
+                return
+            if isinstance(item, _ReadFailure):
+                raise item.error
+            yield item
+
+    def _produce(self) -> None:
+        try:
+            for record in self._records:
+                if not self._offer(record):
+                    return
+            self._offer(self._END)
+        except BaseException as exc:  # handed to the consumer, which raises it
+            self._offer(_ReadFailure(exc))
+
+    def _offer(self, item: Any) -> bool:
+        while not self._quit.is_set():
+            try:
+                self._queue.put(item, timeout=self.TICK)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+
+class _ReadFailure:
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
 
 
 def _prepare_chunk(

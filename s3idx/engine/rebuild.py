@@ -71,8 +71,9 @@ def run_rebuild(
 ) -> RebuildResult:
     events = events or Events()
     started = time.monotonic()
-    key_field = key_field or _key_field_of_store(store, index)
-    rebuild = index.start_rebuild(key_field, resume=resume)
+    found_key, fields = _first_entry_settings(store, index)
+    key_field = key_field or found_key
+    rebuild = index.start_rebuild(key_field, fields, resume=resume)
     checkpoint = rebuild.checkpoint() if resume else None
     result = _restore(checkpoint, key_field)
     with ThreadPoolExecutor(workers, thread_name_prefix="s3idx-head") as pool:
@@ -143,8 +144,10 @@ def _restore(checkpoint: dict[str, Any] | None, key_field: str) -> RebuildResult
     return result
 
 
-def _key_field_of_store(store: ObjectStore, index: Index, probe: int = 1000) -> str:
-    """The key field the store's objects were written with: the first s3idx object says.
+def _first_entry_settings(
+    store: ObjectStore, index: Index, probe: int = 1000
+) -> tuple[str, tuple[str, ...]]:
+    """The key field and fields the store's objects were written with: the first one says.
 
     The bucket is the truth, so it is asked before the index; a store with no s3idx object
     among its first ``probe`` keys falls back on the index's settings, then on the default.
@@ -153,11 +156,12 @@ def _key_field_of_store(store: ObjectStore, index: Index, probe: int = 1000) -> 
         if n >= probe:
             break
         try:
-            return recover_entry(store.head(info.key)).key_field
+            recovered = recover_entry(store.head(info.key))
         except (NotAnS3idxObjectError, CorruptObjectError, ObjectNotFoundError):
             continue
+        return recovered.key_field, recovered.fields
     settings = index.settings()
-    return settings.key_field if settings else DEFAULT_KEY_FIELD
+    return (settings.key_field, settings.fields) if settings else (DEFAULT_KEY_FIELD, ())
 
 
 def _refuse_empty_replacement(store: ObjectStore, index: Index, result: RebuildResult) -> None:

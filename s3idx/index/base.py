@@ -106,9 +106,12 @@ class Index(Protocol):
         """Every key with its bookkeeping, in ascending key order (UTF-8 byte order)."""
         ...
 
-    def start_rebuild(self, key_field: str, *, resume: bool = False) -> IndexRebuild:
+    def start_rebuild(
+        self, key_field: str, fields: Sequence[str] = (), *, resume: bool = False
+    ) -> IndexRebuild:
         """A fresh index keyed by ``key_field`` beside the current one.
 
+        ``fields`` are the searchable fields expected (a hint: ``commit`` gives the final ones).
         With ``resume``, the interrupted rebuild, if there is one for the same key field.
         The current index may be missing or empty (the index was lost).
         """

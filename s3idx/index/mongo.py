@@ -606,7 +606,11 @@ class MongoIndex:
 
     # --- rebuild -----------------------------------------------------------------------------
 
-    def start_rebuild(self, key_field: str, *, resume: bool = False) -> MongoRebuild:
+    def start_rebuild(
+        self, key_field: str, fields: Sequence[str] = (), *, resume: bool = False
+    ) -> MongoRebuild:
+        # MongoDB indexes the fields when the rebuild commits; ``fields`` needs no work now.
+        del fields
         name = self._name + REBUILD_SUFFIX
         with self._guard("starting a rebuild of"):
             state = self._meta.find_one({ID: name}) if resume else None

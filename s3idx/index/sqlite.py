@@ -269,19 +269,25 @@ class SqliteIndex:
 
     # --- rebuild ---------------------------------------------------------------------------
 
-    def start_rebuild(self, *, resume: bool = False) -> SqliteRebuild:
-        """A fresh index beside the live one, filled with the recorded key field and fields.
+    def start_rebuild(
+        self, key_field: str, fields: Sequence[str] = (), *, resume: bool = False
+    ) -> SqliteRebuild:
+        """A fresh index keyed by ``key_field`` beside the live one (which may not exist).
 
-        The index must have been configured (``configure``) so its key field is known.
+        ``fields`` are the searchable fields expected: their side-table rows are written as
+        entries arrive; fields found only later are filled in at commit.
         """
+        _check_key_field(key_field)
+        wanted = tuple(f for f in dict.fromkeys(fields) if f != key_field)
+        for path in wanted:
+            _check_field(path)
         with self._transaction() as conn:
-            settings = self._require_settings(conn)
             plan = _load_rebuild(conn)
-            if resume and plan is not None and plan.key_field == settings.key_field:
+            if resume and plan is not None and plan.key_field == key_field:
                 return SqliteRebuild(self, plan)
             _drop_tables(conn, REBUILD)
             generation = int(_get_meta(conn, "generation") or 0) + 1
-            plan = _RebuildPlan(settings.key_field, settings.fields, generation)
+            plan = _RebuildPlan(key_field, wanted, generation)
             _create_tables(conn, REBUILD, generation)
             _set_meta(conn, "rebuild", json.dumps(plan.as_dict()))
             _set_meta(conn, _MULTIKEY[REBUILD], "[]")

@@ -1,4 +1,4 @@
-"""Running the CLI in-process through Typer's CliRunner."""
+"""Helpers for CLI tests; the ``run`` fixture lives in tests/conftest.py."""
 
 from __future__ import annotations
 
@@ -6,24 +6,9 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
-import pytest
-from click.testing import Result
-from typer.testing import CliRunner
-
-from s3idx.cli import app
+from typer.testing import Result
 
 Run = Callable[..., Result]
-
-
-@pytest.fixture
-def run() -> Run:
-    """``run("put", "--field", "x", input=b"...")``: the result, stdout and stderr apart."""
-    runner = CliRunner()
-
-    def invoke(*args: str, input: bytes | str | None = None, **kwargs: Any) -> Result:
-        return runner.invoke(app, list(args), input=input, catch_exceptions=False, **kwargs)
-
-    return invoke
 
 
 def json_lines(text: str) -> list[Any]:

@@ -15,7 +15,10 @@ from tests.cli.conftest import Run, json_lines
 BIG_ENTRY = b'{"fs_id": "big", "a": "' + b"x" * 1500 + b'", "b": "' + b"y" * 700 + b'"}'
 
 CASES = {
-    "invalid JSON": (b'{"fs_id": "x", }', "invalid JSON: trailing comma in object at column 16"),
+    "invalid JSON": (
+        b'{"fs_id": "x", }',
+        "invalid JSON: trailing comma is not allowed at column 14",
+    ),
     "not an object": (b'["fs_id", "x"]', "expected a JSON object, got an array"),
     "a bare string": (b'"fs_id"', "expected a JSON object, got a string"),
     "missing key": (

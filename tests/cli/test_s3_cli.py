@@ -48,7 +48,8 @@ def test_put_get_and_metadata_on_s3(run: Run, s3_endpoint: str) -> None:
     assert metadata["s3idx-codec"] == "json+zlib"
 
     query = run("query", *args, '{"task_id": "task-1"}', "--full", "--sort", "fs_id")
-    assert json_lines(query.stdout) == [d for d in DOCS if d["task_id"] == "task-1"]
+    expected = sorted((d for d in DOCS if d["task_id"] == "task-1"), key=lambda d: d["fs_id"])
+    assert json_lines(query.stdout) == expected
 
 
 def test_missing_bucket_without_create_bucket(run: Run, s3_endpoint: str) -> None:

@@ -24,6 +24,7 @@ import pytest
 
 from s3idx.index.base import Index
 from s3idx.index.mongo import MongoIndex
+from s3idx.index.sqlite import SqliteIndex
 
 Opener = Callable[[], Index]
 IndexFactory = Callable[[pytest.FixtureRequest, Path], AbstractContextManager[Opener]]
@@ -69,7 +70,14 @@ def _mongodb_kind(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Op
             client.drop_database(database)
 
 
+@contextmanager
+def _sqlite_kind(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Opener]:
+    with handles(lambda: SqliteIndex(tmp_path / "index.sqlite3")) as opener:
+        yield opener
+
+
 INDEX_KINDS: dict[str, IndexFactory] = {
+    "sqlite": _sqlite_kind,
     "mongomock": _mongomock_kind,
     "mongodb": _mongodb_kind,
 }

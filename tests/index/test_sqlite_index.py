@@ -61,7 +61,7 @@ def side_rows(ix: SqliteIndex, key: str) -> list[tuple[Any, ...]]:
 
 def test_implements_the_index_protocol(index: SqliteIndex) -> None:
     assert isinstance(index, Index)
-    rebuild = index.start_rebuild()
+    rebuild = index.start_rebuild(KEY, FIELDS)
     assert isinstance(rebuild, IndexRebuild)
     rebuild.abort()
 
@@ -314,7 +314,7 @@ def test_back_fill_and_rebuild_track_multikey_fields(index: SqliteIndex) -> None
     index.upsert([entry("a", color=["red", "blue"], size=1)])
     index.configure(KEY, ["color", "size"])
     assert meta(index, "multikey") == ["color"]
-    rebuild = index.start_rebuild()
+    rebuild = index.start_rebuild(KEY, FIELDS)
     rebuild.upsert([entry("a", color="red", size=[1, 2])])
     rebuild.commit(IndexSettings(KEY, ("color", "size")))
     assert meta(index, "multikey") == ["size"]
@@ -338,7 +338,7 @@ def test_integers_beyond_64_bits(index: SqliteIndex) -> None:
 
 def test_rebuild_commit_swaps_in_one_go(index: SqliteIndex) -> None:
     index.upsert([entry("old", task="x"), entry("both", task="old")])
-    rebuild = index.start_rebuild()
+    rebuild = index.start_rebuild(KEY, FIELDS)
     rebuild.upsert([entry("new", task="x"), entry("both", task="new", color="c")])
     # Readers of the live index see nothing of the rebuild before the commit.
     reading = index.find({}, sort=[(KEY, 1)])
@@ -358,7 +358,7 @@ def test_rebuild_commit_swaps_in_one_go(index: SqliteIndex) -> None:
     assert REBUILD.entries not in tables and REBUILD.values not in tables
     assert names == {"schema_version", "generation", "key_field", "fields", "multikey"}
     # A second rebuild works on top of the first.
-    again = index.start_rebuild()
+    again = index.start_rebuild(KEY, FIELDS)
     again.upsert([entry("z")])
     again.commit(IndexSettings(KEY, ("task",)))
     assert keys(index.find({})) == ["z"]
@@ -367,14 +367,14 @@ def test_rebuild_commit_swaps_in_one_go(index: SqliteIndex) -> None:
 
 def test_rebuild_abort_leaves_the_index_alone(index: SqliteIndex) -> None:
     index.upsert([entry("a")])
-    rebuild = index.start_rebuild()
+    rebuild = index.start_rebuild(KEY, FIELDS)
     rebuild.upsert([entry("b")])
     rebuild.save_checkpoint({"after": "b"})
     rebuild.abort()
     assert keys(index.find({})) == ["a"]
     with pytest.raises(IndexSettingsError, match="was committed or aborted elsewhere"):
         rebuild.upsert([entry("c")])
-    fresh = index.start_rebuild(resume=True)
+    fresh = index.start_rebuild(KEY, FIELDS, resume=True)
     assert fresh.checkpoint() is None
     assert fresh.has_keys(["b"]) == set()
 
@@ -383,39 +383,42 @@ def test_rebuild_resumes_after_a_crash(tmp_path: Path) -> None:
     path = tmp_path / "index.sqlite3"
     first = SqliteIndex(path)
     first.configure(KEY, ["task"])
-    rebuild = first.start_rebuild()
+    rebuild = first.start_rebuild(KEY, ["task"])
     rebuild.upsert([entry(f"k{n}", task="t") for n in range(5)])
     when = datetime(2024, 1, 1, tzinfo=UTC)
     rebuild.save_checkpoint({"after": "k4", "started": when, "counts": [5, 0]})
     first.close()  # the process dies here
 
     second = SqliteIndex(path)
-    resumed = second.start_rebuild(resume=True)
+    resumed = second.start_rebuild(KEY, resume=True)
     assert resumed.checkpoint() == {"after": "k4", "started": when, "counts": [5, 0]}
     assert resumed.has_keys(["k0", "k4", "k9"]) == {"k0", "k4"}
     resumed.upsert([entry("k9", task="t")])
     resumed.commit(IndexSettings(KEY, ("task",)))
     assert second.count({"task": "t"}) == 6
 
-    restarted = second.start_rebuild(resume=True)
+    restarted = second.start_rebuild(KEY, resume=True)
     restarted.upsert([entry("x")])
-    discarded = second.start_rebuild(resume=False)
+    discarded = second.start_rebuild(KEY, resume=False)
     assert discarded.has_keys(["x"]) == set()
     assert discarded.checkpoint() is None
     second.close()
 
 
 def test_rebuild_commit_checks_the_key_field(index: SqliteIndex) -> None:
-    rebuild = index.start_rebuild()
+    rebuild = index.start_rebuild(KEY, FIELDS)
     with pytest.raises(IndexSettingsError, match="uses key field 'fs_id', not 'other'"):
         rebuild.commit(IndexSettings("other", ()))
     rebuild.abort()
 
 
-def test_rebuild_needs_a_configured_index(tmp_path: Path) -> None:
-    ix = SqliteIndex(tmp_path / "index.sqlite3")
-    with pytest.raises(IndexSettingsError, match="has no key field recorded yet"):
-        ix.start_rebuild()
+def test_rebuild_of_a_missing_file_creates_it(tmp_path: Path) -> None:
+    ix = SqliteIndex(tmp_path / "lost" / "index.sqlite3")
+    rebuild = ix.start_rebuild(KEY, ["task"])
+    rebuild.upsert([entry("a", task="t")])
+    rebuild.commit(IndexSettings(KEY, ("task",)))
+    assert ix.settings() == IndexSettings(KEY, ("task",))
+    assert keys(ix.find({"task": "t"})) == ["a"]
     ix.close()
 
 
