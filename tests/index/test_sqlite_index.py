@@ -229,6 +229,10 @@ def test_filter_is_validated_before_anything_runs(tmp_path: Path) -> None:
         ix.find({}, sort=[("a", 2)])
     with pytest.raises(InvalidFilterError, match="limit must be a non-negative integer"):
         ix.find({}, limit=-1)
+    with pytest.raises(InvalidFilterError, match="fields must be a list of paths, got the string"):
+        ix.find({}, fields="a,b")
+    with pytest.raises(InvalidFilterError, match="invalid field path 'a..b'"):
+        ix.find({}, fields=["a..b"])
     with pytest.raises(InvalidFilterError):
         ix.count({"a": {"$in": 1}})
     assert not ix.path.exists()
