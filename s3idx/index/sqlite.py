@@ -158,6 +158,8 @@ class SqliteIndex:
         flt = parse_filter({} if filter is None else filter)
         spec = check_sort(sort or ())
         _check_skip_limit(skip, limit)
+        if isinstance(fields, str):
+            raise InvalidFilterError(f"fields must be a list of paths, got the string {fields!r}")
         projection = None if fields is None else [*fields]
         for path in projection or ():
             split_path(path)

@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
-from typing import Any, Protocol
+from typing import Any
 
 from s3idx.codec import is_date_tag, normalize_datetime, parse_date_tag
 from s3idx.errors import InvalidFilterError
@@ -71,31 +71,20 @@ class CmpOp(Enum):
 
 
 # --- conditions on one value (MongoDB's matchesSingleElement) -------------------------------
-
-
-class ValueCondition(Protocol):
-    """A test of one value the path yielded; MISSING stands for "nothing there"."""
-
-    def test(self, value: Any) -> bool: ...
+# Each has ``test(value)``, where MISSING stands for "nothing there", and says whether the
+# path is to be walked with arrays at its end expanded (``traverse_leaf_arrays``).
 
 
 @dataclass(frozen=True, slots=True)
 class Eq:
     value: Any
-    key: str = field(init=False, repr=False, compare=False)
     traverse_leaf_arrays = True
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "key", canonical(self.value))
 
     def test(self, value: Any) -> bool:
         if self.value is None:
             return value is None or value is MISSING
-        return (
-            value is not MISSING
-            and type_class(value) == type_class(self.value)
-            and (compare(value, self.value) == 0)
-        )
+        # Values of different type classes never compare equal (MISSING has a class of its own).
+        return compare(value, self.value) == 0
 
 
 @dataclass(frozen=True, slots=True)

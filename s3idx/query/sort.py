@@ -13,6 +13,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterable, Mapping, Sequence
 from functools import cmp_to_key
+from itertools import islice
 from typing import Any
 
 from s3idx.errors import InvalidFilterError
@@ -87,23 +88,13 @@ def sort_entries(
     if skip < 0 or limit < 0:
         raise InvalidFilterError("skip and limit must not be negative")
     if not spec:
-        kept = list(entries) if not limit else _first(entries, skip + limit)
-        return kept[skip:]
+        return list(islice(entries, skip, skip + limit if limit else None))
     keyed = ((_SortKey(document_sort_key(e, spec), spec), e) for e in entries)
     if limit:
         best = heapq.nsmallest(skip + limit, keyed, key=_first_item)
     else:
         best = sorted(keyed, key=_first_item)
     return [entry for _, entry in best[skip:]]
-
-
-def _first(entries: Iterable[Any], count: int) -> list[Any]:
-    kept = []
-    for entry in entries:
-        if len(kept) == count:
-            break
-        kept.append(entry)
-    return kept
 
 
 def _first_item(pair: tuple[_SortKey, Any]) -> _SortKey:

@@ -102,10 +102,6 @@ def _compare_items(left: list[tuple[Any, Any]], right: list[tuple[Any, Any]]) ->
     return (len(left) > len(right)) - (len(left) < len(right))
 
 
-def equal(a: Any, b: Any) -> bool:
-    return compare(a, b) == 0
-
-
 def canonical(value: Any) -> str:
     """Text that is equal for two values exactly when MongoDB considers them equal.
 

@@ -9,6 +9,7 @@ import pickle
 import sqlite3
 import tempfile
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -228,6 +229,10 @@ def test_filter_is_validated_before_anything_runs(tmp_path: Path) -> None:
         ix.find({}, sort=[("a", 2)])
     with pytest.raises(InvalidFilterError, match="limit must be a non-negative integer"):
         ix.find({}, limit=-1)
+    with pytest.raises(InvalidFilterError, match="fields must be a list of paths, got the string"):
+        ix.find({}, fields="a,b")
+    with pytest.raises(InvalidFilterError, match=r"invalid field path 'a\.\.b'"):
+        ix.find({}, fields=["a..b"])
     with pytest.raises(InvalidFilterError):
         ix.count({"a": {"$in": 1}})
     assert not ix.path.exists()
@@ -460,6 +465,20 @@ def test_two_processes_write_one_file(tmp_path: Path) -> None:
         rows = conn.execute(f"SELECT count(*) FROM {LIVE.values} WHERE field = 'src'")
         assert rows.fetchone()[0] == 2500
     ix.close()
+
+
+def test_threads_share_one_index(index: SqliteIndex) -> None:
+    def work(worker: int) -> None:
+        for batch in range(20):
+            index.upsert([entry(f"w{worker}-{batch}-{n}", n=n) for n in range(10)])
+            assert index.count({"n": {"$lt": 10}}) >= 10
+            list(index.find({"n": 3}, limit=5))
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        for done in [pool.submit(work, w) for w in range(4)]:
+            done.result()  # a failure in a thread fails the test
+    assert index.count() == 800
+    assert index.count({"n": 3}) == 80
 
 
 # --- failures become s3idx errors ------------------------------------------------------------
