@@ -54,7 +54,10 @@ def parse_store_location(text: str) -> StoreLocation:
 
 def parse_index_location(text: str) -> IndexLocation:
     if text.startswith(("mongodb://", "mongodb+srv://")):
-        database = urlsplit(text).path.lstrip("/")
+        try:
+            database = urlsplit(text).path.lstrip("/")
+        except ValueError as exc:
+            raise UsageError(f"index {redact(text)!r} is not a valid URI: {exc}") from None
         if not database:
             raise UsageError(
                 f"index {redact(text)!r} names no database; expected mongodb://HOST[:PORT]/DB"
@@ -98,7 +101,7 @@ def open_store(settings: Settings) -> ObjectStore:
         max_pool_connections=pool_size(settings.workers),
         # The engine retries (with backoff, jitter and adaptive concurrency) and counts the
         # retries; a second layer inside botocore would multiply attempts and hide them.
-        max_attempts=1,
+        max_attempts=0,
     )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
+import os
 import signal
 import sys
 import threading
@@ -225,10 +226,21 @@ def _run(body: Callable[[], ExitStatus | None]) -> None:
         output.message("interrupted")
         status = ExitStatus.INTERRUPTED
     except BrokenPipeError:
-        # The reader went away (e.g. `| head`): not an error of ours; keep Python quiet.
-        with contextlib.suppress(Exception):
-            sys.stdout = None  # type: ignore[assignment]
+        # The reader went away (e.g. `| head`): not an error of ours. Point stdout at devnull
+        # so the interpreter's final flush does not complain, as Python's docs advise.
+        with contextlib.suppress(OSError, ValueError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
         status = ExitStatus.OK
+    except Exception as exc:
+        # A bug, not a user mistake: one line by default, the traceback when asked for.
+        if os.environ.get("S3IDX_DEBUG"):
+            raise
+        output.error(
+            f"internal error: {type(exc).__name__}: {exc}",
+            hint="this is a bug in s3idx; run again with S3IDX_DEBUG=1 for the traceback",
+        )
+        status = ExitStatus.ERROR
     if status:
         raise typer.Exit(int(status))
 

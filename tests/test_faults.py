@@ -53,7 +53,6 @@ def test_s3_server_gone_mid_ingest_is_a_clear_error_and_nothing_points_nowhere(
     assert result.exit_code == ExitStatus.UNAVAILABLE
     assert f"cannot reach S3 at {proxy.url}" in result.stderr
     assert "Connection refused" in result.stderr
-    assert "(gave up after 8 attempts)" in result.stderr
     assert orjson.loads(result.stdout)["stored"] == 0
     store = S3Store("bucket", "docs", endpoint_url=s3_endpoint)
     index = SqliteIndex(Path(orjson.loads(run("info", "--json").stdout)["index"]))

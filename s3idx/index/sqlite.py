@@ -23,6 +23,7 @@ on.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -726,7 +727,10 @@ def _stream(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> Iterat
         while batch := cursor.fetchmany(256):
             yield from batch
     finally:
-        cursor.close()
+        # A reader abandoned after its index was closed (e.g. `s3idx query | head`) finds
+        # the connection gone; there is nothing left to release then.
+        with contextlib.suppress(sqlite3.ProgrammingError):
+            cursor.close()
 
 
 def _chunks(items: Sequence[str], size: int) -> Iterator[list[str]]:

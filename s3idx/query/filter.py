@@ -48,6 +48,7 @@ SUPPORTED_OPERATORS = (
     "$options",
     "$all",
     "$size",
+    "$type",
     "$elemMatch",
 )
 LOGICAL_OPERATORS = ("$and", "$or", "$nor")
@@ -159,6 +160,55 @@ class Size:
         return isinstance(value, list) and len(value) == self.size
 
 
+# BSON type aliases and numbers that entries can hold (``$type``), as MongoDB names them.
+BSON_TYPES = {
+    "double": 1,
+    "string": 2,
+    "object": 3,
+    "array": 4,
+    "bool": 8,
+    "date": 9,
+    "null": 10,
+    "int": 16,
+    "long": 18,
+    "decimal": 19,
+}
+NUMBER_TYPES = frozenset({1, 16, 18, 19})
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+
+
+def bson_type(value: Any) -> int:
+    """The BSON type number pymongo gives a value (an int that fits 32 bits is "int")."""
+    if value is None:
+        return 10
+    if isinstance(value, bool):
+        return 8
+    if isinstance(value, int):
+        return 16 if INT32_MIN <= value <= INT32_MAX else 18
+    if isinstance(value, float):
+        return 1
+    if isinstance(value, str):
+        return 2
+    if isinstance(value, dict):
+        return 3
+    if isinstance(value, list | tuple):
+        return 4
+    if isinstance(value, datetime):
+        return 9
+    return 0
+
+
+@dataclass(frozen=True, slots=True)
+class Type:
+    """``$type``: the value's BSON type is one of ``codes``; an array matches "array"."""
+
+    codes: frozenset[int]
+    traverse_leaf_arrays = True
+
+    def test(self, value: Any) -> bool:
+        return value is not MISSING and bson_type(value) in self.codes
+
+
 @dataclass(frozen=True, slots=True)
 class Never:
     """``$all: []``, which MongoDB defines to match nothing."""
@@ -218,7 +268,7 @@ class ElemMatchObject:
         )
 
 
-Predicate = Eq | Cmp | In | Exists | Regex | Size | Never | ElemMatchValue | ElemMatchObject
+Predicate = Eq | Cmp | In | Exists | Regex | Size | Type | Never | ElemMatchValue | ElemMatchObject
 ValueExpr = Predicate | ValueAnd | ValueNot
 
 
@@ -351,6 +401,24 @@ def _field_expr(path: str, parts: Path, condition: ValueExpr) -> Expr:
     return PathCondition(path, parts, condition)
 
 
+def _type_codes(argument: Any) -> frozenset[int]:
+    items = argument if isinstance(argument, list) else [argument]
+    if not items:
+        raise InvalidFilterError("$type needs at least one type")
+    codes: set[int] = set()
+    for item in items:
+        if item == "number":
+            codes |= NUMBER_TYPES
+        elif isinstance(item, str) and item in BSON_TYPES:
+            codes.add(BSON_TYPES[item])
+        elif isinstance(item, int | float) and not isinstance(item, bool) and item == int(item):
+            codes.add(int(item))
+        else:
+            known = ", ".join(["number", *BSON_TYPES])
+            raise InvalidFilterError(f"unknown $type {item!r}; known types: {known}")
+    return frozenset(codes)
+
+
 def _parse_operators(path: str, operators: Mapping[str, Any]) -> ValueExpr:
     items: list[ValueExpr] = []
     for name, argument in operators.items():
@@ -388,6 +456,8 @@ def _parse_operator(path: str, name: str, argument: Any, operators: Mapping[str,
         return Exists() if _exists_argument(argument) else ValueNot(Exists())
     if name == "$size":
         return Size(_size_argument(argument))
+    if name == "$type":
+        return Type(_type_codes(argument))
     if name == "$regex":
         return _parse_regex(argument, operators.get("$options", ""))
     if name == "$not":

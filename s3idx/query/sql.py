@@ -21,6 +21,7 @@ from enum import Enum
 from typing import Any
 
 from s3idx.query.filter import (
+    NUMBER_TYPES,
     And,
     Cmp,
     CmpOp,
@@ -37,6 +38,7 @@ from s3idx.query.filter import (
     Predicate,
     Regex,
     Size,
+    Type,
     ValueAnd,
     ValueExpr,
     ValueNot,
@@ -368,7 +370,7 @@ class _Compiler:
             return _NONE
         if isinstance(predicate, Exists):
             return _all(True)
-        if isinstance(predicate, Regex):
+        if isinstance(predicate, Regex | Type):
             return _all(False)
         # $size, $elemMatch and $all [] need an array; a key is a string.
         return _NONE
@@ -388,6 +390,8 @@ class _Compiler:
             return self.rows(path, _class_rows(TypeClass.STRING), False)
         if isinstance(predicate, Never):
             return _NONE
+        if isinstance(predicate, Type):
+            return self.type_condition(path, predicate)
         arrays = self.rows(path, _class_rows(TypeClass.ARRAY), False)
         if isinstance(predicate, ElemMatchValue) and not any(map(is_array_index, parts)):
             # Each element of a matching array is a row too, so what the elements must be
@@ -396,6 +400,15 @@ class _Compiler:
             return self.intersect([arrays, inner.with_exact(False)])
         assert isinstance(predicate, Size | ElemMatchValue | ElemMatchObject)
         return arrays
+
+    def type_condition(self, path: str, predicate: Type) -> KeySet:
+        classes = sorted({int(_TYPE_CLASS[c]) for c in predicate.codes if c in _TYPE_CLASS})
+        if not classes:
+            return _NONE
+        # Exact where the asked types cover whole classes (all numbers, or a class of one).
+        numbers = predicate.codes & NUMBER_TYPES
+        exact = not numbers or predicate.codes >= NUMBER_TYPES
+        return self.rows(path, [(f"tclass IN ({_marks(len(classes))})", classes)], exact)
 
     def element_condition(self, path: str, parts: Path, condition: ValueExpr) -> KeySet:
         if isinstance(condition, ValueAnd):
@@ -439,6 +452,20 @@ def _equal_rows(value: Any) -> list[tuple[str, list[Any]]]:
     if value is None:
         return [("tclass IN (?, ?)", list(_NULLISH))]
     return [("tclass = ? AND value = ?", [tclass, v]) for tclass, v in sql_values(value)]
+
+
+_TYPE_CLASS = {
+    1: TypeClass.NUMBER,
+    16: TypeClass.NUMBER,
+    18: TypeClass.NUMBER,
+    19: TypeClass.NUMBER,
+    2: TypeClass.STRING,
+    3: TypeClass.OBJECT,
+    4: TypeClass.ARRAY,
+    8: TypeClass.BOOL,
+    9: TypeClass.DATE,
+    10: TypeClass.NULL,
+}
 
 
 def _class_rows(tclass: TypeClass) -> list[tuple[str, list[Any]]]:

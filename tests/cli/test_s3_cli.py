@@ -7,10 +7,10 @@ from pathlib import Path
 import boto3
 import orjson
 import pytest
-from s3idx.index.sqlite import SqliteIndex
 
 from s3idx import codec
 from s3idx.errors import ExitStatus
+from s3idx.index.sqlite import SqliteIndex
 from tests.cli.conftest import Run, json_lines, jsonl
 from tests.s3proxy import S3Proxy
 

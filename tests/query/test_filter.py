@@ -326,11 +326,39 @@ def test_operators(flt: dict[str, Any], document: dict[str, Any], expected: bool
     assert matches(flt, document) is expected
 
 
+@pytest.mark.parametrize(
+    ("spec", "document", "expected"),
+    [
+        ("string", {"a": "x"}, True),
+        ("string", {"a": ["x", 1]}, True),
+        ("string", {"a": 1}, False),
+        ("number", {"a": 1.5}, True),
+        ("number", {"a": True}, False),
+        ("int", {"a": 7}, True),
+        ("int", {"a": 2**40}, False),
+        ("long", {"a": 2**40}, True),
+        ("double", {"a": 7}, False),
+        ("array", {"a": []}, True),
+        ("array", {"a": [[1]]}, True),
+        ("array", {"a": 1}, False),
+        ("null", {"a": None}, True),
+        ("null", {}, False),
+        ("bool", {"a": [1, False]}, True),
+        (9, {"a": datetime(2020, 1, 1, tzinfo=UTC)}, True),
+        (["string", "null"], {"a": None}, True),
+        ("object", {"a": {"b": 1}}, True),
+    ],
+)
+def test_type(spec: Any, document: dict[str, Any], expected: bool) -> None:
+    # As MongoDB's $type does: BSON types as pymongo writes Python values.
+    assert matches({"a": {"$type": spec}}, document) is expected
+
+
 # --- validation ------------------------------------------------------------------------------
 
 SUPPORTED = (
     "supported: $eq, $ne, $gt, $gte, $lt, $lte, $in, $nin, $exists, $and, $or, $nor, $not, "
-    "$regex, $options, $all, $size, $elemMatch"
+    "$regex, $options, $all, $size, $type, $elemMatch"
 )
 
 
@@ -338,7 +366,13 @@ SUPPORTED = (
     ("flt", "message"),
     [
         ({"$where": "this.a == 1"}, f"unknown query operator '$where'; {SUPPORTED}"),
-        ({"a": {"$type": "string"}}, f"unknown query operator '$type'; {SUPPORTED}"),
+        ({"a": {"$mod": [2, 0]}}, f"unknown query operator '$mod'; {SUPPORTED}"),
+        (
+            {"a": {"$type": "decimal128"}},
+            "unknown $type 'decimal128'; known types: number, double, "
+            "string, object, array, bool, date, null, int, long, decimal",
+        ),
+        ({"a": {"$type": []}}, "$type needs at least one type"),
         ({"a": {"$not": {"$mod": [2, 0]}}}, f"unknown query operator '$mod'; {SUPPORTED}"),
         ({"a": {"$elemMatch": {"$near": 1}}}, f"unknown query operator '$near'; {SUPPORTED}"),
         ({"$or": [{"a": {"$expr": 1}}]}, f"unknown query operator '$expr'; {SUPPORTED}"),

@@ -217,7 +217,11 @@ NUMERIC_PATHS_ON_SCALAR_ARRAYS = ["l.0", "l.2"]
 REGEXES = [("^x", ""), ("y", ""), ("^$", ""), ("^X", "i"), ("y$", "m"), ("é", "")]
 OPERATORS = [
     "$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$in", "$nin", "$exists", "$regex", "$all",
-    "$size", "$elemMatch", "$not",
+    "$size", "$type", "$elemMatch", "$not",
+]  # fmt: skip
+# Single type names only: mongomock 4.3 takes neither lists nor numbers (unit tests do).
+TYPE_SPECS = [
+    "string", "number", "double", "int", "long", "array", "object", "null", "bool", "date",
 ]  # fmt: skip
 
 
@@ -307,6 +311,8 @@ def single_operator(draw: st.DrawFn, g: Gen, name: str, path: str, depth: int) -
     if name == "$size":
         assume(not g.safe or path == "l")  # deviation 6
         return {name: draw(st.integers(0, 3))}
+    if name == "$type":
+        return {name: draw(st.sampled_from(TYPE_SPECS))}
     assume(depth < 2)
     if name == "$not":
         inner_name = draw(st.sampled_from(["$eq", "$gt", "$lt", "$in", "$regex", "$size"]))
