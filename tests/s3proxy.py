@@ -81,11 +81,11 @@ class S3Proxy:
                     upstream.request(self.command, self.path, body=body, headers=headers)
                     response = upstream.getresponse()
                     data = response.read()
-                    passed = {
-                        k: v
-                        for k, v in response.getheaders()
-                        if k.lower() not in ("transfer-encoding", "connection", "content-length")
-                    }
+                    # A HEAD's Content-Length is the object's size, not the (empty) body's.
+                    dropped = ("transfer-encoding", "connection")
+                    if self.command != "HEAD":
+                        dropped += ("content-length",)
+                    passed = {k: v for k, v in response.getheaders() if k.lower() not in dropped}
                     self._answer(response.status, passed, data)
                 finally:
                     upstream.close()
@@ -94,7 +94,8 @@ class S3Proxy:
                 self.send_response(status)
                 for name, value in headers.items():
                     self.send_header(name, value)
-                self.send_header("Content-Length", str(len(data)))
+                if "content-length" not in {name.lower() for name in headers}:
+                    self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 if self.command != "HEAD":
                     self.wfile.write(data)

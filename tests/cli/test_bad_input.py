@@ -48,7 +48,7 @@ CASES = {
     "invalid UTF-8": (b'{"fs_id": "\xff"}', "invalid JSON: not valid UTF-8 text"),
     "NaN": (
         b'{"fs_id": "n", "v": NaN}',
-        "invalid JSON: NaN and Infinity are not JSON numbers (at column 22)",
+        "invalid JSON: NaN and Infinity are not JSON numbers (at column 21)",
     ),
     "Infinity": (
         b'{"fs_id": "i", "v": -Infinity}',
