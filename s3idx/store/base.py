@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import BinaryIO, Protocol, runtime_checkable
 
 
@@ -26,6 +27,9 @@ class ObjectHead:
     etag: str
     size: int
     metadata: dict[str, str]
+    # When the object was stored (S3's Last-Modified): the only date an object written by
+    # another tool (maggma) may carry, so entries recovered from it can still have one.
+    last_modified: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,6 +25,7 @@ import os
 import re
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO
 
@@ -220,7 +221,8 @@ class LocalStore:
         except orjson.JSONDecodeError:
             raise CorruptObjectError(f"{self._path(key)} has damaged metadata") from None
         fh.seek(end + 1)
-        return ObjectHead(key, _etag(st), st.st_size, metadata)
+        modified = datetime.fromtimestamp(st.st_mtime, UTC)
+        return ObjectHead(key, _etag(st), st.st_size, metadata, modified)
 
     def delete(self, keys: Sequence[str]) -> list[DeleteFailure]:
         failures: list[DeleteFailure] = []

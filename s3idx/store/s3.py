@@ -521,12 +521,7 @@ class S3Store:
         except BotoCoreError as exc:
             raise self._error(exc, key) from None
         self._bucket_seen = True
-        return ObjectHead(
-            key,
-            _strip_etag(response["ETag"]),
-            response["ContentLength"],
-            _lowercase(response.get("Metadata", {})),
-        )
+        return _head(key, response)
 
     def _check_bucket_exists(self) -> None:
         """Raise NotFoundError if the bucket is missing; asked at most once per store."""
@@ -546,13 +541,7 @@ class S3Store:
         with self._translated(key):
             response = self._client.get_object(Bucket=self.bucket, Key=self._full(key))
         self._bucket_seen = True
-        head = ObjectHead(
-            key,
-            _strip_etag(response["ETag"]),
-            response["ContentLength"],
-            _lowercase(response.get("Metadata", {})),
-        )
-        return ObjectBody(head, self._stream(response["Body"], key))
+        return ObjectBody(_head(key, response), self._stream(response["Body"], key))
 
     def _stream(self, body: Any, key: str) -> Iterator[bytes]:
         # Chunked, so a large body is never held whole; closed even if the reader stops early.
@@ -580,6 +569,17 @@ class S3Store:
 
     def close(self) -> None:
         self._client.close()
+
+
+def _head(key: str, response: Mapping[str, Any]) -> ObjectHead:
+    """The head of a HeadObject or GetObject response."""
+    return ObjectHead(
+        key,
+        _strip_etag(response["ETag"]),
+        response["ContentLength"],
+        _lowercase(response.get("Metadata", {})),
+        response.get("LastModified"),
+    )
 
 
 def _lowercase(metadata: Mapping[str, str]) -> dict[str, str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -25,6 +26,17 @@ def test_put_then_head_and_open_return_what_was_put(store: ObjectStore) -> None:
     body = store.open("a")
     assert body.head.metadata == META
     assert body.read() == b"body bytes"
+
+
+def test_head_and_open_say_when_the_object_was_stored(store: ObjectStore) -> None:
+    store.put("a", b"x", META)
+    now = datetime.now(UTC)
+    body = store.open("a")
+    body.read()  # closes it
+    for head in (store.head("a"), body.head):
+        assert head.last_modified is not None
+        # S3 gives whole seconds, and a server's clock may differ a little from ours.
+        assert abs(head.last_modified - now) < timedelta(minutes=5)
 
 
 def test_missing_key_raises_not_found(store: ObjectStore) -> None:
