@@ -114,6 +114,7 @@ ALLOWED_IMPORTS = {
     "typer": {"s3idx/cli.py", "s3idx/completions.py"},
     "rich": {"s3idx/output.py"},
     "sqlite3": {"s3idx/index/sqlite.py", "s3idx/engine/seen.py"},
+    "msgpack": {"s3idx/maggma_format.py"},
 }
 
 
