@@ -115,7 +115,7 @@ _s3idx() {
             --config) COMPREPLY=($(compgen -f -- "$cur")); return;;
         esac
         if [[ "$cur" == -* ]]; then
-            COMPREPLY=($(compgen -W "--key --resume --workers --json --quiet -q --store --index --collection --aws-profile --region --endpoint-url --profile --config -h --help" -- "$cur"))
+            COMPREPLY=($(compgen -W "--key --resume --rewrite --workers --json --quiet -q --store --index --collection --aws-profile --region --endpoint-url --profile --config -h --help" -- "$cur"))
         fi
         ;;
     sync)
@@ -131,7 +131,7 @@ _s3idx() {
             --config) COMPREPLY=($(compgen -f -- "$cur")); return;;
         esac
         if [[ "$cur" == -* ]]; then
-            COMPREPLY=($(compgen -W "--check --dry-run --prune --workers --json --quiet -q --store --index --collection --aws-profile --region --endpoint-url --profile --config -h --help" -- "$cur"))
+            COMPREPLY=($(compgen -W "--check --dry-run --prune --rewrite --workers --json --quiet -q --store --index --collection --aws-profile --region --endpoint-url --profile --config -h --help" -- "$cur"))
         fi
         ;;
     esac

@@ -686,6 +686,15 @@ def info(
     _run(body)
 
 
+RewriteOpt = Annotated[
+    bool,
+    typer.Option(
+        "--rewrite",
+        help="Rewrite objects written by maggma into the s3idx format (needs s3idx[maggma]).",
+    ),
+]
+
+
 class CliScanEvents(output.CliEvents):
     """Progress over listed objects; skipped objects and drift reported as they are found."""
 
@@ -720,6 +729,7 @@ def rebuild_index(
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue an interrupted rebuild from its checkpoint.")
     ] = False,
+    rewrite: RewriteOpt = False,
     workers: WorkersOpt = None,
     json: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -727,6 +737,9 @@ def rebuild_index(
     loc: dict[str, Any],
 ) -> None:
     """Rebuild the index from object metadata alone (no body is read), then swap it in.
+
+    Objects written by maggma's S3Store are indexed from their metadata too; --rewrite turns
+    them into s3idx objects (reading and writing their bodies) so later rebuilds are exact.
 
     \b
     Example: s3idx rebuild-index --store s3://bucket/docs --index mongodb://host/db --workers 32
@@ -742,7 +755,9 @@ def rebuild_index(
             signals.installed(),
             _summary_on_failure(ctx),
         ):
-            result = engine.rebuild_index(resume=resume, events=events, stop=signals.stop)
+            result = engine.rebuild_index(
+                resume=resume, rewrite=rewrite, events=events, stop=signals.stop
+            )
         _report(ctx, result.as_dict(), output.rebuild_summary(result))
         if result.interrupted:
             output.message(
@@ -751,9 +766,13 @@ def rebuild_index(
         interrupted = signals.exit_status()
         if interrupted is not None:
             return interrupted
-        return ExitStatus.PARTIAL if result.skipped.undecodable else None
+        return _scan_status(result.skipped.undecodable, result.adopted.rewrite_failed)
 
     _run(body)
+
+
+def _scan_status(undecodable: int, rewrite_failed: int) -> ExitStatus | None:
+    return ExitStatus.PARTIAL if undecodable or rewrite_failed else None
 
 
 @app.command()
@@ -772,6 +791,7 @@ def sync(
             "--prune/--no-prune", help="Remove entries whose objects are gone.", show_default=True
         ),
     ] = True,
+    rewrite: RewriteOpt = False,
     workers: WorkersOpt = None,
     json: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -787,6 +807,8 @@ def sync(
     def body() -> ExitStatus | None:
         if check and dry_run:
             raise UsageError("--check and --dry-run do the same reading; give one of them")
+        if rewrite and (check or dry_run):
+            raise UsageError("--rewrite changes objects; --check and --dry-run change nothing")
         ctx = Context(loc, json=json, quiet=quiet, workers=workers)
         signals = _Signals()
         show = not (quiet or json) and output.is_terminal(sys.stderr)
@@ -797,7 +819,12 @@ def sync(
             )
         with events, ctx.engine() as engine, signals.installed(), _summary_on_failure(ctx):
             result = engine.sync(
-                prune=prune, check=check, dry_run=dry_run, events=events, stop=signals.stop
+                prune=prune,
+                check=check,
+                dry_run=dry_run,
+                rewrite=rewrite,
+                events=events,
+                stop=signals.stop,
             )
         sys.stdout.flush()
         _report(ctx, result.as_dict(), output.sync_summary(result))
@@ -806,7 +833,7 @@ def sync(
             return interrupted
         if check and result.drift:
             return ExitStatus.DRIFT
-        return ExitStatus.PARTIAL if result.skipped.undecodable else None
+        return _scan_status(result.skipped.undecodable, result.adopted.rewrite_failed)
 
     _run(body)
 

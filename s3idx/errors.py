@@ -132,5 +132,9 @@ class CorruptObjectError(S3idxError):
     """An object's metadata or body cannot be decoded."""
 
 
+class MissingDependencyError(UsageError):
+    """An optional package this needs is not installed (e.g. msgpack for maggma's objects)."""
+
+
 class StoreFormatError(UsageError):
     """A directory is not an s3idx store, or was written by a newer format."""

@@ -22,6 +22,7 @@ from rich.table import Table
 from s3idx import codec
 from s3idx.config import redact
 from s3idx.engine.rebuild import RebuildResult
+from s3idx.engine.recover import Adopted
 from s3idx.engine.results import Events, PutResult, Reject
 from s3idx.engine.sync import SyncResult
 
@@ -107,6 +108,7 @@ def rebuild_summary(result: RebuildResult) -> str:
     )
     if skipped.vanished:
         line += f", {skipped.vanished} vanished while listing"
+    line += _adopted(result.adopted, ", ")
     if result.retries:
         line += f", {result.retries} retries"
     line += f" in {result.elapsed:.2f} s ({result.rate:g} objects/s)"
@@ -130,12 +132,23 @@ def sync_summary(result: SyncResult) -> str:
     skipped = result.skipped
     if skipped.not_s3idx or skipped.undecodable:
         line += f"; {skipped.not_s3idx} not s3idx objects, {skipped.undecodable} undecodable"
+    line += _adopted(result.adopted, "; ")
     if result.retries:
         line += f"; {result.retries} retries"
     line += f" in {result.elapsed:.2f} s"
     if result.interrupted:
         line += "; interrupted"
     return line
+
+
+def _adopted(adopted: Adopted, separator: str) -> str:
+    """Said only when maggma's objects were met, so s3idx-only runs read as before."""
+    if not (adopted.maggma or adopted.rewritten or adopted.rewrite_failed):
+        return ""
+    text = f"{separator}{adopted.maggma} maggma objects"
+    if adopted.rewritten or adopted.rewrite_failed:
+        text += f" ({adopted.rewritten} rewritten, {adopted.rewrite_failed} not rewritten)"
+    return text
 
 
 def summary_line(result: object) -> str:

@@ -26,6 +26,7 @@ from s3idx.engine.read import FetchedDocument, fetch_document, fetch_many
 from s3idx.engine.rebuild import RebuildResult, run_rebuild
 from s3idx.engine.results import DeleteResult, Events, GetResult, PutResult
 from s3idx.engine.retry import RetryingStore
+from s3idx.engine.rewrite import MaggmaRewriter
 from s3idx.engine.sync import SyncResult, run_sync
 from s3idx.errors import ObjectNotFoundError, S3idxError
 from s3idx.index.base import Entry, Index, SortSpec
@@ -237,10 +238,15 @@ class Engine:
         self,
         *,
         resume: bool = False,
+        rewrite: bool = False,
         events: Events | None = None,
         stop: threading.Event | None = None,
     ) -> RebuildResult:
-        """Rebuild the index from object metadata alone; see ``s3idx.engine.rebuild``."""
+        """Rebuild the index from object metadata alone; see ``s3idx.engine.rebuild``.
+
+        With ``rewrite``, objects written by maggma are rewritten into the s3idx format (with
+        this engine's compression) before their entries are written.
+        """
         retries = self.store.retries
         result = run_rebuild(
             self.store,
@@ -248,6 +254,7 @@ class Engine:
             workers=self.workers,
             key_field=self._key_field,
             resume=resume,
+            rewriter=self._rewriter(rewrite),
             events=events,
             stop=stop,
         )
@@ -260,10 +267,16 @@ class Engine:
         prune: bool = True,
         check: bool = False,
         dry_run: bool = False,
+        rewrite: bool = False,
         events: Events | None = None,
         stop: threading.Event | None = None,
     ) -> SyncResult:
-        """Make the index agree with the store; see ``s3idx.engine.sync``."""
+        """Make the index agree with the store; see ``s3idx.engine.sync``.
+
+        With ``rewrite``, objects written by maggma (new, changed, or already indexed from
+        maggma's metadata) are rewritten into the s3idx format; ignored by ``check`` and
+        ``dry_run``, which change nothing.
+        """
         retries = self.store.retries
         result = run_sync(
             self.store,
@@ -272,11 +285,15 @@ class Engine:
             prune=prune,
             check=check,
             dry_run=dry_run,
+            rewriter=self._rewriter(rewrite and not (check or dry_run)),
             events=events,
             stop=stop,
         )
         result.retries = self.store.retries - retries
         return result
+
+    def _rewriter(self, rewrite: bool) -> MaggmaRewriter | None:
+        return MaggmaRewriter(self.store, self.codec) if rewrite else None
 
 
 def open_engine(

@@ -2,7 +2,7 @@
 
 Bodies up to ``STREAM_THRESHOLD`` are read whole by a worker; larger ones are handed over
 unread and decompressed chunk by chunk as they are written out, so a large document is never
-held in memory twice.
+held in memory twice. Objects written by maggma (msgpack) are read whole and turned into JSON.
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 
-from s3idx import codec
+from s3idx import codec, maggma_format
 from s3idx.engine.concurrency import ordered_map
 from s3idx.errors import CorruptObjectError, NotAnS3idxObjectError, ObjectNotFoundError
-from s3idx.store.base import ObjectStore
+from s3idx.store.base import ObjectBody, ObjectStore
 
 STREAM_THRESHOLD = 8 << 20
 
@@ -47,13 +47,34 @@ def fetch_document(store: ObjectStore, key: str) -> FetchedDocument:
     """Raises ObjectNotFoundError, NotAnS3idxObjectError or CorruptObjectError."""
     body = store.open(key)
     try:
-        meta = codec.parse_metadata(body.head.metadata)
+        codec_name = _codec(body.head.metadata)
+        if codec_name in maggma_format.CODECS:
+            return FetchedDocument(key, data=_maggma_json(body, codec_name))
     except (NotAnS3idxObjectError, CorruptObjectError) as exc:
         _close(body.chunks)
         raise type(exc)(f"object {key!r}: {exc.message}") from None
+    except BaseException:
+        _close(body.chunks)
+        raise
     if body.head.size <= STREAM_THRESHOLD:
-        return FetchedDocument(key, data=codec.decode_body(body.read(), meta.codec))
-    return FetchedDocument(key, chunks=codec.iter_decoded(body.chunks, meta.codec))
+        return FetchedDocument(key, data=codec.decode_body(body.read(), codec_name))
+    return FetchedDocument(key, chunks=codec.iter_decoded(body.chunks, codec_name))
+
+
+def _codec(metadata: dict[str, str]) -> str:
+    """How the body is encoded: s3idx's metadata says, or maggma's when there is no s3idx's."""
+    try:
+        return codec.parse_metadata(metadata).codec
+    except NotAnS3idxObjectError:
+        if not maggma_format.is_maggma_metadata(metadata):
+            raise
+        return maggma_format.codec_of(metadata)
+
+
+def _maggma_json(body: ObjectBody, codec_name: str) -> bytes:
+    # msgpack cannot be turned into JSON piece by piece: maggma's bodies are read whole, as
+    # maggma itself reads them.
+    return maggma_format.document_json(body.read(), codec_name, body.head.metadata)
 
 
 def fetch_many(

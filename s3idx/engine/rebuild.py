@@ -4,6 +4,10 @@ The store is listed in key order and read in batches; after each batch the new e
 checkpoint (the last key of the batch, and the counts so far) are saved beside the new index, so
 ``--resume`` lists from there instead of starting over. Until the final swap the old index is
 untouched; a failed or interrupted rebuild leaves it as it was.
+
+Objects written by maggma's S3Store are indexed from their metadata too; with a rewriter
+(``--rewrite``) each is first rewritten into the s3idx format, so the entry that goes into the
+new index is the rewritten object's.
 """
 
 from __future__ import annotations
@@ -16,14 +20,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from s3idx.config import DEFAULT_KEY_FIELD, redact
-from s3idx.engine.recover import EntryCollector, Skipped, recover_entry
+from s3idx.engine.recover import Adopted, EntryCollector, Rewriter, Skipped, probe_key_field
 from s3idx.engine.results import Events
-from s3idx.errors import (
-    CorruptObjectError,
-    NotAnS3idxObjectError,
-    ObjectNotFoundError,
-    S3idxError,
-)
+from s3idx.errors import S3idxError
 from s3idx.index.base import Index, IndexSettings
 from s3idx.store.base import ObjectInfo, ObjectStore
 
@@ -40,17 +39,20 @@ class RebuildResult:
     key_field: str = DEFAULT_KEY_FIELD
     fields: list[str] = field(default_factory=list)
     skipped: Skipped = field(default_factory=Skipped)
+    adopted: Adopted = field(default_factory=Adopted)
     retries: int = 0
     elapsed: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
         skipped = data.pop("skipped")
+        del data["adopted"]
         data["not_s3idx"] = skipped["not_s3idx"]
         data["not_s3idx_keys"] = skipped["not_s3idx_keys"]
         data["undecodable"] = skipped["undecodable"]
         data["undecodable_keys"] = [{"key": k, "reason": r} for k, r in skipped["undecodable_keys"]]
         data["vanished"] = skipped["vanished"]
+        data.update(self.adopted.as_dict())
         data["objects_per_second"] = self.rate
         return {"command": "rebuild-index", **data}
 
@@ -66,19 +68,27 @@ def run_rebuild(
     workers: int,
     key_field: str | None = None,
     resume: bool = False,
+    rewriter: Rewriter | None = None,
     events: Events | None = None,
     stop: threading.Event | None = None,
 ) -> RebuildResult:
     events = events or Events()
     started = time.monotonic()
-    found_key, fields = _first_entry_settings(store, index)
+    found_key, fields = _first_entry_settings(store, index, key_field)
     key_field = key_field or found_key
     rebuild = index.start_rebuild(key_field, fields, resume=resume)
     checkpoint = rebuild.checkpoint() if resume else None
     result = _restore(checkpoint, key_field)
     with ThreadPoolExecutor(workers, thread_name_prefix="s3idx-head") as pool:
         collector = EntryCollector(
-            store, pool, workers, key_field, result.skipped, on_skip=events.skipped
+            store,
+            pool,
+            workers,
+            key_field,
+            result.skipped,
+            on_skip=events.skipped,
+            adopted=result.adopted,
+            rewriter=rewriter,
         )
         collector.fields = list(result.fields)
         start_after = checkpoint.get("listed_through") if checkpoint else None
@@ -141,25 +151,21 @@ def _restore(checkpoint: dict[str, Any] | None, key_field: str) -> RebuildResult
     skipped.undecodable = checkpoint["undecodable"]
     skipped.undecodable_keys = [(d["key"], d["reason"]) for d in checkpoint["undecodable_keys"]]
     skipped.vanished = checkpoint["vanished"]
+    result.adopted = Adopted.from_dict(checkpoint)
     return result
 
 
 def _first_entry_settings(
-    store: ObjectStore, index: Index, probe: int = 1000
+    store: ObjectStore, index: Index, key_field: str | None
 ) -> tuple[str, tuple[str, ...]]:
     """The key field and fields the store's objects were written with: the first one says.
 
-    The bucket is the truth, so it is asked before the index; a store with no s3idx object
-    among its first ``probe`` keys falls back on the index's settings, then on the default.
+    The bucket is the truth, so it is asked before the index; a store with no object giving an
+    entry among its first keys falls back on the index's settings, then on the default.
     """
-    for n, info in enumerate(store.list()):
-        if n >= probe:
-            break
-        try:
-            recovered = recover_entry(store.head(info.key))
-        except (NotAnS3idxObjectError, CorruptObjectError, ObjectNotFoundError):
-            continue
-        return recovered.key_field, recovered.fields
+    first = probe_key_field(store, key_field)
+    if first is not None:
+        return first.key_field, first.fields
     settings = index.settings()
     return (settings.key_field, settings.fields) if settings else (DEFAULT_KEY_FIELD, ())
 

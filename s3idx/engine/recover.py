@@ -1,17 +1,20 @@
 """Index entries recovered from object metadata alone: what rebuild-index and sync read.
 
 No body is downloaded: an s3idx object carries its whole index entry in its metadata, and the
-listing or HEAD response gives the ETag and size.
+listing or HEAD response gives the ETag and size. An object written by maggma's S3Store carries
+its key and searchable fields as strings (see ``s3idx.maggma_format``); its entry is recovered
+from those, and with a rewriter it is turned into an s3idx object on the way.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
+from typing import Any
 
-from s3idx import codec
+from s3idx import codec, maggma_format
 from s3idx.engine.concurrency import ordered_map
 from s3idx.errors import CorruptObjectError, NotAnS3idxObjectError, ObjectNotFoundError
 from s3idx.index.base import Entry
@@ -26,11 +29,23 @@ class Recovered:
     key_field: str
     fields: tuple[str, ...]
     entry: Entry  # with _s3idx bookkeeping
+    maggma: bool = False  # the entry came from maggma's metadata (or body, when rewritten)
+    rewritten: bool = False  # the object was rewritten into the s3idx format
+    rewrite_failure: str | None = None  # why a rewrite asked for could not be done
 
 
-def recover_entry(head: ObjectHead) -> Recovered:
-    """The index entry an object's metadata holds; NotAnS3idxObjectError or CorruptObjectError."""
-    meta = codec.parse_metadata(head.metadata)
+def recover_entry(head: ObjectHead, key_field: str | None = None) -> Recovered:
+    """The index entry an object's metadata holds; NotAnS3idxObjectError or CorruptObjectError.
+
+    ``key_field`` is the key field expected; only maggma's metadata, which does not say which
+    field is the key, needs it (s3idx's metadata names its key field itself).
+    """
+    try:
+        meta = codec.parse_metadata(head.metadata)
+    except NotAnS3idxObjectError:
+        if not maggma_format.is_maggma_metadata(head.metadata):
+            raise
+        return _recover_maggma(head, key_field)
     if meta.entry[meta.key_field] != head.key:
         raise CorruptObjectError(
             f"its metadata names key {meta.entry[meta.key_field]!r}, not {head.key!r} "
@@ -44,6 +59,22 @@ def recover_entry(head: ObjectHead) -> Recovered:
         "codec": meta.codec,
     }
     return Recovered(head.key, meta.key_field, meta.fields, entry)
+
+
+def _recover_maggma(head: ObjectHead, key_field: str | None) -> Recovered:
+    meta = maggma_format.parse_metadata(head.metadata, head.key, key_field)
+    entry = dict(meta.entry)
+    if codec.LAST_UPDATED not in entry and head.last_modified is not None:
+        # maggma keeps last_updated in its own index; when it is not in the metadata either,
+        # the time the object was stored is the nearest truth the bucket holds.
+        entry[codec.LAST_UPDATED] = codec.normalize_datetime(head.last_modified)
+    entry[codec.RESERVED_FIELD] = {
+        "etag": head.etag,
+        "size": head.size,
+        "sha256": None,
+        "codec": meta.codec,
+    }
+    return Recovered(head.key, meta.key_field, meta.fields, entry, maggma=True)
 
 
 @dataclass(slots=True)
@@ -67,6 +98,43 @@ class Skipped:
             self.undecodable_keys.append((key, reason))
 
 
+@dataclass(slots=True)
+class Adopted:
+    """Entries recovered from maggma's objects, and what ``--rewrite`` made of them."""
+
+    maggma: int = 0
+    rewritten: int = 0
+    rewrite_failed: int = 0
+    rewrite_failed_keys: list[tuple[str, str]] = field(default_factory=list)
+
+    def count(self, recovered: Recovered) -> None:
+        self.maggma += recovered.maggma
+        self.rewritten += recovered.rewritten
+        if recovered.rewrite_failure is not None:
+            self.rewrite_failed += 1
+            if len(self.rewrite_failed_keys) < REPORTED_KEYS_LIMIT:
+                self.rewrite_failed_keys.append((recovered.key, recovered.rewrite_failure))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "maggma": self.maggma,
+            "rewritten": self.rewritten,
+            "rewrite_failed": self.rewrite_failed,
+            "rewrite_failed_keys": [{"key": k, "reason": r} for k, r in self.rewrite_failed_keys],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Adopted:
+        """From ``as_dict``; a checkpoint written before maggma support has none of it."""
+        failed = [(d["key"], d["reason"]) for d in data.get("rewrite_failed_keys", ())]
+        return cls(
+            data.get("maggma", 0), data.get("rewritten", 0), data.get("rewrite_failed", 0), failed
+        )
+
+
+Rewriter = Callable[[Recovered], Recovered]
+
+
 class EntryCollector:
     """Turns listed keys into entries with parallel HEADs, agreeing on one key field."""
 
@@ -78,6 +146,9 @@ class EntryCollector:
         key_field: str | None,
         skipped: Skipped,
         on_skip: object = None,
+        *,
+        adopted: Adopted | None = None,
+        rewriter: Rewriter | None = None,
     ) -> None:
         self._store = store
         self._pool = pool
@@ -85,11 +156,13 @@ class EntryCollector:
         self.key_field = key_field
         self.fields: list[str] = []
         self.skipped = skipped
+        self.adopted = adopted if adopted is not None else Adopted()
         self._on_skip = on_skip
+        self._rewriter = rewriter
 
     def entries(self, keys: Iterable[str]) -> Iterator[Entry]:
-        heads = ordered_map(self._pool, partial(_head_and_recover, self._store), keys, self._window)
-        for key, future in heads:
+        work = partial(_head_and_recover, self._store, self.key_field, self._rewriter)
+        for key, future in ordered_map(self._pool, work, keys, self._window):
             error = future.exception()
             if error is None:
                 entry = self._accept(future.result())
@@ -117,6 +190,9 @@ class EntryCollector:
         for path in recovered.fields:
             if path not in self.fields:
                 self.fields.append(path)
+        self.adopted.count(recovered)
+        if recovered.rewrite_failure is not None:
+            self._report(recovered.key, f"not rewritten: {recovered.rewrite_failure}")
         return recovered.entry
 
     def _report(self, key: str, reason: str) -> None:
@@ -124,5 +200,28 @@ class EntryCollector:
             self._on_skip(key, reason)
 
 
-def _head_and_recover(store: ObjectStore, key: str) -> Recovered:
-    return recover_entry(store.head(key))
+def _head_and_recover(
+    store: ObjectStore, key_field: str | None, rewriter: Rewriter | None, key: str
+) -> Recovered:
+    recovered = recover_entry(store.head(key), key_field)
+    # An object whose key field disagrees is refused by the collector: it must not be rewritten.
+    if rewriter is not None and recovered.maggma and key_field in (None, recovered.key_field):
+        return rewriter(recovered)
+    return recovered
+
+
+def probe_key_field(
+    store: ObjectStore, key_field: str | None = None, probe: int = 1000
+) -> Recovered | None:
+    """The first object among the first ``probe`` listed that gives an entry, if any.
+
+    The bucket is the truth: its objects say which key field and fields they were written with.
+    """
+    for n, info in enumerate(store.list()):
+        if n >= probe:
+            break
+        try:
+            return recover_entry(store.head(info.key), key_field)
+        except (NotAnS3idxObjectError, CorruptObjectError, ObjectNotFoundError):
+            continue
+    return None

@@ -5,6 +5,10 @@ merge pass finds the drift in bounded memory: objects with no entry (``bucket-on
 a crash, or written by another process), entries with no object (``index-only``) and objects
 whose ETag or size differ from what the index recorded (``changed``). Only bucket-only and
 changed objects are HEADed; their entries come from their metadata.
+
+With a rewriter (``--rewrite``), objects written by maggma's S3Store are rewritten into the
+s3idx format: the new and changed ones as they are adopted, and also those already indexed from
+maggma's metadata (their bookkeeping names a maggma codec), which are not drift.
 """
 
 from __future__ import annotations
@@ -17,8 +21,9 @@ from dataclasses import asdict, dataclass, field
 from itertools import chain
 from typing import Any
 
+from s3idx import maggma_format
 from s3idx.config import redact
-from s3idx.engine.recover import EntryCollector, Skipped
+from s3idx.engine.recover import Adopted, EntryCollector, Rewriter, Skipped, probe_key_field
 from s3idx.engine.results import Events
 from s3idx.errors import S3idxError
 from s3idx.index.base import Bookkeeping, Index
@@ -26,6 +31,7 @@ from s3idx.store.base import ObjectInfo, ObjectStore
 
 BATCH = 1000
 BUCKET_ONLY, INDEX_ONLY, CHANGED = "bucket-only", "index-only", "changed"
+MAGGMA = "maggma"  # in step, but indexed from maggma's metadata: rewritten with --rewrite
 
 
 @dataclass(slots=True)
@@ -43,6 +49,7 @@ class SyncResult:
     prune: bool = True
     interrupted: bool = False
     skipped: Skipped = field(default_factory=Skipped)
+    adopted: Adopted = field(default_factory=Adopted)
     retries: int = 0
     elapsed: float = 0.0
 
@@ -53,11 +60,13 @@ class SyncResult:
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
         skipped = data.pop("skipped")
+        del data["adopted"]
         data["drift"] = self.drift
         data["not_s3idx"] = skipped["not_s3idx"]
         data["not_s3idx_keys"] = skipped["not_s3idx_keys"]
         data["undecodable"] = skipped["undecodable"]
         data["undecodable_keys"] = [{"key": k, "reason": r} for k, r in skipped["undecodable_keys"]]
+        data.update(self.adopted.as_dict())
         return {"command": "sync", **data}
 
 
@@ -69,16 +78,18 @@ def run_sync(
     prune: bool = True,
     check: bool = False,
     dry_run: bool = False,
+    rewriter: Rewriter | None = None,
     events: Events | None = None,
     stop: threading.Event | None = None,
 ) -> SyncResult:
     events = events or Events()
     result = SyncResult(check=check, dry_run=dry_run, prune=prune)
     started = time.monotonic()
-    settings = index.settings()
+    writes = not (check or dry_run)
+    rewriter = rewriter if writes else None
+    key_field = _key_field(store, index, rewriter)
     listing = iter(store.list())
     first = next(listing, None)
-    writes = not (check or dry_run)
     if first is None and writes and prune:
         _refuse_emptying(store, index)
     listing = chain([first], listing) if first is not None else iter(())
@@ -87,15 +98,19 @@ def run_sync(
             store,
             pool,
             workers,
-            settings.key_field if settings else None,
+            key_field,
             result.skipped,
             on_skip=events.skipped,
+            adopted=result.adopted,
+            rewriter=rewriter,
         )
         applier = _Applier(index, collector, result) if writes else None
+        bookkeeping = index.iter_bookkeeping()
         try:
-            for kind, key in _drift(listing, index.iter_bookkeeping(), result):
-                _count(result, kind)
-                events.drift(kind, key)
+            for kind, key in _drift(listing, bookkeeping, result, rewriter is not None):
+                if kind != MAGGMA:
+                    _count(result, kind)
+                    events.drift(kind, key)
                 if applier is not None:
                     applier.add(kind, key)
                 if stop is not None and stop.is_set():
@@ -111,6 +126,19 @@ def run_sync(
     return result
 
 
+def _key_field(store: ObjectStore, index: Index, rewriter: Rewriter | None) -> str | None:
+    """The index's key field; for a new index that rewrites, the bucket's first object's.
+
+    An object is rewritten before its entry is accepted, so the key field must be known before
+    the first rewrite, not learnt from the first entry as a plain adoption does.
+    """
+    settings = index.settings()
+    if settings is not None:
+        return settings.key_field
+    first = probe_key_field(store) if rewriter is not None else None
+    return first.key_field if first is not None else None
+
+
 def _count(result: SyncResult, kind: str) -> None:
     if kind == BUCKET_ONLY:
         result.bucket_only += 1
@@ -124,8 +152,13 @@ def _drift(
     listing: Iterator[ObjectInfo],
     indexed: Iterator[tuple[str, Bookkeeping]],
     result: SyncResult,
+    rewrite: bool = False,
 ) -> Iterator[tuple[str, str]]:
-    """Merge two key-ordered streams; yield (kind, key) for every difference."""
+    """Merge two key-ordered streams; yield (kind, key) for every difference.
+
+    With ``rewrite``, also (MAGGMA, key) for objects in step whose entry came from maggma's
+    metadata.
+    """
     obj = _next_checked(listing, None, "store listing")
     entry = _next_checked(indexed, None, "index")
     while obj is not None or entry is not None:
@@ -143,6 +176,8 @@ def _drift(
             result.indexed += 1
             if obj.etag != entry[1].etag or obj.size != entry[1].size:
                 yield CHANGED, obj.key
+            elif rewrite and entry[1].codec in maggma_format.CODECS:
+                yield MAGGMA, obj.key
             obj = _next_checked(listing, obj.key, "store listing")
             entry = _next_checked(indexed, entry[0], "index")
 
@@ -168,6 +203,7 @@ class _Applier:
         self._result = result
         self._adds: list[str] = []
         self._updates: list[str] = []
+        self._rewrites: list[str] = []  # in step already: their entries change, not counted
         self._removes: list[str] = []
 
     def add(self, kind: str, key: str) -> None:
@@ -175,13 +211,16 @@ class _Applier:
             self._adds.append(key)
         elif kind == CHANGED:
             self._updates.append(key)
+        elif kind == MAGGMA:
+            self._rewrites.append(key)
         elif self._result.prune:
             self._removes.append(key)
-        if len(self._adds) + len(self._updates) >= BATCH or len(self._removes) >= BATCH:
+        reads = len(self._adds) + len(self._updates) + len(self._rewrites)
+        if reads >= BATCH or len(self._removes) >= BATCH:
             self.flush()
 
     def flush(self) -> None:
-        keys = self._adds + self._updates
+        keys = self._adds + self._updates + self._rewrites
         if keys:
             entries = list(self._collector.entries(keys))
             if entries:
@@ -193,6 +232,7 @@ class _Applier:
             self._result.updated += sum(1 for k in self._updates if k in written)
             self._adds.clear()
             self._updates.clear()
+            self._rewrites.clear()
         if self._removes:
             self._result.removed += self._index.delete(self._removes)
             self._removes.clear()
