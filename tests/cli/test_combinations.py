@@ -76,4 +76,4 @@ def test_mongodb_index_remembers_fields_and_refuses_another_key(
     assert other.exit_code == ExitStatus.USAGE
     assert "uses key field 'fs_id', not 'task_id'" in other.stderr
     indexes = mongomock_server["db"]["s3idx"].index_information()
-    assert {v["key"][0][0] for v in indexes.values()} >= {"_id", "fs_id", "task_id"}
+    assert {next(iter(v["key"]))[0] for v in indexes.values()} >= {"_id", "fs_id", "task_id"}
