@@ -149,3 +149,53 @@ def test_two_puts_at_once_on_the_embedded_store_lose_nothing(tmp_path: Path) -> 
         assert engine.count({"v": {"$gte": 0}}) == 4500
         for key in ("k00000", "k01500", "k02999", "k04499"):
             assert engine.get(key)["fs_id"] == key
+
+
+@pytest.fixture
+def many_objects(tmp_path: Path) -> Path:
+    """A store of 20,000 objects whose index was lost."""
+    source = tmp_path / "input.jsonl"
+    source.write_bytes(_lines(TOTAL))
+    put = _s3idx(tmp_path, "put", str(source), "--field", "v", "-q")
+    _, err = put.communicate(timeout=300)
+    assert put.returncode == 0, err
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    ("command", "message"),
+    [
+        (
+            ("rebuild-index",),
+            "rebuild stopped; the old index is unchanged; run again with --resume",
+        ),
+        (("sync",), "; interrupted"),
+    ],
+)
+def test_ctrl_c_stops_rebuild_and_sync_cleanly(
+    many_objects: Path, command: tuple[str, ...], message: str
+) -> None:
+    home = many_objects
+    (home / "index.sqlite3").unlink()
+    process = _s3idx(home, *command)
+    _wait_for(lambda: (home / "index.sqlite3").exists())
+    time.sleep(0.5)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+
+    assert process.returncode == ExitStatus.INTERRUPTED, err
+    assert message in err.decode()
+    assert "Traceback" not in err.decode()
+    entries, objects = _check_invariant(home)
+    assert objects == TOTAL
+    if command == ("rebuild-index",):
+        assert entries == 0  # nothing swapped in
+        resumed = _s3idx(home, "rebuild-index", "--resume", "--json")
+        out, err = resumed.communicate(timeout=300)
+        assert resumed.returncode == 0, err
+        summary = orjson.loads(out)
+        assert summary["resumed"] is True
+        assert summary["written"] == TOTAL
+        assert _check_invariant(home) == (TOTAL, TOTAL)
+    else:
+        assert 0 < entries < TOTAL  # what was adopted before the stop stays adopted
