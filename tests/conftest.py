@@ -7,6 +7,7 @@ so a developer's real ``~/.aws`` is never read and no request can reach real AWS
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import urllib.request
@@ -15,6 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import mongomock
 import pytest
 from typer.testing import CliRunner, Result
 
@@ -150,3 +152,29 @@ def run() -> Callable[..., Result]:
         return runner.invoke(app, list(args), input=input, catch_exceptions=False, **kwargs)
 
     return invoke
+
+
+@pytest.fixture
+def mongomock_client(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A fresh in-memory MongoDB, patched to accept what current pymongo sends it."""
+    builder = mongomock.collection.BulkOperationBuilder
+    original = builder.add_replace
+    if "sort" not in inspect.signature(original).parameters:
+        # pymongo >= 4.11 passes sort= to add_replace; mongomock 4.3 does not accept it
+        # (mongomock/mongomock#912). s3idx never sorts a replace, so refuse anything else.
+        def add_replace(self: Any, *args: Any, sort: Any = None, **kwargs: Any) -> Any:
+            if sort is not None:
+                raise NotImplementedError("mongomock cannot sort a replace")
+            return original(self, *args, **kwargs)
+
+        monkeypatch.setattr(builder, "add_replace", add_replace)
+    return mongomock.MongoClient()
+
+
+@pytest.fixture
+def mongomock_server(mongomock_client: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Every ``mongodb://`` location the CLI opens reaches one in-memory MongoDB."""
+    from s3idx.index import mongo
+
+    monkeypatch.setattr(mongo, "_connect", lambda uri, timeout: mongomock_client)
+    return mongomock_client

@@ -10,15 +10,12 @@ the test ends. To add a kind, add one line to ``INDEX_KINDS`` (and import its cl
 
 from __future__ import annotations
 
-import inspect
 import os
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import Any
 
-import mongomock
 import pymongo
 import pytest
 
@@ -119,20 +116,3 @@ def known_gap(index_kind: str, request: pytest.FixtureRequest) -> Callable[[str]
             request.applymarker(pytest.mark.xfail(reason=reason, strict=True))
 
     return mark
-
-
-@pytest.fixture
-def mongomock_client(monkeypatch: pytest.MonkeyPatch) -> Any:
-    """A fresh in-memory MongoDB, patched to accept what current pymongo sends it."""
-    builder = mongomock.collection.BulkOperationBuilder
-    original = builder.add_replace
-    if "sort" not in inspect.signature(original).parameters:
-        # pymongo >= 4.11 passes sort= to add_replace; mongomock 4.3 does not accept it
-        # (mongomock/mongomock#912). s3idx never sorts a replace, so refuse anything else.
-        def add_replace(self: Any, *args: Any, sort: Any = None, **kwargs: Any) -> Any:
-            if sort is not None:
-                raise NotImplementedError("mongomock cannot sort a replace")
-            return original(self, *args, **kwargs)
-
-        monkeypatch.setattr(builder, "add_replace", add_replace)
-    return mongomock.MongoClient()

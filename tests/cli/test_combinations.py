@@ -1,0 +1,79 @@
+"""The main job on every combination of store and index: local or S3, SQLite or MongoDB."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from s3idx.errors import ExitStatus
+from tests.cli.conftest import Run, json_lines, jsonl
+
+DOCS = [
+    {"fs_id": f"mp-{i}", "task_id": f"t{i % 4}", "e": i * 0.5, "tags": ["a", str(i)]}
+    for i in range(16)
+]
+
+
+@pytest.fixture(params=["local+sqlite", "s3+sqlite", "s3+mongodb", "local+mongodb"])
+def locations(request: pytest.FixtureRequest, tmp_path: Path) -> list[str]:
+    store, index = request.param.split("+")
+    args: list[str] = []
+    if store == "s3":
+        endpoint = request.getfixturevalue("s3_endpoint")
+        args += ["--store", "s3://combo/docs", "--endpoint-url", endpoint]
+    else:
+        args += ["--store", str(tmp_path / "store")]
+    if index == "mongodb":
+        request.getfixturevalue("mongomock_server")
+        args += ["--index", "mongodb://localhost/s3idx_test", "--collection", "docs"]
+    else:
+        args += ["--index", str(tmp_path / "index.sqlite3")]
+    return args
+
+
+def test_put_query_get_delete_rebuild_sync(run: Run, locations: list[str]) -> None:
+    put = run("put", *locations, "--create-bucket", "--field", "task_id", "--field", "e",
+              "--json", input=jsonl(*DOCS))  # fmt: skip
+    assert put.exit_code == 0, put.stderr
+    assert orjson.loads(put.stdout)["stored"] == 16
+
+    def keys(*args: str) -> list[str]:
+        result = run("query", *locations, *args)
+        assert result.exit_code == 0, result.stderr
+        return [e["fs_id"] for e in json_lines(result.stdout)]
+
+    assert keys('{"task_id": "t1"}', "--sort", "e") == ["mp-1", "mp-5", "mp-9", "mp-13"]
+    assert keys('{"e": {"$gte": 6.5}}', "--sort", "-e", "--limit", "2") == ["mp-15", "mp-14"]
+    full = run("query", *locations, '{"task_id": "t2"}', "--full", "--sort", "e")
+    assert json_lines(full.stdout) == [DOCS[2], DOCS[6], DOCS[10], DOCS[14]]
+    assert json_lines(run("get", *locations, "mp-3", "mp-0").stdout) == [DOCS[3], DOCS[0]]
+
+    assert run("delete", *locations, "--filter", '{"task_id": "t3"}').exit_code == 0
+    assert run("query", *locations, "--count").stdout == "12\n"
+    assert run("get", *locations, "mp-3").exit_code == ExitStatus.NOT_FOUND
+
+    before = run("query", *locations, "--fields", "_s3idx,task_id,e", "--sort", "fs_id").stdout
+    rebuilt = run("rebuild-index", *locations, "--json")
+    assert rebuilt.exit_code == 0, rebuilt.stderr
+    assert orjson.loads(rebuilt.stdout)["written"] == 12
+    after = run("query", *locations, "--fields", "_s3idx,task_id,e", "--sort", "fs_id").stdout
+    assert after == before
+    assert run("sync", *locations, "--check").exit_code == 0
+
+
+def test_mongodb_index_remembers_fields_and_refuses_another_key(
+    run: Run, mongomock_server: Any, tmp_path: Path
+) -> None:
+    args = ["--store", str(tmp_path / "s"), "--index", "mongodb://localhost/db"]
+    assert run("put", *args, "--field", "task_id", input=jsonl(DOCS[0])).exit_code == 0
+    info = orjson.loads(run("info", *args, "--json").stdout)
+    assert (info["key_field"], info["fields"], info["entries"]) == ("fs_id", ["task_id"], 1)
+    assert info["index"] == "mongodb://localhost/db"
+    other = run("put", *args, "--key", "task_id", input=jsonl(DOCS[1]))
+    assert other.exit_code == ExitStatus.USAGE
+    assert "uses key field 'fs_id', not 'task_id'" in other.stderr
+    indexes = mongomock_server["db"]["s3idx"].index_information()
+    assert {next(iter(v["key"]))[0] for v in indexes.values()} >= {"_id", "fs_id", "task_id"}
