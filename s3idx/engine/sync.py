@@ -52,12 +52,9 @@ class SyncResult:
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        skipped = data.pop("skipped")
+        del data["skipped"]
         data["drift"] = self.drift
-        data["not_s3idx"] = skipped["not_s3idx"]
-        data["not_s3idx_keys"] = skipped["not_s3idx_keys"]
-        data["undecodable"] = skipped["undecodable"]
-        data["undecodable_keys"] = [{"key": k, "reason": r} for k, r in skipped["undecodable_keys"]]
+        data.update(self.skipped.as_dict())
         return {"command": "sync", **data}
 
 
