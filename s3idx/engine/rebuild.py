@@ -45,13 +45,8 @@ class RebuildResult:
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        skipped = data.pop("skipped")
-        del data["adopted"]
-        data["not_s3idx"] = skipped["not_s3idx"]
-        data["not_s3idx_keys"] = skipped["not_s3idx_keys"]
-        data["undecodable"] = skipped["undecodable"]
-        data["undecodable_keys"] = [{"key": k, "reason": r} for k, r in skipped["undecodable_keys"]]
-        data["vanished"] = skipped["vanished"]
+        del data["skipped"], data["adopted"]
+        data.update(self.skipped.as_dict())
         data.update(self.adopted.as_dict())
         data["objects_per_second"] = self.rate
         return {"command": "rebuild-index", **data}

@@ -87,6 +87,15 @@ class Skipped:
     undecodable_keys: list[tuple[str, str]] = field(default_factory=list)
     vanished: int = 0
 
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "not_s3idx": self.not_s3idx,
+            "not_s3idx_keys": list(self.not_s3idx_keys),
+            "undecodable": self.undecodable,
+            "undecodable_keys": [{"key": k, "reason": r} for k, r in self.undecodable_keys],
+            "vanished": self.vanished,
+        }
+
     def foreign(self, key: str) -> None:
         self.not_s3idx += 1
         if len(self.not_s3idx_keys) < REPORTED_KEYS_LIMIT:

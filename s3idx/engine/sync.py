@@ -59,13 +59,9 @@ class SyncResult:
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        skipped = data.pop("skipped")
-        del data["adopted"]
+        del data["skipped"], data["adopted"]
         data["drift"] = self.drift
-        data["not_s3idx"] = skipped["not_s3idx"]
-        data["not_s3idx_keys"] = skipped["not_s3idx_keys"]
-        data["undecodable"] = skipped["undecodable"]
-        data["undecodable_keys"] = [{"key": k, "reason": r} for k, r in skipped["undecodable_keys"]]
+        data.update(self.skipped.as_dict())
         data.update(self.adopted.as_dict())
         return {"command": "sync", **data}
 
