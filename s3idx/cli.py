@@ -480,6 +480,10 @@ def get(
             out.flush()
         for key in result.missing:
             output.message(f"not found: {key}")
+        for key, reason in result.unreadable:
+            output.message(f"cannot read {key}: {reason}")
+        if result.unreadable:
+            return ExitStatus.PARTIAL
         return ExitStatus.NOT_FOUND if result.missing else None
 
     _run(body)
@@ -569,18 +573,20 @@ def _print_full(
     engine: Engine, spec: dict[str, Any], sort_spec: Any, skip: int, limit: int
 ) -> ExitStatus | None:
     out = sys.stdout.buffer
-    missing = []
+    failed = 0
     for key, document in engine.query_documents(spec, sort=sort_spec, skip=skip, limit=limit):
-        if document is None:
-            missing.append(key)
+        if document is None or document.error is not None:
+            failed += 1
+            reason = "has no object in the store (run s3idx sync)"
+            if document is not None:
+                reason = f"cannot be read: {document.error}"
+            output.message(f"index entry {key!r} {reason}")
             continue
         for chunk in document.iter_bytes():
             out.write(chunk)
         out.write(b"\n")
     out.flush()
-    for key in missing:
-        output.message(f"index entry {key!r} has no object in the store (run s3idx sync)")
-    return ExitStatus.PARTIAL if missing else None
+    return ExitStatus.PARTIAL if failed else None
 
 
 @app.command()

@@ -186,6 +186,9 @@ class Engine:
             if document is None:
                 result.missing.append(key)
                 continue
+            if document.error is not None:
+                result.unreadable.append((key, document.error))
+                continue
             for chunk in document.iter_bytes():
                 out.write(chunk)
             out.write(b"\n")

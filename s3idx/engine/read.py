@@ -27,6 +27,7 @@ class FetchedDocument:
     key: str
     data: bytes | None = None
     chunks: Iterator[bytes] | None = None
+    error: str | None = None  # why the object cannot be read as a document
 
     def read(self) -> bytes:
         if self.data is None:
@@ -45,14 +46,18 @@ class FetchedDocument:
 
 def fetch_document(store: ObjectStore, key: str) -> FetchedDocument:
     """Raises ObjectNotFoundError, NotAnS3idxObjectError or CorruptObjectError."""
+    try:
+        return _open_document(store, key)
+    except (NotAnS3idxObjectError, CorruptObjectError) as exc:
+        raise type(exc)(f"object {key!r}: {exc.message}") from None
+
+
+def _open_document(store: ObjectStore, key: str) -> FetchedDocument:
     body = store.open(key)
     try:
         codec_name = _codec(body.head.metadata)
         if codec_name in maggma_format.CODECS:
             return FetchedDocument(key, data=_maggma_json(body, codec_name))
-    except (NotAnS3idxObjectError, CorruptObjectError) as exc:
-        _close(body.chunks)
-        raise type(exc)(f"object {key!r}: {exc.message}") from None
     except BaseException:
         _close(body.chunks)
         raise
@@ -82,14 +87,19 @@ def fetch_many(
 ) -> Iterator[tuple[str, FetchedDocument | None]]:
     """Documents in the order of ``keys``; None for a key with no object.
 
+    An object that is not a document s3idx can read comes with its ``error`` set.
+
     At most ``2 * workers`` fetches run ahead of the consumer, so memory stays bounded.
     """
     with ThreadPoolExecutor(workers, thread_name_prefix="s3idx-get") as pool:
-        for key, future in ordered_map(pool, partial(fetch_document, store), keys, 2 * workers):
+        for key, future in ordered_map(pool, partial(_open_document, store), keys, 2 * workers):
             try:
                 yield key, future.result()
             except ObjectNotFoundError:
                 yield key, None
+            except (NotAnS3idxObjectError, CorruptObjectError) as exc:
+                # One unreadable object must not hide the others asked for.
+                yield key, FetchedDocument(key, error=exc.message)
 
 
 def _close(chunks: Iterable[bytes]) -> None:

@@ -42,6 +42,7 @@ class PutResult:
 class GetResult:
     found: int = 0
     missing: list[str] = field(default_factory=list)
+    unreadable: list[tuple[str, str]] = field(default_factory=list)
     elapsed: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:

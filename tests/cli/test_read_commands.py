@@ -160,3 +160,25 @@ def test_profile_from_config_file(run: Run, tmp_path: Path) -> None:
     assert run("put", *args, input=jsonl({"fs_id": "x"})).exit_code == 0
     assert (tmp_path / "team.db").is_file()
     assert run("query", *args, "--count").stdout == "1\n"
+
+
+def test_get_reports_an_object_it_cannot_read_and_goes_on(loaded: Run, isolated_env: Path) -> None:
+    from s3idx.store.local import LocalStore
+
+    LocalStore(isolated_env / "data" / "store").put("foreign", b"plain text", {})
+    result = loaded("get", "a", "foreign", "b")
+    assert result.exit_code == ExitStatus.PARTIAL
+    assert json_lines(result.stdout) == [DOCS[0], DOCS[1]]
+    assert result.stderr == ("s3idx: cannot read foreign: object has no s3idx metadata\n")
+
+
+def test_put_without_input_on_a_terminal_says_how(
+    run: Run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("s3idx.output.is_terminal", lambda stream: True)
+    result = run("put")
+    assert result.exit_code == ExitStatus.USAGE
+    assert result.stderr == (
+        "s3idx: error: no input: give FILE arguments or pipe JSON lines into s3idx put\n"
+        "  hint: example: s3idx put docs.jsonl, or: cat docs.jsonl | s3idx put\n"
+    )
