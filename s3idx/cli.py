@@ -109,6 +109,13 @@ LOCATION_OPTIONS = {
         metavar="URL",
         help="S3 endpoint, for MinIO and other S3 services. [env: S3IDX_ENDPOINT_URL]",
     ),
+    "transport": _option(
+        str | None,
+        "--transport",
+        metavar="boto3|obstore",
+        help="How S3 requests are made: boto3, or obstore (faster; pip install 's3idx[fast]'). "
+        "[default: boto3] [env: S3IDX_TRANSPORT]",
+    ),
     "profile": _option(
         str | None,
         "--profile",
