@@ -11,10 +11,10 @@ from pathlib import Path
 
 import orjson
 import pytest
-from s3idx.index.sqlite import SqliteIndex
 
 from s3idx import Engine
 from s3idx.errors import ExitStatus, ObjectNotFoundError
+from s3idx.index.sqlite import SqliteIndex
 from s3idx.store.local import LocalStore
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -12,11 +12,11 @@ import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from s3idx.index.sqlite import SqliteIndex
 
 from s3idx import Engine, Events, codec
 from s3idx.engine import rebuild as rebuild_module
 from s3idx.errors import ExitStatus, S3idxError
+from s3idx.index.sqlite import SqliteIndex
 from s3idx.store.local import LocalStore
 from tests.cli.conftest import Run, jsonl
 
