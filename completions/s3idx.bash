@@ -64,7 +64,7 @@ _s3idx() {
         case "$prev" in
             --key) COMPREPLY=(); return;;
             --field) COMPREPLY=(); return;;
-            --compress) COMPREPLY=($(compgen -W "zlib none" -- "$cur")); return;;
+            --compress) COMPREPLY=($(compgen -W "zlib none zstd" -- "$cur")); return;;
             --workers) COMPREPLY=(); return;;
             --batch-size) COMPREPLY=(); return;;
             --rejects) COMPREPLY=($(compgen -f -- "$cur")); return;;

@@ -50,7 +50,7 @@ complete -c s3idx -n '__fish_seen_subcommand_from info' -s h -l help -d 'Show he
 complete -c s3idx -n '__fish_seen_subcommand_from put' -F
 complete -c s3idx -n '__fish_seen_subcommand_from put' -l key -x -d 'Key field of the documents'
 complete -c s3idx -n '__fish_seen_subcommand_from put' -l field -x -d 'Searchable field to index (dotted paths allowed); repeat for more'
-complete -c s3idx -n '__fish_seen_subcommand_from put' -l compress -x -a 'zlib none' -d 'Body compression'
+complete -c s3idx -n '__fish_seen_subcommand_from put' -l compress -x -a 'zlib none zstd' -d 'Body compression; zstd needs pip install \'s3idx[zstd]\''
 complete -c s3idx -n '__fish_seen_subcommand_from put' -l workers -x -d 'Concurrent object requests'
 complete -c s3idx -n '__fish_seen_subcommand_from put' -l batch-size -x -d 'Index entries per bulk write'
 complete -c s3idx -n '__fish_seen_subcommand_from put' -l skip-unchanged -d 'Upload nothing for documents already stored identically'

@@ -44,6 +44,7 @@ T = TypeVar("T")
 class Compression(StrEnum):
     zlib = "zlib"
     none = "none"
+    zstd = "zstd"
 
 
 assert tuple(c.value for c in Compression) == COMPRESSIONS
@@ -316,7 +317,11 @@ def put(
     ] = None,
     compress: Annotated[
         Compression | None,
-        typer.Option("--compress", help="Body compression. [default: zlib]", show_default=False),
+        typer.Option(
+            "--compress",
+            help="Body compression; zstd needs pip install 's3idx[zstd]'. [default: zlib]",
+            show_default=False,
+        ),
     ] = None,
     workers: WorkersOpt = None,
     batch_size: Annotated[

@@ -15,7 +15,7 @@ from s3idx.errors import ConfigError
 
 DEFAULT_KEY_FIELD = "fs_id"
 DEFAULT_COLLECTION = "s3idx"
-COMPRESSIONS = ("zlib", "none")
+COMPRESSIONS = ("zlib", "none", "zstd")
 TRANSPORTS = ("boto3", "obstore")  # how S3 requests are made; obstore is optional (s3idx[fast])
 
 

@@ -95,7 +95,7 @@ COMP_WORDS=(s3idx put --skip); COMP_CWORD=2; _s3idx; echo "${{COMPREPLY[*]}}"
 COMP_WORDS=(s3idx put --compress ""); COMP_CWORD=3; _s3idx; echo "${{COMPREPLY[*]}}"
 """
     result = subprocess.run(["bash", "-c", probe], capture_output=True, text=True)
-    assert result.stdout.splitlines() == ["query", "--skip-unchanged", "zlib none"]
+    assert result.stdout.splitlines() == ["query", "--skip-unchanged", "zlib none zstd"]
 
 
 def test_python_dash_m_runs_the_cli() -> None:
