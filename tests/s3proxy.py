@@ -86,15 +86,21 @@ class S3Proxy:
                         for k, v in response.getheaders()
                         if k.lower() not in ("transfer-encoding", "connection", "content-length")
                     }
-                    self._answer(response.status, passed, data)
+                    # A HEAD answer has no body but tells the object's size in Content-Length.
+                    length = (
+                        response.getheader("Content-Length") if self.command == "HEAD" else None
+                    )
+                    self._answer(response.status, passed, data, length)
                 finally:
                     upstream.close()
 
-            def _answer(self, status: int, headers: dict[str, str], data: bytes) -> None:
+            def _answer(
+                self, status: int, headers: dict[str, str], data: bytes, length: str | None = None
+            ) -> None:
                 self.send_response(status)
                 for name, value in headers.items():
                     self.send_header(name, value)
-                self.send_header("Content-Length", str(len(data)))
+                self.send_header("Content-Length", length or str(len(data)))
                 self.end_headers()
                 if self.command != "HEAD":
                     self.wfile.write(data)
