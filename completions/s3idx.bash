@@ -18,11 +18,12 @@ _s3idx() {
             --aws-profile) COMPREPLY=(); return;;
             --region) COMPREPLY=(); return;;
             --endpoint-url) COMPREPLY=(); return;;
+            --transport) COMPREPLY=(); return;;
             --profile) COMPREPLY=(); return;;
             --config) COMPREPLY=($(compgen -f -- "$cur")); return;;
         esac
         if [[ "$cur" == -* ]]; then
-            COMPREPLY=($(compgen -W "--filter --all --dry-run --json --quiet -q --store --index --collection --aws-profile --region --endpoint-url --profile --config -h --help" -- "$cur"))
+            COMPREPLY=($(compgen -W "--filter --all --dry-run --json --quiet -q --store --index --collection --aws-profile --region --endpoint-url --transport --profile --config -h --help" -- "$cur"))
         fi
         ;;
     get)
@@ -35,11 +36,12 @@ _s3idx() {
             --aws-profile) COMPREPLY=(); return;;
             --region) COMPREPLY=(); return;;
             --endpoint-url) COMPREPLY=(); return;;
+            --transport) COMPREPLY=(); return;;
             --profile) COMPREPLY=(); return;;
             --config) COMPREPLY=($(compgen -f -- "$cur")); return;;
         esac
         if [[ "$cur" == -* ]]; then
-            COMPREPLY=($(compgen -W "--output -o --workers --store --index --collection --aws-profile --region --endpoint-url --profile --config -h --help" -- "$cur"))
+            COMPREPLY=($(compgen -W "--output -o --workers --store --index --collection --aws-profile --region --endpoint-url --transport --profile --config -h --help" -- "$cur"))
         fi
         ;;
     info)
@@ -50,18 +52,19 @@ _s3idx() {
             --aws-profile) COMPREPLY=(); return;;
             --region) COMPREPLY=(); return;;
             --endpoint-url) COMPREPLY=(); return;;
+            --transport) COMPREPLY=(); return;;
             --profile) COMPREPLY=(); return;;
             --config) COMPREPLY=($(compgen -f -- "$cur")); return;;
         esac
         if [[ "$cur" == -* ]]; then
-            COMPREPLY=($(compgen -W "--json --store --index --collection --aws-profile --region --endpoint-url --profile --config -h --help" -- "$cur"))
+            COMPREPLY=($(compgen -W "--json --store --index --collection --aws-profile --region --endpoint-url --transport --profile --config -h --help" -- "$cur"))
         fi
         ;;
     put)
         case "$prev" in
             --key) COMPREPLY=(); return;;
             --field) COMPREPLY=(); return;;
-            --compress) COMPREPLY=($(compgen -W "zlib none" -- "$cur")); return;;
+            --compress) COMPREPLY=($(compgen -W "zlib none zstd" -- "$cur")); return;;
             --workers) COMPREPLY=(); return;;
             --batch-size) COMPREPLY=(); return;;
             --rejects) COMPREPLY=($(compgen -f -- "$cur")); return;;
@@ -72,11 +75,12 @@ _s3idx() {
             --aws-profile) COMPREPLY=(); return;;
             --region) COMPREPLY=(); return;;
             --endpoint-url) COMPREPLY=(); return;;
+            --transport) COMPREPLY=(); return;;
             --profile) COMPREPLY=(); return;;
             --config) COMPREPLY=($(compgen -f -- "$cur")); return;;
         esac
         if [[ "$cur" == -* ]]; then
-            COMPREPLY=($(compgen -W "--key --field --compress --workers --batch-size --skip-unchanged --dry-run --rejects --max-errors --create-bucket --json --quiet -q --store --index --collection --aws-profile --region --endpoint-url --profile --config -h --help" -- "$cur"))
+            COMPREPLY=($(compgen -W "--key --field --compress --workers --batch-size --skip-unchanged --dry-run --rejects --max-errors --create-bucket --json --quiet -q --store --index --collection --aws-profile --region --endpoint-url --transport --profile --config -h --help" -- "$cur"))
         else
             COMPREPLY=($(compgen -f -- "$cur"))
         fi
@@ -94,11 +98,12 @@ _s3idx() {
             --aws-profile) COMPREPLY=(); return;;
             --region) COMPREPLY=(); return;;
             --endpoint-url) COMPREPLY=(); return;;
+            --transport) COMPREPLY=(); return;;
             --profile) COMPREPLY=(); return;;
             --config) COMPREPLY=($(compgen -f -- "$cur")); return;;
         esac
         if [[ "$cur" == -* ]]; then
-            COMPREPLY=($(compgen -W "--fields --full --sort --limit --skip --count --workers --json --store --index --collection --aws-profile --region --endpoint-url --profile --config -h --help" -- "$cur"))
+            COMPREPLY=($(compgen -W "--fields --full --sort --limit --skip --count --workers --json --store --index --collection --aws-profile --region --endpoint-url --transport --profile --config -h --help" -- "$cur"))
         fi
         ;;
     rebuild-index)
@@ -111,11 +116,12 @@ _s3idx() {
             --aws-profile) COMPREPLY=(); return;;
             --region) COMPREPLY=(); return;;
             --endpoint-url) COMPREPLY=(); return;;
+            --transport) COMPREPLY=(); return;;
             --profile) COMPREPLY=(); return;;
             --config) COMPREPLY=($(compgen -f -- "$cur")); return;;
         esac
         if [[ "$cur" == -* ]]; then
-            COMPREPLY=($(compgen -W "--key --resume --rewrite --workers --json --quiet -q --store --index --collection --aws-profile --region --endpoint-url --profile --config -h --help" -- "$cur"))
+            COMPREPLY=($(compgen -W "--key --resume --rewrite --workers --json --quiet -q --store --index --collection --aws-profile --region --endpoint-url --transport --profile --config -h --help" -- "$cur"))
         fi
         ;;
     sync)
@@ -127,11 +133,12 @@ _s3idx() {
             --aws-profile) COMPREPLY=(); return;;
             --region) COMPREPLY=(); return;;
             --endpoint-url) COMPREPLY=(); return;;
+            --transport) COMPREPLY=(); return;;
             --profile) COMPREPLY=(); return;;
             --config) COMPREPLY=($(compgen -f -- "$cur")); return;;
         esac
         if [[ "$cur" == -* ]]; then
-            COMPREPLY=($(compgen -W "--check --dry-run --prune --rewrite --workers --json --quiet -q --store --index --collection --aws-profile --region --endpoint-url --profile --config -h --help" -- "$cur"))
+            COMPREPLY=($(compgen -W "--check --dry-run --prune --rewrite --workers --json --quiet -q --store --index --collection --aws-profile --region --endpoint-url --transport --profile --config -h --help" -- "$cur"))
         fi
         ;;
     esac

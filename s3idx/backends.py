@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from s3idx.config import Settings, redact
+from s3idx.config import TRANSPORTS, Settings, redact
 from s3idx.errors import UsageError
 from s3idx.index.base import Index
 from s3idx.store.base import ObjectStore
@@ -89,9 +90,10 @@ def open_store(settings: Settings) -> ObjectStore:
 
         assert location.path is not None
         return LocalStore(location.path)
-    from s3idx.store.s3 import S3Store, pool_size
+    from s3idx.store.s3 import pool_size
 
-    return S3Store(
+    store_class = _s3_store_class(settings.transport)
+    return store_class(
         location.bucket,
         location.prefix,
         profile=settings.aws_profile,
@@ -103,6 +105,24 @@ def open_store(settings: Settings) -> ObjectStore:
         # retries; a second layer inside botocore would multiply attempts and hide them.
         max_attempts=0,
     )
+
+
+def _s3_store_class(transport: str) -> Any:
+    """The S3 store class of a transport; obstore is imported only when chosen."""
+    if transport == "boto3":
+        from s3idx.store.s3 import S3Store
+
+        return S3Store
+    if transport == "obstore":
+        try:
+            from s3idx.store.obstore_s3 import ObstoreS3Store
+        except ImportError as exc:
+            raise UsageError(
+                f"the obstore transport needs the obstore package ({exc})",
+                hint="install it with: pip install 's3idx[fast]'",
+            ) from None
+        return ObstoreS3Store
+    raise UsageError(f"unknown transport {transport!r}; choose one of: {', '.join(TRANSPORTS)}")
 
 
 def open_index(settings: Settings) -> Index:

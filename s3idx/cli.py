@@ -44,6 +44,7 @@ T = TypeVar("T")
 class Compression(StrEnum):
     zlib = "zlib"
     none = "none"
+    zstd = "zstd"
 
 
 assert tuple(c.value for c in Compression) == COMPRESSIONS
@@ -108,6 +109,13 @@ LOCATION_OPTIONS = {
         "--endpoint-url",
         metavar="URL",
         help="S3 endpoint, for MinIO and other S3 services. [env: S3IDX_ENDPOINT_URL]",
+    ),
+    "transport": _option(
+        str | None,
+        "--transport",
+        metavar="boto3|obstore",
+        help="How S3 requests are made: boto3, or obstore (faster; pip install 's3idx[fast]'). "
+        "[default: boto3] [env: S3IDX_TRANSPORT]",
     ),
     "profile": _option(
         str | None,
@@ -309,7 +317,11 @@ def put(
     ] = None,
     compress: Annotated[
         Compression | None,
-        typer.Option("--compress", help="Body compression. [default: zlib]", show_default=False),
+        typer.Option(
+            "--compress",
+            help="Body compression; zstd needs pip install 's3idx[zstd]'. [default: zlib]",
+            show_default=False,
+        ),
     ] = None,
     workers: WorkersOpt = None,
     batch_size: Annotated[

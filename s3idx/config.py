@@ -15,7 +15,8 @@ from s3idx.errors import ConfigError
 
 DEFAULT_KEY_FIELD = "fs_id"
 DEFAULT_COLLECTION = "s3idx"
-COMPRESSIONS = ("zlib", "none")
+COMPRESSIONS = ("zlib", "none", "zstd")
+TRANSPORTS = ("boto3", "obstore")  # how S3 requests are made; obstore is optional (s3idx[fast])
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +113,10 @@ def _validate(settings: Settings) -> None:
     if settings.compress not in COMPRESSIONS:
         raise ConfigError(
             f"unknown compression {settings.compress!r}; choose one of: {', '.join(COMPRESSIONS)}"
+        )
+    if settings.transport not in TRANSPORTS:
+        raise ConfigError(
+            f"unknown transport {settings.transport!r}; choose one of: {', '.join(TRANSPORTS)}"
         )
     if settings.workers < 1:
         raise ConfigError(f"workers must be at least 1, got {settings.workers}")

@@ -24,7 +24,7 @@ from s3idx.cli import app
 from s3idx.store.base import ObjectStore
 from s3idx.store.local import LocalStore
 
-STORE_KINDS = ["local", "s3"]
+STORE_KINDS = ["local", "s3", "obstore"]
 S3_TEST_PREFIX = "sub/dir"  # a nested prefix, so every conformance test checks prefix handling
 S3_TEST_REGION = "us-east-1"
 
@@ -137,6 +137,20 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ObjectStor
         # The store's own client makes the bucket: one boto3 client per test, not two.
         s3.client.create_bucket(Bucket=s3.bucket)
         backend = s3
+    elif request.param == "obstore":
+        pytest.importorskip(
+            "obstore", reason="obstore is not installed (pip install 's3idx[fast]')"
+        )
+        from s3idx.store.obstore_s3 import ObstoreS3Store
+
+        fast = ObstoreS3Store(
+            f"conformance-{uuid.uuid4().hex[:8]}",
+            S3_TEST_PREFIX,
+            endpoint_url=request.getfixturevalue("s3_endpoint"),
+            region=S3_TEST_REGION,
+        )
+        fast.boto_store.client.create_bucket(Bucket=fast.bucket)
+        backend = fast
     else:  # pragma: no cover - kinds are added with their backends
         raise AssertionError(request.param)
     yield backend

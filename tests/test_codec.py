@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import sys
 import zlib
 from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -15,6 +17,7 @@ from s3idx.errors import (
     InvalidKeyError,
     MetadataTooLargeError,
     NotAnS3idxObjectError,
+    UsageError,
 )
 
 # --- values ----------------------------------------------------------------------------------
@@ -119,6 +122,37 @@ def test_iter_decoded_streams_chunks() -> None:
 def test_corrupt_body_is_a_clear_error() -> None:
     with pytest.raises(CorruptObjectError, match="cannot be decompressed"):
         codec.decode_body(b"not zlib", "json+zlib")
+
+
+def test_zstd_body_round_trips_whole_and_streamed() -> None:
+    zstandard = pytest.importorskip("zstandard", reason="zstandard is not installed")
+    raw = b'{"x":"' + b"y" * 200_000 + b'"}'
+    body = codec.encode_raw(raw, "json+zstd")
+    assert zstandard.ZstdDecompressor().decompress(body) == raw  # a standard zstd frame
+    assert codec.decode_body(body, "json+zstd") == raw
+    chunks = [body[i : i + 100] for i in range(0, len(body), 100)]
+    assert b"".join(codec.iter_decoded(chunks, "json+zstd")) == raw
+    assert codec.CODEC_BY_COMPRESSION["zstd"] == "json+zstd"
+
+
+@pytest.mark.parametrize("damage", [lambda b: b"not zstd at all", lambda b: b[: len(b) // 2]])
+def test_corrupt_or_truncated_zstd_body_is_a_clear_error(damage: Any) -> None:
+    pytest.importorskip("zstandard", reason="zstandard is not installed")
+    body = damage(codec.encode_raw(b'{"a":"' + b"b" * 5000 + b'"}', "json+zstd"))
+    with pytest.raises(CorruptObjectError, match=r"cannot be decompressed \(json\+zstd\)"):
+        codec.decode_body(body, "json+zstd")
+
+
+def test_zstd_without_zstandard_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "zstandard", None)
+    codec._zstd.cache_clear()
+    try:
+        with pytest.raises(UsageError) as excinfo:
+            codec.check_codec_available("json+zstd")
+        assert "pip install 's3idx[zstd]'" in str(excinfo.value)
+    finally:
+        codec._zstd.cache_clear()
+    codec.check_codec_available("json+zlib")  # needs nothing
 
 
 # --- keys ------------------------------------------------------------------------------------

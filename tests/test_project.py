@@ -95,7 +95,7 @@ COMP_WORDS=(s3idx put --skip); COMP_CWORD=2; _s3idx; echo "${{COMPREPLY[*]}}"
 COMP_WORDS=(s3idx put --compress ""); COMP_CWORD=3; _s3idx; echo "${{COMPREPLY[*]}}"
 """
     result = subprocess.run(["bash", "-c", probe], capture_output=True, text=True)
-    assert result.stdout.splitlines() == ["query", "--skip-unchanged", "zlib none"]
+    assert result.stdout.splitlines() == ["query", "--skip-unchanged", "zlib none zstd"]
 
 
 def test_python_dash_m_runs_the_cli() -> None:
@@ -108,7 +108,8 @@ def test_python_dash_m_runs_the_cli() -> None:
 # Backend libraries stay inside their backend modules; the engine never prints.
 ALLOWED_IMPORTS = {
     "boto3": {"s3idx/store/s3.py"},
-    "botocore": {"s3idx/store/s3.py"},
+    "botocore": {"s3idx/store/s3.py", "s3idx/store/obstore_s3.py"},
+    "obstore": {"s3idx/store/obstore_s3.py"},
     "pymongo": {"s3idx/index/mongo.py"},
     "bson": {"s3idx/index/mongo.py"},
     "typer": {"s3idx/cli.py", "s3idx/completions.py"},

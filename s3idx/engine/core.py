@@ -60,6 +60,7 @@ class Engine:
         self._key_field = key_field
         self.fields = tuple(fields)
         self.codec = codec.CODEC_BY_COMPRESSION[compress]
+        codec.check_codec_available(self.codec)  # before anything is read or written
         self.workers = workers
         self.batch_size = batch_size
 

@@ -11,6 +11,7 @@ nothing at all.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -111,7 +112,13 @@ def project(document: Mapping[str, Any], paths: Sequence[str]) -> dict[str, Any]
     stops at a scalar before its end contributes nothing. MongoDB rejects overlapping paths such
     as ``a`` with ``a.b`` as a collision; here the shorter path wins, since it includes the other.
     """
-    return _project_document(document, _path_tree(paths))
+    return _project_document(document, _cached_tree(tuple(paths)))
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_tree(paths: tuple[str, ...]) -> _Tree:
+    # put projects every document on the same paths: build their tree once (never mutated).
+    return _path_tree(paths)
 
 
 def _path_tree(paths: Sequence[str]) -> _Tree:

@@ -411,6 +411,26 @@ class S3Store:
         except (ClientError, BotoCoreError) as exc:
             raise self._error(exc, key) from None
 
+    # For a transport beside this one (obstore_s3), which delegates to this store: the same
+    # error translation and the same once-only bucket checks, not copies of them.
+
+    @property
+    def creates_bucket(self) -> bool:
+        return self._create_bucket
+
+    def translate(self, exc: BaseException, key: str | None = None) -> S3idxError:
+        """The s3idx error for a botocore exception (or one built like it)."""
+        return self._error(exc, key)
+
+    def translated(self, key: str | None = None) -> contextlib.AbstractContextManager[None]:
+        return self._translated(key)
+
+    def create_missing_bucket(self) -> None:
+        self._create_missing_bucket()
+
+    def check_bucket_exists(self) -> None:
+        self._check_bucket_exists()
+
     # --- writing -----------------------------------------------------------------------------
 
     def put(self, key: str, body: bytes, metadata: Mapping[str, str]) -> PutReceipt:

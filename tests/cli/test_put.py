@@ -6,7 +6,9 @@ import gzip
 from pathlib import Path
 
 import orjson
+import pytest
 
+from s3idx import codec
 from s3idx.errors import ExitStatus
 from tests.cli.conftest import Run, json_lines, jsonl
 
@@ -215,3 +217,18 @@ def test_document_bodies_are_stored_byte_for_byte(run: Run) -> None:
     line = b'{"fs_id": "a",  "big": 18446744073709551616, "x": 1.50}'
     assert run("put", input=line + b"\r\n").exit_code == 0
     assert run("get", "a").stdout_bytes == line + b"\n"
+
+
+@pytest.mark.parametrize("compress", ["none", "zlib", "zstd"])
+def test_every_compression_round_trips_and_is_recorded(run: Run, compress: str) -> None:
+    if compress == "zstd":
+        pytest.importorskip("zstandard", reason="zstandard is not installed")
+    docs = [{"fs_id": f"c{i}", "text": "abc" * 500} for i in range(3)]
+
+    put = run("put", "--compress", compress, "--field", "text", input=jsonl(*docs))
+
+    assert put.exit_code == 0, put.stderr
+    assert json_lines(run("get", "c0", "c2").stdout) == [docs[0], docs[2]]
+    entry = json_lines(run("query", '{"fs_id": "c1"}', "--fields", "_s3idx").stdout)[0]
+    assert entry["_s3idx"]["codec"] == codec.CODEC_BY_COMPRESSION[compress]
+    assert json_lines(run("query", "--full", "--sort", "fs_id").stdout) == docs

@@ -1,0 +1,311 @@
+"""S3 through obstore (Rust ``object_store``): the fast transport, ``--transport obstore``.
+
+A botocore request costs about 2 ms of client CPU, most of it Python holding the GIL; obstore's
+costs about 0.15 ms and releases the GIL while the request is under way (DESIGN.md). So the
+requests of the hot paths, ``put`` (ingest), ``open`` (get, query --full) and ``head``
+(rebuild-index, sync), go through obstore. The rest (listing, deletes, bucket creation,
+multipart uploads of 64 MiB and more) is delegated to the boto3 ``S3Store``: they are few
+requests each, and delegating keeps one implementation of their paging, batching and quirks.
+
+Credentials come from the boto3 session of that ``S3Store`` (``Boto3CredentialProvider``), so
+profiles, ``--aws-profile``, role chains and SSO work exactly as with the boto3 transport, and
+so do ``--endpoint-url`` and ``--region``. obstore makes no retries of its own: the engine's
+``RetryingStore`` retries, as for every backend.
+
+obstore's failures are translated into the same s3idx errors as botocore's: the S3 error code
+and HTTP status of a failed request are read from obstore's message and looked up in the S3
+store's error table, so exit statuses agree between the transports.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+import obstore
+from botocore.exceptions import ClientError, NoCredentialsError
+from obstore.auth.boto3 import Boto3CredentialProvider
+from obstore.store import S3Store as _ObstoreS3
+
+from s3idx.codec import check_metadata_size
+from s3idx.config import redact
+from s3idx.errors import BackendUnavailableError, ObjectNotFoundError, S3idxError, TransientError
+from s3idx.store.base import (
+    DeleteFailure,
+    ObjectBody,
+    ObjectHead,
+    ObjectInfo,
+    PutReceipt,
+)
+from s3idx.store.s3 import (
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_MULTIPART_THRESHOLD,
+    DEFAULT_POOL_CONNECTIONS,
+    DEFAULT_READ_TIMEOUT,
+    READ_CHUNK,
+    S3Store,
+    scrub,
+)
+
+# obstore returns these HTTP attributes beside the user metadata; they are not metadata.
+_STANDARD_ATTRIBUTES = frozenset(
+    {
+        "content-disposition",
+        "content-encoding",
+        "content-language",
+        "content-type",
+        "cache-control",
+        "storage-class",
+    }
+)
+
+_STATUS = re.compile(r"status code: (\d{3})")
+_CODE = re.compile(r"<Code>([^<]+)</Code>")
+_MESSAGE = re.compile(r"<Message>([^<]*)</Message>")
+# Connection failures that mean "nothing answers there" rather than "the answer was lost".
+_UNREACHABLE = re.compile(r"ConnectionRefused|tcp connect error|dns error|Connect,", re.I)
+
+
+class ObstoreS3Store:
+    """An S3 object store whose ``put``, ``open`` and ``head`` requests go through obstore.
+
+    Takes the arguments of ``S3Store`` (the boto3 store it builds and delegates to). Building
+    the store makes no request; credentials are resolved at the first obstore request.
+    """
+
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "",
+        *,
+        profile: str | None = None,
+        region: str | None = None,
+        endpoint_url: str | None = None,
+        create_bucket: bool = False,
+        max_pool_connections: int = DEFAULT_POOL_CONNECTIONS,
+        multipart_threshold: int = DEFAULT_MULTIPART_THRESHOLD,
+        max_attempts: int = 0,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        read_timeout: float = DEFAULT_READ_TIMEOUT,
+    ) -> None:
+        self._boto = S3Store(
+            bucket,
+            prefix,
+            profile=profile,
+            region=region,
+            endpoint_url=endpoint_url,
+            create_bucket=create_bucket,
+            max_pool_connections=max_pool_connections,
+            multipart_threshold=multipart_threshold,
+            max_attempts=max_attempts,
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+        )
+        self.bucket = bucket
+        self.prefix = self._boto.prefix
+        self.location = self._boto.location
+        self._base = f"{self.prefix}/" if self.prefix else ""
+        self._explicit_endpoint = endpoint_url is not None
+        self._multipart_threshold = multipart_threshold
+        self._timeouts = (connect_timeout, read_timeout)
+        self._lock = threading.Lock()
+        self._store: _ObstoreS3 | None = None
+
+    def __repr__(self) -> str:
+        return f"ObstoreS3Store({self.location!r}, endpoint={scrub(redact(self.endpoint_url))!r})"
+
+    @property
+    def endpoint_url(self) -> str:
+        return self._boto.endpoint_url
+
+    @property
+    def boto_store(self) -> S3Store:
+        """The boto3 store that lists, deletes and creates buckets for this one."""
+        return self._boto
+
+    # --- the obstore client ------------------------------------------------------------------
+
+    def _client(self) -> _ObstoreS3:
+        store = self._store
+        if store is None:
+            with self._lock:
+                if self._store is None:
+                    self._store = self._connect()
+                store = self._store
+        return store
+
+    def _connect(self) -> _ObstoreS3:
+        try:
+            credentials = Boto3CredentialProvider(self._boto.session)
+        except ValueError:  # the session found no credentials at all
+            raise self._boto.translate(NoCredentialsError()) from None
+        except Exception as exc:  # botocore's credential errors: the same translation
+            raise self._boto.translate(exc) from None
+        endpoint = self.endpoint_url
+        connect, read = self._timeouts
+        options: dict[str, Any] = {
+            "connect_timeout": timedelta(seconds=connect),
+            "timeout": timedelta(seconds=read),
+            "allow_http": endpoint.startswith("http://"),
+        }
+        config: dict[str, Any] = {
+            "region": self._boto.region or "us-east-1",
+            # One retry policy for every backend: the engine's (RetryingStore).
+            "retry_config": {"max_retries": 0},
+            "client_options": options,
+            "credential_provider": credentials,
+        }
+        if self._explicit_endpoint or not _is_aws(endpoint):
+            # As with boto3: S3-compatible servers get path-style requests.
+            config["endpoint"] = endpoint
+            config["virtual_hosted_style_request"] = False
+        return _ObstoreS3(self.bucket, **config)
+
+    def _full(self, key: str) -> str:
+        return self._base + key
+
+    def _error(self, exc: BaseException, key: str | None, operation: str) -> S3idxError:
+        return translate_obstore_error(exc, self._boto, key, operation)
+
+    # --- the protocol ------------------------------------------------------------------------
+
+    def check_key(self, key: str) -> None:
+        self._boto.check_key(key)
+
+    def put(self, key: str, body: bytes, metadata: Mapping[str, str]) -> PutReceipt:
+        if len(body) >= self._multipart_threshold:
+            return self._boto.put(key, body, metadata)  # multipart: rare, and boto3 does it
+        check_metadata_size(metadata, key)
+        try:
+            result = self._put(key, body, metadata)
+        except S3idxError as exc:
+            if not (self._boto.creates_bucket and _is_missing_bucket(exc)):
+                raise
+            with self._boto.translated(key):
+                self._boto.create_missing_bucket()
+            result = self._put(key, body, metadata)
+        return PutReceipt(_strip_etag(result.get("e_tag")), len(body))
+
+    def _put(self, key: str, body: bytes, metadata: Mapping[str, str]) -> Any:
+        try:
+            return obstore.put(
+                self._client(),
+                self._full(key),
+                body,
+                attributes=dict(metadata),  # type: ignore[arg-type]
+                use_multipart=False,
+            )
+        except S3idxError:
+            raise
+        except Exception as exc:
+            raise self._error(exc, key, "PutObject") from None
+
+    def head(self, key: str) -> ObjectHead:
+        try:
+            result = obstore.get(self._client(), self._full(key), options={"head": True})
+        except S3idxError:
+            raise
+        except Exception as exc:
+            raise self._head_error(exc, key) from None
+        return _object_head(key, result)
+
+    def _head_error(self, exc: BaseException, key: str) -> S3idxError:
+        error = self._error(exc, key, "HeadObject")
+        if isinstance(error, ObjectNotFoundError):
+            # A HEAD answer has no body, so a missing bucket looks like a missing key.
+            self._boto.check_bucket_exists()
+        return error
+
+    def open(self, key: str) -> ObjectBody:
+        try:
+            result = obstore.get(self._client(), self._full(key))
+        except S3idxError:
+            raise
+        except Exception as exc:
+            raise self._error(exc, key, "GetObject") from None
+        return ObjectBody(_object_head(key, result), self._stream(result, key))
+
+    def _stream(self, result: Any, key: str) -> Iterator[bytes]:
+        try:
+            for chunk in result.stream(min_chunk_size=READ_CHUNK):
+                yield bytes(chunk)
+        except S3idxError:
+            raise
+        except Exception as exc:
+            raise self._error(exc, key, "GetObject") from None
+
+    def list(self, prefix: str = "", *, start_after: str | None = None) -> Iterator[ObjectInfo]:
+        return self._boto.list(prefix, start_after=start_after)
+
+    def delete(self, keys: Sequence[str]) -> list[DeleteFailure]:
+        return self._boto.delete(keys)
+
+    def close(self) -> None:
+        self._store = None
+        self._boto.close()
+
+
+def _object_head(key: str, result: Any) -> ObjectHead:
+    meta = result.meta
+    metadata = {
+        name.lower(): value
+        for name, value in result.attributes.items()
+        if name.lower() not in _STANDARD_ATTRIBUTES
+    }
+    return ObjectHead(key, _strip_etag(meta.get("e_tag")), int(meta["size"]), metadata)
+
+
+def _strip_etag(etag: str | None) -> str:
+    return (etag or "").strip('"')
+
+
+def _is_aws(endpoint: str) -> bool:
+    host = urlsplit(endpoint).hostname or ""
+    return host.endswith(".amazonaws.com") or host.endswith(".amazonaws.com.cn")
+
+
+def _is_missing_bucket(error: S3idxError) -> bool:
+    return getattr(error, "s3_code", None) == "NoSuchBucket"
+
+
+def translate_obstore_error(
+    exc: BaseException, boto: S3Store, key: str | None, operation: str
+) -> S3idxError:
+    """The s3idx error for an obstore failure: the same as botocore's for the same answer.
+
+    An HTTP answer is rebuilt as the botocore ``ClientError`` it would have been (code from
+    the XML body, else the bare status as botocore gives for HEAD) and translated by the S3
+    store, so the error table lives in one place. No answer at all: unreachable (exit 5) when
+    the connection could not be made, else transient (the request was lost mid-way).
+    """
+    text = str(exc)
+    status = _STATUS.search(text)
+    if status is not None:
+        code_match = _CODE.search(text)
+        code = code_match.group(1) if code_match else status.group(1)
+        message = _MESSAGE.search(text)
+        response = {
+            "Error": {"Code": code, "Message": message.group(1) if message else ""},
+            "ResponseMetadata": {"HTTPStatusCode": int(status.group(1))},
+        }
+        error = boto.translate(ClientError(response, operation), key)  # type: ignore[arg-type]
+        error.s3_code = code  # type: ignore[attr-defined]
+        return error
+    where = boto.location + (f"/{key}" if key else "")
+    named = scrub(redact(boto.endpoint_url))
+    reason = scrub(redact(text.split("\n", 1)[0]))
+    if _UNREACHABLE.search(text):
+        return BackendUnavailableError(
+            f"cannot reach S3 at {named} for {where}: {reason}",
+            hint="check --endpoint-url, the network, and that the server is running",
+        )
+    if isinstance(exc, obstore.exceptions.BaseError) or "error sending request" in text:
+        return TransientError(
+            f"connection to {named} was interrupted while working on {where}: {reason}",
+            hint="the network or the server dropped the request; run the command again",
+        )
+    return S3idxError(f"S3 request for {where} failed: {reason}")
