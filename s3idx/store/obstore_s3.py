@@ -256,7 +256,13 @@ def _object_head(key: str, result: Any) -> ObjectHead:
         for name, value in result.attributes.items()
         if name.lower() not in _STANDARD_ATTRIBUTES
     }
-    return ObjectHead(key, _strip_etag(meta.get("e_tag")), int(meta["size"]), metadata)
+    return ObjectHead(
+        key,
+        _strip_etag(meta.get("e_tag")),
+        int(meta["size"]),
+        metadata,
+        meta.get("last_modified"),
+    )
 
 
 def _strip_etag(etag: str | None) -> str:
