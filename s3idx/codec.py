@@ -393,7 +393,11 @@ def _fields_json(fields: tuple[str, ...]) -> str:
 
 def metadata_size(metadata: Mapping[str, str]) -> int:
     """S3's measure: the UTF-8 bytes of every metadata name and value."""
-    return sum(len(k.encode()) + len(v.encode()) for k, v in metadata.items())
+    # s3idx's names and values are ASCII, where characters are bytes; encode only the others.
+    return sum(
+        (len(k) if k.isascii() else len(k.encode())) + (len(v) if v.isascii() else len(v.encode()))
+        for k, v in metadata.items()
+    )
 
 
 def check_metadata_size(

@@ -5,19 +5,9 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Iterable, Mapping
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import orjson
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    SpinnerColumn,
-    TextColumn,
-    TimeElapsedColumn,
-)
-from rich.table import Table
 
 from s3idx import codec
 from s3idx.config import redact
@@ -26,14 +16,23 @@ from s3idx.engine.recover import Adopted
 from s3idx.engine.results import Events, PutResult, Reject
 from s3idx.engine.sync import SyncResult
 
+if TYPE_CHECKING:  # rich is imported only when a terminal needs it: cron never pays for it
+    from rich.console import Console
+    from rich.progress import Progress
+    from rich.table import Table
+
 TABLE_ROW_LIMIT = 1000
 
 
 def stderr_console() -> Console:
+    from rich.console import Console
+
     return Console(file=sys.stderr, highlight=False, soft_wrap=True)
 
 
 def stdout_console() -> Console:
+    from rich.console import Console
+
     return Console(file=sys.stdout, highlight=False)
 
 
@@ -170,6 +169,15 @@ class CliEvents(Events):
         self._task: Any = None
         self._last_draw = 0.0
         if show_progress:
+            from rich.progress import (
+                BarColumn,
+                DownloadColumn,
+                Progress,
+                SpinnerColumn,
+                TextColumn,
+                TimeElapsedColumn,
+            )
+
             self._progress = Progress(
                 SpinnerColumn(),
                 TextColumn("[progress.description]{task.description}"),
@@ -231,6 +239,8 @@ def entries_table(entries: Iterable[Mapping[str, Any]]) -> tuple[Table, int, boo
         for name in row:
             if name not in columns:
                 columns.append(name)
+    from rich.table import Table
+
     table = Table(show_lines=False)
     for name in columns:
         table.add_column(name, overflow="fold")

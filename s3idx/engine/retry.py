@@ -79,9 +79,14 @@ class ConcurrencyLimit:
             self._active -= 1
             if throttled:
                 self._limit = max(1.0, self._limit / 2)
-            else:
+            elif self._limit < self.maximum:
                 self._limit = min(float(self.maximum), self._limit + 1.0 / self._limit)
-            self._cond.notify_all()
+            # Only a waiter needs waking, and at most one place has opened.
+            self._cond.notify()
+
+
+# One generator for the jitter: seeding one per call costs more than the call it protects.
+_RNG = random.Random()
 
 
 def call_with_retries(
@@ -94,7 +99,7 @@ def call_with_retries(
     rng: random.Random | None = None,
 ) -> T:
     """Call ``func``; on TransientError sleep with jitter and try again, up to the policy."""
-    rng = rng or random.Random()
+    rng = rng or _RNG
     for retry in range(policy.attempts):
         if limit is not None:
             limit.acquire()
