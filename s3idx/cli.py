@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable, Iterator
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import orjson
 import typer
@@ -35,10 +35,8 @@ from s3idx.config import (
 from s3idx.engine.core import Engine
 from s3idx.engine.inputs import ReadProgress
 from s3idx.engine.results import PutResult
-from s3idx.errors import EXIT_STATUS_MEANINGS, ExitStatus, S3idxError, UsageError
+from s3idx.errors import ExitStatus, S3idxError, UsageError
 from s3idx.query.sort import parse_sort
-
-T = TypeVar("T")
 
 
 class Compression(StrEnum):
@@ -854,10 +852,6 @@ def sync(
         return _scan_status(result.skipped.undecodable, result.adopted.rewrite_failed)
 
     _run(body)
-
-
-def exit_status_table() -> list[tuple[int, str, str]]:
-    return [(int(s), s.name, EXIT_STATUS_MEANINGS[s]) for s in ExitStatus]
 
 
 def main() -> None:

@@ -7,7 +7,7 @@ import re
 import sys
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -211,7 +211,3 @@ _USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^:/@\s]
 def redact(text: str) -> str:
     """Text fit to print: the password of every URI in it replaced by ``***``."""
     return _USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
-
-
-def with_overrides(settings: Settings, **changes: Any) -> Settings:
-    return replace(settings, **{k: v for k, v in changes.items() if v is not None})

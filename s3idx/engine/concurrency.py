@@ -1,4 +1,4 @@
-"""Ordered parallel maps with a bounded window: results in input order, memory bounded."""
+"""Streams in bounded pieces: batches of a stream, and ordered parallel maps with a window."""
 
 from __future__ import annotations
 
@@ -34,3 +34,15 @@ def ordered_map(
     finally:
         for _, future in pending:
             future.cancel()
+
+
+def batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """Lists of at most ``size`` items, in order (``itertools.batched`` from Python 3.12)."""
+    batch: list[T] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

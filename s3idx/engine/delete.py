@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
+from s3idx.engine.concurrency import batched
 from s3idx.engine.results import DeleteResult
 from s3idx.errors import ObjectNotFoundError
 from s3idx.index.base import Index
@@ -24,7 +25,7 @@ def delete_keys(
 ) -> DeleteResult:
     result = DeleteResult(dry_run=dry_run)
     started = time.monotonic()
-    for batch in _batches(dict.fromkeys(keys), DELETE_BATCH):
+    for batch in batched(dict.fromkeys(keys), DELETE_BATCH):
         _delete_batch(store, index, batch, result, named=True)
     result.elapsed = time.monotonic() - started
     return result
@@ -94,14 +95,3 @@ def _object_exists(store: ObjectStore, key: str) -> bool:
     except ObjectNotFoundError:
         return False
     return True
-
-
-def _batches(keys: Iterable[str], size: int) -> Iterator[list[str]]:
-    batch: list[str] = []
-    for key in keys:
-        batch.append(key)
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch

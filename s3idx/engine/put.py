@@ -21,7 +21,7 @@ from s3idx.engine.inputs import Record
 from s3idx.engine.results import Events, PutResult, Reject
 from s3idx.engine.seen import SeenKeys
 from s3idx.errors import RecordError, S3idxError
-from s3idx.index.base import Entry, Index
+from s3idx.index.base import Bookkeeping, Entry, Index, with_bookkeeping
 from s3idx.store.base import ObjectStore
 
 
@@ -170,14 +170,8 @@ class UploadPipeline:
             raise _Cancelled()
         body = codec.encode_raw(prepared.body, options.codec)
         receipt = self._store.put(prepared.key, body, prepared.metadata)
-        entry = dict(prepared.entry)
-        entry[codec.RESERVED_FIELD] = {
-            "etag": receipt.etag,
-            "size": receipt.size,
-            "sha256": prepared.sha256,
-            "codec": options.codec,
-        }
-        return entry
+        bookkeeping = Bookkeeping(receipt.etag, receipt.size, prepared.sha256, options.codec)
+        return with_bookkeeping(prepared.entry, bookkeeping)
 
 
 class _Workers:

@@ -14,13 +14,20 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from s3idx.config import DEFAULT_KEY_FIELD, redact
-from s3idx.engine.recover import Adopted, EntryCollector, Rewriter, Skipped, probe_key_field
+from s3idx.engine.concurrency import batched
+from s3idx.engine.recover import (
+    Adopted,
+    EntryCollector,
+    Rewriter,
+    Skipped,
+    indexed_entries,
+    probe_key_field,
+)
 from s3idx.engine.results import Events
 from s3idx.errors import S3idxError
 from s3idx.index.base import Index, IndexSettings
@@ -88,7 +95,7 @@ def run_rebuild(
         collector.fields = list(result.fields)
         start_after = checkpoint.get("listed_through") if checkpoint else None
         try:
-            for batch in _batches(store.list(start_after=start_after)):
+            for batch in batched(store.list(start_after=start_after), LIST_BATCH):
                 _rebuild_batch(rebuild, collector, batch, result)
                 events.progress(result.listed, None, {"written": result.written})
                 if stop is not None and stop.is_set():
@@ -167,9 +174,9 @@ def _first_entry_settings(
 
 def _refuse_empty_replacement(store: ObjectStore, index: Index, result: RebuildResult) -> None:
     """An empty listing over a full index is far likelier a wrong --store than a wish."""
-    if result.written or index.settings() is None:
+    if result.written:
         return
-    existing = index.count({})
+    existing = indexed_entries(index)
     if existing:
         raise S3idxError(
             f"the store {redact(store.location)} gave no s3idx objects; refusing to replace "
@@ -177,14 +184,3 @@ def _refuse_empty_replacement(store: ObjectStore, index: Index, result: RebuildR
             hint="check --store (and --endpoint-url); to empty the index, delete its file or "
             "collection",
         )
-
-
-def _batches(listing: Iterator[ObjectInfo]) -> Iterator[list[ObjectInfo]]:
-    batch: list[ObjectInfo] = []
-    for info in listing:
-        batch.append(info)
-        if len(batch) >= LIST_BATCH:
-            yield batch
-            batch = []
-    if batch:
-        yield batch

@@ -17,7 +17,7 @@ from typing import Any
 from s3idx import codec, maggma_format
 from s3idx.engine.concurrency import ordered_map
 from s3idx.errors import CorruptObjectError, NotAnS3idxObjectError, ObjectNotFoundError
-from s3idx.index.base import Entry
+from s3idx.index.base import Bookkeeping, Entry, Index, with_bookkeeping
 from s3idx.store.base import ObjectHead, ObjectStore
 
 REPORTED_KEYS_LIMIT = 10_000  # keys kept for --json; counts are always exact
@@ -51,13 +51,8 @@ def recover_entry(head: ObjectHead, key_field: str | None = None) -> Recovered:
             f"its metadata names key {meta.entry[meta.key_field]!r}, not {head.key!r} "
             "(copied or renamed by another tool?)"
         )
-    entry = dict(meta.entry)
-    entry[codec.RESERVED_FIELD] = {
-        "etag": head.etag,
-        "size": head.size,
-        "sha256": meta.sha256,
-        "codec": meta.codec,
-    }
+    bookkeeping = Bookkeeping(head.etag, head.size, meta.sha256, meta.codec)
+    entry = with_bookkeeping(meta.entry, bookkeeping)
     return Recovered(head.key, meta.key_field, meta.fields, entry)
 
 
@@ -68,12 +63,7 @@ def _recover_maggma(head: ObjectHead, key_field: str | None) -> Recovered:
         # maggma keeps last_updated in its own index; when it is not in the metadata either,
         # the time the object was stored is the nearest truth the bucket holds.
         entry[codec.LAST_UPDATED] = codec.normalize_datetime(head.last_modified)
-    entry[codec.RESERVED_FIELD] = {
-        "etag": head.etag,
-        "size": head.size,
-        "sha256": None,
-        "codec": meta.codec,
-    }
+    entry = with_bookkeeping(entry, Bookkeeping(head.etag, head.size, None, meta.codec))
     return Recovered(head.key, meta.key_field, meta.fields, entry, maggma=True)
 
 
@@ -234,3 +224,8 @@ def probe_key_field(
         except (NotAnS3idxObjectError, CorruptObjectError, ObjectNotFoundError):
             continue
     return None
+
+
+def indexed_entries(index: Index) -> int:
+    """How many entries an index holds; 0 for one never written (reading creates nothing)."""
+    return 0 if index.settings() is None else index.count({})

@@ -15,6 +15,7 @@ from s3idx.engine.documents import DocumentPreparer
 from s3idx.engine.inputs import Record
 from s3idx.engine.recover import Recovered, recover_entry
 from s3idx.errors import CorruptObjectError, RecordError
+from s3idx.index.base import Bookkeeping, with_bookkeeping
 from s3idx.store.base import ObjectStore
 
 
@@ -59,10 +60,6 @@ class MaggmaRewriter:
         receipt = self._store.put(
             current.key, codec.encode_raw(prepared.body, self._codec), metadata
         )
-        entry[codec.RESERVED_FIELD] = {
-            "etag": receipt.etag,
-            "size": receipt.size,
-            "sha256": prepared.sha256,
-            "codec": self._codec,
-        }
+        bookkeeping = Bookkeeping(receipt.etag, receipt.size, prepared.sha256, self._codec)
+        entry = with_bookkeeping(entry, bookkeeping)
         return dataclasses.replace(current, entry=entry, rewritten=True)

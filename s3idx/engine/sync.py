@@ -23,7 +23,14 @@ from typing import Any
 
 from s3idx import maggma_format
 from s3idx.config import redact
-from s3idx.engine.recover import Adopted, EntryCollector, Rewriter, Skipped, probe_key_field
+from s3idx.engine.recover import (
+    Adopted,
+    EntryCollector,
+    Rewriter,
+    Skipped,
+    indexed_entries,
+    probe_key_field,
+)
 from s3idx.engine.results import Events
 from s3idx.errors import S3idxError
 from s3idx.index.base import Bookkeeping, Index
@@ -236,9 +243,7 @@ class _Applier:
 
 def _refuse_emptying(store: ObjectStore, index: Index) -> None:
     """An empty listing over a full index is far likelier a wrong --store than a wish."""
-    if index.settings() is None:
-        return
-    existing = index.count({})
+    existing = indexed_entries(index)
     if existing:
         raise S3idxError(
             f"the store {redact(store.location)} lists no objects; refusing to remove all "

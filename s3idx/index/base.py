@@ -12,6 +12,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from s3idx.codec import RESERVED_FIELD
+
 Entry = dict[str, Any]
 SortSpec = Sequence[tuple[str, int]]
 
@@ -31,6 +33,11 @@ class Bookkeeping:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Bookkeeping:
         return cls(data["etag"], int(data["size"]), data.get("sha256"), data["codec"])
+
+
+def with_bookkeeping(entry: Mapping[str, Any], bookkeeping: Bookkeeping) -> Entry:
+    """A copy of ``entry`` carrying its object's bookkeeping under ``_s3idx``."""
+    return {**entry, RESERVED_FIELD: bookkeeping.as_dict()}
 
 
 @dataclass(frozen=True, slots=True)
