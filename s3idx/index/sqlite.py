@@ -28,6 +28,7 @@ import json
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -333,8 +334,7 @@ class SqliteIndex:
                 ) from None
             conn = _connect(self.path, create=True)
             try:
-                # WAL is a property of the file; setting it again is a no-op.
-                conn.execute("PRAGMA journal_mode = WAL")
+                _enable_wal(conn)
                 # Bulk upserts touch the side table's indexes all over; a bigger page cache
                 # than SQLite's 2 MB default keeps them from re-reading pages at 1M entries.
                 conn.execute(f"PRAGMA cache_size = -{WRITER_CACHE_KIB}")
@@ -557,6 +557,27 @@ def _connect(path: Path, *, create: bool) -> sqlite3.Connection:
         conn.close()
         raise
     return conn
+
+
+def _enable_wal(conn: sqlite3.Connection) -> None:
+    """Put the file in WAL mode, waiting out another process that is creating it too.
+
+    WAL is a property of the file, so on an existing index this is a no-op. On a new one the
+    switch needs an exclusive lock, and SQLite does not wait for it through the busy timeout:
+    when two ``put`` processes create the index at the same moment, one is told at once that
+    the database is locked. So the switch is retried, within the same time a write would wait.
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    while True:
+        try:
+            if conn.execute("PRAGMA journal_mode = WAL").fetchone()[0] == "wal":
+                return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+        if time.monotonic() > deadline:
+            return  # a file that cannot be WAL (e.g. read-only) still works in its own mode
+        time.sleep(0.02)
 
 
 def _create_tables(conn: sqlite3.Connection, tables: Tables, generation: int) -> None:

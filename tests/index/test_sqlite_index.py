@@ -8,6 +8,7 @@ import os
 import pickle
 import sqlite3
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -640,3 +641,20 @@ def test_no_raw_sqlite_error_escapes(tmp_path: Path) -> None:
     assert not isinstance(caught.value, sqlite3.Error)
     assert "no such table: entry_values" in caught.value.message
     ix.close()
+
+
+def test_creating_the_file_waits_for_another_process_holding_it(tmp_path: Path) -> None:
+    # A second process creating the same new index must wait, not fail: the switch to WAL
+    # needs an exclusive lock that SQLite does not wait for through its busy timeout.
+    path = tmp_path / "index.sqlite3"
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")  # a write under way, before the file is in WAL mode
+    release = threading.Timer(0.5, lambda: other.execute("COMMIT"))
+    release.start()
+    index = SqliteIndex(path)
+    try:
+        assert index.configure(KEY, ["task"]) == IndexSettings(KEY, ("task",))
+    finally:
+        release.join()
+        other.close()
+        index.close()
