@@ -34,6 +34,7 @@ from s3idx.config import (
 )
 from s3idx.engine.core import Engine
 from s3idx.engine.inputs import ReadProgress
+from s3idx.engine.outputs import open_output, refuse_outputs_over_inputs
 from s3idx.engine.results import PutResult
 from s3idx.errors import ExitStatus, S3idxError, UsageError
 from s3idx.query.sort import parse_sort
@@ -407,8 +408,17 @@ def _put(
     show_progress = not (ctx.quiet or ctx.json) and output.is_terminal(sys.stderr)
     read_progress = ReadProgress()
     signals = _Signals()
+    refuse_outputs_over_inputs(
+        {"--rejects": rejects_path},
+        settings=ctx.settings,
+        config_file=ctx.config_file,
+        inputs=paths,
+        stdin=sys.stdin.buffer,
+    )
     with contextlib.ExitStack() as stack:
-        rejects = stack.enter_context(open(rejects_path, "wb")) if rejects_path else None
+        rejects = (
+            stack.enter_context(open_output(rejects_path, "--rejects")) if rejects_path else None
+        )
         events = stack.enter_context(CliPutEvents(rejects, show_progress, read_progress))
         engine = stack.enter_context(ctx.engine())
         stack.enter_context(signals.installed())
@@ -483,9 +493,16 @@ def get(
 
     def body() -> ExitStatus | None:
         ctx = Context(loc, workers=workers)
+        refuse_outputs_over_inputs(
+            {"--output": output_file}, settings=ctx.settings, config_file=ctx.config_file
+        )
         with contextlib.ExitStack() as stack:
             engine = stack.enter_context(ctx.engine())
-            out = stack.enter_context(open(output_file, "wb")) if output_file else sys.stdout.buffer
+            out = (
+                stack.enter_context(open_output(output_file, "--output"))
+                if output_file
+                else sys.stdout.buffer
+            )
             result = engine.write_documents(keys, out)
             out.flush()
         for key in result.missing:
