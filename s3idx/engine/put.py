@@ -1,8 +1,10 @@
 """``put``: stream records in, upload objects with worker threads, write index entries in bulk.
 
 Order of writes: an index entry is written only after its object was stored, so the index never
-points at an object that does not exist. Entries are written in batches; when the run stops for
-any reason, the entries of every object already stored are written before it returns.
+points at an object that does not exist. Entries are written in batches, of ``--batch-size`` or
+whatever is pending once the oldest entry waited ``INDEX_FLUSH_SECONDS`` (slow input, as from
+``tail -f``, must not leave stored objects unindexed for long); when the run stops for any reason,
+the entries of every object already stored are written before it returns.
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ from s3idx.engine.seen import SeenKeys
 from s3idx.errors import RecordError, S3idxError
 from s3idx.index.base import Bookkeeping, Entry, Index, with_bookkeeping
 from s3idx.store.base import ObjectStore
+
+# Entries of stored objects wait at most about this long for their batch to fill.
+INDEX_FLUSH_SECONDS = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +77,7 @@ class UploadPipeline:
         self._workers = _Workers(self._upload, options.workers)
         self._inflight: set[str] = set()
         self._pending: list[Entry] = []
+        self._pending_since = 0.0  # when the oldest pending entry came
         self._max_inflight = options.workers * 2
         self.fatal: BaseException | None = None
 
@@ -88,6 +94,14 @@ class UploadPipeline:
             return
         self._inflight.add(prepared.key)
         self._workers.submit(prepared)
+
+    def poll(self) -> None:
+        """Take finished uploads and write their entries if they waited long enough.
+
+        Called when the input is idle, so entries do not wait for more input to come.
+        """
+        self._collect(block=False)
+        self._flush_if_due()
 
     def wait_for(self, keys: Iterable[str]) -> None:
         for key in keys:
@@ -138,7 +152,12 @@ class UploadPipeline:
             except queue.Empty:
                 break
             self._take(outcome)
-        if len(self._pending) >= self._options.batch_size:
+        self._flush_if_due()
+
+    def _flush_if_due(self) -> None:
+        if len(self._pending) >= self._options.batch_size or (
+            self._pending and time.monotonic() - self._pending_since >= INDEX_FLUSH_SECONDS
+        ):
             self.flush()
 
     def _take(self, outcome: _Outcome) -> None:
@@ -146,6 +165,8 @@ class UploadPipeline:
         self._inflight.discard(prepared.key)
         if outcome.error is None:
             assert outcome.receipt_entry is not None
+            if not self._pending:
+                self._pending_since = time.monotonic()
             self._pending.append(outcome.receipt_entry)
             self._result.stored += 1
             self._result.bytes_stored += outcome.receipt_entry[codec.RESERVED_FIELD]["size"]
@@ -235,6 +256,10 @@ def run_put(
     pipeline = None if options.dry_run else UploadPipeline(store, index, options, result, reject)
     try:
         for chunk in _chunks(records, options.batch_size, stop):
+            if not chunk:  # the input is idle
+                if pipeline is not None:
+                    pipeline.poll()
+                continue
             batch = _prepare_chunk(chunk, preparer, seen, result, reject)
             if options.skip_unchanged and batch:
                 batch = _drop_unchanged(batch, index, pipeline, result)
@@ -299,7 +324,8 @@ def _chunks(
     """Records in chunks of ``size``, or fewer once a chunk is a second old (slow input).
 
     Reading runs in its own thread behind a bounded queue, so a chunk is handed on when the
-    input goes quiet, not only when the next record arrives.
+    input goes quiet, not only when the next record arrives; and while it is quiet, an empty
+    chunk every tick gives the caller its turn (to write the entries of finished uploads).
     """
     chunk: list[Record] = []
     opened = 0.0
@@ -312,6 +338,8 @@ def _chunks(
             if chunk and (len(chunk) >= size or time.monotonic() - opened >= CHUNK_SECONDS):
                 yield chunk
                 chunk = []
+            elif record is None and not chunk:
+                yield chunk
             if stop is not None and stop.is_set():
                 break
     if chunk:
