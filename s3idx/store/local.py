@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import heapq
 import os
 import re
 import socket
@@ -74,6 +75,8 @@ DEAD_WRITER_TEMP_SECONDS = 60
 _HOST = re.sub(r"[^A-Za-z0-9.-]", "_", socket.gethostname())[:64]
 _TEMP_NAME = re.compile(r"[A-Za-z]+-(?P<pid>[0-9]+)@(?P<host>.+)-[^-]+")
 _NO_FOLLOW = getattr(os, "O_NOFOLLOW", 0)
+# Names of one directory held in memory while listing it; a larger directory is sorted on disk.
+LIST_RUN = 50_000
 
 
 class LocalStore:
@@ -340,38 +343,99 @@ class LocalStore:
         yield from self._walk(self._objects, "", prefix, start_after)
 
     def _walk(
-        self, directory: Path, base: str, prefix: str, start_after: str | None
+        self, directory: str | Path, base: str, prefix: str, start_after: str | None
     ) -> Iterator[ObjectInfo]:
-        try:
-            entries = list(os.scandir(directory))
-        except FileNotFoundError:
-            return
-        except OSError as exc:
-            raise _unavailable(self.root, exc) from None
-        # Sorting a directory's entries by key (directories as "name/") yields global key order.
-        ordered = []
-        for entry in entries:
-            if entry.name.endswith("~") and not entry.is_symlink():
-                ordered.append((base + _decode(entry.name[:-1]), False, entry))
-            elif entry.is_dir(follow_symlinks=False):
-                ordered.append((base + _decode(entry.name) + "/", True, entry))
-        ordered.sort(key=lambda item: item[0])
-        for name, is_dir, entry in ordered:
-            if is_dir:
-                if not _may_hold(name, prefix, start_after):
-                    continue
-                yield from self._walk(Path(entry.path), name, prefix, start_after)
-                continue
-            if not name.startswith(prefix) or (start_after is not None and name <= start_after):
+        for part, name in self._sorted_names(directory, base, prefix, start_after):
+            key = base + part
+            path = os.path.join(directory, name)
+            if not name.endswith("~"):
+                yield from self._walk(path, key, prefix, start_after)
                 continue
             try:
-                st = entry.stat(follow_symlinks=False)
+                st = os.lstat(path)
             except FileNotFoundError:
                 continue  # deleted while listing
-            yield ObjectInfo(name, _etag(st), st.st_size)
+            except OSError as exc:
+                raise _unavailable(self.root, exc) from None
+            if stat.S_ISREG(st.st_mode):
+                yield ObjectInfo(key, _etag(st), st.st_size)
+
+    def _sorted_names(
+        self, directory: str | Path, base: str, prefix: str, start_after: str | None
+    ) -> Iterator[tuple[str, str]]:
+        """(key part, file name) of a directory's objects and subdirectories that may pass the
+        filters, in key order (a directory's key part is ``name/``): so the whole listing is in
+        key order.
+
+        At most ``LIST_RUN`` names are held at once: a larger directory is sorted in runs
+        written to anonymous temporary files (gone even if the process is killed), then merged.
+        """
+        names: list[tuple[str, str]] = []
+        runs: list[IO[str]] = []
+        try:
+            try:
+                with os.scandir(directory) as entries:
+                    for entry in entries:
+                        part = _listed_part(entry, base, prefix, start_after)
+                        if part is not None:
+                            names.append((part, entry.name))
+                            if len(names) >= LIST_RUN:
+                                runs.append(_spill_sorted(names))
+                                names = []
+            except FileNotFoundError:
+                return
+            except OSError as exc:
+                raise _unavailable(self.root, exc) from None
+            names.sort()
+            if not runs:
+                yield from names
+                return
+            yield from heapq.merge(*(_run_names(run) for run in runs), names)
+        finally:
+            for run in runs:
+                run.close()
 
     def close(self) -> None:
         """Nothing to release: every call opens and closes its own files."""
+
+
+def _listed_part(
+    entry: os.DirEntry[str], base: str, prefix: str, start_after: str | None
+) -> str | None:
+    """The key part of an object file or subdirectory (``name/``) the filters may pass."""
+    name = entry.name
+    if "\n" in name or "\0" in name:
+        return None  # no key holds a control character: not the store's
+    if name.endswith("~"):
+        if entry.is_symlink():
+            return None
+        part = _decode(name[:-1])
+        key = base + part
+        passes = key.startswith(prefix) and (start_after is None or key > start_after)
+        return part if passes else None
+    if entry.is_dir(follow_symlinks=False):
+        part = _decode(name) + "/"
+        return part if _may_hold(base + part, prefix, start_after) else None
+    return None
+
+
+def _spill_sorted(names: list[tuple[str, str]]) -> IO[str]:
+    # Returned open: the caller merges the runs and closes them.
+    run = tempfile.TemporaryFile("w+", encoding="utf-8", errors="surrogateescape", newline="\n")  # noqa: SIM115
+    try:
+        names.sort()
+        run.writelines(f"{part}\0{name}\n" for part, name in names)
+        run.seek(0)
+    except OSError as exc:
+        run.close()
+        raise BackendUnavailableError(f"cannot sort a large directory listing: {exc}") from None
+    return run
+
+
+def _run_names(run: IO[str]) -> Iterator[tuple[str, str]]:
+    for line in run:
+        part, name = line[:-1].split("\0")
+        yield part, name
 
 
 def _may_hold(dir_prefix: str, prefix: str, start_after: str | None) -> bool:

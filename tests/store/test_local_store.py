@@ -8,13 +8,16 @@ import socket
 import subprocess
 import sys
 import time
+import tracemalloc
 from pathlib import Path
 
 import pytest
 
 from s3idx.errors import ExitStatus, InvalidKeyError, ObjectNotFoundError, StoreFormatError
+from s3idx.store import local
 from s3idx.store.local import LocalStore
 from tests.cli.conftest import Run, json_lines
+from tests.store.test_store_conformance import TRICKY_KEYS
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX symlinks and signals")
@@ -207,3 +210,50 @@ def test_temporary_files_of_live_writers_are_kept_and_old_ones_removed(tmp_path:
     kept = sorted([live.name, other_host.name, just_died.name, "not-ours"])
     assert sorted(p.name for p in tmp.iterdir()) == kept
     assert [info.key for info in store.list()] == ["first"]
+
+
+# --- listing in bounded memory -----------------------------------------------------------------
+
+
+def test_a_directory_larger_than_one_sorted_run_lists_in_utf8_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Names beyond LIST_RUN per directory are sorted in runs on disk and merged: a tiny run
+    # makes every directory here take that path.
+    monkeypatch.setattr(local, "LIST_RUN", 2)
+    keys = [*TRICKY_KEYS, *(f"n{i}" for i in range(7)), "a/b/d", "a/b/c0", "a/b/c-"]
+    store = LocalStore(tmp_path / "store")
+    for key in keys:
+        store.put(key, key.encode(), META)
+    (tmp_path / "store" / "objects" / "link~").symlink_to(tmp_path)
+    (tmp_path / "store" / "objects" / "stray-file").write_bytes(b"")
+    in_order = sorted(keys, key=lambda k: k.encode())
+
+    assert [o.key for o in store.list()] == in_order
+    assert [o.key for o in store.list("a/b/")] == ["a/b/c", "a/b/c-", "a/b/c0", "a/b/d"]
+    after = [o.key for o in store.list(start_after="a/b/c")]
+    assert after == [k for k in in_order if k.encode() > b"a/b/c"]
+    assert [o.key for o in store.list("n", start_after="n3")] == ["n4", "n5", "n6"]
+
+
+def test_listing_a_large_directory_holds_one_run_of_names_not_the_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(local, "LIST_RUN", 500)
+    store = LocalStore(tmp_path / "store")
+    objects = tmp_path / "store" / "objects"
+    store.put("k0", b"{}", META)
+    template = (objects / "k0~").read_bytes()
+    for i in range(1, 6000):
+        (objects / f"k{i}~").write_bytes(template)  # the store's own format, written directly
+
+    tracemalloc.start()
+    try:
+        count = sum(1 for _ in store.list())
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+
+    assert count == 6000
+    # Holding all 6,000 entries at once takes over 3 MB; one run of 500 and the merge, far less.
+    assert peak < 1_500_000, peak
