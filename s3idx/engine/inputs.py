@@ -222,7 +222,7 @@ def _array_or_lines(name: str, lines: _Lines, first_line: int) -> Iterator[Recor
     try:
         items = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
-        numbered = list(enumerate(data.splitlines(), start=1))
+        numbered = list(enumerate(data.split(b"\n"), start=1))
         later = [(n, line) for n, line in numbered[first_line:] if line.strip()]
         if later and all(_parse_alone(line.strip()) is not _INVALID for _, line in later):
             for lineno, line in numbered[first_line - 1 :]:
