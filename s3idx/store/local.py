@@ -77,6 +77,7 @@ _TEMP_NAME = re.compile(r"[A-Za-z]+-(?P<pid>[0-9]+)@(?P<host>.+)-[^-]+")
 _NO_FOLLOW = getattr(os, "O_NOFOLLOW", 0)
 # Names of one directory held in memory while listing it; a larger directory is sorted on disk.
 LIST_RUN = 50_000
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class LocalStore:
@@ -404,19 +405,19 @@ def _listed_part(
 ) -> str | None:
     """The key part of an object file or subdirectory (``name/``) the filters may pass."""
     name = entry.name
-    if "\n" in name or "\0" in name:
-        return None  # no key holds a control character: not the store's
     if name.endswith("~"):
         if entry.is_symlink():
             return None
         part = _decode(name[:-1])
         key = base + part
         passes = key.startswith(prefix) and (start_after is None or key > start_after)
-        return part if passes else None
-    if entry.is_dir(follow_symlinks=False):
+    elif entry.is_dir(follow_symlinks=False):
         part = _decode(name) + "/"
-        return part if _may_hold(base + part, prefix, start_after) else None
-    return None
+        passes = _may_hold(base + part, prefix, start_after)
+    else:
+        return None
+    # No key holds a control character (nor can a run file's line): such a name is not ours.
+    return part if passes and not _CONTROL.search(part) else None
 
 
 def _spill_sorted(names: list[tuple[str, str]]) -> IO[str]:

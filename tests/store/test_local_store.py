@@ -227,6 +227,9 @@ def test_a_directory_larger_than_one_sorted_run_lists_in_utf8_order(
         store.put(key, key.encode(), META)
     (tmp_path / "store" / "objects" / "link~").symlink_to(tmp_path)
     (tmp_path / "store" / "objects" / "stray-file").write_bytes(b"")
+    # Names no key can have (escaped control characters): not objects, and no harm to the runs.
+    (tmp_path / "store" / "objects" / "line%0Abreak~").write_bytes(b"")
+    (tmp_path / "store" / "objects" / "nul%00~").write_bytes(b"")
     in_order = sorted(keys, key=lambda k: k.encode())
 
     assert [o.key for o in store.list()] == in_order
