@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from itertools import chain
@@ -109,6 +109,8 @@ def run_sync(
         )
         applier = _Applier(index, collector, result) if writes else None
         bookkeeping = index.iter_bookkeeping()
+        report = _every(BATCH, lambda: _report(events, result))
+        listing, bookkeeping = _ticking(listing, report), _ticking(bookkeeping, report)
         try:
             for kind, key in _drift(listing, bookkeeping, result, rewriter is not None):
                 if kind != MAGGMA:
@@ -121,12 +123,38 @@ def run_sync(
                     break
             if applier is not None:
                 applier.flush()
+            _report(events, result)
         except S3idxError as exc:
             result.elapsed = time.monotonic() - started
             exc.partial_result = result
             raise
     result.elapsed = time.monotonic() - started
     return result
+
+
+def _report(events: Events, result: SyncResult) -> None:
+    """Progress counts objects compared; entries and drift found so far come with them."""
+    detail = {"entries": result.indexed, "drift": result.drift}
+    events.progress(result.listed, None, detail)
+
+
+def _every(count: int, action: Callable[[], None]) -> Callable[[], None]:
+    """A callable that runs ``action`` on every ``count``-th call."""
+    calls = 0
+
+    def tick() -> None:
+        nonlocal calls
+        calls += 1
+        if calls % count == 0:
+            action()
+
+    return tick
+
+
+def _ticking(items: Iterator[Any], tick: Callable[[], None]) -> Iterator[Any]:
+    for item in items:
+        tick()
+        yield item
 
 
 def _key_field(store: ObjectStore, index: Index, rewriter: Rewriter | None) -> str | None:
