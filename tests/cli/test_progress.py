@@ -166,7 +166,7 @@ def test_progress_keeps_moving_while_uploads_drain(tmp_path: Path) -> None:
     with engine:
         result = engine.put_files([path], events=events)
     assert result.stored == 60
-    # The whole input is read long before 60 uploads at 2 × 30 ms are done: the reports made
+    # The whole input is read long before 60 uploads at 2 x 30 ms are done: the reports made
     # after that still count documents as their uploads finish.
     drained = [done for done, fraction in events.updates if done < 60]
     assert len(set(drained)) >= 3, events.updates
