@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable, Iterator
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import IO, Annotated, Any
 
 import orjson
 import typer
@@ -651,23 +651,33 @@ def _print_full(
     with output.CliEvents(rejects=None, show_progress=show, command="query") as events:
         for done, (key, document) in enumerate(documents, start=1):
             events.progress(done, total, {"failed": failed} if failed else {})
-            if document is None or document.error is not None:
+            problem = _write_document(out, document, projection, order)
+            if problem is not None:
                 failed += 1
-                reason = "has no object in the store (run s3idx sync)"
-                if document is not None:
-                    reason = f"cannot be read: {document.error}"
-                events.say(f"index entry {key!r} {reason}")
-                continue
-            if projection is None:
-                for chunk in document.iter_bytes():
-                    out.write(chunk)
-                out.write(b"\n")
-            else:
-                whole = orjson.loads(document.read())
-                out.write(orjson.dumps(output.in_field_order(project(whole, order), order)))
-                out.write(b"\n")
+                events.say(f"index entry {key!r} {problem}")
     out.flush()
     return ExitStatus.PARTIAL if failed else None
+
+
+def _write_document(
+    out: IO[bytes], document: Any, projection: list[str] | None, order: list[str]
+) -> str | None:
+    """Write one document as a JSON line (cut down to ``projection``); else say why not."""
+    if document is None:
+        return "has no object in the store (run s3idx sync)"
+    if document.error is not None:
+        return f"cannot be read: {document.error}"
+    if projection is None:
+        for chunk in document.iter_bytes():
+            out.write(chunk)
+    else:
+        try:
+            whole = orjson.loads(document.read())
+        except orjson.JSONDecodeError as exc:
+            return f"cannot be read as JSON: {exc}"
+        out.write(orjson.dumps(output.in_field_order(project(whole, order), order)))
+    out.write(b"\n")
+    return None
 
 
 @app.command()
