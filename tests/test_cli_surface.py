@@ -9,13 +9,16 @@ import ast
 import re
 import shutil
 import subprocess
+from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import pytest
+import typer
 import typer.main
 from typer.testing import CliRunner
 
+from s3idx import completions
 from s3idx.cli import app
 from s3idx.query.filter import SUPPORTED_OPERATORS
 
@@ -220,3 +223,42 @@ def test_readme_lists_exactly_the_supported_operators() -> None:
         f"README lacks {set(SUPPORTED_OPERATORS) - set(listed)}, "
         f"names unsupported {set(listed) - set(SUPPORTED_OPERATORS)}"
     )
+
+
+# --- commands added later ---------------------------------------------------------------------
+
+
+class _Speed(StrEnum):
+    slow = "slow"
+    fast = "fast"
+
+
+@pytest.fixture
+def extra_command() -> Any:
+    """A command registered the way a new one would be, removed afterwards."""
+    before = list(app.registered_commands)
+
+    @app.command("frobnicate")
+    def frobnicate(
+        names: Annotated[list[str], typer.Argument(metavar="NAME")],
+        speed: Annotated[_Speed, typer.Option("--speed")] = _Speed.slow,
+        verify: Annotated[bool, typer.Option("--verify/--no-verify")] = True,
+    ) -> None:
+        """Frobnicate.
+
+        Example: s3idx frobnicate a
+        """
+
+    yield
+    app.registered_commands[:] = before
+
+
+def test_a_new_command_gets_completions_and_plain_help(extra_command: Any) -> None:
+    scripts = completions.render_all()
+    for name, text in scripts.items():
+        assert "frobnicate" in text
+        assert ("-l no-verify" if name.endswith(".fish") else "--no-verify") in text
+        assert "slow fast" in text
+    help_text = CliRunner().invoke(app, ["frobnicate", "--help"]).stdout
+    assert help_text.splitlines()[0] == "Usage: s3idx frobnicate [OPTIONS] NAME..."
+    assert "<list[str]>" not in help_text
