@@ -37,6 +37,7 @@ from s3idx.engine.core import Engine
 from s3idx.errors import ExitStatus, S3idxError, UsageError
 from s3idx.query.paths import project
 from s3idx.query.sort import parse_sort
+from s3idx.text import plural
 
 
 class Compression(StrEnum):
@@ -615,7 +616,8 @@ def query(
             table, shown, more = output.entries_table(entries, columns=order)
             output.stdout_console().print(table)
             if more:
-                output.message(f"showing the first {shown} entries; use --json or a pipe for all")
+                first = plural(shown, "entry", "entries")
+                output.message(f"showing the first {first}; use --json or a pipe for all")
         return None
 
     _run(body)

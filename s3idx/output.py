@@ -18,6 +18,7 @@ from s3idx.engine.recover import Adopted
 from s3idx.engine.results import DeleteResult, Events, PutResult, Reject
 from s3idx.engine.sync import SyncResult
 from s3idx.query.paths import split_path
+from s3idx.text import plural
 
 if TYPE_CHECKING:  # rich is imported only when a terminal needs it: cron never pays for it
     from rich.console import Console
@@ -77,13 +78,7 @@ def redact_mapping(value: Any) -> Any:
     return value
 
 
-# --- put -------------------------------------------------------------------------------------
-
-
-def plural(count: int, noun: str, plural_form: str | None = None) -> str:
-    """``1 document``, ``2 documents``: the one place summaries count things."""
-    word = noun if count == 1 else (plural_form or f"{noun}s")
-    return f"{count} {word}"
+# --- summaries ------------------------------------------------------------------------------------
 
 
 def rate_text(count: int, elapsed: float, unit: str) -> str:

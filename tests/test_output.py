@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import re
+from pathlib import Path
 
 import pytest
 from rich.console import Console
@@ -163,3 +164,19 @@ def test_one_of_each_thing_is_said_in_the_singular() -> None:
     assert sync.startswith("sync: 1 object, 1 entry;")
     rebuild = output.rebuild_summary(RebuildResult(listed=0, elapsed=1.0, committed=True))
     assert "/s" not in rebuild  # nothing listed: no "0 objects/s"
+
+
+def test_refusals_count_one_entry_in_the_singular(tmp_path: Path) -> None:
+    from s3idx import Engine
+    from s3idx.errors import S3idxError
+    from s3idx.index.sqlite import SqliteIndex
+    from s3idx.store.local import LocalStore
+
+    index = tmp_path / "index.sqlite3"
+    with Engine(LocalStore(tmp_path / "full"), SqliteIndex(index)) as engine:
+        engine.put_documents([{"fs_id": "a"}])
+    with Engine(LocalStore(tmp_path / "empty"), SqliteIndex(index)) as engine:
+        with pytest.raises(S3idxError, match="refusing to remove the 1 index entry\n"):
+            engine.sync()
+        with pytest.raises(S3idxError, match="replace an index of 1 entry with an empty one"):
+            engine.rebuild_index()

@@ -32,6 +32,7 @@ from s3idx.engine.results import Events
 from s3idx.errors import S3idxError
 from s3idx.index.base import Index, IndexSettings
 from s3idx.store.base import ObjectInfo, ObjectStore
+from s3idx.text import plural
 
 LIST_BATCH = 1000
 
@@ -180,7 +181,7 @@ def _refuse_empty_replacement(store: ObjectStore, index: Index, result: RebuildR
     if existing:
         raise S3idxError(
             f"the store {redact(store.location)} gave no s3idx objects; refusing to replace "
-            f"an index of {existing} entries with an empty one",
+            f"an index of {plural(existing, 'entry', 'entries')} with an empty one",
             hint="check --store (and --endpoint-url); to empty the index, delete its file or "
             "collection",
         )

@@ -35,6 +35,7 @@ from s3idx.engine.results import Events
 from s3idx.errors import S3idxError
 from s3idx.index.base import Bookkeeping, Index
 from s3idx.store.base import ObjectInfo, ObjectStore
+from s3idx.text import plural
 
 BATCH = 1000
 BUCKET_ONLY, INDEX_ONLY, CHANGED = "bucket-only", "index-only", "changed"
@@ -274,7 +275,8 @@ def _refuse_emptying(store: ObjectStore, index: Index) -> None:
     existing = indexed_entries(index)
     if existing:
         raise S3idxError(
-            f"the store {redact(store.location)} lists no objects; refusing to remove all "
-            f"{existing} index entries",
+            f"the store {redact(store.location)} lists no objects; refusing to remove "
+            f"{'the' if existing == 1 else 'all'} "
+            f"{plural(existing, 'index entry', 'index entries')}",
             hint="check --store (and --endpoint-url); to keep entries use --no-prune",
         )
