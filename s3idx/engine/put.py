@@ -306,7 +306,8 @@ class _ProgressReporter:
         self._last = time.monotonic()
         result = self._result
         done = result.stored + result.unchanged + result.rejected
-        detail = {"stored": result.stored, "rejected": result.rejected}
+        stored = "would store" if result.dry_run else "stored"
+        detail = {stored: result.stored, "rejected": result.rejected}
         if result.unchanged:
             detail["unchanged"] = result.unchanged
         self._events.progress(done, None, detail, input_fraction=self._input_fraction(done))
