@@ -122,7 +122,8 @@ def rebuild_summary(result: RebuildResult) -> str:
     line += _adopted(result.adopted, ", ")
     if result.retries:
         line += f", {plural(result.retries, 'retry', 'retries')}"
-    line += f" in {result.elapsed:.2f} s" + rate_text(result.listed, result.elapsed, "objects")
+    listed_now = result.listed - result.listed_before
+    line += f" in {result.elapsed:.2f} s" + rate_text(listed_now, result.elapsed, "objects")
     if result.resumed:
         line += "; resumed"
     if not result.committed:

@@ -180,3 +180,10 @@ def test_refusals_count_one_entry_in_the_singular(tmp_path: Path) -> None:
             engine.sync()
         with pytest.raises(S3idxError, match="replace an index of 1 entry with an empty one"):
             engine.rebuild_index()
+
+
+def test_a_resumed_rebuild_rates_only_what_it_listed_itself() -> None:
+    result = RebuildResult(listed=1000, listed_before=900, elapsed=10.0, committed=True)
+    assert "(10.0 objects/s)" in output.rebuild_summary(result)
+    assert result.rate == 10.0
+    assert "listed_before" not in result.as_dict()

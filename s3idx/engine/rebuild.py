@@ -50,10 +50,11 @@ class RebuildResult:
     adopted: Adopted = field(default_factory=Adopted)
     retries: int = 0
     elapsed: float = 0.0
+    listed_before: int = 0  # listed by the interrupted run resumed: not this run's work
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        del data["skipped"], data["adopted"]
+        del data["skipped"], data["adopted"], data["listed_before"]
         data.update(self.skipped.as_dict())
         data.update(self.adopted.as_dict())
         data["objects_per_second"] = self.rate
@@ -61,7 +62,9 @@ class RebuildResult:
 
     @property
     def rate(self) -> float:
-        return round(self.listed / self.elapsed, 1) if self.elapsed > 0 else 0.0
+        """Objects listed per second by this run (not counting what a resumed run had done)."""
+        listed = self.listed - self.listed_before
+        return round(listed / self.elapsed, 1) if self.elapsed > 0 else 0.0
 
 
 def run_rebuild(
@@ -144,7 +147,7 @@ def _restore(checkpoint: dict[str, Any] | None, key_field: str) -> RebuildResult
     if not checkpoint:
         return result
     result.resumed = True
-    result.listed = checkpoint["listed"]
+    result.listed = result.listed_before = checkpoint["listed"]
     result.written = checkpoint["written"]
     result.key_field = checkpoint["key_field"]
     result.fields = list(checkpoint["fields"])
