@@ -230,6 +230,8 @@ class Context:
         self.json = json
         self.quiet = quiet
         loc = dict(loc)
+        if loc.get("transport") is not None:
+            loc["transport"] = Transport(loc["transport"]).value  # a plain str from here on
         profile, config = loc.pop("profile"), loc.pop("config")
         self.config_file = config
         self.settings = resolve_settings({**loc, **flags}, profile=profile, config_file=config)
