@@ -465,7 +465,9 @@ def _put(
     signals = _Signals()
     with contextlib.ExitStack() as stack:
         rejects = stack.enter_context(open(rejects_path, "wb")) if rejects_path else None
-        events = stack.enter_context(output.CliEvents(rejects=rejects, show_progress=not ctx.quiet))
+        events = stack.enter_context(
+            output.CliEvents(rejects=rejects, show_progress=not ctx.quiet, command="put")
+        )
         engine = stack.enter_context(ctx.engine())
         stack.enter_context(signals.installed())
         with _summary_on_failure(ctx):

@@ -396,7 +396,7 @@ class CliEvents(Events):
         *,
         rejects: IO[bytes] | None,
         show_progress: bool,
-        command: str = "put",
+        command: str,
         unit: str = "documents",
     ) -> None:
         self._rejects = rejects
