@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence, Sized
 from pathlib import Path
 from typing import IO, Any
 
@@ -113,7 +113,7 @@ class Engine:
         max_errors: int | None = None,
         events: Events | None = None,
         stop: threading.Event | None = None,
-        progress: Any = None,
+        read_progress: ReadProgress | None = None,
     ) -> PutResult:
         key_field = self.key_field
         all_fields = self._put_fields(fields)
@@ -132,7 +132,7 @@ class Engine:
         retries = self.store.retries
         try:
             result = run_put(
-                self.store, self.index, records, options, events or Events(), stop, progress
+                self.store, self.index, records, options, events or Events(), stop, read_progress
             )
         except S3idxError as exc:
             if isinstance(exc.partial_result, PutResult):
@@ -161,7 +161,7 @@ class Engine:
         progress = read_progress or ReadProgress()
         progress.bytes_total = total_size(sources)
         records = read_records(sources, progress, options.get("stop"))
-        return self.put_records(records, **options)
+        return self.put_records(records, read_progress=progress, **options)
 
     def put_documents(self, documents: Iterable[Mapping[str, Any]], **options: Any) -> PutResult:
         """Ingest Python dicts (datetimes allowed); rejects are located as ``<documents>:N``."""
@@ -180,10 +180,15 @@ class Engine:
         """Documents' JSON in the order of ``keys``, fetched in parallel; None when missing."""
         return fetch_many(self.store, keys, self.workers)
 
-    def write_documents(self, keys: Iterable[str], out: IO[bytes]) -> GetResult:
+    def write_documents(
+        self, keys: Iterable[str], out: IO[bytes], *, events: Events | None = None
+    ) -> GetResult:
         """Write documents as JSON lines, streaming large ones."""
         result = GetResult()
-        for key, document in self.fetch(keys):
+        events = events or Events()
+        total = len(keys) if isinstance(keys, Sized) else None
+        for done, (key, document) in enumerate(self.fetch(keys), start=1):
+            events.progress(done, total, {})
             if document is None:
                 result.missing.append(key)
                 continue
@@ -228,12 +233,16 @@ class Engine:
 
     # --- delete ------------------------------------------------------------------------------
 
-    def delete(self, keys: Iterable[str], *, dry_run: bool = False) -> DeleteResult:
-        return delete_ops.delete_keys(self.store, self.index, keys, dry_run=dry_run)
+    def delete(
+        self, keys: Iterable[str], *, dry_run: bool = False, events: Events | None = None
+    ) -> DeleteResult:
+        return delete_ops.delete_keys(self.store, self.index, keys, dry_run=dry_run, events=events)
 
-    def delete_matching(self, filter: Mapping[str, Any], *, dry_run: bool = False) -> DeleteResult:
+    def delete_matching(
+        self, filter: Mapping[str, Any], *, dry_run: bool = False, events: Events | None = None
+    ) -> DeleteResult:
         return delete_ops.delete_matching(
-            self.store, self.index, filter, self.key_field, dry_run=dry_run
+            self.store, self.index, filter, self.key_field, dry_run=dry_run, events=events
         )
 
     # --- rebuild and sync --------------------------------------------------------------------

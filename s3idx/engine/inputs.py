@@ -54,8 +54,19 @@ class InputSource:
 
 @dataclass(slots=True)
 class ReadProgress:
+    """How far reading got: bytes taken from the sources, and records handed on.
+
+    ``record_bytes`` (each record's bytes and its newline) tracks the position in plain input
+    more closely than ``bytes_read``, which runs a read buffer ahead; for compressed input only
+    ``bytes_read`` is comparable with ``bytes_total`` (``compressed`` says which applies).
+    """
+
     bytes_read: int = 0
     bytes_total: int | None = None
+    records: int = 0
+    record_bytes: int = 0
+    compressed: bool = False
+    finished: bool = False
 
 
 def file_source(path: str | Path) -> InputSource:
@@ -78,7 +89,11 @@ def read_records(
     for source in sources:
         if stop is not None and stop.is_set():
             return
-        yield from _read_source(source, progress, stop)
+        for record in _read_source(source, progress, stop):
+            progress.records += 1
+            progress.record_bytes += len(record.raw) + 1
+            yield record
+    progress.finished = True
 
 
 def total_size(sources: Iterable[InputSource]) -> int | None:
@@ -103,6 +118,7 @@ def _read_source(
         head = buffered.peek(2)[:2]
         stream: IO[bytes] = buffered
         if head == _GZIP_MAGIC:
+            progress.compressed = True
             stream = gzip.GzipFile(fileobj=buffered, mode="rb")  # type: ignore[assignment]
             stream = io.BufferedReader(stream, 1 << 20)  # type: ignore[arg-type]
         yield from _records(source.name, stream)

@@ -19,7 +19,7 @@ from typing import Any
 
 from s3idx import codec
 from s3idx.engine.documents import DocumentPreparer, Prepared
-from s3idx.engine.inputs import Record
+from s3idx.engine.inputs import ReadProgress, Record
 from s3idx.engine.results import Events, PutResult, Reject
 from s3idx.engine.seen import SeenKeys
 from s3idx.errors import RecordError, S3idxError
@@ -67,12 +67,14 @@ class UploadPipeline:
         options: PutOptions,
         result: PutResult,
         on_reject: Any,
+        on_progress: Callable[[], None] = lambda: None,
     ) -> None:
         self._store = store
         self._index = index
         self._options = options
         self._result = result
         self._on_reject = on_reject
+        self._on_progress = on_progress  # while the main thread waits, uploads still finish
         self._done: queue.SimpleQueue[_Outcome] = queue.SimpleQueue()
         self._workers = _Workers(self._upload, options.workers)
         self._inflight: set[str] = set()
@@ -153,6 +155,8 @@ class UploadPipeline:
                 break
             self._take(outcome)
         self._flush_if_due()
+        if block:
+            self._on_progress()
 
     def _flush_if_due(self) -> None:
         if len(self._pending) >= self._options.batch_size or (
@@ -242,18 +246,23 @@ def run_put(
     options: PutOptions,
     events: Events,
     stop: threading.Event | None = None,
-    progress: Any = None,
+    read_progress: ReadProgress | None = None,
 ) -> PutResult:
     result = PutResult(dry_run=options.dry_run)
     started = time.monotonic()
     preparer = DocumentPreparer(store, options.key_field, options.fields, options.codec)
     seen = SeenKeys()
+    reporter = _ProgressReporter(events, result, read_progress)
 
     def reject(record: Record, reason: str) -> None:
         result.rejected += 1
         events.rejected(Reject(record.location, reason, record.raw))
 
-    pipeline = None if options.dry_run else UploadPipeline(store, index, options, result, reject)
+    pipeline = (
+        None
+        if options.dry_run
+        else UploadPipeline(store, index, options, result, reject, reporter.maybe)
+    )
     try:
         for chunk in _chunks(records, options.batch_size, stop):
             if not chunk:  # the input is idle
@@ -271,8 +280,7 @@ def run_put(
                     pipeline.submit(prepared)
                     if pipeline.fatal is not None:
                         break
-            if progress is not None:
-                progress(result)
+            reporter.now()
             if pipeline is not None and pipeline.fatal is not None:
                 break
             if options.max_errors is not None and result.rejected >= options.max_errors:
@@ -300,6 +308,49 @@ def run_put(
             raise fatal
     result.elapsed = time.monotonic() - started
     return result
+
+
+class _ProgressReporter:
+    """put's progress: documents finished (stored, unchanged or rejected) and, when the input's
+    size is known, the share of the whole run done, so the bar moves while uploads drain."""
+
+    PERIOD = 0.1  # seconds; reports while waiting for uploads are at most this frequent
+
+    def __init__(self, events: Events, result: PutResult, read: ReadProgress | None) -> None:
+        self._events = events
+        self._result = result
+        self._read = read
+        self._last = 0.0
+        self._fraction = 0.0
+
+    def maybe(self) -> None:
+        if time.monotonic() - self._last >= self.PERIOD:
+            self.now()
+
+    def now(self) -> None:
+        self._last = time.monotonic()
+        result = self._result
+        done = result.stored + result.unchanged + result.rejected
+        stored = "would store" if result.dry_run else "stored"
+        detail = {stored: result.stored, "rejected": result.rejected}
+        if result.unchanged:
+            detail["unchanged"] = result.unchanged
+        self._events.progress(done, None, detail, input_fraction=self._input_fraction(done))
+
+    def _input_fraction(self, done: int) -> float | None:
+        read = self._read
+        if read is None or not read.bytes_total or not read.records:
+            return None
+        if read.finished:
+            share_read = 1.0
+        else:
+            position = read.bytes_read if read.compressed else read.record_bytes
+            share_read = min(position / read.bytes_total, 1.0)
+        # The reader runs ahead of the uploads: scale by how many of the records read are done.
+        fraction = share_read * min(done / read.records, 1.0)
+        # An estimate, but one that never goes back: the reader's share moves in steps.
+        self._fraction = max(self._fraction, fraction)
+        return self._fraction
 
 
 def _finish_after_failure(

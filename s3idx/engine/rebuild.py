@@ -32,6 +32,7 @@ from s3idx.engine.results import Events
 from s3idx.errors import S3idxError
 from s3idx.index.base import Index, IndexSettings
 from s3idx.store.base import ObjectInfo, ObjectStore
+from s3idx.text import plural
 
 LIST_BATCH = 1000
 
@@ -49,10 +50,11 @@ class RebuildResult:
     adopted: Adopted = field(default_factory=Adopted)
     retries: int = 0
     elapsed: float = 0.0
+    listed_before: int = 0  # listed by the interrupted run resumed: not this run's work
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        del data["skipped"], data["adopted"]
+        del data["skipped"], data["adopted"], data["listed_before"]
         data.update(self.skipped.as_dict())
         data.update(self.adopted.as_dict())
         data["objects_per_second"] = self.rate
@@ -60,7 +62,9 @@ class RebuildResult:
 
     @property
     def rate(self) -> float:
-        return round(self.listed / self.elapsed, 1) if self.elapsed > 0 else 0.0
+        """Objects listed per second by this run (not counting what a resumed run had done)."""
+        listed = self.listed - self.listed_before
+        return round(listed / self.elapsed, 1) if self.elapsed > 0 else 0.0
 
 
 def run_rebuild(
@@ -143,7 +147,7 @@ def _restore(checkpoint: dict[str, Any] | None, key_field: str) -> RebuildResult
     if not checkpoint:
         return result
     result.resumed = True
-    result.listed = checkpoint["listed"]
+    result.listed = result.listed_before = checkpoint["listed"]
     result.written = checkpoint["written"]
     result.key_field = checkpoint["key_field"]
     result.fields = list(checkpoint["fields"])
@@ -180,7 +184,7 @@ def _refuse_empty_replacement(store: ObjectStore, index: Index, result: RebuildR
     if existing:
         raise S3idxError(
             f"the store {redact(store.location)} gave no s3idx objects; refusing to replace "
-            f"an index of {existing} entries with an empty one",
+            f"an index of {plural(existing, 'entry', 'entries')} with an empty one",
             hint="check --store (and --endpoint-url); to empty the index, delete its file or "
             "collection",
         )

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from itertools import chain
@@ -35,6 +35,7 @@ from s3idx.engine.results import Events
 from s3idx.errors import S3idxError
 from s3idx.index.base import Bookkeeping, Index
 from s3idx.store.base import ObjectInfo, ObjectStore
+from s3idx.text import plural
 
 BATCH = 1000
 BUCKET_ONLY, INDEX_ONLY, CHANGED = "bucket-only", "index-only", "changed"
@@ -109,6 +110,8 @@ def run_sync(
         )
         applier = _Applier(index, collector, result) if writes else None
         bookkeeping = index.iter_bookkeeping()
+        report = _every(BATCH, lambda: _report(events, result))
+        listing, bookkeeping = _ticking(listing, report), _ticking(bookkeeping, report)
         try:
             for kind, key in _drift(listing, bookkeeping, result, rewriter is not None):
                 if kind != MAGGMA:
@@ -121,12 +124,38 @@ def run_sync(
                     break
             if applier is not None:
                 applier.flush()
+            _report(events, result)
         except S3idxError as exc:
             result.elapsed = time.monotonic() - started
             exc.partial_result = result
             raise
     result.elapsed = time.monotonic() - started
     return result
+
+
+def _report(events: Events, result: SyncResult) -> None:
+    """Progress counts objects compared; entries and drift found so far come with them."""
+    detail = {"entries": result.indexed, "drift": result.drift}
+    events.progress(result.listed, None, detail)
+
+
+def _every(count: int, action: Callable[[], None]) -> Callable[[], None]:
+    """A callable that runs ``action`` on every ``count``-th call."""
+    calls = 0
+
+    def tick() -> None:
+        nonlocal calls
+        calls += 1
+        if calls % count == 0:
+            action()
+
+    return tick
+
+
+def _ticking(items: Iterator[Any], tick: Callable[[], None]) -> Iterator[Any]:
+    for item in items:
+        tick()
+        yield item
 
 
 def _key_field(store: ObjectStore, index: Index, rewriter: Rewriter | None) -> str | None:
@@ -246,7 +275,8 @@ def _refuse_emptying(store: ObjectStore, index: Index) -> None:
     existing = indexed_entries(index)
     if existing:
         raise S3idxError(
-            f"the store {redact(store.location)} lists no objects; refusing to remove all "
-            f"{existing} index entries",
+            f"the store {redact(store.location)} lists no objects; refusing to remove "
+            f"{'the' if existing == 1 else 'all'} "
+            f"{plural(existing, 'index entry', 'index entries')}",
             hint="check --store (and --endpoint-url); to keep entries use --no-prune",
         )

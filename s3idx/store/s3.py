@@ -245,7 +245,7 @@ def _client_error(
             f"bucket {bucket!r} does not exist",
             hint="it is created by the first put (--create-bucket)"
             if create_bucket
-            else "create it, or pass --create-bucket to let s3idx create it",
+            else "check the bucket name in --store; to create it: s3idx put --create-bucket",
         )
     error = exc.response.get("Error", {})
     message = scrub(str(error.get("Message") or "")) or "no message"
