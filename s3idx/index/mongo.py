@@ -6,7 +6,8 @@ Layout in the database:
   UTF-8 byte order); the entry's own fields sit at the top level, so any MongoDB filter works on
   them as written. A unique index on the key field and one index per searchable field.
 - ``s3idx_meta``: small documents about the indexes of this database, ``_id`` = collection name:
-  ``{"key_field", "fields", "format"}``; and, while a rebuild is in progress,
+  ``{"key_field", "fields", "format", "pending"}`` (``pending``: ``{"field", "entries"}`` for
+  each field added while the collection held entries, until ``reindex`` backfills it); and, while a rebuild is in progress,
   ``_id`` = ``<collection>__rebuild``: ``{"key_field", "run", "checkpoint", "started"}``.
 - ``<collection>__rebuild``: the entries of a rebuild; renamed over ``<collection>`` on commit.
 
@@ -425,11 +426,18 @@ class MongoIndex:
 
     def _settings_of(self, doc: Mapping[str, Any]) -> IndexSettings:
         key_field, fields = doc.get("key_field"), doc.get("fields", [])
-        if not isinstance(key_field, str) or not isinstance(fields, list):
+        pending = doc.get("pending", [])
+        if (
+            not isinstance(key_field, str)
+            or not isinstance(fields, list)
+            or not isinstance(pending, list)
+            or not all(isinstance(p, Mapping) and "field" in p for p in pending)
+        ):
             raise S3idxError(
                 f"the settings of {self.location} in {META_COLLECTION!r} are damaged: {doc!r}"
             )
-        return IndexSettings(key_field, tuple(unique_fields(key_field, fields)))
+        waiting = tuple((str(p["field"]), int(p.get("entries", 0))) for p in pending)
+        return IndexSettings(key_field, tuple(unique_fields(key_field, fields)), waiting)
 
     def configure(self, key_field: str, fields: Sequence[str]) -> IndexSettings:
         wanted = unique_fields(key_field, fields)
@@ -442,24 +450,50 @@ class MongoIndex:
         # One atomic update, so concurrent writers adding fields lose none. It matches on the
         # key field too: where another key field is recorded, the upsert's insert clashes with
         # that document's _id, and nothing changes.
+        # The document as it was before tells which fields this call added, so that exactly
+        # one of several concurrent writers marks a new field pending.
         with self._guard("recording the settings of"):
             try:
-                doc = self._meta.find_one_and_update(
+                before = self._meta.find_one_and_update(
                     {ID: self._name, "key_field": key_field},
                     {
                         "$addToSet": {"fields": {"$each": fields}},
                         "$setOnInsert": {"format": FORMAT},
                     },
                     upsert=True,
-                    return_document=ReturnDocument.AFTER,
+                    return_document=ReturnDocument.BEFORE,
                 )
             except DuplicateKeyError:
-                doc = None
-        if doc is None:
-            recorded = self.settings()
-            raise self._key_mismatch(recorded.key_field if recorded else "?", key_field)
+                recorded = self.settings()
+                raise self._key_mismatch(
+                    recorded.key_field if recorded else "?", key_field
+                ) from None
         self._key_field = key_field
-        return self._settings_of(doc)
+        if before is None:
+            return IndexSettings(key_field, tuple(fields))
+        settings = self._settings_of(before)
+        new = [f for f in fields if f not in settings.fields]
+        pending = settings.pending
+        if new:
+            with self._guard("recording the settings of"):
+                held = int(self._live.count_documents({})) if self._live.find_one() else 0
+                if held:
+                    added = [{"field": f, "entries": held} for f in new]
+                    self._meta.update_one(
+                        {ID: self._name}, {"$push": {"pending": {"$each": added}}}
+                    )
+                    pending = (*pending, *((f, held) for f in new))
+        return IndexSettings(key_field, (*settings.fields, *new), pending)
+
+    def mark_complete(self, fields: Sequence[str]) -> IndexSettings:
+        with self._guard("recording the settings of"):
+            self._meta.update_one(
+                {ID: self._name}, {"$pull": {"pending": {"field": {"$in": list(fields)}}}}
+            )
+        settings = self.settings()
+        if settings is None:
+            raise IndexSettingsError(f"index {self.location} has no recorded key field")
+        return settings
 
     def _key_mismatch(self, recorded: str, wanted: str) -> IndexSettingsError:
         return IndexSettingsError(
@@ -708,7 +742,7 @@ class MongoRebuild:
             )
         fields = unique_fields(settings.key_field, settings.fields)
         self._index._check_fields(settings.key_field, fields)
-        final = IndexSettings(settings.key_field, tuple(fields))
+        final = IndexSettings(settings.key_field, tuple(fields), settings.pending)
         with self._index._guard("committing the rebuild of"):
             if self._index._meta.find_one(self._mine()) is None:
                 raise self._superseded()
@@ -718,7 +752,14 @@ class MongoRebuild:
             self._collection.rename(self._index._name, dropTarget=True)
             self._index._meta.replace_one(
                 {ID: self._index._name},
-                {"key_field": final.key_field, "fields": fields, "format": FORMAT},
+                {
+                    "key_field": final.key_field,
+                    "fields": fields,
+                    "format": FORMAT,
+                    "pending": [
+                        {"field": f, "entries": n} for f, n in settings.pending if f in fields
+                    ],
+                },
                 upsert=True,
             )
             self._index._meta.delete_one(self._mine())
