@@ -7,8 +7,9 @@ Layout in the database:
   them as written. A unique index on the key field and one index per searchable field.
 - ``s3idx_meta``: small documents about the indexes of this database, ``_id`` = collection name:
   ``{"key_field", "fields", "format", "pending"}`` (``pending``: ``{"field", "entries"}`` for
-  each field added while the collection held entries, until ``reindex`` backfills it); and, while a rebuild is in progress,
-  ``_id`` = ``<collection>__rebuild``: ``{"key_field", "run", "checkpoint", "started"}``.
+  each field added while the collection held entries, until ``reindex`` backfills it); and,
+  while a rebuild is in progress, ``_id`` = ``<collection>__rebuild``:
+  ``{"key_field", "run", "checkpoint", "started"}``.
 - ``<collection>__rebuild``: the entries of a rebuild; renamed over ``<collection>`` on commit.
 
 pymongo is imported here only, and every pymongo error is translated into an ``S3idxError`` at

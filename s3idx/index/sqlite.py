@@ -4,10 +4,10 @@ Schema (version 1, recorded in ``meta``):
 
 - ``meta(name, value)``: ``schema_version``, ``key_field``, ``fields`` (JSON list of the
   searchable fields), ``pending_fields`` (JSON list of ``[field, entries]``: fields added while
-  the index held entries, not yet backfilled by ``reindex``; absent when none), ``multikey`` (JSON list of the searchable fields some entry has had
-  several values for; never shrinks, as in MongoDB), ``generation`` (names the current
-  indexes, see rebuild) and, while a rebuild is in progress, ``rebuild``,
-  ``rebuild_multikey`` and ``rebuild_checkpoint``.
+  the index held entries, not yet backfilled by ``reindex``; absent when none), ``multikey``
+  (JSON list of the searchable fields some entry has had several values for; never shrinks,
+  as in MongoDB), ``generation`` (names the current indexes, see rebuild) and, while a
+  rebuild is in progress, ``rebuild``, ``rebuild_multikey`` and ``rebuild_checkpoint``.
 - ``entries(key PRIMARY KEY, entry, etag, size, sha256, codec)``: the entry as tagged JSON
   (``codec.dumps``, so datetimes come back as datetimes) without its ``_s3idx`` bookkeeping,
   which lives in the other columns.
