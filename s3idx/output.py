@@ -13,6 +13,7 @@ from s3idx import codec
 from s3idx.config import redact
 from s3idx.engine.rebuild import RebuildResult
 from s3idx.engine.recover import Adopted
+from s3idx.engine.reindex import ReindexResult
 from s3idx.engine.results import Events, PutResult, Reject
 from s3idx.engine.sync import SyncResult
 
@@ -113,8 +114,31 @@ def rebuild_summary(result: RebuildResult) -> str:
     line += f" in {result.elapsed:.2f} s ({result.rate:g} objects/s)"
     if result.resumed:
         line += "; resumed"
+    if result.pending_fields:
+        lacking = ", ".join(f"{f} ({n})" for f, n in result.pending_fields.items())
+        line += f"; objects lacking fields: {lacking}: run `s3idx reindex` to backfill them"
     if not result.committed:
         line += "; not swapped in"
+    return line
+
+
+def reindex_summary(result: ReindexResult) -> str:
+    verb = "would update" if result.dry_run else "updated"
+    line = (
+        f"reindex: {result.listed} listed, {result.updated} {verb}, "
+        f"{result.up_to_date} up to date, {result.failed} failed"
+    )
+    if result.not_s3idx:
+        line += f", {result.not_s3idx} not s3idx objects"
+    if result.vanished:
+        line += f", {result.vanished} vanished while listing"
+    if result.retries:
+        line += f", {result.retries} retries"
+    line += f" in {result.elapsed:.2f} s ({result.rate:g} objects/s)"
+    if result.completed:
+        line += f"; now complete: {', '.join(result.completed)}"
+    elif result.pending and not result.dry_run:
+        line += f"; still pending: {', '.join(result.pending)}"
     return line
 
 
@@ -157,6 +181,8 @@ def summary_line(result: object) -> str:
         return rebuild_summary(result)
     if isinstance(result, SyncResult):
         return sync_summary(result)
+    if isinstance(result, ReindexResult):
+        return reindex_summary(result)
     raise TypeError(type(result).__name__)
 
 

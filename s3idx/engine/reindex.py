@@ -123,7 +123,8 @@ def run_reindex(
         try:
             for batch in batched(store.list(), BATCH):
                 entries = []
-                for key, future in ordered_map(pool, backfill.one, batch, 2 * workers):
+                listed = [info.key for info in batch]
+                for key, future in ordered_map(pool, backfill.one, listed, 2 * workers):
                     outcome = future.result()
                     _count(result, key, outcome, events)
                     if outcome.entry is not None:
