@@ -688,6 +688,7 @@ def info(
                 "data_dir": str(data_dir()),
                 "key_field": engine.key_field,
                 "fields": list(recorded.fields) if recorded else [],
+                "pending_fields": [f for f, _ in recorded.pending] if recorded else [],
                 "entries": engine.count({}) if recorded else 0,
             }
         if json:

@@ -101,6 +101,15 @@ class Engine:
     def _put_fields(self, extra: Sequence[str]) -> tuple[str, ...]:
         recorded = self.index.settings()
         known = recorded.fields if recorded is not None else ()
+        try:
+            check_field_paths(known, self.key_field)
+        except UsageError as exc:
+            raise UsageError(
+                f"index {self.index.location} records fields no document can be stored "
+                f"with (recorded by an older s3idx): {exc.message}",
+                hint="run `s3idx rebuild-index`: it records again only the fields the stored "
+                "objects were written with, which drops these",
+            ) from None
         return check_field_paths([*known, *self.fields, *extra], self.key_field)
 
     # --- put ---------------------------------------------------------------------------------

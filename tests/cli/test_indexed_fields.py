@@ -164,6 +164,9 @@ def test_a_field_added_later_is_refused_until_reindex_backfills_it(
         )
         assert "run `s3idx reindex`" in result.stderr
 
+    info = orjson.loads(loaded("info", "--json").stdout)
+    assert (info["fields"], info["pending_fields"]) == (["n", "meta.x", "color"], ["color"])
+
     dry = loaded("reindex", "--dry-run", "--json")
     assert dry.exit_code == 0, dry.stderr
     assert orjson.loads(dry.stdout)["updated"] == 3
@@ -174,6 +177,7 @@ def test_a_field_added_later_is_refused_until_reindex_backfills_it(
     summary = orjson.loads(done.stdout)
     assert (summary["updated"], summary["up_to_date"], summary["failed"]) == (3, 1, 0)
     assert summary["completed"] == ["color"]
+    assert orjson.loads(loaded("info", "--json").stdout)["pending_fields"] == []
 
     assert keys(loaded("query", '{"color": "red"}', "--sort", "fs_id")) == ["a", "c", "d"]
     assert keys(loaded("query", '{"color": null}')) == []
@@ -235,3 +239,73 @@ def test_reindex_on_an_index_never_written_is_a_usage_error(
 
     assert result.exit_code == ExitStatus.USAGE
     assert "there is nothing to reindex" in result.stderr
+
+
+# --- 11.4: --field is checked before it is recorded ------------------------------------------
+
+LONG = "x" * 3000
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        (
+            [LONG],
+            f"field path {'x' * 40!r}... (3,000 characters) is too long",
+        ),
+        (["a" * 257], "is too long: at most 256 characters"),
+        (["a..b"], "invalid field path 'a..b': empty part"),
+        (["a.$b"], "parts may not start with '$'"),
+        (["a\nb"], "control character"),
+        ([f"f{i:02d}_{'y' * 60}" for i in range(20)], "21 indexed fields need"),
+    ],
+)
+def test_bad_fields_are_refused_before_anything_is_recorded_or_stored(
+    run: Run, index_where: list[str], fields: list[str], message: str
+) -> None:
+    first = run("put", *index_where, "--field", "n", input=jsonl(DOCS[0]))
+    assert first.exit_code == 0, first.stderr
+    flags = [arg for f in fields for arg in ("--field", f)]
+
+    refused = run("put", *index_where, *flags, input=jsonl(DOCS[1]))
+
+    assert refused.exit_code == ExitStatus.USAGE
+    assert message in refused.stderr
+    assert len(refused.stderr) < 1000  # the path is cut short, not printed whole
+    # Nothing recorded, nothing stored: the next put works and sees one document.
+    later = run("put", *index_where, input=jsonl(DOCS[2]))
+    assert later.exit_code == 0, later.stderr
+    assert keys(run("query", *index_where, "{}", "--sort", "fs_id")) == ["a", "c"]
+    assert run("reindex", *index_where, *flags).exit_code == ExitStatus.USAGE
+
+
+def test_fields_that_fit_are_accepted(run: Run, index_where: list[str]) -> None:
+    fields = [f"f{i:02d}_{'y' * 20}" for i in range(20)]
+    flags = [arg for f in fields for arg in ("--field", f)]
+    doc = {"fs_id": "k", **dict.fromkeys(fields, 1)}
+
+    result = run("put", *index_where, *flags, input=jsonl(doc))
+
+    assert result.exit_code == 0, result.stderr
+    assert keys(run("query", *index_where, f'{{"{fields[-1]}": 1}}')) == ["k"]
+
+
+def test_a_bad_field_recorded_by_an_older_version_says_how_to_fix_it(
+    run: Run, tmp_path: Path
+) -> None:
+    from s3idx.index.sqlite import SqliteIndex
+
+    where = ["--store", str(tmp_path / "store"), "--index", str(tmp_path / "ix.sqlite3")]
+    assert run("put", *where, "--field", "n", input=jsonl(DOCS[0])).exit_code == 0
+    with SqliteIndex(tmp_path / "ix.sqlite3") as older:  # as an older s3idx let it happen
+        older.configure("fs_id", ["n", LONG])
+
+    refused = run("put", *where, input=jsonl(DOCS[1]))
+
+    assert refused.exit_code == ExitStatus.USAGE
+    assert "records fields no document can be stored with" in refused.stderr
+    assert "run `s3idx rebuild-index`" in refused.stderr
+    rebuilt = run("rebuild-index", *where, "--quiet")
+    assert rebuilt.exit_code == 0, rebuilt.stderr
+    assert run("put", *where, input=jsonl(DOCS[1])).exit_code == 0
+    assert keys(run("query", *where, '{"n": {"$gte": 1}}', "--sort", "n")) == ["b", "a"]
