@@ -66,6 +66,7 @@ ID = "_id"
 # Entries per bulk write and keys per ``$in`` query: well under the 16 MB command limit with
 # entries of at most 2 KB, and large enough that round trips do not dominate.
 BATCH_SIZE = 1000
+PENDING_UPDATE_ATTEMPTS = 10
 
 AUTH_CODES = frozenset({13, 18})  # Unauthorized, AuthenticationFailed
 ATLAS_ERROR = 8000  # Atlas proxies answer a bad login with this code and "bad auth ..."
@@ -487,14 +488,24 @@ class MongoIndex:
         return IndexSettings(key_field, (*settings.fields, *new), pending)
 
     def mark_complete(self, fields: Sequence[str]) -> IndexSettings:
-        with self._guard("recording the settings of"):
-            self._meta.update_one(
-                {ID: self._name}, {"$pull": {"pending": {"field": {"$in": list(fields)}}}}
-            )
-        settings = self.settings()
-        if settings is None:
-            raise IndexSettingsError(f"index {self.location} has no recorded key field")
-        return settings
+        # Compare-and-set on the whole list rather than $pull with a condition, which FerretDB
+        # ignores; a writer adding a pending field meanwhile makes the update match nothing,
+        # and it is tried again on the new list.
+        for _ in range(PENDING_UPDATE_ATTEMPTS):
+            with self._guard("recording the settings of"):
+                doc = self._meta.find_one({ID: self._name})
+                if doc is None:
+                    raise IndexSettingsError(f"index {self.location} has no recorded key field")
+                old = doc.get("pending", [])
+                kept = [p for p in old if p.get("field") not in fields]
+                if kept == old:
+                    return self._settings_of(doc)
+                done = self._meta.update_one(
+                    {ID: self._name, "pending": old}, {"$set": {"pending": kept}}
+                )
+            if done.matched_count:
+                return self._settings_of({**doc, "pending": kept})
+        raise TransientError(f"the settings of {self.location} kept changing; run it again")
 
     def _key_mismatch(self, recorded: str, wanted: str) -> IndexSettingsError:
         return IndexSettingsError(

@@ -20,8 +20,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from s3idx.codec import LAST_UPDATED, RESERVED_FIELD
-from s3idx.errors import UsageError
+from s3idx.errors import InvalidFilterError, UsageError
 from s3idx.index.base import IndexSettings
+from s3idx.query.filter import SUPPORTED_OPERATORS
 
 LOGICAL_OPERATORS = ("$and", "$or", "$nor")
 REINDEX_COMMAND = "s3idx reindex"
@@ -41,7 +42,9 @@ def filter_paths(filter: Mapping[str, Any]) -> list[str]:
 
     Field names only appear as keys of the filter itself and of the filters inside
     ``$and``/``$or``/``$nor``; names inside a condition (``$elemMatch``, ``$not``) are relative
-    to its field. A malformed filter is left for the backend to refuse with its own message.
+    to its field. Any other operator at that level (``$expr``, ``$where``, ``$text``, ...) could
+    read any field unseen, so it is refused here for every backend, as SQLite's parser does.
+    Other malformed filters are left for the backend to refuse with its own message.
     """
     found: list[str] = []
     _collect(filter, found)
@@ -57,7 +60,11 @@ def _collect(filter: Any, found: list[str]) -> None:
         if name in LOGICAL_OPERATORS:
             for clause in value if isinstance(value, list) else ():
                 _collect(clause, found)
-        elif not name.startswith("$"):
+        elif name.startswith("$"):
+            raise InvalidFilterError(
+                f"unknown query operator {name!r}; supported: {', '.join(SUPPORTED_OPERATORS)}"
+            )
+        else:
             found.append(name)
 
 

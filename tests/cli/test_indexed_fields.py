@@ -106,6 +106,17 @@ def test_queries_naming_unindexed_fields_are_refused(indexed: Run) -> None:
     assert indexed("query", "--count").stdout == "3\n"  # nothing was deleted
 
 
+def test_top_level_operators_that_could_read_any_field_are_refused(indexed: Run) -> None:
+    for text in (
+        '{"$expr": {"$eq": ["$color", "red"]}}',
+        '{"$where": "this.color == 1"}',
+        '{"$or": [{"n": 1}, {"$text": {"$search": "red"}}]}',
+    ):
+        result = indexed("query", text)
+        assert result.exit_code == ExitStatus.USAGE, text
+        assert "unknown query operator '$" in result.stderr
+
+
 def test_the_hints_say_what_to_do(indexed: Run) -> None:
     assert "s3idx reindex --field color" in indexed("query", '{"color": "red"}').stderr
     assert "only meta.x inside 'meta' is indexed" in indexed("query", '{"meta": {}}').stderr

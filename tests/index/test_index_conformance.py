@@ -582,3 +582,22 @@ def test_rebuild_commit_records_pending_fields(filled: Index, open_index: Any) -
 
     assert filled.settings() == IndexSettings(KEY, ("n", "s"), (("s", 2),))
     assert open_index().settings() == IndexSettings(KEY, ("n", "s"), (("s", 2),))
+
+
+# --- what queries may name: decided above the backends, from what each one records ------------
+
+
+def test_every_backend_records_what_the_query_check_needs(filled: Index) -> None:
+    from s3idx.query.indexed import FieldNotIndexedError, FieldPendingError, check_query_paths
+
+    filled.configure(KEY, ["later"])
+    settings = filled.settings()
+
+    for held in ({"n": 1}, {"meta.x": 1}, {"meta.arr.v.w": 1}, {KEY: "a"}, {"last_updated": 1}):
+        check_query_paths(settings, filter=held, sort=[("s", 1)], fields=["tags"])
+    for missing in ({"other": 1}, {"meta": {"x": 1}}, {"meta.y": 1}, {"_id": "a"}):
+        with pytest.raises(FieldNotIndexedError):
+            check_query_paths(settings, filter={"$or": [{"n": 1}, missing]})
+    with pytest.raises(FieldPendingError, match=f"for the {len(ENTRIES)} documents"):
+        check_query_paths(settings, sort=[("later", -1)])
+    check_query_paths(filled.mark_complete(["later"]), filter={"later": None})
