@@ -161,6 +161,9 @@ def sync_summary(result: SyncResult) -> str:
     line += f" in {result.elapsed:.2f} s"
     if result.interrupted:
         line += "; interrupted"
+    if result.pending_fields:
+        lacking = ", ".join(f"{f} ({n})" for f, n in result.pending_fields.items())
+        line += f"; adopted objects lacking fields: {lacking}: run `s3idx reindex`"
     return line
 
 

@@ -101,6 +101,11 @@ class Index(Protocol):
         """Record that every entry now has ``fields`` (``reindex`` backfilled them)."""
         ...
 
+    def mark_pending(self, pending: Sequence[tuple[str, int]]) -> IndexSettings:
+        """Record recorded fields as pending for that many more entries (``sync`` adopted
+        objects whose metadata lacks them); fields not recorded are ignored."""
+        ...
+
     def upsert(self, entries: Sequence[Entry]) -> None:
         """Insert or replace entries by key; later entries for the same key win."""
         ...

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -488,23 +488,39 @@ class MongoIndex:
         return IndexSettings(key_field, (*settings.fields, *new), pending)
 
     def mark_complete(self, fields: Sequence[str]) -> IndexSettings:
-        # Compare-and-set on the whole list rather than $pull with a condition, which FerretDB
-        # ignores; a writer adding a pending field meanwhile makes the update match nothing,
-        # and it is tried again on the new list.
+        return self._update_pending(lambda old, _: [p for p in old if p.get("field") not in fields])
+
+    def mark_pending(self, pending: Sequence[tuple[str, int]]) -> IndexSettings:
+        def merged(old: list[dict[str, Any]], recorded: list[str]) -> list[dict[str, Any]]:
+            counts = {str(p["field"]): int(p.get("entries", 0)) for p in old}
+            for name, entries in pending:
+                if name in recorded and entries > 0:
+                    counts[name] = counts.get(name, 0) + entries
+            return [{"field": f, "entries": n} for f, n in counts.items()]
+
+        return self._update_pending(merged)
+
+    def _update_pending(
+        self, change: Callable[[list[dict[str, Any]], list[str]], list[dict[str, Any]]]
+    ) -> IndexSettings:
+        # Compare-and-set on the whole list rather than $pull/$push with conditions, which
+        # FerretDB ignores; a writer changing the list meanwhile makes the update match
+        # nothing, and the change is made again on the new list.
         for _ in range(PENDING_UPDATE_ATTEMPTS):
             with self._guard("recording the settings of"):
                 doc = self._meta.find_one({ID: self._name})
                 if doc is None:
                     raise IndexSettingsError(f"index {self.location} has no recorded key field")
-                old = doc.get("pending", [])
-                kept = [p for p in old if p.get("field") not in fields]
-                if kept == old:
+                old = list(doc.get("pending", []))
+                new = change(old, list(doc.get("fields", [])))
+                if new == old:
                     return self._settings_of(doc)
+                unchanged = doc.get("pending", {"$exists": False})
                 done = self._meta.update_one(
-                    {ID: self._name, "pending": old}, {"$set": {"pending": kept}}
+                    {ID: self._name, "pending": unchanged}, {"$set": {"pending": new}}
                 )
             if done.matched_count:
-                return self._settings_of({**doc, "pending": kept})
+                return self._settings_of({**doc, "pending": new})
         raise TransientError(f"the settings of {self.location} kept changing; run it again")
 
     def _key_mismatch(self, recorded: str, wanted: str) -> IndexSettingsError:

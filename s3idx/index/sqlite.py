@@ -119,6 +119,13 @@ class SqliteIndex:
                 _set_pending(conn, pending)
             return IndexSettings(key_field, (*known, *new), pending)
 
+    def mark_pending(self, pending: Sequence[tuple[str, int]]) -> IndexSettings:
+        with self._transaction() as conn:
+            settings = self._require_settings(conn)
+            merged = _merge_pending(settings, pending)
+            _set_pending(conn, merged)
+            return IndexSettings(settings.key_field, settings.fields, merged)
+
     def mark_complete(self, fields: Sequence[str]) -> IndexSettings:
         with self._transaction() as conn:
             settings = self._require_settings(conn)
@@ -725,6 +732,16 @@ def _newly_pending(conn: sqlite3.Connection, fields: Sequence[str]) -> list[tupl
     """Fields new to an index: pending for the entries it holds now (none: complete)."""
     held = int(conn.execute(f"SELECT count(*) FROM {LIVE.entries}").fetchone()[0])
     return [(f, held) for f in fields] if held else []
+
+
+def _merge_pending(
+    settings: IndexSettings, more: Sequence[tuple[str, int]]
+) -> tuple[tuple[str, int], ...]:
+    counts = dict(settings.pending)
+    for name, entries in more:
+        if name in settings.fields and entries > 0:
+            counts[name] = counts.get(name, 0) + entries
+    return tuple(counts.items())
 
 
 def _set_pending(conn: sqlite3.Connection, pending: Sequence[tuple[str, int]]) -> None:

@@ -234,6 +234,26 @@ def test_rebuild_marks_pending_the_fields_some_objects_lack(loaded: Run) -> None
     assert keys(loaded("query", '{"color": "red"}', "--sort", "fs_id")) == ["a", "c", "d"]
 
 
+def test_sync_into_a_lost_index_marks_pending_what_old_objects_lack(
+    run: Run, tmp_path: Path
+) -> None:
+    where = ["--store", str(tmp_path / "store"), "--index", str(tmp_path / "ix.sqlite3")]
+    assert run("put", *where, "--field", "n", input=jsonl(*DOCS)).exit_code == 0
+    later = jsonl({"fs_id": "d", "n": 4, "color": "red"})
+    assert run("put", *where, "--field", "color", input=later).exit_code == 0
+    (tmp_path / "ix.sqlite3").unlink()  # the index is lost; sync (not rebuild) adopts all
+
+    synced = run("sync", *where, "--json")
+
+    assert synced.exit_code == 0, synced.stderr
+    assert orjson.loads(synced.stdout)["pending_fields"] == {"color": 3}
+    refused = run("query", *where, '{"color": null}')
+    assert refused.exit_code == ExitStatus.USAGE, refused.stdout
+    assert "not yet indexed for the 3 documents" in refused.stderr
+    assert run("reindex", *where, "--quiet").exit_code == 0
+    assert keys(run("query", *where, '{"color": "red"}', "--sort", "fs_id")) == ["a", "c", "d"]
+
+
 def test_a_field_on_an_empty_index_is_complete_at_once(run: Run, index_where: list[str]) -> None:
     where = index_where
     put = run("put", *where, "--field", "color", input=jsonl(*DOCS))

@@ -601,3 +601,12 @@ def test_every_backend_records_what_the_query_check_needs(filled: Index) -> None
     with pytest.raises(FieldPendingError, match=f"for the {len(ENTRIES)} documents"):
         check_query_paths(settings, sort=[("later", -1)])
     check_query_paths(filled.mark_complete(["later"]), filter={"later": None})
+
+
+def test_mark_pending_adds_to_recorded_fields_only(filled: Index, open_index: Any) -> None:
+    settings = filled.mark_pending([("n", 2), ("not-recorded", 4), ("s", 0)])
+
+    assert settings.pending == (("n", 2),)
+    assert filled.mark_pending([("n", 1), ("tags", 3)]).pending == (("n", 3), ("tags", 3))
+    assert open_index().settings() == IndexSettings(KEY, FIELDS, (("n", 3), ("tags", 3)))
+    assert filled.mark_complete(["n", "tags"]).pending == ()
