@@ -83,7 +83,12 @@ def check_query_paths(
     if settings is None:
         return
     uses = [(path, "filter") for path in filter_paths(filter or {})]
-    uses += [(item[0], "--sort") for item in sort or () if isinstance(item[0], str)]
+    # Malformed sort items and projections are left for the backend's own message.
+    uses += [
+        (item[0], "--sort")
+        for item in sort or ()
+        if isinstance(item, tuple | list) and item and isinstance(item[0], str)
+    ]
     if fields is not None and not isinstance(fields, str):
         uses += [(path, "--fields") for path in fields if isinstance(path, str)]
     for path, where in uses:

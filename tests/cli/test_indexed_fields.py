@@ -340,3 +340,19 @@ def test_a_bad_field_recorded_by_an_older_version_says_how_to_fix_it(
     assert rebuilt.exit_code == 0, rebuilt.stderr
     assert run("put", *where, input=jsonl(DOCS[1])).exit_code == 0
     assert keys(run("query", *where, '{"n": {"$gte": 1}}', "--sort", "n")) == ["b", "a"]
+
+
+def test_reindex_on_s3_through_obstore_copies_server_side(
+    run: Run, s3_bucket: str, s3_endpoint: str
+) -> None:
+    pytest.importorskip("obstore", reason="obstore is not installed (pip install 's3idx[fast]')")
+    where = ["--store", f"s3://{s3_bucket}/docs", "--endpoint-url", s3_endpoint,
+             "--transport", "obstore"]  # fmt: skip
+    assert run("put", *where, "--field", "n", input=jsonl(*DOCS)).exit_code == 0
+
+    result = run("reindex", *where, "--field", "color", "--json")
+
+    assert result.exit_code == 0, result.stderr
+    assert orjson.loads(result.stdout)["updated"] == 3
+    assert keys(run("query", *where, '{"color": "red"}', "--sort", "fs_id")) == ["a", "c"]
+    assert json_lines(run("get", *where, "a", "b", "c").stdout) == DOCS
