@@ -10,14 +10,13 @@ from typing import Any
 from s3idx import codec
 from s3idx.engine.inputs import Record
 from s3idx.errors import RecordError, UsageError
+from s3idx.query.indexed import MAX_FIELD_PATH_CHARS
 from s3idx.query.paths import project
 from s3idx.store.base import ObjectStore
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 RESERVED_FIELDS = (codec.RESERVED_FIELD, codec.LAST_UPDATED)
-# Every field's path is written twice into each object's 2 KB of metadata (the field list and
-# the entry), so long paths leave no room for values; these bounds keep room for them.
-MAX_FIELD_PATH_CHARS = 256
+# Field paths are written twice into each object's 2 KB of metadata: room is kept for values.
 VALUE_ROOM_BYTES = 512  # for the key and the values, within MAX_METADATA_BYTES
 _SHOWN_PATH_CHARS = 40
 

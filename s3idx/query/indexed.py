@@ -25,6 +25,9 @@ from s3idx.index.base import IndexSettings
 from s3idx.query.filter import SUPPORTED_OPERATORS
 
 LOGICAL_OPERATORS = ("$and", "$or", "$nor")
+# Every field's path is written twice into each object's 2 KB of metadata (the field list and
+# the entry), so a longer one leaves too little room for values.
+MAX_FIELD_PATH_CHARS = 256
 REINDEX_COMMAND = "s3idx reindex"
 _SHOWN_FIELDS = 20
 
@@ -111,10 +114,14 @@ def _check_path(settings: IndexSettings, path: str, where: str) -> None:
             hint=f"run `{REINDEX_COMMAND}` to backfill it, then query again",
         )
     raise FieldNotIndexedError(
-        f"{where}: field {path!r} is not indexed, so the index cannot answer for it; "
+        f"{where}: field {_shown(path)} is not indexed, so the index cannot answer for it; "
         f"indexed fields: {_describe(settings)}",
         hint=_hint(settings, path),
     )
+
+
+def _shown(path: str) -> str:
+    return repr(path) if len(path) <= 60 else f"{path[:60]!r}... ({len(path):,} characters)"
 
 
 def _inside(path: str, field: str) -> bool:
@@ -137,6 +144,8 @@ def _hint(settings: IndexSettings, path: str) -> str:
         )
     if path == "_id" or path.startswith("_id."):
         return f"the key field is {settings.key_field!r}; query it by that name"
+    if len(path) > MAX_FIELD_PATH_CHARS:
+        return f"a path this long cannot be indexed (at most {MAX_FIELD_PATH_CHARS} characters)"
     return (
         f"to index it, run `{REINDEX_COMMAND} --field {path}`: it records the field and "
         "backfills it for the documents already stored"

@@ -121,6 +121,11 @@ def test_the_hints_say_what_to_do(indexed: Run) -> None:
     assert "s3idx reindex --field color" in indexed("query", '{"color": "red"}').stderr
     assert "only meta.x inside 'meta' is indexed" in indexed("query", '{"meta": {}}').stderr
     assert "the key field is 'fs_id'" in indexed("query", '{"_id": "a"}').stderr
+    long = indexed("query", orjson.dumps({"y" * 3000: 1}).decode())
+    assert long.exit_code == ExitStatus.USAGE
+    assert "(3,000 characters) is not indexed" in long.stderr
+    assert "cannot be indexed (at most 256 characters)" in long.stderr
+    assert len(long.stderr) < 1000
 
 
 ANSWERED = [
