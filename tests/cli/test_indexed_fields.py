@@ -361,3 +361,21 @@ def test_reindex_on_s3_through_obstore_copies_server_side(
     assert orjson.loads(result.stdout)["updated"] == 3
     assert keys(run("query", *where, '{"color": "red"}', "--sort", "fs_id")) == ["a", "c"]
     assert json_lines(run("get", *where, "a", "b", "c").stdout) == DOCS
+
+
+def test_reindex_exits_partial_naming_the_objects_it_could_not_update(
+    run: Run, tmp_path: Path
+) -> None:
+    where = ["--store", str(tmp_path / "store"), "--index", str(tmp_path / "ix.sqlite3")]
+    stored = run("put", *where, "--field", "n", "--compress", "none", input=jsonl(*DOCS))
+    assert stored.exit_code == 0, stored.stderr
+    damaged = tmp_path / "store" / "objects" / "b~"
+    damaged.write_bytes(damaged.read_bytes().replace(b'"blue"', b'"bluE"'))
+
+    result = run("reindex", *where, "--field", "color")
+
+    assert result.exit_code == ExitStatus.PARTIAL
+    assert "b: not reindexed: its body does not match the sha256" in result.stderr
+    assert "reindex: 3 listed, 2 updated, 0 up to date, 1 failed" in result.stderr
+    assert "still pending: color" in result.stderr
+    assert run("query", *where, '{"color": "red"}').exit_code == ExitStatus.USAGE
