@@ -788,6 +788,7 @@ def info(
                 "data_dir": str(data_dir()),
                 "key_field": engine.key_field,
                 "fields": list(recorded.fields) if recorded else [],
+                "pending_fields": [f for f, _ in recorded.pending] if recorded else [],
                 "entries": engine.count({}) if recorded else 0,
             }
         if json:
@@ -886,6 +887,59 @@ def rebuild_index(
         if interrupted is not None:
             return interrupted
         return _scan_status(result.skipped.undecodable, result.adopted.rewrite_failed)
+
+    _run(body)
+
+
+@app.command()
+@with_locations
+def reindex(
+    field: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--field",
+            metavar="PATH",
+            help="Also index this field (recorded first); repeat for more.",
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Count the objects to update; change nothing.")
+    ] = False,
+    workers: WorkersOpt = None,
+    json: JsonOpt = False,
+    quiet: QuietOpt = False,
+    *,
+    loc: dict[str, Any],
+) -> None:
+    """Backfill the index's fields into documents stored before the fields were added.
+
+    Reads the body of each object whose metadata lacks a field, then replaces its metadata in
+    place (a server-side copy on S3; the body is not uploaded again) and its index entry.
+    Objects already up to date are skipped, so an interrupted run continues when run again.
+
+    \b
+    Example: s3idx reindex --field task_id --workers 32
+    """
+
+    def body() -> ExitStatus | None:
+        ctx = Context(loc, json=json, quiet=quiet, workers=workers)
+        signals = _Signals()
+        with (
+            CliScanEvents(
+                command="reindex", show_progress=not quiet, quiet=quiet, drift_lines=False
+            ) as events,
+            ctx.engine() as engine,
+            signals.installed(),
+            _summary_on_failure(ctx),
+        ):
+            result = engine.reindex(
+                fields=field or (), dry_run=dry_run, events=events, stop=signals.stop
+            )
+        _report(ctx, result.as_dict(), output.reindex_summary(result))
+        interrupted = signals.exit_status()
+        if interrupted is not None:
+            return interrupted
+        return ExitStatus.PARTIAL if result.failed else None
 
     _run(body)
 

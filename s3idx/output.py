@@ -15,6 +15,7 @@ from s3idx import codec
 from s3idx.config import redact
 from s3idx.engine.rebuild import RebuildResult
 from s3idx.engine.recover import Adopted
+from s3idx.engine.reindex import ReindexResult
 from s3idx.engine.results import DeleteResult, Events, PutResult, Reject
 from s3idx.engine.sync import SyncResult
 from s3idx.query.paths import split_path
@@ -126,8 +127,31 @@ def rebuild_summary(result: RebuildResult) -> str:
     line += f" in {result.elapsed:.2f} s" + rate_text(listed_now, result.elapsed, "objects")
     if result.resumed:
         line += "; resumed"
+    if result.pending_fields:
+        lacking = ", ".join(f"{f} ({n})" for f, n in result.pending_fields.items())
+        line += f"; objects lacking fields: {lacking}: run `s3idx reindex` to backfill them"
     if not result.committed:
         line += "; not swapped in"
+    return line
+
+
+def reindex_summary(result: ReindexResult) -> str:
+    verb = "would update" if result.dry_run else "updated"
+    line = (
+        f"reindex: {result.listed} listed, {result.updated} {verb}, "
+        f"{result.up_to_date} up to date, {result.failed} failed"
+    )
+    if result.not_s3idx:
+        line += f", {result.not_s3idx} not s3idx objects"
+    if result.vanished:
+        line += f", {result.vanished} vanished while listing"
+    if result.retries:
+        line += f", {plural(result.retries, 'retry', 'retries')}"
+    line += f" in {result.elapsed:.2f} s" + rate_text(result.listed, result.elapsed, "objects")
+    if result.completed:
+        line += f"; now complete: {', '.join(result.completed)}"
+    elif result.pending and not result.dry_run:
+        line += f"; still pending: {', '.join(result.pending)}"
     return line
 
 
@@ -153,6 +177,9 @@ def sync_summary(result: SyncResult) -> str:
     line += f" in {result.elapsed:.2f} s"
     if result.interrupted:
         line += "; interrupted"
+    if result.pending_fields:
+        lacking = ", ".join(f"{f} ({n})" for f, n in result.pending_fields.items())
+        line += f"; adopted objects lacking fields: {lacking}: run `s3idx reindex`"
     return line
 
 
@@ -186,6 +213,8 @@ def summary_line(result: object) -> str:
         return sync_summary(result)
     if isinstance(result, DeleteResult):
         return delete_summary(result)
+    if isinstance(result, ReindexResult):
+        return reindex_summary(result)
     raise TypeError(type(result).__name__)
 
 

@@ -46,6 +46,8 @@ class RebuildResult:
     committed: bool = False
     key_field: str = DEFAULT_KEY_FIELD
     fields: list[str] = field(default_factory=list)
+    # Fields some objects' metadata lacks, with how many: pending until `reindex` runs.
+    pending_fields: dict[str, int] = field(default_factory=dict)
     skipped: Skipped = field(default_factory=Skipped)
     adopted: Adopted = field(default_factory=Adopted)
     retries: int = 0
@@ -97,6 +99,8 @@ def run_rebuild(
             rewriter=rewriter,
         )
         collector.fields = list(result.fields)
+        collector.lacking = dict(result.pending_fields)
+        collector.accepted = result.written
         start_after = checkpoint.get("listed_through") if checkpoint else None
         try:
             for batch in batched(store.list(start_after=start_after), LIST_BATCH):
@@ -115,7 +119,8 @@ def run_rebuild(
         except S3idxError:
             rebuild.abort()
             raise
-        settings = IndexSettings(result.key_field, tuple(result.fields))
+        pending = tuple((f, n) for f, n in result.pending_fields.items() if n)
+        settings = IndexSettings(result.key_field, tuple(result.fields), pending)
         rebuild.commit(settings)
         result.committed = True
     result.elapsed = time.monotonic() - started
@@ -133,6 +138,7 @@ def _rebuild_batch(
     result.written += len(entries)
     result.key_field = collector.key_field or result.key_field
     result.fields = list(collector.fields)
+    result.pending_fields = {f: n for f, n in collector.lacking.items() if n}
     rebuild.save_checkpoint(_checkpoint(result, keys[-1]))
 
 
@@ -151,6 +157,8 @@ def _restore(checkpoint: dict[str, Any] | None, key_field: str) -> RebuildResult
     result.written = checkpoint["written"]
     result.key_field = checkpoint["key_field"]
     result.fields = list(checkpoint["fields"])
+    # A checkpoint written before pending fields were counted has none.
+    result.pending_fields = dict(checkpoint.get("pending_fields", {}))
     skipped = result.skipped
     skipped.not_s3idx = checkpoint["not_s3idx"]
     skipped.not_s3idx_keys = list(checkpoint["not_s3idx_keys"])

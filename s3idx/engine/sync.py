@@ -56,6 +56,8 @@ class SyncResult:
     dry_run: bool = False
     prune: bool = True
     interrupted: bool = False
+    # Recorded fields that adopted objects' metadata lacks: marked pending (see reindex).
+    pending_fields: dict[str, int] = field(default_factory=dict)
     skipped: Skipped = field(default_factory=Skipped)
     adopted: Adopted = field(default_factory=Adopted)
     retries: int = 0
@@ -108,6 +110,10 @@ def run_sync(
             adopted=result.adopted,
             rewriter=rewriter,
         )
+        recorded = index.settings()
+        if recorded is not None:
+            # So that adopted objects lacking a recorded field are counted (see _Applier).
+            collector.fields = list(recorded.fields)
         applier = _Applier(index, collector, result) if writes else None
         bookkeeping = index.iter_bookkeeping()
         report = _every(BATCH, lambda: _report(events, result))
@@ -259,6 +265,7 @@ class _Applier:
                 assert self._collector.key_field is not None
                 self._index.configure(self._collector.key_field, self._collector.fields)
                 self._index.upsert(entries)
+                self._mark_pending()
             written = {e[self._collector.key_field] for e in entries}
             self._result.added += sum(1 for k in self._adds if k in written)
             self._result.updated += sum(1 for k in self._updates if k in written)
@@ -268,6 +275,16 @@ class _Applier:
         if self._removes:
             self._result.removed += self._index.delete(self._removes)
             self._removes.clear()
+
+    def _mark_pending(self) -> None:
+        """Entries adopted without a recorded field make it pending until reindex runs."""
+        lacking = [(f, n) for f, n in self._collector.lacking.items() if n]
+        if not lacking:
+            return
+        self._index.mark_pending(lacking)
+        for name, count in lacking:
+            self._result.pending_fields[name] = self._result.pending_fields.get(name, 0) + count
+        self._collector.lacking = {}
 
 
 def _refuse_emptying(store: ObjectStore, index: Index) -> None:

@@ -50,6 +50,7 @@ from s3idx.errors import (
     BackendUnavailableError,
     CorruptObjectError,
     InvalidKeyError,
+    ObjectChangedError,
     ObjectNotFoundError,
     StoreFormatError,
 )
@@ -395,6 +396,42 @@ class LocalStore:
         finally:
             for run in runs:
                 run.close()
+
+    def replace_metadata(
+        self, key: str, metadata: Mapping[str, str], *, if_match: str
+    ) -> PutReceipt:
+        """A new file with the new header and the same body bytes, renamed over the old one.
+
+        The ETag is checked when the old file is opened and again just before the rename; a
+        put landing between that last check and the rename is overwritten (a file system has
+        no compare-and-swap rename), a window of microseconds.
+        """
+        check_metadata_size(metadata, key)
+        header = MAGIC + orjson.dumps(dict(metadata)) + b"\n"
+        path = self._path(key)
+        with self._open_file(key) as old:
+            if self._read_head(key, old).etag != if_match:
+                raise ObjectChangedError(key)
+            try:
+                fd, tmp = tempfile.mkstemp(dir=self._tmp, prefix="meta-")
+                try:
+                    with os.fdopen(fd, "wb") as fh:
+                        fh.write(header)
+                        while chunk := old.read(CHUNK):
+                            fh.write(chunk)
+                        fh.flush()
+                        st = os.fstat(fh.fileno())
+                    if _etag(os.stat(path)) != if_match:
+                        raise ObjectChangedError(key)
+                    os.replace(tmp, path)
+                except BaseException:
+                    _unlink_quietly(tmp)
+                    raise
+            except FileNotFoundError:
+                raise ObjectNotFoundError(key) from None
+            except OSError as exc:
+                raise _unavailable(self.root, exc) from None
+        return PutReceipt(_etag(st), st.st_size)
 
     def close(self) -> None:
         """Nothing to release: every call opens and closes its own files."""
