@@ -492,6 +492,10 @@ def get(
             output.message(f"not found: {key}")
         for key, reason in result.unreadable:
             output.message(f"cannot read {key}: {reason}")
+        for key, reason in result.damaged:
+            output.message(f"damaged {key}: {reason}")
+        if result.damaged:
+            return ExitStatus.DAMAGED
         if result.unreadable:
             return ExitStatus.PARTIAL
         return ExitStatus.NOT_FOUND if result.missing else None
@@ -583,12 +587,15 @@ def _print_full(
     engine: Engine, spec: dict[str, Any], sort_spec: Any, skip: int, limit: int
 ) -> ExitStatus | None:
     out = sys.stdout.buffer
-    failed = 0
+    failed = damaged = 0
     for key, document in engine.query_documents(spec, sort=sort_spec, skip=skip, limit=limit):
         if document is None or document.error is not None:
             failed += 1
             reason = "has no object in the store (run s3idx sync)"
-            if document is not None:
+            if document is not None and document.damaged:
+                damaged += 1
+                reason = f"has a damaged object: {document.error}"
+            elif document is not None:
                 reason = f"cannot be read: {document.error}"
             output.message(f"index entry {key!r} {reason}")
             continue
@@ -596,6 +603,8 @@ def _print_full(
             out.write(chunk)
         out.write(b"\n")
     out.flush()
+    if damaged:
+        return ExitStatus.DAMAGED
     return ExitStatus.PARTIAL if failed else None
 
 

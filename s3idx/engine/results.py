@@ -43,6 +43,7 @@ class GetResult:
     found: int = 0
     missing: list[str] = field(default_factory=list)
     unreadable: list[tuple[str, str]] = field(default_factory=list)
+    damaged: list[tuple[str, str]] = field(default_factory=list)  # body not what was recorded
     elapsed: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
