@@ -863,6 +863,69 @@ def sync(
     _run(body)
 
 
+class CliVerifyEvents(CliScanEvents):
+    """Damage and drift as one line each on stdout (``damaged\tKEY\tREASON``, ``KIND\tKEY``);
+    with --json, damage goes into the summary instead and drift is only counted."""
+
+    def __init__(self, *, show_progress: bool, quiet: bool, json: bool) -> None:
+        super().__init__(show_progress=show_progress, quiet=quiet, drift_lines=not json)
+        self._json = json
+        self.damage: list[dict[str, str]] = []
+
+    def damaged(self, key: str, reason: str) -> None:
+        if self._json:
+            self.damage.append({"key": key, "reason": reason})
+        else:
+            sys.stdout.write(f"damaged\t{key}\t{reason}\n")
+
+
+@app.command()
+@with_locations
+def verify(
+    sample: Annotated[
+        float,
+        typer.Option(
+            "--sample",
+            min=0.0,
+            max=1.0,
+            metavar="FRACTION",
+            help="Read only this random fraction of the objects (drift is always counted).",
+        ),
+    ] = 1.0,
+    workers: WorkersOpt = None,
+    json: JsonOpt = False,
+    quiet: QuietOpt = False,
+    *,
+    loc: dict[str, Any],
+) -> None:
+    """Read objects back and check each against its sha256, codec, document and index entry.
+
+    Prints a line per damaged object and per drifted key; exits 8 if any object is damaged,
+    else 7 if index and store drifted, else 0.
+
+    \b
+    Example: s3idx verify --sample 0.01 || echo "damaged objects or drift"
+    """
+
+    def body() -> ExitStatus | None:
+        ctx = Context(loc, json=json, quiet=quiet, workers=workers)
+        signals = _Signals()
+        show = not (quiet or json) and output.is_terminal(sys.stderr)
+        events = CliVerifyEvents(show_progress=show, quiet=quiet, json=json)
+        with events, ctx.engine() as engine, signals.installed(), _summary_on_failure(ctx):
+            result = engine.verify(sample=sample, events=events, stop=signals.stop)
+        sys.stdout.flush()
+        _report(ctx, {**result.as_dict(), "damage": events.damage}, output.verify_summary(result))
+        interrupted = signals.exit_status()
+        if interrupted is not None:
+            return interrupted
+        if result.damaged:
+            return ExitStatus.DAMAGED
+        return ExitStatus.DRIFT if result.drift else None
+
+    _run(body)
+
+
 def main() -> None:
     app(prog_name="s3idx")
 

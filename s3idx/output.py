@@ -15,6 +15,7 @@ from s3idx.engine.rebuild import RebuildResult
 from s3idx.engine.recover import Adopted
 from s3idx.engine.results import Events, PutResult, Reject
 from s3idx.engine.sync import SyncResult
+from s3idx.engine.verify import VerifyResult
 
 if TYPE_CHECKING:  # rich is imported only when a terminal needs it: cron never pays for it
     from rich.console import Console
@@ -140,6 +141,24 @@ def sync_summary(result: SyncResult) -> str:
     return line
 
 
+def verify_summary(result: VerifyResult) -> str:
+    sampled = f" (a {result.sample:g} sample)" if result.sample < 1 else ""
+    line = (
+        f"verify: {result.listed} objects, {result.indexed} entries; checked {result.checked}"
+        f"{sampled}: {result.ok} sound, {result.damaged} damaged; drift: "
+        f"{result.bucket_only} bucket-only, {result.index_only} index-only, "
+        f"{result.changed} changed"
+    )
+    if result.not_s3idx:
+        line += f"; {result.not_s3idx} not s3idx objects (not checked)"
+    if result.retries:
+        line += f"; {result.retries} retries"
+    line += f" in {result.elapsed:.2f} s"
+    if result.interrupted:
+        line += "; interrupted"
+    return line
+
+
 def _adopted(adopted: Adopted, separator: str) -> str:
     """Said only when maggma's objects were met, so s3idx-only runs read as before."""
     if not (adopted.maggma or adopted.rewritten or adopted.rewrite_failed):
@@ -157,6 +176,8 @@ def summary_line(result: object) -> str:
         return rebuild_summary(result)
     if isinstance(result, SyncResult):
         return sync_summary(result)
+    if isinstance(result, VerifyResult):
+        return verify_summary(result)
     raise TypeError(type(result).__name__)
 
 

@@ -28,6 +28,7 @@ from s3idx.engine.results import DeleteResult, Events, GetResult, PutResult
 from s3idx.engine.retry import RetryingStore
 from s3idx.engine.rewrite import MaggmaRewriter
 from s3idx.engine.sync import SyncResult, run_sync
+from s3idx.engine.verify import VerifyResult, run_verify
 from s3idx.errors import ObjectNotFoundError, S3idxError
 from s3idx.index.base import Entry, Index, SortSpec
 from s3idx.store.base import ObjectStore
@@ -299,6 +300,28 @@ class Engine:
             rewriter=self._rewriter(rewrite and not (check or dry_run)),
             events=events,
             stop=stop,
+        )
+        result.retries = self.store.retries - retries
+        return result
+
+    def verify(
+        self,
+        *,
+        sample: float = 1.0,
+        events: Events | None = None,
+        stop: threading.Event | None = None,
+    ) -> VerifyResult:
+        """Read objects (all, or a random ``sample`` fraction) and check each against its
+        metadata and index entry; see ``s3idx.engine.verify``."""
+        retries = self.store.retries
+        result = run_verify(
+            self.store,
+            self.index,
+            workers=self.workers,
+            sample=sample,
+            events=events,
+            stop=stop,
+            spool_threshold=self.spool_threshold,
         )
         result.retries = self.store.retries - retries
         return result

@@ -33,7 +33,7 @@ from s3idx.errors import (
     ObjectNotFoundError,
     TransientError,
 )
-from s3idx.store.base import ObjectBody, ObjectStore
+from s3idx.store.base import ObjectBody, ObjectHead, ObjectStore
 
 SPOOL_THRESHOLD = 8 << 20
 COPY_CHUNK = 1 << 20
@@ -54,6 +54,7 @@ class FetchedDocument:
     spool: IO[bytes] | None = None
     error: str | None = None
     damaged: bool = False
+    head: ObjectHead | None = None  # the object's head, metadata included
 
     def read(self) -> bytes:
         if self.data is None:
@@ -107,7 +108,7 @@ def _verified_document(body: ObjectBody, threshold: int) -> FetchedDocument:
     key = body.head.key
     codec_name, sha256 = _codec(body.head.metadata)
     if codec_name in maggma_format.CODECS:
-        return FetchedDocument(key, data=_maggma_json(body, codec_name))
+        return FetchedDocument(key, data=_maggma_json(body, codec_name), head=body.head)
     spool = _Spool(threshold)
     try:
         digest = _decode_into(body, codec_name, spool)
@@ -118,7 +119,9 @@ def _verified_document(body: ObjectBody, threshold: int) -> FetchedDocument:
             )
         if not spool.looks_like_object():
             raise DamagedObjectError(f"body is not a JSON object (codec {codec_name})")
-        return spool.document(key)
+        document = spool.document(key)
+        document.head = body.head
+        return document
     except BaseException:
         spool.close()
         raise

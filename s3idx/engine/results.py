@@ -96,3 +96,6 @@ class Events:
 
     def drift(self, kind: str, key: str) -> None:
         """sync found a difference: ``bucket-only``, ``index-only`` or ``changed``."""
+
+    def damaged(self, key: str, reason: str) -> None:
+        """verify found an object that is not what its metadata or index entry says."""
