@@ -212,13 +212,18 @@ def test_a_json_codec_over_a_zlib_body_prints_no_binary(run: Run, tmp_path: Path
     assert "metadata says codec 'json' but the body is json+zlib" in got.stderr
 
 
-def test_bodies_cut_off_mid_transfer_are_read_again(run: Run, s3_endpoint: str) -> None:
+@pytest.mark.parametrize("transport", ["boto3", "obstore"])
+def test_bodies_cut_off_mid_transfer_are_read_again(
+    run: Run, s3_endpoint: str, transport: str
+) -> None:
+    if transport == "obstore":
+        pytest.importorskip("obstore", reason="obstore is not installed")
     docs = [_doc(k, 50_000) for k in ("a", "b", "c", "d", "e")]
     direct = ["--store", "s3://bucket/docs", "--endpoint-url", s3_endpoint]
     assert run("put", *direct, "--create-bucket", "-q", input=jsonl(*docs)).exit_code == 0
 
     with S3Proxy(s3_endpoint, cut_bodies=3) as proxy:
-        via = ["--store", "s3://bucket/docs", "--endpoint-url", proxy.url]
+        via = ["--store", "s3://bucket/docs", "--endpoint-url", proxy.url, "--transport", transport]
         got = run("get", *via, "--workers", "1", "a", "b", "c", "d", "e")
         full = run("query", *via, "--full", "--sort", "fs_id")
 

@@ -31,6 +31,7 @@ from s3idx.errors import (
     DamagedObjectError,
     NotAnS3idxObjectError,
     ObjectNotFoundError,
+    S3idxError,
     TransientError,
 )
 from s3idx.store.base import ObjectBody, ObjectHead, ObjectStore
@@ -178,18 +179,25 @@ class _Spool:
     def write(self, piece: bytes) -> None:
         if not self._first.strip():
             self._first += piece[:64]
-        self._last = (self._last + piece)[-64:]
+        self._last = (self._last + piece[-64:])[-64:]
         self._size += len(piece)
-        if self._file is not None:
-            self._file.write(piece)
-            return
-        self._pieces.append(piece)
-        if self._size > self._threshold:
-            # Closed by document() or close(): it outlives this call.
-            self._file = tempfile.TemporaryFile(prefix="s3idx-get-")  # noqa: SIM115
-            for held in self._pieces:
-                self._file.write(held)
-            self._pieces = []
+        try:
+            if self._file is not None:
+                self._file.write(piece)
+                return
+            self._pieces.append(piece)
+            if self._size > self._threshold:
+                # Closed by document() or close(): it outlives this call.
+                self._file = tempfile.TemporaryFile(prefix="s3idx-get-")  # noqa: SIM115
+                for held in self._pieces:
+                    self._file.write(held)
+                self._pieces = []
+        except OSError as exc:
+            raise S3idxError(
+                f"cannot hold a {self._size}-byte document in a temporary file in "
+                f"{tempfile.gettempdir()}: {exc.strerror or exc}",
+                hint="documents over 8 MiB are spooled there; set TMPDIR to a directory with room",
+            ) from None
 
     def looks_like_object(self) -> bool:
         # Documents are JSON objects; the hash covers the rest. A body without a recorded hash

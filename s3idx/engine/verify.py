@@ -35,6 +35,7 @@ from s3idx.engine.read import SPOOL_THRESHOLD, fetch_document
 from s3idx.engine.results import Events
 from s3idx.errors import (
     CorruptObjectError,
+    MissingDependencyError,
     NotAnS3idxObjectError,
     ObjectNotFoundError,
     S3idxError,
@@ -205,12 +206,14 @@ def _check(store: ObjectStore, spool_threshold: int, candidate: _Candidate) -> _
         return _Outcome(vanished=True)
     except NotAnS3idxObjectError:
         return _Outcome(not_s3idx="not an s3idx object: not checked")
+    except MissingDependencyError:  # maggma's msgpack bodies, and msgpack is not installed
+        return _Outcome(not_s3idx=_MAGGMA_UNCHECKED)
     except CorruptObjectError as exc:  # damaged body, or metadata that cannot be read
         return _Outcome(problems=(_without_key_prefix(exc.message, candidate.key),))
     assert document.head is not None
     metadata = document.head.metadata
     if maggma_format.is_maggma_metadata(metadata) and codec.META_FORMAT not in metadata:
-        return _Outcome(not_s3idx="written by maggma (no recorded hash): not checked")
+        return _Outcome(not_s3idx=_MAGGMA_UNCHECKED)
     recorded = codec.parse_metadata(metadata)
     try:
         body = orjson.loads(document.read())
@@ -220,6 +223,9 @@ def _check(store: ObjectStore, spool_threshold: int, candidate: _Candidate) -> _
     if candidate.indexed is not None:
         problems += _index_problems(recorded, *candidate.indexed)
     return _Outcome(problems=tuple(problems))
+
+
+_MAGGMA_UNCHECKED = "written by maggma (no recorded hash): not checked"
 
 
 def _without_key_prefix(message: str, key: str) -> str:
