@@ -225,9 +225,11 @@ def test_bodies_cut_off_mid_transfer_are_read_again(
     with S3Proxy(s3_endpoint, cut_bodies=3) as proxy:
         via = ["--store", "s3://bucket/docs", "--endpoint-url", proxy.url, "--transport", transport]
         got = run("get", *via, "--workers", "1", "a", "b", "c", "d", "e")
+        assert proxy.bodies_cut == 3
+        proxy.cut_bodies = 2
         full = run("query", *via, "--full", "--sort", "fs_id")
 
-    assert proxy.bodies_cut == 3
+    assert proxy.bodies_cut == 5
     assert got.exit_code == 0, got.stderr
     assert json_lines(got.stdout) == docs
     assert full.exit_code == 0, full.stderr
