@@ -78,12 +78,19 @@ def _hash_of_other_document(old: bytes, metadata: dict[str, str]) -> bytes:
     return old
 
 
+def _no_hash_and_binary(old: bytes, metadata: dict[str, str]) -> bytes:
+    del metadata["s3idx-sha256"]
+    metadata["s3idx-codec"] = "json"
+    return b"\x00\x01\x02 binary, and no hash recorded to tell"
+
+
 DAMAGE = {
     "other document, same metadata": (_other_document, "does not match its recorded sha256"),
     "cut in half": (_cut_in_half, "cut short"),
     "trailing bytes": (_trailing_bytes, "bytes after the end"),
     "codec json over a zlib body": (_codec_says_json, "codec 'json' but the body is json+zlib"),
     "hash of another body": (_hash_of_other_document, "does not match its recorded sha256"),
+    "no hash, binary body": (_no_hash_and_binary, "body is not a JSON object"),
 }
 
 

@@ -118,7 +118,7 @@ def _verified_document(body: ObjectBody, threshold: int) -> FetchedDocument:
                 f"body does not match its recorded sha256 (recorded {sha256[:12]}…, "
                 f"read {digest[:12]}…): it was changed or damaged after it was written"
             )
-        if not spool.looks_like_object():
+        if sha256 is None and not spool.looks_like_object():
             raise DamagedObjectError(f"body is not a JSON object (codec {codec_name})")
         document = spool.document(key)
         document.head = body.head
@@ -200,8 +200,8 @@ class _Spool:
             ) from None
 
     def looks_like_object(self) -> bool:
-        # Documents are JSON objects; the hash covers the rest. A body without a recorded hash
-        # at least may not be binary or another kind of JSON value.
+        # Without a recorded hash to compare, a body must at least not be binary or another
+        # kind of JSON value: every document is a JSON object.
         return self._first.lstrip()[:1] == b"{" and self._last.rstrip()[-1:] == b"}"
 
     def document(self, key: str) -> FetchedDocument:
