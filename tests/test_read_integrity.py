@@ -254,3 +254,31 @@ def test_a_zlib_body_compressed_far_past_the_spool_threshold_is_verified(tmp_pat
         _replace(store, "z", lambda old, meta: raw)
         with pytest.raises(DamagedObjectError, match="sha256"):
             engine.get("z")
+
+
+class _EndsEarlyOnce(LocalStore):
+    """The first read of each object ends cleanly after half the announced bytes."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.cut: set[str] = set()
+
+    def open(self, key: str) -> Any:
+        body = super().open(key)
+        if key in self.cut:
+            return body
+        self.cut.add(key)
+        data = body.read()
+        return type(body)(body.head, iter([data[: len(data) // 2]]), body.length)
+
+
+def test_a_body_that_ends_before_its_announced_length_is_read_again(tmp_path: Path) -> None:
+    store = _EndsEarlyOnce(tmp_path / "store")
+    with Engine(store, SqliteIndex(tmp_path / "i.sqlite3"), compress="none") as engine:
+        engine.put_documents([_doc(k) for k in KEYS])
+
+        result, printed = _write(engine, KEYS)
+
+        assert printed == [_doc(k) for k in KEYS]
+        assert result.damaged == [] and result.unreadable == []
+        assert engine.store.retries == len(KEYS)
