@@ -2,10 +2,10 @@
 _s3idx() {
     local cur="${COMP_WORDS[COMP_CWORD]}" prev="${COMP_WORDS[COMP_CWORD-1]}" cmd="" w
     for w in "${COMP_WORDS[@]:1:COMP_CWORD-1}"; do
-        case "$w" in delete|get|info|put|query|rebuild-index|reindex|sync) cmd="$w"; break;; esac
+        case "$w" in delete|get|info|put|query|rebuild-index|reindex|sync|verify) cmd="$w"; break;; esac
     done
     if [[ -z "$cmd" ]]; then
-        COMPREPLY=($(compgen -W "delete get info put query rebuild-index reindex sync --version -h --help" -- "$cur"))
+        COMPREPLY=($(compgen -W "delete get info put query rebuild-index reindex sync verify --version -h --help" -- "$cur"))
         return
     fi
     case "$cmd" in
@@ -157,6 +157,24 @@ _s3idx() {
         esac
         if [[ "$cur" == -* ]]; then
             COMPREPLY=($(compgen -W "--check --dry-run --prune --no-prune --rewrite --workers --json --quiet -q --store --index --collection --aws-profile --region --endpoint-url --transport --profile --config -h --help" -- "$cur"))
+        fi
+        ;;
+    verify)
+        case "$prev" in
+            --sample) COMPREPLY=(); return;;
+            --workers) COMPREPLY=(); return;;
+            --store) COMPREPLY=(); return;;
+            --index) COMPREPLY=(); return;;
+            --collection) COMPREPLY=(); return;;
+            --aws-profile) COMPREPLY=(); return;;
+            --region) COMPREPLY=(); return;;
+            --endpoint-url) COMPREPLY=(); return;;
+            --transport) COMPREPLY=($(compgen -W "boto3 obstore" -- "$cur")); return;;
+            --profile) COMPREPLY=(); return;;
+            --config) COMPREPLY=($(compgen -f -- "$cur")); return;;
+        esac
+        if [[ "$cur" == -* ]]; then
+            COMPREPLY=($(compgen -W "--sample --workers --json --quiet -q --store --index --collection --aws-profile --region --endpoint-url --transport --profile --config -h --help" -- "$cur"))
         fi
         ;;
     esac

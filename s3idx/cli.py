@@ -559,6 +559,10 @@ def get(
             output.message(f"not found: {key}")
         for key, reason in result.unreadable:
             output.message(f"cannot read {key}: {reason}")
+        for key, reason in result.damaged:
+            output.message(f"damaged {key}: {reason}")
+        if result.damaged:
+            return ExitStatus.DAMAGED
         if result.unreadable:
             return ExitStatus.PARTIAL
         return ExitStatus.NOT_FOUND if result.missing else None
@@ -666,7 +670,7 @@ def _print_full(
     order: list[str],
 ) -> ExitStatus | None:
     out = sys.stdout.buffer
-    failed = 0
+    failed = damaged = 0
     matched = max(0, engine.count(spec) - skip)
     total = min(matched, limit) if limit else matched
     show = not output.is_terminal(sys.stdout)
@@ -677,8 +681,11 @@ def _print_full(
             problem = _write_document(out, document, projection, order)
             if problem is not None:
                 failed += 1
+                damaged += bool(document is not None and document.damaged)
                 events.say(f"index entry {key!r} {problem}")
     out.flush()
+    if damaged:
+        return ExitStatus.DAMAGED
     return ExitStatus.PARTIAL if failed else None
 
 
@@ -689,6 +696,8 @@ def _write_document(
     if document is None:
         return "has no object in the store (run s3idx sync)"
     if document.error is not None:
+        if document.damaged:
+            return f"has a damaged object: {document.error}"
         return f"cannot be read: {document.error}"
     if projection is None:
         for chunk in document.iter_bytes():
@@ -1008,6 +1017,70 @@ def sync(
         if check and result.drift:
             return ExitStatus.DRIFT
         return _scan_status(result.skipped.undecodable, result.adopted.rewrite_failed)
+
+    _run(body)
+
+
+class CliVerifyEvents(CliScanEvents):
+    """Damage and drift as one line each on stdout (``damaged\tKEY\tREASON``, ``KIND\tKEY``);
+    with --json, damage goes into the summary instead and drift is only counted."""
+
+    def __init__(self, *, show_progress: bool, quiet: bool, json: bool) -> None:
+        super().__init__(
+            command="verify", show_progress=show_progress, quiet=quiet, drift_lines=not json
+        )
+        self._json = json
+        self.damage: list[dict[str, str]] = []
+
+    def damaged(self, key: str, reason: str) -> None:
+        if self._json:
+            self.damage.append({"key": key, "reason": reason})
+        else:
+            sys.stdout.write(f"damaged\t{key}\t{reason}\n")
+
+
+@app.command()
+@with_locations
+def verify(
+    sample: Annotated[
+        float,
+        typer.Option(
+            "--sample",
+            min=0.0,
+            max=1.0,
+            metavar="FRACTION",
+            help="Read only this random fraction of the objects (drift is always counted).",
+        ),
+    ] = 1.0,
+    workers: WorkersOpt = None,
+    json: JsonOpt = False,
+    quiet: QuietOpt = False,
+    *,
+    loc: dict[str, Any],
+) -> None:
+    """Read objects back and check each against its sha256, codec, document and index entry.
+
+    Prints a line per damaged object and per drifted key; exits 8 if any object is damaged,
+    else 7 if index and store drifted, else 0.
+
+    \b
+    Example: s3idx verify --sample 0.01 || echo "damaged objects or drift"
+    """
+
+    def body() -> ExitStatus | None:
+        ctx = Context(loc, json=json, quiet=quiet, workers=workers)
+        signals = _Signals()
+        events = CliVerifyEvents(show_progress=not quiet, quiet=quiet, json=json)
+        with events, ctx.engine() as engine, signals.installed(), _summary_on_failure(ctx):
+            result = engine.verify(sample=sample, events=events, stop=signals.stop)
+        sys.stdout.flush()
+        _report(ctx, {**result.as_dict(), "damage": events.damage}, output.verify_summary(result))
+        interrupted = signals.exit_status()
+        if interrupted is not None:
+            return interrupted
+        if result.damaged:
+            return ExitStatus.DAMAGED
+        return ExitStatus.DRIFT if result.drift else None
 
     _run(body)
 

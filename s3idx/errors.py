@@ -21,6 +21,7 @@ class ExitStatus(IntEnum):
     UNAVAILABLE = 5
     ACCESS_DENIED = 6
     DRIFT = 7
+    DAMAGED = 8
     INTERRUPTED = 130
     TERMINATED = 143
 
@@ -33,7 +34,10 @@ EXIT_STATUS_MEANINGS: dict[ExitStatus, str] = {
     ExitStatus.NOT_FOUND: "not found: a requested key, object or bucket does not exist",
     ExitStatus.UNAVAILABLE: "backend unavailable: S3, MongoDB or the SQLite file cannot be used",
     ExitStatus.ACCESS_DENIED: "access denied: credentials missing, wrong or not allowed",
-    ExitStatus.DRIFT: "sync --check found drift between index and store",
+    ExitStatus.DRIFT: "sync --check or verify found drift between index and store",
+    ExitStatus.DAMAGED: (
+        "damaged objects: a body does not match its recorded hash, codec or index entry"
+    ),
     ExitStatus.INTERRUPTED: "interrupted by Ctrl-C (SIGINT)",
     ExitStatus.TERMINATED: "terminated by SIGTERM",
 }
@@ -138,6 +142,12 @@ class NotAnS3idxObjectError(S3idxError):
 
 class CorruptObjectError(S3idxError):
     """An object's metadata or body cannot be decoded."""
+
+
+class DamagedObjectError(CorruptObjectError):
+    """A body is not what its metadata recorded: hash, codec, length or document differ."""
+
+    exit_status = ExitStatus.DAMAGED
 
 
 class MissingDependencyError(UsageError):

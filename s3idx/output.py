@@ -18,6 +18,7 @@ from s3idx.engine.recover import Adopted
 from s3idx.engine.reindex import ReindexResult
 from s3idx.engine.results import DeleteResult, Events, PutResult, Reject
 from s3idx.engine.sync import SyncResult
+from s3idx.engine.verify import VerifyResult
 from s3idx.query.paths import split_path
 from s3idx.text import plural
 
@@ -194,6 +195,24 @@ def delete_summary(result: DeleteResult) -> str:
     return line
 
 
+def verify_summary(result: VerifyResult) -> str:
+    sampled = f" (a {result.sample:g} sample)" if result.sample < 1 else ""
+    line = (
+        f"verify: {result.listed} objects, {result.indexed} entries; checked {result.checked}"
+        f"{sampled}: {result.ok} sound, {result.damaged} damaged; drift: "
+        f"{result.bucket_only} bucket-only, {result.index_only} index-only, "
+        f"{result.changed} changed"
+    )
+    if result.not_s3idx:
+        line += f"; {result.not_s3idx} not s3idx objects (not checked)"
+    if result.retries:
+        line += f"; {result.retries} retries"
+    line += f" in {result.elapsed:.2f} s"
+    if result.interrupted:
+        line += "; interrupted"
+    return line
+
+
 def _adopted(adopted: Adopted, separator: str) -> str:
     """Said only when maggma's objects were met, so s3idx-only runs read as before."""
     if not (adopted.maggma or adopted.rewritten or adopted.rewrite_failed):
@@ -215,6 +234,8 @@ def summary_line(result: object) -> str:
         return delete_summary(result)
     if isinstance(result, ReindexResult):
         return reindex_summary(result)
+    if isinstance(result, VerifyResult):
+        return verify_summary(result)
     raise TypeError(type(result).__name__)
 
 

@@ -90,7 +90,7 @@ def test_a_damaged_object_fails_alone_and_the_field_stays_pending(tmp_path: Path
 
     assert (result.updated, result.failed) == (1, 1)
     assert result.failed_keys[0][0] == "b"
-    assert "does not match the sha256" in result.failed_keys[0][1]
+    assert "does not match its recorded sha256" in result.failed_keys[0][1]
     assert result.completed == []
     with pytest.raises(FieldPendingError):
         e.count({"color": "red"})

@@ -22,13 +22,14 @@ from s3idx.engine.inputs import (
     total_size,
 )
 from s3idx.engine.put import PutOptions, run_put
-from s3idx.engine.read import FetchedDocument, fetch_document, fetch_many
+from s3idx.engine.read import SPOOL_THRESHOLD, FetchedDocument, fetch_document, fetch_many
 from s3idx.engine.rebuild import RebuildResult, run_rebuild
 from s3idx.engine.reindex import ReindexResult, run_reindex
 from s3idx.engine.results import DeleteResult, Events, GetResult, PutResult
 from s3idx.engine.retry import RetryingStore
 from s3idx.engine.rewrite import MaggmaRewriter
 from s3idx.engine.sync import SyncResult, run_sync
+from s3idx.engine.verify import VerifyResult, run_verify
 from s3idx.errors import ObjectNotFoundError, S3idxError, UsageError
 from s3idx.index.base import Entry, Index, IndexSettings, SortSpec
 from s3idx.query.indexed import check_query_paths
@@ -51,6 +52,7 @@ class Engine:
         compress: str = "zlib",
         workers: int = 8,
         batch_size: int = 1000,
+        spool_threshold: int = SPOOL_THRESHOLD,
     ) -> None:
         # Every backend call goes through one retry policy and one adaptive concurrency limit.
         self.store = (
@@ -65,6 +67,8 @@ class Engine:
         codec.check_codec_available(self.codec)  # before anything is read or written
         self.workers = workers
         self.batch_size = batch_size
+        # Documents larger than this once decompressed are spooled to a temporary file.
+        self.spool_threshold = spool_threshold
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Engine:
@@ -184,17 +188,20 @@ class Engine:
     # --- get ---------------------------------------------------------------------------------
 
     def get(self, key: str) -> dict[str, Any]:
-        """One document as a dict (datetimes as datetimes); ObjectNotFoundError if missing."""
-        return codec.loads(fetch_document(self.store, key).read())
+        """One document as a dict (datetimes as datetimes); ObjectNotFoundError if missing,
+        DamagedObjectError if its body is not what its metadata recorded."""
+        document = fetch_document(self.store, key, spool_threshold=self.spool_threshold)
+        return codec.loads(document.read())
 
     def fetch(self, keys: Iterable[str]) -> Iterator[tuple[str, FetchedDocument | None]]:
-        """Documents' JSON in the order of ``keys``, fetched in parallel; None when missing."""
-        return fetch_many(self.store, keys, self.workers)
+        """Verified documents' JSON in the order of ``keys``, fetched in parallel; None when
+        missing."""
+        return fetch_many(self.store, keys, self.workers, spool_threshold=self.spool_threshold)
 
     def write_documents(
         self, keys: Iterable[str], out: IO[bytes], *, events: Events | None = None
     ) -> GetResult:
-        """Write documents as JSON lines, streaming large ones."""
+        """Write documents as JSON lines, each only once its whole body has been verified."""
         result = GetResult()
         events = events or Events()
         total = len(keys) if isinstance(keys, Sized) else None
@@ -204,7 +211,8 @@ class Engine:
                 result.missing.append(key)
                 continue
             if document.error is not None:
-                result.unreadable.append((key, document.error))
+                failures = result.damaged if document.damaged else result.unreadable
+                failures.append((key, document.error))
                 continue
             for chunk in document.iter_bytes():
                 out.write(chunk)
@@ -364,6 +372,28 @@ class Engine:
             dry_run=dry_run,
             events=events,
             stop=stop,
+        )
+        result.retries = self.store.retries - retries
+        return result
+
+    def verify(
+        self,
+        *,
+        sample: float = 1.0,
+        events: Events | None = None,
+        stop: threading.Event | None = None,
+    ) -> VerifyResult:
+        """Read objects (all, or a random ``sample`` fraction) and check each against its
+        metadata and index entry; see ``s3idx.engine.verify``."""
+        retries = self.store.retries
+        result = run_verify(
+            self.store,
+            self.index,
+            workers=self.workers,
+            sample=sample,
+            events=events,
+            stop=stop,
+            spool_threshold=self.spool_threshold,
         )
         result.retries = self.store.retries - retries
         return result

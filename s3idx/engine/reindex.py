@@ -28,6 +28,7 @@ from s3idx import codec
 from s3idx.engine.concurrency import batched, ordered_map
 from s3idx.engine.documents import DocumentPreparer
 from s3idx.engine.inputs import Record
+from s3idx.engine.read import fetch_document
 from s3idx.engine.recover import REPORTED_KEYS_LIMIT
 from s3idx.engine.results import Events
 from s3idx.errors import (
@@ -188,26 +189,23 @@ class _Backfill:
             return _Outcome("up_to_date")
         if self._dry_run:
             return _Outcome("updated")
-        body = self._store.open(key)
-        meta = codec.parse_metadata(body.head.metadata)  # the object as this GET read it
+        # The object as this GET read it, its body checked against its sha256 and codec.
+        document = fetch_document(self._store, key)
+        assert document.head is not None
+        meta = codec.parse_metadata(document.head.metadata)
         self._check_key_field(meta)
-        raw = body.read()
         if not self._missing(meta):
+            document.close()
             return _Outcome("up_to_date")
-        document_bytes = codec.decode_body(raw, meta.codec)
-        sha256 = hashlib.sha256(document_bytes).hexdigest()
-        if meta.sha256 is not None and sha256 != meta.sha256:
-            raise CorruptObjectError(
-                f"its body does not match the sha256 in its metadata ({sha256[:12]}… is not "
-                f"{meta.sha256[:12]}…); it may be damaged"
-            )
+        document_bytes = document.read()
+        sha256 = meta.sha256 or hashlib.sha256(document_bytes).hexdigest()
         fields = (*meta.fields, *(f for f in self._fields if f not in meta.fields))
         entry = self._entry(key, document_bytes, fields, meta.codec)
         # Only the entry changes, not the document: it keeps the date it was stored.
         entry[codec.LAST_UPDATED] = meta.entry.get(codec.LAST_UPDATED, entry[codec.LAST_UPDATED])
         metadata = codec.build_metadata(entry, self._key_field, fields, meta.codec, sha256)
         codec.check_metadata_size(metadata, key, entry)
-        receipt = self._store.replace_metadata(key, metadata, if_match=body.head.etag)
+        receipt = self._store.replace_metadata(key, metadata, if_match=document.head.etag)
         bookkeeping = Bookkeeping(receipt.etag, receipt.size, sha256, meta.codec)
         return _Outcome("updated", with_bookkeeping(entry, bookkeeping))
 

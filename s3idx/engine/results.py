@@ -43,6 +43,7 @@ class GetResult:
     found: int = 0
     missing: list[str] = field(default_factory=list)
     unreadable: list[tuple[str, str]] = field(default_factory=list)
+    damaged: list[tuple[str, str]] = field(default_factory=list)  # body not what was recorded
     elapsed: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
@@ -108,3 +109,6 @@ class Events:
 
     def drift(self, kind: str, key: str) -> None:
         """sync found a difference: ``bucket-only``, ``index-only`` or ``changed``."""
+
+    def damaged(self, key: str, reason: str) -> None:
+        """verify found an object that is not what its metadata or index entry says."""

@@ -156,6 +156,21 @@ class RetryingStore:
     def open(self, key: str) -> ObjectBody:
         return self._call(lambda: self.inner.open(key))
 
+    def read(self, key: str, consume: Callable[[ObjectBody], T]) -> T:
+        """``consume(body)`` of one object, retried as a whole: a body whose reading fails
+        restarts from its first byte, so a consumer never sees half of one."""
+
+        def attempt() -> T:
+            body = self.inner.open(key)
+            try:
+                return consume(body)
+            finally:
+                close = getattr(body.chunks, "close", None)
+                if close is not None:
+                    close()
+
+        return self._call(attempt)
+
     def delete(self, keys: Sequence[str]) -> list[DeleteFailure]:
         return self._call(lambda: self.inner.delete(keys))
 

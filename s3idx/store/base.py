@@ -44,6 +44,9 @@ class ObjectBody:
 
     head: ObjectHead
     chunks: Iterable[bytes]
+    # How many body bytes the store announced (Content-Length), so a reader can tell a body
+    # that ended early from a whole one; None when the store cannot say.
+    length: int | None = None
 
     def read(self) -> bytes:
         return b"".join(self.chunks)

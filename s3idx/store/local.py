@@ -273,7 +273,7 @@ class LocalStore:
         except BaseException:
             fh.close()
             raise
-        return ObjectBody(head, _chunks(fh))
+        return ObjectBody(head, _chunks(fh), head.size - fh.tell())
 
     def _open_file(self, key: str) -> IO[bytes]:
         if not self._ready(for_write=False):

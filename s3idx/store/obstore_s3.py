@@ -227,7 +227,8 @@ class ObstoreS3Store:
             raise
         except Exception as exc:
             raise self._error(exc, key, "GetObject") from None
-        return ObjectBody(_object_head(key, result), self._stream(result, key))
+        head = _object_head(key, result)
+        return ObjectBody(head, self._stream(result, key), head.size)
 
     def _stream(self, result: Any, key: str) -> Iterator[bytes]:
         try:

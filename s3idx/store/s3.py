@@ -562,7 +562,8 @@ class S3Store:
         with self._translated(key):
             response = self._client.get_object(Bucket=self.bucket, Key=self._full(key))
         self._bucket_seen = True
-        return ObjectBody(_head(key, response), self._stream(response["Body"], key))
+        head = _head(key, response)
+        return ObjectBody(head, self._stream(response["Body"], key), head.size)
 
     def _stream(self, body: Any, key: str) -> Iterator[bytes]:
         # Chunked, so a large body is never held whole; closed even if the reader stops early.

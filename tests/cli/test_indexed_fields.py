@@ -375,7 +375,7 @@ def test_reindex_exits_partial_naming_the_objects_it_could_not_update(
     result = run("reindex", *where, "--field", "color")
 
     assert result.exit_code == ExitStatus.PARTIAL
-    assert "b: not reindexed: its body does not match the sha256" in result.stderr
+    assert "b: not reindexed: object 'b': body does not match its recorded sha256" in result.stderr
     assert "reindex: 3 listed, 2 updated, 0 up to date, 1 failed" in result.stderr
     assert "still pending: color" in result.stderr
     assert run("query", *where, '{"color": "red"}').exit_code == ExitStatus.USAGE
