@@ -17,6 +17,7 @@ this boundary (see ``translate_error``).
 from __future__ import annotations
 
 import re
+import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -69,6 +70,10 @@ BATCH_SIZE = 1000
 AUTH_CODES = frozenset({13, 18})  # Unauthorized, AuthenticationFailed
 NOT_IMPLEMENTED = 238  # FerretDB v1 answers renameCollection with dropTarget: true so
 NAMESPACE_EXISTS = 48
+DUPLICATE_KEY = 11000
+# Writes of a chunk tried when a concurrent upsert of one of its keys won the insert.
+UPSERT_ATTEMPTS = 5
+UPSERT_PAUSE = 0.02  # seconds, times the attempt number
 # Renames tried when a writer re-creates the live collection between the drop and the rename of
 # the non-atomic swap; each retry drops what that writer wrote (as an atomic swap would).
 SWAP_ATTEMPTS = 5
@@ -218,6 +223,11 @@ def _brief(exc: BaseException) -> str:
 def _write_errors(exc: BulkWriteError) -> list[Mapping[str, Any]]:
     details = exc.details if isinstance(exc.details, Mapping) else {}
     return list(details.get("writeErrors") or [])
+
+
+def _only_duplicate_keys(exc: BulkWriteError) -> bool:
+    errors = _write_errors(exc)
+    return bool(errors) and all(e.get("code") == DUPLICATE_KEY for e in errors)
 
 
 def _bulk_detail(exc: BulkWriteError) -> str:
@@ -483,19 +493,24 @@ class MongoIndex:
         # One atomic update, so concurrent writers adding fields lose none. It matches on the
         # key field too: where another key field is recorded, the upsert's insert clashes with
         # that document's _id, and nothing changes.
-        with self._guard("recording the settings of"):
-            try:
-                doc = self._meta.find_one_and_update(
-                    {ID: self._name, "key_field": key_field},
-                    {
-                        "$addToSet": {"fields": {"$each": fields}},
-                        "$setOnInsert": {"format": FORMAT},
-                    },
-                    upsert=True,
-                    return_document=ReturnDocument.AFTER,
-                )
-            except DuplicateKeyError:
-                doc = None
+        doc = None
+        # A second try: another process recording the same settings at the same moment may
+        # win the upsert's insert, and then this update finds its document.
+        for _ in range(2):
+            with self._guard("recording the settings of"):
+                try:
+                    doc = self._meta.find_one_and_update(
+                        {ID: self._name, "key_field": key_field},
+                        {
+                            "$addToSet": {"fields": {"$each": fields}},
+                            "$setOnInsert": {"format": FORMAT},
+                        },
+                        upsert=True,
+                        return_document=ReturnDocument.AFTER,
+                    )
+                    break
+                except DuplicateKeyError:
+                    doc = None
         if doc is None:
             recorded = self.settings()
             raise self._key_mismatch(recorded.key_field if recorded else "?", key_field)
@@ -598,24 +613,51 @@ class MongoIndex:
         items = list(latest.items())
         self._check_entries(items)
         for chunk in _chunks(items, BATCH_SIZE):
-            requests = [
-                ReplaceOne({ID: key}, self._document(key, entry, key_field), upsert=True)
-                for key, entry in chunk
-            ]
-            # Unordered: the server may apply them in parallel; keys are distinct, so the
-            # order cannot matter.
+            self._write_chunk(collection, chunk, key_field)
+
+    def _write_chunk(
+        self, collection: Collection[Any], chunk: Sequence[tuple[str, Entry]], key_field: str
+    ) -> None:
+        requests = [
+            ReplaceOne({ID: key}, self._document(key, entry, key_field), upsert=True)
+            for key, entry in chunk
+        ]
+        for attempt in range(1, UPSERT_ATTEMPTS + 1):
             with self._guard("writing entries to"):
                 try:
+                    # Unordered: the server may apply them in parallel; keys are distinct, so
+                    # the order cannot matter.
                     collection.bulk_write(requests, ordered=False)
+                    return
                 except BulkWriteError as exc:
-                    raise self._bulk_error(exc, chunk) from None
-                except KeyError as exc:
-                    # pymongo cannot merge a reply without a count it expects; FerretDB leaves
-                    # out "nModified" when it refuses a write.
-                    raise S3idxError(
-                        f"the server refused entries written to {self.location}, and its reply "
-                        f"lacks {exc.args[0]!r}, so which ones is unknown"
-                    ) from None
+                    if attempt == UPSERT_ATTEMPTS or not _only_duplicate_keys(exc):
+                        raise self._bulk_error(exc, chunk) from None
+                except KeyError:
+                    # FerretDB v1 leaves "nModified" out of the reply when a write fails, and
+                    # pymongo cannot read that reply: which write failed, and why, is unknown.
+                    if attempt == UPSERT_ATTEMPTS:
+                        self._write_one_by_one(collection, chunk, key_field)
+                        return
+            # Two writers upserting one key at once: one insert wins and the other fails with
+            # a duplicate key (MongoDB retries that itself; FerretDB does not). The whole chunk
+            # again is safe (replacing is idempotent), and the key now exists.
+            time.sleep(UPSERT_PAUSE * attempt)
+
+    def _write_one_by_one(
+        self, collection: Collection[Any], chunk: Sequence[tuple[str, Entry]], key_field: str
+    ) -> None:
+        """The slow way, one key at a time, so that an error names its key."""
+        for key, entry in chunk:
+            document = self._document(key, entry, key_field)
+            for attempt in range(1, UPSERT_ATTEMPTS + 1):
+                with self._guard(f"writing the entry {key!r} to"):
+                    try:
+                        collection.replace_one({ID: key}, document, upsert=True)
+                        break
+                    except DuplicateKeyError:
+                        if attempt == UPSERT_ATTEMPTS:
+                            raise
+                time.sleep(UPSERT_PAUSE * attempt)
 
     def _document(self, key: str, entry: Entry, key_field: str) -> dict[str, Any]:
         if key_field != ID and ID in entry and entry[ID] != key:
