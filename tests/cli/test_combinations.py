@@ -112,3 +112,23 @@ def test_lost_collection_rebuilt_from_s3_equals_the_original_entry_by_entry(
 
     assert list(collection.find({}, sort=[("_id", 1)])) == original
     assert run("query", *args, '{"tags": "a", "e": {"$lt": 1}}', "--count").stdout == "2\n"
+
+
+def test_sync_check_reports_drift_and_sync_adopts_the_orphans(
+    run: Run, locations: list[str], tmp_path: Path
+) -> None:
+    assert run("put", *locations, "--create-bucket", "--field", "task_id",
+               input=jsonl(*DOCS[:10])).exit_code == 0  # fmt: skip
+    # Objects this index has not seen, as a put that died before indexing leaves them.
+    store = locations[: locations.index("--index")]
+    elsewhere = [*store, "--index", str(tmp_path / "other.sqlite3")]
+    assert run("put", *elsewhere, "--field", "task_id", input=jsonl(*DOCS[10:12])).exit_code == 0
+
+    check = run("sync", *locations, "--check")
+    assert check.exit_code == ExitStatus.DRIFT
+    assert check.stdout.splitlines() == ["bucket-only\tmp-10", "bucket-only\tmp-11"]
+    repair = run("sync", *locations, "--json")
+    assert repair.exit_code == 0, repair.stderr
+    assert orjson.loads(repair.stdout)["added"] == 2
+    assert run("sync", *locations, "--check").exit_code == 0
+    assert run("query", *locations, '{"task_id": "t3"}', "--count").stdout == "3\n"
