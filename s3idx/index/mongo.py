@@ -68,7 +68,7 @@ ID = "_id"
 BATCH_SIZE = 1000
 
 AUTH_CODES = frozenset({13, 18})  # Unauthorized, AuthenticationFailed
-NOT_IMPLEMENTED = 238  # FerretDB v1 answers renameCollection with dropTarget: true so
+NOT_IMPLEMENTED = 238  # FerretDB v1 answers so to renameCollection with dropTarget: true
 NAMESPACE_EXISTS = 48
 DUPLICATE_KEY = 11000
 # Writes of a chunk tried when a concurrent upsert of one of its keys won the insert.
