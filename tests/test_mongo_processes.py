@@ -89,10 +89,10 @@ def test_two_puts_and_a_sync_at_once_on_one_index(
     uri = _bounded(real_mongo_server.uri)
     first, second = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
     # Small: FerretDB's SQLite backend takes ~6 ms per upsert.
-    first.write_bytes(_lines(400))
-    second.write_bytes(_lines(400, start=200))  # k00200..k00399 written by both
+    first.write_bytes(_lines(240))
+    second.write_bytes(_lines(240, start=120))  # k00120..k00239 written by both
     puts = [
-        _s3idx(tmp_path, uri, "put", str(path), "--field", "v", "--batch-size", "25", "--json")
+        _s3idx(tmp_path, uri, "put", str(path), "--field", "v", "--batch-size", "20", "--json")
         for path in (first, second)
     ]
     _wait_for(lambda: _objects(tmp_path) > 0)
@@ -100,16 +100,16 @@ def test_two_puts_and_a_sync_at_once_on_one_index(
     for process in puts:
         status, summary, err = _finish(process)
         assert status == 0, err
-        assert (summary["stored"], summary["not_indexed"]) == (400, 0)
+        assert (summary["stored"], summary["not_indexed"]) == (240, 0)
     status, _, err = _finish(syncs[0])
     assert status == 0, err
 
-    assert _check_invariant(tmp_path, uri) == (600, 600)
+    assert _check_invariant(tmp_path, uri) == (360, 360)
     with _engine(tmp_path, uri) as engine:
         engine.sync()  # an overlapping key may name the other writer's version: set it right
         assert engine.sync(check=True).drift == 0
-        assert engine.count({"v": {"$gte": 0}}) == 600
-        for key in ("k00000", "k00200", "k00399", "k00599"):
+        assert engine.count({"v": {"$gte": 0}}) == 360
+        for key in ("k00000", "k00120", "k00239", "k00359"):
             assert engine.get(key)["fs_id"] == key
 
 
