@@ -606,3 +606,31 @@ def test_two_processes_recording_the_same_settings_at_once_both_succeed(
     monkeypatch.setattr(mongomock.collection.Collection, "find_one_and_update", other_process_wins)
     settings = index.configure("fs_id", ["m"])
     assert settings == IndexSettings("fs_id", ("n", "m"))
+
+
+def test_commit_without_drop_target_drops_then_renames(
+    index: MongoIndex, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    index.configure("fs_id", ["n"])
+    index.upsert([entry("old", n=0)])
+    rebuild = index.start_rebuild("fs_id")
+    rebuild.upsert([entry("a", n=1), entry("b", n=2)])
+    original = mongomock.collection.Collection.rename
+    refusals = [
+        OperationFailure("renameCollection: dropTarget is not implemented yet", 238),
+        OperationFailure("target namespace exists", 48),  # a writer re-created it meanwhile
+    ]
+    renames: list[dict[str, Any]] = []
+
+    def rename(self: Any, new_name: str, **kwargs: Any) -> Any:
+        renames.append(kwargs)
+        if refusals:
+            raise refusals.pop(0)
+        return original(self, new_name, **kwargs)
+
+    monkeypatch.setattr(mongomock.collection.Collection, "rename", rename)
+    rebuild.commit(IndexSettings("fs_id", ("n",)))
+
+    assert renames == [{"dropTarget": True}, {}, {}]
+    assert [e["fs_id"] for e in index.find({}, sort=[("fs_id", 1)])] == ["a", "b"]
+    assert index.settings() == IndexSettings("fs_id", ("n",))
