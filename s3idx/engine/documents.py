@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -111,9 +111,15 @@ class DocumentPreparer:
     """Validates documents and builds their entries; shared by ``put`` and the Python API."""
 
     def __init__(
-        self, store: ObjectStore, key_field: str, fields: Sequence[str], codec_name: str
+        self,
+        store: ObjectStore,
+        key_field: str,
+        fields: Sequence[str],
+        codec_name: str,
+        check_entry: Callable[[str, dict[str, Any]], None] | None = None,
     ) -> None:
         self._store = store
+        self._check_entry = check_entry
         self.key_field = key_field
         self.fields = tuple(fields)
         self.codec = codec_name
@@ -132,6 +138,8 @@ class DocumentPreparer:
         key = codec.check_key(document[self.key_field], self.key_field)
         self._store.check_key(key)
         entry = self._entry(document)
+        if self._check_entry is not None:
+            self._check_entry(key, entry)
         body = record.raw if record.raw else _dumps(document)
         sha256 = hashlib.sha256(body).hexdigest()
         metadata = codec.build_metadata(entry, self.key_field, self.fields, self.codec, sha256)

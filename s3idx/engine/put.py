@@ -250,7 +250,11 @@ def run_put(
 ) -> PutResult:
     result = PutResult(dry_run=options.dry_run)
     started = time.monotonic()
-    preparer = DocumentPreparer(store, options.key_field, options.fields, options.codec)
+    # An index that cannot store some values (FerretDB) refuses them before the object is written.
+    check_entry = getattr(index, "check_entry", None)
+    preparer = DocumentPreparer(
+        store, options.key_field, options.fields, options.codec, check_entry
+    )
     seen = SeenKeys()
     reporter = _ProgressReporter(events, result, read_progress)
 

@@ -12,11 +12,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from s3idx.errors import IndexSettingsError, InvalidFilterError
 from s3idx.index.base import Bookkeeping, Entry, Index, IndexRebuild, IndexSettings
+from s3idx.index.mongo import ferretdb_refusal, uses_operator
 
 KEY = "fs_id"
 FIELDS = ("n", "s", "tags", "meta.x", "meta.arr.v", "flag", "when")
@@ -165,7 +166,7 @@ TYPED = entry(
     none=None,
     empty_list=[],
     empty_dict={},
-    mixed=[1, 1.0, True, None, "1", [2, [3.5]], {"k": False}],
+    mixed=[1, 1.0, True, None, "1", {"k": [2, {"l": [3.5]}]}],
     nested={"a": {"b": {"c": [{"d": 1}]}}},
     when=datetime(1969, 12, 31, 23, 59, 59, 999000, tzinfo=UTC),
 )
@@ -182,6 +183,16 @@ def test_types_round_trip_exactly(index: Index) -> None:
         assert found[name].utcoffset() == timedelta(0)
     (again, _bookkeeping) = index.bookkeeping(["typed"])["typed"]
     assert shape(again) == shape(without_bookkeeping(TYPED))
+
+
+def test_arrays_inside_arrays_round_trip(index: Index, known_gap: Callable[[str], None]) -> None:
+    known_gap("nested-arrays")
+    index.configure(KEY, [])
+    original = entry("k", grid=[[1, 2], [3, [4.5]]], mixed=[1, [True, None]])
+    index.upsert([original])
+    (found,) = list(index.find({KEY: "k"}))
+    assert shape(found) == shape(original)
+    assert found == original
 
 
 _scalars = (
@@ -204,10 +215,17 @@ _values = st.recursive(
 
 
 @settings(
-    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.filter_too_much],
 )
 @given(fields=st.dictionaries(_names, _values, max_size=4))
-def test_any_entry_round_trips_with_its_types(index: Index, fields: dict[str, Any]) -> None:
+def test_any_entry_round_trips_with_its_types(
+    index: Index, index_kind: str, fields: dict[str, Any]
+) -> None:
+    if index_kind == "ferretdb":
+        # Arrays inside arrays: a FerretDB v1 limitation, see test_arrays_inside_arrays_...
+        assume(ferretdb_refusal(fields) is None)
     index.configure(KEY, [])
     original = entry("k", **fields)
     index.upsert([original])
@@ -265,7 +283,11 @@ FILTERS: list[tuple[dict[str, Any], list[str]]] = [
 
 
 @pytest.mark.parametrize(("query", "expected"), FILTERS, ids=[repr(f) for f, _ in FILTERS])
-def test_find_and_count_with_filters(filled: Index, query: dict[str, Any], expected: list) -> None:
+def test_find_and_count_with_filters(
+    filled: Index, query: dict[str, Any], expected: list, known_gap: Callable[[str], None]
+) -> None:
+    if uses_operator(query, "$elemMatch"):
+        known_gap("elemMatch")
     assert sorted(keys(filled.find(query))) == expected
     assert filled.count(query) == len(expected)
 
