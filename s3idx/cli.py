@@ -186,19 +186,34 @@ class Context:
 
 
 class _Signals:
-    """First Ctrl-C or SIGTERM asks the operation to stop cleanly; a second one aborts."""
+    """Ctrl-C and SIGTERM during a command.
 
-    def __init__(self) -> None:
+    The first one stops the command: cleanly where it cooperates (``cooperating``: it finishes
+    the requests under way and indexes what was stored), else by raising KeyboardInterrupt.
+    A second one aborts the process at once, whatever it is waiting for: every write is atomic
+    on its own (an object, a batch of entries in one transaction), so an abort leaves what a
+    crash leaves, which ``sync`` and ``rebuild-index --resume`` repair.
+    """
+
+    def __init__(self, *, json: bool = False) -> None:
         self.stop = threading.Event()
         self.received: int | None = None
+        self.json = json
+        self._cooperative = False
         self._previous: dict[int, Any] = {}
 
     def _handle(self, signum: int, frame: Any) -> None:
-        if self.stop.is_set():
-            raise KeyboardInterrupt
+        if self.received is not None:
+            _abort_now(self.received, json=self.json)
         self.received = signum
+        if not self._cooperative:
+            raise KeyboardInterrupt
         self.stop.set()
-        output.message("stopping: finishing requests under way (press Ctrl-C again to abort)")
+        # Straight to the descriptor: the signal may have interrupted a write to sys.stderr.
+        with contextlib.suppress(OSError):
+            os.write(
+                2, b"s3idx: stopping: finishing requests under way (press Ctrl-C again to abort)\n"
+            )
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[_Signals]:
@@ -213,40 +228,81 @@ class _Signals:
             for signum, handler in self._previous.items():
                 signal.signal(signum, handler)
 
+    @contextlib.contextmanager
+    def cooperating(self) -> Iterator[threading.Event]:
+        """While inside, a first signal sets the yielded event instead of raising."""
+        self._cooperative = True
+        try:
+            yield self.stop
+        finally:
+            self._cooperative = False
+
     def exit_status(self) -> ExitStatus | None:
-        if self.received == signal.SIGTERM:
-            return ExitStatus.TERMINATED
-        if self.received == signal.SIGINT:
-            return ExitStatus.INTERRUPTED
-        return None
+        return None if self.received is None else _signal_status(self.received)
 
 
-def _run(body: Callable[[], ExitStatus | None]) -> None:
-    """Run a command body; map its outcome and every S3idxError to an exit status."""
-    try:
-        status = body()
-    except S3idxError as exc:
-        output.error(exc.message, exc.hint)
-        status = exc.exit_status
-    except KeyboardInterrupt:
-        output.message("interrupted")
-        status = ExitStatus.INTERRUPTED
-    except BrokenPipeError:
-        # The reader went away (e.g. `| head`): not an error of ours. Point stdout at devnull
-        # so the interpreter's final flush does not complain, as Python's docs advise.
-        with contextlib.suppress(OSError, ValueError):
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-        status = ExitStatus.OK
-    except Exception as exc:
-        # A bug, not a user mistake: one line by default, the traceback when asked for.
-        if os.environ.get("S3IDX_DEBUG"):
-            raise
-        output.error(
-            f"internal error: {type(exc).__name__}: {exc}",
-            hint="this is a bug in s3idx; run again with S3IDX_DEBUG=1 for the traceback",
-        )
-        status = ExitStatus.ERROR
+_STOPPING = b"s3idx: stopping: finishing requests under way (press Ctrl-C again to abort)\n"
+
+
+def _signal_status(signum: int) -> ExitStatus:
+    return ExitStatus.TERMINATED if signum == signal.SIGTERM else ExitStatus.INTERRUPTED
+
+
+def _abort_now(signum: int, *, json: bool = False) -> None:
+    """End the process now: no waiting for threads, requests or the interpreter's shutdown."""
+    status = _signal_status(signum)
+    with contextlib.suppress(Exception):
+        sys.stdout.flush()
+    # Straight to the file descriptors: the handler may have interrupted a write to sys.stderr.
+    with contextlib.suppress(OSError):
+        os.write(2, b"s3idx: aborted\n")
+    if json and not output.json_written():
+        with contextlib.suppress(OSError):
+            os.write(1, output.json_document({"error": "aborted", "exit_status": int(status)}))
+    os._exit(int(status))
+
+
+_current_signals = _Signals()
+
+
+def _run(body: Callable[[], ExitStatus | None], *, json: bool = False) -> None:
+    """Run a command body; map its outcome and every S3idxError to an exit status.
+
+    With ``json``, stdout holds exactly one JSON document whatever happens: the body's summary,
+    or else one carrying the error and the exit status.
+    """
+    global _current_signals
+    signals = _current_signals = _Signals(json=json)
+    output.reset_json_written()
+    error: str | None = None
+    with signals.installed():
+        try:
+            status = body()
+        except S3idxError as exc:
+            output.error(exc.message, exc.hint)
+            error, status = exc.message, exc.exit_status
+        except KeyboardInterrupt:
+            output.message("interrupted")
+            status = signals.exit_status() or ExitStatus.INTERRUPTED
+            error = "interrupted"
+        except BrokenPipeError:
+            # The reader went away (e.g. `| head`): not an error of ours. Point stdout at devnull
+            # so the interpreter's final flush does not complain, as Python's docs advise.
+            with contextlib.suppress(OSError, ValueError):
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, sys.stdout.fileno())
+            status = ExitStatus.OK
+        except Exception as exc:
+            # A bug, not a user mistake: one line by default, the traceback when asked for.
+            if os.environ.get("S3IDX_DEBUG"):
+                raise
+            error = f"internal error: {type(exc).__name__}: {exc}"
+            output.error(
+                error, hint="this is a bug in s3idx; run again with S3IDX_DEBUG=1 for the traceback"
+            )
+            status = ExitStatus.ERROR
+        if json and status and error is not None and not output.json_written():
+            output.write_json({"error": error, "exit_status": int(status)})
     if status:
         raise typer.Exit(int(status))
 
@@ -375,7 +431,7 @@ def put(
         paths = _input_paths(files)
         return _put(ctx, paths, skip_unchanged, dry_run, rejects, max_errors)
 
-    _run(body)
+    _run(body, json=json)
 
 
 def _input_paths(files: list[str] | None) -> list[str]:
@@ -406,12 +462,12 @@ def _put(
 ) -> ExitStatus | None:
     show_progress = not (ctx.quiet or ctx.json) and output.is_terminal(sys.stderr)
     read_progress = ReadProgress()
-    signals = _Signals()
+    signals = _current_signals
     with contextlib.ExitStack() as stack:
         rejects = stack.enter_context(open(rejects_path, "wb")) if rejects_path else None
         events = stack.enter_context(CliPutEvents(rejects, show_progress, read_progress))
         engine = stack.enter_context(ctx.engine())
-        stack.enter_context(signals.installed())
+        stack.enter_context(signals.cooperating())
         with _summary_on_failure(ctx):
             result = engine.put_files(
                 paths,
@@ -452,7 +508,8 @@ def _summary_on_failure(ctx: Context) -> Iterator[None]:
         partial = exc.partial_result
         summary = getattr(partial, "as_dict", None)
         if summary is not None:
-            _report(ctx, {**summary(), "error": exc.message}, output.summary_line(partial))
+            failure = {"error": exc.message, "exit_status": int(exc.exit_status)}
+            _report(ctx, {**summary(), **failure}, output.summary_line(partial))
         raise
 
 
@@ -660,7 +717,7 @@ def delete(
             return ExitStatus.PARTIAL
         return ExitStatus.NOT_FOUND if result.missing else None
 
-    _run(body)
+    _run(body, json=json)
 
 
 @app.command()
@@ -699,7 +756,7 @@ def info(
                 typer.echo(f"{name.replace('_', ' '):<{width}}  {shown}")
         return None
 
-    _run(body)
+    _run(body, json=json)
 
 
 RewriteOpt = Annotated[
@@ -763,12 +820,12 @@ def rebuild_index(
 
     def body() -> ExitStatus | None:
         ctx = Context(loc, json=json, quiet=quiet, key=key, workers=workers)
-        signals = _Signals()
+        signals = _current_signals
         show = not (quiet or json) and output.is_terminal(sys.stderr)
         with (
             CliScanEvents(show_progress=show, quiet=quiet, drift_lines=False) as events,
             ctx.engine() as engine,
-            signals.installed(),
+            signals.cooperating(),
             _summary_on_failure(ctx),
         ):
             result = engine.rebuild_index(
@@ -784,7 +841,7 @@ def rebuild_index(
             return interrupted
         return _scan_status(result.skipped.undecodable, result.adopted.rewrite_failed)
 
-    _run(body)
+    _run(body, json=json)
 
 
 def _scan_status(undecodable: int, rewrite_failed: int) -> ExitStatus | None:
@@ -826,14 +883,14 @@ def sync(
         if rewrite and (check or dry_run):
             raise UsageError("--rewrite changes objects; --check and --dry-run change nothing")
         ctx = Context(loc, json=json, quiet=quiet, workers=workers)
-        signals = _Signals()
+        signals = _current_signals
         show = not (quiet or json) and output.is_terminal(sys.stderr)
         events = CliScanEvents(show_progress=show, quiet=quiet, drift_lines=(check or dry_run))
         if dry_run:
             events.drift_labels = (
                 ACTION_LABELS if prune else {**ACTION_LABELS, "index-only": "keep"}
             )
-        with events, ctx.engine() as engine, signals.installed(), _summary_on_failure(ctx):
+        with events, ctx.engine() as engine, signals.cooperating(), _summary_on_failure(ctx):
             result = engine.sync(
                 prune=prune,
                 check=check,
@@ -851,11 +908,28 @@ def sync(
             return ExitStatus.DRIFT
         return _scan_status(result.skipped.undecodable, result.adopted.rewrite_failed)
 
-    _run(body)
+    _run(body, json=json)
 
 
 def main() -> None:
-    app(prog_name="s3idx")
+    # Outside a command's run (parsing; the interpreter's shutdown, which joins threads still
+    # waiting on a slow server) a signal has nothing to stop cleanly: it aborts at once.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _abort_on_signal)
+    try:
+        app(prog_name="s3idx")
+    except SystemExit as exc:
+        if exc.code in (ExitStatus.INTERRUPTED, ExitStatus.TERMINATED):
+            # Stopped by a signal: threads still waiting on a slow server are not waited for.
+            with contextlib.suppress(Exception):
+                sys.stdout.flush()
+                sys.stderr.flush()
+            os._exit(int(exc.code))
+        raise
+
+
+def _abort_on_signal(signum: int, frame: Any) -> None:
+    _abort_now(_current_signals.received or signum, json=_current_signals.json)
 
 
 if __name__ == "__main__":

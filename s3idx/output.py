@@ -60,9 +60,28 @@ def json_line(value: Any) -> bytes:
     return codec.dumps(value) + b"\n"
 
 
+_json_written = False
+
+
 def write_json(value: Mapping[str, Any]) -> None:
-    sys.stdout.buffer.write(orjson.dumps(redact_mapping(value)) + b"\n")
+    """The one JSON document of a command's ``--json`` output."""
+    global _json_written
+    _json_written = True
+    sys.stdout.buffer.write(json_document(value))
     sys.stdout.flush()
+
+
+def json_document(value: Mapping[str, Any]) -> bytes:
+    return orjson.dumps(redact_mapping(value)) + b"\n"
+
+
+def json_written() -> bool:
+    return _json_written
+
+
+def reset_json_written() -> None:
+    global _json_written
+    _json_written = False
 
 
 def redact_mapping(value: Any) -> Any:
