@@ -36,6 +36,7 @@ class Settings:
     endpoint_url: str | None = None
     transport: str = "boto3"
     create_bucket: bool = False
+    timeout: float = 60.0  # seconds a request to S3 may go unanswered before it fails
 
 
 # name in the config file and after S3IDX_ in the environment -> parser
@@ -53,6 +54,7 @@ _PARSERS: dict[str, Any] = {
     "endpoint_url": str,
     "transport": str,
     "create_bucket": bool,
+    "timeout": float,
 }
 SETTING_NAMES = tuple(_PARSERS)
 assert set(SETTING_NAMES) <= {f.name for f in fields(Settings)}
@@ -149,6 +151,14 @@ def _parse(parser: Any, raw: Any, where: str) -> Any:
         if text in ("0", "false", "no", "off"):
             return False
         raise ConfigError(f"{where}: expected true or false, got {raw!r}")
+    if parser is float:
+        try:
+            value = float(raw)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}: expected a number of seconds, got {raw!r}") from None
+        if isinstance(raw, bool) or not 0 < value < float("inf"):
+            raise ConfigError(f"{where}: expected a positive number of seconds, got {raw!r}")
+        return value
     if parser is int:
         if isinstance(raw, bool):
             raise ConfigError(f"{where}: expected a whole number, got {raw!r}")

@@ -47,6 +47,7 @@ from s3idx.store.s3 import (
     DEFAULT_POOL_CONNECTIONS,
     DEFAULT_READ_TIMEOUT,
     READ_CHUNK,
+    TIMEOUT_HINT,
     S3Store,
     scrub,
 )
@@ -67,6 +68,7 @@ _STATUS = re.compile(r"status code: (\d{3})")
 _CODE = re.compile(r"<Code>([^<]+)</Code>")
 _MESSAGE = re.compile(r"<Message>([^<]*)</Message>")
 # Connection failures that mean "nothing answers there" rather than "the answer was lost".
+_TIMED_OUT = re.compile(r"kind: Timeout|TimedOut|operation timed out", re.I)
 _UNREACHABLE = re.compile(r"ConnectionRefused|tcp connect error|dns error|Connect,", re.I)
 
 
@@ -308,6 +310,13 @@ def translate_obstore_error(
         return BackendUnavailableError(
             f"cannot reach S3 at {named} for {where}: {reason}",
             hint="check --endpoint-url, the network, and that the server is running",
+        )
+    if _TIMED_OUT.search(text):
+        return TransientError(
+            f"cannot reach S3 at {named} for {where}: timed out (no answer within "
+            f"{boto.timeouts[1]:g} s)",
+            hint=TIMEOUT_HINT,
+            timed_out=True,
         )
     if isinstance(exc, obstore.exceptions.BaseError) or "error sending request" in text:
         return TransientError(

@@ -25,6 +25,7 @@ from botocore.exceptions import (
     ClientError,
     ConfigNotFound,
     ConnectionClosedError,
+    ConnectTimeoutError,
     CredentialRetrievalError,
     HTTPClientError,
     IncompleteReadError,
@@ -87,6 +88,10 @@ _PERMISSION_HINT = "the credentials work but are not allowed to do this on this 
 _EXPIRED_HINT = "the session token has expired: refresh it (e.g. aws sso login) and try again"
 _REGION_HINT = "give the bucket's region with --region (or set it in the AWS profile)"
 _TRANSIENT_HINT = "S3 is busy or failing; run the command again later"
+TIMEOUT_HINT = (
+    "check --endpoint-url and that the server is running; a slow server may need a longer "
+    "deadline: S3IDX_TIMEOUT=SECONDS (default 60)"
+)
 
 # botocore error code -> (s3idx exception, hint), as s3fs maps codes to OSErrors. A HEAD
 # response has no body, so its errors arrive as bare HTTP statuses ("404", "403").
@@ -191,6 +196,7 @@ def translate_error(
     prefix: str = "",
     endpoint: str | None = None,
     create_bucket: bool = False,
+    timeouts: tuple[float, float] | None = None,
 ) -> S3idxError:
     """The s3idx error for a botocore failure concerning ``bucket`` (and the document ``key``).
 
@@ -214,6 +220,18 @@ def translate_error(
             hint=_CREDENTIALS_HINT,
         )
     named = scrub(redact(endpoint or "the S3 endpoint"))
+    if isinstance(exc, ReadTimeoutError | ConnectTimeoutError):
+        connect, read = timeouts or (DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT)
+        waited = (
+            f"no connection within {connect:g} s"
+            if isinstance(exc, ConnectTimeoutError)
+            else f"no answer within {read:g} s"
+        )
+        return TransientError(
+            f"cannot reach S3 at {named} for {where}: timed out ({waited})",
+            hint=TIMEOUT_HINT,
+            timed_out=True,
+        )
     if isinstance(exc, _INTERRUPTED_ERRORS):
         return TransientError(
             f"connection to {named} was interrupted while working on {where}: {_reason(exc)}",
@@ -330,6 +348,7 @@ class S3Store:
         self._bucket_lock = threading.Lock()
         self._bucket_created = False
         self._bucket_seen = False
+        self._timeouts = (connect_timeout, read_timeout)
         config = Config(
             max_pool_connections=max_pool_connections,
             # Checksums only where S3 demands them (DeleteObjects) and no parameter validation:
@@ -353,7 +372,7 @@ class S3Store:
     ) -> tuple[boto3.Session, Any]:
         try:
             session = boto3.Session(profile_name=profile, region_name=region)
-            return session, session.client("s3", endpoint_url=endpoint_url, config=config)
+            client = session.client("s3", endpoint_url=endpoint_url, config=config)
         except (ClientError, BotoCoreError) as exc:
             raise self._error(exc) from None
         except ValueError as exc:  # a malformed endpoint URL or region
@@ -361,6 +380,11 @@ class S3Store:
                 f"cannot use S3 endpoint {redact(endpoint_url or 'default')!r} "
                 f"with region {region!r}: {scrub(str(exc))}"
             ) from None
+        # botocore sends "Expect: 100-continue" with every PUT body; a server that answers
+        # with part of "100 Continue" and closes makes it spin forever in _consume_headers
+        # (no timeout fires). Bodies here are small and sent whole: the header buys nothing.
+        client.meta.events.register_last("before-call.s3", _without_expect_header)
+        return session, client
 
     @property
     def session(self) -> boto3.Session:
@@ -371,6 +395,11 @@ class S3Store:
     def client(self) -> Any:
         """The shared boto3 S3 client (generated at run time, hence untyped)."""
         return self._client
+
+    @property
+    def timeouts(self) -> tuple[float, float]:
+        """Seconds to connect, and to wait for an answer, per request."""
+        return self._timeouts
 
     @property
     def region(self) -> str | None:
@@ -402,6 +431,7 @@ class S3Store:
             prefix=self.prefix,
             endpoint=endpoint,
             create_bucket=self._create_bucket,
+            timeouts=self._timeouts,
         )
 
     @contextlib.contextmanager
@@ -589,6 +619,10 @@ class S3Store:
 
     def close(self) -> None:
         self._client.close()
+
+
+def _without_expect_header(params: dict[str, Any], **kwargs: Any) -> None:
+    params.get("headers", {}).pop("Expect", None)
 
 
 def _head(key: str, response: Mapping[str, Any]) -> ObjectHead:
