@@ -34,6 +34,7 @@ from s3idx.config import (
 )
 from s3idx.engine.core import Engine
 from s3idx.engine.inputs import ReadProgress
+from s3idx.engine.recover import REPORTED_KEYS_LIMIT
 from s3idx.engine.results import PutResult
 from s3idx.errors import ExitStatus, S3idxError, UsageError
 from s3idx.query.sort import parse_sort
@@ -771,19 +772,31 @@ RewriteOpt = Annotated[
 class CliScanEvents(output.CliEvents):
     """Progress over listed objects; skipped objects and drift reported as they are found."""
 
-    def __init__(self, *, show_progress: bool, quiet: bool, drift_lines: bool) -> None:
+    def __init__(
+        self, *, show_progress: bool, quiet: bool, drift_lines: bool, json: bool = False
+    ) -> None:
         super().__init__(rejects=None, show_progress=show_progress)
         self._quiet = quiet
         self._drift_lines = drift_lines
+        self._json = json
         self.drift_labels = DRIFT_LABELS
+        # With --json the drift goes into the one JSON document, not onto lines before it.
+        self.drift_keys: dict[str, list[str]] = {}
 
     def skipped(self, key: str, reason: str) -> None:
         if not self._quiet:
             self.say(f"{key}: {reason}")
 
     def drift(self, kind: str, key: str) -> None:
-        if self._drift_lines:
-            sys.stdout.write(f"{self.drift_labels[kind]}\t{key}\n")
+        if not self._drift_lines:
+            return
+        label = self.drift_labels[kind]
+        if self._json:
+            keys = self.drift_keys.setdefault(label, [])
+            if len(keys) < REPORTED_KEYS_LIMIT:
+                keys.append(key)
+        else:
+            sys.stdout.write(f"{label}\t{key}\n")
 
 
 DRIFT_LABELS = {"bucket-only": "bucket-only", "index-only": "index-only", "changed": "changed"}
@@ -864,6 +877,13 @@ def sync(
             "--prune/--no-prune", help="Remove entries whose objects are gone.", show_default=True
         ),
     ] = True,
+    strict: Annotated[
+        bool,
+        typer.Option(
+            "--strict",
+            help="With --check: objects not written by s3idx count as drift too (exit 7).",
+        ),
+    ] = False,
     rewrite: RewriteOpt = False,
     workers: WorkersOpt = None,
     json: JsonOpt = False,
@@ -880,12 +900,16 @@ def sync(
     def body() -> ExitStatus | None:
         if check and dry_run:
             raise UsageError("--check and --dry-run do the same reading; give one of them")
+        if strict and not check:
+            raise UsageError("--strict goes with --check")
         if rewrite and (check or dry_run):
             raise UsageError("--rewrite changes objects; --check and --dry-run change nothing")
         ctx = Context(loc, json=json, quiet=quiet, workers=workers)
         signals = _current_signals
         show = not (quiet or json) and output.is_terminal(sys.stderr)
-        events = CliScanEvents(show_progress=show, quiet=quiet, drift_lines=(check or dry_run))
+        events = CliScanEvents(
+            show_progress=show, quiet=quiet, drift_lines=(check or dry_run), json=json
+        )
         if dry_run:
             events.drift_labels = (
                 ACTION_LABELS if prune else {**ACTION_LABELS, "index-only": "keep"}
@@ -900,11 +924,14 @@ def sync(
                 stop=signals.stop,
             )
         sys.stdout.flush()
-        _report(ctx, result.as_dict(), output.sync_summary(result))
+        summary = result.as_dict()
+        if json and (check or dry_run):
+            summary["drift_keys"] = events.drift_keys
+        _report(ctx, summary, output.sync_summary(result))
         interrupted = signals.exit_status()
         if interrupted is not None:
             return interrupted
-        if check and result.drift:
+        if check and (result.drift or (strict and result.skipped.not_s3idx)):
             return ExitStatus.DRIFT
         return _scan_status(result.skipped.undecodable, result.adopted.rewrite_failed)
 

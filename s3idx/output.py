@@ -148,8 +148,10 @@ def sync_summary(result: SyncResult) -> str:
         if not result.prune and result.index_only:
             line += f", kept {result.index_only} stale entries (--no-prune)"
     skipped = result.skipped
-    if skipped.not_s3idx or skipped.undecodable:
-        line += f"; {skipped.not_s3idx} not s3idx objects, {skipped.undecodable} undecodable"
+    if skipped.not_s3idx:
+        line += f"; foreign: {_objects(skipped.not_s3idx)} not written by s3idx (ignored)"
+    if skipped.undecodable:
+        line += f"; {_objects(skipped.undecodable)} with undecodable metadata"
     line += _adopted(result.adopted, "; ")
     if result.retries:
         line += f"; {result.retries} retries"
@@ -157,6 +159,10 @@ def sync_summary(result: SyncResult) -> str:
     if result.interrupted:
         line += "; interrupted"
     return line
+
+
+def _objects(count: int) -> str:
+    return f"{count} object" if count == 1 else f"{count} objects"
 
 
 def _adopted(adopted: Adopted, separator: str) -> str:
