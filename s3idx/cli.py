@@ -944,15 +944,28 @@ def main() -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, _abort_on_signal)
     try:
-        app(prog_name="s3idx")
-    except SystemExit as exc:
-        if exc.code in (ExitStatus.INTERRUPTED, ExitStatus.TERMINATED):
-            # Stopped by a signal: threads still waiting on a slow server are not waited for.
-            with contextlib.suppress(Exception):
-                sys.stdout.flush()
-                sys.stderr.flush()
-            os._exit(int(exc.code))
-        raise
+        status = app(prog_name="s3idx", standalone_mode=False)
+    except _CLICK_EXCEPTION as exc:  # a flag or argument that parsing refused
+        exc.show()
+        if "--json" in sys.argv[1:]:
+            output.write_json({"error": exc.format_message(), "exit_status": exc.exit_code})
+        status = exc.exit_code
+    except typer.Abort:
+        output.message("aborted")
+        status = ExitStatus.ERROR
+    if status in (ExitStatus.INTERRUPTED, ExitStatus.TERMINATED):
+        # Stopped by a signal: threads still waiting on a slow server are not waited for.
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(int(status))
+    sys.exit(status if isinstance(status, int) else 0)
+
+
+# Typer raises click's exceptions, from click or from its own copy of click (newer releases).
+_CLICK_EXCEPTION: type[Exception] = next(
+    c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException"
+)
 
 
 def _abort_on_signal(signum: int, frame: Any) -> None:
