@@ -30,6 +30,8 @@ from s3idx.config import (
     default_index,
     default_store,
     redact,
+    remember_environment_secrets,
+    remember_location_secrets,
     resolve_settings,
 )
 from s3idx.engine.core import Engine
@@ -178,6 +180,7 @@ class Context:
         profile, config = loc.pop("profile"), loc.pop("config")
         self.config_file = config
         self.settings = resolve_settings({**loc, **flags}, profile=profile, config_file=config)
+        remember_location_secrets(self.settings.index)
 
     def engine(self) -> Engine:
         return Engine.from_settings(self.settings)
@@ -275,6 +278,7 @@ def _run(body: Callable[[], ExitStatus | None], *, json: bool = False) -> None:
     global _current_signals
     signals = _current_signals = _Signals(json=json)
     output.reset_json_written()
+    remember_environment_secrets()
     error: str | None = None
     with signals.installed():
         try:

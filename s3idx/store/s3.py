@@ -46,7 +46,7 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from s3idx._version import __version__
 from s3idx.codec import MAX_KEY_BYTES, check_metadata_size
-from s3idx.config import redact
+from s3idx.config import redact, remember_secret
 from s3idx.errors import (
     AccessDeniedError,
     BackendUnavailableError,
@@ -176,12 +176,43 @@ _SECRETS = re.compile(
     r"|(?<=Credential=)[^,\s]+"
     r"|(?<=Signature=)[0-9A-Fa-f]+"
     r"|(?<![A-Za-z0-9/+=])[A-Za-z0-9/+=]{40,}"
+    r"|eyJ[A-Za-z0-9_-]{4,}(?:\.[A-Za-z0-9_-]*)*"  # a JWT, all of its segments
 )
 
 
 def scrub(text: str) -> str:
-    """Text from botocore or the server with anything credential-like replaced by ``***``."""
-    return _SECRETS.sub("***", text)
+    """Text from botocore or the server with anything credential-like replaced by ``***``.
+
+    Beside these patterns, every secret known by value is hidden too (``config.redact``).
+    """
+    return redact(_SECRETS.sub("***", text))
+
+
+def remember_credentials(session: boto3.Session) -> None:
+    """Make the session's credentials known to ``redact``, so no message can show them."""
+    try:
+        credentials = session.get_credentials()
+        frozen = credentials.get_frozen_credentials() if credentials is not None else None
+    except Exception:  # the credentials cannot even be loaded: nothing of them to hide
+        return
+    if frozen is not None:
+        for value in (frozen.access_key, frozen.secret_key, frozen.token):
+            remember_secret(value)
+
+
+def line_break_error(where: str) -> AccessDeniedError:
+    return AccessDeniedError(
+        f"the AWS session token (or key) for {where} contains a line break or another "
+        "control character, so no request can carry it",
+        hint="check ~/.aws/credentials and AWS_SESSION_TOKEN / AWS_ACCESS_KEY_ID / "
+        "AWS_SECRET_ACCESS_KEY (a file saved with Windows line ends leaves a stray \\r)",
+    )
+
+
+def _bad_header_value(exc: BaseException) -> bool:
+    """http.client refused a header value: a credential holding a line break, in practice."""
+    inner = getattr(exc, "kwargs", {}).get("error")
+    return isinstance(inner, ValueError) and "Invalid header value" in str(inner)
 
 
 def error_code(exc: ClientError) -> str:
@@ -242,6 +273,8 @@ def translate_error(
             f"TLS with {named} failed for {where}: {_reason(exc)}",
             hint="check the endpoint URL, or point AWS_CA_BUNDLE at the server's CA certificate",
         )
+    if isinstance(exc, HTTPClientError) and _bad_header_value(exc):
+        return line_break_error(where)
     # Refused, unresolvable, connect timeouts, proxies: ConnectionError, not HTTPClientError.
     if isinstance(exc, BotoConnectionError | HTTPClientError):
         return BackendUnavailableError(
@@ -423,6 +456,8 @@ class S3Store:
             )
 
     def _error(self, exc: BaseException, key: str | None = None) -> S3idxError:
+        if hasattr(self, "_session"):
+            remember_credentials(self._session)
         endpoint = self._client.meta.endpoint_url if hasattr(self, "_client") else None
         return translate_error(
             exc,
