@@ -485,13 +485,11 @@ def _put(
                 stop=signals.stop,
                 progress=events.on_progress,
             )
-    _report(ctx, result.as_dict(), output.put_summary(result))
-    interrupted = signals.exit_status()
-    if interrupted is not None:
-        return interrupted
-    if result.rejected or result.not_indexed:
-        return ExitStatus.PARTIAL
-    return None
+    status = signals.exit_status()
+    if status is None and (result.rejected or result.not_indexed):
+        status = ExitStatus.PARTIAL
+    _report(ctx, result.as_dict(), output.put_summary(result), status)
+    return status
 
 
 class CliPutEvents(output.CliEvents):
@@ -513,14 +511,16 @@ def _summary_on_failure(ctx: Context) -> Iterator[None]:
         partial = exc.partial_result
         summary = getattr(partial, "as_dict", None)
         if summary is not None:
-            failure = {"error": exc.message, "exit_status": int(exc.exit_status)}
-            _report(ctx, {**summary(), **failure}, output.summary_line(partial))
+            summary_line = output.summary_line(partial)
+            _report(ctx, {**summary(), "error": exc.message}, summary_line, exc.exit_status)
         raise
 
 
-def _report(ctx: Context, summary: dict[str, Any], line: str) -> None:
+def _report(
+    ctx: Context, summary: dict[str, Any], line: str, status: ExitStatus | None = None
+) -> None:
     if ctx.json:
-        output.write_json(summary)
+        output.write_json({**summary, "exit_status": int(status or ExitStatus.OK)})
     elif not ctx.quiet:
         output.message(line)
 
@@ -717,10 +717,13 @@ def delete(
             line += f", {len(result.missing)} not found"
         if result.failed:
             line += f", {len(result.failed)} failed"
-        _report(ctx, result.as_dict(), line)
+        status = None
         if result.failed:
-            return ExitStatus.PARTIAL
-        return ExitStatus.NOT_FOUND if result.missing else None
+            status = ExitStatus.PARTIAL
+        elif result.missing:
+            status = ExitStatus.NOT_FOUND
+        _report(ctx, result.as_dict(), line, status)
+        return status
 
     _run(body, json=json)
 
@@ -848,15 +851,15 @@ def rebuild_index(
             result = engine.rebuild_index(
                 resume=resume, rewrite=rewrite, events=events, stop=signals.stop
             )
-        _report(ctx, result.as_dict(), output.rebuild_summary(result))
+        status = signals.exit_status() or _scan_status(
+            result.skipped.undecodable, result.adopted.rewrite_failed
+        )
+        _report(ctx, result.as_dict(), output.rebuild_summary(result), status)
         if result.interrupted:
             output.message(
                 "rebuild stopped; the old index is unchanged; run again with --resume to continue"
             )
-        interrupted = signals.exit_status()
-        if interrupted is not None:
-            return interrupted
-        return _scan_status(result.skipped.undecodable, result.adopted.rewrite_failed)
+        return status
 
     _run(body, json=json)
 
@@ -931,13 +934,13 @@ def sync(
         summary = result.as_dict()
         if json and (check or dry_run):
             summary["drift_keys"] = events.drift_keys
-        _report(ctx, summary, output.sync_summary(result))
-        interrupted = signals.exit_status()
-        if interrupted is not None:
-            return interrupted
-        if check and (result.drift or (strict and result.skipped.not_s3idx)):
-            return ExitStatus.DRIFT
-        return _scan_status(result.skipped.undecodable, result.adopted.rewrite_failed)
+        status = signals.exit_status()
+        if status is None and check and (result.drift or (strict and result.skipped.not_s3idx)):
+            status = ExitStatus.DRIFT
+        if status is None:
+            status = _scan_status(result.skipped.undecodable, result.adopted.rewrite_failed)
+        _report(ctx, summary, output.sync_summary(result), status)
+        return status
 
     _run(body, json=json)
 

@@ -52,9 +52,11 @@ def test_put_json_in_every_outcome(run: Run, filled: list[str], tmp_path: Path) 
     ok = run("put", "--json", *filled, input=jsonl({"fs_id": "b", "v": 2}))
     assert ok.exit_code == 0
     assert _one_document(ok.stdout)["stored"] == 1
+    assert _one_document(ok.stdout)["exit_status"] == 0
 
     partial = run("put", "--json", *filled, input=b'{"fs_id": "c"}\nnot json\n')
     assert partial.exit_code == ExitStatus.PARTIAL
+    assert _one_document(partial.stdout)["exit_status"] == ExitStatus.PARTIAL
     assert (_one_document(partial.stdout)["stored"], _one_document(partial.stdout)["rejected"]) == (
         1,
         1,
@@ -77,6 +79,7 @@ def test_delete_json_in_every_outcome(run: Run, filled: list[str]) -> None:
     missing = run("delete", "--json", "nope", *filled)
     assert missing.exit_code == ExitStatus.NOT_FOUND
     assert _one_document(missing.stdout)["missing"] == ["nope"]
+    assert _one_document(missing.stdout)["exit_status"] == ExitStatus.NOT_FOUND
 
     dry = run("delete", "--json", "--dry-run", "a", *filled)
     assert dry.exit_code == 0
@@ -134,6 +137,7 @@ def test_sync_drift_goes_into_the_json_not_before_it(
     label = "bucket-only" if mode == "--check" else "add"
     assert sorted(document["drift_keys"][label]) == ["a", "b"]
     assert document["drift"] == 2
+    assert document["exit_status"] == (ExitStatus.DRIFT if mode == "--check" else 0)
 
 
 def test_rebuild_json_on_success(run: Run, filled: list[str]) -> None:
