@@ -103,6 +103,14 @@ class ObjectNotFoundError(NotFoundError):
         self.key = key
 
 
+class ObjectChangedError(S3idxError):
+    """An object was replaced since it was read, so a conditional change was not made."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"object {key!r} changed since it was read; it was left as it is")
+        self.key = key
+
+
 class BackendUnavailableError(S3idxError):
     """A backend cannot be reached or used (connection refused, read-only file, disk full)."""
 

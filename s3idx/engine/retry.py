@@ -170,6 +170,13 @@ class RetryingStore:
     def delete(self, keys: Sequence[str]) -> list[DeleteFailure]:
         return self._call(lambda: self.inner.delete(keys))
 
+    def replace_metadata(
+        self, key: str, metadata: Mapping[str, str], *, if_match: str
+    ) -> PutReceipt:
+        # Safe to retry: a first attempt that did land changed the ETag or left it equal,
+        # and either way the retry finds the metadata it wanted or refuses a changed object.
+        return self._call(lambda: self.inner.replace_metadata(key, metadata, if_match=if_match))
+
     def list(self, prefix: str = "", *, start_after: str | None = None) -> Iterator[ObjectInfo]:
         """Listing retried page by page: a failure resumes after the last key yielded."""
         last = start_after

@@ -6,8 +6,10 @@ Layout in the database:
   UTF-8 byte order); the entry's own fields sit at the top level, so any MongoDB filter works on
   them as written. A unique index on the key field and one index per searchable field.
 - ``s3idx_meta``: small documents about the indexes of this database, ``_id`` = collection name:
-  ``{"key_field", "fields", "format"}``; and, while a rebuild is in progress,
-  ``_id`` = ``<collection>__rebuild``: ``{"key_field", "run", "checkpoint", "started"}``.
+  ``{"key_field", "fields", "format", "pending"}`` (``pending``: ``{"field", "entries"}`` for
+  each field added while the collection held entries, until ``reindex`` backfills it); and,
+  while a rebuild is in progress, ``_id`` = ``<collection>__rebuild``:
+  ``{"key_field", "run", "checkpoint", "started"}``.
 - ``<collection>__rebuild``: the entries of a rebuild; renamed over ``<collection>`` on commit.
 
 pymongo is imported here only, and every pymongo error is translated into an ``S3idxError`` at
@@ -18,7 +20,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -64,6 +66,7 @@ ID = "_id"
 # Entries per bulk write and keys per ``$in`` query: well under the 16 MB command limit with
 # entries of at most 2 KB, and large enough that round trips do not dominate.
 BATCH_SIZE = 1000
+PENDING_UPDATE_ATTEMPTS = 10
 
 AUTH_CODES = frozenset({13, 18})  # Unauthorized, AuthenticationFailed
 ATLAS_ERROR = 8000  # Atlas proxies answer a bad login with this code and "bad auth ..."
@@ -425,11 +428,18 @@ class MongoIndex:
 
     def _settings_of(self, doc: Mapping[str, Any]) -> IndexSettings:
         key_field, fields = doc.get("key_field"), doc.get("fields", [])
-        if not isinstance(key_field, str) or not isinstance(fields, list):
+        pending = doc.get("pending", [])
+        if (
+            not isinstance(key_field, str)
+            or not isinstance(fields, list)
+            or not isinstance(pending, list)
+            or not all(isinstance(p, Mapping) and "field" in p for p in pending)
+        ):
             raise S3idxError(
                 f"the settings of {self.location} in {META_COLLECTION!r} are damaged: {doc!r}"
             )
-        return IndexSettings(key_field, tuple(unique_fields(key_field, fields)))
+        waiting = tuple((str(p["field"]), int(p.get("entries", 0))) for p in pending)
+        return IndexSettings(key_field, tuple(unique_fields(key_field, fields)), waiting)
 
     def configure(self, key_field: str, fields: Sequence[str]) -> IndexSettings:
         wanted = unique_fields(key_field, fields)
@@ -442,24 +452,76 @@ class MongoIndex:
         # One atomic update, so concurrent writers adding fields lose none. It matches on the
         # key field too: where another key field is recorded, the upsert's insert clashes with
         # that document's _id, and nothing changes.
+        # The document as it was before tells which fields this call added, so that exactly
+        # one of several concurrent writers marks a new field pending.
         with self._guard("recording the settings of"):
             try:
-                doc = self._meta.find_one_and_update(
+                before = self._meta.find_one_and_update(
                     {ID: self._name, "key_field": key_field},
                     {
                         "$addToSet": {"fields": {"$each": fields}},
                         "$setOnInsert": {"format": FORMAT},
                     },
                     upsert=True,
-                    return_document=ReturnDocument.AFTER,
+                    return_document=ReturnDocument.BEFORE,
                 )
             except DuplicateKeyError:
-                doc = None
-        if doc is None:
-            recorded = self.settings()
-            raise self._key_mismatch(recorded.key_field if recorded else "?", key_field)
+                recorded = self.settings()
+                raise self._key_mismatch(
+                    recorded.key_field if recorded else "?", key_field
+                ) from None
         self._key_field = key_field
-        return self._settings_of(doc)
+        if before is None:
+            return IndexSettings(key_field, tuple(fields))
+        settings = self._settings_of(before)
+        new = [f for f in fields if f not in settings.fields]
+        pending = settings.pending
+        if new:
+            with self._guard("recording the settings of"):
+                held = int(self._live.count_documents({})) if self._live.find_one() else 0
+                if held:
+                    added = [{"field": f, "entries": held} for f in new]
+                    self._meta.update_one(
+                        {ID: self._name}, {"$push": {"pending": {"$each": added}}}
+                    )
+                    pending = (*pending, *((f, held) for f in new))
+        return IndexSettings(key_field, (*settings.fields, *new), pending)
+
+    def mark_complete(self, fields: Sequence[str]) -> IndexSettings:
+        return self._update_pending(lambda old, _: [p for p in old if p.get("field") not in fields])
+
+    def mark_pending(self, pending: Sequence[tuple[str, int]]) -> IndexSettings:
+        def merged(old: list[dict[str, Any]], recorded: list[str]) -> list[dict[str, Any]]:
+            counts = {str(p["field"]): int(p.get("entries", 0)) for p in old}
+            for name, entries in pending:
+                if name in recorded and entries > 0:
+                    counts[name] = counts.get(name, 0) + entries
+            return [{"field": f, "entries": n} for f, n in counts.items()]
+
+        return self._update_pending(merged)
+
+    def _update_pending(
+        self, change: Callable[[list[dict[str, Any]], list[str]], list[dict[str, Any]]]
+    ) -> IndexSettings:
+        # Compare-and-set on the whole list rather than $pull/$push with conditions, which
+        # FerretDB ignores; a writer changing the list meanwhile makes the update match
+        # nothing, and the change is made again on the new list.
+        for _ in range(PENDING_UPDATE_ATTEMPTS):
+            with self._guard("recording the settings of"):
+                doc = self._meta.find_one({ID: self._name})
+                if doc is None:
+                    raise IndexSettingsError(f"index {self.location} has no recorded key field")
+                old = list(doc.get("pending", []))
+                new = change(old, list(doc.get("fields", [])))
+                if new == old:
+                    return self._settings_of(doc)
+                unchanged = doc.get("pending", {"$exists": False})
+                done = self._meta.update_one(
+                    {ID: self._name, "pending": unchanged}, {"$set": {"pending": new}}
+                )
+            if done.matched_count:
+                return self._settings_of({**doc, "pending": new})
+        raise TransientError(f"the settings of {self.location} kept changing; run it again")
 
     def _key_mismatch(self, recorded: str, wanted: str) -> IndexSettingsError:
         return IndexSettingsError(
@@ -708,7 +770,7 @@ class MongoRebuild:
             )
         fields = unique_fields(settings.key_field, settings.fields)
         self._index._check_fields(settings.key_field, fields)
-        final = IndexSettings(settings.key_field, tuple(fields))
+        final = IndexSettings(settings.key_field, tuple(fields), settings.pending)
         with self._index._guard("committing the rebuild of"):
             if self._index._meta.find_one(self._mine()) is None:
                 raise self._superseded()
@@ -718,7 +780,14 @@ class MongoRebuild:
             self._collection.rename(self._index._name, dropTarget=True)
             self._index._meta.replace_one(
                 {ID: self._index._name},
-                {"key_field": final.key_field, "fields": fields, "format": FORMAT},
+                {
+                    "key_field": final.key_field,
+                    "fields": fields,
+                    "format": FORMAT,
+                    "pending": [
+                        {"field": f, "entries": n} for f, n in settings.pending if f in fields
+                    ],
+                },
                 upsert=True,
             )
             self._index._meta.delete_one(self._mine())

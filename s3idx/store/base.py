@@ -81,6 +81,17 @@ class ObjectStore(Protocol):
         """Delete objects; a missing key is not a failure (S3 semantics)."""
         ...
 
+    def replace_metadata(
+        self, key: str, metadata: Mapping[str, str], *, if_match: str
+    ) -> PutReceipt:
+        """Give the object new metadata, its body untouched and not sent again.
+
+        Only if its ETag is still ``if_match``: otherwise ObjectChangedError and no change (a
+        concurrent overwrite wins). ObjectNotFoundError for a missing key. The receipt holds
+        the object's ETag afterwards (it may or may not differ from the old one).
+        """
+        ...
+
     def close(self) -> None: ...
 
 

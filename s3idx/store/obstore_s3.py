@@ -252,6 +252,13 @@ class ObstoreS3Store:
     def delete(self, keys: Sequence[str]) -> list[DeleteFailure]:
         return self._boto.delete(keys)
 
+    def replace_metadata(
+        self, key: str, metadata: Mapping[str, str], *, if_match: str
+    ) -> PutReceipt:
+        # obstore (object_store) has no copy that replaces metadata: boto3's CopyObject does it
+        # server-side, so the body is still not sent again.
+        return self._boto.replace_metadata(key, metadata, if_match=if_match)
+
     def close(self) -> None:
         self._store = None
         self._boto.close()

@@ -536,5 +536,77 @@ def test_writes_after_a_commit_go_to_the_new_index(filled: Index) -> None:
 
     filled.upsert([entry("q", n=7)])
     assert filled.delete(["x"]) == 1
-    assert filled.configure(KEY, ["tags"]) == IndexSettings(KEY, ("n", "s", "tags"))
+    # Added to an index of 3 entries: pending for them until reindex backfills it.
+    assert filled.configure(KEY, ["tags"]) == IndexSettings(KEY, ("n", "s", "tags"), (("tags", 3),))
     assert sorted(keys(filled.find())) == ["a", "q", "y"]
+
+
+# --- fields added later: pending until backfilled --------------------------------------------
+
+
+def test_a_field_added_to_an_empty_index_is_complete_at_once(index: Index) -> None:
+    index.configure(KEY, ["a"])
+
+    assert index.configure(KEY, ["b"]) == IndexSettings(KEY, ("a", "b"))
+    assert index.settings() is not None and index.settings().pending == ()
+
+
+def test_a_field_added_to_a_filled_index_is_pending_with_its_entry_count(
+    filled: Index, open_index: Any
+) -> None:
+    settings = filled.configure(KEY, ["later", "n"])
+
+    assert settings.fields == (*FIELDS, "later")
+    assert settings.pending == (("later", len(ENTRIES)),)
+    assert settings.complete_fields == FIELDS
+    assert open_index().settings() == settings  # recorded, not just returned
+    assert filled.configure(KEY, ["later"]).pending == (("later", len(ENTRIES)),)  # not twice
+
+
+def test_mark_complete_clears_only_the_fields_named(filled: Index, open_index: Any) -> None:
+    filled.configure(KEY, ["p", "q"])
+
+    settings = filled.mark_complete(["p"])
+
+    assert settings.pending == (("q", len(ENTRIES)),)
+    assert open_index().settings() == settings
+    assert filled.mark_complete(["q", "unknown"]).pending == ()
+    assert filled.settings() == IndexSettings(KEY, (*FIELDS, "p", "q"))
+
+
+def test_rebuild_commit_records_pending_fields(filled: Index, open_index: Any) -> None:
+    rebuild = filled.start_rebuild(KEY)
+    rebuild.upsert(NEW)
+
+    rebuild.commit(IndexSettings(KEY, ("n", "s"), (("s", 2),)))
+
+    assert filled.settings() == IndexSettings(KEY, ("n", "s"), (("s", 2),))
+    assert open_index().settings() == IndexSettings(KEY, ("n", "s"), (("s", 2),))
+
+
+# --- what queries may name: decided above the backends, from what each one records ------------
+
+
+def test_every_backend_records_what_the_query_check_needs(filled: Index) -> None:
+    from s3idx.query.indexed import FieldNotIndexedError, FieldPendingError, check_query_paths
+
+    filled.configure(KEY, ["later"])
+    settings = filled.settings()
+
+    for held in ({"n": 1}, {"meta.x": 1}, {"meta.arr.v.w": 1}, {KEY: "a"}, {"last_updated": 1}):
+        check_query_paths(settings, filter=held, sort=[("s", 1)], fields=["tags"])
+    for missing in ({"other": 1}, {"meta": {"x": 1}}, {"meta.y": 1}, {"_id": "a"}):
+        with pytest.raises(FieldNotIndexedError):
+            check_query_paths(settings, filter={"$or": [{"n": 1}, missing]})
+    with pytest.raises(FieldPendingError, match=f"for the {len(ENTRIES)} documents"):
+        check_query_paths(settings, sort=[("later", -1)])
+    check_query_paths(filled.mark_complete(["later"]), filter={"later": None})
+
+
+def test_mark_pending_adds_to_recorded_fields_only(filled: Index, open_index: Any) -> None:
+    settings = filled.mark_pending([("n", 2), ("not-recorded", 4), ("s", 0)])
+
+    assert settings.pending == (("n", 2),)
+    assert filled.mark_pending([("n", 1), ("tags", 3)]).pending == (("n", 3), ("tags", 3))
+    assert open_index().settings() == IndexSettings(KEY, FIELDS, (("n", 3), ("tags", 3)))
+    assert filled.mark_complete(["n", "tags"]).pending == ()
