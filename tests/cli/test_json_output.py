@@ -165,3 +165,14 @@ def test_json_even_when_parsing_refuses_the_command_line(
     document = _one_document(process.stdout.decode())
     assert document["exit_status"] == ExitStatus.USAGE
     assert document["error"]
+
+
+def test_reindex_json_on_success_and_on_refusal(
+    run: Run, filled: list[str], tmp_path: Path
+) -> None:
+    ok = run("reindex", "--json", *filled)
+    assert ok.exit_code == 0, ok.stderr
+    assert _one_document(ok.stdout)["exit_status"] == 0
+
+    empty = ["--store", str(tmp_path / "empty"), "--index", str(tmp_path / "empty.sqlite3")]
+    _failed(run("reindex", "--json", *empty), ExitStatus.USAGE, "nothing to reindex")
