@@ -1118,13 +1118,12 @@ def sync(
 
 class CliVerifyEvents(CliScanEvents):
     """Damage and drift as one line each on stdout (``damaged\tKEY\tREASON``, ``KIND\tKEY``);
-    with --json, damage goes into the summary instead and drift is only counted."""
+    with --json, both go into the one JSON document instead."""
 
     def __init__(self, *, show_progress: bool, quiet: bool, json: bool) -> None:
         super().__init__(
-            command="verify", show_progress=show_progress, quiet=quiet, drift_lines=not json
+            command="verify", show_progress=show_progress, quiet=quiet, drift_lines=True, json=json
         )
-        self._json = json
         self.damage: list[dict[str, str]] = []
 
     def damaged(self, key: str, reason: str) -> None:
@@ -1164,20 +1163,23 @@ def verify(
 
     def body() -> ExitStatus | None:
         ctx = Context(loc, json=json, quiet=quiet, workers=workers)
-        signals = _Signals()
+        signals = _current_signals
         events = CliVerifyEvents(show_progress=not quiet, quiet=quiet, json=json)
-        with events, ctx.engine() as engine, signals.installed(), _summary_on_failure(ctx):
+        with events, ctx.engine() as engine, signals.cooperating(), _summary_on_failure(ctx):
             result = engine.verify(sample=sample, events=events, stop=signals.stop)
         sys.stdout.flush()
-        _report(ctx, {**result.as_dict(), "damage": events.damage}, output.verify_summary(result))
-        interrupted = signals.exit_status()
-        if interrupted is not None:
-            return interrupted
-        if result.damaged:
-            return ExitStatus.DAMAGED
-        return ExitStatus.DRIFT if result.drift else None
+        status = signals.exit_status()
+        if status is None and result.damaged:
+            status = ExitStatus.DAMAGED
+        if status is None and result.drift:
+            status = ExitStatus.DRIFT
+        summary = {**result.as_dict(), "damage": events.damage}
+        if json:
+            summary["drift_keys"] = events.drift_keys
+        _report(ctx, summary, output.verify_summary(result), status)
+        return status
 
-    _run(body)
+    _run(body, json=json)
 
 
 def main() -> None:
