@@ -678,26 +678,33 @@ def info(
 
     def body() -> ExitStatus | None:
         ctx = Context(loc, json=json)
-        with ctx.engine() as engine:
-            recorded = engine.index.settings()
-            data = {
-                "version": __version__,
-                "store": redact(ctx.settings.store),
-                "index": redact(ctx.settings.index),
-                "config_file": str(ctx.config_file or config_path()),
-                "data_dir": str(data_dir()),
-                "key_field": engine.key_field,
-                "fields": list(recorded.fields) if recorded else [],
-                "entries": engine.count({}) if recorded else 0,
-            }
+        data: dict[str, Any] = {
+            "version": __version__,
+            "store": redact(ctx.settings.store),
+            "index": redact(ctx.settings.index),
+            "config_file": str(ctx.config_file or config_path()),
+            "data_dir": str(data_dir()),
+        }
+        # Print what can be known even when a backend is missing or down, then say what is.
+        try:
+            with ctx.engine() as engine:
+                shown, problems = engine.describe()
+        except S3idxError as exc:
+            shown, problems = {}, [exc]
+        data.update(shown)
+        if problems:
+            data["problems"] = [p.message for p in problems]
         if json:
             output.write_json(data)
         else:
-            width = max(len(k) for k in data)
-            for name, value in data.items():
-                shown = ", ".join(value) if isinstance(value, list) else value
-                typer.echo(f"{name.replace('_', ' '):<{width}}  {shown}")
-        return None
+            rows = {k: v for k, v in data.items() if k != "problems"}
+            width = max(len(k) for k in rows)
+            for name, value in rows.items():
+                text = ", ".join(value) if isinstance(value, list) else value
+                typer.echo(f"{name.replace('_', ' '):<{width}}  {text}")
+        for problem in problems:
+            output.error(problem.message, problem.hint)
+        return problems[0].exit_status if problems else None
 
     _run(body)
 

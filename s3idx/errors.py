@@ -138,3 +138,42 @@ class MissingDependencyError(UsageError):
 
 class StoreFormatError(UsageError):
     """A directory is not an s3idx store, or was written by a newer format."""
+
+
+# --- messages shared by several layers -------------------------------------------------------
+
+KEY_SHOWN_CHARS = 60
+
+
+def quote_key(key: str) -> str:
+    """A key as error messages show it: quoted, and shortened with its size when long."""
+    if len(key) <= KEY_SHOWN_CHARS:
+        return repr(key)
+    size = len(key.encode("utf-8", "surrogatepass"))
+    return f"{key[:KEY_SHOWN_CHARS]!r}… ({size} bytes)"
+
+
+def store_not_found(location: str, detail: str) -> NotFoundError:
+    return NotFoundError(
+        f"no s3idx store at {location} ({detail})",
+        hint="check --store; s3idx put creates a store",
+    )
+
+
+def index_not_found(location: str) -> NotFoundError:
+    return NotFoundError(
+        f"no s3idx index at {location} (nothing was ever put there)",
+        hint="check --index; s3idx put creates an index, s3idx rebuild-index rebuilds one "
+        "from the store",
+    )
+
+
+def missing_parent(what: str, location: str, parent: str) -> NotFoundError:
+    return NotFoundError(
+        f"the directory {parent} of {what} {location} does not exist",
+        hint=f"check the location, or create the directory first: mkdir -p {parent}",
+    )
+
+
+def cannot_write_output(flag: str, path: str, reason: str) -> UsageError:
+    return UsageError(f"cannot write {flag} file {path}: {reason}")

@@ -28,7 +28,7 @@ from s3idx.engine.results import DeleteResult, Events, GetResult, PutResult
 from s3idx.engine.retry import RetryingStore
 from s3idx.engine.rewrite import MaggmaRewriter
 from s3idx.engine.sync import SyncResult, run_sync
-from s3idx.errors import ObjectNotFoundError, S3idxError
+from s3idx.errors import ObjectNotFoundError, S3idxError, index_not_found
 from s3idx.index.base import Entry, Index, SortSpec
 from s3idx.store.base import ObjectStore
 
@@ -85,6 +85,43 @@ class Engine:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    # --- locations ---------------------------------------------------------------------------
+
+    def require_store(self) -> None:
+        """NotFoundError unless the store exists: reading a mistyped location must not pass.
+
+        A local store says so itself; a missing S3 bucket fails on the first request.
+        """
+        check = getattr(self.store.inner, "check_exists", None)
+        if check is not None:
+            check()
+
+    def require_index(self) -> None:
+        """NotFoundError unless an index was ever written at this location."""
+        if self.index.settings() is None:
+            raise index_not_found(self.index.location)
+
+    def describe(self) -> tuple[dict[str, Any], list[S3idxError]]:
+        """What ``info`` shows of the backends, and what stopped it from showing the rest."""
+        shown: dict[str, Any] = {}
+        problems: list[S3idxError] = []
+        try:
+            self.require_store()
+        except S3idxError as exc:
+            problems.append(exc)
+        try:
+            self.require_index()
+            recorded = self.index.settings()
+            assert recorded is not None
+            shown.update(
+                key_field=recorded.key_field,
+                fields=list(recorded.fields),
+                entries=self.count({}),
+            )
+        except S3idxError as exc:
+            problems.append(exc)
+        return shown, problems
 
     # --- settings ----------------------------------------------------------------------------
 
@@ -174,10 +211,12 @@ class Engine:
 
     def get(self, key: str) -> dict[str, Any]:
         """One document as a dict (datetimes as datetimes); ObjectNotFoundError if missing."""
+        self.require_store()
         return codec.loads(fetch_document(self.store, key).read())
 
     def fetch(self, keys: Iterable[str]) -> Iterator[tuple[str, FetchedDocument | None]]:
         """Documents' JSON in the order of ``keys``, fetched in parallel; None when missing."""
+        self.require_store()
         return fetch_many(self.store, keys, self.workers)
 
     def write_documents(self, keys: Iterable[str], out: IO[bytes]) -> GetResult:
@@ -208,9 +247,11 @@ class Engine:
         limit: int = 0,
     ) -> Iterator[Entry]:
         """Index entries matching a MongoDB-style filter."""
+        self.require_index()
         return self.index.find(filter or {}, fields=fields, sort=sort, skip=skip, limit=limit)
 
     def count(self, filter: Mapping[str, Any] | None = None) -> int:
+        self.require_index()
         return self.index.count(filter or {})
 
     def query_documents(
@@ -222,6 +263,7 @@ class Engine:
         limit: int = 0,
     ) -> Iterator[tuple[str, FetchedDocument | None]]:
         """The whole documents of the matching entries, fetched in parallel, in index order."""
+        self.require_store()
         key_field = self.key_field
         entries = self.query(filter, fields=[key_field], sort=sort, skip=skip, limit=limit)
         return self.fetch(e[key_field] for e in entries)
@@ -229,9 +271,13 @@ class Engine:
     # --- delete ------------------------------------------------------------------------------
 
     def delete(self, keys: Iterable[str], *, dry_run: bool = False) -> DeleteResult:
+        self.require_store()
+        self.require_index()
         return delete_ops.delete_keys(self.store, self.index, keys, dry_run=dry_run)
 
     def delete_matching(self, filter: Mapping[str, Any], *, dry_run: bool = False) -> DeleteResult:
+        self.require_store()
+        self.require_index()
         return delete_ops.delete_matching(
             self.store, self.index, filter, self.key_field, dry_run=dry_run
         )
@@ -251,6 +297,7 @@ class Engine:
         With ``rewrite``, objects written by maggma are rewritten into the s3idx format (with
         this engine's compression) before their entries are written.
         """
+        self.require_store()
         retries = self.store.retries
         result = run_rebuild(
             self.store,
@@ -281,6 +328,8 @@ class Engine:
         maggma's metadata) are rewritten into the s3idx format; ignored by ``check`` and
         ``dry_run``, which change nothing.
         """
+        self.require_store()
+        self.require_index()
         retries = self.store.retries
         result = run_sync(
             self.store,

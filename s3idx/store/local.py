@@ -38,6 +38,8 @@ from s3idx.errors import (
     InvalidKeyError,
     ObjectNotFoundError,
     StoreFormatError,
+    missing_parent,
+    store_not_found,
 )
 from s3idx.store.base import (
     DeleteFailure,
@@ -57,8 +59,12 @@ _HEADER_PROBE = 4096
 class LocalStore:
     """Objects as files under a root directory; see the module docstring for the layout."""
 
-    def __init__(self, root: str | os.PathLike[str], *, create: bool = True) -> None:
+    def __init__(
+        self, root: str | os.PathLike[str], *, create: bool = True, create_parents: bool = True
+    ) -> None:
         self.root = Path(root).expanduser()
+        # False: make the store directory only, as mkdir does, so a mistyped path fails.
+        self._create_parents = create_parents
         self.location = str(self.root)
         self._objects = self.root / "objects"
         self._tmp = self.root / "tmp"
@@ -94,9 +100,20 @@ class LocalStore:
             raise StoreFormatError(f"{marker} is damaged (not the JSON s3idx wrote)") from None
         return True
 
+    def check_exists(self) -> None:
+        """Raise NotFoundError naming the root unless a store is there (for reading commands)."""
+        if self._ready(for_write=False):
+            return
+        detail = "the directory does not exist"
+        if self.root.is_dir():
+            detail = f"the directory has no {MARKER}"
+        raise store_not_found(self.location, detail)
+
     def _initialise(self) -> None:
         if not self._create:
             raise StoreFormatError(f"{self.root} is not an s3idx store")
+        if not self._create_parents and not self.root.parent.is_dir():
+            raise missing_parent("store", self.location, str(self.root.parent))
         try:
             if self.root.exists() and any(
                 p.name not in (MARKER, "objects", "tmp") for p in self.root.iterdir()
