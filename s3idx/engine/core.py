@@ -328,8 +328,7 @@ class Engine:
         maggma's metadata) are rewritten into the s3idx format; ignored by ``check`` and
         ``dry_run``, which change nothing.
         """
-        self.require_store()
-        self.require_index()
+        self.require_store()  # the index may be new: sync fills it, as rebuild-index does
         retries = self.store.retries
         result = run_sync(
             self.store,
