@@ -235,14 +235,17 @@ def run_put(
     pipeline = None if options.dry_run else UploadPipeline(store, index, options, result, reject)
     try:
         for chunk in _chunks(records, options.batch_size, stop):
-            batch = _prepare_chunk(chunk, preparer, seen, result, reject)
+            batch = _prepare_chunk(chunk, preparer, seen, result, reject, options.max_errors)
             if options.skip_unchanged and batch:
                 batch = _drop_unchanged(batch, index, pipeline, result)
             if pipeline is None:
                 result.stored += len(batch)
                 result.bytes_stored += sum(len(p.body) for p in batch)
             else:
+                prepared_rejects = result.rejected
                 for prepared in batch:
+                    if result.rejected > prepared_rejects and _limit_reached(options, result):
+                        break  # uploads were rejected (e.g. by S3) up to the limit
                     pipeline.submit(prepared)
                     if pipeline.fatal is not None:
                         break
@@ -250,7 +253,7 @@ def run_put(
                 progress(result)
             if pipeline is not None and pipeline.fatal is not None:
                 break
-            if options.max_errors is not None and result.rejected >= options.max_errors:
+            if _limit_reached(options, result):
                 result.stopped_early = True
                 break
         if stop is not None and stop.is_set():
@@ -275,6 +278,10 @@ def run_put(
             raise fatal
     result.elapsed = time.monotonic() - started
     return result
+
+
+def _limit_reached(options: PutOptions, result: PutResult) -> bool:
+    return options.max_errors is not None and result.rejected >= options.max_errors
 
 
 def _finish_after_failure(
@@ -384,9 +391,13 @@ def _prepare_chunk(
     seen: SeenKeys,
     result: PutResult,
     reject: Any,
+    max_errors: int | None = None,
 ) -> list[Prepared]:
+    """The chunk's valid documents; with ``max_errors``, none after the reject that reaches it."""
     by_key: dict[str, Prepared] = {}
     for record in chunk:
+        if max_errors is not None and result.rejected >= max_errors:
+            break
         result.read += 1
         if record.error is not None:
             reject(record, record.error)
