@@ -35,7 +35,7 @@ from s3idx.config import (
 from s3idx.engine.core import Engine
 from s3idx.engine.inputs import ReadProgress
 from s3idx.engine.results import PutResult
-from s3idx.errors import ExitStatus, S3idxError, UsageError
+from s3idx.errors import ExitStatus, S3idxError, UsageError, quote_key, shorten_key
 from s3idx.query.sort import parse_sort
 
 
@@ -489,9 +489,9 @@ def get(
             result = engine.write_documents(keys, out)
             out.flush()
         for key in result.missing:
-            output.message(f"not found: {key}")
+            output.message(f"not found: {shorten_key(key)}")
         for key, reason in result.unreadable:
-            output.message(f"cannot read {key}: {reason}")
+            output.message(f"cannot read {shorten_key(key)}: {reason}")
         if result.unreadable:
             return ExitStatus.PARTIAL
         return ExitStatus.NOT_FOUND if result.missing else None
@@ -590,7 +590,7 @@ def _print_full(
             reason = "has no object in the store (run s3idx sync)"
             if document is not None:
                 reason = f"cannot be read: {document.error}"
-            output.message(f"index entry {key!r} {reason}")
+            output.message(f"index entry {quote_key(key)} {reason}")
             continue
         for chunk in document.iter_bytes():
             out.write(chunk)
@@ -645,9 +645,9 @@ def delete(
             for key in result.would_delete:
                 typer.echo(key)
         for key in result.missing:
-            output.message(f"not found: {key}")
+            output.message(f"not found: {shorten_key(key)}")
         for key, reason in result.failed:
-            output.message(f"could not delete {key}: {reason}")
+            output.message(f"could not delete {shorten_key(key)}: {reason}")
         verb = "would delete" if dry_run else "deleted"
         count = len(result.would_delete) if dry_run else result.deleted
         line = f"delete: {verb} {count} documents"
@@ -729,7 +729,7 @@ class CliScanEvents(output.CliEvents):
 
     def skipped(self, key: str, reason: str) -> None:
         if not self._quiet:
-            self.say(f"{key}: {reason}")
+            self.say(f"{shorten_key(key)}: {reason}")
 
     def drift(self, kind: str, key: str) -> None:
         if self._drift_lines:

@@ -99,7 +99,7 @@ class ObjectNotFoundError(NotFoundError):
     """An object key does not exist in the store."""
 
     def __init__(self, key: str) -> None:
-        super().__init__(f"no such object: {key}")
+        super().__init__(f"no such object: {shorten_key(key)}")
         self.key = key
 
 
@@ -151,6 +151,14 @@ def quote_key(key: str) -> str:
         return repr(key)
     size = len(key.encode("utf-8", "surrogatepass"))
     return f"{key[:KEY_SHOWN_CHARS]!r}… ({size} bytes)"
+
+
+def shorten_key(key: str) -> str:
+    """A key as messages print it bare (``not found: KEY``): shortened with its size when long."""
+    if len(key) <= KEY_SHOWN_CHARS:
+        return key
+    size = len(key.encode("utf-8", "surrogatepass"))
+    return f"{key[:KEY_SHOWN_CHARS]}… ({size} bytes)"
 
 
 def store_not_found(location: str, detail: str) -> NotFoundError:

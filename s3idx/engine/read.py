@@ -14,7 +14,7 @@ from functools import partial
 
 from s3idx import codec, maggma_format
 from s3idx.engine.concurrency import ordered_map
-from s3idx.errors import CorruptObjectError, NotAnS3idxObjectError, ObjectNotFoundError
+from s3idx.errors import CorruptObjectError, NotAnS3idxObjectError, ObjectNotFoundError, quote_key
 from s3idx.store.base import ObjectBody, ObjectStore
 
 STREAM_THRESHOLD = 8 << 20
@@ -49,7 +49,7 @@ def fetch_document(store: ObjectStore, key: str) -> FetchedDocument:
     try:
         return _open_document(store, key)
     except (NotAnS3idxObjectError, CorruptObjectError) as exc:
-        raise type(exc)(f"object {key!r}: {exc.message}") from None
+        raise type(exc)(f"object {quote_key(key)}: {exc.message}") from None
 
 
 def _open_document(store: ObjectStore, key: str) -> FetchedDocument:

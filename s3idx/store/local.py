@@ -39,6 +39,7 @@ from s3idx.errors import (
     ObjectNotFoundError,
     StoreFormatError,
     missing_parent,
+    quote_key,
     store_not_found,
 )
 from s3idx.store.base import (
@@ -146,7 +147,7 @@ class LocalStore:
         *dirs, leaf = segments = key.split("/")
         if any(segment in ("", ".", "..") for segment in segments):
             # Callers validate keys first; this guard keeps any path inside the root regardless.
-            raise InvalidKeyError(f"key {key!r} has an empty, '.' or '..' part")
+            raise InvalidKeyError(f"key {quote_key(key)} has an empty, '.' or '..' part")
         parts = [self._encode_segment(d, fold) for d in dirs]
         parts.append(self._encode_segment(leaf, fold) + "~")
         return self._objects.joinpath(*parts)
@@ -219,6 +220,8 @@ class LocalStore:
         except (FileNotFoundError, NotADirectoryError):
             raise ObjectNotFoundError(key) from None
         except OSError as exc:
+            if exc.errno == errno.ENAMETOOLONG:  # a key no put could have stored
+                raise ObjectNotFoundError(key) from None
             raise _unavailable(self.root, exc) from None
 
     def _read_head(self, key: str, fh: IO[bytes]) -> ObjectHead:
@@ -252,6 +255,8 @@ class LocalStore:
             except FileNotFoundError:
                 continue
             except OSError as exc:
+                if exc.errno == errno.ENAMETOOLONG:  # a key no put could have stored
+                    continue
                 failures.append(DeleteFailure(key, exc.strerror or str(exc)))
                 continue
             self._prune_empty_dirs(path.parent)

@@ -38,3 +38,83 @@ def test_max_errors_not_reached_stores_everything(run: Run, tmp_path: Path) -> N
     source.write_bytes(b'{"fs_id": "a"}\n{"x": 1}\n{"fs_id": "b"}\n')
     summary = orjson.loads(run("put", str(source), "--max-errors", "2", "--json").stdout)
     assert (summary["stored"], summary["rejected"], summary["stopped_early"]) == (2, 1, False)
+
+
+def _put_one(run: Run, tmp_path: Path, document: dict[str, object], *args: str) -> str:
+    source = tmp_path / "input.jsonl"
+    source.write_bytes(orjson.dumps(document) + b"\n")
+    result = run("put", str(source), *args)
+    assert result.exit_code == ExitStatus.PARTIAL, result.stderr
+    (line,) = result.stderr.splitlines()[:1]
+    prefix = f"s3idx: {source}:1: "
+    assert line.startswith(prefix)
+    return line[len(prefix) :]
+
+
+def _key(part: str, parts: int) -> str:
+    # '/'-separated, as the local store allows at most 254 bytes of file name per part.
+    return "/".join([part] * parts)
+
+
+@pytest.mark.parametrize(
+    ("key", "fits"),
+    [
+        (_key("a" * 204, 5), True),  # 1024 bytes: the longest key; ASCII takes a byte a character
+        # A non-ASCII character takes 6 bytes of metadata (\u00e9), 12 beyond U+FFFF: 1805 and
+        # 2106 bytes of metadata, for 605- and 706-byte keys.
+        (_key("é" * 50, 6), True),
+        (_key("é" * 50, 7), False),
+        (_key("😀" * 25, 6), True),
+        (_key("😀" * 25, 7), False),
+    ],
+)
+def test_key_length_rule_is_the_documented_one(
+    run: Run, tmp_path: Path, key: str, fits: bool
+) -> None:
+    source = tmp_path / "input.jsonl"
+    source.write_bytes(orjson.dumps({"fs_id": key}) + b"\n")
+
+    result = run("put", str(source))
+
+    if fits:
+        assert result.exit_code == 0, result.stderr
+        assert orjson.loads(run("get", key).stdout) == {"fs_id": key}
+        return
+    assert result.exit_code == ExitStatus.PARTIAL
+    size = len(key.encode())
+    shown = f"{key[:60]!r}… ({size} bytes)"
+    assert f"index entry of {shown} needs " in result.stderr
+    assert "bytes of metadata; the limit is 2048 bytes; largest fields: fs_id (" in result.stderr
+    assert "non-ASCII characters take 6 bytes each in metadata (12 beyond U+FFFF)" in result.stderr
+    assert "shorten the key" in result.stderr
+
+
+def test_a_key_over_1024_bytes_is_refused_with_its_size(run: Run, tmp_path: Path) -> None:
+    reason = _put_one(run, tmp_path, {"fs_id": "k" * 1500})
+    assert reason == "key is 1500 bytes; the limit is 1024 bytes (UTF-8)"
+
+
+@pytest.mark.parametrize(
+    ("key", "reason"),
+    [
+        ("x" * 100 + "/../y", "key {} has a '..' segment"),
+        ("x" * 100 + "//y", "key {} has an empty segment (a leading, trailing or double '/')"),
+    ],
+)
+def test_long_keys_are_shortened_in_messages(
+    run: Run, tmp_path: Path, key: str, reason: str
+) -> None:
+    shown = f"{key[:60]!r}… ({len(key)} bytes)"
+    assert _put_one(run, tmp_path, {"fs_id": key}) == reason.format(shown)
+
+
+def test_get_and_delete_shorten_long_missing_keys(run: Run) -> None:
+    assert run("put", input=b'{"fs_id": "a"}\n').exit_code == 0
+    key = "m" * 500
+    shown = f"{'m' * 60}… (500 bytes)"
+    get = run("get", key)
+    assert get.exit_code == ExitStatus.NOT_FOUND
+    assert get.stderr == f"s3idx: not found: {shown}\n"
+    delete = run("delete", key)
+    assert delete.exit_code == ExitStatus.NOT_FOUND
+    assert f"s3idx: not found: {shown}\n" in delete.stderr
