@@ -18,7 +18,6 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
-import orjson
 import typer
 
 from s3idx import codec, output
@@ -36,6 +35,7 @@ from s3idx.engine.core import Engine
 from s3idx.engine.inputs import ReadProgress
 from s3idx.engine.results import PutResult
 from s3idx.errors import ExitStatus, S3idxError, UsageError, quote_key, shorten_key
+from s3idx.query.filter_json import read_filter
 from s3idx.query.sort import parse_sort
 
 
@@ -251,22 +251,15 @@ def _run(body: Callable[[], ExitStatus | None]) -> None:
         raise typer.Exit(int(status))
 
 
-def _parse_filter(text: str | None, what: str = "FILTER") -> dict[str, Any]:
-    if text is None or not text.strip():
-        return {}
-    try:
-        value = orjson.loads(text)
-    except orjson.JSONDecodeError as exc:
-        raise UsageError(
-            f"{what} is not valid JSON: {exc}",
-            hint='write it as a JSON object, e.g. \'{"task_id": "mp-1"}\'',
-        ) from None
-    if not isinstance(value, dict):
-        raise UsageError(f"{what} must be a JSON object, not {type(value).__name__}")
-    try:
-        return codec.untag(value)
-    except ValueError as exc:
-        raise UsageError(f"{what}: {exc}") from None
+FilterFileOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--filter-file",
+        metavar="FILE",
+        help="Read the filter (JSON) from FILE; '-' for stdin. For filters too big for a "
+        "command line.",
+    ),
+]
 
 
 # --- commands --------------------------------------------------------------------------------
@@ -531,6 +524,7 @@ def query(
     count: Annotated[bool, typer.Option("--count", help="Print only the number of matches.")] = (
         False
     ),
+    filter_file: FilterFileOpt = None,
     workers: WorkersOpt = None,
     json: Annotated[
         bool, typer.Option("--json", help="JSON lines even on a terminal (no table).")
@@ -546,7 +540,7 @@ def query(
 
     def body() -> ExitStatus | None:
         ctx = Context(loc, workers=workers)
-        spec = _parse_filter(filter)
+        spec = read_filter(filter, filter_file)
         sort_spec = parse_sort(sort) if sort else None
         with ctx.engine() as engine:
             if count:
@@ -607,6 +601,7 @@ def delete(
         str | None,
         typer.Option("--filter", metavar="FILTER", help="Delete every entry matching FILTER."),
     ] = None,
+    filter_file: FilterFileOpt = None,
     all_: Annotated[
         bool, typer.Option("--all", help="Allow an empty --filter '{}': delete everything.")
     ] = False,
@@ -626,13 +621,14 @@ def delete(
 
     def body() -> ExitStatus | None:
         ctx = Context(loc, json=json, quiet=quiet)
-        if keys and filter is not None:
-            raise UsageError("give KEY arguments or --filter, not both")
-        if not keys and filter is None:
+        by_filter = filter is not None or filter_file is not None
+        if keys and by_filter:
+            raise UsageError("give KEY arguments or a filter, not both")
+        if not keys and not by_filter:
             raise UsageError("nothing to delete: give KEY arguments or --filter FILTER")
         with ctx.engine() as engine:
-            if filter is not None:
-                spec = _parse_filter(filter, "--filter")
+            if by_filter:
+                spec = read_filter(filter, filter_file, flag="--filter")
                 if not spec and not all_:
                     raise UsageError(
                         "--filter '{}' matches every document",

@@ -165,6 +165,8 @@ def _json_reason(exc: orjson.JSONDecodeError) -> str:
         return f"nested deeper than 1024 levels (at {where})"
     if "failed to allocate memory" in exc.msg:  # orjson's word for unterminated deep nesting
         return f"unterminated or too deeply nested (at {where})"
+    if "infinity when parsed as double" in exc.msg:  # e.g. an integer of 400 digits
+        return f"a number too large to read, beyond a double's ±1.8e308 (at {where})"
     doc = exc.doc.encode() if isinstance(exc.doc, str) else exc.doc
     if _NON_FINITE.search(doc[max(0, exc.pos - 1) : exc.pos + 10]) or "infinity" in exc.msg:
         return f"NaN and Infinity are not JSON numbers (at {where})"
