@@ -346,6 +346,30 @@ def parse_filter(obj: Any) -> Filter:
     return Filter(_parse_document(obj, "filter", 0))
 
 
+def check_nesting(obj: Any) -> None:
+    """Refuse a filter nested deeper than ``parse_filter`` allows, without parsing it.
+
+    For backends that hand the filter to a server as it is: the same limit, counted the same
+    way (a level per $and, $or, $nor, $not and $elemMatch, and the depth of literal values),
+    with no recursion, so any depth is refused cleanly.
+    """
+    # (a filter document or an object of operators, its level)
+    stack: list[tuple[Any, int]] = [(obj, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if not isinstance(node, Mapping):
+            continue
+        for name, value in node.items():
+            if name in LOGICAL_OPERATORS and isinstance(value, list):
+                stack.extend((item, _deeper(depth)) for item in value)
+            elif name in ("$not", "$elemMatch"):
+                stack.append((value, _deeper(depth)))
+            elif _is_operator_object(value):
+                stack.append((value, depth))
+            elif depth + json_depth(value) > MAX_NESTING:
+                raise InvalidFilterError(NESTING_MESSAGE)
+
+
 def _deeper(depth: int) -> int:
     if depth >= MAX_NESTING:
         raise InvalidFilterError(NESTING_MESSAGE)

@@ -538,3 +538,38 @@ def test_writes_after_a_commit_go_to_the_new_index(filled: Index) -> None:
     assert filled.delete(["x"]) == 1
     assert filled.configure(KEY, ["tags"]) == IndexSettings(KEY, ("n", "s", "tags"))
     assert sorted(keys(filled.find())) == ["a", "q", "y"]
+
+
+def _nested(operator: str, depth: int) -> dict[str, Any]:
+    node: dict[str, Any] = {"n": {"$gte": 0}}
+    for i in range(depth):
+        if operator == "$not":
+            node = {"n": {"$not": node["n"]}}
+        else:
+            node = {operator: [node, {"s": f"none-{i}"}]}
+    return node
+
+
+@pytest.mark.parametrize("operator", ["$and", "$or", "$nor", "$not"])
+def test_filters_nested_100_deep_give_the_same_answer_everywhere(
+    filled: Index, operator: str
+) -> None:
+    # n >= 0 holds for a, b and e; s = none-i for nothing; $nor and $not flip at each level.
+    expected = {"$and": [], "$or": ["a", "b", "e"], "$nor": ["a", "b", "e"],
+                "$not": ["a", "b", "e"]}[operator]  # fmt: skip
+    flt = _nested(operator, 100)
+    assert keys(filled.find(flt, sort=[(KEY, 1)])) == expected
+    assert filled.count(flt) == len(expected)
+    if operator in ("$nor", "$not"):
+        odd = _nested(operator, 99)
+        assert keys(filled.find(odd, sort=[(KEY, 1)])) == ["c", "d"]
+
+
+@pytest.mark.parametrize("operator", ["$and", "$or", "$nor", "$not"])
+def test_filters_nested_deeper_than_100_are_refused_everywhere(
+    filled: Index, operator: str
+) -> None:
+    with pytest.raises(InvalidFilterError, match="nested deeper than 100 levels"):
+        list(filled.find(_nested(operator, 101)))
+    with pytest.raises(InvalidFilterError, match="nested deeper than 100 levels"):
+        filled.count({"n": {"$eq": _nested("$and", 101)}})
