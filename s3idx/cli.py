@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable, Iterator
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import IO, Annotated, Any
 
 import typer
 
@@ -34,7 +34,14 @@ from s3idx.config import (
 from s3idx.engine.core import Engine
 from s3idx.engine.inputs import ReadProgress
 from s3idx.engine.results import PutResult
-from s3idx.errors import ExitStatus, S3idxError, UsageError, quote_key, shorten_key
+from s3idx.errors import (
+    ExitStatus,
+    S3idxError,
+    UsageError,
+    cannot_write_output,
+    quote_key,
+    shorten_key,
+)
 from s3idx.query.filter_json import read_filter
 from s3idx.query.sort import parse_sort
 
@@ -401,7 +408,9 @@ def _put(
     read_progress = ReadProgress()
     signals = _Signals()
     with contextlib.ExitStack() as stack:
-        rejects = stack.enter_context(open(rejects_path, "wb")) if rejects_path else None
+        rejects = (
+            stack.enter_context(_open_output(rejects_path, "--rejects")) if rejects_path else None
+        )
         events = stack.enter_context(CliPutEvents(rejects, show_progress, read_progress))
         engine = stack.enter_context(ctx.engine())
         stack.enter_context(signals.installed())
@@ -424,6 +433,13 @@ def _put(
     if result.rejected or result.not_indexed:
         return ExitStatus.PARTIAL
     return None
+
+
+def _open_output(path: Path, flag: str) -> IO[bytes]:
+    try:
+        return open(path, "wb")
+    except OSError as exc:
+        raise cannot_write_output(flag, str(path), exc) from None
 
 
 class CliPutEvents(output.CliEvents):
@@ -478,7 +494,11 @@ def get(
         ctx = Context(loc, workers=workers)
         with contextlib.ExitStack() as stack:
             engine = stack.enter_context(ctx.engine())
-            out = stack.enter_context(open(output_file, "wb")) if output_file else sys.stdout.buffer
+            out = (
+                stack.enter_context(_open_output(output_file, "--output"))
+                if output_file
+                else sys.stdout.buffer
+            )
             result = engine.write_documents(keys, out)
             out.flush()
         for key in result.missing:

@@ -7,6 +7,7 @@ sqlite3, OSError) into these at their boundary.
 
 from __future__ import annotations
 
+import os
 from enum import IntEnum
 
 
@@ -183,5 +184,13 @@ def missing_parent(what: str, location: str, parent: str) -> NotFoundError:
     )
 
 
-def cannot_write_output(flag: str, path: str, reason: str) -> UsageError:
+def cannot_write_output(flag: str, path: str, exc: OSError) -> UsageError:
+    """An output file (--rejects, --output) that cannot be opened: the user's path is wrong."""
+    parent = os.path.dirname(os.path.abspath(path))
+    if isinstance(exc, FileNotFoundError) and not os.path.isdir(parent):
+        reason = f"the directory {parent} does not exist"
+    elif isinstance(exc, IsADirectoryError) or os.path.isdir(path):
+        reason = "it is a directory"
+    else:
+        reason = exc.strerror or str(exc)
     return UsageError(f"cannot write {flag} file {path}: {reason}")

@@ -14,6 +14,7 @@ import select
 import stat
 import sys
 import threading
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,9 @@ from s3idx.errors import BackendUnavailableError, NotFoundError
 _BOM = b"\xef\xbb\xbf"
 _GZIP_MAGIC = b"\x1f\x8b"
 STDIN_NAME = "<stdin>"
+DAMAGED_GZIP = (
+    "the gzip data ends early (the file is truncated or damaged); the lines before it were read"
+)
 
 
 @dataclass(slots=True)
@@ -105,8 +109,15 @@ def _read_source(
         if head == _GZIP_MAGIC:
             stream = gzip.GzipFile(fileobj=buffered, mode="rb")  # type: ignore[assignment]
             stream = io.BufferedReader(stream, 1 << 20)  # type: ignore[arg-type]
-        yield from _records(source.name, stream)
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        line = 0
+        try:
+            for record in _records(source.name, stream):
+                line = record.line
+                yield record
+        except (EOFError, gzip.BadGzipFile, zlib.error):
+            # Bad input, not a backend failure: reported as a reject where the data stops.
+            yield Record(source.name, line + 1, b"", error=DAMAGED_GZIP)
+    except OSError as exc:
         raise BackendUnavailableError(f"cannot read {source.name}: {exc}") from None
     finally:
         if source.stream is None:

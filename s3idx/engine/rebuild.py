@@ -29,7 +29,7 @@ from s3idx.engine.recover import (
     probe_key_field,
 )
 from s3idx.engine.results import Events
-from s3idx.errors import S3idxError
+from s3idx.errors import IndexSettingsError, S3idxError
 from s3idx.index.base import Index, IndexSettings
 from s3idx.store.base import ObjectInfo, ObjectStore
 
@@ -167,6 +167,13 @@ def _first_entry_settings(
     """
     first = probe_key_field(store, key_field)
     if first is not None:
+        if key_field is not None and first.key_field != key_field:
+            # Every object would be skipped one by one; one message before any work says it.
+            raise IndexSettingsError(
+                f"the store's objects were written with key field {first.key_field!r}, "
+                f"not {key_field!r}",
+                hint=f"run rebuild-index without --key, or with --key {first.key_field}",
+            )
         return first.key_field, first.fields
     settings = index.settings()
     return (settings.key_field, settings.fields) if settings else (DEFAULT_KEY_FIELD, ())

@@ -175,6 +175,6 @@ def test_aws_profile_flag_is_honoured(run: Run, s3_endpoint: str, aws_profiles: 
     assert location["LocationConstraint"] == "eu-west-3"
 
     unknown = run("put", *args, "--aws-profile", "nobody", input=jsonl(DOCS[1]))
-    assert unknown.exit_code == ExitStatus.ACCESS_DENIED
+    assert unknown.exit_code == ExitStatus.USAGE  # a name mistyped, not a credential refused
     assert "AWS profile 'nobody' is not defined" in unknown.stderr
     assert "teamsecret" not in unknown.stderr + with_profile.stderr + without.stderr
