@@ -259,7 +259,7 @@ def _run(body: Callable[[], ExitStatus | None]) -> None:
 
 
 FilterFileOpt = Annotated[
-    str | None,
+    Path | None,
     typer.Option(
         "--filter-file",
         metavar="FILE",

@@ -31,7 +31,9 @@ EXIT_STATUS_MEANINGS: dict[ExitStatus, str] = {
     ExitStatus.ERROR: "unexpected error (a bug or an unclassified backend failure)",
     ExitStatus.USAGE: "usage error: bad flag, filter, configuration or location",
     ExitStatus.PARTIAL: "partial failure: some records were rejected or some items failed",
-    ExitStatus.NOT_FOUND: "not found: a requested key, object or bucket does not exist",
+    ExitStatus.NOT_FOUND: (
+        "not found: a requested key, object, bucket, store or index does not exist"
+    ),
     ExitStatus.UNAVAILABLE: "backend unavailable: S3, MongoDB or the SQLite file cannot be used",
     ExitStatus.ACCESS_DENIED: "access denied: credentials missing, wrong or not allowed",
     ExitStatus.DRIFT: "sync --check found drift between index and store",

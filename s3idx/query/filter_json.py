@@ -7,6 +7,7 @@ as neither MongoDB nor SQLite can hold it. Nesting is bounded before anything re
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 from typing import IO, Any
@@ -34,7 +35,7 @@ STDIN = "-"
 
 def read_filter(
     text: str | None,
-    file: str | None,
+    file: str | os.PathLike[str] | None,
     *,
     flag: str = "FILTER",
     stdin: IO[bytes] | None = None,
@@ -43,8 +44,9 @@ def read_filter(
     if text is not None and file is not None:
         raise UsageError(f"give {flag} or --filter-file, not both")
     if file is not None:
-        name = "<stdin>" if file == STDIN else file
-        return parse_filter_json(_read(file, stdin), name)
+        path = os.fspath(file)
+        name = "<stdin>" if path == STDIN else path
+        return parse_filter_json(_read(path, stdin), name)
     if text is None or not text.strip():
         return {}
     return parse_filter_json(text.encode(), flag)
