@@ -104,6 +104,8 @@ def _refuse_url_typos(text: str, role: str) -> None:
     forms = _FORMS[role]
     other = "index" if role == "store" else "store"
     guess = _closest_scheme(scheme)
+    if role == "index" and guess == "file":
+        guess = "sqlite"  # a file URL for the index means its SQLite file
     shown = _without_password(text)
     # The hint matters where a real directory name could look like this ("data:2024").
     plain = None if "//" in sep else f"a local path with ':' in its name can be given as ./{shown}"

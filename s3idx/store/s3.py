@@ -57,6 +57,7 @@ from s3idx.errors import (
     S3idxError,
     TransientError,
     UsageError,
+    shorten_key,
 )
 from s3idx.store.base import DeleteFailure, ObjectBody, ObjectHead, ObjectInfo, PutReceipt
 
@@ -197,7 +198,7 @@ def translate_error(
 
     ``key`` is relative to the store ``prefix``; messages name ``s3://bucket/prefix/key``.
     """
-    where = _s3_url(bucket, prefix, key)
+    where = _s3_url(bucket, prefix, shorten_key(key) if key else key)
     if isinstance(exc, ClientError):
         return _client_error(exc, bucket, key, where, create_bucket)
     if isinstance(exc, ProfileNotFound):

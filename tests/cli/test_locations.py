@@ -26,6 +26,7 @@ DOC = b'{"fs_id": "a", "n": 1}\n'
         ("--index", "mongodb+srv:host/db", "mongodb+srv://host/db"),
         ("--index", "mongdb://host/db", "mongodb://host/db"),
         ("--index", "sqlite:/tmp/i.db", "sqlite:///tmp/i.db"),
+        ("--index", "file:///tmp/i.db", "sqlite:///tmp/i.db"),
     ],
 )
 def test_a_mistyped_url_is_refused_with_the_right_spelling(
