@@ -29,7 +29,7 @@ from s3idx.engine.recover import (
     probe_key_field,
 )
 from s3idx.engine.results import Events
-from s3idx.errors import IndexSettingsError, S3idxError
+from s3idx.errors import IndexSettingsError, S3idxError, UsageError
 from s3idx.index.base import Index, IndexSettings
 from s3idx.store.base import ObjectInfo, ObjectStore
 
@@ -185,7 +185,7 @@ def _refuse_empty_replacement(store: ObjectStore, index: Index, result: RebuildR
         return
     existing = indexed_entries(index)
     if existing:
-        raise S3idxError(
+        raise UsageError(  # a wrong --store, far likelier than a wish
             f"the store {redact(store.location)} gave no s3idx objects; refusing to replace "
             f"an index of {existing} entries with an empty one",
             hint="check --store (and --endpoint-url); to empty the index, delete its file or "

@@ -180,3 +180,19 @@ def test_info_prints_the_locations_and_names_what_is_missing(run: Run, tmp_path:
         f"no s3idx store at {store} (the directory does not exist)",
         f"no s3idx index at {index} (nothing was ever put there)",
     ]
+
+
+@pytest.mark.parametrize("command", ["sync", "rebuild-index"])
+def test_an_empty_store_over_a_full_index_is_a_usage_error(
+    run: Run, stored: tuple[Path, Path], tmp_path: Path, command: str
+) -> None:
+    _, index = stored
+    empty, scratch = tmp_path / "empty-store", tmp_path / "scratch.db"
+    assert run("put", "--store", str(empty), "--index", str(scratch), input=DOC).exit_code == 0
+    assert run("delete", "a", "--store", str(empty), "--index", str(scratch)).exit_code == 0
+
+    result = run(command, "--store", str(empty), "--index", str(index))
+
+    assert result.exit_code == ExitStatus.USAGE
+    assert f"the store {empty} " in result.stderr and "refusing to " in result.stderr
+    assert run("query", "--count", "--index", str(index)).stdout == "1\n"
