@@ -64,6 +64,7 @@ def _read(file: str, stdin: IO[bytes] | None) -> bytes:
 
 def parse_filter_json(data: bytes, name: str) -> dict[str, Any]:
     """A filter object from JSON; every mistake is a UsageError starting with ``name``."""
+    data = data.removeprefix(b"\xef\xbb\xbf")  # a byte order mark, as Windows editors write
     if not data.strip():
         return {}
     try:

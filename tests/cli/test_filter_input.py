@@ -40,6 +40,14 @@ def test_query_takes_a_20k_value_filter_from_a_file(loaded: Run, tmp_path: Path)
     assert count.stdout == f"{len(wanted)}\n"
 
 
+def test_a_filter_file_with_a_byte_order_mark_and_crlf_is_read(loaded: Run, tmp_path: Path) -> None:
+    path = tmp_path / "windows.json"
+    path.write_bytes(b'\xef\xbb\xbf{\r\n  "tag": "t2"\r\n}\r\n')
+    result = loaded("query", "--filter-file", str(path), "--count")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == "10\n"
+
+
 def test_query_takes_the_filter_from_stdin(loaded: Run) -> None:
     result = loaded("query", "--filter-file", "-", "--count", input=b'{"tag": "t1"}\n')
     assert result.exit_code == 0, result.stderr
