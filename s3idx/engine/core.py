@@ -28,7 +28,13 @@ from s3idx.engine.results import DeleteResult, Events, GetResult, PutResult
 from s3idx.engine.retry import RetryingStore
 from s3idx.engine.rewrite import MaggmaRewriter
 from s3idx.engine.sync import SyncResult, run_sync
-from s3idx.errors import ObjectNotFoundError, S3idxError, index_not_found
+from s3idx.errors import (
+    BackendUnavailableError,
+    NotFoundError,
+    ObjectNotFoundError,
+    S3idxError,
+    index_not_found,
+)
 from s3idx.index.base import Entry, Index, SortSpec
 from s3idx.store.base import ObjectStore
 
@@ -108,18 +114,22 @@ class Engine:
         problems: list[S3idxError] = []
         try:
             self.require_store()
+            shown["store_status"] = "ok"
         except S3idxError as exc:
+            shown["store_status"] = _status(exc)
             problems.append(exc)
         try:
             self.require_index()
             recorded = self.index.settings()
             assert recorded is not None
             shown.update(
+                index_status="ok",
                 key_field=recorded.key_field,
                 fields=list(recorded.fields),
                 entries=self.count({}),
             )
         except S3idxError as exc:
+            shown["index_status"] = _status(exc)
             problems.append(exc)
         return shown, problems
 
@@ -346,6 +356,14 @@ class Engine:
 
     def _rewriter(self, rewrite: bool) -> MaggmaRewriter | None:
         return MaggmaRewriter(self.store, self.codec) if rewrite else None
+
+
+def _status(exc: S3idxError) -> str:
+    if isinstance(exc, NotFoundError):
+        return "does not exist"
+    if isinstance(exc, BackendUnavailableError):
+        return "unreachable"
+    return "error"
 
 
 def open_engine(

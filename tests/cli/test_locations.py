@@ -176,6 +176,7 @@ def test_info_prints_the_locations_and_names_what_is_missing(run: Run, tmp_path:
     data = orjson.loads(result.stdout)
     assert (data["store"], data["index"]) == (str(store), str(index))
     assert "entries" not in data
+    assert (data["store_status"], data["index_status"]) == ("does not exist", "does not exist")
     assert data["problems"] == [
         f"no s3idx store at {store} (the directory does not exist)",
         f"no s3idx index at {index} (nothing was ever put there)",

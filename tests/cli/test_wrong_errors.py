@@ -97,11 +97,13 @@ def test_info_with_mongodb_down_prints_what_it_can(run: Run, tmp_path: Path) -> 
     data: dict[str, Any] = orjson.loads(result.stdout)
     assert data["store"] == str(tmp_path / "s")
     assert data["index"] == "mongodb://ann:***@127.0.0.1:9/db"
+    assert (data["store_status"], data["index_status"]) == ("ok", "unreachable")
     (problem,) = data["problems"]
     assert problem.startswith("cannot reach MongoDB at 127.0.0.1:9")
     assert "s3cret" not in result.stdout + result.stderr
     text = run("info", *args)
     assert text.exit_code == ExitStatus.UNAVAILABLE
-    assert "index        mongodb://ann:***@127.0.0.1:9/db" in text.stdout
+    assert "index         mongodb://ann:***@127.0.0.1:9/db" in text.stdout
+    assert "index status  unreachable" in text.stdout
     assert "s3idx: error: cannot reach MongoDB at 127.0.0.1:9" in text.stderr
     assert json_lines(run("query", "--store", str(tmp_path / "s")).stdout)[0]["fs_id"] == "a"
