@@ -120,6 +120,8 @@ def _refuse_url_typos(text: str, role: str) -> None:
         raise UsageError(
             f"{role} {shown!r} is not a valid location; did you mean {fixed!r}?", hint=plain
         )
+    if role == "store" and scheme.lower() in ("http", "https"):
+        plain = "for MinIO or another S3 service: --store s3://BUCKET/PREFIX --endpoint-url URL"
     raise UsageError(
         f"unknown {role} scheme {scheme + ('://' if '//' in sep else ':')!r} in {shown!r}; "
         f"use {_PLAIN[role]} or "

@@ -64,6 +64,16 @@ def test_an_unknown_or_misplaced_scheme_is_refused(
     assert list(tmp_path.iterdir()) == []
 
 
+def test_an_http_store_points_at_endpoint_url(run: Run) -> None:
+    result = run("get", "a", "--store", "http://localhost:9000/bucket")
+    assert result.exit_code == ExitStatus.USAGE
+    assert result.stderr == (
+        "s3idx: error: unknown store scheme 'http://' in 'http://localhost:9000/bucket'; use a "
+        "directory or s3://BUCKET/PREFIX or file:///PATH\n"
+        "  hint: for MinIO or another S3 service: --store s3://BUCKET/PREFIX --endpoint-url URL\n"
+    )
+
+
 def test_a_password_in_a_mistyped_uri_is_not_printed(run: Run) -> None:
     result = run("query", "--index", "mongodb:/ann:s3cret@host/db")
     assert result.exit_code == ExitStatus.USAGE
