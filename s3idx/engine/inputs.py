@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import json
 import os
 import re
 import select
@@ -195,8 +196,30 @@ def _array_records(name: str, data: bytes) -> Iterator[Record]:
         yield Record(name, 1, data[:200], error="expected JSON lines or one JSON array")
         return
     lines = _element_lines(data, len(items))
+    exact = _exact_items(data)
     for i, item in enumerate(items):
-        yield Record(name, lines[i], orjson.dumps(item), item)
+        yield Record(name, lines[i], _item_json(item, exact[i] if exact else None), item)
+
+
+def _exact_items(data: bytes) -> list[Any] | None:
+    """The array again with its integers exact, when one may lie beyond 64 bits (orjson reads
+    those as floats); None otherwise, or when Python's parser cannot go as deep."""
+    if not re.search(rb"\d{19}", data):
+        return None
+    try:
+        return json.loads(data)  # type: ignore[no-any-return]
+    except (RecursionError, ValueError):
+        return None
+
+
+def _item_json(item: Any, exact: Any) -> bytes:
+    # Each element is written again on its own; from the exact reading it keeps big integers.
+    if exact is None:
+        return orjson.dumps(item)
+    try:
+        return orjson.dumps(exact)
+    except orjson.JSONEncodeError:  # an integer beyond 64 bits: Python's json keeps it
+        return json.dumps(exact, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 _TOKENS = re.compile(rb'"(?:[^"\\\n]|\\.)*"|[\[\]{},\n]')

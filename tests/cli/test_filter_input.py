@@ -245,3 +245,20 @@ def test_indexed_values_nested_deeper_than_100_are_rejected(
     elsewhere = ["--store", str(tmp_path / "other"), "--index", str(tmp_path / "other.db")]
     assert run("put", str(source), *elsewhere).exit_code == 0
     assert run("get", "d", *elsewhere).stdout_bytes == deep + b"\n"
+
+
+def test_big_integers_in_a_json_array_input_are_kept_or_rejected_as_in_lines(
+    run: Run, tmp_path: Path
+) -> None:
+    source = tmp_path / "array.json"
+    big = "123456789012345678901234567890"
+    source.write_text(
+        f'[\n{{"fs_id": "a", "n": {big}}},\n{{"fs_id": "b", "n": 1, "other": {big}}}\n]\n'
+    )
+    result = run("put", str(source), "--field", "n")
+    assert result.exit_code == ExitStatus.PARTIAL
+    assert result.stderr.splitlines()[0] == (
+        f"s3idx: {source}:2: indexed field 'n' holds an integer of 30 digits, beyond 64-bit "
+        "integers (-9223372036854775808 to 9223372036854775807)"
+    )
+    assert run("get", "b").stdout == f'{{"fs_id":"b","n":1,"other":{big}}}\n'
