@@ -12,6 +12,7 @@ _s3idx() {
     delete)
         case "$prev" in
             --filter) COMPREPLY=(); return;;
+            --filter-file) COMPREPLY=($(compgen -f -- "$cur")); return;;
             --store) COMPREPLY=(); return;;
             --index) COMPREPLY=(); return;;
             --collection) COMPREPLY=(); return;;
@@ -23,7 +24,7 @@ _s3idx() {
             --config) COMPREPLY=($(compgen -f -- "$cur")); return;;
         esac
         if [[ "$cur" == -* ]]; then
-            COMPREPLY=($(compgen -W "--filter --all --dry-run --json --quiet -q --store --index --collection --aws-profile --region --endpoint-url --transport --profile --config -h --help" -- "$cur"))
+            COMPREPLY=($(compgen -W "--filter --filter-file --all --dry-run --json --quiet -q --store --index --collection --aws-profile --region --endpoint-url --transport --profile --config -h --help" -- "$cur"))
         fi
         ;;
     get)
@@ -91,6 +92,7 @@ _s3idx() {
             --sort) COMPREPLY=(); return;;
             --limit) COMPREPLY=(); return;;
             --skip) COMPREPLY=(); return;;
+            --filter-file) COMPREPLY=($(compgen -f -- "$cur")); return;;
             --workers) COMPREPLY=(); return;;
             --store) COMPREPLY=(); return;;
             --index) COMPREPLY=(); return;;
@@ -103,7 +105,7 @@ _s3idx() {
             --config) COMPREPLY=($(compgen -f -- "$cur")); return;;
         esac
         if [[ "$cur" == -* ]]; then
-            COMPREPLY=($(compgen -W "--fields --full --sort --limit --skip --count --workers --json --store --index --collection --aws-profile --region --endpoint-url --transport --profile --config -h --help" -- "$cur"))
+            COMPREPLY=($(compgen -W "--fields --full --sort --limit --skip --count --filter-file --workers --json --store --index --collection --aws-profile --region --endpoint-url --transport --profile --config -h --help" -- "$cur"))
         fi
         ;;
     rebuild-index)

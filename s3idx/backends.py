@@ -6,12 +6,15 @@ imports boto3 or pymongo.
 
 from __future__ import annotations
 
+import difflib
+import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from s3idx.config import TRANSPORTS, Settings, redact
+from s3idx.config import TRANSPORTS, Settings, default_index, default_store, redact
 from s3idx.errors import UsageError
 from s3idx.index.base import Index
 from s3idx.store.base import ObjectStore
@@ -42,12 +45,7 @@ def parse_store_location(text: str) -> StoreLocation:
         return StoreLocation("s3", bucket=bucket, prefix=prefix.strip("/"))
     if text.startswith("file://"):
         return StoreLocation("local", path=Path(unquote(urlsplit(text).path)))
-    if "://" in text:
-        scheme = text.split("://", 1)[0]
-        raise UsageError(
-            f"unknown store scheme {scheme + '://'!r}; use a directory, file://PATH or "
-            "s3://BUCKET/PREFIX"
-        )
+    _refuse_url_typos(text, "store")
     if not text:
         raise UsageError("the store location is empty")
     return StoreLocation("local", path=Path(text).expanduser())
@@ -72,15 +70,81 @@ def parse_index_location(text: str) -> IndexLocation:
                 "as in sqlite:///home/me/index.sqlite3 (or give the plain file path)"
             )
         return IndexLocation("sqlite", path=Path(unquote(path)))
-    if "://" in text:
-        scheme = text.split("://", 1)[0]
-        raise UsageError(
-            f"unknown index scheme {scheme + '://'!r}; use a SQLite file path, sqlite:///PATH "
-            "or mongodb://HOST/DB"
-        )
+    _refuse_url_typos(text, "index")
     if not text:
         raise UsageError("the index location is empty")
     return IndexLocation("sqlite", path=Path(text).expanduser())
+
+
+# The URL forms each role takes, as a user would write them.
+_FORMS = {
+    "store": {"s3": "s3://BUCKET/PREFIX", "file": "file:///PATH"},
+    "index": {"mongodb": "mongodb://HOST/DB", "mongodb+srv": "mongodb+srv://HOST/DB",
+              "sqlite": "sqlite:///PATH"},
+}  # fmt: skip
+_PLAIN = {"store": "a directory", "index": "a SQLite file path"}
+# "word:" or "word//" at the start: a URL meant, whatever the slashes. One letter and a colon is
+# a Windows drive.
+_URL_LIKE = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)(?P<sep>:/*|//+)(?P<rest>.*)", re.S)
+
+
+def _refuse_url_typos(text: str, role: str) -> None:
+    """Refuse text that looks like a URL but is not one this role takes, suggesting the right one.
+
+    Without this, ``s3:/bucket/docs`` is a relative directory ``s3:`` that ``put`` creates.
+    """
+    found = _URL_LIKE.fullmatch(text)
+    if found is None:
+        return
+    scheme, sep, rest = found["scheme"], found["sep"], found["rest"]
+    if ":" not in sep and scheme.lower() not in (*_FORMS["store"], *_FORMS["index"]):
+        return  # "docs//x" is a path; only a scheme's name before "//" reads as a URL
+    if len(scheme) == 1 and sys.platform == "win32":
+        return
+    forms = _FORMS[role]
+    other = "index" if role == "store" else "store"
+    guess = _closest_scheme(scheme)
+    if role == "index" and guess == "file":
+        guess = "sqlite"  # a file URL for the index means its SQLite file
+    shown = _without_password(text)
+    # The hint matters where a real directory name could look like this ("data:2024").
+    plain = None if "//" in sep else f"a local path with ':' in its name can be given as ./{shown}"
+    if guess in _FORMS[other] and guess not in forms:
+        raise UsageError(
+            f"{role} {shown!r} is {_a(other)} location, not {_a(role)}; {_a(role)} is "
+            f"{_PLAIN[role]} or {' or '.join(forms.values())}"
+        )
+    if guess is not None:
+        slashes = "///" if guess in ("file", "sqlite") else "//"
+        fixed = _without_password(f"{guess}:{slashes}{rest.lstrip('/')}")
+        raise UsageError(
+            f"{role} {shown!r} is not a valid location; did you mean {fixed!r}?", hint=plain
+        )
+    if role == "store" and scheme.lower() in ("http", "https"):
+        plain = "for MinIO or another S3 service: --store s3://BUCKET/PREFIX --endpoint-url URL"
+    raise UsageError(
+        f"unknown {role} scheme {scheme + ('://' if '//' in sep else ':')!r} in {shown!r}; "
+        f"use {_PLAIN[role]} or "
+        f"{' or '.join(forms.values())}",
+        hint=plain,
+    )
+
+
+def _a(role: str) -> str:
+    return f"an {role}" if role == "index" else f"a {role}"
+
+
+def _without_password(text: str) -> str:
+    # redact() knows only well-formed URLs; a mistyped one ("mongodb:/u:pw@h") may hold one too.
+    return re.sub(r"^([^:]*:/*[^:/@]*):[^@]*@", r"\1:***@", redact(text))
+
+
+def _closest_scheme(scheme: str) -> str | None:
+    known = [*_FORMS["store"], *_FORMS["index"]]
+    if scheme.lower() in known:
+        return scheme.lower()
+    close = difflib.get_close_matches(scheme.lower(), known, n=1, cutoff=0.6)
+    return close[0] if close else None
 
 
 def open_store(settings: Settings) -> ObjectStore:
@@ -89,7 +153,8 @@ def open_store(settings: Settings) -> ObjectStore:
         from s3idx.store.local import LocalStore
 
         assert location.path is not None
-        return LocalStore(location.path)
+        # Only the default location, under the per-user data directory, may need parents made.
+        return LocalStore(location.path, create_parents=settings.store == default_store())
     from s3idx.store.s3 import pool_size
 
     store_class = _s3_store_class(settings.transport)
@@ -133,7 +198,7 @@ def open_index(settings: Settings) -> Index:
         from s3idx.index.sqlite import SqliteIndex
 
         assert location.path is not None
-        return SqliteIndex(location.path)
+        return SqliteIndex(location.path, create_parents=settings.index == default_index())
     from s3idx.index.mongo import MongoIndex
 
     return MongoIndex(location.uri, location.database, settings.collection)

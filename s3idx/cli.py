@@ -38,7 +38,8 @@ from s3idx.config import (
 from s3idx.engine.core import Engine
 from s3idx.engine.outputs import open_output, refuse_outputs_over_inputs
 from s3idx.engine.recover import REPORTED_KEYS_LIMIT
-from s3idx.errors import ExitStatus, S3idxError, UsageError
+from s3idx.errors import ExitStatus, S3idxError, UsageError, quote_key, shorten_key
+from s3idx.query.filter_json import read_filter
 from s3idx.query.paths import project
 from s3idx.query.sort import parse_sort
 from s3idx.text import plural
@@ -371,22 +372,15 @@ def _run(body: Callable[[], ExitStatus | None], *, json: bool = False) -> None:
         raise typer.Exit(int(status))
 
 
-def _parse_filter(text: str | None, what: str = "FILTER") -> dict[str, Any]:
-    if text is None or not text.strip():
-        return {}
-    try:
-        value = orjson.loads(text)
-    except orjson.JSONDecodeError as exc:
-        raise UsageError(
-            f"{what} is not valid JSON: {exc}",
-            hint='write it as a JSON object, e.g. \'{"task_id": "mp-1"}\'',
-        ) from None
-    if not isinstance(value, dict):
-        raise UsageError(f"{what} must be a JSON object, not {type(value).__name__}")
-    try:
-        return codec.untag(value)
-    except ValueError as exc:
-        raise UsageError(f"{what}: {exc}") from None
+FilterFileOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--filter-file",
+        metavar="FILE",
+        help="Read the filter (JSON) from FILE; '-' for stdin. For filters too big for a "
+        "command line.",
+    ),
+]
 
 
 # --- commands --------------------------------------------------------------------------------
@@ -618,11 +612,11 @@ def get(
             result = engine.write_documents(keys, out, events=events)
             out.flush()
         for key in result.missing:
-            output.message(f"not found: {key}")
+            output.message(f"not found: {shorten_key(key)}")
         for key, reason in result.unreadable:
-            output.message(f"cannot read {key}: {reason}")
+            output.message(f"cannot read {shorten_key(key)}: {reason}")
         for key, reason in result.damaged:
-            output.message(f"damaged {key}: {reason}")
+            output.message(f"damaged {shorten_key(key)}: {reason}")
         if result.damaged:
             return ExitStatus.DAMAGED
         if result.unreadable:
@@ -664,6 +658,7 @@ def query(
     count: Annotated[bool, typer.Option("--count", help="Print only the number of matches.")] = (
         False
     ),
+    filter_file: FilterFileOpt = None,
     workers: WorkersOpt = None,
     json: Annotated[
         bool, typer.Option("--json", help="JSON lines even on a terminal (no table).")
@@ -679,7 +674,7 @@ def query(
 
     def body() -> ExitStatus | None:
         ctx = Context(loc, workers=workers)
-        spec = _parse_filter(filter)
+        spec = read_filter(filter, filter_file)
         sort_spec = parse_sort(sort) if sort else None
         with ctx.engine() as engine:
             if count:
@@ -744,7 +739,7 @@ def _print_full(
             if problem is not None:
                 failed += 1
                 damaged += bool(document is not None and document.damaged)
-                events.say(f"index entry {key!r} {problem}")
+                events.say(f"index entry {quote_key(key)} {problem}")
     out.flush()
     if damaged:
         return ExitStatus.DAMAGED
@@ -782,6 +777,7 @@ def delete(
         str | None,
         typer.Option("--filter", metavar="FILTER", help="Delete every entry matching FILTER."),
     ] = None,
+    filter_file: FilterFileOpt = None,
     all_: Annotated[
         bool, typer.Option("--all", help="Allow an empty --filter '{}': delete everything.")
     ] = False,
@@ -801,16 +797,17 @@ def delete(
 
     def body() -> ExitStatus | None:
         ctx = Context(loc, json=json, quiet=quiet)
-        if keys and filter is not None:
-            raise UsageError("give KEY arguments or --filter, not both")
-        if not keys and filter is None:
+        by_filter = filter is not None or filter_file is not None
+        if keys and by_filter:
+            raise UsageError("give KEY arguments or a filter, not both")
+        if not keys and not by_filter:
             raise UsageError("nothing to delete: give KEY arguments or --filter FILTER")
         with (
             ctx.engine() as engine,
             output.CliEvents(rejects=None, show_progress=not quiet, command="delete") as events,
         ):
-            if filter is not None:
-                spec = _parse_filter(filter, "--filter")
+            if by_filter:
+                spec = read_filter(filter, filter_file, flag="--filter")
                 if not spec and not all_:
                     raise UsageError(
                         "--filter '{}' matches every document",
@@ -823,9 +820,9 @@ def delete(
             for key in result.would_delete:
                 typer.echo(key)
         for key in result.missing:
-            output.message(f"not found: {key}")
+            output.message(f"not found: {shorten_key(key)}")
         for key, reason in result.failed:
-            output.message(f"could not delete {key}: {reason}")
+            output.message(f"could not delete {shorten_key(key)}: {reason}")
         status = None
         if result.failed:
             status = ExitStatus.PARTIAL
@@ -852,27 +849,34 @@ def info(
 
     def body() -> ExitStatus | None:
         ctx = Context(loc, json=json)
-        with ctx.engine() as engine:
-            recorded = engine.index.settings()
-            data = {
-                "version": __version__,
-                "store": redact(ctx.settings.store),
-                "index": redact(ctx.settings.index),
-                "config_file": str(ctx.config_file or config_path()),
-                "data_dir": str(data_dir()),
-                "key_field": engine.key_field,
-                "fields": list(recorded.fields) if recorded else [],
-                "pending_fields": [f for f, _ in recorded.pending] if recorded else [],
-                "entries": engine.count({}) if recorded else 0,
-            }
+        data: dict[str, Any] = {
+            "version": __version__,
+            "store": redact(ctx.settings.store),
+            "index": redact(ctx.settings.index),
+            "config_file": str(ctx.config_file or config_path()),
+            "data_dir": str(data_dir()),
+        }
+        # Print what can be known even when a backend is missing or down, then say what is.
+        try:
+            with ctx.engine() as engine:
+                shown, problems = engine.describe()
+        except S3idxError as exc:
+            shown, problems = {}, [exc]
+        data.update(shown)
+        status = problems[0].exit_status if problems else None
+        if problems:
+            data["problems"] = [p.message for p in problems]
         if json:
-            output.write_json(data)
+            output.write_json({**data, "exit_status": int(status or ExitStatus.OK)})
         else:
-            width = max(len(k) for k in data)
-            for name, value in data.items():
-                shown = ", ".join(value) if isinstance(value, list) else value
-                typer.echo(f"{name.replace('_', ' '):<{width}}  {shown}")
-        return None
+            rows = {k: v for k, v in data.items() if k != "problems"}
+            width = max(len(k) for k in rows)
+            for name, value in rows.items():
+                text = ", ".join(value) if isinstance(value, list) else value
+                typer.echo(f"{name.replace('_', ' '):<{width}}  {text}")
+        for problem in problems:
+            output.error(problem.message, problem.hint)
+        return status
 
     _run(body, json=json)
 
@@ -908,7 +912,7 @@ class CliScanEvents(output.CliEvents):
 
     def skipped(self, key: str, reason: str) -> None:
         if not self._quiet:
-            self.say(f"{key}: {reason}")
+            self.say(f"{shorten_key(key)}: {reason}")
 
     def drift(self, kind: str, key: str) -> None:
         if not self._drift_lines:

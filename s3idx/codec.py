@@ -27,6 +27,7 @@ from s3idx.errors import (
     MetadataTooLargeError,
     NotAnS3idxObjectError,
     UsageError,
+    quote_key,
 )
 
 FORMAT_VERSION = "1"
@@ -433,10 +434,10 @@ def check_key(key: Any, key_field: str = "fs_id") -> str:
         raise InvalidKeyError(f"key contains a control character (U+{ord(found.group()):04X})")
     for segment in key.split("/"):
         if segment in (".", ".."):
-            raise InvalidKeyError(f"key {key!r} has a {segment!r} segment")
+            raise InvalidKeyError(f"key {quote_key(key)} has a {segment!r} segment")
         if not segment:
             raise InvalidKeyError(
-                f"key {key!r} has an empty segment (a leading, trailing or double '/')"
+                f"key {quote_key(key)} has an empty segment (a leading, trailing or double '/')"
             )
     try:
         key.encode("utf-8")
@@ -504,11 +505,16 @@ def check_metadata_size(
     else:
         sizes = sorted(((len(v.encode()), name) for name, v in metadata.items()), reverse=True)
     largest = ", ".join(f"{name} ({n} bytes)" for n, name in sizes[:3])
-    raise MetadataTooLargeError(
-        f"index entry of {key!r} needs {size} bytes of metadata; the limit is "
-        f"{MAX_METADATA_BYTES} bytes; largest fields: {largest}",
-        hint="index fewer or smaller fields (--field), or shorten their values",
+    message = (
+        f"index entry of {quote_key(key)} needs {size} bytes of metadata; the limit is "
+        f"{MAX_METADATA_BYTES} bytes; largest fields: {largest}"
     )
+    if "\\u" in metadata.get(META_ENTRY, ""):  # the entry is ASCII JSON: \uXXXX escapes
+        message += "; non-ASCII characters take 6 bytes each in metadata (12 beyond U+FFFF)"
+    hint = "index fewer or smaller fields (--field), or shorten their values"
+    if entry is not None and any(name == metadata.get(META_KEY) for _, name in sizes[:1]):
+        hint = "shorten the key: the index entry in the metadata holds it too"
+    raise MetadataTooLargeError(message, hint=hint)
 
 
 def parse_metadata(metadata: Mapping[str, str]) -> MetadataEntry:

@@ -7,6 +7,7 @@ sqlite3, OSError) into these at their boundary.
 
 from __future__ import annotations
 
+import os
 from enum import IntEnum
 
 
@@ -31,7 +32,9 @@ EXIT_STATUS_MEANINGS: dict[ExitStatus, str] = {
     ExitStatus.ERROR: "unexpected error (a bug or an unclassified backend failure)",
     ExitStatus.USAGE: "usage error: bad flag, filter, configuration or location",
     ExitStatus.PARTIAL: "partial failure: some records were rejected or some items failed",
-    ExitStatus.NOT_FOUND: "not found: a requested key, object or bucket does not exist",
+    ExitStatus.NOT_FOUND: (
+        "not found: a requested key, object, bucket, store or index does not exist"
+    ),
     ExitStatus.UNAVAILABLE: "backend unavailable: S3, MongoDB or the SQLite file cannot be used",
     ExitStatus.ACCESS_DENIED: "access denied: credentials missing, wrong or not allowed",
     ExitStatus.DRIFT: "sync --check or verify found drift between index and store",
@@ -103,7 +106,7 @@ class ObjectNotFoundError(NotFoundError):
     """An object key does not exist in the store."""
 
     def __init__(self, key: str) -> None:
-        super().__init__(f"no such object: {key}")
+        super().__init__(f"no such object: {shorten_key(key)}")
         self.key = key
 
 
@@ -166,3 +169,58 @@ class MissingDependencyError(UsageError):
 
 class StoreFormatError(UsageError):
     """A directory is not an s3idx store, or was written by a newer format."""
+
+
+# --- messages shared by several layers -------------------------------------------------------
+
+KEY_SHOWN_CHARS = 60
+
+
+def quote_key(key: str) -> str:
+    """A key as error messages show it: quoted, and shortened with its size when long."""
+    if len(key) <= KEY_SHOWN_CHARS:
+        return repr(key)
+    size = len(key.encode("utf-8", "surrogatepass"))
+    return f"{key[:KEY_SHOWN_CHARS]!r}… ({size} bytes)"
+
+
+def shorten_key(key: str) -> str:
+    """A key as messages print it bare (``not found: KEY``): shortened with its size when long."""
+    if len(key) <= KEY_SHOWN_CHARS:
+        return key
+    size = len(key.encode("utf-8", "surrogatepass"))
+    return f"{key[:KEY_SHOWN_CHARS]}… ({size} bytes)"
+
+
+def store_not_found(location: str, detail: str) -> NotFoundError:
+    return NotFoundError(
+        f"no s3idx store at {location} ({detail})",
+        hint="check --store; s3idx put creates a store",
+    )
+
+
+def index_not_found(location: str) -> NotFoundError:
+    return NotFoundError(
+        f"no s3idx index at {location} (nothing was ever put there)",
+        hint="check --index; s3idx put creates an index, s3idx rebuild-index rebuilds one "
+        "from the store",
+    )
+
+
+def missing_parent(what: str, location: str, parent: str) -> NotFoundError:
+    return NotFoundError(
+        f"the directory {parent} of {what} {location} does not exist",
+        hint=f"check the location, or create the directory first: mkdir -p {parent}",
+    )
+
+
+def cannot_write_output(flag: str, path: str, exc: OSError) -> UsageError:
+    """An output file (--rejects, --output) that cannot be opened: the user's path is wrong."""
+    parent = os.path.dirname(os.path.abspath(path))
+    if isinstance(exc, FileNotFoundError) and not os.path.isdir(parent):
+        reason = f"the directory {parent} does not exist"
+    elif isinstance(exc, IsADirectoryError) or os.path.isdir(path):
+        reason = "it is a directory"
+    else:
+        reason = exc.strerror or str(exc)
+    return UsageError(f"cannot write {flag} file {path}: {reason}")

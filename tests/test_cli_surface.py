@@ -195,8 +195,15 @@ def test_every_flag_a_message_names_exists() -> None:
     assert not wrong, "\n".join(wrong)
 
 
-def test_missing_bucket_hint_names_only_flags_of_the_command(run: Any, s3_endpoint: str) -> None:
-    args = ["--store", "s3://no-such-bucket/docs", "--endpoint-url", s3_endpoint]
+def test_missing_bucket_hint_names_only_flags_of_the_command(
+    run: Any, s3_endpoint: str, tmp_path: Path
+) -> None:
+    index = str(tmp_path / "index.sqlite3")  # an index that exists: only the bucket is missing
+    made = run(
+        "put", "--store", str(tmp_path / "store"), "--index", index, input='{"fs_id": "k"}\n'
+    )
+    assert made.exit_code == 0, made.stderr
+    args = ["--store", "s3://no-such-bucket/docs", "--endpoint-url", s3_endpoint, "--index", index]
     flags = _all_flags()
     for command in (["get", "k"], ["rebuild-index"], ["sync", "--check"], ["delete", "k"]):
         result = run(*command, *args)

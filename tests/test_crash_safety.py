@@ -84,7 +84,9 @@ def test_signal_stops_reading_indexes_what_was_stored_and_says_so(
 def _check_invariant(home: Path) -> tuple[int, int]:
     """Every entry's object exists; returns (entries, objects)."""
     with _engine(home) as engine:
-        keys = [e["fs_id"] for e in engine.query({}, fields=["fs_id"])]
+        # An index whose first rebuild was stopped holds no index yet (querying it is refused).
+        written = engine.index.settings() is not None
+        keys = [e["fs_id"] for e in engine.query({}, fields=["fs_id"])] if written else []
         for key in keys:
             try:
                 engine.store.head(key)

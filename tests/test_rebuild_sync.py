@@ -141,9 +141,18 @@ def test_rebuild_reports_foreign_and_undecodable_objects(filled: Engine) -> None
     )
 
 
+def _empty_store(root: Path) -> LocalStore:
+    """A store that exists and holds no object (a wrong --store that happens to be a store)."""
+    store = LocalStore(root)
+    assert list(store.list()) == []
+    store.put("gone", b"{}", {})
+    store.delete(["gone"])
+    return store
+
+
 def test_rebuild_refuses_to_empty_a_full_index(filled: Engine, tmp_path: Path) -> None:
     before = _snapshot(filled)
-    empty = Engine(LocalStore(tmp_path / "elsewhere"), filled.index)
+    empty = Engine(_empty_store(tmp_path / "elsewhere"), filled.index)
     with pytest.raises(S3idxError) as excinfo:
         empty.rebuild_index()
     assert "refusing to replace an index of 40 entries with an empty one" in str(excinfo.value)
@@ -211,7 +220,7 @@ def test_sync_refuses_to_remove_everything_for_an_empty_store(
     filled: Engine, tmp_path: Path
 ) -> None:
     with pytest.raises(S3idxError) as excinfo:
-        Engine(LocalStore(tmp_path / "nothing-here"), filled.index).sync()
+        Engine(_empty_store(tmp_path / "nothing-here"), filled.index).sync()
     assert "lists no objects; refusing to remove all 40 index entries" in str(excinfo.value)
     assert filled.count({}) == 40
 

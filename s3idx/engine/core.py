@@ -30,7 +30,14 @@ from s3idx.engine.retry import RetryingStore
 from s3idx.engine.rewrite import MaggmaRewriter
 from s3idx.engine.sync import SyncResult, run_sync
 from s3idx.engine.verify import VerifyResult, run_verify
-from s3idx.errors import ObjectNotFoundError, S3idxError, UsageError
+from s3idx.errors import (
+    BackendUnavailableError,
+    NotFoundError,
+    ObjectNotFoundError,
+    S3idxError,
+    UsageError,
+    index_not_found,
+)
 from s3idx.index.base import Entry, Index, IndexSettings, SortSpec
 from s3idx.query.indexed import check_query_paths
 from s3idx.store.base import ObjectStore
@@ -91,6 +98,48 @@ class Engine:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    # --- locations ---------------------------------------------------------------------------
+
+    def require_store(self) -> None:
+        """NotFoundError unless the store exists: reading a mistyped location must not pass.
+
+        A local store says so itself; a missing S3 bucket fails on the first request.
+        """
+        check = getattr(self.store.inner, "check_exists", None)
+        if check is not None:
+            check()
+
+    def require_index(self) -> None:
+        """NotFoundError unless an index was ever written at this location."""
+        if self.index.settings() is None:
+            raise index_not_found(self.index.location)
+
+    def describe(self) -> tuple[dict[str, Any], list[S3idxError]]:
+        """What ``info`` shows of the backends, and what stopped it from showing the rest."""
+        shown: dict[str, Any] = {}
+        problems: list[S3idxError] = []
+        try:
+            self.require_store()
+            shown["store_status"] = "ok"
+        except S3idxError as exc:
+            shown["store_status"] = _status(exc)
+            problems.append(exc)
+        try:
+            self.require_index()
+            recorded = self.index.settings()
+            assert recorded is not None
+            shown.update(
+                index_status="ok",
+                key_field=recorded.key_field,
+                fields=list(recorded.fields),
+                pending_fields=[f for f, _ in recorded.pending],
+                entries=self.count({}),
+            )
+        except S3idxError as exc:
+            shown["index_status"] = _status(exc)
+            problems.append(exc)
+        return shown, problems
 
     # --- settings ----------------------------------------------------------------------------
 
@@ -190,12 +239,14 @@ class Engine:
     def get(self, key: str) -> dict[str, Any]:
         """One document as a dict (datetimes as datetimes); ObjectNotFoundError if missing,
         DamagedObjectError if its body is not what its metadata recorded."""
+        self.require_store()
         document = fetch_document(self.store, key, spool_threshold=self.spool_threshold)
         return codec.loads(document.read())
 
     def fetch(self, keys: Iterable[str]) -> Iterator[tuple[str, FetchedDocument | None]]:
         """Verified documents' JSON in the order of ``keys``, fetched in parallel; None when
         missing."""
+        self.require_store()
         return fetch_many(self.store, keys, self.workers, spool_threshold=self.spool_threshold)
 
     def write_documents(
@@ -236,10 +287,12 @@ class Engine:
         A filter, sort or projection naming a field the index does not hold for every entry
         is refused (FieldNotIndexedError, FieldPendingError) rather than answered wrongly.
         """
+        self.require_index()
         check_query_paths(self.index.settings(), filter=filter, sort=sort, fields=fields)
         return self.index.find(filter or {}, fields=fields, sort=sort, skip=skip, limit=limit)
 
     def count(self, filter: Mapping[str, Any] | None = None) -> int:
+        self.require_index()
         check_query_paths(self.index.settings(), filter=filter)
         return self.index.count(filter or {})
 
@@ -252,6 +305,7 @@ class Engine:
         limit: int = 0,
     ) -> Iterator[tuple[str, FetchedDocument | None]]:
         """The whole documents of the matching entries, fetched in parallel, in index order."""
+        self.require_store()
         key_field = self.key_field
         entries = self.query(filter, fields=[key_field], sort=sort, skip=skip, limit=limit)
         return self.fetch(e[key_field] for e in entries)
@@ -261,11 +315,15 @@ class Engine:
     def delete(
         self, keys: Iterable[str], *, dry_run: bool = False, events: Events | None = None
     ) -> DeleteResult:
+        self.require_store()
+        self.require_index()
         return delete_ops.delete_keys(self.store, self.index, keys, dry_run=dry_run, events=events)
 
     def delete_matching(
         self, filter: Mapping[str, Any], *, dry_run: bool = False, events: Events | None = None
     ) -> DeleteResult:
+        self.require_store()
+        self.require_index()
         check_query_paths(self.index.settings(), filter=filter)
         return delete_ops.delete_matching(
             self.store, self.index, filter, self.key_field, dry_run=dry_run, events=events
@@ -286,6 +344,7 @@ class Engine:
         With ``rewrite``, objects written by maggma are rewritten into the s3idx format (with
         this engine's compression) before their entries are written.
         """
+        self.require_store()
         retries = self.store.retries
         result = run_rebuild(
             self.store,
@@ -316,6 +375,7 @@ class Engine:
         maggma's metadata) are rewritten into the s3idx format; ignored by ``check`` and
         ``dry_run``, which change nothing.
         """
+        self.require_store()  # the index may be new: sync fills it, as rebuild-index does
         retries = self.store.retries
         result = run_sync(
             self.store,
@@ -400,6 +460,14 @@ class Engine:
 
     def _rewriter(self, rewrite: bool) -> MaggmaRewriter | None:
         return MaggmaRewriter(self.store, self.codec) if rewrite else None
+
+
+def _status(exc: S3idxError) -> str:
+    if isinstance(exc, NotFoundError):
+        return "does not exist"
+    if isinstance(exc, BackendUnavailableError):
+        return "unreachable"
+    return "error"
 
 
 def open_engine(

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from s3idx import codec
 from s3idx.engine.inputs import Record
 from s3idx.errors import RecordError, UsageError
+from s3idx.limits import INT64_MAX, INT64_MIN, MAX_NESTING, big_integer_message, json_depth
 from s3idx.query.indexed import MAX_FIELD_PATH_CHARS
 from s3idx.query.paths import project
 from s3idx.store.base import ObjectStore
 
-INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 RESERVED_FIELDS = (codec.RESERVED_FIELD, codec.LAST_UPDATED)
 # Field paths are written twice into each object's 2 KB of metadata: room is kept for values.
 VALUE_ROOM_BYTES = 512  # for the key and the values, within MAX_METADATA_BYTES
@@ -137,7 +140,7 @@ class DocumentPreparer:
             )
         key = codec.check_key(document[self.key_field], self.key_field)
         self._store.check_key(key)
-        entry = self._entry(document)
+        entry = self._entry(document, record.raw)
         if self._check_entry is not None:
             self._check_entry(key, entry)
         body = record.raw if record.raw else _dumps(document)
@@ -146,9 +149,14 @@ class DocumentPreparer:
         codec.check_metadata_size(metadata, key, entry)
         return Prepared(record, key, entry, body, sha256, metadata)
 
-    def _entry(self, document: Mapping[str, Any]) -> dict[str, Any]:
+    def _entry(self, document: Mapping[str, Any], raw: bytes = b"") -> dict[str, Any]:
+        projected = project(document, self._paths)
+        _check_nesting(projected)  # before anything recursive walks it
+        if raw and _has_rounded_integer(projected):
+            # orjson reads an integer beyond 64 bits as a float: read the line again, exactly.
+            projected = project(_exact_document(raw), self._paths)
         try:
-            entry = codec.untag(project(document, self._paths))
+            entry = codec.untag(projected)
         except ValueError as exc:
             raise RecordError(f"in an indexed field: {exc}") from None
         _check_values(entry)
@@ -177,12 +185,55 @@ def _check_top_level_names(document: Mapping[str, Any]) -> None:
             )
 
 
+class _BigInteger(str):
+    """An integer literal beyond 64 bits, kept as its digits (it may be too long for int())."""
+
+
+def _exact_int(digits: str) -> int | str:
+    if len(digits) <= 20:
+        number = int(digits)
+        if INT64_MIN <= number <= INT64_MAX:
+            return number
+    return _BigInteger(digits)
+
+
+def _exact_document(raw: bytes) -> Any:
+    try:
+        return json.loads(raw, parse_int=_exact_int)
+    except RecursionError:  # deeper than Python's parser goes; orjson's reading stands
+        return orjson.loads(raw)
+
+
+def _has_rounded_integer(value: Any) -> bool:
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, float) and item.is_integer() and abs(item) >= 2**63:
+            return True
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
+def _check_nesting(entry: Mapping[str, Any]) -> None:
+    for name, value in entry.items():
+        if 1 + json_depth(value) > MAX_NESTING:
+            raise RecordError(
+                f"indexed field {name!r} is nested deeper than {MAX_NESTING} levels "
+                "(MongoDB's limit)"
+            )
+
+
 def _check_values(value: Any, path: str = "") -> None:
     if isinstance(value, bool):
         return
+    if isinstance(value, _BigInteger):
+        raise RecordError(f"indexed field {path!r} {big_integer_message(value)}")
     if isinstance(value, int):
         if not INT64_MIN <= value <= INT64_MAX:
-            raise RecordError(f"indexed field {path!r} holds {value}, beyond 64-bit integers")
+            raise RecordError(f"indexed field {path!r} {big_integer_message(str(value))}")
     elif isinstance(value, float):
         if value != value or value in (float("inf"), float("-inf")):
             raise RecordError(f"indexed field {path!r} holds {value}, which JSON cannot carry")

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import gzip
 import io
+import json
 import os
 import re
 import select
 import stat
 import sys
 import threading
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +28,9 @@ from s3idx.errors import BackendUnavailableError, NotFoundError
 _BOM = b"\xef\xbb\xbf"
 _GZIP_MAGIC = b"\x1f\x8b"
 STDIN_NAME = "<stdin>"
+DAMAGED_GZIP = (
+    "the gzip data ends early (the file is truncated or damaged); the lines before it were read"
+)
 
 
 @dataclass(slots=True)
@@ -121,8 +126,15 @@ def _read_source(
             progress.compressed = True
             stream = gzip.GzipFile(fileobj=buffered, mode="rb")  # type: ignore[assignment]
             stream = io.BufferedReader(stream, 1 << 20)  # type: ignore[arg-type]
-        yield from _records(source.name, stream)
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        line = 0
+        try:
+            for record in _records(source.name, stream):
+                line = record.line
+                yield record
+        except (EOFError, gzip.BadGzipFile, zlib.error):
+            # Bad input, not a backend failure: reported as a reject where the data stops.
+            yield Record(source.name, line + 1, b"", error=DAMAGED_GZIP)
+    except OSError as exc:
         raise BackendUnavailableError(f"cannot read {source.name}: {exc}") from None
     finally:
         if source.stream is None:
@@ -275,6 +287,8 @@ def _json_reason(exc: orjson.JSONDecodeError) -> str:
         return f"nested deeper than 1024 levels (at {where})"
     if "failed to allocate memory" in exc.msg:  # orjson's word for unterminated deep nesting
         return f"unterminated or too deeply nested (at {where})"
+    if "infinity when parsed as double" in exc.msg:  # e.g. an integer of 400 digits
+        return f"a number too large to read, beyond a double's ±1.8e308 (at {where})"
     doc = exc.doc.encode() if isinstance(exc.doc, str) else exc.doc
     if _NON_FINITE.search(doc[max(0, exc.pos - 1) : exc.pos + 10]) or "infinity" in exc.msg:
         return f"NaN and Infinity are not JSON numbers (at {where})"
@@ -290,8 +304,30 @@ def _array_records(name: str, consumed: list[bytes]) -> Iterator[Record]:
 def _array_items(name: str, data: bytes, items: list[Any]) -> Iterator[Record]:
     """The elements of a JSON array read whole, each located at the line where it starts."""
     lines = _element_lines(data, len(items))
+    exact = _exact_items(data)
     for i, item in enumerate(items):
-        yield Record(name, lines[i], orjson.dumps(item), item)
+        yield Record(name, lines[i], _item_json(item, exact[i] if exact else None), item)
+
+
+def _exact_items(data: bytes) -> list[Any] | None:
+    """The array again with its integers exact, when one may lie beyond 64 bits (orjson reads
+    those as floats); None otherwise, or when Python's parser cannot go as deep."""
+    if not re.search(rb"\d{19}", data):
+        return None
+    try:
+        return json.loads(data)  # type: ignore[no-any-return]
+    except (RecursionError, ValueError):
+        return None
+
+
+def _item_json(item: Any, exact: Any) -> bytes:
+    # Each element is written again on its own; from the exact reading it keeps big integers.
+    if exact is None:
+        return orjson.dumps(item)
+    try:
+        return orjson.dumps(exact)
+    except orjson.JSONEncodeError:  # an integer beyond 64 bits: Python's json keeps it
+        return json.dumps(exact, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 _TOKENS = re.compile(rb'"(?:[^"\\\n]|\\.)*"|[\[\]{},\n]')

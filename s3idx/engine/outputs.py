@@ -19,7 +19,7 @@ from typing import IO
 
 from s3idx.backends import parse_index_location, parse_store_location
 from s3idx.config import Settings, config_path
-from s3idx.errors import UsageError
+from s3idx.errors import UsageError, cannot_write_output
 
 SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")
 
@@ -63,7 +63,7 @@ def open_output(path: str | os.PathLike[str], option: str) -> IO[bytes]:
     try:
         return open(path, "wb")
     except OSError as exc:
-        raise UsageError(f"cannot write {option} {path}: {exc.strerror or exc}") from None
+        raise cannot_write_output(option, str(path), exc) from None
 
 
 def _kept_files(

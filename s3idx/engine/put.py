@@ -273,21 +273,24 @@ def run_put(
                 if pipeline is not None:
                     pipeline.poll()
                 continue
-            batch = _prepare_chunk(chunk, preparer, seen, result, reject)
+            batch = _prepare_chunk(chunk, preparer, seen, result, reject, options.max_errors)
             if options.skip_unchanged and batch:
                 batch = _drop_unchanged(batch, index, pipeline, result)
             if pipeline is None:
                 result.stored += len(batch)
                 result.bytes_stored += sum(len(p.body) for p in batch)
             else:
+                prepared_rejects = result.rejected
                 for prepared in batch:
+                    if result.rejected > prepared_rejects and _limit_reached(options, result):
+                        break  # uploads were rejected (e.g. by S3) up to the limit
                     pipeline.submit(prepared)
                     if pipeline.fatal is not None:
                         break
             reporter.now()
             if pipeline is not None and pipeline.fatal is not None:
                 break
-            if options.max_errors is not None and result.rejected >= options.max_errors:
+            if _limit_reached(options, result):
                 result.stopped_early = True
                 break
         if stop is not None and stop.is_set():
@@ -355,6 +358,10 @@ class _ProgressReporter:
         # An estimate, but one that never goes back: the reader's share moves in steps.
         self._fraction = max(self._fraction, fraction)
         return self._fraction
+
+
+def _limit_reached(options: PutOptions, result: PutResult) -> bool:
+    return options.max_errors is not None and result.rejected >= options.max_errors
 
 
 def _finish_after_failure(
@@ -467,9 +474,13 @@ def _prepare_chunk(
     seen: SeenKeys,
     result: PutResult,
     reject: Any,
+    max_errors: int | None = None,
 ) -> list[Prepared]:
+    """The chunk's valid documents; with ``max_errors``, none after the reject that reaches it."""
     by_key: dict[str, Prepared] = {}
     for record in chunk:
+        if max_errors is not None and result.rejected >= max_errors:
+            break
         result.read += 1
         if record.error is not None:
             reject(record, record.error)

@@ -33,6 +33,7 @@ from s3idx.errors import (
     ObjectNotFoundError,
     S3idxError,
     TransientError,
+    quote_key,
 )
 from s3idx.store.base import ObjectBody, ObjectHead, ObjectStore
 
@@ -87,7 +88,7 @@ def fetch_document(
     try:
         return _fetch(store, key, spool_threshold)
     except (NotAnS3idxObjectError, CorruptObjectError) as exc:
-        raise type(exc)(f"object {key!r}: {exc.message}") from None
+        raise type(exc)(f"object {quote_key(key)}: {exc.message}") from None
 
 
 def _fetch(store: ObjectStore, key: str, threshold: int) -> FetchedDocument:

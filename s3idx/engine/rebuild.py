@@ -29,7 +29,7 @@ from s3idx.engine.recover import (
     probe_key_field,
 )
 from s3idx.engine.results import Events
-from s3idx.errors import S3idxError
+from s3idx.errors import IndexSettingsError, S3idxError, UsageError
 from s3idx.index.base import Index, IndexSettings
 from s3idx.store.base import ObjectInfo, ObjectStore
 from s3idx.text import plural
@@ -179,6 +179,13 @@ def _first_entry_settings(
     """
     first = probe_key_field(store, key_field)
     if first is not None:
+        if key_field is not None and first.key_field != key_field:
+            # Every object would be skipped one by one; one message before any work says it.
+            raise IndexSettingsError(
+                f"the store's objects were written with key field {first.key_field!r}, "
+                f"not {key_field!r}",
+                hint=f"run rebuild-index without --key, or with --key {first.key_field}",
+            )
         return first.key_field, first.fields
     settings = index.settings()
     return (settings.key_field, settings.fields) if settings else (DEFAULT_KEY_FIELD, ())
@@ -190,7 +197,7 @@ def _refuse_empty_replacement(store: ObjectStore, index: Index, result: RebuildR
         return
     existing = indexed_entries(index)
     if existing:
-        raise S3idxError(
+        raise UsageError(  # a wrong --store, far likelier than a wish
             f"the store {redact(store.location)} gave no s3idx objects; refusing to replace "
             f"an index of {plural(existing, 'entry', 'entries')} with an empty one",
             hint="check --store (and --endpoint-url); to empty the index, delete its file or "

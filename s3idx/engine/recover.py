@@ -16,7 +16,7 @@ from typing import Any
 
 from s3idx import codec, maggma_format
 from s3idx.engine.concurrency import ordered_map
-from s3idx.errors import CorruptObjectError, NotAnS3idxObjectError, ObjectNotFoundError
+from s3idx.errors import CorruptObjectError, NotAnS3idxObjectError, ObjectNotFoundError, quote_key
 from s3idx.index.base import Bookkeeping, Entry, Index, with_bookkeeping
 from s3idx.store.base import ObjectHead, ObjectStore
 
@@ -48,7 +48,8 @@ def recover_entry(head: ObjectHead, key_field: str | None = None) -> Recovered:
         return _recover_maggma(head, key_field)
     if meta.entry[meta.key_field] != head.key:
         raise CorruptObjectError(
-            f"its metadata names key {meta.entry[meta.key_field]!r}, not {head.key!r} "
+            f"its metadata names key {quote_key(str(meta.entry[meta.key_field]))}, "
+            f"not {quote_key(head.key)} "
             "(copied or renamed by another tool?)"
         )
     bookkeeping = Bookkeeping(head.etag, head.size, meta.sha256, meta.codec)

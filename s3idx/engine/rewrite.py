@@ -14,7 +14,7 @@ from s3idx import codec, maggma_format
 from s3idx.engine.documents import DocumentPreparer
 from s3idx.engine.inputs import Record
 from s3idx.engine.recover import Recovered, recover_entry
-from s3idx.errors import CorruptObjectError, RecordError
+from s3idx.errors import CorruptObjectError, RecordError, quote_key
 from s3idx.index.base import Bookkeeping, with_bookkeeping
 from s3idx.store.base import ObjectStore
 
@@ -47,9 +47,13 @@ class MaggmaRewriter:
             body.read(), current.entry[codec.RESERVED_FIELD]["codec"], body.head.metadata
         )
         preparer = DocumentPreparer(self._store, current.key_field, current.fields, self._codec)
-        prepared = preparer.prepare(Record(f"maggma object {current.key!r}", 0, b"", document))
+        prepared = preparer.prepare(
+            Record(f"maggma object {quote_key(current.key)}", 0, b"", document)
+        )
         if prepared.key != current.key:
-            raise RecordError(f"its document's key is {prepared.key!r}, not its object's key")
+            raise RecordError(
+                f"its document's key is {quote_key(prepared.key)}, not its object's key"
+            )
         # A change of format is not a change of the document: last_updated stays as it was.
         kept = current.entry.get(codec.LAST_UPDATED, prepared.entry[codec.LAST_UPDATED])
         entry = {**prepared.entry, codec.LAST_UPDATED: kept}

@@ -32,7 +32,7 @@ from s3idx.engine.recover import (
     probe_key_field,
 )
 from s3idx.engine.results import Events
-from s3idx.errors import S3idxError
+from s3idx.errors import S3idxError, UsageError
 from s3idx.index.base import Bookkeeping, Index
 from s3idx.store.base import ObjectInfo, ObjectStore
 from s3idx.text import plural
@@ -311,7 +311,7 @@ def _refuse_emptying(store: ObjectStore, index: Index) -> None:
     """An empty listing over a full index is far likelier a wrong --store than a wish."""
     existing = indexed_entries(index)
     if existing:
-        raise S3idxError(
+        raise UsageError(  # a wrong --store, far likelier than a wish
             f"the store {redact(store.location)} lists no objects; refusing to remove "
             f"{'the' if existing == 1 else 'all'} "
             f"{plural(existing, 'index entry', 'index entries')}",

@@ -59,6 +59,7 @@ from s3idx.errors import (
     UsageError,
 )
 from s3idx.index.base import Bookkeeping, Entry, IndexSettings, SortSpec
+from s3idx.query.filter import check_nesting
 
 META_COLLECTION = "s3idx_meta"
 REBUILD_SUFFIX = "__rebuild"
@@ -267,6 +268,7 @@ def check_filter(filter: Mapping[str, Any] | None) -> dict[str, Any]:
             f"a filter must be a JSON object, got {type(filter).__name__}",
             hint='for example {"field": "value"}',
         )
+    check_nesting(filter)  # the server's own limit, said the way every backend says it
     return dict(filter)
 
 

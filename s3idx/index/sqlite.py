@@ -44,6 +44,7 @@ from s3idx.errors import (
     InvalidFilterError,
     S3idxError,
     TransientError,
+    missing_parent,
 )
 from s3idx.index.base import Bookkeeping, Entry, IndexSettings, SortSpec
 from s3idx.query.filter import Filter, parse_filter
@@ -74,8 +75,10 @@ _SQLITE_NOTADB = 26
 class SqliteIndex:
     """An ``Index`` in one SQLite file; the file and its directory appear on the first write."""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, create_parents: bool = True) -> None:
         self.path = Path(os.path.abspath(os.fspath(path)))
+        # False: create the file only, as sqlite3 does, so a mistyped directory fails.
+        self._create_parents = create_parents
         self.location = str(self.path)
         self._lock = threading.RLock()
         self._writer: sqlite3.Connection | None = None
@@ -344,6 +347,8 @@ class SqliteIndex:
 
     def _writer_connection(self) -> sqlite3.Connection:
         if self._writer is None:
+            if not self._create_parents and not self.path.parent.is_dir():
+                raise missing_parent("index", self.location, str(self.path.parent))
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:

@@ -31,6 +31,7 @@ import regex
 
 from s3idx.codec import is_date_tag, normalize_datetime, parse_date_tag
 from s3idx.errors import InvalidFilterError
+from s3idx.limits import MAX_NESTING, NESTING_MESSAGE, json_depth
 from s3idx.query.paths import Path, iter_path_values, split_path
 from s3idx.query.values import MISSING, canonical, compare, type_class
 
@@ -358,11 +359,45 @@ class Filter:
 
 
 def parse_filter(obj: Any) -> Filter:
-    """Validate a MongoDB filter; InvalidFilterError says what is wrong and where."""
-    return Filter(_parse_document(obj, "filter"))
+    """Validate a MongoDB filter; InvalidFilterError says what is wrong and where.
+
+    As in MongoDB, operators ($and, $or, $nor, $not, $elemMatch) nest at most MAX_NESTING
+    levels deep, and so do documents inside the filter.
+    """
+    return Filter(_parse_document(obj, "filter", 0))
 
 
-def _parse_document(obj: Any, where: str) -> Expr:
+def check_nesting(obj: Any) -> None:
+    """Refuse a filter nested deeper than ``parse_filter`` allows, without parsing it.
+
+    For backends that hand the filter to a server as it is: the same limit, counted the same
+    way (a level per $and, $or, $nor, $not and $elemMatch, and the depth of literal values),
+    with no recursion, so any depth is refused cleanly.
+    """
+    # (a filter document or an object of operators, its level)
+    stack: list[tuple[Any, int]] = [(obj, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if not isinstance(node, Mapping):
+            continue
+        for name, value in node.items():
+            if name in LOGICAL_OPERATORS and isinstance(value, list):
+                stack.extend((item, _deeper(depth)) for item in value)
+            elif name in ("$not", "$elemMatch"):
+                stack.append((value, _deeper(depth)))
+            elif _is_operator_object(value):
+                stack.append((value, depth))
+            elif depth + json_depth(value) > MAX_NESTING:
+                raise InvalidFilterError(NESTING_MESSAGE)
+
+
+def _deeper(depth: int) -> int:
+    if depth >= MAX_NESTING:
+        raise InvalidFilterError(NESTING_MESSAGE)
+    return depth + 1
+
+
+def _parse_document(obj: Any, where: str, depth: int) -> Expr:
     if not isinstance(obj, Mapping):
         raise InvalidFilterError(f"{where} must be a JSON object, got {_kind(obj)}")
     children: list[Expr] = []
@@ -370,13 +405,13 @@ def _parse_document(obj: Any, where: str) -> Expr:
         if not isinstance(name, str):
             raise InvalidFilterError(f"{where} has a non-string field name {name!r}")
         if name.startswith("$"):
-            children.append(_parse_top_operator(name, value))
+            children.append(_parse_top_operator(name, value, depth))
         else:
-            children.append(_parse_field(name, value))
+            children.append(_parse_field(name, value, depth))
     return children[0] if len(children) == 1 else And(tuple(children))
 
 
-def _parse_top_operator(name: str, value: Any) -> Expr:
+def _parse_top_operator(name: str, value: Any, depth: int) -> Expr:
     if name not in LOGICAL_OPERATORS:
         if name in SUPPORTED_OPERATORS:
             raise InvalidFilterError(
@@ -388,19 +423,31 @@ def _parse_top_operator(name: str, value: Any) -> Expr:
         raise InvalidFilterError(
             f"{name} needs a non-empty array of filter objects, got {_kind(value)}"
         )
-    children = tuple(_parse_document(item, f"each element of {name}") for item in value)
+    inner = _deeper(depth)
+    children = tuple(_parse_document(item, f"each element of {name}", inner) for item in value)
     if name == "$and":
-        return And(children)
+        return And(_flatten(And, children))
     if name == "$or":
-        return Or(children)
-    return Not(Or(children))
+        return Or(_flatten(Or, children))
+    return Not(Or(_flatten(Or, children)))
 
 
-def _parse_field(path: str, value: Any) -> Expr:
+def _flatten(kind: type[And] | type[Or], children: tuple[Expr, ...]) -> tuple[Expr, ...]:
+    """$and inside $and is one $and (the same for $or): nesting need not be evaluated deeply."""
+    flat: list[Expr] = []
+    for child in children:
+        if isinstance(child, kind):
+            flat.extend(child.children)
+        else:
+            flat.append(child)
+    return tuple(flat)
+
+
+def _parse_field(path: str, value: Any, depth: int) -> Expr:
     parts = split_path(path)
     if _is_operator_object(value):
-        return _field_expr(path, parts, _parse_operators(path, value))
-    return PathCondition(path, parts, Eq(_literal(value)))
+        return _field_expr(path, parts, _parse_operators(path, value, depth))
+    return PathCondition(path, parts, Eq(_literal(value, depth)))
 
 
 def _is_operator_object(value: Any) -> bool:
@@ -440,7 +487,7 @@ def _type_codes(argument: Any) -> frozenset[int]:
     return frozenset(codes)
 
 
-def _parse_operators(path: str, operators: Mapping[str, Any]) -> ValueExpr:
+def _parse_operators(path: str, operators: Mapping[str, Any], depth: int) -> ValueExpr:
     items: list[ValueExpr] = []
     for name, argument in operators.items():
         if not isinstance(name, str) or not name.startswith("$"):
@@ -452,23 +499,25 @@ def _parse_operators(path: str, operators: Mapping[str, Any]) -> ValueExpr:
             if "$regex" not in operators:
                 raise InvalidFilterError(f"$options on {path!r} needs a $regex beside it")
             continue
-        items.append(_parse_operator(path, name, argument, operators))
+        items.append(_parse_operator(path, name, argument, operators, depth))
     return items[0] if len(items) == 1 else ValueAnd(tuple(items))
 
 
-def _parse_operator(path: str, name: str, argument: Any, operators: Mapping[str, Any]) -> ValueExpr:
+def _parse_operator(
+    path: str, name: str, argument: Any, operators: Mapping[str, Any], depth: int
+) -> ValueExpr:
     if name == "$eq":
-        return Eq(_literal(argument))
+        return Eq(_literal(argument, depth))
     if name == "$ne":
-        return ValueNot(Eq(_literal(argument)))
+        return ValueNot(Eq(_literal(argument, depth)))
     if name in ("$gt", "$gte", "$lt", "$lte"):
-        return Cmp(CmpOp(name), _literal(argument))
+        return Cmp(CmpOp(name), _literal(argument, depth))
     if name == "$in":
-        return In(_plain_values(name, argument))
+        return In(_plain_values(name, argument, depth))
     if name == "$nin":
-        return ValueNot(In(_plain_values(name, argument)))
+        return ValueNot(In(_plain_values(name, argument, depth)))
     if name == "$all":
-        values = _plain_values(name, argument)
+        values = _plain_values(name, argument, depth)
         if not values:
             return Never()
         eqs = tuple(Eq(v) for v in values)
@@ -482,9 +531,9 @@ def _parse_operator(path: str, name: str, argument: Any, operators: Mapping[str,
     if name == "$regex":
         return _parse_regex(argument, operators.get("$options", ""))
     if name == "$not":
-        return ValueNot(_parse_not(path, argument))
+        return ValueNot(_parse_not(path, argument, _deeper(depth)))
     if name == "$elemMatch":
-        return _parse_elem_match(path, argument)
+        return _parse_elem_match(path, argument, _deeper(depth))
     if name in LOGICAL_OPERATORS:
         raise InvalidFilterError(
             f"{name} cannot be applied to the field {path!r}; "
@@ -506,25 +555,25 @@ def _parse_regex(pattern: Any, options: Any) -> Regex:
     return Regex(pattern, options)
 
 
-def _parse_not(path: str, argument: Any) -> ValueExpr:
+def _parse_not(path: str, argument: Any, depth: int) -> ValueExpr:
     if not _is_operator_object(argument):
         raise InvalidFilterError(
             '$not needs an object of operators, such as {"$gt": 5} or {"$regex": "^a"}, '
             f"got {_kind(argument)}"
         )
-    return _parse_operators(path, argument)
+    return _parse_operators(path, argument, depth)
 
 
-def _parse_elem_match(path: str, argument: Any) -> Predicate:
+def _parse_elem_match(path: str, argument: Any, depth: int) -> Predicate:
     if not isinstance(argument, Mapping):
         raise InvalidFilterError(f"$elemMatch needs an object, got {_kind(argument)}")
     first = next(iter(argument), None)
     if _is_operator_object(argument) and first not in LOGICAL_OPERATORS:
-        return ElemMatchValue(_parse_operators(path, argument))
-    return ElemMatchObject(_parse_document(argument, "$elemMatch"))
+        return ElemMatchValue(_parse_operators(path, argument, depth))
+    return ElemMatchObject(_parse_document(argument, "$elemMatch", depth))
 
 
-def _plain_values(name: str, argument: Any) -> tuple[Any, ...]:
+def _plain_values(name: str, argument: Any, depth: int) -> tuple[Any, ...]:
     if not isinstance(argument, list):
         raise InvalidFilterError(f"{name} needs an array, got {_kind(argument)}")
     values = []
@@ -533,7 +582,7 @@ def _plain_values(name: str, argument: Any) -> tuple[Any, ...]:
             raise InvalidFilterError(
                 f"{name} takes plain values only, not operator objects such as {item!r}"
             )
-        values.append(_literal(item))
+        values.append(_literal(item, depth))
     return tuple(values)
 
 
@@ -555,17 +604,22 @@ def _size_argument(argument: Any) -> int:
     return int(argument)
 
 
-def _literal(value: Any) -> Any:
+def _literal(value: Any, depth: int = 0) -> Any:
     """A value to compare with: ``$date`` tags become datetimes, datetimes get ms precision."""
+    if depth >= 0 and isinstance(value, Mapping | list | tuple):
+        # Checked once, without recursion, before the recursive conversion below.
+        if depth + json_depth(value) > MAX_NESTING:
+            raise InvalidFilterError(NESTING_MESSAGE)
+        depth = -1
     if isinstance(value, Mapping):
         if is_date_tag(value):
             try:
                 return parse_date_tag(value["$date"])
             except ValueError as exc:
                 raise InvalidFilterError(str(exc)) from None
-        return {_field_name(k): _literal(v) for k, v in value.items()}
+        return {_field_name(k): _literal(v, depth) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_literal(v) for v in value]
+        return [_literal(v, depth) for v in value]
     if isinstance(value, datetime):
         return normalize_datetime(value)
     if isinstance(value, float) and not math.isfinite(value):

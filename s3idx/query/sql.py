@@ -33,6 +33,7 @@ from s3idx.query.filter import (
     Filter,
     In,
     Never,
+    Not,
     Or,
     PathCondition,
     Predicate,
@@ -50,6 +51,10 @@ INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 # SQLite's default SQLITE_MAX_COMPOUND_SELECT is 500; a filter needing more terms than this
 # falls back to scanning, which is slower but still right.
 MAX_TERMS = 250
+# SQLite's parser stack (YYSTACKDEPTH, 100 entries) overflows at about ten nested subqueries
+# (fewer parentheses of other kinds cost less). A set whose SQL would nest deeper than this many
+# parentheses is given up for a Python check of the candidates: slower, never wrong.
+MAX_SQL_NESTING = 9
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
@@ -183,6 +188,25 @@ class KeySet:
         )  # fmt: skip
 
 
+def _shallow(keys: KeySet) -> KeySet:
+    """``keys``, or every key (to be checked in Python) when its SQL nests too deep."""
+    if max(_nesting(keys.sql), _nesting(keys.direct)) > MAX_SQL_NESTING:
+        return _all(False)
+    return keys
+
+
+def _nesting(sql: str) -> int:
+    # Values are always bound parameters, so every parenthesis in the text is structure.
+    depth = deepest = 0
+    for char in sql:
+        if char == "(":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char == ")":
+            depth -= 1
+    return deepest
+
+
 def _all(exact: bool) -> KeySet:
     return KeySet(_Kind.ALL, exact)
 
@@ -238,10 +262,12 @@ class _Compiler:
             return self.condition(expr.path, expr.parts, expr.predicate)
         if isinstance(expr, And):
             merged, rest = self.merge_ranges(expr.children)
-            return self.intersect([*merged, *(self.expr(c) for c in rest)])
+            return _shallow(self.intersect([*merged, *(self.expr(c) for c in rest)]))
         if isinstance(expr, Or):
-            return self.union([self.expr(c) for c in expr.children])
-        return self.complement(self.expr(expr.child))
+            return _shallow(self.union([self.expr(c) for c in expr.children]))
+        if isinstance(expr.child, Not):  # $not of $not: the condition itself
+            return self.expr(expr.child.child)
+        return _shallow(self.complement(self.expr(expr.child)))
 
     def intersect(self, sets: list[KeySet]) -> KeySet:
         exact = all(s.exact for s in sets)

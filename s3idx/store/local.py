@@ -53,6 +53,9 @@ from s3idx.errors import (
     ObjectChangedError,
     ObjectNotFoundError,
     StoreFormatError,
+    missing_parent,
+    quote_key,
+    store_not_found,
 )
 from s3idx.store.base import (
     DeleteFailure,
@@ -84,8 +87,12 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 class LocalStore:
     """Objects as files under a root directory; see the module docstring for the layout."""
 
-    def __init__(self, root: str | os.PathLike[str], *, create: bool = True) -> None:
+    def __init__(
+        self, root: str | os.PathLike[str], *, create: bool = True, create_parents: bool = True
+    ) -> None:
         self.root = Path(root).expanduser()
+        # False: make the store directory only, as mkdir does, so a mistyped path fails.
+        self._create_parents = create_parents
         self.location = str(self.root)
         self._objects = self.root / "objects"
         self._tmp = self.root / "tmp"
@@ -134,9 +141,20 @@ class LocalStore:
                     hint="put the directory itself there (the store's root may be a link)",
                 )
 
+    def check_exists(self) -> None:
+        """Raise NotFoundError naming the root unless a store is there (for reading commands)."""
+        if self._ready(for_write=False):
+            return
+        detail = "the directory does not exist"
+        if self.root.is_dir():
+            detail = f"the directory has no {MARKER}"
+        raise store_not_found(self.location, detail)
+
     def _initialise(self) -> None:
         if not self._create:
             raise StoreFormatError(f"{self.root} is not an s3idx store")
+        if not self._create_parents and not self.root.parent.is_dir():
+            raise missing_parent("store", self.location, str(self.root.parent))
         try:
             if self.root.exists() and any(
                 p.name not in (MARKER, "objects", "tmp") for p in self.root.iterdir()
@@ -169,7 +187,7 @@ class LocalStore:
         *dirs, leaf = segments = key.split("/")
         if any(segment in ("", ".", "..") for segment in segments):
             # Callers validate keys first; this guard keeps any path inside the root regardless.
-            raise InvalidKeyError(f"key {key!r} has an empty, '.' or '..' part")
+            raise InvalidKeyError(f"key {quote_key(key)} has an empty, '.' or '..' part")
         parts = [self._encode_segment(d, fold) for d in dirs]
         parts.append(self._encode_segment(leaf, fold) + "~")
         return self._objects.joinpath(*parts)
@@ -286,7 +304,7 @@ class LocalStore:
         except (FileNotFoundError, NotADirectoryError):
             raise ObjectNotFoundError(key) from None
         except OSError as exc:
-            if exc.errno == errno.ELOOP:  # the object file is a link: not an object
+            if exc.errno in (errno.ELOOP, errno.ENAMETOOLONG):  # a link; a key no put stores
                 raise ObjectNotFoundError(key) from None
             raise _unavailable(self.root, exc) from None
 
@@ -323,6 +341,8 @@ class LocalStore:
             except FileNotFoundError:
                 continue
             except OSError as exc:
+                if exc.errno == errno.ENAMETOOLONG:  # a key no put could have stored
+                    continue
                 failures.append(DeleteFailure(key, exc.strerror or str(exc)))
                 continue
             self._prune_empty_dirs(path.parent)

@@ -33,7 +33,13 @@ from obstore.store import S3Store as _ObstoreS3
 
 from s3idx.codec import check_metadata_size
 from s3idx.config import redact
-from s3idx.errors import BackendUnavailableError, ObjectNotFoundError, S3idxError, TransientError
+from s3idx.errors import (
+    BackendUnavailableError,
+    ObjectNotFoundError,
+    S3idxError,
+    TransientError,
+    shorten_key,
+)
 from s3idx.store.base import (
     DeleteFailure,
     ObjectBody,
@@ -328,7 +334,7 @@ def translate_obstore_error(
         error = boto.translate(ClientError(response, operation), key)  # type: ignore[arg-type]
         error.s3_code = code  # type: ignore[attr-defined]
         return error
-    where = boto.location + (f"/{key}" if key else "")
+    where = boto.location + (f"/{shorten_key(key)}" if key else "")
     named = scrub(redact(boto.endpoint_url))
     reason = scrub(redact(text.split("\n", 1)[0]))
     if _UNREACHABLE.search(text):

@@ -19,6 +19,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import boto3
+import botocore.session
 from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
@@ -58,6 +59,7 @@ from s3idx.errors import (
     S3idxError,
     TransientError,
     UsageError,
+    shorten_key,
 )
 from s3idx.store.base import DeleteFailure, ObjectBody, ObjectHead, ObjectInfo, PutReceipt
 
@@ -234,15 +236,17 @@ def translate_error(
 
     ``key`` is relative to the store ``prefix``; messages name ``s3://bucket/prefix/key``.
     """
-    where = _s3_url(bucket, prefix, key)
+    where = _s3_url(bucket, prefix, shorten_key(key) if key else key)
     if isinstance(exc, ClientError):
         return _client_error(exc, bucket, key, where, create_bucket)
     if isinstance(exc, ProfileNotFound):
+        # A name the user typed, not a credential that failed: a usage error.
         profile = exc.kwargs.get("profile", "?")
-        return AccessDeniedError(
-            f"AWS profile {profile!r} is not defined (looked in the AWS config and "
-            f"credentials files) while opening {where}",
-            hint="define it in ~/.aws/config, or choose another profile with --aws-profile",
+        known = ", ".join(_aws_profiles()) or "none"
+        return UsageError(
+            f"AWS profile {profile!r} is not defined; profiles: {known} (looked in the AWS "
+            f"config and credentials files) while opening {where}",
+            hint="choose one with --aws-profile, or define it in ~/.aws/config",
         )
     if isinstance(exc, NoCredentialsError):
         return AccessDeniedError(f"no AWS credentials found for {where}", hint=_CREDENTIALS_HINT)
@@ -328,6 +332,14 @@ def _reason(exc: BotoCoreError) -> str:
         seen += 1
     # botocore's text names the request URL; only the scrubbed form is shown.
     return scrub(redact(str(exc)))
+
+
+def _aws_profiles() -> list[str]:
+    """The profiles of the AWS config and credentials files (AWS_CONFIG_FILE and others)."""
+    try:
+        return sorted(botocore.session.Session().available_profiles)
+    except Exception:  # a broken file: the profile error is what the user needs to see
+        return []
 
 
 def _s3_url(bucket: str, prefix: str, key: str | None) -> str:

@@ -92,7 +92,7 @@ def test_query_filter_that_is_not_json(loaded: Run) -> None:
 
 def test_query_filter_that_is_not_an_object(loaded: Run) -> None:
     result = loaded("query", "[1]")
-    assert result.stderr == "s3idx: error: FILTER must be a JSON object, not list\n"
+    assert result.stderr == "s3idx: error: FILTER must be a JSON object, not an array\n"
 
 
 def test_delete_by_key_removes_object_and_entry(loaded: Run) -> None:

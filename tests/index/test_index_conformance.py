@@ -632,3 +632,38 @@ def test_mark_pending_adds_to_recorded_fields_only(filled: Index, open_index: An
     assert filled.mark_pending([("n", 1), ("tags", 3)]).pending == (("n", 3), ("tags", 3))
     assert open_index().settings() == IndexSettings(KEY, FIELDS, (("n", 3), ("tags", 3)))
     assert filled.mark_complete(["n", "tags"]).pending == ()
+
+
+def _nested(operator: str, depth: int) -> dict[str, Any]:
+    node: dict[str, Any] = {"n": {"$gte": 0}}
+    for i in range(depth):
+        if operator == "$not":
+            node = {"n": {"$not": node["n"]}}
+        else:
+            node = {operator: [node, {"s": f"none-{i}"}]}
+    return node
+
+
+@pytest.mark.parametrize("operator", ["$and", "$or", "$nor", "$not"])
+def test_filters_nested_100_deep_give_the_same_answer_everywhere(
+    filled: Index, operator: str
+) -> None:
+    # n >= 0 holds for a, b and e; s = none-i for nothing; $nor and $not flip at each level.
+    expected = {"$and": [], "$or": ["a", "b", "e"], "$nor": ["a", "b", "e"],
+                "$not": ["a", "b", "e"]}[operator]  # fmt: skip
+    flt = _nested(operator, 100)
+    assert keys(filled.find(flt, sort=[(KEY, 1)])) == expected
+    assert filled.count(flt) == len(expected)
+    if operator in ("$nor", "$not"):
+        odd = _nested(operator, 99)
+        assert keys(filled.find(odd, sort=[(KEY, 1)])) == ["c", "d"]
+
+
+@pytest.mark.parametrize("operator", ["$and", "$or", "$nor", "$not"])
+def test_filters_nested_deeper_than_100_are_refused_everywhere(
+    filled: Index, operator: str
+) -> None:
+    with pytest.raises(InvalidFilterError, match="nested deeper than 100 levels"):
+        list(filled.find(_nested(operator, 101)))
+    with pytest.raises(InvalidFilterError, match="nested deeper than 100 levels"):
+        filled.count({"n": {"$eq": _nested("$and", 101)}})

@@ -431,14 +431,14 @@ def test_source_profile_role_chain_is_followed(
     assert [o.key for o in store.list()] == ["k"]
 
 
-def test_unknown_profile_is_access_denied_with_a_clear_message(fake_aws_env: Path) -> None:
+def test_unknown_profile_is_a_usage_error_naming_the_profiles(fake_aws_env: Path) -> None:
     write_aws_files(fake_aws_env, PROFILES, CREDENTIALS)
 
-    with pytest.raises(AccessDeniedError) as excinfo:
+    with pytest.raises(UsageError) as excinfo:
         S3Store("bkt", "p", profile="nope")
 
     text = str(excinfo.value)
-    assert "AWS profile 'nope' is not defined" in text
+    assert "AWS profile 'nope' is not defined; profiles: base, child " in text
     assert "--aws-profile" in text
     assert "s3://bkt/p" in text
 

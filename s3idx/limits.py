@@ -1,0 +1,39 @@
+"""Limits every backend shares, and how messages state them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+# MongoDB nests BSON documents at most 100 levels deep and parses filters at most 100 levels of
+# operators deep; s3idx holds every backend to the same, so a filter or an entry that works on
+# SQLite works on MongoDB.
+MAX_NESTING = 100
+
+
+NESTING_MESSAGE = f"the filter is nested deeper than {MAX_NESTING} levels (MongoDB's limit)"
+
+
+def big_integer_message(digits: str) -> str:
+    """``holds an integer of N digits, beyond 64-bit integers (MIN to MAX)``."""
+    count = len(digits.lstrip("+-"))
+    return (
+        f"holds an integer of {count} digits, beyond 64-bit integers ({INT64_MIN} to {INT64_MAX})"
+    )
+
+
+def json_depth(value: Any) -> int:
+    """How deep objects and arrays nest in a parsed JSON value (without recursion)."""
+    deepest = 0
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list | tuple):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, depth)
+        stack.extend((child, depth + 1) for child in children)
+    return deepest

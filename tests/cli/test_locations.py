@@ -1,0 +1,209 @@
+"""Location mistakes: a mistyped URL is refused with the right spelling, reading a store or an
+index that does not exist is refused naming it, and ``put`` creates no unexpected directories."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import pytest
+
+from s3idx.errors import ExitStatus
+from tests.cli.conftest import Run, json_lines
+
+DOC = b'{"fs_id": "a", "n": 1}\n'
+
+
+@pytest.mark.parametrize(
+    ("flag", "typed", "suggested"),
+    [
+        ("--store", "s3:/bucket/docs", "s3://bucket/docs"),
+        ("--store", "s3:bucket", "s3://bucket"),
+        ("--store", "S3://bucket/docs", "s3://bucket/docs"),
+        ("--store", "s3//bucket/docs", "s3://bucket/docs"),
+        ("--store", "file:/tmp/x", "file:///tmp/x"),
+        ("--index", "mongodb:/host/db", "mongodb://host/db"),
+        ("--index", "mongodb+srv:host/db", "mongodb+srv://host/db"),
+        ("--index", "mongdb://host/db", "mongodb://host/db"),
+        ("--index", "sqlite:/tmp/i.db", "sqlite:///tmp/i.db"),
+        ("--index", "file:///tmp/i.db", "sqlite:///tmp/i.db"),
+    ],
+)
+def test_a_mistyped_url_is_refused_with_the_right_spelling(
+    run: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, flag: str, typed: str, suggested: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    role = flag.lstrip("-")
+
+    result = run("put", flag, typed, input=DOC)
+
+    assert result.exit_code == ExitStatus.USAGE
+    assert f"{role} {typed!r} is not a valid location; did you mean {suggested!r}?" in (
+        result.stderr
+    )
+    assert list(tmp_path.iterdir()) == []  # no directory named after the typo
+
+
+@pytest.mark.parametrize(
+    ("flag", "typed", "message"),
+    [
+        ("--store", "gs://bucket", "unknown store scheme 'gs://' in 'gs://bucket'"),
+        ("--store", "data:2024", "unknown store scheme 'data:' in 'data:2024'"),
+        ("--index", "redis://host/0", "unknown index scheme 'redis://' in 'redis://host/0'"),
+        ("--store", "mongodb://host/db", "store 'mongodb://host/db' is an index location"),
+        ("--index", "s3://bucket/docs", "index 's3://bucket/docs' is a store location"),
+    ],
+)
+def test_an_unknown_or_misplaced_scheme_is_refused(
+    run: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, flag: str, typed: str, message: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = run("query", flag, typed)
+    assert result.exit_code == ExitStatus.USAGE
+    assert message in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_http_store_points_at_endpoint_url(run: Run) -> None:
+    result = run("get", "a", "--store", "http://localhost:9000/bucket")
+    assert result.exit_code == ExitStatus.USAGE
+    assert result.stderr == (
+        "s3idx: error: unknown store scheme 'http://' in 'http://localhost:9000/bucket'; use a "
+        "directory or s3://BUCKET/PREFIX or file:///PATH\n"
+        "  hint: for MinIO or another S3 service: --store s3://BUCKET/PREFIX --endpoint-url URL\n"
+    )
+
+
+def test_a_password_in_a_mistyped_uri_is_not_printed(run: Run) -> None:
+    result = run("query", "--index", "mongodb:/ann:s3cret@host/db")
+    assert result.exit_code == ExitStatus.USAGE
+    assert "s3cret" not in result.stderr
+    assert "did you mean 'mongodb://ann:***@host/db'?" in result.stderr
+
+
+def test_a_local_path_with_a_colon_can_be_written_with_dot_slash(
+    run: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = run("put", "--store", "./data:2024", input=DOC)
+    assert result.exit_code == 0, result.stderr
+    assert (tmp_path / "data:2024" / "s3idx-store.json").is_file()
+
+
+@pytest.fixture
+def stored(run: Run, tmp_path: Path) -> tuple[Path, Path]:
+    store, index = tmp_path / "store", tmp_path / "index.db"
+    put = run("put", "--store", str(store), "--index", str(index), "--field", "n", input=DOC)
+    assert put.exit_code == 0, put.stderr
+    return store, index
+
+
+READERS = {
+    "query": ["query", '{"n": 1}'],
+    "query --count": ["query", "--count"],
+    "query --full": ["query", "--full"],
+    "get": ["get", "a"],
+    "delete": ["delete", "a"],
+    "delete --filter": ["delete", "--filter", '{"n": 1}'],
+    "sync": ["sync"],
+    "sync --check": ["sync", "--check"],
+}
+USES_STORE = {"query --full", "get", "delete", "delete --filter", "sync", "sync --check"}
+# sync fills a new index, as rebuild-index does: only its store must exist.
+USES_INDEX = set(READERS) - {"get", "sync", "sync --check"}
+
+
+@pytest.mark.parametrize("command", sorted(USES_INDEX))
+def test_reading_a_mistyped_index_is_refused_naming_it(
+    run: Run, stored: tuple[Path, Path], command: str
+) -> None:
+    store, index = stored
+    typo = index.with_name("indx.db")
+
+    result = run(*READERS[command], "--store", str(store), "--index", str(typo))
+
+    assert result.exit_code == ExitStatus.NOT_FOUND
+    assert f"s3idx: error: no s3idx index at {typo} (nothing was ever put there)" in result.stderr
+    assert not typo.exists()
+    assert run("get", "a", "--store", str(store)).exit_code == 0  # nothing was deleted
+
+
+@pytest.mark.parametrize("command", sorted(USES_STORE | {"rebuild-index"}))
+def test_reading_a_mistyped_store_is_refused_naming_it(
+    run: Run, stored: tuple[Path, Path], command: str
+) -> None:
+    store, index = stored
+    typo = store.with_name("stor")
+    args = READERS.get(command, [command])
+
+    result = run(*args, "--store", str(typo), "--index", str(index))
+
+    assert result.exit_code == ExitStatus.NOT_FOUND
+    expected = f"s3idx: error: no s3idx store at {typo} (the directory does not exist)"
+    assert expected in result.stderr
+    assert not typo.exists()
+    assert run("query", "--count", "--index", str(index)).stdout == "1\n"
+
+
+def test_a_directory_that_is_not_a_store_is_named(run: Run, stored: tuple[Path, Path]) -> None:
+    store, index = stored
+    result = run("get", "a", "--store", str(store.parent), "--index", str(index))
+    assert result.exit_code == ExitStatus.NOT_FOUND
+    assert f"no s3idx store at {store.parent} (the directory has no s3idx-store.json)" in (
+        result.stderr
+    )
+
+
+def test_put_does_not_create_missing_parent_directories(run: Run, tmp_path: Path) -> None:
+    for flag, name in (("--store", "store"), ("--index", "index.db")):
+        target = tmp_path / "typo" / "deep" / name
+        result = run("put", flag, str(target), input=DOC)
+        assert result.exit_code == ExitStatus.NOT_FOUND
+        assert f"the directory {target.parent} of {flag[2:]} {target} does not exist" in (
+            result.stderr
+        )
+        assert not (tmp_path / "typo").exists()
+
+
+def test_put_creates_the_store_directory_and_the_index_file(run: Run, tmp_path: Path) -> None:
+    store, index = tmp_path / "new-store", tmp_path / "new.db"
+    assert run("put", "--store", str(store), "--index", str(index), input=DOC).exit_code == 0
+    assert (store / "s3idx-store.json").is_file() and index.is_file()
+
+
+def test_the_defaults_work_on_a_fresh_machine(run: Run, isolated_env: Path) -> None:
+    assert not (isolated_env / "data").exists()
+    assert run("put", "--field", "n", input=DOC).exit_code == 0
+    assert [e["fs_id"] for e in json_lines(run("query", '{"n": 1}').stdout)] == ["a"]
+
+
+def test_info_prints_the_locations_and_names_what_is_missing(run: Run, tmp_path: Path) -> None:
+    store, index = tmp_path / "store", tmp_path / "index.db"
+
+    result = run("info", "--json", "--store", str(store), "--index", str(index))
+
+    assert result.exit_code == ExitStatus.NOT_FOUND
+    data = orjson.loads(result.stdout)
+    assert (data["store"], data["index"]) == (str(store), str(index))
+    assert "entries" not in data
+    assert (data["store_status"], data["index_status"]) == ("does not exist", "does not exist")
+    assert data["problems"] == [
+        f"no s3idx store at {store} (the directory does not exist)",
+        f"no s3idx index at {index} (nothing was ever put there)",
+    ]
+
+
+@pytest.mark.parametrize("command", ["sync", "rebuild-index"])
+def test_an_empty_store_over_a_full_index_is_a_usage_error(
+    run: Run, stored: tuple[Path, Path], tmp_path: Path, command: str
+) -> None:
+    _, index = stored
+    empty, scratch = tmp_path / "empty-store", tmp_path / "scratch.db"
+    assert run("put", "--store", str(empty), "--index", str(scratch), input=DOC).exit_code == 0
+    assert run("delete", "a", "--store", str(empty), "--index", str(scratch)).exit_code == 0
+
+    result = run(command, "--store", str(empty), "--index", str(index))
+
+    assert result.exit_code == ExitStatus.USAGE
+    assert f"the store {empty} " in result.stderr and "refusing to " in result.stderr
+    assert run("query", "--count", "--index", str(index)).stdout == "1\n"

@@ -1,0 +1,109 @@
+"""Failures that used to get the wrong answer: each gets one clear message and the right status."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from s3idx.errors import ExitStatus
+from tests.cli.conftest import Run, json_lines, jsonl
+
+
+def test_rejects_file_in_a_missing_directory_is_a_usage_error(run: Run, tmp_path: Path) -> None:
+    target = tmp_path / "no-such-dir" / "rejects.jsonl"
+    result = run("put", "--rejects", str(target), input=b'{"fs_id": "a"}\n')
+    assert result.exit_code == ExitStatus.USAGE
+    assert result.stderr == (
+        f"s3idx: error: cannot write --rejects file {target}: "
+        f"the directory {target.parent} does not exist\n"
+    )
+    assert "no s3idx index" in run("query").stderr  # nothing was stored
+
+
+def test_get_output_in_a_missing_directory_is_a_usage_error(run: Run, tmp_path: Path) -> None:
+    assert run("put", input=b'{"fs_id": "a"}\n').exit_code == 0
+    target = tmp_path / "no-such-dir" / "out.jsonl"
+    result = run("get", "a", "-o", str(target))
+    assert result.exit_code == ExitStatus.USAGE
+    assert result.stderr == (
+        f"s3idx: error: cannot write --output file {target}: "
+        f"the directory {target.parent} does not exist\n"
+    )
+    directory = run("get", "a", "-o", str(tmp_path))
+    assert directory.exit_code == ExitStatus.USAGE
+    assert f"cannot write --output file {tmp_path}: it is a directory" in directory.stderr
+
+
+@pytest.mark.parametrize("cut", [20, 40])
+def test_a_truncated_gzip_input_is_an_input_error_naming_file_and_line(
+    run: Run, tmp_path: Path, cut: int
+) -> None:
+    lines = jsonl(*({"fs_id": f"k{i:04d}", "pad": "x" * 50} for i in range(400)))
+    whole = gzip.compress(lines)
+    source = tmp_path / "dump.jsonl.gz"
+    source.write_bytes(whole[: len(whole) * cut // 100])
+
+    result = run("put", str(source), "--json")
+
+    assert result.exit_code == ExitStatus.PARTIAL
+    summary = orjson.loads(result.stdout)
+    stored = summary["stored"]
+    assert summary["rejected"] == 1
+    assert result.stderr == (
+        f"s3idx: {source}:{stored + 1}: the gzip data ends early (the file is truncated or "
+        "damaged); the lines before it were read\n"
+    )
+    assert run("query", "--count").stdout == f"{stored}\n"
+
+
+def test_rebuild_with_another_key_field_refuses_once_before_scanning(run: Run) -> None:
+    documents = [{"fs_id": f"k{i}", "other": f"o{i}"} for i in range(50)]
+    assert run("put", input=jsonl(*documents)).exit_code == 0
+
+    result = run("rebuild-index", "--key", "other")
+
+    assert result.exit_code == ExitStatus.USAGE
+    assert result.stderr == (
+        "s3idx: error: the store's objects were written with key field 'fs_id', not 'other'\n"
+        "  hint: run rebuild-index without --key, or with --key fs_id\n"
+    )
+    assert run("query", "--count").stdout == "50\n"
+
+
+def test_an_unknown_aws_profile_is_a_usage_error_naming_the_profiles(
+    run: Run, fake_aws_env: Path
+) -> None:
+    (fake_aws_env / "config").write_text("[profile work]\nregion = eu-west-1\n")
+    (fake_aws_env / "credentials").write_text("[home]\naws_access_key_id = x\n")
+
+    result = run("query", "--store", "s3://bucket/docs", "--aws-profile", "wrok", "--full")
+    assert result.exit_code == ExitStatus.USAGE
+    assert "s3idx: error: AWS profile 'wrok' is not defined; profiles: home, work " in (
+        result.stderr
+    )
+
+
+def test_info_with_mongodb_down_prints_what_it_can(run: Run, tmp_path: Path) -> None:
+    args = ["--index", "mongodb://ann:s3cret@127.0.0.1:9/db", "--store", str(tmp_path / "s")]
+    assert run("put", "--store", str(tmp_path / "s"), input=b'{"fs_id": "a"}\n').exit_code == 0
+
+    result = run("info", "--json", *args)
+
+    assert result.exit_code == ExitStatus.UNAVAILABLE
+    data: dict[str, Any] = orjson.loads(result.stdout)
+    assert data["store"] == str(tmp_path / "s")
+    assert data["index"] == "mongodb://ann:***@127.0.0.1:9/db"
+    assert (data["store_status"], data["index_status"]) == ("ok", "unreachable")
+    (problem,) = data["problems"]
+    assert problem.startswith("cannot reach MongoDB at 127.0.0.1:9")
+    assert "s3cret" not in result.stdout + result.stderr
+    text = run("info", *args)
+    assert text.exit_code == ExitStatus.UNAVAILABLE
+    assert "index         mongodb://ann:***@127.0.0.1:9/db" in text.stdout
+    assert "index status  unreachable" in text.stdout
+    assert "s3idx: error: cannot reach MongoDB at 127.0.0.1:9" in text.stderr
+    assert json_lines(run("query", "--store", str(tmp_path / "s")).stdout)[0]["fs_id"] == "a"
