@@ -6,9 +6,9 @@ imports boto3 or pymongo.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from s3idx.config import TRANSPORTS, Settings, redact
@@ -107,7 +107,7 @@ def open_store(settings: Settings) -> ObjectStore:
     )
 
 
-def _s3_store_class(transport: str) -> Any:
+def _s3_store_class(transport: str) -> Callable[..., ObjectStore]:
     """The S3 store class of a transport; obstore is imported only when chosen."""
     if transport == "boto3":
         from s3idx.store.s3 import S3Store

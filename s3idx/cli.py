@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable, Iterator
 from enum import StrEnum
 from pathlib import Path
-from typing import IO, Annotated, Any
+from typing import IO, Annotated, Any, TypeVar
 
 import orjson
 import typer
@@ -96,7 +96,8 @@ class _Command(typer.core.TyperCommand):
 
 
 def _argument_name(param: Any) -> str:
-    return (param.metavar or param.name.upper()) + ("..." if param.nargs != 1 else "")
+    name: str = param.metavar or param.name.upper()
+    return name + ("..." if param.nargs != 1 else "")
 
 
 def _argument_usage(param: Any) -> str:
@@ -105,10 +106,13 @@ def _argument_usage(param: Any) -> str:
     return f"[{param.metavar or param.name.upper()}]" + ("..." if param.nargs != 1 else "")
 
 
+_CommandFunction = TypeVar("_CommandFunction", bound=Callable[..., Any])
+
+
 class _Typer(typer.Typer):
     """Every command gets ``_Command``, including commands added later in this module."""
 
-    def command(self, *args: Any, **kwargs: Any) -> Any:
+    def command(self, *args: Any, **kwargs: Any) -> Callable[[_CommandFunction], _CommandFunction]:
         kwargs.setdefault("cls", _Command)
         return super().command(*args, **kwargs)
 
@@ -205,6 +209,7 @@ def with_locations(command: Callable[..., None]) -> Callable[..., None]:
         loc = {name: kwargs.pop(name) for name in LOCATION_OPTIONS}
         command(loc=loc, **kwargs)
 
+    # inspect.signature (so Typer) reads __signature__ first; typeshed's functions lack it.
     wrapper.__signature__ = signature.replace(parameters=own + shared)  # type: ignore[attr-defined]
     del wrapper.__wrapped__  # Typer must read the new signature, not the wrapped one
     return wrapper
@@ -250,7 +255,7 @@ class _Signals:
     def __init__(self) -> None:
         self.stop = threading.Event()
         self.received: int | None = None
-        self._previous: dict[int, Any] = {}
+        self._previous: dict[signal.Signals, Any] = {}
 
     def _handle(self, signum: int, frame: Any) -> None:
         if self.stop.is_set():
@@ -323,9 +328,12 @@ def _parse_filter(text: str | None, what: str = "FILTER") -> dict[str, Any]:
     if not isinstance(value, dict):
         raise UsageError(f"{what} must be a JSON object, not {type(value).__name__}")
     try:
-        return codec.untag(value)
+        untagged = codec.untag(value)
     except ValueError as exc:
         raise UsageError(f"{what}: {exc}") from None
+    if not isinstance(untagged, dict):  # {"$date": ...} alone is a date, not an object
+        raise UsageError(f"{what} must be a JSON object, not a date")
+    return untagged
 
 
 # --- commands --------------------------------------------------------------------------------

@@ -148,7 +148,8 @@ class DocumentPreparer:
 
     def _entry(self, document: Mapping[str, Any]) -> dict[str, Any]:
         try:
-            entry = codec.untag(project(document, self._paths))
+            # A dict, never a lone date: no indexed path is "$date" (check_field_paths).
+            entry: dict[str, Any] = codec.untag(project(document, self._paths))
         except ValueError as exc:
             raise RecordError(f"in an indexed field: {exc}") from None
         _check_values(entry)

@@ -261,12 +261,14 @@ class _Applier:
         keys = self._adds + self._updates + self._rewrites
         if keys:
             entries = list(self._collector.entries(keys))
+            written: set[Any] = set()
             if entries:
-                assert self._collector.key_field is not None
-                self._index.configure(self._collector.key_field, self._collector.fields)
+                key_field = self._collector.key_field
+                assert key_field is not None  # set by the collector with its first entry
+                self._index.configure(key_field, self._collector.fields)
                 self._index.upsert(entries)
                 self._mark_pending()
-            written = {e[self._collector.key_field] for e in entries}
+                written = {e[key_field] for e in entries}
             self._result.added += sum(1 for k in self._adds if k in written)
             self._result.updated += sum(1 for k in self._updates if k in written)
             self._adds.clear()

@@ -375,7 +375,8 @@ class S3Store:
 
     @property
     def region(self) -> str | None:
-        return self._client.meta.region_name
+        region: str | None = self._client.meta.region_name
+        return region
 
     def __repr__(self) -> str:
         return f"S3Store({self.location!r}, endpoint={scrub(redact(self.endpoint_url))!r})"
