@@ -1,11 +1,12 @@
 """S3 through obstore (Rust ``object_store``): the fast transport, ``--transport obstore``.
 
 A botocore request costs about 2 ms of client CPU, most of it Python holding the GIL; obstore's
-costs about 0.15 ms and releases the GIL while the request is under way (DESIGN.md). So the
-requests of the hot paths, ``put`` (ingest), ``open`` (get, query --full) and ``head``
-(rebuild-index, sync), go through obstore. The rest (listing, deletes, bucket creation,
-multipart uploads of 64 MiB and more) is delegated to the boto3 ``S3Store``: they are few
-requests each, and delegating keeps one implementation of their paging, batching and quirks.
+costs about 0.15 ms and releases the GIL while the request is under way (docs/ARCHITECTURE.md,
+"Measured costs"). So the requests of the hot paths, ``put`` (ingest), ``open`` (get, query
+--full) and ``head`` (rebuild-index, sync), go through obstore. The rest (listing, deletes,
+bucket creation, multipart uploads of 64 MiB and more) is delegated to the boto3 ``S3Store``:
+they are few requests each, and delegating keeps one implementation of their paging, batching
+and quirks.
 
 Credentials come from the boto3 session of that ``S3Store`` (``Boto3CredentialProvider``), so
 profiles, ``--aws-profile``, role chains and SSO work exactly as with the boto3 transport, and

@@ -334,7 +334,7 @@ class S3Store:
         config = Config(
             max_pool_connections=max_pool_connections,
             # Checksums only where S3 demands them (DeleteObjects) and no parameter validation:
-            # measured 2.7 -> 2.1 ms of client CPU a put (DESIGN.md).
+            # measured 2.7 -> 2.1 ms of client CPU a put (docs/ARCHITECTURE.md, "Measured costs").
             request_checksum_calculation="when_required",
             response_checksum_validation="when_required",
             parameter_validation=False,
