@@ -9,9 +9,9 @@ from __future__ import annotations
 import difflib
 import re
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from s3idx.config import TRANSPORTS, Settings, default_index, default_store, redact
@@ -174,7 +174,7 @@ def open_store(settings: Settings) -> ObjectStore:
     )
 
 
-def _s3_store_class(transport: str) -> Any:
+def _s3_store_class(transport: str) -> Callable[..., ObjectStore]:
     """The S3 store class of a transport; obstore is imported only when chosen."""
     if transport == "boto3":
         from s3idx.store.s3 import S3Store

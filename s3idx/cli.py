@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable, Iterator
 from enum import StrEnum
 from pathlib import Path
-from typing import IO, Annotated, Any
+from typing import IO, Annotated, Any, Protocol, TypeVar, cast
 
 import orjson
 import typer
@@ -100,7 +100,8 @@ class _Command(typer.core.TyperCommand):
 
 
 def _argument_name(param: Any) -> str:
-    return (param.metavar or param.name.upper()) + ("..." if param.nargs != 1 else "")
+    name: str = param.metavar or param.name.upper()
+    return name + ("..." if param.nargs != 1 else "")
 
 
 def _argument_usage(param: Any) -> str:
@@ -109,10 +110,13 @@ def _argument_usage(param: Any) -> str:
     return f"[{param.metavar or param.name.upper()}]" + ("..." if param.nargs != 1 else "")
 
 
+_CommandFunction = TypeVar("_CommandFunction", bound=Callable[..., Any])
+
+
 class _Typer(typer.Typer):
     """Every command gets ``_Command``, including commands added later in this module."""
 
-    def command(self, *args: Any, **kwargs: Any) -> Any:
+    def command(self, *args: Any, **kwargs: Any) -> Callable[[_CommandFunction], _CommandFunction]:
         kwargs.setdefault("cls", _Command)
         return super().command(*args, **kwargs)
 
@@ -209,6 +213,7 @@ def with_locations(command: Callable[..., None]) -> Callable[..., None]:
         loc = {name: kwargs.pop(name) for name in LOCATION_OPTIONS}
         command(loc=loc, **kwargs)
 
+    # inspect.signature (so Typer) reads __signature__ first; typeshed's functions lack it.
     wrapper.__signature__ = signature.replace(parameters=own + shared)  # type: ignore[attr-defined]
     del wrapper.__wrapped__  # Typer must read the new signature, not the wrapped one
     return wrapper
@@ -264,7 +269,7 @@ class _Signals:
         self.received: int | None = None
         self.json = json
         self._cooperative = False
-        self._previous: dict[int, Any] = {}
+        self._previous: dict[signal.Signals, Any] = {}
 
     def _handle(self, signum: int, frame: Any) -> None:
         if self.received is not None:
@@ -1193,7 +1198,8 @@ def main() -> None:
         signal.signal(signum, _abort_on_signal)
     try:
         status = app(prog_name="s3idx", standalone_mode=False)
-    except _CLICK_EXCEPTION as exc:  # a flag or argument that parsing refused
+    except _CLICK_EXCEPTION as caught:  # a flag or argument that parsing refused
+        exc = cast(_ParseError, caught)
         exc.show()
         if "--json" in sys.argv[1:]:
             output.write_json({"error": exc.format_message(), "exit_status": exc.exit_code})
@@ -1208,6 +1214,16 @@ def main() -> None:
             sys.stderr.flush()
         os._exit(int(status))
     sys.exit(status if isinstance(status, int) else 0)
+
+
+class _ParseError(Protocol):
+    """What main() uses of click's ClickException (typed here: the class is found at run time)."""
+
+    exit_code: int
+
+    def show(self) -> None: ...
+
+    def format_message(self) -> str: ...
 
 
 # Typer raises click's exceptions, from click or from its own copy of click (newer releases).

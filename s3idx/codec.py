@@ -16,7 +16,7 @@ import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -29,6 +29,9 @@ from s3idx.errors import (
     UsageError,
     quote_key,
 )
+
+if TYPE_CHECKING:
+    import zstandard  # optional at run time (the zstd extra); imported when first needed
 
 FORMAT_VERSION = "1"
 META_PREFIX = "s3idx-"
@@ -234,16 +237,16 @@ class _Zstd:
         self._local = threading.local()
         self.error: type[Exception] = module.ZstdError
 
-    def compressor(self) -> Any:
-        found = getattr(self._local, "compressor", None)
+    def compressor(self) -> zstandard.ZstdCompressor:
+        found: zstandard.ZstdCompressor | None = getattr(self._local, "compressor", None)
         if found is None:
             # The frame records the content size, so a reader can size its buffer at once.
             found = self._module.ZstdCompressor(level=ZSTD_LEVEL, write_content_size=True)
             self._local.compressor = found
         return found
 
-    def decompressor(self) -> Any:
-        found = getattr(self._local, "decompressor", None)
+    def decompressor(self) -> zstandard.ZstdDecompressor:
+        found: zstandard.ZstdDecompressor | None = getattr(self._local, "decompressor", None)
         if found is None:
             found = self._module.ZstdDecompressor()
             self._local.decompressor = found
@@ -346,7 +349,11 @@ def _zstd_pieces(chunks: Iterator[bytes]) -> Iterator[bytes]:
     source = _ChunkReader(chunks)
     expected = source.content_size()
     reader = zstd.decompressor().stream_reader(
-        source, read_size=_ZSTD_READ, read_across_frames=False, closefd=False
+        # zstandard's stubs ask for IO[bytes]; it calls only read(), which a RawIOBase has.
+        source,  # type: ignore[arg-type]
+        read_size=_ZSTD_READ,
+        read_across_frames=False,
+        closefd=False,
     )
     produced = 0
     try:

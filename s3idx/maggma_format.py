@@ -228,7 +228,8 @@ def require_msgpack() -> ModuleType:
         raise MissingDependencyError(
             "reading objects written by maggma needs the msgpack package", hint=INSTALL_HINT
         ) from None
-    return msgpack
+    module: ModuleType = msgpack  # untyped package (no stubs): Any until named a module here
+    return module
 
 
 def _last_updated(metadata: Mapping[str, str]) -> datetime | None:

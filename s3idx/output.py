@@ -6,7 +6,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import IO, TYPE_CHECKING, Any
 
 import orjson
@@ -305,7 +305,9 @@ class ProgressMeter:
     (put: the share of the input read and stored).
     """
 
-    def __init__(self, command: str, unit: str, clock: Any = time.monotonic) -> None:
+    def __init__(
+        self, command: str, unit: str, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.command = command
         self.unit = unit
         self._clock = clock
@@ -427,7 +429,7 @@ class ProgressLines:
         meter: ProgressMeter,
         stream: IO[str] | None = None,
         interval: float | None = None,
-        clock: Any = time.monotonic,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.meter = meter
         self._stream = stream

@@ -241,7 +241,8 @@ class Engine:
         DamagedObjectError if its body is not what its metadata recorded."""
         self.require_store()
         document = fetch_document(self.store, key, spool_threshold=self.spool_threshold)
-        return codec.loads(document.read())
+        parsed: dict[str, Any] = codec.loads(document.read())  # put stores JSON objects only
+        return parsed
 
     def fetch(self, keys: Iterable[str]) -> Iterator[tuple[str, FetchedDocument | None]]:
         """Verified documents' JSON in the order of ``keys``, fetched in parallel; None when

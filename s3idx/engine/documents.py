@@ -156,7 +156,8 @@ class DocumentPreparer:
             # orjson reads an integer beyond 64 bits as a float: read the line again, exactly.
             projected = project(_exact_document(raw), self._paths)
         try:
-            entry = codec.untag(projected)
+            # A dict, never a lone date: no indexed path is "$date" (check_field_paths).
+            entry: dict[str, Any] = codec.untag(projected)
         except ValueError as exc:
             raise RecordError(f"in an indexed field: {exc}") from None
         _check_values(entry)

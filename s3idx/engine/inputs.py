@@ -119,13 +119,13 @@ def _read_source(
     raw_stream = source.stream if source.stream is not None else _open_file(source)
     counted = _CountingReader(raw_stream, progress, stop)
     try:
-        buffered = io.BufferedReader(counted, 1 << 20)  # type: ignore[arg-type]
+        buffered = io.BufferedReader(counted, 1 << 20)
         head = buffered.peek(2)[:2]
         stream: IO[bytes] = buffered
         if head == _GZIP_MAGIC:
             progress.compressed = True
-            stream = gzip.GzipFile(fileobj=buffered, mode="rb")  # type: ignore[assignment]
-            stream = io.BufferedReader(stream, 1 << 20)  # type: ignore[arg-type]
+            gunzipped = gzip.GzipFile(fileobj=buffered, mode="rb")
+            stream = io.BufferedReader(gunzipped, 1 << 20)
         line = 0
         try:
             for record in _records(source.name, stream):
@@ -229,8 +229,8 @@ def _line_records(
 ) -> Iterator[Record]:
     """JSON lines: the lines already read ahead (number, raw line), then the rest, streamed."""
     lines.consumed.clear()  # nothing more to keep: memory stays bounded
-    for lineno, line in read_ahead:
-        record = _line_record(name, lineno, line)
+    for lineno, line_read_ahead in read_ahead:
+        record = _line_record(name, lineno, line_read_ahead)
         if record is not None:
             yield record
     while (line := lines.next()) is not None:

@@ -275,12 +275,15 @@ class _Applier:
         recovered: set[str] = set()
         if keys:
             entries = list(self._collector.entries(keys))
+            key_field = self._collector.key_field
             if entries and self._writes:
-                assert self._collector.key_field is not None
-                self._index.configure(self._collector.key_field, self._collector.fields)
+                assert key_field is not None  # set by the collector with its first entry
+                self._index.configure(key_field, self._collector.fields)
                 self._index.upsert(entries)
                 self._mark_pending()
-            recovered = {e[self._collector.key_field] for e in entries}
+            if entries:
+                assert key_field is not None
+                recovered = {e[key_field] for e in entries}
             if self._writes:
                 self._result.added += sum(1 for k in self._adds if k in recovered)
                 self._result.updated += sum(1 for k in self._updates if k in recovered)

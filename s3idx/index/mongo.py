@@ -395,7 +395,9 @@ def _key_batches(keys: Iterable[str]) -> Iterator[list[str]]:
 def _bookkeeping_of(doc: Mapping[str, Any], location: str) -> Bookkeeping:
     data = doc.get(RESERVED_FIELD)
     try:
-        return Bookkeeping.from_dict(data)  # type: ignore[arg-type]
+        if not isinstance(data, Mapping):
+            raise TypeError(RESERVED_FIELD)
+        return Bookkeeping.from_dict(data)
     except (KeyError, TypeError, ValueError):
         raise S3idxError(
             f"entry {doc.get(ID)!r} in {location} has no valid {RESERVED_FIELD!r} bookkeeping",

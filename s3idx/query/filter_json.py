@@ -86,9 +86,12 @@ def parse_filter_json(data: bytes, name: str) -> dict[str, Any]:
     if _LONG_DIGITS.search(data):
         _refuse_big_integers(data, name)
     try:
-        return codec.untag(value)
+        untagged = codec.untag(value)
     except ValueError as exc:
         raise UsageError(f"{name}: {exc}") from None
+    if not isinstance(untagged, dict):  # {"$date": ...} alone is a date, not an object
+        raise UsageError(f"{name} must be a JSON object, not a date")
+    return untagged
 
 
 def _refuse_big_integers(data: bytes, name: str) -> None:

@@ -118,6 +118,7 @@ class _SortKey:
             return NotImplemented
         return _compare_tuples(self.values, other.values, self.directions) == 0
 
+    # Unhashable, as a class defining __eq__ is; typeshed types __hash__ as a method only.
     __hash__ = None  # type: ignore[assignment]
 
 
@@ -135,8 +136,11 @@ def document_sort_key(document: Mapping[str, Any], spec: SortSpec) -> tuple[Any,
     keys = generate_keys(document, [split_path(path) for path, _ in spec])
     if len(keys) == 1:
         return keys[0]
-    order = cmp_to_key(lambda a, b: _compare_tuples(a, b, directions))
-    return min(keys, key=order)
+
+    def compare(a: tuple[Any, ...], b: tuple[Any, ...]) -> int:
+        return _compare_tuples(a, b, directions)
+
+    return min(keys, key=cmp_to_key(compare))
 
 
 def generate_keys(document: Mapping[str, Any], paths: Sequence[Path]) -> list[tuple[Any, ...]]:

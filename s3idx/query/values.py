@@ -84,7 +84,8 @@ def compare(a: Any, b: Any) -> int:
         return 0
     # Python compares int with float exactly, str by code point (= UTF-8 byte order, which is
     # what MongoDB uses without a collation), and aware datetimes by instant.
-    return (a > b) - (a < b)
+    order: int = (a > b) - (a < b)
+    return order
 
 
 def _compare_items(left: list[tuple[Any, Any]], right: list[tuple[Any, Any]]) -> int:

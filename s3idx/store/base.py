@@ -6,6 +6,7 @@ lowercase ASCII (S3 and MinIO fold case), values ASCII; a store returns them as 
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -80,7 +81,8 @@ class ObjectStore(Protocol):
         """Objects in ascending key order (UTF-8 byte order), streamed."""
         ...
 
-    def delete(self, keys: Sequence[str]) -> list[DeleteFailure]:
+    # builtins.list: inside the class, after the method ``list``, a bare ``list`` is that method.
+    def delete(self, keys: Sequence[str]) -> builtins.list[DeleteFailure]:
         """Delete objects; a missing key is not a failure (S3 semantics)."""
         ...
 

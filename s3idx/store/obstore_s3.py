@@ -1,11 +1,12 @@
 """S3 through obstore (Rust ``object_store``): the fast transport, ``--transport obstore``.
 
 A botocore request costs about 2 ms of client CPU, most of it Python holding the GIL; obstore's
-costs about 0.15 ms and releases the GIL while the request is under way (DESIGN.md). So the
-requests of the hot paths, ``put`` (ingest), ``open`` (get, query --full) and ``head``
-(rebuild-index, sync), go through obstore. The rest (listing, deletes, bucket creation,
-multipart uploads of 64 MiB and more) is delegated to the boto3 ``S3Store``: they are few
-requests each, and delegating keeps one implementation of their paging, batching and quirks.
+costs about 0.15 ms and releases the GIL while the request is under way (docs/ARCHITECTURE.md,
+"Measured costs"). So the requests of the hot paths, ``put`` (ingest), ``open`` (get, query
+--full) and ``head`` (rebuild-index, sync), go through obstore. The rest (listing, deletes,
+bucket creation, multipart uploads of 64 MiB and more) is delegated to the boto3 ``S3Store``:
+they are few requests each, and delegating keeps one implementation of their paging, batching
+and quirks.
 
 Credentials come from the boto3 session of that ``S3Store`` (``Boto3CredentialProvider``), so
 profiles, ``--aws-profile``, role chains and SSO work exactly as with the boto3 transport, and
@@ -19,6 +20,7 @@ store's error table, so exit statuses agree between the transports.
 
 from __future__ import annotations
 
+import builtins
 import re
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -210,7 +212,7 @@ class ObstoreS3Store:
                 self._client(),
                 self._full(key),
                 body,
-                attributes=dict(metadata),  # type: ignore[arg-type]
+                attributes=dict(metadata),
                 use_multipart=False,
             )
         except S3idxError:
@@ -256,7 +258,8 @@ class ObstoreS3Store:
     def list(self, prefix: str = "", *, start_after: str | None = None) -> Iterator[ObjectInfo]:
         return self._boto.list(prefix, start_after=start_after)
 
-    def delete(self, keys: Sequence[str]) -> list[DeleteFailure]:
+    # builtins.list: inside the class, after the method ``list``, a bare ``list`` is that method.
+    def delete(self, keys: Sequence[str]) -> builtins.list[DeleteFailure]:
         return self._boto.delete(keys)
 
     def replace_metadata(
@@ -331,7 +334,8 @@ def translate_obstore_error(
             "Error": {"Code": code, "Message": message.group(1) if message else ""},
             "ResponseMetadata": {"HTTPStatusCode": int(status.group(1))},
         }
-        error = boto.translate(ClientError(response, operation), key)  # type: ignore[arg-type]
+        error = boto.translate(ClientError(response, operation), key)
+        # The S3 code rides on the error for _is_missing_bucket; no s3idx error declares it.
         error.s3_code = code  # type: ignore[attr-defined]
         return error
     where = boto.location + (f"/{shorten_key(key)}" if key else "")

@@ -398,7 +398,7 @@ class S3Store:
         config = Config(
             max_pool_connections=max_pool_connections,
             # Checksums only where S3 demands them (DeleteObjects) and no parameter validation:
-            # measured 2.7 -> 2.1 ms of client CPU a put (DESIGN.md).
+            # measured 2.7 -> 2.1 ms of client CPU a put (docs/ARCHITECTURE.md, "Measured costs").
             request_checksum_calculation="when_required",
             response_checksum_validation="when_required",
             parameter_validation=False,
@@ -449,7 +449,8 @@ class S3Store:
 
     @property
     def region(self) -> str | None:
-        return self._client.meta.region_name
+        region: str | None = self._client.meta.region_name
+        return region
 
     def __repr__(self) -> str:
         return f"S3Store({self.location!r}, endpoint={scrub(redact(self.endpoint_url))!r})"

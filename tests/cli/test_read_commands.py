@@ -95,6 +95,13 @@ def test_query_filter_that_is_not_an_object(loaded: Run) -> None:
     assert result.stderr == "s3idx: error: FILTER must be a JSON object, not an array\n"
 
 
+def test_query_filter_that_is_a_lone_date_tag(loaded: Run) -> None:
+    # {"$date": ...} parses as a date, not as an object of conditions.
+    result = loaded("query", '{"$date": "2024-01-01T00:00:00Z"}')
+    assert result.exit_code == ExitStatus.USAGE
+    assert result.stderr == "s3idx: error: FILTER must be a JSON object, not a date\n"
+
+
 def test_delete_by_key_removes_object_and_entry(loaded: Run) -> None:
     result = loaded("delete", "a", "nope")
     assert result.exit_code == ExitStatus.NOT_FOUND
