@@ -2,10 +2,10 @@
 _s3idx() {
     local cur="${COMP_WORDS[COMP_CWORD]}" prev="${COMP_WORDS[COMP_CWORD-1]}" cmd="" w
     for w in "${COMP_WORDS[@]:1:COMP_CWORD-1}"; do
-        case "$w" in delete|get|info|put|query|rebuild-index|sync) cmd="$w"; break;; esac
+        case "$w" in delete|get|info|put|query|rebuild-index|reindex|sync|verify) cmd="$w"; break;; esac
     done
     if [[ -z "$cmd" ]]; then
-        COMPREPLY=($(compgen -W "delete get info put query rebuild-index sync --help --version" -- "$cur"))
+        COMPREPLY=($(compgen -W "delete get info put query rebuild-index reindex sync verify --version -h --help" -- "$cur"))
         return
     fi
     case "$cmd" in
@@ -19,7 +19,7 @@ _s3idx() {
             --aws-profile) COMPREPLY=(); return;;
             --region) COMPREPLY=(); return;;
             --endpoint-url) COMPREPLY=(); return;;
-            --transport) COMPREPLY=(); return;;
+            --transport) COMPREPLY=($(compgen -W "boto3 obstore" -- "$cur")); return;;
             --profile) COMPREPLY=(); return;;
             --config) COMPREPLY=($(compgen -f -- "$cur")); return;;
         esac
@@ -37,7 +37,7 @@ _s3idx() {
             --aws-profile) COMPREPLY=(); return;;
             --region) COMPREPLY=(); return;;
             --endpoint-url) COMPREPLY=(); return;;
-            --transport) COMPREPLY=(); return;;
+            --transport) COMPREPLY=($(compgen -W "boto3 obstore" -- "$cur")); return;;
             --profile) COMPREPLY=(); return;;
             --config) COMPREPLY=($(compgen -f -- "$cur")); return;;
         esac
@@ -53,7 +53,7 @@ _s3idx() {
             --aws-profile) COMPREPLY=(); return;;
             --region) COMPREPLY=(); return;;
             --endpoint-url) COMPREPLY=(); return;;
-            --transport) COMPREPLY=(); return;;
+            --transport) COMPREPLY=($(compgen -W "boto3 obstore" -- "$cur")); return;;
             --profile) COMPREPLY=(); return;;
             --config) COMPREPLY=($(compgen -f -- "$cur")); return;;
         esac
@@ -76,7 +76,7 @@ _s3idx() {
             --aws-profile) COMPREPLY=(); return;;
             --region) COMPREPLY=(); return;;
             --endpoint-url) COMPREPLY=(); return;;
-            --transport) COMPREPLY=(); return;;
+            --transport) COMPREPLY=($(compgen -W "boto3 obstore" -- "$cur")); return;;
             --profile) COMPREPLY=(); return;;
             --config) COMPREPLY=($(compgen -f -- "$cur")); return;;
         esac
@@ -100,7 +100,7 @@ _s3idx() {
             --aws-profile) COMPREPLY=(); return;;
             --region) COMPREPLY=(); return;;
             --endpoint-url) COMPREPLY=(); return;;
-            --transport) COMPREPLY=(); return;;
+            --transport) COMPREPLY=($(compgen -W "boto3 obstore" -- "$cur")); return;;
             --profile) COMPREPLY=(); return;;
             --config) COMPREPLY=($(compgen -f -- "$cur")); return;;
         esac
@@ -118,12 +118,30 @@ _s3idx() {
             --aws-profile) COMPREPLY=(); return;;
             --region) COMPREPLY=(); return;;
             --endpoint-url) COMPREPLY=(); return;;
-            --transport) COMPREPLY=(); return;;
+            --transport) COMPREPLY=($(compgen -W "boto3 obstore" -- "$cur")); return;;
             --profile) COMPREPLY=(); return;;
             --config) COMPREPLY=($(compgen -f -- "$cur")); return;;
         esac
         if [[ "$cur" == -* ]]; then
             COMPREPLY=($(compgen -W "--key --resume --rewrite --workers --json --quiet -q --store --index --collection --aws-profile --region --endpoint-url --transport --profile --config -h --help" -- "$cur"))
+        fi
+        ;;
+    reindex)
+        case "$prev" in
+            --field) COMPREPLY=(); return;;
+            --workers) COMPREPLY=(); return;;
+            --store) COMPREPLY=(); return;;
+            --index) COMPREPLY=(); return;;
+            --collection) COMPREPLY=(); return;;
+            --aws-profile) COMPREPLY=(); return;;
+            --region) COMPREPLY=(); return;;
+            --endpoint-url) COMPREPLY=(); return;;
+            --transport) COMPREPLY=($(compgen -W "boto3 obstore" -- "$cur")); return;;
+            --profile) COMPREPLY=(); return;;
+            --config) COMPREPLY=($(compgen -f -- "$cur")); return;;
+        esac
+        if [[ "$cur" == -* ]]; then
+            COMPREPLY=($(compgen -W "--field --dry-run --workers --json --quiet -q --store --index --collection --aws-profile --region --endpoint-url --transport --profile --config -h --help" -- "$cur"))
         fi
         ;;
     sync)
@@ -135,12 +153,30 @@ _s3idx() {
             --aws-profile) COMPREPLY=(); return;;
             --region) COMPREPLY=(); return;;
             --endpoint-url) COMPREPLY=(); return;;
-            --transport) COMPREPLY=(); return;;
+            --transport) COMPREPLY=($(compgen -W "boto3 obstore" -- "$cur")); return;;
             --profile) COMPREPLY=(); return;;
             --config) COMPREPLY=($(compgen -f -- "$cur")); return;;
         esac
         if [[ "$cur" == -* ]]; then
-            COMPREPLY=($(compgen -W "--check --dry-run --prune --rewrite --workers --json --quiet -q --store --index --collection --aws-profile --region --endpoint-url --transport --profile --config -h --help" -- "$cur"))
+            COMPREPLY=($(compgen -W "--check --dry-run --prune --no-prune --rewrite --workers --json --quiet -q --store --index --collection --aws-profile --region --endpoint-url --transport --profile --config -h --help" -- "$cur"))
+        fi
+        ;;
+    verify)
+        case "$prev" in
+            --sample) COMPREPLY=(); return;;
+            --workers) COMPREPLY=(); return;;
+            --store) COMPREPLY=(); return;;
+            --index) COMPREPLY=(); return;;
+            --collection) COMPREPLY=(); return;;
+            --aws-profile) COMPREPLY=(); return;;
+            --region) COMPREPLY=(); return;;
+            --endpoint-url) COMPREPLY=(); return;;
+            --transport) COMPREPLY=($(compgen -W "boto3 obstore" -- "$cur")); return;;
+            --profile) COMPREPLY=(); return;;
+            --config) COMPREPLY=($(compgen -f -- "$cur")); return;;
+        esac
+        if [[ "$cur" == -* ]]; then
+            COMPREPLY=($(compgen -W "--sample --workers --json --quiet -q --store --index --collection --aws-profile --region --endpoint-url --transport --profile --config -h --help" -- "$cur"))
         fi
         ;;
     esac

@@ -20,6 +20,7 @@ from s3idx.engine import (
     RebuildResult,
     Reject,
     SyncResult,
+    VerifyResult,
     open_engine,
 )
 from s3idx.errors import ExitStatus, S3idxError
@@ -36,6 +37,7 @@ __all__ = [
     "S3idxError",
     "Settings",
     "SyncResult",
+    "VerifyResult",
     "__version__",
     "open_engine",
     "resolve_settings",

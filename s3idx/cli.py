@@ -18,12 +18,14 @@ from enum import StrEnum
 from pathlib import Path
 from typing import IO, Annotated, Any
 
+import orjson
 import typer
 
 from s3idx import codec, output
 from s3idx._version import __version__
 from s3idx.config import (
     COMPRESSIONS,
+    TRANSPORTS,
     config_path,
     data_dir,
     default_index,
@@ -32,18 +34,12 @@ from s3idx.config import (
     resolve_settings,
 )
 from s3idx.engine.core import Engine
-from s3idx.engine.inputs import ReadProgress
-from s3idx.engine.results import PutResult
-from s3idx.errors import (
-    ExitStatus,
-    S3idxError,
-    UsageError,
-    cannot_write_output,
-    quote_key,
-    shorten_key,
-)
+from s3idx.engine.outputs import open_output, refuse_outputs_over_inputs
+from s3idx.errors import ExitStatus, S3idxError, UsageError, quote_key, shorten_key
 from s3idx.query.filter_json import read_filter
+from s3idx.query.paths import project
 from s3idx.query.sort import parse_sort
+from s3idx.text import plural
 
 
 class Compression(StrEnum):
@@ -54,6 +50,14 @@ class Compression(StrEnum):
 
 assert tuple(c.value for c in Compression) == COMPRESSIONS
 
+
+class Transport(StrEnum):
+    boto3 = "boto3"
+    obstore = "obstore"
+
+
+assert tuple(t.value for t in Transport) == TRANSPORTS
+
 HELP = f"""JSON documents as compressed objects in a bucket, with a small queryable index.
 
 Ingest JSON lines with `put`, look entries up with `query`, read documents back with `get`.
@@ -62,7 +66,55 @@ With nothing configured, objects go to {default_store()} and the index to
 {default_index()} (set S3IDX_HOME to move both).
 """
 
-app = typer.Typer(
+
+class _Command(typer.core.TyperCommand):
+    """A command whose help names arguments as click does (``KEY...``), without Typer's
+    ``{KEY}`` usage braces and ``<list[str]>`` type labels, which read as Python to a user."""
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for param in self.get_params(ctx):
+            if param.param_type_name == "argument":
+                pieces.append(_argument_usage(param))
+            else:
+                pieces.extend(param.get_usage_pieces(ctx))
+        return pieces
+
+    def format_options(self, ctx: Any, formatter: Any) -> None:
+        arguments, options = [], []
+        for param in self.get_params(ctx):
+            record = param.get_help_record(ctx)
+            if record is None:
+                continue
+            if param.param_type_name == "argument":
+                arguments.append((_argument_name(param), record[1]))
+            else:
+                options.append(record)
+        for title, rows in (("Arguments", arguments), ("Options", options)):
+            if rows:
+                with formatter.section(title):
+                    formatter.write_dl(rows)
+
+
+def _argument_name(param: Any) -> str:
+    return (param.metavar or param.name.upper()) + ("..." if param.nargs != 1 else "")
+
+
+def _argument_usage(param: Any) -> str:
+    if param.required:
+        return _argument_name(param)
+    return f"[{param.metavar or param.name.upper()}]" + ("..." if param.nargs != 1 else "")
+
+
+class _Typer(typer.Typer):
+    """Every command gets ``_Command``, including commands added later in this module."""
+
+    def command(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("cls", _Command)
+        return super().command(*args, **kwargs)
+
+
+app = _Typer(
     name="s3idx",
     help=HELP,
     no_args_is_help=True,
@@ -116,9 +168,8 @@ LOCATION_OPTIONS = {
         help="S3 endpoint, for MinIO and other S3 services. [env: S3IDX_ENDPOINT_URL]",
     ),
     "transport": _option(
-        str | None,
+        Transport | None,
         "--transport",
-        metavar="boto3|obstore",
         help="How S3 requests are made: boto3, or obstore (faster; pip install 's3idx[fast]'). "
         "[default: boto3] [env: S3IDX_TRANSPORT]",
     ),
@@ -181,6 +232,8 @@ class Context:
         self.json = json
         self.quiet = quiet
         loc = dict(loc)
+        if loc.get("transport") is not None:
+            loc["transport"] = Transport(loc["transport"]).value  # a plain str from here on
         profile, config = loc.pop("profile"), loc.pop("config")
         self.config_file = config
         self.settings = resolve_settings({**loc, **flags}, profile=profile, config_file=config)
@@ -404,27 +457,32 @@ def _put(
     rejects_path: Path | None,
     max_errors: int | None,
 ) -> ExitStatus | None:
-    show_progress = not (ctx.quiet or ctx.json) and output.is_terminal(sys.stderr)
-    read_progress = ReadProgress()
     signals = _Signals()
+    refuse_outputs_over_inputs(
+        {"--rejects": rejects_path},
+        settings=ctx.settings,
+        config_file=ctx.config_file,
+        inputs=paths,
+        stdin=sys.stdin.buffer,
+    )
     with contextlib.ExitStack() as stack:
         rejects = (
-            stack.enter_context(_open_output(rejects_path, "--rejects")) if rejects_path else None
+            stack.enter_context(open_output(rejects_path, "--rejects")) if rejects_path else None
         )
-        events = stack.enter_context(CliPutEvents(rejects, show_progress, read_progress))
+        events = stack.enter_context(
+            output.CliEvents(rejects=rejects, show_progress=not ctx.quiet, command="put")
+        )
         engine = stack.enter_context(ctx.engine())
         stack.enter_context(signals.installed())
         with _summary_on_failure(ctx):
             result = engine.put_files(
                 paths,
                 stdin=sys.stdin.buffer,
-                read_progress=read_progress,
                 skip_unchanged=skip_unchanged,
                 dry_run=dry_run,
                 max_errors=max_errors,
                 events=events,
                 stop=signals.stop,
-                progress=events.on_progress,
             )
     _report(ctx, result.as_dict(), output.put_summary(result))
     interrupted = signals.exit_status()
@@ -433,23 +491,6 @@ def _put(
     if result.rejected or result.not_indexed:
         return ExitStatus.PARTIAL
     return None
-
-
-def _open_output(path: Path, flag: str) -> IO[bytes]:
-    try:
-        return open(path, "wb")
-    except OSError as exc:
-        raise cannot_write_output(flag, str(path), exc) from None
-
-
-class CliPutEvents(output.CliEvents):
-    def __init__(self, rejects: Any, show_progress: bool, read_progress: ReadProgress) -> None:
-        super().__init__(rejects=rejects, show_progress=show_progress)
-        self._read = read_progress
-
-    def on_progress(self, result: PutResult) -> None:
-        detail = {"stored": result.stored, "rejected": result.rejected}
-        self.progress(self._read.bytes_read, self._read.bytes_total, detail)
 
 
 @contextlib.contextmanager
@@ -469,7 +510,7 @@ def _report(ctx: Context, summary: dict[str, Any], line: str) -> None:
     if ctx.json:
         output.write_json(summary)
     elif not ctx.quiet:
-        output.message(line)
+        output.summary(line)
 
 
 @app.command()
@@ -492,19 +533,30 @@ def get(
 
     def body() -> ExitStatus | None:
         ctx = Context(loc, workers=workers)
+        refuse_outputs_over_inputs(
+            {"--output": output_file}, settings=ctx.settings, config_file=ctx.config_file
+        )
         with contextlib.ExitStack() as stack:
             engine = stack.enter_context(ctx.engine())
             out = (
-                stack.enter_context(_open_output(output_file, "--output"))
+                stack.enter_context(open_output(output_file, "--output"))
                 if output_file
                 else sys.stdout.buffer
             )
-            result = engine.write_documents(keys, out)
+            show = output_file is not None or not output.is_terminal(sys.stdout)
+            events = stack.enter_context(
+                output.CliEvents(rejects=None, show_progress=show, command="get")
+            )
+            result = engine.write_documents(keys, out, events=events)
             out.flush()
         for key in result.missing:
             output.message(f"not found: {shorten_key(key)}")
         for key, reason in result.unreadable:
             output.message(f"cannot read {shorten_key(key)}: {reason}")
+        for key, reason in result.damaged:
+            output.message(f"damaged {shorten_key(key)}: {reason}")
+        if result.damaged:
+            return ExitStatus.DAMAGED
         if result.unreadable:
             return ExitStatus.PARTIAL
         return ExitStatus.NOT_FOUND if result.missing else None
@@ -567,22 +619,25 @@ def query(
                 matched = max(0, engine.count(spec) - skip)
                 typer.echo(str(min(matched, limit) if limit else matched))
                 return None
-            if full:
-                return _print_full(engine, spec, sort_spec, skip, limit)
             projection = [f.strip() for f in fields.split(",") if f.strip()] if fields else None
+            order = _field_order(engine.key_field, projection)
+            if full:
+                return _print_full(engine, spec, sort_spec, skip, limit, projection, order)
             entries = engine.query(spec, fields=projection, sort=sort_spec, skip=skip, limit=limit)
             if not projection or codec.RESERVED_FIELD not in projection:
                 entries = (_without_bookkeeping(e) for e in entries)
+            entries = (output.in_field_order(e, order) for e in entries)
             if json or not output.is_terminal(sys.stdout):
                 out = sys.stdout.buffer
                 for entry in entries:
                     out.write(output.json_line(entry))
                 out.flush()
                 return None
-            table, shown, more = output.entries_table(entries)
+            table, shown, more = output.entries_table(entries, columns=order)
             output.stdout_console().print(table)
             if more:
-                output.message(f"showing the first {shown} entries; use --json or a pipe for all")
+                first = plural(shown, "entry", "entries")
+                output.message(f"showing the first {first}; use --json or a pipe for all")
         return None
 
     _run(body)
@@ -593,24 +648,63 @@ def _without_bookkeeping(entry: dict[str, Any]) -> dict[str, Any]:
     return entry
 
 
+def _field_order(key_field: str, projection: list[str] | None) -> list[str]:
+    """Output order: the fields as --fields lists them, the key first unless listed there."""
+    if projection is None:
+        return [key_field]
+    return projection if key_field in projection else [key_field, *projection]
+
+
 def _print_full(
-    engine: Engine, spec: dict[str, Any], sort_spec: Any, skip: int, limit: int
+    engine: Engine,
+    spec: dict[str, Any],
+    sort_spec: Any,
+    skip: int,
+    limit: int,
+    projection: list[str] | None,
+    order: list[str],
 ) -> ExitStatus | None:
     out = sys.stdout.buffer
-    failed = 0
-    for key, document in engine.query_documents(spec, sort=sort_spec, skip=skip, limit=limit):
-        if document is None or document.error is not None:
-            failed += 1
-            reason = "has no object in the store (run s3idx sync)"
-            if document is not None:
-                reason = f"cannot be read: {document.error}"
-            output.message(f"index entry {quote_key(key)} {reason}")
-            continue
+    failed = damaged = 0
+    matched = max(0, engine.count(spec) - skip)
+    total = min(matched, limit) if limit else matched
+    show = not output.is_terminal(sys.stdout)
+    documents = engine.query_documents(spec, sort=sort_spec, skip=skip, limit=limit)
+    with output.CliEvents(rejects=None, show_progress=show, command="query") as events:
+        for done, (key, document) in enumerate(documents, start=1):
+            events.progress(done, total, {"failed": failed} if failed else {})
+            problem = _write_document(out, document, projection, order)
+            if problem is not None:
+                failed += 1
+                damaged += bool(document is not None and document.damaged)
+                events.say(f"index entry {quote_key(key)} {problem}")
+    out.flush()
+    if damaged:
+        return ExitStatus.DAMAGED
+    return ExitStatus.PARTIAL if failed else None
+
+
+def _write_document(
+    out: IO[bytes], document: Any, projection: list[str] | None, order: list[str]
+) -> str | None:
+    """Write one document as a JSON line (cut down to ``projection``); else say why not."""
+    if document is None:
+        return "has no object in the store (run s3idx sync)"
+    if document.error is not None:
+        if document.damaged:
+            return f"has a damaged object: {document.error}"
+        return f"cannot be read: {document.error}"
+    if projection is None:
         for chunk in document.iter_bytes():
             out.write(chunk)
-        out.write(b"\n")
-    out.flush()
-    return ExitStatus.PARTIAL if failed else None
+    else:
+        try:
+            whole = orjson.loads(document.read())
+        except orjson.JSONDecodeError as exc:
+            return f"cannot be read as JSON: {exc}"
+        out.write(orjson.dumps(output.in_field_order(project(whole, order), order)))
+    out.write(b"\n")
+    return None
 
 
 @app.command()
@@ -646,7 +740,10 @@ def delete(
             raise UsageError("give KEY arguments or a filter, not both")
         if not keys and not by_filter:
             raise UsageError("nothing to delete: give KEY arguments or --filter FILTER")
-        with ctx.engine() as engine:
+        with (
+            ctx.engine() as engine,
+            output.CliEvents(rejects=None, show_progress=not quiet, command="delete") as events,
+        ):
             if by_filter:
                 spec = read_filter(filter, filter_file, flag="--filter")
                 if not spec and not all_:
@@ -654,9 +751,9 @@ def delete(
                         "--filter '{}' matches every document",
                         hint="add --all if you mean to delete everything",
                     )
-                result = engine.delete_matching(spec, dry_run=dry_run)
+                result = engine.delete_matching(spec, dry_run=dry_run, events=events)
             else:
-                result = engine.delete(keys or [], dry_run=dry_run)
+                result = engine.delete(keys or [], dry_run=dry_run, events=events)
         if dry_run and not ctx.json:
             for key in result.would_delete:
                 typer.echo(key)
@@ -664,14 +761,7 @@ def delete(
             output.message(f"not found: {shorten_key(key)}")
         for key, reason in result.failed:
             output.message(f"could not delete {shorten_key(key)}: {reason}")
-        verb = "would delete" if dry_run else "deleted"
-        count = len(result.would_delete) if dry_run else result.deleted
-        line = f"delete: {verb} {count} documents"
-        if result.missing:
-            line += f", {len(result.missing)} not found"
-        if result.failed:
-            line += f", {len(result.failed)} failed"
-        _report(ctx, result.as_dict(), line)
+        _report(ctx, result.as_dict(), output.delete_summary(result))
         if result.failed:
             return ExitStatus.PARTIAL
         return ExitStatus.NOT_FOUND if result.missing else None
@@ -737,8 +827,10 @@ RewriteOpt = Annotated[
 class CliScanEvents(output.CliEvents):
     """Progress over listed objects; skipped objects and drift reported as they are found."""
 
-    def __init__(self, *, show_progress: bool, quiet: bool, drift_lines: bool) -> None:
-        super().__init__(rejects=None, show_progress=show_progress)
+    def __init__(
+        self, *, command: str, show_progress: bool, quiet: bool, drift_lines: bool
+    ) -> None:
+        super().__init__(rejects=None, show_progress=show_progress, command=command, unit="objects")
         self._quiet = quiet
         self._drift_lines = drift_lines
         self.drift_labels = DRIFT_LABELS
@@ -787,9 +879,10 @@ def rebuild_index(
     def body() -> ExitStatus | None:
         ctx = Context(loc, json=json, quiet=quiet, key=key, workers=workers)
         signals = _Signals()
-        show = not (quiet or json) and output.is_terminal(sys.stderr)
         with (
-            CliScanEvents(show_progress=show, quiet=quiet, drift_lines=False) as events,
+            CliScanEvents(
+                command="rebuild-index", show_progress=not quiet, quiet=quiet, drift_lines=False
+            ) as events,
             ctx.engine() as engine,
             signals.installed(),
             _summary_on_failure(ctx),
@@ -806,6 +899,59 @@ def rebuild_index(
         if interrupted is not None:
             return interrupted
         return _scan_status(result.skipped.undecodable, result.adopted.rewrite_failed)
+
+    _run(body)
+
+
+@app.command()
+@with_locations
+def reindex(
+    field: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--field",
+            metavar="PATH",
+            help="Also index this field (recorded first); repeat for more.",
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Count the objects to update; change nothing.")
+    ] = False,
+    workers: WorkersOpt = None,
+    json: JsonOpt = False,
+    quiet: QuietOpt = False,
+    *,
+    loc: dict[str, Any],
+) -> None:
+    """Backfill the index's fields into documents stored before the fields were added.
+
+    Reads the body of each object whose metadata lacks a field, then replaces its metadata in
+    place (a server-side copy on S3; the body is not uploaded again) and its index entry.
+    Objects already up to date are skipped, so an interrupted run continues when run again.
+
+    \b
+    Example: s3idx reindex --field task_id --workers 32
+    """
+
+    def body() -> ExitStatus | None:
+        ctx = Context(loc, json=json, quiet=quiet, workers=workers)
+        signals = _Signals()
+        with (
+            CliScanEvents(
+                command="reindex", show_progress=not quiet, quiet=quiet, drift_lines=False
+            ) as events,
+            ctx.engine() as engine,
+            signals.installed(),
+            _summary_on_failure(ctx),
+        ):
+            result = engine.reindex(
+                fields=field or (), dry_run=dry_run, events=events, stop=signals.stop
+            )
+        _report(ctx, result.as_dict(), output.reindex_summary(result))
+        interrupted = signals.exit_status()
+        if interrupted is not None:
+            return interrupted
+        return ExitStatus.PARTIAL if result.failed else None
 
     _run(body)
 
@@ -850,8 +996,9 @@ def sync(
             raise UsageError("--rewrite changes objects; --check and --dry-run change nothing")
         ctx = Context(loc, json=json, quiet=quiet, workers=workers)
         signals = _Signals()
-        show = not (quiet or json) and output.is_terminal(sys.stderr)
-        events = CliScanEvents(show_progress=show, quiet=quiet, drift_lines=(check or dry_run))
+        events = CliScanEvents(
+            command="sync", show_progress=not quiet, quiet=quiet, drift_lines=(check or dry_run)
+        )
         if dry_run:
             events.drift_labels = (
                 ACTION_LABELS if prune else {**ACTION_LABELS, "index-only": "keep"}
@@ -873,6 +1020,70 @@ def sync(
         if check and result.drift:
             return ExitStatus.DRIFT
         return _scan_status(result.skipped.undecodable, result.adopted.rewrite_failed)
+
+    _run(body)
+
+
+class CliVerifyEvents(CliScanEvents):
+    """Damage and drift as one line each on stdout (``damaged\tKEY\tREASON``, ``KIND\tKEY``);
+    with --json, damage goes into the summary instead and drift is only counted."""
+
+    def __init__(self, *, show_progress: bool, quiet: bool, json: bool) -> None:
+        super().__init__(
+            command="verify", show_progress=show_progress, quiet=quiet, drift_lines=not json
+        )
+        self._json = json
+        self.damage: list[dict[str, str]] = []
+
+    def damaged(self, key: str, reason: str) -> None:
+        if self._json:
+            self.damage.append({"key": key, "reason": reason})
+        else:
+            sys.stdout.write(f"damaged\t{key}\t{reason}\n")
+
+
+@app.command()
+@with_locations
+def verify(
+    sample: Annotated[
+        float,
+        typer.Option(
+            "--sample",
+            min=0.0,
+            max=1.0,
+            metavar="FRACTION",
+            help="Read only this random fraction of the objects (drift is always counted).",
+        ),
+    ] = 1.0,
+    workers: WorkersOpt = None,
+    json: JsonOpt = False,
+    quiet: QuietOpt = False,
+    *,
+    loc: dict[str, Any],
+) -> None:
+    """Read objects back and check each against its sha256, codec, document and index entry.
+
+    Prints a line per damaged object and per drifted key; exits 8 if any object is damaged,
+    else 7 if index and store drifted, else 0.
+
+    \b
+    Example: s3idx verify --sample 0.01 || echo "damaged objects or drift"
+    """
+
+    def body() -> ExitStatus | None:
+        ctx = Context(loc, json=json, quiet=quiet, workers=workers)
+        signals = _Signals()
+        events = CliVerifyEvents(show_progress=not quiet, quiet=quiet, json=json)
+        with events, ctx.engine() as engine, signals.installed(), _summary_on_failure(ctx):
+            result = engine.verify(sample=sample, events=events, stop=signals.stop)
+        sys.stdout.flush()
+        _report(ctx, {**result.as_dict(), "damage": events.damage}, output.verify_summary(result))
+        interrupted = signals.exit_status()
+        if interrupted is not None:
+            return interrupted
+        if result.damaged:
+            return ExitStatus.DAMAGED
+        return ExitStatus.DRIFT if result.drift else None
 
     _run(body)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import io
 import re
 import threading
 import zlib
@@ -21,6 +22,7 @@ import orjson
 
 from s3idx.errors import (
     CorruptObjectError,
+    DamagedObjectError,
     InvalidKeyError,
     MetadataTooLargeError,
     NotAnS3idxObjectError,
@@ -268,55 +270,145 @@ def encode_document(document: Mapping[str, Any], codec: str) -> EncodedBody:
     return EncodedBody(encode_raw(raw, codec), hashlib.sha256(raw).hexdigest(), codec)
 
 
-def decode_body(body: bytes, codec: str) -> bytes:
-    """The uncompressed JSON bytes of a stored body."""
-    try:
-        if codec == "json+zlib":
-            return zlib.decompress(body)
-        if codec == "json":
-            return body
-    except zlib.error as exc:
-        raise CorruptObjectError(f"body cannot be decompressed ({codec}): {exc}") from None
-    if codec == "json+zstd":
-        return b"".join(_zstd_chunks([body]))
-    raise CorruptObjectError(f"unknown codec {codec!r}")
+# Bounds on what one step of decompression holds: a 2 KB zstd body can expand to 64 MiB.
+DECODE_STEP = 1 << 20  # most uncompressed bytes one step returns
+_ZSTD_READ = 64 << 10  # compressed bytes zstd pulls at a time
+_ZLIB_MAGIC = (b"\x78\x01", b"\x78\x5e", b"\x78\x9c", b"\x78\xda")
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
 
 def iter_decoded(chunks: Iterable[bytes], codec: str) -> Iterator[bytes]:
-    """Decompress a body chunk by chunk, so a large document is never held twice."""
+    """A body's JSON bytes in pieces of at most ``DECODE_STEP``, however well it compressed.
+
+    Raises DamagedObjectError for a body that is not what ``codec`` says: another encoding,
+    not decompressible, cut short, or followed by bytes after its compressed stream.
+    """
+    if codec not in CODEC_BY_COMPRESSION.values():
+        raise DamagedObjectError(f"unknown codec {codec!r}")
+    chunks = _checked_start(iter(chunks), codec)
     if codec == "json":
         yield from chunks
-        return
-    if codec == "json+zstd":
-        yield from _zstd_chunks(chunks)
-        return
-    if codec != "json+zlib":
-        raise CorruptObjectError(f"unknown codec {codec!r}")
+    elif codec == "json+zlib":
+        yield from _zlib_pieces(chunks)
+    else:
+        yield from _zstd_pieces(chunks)
+
+
+def decode_body(body: bytes, codec: str) -> bytes:
+    """The uncompressed JSON bytes of a stored body; DamagedObjectError if it is not ``codec``."""
+    return b"".join(iter_decoded([body], codec))
+
+
+def _checked_start(chunks: Iterator[bytes], codec: str) -> Iterator[bytes]:
+    """The chunks, after checking that the first does not plainly hold another encoding."""
+    for chunk in chunks:
+        if chunk:
+            _check_codec_matches(chunk, codec)
+            yield chunk
+            break
+    yield from chunks
+
+
+def _check_codec_matches(head: bytes, codec: str) -> None:
+    looks = None
+    if head[:2] in _ZLIB_MAGIC:
+        looks = "json+zlib"
+    elif head.startswith(_ZSTD_MAGIC):
+        looks = "json+zstd"
+    elif head.lstrip()[:1] == b"{":
+        looks = "json"
+    if looks is not None and looks != codec:
+        raise DamagedObjectError(f"metadata says codec {codec!r} but the body is {looks}")
+
+
+def _zlib_pieces(chunks: Iterator[bytes]) -> Iterator[bytes]:
     inflater = zlib.decompressobj()
-    try:
-        for chunk in chunks:
-            out = inflater.decompress(chunk)
+    for chunk in chunks:
+        data = chunk
+        while data:
+            if inflater.eof:
+                raise DamagedObjectError(_TRAILING.format(codec="json+zlib"))
+            try:
+                out = inflater.decompress(data, DECODE_STEP)
+            except zlib.error as exc:
+                raise DamagedObjectError(_UNDECODABLE.format(codec="json+zlib", exc=exc)) from None
             if out:
                 yield out
-        tail = inflater.flush()
-    except zlib.error as exc:
-        raise CorruptObjectError(f"body cannot be decompressed ({codec}): {exc}") from None
-    if tail:
-        yield tail
+            data = inflater.unconsumed_tail or inflater.unused_data
+    if not inflater.eof:
+        raise DamagedObjectError(_CUT_SHORT.format(codec="json+zlib"))
 
 
-def _zstd_chunks(chunks: Iterable[bytes]) -> Iterator[bytes]:
+def _zstd_pieces(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    # zstandard's decompressobj returns all it can in one call (a whole 64 MiB document for a
+    # 2 KB body); its stream reader returns at most what is asked for.
     zstd = _zstd()
-    inflater = zstd.decompressor().decompressobj()
+    source = _ChunkReader(chunks)
+    expected = source.content_size()
+    reader = zstd.decompressor().stream_reader(
+        source, read_size=_ZSTD_READ, read_across_frames=False, closefd=False
+    )
+    produced = 0
     try:
-        for chunk in chunks:
-            out = inflater.decompress(chunk)
-            if out:
-                yield out
-        if not inflater.eof:
-            raise CorruptObjectError("body cannot be decompressed (json+zstd): truncated frame")
+        while piece := reader.read(DECODE_STEP):
+            produced += len(piece)
+            if expected is not None and produced > expected:
+                raise DamagedObjectError(_TRAILING.format(codec="json+zstd"))
+            yield piece
     except zstd.error as exc:
-        raise CorruptObjectError(f"body cannot be decompressed (json+zstd): {exc}") from None
+        if expected is not None and produced >= expected:
+            raise DamagedObjectError(_TRAILING.format(codec="json+zstd")) from None
+        raise DamagedObjectError(_UNDECODABLE.format(codec="json+zstd", exc=exc)) from None
+    if (expected is not None and produced < expected) or produced == 0:
+        raise DamagedObjectError(_CUT_SHORT.format(codec="json+zstd"))
+    if source.has_more():
+        raise DamagedObjectError(_TRAILING.format(codec="json+zstd"))
+
+
+class _ChunkReader(io.RawIOBase):
+    """A readable file over an iterator of byte chunks (for zstandard's stream reader)."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+        self._buffer = b""
+        self._offset = 0  # into _buffer: no copying a 1 MiB chunk for each small read
+
+    def readable(self) -> bool:
+        return True
+
+    def _fill(self, size: int) -> None:
+        while len(self._buffer) - self._offset < size:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                return
+            self._buffer = self._buffer[self._offset :] + chunk
+            self._offset = 0
+
+    def readinto(self, target: Any) -> int:
+        self._fill(1)
+        size = min(len(target), len(self._buffer) - self._offset)
+        target[:size] = memoryview(self._buffer)[self._offset : self._offset + size]
+        self._offset += size
+        return size
+
+    def content_size(self) -> int | None:
+        """The uncompressed size the zstd frame header records (s3idx always writes it)."""
+        self._fill(18)  # the longest frame header
+        try:
+            header = self._buffer[self._offset : self._offset + 18]
+            size = _zstd()._module.get_frame_parameters(header).content_size
+        except _zstd().error:
+            return None
+        return None if size == _zstd()._module.CONTENTSIZE_UNKNOWN else size
+
+    def has_more(self) -> bool:
+        self._fill(1)
+        return len(self._buffer) > self._offset
+
+
+_CUT_SHORT = "body is cut short: its {codec} stream does not end (the object was truncated)"
+_TRAILING = "body has bytes after the end of its {codec} stream"
+_UNDECODABLE = "body cannot be decompressed as {codec}: {exc}"
 
 
 # --- keys ------------------------------------------------------------------------------------

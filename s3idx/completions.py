@@ -40,12 +40,22 @@ class CommandSpec:
     file_arguments: bool
 
 
-def command_specs() -> list[CommandSpec]:
+def _group() -> Any:
     from s3idx.cli import app
 
     # Typer ships its own copy of click, so the command tree is read by its attributes.
-    group = typer.main.get_command(app)
+    return typer.main.get_command(app)
+
+
+def command_specs() -> list[CommandSpec]:
+    """Every command of the app, with every option name (``--no-x`` too) and choice."""
+    group = _group()
     return [_command_spec(name, group.commands[name]) for name in sorted(group.commands)]
+
+
+def root_spec() -> CommandSpec:
+    """``s3idx`` itself: its own options (``--version``, ``--help``)."""
+    return _command_spec("s3idx", _group())
 
 
 def _command_spec(name: str, command: Any) -> CommandSpec:
@@ -61,7 +71,7 @@ def _command_spec(name: str, command: Any) -> CommandSpec:
         files = is_path or (param.metavar or "") == "FILE"
         options.append(
             OptionSpec(
-                names=tuple(param.opts),
+                names=(*param.opts, *param.secondary_opts),
                 help=_short_help(param.help or ""),
                 takes_value=not param.is_flag,
                 choices=choices,
@@ -69,7 +79,7 @@ def _command_spec(name: str, command: Any) -> CommandSpec:
                 repeatable=bool(param.multiple),
             )
         )
-    options.append(OptionSpec(("-h", "--help"), "Show help and exit.", False, (), False, False))
+    options.append(OptionSpec(("-h", "--help"), "Show help and exit", False, (), False, False))
     return CommandSpec(name, _short_help(command.help or ""), tuple(options), file_arguments)
 
 
@@ -97,8 +107,8 @@ def _short_help(text: str) -> str:
 # --- bash ------------------------------------------------------------------------------------
 
 
-def bash_script(specs: list[CommandSpec]) -> str:
-    names = " ".join(s.name for s in specs)
+def bash_script(specs: list[CommandSpec], root: CommandSpec) -> str:
+    names = " ".join([*(s.name for s in specs), *(n for o in root.options for n in o.names)])
     lines = [
         f"# bash completion for {PROG}: {HEADER}",
         f"_{PROG}() {{",
@@ -107,7 +117,7 @@ def bash_script(specs: list[CommandSpec]) -> str:
         f'        case "$w" in {"|".join(s.name for s in specs)}) cmd="$w"; break;; esac',
         "    done",
         '    if [[ -z "$cmd" ]]; then',
-        f'        COMPREPLY=($(compgen -W "{names} --help --version" -- "$cur"))',
+        f'        COMPREPLY=($(compgen -W "{names}" -- "$cur"))',
         "        return",
         "    fi",
         '    case "$cmd" in',
@@ -147,7 +157,7 @@ def _zsh_quote(text: str) -> str:
     return text.replace("'", "'\\''").replace("[", "\\[").replace("]", "\\]").replace(":", "\\:")
 
 
-def zsh_script(specs: list[CommandSpec]) -> str:
+def zsh_script(specs: list[CommandSpec], root: CommandSpec) -> str:
     lines = [
         f"#compdef {PROG}",
         f"# zsh completion for {PROG}: {HEADER}",
@@ -161,8 +171,7 @@ def zsh_script(specs: list[CommandSpec]) -> str:
         "    )",
         "    local curcontext=$curcontext state line",
         "    _arguments -C \\",
-        "        '(-h --help)'{-h,--help}'[Show help and exit]' \\",
-        "        '--version[Print the version and exit]' \\",
+        *(f"        {_zsh_option(option)} \\" for option in root.options),
         "        '1: :->command' \\",
         "        '*:: :->args'",
         "    case $state in",
@@ -205,14 +214,11 @@ def _fish_quote(text: str) -> str:
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def fish_script(specs: list[CommandSpec]) -> str:
+def fish_script(specs: list[CommandSpec], root: CommandSpec) -> str:
     names = " ".join(s.name for s in specs)
-    lines = [
-        f"# fish completion for {PROG}: {HEADER}",
-        f"complete -c {PROG} -f",
-        f"complete -c {PROG} -n '__fish_use_subcommand' -l version -d 'Print the version and exit'",
-        f"complete -c {PROG} -n '__fish_use_subcommand' -s h -l help -d 'Show help and exit'",
-    ]
+    lines = [f"# fish completion for {PROG}: {HEADER}", f"complete -c {PROG} -f"]
+    for option in root.options:
+        lines.append(_fish_option("'__fish_use_subcommand'", option))
     for spec in specs:
         lines.append(
             f"complete -c {PROG} -n '__fish_use_subcommand' -a {spec.name} "
@@ -223,30 +229,32 @@ def fish_script(specs: list[CommandSpec]) -> str:
         if spec.file_arguments:
             lines.append(f"complete -c {PROG} -n {condition} -F")
         for option in spec.options:
-            flags = []
-            for name in option.names:
-                flags.append(f"-l {name[2:]}" if name.startswith("--") else f"-s {name[1:]}")
-            if option.takes_value:
-                if option.choices:
-                    flags.append(f"-x -a {_fish_quote(' '.join(option.choices))}")
-                elif option.files:
-                    flags.append("-r -F")
-                else:
-                    flags.append("-x")
-            lines.append(
-                f"complete -c {PROG} -n {condition} {' '.join(flags)} -d {_fish_quote(option.help)}"
-            )
+            lines.append(_fish_option(condition, option))
     lines.append(f"# commands: {names}")
     lines.append("")
     return "\n".join(lines)
+
+
+def _fish_option(condition: str, option: OptionSpec) -> str:
+    flags = []
+    for name in option.names:
+        flags.append(f"-l {name[2:]}" if name.startswith("--") else f"-s {name[1:]}")
+    if option.takes_value:
+        if option.choices:
+            flags.append(f"-x -a {_fish_quote(' '.join(option.choices))}")
+        elif option.files:
+            flags.append("-r -F")
+        else:
+            flags.append("-x")
+    return f"complete -c {PROG} -n {condition} {' '.join(flags)} -d {_fish_quote(option.help)}"
 
 
 SCRIPTS = {"bash": bash_script, "zsh": zsh_script, "fish": fish_script}
 
 
 def render_all() -> dict[str, str]:
-    specs = command_specs()
-    return {FILES[shell]: make(specs) for shell, make in SCRIPTS.items()}
+    specs, root = command_specs(), root_spec()
+    return {FILES[shell]: make(specs, root) for shell, make in SCRIPTS.items()}
 
 
 def main(argv: list[str]) -> int:

@@ -22,6 +22,7 @@ class ExitStatus(IntEnum):
     UNAVAILABLE = 5
     ACCESS_DENIED = 6
     DRIFT = 7
+    DAMAGED = 8
     INTERRUPTED = 130
     TERMINATED = 143
 
@@ -36,7 +37,10 @@ EXIT_STATUS_MEANINGS: dict[ExitStatus, str] = {
     ),
     ExitStatus.UNAVAILABLE: "backend unavailable: S3, MongoDB or the SQLite file cannot be used",
     ExitStatus.ACCESS_DENIED: "access denied: credentials missing, wrong or not allowed",
-    ExitStatus.DRIFT: "sync --check found drift between index and store",
+    ExitStatus.DRIFT: "sync --check or verify found drift between index and store",
+    ExitStatus.DAMAGED: (
+        "damaged objects: a body does not match its recorded hash, codec or index entry"
+    ),
     ExitStatus.INTERRUPTED: "interrupted by Ctrl-C (SIGINT)",
     ExitStatus.TERMINATED: "terminated by SIGTERM",
 }
@@ -106,6 +110,14 @@ class ObjectNotFoundError(NotFoundError):
         self.key = key
 
 
+class ObjectChangedError(S3idxError):
+    """An object was replaced since it was read, so a conditional change was not made."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"object {key!r} changed since it was read; it was left as it is")
+        self.key = key
+
+
 class BackendUnavailableError(S3idxError):
     """A backend cannot be reached or used (connection refused, read-only file, disk full)."""
 
@@ -133,6 +145,12 @@ class NotAnS3idxObjectError(S3idxError):
 
 class CorruptObjectError(S3idxError):
     """An object's metadata or body cannot be decoded."""
+
+
+class DamagedObjectError(CorruptObjectError):
+    """A body is not what its metadata recorded: hash, codec, length or document differ."""
+
+    exit_status = ExitStatus.DAMAGED
 
 
 class MissingDependencyError(UsageError):
@@ -195,4 +213,4 @@ def cannot_write_output(flag: str, path: str, exc: OSError) -> UsageError:
         reason = "it is a directory"
     else:
         reason = exc.strerror or str(exc)
-    return UsageError(f"cannot write {flag} file {path}: {reason}")
+    return UsageError(f"cannot write {flag} {path}: {reason}")

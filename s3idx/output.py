@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
+import os
 import sys
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import IO, TYPE_CHECKING, Any
 
 import orjson
@@ -13,12 +15,15 @@ from s3idx import codec
 from s3idx.config import redact
 from s3idx.engine.rebuild import RebuildResult
 from s3idx.engine.recover import Adopted
-from s3idx.engine.results import Events, PutResult, Reject
+from s3idx.engine.reindex import ReindexResult
+from s3idx.engine.results import DeleteResult, Events, PutResult, Reject
 from s3idx.engine.sync import SyncResult
+from s3idx.engine.verify import VerifyResult
+from s3idx.query.paths import split_path
+from s3idx.text import plural
 
 if TYPE_CHECKING:  # rich is imported only when a terminal needs it: cron never pays for it
     from rich.console import Console
-    from rich.progress import Progress
     from rich.table import Table
 
 TABLE_ROW_LIMIT = 1000
@@ -75,27 +80,36 @@ def redact_mapping(value: Any) -> Any:
     return value
 
 
-# --- put -------------------------------------------------------------------------------------
+# --- summaries ------------------------------------------------------------------------------------
+
+
+def rate_text(count: int, elapsed: float, unit: str) -> str:
+    """`` (1850 docs/s)`` over the work actually done; nothing when none was done."""
+    per_second = work_rate(count, elapsed)
+    return f" ({number(per_second)} {unit}/s)" if per_second is not None else ""
 
 
 def put_summary(result: PutResult) -> str:
     verb = "would store" if result.dry_run else "stored"
     parts = [f"{result.stored} {verb}"]
     if result.unchanged:
-        parts.append(f"{result.unchanged} unchanged")
+        everything = result.unchanged == result.read and not result.stored
+        parts.append(
+            f"all {result.unchanged} unchanged" if everything else f"{result.unchanged} unchanged"
+        )
     parts.append(f"{result.rejected} rejected")
     if result.duplicates:
-        parts.append(f"{result.duplicates} duplicate keys (last one kept)")
+        parts.append(f"{plural(result.duplicates, 'duplicate key')} (last one kept)")
     line = f"put: {result.read} read, " + ", ".join(parts)
     if result.retries:
-        line += f", {result.retries} retries"
-    line += f" in {result.elapsed:.2f} s ({result.rate:g} docs/s)"
+        line += f", {plural(result.retries, 'retry', 'retries')}"
+    line += f" in {result.elapsed:.2f} s" + rate_text(result.stored, result.elapsed, "docs")
     if result.stopped_early:
         line += "; stopped early at --max-errors"
     if result.interrupted:
         line += "; interrupted"
     if result.not_indexed:
-        line += f"; {result.not_indexed} stored objects are not indexed (run s3idx sync)"
+        line += f"; {plural(result.not_indexed, 'stored object')} not indexed (run s3idx sync)"
     return line
 
 
@@ -103,35 +117,94 @@ def rebuild_summary(result: RebuildResult) -> str:
     skipped = result.skipped
     line = (
         f"rebuild-index: {result.listed} listed, {result.written} written, "
-        f"{skipped.not_s3idx} not s3idx objects, {skipped.undecodable} undecodable"
+        f"{plural(skipped.not_s3idx, 'not s3idx object')}, {skipped.undecodable} undecodable"
     )
     if skipped.vanished:
         line += f", {skipped.vanished} vanished while listing"
     line += _adopted(result.adopted, ", ")
     if result.retries:
-        line += f", {result.retries} retries"
-    line += f" in {result.elapsed:.2f} s ({result.rate:g} objects/s)"
+        line += f", {plural(result.retries, 'retry', 'retries')}"
+    listed_now = result.listed - result.listed_before
+    line += f" in {result.elapsed:.2f} s" + rate_text(listed_now, result.elapsed, "objects")
     if result.resumed:
         line += "; resumed"
+    if result.pending_fields:
+        lacking = ", ".join(f"{f} ({n})" for f, n in result.pending_fields.items())
+        line += f"; objects lacking fields: {lacking}: run `s3idx reindex` to backfill them"
     if not result.committed:
         line += "; not swapped in"
     return line
 
 
+def reindex_summary(result: ReindexResult) -> str:
+    verb = "would update" if result.dry_run else "updated"
+    line = (
+        f"reindex: {result.listed} listed, {result.updated} {verb}, "
+        f"{result.up_to_date} up to date, {result.failed} failed"
+    )
+    if result.not_s3idx:
+        line += f", {result.not_s3idx} not s3idx objects"
+    if result.vanished:
+        line += f", {result.vanished} vanished while listing"
+    if result.retries:
+        line += f", {plural(result.retries, 'retry', 'retries')}"
+    line += f" in {result.elapsed:.2f} s" + rate_text(result.listed, result.elapsed, "objects")
+    if result.completed:
+        line += f"; now complete: {', '.join(result.completed)}"
+    elif result.pending and not result.dry_run:
+        line += f"; still pending: {', '.join(result.pending)}"
+    return line
+
+
 def sync_summary(result: SyncResult) -> str:
     line = (
-        f"sync: {result.listed} objects, {result.indexed} entries; drift: "
-        f"{result.bucket_only} bucket-only, {result.index_only} index-only, "
+        f"sync: {plural(result.listed, 'object')}, {plural(result.indexed, 'entry', 'entries')}; "
+        f"drift: {result.bucket_only} bucket-only, {result.index_only} index-only, "
         f"{result.changed} changed"
     )
     if not (result.check or result.dry_run):
         line += f"; added {result.added}, updated {result.updated}, removed {result.removed}"
         if not result.prune and result.index_only:
-            line += f", kept {result.index_only} stale entries (--no-prune)"
+            stale = plural(result.index_only, "stale entry", "stale entries")
+            line += f", kept {stale} (--no-prune)"
     skipped = result.skipped
     if skipped.not_s3idx or skipped.undecodable:
-        line += f"; {skipped.not_s3idx} not s3idx objects, {skipped.undecodable} undecodable"
+        line += (
+            f"; {plural(skipped.not_s3idx, 'not s3idx object')}, {skipped.undecodable} undecodable"
+        )
     line += _adopted(result.adopted, "; ")
+    if result.retries:
+        line += f"; {plural(result.retries, 'retry', 'retries')}"
+    line += f" in {result.elapsed:.2f} s"
+    if result.interrupted:
+        line += "; interrupted"
+    if result.pending_fields:
+        lacking = ", ".join(f"{f} ({n})" for f, n in result.pending_fields.items())
+        line += f"; adopted objects lacking fields: {lacking}: run `s3idx reindex`"
+    return line
+
+
+def delete_summary(result: DeleteResult) -> str:
+    verb = "would delete" if result.dry_run else "deleted"
+    count = len(result.would_delete) if result.dry_run else result.deleted
+    line = f"delete: {verb} {plural(count, 'document')}"
+    if result.missing:
+        line += f", {len(result.missing)} not found"
+    if result.failed:
+        line += f", {len(result.failed)} failed"
+    return line
+
+
+def verify_summary(result: VerifyResult) -> str:
+    sampled = f" (a {result.sample:g} sample)" if result.sample < 1 else ""
+    line = (
+        f"verify: {result.listed} objects, {result.indexed} entries; checked {result.checked}"
+        f"{sampled}: {result.ok} sound, {result.damaged} damaged; drift: "
+        f"{result.bucket_only} bucket-only, {result.index_only} index-only, "
+        f"{result.changed} changed"
+    )
+    if result.not_s3idx:
+        line += f"; {result.not_s3idx} not s3idx objects (not checked)"
     if result.retries:
         line += f"; {result.retries} retries"
     line += f" in {result.elapsed:.2f} s"
@@ -144,7 +217,7 @@ def _adopted(adopted: Adopted, separator: str) -> str:
     """Said only when maggma's objects were met, so s3idx-only runs read as before."""
     if not (adopted.maggma or adopted.rewritten or adopted.rewrite_failed):
         return ""
-    text = f"{separator}{adopted.maggma} maggma objects"
+    text = f"{separator}{plural(adopted.maggma, 'maggma object')}"
     if adopted.rewritten or adopted.rewrite_failed:
         text += f" ({adopted.rewritten} rewritten, {adopted.rewrite_failed} not rewritten)"
     return text
@@ -157,52 +230,248 @@ def summary_line(result: object) -> str:
         return rebuild_summary(result)
     if isinstance(result, SyncResult):
         return sync_summary(result)
+    if isinstance(result, DeleteResult):
+        return delete_summary(result)
+    if isinstance(result, ReindexResult):
+        return reindex_summary(result)
+    if isinstance(result, VerifyResult):
+        return verify_summary(result)
     raise TypeError(type(result).__name__)
 
 
+# --- progress --------------------------------------------------------------------------------
+
+PROGRESS_INTERVAL_ENV = "S3IDX_PROGRESS_INTERVAL"
+DEFAULT_PROGRESS_INTERVAL = 60.0  # seconds between progress lines when stderr is not a terminal
+DRAW_PERIOD = 0.1  # a terminal bar is redrawn at most this often
+
+
+def timestamp(when: float | None = None) -> str:
+    """UTC, to the second, as logs are read: ``2026-11-30T01:02:03Z``."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when))
+
+
+def work_rate(count: int, elapsed: float) -> float | None:
+    """Units per second over the work done; None when nothing was done (no "0/s")."""
+    if count <= 0 or elapsed <= 0:
+        return None
+    return count / elapsed
+
+
+def eta_seconds(fraction: float | None, elapsed: float) -> float | None:
+    """Seconds left at the pace so far, once some of a known whole is done."""
+    if fraction is None or not 0 < fraction <= 1 or elapsed <= 0:
+        return None
+    return elapsed * (1 - fraction) / fraction
+
+
+def duration(seconds: float) -> str:
+    whole = math.ceil(seconds)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours:02d}:{minutes:02d}:{secs:02d}"
+
+
+def number(value: float) -> str:
+    """A rate as people read it: 1850, 12.5, 0.3."""
+    return f"{value:.0f}" if value >= 100 else f"{value:.1f}"
+
+
+class ProgressMeter:
+    """What one command has counted so far, with its rate and ETA, as one line of text.
+
+    ``unit`` is what the command counts (documents, objects); ``fraction`` of the whole work
+    comes from ``done / total`` when the total is known, or from the engine's own estimate
+    (put: the share of the input read and stored).
+    """
+
+    def __init__(self, command: str, unit: str, clock: Any = time.monotonic) -> None:
+        self.command = command
+        self.unit = unit
+        self._clock = clock
+        self._started = clock()
+        self.done = 0
+        self.total: int | None = None
+        self.detail: dict[str, int] = {}
+        self.input_fraction: float | None = None
+
+    def update(
+        self,
+        done: int,
+        total: int | None,
+        detail: Mapping[str, int],
+        input_fraction: float | None = None,
+    ) -> None:
+        self.done, self.total, self.detail = done, total, dict(detail)
+        self.input_fraction = input_fraction
+
+    @property
+    def elapsed(self) -> float:
+        return self._clock() - self._started
+
+    @property
+    def fraction(self) -> float | None:
+        if self.input_fraction is not None:
+            return min(max(self.input_fraction, 0.0), 1.0)
+        if self.total:
+            return min(self.done / self.total, 1.0)
+        return None
+
+    def text(self) -> str:
+        """``120000 documents (118000 stored), 1850/s, 64% of input, ETA 00:01:10``"""
+        elapsed = self.elapsed
+        counted = f"{self.done} of {self.total}" if self.total is not None else f"{self.done}"
+        parts = [f"{counted} {self.unit}"]
+        shown = [f"{v} {k}" for k, v in self.detail.items()]
+        if shown:
+            parts[0] += f" ({', '.join(shown)})"
+        per_second = work_rate(self.done, elapsed)
+        if per_second is not None:
+            parts.append(f"{number(per_second)}/s")
+        fraction = self.fraction
+        if fraction is not None:
+            share = f"{math.floor(fraction * 100)}%"
+            parts.append(f"{share} of input" if self.input_fraction is not None else share)
+            left = eta_seconds(fraction, elapsed)
+            if left is not None and fraction < 1:
+                parts.append(f"ETA {duration(left)}")
+        return ", ".join(parts)
+
+    def line(self) -> str:
+        return f"{self.command}: {self.text()}"
+
+
+def progress_interval() -> float:
+    """Seconds between progress lines off a terminal: S3IDX_PROGRESS_INTERVAL, else 60."""
+    text = os.environ.get(PROGRESS_INTERVAL_ENV, "").strip()
+    if not text:
+        return DEFAULT_PROGRESS_INTERVAL
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0 or math.isinf(value):
+        message(
+            f"warning: {PROGRESS_INTERVAL_ENV}={text!r} is not a number of seconds; "
+            f"using {DEFAULT_PROGRESS_INTERVAL:g}"
+        )
+        return DEFAULT_PROGRESS_INTERVAL
+    return value
+
+
+class TerminalProgress:
+    """A live bar on a terminal: what is counted, the rate, and the ETA when the total is known."""
+
+    STEPS = 1000  # the bar's resolution when only a fraction is known
+
+    def __init__(self, meter: ProgressMeter, console: Console | None = None) -> None:
+        from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        self.meter = meter
+        self._progress = Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(bar_width=20),
+            TextColumn("{task.fields[text]}"),
+            TimeElapsedColumn(),
+            console=console or stderr_console(),
+            transient=True,
+        )
+        self._task = self._progress.add_task(meter.command, total=None, text="")
+
+    @property
+    def console(self) -> Console:
+        return self._progress.console
+
+    def start(self) -> None:
+        self._progress.start()
+
+    def stop(self) -> None:
+        self._progress.stop()
+
+    def show(self) -> None:
+        fraction = self.meter.fraction
+        completed = round(fraction * self.STEPS) if fraction is not None else 0
+        total = self.STEPS if fraction is not None else None
+        self._progress.update(self._task, completed=completed, total=total, text=self.meter.text())
+
+    def refresh(self) -> None:
+        self._progress.refresh()
+
+
+class ProgressLines:
+    """Off a terminal (logs, cron): a timestamped line every ``interval`` seconds."""
+
+    def __init__(
+        self,
+        meter: ProgressMeter,
+        stream: IO[str] | None = None,
+        interval: float | None = None,
+        clock: Any = time.monotonic,
+    ) -> None:
+        self.meter = meter
+        self._stream = stream
+        self._interval = progress_interval() if interval is None else interval
+        self._clock = clock
+        self._last = clock()
+
+    def show(self) -> None:
+        now = self._clock()
+        if now - self._last < self._interval:
+            return
+        self._last = now
+        stream = self._stream or sys.stderr
+        stream.write(f"{timestamp()} s3idx: {self.meter.line()}\n")
+        stream.flush()
+
+
+def summary(text: str) -> None:
+    """A command's last line; timestamped off a terminal, where it usually lands in a log."""
+    if is_terminal(sys.stderr):
+        message(text)
+    else:
+        sys.stderr.write(f"{timestamp()} s3idx: {redact(text)}\n")
+        sys.stderr.flush()
+
+
 class CliEvents(Events):
-    """Reports rejects on stderr (and into the rejects file) and draws progress on a terminal."""
+    """Reports rejects on stderr (and into the rejects file) and shows progress on stderr.
 
-    def __init__(self, *, rejects: IO[bytes] | None, show_progress: bool) -> None:
+    With ``show_progress``: a live bar when stderr is a terminal, else a timestamped line every
+    S3IDX_PROGRESS_INTERVAL seconds. Never anything on stdout.
+    """
+
+    def __init__(
+        self,
+        *,
+        rejects: IO[bytes] | None,
+        show_progress: bool,
+        command: str,
+        unit: str = "documents",
+    ) -> None:
         self._rejects = rejects
-        self._progress: Progress | None = None
-        self._task: Any = None
+        self.meter = ProgressMeter(command, unit)
+        self._bar: TerminalProgress | None = None
+        self._lines: ProgressLines | None = None
         self._last_draw = 0.0
-        if show_progress:
-            from rich.progress import (
-                BarColumn,
-                DownloadColumn,
-                Progress,
-                SpinnerColumn,
-                TextColumn,
-                TimeElapsedColumn,
-            )
-
-            self._progress = Progress(
-                SpinnerColumn(),
-                TextColumn("[progress.description]{task.description}"),
-                BarColumn(),
-                DownloadColumn(),
-                TextColumn("{task.fields[detail]}"),
-                TimeElapsedColumn(),
-                console=stderr_console(),
-                transient=True,
-            )
+        if show_progress and is_terminal(sys.stderr):
+            self._bar = TerminalProgress(self.meter)
+        elif show_progress:
+            self._lines = ProgressLines(self.meter)
 
     def __enter__(self) -> CliEvents:
-        if self._progress is not None:
-            self._progress.start()
-            self._task = self._progress.add_task("put", total=None, detail="")
+        if self._bar is not None:
+            self._bar.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._progress is not None:
-            self._progress.stop()
+        if self._bar is not None:
+            self._bar.stop()
 
     def say(self, text: str) -> None:
         """A message line on stderr that does not tear the progress bar."""
-        if self._progress is not None:
-            self._progress.console.print(f"s3idx: {redact(text)}", markup=False)
+        if self._bar is not None:
+            self._bar.console.print(f"s3idx: {redact(text)}", markup=False)
         else:
             message(text)
 
@@ -211,22 +480,43 @@ class CliEvents(Events):
         if self._rejects is not None:
             self._rejects.write(reject.raw + b"\n")
 
-    def progress(self, done: int, total: int | None, detail: dict[str, int]) -> None:
-        if self._progress is None:
-            return
-        now = time.monotonic()
-        if now - self._last_draw < 0.1 and (total is None or done < total):
-            return
-        self._last_draw = now
-        text = ", ".join(f"{v} {k}" for k, v in detail.items())
-        self._progress.update(self._task, completed=done, total=total, detail=text)
+    def progress(
+        self,
+        done: int,
+        total: int | None,
+        detail: dict[str, int],
+        *,
+        input_fraction: float | None = None,
+    ) -> None:
+        self.meter.update(done, total, detail, input_fraction)
+        if self._lines is not None:
+            self._lines.show()
+        if self._bar is not None:
+            now = time.monotonic()
+            if now - self._last_draw < DRAW_PERIOD and (total is None or done < total):
+                return
+            self._last_draw = now
+            self._bar.show()
 
 
 # --- tables ----------------------------------------------------------------------------------
 
 
-def entries_table(entries: Iterable[Mapping[str, Any]]) -> tuple[Table, int, bool]:
-    """A table of entries (nested values as JSON); at most TABLE_ROW_LIMIT rows."""
+def in_field_order(entry: Mapping[str, Any], order: Sequence[str]) -> dict[str, Any]:
+    """The entry's top-level fields in the order ``order``'s paths name them, then the rest."""
+    tops = dict.fromkeys(split_path(path)[0] for path in order)
+    ordered = {name: entry[name] for name in tops if name in entry}
+    ordered.update((name, value) for name, value in entry.items() if name not in ordered)
+    return ordered
+
+
+def entries_table(
+    entries: Iterable[Mapping[str, Any]], columns: Sequence[str] = ()
+) -> tuple[Table, int, bool]:
+    """A table of entries (nested values as JSON); at most TABLE_ROW_LIMIT rows.
+
+    Columns come in the order of ``columns`` (paths: their first name counts), then as met.
+    """
     rows: list[Mapping[str, Any]] = []
     more = False
     for entry in entries:
@@ -234,18 +524,20 @@ def entries_table(entries: Iterable[Mapping[str, Any]]) -> tuple[Table, int, boo
             more = True
             break
         rows.append(entry)
-    columns: list[str] = []
+    names: list[str] = []
     for row in rows:
         for name in row:
-            if name not in columns:
-                columns.append(name)
+            if name not in names:
+                names.append(name)
+    wanted = [n for n in dict.fromkeys(split_path(c)[0] for c in columns) if n in names]
+    names = wanted + [n for n in names if n not in wanted]
     from rich.table import Table
 
     table = Table(show_lines=False)
-    for name in columns:
+    for name in names:
         table.add_column(name, overflow="fold")
     for row in rows:
-        table.add_row(*(_cell(row.get(name, _MISSING)) for name in columns))
+        table.add_row(*(_cell(row.get(name, _MISSING)) for name in names))
     return table, len(rows), more
 
 

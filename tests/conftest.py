@@ -13,8 +13,11 @@ import os
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import mongomock
 import pytest
@@ -23,6 +26,7 @@ from typer.testing import CliRunner, Result
 from s3idx.cli import app
 from s3idx.store.base import ObjectStore
 from s3idx.store.local import LocalStore
+from tests.ferretdb import FerretDBServer, FerretDBUnavailable, ensure_binary, under_ci
 
 STORE_KINDS = ["local", "s3", "obstore"]
 S3_TEST_PREFIX = "sub/dir"  # a nested prefix, so every conformance test checks prefix handling
@@ -192,3 +196,86 @@ def mongomock_server(mongomock_client: Any, monkeypatch: pytest.MonkeyPatch) -> 
 
     monkeypatch.setattr(mongo, "_connect", lambda uri, timeout: mongomock_client)
     return mongomock_client
+
+
+# --- MongoDB servers: mongomock, FerretDB (the real wire protocol), a real MongoDB -------------
+
+MONGODB_URI_VARIABLE = "S3IDX_TEST_MONGODB_URI"
+MONGODB_SKIP_REASON = f"set {MONGODB_URI_VARIABLE} to run against a real MongoDB"
+MONGO_KINDS = ["mongomock", "ferretdb", "mongodb"]
+REAL_MONGO_KINDS = ["ferretdb", "mongodb"]  # the ones another process can reach
+
+
+def start_ferretdb(workdir: Path) -> FerretDBServer:
+    """A FerretDB server of its own (skipped, or failed under CI, where it cannot run)."""
+    try:
+        return FerretDBServer(ensure_binary(), workdir)
+    except FerretDBUnavailable as exc:
+        if under_ci():
+            pytest.fail(f"{exc} (CI=true: the FerretDB tests must run, not be skipped)")
+        pytest.skip(str(exc))
+
+
+@pytest.fixture(scope="session")
+def ferretdb_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FerretDBServer]:
+    """One FerretDB server for the whole session, on a free loopback port."""
+    server = start_ferretdb(tmp_path_factory.mktemp("ferretdb"))
+    yield server
+    server.stop()
+
+
+@dataclass
+class MongoServer:
+    """A MongoDB-protocol server with one fresh database for the current test."""
+
+    kind: str
+    uri: str  # mongodb://HOST/DATABASE, as given to --index
+    database: str
+    client: Any  # a client on the server, to look behind s3idx's back
+
+
+def with_database(uri: str, database: str) -> str:
+    """``uri`` naming ``database`` (its path), keeping credentials and options."""
+    parts = urlsplit(uri)
+    return urlunsplit((parts.scheme, parts.netloc, "/" + database, parts.query, ""))
+
+
+def fresh_database_name() -> str:
+    return f"s3idx_test_{uuid.uuid4().hex[:16]}"
+
+
+@contextmanager
+def real_mongo_database(kind: str, request: pytest.FixtureRequest) -> Iterator[MongoServer]:
+    """A fresh database on FerretDB or the real MongoDB, dropped when the test ends."""
+    import pymongo
+
+    if kind == "ferretdb":
+        base = request.getfixturevalue("ferretdb_server").uri
+    else:
+        base = os.environ.get(MONGODB_URI_VARIABLE, "")
+        if not base:
+            pytest.skip(MONGODB_SKIP_REASON)
+    database = fresh_database_name()
+    with pymongo.MongoClient(base, serverSelectionTimeoutMS=5000, tz_aware=True) as client:
+        try:
+            yield MongoServer(kind, with_database(base, database), database, client)
+        finally:
+            client.drop_database(database)
+
+
+@pytest.fixture(params=MONGO_KINDS)
+def mongo_server(request: pytest.FixtureRequest) -> Iterator[MongoServer]:
+    """Each MongoDB server in turn, with a fresh database: mongomock, FerretDB, real MongoDB."""
+    if request.param == "mongomock":
+        client = request.getfixturevalue("mongomock_server")
+        yield MongoServer("mongomock", "mongodb://localhost/s3idx_test", "s3idx_test", client)
+        return
+    with real_mongo_database(request.param, request) as server:
+        yield server
+
+
+@pytest.fixture(params=REAL_MONGO_KINDS)
+def real_mongo_server(request: pytest.FixtureRequest) -> Iterator[MongoServer]:
+    """FerretDB, then the real MongoDB: servers other processes can reach too."""
+    with real_mongo_database(request.param, request) as server:
+        yield server

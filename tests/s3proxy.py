@@ -2,13 +2,15 @@
 
 Tests point ``--endpoint-url`` at it to see exactly which requests a command made (no GET of a
 body during a rebuild), to have about one request in ten answered with 503 SlowDown, or to have
-the S3 server vanish in the middle of an ingest.
+the S3 server vanish in the middle of an ingest, or to have object bodies cut off mid-transfer
+(the connection closed after half the announced bytes).
 """
 
 from __future__ import annotations
 
 import http.client
 import random
+import socket
 import threading
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -21,7 +23,14 @@ SLOW_DOWN = (
 
 
 class S3Proxy:
-    def __init__(self, upstream: str, *, slow_down_rate: float = 0.0, seed: int = 1) -> None:
+    def __init__(
+        self,
+        upstream: str,
+        *,
+        slow_down_rate: float = 0.0,
+        seed: int = 1,
+        cut_bodies: int = 0,
+    ) -> None:
         target = urlsplit(upstream)
         self._host, self._port = target.hostname or "127.0.0.1", target.port or 80
         self.slow_down_rate = slow_down_rate
@@ -29,6 +38,9 @@ class S3Proxy:
         self._lock = threading.Lock()
         self.requests: Counter[str] = Counter()
         self.slowed_down = 0
+        # The next ``cut_bodies`` object GETs send half their body, then close the connection.
+        self.cut_bodies = cut_bodies
+        self.bodies_cut = 0
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
@@ -49,6 +61,14 @@ class S3Proxy:
     def _should_slow_down(self) -> bool:
         with self._lock:
             return self._rng.random() < self.slow_down_rate
+
+    def _should_cut(self) -> bool:
+        with self._lock:
+            if self.cut_bodies <= 0:
+                return False
+            self.cut_bodies -= 1
+            self.bodies_cut += 1
+            return True
 
     def _count(self, method: str, slowed: bool) -> None:
         with self._lock:
@@ -86,6 +106,14 @@ class S3Proxy:
                     if self.command != "HEAD":
                         dropped += ("content-length",)
                     passed = {k: v for k, v in response.getheaders() if k.lower() not in dropped}
+                    if (
+                        self.command == "GET"
+                        and not listing
+                        and response.status == 200
+                        and proxy._should_cut()
+                    ):
+                        self._answer_cut(passed, data)
+                        return
                     self._answer(response.status, passed, data)
                 finally:
                     upstream.close()
@@ -99,6 +127,17 @@ class S3Proxy:
                 self.end_headers()
                 if self.command != "HEAD":
                     self.wfile.write(data)
+
+            def _answer_cut(self, headers: dict[str, str], data: bytes) -> None:
+                self.send_response(200)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data[: len(data) // 2])
+                self.wfile.flush()
+                self.close_connection = True
+                self.connection.shutdown(socket.SHUT_RDWR)
 
             do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _relay
 

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from s3idx import codec
 from s3idx.errors import (
     CorruptObjectError,
+    DamagedObjectError,
     InvalidKeyError,
     MetadataTooLargeError,
     NotAnS3idxObjectError,
@@ -120,7 +121,7 @@ def test_iter_decoded_streams_chunks() -> None:
 
 
 def test_corrupt_body_is_a_clear_error() -> None:
-    with pytest.raises(CorruptObjectError, match="cannot be decompressed"):
+    with pytest.raises(DamagedObjectError, match="cannot be decompressed as json\\+zlib"):
         codec.decode_body(b"not zlib", "json+zlib")
 
 
@@ -139,8 +140,60 @@ def test_zstd_body_round_trips_whole_and_streamed() -> None:
 def test_corrupt_or_truncated_zstd_body_is_a_clear_error(damage: Any) -> None:
     pytest.importorskip("zstandard", reason="zstandard is not installed")
     body = damage(codec.encode_raw(b'{"a":"' + b"b" * 5000 + b'"}', "json+zstd"))
-    with pytest.raises(CorruptObjectError, match=r"cannot be decompressed \(json\+zstd\)"):
+    with pytest.raises(DamagedObjectError, match=r"cannot be decompressed|cut short"):
         codec.decode_body(body, "json+zstd")
+
+
+CODECS = ["json", "json+zlib", "json+zstd"]
+RAW = b'{"x":"' + b"y" * 300_000 + b'"}'
+
+
+@pytest.mark.parametrize("name", ["json+zlib", "json+zstd"])
+@pytest.mark.parametrize("cut", [1, 10, 0.5])
+def test_a_compressed_body_cut_short_is_damage_however_it_is_fed(name: str, cut: float) -> None:
+    pytest.importorskip("zstandard", reason="zstandard is not installed")
+    body = codec.encode_raw(RAW, name)
+    body = body[: int(len(body) * cut)] if cut < 1 else body[: -int(cut)]
+    for size in (len(body), 7, 4096):
+        chunks = [body[i : i + size] for i in range(0, len(body), size)]
+        with pytest.raises(DamagedObjectError, match="cut short"):
+            b"".join(codec.iter_decoded(chunks, name))
+
+
+@pytest.mark.parametrize("name", ["json+zlib", "json+zstd"])
+@pytest.mark.parametrize("tail", [b"x", b"\x00" * 5000])
+def test_bytes_after_the_compressed_stream_are_damage(name: str, tail: bytes) -> None:
+    pytest.importorskip("zstandard", reason="zstandard is not installed")
+    body = codec.encode_raw(RAW, name)
+    for chunks in ([body + tail], [body, tail]):
+        with pytest.raises(DamagedObjectError, match="bytes after the end"):
+            b"".join(codec.iter_decoded(chunks, name))
+
+
+@pytest.mark.parametrize("recorded", CODECS)
+@pytest.mark.parametrize("actual", CODECS)
+def test_a_codec_that_does_not_match_the_body_is_named(recorded: str, actual: str) -> None:
+    pytest.importorskip("zstandard", reason="zstandard is not installed")
+    body = codec.encode_raw(RAW, actual)
+    if recorded == actual:
+        assert codec.decode_body(body, recorded) == RAW
+        return
+    with pytest.raises(DamagedObjectError) as excinfo:
+        codec.decode_body(body, recorded)
+    assert excinfo.value.message == f"metadata says codec {recorded!r} but the body is {actual}"
+
+
+@pytest.mark.parametrize("name", ["json+zlib", "json+zstd"])
+def test_decoding_holds_a_bounded_piece_of_a_highly_compressed_body(name: str) -> None:
+    pytest.importorskip("zstandard", reason="zstandard is not installed")
+    raw = b'{"x":"' + b"0" * (64 << 20) + b'"}'
+    body = codec.encode_raw(raw, name)
+    largest = total = 0
+    for piece in codec.iter_decoded([body], name):
+        largest = max(largest, len(piece))
+        total += len(piece)
+    assert total == len(raw)
+    assert largest <= 16 << 20  # a piece, not the whole 64 MiB document
 
 
 def test_zstd_without_zstandard_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import io
 from pathlib import Path
+from typing import Any
 
 from s3idx.engine.inputs import (
     ReadProgress,
@@ -89,3 +90,64 @@ def test_total_size_is_unknown_with_stdin(tmp_path: Path) -> None:
     path.write_bytes(b"12345")
     assert total_size([file_source(path)]) == 5
     assert total_size([file_source(path), stream_source(io.BytesIO())]) is None
+
+
+# --- JSON lines or one array: a JSON-lines file is never swallowed as an array ---------------
+
+
+def _summary(records: list[Record]) -> list[tuple[int, Any, str | None]]:
+    return [(r.line, r.document, r.error) for r in records]
+
+
+def test_first_line_an_array_then_documents_is_json_lines(tmp_path: Path) -> None:
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(b'[1,2]\n{"a":1}\n{"a":2}\n')
+    assert _summary(_read(path)) == [(1, [1, 2], None), (2, {"a": 1}, None), (3, {"a": 2}, None)]
+
+
+def test_one_line_array_alone_is_an_array_file(tmp_path: Path) -> None:
+    path = tmp_path / "one.json"
+    path.write_bytes(b'\n[{"a":1},{"a":2}]\r\n\n')
+    assert _summary(_read(path)) == [(2, {"a": 1}, None), (2, {"a": 2}, None)]
+
+
+def test_pretty_printed_array_with_bom_and_crlf(tmp_path: Path) -> None:
+    path = tmp_path / "pretty.json"
+    path.write_bytes(b'\xef\xbb\xbf\r\n[\r\n  {"a": 1},\r\n  {"a": 2}\r\n]\r\n')
+    assert _summary(_read(path)) == [(3, {"a": 1}, None), (4, {"a": 2}, None)]
+
+
+def test_broken_array_is_rejected_at_the_line_of_the_error_with_its_text(
+    tmp_path: Path,
+) -> None:
+    data = b'[\n  {"a": 1},\n  {"a": 2},\n  {"a": oops},\n  {"a": 4}\n]\n'
+    path = tmp_path / "broken.json"
+    path.write_bytes(data)
+    (record,) = _read(path)
+    assert record.location == f"{path}:4"
+    assert record.error is not None
+    assert record.error.startswith("invalid JSON array: ")
+    assert record.error.endswith("; nothing in this array was stored")
+    assert record.raw == data.rstrip(b"\n")  # written to --rejects whole, to fix and feed back
+
+
+def test_unfinished_array_on_line_one_then_documents_is_json_lines(tmp_path: Path) -> None:
+    # The first line is broken JSON that happens to start with '['; every later line is a
+    # document by itself, so they are JSON lines and only line 1 is rejected.
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(b'[1, 2\n{"a":1}\n\n{"a":2}\n')
+    records = _read(path)
+    assert [(r.line, r.document) for r in records] == [(1, None), (2, {"a": 1}), (4, {"a": 2})]
+    assert records[0].error is not None and records[0].error.startswith("invalid JSON: ")
+    assert records[0].raw == b"[1, 2"
+
+
+def test_array_detection_in_gzip_and_stdin(tmp_path: Path) -> None:
+    data = b'[1,2]\n{"a":1}\n'
+    path = tmp_path / "in.jsonl.gz"
+    path.write_bytes(gzip.compress(data))
+    assert [r.document for r in _read(path)] == [[1, 2], {"a": 1}]
+    from_stdin = list(read_records([stream_source(io.BytesIO(data))], ReadProgress()))
+    assert [r.location for r in from_stdin] == ["<stdin>:1", "<stdin>:2"]
+    arrays = list(read_records([stream_source(io.BytesIO(b'[{"a":1},\n{"a":2}]'))], ReadProgress()))
+    assert [(r.line, r.document) for r in arrays] == [(1, {"a": 1}), (2, {"a": 2})]

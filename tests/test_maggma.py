@@ -423,3 +423,15 @@ def test_values_come_back_from_str_only_where_that_is_certain(text: str, value: 
     parsed = parse_value(text)
     assert parsed == value
     assert type(parsed) is type(value)
+
+
+def test_verify_reports_maggma_objects_as_not_checked(run: Run, maggma: MaggmaBucket) -> None:
+    maggma.write(DOCUMENTS[:3])
+    assert run("sync", *maggma.args).exit_code == 0
+
+    result = run("verify", *maggma.args, "--json")
+
+    assert result.exit_code == 0, result.stderr
+    summary = orjson.loads(result.stdout)
+    assert (summary["not_s3idx"], summary["checked"], summary["damaged"]) == (3, 0, 0)
+    assert "written by maggma (no recorded hash): not checked" in result.stderr

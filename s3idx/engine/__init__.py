@@ -1,9 +1,10 @@
-"""The engine under every command: put, get, query, delete, rebuild-index, sync."""
+"""The engine under every command: put, get, query, delete, rebuild-index, sync, verify."""
 
 from s3idx.engine.core import Engine, open_engine
 from s3idx.engine.rebuild import RebuildResult
 from s3idx.engine.results import DeleteResult, Events, GetResult, PutResult, Reject
 from s3idx.engine.sync import SyncResult
+from s3idx.engine.verify import VerifyResult
 
 __all__ = [
     "DeleteResult",
@@ -14,5 +15,6 @@ __all__ = [
     "RebuildResult",
     "Reject",
     "SyncResult",
+    "VerifyResult",
     "open_engine",
 ]

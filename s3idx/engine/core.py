@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence, Sized
 from pathlib import Path
 from typing import IO, Any
 
@@ -22,20 +22,24 @@ from s3idx.engine.inputs import (
     total_size,
 )
 from s3idx.engine.put import PutOptions, run_put
-from s3idx.engine.read import FetchedDocument, fetch_document, fetch_many
+from s3idx.engine.read import SPOOL_THRESHOLD, FetchedDocument, fetch_document, fetch_many
 from s3idx.engine.rebuild import RebuildResult, run_rebuild
+from s3idx.engine.reindex import ReindexResult, run_reindex
 from s3idx.engine.results import DeleteResult, Events, GetResult, PutResult
 from s3idx.engine.retry import RetryingStore
 from s3idx.engine.rewrite import MaggmaRewriter
 from s3idx.engine.sync import SyncResult, run_sync
+from s3idx.engine.verify import VerifyResult, run_verify
 from s3idx.errors import (
     BackendUnavailableError,
     NotFoundError,
     ObjectNotFoundError,
     S3idxError,
+    UsageError,
     index_not_found,
 )
-from s3idx.index.base import Entry, Index, SortSpec
+from s3idx.index.base import Entry, Index, IndexSettings, SortSpec
+from s3idx.query.indexed import check_query_paths
 from s3idx.store.base import ObjectStore
 
 
@@ -55,6 +59,7 @@ class Engine:
         compress: str = "zlib",
         workers: int = 8,
         batch_size: int = 1000,
+        spool_threshold: int = SPOOL_THRESHOLD,
     ) -> None:
         # Every backend call goes through one retry policy and one adaptive concurrency limit.
         self.store = (
@@ -69,6 +74,8 @@ class Engine:
         codec.check_codec_available(self.codec)  # before anything is read or written
         self.workers = workers
         self.batch_size = batch_size
+        # Documents larger than this once decompressed are spooled to a temporary file.
+        self.spool_threshold = spool_threshold
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Engine:
@@ -126,6 +133,7 @@ class Engine:
                 index_status="ok",
                 key_field=recorded.key_field,
                 fields=list(recorded.fields),
+                pending_fields=[f for f, _ in recorded.pending],
                 entries=self.count({}),
             )
         except S3idxError as exc:
@@ -146,6 +154,15 @@ class Engine:
     def _put_fields(self, extra: Sequence[str]) -> tuple[str, ...]:
         recorded = self.index.settings()
         known = recorded.fields if recorded is not None else ()
+        try:
+            check_field_paths(known, self.key_field)
+        except UsageError as exc:
+            raise UsageError(
+                f"index {self.index.location} records fields no document can be stored "
+                f"with (recorded by an older s3idx): {exc.message}",
+                hint="run `s3idx rebuild-index`: it records again only the fields the stored "
+                "objects were written with, which drops these",
+            ) from None
         return check_field_paths([*known, *self.fields, *extra], self.key_field)
 
     # --- put ---------------------------------------------------------------------------------
@@ -160,7 +177,7 @@ class Engine:
         max_errors: int | None = None,
         events: Events | None = None,
         stop: threading.Event | None = None,
-        progress: Any = None,
+        read_progress: ReadProgress | None = None,
     ) -> PutResult:
         key_field = self.key_field
         all_fields = self._put_fields(fields)
@@ -179,7 +196,7 @@ class Engine:
         retries = self.store.retries
         try:
             result = run_put(
-                self.store, self.index, records, options, events or Events(), stop, progress
+                self.store, self.index, records, options, events or Events(), stop, read_progress
             )
         except S3idxError as exc:
             if isinstance(exc.partial_result, PutResult):
@@ -208,7 +225,7 @@ class Engine:
         progress = read_progress or ReadProgress()
         progress.bytes_total = total_size(sources)
         records = read_records(sources, progress, options.get("stop"))
-        return self.put_records(records, **options)
+        return self.put_records(records, read_progress=progress, **options)
 
     def put_documents(self, documents: Iterable[Mapping[str, Any]], **options: Any) -> PutResult:
         """Ingest Python dicts (datetimes allowed); rejects are located as ``<documents>:N``."""
@@ -220,24 +237,33 @@ class Engine:
     # --- get ---------------------------------------------------------------------------------
 
     def get(self, key: str) -> dict[str, Any]:
-        """One document as a dict (datetimes as datetimes); ObjectNotFoundError if missing."""
+        """One document as a dict (datetimes as datetimes); ObjectNotFoundError if missing,
+        DamagedObjectError if its body is not what its metadata recorded."""
         self.require_store()
-        return codec.loads(fetch_document(self.store, key).read())
+        document = fetch_document(self.store, key, spool_threshold=self.spool_threshold)
+        return codec.loads(document.read())
 
     def fetch(self, keys: Iterable[str]) -> Iterator[tuple[str, FetchedDocument | None]]:
-        """Documents' JSON in the order of ``keys``, fetched in parallel; None when missing."""
+        """Verified documents' JSON in the order of ``keys``, fetched in parallel; None when
+        missing."""
         self.require_store()
-        return fetch_many(self.store, keys, self.workers)
+        return fetch_many(self.store, keys, self.workers, spool_threshold=self.spool_threshold)
 
-    def write_documents(self, keys: Iterable[str], out: IO[bytes]) -> GetResult:
-        """Write documents as JSON lines, streaming large ones."""
+    def write_documents(
+        self, keys: Iterable[str], out: IO[bytes], *, events: Events | None = None
+    ) -> GetResult:
+        """Write documents as JSON lines, each only once its whole body has been verified."""
         result = GetResult()
-        for key, document in self.fetch(keys):
+        events = events or Events()
+        total = len(keys) if isinstance(keys, Sized) else None
+        for done, (key, document) in enumerate(self.fetch(keys), start=1):
+            events.progress(done, total, {})
             if document is None:
                 result.missing.append(key)
                 continue
             if document.error is not None:
-                result.unreadable.append((key, document.error))
+                failures = result.damaged if document.damaged else result.unreadable
+                failures.append((key, document.error))
                 continue
             for chunk in document.iter_bytes():
                 out.write(chunk)
@@ -256,12 +282,18 @@ class Engine:
         skip: int = 0,
         limit: int = 0,
     ) -> Iterator[Entry]:
-        """Index entries matching a MongoDB-style filter."""
+        """Index entries matching a MongoDB-style filter.
+
+        A filter, sort or projection naming a field the index does not hold for every entry
+        is refused (FieldNotIndexedError, FieldPendingError) rather than answered wrongly.
+        """
         self.require_index()
+        check_query_paths(self.index.settings(), filter=filter, sort=sort, fields=fields)
         return self.index.find(filter or {}, fields=fields, sort=sort, skip=skip, limit=limit)
 
     def count(self, filter: Mapping[str, Any] | None = None) -> int:
         self.require_index()
+        check_query_paths(self.index.settings(), filter=filter)
         return self.index.count(filter or {})
 
     def query_documents(
@@ -280,16 +312,21 @@ class Engine:
 
     # --- delete ------------------------------------------------------------------------------
 
-    def delete(self, keys: Iterable[str], *, dry_run: bool = False) -> DeleteResult:
+    def delete(
+        self, keys: Iterable[str], *, dry_run: bool = False, events: Events | None = None
+    ) -> DeleteResult:
         self.require_store()
         self.require_index()
-        return delete_ops.delete_keys(self.store, self.index, keys, dry_run=dry_run)
+        return delete_ops.delete_keys(self.store, self.index, keys, dry_run=dry_run, events=events)
 
-    def delete_matching(self, filter: Mapping[str, Any], *, dry_run: bool = False) -> DeleteResult:
+    def delete_matching(
+        self, filter: Mapping[str, Any], *, dry_run: bool = False, events: Events | None = None
+    ) -> DeleteResult:
         self.require_store()
         self.require_index()
+        check_query_paths(self.index.settings(), filter=filter)
         return delete_ops.delete_matching(
-            self.store, self.index, filter, self.key_field, dry_run=dry_run
+            self.store, self.index, filter, self.key_field, dry_run=dry_run, events=events
         )
 
     # --- rebuild and sync --------------------------------------------------------------------
@@ -350,6 +387,75 @@ class Engine:
             rewriter=self._rewriter(rewrite and not (check or dry_run)),
             events=events,
             stop=stop,
+        )
+        result.retries = self.store.retries - retries
+        return result
+
+    def reindex(
+        self,
+        *,
+        fields: Sequence[str] = (),
+        dry_run: bool = False,
+        events: Events | None = None,
+        stop: threading.Event | None = None,
+    ) -> ReindexResult:
+        """Backfill the index's fields (and ``fields``, recorded first) into stored objects.
+
+        See ``s3idx.engine.reindex``. The fields pending before are complete afterwards,
+        unless some object failed or the run was stopped.
+        """
+        settings = self.index.settings()
+        if settings is None:
+            raise UsageError(
+                f"index {self.index.location} has no entries and no recorded fields: "
+                "there is nothing to reindex",
+                hint="to recover a lost index from the store, run `s3idx rebuild-index`; "
+                "to add fields, give them to `s3idx put --field`",
+            )
+        self.require_store()
+        all_fields = self._put_fields(fields)
+        if dry_run:
+            new = tuple(f for f in all_fields if f not in settings.fields)
+            count = self.index.count({}) if new else 0
+            settings = IndexSettings(
+                settings.key_field,
+                (*settings.fields, *new),
+                (*settings.pending, *((f, count) for f in new if count)),
+            )
+        elif fields:
+            settings = self.index.configure(self.key_field, all_fields)
+        retries = self.store.retries
+        result = run_reindex(
+            self.store,
+            self.index,
+            settings,
+            workers=self.workers,
+            dry_run=dry_run,
+            events=events,
+            stop=stop,
+        )
+        result.retries = self.store.retries - retries
+        return result
+
+    def verify(
+        self,
+        *,
+        sample: float = 1.0,
+        events: Events | None = None,
+        stop: threading.Event | None = None,
+    ) -> VerifyResult:
+        """Read objects (all, or a random ``sample`` fraction) and check each against its
+        metadata and index entry; see ``s3idx.engine.verify``."""
+        self.require_store()
+        retries = self.store.retries
+        result = run_verify(
+            self.store,
+            self.index,
+            workers=self.workers,
+            sample=sample,
+            events=events,
+            stop=stop,
+            spool_threshold=self.spool_threshold,
         )
         result.retries = self.store.retries - retries
         return result

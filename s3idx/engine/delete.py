@@ -12,7 +12,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from s3idx.engine.concurrency import batched
-from s3idx.engine.results import DeleteResult
+from s3idx.engine.results import DeleteResult, Events
 from s3idx.errors import ObjectNotFoundError
 from s3idx.index.base import Index
 from s3idx.store.base import ObjectStore
@@ -21,12 +21,19 @@ DELETE_BATCH = 1000  # S3 DeleteObjects takes at most 1000 keys
 
 
 def delete_keys(
-    store: ObjectStore, index: Index, keys: Iterable[str], *, dry_run: bool = False
+    store: ObjectStore,
+    index: Index,
+    keys: Iterable[str],
+    *,
+    dry_run: bool = False,
+    events: Events | None = None,
 ) -> DeleteResult:
     result = DeleteResult(dry_run=dry_run)
     started = time.monotonic()
-    for batch in batched(dict.fromkeys(keys), DELETE_BATCH):
+    unique = list(dict.fromkeys(keys))
+    for batch in batched(unique, DELETE_BATCH):
         _delete_batch(store, index, batch, result, named=True)
+        _report(events, result, len(unique))
     result.elapsed = time.monotonic() - started
     return result
 
@@ -38,13 +45,24 @@ def delete_matching(
     key_field: str,
     *,
     dry_run: bool = False,
+    events: Events | None = None,
 ) -> DeleteResult:
     result = DeleteResult(dry_run=dry_run)
     started = time.monotonic()
+    total = index.count(filter) if events is not None else None
     for batch in _matching_keys(index, filter, key_field, dry_run):
         _delete_batch(store, index, batch, result, named=False)
+        _report(events, result, total)
     result.elapsed = time.monotonic() - started
     return result
+
+
+def _report(events: Events | None, result: DeleteResult, total: int | None) -> None:
+    if events is None:
+        return
+    done = len(result.would_delete) if result.dry_run else result.deleted
+    detail = {"failed": len(result.failed)} if result.failed else {}
+    events.progress(done, total, detail)
 
 
 def _matching_keys(

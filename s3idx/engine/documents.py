@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,10 +14,14 @@ from s3idx import codec
 from s3idx.engine.inputs import Record
 from s3idx.errors import RecordError, UsageError
 from s3idx.limits import INT64_MAX, INT64_MIN, MAX_NESTING, big_integer_message, json_depth
+from s3idx.query.indexed import MAX_FIELD_PATH_CHARS
 from s3idx.query.paths import project
 from s3idx.store.base import ObjectStore
 
 RESERVED_FIELDS = (codec.RESERVED_FIELD, codec.LAST_UPDATED)
+# Field paths are written twice into each object's 2 KB of metadata: room is kept for values.
+VALUE_ROOM_BYTES = 512  # for the key and the values, within MAX_METADATA_BYTES
+_SHOWN_PATH_CHARS = 40
 
 
 @dataclass(slots=True)
@@ -32,14 +36,34 @@ class Prepared:
     metadata: dict[str, str]
 
 
+def shown_path(path: str) -> str:
+    """A field path for a message: quoted, and cut short (with its length) when long."""
+    if len(path) <= _SHOWN_PATH_CHARS:
+        return repr(path)
+    return f"{path[:_SHOWN_PATH_CHARS]!r}... ({len(path):,} characters)"
+
+
 def check_field_paths(paths: Sequence[str], key_field: str) -> tuple[str, ...]:
-    """Validate ``--field`` paths; the key field and duplicates are dropped."""
+    """Validate ``--field`` paths; the key field and duplicates are dropped.
+
+    Refuses what no document could be stored with, before anything is recorded: a path too
+    long, or so many fields that their names alone fill the metadata an object may carry.
+    """
     checked: list[str] = []
     for path in paths:
-        if not path or any(not part for part in path.split(".")):
-            raise UsageError(f"invalid field path {path!r}: empty part")
+        if not isinstance(path, str) or not path or any(not part for part in path.split(".")):
+            raise UsageError(f"invalid field path {shown_path(str(path))}: empty part")
+        if len(path) > MAX_FIELD_PATH_CHARS:
+            raise UsageError(
+                f"field path {shown_path(path)} is too long: at most {MAX_FIELD_PATH_CHARS} "
+                "characters",
+                hint="each object's metadata (2 KB) holds every indexed path twice; "
+                "index a shorter path",
+            )
         if path.startswith("$") or any(part.startswith("$") for part in path.split(".")):
-            raise UsageError(f"invalid field path {path!r}: parts may not start with '$'")
+            raise UsageError(f"invalid field path {shown_path(path)}: parts may not start with '$'")
+        if any(ord(c) < 0x20 or ord(c) == 0x7F for c in path):
+            raise UsageError(f"invalid field path {shown_path(path)}: control character")
         root = path.split(".", 1)[0]
         if root == "_id" and path != key_field:
             raise UsageError(
@@ -52,16 +76,53 @@ def check_field_paths(paths: Sequence[str], key_field: str) -> tuple[str, ...]:
             )
         if path != key_field and path not in checked:
             checked.append(path)
+    _check_names_fit(key_field, checked)
     return tuple(checked)
+
+
+def _check_names_fit(key_field: str, fields: Sequence[str]) -> None:
+    """Refuse fields whose names alone leave too little metadata room for any document."""
+    skeleton = project({key_field: "", **_nulls(fields)}, [key_field, *fields])
+    skeleton[codec.LAST_UPDATED] = codec.utc_now()
+    metadata = codec.build_metadata(skeleton, key_field, fields, "json+zlib", "0" * 64)
+    used = codec.metadata_size(metadata)
+    if used + VALUE_ROOM_BYTES > codec.MAX_METADATA_BYTES:
+        raise UsageError(
+            f"{len(fields)} indexed fields need {used:,} bytes of metadata before any value: "
+            f"each object may carry {codec.MAX_METADATA_BYTES:,} bytes (S3's limit), and "
+            f"{VALUE_ROOM_BYTES} of them are kept for the key and the values",
+            hint="index fewer fields, or fields with shorter paths",
+        )
+
+
+def _nulls(fields: Sequence[str]) -> dict[str, Any]:
+    """A document with null at every path (nested, as the entry stores them)."""
+    document: dict[str, Any] = {}
+    for path in fields:
+        *parents, leaf = path.split(".")
+        node = document
+        for part in parents:
+            child = node.get(part)
+            if not isinstance(child, dict):
+                child = node[part] = {}
+            node = child
+        node.setdefault(leaf, None)
+    return document
 
 
 class DocumentPreparer:
     """Validates documents and builds their entries; shared by ``put`` and the Python API."""
 
     def __init__(
-        self, store: ObjectStore, key_field: str, fields: Sequence[str], codec_name: str
+        self,
+        store: ObjectStore,
+        key_field: str,
+        fields: Sequence[str],
+        codec_name: str,
+        check_entry: Callable[[str, dict[str, Any]], None] | None = None,
     ) -> None:
         self._store = store
+        self._check_entry = check_entry
         self.key_field = key_field
         self.fields = tuple(fields)
         self.codec = codec_name
@@ -80,6 +141,8 @@ class DocumentPreparer:
         key = codec.check_key(document[self.key_field], self.key_field)
         self._store.check_key(key)
         entry = self._entry(document, record.raw)
+        if self._check_entry is not None:
+            self._check_entry(key, entry)
         body = record.raw if record.raw else _dumps(document)
         sha256 = hashlib.sha256(body).hexdigest()
         metadata = codec.build_metadata(entry, self.key_field, self.fields, self.codec, sha256)

@@ -59,8 +59,19 @@ class InputSource:
 
 @dataclass(slots=True)
 class ReadProgress:
+    """How far reading got: bytes taken from the sources, and records handed on.
+
+    ``record_bytes`` (each record's bytes and its newline) tracks the position in plain input
+    more closely than ``bytes_read``, which runs a read buffer ahead; for compressed input only
+    ``bytes_read`` is comparable with ``bytes_total`` (``compressed`` says which applies).
+    """
+
     bytes_read: int = 0
     bytes_total: int | None = None
+    records: int = 0
+    record_bytes: int = 0
+    compressed: bool = False
+    finished: bool = False
 
 
 def file_source(path: str | Path) -> InputSource:
@@ -83,7 +94,11 @@ def read_records(
     for source in sources:
         if stop is not None and stop.is_set():
             return
-        yield from _read_source(source, progress, stop)
+        for record in _read_source(source, progress, stop):
+            progress.records += 1
+            progress.record_bytes += len(record.raw) + 1
+            yield record
+    progress.finished = True
 
 
 def total_size(sources: Iterable[InputSource]) -> int | None:
@@ -108,6 +123,7 @@ def _read_source(
         head = buffered.peek(2)[:2]
         stream: IO[bytes] = buffered
         if head == _GZIP_MAGIC:
+            progress.compressed = True
             stream = gzip.GzipFile(fileobj=buffered, mode="rb")  # type: ignore[assignment]
             stream = io.BufferedReader(stream, 1 << 20)  # type: ignore[arg-type]
         line = 0
@@ -138,20 +154,114 @@ def _open_file(source: InputSource) -> IO[bytes]:
 
 
 def _records(name: str, stream: IO[bytes]) -> Iterator[Record]:
-    first = stream.readline()
-    if first.startswith(_BOM):
-        first = first[len(_BOM) :]
-    if first.lstrip().startswith(b"["):
-        yield from _array_records(name, first + stream.read())
+    """JSON lines, or one JSON array: decided by the first non-blank line (see README).
+
+    A first line that is a complete JSON value by itself makes the input JSON lines, unless it
+    is an array and nothing but blank lines follows it (a one-line array file). A first line
+    that starts with ``[`` but is not complete by itself starts a multi-line array.
+    """
+    lines = _Lines(stream)
+    first = lines.next_non_blank()
+    if first is None:
         return
-    lineno = 0
-    line = first
-    while line:
-        lineno += 1
+    first_line, first_text = first
+    first_raw = lines.consumed[-1]
+    value = _parse_alone(first_text)
+    if value is _INVALID and first_text.startswith(b"["):
+        yield from _array_or_lines(name, lines, first_line)
+        return
+    if isinstance(value, list):
+        following = lines.next_non_blank()
+        if following is None:
+            yield from _array_records(name, lines.consumed)
+            return
+        following_raw = (following[0], lines.consumed[-1])
+        yield from _line_records(name, [(first_line, first_raw), following_raw], lines)
+        return
+    yield from _line_records(name, [(first_line, first_raw)], lines)
+
+
+_INVALID = object()
+
+
+def _parse_alone(text: bytes) -> Any:
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return _INVALID
+
+
+class _Lines:
+    """Physical lines of a stream, numbered from 1, without a leading UTF-8 BOM.
+
+    ``consumed`` keeps every line read so far, so a multi-line array can still be parsed whole
+    (its error positions are then positions in the file).
+    """
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self._stream = stream
+        self.number = 0
+        self.consumed: list[bytes] = []
+
+    def next(self) -> bytes | None:
+        line = self._stream.readline()
+        if not line:
+            return None
+        if self.number == 0 and line.startswith(_BOM):
+            line = line[len(_BOM) :]
+        self.number += 1
+        return line
+
+    def next_non_blank(self) -> tuple[int, bytes] | None:
+        """(line number, the line stripped) of the next non-blank line, kept in ``consumed``."""
+        while (line := self.next()) is not None:
+            self.consumed.append(line)
+            if line.strip():
+                return self.number, line.strip()
+        return None
+
+    def rest(self) -> bytes:
+        return b"".join(self.consumed) + self._stream.read()
+
+
+def _line_records(
+    name: str, read_ahead: list[tuple[int, bytes]], lines: _Lines
+) -> Iterator[Record]:
+    """JSON lines: the lines already read ahead (number, raw line), then the rest, streamed."""
+    lines.consumed.clear()  # nothing more to keep: memory stays bounded
+    for lineno, line in read_ahead:
         record = _line_record(name, lineno, line)
         if record is not None:
             yield record
-        line = stream.readline()
+    while (line := lines.next()) is not None:
+        record = _line_record(name, lines.number, line)
+        if record is not None:
+            yield record
+
+
+def _array_or_lines(name: str, lines: _Lines, first_line: int) -> Iterator[Record]:
+    """A first line starting with ``[`` that is not complete JSON by itself.
+
+    Usually a multi-line array. If the whole is not valid JSON but every later non-blank line
+    is a JSON value by itself, it is JSON lines with a broken first line: those lines are
+    stored, not swallowed by the array's error.
+    """
+    data = lines.rest()
+    try:
+        items = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        numbered = list(enumerate(data.split(b"\n"), start=1))
+        later = [(n, line) for n, line in numbered[first_line:] if line.strip()]
+        if later and all(_parse_alone(line.strip()) is not _INVALID for _, line in later):
+            for lineno, line in numbered[first_line - 1 :]:
+                record = _line_record(name, lineno, line)
+                if record is not None:
+                    yield record
+            return
+        reason = f"invalid JSON array: {_json_reason(exc)}; nothing in this array was stored"
+        yield Record(name, exc.lineno, data.rstrip(b"\r\n"), error=reason)
+        return
+    yield from _array_items(name, data, items)
 
 
 def _line_record(name: str, lineno: int, line: bytes) -> Record | None:
@@ -185,16 +295,14 @@ def _json_reason(exc: orjson.JSONDecodeError) -> str:
     return f"{exc.msg} at {where}"
 
 
-def _array_records(name: str, data: bytes) -> Iterator[Record]:
-    """A file holding one JSON array: read whole, since JSON has no streaming array form here."""
-    try:
-        items = orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        yield Record(name, exc.lineno, b"", error=f"invalid JSON array: {_json_reason(exc)}")
-        return
-    if not isinstance(items, list):
-        yield Record(name, 1, data[:200], error="expected JSON lines or one JSON array")
-        return
+def _array_records(name: str, consumed: list[bytes]) -> Iterator[Record]:
+    """A one-line array, alone in its input (blank lines aside)."""
+    data = b"".join(consumed)
+    yield from _array_items(name, data, orjson.loads(data))
+
+
+def _array_items(name: str, data: bytes, items: list[Any]) -> Iterator[Record]:
+    """The elements of a JSON array read whole, each located at the line where it starts."""
     lines = _element_lines(data, len(items))
     exact = _exact_items(data)
     for i, item in enumerate(items):

@@ -1,8 +1,10 @@
 """``put``: stream records in, upload objects with worker threads, write index entries in bulk.
 
 Order of writes: an index entry is written only after its object was stored, so the index never
-points at an object that does not exist. Entries are written in batches; when the run stops for
-any reason, the entries of every object already stored are written before it returns.
+points at an object that does not exist. Entries are written in batches, of ``--batch-size`` or
+whatever is pending once the oldest entry waited ``INDEX_FLUSH_SECONDS`` (slow input, as from
+``tail -f``, must not leave stored objects unindexed for long); when the run stops for any reason,
+the entries of every object already stored are written before it returns.
 """
 
 from __future__ import annotations
@@ -17,12 +19,15 @@ from typing import Any
 
 from s3idx import codec
 from s3idx.engine.documents import DocumentPreparer, Prepared
-from s3idx.engine.inputs import Record
+from s3idx.engine.inputs import ReadProgress, Record
 from s3idx.engine.results import Events, PutResult, Reject
 from s3idx.engine.seen import SeenKeys
 from s3idx.errors import RecordError, S3idxError
 from s3idx.index.base import Bookkeeping, Entry, Index, with_bookkeeping
 from s3idx.store.base import ObjectStore
+
+# Entries of stored objects wait at most about this long for their batch to fill.
+INDEX_FLUSH_SECONDS = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,16 +67,19 @@ class UploadPipeline:
         options: PutOptions,
         result: PutResult,
         on_reject: Any,
+        on_progress: Callable[[], None] = lambda: None,
     ) -> None:
         self._store = store
         self._index = index
         self._options = options
         self._result = result
         self._on_reject = on_reject
+        self._on_progress = on_progress  # while the main thread waits, uploads still finish
         self._done: queue.SimpleQueue[_Outcome] = queue.SimpleQueue()
         self._workers = _Workers(self._upload, options.workers)
         self._inflight: set[str] = set()
         self._pending: list[Entry] = []
+        self._pending_since = 0.0  # when the oldest pending entry came
         self._max_inflight = options.workers * 2
         self.fatal: BaseException | None = None
 
@@ -88,6 +96,14 @@ class UploadPipeline:
             return
         self._inflight.add(prepared.key)
         self._workers.submit(prepared)
+
+    def poll(self) -> None:
+        """Take finished uploads and write their entries if they waited long enough.
+
+        Called when the input is idle, so entries do not wait for more input to come.
+        """
+        self._collect(block=False)
+        self._flush_if_due()
 
     def wait_for(self, keys: Iterable[str]) -> None:
         for key in keys:
@@ -138,7 +154,14 @@ class UploadPipeline:
             except queue.Empty:
                 break
             self._take(outcome)
-        if len(self._pending) >= self._options.batch_size:
+        self._flush_if_due()
+        if block:
+            self._on_progress()
+
+    def _flush_if_due(self) -> None:
+        if len(self._pending) >= self._options.batch_size or (
+            self._pending and time.monotonic() - self._pending_since >= INDEX_FLUSH_SECONDS
+        ):
             self.flush()
 
     def _take(self, outcome: _Outcome) -> None:
@@ -146,6 +169,8 @@ class UploadPipeline:
         self._inflight.discard(prepared.key)
         if outcome.error is None:
             assert outcome.receipt_entry is not None
+            if not self._pending:
+                self._pending_since = time.monotonic()
             self._pending.append(outcome.receipt_entry)
             self._result.stored += 1
             self._result.bytes_stored += outcome.receipt_entry[codec.RESERVED_FIELD]["size"]
@@ -221,20 +246,33 @@ def run_put(
     options: PutOptions,
     events: Events,
     stop: threading.Event | None = None,
-    progress: Any = None,
+    read_progress: ReadProgress | None = None,
 ) -> PutResult:
     result = PutResult(dry_run=options.dry_run)
     started = time.monotonic()
-    preparer = DocumentPreparer(store, options.key_field, options.fields, options.codec)
+    # An index that cannot store some values (FerretDB) refuses them before the object is written.
+    check_entry = getattr(index, "check_entry", None)
+    preparer = DocumentPreparer(
+        store, options.key_field, options.fields, options.codec, check_entry
+    )
     seen = SeenKeys()
+    reporter = _ProgressReporter(events, result, read_progress)
 
     def reject(record: Record, reason: str) -> None:
         result.rejected += 1
         events.rejected(Reject(record.location, reason, record.raw))
 
-    pipeline = None if options.dry_run else UploadPipeline(store, index, options, result, reject)
+    pipeline = (
+        None
+        if options.dry_run
+        else UploadPipeline(store, index, options, result, reject, reporter.maybe)
+    )
     try:
         for chunk in _chunks(records, options.batch_size, stop):
+            if not chunk:  # the input is idle
+                if pipeline is not None:
+                    pipeline.poll()
+                continue
             batch = _prepare_chunk(chunk, preparer, seen, result, reject, options.max_errors)
             if options.skip_unchanged and batch:
                 batch = _drop_unchanged(batch, index, pipeline, result)
@@ -249,8 +287,7 @@ def run_put(
                     pipeline.submit(prepared)
                     if pipeline.fatal is not None:
                         break
-            if progress is not None:
-                progress(result)
+            reporter.now()
             if pipeline is not None and pipeline.fatal is not None:
                 break
             if _limit_reached(options, result):
@@ -284,6 +321,49 @@ def _limit_reached(options: PutOptions, result: PutResult) -> bool:
     return options.max_errors is not None and result.rejected >= options.max_errors
 
 
+class _ProgressReporter:
+    """put's progress: documents finished (stored, unchanged or rejected) and, when the input's
+    size is known, the share of the whole run done, so the bar moves while uploads drain."""
+
+    PERIOD = 0.1  # seconds; reports while waiting for uploads are at most this frequent
+
+    def __init__(self, events: Events, result: PutResult, read: ReadProgress | None) -> None:
+        self._events = events
+        self._result = result
+        self._read = read
+        self._last = 0.0
+        self._fraction = 0.0
+
+    def maybe(self) -> None:
+        if time.monotonic() - self._last >= self.PERIOD:
+            self.now()
+
+    def now(self) -> None:
+        self._last = time.monotonic()
+        result = self._result
+        done = result.stored + result.unchanged + result.rejected
+        stored = "would store" if result.dry_run else "stored"
+        detail = {stored: result.stored, "rejected": result.rejected}
+        if result.unchanged:
+            detail["unchanged"] = result.unchanged
+        self._events.progress(done, None, detail, input_fraction=self._input_fraction(done))
+
+    def _input_fraction(self, done: int) -> float | None:
+        read = self._read
+        if read is None or not read.bytes_total or not read.records:
+            return None
+        if read.finished:
+            share_read = 1.0
+        else:
+            position = read.bytes_read if read.compressed else read.record_bytes
+            share_read = min(position / read.bytes_total, 1.0)
+        # The reader runs ahead of the uploads: scale by how many of the records read are done.
+        fraction = share_read * min(done / read.records, 1.0)
+        # An estimate, but one that never goes back: the reader's share moves in steps.
+        self._fraction = max(self._fraction, fraction)
+        return self._fraction
+
+
 def _finish_after_failure(
     pipeline: UploadPipeline | None, exc: BaseException, result: PutResult, started: float
 ) -> None:
@@ -306,7 +386,8 @@ def _chunks(
     """Records in chunks of ``size``, or fewer once a chunk is a second old (slow input).
 
     Reading runs in its own thread behind a bounded queue, so a chunk is handed on when the
-    input goes quiet, not only when the next record arrives.
+    input goes quiet, not only when the next record arrives; and while it is quiet, an empty
+    chunk every tick gives the caller its turn (to write the entries of finished uploads).
     """
     chunk: list[Record] = []
     opened = 0.0
@@ -319,6 +400,8 @@ def _chunks(
             if chunk and (len(chunk) >= size or time.monotonic() - opened >= CHUNK_SECONDS):
                 yield chunk
                 chunk = []
+            elif record is None and not chunk:
+                yield chunk
             if stop is not None and stop.is_set():
                 break
     if chunk:

@@ -1,105 +1,267 @@
-"""Reading documents back: parallel fetches that keep the order asked for.
+"""Reading documents back: verified, retried, parallel fetches that keep the order asked for.
 
-Bodies up to ``STREAM_THRESHOLD`` are read whole by a worker; larger ones are handed over
-unread and decompressed chunk by chunk as they are written out, so a large document is never
-held in memory twice. Objects written by maggma (msgpack) are read whole and turned into JSON.
+Every body is checked before any of it is handed on: decompressed step by step while its
+sha256 is computed, its compressed stream must end exactly at the end of the body, and the JSON
+must hash to what the metadata recorded (``DamagedObjectError`` otherwise). So nothing damaged,
+cut short or half-read ever reaches the caller's output.
+
+A document's JSON is kept in memory up to ``SPOOL_THRESHOLD`` bytes *after* decompression;
+beyond that it is spooled to a temporary file and streamed from there once verified, so memory
+does not grow with a document's size however well it compresses.
+
+A body read that fails on the way (connection reset, server error) is retried from the
+object's first byte under the store's retry policy; the partial read is discarded.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import hashlib
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
+from typing import IO, TypeVar
 
 from s3idx import codec, maggma_format
 from s3idx.engine.concurrency import ordered_map
-from s3idx.errors import CorruptObjectError, NotAnS3idxObjectError, ObjectNotFoundError, quote_key
-from s3idx.store.base import ObjectBody, ObjectStore
+from s3idx.engine.retry import RetryingStore
+from s3idx.errors import (
+    CorruptObjectError,
+    DamagedObjectError,
+    NotAnS3idxObjectError,
+    ObjectNotFoundError,
+    S3idxError,
+    TransientError,
+    quote_key,
+)
+from s3idx.store.base import ObjectBody, ObjectHead, ObjectStore
 
-STREAM_THRESHOLD = 8 << 20
+SPOOL_THRESHOLD = 8 << 20
+COPY_CHUNK = 1 << 20
+
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
 class FetchedDocument:
-    """A document's JSON: ``data`` when read whole, else ``chunks`` to stream once."""
+    """A verified document's JSON: ``data`` in memory, or ``spool`` (a temporary file).
+
+    ``error`` says why the object cannot be read as a document; ``damaged`` when that is
+    because its body is not what its metadata recorded.
+    """
 
     key: str
     data: bytes | None = None
-    chunks: Iterator[bytes] | None = None
-    error: str | None = None  # why the object cannot be read as a document
+    spool: IO[bytes] | None = None
+    error: str | None = None
+    damaged: bool = False
+    head: ObjectHead | None = None  # the object's head, metadata included
 
     def read(self) -> bytes:
         if self.data is None:
-            assert self.chunks is not None
-            self.data = b"".join(self.chunks)
-            self.chunks = None
+            self.data = b"".join(self.iter_bytes())
         return self.data
 
     def iter_bytes(self) -> Iterator[bytes]:
         if self.data is not None:
             yield self.data
-        else:
-            assert self.chunks is not None
-            yield from self.chunks
+            return
+        assert self.spool is not None
+        spool, self.spool = self.spool, None
+        with spool:
+            spool.seek(0)
+            while chunk := spool.read(COPY_CHUNK):
+                yield chunk
+
+    def close(self) -> None:
+        if self.spool is not None:
+            self.spool.close()
+            self.spool = None
 
 
-def fetch_document(store: ObjectStore, key: str) -> FetchedDocument:
-    """Raises ObjectNotFoundError, NotAnS3idxObjectError or CorruptObjectError."""
+def fetch_document(
+    store: ObjectStore, key: str, *, spool_threshold: int = SPOOL_THRESHOLD
+) -> FetchedDocument:
+    """Raises ObjectNotFoundError, NotAnS3idxObjectError, CorruptObjectError (and its
+    DamagedObjectError), or the store's errors once retries are exhausted."""
     try:
-        return _open_document(store, key)
+        return _fetch(store, key, spool_threshold)
     except (NotAnS3idxObjectError, CorruptObjectError) as exc:
         raise type(exc)(f"object {quote_key(key)}: {exc.message}") from None
 
 
-def _open_document(store: ObjectStore, key: str) -> FetchedDocument:
+def _fetch(store: ObjectStore, key: str, threshold: int) -> FetchedDocument:
+    return read_object(store, key, partial(_verified_document, threshold=threshold))
+
+
+def read_object(store: ObjectStore, key: str, consume: Callable[[ObjectBody], T]) -> T:
+    """``consume(body)`` of one object; a read that fails on the way restarts the object."""
+    if isinstance(store, RetryingStore):
+        return store.read(key, consume)
     body = store.open(key)
     try:
-        codec_name = _codec(body.head.metadata)
-        if codec_name in maggma_format.CODECS:
-            return FetchedDocument(key, data=_maggma_json(body, codec_name))
-    except BaseException:
+        return consume(body)
+    finally:
         _close(body.chunks)
-        raise
-    if body.head.size <= STREAM_THRESHOLD:
-        return FetchedDocument(key, data=codec.decode_body(body.read(), codec_name))
-    return FetchedDocument(key, chunks=codec.iter_decoded(body.chunks, codec_name))
 
 
-def _codec(metadata: dict[str, str]) -> str:
-    """How the body is encoded: s3idx's metadata says, or maggma's when there is no s3idx's."""
+def _verified_document(body: ObjectBody, threshold: int) -> FetchedDocument:
+    key = body.head.key
+    codec_name, sha256 = _codec(body.head.metadata)
+    if codec_name in maggma_format.CODECS:
+        return FetchedDocument(key, data=_maggma_json(body, codec_name), head=body.head)
+    spool = _Spool(threshold)
     try:
-        return codec.parse_metadata(metadata).codec
+        digest = _decode_into(body, codec_name, spool)
+        if sha256 is not None and digest != sha256:
+            raise DamagedObjectError(
+                f"body does not match its recorded sha256 (recorded {sha256[:12]}…, "
+                f"read {digest[:12]}…): it was changed or damaged after it was written"
+            )
+        if sha256 is None and not spool.looks_like_object():
+            raise DamagedObjectError(f"body is not a JSON object (codec {codec_name})")
+        document = spool.document(key)
+        document.head = body.head
+        return document
+    except BaseException:
+        spool.close()
+        raise
+
+
+def _decode_into(body: ObjectBody, codec_name: str, spool: _Spool) -> str:
+    """Decompress the body into ``spool``; return the sha256 of the JSON."""
+    counted = _Counted(body.chunks)
+    digest = hashlib.sha256()
+    try:
+        for piece in codec.iter_decoded(counted, codec_name):
+            digest.update(piece)
+            spool.write(piece)
+    except DamagedObjectError:
+        counted.check_length(body)  # a body cut short in transit is not damage: read it again
+        raise
+    counted.check_length(body)
+    return digest.hexdigest()
+
+
+class _Counted:
+    """A body's chunks, counted, so a body that ended early can be told from a damaged one."""
+
+    def __init__(self, chunks: Iterable[bytes]) -> None:
+        self._chunks = chunks
+        self.received = 0
+        self.exhausted = False
+
+    def __iter__(self) -> Iterator[bytes]:
+        for chunk in self._chunks:
+            self.received += len(chunk)
+            yield chunk
+        self.exhausted = True
+
+    def check_length(self, body: ObjectBody) -> None:
+        """Raise TransientError (retried) if the body ended before the bytes announced."""
+        if self.exhausted and body.length is not None and self.received != body.length:
+            raise TransientError(
+                f"body of {body.head.key!r} ended after {self.received} of {body.length} bytes"
+            )
+
+
+class _Spool:
+    """A document's JSON: pieces in memory up to ``threshold`` bytes, then a temporary file."""
+
+    def __init__(self, threshold: int) -> None:
+        self._threshold = threshold
+        self._pieces: list[bytes] = []
+        self._size = 0
+        self._file: IO[bytes] | None = None
+        self._first = b""
+        self._last = b""
+
+    def write(self, piece: bytes) -> None:
+        if not self._first.strip():
+            self._first += piece[:64]
+        self._last = (self._last + piece[-64:])[-64:]
+        self._size += len(piece)
+        try:
+            if self._file is not None:
+                self._file.write(piece)
+                return
+            self._pieces.append(piece)
+            if self._size > self._threshold:
+                # Closed by document() or close(): it outlives this call.
+                self._file = tempfile.TemporaryFile(prefix="s3idx-get-")  # noqa: SIM115
+                for held in self._pieces:
+                    self._file.write(held)
+                self._pieces = []
+        except OSError as exc:
+            raise S3idxError(
+                f"cannot hold a {self._size}-byte document in a temporary file in "
+                f"{tempfile.gettempdir()}: {exc.strerror or exc}",
+                hint="documents over 8 MiB are spooled there; set TMPDIR to a directory with room",
+            ) from None
+
+    def looks_like_object(self) -> bool:
+        # Without a recorded hash to compare, a body must at least not be binary or another
+        # kind of JSON value: every document is a JSON object.
+        return self._first.lstrip()[:1] == b"{" and self._last.rstrip()[-1:] == b"}"
+
+    def document(self, key: str) -> FetchedDocument:
+        if self._file is not None:
+            spool, self._file = self._file, None
+            return FetchedDocument(key, spool=spool)
+        data = b"".join(self._pieces)
+        self._pieces = []
+        return FetchedDocument(key, data=data)
+
+    def close(self) -> None:
+        self._pieces = []
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+def _codec(metadata: dict[str, str]) -> tuple[str, str | None]:
+    """How the body is encoded and the sha256 of its JSON, as the metadata says."""
+    try:
+        parsed = codec.parse_metadata(metadata)
     except NotAnS3idxObjectError:
         if not maggma_format.is_maggma_metadata(metadata):
             raise
-        return maggma_format.codec_of(metadata)
+        return maggma_format.codec_of(metadata), None
+    return parsed.codec, parsed.sha256
 
 
 def _maggma_json(body: ObjectBody, codec_name: str) -> bytes:
     # msgpack cannot be turned into JSON piece by piece: maggma's bodies are read whole, as
-    # maggma itself reads them.
+    # maggma itself reads them. maggma records no hash to check them against.
     return maggma_format.document_json(body.read(), codec_name, body.head.metadata)
 
 
 def fetch_many(
-    store: ObjectStore, keys: Iterable[str], workers: int
+    store: ObjectStore,
+    keys: Iterable[str],
+    workers: int,
+    *,
+    spool_threshold: int = SPOOL_THRESHOLD,
 ) -> Iterator[tuple[str, FetchedDocument | None]]:
-    """Documents in the order of ``keys``; None for a key with no object.
+    """Verified documents in the order of ``keys``; None for a key with no object.
 
-    An object that is not a document s3idx can read comes with its ``error`` set.
+    An object that is not a document s3idx can read comes with its ``error`` set (and
+    ``damaged`` when its body is not what its metadata recorded).
 
     At most ``2 * workers`` fetches run ahead of the consumer, so memory stays bounded.
     """
+    fetch = partial(_fetch, store, threshold=spool_threshold)
     with ThreadPoolExecutor(workers, thread_name_prefix="s3idx-get") as pool:
-        for key, future in ordered_map(pool, partial(_open_document, store), keys, 2 * workers):
+        for key, future in ordered_map(pool, fetch, keys, 2 * workers):
             try:
                 yield key, future.result()
             except ObjectNotFoundError:
                 yield key, None
             except (NotAnS3idxObjectError, CorruptObjectError) as exc:
                 # One unreadable object must not hide the others asked for.
-                yield key, FetchedDocument(key, error=exc.message)
+                damaged = isinstance(exc, DamagedObjectError)
+                yield key, FetchedDocument(key, error=exc.message, damaged=damaged)
 
 
 def _close(chunks: Iterable[bytes]) -> None:

@@ -32,6 +32,7 @@ from s3idx.engine.results import Events
 from s3idx.errors import IndexSettingsError, S3idxError, UsageError
 from s3idx.index.base import Index, IndexSettings
 from s3idx.store.base import ObjectInfo, ObjectStore
+from s3idx.text import plural
 
 LIST_BATCH = 1000
 
@@ -45,14 +46,17 @@ class RebuildResult:
     committed: bool = False
     key_field: str = DEFAULT_KEY_FIELD
     fields: list[str] = field(default_factory=list)
+    # Fields some objects' metadata lacks, with how many: pending until `reindex` runs.
+    pending_fields: dict[str, int] = field(default_factory=dict)
     skipped: Skipped = field(default_factory=Skipped)
     adopted: Adopted = field(default_factory=Adopted)
     retries: int = 0
     elapsed: float = 0.0
+    listed_before: int = 0  # listed by the interrupted run resumed: not this run's work
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        del data["skipped"], data["adopted"]
+        del data["skipped"], data["adopted"], data["listed_before"]
         data.update(self.skipped.as_dict())
         data.update(self.adopted.as_dict())
         data["objects_per_second"] = self.rate
@@ -60,7 +64,9 @@ class RebuildResult:
 
     @property
     def rate(self) -> float:
-        return round(self.listed / self.elapsed, 1) if self.elapsed > 0 else 0.0
+        """Objects listed per second by this run (not counting what a resumed run had done)."""
+        listed = self.listed - self.listed_before
+        return round(listed / self.elapsed, 1) if self.elapsed > 0 else 0.0
 
 
 def run_rebuild(
@@ -93,6 +99,8 @@ def run_rebuild(
             rewriter=rewriter,
         )
         collector.fields = list(result.fields)
+        collector.lacking = dict(result.pending_fields)
+        collector.accepted = result.written
         start_after = checkpoint.get("listed_through") if checkpoint else None
         try:
             for batch in batched(store.list(start_after=start_after), LIST_BATCH):
@@ -111,7 +119,8 @@ def run_rebuild(
         except S3idxError:
             rebuild.abort()
             raise
-        settings = IndexSettings(result.key_field, tuple(result.fields))
+        pending = tuple((f, n) for f, n in result.pending_fields.items() if n)
+        settings = IndexSettings(result.key_field, tuple(result.fields), pending)
         rebuild.commit(settings)
         result.committed = True
     result.elapsed = time.monotonic() - started
@@ -129,6 +138,7 @@ def _rebuild_batch(
     result.written += len(entries)
     result.key_field = collector.key_field or result.key_field
     result.fields = list(collector.fields)
+    result.pending_fields = {f: n for f, n in collector.lacking.items() if n}
     rebuild.save_checkpoint(_checkpoint(result, keys[-1]))
 
 
@@ -143,10 +153,12 @@ def _restore(checkpoint: dict[str, Any] | None, key_field: str) -> RebuildResult
     if not checkpoint:
         return result
     result.resumed = True
-    result.listed = checkpoint["listed"]
+    result.listed = result.listed_before = checkpoint["listed"]
     result.written = checkpoint["written"]
     result.key_field = checkpoint["key_field"]
     result.fields = list(checkpoint["fields"])
+    # A checkpoint written before pending fields were counted has none.
+    result.pending_fields = dict(checkpoint.get("pending_fields", {}))
     skipped = result.skipped
     skipped.not_s3idx = checkpoint["not_s3idx"]
     skipped.not_s3idx_keys = list(checkpoint["not_s3idx_keys"])
@@ -187,7 +199,7 @@ def _refuse_empty_replacement(store: ObjectStore, index: Index, result: RebuildR
     if existing:
         raise UsageError(  # a wrong --store, far likelier than a wish
             f"the store {redact(store.location)} gave no s3idx objects; refusing to replace "
-            f"an index of {existing} entries with an empty one",
+            f"an index of {plural(existing, 'entry', 'entries')} with an empty one",
             hint="check --store (and --endpoint-url); to empty the index, delete its file or "
             "collection",
         )

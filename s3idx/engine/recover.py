@@ -155,6 +155,10 @@ class EntryCollector:
         self._window = 2 * workers
         self.key_field = key_field
         self.fields: list[str] = []
+        # For each field: how many accepted objects' metadata does not list it (they were
+        # stored before it was added; reindex backfills them).
+        self.lacking: dict[str, int] = {}
+        self.accepted = 0
         self.skipped = skipped
         self.adopted = adopted if adopted is not None else Adopted()
         self._on_skip = on_skip
@@ -190,6 +194,11 @@ class EntryCollector:
         for path in recovered.fields:
             if path not in self.fields:
                 self.fields.append(path)
+                self.lacking[path] = self.accepted  # every object accepted before lacks it
+        for path in self.fields:
+            if path not in recovered.fields:
+                self.lacking[path] = self.lacking.get(path, 0) + 1
+        self.accepted += 1
         self.adopted.count(recovered)
         if recovered.rewrite_failure is not None:
             self._report(recovered.key, f"not rewritten: {recovered.rewrite_failure}")

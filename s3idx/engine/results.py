@@ -43,6 +43,7 @@ class GetResult:
     found: int = 0
     missing: list[str] = field(default_factory=list)
     unreadable: list[tuple[str, str]] = field(default_factory=list)
+    damaged: list[tuple[str, str]] = field(default_factory=list)  # body not what was recorded
     elapsed: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
@@ -84,8 +85,21 @@ class Events:
     def rejected(self, reject: Reject) -> None:
         """An input record was not stored."""
 
-    def progress(self, done: int, total: int | None, detail: dict[str, int]) -> None:
-        """Work advanced: ``done`` of ``total`` units (bytes of input, or objects)."""
+    def progress(
+        self,
+        done: int,
+        total: int | None,
+        detail: dict[str, int],
+        *,
+        input_fraction: float | None = None,
+    ) -> None:
+        """Work advanced: ``done`` of ``total`` units of what the operation counts.
+
+        put, get and delete count documents, rebuild-index and sync objects; ``total`` is None
+        when unknown. ``detail`` holds secondary counts (stored, rejected, ...). put also gives
+        ``input_fraction``: its estimate of the share of the input read and finished, when the
+        input's size is known.
+        """
 
     def warning(self, message: str) -> None:
         """Something the user should know that does not stop the operation."""
@@ -95,3 +109,6 @@ class Events:
 
     def drift(self, kind: str, key: str) -> None:
         """sync found a difference: ``bucket-only``, ``index-only`` or ``changed``."""
+
+    def damaged(self, key: str, reason: str) -> None:
+        """verify found an object that is not what its metadata or index entry says."""

@@ -156,8 +156,30 @@ class RetryingStore:
     def open(self, key: str) -> ObjectBody:
         return self._call(lambda: self.inner.open(key))
 
+    def read(self, key: str, consume: Callable[[ObjectBody], T]) -> T:
+        """``consume(body)`` of one object, retried as a whole: a body whose reading fails
+        restarts from its first byte, so a consumer never sees half of one."""
+
+        def attempt() -> T:
+            body = self.inner.open(key)
+            try:
+                return consume(body)
+            finally:
+                close = getattr(body.chunks, "close", None)
+                if close is not None:
+                    close()
+
+        return self._call(attempt)
+
     def delete(self, keys: Sequence[str]) -> list[DeleteFailure]:
         return self._call(lambda: self.inner.delete(keys))
+
+    def replace_metadata(
+        self, key: str, metadata: Mapping[str, str], *, if_match: str
+    ) -> PutReceipt:
+        # Safe to retry: a first attempt that did land changed the ETag or left it equal,
+        # and either way the retry finds the metadata it wanted or refuses a changed object.
+        return self._call(lambda: self.inner.replace_metadata(key, metadata, if_match=if_match))
 
     def list(self, prefix: str = "", *, start_after: str | None = None) -> Iterator[ObjectInfo]:
         """Listing retried page by page: a failure resumes after the last key yielded."""

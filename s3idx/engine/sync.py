@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from itertools import chain
@@ -35,6 +35,7 @@ from s3idx.engine.results import Events
 from s3idx.errors import S3idxError, UsageError
 from s3idx.index.base import Bookkeeping, Index
 from s3idx.store.base import ObjectInfo, ObjectStore
+from s3idx.text import plural
 
 BATCH = 1000
 BUCKET_ONLY, INDEX_ONLY, CHANGED = "bucket-only", "index-only", "changed"
@@ -55,6 +56,8 @@ class SyncResult:
     dry_run: bool = False
     prune: bool = True
     interrupted: bool = False
+    # Recorded fields that adopted objects' metadata lacks: marked pending (see reindex).
+    pending_fields: dict[str, int] = field(default_factory=dict)
     skipped: Skipped = field(default_factory=Skipped)
     adopted: Adopted = field(default_factory=Adopted)
     retries: int = 0
@@ -107,8 +110,14 @@ def run_sync(
             adopted=result.adopted,
             rewriter=rewriter,
         )
+        recorded = index.settings()
+        if recorded is not None:
+            # So that adopted objects lacking a recorded field are counted (see _Applier).
+            collector.fields = list(recorded.fields)
         applier = _Applier(index, collector, result) if writes else None
         bookkeeping = index.iter_bookkeeping()
+        report = _every(BATCH, lambda: _report(events, result))
+        listing, bookkeeping = _ticking(listing, report), _ticking(bookkeeping, report)
         try:
             for kind, key in _drift(listing, bookkeeping, result, rewriter is not None):
                 if kind != MAGGMA:
@@ -121,12 +130,38 @@ def run_sync(
                     break
             if applier is not None:
                 applier.flush()
+            _report(events, result)
         except S3idxError as exc:
             result.elapsed = time.monotonic() - started
             exc.partial_result = result
             raise
     result.elapsed = time.monotonic() - started
     return result
+
+
+def _report(events: Events, result: SyncResult) -> None:
+    """Progress counts objects compared; entries and drift found so far come with them."""
+    detail = {"entries": result.indexed, "drift": result.drift}
+    events.progress(result.listed, None, detail)
+
+
+def _every(count: int, action: Callable[[], None]) -> Callable[[], None]:
+    """A callable that runs ``action`` on every ``count``-th call."""
+    calls = 0
+
+    def tick() -> None:
+        nonlocal calls
+        calls += 1
+        if calls % count == 0:
+            action()
+
+    return tick
+
+
+def _ticking(items: Iterator[Any], tick: Callable[[], None]) -> Iterator[Any]:
+    for item in items:
+        tick()
+        yield item
 
 
 def _key_field(store: ObjectStore, index: Index, rewriter: Rewriter | None) -> str | None:
@@ -230,6 +265,7 @@ class _Applier:
                 assert self._collector.key_field is not None
                 self._index.configure(self._collector.key_field, self._collector.fields)
                 self._index.upsert(entries)
+                self._mark_pending()
             written = {e[self._collector.key_field] for e in entries}
             self._result.added += sum(1 for k in self._adds if k in written)
             self._result.updated += sum(1 for k in self._updates if k in written)
@@ -240,13 +276,24 @@ class _Applier:
             self._result.removed += self._index.delete(self._removes)
             self._removes.clear()
 
+    def _mark_pending(self) -> None:
+        """Entries adopted without a recorded field make it pending until reindex runs."""
+        lacking = [(f, n) for f, n in self._collector.lacking.items() if n]
+        if not lacking:
+            return
+        self._index.mark_pending(lacking)
+        for name, count in lacking:
+            self._result.pending_fields[name] = self._result.pending_fields.get(name, 0) + count
+        self._collector.lacking = {}
+
 
 def _refuse_emptying(store: ObjectStore, index: Index) -> None:
     """An empty listing over a full index is far likelier a wrong --store than a wish."""
     existing = indexed_entries(index)
     if existing:
         raise UsageError(  # a wrong --store, far likelier than a wish
-            f"the store {redact(store.location)} lists no objects; refusing to remove all "
-            f"{existing} index entries",
+            f"the store {redact(store.location)} lists no objects; refusing to remove "
+            f"{'the' if existing == 1 else 'all'} "
+            f"{plural(existing, 'index entry', 'index entries')}",
             hint="check --store (and --endpoint-url); to keep entries use --no-prune",
         )

@@ -42,10 +42,21 @@ def with_bookkeeping(entry: Mapping[str, Any], bookkeeping: Bookkeeping) -> Entr
 
 @dataclass(frozen=True, slots=True)
 class IndexSettings:
-    """What an index was created with: its key field and the searchable fields seen so far."""
+    """What an index was created with: its key field and the searchable fields seen so far.
+
+    ``pending`` names the fields (among ``fields``) added while documents were already stored,
+    each with how many entries the index held then: those entries lack the field until
+    ``reindex`` backfills it. A field added to an empty index is complete at once.
+    """
 
     key_field: str
     fields: tuple[str, ...] = field(default_factory=tuple)
+    pending: tuple[tuple[str, int], ...] = field(default_factory=tuple)
+
+    @property
+    def complete_fields(self) -> tuple[str, ...]:
+        waiting = {name for name, _ in self.pending}
+        return tuple(f for f in self.fields if f not in waiting)
 
 
 @runtime_checkable
@@ -60,7 +71,9 @@ class IndexRebuild(Protocol):
 
     def checkpoint(self) -> dict[str, Any] | None: ...
 
-    def commit(self, settings: IndexSettings) -> None: ...
+    def commit(self, settings: IndexSettings) -> None:
+        """Swap the new index in, recording ``settings`` (pending fields included)."""
+        ...
 
     def abort(self) -> None: ...
 
@@ -78,9 +91,19 @@ class Index(Protocol):
     def configure(self, key_field: str, fields: Sequence[str]) -> IndexSettings:
         """Record the key field (it may never change) and add searchable fields.
 
-        Creates the backend's indexes for new fields. Raises IndexSettingsError when the key
-        field differs from the recorded one.
+        Creates the backend's indexes for new fields. A field new to an index that holds entries
+        is recorded as pending (with the number of entries then), in the same step. Raises
+        IndexSettingsError when the key field differs from the recorded one.
         """
+        ...
+
+    def mark_complete(self, fields: Sequence[str]) -> IndexSettings:
+        """Record that every entry now has ``fields`` (``reindex`` backfilled them)."""
+        ...
+
+    def mark_pending(self, pending: Sequence[tuple[str, int]]) -> IndexSettings:
+        """Record recorded fields as pending for that many more entries (``sync`` adopted
+        objects whose metadata lacks them); fields not recorded are ignored."""
         ...
 
     def upsert(self, entries: Sequence[Entry]) -> None:

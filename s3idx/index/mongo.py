@@ -6,8 +6,10 @@ Layout in the database:
   UTF-8 byte order); the entry's own fields sit at the top level, so any MongoDB filter works on
   them as written. A unique index on the key field and one index per searchable field.
 - ``s3idx_meta``: small documents about the indexes of this database, ``_id`` = collection name:
-  ``{"key_field", "fields", "format"}``; and, while a rebuild is in progress,
-  ``_id`` = ``<collection>__rebuild``: ``{"key_field", "run", "checkpoint", "started"}``.
+  ``{"key_field", "fields", "format", "pending"}`` (``pending``: ``{"field", "entries"}`` for
+  each field added while the collection held entries, until ``reindex`` backfills it); and,
+  while a rebuild is in progress, ``_id`` = ``<collection>__rebuild``:
+  ``{"key_field", "run", "checkpoint", "started"}``.
 - ``<collection>__rebuild``: the entries of a rebuild; renamed over ``<collection>`` on commit.
 
 pymongo is imported here only, and every pymongo error is translated into an ``S3idxError`` at
@@ -17,8 +19,9 @@ this boundary (see ``translate_error``).
 from __future__ import annotations
 
 import re
+import time
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -50,6 +53,7 @@ from s3idx.errors import (
     BackendUnavailableError,
     IndexSettingsError,
     InvalidFilterError,
+    RecordError,
     S3idxError,
     TransientError,
     UsageError,
@@ -65,8 +69,18 @@ ID = "_id"
 # Entries per bulk write and keys per ``$in`` query: well under the 16 MB command limit with
 # entries of at most 2 KB, and large enough that round trips do not dominate.
 BATCH_SIZE = 1000
+PENDING_UPDATE_ATTEMPTS = 10
 
 AUTH_CODES = frozenset({13, 18})  # Unauthorized, AuthenticationFailed
+NOT_IMPLEMENTED = 238  # FerretDB v1 answers so to renameCollection with dropTarget: true
+NAMESPACE_EXISTS = 48
+DUPLICATE_KEY = 11000
+# Writes of a chunk tried when a concurrent upsert of one of its keys won the insert.
+UPSERT_ATTEMPTS = 5
+UPSERT_PAUSE = 0.02  # seconds, times the attempt number
+# Renames tried when a writer re-creates the live collection between the drop and the rename of
+# the non-atomic swap; each retry drops what that writer wrote (as an atomic swap would).
+SWAP_ATTEMPTS = 5
 ATLAS_ERROR = 8000  # Atlas proxies answer a bad login with this code and "bad auth ..."
 # Failures of a query that are about the server's state, not about the filter.
 SERVER_STATE_CODES = frozenset(
@@ -215,6 +229,11 @@ def _write_errors(exc: BulkWriteError) -> list[Mapping[str, Any]]:
     return list(details.get("writeErrors") or [])
 
 
+def _only_duplicate_keys(exc: BulkWriteError) -> bool:
+    errors = _write_errors(exc)
+    return bool(errors) and all(e.get("code") == DUPLICATE_KEY for e in errors)
+
+
 def _bulk_detail(exc: BulkWriteError) -> str:
     """The first write error and the first write-concern error, if any."""
     details = exc.details if isinstance(exc.details, Mapping) else {}
@@ -328,6 +347,40 @@ def unique_fields(key_field: str, fields: Iterable[str]) -> list[str]:
     return result
 
 
+def ferretdb_refusal(value: Any, path: str = "") -> str | None:
+    """Why FerretDB v1 cannot store ``value`` (an entry or part of one), or None if it can.
+
+    FerretDB v1 refuses field names with a '.' or a leading '$' at any depth and arrays inside
+    arrays; MongoDB accepts both. Top-level names of an entry are s3idx's own or field paths'
+    first steps, which put already checks.
+    """
+    if isinstance(value, dict):
+        for name, item in value.items():
+            where = f"{path}.{name}" if path else name
+            if path and (name.startswith("$") or "." in name):
+                return f"field {path!r} holds the name {name!r} (with a '.' or a leading '$')"
+            reason = ferretdb_refusal(item, where)
+            if reason is not None:
+                return reason
+    elif isinstance(value, list):
+        for item in value:
+            if isinstance(item, list):
+                return f"field {path!r} holds an array inside an array"
+            reason = ferretdb_refusal(item, path)
+            if reason is not None:
+                return reason
+    return None
+
+
+def uses_operator(value: Any, operator: str) -> bool:
+    """Whether a filter uses ``operator`` anywhere in it."""
+    if isinstance(value, Mapping):
+        return any(k == operator or uses_operator(v, operator) for k, v in value.items())
+    if isinstance(value, list):
+        return any(uses_operator(v, operator) for v in value)
+    return False
+
+
 def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -372,6 +425,7 @@ class MongoIndex:
         self.location = self._uri.describe(database, collection)
         self._owns_client = client is None
         self._key_field: str | None = None
+        self._ferretdb: bool | None = None  # asked of the server when first needed
         try:
             if client is None:
                 client = _connect(uri, server_selection_timeout_ms)
@@ -427,11 +481,18 @@ class MongoIndex:
 
     def _settings_of(self, doc: Mapping[str, Any]) -> IndexSettings:
         key_field, fields = doc.get("key_field"), doc.get("fields", [])
-        if not isinstance(key_field, str) or not isinstance(fields, list):
+        pending = doc.get("pending", [])
+        if (
+            not isinstance(key_field, str)
+            or not isinstance(fields, list)
+            or not isinstance(pending, list)
+            or not all(isinstance(p, Mapping) and "field" in p for p in pending)
+        ):
             raise S3idxError(
                 f"the settings of {self.location} in {META_COLLECTION!r} are damaged: {doc!r}"
             )
-        return IndexSettings(key_field, tuple(unique_fields(key_field, fields)))
+        waiting = tuple((str(p["field"]), int(p.get("entries", 0))) for p in pending)
+        return IndexSettings(key_field, tuple(unique_fields(key_field, fields)), waiting)
 
     def configure(self, key_field: str, fields: Sequence[str]) -> IndexSettings:
         wanted = unique_fields(key_field, fields)
@@ -444,24 +505,81 @@ class MongoIndex:
         # One atomic update, so concurrent writers adding fields lose none. It matches on the
         # key field too: where another key field is recorded, the upsert's insert clashes with
         # that document's _id, and nothing changes.
-        with self._guard("recording the settings of"):
-            try:
-                doc = self._meta.find_one_and_update(
-                    {ID: self._name, "key_field": key_field},
-                    {
-                        "$addToSet": {"fields": {"$each": fields}},
-                        "$setOnInsert": {"format": FORMAT},
-                    },
-                    upsert=True,
-                    return_document=ReturnDocument.AFTER,
-                )
-            except DuplicateKeyError:
-                doc = None
-        if doc is None:
-            recorded = self.settings()
-            raise self._key_mismatch(recorded.key_field if recorded else "?", key_field)
+        # The document as it was before tells which fields this call added, so that exactly
+        # one of several concurrent writers marks a new field pending. A second try: another
+        # process recording the same settings at the same moment may win the upsert's insert,
+        # and then this update finds its document.
+        for attempt in range(2):
+            with self._guard("recording the settings of"):
+                try:
+                    before = self._meta.find_one_and_update(
+                        {ID: self._name, "key_field": key_field},
+                        {
+                            "$addToSet": {"fields": {"$each": fields}},
+                            "$setOnInsert": {"format": FORMAT},
+                        },
+                        upsert=True,
+                        return_document=ReturnDocument.BEFORE,
+                    )
+                    break
+                except DuplicateKeyError:
+                    if attempt:
+                        recorded = self.settings()
+                        raise self._key_mismatch(
+                            recorded.key_field if recorded else "?", key_field
+                        ) from None
         self._key_field = key_field
-        return self._settings_of(doc)
+        if before is None:
+            return IndexSettings(key_field, tuple(fields))
+        settings = self._settings_of(before)
+        new = [f for f in fields if f not in settings.fields]
+        pending = settings.pending
+        if new:
+            with self._guard("recording the settings of"):
+                held = int(self._live.count_documents({})) if self._live.find_one() else 0
+                if held:
+                    added = [{"field": f, "entries": held} for f in new]
+                    self._meta.update_one(
+                        {ID: self._name}, {"$push": {"pending": {"$each": added}}}
+                    )
+                    pending = (*pending, *((f, held) for f in new))
+        return IndexSettings(key_field, (*settings.fields, *new), pending)
+
+    def mark_complete(self, fields: Sequence[str]) -> IndexSettings:
+        return self._update_pending(lambda old, _: [p for p in old if p.get("field") not in fields])
+
+    def mark_pending(self, pending: Sequence[tuple[str, int]]) -> IndexSettings:
+        def merged(old: list[dict[str, Any]], recorded: list[str]) -> list[dict[str, Any]]:
+            counts = {str(p["field"]): int(p.get("entries", 0)) for p in old}
+            for name, entries in pending:
+                if name in recorded and entries > 0:
+                    counts[name] = counts.get(name, 0) + entries
+            return [{"field": f, "entries": n} for f, n in counts.items()]
+
+        return self._update_pending(merged)
+
+    def _update_pending(
+        self, change: Callable[[list[dict[str, Any]], list[str]], list[dict[str, Any]]]
+    ) -> IndexSettings:
+        # Compare-and-set on the whole list rather than $pull/$push with conditions, which
+        # FerretDB ignores; a writer changing the list meanwhile makes the update match
+        # nothing, and the change is made again on the new list.
+        for _ in range(PENDING_UPDATE_ATTEMPTS):
+            with self._guard("recording the settings of"):
+                doc = self._meta.find_one({ID: self._name})
+                if doc is None:
+                    raise IndexSettingsError(f"index {self.location} has no recorded key field")
+                old = list(doc.get("pending", []))
+                new = change(old, list(doc.get("fields", [])))
+                if new == old:
+                    return self._settings_of(doc)
+                unchanged = doc.get("pending", {"$exists": False})
+                done = self._meta.update_one(
+                    {ID: self._name, "pending": unchanged}, {"$set": {"pending": new}}
+                )
+            if done.matched_count:
+                return self._settings_of({**doc, "pending": new})
+        raise TransientError(f"the settings of {self.location} kept changing; run it again")
 
     def _key_mismatch(self, recorded: str, wanted: str) -> IndexSettingsError:
         return IndexSettingsError(
@@ -501,6 +619,52 @@ class MongoIndex:
             self.settings()
         return self._key_field
 
+    def is_ferretdb(self) -> bool:
+        """Whether the server is FerretDB (its buildInfo names its own version)."""
+        if self._ferretdb is None:
+            with self._guard("asking the server of"):
+                try:
+                    info = self._db.command("buildInfo")
+                except OperationFailure:
+                    info = {}  # a server that does not answer buildInfo is not FerretDB
+                except NotImplementedError:
+                    info = {}  # mongomock, in the tests
+            self._ferretdb = "ferretdbVersion" in info
+        return self._ferretdb
+
+    def check_entry(self, key: str, entry: Entry) -> None:
+        """Refuse an entry this server cannot store, before its object is written."""
+        if not self.is_ferretdb():
+            return
+        reason = ferretdb_refusal(entry)
+        if reason is not None:
+            raise RecordError(
+                f"{reason}, which FerretDB cannot store in the index",
+                hint="stop indexing that field (--field), or use MongoDB or SQLite for the index",
+            )
+
+    def _check_query(self, query: Mapping[str, Any]) -> None:
+        # FerretDB v1 answers $elemMatch wrongly and silently: the document form matches
+        # nothing, and the operator form matches conditions met by different elements.
+        if uses_operator(query, "$elemMatch") and self.is_ferretdb():
+            raise InvalidFilterError(
+                f"$elemMatch is refused on FerretDB ({self.location}): FerretDB v1 answers it "
+                "wrongly",
+                hint="use a dotted path instead where one element need not meet every "
+                "condition, or keep the index in MongoDB or SQLite",
+            )
+
+    def _check_entries(self, items: Sequence[tuple[str, Entry]]) -> None:
+        if not self.is_ferretdb():
+            return
+        for key, entry in items:
+            reason = ferretdb_refusal(entry)
+            if reason is not None:
+                raise S3idxError(
+                    f"entry {key!r}: {reason}, which FerretDB cannot store in {self.location}",
+                    hint="stop indexing that field, or use MongoDB or SQLite for the index",
+                )
+
     # --- entries -----------------------------------------------------------------------------
 
     def upsert(self, entries: Sequence[Entry]) -> None:
@@ -511,18 +675,53 @@ class MongoIndex:
         for entry in entries:
             latest[key_of(entry, key_field)] = entry  # a later entry for a key replaces it
         items = list(latest.items())
+        self._check_entries(items)
         for chunk in _chunks(items, BATCH_SIZE):
-            requests = [
-                ReplaceOne({ID: key}, self._document(key, entry, key_field), upsert=True)
-                for key, entry in chunk
-            ]
-            # Unordered: the server may apply them in parallel; keys are distinct, so the
-            # order cannot matter.
+            self._write_chunk(collection, chunk, key_field)
+
+    def _write_chunk(
+        self, collection: Collection[Any], chunk: Sequence[tuple[str, Entry]], key_field: str
+    ) -> None:
+        requests = [
+            ReplaceOne({ID: key}, self._document(key, entry, key_field), upsert=True)
+            for key, entry in chunk
+        ]
+        for attempt in range(1, UPSERT_ATTEMPTS + 1):
             with self._guard("writing entries to"):
                 try:
+                    # Unordered: the server may apply them in parallel; keys are distinct, so
+                    # the order cannot matter.
                     collection.bulk_write(requests, ordered=False)
+                    return
                 except BulkWriteError as exc:
-                    raise self._bulk_error(exc, chunk) from None
+                    if attempt == UPSERT_ATTEMPTS or not _only_duplicate_keys(exc):
+                        raise self._bulk_error(exc, chunk) from None
+                except KeyError:
+                    # FerretDB v1 leaves "nModified" out of the reply when a write fails, and
+                    # pymongo cannot read that reply: which write failed, and why, is unknown.
+                    if attempt == UPSERT_ATTEMPTS:
+                        self._write_one_by_one(collection, chunk, key_field)
+                        return
+            # Two writers upserting one key at once: one insert wins and the other fails with
+            # a duplicate key (MongoDB retries that itself; FerretDB does not). The whole chunk
+            # again is safe (replacing is idempotent), and the key now exists.
+            time.sleep(UPSERT_PAUSE * attempt)
+
+    def _write_one_by_one(
+        self, collection: Collection[Any], chunk: Sequence[tuple[str, Entry]], key_field: str
+    ) -> None:
+        """The slow way, one key at a time, so that an error names its key."""
+        for key, entry in chunk:
+            document = self._document(key, entry, key_field)
+            for attempt in range(1, UPSERT_ATTEMPTS + 1):
+                with self._guard(f"writing the entry {key!r} to"):
+                    try:
+                        collection.replace_one({ID: key}, document, upsert=True)
+                        break
+                    except DuplicateKeyError:
+                        if attempt == UPSERT_ATTEMPTS:
+                            raise
+                time.sleep(UPSERT_PAUSE * attempt)
 
     def _document(self, key: str, entry: Entry, key_field: str) -> dict[str, Any]:
         if key_field != ID and ID in entry and entry[ID] != key:
@@ -561,6 +760,7 @@ class MongoIndex:
     ) -> Iterator[Entry]:
         # Checked now, not when the caller starts iterating, so mistakes surface at the call.
         query = check_filter(filter)
+        self._check_query(query)
         order = check_sort(sort)
         check_window(skip, limit)
         spec = projection(fields, self._known_key_field())
@@ -579,6 +779,7 @@ class MongoIndex:
 
     def count(self, filter: Mapping[str, Any] | None = None) -> int:
         query = check_filter(filter)
+        self._check_query(query)
         with self._guard("counting", query=True):
             return int(self._live.count_documents(query))
 
@@ -710,22 +911,56 @@ class MongoRebuild:
             )
         fields = unique_fields(settings.key_field, settings.fields)
         self._index._check_fields(settings.key_field, fields)
-        final = IndexSettings(settings.key_field, tuple(fields))
+        final = IndexSettings(settings.key_field, tuple(fields), settings.pending)
         with self._index._guard("committing the rebuild of"):
             if self._index._meta.find_one(self._mine()) is None:
                 raise self._superseded()
             # Indexes built once over the full collection are cheaper than maintained per write.
             self._index._ensure_indexes(self._collection, final)
-            # The one step readers can see: the old collection is replaced as a whole.
-            self._collection.rename(self._index._name, dropTarget=True)
+            self._swap()
             self._index._meta.replace_one(
                 {ID: self._index._name},
-                {"key_field": final.key_field, "fields": fields, "format": FORMAT},
+                {
+                    "key_field": final.key_field,
+                    "fields": fields,
+                    "format": FORMAT,
+                    "pending": [
+                        {"field": f, "entries": n} for f, n in settings.pending if f in fields
+                    ],
+                },
                 upsert=True,
             )
             self._index._meta.delete_one(self._mine())
         self._index._key_field = final.key_field
         self._finished = "committed"
+
+    def _swap(self) -> None:
+        """Rename the rebuild over the live collection.
+
+        On MongoDB one atomic step: readers see the old collection or the new one. FerretDB v1
+        cannot drop the target in a rename, so there it is drop, then rename: in between,
+        readers find an empty index, and a crash there leaves the rebuild to finish with
+        ``rebuild-index --resume``.
+        """
+        target = self._index._name
+        try:
+            self._collection.rename(target, dropTarget=True)
+            return
+        except OperationFailure as exc:
+            if exc.code != NOT_IMPLEMENTED:
+                raise
+        for _ in range(SWAP_ATTEMPTS):
+            self._index._db.drop_collection(target)
+            try:
+                self._collection.rename(target)
+                return
+            except OperationFailure as exc:
+                if exc.code != NAMESPACE_EXISTS:  # a writer re-created it; drop it again
+                    raise
+        raise S3idxError(
+            f"could not swap the rebuild in: writers keep re-creating {self._index.location}",
+            hint="stop the other writers, then run rebuild-index --resume",
+        )
 
     def abort(self) -> None:
         if self._finished is not None:

@@ -3,10 +3,11 @@
 Schema (version 1, recorded in ``meta``):
 
 - ``meta(name, value)``: ``schema_version``, ``key_field``, ``fields`` (JSON list of the
-  searchable fields), ``multikey`` (JSON list of the searchable fields some entry has had
-  several values for; never shrinks, as in MongoDB), ``generation`` (names the current
-  indexes, see rebuild) and, while a rebuild is in progress, ``rebuild``,
-  ``rebuild_multikey`` and ``rebuild_checkpoint``.
+  searchable fields), ``pending_fields`` (JSON list of ``[field, entries]``: fields added while
+  the index held entries, not yet backfilled by ``reindex``; absent when none), ``multikey``
+  (JSON list of the searchable fields some entry has had several values for; never shrinks,
+  as in MongoDB), ``generation`` (names the current indexes, see rebuild) and, while a
+  rebuild is in progress, ``rebuild``, ``rebuild_multikey`` and ``rebuild_checkpoint``.
 - ``entries(key PRIMARY KEY, entry, etag, size, sha256, codec)``: the entry as tagged JSON
   (``codec.dumps``, so datetimes come back as datetimes) without its ``_s3idx`` bookkeeping,
   which lives in the other columns.
@@ -115,7 +116,25 @@ class SqliteIndex:
                 _backfill(conn, LIVE, key_field, new)
             if current is None or new:
                 _set_meta(conn, "fields", json.dumps([*known, *new]))
-            return IndexSettings(key_field, (*known, *new))
+            pending = current.pending if current is not None else ()
+            if new and current is not None:
+                pending = (*pending, *_newly_pending(conn, new))
+                _set_pending(conn, pending)
+            return IndexSettings(key_field, (*known, *new), pending)
+
+    def mark_pending(self, pending: Sequence[tuple[str, int]]) -> IndexSettings:
+        with self._transaction() as conn:
+            settings = self._require_settings(conn)
+            merged = _merge_pending(settings, pending)
+            _set_pending(conn, merged)
+            return IndexSettings(settings.key_field, settings.fields, merged)
+
+    def mark_complete(self, fields: Sequence[str]) -> IndexSettings:
+        with self._transaction() as conn:
+            settings = self._require_settings(conn)
+            pending = tuple(p for p in settings.pending if p[0] not in fields)
+            _set_pending(conn, pending)
+            return IndexSettings(settings.key_field, settings.fields, pending)
 
     def _key_mismatch(self, recorded: str, given: str) -> IndexSettingsError:
         return IndexSettingsError(
@@ -537,6 +556,7 @@ class SqliteRebuild:
             multikey = _get_multikey(conn, REBUILD)
             _set_meta(conn, "key_field", plan.key_field)
             _set_meta(conn, "fields", json.dumps(fields))
+            _set_pending(conn, tuple(p for p in settings.pending if p[0] in fields))
             _set_meta(conn, _MULTIKEY[LIVE], json.dumps([f for f in fields if f in multikey]))
             _set_meta(conn, "generation", str(plan.generation))
             conn.execute(f"DELETE FROM meta WHERE name IN ({_REBUILD_META})")
@@ -709,7 +729,31 @@ def _backfill(conn: sqlite3.Connection, tables: Tables, key_field: str, fields: 
 def _settings(meta: Mapping[str, str] | None) -> IndexSettings | None:
     if meta is None or "key_field" not in meta:
         return None
-    return IndexSettings(meta["key_field"], tuple(json.loads(meta.get("fields", "[]"))))
+    pending = tuple((str(f), int(n)) for f, n in json.loads(meta.get("pending_fields", "[]")))
+    return IndexSettings(meta["key_field"], tuple(json.loads(meta.get("fields", "[]"))), pending)
+
+
+def _newly_pending(conn: sqlite3.Connection, fields: Sequence[str]) -> list[tuple[str, int]]:
+    """Fields new to an index: pending for the entries it holds now (none: complete)."""
+    held = int(conn.execute(f"SELECT count(*) FROM {LIVE.entries}").fetchone()[0])
+    return [(f, held) for f in fields] if held else []
+
+
+def _merge_pending(
+    settings: IndexSettings, more: Sequence[tuple[str, int]]
+) -> tuple[tuple[str, int], ...]:
+    counts = dict(settings.pending)
+    for name, entries in more:
+        if name in settings.fields and entries > 0:
+            counts[name] = counts.get(name, 0) + entries
+    return tuple(counts.items())
+
+
+def _set_pending(conn: sqlite3.Connection, pending: Sequence[tuple[str, int]]) -> None:
+    if pending:
+        _set_meta(conn, "pending_fields", json.dumps([list(p) for p in pending]))
+    else:
+        conn.execute("DELETE FROM meta WHERE name = 'pending_fields'")
 
 
 def _entry_key(entry: Mapping[str, Any], key_field: str) -> str:

@@ -44,6 +44,9 @@ class ObjectBody:
 
     head: ObjectHead
     chunks: Iterable[bytes]
+    # How many body bytes the store announced (Content-Length), so a reader can tell a body
+    # that ended early from a whole one; None when the store cannot say.
+    length: int | None = None
 
     def read(self) -> bytes:
         return b"".join(self.chunks)
@@ -79,6 +82,17 @@ class ObjectStore(Protocol):
 
     def delete(self, keys: Sequence[str]) -> list[DeleteFailure]:
         """Delete objects; a missing key is not a failure (S3 semantics)."""
+        ...
+
+    def replace_metadata(
+        self, key: str, metadata: Mapping[str, str], *, if_match: str
+    ) -> PutReceipt:
+        """Give the object new metadata, its body untouched and not sent again.
+
+        Only if its ETag is still ``if_match``: otherwise ObjectChangedError and no change (a
+        concurrent overwrite wins). ObjectNotFoundError for a missing key. The receipt holds
+        the object's ETag afterwards (it may or may not differ from the old one).
+        """
         ...
 
     def close(self) -> None: ...

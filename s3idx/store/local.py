@@ -15,15 +15,29 @@ An object file holds a header line (``s3idx-object 1``), the metadata as one lin
 the body. It is written to ``tmp/`` and renamed into place, so readers and concurrent writers
 only ever see whole objects. The ETag is derived from the file's inode, mtime and size (as nginx
 does), so listing needs one ``stat`` per object and no reads.
+
+Symbolic links inside the root are never followed (the root itself may be one): a linked
+``objects/`` or ``tmp/`` is an error, a key whose path crosses a linked directory cannot be
+written and is not found, a linked object file is not an object. So nothing is read or written
+outside the root, and reads agree with the listing.
+
+A temporary file is named ``KIND-PID@HOST-RANDOM``. One left by a writer that died (kill -9,
+power loss) is removed by the next put or listing: once it is a minute old if its writer ran on
+this host and has ended, else once it is ``STALE_TEMP_SECONDS`` old.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import heapq
 import os
 import re
+import socket
+import stat
+import sys
 import tempfile
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,6 +50,7 @@ from s3idx.errors import (
     BackendUnavailableError,
     CorruptObjectError,
     InvalidKeyError,
+    ObjectChangedError,
     ObjectNotFoundError,
     StoreFormatError,
     missing_parent,
@@ -55,6 +70,18 @@ MAGIC = b"s3idx-object 1\n"
 MAX_NAME_BYTES = 255
 CHUNK = 1 << 16
 _HEADER_PROBE = 4096
+# A temporary file lives for the milliseconds of one write; one this old was left by a writer
+# that died (on another host, whose processes cannot be checked from here).
+STALE_TEMP_SECONDS = 3600
+# ...and one whose writer, on this host, has ended is removed once it is this old: a grace that
+# spares a live writer of another PID namespace under the same host name (containers).
+DEAD_WRITER_TEMP_SECONDS = 60
+_HOST = re.sub(r"[^A-Za-z0-9.-]", "_", socket.gethostname())[:64]
+_TEMP_NAME = re.compile(r"[A-Za-z]+-(?P<pid>[0-9]+)@(?P<host>.+)-[^-]+")
+_NO_FOLLOW = getattr(os, "O_NOFOLLOW", 0)
+# Names of one directory held in memory while listing it; a larger directory is sorted on disk.
+LIST_RUN = 50_000
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class LocalStore:
@@ -71,6 +98,7 @@ class LocalStore:
         self._tmp = self.root / "tmp"
         self._fold_case: bool | None = None
         self._create = create
+        self._swept = False
 
     # --- layout ------------------------------------------------------------------------------
 
@@ -84,6 +112,7 @@ class LocalStore:
         except FileNotFoundError:
             if not for_write:
                 return False
+            self._check_not_linked()
             self._initialise()
             return True
         except OSError as exc:
@@ -96,9 +125,11 @@ class LocalStore:
                     "this s3idx reads format 1",
                     hint="upgrade s3idx",
                 )
-            self._fold_case = bool(info.get("fold_case", False))
+            fold_case = bool(info.get("fold_case", False))
         except (orjson.JSONDecodeError, AttributeError):
             raise StoreFormatError(f"{marker} is damaged (not the JSON s3idx wrote)") from None
+        self._check_not_linked()
+        self._fold_case = fold_case
         return True
 
     def check_exists(self) -> None:
@@ -109,6 +140,15 @@ class LocalStore:
         if self.root.is_dir():
             detail = f"the directory has no {MARKER}"
         raise store_not_found(self.location, detail)
+
+    def _check_not_linked(self) -> None:
+        for directory in (self._objects, self._tmp):
+            if directory.is_symlink():
+                raise StoreFormatError(
+                    f"{directory} is a symbolic link; the local store follows no links inside "
+                    "its directory",
+                    hint="put the directory itself there (the store's root may be a link)",
+                )
 
     def _initialise(self) -> None:
         if not self._create:
@@ -127,7 +167,7 @@ class LocalStore:
             self._objects.mkdir(exist_ok=True)
             fold = _folds_case(self._tmp)
             data = orjson.dumps({"format": 1, "fold_case": fold}, option=orjson.OPT_INDENT_2)
-            fd, tmp = tempfile.mkstemp(dir=self._tmp)
+            fd, tmp = _temp_file(self._tmp, "marker")
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data + b"\n")
             # Two processes may initialise at once; whichever rename lands, the content agrees.
@@ -152,6 +192,21 @@ class LocalStore:
         parts.append(self._encode_segment(leaf, fold) + "~")
         return self._objects.joinpath(*parts)
 
+    def _linked_part(self, path: Path) -> Path | None:
+        """The first existing part of ``path`` below ``objects/`` that is a symbolic link."""
+        current = self._objects
+        for part in path.relative_to(self._objects).parts:
+            current = current / part
+            try:
+                mode = os.lstat(current).st_mode
+            except (FileNotFoundError, NotADirectoryError):
+                return None
+            except OSError as exc:
+                raise _unavailable(self.root, exc) from None
+            if stat.S_ISLNK(mode):
+                return current
+        return None
+
     def check_key(self, key: str) -> None:
         # Before the store exists its case folding is unknown; escaping only lengthens names,
         # so checking as if it folds is the safe bound.
@@ -172,8 +227,10 @@ class LocalStore:
         check_metadata_size(metadata, key)
         header = MAGIC + orjson.dumps(dict(metadata)) + b"\n"
         path = self._path(key)
+        self._refuse_linked_parent(key, path)
+        self._sweep_temp_files()
         try:
-            fd, tmp = tempfile.mkstemp(dir=self._tmp, prefix="put-")
+            fd, tmp = _temp_file(self._tmp, "put")
             try:
                 with os.fdopen(fd, "wb") as fh:
                     fh.write(header)
@@ -187,6 +244,30 @@ class LocalStore:
         except OSError as exc:
             raise _unavailable(self.root, exc) from None
         return PutReceipt(_etag(st), st.st_size)
+
+    def _refuse_linked_parent(self, key: str, path: Path) -> None:
+        # A link as the object file itself is harmless: the rename replaces the link.
+        linked = self._linked_part(path.parent)
+        if linked is not None:
+            raise InvalidKeyError(
+                f"key {key!r}: {linked.relative_to(self.root)} is a symbolic link in the local "
+                f"store {self.root}, which follows no links inside its directory",
+                hint="remove the link, or store the document under another key",
+            )
+
+    def _sweep_temp_files(self) -> None:
+        """Once per store object: remove temporary files that writers which died left behind."""
+        if self._swept:
+            return
+        self._swept = True
+        now = time.time()
+        try:
+            with os.scandir(self._tmp) as entries:
+                for entry in entries:
+                    if _is_abandoned(entry, now):
+                        _unlink_quietly(entry.path)
+        except OSError:
+            return  # a read-only or missing tmp/ holds nothing this run could remove
 
     def _rename_into_place(self, tmp: str, path: Path) -> None:
         # A concurrent delete may remove an emptied parent directory between mkdir and rename.
@@ -210,17 +291,22 @@ class LocalStore:
         except BaseException:
             fh.close()
             raise
-        return ObjectBody(head, _chunks(fh))
+        return ObjectBody(head, _chunks(fh), head.size - fh.tell())
 
     def _open_file(self, key: str) -> IO[bytes]:
         if not self._ready(for_write=False):
             raise ObjectNotFoundError(key)
+        path = self._path(key)
+        if self._linked_part(path.parent) is not None:
+            raise ObjectNotFoundError(key)  # not in the store: its listing does not enter links
         try:
-            return open(self._path(key), "rb")
+            return open(path, "rb", opener=_open_no_follow)
         except (FileNotFoundError, NotADirectoryError):
             raise ObjectNotFoundError(key) from None
         except OSError as exc:
-            if exc.errno == errno.ENAMETOOLONG:  # a key no put could have stored
+            # ELOOP: the object file is a link, not an object; ENAMETOOLONG: a key no put
+            # could have stored.
+            if exc.errno in (errno.ELOOP, errno.ENAMETOOLONG):
                 raise ObjectNotFoundError(key) from None
             raise _unavailable(self.root, exc) from None
 
@@ -250,6 +336,8 @@ class LocalStore:
             return failures
         for key in keys:
             path = self._path(key)
+            if self._linked_part(path.parent) is not None:
+                continue  # beyond a link: outside the store, so not one of its objects
             try:
                 path.unlink()
             except FileNotFoundError:
@@ -275,41 +363,139 @@ class LocalStore:
     def list(self, prefix: str = "", *, start_after: str | None = None) -> Iterator[ObjectInfo]:
         if not self._ready(for_write=False):
             return
+        self._sweep_temp_files()
         yield from self._walk(self._objects, "", prefix, start_after)
 
     def _walk(
-        self, directory: Path, base: str, prefix: str, start_after: str | None
+        self, directory: str | Path, base: str, prefix: str, start_after: str | None
     ) -> Iterator[ObjectInfo]:
-        try:
-            entries = list(os.scandir(directory))
-        except FileNotFoundError:
-            return
-        except OSError as exc:
-            raise _unavailable(self.root, exc) from None
-        # Sorting a directory's entries by key (directories as "name/") yields global key order.
-        ordered = []
-        for entry in entries:
-            if entry.name.endswith("~"):
-                ordered.append((base + _decode(entry.name[:-1]), False, entry))
-            elif entry.is_dir(follow_symlinks=False):
-                ordered.append((base + _decode(entry.name) + "/", True, entry))
-        ordered.sort(key=lambda item: item[0])
-        for name, is_dir, entry in ordered:
-            if is_dir:
-                if not _may_hold(name, prefix, start_after):
-                    continue
-                yield from self._walk(Path(entry.path), name, prefix, start_after)
-                continue
-            if not name.startswith(prefix) or (start_after is not None and name <= start_after):
+        for part, name in self._sorted_names(directory, base, prefix, start_after):
+            key = base + part
+            path = os.path.join(directory, name)
+            if not name.endswith("~"):
+                yield from self._walk(path, key, prefix, start_after)
                 continue
             try:
-                st = entry.stat(follow_symlinks=False)
+                st = os.lstat(path)
             except FileNotFoundError:
                 continue  # deleted while listing
-            yield ObjectInfo(name, _etag(st), st.st_size)
+            except OSError as exc:
+                raise _unavailable(self.root, exc) from None
+            if stat.S_ISREG(st.st_mode):
+                yield ObjectInfo(key, _etag(st), st.st_size)
+
+    def _sorted_names(
+        self, directory: str | Path, base: str, prefix: str, start_after: str | None
+    ) -> Iterator[tuple[str, str]]:
+        """(key part, file name) of a directory's objects and subdirectories that may pass the
+        filters, in key order (a directory's key part is ``name/``): so the whole listing is in
+        key order.
+
+        At most ``LIST_RUN`` names are held at once: a larger directory is sorted in runs
+        written to anonymous temporary files (gone even if the process is killed), then merged.
+        """
+        names: list[tuple[str, str]] = []
+        runs: list[IO[str]] = []
+        try:
+            try:
+                with os.scandir(directory) as entries:
+                    for entry in entries:
+                        part = _listed_part(entry, base, prefix, start_after)
+                        if part is not None:
+                            names.append((part, entry.name))
+                            if len(names) >= LIST_RUN:
+                                runs.append(_spill_sorted(names))
+                                names = []
+            except FileNotFoundError:
+                return
+            except OSError as exc:
+                raise _unavailable(self.root, exc) from None
+            names.sort()
+            if not runs:
+                yield from names
+                return
+            yield from heapq.merge(*(_run_names(run) for run in runs), names)
+        finally:
+            for run in runs:
+                run.close()
+
+    def replace_metadata(
+        self, key: str, metadata: Mapping[str, str], *, if_match: str
+    ) -> PutReceipt:
+        """A new file with the new header and the same body bytes, renamed over the old one.
+
+        The ETag is checked when the old file is opened and again just before the rename; a
+        put landing between that last check and the rename is overwritten (a file system has
+        no compare-and-swap rename), a window of microseconds.
+        """
+        check_metadata_size(metadata, key)
+        header = MAGIC + orjson.dumps(dict(metadata)) + b"\n"
+        path = self._path(key)
+        with self._open_file(key) as old:
+            if self._read_head(key, old).etag != if_match:
+                raise ObjectChangedError(key)
+            try:
+                fd, tmp = tempfile.mkstemp(dir=self._tmp, prefix="meta-")
+                try:
+                    with os.fdopen(fd, "wb") as fh:
+                        fh.write(header)
+                        while chunk := old.read(CHUNK):
+                            fh.write(chunk)
+                        fh.flush()
+                        st = os.fstat(fh.fileno())
+                    if _etag(os.stat(path)) != if_match:
+                        raise ObjectChangedError(key)
+                    os.replace(tmp, path)
+                except BaseException:
+                    _unlink_quietly(tmp)
+                    raise
+            except FileNotFoundError:
+                raise ObjectNotFoundError(key) from None
+            except OSError as exc:
+                raise _unavailable(self.root, exc) from None
+        return PutReceipt(_etag(st), st.st_size)
 
     def close(self) -> None:
         """Nothing to release: every call opens and closes its own files."""
+
+
+def _listed_part(
+    entry: os.DirEntry[str], base: str, prefix: str, start_after: str | None
+) -> str | None:
+    """The key part of an object file or subdirectory (``name/``) the filters may pass."""
+    name = entry.name
+    if name.endswith("~"):
+        if entry.is_symlink():
+            return None
+        part = _decode(name[:-1])
+        key = base + part
+        passes = key.startswith(prefix) and (start_after is None or key > start_after)
+    elif entry.is_dir(follow_symlinks=False):
+        part = _decode(name) + "/"
+        passes = _may_hold(base + part, prefix, start_after)
+    else:
+        return None
+    # No key holds a control character (nor can a run file's line): such a name is not ours.
+    return part if passes and not _CONTROL.search(part) else None
+
+
+def _spill_sorted(names: list[tuple[str, str]]) -> IO[str]:
+    # Returned open: the caller merges the runs and closes them.
+    run = tempfile.TemporaryFile("w+", encoding="utf-8", errors="surrogateescape", newline="\n")  # noqa: SIM115
+    try:
+        names.sort()
+        run.writelines(f"{part}\0{name}\n" for part, name in names)
+        run.seek(0)
+    except OSError as exc:
+        run.close()
+        raise BackendUnavailableError(f"cannot sort a large directory listing: {exc}") from None
+    return run
+
+
+def _run_names(run: IO[str]) -> Iterator[tuple[str, str]]:
+    for line in run:
+        part, name = line[:-1].split("\0")
+        yield part, name
 
 
 def _may_hold(dir_prefix: str, prefix: str, start_after: str | None) -> bool:
@@ -337,8 +523,48 @@ def _chunks(fh: IO[bytes]) -> Iterator[bytes]:
             yield chunk
 
 
+def _temp_file(directory: Path, kind: str) -> tuple[int, str]:
+    """A new temporary file whose name says who writes it: ``KIND-PID@HOST-RANDOM``."""
+    return tempfile.mkstemp(dir=directory, prefix=f"{kind}-{os.getpid()}@{_HOST}-")
+
+
+def _is_abandoned(entry: os.DirEntry[str], now: float) -> bool:
+    """Whether a file in ``tmp/`` was left by a writer that died (see the module docstring)."""
+    try:
+        st = entry.stat(follow_symlinks=False)
+    except OSError:
+        return False
+    if not stat.S_ISREG(st.st_mode):
+        return False
+    age = now - st.st_mtime
+    if age > STALE_TEMP_SECONDS:
+        return True
+    if age < DEAD_WRITER_TEMP_SECONDS:
+        return False
+    match = _TEMP_NAME.fullmatch(entry.name)
+    if match is None or match["host"] != _HOST:
+        return False
+    return not _process_alive(int(match["pid"]))
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid() or sys.platform == "win32":  # os.kill would end it on Windows
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, OSError):
+        return True  # someone else's process, or not ours to judge: keep its file
+    return True
+
+
+def _open_no_follow(path: str, flags: int) -> int:
+    return os.open(path, flags | _NO_FOLLOW)
+
+
 def _folds_case(directory: Path) -> bool:
-    fd, probe = tempfile.mkstemp(dir=directory, prefix="CaseProbe-")
+    fd, probe = _temp_file(directory, "CaseProbe")
     os.close(fd)
     try:
         return os.path.exists(os.path.join(directory, os.path.basename(probe).lower()))

@@ -121,6 +121,9 @@ class ObstoreS3Store:
         self._lock = threading.Lock()
         self._store: _ObstoreS3 | None = None
 
+    def check_exists(self) -> None:
+        self._boto.check_exists()
+
     def __repr__(self) -> str:
         return f"ObstoreS3Store({self.location!r}, endpoint={scrub(redact(self.endpoint_url))!r})"
 
@@ -233,7 +236,8 @@ class ObstoreS3Store:
             raise
         except Exception as exc:
             raise self._error(exc, key, "GetObject") from None
-        return ObjectBody(_object_head(key, result), self._stream(result, key))
+        head = _object_head(key, result)
+        return ObjectBody(head, self._stream(result, key), head.size)
 
     def _stream(self, result: Any, key: str) -> Iterator[bytes]:
         try:
@@ -249,6 +253,13 @@ class ObstoreS3Store:
 
     def delete(self, keys: Sequence[str]) -> list[DeleteFailure]:
         return self._boto.delete(keys)
+
+    def replace_metadata(
+        self, key: str, metadata: Mapping[str, str], *, if_match: str
+    ) -> PutReceipt:
+        # obstore (object_store) has no copy that replaces metadata: boto3's CopyObject does it
+        # server-side, so the body is still not sent again.
+        return self._boto.replace_metadata(key, metadata, if_match=if_match)
 
     def close(self) -> None:
         self._store = None

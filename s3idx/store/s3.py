@@ -53,6 +53,7 @@ from s3idx.errors import (
     InvalidKeyError,
     MetadataTooLargeError,
     NotFoundError,
+    ObjectChangedError,
     ObjectNotFoundError,
     S3idxError,
     TransientError,
@@ -249,7 +250,7 @@ def _client_error(
             f"bucket {bucket!r} does not exist",
             hint="it is created by the first put (--create-bucket)"
             if create_bucket
-            else "create it, or pass --create-bucket to let s3idx create it",
+            else "check the bucket name in --store; to create it: s3idx put --create-bucket",
         )
     error = exc.response.get("Error", {})
     message = scrub(str(error.get("Message") or "")) or "no message"
@@ -555,6 +556,10 @@ class S3Store:
         self._bucket_seen = True
         return _head(key, response)
 
+    def check_exists(self) -> None:
+        """NotFoundError if the bucket is missing (for reading commands; a prefix always exists)."""
+        self._check_bucket_exists()
+
     def _check_bucket_exists(self) -> None:
         """Raise NotFoundError if the bucket is missing; asked at most once per store."""
         if self._bucket_seen:
@@ -573,7 +578,8 @@ class S3Store:
         with self._translated(key):
             response = self._client.get_object(Bucket=self.bucket, Key=self._full(key))
         self._bucket_seen = True
-        return ObjectBody(_head(key, response), self._stream(response["Body"], key))
+        head = _head(key, response)
+        return ObjectBody(head, self._stream(response["Body"], key), head.size)
 
     def _stream(self, body: Any, key: str) -> Iterator[bytes]:
         # Chunked, so a large body is never held whole; closed even if the reader stops early.
@@ -598,6 +604,39 @@ class S3Store:
             if not page.get("IsTruncated"):
                 return
             params["ContinuationToken"] = page["NextContinuationToken"]
+
+    def replace_metadata(
+        self, key: str, metadata: Mapping[str, str], *, if_match: str
+    ) -> PutReceipt:
+        """A server-side copy onto itself with the new metadata: the body is not sent again.
+
+        ``CopySourceIfMatch`` makes S3 refuse (412) when the object was replaced since it was
+        read. Some S3-compatible servers ignore that condition (moto does), so the ETag is also
+        compared by a HEAD first: there, an overwrite in the moment between the HEAD and the
+        copy is not seen. S3 copies objects up to 5 GB in one request.
+        """
+        check_metadata_size(metadata, key)
+        full_key = self._full(key)
+        current = self.head(key)
+        if current.etag != if_match:
+            raise ObjectChangedError(key)
+        try:
+            response = self._client.copy_object(
+                Bucket=self.bucket,
+                Key=full_key,
+                CopySource={"Bucket": self.bucket, "Key": full_key},
+                CopySourceIfMatch=f'"{if_match}"',
+                MetadataDirective="REPLACE",
+                Metadata=dict(metadata),
+            )
+        except ClientError as exc:
+            if error_code(exc) in ("PreconditionFailed", "412"):
+                raise ObjectChangedError(key) from None
+            raise self._error(exc, key) from None
+        except BotoCoreError as exc:
+            raise self._error(exc, key) from None
+        etag = _strip_etag(response.get("CopyObjectResult", {}).get("ETag", if_match))
+        return PutReceipt(etag, current.size)  # the body, and so its size, is the one copied
 
     def close(self) -> None:
         self._client.close()

@@ -20,6 +20,7 @@ CASES = {
         "invalid JSON: trailing comma is not allowed at column 14",
     ),
     "not an object": (b'["fs_id", "x"]', "expected a JSON object, got an array"),
+    "unfinished array": (b"[1, 2", "invalid JSON: unexpected end of data at column 6"),
     "a bare string": (b'"fs_id"', "expected a JSON object, got a string"),
     "missing key": (
         b'{"id": "x"}',
@@ -71,6 +72,26 @@ CASES = {
         "in an indexed field: invalid $date value: 'soon' (expected ISO-8601)",
     ),
 }
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_bad_first_line_is_rejected_alone_and_the_rest_is_stored(
+    run: Run, tmp_path: Path, case: str
+) -> None:
+    # A first line starting with '[' must not turn a JSON-lines file into one array.
+    bad, reason = CASES[case]
+    source = tmp_path / "input.jsonl"
+    source.write_bytes(bad + b'\n{"fs_id": "second"}\n\n{"fs_id": "fourth"}\n')
+    rejects = tmp_path / "rejects.jsonl"
+
+    result = run("put", str(source), "--field", "a", "--rejects", str(rejects), "--json")
+
+    assert result.stderr == f"s3idx: {source}:1: {reason}\n"
+    assert result.exit_code == ExitStatus.PARTIAL
+    assert rejects.read_bytes() == bad + b"\n"
+    summary = orjson.loads(result.stdout)
+    assert (summary["stored"], summary["rejected"]) == (2, 1)
+    assert [e["fs_id"] for e in json_lines(run("query").stdout)] == ["fourth", "second"]
 
 
 @pytest.mark.parametrize("case", sorted(CASES))

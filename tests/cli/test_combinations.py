@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import orjson
 import pytest
 
 from s3idx.errors import ExitStatus
 from tests.cli.conftest import Run, json_lines, jsonl
+from tests.conftest import MONGO_KINDS, MongoServer, real_mongo_database
 
 DOCS = [
     {"fs_id": f"mp-{i}", "task_id": f"t{i % 4}", "e": i * 0.5, "tags": ["a", str(i)]}
@@ -17,8 +18,14 @@ DOCS = [
 ]
 
 
-@pytest.fixture(params=["local+sqlite", "s3+sqlite", "s3+mongodb", "local+mongodb"])
-def locations(request: pytest.FixtureRequest, tmp_path: Path) -> list[str]:
+COMBINATIONS = [
+    f"{store}+{index}" for index in ("sqlite", *MONGO_KINDS) for store in ("local", "s3")
+]
+
+
+@pytest.fixture(params=COMBINATIONS)
+def locations(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[list[str]]:
+    """Store and index flags: local or S3, and SQLite, mongomock, FerretDB or real MongoDB."""
     store, index = request.param.split("+")
     args: list[str] = []
     if store == "s3":
@@ -26,12 +33,14 @@ def locations(request: pytest.FixtureRequest, tmp_path: Path) -> list[str]:
         args += ["--store", "s3://combo/docs", "--endpoint-url", endpoint]
     else:
         args += ["--store", str(tmp_path / "store")]
-    if index == "mongodb":
+    if index == "sqlite":
+        yield [*args, "--index", str(tmp_path / "index.sqlite3")]
+    elif index == "mongomock":
         request.getfixturevalue("mongomock_server")
-        args += ["--index", "mongodb://localhost/s3idx_test", "--collection", "docs"]
+        yield [*args, "--index", "mongodb://localhost/s3idx_test", "--collection", "docs"]
     else:
-        args += ["--index", str(tmp_path / "index.sqlite3")]
-    return args
+        with real_mongo_database(index, request) as server:
+            yield [*args, "--index", server.uri, "--collection", "docs"]
 
 
 def test_put_query_get_delete_rebuild_sync(run: Run, locations: list[str]) -> None:
@@ -65,15 +74,61 @@ def test_put_query_get_delete_rebuild_sync(run: Run, locations: list[str]) -> No
 
 
 def test_mongodb_index_remembers_fields_and_refuses_another_key(
-    run: Run, mongomock_server: Any, tmp_path: Path
+    run: Run, mongo_server: MongoServer, tmp_path: Path
 ) -> None:
-    args = ["--store", str(tmp_path / "s"), "--index", "mongodb://localhost/db"]
+    args = ["--store", str(tmp_path / "s"), "--index", mongo_server.uri]
     assert run("put", *args, "--field", "task_id", input=jsonl(DOCS[0])).exit_code == 0
     info = orjson.loads(run("info", *args, "--json").stdout)
     assert (info["key_field"], info["fields"], info["entries"]) == ("fs_id", ["task_id"], 1)
-    assert info["index"] == "mongodb://localhost/db"
+    assert info["index"] == mongo_server.uri
     other = run("put", *args, "--key", "task_id", input=jsonl(DOCS[1]))
     assert other.exit_code == ExitStatus.USAGE
     assert "uses key field 'fs_id', not 'task_id'" in other.stderr
-    indexes = mongomock_server["db"]["s3idx"].index_information()
+    indexes = mongo_server.client[mongo_server.database]["s3idx"].index_information()
     assert {next(iter(v["key"]))[0] for v in indexes.values()} >= {"_id", "fs_id", "task_id"}
+
+
+def test_lost_collection_rebuilt_from_s3_equals_the_original_entry_by_entry(
+    run: Run, mongo_server: MongoServer, s3_endpoint: str
+) -> None:
+    store = ["--store", "s3://rebuilt/docs", "--endpoint-url", s3_endpoint]
+    args = [*store, "--index", mongo_server.uri, "--collection", "docs"]
+    put = run("put", *args, "--create-bucket", "--field", "task_id", "--field", "tags",
+              "--field", "e", input=jsonl(*DOCS))  # fmt: skip
+    assert put.exit_code == 0, put.stderr
+    assert run("query", *args, '{"task_id": "t3"}', "--count").stdout == "4\n"
+    assert json_lines(run("get", *args, "mp-7").stdout) == [DOCS[7]]
+    collection = mongo_server.client[mongo_server.database]["docs"]
+    original = list(collection.find({}, sort=[("_id", 1)]))
+    assert len(original) == 16
+
+    collection.drop()
+    assert run("query", *args, "--count").stdout == "0\n"
+    rebuilt = run("rebuild-index", *args, "--json")
+    assert rebuilt.exit_code == 0, rebuilt.stderr
+    assert orjson.loads(rebuilt.stdout)["written"] == 16
+    check = run("sync", *args, "--check")
+    assert check.exit_code == 0, check.stdout + check.stderr
+
+    assert list(collection.find({}, sort=[("_id", 1)])) == original
+    assert run("query", *args, '{"tags": "a", "e": {"$lt": 1}}', "--count").stdout == "2\n"
+
+
+def test_sync_check_reports_drift_and_sync_adopts_the_orphans(
+    run: Run, locations: list[str], tmp_path: Path
+) -> None:
+    assert run("put", *locations, "--create-bucket", "--field", "task_id",
+               input=jsonl(*DOCS[:10])).exit_code == 0  # fmt: skip
+    # Objects this index has not seen, as a put that died before indexing leaves them.
+    store = locations[: locations.index("--index")]
+    elsewhere = [*store, "--index", str(tmp_path / "other.sqlite3")]
+    assert run("put", *elsewhere, "--field", "task_id", input=jsonl(*DOCS[10:12])).exit_code == 0
+
+    check = run("sync", *locations, "--check")
+    assert check.exit_code == ExitStatus.DRIFT
+    assert check.stdout.splitlines() == ["bucket-only\tmp-10", "bucket-only\tmp-11"]
+    repair = run("sync", *locations, "--json")
+    assert repair.exit_code == 0, repair.stderr
+    assert orjson.loads(repair.stdout)["added"] == 2
+    assert run("sync", *locations, "--check").exit_code == 0
+    assert run("query", *locations, '{"task_id": "t3"}', "--count").stdout == "3\n"

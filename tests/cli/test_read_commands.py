@@ -99,7 +99,7 @@ def test_delete_by_key_removes_object_and_entry(loaded: Run) -> None:
     result = loaded("delete", "a", "nope")
     assert result.exit_code == ExitStatus.NOT_FOUND
     assert "s3idx: not found: nope" in result.stderr
-    assert "delete: deleted 1 documents, 1 not found" in result.stderr
+    assert "delete: deleted 1 document, 1 not found" in result.stderr
     assert loaded("get", "a").exit_code == ExitStatus.NOT_FOUND
     assert loaded("query", "--count").stdout == "2\n"
 

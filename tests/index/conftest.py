@@ -10,24 +10,20 @@ the test ends. To add a kind, add one line to ``INDEX_KINDS`` (and import its cl
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
-import pymongo
 import pytest
 
+from s3idx.errors import S3idxError
 from s3idx.index.base import Index
 from s3idx.index.mongo import MongoIndex
 from s3idx.index.sqlite import SqliteIndex
+from tests.conftest import real_mongo_database
 
 Opener = Callable[[], Index]
 IndexFactory = Callable[[pytest.FixtureRequest, Path], AbstractContextManager[Opener]]
-
-MONGODB_URI_VARIABLE = "S3IDX_TEST_MONGODB_URI"
-MONGODB_SKIP_REASON = f"set {MONGODB_URI_VARIABLE} to run against a real MongoDB"
 
 
 @contextmanager
@@ -53,18 +49,20 @@ def _mongomock_kind(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[
         yield opener
 
 
-@contextmanager
-def _mongodb_kind(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Opener]:
-    uri = os.environ.get(MONGODB_URI_VARIABLE)
-    if not uri:
-        pytest.skip(MONGODB_SKIP_REASON)
-    database = f"s3idx_test_{uuid.uuid4().hex[:16]}"  # fresh per test, dropped after it
-    try:
-        with handles(lambda: MongoIndex(uri, database, server_selection_timeout_ms=3000)) as opener:
-            yield opener
-    finally:
-        with pymongo.MongoClient(uri, serverSelectionTimeoutMS=3000) as client:
-            client.drop_database(database)
+def _real_mongo_kind(kind: str) -> IndexFactory:
+    """FerretDB or the real MongoDB: a fresh database per test, dropped after it."""
+
+    @contextmanager
+    def factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Opener]:
+        with real_mongo_database(kind, request) as server:
+
+            def make() -> Index:
+                return MongoIndex(server.uri, server.database, server_selection_timeout_ms=5000)
+
+            with handles(make) as opener:
+                yield opener
+
+    return factory
 
 
 @contextmanager
@@ -76,7 +74,8 @@ def _sqlite_kind(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ope
 INDEX_KINDS: dict[str, IndexFactory] = {
     "sqlite": _sqlite_kind,
     "mongomock": _mongomock_kind,
-    "mongodb": _mongodb_kind,
+    "ferretdb": _real_mongo_kind("ferretdb"),
+    "mongodb": _real_mongo_kind("mongodb"),
 }
 
 # Where a kind is known to differ from MongoDB's semantics, which the suite pins. A test that
@@ -85,7 +84,15 @@ KNOWN_GAPS: dict[str, dict[str, str]] = {
     "mongomock": {
         "bool-is-not-number": "mongomock 4.3 lets {'flag': 1} match true; MongoDB does not",
     },
+    "ferretdb": {
+        "nested-arrays": "FerretDB v1 cannot store arrays inside arrays; s3idx refuses such "
+        "entries there with a clear error (tests/index/test_ferretdb.py)",
+        "elemMatch": "FerretDB v1 answers $elemMatch wrongly (the document form matches "
+        "nothing); s3idx refuses $elemMatch there (tests/index/test_ferretdb.py)",
+    },
 }
+# Where s3idx refuses what a kind cannot do, its gaps must fail with that refusal, not otherwise.
+GAP_FAILURES: dict[str, type[BaseException]] = {"ferretdb": S3idxError}
 
 
 @pytest.fixture(params=list(INDEX_KINDS))
@@ -113,6 +120,7 @@ def known_gap(index_kind: str, request: pytest.FixtureRequest) -> Callable[[str]
     def mark(name: str) -> None:
         reason = KNOWN_GAPS.get(index_kind, {}).get(name)
         if reason is not None:
-            request.applymarker(pytest.mark.xfail(reason=reason, strict=True))
+            raises = GAP_FAILURES.get(index_kind)
+            request.applymarker(pytest.mark.xfail(reason=reason, strict=True, raises=raises))
 
     return mark

@@ -12,11 +12,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from s3idx.errors import IndexSettingsError, InvalidFilterError
 from s3idx.index.base import Bookkeeping, Entry, Index, IndexRebuild, IndexSettings
+from s3idx.index.mongo import ferretdb_refusal, uses_operator
 
 KEY = "fs_id"
 FIELDS = ("n", "s", "tags", "meta.x", "meta.arr.v", "flag", "when")
@@ -165,7 +166,7 @@ TYPED = entry(
     none=None,
     empty_list=[],
     empty_dict={},
-    mixed=[1, 1.0, True, None, "1", [2, [3.5]], {"k": False}],
+    mixed=[1, 1.0, True, None, "1", {"k": [2, {"l": [3.5]}]}],
     nested={"a": {"b": {"c": [{"d": 1}]}}},
     when=datetime(1969, 12, 31, 23, 59, 59, 999000, tzinfo=UTC),
 )
@@ -182,6 +183,16 @@ def test_types_round_trip_exactly(index: Index) -> None:
         assert found[name].utcoffset() == timedelta(0)
     (again, _bookkeeping) = index.bookkeeping(["typed"])["typed"]
     assert shape(again) == shape(without_bookkeeping(TYPED))
+
+
+def test_arrays_inside_arrays_round_trip(index: Index, known_gap: Callable[[str], None]) -> None:
+    known_gap("nested-arrays")
+    index.configure(KEY, [])
+    original = entry("k", grid=[[1, 2], [3, [4.5]]], mixed=[1, [True, None]])
+    index.upsert([original])
+    (found,) = list(index.find({KEY: "k"}))
+    assert shape(found) == shape(original)
+    assert found == original
 
 
 _scalars = (
@@ -204,10 +215,17 @@ _values = st.recursive(
 
 
 @settings(
-    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.filter_too_much],
 )
 @given(fields=st.dictionaries(_names, _values, max_size=4))
-def test_any_entry_round_trips_with_its_types(index: Index, fields: dict[str, Any]) -> None:
+def test_any_entry_round_trips_with_its_types(
+    index: Index, index_kind: str, fields: dict[str, Any]
+) -> None:
+    if index_kind == "ferretdb":
+        # Arrays inside arrays: a FerretDB v1 limitation, see test_arrays_inside_arrays_...
+        assume(ferretdb_refusal(fields) is None)
     index.configure(KEY, [])
     original = entry("k", **fields)
     index.upsert([original])
@@ -265,7 +283,11 @@ FILTERS: list[tuple[dict[str, Any], list[str]]] = [
 
 
 @pytest.mark.parametrize(("query", "expected"), FILTERS, ids=[repr(f) for f, _ in FILTERS])
-def test_find_and_count_with_filters(filled: Index, query: dict[str, Any], expected: list) -> None:
+def test_find_and_count_with_filters(
+    filled: Index, query: dict[str, Any], expected: list, known_gap: Callable[[str], None]
+) -> None:
+    if uses_operator(query, "$elemMatch"):
+        known_gap("elemMatch")
     assert sorted(keys(filled.find(query))) == expected
     assert filled.count(query) == len(expected)
 
@@ -536,8 +558,80 @@ def test_writes_after_a_commit_go_to_the_new_index(filled: Index) -> None:
 
     filled.upsert([entry("q", n=7)])
     assert filled.delete(["x"]) == 1
-    assert filled.configure(KEY, ["tags"]) == IndexSettings(KEY, ("n", "s", "tags"))
+    # Added to an index of 3 entries: pending for them until reindex backfills it.
+    assert filled.configure(KEY, ["tags"]) == IndexSettings(KEY, ("n", "s", "tags"), (("tags", 3),))
     assert sorted(keys(filled.find())) == ["a", "q", "y"]
+
+
+# --- fields added later: pending until backfilled --------------------------------------------
+
+
+def test_a_field_added_to_an_empty_index_is_complete_at_once(index: Index) -> None:
+    index.configure(KEY, ["a"])
+
+    assert index.configure(KEY, ["b"]) == IndexSettings(KEY, ("a", "b"))
+    assert index.settings() is not None and index.settings().pending == ()
+
+
+def test_a_field_added_to_a_filled_index_is_pending_with_its_entry_count(
+    filled: Index, open_index: Any
+) -> None:
+    settings = filled.configure(KEY, ["later", "n"])
+
+    assert settings.fields == (*FIELDS, "later")
+    assert settings.pending == (("later", len(ENTRIES)),)
+    assert settings.complete_fields == FIELDS
+    assert open_index().settings() == settings  # recorded, not just returned
+    assert filled.configure(KEY, ["later"]).pending == (("later", len(ENTRIES)),)  # not twice
+
+
+def test_mark_complete_clears_only_the_fields_named(filled: Index, open_index: Any) -> None:
+    filled.configure(KEY, ["p", "q"])
+
+    settings = filled.mark_complete(["p"])
+
+    assert settings.pending == (("q", len(ENTRIES)),)
+    assert open_index().settings() == settings
+    assert filled.mark_complete(["q", "unknown"]).pending == ()
+    assert filled.settings() == IndexSettings(KEY, (*FIELDS, "p", "q"))
+
+
+def test_rebuild_commit_records_pending_fields(filled: Index, open_index: Any) -> None:
+    rebuild = filled.start_rebuild(KEY)
+    rebuild.upsert(NEW)
+
+    rebuild.commit(IndexSettings(KEY, ("n", "s"), (("s", 2),)))
+
+    assert filled.settings() == IndexSettings(KEY, ("n", "s"), (("s", 2),))
+    assert open_index().settings() == IndexSettings(KEY, ("n", "s"), (("s", 2),))
+
+
+# --- what queries may name: decided above the backends, from what each one records ------------
+
+
+def test_every_backend_records_what_the_query_check_needs(filled: Index) -> None:
+    from s3idx.query.indexed import FieldNotIndexedError, FieldPendingError, check_query_paths
+
+    filled.configure(KEY, ["later"])
+    settings = filled.settings()
+
+    for held in ({"n": 1}, {"meta.x": 1}, {"meta.arr.v.w": 1}, {KEY: "a"}, {"last_updated": 1}):
+        check_query_paths(settings, filter=held, sort=[("s", 1)], fields=["tags"])
+    for missing in ({"other": 1}, {"meta": {"x": 1}}, {"meta.y": 1}, {"_id": "a"}):
+        with pytest.raises(FieldNotIndexedError):
+            check_query_paths(settings, filter={"$or": [{"n": 1}, missing]})
+    with pytest.raises(FieldPendingError, match=f"for the {len(ENTRIES)} documents"):
+        check_query_paths(settings, sort=[("later", -1)])
+    check_query_paths(filled.mark_complete(["later"]), filter={"later": None})
+
+
+def test_mark_pending_adds_to_recorded_fields_only(filled: Index, open_index: Any) -> None:
+    settings = filled.mark_pending([("n", 2), ("not-recorded", 4), ("s", 0)])
+
+    assert settings.pending == (("n", 2),)
+    assert filled.mark_pending([("n", 1), ("tags", 3)]).pending == (("n", 3), ("tags", 3))
+    assert open_index().settings() == IndexSettings(KEY, FIELDS, (("n", 3), ("tags", 3)))
+    assert filled.mark_complete(["n", "tags"]).pending == ()
 
 
 def _nested(operator: str, depth: int) -> dict[str, Any]:

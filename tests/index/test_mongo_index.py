@@ -531,3 +531,106 @@ def test_open_index_builds_a_mongo_index_for_mongodb_locations() -> None:
         assert isinstance(index, MongoIndex)
         assert index.location == f"{expected} (collection docs)"
         index.close()
+
+
+# --- writers that race, and servers that answer like FerretDB ---------------------------------
+
+DUPLICATE = BulkWriteError(
+    {"writeErrors": [{"index": 0, "code": 11000, "errmsg": "E11000 duplicate key error"}]}
+)
+
+
+def _failing_first(monkeypatch: pytest.MonkeyPatch, name: str, *errors: BaseException) -> list:
+    """Collection.<name> raises ``errors`` one call after another, then works."""
+    collection_class = mongomock.collection.Collection
+    original = getattr(collection_class, name)
+    left = list(errors)
+    calls: list[int] = []
+
+    def method(self: Any, *args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        if left:
+            raise left.pop(0)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(collection_class, name, method)
+    monkeypatch.setattr(mongo, "UPSERT_PAUSE", 0)
+    return calls
+
+
+def test_a_batch_that_lost_an_upsert_race_is_written_again(
+    index: MongoIndex, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    index.configure("fs_id", ["n"])
+    calls = _failing_first(monkeypatch, "bulk_write", DUPLICATE, DUPLICATE)
+    index.upsert([entry("a", n=1), entry("b", n=2)])
+    assert len(calls) == 3
+    assert [e["n"] for e in index.find({}, sort=[("fs_id", 1)])] == [1, 2]
+
+
+def test_a_reply_pymongo_cannot_read_falls_back_to_one_entry_at_a_time(
+    index: MongoIndex, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    index.configure("fs_id", ["n"])
+    # FerretDB leaves "nModified" out of a reply with a write error; pymongo raises KeyError.
+    _failing_first(monkeypatch, "bulk_write", *[KeyError("nModified")] * mongo.UPSERT_ATTEMPTS)
+    index.upsert([entry("a", n=1), entry("b", n=2)])
+    assert [e["n"] for e in index.find({}, sort=[("fs_id", 1)])] == [1, 2]
+
+
+def test_other_write_errors_are_not_retried(
+    index: MongoIndex, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    index.configure("fs_id", [])
+    invalid = BulkWriteError(
+        {"writeErrors": [{"index": 1, "code": 121, "errmsg": "Document failed validation"}]}
+    )
+    calls = _failing_first(monkeypatch, "bulk_write", invalid)
+    with pytest.raises(S3idxError, match=r"refused 1 of 2 entries.*first refused key: 'b'"):
+        index.upsert([entry("a"), entry("b")])
+    assert len(calls) == 1
+
+
+def test_two_processes_recording_the_same_settings_at_once_both_succeed(
+    index: MongoIndex, monkeypatch: pytest.MonkeyPatch, client: Any
+) -> None:
+    from pymongo.errors import DuplicateKeyError
+
+    # The other process's upsert inserted the settings first: ours meets a duplicate key.
+    def other_process_wins(self: Any, *args: Any, **kwargs: Any) -> Any:
+        monkeypatch.undo()
+        client["test"]["s3idx_meta"].insert_one({"_id": "s3idx", "key_field": "fs_id",
+                                                 "fields": ["n"], "format": 1})  # fmt: skip
+        raise DuplicateKeyError("E11000 duplicate key error", 11000)
+
+    monkeypatch.setattr(mongomock.collection.Collection, "find_one_and_update", other_process_wins)
+    settings = index.configure("fs_id", ["m"])
+    assert settings == IndexSettings("fs_id", ("n", "m"))
+
+
+def test_commit_without_drop_target_drops_then_renames(
+    index: MongoIndex, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    index.configure("fs_id", ["n"])
+    index.upsert([entry("old", n=0)])
+    rebuild = index.start_rebuild("fs_id")
+    rebuild.upsert([entry("a", n=1), entry("b", n=2)])
+    original = mongomock.collection.Collection.rename
+    refusals = [
+        OperationFailure("renameCollection: dropTarget is not implemented yet", 238),
+        OperationFailure("target namespace exists", 48),  # a writer re-created it meanwhile
+    ]
+    renames: list[dict[str, Any]] = []
+
+    def rename(self: Any, new_name: str, **kwargs: Any) -> Any:
+        renames.append(kwargs)
+        if refusals:
+            raise refusals.pop(0)
+        return original(self, new_name, **kwargs)
+
+    monkeypatch.setattr(mongomock.collection.Collection, "rename", rename)
+    rebuild.commit(IndexSettings("fs_id", ("n",)))
+
+    assert renames == [{"dropTarget": True}, {}, {}]
+    assert [e["fs_id"] for e in index.find({}, sort=[("fs_id", 1)])] == ["a", "b"]
+    assert index.settings() == IndexSettings("fs_id", ("n",))

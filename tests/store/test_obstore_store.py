@@ -156,7 +156,7 @@ def test_open_store_picks_the_transport(s3_endpoint: str, tmp_path: Path) -> Non
 def test_unknown_transport_is_a_usage_error(run: Run) -> None:
     result = run("put", "--transport", "curl", input=b"")
     assert result.exit_code == ExitStatus.USAGE
-    assert "unknown transport 'curl'" in result.stderr
+    assert "'curl' is not one of 'boto3', 'obstore'" in result.stderr
     with pytest.raises(ConfigError):
         from s3idx.config import resolve_settings
 

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from s3idx.errors import MetadataTooLargeError, ObjectNotFoundError
+from s3idx.errors import MetadataTooLargeError, ObjectChangedError, ObjectNotFoundError
 from s3idx.store.base import ObjectStore
 
 META = {"s3idx-format": "1", "s3idx-entry": '{"fs_id":"a"}'}
@@ -141,3 +141,52 @@ def test_concurrent_puts_of_many_keys_all_land(store: ObjectStore) -> None:
 
     assert sorted(o.key for o in store.list()) == sorted(keys)
     assert all(store.open(k).read() == k.encode() for k in keys[:20])
+
+
+# --- replacing metadata in place (reindex) ----------------------------------------------------
+
+NEW_META = {"s3idx-format": "1", "s3idx-entry": '{"fs_id":"k","b":1}'}
+
+
+def test_replace_metadata_keeps_the_body_and_gives_the_new_etag(store: ObjectStore) -> None:
+    body = os.urandom(70_000)  # not text: the body must come back byte for byte
+    put = store.put("dir/k", body, META)
+
+    receipt = store.replace_metadata("dir/k", NEW_META, if_match=put.etag)
+
+    head = store.head("dir/k")
+    assert head.metadata == NEW_META
+    assert (head.etag, head.size) == (receipt.etag, receipt.size)
+    assert store.open("dir/k").read() == body
+    assert [(o.key, o.etag) for o in store.list()] == [("dir/k", receipt.etag)]
+
+
+def test_replace_metadata_refuses_an_object_changed_since_it_was_read(
+    store: ObjectStore,
+) -> None:
+    first = store.put("k", b"one", META)
+    store.put("k", b"two, by another writer", {"s3idx-format": "1"})
+
+    with pytest.raises(ObjectChangedError) as excinfo:
+        store.replace_metadata("k", NEW_META, if_match=first.etag)
+
+    assert "'k' changed since it was read" in excinfo.value.message
+    assert store.head("k").metadata == {"s3idx-format": "1"}
+    assert store.open("k").read() == b"two, by another writer"
+
+
+def test_replace_metadata_of_a_missing_key_raises_not_found(store: ObjectStore) -> None:
+    store.put("other", b"x", META)
+
+    with pytest.raises(ObjectNotFoundError):
+        store.replace_metadata("gone", NEW_META, if_match="whatever")
+    assert [o.key for o in store.list()] == ["other"]
+
+
+def test_replace_metadata_over_2kb_is_refused_and_changes_nothing(store: ObjectStore) -> None:
+    put = store.put("k", b"body", META)
+
+    with pytest.raises(MetadataTooLargeError):
+        store.replace_metadata("k", {"s3idx-entry": "x" * 2100}, if_match=put.etag)
+
+    assert store.head("k").metadata == META

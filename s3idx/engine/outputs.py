@@ -1,0 +1,128 @@
+"""Output files (``--rejects``, ``get -o``): never one of the command's inputs, however spelled.
+
+Opening an output truncates it, so a check after opening is too late: ``put in.jsonl --rejects
+in.jsonl`` would read an empty file and store nothing. Each output is compared, before anything
+is opened for writing, with every file the command reads or keeps: its input files (stdin
+included), the config file, the SQLite index (and its journal files) and the local store's
+directory. A path is compared both by where it leads (symlinks, ``..``, relative spellings
+resolved) and by identity (device and inode: hard links, ``/dev/stdin``).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from s3idx.backends import parse_index_location, parse_store_location
+from s3idx.config import Settings, config_path
+from s3idx.errors import UsageError, cannot_write_output
+
+SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")
+
+
+@dataclass(frozen=True, slots=True)
+class _Kept:
+    """A file, or with ``tree`` a directory and all it holds, that no output may replace."""
+
+    description: str
+    path: Path | None
+    identity: tuple[int, int] | None = None
+    tree: bool = False
+
+
+def refuse_outputs_over_inputs(
+    outputs: Mapping[str, str | os.PathLike[str] | None],
+    *,
+    settings: Settings,
+    config_file: str | os.PathLike[str] | None = None,
+    inputs: Sequence[str] = (),
+    stdin: IO[bytes] | None = None,
+) -> None:
+    """Raise UsageError if an output (option name to path) is any file the command keeps.
+
+    ``inputs`` are input paths as given, ``-`` meaning ``stdin``.
+    """
+    kept = list(_kept_files(settings, config_file, inputs, stdin))
+    for option, output in outputs.items():
+        if output is None:
+            continue
+        for item in kept:
+            if _overlaps(Path(output), item):
+                raise UsageError(
+                    f"refusing to write: {option} {output} is {item.description}",
+                    hint=f"give {option} a path of its own",
+                )
+
+
+def open_output(path: str | os.PathLike[str], option: str) -> IO[bytes]:
+    """Open an output file for writing, a user's mistake (a directory, no access) said plainly."""
+    try:
+        return open(path, "wb")
+    except OSError as exc:
+        raise cannot_write_output(option, os.fspath(path), exc) from None
+
+
+def _kept_files(
+    settings: Settings,
+    config_file: str | os.PathLike[str] | None,
+    inputs: Iterable[str],
+    stdin: IO[bytes] | None,
+) -> Iterable[_Kept]:
+    for name in inputs:
+        if name == "-":
+            identity = _stream_identity(stdin)
+            if identity is not None:
+                yield _Kept("the input file on stdin", None, identity)
+        else:
+            yield _kept(f"the input file {name}", Path(name))
+    config = Path(config_file) if config_file is not None else config_path()
+    yield _kept(f"the config file {config}", config)
+    index = parse_index_location(settings.index)
+    if index.path is not None:
+        yield _kept(f"the SQLite index {index.path}", index.path)
+        for suffix in SQLITE_SIDE_FILES:
+            side = Path(f"{index.path}{suffix}")
+            yield _kept(f"a file of the SQLite index {index.path}", side)
+    store = parse_store_location(settings.store)
+    if store.path is not None:
+        yield _Kept(f"inside the local store {store.path}", store.path, tree=True)
+
+
+def _kept(description: str, path: Path) -> _Kept:
+    return _Kept(description, path, _file_identity(path))
+
+
+def _overlaps(output: Path, kept: _Kept) -> bool:
+    identity = _file_identity(output)
+    if identity is not None and identity == kept.identity:
+        return True
+    if kept.path is None:
+        return False
+    target, protected = os.path.realpath(output), os.path.realpath(kept.path)
+    if kept.tree:
+        return target == protected or target.startswith(protected.rstrip(os.sep) + os.sep)
+    return target == protected
+
+
+def _file_identity(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of a regular file, following symlinks; None if there is none."""
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return (st.st_dev, st.st_ino) if stat.S_ISREG(st.st_mode) else None
+
+
+def _stream_identity(stream: IO[bytes] | None) -> tuple[int, int] | None:
+    """(device, inode) of the regular file a stream reads (``< in.jsonl``), else None."""
+    if stream is None:
+        return None
+    try:
+        st = os.fstat(stream.fileno())
+    except (AttributeError, OSError, ValueError):
+        return None
+    return (st.st_dev, st.st_ino) if stat.S_ISREG(st.st_mode) else None

@@ -1,0 +1,233 @@
+"""``reindex``: backfill searchable fields into the objects and entries stored before them.
+
+A field added by a later ``put --field`` is in the metadata (and so the entry) of the documents
+stored since, not of those stored before. For each listed object whose metadata lacks one of the
+index's fields, the body is read, the entry is built again from the document with every field,
+and the metadata is replaced in place (``ObjectStore.replace_metadata``: a server-side copy on
+S3, a rewritten header locally; never a re-upload), on condition that the object is still the one
+that was read. Then its entry is written. ``last_updated`` keeps its value: the document did not
+change.
+
+Objects whose metadata already lists every field are skipped after one HEAD, so a run that was
+interrupted is resumed by running it again. When every object has every field, the index's
+pending fields are marked complete and queries on them are allowed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from s3idx import codec
+from s3idx.engine.concurrency import batched, ordered_map
+from s3idx.engine.documents import DocumentPreparer
+from s3idx.engine.inputs import Record
+from s3idx.engine.read import fetch_document
+from s3idx.engine.recover import REPORTED_KEYS_LIMIT
+from s3idx.engine.results import Events
+from s3idx.errors import (
+    CorruptObjectError,
+    NotAnS3idxObjectError,
+    ObjectChangedError,
+    ObjectNotFoundError,
+    RecordError,
+    S3idxError,
+)
+from s3idx.index.base import Bookkeeping, Entry, Index, IndexSettings, with_bookkeeping
+from s3idx.store.base import ObjectStore
+
+BATCH = 1000
+ATTEMPTS = 3  # reads of an object that keeps changing under us, before giving up on it
+
+
+@dataclass(slots=True)
+class ReindexResult:
+    fields: list[str] = field(default_factory=list)  # the fields every object should have
+    pending: list[str] = field(default_factory=list)  # of those, the ones not complete before
+    listed: int = 0
+    updated: int = 0  # metadata replaced and entry written (or would be, with dry_run)
+    up_to_date: int = 0  # metadata already had every field
+    not_s3idx: int = 0
+    failed: int = 0
+    failed_keys: list[tuple[str, str]] = field(default_factory=list)
+    vanished: int = 0
+    completed: list[str] = field(default_factory=list)  # fields marked complete at the end
+    dry_run: bool = False
+    interrupted: bool = False
+    retries: int = 0
+    elapsed: float = 0.0
+
+    def fail(self, key: str, reason: str) -> None:
+        self.failed += 1
+        if len(self.failed_keys) < REPORTED_KEYS_LIMIT:
+            self.failed_keys.append((key, reason))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "command": "reindex",
+            "fields": list(self.fields),
+            "pending": list(self.pending),
+            "listed": self.listed,
+            "updated": self.updated,
+            "up_to_date": self.up_to_date,
+            "not_s3idx": self.not_s3idx,
+            "failed": self.failed,
+            "failed_keys": [{"key": k, "reason": r} for k, r in self.failed_keys],
+            "vanished": self.vanished,
+            "completed": list(self.completed),
+            "dry_run": self.dry_run,
+            "interrupted": self.interrupted,
+            "retries": self.retries,
+            "elapsed": self.elapsed,
+            "objects_per_second": self.rate,
+        }
+
+    @property
+    def rate(self) -> float:
+        return round(self.listed / self.elapsed, 1) if self.elapsed > 0 else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    """What happened to one object: an entry to write, or a count to bump (with a reason)."""
+
+    kind: str  # "updated", "up_to_date", "not_s3idx", "vanished", "failed"
+    entry: Entry | None = None
+    reason: str = ""
+
+
+def run_reindex(
+    store: ObjectStore,
+    index: Index,
+    settings: IndexSettings,
+    *,
+    workers: int,
+    dry_run: bool = False,
+    events: Events | None = None,
+    stop: threading.Event | None = None,
+) -> ReindexResult:
+    events = events or Events()
+    started = time.monotonic()
+    result = ReindexResult(
+        fields=list(settings.fields),
+        pending=[name for name, _ in settings.pending],
+        dry_run=dry_run,
+    )
+    backfill = _Backfill(store, settings, dry_run)
+    with ThreadPoolExecutor(workers, thread_name_prefix="s3idx-reindex") as pool:
+        try:
+            for batch in batched(store.list(), BATCH):
+                entries = []
+                listed = [info.key for info in batch]
+                for key, future in ordered_map(pool, backfill.one, listed, 2 * workers):
+                    outcome = future.result()
+                    _count(result, key, outcome, events)
+                    if outcome.entry is not None:
+                        entries.append(outcome.entry)
+                index.upsert(entries)
+                result.listed += len(batch)
+                events.progress(result.listed, None, {"updated": result.updated})
+                if stop is not None and stop.is_set():
+                    result.interrupted = True
+                    break
+        except S3idxError as exc:
+            result.elapsed = time.monotonic() - started
+            exc.partial_result = result
+            raise
+    if not (dry_run or result.interrupted or result.failed) and result.pending:
+        index.mark_complete(result.pending)
+        result.completed = list(result.pending)
+    result.elapsed = time.monotonic() - started
+    return result
+
+
+def _count(result: ReindexResult, key: str, outcome: _Outcome, events: Events) -> None:
+    if outcome.kind == "failed":
+        result.fail(key, outcome.reason)
+        events.skipped(key, f"not reindexed: {outcome.reason}")
+    elif outcome.kind == "not_s3idx":
+        result.not_s3idx += 1
+        events.skipped(key, "not an s3idx object (no s3idx metadata); left as it is")
+    else:
+        setattr(result, outcome.kind, getattr(result, outcome.kind) + 1)
+
+
+class _Backfill:
+    """Brings one object's metadata and entry up to the index's fields; thread-safe."""
+
+    def __init__(self, store: ObjectStore, settings: IndexSettings, dry_run: bool) -> None:
+        self._store = store
+        self._key_field = settings.key_field
+        self._fields = settings.fields
+        self._dry_run = dry_run
+
+    def one(self, key: str) -> _Outcome:
+        try:
+            for _ in range(ATTEMPTS):
+                try:
+                    return self._attempt(key)
+                except ObjectChangedError:
+                    continue  # overwritten since we read it: read the new one
+            return _Outcome("failed", reason=f"it kept changing over {ATTEMPTS} attempts")
+        except ObjectNotFoundError:
+            return _Outcome("vanished")  # deleted since it was listed
+        except NotAnS3idxObjectError:
+            return _Outcome("not_s3idx")
+        except (CorruptObjectError, RecordError) as exc:
+            return _Outcome("failed", reason=exc.message.replace("\n", "; "))
+
+    def _attempt(self, key: str) -> _Outcome:
+        meta = codec.parse_metadata(self._store.head(key).metadata)
+        self._check_key_field(meta)
+        if not self._missing(meta):
+            return _Outcome("up_to_date")
+        if self._dry_run:
+            return _Outcome("updated")
+        # The object as this GET read it, its body checked against its sha256 and codec.
+        document = fetch_document(self._store, key)
+        assert document.head is not None
+        meta = codec.parse_metadata(document.head.metadata)
+        self._check_key_field(meta)
+        if not self._missing(meta):
+            document.close()
+            return _Outcome("up_to_date")
+        document_bytes = document.read()
+        sha256 = meta.sha256 or hashlib.sha256(document_bytes).hexdigest()
+        fields = (*meta.fields, *(f for f in self._fields if f not in meta.fields))
+        entry = self._entry(key, document_bytes, fields, meta.codec)
+        # Only the entry changes, not the document: it keeps the date it was stored.
+        entry[codec.LAST_UPDATED] = meta.entry.get(codec.LAST_UPDATED, entry[codec.LAST_UPDATED])
+        metadata = codec.build_metadata(entry, self._key_field, fields, meta.codec, sha256)
+        codec.check_metadata_size(metadata, key, entry)
+        receipt = self._store.replace_metadata(key, metadata, if_match=document.head.etag)
+        bookkeeping = Bookkeeping(receipt.etag, receipt.size, sha256, meta.codec)
+        return _Outcome("updated", with_bookkeeping(entry, bookkeeping))
+
+    def _missing(self, meta: codec.MetadataEntry) -> list[str]:
+        return [f for f in self._fields if f not in meta.fields]
+
+    def _check_key_field(self, meta: codec.MetadataEntry) -> None:
+        if meta.key_field != self._key_field:
+            raise CorruptObjectError(
+                f"its metadata names key field {meta.key_field!r}, not the index's "
+                f"{self._key_field!r}"
+            )
+
+    def _entry(
+        self, key: str, document_bytes: bytes, fields: tuple[str, ...], codec_name: str
+    ) -> Entry:
+        try:
+            document = orjson.loads(document_bytes)
+        except orjson.JSONDecodeError as exc:
+            raise CorruptObjectError(f"its body is not valid JSON: {exc}") from None
+        preparer = DocumentPreparer(self._store, self._key_field, fields, codec_name)
+        prepared = preparer.prepare(Record(f"object {key!r}", 0, document_bytes, document))
+        if prepared.key != key:
+            raise CorruptObjectError(f"its document's key is {prepared.key!r}, not {key!r}")
+        return prepared.entry

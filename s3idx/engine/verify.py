@@ -1,0 +1,282 @@
+"""``verify``: read objects back and check each is what its metadata and index entry say.
+
+The store listing and the index's bookkeeping are merged in key order (as ``sync`` does), so
+drift is counted exactly as ``sync --check`` counts it: objects without an entry
+(``bucket-only``), entries without an object (``index-only``), objects whose ETag or size differ
+from what the index recorded (``changed``). Then every object (or a random ``sample`` of them)
+is read, and each of these is *damage*:
+
+- the body does not match its recorded sha256, is cut short, has trailing bytes, or is not in
+  the codec its metadata names (the checks every read makes, see ``s3idx.engine.read``);
+- the body is not a JSON object, or its key field is not the object's key;
+- the index entry in the metadata differs from the one derived from the body;
+- the index's entry (for an object in step) differs from the metadata's, or its bookkeeping
+  names another sha256 or codec.
+
+Bodies are read in parallel, at most ``2 * workers`` ahead; memory does not grow with the store.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from functools import partial
+from typing import Any
+
+import orjson
+
+from s3idx import codec, maggma_format
+from s3idx.engine.concurrency import batched, ordered_map
+from s3idx.engine.read import SPOOL_THRESHOLD, fetch_document
+from s3idx.engine.results import Events
+from s3idx.errors import (
+    CorruptObjectError,
+    MissingDependencyError,
+    NotAnS3idxObjectError,
+    ObjectNotFoundError,
+    S3idxError,
+)
+from s3idx.index.base import Bookkeeping, Entry, Index
+from s3idx.query.paths import project
+from s3idx.store.base import ObjectInfo, ObjectStore
+
+BUCKET_ONLY, INDEX_ONLY, CHANGED = "bucket-only", "index-only", "changed"
+LOOKUP_BATCH = 256  # index entries fetched at once for the objects about to be read
+
+
+@dataclass(slots=True)
+class VerifyResult:
+    listed: int = 0  # objects in the store
+    indexed: int = 0  # entries in the index
+    checked: int = 0  # objects read and checked
+    ok: int = 0
+    damaged: int = 0
+    not_s3idx: int = 0  # objects without s3idx metadata (or maggma's, with no hash to check)
+    bucket_only: int = 0
+    index_only: int = 0
+    changed: int = 0
+    sample: float = 1.0
+    interrupted: bool = False
+    retries: int = 0
+    elapsed: float = 0.0
+
+    @property
+    def drift(self) -> int:
+        return self.bucket_only + self.index_only + self.changed
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"command": "verify", **asdict(self), "drift": self.drift}
+
+
+@dataclass(frozen=True, slots=True)
+class _Candidate:
+    """An object to read; ``indexed`` when its entry is in step and is to be compared too."""
+
+    key: str
+    indexed: tuple[Entry, Bookkeeping] | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    problems: tuple[str, ...] = ()
+    not_s3idx: str | None = None  # why the object was not checked
+    vanished: bool = False  # deleted since it was listed
+
+
+def run_verify(
+    store: ObjectStore,
+    index: Index,
+    *,
+    workers: int,
+    sample: float = 1.0,
+    events: Events | None = None,
+    stop: threading.Event | None = None,
+    spool_threshold: int = SPOOL_THRESHOLD,
+    rng: random.Random | None = None,
+) -> VerifyResult:
+    """Check objects against their metadata and index entries; report damage and drift."""
+    events = events or Events()
+    result = VerifyResult(sample=sample)
+    started = time.monotonic()
+    chosen = _sampler(sample, rng or random.Random())
+    candidates = _candidates(store, index, result, events, chosen)
+    check = partial(_check, store, spool_threshold)
+    try:
+        with ThreadPoolExecutor(workers, thread_name_prefix="s3idx-verify") as pool:
+            for candidate, future in ordered_map(pool, check, candidates, 2 * workers):
+                _record(result, events, candidate.key, future.result())
+                events.progress(result.checked, None, {"damaged": result.damaged})
+                if stop is not None and stop.is_set():
+                    result.interrupted = True
+                    break
+    except S3idxError as exc:
+        result.elapsed = time.monotonic() - started
+        exc.partial_result = result
+        raise
+    result.elapsed = time.monotonic() - started
+    return result
+
+
+def _sampler(sample: float, rng: random.Random) -> Any:
+    if sample >= 1.0:
+        return lambda: True
+    return lambda: rng.random() < sample
+
+
+def _record(result: VerifyResult, events: Events, key: str, outcome: _Outcome) -> None:
+    if outcome.vanished:
+        return
+    if outcome.not_s3idx is not None:
+        result.not_s3idx += 1
+        events.skipped(key, outcome.not_s3idx)
+        return
+    result.checked += 1
+    if outcome.problems:
+        result.damaged += 1
+        events.damaged(key, "; ".join(outcome.problems))
+    else:
+        result.ok += 1
+
+
+def _candidates(
+    store: ObjectStore, index: Index, result: VerifyResult, events: Events, chosen: Any
+) -> Iterator[_Candidate]:
+    """The objects to read, with their index entries looked up a batch at a time."""
+    to_read = ((key, in_step) for key, in_step in _merged(store, index, result, events) if chosen())
+    for batch in batched(to_read, LOOKUP_BATCH):
+        found = index.bookkeeping([key for key, in_step in batch if in_step])
+        for key, in_step in batch:
+            yield _Candidate(key, found.get(key) if in_step else None)
+
+
+def _merged(
+    store: ObjectStore, index: Index, result: VerifyResult, events: Events
+) -> Iterator[tuple[str, bool]]:
+    """(key, in step) for every listed object; drift is counted and reported on the way."""
+    listing = _ordered(store.list(), "store listing")
+    entries = _ordered(index.iter_bookkeeping(), "index")
+    obj: ObjectInfo | None = next(listing, None)
+    entry: tuple[str, Bookkeeping] | None = next(entries, None)
+    while obj is not None or entry is not None:
+        if entry is None or (obj is not None and obj.key < entry[0]):
+            assert obj is not None
+            result.listed += 1
+            result.bucket_only += 1
+            events.drift(BUCKET_ONLY, obj.key)
+            yield obj.key, False
+            obj = next(listing, None)
+        elif obj is None or entry[0] < obj.key:
+            result.indexed += 1
+            result.index_only += 1
+            events.drift(INDEX_ONLY, entry[0])
+            entry = next(entries, None)
+        else:
+            result.listed += 1
+            result.indexed += 1
+            in_step = obj.etag == entry[1].etag and obj.size == entry[1].size
+            if not in_step:
+                result.changed += 1
+                events.drift(CHANGED, obj.key)
+            yield obj.key, in_step
+            obj, entry = next(listing, None), next(entries, None)
+
+
+def _ordered(stream: Iterator[Any], what: str) -> Iterator[Any]:
+    previous: str | None = None
+    for item in stream:
+        key = item.key if isinstance(item, ObjectInfo) else item[0]
+        if previous is not None and key <= previous:
+            raise S3idxError(
+                f"the {what} is not in key order ({key!r} after {previous!r}); "
+                "verify cannot compare it"
+            )
+        previous = key
+        yield item
+
+
+def _check(store: ObjectStore, spool_threshold: int, candidate: _Candidate) -> _Outcome:
+    """Read one object; what is wrong with it (nothing for a sound one)."""
+    try:
+        document = fetch_document(store, candidate.key, spool_threshold=spool_threshold)
+    except ObjectNotFoundError:
+        return _Outcome(vanished=True)
+    except NotAnS3idxObjectError:
+        return _Outcome(not_s3idx="not an s3idx object: not checked")
+    except MissingDependencyError:  # maggma's msgpack bodies, and msgpack is not installed
+        return _Outcome(not_s3idx=_MAGGMA_UNCHECKED)
+    except CorruptObjectError as exc:  # damaged body, or metadata that cannot be read
+        return _Outcome(problems=(_without_key_prefix(exc.message, candidate.key),))
+    assert document.head is not None
+    metadata = document.head.metadata
+    if maggma_format.is_maggma_metadata(metadata) and codec.META_FORMAT not in metadata:
+        return _Outcome(not_s3idx=_MAGGMA_UNCHECKED)
+    recorded = codec.parse_metadata(metadata)
+    try:
+        body = orjson.loads(document.read())
+    except orjson.JSONDecodeError as exc:
+        return _Outcome(problems=(f"body is not valid JSON: {exc}",))
+    problems = _body_problems(candidate.key, body, recorded)
+    if candidate.indexed is not None:
+        problems += _index_problems(recorded, *candidate.indexed)
+    return _Outcome(problems=tuple(problems))
+
+
+_MAGGMA_UNCHECKED = "written by maggma (no recorded hash): not checked"
+
+
+def _without_key_prefix(message: str, key: str) -> str:
+    prefix = f"object {key!r}: "
+    return message[len(prefix) :] if message.startswith(prefix) else message
+
+
+def _body_problems(key: str, body: Any, recorded: codec.MetadataEntry) -> list[str]:
+    if not isinstance(body, dict):
+        return ["body is not a JSON object"]
+    key_field = recorded.key_field
+    if body.get(key_field) != key:
+        return [f"body's key field {key_field!r} is {body.get(key_field)!r}, not the object's key"]
+    try:
+        derived = codec.untag(project(body, [key_field, *recorded.fields]))
+    except ValueError as exc:
+        return [f"body's indexed fields cannot be read: {exc}"]
+    in_metadata = {k: v for k, v in recorded.entry.items() if k != codec.LAST_UPDATED}
+    differing = _differing_fields(in_metadata, derived)
+    if differing:
+        return [
+            f"metadata's index entry differs from the body in {', '.join(differing)} "
+            "(the body was replaced or the metadata edited)"
+        ]
+    return []
+
+
+def _index_problems(recorded: codec.MetadataEntry, entry: Entry, kept: Bookkeeping) -> list[str]:
+    problems = []
+    differing = _differing_fields(recorded.entry, entry)
+    if differing:
+        problems.append(
+            f"index entry differs from the object's metadata in {', '.join(differing)} "
+            "(run s3idx rebuild-index)"
+        )
+    for name, in_index, in_metadata in (
+        ("sha256", kept.sha256, recorded.sha256),
+        ("codec", kept.codec, recorded.codec),
+    ):
+        if in_index != in_metadata:
+            problems.append(
+                f"index records {name} {in_index!r} but the object's metadata {in_metadata!r}"
+            )
+    return problems
+
+
+def _differing_fields(left: dict[str, Any], right: dict[str, Any]) -> list[str]:
+    return sorted(
+        name
+        for name in left.keys() | right.keys()
+        if name not in left
+        or name not in right
+        or codec.canonical(left[name]) != codec.canonical(right[name])
+    )

@@ -1,0 +1,74 @@
+"""What s3idx does where FerretDB v1 differs from MongoDB: refusals with clear messages."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+
+from s3idx.errors import ExitStatus
+from tests.cli.conftest import Run, jsonl
+from tests.conftest import MongoServer, real_mongo_database
+
+
+@pytest.fixture
+def ferretdb(request: pytest.FixtureRequest) -> Iterator[MongoServer]:
+    with real_mongo_database("ferretdb", request) as server:
+        yield server
+
+
+def test_put_rejects_lines_ferretdb_cannot_index_before_storing_them(
+    run: Run, ferretdb: MongoServer, tmp_path: Path
+) -> None:
+    source = tmp_path / "in.jsonl"
+    source.write_bytes(
+        jsonl(
+            {"fs_id": "ok", "grid": [1, 2], "meta": {"a": 1}},
+            {"fs_id": "nested", "grid": [[1, 2], [3]]},
+            {"fs_id": "dotted", "meta": {"a.b": 1}},
+            {"fs_id": "dollar", "meta": {"x": [{"$y": 1}]}},
+        )
+    )
+    args = ["--store", str(tmp_path / "store"), "--index", ferretdb.uri]
+    result = run("put", str(source), *args, "--field", "grid", "--field", "meta", "--json")
+
+    assert result.exit_code == ExitStatus.PARTIAL, result.stderr
+    summary = orjson.loads(result.stdout)
+    assert (summary["stored"], summary["rejected"], summary["not_indexed"]) == (1, 3, 0)
+    assert f"{source}:2: field 'grid' holds an array inside an array, which FerretDB" in (
+        result.stderr
+    )
+    assert f"{source}:3: field 'meta' holds the name 'a.b'" in result.stderr
+    assert f"{source}:4: field 'meta.x' holds the name '$y'" in result.stderr
+    assert run("sync", *args, "--check").exit_code == 0  # nothing stored without its entry
+
+
+def test_elem_match_is_refused_on_ferretdb_with_the_reason(
+    run: Run, ferretdb: MongoServer, tmp_path: Path
+) -> None:
+    args = ["--store", str(tmp_path / "store"), "--index", ferretdb.uri]
+    put = run("put", *args, "--field", "arr", input=jsonl({"fs_id": "a", "arr": [{"v": 2}]}))
+    assert put.exit_code == 0, put.stderr
+    for command in (("query",), ("query", "--count"), ("delete", "--filter")):
+        result = run(*command, '{"arr": {"$elemMatch": {"v": 2}}}', *args)
+        assert result.exit_code == ExitStatus.USAGE, (command, result.stderr)
+        assert "$elemMatch is refused on FerretDB" in result.stderr
+    assert run("query", '{"arr.v": 2}', "--count", *args).stdout == "1\n"
+
+
+def test_rebuild_names_the_entry_ferretdb_cannot_store(
+    run: Run, ferretdb: MongoServer, tmp_path: Path
+) -> None:
+    store = ["--store", str(tmp_path / "store")]
+    sqlite = [*store, "--index", str(tmp_path / "i.sqlite3")]
+    put = run("put", *sqlite, "--field", "grid", input=jsonl({"fs_id": "g", "grid": [[1]]}))
+    assert put.exit_code == 0, put.stderr
+
+    result = run("rebuild-index", *store, "--index", ferretdb.uri)
+    assert result.exit_code == ExitStatus.ERROR
+    assert "entry 'g': field 'grid' holds an array inside an array, which FerretDB cannot" in (
+        result.stderr
+    )
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,262 @@
+"""The local store stays inside its directory, and leaves no temporary files behind for good."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import tracemalloc
+from pathlib import Path
+
+import pytest
+
+from s3idx.errors import ExitStatus, InvalidKeyError, ObjectNotFoundError, StoreFormatError
+from s3idx.store import local
+from s3idx.store.local import LocalStore
+from tests.cli.conftest import Run, json_lines
+from tests.store.test_store_conformance import TRICKY_KEYS
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX symlinks and signals")
+META = {"s3idx-format": "1"}
+
+
+def _locations(tmp_path: Path) -> list[str]:
+    return ["--store", str(tmp_path / "store"), "--index", str(tmp_path / "index.sqlite3")]
+
+
+def _new_store(tmp_path: Path) -> LocalStore:
+    store = LocalStore(tmp_path / "store")
+    store.put("first", b"{}", META)
+    return store
+
+
+# --- symbolic links inside the store are never followed ---------------------------------------
+
+
+def test_put_through_a_symlinked_directory_is_rejected_and_writes_nothing_outside(
+    run: Run, tmp_path: Path
+) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    _new_store(tmp_path)
+    (tmp_path / "store" / "objects" / "dir").symlink_to(outside)
+
+    result = run("put", *_locations(tmp_path), input=b'{"fs_id": "dir/x"}\n{"fs_id": "ok"}\n')
+
+    assert result.exit_code == ExitStatus.PARTIAL, result.stderr
+    assert "<stdin>:1: " in result.stderr
+    assert "is a symbolic link" in result.stderr
+    assert list(outside.iterdir()) == []
+    keys = [e["fs_id"] for e in json_lines(run("query", *_locations(tmp_path)).stdout)]
+    assert keys == ["ok"]
+
+
+def test_get_through_symlinks_reads_nothing_outside_and_agrees_with_the_listing(
+    run: Run, tmp_path: Path
+) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    secret = tmp_path / "secret"
+    store = _new_store(tmp_path)
+    # Whole objects outside the root, reached by a linked file and by a linked directory.
+    LocalStore(outside).put("x", b'{"fs_id": "x", "secret": 1}', META)
+    secret.write_bytes((outside / "objects" / "x~").read_bytes())
+    objects = tmp_path / "store" / "objects"
+    (objects / "linked~").symlink_to(secret)
+    (objects / "dir").symlink_to(outside / "objects")
+
+    for key in ("linked", "dir/x"):
+        result = run("get", key, *_locations(tmp_path))
+        assert result.exit_code == ExitStatus.NOT_FOUND, result.stderr
+        assert "secret" not in result.stdout
+        with pytest.raises(ObjectNotFoundError):
+            store.head(key)
+    assert [info.key for info in store.list()] == ["first"]
+
+
+def test_put_over_a_symlinked_object_replaces_the_link_not_its_target(tmp_path: Path) -> None:
+    target = tmp_path / "target"
+    target.write_bytes(b"precious")
+    store = _new_store(tmp_path)
+    link = tmp_path / "store" / "objects" / "k~"
+    link.symlink_to(target)
+
+    store.put("k", b'{"fs_id": "k"}', META)
+
+    assert target.read_bytes() == b"precious"
+    assert not link.is_symlink()
+    assert store.open("k").read() == b'{"fs_id": "k"}'
+
+
+@pytest.mark.parametrize("part", ["objects", "tmp"])
+def test_a_symlinked_objects_or_tmp_directory_is_a_clear_error(tmp_path: Path, part: str) -> None:
+    _new_store(tmp_path)
+    moved = tmp_path / "elsewhere"
+    (tmp_path / "store" / part).rename(moved)
+    (tmp_path / "store" / part).symlink_to(moved)
+
+    with pytest.raises(StoreFormatError, match=f"{part} is a symbolic link"):
+        LocalStore(tmp_path / "store").put("k", b"{}", META)
+    assert not (moved / "k~").exists()
+
+
+def test_a_symlinked_store_root_is_fine(run: Run, tmp_path: Path) -> None:
+    real = tmp_path / "real"
+    real.mkdir()
+    (tmp_path / "store").symlink_to(real)
+    assert run("put", *_locations(tmp_path), input=b'{"fs_id": "a/b"}\n').exit_code == 0
+    assert run("get", "a/b", *_locations(tmp_path)).stdout == '{"fs_id": "a/b"}\n'
+    assert (real / "objects" / "a" / "b~").is_file()
+
+
+def test_a_key_through_a_linked_directory_is_refused_by_the_store_api(tmp_path: Path) -> None:
+    store = _new_store(tmp_path)
+    (tmp_path / "store" / "objects" / "a").mkdir()
+    (tmp_path / "store" / "objects" / "a" / "b").symlink_to(tmp_path)
+    with pytest.raises(InvalidKeyError, match="a/b is a symbolic link"):
+        store.put("a/b/c", b"{}", META)
+    assert not (tmp_path / "c~").exists()
+
+
+# --- temporary files of a killed put ----------------------------------------------------------
+
+# Runs a real put that stops for good right after writing an object's temporary file, before
+# renaming it into place: the moment a kill -9 leaves a temporary file behind.
+_HELD_PUT = """
+import os, sys, time
+from s3idx.cli import main
+real_replace = os.replace
+def held_replace(src, dst, *args, **kwargs):
+    if os.path.basename(os.path.dirname(src)) == "tmp" and str(dst).endswith("~"):
+        print("held", flush=True)
+        time.sleep(600)
+    return real_replace(src, dst, *args, **kwargs)
+os.replace = held_replace
+sys.argv = ["s3idx", *sys.argv[1:]]
+main()
+"""
+
+
+def _env(tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("S3IDX_")}
+    env.update(S3IDX_HOME=str(tmp_path / "home"), PYTHONPATH=str(ROOT))
+    return env
+
+
+@pytest.mark.parametrize("command", ["put", "sync --check"])
+def test_temporary_files_of_a_killed_put_are_removed_by_the_next_put_or_sync(
+    run: Run, tmp_path: Path, command: str
+) -> None:
+    locations = _locations(tmp_path)
+    held = subprocess.Popen(
+        [sys.executable, "-c", _HELD_PUT, "put", *locations],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env=_env(tmp_path),
+    )
+    assert held.stdin is not None and held.stdout is not None
+    held.stdin.write(b'{"fs_id": "victim"}\n')
+    held.stdin.close()
+    assert held.stdout.readline() == b"held\n"
+    os.kill(held.pid, signal.SIGKILL)
+    held.wait(timeout=30)
+    tmp = tmp_path / "store" / "tmp"
+    (leftover,) = list(tmp.iterdir())
+    assert leftover.stat().st_size > 0
+    # The next run comes two minutes later (a file younger than a minute is given grace).
+    minutes_ago = time.time() - 120
+    os.utime(leftover, (minutes_ago, minutes_ago))
+
+    if command == "put":
+        result = run("put", *locations, input=b'{"fs_id": "next"}\n')
+    else:
+        result = run("sync", "--check", *locations)
+
+    assert result.exit_code == 0, result.stderr
+    assert list(tmp.iterdir()) == []
+    assert [info.key for info in LocalStore(tmp_path / "store").list()] == (
+        ["next"] if command == "put" else []
+    )
+
+
+def _dead_pid() -> int:
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def test_temporary_files_of_live_writers_are_kept_and_old_ones_removed(tmp_path: Path) -> None:
+    store = _new_store(tmp_path)
+    tmp = tmp_path / "store" / "tmp"
+    host = socket.gethostname()
+    dead_pid = _dead_pid()
+    live = tmp / f"put-{os.getpid()}@{host}-abcdefgh"
+    other_host = tmp / f"put-{dead_pid}@another-host.example-abcdefgh"
+    just_died = tmp / f"put-{dead_pid}@{host}-qrstuvwx"
+    died = tmp / f"put-{dead_pid}@{host}-yzabcdef"
+    old = tmp / f"put-{os.getpid()}@another-host.example-ijklmnop"
+    foreign = tmp / "not-ours"
+    for path in (live, other_host, just_died, died, old, foreign):
+        path.write_bytes(b"partial")
+    for path, age in ((live, 600), (other_host, 600), (died, 120), (old, 7200)):
+        os.utime(path, (time.time() - age, time.time() - age))
+
+    list(LocalStore(tmp_path / "store").list())
+
+    kept = sorted([live.name, other_host.name, just_died.name, "not-ours"])
+    assert sorted(p.name for p in tmp.iterdir()) == kept
+    assert [info.key for info in store.list()] == ["first"]
+
+
+# --- listing in bounded memory -----------------------------------------------------------------
+
+
+def test_a_directory_larger_than_one_sorted_run_lists_in_utf8_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Names beyond LIST_RUN per directory are sorted in runs on disk and merged: a tiny run
+    # makes every directory here take that path.
+    monkeypatch.setattr(local, "LIST_RUN", 2)
+    keys = [*TRICKY_KEYS, *(f"n{i}" for i in range(7)), "a/b/d", "a/b/c0", "a/b/c-"]
+    store = LocalStore(tmp_path / "store")
+    for key in keys:
+        store.put(key, key.encode(), META)
+    (tmp_path / "store" / "objects" / "link~").symlink_to(tmp_path)
+    (tmp_path / "store" / "objects" / "stray-file").write_bytes(b"")
+    # Names no key can have (escaped control characters): not objects, and no harm to the runs.
+    (tmp_path / "store" / "objects" / "line%0Abreak~").write_bytes(b"")
+    (tmp_path / "store" / "objects" / "nul%00~").write_bytes(b"")
+    in_order = sorted(keys, key=lambda k: k.encode())
+
+    assert [o.key for o in store.list()] == in_order
+    assert [o.key for o in store.list("a/b/")] == ["a/b/c", "a/b/c-", "a/b/c0", "a/b/d"]
+    after = [o.key for o in store.list(start_after="a/b/c")]
+    assert after == [k for k in in_order if k.encode() > b"a/b/c"]
+    assert [o.key for o in store.list("n", start_after="n3")] == ["n4", "n5", "n6"]
+
+
+def test_listing_a_large_directory_holds_one_run_of_names_not_the_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(local, "LIST_RUN", 500)
+    store = LocalStore(tmp_path / "store")
+    objects = tmp_path / "store" / "objects"
+    store.put("k0", b"{}", META)
+    template = (objects / "k0~").read_bytes()
+    for i in range(1, 6000):
+        (objects / f"k{i}~").write_bytes(template)  # the store's own format, written directly
+
+    tracemalloc.start()
+    try:
+        count = sum(1 for _ in store.list())
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+
+    assert count == 6000
+    # Holding all 6,000 entries at once takes over 3 MB; one run of 500 and the merge, far less.
+    assert peak < 1_500_000, peak

@@ -1,0 +1,97 @@
+"""``reindex`` through the library: races with writers, damaged objects, what stays pending."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from pathlib import Path
+
+import pytest
+
+from s3idx import Engine, codec
+from s3idx.index.sqlite import SqliteIndex
+from s3idx.query.indexed import FieldPendingError
+from s3idx.store.base import PutReceipt
+from s3idx.store.local import LocalStore
+
+DOCS = [{"fs_id": k, "n": i, "color": c} for i, (k, c) in enumerate([("a", "red"), ("b", "blue")])]
+
+
+def engine(tmp_path: Path, store: LocalStore | None = None, **options: object) -> Engine:
+    store = store or LocalStore(tmp_path / "store")
+    return Engine(store, SqliteIndex(tmp_path / "index.sqlite3"), **options)  # type: ignore[arg-type]
+
+
+def stored_with_a_later_field(tmp_path: Path, **options: object) -> Engine:
+    e = engine(tmp_path, **options)
+    e.put_documents(DOCS, fields=["n"])
+    e.put_documents([{"fs_id": "c", "n": 9, "color": "red"}], fields=["color"])
+    return e
+
+
+def test_queries_on_a_pending_field_are_refused_until_reindex(tmp_path: Path) -> None:
+    e = stored_with_a_later_field(tmp_path)
+
+    with pytest.raises(FieldPendingError, match="not yet indexed for the 2 documents"):
+        e.count({"color": "red"})
+
+    result = e.reindex()
+
+    assert (result.updated, result.up_to_date, result.completed) == (2, 1, ["color"])
+    assert e.count({"color": "red"}) == 2
+    before = e.store.head("a").metadata
+    assert codec.parse_metadata(before).fields == ("n", "color")
+
+
+class OverwrittenOnce(LocalStore):
+    """A writer overwrites ``a`` just as reindex is about to replace its metadata."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.raced = False
+
+    def replace_metadata(
+        self, key: str, metadata: Mapping[str, str], *, if_match: str
+    ) -> PutReceipt:
+        if key == "a" and not self.raced:
+            self.raced = True
+            head = self.head(key)
+            entry = codec.parse_metadata(head.metadata).entry
+            body = codec.dumps({"fs_id": "a", "n": 0, "color": "green"})
+            new = codec.build_metadata(
+                entry, "fs_id", ("n",), "json", hashlib.sha256(body).hexdigest()
+            )
+            self.put(key, body, new)
+        return super().replace_metadata(key, metadata, if_match=if_match)
+
+
+def test_an_object_overwritten_meanwhile_is_read_again_not_clobbered(tmp_path: Path) -> None:
+    store = OverwrittenOnce(tmp_path / "store")
+    e = engine(tmp_path, store)
+    e.put_documents(DOCS, fields=["n"])
+    e.put_documents([], fields=["color"])
+
+    result = e.reindex()
+
+    assert store.raced
+    assert (result.updated, result.failed) == (2, 0)
+    assert e.get("a")["color"] == "green"  # the writer's document survived
+    assert [x["fs_id"] for x in e.query({"color": "green"})] == ["a"]
+    assert e.index.bookkeeping(["a"])["a"][1].etag == store.head("a").etag
+
+
+def test_a_damaged_object_fails_alone_and_the_field_stays_pending(tmp_path: Path) -> None:
+    e = stored_with_a_later_field(tmp_path, compress="none")
+    path = next((tmp_path / "store" / "objects").glob("b~"))
+    data = path.read_bytes()
+    path.write_bytes(data.replace(b'"blue"', b'"bluE"'))  # one byte, under intact metadata
+
+    result = e.reindex()
+
+    assert (result.updated, result.failed) == (1, 1)
+    assert result.failed_keys[0][0] == "b"
+    assert "does not match its recorded sha256" in result.failed_keys[0][1]
+    assert result.completed == []
+    with pytest.raises(FieldPendingError):
+        e.count({"color": "red"})
+    assert codec.parse_metadata(e.store.head("b").metadata).fields == ("n",)  # left as it was
