@@ -158,7 +158,7 @@ _s3idx() {
             --config) COMPREPLY=($(compgen -f -- "$cur")); return;;
         esac
         if [[ "$cur" == -* ]]; then
-            COMPREPLY=($(compgen -W "--check --dry-run --prune --no-prune --rewrite --workers --json --quiet -q --store --index --collection --aws-profile --region --endpoint-url --transport --profile --config -h --help" -- "$cur"))
+            COMPREPLY=($(compgen -W "--check --dry-run --prune --no-prune --strict --rewrite --workers --json --quiet -q --store --index --collection --aws-profile --region --endpoint-url --transport --profile --config -h --help" -- "$cur"))
         fi
         ;;
     verify)

@@ -126,6 +126,7 @@ complete -c s3idx -n '__fish_seen_subcommand_from reindex' -s h -l help -d 'Show
 complete -c s3idx -n '__fish_seen_subcommand_from sync' -l check -d 'Change nothing; list the drift and exit 7 if there is any'
 complete -c s3idx -n '__fish_seen_subcommand_from sync' -l dry-run -d 'List what sync would do; change nothing'
 complete -c s3idx -n '__fish_seen_subcommand_from sync' -l prune -l no-prune -d 'Remove entries whose objects are gone'
+complete -c s3idx -n '__fish_seen_subcommand_from sync' -l strict -d 'With --check: objects not written by s3idx count as drift too (exit 7)'
 complete -c s3idx -n '__fish_seen_subcommand_from sync' -l rewrite -d 'Rewrite objects written by maggma into the s3idx format (needs s3idx[maggma])'
 complete -c s3idx -n '__fish_seen_subcommand_from sync' -l workers -x -d 'Concurrent object requests'
 complete -c s3idx -n '__fish_seen_subcommand_from sync' -l json -d 'Print the summary as one JSON object on stdout'

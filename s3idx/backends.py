@@ -169,6 +169,8 @@ def open_store(settings: Settings) -> ObjectStore:
         # The engine retries (with backoff, jitter and adaptive concurrency) and counts the
         # retries; a second layer inside botocore would multiply attempts and hide them.
         max_attempts=0,
+        connect_timeout=min(settings.timeout, 10.0),
+        read_timeout=settings.timeout,
     )
 
 

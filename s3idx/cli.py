@@ -31,10 +31,13 @@ from s3idx.config import (
     default_index,
     default_store,
     redact,
+    remember_environment_secrets,
+    remember_location_secrets,
     resolve_settings,
 )
 from s3idx.engine.core import Engine
 from s3idx.engine.outputs import open_output, refuse_outputs_over_inputs
+from s3idx.engine.recover import REPORTED_KEYS_LIMIT
 from s3idx.errors import ExitStatus, S3idxError, UsageError, quote_key, shorten_key
 from s3idx.query.filter_json import read_filter
 from s3idx.query.paths import project
@@ -237,6 +240,7 @@ class Context:
         profile, config = loc.pop("profile"), loc.pop("config")
         self.config_file = config
         self.settings = resolve_settings({**loc, **flags}, profile=profile, config_file=config)
+        remember_location_secrets(self.settings.index)
 
     def engine(self) -> Engine:
         return Engine.from_settings(self.settings)
@@ -246,19 +250,34 @@ class Context:
 
 
 class _Signals:
-    """First Ctrl-C or SIGTERM asks the operation to stop cleanly; a second one aborts."""
+    """Ctrl-C and SIGTERM during a command.
 
-    def __init__(self) -> None:
+    The first one stops the command: cleanly where it cooperates (``cooperating``: it finishes
+    the requests under way and indexes what was stored), else by raising KeyboardInterrupt.
+    A second one aborts the process at once, whatever it is waiting for: every write is atomic
+    on its own (an object, a batch of entries in one transaction), so an abort leaves what a
+    crash leaves, which ``sync`` and ``rebuild-index --resume`` repair.
+    """
+
+    def __init__(self, *, json: bool = False) -> None:
         self.stop = threading.Event()
         self.received: int | None = None
+        self.json = json
+        self._cooperative = False
         self._previous: dict[int, Any] = {}
 
     def _handle(self, signum: int, frame: Any) -> None:
-        if self.stop.is_set():
-            raise KeyboardInterrupt
+        if self.received is not None:
+            _abort_now(self.received, json=self.json)
         self.received = signum
+        if not self._cooperative:
+            raise KeyboardInterrupt
         self.stop.set()
-        output.message("stopping: finishing requests under way (press Ctrl-C again to abort)")
+        # Straight to the descriptor: the signal may have interrupted a write to sys.stderr.
+        with contextlib.suppress(OSError):
+            os.write(
+                2, b"s3idx: stopping: finishing requests under way (press Ctrl-C again to abort)\n"
+            )
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[_Signals]:
@@ -273,40 +292,82 @@ class _Signals:
             for signum, handler in self._previous.items():
                 signal.signal(signum, handler)
 
+    @contextlib.contextmanager
+    def cooperating(self) -> Iterator[threading.Event]:
+        """While inside, a first signal sets the yielded event instead of raising."""
+        self._cooperative = True
+        try:
+            yield self.stop
+        finally:
+            self._cooperative = False
+
     def exit_status(self) -> ExitStatus | None:
-        if self.received == signal.SIGTERM:
-            return ExitStatus.TERMINATED
-        if self.received == signal.SIGINT:
-            return ExitStatus.INTERRUPTED
-        return None
+        return None if self.received is None else _signal_status(self.received)
 
 
-def _run(body: Callable[[], ExitStatus | None]) -> None:
-    """Run a command body; map its outcome and every S3idxError to an exit status."""
-    try:
-        status = body()
-    except S3idxError as exc:
-        output.error(exc.message, exc.hint)
-        status = exc.exit_status
-    except KeyboardInterrupt:
-        output.message("interrupted")
-        status = ExitStatus.INTERRUPTED
-    except BrokenPipeError:
-        # The reader went away (e.g. `| head`): not an error of ours. Point stdout at devnull
-        # so the interpreter's final flush does not complain, as Python's docs advise.
-        with contextlib.suppress(OSError, ValueError):
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-        status = ExitStatus.OK
-    except Exception as exc:
-        # A bug, not a user mistake: one line by default, the traceback when asked for.
-        if os.environ.get("S3IDX_DEBUG"):
-            raise
-        output.error(
-            f"internal error: {type(exc).__name__}: {exc}",
-            hint="this is a bug in s3idx; run again with S3IDX_DEBUG=1 for the traceback",
-        )
-        status = ExitStatus.ERROR
+_STOPPING = b"s3idx: stopping: finishing requests under way (press Ctrl-C again to abort)\n"
+
+
+def _signal_status(signum: int) -> ExitStatus:
+    return ExitStatus.TERMINATED if signum == signal.SIGTERM else ExitStatus.INTERRUPTED
+
+
+def _abort_now(signum: int, *, json: bool = False) -> None:
+    """End the process now: no waiting for threads, requests or the interpreter's shutdown."""
+    status = _signal_status(signum)
+    with contextlib.suppress(Exception):
+        sys.stdout.flush()
+    # Straight to the file descriptors: the handler may have interrupted a write to sys.stderr.
+    with contextlib.suppress(OSError):
+        os.write(2, b"s3idx: aborted\n")
+    if json and not output.json_written():
+        with contextlib.suppress(OSError):
+            os.write(1, output.json_document({"error": "aborted", "exit_status": int(status)}))
+    os._exit(int(status))
+
+
+_current_signals = _Signals()
+
+
+def _run(body: Callable[[], ExitStatus | None], *, json: bool = False) -> None:
+    """Run a command body; map its outcome and every S3idxError to an exit status.
+
+    With ``json``, stdout holds exactly one JSON document whatever happens: the body's summary,
+    or else one carrying the error and the exit status.
+    """
+    global _current_signals
+    signals = _current_signals = _Signals(json=json)
+    output.reset_json_written()
+    remember_environment_secrets()
+    error: str | None = None
+    with signals.installed():
+        try:
+            status = body()
+        except S3idxError as exc:
+            output.error(exc.message, exc.hint)
+            error, status = exc.message, exc.exit_status
+        except KeyboardInterrupt:
+            output.message("interrupted")
+            status = signals.exit_status() or ExitStatus.INTERRUPTED
+            error = "interrupted"
+        except BrokenPipeError:
+            # The reader went away (e.g. `| head`): not an error of ours. Point stdout at devnull
+            # so the interpreter's final flush does not complain, as Python's docs advise.
+            with contextlib.suppress(OSError, ValueError):
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, sys.stdout.fileno())
+            status = ExitStatus.OK
+        except Exception as exc:
+            # A bug, not a user mistake: one line by default, the traceback when asked for.
+            if os.environ.get("S3IDX_DEBUG"):
+                raise
+            error = f"internal error: {type(exc).__name__}: {exc}"
+            output.error(
+                error, hint="this is a bug in s3idx; run again with S3IDX_DEBUG=1 for the traceback"
+            )
+            status = ExitStatus.ERROR
+        if json and status and error is not None and not output.json_written():
+            output.write_json({"error": error, "exit_status": int(status)})
     if status:
         raise typer.Exit(int(status))
 
@@ -428,7 +489,7 @@ def put(
         paths = _input_paths(files)
         return _put(ctx, paths, skip_unchanged, dry_run, rejects, max_errors)
 
-    _run(body)
+    _run(body, json=json)
 
 
 def _input_paths(files: list[str] | None) -> list[str]:
@@ -457,7 +518,7 @@ def _put(
     rejects_path: Path | None,
     max_errors: int | None,
 ) -> ExitStatus | None:
-    signals = _Signals()
+    signals = _current_signals
     refuse_outputs_over_inputs(
         {"--rejects": rejects_path},
         settings=ctx.settings,
@@ -473,7 +534,7 @@ def _put(
             output.CliEvents(rejects=rejects, show_progress=not ctx.quiet, command="put")
         )
         engine = stack.enter_context(ctx.engine())
-        stack.enter_context(signals.installed())
+        stack.enter_context(signals.cooperating())
         with _summary_on_failure(ctx):
             result = engine.put_files(
                 paths,
@@ -484,13 +545,11 @@ def _put(
                 events=events,
                 stop=signals.stop,
             )
-    _report(ctx, result.as_dict(), output.put_summary(result))
-    interrupted = signals.exit_status()
-    if interrupted is not None:
-        return interrupted
-    if result.rejected or result.not_indexed:
-        return ExitStatus.PARTIAL
-    return None
+    status = signals.exit_status()
+    if status is None and (result.rejected or result.not_indexed):
+        status = ExitStatus.PARTIAL
+    _report(ctx, result.as_dict(), output.put_summary(result), status)
+    return status
 
 
 @contextlib.contextmanager
@@ -502,13 +561,16 @@ def _summary_on_failure(ctx: Context) -> Iterator[None]:
         partial = exc.partial_result
         summary = getattr(partial, "as_dict", None)
         if summary is not None:
-            _report(ctx, {**summary(), "error": exc.message}, output.summary_line(partial))
+            summary_line = output.summary_line(partial)
+            _report(ctx, {**summary(), "error": exc.message}, summary_line, exc.exit_status)
         raise
 
 
-def _report(ctx: Context, summary: dict[str, Any], line: str) -> None:
+def _report(
+    ctx: Context, summary: dict[str, Any], line: str, status: ExitStatus | None = None
+) -> None:
     if ctx.json:
-        output.write_json(summary)
+        output.write_json({**summary, "exit_status": int(status or ExitStatus.OK)})
     elif not ctx.quiet:
         output.summary(line)
 
@@ -761,12 +823,15 @@ def delete(
             output.message(f"not found: {shorten_key(key)}")
         for key, reason in result.failed:
             output.message(f"could not delete {shorten_key(key)}: {reason}")
-        _report(ctx, result.as_dict(), output.delete_summary(result))
+        status = None
         if result.failed:
-            return ExitStatus.PARTIAL
-        return ExitStatus.NOT_FOUND if result.missing else None
+            status = ExitStatus.PARTIAL
+        elif result.missing:
+            status = ExitStatus.NOT_FOUND
+        _report(ctx, result.as_dict(), output.delete_summary(result), status)
+        return status
 
-    _run(body)
+    _run(body, json=json)
 
 
 @app.command()
@@ -800,19 +865,21 @@ def info(
         data.update(shown)
         if problems:
             data["problems"] = [p.message for p in problems]
+        status = problems[0].exit_status if problems else None
+        data["exit_status"] = int(status or ExitStatus.OK)
         if json:
             output.write_json(data)
         else:
-            rows = {k: v for k, v in data.items() if k != "problems"}
+            rows = {k: v for k, v in data.items() if k not in ("problems", "exit_status")}
             width = max(len(k) for k in rows)
             for name, value in rows.items():
                 text = ", ".join(value) if isinstance(value, list) else value
                 typer.echo(f"{name.replace('_', ' '):<{width}}  {text}")
         for problem in problems:
             output.error(problem.message, problem.hint)
-        return problems[0].exit_status if problems else None
+        return status
 
-    _run(body)
+    _run(body, json=json)
 
 
 RewriteOpt = Annotated[
@@ -828,20 +895,36 @@ class CliScanEvents(output.CliEvents):
     """Progress over listed objects; skipped objects and drift reported as they are found."""
 
     def __init__(
-        self, *, command: str, show_progress: bool, quiet: bool, drift_lines: bool
+        self,
+        *,
+        command: str,
+        show_progress: bool,
+        quiet: bool,
+        drift_lines: bool,
+        json: bool = False,
     ) -> None:
         super().__init__(rejects=None, show_progress=show_progress, command=command, unit="objects")
         self._quiet = quiet
         self._drift_lines = drift_lines
+        self._json = json
         self.drift_labels = DRIFT_LABELS
+        # With --json the drift goes into the one JSON document, not onto lines before it.
+        self.drift_keys: dict[str, list[str]] = {}
 
     def skipped(self, key: str, reason: str) -> None:
         if not self._quiet:
             self.say(f"{shorten_key(key)}: {reason}")
 
     def drift(self, kind: str, key: str) -> None:
-        if self._drift_lines:
-            sys.stdout.write(f"{self.drift_labels[kind]}\t{key}\n")
+        if not self._drift_lines:
+            return
+        label = self.drift_labels[kind]
+        if self._json:
+            keys = self.drift_keys.setdefault(label, [])
+            if len(keys) < REPORTED_KEYS_LIMIT:
+                keys.append(key)
+        else:
+            sys.stdout.write(f"{label}\t{key}\n")
 
 
 DRIFT_LABELS = {"bucket-only": "bucket-only", "index-only": "index-only", "changed": "changed"}
@@ -878,29 +961,29 @@ def rebuild_index(
 
     def body() -> ExitStatus | None:
         ctx = Context(loc, json=json, quiet=quiet, key=key, workers=workers)
-        signals = _Signals()
+        signals = _current_signals
         with (
             CliScanEvents(
                 command="rebuild-index", show_progress=not quiet, quiet=quiet, drift_lines=False
             ) as events,
             ctx.engine() as engine,
-            signals.installed(),
+            signals.cooperating(),
             _summary_on_failure(ctx),
         ):
             result = engine.rebuild_index(
                 resume=resume, rewrite=rewrite, events=events, stop=signals.stop
             )
-        _report(ctx, result.as_dict(), output.rebuild_summary(result))
+        status = signals.exit_status() or _scan_status(
+            result.skipped.undecodable, result.adopted.rewrite_failed
+        )
+        _report(ctx, result.as_dict(), output.rebuild_summary(result), status)
         if result.interrupted:
             output.message(
                 "rebuild stopped; the old index is unchanged; run again with --resume to continue"
             )
-        interrupted = signals.exit_status()
-        if interrupted is not None:
-            return interrupted
-        return _scan_status(result.skipped.undecodable, result.adopted.rewrite_failed)
+        return status
 
-    _run(body)
+    _run(body, json=json)
 
 
 @app.command()
@@ -935,25 +1018,23 @@ def reindex(
 
     def body() -> ExitStatus | None:
         ctx = Context(loc, json=json, quiet=quiet, workers=workers)
-        signals = _Signals()
+        signals = _current_signals
         with (
             CliScanEvents(
                 command="reindex", show_progress=not quiet, quiet=quiet, drift_lines=False
             ) as events,
             ctx.engine() as engine,
-            signals.installed(),
+            signals.cooperating(),
             _summary_on_failure(ctx),
         ):
             result = engine.reindex(
                 fields=field or (), dry_run=dry_run, events=events, stop=signals.stop
             )
-        _report(ctx, result.as_dict(), output.reindex_summary(result))
-        interrupted = signals.exit_status()
-        if interrupted is not None:
-            return interrupted
-        return ExitStatus.PARTIAL if result.failed else None
+        status = signals.exit_status() or (ExitStatus.PARTIAL if result.failed else None)
+        _report(ctx, result.as_dict(), output.reindex_summary(result), status)
+        return status
 
-    _run(body)
+    _run(body, json=json)
 
 
 def _scan_status(undecodable: int, rewrite_failed: int) -> ExitStatus | None:
@@ -976,6 +1057,13 @@ def sync(
             "--prune/--no-prune", help="Remove entries whose objects are gone.", show_default=True
         ),
     ] = True,
+    strict: Annotated[
+        bool,
+        typer.Option(
+            "--strict",
+            help="With --check: objects not written by s3idx count as drift too (exit 7).",
+        ),
+    ] = False,
     rewrite: RewriteOpt = False,
     workers: WorkersOpt = None,
     json: JsonOpt = False,
@@ -992,18 +1080,24 @@ def sync(
     def body() -> ExitStatus | None:
         if check and dry_run:
             raise UsageError("--check and --dry-run do the same reading; give one of them")
+        if strict and not check:
+            raise UsageError("--strict goes with --check")
         if rewrite and (check or dry_run):
             raise UsageError("--rewrite changes objects; --check and --dry-run change nothing")
         ctx = Context(loc, json=json, quiet=quiet, workers=workers)
-        signals = _Signals()
+        signals = _current_signals
         events = CliScanEvents(
-            command="sync", show_progress=not quiet, quiet=quiet, drift_lines=(check or dry_run)
+            command="sync",
+            show_progress=not quiet,
+            quiet=quiet,
+            drift_lines=(check or dry_run),
+            json=json,
         )
         if dry_run:
             events.drift_labels = (
                 ACTION_LABELS if prune else {**ACTION_LABELS, "index-only": "keep"}
             )
-        with events, ctx.engine() as engine, signals.installed(), _summary_on_failure(ctx):
+        with events, ctx.engine() as engine, signals.cooperating(), _summary_on_failure(ctx):
             result = engine.sync(
                 prune=prune,
                 check=check,
@@ -1013,26 +1107,28 @@ def sync(
                 stop=signals.stop,
             )
         sys.stdout.flush()
-        _report(ctx, result.as_dict(), output.sync_summary(result))
-        interrupted = signals.exit_status()
-        if interrupted is not None:
-            return interrupted
-        if check and result.drift:
-            return ExitStatus.DRIFT
-        return _scan_status(result.skipped.undecodable, result.adopted.rewrite_failed)
+        summary = result.as_dict()
+        if json and (check or dry_run):
+            summary["drift_keys"] = events.drift_keys
+        status = signals.exit_status()
+        if status is None and check and (result.drift or (strict and result.skipped.not_s3idx)):
+            status = ExitStatus.DRIFT
+        if status is None:
+            status = _scan_status(result.skipped.undecodable, result.adopted.rewrite_failed)
+        _report(ctx, summary, output.sync_summary(result), status)
+        return status
 
-    _run(body)
+    _run(body, json=json)
 
 
 class CliVerifyEvents(CliScanEvents):
     """Damage and drift as one line each on stdout (``damaged\tKEY\tREASON``, ``KIND\tKEY``);
-    with --json, damage goes into the summary instead and drift is only counted."""
+    with --json, both go into the one JSON document instead."""
 
     def __init__(self, *, show_progress: bool, quiet: bool, json: bool) -> None:
         super().__init__(
-            command="verify", show_progress=show_progress, quiet=quiet, drift_lines=not json
+            command="verify", show_progress=show_progress, quiet=quiet, drift_lines=True, json=json
         )
-        self._json = json
         self.damage: list[dict[str, str]] = []
 
     def damaged(self, key: str, reason: str) -> None:
@@ -1072,24 +1168,57 @@ def verify(
 
     def body() -> ExitStatus | None:
         ctx = Context(loc, json=json, quiet=quiet, workers=workers)
-        signals = _Signals()
+        signals = _current_signals
         events = CliVerifyEvents(show_progress=not quiet, quiet=quiet, json=json)
-        with events, ctx.engine() as engine, signals.installed(), _summary_on_failure(ctx):
+        with events, ctx.engine() as engine, signals.cooperating(), _summary_on_failure(ctx):
             result = engine.verify(sample=sample, events=events, stop=signals.stop)
         sys.stdout.flush()
-        _report(ctx, {**result.as_dict(), "damage": events.damage}, output.verify_summary(result))
-        interrupted = signals.exit_status()
-        if interrupted is not None:
-            return interrupted
-        if result.damaged:
-            return ExitStatus.DAMAGED
-        return ExitStatus.DRIFT if result.drift else None
+        status = signals.exit_status()
+        if status is None and result.damaged:
+            status = ExitStatus.DAMAGED
+        if status is None and result.drift:
+            status = ExitStatus.DRIFT
+        summary = {**result.as_dict(), "damage": events.damage}
+        if json:
+            summary["drift_keys"] = events.drift_keys
+        _report(ctx, summary, output.verify_summary(result), status)
+        return status
 
-    _run(body)
+    _run(body, json=json)
 
 
 def main() -> None:
-    app(prog_name="s3idx")
+    # Outside a command's run (parsing; the interpreter's shutdown, which joins threads still
+    # waiting on a slow server) a signal has nothing to stop cleanly: it aborts at once.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _abort_on_signal)
+    try:
+        status = app(prog_name="s3idx", standalone_mode=False)
+    except _CLICK_EXCEPTION as exc:  # a flag or argument that parsing refused
+        exc.show()
+        if "--json" in sys.argv[1:]:
+            output.write_json({"error": exc.format_message(), "exit_status": exc.exit_code})
+        status = exc.exit_code
+    except typer.Abort:
+        output.message("aborted")
+        status = ExitStatus.ERROR
+    if status in (ExitStatus.INTERRUPTED, ExitStatus.TERMINATED):
+        # Stopped by a signal: threads still waiting on a slow server are not waited for.
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(int(status))
+    sys.exit(status if isinstance(status, int) else 0)
+
+
+# Typer raises click's exceptions, from click or from its own copy of click (newer releases).
+_CLICK_EXCEPTION: type[Exception] = next(
+    c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException"
+)
+
+
+def _abort_on_signal(signum: int, frame: Any) -> None:
+    _abort_now(_current_signals.received or signum, json=_current_signals.json)
 
 
 if __name__ == "__main__":

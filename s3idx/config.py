@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 from s3idx.errors import ConfigError
 
@@ -36,6 +37,7 @@ class Settings:
     endpoint_url: str | None = None
     transport: str = "boto3"
     create_bucket: bool = False
+    timeout: float = 60.0  # seconds a request to S3 may go unanswered before it fails
 
 
 # name in the config file and after S3IDX_ in the environment -> parser
@@ -53,6 +55,7 @@ _PARSERS: dict[str, Any] = {
     "endpoint_url": str,
     "transport": str,
     "create_bucket": bool,
+    "timeout": float,
 }
 SETTING_NAMES = tuple(_PARSERS)
 assert set(SETTING_NAMES) <= {f.name for f in fields(Settings)}
@@ -149,6 +152,14 @@ def _parse(parser: Any, raw: Any, where: str) -> Any:
         if text in ("0", "false", "no", "off"):
             return False
         raise ConfigError(f"{where}: expected true or false, got {raw!r}")
+    if parser is float:
+        try:
+            value = float(raw)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}: expected a number of seconds, got {raw!r}") from None
+        if isinstance(raw, bool) or not 0 < value < float("inf"):
+            raise ConfigError(f"{where}: expected a positive number of seconds, got {raw!r}")
+        return value
     if parser is int:
         if isinstance(raw, bool):
             raise ConfigError(f"{where}: expected a whole number, got {raw!r}")
@@ -203,11 +214,82 @@ def _settings_table(table: Any, where: str) -> dict[str, Any]:
     return {name: _parse(_PARSERS[name], v, f"{where}: {name}") for name, v in table.items()}
 
 
+# --- secrets: never printed ------------------------------------------------------------------
+
 # Greedy up to the last "@" of the token: a password may hold an unescaped "/" or "@", and
 # hiding too much is safe where hiding too little is not.
 _USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^:/@\s]*):\S*@")
+# URI query options whose values are secrets (MongoDB's authMechanismProperties carries an AWS
+# session token; tlsCertificateKeyFilePassword; anything named like a password or token).
+_SECRET_OPTION = re.compile(
+    r"(?i)(?<=[?&;])(?P<name>authMechanismProperties|[\w.-]*(?:password|secret|token|credential)"
+    r"[\w.-]*)=[^&;\s'\"]*"
+)
+# Secrets known by value (credentials from the environment, a URI's password) are hidden
+# wherever any piece of them of this many characters shows up: a message that quotes part of
+# a token (a header value, one segment of a JWT) must not reveal that part either.
+SECRET_FRAGMENT = 8
+_secret_fragments: set[str] = set()
+_AWS_SECRET_VARIABLES = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_SECURITY_TOKEN",
+)
 
 
 def redact(text: str) -> str:
-    """Text fit to print: the password of every URI in it replaced by ``***``."""
-    return _USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
+    """Text fit to print: URI passwords, secret URI options and every known secret hidden.
+
+    The one redaction every message, summary and progress line goes through.
+    """
+    text = _USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
+    text = _SECRET_OPTION.sub(lambda m: f"{m['name']}=***", text)
+    return _hide_known_secrets(text) if _secret_fragments else text
+
+
+def remember_secret(value: str | None) -> None:
+    """From now on, ``redact`` hides ``value`` and every piece of it of 8 characters or more."""
+    if not value:
+        return
+    for piece in re.split(r"[\s\x00-\x1f]+", value):
+        for start in range(len(piece) - SECRET_FRAGMENT + 1):
+            _secret_fragments.add(piece[start : start + SECRET_FRAGMENT])
+
+
+def remember_environment_secrets(env: Mapping[str, str] | None = None) -> None:
+    env = os.environ if env is None else env
+    for name in _AWS_SECRET_VARIABLES:
+        remember_secret(env.get(name))
+
+
+def remember_location_secrets(location: str) -> None:
+    """The password and the secret query options of a URI (e.g. a MongoDB index)."""
+    _, sep, rest = location.partition("://")
+    if not sep:
+        return
+    userinfo = rest.rpartition("@")[0]
+    password = userinfo.partition(":")[2]
+    remember_secret(password)
+    remember_secret(unquote(password))
+    for match in _SECRET_OPTION.finditer(rest):
+        value = match.group(0).partition("=")[2]
+        remember_secret(value)
+        remember_secret(unquote(value))
+
+
+def _hide_known_secrets(text: str) -> str:
+    width = SECRET_FRAGMENT
+    hidden = bytearray(len(text))
+    for start in range(len(text) - width + 1):
+        if text[start : start + width] in _secret_fragments:
+            hidden[start : start + width] = b"\x01" * width
+    if not any(hidden):
+        return text
+    parts: list[str] = []
+    for position, char in enumerate(text):
+        if not hidden[position]:
+            parts.append(char)
+        elif position == 0 or not hidden[position - 1]:
+            parts.append("***")
+    return "".join(parts)

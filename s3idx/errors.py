@@ -127,10 +127,20 @@ class BackendUnavailableError(S3idxError):
 class TransientError(BackendUnavailableError):
     """A failure that may succeed when retried (throttling, 5xx, connection reset)."""
 
-    def __init__(self, message: str, *, hint: str | None = None, throttled: bool = False) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        hint: str | None = None,
+        throttled: bool = False,
+        timed_out: bool = False,
+    ) -> None:
         super().__init__(message, hint=hint)
         # Throttling (SlowDown, 503) asks for less concurrency, not only a pause.
         self.throttled = throttled
+        # No answer within the deadline: retried once only, so a silent server fails in a
+        # bounded time (about two deadlines) instead of one deadline per attempt.
+        self.timed_out = timed_out
 
 
 class AccessDeniedError(S3idxError):

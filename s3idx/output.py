@@ -65,9 +65,28 @@ def json_line(value: Any) -> bytes:
     return codec.dumps(value) + b"\n"
 
 
+_json_written = False
+
+
 def write_json(value: Mapping[str, Any]) -> None:
-    sys.stdout.buffer.write(orjson.dumps(redact_mapping(value)) + b"\n")
+    """The one JSON document of a command's ``--json`` output."""
+    global _json_written
+    _json_written = True
+    sys.stdout.buffer.write(json_document(value))
     sys.stdout.flush()
+
+
+def json_document(value: Mapping[str, Any]) -> bytes:
+    return orjson.dumps(redact_mapping(value)) + b"\n"
+
+
+def json_written() -> bool:
+    return _json_written
+
+
+def reset_json_written() -> None:
+    global _json_written
+    _json_written = False
 
 
 def redact_mapping(value: Any) -> Any:
@@ -168,10 +187,11 @@ def sync_summary(result: SyncResult) -> str:
             stale = plural(result.index_only, "stale entry", "stale entries")
             line += f", kept {stale} (--no-prune)"
     skipped = result.skipped
-    if skipped.not_s3idx or skipped.undecodable:
-        line += (
-            f"; {plural(skipped.not_s3idx, 'not s3idx object')}, {skipped.undecodable} undecodable"
-        )
+    if skipped.not_s3idx:
+        foreign = plural(skipped.not_s3idx, "object")
+        line += f"; foreign: {foreign} not written by s3idx (ignored)"
+    if skipped.undecodable:
+        line += f"; {plural(skipped.undecodable, 'object')} with undecodable metadata"
     line += _adopted(result.adopted, "; ")
     if result.retries:
         line += f"; {plural(result.retries, 'retry', 'retries')}"

@@ -12,6 +12,7 @@ import http.client
 import random
 import socket
 import threading
+import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
@@ -34,6 +35,7 @@ class S3Proxy:
         target = urlsplit(upstream)
         self._host, self._port = target.hostname or "127.0.0.1", target.port or 80
         self.slow_down_rate = slow_down_rate
+        self.delay = 0.0  # seconds each request waits before it is relayed: a slow server
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
         self.requests: Counter[str] = Counter()
@@ -91,6 +93,8 @@ class S3Proxy:
                 # A listing is a GET too; counted apart, so "no GET" means no body was read.
                 listing = self.command == "GET" and "list-type=2" in self.path
                 proxy._count("LIST" if listing else self.command, slowed)
+                if proxy.delay:
+                    time.sleep(proxy.delay)
                 if slowed:
                     self._answer(503, {"Content-Type": "application/xml"}, SLOW_DOWN)
                     return

@@ -106,9 +106,7 @@ class Engine:
 
         A local store says so itself; a missing S3 bucket fails on the first request.
         """
-        check = getattr(self.store.inner, "check_exists", None)
-        if check is not None:
-            check()
+        self.store.check_exists()
 
     def require_index(self) -> None:
         """NotFoundError unless an index was ever written at this location."""

@@ -34,6 +34,10 @@ class RetryPolicy:
     attempts: int = 8
     base: float = 0.1
     cap: float = 20.0
+    timeout_attempts: int = 2  # of a request that got no answer within its deadline
+
+    def attempts_for(self, error: TransientError) -> int:
+        return min(self.attempts, self.timeout_attempts) if error.timed_out else self.attempts
 
     def delay(self, retry: int, rng: random.Random) -> float:
         return rng.uniform(0.0, min(self.cap, self.base * (2**retry)))
@@ -108,10 +112,9 @@ def call_with_retries(
             return func()
         except TransientError as exc:
             throttled = exc.throttled
-            if retry + 1 >= policy.attempts:
-                raise TransientError(
-                    f"{exc.message} (gave up after {policy.attempts} attempts)", hint=exc.hint
-                ) from None
+            attempts = policy.attempts_for(exc)
+            if retry + 1 >= attempts:
+                raise _gave_up(exc, attempts) from None
         finally:
             if limit is not None:
                 limit.release(throttled=throttled)
@@ -119,6 +122,14 @@ def call_with_retries(
             counter.add()
         sleep(policy.delay(retry, rng))
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _gave_up(exc: TransientError, attempts: int) -> TransientError:
+    return TransientError(
+        f"{exc.message} (gave up after {attempts} attempts)",
+        hint=exc.hint,
+        timed_out=exc.timed_out,
+    )
 
 
 class RetryingStore:
@@ -146,6 +157,12 @@ class RetryingStore:
 
     def check_key(self, key: str) -> None:
         self.inner.check_key(key)
+
+    def check_exists(self) -> None:
+        """The inner store's check that it exists (a local directory, an S3 bucket), retried."""
+        check = getattr(self.inner, "check_exists", None)
+        if check is not None:
+            self._call(check)
 
     def put(self, key: str, body: bytes, metadata: Mapping[str, str]) -> PutReceipt:
         return self._call(lambda: self.inner.put(key, body, metadata))
@@ -195,11 +212,9 @@ class RetryingStore:
                 return
             except TransientError as exc:
                 attempt += 1
-                if attempt >= self.policy.attempts:
-                    raise TransientError(
-                        f"{exc.message} (gave up after {self.policy.attempts} attempts)",
-                        hint=exc.hint,
-                    ) from None
+                attempts = self.policy.attempts_for(exc)
+                if attempt >= attempts:
+                    raise _gave_up(exc, attempts) from None
                 self.counter.add()
                 time.sleep(self.policy.delay(attempt - 1, rng))
 

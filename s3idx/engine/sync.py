@@ -114,22 +114,17 @@ def run_sync(
         if recorded is not None:
             # So that adopted objects lacking a recorded field are counted (see _Applier).
             collector.fields = list(recorded.fields)
-        applier = _Applier(index, collector, result) if writes else None
+        applier = _Applier(index, collector, result, events, writes)
         bookkeeping = index.iter_bookkeeping()
         report = _every(BATCH, lambda: _report(events, result))
         listing, bookkeeping = _ticking(listing, report), _ticking(bookkeeping, report)
         try:
             for kind, key in _drift(listing, bookkeeping, result, rewriter is not None):
-                if kind != MAGGMA:
-                    _count(result, kind)
-                    events.drift(kind, key)
-                if applier is not None:
-                    applier.add(kind, key)
+                applier.add(kind, key)
                 if stop is not None and stop.is_set():
                     result.interrupted = True
                     break
-            if applier is not None:
-                applier.flush()
+            applier.flush()
             _report(events, result)
         except S3idxError as exc:
             result.elapsed = time.monotonic() - started
@@ -233,16 +228,32 @@ def _next_checked(stream: Iterator[Any], previous: str | None, what: str) -> Any
 
 
 class _Applier:
-    """Applies drift in batches: HEAD and upsert for objects, delete for stale entries."""
+    """Counts and applies drift in batches: HEAD and upsert for objects, delete for entries.
 
-    def __init__(self, index: Index, collector: EntryCollector, result: SyncResult) -> None:
+    An object with no entry or a changed one is drift only if it gives an entry: one not
+    written by s3idx (nor maggma), or whose metadata cannot be decoded, is reported apart
+    (``skipped``), as sync cannot adopt it. ``--check`` and ``--dry-run`` make the same HEADs
+    (``writes`` False) so that they count exactly what sync would do.
+    """
+
+    def __init__(
+        self,
+        index: Index,
+        collector: EntryCollector,
+        result: SyncResult,
+        events: Events,
+        writes: bool,
+    ) -> None:
         self._index = index
         self._collector = collector
         self._result = result
+        self._events = events
+        self._writes = writes
         self._adds: list[str] = []
         self._updates: list[str] = []
         self._rewrites: list[str] = []  # in step already: their entries change, not counted
         self._removes: list[str] = []
+        self._drifted: list[tuple[str, str]] = []  # in key order, counted once HEADs say
 
     def add(self, kind: str, key: str) -> None:
         if kind == BUCKET_ONLY:
@@ -251,27 +262,36 @@ class _Applier:
             self._updates.append(key)
         elif kind == MAGGMA:
             self._rewrites.append(key)
-        elif self._result.prune:
+        elif self._result.prune and self._writes:
             self._removes.append(key)
+        if kind != MAGGMA:
+            self._drifted.append((kind, key))
         reads = len(self._adds) + len(self._updates) + len(self._rewrites)
-        if reads >= BATCH or len(self._removes) >= BATCH:
+        if reads >= BATCH or len(self._drifted) >= BATCH:
             self.flush()
 
     def flush(self) -> None:
         keys = self._adds + self._updates + self._rewrites
+        recovered: set[str] = set()
         if keys:
             entries = list(self._collector.entries(keys))
-            if entries:
+            if entries and self._writes:
                 assert self._collector.key_field is not None
                 self._index.configure(self._collector.key_field, self._collector.fields)
                 self._index.upsert(entries)
                 self._mark_pending()
-            written = {e[self._collector.key_field] for e in entries}
-            self._result.added += sum(1 for k in self._adds if k in written)
-            self._result.updated += sum(1 for k in self._updates if k in written)
+            recovered = {e[self._collector.key_field] for e in entries}
+            if self._writes:
+                self._result.added += sum(1 for k in self._adds if k in recovered)
+                self._result.updated += sum(1 for k in self._updates if k in recovered)
             self._adds.clear()
             self._updates.clear()
             self._rewrites.clear()
+        for kind, key in self._drifted:
+            if kind == INDEX_ONLY or key in recovered:
+                _count(self._result, kind)
+                self._events.drift(kind, key)
+        self._drifted.clear()
         if self._removes:
             self._result.removed += self._index.delete(self._removes)
             self._removes.clear()

@@ -74,16 +74,19 @@ class VerifyResult:
 
 @dataclass(frozen=True, slots=True)
 class _Candidate:
-    """An object to read; ``indexed`` when its entry is in step and is to be compared too."""
+    """An object to read; ``indexed`` when its entry is in step and is to be compared too;
+    ``bucket_only`` when it has no entry (drift, unless it turns out not to be s3idx's)."""
 
     key: str
     indexed: tuple[Entry, Bookkeeping] | None
+    bucket_only: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class _Outcome:
     problems: tuple[str, ...] = ()
     not_s3idx: str | None = None  # why the object was not checked
+    foreign: bool = False  # no s3idx or maggma metadata: sync neither adopts it nor counts it
     vanished: bool = False  # deleted since it was listed
 
 
@@ -108,7 +111,7 @@ def run_verify(
     try:
         with ThreadPoolExecutor(workers, thread_name_prefix="s3idx-verify") as pool:
             for candidate, future in ordered_map(pool, check, candidates, 2 * workers):
-                _record(result, events, candidate.key, future.result())
+                _record(result, events, candidate, future.result())
                 events.progress(result.checked, None, {"damaged": result.damaged})
                 if stop is not None and stop.is_set():
                     result.interrupted = True
@@ -127,9 +130,14 @@ def _sampler(sample: float, rng: random.Random) -> Any:
     return lambda: rng.random() < sample
 
 
-def _record(result: VerifyResult, events: Events, key: str, outcome: _Outcome) -> None:
+def _record(result: VerifyResult, events: Events, candidate: _Candidate, outcome: _Outcome) -> None:
+    key = candidate.key
     if outcome.vanished:
         return
+    if candidate.bucket_only and not outcome.foreign:
+        # As sync --check counts it: an object without an entry is drift unless it is foreign.
+        result.bucket_only += 1
+        events.drift(BUCKET_ONLY, key)
     if outcome.not_s3idx is not None:
         result.not_s3idx += 1
         events.skipped(key, outcome.not_s3idx)
@@ -145,18 +153,24 @@ def _record(result: VerifyResult, events: Events, key: str, outcome: _Outcome) -
 def _candidates(
     store: ObjectStore, index: Index, result: VerifyResult, events: Events, chosen: Any
 ) -> Iterator[_Candidate]:
-    """The objects to read, with their index entries looked up a batch at a time."""
-    to_read = ((key, in_step) for key, in_step in _merged(store, index, result, events) if chosen())
+    """The objects to read, with their index entries looked up a batch at a time. Objects
+    without an entry are always read, sample or not: only a read tells drift from foreign."""
+    to_read = (
+        (key, in_step, bucket_only)
+        for key, in_step, bucket_only in _merged(store, index, result, events)
+        if bucket_only or chosen()
+    )
     for batch in batched(to_read, LOOKUP_BATCH):
-        found = index.bookkeeping([key for key, in_step in batch if in_step])
-        for key, in_step in batch:
-            yield _Candidate(key, found.get(key) if in_step else None)
+        found = index.bookkeeping([key for key, in_step, _ in batch if in_step])
+        for key, in_step, bucket_only in batch:
+            yield _Candidate(key, found.get(key) if in_step else None, bucket_only)
 
 
 def _merged(
     store: ObjectStore, index: Index, result: VerifyResult, events: Events
-) -> Iterator[tuple[str, bool]]:
-    """(key, in step) for every listed object; drift is counted and reported on the way."""
+) -> Iterator[tuple[str, bool, bool]]:
+    """(key, in step, bucket only) for every listed object; index-only and changed drift is
+    counted and reported on the way, bucket-only once the object is read (``_record``)."""
     listing = _ordered(store.list(), "store listing")
     entries = _ordered(index.iter_bookkeeping(), "index")
     obj: ObjectInfo | None = next(listing, None)
@@ -165,9 +179,7 @@ def _merged(
         if entry is None or (obj is not None and obj.key < entry[0]):
             assert obj is not None
             result.listed += 1
-            result.bucket_only += 1
-            events.drift(BUCKET_ONLY, obj.key)
-            yield obj.key, False
+            yield obj.key, False, True
             obj = next(listing, None)
         elif obj is None or entry[0] < obj.key:
             result.indexed += 1
@@ -181,7 +193,7 @@ def _merged(
             if not in_step:
                 result.changed += 1
                 events.drift(CHANGED, obj.key)
-            yield obj.key, in_step
+            yield obj.key, in_step, False
             obj, entry = next(listing, None), next(entries, None)
 
 
@@ -205,7 +217,7 @@ def _check(store: ObjectStore, spool_threshold: int, candidate: _Candidate) -> _
     except ObjectNotFoundError:
         return _Outcome(vanished=True)
     except NotAnS3idxObjectError:
-        return _Outcome(not_s3idx="not an s3idx object: not checked")
+        return _Outcome(not_s3idx="not an s3idx object: not checked", foreign=True)
     except MissingDependencyError:  # maggma's msgpack bodies, and msgpack is not installed
         return _Outcome(not_s3idx=_MAGGMA_UNCHECKED)
     except CorruptObjectError as exc:  # damaged body, or metadata that cannot be read

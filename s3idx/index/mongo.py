@@ -982,10 +982,20 @@ class MongoRebuild:
 def _connect(uri: str, server_selection_timeout_ms: int) -> MongoClient[Any]:
     options: dict[str, Any] = {"tz_aware": True, "tzinfo": UTC, "appname": "s3idx"}
     # A timeout written into the URI is the user's explicit choice; ours is only a default.
-    query = uri.partition("?")[2]
-    if "serverselectiontimeoutms" not in {k.lower() for k, _ in parse_qsl(query)}:
-        options["serverSelectionTimeoutMS"] = server_selection_timeout_ms
+    given = {k.lower() for k, _ in parse_qsl(uri.partition("?")[2])}
+    defaults = {
+        "serverSelectionTimeoutMS": server_selection_timeout_ms,
+        "connectTimeoutMS": CONNECT_TIMEOUT_MS,
+        # pymongo waits forever for an answer by default; a server that stops answering
+        # must fail the command. Generous: building an index on a big collection is one call.
+        "socketTimeoutMS": SOCKET_TIMEOUT_MS,
+    }
+    options.update({k: v for k, v in defaults.items() if k.lower() not in given})
     return MongoClient(uri, **options)
+
+
+CONNECT_TIMEOUT_MS = 10_000
+SOCKET_TIMEOUT_MS = 600_000
 
 
 def _dns_outage(exc: BaseException) -> bool:

@@ -18,12 +18,16 @@ on a document with MongoDB's semantics (the classic matcher in ``src/mongo/db/ma
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
 from typing import Any
+
+# Not the standard library's re: its matching cannot be bounded in time, and a Ctrl-C waits
+# until a catastrophic backtrack ends (never, in practice). regex takes a timeout and checks
+# for signals while it matches.
+import regex
 
 from s3idx.codec import is_date_tag, normalize_datetime, parse_date_tag
 from s3idx.errors import InvalidFilterError
@@ -53,7 +57,14 @@ SUPPORTED_OPERATORS = (
     "$elemMatch",
 )
 LOGICAL_OPERATORS = ("$and", "$or", "$nor")
-REGEX_FLAGS = {"i": re.IGNORECASE, "m": re.MULTILINE, "s": re.DOTALL, "x": re.VERBOSE}
+REGEX_FLAGS = {
+    "i": regex.IGNORECASE,
+    "m": regex.MULTILINE,
+    "s": regex.DOTALL,
+    "x": regex.VERBOSE,
+}
+# Seconds one $regex may spend on one value, as MongoDB's PCRE has a match limit.
+REGEX_TIME_LIMIT = 1.0
 
 
 class CmpOp(Enum):
@@ -135,7 +146,7 @@ class Exists:
 class Regex:
     pattern: str
     options: str
-    compiled: re.Pattern[str] = field(init=False, repr=False, compare=False)
+    compiled: Any = field(init=False, repr=False, compare=False)
     traverse_leaf_arrays = True
 
     def __post_init__(self) -> None:
@@ -143,13 +154,23 @@ class Regex:
         for flag in self.options:
             flags |= REGEX_FLAGS[flag]
         try:
-            compiled = re.compile(self.pattern, flags)
-        except re.error as exc:
+            compiled = regex.compile(self.pattern, flags)
+        except regex.error as exc:
             raise InvalidFilterError(f"invalid $regex {self.pattern!r}: {exc}") from None
         object.__setattr__(self, "compiled", compiled)
 
     def test(self, value: Any) -> bool:
-        return isinstance(value, str) and self.compiled.search(value) is not None
+        if not isinstance(value, str):
+            return False
+        try:
+            return self.compiled.search(value, timeout=REGEX_TIME_LIMIT) is not None
+        except TimeoutError:
+            raise InvalidFilterError(
+                f"$regex {self.pattern!r} took more than {REGEX_TIME_LIMIT:g} s on one value "
+                "(matching is limited, as MongoDB limits it)",
+                hint="the pattern backtracks without end, typically a repetition inside a "
+                "repetition such as (a+)+ or (a|aa)+; rewrite it without the nesting",
+            ) from None
 
 
 @dataclass(frozen=True, slots=True)

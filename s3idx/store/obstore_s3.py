@@ -53,7 +53,10 @@ from s3idx.store.s3 import (
     DEFAULT_POOL_CONNECTIONS,
     DEFAULT_READ_TIMEOUT,
     READ_CHUNK,
+    TIMEOUT_HINT,
     S3Store,
+    line_break_error,
+    remember_credentials,
     scrub,
 )
 
@@ -73,6 +76,8 @@ _STATUS = re.compile(r"status code: (\d{3})")
 _CODE = re.compile(r"<Code>([^<]+)</Code>")
 _MESSAGE = re.compile(r"<Message>([^<]*)</Message>")
 # Connection failures that mean "nothing answers there" rather than "the answer was lost".
+_BAD_HEADER = re.compile(r"InvalidHeaderValue|invalid header value|failed to parse header", re.I)
+_TIMED_OUT = re.compile(r"kind: Timeout|TimedOut|operation timed out", re.I)
 _UNREACHABLE = re.compile(r"ConnectionRefused|tcp connect error|dns error|Connect,", re.I)
 
 
@@ -154,6 +159,9 @@ class ObstoreS3Store:
             raise self._boto.translate(NoCredentialsError()) from None
         except Exception as exc:  # botocore's credential errors: the same translation
             raise self._boto.translate(exc) from None
+        if _has_control_character(self._boto.session):
+            # object_store panics on such a header value instead of returning an error.
+            raise line_break_error(self.location)
         endpoint = self.endpoint_url
         connect, read = self._timeouts
         options: dict[str, Any] = {
@@ -286,6 +294,16 @@ def _strip_etag(etag: str | None) -> str:
     return (etag or "").strip('"')
 
 
+def _has_control_character(session: Any) -> bool:
+    try:
+        credentials = session.get_credentials()
+        frozen = credentials.get_frozen_credentials() if credentials is not None else None
+    except Exception:  # cannot be loaded: the request itself reports that
+        return False
+    values = (frozen.access_key, frozen.secret_key, frozen.token) if frozen else ()
+    return any(ord(c) < 0x20 or ord(c) == 0x7F for value in values if value for c in value)
+
+
 def _is_aws(endpoint: str) -> bool:
     host = urlsplit(endpoint).hostname or ""
     return host.endswith(".amazonaws.com") or host.endswith(".amazonaws.com.cn")
@@ -305,6 +323,7 @@ def translate_obstore_error(
     store, so the error table lives in one place. No answer at all: unreachable (exit 5) when
     the connection could not be made, else transient (the request was lost mid-way).
     """
+    remember_credentials(boto.session)
     text = str(exc)
     status = _STATUS.search(text)
     if status is not None:
@@ -325,6 +344,15 @@ def translate_obstore_error(
         return BackendUnavailableError(
             f"cannot reach S3 at {named} for {where}: {reason}",
             hint="check --endpoint-url, the network, and that the server is running",
+        )
+    if _BAD_HEADER.search(text):
+        return line_break_error(where)
+    if _TIMED_OUT.search(text):
+        return TransientError(
+            f"cannot reach S3 at {named} for {where}: timed out (no answer within "
+            f"{boto.timeouts[1]:g} s)",
+            hint=TIMEOUT_HINT,
+            timed_out=True,
         )
     if isinstance(exc, obstore.exceptions.BaseError) or "error sending request" in text:
         return TransientError(

@@ -26,6 +26,7 @@ from botocore.exceptions import (
     ClientError,
     ConfigNotFound,
     ConnectionClosedError,
+    ConnectTimeoutError,
     CredentialRetrievalError,
     HTTPClientError,
     IncompleteReadError,
@@ -46,7 +47,7 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from s3idx._version import __version__
 from s3idx.codec import MAX_KEY_BYTES, check_metadata_size
-from s3idx.config import redact
+from s3idx.config import redact, remember_secret
 from s3idx.errors import (
     AccessDeniedError,
     BackendUnavailableError,
@@ -90,6 +91,10 @@ _PERMISSION_HINT = "the credentials work but are not allowed to do this on this 
 _EXPIRED_HINT = "the session token has expired: refresh it (e.g. aws sso login) and try again"
 _REGION_HINT = "give the bucket's region with --region (or set it in the AWS profile)"
 _TRANSIENT_HINT = "S3 is busy or failing; run the command again later"
+TIMEOUT_HINT = (
+    "check --endpoint-url and that the server is running; a slow server may need a longer "
+    "deadline: S3IDX_TIMEOUT=SECONDS (default 60)"
+)
 
 # botocore error code -> (s3idx exception, hint), as s3fs maps codes to OSErrors. A HEAD
 # response has no body, so its errors arrive as bare HTTP statuses ("404", "403").
@@ -174,12 +179,43 @@ _SECRETS = re.compile(
     r"|(?<=Credential=)[^,\s]+"
     r"|(?<=Signature=)[0-9A-Fa-f]+"
     r"|(?<![A-Za-z0-9/+=])[A-Za-z0-9/+=]{40,}"
+    r"|eyJ[A-Za-z0-9_-]{4,}(?:\.[A-Za-z0-9_-]*)*"  # a JWT, all of its segments
 )
 
 
 def scrub(text: str) -> str:
-    """Text from botocore or the server with anything credential-like replaced by ``***``."""
-    return _SECRETS.sub("***", text)
+    """Text from botocore or the server with anything credential-like replaced by ``***``.
+
+    Beside these patterns, every secret known by value is hidden too (``config.redact``).
+    """
+    return redact(_SECRETS.sub("***", text))
+
+
+def remember_credentials(session: boto3.Session) -> None:
+    """Make the session's credentials known to ``redact``, so no message can show them."""
+    try:
+        credentials = session.get_credentials()
+        frozen = credentials.get_frozen_credentials() if credentials is not None else None
+    except Exception:  # the credentials cannot even be loaded: nothing of them to hide
+        return
+    if frozen is not None:
+        for value in (frozen.access_key, frozen.secret_key, frozen.token):
+            remember_secret(value)
+
+
+def line_break_error(where: str) -> AccessDeniedError:
+    return AccessDeniedError(
+        f"the AWS session token (or key) for {where} contains a line break or another "
+        "control character, so no request can carry it",
+        hint="check ~/.aws/credentials and AWS_SESSION_TOKEN / AWS_ACCESS_KEY_ID / "
+        "AWS_SECRET_ACCESS_KEY (a file saved with Windows line ends leaves a stray \\r)",
+    )
+
+
+def _bad_header_value(exc: BaseException) -> bool:
+    """http.client refused a header value: a credential holding a line break, in practice."""
+    inner = getattr(exc, "kwargs", {}).get("error")
+    return isinstance(inner, ValueError) and "Invalid header value" in str(inner)
 
 
 def error_code(exc: ClientError) -> str:
@@ -194,6 +230,7 @@ def translate_error(
     prefix: str = "",
     endpoint: str | None = None,
     create_bucket: bool = False,
+    timeouts: tuple[float, float] | None = None,
 ) -> S3idxError:
     """The s3idx error for a botocore failure concerning ``bucket`` (and the document ``key``).
 
@@ -219,6 +256,18 @@ def translate_error(
             hint=_CREDENTIALS_HINT,
         )
     named = scrub(redact(endpoint or "the S3 endpoint"))
+    if isinstance(exc, ReadTimeoutError | ConnectTimeoutError):
+        connect, read = timeouts or (DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT)
+        waited = (
+            f"no connection within {connect:g} s"
+            if isinstance(exc, ConnectTimeoutError)
+            else f"no answer within {read:g} s"
+        )
+        return TransientError(
+            f"cannot reach S3 at {named} for {where}: timed out ({waited})",
+            hint=TIMEOUT_HINT,
+            timed_out=True,
+        )
     if isinstance(exc, _INTERRUPTED_ERRORS):
         return TransientError(
             f"connection to {named} was interrupted while working on {where}: {_reason(exc)}",
@@ -229,6 +278,8 @@ def translate_error(
             f"TLS with {named} failed for {where}: {_reason(exc)}",
             hint="check the endpoint URL, or point AWS_CA_BUNDLE at the server's CA certificate",
         )
+    if isinstance(exc, HTTPClientError) and _bad_header_value(exc):
+        return line_break_error(where)
     # Refused, unresolvable, connect timeouts, proxies: ConnectionError, not HTTPClientError.
     if isinstance(exc, BotoConnectionError | HTTPClientError):
         return BackendUnavailableError(
@@ -343,6 +394,7 @@ class S3Store:
         self._bucket_lock = threading.Lock()
         self._bucket_created = False
         self._bucket_seen = False
+        self._timeouts = (connect_timeout, read_timeout)
         config = Config(
             max_pool_connections=max_pool_connections,
             # Checksums only where S3 demands them (DeleteObjects) and no parameter validation:
@@ -366,7 +418,7 @@ class S3Store:
     ) -> tuple[boto3.Session, Any]:
         try:
             session = boto3.Session(profile_name=profile, region_name=region)
-            return session, session.client("s3", endpoint_url=endpoint_url, config=config)
+            client = session.client("s3", endpoint_url=endpoint_url, config=config)
         except (ClientError, BotoCoreError) as exc:
             raise self._error(exc) from None
         except ValueError as exc:  # a malformed endpoint URL or region
@@ -374,6 +426,11 @@ class S3Store:
                 f"cannot use S3 endpoint {redact(endpoint_url or 'default')!r} "
                 f"with region {region!r}: {scrub(str(exc))}"
             ) from None
+        # botocore sends "Expect: 100-continue" with every PUT body; a server that answers
+        # with part of "100 Continue" and closes makes it spin forever in _consume_headers
+        # (no timeout fires). Bodies here are small and sent whole: the header buys nothing.
+        client.meta.events.register_last("before-call.s3", _without_expect_header)
+        return session, client
 
     @property
     def session(self) -> boto3.Session:
@@ -384,6 +441,11 @@ class S3Store:
     def client(self) -> Any:
         """The shared boto3 S3 client (generated at run time, hence untyped)."""
         return self._client
+
+    @property
+    def timeouts(self) -> tuple[float, float]:
+        """Seconds to connect, and to wait for an answer, per request."""
+        return self._timeouts
 
     @property
     def region(self) -> str | None:
@@ -407,6 +469,8 @@ class S3Store:
             )
 
     def _error(self, exc: BaseException, key: str | None = None) -> S3idxError:
+        if hasattr(self, "_session"):
+            remember_credentials(self._session)
         endpoint = self._client.meta.endpoint_url if hasattr(self, "_client") else None
         return translate_error(
             exc,
@@ -415,6 +479,7 @@ class S3Store:
             prefix=self.prefix,
             endpoint=endpoint,
             create_bucket=self._create_bucket,
+            timeouts=self._timeouts,
         )
 
     @contextlib.contextmanager
@@ -640,6 +705,10 @@ class S3Store:
 
     def close(self) -> None:
         self._client.close()
+
+
+def _without_expect_header(params: dict[str, Any], **kwargs: Any) -> None:
+    params.get("headers", {}).pop("Expect", None)
 
 
 def _head(key: str, response: Mapping[str, Any]) -> ObjectHead:

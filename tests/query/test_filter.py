@@ -410,7 +410,7 @@ SUPPORTED = (
         ({"a": {"$options": "i"}}, "$options on 'a' needs a $regex beside it"),
         (
             {"a": {"$regex": "("}},
-            "invalid $regex '(': missing ), unterminated subpattern at position 0",
+            "invalid $regex '(': missing ) at position 1",
         ),
         (
             {"a": {"$not": 5}},

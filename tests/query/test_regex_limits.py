@@ -1,0 +1,68 @@
+"""$regex matching is bounded in time and can be interrupted, as MongoDB's PCRE match limit."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from s3idx.errors import ExitStatus
+from s3idx.query import filter as filter_module
+
+# Patterns whose backtracking on VICTIM never ends in practice.
+BACKTRACKING = ["(a|aa)+$", "(a|a)+$", "^(a|aa)+$"]
+VICTIM = "a" * 40 + "b"
+
+
+@pytest.fixture
+def indexed(run: Callable[..., Any]) -> Callable[..., Any]:
+    lines = "".join(f'{{"fs_id": "k{i}", "name": "{VICTIM}"}}\n' for i in range(3))
+    result = run("put", "--field", "name", input=lines)
+    assert result.exit_code == 0, result.stderr
+    return run
+
+
+@pytest.mark.parametrize("pattern", BACKTRACKING)
+def test_catastrophic_backtracking_is_a_clear_error(indexed: Any, pattern: str) -> None:
+    started = time.monotonic()
+    result = indexed("query", f'{{"name": {{"$regex": "{pattern}"}}}}')
+    assert result.exit_code == ExitStatus.USAGE, result.stderr
+    assert f"$regex '{pattern}' took more than 1 s on one value" in result.stderr
+    assert "rewrite it without the nesting" in result.stderr
+    assert time.monotonic() - started < 30  # one limit per value, not a hang
+
+
+@pytest.mark.parametrize("pattern", ["(a+)+$", "^(a+)+$", "(x+x+)+y"])
+def test_nested_repetition_the_engine_can_optimise_answers(indexed: Any, pattern: str) -> None:
+    # The standard re hangs on these; the regex engine recognises they cannot match.
+    result = indexed("query", f'{{"name": {{"$regex": "{pattern}"}}}}', "--count")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.strip() == "0"
+
+
+def test_an_ordinary_regex_still_matches(indexed: Any) -> None:
+    result = indexed("query", '{"name": {"$regex": "^A+b$", "$options": "i"}}', "--count")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.strip() == "3"
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_ctrl_c_interrupts_a_regex_at_once(indexed: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A limit far beyond the test: only the interrupt can end this match in time.
+    monkeypatch.setattr(filter_module, "REGEX_TIME_LIMIT", 600.0)
+    signal.signal(signal.SIGALRM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
+    signal.setitimer(signal.ITIMER_REAL, 1.0)
+    started = time.monotonic()
+    try:
+        result = indexed("query", '{"name": {"$regex": "(a|aa)+$"}}')
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)
+    assert result.exit_code == ExitStatus.INTERRUPTED, result.stderr
+    assert "interrupted" in result.stderr
+    assert time.monotonic() - started < 30

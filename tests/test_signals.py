@@ -1,0 +1,129 @@
+"""Real processes: a second Ctrl-C aborts every command at once, even on a server that stalls."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+
+from s3idx.errors import ExitStatus, ObjectNotFoundError
+from s3idx.index.sqlite import SqliteIndex
+from s3idx.store.s3 import S3Store
+from tests.s3proxy import S3Proxy
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+
+ABORT_BOUND = 5.0  # seconds from the second signal to the end of the process
+DOCUMENTS = 60
+
+
+def _lines(count: int) -> bytes:
+    return b"".join(orjson.dumps({"fs_id": f"k{i:05d}", "v": i}) + b"\n" for i in range(count))
+
+
+def _s3idx(home: Path, *args: str, **kwargs: object) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("S3IDX_")}
+    env.update(S3IDX_HOME=str(home), PYTHONPATH=str(ROOT))
+    return subprocess.Popen(
+        [sys.executable, "-m", "s3idx", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        **kwargs,  # type: ignore[call-overload]
+    )
+
+
+@pytest.fixture
+def slow_s3(s3_endpoint: str, s3_bucket: str, tmp_path: Path) -> Iterator[tuple[S3Proxy, Path]]:
+    """A bucket holding DOCUMENTS documents and their index, behind a proxy made slow later."""
+    source = tmp_path / "docs.jsonl"
+    source.write_bytes(_lines(DOCUMENTS))
+    put = _s3idx(
+        tmp_path, "put", str(source), "--field", "v", "-q", *_locations(s3_bucket, s3_endpoint)
+    )
+    _, err = put.communicate(timeout=60)
+    assert put.returncode == 0, err
+    with S3Proxy(s3_endpoint) as proxy:
+        yield proxy, tmp_path
+
+
+def _locations(bucket: str, endpoint: str) -> tuple[str, ...]:
+    return ("--store", f"s3://{bucket}/docs", "--endpoint-url", endpoint)
+
+
+COMMANDS = {
+    "put": ("put", "BIG", "--field", "v"),
+    "put --json": ("put", "BIG", "--field", "v", "--json"),
+    "get": ("get", *(f"k{i:05d}" for i in range(DOCUMENTS))),
+    "query --full": ("query", "--full"),
+    "delete": ("delete", "--filter", '{"v": {"$lt": 30}}'),
+    "rebuild-index": ("rebuild-index",),
+    "sync --json": ("sync", "--json"),
+}
+
+
+@pytest.mark.parametrize("command", list(COMMANDS))
+def test_second_signal_aborts_at_once_even_on_a_stalled_server(
+    slow_s3: tuple[S3Proxy, Path], s3_bucket: str, command: str
+) -> None:
+    proxy, home = slow_s3
+    big = home / "big.jsonl"
+    big.write_bytes(_lines(5000))
+    args = [str(big) if a == "BIG" else a for a in COMMANDS[command]]
+    rng = random.Random(f"{command}-{os.getpid()}")
+    proxy.delay = 3.0  # every worker waits on a request when the signals come
+    for _ in range(3 if command == "put" else 1):
+        started = proxy.requests.total()
+        process = _s3idx(home, *args, *_locations(s3_bucket, proxy.url))
+        deadline = time.monotonic() + 30
+        while proxy.requests.total() == started and time.monotonic() < deadline:
+            time.sleep(0.02)  # the command has begun talking to S3
+        time.sleep(rng.uniform(0.0, 1.0))
+        first = rng.choice([signal.SIGINT, signal.SIGTERM])
+        process.send_signal(first)
+        time.sleep(rng.uniform(0.0, 0.6))
+        process.send_signal(signal.SIGINT)
+        sent = time.monotonic()
+        try:
+            out, err = process.communicate(timeout=ABORT_BOUND)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.communicate()
+            raise AssertionError(
+                f"{command}: still running {ABORT_BOUND} s after a second signal"
+            ) from None
+        assert time.monotonic() - sent < ABORT_BOUND
+        expected = ExitStatus.TERMINATED if first == signal.SIGTERM else ExitStatus.INTERRUPTED
+        assert process.returncode == expected, err
+        assert b"Traceback" not in err, err
+        if "--json" in args:
+            summary = orjson.loads(out)  # exactly one document, even after an abort
+            assert summary["exit_status"] == expected
+    proxy.delay = 0.0
+    if command == "delete":
+        # An aborted delete may leave entries whose objects are gone (the documented order:
+        # object first); the next sync prunes them.
+        sync = _s3idx(home, "sync", "-q", *_locations(s3_bucket, proxy.url))
+        _, err = sync.communicate(timeout=60)
+        assert sync.returncode == 0, err
+    _assert_every_entry_has_its_object(home, s3_bucket, proxy.url)
+
+
+def _assert_every_entry_has_its_object(home: Path, bucket: str, endpoint: str) -> None:
+    store = S3Store(bucket, "docs", endpoint_url=endpoint)
+    with SqliteIndex(home / "index.sqlite3") as index:
+        for entry in index.find({}, fields=["fs_id"]):
+            try:
+                store.head(entry["fs_id"])
+            except ObjectNotFoundError:
+                raise AssertionError(f"entry {entry['fs_id']} has no object") from None
+    store.close()
