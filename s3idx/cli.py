@@ -874,7 +874,7 @@ def info(
         if json:
             output.write_json({**data, "exit_status": int(status or ExitStatus.OK)})
         else:
-            rows = {k: v for k, v in data.items() if k != "problems"}
+            rows = {k: v for k, v in data.items() if k not in ("problems", "exit_status")}
             width = max(len(k) for k in rows)
             for name, value in rows.items():
                 text = ", ".join(value) if isinstance(value, list) else value

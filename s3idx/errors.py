@@ -223,4 +223,4 @@ def cannot_write_output(flag: str, path: str, exc: OSError) -> UsageError:
         reason = "it is a directory"
     else:
         reason = exc.strerror or str(exc)
-    return UsageError(f"cannot write {flag} file {path}: {reason}")
+    return UsageError(f"cannot write {flag} {path}: {reason}")

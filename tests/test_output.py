@@ -175,10 +175,11 @@ def test_refusals_count_one_entry_in_the_singular(tmp_path: Path) -> None:
     index = tmp_path / "index.sqlite3"
     with Engine(LocalStore(tmp_path / "full"), SqliteIndex(index)) as engine:
         engine.put_documents([{"fs_id": "a"}])
-    empty = LocalStore(tmp_path / "empty")  # a store that exists and holds no object
-    empty.put("gone", b"{}", {})
-    empty.delete(["gone"])
-    with Engine(empty, SqliteIndex(index)) as engine:
+    # A store that exists and is empty (a store that does not exist is refused as missing).
+    with Engine(LocalStore(tmp_path / "empty"), SqliteIndex(tmp_path / "other.db")) as engine:
+        engine.put_documents([{"fs_id": "x"}])
+        engine.delete(["x"])
+    with Engine(LocalStore(tmp_path / "empty"), SqliteIndex(index)) as engine:
         with pytest.raises(S3idxError, match="refusing to remove the 1 index entry\n"):
             engine.sync()
         with pytest.raises(S3idxError, match="replace an index of 1 entry with an empty one"):

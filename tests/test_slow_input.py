@@ -31,6 +31,8 @@ def _query(home: Path) -> list[str]:
         capture_output=True,
         timeout=60,
     )
+    if done.returncode == ExitStatus.NOT_FOUND and b"no s3idx index at " in done.stderr:
+        return []  # put has not created its index yet (querying a missing one is refused)
     assert done.returncode == 0, done.stderr
     return [orjson.loads(line)["fs_id"] for line in done.stdout.splitlines()]
 

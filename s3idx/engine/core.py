@@ -106,9 +106,7 @@ class Engine:
 
         A local store says so itself; a missing S3 bucket fails on the first request.
         """
-        check = getattr(self.store.inner, "check_exists", None)
-        if check is not None:
-            check()
+        self.store.check_exists()
 
     def require_index(self) -> None:
         """NotFoundError unless an index was ever written at this location."""
@@ -413,6 +411,7 @@ class Engine:
                 hint="to recover a lost index from the store, run `s3idx rebuild-index`; "
                 "to add fields, give them to `s3idx put --field`",
             )
+        self.require_store()
         all_fields = self._put_fields(fields)
         if dry_run:
             new = tuple(f for f in all_fields if f not in settings.fields)
@@ -446,6 +445,7 @@ class Engine:
     ) -> VerifyResult:
         """Read objects (all, or a random ``sample`` fraction) and check each against its
         metadata and index entry; see ``s3idx.engine.verify``."""
+        self.require_store()
         retries = self.store.retries
         result = run_verify(
             self.store,

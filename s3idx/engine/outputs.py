@@ -63,7 +63,7 @@ def open_output(path: str | os.PathLike[str], option: str) -> IO[bytes]:
     try:
         return open(path, "wb")
     except OSError as exc:
-        raise cannot_write_output(option, str(path), exc) from None
+        raise cannot_write_output(option, os.fspath(path), exc) from None
 
 
 def _kept_files(

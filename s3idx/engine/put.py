@@ -317,6 +317,10 @@ def run_put(
     return result
 
 
+def _limit_reached(options: PutOptions, result: PutResult) -> bool:
+    return options.max_errors is not None and result.rejected >= options.max_errors
+
+
 class _ProgressReporter:
     """put's progress: documents finished (stored, unchanged or rejected) and, when the input's
     size is known, the share of the whole run done, so the bar moves while uploads drain."""
@@ -358,10 +362,6 @@ class _ProgressReporter:
         # An estimate, but one that never goes back: the reader's share moves in steps.
         self._fraction = max(self._fraction, fraction)
         return self._fraction
-
-
-def _limit_reached(options: PutOptions, result: PutResult) -> bool:
-    return options.max_errors is not None and result.rejected >= options.max_errors
 
 
 def _finish_after_failure(

@@ -158,6 +158,12 @@ class RetryingStore:
     def check_key(self, key: str) -> None:
         self.inner.check_key(key)
 
+    def check_exists(self) -> None:
+        """The inner store's check that it exists (a local directory, an S3 bucket), retried."""
+        check = getattr(self.inner, "check_exists", None)
+        if check is not None:
+            self._call(check)
+
     def put(self, key: str, body: bytes, metadata: Mapping[str, str]) -> PutReceipt:
         return self._call(lambda: self.inner.put(key, body, metadata))
 

@@ -132,15 +132,6 @@ class LocalStore:
         self._fold_case = fold_case
         return True
 
-    def _check_not_linked(self) -> None:
-        for directory in (self._objects, self._tmp):
-            if directory.is_symlink():
-                raise StoreFormatError(
-                    f"{directory} is a symbolic link; the local store follows no links inside "
-                    "its directory",
-                    hint="put the directory itself there (the store's root may be a link)",
-                )
-
     def check_exists(self) -> None:
         """Raise NotFoundError naming the root unless a store is there (for reading commands)."""
         if self._ready(for_write=False):
@@ -149,6 +140,15 @@ class LocalStore:
         if self.root.is_dir():
             detail = f"the directory has no {MARKER}"
         raise store_not_found(self.location, detail)
+
+    def _check_not_linked(self) -> None:
+        for directory in (self._objects, self._tmp):
+            if directory.is_symlink():
+                raise StoreFormatError(
+                    f"{directory} is a symbolic link; the local store follows no links inside "
+                    "its directory",
+                    hint="put the directory itself there (the store's root may be a link)",
+                )
 
     def _initialise(self) -> None:
         if not self._create:
@@ -304,7 +304,9 @@ class LocalStore:
         except (FileNotFoundError, NotADirectoryError):
             raise ObjectNotFoundError(key) from None
         except OSError as exc:
-            if exc.errno in (errno.ELOOP, errno.ENAMETOOLONG):  # a link; a key no put stores
+            # ELOOP: the object file is a link, not an object; ENAMETOOLONG: a key no put
+            # could have stored.
+            if exc.errno in (errno.ELOOP, errno.ENAMETOOLONG):
                 raise ObjectNotFoundError(key) from None
             raise _unavailable(self.root, exc) from None
 

@@ -128,6 +128,9 @@ class ObstoreS3Store:
         self._lock = threading.Lock()
         self._store: _ObstoreS3 | None = None
 
+    def check_exists(self) -> None:
+        self._boto.check_exists()
+
     def __repr__(self) -> str:
         return f"ObstoreS3Store({self.location!r}, endpoint={scrub(redact(self.endpoint_url))!r})"
 

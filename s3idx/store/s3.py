@@ -622,6 +622,10 @@ class S3Store:
         self._bucket_seen = True
         return _head(key, response)
 
+    def check_exists(self) -> None:
+        """NotFoundError if the bucket is missing (for reading commands; a prefix always exists)."""
+        self._check_bucket_exists()
+
     def _check_bucket_exists(self) -> None:
         """Raise NotFoundError if the bucket is missing; asked at most once per store."""
         if self._bucket_seen:

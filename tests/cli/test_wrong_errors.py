@@ -18,7 +18,7 @@ def test_rejects_file_in_a_missing_directory_is_a_usage_error(run: Run, tmp_path
     result = run("put", "--rejects", str(target), input=b'{"fs_id": "a"}\n')
     assert result.exit_code == ExitStatus.USAGE
     assert result.stderr == (
-        f"s3idx: error: cannot write --rejects file {target}: "
+        f"s3idx: error: cannot write --rejects {target}: "
         f"the directory {target.parent} does not exist\n"
     )
     assert "no s3idx index" in run("query").stderr  # nothing was stored
@@ -30,12 +30,12 @@ def test_get_output_in_a_missing_directory_is_a_usage_error(run: Run, tmp_path: 
     result = run("get", "a", "-o", str(target))
     assert result.exit_code == ExitStatus.USAGE
     assert result.stderr == (
-        f"s3idx: error: cannot write --output file {target}: "
+        f"s3idx: error: cannot write --output {target}: "
         f"the directory {target.parent} does not exist\n"
     )
     directory = run("get", "a", "-o", str(tmp_path))
     assert directory.exit_code == ExitStatus.USAGE
-    assert f"cannot write --output file {tmp_path}: it is a directory" in directory.stderr
+    assert f"cannot write --output {tmp_path}: it is a directory" in directory.stderr
 
 
 @pytest.mark.parametrize("cut", [20, 40])
