@@ -125,7 +125,7 @@ def test_output_over_the_index_the_store_or_the_config_is_refused(
 def test_output_that_is_a_directory_is_a_clear_error(run: Run, tmp_path: Path) -> None:
     result = run("get", "a", "-o", str(tmp_path))
     assert result.exit_code == ExitStatus.USAGE
-    assert f"cannot write --output file {tmp_path}: it is a directory" in result.stderr
+    assert f"cannot write --output {tmp_path}: it is a directory" in result.stderr
     assert "internal error" not in result.stderr
 
 
