@@ -78,6 +78,9 @@ DUPLICATE_KEY = 11000
 # Writes of a chunk tried when a concurrent upsert of one of its keys won the insert.
 UPSERT_ATTEMPTS = 5
 UPSERT_PAUSE = 0.02  # seconds, times the attempt number
+# Index creations tried when the connection is lost on the way (idempotent, so safe to repeat).
+INDEX_ATTEMPTS = 3
+INDEX_PAUSE = 0.2  # seconds, times the attempt number
 # Renames tried when a writer re-creates the live collection between the drop and the rename of
 # the non-atomic swap; each retry drops what that writer wrote (as an atomic swap would).
 SWAP_ATTEMPTS = 5
@@ -598,15 +601,29 @@ class MongoIndex:
             )
 
     def _ensure_indexes(self, collection: Collection[Any], settings: IndexSettings) -> None:
-        """Create the missing indexes: unique on the key field, one per searchable field."""
-        with self._guard("creating the indexes of"):
-            existing = {_first_path(info) for info in collection.index_information().values()}
-            models = []
-            if settings.key_field != ID and settings.key_field not in existing:
-                models.append(IndexModel([(settings.key_field, ASCENDING)], unique=True))
-            models += [IndexModel([(f, ASCENDING)]) for f in settings.fields if f not in existing]
-            if models:
-                collection.create_indexes(models)
+        """Create the missing indexes: unique on the key field, one per searchable field.
+
+        Creating an index that exists changes nothing, so a connection lost on the way (FerretDB
+        closes one now and then when several processes create indexes at once) is tried again.
+        """
+        for attempt in range(1, INDEX_ATTEMPTS + 1):
+            try:
+                with self._guard("creating the indexes of"):
+                    self._create_missing_indexes(collection, settings)
+                return
+            except TransientError:
+                if attempt == INDEX_ATTEMPTS:
+                    raise
+            time.sleep(INDEX_PAUSE * attempt)
+
+    def _create_missing_indexes(self, collection: Collection[Any], settings: IndexSettings) -> None:
+        existing = {_first_path(info) for info in collection.index_information().values()}
+        models = []
+        if settings.key_field != ID and settings.key_field not in existing:
+            models.append(IndexModel([(settings.key_field, ASCENDING)], unique=True))
+        models += [IndexModel([(f, ASCENDING)]) for f in settings.fields if f not in existing]
+        if models:
+            collection.create_indexes(models)
 
     def _require_key_field(self) -> str:
         if self._key_field is None and self.settings() is None:

@@ -218,6 +218,28 @@ def test_configure_recreates_indexes_that_were_dropped(index: MongoIndex, client
     assert len(client["test"]["s3idx"].index_information()) == 3  # _id, fs_id, a
 
 
+def test_index_creation_cut_off_by_a_lost_connection_is_tried_again(
+    index: MongoIndex, client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # FerretDB closed the connection of one of several processes creating indexes at once.
+    from pymongo.errors import AutoReconnect
+
+    create = mongomock.collection.Collection.create_indexes
+    failures = iter([AutoReconnect("connection closed")])
+
+    def flaky(self: Any, *args: Any, **kwargs: Any) -> Any:
+        failure = next(failures, None)
+        if failure is not None:
+            raise failure
+        return create(self, *args, **kwargs)
+
+    monkeypatch.setattr(mongomock.collection.Collection, "create_indexes", flaky)
+
+    index.configure("fs_id", ["a"])
+
+    assert len(client["test"]["s3idx"].index_information()) == 3  # _id, fs_id, a
+
+
 def test_the_key_is_the_document_id(index: MongoIndex, client: Any) -> None:
     index.configure("fs_id", [])
     index.upsert([entry("a/b", n=1)])
