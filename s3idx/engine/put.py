@@ -20,7 +20,7 @@ from typing import Any
 from s3idx import codec
 from s3idx.engine.documents import DocumentPreparer, Prepared
 from s3idx.engine.inputs import ReadProgress, Record
-from s3idx.engine.results import Events, PutResult, Reject
+from s3idx.engine.results import Events, PutResult, Reject, reported_on_failure
 from s3idx.engine.seen import SeenKeys
 from s3idx.errors import RecordError, S3idxError
 from s3idx.index.base import Bookkeeping, Entry, Index, with_bookkeeping
@@ -301,12 +301,8 @@ def run_put(
     finally:
         seen.close()
     if pipeline is not None:
-        try:
+        with reported_on_failure(result, started):
             pipeline.finish()
-        except S3idxError as exc:
-            result.elapsed = time.monotonic() - started
-            exc.partial_result = result
-            raise
         if pipeline.fatal is not None and not isinstance(pipeline.fatal, _Cancelled):
             fatal = pipeline.fatal
             result.elapsed = time.monotonic() - started

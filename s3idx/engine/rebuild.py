@@ -28,7 +28,7 @@ from s3idx.engine.recover import (
     indexed_entries,
     probe_key_field,
 )
-from s3idx.engine.results import Events
+from s3idx.engine.results import Events, reported_on_failure
 from s3idx.errors import IndexSettingsError, S3idxError, UsageError
 from s3idx.index.base import Index, IndexSettings
 from s3idx.store.base import ObjectInfo, ObjectStore
@@ -102,17 +102,13 @@ def run_rebuild(
         collector.lacking = dict(result.pending_fields)
         collector.accepted = result.written
         start_after = checkpoint.get("listed_through") if checkpoint else None
-        try:
+        with reported_on_failure(result, started):
             for batch in batched(store.list(start_after=start_after), LIST_BATCH):
                 _rebuild_batch(rebuild, collector, batch, result)
                 events.progress(result.listed, None, {"written": result.written})
                 if stop is not None and stop.is_set():
                     result.interrupted = True
                     break
-        except S3idxError as exc:
-            result.elapsed = time.monotonic() - started
-            exc.partial_result = result
-            raise
     if not result.interrupted:
         try:
             _refuse_empty_replacement(store, index, result)

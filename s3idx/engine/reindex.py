@@ -30,14 +30,13 @@ from s3idx.engine.documents import DocumentPreparer
 from s3idx.engine.inputs import Record
 from s3idx.engine.read import fetch_document
 from s3idx.engine.recover import REPORTED_KEYS_LIMIT
-from s3idx.engine.results import Events
+from s3idx.engine.results import Events, reported_on_failure
 from s3idx.errors import (
     CorruptObjectError,
     NotAnS3idxObjectError,
     ObjectChangedError,
     ObjectNotFoundError,
     RecordError,
-    S3idxError,
 )
 from s3idx.index.base import Bookkeeping, Entry, Index, IndexSettings, with_bookkeeping
 from s3idx.store.base import ObjectStore
@@ -120,26 +119,24 @@ def run_reindex(
         dry_run=dry_run,
     )
     backfill = _Backfill(store, settings, dry_run)
-    with ThreadPoolExecutor(workers, thread_name_prefix="s3idx-reindex") as pool:
-        try:
-            for batch in batched(store.list(), BATCH):
-                entries = []
-                listed = [info.key for info in batch]
-                for key, future in ordered_map(pool, backfill.one, listed, 2 * workers):
-                    outcome = future.result()
-                    _count(result, key, outcome, events)
-                    if outcome.entry is not None:
-                        entries.append(outcome.entry)
-                index.upsert(entries)
-                result.listed += len(batch)
-                events.progress(result.listed, None, {"updated": result.updated})
-                if stop is not None and stop.is_set():
-                    result.interrupted = True
-                    break
-        except S3idxError as exc:
-            result.elapsed = time.monotonic() - started
-            exc.partial_result = result
-            raise
+    with (
+        ThreadPoolExecutor(workers, thread_name_prefix="s3idx-reindex") as pool,
+        reported_on_failure(result, started),
+    ):
+        for batch in batched(store.list(), BATCH):
+            entries = []
+            listed = [info.key for info in batch]
+            for key, future in ordered_map(pool, backfill.one, listed, 2 * workers):
+                outcome = future.result()
+                _count(result, key, outcome, events)
+                if outcome.entry is not None:
+                    entries.append(outcome.entry)
+            index.upsert(entries)
+            result.listed += len(batch)
+            events.progress(result.listed, None, {"updated": result.updated})
+            if stop is not None and stop.is_set():
+                result.interrupted = True
+                break
     if not (dry_run or result.interrupted or result.failed) and result.pending:
         index.mark_complete(result.pending)
         result.completed = list(result.pending)

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from s3idx.errors import S3idxError
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,3 +117,15 @@ class Events:
 
     def damaged(self, key: str, reason: str) -> None:
         """verify found an object that is not what its metadata or index entry says."""
+
+
+@contextlib.contextmanager
+def reported_on_failure(result: Any, started: float) -> Iterator[None]:
+    """An S3idxError leaving the block carries ``result``, its elapsed time set, so the summary
+    still says what the operation had done (``cli._summary_on_failure``)."""
+    try:
+        yield
+    except S3idxError as exc:
+        result.elapsed = time.monotonic() - started
+        exc.partial_result = result
+        raise

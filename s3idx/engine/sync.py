@@ -31,7 +31,7 @@ from s3idx.engine.recover import (
     indexed_entries,
     probe_key_field,
 )
-from s3idx.engine.results import Events
+from s3idx.engine.results import Events, reported_on_failure
 from s3idx.errors import S3idxError, UsageError
 from s3idx.index.base import Bookkeeping, Index
 from s3idx.store.base import ObjectInfo, ObjectStore
@@ -118,7 +118,7 @@ def run_sync(
         bookkeeping = index.iter_bookkeeping()
         report = _every(BATCH, lambda: _report(events, result))
         listing, bookkeeping = _ticking(listing, report), _ticking(bookkeeping, report)
-        try:
+        with reported_on_failure(result, started):
             for kind, key in _drift(listing, bookkeeping, result, rewriter is not None):
                 applier.add(kind, key)
                 if stop is not None and stop.is_set():
@@ -126,10 +126,6 @@ def run_sync(
                     break
             applier.flush()
             _report(events, result)
-        except S3idxError as exc:
-            result.elapsed = time.monotonic() - started
-            exc.partial_result = result
-            raise
     result.elapsed = time.monotonic() - started
     return result
 

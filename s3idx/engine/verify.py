@@ -32,7 +32,7 @@ import orjson
 from s3idx import codec, maggma_format
 from s3idx.engine.concurrency import batched, ordered_map
 from s3idx.engine.read import SPOOL_THRESHOLD, fetch_document
-from s3idx.engine.results import Events
+from s3idx.engine.results import Events, reported_on_failure
 from s3idx.errors import (
     CorruptObjectError,
     MissingDependencyError,
@@ -108,18 +108,16 @@ def run_verify(
     chosen = _sampler(sample, rng or random.Random())
     candidates = _candidates(store, index, result, events, chosen)
     check = partial(_check, store, spool_threshold)
-    try:
-        with ThreadPoolExecutor(workers, thread_name_prefix="s3idx-verify") as pool:
-            for candidate, future in ordered_map(pool, check, candidates, 2 * workers):
-                _record(result, events, candidate, future.result())
-                events.progress(result.checked, None, {"damaged": result.damaged})
-                if stop is not None and stop.is_set():
-                    result.interrupted = True
-                    break
-    except S3idxError as exc:
-        result.elapsed = time.monotonic() - started
-        exc.partial_result = result
-        raise
+    with (
+        reported_on_failure(result, started),
+        ThreadPoolExecutor(workers, thread_name_prefix="s3idx-verify") as pool,
+    ):
+        for candidate, future in ordered_map(pool, check, candidates, 2 * workers):
+            _record(result, events, candidate, future.result())
+            events.progress(result.checked, None, {"damaged": result.damaged})
+            if stop is not None and stop.is_set():
+                result.interrupted = True
+                break
     result.elapsed = time.monotonic() - started
     return result
 
