@@ -16,7 +16,7 @@ from s3idx.errors import ExitStatus, ObjectNotFoundError
 from s3idx.index.sqlite import SqliteIndex
 from s3idx.store.local import LocalStore
 from s3idx.store.s3 import S3Store
-from tests.cli.conftest import Run, jsonl
+from tests.helpers import Run, jsonl
 from tests.s3proxy import S3Proxy
 
 ROOT = Path(__file__).resolve().parent.parent

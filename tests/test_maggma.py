@@ -25,7 +25,7 @@ from s3idx.errors import ExitStatus
 from s3idx.index.sqlite import SqliteIndex
 from s3idx.maggma_format import parse_value
 from s3idx.store.s3 import S3Store
-from tests.cli.conftest import Run
+from tests.helpers import Run
 
 ENTRY_FIELDS = "_s3idx,n,energy,stable,note,when,elements,formula,meta,material_id,last_updated"
 

@@ -18,7 +18,7 @@ from s3idx import Engine
 from s3idx.errors import ExitStatus, ObjectNotFoundError
 from s3idx.index.mongo import MongoIndex
 from s3idx.store.local import LocalStore
-from tests.conftest import MongoServer, fresh_database_name, start_ferretdb, with_database
+from tests.helpers import MongoServer, fresh_database_name, start_ferretdb, with_database
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")

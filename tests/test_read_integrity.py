@@ -21,7 +21,7 @@ from s3idx.errors import DamagedObjectError, ExitStatus
 from s3idx.index.sqlite import SqliteIndex
 from s3idx.store.base import ObjectStore
 from s3idx.store.local import LocalStore
-from tests.cli.conftest import Run, json_lines, jsonl
+from tests.helpers import Run, json_lines, jsonl
 from tests.s3proxy import S3Proxy
 
 KEYS = ["a", "b", "c", "d"]

@@ -18,7 +18,7 @@ from s3idx.engine import rebuild as rebuild_module
 from s3idx.errors import ExitStatus, S3idxError
 from s3idx.index.sqlite import SqliteIndex
 from s3idx.store.local import LocalStore
-from tests.cli.conftest import Run, jsonl
+from tests.helpers import Run, jsonl
 
 FIELDS = ["task_id", "n", "meta.owner", "tags", "when", "flag", "ratio", "nothing"]
 

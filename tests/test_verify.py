@@ -15,7 +15,7 @@ from s3idx.errors import ExitStatus
 from s3idx.index.sqlite import SqliteIndex
 from s3idx.store.base import ObjectStore
 from s3idx.store.local import LocalStore
-from tests.cli.conftest import Run, jsonl
+from tests.helpers import Run, jsonl
 
 KEYS = ["a", "b", "c", "d"]
 

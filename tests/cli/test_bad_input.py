@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from s3idx.errors import ExitStatus
-from tests.cli.conftest import Run, json_lines
+from tests.helpers import Run, json_lines
 
 BIG_ENTRY = b'{"fs_id": "big", "a": "' + b"x" * 1500 + b'", "b": "' + b"y" * 700 + b'"}'
 

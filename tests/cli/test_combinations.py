@@ -9,8 +9,7 @@ import orjson
 import pytest
 
 from s3idx.errors import ExitStatus
-from tests.cli.conftest import Run, json_lines, jsonl
-from tests.conftest import MONGO_KINDS, MongoServer, real_mongo_database
+from tests.helpers import MONGO_KINDS, MongoServer, Run, json_lines, jsonl, real_mongo_database
 
 DOCS = [
     {"fs_id": f"mp-{i}", "task_id": f"t{i % 4}", "e": i * 0.5, "tags": ["a", str(i)]}

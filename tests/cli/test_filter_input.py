@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from s3idx.errors import ExitStatus
-from tests.cli.conftest import Run, json_lines, jsonl
+from tests.helpers import Run, json_lines, jsonl
 
 KEYS = [f"k{i:05d}" for i in range(30)]
 

@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from s3idx.errors import ExitStatus
-from tests.cli.conftest import Run, json_lines, jsonl
+from tests.helpers import Run, json_lines, jsonl
 
 DOCS = [
     {"fs_id": "a", "n": 3, "meta": {"x": 1, "y": "p"}, "color": "red", "_id": "i1"},

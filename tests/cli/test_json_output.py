@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from s3idx.errors import ExitStatus
-from tests.cli.conftest import Run, jsonl
+from tests.helpers import Run, jsonl
 
 ROOT = Path(__file__).resolve().parents[2]
 REFUSED = "http://127.0.0.1:9"  # the discard port: nothing listens, connections are refused

@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from s3idx.errors import ExitStatus
-from tests.cli.conftest import Run, json_lines
+from tests.helpers import Run, json_lines
 
 DOC = b'{"fs_id": "a", "n": 1}\n'
 

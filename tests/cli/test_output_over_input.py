@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from s3idx.errors import ExitStatus
-from tests.cli.conftest import Run, json_lines
+from tests.helpers import Run, json_lines
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 INPUT = b'{"fs_id": "a", "n": 1}\n{"fs_id": "b"}\n'

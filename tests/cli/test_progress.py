@@ -17,7 +17,7 @@ import pytest
 from s3idx import Engine, Events
 from s3idx.index.sqlite import SqliteIndex
 from s3idx.store.local import LocalStore
-from tests.cli.conftest import Run, json_lines, jsonl
+from tests.helpers import Run, json_lines, jsonl
 
 ROOT = Path(__file__).resolve().parents[2]
 STAMP = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ"

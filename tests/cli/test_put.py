@@ -11,7 +11,7 @@ import pytest
 
 from s3idx import codec
 from s3idx.errors import ExitStatus
-from tests.cli.conftest import Run, json_lines, jsonl
+from tests.helpers import Run, json_lines, jsonl
 
 
 def test_first_put_on_a_fresh_machine_then_query_and_get(run: Run) -> None:

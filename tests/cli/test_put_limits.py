@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from s3idx.errors import ExitStatus
-from tests.cli.conftest import Run, json_lines
+from tests.helpers import Run, json_lines
 
 
 @pytest.mark.parametrize("batch_size", ["1", "1000"])

@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from s3idx.errors import ExitStatus
-from tests.cli.conftest import Run, json_lines, jsonl
+from tests.helpers import Run, json_lines, jsonl
 
 DOCS = [
     {"fs_id": "a", "task_id": "mp-1", "n": 3, "tags": ["x", "y"], "body": "A"},

@@ -11,7 +11,7 @@ import pytest
 from s3idx import codec
 from s3idx.errors import ExitStatus
 from s3idx.index.sqlite import SqliteIndex
-from tests.cli.conftest import Run, json_lines, jsonl
+from tests.helpers import Run, json_lines, jsonl
 from tests.s3proxy import S3Proxy
 
 DOCS = [

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from s3idx.config import SECRET_FRAGMENT
-from tests.cli.conftest import Run, jsonl
+from tests.helpers import Run, jsonl
 
 ACCESS_KEY_ID = "AKIAZQXW3EXAMPLE7KEY"
 SECRET_ACCESS_KEY = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYzqEXAMPLEKEY"

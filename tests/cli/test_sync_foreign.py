@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from s3idx.errors import ExitStatus
-from tests.cli.conftest import Run, jsonl
+from tests.helpers import Run, jsonl
 
 PREFIX = "docs"
 FOREIGN = {"key": "notes.txt", "metadata": {}}

@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from s3idx.errors import ExitStatus
-from tests.cli.conftest import Run, json_lines, jsonl
+from tests.helpers import Run, json_lines, jsonl
 
 
 def test_rejects_file_in_a_missing_directory_is_a_usage_error(run: Run, tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ from s3idx.errors import S3idxError
 from s3idx.index.base import Index
 from s3idx.index.mongo import MongoIndex
 from s3idx.index.sqlite import SqliteIndex
-from tests.conftest import real_mongo_database
+from tests.helpers import real_mongo_database
 
 Opener = Callable[[], Index]
 IndexFactory = Callable[[pytest.FixtureRequest, Path], AbstractContextManager[Opener]]

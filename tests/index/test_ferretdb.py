@@ -9,8 +9,7 @@ import orjson
 import pytest
 
 from s3idx.errors import ExitStatus
-from tests.cli.conftest import Run, jsonl
-from tests.conftest import MongoServer, real_mongo_database
+from tests.helpers import MongoServer, Run, jsonl, real_mongo_database
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ import pytest
 from s3idx.errors import ExitStatus, InvalidKeyError, ObjectNotFoundError, StoreFormatError
 from s3idx.store import local
 from s3idx.store.local import LocalStore
-from tests.cli.conftest import Run, json_lines
+from tests.helpers import Run, json_lines
 from tests.store.test_store_conformance import TRICKY_KEYS
 
 ROOT = Path(__file__).resolve().parent.parent.parent

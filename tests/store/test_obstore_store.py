@@ -27,7 +27,7 @@ from s3idx.errors import (
     TransientError,
     UsageError,
 )
-from tests.cli.conftest import Run, json_lines, jsonl
+from tests.helpers import Run, json_lines, jsonl
 from tests.s3proxy import S3Proxy
 
 pytest.importorskip("obstore", reason="obstore is not installed (pip install 's3idx[fast]')")

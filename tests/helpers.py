@@ -1,0 +1,87 @@
+"""Helpers the tests import: plain functions and types, no fixtures (those are in conftest.py)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import orjson
+import pytest
+from typer.testing import Result
+
+from tests.ferretdb import FerretDBServer, FerretDBUnavailable, ensure_binary, under_ci
+
+# --- CLI: the ``run`` fixture's type and JSON lines in and out ----------------------------------
+
+Run = Callable[..., Result]
+
+
+def json_lines(text: str) -> list[Any]:
+    return [orjson.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def jsonl(*documents: Any) -> bytes:
+    return b"".join(orjson.dumps(d) + b"\n" for d in documents)
+
+
+# --- MongoDB servers: mongomock, FerretDB (the real wire protocol), a real MongoDB -------------
+
+MONGODB_URI_VARIABLE = "S3IDX_TEST_MONGODB_URI"
+MONGODB_SKIP_REASON = f"set {MONGODB_URI_VARIABLE} to run against a real MongoDB"
+MONGO_KINDS = ["mongomock", "ferretdb", "mongodb"]
+REAL_MONGO_KINDS = ["ferretdb", "mongodb"]  # the ones another process can reach
+
+
+def start_ferretdb(workdir: Path) -> FerretDBServer:
+    """A FerretDB server of its own (skipped, or failed under CI, where it cannot run)."""
+    try:
+        return FerretDBServer(ensure_binary(), workdir)
+    except FerretDBUnavailable as exc:
+        if under_ci():
+            pytest.fail(f"{exc} (CI=true: the FerretDB tests must run, not be skipped)")
+        pytest.skip(str(exc))
+
+
+@dataclass
+class MongoServer:
+    """A MongoDB-protocol server with one fresh database for the current test."""
+
+    kind: str
+    uri: str  # mongodb://HOST/DATABASE, as given to --index
+    database: str
+    client: Any  # a client on the server, to look behind s3idx's back
+
+
+def with_database(uri: str, database: str) -> str:
+    """``uri`` naming ``database`` (its path), keeping credentials and options."""
+    parts = urlsplit(uri)
+    return urlunsplit((parts.scheme, parts.netloc, "/" + database, parts.query, ""))
+
+
+def fresh_database_name() -> str:
+    return f"s3idx_test_{uuid.uuid4().hex[:16]}"
+
+
+@contextmanager
+def real_mongo_database(kind: str, request: pytest.FixtureRequest) -> Iterator[MongoServer]:
+    """A fresh database on FerretDB or the real MongoDB, dropped when the test ends."""
+    import pymongo
+
+    if kind == "ferretdb":
+        base = request.getfixturevalue("ferretdb_server").uri
+    else:
+        base = os.environ.get(MONGODB_URI_VARIABLE, "")
+        if not base:
+            pytest.skip(MONGODB_SKIP_REASON)
+    database = fresh_database_name()
+    with pymongo.MongoClient(base, serverSelectionTimeoutMS=5000, tz_aware=True) as client:
+        try:
+            yield MongoServer(kind, with_database(base, database), database, client)
+        finally:
+            client.drop_database(database)
