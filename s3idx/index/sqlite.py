@@ -46,10 +46,11 @@ from s3idx.errors import (
     TransientError,
     missing_parent,
 )
+from s3idx.index.arguments import check_find_arguments
 from s3idx.index.base import Bookkeeping, Entry, IndexSettings, SortSpec
 from s3idx.query.filter import Filter, parse_filter
 from s3idx.query.paths import project, split_path
-from s3idx.query.sort import check_sort, sort_entries
+from s3idx.query.sort import sort_entries
 from s3idx.query.sql import KeySet, Tables, compile_filter, index_rows
 
 SCHEMA_VERSION = 1
@@ -180,14 +181,8 @@ class SqliteIndex:
     ) -> Iterator[Entry]:
         # Everything is validated here, before the caller starts iterating.
         flt = parse_filter({} if filter is None else filter)
-        spec = check_sort(sort or ())
-        _check_skip_limit(skip, limit)
-        if isinstance(fields, str):
-            raise InvalidFilterError(f"fields must be a list of paths, got the string {fields!r}")
-        projection = None if fields is None else [*fields]
-        for path in projection or ():
-            split_path(path)
-        return self._find(flt, spec, projection, skip, limit)
+        args = check_find_arguments(sort=sort, skip=skip, limit=limit, fields=fields)
+        return self._find(flt, args.sort, args.fields, args.skip, args.limit)
 
     def _find(
         self,
@@ -824,12 +819,6 @@ def _check_field(path: str) -> None:
         raise IndexSettingsError(exc.message) from None
     if path.split(".", 1)[0] == codec.RESERVED_FIELD:
         raise IndexSettingsError(f"field {path!r} is reserved for s3idx's bookkeeping")
-
-
-def _check_skip_limit(skip: int, limit: int) -> None:
-    for name, value in (("skip", skip), ("limit", limit)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise InvalidFilterError(f"{name} must be a non-negative integer, got {value!r}")
 
 
 def translate_error(exc: sqlite3.Error, location: str) -> S3idxError:
