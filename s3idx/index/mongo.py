@@ -60,6 +60,7 @@ from s3idx.errors import (
 )
 from s3idx.index.arguments import check_find_arguments
 from s3idx.index.base import Bookkeeping, Entry, IndexSettings, SortSpec
+from s3idx.limits import batched
 from s3idx.query.filter import check_nesting
 
 META_COLLECTION = "s3idx_meta"
@@ -363,15 +364,9 @@ def uses_operator(value: Any, operator: str) -> bool:
     return False
 
 
-def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
 def _key_batches(keys: Iterable[str]) -> Iterator[list[str]]:
     """The distinct keys, ``BATCH_SIZE`` at a time: one ``$in`` query or delete each."""
-    for batch in _chunks(list(dict.fromkeys(keys)), BATCH_SIZE):
-        yield list(batch)
+    yield from batched(dict.fromkeys(keys), BATCH_SIZE)
 
 
 def _bookkeeping_of(doc: Mapping[str, Any], location: str) -> Bookkeeping:
@@ -674,7 +669,7 @@ class MongoIndex:
             latest[key_of(entry, key_field)] = entry  # a later entry for a key replaces it
         items = list(latest.items())
         self._check_entries(items)
-        for chunk in _chunks(items, BATCH_SIZE):
+        for chunk in batched(items, BATCH_SIZE):
             self._write_chunk(collection, chunk, key_field)
 
     def _write_chunk(

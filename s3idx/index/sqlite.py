@@ -48,6 +48,7 @@ from s3idx.errors import (
 )
 from s3idx.index.arguments import check_find_arguments
 from s3idx.index.base import Bookkeeping, Entry, IndexSettings, SortSpec
+from s3idx.limits import batched
 from s3idx.query.filter import Filter, parse_filter
 from s3idx.query.paths import project, split_path
 from s3idx.query.sort import sort_entries
@@ -160,7 +161,7 @@ class SqliteIndex:
             if self._load_settings(conn) is None:
                 return 0
             deleted = 0
-            for chunk in _chunks(unique, KEY_CHUNK):
+            for chunk in batched(unique, KEY_CHUNK):
                 marks = _marks(len(chunk))
                 conn.execute(f"DELETE FROM {LIVE.values} WHERE key IN ({marks})", chunk)
                 deleted += conn.execute(
@@ -262,7 +263,7 @@ class SqliteIndex:
         with self._reading() as conn:
             if conn is None or not unique or self._load_settings(conn) is None:
                 return found
-            for chunk in _chunks(unique, KEY_CHUNK):
+            for chunk in batched(unique, KEY_CHUNK):
                 marks = _marks(len(chunk))
                 sql = f"SELECT {_ENTRY_COLUMNS} FROM {LIVE.entries} WHERE key IN ({marks})"
                 for row in conn.execute(sql, chunk):
@@ -515,7 +516,7 @@ class SqliteRebuild:
         with self._index._reading() as conn:
             if conn is None:
                 return found
-            for chunk in _chunks(list(dict.fromkeys(keys)), KEY_CHUNK):
+            for chunk in batched(list(dict.fromkeys(keys)), KEY_CHUNK):
                 sql = f"SELECT key FROM {REBUILD.entries} WHERE key IN ({_marks(len(chunk))})"
                 found.update(row[0] for row in conn.execute(sql, chunk))
         return found
@@ -541,7 +542,7 @@ class SqliteRebuild:
             added = [f for f in fields if f not in plan.fields]
             dropped = [f for f in plan.fields if f not in fields]
             _backfill(conn, REBUILD, plan.key_field, added)
-            for chunk in _chunks(dropped, KEY_CHUNK):
+            for chunk in batched(dropped, KEY_CHUNK):
                 conn.execute(
                     f"DELETE FROM {REBUILD.values} WHERE field IN ({_marks(len(chunk))})", chunk
                 )
@@ -796,11 +797,6 @@ def _stream(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> Iterat
         # the connection gone; there is nothing left to release then.
         with contextlib.suppress(sqlite3.ProgrammingError):
             cursor.close()
-
-
-def _chunks(items: Sequence[str], size: int) -> Iterator[list[str]]:
-    for start in range(0, len(items), size):
-        yield list(items[start : start + size])
 
 
 def _marks(count: int) -> str:
