@@ -166,9 +166,6 @@ def open_store(settings: Settings) -> ObjectStore:
         endpoint_url=settings.endpoint_url,
         create_bucket=settings.create_bucket,
         max_pool_connections=pool_size(settings.workers),
-        # The engine retries (with backoff, jitter and adaptive concurrency) and counts the
-        # retries; a second layer inside botocore would multiply attempts and hide them.
-        max_attempts=0,
         connect_timeout=min(settings.timeout, 10.0),
         read_timeout=settings.timeout,
     )

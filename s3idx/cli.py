@@ -25,6 +25,8 @@ from s3idx import codec, output
 from s3idx._version import __version__
 from s3idx.config import (
     COMPRESSIONS,
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_WORKERS,
     TRANSPORTS,
     config_path,
     data_dir,
@@ -227,7 +229,12 @@ QuietOpt = Annotated[
 ]
 WorkersOpt = Annotated[
     int | None,
-    typer.Option("--workers", min=1, metavar="N", help="Concurrent object requests. [default: 8]"),
+    typer.Option(
+        "--workers",
+        min=1,
+        metavar="N",
+        help=f"Concurrent object requests. [default: {DEFAULT_WORKERS}]",
+    ),
 ]
 
 
@@ -444,7 +451,10 @@ def put(
     batch_size: Annotated[
         int | None,
         typer.Option(
-            "--batch-size", min=1, metavar="N", help="Index entries per bulk write. [default: 1000]"
+            "--batch-size",
+            min=1,
+            metavar="N",
+            help=f"Index entries per bulk write. [default: {DEFAULT_BATCH_SIZE}]",
         ),
     ] = None,
     skip_unchanged: Annotated[

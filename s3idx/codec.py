@@ -8,7 +8,6 @@ Datetimes are UTC and millisecond precision, the precision MongoDB stores.
 from __future__ import annotations
 
 import functools
-import hashlib
 import io
 import re
 import threading
@@ -211,13 +210,6 @@ def ascii_json(value: Any) -> str:
 # --- bodies ----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class EncodedBody:
-    body: bytes
-    sha256: str
-    codec: str
-
-
 def encode_raw(raw: bytes, codec: str) -> bytes:
     """The stored body for uncompressed JSON bytes."""
     if codec == "json+zlib":
@@ -268,11 +260,6 @@ def check_codec_available(codec: str) -> None:
         _zstd()
 
 
-def encode_document(document: Mapping[str, Any], codec: str) -> EncodedBody:
-    raw = dumps(document)
-    return EncodedBody(encode_raw(raw, codec), hashlib.sha256(raw).hexdigest(), codec)
-
-
 # Bounds on what one step of decompression holds: a 2 KB zstd body can expand to 64 MiB.
 DECODE_STEP = 1 << 20  # most uncompressed bytes one step returns
 _ZSTD_READ = 64 << 10  # compressed bytes zstd pulls at a time
@@ -295,11 +282,6 @@ def iter_decoded(chunks: Iterable[bytes], codec: str) -> Iterator[bytes]:
         yield from _zlib_pieces(chunks)
     else:
         yield from _zstd_pieces(chunks)
-
-
-def decode_body(body: bytes, codec: str) -> bytes:
-    """The uncompressed JSON bytes of a stored body; DamagedObjectError if it is not ``codec``."""
-    return b"".join(iter_decoded([body], codec))
 
 
 def _checked_start(chunks: Iterator[bytes], codec: str) -> Iterator[bytes]:

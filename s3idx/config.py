@@ -17,6 +17,8 @@ from s3idx.errors import ConfigError
 DEFAULT_KEY_FIELD = "fs_id"
 DEFAULT_COLLECTION = "s3idx"
 COMPRESSIONS = ("zlib", "none", "zstd")
+DEFAULT_WORKERS = 8  # concurrent object requests
+DEFAULT_BATCH_SIZE = 1000  # index entries per bulk write
 TRANSPORTS = ("boto3", "obstore")  # how S3 requests are made; obstore is optional (s3idx[fast])
 
 
@@ -30,8 +32,8 @@ class Settings:
     key: str | None = None  # None: the key field the index recorded, else fs_id
     fields: tuple[str, ...] = ()
     compress: str = "zlib"
-    workers: int = 8
-    batch_size: int = 1000
+    workers: int = DEFAULT_WORKERS
+    batch_size: int = DEFAULT_BATCH_SIZE
     aws_profile: str | None = None
     region: str | None = None
     endpoint_url: str | None = None

@@ -34,15 +34,3 @@ def ordered_map(
     finally:
         for _, future in pending:
             future.cancel()
-
-
-def batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
-    """Lists of at most ``size`` items, in order (``itertools.batched`` from Python 3.12)."""
-    batch: list[T] = []
-    for item in items:
-        batch.append(item)
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch

@@ -9,7 +9,13 @@ from typing import IO, Any
 
 from s3idx import codec
 from s3idx.backends import open_index, open_store
-from s3idx.config import DEFAULT_KEY_FIELD, Settings, resolve_settings
+from s3idx.config import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_KEY_FIELD,
+    DEFAULT_WORKERS,
+    Settings,
+    resolve_settings,
+)
 from s3idx.engine import delete as delete_ops
 from s3idx.engine.documents import check_field_paths
 from s3idx.engine.inputs import (
@@ -57,8 +63,8 @@ class Engine:
         key_field: str | None = None,
         fields: Sequence[str] = (),
         compress: str = "zlib",
-        workers: int = 8,
-        batch_size: int = 1000,
+        workers: int = DEFAULT_WORKERS,
+        batch_size: int = DEFAULT_BATCH_SIZE,
         spool_threshold: int = SPOOL_THRESHOLD,
     ) -> None:
         # Every backend call goes through one retry policy and one adaptive concurrency limit.

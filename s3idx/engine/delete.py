@@ -11,13 +11,11 @@ import time
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-from s3idx.engine.concurrency import batched
 from s3idx.engine.results import DeleteResult, Events
 from s3idx.errors import ObjectNotFoundError
 from s3idx.index.base import Index
+from s3idx.limits import DELETE_BATCH, batched
 from s3idx.store.base import ObjectStore
-
-DELETE_BATCH = 1000  # S3 DeleteObjects takes at most 1000 keys
 
 
 def delete_keys(

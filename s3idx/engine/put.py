@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from s3idx import codec
+from s3idx.config import DEFAULT_BATCH_SIZE, DEFAULT_WORKERS
 from s3idx.engine.documents import DocumentPreparer, Prepared
 from s3idx.engine.inputs import ReadProgress, Record
 from s3idx.engine.results import Events, PutResult, Reject, reported_on_failure
@@ -35,8 +36,8 @@ class PutOptions:
     key_field: str
     fields: tuple[str, ...]
     codec: str = "json+zlib"
-    workers: int = 8
-    batch_size: int = 1000
+    workers: int = DEFAULT_WORKERS
+    batch_size: int = DEFAULT_BATCH_SIZE
     skip_unchanged: bool = False
     dry_run: bool = False
     max_errors: int | None = None

@@ -19,7 +19,6 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from s3idx.config import DEFAULT_KEY_FIELD, redact
-from s3idx.engine.concurrency import batched
 from s3idx.engine.recover import (
     Adopted,
     EntryCollector,
@@ -31,6 +30,7 @@ from s3idx.engine.recover import (
 from s3idx.engine.results import Events, reported_on_failure
 from s3idx.errors import IndexSettingsError, S3idxError, UsageError
 from s3idx.index.base import Index, IndexSettings
+from s3idx.limits import batched
 from s3idx.store.base import ObjectInfo, ObjectStore
 from s3idx.text import plural
 

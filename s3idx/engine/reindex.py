@@ -25,7 +25,7 @@ from typing import Any
 import orjson
 
 from s3idx import codec
-from s3idx.engine.concurrency import batched, ordered_map
+from s3idx.engine.concurrency import ordered_map
 from s3idx.engine.documents import DocumentPreparer
 from s3idx.engine.inputs import Record
 from s3idx.engine.read import fetch_document
@@ -39,6 +39,7 @@ from s3idx.errors import (
     RecordError,
 )
 from s3idx.index.base import Bookkeeping, Entry, Index, IndexSettings, with_bookkeeping
+from s3idx.limits import batched
 from s3idx.store.base import ObjectStore
 
 BATCH = 1000

@@ -49,20 +49,9 @@ class GetResult:
     missing: list[str] = field(default_factory=list)
     unreadable: list[tuple[str, str]] = field(default_factory=list)
     damaged: list[tuple[str, str]] = field(default_factory=list)  # body not what was recorded
-    elapsed: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         return {"command": "get", **asdict(self)}
-
-
-@dataclass(slots=True)
-class QueryResult:
-    matched: int = 0
-    missing_objects: list[str] = field(default_factory=list)
-    elapsed: float = 0.0
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"command": "query", **asdict(self)}
 
 
 @dataclass(slots=True)
@@ -105,9 +94,6 @@ class Events:
         ``input_fraction``: its estimate of the share of the input read and finished, when the
         input's size is known.
         """
-
-    def warning(self, message: str) -> None:
-        """Something the user should know that does not stop the operation."""
 
     def skipped(self, key: str, reason: str) -> None:
         """An object gave no index entry (not an s3idx object, or undecodable metadata)."""

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
+from s3idx.config import DEFAULT_WORKERS
 from s3idx.errors import TransientError
 from s3idx.store.base import (
     DeleteFailure,
@@ -140,7 +141,7 @@ class RetryingStore:
         store: ObjectStore,
         *,
         policy: RetryPolicy | None = None,
-        max_concurrency: int = 8,
+        max_concurrency: int = DEFAULT_WORKERS,
     ) -> None:
         self.inner = store
         self.location = store.location

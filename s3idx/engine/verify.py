@@ -30,7 +30,7 @@ from typing import Any
 import orjson
 
 from s3idx import codec, maggma_format
-from s3idx.engine.concurrency import batched, ordered_map
+from s3idx.engine.concurrency import ordered_map
 from s3idx.engine.read import SPOOL_THRESHOLD, fetch_document
 from s3idx.engine.results import Events, reported_on_failure
 from s3idx.errors import (
@@ -41,6 +41,7 @@ from s3idx.errors import (
     S3idxError,
 )
 from s3idx.index.base import Bookkeeping, Entry, Index
+from s3idx.limits import batched
 from s3idx.query.paths import project
 from s3idx.store.base import ObjectInfo, ObjectStore
 

@@ -58,7 +58,9 @@ from s3idx.errors import (
     TransientError,
     UsageError,
 )
+from s3idx.index.arguments import check_find_arguments
 from s3idx.index.base import Bookkeeping, Entry, IndexSettings, SortSpec
+from s3idx.limits import batched
 from s3idx.query.filter import check_nesting
 
 META_COLLECTION = "s3idx_meta"
@@ -275,33 +277,11 @@ def check_filter(filter: Mapping[str, Any] | None) -> dict[str, Any]:
     return dict(filter)
 
 
-def check_sort(sort: SortSpec | None) -> list[tuple[str, int]] | None:
-    if not sort:
-        return None
-    checked = []
-    for item in sort:
-        name, direction = item if isinstance(item, tuple | list) and len(item) == 2 else ("", 0)
-        if not isinstance(name, str) or not name or type(direction) is not int:
-            raise InvalidFilterError(f"invalid sort item {item!r}: expected (field, 1 or -1)")
-        if direction not in (1, -1):
-            raise InvalidFilterError(f"invalid sort direction {direction!r} for {name!r}")
-        checked.append((name, direction))
-    return checked
-
-
-def check_window(skip: int, limit: int) -> None:
-    for name, value in (("skip", skip), ("limit", limit)):
-        if type(value) is not int or value < 0:
-            raise UsageError(f"{name} must be a whole number of at least 0, got {value!r}")
-
-
 def projection(fields: Sequence[str] | None, key_field: str | None) -> dict[str, int] | None:
     """An inclusion projection of ``fields`` that keeps the key and never shows our ``_id``."""
     keep_id = key_field == ID
     if fields is None:
         return None if keep_id else {ID: 0}
-    if isinstance(fields, str) or not all(isinstance(f, str) and f for f in fields):
-        raise InvalidFilterError(f"fields must be a list of field paths, got {fields!r}")
     wanted = [key_field] if key_field else []
     for path in fields:
         if not keep_id and (path == ID or path.startswith(ID + ".")):
@@ -384,15 +364,9 @@ def uses_operator(value: Any, operator: str) -> bool:
     return False
 
 
-def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
 def _key_batches(keys: Iterable[str]) -> Iterator[list[str]]:
     """The distinct keys, ``BATCH_SIZE`` at a time: one ``$in`` query or delete each."""
-    for batch in _chunks(list(dict.fromkeys(keys)), BATCH_SIZE):
-        yield list(batch)
+    yield from batched(dict.fromkeys(keys), BATCH_SIZE)
 
 
 def _bookkeeping_of(doc: Mapping[str, Any], location: str) -> Bookkeeping:
@@ -695,7 +669,7 @@ class MongoIndex:
             latest[key_of(entry, key_field)] = entry  # a later entry for a key replaces it
         items = list(latest.items())
         self._check_entries(items)
-        for chunk in _chunks(items, BATCH_SIZE):
+        for chunk in batched(items, BATCH_SIZE):
             self._write_chunk(collection, chunk, key_field)
 
     def _write_chunk(
@@ -780,11 +754,12 @@ class MongoIndex:
         # Checked now, not when the caller starts iterating, so mistakes surface at the call.
         query = check_filter(filter)
         self._check_query(query)
-        order = check_sort(sort)
-        check_window(skip, limit)
-        spec = projection(fields, self._known_key_field())
+        args = check_find_arguments(sort=sort, skip=skip, limit=limit, fields=fields)
+        spec = projection(args.fields, self._known_key_field())
         with self._guard("querying", query=True):
-            cursor = self._live.find(query, spec, skip=skip, limit=limit, sort=order)
+            cursor = self._live.find(
+                query, spec, skip=args.skip, limit=args.limit, sort=args.sort or None
+            )
         return self._stream(cursor, "querying", query=True)
 
     def _stream(self, cursor: Any, action: str, *, query: bool = False) -> Iterator[Any]:

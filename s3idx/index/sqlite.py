@@ -46,10 +46,12 @@ from s3idx.errors import (
     TransientError,
     missing_parent,
 )
+from s3idx.index.arguments import check_find_arguments
 from s3idx.index.base import Bookkeeping, Entry, IndexSettings, SortSpec
+from s3idx.limits import batched
 from s3idx.query.filter import Filter, parse_filter
 from s3idx.query.paths import project, split_path
-from s3idx.query.sort import check_sort, sort_entries
+from s3idx.query.sort import sort_entries
 from s3idx.query.sql import KeySet, Tables, compile_filter, index_rows
 
 SCHEMA_VERSION = 1
@@ -159,7 +161,7 @@ class SqliteIndex:
             if self._load_settings(conn) is None:
                 return 0
             deleted = 0
-            for chunk in _chunks(unique, KEY_CHUNK):
+            for chunk in batched(unique, KEY_CHUNK):
                 marks = _marks(len(chunk))
                 conn.execute(f"DELETE FROM {LIVE.values} WHERE key IN ({marks})", chunk)
                 deleted += conn.execute(
@@ -180,14 +182,8 @@ class SqliteIndex:
     ) -> Iterator[Entry]:
         # Everything is validated here, before the caller starts iterating.
         flt = parse_filter({} if filter is None else filter)
-        spec = check_sort(sort or ())
-        _check_skip_limit(skip, limit)
-        if isinstance(fields, str):
-            raise InvalidFilterError(f"fields must be a list of paths, got the string {fields!r}")
-        projection = None if fields is None else [*fields]
-        for path in projection or ():
-            split_path(path)
-        return self._find(flt, spec, projection, skip, limit)
+        args = check_find_arguments(sort=sort, skip=skip, limit=limit, fields=fields)
+        return self._find(flt, args.sort, args.fields, args.skip, args.limit)
 
     def _find(
         self,
@@ -267,7 +263,7 @@ class SqliteIndex:
         with self._reading() as conn:
             if conn is None or not unique or self._load_settings(conn) is None:
                 return found
-            for chunk in _chunks(unique, KEY_CHUNK):
+            for chunk in batched(unique, KEY_CHUNK):
                 marks = _marks(len(chunk))
                 sql = f"SELECT {_ENTRY_COLUMNS} FROM {LIVE.entries} WHERE key IN ({marks})"
                 for row in conn.execute(sql, chunk):
@@ -520,7 +516,7 @@ class SqliteRebuild:
         with self._index._reading() as conn:
             if conn is None:
                 return found
-            for chunk in _chunks(list(dict.fromkeys(keys)), KEY_CHUNK):
+            for chunk in batched(list(dict.fromkeys(keys)), KEY_CHUNK):
                 sql = f"SELECT key FROM {REBUILD.entries} WHERE key IN ({_marks(len(chunk))})"
                 found.update(row[0] for row in conn.execute(sql, chunk))
         return found
@@ -546,7 +542,7 @@ class SqliteRebuild:
             added = [f for f in fields if f not in plan.fields]
             dropped = [f for f in plan.fields if f not in fields]
             _backfill(conn, REBUILD, plan.key_field, added)
-            for chunk in _chunks(dropped, KEY_CHUNK):
+            for chunk in batched(dropped, KEY_CHUNK):
                 conn.execute(
                     f"DELETE FROM {REBUILD.values} WHERE field IN ({_marks(len(chunk))})", chunk
                 )
@@ -803,11 +799,6 @@ def _stream(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> Iterat
             cursor.close()
 
 
-def _chunks(items: Sequence[str], size: int) -> Iterator[list[str]]:
-    for start in range(0, len(items), size):
-        yield list(items[start : start + size])
-
-
 def _marks(count: int) -> str:
     return ", ".join("?" * count)
 
@@ -824,12 +815,6 @@ def _check_field(path: str) -> None:
         raise IndexSettingsError(exc.message) from None
     if path.split(".", 1)[0] == codec.RESERVED_FIELD:
         raise IndexSettingsError(f"field {path!r} is reserved for s3idx's bookkeeping")
-
-
-def _check_skip_limit(skip: int, limit: int) -> None:
-    for name, value in (("skip", skip), ("limit", limit)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise InvalidFilterError(f"{name} must be a non-negative integer, got {value!r}")
 
 
 def translate_error(exc: sqlite3.Error, location: str) -> S3idxError:

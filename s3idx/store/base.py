@@ -10,7 +10,7 @@ import builtins
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import BinaryIO, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,11 +98,3 @@ class ObjectStore(Protocol):
         ...
 
     def close(self) -> None: ...
-
-
-def copy_body(body: ObjectBody, out: BinaryIO) -> int:
-    written = 0
-    for chunk in body.chunks:
-        out.write(chunk)
-        written += len(chunk)
-    return written

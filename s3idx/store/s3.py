@@ -61,6 +61,7 @@ from s3idx.errors import (
     UsageError,
     shorten_key,
 )
+from s3idx.limits import DELETE_BATCH, batched
 from s3idx.store.base import DeleteFailure, ObjectBody, ObjectHead, ObjectInfo, PutReceipt
 
 MiB = 1 << 20
@@ -68,10 +69,12 @@ DEFAULT_MULTIPART_THRESHOLD = 64 * MiB
 DEFAULT_MULTIPART_CHUNKSIZE = 16 * MiB
 MIN_PART_SIZE = 5 * MiB  # S3 refuses smaller parts, except the last one
 MAX_PARTS = 10_000
-DELETE_BATCH = 1000  # DeleteObjects takes at most 1000 keys
 READ_CHUNK = 1 * MiB
 DEFAULT_POOL_CONNECTIONS = 10
-DEFAULT_MAX_ATTEMPTS = 5
+# botocore's own retries are off: the engine retries (RetryingStore, with backoff, jitter and
+# adaptive concurrency) and counts every retry; a second layer inside botocore would multiply
+# the attempts (5 inside 8: up to 40 requests) and hide them.
+DEFAULT_MAX_ATTEMPTS = 0
 DEFAULT_CONNECT_TIMEOUT = 10.0
 DEFAULT_READ_TIMEOUT = 60.0
 
@@ -361,7 +364,8 @@ class S3Store:
     With ``create_bucket`` the first put that finds the bucket missing creates it; otherwise a
     missing bucket is a NotFoundError. Bodies of ``multipart_threshold`` bytes or more go up in
     parts of ``multipart_chunksize`` (at least 5 MiB). ``max_attempts`` counts botocore's own
-    retries of throttling, 5xx and connection errors (``retry_mode`` "standard" or "adaptive").
+    retries of throttling, 5xx and connection errors (``retry_mode`` "standard" or "adaptive");
+    0 (the default) leaves retrying to the engine.
     Building a store makes no request.
     """
 
@@ -590,8 +594,7 @@ class S3Store:
 
     def delete(self, keys: Sequence[str]) -> list[DeleteFailure]:
         failures: list[DeleteFailure] = []
-        for start in range(0, len(keys), DELETE_BATCH):
-            batch = keys[start : start + DELETE_BATCH]
+        for batch in batched(keys, DELETE_BATCH):
             objects = [{"Key": self._full(key)} for key in batch]
             with self._translated():
                 response = self._client.delete_objects(

@@ -370,6 +370,44 @@ def test_sort_by_several_fields(filled: Index) -> None:
     assert order == ["c", "a", "b", "e"]
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"sort": [("a", 1), ("a", -1)]}, "sort field 'a' is given twice"),
+        ({"sort": [("a..b", 1)]}, "invalid sort field: invalid field path 'a..b': empty part"),
+        ({"sort": [("", 1)]}, "invalid sort field: invalid field path '': empty part"),
+        ({"sort": [("$a", 1)]}, "invalid sort field '$a': a part must not start with '$'"),
+        ({"sort": [("a.$b", 1)]}, "invalid sort field 'a.$b': a part must not start with '$'"),
+        ({"sort": [("a", 2)]}, "sort direction of 'a' must be 1 or -1, got 2"),
+        ({"sort": [("a", True)]}, "sort direction of 'a' must be 1 or -1, got True"),
+        ({"sort": ["a"]}, "a sort item must be (field, direction), got 'a'"),
+        ({"sort": "a"}, "sort must be a list of (field, direction), got 'a'"),
+        ({"skip": -1}, "skip must be a non-negative integer, got -1"),
+        ({"limit": -1}, "limit must be a non-negative integer, got -1"),
+        ({"skip": 1.5}, "skip must be a non-negative integer, got 1.5"),
+        ({"limit": "2"}, "limit must be a non-negative integer, got '2'"),
+        ({"skip": True}, "skip must be a non-negative integer, got True"),
+        ({"fields": "n,s"}, "fields must be a list of paths, got the string 'n,s'"),
+        ({"fields": [""]}, "invalid field path '': empty part"),
+        ({"fields": ["a..b"]}, "invalid field path 'a..b': empty part"),
+        ({"fields": ["$a"]}, "invalid field '$a': a part must not start with '$'"),
+        ({"fields": [3]}, "a field path must be a string, got 3"),
+    ],
+)
+def test_bad_find_arguments_are_refused_alike(
+    filled: Index, kwargs: dict[str, Any], message: str
+) -> None:
+    # Refused at the call (before iterating), with the same error on every backend.
+    with pytest.raises(InvalidFilterError) as excinfo:
+        filled.find({}, **kwargs)
+    assert excinfo.value.message == message
+
+
+def test_a_path_and_a_path_inside_it_are_projected_together(filled: Index) -> None:
+    found = list(filled.find({KEY: "a"}, fields=["meta.x", "meta"]))
+    assert found == [{KEY: "a", "meta": A["meta"]}]
+
+
 def test_skip_and_limit(filled: Index) -> None:
     sort = [(KEY, 1)]
     assert keys(filled.find(sort=sort, limit=2)) == ["a", "b"]

@@ -44,6 +44,7 @@ from s3idx.errors import (
 )
 from s3idx.store.base import ObjectStore
 from s3idx.store.s3 import MAX_PARTS, MiB, S3Store, scrub, translate_error
+from tests.s3proxy import S3Proxy
 
 META = {"s3idx-format": "1", "s3idx-entry": '{"fs_id":"a"}'}
 S3_TEST_REGION = "us-east-1"  # as the conftest fixtures use
@@ -642,3 +643,15 @@ def test_body_is_closed_when_the_reader_stops_early() -> None:
     chunks.close()
 
     assert body.closed
+
+
+def test_a_store_built_directly_makes_no_retries_of_its_own(
+    s3_endpoint: str, s3_bucket: str
+) -> None:
+    # The engine's RetryingStore retries; botocore's retries inside would multiply the attempts.
+    with S3Proxy(s3_endpoint, slow_down_rate=1.0) as proxy:
+        store = S3Store(s3_bucket, "p", endpoint_url=proxy.url, region=S3_TEST_REGION)
+        with pytest.raises(TransientError) as excinfo:
+            store.put("k", b"x", META)
+    assert excinfo.value.throttled
+    assert proxy.requests["PUT"] == 1
