@@ -15,10 +15,10 @@ from typing import Any
 import orjson
 import pytest
 
-from s3idx import codec
 from s3idx.engine import put
 from s3idx.engine.inputs import Record
 from s3idx.engine.put import PutOptions, run_put
+from s3idx.engine.read import fetch_document
 from s3idx.engine.results import Events, PutResult, Reject
 from s3idx.errors import BackendUnavailableError, RecordError
 from s3idx.index.base import Entry
@@ -59,7 +59,7 @@ class FaultyStore(LocalStore):
         return {info.key for info in self.list()}
 
     def document(self, key: str) -> Any:
-        return orjson.loads(codec.decode_body(self.open(key).read(), "json+zlib"))
+        return orjson.loads(fetch_document(self, key).read())  # read back, verified
 
 
 class FaultyIndex(SqliteIndex):
