@@ -15,7 +15,33 @@ import orjson
 import pytest
 from typer.testing import Result
 
+from s3idx import Engine
+from s3idx.errors import ObjectNotFoundError
 from tests.ferretdb import FerretDBServer, FerretDBUnavailable, ensure_binary, under_ci
+
+# --- s3idx in other processes, and the promise checked after them --------------------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def subprocess_env(home: Path) -> dict[str, str]:
+    """The environment for an s3idx subprocess: no S3IDX_* of the caller's, this checkout first."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("S3IDX_")}
+    env["S3IDX_HOME"] = str(home)
+    env["PYTHONPATH"] = str(ROOT)
+    return env
+
+
+def entries_and_objects(engine: Engine) -> tuple[int, int]:
+    """(entries, objects), once every entry's object is found to exist (else AssertionError)."""
+    keys = [e["fs_id"] for e in engine.query({}, fields=["fs_id"])]
+    for key in keys:
+        try:
+            engine.store.head(key)
+        except ObjectNotFoundError:
+            raise AssertionError(f"entry {key} points at a missing object") from None
+    return len(keys), sum(1 for _ in engine.store.list())
+
 
 # --- CLI: the ``run`` fixture's type and JSON lines in and out ----------------------------------
 

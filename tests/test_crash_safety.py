@@ -13,25 +13,18 @@ import orjson
 import pytest
 
 from s3idx import Engine
-from s3idx.errors import ExitStatus, ObjectNotFoundError
+from s3idx.errors import ExitStatus
 from s3idx.index.sqlite import SqliteIndex
 from s3idx.store.local import LocalStore
+from tests.helpers import entries_and_objects, subprocess_env
 
-ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
-
-
-def _env(home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("S3IDX_")}
-    env["S3IDX_HOME"] = str(home)
-    env["PYTHONPATH"] = str(ROOT)
-    return env
 
 
 def _s3idx(home: Path, *args: str, **kwargs: object) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "s3idx", *args],
-        env=_env(home),
+        env=subprocess_env(home),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         **kwargs,  # type: ignore[call-overload]
@@ -84,16 +77,10 @@ def test_signal_stops_reading_indexes_what_was_stored_and_says_so(
 def _check_invariant(home: Path) -> tuple[int, int]:
     """Every entry's object exists; returns (entries, objects)."""
     with _engine(home) as engine:
-        # An index whose first rebuild was stopped holds no index yet (querying it is refused).
-        written = engine.index.settings() is not None
-        keys = [e["fs_id"] for e in engine.query({}, fields=["fs_id"])] if written else []
-        for key in keys:
-            try:
-                engine.store.head(key)
-            except ObjectNotFoundError:
-                raise AssertionError(f"entry {key} points at a missing object") from None
-        objects = sum(1 for _ in engine.store.list())
-    return len(keys), objects
+        if engine.index.settings() is None:
+            # An index whose first rebuild was stopped holds no index yet (querying it is refused).
+            return 0, sum(1 for _ in engine.store.list())
+        return entries_and_objects(engine)
 
 
 TOTAL = 20_000

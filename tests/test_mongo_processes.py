@@ -15,10 +15,16 @@ import orjson
 import pytest
 
 from s3idx import Engine
-from s3idx.errors import ExitStatus, ObjectNotFoundError
+from s3idx.errors import ExitStatus
 from s3idx.index.mongo import MongoIndex
 from s3idx.store.local import LocalStore
-from tests.helpers import MongoServer, fresh_database_name, start_ferretdb, with_database
+from tests.helpers import (
+    MongoServer,
+    entries_and_objects,
+    fresh_database_name,
+    start_ferretdb,
+    with_database,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
@@ -55,14 +61,7 @@ def _engine(home: Path, uri: str) -> Engine:
 def _check_invariant(home: Path, uri: str) -> tuple[int, int]:
     """Every entry's object exists; returns (entries, objects)."""
     with _engine(home, uri) as engine:
-        keys = [e["fs_id"] for e in engine.query({}, fields=["fs_id"])]
-        for key in keys:
-            try:
-                engine.store.head(key)
-            except ObjectNotFoundError:
-                raise AssertionError(f"entry {key} points at a missing object") from None
-        objects = sum(1 for _ in engine.store.list())
-    return len(keys), objects
+        return entries_and_objects(engine)
 
 
 def _wait_for(condition: Any, timeout: float = 60.0) -> None:

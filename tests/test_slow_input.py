@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -12,22 +11,15 @@ import orjson
 import pytest
 
 from s3idx.errors import ExitStatus
+from tests.helpers import subprocess_env
 
-ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX pipes")
-
-
-def _env(home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("S3IDX_")}
-    env["S3IDX_HOME"] = str(home)
-    env["PYTHONPATH"] = str(ROOT)
-    return env
 
 
 def _query(home: Path) -> list[str]:
     done = subprocess.run(
         [sys.executable, "-m", "s3idx", "query", "--fields", "fs_id"],
-        env=_env(home),
+        env=subprocess_env(home),
         capture_output=True,
         timeout=60,
     )
@@ -44,7 +36,7 @@ def _stored(home: Path) -> int:
 def test_entries_of_a_slow_pipe_are_queryable_while_put_still_runs(tmp_path: Path) -> None:
     put = subprocess.Popen(
         [sys.executable, "-m", "s3idx", "put", "--field", "n"],
-        env=_env(tmp_path),
+        env=subprocess_env(tmp_path),
         stdin=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
@@ -64,7 +56,7 @@ def test_entries_of_a_slow_pipe_are_queryable_while_put_still_runs(tmp_path: Pat
         # A sync --check during the long put sees no drift once entries have caught up.
         check = subprocess.run(
             [sys.executable, "-m", "s3idx", "sync", "--check"],
-            env=_env(tmp_path),
+            env=subprocess_env(tmp_path),
             capture_output=True,
             timeout=60,
         )
