@@ -88,10 +88,12 @@ _SQLITE_IOERR, _SQLITE_CORRUPT, _SQLITE_FULL, _SQLITE_CANTOPEN = 10, 11, 13, 14
 _SQLITE_NOTADB = 26
 
 
-class SqliteIndex:
-    """An ``Index`` in one SQLite file; the file and its directory appear on the first write."""
+class _Database:
+    """The index file and its connections: one writer, for ``BEGIN IMMEDIATE`` transactions that
+    create or upgrade the schema as need be, and a pool of readers. ``SqliteIndex`` and
+    ``SqliteRebuild`` both work through it, so neither needs the other's internals."""
 
-    def __init__(self, path: str | os.PathLike[str], *, create_parents: bool = True) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, create_parents: bool) -> None:
         self.path = Path(os.path.abspath(os.fspath(path)))
         # False: create the file only, as sqlite3 does, so a mistyped directory fails.
         self._create_parents = create_parents
@@ -100,314 +102,10 @@ class SqliteIndex:
         self._writer: sqlite3.Connection | None = None
         self._readers: list[sqlite3.Connection] = []
 
-    def __repr__(self) -> str:
-        return f"SqliteIndex({self.location!r})"
-
-    def __enter__(self) -> SqliteIndex:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    # --- settings --------------------------------------------------------------------------
-
-    def settings(self) -> IndexSettings | None:
-        with self._reading() as conn:
-            return None if conn is None else self._load_settings(conn)
-
-    def configure(self, key_field: str, fields: Sequence[str]) -> IndexSettings:
-        _check_key_field(key_field)
-        wanted = [f for f in dict.fromkeys(fields) if f != key_field]
-        for path in wanted:
-            _check_field(path)
-        with self._transaction() as conn:
-            current = self._load_settings(conn)
-            if current is not None and current.key_field != key_field:
-                raise self._key_mismatch(current.key_field, key_field)
-            known = current.fields if current is not None else ()
-            new = [f for f in wanted if f not in known]
-            if current is None:
-                _set_meta(conn, "key_field", key_field)
-            if new:
-                _backfill(conn, LIVE, key_field, new)
-            if current is None or new:
-                _set_meta(conn, "fields", json.dumps([*known, *new]))
-            pending = current.pending if current is not None else ()
-            if new and current is not None:
-                pending = (*pending, *_newly_pending(conn, new))
-                _set_pending(conn, pending)
-            return IndexSettings(key_field, (*known, *new), pending)
-
-    def mark_pending(self, pending: Sequence[tuple[str, int]]) -> IndexSettings:
-        with self._transaction() as conn:
-            settings = self._require_settings(conn)
-            merged = _merge_pending(settings, pending)
-            _set_pending(conn, merged)
-            return IndexSettings(settings.key_field, settings.fields, merged)
-
-    def mark_complete(self, fields: Sequence[str]) -> IndexSettings:
-        with self._transaction() as conn:
-            settings = self._require_settings(conn)
-            pending = tuple(p for p in settings.pending if p[0] not in fields)
-            _set_pending(conn, pending)
-            return IndexSettings(settings.key_field, settings.fields, pending)
-
-    def _key_mismatch(self, recorded: str, given: str) -> IndexSettingsError:
-        return IndexSettingsError(
-            f"index {self.location} uses key field {recorded!r}, not {given!r}",
-            hint=f"use --key {recorded}, or give another index location for the other key",
-        )
-
-    # --- writing ---------------------------------------------------------------------------
-
-    def upsert(self, entries: Sequence[Entry]) -> None:
-        if not entries:
-            return
-        with self._transaction() as conn:
-            settings = self._require_settings(conn)
-            _log_changes(conn, [_entry_key(e, settings.key_field) for e in entries])
-            _write_entries(conn, LIVE, settings.key_field, settings.fields, entries)
-
-    def upsert_if(self, entries: Sequence[Entry], expected: Mapping[str, str | None]) -> set[str]:
-        if not entries:
-            return set()
-        with self._transaction() as conn:
-            settings = self._require_settings(conn)
-            by_key: dict[str, Entry] = {}
-            for entry in entries:
-                key = _entry_key(entry, settings.key_field)
-                if key in by_key:
-                    raise ValueError(f"upsert_if takes one entry per key; {key!r} comes twice")
-                if key not in expected:
-                    raise ValueError(f"upsert_if has no expected ETag for key {key!r}")
-                by_key[key] = entry
-            _log_changes(conn, list(by_key))
-            # Read inside the write transaction (BEGIN IMMEDIATE): no other writer, in this
-            # process or another, can move an ETag between this comparison and the write.
-            current = _etags(conn, LIVE, list(by_key))
-            conflicts = {k for k in by_key if current.get(k) != expected[k]}
-            winners = [e for k, e in by_key.items() if k not in conflicts]
-            _write_entries(conn, LIVE, settings.key_field, settings.fields, winners)
-            return conflicts
-
-    def delete(self, keys: Sequence[str]) -> int:
-        unique = list(dict.fromkeys(keys))
-        if not unique or not self.path.exists():
-            return 0
-        with self._transaction() as conn:
-            _log_changes(conn, unique)
-            if self._load_settings(conn) is None:
-                return 0
-            return _delete_entries(conn, LIVE, unique)
-
-    def delete_if(self, expected: Mapping[str, str]) -> tuple[int, set[str]]:
-        if not expected or not self.path.exists():
-            return 0, set()
-        with self._transaction() as conn:
-            keys = list(expected)
-            _log_changes(conn, keys)
-            current = _etags(conn, LIVE, keys)
-            matching = [k for k in keys if k in current and current[k] == expected[k]]
-            conflicts = {k for k in keys if k in current and current[k] != expected[k]}
-            return _delete_entries(conn, LIVE, matching), conflicts
-
-    # --- the delete journal ----------------------------------------------------------------
-
-    def journal_deletes(self, items: Mapping[str, str]) -> None:
-        if not items:
-            return
-        with self._transaction() as conn:
-            _log_changes(conn, list(items))
-            conn.executemany(
-                f"INSERT INTO {JOURNAL} (key, etag) VALUES (?, ?) "
-                "ON CONFLICT (key) DO UPDATE SET etag = excluded.etag",
-                list(items.items()),
-            )
-
-    def journaled(self, keys: Sequence[str] | None = None) -> dict[str, str]:
-        found: dict[str, str] = {}
-        with self._reading() as conn:
-            # A version-1 file read before its upgrade has no journal: nothing is journaled.
-            if conn is None or JOURNAL not in _table_names(conn):
-                return found
-            if keys is None:
-                found.update(conn.execute(f"SELECT key, etag FROM {JOURNAL}").fetchall())
-                return found
-            for chunk in batched(list(dict.fromkeys(keys)), KEY_CHUNK):
-                sql = f"SELECT key, etag FROM {JOURNAL} WHERE key IN ({_marks(len(chunk))})"
-                found.update(conn.execute(sql, chunk).fetchall())
-        return found
-
-    def clear_journal(self, items: Mapping[str, str]) -> None:
-        if not items or not self.path.exists():
-            return
-        with self._transaction() as conn:
-            conn.executemany(
-                f"DELETE FROM {JOURNAL} WHERE key = ? AND etag = ?", list(items.items())
-            )
-
-    # --- reading ---------------------------------------------------------------------------
-
-    def find(
-        self,
-        filter: Mapping[str, Any] | None = None,
-        *,
-        fields: Sequence[str] | None = None,
-        sort: SortSpec | None = None,
-        skip: int = 0,
-        limit: int = 0,
-    ) -> Iterator[Entry]:
-        # Everything is validated here, before the caller starts iterating.
-        flt = parse_filter({} if filter is None else filter)
-        args = check_find_arguments(sort=sort, skip=skip, limit=limit, fields=fields)
-        return self._find(flt, args.sort, args.fields, args.skip, args.limit)
-
-    def _find(
-        self,
-        flt: Filter,
-        spec: list[tuple[str, int]],
-        projection: list[str] | None,
-        skip: int,
-        limit: int,
-    ) -> Iterator[Entry]:
-        with self._reading() as conn:
-            planned = self._planned(conn, flt)
-            if conn is None or planned is None:
-                return
-            key_field, keys = planned
-            found = self._query(conn, flt, keys, spec, key_field, skip, limit)
-            paths = None if projection is None else [*projection, key_field]
-            for entry in found:
-                yield entry if paths is None else project(entry, paths)
-
-    def _planned(self, conn: sqlite3.Connection | None, flt: Filter) -> tuple[str, KeySet] | None:
-        """The key field and the filter's key set, from the reader's snapshot."""
-        meta = None if conn is None else self._load_meta(conn)
-        settings = _settings(meta)
-        if meta is None or settings is None:
-            return None
-        multikey = json.loads(meta[_MULTIKEY[LIVE]]) if _MULTIKEY[LIVE] in meta else None
-        keys = compile_filter(
-            flt, key_field=settings.key_field, fields=settings.fields, multikey=multikey
-        )
-        return settings.key_field, keys
-
-    def _query(
-        self,
-        conn: sqlite3.Connection,
-        flt: Filter,
-        keys: KeySet,
-        spec: list[tuple[str, int]],
-        key_field: str,
-        skip: int,
-        limit: int,
-    ) -> Iterator[Entry]:
-        if keys.is_none:
-            return iter(())
-        where, params = keys.where()
-        sql = f"SELECT {_ENTRY_COLUMNS} FROM {LIVE.entries}{where}"
-        by_key = not spec or (len(spec) == 1 and spec[0][0] == key_field and "." not in key_field)
-        if not by_key:
-            # Candidates in key order, so entries that sort equal come out in key order.
-            candidates = _decoded(_stream(conn, sql + " ORDER BY key", params))
-            matching = candidates if keys.exact else (e for e in candidates if flt.matches(e))
-            return iter(sort_entries(matching, spec, skip=skip, limit=limit))
-        # Keys sort as MongoDB sorts strings (UTF-8 bytes), so SQL can give the order.
-        sql += " ORDER BY key DESC" if spec and spec[0][1] < 0 else " ORDER BY key"
-        if keys.exact:
-            sql += " LIMIT ? OFFSET ?"
-            return _decoded(_stream(conn, sql, (*params, limit or -1, skip)))
-        matching = (e for e in _decoded(_stream(conn, sql, params)) if flt.matches(e))
-        return islice(matching, skip, skip + limit if limit else None)
-
-    def count(self, filter: Mapping[str, Any] | None = None) -> int:
-        flt = parse_filter({} if filter is None else filter)
-        with self._reading() as conn:
-            planned = self._planned(conn, flt)
-            if conn is None or planned is None or planned[1].is_none:
-                return 0
-            keys = planned[1]
-            where, params = keys.where()
-            if keys.exact:
-                row = conn.execute(f"SELECT count(*) FROM {LIVE.entries}{where}", params).fetchone()
-                return int(row[0])
-            sql = f"SELECT {_ENTRY_COLUMNS} FROM {LIVE.entries}{where}"
-            return sum(1 for e in _decoded(_stream(conn, sql, params)) if flt.matches(e))
-
-    def etags(self, keys: Sequence[str]) -> dict[str, str]:
-        with self._reading() as conn:
-            if conn is None or not keys or self._load_settings(conn) is None:
-                return {}
-            return _etags(conn, LIVE, list(dict.fromkeys(keys)))
-
-    def bookkeeping(self, keys: Sequence[str]) -> dict[str, tuple[Entry, Bookkeeping]]:
-        found: dict[str, tuple[Entry, Bookkeeping]] = {}
-        unique = list(dict.fromkeys(keys))
-        with self._reading() as conn:
-            if conn is None or not unique or self._load_settings(conn) is None:
-                return found
-            for chunk in batched(unique, KEY_CHUNK):
-                marks = _marks(len(chunk))
-                sql = f"SELECT {_ENTRY_COLUMNS} FROM {LIVE.entries} WHERE key IN ({marks})"
-                for row in conn.execute(sql, chunk):
-                    found[row[0]] = (codec.loads(row[1]), _bookkeeping(row))
-        return found
-
-    def iter_bookkeeping(self) -> Iterator[tuple[str, Bookkeeping]]:
-        # Page by key rather than holding one cursor (or snapshot) open: the caller may delete
-        # entries while it iterates (sync does), and memory stays at one page.
-        with self._reading(snapshot=False) as conn:
-            if conn is None or self._load_settings(conn) is None:
-                return
-            sql = (
-                f"SELECT key, NULL, etag, size, sha256, codec FROM {LIVE.entries} "
-                "WHERE key > ? ORDER BY key LIMIT ?"
-            )
-            last = ""
-            while True:
-                rows = conn.execute(sql, (last, PAGE)).fetchall()
-                for row in rows:
-                    yield row[0], _bookkeeping(row)
-                if len(rows) < PAGE:
-                    return
-                last = rows[-1][0]
-
-    # --- rebuild ---------------------------------------------------------------------------
-
-    def start_rebuild(
-        self, key_field: str, fields: Sequence[str] = (), *, resume: bool = False
-    ) -> SqliteRebuild:
-        """A fresh index keyed by ``key_field`` beside the live one (which may not exist).
-
-        ``fields`` are the searchable fields expected: their side-table rows are written as
-        entries arrive; fields found only later are filled in at commit.
-        """
-        _check_key_field(key_field)
-        wanted = tuple(f for f in dict.fromkeys(fields) if f != key_field)
-        for path in wanted:
-            _check_field(path)
-        with self._transaction() as conn:
-            plan = _load_rebuild(conn)
-            token = _get_meta(conn, _REBUILD_LOG)
-            if resume and plan is not None and plan.key_field == key_field:
-                # The log of the interrupted run is kept: its HEAD pass is continued, not redone.
-                if token is None:
-                    token = uuid.uuid4().hex
-                    _set_meta(conn, _REBUILD_LOG, token)
-                return SqliteRebuild(self, plan, token)
-            _drop_tables(conn, REBUILD)
-            generation = int(_get_meta(conn, "generation") or 0) + 1
-            plan = _RebuildPlan(key_field, wanted, generation)
-            _create_tables(conn, REBUILD, generation)
-            _set_meta(conn, "rebuild", json.dumps(plan.as_dict()))
-            _set_meta(conn, _MULTIKEY[REBUILD], "[]")
-            conn.execute("DELETE FROM meta WHERE name = 'rebuild_checkpoint'")
-            token = uuid.uuid4().hex
-            _set_meta(conn, _REBUILD_LOG, token)
-            conn.execute(f"DELETE FROM {CHANGES}")
-            return SqliteRebuild(self, plan, token)
-
-    # --- connections -----------------------------------------------------------------------
+    @property
+    def writer(self) -> sqlite3.Connection | None:
+        """The write connection, once a write has opened it."""
+        return self._writer
 
     def close(self) -> None:
         with self._lock:
@@ -418,9 +116,9 @@ class SqliteIndex:
             conn.close()
 
     @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self) -> Iterator[sqlite3.Connection]:
         """One write transaction; the file and its schema are created if need be."""
-        with self._lock, self._errors():
+        with self._lock, self.errors():
             conn = self._writer_connection()
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -472,10 +170,10 @@ class SqliteIndex:
         _create_v2_tables(conn)
 
     @contextmanager
-    def _reading(self, *, snapshot: bool = True) -> Iterator[sqlite3.Connection | None]:
+    def reading(self, *, snapshot: bool = True) -> Iterator[sqlite3.Connection | None]:
         """A read connection of its own (None while the file does not exist); with
         ``snapshot`` all its statements see the file as it was at the first one."""
-        with self._errors():
+        with self.errors():
             conn = self._take_reader()
             if conn is None:
                 yield None
@@ -509,15 +207,13 @@ class SqliteIndex:
         conn.close()
 
     @contextmanager
-    def _errors(self) -> Iterator[None]:
+    def errors(self) -> Iterator[None]:
         try:
             yield
         except sqlite3.Error as exc:
             raise translate_error(exc, self.location) from exc
 
-    # --- meta ------------------------------------------------------------------------------
-
-    def _load_meta(self, conn: sqlite3.Connection) -> dict[str, str] | None:
+    def load_meta(self, conn: sqlite3.Connection) -> dict[str, str] | None:
         """The ``meta`` table (None for an empty database)."""
         tables = _table_names(conn)
         if "meta" not in tables:
@@ -526,11 +222,11 @@ class SqliteIndex:
             return None
         return self._check_version(conn)
 
-    def _load_settings(self, conn: sqlite3.Connection) -> IndexSettings | None:
-        return _settings(self._load_meta(conn))
+    def load_settings(self, conn: sqlite3.Connection) -> IndexSettings | None:
+        return _settings(self.load_meta(conn))
 
-    def _require_settings(self, conn: sqlite3.Connection) -> IndexSettings:
-        settings = self._load_settings(conn)
+    def require_settings(self, conn: sqlite3.Connection) -> IndexSettings:
+        settings = self.load_settings(conn)
         if settings is None:
             raise IndexSettingsError(
                 f"index {self.location} has no key field recorded yet",
@@ -554,6 +250,325 @@ class SqliteIndex:
             f"{self.location} is an SQLite database but not an s3idx index",
             hint="give the path of an s3idx index file, or a path where one may be created",
         )
+
+    def key_mismatch(self, recorded: str, given: str) -> IndexSettingsError:
+        return IndexSettingsError(
+            f"index {self.location} uses key field {recorded!r}, not {given!r}",
+            hint=f"use --key {recorded}, or give another index location for the other key",
+        )
+
+
+class SqliteIndex:
+    """An ``Index`` in one SQLite file; the file and its directory appear on the first write."""
+
+    def __init__(self, path: str | os.PathLike[str], *, create_parents: bool = True) -> None:
+        self._db = _Database(path, create_parents=create_parents)
+        self.path = self._db.path
+        self.location = self._db.location
+
+    def __repr__(self) -> str:
+        return f"SqliteIndex({self.location!r})"
+
+    def __enter__(self) -> SqliteIndex:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- settings --------------------------------------------------------------------------
+
+    def settings(self) -> IndexSettings | None:
+        with self._db.reading() as conn:
+            return None if conn is None else self._db.load_settings(conn)
+
+    def configure(self, key_field: str, fields: Sequence[str]) -> IndexSettings:
+        _check_key_field(key_field)
+        wanted = [f for f in dict.fromkeys(fields) if f != key_field]
+        for path in wanted:
+            _check_field(path)
+        with self._db.transaction() as conn:
+            current = self._db.load_settings(conn)
+            if current is not None and current.key_field != key_field:
+                raise self._db.key_mismatch(current.key_field, key_field)
+            known = current.fields if current is not None else ()
+            new = [f for f in wanted if f not in known]
+            if current is None:
+                _set_meta(conn, "key_field", key_field)
+            if new:
+                _backfill(conn, LIVE, key_field, new)
+            if current is None or new:
+                _set_meta(conn, "fields", json.dumps([*known, *new]))
+            pending = current.pending if current is not None else ()
+            if new and current is not None:
+                pending = (*pending, *_newly_pending(conn, new))
+                _set_pending(conn, pending)
+            return IndexSettings(key_field, (*known, *new), pending)
+
+    def mark_pending(self, pending: Sequence[tuple[str, int]]) -> IndexSettings:
+        with self._db.transaction() as conn:
+            settings = self._db.require_settings(conn)
+            merged = _merge_pending(settings, pending)
+            _set_pending(conn, merged)
+            return IndexSettings(settings.key_field, settings.fields, merged)
+
+    def mark_complete(self, fields: Sequence[str]) -> IndexSettings:
+        with self._db.transaction() as conn:
+            settings = self._db.require_settings(conn)
+            pending = tuple(p for p in settings.pending if p[0] not in fields)
+            _set_pending(conn, pending)
+            return IndexSettings(settings.key_field, settings.fields, pending)
+
+    # --- writing ---------------------------------------------------------------------------
+
+    def upsert(self, entries: Sequence[Entry]) -> None:
+        if not entries:
+            return
+        with self._db.transaction() as conn:
+            settings = self._db.require_settings(conn)
+            _log_changes(conn, [_entry_key(e, settings.key_field) for e in entries])
+            _write_entries(conn, LIVE, settings.key_field, settings.fields, entries)
+
+    def upsert_if(self, entries: Sequence[Entry], expected: Mapping[str, str | None]) -> set[str]:
+        if not entries:
+            return set()
+        with self._db.transaction() as conn:
+            settings = self._db.require_settings(conn)
+            by_key: dict[str, Entry] = {}
+            for entry in entries:
+                key = _entry_key(entry, settings.key_field)
+                if key in by_key:
+                    raise ValueError(f"upsert_if takes one entry per key; {key!r} comes twice")
+                if key not in expected:
+                    raise ValueError(f"upsert_if has no expected ETag for key {key!r}")
+                by_key[key] = entry
+            _log_changes(conn, list(by_key))
+            # Read inside the write transaction (BEGIN IMMEDIATE): no other writer, in this
+            # process or another, can move an ETag between this comparison and the write.
+            current = _etags(conn, LIVE, list(by_key))
+            conflicts = {k for k in by_key if current.get(k) != expected[k]}
+            winners = [e for k, e in by_key.items() if k not in conflicts]
+            _write_entries(conn, LIVE, settings.key_field, settings.fields, winners)
+            return conflicts
+
+    def delete(self, keys: Sequence[str]) -> int:
+        unique = list(dict.fromkeys(keys))
+        if not unique or not self.path.exists():
+            return 0
+        with self._db.transaction() as conn:
+            _log_changes(conn, unique)
+            if self._db.load_settings(conn) is None:
+                return 0
+            return _delete_entries(conn, LIVE, unique)
+
+    def delete_if(self, expected: Mapping[str, str]) -> tuple[int, set[str]]:
+        if not expected or not self.path.exists():
+            return 0, set()
+        with self._db.transaction() as conn:
+            keys = list(expected)
+            _log_changes(conn, keys)
+            current = _etags(conn, LIVE, keys)
+            matching = [k for k in keys if k in current and current[k] == expected[k]]
+            conflicts = {k for k in keys if k in current and current[k] != expected[k]}
+            return _delete_entries(conn, LIVE, matching), conflicts
+
+    # --- the delete journal ----------------------------------------------------------------
+
+    def journal_deletes(self, items: Mapping[str, str]) -> None:
+        if not items:
+            return
+        with self._db.transaction() as conn:
+            _log_changes(conn, list(items))
+            conn.executemany(
+                f"INSERT INTO {JOURNAL} (key, etag) VALUES (?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET etag = excluded.etag",
+                list(items.items()),
+            )
+
+    def journaled(self, keys: Sequence[str] | None = None) -> dict[str, str]:
+        found: dict[str, str] = {}
+        with self._db.reading() as conn:
+            # A version-1 file read before its upgrade has no journal: nothing is journaled.
+            if conn is None or JOURNAL not in _table_names(conn):
+                return found
+            if keys is None:
+                found.update(conn.execute(f"SELECT key, etag FROM {JOURNAL}").fetchall())
+                return found
+            for chunk in batched(list(dict.fromkeys(keys)), KEY_CHUNK):
+                sql = f"SELECT key, etag FROM {JOURNAL} WHERE key IN ({_marks(len(chunk))})"
+                found.update(conn.execute(sql, chunk).fetchall())
+        return found
+
+    def clear_journal(self, items: Mapping[str, str]) -> None:
+        if not items or not self.path.exists():
+            return
+        with self._db.transaction() as conn:
+            conn.executemany(
+                f"DELETE FROM {JOURNAL} WHERE key = ? AND etag = ?", list(items.items())
+            )
+
+    # --- reading ---------------------------------------------------------------------------
+
+    def find(
+        self,
+        filter: Mapping[str, Any] | None = None,
+        *,
+        fields: Sequence[str] | None = None,
+        sort: SortSpec | None = None,
+        skip: int = 0,
+        limit: int = 0,
+    ) -> Iterator[Entry]:
+        # Everything is validated here, before the caller starts iterating.
+        flt = parse_filter({} if filter is None else filter)
+        args = check_find_arguments(sort=sort, skip=skip, limit=limit, fields=fields)
+        return self._find(flt, args.sort, args.fields, args.skip, args.limit)
+
+    def _find(
+        self,
+        flt: Filter,
+        spec: list[tuple[str, int]],
+        projection: list[str] | None,
+        skip: int,
+        limit: int,
+    ) -> Iterator[Entry]:
+        with self._db.reading() as conn:
+            planned = self._planned(conn, flt)
+            if conn is None or planned is None:
+                return
+            key_field, keys = planned
+            found = self._query(conn, flt, keys, spec, key_field, skip, limit)
+            paths = None if projection is None else [*projection, key_field]
+            for entry in found:
+                yield entry if paths is None else project(entry, paths)
+
+    def _planned(self, conn: sqlite3.Connection | None, flt: Filter) -> tuple[str, KeySet] | None:
+        """The key field and the filter's key set, from the reader's snapshot."""
+        meta = None if conn is None else self._db.load_meta(conn)
+        settings = _settings(meta)
+        if meta is None or settings is None:
+            return None
+        multikey = json.loads(meta[_MULTIKEY[LIVE]]) if _MULTIKEY[LIVE] in meta else None
+        keys = compile_filter(
+            flt, key_field=settings.key_field, fields=settings.fields, multikey=multikey
+        )
+        return settings.key_field, keys
+
+    def _query(
+        self,
+        conn: sqlite3.Connection,
+        flt: Filter,
+        keys: KeySet,
+        spec: list[tuple[str, int]],
+        key_field: str,
+        skip: int,
+        limit: int,
+    ) -> Iterator[Entry]:
+        if keys.is_none:
+            return iter(())
+        where, params = keys.where()
+        sql = f"SELECT {_ENTRY_COLUMNS} FROM {LIVE.entries}{where}"
+        by_key = not spec or (len(spec) == 1 and spec[0][0] == key_field and "." not in key_field)
+        if not by_key:
+            # Candidates in key order, so entries that sort equal come out in key order.
+            candidates = _decoded(_stream(conn, sql + " ORDER BY key", params))
+            matching = candidates if keys.exact else (e for e in candidates if flt.matches(e))
+            return iter(sort_entries(matching, spec, skip=skip, limit=limit))
+        # Keys sort as MongoDB sorts strings (UTF-8 bytes), so SQL can give the order.
+        sql += " ORDER BY key DESC" if spec and spec[0][1] < 0 else " ORDER BY key"
+        if keys.exact:
+            sql += " LIMIT ? OFFSET ?"
+            return _decoded(_stream(conn, sql, (*params, limit or -1, skip)))
+        matching = (e for e in _decoded(_stream(conn, sql, params)) if flt.matches(e))
+        return islice(matching, skip, skip + limit if limit else None)
+
+    def count(self, filter: Mapping[str, Any] | None = None) -> int:
+        flt = parse_filter({} if filter is None else filter)
+        with self._db.reading() as conn:
+            planned = self._planned(conn, flt)
+            if conn is None or planned is None or planned[1].is_none:
+                return 0
+            keys = planned[1]
+            where, params = keys.where()
+            if keys.exact:
+                row = conn.execute(f"SELECT count(*) FROM {LIVE.entries}{where}", params).fetchone()
+                return int(row[0])
+            sql = f"SELECT {_ENTRY_COLUMNS} FROM {LIVE.entries}{where}"
+            return sum(1 for e in _decoded(_stream(conn, sql, params)) if flt.matches(e))
+
+    def etags(self, keys: Sequence[str]) -> dict[str, str]:
+        with self._db.reading() as conn:
+            if conn is None or not keys or self._db.load_settings(conn) is None:
+                return {}
+            return _etags(conn, LIVE, list(dict.fromkeys(keys)))
+
+    def bookkeeping(self, keys: Sequence[str]) -> dict[str, tuple[Entry, Bookkeeping]]:
+        found: dict[str, tuple[Entry, Bookkeeping]] = {}
+        unique = list(dict.fromkeys(keys))
+        with self._db.reading() as conn:
+            if conn is None or not unique or self._db.load_settings(conn) is None:
+                return found
+            for chunk in batched(unique, KEY_CHUNK):
+                marks = _marks(len(chunk))
+                sql = f"SELECT {_ENTRY_COLUMNS} FROM {LIVE.entries} WHERE key IN ({marks})"
+                for row in conn.execute(sql, chunk):
+                    found[row[0]] = (codec.loads(row[1]), _bookkeeping(row))
+        return found
+
+    def iter_bookkeeping(self) -> Iterator[tuple[str, Bookkeeping]]:
+        # Page by key rather than holding one cursor (or snapshot) open: the caller may delete
+        # entries while it iterates (sync does), and memory stays at one page.
+        with self._db.reading(snapshot=False) as conn:
+            if conn is None or self._db.load_settings(conn) is None:
+                return
+            sql = (
+                f"SELECT key, NULL, etag, size, sha256, codec FROM {LIVE.entries} "
+                "WHERE key > ? ORDER BY key LIMIT ?"
+            )
+            last = ""
+            while True:
+                rows = conn.execute(sql, (last, PAGE)).fetchall()
+                for row in rows:
+                    yield row[0], _bookkeeping(row)
+                if len(rows) < PAGE:
+                    return
+                last = rows[-1][0]
+
+    def close(self) -> None:
+        self._db.close()
+
+    # --- rebuild ---------------------------------------------------------------------------
+
+    def start_rebuild(
+        self, key_field: str, fields: Sequence[str] = (), *, resume: bool = False
+    ) -> SqliteRebuild:
+        """A fresh index keyed by ``key_field`` beside the live one (which may not exist).
+
+        ``fields`` are the searchable fields expected: their side-table rows are written as
+        entries arrive; fields found only later are filled in at commit.
+        """
+        _check_key_field(key_field)
+        wanted = tuple(f for f in dict.fromkeys(fields) if f != key_field)
+        for path in wanted:
+            _check_field(path)
+        with self._db.transaction() as conn:
+            plan = _load_rebuild(conn)
+            token = _get_meta(conn, _REBUILD_LOG)
+            if resume and plan is not None and plan.key_field == key_field:
+                # The log of the interrupted run is kept: its HEAD pass is continued, not redone.
+                if token is None:
+                    token = uuid.uuid4().hex
+                    _set_meta(conn, _REBUILD_LOG, token)
+                return SqliteRebuild(self._db, plan, token)
+            _drop_tables(conn, REBUILD)
+            generation = int(_get_meta(conn, "generation") or 0) + 1
+            plan = _RebuildPlan(key_field, wanted, generation)
+            _create_tables(conn, REBUILD, generation)
+            _set_meta(conn, "rebuild", json.dumps(plan.as_dict()))
+            _set_meta(conn, _MULTIKEY[REBUILD], "[]")
+            conn.execute("DELETE FROM meta WHERE name = 'rebuild_checkpoint'")
+            token = uuid.uuid4().hex
+            _set_meta(conn, _REBUILD_LOG, token)
+            conn.execute(f"DELETE FROM {CHANGES}")
+            return SqliteRebuild(self._db, plan, token)
 
 
 # --- rebuild ---------------------------------------------------------------------------------
@@ -584,18 +599,17 @@ def _load_rebuild(conn: sqlite3.Connection) -> _RebuildPlan | None:
 class SqliteRebuild:
     """Fills ``entries_rebuild`` beside the live tables; ``commit`` swaps them in at once."""
 
-    def __init__(self, index: SqliteIndex, plan: _RebuildPlan, token: str) -> None:
-        self._index = index
+    def __init__(self, db: _Database, plan: _RebuildPlan, token: str) -> None:
+        self._db = db
         self._plan = plan
         self._token = token  # names this rebuild's flag and change log (``rebuild_log``)
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._index._transaction() as conn:
+        with self._db.transaction() as conn:
             if _load_rebuild(conn) != self._plan:
                 raise IndexSettingsError(
-                    f"the rebuild of index {self._index.location} was committed or aborted "
-                    "elsewhere",
+                    f"the rebuild of index {self._db.location} was committed or aborted elsewhere",
                     hint="start the rebuild again",
                 )
             yield conn
@@ -614,7 +628,7 @@ class SqliteRebuild:
 
     def has_keys(self, keys: Sequence[str]) -> set[str]:
         found: set[str] = set()
-        with self._index._reading() as conn:
+        with self._db.reading() as conn:
             if conn is None:
                 return found
             for chunk in batched(list(dict.fromkeys(keys)), KEY_CHUNK):
@@ -628,14 +642,14 @@ class SqliteRebuild:
             _set_meta(conn, "rebuild_checkpoint", text)
 
     def checkpoint(self) -> dict[str, Any] | None:
-        with self._index._reading() as conn:
+        with self._db.reading() as conn:
             raw = None if conn is None else _get_meta(conn, "rebuild_checkpoint")
         return None if raw is None else codec.loads(raw)
 
     def commit(self, settings: IndexSettings) -> None:
         plan = self._plan
         if settings.key_field != plan.key_field:
-            raise self._index._key_mismatch(plan.key_field, settings.key_field)
+            raise self._db.key_mismatch(plan.key_field, settings.key_field)
         fields = [f for f in dict.fromkeys(settings.fields) if f != plan.key_field]
         for path in fields:
             _check_field(path)
@@ -660,7 +674,7 @@ class SqliteRebuild:
 
     def changed_keys(self) -> Iterator[str]:
         # Paged by key, as iter_bookkeeping: the caller writes while it iterates.
-        with self._index._reading(snapshot=False) as conn:
+        with self._db.reading(snapshot=False) as conn:
             if conn is None or CHANGES not in _table_names(conn):
                 return
             sql = f"SELECT key FROM {CHANGES} WHERE key > ? ORDER BY key LIMIT ?"
@@ -673,11 +687,11 @@ class SqliteRebuild:
                 last = rows[-1][0]
 
     def finish(self) -> None:
-        with self._index._transaction() as conn:
+        with self._db.transaction() as conn:
             self._end_log(conn)
 
     def abort(self) -> None:
-        with self._index._transaction() as conn:
+        with self._db.transaction() as conn:
             _drop_tables(conn, REBUILD)
             conn.execute(f"DELETE FROM meta WHERE name IN ({_REBUILD_META})")
             self._end_log(conn)

@@ -91,7 +91,7 @@ def test_first_write_creates_directories_and_a_wal_database(tmp_path: Path) -> N
     assert meta["schema_version"] == "2"
     assert meta["key_field"] == KEY
     assert meta["fields"] == '["task"]'
-    writer = ix._writer
+    writer = ix._db.writer
     assert writer is not None
     assert writer.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
     assert writer.execute("PRAGMA busy_timeout").fetchone()[0] == 30_000
@@ -577,7 +577,7 @@ def test_a_read_only_directory_is_named_with_what_to_do(shared_dir: Path) -> Non
 
 def test_a_full_disk_rolls_back_the_whole_batch(index: SqliteIndex) -> None:
     index.upsert([entry("before", task="t")])
-    writer = index._writer
+    writer = index._db.writer
     assert writer is not None
     pages = writer.execute("PRAGMA page_count").fetchone()[0]
     writer.execute(f"PRAGMA max_page_count = {pages + 2}")

@@ -549,7 +549,7 @@ def _share(found: set[str], docs: dict[str, Any]) -> str:
 
 def plan_candidates(index: SqliteIndex, flt: dict[str, Any]) -> tuple[set[str], bool]:
     """The keys the index's own SQL plan selects (with what it knows of multikey fields)."""
-    with index._reading() as conn:
+    with index._db.reading() as conn:
         planned = index._planned(conn, parse_filter(flt))
         assert conn is not None and planned is not None
         keys = planned[1]
