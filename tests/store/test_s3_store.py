@@ -30,7 +30,7 @@ from botocore.stub import ANY, Stubber
 
 from s3idx import codec
 from s3idx.backends import open_store
-from s3idx.config import Settings
+from s3idx.config import Settings, redact
 from s3idx.errors import (
     AccessDeniedError,
     BackendUnavailableError,
@@ -43,7 +43,8 @@ from s3idx.errors import (
     UsageError,
 )
 from s3idx.store.base import ObjectStore
-from s3idx.store.s3 import MAX_PARTS, MiB, S3Store, scrub, translate_error
+from s3idx.store.s3 import MAX_PARTS, MiB, S3Store
+from s3idx.store.s3_errors import translate_error
 from tests.s3proxy import S3Proxy
 
 META = {"s3idx-format": "1", "s3idx-entry": '{"fs_id":"a"}'}
@@ -107,7 +108,7 @@ def test_open_store_builds_an_s3_store_from_settings(s3_endpoint: str, tmp_path:
     assert isinstance(store, S3Store)
     assert isinstance(store, ObjectStore)
     assert store.location == "s3://made-by-settings/pre/fix"
-    assert store.client.meta.config.max_pool_connections == 34
+    assert store.connection.client.meta.config.max_pool_connections == 34
     store.put("k", b"body", META)
     raw = boto3.client("s3", endpoint_url=s3_endpoint).get_object(
         Bucket="made-by-settings", Key="pre/fix/k"
@@ -152,19 +153,19 @@ def test_failed_multipart_upload_is_aborted(
     store = make_store(
         s3_endpoint, s3_bucket, multipart_threshold=5 * MiB, multipart_chunksize=5 * MiB
     )
-    real_upload_part = store.client.upload_part
+    real_upload_part = store.connection.client.upload_part
 
     def failing_upload_part(**params: Any) -> Any:
         if params["PartNumber"] == 2:
             raise client_error("InternalError", "boom", 500, "UploadPart")
         return real_upload_part(**params)
 
-    monkeypatch.setattr(store.client, "upload_part", failing_upload_part)
+    monkeypatch.setattr(store.connection.client, "upload_part", failing_upload_part)
 
     with pytest.raises(TransientError, match="UploadPart"):
         store.put("big", os.urandom(11 * MiB), META)
 
-    uploads = store.client.list_multipart_uploads(Bucket=s3_bucket)
+    uploads = store.connection.client.list_multipart_uploads(Bucket=s3_bucket)
     assert uploads.get("Uploads", []) == []
     assert list(store.list()) == []
 
@@ -222,7 +223,7 @@ def test_objects_outside_the_prefix_are_not_listed(
 
 def test_list_follows_continuation_tokens(s3: S3Store) -> None:
     page = {"ETag": '"e"', "Size": 1, "Key": ""}
-    with Stubber(s3.client) as stub:
+    with Stubber(s3.connection.client) as stub:
         stub.add_response(
             "list_objects_v2",
             {
@@ -245,7 +246,7 @@ def test_list_follows_continuation_tokens(s3: S3Store) -> None:
 
 def test_delete_goes_in_batches_of_1000_and_reports_per_key_errors(s3: S3Store) -> None:
     keys = [f"k{i:04d}" for i in range(1001)]
-    with Stubber(s3.client) as stub:
+    with Stubber(s3.connection.client) as stub:
         stub.add_response(
             "delete_objects",
             {"Errors": [{"Key": "p/k0007", "Code": "AccessDenied", "Message": "Access Denied"}]},
@@ -266,12 +267,12 @@ def test_delete_goes_in_batches_of_1000_and_reports_per_key_errors(s3: S3Store) 
 
 
 def test_delete_of_nothing_makes_no_request(s3: S3Store) -> None:
-    with Stubber(s3.client):
+    with Stubber(s3.connection.client):
         assert s3.delete([]) == []
 
 
 def test_conditional_delete_is_one_delete_object_with_if_match_per_key(s3: S3Store) -> None:
-    with Stubber(s3.client) as stub:
+    with Stubber(s3.connection.client) as stub:
         for key, etag in (("a", "e1"), ("b", "e2")):
             stub.add_response(
                 "delete_object",
@@ -290,7 +291,7 @@ def test_server_without_conditional_deletes_gets_a_head_first_and_says_so(s3: S3
     s3.put("same", b"x", META)
     stale = s3.put("newer", b"one", META)
     s3.put("newer", b"two", META)
-    real_delete = s3.client.delete_object
+    real_delete = s3.connection.client.delete_object
     calls: list[dict[str, Any]] = []
 
     def delete_object(**params: Any) -> Any:  # a server that refuses If-Match on DeleteObject
@@ -299,7 +300,7 @@ def test_server_without_conditional_deletes_gets_a_head_first_and_says_so(s3: S3
             raise client_error("NotImplemented", "not implemented", 501, "DeleteObject")
         return real_delete(**params)
 
-    s3.client.delete_object = delete_object
+    s3.connection.client.delete_object = delete_object
     etags = {"same": s3.head("same").etag, "newer": stale.etag, "gone": "e"}
     failures = s3.delete(["same", "newer", "gone"], if_match=etags)
 
@@ -359,12 +360,12 @@ def test_bucket_created_outside_us_east_1_gets_its_location_constraint(
 
     store.put("k", b"x", META)
 
-    location = store.client.get_bucket_location(Bucket="made-in-eu")
+    location = store.connection.client.get_bucket_location(Bucket="made-in-eu")
     assert location["LocationConstraint"] == "eu-west-1"
 
 
 def test_head_of_missing_key_asks_about_the_bucket_only_once(s3: S3Store) -> None:
-    with Stubber(s3.client) as stub:
+    with Stubber(s3.connection.client) as stub:
         stub.add_client_error("head_object", "404", "Not Found", 404)
         stub.add_response("head_bucket", {}, {"Bucket": s3.bucket})
         stub.add_client_error("head_object", "404", "Not Found", 404)
@@ -437,8 +438,8 @@ def test_profile_supplies_region_and_credentials(
 
     store = make_store(s3_endpoint, s3_bucket, profile="base", region=None)
 
-    assert store.region == "eu-west-2"
-    credentials = store.session.get_credentials()
+    assert store.connection.region == "eu-west-2"
+    credentials = store.connection.session.get_credentials()
     assert credentials is not None
     # The explicit profile wins over the AWS_ACCESS_KEY_ID=testing of the environment.
     assert credentials.get_frozen_credentials().access_key == SECRET_KEY_ID
@@ -450,7 +451,7 @@ def test_profile_supplies_region_and_credentials(
 def test_explicit_region_beats_the_profile(fake_aws_env: Path) -> None:
     write_aws_files(fake_aws_env, PROFILES, CREDENTIALS)
 
-    assert S3Store("bkt", profile="base", region="ap-south-1").region == "ap-south-1"
+    assert S3Store("bkt", profile="base", region="ap-south-1").connection.region == "ap-south-1"
 
 
 def test_source_profile_role_chain_is_followed(
@@ -461,8 +462,8 @@ def test_source_profile_role_chain_is_followed(
 
     store = make_store(s3_endpoint, s3_bucket, profile="child", region=None)
 
-    assert store.region == "eu-central-1"
-    credentials = store.session.get_credentials()
+    assert store.connection.region == "eu-central-1"
+    credentials = store.connection.session.get_credentials()
     assert credentials is not None
     assert credentials.method == "assume-role"
     assumed = credentials.get_frozen_credentials()
@@ -581,7 +582,7 @@ def test_transient_error_says_how_often_botocore_retried() -> None:
     ],
 )
 def test_store_calls_translate_stubbed_errors(s3: S3Store, code: str, expected: type) -> None:
-    with Stubber(s3.client) as stub:
+    with Stubber(s3.connection.client) as stub:
         stub.add_client_error("put_object", code, "server says", 403)
         with pytest.raises(expected) as excinfo:
             s3.put("k", b"x", META)
@@ -589,7 +590,7 @@ def test_store_calls_translate_stubbed_errors(s3: S3Store, code: str, expected: 
 
 
 def test_stubbed_failures_while_reading_and_listing(s3: S3Store) -> None:
-    with Stubber(s3.client) as stub:
+    with Stubber(s3.connection.client) as stub:
         stub.add_client_error("get_object", "AccessDenied", "Access Denied", 403)
         stub.add_client_error("list_objects_v2", "InternalError", "oops", 500)
         stub.add_client_error("delete_objects", "SlowDown", "slow", 503)
@@ -642,9 +643,17 @@ def test_secrets_never_appear_in_error_text() -> None:
         assert "s3://bkt/k" in text
 
 
-def test_scrub_keeps_ordinary_text() -> None:
+def test_redacting_vendor_text_keeps_ordinary_text() -> None:
     text = "The specified bucket does not exist (bucket my-bucket-2024, key a/b/c.json)"
-    assert scrub(text) == text
+    assert redact(text, vendor_text=True) == text
+
+
+def test_redacting_vendor_text_hides_credential_shapes_that_own_text_keeps() -> None:
+    vendor = f"key {SECRET_KEY_ID}, Signature=0123456789abcdef, eyJhbGciOi.eyJzdWIi.sig"
+    assert redact(vendor, vendor_text=True) == "key ***, Signature=***, ***"
+    # s3idx's own text keeps a 40-character run: there it is a document key or a hash.
+    digest = "a" * 64
+    assert redact(f"sha256 {digest}") == f"sha256 {digest}"
 
 
 class FakeBody:
