@@ -208,14 +208,16 @@ class RetryingStore:
         # and either way the retry finds the metadata it wanted or refuses a changed object.
         return self._call(lambda: self.inner.replace_metadata(key, metadata, if_match=if_match))
 
-    def list(self, prefix: str = "", *, start_after: str | None = None) -> Iterator[ObjectInfo]:
+    def list_objects(
+        self, prefix: str = "", *, start_after: str | None = None
+    ) -> Iterator[ObjectInfo]:
         """Listing retried page by page: a failure resumes after the last key yielded."""
         last = start_after
         attempt = 0
         rng = random.Random()
         while True:
             try:
-                for info in self.inner.list(prefix, start_after=last):
+                for info in self.inner.list_objects(prefix, start_after=last):
                     last = info.key
                     attempt = 0
                     yield info

@@ -6,7 +6,6 @@ lowercase ASCII (S3 and MinIO fold case), values ASCII; a store returns them as 
 
 from __future__ import annotations
 
-import builtins
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -83,14 +82,15 @@ class ObjectStore(Protocol):
         """Raises ObjectNotFoundError for a missing key."""
         ...
 
-    def list(self, prefix: str = "", *, start_after: str | None = None) -> Iterator[ObjectInfo]:
+    def list_objects(
+        self, prefix: str = "", *, start_after: str | None = None
+    ) -> Iterator[ObjectInfo]:
         """Objects in ascending key order (UTF-8 byte order), streamed."""
         ...
 
-    # builtins.list: inside the class, after the method ``list``, a bare ``list`` is that method.
     def delete(
         self, keys: Sequence[str], *, if_match: Mapping[str, str] | None = None
-    ) -> builtins.list[DeleteFailure]:
+    ) -> list[DeleteFailure]:
         """Delete objects; a missing key is not a failure (S3 semantics).
 
         With ``if_match``, each key is deleted only if its object's ETag is still

@@ -409,7 +409,9 @@ class LocalStore:
 
     # --- listing -----------------------------------------------------------------------------
 
-    def list(self, prefix: str = "", *, start_after: str | None = None) -> Iterator[ObjectInfo]:
+    def list_objects(
+        self, prefix: str = "", *, start_after: str | None = None
+    ) -> Iterator[ObjectInfo]:
         if not self._ready(for_write=False):
             return
         self._sweep_temp_files()

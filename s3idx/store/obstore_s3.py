@@ -21,7 +21,6 @@ error table (``s3_errors``), so exit statuses agree between the transports.
 
 from __future__ import annotations
 
-import builtins
 import re
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -229,13 +228,14 @@ class ObstoreS3Store:
         except Exception as exc:
             raise self._error(exc, key, "GetObject") from None
 
-    def list(self, prefix: str = "", *, start_after: str | None = None) -> Iterator[ObjectInfo]:
-        return self._boto.list(prefix, start_after=start_after)
+    def list_objects(
+        self, prefix: str = "", *, start_after: str | None = None
+    ) -> Iterator[ObjectInfo]:
+        return self._boto.list_objects(prefix, start_after=start_after)
 
-    # builtins.list: inside the class, after the method ``list``, a bare ``list`` is that method.
     def delete(
         self, keys: Sequence[str], *, if_match: Mapping[str, str] | None = None
-    ) -> builtins.list[DeleteFailure]:
+    ) -> list[DeleteFailure]:
         # object_store's delete takes no If-Match: boto3's DeleteObject sends it.
         return self._boto.delete(keys, if_match=if_match)
 

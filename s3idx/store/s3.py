@@ -471,7 +471,9 @@ class S3Store:
         finally:
             body.close()
 
-    def list(self, prefix: str = "", *, start_after: str | None = None) -> Iterator[ObjectInfo]:
+    def list_objects(
+        self, prefix: str = "", *, start_after: str | None = None
+    ) -> Iterator[ObjectInfo]:
         params: dict[str, Any] = {"Bucket": self.bucket, "Prefix": self._full(prefix)}
         if start_after is not None:
             params["StartAfter"] = self._full(start_after)

@@ -76,7 +76,7 @@ def test_get_through_symlinks_reads_nothing_outside_and_agrees_with_the_listing(
         assert "secret" not in result.stdout
         with pytest.raises(ObjectNotFoundError):
             store.head(key)
-    assert [info.key for info in store.list()] == ["first"]
+    assert [info.key for info in store.list_objects()] == ["first"]
 
 
 def test_put_over_a_symlinked_object_replaces_the_link_not_its_target(tmp_path: Path) -> None:
@@ -179,7 +179,7 @@ def test_temporary_files_of_a_killed_put_are_removed_by_the_next_put_or_sync(
 
     assert result.exit_code == 0, result.stderr
     assert list(tmp.iterdir()) == []
-    assert [info.key for info in LocalStore(tmp_path / "store").list()] == (
+    assert [info.key for info in LocalStore(tmp_path / "store").list_objects()] == (
         ["next"] if command == "put" else []
     )
 
@@ -206,11 +206,11 @@ def test_temporary_files_of_live_writers_are_kept_and_old_ones_removed(tmp_path:
     for path, age in ((live, 600), (other_host, 600), (died, 120), (old, 7200)):
         os.utime(path, (time.time() - age, time.time() - age))
 
-    list(LocalStore(tmp_path / "store").list())
+    list(LocalStore(tmp_path / "store").list_objects())
 
     kept = sorted([live.name, other_host.name, just_died.name, "not-ours"])
     assert sorted(p.name for p in tmp.iterdir()) == kept
-    assert [info.key for info in store.list()] == ["first"]
+    assert [info.key for info in store.list_objects()] == ["first"]
 
 
 # --- listing in bounded memory -----------------------------------------------------------------
@@ -233,11 +233,11 @@ def test_a_directory_larger_than_one_sorted_run_lists_in_utf8_order(
     (tmp_path / "store" / "objects" / "nul%00~").write_bytes(b"")
     in_order = sorted(keys, key=lambda k: k.encode())
 
-    assert [o.key for o in store.list()] == in_order
-    assert [o.key for o in store.list("a/b/")] == ["a/b/c", "a/b/c-", "a/b/c0", "a/b/d"]
-    after = [o.key for o in store.list(start_after="a/b/c")]
+    assert [o.key for o in store.list_objects()] == in_order
+    assert [o.key for o in store.list_objects("a/b/")] == ["a/b/c", "a/b/c-", "a/b/c0", "a/b/d"]
+    after = [o.key for o in store.list_objects(start_after="a/b/c")]
     assert after == [k for k in in_order if k.encode() > b"a/b/c"]
-    assert [o.key for o in store.list("n", start_after="n3")] == ["n4", "n5", "n6"]
+    assert [o.key for o in store.list_objects("n", start_after="n3")] == ["n4", "n5", "n6"]
 
 
 def test_listing_a_large_directory_holds_one_run_of_names_not_the_directory(
@@ -253,7 +253,7 @@ def test_listing_a_large_directory_holds_one_run_of_names_not_the_directory(
 
     tracemalloc.start()
     try:
-        count = sum(1 for _ in store.list())
+        count = sum(1 for _ in store.list_objects())
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()

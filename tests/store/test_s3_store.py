@@ -144,7 +144,7 @@ def test_multipart_upload_round_trips_with_a_multipart_etag(
     body = store.open("big/one")
     assert body.head.metadata == META
     assert body.read() == data
-    assert [(o.key, o.etag) for o in store.list("big/")] == [("big/one", receipt.etag)]
+    assert [(o.key, o.etag) for o in store.list_objects("big/")] == [("big/one", receipt.etag)]
 
 
 def test_failed_multipart_upload_is_aborted(
@@ -167,7 +167,7 @@ def test_failed_multipart_upload_is_aborted(
 
     uploads = store.connection.client.list_multipart_uploads(Bucket=s3_bucket)
     assert uploads.get("Uploads", []) == []
-    assert list(store.list()) == []
+    assert list(store.list_objects()) == []
 
 
 def test_part_size_grows_so_no_body_needs_more_than_10000_parts() -> None:
@@ -218,7 +218,7 @@ def test_objects_outside_the_prefix_are_not_listed(
         raw.put_object(Bucket=s3_bucket, Key=key, Body=b"")
     s3.put("mine", b"x", META)
 
-    assert [o.key for o in s3.list()] == ["mine"]
+    assert [o.key for o in s3.list_objects()] == ["mine"]
 
 
 def test_list_follows_continuation_tokens(s3: S3Store) -> None:
@@ -238,7 +238,7 @@ def test_list_follows_continuation_tokens(s3: S3Store) -> None:
             {"IsTruncated": False, "Contents": [{**page, "Key": "p/b"}]},
             {"Bucket": s3.bucket, "Prefix": "p/", "StartAfter": "p/0", "ContinuationToken": "t1"},
         )
-        keys = [(o.key, o.etag) for o in s3.list(start_after="0")]
+        keys = [(o.key, o.etag) for o in s3.list_objects(start_after="0")]
         stub.assert_no_pending_responses()
 
     assert keys == [("a", "e"), ("b", "e")]
@@ -306,7 +306,7 @@ def test_server_without_conditional_deletes_gets_a_head_first_and_says_so(s3: S3
 
     assert [(f.key, f.changed) for f in failures] == [("newer", True)]
     assert not s3.conditional_deletes_supported
-    assert sorted(o.key for o in s3.list()) == ["newer"]
+    assert sorted(o.key for o in s3.list_objects()) == ["newer"]
     # One conditional request only: after the server refused it, no other is sent.
     assert ["IfMatch" in c for c in calls] == [True, False]
 
@@ -322,7 +322,7 @@ def test_missing_bucket_is_not_found_everywhere_with_a_create_bucket_hint(
         "put": lambda: store.put("k", b"x", META),
         "head": lambda: store.head("k"),
         "open": lambda: store.open("k"),
-        "list": lambda: list(store.list()),
+        "list": lambda: list(store.list_objects()),
         "delete": lambda: store.delete(["k"]),
     }
     for name, call in calls.items():
@@ -337,10 +337,10 @@ def test_create_bucket_creates_it_on_the_first_put_only(s3_endpoint: str) -> Non
     store = make_store(s3_endpoint, "made-on-put", create_bucket=True)
 
     with pytest.raises(NotFoundError, match="created by the first put"):
-        list(store.list())  # reads never create a bucket
+        list(store.list_objects())  # reads never create a bucket
     store.put("k", b"x", META)
 
-    assert [o.key for o in store.list()] == ["k"]
+    assert [o.key for o in store.list_objects()] == ["k"]
 
 
 def test_concurrent_first_puts_create_the_bucket_once(s3_endpoint: str) -> None:
@@ -350,7 +350,7 @@ def test_concurrent_first_puts_create_the_bucket_once(s3_endpoint: str) -> None:
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(lambda k: store.put(k, b"x", META), keys))
 
-    assert sorted(o.key for o in store.list()) == sorted(keys)
+    assert sorted(o.key for o in store.list_objects()) == sorted(keys)
 
 
 def test_bucket_created_outside_us_east_1_gets_its_location_constraint(
@@ -397,7 +397,7 @@ def test_unknown_key_id_is_access_denied_without_secrets(
     monkeypatch.delenv("AWS_SESSION_TOKEN")
     store = make_store(s3_endpoint, s3_bucket)
 
-    for call in (lambda: store.put("k", b"x", META), lambda: list(store.list())):
+    for call in (lambda: store.put("k", b"x", META), lambda: list(store.list_objects())):
         with pytest.raises(AccessDeniedError) as excinfo:
             call()
         text = str(excinfo.value)
@@ -470,7 +470,7 @@ def test_source_profile_role_chain_is_followed(
     assert assumed.access_key != SECRET_KEY_ID
     assert assumed.token
     store.put("k", b"x", META)
-    assert [o.key for o in store.list()] == ["k"]
+    assert [o.key for o in store.list_objects()] == ["k"]
 
 
 def test_unknown_profile_is_a_usage_error_naming_the_profiles(fake_aws_env: Path) -> None:
@@ -597,7 +597,7 @@ def test_stubbed_failures_while_reading_and_listing(s3: S3Store) -> None:
         with pytest.raises(AccessDeniedError):
             s3.open("k")
         with pytest.raises(TransientError):
-            list(s3.list())
+            list(s3.list_objects())
         with pytest.raises(TransientError):
             s3.delete(["k"])
 
