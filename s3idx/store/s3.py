@@ -94,6 +94,9 @@ class S3Connection:
     """
 
     def __init__(self, bucket: str, prefix: str = "", **options: Unpack[ConnectionOptions]) -> None:
+        unknown = sorted(options.keys() - ConnectionOptions.__optional_keys__)
+        if unknown:  # as a signature of named parameters would refuse them
+            raise TypeError(f"unexpected keyword argument(s): {', '.join(unknown)}")
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.base = f"{self.prefix}/" if self.prefix else ""

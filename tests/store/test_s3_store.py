@@ -82,6 +82,11 @@ def test_location_names_bucket_and_normalised_prefix() -> None:
     assert "testing" not in repr(S3Store("bkt", "a"))
 
 
+def test_a_mistyped_option_is_refused() -> None:
+    with pytest.raises(TypeError, match="endpoint"):
+        S3Store("bkt", endpoint="http://h:1")  # type: ignore[call-arg]
+
+
 def test_check_key_counts_the_prefix_against_1024_bytes() -> None:
     store = S3Store("bkt", "sub/dir")  # "sub/dir/" is 8 bytes
 
