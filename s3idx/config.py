@@ -240,13 +240,30 @@ _AWS_SECRET_VARIABLES = (
 )
 
 
-def redact(text: str) -> str:
+# What an AWS credential looks like, for text from a server or a library (botocore, obstore),
+# which may quote one not known by value: access key ids, the pieces of a SigV4 Authorization
+# header, long base64 runs (secret keys, session tokens) and JWTs. Not applied to s3idx's own
+# text, where a 40-character run is a document key or a hash rather than a secret.
+_CREDENTIAL_SHAPES = re.compile(
+    r"(?<![A-Za-z0-9])(?:AKIA|ASIA|AIDA|AROA|AIPA|ANPA|ANVA|APKA|ABIA|ACCA|AGPA)[A-Z0-9]{8,}"
+    r"|(?<=Credential=)[^,\s]+"
+    r"|(?<=Signature=)[0-9A-Fa-f]+"
+    r"|(?<![A-Za-z0-9/+=])[A-Za-z0-9/+=]{40,}"
+    r"|eyJ[A-Za-z0-9_-]{4,}(?:\.[A-Za-z0-9_-]*)*"  # a JWT, all of its segments
+)
+
+
+def redact(text: str, *, vendor_text: bool = False) -> str:
     """Text fit to print: URI passwords, secret URI options and every known secret hidden.
 
-    The one redaction every message, summary and progress line goes through.
+    The one redaction every message, summary and progress line goes through. ``vendor_text``:
+    the text comes from a server or a vendor library, so anything shaped like an AWS
+    credential is hidden too, known or not.
     """
     text = _USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
     text = _SECRET_OPTION.sub(lambda m: f"{m['name']}=***", text)
+    if vendor_text:
+        text = _CREDENTIAL_SHAPES.sub("***", text)
     return _hide_known_secrets(text) if _secret_fragments else text
 
 

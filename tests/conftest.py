@@ -145,7 +145,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ObjectStor
             region=S3_TEST_REGION,
         )
         # The store's own client makes the bucket: one boto3 client per test, not two.
-        s3.client.create_bucket(Bucket=s3.bucket)
+        s3.connection.client.create_bucket(Bucket=s3.bucket)
         backend = s3
     elif request.param == "obstore":
         pytest.importorskip(
@@ -159,7 +159,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ObjectStor
             endpoint_url=request.getfixturevalue("s3_endpoint"),
             region=S3_TEST_REGION,
         )
-        fast.boto_store.client.create_bucket(Bucket=fast.bucket)
+        fast.connection.client.create_bucket(Bucket=fast.bucket)
         backend = fast
     else:  # pragma: no cover - kinds are added with their backends
         raise AssertionError(request.param)

@@ -40,7 +40,7 @@ def entries_and_objects(engine: Engine) -> tuple[int, int]:
             engine.store.head(key)
         except ObjectNotFoundError:
             raise AssertionError(f"entry {key} points at a missing object") from None
-    return len(keys), sum(1 for _ in engine.store.list())
+    return len(keys), sum(1 for _ in engine.store.list_objects())
 
 
 # --- CLI: the ``run`` fixture's type and JSON lines in and out ----------------------------------

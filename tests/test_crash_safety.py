@@ -79,7 +79,7 @@ def _check_invariant(home: Path) -> tuple[int, int]:
     with _engine(home) as engine:
         if engine.index.settings() is None:
             # An index whose first rebuild was stopped holds no index yet (querying it is refused).
-            return 0, sum(1 for _ in engine.store.list())
+            return 0, sum(1 for _ in engine.store.list_objects())
         return entries_and_objects(engine)
 
 

@@ -108,7 +108,7 @@ def test_python_dash_m_runs_the_cli() -> None:
 # Backend libraries stay inside their backend modules; the engine never prints.
 ALLOWED_IMPORTS = {
     "boto3": {"s3idx/store/s3.py"},
-    "botocore": {"s3idx/store/s3.py", "s3idx/store/obstore_s3.py"},
+    "botocore": {"s3idx/store/s3.py", "s3idx/store/s3_errors.py", "s3idx/store/obstore_s3.py"},
     "obstore": {"s3idx/store/obstore_s3.py"},
     "pymongo": {"s3idx/index/mongo.py"},
     "bson": {"s3idx/index/mongo.py"},

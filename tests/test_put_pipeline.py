@@ -56,7 +56,7 @@ class FaultyStore(LocalStore):
         return receipt
 
     def keys(self) -> set[str]:
-        return {info.key for info in self.list()}
+        return {info.key for info in self.list_objects()}
 
     def document(self, key: str) -> Any:
         return orjson.loads(fetch_document(self, key).read())  # read back, verified

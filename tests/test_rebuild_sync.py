@@ -144,7 +144,7 @@ def test_rebuild_reports_foreign_and_undecodable_objects(filled: Engine) -> None
 def _empty_store(root: Path) -> LocalStore:
     """A store that exists and holds no object (a wrong --store that happens to be a store)."""
     store = LocalStore(root)
-    assert list(store.list()) == []
+    assert list(store.list_objects()) == []
     store.put("gone", b"{}", {})
     store.delete(["gone"])
     return store

@@ -119,8 +119,10 @@ class _FlakyListing(LocalStore):
         super().__init__(root)
         self.failed = False
 
-    def list(self, prefix: str = "", *, start_after: str | None = None) -> Iterator[ObjectInfo]:
-        for n, info in enumerate(super().list(prefix, start_after=start_after)):
+    def list_objects(
+        self, prefix: str = "", *, start_after: str | None = None
+    ) -> Iterator[ObjectInfo]:
+        for n, info in enumerate(super().list_objects(prefix, start_after=start_after)):
             if n == 3 and not self.failed:
                 self.failed = True
                 raise TransientError("connection reset")
@@ -133,5 +135,5 @@ def test_listing_resumes_after_the_last_key_it_yielded(tmp_path: Path) -> None:
         inner.put(f"k{i}", b"x", {})
     store = RetryingStore(inner, policy=RetryPolicy(base=0.001))
 
-    assert [o.key for o in store.list()] == [f"k{i}" for i in range(10)]
+    assert [o.key for o in store.list_objects()] == [f"k{i}" for i in range(10)]
     assert store.retries == 1

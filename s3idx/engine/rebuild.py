@@ -103,7 +103,7 @@ def run_rebuild(
         collector.accepted = result.written
         start_after = checkpoint.get("listed_through") if checkpoint else None
         with reported_on_failure(result, started):
-            for batch in batched(store.list(start_after=start_after), LIST_BATCH):
+            for batch in batched(store.list_objects(start_after=start_after), LIST_BATCH):
                 _rebuild_batch(rebuild, collector, batch, result)
                 events.progress(result.listed, None, {"written": result.written})
                 if stop is not None and stop.is_set():

@@ -226,7 +226,7 @@ def probe_key_field(
 
     The bucket is the truth: its objects say which key field and fields they were written with.
     """
-    for n, info in enumerate(store.list()):
+    for n, info in enumerate(store.list_objects()):
         if n >= probe:
             break
         try:

@@ -124,7 +124,7 @@ def run_reindex(
         ThreadPoolExecutor(workers, thread_name_prefix="s3idx-reindex") as pool,
         reported_on_failure(result, started),
     ):
-        for batch in batched(store.list(), BATCH):
+        for batch in batched(store.list_objects(), BATCH):
             entries = []
             listed = [info.key for info in batch]
             for key, future in ordered_map(pool, backfill.one, listed, 2 * workers):

@@ -189,8 +189,17 @@ class RetryingStore:
 
         return self._call(attempt)
 
-    def delete(self, keys: Sequence[str]) -> list[DeleteFailure]:
-        return self._call(lambda: self.inner.delete(keys))
+    def delete(
+        self, keys: Sequence[str], *, if_match: Mapping[str, str] | None = None
+    ) -> list[DeleteFailure]:
+        # Safe to retry: a conditional delete that did land finds the key missing next time
+        # (not a failure), and one that did not still compares the ETag.
+        return self._call(lambda: self.inner.delete(keys, if_match=if_match))
+
+    @property
+    def conditional_deletes_supported(self) -> bool:
+        """False when the store compares an ETag and deletes in two steps (see S3Store)."""
+        return bool(getattr(self.inner, "conditional_deletes_supported", True))
 
     def replace_metadata(
         self, key: str, metadata: Mapping[str, str], *, if_match: str
@@ -199,14 +208,16 @@ class RetryingStore:
         # and either way the retry finds the metadata it wanted or refuses a changed object.
         return self._call(lambda: self.inner.replace_metadata(key, metadata, if_match=if_match))
 
-    def list(self, prefix: str = "", *, start_after: str | None = None) -> Iterator[ObjectInfo]:
+    def list_objects(
+        self, prefix: str = "", *, start_after: str | None = None
+    ) -> Iterator[ObjectInfo]:
         """Listing retried page by page: a failure resumes after the last key yielded."""
         last = start_after
         attempt = 0
         rng = random.Random()
         while True:
             try:
-                for info in self.inner.list(prefix, start_after=last):
+                for info in self.inner.list_objects(prefix, start_after=last):
                     last = info.key
                     attempt = 0
                     yield info

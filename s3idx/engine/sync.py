@@ -94,7 +94,7 @@ def run_sync(
     writes = not (check or dry_run)
     rewriter = rewriter if writes else None
     key_field = _key_field(store, index, rewriter)
-    listing = iter(store.list())
+    listing = iter(store.list_objects())
     first = next(listing, None)
     if first is None and writes and prune:
         _refuse_emptying(store, index)

@@ -170,7 +170,7 @@ def _merged(
 ) -> Iterator[tuple[str, bool, bool]]:
     """(key, in step, bucket only) for every listed object; index-only and changed drift is
     counted and reported on the way, bucket-only once the object is read (``_record``)."""
-    listing = _ordered(store.list(), "store listing")
+    listing = _ordered(store.list_objects(), "store listing")
     entries = _ordered(index.iter_bookkeeping(), "index")
     obj: ObjectInfo | None = next(listing, None)
     entry: tuple[str, Bookkeeping] | None = next(entries, None)

@@ -6,7 +6,6 @@ lowercase ASCII (S3 and MinIO fold case), values ASCII; a store returns them as 
 
 from __future__ import annotations
 
-import builtins
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -53,10 +52,16 @@ class ObjectBody:
         return b"".join(self.chunks)
 
 
+# The reason of a DeleteFailure whose conditional delete found a newer object.
+CHANGED_REASON = "the object changed since it was read (a newer write); it was left as it is"
+
+
 @dataclass(frozen=True, slots=True)
 class DeleteFailure:
     key: str
     reason: str
+    # A conditional delete found another object under the key (a newer write): it was left.
+    changed: bool = False
 
 
 @runtime_checkable
@@ -77,13 +82,23 @@ class ObjectStore(Protocol):
         """Raises ObjectNotFoundError for a missing key."""
         ...
 
-    def list(self, prefix: str = "", *, start_after: str | None = None) -> Iterator[ObjectInfo]:
+    def list_objects(
+        self, prefix: str = "", *, start_after: str | None = None
+    ) -> Iterator[ObjectInfo]:
         """Objects in ascending key order (UTF-8 byte order), streamed."""
         ...
 
-    # builtins.list: inside the class, after the method ``list``, a bare ``list`` is that method.
-    def delete(self, keys: Sequence[str]) -> builtins.list[DeleteFailure]:
-        """Delete objects; a missing key is not a failure (S3 semantics)."""
+    def delete(
+        self, keys: Sequence[str], *, if_match: Mapping[str, str] | None = None
+    ) -> list[DeleteFailure]:
+        """Delete objects; a missing key is not a failure (S3 semantics).
+
+        With ``if_match``, each key is deleted only if its object's ETag is still
+        ``if_match[key]`` (a key absent from the mapping is deleted unconditionally): an
+        object with another ETag, written since, is left and reported as
+        ``DeleteFailure(key, reason, changed=True)``. The check and the delete are one atomic
+        step where the store can make them so (docs/ARCHITECTURE.md, "Conditional deletes").
+        """
         ...
 
     def replace_metadata(

@@ -8,24 +8,24 @@ bucket creation, multipart uploads of 64 MiB and more) is delegated to the boto3
 they are few requests each, and delegating keeps one implementation of their paging, batching
 and quirks.
 
-Credentials come from the boto3 session of that ``S3Store`` (``Boto3CredentialProvider``), so
+Both transports share one ``S3Connection`` (bucket, prefix, boto3 session and client, endpoint,
+region, timeouts): credentials come from its session (``Boto3CredentialProvider``), so
 profiles, ``--aws-profile``, role chains and SSO work exactly as with the boto3 transport, and
 so do ``--endpoint-url`` and ``--region``. obstore makes no retries of its own: the engine's
 ``RetryingStore`` retries, as for every backend.
 
 obstore's failures are translated into the same s3idx errors as botocore's: the S3 error code
 and HTTP status of a failed request are read from obstore's message and looked up in the S3
-store's error table, so exit statuses agree between the transports.
+error table (``s3_errors``), so exit statuses agree between the transports.
 """
 
 from __future__ import annotations
 
-import builtins
 import re
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import timedelta
-from typing import Any
+from typing import Any, Unpack
 from urllib.parse import urlsplit
 
 import obstore
@@ -50,17 +50,13 @@ from s3idx.store.base import (
     PutReceipt,
 )
 from s3idx.store.s3 import (
-    DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_MULTIPART_THRESHOLD,
-    DEFAULT_POOL_CONNECTIONS,
-    DEFAULT_READ_TIMEOUT,
     READ_CHUNK,
-    TIMEOUT_HINT,
+    ConnectionOptions,
+    S3Connection,
     S3Store,
-    line_break_error,
-    remember_credentials,
-    scrub,
 )
+from s3idx.store.s3_errors import TIMEOUT_HINT, line_break_error, remember_credentials
 
 # obstore returns these HTTP attributes beside the user metadata; they are not metadata.
 _STANDARD_ATTRIBUTES = frozenset(
@@ -86,8 +82,9 @@ _UNREACHABLE = re.compile(r"ConnectionRefused|tcp connect error|dns error|Connec
 class ObstoreS3Store:
     """An S3 object store whose ``put``, ``open`` and ``head`` requests go through obstore.
 
-    Takes the arguments of ``S3Store`` (the boto3 store it builds and delegates to). Building
-    the store makes no request; credentials are resolved at the first obstore request.
+    Takes the arguments of ``S3Store``: ``ConnectionOptions`` and ``multipart_threshold``.
+    Its ``S3Connection`` is shared with the boto3 ``S3Store`` it delegates to. Building the
+    store makes no request; credentials are resolved at the first obstore request.
     """
 
     def __init__(
@@ -95,53 +92,25 @@ class ObstoreS3Store:
         bucket: str,
         prefix: str = "",
         *,
-        profile: str | None = None,
-        region: str | None = None,
-        endpoint_url: str | None = None,
-        create_bucket: bool = False,
-        max_pool_connections: int = DEFAULT_POOL_CONNECTIONS,
         multipart_threshold: int = DEFAULT_MULTIPART_THRESHOLD,
-        max_attempts: int = 0,
-        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
-        read_timeout: float = DEFAULT_READ_TIMEOUT,
+        **options: Unpack[ConnectionOptions],
     ) -> None:
-        self._boto = S3Store(
-            bucket,
-            prefix,
-            profile=profile,
-            region=region,
-            endpoint_url=endpoint_url,
-            create_bucket=create_bucket,
-            max_pool_connections=max_pool_connections,
-            multipart_threshold=multipart_threshold,
-            max_attempts=max_attempts,
-            connect_timeout=connect_timeout,
-            read_timeout=read_timeout,
-        )
-        self.bucket = bucket
-        self.prefix = self._boto.prefix
-        self.location = self._boto.location
-        self._base = f"{self.prefix}/" if self.prefix else ""
-        self._explicit_endpoint = endpoint_url is not None
+        self.connection = S3Connection(bucket, prefix, **options)
+        self._boto = S3Store.over(self.connection, multipart_threshold=multipart_threshold)
+        self.bucket = self.connection.bucket
+        self.prefix = self.connection.prefix
+        self.location = self.connection.location
+        self._base = self.connection.base
         self._multipart_threshold = multipart_threshold
-        self._timeouts = (connect_timeout, read_timeout)
         self._lock = threading.Lock()
         self._store: _ObstoreS3 | None = None
 
     def check_exists(self) -> None:
-        self._boto.check_exists()
+        self.connection.check_bucket_exists()
 
     def __repr__(self) -> str:
-        return f"ObstoreS3Store({self.location!r}, endpoint={scrub(redact(self.endpoint_url))!r})"
-
-    @property
-    def endpoint_url(self) -> str:
-        return self._boto.endpoint_url
-
-    @property
-    def boto_store(self) -> S3Store:
-        """The boto3 store that lists, deletes and creates buckets for this one."""
-        return self._boto
+        endpoint = redact(self.connection.endpoint_url, vendor_text=True)
+        return f"ObstoreS3Store({self.location!r}, endpoint={endpoint!r})"
 
     # --- the obstore client ------------------------------------------------------------------
 
@@ -155,30 +124,31 @@ class ObstoreS3Store:
         return store
 
     def _connect(self) -> _ObstoreS3:
+        session = self.connection.session
         try:
-            credentials = Boto3CredentialProvider(self._boto.session)
+            credentials = Boto3CredentialProvider(session)
         except ValueError:  # the session found no credentials at all
-            raise self._boto.translate(NoCredentialsError()) from None
+            raise self.connection.error(NoCredentialsError()) from None
         except Exception as exc:  # botocore's credential errors: the same translation
-            raise self._boto.translate(exc) from None
-        if _has_control_character(self._boto.session):
+            raise self.connection.error(exc) from None
+        if _has_control_character(session):
             # object_store panics on such a header value instead of returning an error.
             raise line_break_error(self.location)
-        endpoint = self.endpoint_url
-        connect, read = self._timeouts
+        endpoint = self.connection.endpoint_url
+        connect, read = self.connection.timeouts
         options: dict[str, Any] = {
             "connect_timeout": timedelta(seconds=connect),
             "timeout": timedelta(seconds=read),
             "allow_http": endpoint.startswith("http://"),
         }
         config: dict[str, Any] = {
-            "region": self._boto.region or "us-east-1",
+            "region": self.connection.region or "us-east-1",
             # One retry policy for every backend: the engine's (RetryingStore).
             "retry_config": {"max_retries": 0},
             "client_options": options,
             "credential_provider": credentials,
         }
-        if self._explicit_endpoint or not _is_aws(endpoint):
+        if self.connection.explicit_endpoint or not _is_aws(endpoint):
             # As with boto3: S3-compatible servers get path-style requests.
             config["endpoint"] = endpoint
             config["virtual_hosted_style_request"] = False
@@ -188,12 +158,12 @@ class ObstoreS3Store:
         return self._base + key
 
     def _error(self, exc: BaseException, key: str | None, operation: str) -> S3idxError:
-        return translate_obstore_error(exc, self._boto, key, operation)
+        return translate_obstore_error(exc, self.connection, key, operation)
 
     # --- the protocol ------------------------------------------------------------------------
 
     def check_key(self, key: str) -> None:
-        self._boto.check_key(key)
+        self.connection.check_key(key)
 
     def put(self, key: str, body: bytes, metadata: Mapping[str, str]) -> PutReceipt:
         if len(body) >= self._multipart_threshold:
@@ -202,10 +172,10 @@ class ObstoreS3Store:
         try:
             result = self._put(key, body, metadata)
         except S3idxError as exc:
-            if not (self._boto.creates_bucket and _is_missing_bucket(exc)):
+            if not (self.connection.create_bucket and _is_missing_bucket(exc)):
                 raise
-            with self._boto.translated(key):
-                self._boto.create_missing_bucket()
+            with self.connection.translated(key):
+                self.connection.create_missing_bucket()
             result = self._put(key, body, metadata)
         return PutReceipt(_strip_etag(result.get("e_tag")), len(body))
 
@@ -236,7 +206,7 @@ class ObstoreS3Store:
         error = self._error(exc, key, "HeadObject")
         if isinstance(error, ObjectNotFoundError):
             # A HEAD answer has no body, so a missing bucket looks like a missing key.
-            self._boto.check_bucket_exists()
+            self.connection.check_bucket_exists()
         return error
 
     def open(self, key: str) -> ObjectBody:
@@ -258,12 +228,20 @@ class ObstoreS3Store:
         except Exception as exc:
             raise self._error(exc, key, "GetObject") from None
 
-    def list(self, prefix: str = "", *, start_after: str | None = None) -> Iterator[ObjectInfo]:
-        return self._boto.list(prefix, start_after=start_after)
+    def list_objects(
+        self, prefix: str = "", *, start_after: str | None = None
+    ) -> Iterator[ObjectInfo]:
+        return self._boto.list_objects(prefix, start_after=start_after)
 
-    # builtins.list: inside the class, after the method ``list``, a bare ``list`` is that method.
-    def delete(self, keys: Sequence[str]) -> builtins.list[DeleteFailure]:
-        return self._boto.delete(keys)
+    def delete(
+        self, keys: Sequence[str], *, if_match: Mapping[str, str] | None = None
+    ) -> list[DeleteFailure]:
+        # object_store's delete takes no If-Match: boto3's DeleteObject sends it.
+        return self._boto.delete(keys, if_match=if_match)
+
+    @property
+    def conditional_deletes_supported(self) -> bool:
+        return self._boto.conditional_deletes_supported
 
     def replace_metadata(
         self, key: str, metadata: Mapping[str, str], *, if_match: str
@@ -317,16 +295,17 @@ def _is_missing_bucket(error: S3idxError) -> bool:
 
 
 def translate_obstore_error(
-    exc: BaseException, boto: S3Store, key: str | None, operation: str
+    exc: BaseException, connection: S3Connection, key: str | None, operation: str
 ) -> S3idxError:
     """The s3idx error for an obstore failure: the same as botocore's for the same answer.
 
     An HTTP answer is rebuilt as the botocore ``ClientError`` it would have been (code from
-    the XML body, else the bare status as botocore gives for HEAD) and translated by the S3
-    store, so the error table lives in one place. No answer at all: unreachable (exit 5) when
-    the connection could not be made, else transient (the request was lost mid-way).
+    the XML body, else the bare status as botocore gives for HEAD) and translated by the
+    connection (``s3_errors``), so the error table lives in one place. No answer at all:
+    unreachable (exit 5) when the connection could not be made, else transient (the request
+    was lost mid-way).
     """
-    remember_credentials(boto.session)
+    remember_credentials(connection.session)
     text = str(exc)
     status = _STATUS.search(text)
     if status is not None:
@@ -337,13 +316,13 @@ def translate_obstore_error(
             "Error": {"Code": code, "Message": message.group(1) if message else ""},
             "ResponseMetadata": {"HTTPStatusCode": int(status.group(1))},
         }
-        error = boto.translate(ClientError(response, operation), key)
+        error = connection.error(ClientError(response, operation), key)
         # The S3 code rides on the error for _is_missing_bucket; no s3idx error declares it.
         error.s3_code = code  # type: ignore[attr-defined]
         return error
-    where = boto.location + (f"/{shorten_key(key)}" if key else "")
-    named = scrub(redact(boto.endpoint_url))
-    reason = scrub(redact(text.split("\n", 1)[0]))
+    where = connection.location + (f"/{shorten_key(key)}" if key else "")
+    named = redact(connection.endpoint_url, vendor_text=True)
+    reason = redact(text.split("\n", 1)[0], vendor_text=True)
     if _UNREACHABLE.search(text):
         return BackendUnavailableError(
             f"cannot reach S3 at {named} for {where}: {reason}",
@@ -354,7 +333,7 @@ def translate_obstore_error(
     if _TIMED_OUT.search(text):
         return TransientError(
             f"cannot reach S3 at {named} for {where}: timed out (no answer within "
-            f"{boto.timeouts[1]:g} s)",
+            f"{connection.timeouts[1]:g} s)",
             hint=TIMEOUT_HINT,
             timed_out=True,
         )

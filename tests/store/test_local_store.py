@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -75,7 +76,7 @@ def test_get_through_symlinks_reads_nothing_outside_and_agrees_with_the_listing(
         assert "secret" not in result.stdout
         with pytest.raises(ObjectNotFoundError):
             store.head(key)
-    assert [info.key for info in store.list()] == ["first"]
+    assert [info.key for info in store.list_objects()] == ["first"]
 
 
 def test_put_over_a_symlinked_object_replaces_the_link_not_its_target(tmp_path: Path) -> None:
@@ -178,7 +179,7 @@ def test_temporary_files_of_a_killed_put_are_removed_by_the_next_put_or_sync(
 
     assert result.exit_code == 0, result.stderr
     assert list(tmp.iterdir()) == []
-    assert [info.key for info in LocalStore(tmp_path / "store").list()] == (
+    assert [info.key for info in LocalStore(tmp_path / "store").list_objects()] == (
         ["next"] if command == "put" else []
     )
 
@@ -205,11 +206,11 @@ def test_temporary_files_of_live_writers_are_kept_and_old_ones_removed(tmp_path:
     for path, age in ((live, 600), (other_host, 600), (died, 120), (old, 7200)):
         os.utime(path, (time.time() - age, time.time() - age))
 
-    list(LocalStore(tmp_path / "store").list())
+    list(LocalStore(tmp_path / "store").list_objects())
 
     kept = sorted([live.name, other_host.name, just_died.name, "not-ours"])
     assert sorted(p.name for p in tmp.iterdir()) == kept
-    assert [info.key for info in store.list()] == ["first"]
+    assert [info.key for info in store.list_objects()] == ["first"]
 
 
 # --- listing in bounded memory -----------------------------------------------------------------
@@ -232,11 +233,11 @@ def test_a_directory_larger_than_one_sorted_run_lists_in_utf8_order(
     (tmp_path / "store" / "objects" / "nul%00~").write_bytes(b"")
     in_order = sorted(keys, key=lambda k: k.encode())
 
-    assert [o.key for o in store.list()] == in_order
-    assert [o.key for o in store.list("a/b/")] == ["a/b/c", "a/b/c-", "a/b/c0", "a/b/d"]
-    after = [o.key for o in store.list(start_after="a/b/c")]
+    assert [o.key for o in store.list_objects()] == in_order
+    assert [o.key for o in store.list_objects("a/b/")] == ["a/b/c", "a/b/c-", "a/b/c0", "a/b/d"]
+    after = [o.key for o in store.list_objects(start_after="a/b/c")]
     assert after == [k for k in in_order if k.encode() > b"a/b/c"]
-    assert [o.key for o in store.list("n", start_after="n3")] == ["n4", "n5", "n6"]
+    assert [o.key for o in store.list_objects("n", start_after="n3")] == ["n4", "n5", "n6"]
 
 
 def test_listing_a_large_directory_holds_one_run_of_names_not_the_directory(
@@ -252,7 +253,7 @@ def test_listing_a_large_directory_holds_one_run_of_names_not_the_directory(
 
     tracemalloc.start()
     try:
-        count = sum(1 for _ in store.list())
+        count = sum(1 for _ in store.list_objects())
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -260,3 +261,69 @@ def test_listing_a_large_directory_holds_one_run_of_names_not_the_directory(
     assert count == 6000
     # Holding all 6,000 entries at once takes over 3 MB; one run of 500 and the merge, far less.
     assert peak < 1_500_000, peak
+
+
+# --- conditional deletes across processes (issue 14) -----------------------------------------
+
+_RACER = """
+import json, sys, time
+from s3idx.errors import ObjectNotFoundError
+from s3idx.store.local import LocalStore
+
+role, root, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3])
+store = LocalStore(root)
+meta = {"s3idx-format": "1"}
+end = time.monotonic() + seconds
+report = {"puts": 0, "vanished": [], "deleted": [], "changed": 0}
+n = 0
+while time.monotonic() < end:
+    n += 1
+    if role == "writer":
+        put = store.put("k", str(n).encode(), meta)
+        report["puts"] += 1
+        try:
+            store.head("k")
+        except ObjectNotFoundError:
+            # The only writer: what vanished since its put is the object it put.
+            report["vanished"].append(put.etag)
+    else:
+        try:
+            etag = store.head("k").etag
+        except ObjectNotFoundError:
+            continue
+        failures = store.delete(["k"], if_match={"k": etag})
+        if failures:
+            assert [f.changed for f in failures] == [True], failures
+            report["changed"] += 1
+        else:
+            report["deleted"].append(etag)
+print(json.dumps(report))
+"""
+
+
+def test_conditional_deletes_racing_puts_in_processes_delete_only_the_named_object(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "store"
+    LocalStore(root).put("k", b"0", META)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    roles = ["writer", "deleter", "deleter", "deleter"]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _RACER, role, str(root), "3"],
+            stdout=subprocess.PIPE,
+            env=env,
+        )
+        for role in roles
+    ]
+    reports = []
+    for proc in procs:
+        out, _ = proc.communicate(timeout=120)
+        assert proc.returncode == 0
+        reports.append(json.loads(out))
+
+    writer, deleters = reports[0], reports[1:]
+    named = {etag for report in deleters for etag in report["deleted"]}
+    assert writer["puts"] > 50 and named, "the processes did not race"
+    # Every object that vanished under the writer was deleted by a delete that named it.
+    assert set(writer["vanished"]) <= named

@@ -81,7 +81,7 @@ def test_create_bucket_on_the_first_put(s3_endpoint: str) -> None:
 
     receipt = store.put("k", b"body", META)
 
-    assert [o.key for o in store.list()] == ["k"]
+    assert [o.key for o in store.list_objects()] == ["k"]
     assert store.head("k").etag == receipt.etag
 
 

@@ -30,7 +30,7 @@ from botocore.stub import ANY, Stubber
 
 from s3idx import codec
 from s3idx.backends import open_store
-from s3idx.config import Settings
+from s3idx.config import Settings, redact
 from s3idx.errors import (
     AccessDeniedError,
     BackendUnavailableError,
@@ -43,7 +43,8 @@ from s3idx.errors import (
     UsageError,
 )
 from s3idx.store.base import ObjectStore
-from s3idx.store.s3 import MAX_PARTS, MiB, S3Store, scrub, translate_error
+from s3idx.store.s3 import MAX_PARTS, MiB, S3Store
+from s3idx.store.s3_errors import translate_error
 from tests.s3proxy import S3Proxy
 
 META = {"s3idx-format": "1", "s3idx-entry": '{"fs_id":"a"}'}
@@ -81,6 +82,11 @@ def test_location_names_bucket_and_normalised_prefix() -> None:
     assert "testing" not in repr(S3Store("bkt", "a"))
 
 
+def test_a_mistyped_option_is_refused() -> None:
+    with pytest.raises(TypeError, match="endpoint"):
+        S3Store("bkt", endpoint="http://h:1")  # type: ignore[call-arg]
+
+
 def test_check_key_counts_the_prefix_against_1024_bytes() -> None:
     store = S3Store("bkt", "sub/dir")  # "sub/dir/" is 8 bytes
 
@@ -107,7 +113,7 @@ def test_open_store_builds_an_s3_store_from_settings(s3_endpoint: str, tmp_path:
     assert isinstance(store, S3Store)
     assert isinstance(store, ObjectStore)
     assert store.location == "s3://made-by-settings/pre/fix"
-    assert store.client.meta.config.max_pool_connections == 34
+    assert store.connection.client.meta.config.max_pool_connections == 34
     store.put("k", b"body", META)
     raw = boto3.client("s3", endpoint_url=s3_endpoint).get_object(
         Bucket="made-by-settings", Key="pre/fix/k"
@@ -143,7 +149,7 @@ def test_multipart_upload_round_trips_with_a_multipart_etag(
     body = store.open("big/one")
     assert body.head.metadata == META
     assert body.read() == data
-    assert [(o.key, o.etag) for o in store.list("big/")] == [("big/one", receipt.etag)]
+    assert [(o.key, o.etag) for o in store.list_objects("big/")] == [("big/one", receipt.etag)]
 
 
 def test_failed_multipart_upload_is_aborted(
@@ -152,21 +158,21 @@ def test_failed_multipart_upload_is_aborted(
     store = make_store(
         s3_endpoint, s3_bucket, multipart_threshold=5 * MiB, multipart_chunksize=5 * MiB
     )
-    real_upload_part = store.client.upload_part
+    real_upload_part = store.connection.client.upload_part
 
     def failing_upload_part(**params: Any) -> Any:
         if params["PartNumber"] == 2:
             raise client_error("InternalError", "boom", 500, "UploadPart")
         return real_upload_part(**params)
 
-    monkeypatch.setattr(store.client, "upload_part", failing_upload_part)
+    monkeypatch.setattr(store.connection.client, "upload_part", failing_upload_part)
 
     with pytest.raises(TransientError, match="UploadPart"):
         store.put("big", os.urandom(11 * MiB), META)
 
-    uploads = store.client.list_multipart_uploads(Bucket=s3_bucket)
+    uploads = store.connection.client.list_multipart_uploads(Bucket=s3_bucket)
     assert uploads.get("Uploads", []) == []
-    assert list(store.list()) == []
+    assert list(store.list_objects()) == []
 
 
 def test_part_size_grows_so_no_body_needs_more_than_10000_parts() -> None:
@@ -217,12 +223,12 @@ def test_objects_outside_the_prefix_are_not_listed(
         raw.put_object(Bucket=s3_bucket, Key=key, Body=b"")
     s3.put("mine", b"x", META)
 
-    assert [o.key for o in s3.list()] == ["mine"]
+    assert [o.key for o in s3.list_objects()] == ["mine"]
 
 
 def test_list_follows_continuation_tokens(s3: S3Store) -> None:
     page = {"ETag": '"e"', "Size": 1, "Key": ""}
-    with Stubber(s3.client) as stub:
+    with Stubber(s3.connection.client) as stub:
         stub.add_response(
             "list_objects_v2",
             {
@@ -237,7 +243,7 @@ def test_list_follows_continuation_tokens(s3: S3Store) -> None:
             {"IsTruncated": False, "Contents": [{**page, "Key": "p/b"}]},
             {"Bucket": s3.bucket, "Prefix": "p/", "StartAfter": "p/0", "ContinuationToken": "t1"},
         )
-        keys = [(o.key, o.etag) for o in s3.list(start_after="0")]
+        keys = [(o.key, o.etag) for o in s3.list_objects(start_after="0")]
         stub.assert_no_pending_responses()
 
     assert keys == [("a", "e"), ("b", "e")]
@@ -245,7 +251,7 @@ def test_list_follows_continuation_tokens(s3: S3Store) -> None:
 
 def test_delete_goes_in_batches_of_1000_and_reports_per_key_errors(s3: S3Store) -> None:
     keys = [f"k{i:04d}" for i in range(1001)]
-    with Stubber(s3.client) as stub:
+    with Stubber(s3.connection.client) as stub:
         stub.add_response(
             "delete_objects",
             {"Errors": [{"Key": "p/k0007", "Code": "AccessDenied", "Message": "Access Denied"}]},
@@ -266,8 +272,48 @@ def test_delete_goes_in_batches_of_1000_and_reports_per_key_errors(s3: S3Store) 
 
 
 def test_delete_of_nothing_makes_no_request(s3: S3Store) -> None:
-    with Stubber(s3.client):
+    with Stubber(s3.connection.client):
         assert s3.delete([]) == []
+
+
+def test_conditional_delete_is_one_delete_object_with_if_match_per_key(s3: S3Store) -> None:
+    with Stubber(s3.connection.client) as stub:
+        for key, etag in (("a", "e1"), ("b", "e2")):
+            stub.add_response(
+                "delete_object",
+                {},
+                {"Bucket": s3.bucket, "Key": f"p/{key}", "IfMatch": f'"{etag}"'},
+            )
+        stub.add_client_error("delete_object", "PreconditionFailed", "At least one", 412)
+        failures = s3.delete(["a", "b", "c"], if_match={"a": "e1", "b": "e2", "c": "e3"})
+        stub.assert_no_pending_responses()
+
+    assert [(f.key, f.changed) for f in failures] == [("c", True)]
+    assert s3.conditional_deletes_supported
+
+
+def test_server_without_conditional_deletes_gets_a_head_first_and_says_so(s3: S3Store) -> None:
+    s3.put("same", b"x", META)
+    stale = s3.put("newer", b"one", META)
+    s3.put("newer", b"two", META)
+    real_delete = s3.connection.client.delete_object
+    calls: list[dict[str, Any]] = []
+
+    def delete_object(**params: Any) -> Any:  # a server that refuses If-Match on DeleteObject
+        calls.append(params)
+        if "IfMatch" in params:
+            raise client_error("NotImplemented", "not implemented", 501, "DeleteObject")
+        return real_delete(**params)
+
+    s3.connection.client.delete_object = delete_object
+    etags = {"same": s3.head("same").etag, "newer": stale.etag, "gone": "e"}
+    failures = s3.delete(["same", "newer", "gone"], if_match=etags)
+
+    assert [(f.key, f.changed) for f in failures] == [("newer", True)]
+    assert not s3.conditional_deletes_supported
+    assert sorted(o.key for o in s3.list_objects()) == ["newer"]
+    # One conditional request only: after the server refused it, no other is sent.
+    assert ["IfMatch" in c for c in calls] == [True, False]
 
 
 # --- buckets ---------------------------------------------------------------------------------
@@ -281,7 +327,7 @@ def test_missing_bucket_is_not_found_everywhere_with_a_create_bucket_hint(
         "put": lambda: store.put("k", b"x", META),
         "head": lambda: store.head("k"),
         "open": lambda: store.open("k"),
-        "list": lambda: list(store.list()),
+        "list": lambda: list(store.list_objects()),
         "delete": lambda: store.delete(["k"]),
     }
     for name, call in calls.items():
@@ -296,10 +342,10 @@ def test_create_bucket_creates_it_on_the_first_put_only(s3_endpoint: str) -> Non
     store = make_store(s3_endpoint, "made-on-put", create_bucket=True)
 
     with pytest.raises(NotFoundError, match="created by the first put"):
-        list(store.list())  # reads never create a bucket
+        list(store.list_objects())  # reads never create a bucket
     store.put("k", b"x", META)
 
-    assert [o.key for o in store.list()] == ["k"]
+    assert [o.key for o in store.list_objects()] == ["k"]
 
 
 def test_concurrent_first_puts_create_the_bucket_once(s3_endpoint: str) -> None:
@@ -309,7 +355,7 @@ def test_concurrent_first_puts_create_the_bucket_once(s3_endpoint: str) -> None:
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(lambda k: store.put(k, b"x", META), keys))
 
-    assert sorted(o.key for o in store.list()) == sorted(keys)
+    assert sorted(o.key for o in store.list_objects()) == sorted(keys)
 
 
 def test_bucket_created_outside_us_east_1_gets_its_location_constraint(
@@ -319,12 +365,12 @@ def test_bucket_created_outside_us_east_1_gets_its_location_constraint(
 
     store.put("k", b"x", META)
 
-    location = store.client.get_bucket_location(Bucket="made-in-eu")
+    location = store.connection.client.get_bucket_location(Bucket="made-in-eu")
     assert location["LocationConstraint"] == "eu-west-1"
 
 
 def test_head_of_missing_key_asks_about_the_bucket_only_once(s3: S3Store) -> None:
-    with Stubber(s3.client) as stub:
+    with Stubber(s3.connection.client) as stub:
         stub.add_client_error("head_object", "404", "Not Found", 404)
         stub.add_response("head_bucket", {}, {"Bucket": s3.bucket})
         stub.add_client_error("head_object", "404", "Not Found", 404)
@@ -356,7 +402,7 @@ def test_unknown_key_id_is_access_denied_without_secrets(
     monkeypatch.delenv("AWS_SESSION_TOKEN")
     store = make_store(s3_endpoint, s3_bucket)
 
-    for call in (lambda: store.put("k", b"x", META), lambda: list(store.list())):
+    for call in (lambda: store.put("k", b"x", META), lambda: list(store.list_objects())):
         with pytest.raises(AccessDeniedError) as excinfo:
             call()
         text = str(excinfo.value)
@@ -397,8 +443,8 @@ def test_profile_supplies_region_and_credentials(
 
     store = make_store(s3_endpoint, s3_bucket, profile="base", region=None)
 
-    assert store.region == "eu-west-2"
-    credentials = store.session.get_credentials()
+    assert store.connection.region == "eu-west-2"
+    credentials = store.connection.session.get_credentials()
     assert credentials is not None
     # The explicit profile wins over the AWS_ACCESS_KEY_ID=testing of the environment.
     assert credentials.get_frozen_credentials().access_key == SECRET_KEY_ID
@@ -410,7 +456,7 @@ def test_profile_supplies_region_and_credentials(
 def test_explicit_region_beats_the_profile(fake_aws_env: Path) -> None:
     write_aws_files(fake_aws_env, PROFILES, CREDENTIALS)
 
-    assert S3Store("bkt", profile="base", region="ap-south-1").region == "ap-south-1"
+    assert S3Store("bkt", profile="base", region="ap-south-1").connection.region == "ap-south-1"
 
 
 def test_source_profile_role_chain_is_followed(
@@ -421,15 +467,15 @@ def test_source_profile_role_chain_is_followed(
 
     store = make_store(s3_endpoint, s3_bucket, profile="child", region=None)
 
-    assert store.region == "eu-central-1"
-    credentials = store.session.get_credentials()
+    assert store.connection.region == "eu-central-1"
+    credentials = store.connection.session.get_credentials()
     assert credentials is not None
     assert credentials.method == "assume-role"
     assumed = credentials.get_frozen_credentials()
     assert assumed.access_key != SECRET_KEY_ID
     assert assumed.token
     store.put("k", b"x", META)
-    assert [o.key for o in store.list()] == ["k"]
+    assert [o.key for o in store.list_objects()] == ["k"]
 
 
 def test_unknown_profile_is_a_usage_error_naming_the_profiles(fake_aws_env: Path) -> None:
@@ -541,7 +587,7 @@ def test_transient_error_says_how_often_botocore_retried() -> None:
     ],
 )
 def test_store_calls_translate_stubbed_errors(s3: S3Store, code: str, expected: type) -> None:
-    with Stubber(s3.client) as stub:
+    with Stubber(s3.connection.client) as stub:
         stub.add_client_error("put_object", code, "server says", 403)
         with pytest.raises(expected) as excinfo:
             s3.put("k", b"x", META)
@@ -549,14 +595,14 @@ def test_store_calls_translate_stubbed_errors(s3: S3Store, code: str, expected: 
 
 
 def test_stubbed_failures_while_reading_and_listing(s3: S3Store) -> None:
-    with Stubber(s3.client) as stub:
+    with Stubber(s3.connection.client) as stub:
         stub.add_client_error("get_object", "AccessDenied", "Access Denied", 403)
         stub.add_client_error("list_objects_v2", "InternalError", "oops", 500)
         stub.add_client_error("delete_objects", "SlowDown", "slow", 503)
         with pytest.raises(AccessDeniedError):
             s3.open("k")
         with pytest.raises(TransientError):
-            list(s3.list())
+            list(s3.list_objects())
         with pytest.raises(TransientError):
             s3.delete(["k"])
 
@@ -602,9 +648,17 @@ def test_secrets_never_appear_in_error_text() -> None:
         assert "s3://bkt/k" in text
 
 
-def test_scrub_keeps_ordinary_text() -> None:
+def test_redacting_vendor_text_keeps_ordinary_text() -> None:
     text = "The specified bucket does not exist (bucket my-bucket-2024, key a/b/c.json)"
-    assert scrub(text) == text
+    assert redact(text, vendor_text=True) == text
+
+
+def test_redacting_vendor_text_hides_credential_shapes_that_own_text_keeps() -> None:
+    vendor = f"key {SECRET_KEY_ID}, Signature=0123456789abcdef, eyJhbGciOi.eyJzdWIi.sig"
+    assert redact(vendor, vendor_text=True) == "key ***, Signature=***, ***"
+    # s3idx's own text keeps a 40-character run: there it is a document key or a hash.
+    digest = "a" * 64
+    assert redact(f"sha256 {digest}") == f"sha256 {digest}"
 
 
 class FakeBody:

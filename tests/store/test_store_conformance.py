@@ -48,7 +48,7 @@ def test_missing_key_raises_not_found(store: ObjectStore) -> None:
 
 
 def test_empty_store_lists_nothing(store: ObjectStore) -> None:
-    assert list(store.list()) == []
+    assert list(store.list_objects()) == []
 
 
 TRICKY_KEYS = [
@@ -71,7 +71,7 @@ TRICKY_KEYS = [
 def test_list_yields_every_key_in_utf8_byte_order(store: ObjectStore) -> None:
     receipts = {key: store.put(key, key.encode(), META) for key in TRICKY_KEYS}
 
-    listed = list(store.list())
+    listed = list(store.list_objects())
 
     assert [o.key for o in listed] == sorted(TRICKY_KEYS, key=lambda k: k.encode())
     for info in listed:
@@ -85,9 +85,9 @@ def test_list_with_prefix_and_start_after(store: ObjectStore) -> None:
     for key in TRICKY_KEYS:
         store.put(key, b"x", META)
 
-    assert [o.key for o in store.list("a/")] == ["a/b", "a/b/c"]
-    assert [o.key for o in store.list("a")] == ["a", "a-c", "a/b", "a/b/c", "a0"]
-    after = [o.key for o in store.list(start_after="a/b")]
+    assert [o.key for o in store.list_objects("a/")] == ["a/b", "a/b/c"]
+    assert [o.key for o in store.list_objects("a")] == ["a", "a-c", "a/b", "a/b/c", "a0"]
+    after = [o.key for o in store.list_objects(start_after="a/b")]
     expected = [k for k in sorted(TRICKY_KEYS, key=lambda k: k.encode()) if k.encode() > b"a/b"]
     assert after == expected
 
@@ -96,7 +96,7 @@ def test_overwrite_replaces_body_metadata_and_etag(store: ObjectStore) -> None:
     first = store.put("k", b"one", META)
     second = store.put("k", b"two, longer", {"s3idx-format": "1"})
 
-    assert [o.key for o in store.list()] == ["k"]
+    assert [o.key for o in store.list_objects()] == ["k"]
     assert store.open("k").read() == b"two, longer"
     assert store.head("k").metadata == {"s3idx-format": "1"}
     assert second.etag != first.etag
@@ -109,7 +109,7 @@ def test_delete_removes_objects_and_ignores_missing_ones(store: ObjectStore) -> 
     failures = store.delete(["a", "b/c", "never-existed"])
 
     assert failures == []
-    assert [o.key for o in store.list()] == ["d"]
+    assert [o.key for o in store.list_objects()] == ["d"]
     with pytest.raises(ObjectNotFoundError):
         store.head("b/c")
 
@@ -121,7 +121,7 @@ def test_metadata_over_2kb_is_refused_before_anything_is_written(store: ObjectSt
         store.put("big", b"body", big)
 
     assert "limit is 2048 bytes" in str(excinfo.value)
-    assert list(store.list()) == []
+    assert list(store.list_objects()) == []
 
 
 def test_large_body_is_streamed_in_chunks(store: ObjectStore) -> None:
@@ -139,7 +139,7 @@ def test_concurrent_puts_of_many_keys_all_land(store: ObjectStore) -> None:
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(lambda k: store.put(k, k.encode(), META), keys))
 
-    assert sorted(o.key for o in store.list()) == sorted(keys)
+    assert sorted(o.key for o in store.list_objects()) == sorted(keys)
     assert all(store.open(k).read() == k.encode() for k in keys[:20])
 
 
@@ -158,7 +158,7 @@ def test_replace_metadata_keeps_the_body_and_gives_the_new_etag(store: ObjectSto
     assert head.metadata == NEW_META
     assert (head.etag, head.size) == (receipt.etag, receipt.size)
     assert store.open("dir/k").read() == body
-    assert [(o.key, o.etag) for o in store.list()] == [("dir/k", receipt.etag)]
+    assert [(o.key, o.etag) for o in store.list_objects()] == [("dir/k", receipt.etag)]
 
 
 def test_replace_metadata_refuses_an_object_changed_since_it_was_read(
@@ -180,7 +180,7 @@ def test_replace_metadata_of_a_missing_key_raises_not_found(store: ObjectStore) 
 
     with pytest.raises(ObjectNotFoundError):
         store.replace_metadata("gone", NEW_META, if_match="whatever")
-    assert [o.key for o in store.list()] == ["other"]
+    assert [o.key for o in store.list_objects()] == ["other"]
 
 
 def test_replace_metadata_over_2kb_is_refused_and_changes_nothing(store: ObjectStore) -> None:
@@ -190,3 +190,50 @@ def test_replace_metadata_over_2kb_is_refused_and_changes_nothing(store: ObjectS
         store.replace_metadata("k", {"s3idx-entry": "x" * 2100}, if_match=put.etag)
 
     assert store.head("k").metadata == META
+
+
+# --- conditional deletes (issue 14) -----------------------------------------------------------
+
+
+def test_delete_with_the_current_etag_removes_the_object(store: ObjectStore) -> None:
+    put = store.put("dir/k", b"x", META)
+    store.put("other", b"y", META)
+
+    failures = store.delete(["dir/k"], if_match={"dir/k": put.etag})
+
+    assert failures == []
+    assert [o.key for o in store.list_objects()] == ["other"]
+
+
+def test_delete_with_a_stale_etag_leaves_the_newer_object_and_says_it_changed(
+    store: ObjectStore,
+) -> None:
+    first = store.put("k", b"one", META)
+    newer = store.put("k", b"two, by another writer", META)
+
+    failures = store.delete(["k"], if_match={"k": first.etag})
+
+    assert [(f.key, f.changed) for f in failures] == [("k", True)]
+    assert "changed" in failures[0].reason
+    assert store.head("k").etag == newer.etag
+    assert store.open("k").read() == b"two, by another writer"
+
+
+def test_conditional_delete_of_a_missing_key_is_no_failure(store: ObjectStore) -> None:
+    put = store.put("k", b"x", META)
+    store.delete(["k"])
+
+    assert store.delete(["k", "never"], if_match={"k": put.etag, "never": put.etag}) == []
+    assert list(store.list_objects()) == []
+
+
+def test_conditional_and_plain_deletes_mix_in_one_call(store: ObjectStore) -> None:
+    a = store.put("a", b"x", META)
+    stale = store.put("b", b"x", META)
+    store.put("b", b"newer", META)
+    store.put("c", b"x", META)
+
+    failures = store.delete(["a", "b", "c"], if_match={"a": a.etag, "b": stale.etag})
+
+    assert [(f.key, f.changed) for f in failures] == [("b", True)]
+    assert [o.key for o in store.list_objects()] == ["b"]

@@ -1,0 +1,295 @@
+"""botocore's failures as s3idx errors: the error table, its hints and the translation.
+
+Kept apart from the transports, as s3fs keeps ``errors.py``: both S3 transports (boto3 in
+``s3.py``, obstore in ``obstore_s3.py``, which rebuilds obstore's answers as botocore's) map S3
+codes through this one table, so exit statuses agree. No message carries a credential: vendor
+text goes through ``config.redact(..., vendor_text=True)``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import botocore.session
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConfigNotFound,
+    ConnectionClosedError,
+    ConnectTimeoutError,
+    CredentialRetrievalError,
+    HTTPClientError,
+    IncompleteReadError,
+    InvalidConfigError,
+    NoAuthTokenError,
+    NoCredentialsError,
+    PartialCredentialsError,
+    ProfileNotFound,
+    ReadTimeoutError,
+    RefreshWithMFAUnsupportedError,
+    ResponseStreamingError,
+    SSLError,
+    SSOError,
+    TokenRetrievalError,
+    UnknownCredentialError,
+)
+from botocore.exceptions import ConnectionError as BotoConnectionError
+
+from s3idx.config import redact, remember_secret
+from s3idx.errors import (
+    AccessDeniedError,
+    BackendUnavailableError,
+    MetadataTooLargeError,
+    NotFoundError,
+    ObjectNotFoundError,
+    S3idxError,
+    TransientError,
+    UsageError,
+    shorten_key,
+)
+
+_CREDENTIALS_HINT = (
+    "check the credentials: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, ~/.aws/credentials, "
+    "or the profile chosen with --aws-profile"
+)
+_PERMISSION_HINT = "the credentials work but are not allowed to do this on this bucket"
+_EXPIRED_HINT = "the session token has expired: refresh it (e.g. aws sso login) and try again"
+_REGION_HINT = "give the bucket's region with --region (or set it in the AWS profile)"
+_TRANSIENT_HINT = "S3 is busy or failing; run the command again later"
+TIMEOUT_HINT = (
+    "check --endpoint-url and that the server is running; a slow server may need a longer "
+    "deadline: S3IDX_TIMEOUT=SECONDS (default 60)"
+)
+
+# botocore error code -> (s3idx exception, hint), as s3fs maps codes to OSErrors. A HEAD
+# response has no body, so its errors arrive as bare HTTP statuses ("404", "403").
+# NoSuchBucket and the not-found codes get their own messages in translate_error.
+ERROR_TABLE: dict[str, tuple[type[S3idxError], str | None]] = {
+    "NoSuchBucket": (NotFoundError, None),
+    "NoSuchKey": (ObjectNotFoundError, None),
+    "NotFound": (ObjectNotFoundError, None),
+    "404": (ObjectNotFoundError, None),
+    "AccessDenied": (AccessDeniedError, _PERMISSION_HINT),
+    "AllAccessDisabled": (AccessDeniedError, _PERMISSION_HINT),
+    "Forbidden": (AccessDeniedError, _PERMISSION_HINT),
+    # A HEAD's bare 403 cannot say whether the key id is wrong or only the permission is
+    # missing; S3 also answers 403 for a missing key when s3:ListBucket is not allowed.
+    "403": (
+        AccessDeniedError,
+        "the credentials are wrong or not allowed to read this object (S3 also answers 403 "
+        "for a missing object when s3:ListBucket is not allowed)",
+    ),
+    "InvalidAccessKeyId": (AccessDeniedError, _CREDENTIALS_HINT),
+    "SignatureDoesNotMatch": (AccessDeniedError, _CREDENTIALS_HINT),
+    "InvalidToken": (AccessDeniedError, _CREDENTIALS_HINT),
+    "ExpiredToken": (AccessDeniedError, _EXPIRED_HINT),
+    "ExpiredTokenException": (AccessDeniedError, _EXPIRED_HINT),
+    "TokenRefreshRequired": (AccessDeniedError, _EXPIRED_HINT),
+    "RequestTimeTooSkewed": (AccessDeniedError, "this computer's clock is wrong; set it right"),
+    "MetadataTooLarge": (
+        MetadataTooLargeError,
+        "index fewer or smaller fields (--field), or shorten their values",
+    ),
+    "SlowDown": (TransientError, _TRANSIENT_HINT),
+    "Throttling": (TransientError, _TRANSIENT_HINT),
+    "ThrottlingException": (TransientError, _TRANSIENT_HINT),
+    "RequestThrottled": (TransientError, _TRANSIENT_HINT),
+    "TooManyRequests": (TransientError, _TRANSIENT_HINT),
+    "ServiceUnavailable": (TransientError, _TRANSIENT_HINT),
+    "InternalError": (TransientError, _TRANSIENT_HINT),
+    "RequestTimeout": (TransientError, _TRANSIENT_HINT),
+    "OperationAborted": (TransientError, "another operation on the bucket conflicted; retry"),
+    "500": (TransientError, _TRANSIENT_HINT),
+    "502": (TransientError, _TRANSIENT_HINT),
+    "503": (TransientError, _TRANSIENT_HINT),
+    "504": (TransientError, _TRANSIENT_HINT),
+    "InvalidBucketName": (
+        UsageError,
+        "bucket names are 3-63 characters: lowercase letters, digits, dots and hyphens",
+    ),
+    "BucketAlreadyExists": (
+        UsageError,
+        "bucket names are global and this one belongs to another account; choose another",
+    ),
+    "IllegalLocationConstraintException": (UsageError, _REGION_HINT),
+    "AuthorizationHeaderMalformed": (UsageError, _REGION_HINT),
+    "PermanentRedirect": (UsageError, _REGION_HINT),
+}
+
+_CREDENTIAL_ERRORS = (
+    NoCredentialsError,
+    PartialCredentialsError,
+    CredentialRetrievalError,
+    ProfileNotFound,
+    ConfigNotFound,
+    InvalidConfigError,
+    TokenRetrievalError,
+    SSOError,
+    NoAuthTokenError,
+    RefreshWithMFAUnsupportedError,
+    UnknownCredentialError,
+)
+# Connection lost mid-way: worth retrying, unlike an endpoint that cannot be reached at all.
+_INTERRUPTED_ERRORS = (
+    ReadTimeoutError,
+    ConnectionClosedError,
+    ResponseStreamingError,
+    IncompleteReadError,
+)
+
+
+def remember_credentials(session: Any) -> None:
+    """Make the session's credentials known to ``redact``, so no message can show them."""
+    try:
+        credentials = session.get_credentials()
+        frozen = credentials.get_frozen_credentials() if credentials is not None else None
+    except Exception:  # the credentials cannot even be loaded: nothing of them to hide
+        return
+    if frozen is not None:
+        for value in (frozen.access_key, frozen.secret_key, frozen.token):
+            remember_secret(value)
+
+
+def line_break_error(where: str) -> AccessDeniedError:
+    return AccessDeniedError(
+        f"the AWS session token (or key) for {where} contains a line break or another "
+        "control character, so no request can carry it",
+        hint="check ~/.aws/credentials and AWS_SESSION_TOKEN / AWS_ACCESS_KEY_ID / "
+        "AWS_SECRET_ACCESS_KEY (a file saved with Windows line ends leaves a stray \\r)",
+    )
+
+
+def _bad_header_value(exc: BaseException) -> bool:
+    """http.client refused a header value: a credential holding a line break, in practice."""
+    inner = getattr(exc, "kwargs", {}).get("error")
+    return isinstance(inner, ValueError) and "Invalid header value" in str(inner)
+
+
+def error_code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def translate_error(
+    exc: BaseException,
+    *,
+    bucket: str,
+    key: str | None = None,
+    prefix: str = "",
+    endpoint: str | None = None,
+    create_bucket: bool = False,
+    timeouts: tuple[float, float] | None = None,
+) -> S3idxError:
+    """The s3idx error for a botocore failure concerning ``bucket`` (and the document ``key``).
+
+    ``key`` is relative to the store ``prefix``; messages name ``s3://bucket/prefix/key``.
+    ``timeouts`` (seconds to connect, to be answered) are named in a timeout's message.
+    """
+    where = s3_url(bucket, prefix, shorten_key(key) if key else key)
+    if isinstance(exc, ClientError):
+        return _client_error(exc, bucket, key, where, create_bucket)
+    if isinstance(exc, ProfileNotFound):
+        # A name the user typed, not a credential that failed: a usage error.
+        profile = exc.kwargs.get("profile", "?")
+        known = ", ".join(_aws_profiles()) or "none"
+        return UsageError(
+            f"AWS profile {profile!r} is not defined; profiles: {known} (looked in the AWS "
+            f"config and credentials files) while opening {where}",
+            hint="choose one with --aws-profile, or define it in ~/.aws/config",
+        )
+    if isinstance(exc, NoCredentialsError):
+        return AccessDeniedError(f"no AWS credentials found for {where}", hint=_CREDENTIALS_HINT)
+    if isinstance(exc, _CREDENTIAL_ERRORS):
+        return AccessDeniedError(
+            f"AWS credentials for {where} cannot be used: {redact(str(exc), vendor_text=True)}",
+            hint=_CREDENTIALS_HINT,
+        )
+    named = redact(endpoint or "the S3 endpoint", vendor_text=True)
+    if isinstance(exc, ReadTimeoutError | ConnectTimeoutError):
+        connect, read = (f"{t:g} s" for t in timeouts) if timeouts else ("time", "time")
+        waited = (
+            f"no connection within {connect}"
+            if isinstance(exc, ConnectTimeoutError)
+            else f"no answer within {read}"
+        )
+        return TransientError(
+            f"cannot reach S3 at {named} for {where}: timed out ({waited})",
+            hint=TIMEOUT_HINT,
+            timed_out=True,
+        )
+    if isinstance(exc, _INTERRUPTED_ERRORS):
+        return TransientError(
+            f"connection to {named} was interrupted while working on {where}: {_reason(exc)}",
+            hint="the network or the server dropped the request; run the command again",
+        )
+    if isinstance(exc, SSLError):
+        return BackendUnavailableError(
+            f"TLS with {named} failed for {where}: {_reason(exc)}",
+            hint="check the endpoint URL, or point AWS_CA_BUNDLE at the server's CA certificate",
+        )
+    if isinstance(exc, HTTPClientError) and _bad_header_value(exc):
+        return line_break_error(where)
+    # Refused, unresolvable, connect timeouts, proxies: ConnectionError, not HTTPClientError.
+    if isinstance(exc, BotoConnectionError | HTTPClientError):
+        return BackendUnavailableError(
+            f"cannot reach S3 at {named} for {where}: {_reason(exc)}",
+            hint="check --endpoint-url, the network, and that the server is running",
+        )
+    return S3idxError(f"S3 request for {where} failed: {redact(str(exc), vendor_text=True)}")
+
+
+def _client_error(
+    exc: ClientError, bucket: str, key: str | None, where: str, create_bucket: bool
+) -> S3idxError:
+    code = error_code(exc)
+    cls, hint = ERROR_TABLE.get(code, (S3idxError, None))
+    if cls is ObjectNotFoundError and key is not None:
+        return ObjectNotFoundError(key)
+    if code == "NoSuchBucket" or cls is ObjectNotFoundError:
+        return NotFoundError(
+            f"bucket {bucket!r} does not exist",
+            hint="it is created by the first put (--create-bucket)"
+            if create_bucket
+            else "check the bucket name in --store; to create it: s3idx put --create-bucket",
+        )
+    error = exc.response.get("Error", {})
+    message = redact(str(error.get("Message") or ""), vendor_text=True) or "no message"
+    operation = exc.operation_name or "request"
+    text = f"S3 {operation} on {where} failed: {code or 'unknown error'}: {message}"
+    retries = exc.response.get("ResponseMetadata", {}).get("RetryAttempts")
+    if cls is TransientError and retries:
+        text += f" (after {retries} retries)"
+    if cls is TransientError:
+        return TransientError(text, hint=hint, throttled=code in _THROTTLING)
+    return cls(text, hint=hint)
+
+
+# Codes that ask the client to send less, not only to wait.
+_THROTTLING = frozenset(
+    {"SlowDown", "Throttling", "ThrottlingException", "RequestThrottled", "TooManyRequests", "503"}
+)
+
+
+def _reason(exc: BotoCoreError) -> str:
+    """The innermost OS-level reason (e.g. 'Connection refused'), else botocore's own text."""
+    cause = getattr(exc, "kwargs", {}).get("error")
+    seen = 0
+    while isinstance(cause, BaseException) and seen < 10:
+        if isinstance(cause, OSError) and cause.strerror:
+            return cause.strerror
+        cause = cause.__cause__ or cause.__context__
+        seen += 1
+    # botocore's text names the request URL; only the redacted form is shown.
+    return redact(str(exc), vendor_text=True)
+
+
+def _aws_profiles() -> list[str]:
+    """The profiles of the AWS config and credentials files (AWS_CONFIG_FILE and others)."""
+    try:
+        return sorted(botocore.session.Session().available_profiles)
+    except Exception:  # a broken file: the profile error is what the user needs to see
+        return []
+
+
+def s3_url(bucket: str, prefix: str, key: str | None) -> str:
+    path = "/".join(part for part in (prefix, key) if part)
+    return f"s3://{bucket}/{path}" if path else f"s3://{bucket}"
