@@ -46,6 +46,7 @@ from s3idx.query.paths import project
 from s3idx.store.base import ObjectInfo, ObjectStore
 
 BUCKET_ONLY, INDEX_ONLY, CHANGED = "bucket-only", "index-only", "changed"
+INTERRUPTED_DELETE = "interrupted-delete"  # journaled by a delete that did not finish
 LOOKUP_BATCH = 256  # index entries fetched at once for the objects about to be read
 
 
@@ -60,6 +61,7 @@ class VerifyResult:
     bucket_only: int = 0
     index_only: int = 0
     changed: int = 0
+    interrupted_deletes: int = 0  # journaled deletes not finished: sync or delete finishes them
     sample: float = 1.0
     interrupted: bool = False
     retries: int = 0
@@ -67,7 +69,7 @@ class VerifyResult:
 
     @property
     def drift(self) -> int:
-        return self.bucket_only + self.index_only + self.changed
+        return self.bucket_only + self.index_only + self.changed + self.interrupted_deletes
 
     def as_dict(self) -> dict[str, Any]:
         return {"command": "verify", **asdict(self), "drift": self.drift}
@@ -107,6 +109,9 @@ def run_verify(
     result = VerifyResult(sample=sample)
     started = time.monotonic()
     chosen = _sampler(sample, rng or random.Random())
+    for key in index.journaled():  # reported only: verify changes nothing
+        result.interrupted_deletes += 1
+        events.drift(INTERRUPTED_DELETE, key)
     candidates = _candidates(store, index, result, events, chosen)
     check = partial(_check, store, spool_threshold)
     with (
