@@ -127,7 +127,7 @@ def run_rebuild(
             if not result.interrupted:
                 journaled.update(index.journaled())
                 changed = journaled.union(rebuild.changed_keys())
-                _catch_up(store, index, rebuild, changed, result.key_field, pool, workers)
+                _catch_up(store, index, rebuild, changed, result, pool, workers)
                 result.changed_meanwhile = len(changed)
     if not result.interrupted:
         try:
@@ -168,7 +168,7 @@ def _catch_up(
     index: Index,
     rebuild: IndexRebuild,
     keys: Iterable[str],
-    key_field: str,
+    result: RebuildResult,
     pool: ThreadPoolExecutor,
     workers: int,
 ) -> None:
@@ -176,9 +176,14 @@ def _catch_up(
     for batch in batched(sorted(keys), LIST_BATCH):
         # The journal before the HEADs, as reconcile reads them: an object a delete journaled
         # is being deleted and gets no entry.
-        truth = observe(store, batch, key_field, pool, workers, index.journaled(batch))
-        rebuild.upsert([e for e in truth.values() if e is not None])
-        rebuild.delete([k for k, e in truth.items() if e is None])
+        truth = observe(store, batch, result.key_field, pool, workers, index.journaled(batch))
+        found = [r for r in truth.values() if r is not None]
+        rebuild.upsert([r.entry for r in found])
+        rebuild.delete([k for k, r in truth.items() if r is None])
+        for path in sorted({p for r in found for p in r.fields} - set(result.fields)):
+            # Added by a put while the rebuild ran: entries listed before may lack it.
+            result.fields.append(path)
+            result.pending_fields[path] = result.written
 
 
 def _checkpoint(result: RebuildResult, listed_through: str) -> dict[str, Any]:

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from s3idx.codec import RESERVED_FIELD
 from s3idx.config import DEFAULT_WORKERS
 from s3idx.engine.concurrency import ordered_map
-from s3idx.engine.recover import recover_entry
+from s3idx.engine.recover import Recovered, recover_entry
 from s3idx.errors import CorruptObjectError, NotAnS3idxObjectError, ObjectNotFoundError
 from s3idx.index.base import Entry, Index
 from s3idx.store.base import ObjectHead, ObjectStore
@@ -85,10 +85,10 @@ def observe(
     pool: ThreadPoolExecutor,
     workers: int,
     journaled: dict[str, str],
-) -> dict[str, Entry | None]:
+) -> dict[str, Recovered | None]:
     """What the index should hold for each key now: the entry recovered from a HEAD, or None
     (no object, an object s3idx cannot index under ``key_field``, or one being deleted)."""
-    truth: dict[str, Entry | None] = {}
+    truth: dict[str, Recovered | None] = {}
     for key, future in ordered_map(pool, store.head, keys, 2 * max(workers, 1)):
         error = future.exception()
         if isinstance(error, ObjectNotFoundError):
@@ -100,14 +100,14 @@ def observe(
     return truth
 
 
-def _indexable(head: ObjectHead, key_field: str, journaled: str | None) -> Entry | None:
+def _indexable(head: ObjectHead, key_field: str, journaled: str | None) -> Recovered | None:
     if journaled is not None and journaled == head.etag:
         return None  # a delete is removing this very object
     try:
         recovered = recover_entry(head, key_field)
     except (NotAnS3idxObjectError, CorruptObjectError):
         return None
-    return recovered.entry if recovered.key_field == key_field else None
+    return recovered if recovered.key_field == key_field else None
 
 
 def _round(
@@ -128,7 +128,8 @@ def _round(
     expected: dict[str, str | None] = {}
     removals: dict[str, str] = {}
     for key in keys:
-        entry, etag = truth[key], recorded.get(key)
+        found, etag = truth[key], recorded.get(key)
+        entry = found.entry if found is not None else None
         if entry is None:
             if etag is None:
                 result.unchanged += 1
