@@ -280,3 +280,26 @@ def test_rebuild_finishes_an_interrupted_delete_first(store: ObjectStore, tmp_pa
         assert [e["fs_id"] for e in engine.query({})] == ["b"]
         assert engine.index.journaled() == {}
         _assert_index_describes_bucket(engine)
+
+
+@STORES
+def test_a_write_between_the_rebuilds_catch_up_and_its_swap_is_kept(
+    hooked: HookedStore, store: ObjectStore, tmp_path: Path
+) -> None:
+    other = _other_writer(store, tmp_path)
+    with _engine(hooked, tmp_path) as engine:
+        engine.put_documents([_doc(f"k{i}", "old") for i in range(3)], fields=["tag"])
+
+        def after_heads() -> None:
+            other(lambda e: e.put_documents([_doc("k1", "new")], fields=["tag"]))
+            # When the catch-up reads k1 again, "m" is written: too late for the catch-up,
+            # so only the reconcile after the swap can bring it into the new index.
+            hooked.hooks[("after head", "k1")] = lambda: other(
+                lambda e: e.put_documents([_doc("m", "new")], fields=["tag"])
+            )
+
+        result = engine.rebuild_index(events=_WritesAfterHeads(after_heads))
+        assert (result.committed, result.changed_meanwhile) == (True, 1)
+        tags = {e["fs_id"]: e["tag"] for e in engine.query({})}
+        assert tags == {"k0": "old", "k1": "new", "k2": "old", "m": "new"}
+        _assert_index_describes_bucket(engine)
