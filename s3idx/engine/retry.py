@@ -189,8 +189,17 @@ class RetryingStore:
 
         return self._call(attempt)
 
-    def delete(self, keys: Sequence[str]) -> list[DeleteFailure]:
-        return self._call(lambda: self.inner.delete(keys))
+    def delete(
+        self, keys: Sequence[str], *, if_match: Mapping[str, str] | None = None
+    ) -> list[DeleteFailure]:
+        # Safe to retry: a conditional delete that did land finds the key missing next time
+        # (not a failure), and one that did not still compares the ETag.
+        return self._call(lambda: self.inner.delete(keys, if_match=if_match))
+
+    @property
+    def conditional_deletes_supported(self) -> bool:
+        """False when the store compares an ETag and deletes in two steps (see S3Store)."""
+        return bool(getattr(self.inner, "conditional_deletes_supported", True))
 
     def replace_metadata(
         self, key: str, metadata: Mapping[str, str], *, if_match: str

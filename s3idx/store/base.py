@@ -53,10 +53,16 @@ class ObjectBody:
         return b"".join(self.chunks)
 
 
+# The reason of a DeleteFailure whose conditional delete found a newer object.
+CHANGED_REASON = "the object changed since it was read (a newer write); it was left as it is"
+
+
 @dataclass(frozen=True, slots=True)
 class DeleteFailure:
     key: str
     reason: str
+    # A conditional delete found another object under the key (a newer write): it was left.
+    changed: bool = False
 
 
 @runtime_checkable
@@ -82,8 +88,17 @@ class ObjectStore(Protocol):
         ...
 
     # builtins.list: inside the class, after the method ``list``, a bare ``list`` is that method.
-    def delete(self, keys: Sequence[str]) -> builtins.list[DeleteFailure]:
-        """Delete objects; a missing key is not a failure (S3 semantics)."""
+    def delete(
+        self, keys: Sequence[str], *, if_match: Mapping[str, str] | None = None
+    ) -> builtins.list[DeleteFailure]:
+        """Delete objects; a missing key is not a failure (S3 semantics).
+
+        With ``if_match``, each key is deleted only if its object's ETag is still
+        ``if_match[key]`` (a key absent from the mapping is deleted unconditionally): an
+        object with another ETag, written since, is left and reported as
+        ``DeleteFailure(key, reason, changed=True)``. The check and the delete are one atomic
+        step where the store can make them so (docs/ARCHITECTURE.md, "Conditional deletes").
+        """
         ...
 
     def replace_metadata(

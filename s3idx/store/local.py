@@ -5,6 +5,7 @@ Layout of a store root::
     s3idx-store.json    marks the directory as a store (format, whether names fold case)
     objects/            one file per object
     tmp/                files being written; renamed into objects/ when complete
+    locks/              lock files (``LOCK_STRIPES`` of them, made on first use), never removed
 
 A key's ``/``-separated segments become directories; the object file is the last segment plus
 ``~``. ``%`` and ``~`` inside segments are percent-escaped, so a directory name never ends in
@@ -20,6 +21,12 @@ Symbolic links inside the root are never followed (the root itself may be one): 
 ``objects/`` or ``tmp/`` is an error, a key whose path crosses a linked directory cannot be
 written and is not found, a linked object file is not an object. So nothing is read or written
 outside the root, and reads agree with the listing.
+
+A conditional delete's check of the ETag and its unlink, a metadata replacement's check and
+rename, and a put's rename each run under an exclusive ``flock`` of the key's lock file
+(``locks/NN``, one of ``LOCK_STRIPES``, chosen by a hash of the key), so a check and its act are
+one step for every process on the machine: a conditional delete never removes an object put
+between them. Where ``fcntl`` is missing (Windows) there is no lock, and that window is open.
 
 A temporary file is named ``KIND-PID@HOST-RANDOM``. One left by a writer that died (kill -9,
 power loss) is removed by the next put or listing: once it is a minute old if its writer ran on
@@ -38,6 +45,7 @@ import stat
 import sys
 import tempfile
 import time
+import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -58,12 +66,16 @@ from s3idx.errors import (
     store_not_found,
 )
 from s3idx.store.base import (
+    CHANGED_REASON,
     DeleteFailure,
     ObjectBody,
     ObjectHead,
     ObjectInfo,
     PutReceipt,
 )
+
+if sys.platform != "win32":  # Windows has no flock (see the module docstring)
+    import fcntl
 
 MARKER = "s3idx-store.json"
 MAGIC = b"s3idx-object 1\n"
@@ -82,6 +94,9 @@ _NO_FOLLOW = getattr(os, "O_NOFOLLOW", 0)
 # Names of one directory held in memory while listing it; a larger directory is sorted on disk.
 LIST_RUN = 50_000
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# Lock files a key's lock is chosen among: two keys may share one and wait for each other
+# (microseconds), in exchange for a fixed number of files.
+LOCK_STRIPES = 64
 
 
 class LocalStore:
@@ -96,6 +111,7 @@ class LocalStore:
         self.location = str(self.root)
         self._objects = self.root / "objects"
         self._tmp = self.root / "tmp"
+        self._locks = self.root / "locks"
         self._fold_case: bool | None = None
         self._create = create
         self._swept = False
@@ -142,7 +158,7 @@ class LocalStore:
         raise store_not_found(self.location, detail)
 
     def _check_not_linked(self) -> None:
-        for directory in (self._objects, self._tmp):
+        for directory in (self._objects, self._tmp, self._locks):
             if directory.is_symlink():
                 raise StoreFormatError(
                     f"{directory} is a symbolic link; the local store follows no links inside "
@@ -157,7 +173,7 @@ class LocalStore:
             raise missing_parent("store", self.location, str(self.root.parent))
         try:
             if self.root.exists() and any(
-                p.name not in (MARKER, "objects", "tmp") for p in self.root.iterdir()
+                p.name not in (MARKER, "objects", "tmp", "locks") for p in self.root.iterdir()
             ):
                 raise StoreFormatError(
                     f"{self.root} is not empty and is not an s3idx store (no {MARKER})",
@@ -237,7 +253,8 @@ class LocalStore:
                     fh.write(body)
                     fh.flush()
                     st = os.fstat(fh.fileno())
-                self._rename_into_place(tmp, path)
+                with self._key_lock(key):
+                    self._rename_into_place(tmp, path)
             except BaseException:
                 _unlink_quietly(tmp)
                 raise
@@ -268,6 +285,29 @@ class LocalStore:
                         _unlink_quietly(entry.path)
         except OSError:
             return  # a read-only or missing tmp/ holds nothing this run could remove
+
+    @contextlib.contextmanager
+    def _key_lock(self, key: str) -> Iterator[None]:
+        """Hold the key's lock file (see the module docstring) exclusively, across processes.
+
+        A new open file each time: flock excludes open files, so threads of one process
+        exclude each other too. Raises OSError when the lock cannot be had.
+        """
+        if sys.platform == "win32":
+            yield
+            return
+        stripe = zlib.crc32(key.encode("utf-8", "surrogatepass")) % LOCK_STRIPES
+        path = self._locks / f"{stripe:02d}"
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | _NO_FOLLOW, 0o666)
+        except FileNotFoundError:
+            self._locks.mkdir(exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | _NO_FOLLOW, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
 
     def _rename_into_place(self, tmp: str, path: Path) -> None:
         # A concurrent delete may remove an emptied parent directory between mkdir and rename.
@@ -330,7 +370,9 @@ class LocalStore:
         modified = datetime.fromtimestamp(st.st_mtime, UTC)
         return ObjectHead(key, _etag(st), st.st_size, metadata, modified)
 
-    def delete(self, keys: Sequence[str]) -> list[DeleteFailure]:
+    def delete(
+        self, keys: Sequence[str], *, if_match: Mapping[str, str] | None = None
+    ) -> list[DeleteFailure]:
         failures: list[DeleteFailure] = []
         if not self._ready(for_write=False):
             return failures
@@ -339,8 +381,15 @@ class LocalStore:
             if self._linked_part(path.parent) is not None:
                 continue  # beyond a link: outside the store, so not one of its objects
             try:
-                path.unlink()
-            except FileNotFoundError:
+                if if_match is not None and key in if_match:
+                    with self._key_lock(key):
+                        if _etag(os.lstat(path)) != if_match[key]:
+                            failures.append(DeleteFailure(key, CHANGED_REASON, changed=True))
+                            continue
+                        path.unlink()
+                else:
+                    path.unlink()
+            except (FileNotFoundError, NotADirectoryError):
                 continue
             except OSError as exc:
                 if exc.errno == errno.ENAMETOOLONG:  # a key no put could have stored
@@ -424,9 +473,8 @@ class LocalStore:
     ) -> PutReceipt:
         """A new file with the new header and the same body bytes, renamed over the old one.
 
-        The ETag is checked when the old file is opened and again just before the rename; a
-        put landing between that last check and the rename is overwritten (a file system has
-        no compare-and-swap rename), a window of microseconds.
+        The ETag is checked when the old file is opened and again, under the key's lock, just
+        before the rename: a put's rename takes the same lock, so none lands in between.
         """
         check_metadata_size(metadata, key)
         header = MAGIC + orjson.dumps(dict(metadata)) + b"\n"
@@ -443,9 +491,10 @@ class LocalStore:
                             fh.write(chunk)
                         fh.flush()
                         st = os.fstat(fh.fileno())
-                    if _etag(os.stat(path)) != if_match:
-                        raise ObjectChangedError(key)
-                    os.replace(tmp, path)
+                    with self._key_lock(key):
+                        if _etag(os.stat(path)) != if_match:
+                            raise ObjectChangedError(key)
+                        os.replace(tmp, path)
                 except BaseException:
                     _unlink_quietly(tmp)
                     raise

@@ -262,8 +262,15 @@ class ObstoreS3Store:
         return self._boto.list(prefix, start_after=start_after)
 
     # builtins.list: inside the class, after the method ``list``, a bare ``list`` is that method.
-    def delete(self, keys: Sequence[str]) -> builtins.list[DeleteFailure]:
-        return self._boto.delete(keys)
+    def delete(
+        self, keys: Sequence[str], *, if_match: Mapping[str, str] | None = None
+    ) -> builtins.list[DeleteFailure]:
+        # object_store's delete takes no If-Match: boto3's DeleteObject sends it.
+        return self._boto.delete(keys, if_match=if_match)
+
+    @property
+    def conditional_deletes_supported(self) -> bool:
+        return self._boto.conditional_deletes_supported
 
     def replace_metadata(
         self, key: str, metadata: Mapping[str, str], *, if_match: str

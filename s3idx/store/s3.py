@@ -62,7 +62,14 @@ from s3idx.errors import (
     shorten_key,
 )
 from s3idx.limits import DELETE_BATCH, batched
-from s3idx.store.base import DeleteFailure, ObjectBody, ObjectHead, ObjectInfo, PutReceipt
+from s3idx.store.base import (
+    CHANGED_REASON,
+    DeleteFailure,
+    ObjectBody,
+    ObjectHead,
+    ObjectInfo,
+    PutReceipt,
+)
 
 MiB = 1 << 20
 DEFAULT_MULTIPART_THRESHOLD = 64 * MiB
@@ -416,6 +423,10 @@ class S3Store:
         )
         self._session, self._client = self._connect(profile, region, endpoint_url, config)
         self.endpoint_url: str = self._client.meta.endpoint_url
+        # Whether DeleteObject's If-Match is honoured: False once the server answers
+        # NotImplemented, or when this botocore cannot send it (it would drop the parameter
+        # silently: validation is off). Deletes then compare by a HEAD first (delete()).
+        self.conditional_deletes_supported = _sends_if_match(self._client)
 
     def _connect(
         self, profile: str | None, region: str | None, endpoint_url: str | None, config: Config
@@ -592,9 +603,16 @@ class S3Store:
                     raise
             self._bucket_created = True
 
-    def delete(self, keys: Sequence[str]) -> list[DeleteFailure]:
+    def delete(
+        self, keys: Sequence[str], *, if_match: Mapping[str, str] | None = None
+    ) -> list[DeleteFailure]:
+        if if_match:
+            conditional = [key for key in keys if key in if_match]
+            plain = [key for key in keys if key not in if_match]
+        else:
+            conditional, plain = [], list(keys)
         failures: list[DeleteFailure] = []
-        for batch in batched(keys, DELETE_BATCH):
+        for batch in batched(plain, DELETE_BATCH):
             objects = [{"Key": self._full(key)} for key in batch]
             with self._translated():
                 response = self._client.delete_objects(
@@ -602,7 +620,49 @@ class S3Store:
                 )
             # S3 reports a missing key as deleted; Errors holds only real failures.
             failures.extend(self._delete_failure(error) for error in response.get("Errors", ()))
+        for key in conditional:
+            failure = self._delete_if_match(key, (if_match or {})[key])
+            if failure is not None:
+                failures.append(failure)
         return failures
+
+    def _delete_if_match(self, key: str, etag: str) -> DeleteFailure | None:
+        """One DeleteObject with If-Match: the server compares and deletes in one step.
+
+        DeleteObjects takes an ETag per object too, but servers ignore it (moto does), so each
+        key costs its own request. A server that answers NotImplemented, or a botocore too old
+        to send the header, gets a HEAD and a plain delete instead: an overwrite landing
+        between the two is deleted, and ``conditional_deletes_supported`` turns False so
+        callers can say so.
+        """
+        if not self.conditional_deletes_supported:
+            return self._delete_after_head(key, etag)
+        try:
+            self._client.delete_object(Bucket=self.bucket, Key=self._full(key), IfMatch=f'"{etag}"')
+        except ClientError as exc:
+            code = error_code(exc)
+            if code in ("PreconditionFailed", "412"):
+                return DeleteFailure(key, CHANGED_REASON, changed=True)
+            if code in ("NoSuchKey", "404", "NotFound"):
+                return None  # gone already (moto answers so; AWS answers 204)
+            if code in ("NotImplemented", "501"):
+                self.conditional_deletes_supported = False
+                return self._delete_after_head(key, etag)
+            raise self._error(exc, key) from None
+        except BotoCoreError as exc:
+            raise self._error(exc, key) from None
+        return None
+
+    def _delete_after_head(self, key: str, etag: str) -> DeleteFailure | None:
+        try:
+            current = self.head(key)
+        except ObjectNotFoundError:
+            return None
+        if current.etag != etag:
+            return DeleteFailure(key, CHANGED_REASON, changed=True)
+        with self._translated(key):
+            self._client.delete_object(Bucket=self.bucket, Key=self._full(key))
+        return None
 
     def _delete_failure(self, error: Mapping[str, str]) -> DeleteFailure:
         full_key = error.get("Key", "")
@@ -709,6 +769,11 @@ class S3Store:
 
     def close(self) -> None:
         self._client.close()
+
+
+def _sends_if_match(client: Any) -> bool:
+    shape = client.meta.service_model.operation_model("DeleteObject").input_shape
+    return "IfMatch" in shape.members
 
 
 def _without_expect_header(params: dict[str, Any], **kwargs: Any) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -260,3 +261,69 @@ def test_listing_a_large_directory_holds_one_run_of_names_not_the_directory(
     assert count == 6000
     # Holding all 6,000 entries at once takes over 3 MB; one run of 500 and the merge, far less.
     assert peak < 1_500_000, peak
+
+
+# --- conditional deletes across processes (issue 14) -----------------------------------------
+
+_RACER = """
+import json, sys, time
+from s3idx.errors import ObjectNotFoundError
+from s3idx.store.local import LocalStore
+
+role, root, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3])
+store = LocalStore(root)
+meta = {"s3idx-format": "1"}
+end = time.monotonic() + seconds
+report = {"puts": 0, "vanished": [], "deleted": [], "changed": 0}
+n = 0
+while time.monotonic() < end:
+    n += 1
+    if role == "writer":
+        put = store.put("k", str(n).encode(), meta)
+        report["puts"] += 1
+        try:
+            store.head("k")
+        except ObjectNotFoundError:
+            # The only writer: what vanished since its put is the object it put.
+            report["vanished"].append(put.etag)
+    else:
+        try:
+            etag = store.head("k").etag
+        except ObjectNotFoundError:
+            continue
+        failures = store.delete(["k"], if_match={"k": etag})
+        if failures:
+            assert [f.changed for f in failures] == [True], failures
+            report["changed"] += 1
+        else:
+            report["deleted"].append(etag)
+print(json.dumps(report))
+"""
+
+
+def test_conditional_deletes_racing_puts_in_processes_delete_only_the_named_object(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "store"
+    LocalStore(root).put("k", b"0", META)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    roles = ["writer", "deleter", "deleter", "deleter"]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _RACER, role, str(root), "3"],
+            stdout=subprocess.PIPE,
+            env=env,
+        )
+        for role in roles
+    ]
+    reports = []
+    for proc in procs:
+        out, _ = proc.communicate(timeout=120)
+        assert proc.returncode == 0
+        reports.append(json.loads(out))
+
+    writer, deleters = reports[0], reports[1:]
+    named = {etag for report in deleters for etag in report["deleted"]}
+    assert writer["puts"] > 50 and named, "the processes did not race"
+    # Every object that vanished under the writer was deleted by a delete that named it.
+    assert set(writer["vanished"]) <= named

@@ -270,6 +270,46 @@ def test_delete_of_nothing_makes_no_request(s3: S3Store) -> None:
         assert s3.delete([]) == []
 
 
+def test_conditional_delete_is_one_delete_object_with_if_match_per_key(s3: S3Store) -> None:
+    with Stubber(s3.client) as stub:
+        for key, etag in (("a", "e1"), ("b", "e2")):
+            stub.add_response(
+                "delete_object",
+                {},
+                {"Bucket": s3.bucket, "Key": f"p/{key}", "IfMatch": f'"{etag}"'},
+            )
+        stub.add_client_error("delete_object", "PreconditionFailed", "At least one", 412)
+        failures = s3.delete(["a", "b", "c"], if_match={"a": "e1", "b": "e2", "c": "e3"})
+        stub.assert_no_pending_responses()
+
+    assert [(f.key, f.changed) for f in failures] == [("c", True)]
+    assert s3.conditional_deletes_supported
+
+
+def test_server_without_conditional_deletes_gets_a_head_first_and_says_so(s3: S3Store) -> None:
+    s3.put("same", b"x", META)
+    stale = s3.put("newer", b"one", META)
+    s3.put("newer", b"two", META)
+    real_delete = s3.client.delete_object
+    calls: list[dict[str, Any]] = []
+
+    def delete_object(**params: Any) -> Any:  # a server that refuses If-Match on DeleteObject
+        calls.append(params)
+        if "IfMatch" in params:
+            raise client_error("NotImplemented", "not implemented", 501, "DeleteObject")
+        return real_delete(**params)
+
+    s3.client.delete_object = delete_object
+    etags = {"same": s3.head("same").etag, "newer": stale.etag, "gone": "e"}
+    failures = s3.delete(["same", "newer", "gone"], if_match=etags)
+
+    assert [(f.key, f.changed) for f in failures] == [("newer", True)]
+    assert not s3.conditional_deletes_supported
+    assert sorted(o.key for o in s3.list()) == ["newer"]
+    # One conditional request only: after the server refused it, no other is sent.
+    assert ["IfMatch" in c for c in calls] == [True, False]
+
+
 # --- buckets ---------------------------------------------------------------------------------
 
 

@@ -190,3 +190,50 @@ def test_replace_metadata_over_2kb_is_refused_and_changes_nothing(store: ObjectS
         store.replace_metadata("k", {"s3idx-entry": "x" * 2100}, if_match=put.etag)
 
     assert store.head("k").metadata == META
+
+
+# --- conditional deletes (issue 14) -----------------------------------------------------------
+
+
+def test_delete_with_the_current_etag_removes_the_object(store: ObjectStore) -> None:
+    put = store.put("dir/k", b"x", META)
+    store.put("other", b"y", META)
+
+    failures = store.delete(["dir/k"], if_match={"dir/k": put.etag})
+
+    assert failures == []
+    assert [o.key for o in store.list()] == ["other"]
+
+
+def test_delete_with_a_stale_etag_leaves_the_newer_object_and_says_it_changed(
+    store: ObjectStore,
+) -> None:
+    first = store.put("k", b"one", META)
+    newer = store.put("k", b"two, by another writer", META)
+
+    failures = store.delete(["k"], if_match={"k": first.etag})
+
+    assert [(f.key, f.changed) for f in failures] == [("k", True)]
+    assert "changed" in failures[0].reason
+    assert store.head("k").etag == newer.etag
+    assert store.open("k").read() == b"two, by another writer"
+
+
+def test_conditional_delete_of_a_missing_key_is_no_failure(store: ObjectStore) -> None:
+    put = store.put("k", b"x", META)
+    store.delete(["k"])
+
+    assert store.delete(["k", "never"], if_match={"k": put.etag, "never": put.etag}) == []
+    assert list(store.list()) == []
+
+
+def test_conditional_and_plain_deletes_mix_in_one_call(store: ObjectStore) -> None:
+    a = store.put("a", b"x", META)
+    stale = store.put("b", b"x", META)
+    store.put("b", b"newer", META)
+    store.put("c", b"x", META)
+
+    failures = store.delete(["a", "b", "c"], if_match={"a": a.etag, "b": stale.etag})
+
+    assert [(f.key, f.changed) for f in failures] == [("b", True)]
+    assert [o.key for o in store.list()] == ["b"]
