@@ -12,12 +12,14 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from s3idx import Engine, Events
-from s3idx.errors import ObjectNotFoundError
+from s3idx.errors import ExitStatus, ObjectNotFoundError
 from s3idx.index.sqlite import SqliteIndex
 from s3idx.store.base import ObjectHead, ObjectInfo, ObjectStore, PutReceipt
+from tests.helpers import Run, json_lines, jsonl
 
 STORES = pytest.mark.parametrize("store", ["local", "s3"], indirect=True)
 LOCAL = pytest.mark.parametrize("store", ["local"], indirect=True)
@@ -303,3 +305,30 @@ def test_a_write_between_the_rebuilds_catch_up_and_its_swap_is_kept(
         tags = {e["fs_id"]: e["tag"] for e in engine.query({})}
         assert tags == {"k0": "old", "k1": "new", "k2": "old", "m": "new"}
         _assert_index_describes_bucket(engine)
+
+
+def test_cli_reports_an_interrupted_delete_as_drift_and_sync_finishes_it(
+    run: Run, tmp_path: Path
+) -> None:
+    args = ["--store", str(tmp_path / "store"), "--index", str(tmp_path / "index.sqlite3")]
+    put = run("put", "--json", *args, input=jsonl(_doc("a", "1"), _doc("b", "1")))
+    assert put.exit_code == 0, put.stderr
+    assert orjson.loads(put.stdout)["reconciled"] == 0
+    with SqliteIndex(tmp_path / "index.sqlite3") as index:
+        etag = index.etags(["a"])["a"]
+        index.journal_deletes({"a": etag})  # a delete killed right after its journal
+
+    check = run("sync", "--check", *args)
+    assert (check.exit_code, check.stdout) == (ExitStatus.DRIFT, "interrupted-delete\ta\n")
+    assert "1 interrupted deletes" in check.stderr
+    dry = run("sync", "--dry-run", *args)
+    assert (dry.exit_code, dry.stdout) == (ExitStatus.OK, "finish-delete\ta\n")
+    verify = run("verify", "--json", *args)
+    assert verify.exit_code == ExitStatus.DRIFT
+    assert orjson.loads(verify.stdout)["interrupted_deletes"] == 1
+
+    synced = run("sync", "--json", *args)
+    assert synced.exit_code == ExitStatus.OK, synced.stderr
+    assert orjson.loads(synced.stdout)["interrupted_deletes"] == 1
+    assert run("sync", "--check", *args).exit_code == ExitStatus.OK
+    assert [d["fs_id"] for d in json_lines(run("query", "{}", *args).stdout)] == ["b"]
