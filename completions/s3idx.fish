@@ -2,7 +2,7 @@
 complete -c s3idx -f
 complete -c s3idx -n '__fish_use_subcommand' -l version -d 'Print the version and exit'
 complete -c s3idx -n '__fish_use_subcommand' -s h -l help -d 'Show help and exit'
-complete -c s3idx -n '__fish_use_subcommand' -a delete -d 'Delete documents: the object first, then its index entry'
+complete -c s3idx -n '__fish_use_subcommand' -a delete -d 'Delete documents: index entries first, then objects, finished even after a crash'
 complete -c s3idx -n '__fish_use_subcommand' -a get -d 'Print documents as JSON lines, in the order of the keys'
 complete -c s3idx -n '__fish_use_subcommand' -a info -d 'Show where documents and the index live, and what the index holds'
 complete -c s3idx -n '__fish_use_subcommand' -a put -d 'Store documents from JSON lines and index their fields'

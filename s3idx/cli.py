@@ -804,7 +804,7 @@ def delete(
     *,
     loc: dict[str, Any],
 ) -> None:
-    """Delete documents: the object first, then its index entry.
+    """Delete documents: index entries first, then objects, finished even after a crash.
 
     \b
     Example: s3idx delete --filter '{"task_id": "mp-1"}' --dry-run

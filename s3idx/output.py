@@ -221,6 +221,10 @@ def delete_summary(result: DeleteResult) -> str:
         line += f", {len(result.missing)} not found"
     if result.failed:
         line += f", {len(result.failed)} failed"
+    if result.rewritten:
+        line += f", {result.rewritten} skipped (rewritten while deleting)"
+    if result.finished:
+        line += f"; {plural(result.finished, 'document')} finished from an interrupted delete"
     return line
 
 

@@ -148,6 +148,16 @@ def test_delete_summary_counts_in_the_singular_and_plural() -> None:
     assert output.delete_summary(dry) == "delete: would delete 2 documents"
 
 
+def test_delete_summary_names_rewritten_and_finished_documents() -> None:
+    result = DeleteResult(deleted=3, rewritten=2, finished=1)
+    assert output.delete_summary(result) == (
+        "delete: deleted 3 documents, 2 skipped (rewritten while deleting); "
+        "1 document finished from an interrupted delete"
+    )
+    assert result.as_dict()["rewritten"] == 2
+    assert result.as_dict()["finished"] == 1
+
+
 def test_put_summary_has_no_rate_when_nothing_was_stored() -> None:
     result = PutResult(read=20, unchanged=20, elapsed=0.5)
     line = output.put_summary(result)

@@ -1,8 +1,20 @@
-"""``delete``: object first, then index entry, in batches.
+"""``delete``: a journal in the index, so a killed delete is finished and nothing is resurrected.
 
-Deleting the object first means a failure in between leaves an entry whose object is gone,
-which ``sync`` prunes; the other order could leave an object nobody knows about resurrected by
-``sync`` as if it were wanted.
+Per batch of keys (README "Reliability", ARCHITECTURE.md "delete"):
+
+1. the ETag of each key: its entry's, or for a named key without entry its object's (HEAD);
+2. ``index.journal_deletes``: a durable "being deleted" record, key -> ETag;
+3. ``index.delete_if``: the entries go first, so no query returns a document whose object is
+   about to go; an entry that now has another ETag was rewritten meanwhile and is left;
+4. ``store.delete(if_match=...)``: an object that now has another ETag is a newer write and is
+   left (and its entry set right by ``reconcile``);
+5. ``index.clear_journal``.
+
+Neither order of object and entry alone survives a crash: entry-first leaves objects that
+``sync`` would adopt (deleted documents come back), object-first leaves entries without objects.
+The journal closes both: ``finish_deletes`` redoes steps 3-5 for every record a crash left,
+and ``sync`` never adopts an object journaled with its own ETag. Every step is conditional on
+the ETag, so a finish running beside the delete it finishes (or beside a put) is harmless.
 """
 
 from __future__ import annotations
@@ -28,6 +40,8 @@ def delete_keys(
 ) -> DeleteResult:
     result = DeleteResult(dry_run=dry_run)
     started = time.monotonic()
+    if not dry_run:
+        result.finished = finish_deletes(store, index)
     unique = list(dict.fromkeys(keys))
     for batch in batched(unique, DELETE_BATCH):
         _delete_batch(store, index, batch, result, named=True)
@@ -47,6 +61,8 @@ def delete_matching(
 ) -> DeleteResult:
     result = DeleteResult(dry_run=dry_run)
     started = time.monotonic()
+    if not dry_run:
+        result.finished = finish_deletes(store, index)
     total = index.count(filter) if events is not None else None
     for batch in _matching_keys(index, filter, key_field, dry_run):
         _delete_batch(store, index, batch, result, named=False)
@@ -55,11 +71,29 @@ def delete_matching(
     return result
 
 
+def finish_deletes(store: ObjectStore, index: Index) -> int:
+    """Finish the deletes a killed or failed ``delete`` left in the journal (steps 3-5).
+
+    Returns how many documents this deleted. A record whose entry or object was rewritten
+    since is dropped (the newer write stands); one whose object could not be deleted stays in
+    the journal for the next try.
+    """
+    records = index.journaled()
+    finished = 0
+    for batch in batched(sorted(records), DELETE_BATCH):
+        outcome = _DeleteOutcome()
+        _delete_journaled(store, index, {k: records[k] for k in batch}, outcome)
+        finished += len(outcome.gone)
+    return finished
+
+
 def _report(events: Events | None, result: DeleteResult, total: int | None) -> None:
     if events is None:
         return
     done = len(result.would_delete) if result.dry_run else result.deleted
     detail = {"failed": len(result.failed)} if result.failed else {}
+    if result.rewritten:
+        detail["rewritten"] = result.rewritten
     events.progress(done, total, detail)
 
 
@@ -88,26 +122,68 @@ def _matching_keys(
 def _delete_batch(
     store: ObjectStore, index: Index, keys: list[str], result: DeleteResult, *, named: bool
 ) -> None:
-    indexed = set(index.bookkeeping(keys))
-    targets = []
+    etags = index.etags(keys)
+    targets: dict[str, str] = {}
     for key in keys:
-        if key in indexed or _object_exists(store, key):
-            targets.append(key)
+        etag = etags.get(key)
+        if etag is None:
+            # No entry: a named key may still have an object (an orphan of a crashed put); a
+            # matched key's entry was deleted since the query (by another delete): nothing to do.
+            etag = _object_etag(store, key) if named else None
+        if etag is not None:
+            targets[key] = etag
         elif named:
             result.missing.append(key)
     if result.dry_run:
         result.would_delete.extend(targets)
         return
-    failures = {f.key: f.reason for f in store.delete(targets)}
-    result.failed.extend(failures.items())
-    gone = [k for k in targets if k not in failures]
-    result.deleted += len(gone)
-    result.entries_deleted += index.delete([k for k in gone if k in indexed])
+    index.journal_deletes(targets)
+    outcome = _DeleteOutcome()
+    _delete_journaled(store, index, targets, outcome)
+    result.deleted += len(outcome.gone)
+    result.entries_deleted += outcome.entries
+    result.rewritten += outcome.rewritten
+    result.failed.extend(outcome.failed)
 
 
-def _object_exists(store: ObjectStore, key: str) -> bool:
+class _DeleteOutcome:
+    __slots__ = ("entries", "failed", "gone", "rewritten")
+
+    def __init__(self) -> None:
+        self.gone: list[str] = []  # objects deleted (or found already gone)
+        self.entries = 0  # entries removed
+        self.rewritten = 0  # left alone: entry or object rewritten since its ETag was read
+        self.failed: list[tuple[str, str]] = []  # the store refused; still journaled
+
+
+def _delete_journaled(
+    store: ObjectStore, index: Index, items: Mapping[str, str], outcome: _DeleteOutcome
+) -> None:
+    """Steps 3-5 for journaled ``key -> ETag`` records."""
+    if not items:
+        return
+    removed, conflicts = index.delete_if(items)
+    outcome.entries += removed
+    if conflicts:
+        # A newer write replaced the entry after its ETag was read: that document stays.
+        outcome.rewritten += len(conflicts)
+        index.clear_journal({k: items[k] for k in conflicts})
+    remaining = {k: v for k, v in items.items() if k not in conflicts}
+    if not remaining:
+        return
+    failures = store.delete(list(remaining), if_match=remaining)
+    changed = [f.key for f in failures if f.changed]
+    outcome.rewritten += len(changed)
+    outcome.failed.extend((f.key, f.reason) for f in failures if not f.changed)
+    refused = {f.key for f in failures}
+    outcome.gone.extend(k for k in remaining if k not in refused)
+    # A failed delete stays journaled: its entry is gone, and the record keeps sync from
+    # adopting the object until the next delete, sync or rebuild-index deletes it.
+    index.clear_journal({k: v for k, v in remaining.items() if k not in refused or k in changed})
+
+
+def _object_etag(store: ObjectStore, key: str) -> str | None:
     try:
-        store.head(key)
+        return store.head(key).etag
     except ObjectNotFoundError:
-        return False
-    return True
+        return None

@@ -66,6 +66,10 @@ class DeleteResult:
     dry_run: bool = False
     would_delete: list[str] = field(default_factory=list)
     elapsed: float = 0.0
+    # Left alone: rewritten by another writer while being deleted (the newer document stands).
+    rewritten: int = 0
+    # Deleted by finishing deletes an interrupted earlier run left in the index's journal.
+    finished: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)

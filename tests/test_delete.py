@@ -1,0 +1,268 @@
+"""delete's journal protocol (issue 14): a crash at any step is finished by the next delete or
+sync, a document rewritten while it is being deleted stays, nothing deleted comes back."""
+
+from __future__ import annotations
+
+import builtins
+import os
+import random
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from s3idx import Engine
+from s3idx.engine.delete import finish_deletes
+from s3idx.errors import BackendUnavailableError, ObjectNotFoundError
+from s3idx.index.base import Index
+from s3idx.index.sqlite import SqliteIndex
+from s3idx.store.base import DeleteFailure
+from s3idx.store.local import LocalStore
+from tests.helpers import entries_and_objects, subprocess_env
+
+
+@pytest.fixture
+def engine(tmp_path: Path) -> Iterator[Engine]:
+    with Engine(LocalStore(tmp_path / "store"), SqliteIndex(tmp_path / "index.sqlite3")) as e:
+        e.put_documents([{"fs_id": f"k{i}", "v": i} for i in range(6)], fields=["v"])
+        yield e
+
+
+def _keys(engine: Engine) -> list[str]:
+    return sorted(e["fs_id"] for e in engine.query({}, fields=["fs_id"]))
+
+
+def _objects(engine: Engine) -> list[str]:
+    return sorted(o.key for o in engine.store.list())
+
+
+class _FailingDelete:
+    """A store whose deletes fail (as if the process died there); the rest is the real store."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def delete(self, keys: Sequence[str], **kwargs: Any) -> builtins.list[DeleteFailure]:
+        raise BackendUnavailableError("connection refused (test)")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def test_delete_removes_entry_and_object_and_leaves_no_journal(engine: Engine) -> None:
+    result = engine.delete(["k1", "nope"])
+    assert (result.deleted, result.entries_deleted, result.missing) == (1, 1, ["nope"])
+    assert (result.rewritten, result.finished) == (0, 0)
+    assert "k1" not in _keys(engine) and "k1" not in _objects(engine)
+    assert engine.index.journaled() == {}
+
+
+def test_a_delete_cut_off_before_the_objects_is_finished_by_the_next_one(engine: Engine) -> None:
+    inner = engine.store.inner
+    engine.store.inner = _FailingDelete(inner)
+    with pytest.raises(BackendUnavailableError):
+        engine.delete_matching({"v": {"$lt": 3}})
+    engine.store.inner = inner
+    # The entries went first: queries no longer list them; the objects are still there, and
+    # the journal says they are being deleted.
+    assert _keys(engine) == ["k3", "k4", "k5"]
+    assert _objects(engine) == [f"k{i}" for i in range(6)]
+    assert sorted(engine.index.journaled()) == ["k0", "k1", "k2"]
+
+    # The next delete finishes it first.
+    assert engine.delete([]).finished == 3
+    assert _keys(engine) == ["k3", "k4", "k5"]
+    assert _objects(engine) == ["k3", "k4", "k5"]
+    assert engine.index.journaled() == {}
+
+
+def test_the_next_delete_reports_what_it_finished(engine: Engine) -> None:
+    engine.index.journal_deletes({"k0": engine.index.etags(["k0"])["k0"]})
+    result = engine.delete(["k5"])
+    assert (result.deleted, result.finished) == (1, 1)
+    assert _objects(engine) == ["k1", "k2", "k3", "k4"]
+    assert _keys(engine) == ["k1", "k2", "k3", "k4"]
+
+
+def test_finish_deletes_leaves_a_document_rewritten_since(engine: Engine) -> None:
+    old = engine.index.etags(["k0", "k1"])
+    engine.index.journal_deletes(old)
+    engine.index.delete_if({"k0": old["k0"]})  # the killed delete got this far for k0
+    engine.put_documents([{"fs_id": "k0", "v": 100}, {"fs_id": "k1", "v": 101}])
+
+    assert finish_deletes(engine.store, engine.index) == 0
+    assert engine.get("k0")["v"] == 100
+    assert engine.get("k1")["v"] == 101
+    assert engine.index.journaled() == {}
+    assert engine.sync(check=True).drift == 0
+
+
+def test_an_entry_rewritten_while_being_deleted_stays(engine: Engine) -> None:
+    index = engine.index
+    journal = index.journal_deletes
+
+    def rewrite_then_journal(items: Mapping[str, str]) -> None:
+        journal(items)
+        # Another writer's put lands between the ETags read and the entries' removal.
+        if "k2" in items:
+            engine.put_documents([{"fs_id": "k2", "v": 200}])
+
+    index.journal_deletes = rewrite_then_journal  # type: ignore[method-assign]
+    result = engine.delete_matching({"v": {"$lt": 3}})
+    index.journal_deletes = journal  # type: ignore[method-assign]
+
+    assert (result.deleted, result.rewritten) == (2, 1)
+    assert engine.get("k2")["v"] == 200
+    assert _keys(engine) == ["k2", "k3", "k4", "k5"]
+    assert index.journaled() == {}
+    assert engine.sync(check=True).drift == 0
+
+
+def test_an_object_rewritten_while_being_deleted_stays(engine: Engine) -> None:
+    inner = engine.store.inner
+
+    class RewriteFirst:
+        def delete(self, keys: Sequence[str], **kwargs: Any) -> builtins.list[DeleteFailure]:
+            # Another writer's upload lands after the entry went, before the object does.
+            writer = Engine(inner, SqliteIndex(Path(engine.index.location)))
+            writer.put_documents([{"fs_id": "k4", "v": 400}])
+            return inner.delete(keys, **kwargs)  # type: ignore[no-any-return]
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(inner, name)
+
+    engine.store.inner = RewriteFirst()
+    result = engine.delete(["k4", "k5"])
+    engine.store.inner = inner
+
+    assert (result.deleted, result.rewritten, result.failed) == (1, 1, [])
+    assert engine.get("k4")["v"] == 400
+    assert engine.index.journaled() == {}
+    assert engine.sync(check=True).drift == 0
+    assert _keys(engine) == _objects(engine) == ["k0", "k1", "k2", "k3", "k4"]
+
+
+def test_an_object_the_store_refuses_to_delete_stays_journaled_and_is_not_adopted(
+    engine: Engine,
+) -> None:
+    inner = engine.store.inner
+
+    class Refusing:
+        def delete(self, keys: Sequence[str], **kwargs: Any) -> builtins.list[DeleteFailure]:
+            return [DeleteFailure(k, "AccessDenied: (test)") for k in keys]
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(inner, name)
+
+    engine.store.inner = Refusing()
+    result = engine.delete(["k0"])
+    assert result.failed == [("k0", "AccessDenied: (test)")]
+    assert result.deleted == 0
+    assert list(engine.index.journaled()) == ["k0"]
+    assert engine.delete([]).finished == 0  # tried again, refused again
+    assert list(engine.index.journaled()) == ["k0"]
+    engine.store.inner = inner
+    assert finish_deletes(engine.store, engine.index) == 1
+    assert _objects(engine) == ["k1", "k2", "k3", "k4", "k5"]
+
+
+def test_a_dry_run_finishes_nothing_and_deletes_nothing(engine: Engine) -> None:
+    engine.index.journal_deletes({"k0": engine.index.etags(["k0"])["k0"]})
+    result = engine.delete_matching({"v": {"$gte": 4}}, dry_run=True)
+    assert (result.would_delete, result.finished) == (["k4", "k5"], 0)
+    assert len(_objects(engine)) == 6
+    assert list(engine.index.journaled()) == ["k0"]
+
+
+def test_a_named_orphan_object_is_deleted(engine: Engine) -> None:
+    engine.index.delete(["k3"])  # an object whose put died before its entry
+    result = engine.delete(["k3"])
+    assert (result.deleted, result.missing) == (1, [])
+    with pytest.raises(ObjectNotFoundError):
+        engine.store.head("k3")
+
+
+# --- kill -9 of a real delete, at random moments ------------------------------------------------
+
+
+def _lines(count: int) -> bytes:
+    return b"".join(orjson.dumps({"fs_id": f"k{i:04d}", "v": i % 3}) + b"\n" for i in range(count))
+
+
+def _s3idx(home: Path, *args: str) -> subprocess.Popen[bytes]:
+    locations = ("--store", str(home / "store"), "--index", str(home / "index.sqlite3"))
+    return subprocess.Popen(
+        [sys.executable, "-m", "s3idx", *args, *locations],
+        env=subprocess_env(home),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
+def _wait_for_journal(index: Index, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 60
+    while not index.journaled() and process.poll() is None:
+        assert time.monotonic() < deadline, "the delete never journaled anything"
+        time.sleep(0.005)
+
+
+def _ok(process: subprocess.Popen[bytes]) -> Any:
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 0, err.decode()
+    return orjson.loads(out)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+@pytest.mark.parametrize("finisher", ["delete"])
+def test_kill_9_of_delete_filter_at_random_moments_is_finished_without_resurrection(
+    tmp_path: Path, finisher: str
+) -> None:
+    seed = int(os.environ.get("S3IDX_TEST_SEED", random.randrange(1 << 30)))
+    rng = random.Random(seed)
+    repeat = int(os.environ.get("S3IDX_RACE_REPEAT", "1")) * 4
+    for round_ in range(repeat):
+        home = tmp_path / f"round{round_}"
+        home.mkdir()
+        (home / "in.jsonl").write_bytes(_lines(1500))
+        _ok(_s3idx(home, "put", str(home / "in.jsonl"), "--field", "v", "--json"))
+        delete = _s3idx(home, "delete", "--filter", '{"v": 0}', "--json")
+        delay = rng.uniform(0.0, 0.04)
+        with SqliteIndex(home / "index.sqlite3") as index:
+            _wait_for_journal(index, delete)  # the delete is under way
+        time.sleep(delay)
+        delete.kill()
+        delete.communicate(timeout=30)
+        where = f"seed {seed}, round {round_}, killed {delay:.3f} s after its first journal write"
+
+        with Engine(LocalStore(home / "store"), SqliteIndex(home / "index.sqlite3")) as engine:
+            entries_and_objects(engine)  # no entry without its object, even right after the kill
+            left = {e["fs_id"] for e in engine.query({"v": 0}, fields=["fs_id"])}
+            removed = {f"k{i:04d}" for i in range(0, 1500, 3)} - left
+            journaled = engine.index.journaled()
+            objects = {o.key for o in engine.store.list()}
+            # An entry goes only once journaled, and its record only once its object is gone.
+            assert not (removed - set(journaled)) & objects, where
+            where += f": {len(removed)} removed, {len(journaled)} journaled, {len(objects)} objects"
+
+            if finisher == "delete":
+                summary = _ok(_s3idx(home, "delete", "--filter", '{"v": 1}', "--json"))
+                assert (summary["deleted"], summary["finished"]) == (500, len(journaled)), where
+                counts = {1: 0, 2: 500}
+            else:
+                _ok(_s3idx(home, "sync", "--json"))
+                counts = {1: 500, 2: 500}
+            assert engine.index.journaled() == {}, where
+            for value, count in counts.items():
+                assert engine.count({"v": value}) == count, where
+            # Nothing the killed delete removed from the index is back, in index or bucket.
+            now = {e["fs_id"] for e in engine.query({"v": 0}, fields=["fs_id"])}
+            assert now == left - set(journaled), where
+            objects = {o.key for o in engine.store.list()}
+            assert not (removed | set(journaled)) & objects, where
+            assert entries_and_objects(engine) == (len(objects), len(objects)), where
+            assert engine.sync(check=True).drift == 0, where
