@@ -17,12 +17,17 @@ import pytest
 
 from s3idx import Engine, Events
 from s3idx.errors import ExitStatus, ObjectNotFoundError
+from s3idx.index.base import Index
 from s3idx.index.sqlite import SqliteIndex
 from s3idx.store.base import ObjectHead, ObjectInfo, ObjectStore, PutReceipt
-from tests.helpers import Run, json_lines, jsonl
+from tests.helpers import Run, json_lines, jsonl, real_mongo_database
 
-STORES = pytest.mark.parametrize("store", ["local", "s3"], indirect=True)
-LOCAL = pytest.mark.parametrize("store", ["local"], indirect=True)
+# Stores and index backends: SQLite on both stores, MongoDB's semantics on mongomock and on a
+# real server (FerretDB), each once.
+BACKENDS = [("local", "sqlite"), ("s3", "sqlite"), ("local", "mongomock"), ("s3", "ferretdb")]
+STORES = pytest.mark.parametrize(("store", "index_kind"), BACKENDS, indirect=["store"])
+LOCAL = pytest.mark.parametrize(("store", "index_kind"), [BACKENDS[0]], indirect=["store"])
+OpenIndex = Callable[[], Index]
 
 
 class HookedStore:
@@ -69,16 +74,39 @@ def hooked(store: ObjectStore) -> HookedStore:
     return HookedStore(store)
 
 
-def _engine(store: ObjectStore, tmp_path: Path) -> Engine:
-    return Engine(store, SqliteIndex(tmp_path / "index.sqlite3"), workers=4)
+@pytest.fixture
+def index_kind() -> str:
+    return "sqlite"
 
 
-def _other_writer(store: ObjectStore, tmp_path: Path) -> Callable[[Callable[[Engine], Any]], Any]:
+@pytest.fixture
+def indexes(index_kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OpenIndex]:
+    """Opens a new connection to the test's one index (each writer has its own)."""
+    if index_kind == "sqlite":
+        yield lambda: SqliteIndex(tmp_path / "index.sqlite3")
+        return
+    from s3idx.index.mongo import MongoIndex
+
+    if index_kind == "mongomock":
+        request.getfixturevalue("mongomock_server")
+        yield lambda: MongoIndex("mongodb://localhost/s3idx_test", "s3idx_test")
+        return
+    with real_mongo_database(index_kind, request) as server:
+        yield lambda: MongoIndex(server.uri, server.database)
+
+
+def _engine(store: ObjectStore, indexes: OpenIndex) -> Engine:
+    return Engine(store, indexes(), workers=4)
+
+
+def _other_writer(
+    store: ObjectStore, indexes: OpenIndex
+) -> Callable[[Callable[[Engine], Any]], Any]:
     """Runs an action as another writer: its own engine and index connection, on the bare
     store (its calls do not fire hooks)."""
 
     def run(action: Callable[[Engine], Any]) -> Any:
-        with _engine(store, tmp_path) as other:
+        with _engine(store, indexes) as other:
             return action(other)
 
     return run
@@ -100,15 +128,15 @@ def _assert_index_describes_bucket(engine: Engine) -> None:
 
 @STORES
 def test_a_put_whose_entry_was_overtaken_indexes_the_last_object(
-    hooked: HookedStore, store: ObjectStore, tmp_path: Path
+    hooked: HookedStore, store: ObjectStore, indexes: OpenIndex
 ) -> None:
-    other = _other_writer(store, tmp_path)
+    other = _other_writer(store, indexes)
     # While our object for k is being uploaded, another writer stores and indexes its own:
     # ours lands last, so the index must end on ours, though its entry moved under us.
     hooked.hooks[("before put", "k")] = lambda: other(
         lambda e: e.put_documents([_doc("k", "theirs")], fields=["tag"])
     )
-    with _engine(hooked, tmp_path) as engine:
+    with _engine(hooked, indexes) as engine:
         result = engine.put_documents([_doc("k", "ours"), _doc("j", "ours")], fields=["tag"])
         assert (result.stored, result.reconciled, result.not_indexed) == (2, 1, 0)
         assert engine.get("k")["tag"] == "ours"
@@ -118,15 +146,15 @@ def test_a_put_whose_entry_was_overtaken_indexes_the_last_object(
 
 @STORES
 def test_a_put_overtaken_by_a_later_object_leaves_the_later_entry(
-    hooked: HookedStore, store: ObjectStore, tmp_path: Path
+    hooked: HookedStore, store: ObjectStore, indexes: OpenIndex
 ) -> None:
-    other = _other_writer(store, tmp_path)
+    other = _other_writer(store, indexes)
     # Another writer's object lands after ours, and its entry before ours: the bucket ends on
     # theirs, so must the index (a plain upsert would put ours back over it).
     hooked.hooks[("after put", "k")] = lambda: other(
         lambda e: e.put_documents([_doc("k", "theirs")], fields=["tag"])
     )
-    with _engine(hooked, tmp_path) as engine:
+    with _engine(hooked, indexes) as engine:
         result = engine.put_documents([_doc("k", "ours")], fields=["tag"])
         assert (result.stored, result.reconciled, result.not_indexed) == (1, 1, 0)
         assert [e["tag"] for e in engine.query({"fs_id": "k"})] == ["theirs"]
@@ -135,10 +163,10 @@ def test_a_put_overtaken_by_a_later_object_leaves_the_later_entry(
 
 @STORES
 def test_a_put_overtaken_by_a_delete_indexes_its_object(
-    hooked: HookedStore, store: ObjectStore, tmp_path: Path
+    hooked: HookedStore, store: ObjectStore, indexes: OpenIndex
 ) -> None:
-    other = _other_writer(store, tmp_path)
-    with _engine(hooked, tmp_path) as engine:
+    other = _other_writer(store, indexes)
+    with _engine(hooked, indexes) as engine:
         engine.put_documents([_doc("k", "first")], fields=["tag"])
         # The entry our put read is deleted (with its object) while our upload runs.
         hooked.hooks[("before put", "k")] = lambda: other(lambda e: e.delete(["k"]))
@@ -150,9 +178,9 @@ def test_a_put_overtaken_by_a_delete_indexes_its_object(
 
 @LOCAL
 def test_a_put_without_conflicts_makes_no_extra_request(
-    hooked: HookedStore, tmp_path: Path, store: ObjectStore
+    hooked: HookedStore, store: ObjectStore, indexes: OpenIndex
 ) -> None:
-    with _engine(hooked, tmp_path) as engine:
+    with _engine(hooked, indexes) as engine:
         engine.put_documents([_doc(f"k{i}", "a") for i in range(30)], fields=["tag"])
         result = engine.put_documents([_doc(f"k{i}", "b") for i in range(60)], fields=["tag"])
         assert (result.stored, result.reconciled) == (60, 0)
@@ -162,9 +190,9 @@ def test_a_put_without_conflicts_makes_no_extra_request(
 
 @LOCAL
 def test_a_key_repeated_across_chunks_of_one_run_is_not_a_conflict(
-    hooked: HookedStore, tmp_path: Path, store: ObjectStore
+    hooked: HookedStore, store: ObjectStore, indexes: OpenIndex
 ) -> None:
-    with Engine(hooked, SqliteIndex(tmp_path / "i.sqlite3"), workers=4, batch_size=2) as engine:
+    with Engine(hooked, indexes(), workers=4, batch_size=2) as engine:
         docs = [_doc("k", "1"), _doc("a", "1"), _doc("k", "2"), _doc("b", "1"), _doc("k", "3")]
         result = engine.put_documents(docs, fields=["tag"])
         assert (result.stored, result.duplicates, result.reconciled) == (5, 2, 0)
@@ -173,10 +201,10 @@ def test_a_key_repeated_across_chunks_of_one_run_is_not_a_conflict(
 
 @STORES
 def test_sync_does_not_move_an_entry_back_to_an_older_object(
-    hooked: HookedStore, store: ObjectStore, tmp_path: Path
+    hooked: HookedStore, store: ObjectStore, indexes: OpenIndex
 ) -> None:
-    other = _other_writer(store, tmp_path)
-    with _engine(hooked, tmp_path) as engine:
+    other = _other_writer(store, indexes)
+    with _engine(hooked, indexes) as engine:
         engine.put_documents([_doc("a", "1")], fields=["tag"])
         other(lambda e: e.index.delete(["a"]))  # an orphan: sync will adopt it
         # Between sync's HEAD of the orphan and its write, a writer stores and indexes a newer
@@ -192,10 +220,10 @@ def test_sync_does_not_move_an_entry_back_to_an_older_object(
 
 @STORES
 def test_sync_does_not_prune_an_entry_written_after_its_merge(
-    hooked: HookedStore, store: ObjectStore, tmp_path: Path
+    hooked: HookedStore, store: ObjectStore, indexes: OpenIndex
 ) -> None:
-    other = _other_writer(store, tmp_path)
-    with _engine(hooked, tmp_path) as engine:
+    other = _other_writer(store, indexes)
+    with _engine(hooked, indexes) as engine:
         engine.put_documents([_doc("a", "1"), _doc("b", "1")], fields=["tag"])
         store.delete(["a"])  # the entry of "a" is now stale: sync would prune it
         # Once sync has merged, "a" is written again, object and entry.
@@ -210,9 +238,9 @@ def test_sync_does_not_prune_an_entry_written_after_its_merge(
 
 @STORES
 def test_sync_does_not_adopt_an_object_a_delete_journaled(
-    store: ObjectStore, tmp_path: Path
+    store: ObjectStore, indexes: OpenIndex
 ) -> None:
-    with _engine(store, tmp_path) as engine:
+    with _engine(store, indexes) as engine:
         engine.put_documents([_doc("a", "1"), _doc("b", "1")], fields=["tag"])
         etag = engine.index.etags(["a"])["a"]
         # A delete that crashed after removing the entry, before removing the object.
@@ -248,10 +276,10 @@ class _WritesAfterHeads(Events):
 
 @STORES
 def test_a_rebuild_keeps_writes_and_deletes_made_while_it_ran(
-    store: ObjectStore, tmp_path: Path
+    store: ObjectStore, indexes: OpenIndex
 ) -> None:
-    other = _other_writer(store, tmp_path)
-    with _engine(store, tmp_path) as engine:
+    other = _other_writer(store, indexes)
+    with _engine(store, indexes) as engine:
         engine.put_documents([_doc(f"k{i}", "old") for i in range(5)], fields=["tag"])
 
         def meanwhile(e: Engine) -> None:
@@ -272,8 +300,10 @@ def test_a_rebuild_keeps_writes_and_deletes_made_while_it_ran(
 
 
 @LOCAL
-def test_rebuild_finishes_an_interrupted_delete_first(store: ObjectStore, tmp_path: Path) -> None:
-    with _engine(store, tmp_path) as engine:
+def test_rebuild_finishes_an_interrupted_delete_first(
+    store: ObjectStore, indexes: OpenIndex
+) -> None:
+    with _engine(store, indexes) as engine:
         engine.put_documents([_doc("a", "1"), _doc("b", "1")], fields=["tag"])
         etag = engine.index.etags(["a"])["a"]
         engine.index.journal_deletes({"a": etag})  # crashed right after journaling
@@ -286,10 +316,10 @@ def test_rebuild_finishes_an_interrupted_delete_first(store: ObjectStore, tmp_pa
 
 @STORES
 def test_a_write_between_the_rebuilds_catch_up_and_its_swap_is_kept(
-    hooked: HookedStore, store: ObjectStore, tmp_path: Path
+    hooked: HookedStore, store: ObjectStore, indexes: OpenIndex
 ) -> None:
-    other = _other_writer(store, tmp_path)
-    with _engine(hooked, tmp_path) as engine:
+    other = _other_writer(store, indexes)
+    with _engine(hooked, indexes) as engine:
         engine.put_documents([_doc(f"k{i}", "old") for i in range(3)], fields=["tag"])
 
         def after_heads() -> None:
