@@ -185,7 +185,7 @@ def sync_summary(result: SyncResult) -> str:
         f"{result.changed} changed"
     )
     if result.interrupted_deletes:
-        line += f", {result.interrupted_deletes} interrupted deletes"
+        line += f", {plural(result.interrupted_deletes, 'interrupted delete')}"
         if not (result.check or result.dry_run):
             line += " (finished)"
     if not (result.check or result.dry_run):
@@ -237,7 +237,8 @@ def verify_summary(result: VerifyResult) -> str:
         f"{result.changed} changed"
     )
     if result.interrupted_deletes:
-        line += f", {result.interrupted_deletes} interrupted deletes (run s3idx sync)"
+        interrupted = plural(result.interrupted_deletes, "interrupted delete")
+        line += f", {interrupted} (run s3idx sync)"
     if result.not_s3idx:
         line += f"; {result.not_s3idx} not s3idx objects (not checked)"
     if result.retries:

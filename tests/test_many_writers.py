@@ -350,7 +350,7 @@ def test_cli_reports_an_interrupted_delete_as_drift_and_sync_finishes_it(
 
     check = run("sync", "--check", *args)
     assert (check.exit_code, check.stdout) == (ExitStatus.DRIFT, "interrupted-delete\ta\n")
-    assert "1 interrupted deletes" in check.stderr
+    assert "0 changed, 1 interrupted delete in" in check.stderr
     dry = run("sync", "--dry-run", *args)
     assert (dry.exit_code, dry.stdout) == (ExitStatus.OK, "finish-delete\ta\n")
     verify = run("verify", "--json", *args)
