@@ -941,8 +941,18 @@ class CliScanEvents(output.CliEvents):
             sys.stdout.write(f"{label}\t{key}\n")
 
 
-DRIFT_LABELS = {"bucket-only": "bucket-only", "index-only": "index-only", "changed": "changed"}
-ACTION_LABELS = {"bucket-only": "add", "index-only": "remove", "changed": "update"}
+DRIFT_LABELS = {
+    "bucket-only": "bucket-only",
+    "index-only": "index-only",
+    "changed": "changed",
+    "interrupted-delete": "interrupted-delete",
+}
+ACTION_LABELS = {
+    "bucket-only": "add",
+    "index-only": "remove",
+    "changed": "update",
+    "interrupted-delete": "finish-delete",
+}
 
 
 @app.command("rebuild-index")

@@ -127,6 +127,9 @@ def put_summary(result: PutResult) -> str:
         line += "; stopped early at --max-errors"
     if result.interrupted:
         line += "; interrupted"
+    if result.reconciled:
+        written = plural(result.reconciled, "key")
+        line += f"; {written} also written by another writer (indexed as the bucket holds)"
     if result.not_indexed:
         line += f"; {plural(result.not_indexed, 'stored object')} not indexed (run s3idx sync)"
     return line
@@ -181,8 +184,14 @@ def sync_summary(result: SyncResult) -> str:
         f"drift: {result.bucket_only} bucket-only, {result.index_only} index-only, "
         f"{result.changed} changed"
     )
+    if result.interrupted_deletes:
+        line += f", {plural(result.interrupted_deletes, 'interrupted delete')}"
+        if not (result.check or result.dry_run):
+            line += " (finished)"
     if not (result.check or result.dry_run):
         line += f"; added {result.added}, updated {result.updated}, removed {result.removed}"
+        if result.reconciled:
+            line += f", {result.reconciled} reconciled with other writers"
         if not result.prune and result.index_only:
             stale = plural(result.index_only, "stale entry", "stale entries")
             line += f", kept {stale} (--no-prune)"
@@ -227,6 +236,9 @@ def verify_summary(result: VerifyResult) -> str:
         f"{result.bucket_only} bucket-only, {result.index_only} index-only, "
         f"{result.changed} changed"
     )
+    if result.interrupted_deletes:
+        interrupted = plural(result.interrupted_deletes, "interrupted delete")
+        line += f", {interrupted} (run s3idx sync)"
     if result.not_s3idx:
         line += f"; {result.not_s3idx} not s3idx objects (not checked)"
     if result.retries:

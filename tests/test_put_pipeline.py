@@ -63,7 +63,8 @@ class FaultyStore(LocalStore):
 
 
 class FaultyIndex(SqliteIndex):
-    """A SqliteIndex that logs each ``upsert`` and can be made to fail it."""
+    """A SqliteIndex that logs each write of entries (``upsert_if``, put's compare-and-set) and
+    can be made to fail it."""
 
     def __init__(self, path: Path) -> None:
         super().__init__(path)
@@ -71,12 +72,13 @@ class FaultyIndex(SqliteIndex):
         self.fail: BaseException | None = None
         self.on_upsert: Callable[[], None] = lambda: None
 
-    def upsert(self, entries: Sequence[Entry]) -> None:
+    def upsert_if(self, entries: Sequence[Entry], expected: Mapping[str, str | None]) -> set[str]:
         if self.fail is not None:
             raise self.fail
-        super().upsert(entries)
+        conflicts = super().upsert_if(entries, expected)
         self.upserts.append([e["id"] for e in entries])
         self.on_upsert()
+        return conflicts
 
     def entry(self, key: str) -> Entry | None:
         found = self.bookkeeping([key]).get(key)

@@ -5,6 +5,12 @@ points at an object that does not exist. Entries are written in batches, of ``--
 whatever is pending once the oldest entry waited ``INDEX_FLUSH_SECONDS`` (slow input, as from
 ``tail -f``, must not leave stored objects unindexed for long); when the run stops for any reason,
 the entries of every object already stored are written before it returns.
+
+Writers in other processes may write the same keys at once. Each entry is written by
+compare-and-set: only if the index still records the ETag it recorded before the object's upload
+(read per chunk, one batched read). A key whose entry moved meanwhile is reconciled with the
+object the bucket now holds (``s3idx.engine.reconcile``), so the index ends describing the last
+object written, whichever process wrote it.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ import contextlib
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +27,7 @@ from s3idx import codec
 from s3idx.config import DEFAULT_BATCH_SIZE, DEFAULT_WORKERS
 from s3idx.engine.documents import DocumentPreparer, Prepared
 from s3idx.engine.inputs import ReadProgress, Record
+from s3idx.engine.reconcile import reconcile
 from s3idx.engine.results import Events, PutResult, Reject, reported_on_failure
 from s3idx.engine.seen import SeenKeys
 from s3idx.errors import RecordError, S3idxError
@@ -80,13 +87,17 @@ class UploadPipeline:
         self._workers = _Workers(self._upload, options.workers)
         self._inflight: set[str] = set()
         self._pending: list[Entry] = []
+        # The ETag the index recorded for each key in flight or pending, read before its upload
+        # (None: no entry): what the entry's compare-and-set expects to replace.
+        self._expected: dict[str, str | None] = {}
         self._pending_since = 0.0  # when the oldest pending entry came
         self._max_inflight = options.workers * 2
         self.fatal: BaseException | None = None
 
     # --- main thread -------------------------------------------------------------------------
 
-    def submit(self, prepared: Prepared) -> None:
+    def submit(self, prepared: Prepared, expected: str | None) -> None:
+        """Upload in a worker; ``expected`` is the key's ETag in the index read before."""
         # The same key again must not overtake its earlier upload: last in the input wins.
         while prepared.key in self._inflight:
             self._collect(block=True)
@@ -96,6 +107,7 @@ class UploadPipeline:
         if self.fatal is not None:
             return
         self._inflight.add(prepared.key)
+        self._expected[prepared.key] = expected
         self._workers.submit(prepared)
 
     def poll(self) -> None:
@@ -111,19 +123,47 @@ class UploadPipeline:
             while key in self._inflight:
                 self._collect(block=True)
 
+    def settle(self, keys: Sequence[str]) -> None:
+        """Let this run's own writes of ``keys`` reach the index, so that reading the index
+        now gives what a new upload of them replaces (else its CAS would fail on our own
+        entry and cost a reconcile)."""
+        mine = [k for k in keys if k in self._expected]
+        if mine:
+            self.wait_for(mine)
+            self.flush()
+
     def flush(self) -> None:
         """Write the entries of every completed upload to the index."""
         if not self._pending:
             return
-        entries = list({e[self._options.key_field]: e for e in self._pending}.values())
+        key_field = self._options.key_field
+        entries = list({e[key_field]: e for e in self._pending}.values())
         count = len(self._pending)
+        expected = {e[key_field]: self._expected.pop(e[key_field], None) for e in entries}
+        self._pending.clear()
         try:
-            self._index.upsert(entries)
+            conflicts = self._index.upsert_if(entries, expected)
         except BaseException:
             self._result.not_indexed += count
-            self._pending.clear()
             raise
-        self._pending.clear()
+        if conflicts:
+            self._reconcile(conflicts)
+
+    def _reconcile(self, keys: set[str]) -> None:
+        """Another writer moved these entries since they were read: index the bucket's truth."""
+        try:
+            outcome = reconcile(
+                self._store,
+                self._index,
+                sorted(keys),
+                key_field=self._options.key_field,
+                workers=self._options.workers,
+            )
+        except BaseException:
+            self._result.not_indexed += len(keys)
+            raise
+        self._result.reconciled += len(keys)
+        self._result.not_indexed += outcome.gave_up
 
     def finish(self) -> None:
         """Wait for every upload, then write their entries."""
@@ -175,7 +215,9 @@ class UploadPipeline:
             self._pending.append(outcome.receipt_entry)
             self._result.stored += 1
             self._result.bytes_stored += outcome.receipt_entry[codec.RESERVED_FIELD]["size"]
-        elif isinstance(outcome.error, RecordError):
+            return
+        self._expected.pop(prepared.key, None)  # no entry to write for it
+        if isinstance(outcome.error, RecordError):
             self._on_reject(prepared.record, str(outcome.error))
         elif self.fatal is None:
             self.fatal = outcome.error
@@ -275,17 +317,20 @@ def run_put(
                     pipeline.poll()
                 continue
             batch = _prepare_chunk(chunk, preparer, seen, result, reject, options.max_errors)
-            if options.skip_unchanged and batch:
-                batch = _drop_unchanged(batch, index, pipeline, result)
             if pipeline is None:
+                if options.skip_unchanged and batch:
+                    batch, _ = _drop_unchanged(batch, index, None, result)
                 result.stored += len(batch)
                 result.bytes_stored += sum(len(p.body) for p in batch)
-            else:
+            elif batch:
+                batch, expected = _drop_unchanged(
+                    batch, index, pipeline, result, compare=options.skip_unchanged
+                )
                 prepared_rejects = result.rejected
                 for prepared in batch:
                     if result.rejected > prepared_rejects and _limit_reached(options, result):
                         break  # uploads were rejected (e.g. by S3) up to the limit
-                    pipeline.submit(prepared)
+                    pipeline.submit(prepared, expected.get(prepared.key))
                     if pipeline.fatal is not None:
                         break
             reporter.now()
@@ -495,13 +540,25 @@ def _prepare_chunk(
 
 
 def _drop_unchanged(
-    batch: list[Prepared], index: Index, pipeline: UploadPipeline | None, result: PutResult
-) -> list[Prepared]:
+    batch: list[Prepared],
+    index: Index,
+    pipeline: UploadPipeline | None,
+    result: PutResult,
+    *,
+    compare: bool = True,
+) -> tuple[list[Prepared], dict[str, str]]:
+    """The documents to upload (with ``compare``, those not already stored identically) and
+    the ETag the index records for each key that has an entry, read before any upload of them.
+
+    One read of the index serves both: with ``compare`` it needs the entries, without only the
+    ETags.
+    """
     keys = [p.key for p in batch]
     if pipeline is not None:
         # An upload of one of these keys still under way would change what the index says.
-        pipeline.wait_for(keys)
-        pipeline.flush()
+        pipeline.settle(keys)
+    if not compare:
+        return batch, index.etags(keys)
     existing = index.bookkeeping(keys)
     changed = []
     for prepared in batch:
@@ -510,7 +567,7 @@ def _drop_unchanged(
             result.unchanged += 1
         else:
             changed.append(prepared)
-    return changed
+    return changed, {key: kept.etag for key, (_, kept) in existing.items()}
 
 
 def _same(entry: Entry, sha256: str | None, codec_name: str, prepared: Prepared) -> bool:

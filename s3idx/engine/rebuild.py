@@ -8,17 +8,27 @@ untouched; a failed or interrupted rebuild leaves it as it was.
 Objects written by maggma's S3Store are indexed from their metadata too; with a rewriter
 (``--rewrite``) each is first rewritten into the s3idx format, so the entry that goes into the
 new index is the rewritten object's.
+
+Other writers may run meanwhile. Deletes a crash interrupted are finished first. While the
+rebuild runs, the live index logs every key written (``start_rebuild`` sets the flag; see
+``IndexRebuild.changed_keys``). After the listing pass, those keys (and any a delete journaled)
+are HEADed again and the staging index gets what the bucket holds now; after the swap, the same
+keys are reconciled on the live index, which catches writes that landed during the swap itself;
+then ``finish`` ends the log.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from s3idx.config import DEFAULT_KEY_FIELD, redact
+from s3idx.engine.delete import finish_deletes
+from s3idx.engine.reconcile import observe, reconcile
 from s3idx.engine.recover import (
     Adopted,
     EntryCollector,
@@ -29,7 +39,7 @@ from s3idx.engine.recover import (
 )
 from s3idx.engine.results import Events, reported_on_failure
 from s3idx.errors import IndexSettingsError, S3idxError, UsageError
-from s3idx.index.base import Index, IndexSettings
+from s3idx.index.base import Index, IndexRebuild, IndexSettings
 from s3idx.limits import batched
 from s3idx.store.base import ObjectInfo, ObjectStore
 from s3idx.text import plural
@@ -53,6 +63,8 @@ class RebuildResult:
     retries: int = 0
     elapsed: float = 0.0
     listed_before: int = 0  # listed by the interrupted run resumed: not this run's work
+    # Keys other writers wrote or deleted while the rebuild ran: read again before the swap.
+    changed_meanwhile: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -84,7 +96,10 @@ def run_rebuild(
     started = time.monotonic()
     found_key, fields = _first_entry_settings(store, index, key_field)
     key_field = key_field or found_key
+    finish_deletes(store, index)
     rebuild = index.start_rebuild(key_field, fields, resume=resume)
+    # Deletes under way before the change log started: their keys are not in it.
+    journaled = set(index.journaled())
     checkpoint = rebuild.checkpoint() if resume else None
     result = _restore(checkpoint, key_field)
     with ThreadPoolExecutor(workers, thread_name_prefix="s3idx-head") as pool:
@@ -109,6 +124,11 @@ def run_rebuild(
                 if stop is not None and stop.is_set():
                     result.interrupted = True
                     break
+            if not result.interrupted:
+                journaled.update(index.journaled())
+                changed = journaled.union(rebuild.changed_keys())
+                _catch_up(store, index, rebuild, changed, result, pool, workers)
+                result.changed_meanwhile = len(changed)
     if not result.interrupted:
         try:
             _refuse_empty_replacement(store, index, result)
@@ -119,6 +139,11 @@ def run_rebuild(
         settings = IndexSettings(result.key_field, tuple(result.fields), pending)
         rebuild.commit(settings)
         result.committed = True
+        with reported_on_failure(result, started):
+            # Writes that landed in the old index while it was being replaced are in the log.
+            logged = list(rebuild.changed_keys())
+            reconcile(store, index, logged, key_field=result.key_field, workers=workers)
+            rebuild.finish()
     result.elapsed = time.monotonic() - started
     return result
 
@@ -136,6 +161,29 @@ def _rebuild_batch(
     result.fields = list(collector.fields)
     result.pending_fields = {f: n for f, n in collector.lacking.items() if n}
     rebuild.save_checkpoint(_checkpoint(result, keys[-1]))
+
+
+def _catch_up(
+    store: ObjectStore,
+    index: Index,
+    rebuild: IndexRebuild,
+    keys: Iterable[str],
+    result: RebuildResult,
+    pool: ThreadPoolExecutor,
+    workers: int,
+) -> None:
+    """Give the staging index what the bucket holds now for keys written since the listing."""
+    for batch in batched(sorted(keys), LIST_BATCH):
+        # The journal before the HEADs, as reconcile reads them: an object a delete journaled
+        # is being deleted and gets no entry.
+        truth = observe(store, batch, result.key_field, pool, workers, index.journaled(batch))
+        found = [r for r in truth.values() if r is not None]
+        rebuild.upsert([r.entry for r in found])
+        rebuild.delete([k for k, r in truth.items() if r is None])
+        for path in sorted({p for r in found for p in r.fields} - set(result.fields)):
+            # Added by a put while the rebuild ran: entries listed before may lack it.
+            result.fields.append(path)
+            result.pending_fields[path] = result.written
 
 
 def _checkpoint(result: RebuildResult, listed_through: str) -> dict[str, Any]:

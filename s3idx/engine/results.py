@@ -33,6 +33,9 @@ class PutResult:
     stopped_early: bool = False  # --max-errors reached
     interrupted: bool = False
     not_indexed: int = 0  # stored objects whose entries could not be written (sync adopts them)
+    # Keys whose entry another writer changed during the upload: indexed from the bucket's
+    # object instead (engine/reconcile.py); not_indexed counts those it could not settle.
+    reconciled: int = 0
     retries: int = 0
 
     def as_dict(self) -> dict[str, Any]:
@@ -103,7 +106,8 @@ class Events:
         """An object gave no index entry (not an s3idx object, or undecodable metadata)."""
 
     def drift(self, kind: str, key: str) -> None:
-        """sync found a difference: ``bucket-only``, ``index-only`` or ``changed``."""
+        """sync found a difference: ``bucket-only``, ``index-only``, ``changed``, or
+        ``interrupted-delete`` (a delete journaled the key and did not finish)."""
 
     def damaged(self, key: str, reason: str) -> None:
         """verify found an object that is not what its metadata or index entry says."""

@@ -9,6 +9,12 @@ changed objects are HEADed; their entries come from their metadata.
 With a rewriter (``--rewrite``), objects written by maggma's S3Store are rewritten into the
 s3idx format: the new and changed ones as they are adopted, and also those already indexed from
 maggma's metadata (their bookkeeping names a maggma codec), which are not drift.
+
+Other writers may run at once, so every index write is a compare-and-set on the ETag the merge
+read (an adopted object's key must still have no entry; a changed one's entry must still record
+the ETag compared; a pruned entry too), and a key that moved meanwhile is reconciled with the
+bucket (``s3idx.engine.reconcile``). Deletes interrupted by a crash (journaled, see
+``s3idx.engine.delete``) are finished first; an object a delete journaled is never adopted.
 """
 
 from __future__ import annotations
@@ -22,7 +28,10 @@ from itertools import chain
 from typing import Any
 
 from s3idx import maggma_format
+from s3idx.codec import RESERVED_FIELD
 from s3idx.config import redact
+from s3idx.engine.delete import finish_deletes
+from s3idx.engine.reconcile import ReconcileResult, reconcile
 from s3idx.engine.recover import (
     Adopted,
     EntryCollector,
@@ -33,12 +42,13 @@ from s3idx.engine.recover import (
 )
 from s3idx.engine.results import Events, reported_on_failure
 from s3idx.errors import S3idxError, UsageError
-from s3idx.index.base import Bookkeeping, Index
+from s3idx.index.base import Bookkeeping, Entry, Index
 from s3idx.store.base import ObjectInfo, ObjectStore
 from s3idx.text import plural
 
 BATCH = 1000
 BUCKET_ONLY, INDEX_ONLY, CHANGED = "bucket-only", "index-only", "changed"
+INTERRUPTED_DELETE = "interrupted-delete"  # journaled by a delete that did not finish
 MAGGMA = "maggma"  # in step, but indexed from maggma's metadata: rewritten with --rewrite
 
 
@@ -49,9 +59,13 @@ class SyncResult:
     bucket_only: int = 0
     index_only: int = 0
     changed: int = 0
+    # Deletes a crash interrupted (journaled): finished by sync, counted by --check/--dry-run.
+    interrupted_deletes: int = 0
     added: int = 0
     updated: int = 0
     removed: int = 0
+    # Keys another writer changed while sync wrote them: set from the bucket again.
+    reconciled: int = 0
     check: bool = False
     dry_run: bool = False
     prune: bool = True
@@ -65,7 +79,7 @@ class SyncResult:
 
     @property
     def drift(self) -> int:
-        return self.bucket_only + self.index_only + self.changed
+        return self.bucket_only + self.index_only + self.changed + self.interrupted_deletes
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -94,6 +108,7 @@ def run_sync(
     writes = not (check or dry_run)
     rewriter = rewriter if writes else None
     key_field = _key_field(store, index, rewriter)
+    _interrupted_deletes(store, index, result, events, writes)
     listing = iter(store.list_objects())
     first = next(listing, None)
     if first is None and writes and prune:
@@ -114,13 +129,13 @@ def run_sync(
         if recorded is not None:
             # So that adopted objects lacking a recorded field are counted (see _Applier).
             collector.fields = list(recorded.fields)
-        applier = _Applier(index, collector, result, events, writes)
+        applier = _Applier(store, index, collector, result, events, writes, workers)
         bookkeeping = index.iter_bookkeeping()
         report = _every(BATCH, lambda: _report(events, result))
         listing, bookkeeping = _ticking(listing, report), _ticking(bookkeeping, report)
         with reported_on_failure(result, started):
-            for kind, key in _drift(listing, bookkeeping, result, rewriter is not None):
-                applier.add(kind, key)
+            for kind, key, etag in _drift(listing, bookkeeping, result, rewriter is not None):
+                applier.add(kind, key, etag)
                 if stop is not None and stop.is_set():
                     result.interrupted = True
                     break
@@ -128,6 +143,19 @@ def run_sync(
             _report(events, result)
     result.elapsed = time.monotonic() - started
     return result
+
+
+def _interrupted_deletes(
+    store: ObjectStore, index: Index, result: SyncResult, events: Events, writes: bool
+) -> None:
+    """Finish what crashed deletes left (or, only looking, count it as drift): before the
+    merge, so their objects are gone from the listing and their entries from the index."""
+    if writes:
+        result.interrupted_deletes = finish_deletes(store, index)
+        return
+    for key in index.journaled():
+        result.interrupted_deletes += 1
+        events.drift(INTERRUPTED_DELETE, key)
 
 
 def _report(events: Events, result: SyncResult) -> None:
@@ -182,11 +210,12 @@ def _drift(
     indexed: Iterator[tuple[str, Bookkeeping]],
     result: SyncResult,
     rewrite: bool = False,
-) -> Iterator[tuple[str, str]]:
-    """Merge two key-ordered streams; yield (kind, key) for every difference.
+) -> Iterator[tuple[str, str, str | None]]:
+    """Merge two key-ordered streams; yield (kind, key, ETag recorded in the index or None) for
+    every difference.
 
-    With ``rewrite``, also (MAGGMA, key) for objects in step whose entry came from maggma's
-    metadata.
+    With ``rewrite``, also (MAGGMA, key, ETag) for objects in step whose entry came from
+    maggma's metadata.
     """
     obj = _next_checked(listing, None, "store listing")
     entry = _next_checked(indexed, None, "index")
@@ -194,19 +223,19 @@ def _drift(
         if entry is None or (obj is not None and obj.key < entry[0]):
             assert obj is not None
             result.listed += 1
-            yield BUCKET_ONLY, obj.key
+            yield BUCKET_ONLY, obj.key, None
             obj = _next_checked(listing, obj.key, "store listing")
         elif obj is None or entry[0] < obj.key:
             result.indexed += 1
-            yield INDEX_ONLY, entry[0]
+            yield INDEX_ONLY, entry[0], entry[1].etag
             entry = _next_checked(indexed, entry[0], "index")
         else:
             result.listed += 1
             result.indexed += 1
             if obj.etag != entry[1].etag or obj.size != entry[1].size:
-                yield CHANGED, obj.key
+                yield CHANGED, obj.key, entry[1].etag
             elif rewrite and entry[1].codec in maggma_format.CODECS:
-                yield MAGGMA, obj.key
+                yield MAGGMA, obj.key, entry[1].etag
             obj = _next_checked(listing, obj.key, "store listing")
             entry = _next_checked(indexed, entry[0], "index")
 
@@ -228,30 +257,37 @@ class _Applier:
 
     An object with no entry or a changed one is drift only if it gives an entry: one not
     written by s3idx (nor maggma), or whose metadata cannot be decoded, is reported apart
-    (``skipped``), as sync cannot adopt it. ``--check`` and ``--dry-run`` make the same HEADs
-    (``writes`` False) so that they count exactly what sync would do.
+    (``skipped``), as sync cannot adopt it; one a delete journaled is being deleted, neither.
+    ``--check`` and ``--dry-run`` make the same HEADs (``writes`` False) so that they count
+    exactly what sync would do. Writes are compare-and-set on the ETag the merge read
+    (``_expected``); keys another writer moved meanwhile are reconciled.
     """
 
     def __init__(
         self,
+        store: ObjectStore,
         index: Index,
         collector: EntryCollector,
         result: SyncResult,
         events: Events,
         writes: bool,
+        workers: int,
     ) -> None:
+        self._store = store
         self._index = index
         self._collector = collector
         self._result = result
         self._events = events
         self._writes = writes
+        self._workers = workers
         self._adds: list[str] = []
         self._updates: list[str] = []
         self._rewrites: list[str] = []  # in step already: their entries change, not counted
-        self._removes: list[str] = []
+        self._removes: dict[str, str] = {}
+        self._expected: dict[str, str | None] = {}  # the ETag the merge read, per key to write
         self._drifted: list[tuple[str, str]] = []  # in key order, counted once HEADs say
 
-    def add(self, kind: str, key: str) -> None:
+    def add(self, kind: str, key: str, etag: str | None) -> None:
         if kind == BUCKET_ONLY:
             self._adds.append(key)
         elif kind == CHANGED:
@@ -259,7 +295,10 @@ class _Applier:
         elif kind == MAGGMA:
             self._rewrites.append(key)
         elif self._result.prune and self._writes:
-            self._removes.append(key)
+            assert etag is not None
+            self._removes[key] = etag
+        if kind != INDEX_ONLY:
+            self._expected[key] = etag
         if kind != MAGGMA:
             self._drifted.append((kind, key))
         reads = len(self._adds) + len(self._updates) + len(self._rewrites)
@@ -269,31 +308,51 @@ class _Applier:
     def flush(self) -> None:
         keys = self._adds + self._updates + self._rewrites
         recovered: set[str] = set()
+        conflicts: set[str] = set()
         if keys:
+            # Read before the HEADs: a delete journals a key before it removes anything.
+            journaled = self._index.journaled(keys)
             entries = list(self._collector.entries(keys))
             key_field = self._collector.key_field
-            if entries and self._writes:
-                assert key_field is not None  # set by the collector with its first entry
-                self._index.configure(key_field, self._collector.fields)
-                self._index.upsert(entries)
-                self._mark_pending()
             if entries:
-                assert key_field is not None
+                assert key_field is not None  # set by the collector with its first entry
+                entries = [e for e in entries if not _being_deleted(e, key_field, journaled)]
                 recovered = {e[key_field] for e in entries}
+            if entries and self._writes:
+                assert key_field is not None
+                self._index.configure(key_field, self._collector.fields)
+                expected = {k: self._expected.get(k) for k in recovered}
+                conflicts = self._index.upsert_if(entries, expected)
+                self._mark_pending()
             if self._writes:
-                self._result.added += sum(1 for k in self._adds if k in recovered)
-                self._result.updated += sum(1 for k in self._updates if k in recovered)
+                written = recovered - conflicts
+                self._result.added += sum(1 for k in self._adds if k in written)
+                self._result.updated += sum(1 for k in self._updates if k in written)
             self._adds.clear()
             self._updates.clear()
             self._rewrites.clear()
+            self._expected.clear()
         for kind, key in self._drifted:
             if kind == INDEX_ONLY or key in recovered:
                 _count(self._result, kind)
                 self._events.drift(kind, key)
         self._drifted.clear()
         if self._removes:
-            self._result.removed += self._index.delete(self._removes)
+            removed, stale = self._index.delete_if(self._removes)
+            self._result.removed += removed
+            conflicts |= stale
             self._removes.clear()
+        if conflicts:
+            self._reconcile(conflicts)
+
+    def _reconcile(self, keys: set[str]) -> None:
+        key_field = self._collector.key_field
+        if key_field is None:  # no entry recovered: nothing was written, nothing conflicts
+            return
+        outcome: ReconcileResult = reconcile(
+            self._store, self._index, sorted(keys), key_field=key_field, workers=self._workers
+        )
+        self._result.reconciled += len(keys) - outcome.gave_up
 
     def _mark_pending(self) -> None:
         """Entries adopted without a recorded field make it pending until reindex runs."""
@@ -304,6 +363,12 @@ class _Applier:
         for name, count in lacking:
             self._result.pending_fields[name] = self._result.pending_fields.get(name, 0) + count
         self._collector.lacking = {}
+
+
+def _being_deleted(entry: Entry, key_field: str, journaled: dict[str, str]) -> bool:
+    """A delete journaled this very object: adopting it would bring a deleted document back."""
+    etag: str = entry[RESERVED_FIELD]["etag"]
+    return journaled.get(entry[key_field]) == etag
 
 
 def _refuse_emptying(store: ObjectStore, index: Index) -> None:

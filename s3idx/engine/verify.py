@@ -46,6 +46,7 @@ from s3idx.query.paths import project
 from s3idx.store.base import ObjectInfo, ObjectStore
 
 BUCKET_ONLY, INDEX_ONLY, CHANGED = "bucket-only", "index-only", "changed"
+INTERRUPTED_DELETE = "interrupted-delete"  # journaled by a delete that did not finish
 LOOKUP_BATCH = 256  # index entries fetched at once for the objects about to be read
 
 
@@ -60,6 +61,7 @@ class VerifyResult:
     bucket_only: int = 0
     index_only: int = 0
     changed: int = 0
+    interrupted_deletes: int = 0  # journaled deletes not finished: sync or delete finishes them
     sample: float = 1.0
     interrupted: bool = False
     retries: int = 0
@@ -67,7 +69,7 @@ class VerifyResult:
 
     @property
     def drift(self) -> int:
-        return self.bucket_only + self.index_only + self.changed
+        return self.bucket_only + self.index_only + self.changed + self.interrupted_deletes
 
     def as_dict(self) -> dict[str, Any]:
         return {"command": "verify", **asdict(self), "drift": self.drift}
@@ -107,7 +109,11 @@ def run_verify(
     result = VerifyResult(sample=sample)
     started = time.monotonic()
     chosen = _sampler(sample, rng or random.Random())
-    candidates = _candidates(store, index, result, events, chosen)
+    journaled = index.journaled()
+    for key in journaled:  # reported only: verify changes nothing
+        result.interrupted_deletes += 1
+        events.drift(INTERRUPTED_DELETE, key)
+    candidates = _candidates(store, index, result, events, chosen, journaled)
     check = partial(_check, store, spool_threshold)
     with (
         reported_on_failure(result, started),
@@ -150,13 +156,18 @@ def _record(result: VerifyResult, events: Events, candidate: _Candidate, outcome
 
 
 def _candidates(
-    store: ObjectStore, index: Index, result: VerifyResult, events: Events, chosen: Any
+    store: ObjectStore,
+    index: Index,
+    result: VerifyResult,
+    events: Events,
+    chosen: Any,
+    journaled: dict[str, str],
 ) -> Iterator[_Candidate]:
     """The objects to read, with their index entries looked up a batch at a time. Objects
     without an entry are always read, sample or not: only a read tells drift from foreign."""
     to_read = (
         (key, in_step, bucket_only)
-        for key, in_step, bucket_only in _merged(store, index, result, events)
+        for key, in_step, bucket_only in _merged(store, index, result, events, journaled)
         if bucket_only or chosen()
     )
     for batch in batched(to_read, LOOKUP_BATCH):
@@ -166,10 +177,15 @@ def _candidates(
 
 
 def _merged(
-    store: ObjectStore, index: Index, result: VerifyResult, events: Events
+    store: ObjectStore,
+    index: Index,
+    result: VerifyResult,
+    events: Events,
+    journaled: dict[str, str],
 ) -> Iterator[tuple[str, bool, bool]]:
     """(key, in step, bucket only) for every listed object; index-only and changed drift is
-    counted and reported on the way, bucket-only once the object is read (``_record``)."""
+    counted and reported on the way, bucket-only once the object is read (``_record``). An
+    object without entry that a delete journaled is that delete's, already counted: not read."""
     listing = _ordered(store.list_objects(), "store listing")
     entries = _ordered(index.iter_bookkeeping(), "index")
     obj: ObjectInfo | None = next(listing, None)
@@ -178,7 +194,8 @@ def _merged(
         if entry is None or (obj is not None and obj.key < entry[0]):
             assert obj is not None
             result.listed += 1
-            yield obj.key, False, True
+            if journaled.get(obj.key) != obj.etag:
+                yield obj.key, False, True
             obj = next(listing, None)
         elif obj is None or entry[0] < obj.key:
             result.indexed += 1

@@ -1,0 +1,150 @@
+"""Bring index entries back in line with their objects after a compare-and-set failed.
+
+Every index write of a writer is a compare-and-set (CAS) on the ETag the index recorded: from
+the value the writer read before its object operation. A key whose CAS failed was written by
+someone else meanwhile; ``reconcile`` then makes the entry describe whatever object the bucket
+holds *now*, again by CAS, from an ETag read from the index *before* the HEAD:
+
+    recorded = index.etags; journaled = index.journaled; head = store.head
+    head's ETag == recorded            -> in step, nothing to do
+    object missing, foreign, broken,
+    or journaled with its own ETag     -> delete_if(recorded)
+    otherwise                          -> upsert_if(entry from head's metadata, recorded)
+
+A CAS that fails again means another writer moved the index between our reads and our write:
+the loop reads again. Reading the index before the HEAD is what makes this safe: whatever we
+write was the bucket's state after the index held ``recorded``, so a later object's writer either
+wins its own CAS or reconciles after its object exists, and the index ends on the last object.
+
+The journal is read between the index and the HEAD: a delete journals a key before it removes
+its entry, so an entry found missing here was journaled before that read, and an object still
+carrying the journaled ETag is about to go: it must not be indexed again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from s3idx.codec import RESERVED_FIELD
+from s3idx.config import DEFAULT_WORKERS
+from s3idx.engine.concurrency import ordered_map
+from s3idx.engine.recover import Recovered, recover_entry
+from s3idx.errors import CorruptObjectError, NotAnS3idxObjectError, ObjectNotFoundError
+from s3idx.index.base import Entry, Index
+from s3idx.store.base import ObjectHead, ObjectStore
+
+ATTEMPTS = 8  # rounds of read-and-CAS per key before giving up on it (sync repairs it later)
+REPORTED_KEYS_LIMIT = 1000
+
+
+@dataclass(slots=True)
+class ReconcileResult:
+    fixed: int = 0  # entries written or removed so that they describe the bucket's object
+    unchanged: int = 0  # found in step (another writer had put them right)
+    gave_up: int = 0  # still contended after ATTEMPTS rounds: left for sync
+    gave_up_keys: list[str] = field(default_factory=list)
+
+    def add(self, other: ReconcileResult) -> None:
+        self.fixed += other.fixed
+        self.unchanged += other.unchanged
+        self.gave_up += other.gave_up
+        room = REPORTED_KEYS_LIMIT - len(self.gave_up_keys)
+        self.gave_up_keys.extend(other.gave_up_keys[: max(room, 0)])
+
+
+def reconcile(
+    store: ObjectStore,
+    index: Index,
+    keys: Iterable[str],
+    *,
+    key_field: str,
+    workers: int = DEFAULT_WORKERS,
+    attempts: int = ATTEMPTS,
+) -> ReconcileResult:
+    """Make each key's entry describe the object the bucket holds (or remove it), by CAS."""
+    result = ReconcileResult()
+    todo = list(dict.fromkeys(keys))
+    if not todo:
+        return result
+    with ThreadPoolExecutor(max(1, min(workers, len(todo))), "s3idx-reconcile") as pool:
+        for _ in range(attempts):
+            todo = _round(store, index, todo, key_field, pool, workers, result)
+            if not todo:
+                return result
+    result.gave_up += len(todo)
+    result.gave_up_keys.extend(todo[:REPORTED_KEYS_LIMIT])
+    return result
+
+
+def observe(
+    store: ObjectStore,
+    keys: Sequence[str],
+    key_field: str,
+    pool: ThreadPoolExecutor,
+    workers: int,
+    journaled: dict[str, str],
+) -> dict[str, Recovered | None]:
+    """What the index should hold for each key now: the entry recovered from a HEAD, or None
+    (no object, an object s3idx cannot index under ``key_field``, or one being deleted)."""
+    truth: dict[str, Recovered | None] = {}
+    for key, future in ordered_map(pool, store.head, keys, 2 * max(workers, 1)):
+        error = future.exception()
+        if isinstance(error, ObjectNotFoundError):
+            truth[key] = None
+        elif error is not None:
+            raise error
+        else:
+            truth[key] = _indexable(future.result(), key_field, journaled.get(key))
+    return truth
+
+
+def _indexable(head: ObjectHead, key_field: str, journaled: str | None) -> Recovered | None:
+    if journaled is not None and journaled == head.etag:
+        return None  # a delete is removing this very object
+    try:
+        recovered = recover_entry(head, key_field)
+    except (NotAnS3idxObjectError, CorruptObjectError):
+        return None
+    return recovered if recovered.key_field == key_field else None
+
+
+def _round(
+    store: ObjectStore,
+    index: Index,
+    keys: list[str],
+    key_field: str,
+    pool: ThreadPoolExecutor,
+    workers: int,
+    result: ReconcileResult,
+) -> list[str]:
+    """One read-and-CAS round over ``keys``; the keys whose CAS failed again."""
+    # Order matters: index, then journal, then object (see the module's docstring).
+    recorded = index.etags(keys)
+    journaled = index.journaled(keys)
+    truth = observe(store, keys, key_field, pool, workers, journaled)
+    writes: list[Entry] = []
+    expected: dict[str, str | None] = {}
+    removals: dict[str, str] = {}
+    for key in keys:
+        found, etag = truth[key], recorded.get(key)
+        entry = found.entry if found is not None else None
+        if entry is None:
+            if etag is None:
+                result.unchanged += 1
+            else:
+                removals[key] = etag
+        elif entry[RESERVED_FIELD]["etag"] == etag:
+            result.unchanged += 1
+        else:
+            writes.append(entry)
+            expected[key] = etag
+    again: set[str] = set()
+    if writes:
+        again |= index.upsert_if(writes, expected)
+    if removals:
+        _, conflicts = index.delete_if(removals)
+        again |= conflicts
+    result.fixed += len(writes) + len(removals) - len(again)
+    return [k for k in keys if k in again]

@@ -1,0 +1,364 @@
+"""Several writers on one bucket and one index: the index ends describing the bucket.
+
+Each race here is made deterministic: a store wrapper (or an ``Events`` hook) runs a second
+writer, with its own engine and index connection, at the exact moment between a writer's read
+of the index and its write. The multi-process races with random timing are in
+tests/test_races.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from s3idx import Engine, Events
+from s3idx.errors import ExitStatus, ObjectNotFoundError
+from s3idx.index.base import Index
+from s3idx.index.sqlite import SqliteIndex
+from s3idx.store.base import ObjectHead, ObjectInfo, ObjectStore, PutReceipt
+from tests.helpers import Run, json_lines, jsonl, real_mongo_database
+
+# Stores and index backends: SQLite on both stores, MongoDB's semantics on mongomock and on a
+# real server (FerretDB), each once.
+BACKENDS = [("local", "sqlite"), ("s3", "sqlite"), ("local", "mongomock"), ("s3", "ferretdb")]
+STORES = pytest.mark.parametrize(("store", "index_kind"), BACKENDS, indirect=["store"])
+LOCAL = pytest.mark.parametrize(("store", "index_kind"), [BACKENDS[0]], indirect=["store"])
+OpenIndex = Callable[[], Index]
+
+
+class HookedStore:
+    """A store that runs a hook once, around the first call of a method for a key."""
+
+    def __init__(self, inner: ObjectStore) -> None:
+        self._inner = inner
+        self.hooks: dict[tuple[str, str], Callable[[], None]] = {}
+        self.after_listing: Callable[[], None] | None = None
+        self.heads: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def _fire(self, when: str, key: str) -> None:
+        hook = self.hooks.pop((when, key), None)
+        if hook is not None:
+            hook()
+
+    def put(self, key: str, body: bytes, metadata: Mapping[str, str]) -> PutReceipt:
+        self._fire("before put", key)
+        receipt = self._inner.put(key, body, metadata)
+        self._fire("after put", key)
+        return receipt
+
+    def head(self, key: str) -> ObjectHead:
+        self.heads.append(key)
+        head = self._inner.head(key)
+        self._fire("after head", key)
+        return head
+
+    def list(self, prefix: str = "", *, start_after: str | None = None) -> Iterator[ObjectInfo]:
+        yield from self._inner.list(prefix, start_after=start_after)
+        hook, self.after_listing = self.after_listing, None
+        if hook is not None:
+            hook()
+
+    def delete(self, keys: Sequence[str], **options: Any) -> Any:
+        return self._inner.delete(keys, **options)
+
+
+@pytest.fixture
+def hooked(store: ObjectStore) -> HookedStore:
+    return HookedStore(store)
+
+
+@pytest.fixture
+def index_kind() -> str:
+    return "sqlite"
+
+
+@pytest.fixture
+def indexes(index_kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OpenIndex]:
+    """Opens a new connection to the test's one index (each writer has its own)."""
+    if index_kind == "sqlite":
+        yield lambda: SqliteIndex(tmp_path / "index.sqlite3")
+        return
+    from s3idx.index.mongo import MongoIndex
+
+    if index_kind == "mongomock":
+        request.getfixturevalue("mongomock_server")
+        yield lambda: MongoIndex("mongodb://localhost/s3idx_test", "s3idx_test")
+        return
+    with real_mongo_database(index_kind, request) as server:
+        yield lambda: MongoIndex(server.uri, server.database)
+
+
+def _engine(store: ObjectStore, indexes: OpenIndex) -> Engine:
+    return Engine(store, indexes(), workers=4)
+
+
+def _other_writer(
+    store: ObjectStore, indexes: OpenIndex
+) -> Callable[[Callable[[Engine], Any]], Any]:
+    """Runs an action as another writer: its own engine and index connection, on the bare
+    store (its calls do not fire hooks)."""
+
+    def run(action: Callable[[Engine], Any]) -> Any:
+        with _engine(store, indexes) as other:
+            return action(other)
+
+    return run
+
+
+def _doc(key: str, tag: str) -> dict[str, Any]:
+    return {"fs_id": key, "tag": tag}
+
+
+def _assert_index_describes_bucket(engine: Engine) -> None:
+    """Every entry's ETag is its object's, every object has an entry, bodies agree."""
+    entries = {e["fs_id"]: e for e in engine.query({})}
+    objects = {o.key: o.etag for o in engine.store.list()}
+    assert set(entries) == set(objects)
+    for key, entry in entries.items():
+        assert entry["_s3idx"]["etag"] == objects[key], key
+        assert engine.get(key)["tag"] == entry["tag"], key
+
+
+@STORES
+def test_a_put_whose_entry_was_overtaken_indexes_the_last_object(
+    hooked: HookedStore, store: ObjectStore, indexes: OpenIndex
+) -> None:
+    other = _other_writer(store, indexes)
+    # While our object for k is being uploaded, another writer stores and indexes its own:
+    # ours lands last, so the index must end on ours, though its entry moved under us.
+    hooked.hooks[("before put", "k")] = lambda: other(
+        lambda e: e.put_documents([_doc("k", "theirs")], fields=["tag"])
+    )
+    with _engine(hooked, indexes) as engine:
+        result = engine.put_documents([_doc("k", "ours"), _doc("j", "ours")], fields=["tag"])
+        assert (result.stored, result.reconciled, result.not_indexed) == (2, 1, 0)
+        assert engine.get("k")["tag"] == "ours"
+        assert [e["tag"] for e in engine.query({"fs_id": "k"})] == ["ours"]
+        _assert_index_describes_bucket(engine)
+
+
+@STORES
+def test_a_put_overtaken_by_a_later_object_leaves_the_later_entry(
+    hooked: HookedStore, store: ObjectStore, indexes: OpenIndex
+) -> None:
+    other = _other_writer(store, indexes)
+    # Another writer's object lands after ours, and its entry before ours: the bucket ends on
+    # theirs, so must the index (a plain upsert would put ours back over it).
+    hooked.hooks[("after put", "k")] = lambda: other(
+        lambda e: e.put_documents([_doc("k", "theirs")], fields=["tag"])
+    )
+    with _engine(hooked, indexes) as engine:
+        result = engine.put_documents([_doc("k", "ours")], fields=["tag"])
+        assert (result.stored, result.reconciled, result.not_indexed) == (1, 1, 0)
+        assert [e["tag"] for e in engine.query({"fs_id": "k"})] == ["theirs"]
+        _assert_index_describes_bucket(engine)
+
+
+@STORES
+def test_a_put_overtaken_by_a_delete_indexes_its_object(
+    hooked: HookedStore, store: ObjectStore, indexes: OpenIndex
+) -> None:
+    other = _other_writer(store, indexes)
+    with _engine(hooked, indexes) as engine:
+        engine.put_documents([_doc("k", "first")], fields=["tag"])
+        # The entry our put read is deleted (with its object) while our upload runs.
+        hooked.hooks[("before put", "k")] = lambda: other(lambda e: e.delete(["k"]))
+        result = engine.put_documents([_doc("k", "second")], fields=["tag"])
+        assert (result.reconciled, result.not_indexed) == (1, 0)
+        assert [e["tag"] for e in engine.query({"fs_id": "k"})] == ["second"]
+        _assert_index_describes_bucket(engine)
+
+
+@LOCAL
+def test_a_put_without_conflicts_makes_no_extra_request(
+    hooked: HookedStore, store: ObjectStore, indexes: OpenIndex
+) -> None:
+    with _engine(hooked, indexes) as engine:
+        engine.put_documents([_doc(f"k{i}", "a") for i in range(30)], fields=["tag"])
+        result = engine.put_documents([_doc(f"k{i}", "b") for i in range(60)], fields=["tag"])
+        assert (result.stored, result.reconciled) == (60, 0)
+        assert hooked.heads == []  # reconciling HEADs; none was needed
+        _assert_index_describes_bucket(engine)
+
+
+@LOCAL
+def test_a_key_repeated_across_chunks_of_one_run_is_not_a_conflict(
+    hooked: HookedStore, store: ObjectStore, indexes: OpenIndex
+) -> None:
+    with Engine(hooked, indexes(), workers=4, batch_size=2) as engine:
+        docs = [_doc("k", "1"), _doc("a", "1"), _doc("k", "2"), _doc("b", "1"), _doc("k", "3")]
+        result = engine.put_documents(docs, fields=["tag"])
+        assert (result.stored, result.duplicates, result.reconciled) == (5, 2, 0)
+        assert [e["tag"] for e in engine.query({"fs_id": "k"})] == ["3"]
+
+
+@STORES
+def test_sync_does_not_move_an_entry_back_to_an_older_object(
+    hooked: HookedStore, store: ObjectStore, indexes: OpenIndex
+) -> None:
+    other = _other_writer(store, indexes)
+    with _engine(hooked, indexes) as engine:
+        engine.put_documents([_doc("a", "1")], fields=["tag"])
+        other(lambda e: e.index.delete(["a"]))  # an orphan: sync will adopt it
+        # Between sync's HEAD of the orphan and its write, a writer stores and indexes a newer
+        # object: sync's adoption (expecting no entry) must not replace the newer entry.
+        hooked.hooks[("after head", "a")] = lambda: other(
+            lambda e: e.put_documents([_doc("a", "2")], fields=["tag"])
+        )
+        result = engine.sync()
+        assert result.reconciled == 1
+        assert [e["tag"] for e in engine.query({"fs_id": "a"})] == ["2"]
+        _assert_index_describes_bucket(engine)
+
+
+@STORES
+def test_sync_does_not_prune_an_entry_written_after_its_merge(
+    hooked: HookedStore, store: ObjectStore, indexes: OpenIndex
+) -> None:
+    other = _other_writer(store, indexes)
+    with _engine(hooked, indexes) as engine:
+        engine.put_documents([_doc("a", "1"), _doc("b", "1")], fields=["tag"])
+        store.delete(["a"])  # the entry of "a" is now stale: sync would prune it
+        # Once sync has merged, "a" is written again, object and entry.
+        hooked.after_listing = lambda: other(
+            lambda e: e.put_documents([_doc("a", "2")], fields=["tag"])
+        )
+        result = engine.sync()
+        assert (result.index_only, result.removed, result.reconciled) == (1, 0, 1)
+        assert [e["tag"] for e in engine.query({"fs_id": "a"})] == ["2"]
+        _assert_index_describes_bucket(engine)
+
+
+@STORES
+def test_sync_does_not_adopt_an_object_a_delete_journaled(
+    store: ObjectStore, indexes: OpenIndex
+) -> None:
+    with _engine(store, indexes) as engine:
+        engine.put_documents([_doc("a", "1"), _doc("b", "1")], fields=["tag"])
+        etag = engine.index.etags(["a"])["a"]
+        # A delete that crashed after removing the entry, before removing the object.
+        engine.index.journal_deletes({"a": etag})
+        assert engine.index.delete_if({"a": etag}) == (1, set())
+
+        check = engine.sync(check=True)
+        assert (check.bucket_only, check.interrupted_deletes, check.drift) == (0, 1, 1)
+        verify = engine.verify()
+        assert (verify.interrupted_deletes, verify.drift) == (1, 1)
+
+        result = engine.sync()
+        assert (result.interrupted_deletes, result.added) == (1, 0)
+        with pytest.raises(ObjectNotFoundError):
+            engine.get("a")
+        assert engine.index.journaled() == {}
+        assert engine.sync(check=True).drift == 0
+        _assert_index_describes_bucket(engine)
+
+
+class _WritesAfterHeads(Events):
+    """Runs an action once, when rebuild-index reports its first batch (its HEADs are done,
+    its swap is not)."""
+
+    def __init__(self, action: Callable[[], None]) -> None:
+        self._action: Callable[[], None] | None = action
+
+    def progress(self, *args: Any, **kwargs: Any) -> None:
+        action, self._action = self._action, None
+        if action is not None:
+            action()
+
+
+@STORES
+def test_a_rebuild_keeps_writes_and_deletes_made_while_it_ran(
+    store: ObjectStore, indexes: OpenIndex
+) -> None:
+    other = _other_writer(store, indexes)
+    with _engine(store, indexes) as engine:
+        engine.put_documents([_doc(f"k{i}", "old") for i in range(5)], fields=["tag"])
+
+        def meanwhile(e: Engine) -> None:
+            e.put_documents([_doc("k1", "new"), _doc("n", "new")], fields=["tag"])
+            e.delete(["k2"])
+
+        result = engine.rebuild_index(events=_WritesAfterHeads(lambda: other(meanwhile)))
+        assert result.committed
+        assert result.changed_meanwhile == 3
+        tags = {e["fs_id"]: e["tag"] for e in engine.query({})}
+        assert tags == {"k0": "old", "k1": "new", "k3": "old", "k4": "old", "n": "new"}
+        _assert_index_describes_bucket(engine)
+        assert engine.sync(check=True).drift == 0
+        # The log ended with the rebuild: a write now is not one more "changed meanwhile".
+        engine.put_documents([_doc("k3", "later")], fields=["tag"])
+        again = engine.rebuild_index()
+        assert again.changed_meanwhile == 0
+
+
+@LOCAL
+def test_rebuild_finishes_an_interrupted_delete_first(
+    store: ObjectStore, indexes: OpenIndex
+) -> None:
+    with _engine(store, indexes) as engine:
+        engine.put_documents([_doc("a", "1"), _doc("b", "1")], fields=["tag"])
+        etag = engine.index.etags(["a"])["a"]
+        engine.index.journal_deletes({"a": etag})  # crashed right after journaling
+        result = engine.rebuild_index()
+        assert result.written == 1
+        assert [e["fs_id"] for e in engine.query({})] == ["b"]
+        assert engine.index.journaled() == {}
+        _assert_index_describes_bucket(engine)
+
+
+@STORES
+def test_a_write_between_the_rebuilds_catch_up_and_its_swap_is_kept(
+    hooked: HookedStore, store: ObjectStore, indexes: OpenIndex
+) -> None:
+    other = _other_writer(store, indexes)
+    with _engine(hooked, indexes) as engine:
+        engine.put_documents([_doc(f"k{i}", "old") for i in range(3)], fields=["tag"])
+
+        def after_heads() -> None:
+            other(lambda e: e.put_documents([_doc("k1", "new")], fields=["tag"]))
+            # When the catch-up reads k1 again, "m" is written: too late for the catch-up,
+            # so only the reconcile after the swap can bring it into the new index.
+            hooked.hooks[("after head", "k1")] = lambda: other(
+                lambda e: e.put_documents([_doc("m", "new")], fields=["tag"])
+            )
+
+        result = engine.rebuild_index(events=_WritesAfterHeads(after_heads))
+        assert (result.committed, result.changed_meanwhile) == (True, 1)
+        tags = {e["fs_id"]: e["tag"] for e in engine.query({})}
+        assert tags == {"k0": "old", "k1": "new", "k2": "old", "m": "new"}
+        _assert_index_describes_bucket(engine)
+
+
+def test_cli_reports_an_interrupted_delete_as_drift_and_sync_finishes_it(
+    run: Run, tmp_path: Path
+) -> None:
+    args = ["--store", str(tmp_path / "store"), "--index", str(tmp_path / "index.sqlite3")]
+    put = run("put", "--json", *args, input=jsonl(_doc("a", "1"), _doc("b", "1")))
+    assert put.exit_code == 0, put.stderr
+    assert orjson.loads(put.stdout)["reconciled"] == 0
+    with SqliteIndex(tmp_path / "index.sqlite3") as index:
+        etag = index.etags(["a"])["a"]
+        index.journal_deletes({"a": etag})  # a delete killed right after its journal
+
+    check = run("sync", "--check", *args)
+    assert (check.exit_code, check.stdout) == (ExitStatus.DRIFT, "interrupted-delete\ta\n")
+    assert "0 changed, 1 interrupted delete in" in check.stderr
+    dry = run("sync", "--dry-run", *args)
+    assert (dry.exit_code, dry.stdout) == (ExitStatus.OK, "finish-delete\ta\n")
+    verify = run("verify", "--json", *args)
+    assert verify.exit_code == ExitStatus.DRIFT
+    assert orjson.loads(verify.stdout)["interrupted_deletes"] == 1
+
+    synced = run("sync", "--json", *args)
+    assert synced.exit_code == ExitStatus.OK, synced.stderr
+    assert orjson.loads(synced.stdout)["interrupted_deletes"] == 1
+    assert run("sync", "--check", *args).exit_code == ExitStatus.OK
+    assert [d["fs_id"] for d in json_lines(run("query", "{}", *args).stdout)] == ["b"]
