@@ -769,7 +769,7 @@ def query(
     Example: s3idx query '{"task_id": {"$in": ["mp-1", "mp-2"]}}' --fields task_id
     """
     ctx = CommandContext(run, loc, workers=workers)
-    spec = read_filter(filter, filter_file)
+    spec = read_filter(filter, filter_file, stdin=run.env.stdin)
     sort_spec = parse_sort(sort) if sort else None
     with ctx.engine() as engine:
         if count:
@@ -900,7 +900,7 @@ def delete(
         ctx.events(command="delete") as events,
     ):
         if by_filter:
-            spec = read_filter(filter, filter_file, flag="--filter")
+            spec = read_filter(filter, filter_file, flag="--filter", stdin=run.env.stdin)
             if not spec and not all_:
                 raise UsageError(
                     "--filter '{}' matches every document",

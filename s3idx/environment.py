@@ -54,7 +54,7 @@ class Environment:
     def from_process(cls) -> Environment:
         """The process's own streams as they are now (a test runner may have replaced them)."""
         return cls(
-            stdin=sys.stdin.buffer if sys.stdin is not None else None,
+            stdin=getattr(sys.stdin, "buffer", None),  # None: no stdin (closed, or not a file)
             stdout=sys.stdout,
             stderr=sys.stderr,
             stdin_isatty=is_terminal(sys.stdin),

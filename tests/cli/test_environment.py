@@ -81,6 +81,15 @@ def test_query_draws_a_table_only_when_the_environments_stdout_is_a_terminal(
     assert "{" not in table
 
 
+def test_a_filter_file_dash_is_the_environments_stdin(locations: list[str]) -> None:
+    env = memory_environment(b'{"v": 2}')
+    assert _main(env, "query", "--filter-file", "-", "--count", *locations) == 0
+    assert written(env.stdout) == "1\n"
+    deleted = memory_environment(b'{"v": 1}')
+    assert _main(deleted, "delete", "--filter-file", "-", "--json", *locations) == 0
+    assert orjson.loads(written(deleted.stdout))["deleted"] == 1
+
+
 def test_a_refused_command_line_gives_one_json_document_on_the_environments_stdout() -> None:
     env = memory_environment()
     assert _main(env, "put", "--json", "--workers", "0") == ExitStatus.USAGE
