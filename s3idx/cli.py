@@ -605,7 +605,8 @@ def _put(
         inputs=paths,
         stdin=ctx.env.stdin,
     )
-    with open_output(rejects_path, "--rejects") if rejects_path else _no_file() as rejects:
+    no_file = contextlib.nullcontext()
+    with open_output(rejects_path, "--rejects") if rejects_path else no_file as rejects:
         result = _long_run(
             ctx,
             ctx.events(command="put", rejects=rejects),
@@ -644,11 +645,6 @@ def _long_run(
         _summary_on_failure(ctx),
     ):
         return call(engine, events, stop)
-
-
-@contextlib.contextmanager
-def _no_file() -> Iterator[IO[bytes] | None]:
-    yield None
 
 
 @contextlib.contextmanager
