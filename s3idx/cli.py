@@ -1,7 +1,10 @@
 """The ``s3idx`` command: parses flags, calls one engine method, renders the result.
 
-Exit statuses are mapped from exceptions in one place (``_run``); messages go to stderr and data
-to stdout.
+Exit statuses are mapped from exceptions in one place, ``_Command.invoke`` (every command's
+click class), as click's ``Command.main`` and httpie's ``raw_main`` do; parsing refusals are
+mapped by ``main``. Messages go to stderr and data to stdout, both through one ``Environment``
+(``s3idx/environment.py``): ``main(args, env=...)``, or ``obj=Environment(...)`` to a runner
+invoking ``app``, replaces the process's streams (tests do).
 """
 
 from __future__ import annotations
@@ -13,10 +16,10 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from enum import StrEnum
 from pathlib import Path
-from typing import IO, Annotated, Any, Protocol, TypeVar, cast
+from typing import IO, Annotated, Any, NoReturn, Protocol, TypeVar, cast
 
 import orjson
 import typer
@@ -40,6 +43,7 @@ from s3idx.config import (
 from s3idx.engine.core import Engine
 from s3idx.engine.outputs import open_output, refuse_outputs_over_inputs
 from s3idx.engine.recover import REPORTED_KEYS_LIMIT
+from s3idx.environment import Environment
 from s3idx.errors import ExitStatus, S3idxError, UsageError, quote_key, shorten_key
 from s3idx.query.filter_json import read_filter
 from s3idx.query.paths import project
@@ -71,10 +75,73 @@ With nothing configured, objects go to {default_store()} and the index to
 {default_index()} (set S3IDX_HOME to move both).
 """
 
+_INVOCATION = "s3idx.invocation"  # the key of the running Invocation in click's ctx.meta
+
+
+def _environment(ctx: Any) -> Environment:
+    """The Environment passed as click's ``obj`` (``main(env=...)``), else the process's own."""
+    env = ctx.find_object(Environment)
+    return env if env is not None else Environment.from_process()
+
 
 class _Command(typer.core.TyperCommand):
-    """A command whose help names arguments as click does (``KEY...``), without Typer's
-    ``{KEY}`` usage braces and ``<list[str]>`` type labels, which read as Python to a user."""
+    """Every s3idx command: runs it and maps what it returns or raises to an exit status.
+
+    Its help names arguments as click does (``KEY...``), without Typer's ``{KEY}`` usage braces
+    and ``<list[str]>`` type labels, which read as Python to a user.
+    """
+
+    # --json means a summary: stdout then holds exactly one JSON document, whatever happens.
+    json_is_one_document = True
+
+    def invoke(self, ctx: Any) -> None:
+        """Run the command (its function returns an ExitStatus or None); the one place where an
+        S3idxError, Ctrl-C, SIGTERM, a broken pipe or a bug becomes an exit status.
+
+        Raises typer.Exit with a non-zero status, so ``main`` (``standalone_mode=False``) gets
+        it back as click's ``main`` returns it.
+        """
+        global _current_signals
+        json = self.json_is_one_document and bool(ctx.params.get("json"))
+        run = ctx.meta[_INVOCATION] = Invocation(_environment(ctx), json=json)
+        signals = _current_signals = run.signals
+        out = run.out
+        remember_environment_secrets(run.env.environ)
+        error: str | None = None
+        with signals.installed():
+            try:
+                status = super().invoke(ctx)
+            except (typer.Exit, typer.Abort, _CLICK_EXCEPTION):
+                raise  # click's own ways out, as click's main handles them
+            except S3idxError as exc:
+                out.error(exc.message, exc.hint)
+                error, status = exc.message, exc.exit_status
+            except KeyboardInterrupt:
+                out.message("interrupted")
+                status = signals.exit_status() or ExitStatus.INTERRUPTED
+                error = "interrupted"
+            except BrokenPipeError:
+                # The reader went away (e.g. `| head`): not an error of ours. Point stdout at
+                # devnull so the interpreter's final flush does not complain, as Python's docs
+                # advise.
+                with contextlib.suppress(OSError, ValueError, AttributeError):
+                    devnull = os.open(os.devnull, os.O_WRONLY)
+                    os.dup2(devnull, run.env.stdout.fileno())
+                status = ExitStatus.OK
+            except Exception as exc:
+                # A bug, not a user mistake: one line by default, the traceback when asked for.
+                if run.env.environ.get("S3IDX_DEBUG"):
+                    raise
+                error = f"internal error: {type(exc).__name__}: {exc}"
+                out.error(
+                    error,
+                    hint="this is a bug in s3idx; run again with S3IDX_DEBUG=1 for the traceback",
+                )
+                status = ExitStatus.ERROR
+            if json and status and error is not None and not out.json_written:
+                out.write_json({"error": error, "exit_status": int(status)})
+        if status:
+            raise typer.Exit(int(status))
 
     def collect_usage_pieces(self, ctx: Any) -> list[str]:
         pieces = [self.options_metavar] if self.options_metavar else []
@@ -99,6 +166,12 @@ class _Command(typer.core.TyperCommand):
             if rows:
                 with formatter.section(title):
                     formatter.write_dl(rows)
+
+
+class _JsonLinesCommand(_Command):
+    """A command whose --json prints data as JSON lines (``query``), not one summary document."""
+
+    json_is_one_document = False
 
 
 def _argument_name(param: Any) -> str:
@@ -197,26 +270,33 @@ LOCATION_OPTIONS = {
 }
 
 
-def with_locations(command: Callable[..., None]) -> Callable[..., None]:
-    """Give a command the shared location options, collected into its ``loc`` argument.
+def with_locations(command: Callable[..., ExitStatus | None]) -> Callable[..., ExitStatus | None]:
+    """Give a command the shared location options, collected into its ``loc`` argument, and
+    the running ``Invocation`` (environment, output, signals) as its ``run`` argument.
 
     One definition for every command, so the flags, their help and their resolution cannot
     drift apart between sibling commands.
     """
     signature = inspect.signature(command, eval_str=True)
-    own = [p for p in signature.parameters.values() if p.name != "loc"]
+    own = [p for p in signature.parameters.values() if p.name not in ("loc", "run")]
     shared = [
         inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=kind)
         for name, kind in LOCATION_OPTIONS.items()
     ]
+    # Typer passes click's context to a parameter annotated with it; it is no option.
+    context = inspect.Parameter(
+        "click_context", inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context
+    )
 
     @functools.wraps(command)
-    def wrapper(**kwargs: Any) -> None:
+    def wrapper(click_context: typer.Context, **kwargs: Any) -> ExitStatus | None:
         loc = {name: kwargs.pop(name) for name in LOCATION_OPTIONS}
-        command(loc=loc, **kwargs)
+        return command(loc=loc, run=click_context.meta[_INVOCATION], **kwargs)
 
     # inspect.signature (so Typer) reads __signature__ first; typeshed's functions lack it.
-    wrapper.__signature__ = signature.replace(parameters=own + shared)  # type: ignore[attr-defined]
+    wrapper.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=[*own, *shared, context]
+    )
     del wrapper.__wrapped__  # Typer must read the new signature, not the wrapped one
     return wrapper
 
@@ -238,27 +318,55 @@ WorkersOpt = Annotated[
 ]
 
 
-class Context:
-    """What every command resolves first: settings and how to talk to the user."""
+# --- one run of a command: its environment, output and signals -------------------------------
+
+
+class Invocation:
+    """One run of one command: where it reads and writes (``env``, rendered through ``out``),
+    whether ``--json`` promises one document, and its Ctrl-C/SIGTERM handling (``signals``).
+
+    Made by ``_Command.invoke`` before the command's function runs, and handed to it as ``run``.
+    """
+
+    def __init__(self, env: Environment, *, json: bool = False) -> None:
+        self.env = env
+        self.out = output.Output(env)
+        self.json = json
+        self.signals = _Signals(self.out, json=json)
+
+
+class CommandContext:
+    """What every command resolves first: settings, and its run (streams, output, signals)."""
 
     def __init__(
-        self, loc: dict[str, Any], *, json: bool = False, quiet: bool = False, **flags: Any
+        self, run: Invocation, loc: dict[str, Any], *, quiet: bool = False, **flags: Any
     ) -> None:
-        self.json = json
+        self.run = run
+        self.env = run.env
+        self.out = run.out
+        self.signals = run.signals
+        self.json = run.json
         self.quiet = quiet
         loc = dict(loc)
         if loc.get("transport") is not None:
             loc["transport"] = Transport(loc["transport"]).value  # a plain str from here on
         profile, config = loc.pop("profile"), loc.pop("config")
         self.config_file = config
-        self.settings = resolve_settings({**loc, **flags}, profile=profile, config_file=config)
+        self.settings = resolve_settings(
+            {**loc, **flags}, profile=profile, config_file=config, env=run.env.environ
+        )
         remember_location_secrets(self.settings.index)
 
     def engine(self) -> Engine:
         return Engine.from_settings(self.settings)
 
+    def events(self, *, command: str, rejects: IO[bytes] | None = None) -> output.CliEvents:
+        return output.CliEvents(
+            self.out, rejects=rejects, show_progress=not self.quiet, command=command
+        )
 
-# --- running a command: the one place exceptions become exit statuses ------------------------
+
+# --- signals: the first stops a command cleanly, the second aborts ---------------------------
 
 
 class _Signals:
@@ -271,25 +379,24 @@ class _Signals:
     crash leaves, which ``sync`` and ``rebuild-index --resume`` repair.
     """
 
-    def __init__(self, *, json: bool = False) -> None:
+    def __init__(self, out: output.Output | None = None, *, json: bool = False) -> None:
         self.stop = threading.Event()
         self.received: int | None = None
+        self.out = out
         self.json = json
         self._cooperative = False
         self._previous: dict[signal.Signals, Any] = {}
 
     def _handle(self, signum: int, frame: Any) -> None:
         if self.received is not None:
-            _abort_now(self.received, json=self.json)
+            _abort_now(self.received, self)
         self.received = signum
         if not self._cooperative:
             raise KeyboardInterrupt
         self.stop.set()
         # Straight to the descriptor: the signal may have interrupted a write to sys.stderr.
         with contextlib.suppress(OSError):
-            os.write(
-                2, b"s3idx: stopping: finishing requests under way (press Ctrl-C again to abort)\n"
-            )
+            os.write(2, _STOPPING)
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[_Signals]:
@@ -316,6 +423,10 @@ class _Signals:
     def exit_status(self) -> ExitStatus | None:
         return None if self.received is None else _signal_status(self.received)
 
+    def json_pending(self) -> bool:
+        """--json was given and its one document is not written yet."""
+        return self.json and not (self.out is not None and self.out.json_written)
+
 
 _STOPPING = b"s3idx: stopping: finishing requests under way (press Ctrl-C again to abort)\n"
 
@@ -324,64 +435,21 @@ def _signal_status(signum: int) -> ExitStatus:
     return ExitStatus.TERMINATED if signum == signal.SIGTERM else ExitStatus.INTERRUPTED
 
 
-def _abort_now(signum: int, *, json: bool = False) -> None:
+def _abort_now(signum: int, signals: _Signals) -> NoReturn:
     """End the process now: no waiting for threads, requests or the interpreter's shutdown."""
     status = _signal_status(signum)
     with contextlib.suppress(Exception):
-        sys.stdout.flush()
+        (signals.out.env.stdout if signals.out is not None else sys.stdout).flush()
     # Straight to the file descriptors: the handler may have interrupted a write to sys.stderr.
     with contextlib.suppress(OSError):
         os.write(2, b"s3idx: aborted\n")
-    if json and not output.json_written():
+    if signals.json_pending():
         with contextlib.suppress(OSError):
             os.write(1, output.json_document({"error": "aborted", "exit_status": int(status)}))
     os._exit(int(status))
 
 
-_current_signals = _Signals()
-
-
-def _run(body: Callable[[], ExitStatus | None], *, json: bool = False) -> None:
-    """Run a command body; map its outcome and every S3idxError to an exit status.
-
-    With ``json``, stdout holds exactly one JSON document whatever happens: the body's summary,
-    or else one carrying the error and the exit status.
-    """
-    global _current_signals
-    signals = _current_signals = _Signals(json=json)
-    output.reset_json_written()
-    remember_environment_secrets()
-    error: str | None = None
-    with signals.installed():
-        try:
-            status = body()
-        except S3idxError as exc:
-            output.error(exc.message, exc.hint)
-            error, status = exc.message, exc.exit_status
-        except KeyboardInterrupt:
-            output.message("interrupted")
-            status = signals.exit_status() or ExitStatus.INTERRUPTED
-            error = "interrupted"
-        except BrokenPipeError:
-            # The reader went away (e.g. `| head`): not an error of ours. Point stdout at devnull
-            # so the interpreter's final flush does not complain, as Python's docs advise.
-            with contextlib.suppress(OSError, ValueError):
-                devnull = os.open(os.devnull, os.O_WRONLY)
-                os.dup2(devnull, sys.stdout.fileno())
-            status = ExitStatus.OK
-        except Exception as exc:
-            # A bug, not a user mistake: one line by default, the traceback when asked for.
-            if os.environ.get("S3IDX_DEBUG"):
-                raise
-            error = f"internal error: {type(exc).__name__}: {exc}"
-            output.error(
-                error, hint="this is a bug in s3idx; run again with S3IDX_DEBUG=1 for the traceback"
-            )
-            status = ExitStatus.ERROR
-        if json and status and error is not None and not output.json_written():
-            output.write_json({"error": error, "exit_status": int(status)})
-    if status:
-        raise typer.Exit(int(status))
+_current_signals = _Signals()  # of the command running, for main's handler outside its run
 
 
 FilterFileOpt = Annotated[
@@ -398,9 +466,9 @@ FilterFileOpt = Annotated[
 # --- commands --------------------------------------------------------------------------------
 
 
-def _version(value: bool) -> None:
+def _version(ctx: typer.Context, value: bool) -> None:
     if value:
-        typer.echo(f"s3idx {__version__}")
+        output.Output(_environment(ctx)).echo(f"s3idx {__version__}")
         raise typer.Exit()
 
 
@@ -482,35 +550,32 @@ def put(
     quiet: QuietOpt = False,
     *,
     loc: dict[str, Any],
-) -> None:
+    run: Invocation,
+) -> ExitStatus | None:
     """Store documents from JSON lines and index their fields.
 
     \b
     Example: printf '{"fs_id":"a","task_id":"mp-1"}\\n' | s3idx put --field task_id
     """
-
-    def body() -> ExitStatus | None:
-        ctx = Context(
-            loc,
-            json=json,
-            quiet=quiet,
-            key=key,
-            fields=tuple(field or ()),
-            compress=compress.value if compress else None,
-            workers=workers,
-            batch_size=batch_size,
-            create_bucket=create_bucket or None,
-        )
-        paths = _input_paths(files)
-        return _put(ctx, paths, skip_unchanged, dry_run, rejects, max_errors)
-
-    _run(body, json=json)
+    ctx = CommandContext(
+        run,
+        loc,
+        quiet=quiet,
+        key=key,
+        fields=tuple(field or ()),
+        compress=compress.value if compress else None,
+        workers=workers,
+        batch_size=batch_size,
+        create_bucket=create_bucket or None,
+    )
+    paths = _input_paths(files, run.env)
+    return _put(ctx, paths, skip_unchanged, dry_run, rejects, max_errors)
 
 
-def _input_paths(files: list[str] | None) -> list[str]:
+def _input_paths(files: list[str] | None, env: Environment) -> list[str]:
     paths = list(files or [])
     if not paths:
-        if output.is_terminal(sys.stdin):
+        if env.stdin is None or env.stdin_isatty:
             raise UsageError(
                 "no input: give FILE arguments or pipe JSON lines into s3idx put",
                 hint="example: s3idx put docs.jsonl, or: cat docs.jsonl | s3idx put",
@@ -526,49 +591,64 @@ def _input_paths(files: list[str] | None) -> list[str]:
 
 
 def _put(
-    ctx: Context,
+    ctx: CommandContext,
     paths: list[str],
     skip_unchanged: bool,
     dry_run: bool,
     rejects_path: Path | None,
     max_errors: int | None,
 ) -> ExitStatus | None:
-    signals = _current_signals
     refuse_outputs_over_inputs(
         {"--rejects": rejects_path},
         settings=ctx.settings,
         config_file=ctx.config_file,
         inputs=paths,
-        stdin=sys.stdin.buffer,
+        stdin=ctx.env.stdin,
     )
-    with contextlib.ExitStack() as stack:
-        rejects = (
-            stack.enter_context(open_output(rejects_path, "--rejects")) if rejects_path else None
-        )
-        events = stack.enter_context(
-            output.CliEvents(rejects=rejects, show_progress=not ctx.quiet, command="put")
-        )
-        engine = stack.enter_context(ctx.engine())
-        stack.enter_context(signals.cooperating())
-        with _summary_on_failure(ctx):
-            result = engine.put_files(
+    no_file = contextlib.nullcontext()
+    with open_output(rejects_path, "--rejects") if rejects_path else no_file as rejects:
+        result = _long_run(
+            ctx,
+            ctx.events(command="put", rejects=rejects),
+            lambda engine, events, stop: engine.put_files(
                 paths,
-                stdin=sys.stdin.buffer,
+                stdin=ctx.env.stdin,
                 skip_unchanged=skip_unchanged,
                 dry_run=dry_run,
                 max_errors=max_errors,
                 events=events,
-                stop=signals.stop,
-            )
-    status = signals.exit_status()
+                stop=stop,
+            ),
+        )
+    status = ctx.signals.exit_status()
     if status is None and (result.rejected or result.not_indexed):
         status = ExitStatus.PARTIAL
     _report(ctx, result.as_dict(), output.put_summary(result), status)
     return status
 
 
+_Result = TypeVar("_Result")
+_Events = TypeVar("_Events", bound=output.CliEvents)
+
+
+def _long_run(
+    ctx: CommandContext,
+    events: _Events,
+    call: Callable[[Engine, _Events, threading.Event], _Result],
+) -> _Result:
+    """Run a long engine operation: progress shown while it runs, the first Ctrl-C or SIGTERM
+    stops it cleanly (it finishes what is under way), and a failure still reports its counts."""
+    with (
+        events,
+        ctx.engine() as engine,
+        ctx.signals.cooperating() as stop,
+        _summary_on_failure(ctx),
+    ):
+        return call(engine, events, stop)
+
+
 @contextlib.contextmanager
-def _summary_on_failure(ctx: Context) -> Iterator[None]:
+def _summary_on_failure(ctx: CommandContext) -> Iterator[None]:
     """When a run stops on an error, still say what it had done, then report the error."""
     try:
         yield
@@ -582,12 +662,12 @@ def _summary_on_failure(ctx: Context) -> Iterator[None]:
 
 
 def _report(
-    ctx: Context, summary: dict[str, Any], line: str, status: ExitStatus | None = None
+    ctx: CommandContext, summary: dict[str, Any], line: str, status: ExitStatus | None = None
 ) -> None:
     if ctx.json:
-        output.write_json({**summary, "exit_status": int(status or ExitStatus.OK)})
+        ctx.out.write_json({**summary, "exit_status": int(status or ExitStatus.OK)})
     elif not ctx.quiet:
-        output.summary(line)
+        ctx.out.summary(line)
 
 
 @app.command()
@@ -601,47 +681,44 @@ def get(
     workers: WorkersOpt = None,
     *,
     loc: dict[str, Any],
-) -> None:
+    run: Invocation,
+) -> ExitStatus | None:
     """Print documents as JSON lines, in the order of the keys.
 
     \b
     Example: s3idx get a b > docs.jsonl
     """
-
-    def body() -> ExitStatus | None:
-        ctx = Context(loc, workers=workers)
-        refuse_outputs_over_inputs(
-            {"--output": output_file}, settings=ctx.settings, config_file=ctx.config_file
+    ctx = CommandContext(run, loc, workers=workers)
+    refuse_outputs_over_inputs(
+        {"--output": output_file}, settings=ctx.settings, config_file=ctx.config_file
+    )
+    with contextlib.ExitStack() as stack:
+        engine = stack.enter_context(ctx.engine())
+        out = (
+            stack.enter_context(open_output(output_file, "--output"))
+            if output_file
+            else run.env.stdout_binary
         )
-        with contextlib.ExitStack() as stack:
-            engine = stack.enter_context(ctx.engine())
-            out = (
-                stack.enter_context(open_output(output_file, "--output"))
-                if output_file
-                else sys.stdout.buffer
-            )
-            show = output_file is not None or not output.is_terminal(sys.stdout)
-            events = stack.enter_context(
-                output.CliEvents(rejects=None, show_progress=show, command="get")
-            )
-            result = engine.write_documents(keys, out, events=events)
-            out.flush()
-        for key in result.missing:
-            output.message(f"not found: {shorten_key(key)}")
-        for key, reason in result.unreadable:
-            output.message(f"cannot read {shorten_key(key)}: {reason}")
-        for key, reason in result.damaged:
-            output.message(f"damaged {shorten_key(key)}: {reason}")
-        if result.damaged:
-            return ExitStatus.DAMAGED
-        if result.unreadable:
-            return ExitStatus.PARTIAL
-        return ExitStatus.NOT_FOUND if result.missing else None
-
-    _run(body)
+        show = output_file is not None or not run.env.stdout_isatty
+        events = stack.enter_context(
+            output.CliEvents(run.out, rejects=None, show_progress=show, command="get")
+        )
+        result = engine.write_documents(keys, out, events=events)
+        out.flush()
+    for key in result.missing:
+        run.out.message(f"not found: {shorten_key(key)}")
+    for key, reason in result.unreadable:
+        run.out.message(f"cannot read {shorten_key(key)}: {reason}")
+    for key, reason in result.damaged:
+        run.out.message(f"damaged {shorten_key(key)}: {reason}")
+    if result.damaged:
+        return ExitStatus.DAMAGED
+    if result.unreadable:
+        return ExitStatus.PARTIAL
+    return ExitStatus.NOT_FOUND if result.missing else None
 
 
-@app.command()
+@app.command(cls=_JsonLinesCommand)
 @with_locations
 def query(
     filter: Annotated[
@@ -680,44 +757,41 @@ def query(
     ] = False,
     *,
     loc: dict[str, Any],
-) -> None:
+    run: Invocation,
+) -> ExitStatus | None:
     """Find index entries with a MongoDB-style filter.
 
     \b
     Example: s3idx query '{"task_id": {"$in": ["mp-1", "mp-2"]}}' --fields task_id
     """
-
-    def body() -> ExitStatus | None:
-        ctx = Context(loc, workers=workers)
-        spec = read_filter(filter, filter_file)
-        sort_spec = parse_sort(sort) if sort else None
-        with ctx.engine() as engine:
-            if count:
-                matched = max(0, engine.count(spec) - skip)
-                typer.echo(str(min(matched, limit) if limit else matched))
-                return None
-            projection = [f.strip() for f in fields.split(",") if f.strip()] if fields else None
-            order = _field_order(engine.key_field, projection)
-            if full:
-                return _print_full(engine, spec, sort_spec, skip, limit, projection, order)
-            entries = engine.query(spec, fields=projection, sort=sort_spec, skip=skip, limit=limit)
-            if not projection or codec.RESERVED_FIELD not in projection:
-                entries = (_without_bookkeeping(e) for e in entries)
-            entries = (output.in_field_order(e, order) for e in entries)
-            if json or not output.is_terminal(sys.stdout):
-                out = sys.stdout.buffer
-                for entry in entries:
-                    out.write(output.json_line(entry))
-                out.flush()
-                return None
-            table, shown, more = output.entries_table(entries, columns=order)
-            output.stdout_console().print(table)
-            if more:
-                first = plural(shown, "entry", "entries")
-                output.message(f"showing the first {first}; use --json or a pipe for all")
-        return None
-
-    _run(body)
+    ctx = CommandContext(run, loc, workers=workers)
+    spec = read_filter(filter, filter_file, stdin=run.env.stdin)
+    sort_spec = parse_sort(sort) if sort else None
+    with ctx.engine() as engine:
+        if count:
+            matched = max(0, engine.count(spec) - skip)
+            run.out.echo(str(min(matched, limit) if limit else matched))
+            return None
+        projection = [f.strip() for f in fields.split(",") if f.strip()] if fields else None
+        order = _field_order(engine.key_field, projection)
+        if full:
+            return _print_full(ctx, engine, spec, sort_spec, skip, limit, projection, order)
+        entries = engine.query(spec, fields=projection, sort=sort_spec, skip=skip, limit=limit)
+        if not projection or codec.RESERVED_FIELD not in projection:
+            entries = (_without_bookkeeping(e) for e in entries)
+        entries = (output.in_field_order(e, order) for e in entries)
+        if json or not run.env.stdout_isatty:
+            out = run.env.stdout_binary
+            for entry in entries:
+                out.write(output.json_line(entry))
+            out.flush()
+            return None
+        table, shown, more = output.entries_table(entries, columns=order)
+        run.out.stdout_console().print(table)
+        if more:
+            first = plural(shown, "entry", "entries")
+            run.out.message(f"showing the first {first}; use --json or a pipe for all")
+    return None
 
 
 def _without_bookkeeping(entry: dict[str, Any]) -> dict[str, Any]:
@@ -733,6 +807,7 @@ def _field_order(key_field: str, projection: list[str] | None) -> list[str]:
 
 
 def _print_full(
+    ctx: CommandContext,
     engine: Engine,
     spec: dict[str, Any],
     sort_spec: Any,
@@ -741,13 +816,13 @@ def _print_full(
     projection: list[str] | None,
     order: list[str],
 ) -> ExitStatus | None:
-    out = sys.stdout.buffer
+    out = ctx.env.stdout_binary
     failed = damaged = 0
     matched = max(0, engine.count(spec) - skip)
     total = min(matched, limit) if limit else matched
-    show = not output.is_terminal(sys.stdout)
+    show = not ctx.env.stdout_isatty
     documents = engine.query_documents(spec, sort=sort_spec, skip=skip, limit=limit)
-    with output.CliEvents(rejects=None, show_progress=show, command="query") as events:
+    with output.CliEvents(ctx.out, rejects=None, show_progress=show, command="query") as events:
         for done, (key, document) in enumerate(documents, start=1):
             events.progress(done, total, {"failed": failed} if failed else {})
             problem = _write_document(out, document, projection, order)
@@ -803,50 +878,47 @@ def delete(
     quiet: QuietOpt = False,
     *,
     loc: dict[str, Any],
-) -> None:
+    run: Invocation,
+) -> ExitStatus | None:
     """Delete documents: index entries first, then objects, finished even after a crash.
 
     \b
     Example: s3idx delete --filter '{"task_id": "mp-1"}' --dry-run
     """
-
-    def body() -> ExitStatus | None:
-        ctx = Context(loc, json=json, quiet=quiet)
-        by_filter = filter is not None or filter_file is not None
-        if keys and by_filter:
-            raise UsageError("give KEY arguments or a filter, not both")
-        if not keys and not by_filter:
-            raise UsageError("nothing to delete: give KEY arguments or --filter FILTER")
-        with (
-            ctx.engine() as engine,
-            output.CliEvents(rejects=None, show_progress=not quiet, command="delete") as events,
-        ):
-            if by_filter:
-                spec = read_filter(filter, filter_file, flag="--filter")
-                if not spec and not all_:
-                    raise UsageError(
-                        "--filter '{}' matches every document",
-                        hint="add --all if you mean to delete everything",
-                    )
-                result = engine.delete_matching(spec, dry_run=dry_run, events=events)
-            else:
-                result = engine.delete(keys or [], dry_run=dry_run, events=events)
-        if dry_run and not ctx.json:
-            for key in result.would_delete:
-                typer.echo(key)
-        for key in result.missing:
-            output.message(f"not found: {shorten_key(key)}")
-        for key, reason in result.failed:
-            output.message(f"could not delete {shorten_key(key)}: {reason}")
-        status = None
-        if result.failed:
-            status = ExitStatus.PARTIAL
-        elif result.missing:
-            status = ExitStatus.NOT_FOUND
-        _report(ctx, result.as_dict(), output.delete_summary(result), status)
-        return status
-
-    _run(body, json=json)
+    ctx = CommandContext(run, loc, quiet=quiet)
+    by_filter = filter is not None or filter_file is not None
+    if keys and by_filter:
+        raise UsageError("give KEY arguments or a filter, not both")
+    if not keys and not by_filter:
+        raise UsageError("nothing to delete: give KEY arguments or --filter FILTER")
+    with (
+        ctx.engine() as engine,
+        ctx.events(command="delete") as events,
+    ):
+        if by_filter:
+            spec = read_filter(filter, filter_file, flag="--filter", stdin=run.env.stdin)
+            if not spec and not all_:
+                raise UsageError(
+                    "--filter '{}' matches every document",
+                    hint="add --all if you mean to delete everything",
+                )
+            result = engine.delete_matching(spec, dry_run=dry_run, events=events)
+        else:
+            result = engine.delete(keys or [], dry_run=dry_run, events=events)
+    if dry_run and not ctx.json:
+        for key in result.would_delete:
+            run.out.echo(key)
+    for key in result.missing:
+        run.out.message(f"not found: {shorten_key(key)}")
+    for key, reason in result.failed:
+        run.out.message(f"could not delete {shorten_key(key)}: {reason}")
+    status = None
+    if result.failed:
+        status = ExitStatus.PARTIAL
+    elif result.missing:
+        status = ExitStatus.NOT_FOUND
+    _report(ctx, result.as_dict(), output.delete_summary(result), status)
+    return status
 
 
 @app.command()
@@ -855,45 +927,42 @@ def info(
     json: JsonOpt = False,
     *,
     loc: dict[str, Any],
-) -> None:
+    run: Invocation,
+) -> ExitStatus | None:
     """Show where documents and the index live, and what the index holds.
 
     \b
     Example: s3idx info --json
     """
-
-    def body() -> ExitStatus | None:
-        ctx = Context(loc, json=json)
-        data: dict[str, Any] = {
-            "version": __version__,
-            "store": redact(ctx.settings.store),
-            "index": redact(ctx.settings.index),
-            "config_file": str(ctx.config_file or config_path()),
-            "data_dir": str(data_dir()),
-        }
-        # Print what can be known even when a backend is missing or down, then say what is.
-        try:
-            with ctx.engine() as engine:
-                shown, problems = engine.describe()
-        except S3idxError as exc:
-            shown, problems = {}, [exc]
-        data.update(shown)
-        status = problems[0].exit_status if problems else None
-        if problems:
-            data["problems"] = [p.message for p in problems]
-        if json:
-            output.write_json({**data, "exit_status": int(status or ExitStatus.OK)})
-        else:
-            rows = {k: v for k, v in data.items() if k not in ("problems", "exit_status")}
-            width = max(len(k) for k in rows)
-            for name, value in rows.items():
-                text = ", ".join(value) if isinstance(value, list) else value
-                typer.echo(f"{name.replace('_', ' '):<{width}}  {text}")
-        for problem in problems:
-            output.error(problem.message, problem.hint)
-        return status
-
-    _run(body, json=json)
+    ctx = CommandContext(run, loc)
+    data: dict[str, Any] = {
+        "version": __version__,
+        "store": redact(ctx.settings.store),
+        "index": redact(ctx.settings.index),
+        "config_file": str(ctx.config_file or config_path(run.env.environ)),
+        "data_dir": str(data_dir(run.env.environ)),
+    }
+    # Print what can be known even when a backend is missing or down, then say what is.
+    try:
+        with ctx.engine() as engine:
+            shown, problems = engine.describe()
+    except S3idxError as exc:
+        shown, problems = {}, [exc]
+    data.update(shown)
+    status = problems[0].exit_status if problems else None
+    if problems:
+        data["problems"] = [p.message for p in problems]
+    if json:
+        run.out.write_json({**data, "exit_status": int(status or ExitStatus.OK)})
+    else:
+        rows = {k: v for k, v in data.items() if k not in ("problems", "exit_status")}
+        width = max(len(k) for k in rows)
+        for name, value in rows.items():
+            text = ", ".join(value) if isinstance(value, list) else value
+            run.out.echo(f"{name.replace('_', ' '):<{width}}  {text}")
+    for problem in problems:
+        run.out.error(problem.message, problem.hint)
+    return status
 
 
 RewriteOpt = Annotated[
@@ -908,19 +977,13 @@ RewriteOpt = Annotated[
 class CliScanEvents(output.CliEvents):
     """Progress over listed objects; skipped objects and drift reported as they are found."""
 
-    def __init__(
-        self,
-        *,
-        command: str,
-        show_progress: bool,
-        quiet: bool,
-        drift_lines: bool,
-        json: bool = False,
-    ) -> None:
-        super().__init__(rejects=None, show_progress=show_progress, command=command, unit="objects")
-        self._quiet = quiet
+    def __init__(self, ctx: CommandContext, *, command: str, drift_lines: bool) -> None:
+        super().__init__(
+            ctx.out, rejects=None, show_progress=not ctx.quiet, command=command, unit="objects"
+        )
+        self._quiet = ctx.quiet
         self._drift_lines = drift_lines
-        self._json = json
+        self._json = ctx.json
         self.drift_labels = DRIFT_LABELS
         # With --json the drift goes into the one JSON document, not onto lines before it.
         self.drift_keys: dict[str, list[str]] = {}
@@ -938,7 +1001,7 @@ class CliScanEvents(output.CliEvents):
             if len(keys) < REPORTED_KEYS_LIMIT:
                 keys.append(key)
         else:
-            sys.stdout.write(f"{label}\t{key}\n")
+            self.out.env.stdout.write(f"{label}\t{key}\n")
 
 
 DRIFT_LABELS = {
@@ -973,7 +1036,8 @@ def rebuild_index(
     quiet: QuietOpt = False,
     *,
     loc: dict[str, Any],
-) -> None:
+    run: Invocation,
+) -> ExitStatus | None:
     """Rebuild the index from object metadata alone (no body is read), then swap it in.
 
     Objects written by maggma's S3Store are indexed from their metadata too; --rewrite turns
@@ -982,32 +1046,23 @@ def rebuild_index(
     \b
     Example: s3idx rebuild-index --store s3://bucket/docs --index mongodb://host/db --workers 32
     """
-
-    def body() -> ExitStatus | None:
-        ctx = Context(loc, json=json, quiet=quiet, key=key, workers=workers)
-        signals = _current_signals
-        with (
-            CliScanEvents(
-                command="rebuild-index", show_progress=not quiet, quiet=quiet, drift_lines=False
-            ) as events,
-            ctx.engine() as engine,
-            signals.cooperating(),
-            _summary_on_failure(ctx),
-        ):
-            result = engine.rebuild_index(
-                resume=resume, rewrite=rewrite, events=events, stop=signals.stop
-            )
-        status = signals.exit_status() or _scan_status(
-            result.skipped.undecodable, result.adopted.rewrite_failed
+    ctx = CommandContext(run, loc, quiet=quiet, key=key, workers=workers)
+    result = _long_run(
+        ctx,
+        CliScanEvents(ctx, command="rebuild-index", drift_lines=False),
+        lambda engine, events, stop: engine.rebuild_index(
+            resume=resume, rewrite=rewrite, events=events, stop=stop
+        ),
+    )
+    status = ctx.signals.exit_status() or _scan_status(
+        result.skipped.undecodable, result.adopted.rewrite_failed
+    )
+    _report(ctx, result.as_dict(), output.rebuild_summary(result), status)
+    if result.interrupted:
+        run.out.message(
+            "rebuild stopped; the old index is unchanged; run again with --resume to continue"
         )
-        _report(ctx, result.as_dict(), output.rebuild_summary(result), status)
-        if result.interrupted:
-            output.message(
-                "rebuild stopped; the old index is unchanged; run again with --resume to continue"
-            )
-        return status
-
-    _run(body, json=json)
+    return status
 
 
 @app.command()
@@ -1029,7 +1084,8 @@ def reindex(
     quiet: QuietOpt = False,
     *,
     loc: dict[str, Any],
-) -> None:
+    run: Invocation,
+) -> ExitStatus | None:
     """Backfill the index's fields into documents stored before the fields were added.
 
     Reads the body of each object whose metadata lacks a field, then replaces its metadata in
@@ -1039,26 +1095,17 @@ def reindex(
     \b
     Example: s3idx reindex --field task_id --workers 32
     """
-
-    def body() -> ExitStatus | None:
-        ctx = Context(loc, json=json, quiet=quiet, workers=workers)
-        signals = _current_signals
-        with (
-            CliScanEvents(
-                command="reindex", show_progress=not quiet, quiet=quiet, drift_lines=False
-            ) as events,
-            ctx.engine() as engine,
-            signals.cooperating(),
-            _summary_on_failure(ctx),
-        ):
-            result = engine.reindex(
-                fields=field or (), dry_run=dry_run, events=events, stop=signals.stop
-            )
-        status = signals.exit_status() or (ExitStatus.PARTIAL if result.failed else None)
-        _report(ctx, result.as_dict(), output.reindex_summary(result), status)
-        return status
-
-    _run(body, json=json)
+    ctx = CommandContext(run, loc, quiet=quiet, workers=workers)
+    result = _long_run(
+        ctx,
+        CliScanEvents(ctx, command="reindex", drift_lines=False),
+        lambda engine, events, stop: engine.reindex(
+            fields=field or (), dry_run=dry_run, events=events, stop=stop
+        ),
+    )
+    status = ctx.signals.exit_status() or (ExitStatus.PARTIAL if result.failed else None)
+    _report(ctx, result.as_dict(), output.reindex_summary(result), status)
+    return status
 
 
 def _scan_status(undecodable: int, rewrite_failed: int) -> ExitStatus | None:
@@ -1094,72 +1141,56 @@ def sync(
     quiet: QuietOpt = False,
     *,
     loc: dict[str, Any],
-) -> None:
+    run: Invocation,
+) -> ExitStatus | None:
     """Make the index agree with the store: adopt new objects, update changed, drop stale.
 
     \b
     Example: s3idx sync --check || echo "index and bucket drifted"
     """
-
-    def body() -> ExitStatus | None:
-        if check and dry_run:
-            raise UsageError("--check and --dry-run do the same reading; give one of them")
-        if strict and not check:
-            raise UsageError("--strict goes with --check")
-        if rewrite and (check or dry_run):
-            raise UsageError("--rewrite changes objects; --check and --dry-run change nothing")
-        ctx = Context(loc, json=json, quiet=quiet, workers=workers)
-        signals = _current_signals
-        events = CliScanEvents(
-            command="sync",
-            show_progress=not quiet,
-            quiet=quiet,
-            drift_lines=(check or dry_run),
-            json=json,
-        )
-        if dry_run:
-            events.drift_labels = (
-                ACTION_LABELS if prune else {**ACTION_LABELS, "index-only": "keep"}
-            )
-        with events, ctx.engine() as engine, signals.cooperating(), _summary_on_failure(ctx):
-            result = engine.sync(
-                prune=prune,
-                check=check,
-                dry_run=dry_run,
-                rewrite=rewrite,
-                events=events,
-                stop=signals.stop,
-            )
-        sys.stdout.flush()
-        summary = result.as_dict()
-        if json and (check or dry_run):
-            summary["drift_keys"] = events.drift_keys
-        status = signals.exit_status()
-        if status is None and check and (result.drift or (strict and result.skipped.not_s3idx)):
-            status = ExitStatus.DRIFT
-        if status is None:
-            status = _scan_status(result.skipped.undecodable, result.adopted.rewrite_failed)
-        _report(ctx, summary, output.sync_summary(result), status)
-        return status
-
-    _run(body, json=json)
+    if check and dry_run:
+        raise UsageError("--check and --dry-run do the same reading; give one of them")
+    if strict and not check:
+        raise UsageError("--strict goes with --check")
+    if rewrite and (check or dry_run):
+        raise UsageError("--rewrite changes objects; --check and --dry-run change nothing")
+    ctx = CommandContext(run, loc, quiet=quiet, workers=workers)
+    events = CliScanEvents(ctx, command="sync", drift_lines=(check or dry_run))
+    if dry_run:
+        events.drift_labels = ACTION_LABELS if prune else {**ACTION_LABELS, "index-only": "keep"}
+    result = _long_run(
+        ctx,
+        events,
+        lambda engine, events, stop: engine.sync(
+            prune=prune, check=check, dry_run=dry_run, rewrite=rewrite, events=events, stop=stop
+        ),
+    )
+    run.env.stdout.flush()
+    summary = result.as_dict()
+    if json and (check or dry_run):
+        summary["drift_keys"] = events.drift_keys
+    status = ctx.signals.exit_status()
+    if status is None and check and (result.drift or (strict and result.skipped.not_s3idx)):
+        status = ExitStatus.DRIFT
+    if status is None:
+        status = _scan_status(result.skipped.undecodable, result.adopted.rewrite_failed)
+    _report(ctx, summary, output.sync_summary(result), status)
+    return status
 
 
 class CliVerifyEvents(CliScanEvents):
     """Damage and drift as one line each on stdout (``damaged\tKEY\tREASON``, ``KIND\tKEY``);
     with --json, both go into the one JSON document instead."""
 
-    def __init__(self, *, show_progress: bool, quiet: bool, json: bool) -> None:
-        super().__init__(
-            command="verify", show_progress=show_progress, quiet=quiet, drift_lines=True, json=json
-        )
+    def __init__(self, ctx: CommandContext) -> None:
+        super().__init__(ctx, command="verify", drift_lines=True)
         self.damage: list[dict[str, str]] = []
 
     def damaged(self, key: str, reason: str) -> None:
         if self._json:
             self.damage.append({"key": key, "reason": reason})
         else:
-            sys.stdout.write(f"damaged\t{key}\t{reason}\n")
+            self.out.env.stdout.write(f"damaged\t{key}\t{reason}\n")
 
 
 @app.command()
@@ -1180,7 +1211,8 @@ def verify(
     quiet: QuietOpt = False,
     *,
     loc: dict[str, Any],
-) -> None:
+    run: Invocation,
+) -> ExitStatus | None:
     """Read objects back and check each against its sha256, codec, document and index entry.
 
     Prints a line per damaged object and per drifted key; exits 8 if any object is damaged,
@@ -1189,49 +1221,56 @@ def verify(
     \b
     Example: s3idx verify --sample 0.01 || echo "damaged objects or drift"
     """
-
-    def body() -> ExitStatus | None:
-        ctx = Context(loc, json=json, quiet=quiet, workers=workers)
-        signals = _current_signals
-        events = CliVerifyEvents(show_progress=not quiet, quiet=quiet, json=json)
-        with events, ctx.engine() as engine, signals.cooperating(), _summary_on_failure(ctx):
-            result = engine.verify(sample=sample, events=events, stop=signals.stop)
-        sys.stdout.flush()
-        status = signals.exit_status()
-        if status is None and result.damaged:
-            status = ExitStatus.DAMAGED
-        if status is None and result.drift:
-            status = ExitStatus.DRIFT
-        summary = {**result.as_dict(), "damage": events.damage}
-        if json:
-            summary["drift_keys"] = events.drift_keys
-        _report(ctx, summary, output.verify_summary(result), status)
-        return status
-
-    _run(body, json=json)
+    ctx = CommandContext(run, loc, quiet=quiet, workers=workers)
+    events = CliVerifyEvents(ctx)
+    result = _long_run(
+        ctx,
+        events,
+        lambda engine, events, stop: engine.verify(sample=sample, events=events, stop=stop),
+    )
+    run.env.stdout.flush()
+    status = ctx.signals.exit_status()
+    if status is None and result.damaged:
+        status = ExitStatus.DAMAGED
+    if status is None and result.drift:
+        status = ExitStatus.DRIFT
+    summary = {**result.as_dict(), "damage": events.damage}
+    if json:
+        summary["drift_keys"] = events.drift_keys
+    _report(ctx, summary, output.verify_summary(result), status)
+    return status
 
 
-def main() -> None:
+def main(args: Sequence[str] | None = None, *, env: Environment | None = None) -> NoReturn:
+    """Run the command line ``args`` (default: ``sys.argv[1:]``) and exit with its status.
+
+    ``env`` replaces the process's streams, terminal flags, clock and environment variables
+    (tests and embedding programs pass their own); it reaches every command as click's ``obj``.
+    """
+    env = env if env is not None else Environment.from_process()
+    argv = list(sys.argv[1:] if args is None else args)
     # Outside a command's run (parsing; the interpreter's shutdown, which joins threads still
     # waiting on a slow server) a signal has nothing to stop cleanly: it aborts at once.
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, _abort_on_signal)
     try:
-        status = app(prog_name="s3idx", standalone_mode=False)
+        status = app(args=argv, prog_name="s3idx", standalone_mode=False, obj=env)
     except _CLICK_EXCEPTION as caught:  # a flag or argument that parsing refused
         exc = cast(_ParseError, caught)
-        exc.show()
-        if "--json" in sys.argv[1:]:
-            output.write_json({"error": exc.format_message(), "exit_status": exc.exit_code})
+        exc.show(file=env.stderr)
+        if "--json" in argv:
+            output.Output(env).write_json(
+                {"error": exc.format_message(), "exit_status": exc.exit_code}
+            )
         status = exc.exit_code
     except typer.Abort:
-        output.message("aborted")
+        output.Output(env).message("aborted")
         status = ExitStatus.ERROR
     if status in (ExitStatus.INTERRUPTED, ExitStatus.TERMINATED):
         # Stopped by a signal: threads still waiting on a slow server are not waited for.
         with contextlib.suppress(Exception):
-            sys.stdout.flush()
-            sys.stderr.flush()
+            env.stdout.flush()
+            env.stderr.flush()
         os._exit(int(status))
     sys.exit(status if isinstance(status, int) else 0)
 
@@ -1241,7 +1280,7 @@ class _ParseError(Protocol):
 
     exit_code: int
 
-    def show(self) -> None: ...
+    def show(self, file: IO[Any] | None = None) -> None: ...
 
     def format_message(self) -> str: ...
 
@@ -1253,7 +1292,7 @@ _CLICK_EXCEPTION: type[Exception] = next(
 
 
 def _abort_on_signal(signum: int, frame: Any) -> None:
-    _abort_now(_current_signals.received or signum, json=_current_signals.json)
+    _abort_now(_current_signals.received or signum, _current_signals)
 
 
 if __name__ == "__main__":

@@ -1,10 +1,12 @@
-"""Rendering for the CLI: messages to stderr, data to stdout, rich only on a terminal."""
+"""Rendering for the CLI: messages to stderr, data to stdout, rich only on a terminal.
+
+Everything is written through an ``Output`` bound to one ``Environment`` (its streams, their
+terminal flags, its clock and environment variables), never to ``sys.std*`` directly.
+"""
 
 from __future__ import annotations
 
 import math
-import os
-import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import IO, TYPE_CHECKING, Any
@@ -19,6 +21,7 @@ from s3idx.engine.reindex import ReindexResult
 from s3idx.engine.results import DeleteResult, Events, PutResult, Reject
 from s3idx.engine.sync import SyncResult
 from s3idx.engine.verify import VerifyResult
+from s3idx.environment import Environment
 from s3idx.query.paths import split_path
 from s3idx.text import plural
 
@@ -29,64 +32,84 @@ if TYPE_CHECKING:  # rich is imported only when a terminal needs it: cron never 
 TABLE_ROW_LIMIT = 1000
 
 
-def stderr_console() -> Console:
-    from rich.console import Console
+class Output:
+    """How a command talks to its user, through one ``Environment``: messages and summaries to
+    stderr, data and the ``--json`` document to stdout, rich only where a stream is a terminal.
+    """
 
-    return Console(file=sys.stderr, highlight=False, soft_wrap=True)
+    def __init__(self, env: Environment) -> None:
+        self.env = env
+        self._json_written = False
 
+    def stderr_console(self) -> Console:
+        from rich.console import Console
 
-def stdout_console() -> Console:
-    from rich.console import Console
+        return Console(file=self.env.stderr, highlight=False, soft_wrap=True)
 
-    return Console(file=sys.stdout, highlight=False)
+    def stdout_console(self) -> Console:
+        from rich.console import Console
 
+        return Console(file=self.env.stdout, highlight=False)
 
-def is_terminal(stream: IO[Any]) -> bool:
-    try:
-        return stream.isatty()
-    except (AttributeError, ValueError):
-        return False
+    def echo(self, text: str) -> None:
+        """One line of data on stdout."""
+        self.env.stdout.write(f"{text}\n")
+        self.env.stdout.flush()
 
+    def message(self, text: str) -> None:
+        """One line to stderr, prefixed with the program name; never holds a password."""
+        self.env.stderr.write(f"s3idx: {redact(text)}\n")
+        self.env.stderr.flush()
 
-def message(text: str) -> None:
-    """One line to stderr, prefixed with the program name; never holds a password."""
-    sys.stderr.write(f"s3idx: {redact(text)}\n")
-    sys.stderr.flush()
+    def error(self, text: str, hint: str | None = None) -> None:
+        self.message(f"error: {text}")
+        if hint:
+            self.env.stderr.write(f"  hint: {redact(hint)}\n")
+            self.env.stderr.flush()
 
+    def summary(self, text: str) -> None:
+        """A command's last line; timestamped off a terminal, where it usually lands in a log."""
+        if self.env.stderr_isatty:
+            self.message(text)
+        else:
+            self.env.stderr.write(f"{timestamp()} s3idx: {redact(text)}\n")
+            self.env.stderr.flush()
 
-def error(text: str, hint: str | None = None) -> None:
-    message(f"error: {text}")
-    if hint:
-        sys.stderr.write(f"  hint: {redact(hint)}\n")
-        sys.stderr.flush()
+    def write_json(self, value: Mapping[str, Any]) -> None:
+        """The one JSON document of a command's ``--json`` output."""
+        self._json_written = True
+        self.env.stdout.flush()  # text written before goes first
+        self.env.stdout_binary.write(json_document(value))
+        self.env.stdout_binary.flush()
+
+    @property
+    def json_written(self) -> bool:
+        return self._json_written
+
+    def progress_interval(self) -> float:
+        """Seconds between progress lines off a terminal: S3IDX_PROGRESS_INTERVAL, else 60."""
+        text = self.env.environ.get(PROGRESS_INTERVAL_ENV, "").strip()
+        if not text:
+            return DEFAULT_PROGRESS_INTERVAL
+        try:
+            value = float(text)
+        except ValueError:
+            value = -1.0
+        if not value >= 0 or math.isinf(value):
+            self.message(
+                f"warning: {PROGRESS_INTERVAL_ENV}={text!r} is not a number of seconds; "
+                f"using {DEFAULT_PROGRESS_INTERVAL:g}"
+            )
+            return DEFAULT_PROGRESS_INTERVAL
+        return value
 
 
 def json_line(value: Any) -> bytes:
     return codec.dumps(value) + b"\n"
 
 
-_json_written = False
-
-
-def write_json(value: Mapping[str, Any]) -> None:
-    """The one JSON document of a command's ``--json`` output."""
-    global _json_written
-    _json_written = True
-    sys.stdout.buffer.write(json_document(value))
-    sys.stdout.flush()
-
-
 def json_document(value: Mapping[str, Any]) -> bytes:
     return orjson.dumps(redact_mapping(value)) + b"\n"
-
-
-def json_written() -> bool:
-    return _json_written
-
-
-def reset_json_written() -> None:
-    global _json_written
-    _json_written = False
 
 
 def redact_mapping(value: Any) -> Any:
@@ -379,30 +402,12 @@ class ProgressMeter:
         return f"{self.command}: {self.text()}"
 
 
-def progress_interval() -> float:
-    """Seconds between progress lines off a terminal: S3IDX_PROGRESS_INTERVAL, else 60."""
-    text = os.environ.get(PROGRESS_INTERVAL_ENV, "").strip()
-    if not text:
-        return DEFAULT_PROGRESS_INTERVAL
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value >= 0 or math.isinf(value):
-        message(
-            f"warning: {PROGRESS_INTERVAL_ENV}={text!r} is not a number of seconds; "
-            f"using {DEFAULT_PROGRESS_INTERVAL:g}"
-        )
-        return DEFAULT_PROGRESS_INTERVAL
-    return value
-
-
 class TerminalProgress:
     """A live bar on a terminal: what is counted, the rate, and the ETA when the total is known."""
 
     STEPS = 1000  # the bar's resolution when only a fraction is known
 
-    def __init__(self, meter: ProgressMeter, console: Console | None = None) -> None:
+    def __init__(self, meter: ProgressMeter, console: Console) -> None:
         from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
         self.meter = meter
@@ -412,7 +417,7 @@ class TerminalProgress:
             BarColumn(bar_width=20),
             TextColumn("{task.fields[text]}"),
             TimeElapsedColumn(),
-            console=console or stderr_console(),
+            console=console,
             transient=True,
         )
         self._task = self._progress.add_task(meter.command, total=None, text="")
@@ -443,13 +448,13 @@ class ProgressLines:
     def __init__(
         self,
         meter: ProgressMeter,
-        stream: IO[str] | None = None,
-        interval: float | None = None,
+        stream: IO[str],
+        interval: float,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.meter = meter
         self._stream = stream
-        self._interval = progress_interval() if interval is None else interval
+        self._interval = interval
         self._clock = clock
         self._last = clock()
 
@@ -458,18 +463,8 @@ class ProgressLines:
         if now - self._last < self._interval:
             return
         self._last = now
-        stream = self._stream or sys.stderr
-        stream.write(f"{timestamp()} s3idx: {self.meter.line()}\n")
-        stream.flush()
-
-
-def summary(text: str) -> None:
-    """A command's last line; timestamped off a terminal, where it usually lands in a log."""
-    if is_terminal(sys.stderr):
-        message(text)
-    else:
-        sys.stderr.write(f"{timestamp()} s3idx: {redact(text)}\n")
-        sys.stderr.flush()
+        self._stream.write(f"{timestamp()} s3idx: {self.meter.line()}\n")
+        self._stream.flush()
 
 
 class CliEvents(Events):
@@ -481,21 +476,25 @@ class CliEvents(Events):
 
     def __init__(
         self,
+        out: Output,
         *,
         rejects: IO[bytes] | None,
         show_progress: bool,
         command: str,
         unit: str = "documents",
     ) -> None:
+        self.out = out
         self._rejects = rejects
-        self.meter = ProgressMeter(command, unit)
+        self._clock = out.env.clock
+        self.meter = ProgressMeter(command, unit, clock=self._clock)
         self._bar: TerminalProgress | None = None
         self._lines: ProgressLines | None = None
         self._last_draw = 0.0
-        if show_progress and is_terminal(sys.stderr):
-            self._bar = TerminalProgress(self.meter)
+        if show_progress and out.env.stderr_isatty:
+            self._bar = TerminalProgress(self.meter, out.stderr_console())
         elif show_progress:
-            self._lines = ProgressLines(self.meter)
+            interval = out.progress_interval()
+            self._lines = ProgressLines(self.meter, out.env.stderr, interval, self._clock)
 
     def __enter__(self) -> CliEvents:
         if self._bar is not None:
@@ -511,7 +510,7 @@ class CliEvents(Events):
         if self._bar is not None:
             self._bar.console.print(f"s3idx: {redact(text)}", markup=False)
         else:
-            message(text)
+            self.out.message(text)
 
     def rejected(self, reject: Reject) -> None:
         self.say(f"{reject.location}: {reject.reason}")
@@ -530,7 +529,7 @@ class CliEvents(Events):
         if self._lines is not None:
             self._lines.show()
         if self._bar is not None:
-            now = time.monotonic()
+            now = self._clock()
             if now - self._last_draw < DRAW_PERIOD and (total is None or done < total):
                 return
             self._last_draw = now

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import os
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ import pytest
 from typer.testing import Result
 
 from s3idx import Engine
+from s3idx.environment import Environment
 from s3idx.errors import ObjectNotFoundError
 from tests.ferretdb import FerretDBServer, FerretDBUnavailable, ensure_binary, under_ci
 
@@ -54,6 +56,36 @@ def json_lines(text: str) -> list[Any]:
 
 def jsonl(*documents: Any) -> bytes:
     return b"".join(orjson.dumps(d) + b"\n" for d in documents)
+
+
+def memory_environment(
+    stdin: bytes = b"",
+    *,
+    stdin_isatty: bool = False,
+    stdout_isatty: bool = False,
+    stderr_isatty: bool = False,
+    environ: Mapping[str, str] | None = None,
+) -> Environment:
+    """An Environment of in-memory streams, for ``cli.main(args, env=...)`` or ``run(obj=...)``.
+
+    Read what was written with ``written(env.stdout)`` / ``written(env.stderr)``. Settings come
+    from ``environ``, by default the test's own (isolated) environment.
+    """
+    return Environment(
+        stdin=io.BytesIO(stdin),
+        stdout=io.TextIOWrapper(io.BytesIO(), encoding="utf-8", newline=""),
+        stderr=io.TextIOWrapper(io.BytesIO(), encoding="utf-8", newline=""),
+        stdin_isatty=stdin_isatty,
+        stdout_isatty=stdout_isatty,
+        stderr_isatty=stderr_isatty,
+        environ=os.environ if environ is None else environ,
+    )
+
+
+def written(stream: Any) -> str:
+    """Everything written so far to a stream of ``memory_environment``."""
+    stream.flush()
+    return str(stream.buffer.getvalue().decode())
 
 
 # --- MongoDB servers: mongomock, FerretDB (the real wire protocol), a real MongoDB -------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import re
 from pathlib import Path
@@ -13,6 +14,7 @@ from s3idx import output
 from s3idx.engine.rebuild import RebuildResult
 from s3idx.engine.results import DeleteResult, PutResult
 from s3idx.engine.sync import SyncResult
+from tests.helpers import memory_environment, written
 
 
 class FakeClock:
@@ -115,22 +117,50 @@ def test_lines_off_a_terminal_are_timestamped_and_spaced_by_the_interval() -> No
     assert written[2].endswith("put: 1800 documents, 10.0/s")
 
 
-def test_progress_interval_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(output.PROGRESS_INTERVAL_ENV, "2.5")
-    assert output.progress_interval() == 2.5
-    monkeypatch.delenv(output.PROGRESS_INTERVAL_ENV)
-    assert output.progress_interval() == output.DEFAULT_PROGRESS_INTERVAL
+def test_progress_interval_comes_from_the_environment() -> None:
+    given = memory_environment(environ={output.PROGRESS_INTERVAL_ENV: "2.5"})
+    assert output.Output(given).progress_interval() == 2.5
+    unset = memory_environment(environ={})
+    assert output.Output(unset).progress_interval() == output.DEFAULT_PROGRESS_INTERVAL
 
 
-def test_a_bad_progress_interval_is_named_and_the_default_used(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_a_bad_progress_interval_is_named_and_the_default_used() -> None:
     for bad in ("soon", "-1", "nan", "inf"):
-        monkeypatch.setenv(output.PROGRESS_INTERVAL_ENV, bad)
-        assert output.progress_interval() == output.DEFAULT_PROGRESS_INTERVAL
-        assert f"S3IDX_PROGRESS_INTERVAL='{bad}' is not a number of seconds" in (
-            capsys.readouterr().err
-        )
+        env = memory_environment(environ={output.PROGRESS_INTERVAL_ENV: bad})
+        assert output.Output(env).progress_interval() == output.DEFAULT_PROGRESS_INTERVAL
+        assert f"S3IDX_PROGRESS_INTERVAL='{bad}' is not a number of seconds" in written(env.stderr)
+
+
+def test_summary_is_timestamped_off_a_terminal_and_plain_on_one() -> None:
+    log = memory_environment(stderr_isatty=False)
+    output.Output(log).summary("put: 1 read")
+    stamp = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ"
+    assert re.fullmatch(stamp + r" s3idx: put: 1 read\n", written(log.stderr))
+    terminal = memory_environment(stderr_isatty=True)
+    output.Output(terminal).summary("put: 1 read")
+    assert written(terminal.stderr) == "s3idx: put: 1 read\n"
+    assert written(log.stdout) == written(terminal.stdout) == ""
+
+
+def test_events_draw_progress_lines_on_the_environments_stderr_by_its_clock() -> None:
+    clock = FakeClock()
+    env = dataclasses.replace(
+        memory_environment(environ={output.PROGRESS_INTERVAL_ENV: "10"}), clock=clock
+    )
+    with output.CliEvents(
+        output.Output(env), rejects=None, show_progress=True, command="get"
+    ) as events:
+        for done in range(1, 41):
+            clock.now += 1.0
+            events.progress(done, 40, {})
+    lines = written(env.stderr).splitlines()
+    assert [line.split(" ", 1)[1] for line in lines] == [
+        "s3idx: get: 10 of 40 documents, 1.0/s, 25%, ETA 00:00:30",
+        "s3idx: get: 20 of 40 documents, 1.0/s, 50%, ETA 00:00:20",
+        "s3idx: get: 30 of 40 documents, 1.0/s, 75%, ETA 00:00:10",
+        "s3idx: get: 40 of 40 documents, 1.0/s, 100%",
+    ]
+    assert written(env.stdout) == ""
 
 
 # --- summaries ------------------------------------------------------------------------------

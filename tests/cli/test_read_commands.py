@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from s3idx.errors import ExitStatus
-from tests.helpers import Run, json_lines, jsonl
+from tests.helpers import Run, json_lines, jsonl, memory_environment, written
 
 DOCS = [
     {"fs_id": "a", "task_id": "mp-1", "n": 3, "tags": ["x", "y"], "body": "A"},
@@ -179,13 +179,12 @@ def test_get_reports_an_object_it_cannot_read_and_goes_on(loaded: Run, isolated_
     assert result.stderr == ("s3idx: cannot read foreign: object has no s3idx metadata\n")
 
 
-def test_put_without_input_on_a_terminal_says_how(
-    run: Run, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr("s3idx.output.is_terminal", lambda stream: True)
-    result = run("put")
+def test_put_without_input_on_a_terminal_says_how(run: Run) -> None:
+    env = memory_environment(stdin_isatty=True)
+    result = run("put", obj=env)
     assert result.exit_code == ExitStatus.USAGE
-    assert result.stderr == (
+    assert written(env.stdout) == ""
+    assert written(env.stderr) == (
         "s3idx: error: no input: give FILE arguments or pipe JSON lines into s3idx put\n"
         "  hint: example: s3idx put docs.jsonl, or: cat docs.jsonl | s3idx put\n"
     )

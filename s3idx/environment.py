@@ -1,0 +1,64 @@
+"""What the command line reads from and writes to, as one object the caller can replace.
+
+The CLI builds one ``Environment`` for the process (``Environment.from_process``) and renders
+through it; nothing below the CLI reads ``sys.stdin``/``sys.stdout``/``sys.stderr`` or asks
+whether they are terminals. A test or an embedding program passes its own, as httpie's
+``Environment`` is passed: ``s3idx.cli.main(args, env=Environment(...))``, or
+``obj=Environment(...)`` to a click/Typer runner invoking ``s3idx.cli.app``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import IO, Any, BinaryIO, TextIO
+
+
+def is_terminal(stream: IO[Any] | None) -> bool:
+    try:
+        return bool(stream is not None and stream.isatty())
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return False
+
+
+@dataclass(frozen=True)
+class Environment:
+    """Standard streams, whether each is a terminal, the clock and the environment variables.
+
+    ``environ`` is what the CLI reads settings (``S3IDX_*``, via ``config.py``),
+    ``S3IDX_PROGRESS_INTERVAL`` and ``S3IDX_DEBUG`` from; the S3 and MongoDB client libraries
+    still read the process's own environment (AWS credentials and profiles).
+
+    ``stdout`` is text; ``stdout_binary`` is its byte stream underneath (documents are written
+    as bytes), so the two must be flushed in turn, as with ``sys.stdout``. ``stdin`` is bytes
+    (input is JSON lines in any encoding the reader accepts), or None when the process has none.
+    """
+
+    stdin: BinaryIO | None
+    stdout: TextIO
+    stderr: TextIO
+    stdin_isatty: bool = False
+    stdout_isatty: bool = False
+    stderr_isatty: bool = False
+    environ: Mapping[str, str] = field(default_factory=lambda: os.environ)
+    clock: Callable[[], float] = time.monotonic
+
+    @property
+    def stdout_binary(self) -> BinaryIO:
+        return self.stdout.buffer
+
+    @classmethod
+    def from_process(cls) -> Environment:
+        """The process's own streams as they are now (a test runner may have replaced them)."""
+        return cls(
+            stdin=getattr(sys.stdin, "buffer", None),  # None: no stdin (closed, or not a file)
+            stdout=sys.stdout,
+            stderr=sys.stderr,
+            stdin_isatty=is_terminal(sys.stdin),
+            stdout_isatty=is_terminal(sys.stdout),
+            stderr_isatty=is_terminal(sys.stderr),
+            environ=os.environ,
+        )
