@@ -13,12 +13,17 @@ import orjson
 
 from s3idx import codec
 from s3idx.config import redact
-from s3idx.engine.rebuild import RebuildResult
-from s3idx.engine.recover import Adopted
-from s3idx.engine.reindex import ReindexResult
-from s3idx.engine.results import DeleteResult, Events, PutResult, Reject
-from s3idx.engine.sync import SyncResult
-from s3idx.engine.verify import VerifyResult
+from s3idx.engine.results import (
+    Adopted,
+    DeleteResult,
+    Events,
+    PutResult,
+    RebuildResult,
+    ReindexResult,
+    Reject,
+    SyncResult,
+    VerifyResult,
+)
 from s3idx.query.paths import split_path
 from s3idx.text import plural
 

@@ -29,13 +29,22 @@ from s3idx.engine.inputs import (
 )
 from s3idx.engine.put import PutOptions, run_put
 from s3idx.engine.read import SPOOL_THRESHOLD, FetchedDocument, fetch_document, fetch_many
-from s3idx.engine.rebuild import RebuildResult, run_rebuild
-from s3idx.engine.reindex import ReindexResult, run_reindex
-from s3idx.engine.results import DeleteResult, Events, GetResult, PutResult
+from s3idx.engine.rebuild import run_rebuild
+from s3idx.engine.reindex import run_reindex
+from s3idx.engine.results import (
+    DeleteResult,
+    Events,
+    GetResult,
+    PutResult,
+    RebuildResult,
+    ReindexResult,
+    SyncResult,
+    VerifyResult,
+)
 from s3idx.engine.retry import RetryingStore
 from s3idx.engine.rewrite import MaggmaRewriter
-from s3idx.engine.sync import SyncResult, run_sync
-from s3idx.engine.verify import VerifyResult, run_verify
+from s3idx.engine.sync import run_sync
+from s3idx.engine.verify import run_verify
 from s3idx.errors import (
     BackendUnavailableError,
     NotFoundError,

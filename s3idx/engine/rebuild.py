@@ -15,19 +15,11 @@ from __future__ import annotations
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from s3idx.config import DEFAULT_KEY_FIELD, redact
-from s3idx.engine.recover import (
-    Adopted,
-    EntryCollector,
-    Rewriter,
-    Skipped,
-    indexed_entries,
-    probe_key_field,
-)
-from s3idx.engine.results import Events, reported_on_failure
+from s3idx.engine.recover import EntryCollector, Rewriter, indexed_entries, probe_key_field
+from s3idx.engine.results import Adopted, Events, RebuildResult, reported_on_failure
 from s3idx.errors import IndexSettingsError, S3idxError, UsageError
 from s3idx.index.base import Index, IndexSettings
 from s3idx.limits import batched
@@ -35,38 +27,6 @@ from s3idx.store.base import ObjectInfo, ObjectStore
 from s3idx.text import plural
 
 LIST_BATCH = 1000
-
-
-@dataclass(slots=True)
-class RebuildResult:
-    listed: int = 0
-    written: int = 0
-    resumed: bool = False
-    interrupted: bool = False
-    committed: bool = False
-    key_field: str = DEFAULT_KEY_FIELD
-    fields: list[str] = field(default_factory=list)
-    # Fields some objects' metadata lacks, with how many: pending until `reindex` runs.
-    pending_fields: dict[str, int] = field(default_factory=dict)
-    skipped: Skipped = field(default_factory=Skipped)
-    adopted: Adopted = field(default_factory=Adopted)
-    retries: int = 0
-    elapsed: float = 0.0
-    listed_before: int = 0  # listed by the interrupted run resumed: not this run's work
-
-    def as_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        del data["skipped"], data["adopted"], data["listed_before"]
-        data.update(self.skipped.as_dict())
-        data.update(self.adopted.as_dict())
-        data["objects_per_second"] = self.rate
-        return {"command": "rebuild-index", **data}
-
-    @property
-    def rate(self) -> float:
-        """Objects listed per second by this run (not counting what a resumed run had done)."""
-        listed = self.listed - self.listed_before
-        return round(listed / self.elapsed, 1) if self.elapsed > 0 else 0.0
 
 
 def run_rebuild(

@@ -8,19 +8,17 @@ from those, and with a rewriter it is turned into an s3idx object on the way.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
-from typing import Any
 
 from s3idx import codec, maggma_format
 from s3idx.engine.concurrency import ordered_map
+from s3idx.engine.results import REPORTED_KEYS_LIMIT, Adopted, Skipped
 from s3idx.errors import CorruptObjectError, NotAnS3idxObjectError, ObjectNotFoundError, quote_key
 from s3idx.index.base import Bookkeeping, Entry, Index, with_bookkeeping
 from s3idx.store.base import ObjectHead, ObjectStore
-
-REPORTED_KEYS_LIMIT = 10_000  # keys kept for --json; counts are always exact
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,70 +64,6 @@ def _recover_maggma(head: ObjectHead, key_field: str | None) -> Recovered:
         entry[codec.LAST_UPDATED] = codec.normalize_datetime(head.last_modified)
     entry = with_bookkeeping(entry, Bookkeeping(head.etag, head.size, None, meta.codec))
     return Recovered(head.key, meta.key_field, meta.fields, entry, maggma=True)
-
-
-@dataclass(slots=True)
-class Skipped:
-    """Objects that gave no entry, counted exactly, their keys kept up to a limit."""
-
-    not_s3idx: int = 0
-    not_s3idx_keys: list[str] = field(default_factory=list)
-    undecodable: int = 0
-    undecodable_keys: list[tuple[str, str]] = field(default_factory=list)
-    vanished: int = 0
-
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "not_s3idx": self.not_s3idx,
-            "not_s3idx_keys": list(self.not_s3idx_keys),
-            "undecodable": self.undecodable,
-            "undecodable_keys": [{"key": k, "reason": r} for k, r in self.undecodable_keys],
-            "vanished": self.vanished,
-        }
-
-    def foreign(self, key: str) -> None:
-        self.not_s3idx += 1
-        if len(self.not_s3idx_keys) < REPORTED_KEYS_LIMIT:
-            self.not_s3idx_keys.append(key)
-
-    def broken(self, key: str, reason: str) -> None:
-        self.undecodable += 1
-        if len(self.undecodable_keys) < REPORTED_KEYS_LIMIT:
-            self.undecodable_keys.append((key, reason))
-
-
-@dataclass(slots=True)
-class Adopted:
-    """Entries recovered from maggma's objects, and what ``--rewrite`` made of them."""
-
-    maggma: int = 0
-    rewritten: int = 0
-    rewrite_failed: int = 0
-    rewrite_failed_keys: list[tuple[str, str]] = field(default_factory=list)
-
-    def count(self, recovered: Recovered) -> None:
-        self.maggma += recovered.maggma
-        self.rewritten += recovered.rewritten
-        if recovered.rewrite_failure is not None:
-            self.rewrite_failed += 1
-            if len(self.rewrite_failed_keys) < REPORTED_KEYS_LIMIT:
-                self.rewrite_failed_keys.append((recovered.key, recovered.rewrite_failure))
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "maggma": self.maggma,
-            "rewritten": self.rewritten,
-            "rewrite_failed": self.rewrite_failed,
-            "rewrite_failed_keys": [{"key": k, "reason": r} for k, r in self.rewrite_failed_keys],
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Adopted:
-        """From ``as_dict``; a checkpoint written before maggma support has none of it."""
-        failed = [(d["key"], d["reason"]) for d in data.get("rewrite_failed_keys", ())]
-        return cls(
-            data.get("maggma", 0), data.get("rewritten", 0), data.get("rewrite_failed", 0), failed
-        )
 
 
 Rewriter = Callable[[Recovered], Recovered]
@@ -239,3 +173,16 @@ def probe_key_field(
 def indexed_entries(index: Index) -> int:
     """How many entries an index holds; 0 for one never written (reading creates nothing)."""
     return 0 if index.settings() is None else index.count({})
+
+
+__all__ = [  # Skipped, Adopted and REPORTED_KEYS_LIMIT live in results.py; importable here too
+    "REPORTED_KEYS_LIMIT",
+    "Adopted",
+    "EntryCollector",
+    "Recovered",
+    "Rewriter",
+    "Skipped",
+    "indexed_entries",
+    "probe_key_field",
+    "recover_entry",
+]

@@ -17,21 +17,13 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
 from itertools import chain
 from typing import Any
 
 from s3idx import maggma_format
 from s3idx.config import redact
-from s3idx.engine.recover import (
-    Adopted,
-    EntryCollector,
-    Rewriter,
-    Skipped,
-    indexed_entries,
-    probe_key_field,
-)
-from s3idx.engine.results import Events, reported_on_failure
+from s3idx.engine.recover import EntryCollector, Rewriter, indexed_entries, probe_key_field
+from s3idx.engine.results import Events, SyncResult, reported_on_failure
 from s3idx.errors import S3idxError, UsageError
 from s3idx.index.base import Bookkeeping, Index
 from s3idx.store.base import ObjectInfo, ObjectStore
@@ -40,40 +32,6 @@ from s3idx.text import plural
 BATCH = 1000
 BUCKET_ONLY, INDEX_ONLY, CHANGED = "bucket-only", "index-only", "changed"
 MAGGMA = "maggma"  # in step, but indexed from maggma's metadata: rewritten with --rewrite
-
-
-@dataclass(slots=True)
-class SyncResult:
-    listed: int = 0
-    indexed: int = 0
-    bucket_only: int = 0
-    index_only: int = 0
-    changed: int = 0
-    added: int = 0
-    updated: int = 0
-    removed: int = 0
-    check: bool = False
-    dry_run: bool = False
-    prune: bool = True
-    interrupted: bool = False
-    # Recorded fields that adopted objects' metadata lacks: marked pending (see reindex).
-    pending_fields: dict[str, int] = field(default_factory=dict)
-    skipped: Skipped = field(default_factory=Skipped)
-    adopted: Adopted = field(default_factory=Adopted)
-    retries: int = 0
-    elapsed: float = 0.0
-
-    @property
-    def drift(self) -> int:
-        return self.bucket_only + self.index_only + self.changed
-
-    def as_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        del data["skipped"], data["adopted"]
-        data["drift"] = self.drift
-        data.update(self.skipped.as_dict())
-        data.update(self.adopted.as_dict())
-        return {"command": "sync", **data}
 
 
 def run_sync(

@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -32,7 +32,7 @@ import orjson
 from s3idx import codec, maggma_format
 from s3idx.engine.concurrency import ordered_map
 from s3idx.engine.read import SPOOL_THRESHOLD, fetch_document
-from s3idx.engine.results import Events, reported_on_failure
+from s3idx.engine.results import Events, VerifyResult, reported_on_failure
 from s3idx.errors import (
     CorruptObjectError,
     MissingDependencyError,
@@ -47,30 +47,6 @@ from s3idx.store.base import ObjectInfo, ObjectStore
 
 BUCKET_ONLY, INDEX_ONLY, CHANGED = "bucket-only", "index-only", "changed"
 LOOKUP_BATCH = 256  # index entries fetched at once for the objects about to be read
-
-
-@dataclass(slots=True)
-class VerifyResult:
-    listed: int = 0  # objects in the store
-    indexed: int = 0  # entries in the index
-    checked: int = 0  # objects read and checked
-    ok: int = 0
-    damaged: int = 0
-    not_s3idx: int = 0  # objects without s3idx metadata (or maggma's, with no hash to check)
-    bucket_only: int = 0
-    index_only: int = 0
-    changed: int = 0
-    sample: float = 1.0
-    interrupted: bool = False
-    retries: int = 0
-    elapsed: float = 0.0
-
-    @property
-    def drift(self) -> int:
-        return self.bucket_only + self.index_only + self.changed
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"command": "verify", **asdict(self), "drift": self.drift}
 
 
 @dataclass(frozen=True, slots=True)
