@@ -206,17 +206,9 @@ class Engine:
             dry_run=dry_run,
             max_errors=max_errors,
         )
-        retries = self.store.retries
-        try:
-            result = run_put(
-                self.store, self.index, records, options, events or Events(), stop, read_progress
-            )
-        except S3idxError as exc:
-            if isinstance(exc.partial_result, PutResult):
-                exc.partial_result.retries = self.store.retries - retries
-            raise
-        result.retries = self.store.retries - retries
-        return result
+        return run_put(
+            self.store, self.index, records, options, events or Events(), stop, read_progress
+        )
 
     def put_files(
         self,
@@ -359,8 +351,7 @@ class Engine:
         this engine's compression) before their entries are written.
         """
         self.require_store()
-        retries = self.store.retries
-        result = run_rebuild(
+        return run_rebuild(
             self.store,
             self.index,
             workers=self.workers,
@@ -370,8 +361,6 @@ class Engine:
             events=events,
             stop=stop,
         )
-        result.retries = self.store.retries - retries
-        return result
 
     def sync(
         self,
@@ -390,8 +379,7 @@ class Engine:
         ``dry_run``, which change nothing.
         """
         self.require_store()  # the index may be new: sync fills it, as rebuild-index does
-        retries = self.store.retries
-        result = run_sync(
+        return run_sync(
             self.store,
             self.index,
             workers=self.workers,
@@ -402,8 +390,6 @@ class Engine:
             events=events,
             stop=stop,
         )
-        result.retries = self.store.retries - retries
-        return result
 
     def reindex(
         self,
@@ -438,8 +424,7 @@ class Engine:
             )
         elif fields:
             settings = self.index.configure(self.key_field, all_fields)
-        retries = self.store.retries
-        result = run_reindex(
+        return run_reindex(
             self.store,
             self.index,
             settings,
@@ -448,8 +433,6 @@ class Engine:
             events=events,
             stop=stop,
         )
-        result.retries = self.store.retries - retries
-        return result
 
     def verify(
         self,
@@ -461,8 +444,7 @@ class Engine:
         """Read objects (all, or a random ``sample`` fraction) and check each against its
         metadata and index entry; see ``s3idx.engine.verify``."""
         self.require_store()
-        retries = self.store.retries
-        result = run_verify(
+        return run_verify(
             self.store,
             self.index,
             workers=self.workers,
@@ -471,8 +453,6 @@ class Engine:
             stop=stop,
             spool_threshold=self.spool_threshold,
         )
-        result.retries = self.store.retries - retries
-        return result
 
     def _rewriter(self, rewrite: bool) -> MaggmaRewriter | None:
         return MaggmaRewriter(self.store, self.codec) if rewrite else None

@@ -7,17 +7,17 @@ which ``sync`` prunes; the other order could leave an object nobody knows about 
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-from s3idx.engine.results import DeleteResult, Events
+from s3idx.engine.results import DeleteResult, Events, accounted
 from s3idx.errors import ObjectNotFoundError
 from s3idx.index.base import Index
 from s3idx.limits import DELETE_BATCH, batched
 from s3idx.store.base import ObjectStore
 
 
+@accounted
 def delete_keys(
     store: ObjectStore,
     index: Index,
@@ -27,15 +27,14 @@ def delete_keys(
     events: Events | None = None,
 ) -> DeleteResult:
     result = DeleteResult(dry_run=dry_run)
-    started = time.monotonic()
     unique = list(dict.fromkeys(keys))
     for batch in batched(unique, DELETE_BATCH):
         _delete_batch(store, index, batch, result, named=True)
         _report(events, result, len(unique))
-    result.elapsed = time.monotonic() - started
     return result
 
 
+@accounted
 def delete_matching(
     store: ObjectStore,
     index: Index,
@@ -46,12 +45,10 @@ def delete_matching(
     events: Events | None = None,
 ) -> DeleteResult:
     result = DeleteResult(dry_run=dry_run)
-    started = time.monotonic()
     total = index.count(filter) if events is not None else None
     for batch in _matching_keys(index, filter, key_field, dry_run):
         _delete_batch(store, index, batch, result, named=False)
         _report(events, result, total)
-    result.elapsed = time.monotonic() - started
     return result
 
 

@@ -21,7 +21,7 @@ from s3idx import codec
 from s3idx.config import DEFAULT_BATCH_SIZE, DEFAULT_WORKERS
 from s3idx.engine.documents import DocumentPreparer, Prepared
 from s3idx.engine.inputs import ReadProgress, Record
-from s3idx.engine.results import Events, PutResult, Reject, reported_on_failure
+from s3idx.engine.results import Events, PutResult, Reject, accounted, reported_on_failure
 from s3idx.engine.seen import SeenKeys
 from s3idx.errors import RecordError, S3idxError
 from s3idx.index.base import Bookkeeping, Entry, Index, with_bookkeeping
@@ -240,6 +240,7 @@ class _Cancelled(Exception):
     """An upload not started because the run already failed."""
 
 
+@accounted
 def run_put(
     store: ObjectStore,
     index: Index,
@@ -250,7 +251,6 @@ def run_put(
     read_progress: ReadProgress | None = None,
 ) -> PutResult:
     result = PutResult(dry_run=options.dry_run)
-    started = time.monotonic()
     # An index that cannot store some values (FerretDB) refuses them before the object is written.
     check_entry = getattr(index, "check_entry", None)
     preparer = DocumentPreparer(
@@ -297,20 +297,15 @@ def run_put(
         if stop is not None and stop.is_set():
             result.interrupted = True
     except BaseException as exc:
-        _finish_after_failure(pipeline, exc, result, started)
+        _finish_after_failure(pipeline, exc, result)
         raise
     finally:
         seen.close()
     if pipeline is not None:
-        with reported_on_failure(result, started):
+        with reported_on_failure(result):
             pipeline.finish()
-        if pipeline.fatal is not None and not isinstance(pipeline.fatal, _Cancelled):
-            fatal = pipeline.fatal
-            result.elapsed = time.monotonic() - started
-            if isinstance(fatal, S3idxError):
-                fatal.partial_result = result
-            raise fatal
-    result.elapsed = time.monotonic() - started
+            if pipeline.fatal is not None and not isinstance(pipeline.fatal, _Cancelled):
+                raise pipeline.fatal
     return result
 
 
@@ -362,14 +357,13 @@ class _ProgressReporter:
 
 
 def _finish_after_failure(
-    pipeline: UploadPipeline | None, exc: BaseException, result: PutResult, started: float
+    pipeline: UploadPipeline | None, exc: BaseException, result: PutResult
 ) -> None:
     """On the way out of a failure: still index what was stored, then let the failure go on."""
     if pipeline is not None:
         # The first failure is the one to report.
         with contextlib.suppress(BaseException):
             pipeline.finish()
-    result.elapsed = time.monotonic() - started
     if isinstance(exc, S3idxError) and exc.partial_result is None:
         exc.partial_result = result
 

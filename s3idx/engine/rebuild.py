@@ -13,13 +13,12 @@ new index is the rewritten object's.
 from __future__ import annotations
 
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from s3idx.config import DEFAULT_KEY_FIELD, redact
 from s3idx.engine.recover import EntryCollector, Rewriter, indexed_entries, probe_key_field
-from s3idx.engine.results import Adopted, Events, RebuildResult, reported_on_failure
+from s3idx.engine.results import Adopted, Events, RebuildResult, accounted, reported_on_failure
 from s3idx.errors import IndexSettingsError, S3idxError, UsageError
 from s3idx.index.base import Index, IndexSettings
 from s3idx.limits import batched
@@ -29,6 +28,7 @@ from s3idx.text import plural
 LIST_BATCH = 1000
 
 
+@accounted
 def run_rebuild(
     store: ObjectStore,
     index: Index,
@@ -41,7 +41,6 @@ def run_rebuild(
     stop: threading.Event | None = None,
 ) -> RebuildResult:
     events = events or Events()
-    started = time.monotonic()
     found_key, fields = _first_entry_settings(store, index, key_field)
     key_field = key_field or found_key
     rebuild = index.start_rebuild(key_field, fields, resume=resume)
@@ -62,7 +61,7 @@ def run_rebuild(
         collector.lacking = dict(result.pending_fields)
         collector.accepted = result.written
         start_after = checkpoint.get("listed_through") if checkpoint else None
-        with reported_on_failure(result, started):
+        with reported_on_failure(result):
             for batch in batched(store.list(start_after=start_after), LIST_BATCH):
                 _rebuild_batch(rebuild, collector, batch, result)
                 events.progress(result.listed, None, {"written": result.written})
@@ -79,7 +78,6 @@ def run_rebuild(
         settings = IndexSettings(result.key_field, tuple(result.fields), pending)
         rebuild.commit(settings)
         result.committed = True
-    result.elapsed = time.monotonic() - started
     return result
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -28,7 +27,7 @@ from s3idx.engine.concurrency import ordered_map
 from s3idx.engine.documents import DocumentPreparer
 from s3idx.engine.inputs import Record
 from s3idx.engine.read import fetch_document
-from s3idx.engine.results import Events, ReindexResult, reported_on_failure
+from s3idx.engine.results import Events, ReindexResult, accounted, reported_on_failure
 from s3idx.errors import (
     CorruptObjectError,
     NotAnS3idxObjectError,
@@ -53,6 +52,7 @@ class _Outcome:
     reason: str = ""
 
 
+@accounted
 def run_reindex(
     store: ObjectStore,
     index: Index,
@@ -64,7 +64,6 @@ def run_reindex(
     stop: threading.Event | None = None,
 ) -> ReindexResult:
     events = events or Events()
-    started = time.monotonic()
     result = ReindexResult(
         fields=list(settings.fields),
         pending=[name for name, _ in settings.pending],
@@ -73,7 +72,7 @@ def run_reindex(
     backfill = _Backfill(store, settings, dry_run)
     with (
         ThreadPoolExecutor(workers, thread_name_prefix="s3idx-reindex") as pool,
-        reported_on_failure(result, started),
+        reported_on_failure(result),
     ):
         for batch in batched(store.list(), BATCH):
             entries = []
@@ -92,7 +91,6 @@ def run_reindex(
     if not (dry_run or result.interrupted or result.failed) and result.pending:
         index.mark_complete(result.pending)
         result.completed = list(result.pending)
-    result.elapsed = time.monotonic() - started
     return result
 
 

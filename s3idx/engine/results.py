@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Protocol, TypeVar
 
 from s3idx.config import DEFAULT_KEY_FIELD
 from s3idx.errors import S3idxError
+from s3idx.store.base import ObjectStore
 
 if TYPE_CHECKING:
     from s3idx.engine.recover import Recovered
@@ -312,13 +314,60 @@ class Events:
         """verify found an object that is not what its metadata or index entry says."""
 
 
+class _Timed(Protocol):
+    elapsed: float
+
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R", bound=_Timed)
+
+
+def accounted(
+    run: Callable[Concatenate[ObjectStore, _P], _R],
+) -> Callable[Concatenate[ObjectStore, _P], _R]:
+    """Stamps what ``run`` returns, or the partial result its failure carries (see
+    ``reported_on_failure``), with ``elapsed`` and, for results that count them, ``retries``:
+    how many retries the store (its first argument) made meanwhile. A ``RetryingStore`` counts
+    them; a bare store makes none. Every ``run_*`` of the engine is wrapped in it."""
+
+    @functools.wraps(run)
+    def timed(store: ObjectStore, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        started = time.monotonic()
+        retries = _retries(store)
+        try:
+            result = run(store, *args, **kwargs)
+        except S3idxError as exc:
+            if exc.partial_result is not None:
+                _stamp(exc.partial_result, started, _retries(store) - retries)
+            raise
+        _stamp(result, started, _retries(store) - retries)
+        return result
+
+    return timed
+
+
+def _retries(store: ObjectStore) -> int:
+    count = getattr(store, "retries", 0)
+    return count if isinstance(count, int) else 0
+
+
+def _stamp(result: object, started: float, retries: int) -> None:
+    if hasattr(result, "elapsed"):
+        result.elapsed = time.monotonic() - started
+    if hasattr(result, "retries"):
+        result.retries = retries
+
+
 @contextlib.contextmanager
-def reported_on_failure(result: Any, started: float) -> Iterator[None]:
-    """An S3idxError leaving the block carries ``result``, its elapsed time set, so the summary
-    still says what the operation had done (``cli._summary_on_failure``)."""
+def reported_on_failure(result: Any) -> Iterator[None]:
+    """An S3idxError leaving the block carries ``result`` (the innermost block's, when nested),
+    so the summary still says what the operation had done (``cli._summary_on_failure``).
+
+    Only the work whose counts mean something is wrapped: a failure before any (a refused
+    argument, a missing index) is an error with no summary."""
     try:
         yield
     except S3idxError as exc:
-        result.elapsed = time.monotonic() - started
-        exc.partial_result = result
+        if exc.partial_result is None:
+            exc.partial_result = result
         raise

@@ -14,7 +14,6 @@ maggma's metadata (their bookkeeping names a maggma codec), which are not drift.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from itertools import chain
@@ -23,7 +22,7 @@ from typing import Any
 from s3idx import maggma_format
 from s3idx.config import redact
 from s3idx.engine.recover import EntryCollector, Rewriter, indexed_entries, probe_key_field
-from s3idx.engine.results import Events, SyncResult, reported_on_failure
+from s3idx.engine.results import Events, SyncResult, accounted, reported_on_failure
 from s3idx.errors import S3idxError, UsageError
 from s3idx.index.base import Bookkeeping, Index
 from s3idx.store.base import ObjectInfo, ObjectStore
@@ -34,6 +33,7 @@ BUCKET_ONLY, INDEX_ONLY, CHANGED = "bucket-only", "index-only", "changed"
 MAGGMA = "maggma"  # in step, but indexed from maggma's metadata: rewritten with --rewrite
 
 
+@accounted
 def run_sync(
     store: ObjectStore,
     index: Index,
@@ -48,7 +48,6 @@ def run_sync(
 ) -> SyncResult:
     events = events or Events()
     result = SyncResult(check=check, dry_run=dry_run, prune=prune)
-    started = time.monotonic()
     writes = not (check or dry_run)
     rewriter = rewriter if writes else None
     key_field = _key_field(store, index, rewriter)
@@ -76,7 +75,7 @@ def run_sync(
         bookkeeping = index.iter_bookkeeping()
         report = _every(BATCH, lambda: _report(events, result))
         listing, bookkeeping = _ticking(listing, report), _ticking(bookkeeping, report)
-        with reported_on_failure(result, started):
+        with reported_on_failure(result):
             for kind, key in _drift(listing, bookkeeping, result, rewriter is not None):
                 applier.add(kind, key)
                 if stop is not None and stop.is_set():
@@ -84,7 +83,6 @@ def run_sync(
                     break
             applier.flush()
             _report(events, result)
-    result.elapsed = time.monotonic() - started
     return result
 
 

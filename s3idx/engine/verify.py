@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import random
 import threading
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -32,7 +31,7 @@ import orjson
 from s3idx import codec, maggma_format
 from s3idx.engine.concurrency import ordered_map
 from s3idx.engine.read import SPOOL_THRESHOLD, fetch_document
-from s3idx.engine.results import Events, VerifyResult, reported_on_failure
+from s3idx.engine.results import Events, VerifyResult, accounted, reported_on_failure
 from s3idx.errors import (
     CorruptObjectError,
     MissingDependencyError,
@@ -67,6 +66,7 @@ class _Outcome:
     vanished: bool = False  # deleted since it was listed
 
 
+@accounted
 def run_verify(
     store: ObjectStore,
     index: Index,
@@ -81,12 +81,11 @@ def run_verify(
     """Check objects against their metadata and index entries; report damage and drift."""
     events = events or Events()
     result = VerifyResult(sample=sample)
-    started = time.monotonic()
     chosen = _sampler(sample, rng or random.Random())
     candidates = _candidates(store, index, result, events, chosen)
     check = partial(_check, store, spool_threshold)
     with (
-        reported_on_failure(result, started),
+        reported_on_failure(result),
         ThreadPoolExecutor(workers, thread_name_prefix="s3idx-verify") as pool,
     ):
         for candidate, future in ordered_map(pool, check, candidates, 2 * workers):
@@ -95,7 +94,6 @@ def run_verify(
             if stop is not None and stop.is_set():
                 result.interrupted = True
                 break
-    result.elapsed = time.monotonic() - started
     return result
 
 
