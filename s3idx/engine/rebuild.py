@@ -17,7 +17,9 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from s3idx.config import DEFAULT_KEY_FIELD, redact
-from s3idx.engine.recover import EntryCollector, Rewriter, indexed_entries, probe_key_field
+from s3idx.engine.collector import EntryCollector
+from s3idx.engine.metadata_entry import Rewriter
+from s3idx.engine.probe import indexed_entries, probe_key_field
 from s3idx.engine.results import Adopted, Events, RebuildResult, accounted, reported_on_failure
 from s3idx.errors import IndexSettingsError, S3idxError, UsageError
 from s3idx.index.base import Index, IndexSettings

@@ -14,7 +14,7 @@ from s3idx.errors import S3idxError
 from s3idx.store.base import ObjectStore
 
 if TYPE_CHECKING:
-    from s3idx.engine.recover import Recovered
+    from s3idx.engine.metadata_entry import Recovered
 
 REPORTED_KEYS_LIMIT = 10_000  # keys kept for --json; counts are always exact
 

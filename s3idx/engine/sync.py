@@ -21,7 +21,9 @@ from typing import Any
 
 from s3idx import maggma_format
 from s3idx.config import redact
-from s3idx.engine.recover import EntryCollector, Rewriter, indexed_entries, probe_key_field
+from s3idx.engine.collector import EntryCollector
+from s3idx.engine.metadata_entry import Rewriter
+from s3idx.engine.probe import indexed_entries, probe_key_field
 from s3idx.engine.results import Events, SyncResult, accounted, reported_on_failure
 from s3idx.errors import S3idxError, UsageError
 from s3idx.index.base import Bookkeeping, Index
