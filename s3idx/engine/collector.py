@@ -12,7 +12,7 @@ from functools import partial
 
 from s3idx.engine.concurrency import ordered_map
 from s3idx.engine.metadata_entry import Recovered, Rewriter, recover_entry
-from s3idx.engine.results import Adopted, Skipped
+from s3idx.engine.results import MaggmaObjects, Skipped
 from s3idx.errors import CorruptObjectError, NotAnS3idxObjectError, ObjectNotFoundError
 from s3idx.index.base import Entry
 from s3idx.store.base import ObjectStore
@@ -30,7 +30,7 @@ class EntryCollector:
         skipped: Skipped,
         on_skip: Callable[[str, str], None] | None = None,
         *,
-        adopted: Adopted | None = None,
+        maggma: MaggmaObjects | None = None,
         rewriter: Rewriter | None = None,
     ) -> None:
         self._store = store
@@ -43,7 +43,7 @@ class EntryCollector:
         self.lacking: dict[str, int] = {}
         self.accepted = 0
         self.skipped = skipped
-        self.adopted = adopted if adopted is not None else Adopted()
+        self.maggma = maggma if maggma is not None else MaggmaObjects()
         self._on_skip = on_skip
         self._rewriter = rewriter
 
@@ -58,10 +58,10 @@ class EntryCollector:
             elif isinstance(error, ObjectNotFoundError):
                 self.skipped.vanished += 1  # deleted between listing and HEAD
             elif isinstance(error, NotAnS3idxObjectError):
-                self.skipped.foreign(key)
+                self.skipped.add_not_s3idx(key)
                 self._report(key, "not an s3idx object (no s3idx metadata)")
             elif isinstance(error, CorruptObjectError):
-                self.skipped.broken(key, error.message)
+                self.skipped.add_undecodable(key, error.message)
                 self._report(key, f"metadata cannot be decoded: {error.message}")
             else:
                 raise error
@@ -71,7 +71,7 @@ class EntryCollector:
             self.key_field = recovered.key_field
         elif recovered.key_field != self.key_field:
             reason = f"key field {recovered.key_field!r}, not {self.key_field!r}"
-            self.skipped.broken(recovered.key, reason)
+            self.skipped.add_undecodable(recovered.key, reason)
             self._report(recovered.key, f"metadata cannot be used: {reason}")
             return None
         for path in recovered.fields:
@@ -82,7 +82,7 @@ class EntryCollector:
             if path not in recovered.fields:
                 self.lacking[path] = self.lacking.get(path, 0) + 1
         self.accepted += 1
-        self.adopted.count(recovered)
+        self.maggma.count(recovered)
         if recovered.rewrite_failure is not None:
             self._report(recovered.key, f"not rewritten: {recovered.rewrite_failure}")
         return recovered.entry

@@ -20,7 +20,13 @@ from s3idx.config import DEFAULT_KEY_FIELD, redact
 from s3idx.engine.collector import EntryCollector
 from s3idx.engine.metadata_entry import Rewriter
 from s3idx.engine.probe import indexed_entries, probe_key_field
-from s3idx.engine.results import Adopted, Events, RebuildResult, accounted, reported_on_failure
+from s3idx.engine.results import (
+    Events,
+    MaggmaObjects,
+    RebuildResult,
+    accounted,
+    reported_on_failure,
+)
 from s3idx.errors import IndexSettingsError, S3idxError, UsageError
 from s3idx.index.base import Index, IndexSettings
 from s3idx.limits import batched
@@ -56,7 +62,7 @@ def run_rebuild(
             key_field,
             result.skipped,
             on_skip=events.skipped,
-            adopted=result.adopted,
+            maggma=result.maggma,
             rewriter=rewriter,
         )
         collector.fields = list(result.fields)
@@ -121,7 +127,7 @@ def _restore(checkpoint: dict[str, Any] | None, key_field: str) -> RebuildResult
     skipped.undecodable = checkpoint["undecodable"]
     skipped.undecodable_keys = [(d["key"], d["reason"]) for d in checkpoint["undecodable_keys"]]
     skipped.vanished = checkpoint["vanished"]
-    result.adopted = Adopted.from_dict(checkpoint)
+    result.maggma = MaggmaObjects.from_dict(checkpoint)
     return result
 
 

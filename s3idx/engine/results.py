@@ -97,28 +97,31 @@ class Skipped:
             "vanished": self.vanished,
         }
 
-    def foreign(self, key: str) -> None:
+    def add_not_s3idx(self, key: str) -> None:
         self.not_s3idx += 1
         if len(self.not_s3idx_keys) < REPORTED_KEYS_LIMIT:
             self.not_s3idx_keys.append(key)
 
-    def broken(self, key: str, reason: str) -> None:
+    def add_undecodable(self, key: str, reason: str) -> None:
         self.undecodable += 1
         if len(self.undecodable_keys) < REPORTED_KEYS_LIMIT:
             self.undecodable_keys.append((key, reason))
 
 
 @dataclass(slots=True)
-class Adopted:
-    """Entries recovered from maggma's objects, and what ``--rewrite`` made of them."""
+class MaggmaObjects:
+    """Objects written by maggma's S3Store that gave entries, and what ``--rewrite`` made of them.
 
-    maggma: int = 0
+    Their count is ``maggma`` in a summary's ``--json`` (``as_dict``) and in a checkpoint.
+    """
+
+    indexed: int = 0
     rewritten: int = 0
     rewrite_failed: int = 0
     rewrite_failed_keys: list[tuple[str, str]] = field(default_factory=list)
 
     def count(self, recovered: Recovered) -> None:
-        self.maggma += recovered.maggma
+        self.indexed += recovered.maggma
         self.rewritten += recovered.rewritten
         if recovered.rewrite_failure is not None:
             self.rewrite_failed += 1
@@ -127,14 +130,14 @@ class Adopted:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "maggma": self.maggma,
+            "maggma": self.indexed,
             "rewritten": self.rewritten,
             "rewrite_failed": self.rewrite_failed,
             "rewrite_failed_keys": [{"key": k, "reason": r} for k, r in self.rewrite_failed_keys],
         }
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Adopted:
+    def from_dict(cls, data: Mapping[str, Any]) -> MaggmaObjects:
         """From ``as_dict``; a checkpoint written before maggma support has none of it."""
         failed = [(d["key"], d["reason"]) for d in data.get("rewrite_failed_keys", ())]
         return cls(
@@ -154,18 +157,23 @@ class RebuildResult:
     # Fields some objects' metadata lacks, with how many: pending until `reindex` runs.
     pending_fields: dict[str, int] = field(default_factory=dict)
     skipped: Skipped = field(default_factory=Skipped)
-    adopted: Adopted = field(default_factory=Adopted)
+    maggma: MaggmaObjects = field(default_factory=MaggmaObjects)
     retries: int = 0
     elapsed: float = 0.0
     listed_before: int = 0  # listed by the interrupted run resumed: not this run's work
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        del data["skipped"], data["adopted"], data["listed_before"]
+        del data["skipped"], data["maggma"], data["listed_before"]
         data.update(self.skipped.as_dict())
-        data.update(self.adopted.as_dict())
+        data.update(self.maggma.as_dict())
         data["objects_per_second"] = self.rate
         return {"command": "rebuild-index", **data}
+
+    @property
+    def adopted(self) -> MaggmaObjects:
+        """The old name of ``maggma``; kept until cli.py reads ``maggma``."""
+        return self.maggma
 
     @property
     def rate(self) -> float:
@@ -191,7 +199,7 @@ class SyncResult:
     # Recorded fields that adopted objects' metadata lacks: marked pending (see reindex).
     pending_fields: dict[str, int] = field(default_factory=dict)
     skipped: Skipped = field(default_factory=Skipped)
-    adopted: Adopted = field(default_factory=Adopted)
+    maggma: MaggmaObjects = field(default_factory=MaggmaObjects)
     retries: int = 0
     elapsed: float = 0.0
 
@@ -201,11 +209,16 @@ class SyncResult:
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        del data["skipped"], data["adopted"]
+        del data["skipped"], data["maggma"]
         data["drift"] = self.drift
         data.update(self.skipped.as_dict())
-        data.update(self.adopted.as_dict())
+        data.update(self.maggma.as_dict())
         return {"command": "sync", **data}
+
+    @property
+    def adopted(self) -> MaggmaObjects:
+        """The old name of ``maggma``; kept until cli.py reads ``maggma``."""
+        return self.maggma
 
 
 @dataclass(slots=True)

@@ -66,7 +66,7 @@ def run_sync(
             key_field,
             result.skipped,
             on_skip=events.skipped,
-            adopted=result.adopted,
+            maggma=result.maggma,
             rewriter=rewriter,
         )
         recorded = index.settings()

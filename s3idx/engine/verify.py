@@ -61,8 +61,8 @@ class _Candidate:
 @dataclass(frozen=True, slots=True)
 class _Outcome:
     problems: tuple[str, ...] = ()
-    not_s3idx: str | None = None  # why the object was not checked
-    foreign: bool = False  # no s3idx or maggma metadata: sync neither adopts it nor counts it
+    unchecked: str | None = None  # why the object was not checked (counted as not_s3idx)
+    not_s3idx: bool = False  # no s3idx or maggma metadata: sync neither adopts it nor counts it
     vanished: bool = False  # deleted since it was listed
 
 
@@ -107,13 +107,13 @@ def _record(result: VerifyResult, events: Events, candidate: _Candidate, outcome
     key = candidate.key
     if outcome.vanished:
         return
-    if candidate.bucket_only and not outcome.foreign:
-        # As sync --check counts it: an object without an entry is drift unless it is foreign.
+    if candidate.bucket_only and not outcome.not_s3idx:
+        # As sync --check counts it: an object without an entry is drift unless it is not s3idx's.
         result.bucket_only += 1
         events.drift(BUCKET_ONLY, key)
-    if outcome.not_s3idx is not None:
+    if outcome.unchecked is not None:
         result.not_s3idx += 1
-        events.skipped(key, outcome.not_s3idx)
+        events.skipped(key, outcome.unchecked)
         return
     result.checked += 1
     if outcome.problems:
@@ -127,7 +127,7 @@ def _candidates(
     store: ObjectStore, index: Index, result: VerifyResult, events: Events, chosen: Any
 ) -> Iterator[_Candidate]:
     """The objects to read, with their index entries looked up a batch at a time. Objects
-    without an entry are always read, sample or not: only a read tells drift from foreign."""
+    without an entry are always read, sample or not: only a read tells drift from not_s3idx."""
     to_read = (
         (key, in_step, bucket_only)
         for key, in_step, bucket_only in _merged(store, index, result, events)
@@ -190,15 +190,15 @@ def _check(store: ObjectStore, spool_threshold: int, candidate: _Candidate) -> _
     except ObjectNotFoundError:
         return _Outcome(vanished=True)
     except NotAnS3idxObjectError:
-        return _Outcome(not_s3idx="not an s3idx object: not checked", foreign=True)
+        return _Outcome(unchecked="not an s3idx object: not checked", not_s3idx=True)
     except MissingDependencyError:  # maggma's msgpack bodies, and msgpack is not installed
-        return _Outcome(not_s3idx=_MAGGMA_UNCHECKED)
+        return _Outcome(unchecked=_MAGGMA_UNCHECKED)
     except CorruptObjectError as exc:  # damaged body, or metadata that cannot be read
         return _Outcome(problems=(_without_key_prefix(exc.message, candidate.key),))
     assert document.head is not None
     metadata = document.head.metadata
     if maggma_format.is_maggma_metadata(metadata) and codec.META_FORMAT not in metadata:
-        return _Outcome(not_s3idx=_MAGGMA_UNCHECKED)
+        return _Outcome(unchecked=_MAGGMA_UNCHECKED)
     recorded = codec.parse_metadata(metadata)
     try:
         body = orjson.loads(document.read())
