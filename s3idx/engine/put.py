@@ -67,7 +67,7 @@ class UploadPipeline:
         index: Index,
         options: PutOptions,
         result: PutResult,
-        on_reject: Any,
+        on_reject: Callable[[Record, str], None],
         on_progress: Callable[[], None] = lambda: None,
     ) -> None:
         self._store = store
@@ -342,13 +342,9 @@ class _ProgressReporter:
 
     def _input_fraction(self, done: int) -> float | None:
         read = self._read
-        if read is None or not read.bytes_total or not read.records:
+        share_read = read.share_read() if read is not None else None
+        if read is None or share_read is None:
             return None
-        if read.finished:
-            share_read = 1.0
-        else:
-            position = read.bytes_read if read.compressed else read.record_bytes
-            share_read = min(position / read.bytes_total, 1.0)
         # The reader runs ahead of the uploads: scale by how many of the records read are done.
         fraction = share_read * min(done / read.records, 1.0)
         # An estimate, but one that never goes back: the reader's share moves in steps.
@@ -464,7 +460,7 @@ def _prepare_chunk(
     preparer: DocumentPreparer,
     seen: SeenKeys,
     result: PutResult,
-    reject: Any,
+    reject: Callable[[Record, str], None],
     max_errors: int | None = None,
 ) -> list[Prepared]:
     """The chunk's valid documents; with ``max_errors``, none after the reject that reaches it."""
