@@ -1055,7 +1055,7 @@ def rebuild_index(
         ),
     )
     status = ctx.signals.exit_status() or _scan_status(
-        result.skipped.undecodable, result.adopted.rewrite_failed
+        result.skipped.undecodable, result.maggma.rewrite_failed
     )
     _report(ctx, result.as_dict(), output.rebuild_summary(result), status)
     if result.interrupted:
@@ -1173,7 +1173,7 @@ def sync(
     if status is None and check and (result.drift or (strict and result.skipped.not_s3idx)):
         status = ExitStatus.DRIFT
     if status is None:
-        status = _scan_status(result.skipped.undecodable, result.adopted.rewrite_failed)
+        status = _scan_status(result.skipped.undecodable, result.maggma.rewrite_failed)
     _report(ctx, summary, output.sync_summary(result), status)
     return status
 

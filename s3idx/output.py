@@ -15,12 +15,17 @@ import orjson
 
 from s3idx import codec
 from s3idx.config import redact
-from s3idx.engine.rebuild import RebuildResult
-from s3idx.engine.recover import Adopted
-from s3idx.engine.reindex import ReindexResult
-from s3idx.engine.results import DeleteResult, Events, PutResult, Reject
-from s3idx.engine.sync import SyncResult
-from s3idx.engine.verify import VerifyResult
+from s3idx.engine.results import (
+    DeleteResult,
+    Events,
+    MaggmaObjects,
+    PutResult,
+    RebuildResult,
+    ReindexResult,
+    Reject,
+    SyncResult,
+    VerifyResult,
+)
 from s3idx.environment import Environment
 from s3idx.query.paths import split_path
 from s3idx.text import plural
@@ -166,7 +171,7 @@ def rebuild_summary(result: RebuildResult) -> str:
     )
     if skipped.vanished:
         line += f", {skipped.vanished} vanished while listing"
-    line += _adopted(result.adopted, ", ")
+    line += _maggma(result.maggma, ", ")
     if result.retries:
         line += f", {plural(result.retries, 'retry', 'retries')}"
     listed_now = result.listed - result.listed_before
@@ -224,7 +229,7 @@ def sync_summary(result: SyncResult) -> str:
         line += f"; foreign: {foreign} not written by s3idx (ignored)"
     if skipped.undecodable:
         line += f"; {plural(skipped.undecodable, 'object')} with undecodable metadata"
-    line += _adopted(result.adopted, "; ")
+    line += _maggma(result.maggma, "; ")
     if result.retries:
         line += f"; {plural(result.retries, 'retry', 'retries')}"
     line += f" in {result.elapsed:.2f} s"
@@ -272,13 +277,13 @@ def verify_summary(result: VerifyResult) -> str:
     return line
 
 
-def _adopted(adopted: Adopted, separator: str) -> str:
+def _maggma(maggma: MaggmaObjects, separator: str) -> str:
     """Said only when maggma's objects were met, so s3idx-only runs read as before."""
-    if not (adopted.maggma or adopted.rewritten or adopted.rewrite_failed):
+    if not (maggma.indexed or maggma.rewritten or maggma.rewrite_failed):
         return ""
-    text = f"{separator}{plural(adopted.maggma, 'maggma object')}"
-    if adopted.rewritten or adopted.rewrite_failed:
-        text += f" ({adopted.rewritten} rewritten, {adopted.rewrite_failed} not rewritten)"
+    text = f"{separator}{plural(maggma.indexed, 'maggma object')}"
+    if maggma.rewritten or maggma.rewrite_failed:
+        text += f" ({maggma.rewritten} rewritten, {maggma.rewrite_failed} not rewritten)"
     return text
 
 

@@ -38,7 +38,7 @@ def _keys(engine: Engine) -> list[str]:
 
 
 def _objects(engine: Engine) -> list[str]:
-    return sorted(o.key for o in engine.store.list())
+    return sorted(o.key for o in engine.store.list_objects())
 
 
 class _FailingDelete:
@@ -244,7 +244,7 @@ def test_kill_9_of_delete_filter_at_random_moments_is_finished_without_resurrect
             left = {e["fs_id"] for e in engine.query({"v": 0}, fields=["fs_id"])}
             removed = {f"k{i:04d}" for i in range(0, 1500, 3)} - left
             journaled = engine.index.journaled()
-            objects = {o.key for o in engine.store.list()}
+            objects = {o.key for o in engine.store.list_objects()}
             # An entry goes only once journaled, and its record only once its object is gone.
             assert not (removed - set(journaled)) & objects, where
             where += f": {len(removed)} removed, {len(journaled)} journaled, {len(objects)} objects"
@@ -262,7 +262,7 @@ def test_kill_9_of_delete_filter_at_random_moments_is_finished_without_resurrect
             # Nothing the killed delete removed from the index is back, in index or bucket.
             now = {e["fs_id"] for e in engine.query({"v": 0}, fields=["fs_id"])}
             assert now == left - set(journaled), where
-            objects = {o.key for o in engine.store.list()}
+            objects = {o.key for o in engine.store.list_objects()}
             assert not (removed | set(journaled)) & objects, where
             assert entries_and_objects(engine) == (len(objects), len(objects)), where
             assert engine.sync(check=True).drift == 0, where

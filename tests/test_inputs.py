@@ -85,6 +85,24 @@ def test_stdin_is_named_and_progress_counts_bytes() -> None:
     assert progress.bytes_read == len(data)
 
 
+def test_share_read_follows_records_in_plain_input_and_bytes_in_gzip(tmp_path: Path) -> None:
+    data = b'{"a":1}\n{"a":2}\n{"a":3}\n{"a":4}\n'
+    path = tmp_path / "a.jsonl"
+    path.write_bytes(data)
+    progress = ReadProgress(bytes_total=len(data))
+    assert progress.share_read() is None  # nothing read yet
+    records = read_records([file_source(path)], progress)
+    next(records)
+    # The buffer has read it all, but one record of four was handed on.
+    assert (progress.bytes_read, progress.share_read()) == (len(data), 0.25)
+    list(records)
+    assert progress.share_read() == 1.0
+
+    gzipped = ReadProgress(bytes_total=200, bytes_read=50, records=1, compressed=True)
+    assert gzipped.share_read() == 0.25
+    assert ReadProgress(bytes_total=None, records=3).share_read() is None  # stdin
+
+
 def test_total_size_is_unknown_with_stdin(tmp_path: Path) -> None:
     path = tmp_path / "a.jsonl"
     path.write_bytes(b"12345")

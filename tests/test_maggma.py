@@ -326,14 +326,14 @@ def test_sync_rewrite_converts_objects_already_indexed_from_maggma_metadata(
         result = engine.sync(rewrite=True)
 
         assert (result.drift, result.added, result.updated) == (0, 0, 0)
-        assert (result.adopted.maggma, result.adopted.rewritten) == (6, 6)
+        assert (result.maggma.indexed, result.maggma.rewritten) == (6, 6)
         assert engine.sync(check=True).drift == 0
         entry = next(engine.query({"task_id": "mp-3"}))
         assert entry["_s3idx"]["codec"] == "json+zlib"
         assert entry["elements"] == ["Fe", "O"]
         assert engine.get("mp-3") == _as_json_can_carry(DOCUMENTS[3], maggma)
         # Nothing left to rewrite: a second pass reads nothing.
-        assert engine.sync(rewrite=True).adopted.maggma == 0
+        assert engine.sync(rewrite=True).maggma.indexed == 0
 
 
 def test_an_object_that_cannot_be_rewritten_keeps_its_entry_and_is_reported(

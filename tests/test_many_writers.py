@@ -59,8 +59,8 @@ class HookedStore:
         self._fire("after head", key)
         return head
 
-    def list(self, prefix: str = "", *, start_after: str | None = None) -> Iterator[ObjectInfo]:
-        yield from self._inner.list(prefix, start_after=start_after)
+    def list_objects(self, prefix: str = "", *, start_after: str | None = None) -> Iterator[ObjectInfo]:
+        yield from self._inner.list_objects(prefix, start_after=start_after)
         hook, self.after_listing = self.after_listing, None
         if hook is not None:
             hook()
@@ -119,7 +119,7 @@ def _doc(key: str, tag: str) -> dict[str, Any]:
 def _assert_index_describes_bucket(engine: Engine) -> None:
     """Every entry's ETag is its object's, every object has an entry, bodies agree."""
     entries = {e["fs_id"]: e for e in engine.query({})}
-    objects = {o.key: o.etag for o in engine.store.list()}
+    objects = {o.key: o.etag for o in engine.store.list_objects()}
     assert set(entries) == set(objects)
     for key, entry in entries.items():
         assert entry["_s3idx"]["etag"] == objects[key], key

@@ -11,9 +11,7 @@ import pytest
 from rich.console import Console
 
 from s3idx import output
-from s3idx.engine.rebuild import RebuildResult
-from s3idx.engine.results import DeleteResult, PutResult
-from s3idx.engine.sync import SyncResult
+from s3idx.engine.results import DeleteResult, PutResult, RebuildResult, SyncResult
 from tests.helpers import memory_environment, written
 
 

@@ -214,7 +214,7 @@ def _check(rnd: Round, *, gone: frozenset[str] | set[str] = frozenset()) -> dict
             assert fetched is not None, f"{key}: entry without its object ({where})"
             assert fetched.error is None, f"{key}: {fetched.error} ({where})"
             bodies[key] = orjson.loads(fetched.read())
-        listed = {o.key for o in engine.store.list()}
+        listed = {o.key for o in engine.store.list_objects()}
         assert set(bodies) == set(entries) == listed, where
         disagree = [
             k
@@ -231,7 +231,7 @@ def _check(rnd: Round, *, gone: frozenset[str] | set[str] = frozenset()) -> dict
         synced = engine.sync()
         assert synced.added == 0, f"sync adopted objects ({where}): {synced.as_dict()}"
         indexed = {e["fs_id"] for e in engine.query({}, fields=["fs_id"])}
-        back = gone & (indexed | {o.key for o in engine.store.list()})
+        back = gone & (indexed | {o.key for o in engine.store.list_objects()})
         assert not back, f"deleted documents back after sync: {sorted(back)[:5]} ({where})"
     _no_lost_write(rnd, versions)
     return versions
@@ -351,7 +351,7 @@ def test_kill_9_of_delete_filter_then_the_next_delete_or_sync(rounds: Iterator[R
             entries_and_objects(engine)  # no entry without its object, even right after the kill
             left = {e["fs_id"] for e in engine.query({"tag": "a"}, fields=["fs_id"])}
             journaled = set(engine.index.journaled())
-            objects = {o.key for o in engine.store.list()}
+            objects = {o.key for o in engine.store.list_objects()}
         removed = set(groups["a"]) - left
         rnd.where += f" ({len(removed)} entries removed, {len(journaled)} journaled)"
         # An entry goes only once journaled, and its record only once its object is gone.

@@ -1,10 +1,17 @@
 """The engine under every command: put, get, query, delete, rebuild-index, sync, verify."""
 
 from s3idx.engine.core import Engine, open_engine
-from s3idx.engine.rebuild import RebuildResult
-from s3idx.engine.results import DeleteResult, Events, GetResult, PutResult, Reject
-from s3idx.engine.sync import SyncResult
-from s3idx.engine.verify import VerifyResult
+from s3idx.engine.results import (
+    DeleteResult,
+    Events,
+    GetResult,
+    PutResult,
+    RebuildResult,
+    ReindexResult,
+    Reject,
+    SyncResult,
+    VerifyResult,
+)
 
 __all__ = [
     "DeleteResult",
@@ -13,6 +20,7 @@ __all__ = [
     "GetResult",
     "PutResult",
     "RebuildResult",
+    "ReindexResult",
     "Reject",
     "SyncResult",
     "VerifyResult",

@@ -29,13 +29,22 @@ from s3idx.engine.inputs import (
 )
 from s3idx.engine.put import PutOptions, run_put
 from s3idx.engine.read import SPOOL_THRESHOLD, FetchedDocument, fetch_document, fetch_many
-from s3idx.engine.rebuild import RebuildResult, run_rebuild
-from s3idx.engine.reindex import ReindexResult, run_reindex
-from s3idx.engine.results import DeleteResult, Events, GetResult, PutResult
+from s3idx.engine.rebuild import run_rebuild
+from s3idx.engine.reindex import run_reindex
+from s3idx.engine.results import (
+    DeleteResult,
+    Events,
+    GetResult,
+    PutResult,
+    RebuildResult,
+    ReindexResult,
+    SyncResult,
+    VerifyResult,
+)
 from s3idx.engine.retry import RetryingStore
 from s3idx.engine.rewrite import MaggmaRewriter
-from s3idx.engine.sync import SyncResult, run_sync
-from s3idx.engine.verify import VerifyResult, run_verify
+from s3idx.engine.sync import run_sync
+from s3idx.engine.verify import run_verify
 from s3idx.errors import (
     BackendUnavailableError,
     NotFoundError,
@@ -197,17 +206,9 @@ class Engine:
             dry_run=dry_run,
             max_errors=max_errors,
         )
-        retries = self.store.retries
-        try:
-            result = run_put(
-                self.store, self.index, records, options, events or Events(), stop, read_progress
-            )
-        except S3idxError as exc:
-            if isinstance(exc.partial_result, PutResult):
-                exc.partial_result.retries = self.store.retries - retries
-            raise
-        result.retries = self.store.retries - retries
-        return result
+        return run_put(
+            self.store, self.index, records, options, events or Events(), stop, read_progress
+        )
 
     def put_files(
         self,
@@ -350,8 +351,7 @@ class Engine:
         this engine's compression) before their entries are written.
         """
         self.require_store()
-        retries = self.store.retries
-        result = run_rebuild(
+        return run_rebuild(
             self.store,
             self.index,
             workers=self.workers,
@@ -361,8 +361,6 @@ class Engine:
             events=events,
             stop=stop,
         )
-        result.retries = self.store.retries - retries
-        return result
 
     def sync(
         self,
@@ -381,8 +379,7 @@ class Engine:
         ``dry_run``, which change nothing.
         """
         self.require_store()  # the index may be new: sync fills it, as rebuild-index does
-        retries = self.store.retries
-        result = run_sync(
+        return run_sync(
             self.store,
             self.index,
             workers=self.workers,
@@ -393,8 +390,6 @@ class Engine:
             events=events,
             stop=stop,
         )
-        result.retries = self.store.retries - retries
-        return result
 
     def reindex(
         self,
@@ -429,8 +424,7 @@ class Engine:
             )
         elif fields:
             settings = self.index.configure(self.key_field, all_fields)
-        retries = self.store.retries
-        result = run_reindex(
+        return run_reindex(
             self.store,
             self.index,
             settings,
@@ -439,8 +433,6 @@ class Engine:
             events=events,
             stop=stop,
         )
-        result.retries = self.store.retries - retries
-        return result
 
     def verify(
         self,
@@ -452,8 +444,7 @@ class Engine:
         """Read objects (all, or a random ``sample`` fraction) and check each against its
         metadata and index entry; see ``s3idx.engine.verify``."""
         self.require_store()
-        retries = self.store.retries
-        result = run_verify(
+        return run_verify(
             self.store,
             self.index,
             workers=self.workers,
@@ -462,8 +453,6 @@ class Engine:
             stop=stop,
             spool_threshold=self.spool_threshold,
         )
-        result.retries = self.store.retries - retries
-        return result
 
     def _rewriter(self, rewrite: bool) -> MaggmaRewriter | None:
         return MaggmaRewriter(self.store, self.codec) if rewrite else None

@@ -19,17 +19,17 @@ the ETag, so a finish running beside the delete it finishes (or beside a put) is
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-from s3idx.engine.results import DeleteResult, Events
+from s3idx.engine.results import DeleteResult, Events, accounted
 from s3idx.errors import ObjectNotFoundError
 from s3idx.index.base import Index
 from s3idx.limits import DELETE_BATCH, batched
 from s3idx.store.base import ObjectStore
 
 
+@accounted
 def delete_keys(
     store: ObjectStore,
     index: Index,
@@ -39,17 +39,16 @@ def delete_keys(
     events: Events | None = None,
 ) -> DeleteResult:
     result = DeleteResult(dry_run=dry_run)
-    started = time.monotonic()
     if not dry_run:
         result.finished = finish_deletes(store, index)
     unique = list(dict.fromkeys(keys))
     for batch in batched(unique, DELETE_BATCH):
         _delete_batch(store, index, batch, result, named=True)
         _report(events, result, len(unique))
-    result.elapsed = time.monotonic() - started
     return result
 
 
+@accounted
 def delete_matching(
     store: ObjectStore,
     index: Index,
@@ -60,14 +59,12 @@ def delete_matching(
     events: Events | None = None,
 ) -> DeleteResult:
     result = DeleteResult(dry_run=dry_run)
-    started = time.monotonic()
     if not dry_run:
         result.finished = finish_deletes(store, index)
     total = index.count(filter) if events is not None else None
     for batch in _matching_keys(index, filter, key_field, dry_run):
         _delete_batch(store, index, batch, result, named=False)
         _report(events, result, total)
-    result.elapsed = time.monotonic() - started
     return result
 
 

@@ -73,6 +73,15 @@ class ReadProgress:
     compressed: bool = False
     finished: bool = False
 
+    def share_read(self) -> float | None:
+        """The share of the input read so far, 0 to 1; None when its size is not known."""
+        if not self.bytes_total or not self.records:
+            return None
+        if self.finished:
+            return 1.0
+        position = self.bytes_read if self.compressed else self.record_bytes
+        return min(position / self.bytes_total, 1.0)
+
 
 def file_source(path: str | Path) -> InputSource:
     return InputSource(str(path), Path(path))

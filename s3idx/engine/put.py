@@ -28,7 +28,7 @@ from s3idx.config import DEFAULT_BATCH_SIZE, DEFAULT_WORKERS
 from s3idx.engine.documents import DocumentPreparer, Prepared
 from s3idx.engine.inputs import ReadProgress, Record
 from s3idx.engine.reconcile import reconcile
-from s3idx.engine.results import Events, PutResult, Reject, reported_on_failure
+from s3idx.engine.results import Events, PutResult, Reject, accounted, reported_on_failure
 from s3idx.engine.seen import SeenKeys
 from s3idx.errors import RecordError, S3idxError
 from s3idx.index.base import Bookkeeping, Entry, Index, with_bookkeeping
@@ -74,7 +74,7 @@ class UploadPipeline:
         index: Index,
         options: PutOptions,
         result: PutResult,
-        on_reject: Any,
+        on_reject: Callable[[Record, str], None],
         on_progress: Callable[[], None] = lambda: None,
     ) -> None:
         self._store = store
@@ -282,6 +282,7 @@ class _Cancelled(Exception):
     """An upload not started because the run already failed."""
 
 
+@accounted
 def run_put(
     store: ObjectStore,
     index: Index,
@@ -292,7 +293,6 @@ def run_put(
     read_progress: ReadProgress | None = None,
 ) -> PutResult:
     result = PutResult(dry_run=options.dry_run)
-    started = time.monotonic()
     # An index that cannot store some values (FerretDB) refuses them before the object is written.
     check_entry = getattr(index, "check_entry", None)
     preparer = DocumentPreparer(
@@ -342,20 +342,15 @@ def run_put(
         if stop is not None and stop.is_set():
             result.interrupted = True
     except BaseException as exc:
-        _finish_after_failure(pipeline, exc, result, started)
+        _finish_after_failure(pipeline, exc, result)
         raise
     finally:
         seen.close()
     if pipeline is not None:
-        with reported_on_failure(result, started):
+        with reported_on_failure(result):
             pipeline.finish()
-        if pipeline.fatal is not None and not isinstance(pipeline.fatal, _Cancelled):
-            fatal = pipeline.fatal
-            result.elapsed = time.monotonic() - started
-            if isinstance(fatal, S3idxError):
-                fatal.partial_result = result
-            raise fatal
-    result.elapsed = time.monotonic() - started
+            if pipeline.fatal is not None and not isinstance(pipeline.fatal, _Cancelled):
+                raise pipeline.fatal
     return result
 
 
@@ -392,13 +387,9 @@ class _ProgressReporter:
 
     def _input_fraction(self, done: int) -> float | None:
         read = self._read
-        if read is None or not read.bytes_total or not read.records:
+        share_read = read.share_read() if read is not None else None
+        if read is None or share_read is None:
             return None
-        if read.finished:
-            share_read = 1.0
-        else:
-            position = read.bytes_read if read.compressed else read.record_bytes
-            share_read = min(position / read.bytes_total, 1.0)
         # The reader runs ahead of the uploads: scale by how many of the records read are done.
         fraction = share_read * min(done / read.records, 1.0)
         # An estimate, but one that never goes back: the reader's share moves in steps.
@@ -407,14 +398,13 @@ class _ProgressReporter:
 
 
 def _finish_after_failure(
-    pipeline: UploadPipeline | None, exc: BaseException, result: PutResult, started: float
+    pipeline: UploadPipeline | None, exc: BaseException, result: PutResult
 ) -> None:
     """On the way out of a failure: still index what was stored, then let the failure go on."""
     if pipeline is not None:
         # The first failure is the one to report.
         with contextlib.suppress(BaseException):
             pipeline.finish()
-    result.elapsed = time.monotonic() - started
     if isinstance(exc, S3idxError) and exc.partial_result is None:
         exc.partial_result = result
 
@@ -515,7 +505,7 @@ def _prepare_chunk(
     preparer: DocumentPreparer,
     seen: SeenKeys,
     result: PutResult,
-    reject: Any,
+    reject: Callable[[Record, str], None],
     max_errors: int | None = None,
 ) -> list[Prepared]:
     """The chunk's valid documents; with ``max_errors``, none after the reject that reaches it."""

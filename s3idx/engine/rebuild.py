@@ -20,24 +20,23 @@ then ``finish`` ends the log.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from s3idx.config import DEFAULT_KEY_FIELD, redact
+from s3idx.engine.collector import EntryCollector
 from s3idx.engine.delete import finish_deletes
+from s3idx.engine.metadata_entry import Rewriter
+from s3idx.engine.probe import indexed_entries, probe_key_field
 from s3idx.engine.reconcile import observe, reconcile
-from s3idx.engine.recover import (
-    Adopted,
-    EntryCollector,
-    Rewriter,
-    Skipped,
-    indexed_entries,
-    probe_key_field,
+from s3idx.engine.results import (
+    Events,
+    MaggmaObjects,
+    RebuildResult,
+    accounted,
+    reported_on_failure,
 )
-from s3idx.engine.results import Events, reported_on_failure
 from s3idx.errors import IndexSettingsError, S3idxError, UsageError
 from s3idx.index.base import Index, IndexRebuild, IndexSettings
 from s3idx.limits import batched
@@ -47,40 +46,7 @@ from s3idx.text import plural
 LIST_BATCH = 1000
 
 
-@dataclass(slots=True)
-class RebuildResult:
-    listed: int = 0
-    written: int = 0
-    resumed: bool = False
-    interrupted: bool = False
-    committed: bool = False
-    key_field: str = DEFAULT_KEY_FIELD
-    fields: list[str] = field(default_factory=list)
-    # Fields some objects' metadata lacks, with how many: pending until `reindex` runs.
-    pending_fields: dict[str, int] = field(default_factory=dict)
-    skipped: Skipped = field(default_factory=Skipped)
-    adopted: Adopted = field(default_factory=Adopted)
-    retries: int = 0
-    elapsed: float = 0.0
-    listed_before: int = 0  # listed by the interrupted run resumed: not this run's work
-    # Keys other writers wrote or deleted while the rebuild ran: read again before the swap.
-    changed_meanwhile: int = 0
-
-    def as_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        del data["skipped"], data["adopted"], data["listed_before"]
-        data.update(self.skipped.as_dict())
-        data.update(self.adopted.as_dict())
-        data["objects_per_second"] = self.rate
-        return {"command": "rebuild-index", **data}
-
-    @property
-    def rate(self) -> float:
-        """Objects listed per second by this run (not counting what a resumed run had done)."""
-        listed = self.listed - self.listed_before
-        return round(listed / self.elapsed, 1) if self.elapsed > 0 else 0.0
-
-
+@accounted
 def run_rebuild(
     store: ObjectStore,
     index: Index,
@@ -93,7 +59,6 @@ def run_rebuild(
     stop: threading.Event | None = None,
 ) -> RebuildResult:
     events = events or Events()
-    started = time.monotonic()
     found_key, fields = _first_entry_settings(store, index, key_field)
     key_field = key_field or found_key
     finish_deletes(store, index)
@@ -110,14 +75,14 @@ def run_rebuild(
             key_field,
             result.skipped,
             on_skip=events.skipped,
-            adopted=result.adopted,
+            maggma=result.maggma,
             rewriter=rewriter,
         )
         collector.fields = list(result.fields)
         collector.lacking = dict(result.pending_fields)
         collector.accepted = result.written
         start_after = checkpoint.get("listed_through") if checkpoint else None
-        with reported_on_failure(result, started):
+        with reported_on_failure(result):
             for batch in batched(store.list_objects(start_after=start_after), LIST_BATCH):
                 _rebuild_batch(rebuild, collector, batch, result)
                 events.progress(result.listed, None, {"written": result.written})
@@ -139,12 +104,11 @@ def run_rebuild(
         settings = IndexSettings(result.key_field, tuple(result.fields), pending)
         rebuild.commit(settings)
         result.committed = True
-        with reported_on_failure(result, started):
+        with reported_on_failure(result):
             # Writes that landed in the old index while it was being replaced are in the log.
             logged = list(rebuild.changed_keys())
             reconcile(store, index, logged, key_field=result.key_field, workers=workers)
             rebuild.finish()
-    result.elapsed = time.monotonic() - started
     return result
 
 
@@ -209,7 +173,7 @@ def _restore(checkpoint: dict[str, Any] | None, key_field: str) -> RebuildResult
     skipped.undecodable = checkpoint["undecodable"]
     skipped.undecodable_keys = [(d["key"], d["reason"]) for d in checkpoint["undecodable_keys"]]
     skipped.vanished = checkpoint["vanished"]
-    result.adopted = Adopted.from_dict(checkpoint)
+    result.maggma = MaggmaObjects.from_dict(checkpoint)
     return result
 
 

@@ -17,10 +17,8 @@ from __future__ import annotations
 
 import hashlib
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import orjson
 
@@ -29,8 +27,7 @@ from s3idx.engine.concurrency import ordered_map
 from s3idx.engine.documents import DocumentPreparer
 from s3idx.engine.inputs import Record
 from s3idx.engine.read import fetch_document
-from s3idx.engine.recover import REPORTED_KEYS_LIMIT
-from s3idx.engine.results import Events, reported_on_failure
+from s3idx.engine.results import Events, ReindexResult, accounted, reported_on_failure
 from s3idx.errors import (
     CorruptObjectError,
     NotAnS3idxObjectError,
@@ -46,53 +43,6 @@ BATCH = 1000
 ATTEMPTS = 3  # reads of an object that keeps changing under us, before giving up on it
 
 
-@dataclass(slots=True)
-class ReindexResult:
-    fields: list[str] = field(default_factory=list)  # the fields every object should have
-    pending: list[str] = field(default_factory=list)  # of those, the ones not complete before
-    listed: int = 0
-    updated: int = 0  # metadata replaced and entry written (or would be, with dry_run)
-    up_to_date: int = 0  # metadata already had every field
-    not_s3idx: int = 0
-    failed: int = 0
-    failed_keys: list[tuple[str, str]] = field(default_factory=list)
-    vanished: int = 0
-    completed: list[str] = field(default_factory=list)  # fields marked complete at the end
-    dry_run: bool = False
-    interrupted: bool = False
-    retries: int = 0
-    elapsed: float = 0.0
-
-    def fail(self, key: str, reason: str) -> None:
-        self.failed += 1
-        if len(self.failed_keys) < REPORTED_KEYS_LIMIT:
-            self.failed_keys.append((key, reason))
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "command": "reindex",
-            "fields": list(self.fields),
-            "pending": list(self.pending),
-            "listed": self.listed,
-            "updated": self.updated,
-            "up_to_date": self.up_to_date,
-            "not_s3idx": self.not_s3idx,
-            "failed": self.failed,
-            "failed_keys": [{"key": k, "reason": r} for k, r in self.failed_keys],
-            "vanished": self.vanished,
-            "completed": list(self.completed),
-            "dry_run": self.dry_run,
-            "interrupted": self.interrupted,
-            "retries": self.retries,
-            "elapsed": self.elapsed,
-            "objects_per_second": self.rate,
-        }
-
-    @property
-    def rate(self) -> float:
-        return round(self.listed / self.elapsed, 1) if self.elapsed > 0 else 0.0
-
-
 @dataclass(frozen=True, slots=True)
 class _Outcome:
     """What happened to one object: an entry to write, or a count to bump (with a reason)."""
@@ -102,6 +52,7 @@ class _Outcome:
     reason: str = ""
 
 
+@accounted
 def run_reindex(
     store: ObjectStore,
     index: Index,
@@ -113,7 +64,6 @@ def run_reindex(
     stop: threading.Event | None = None,
 ) -> ReindexResult:
     events = events or Events()
-    started = time.monotonic()
     result = ReindexResult(
         fields=list(settings.fields),
         pending=[name for name, _ in settings.pending],
@@ -122,7 +72,7 @@ def run_reindex(
     backfill = _Backfill(store, settings, dry_run)
     with (
         ThreadPoolExecutor(workers, thread_name_prefix="s3idx-reindex") as pool,
-        reported_on_failure(result, started),
+        reported_on_failure(result),
     ):
         for batch in batched(store.list_objects(), BATCH):
             entries = []
@@ -141,7 +91,6 @@ def run_reindex(
     if not (dry_run or result.interrupted or result.failed) and result.pending:
         index.mark_complete(result.pending)
         result.completed = list(result.pending)
-    result.elapsed = time.monotonic() - started
     return result
 
 

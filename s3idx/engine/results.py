@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Protocol, TypeVar
 
+from s3idx.config import DEFAULT_KEY_FIELD
 from s3idx.errors import S3idxError
+from s3idx.store.base import ObjectStore
+
+if TYPE_CHECKING:
+    from s3idx.engine.metadata_entry import Recovered
+
+REPORTED_KEYS_LIMIT = 10_000  # keys kept for --json; counts are always exact
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +85,217 @@ class DeleteResult:
         return {"command": "delete", **data}
 
 
+@dataclass(slots=True)
+class Skipped:
+    """Objects that gave no entry, counted exactly, their keys kept up to a limit."""
+
+    not_s3idx: int = 0
+    not_s3idx_keys: list[str] = field(default_factory=list)
+    undecodable: int = 0
+    undecodable_keys: list[tuple[str, str]] = field(default_factory=list)
+    vanished: int = 0
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "not_s3idx": self.not_s3idx,
+            "not_s3idx_keys": list(self.not_s3idx_keys),
+            "undecodable": self.undecodable,
+            "undecodable_keys": [{"key": k, "reason": r} for k, r in self.undecodable_keys],
+            "vanished": self.vanished,
+        }
+
+    def add_not_s3idx(self, key: str) -> None:
+        self.not_s3idx += 1
+        if len(self.not_s3idx_keys) < REPORTED_KEYS_LIMIT:
+            self.not_s3idx_keys.append(key)
+
+    def add_undecodable(self, key: str, reason: str) -> None:
+        self.undecodable += 1
+        if len(self.undecodable_keys) < REPORTED_KEYS_LIMIT:
+            self.undecodable_keys.append((key, reason))
+
+
+@dataclass(slots=True)
+class MaggmaObjects:
+    """Objects written by maggma's S3Store that gave entries, and what ``--rewrite`` made of them.
+
+    Their count is ``maggma`` in a summary's ``--json`` (``as_dict``) and in a checkpoint.
+    """
+
+    indexed: int = 0
+    rewritten: int = 0
+    rewrite_failed: int = 0
+    rewrite_failed_keys: list[tuple[str, str]] = field(default_factory=list)
+
+    def count(self, recovered: Recovered) -> None:
+        self.indexed += recovered.maggma
+        self.rewritten += recovered.rewritten
+        if recovered.rewrite_failure is not None:
+            self.rewrite_failed += 1
+            if len(self.rewrite_failed_keys) < REPORTED_KEYS_LIMIT:
+                self.rewrite_failed_keys.append((recovered.key, recovered.rewrite_failure))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "maggma": self.indexed,
+            "rewritten": self.rewritten,
+            "rewrite_failed": self.rewrite_failed,
+            "rewrite_failed_keys": [{"key": k, "reason": r} for k, r in self.rewrite_failed_keys],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> MaggmaObjects:
+        """From ``as_dict``; a checkpoint written before maggma support has none of it."""
+        failed = [(d["key"], d["reason"]) for d in data.get("rewrite_failed_keys", ())]
+        return cls(
+            data.get("maggma", 0), data.get("rewritten", 0), data.get("rewrite_failed", 0), failed
+        )
+
+
+@dataclass(slots=True)
+class RebuildResult:
+    listed: int = 0
+    written: int = 0
+    resumed: bool = False
+    interrupted: bool = False
+    committed: bool = False
+    key_field: str = DEFAULT_KEY_FIELD
+    fields: list[str] = field(default_factory=list)
+    # Fields some objects' metadata lacks, with how many: pending until `reindex` runs.
+    pending_fields: dict[str, int] = field(default_factory=dict)
+    skipped: Skipped = field(default_factory=Skipped)
+    maggma: MaggmaObjects = field(default_factory=MaggmaObjects)
+    retries: int = 0
+    elapsed: float = 0.0
+    listed_before: int = 0  # listed by the interrupted run resumed: not this run's work
+    # Keys other writers wrote or deleted while the rebuild ran: read again before the swap.
+    changed_meanwhile: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        del data["skipped"], data["maggma"], data["listed_before"]
+        data.update(self.skipped.as_dict())
+        data.update(self.maggma.as_dict())
+        data["objects_per_second"] = self.rate
+        return {"command": "rebuild-index", **data}
+
+    @property
+    def rate(self) -> float:
+        """Objects listed per second by this run (not counting what a resumed run had done)."""
+        listed = self.listed - self.listed_before
+        return round(listed / self.elapsed, 1) if self.elapsed > 0 else 0.0
+
+
+@dataclass(slots=True)
+class SyncResult:
+    listed: int = 0
+    indexed: int = 0
+    bucket_only: int = 0
+    index_only: int = 0
+    changed: int = 0
+    # Deletes a crash interrupted (journaled): finished by sync, counted by --check/--dry-run.
+    interrupted_deletes: int = 0
+    added: int = 0
+    updated: int = 0
+    removed: int = 0
+    # Keys another writer changed while sync wrote them: set from the bucket again.
+    reconciled: int = 0
+    check: bool = False
+    dry_run: bool = False
+    prune: bool = True
+    interrupted: bool = False
+    # Recorded fields that adopted objects' metadata lacks: marked pending (see reindex).
+    pending_fields: dict[str, int] = field(default_factory=dict)
+    skipped: Skipped = field(default_factory=Skipped)
+    maggma: MaggmaObjects = field(default_factory=MaggmaObjects)
+    retries: int = 0
+    elapsed: float = 0.0
+
+    @property
+    def drift(self) -> int:
+        return self.bucket_only + self.index_only + self.changed + self.interrupted_deletes
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        del data["skipped"], data["maggma"]
+        data["drift"] = self.drift
+        data.update(self.skipped.as_dict())
+        data.update(self.maggma.as_dict())
+        return {"command": "sync", **data}
+
+
+@dataclass(slots=True)
+class ReindexResult:
+    fields: list[str] = field(default_factory=list)  # the fields every object should have
+    pending: list[str] = field(default_factory=list)  # of those, the ones not complete before
+    listed: int = 0
+    updated: int = 0  # metadata replaced and entry written (or would be, with dry_run)
+    up_to_date: int = 0  # metadata already had every field
+    not_s3idx: int = 0
+    failed: int = 0
+    failed_keys: list[tuple[str, str]] = field(default_factory=list)
+    vanished: int = 0
+    completed: list[str] = field(default_factory=list)  # fields marked complete at the end
+    dry_run: bool = False
+    interrupted: bool = False
+    retries: int = 0
+    elapsed: float = 0.0
+
+    def fail(self, key: str, reason: str) -> None:
+        self.failed += 1
+        if len(self.failed_keys) < REPORTED_KEYS_LIMIT:
+            self.failed_keys.append((key, reason))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "command": "reindex",
+            "fields": list(self.fields),
+            "pending": list(self.pending),
+            "listed": self.listed,
+            "updated": self.updated,
+            "up_to_date": self.up_to_date,
+            "not_s3idx": self.not_s3idx,
+            "failed": self.failed,
+            "failed_keys": [{"key": k, "reason": r} for k, r in self.failed_keys],
+            "vanished": self.vanished,
+            "completed": list(self.completed),
+            "dry_run": self.dry_run,
+            "interrupted": self.interrupted,
+            "retries": self.retries,
+            "elapsed": self.elapsed,
+            "objects_per_second": self.rate,
+        }
+
+    @property
+    def rate(self) -> float:
+        return round(self.listed / self.elapsed, 1) if self.elapsed > 0 else 0.0
+
+
+@dataclass(slots=True)
+class VerifyResult:
+    listed: int = 0  # objects in the store
+    indexed: int = 0  # entries in the index
+    checked: int = 0  # objects read and checked
+    ok: int = 0
+    damaged: int = 0
+    not_s3idx: int = 0  # objects without s3idx metadata (or maggma's, with no hash to check)
+    bucket_only: int = 0
+    index_only: int = 0
+    changed: int = 0
+    interrupted_deletes: int = 0  # journaled deletes not finished: sync or delete finishes them
+    sample: float = 1.0
+    interrupted: bool = False
+    retries: int = 0
+    elapsed: float = 0.0
+
+    @property
+    def drift(self) -> int:
+        return self.bucket_only + self.index_only + self.changed + self.interrupted_deletes
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"command": "verify", **asdict(self), "drift": self.drift}
+
+
 class Events:
     """Callbacks an operation makes while it runs; the default does nothing.
 
@@ -113,13 +332,60 @@ class Events:
         """verify found an object that is not what its metadata or index entry says."""
 
 
+class _Timed(Protocol):
+    elapsed: float
+
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R", bound=_Timed)
+
+
+def accounted(
+    run: Callable[Concatenate[ObjectStore, _P], _R],
+) -> Callable[Concatenate[ObjectStore, _P], _R]:
+    """Stamps what ``run`` returns, or the partial result its failure carries (see
+    ``reported_on_failure``), with ``elapsed`` and, for results that count them, ``retries``:
+    how many retries the store (its first argument) made meanwhile. A ``RetryingStore`` counts
+    them; a bare store makes none. Every ``run_*`` of the engine is wrapped in it."""
+
+    @functools.wraps(run)
+    def timed(store: ObjectStore, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        started = time.monotonic()
+        retries = _retries(store)
+        try:
+            result = run(store, *args, **kwargs)
+        except S3idxError as exc:
+            if exc.partial_result is not None:
+                _stamp(exc.partial_result, started, _retries(store) - retries)
+            raise
+        _stamp(result, started, _retries(store) - retries)
+        return result
+
+    return timed
+
+
+def _retries(store: ObjectStore) -> int:
+    count = getattr(store, "retries", 0)
+    return count if isinstance(count, int) else 0
+
+
+def _stamp(result: object, started: float, retries: int) -> None:
+    if hasattr(result, "elapsed"):
+        result.elapsed = time.monotonic() - started
+    if hasattr(result, "retries"):
+        result.retries = retries
+
+
 @contextlib.contextmanager
-def reported_on_failure(result: Any, started: float) -> Iterator[None]:
-    """An S3idxError leaving the block carries ``result``, its elapsed time set, so the summary
-    still says what the operation had done (``cli._summary_on_failure``)."""
+def reported_on_failure(result: Any) -> Iterator[None]:
+    """An S3idxError leaving the block carries ``result`` (the innermost block's, when nested),
+    so the summary still says what the operation had done (``cli._summary_on_failure``).
+
+    Only the work whose counts mean something is wrapped: a failure before any (a refused
+    argument, a missing index) is an error with no summary."""
     try:
         yield
     except S3idxError as exc:
-        result.elapsed = time.monotonic() - started
-        exc.partial_result = result
+        if exc.partial_result is None:
+            exc.partial_result = result
         raise

@@ -13,7 +13,7 @@ import dataclasses
 from s3idx import codec, maggma_format
 from s3idx.engine.documents import DocumentPreparer
 from s3idx.engine.inputs import Record
-from s3idx.engine.recover import Recovered, recover_entry
+from s3idx.engine.metadata_entry import Recovered, recover_entry
 from s3idx.errors import CorruptObjectError, RecordError, quote_key
 from s3idx.index.base import Bookkeeping, with_bookkeeping
 from s3idx.store.base import ObjectStore

@@ -20,27 +20,20 @@ bucket (``s3idx.engine.reconcile``). Deletes interrupted by a crash (journaled, 
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
 from itertools import chain
 from typing import Any
 
 from s3idx import maggma_format
 from s3idx.codec import RESERVED_FIELD
 from s3idx.config import redact
+from s3idx.engine.collector import EntryCollector
 from s3idx.engine.delete import finish_deletes
+from s3idx.engine.metadata_entry import Rewriter
+from s3idx.engine.probe import indexed_entries, probe_key_field
 from s3idx.engine.reconcile import ReconcileResult, reconcile
-from s3idx.engine.recover import (
-    Adopted,
-    EntryCollector,
-    Rewriter,
-    Skipped,
-    indexed_entries,
-    probe_key_field,
-)
-from s3idx.engine.results import Events, reported_on_failure
+from s3idx.engine.results import Events, SyncResult, accounted, reported_on_failure
 from s3idx.errors import S3idxError, UsageError
 from s3idx.index.base import Bookkeeping, Entry, Index
 from s3idx.store.base import ObjectInfo, ObjectStore
@@ -52,44 +45,7 @@ INTERRUPTED_DELETE = "interrupted-delete"  # journaled by a delete that did not 
 MAGGMA = "maggma"  # in step, but indexed from maggma's metadata: rewritten with --rewrite
 
 
-@dataclass(slots=True)
-class SyncResult:
-    listed: int = 0
-    indexed: int = 0
-    bucket_only: int = 0
-    index_only: int = 0
-    changed: int = 0
-    # Deletes a crash interrupted (journaled): finished by sync, counted by --check/--dry-run.
-    interrupted_deletes: int = 0
-    added: int = 0
-    updated: int = 0
-    removed: int = 0
-    # Keys another writer changed while sync wrote them: set from the bucket again.
-    reconciled: int = 0
-    check: bool = False
-    dry_run: bool = False
-    prune: bool = True
-    interrupted: bool = False
-    # Recorded fields that adopted objects' metadata lacks: marked pending (see reindex).
-    pending_fields: dict[str, int] = field(default_factory=dict)
-    skipped: Skipped = field(default_factory=Skipped)
-    adopted: Adopted = field(default_factory=Adopted)
-    retries: int = 0
-    elapsed: float = 0.0
-
-    @property
-    def drift(self) -> int:
-        return self.bucket_only + self.index_only + self.changed + self.interrupted_deletes
-
-    def as_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        del data["skipped"], data["adopted"]
-        data["drift"] = self.drift
-        data.update(self.skipped.as_dict())
-        data.update(self.adopted.as_dict())
-        return {"command": "sync", **data}
-
-
+@accounted
 def run_sync(
     store: ObjectStore,
     index: Index,
@@ -104,7 +60,6 @@ def run_sync(
 ) -> SyncResult:
     events = events or Events()
     result = SyncResult(check=check, dry_run=dry_run, prune=prune)
-    started = time.monotonic()
     writes = not (check or dry_run)
     rewriter = rewriter if writes else None
     key_field = _key_field(store, index, rewriter)
@@ -122,7 +77,7 @@ def run_sync(
             key_field,
             result.skipped,
             on_skip=events.skipped,
-            adopted=result.adopted,
+            maggma=result.maggma,
             rewriter=rewriter,
         )
         recorded = index.settings()
@@ -133,7 +88,7 @@ def run_sync(
         bookkeeping = index.iter_bookkeeping()
         report = _every(BATCH, lambda: _report(events, result))
         listing, bookkeeping = _ticking(listing, report), _ticking(bookkeeping, report)
-        with reported_on_failure(result, started):
+        with reported_on_failure(result):
             for kind, key, etag in _drift(listing, bookkeeping, result, rewriter is not None):
                 applier.add(kind, key, etag)
                 if stop is not None and stop.is_set():
@@ -141,7 +96,6 @@ def run_sync(
                     break
             applier.flush()
             _report(events, result)
-    result.elapsed = time.monotonic() - started
     return result
 
 

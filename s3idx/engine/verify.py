@@ -20,10 +20,9 @@ from __future__ import annotations
 
 import random
 import threading
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -32,7 +31,7 @@ import orjson
 from s3idx import codec, maggma_format
 from s3idx.engine.concurrency import ordered_map
 from s3idx.engine.read import SPOOL_THRESHOLD, fetch_document
-from s3idx.engine.results import Events, reported_on_failure
+from s3idx.engine.results import Events, VerifyResult, accounted, reported_on_failure
 from s3idx.errors import (
     CorruptObjectError,
     MissingDependencyError,
@@ -50,31 +49,6 @@ INTERRUPTED_DELETE = "interrupted-delete"  # journaled by a delete that did not 
 LOOKUP_BATCH = 256  # index entries fetched at once for the objects about to be read
 
 
-@dataclass(slots=True)
-class VerifyResult:
-    listed: int = 0  # objects in the store
-    indexed: int = 0  # entries in the index
-    checked: int = 0  # objects read and checked
-    ok: int = 0
-    damaged: int = 0
-    not_s3idx: int = 0  # objects without s3idx metadata (or maggma's, with no hash to check)
-    bucket_only: int = 0
-    index_only: int = 0
-    changed: int = 0
-    interrupted_deletes: int = 0  # journaled deletes not finished: sync or delete finishes them
-    sample: float = 1.0
-    interrupted: bool = False
-    retries: int = 0
-    elapsed: float = 0.0
-
-    @property
-    def drift(self) -> int:
-        return self.bucket_only + self.index_only + self.changed + self.interrupted_deletes
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"command": "verify", **asdict(self), "drift": self.drift}
-
-
 @dataclass(frozen=True, slots=True)
 class _Candidate:
     """An object to read; ``indexed`` when its entry is in step and is to be compared too;
@@ -88,11 +62,12 @@ class _Candidate:
 @dataclass(frozen=True, slots=True)
 class _Outcome:
     problems: tuple[str, ...] = ()
-    not_s3idx: str | None = None  # why the object was not checked
-    foreign: bool = False  # no s3idx or maggma metadata: sync neither adopts it nor counts it
+    unchecked: str | None = None  # why the object was not checked (counted as not_s3idx)
+    not_s3idx: bool = False  # no s3idx or maggma metadata: sync neither adopts it nor counts it
     vanished: bool = False  # deleted since it was listed
 
 
+@accounted
 def run_verify(
     store: ObjectStore,
     index: Index,
@@ -107,7 +82,6 @@ def run_verify(
     """Check objects against their metadata and index entries; report damage and drift."""
     events = events or Events()
     result = VerifyResult(sample=sample)
-    started = time.monotonic()
     chosen = _sampler(sample, rng or random.Random())
     journaled = index.journaled()
     for key in journaled:  # reported only: verify changes nothing
@@ -116,7 +90,7 @@ def run_verify(
     candidates = _candidates(store, index, result, events, chosen, journaled)
     check = partial(_check, store, spool_threshold)
     with (
-        reported_on_failure(result, started),
+        reported_on_failure(result),
         ThreadPoolExecutor(workers, thread_name_prefix="s3idx-verify") as pool,
     ):
         for candidate, future in ordered_map(pool, check, candidates, 2 * workers):
@@ -125,7 +99,6 @@ def run_verify(
             if stop is not None and stop.is_set():
                 result.interrupted = True
                 break
-    result.elapsed = time.monotonic() - started
     return result
 
 
@@ -139,13 +112,13 @@ def _record(result: VerifyResult, events: Events, candidate: _Candidate, outcome
     key = candidate.key
     if outcome.vanished:
         return
-    if candidate.bucket_only and not outcome.foreign:
-        # As sync --check counts it: an object without an entry is drift unless it is foreign.
+    if candidate.bucket_only and not outcome.not_s3idx:
+        # As sync --check counts it: an object without an entry is drift unless it is not s3idx's.
         result.bucket_only += 1
         events.drift(BUCKET_ONLY, key)
-    if outcome.not_s3idx is not None:
+    if outcome.unchecked is not None:
         result.not_s3idx += 1
-        events.skipped(key, outcome.not_s3idx)
+        events.skipped(key, outcome.unchecked)
         return
     result.checked += 1
     if outcome.problems:
@@ -164,7 +137,7 @@ def _candidates(
     journaled: dict[str, str],
 ) -> Iterator[_Candidate]:
     """The objects to read, with their index entries looked up a batch at a time. Objects
-    without an entry are always read, sample or not: only a read tells drift from foreign."""
+    without an entry are always read, sample or not: only a read tells drift from not_s3idx."""
     to_read = (
         (key, in_step, bucket_only)
         for key, in_step, bucket_only in _merged(store, index, result, events, journaled)
@@ -233,15 +206,15 @@ def _check(store: ObjectStore, spool_threshold: int, candidate: _Candidate) -> _
     except ObjectNotFoundError:
         return _Outcome(vanished=True)
     except NotAnS3idxObjectError:
-        return _Outcome(not_s3idx="not an s3idx object: not checked", foreign=True)
+        return _Outcome(unchecked="not an s3idx object: not checked", not_s3idx=True)
     except MissingDependencyError:  # maggma's msgpack bodies, and msgpack is not installed
-        return _Outcome(not_s3idx=_MAGGMA_UNCHECKED)
+        return _Outcome(unchecked=_MAGGMA_UNCHECKED)
     except CorruptObjectError as exc:  # damaged body, or metadata that cannot be read
         return _Outcome(problems=(_without_key_prefix(exc.message, candidate.key),))
     assert document.head is not None
     metadata = document.head.metadata
     if maggma_format.is_maggma_metadata(metadata) and codec.META_FORMAT not in metadata:
-        return _Outcome(not_s3idx=_MAGGMA_UNCHECKED)
+        return _Outcome(unchecked=_MAGGMA_UNCHECKED)
     recorded = codec.parse_metadata(metadata)
     try:
         body = orjson.loads(document.read())

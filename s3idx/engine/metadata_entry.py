@@ -1,0 +1,65 @@
+"""An index entry recovered from an object's metadata alone: what rebuild-index and sync read.
+
+No body is downloaded: an s3idx object carries its whole index entry in its metadata, and the
+HEAD response gives the ETag and size. An object written by maggma's S3Store carries its key and
+searchable fields as strings (see ``s3idx.maggma_format``); its entry is recovered from those,
+and with a ``Rewriter`` (``engine/rewrite.py``) it is turned into an s3idx object on the way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from s3idx import codec, maggma_format
+from s3idx.errors import CorruptObjectError, NotAnS3idxObjectError, quote_key
+from s3idx.index.base import Bookkeeping, Entry, with_bookkeeping
+from s3idx.store.base import ObjectHead
+
+
+@dataclass(frozen=True, slots=True)
+class Recovered:
+    key: str
+    key_field: str
+    fields: tuple[str, ...]
+    entry: Entry  # with _s3idx bookkeeping
+    maggma: bool = False  # the entry came from maggma's metadata (or body, when rewritten)
+    rewritten: bool = False  # the object was rewritten into the s3idx format
+    rewrite_failure: str | None = None  # why a rewrite asked for could not be done
+
+
+def recover_entry(head: ObjectHead, key_field: str | None = None) -> Recovered:
+    """The index entry an object's metadata holds; NotAnS3idxObjectError or CorruptObjectError.
+
+    ``key_field`` is the key field expected; only maggma's metadata, which does not say which
+    field is the key, needs it (s3idx's metadata names its key field itself).
+    """
+    try:
+        meta = codec.parse_metadata(head.metadata)
+    except NotAnS3idxObjectError:
+        if not maggma_format.is_maggma_metadata(head.metadata):
+            raise
+        return _recover_maggma(head, key_field)
+    if meta.entry[meta.key_field] != head.key:
+        raise CorruptObjectError(
+            f"its metadata names key {quote_key(str(meta.entry[meta.key_field]))}, "
+            f"not {quote_key(head.key)} "
+            "(copied or renamed by another tool?)"
+        )
+    bookkeeping = Bookkeeping(head.etag, head.size, meta.sha256, meta.codec)
+    entry = with_bookkeeping(meta.entry, bookkeeping)
+    return Recovered(head.key, meta.key_field, meta.fields, entry)
+
+
+def _recover_maggma(head: ObjectHead, key_field: str | None) -> Recovered:
+    meta = maggma_format.parse_metadata(head.metadata, head.key, key_field)
+    entry = dict(meta.entry)
+    if codec.LAST_UPDATED not in entry and head.last_modified is not None:
+        # maggma keeps last_updated in its own index; when it is not in the metadata either,
+        # the time the object was stored is the nearest truth the bucket holds.
+        entry[codec.LAST_UPDATED] = codec.normalize_datetime(head.last_modified)
+    entry = with_bookkeeping(entry, Bookkeeping(head.etag, head.size, None, meta.codec))
+    return Recovered(head.key, meta.key_field, meta.fields, entry, maggma=True)
+
+
+Rewriter = Callable[[Recovered], Recovered]
