@@ -59,7 +59,9 @@ class HookedStore:
         self._fire("after head", key)
         return head
 
-    def list_objects(self, prefix: str = "", *, start_after: str | None = None) -> Iterator[ObjectInfo]:
+    def list_objects(
+        self, prefix: str = "", *, start_after: str | None = None
+    ) -> Iterator[ObjectInfo]:
         yield from self._inner.list_objects(prefix, start_after=start_after)
         hook, self.after_listing = self.after_listing, None
         if hook is not None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,9 @@ class _ListingResetOnce(LocalStore):
         super().__init__(root)
         self.armed = False
 
-    def list_objects(self, prefix: str = "", *, start_after: str | None = None) -> Iterator[ObjectInfo]:
+    def list_objects(
+        self, prefix: str = "", *, start_after: str | None = None
+    ) -> Iterator[ObjectInfo]:
         for n, info in enumerate(super().list_objects(prefix, start_after=start_after)):
             if n == 3 and self.armed:
                 self.armed = False
@@ -41,6 +43,11 @@ class _FailingUpserts(SqliteIndex):
         if self.failing:
             raise BackendUnavailableError("index server went away")
         return super().upsert(entries)
+
+    def upsert_if(self, entries: Sequence[Entry], expected: Mapping[str, str | None]) -> set[str]:
+        if self.failing:
+            raise BackendUnavailableError("index server went away")
+        return super().upsert_if(entries, expected)
 
     def start_rebuild(self, *args: Any, **kwargs: Any) -> Any:
         return _FailingRebuild(super().start_rebuild(*args, **kwargs), self)
