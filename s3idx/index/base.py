@@ -75,7 +75,22 @@ class IndexRebuild(Protocol):
         """Swap the new index in, recording ``settings`` (pending fields included)."""
         ...
 
-    def abort(self) -> None: ...
+    def abort(self) -> None:
+        """Drop the fresh index; clears the rebuild flag and the change log too."""
+        ...
+
+    def changed_keys(self) -> Iterator[str]:
+        """Distinct keys the live index logged as written since this rebuild started (any
+        order): every entry write of the live index logs its keys while the rebuild runs."""
+        ...
+
+    def delete(self, keys: Sequence[str]) -> None:
+        """Remove entries from the fresh index."""
+        ...
+
+    def finish(self) -> None:
+        """After ``commit``: clear the rebuild flag and the change log."""
+        ...
 
 
 @runtime_checkable
@@ -128,6 +143,34 @@ class Index(Protocol):
 
     def count(self, filter: Mapping[str, Any] | None = None) -> int: ...
 
+    def etags(self, keys: Sequence[str]) -> dict[str, str]:
+        """The recorded ETag of each given key that has an entry."""
+        ...
+
+    def upsert_if(self, entries: Sequence[Entry], expected: Mapping[str, str | None]) -> set[str]:
+        """Compare-and-set by key: write each entry (it carries `_s3idx` bookkeeping) only if the
+        key's recorded ETag is still `expected[key]` (None: only if the key has no entry). Returns
+        the keys NOT written (conflicts). One entry per key."""
+        ...
+
+    def delete_if(self, expected: Mapping[str, str]) -> tuple[int, set[str]]:
+        """Remove entries whose recorded ETag is still `expected[key]`. Returns (removed,
+        conflicts): conflicts are keys whose entry now has another ETag; a missing key is
+        neither."""
+        ...
+
+    def journal_deletes(self, items: Mapping[str, str]) -> None:
+        """Record key -> ETag as being deleted (replaces an earlier record for the key)."""
+        ...
+
+    def journaled(self, keys: Sequence[str] | None = None) -> dict[str, str]:
+        """Journal records for the given keys (all records when None; the journal is small)."""
+        ...
+
+    def clear_journal(self, items: Mapping[str, str]) -> None:
+        """Remove journal records, each only if it still names that ETag."""
+        ...
+
     def bookkeeping(self, keys: Sequence[str]) -> dict[str, tuple[Entry, Bookkeeping]]:
         """For the given keys that exist: the entry (without ``_s3idx``) and its bookkeeping."""
         ...
@@ -144,6 +187,11 @@ class Index(Protocol):
         ``fields`` are the searchable fields expected (a hint: ``commit`` gives the final ones).
         With ``resume``, the interrupted rebuild, if there is one for the same key field.
         The current index may be missing or empty (the index was lost).
+
+        From the start until ``finish`` (or ``abort``), a "rebuild running" flag is recorded in
+        the index's own storage, and every entry write of the live index (``upsert``,
+        ``upsert_if``, ``delete``, ``delete_if``, ``journal_deletes``) logs its keys first; see
+        ``IndexRebuild.changed_keys``. A fresh start clears the log; a resumed rebuild keeps it.
         """
         ...
 

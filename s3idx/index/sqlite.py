@@ -1,19 +1,27 @@
 """The embedded index: one SQLite file.
 
-Schema (version 1, recorded in ``meta``):
+Schema (version 2, recorded in ``meta``; a version-1 file is read as it is and upgraded in place,
+by adding the two tables version 2 brought, on its first write):
 
 - ``meta(name, value)``: ``schema_version``, ``key_field``, ``fields`` (JSON list of the
   searchable fields), ``pending_fields`` (JSON list of ``[field, entries]``: fields added while
   the index held entries, not yet backfilled by ``reindex``; absent when none), ``multikey``
   (JSON list of the searchable fields some entry has had several values for; never shrinks,
   as in MongoDB), ``generation`` (names the current indexes, see rebuild) and, while a
-  rebuild is in progress, ``rebuild``, ``rebuild_multikey`` and ``rebuild_checkpoint``.
+  rebuild is in progress, ``rebuild``, ``rebuild_multikey`` and ``rebuild_checkpoint``; from a
+  rebuild's start until its ``finish`` (after the commit) or ``abort``, ``rebuild_log`` (the
+  rebuild's token: the "rebuild running" flag).
 - ``entries(key PRIMARY KEY, entry, etag, size, sha256, codec)``: the entry as tagged JSON
   (``codec.dumps``, so datetimes come back as datetimes) without its ``_s3idx`` bookkeeping,
   which lives in the other columns.
 - ``entry_values(field, tclass, value, key)``: the multikey side table. For each searchable
   field of each entry, one row per value MongoDB's matcher sees at that path (see
   ``s3idx.query.sql``); indexed on ``(field, tclass, value, key)`` and on ``(key)``.
+- ``delete_journal(key PRIMARY KEY, etag)``: deletes under way (see ``journal_deletes``); it
+  lives beside the entries, so a rebuild's swap leaves it alone.
+- ``changes(key PRIMARY KEY)``: the keys every entry write logged while ``rebuild_log`` was set.
+  The flag is read in the write's own ``BEGIN IMMEDIATE`` transaction, so no write of any
+  process slips between a rebuild's start and its log.
 
 The file runs in WAL mode with ``synchronous=NORMAL`` and a 30 s busy timeout, so readers never
 wait for writers and two processes writing at once take turns. Every change is one short
@@ -30,6 +38,7 @@ import os
 import sqlite3
 import threading
 import time
+import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -54,7 +63,11 @@ from s3idx.query.paths import project, split_path
 from s3idx.query.sort import sort_entries
 from s3idx.query.sql import KeySet, Tables, compile_filter, index_rows
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# Version 1 lacks only the tables version 2 added: it is read as it is and upgraded on a write.
+READABLE_VERSIONS = ("1", "2")
+JOURNAL = "delete_journal"
+CHANGES = "changes"
 BUSY_TIMEOUT_S = 30
 LIVE = Tables("entries", "entry_values")
 REBUILD = Tables("entries_rebuild", "entry_values_rebuild")
@@ -67,6 +80,7 @@ WRITER_CACHE_KIB = 64 * 1024
 _ENTRY_COLUMNS = "key, entry, etag, size, sha256, codec"
 _MULTIKEY = {LIVE: "multikey", REBUILD: "rebuild_multikey"}
 _REBUILD_META = "'rebuild', 'rebuild_multikey', 'rebuild_checkpoint'"
+_REBUILD_LOG = "rebuild_log"
 
 # Primary result codes (the low byte of an extended code) that mean "this file cannot be used".
 _SQLITE_PERM, _SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_READONLY = 3, 5, 6, 8
@@ -151,23 +165,86 @@ class SqliteIndex:
             return
         with self._transaction() as conn:
             settings = self._require_settings(conn)
+            _log_changes(conn, [_entry_key(e, settings.key_field) for e in entries])
             _write_entries(conn, LIVE, settings.key_field, settings.fields, entries)
+
+    def upsert_if(self, entries: Sequence[Entry], expected: Mapping[str, str | None]) -> set[str]:
+        if not entries:
+            return set()
+        with self._transaction() as conn:
+            settings = self._require_settings(conn)
+            by_key: dict[str, Entry] = {}
+            for entry in entries:
+                key = _entry_key(entry, settings.key_field)
+                if key in by_key:
+                    raise ValueError(f"upsert_if takes one entry per key; {key!r} comes twice")
+                if key not in expected:
+                    raise ValueError(f"upsert_if has no expected ETag for key {key!r}")
+                by_key[key] = entry
+            _log_changes(conn, list(by_key))
+            # Read inside the write transaction (BEGIN IMMEDIATE): no other writer, in this
+            # process or another, can move an ETag between this comparison and the write.
+            current = _etags(conn, LIVE, list(by_key))
+            conflicts = {k for k in by_key if current.get(k) != expected[k]}
+            winners = [e for k, e in by_key.items() if k not in conflicts]
+            _write_entries(conn, LIVE, settings.key_field, settings.fields, winners)
+            return conflicts
 
     def delete(self, keys: Sequence[str]) -> int:
         unique = list(dict.fromkeys(keys))
         if not unique or not self.path.exists():
             return 0
         with self._transaction() as conn:
+            _log_changes(conn, unique)
             if self._load_settings(conn) is None:
                 return 0
-            deleted = 0
-            for chunk in batched(unique, KEY_CHUNK):
-                marks = _marks(len(chunk))
-                conn.execute(f"DELETE FROM {LIVE.values} WHERE key IN ({marks})", chunk)
-                deleted += conn.execute(
-                    f"DELETE FROM {LIVE.entries} WHERE key IN ({marks})", chunk
-                ).rowcount
-            return deleted
+            return _delete_entries(conn, LIVE, unique)
+
+    def delete_if(self, expected: Mapping[str, str]) -> tuple[int, set[str]]:
+        if not expected or not self.path.exists():
+            return 0, set()
+        with self._transaction() as conn:
+            keys = list(expected)
+            _log_changes(conn, keys)
+            current = _etags(conn, LIVE, keys)
+            matching = [k for k in keys if k in current and current[k] == expected[k]]
+            conflicts = {k for k in keys if k in current and current[k] != expected[k]}
+            return _delete_entries(conn, LIVE, matching), conflicts
+
+    # --- the delete journal ----------------------------------------------------------------
+
+    def journal_deletes(self, items: Mapping[str, str]) -> None:
+        if not items:
+            return
+        with self._transaction() as conn:
+            _log_changes(conn, list(items))
+            conn.executemany(
+                f"INSERT INTO {JOURNAL} (key, etag) VALUES (?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET etag = excluded.etag",
+                list(items.items()),
+            )
+
+    def journaled(self, keys: Sequence[str] | None = None) -> dict[str, str]:
+        found: dict[str, str] = {}
+        with self._reading() as conn:
+            # A version-1 file read before its upgrade has no journal: nothing is journaled.
+            if conn is None or JOURNAL not in _table_names(conn):
+                return found
+            if keys is None:
+                found.update(conn.execute(f"SELECT key, etag FROM {JOURNAL}").fetchall())
+                return found
+            for chunk in batched(list(dict.fromkeys(keys)), KEY_CHUNK):
+                sql = f"SELECT key, etag FROM {JOURNAL} WHERE key IN ({_marks(len(chunk))})"
+                found.update(conn.execute(sql, chunk).fetchall())
+        return found
+
+    def clear_journal(self, items: Mapping[str, str]) -> None:
+        if not items or not self.path.exists():
+            return
+        with self._transaction() as conn:
+            conn.executemany(
+                f"DELETE FROM {JOURNAL} WHERE key = ? AND etag = ?", list(items.items())
+            )
 
     # --- reading ---------------------------------------------------------------------------
 
@@ -257,6 +334,12 @@ class SqliteIndex:
             sql = f"SELECT {_ENTRY_COLUMNS} FROM {LIVE.entries}{where}"
             return sum(1 for e in _decoded(_stream(conn, sql, params)) if flt.matches(e))
 
+    def etags(self, keys: Sequence[str]) -> dict[str, str]:
+        with self._reading() as conn:
+            if conn is None or not keys or self._load_settings(conn) is None:
+                return {}
+            return _etags(conn, LIVE, list(dict.fromkeys(keys)))
+
     def bookkeeping(self, keys: Sequence[str]) -> dict[str, tuple[Entry, Bookkeeping]]:
         found: dict[str, tuple[Entry, Bookkeeping]] = {}
         unique = list(dict.fromkeys(keys))
@@ -305,8 +388,13 @@ class SqliteIndex:
             _check_field(path)
         with self._transaction() as conn:
             plan = _load_rebuild(conn)
+            token = _get_meta(conn, _REBUILD_LOG)
             if resume and plan is not None and plan.key_field == key_field:
-                return SqliteRebuild(self, plan)
+                # The log of the interrupted run is kept: its HEAD pass is continued, not redone.
+                if token is None:
+                    token = uuid.uuid4().hex
+                    _set_meta(conn, _REBUILD_LOG, token)
+                return SqliteRebuild(self, plan, token)
             _drop_tables(conn, REBUILD)
             generation = int(_get_meta(conn, "generation") or 0) + 1
             plan = _RebuildPlan(key_field, wanted, generation)
@@ -314,7 +402,10 @@ class SqliteIndex:
             _set_meta(conn, "rebuild", json.dumps(plan.as_dict()))
             _set_meta(conn, _MULTIKEY[REBUILD], "[]")
             conn.execute("DELETE FROM meta WHERE name = 'rebuild_checkpoint'")
-            return SqliteRebuild(self, plan)
+            token = uuid.uuid4().hex
+            _set_meta(conn, _REBUILD_LOG, token)
+            conn.execute(f"DELETE FROM {CHANGES}")
+            return SqliteRebuild(self, plan, token)
 
     # --- connections -----------------------------------------------------------------------
 
@@ -367,7 +458,9 @@ class SqliteIndex:
     def _ensure_schema(self, conn: sqlite3.Connection) -> None:
         tables = _table_names(conn)
         if "meta" in tables:
-            self._check_version(conn)
+            if self._check_version(conn)["schema_version"] != str(SCHEMA_VERSION):
+                _create_v2_tables(conn)
+                _set_meta(conn, "schema_version", str(SCHEMA_VERSION))
             return
         if tables:
             raise self._not_ours()
@@ -376,6 +469,7 @@ class SqliteIndex:
         _set_meta(conn, "generation", "0")
         _set_meta(conn, _MULTIKEY[LIVE], "[]")
         _create_tables(conn, LIVE, 0)
+        _create_v2_tables(conn)
 
     @contextmanager
     def _reading(self, *, snapshot: bool = True) -> Iterator[sqlite3.Connection | None]:
@@ -447,10 +541,10 @@ class SqliteIndex:
     def _check_version(self, conn: sqlite3.Connection) -> dict[str, str]:
         meta = dict(conn.execute("SELECT name, value FROM meta").fetchall())
         version = meta.get("schema_version", "")
-        if version != str(SCHEMA_VERSION):
+        if version not in READABLE_VERSIONS:
             raise BackendUnavailableError(
                 f"index {self.location} has schema version {version or '(none)'}; "
-                f"this s3idx reads version {SCHEMA_VERSION}",
+                f"this s3idx reads versions {', '.join(READABLE_VERSIONS)}",
                 hint="use the s3idx version that wrote it, or rebuild the index into a new file",
             )
         return meta
@@ -490,9 +584,10 @@ def _load_rebuild(conn: sqlite3.Connection) -> _RebuildPlan | None:
 class SqliteRebuild:
     """Fills ``entries_rebuild`` beside the live tables; ``commit`` swaps them in at once."""
 
-    def __init__(self, index: SqliteIndex, plan: _RebuildPlan) -> None:
+    def __init__(self, index: SqliteIndex, plan: _RebuildPlan, token: str) -> None:
         self._index = index
         self._plan = plan
+        self._token = token  # names this rebuild's flag and change log (``rebuild_log``)
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -510,6 +605,12 @@ class SqliteRebuild:
             return
         with self._transaction() as conn:
             _write_entries(conn, REBUILD, self._plan.key_field, self._plan.fields, entries)
+
+    def delete(self, keys: Sequence[str]) -> None:
+        unique = list(dict.fromkeys(keys))
+        if unique:
+            with self._transaction() as conn:
+                _delete_entries(conn, REBUILD, unique)
 
     def has_keys(self, keys: Sequence[str]) -> set[str]:
         found: set[str] = set()
@@ -557,10 +658,35 @@ class SqliteRebuild:
             _set_meta(conn, "generation", str(plan.generation))
             conn.execute(f"DELETE FROM meta WHERE name IN ({_REBUILD_META})")
 
+    def changed_keys(self) -> Iterator[str]:
+        # Paged by key, as iter_bookkeeping: the caller writes while it iterates.
+        with self._index._reading(snapshot=False) as conn:
+            if conn is None or CHANGES not in _table_names(conn):
+                return
+            sql = f"SELECT key FROM {CHANGES} WHERE key > ? ORDER BY key LIMIT ?"
+            last = ""
+            while True:
+                rows = conn.execute(sql, (last, PAGE)).fetchall()
+                yield from (row[0] for row in rows)
+                if len(rows) < PAGE:
+                    return
+                last = rows[-1][0]
+
+    def finish(self) -> None:
+        with self._index._transaction() as conn:
+            self._end_log(conn)
+
     def abort(self) -> None:
         with self._index._transaction() as conn:
             _drop_tables(conn, REBUILD)
             conn.execute(f"DELETE FROM meta WHERE name IN ({_REBUILD_META})")
+            self._end_log(conn)
+
+    def _end_log(self, conn: sqlite3.Connection) -> None:
+        # Only this rebuild's: a rebuild started afresh since then owns the flag and the log.
+        if _get_meta(conn, _REBUILD_LOG) == self._token:
+            conn.execute("DELETE FROM meta WHERE name = ?", (_REBUILD_LOG,))
+            conn.execute(f"DELETE FROM {CHANGES}")
 
 
 # --- helpers ---------------------------------------------------------------------------------
@@ -619,6 +745,39 @@ def _create_tables(conn: sqlite3.Connection, tables: Tables, generation: int) ->
         f"ON {tables.values} (field, tclass, value, key)"
     )
     conn.execute(f"CREATE INDEX entry_values_key_{generation} ON {tables.values} (key)")
+
+
+def _create_v2_tables(conn: sqlite3.Connection) -> None:
+    """The tables schema version 2 added (to a new file, or to a version-1 file on upgrade)."""
+    conn.execute(
+        f"CREATE TABLE IF NOT EXISTS {JOURNAL} (key TEXT PRIMARY KEY NOT NULL, etag TEXT NOT NULL)"
+    )
+    conn.execute(f"CREATE TABLE IF NOT EXISTS {CHANGES} (key TEXT PRIMARY KEY NOT NULL)")
+
+
+def _log_changes(conn: sqlite3.Connection, keys: Sequence[str]) -> None:
+    """Log ``keys`` as changed if a rebuild is running (read in the caller's transaction)."""
+    if keys and _get_meta(conn, _REBUILD_LOG) is not None:
+        conn.executemany(f"INSERT OR IGNORE INTO {CHANGES} (key) VALUES (?)", [(k,) for k in keys])
+
+
+def _etags(conn: sqlite3.Connection, tables: Tables, keys: Sequence[str]) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for chunk in batched(list(keys), KEY_CHUNK):
+        sql = f"SELECT key, etag FROM {tables.entries} WHERE key IN ({_marks(len(chunk))})"
+        found.update(conn.execute(sql, chunk).fetchall())
+    return found
+
+
+def _delete_entries(conn: sqlite3.Connection, tables: Tables, keys: Sequence[str]) -> int:
+    deleted = 0
+    for chunk in batched(list(keys), KEY_CHUNK):
+        marks = _marks(len(chunk))
+        conn.execute(f"DELETE FROM {tables.values} WHERE key IN ({marks})", chunk)
+        deleted += conn.execute(
+            f"DELETE FROM {tables.entries} WHERE key IN ({marks})", chunk
+        ).rowcount
+    return deleted
 
 
 def _drop_tables(conn: sqlite3.Connection, tables: Tables) -> None:

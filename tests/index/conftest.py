@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -26,19 +28,27 @@ Opener = Callable[[], Index]
 IndexFactory = Callable[[pytest.FixtureRequest, Path], AbstractContextManager[Opener]]
 
 
+@dataclass
+class Handles:
+    """Opens handles with ``make``; ``make`` itself is picklable (a ``partial`` of the class)
+    where another process can reach the index, so a test can open it there too."""
+
+    make: Callable[[], Index]
+    opened: list[Index] = field(default_factory=list)
+
+    def __call__(self) -> Index:
+        self.opened.append(self.make())
+        return self.opened[-1]
+
+
 @contextmanager
-def handles(make: Callable[[], Index]) -> Iterator[Opener]:
+def handles(make: Callable[[], Index]) -> Iterator[Handles]:
     """An opener over ``make`` that closes every handle it opened when the test ends."""
-    opened: list[Index] = []
-
-    def open_index() -> Index:
-        opened.append(make())
-        return opened[-1]
-
+    opener = Handles(make)
     try:
-        yield open_index
+        yield opener
     finally:
-        for index in opened:
+        for index in opener.opened:
             index.close()
 
 
@@ -55,10 +65,9 @@ def _real_mongo_kind(kind: str) -> IndexFactory:
     @contextmanager
     def factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Opener]:
         with real_mongo_database(kind, request) as server:
-
-            def make() -> Index:
-                return MongoIndex(server.uri, server.database, server_selection_timeout_ms=5000)
-
+            make = partial(
+                MongoIndex, server.uri, server.database, server_selection_timeout_ms=5000
+            )
             with handles(make) as opener:
                 yield opener
 
@@ -67,7 +76,7 @@ def _real_mongo_kind(kind: str) -> IndexFactory:
 
 @contextmanager
 def _sqlite_kind(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Opener]:
-    with handles(lambda: SqliteIndex(tmp_path / "index.sqlite3")) as opener:
+    with handles(partial(SqliteIndex, tmp_path / "index.sqlite3")) as opener:
         yield opener
 
 

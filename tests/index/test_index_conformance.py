@@ -7,6 +7,9 @@ records a known gap in ``conftest.KNOWN_GAPS`` instead of weakening a test.
 
 from __future__ import annotations
 
+import multiprocessing
+import random
+import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -705,3 +708,312 @@ def test_filters_nested_deeper_than_100_are_refused_everywhere(
         list(filled.find(_nested(operator, 101)))
     with pytest.raises(InvalidFilterError, match="nested deeper than 100 levels"):
         filled.count({"n": {"$eq": _nested("$and", 101)}})
+
+
+# --- compare-and-set on the recorded ETag (issue 14) -----------------------------------------
+
+
+def tagged(key: str, etag: str, **fields: Any) -> Entry:
+    """An entry whose object has ETag ``etag``."""
+    item = entry(key, **fields)
+    item["_s3idx"] = {**item["_s3idx"], "etag": etag}
+    return item
+
+
+def test_etags_of_the_keys_that_have_entries(filled: Index) -> None:
+    assert filled.etags(["b", "nope", "a", "b"]) == {"a": '"etag-a"', "b": '"etag-b"'}
+    assert filled.etags([]) == {}
+    filled.upsert([tagged("a", '"new"')])
+    assert filled.etags(["a"]) == {"a": '"new"'}
+
+
+def test_etags_of_a_fresh_index(index: Index) -> None:
+    assert index.etags(["a"]) == {}
+    assert index.settings() is None
+
+
+def test_upsert_if_writes_where_the_etag_is_still_the_one_read(filled: Index) -> None:
+    before = filled.etags(["a", "b"])
+    conflicts = filled.upsert_if(
+        [tagged("a", '"a2"', n=1), tagged("b", '"b2"', n=2)],
+        {"a": before["a"], "b": '"someone-else"'},
+    )
+
+    assert conflicts == {"b"}
+    assert filled.etags(["a", "b"]) == {"a": '"a2"', "b": '"etag-b"'}
+    found = by_key(filled.find())
+    assert found["a"] == tagged("a", '"a2"', n=1)  # the whole entry, bookkeeping included
+    assert found["b"] == B  # untouched
+    # Searchable fields follow the written entry, and only it.
+    assert keys(filled.find({"n": 1})) == ["a"]
+    assert keys(filled.find({"n": 2})) == []
+    assert keys(filled.find({"n": 3})) == []
+
+
+def test_upsert_if_with_none_expected_only_inserts(filled: Index) -> None:
+    conflicts = filled.upsert_if(
+        [tagged("new", '"n1"', n=7), tagged("a", '"a2"', n=8)], {"new": None, "a": None}
+    )
+
+    assert conflicts == {"a"}
+    assert filled.etags(["new", "a"]) == {"new": '"n1"', "a": '"etag-a"'}
+    assert keys(filled.find({"n": 7})) == ["new"]
+    assert keys(filled.find({"n": 8})) == []
+    # The second insert of the same key conflicts: the key has an entry now.
+    assert filled.upsert_if([tagged("new", '"n2"')], {"new": None}) == {"new"}
+    assert filled.etags(["new"]) == {"new": '"n1"'}
+
+
+def test_upsert_if_expecting_an_etag_where_there_is_no_entry_conflicts(filled: Index) -> None:
+    filled.delete(["a"])
+
+    assert filled.upsert_if([tagged("a", '"a2"')], {"a": '"etag-a"'}) == {"a"}
+    assert filled.etags(["a"]) == {}
+    assert filled.count() == len(ENTRIES) - 1
+
+
+def test_a_compare_and_set_chain_moves_one_step_at_a_time(filled: Index) -> None:
+    first = filled.etags(["a"])["a"]
+    assert filled.upsert_if([tagged("a", '"v1"')], {"a": first}) == set()
+    # A writer that read before that step has lost: its expected value is gone.
+    assert filled.upsert_if([tagged("a", '"stale"')], {"a": first}) == {"a"}
+    assert filled.upsert_if([tagged("a", '"v2"')], {"a": '"v1"'}) == set()
+    assert filled.etags(["a"]) == {"a": '"v2"'}
+
+
+def test_upsert_if_of_nothing_does_nothing(filled: Index) -> None:
+    assert filled.upsert_if([], {}) == set()
+    assert filled.count() == len(ENTRIES)
+
+
+def test_delete_if_removes_only_entries_still_at_the_etag(filled: Index) -> None:
+    removed, conflicts = filled.delete_if(
+        {"a": '"etag-a"', "b": '"other"', "c": '"etag-c"', "nope": '"x"'}
+    )
+
+    assert removed == 2
+    assert conflicts == {"b"}  # a missing key is neither removed nor a conflict
+    assert sorted(keys(filled.find())) == ["b", "d", "e"]
+    assert keys(filled.find({"s": "apple"})) == []
+    assert filled.delete_if({}) == (0, set())
+    assert filled.delete_if({"a": '"etag-a"'}) == (0, set())
+
+
+def test_delete_if_on_a_fresh_index(index: Index) -> None:
+    assert index.delete_if({"a": '"x"'}) == (0, set())
+
+
+# --- the delete journal ----------------------------------------------------------------------
+
+
+def test_journal_records_key_and_etag(filled: Index, open_index: Any) -> None:
+    assert filled.journaled() == {}
+    filled.journal_deletes({"a": '"etag-a"', "gone": '"g"'})
+
+    assert filled.journaled() == {"a": '"etag-a"', "gone": '"g"'}
+    assert filled.journaled(["a", "b", "a"]) == {"a": '"etag-a"'}
+    assert filled.journaled([]) == {}
+    assert open_index().journaled() == {"a": '"etag-a"', "gone": '"g"'}  # durable
+    # Journaling is not deleting: the entry stays until delete_if removes it.
+    assert filled.etags(["a"]) == {"a": '"etag-a"'}
+
+
+def test_journal_record_is_replaced_by_a_later_one(filled: Index) -> None:
+    filled.journal_deletes({"a": '"e1"'})
+    filled.journal_deletes({"a": '"e2"', "b": '"f1"'})
+
+    assert filled.journaled() == {"a": '"e2"', "b": '"f1"'}
+
+
+def test_journal_record_is_cleared_only_with_its_etag(filled: Index) -> None:
+    filled.journal_deletes({"a": '"e1"', "b": '"f1"', "c": '"g1"'})
+    filled.journal_deletes({"a": '"e2"'})  # a newer delete of the same key
+
+    filled.clear_journal({"a": '"e1"', "b": '"f1"', "c": '"other"', "nope": '"x"'})
+
+    assert filled.journaled() == {"a": '"e2"', "c": '"g1"'}
+    filled.clear_journal({})
+    filled.clear_journal({"a": '"e2"', "c": '"g1"'})
+    assert filled.journaled() == {}
+
+
+def test_journal_works_without_settings_and_outlives_a_rebuild(index: Index) -> None:
+    index.journal_deletes({"k": '"e"'})
+    assert index.journaled() == {"k": '"e"'}
+
+    rebuild = index.start_rebuild(KEY)
+    rebuild.upsert(NEW)
+    rebuild.commit(NEW_SETTINGS)
+    rebuild.finish()
+
+    assert index.journaled() == {"k": '"e"'}
+
+
+def test_fresh_index_has_no_journal(index: Index) -> None:
+    assert index.journaled() == {}
+    assert index.journaled(["a"]) == {}
+    index.clear_journal({"a": '"x"'})
+    assert index.settings() is None
+
+
+# --- the change log while a rebuild runs -----------------------------------------------------
+
+
+def changed(rebuild: IndexRebuild) -> set[str]:
+    found = list(rebuild.changed_keys())
+    assert len(found) == len(set(found)), "changed_keys repeats keys"
+    return set(found)
+
+
+def test_writes_while_a_rebuild_runs_are_logged(filled: Index, open_index: Any) -> None:
+    filled.upsert([entry("before")])  # before the rebuild: not in its log
+    rebuild = filled.start_rebuild(KEY)
+    assert changed(rebuild) == set()
+
+    filled.upsert([entry("u1"), entry("u2"), entry("u1")])
+    filled.upsert_if([tagged("a", '"a2"'), tagged("ins", '"i"')], {"a": '"etag-a"', "ins": None})
+    filled.delete(["b", "never-was"])
+    filled.delete_if({"c": '"etag-c"'})
+    filled.journal_deletes({"d": '"etag-d"'})
+    # Another handle (another process, in real life) logs too: the flag is in the index.
+    open_index().upsert([entry("other-handle")])
+
+    expected = {"u1", "u2", "a", "ins", "b", "c", "d", "other-handle"}
+    assert expected <= changed(rebuild) <= expected | {"never-was"}
+    assert by_key(filled.find())["u1"] == entry("u1")  # the writes themselves happened
+
+
+def test_writes_between_commit_and_finish_are_logged_and_finish_ends_the_log(
+    filled: Index,
+) -> None:
+    rebuild = filled.start_rebuild(KEY)
+    filled.upsert([entry("during")])
+    rebuild.upsert(NEW)
+    rebuild.commit(NEW_SETTINGS)
+    filled.upsert([entry("after-commit")])  # the post-swap reconcile needs this one
+
+    assert changed(rebuild) == {"during", "after-commit"}
+
+    rebuild.finish()
+    assert changed(rebuild) == set()
+    filled.upsert([entry("after-finish")])
+    filled.delete_if({"x": '"etag-x"'})
+    assert changed(rebuild) == set()
+    assert changed(filled.start_rebuild(KEY)) == set()
+
+
+def test_abort_ends_the_log(filled: Index) -> None:
+    rebuild = filled.start_rebuild(KEY)
+    filled.upsert([entry("during")])
+    rebuild.abort()
+
+    filled.upsert([entry("after")])
+    again = filled.start_rebuild(KEY, resume=True)  # nothing to resume: a fresh one
+    assert changed(again) == set()
+
+
+def test_a_resumed_rebuild_keeps_its_log_and_a_fresh_one_starts_empty(
+    filled: Index, open_index: Any
+) -> None:
+    first = filled.start_rebuild(KEY)
+    first.upsert(NEW[:1])
+    filled.upsert([entry("during")])
+    # ...and the rebuilding process dies; writers go on.
+    open_index().delete(["b"])
+
+    resumed = open_index().start_rebuild(KEY, resume=True)
+    assert changed(resumed) == {"during", "b"}
+
+    fresh = open_index().start_rebuild(KEY)
+    assert changed(fresh) == set()
+    filled.upsert([entry("later")])
+    assert changed(fresh) == {"later"}
+
+
+def test_writes_to_a_lost_index_are_logged_while_it_is_rebuilt(index: Index) -> None:
+    rebuild = index.start_rebuild(KEY)  # the live index has no settings, no entries
+    index.journal_deletes({"j": '"e"'})
+    index.delete_if({"j": '"e"'})
+    index.delete(["k"])
+
+    assert changed(rebuild) >= {"j"}
+    assert changed(rebuild) <= {"j", "k"}
+
+
+def test_rebuild_delete_removes_from_the_fresh_index_only(filled: Index) -> None:
+    rebuild = filled.start_rebuild(KEY)
+    rebuild.upsert(NEW)
+    rebuild.delete(["x", "nope"])
+    rebuild.delete([])
+
+    assert rebuild.has_keys(["a", "x", "y"]) == {"a", "y"}
+    assert by_key(filled.find()) == by_key(ENTRIES)  # the live index is untouched
+    rebuild.commit(NEW_SETTINGS)
+    assert sorted(keys(filled.find())) == ["a", "y"]
+    assert keys(filled.find({"n": 101})) == []
+
+
+# --- several processes on one index ----------------------------------------------------------
+
+CAS_KEYS = [f"k{n}" for n in range(4)]
+
+
+def _cas_worker(make: Callable[[], Index], worker: int, rounds: int, start: Any, out: Any) -> None:
+    """Reads the ETags, then compare-and-sets every key from what it read; reports its wins."""
+    rng = random.Random(worker)
+    index = make()
+    wins: list[tuple[str, str | None, str]] = []
+    try:
+        start.wait()
+        for step in range(rounds):
+            read = index.etags(CAS_KEYS)
+            expected = {k: read.get(k) for k in CAS_KEYS}
+            time.sleep(rng.random() * 0.003)  # widen the window between read and write
+            written = {k: f'"w{worker}-{step}-{k}"' for k in CAS_KEYS}
+            items = [tagged(k, written[k], prev=expected[k]) for k in CAS_KEYS]
+            lost = index.upsert_if(items, expected)
+            wins.extend((k, expected[k], written[k]) for k in CAS_KEYS if k not in lost)
+    finally:
+        index.close()
+        out.put((worker, wins))
+
+
+def test_compare_and_set_from_several_processes_loses_no_write(
+    index_kind: str, index: Index, open_index: Any
+) -> None:
+    if index_kind == "mongomock":
+        pytest.skip("an in-memory server no other process can reach")
+    make = open_index.make
+    index.configure(KEY, ["prev"])
+    context = multiprocessing.get_context("spawn")
+    start, out = context.Event(), context.Queue()
+    workers, rounds = 4, 25
+    processes = [
+        context.Process(target=_cas_worker, args=(make, w, rounds, start, out))
+        for w in range(workers)
+    ]
+    for process in processes:
+        process.start()
+    start.set()
+    reports = dict(out.get(timeout=300) for _ in processes)
+    for process in processes:
+        process.join(timeout=60)
+        assert process.exitcode == 0
+
+    won = sum(len(w) for w in reports.values())
+    assert won < workers * rounds * len(CAS_KEYS), "no write ever conflicted: no race was run"
+    final = index.etags(CAS_KEYS)
+    entries = by_key(index.find())
+    for key in CAS_KEYS:
+        steps = [(prev, new) for w in reports.values() for k, prev, new in w if k == key]
+        # Linearisable: the successful writes form one chain from "no entry" to the final
+        # ETag; two wins from the same read would be a lost write.
+        successor = dict(steps)
+        assert len(successor) == len(steps), f"{key}: two writes won from the same read"
+        chain, at = [], None
+        while at in successor:
+            at = successor[at]
+            chain.append(at)
+        assert len(chain) == len(steps), f"{key}: a win is not on the chain"
+        assert chain[-1] == final[key]
+        assert entries[key]["prev"] == (chain[-2] if len(chain) > 1 else None)

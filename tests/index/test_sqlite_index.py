@@ -24,7 +24,7 @@ from s3idx.errors import (
     S3idxError,
 )
 from s3idx.index.base import Bookkeeping, Index, IndexRebuild, IndexSettings
-from s3idx.index.sqlite import LIVE, REBUILD, SqliteIndex
+from s3idx.index.sqlite import CHANGES, JOURNAL, LIVE, REBUILD, SqliteIndex
 from s3idx.query.filter import parse_filter
 from s3idx.query.sql import compile_filter
 
@@ -88,7 +88,7 @@ def test_first_write_creates_directories_and_a_wal_database(tmp_path: Path) -> N
     with sqlite3.connect(ix.path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         meta = dict(conn.execute("SELECT name, value FROM meta"))
-    assert meta["schema_version"] == "1"
+    assert meta["schema_version"] == "2"
     assert meta["key_field"] == KEY
     assert meta["fields"] == '["task"]'
     writer = ix._writer
@@ -351,6 +351,7 @@ def test_rebuild_commit_swaps_in_one_go(index: SqliteIndex) -> None:
     assert next(reading)[KEY] == "both"
     assert keys(index.find({"task": "x"})) == ["old"]
     rebuild.commit(IndexSettings(KEY, (*FIELDS, "color")))
+    rebuild.finish()
     # A reader that started before the commit keeps its snapshot.
     assert keys(reading) == ["old"]
     assert keys(index.find({})) == ["both", "new"]
@@ -623,12 +624,13 @@ def test_an_sqlite_file_of_something_else(tmp_path: Path) -> None:
 
 def test_a_newer_schema_is_refused(index: SqliteIndex) -> None:
     with sqlite3.connect(index.path) as conn:
-        conn.execute("UPDATE meta SET value = '2' WHERE name = 'schema_version'")
-    with pytest.raises(BackendUnavailableError) as caught:
-        index.settings()
-    assert caught.value.message == (
-        f"index {index.location} has schema version 2; this s3idx reads version 1"
-    )
+        conn.execute("UPDATE meta SET value = '3' WHERE name = 'schema_version'")
+    for action in (index.settings, lambda: index.upsert([entry("a")])):
+        with pytest.raises(BackendUnavailableError) as caught:
+            action()
+        assert caught.value.message == (
+            f"index {index.location} has schema version 3; this s3idx reads versions 1, 2"
+        )
 
 
 def test_no_raw_sqlite_error_escapes(tmp_path: Path) -> None:
@@ -658,3 +660,134 @@ def test_creating_the_file_waits_for_another_process_holding_it(tmp_path: Path) 
         release.join()
         other.close()
         index.close()
+
+
+# --- schema version 1 (before the delete journal and the change log) --------------------------
+
+
+def _downgrade_to_version_1(path: Path) -> None:
+    """Make ``path`` what s3idx wrote before schema version 2: no journal, no change log."""
+    with sqlite3.connect(path) as conn:
+        conn.execute(f"DROP TABLE {JOURNAL}")
+        conn.execute(f"DROP TABLE {CHANGES}")
+        conn.execute("UPDATE meta SET value = '1' WHERE name = 'schema_version'")
+
+
+def _tables_and_version(path: Path) -> tuple[set[str], str]:
+    with sqlite3.connect(path) as conn:
+        tables = {
+            row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
+        }
+        version = conn.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone()
+    return tables, version[0]
+
+
+def test_a_version_1_index_is_read_as_it_is_and_upgraded_on_its_first_write(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "index.sqlite3"
+    with SqliteIndex(path) as old:
+        old.configure(KEY, ["task"])
+        old.upsert([entry("a", task="t"), entry("b", task="u")])
+    _downgrade_to_version_1(path)
+
+    ix = SqliteIndex(path)
+    # Reading changes nothing (the file may be read-only) and finds nothing journaled.
+    assert ix.settings() == IndexSettings(KEY, ("task",))
+    assert keys(ix.find({"task": "t"})) == ["a"]
+    assert ix.etags(["a"]) == {"a": "etag-1"}
+    assert ix.journaled() == {}
+    assert _tables_and_version(path) == ({"meta", LIVE.entries, LIVE.values}, "1")
+
+    ix.journal_deletes({"b": "etag-1"})
+
+    tables, version = _tables_and_version(path)
+    assert version == "2" and {JOURNAL, CHANGES} <= tables
+    assert ix.journaled() == {"b": "etag-1"}
+    assert sorted(keys(ix.find({}))) == ["a", "b"]  # nothing else changed
+    ix.close()
+
+
+def test_a_rebuild_begun_by_version_1_resumes_with_a_change_log(tmp_path: Path) -> None:
+    path = tmp_path / "index.sqlite3"
+    with SqliteIndex(path) as old:
+        old.configure(KEY, ["task"])
+        rebuild = old.start_rebuild(KEY, ["task"])
+        rebuild.upsert([entry("a", task="t")])
+    _downgrade_to_version_1(path)
+    with sqlite3.connect(path) as conn:
+        conn.execute("DELETE FROM meta WHERE name = 'rebuild_log'")
+
+    ix = SqliteIndex(path)
+    resumed = ix.start_rebuild(KEY, resume=True)
+    assert resumed.has_keys(["a"]) == {"a"}
+    ix.upsert([entry("w")])
+    assert list(resumed.changed_keys()) == ["w"]
+    resumed.commit(IndexSettings(KEY, ("task",)))
+    resumed.finish()
+    assert keys(ix.find({})) == ["a"]
+    ix.close()
+
+
+# --- what only SQLite shows of compare-and-set and the change log ----------------------------
+
+
+def _logged(path: Path) -> tuple[list[str], str | None]:
+    with sqlite3.connect(path) as conn:
+        log = [row[0] for row in conn.execute(f"SELECT key FROM {CHANGES} ORDER BY key")]
+        flag = conn.execute("SELECT value FROM meta WHERE name = 'rebuild_log'").fetchone()
+    return log, None if flag is None else flag[0]
+
+
+def test_no_change_is_logged_without_a_rebuild(index: SqliteIndex) -> None:
+    index.upsert([entry("a")])
+    index.upsert_if([entry("b")], {"b": None})
+    index.delete_if({"a": "etag-1"})
+    index.journal_deletes({"b": "etag-1"})
+    index.delete(["b"])
+
+    assert _logged(index.path) == ([], None)
+
+    rebuild = index.start_rebuild(KEY, FIELDS)
+    index.upsert([entry("c")])
+    log, flag = _logged(index.path)
+    assert log == ["c"] and flag is not None
+    rebuild.abort()
+    assert _logged(index.path) == ([], None)
+
+
+def test_finish_of_a_replaced_rebuild_leaves_the_new_one_its_log(index: SqliteIndex) -> None:
+    old = index.start_rebuild(KEY, FIELDS)
+    new = index.start_rebuild(KEY, FIELDS)  # started afresh, e.g. by another process
+    index.upsert([entry("a")])
+
+    old.finish()  # the old run's flag was replaced: the new run's stays
+
+    assert list(new.changed_keys()) == ["a"]
+    new.commit(IndexSettings(KEY, FIELDS))
+    new.finish()
+    assert _logged(index.path) == ([], None)
+
+
+@pytest.mark.parametrize(
+    ("items", "expected", "message"),
+    [
+        ([entry("a"), entry("a")], {"a": None}, "one entry per key; 'a' comes twice"),
+        ([entry("a"), entry("b")], {"a": None}, "no expected ETag for key 'b'"),
+    ],
+)
+def test_upsert_if_refuses_what_it_cannot_compare(
+    index: SqliteIndex, items: list[dict[str, Any]], expected: dict[str, str | None], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        index.upsert_if(items, expected)
+    assert index.etags(["a", "b"]) == {}
+
+
+def test_the_change_log_pages_through_many_keys(index: SqliteIndex) -> None:
+    rebuild = index.start_rebuild(KEY, FIELDS)
+    written = [f"k{n:05d}" for n in range(2500)]
+    index.upsert([entry(k) for k in written])
+
+    assert sorted(rebuild.changed_keys()) == written
+    rebuild.abort()
