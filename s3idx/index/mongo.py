@@ -13,6 +13,8 @@ Layout in the database:
 - ``<collection>__rebuild``: the entries of a rebuild; renamed over ``<collection>`` on commit.
 - ``<collection>__deletes``: the delete journal, ``{_id: key, "etag"}`` per entry being deleted
   (``journal_deletes``), so that an interrupted delete can be finished.
+- ``<collection>__locks``: on FerretDB only, ``{_id: key, "owner", "at"}`` while a writer
+  compares and sets that key's entry (see ``MongoIndex._while_locked``).
 - ``<collection>__changes``: while a rebuild runs, the keys every write of the live entries
   touched, ``{"key"}`` per write. The "rebuild running" flag is the document ``_id`` =
   ``<collection>__changes`` in ``s3idx_meta`` (``{"run", "started"}``): it lives beside the
@@ -24,13 +26,14 @@ this boundary (see ``translate_error``).
 
 from __future__ import annotations
 
+import random
 import re
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qsl, unquote
 
@@ -81,7 +84,8 @@ META_COLLECTION = "s3idx_meta"
 REBUILD_SUFFIX = "__rebuild"
 JOURNAL_SUFFIX = "__deletes"
 CHANGES_SUFFIX = "__changes"
-RESERVED_SUFFIXES = (REBUILD_SUFFIX, JOURNAL_SUFFIX, CHANGES_SUFFIX)
+LOCKS_SUFFIX = "__locks"
+RESERVED_SUFFIXES = (REBUILD_SUFFIX, JOURNAL_SUFFIX, CHANGES_SUFFIX, LOCKS_SUFFIX)
 FORMAT = 1
 ID = "_id"
 ETAG = f"{RESERVED_FIELD}.etag"  # the recorded ETag of an entry, the value compare-and-set tests
@@ -98,6 +102,12 @@ DUPLICATE_KEY = 11000
 # Writes of a chunk tried when a concurrent upsert of one of its keys won the insert.
 UPSERT_ATTEMPTS = 5
 UPSERT_PAUSE = 0.02  # seconds, times the attempt number
+# FerretDB's per-key locks for compare-and-set: the first pause between rounds (doubling up to
+# the most), and the age after which a lock is taken to be left by a writer that died. A lock is
+# held while a chunk is compared and written (seconds at most, even for BATCH_SIZE keys).
+LOCK_PAUSE = 0.005  # seconds
+LOCK_PAUSE_MAX = 0.2  # seconds
+LOCK_STALE = timedelta(seconds=60)
 # Index creations tried when the connection is lost on the way (idempotent, so safe to repeat).
 INDEX_ATTEMPTS = 3
 INDEX_PAUSE = 0.2  # seconds, times the attempt number
@@ -447,6 +457,7 @@ class MongoIndex:
         self._meta: Collection[Any] = db[META_COLLECTION]
         self._journal: Collection[Any] = db[collection + JOURNAL_SUFFIX]
         self._changes: Collection[Any] = db[collection + CHANGES_SUFFIX]
+        self._locks: Collection[Any] = db[collection + LOCKS_SUFFIX]
 
     # --- errors ------------------------------------------------------------------------------
 
@@ -795,7 +806,10 @@ class MongoIndex:
         self._log_changes([key for key, _ in items])
         conflicts: set[str] = set()
         for chunk in batched(items, BATCH_SIZE):
-            conflicts |= self._write_if(chunk, expected, key_field)
+            if self.is_ferretdb():
+                conflicts |= self._write_if_locked(chunk, expected, key_field)
+            else:
+                conflicts |= self._write_if(chunk, expected, key_field)
         return conflicts
 
     def _write_if(
@@ -805,62 +819,166 @@ class MongoIndex:
         key_field: str,
     ) -> set[str]:
         """The keys of ``chunk`` not written: each is replaced only while its entry has the
-        expected ETag, or inserted (where none is expected) only while the key has no entry."""
-        ferretdb = self.is_ferretdb()
+        expected ETag, or inserted (where none is expected) only while the key has no entry.
+
+        MongoDB applies a filtered replace atomically per document, so the filter is the
+        compare-and-set."""
         requests: list[Any] = []
-        one_by_one: list[tuple[dict[str, Any], dict[str, Any]]] = []
         for key, entry in chunk:
             document = self._document(key, entry, key_field)
             want = expected.get(key)
             if want is None:
                 # The unique _id refuses the insert if another writer created the key first.
                 requests.append(InsertOne(document))
-            elif ferretdb:
-                # FerretDB v1 stalls (until the socket times out) when bulks replacing the
-                # same existing documents run at once on several connections.
-                one_by_one.append(({ID: key, ETAG: want}, document))
             else:
                 requests.append(ReplaceOne({ID: key, ETAG: want}, document))
-        certain = False
         with self._guard("writing entries to"):
             try:
-                if requests:
-                    result = self._live.bulk_write(requests, ordered=False)
-                    done = result.inserted_count + result.matched_count
-                    # FerretDB's counts are not trusted to say which writes matched.
-                    certain = done == len(requests) and not ferretdb
+                result = self._live.bulk_write(requests, ordered=False)
+                if result.inserted_count + result.matched_count == len(requests):
+                    return set()
             except BulkWriteError as exc:
                 if not _only_duplicate_keys(exc):
                     raise self._bulk_error(exc, chunk) from None
-            except KeyError:
-                pass  # FerretDB v1's reply to a bulk with a failed write; see _replace_all
-            for filter, document in one_by_one:
-                self._live.replace_one(filter, document)
-        if certain:
-            return set()
-        # Which writes took effect, from the entries themselves: an entry now carrying the new
-        # ETag was written (or holds the same object anyway: same ETag, same bytes). An entry a
-        # later writer already moved on counts as a conflict, which reconciling settles.
-        # On FerretDB v1 this read is the only answer: its filtered replace is not atomic (two
-        # writers replacing from one ETag at once may both match), so the last one to write
-        # wins there, and the read tells each writer whether that was its entry.
+        return self._not_written(chunk)
+
+    def _not_written(self, chunk: Sequence[tuple[str, Entry]]) -> set[str]:
+        """Which writes of ``chunk`` did not take effect, read from the entries themselves.
+
+        An entry carrying the new ETag was written (or holds the same object anyway: same ETag,
+        same bytes). An entry a later writer already moved on counts as a conflict, which
+        reconciling settles.
+        """
         now = self._etags_in(self._live, [key for key, _ in chunk])
         return {key for key, entry in chunk if now.get(key) != _etag_of(entry, key)}
+
+    def _write_if_locked(
+        self,
+        chunk: Sequence[tuple[str, Entry]],
+        expected: Mapping[str, str | None],
+        key_field: str,
+    ) -> set[str]:
+        """``_write_if`` for FerretDB v1, whose filtered replace is not atomic: two writers
+        replacing from one ETag at once may both match. Each key is compared and written while
+        this writer holds the key's lock."""
+        entries = dict(chunk)
+        conflicts: set[str] = set()
+
+        def write(held: set[str]) -> None:
+            now = self._etags_in(self._live, held)
+            inserts: list[dict[str, Any]] = []
+            replaces: list[tuple[dict[str, Any], dict[str, Any]]] = []
+            for key in held:
+                want = expected.get(key)
+                if now.get(key) != want:
+                    conflicts.add(key)
+                    continue
+                document = self._document(key, entries[key], key_field)
+                if want is None:
+                    inserts.append(document)
+                else:
+                    replaces.append(({ID: key, ETAG: want}, document))
+            with self._guard("writing entries to"):
+                # One replace at a time: FerretDB v1 stalls (until the socket times out) when a
+                # bulk of replaces runs while other connections write.
+                for filter, document in replaces:
+                    self._live.replace_one(filter, document)
+                try:
+                    if inserts:
+                        self._live.insert_many(inserts, ordered=False)
+                except BulkWriteError as exc:
+                    if not _only_duplicate_keys(exc):  # a writer that does not lock inserted
+                        raise self._bulk_error(exc, chunk) from None
+                except KeyError:
+                    pass  # FerretDB's reply to a failed write in a bulk; read below
+            # Under the locks only writers that do not lock (upsert, delete) can have changed
+            # these entries; the read tells exactly what is there.
+            written = [(key, entries[key]) for key in held if key not in conflicts]
+            conflicts.update(self._not_written(written))
+
+        self._while_locked([key for key, _ in chunk], write)
+        return conflicts
 
     def delete_if(self, expected: Mapping[str, str]) -> tuple[int, set[str]]:
         self._log_changes(expected)
         removed = 0
         conflicts: set[str] = set()
         for batch in batched(list(expected.items()), BATCH_SIZE):
+            if self.is_ferretdb():
+                deleted, changed = self._delete_if_locked(dict(batch))
+                removed += deleted
+                conflicts |= changed
+                continue
             requests = [DeleteOne({ID: key, ETAG: etag}) for key, etag in batch]
             with self._guard("deleting entries from"):
                 deleted = self._live.bulk_write(requests, ordered=False).deleted_count
             removed += deleted
-            if deleted == len(batch) and not self.is_ferretdb():
-                continue
-            now = self._etags_in(self._live, [key for key, _ in batch])
-            conflicts |= {key for key, etag in batch if key in now and now[key] != etag}
+            if deleted < len(batch):
+                now = self._etags_in(self._live, [key for key, _ in batch])
+                conflicts |= {key for key, etag in batch if key in now and now[key] != etag}
         return removed, conflicts
+
+    def _delete_if_locked(self, expected: Mapping[str, str]) -> tuple[int, set[str]]:
+        """``delete_if`` for FerretDB v1, comparing and deleting under the keys' locks."""
+        removed = 0
+        conflicts: set[str] = set()
+
+        def delete(held: set[str]) -> None:
+            nonlocal removed
+            now = self._etags_in(self._live, held)
+            same = [key for key in held if now.get(key) == expected[key]]
+            conflicts.update(key for key in held if key in now and now[key] != expected[key])
+            if same:
+                with self._guard("deleting entries from"):
+                    removed += self._live.delete_many({ID: {"$in": same}}).deleted_count
+
+        self._while_locked(list(expected), delete)
+        return removed, conflicts
+
+    def _while_locked(self, keys: Sequence[str], act: Callable[[set[str]], None]) -> None:
+        """Call ``act`` on the keys, each key while this writer holds its lock (FerretDB).
+
+        A lock is a document ``{_id: key}`` in ``<collection>__locks``: an insert with a unique
+        ``_id`` is atomic on FerretDB where a filtered replace is not. Keys another writer holds
+        wait for the next round; nothing is held while waiting, so writers cannot deadlock. A
+        lock older than ``LOCK_STALE`` was left by a writer that died, and is taken over.
+        """
+        waiting = list(dict.fromkeys(keys))
+        deadline = time.monotonic() + LOCK_STALE.total_seconds() + LOCK_PAUSE_MAX * 10
+        pause = LOCK_PAUSE
+        while waiting:
+            owner = uuid.uuid4().hex
+            now = utc_now()
+            with self._guard("locking entries of"):
+                try:
+                    self._locks.insert_many(
+                        [{ID: key, "owner": owner, "at": now} for key in waiting], ordered=False
+                    )
+                except BulkWriteError as exc:
+                    if not _only_duplicate_keys(exc):
+                        raise
+                except KeyError:
+                    pass  # FerretDB's reply to a failed write in a bulk; read below
+                mine = self._locks.find({ID: {"$in": waiting}, "owner": owner}, {ID: 1})
+                held = {str(doc[ID]) for doc in mine}
+            try:
+                if held:
+                    act(held)
+            finally:
+                if held:
+                    with self._guard("unlocking entries of"):
+                        self._locks.delete_many({ID: {"$in": list(held)}, "owner": owner})
+            waiting = [key for key in waiting if key not in held]
+            if not waiting:
+                return
+            if time.monotonic() > deadline:
+                raise TransientError(
+                    f"{len(waiting)} entries of {self.location} stayed locked by other writers"
+                )
+            with self._guard("unlocking entries of"):
+                self._locks.delete_many({ID: {"$in": waiting}, "at": {"$lt": now - LOCK_STALE}})
+            time.sleep(random.uniform(0, pause))
+            pause = min(pause * 2, LOCK_PAUSE_MAX)
 
     # --- the delete journal ------------------------------------------------------------------
 
