@@ -21,21 +21,20 @@ Layout in the database:
   settings, so it exists even when the live entries are missing.
 
 pymongo is imported here only, and every pymongo error is translated into an ``S3idxError`` at
-this boundary (see ``translate_error``).
+this boundary (``mongo_errors.translate_error``). Where the URI may be shown, and which of its
+parts are secrets, is ``mongo_location``'s.
 """
 
 from __future__ import annotations
 
 import random
-import re
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import parse_qsl, unquote
+from urllib.parse import parse_qsl
 
 from bson.codec_options import CodecOptions
 from bson.errors import BSONError
@@ -52,21 +51,16 @@ from pymongo import (
 from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import (
-    AutoReconnect,
     BulkWriteError,
     ConfigurationError,
-    ConnectionFailure,
     DuplicateKeyError,
-    InvalidName,
     OperationFailure,
     PyMongoError,
-    ServerSelectionTimeoutError,
 )
 
 from s3idx.codec import RESERVED_FIELD, utc_now
 from s3idx.config import redact
 from s3idx.errors import (
-    AccessDeniedError,
     BackendUnavailableError,
     IndexSettingsError,
     InvalidFilterError,
@@ -77,6 +71,13 @@ from s3idx.errors import (
 )
 from s3idx.index.arguments import check_find_arguments
 from s3idx.index.base import Bookkeeping, Entry, IndexSettings, SortSpec
+from s3idx.index.mongo_errors import (
+    bulk_detail,
+    only_duplicate_keys,
+    translate_error,
+    write_errors,
+)
+from s3idx.index.mongo_location import MongoLocation
 from s3idx.limits import batched
 from s3idx.query.filter import check_nesting
 
@@ -95,10 +96,8 @@ ETAG = f"{RESERVED_FIELD}.etag"  # the recorded ETag of an entry, the value comp
 BATCH_SIZE = 1000
 PENDING_UPDATE_ATTEMPTS = 10
 
-AUTH_CODES = frozenset({13, 18})  # Unauthorized, AuthenticationFailed
 NOT_IMPLEMENTED = 238  # FerretDB v1 answers so to renameCollection with dropTarget: true
 NAMESPACE_EXISTS = 48
-DUPLICATE_KEY = 11000
 # Writes of a chunk tried when a concurrent upsert of one of its keys won the insert.
 UPSERT_ATTEMPTS = 5
 UPSERT_PAUSE = 0.02  # seconds, times the attempt number
@@ -114,168 +113,6 @@ INDEX_PAUSE = 0.2  # seconds, times the attempt number
 # Renames tried when a writer re-creates the live collection between the drop and the rename of
 # the non-atomic swap; each retry drops what that writer wrote (as an atomic swap would).
 SWAP_ATTEMPTS = 5
-ATLAS_ERROR = 8000  # Atlas proxies answer a bad login with this code and "bad auth ..."
-# Failures of a query that are about the server's state, not about the filter.
-SERVER_STATE_CODES = frozenset(
-    {
-        6,  # HostUnreachable
-        7,  # HostNotFound
-        43,  # CursorNotFound
-        50,  # MaxTimeMSExpired
-        89,  # NetworkTimeout
-        91,  # ShutdownInProgress
-        175,  # QueryPlanKilled (e.g. the collection was renamed by a rebuild commit)
-        189,  # PrimarySteppedDown
-        262,  # ExceededTimeLimit
-        292,  # QueryExceededMemoryLimitNoDiskUseAllowed
-        9001,  # SocketException
-        10107,  # NotWritablePrimary
-        11600,  # InterruptedAtShutdown
-        11601,  # Interrupted
-        11602,  # InterruptedDueToReplStateChange
-        13435,  # NotPrimaryNoSecondaryOk
-        13436,  # NotPrimaryOrSecondary
-    }
-)
-# Query-string options whose values are secrets, as pymongo spells them (lowercased).
-SECRET_OPTIONS = frozenset({"tlscertificatekeyfilepassword", "authmechanismproperties"})
-
-
-# --- locations and secrets -------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class MongoLocation:
-    """What may be shown of a MongoDB URI, and the secrets that must never be."""
-
-    scheme: str
-    user: str
-    has_password: bool
-    hosts: str
-    secrets: tuple[str, ...]
-
-    @classmethod
-    def parse(cls, uri: str) -> MongoLocation:
-        scheme, sep, rest = uri.partition("://")
-        if not sep:
-            return cls("mongodb", "", False, "", ())
-        # Up to the last '@': '@', '/' and '?' in a password must be percent-escaped, but people
-        # forget, and then the whole password must still land in what we hide.
-        userinfo, _, host_part = rest.rpartition("@")
-        user, _, password = userinfo.partition(":")
-        secrets = [password, unquote(password)]
-        # Over-inclusive when a password holds a '?'; it only decides what else to hide.
-        for name, value in parse_qsl(rest.partition("?")[2]):
-            if name.lower() in SECRET_OPTIONS:
-                secrets.append(value)
-        # Longest first, so a secret containing another is hidden whole.
-        kept = sorted({s for s in secrets if s}, key=len, reverse=True)
-        hosts = re.split(r"[/?]", host_part, maxsplit=1)[0]
-        return cls(scheme, user, bool(password), hosts, tuple(kept))
-
-    def describe(self, database: str, collection: str) -> str:
-        """The location for messages: no password, no query string (it may hold secrets)."""
-        user = f"{self.user}@" if self.user else ""
-        auth = f"{self.user}:***@" if self.has_password else user
-        return f"{self.scheme}://{auth}{self.hosts}/{database} (collection {collection})"
-
-    def scrub(self, text: str) -> str:
-        """Text fit to show: URI passwords and every known secret replaced by ``***``."""
-        text = redact(text)
-        for secret in self.secrets:
-            text = text.replace(secret, "***")
-        return text
-
-
-# --- error translation -----------------------------------------------------------------------
-
-
-def translate_error(
-    exc: BaseException, *, action: str, location: str, hosts: str, query: bool = False
-) -> S3idxError:
-    """The s3idx error for a pymongo/bson error met while doing ``action``.
-
-    ``query`` says the operation evaluated a user's filter, so the server's complaints about it
-    are the user's filter being wrong. Messages are not scrubbed here; the caller does that.
-    """
-    if isinstance(exc, ServerSelectionTimeoutError):
-        return BackendUnavailableError(
-            f"cannot reach MongoDB at {hosts}: {_brief(exc)}",
-            hint=f"while {action} {location}; is the server running, and are the host and "
-            "port right?",
-        )
-    if isinstance(exc, AutoReconnect):
-        return TransientError(
-            f"lost the connection to MongoDB at {hosts} while {action}: {_brief(exc)}"
-        )
-    if isinstance(exc, ConnectionFailure):
-        return BackendUnavailableError(
-            f"cannot use MongoDB at {hosts} while {action}: {_brief(exc)}"
-        )
-    if isinstance(exc, ConfigurationError | InvalidName):
-        return UsageError(f"invalid MongoDB location {location}: {_brief(exc)}")
-    if isinstance(exc, BulkWriteError):
-        return S3idxError(
-            f"MongoDB refused {len(_write_errors(exc)) or 'some'} writes while {action} "
-            f"{location}: {_bulk_detail(exc)}"
-        )
-    if isinstance(exc, OperationFailure):
-        return _translate_operation_failure(exc, action, location, hosts, query)
-    if query and isinstance(exc, BSONError | OverflowError):
-        return InvalidFilterError(f"the query cannot be sent to MongoDB: {exc}")
-    return S3idxError(f"MongoDB error while {action} {location}: {_brief(exc)}")
-
-
-def _translate_operation_failure(
-    exc: OperationFailure, action: str, location: str, hosts: str, query: bool
-) -> S3idxError:
-    message = _errmsg(exc)
-    if exc.code in AUTH_CODES or (exc.code == ATLAS_ERROR and "auth" in message.lower()):
-        return AccessDeniedError(
-            f"MongoDB at {hosts} refused access while {action}: {message}",
-            hint="check the user name, password and authSource in the URI, and the user's roles",
-        )
-    if query and exc.code not in SERVER_STATE_CODES:
-        return InvalidFilterError(f"invalid query: {message}")
-    code = f" (code {exc.code})" if exc.code is not None else ""
-    return S3idxError(f"MongoDB error while {action} {location}: {message}{code}")
-
-
-def _errmsg(exc: OperationFailure) -> str:
-    details = exc.details if isinstance(exc.details, Mapping) else {}
-    return str(details.get("errmsg") or _brief(exc))
-
-
-_CONFIGURED_TIMEOUTS = re.compile(r"\s*\(configured timeouts:[^)]*\)")
-
-
-def _brief(exc: BaseException) -> str:
-    """pymongo's message without what it appends for debugging: the whole server reply
-    (", full error: {...}"), the topology dump (", Timeout: ..., Topology Description: ...")
-    and the configured timeouts."""
-    text = str(exc).split(", full error:", 1)[0].split(", Timeout:", 1)[0]
-    return _CONFIGURED_TIMEOUTS.sub("", text).strip() or type(exc).__name__
-
-
-def _write_errors(exc: BulkWriteError) -> list[Mapping[str, Any]]:
-    details = exc.details if isinstance(exc.details, Mapping) else {}
-    return list(details.get("writeErrors") or [])
-
-
-def _only_duplicate_keys(exc: BulkWriteError) -> bool:
-    errors = _write_errors(exc)
-    return bool(errors) and all(e.get("code") == DUPLICATE_KEY for e in errors)
-
-
-def _bulk_detail(exc: BulkWriteError) -> str:
-    """The first write error and the first write-concern error, if any."""
-    details = exc.details if isinstance(exc.details, Mapping) else {}
-    parts = []
-    for name, label in (("writeErrors", "first"), ("writeConcernErrors", "write concern")):
-        errors = details.get(name) or []
-        if errors:
-            parts.append(f"{label}: {errors[0].get('errmsg', '?')} (code {errors[0].get('code')})")
-    return "; ".join(parts) or _errmsg(exc)
 
 
 # --- pure helpers ----------------------------------------------------------------------------
@@ -482,8 +319,9 @@ class MongoIndex:
 
     def _scrubbed(self, error: S3idxError) -> S3idxError:
         """The error with every secret of the URI removed from its message and hint."""
-        error.message = self._uri.scrub(error.message)
-        error.hint = self._uri.scrub(error.hint) if error.hint else None
+        secrets = self._uri.secrets
+        error.message = redact(error.message, secrets)
+        error.hint = redact(error.hint, secrets) if error.hint else None
         error.args = (error.message,)
         return error
 
@@ -737,7 +575,7 @@ class MongoIndex:
                     collection.bulk_write(requests, ordered=False)
                     return
                 except BulkWriteError as exc:
-                    if attempt == UPSERT_ATTEMPTS or not _only_duplicate_keys(exc):
+                    if attempt == UPSERT_ATTEMPTS or not only_duplicate_keys(exc):
                         raise self._bulk_error(exc, documents) from None
                 except KeyError:
                     # FerretDB v1 leaves "nModified" out of the reply when a write fails, and
@@ -774,13 +612,13 @@ class MongoIndex:
 
     def _bulk_error(self, exc: BulkWriteError, chunk: Sequence[tuple[str, Any]]) -> S3idxError:
         """A short summary naming the first refused key; the server's reply can be huge."""
-        write_errors = _write_errors(exc)
-        first = write_errors[0].get("index") if write_errors else None
+        refused = write_errors(exc)
+        first = refused[0].get("index") if refused else None
         where = f" (first refused key: {chunk[first][0]!r})" if isinstance(first, int) else ""
         return self._scrubbed(
             S3idxError(
-                f"MongoDB refused {len(write_errors) or 'some'} of {len(chunk)} entries written "
-                f"to {self.location}: {_bulk_detail(exc)}{where}"
+                f"MongoDB refused {len(refused) or 'some'} of {len(chunk)} entries written "
+                f"to {self.location}: {bulk_detail(exc)}{where}"
             )
         )
 
@@ -838,7 +676,7 @@ class MongoIndex:
                 if result.inserted_count + result.matched_count == len(requests):
                     return set()
             except BulkWriteError as exc:
-                if not _only_duplicate_keys(exc):
+                if not only_duplicate_keys(exc):
                     raise self._bulk_error(exc, chunk) from None
         return self._not_written(chunk)
 
@@ -887,7 +725,7 @@ class MongoIndex:
                     if inserts:
                         self._live.insert_many(inserts, ordered=False)
                 except BulkWriteError as exc:
-                    if not _only_duplicate_keys(exc):  # a writer that does not lock inserted
+                    if not only_duplicate_keys(exc):  # a writer that does not lock inserted
                         raise self._bulk_error(exc, chunk) from None
                 except KeyError:
                     pass  # FerretDB's reply to a failed write in a bulk; read below
@@ -955,7 +793,7 @@ class MongoIndex:
                         [{ID: key, "owner": owner, "at": now} for key in waiting], ordered=False
                     )
                 except BulkWriteError as exc:
-                    if not _only_duplicate_keys(exc):
+                    if not only_duplicate_keys(exc):
                         raise
                 except KeyError:
                     pass  # FerretDB's reply to a failed write in a bulk; read below
