@@ -6,7 +6,7 @@ import os
 import re
 import sys
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -253,18 +253,24 @@ _CREDENTIAL_SHAPES = re.compile(
 )
 
 
-def redact(text: str, *, vendor_text: bool = False) -> str:
+def redact(text: str, secrets: Iterable[str] = (), *, vendor_text: bool = False) -> str:
     """Text fit to print: URI passwords, secret URI options and every known secret hidden.
 
-    The one redaction every message, summary and progress line goes through. ``vendor_text``:
-    the text comes from a server or a vendor library, so anything shaped like an AWS
-    credential is hidden too, known or not.
+    The one redaction every message, summary and progress line goes through. ``secrets`` are
+    hidden whole too, however short (a backend's own, e.g. the password of its URI, which it
+    must hide from its messages even where nothing told ``remember_secret`` of it).
+    ``vendor_text``: the text comes from a server or a vendor library, so anything shaped like
+    an AWS credential is hidden too, known or not.
     """
     text = _USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
     text = _SECRET_OPTION.sub(lambda m: f"{m['name']}=***", text)
     if vendor_text:
         text = _CREDENTIAL_SHAPES.sub("***", text)
-    return _hide_known_secrets(text) if _secret_fragments else text
+    text = _hide_known_secrets(text) if _secret_fragments else text
+    # Longest first, so that a secret containing another is hidden whole.
+    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
 
 
 def remember_secret(value: str | None) -> None:

@@ -11,45 +11,56 @@ Layout in the database:
   while a rebuild is in progress, ``_id`` = ``<collection>__rebuild``:
   ``{"key_field", "run", "checkpoint", "started"}``.
 - ``<collection>__rebuild``: the entries of a rebuild; renamed over ``<collection>`` on commit.
+- ``<collection>__deletes``: the delete journal, ``{_id: key, "etag"}`` per entry being deleted
+  (``journal_deletes``), so that an interrupted delete can be finished.
+- ``<collection>__locks``: on FerretDB only, ``{_id: key, "owner", "at"}`` while a writer
+  compares and sets that key's entry (see ``MongoIndex._while_locked``).
+- ``<collection>__changes``: while a rebuild runs, the keys every write of the live entries
+  touched, ``{"key"}`` per write. The "rebuild running" flag is the document ``_id`` =
+  ``<collection>__changes`` in ``s3idx_meta`` (``{"run", "started"}``): it lives beside the
+  settings, so it exists even when the live entries are missing.
 
 pymongo is imported here only, and every pymongo error is translated into an ``S3idxError`` at
-this boundary (see ``translate_error``).
+this boundary (``mongo_errors.translate_error``). Where the URI may be shown, and which of its
+parts are secrets, is ``mongo_location``'s.
 """
 
 from __future__ import annotations
 
-import re
+import random
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import parse_qsl, unquote
+from urllib.parse import parse_qsl
 
 from bson.codec_options import CodecOptions
 from bson.errors import BSONError
 from bson.int64 import Int64
-from pymongo import ASCENDING, IndexModel, MongoClient, ReplaceOne, ReturnDocument
+from pymongo import (
+    ASCENDING,
+    DeleteOne,
+    IndexModel,
+    InsertOne,
+    MongoClient,
+    ReplaceOne,
+    ReturnDocument,
+)
 from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import (
-    AutoReconnect,
     BulkWriteError,
     ConfigurationError,
-    ConnectionFailure,
     DuplicateKeyError,
-    InvalidName,
     OperationFailure,
     PyMongoError,
-    ServerSelectionTimeoutError,
 )
 
 from s3idx.codec import RESERVED_FIELD, utc_now
 from s3idx.config import redact
 from s3idx.errors import (
-    AccessDeniedError,
     BackendUnavailableError,
     IndexSettingsError,
     InvalidFilterError,
@@ -60,194 +71,48 @@ from s3idx.errors import (
 )
 from s3idx.index.arguments import check_find_arguments
 from s3idx.index.base import Bookkeeping, Entry, IndexSettings, SortSpec
+from s3idx.index.mongo_errors import (
+    bulk_detail,
+    only_duplicate_keys,
+    translate_error,
+    write_errors,
+)
+from s3idx.index.mongo_location import MongoLocation
 from s3idx.limits import batched
 from s3idx.query.filter import check_nesting
 
 META_COLLECTION = "s3idx_meta"
 REBUILD_SUFFIX = "__rebuild"
+JOURNAL_SUFFIX = "__deletes"
+CHANGES_SUFFIX = "__changes"
+LOCKS_SUFFIX = "__locks"
+RESERVED_SUFFIXES = (REBUILD_SUFFIX, JOURNAL_SUFFIX, CHANGES_SUFFIX, LOCKS_SUFFIX)
 FORMAT = 1
 ID = "_id"
+ETAG = f"{RESERVED_FIELD}.etag"  # the recorded ETag of an entry, the value compare-and-set tests
 
 # Entries per bulk write and keys per ``$in`` query: well under the 16 MB command limit with
 # entries of at most 2 KB, and large enough that round trips do not dominate.
 BATCH_SIZE = 1000
 PENDING_UPDATE_ATTEMPTS = 10
 
-AUTH_CODES = frozenset({13, 18})  # Unauthorized, AuthenticationFailed
 NOT_IMPLEMENTED = 238  # FerretDB v1 answers so to renameCollection with dropTarget: true
 NAMESPACE_EXISTS = 48
-DUPLICATE_KEY = 11000
 # Writes of a chunk tried when a concurrent upsert of one of its keys won the insert.
 UPSERT_ATTEMPTS = 5
 UPSERT_PAUSE = 0.02  # seconds, times the attempt number
+# FerretDB's per-key locks for compare-and-set: the first pause between rounds (doubling up to
+# the most), and the age after which a lock is taken to be left by a writer that died. A lock is
+# held while a chunk is compared and written (seconds at most, even for BATCH_SIZE keys).
+LOCK_PAUSE = 0.005  # seconds
+LOCK_PAUSE_MAX = 0.2  # seconds
+LOCK_STALE = timedelta(seconds=60)
 # Index creations tried when the connection is lost on the way (idempotent, so safe to repeat).
 INDEX_ATTEMPTS = 3
 INDEX_PAUSE = 0.2  # seconds, times the attempt number
 # Renames tried when a writer re-creates the live collection between the drop and the rename of
 # the non-atomic swap; each retry drops what that writer wrote (as an atomic swap would).
 SWAP_ATTEMPTS = 5
-ATLAS_ERROR = 8000  # Atlas proxies answer a bad login with this code and "bad auth ..."
-# Failures of a query that are about the server's state, not about the filter.
-SERVER_STATE_CODES = frozenset(
-    {
-        6,  # HostUnreachable
-        7,  # HostNotFound
-        43,  # CursorNotFound
-        50,  # MaxTimeMSExpired
-        89,  # NetworkTimeout
-        91,  # ShutdownInProgress
-        175,  # QueryPlanKilled (e.g. the collection was renamed by a rebuild commit)
-        189,  # PrimarySteppedDown
-        262,  # ExceededTimeLimit
-        292,  # QueryExceededMemoryLimitNoDiskUseAllowed
-        9001,  # SocketException
-        10107,  # NotWritablePrimary
-        11600,  # InterruptedAtShutdown
-        11601,  # Interrupted
-        11602,  # InterruptedDueToReplStateChange
-        13435,  # NotPrimaryNoSecondaryOk
-        13436,  # NotPrimaryOrSecondary
-    }
-)
-# Query-string options whose values are secrets, as pymongo spells them (lowercased).
-SECRET_OPTIONS = frozenset({"tlscertificatekeyfilepassword", "authmechanismproperties"})
-
-
-# --- locations and secrets -------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class MongoLocation:
-    """What may be shown of a MongoDB URI, and the secrets that must never be."""
-
-    scheme: str
-    user: str
-    has_password: bool
-    hosts: str
-    secrets: tuple[str, ...]
-
-    @classmethod
-    def parse(cls, uri: str) -> MongoLocation:
-        scheme, sep, rest = uri.partition("://")
-        if not sep:
-            return cls("mongodb", "", False, "", ())
-        # Up to the last '@': '@', '/' and '?' in a password must be percent-escaped, but people
-        # forget, and then the whole password must still land in what we hide.
-        userinfo, _, host_part = rest.rpartition("@")
-        user, _, password = userinfo.partition(":")
-        secrets = [password, unquote(password)]
-        # Over-inclusive when a password holds a '?'; it only decides what else to hide.
-        for name, value in parse_qsl(rest.partition("?")[2]):
-            if name.lower() in SECRET_OPTIONS:
-                secrets.append(value)
-        # Longest first, so a secret containing another is hidden whole.
-        kept = sorted({s for s in secrets if s}, key=len, reverse=True)
-        hosts = re.split(r"[/?]", host_part, maxsplit=1)[0]
-        return cls(scheme, user, bool(password), hosts, tuple(kept))
-
-    def describe(self, database: str, collection: str) -> str:
-        """The location for messages: no password, no query string (it may hold secrets)."""
-        user = f"{self.user}@" if self.user else ""
-        auth = f"{self.user}:***@" if self.has_password else user
-        return f"{self.scheme}://{auth}{self.hosts}/{database} (collection {collection})"
-
-    def scrub(self, text: str) -> str:
-        """Text fit to show: URI passwords and every known secret replaced by ``***``."""
-        text = redact(text)
-        for secret in self.secrets:
-            text = text.replace(secret, "***")
-        return text
-
-
-# --- error translation -----------------------------------------------------------------------
-
-
-def translate_error(
-    exc: BaseException, *, action: str, location: str, hosts: str, query: bool = False
-) -> S3idxError:
-    """The s3idx error for a pymongo/bson error met while doing ``action``.
-
-    ``query`` says the operation evaluated a user's filter, so the server's complaints about it
-    are the user's filter being wrong. Messages are not scrubbed here; the caller does that.
-    """
-    if isinstance(exc, ServerSelectionTimeoutError):
-        return BackendUnavailableError(
-            f"cannot reach MongoDB at {hosts}: {_brief(exc)}",
-            hint=f"while {action} {location}; is the server running, and are the host and "
-            "port right?",
-        )
-    if isinstance(exc, AutoReconnect):
-        return TransientError(
-            f"lost the connection to MongoDB at {hosts} while {action}: {_brief(exc)}"
-        )
-    if isinstance(exc, ConnectionFailure):
-        return BackendUnavailableError(
-            f"cannot use MongoDB at {hosts} while {action}: {_brief(exc)}"
-        )
-    if isinstance(exc, ConfigurationError | InvalidName):
-        return UsageError(f"invalid MongoDB location {location}: {_brief(exc)}")
-    if isinstance(exc, BulkWriteError):
-        return S3idxError(
-            f"MongoDB refused {len(_write_errors(exc)) or 'some'} writes while {action} "
-            f"{location}: {_bulk_detail(exc)}"
-        )
-    if isinstance(exc, OperationFailure):
-        return _translate_operation_failure(exc, action, location, hosts, query)
-    if query and isinstance(exc, BSONError | OverflowError):
-        return InvalidFilterError(f"the query cannot be sent to MongoDB: {exc}")
-    return S3idxError(f"MongoDB error while {action} {location}: {_brief(exc)}")
-
-
-def _translate_operation_failure(
-    exc: OperationFailure, action: str, location: str, hosts: str, query: bool
-) -> S3idxError:
-    message = _errmsg(exc)
-    if exc.code in AUTH_CODES or (exc.code == ATLAS_ERROR and "auth" in message.lower()):
-        return AccessDeniedError(
-            f"MongoDB at {hosts} refused access while {action}: {message}",
-            hint="check the user name, password and authSource in the URI, and the user's roles",
-        )
-    if query and exc.code not in SERVER_STATE_CODES:
-        return InvalidFilterError(f"invalid query: {message}")
-    code = f" (code {exc.code})" if exc.code is not None else ""
-    return S3idxError(f"MongoDB error while {action} {location}: {message}{code}")
-
-
-def _errmsg(exc: OperationFailure) -> str:
-    details = exc.details if isinstance(exc.details, Mapping) else {}
-    return str(details.get("errmsg") or _brief(exc))
-
-
-_CONFIGURED_TIMEOUTS = re.compile(r"\s*\(configured timeouts:[^)]*\)")
-
-
-def _brief(exc: BaseException) -> str:
-    """pymongo's message without what it appends for debugging: the whole server reply
-    (", full error: {...}"), the topology dump (", Timeout: ..., Topology Description: ...")
-    and the configured timeouts."""
-    text = str(exc).split(", full error:", 1)[0].split(", Timeout:", 1)[0]
-    return _CONFIGURED_TIMEOUTS.sub("", text).strip() or type(exc).__name__
-
-
-def _write_errors(exc: BulkWriteError) -> list[Mapping[str, Any]]:
-    details = exc.details if isinstance(exc.details, Mapping) else {}
-    return list(details.get("writeErrors") or [])
-
-
-def _only_duplicate_keys(exc: BulkWriteError) -> bool:
-    errors = _write_errors(exc)
-    return bool(errors) and all(e.get("code") == DUPLICATE_KEY for e in errors)
-
-
-def _bulk_detail(exc: BulkWriteError) -> str:
-    """The first write error and the first write-concern error, if any."""
-    details = exc.details if isinstance(exc.details, Mapping) else {}
-    parts = []
-    for name, label in (("writeErrors", "first"), ("writeConcernErrors", "write concern")):
-        errors = details.get(name) or []
-        if errors:
-            parts.append(f"{label}: {errors[0].get('errmsg', '?')} (code {errors[0].get('code')})")
-    return "; ".join(parts) or _errmsg(exc)
 
 
 # --- pure helpers ----------------------------------------------------------------------------
@@ -257,10 +122,11 @@ def check_collection_name(name: str) -> str:
     """Refuse names MongoDB rejects and the names s3idx uses for its own bookkeeping."""
     if not name or "$" in name or "\0" in name or name.startswith("system."):
         raise UsageError(f"invalid MongoDB collection name {name!r}")
-    if name == META_COLLECTION or name.endswith(REBUILD_SUFFIX):
+    if name == META_COLLECTION or name.endswith(RESERVED_SUFFIXES):
+        suffixes = ", ".join(f"'*{s}'" for s in RESERVED_SUFFIXES)
         raise UsageError(
             f"collection name {name!r} is reserved: s3idx uses {META_COLLECTION!r} and "
-            f"'*{REBUILD_SUFFIX}' for its own bookkeeping"
+            f"{suffixes} for its own bookkeeping"
         )
     return name
 
@@ -369,6 +235,14 @@ def _key_batches(keys: Iterable[str]) -> Iterator[list[str]]:
     yield from batched(dict.fromkeys(keys), BATCH_SIZE)
 
 
+def _etag_of(entry: Mapping[str, Any], key: str) -> str:
+    data = entry.get(RESERVED_FIELD)
+    etag = data.get("etag") if isinstance(data, Mapping) else None
+    if not isinstance(etag, str):
+        raise S3idxError(f"index entry {key!r} has no {ETAG!r} to compare and set")
+    return etag
+
+
 def _bookkeeping_of(doc: Mapping[str, Any], location: str) -> Bookkeeping:
     data = doc.get(RESERVED_FIELD)
     try:
@@ -418,6 +292,9 @@ class MongoIndex:
         self._db: Database[Any] = db
         self._live: Collection[Any] = db[collection]
         self._meta: Collection[Any] = db[META_COLLECTION]
+        self._journal: Collection[Any] = db[collection + JOURNAL_SUFFIX]
+        self._changes: Collection[Any] = db[collection + CHANGES_SUFFIX]
+        self._locks: Collection[Any] = db[collection + LOCKS_SUFFIX]
 
     # --- errors ------------------------------------------------------------------------------
 
@@ -442,8 +319,9 @@ class MongoIndex:
 
     def _scrubbed(self, error: S3idxError) -> S3idxError:
         """The error with every secret of the URI removed from its message and hint."""
-        error.message = self._uri.scrub(error.message)
-        error.hint = self._uri.scrub(error.hint) if error.hint else None
+        secrets = self._uri.secrets
+        error.message = redact(error.message, secrets)
+        error.hint = redact(error.hint, secrets) if error.hint else None
         error.args = (error.message,)
         return error
 
@@ -661,51 +539,60 @@ class MongoIndex:
     # --- entries -----------------------------------------------------------------------------
 
     def upsert(self, entries: Sequence[Entry]) -> None:
-        self._write(self._live, entries, self._require_key_field())
+        key_field = self._require_key_field()
+        items = self._latest(entries, key_field)
+        self._log_changes([key for key, _ in items])
+        self._write(self._live, items, key_field)
 
-    def _write(self, collection: Collection[Any], entries: Sequence[Entry], key_field: str) -> None:
+    def _latest(self, entries: Sequence[Entry], key_field: str) -> list[tuple[str, Entry]]:
         latest: dict[str, Entry] = {}
         for entry in entries:
             latest[key_of(entry, key_field)] = entry  # a later entry for a key replaces it
         items = list(latest.items())
         self._check_entries(items)
-        for chunk in batched(items, BATCH_SIZE):
-            self._write_chunk(collection, chunk, key_field)
+        return items
 
-    def _write_chunk(
-        self, collection: Collection[Any], chunk: Sequence[tuple[str, Entry]], key_field: str
+    def _write(
+        self, collection: Collection[Any], items: Sequence[tuple[str, Entry]], key_field: str
     ) -> None:
-        requests = [
-            ReplaceOne({ID: key}, self._document(key, entry, key_field), upsert=True)
-            for key, entry in chunk
-        ]
+        for chunk in batched(items, BATCH_SIZE):
+            documents = [(key, self._document(key, entry, key_field)) for key, entry in chunk]
+            self._replace_all(collection, documents, "writing entries to")
+
+    def _replace_all(
+        self,
+        collection: Collection[Any],
+        documents: Sequence[tuple[str, dict[str, Any]]],
+        action: str,
+    ) -> None:
+        """Insert or replace each document by ``_id`` (the key), at most ``BATCH_SIZE``."""
+        requests = [ReplaceOne({ID: key}, document, upsert=True) for key, document in documents]
         for attempt in range(1, UPSERT_ATTEMPTS + 1):
-            with self._guard("writing entries to"):
+            with self._guard(action):
                 try:
                     # Unordered: the server may apply them in parallel; keys are distinct, so
                     # the order cannot matter.
                     collection.bulk_write(requests, ordered=False)
                     return
                 except BulkWriteError as exc:
-                    if attempt == UPSERT_ATTEMPTS or not _only_duplicate_keys(exc):
-                        raise self._bulk_error(exc, chunk) from None
+                    if attempt == UPSERT_ATTEMPTS or not only_duplicate_keys(exc):
+                        raise self._bulk_error(exc, documents) from None
                 except KeyError:
                     # FerretDB v1 leaves "nModified" out of the reply when a write fails, and
                     # pymongo cannot read that reply: which write failed, and why, is unknown.
                     if attempt == UPSERT_ATTEMPTS:
-                        self._write_one_by_one(collection, chunk, key_field)
+                        self._replace_one_by_one(collection, documents)
                         return
             # Two writers upserting one key at once: one insert wins and the other fails with
             # a duplicate key (MongoDB retries that itself; FerretDB does not). The whole chunk
             # again is safe (replacing is idempotent), and the key now exists.
             time.sleep(UPSERT_PAUSE * attempt)
 
-    def _write_one_by_one(
-        self, collection: Collection[Any], chunk: Sequence[tuple[str, Entry]], key_field: str
+    def _replace_one_by_one(
+        self, collection: Collection[Any], documents: Sequence[tuple[str, dict[str, Any]]]
     ) -> None:
         """The slow way, one key at a time, so that an error names its key."""
-        for key, entry in chunk:
-            document = self._document(key, entry, key_field)
+        for key, document in documents:
             for attempt in range(1, UPSERT_ATTEMPTS + 1):
                 with self._guard(f"writing the entry {key!r} to"):
                     try:
@@ -723,19 +610,255 @@ class MongoIndex:
             )
         return {ID: key, **entry}
 
-    def _bulk_error(self, exc: BulkWriteError, chunk: Sequence[tuple[str, Entry]]) -> S3idxError:
+    def _bulk_error(self, exc: BulkWriteError, chunk: Sequence[tuple[str, Any]]) -> S3idxError:
         """A short summary naming the first refused key; the server's reply can be huge."""
-        write_errors = _write_errors(exc)
-        first = write_errors[0].get("index") if write_errors else None
+        refused = write_errors(exc)
+        first = refused[0].get("index") if refused else None
         where = f" (first refused key: {chunk[first][0]!r})" if isinstance(first, int) else ""
         return self._scrubbed(
             S3idxError(
-                f"MongoDB refused {len(write_errors) or 'some'} of {len(chunk)} entries written "
-                f"to {self.location}: {_bulk_detail(exc)}{where}"
+                f"MongoDB refused {len(refused) or 'some'} of {len(chunk)} entries written "
+                f"to {self.location}: {bulk_detail(exc)}{where}"
             )
         )
 
+    # --- compare-and-set on the recorded ETag ------------------------------------------------
+
+    def etags(self, keys: Sequence[str]) -> dict[str, str]:
+        return self._etags_in(self._live, keys)
+
+    def _etags_in(self, collection: Collection[Any], keys: Iterable[str]) -> dict[str, str]:
+        found: dict[str, str] = {}
+        for batch in _key_batches(keys):
+            with self._guard("reading entries from"):
+                docs = list(collection.find({ID: {"$in": batch}}, {RESERVED_FIELD: 1}))
+            for doc in docs:
+                found[doc[ID]] = _bookkeeping_of(doc, self.location).etag
+        return found
+
+    def upsert_if(self, entries: Sequence[Entry], expected: Mapping[str, str | None]) -> set[str]:
+        key_field = self._require_key_field()
+        items = self._latest(entries, key_field)
+        for key, entry in items:
+            _etag_of(entry, key)  # refused before anything is written
+        self._log_changes([key for key, _ in items])
+        conflicts: set[str] = set()
+        for chunk in batched(items, BATCH_SIZE):
+            if self.is_ferretdb():
+                conflicts |= self._write_if_locked(chunk, expected, key_field)
+            else:
+                conflicts |= self._write_if(chunk, expected, key_field)
+        return conflicts
+
+    def _write_if(
+        self,
+        chunk: Sequence[tuple[str, Entry]],
+        expected: Mapping[str, str | None],
+        key_field: str,
+    ) -> set[str]:
+        """The keys of ``chunk`` not written: each is replaced only while its entry has the
+        expected ETag, or inserted (where none is expected) only while the key has no entry.
+
+        MongoDB applies a filtered replace atomically per document, so the filter is the
+        compare-and-set."""
+        requests: list[Any] = []
+        for key, entry in chunk:
+            document = self._document(key, entry, key_field)
+            want = expected.get(key)
+            if want is None:
+                # The unique _id refuses the insert if another writer created the key first.
+                requests.append(InsertOne(document))
+            else:
+                requests.append(ReplaceOne({ID: key, ETAG: want}, document))
+        with self._guard("writing entries to"):
+            try:
+                result = self._live.bulk_write(requests, ordered=False)
+                if result.inserted_count + result.matched_count == len(requests):
+                    return set()
+            except BulkWriteError as exc:
+                if not only_duplicate_keys(exc):
+                    raise self._bulk_error(exc, chunk) from None
+        return self._not_written(chunk)
+
+    def _not_written(self, chunk: Sequence[tuple[str, Entry]]) -> set[str]:
+        """Which writes of ``chunk`` did not take effect, read from the entries themselves.
+
+        An entry carrying the new ETag was written (or holds the same object anyway: same ETag,
+        same bytes). An entry a later writer already moved on counts as a conflict, which
+        reconciling settles.
+        """
+        now = self._etags_in(self._live, [key for key, _ in chunk])
+        return {key for key, entry in chunk if now.get(key) != _etag_of(entry, key)}
+
+    def _write_if_locked(
+        self,
+        chunk: Sequence[tuple[str, Entry]],
+        expected: Mapping[str, str | None],
+        key_field: str,
+    ) -> set[str]:
+        """``_write_if`` for FerretDB v1, whose filtered replace is not atomic: two writers
+        replacing from one ETag at once may both match. Each key is compared and written while
+        this writer holds the key's lock."""
+        entries = dict(chunk)
+        conflicts: set[str] = set()
+
+        def write(held: set[str]) -> None:
+            now = self._etags_in(self._live, held)
+            inserts: list[dict[str, Any]] = []
+            replaces: list[tuple[dict[str, Any], dict[str, Any]]] = []
+            for key in held:
+                want = expected.get(key)
+                if now.get(key) != want:
+                    conflicts.add(key)
+                    continue
+                document = self._document(key, entries[key], key_field)
+                if want is None:
+                    inserts.append(document)
+                else:
+                    replaces.append(({ID: key, ETAG: want}, document))
+            with self._guard("writing entries to"):
+                # One replace at a time: FerretDB v1 stalls (until the socket times out) when a
+                # bulk of replaces runs while other connections write.
+                for filter, document in replaces:
+                    self._live.replace_one(filter, document)
+                try:
+                    if inserts:
+                        self._live.insert_many(inserts, ordered=False)
+                except BulkWriteError as exc:
+                    if not only_duplicate_keys(exc):  # a writer that does not lock inserted
+                        raise self._bulk_error(exc, chunk) from None
+                except KeyError:
+                    pass  # FerretDB's reply to a failed write in a bulk; read below
+            # Under the locks only writers that do not lock (upsert, delete) can have changed
+            # these entries; the read tells exactly what is there.
+            written = [(key, entries[key]) for key in held if key not in conflicts]
+            conflicts.update(self._not_written(written))
+
+        self._while_locked([key for key, _ in chunk], write)
+        return conflicts
+
+    def delete_if(self, expected: Mapping[str, str]) -> tuple[int, set[str]]:
+        self._log_changes(expected)
+        removed = 0
+        conflicts: set[str] = set()
+        for batch in batched(list(expected.items()), BATCH_SIZE):
+            if self.is_ferretdb():
+                deleted, changed = self._delete_if_locked(dict(batch))
+                removed += deleted
+                conflicts |= changed
+                continue
+            requests = [DeleteOne({ID: key, ETAG: etag}) for key, etag in batch]
+            with self._guard("deleting entries from"):
+                deleted = self._live.bulk_write(requests, ordered=False).deleted_count
+            removed += deleted
+            if deleted < len(batch):
+                now = self._etags_in(self._live, [key for key, _ in batch])
+                conflicts |= {key for key, etag in batch if key in now and now[key] != etag}
+        return removed, conflicts
+
+    def _delete_if_locked(self, expected: Mapping[str, str]) -> tuple[int, set[str]]:
+        """``delete_if`` for FerretDB v1, comparing and deleting under the keys' locks."""
+        removed = 0
+        conflicts: set[str] = set()
+
+        def delete(held: set[str]) -> None:
+            nonlocal removed
+            now = self._etags_in(self._live, held)
+            same = [key for key in held if now.get(key) == expected[key]]
+            conflicts.update(key for key in held if key in now and now[key] != expected[key])
+            if same:
+                with self._guard("deleting entries from"):
+                    removed += self._live.delete_many({ID: {"$in": same}}).deleted_count
+
+        self._while_locked(list(expected), delete)
+        return removed, conflicts
+
+    def _while_locked(self, keys: Sequence[str], act: Callable[[set[str]], None]) -> None:
+        """Call ``act`` on the keys, each key while this writer holds its lock (FerretDB).
+
+        A lock is a document ``{_id: key}`` in ``<collection>__locks``: an insert with a unique
+        ``_id`` is atomic on FerretDB where a filtered replace is not. Keys another writer holds
+        wait for the next round; nothing is held while waiting, so writers cannot deadlock. A
+        lock older than ``LOCK_STALE`` was left by a writer that died, and is taken over.
+        """
+        waiting = list(dict.fromkeys(keys))
+        deadline = time.monotonic() + LOCK_STALE.total_seconds() + LOCK_PAUSE_MAX * 10
+        pause = LOCK_PAUSE
+        while waiting:
+            owner = uuid.uuid4().hex
+            now = utc_now()
+            with self._guard("locking entries of"):
+                try:
+                    self._locks.insert_many(
+                        [{ID: key, "owner": owner, "at": now} for key in waiting], ordered=False
+                    )
+                except BulkWriteError as exc:
+                    if not only_duplicate_keys(exc):
+                        raise
+                except KeyError:
+                    pass  # FerretDB's reply to a failed write in a bulk; read below
+                mine = self._locks.find({ID: {"$in": waiting}, "owner": owner}, {ID: 1})
+                held = {str(doc[ID]) for doc in mine}
+            try:
+                if held:
+                    act(held)
+            finally:
+                if held:
+                    with self._guard("unlocking entries of"):
+                        self._locks.delete_many({ID: {"$in": list(held)}, "owner": owner})
+            waiting = [key for key in waiting if key not in held]
+            if not waiting:
+                return
+            if time.monotonic() > deadline:
+                raise TransientError(
+                    f"{len(waiting)} entries of {self.location} stayed locked by other writers"
+                )
+            with self._guard("unlocking entries of"):
+                self._locks.delete_many({ID: {"$in": waiting}, "at": {"$lt": now - LOCK_STALE}})
+            time.sleep(random.uniform(0, pause))
+            pause = min(pause * 2, LOCK_PAUSE_MAX)
+
+    # --- the delete journal ------------------------------------------------------------------
+
+    def journal_deletes(self, items: Mapping[str, str]) -> None:
+        self._log_changes(items)
+        documents = [(key, {ID: key, "etag": etag}) for key, etag in items.items()]
+        for chunk in batched(documents, BATCH_SIZE):
+            self._replace_all(self._journal, chunk, "journaling deletes in")
+
+    def journaled(self, keys: Sequence[str] | None = None) -> dict[str, str]:
+        queries = [{}] if keys is None else [{ID: {"$in": b}} for b in _key_batches(keys)]
+        found: dict[str, str] = {}
+        for query in queries:
+            with self._guard("reading the delete journal of"):
+                cursor = self._journal.find(query)
+            for doc in self._stream(cursor, "reading the delete journal of"):
+                found[str(doc[ID])] = str(doc["etag"])
+        return found
+
+    def clear_journal(self, items: Mapping[str, str]) -> None:
+        for batch in batched(list(items.items()), BATCH_SIZE):
+            requests = [DeleteOne({ID: key, "etag": etag}) for key, etag in batch]
+            with self._guard("clearing the delete journal of"):
+                self._journal.bulk_write(requests, ordered=False)
+
+    # --- the change log of a running rebuild -------------------------------------------------
+
+    def _log_changes(self, keys: Iterable[str]) -> None:
+        """While a rebuild runs, record ``keys`` as changed; called before writing them.
+
+        The flag is read on every call (one small read): a rebuild started by another process
+        must see this write, in its staging index or through the log.
+        """
+        with self._guard("reading the rebuild flag of"):
+            if self._meta.find_one({ID: self._name + CHANGES_SUFFIX}, {ID: 1}) is None:
+                return
+        for batch in _key_batches(keys):
+            with self._guard("logging changes to"):
+                self._changes.insert_many([{"key": key} for key in batch], ordered=False)
+
     def delete(self, keys: Sequence[str]) -> int:
+        self._log_changes(keys)
         deleted = 0
         for batch in _key_batches(keys):
             with self._guard("deleting entries from"):
@@ -814,8 +937,11 @@ class MongoIndex:
             # Unfiltered: mongomock's name filter also lists dropped collections; one listing
             # per rebuild costs nothing.
             exists = name in self._db.list_collection_names()
-            if state is None or state.get("key_field") != key_field or not exists:
+            fresh = state is None or state.get("key_field") != key_field or not exists
+            if fresh:
                 state = self._fresh_rebuild(name, key_field)
+            assert state is not None
+            self._raise_flag(str(state["run"]), fresh=fresh)
         return MongoRebuild(self, self._db[name], name, key_field, str(state["run"]))
 
     def _fresh_rebuild(self, name: str, key_field: str) -> dict[str, Any]:
@@ -831,6 +957,23 @@ class MongoIndex:
         }
         self._meta.replace_one({ID: name}, state, upsert=True)
         return state
+
+    def _raise_flag(self, run: str, *, fresh: bool) -> None:
+        """Set the "rebuild running" flag; a fresh rebuild first empties the change log.
+
+        In that order: a write logged after the log is emptied is kept. A resumed rebuild keeps
+        the log of its first start (the changes since then are what it must replay).
+        """
+        flag = self._name + CHANGES_SUFFIX
+        if fresh:
+            self._changes.drop()
+            self._meta.replace_one(
+                {ID: flag}, {ID: flag, "run": run, "started": utc_now()}, upsert=True
+            )
+        elif self._meta.find_one({ID: flag}) is None:
+            self._meta.update_one(
+                {ID: flag}, {"$setOnInsert": {"run": run, "started": utc_now()}}, upsert=True
+            )
 
     def close(self) -> None:
         if self._owns_client:
@@ -868,7 +1011,30 @@ class MongoRebuild:
 
     def upsert(self, entries: Sequence[Entry]) -> None:
         self._check_open()
-        self._index._write(self._collection, entries, self._key_field)
+        items = self._index._latest(entries, self._key_field)
+        self._index._write(self._collection, items, self._key_field)
+
+    def delete(self, keys: Sequence[str]) -> None:
+        self._check_open()
+        for batch in _key_batches(keys):
+            with self._index._guard("deleting entries from the rebuild of"):
+                self._collection.delete_many({ID: {"$in": batch}})
+
+    def changed_keys(self) -> Iterator[str]:
+        """The distinct keys the live index's writers logged since this rebuild started."""
+        with self._index._guard("reading the change log of"):
+            cursor = self._index._changes.find({}, {"key": 1})
+        seen: set[str] = set()
+        for doc in self._index._stream(cursor, "reading the change log of"):
+            key = doc.get("key")
+            if isinstance(key, str) and key not in seen:
+                seen.add(key)
+                yield key
+
+    def finish(self) -> None:
+        """After ``commit``: writers stop logging, and the log goes."""
+        self._lower_flag()
+        self._finished = "finished"
 
     def has_keys(self, keys: Sequence[str]) -> set[str]:
         self._check_open()
@@ -957,12 +1123,24 @@ class MongoRebuild:
         )
 
     def abort(self) -> None:
+        if self._finished == "committed":
+            # Committed but not finished: nothing will replay the log now, so writers stop
+            # paying for it (the next rebuild starts a log of its own anyway).
+            self._lower_flag()
         if self._finished is not None:
             return  # aborting after the end changes nothing, so cleanup code can always call it
         with self._index._guard("aborting the rebuild of"):
             if self._index._meta.find_one_and_delete(self._mine()) is not None:
                 self._collection.drop()
+        self._lower_flag()
         self._finished = "aborted"
+
+    def _lower_flag(self) -> None:
+        """Clear the flag and the log, unless a newer rebuild has raised the flag since."""
+        flag = {ID: self._index._name + CHANGES_SUFFIX, "run": self._run}
+        with self._index._guard("ending the change log of"):
+            if self._index._meta.delete_one(flag).deleted_count:
+                self._index._changes.drop()
 
     def _superseded(self) -> S3idxError:
         return S3idxError(

@@ -26,7 +26,7 @@ from pymongo.errors import (
 )
 
 from s3idx.backends import open_index
-from s3idx.config import Settings
+from s3idx.config import Settings, redact
 from s3idx.errors import (
     AccessDeniedError,
     BackendUnavailableError,
@@ -39,7 +39,9 @@ from s3idx.errors import (
 )
 from s3idx.index import mongo
 from s3idx.index.base import Bookkeeping, Index, IndexSettings
-from s3idx.index.mongo import MongoIndex, MongoLocation, plain, translate_error
+from s3idx.index.mongo import MongoIndex, plain
+from s3idx.index.mongo_errors import translate_error
+from s3idx.index.mongo_location import MongoLocation
 
 BOOKKEEPING = {"etag": '"e"', "size": 3, "sha256": None, "codec": "json"}
 WHEN = datetime(2024, 1, 2, 3, 4, 5, 6000, tzinfo=UTC)
@@ -158,14 +160,14 @@ def test_an_unescaped_password_is_hidden_whole(password: str) -> None:
     location = MongoLocation.parse(f"mongodb://user:{password}@h1:1,h2:2/db?w=1")
 
     assert location.describe("db", "c") == "mongodb://user:***@h1:1,h2:2/db (collection c)"
-    assert location.scrub(f"it was {password}") == "it was ***"
+    assert redact(f"it was {password}", location.secrets) == "it was ***"
 
 
-def test_scrub_hides_the_password_escaped_and_not() -> None:
+def test_redact_hides_the_password_escaped_and_not() -> None:
     location = MongoLocation.parse("mongodb+srv://bob:p%40ss@cluster.example/db")
 
     assert location.hosts == "cluster.example"
-    assert location.scrub("bob used p%40ss, that is p@ss") == "bob used ***, that is ***"
+    assert redact("bob used p%40ss, that is p@ss", location.secrets) == "bob used ***, that is ***"
     assert MongoLocation.parse("mongodb://x509user@h/db").describe("db", "c") == (
         "mongodb://x509user@h/db (collection c)"
     )
