@@ -11,6 +11,12 @@ Layout in the database:
   while a rebuild is in progress, ``_id`` = ``<collection>__rebuild``:
   ``{"key_field", "run", "checkpoint", "started"}``.
 - ``<collection>__rebuild``: the entries of a rebuild; renamed over ``<collection>`` on commit.
+- ``<collection>__deletes``: the delete journal, ``{_id: key, "etag"}`` per entry being deleted
+  (``journal_deletes``), so that an interrupted delete can be finished.
+- ``<collection>__changes``: while a rebuild runs, the keys every write of the live entries
+  touched, ``{"key"}`` per write. The "rebuild running" flag is the document ``_id`` =
+  ``<collection>__changes`` in ``s3idx_meta`` (``{"run", "started"}``): it lives beside the
+  settings, so it exists even when the live entries are missing.
 
 pymongo is imported here only, and every pymongo error is translated into an ``S3idxError`` at
 this boundary (see ``translate_error``).
@@ -31,7 +37,15 @@ from urllib.parse import parse_qsl, unquote
 from bson.codec_options import CodecOptions
 from bson.errors import BSONError
 from bson.int64 import Int64
-from pymongo import ASCENDING, IndexModel, MongoClient, ReplaceOne, ReturnDocument
+from pymongo import (
+    ASCENDING,
+    DeleteOne,
+    IndexModel,
+    InsertOne,
+    MongoClient,
+    ReplaceOne,
+    ReturnDocument,
+)
 from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import (
@@ -65,8 +79,12 @@ from s3idx.query.filter import check_nesting
 
 META_COLLECTION = "s3idx_meta"
 REBUILD_SUFFIX = "__rebuild"
+JOURNAL_SUFFIX = "__deletes"
+CHANGES_SUFFIX = "__changes"
+RESERVED_SUFFIXES = (REBUILD_SUFFIX, JOURNAL_SUFFIX, CHANGES_SUFFIX)
 FORMAT = 1
 ID = "_id"
+ETAG = f"{RESERVED_FIELD}.etag"  # the recorded ETag of an entry, the value compare-and-set tests
 
 # Entries per bulk write and keys per ``$in`` query: well under the 16 MB command limit with
 # entries of at most 2 KB, and large enough that round trips do not dominate.
@@ -257,10 +275,11 @@ def check_collection_name(name: str) -> str:
     """Refuse names MongoDB rejects and the names s3idx uses for its own bookkeeping."""
     if not name or "$" in name or "\0" in name or name.startswith("system."):
         raise UsageError(f"invalid MongoDB collection name {name!r}")
-    if name == META_COLLECTION or name.endswith(REBUILD_SUFFIX):
+    if name == META_COLLECTION or name.endswith(RESERVED_SUFFIXES):
+        suffixes = ", ".join(f"'*{s}'" for s in RESERVED_SUFFIXES)
         raise UsageError(
             f"collection name {name!r} is reserved: s3idx uses {META_COLLECTION!r} and "
-            f"'*{REBUILD_SUFFIX}' for its own bookkeeping"
+            f"{suffixes} for its own bookkeeping"
         )
     return name
 
@@ -369,6 +388,14 @@ def _key_batches(keys: Iterable[str]) -> Iterator[list[str]]:
     yield from batched(dict.fromkeys(keys), BATCH_SIZE)
 
 
+def _etag_of(entry: Mapping[str, Any], key: str) -> str:
+    data = entry.get(RESERVED_FIELD)
+    etag = data.get("etag") if isinstance(data, Mapping) else None
+    if not isinstance(etag, str):
+        raise S3idxError(f"index entry {key!r} has no {ETAG!r} to compare and set")
+    return etag
+
+
 def _bookkeeping_of(doc: Mapping[str, Any], location: str) -> Bookkeeping:
     data = doc.get(RESERVED_FIELD)
     try:
@@ -418,6 +445,8 @@ class MongoIndex:
         self._db: Database[Any] = db
         self._live: Collection[Any] = db[collection]
         self._meta: Collection[Any] = db[META_COLLECTION]
+        self._journal: Collection[Any] = db[collection + JOURNAL_SUFFIX]
+        self._changes: Collection[Any] = db[collection + CHANGES_SUFFIX]
 
     # --- errors ------------------------------------------------------------------------------
 
@@ -661,26 +690,36 @@ class MongoIndex:
     # --- entries -----------------------------------------------------------------------------
 
     def upsert(self, entries: Sequence[Entry]) -> None:
-        self._write(self._live, entries, self._require_key_field())
+        key_field = self._require_key_field()
+        items = self._latest(entries, key_field)
+        self._log_changes([key for key, _ in items])
+        self._write(self._live, items, key_field)
 
-    def _write(self, collection: Collection[Any], entries: Sequence[Entry], key_field: str) -> None:
+    def _latest(self, entries: Sequence[Entry], key_field: str) -> list[tuple[str, Entry]]:
         latest: dict[str, Entry] = {}
         for entry in entries:
             latest[key_of(entry, key_field)] = entry  # a later entry for a key replaces it
         items = list(latest.items())
         self._check_entries(items)
-        for chunk in batched(items, BATCH_SIZE):
-            self._write_chunk(collection, chunk, key_field)
+        return items
 
-    def _write_chunk(
-        self, collection: Collection[Any], chunk: Sequence[tuple[str, Entry]], key_field: str
+    def _write(
+        self, collection: Collection[Any], items: Sequence[tuple[str, Entry]], key_field: str
     ) -> None:
-        requests = [
-            ReplaceOne({ID: key}, self._document(key, entry, key_field), upsert=True)
-            for key, entry in chunk
-        ]
+        for chunk in batched(items, BATCH_SIZE):
+            documents = [(key, self._document(key, entry, key_field)) for key, entry in chunk]
+            self._replace_all(collection, documents, "writing entries to")
+
+    def _replace_all(
+        self,
+        collection: Collection[Any],
+        documents: Sequence[tuple[str, dict[str, Any]]],
+        action: str,
+    ) -> None:
+        """Insert or replace each document by ``_id`` (the key), at most ``BATCH_SIZE``."""
+        requests = [ReplaceOne({ID: key}, document, upsert=True) for key, document in documents]
         for attempt in range(1, UPSERT_ATTEMPTS + 1):
-            with self._guard("writing entries to"):
+            with self._guard(action):
                 try:
                     # Unordered: the server may apply them in parallel; keys are distinct, so
                     # the order cannot matter.
@@ -688,24 +727,23 @@ class MongoIndex:
                     return
                 except BulkWriteError as exc:
                     if attempt == UPSERT_ATTEMPTS or not _only_duplicate_keys(exc):
-                        raise self._bulk_error(exc, chunk) from None
+                        raise self._bulk_error(exc, documents) from None
                 except KeyError:
                     # FerretDB v1 leaves "nModified" out of the reply when a write fails, and
                     # pymongo cannot read that reply: which write failed, and why, is unknown.
                     if attempt == UPSERT_ATTEMPTS:
-                        self._write_one_by_one(collection, chunk, key_field)
+                        self._replace_one_by_one(collection, documents)
                         return
             # Two writers upserting one key at once: one insert wins and the other fails with
             # a duplicate key (MongoDB retries that itself; FerretDB does not). The whole chunk
             # again is safe (replacing is idempotent), and the key now exists.
             time.sleep(UPSERT_PAUSE * attempt)
 
-    def _write_one_by_one(
-        self, collection: Collection[Any], chunk: Sequence[tuple[str, Entry]], key_field: str
+    def _replace_one_by_one(
+        self, collection: Collection[Any], documents: Sequence[tuple[str, dict[str, Any]]]
     ) -> None:
         """The slow way, one key at a time, so that an error names its key."""
-        for key, entry in chunk:
-            document = self._document(key, entry, key_field)
+        for key, document in documents:
             for attempt in range(1, UPSERT_ATTEMPTS + 1):
                 with self._guard(f"writing the entry {key!r} to"):
                     try:
@@ -723,7 +761,7 @@ class MongoIndex:
             )
         return {ID: key, **entry}
 
-    def _bulk_error(self, exc: BulkWriteError, chunk: Sequence[tuple[str, Entry]]) -> S3idxError:
+    def _bulk_error(self, exc: BulkWriteError, chunk: Sequence[tuple[str, Any]]) -> S3idxError:
         """A short summary naming the first refused key; the server's reply can be huge."""
         write_errors = _write_errors(exc)
         first = write_errors[0].get("index") if write_errors else None
@@ -735,7 +773,136 @@ class MongoIndex:
             )
         )
 
+    # --- compare-and-set on the recorded ETag ------------------------------------------------
+
+    def etags(self, keys: Sequence[str]) -> dict[str, str]:
+        return self._etags_in(self._live, keys)
+
+    def _etags_in(self, collection: Collection[Any], keys: Iterable[str]) -> dict[str, str]:
+        found: dict[str, str] = {}
+        for batch in _key_batches(keys):
+            with self._guard("reading entries from"):
+                docs = list(collection.find({ID: {"$in": batch}}, {RESERVED_FIELD: 1}))
+            for doc in docs:
+                found[doc[ID]] = _bookkeeping_of(doc, self.location).etag
+        return found
+
+    def upsert_if(self, entries: Sequence[Entry], expected: Mapping[str, str | None]) -> set[str]:
+        key_field = self._require_key_field()
+        items = self._latest(entries, key_field)
+        for key, entry in items:
+            _etag_of(entry, key)  # refused before anything is written
+        self._log_changes([key for key, _ in items])
+        conflicts: set[str] = set()
+        for chunk in batched(items, BATCH_SIZE):
+            conflicts |= self._write_if(chunk, expected, key_field)
+        return conflicts
+
+    def _write_if(
+        self,
+        chunk: Sequence[tuple[str, Entry]],
+        expected: Mapping[str, str | None],
+        key_field: str,
+    ) -> set[str]:
+        """The keys of ``chunk`` not written: each is replaced only while its entry has the
+        expected ETag, or inserted (where none is expected) only while the key has no entry."""
+        ferretdb = self.is_ferretdb()
+        requests: list[Any] = []
+        one_by_one: list[tuple[dict[str, Any], dict[str, Any]]] = []
+        for key, entry in chunk:
+            document = self._document(key, entry, key_field)
+            want = expected.get(key)
+            if want is None:
+                # The unique _id refuses the insert if another writer created the key first.
+                requests.append(InsertOne(document))
+            elif ferretdb:
+                # FerretDB v1 stalls (until the socket times out) when bulks replacing the
+                # same existing documents run at once on several connections.
+                one_by_one.append(({ID: key, ETAG: want}, document))
+            else:
+                requests.append(ReplaceOne({ID: key, ETAG: want}, document))
+        certain = False
+        with self._guard("writing entries to"):
+            try:
+                if requests:
+                    result = self._live.bulk_write(requests, ordered=False)
+                    done = result.inserted_count + result.matched_count
+                    # FerretDB's counts are not trusted to say which writes matched.
+                    certain = done == len(requests) and not ferretdb
+            except BulkWriteError as exc:
+                if not _only_duplicate_keys(exc):
+                    raise self._bulk_error(exc, chunk) from None
+            except KeyError:
+                pass  # FerretDB v1's reply to a bulk with a failed write; see _replace_all
+            for filter, document in one_by_one:
+                self._live.replace_one(filter, document)
+        if certain:
+            return set()
+        # Which writes took effect, from the entries themselves: an entry now carrying the new
+        # ETag was written (or holds the same object anyway: same ETag, same bytes). An entry a
+        # later writer already moved on counts as a conflict, which reconciling settles.
+        # On FerretDB v1 this read is the only answer: its filtered replace is not atomic (two
+        # writers replacing from one ETag at once may both match), so the last one to write
+        # wins there, and the read tells each writer whether that was its entry.
+        now = self._etags_in(self._live, [key for key, _ in chunk])
+        return {key for key, entry in chunk if now.get(key) != _etag_of(entry, key)}
+
+    def delete_if(self, expected: Mapping[str, str]) -> tuple[int, set[str]]:
+        self._log_changes(expected)
+        removed = 0
+        conflicts: set[str] = set()
+        for batch in batched(list(expected.items()), BATCH_SIZE):
+            requests = [DeleteOne({ID: key, ETAG: etag}) for key, etag in batch]
+            with self._guard("deleting entries from"):
+                deleted = self._live.bulk_write(requests, ordered=False).deleted_count
+            removed += deleted
+            if deleted == len(batch) and not self.is_ferretdb():
+                continue
+            now = self._etags_in(self._live, [key for key, _ in batch])
+            conflicts |= {key for key, etag in batch if key in now and now[key] != etag}
+        return removed, conflicts
+
+    # --- the delete journal ------------------------------------------------------------------
+
+    def journal_deletes(self, items: Mapping[str, str]) -> None:
+        self._log_changes(items)
+        documents = [(key, {ID: key, "etag": etag}) for key, etag in items.items()]
+        for chunk in batched(documents, BATCH_SIZE):
+            self._replace_all(self._journal, chunk, "journaling deletes in")
+
+    def journaled(self, keys: Sequence[str] | None = None) -> dict[str, str]:
+        queries = [{}] if keys is None else [{ID: {"$in": b}} for b in _key_batches(keys)]
+        found: dict[str, str] = {}
+        for query in queries:
+            with self._guard("reading the delete journal of"):
+                cursor = self._journal.find(query)
+            for doc in self._stream(cursor, "reading the delete journal of"):
+                found[str(doc[ID])] = str(doc["etag"])
+        return found
+
+    def clear_journal(self, items: Mapping[str, str]) -> None:
+        for batch in batched(list(items.items()), BATCH_SIZE):
+            requests = [DeleteOne({ID: key, "etag": etag}) for key, etag in batch]
+            with self._guard("clearing the delete journal of"):
+                self._journal.bulk_write(requests, ordered=False)
+
+    # --- the change log of a running rebuild -------------------------------------------------
+
+    def _log_changes(self, keys: Iterable[str]) -> None:
+        """While a rebuild runs, record ``keys`` as changed; called before writing them.
+
+        The flag is read on every call (one small read): a rebuild started by another process
+        must see this write, in its staging index or through the log.
+        """
+        with self._guard("reading the rebuild flag of"):
+            if self._meta.find_one({ID: self._name + CHANGES_SUFFIX}, {ID: 1}) is None:
+                return
+        for batch in _key_batches(keys):
+            with self._guard("logging changes to"):
+                self._changes.insert_many([{"key": key} for key in batch], ordered=False)
+
     def delete(self, keys: Sequence[str]) -> int:
+        self._log_changes(keys)
         deleted = 0
         for batch in _key_batches(keys):
             with self._guard("deleting entries from"):
@@ -814,8 +981,11 @@ class MongoIndex:
             # Unfiltered: mongomock's name filter also lists dropped collections; one listing
             # per rebuild costs nothing.
             exists = name in self._db.list_collection_names()
-            if state is None or state.get("key_field") != key_field or not exists:
+            fresh = state is None or state.get("key_field") != key_field or not exists
+            if fresh:
                 state = self._fresh_rebuild(name, key_field)
+            assert state is not None
+            self._raise_flag(str(state["run"]), fresh=fresh)
         return MongoRebuild(self, self._db[name], name, key_field, str(state["run"]))
 
     def _fresh_rebuild(self, name: str, key_field: str) -> dict[str, Any]:
@@ -831,6 +1001,23 @@ class MongoIndex:
         }
         self._meta.replace_one({ID: name}, state, upsert=True)
         return state
+
+    def _raise_flag(self, run: str, *, fresh: bool) -> None:
+        """Set the "rebuild running" flag; a fresh rebuild first empties the change log.
+
+        In that order: a write logged after the log is emptied is kept. A resumed rebuild keeps
+        the log of its first start (the changes since then are what it must replay).
+        """
+        flag = self._name + CHANGES_SUFFIX
+        if fresh:
+            self._changes.drop()
+            self._meta.replace_one(
+                {ID: flag}, {ID: flag, "run": run, "started": utc_now()}, upsert=True
+            )
+        elif self._meta.find_one({ID: flag}) is None:
+            self._meta.update_one(
+                {ID: flag}, {"$setOnInsert": {"run": run, "started": utc_now()}}, upsert=True
+            )
 
     def close(self) -> None:
         if self._owns_client:
@@ -868,7 +1055,30 @@ class MongoRebuild:
 
     def upsert(self, entries: Sequence[Entry]) -> None:
         self._check_open()
-        self._index._write(self._collection, entries, self._key_field)
+        items = self._index._latest(entries, self._key_field)
+        self._index._write(self._collection, items, self._key_field)
+
+    def delete(self, keys: Sequence[str]) -> None:
+        self._check_open()
+        for batch in _key_batches(keys):
+            with self._index._guard("deleting entries from the rebuild of"):
+                self._collection.delete_many({ID: {"$in": batch}})
+
+    def changed_keys(self) -> Iterator[str]:
+        """The distinct keys the live index's writers logged since this rebuild started."""
+        with self._index._guard("reading the change log of"):
+            cursor = self._index._changes.find({}, {"key": 1})
+        seen: set[str] = set()
+        for doc in self._index._stream(cursor, "reading the change log of"):
+            key = doc.get("key")
+            if isinstance(key, str) and key not in seen:
+                seen.add(key)
+                yield key
+
+    def finish(self) -> None:
+        """After ``commit``: writers stop logging, and the log goes."""
+        self._lower_flag()
+        self._finished = "finished"
 
     def has_keys(self, keys: Sequence[str]) -> set[str]:
         self._check_open()
@@ -957,12 +1167,24 @@ class MongoRebuild:
         )
 
     def abort(self) -> None:
+        if self._finished == "committed":
+            # Committed but not finished: nothing will replay the log now, so writers stop
+            # paying for it (the next rebuild starts a log of its own anyway).
+            self._lower_flag()
         if self._finished is not None:
             return  # aborting after the end changes nothing, so cleanup code can always call it
         with self._index._guard("aborting the rebuild of"):
             if self._index._meta.find_one_and_delete(self._mine()) is not None:
                 self._collection.drop()
+        self._lower_flag()
         self._finished = "aborted"
+
+    def _lower_flag(self) -> None:
+        """Clear the flag and the log, unless a newer rebuild has raised the flag since."""
+        flag = {ID: self._index._name + CHANGES_SUFFIX, "run": self._run}
+        with self._index._guard("ending the change log of"):
+            if self._index._meta.delete_one(flag).deleted_count:
+                self._index._changes.drop()
 
     def _superseded(self) -> S3idxError:
         return S3idxError(
