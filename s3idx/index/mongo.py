@@ -374,14 +374,14 @@ class _Collections:
                     # FerretDB v1 leaves "nModified" out of the reply when a write fails, and
                     # pymongo cannot read that reply: which write failed, and why, is unknown.
                     if attempt == UPSERT_ATTEMPTS:
-                        self._replace_one_by_one(collection, documents)
+                        self.replace_one_by_one(collection, documents)
                         return
             # Two writers upserting one key at once: one insert wins and the other fails with
             # a duplicate key (MongoDB retries that itself; FerretDB does not). The whole chunk
             # again is safe (replacing is idempotent), and the key now exists.
             time.sleep(UPSERT_PAUSE * attempt)
 
-    def _replace_one_by_one(
+    def replace_one_by_one(
         self, collection: Collection[Any], documents: Sequence[tuple[str, dict[str, Any]]]
     ) -> None:
         """The slow way, one key at a time, so that an error names its key."""
@@ -857,7 +857,12 @@ class MongoIndex:
         self._log_changes(items)
         documents = [(key, {ID: key, "etag": etag}) for key, etag in items.items()]
         for chunk in batched(documents, BATCH_SIZE):
-            self._c.replace_all(self._c.journal, chunk, "journaling deletes in")
+            if self.is_ferretdb():
+                # FerretDB v1 stalls (until the socket times out) when bulks replacing the same
+                # documents run at once on several connections: two deletes of the same keys.
+                self._c.replace_one_by_one(self._c.journal, chunk)
+            else:
+                self._c.replace_all(self._c.journal, chunk, "journaling deletes in")
 
     def journaled(self, keys: Sequence[str] | None = None) -> dict[str, str]:
         queries = [{}] if keys is None else [{ID: {"$in": b}} for b in _key_batches(keys)]
