@@ -235,6 +235,14 @@ def _key_batches(keys: Iterable[str]) -> Iterator[list[str]]:
     yield from batched(dict.fromkeys(keys), BATCH_SIZE)
 
 
+def _scrubbed(error: S3idxError, secrets: Sequence[str]) -> S3idxError:
+    """The error with every secret of the URI removed from its message and hint."""
+    error.message = redact(error.message, secrets)
+    error.hint = redact(error.hint, secrets) if error.hint else None
+    error.args = (error.message,)
+    return error
+
+
 def _etag_of(entry: Mapping[str, Any], key: str) -> str:
     data = entry.get(RESERVED_FIELD)
     etag = data.get("etag") if isinstance(data, Mapping) else None
@@ -259,6 +267,187 @@ def _bookkeeping_of(doc: Mapping[str, Any], location: str) -> Bookkeeping:
 # --- the index -------------------------------------------------------------------------------
 
 
+class _Collections:
+    """One index's collections, and how to talk to them: the interface ``MongoIndex`` and its
+    ``MongoRebuild`` share (neither reaches into the other).
+
+    ``key_field`` is the key field known to be recorded (None until read or written): the
+    rebuild sets it on commit, so that the index's next write uses the committed one.
+    """
+
+    def __init__(self, database: Database[Any], name: str, uri: MongoLocation, location: str):
+        self.database = database
+        self.name = name
+        self.uri = uri
+        self.location = location
+        self.live: Collection[Any] = database[name]
+        self.meta: Collection[Any] = database[META_COLLECTION]
+        self.journal: Collection[Any] = database[name + JOURNAL_SUFFIX]
+        self.changes: Collection[Any] = database[name + CHANGES_SUFFIX]
+        self.locks: Collection[Any] = database[name + LOCKS_SUFFIX]
+        self.flag_id = name + CHANGES_SUFFIX  # the "rebuild running" flag, in ``meta``
+        self.key_field: str | None = None
+        self._is_ferretdb: bool | None = None  # asked of the server when first needed
+
+    @contextmanager
+    def guard(self, action: str, *, query: bool = False) -> Iterator[None]:
+        """Translate pymongo and bson errors raised inside into s3idx errors."""
+        try:
+            yield
+        except (PyMongoError, BSONError, OverflowError) as exc:
+            # OverflowError: bson refuses ints beyond 64 bits.
+            error = translate_error(
+                exc, action=action, location=self.location, hosts=self.uri.hosts, query=query
+            )
+            raise self.scrubbed(error) from None
+
+    def scrubbed(self, error: S3idxError) -> S3idxError:
+        return _scrubbed(error, self.uri.secrets)
+
+    def stream(self, cursor: Any, action: str, *, query: bool = False) -> Iterator[Any]:
+        """The cursor's documents; the server is asked lazily, so errors are translated here."""
+        try:
+            with self.guard(action, query=query):
+                for doc in cursor:
+                    yield plain(doc)
+        finally:
+            cursor.close()  # a caller that stops early must not leave a server cursor open
+
+    def is_ferretdb(self) -> bool:
+        """Whether the server is FerretDB (its buildInfo names its own version)."""
+        if self._is_ferretdb is None:
+            with self.guard("asking the server of"):
+                try:
+                    info = self.database.command("buildInfo")
+                except OperationFailure:
+                    info = {}  # a server that does not answer buildInfo is not FerretDB
+                except NotImplementedError:
+                    info = {}  # mongomock, in the tests
+            self._is_ferretdb = "ferretdbVersion" in info
+        return self._is_ferretdb
+
+    def check_entries(self, items: Sequence[tuple[str, Entry]]) -> None:
+        if not self.is_ferretdb():
+            return
+        for key, entry in items:
+            reason = ferretdb_refusal(entry)
+            if reason is not None:
+                raise S3idxError(
+                    f"entry {key!r}: {reason}, which FerretDB cannot store in {self.location}",
+                    hint="stop indexing that field, or use MongoDB or SQLite for the index",
+                )
+
+    def latest(self, entries: Sequence[Entry], key_field: str) -> list[tuple[str, Entry]]:
+        latest: dict[str, Entry] = {}
+        for entry in entries:
+            latest[key_of(entry, key_field)] = entry  # a later entry for a key replaces it
+        items = list(latest.items())
+        self.check_entries(items)
+        return items
+
+    def write(
+        self, collection: Collection[Any], items: Sequence[tuple[str, Entry]], key_field: str
+    ) -> None:
+        for chunk in batched(items, BATCH_SIZE):
+            documents = [(key, self.document(key, entry, key_field)) for key, entry in chunk]
+            self.replace_all(collection, documents, "writing entries to")
+
+    def replace_all(
+        self,
+        collection: Collection[Any],
+        documents: Sequence[tuple[str, dict[str, Any]]],
+        action: str,
+    ) -> None:
+        """Insert or replace each document by ``_id`` (the key), at most ``BATCH_SIZE``."""
+        requests = [ReplaceOne({ID: key}, document, upsert=True) for key, document in documents]
+        for attempt in range(1, UPSERT_ATTEMPTS + 1):
+            with self.guard(action):
+                try:
+                    # Unordered: the server may apply them in parallel; keys are distinct, so
+                    # the order cannot matter.
+                    collection.bulk_write(requests, ordered=False)
+                    return
+                except BulkWriteError as exc:
+                    if attempt == UPSERT_ATTEMPTS or not only_duplicate_keys(exc):
+                        raise self.bulk_error(exc, documents) from None
+                except KeyError:
+                    # FerretDB v1 leaves "nModified" out of the reply when a write fails, and
+                    # pymongo cannot read that reply: which write failed, and why, is unknown.
+                    if attempt == UPSERT_ATTEMPTS:
+                        self.replace_one_by_one(collection, documents)
+                        return
+            # Two writers upserting one key at once: one insert wins and the other fails with
+            # a duplicate key (MongoDB retries that itself; FerretDB does not). The whole chunk
+            # again is safe (replacing is idempotent), and the key now exists.
+            time.sleep(UPSERT_PAUSE * attempt)
+
+    def replace_one_by_one(
+        self, collection: Collection[Any], documents: Sequence[tuple[str, dict[str, Any]]]
+    ) -> None:
+        """The slow way, one key at a time, so that an error names its key."""
+        for key, document in documents:
+            for attempt in range(1, UPSERT_ATTEMPTS + 1):
+                with self.guard(f"writing the entry {key!r} to"):
+                    try:
+                        collection.replace_one({ID: key}, document, upsert=True)
+                        break
+                    except DuplicateKeyError:
+                        if attempt == UPSERT_ATTEMPTS:
+                            raise
+                time.sleep(UPSERT_PAUSE * attempt)
+
+    def document(self, key: str, entry: Entry, key_field: str) -> dict[str, Any]:
+        if key_field != ID and ID in entry and entry[ID] != key:
+            raise S3idxError(
+                f"index entry {key!r} has its own {ID!r} field, which MongoDB needs for the key"
+            )
+        return {ID: key, **entry}
+
+    def bulk_error(self, exc: BulkWriteError, chunk: Sequence[tuple[str, Any]]) -> S3idxError:
+        """A short summary naming the first refused key; the server's reply can be huge."""
+        refused = write_errors(exc)
+        first = refused[0].get("index") if refused else None
+        where = f" (first refused key: {chunk[first][0]!r})" if isinstance(first, int) else ""
+        return self.scrubbed(
+            S3idxError(
+                f"MongoDB refused {len(refused) or 'some'} of {len(chunk)} entries written "
+                f"to {self.location}: {bulk_detail(exc)}{where}"
+            )
+        )
+
+    def check_fields(self, key_field: str, fields: Sequence[str]) -> None:
+        if key_field != ID and any(f == ID or f.startswith(ID + ".") for f in fields):
+            raise UsageError(
+                f"field {ID!r} cannot be a searchable field of a MongoDB index: it holds the "
+                f"key there; index the documents with --key {ID}, or rename the field"
+            )
+
+    def ensure_indexes(self, collection: Collection[Any], settings: IndexSettings) -> None:
+        """Create the missing indexes: unique on the key field, one per searchable field.
+
+        Creating an index that exists changes nothing, so a connection lost on the way (FerretDB
+        closes one now and then when several processes create indexes at once) is tried again.
+        """
+        for attempt in range(1, INDEX_ATTEMPTS + 1):
+            try:
+                with self.guard("creating the indexes of"):
+                    self._create_missing_indexes(collection, settings)
+                return
+            except TransientError:
+                if attempt == INDEX_ATTEMPTS:
+                    raise
+            time.sleep(INDEX_PAUSE * attempt)
+
+    def _create_missing_indexes(self, collection: Collection[Any], settings: IndexSettings) -> None:
+        existing = {_first_path(info) for info in collection.index_information().values()}
+        models = []
+        if settings.key_field != ID and settings.key_field not in existing:
+            models.append(IndexModel([(settings.key_field, ASCENDING)], unique=True))
+        models += [IndexModel([(f, ASCENDING)]) for f in settings.fields if f not in existing]
+        if models:
+            collection.create_indexes(models)
+
+
 class MongoIndex:
     """The ``Index`` protocol on a MongoDB collection (see the module docstring for the layout)."""
 
@@ -273,12 +462,10 @@ class MongoIndex:
         client: Any = None,
         server_selection_timeout_ms: int = 5000,
     ) -> None:
-        self._uri = MongoLocation.parse(uri)
-        self._name = check_collection_name(collection)
-        self.location = self._uri.describe(database, collection)
+        location = MongoLocation.parse(uri)
+        name = check_collection_name(collection)
+        self.location = location.describe(database, collection)
         self._owns_client = client is None
-        self._key_field: str | None = None
-        self._ferretdb: bool | None = None  # asked of the server when first needed
         try:
             if client is None:
                 client = _connect(uri, server_selection_timeout_ms)
@@ -287,53 +474,29 @@ class MongoIndex:
                 # A client made elsewhere (tests pass mongomock's) may not be tz-aware.
                 db = client.get_database(database, codec_options=CodecOptions(tz_aware=True))
         except (PyMongoError, ValueError, TypeError, OSError) as exc:
-            raise self._scrubbed(self._open_error(exc)) from None
+            error = self._open_error(exc, location.hosts)
+            raise _scrubbed(error, location.secrets) from None
         self._client = client
-        self._db: Database[Any] = db
-        self._live: Collection[Any] = db[collection]
-        self._meta: Collection[Any] = db[META_COLLECTION]
-        self._journal: Collection[Any] = db[collection + JOURNAL_SUFFIX]
-        self._changes: Collection[Any] = db[collection + CHANGES_SUFFIX]
-        self._locks: Collection[Any] = db[collection + LOCKS_SUFFIX]
+        self._c = _Collections(db, name, location, self.location)
 
     # --- errors ------------------------------------------------------------------------------
 
-    def _open_error(self, exc: BaseException) -> S3idxError:
+    def _open_error(self, exc: BaseException, hosts: str) -> S3idxError:
         # MongoClient() checks the URI and its options (and reads TLS files) at once and
         # connects later; only mongodb+srv:// asks DNS now, which may be down rather than wrong.
         if _dns_outage(exc):
-            return BackendUnavailableError(f"cannot look up MongoDB at {self._uri.hosts}: {exc}")
+            return BackendUnavailableError(f"cannot look up MongoDB at {hosts}: {exc}")
         return UsageError(f"invalid MongoDB location {self.location}: {exc}")
-
-    @contextmanager
-    def _guard(self, action: str, *, query: bool = False) -> Iterator[None]:
-        """Translate pymongo and bson errors raised inside into s3idx errors."""
-        try:
-            yield
-        except (PyMongoError, BSONError, OverflowError) as exc:
-            # OverflowError: bson refuses ints beyond 64 bits.
-            error = translate_error(
-                exc, action=action, location=self.location, hosts=self._uri.hosts, query=query
-            )
-            raise self._scrubbed(error) from None
-
-    def _scrubbed(self, error: S3idxError) -> S3idxError:
-        """The error with every secret of the URI removed from its message and hint."""
-        secrets = self._uri.secrets
-        error.message = redact(error.message, secrets)
-        error.hint = redact(error.hint, secrets) if error.hint else None
-        error.args = (error.message,)
-        return error
 
     # --- settings ----------------------------------------------------------------------------
 
     def settings(self) -> IndexSettings | None:
-        with self._guard("reading the settings of"):
-            doc = self._meta.find_one({ID: self._name})
+        with self._c.guard("reading the settings of"):
+            doc = self._c.meta.find_one({ID: self._c.name})
         if doc is None:
             return None
         settings = self._settings_of(doc)
-        self._key_field = settings.key_field
+        self._c.key_field = settings.key_field
         return settings
 
     def _settings_of(self, doc: Mapping[str, Any]) -> IndexSettings:
@@ -353,9 +516,9 @@ class MongoIndex:
 
     def configure(self, key_field: str, fields: Sequence[str]) -> IndexSettings:
         wanted = unique_fields(key_field, fields)
-        self._check_fields(key_field, wanted)
+        self._c.check_fields(key_field, wanted)
         settings = self._record_fields(key_field, wanted)
-        self._ensure_indexes(self._live, settings)
+        self._c.ensure_indexes(self._c.live, settings)
         return settings
 
     def _record_fields(self, key_field: str, fields: list[str]) -> IndexSettings:
@@ -367,10 +530,10 @@ class MongoIndex:
         # process recording the same settings at the same moment may win the upsert's insert,
         # and then this update finds its document.
         for attempt in range(2):
-            with self._guard("recording the settings of"):
+            with self._c.guard("recording the settings of"):
                 try:
-                    before = self._meta.find_one_and_update(
-                        {ID: self._name, "key_field": key_field},
+                    before = self._c.meta.find_one_and_update(
+                        {ID: self._c.name, "key_field": key_field},
                         {
                             "$addToSet": {"fields": {"$each": fields}},
                             "$setOnInsert": {"format": FORMAT},
@@ -385,19 +548,19 @@ class MongoIndex:
                         raise self._key_mismatch(
                             recorded.key_field if recorded else "?", key_field
                         ) from None
-        self._key_field = key_field
+        self._c.key_field = key_field
         if before is None:
             return IndexSettings(key_field, tuple(fields))
         settings = self._settings_of(before)
         new = [f for f in fields if f not in settings.fields]
         pending = settings.pending
         if new:
-            with self._guard("recording the settings of"):
-                held = int(self._live.count_documents({})) if self._live.find_one() else 0
+            with self._c.guard("recording the settings of"):
+                held = int(self._c.live.count_documents({})) if self._c.live.find_one() else 0
                 if held:
                     added = [{"field": f, "entries": held} for f in new]
-                    self._meta.update_one(
-                        {ID: self._name}, {"$push": {"pending": {"$each": added}}}
+                    self._c.meta.update_one(
+                        {ID: self._c.name}, {"$push": {"pending": {"$each": added}}}
                     )
                     pending = (*pending, *((f, held) for f in new))
         return IndexSettings(key_field, (*settings.fields, *new), pending)
@@ -422,8 +585,8 @@ class MongoIndex:
         # FerretDB ignores; a writer changing the list meanwhile makes the update match
         # nothing, and the change is made again on the new list.
         for _ in range(PENDING_UPDATE_ATTEMPTS):
-            with self._guard("recording the settings of"):
-                doc = self._meta.find_one({ID: self._name})
+            with self._c.guard("recording the settings of"):
+                doc = self._c.meta.find_one({ID: self._c.name})
                 if doc is None:
                     raise IndexSettingsError(f"index {self.location} has no recorded key field")
                 old = list(doc.get("pending", []))
@@ -431,8 +594,8 @@ class MongoIndex:
                 if new == old:
                     return self._settings_of(doc)
                 unchanged = doc.get("pending", {"$exists": False})
-                done = self._meta.update_one(
-                    {ID: self._name, "pending": unchanged}, {"$set": {"pending": new}}
+                done = self._c.meta.update_one(
+                    {ID: self._c.name, "pending": unchanged}, {"$set": {"pending": new}}
                 )
             if done.matched_count:
                 return self._settings_of({**doc, "pending": new})
@@ -445,63 +608,22 @@ class MongoIndex:
             "documents",
         )
 
-    def _check_fields(self, key_field: str, fields: Sequence[str]) -> None:
-        if key_field != ID and any(f == ID or f.startswith(ID + ".") for f in fields):
-            raise UsageError(
-                f"field {ID!r} cannot be a searchable field of a MongoDB index: it holds the "
-                f"key there; index the documents with --key {ID}, or rename the field"
-            )
-
-    def _ensure_indexes(self, collection: Collection[Any], settings: IndexSettings) -> None:
-        """Create the missing indexes: unique on the key field, one per searchable field.
-
-        Creating an index that exists changes nothing, so a connection lost on the way (FerretDB
-        closes one now and then when several processes create indexes at once) is tried again.
-        """
-        for attempt in range(1, INDEX_ATTEMPTS + 1):
-            try:
-                with self._guard("creating the indexes of"):
-                    self._create_missing_indexes(collection, settings)
-                return
-            except TransientError:
-                if attempt == INDEX_ATTEMPTS:
-                    raise
-            time.sleep(INDEX_PAUSE * attempt)
-
-    def _create_missing_indexes(self, collection: Collection[Any], settings: IndexSettings) -> None:
-        existing = {_first_path(info) for info in collection.index_information().values()}
-        models = []
-        if settings.key_field != ID and settings.key_field not in existing:
-            models.append(IndexModel([(settings.key_field, ASCENDING)], unique=True))
-        models += [IndexModel([(f, ASCENDING)]) for f in settings.fields if f not in existing]
-        if models:
-            collection.create_indexes(models)
-
     def _require_key_field(self) -> str:
-        if self._key_field is None and self.settings() is None:
+        if self._c.key_field is None and self.settings() is None:
             raise IndexSettingsError(
                 f"index {self.location} has no recorded key field; configure it first"
             )
-        assert self._key_field is not None
-        return self._key_field
+        assert self._c.key_field is not None
+        return self._c.key_field
 
     def _known_key_field(self) -> str | None:
-        if self._key_field is None:
+        if self._c.key_field is None:
             self.settings()
-        return self._key_field
+        return self._c.key_field
 
     def is_ferretdb(self) -> bool:
         """Whether the server is FerretDB (its buildInfo names its own version)."""
-        if self._ferretdb is None:
-            with self._guard("asking the server of"):
-                try:
-                    info = self._db.command("buildInfo")
-                except OperationFailure:
-                    info = {}  # a server that does not answer buildInfo is not FerretDB
-                except NotImplementedError:
-                    info = {}  # mongomock, in the tests
-            self._ferretdb = "ferretdbVersion" in info
-        return self._ferretdb
+        return self._c.is_ferretdb()
 
     def check_entry(self, key: str, entry: Entry) -> None:
         """Refuse an entry this server cannot store, before its object is written."""
@@ -525,112 +647,23 @@ class MongoIndex:
                 "condition, or keep the index in MongoDB or SQLite",
             )
 
-    def _check_entries(self, items: Sequence[tuple[str, Entry]]) -> None:
-        if not self.is_ferretdb():
-            return
-        for key, entry in items:
-            reason = ferretdb_refusal(entry)
-            if reason is not None:
-                raise S3idxError(
-                    f"entry {key!r}: {reason}, which FerretDB cannot store in {self.location}",
-                    hint="stop indexing that field, or use MongoDB or SQLite for the index",
-                )
-
     # --- entries -----------------------------------------------------------------------------
 
     def upsert(self, entries: Sequence[Entry]) -> None:
         key_field = self._require_key_field()
-        items = self._latest(entries, key_field)
+        items = self._c.latest(entries, key_field)
         self._log_changes([key for key, _ in items])
-        self._write(self._live, items, key_field)
-
-    def _latest(self, entries: Sequence[Entry], key_field: str) -> list[tuple[str, Entry]]:
-        latest: dict[str, Entry] = {}
-        for entry in entries:
-            latest[key_of(entry, key_field)] = entry  # a later entry for a key replaces it
-        items = list(latest.items())
-        self._check_entries(items)
-        return items
-
-    def _write(
-        self, collection: Collection[Any], items: Sequence[tuple[str, Entry]], key_field: str
-    ) -> None:
-        for chunk in batched(items, BATCH_SIZE):
-            documents = [(key, self._document(key, entry, key_field)) for key, entry in chunk]
-            self._replace_all(collection, documents, "writing entries to")
-
-    def _replace_all(
-        self,
-        collection: Collection[Any],
-        documents: Sequence[tuple[str, dict[str, Any]]],
-        action: str,
-    ) -> None:
-        """Insert or replace each document by ``_id`` (the key), at most ``BATCH_SIZE``."""
-        requests = [ReplaceOne({ID: key}, document, upsert=True) for key, document in documents]
-        for attempt in range(1, UPSERT_ATTEMPTS + 1):
-            with self._guard(action):
-                try:
-                    # Unordered: the server may apply them in parallel; keys are distinct, so
-                    # the order cannot matter.
-                    collection.bulk_write(requests, ordered=False)
-                    return
-                except BulkWriteError as exc:
-                    if attempt == UPSERT_ATTEMPTS or not only_duplicate_keys(exc):
-                        raise self._bulk_error(exc, documents) from None
-                except KeyError:
-                    # FerretDB v1 leaves "nModified" out of the reply when a write fails, and
-                    # pymongo cannot read that reply: which write failed, and why, is unknown.
-                    if attempt == UPSERT_ATTEMPTS:
-                        self._replace_one_by_one(collection, documents)
-                        return
-            # Two writers upserting one key at once: one insert wins and the other fails with
-            # a duplicate key (MongoDB retries that itself; FerretDB does not). The whole chunk
-            # again is safe (replacing is idempotent), and the key now exists.
-            time.sleep(UPSERT_PAUSE * attempt)
-
-    def _replace_one_by_one(
-        self, collection: Collection[Any], documents: Sequence[tuple[str, dict[str, Any]]]
-    ) -> None:
-        """The slow way, one key at a time, so that an error names its key."""
-        for key, document in documents:
-            for attempt in range(1, UPSERT_ATTEMPTS + 1):
-                with self._guard(f"writing the entry {key!r} to"):
-                    try:
-                        collection.replace_one({ID: key}, document, upsert=True)
-                        break
-                    except DuplicateKeyError:
-                        if attempt == UPSERT_ATTEMPTS:
-                            raise
-                time.sleep(UPSERT_PAUSE * attempt)
-
-    def _document(self, key: str, entry: Entry, key_field: str) -> dict[str, Any]:
-        if key_field != ID and ID in entry and entry[ID] != key:
-            raise S3idxError(
-                f"index entry {key!r} has its own {ID!r} field, which MongoDB needs for the key"
-            )
-        return {ID: key, **entry}
-
-    def _bulk_error(self, exc: BulkWriteError, chunk: Sequence[tuple[str, Any]]) -> S3idxError:
-        """A short summary naming the first refused key; the server's reply can be huge."""
-        refused = write_errors(exc)
-        first = refused[0].get("index") if refused else None
-        where = f" (first refused key: {chunk[first][0]!r})" if isinstance(first, int) else ""
-        return self._scrubbed(
-            S3idxError(
-                f"MongoDB refused {len(refused) or 'some'} of {len(chunk)} entries written "
-                f"to {self.location}: {bulk_detail(exc)}{where}"
-            )
-        )
+        self._c.write(self._c.live, items, key_field)
 
     # --- compare-and-set on the recorded ETag ------------------------------------------------
 
     def etags(self, keys: Sequence[str]) -> dict[str, str]:
-        return self._etags_in(self._live, keys)
+        return self._etags_in(self._c.live, keys)
 
     def _etags_in(self, collection: Collection[Any], keys: Iterable[str]) -> dict[str, str]:
         found: dict[str, str] = {}
         for batch in _key_batches(keys):
-            with self._guard("reading entries from"):
+            with self._c.guard("reading entries from"):
                 docs = list(collection.find({ID: {"$in": batch}}, {RESERVED_FIELD: 1}))
             for doc in docs:
                 found[doc[ID]] = _bookkeeping_of(doc, self.location).etag
@@ -638,7 +671,7 @@ class MongoIndex:
 
     def upsert_if(self, entries: Sequence[Entry], expected: Mapping[str, str | None]) -> set[str]:
         key_field = self._require_key_field()
-        items = self._latest(entries, key_field)
+        items = self._c.latest(entries, key_field)
         for key, entry in items:
             _etag_of(entry, key)  # refused before anything is written
         self._log_changes([key for key, _ in items])
@@ -663,21 +696,21 @@ class MongoIndex:
         compare-and-set."""
         requests: list[Any] = []
         for key, entry in chunk:
-            document = self._document(key, entry, key_field)
+            document = self._c.document(key, entry, key_field)
             want = expected.get(key)
             if want is None:
                 # The unique _id refuses the insert if another writer created the key first.
                 requests.append(InsertOne(document))
             else:
                 requests.append(ReplaceOne({ID: key, ETAG: want}, document))
-        with self._guard("writing entries to"):
+        with self._c.guard("writing entries to"):
             try:
-                result = self._live.bulk_write(requests, ordered=False)
+                result = self._c.live.bulk_write(requests, ordered=False)
                 if result.inserted_count + result.matched_count == len(requests):
                     return set()
             except BulkWriteError as exc:
                 if not only_duplicate_keys(exc):
-                    raise self._bulk_error(exc, chunk) from None
+                    raise self._c.bulk_error(exc, chunk) from None
         return self._not_written(chunk)
 
     def _not_written(self, chunk: Sequence[tuple[str, Entry]]) -> set[str]:
@@ -687,7 +720,7 @@ class MongoIndex:
         same bytes). An entry a later writer already moved on counts as a conflict, which
         reconciling settles.
         """
-        now = self._etags_in(self._live, [key for key, _ in chunk])
+        now = self._etags_in(self._c.live, [key for key, _ in chunk])
         return {key for key, entry in chunk if now.get(key) != _etag_of(entry, key)}
 
     def _write_if_locked(
@@ -703,7 +736,7 @@ class MongoIndex:
         conflicts: set[str] = set()
 
         def write(held: set[str]) -> None:
-            now = self._etags_in(self._live, held)
+            now = self._etags_in(self._c.live, held)
             inserts: list[dict[str, Any]] = []
             replaces: list[tuple[dict[str, Any], dict[str, Any]]] = []
             for key in held:
@@ -711,22 +744,22 @@ class MongoIndex:
                 if now.get(key) != want:
                     conflicts.add(key)
                     continue
-                document = self._document(key, entries[key], key_field)
+                document = self._c.document(key, entries[key], key_field)
                 if want is None:
                     inserts.append(document)
                 else:
                     replaces.append(({ID: key, ETAG: want}, document))
-            with self._guard("writing entries to"):
+            with self._c.guard("writing entries to"):
                 # One replace at a time: FerretDB v1 stalls (until the socket times out) when a
                 # bulk of replaces runs while other connections write.
                 for filter, document in replaces:
-                    self._live.replace_one(filter, document)
+                    self._c.live.replace_one(filter, document)
                 try:
                     if inserts:
-                        self._live.insert_many(inserts, ordered=False)
+                        self._c.live.insert_many(inserts, ordered=False)
                 except BulkWriteError as exc:
                     if not only_duplicate_keys(exc):  # a writer that does not lock inserted
-                        raise self._bulk_error(exc, chunk) from None
+                        raise self._c.bulk_error(exc, chunk) from None
                 except KeyError:
                     pass  # FerretDB's reply to a failed write in a bulk; read below
             # Under the locks only writers that do not lock (upsert, delete) can have changed
@@ -748,11 +781,11 @@ class MongoIndex:
                 conflicts |= changed
                 continue
             requests = [DeleteOne({ID: key, ETAG: etag}) for key, etag in batch]
-            with self._guard("deleting entries from"):
-                deleted = self._live.bulk_write(requests, ordered=False).deleted_count
+            with self._c.guard("deleting entries from"):
+                deleted = self._c.live.bulk_write(requests, ordered=False).deleted_count
             removed += deleted
             if deleted < len(batch):
-                now = self._etags_in(self._live, [key for key, _ in batch])
+                now = self._etags_in(self._c.live, [key for key, _ in batch])
                 conflicts |= {key for key, etag in batch if key in now and now[key] != etag}
         return removed, conflicts
 
@@ -763,12 +796,12 @@ class MongoIndex:
 
         def delete(held: set[str]) -> None:
             nonlocal removed
-            now = self._etags_in(self._live, held)
+            now = self._etags_in(self._c.live, held)
             same = [key for key in held if now.get(key) == expected[key]]
             conflicts.update(key for key in held if key in now and now[key] != expected[key])
             if same:
-                with self._guard("deleting entries from"):
-                    removed += self._live.delete_many({ID: {"$in": same}}).deleted_count
+                with self._c.guard("deleting entries from"):
+                    removed += self._c.live.delete_many({ID: {"$in": same}}).deleted_count
 
         self._while_locked(list(expected), delete)
         return removed, conflicts
@@ -787,9 +820,9 @@ class MongoIndex:
         while waiting:
             owner = uuid.uuid4().hex
             now = utc_now()
-            with self._guard("locking entries of"):
+            with self._c.guard("locking entries of"):
                 try:
-                    self._locks.insert_many(
+                    self._c.locks.insert_many(
                         [{ID: key, "owner": owner, "at": now} for key in waiting], ordered=False
                     )
                 except BulkWriteError as exc:
@@ -797,15 +830,15 @@ class MongoIndex:
                         raise
                 except KeyError:
                     pass  # FerretDB's reply to a failed write in a bulk; read below
-                mine = self._locks.find({ID: {"$in": waiting}, "owner": owner}, {ID: 1})
+                mine = self._c.locks.find({ID: {"$in": waiting}, "owner": owner}, {ID: 1})
                 held = {str(doc[ID]) for doc in mine}
             try:
                 if held:
                     act(held)
             finally:
                 if held:
-                    with self._guard("unlocking entries of"):
-                        self._locks.delete_many({ID: {"$in": list(held)}, "owner": owner})
+                    with self._c.guard("unlocking entries of"):
+                        self._c.locks.delete_many({ID: {"$in": list(held)}, "owner": owner})
             waiting = [key for key in waiting if key not in held]
             if not waiting:
                 return
@@ -813,8 +846,8 @@ class MongoIndex:
                 raise TransientError(
                     f"{len(waiting)} entries of {self.location} stayed locked by other writers"
                 )
-            with self._guard("unlocking entries of"):
-                self._locks.delete_many({ID: {"$in": waiting}, "at": {"$lt": now - LOCK_STALE}})
+            with self._c.guard("unlocking entries of"):
+                self._c.locks.delete_many({ID: {"$in": waiting}, "at": {"$lt": now - LOCK_STALE}})
             time.sleep(random.uniform(0, pause))
             pause = min(pause * 2, LOCK_PAUSE_MAX)
 
@@ -824,23 +857,28 @@ class MongoIndex:
         self._log_changes(items)
         documents = [(key, {ID: key, "etag": etag}) for key, etag in items.items()]
         for chunk in batched(documents, BATCH_SIZE):
-            self._replace_all(self._journal, chunk, "journaling deletes in")
+            if self.is_ferretdb():
+                # FerretDB v1 stalls (until the socket times out) when bulks replacing the same
+                # documents run at once on several connections: two deletes of the same keys.
+                self._c.replace_one_by_one(self._c.journal, chunk)
+            else:
+                self._c.replace_all(self._c.journal, chunk, "journaling deletes in")
 
     def journaled(self, keys: Sequence[str] | None = None) -> dict[str, str]:
         queries = [{}] if keys is None else [{ID: {"$in": b}} for b in _key_batches(keys)]
         found: dict[str, str] = {}
         for query in queries:
-            with self._guard("reading the delete journal of"):
-                cursor = self._journal.find(query)
-            for doc in self._stream(cursor, "reading the delete journal of"):
+            with self._c.guard("reading the delete journal of"):
+                cursor = self._c.journal.find(query)
+            for doc in self._c.stream(cursor, "reading the delete journal of"):
                 found[str(doc[ID])] = str(doc["etag"])
         return found
 
     def clear_journal(self, items: Mapping[str, str]) -> None:
         for batch in batched(list(items.items()), BATCH_SIZE):
             requests = [DeleteOne({ID: key, "etag": etag}) for key, etag in batch]
-            with self._guard("clearing the delete journal of"):
-                self._journal.bulk_write(requests, ordered=False)
+            with self._c.guard("clearing the delete journal of"):
+                self._c.journal.bulk_write(requests, ordered=False)
 
     # --- the change log of a running rebuild -------------------------------------------------
 
@@ -850,19 +888,19 @@ class MongoIndex:
         The flag is read on every call (one small read): a rebuild started by another process
         must see this write, in its staging index or through the log.
         """
-        with self._guard("reading the rebuild flag of"):
-            if self._meta.find_one({ID: self._name + CHANGES_SUFFIX}, {ID: 1}) is None:
+        with self._c.guard("reading the rebuild flag of"):
+            if self._c.meta.find_one({ID: self._c.flag_id}, {ID: 1}) is None:
                 return
         for batch in _key_batches(keys):
-            with self._guard("logging changes to"):
-                self._changes.insert_many([{"key": key} for key in batch], ordered=False)
+            with self._c.guard("logging changes to"):
+                self._c.changes.insert_many([{"key": key} for key in batch], ordered=False)
 
     def delete(self, keys: Sequence[str]) -> int:
         self._log_changes(keys)
         deleted = 0
         for batch in _key_batches(keys):
-            with self._guard("deleting entries from"):
-                deleted += self._live.delete_many({ID: {"$in": batch}}).deleted_count
+            with self._c.guard("deleting entries from"):
+                deleted += self._c.live.delete_many({ID: {"$in": batch}}).deleted_count
         return deleted
 
     def find(
@@ -879,33 +917,24 @@ class MongoIndex:
         self._check_query(query)
         args = check_find_arguments(sort=sort, skip=skip, limit=limit, fields=fields)
         spec = projection(args.fields, self._known_key_field())
-        with self._guard("querying", query=True):
-            cursor = self._live.find(
+        with self._c.guard("querying", query=True):
+            cursor = self._c.live.find(
                 query, spec, skip=args.skip, limit=args.limit, sort=args.sort or None
             )
-        return self._stream(cursor, "querying", query=True)
-
-    def _stream(self, cursor: Any, action: str, *, query: bool = False) -> Iterator[Any]:
-        """The cursor's documents; the server is asked lazily, so errors are translated here."""
-        try:
-            with self._guard(action, query=query):
-                for doc in cursor:
-                    yield plain(doc)
-        finally:
-            cursor.close()  # a caller that stops early must not leave a server cursor open
+        return self._c.stream(cursor, "querying", query=True)
 
     def count(self, filter: Mapping[str, Any] | None = None) -> int:
         query = check_filter(filter)
         self._check_query(query)
-        with self._guard("counting", query=True):
-            return int(self._live.count_documents(query))
+        with self._c.guard("counting", query=True):
+            return int(self._c.live.count_documents(query))
 
     def bookkeeping(self, keys: Sequence[str]) -> dict[str, tuple[Entry, Bookkeeping]]:
         key_field = self._known_key_field()
         found: dict[str, tuple[Entry, Bookkeeping]] = {}
         for batch in _key_batches(keys):
-            with self._guard("reading entries from"):
-                docs = list(self._live.find({ID: {"$in": batch}}))
+            with self._c.guard("reading entries from"):
+                docs = list(self._c.live.find({ID: {"$in": batch}}))
             for doc in docs:
                 key = doc[ID]
                 bookkeeping = _bookkeeping_of(doc, self.location)
@@ -919,9 +948,9 @@ class MongoIndex:
 
     def iter_bookkeeping(self) -> Iterator[tuple[str, Bookkeeping]]:
         # _id is the key, and MongoDB compares strings by their UTF-8 bytes.
-        with self._guard("listing entries of"):
-            cursor = self._live.find({}, {RESERVED_FIELD: 1}, sort=[(ID, ASCENDING)])
-        for doc in self._stream(cursor, "listing entries of"):
+        with self._c.guard("listing entries of"):
+            cursor = self._c.live.find({}, {RESERVED_FIELD: 1}, sort=[(ID, ASCENDING)])
+        for doc in self._c.stream(cursor, "listing entries of"):
             yield doc[ID], _bookkeeping_of(doc, self.location)
 
     # --- rebuild -----------------------------------------------------------------------------
@@ -931,23 +960,23 @@ class MongoIndex:
     ) -> MongoRebuild:
         # MongoDB indexes the fields when the rebuild commits; ``fields`` needs no work now.
         del fields
-        name = self._name + REBUILD_SUFFIX
-        with self._guard("starting a rebuild of"):
-            state = self._meta.find_one({ID: name}) if resume else None
+        name = self._c.name + REBUILD_SUFFIX
+        with self._c.guard("starting a rebuild of"):
+            state = self._c.meta.find_one({ID: name}) if resume else None
             # Unfiltered: mongomock's name filter also lists dropped collections; one listing
             # per rebuild costs nothing.
-            exists = name in self._db.list_collection_names()
+            exists = name in self._c.database.list_collection_names()
             fresh = state is None or state.get("key_field") != key_field or not exists
             if fresh:
                 state = self._fresh_rebuild(name, key_field)
             assert state is not None
             self._raise_flag(str(state["run"]), fresh=fresh)
-        return MongoRebuild(self, self._db[name], name, key_field, str(state["run"]))
+        return MongoRebuild(self._c, self._c.database[name], name, key_field, str(state["run"]))
 
     def _fresh_rebuild(self, name: str, key_field: str) -> dict[str, Any]:
-        self._db.drop_collection(name)
+        self._c.database.drop_collection(name)
         # Created now, so that its absence later means "gone", not "nothing written yet".
-        self._db.create_collection(name)
+        self._c.database.create_collection(name)
         state = {
             ID: name,
             "key_field": key_field,
@@ -955,7 +984,7 @@ class MongoIndex:
             "checkpoint": None,
             "started": utc_now(),
         }
-        self._meta.replace_one({ID: name}, state, upsert=True)
+        self._c.meta.replace_one({ID: name}, state, upsert=True)
         return state
 
     def _raise_flag(self, run: str, *, fresh: bool) -> None:
@@ -964,14 +993,14 @@ class MongoIndex:
         In that order: a write logged after the log is emptied is kept. A resumed rebuild keeps
         the log of its first start (the changes since then are what it must replay).
         """
-        flag = self._name + CHANGES_SUFFIX
+        flag = self._c.flag_id
         if fresh:
-            self._changes.drop()
-            self._meta.replace_one(
+            self._c.changes.drop()
+            self._c.meta.replace_one(
                 {ID: flag}, {ID: flag, "run": run, "started": utc_now()}, upsert=True
             )
-        elif self._meta.find_one({ID: flag}) is None:
-            self._meta.update_one(
+        elif self._c.meta.find_one({ID: flag}) is None:
+            self._c.meta.update_one(
                 {ID: flag}, {"$setOnInsert": {"run": run, "started": utc_now()}}, upsert=True
             )
 
@@ -989,13 +1018,13 @@ class MongoRebuild:
 
     def __init__(
         self,
-        index: MongoIndex,
+        collections: _Collections,
         collection: Collection[Any],
         state_id: str,
         key_field: str,
         run: str,
     ) -> None:
-        self._index = index
+        self._c = collections
         self._collection = collection
         self._state_id = state_id
         self._key_field = key_field
@@ -1007,25 +1036,25 @@ class MongoRebuild:
 
     def _check_open(self) -> None:
         if self._finished is not None:
-            raise S3idxError(f"this rebuild of {self._index.location} was {self._finished}")
+            raise S3idxError(f"this rebuild of {self._c.location} was {self._finished}")
 
     def upsert(self, entries: Sequence[Entry]) -> None:
         self._check_open()
-        items = self._index._latest(entries, self._key_field)
-        self._index._write(self._collection, items, self._key_field)
+        items = self._c.latest(entries, self._key_field)
+        self._c.write(self._collection, items, self._key_field)
 
     def delete(self, keys: Sequence[str]) -> None:
         self._check_open()
         for batch in _key_batches(keys):
-            with self._index._guard("deleting entries from the rebuild of"):
+            with self._c.guard("deleting entries from the rebuild of"):
                 self._collection.delete_many({ID: {"$in": batch}})
 
     def changed_keys(self) -> Iterator[str]:
         """The distinct keys the live index's writers logged since this rebuild started."""
-        with self._index._guard("reading the change log of"):
-            cursor = self._index._changes.find({}, {"key": 1})
+        with self._c.guard("reading the change log of"):
+            cursor = self._c.changes.find({}, {"key": 1})
         seen: set[str] = set()
-        for doc in self._index._stream(cursor, "reading the change log of"):
+        for doc in self._c.stream(cursor, "reading the change log of"):
             key = doc.get("key")
             if isinstance(key, str) and key not in seen:
                 seen.add(key)
@@ -1040,14 +1069,14 @@ class MongoRebuild:
         self._check_open()
         found: set[str] = set()
         for batch in _key_batches(keys):
-            with self._index._guard("reading the rebuild of"):
+            with self._c.guard("reading the rebuild of"):
                 found.update(d[ID] for d in self._collection.find({ID: {"$in": batch}}, [ID]))
         return found
 
     def save_checkpoint(self, checkpoint: Mapping[str, Any]) -> None:
         self._check_open()
-        with self._index._guard("saving the rebuild checkpoint of"):
-            result = self._index._meta.update_one(
+        with self._c.guard("saving the rebuild checkpoint of"):
+            result = self._c.meta.update_one(
                 self._mine(), {"$set": {"checkpoint": dict(checkpoint)}}
             )
         if result.matched_count == 0:
@@ -1055,8 +1084,8 @@ class MongoRebuild:
 
     def checkpoint(self) -> dict[str, Any] | None:
         self._check_open()
-        with self._index._guard("reading the rebuild checkpoint of"):
-            state = self._index._meta.find_one(self._mine())
+        with self._c.guard("reading the rebuild checkpoint of"):
+            state = self._c.meta.find_one(self._mine())
         if state is None:
             raise self._superseded()
         checkpoint = state.get("checkpoint")
@@ -1066,20 +1095,20 @@ class MongoRebuild:
         self._check_open()
         if settings.key_field != self._key_field:
             raise IndexSettingsError(
-                f"rebuild of {self._index.location} was filled by key field "
+                f"rebuild of {self._c.location} was filled by key field "
                 f"{self._key_field!r}, not {settings.key_field!r}"
             )
         fields = unique_fields(settings.key_field, settings.fields)
-        self._index._check_fields(settings.key_field, fields)
+        self._c.check_fields(settings.key_field, fields)
         final = IndexSettings(settings.key_field, tuple(fields), settings.pending)
-        with self._index._guard("committing the rebuild of"):
-            if self._index._meta.find_one(self._mine()) is None:
+        with self._c.guard("committing the rebuild of"):
+            if self._c.meta.find_one(self._mine()) is None:
                 raise self._superseded()
             # Indexes built once over the full collection are cheaper than maintained per write.
-            self._index._ensure_indexes(self._collection, final)
+            self._c.ensure_indexes(self._collection, final)
             self._swap()
-            self._index._meta.replace_one(
-                {ID: self._index._name},
+            self._c.meta.replace_one(
+                {ID: self._c.name},
                 {
                     "key_field": final.key_field,
                     "fields": fields,
@@ -1090,8 +1119,8 @@ class MongoRebuild:
                 },
                 upsert=True,
             )
-            self._index._meta.delete_one(self._mine())
-        self._index._key_field = final.key_field
+            self._c.meta.delete_one(self._mine())
+        self._c.key_field = final.key_field
         self._finished = "committed"
 
     def _swap(self) -> None:
@@ -1102,7 +1131,7 @@ class MongoRebuild:
         readers find an empty index, and a crash there leaves the rebuild to finish with
         ``rebuild-index --resume``.
         """
-        target = self._index._name
+        target = self._c.name
         try:
             self._collection.rename(target, dropTarget=True)
             return
@@ -1110,7 +1139,7 @@ class MongoRebuild:
             if exc.code != NOT_IMPLEMENTED:
                 raise
         for _ in range(SWAP_ATTEMPTS):
-            self._index._db.drop_collection(target)
+            self._c.database.drop_collection(target)
             try:
                 self._collection.rename(target)
                 return
@@ -1118,7 +1147,7 @@ class MongoRebuild:
                 if exc.code != NAMESPACE_EXISTS:  # a writer re-created it; drop it again
                     raise
         raise S3idxError(
-            f"could not swap the rebuild in: writers keep re-creating {self._index.location}",
+            f"could not swap the rebuild in: writers keep re-creating {self._c.location}",
             hint="stop the other writers, then run rebuild-index --resume",
         )
 
@@ -1129,22 +1158,22 @@ class MongoRebuild:
             self._lower_flag()
         if self._finished is not None:
             return  # aborting after the end changes nothing, so cleanup code can always call it
-        with self._index._guard("aborting the rebuild of"):
-            if self._index._meta.find_one_and_delete(self._mine()) is not None:
+        with self._c.guard("aborting the rebuild of"):
+            if self._c.meta.find_one_and_delete(self._mine()) is not None:
                 self._collection.drop()
         self._lower_flag()
         self._finished = "aborted"
 
     def _lower_flag(self) -> None:
         """Clear the flag and the log, unless a newer rebuild has raised the flag since."""
-        flag = {ID: self._index._name + CHANGES_SUFFIX, "run": self._run}
-        with self._index._guard("ending the change log of"):
-            if self._index._meta.delete_one(flag).deleted_count:
-                self._index._changes.drop()
+        flag = {ID: self._c.flag_id, "run": self._run}
+        with self._c.guard("ending the change log of"):
+            if self._c.meta.delete_one(flag).deleted_count:
+                self._c.changes.drop()
 
     def _superseded(self) -> S3idxError:
         return S3idxError(
-            f"the rebuild of {self._index.location} was restarted or finished by another process"
+            f"the rebuild of {self._c.location} was restarted or finished by another process"
         )
 
 

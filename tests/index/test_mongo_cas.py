@@ -256,3 +256,33 @@ def test_racing_writers_each_key_has_one_winner(
         # from what it read, so the entry ends with one of the winners of the second round.
         assert second, key
         assert etag == f'"w{n}-2"' and n in second
+
+
+def test_deletes_of_the_same_keys_at_once_journal_them(
+    open_index: Opener, mongo_server: MongoServer
+) -> None:
+    """Two deletes journaling the same keys from their own connections both finish (FerretDB
+    stalls when bulks replacing the same documents run at once) and one record per key stays."""
+    if mongo_server.kind == "mongomock":
+        pytest.skip("one in-memory server in this process: no real concurrency")
+    keys = [f"k{i:03d}" for i in range(200)]
+    writers = [open_index() for _ in range(3)]
+    writers[0].journal_deletes(dict.fromkeys(keys, '"0"'))  # records to replace
+    barrier = threading.Barrier(len(writers))
+
+    def journal(number: int) -> None:
+        barrier.wait()
+        writers[number].journal_deletes(dict.fromkeys(keys, f'"{number}"'))
+
+    threads = [
+        threading.Thread(target=journal, args=(n,), daemon=True) for n in range(len(writers))
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+        assert not thread.is_alive(), "a journal write stalled"
+
+    records = writers[0].journaled()
+    assert set(records) == set(keys)
+    assert set(records.values()) <= {'"0"', '"1"', '"2"'}
