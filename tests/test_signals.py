@@ -116,6 +116,7 @@ def test_second_signal_aborts_at_once_even_on_a_stalled_server(
         sync = _s3idx(home, "sync", "--json", *_locations(s3_bucket, proxy.url))
         out, err = sync.communicate(timeout=60)
         assert sync.returncode == 0, err
+        assert orjson.loads(out)["added"] == 0
         _assert_every_entry_has_its_object(home, s3_bucket, proxy.url)
 
 
