@@ -268,3 +268,32 @@ def test_kill_9_of_delete_filter_at_random_moments_is_finished_without_resurrect
             assert not (removed | set(journaled)) & objects, where
             assert entries_and_objects(engine) == (len(objects), len(objects)), where
             assert engine.sync(check=True).drift == 0, where
+
+
+def test_an_object_rewritten_by_a_writer_that_died_is_indexed_by_the_delete(
+    engine: Engine,
+) -> None:
+    inner = engine.store.inner
+    newer = Engine(inner, SqliteIndex(Path(engine.index.location)))
+    newer.put_documents([{"fs_id": "k4", "v": 400}])
+    head = inner.head("k4")
+    body = b"".join(inner.open("k4").chunks)
+    engine.store.inner = inner
+    engine.put_documents([{"fs_id": "k4", "v": 4}])  # the version the delete will read
+
+    class UploadFirst:
+        def delete(self, keys: Sequence[str], **kwargs: Any) -> builtins.list[DeleteFailure]:
+            # A put uploads its newer object here and dies before writing its entry.
+            inner.put("k4", body, head.metadata)
+            return inner.delete(keys, **kwargs)  # type: ignore[no-any-return]
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(inner, name)
+
+    engine.store.inner = UploadFirst()
+    result = engine.delete(["k4"])
+    engine.store.inner = inner
+
+    assert (result.deleted, result.rewritten) == (0, 1)
+    assert engine.query({"v": 400}, fields=["fs_id"]).__next__()["fs_id"] == "k4"
+    assert engine.sync(check=True).drift == 0

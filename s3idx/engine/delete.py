@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
+from s3idx.engine.reconcile import reconcile
 from s3idx.engine.results import DeleteResult, Events, accounted
 from s3idx.errors import ObjectNotFoundError
 from s3idx.index.base import Index
@@ -171,6 +172,12 @@ def _delete_journaled(
     failures = store.delete(list(remaining), if_match=remaining)
     changed = [f.key for f in failures if f.changed]
     outcome.rewritten += len(changed)
+    if changed:
+        # Its entry went in step 3; the newer object's writer puts it back by its own CAS,
+        # unless it died after its upload: reconcile indexes what the bucket now holds.
+        settings = index.settings()
+        if settings is not None:
+            reconcile(store, index, changed, key_field=settings.key_field)
     outcome.failed.extend((f.key, f.reason) for f in failures if not f.changed)
     refused = {f.key for f in failures}
     outcome.gone.extend(k for k in remaining if k not in refused)
