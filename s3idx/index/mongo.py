@@ -28,11 +28,13 @@ parts are secrets, is ``mongo_location``'s.
 from __future__ import annotations
 
 import random
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -116,6 +118,11 @@ SWAP_ATTEMPTS = 5
 
 
 # --- pure helpers ----------------------------------------------------------------------------
+
+
+def _table_vanished(exc: BaseException) -> bool:
+    """FerretDB v1 (SQLite backend) reporting that a collection was dropped under a command."""
+    return isinstance(exc, OperationFailure) and "no such table" in str(exc)
 
 
 def check_collection_name(name: str) -> str:
@@ -288,6 +295,7 @@ class _Collections:
         self.flag_id = name + CHANGES_SUFFIX  # the "rebuild running" flag, in ``meta``
         self.key_field: str | None = None
         self._is_ferretdb: bool | None = None  # asked of the server when first needed
+        self._retrying = threading.local()  # inside ``swap_retried``: vanished tables pass
 
     @contextmanager
     def guard(self, action: str, *, query: bool = False) -> Iterator[None]:
@@ -295,6 +303,8 @@ class _Collections:
         try:
             yield
         except (PyMongoError, BSONError, OverflowError) as exc:
+            if getattr(self._retrying, "on", False) and _table_vanished(exc):
+                raise  # for ``swap_retried`` to try again
             # OverflowError: bson refuses ints beyond 64 bits.
             error = translate_error(
                 exc, action=action, location=self.location, hosts=self.uri.hosts, query=query
@@ -303,6 +313,27 @@ class _Collections:
 
     def scrubbed(self, error: S3idxError) -> S3idxError:
         return _scrubbed(error, self.uri.secrets)
+
+    def swap_retried(self, action: str, act: Callable[[], None]) -> None:
+        """Call ``act``, again when FerretDB loses its collection's table under it.
+
+        FerretDB v1's swap is drop-then-rename: a write between the two fails with an SQL error
+        naming the dropped table. The write was logged in the rebuild's change log first, and
+        ``act`` compares again before writing, so trying again once the rename is done is safe.
+        """
+        for attempt in range(1, SWAP_ATTEMPTS + 1):
+            self._retrying.on = True
+            try:
+                act()
+                return
+            except PyMongoError as exc:
+                if not _table_vanished(exc) or attempt == SWAP_ATTEMPTS:
+                    self._retrying.on = False
+                    with self.guard(action):
+                        raise
+            finally:
+                self._retrying.on = False
+            time.sleep(INDEX_PAUSE * attempt)
 
     def stream(self, cursor: Any, action: str, *, query: bool = False) -> Iterator[Any]:
         """The cursor's documents; the server is asked lazily, so errors are translated here."""
@@ -834,7 +865,7 @@ class MongoIndex:
                 held = {str(doc[ID]) for doc in mine}
             try:
                 if held:
-                    act(held)
+                    self._c.swap_retried("writing entries to", partial(act, held))
             finally:
                 if held:
                     with self._c.guard("unlocking entries of"):
