@@ -33,7 +33,6 @@ if TYPE_CHECKING:
     import zstandard  # optional at run time (the zstd extra); imported when first needed
 
 FORMAT_VERSION = "1"
-META_PREFIX = "s3idx-"
 META_FORMAT = "s3idx-format"
 META_CODEC = "s3idx-codec"
 META_SHA256 = "s3idx-sha256"
