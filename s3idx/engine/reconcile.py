@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from s3idx.codec import RESERVED_FIELD
 from s3idx.config import DEFAULT_WORKERS
@@ -36,7 +36,6 @@ from s3idx.index.base import Entry, Index
 from s3idx.store.base import ObjectHead, ObjectStore
 
 ATTEMPTS = 8  # rounds of read-and-CAS per key before giving up on it (sync repairs it later)
-REPORTED_KEYS_LIMIT = 1000
 
 
 @dataclass(slots=True)
@@ -44,14 +43,6 @@ class ReconcileResult:
     fixed: int = 0  # entries written or removed so that they describe the bucket's object
     unchanged: int = 0  # found in step (another writer had put them right)
     gave_up: int = 0  # still contended after ATTEMPTS rounds: left for sync
-    gave_up_keys: list[str] = field(default_factory=list)
-
-    def add(self, other: ReconcileResult) -> None:
-        self.fixed += other.fixed
-        self.unchanged += other.unchanged
-        self.gave_up += other.gave_up
-        room = REPORTED_KEYS_LIMIT - len(self.gave_up_keys)
-        self.gave_up_keys.extend(other.gave_up_keys[: max(room, 0)])
 
 
 def reconcile(
@@ -74,7 +65,6 @@ def reconcile(
             if not todo:
                 return result
     result.gave_up += len(todo)
-    result.gave_up_keys.extend(todo[:REPORTED_KEYS_LIMIT])
     return result
 
 

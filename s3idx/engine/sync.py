@@ -32,7 +32,7 @@ from s3idx.engine.collector import EntryCollector
 from s3idx.engine.delete import finish_deletes
 from s3idx.engine.metadata_entry import Rewriter
 from s3idx.engine.probe import indexed_entries, probe_key_field
-from s3idx.engine.reconcile import ReconcileResult, reconcile
+from s3idx.engine.reconcile import reconcile
 from s3idx.engine.results import Events, SyncResult, accounted, reported_on_failure
 from s3idx.errors import S3idxError, UsageError
 from s3idx.index.base import Bookkeeping, Entry, Index
@@ -303,7 +303,7 @@ class _Applier:
         key_field = self._collector.key_field
         if key_field is None:  # no entry recovered: nothing was written, nothing conflicts
             return
-        outcome: ReconcileResult = reconcile(
+        outcome = reconcile(
             self._store, self._index, sorted(keys), key_field=key_field, workers=self._workers
         )
         self._result.reconciled += len(keys) - outcome.gave_up
