@@ -1,0 +1,108 @@
+"""Which shard a key belongs to: one stable function for ``--shard`` and ``put --processes``.
+
+A key's shard is the first 8 bytes of the SHA-256 of its UTF-8 bytes, read as a big-endian
+unsigned integer, modulo the number of shards. It depends on nothing but the key, so every
+version of s3idx, on every machine and in every language, puts a key in the same shard
+(README, "Running on many machines", states it for users who split work themselves).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from s3idx.errors import UsageError
+
+_SHARD = re.compile(r"\s*(\d+)\s*/\s*(\d+)\s*")
+MAX_SHARDS = 1_000_000
+
+
+def shard_of(key: str, count: int) -> int:
+    """The shard (0 .. count-1) a key falls in."""
+    digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()
+    return int.from_bytes(digest[:8], "big") % count
+
+
+@dataclass(frozen=True, slots=True)
+class Shard:
+    """Shard ``index`` of ``count`` (0-based), written ``index/count``."""
+
+    index: int
+    count: int
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.count <= MAX_SHARDS:
+            raise UsageError(
+                f"the shard count must be between 1 and {MAX_SHARDS:,}, not {self.count}"
+            )
+        if not 0 <= self.index < self.count:
+            raise UsageError(
+                f"shard {self.index} does not exist in {self.count} shards",
+                hint=f"shards are numbered from 0 to {self.count - 1}",
+            )
+
+    def owns(self, key: str) -> bool:
+        return self.count == 1 or shard_of(key, self.count) == self.index
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+
+# Scheduler variables, in the order they are tried: (index variable, count variable or None,
+# variable giving the first index, scheduler name for messages).
+_SCHEDULERS = (
+    ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT", "SLURM_ARRAY_TASK_MIN", "a SLURM job array"),
+    ("JOB_COMPLETION_INDEX", None, None, "a Kubernetes Indexed Job"),
+    ("AWS_BATCH_JOB_ARRAY_INDEX", None, None, "an AWS Batch array job"),
+)
+COUNT_VARIABLE = "S3IDX_SHARD_COUNT"
+
+
+def parse_shard(text: str, environ: Mapping[str, str]) -> Shard:
+    """``I/N`` (0-based I), or ``auto``: I and N from the batch scheduler's variables."""
+    if text.strip().lower() == "auto":
+        return _from_scheduler(environ)
+    match = _SHARD.fullmatch(text)
+    if match is None:
+        raise UsageError(
+            f"--shard {text!r} is not I/N or auto",
+            hint="give the shard as I/N (e.g. 0/4 for the first of 4), or auto inside a "
+            "SLURM, Kubernetes or AWS Batch array job",
+        )
+    return Shard(int(match.group(1)), int(match.group(2)))
+
+
+def _from_scheduler(environ: Mapping[str, str]) -> Shard:
+    for index_name, count_name, first_name, scheduler in _SCHEDULERS:
+        if index_name not in environ:
+            continue
+        index = _integer(environ, index_name)
+        if first_name is not None and first_name in environ:
+            index -= _integer(environ, first_name)
+        count_text = environ.get(count_name) if count_name else None
+        if count_text is None:
+            count_text = environ.get(COUNT_VARIABLE)
+        if count_text is None:
+            names = f"{count_name} or {COUNT_VARIABLE}" if count_name else COUNT_VARIABLE
+            raise UsageError(
+                f"--shard auto: running in {scheduler} ({index_name}={environ[index_name]}), "
+                f"but {names} is not set, so the number of shards is unknown",
+                hint=f"set {COUNT_VARIABLE} to the number of tasks, or give --shard I/N",
+            )
+        return Shard(index, _integer({"n": count_text}, "n", name=count_name or COUNT_VARIABLE))
+    raise UsageError(
+        "--shard auto: no batch scheduler found (none of SLURM_ARRAY_TASK_ID, "
+        "JOB_COMPLETION_INDEX, AWS_BATCH_JOB_ARRAY_INDEX is set)",
+        hint="give --shard I/N, e.g. --shard 0/4",
+    )
+
+
+def _integer(environ: Mapping[str, str], variable: str, *, name: str | None = None) -> int:
+    text = environ[variable].strip()
+    if not text.isdigit():
+        raise UsageError(
+            f"--shard auto: {name or variable}={environ[variable]!r} is not a whole number"
+        )
+    return int(text)
