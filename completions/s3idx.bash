@@ -70,6 +70,7 @@ _s3idx() {
             --batch-size) COMPREPLY=(); return;;
             --rejects) COMPREPLY=($(compgen -f -- "$cur")); return;;
             --max-errors) COMPREPLY=(); return;;
+            --shard) COMPREPLY=(); return;;
             --store) COMPREPLY=(); return;;
             --index) COMPREPLY=(); return;;
             --collection) COMPREPLY=(); return;;
@@ -81,7 +82,7 @@ _s3idx() {
             --config) COMPREPLY=($(compgen -f -- "$cur")); return;;
         esac
         if [[ "$cur" == -* ]]; then
-            COMPREPLY=($(compgen -W "--key --field --compress --workers --batch-size --skip-unchanged --dry-run --rejects --max-errors --create-bucket --json --quiet -q --store --index --collection --aws-profile --region --endpoint-url --transport --profile --config -h --help" -- "$cur"))
+            COMPREPLY=($(compgen -W "--key --field --compress --workers --batch-size --skip-unchanged --dry-run --rejects --max-errors --shard --create-bucket --json --quiet -q --store --index --collection --aws-profile --region --endpoint-url --transport --profile --config -h --help" -- "$cur"))
         else
             COMPREPLY=($(compgen -f -- "$cur"))
         fi
@@ -146,6 +147,7 @@ _s3idx() {
         ;;
     sync)
         case "$prev" in
+            --shard) COMPREPLY=(); return;;
             --workers) COMPREPLY=(); return;;
             --store) COMPREPLY=(); return;;
             --index) COMPREPLY=(); return;;
@@ -158,7 +160,7 @@ _s3idx() {
             --config) COMPREPLY=($(compgen -f -- "$cur")); return;;
         esac
         if [[ "$cur" == -* ]]; then
-            COMPREPLY=($(compgen -W "--check --dry-run --prune --no-prune --strict --rewrite --workers --json --quiet -q --store --index --collection --aws-profile --region --endpoint-url --transport --profile --config -h --help" -- "$cur"))
+            COMPREPLY=($(compgen -W "--check --dry-run --prune --no-prune --strict --rewrite --shard --workers --json --quiet -q --store --index --collection --aws-profile --region --endpoint-url --transport --profile --config -h --help" -- "$cur"))
         fi
         ;;
     verify)

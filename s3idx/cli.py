@@ -48,6 +48,7 @@ from s3idx.errors import ExitStatus, S3idxError, UsageError, quote_key, shorten_
 from s3idx.query.filter_json import read_filter
 from s3idx.query.paths import project
 from s3idx.query.sort import parse_sort
+from s3idx.sharding import Shard, parse_shard
 from s3idx.text import plural
 
 
@@ -316,6 +317,21 @@ WorkersOpt = Annotated[
         help=f"Concurrent object requests. [default: {DEFAULT_WORKERS}]",
     ),
 ]
+ShardOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--shard",
+        metavar="I/N|auto",
+        help="Only the keys of shard I of N (0-based); auto: from the SLURM, Kubernetes or "
+        "AWS Batch array job.",
+        show_default=False,
+    ),
+]
+
+
+def _shard(text: str | None, run: Invocation) -> Shard | None:
+    """``--shard``, read once here (auto: from the scheduler's variables)."""
+    return None if text is None else parse_shard(text, run.env.environ)
 
 
 # --- one run of a command: its environment, output and signals -------------------------------
@@ -542,6 +558,7 @@ def put(
         int | None,
         typer.Option("--max-errors", min=1, metavar="N", help="Stop after N rejected records."),
     ] = None,
+    shard: ShardOpt = None,
     create_bucket: Annotated[
         bool,
         typer.Option("--create-bucket", help="Create the S3 bucket if it does not exist."),
@@ -557,6 +574,7 @@ def put(
     \b
     Example: printf '{"fs_id":"a","task_id":"mp-1"}\\n' | s3idx put --field task_id
     """
+    only = _shard(shard, run)
     ctx = CommandContext(
         run,
         loc,
@@ -569,7 +587,7 @@ def put(
         create_bucket=create_bucket or None,
     )
     paths = _input_paths(files, run.env)
-    return _put(ctx, paths, skip_unchanged, dry_run, rejects, max_errors)
+    return _put(ctx, paths, skip_unchanged, dry_run, rejects, max_errors, only)
 
 
 def _input_paths(files: list[str] | None, env: Environment) -> list[str]:
@@ -597,6 +615,7 @@ def _put(
     dry_run: bool,
     rejects_path: Path | None,
     max_errors: int | None,
+    shard: Shard | None = None,
 ) -> ExitStatus | None:
     refuse_outputs_over_inputs(
         {"--rejects": rejects_path},
@@ -618,6 +637,7 @@ def _put(
                 max_errors=max_errors,
                 events=events,
                 stop=stop,
+                shard=shard,
             ),
         )
     status = ctx.signals.exit_status()
@@ -1136,6 +1156,7 @@ def sync(
         ),
     ] = False,
     rewrite: RewriteOpt = False,
+    shard: ShardOpt = None,
     workers: WorkersOpt = None,
     json: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -1154,6 +1175,7 @@ def sync(
         raise UsageError("--strict goes with --check")
     if rewrite and (check or dry_run):
         raise UsageError("--rewrite changes objects; --check and --dry-run change nothing")
+    only = _shard(shard, run)
     ctx = CommandContext(run, loc, quiet=quiet, workers=workers)
     events = CliScanEvents(ctx, command="sync", drift_lines=(check or dry_run))
     if dry_run:
@@ -1162,7 +1184,13 @@ def sync(
         ctx,
         events,
         lambda engine, events, stop: engine.sync(
-            prune=prune, check=check, dry_run=dry_run, rewrite=rewrite, events=events, stop=stop
+            prune=prune,
+            check=check,
+            dry_run=dry_run,
+            rewrite=rewrite,
+            events=events,
+            stop=stop,
+            shard=only,
         ),
     )
     run.env.stdout.flush()

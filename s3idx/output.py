@@ -147,7 +147,10 @@ def put_summary(result: PutResult) -> str:
     parts.append(f"{result.rejected} rejected")
     if result.duplicates:
         parts.append(f"{plural(result.duplicates, 'duplicate key')} (last one kept)")
-    line = f"put: {result.read} read, " + ", ".join(parts)
+    if result.shard is not None:
+        parts.append(f"{result.other_shards} of other shards")
+    command = "put" if result.shard is None else f"put (shard {result.shard})"
+    line = f"{command}: {result.read} read, " + ", ".join(parts)
     if result.retries:
         line += f", {plural(result.retries, 'retry', 'retries')}"
     line += f" in {result.elapsed:.2f} s" + rate_text(result.stored, result.elapsed, "docs")
@@ -207,8 +210,10 @@ def reindex_summary(result: ReindexResult) -> str:
 
 
 def sync_summary(result: SyncResult) -> str:
+    command = "sync" if result.shard is None else f"sync (shard {result.shard})"
     line = (
-        f"sync: {plural(result.listed, 'object')}, {plural(result.indexed, 'entry', 'entries')}; "
+        f"{command}: {plural(result.listed, 'object')}, "
+        f"{plural(result.indexed, 'entry', 'entries')}; "
         f"drift: {result.bucket_only} bucket-only, {result.index_only} index-only, "
         f"{result.changed} changed"
     )

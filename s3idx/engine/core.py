@@ -55,6 +55,7 @@ from s3idx.errors import (
 )
 from s3idx.index.base import Entry, Index, IndexSettings, SortSpec
 from s3idx.query.indexed import check_query_paths
+from s3idx.sharding import Shard
 from s3idx.store.base import ObjectStore
 
 
@@ -191,7 +192,10 @@ class Engine:
         events: Events | None = None,
         stop: threading.Event | None = None,
         read_progress: ReadProgress | None = None,
+        shard: Shard | None = None,
     ) -> PutResult:
+        """Store and index records; with ``shard``, only those whose keys it owns (the others
+        are counted in ``PutResult.other_shards``; see ``s3idx.engine.put._router``)."""
         key_field = self.key_field
         all_fields = self._put_fields(fields)
         if not dry_run:
@@ -207,7 +211,14 @@ class Engine:
             max_errors=max_errors,
         )
         return run_put(
-            self.store, self.index, records, options, events or Events(), stop, read_progress
+            self.store,
+            self.index,
+            records,
+            options,
+            events or Events(),
+            stop,
+            read_progress,
+            shard=shard,
         )
 
     def put_files(
@@ -371,12 +382,14 @@ class Engine:
         rewrite: bool = False,
         events: Events | None = None,
         stop: threading.Event | None = None,
+        shard: Shard | None = None,
     ) -> SyncResult:
         """Make the index agree with the store; see ``s3idx.engine.sync``.
 
         With ``rewrite``, objects written by maggma (new, changed, or already indexed from
         maggma's metadata) are rewritten into the s3idx format; ignored by ``check`` and
-        ``dry_run``, which change nothing.
+        ``dry_run``, which change nothing. With ``shard``, only the keys it owns are compared
+        and set right (journaled deletes included), and every count is the shard's.
         """
         self.require_store()  # the index may be new: sync fills it, as rebuild-index does
         return run_sync(
@@ -389,6 +402,7 @@ class Engine:
             rewriter=self._rewriter(rewrite and not (check or dry_run)),
             events=events,
             stop=stop,
+            shard=shard,
         )
 
     def reindex(

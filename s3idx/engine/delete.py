@@ -27,6 +27,7 @@ from s3idx.engine.results import DeleteResult, Events, accounted
 from s3idx.errors import ObjectNotFoundError
 from s3idx.index.base import Index
 from s3idx.limits import DELETE_BATCH, batched
+from s3idx.sharding import Shard
 from s3idx.store.base import ObjectStore
 
 
@@ -69,20 +70,28 @@ def delete_matching(
     return result
 
 
-def finish_deletes(store: ObjectStore, index: Index) -> int:
+def finish_deletes(store: ObjectStore, index: Index, *, shard: Shard | None = None) -> int:
     """Finish the deletes a killed or failed ``delete`` left in the journal (steps 3-5).
 
     Returns how many documents this deleted. A record whose entry or object was rewritten
     since is dropped (the newer write stands); one whose object could not be deleted stays in
-    the journal for the next try.
+    the journal for the next try. With ``shard``, only the records of its keys.
     """
-    records = index.journaled()
+    records = journaled(index, shard)
     finished = 0
     for batch in batched(sorted(records), DELETE_BATCH):
         outcome = _DeleteOutcome()
         _delete_journaled(store, index, {k: records[k] for k in batch}, outcome)
         finished += len(outcome.gone)
     return finished
+
+
+def journaled(index: Index, shard: Shard | None = None) -> dict[str, str]:
+    """The delete journal (key -> ETag); with ``shard``, only its keys' records."""
+    records = index.journaled()
+    if shard is None:
+        return records
+    return {key: etag for key, etag in records.items() if shard.owns(key)}
 
 
 def _report(events: Events | None, result: DeleteResult, total: int | None) -> None:

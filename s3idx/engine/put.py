@@ -32,6 +32,7 @@ from s3idx.engine.results import Events, PutResult, Reject, accounted, reported_
 from s3idx.engine.seen import SeenKeys
 from s3idx.errors import RecordError, S3idxError
 from s3idx.index.base import Bookkeeping, Entry, Index, with_bookkeeping
+from s3idx.sharding import Shard
 from s3idx.store.base import ObjectStore
 
 # Entries of stored objects wait at most about this long for their batch to fill.
@@ -291,8 +292,10 @@ def run_put(
     events: Events,
     stop: threading.Event | None = None,
     read_progress: ReadProgress | None = None,
+    *,
+    shard: Shard | None = None,
 ) -> PutResult:
-    result = PutResult(dry_run=options.dry_run)
+    result = PutResult(dry_run=options.dry_run, shard=None if shard is None else str(shard))
     # An index that cannot store some values (FerretDB) refuses them before the object is written.
     check_entry = getattr(index, "check_entry", None)
     preparer = DocumentPreparer(
@@ -316,7 +319,9 @@ def run_put(
                 if pipeline is not None:
                     pipeline.poll()
                 continue
-            batch = _prepare_chunk(chunk, preparer, seen, result, reject, options.max_errors)
+            batch = _prepare_chunk(
+                chunk, preparer, seen, result, reject, options.max_errors, _router(shard, options)
+            )
             if pipeline is None:
                 if options.skip_unchanged and batch:
                     batch, _ = _drop_unchanged(batch, index, None, result)
@@ -391,7 +396,8 @@ class _ProgressReporter:
         if read is None or share_read is None:
             return None
         # The reader runs ahead of the uploads: scale by how many of the records read are done.
-        fraction = share_read * min(done / read.records, 1.0)
+        # Other shards' records are done as soon as they are read.
+        fraction = share_read * min((done + self._result.other_shards) / read.records, 1.0)
         # An estimate, but one that never goes back: the reader's share moves in steps.
         self._fraction = max(self._fraction, fraction)
         return self._fraction
@@ -507,13 +513,20 @@ def _prepare_chunk(
     result: PutResult,
     reject: Callable[[Record, str], None],
     max_errors: int | None = None,
+    mine: Callable[[Record], bool] | None = None,
 ) -> list[Prepared]:
-    """The chunk's valid documents; with ``max_errors``, none after the reject that reaches it."""
+    """The chunk's valid documents; with ``max_errors``, none after the reject that reaches it.
+
+    With ``mine`` (``--shard``), records of other shards are only counted.
+    """
     by_key: dict[str, Prepared] = {}
     for record in chunk:
         if max_errors is not None and result.rejected >= max_errors:
             break
         result.read += 1
+        if mine is not None and not mine(record):
+            result.other_shards += 1
+            continue
         if record.error is not None:
             reject(record, record.error)
             continue
@@ -527,6 +540,28 @@ def _prepare_chunk(
         by_key.pop(prepared.key, None)  # the later one wins and moves to its place
         by_key[prepared.key] = prepared
     return list(by_key.values())
+
+
+def _router(shard: Shard | None, options: PutOptions) -> Callable[[Record], bool] | None:
+    """Whether a record is this shard's (None: no --shard, every record is).
+
+    A record is routed by its key before anything else is checked, so other shards' documents
+    cost no validation, hashing or compression. One whose key cannot be read (not JSON, not an
+    object, no key field, a key that is not a string) cannot be routed: it belongs to shard 0,
+    so that exactly one shard rejects it (README, "Running on many machines").
+    """
+    if shard is None or shard.count == 1:
+        return None
+    key_field = options.key_field
+
+    def mine(record: Record) -> bool:
+        document = record.document
+        key = document.get(key_field) if isinstance(document, dict) else None
+        if record.error is not None or not isinstance(key, str):
+            return shard.index == 0
+        return shard.owns(key)
+
+    return mine
 
 
 def _drop_unchanged(

@@ -35,6 +35,9 @@ class PutResult:
     unchanged: int = 0
     rejected: int = 0
     duplicates: int = 0
+    # With --shard: records read whose keys are other shards' (neither checked nor stored).
+    other_shards: int = 0
+    shard: str | None = None  # "I/N" with --shard
     bytes_stored: int = 0
     elapsed: float = 0.0
     dry_run: bool = False
@@ -203,6 +206,8 @@ class SyncResult:
     check: bool = False
     dry_run: bool = False
     prune: bool = True
+    # "I/N" with --shard: every count above is of this shard's keys only.
+    shard: str | None = None
     interrupted: bool = False
     # Recorded fields that adopted objects' metadata lacks: marked pending (see reindex).
     pending_fields: dict[str, int] = field(default_factory=dict)

@@ -29,13 +29,14 @@ from s3idx import maggma_format
 from s3idx.codec import RESERVED_FIELD
 from s3idx.config import redact
 from s3idx.engine.collector import EntryCollector
-from s3idx.engine.delete import finish_deletes
+from s3idx.engine.delete import finish_deletes, journaled
 from s3idx.engine.metadata_entry import Rewriter
 from s3idx.engine.probe import indexed_entries, probe_key_field
 from s3idx.engine.reconcile import reconcile
 from s3idx.engine.results import Events, SyncResult, accounted, reported_on_failure
 from s3idx.errors import S3idxError, UsageError
 from s3idx.index.base import Bookkeeping, Entry, Index
+from s3idx.sharding import Shard
 from s3idx.store.base import ObjectInfo, ObjectStore
 from s3idx.text import plural
 
@@ -57,15 +58,19 @@ def run_sync(
     rewriter: Rewriter | None = None,
     events: Events | None = None,
     stop: threading.Event | None = None,
+    shard: Shard | None = None,
 ) -> SyncResult:
     events = events or Events()
-    result = SyncResult(check=check, dry_run=dry_run, prune=prune)
+    result = SyncResult(
+        check=check, dry_run=dry_run, prune=prune, shard=None if shard is None else str(shard)
+    )
     writes = not (check or dry_run)
     rewriter = rewriter if writes else None
     key_field = _key_field(store, index, rewriter)
-    _interrupted_deletes(store, index, result, events, writes)
+    _interrupted_deletes(store, index, result, events, writes, shard)
     listing = iter(store.list_objects())
     first = next(listing, None)
+    # Whether the whole store is empty, not the shard: a shard may well own no object.
     if first is None and writes and prune:
         _refuse_emptying(store, index)
     listing = chain([first], listing) if first is not None else iter(())
@@ -88,6 +93,10 @@ def run_sync(
         bookkeeping = index.iter_bookkeeping()
         report = _every(BATCH, lambda: _report(events, result))
         listing, bookkeeping = _ticking(listing, report), _ticking(bookkeeping, report)
+        if shard is not None:
+            # Both sides of the merge keep the shard's keys only, still in key order.
+            listing = (info for info in listing if shard.owns(info.key))
+            bookkeeping = (item for item in bookkeeping if shard.owns(item[0]))
         with reported_on_failure(result):
             for kind, key, etag in _drift(listing, bookkeeping, result, rewriter is not None):
                 applier.add(kind, key, etag)
@@ -100,14 +109,20 @@ def run_sync(
 
 
 def _interrupted_deletes(
-    store: ObjectStore, index: Index, result: SyncResult, events: Events, writes: bool
+    store: ObjectStore,
+    index: Index,
+    result: SyncResult,
+    events: Events,
+    writes: bool,
+    shard: Shard | None,
 ) -> None:
     """Finish what crashed deletes left (or, only looking, count it as drift): before the
-    merge, so their objects are gone from the listing and their entries from the index."""
+    merge, so their objects are gone from the listing and their entries from the index.
+    With ``shard``, only the deletes of its keys."""
     if writes:
-        result.interrupted_deletes = finish_deletes(store, index)
+        result.interrupted_deletes = finish_deletes(store, index, shard=shard)
         return
-    for key in index.journaled():
+    for key in journaled(index, shard):
         result.interrupted_deletes += 1
         events.drift(INTERRUPTED_DELETE, key)
 
