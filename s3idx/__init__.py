@@ -25,6 +25,7 @@ from s3idx.engine import (
     open_engine,
 )
 from s3idx.errors import ExitStatus, S3idxError
+from s3idx.sharding import Shard
 
 __all__ = [
     "DeleteResult",
@@ -38,6 +39,7 @@ __all__ = [
     "Reject",
     "S3idxError",
     "Settings",
+    "Shard",
     "SyncResult",
     "VerifyResult",
     "__version__",
