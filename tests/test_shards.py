@@ -202,6 +202,15 @@ def test_sync_shards_find_and_repair_exactly_the_drift_of_one_sync(
         assert set().union(*found) == expected
         assert sum(len(f) for f in found) == len(expected)  # no key reported twice
 
+    # --dry-run reads the same and lists the same keys, shard by shard.
+    dry = [_Drift() for _ in range(SHARDS)]
+    for n, events in enumerate(dry):
+        engine.sync(dry_run=True, events=events, shard=Shard(n, SHARDS))
+    for kind, expected in kinds.items():
+        found = [events.keys.get(kind, set()) for events in dry]
+        assert set().union(*found) == expected
+        assert sum(len(f) for f in found) == len(expected)
+
     # Repairing shard by shard: each finishes only its own journaled deletes.
     applied = []
     for n in range(SHARDS):
