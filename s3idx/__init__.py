@@ -9,23 +9,66 @@ Use it from Python without the command line::
         print(list(engine.query({"task_id": "mp-1"})))
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from s3idx._version import __version__
-from s3idx.config import Settings, resolve_settings
-from s3idx.engine import (
-    DeleteResult,
-    Engine,
-    Events,
-    GetResult,
-    PutResult,
-    RebuildResult,
-    ReindexResult,
-    Reject,
-    SyncResult,
-    VerifyResult,
-    open_engine,
-)
-from s3idx.errors import ExitStatus, S3idxError
-from s3idx.sharding import Shard
+
+if TYPE_CHECKING:
+    from s3idx.config import Settings, resolve_settings
+    from s3idx.engine import (
+        DeleteResult,
+        Engine,
+        Events,
+        GetResult,
+        PutResult,
+        RebuildResult,
+        ReindexResult,
+        Reject,
+        SyncResult,
+        VerifyResult,
+        open_engine,
+    )
+    from s3idx.errors import ExitStatus, S3idxError
+    from s3idx.sharding import Shard
+
+# Each name is imported on first use (PEP 562), so `s3idx --version`, and every module of the
+# package importing `s3idx` first, does not pay for the whole engine (issue 17: start-up time).
+_HOMES = {
+    "Settings": "s3idx.config",
+    "resolve_settings": "s3idx.config",
+    "ExitStatus": "s3idx.errors",
+    "S3idxError": "s3idx.errors",
+    "Shard": "s3idx.sharding",
+    **dict.fromkeys(
+        (
+            "DeleteResult",
+            "Engine",
+            "Events",
+            "GetResult",
+            "PutResult",
+            "RebuildResult",
+            "ReindexResult",
+            "Reject",
+            "SyncResult",
+            "VerifyResult",
+            "open_engine",
+        ),
+        "s3idx.engine",
+    ),
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 's3idx' has no attribute {name!r}")
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "DeleteResult",
@@ -39,7 +82,6 @@ __all__ = [
     "Reject",
     "S3idxError",
     "Settings",
-    "Shard",
     "SyncResult",
     "VerifyResult",
     "__version__",

@@ -1,5 +1,5 @@
 """``python -m s3idx`` runs the command line."""
 
-from s3idx.cli import main
+from s3idx.entry import main
 
 main()

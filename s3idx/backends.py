@@ -165,7 +165,7 @@ def open_store(settings: Settings) -> ObjectStore:
         region=settings.region,
         endpoint_url=settings.endpoint_url,
         create_bucket=settings.create_bucket,
-        max_pool_connections=pool_size(settings.workers),
+        max_pool_connections=pool_size(max(settings.workers, settings.head_workers)),
         connect_timeout=min(settings.timeout, 10.0),
         read_timeout=settings.timeout,
     )

@@ -19,12 +19,12 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from enum import StrEnum
 from pathlib import Path
-from typing import IO, Annotated, Any, NoReturn, Protocol, TypeVar, cast
+from typing import IO, TYPE_CHECKING, Annotated, Any, NoReturn, Protocol, TypeVar, cast
 
 import orjson
 import typer
 
-from s3idx import codec, output
+from s3idx import cli_coercion, codec, output
 from s3idx._version import __version__
 from s3idx.config import (
     COMPRESSIONS,
@@ -40,9 +40,8 @@ from s3idx.config import (
     remember_location_secrets,
     resolve_settings,
 )
-from s3idx.engine.core import Engine
 from s3idx.engine.outputs import open_output, refuse_outputs_over_inputs
-from s3idx.engine.recover import REPORTED_KEYS_LIMIT
+from s3idx.engine.results import REPORTED_KEYS_LIMIT
 from s3idx.environment import Environment
 from s3idx.errors import ExitStatus, S3idxError, UsageError, quote_key, shorten_key
 from s3idx.query.filter_json import read_filter
@@ -50,6 +49,9 @@ from s3idx.query.paths import project
 from s3idx.query.sort import parse_sort
 from s3idx.sharding import Shard, parse_shard
 from s3idx.text import plural
+
+if TYPE_CHECKING:  # the engine is imported by the command that runs it (start-up time, issue 17)
+    from s3idx.engine.core import Engine
 
 
 class Compression(StrEnum):
@@ -94,6 +96,10 @@ class _Command(typer.core.TyperCommand):
 
     # --json means a summary: stdout then holds exactly one JSON document, whatever happens.
     json_is_one_document = True
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        cli_coercion.install(self.get_params(ctx))  # no pydantic for plain values
+        return super().parse_args(ctx, args)
 
     def invoke(self, ctx: Any) -> None:
         """Run the command (its function returns an ExitStatus or None); the one place where an
@@ -189,8 +195,20 @@ def _argument_usage(param: Any) -> str:
 _CommandFunction = TypeVar("_CommandFunction", bound=Callable[..., Any])
 
 
+class _Group(typer.core.TyperGroup):
+    """The top-level command (``--version``, the choice of command)."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        cli_coercion.install(self.get_params(ctx))  # no pydantic for plain values
+        return super().parse_args(ctx, args)
+
+
 class _Typer(typer.Typer):
     """Every command gets ``_Command``, including commands added later in this module."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("cls", _Group)
+        super().__init__(**kwargs)
 
     def command(self, *args: Any, **kwargs: Any) -> Callable[[_CommandFunction], _CommandFunction]:
         kwargs.setdefault("cls", _Command)
@@ -374,6 +392,8 @@ class CommandContext:
         remember_location_secrets(self.settings.index)
 
     def engine(self) -> Engine:
+        from s3idx.engine.core import Engine
+
         return Engine.from_settings(self.settings)
 
     def events(self, *, command: str, rejects: IO[bytes] | None = None) -> output.CliEvents:

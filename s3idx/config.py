@@ -18,6 +18,11 @@ DEFAULT_KEY_FIELD = "fs_id"
 DEFAULT_COLLECTION = "s3idx"
 COMPRESSIONS = ("zlib", "none", "zstd")
 DEFAULT_WORKERS = 8  # concurrent object requests
+# Concurrent requests of HEAD-bound work (rebuild-index, sync, reindex, verify): each waits
+# 10-30 ms on S3 for ~1 ms of client CPU, so 16 in flight give ~800 objects/s where the CPU
+# allows ~2,700 (obstore, 2 cores); 64 reach that (tests/bench/bench_heads.py). --workers
+# (or `workers` in a config file or S3IDX_WORKERS) sets both.
+DEFAULT_HEAD_WORKERS = 64
 DEFAULT_BATCH_SIZE = 1000  # index entries per bulk write
 TRANSPORTS = ("boto3", "obstore")  # how S3 requests are made; obstore is optional (s3idx[fast])
 
@@ -33,6 +38,7 @@ class Settings:
     fields: tuple[str, ...] = ()
     compress: str = "zlib"
     workers: int = DEFAULT_WORKERS
+    head_workers: int = DEFAULT_HEAD_WORKERS
     batch_size: int = DEFAULT_BATCH_SIZE
     aws_profile: str | None = None
     region: str | None = None
@@ -51,6 +57,7 @@ _PARSERS: dict[str, Any] = {
     "fields": "list",
     "compress": str,
     "workers": int,
+    "head_workers": int,
     "batch_size": int,
     "aws_profile": str,
     "region": str,
@@ -102,9 +109,15 @@ def resolve_settings(
     """Merge the layers; ``flags`` holds only what the user gave (None means not given)."""
     env = os.environ if env is None else env
     merged: dict[str, Any] = {}
-    merged.update(_from_file(config_file, profile or env.get("S3IDX_PROFILE"), env))
-    merged.update(_from_env(env))
-    merged.update({k: v for k, v in flags.items() if v is not None and v != ()})
+    layers = (
+        _from_file(config_file, profile or env.get("S3IDX_PROFILE"), env),
+        _from_env(env),
+        {k: v for k, v in flags.items() if v is not None and v != ()},
+    )
+    for layer in layers:
+        if "workers" in layer:  # a workers given anywhere sets HEAD-bound work's too
+            layer.setdefault("head_workers", layer["workers"])
+        merged.update(layer)
     merged.setdefault("store", default_store(env))
     merged.setdefault("index", default_index(env))
     if "fields" in merged:
@@ -125,6 +138,8 @@ def _validate(settings: Settings) -> None:
         )
     if settings.workers < 1:
         raise ConfigError(f"workers must be at least 1, got {settings.workers}")
+    if settings.head_workers < 1:
+        raise ConfigError(f"head_workers must be at least 1, got {settings.head_workers}")
     if settings.batch_size < 1:
         raise ConfigError(f"batch size must be at least 1, got {settings.batch_size}")
 

@@ -157,3 +157,20 @@ def test_index_locations() -> None:
     assert "names no database" in str(excinfo.value)
     with pytest.raises(UsageError, match="three slashes"):
         parse_index_location("sqlite://relative.db")
+
+
+def test_head_bound_work_has_its_own_default_and_workers_sets_both(config_file: Path) -> None:
+    assert resolve_settings({}, env={}).head_workers == 64
+    assert resolve_settings({"workers": 16}, env={}).head_workers == 16
+    assert resolve_settings({}, env={"S3IDX_WORKERS": "12"}).head_workers == 12
+    assert resolve_settings({}, env={"S3IDX_HEAD_WORKERS": "32"}).head_workers == 32
+    assert resolve_settings({}, env={"S3IDX_HEAD_WORKERS": "32"}).workers == 8
+    # The config file's workers (4) sets both; a flag's workers overrides the file's either.
+    from_file = resolve_settings({}, config_file=config_file, env={})
+    assert (from_file.workers, from_file.head_workers) == (4, 4)
+    flag = resolve_settings(
+        {"workers": 2}, config_file=config_file, env={"S3IDX_HEAD_WORKERS": "32"}
+    )
+    assert (flag.workers, flag.head_workers) == (2, 2)
+    with pytest.raises(ConfigError, match="head_workers must be at least 1"):
+        resolve_settings({}, env={"S3IDX_HEAD_WORKERS": "0"})

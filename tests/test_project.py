@@ -112,7 +112,7 @@ ALLOWED_IMPORTS = {
     "obstore": {"s3idx/store/obstore_s3.py"},
     "pymongo": {"s3idx/index/mongo.py", "s3idx/index/mongo_errors.py"},
     "bson": {"s3idx/index/mongo.py", "s3idx/index/mongo_errors.py"},
-    "typer": {"s3idx/cli.py", "s3idx/completions.py"},
+    "typer": {"s3idx/cli.py", "s3idx/cli_coercion.py", "s3idx/completions.py"},
     "rich": {"s3idx/output.py"},
     "sqlite3": {"s3idx/index/sqlite.py", "s3idx/engine/seen.py"},
     "msgpack": {"s3idx/maggma_format.py"},
@@ -156,3 +156,64 @@ def _s3idx_modules(path: Path) -> set[str]:
             names.add(node.module)
             names.update(f"{node.module}.{alias.name}" for alias in node.names)
     return names
+
+
+# Start-up time (issue 17): what a command imports is what it needs. A fact about imports,
+# not a timing: tests/bench/bench_startup.py measures the time.
+HEAVY = ("boto3", "botocore", "pymongo", "bson", "obstore", "pydantic", "rich")
+_REPORT_IMPORTS = (
+    "import atexit, sys\n"
+    "atexit.register(lambda: sys.stderr.write('IMPORTED ' + ' '.join(sorted(m for m in {names}"
+    " if m in sys.modules)) + '\\n'))\n"
+)
+
+
+def _imported_by(code: str, tmp_path: Path, names: tuple[str, ...] = HEAVY) -> list[str]:
+    env = {**os.environ, "S3IDX_HOME": str(tmp_path / "home")}
+    for name in ("S3IDX_STORE", "S3IDX_INDEX", "S3IDX_TRANSPORT"):
+        env.pop(name, None)
+    result = subprocess.run(
+        [sys.executable, "-c", _REPORT_IMPORTS.format(names=names) + code],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+    )
+    report = [line for line in result.stderr.splitlines() if line.startswith("IMPORTED")]
+    assert len(report) == 1, result.stderr
+    return report[0].split()[1:]
+
+
+def test_importing_the_cli_imports_no_backend_library_and_not_the_engine(tmp_path: Path) -> None:
+    names = (*HEAVY, "typer._adapters", "s3idx.engine.core", "s3idx.store.local")
+    assert _imported_by("import s3idx.cli", tmp_path, names) == []
+
+
+def test_importing_s3idx_imports_only_its_version(tmp_path: Path) -> None:
+    names = ("s3idx.engine", "s3idx.engine.core", "s3idx.config", "s3idx.errors")
+    assert _imported_by("import s3idx", tmp_path, names) == []
+    assert _imported_by("from s3idx import Engine", tmp_path, names) == [
+        "s3idx.config",
+        "s3idx.engine",
+        "s3idx.engine.core",
+        "s3idx.errors",
+    ]
+
+
+def test_version_imports_neither_typer_nor_the_engine(tmp_path: Path) -> None:
+    code = (
+        "import runpy\nsys.argv[1:] = ['--version']\nrunpy.run_module('s3idx', run_name='__main__')"
+    )
+    names = ("typer", "click", "s3idx.cli", "s3idx.engine")
+    assert _imported_by(code, tmp_path, names) == []
+
+
+def test_a_query_on_a_local_store_and_sqlite_imports_no_backend_library(tmp_path: Path) -> None:
+    """pydantic (through Typer's parameter coercion), rich (not a terminal), boto3, pymongo and
+    obstore: none is needed to query a SQLite index."""
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text('{"fs_id": "a"}\n')
+    put = f"from s3idx.cli import main\nmain(['put', '-q', {str(docs)!r}])"
+    assert _imported_by(put, tmp_path, ("boto3", "pymongo", "obstore", "pydantic")) == []
+    query = "from s3idx.cli import main\nmain(['query', '{}', '--limit', '1'])"
+    assert _imported_by(query, tmp_path) == []

@@ -1,11 +1,13 @@
-"""Streams in bounded pieces: batches of a stream, and ordered parallel maps with a window."""
+"""Streams in bounded pieces: ordered parallel maps with a window, and read-ahead of a stream."""
 
 from __future__ import annotations
 
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TypeVar
+from queue import Full, Queue
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -34,3 +36,61 @@ def ordered_map(
     finally:
         for _, future in pending:
             future.cancel()
+
+
+LIST_AHEAD = 2000  # listed objects read ahead: two S3 listing pages
+
+
+def prefetched(items: Iterable[T], ahead: int = LIST_AHEAD) -> Iterator[T]:
+    """``items``, read by a background thread up to ``ahead`` items before the consumer.
+
+    For listings: the next page is requested while the HEADs of the current batch run, instead
+    of after them (a page of 1,000 keys takes ~100 ms on S3, the time of ~270 HEADs at the CPU
+    bound). The items come in order; an exception raised while reading is raised here, where
+    the consumer reaches it. A consumer that stops early stops the reader (within 0.1 s); the
+    reader thread is a daemon, so a listing stuck on a dead server does not hold the process.
+    """
+    queue: Queue[tuple[int, Any]] = Queue(maxsize=max(1, ahead))
+    stop = threading.Event()
+
+    def read() -> None:
+        try:
+            for item in items:
+                if not _offer(queue, (_ITEM, item), stop):
+                    return
+        except BaseException as exc:  # for the consumer to raise, whatever it was
+            _offer(queue, (_FAILED, exc), stop)
+        else:
+            _offer(queue, (_END, None), stop)
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None and stop.is_set():
+                close()
+
+    reader = threading.Thread(target=read, name="s3idx-list", daemon=True)
+    reader.start()
+    try:
+        while True:
+            kind, value = queue.get()
+            if kind == _ITEM:
+                yield value
+            elif kind == _FAILED:
+                raise value
+            else:
+                return
+    finally:
+        stop.set()
+
+
+_ITEM, _FAILED, _END = range(3)
+
+
+def _offer(queue: Queue[tuple[int, Any]], entry: tuple[int, Any], stop: threading.Event) -> bool:
+    """Put ``entry`` unless the consumer has gone; whether it was put."""
+    while not stop.is_set():
+        try:
+            queue.put(entry, timeout=0.1)
+            return True
+        except Full:
+            continue
+    return False

@@ -11,6 +11,7 @@ from s3idx import codec
 from s3idx.backends import open_index, open_store
 from s3idx.config import (
     DEFAULT_BATCH_SIZE,
+    DEFAULT_HEAD_WORKERS,
     DEFAULT_KEY_FIELD,
     DEFAULT_WORKERS,
     Settings,
@@ -73,15 +74,21 @@ class Engine:
         key_field: str | None = None,
         fields: Sequence[str] = (),
         compress: str = "zlib",
-        workers: int = DEFAULT_WORKERS,
+        workers: int | None = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
         spool_threshold: int = SPOOL_THRESHOLD,
+        head_workers: int | None = None,
     ) -> None:
+        # workers: put's and get's requests; head_workers: HEAD-bound work's (rebuild, sync,
+        # reindex, verify), latency-bound, so more of them; a workers given sets both.
+        if head_workers is None:
+            head_workers = DEFAULT_HEAD_WORKERS if workers is None else workers
+        workers = DEFAULT_WORKERS if workers is None else workers
         # Every backend call goes through one retry policy and one adaptive concurrency limit.
         self.store = (
             store
             if isinstance(store, RetryingStore)
-            else RetryingStore(store, max_concurrency=workers)
+            else RetryingStore(store, max_concurrency=max(workers, head_workers))
         )
         self.index = index
         self._key_field = key_field
@@ -89,6 +96,7 @@ class Engine:
         self.codec = codec.CODEC_BY_COMPRESSION[compress]
         codec.check_codec_available(self.codec)  # before anything is read or written
         self.workers = workers
+        self.head_workers = head_workers
         self.batch_size = batch_size
         # Documents larger than this once decompressed are spooled to a temporary file.
         self.spool_threshold = spool_threshold
@@ -103,6 +111,7 @@ class Engine:
             compress=settings.compress,
             workers=settings.workers,
             batch_size=settings.batch_size,
+            head_workers=settings.head_workers,
         )
 
     def close(self) -> None:
@@ -365,7 +374,7 @@ class Engine:
         return run_rebuild(
             self.store,
             self.index,
-            workers=self.workers,
+            workers=self.head_workers,
             key_field=self._key_field,
             resume=resume,
             rewriter=self._rewriter(rewrite),
@@ -395,7 +404,7 @@ class Engine:
         return run_sync(
             self.store,
             self.index,
-            workers=self.workers,
+            workers=self.head_workers,
             prune=prune,
             check=check,
             dry_run=dry_run,
@@ -442,7 +451,7 @@ class Engine:
             self.store,
             self.index,
             settings,
-            workers=self.workers,
+            workers=self.head_workers,
             dry_run=dry_run,
             events=events,
             stop=stop,
@@ -461,7 +470,7 @@ class Engine:
         return run_verify(
             self.store,
             self.index,
-            workers=self.workers,
+            workers=self.head_workers,
             sample=sample,
             events=events,
             stop=stop,

@@ -26,6 +26,7 @@ from typing import Any
 
 from s3idx.config import DEFAULT_KEY_FIELD, redact
 from s3idx.engine.collector import EntryCollector
+from s3idx.engine.concurrency import prefetched
 from s3idx.engine.delete import finish_deletes
 from s3idx.engine.metadata_entry import Rewriter
 from s3idx.engine.probe import indexed_entries, probe_key_field
@@ -83,7 +84,9 @@ def run_rebuild(
         collector.accepted = result.written
         start_after = checkpoint.get("listed_through") if checkpoint else None
         with reported_on_failure(result):
-            for batch in batched(store.list_objects(start_after=start_after), LIST_BATCH):
+            for batch in batched(
+                prefetched(store.list_objects(start_after=start_after)), LIST_BATCH
+            ):
                 _rebuild_batch(rebuild, collector, batch, result)
                 events.progress(result.listed, None, {"written": result.written})
                 if stop is not None and stop.is_set():

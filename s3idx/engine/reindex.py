@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import orjson
 
 from s3idx import codec
-from s3idx.engine.concurrency import ordered_map
+from s3idx.engine.concurrency import ordered_map, prefetched
 from s3idx.engine.documents import DocumentPreparer
 from s3idx.engine.inputs import Record
 from s3idx.engine.read import fetch_document
@@ -74,7 +74,7 @@ def run_reindex(
         ThreadPoolExecutor(workers, thread_name_prefix="s3idx-reindex") as pool,
         reported_on_failure(result),
     ):
-        for batch in batched(store.list_objects(), BATCH):
+        for batch in batched(prefetched(store.list_objects()), BATCH):
             entries = []
             listed = [info.key for info in batch]
             for key, future in ordered_map(pool, backfill.one, listed, 2 * workers):

@@ -29,6 +29,7 @@ from s3idx import maggma_format
 from s3idx.codec import RESERVED_FIELD
 from s3idx.config import redact
 from s3idx.engine.collector import EntryCollector
+from s3idx.engine.concurrency import prefetched
 from s3idx.engine.delete import finish_deletes, journaled
 from s3idx.engine.metadata_entry import Rewriter
 from s3idx.engine.probe import indexed_entries, probe_key_field
@@ -68,7 +69,7 @@ def run_sync(
     rewriter = rewriter if writes else None
     key_field = _key_field(store, index, rewriter)
     _interrupted_deletes(store, index, result, events, writes, shard)
-    listing = iter(store.list_objects())
+    listing = iter(prefetched(store.list_objects()))
     first = next(listing, None)
     # Whether the whole store is empty, not the shard: a shard may well own no object.
     if first is None and writes and prune:

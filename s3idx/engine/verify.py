@@ -29,7 +29,7 @@ from typing import Any
 import orjson
 
 from s3idx import codec, maggma_format
-from s3idx.engine.concurrency import ordered_map
+from s3idx.engine.concurrency import ordered_map, prefetched
 from s3idx.engine.read import SPOOL_THRESHOLD, fetch_document
 from s3idx.engine.results import Events, VerifyResult, accounted, reported_on_failure
 from s3idx.errors import (
@@ -159,7 +159,7 @@ def _merged(
     """(key, in step, bucket only) for every listed object; index-only and changed drift is
     counted and reported on the way, bucket-only once the object is read (``_record``). An
     object without entry that a delete journaled is that delete's, already counted: not read."""
-    listing = _ordered(store.list_objects(), "store listing")
+    listing = _ordered(prefetched(store.list_objects()), "store listing")
     entries = _ordered(index.iter_bookkeeping(), "index")
     obj: ObjectInfo | None = next(listing, None)
     entry: tuple[str, Bookkeeping] | None = next(entries, None)

@@ -1,0 +1,22 @@
+"""The ``s3idx`` console script and ``python -m s3idx``.
+
+``s3idx --version`` is answered here, before the command line (Typer, click, the engine) is
+imported: that import is most of the time the answer would otherwise take (issue 17).
+Everything else goes to ``s3idx.cli.main``.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import NoReturn
+
+
+def main() -> NoReturn:
+    if sys.argv[1:] == ["--version"]:
+        from s3idx._version import __version__
+
+        sys.stdout.write(f"s3idx {__version__}\n")
+        sys.exit(0)
+    from s3idx.cli import main as cli_main
+
+    cli_main()

@@ -1,0 +1,86 @@
+"""Start-up time of the ``s3idx`` command beside ``python -c pass``, as ratios.
+
+Runs ``python -c pass``, ``s3idx --version`` and ``s3idx query '{}' --limit 1`` (a local store
+and a SQLite index holding one document) interleaved, ``--runs`` rounds, and prints the median
+wall time of each and its ratio to ``python -c pass`` measured in the same rounds. The targets
+(issue 17): ``--version`` within 3x, the query within 5x.
+
+    python tests/bench/bench_startup.py --runs 30
+    python tests/bench/bench_startup.py --importtime   # the 15 slowest imports of the query
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+TARGETS = {"s3idx --version": 3.0, "s3idx query '{}' --limit 1": 5.0}
+
+
+def _timed(argv: list[str], env: dict[str, str]) -> float:
+    start = time.perf_counter()
+    subprocess.run(argv, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=21)
+    parser.add_argument("--importtime", action="store_true", help="show the slowest imports")
+    args = parser.parse_args()
+    python = sys.executable
+    with tempfile.TemporaryDirectory() as home:
+        env = {**os.environ, "S3IDX_HOME": home}
+        env.pop("S3IDX_STORE", None)
+        env.pop("S3IDX_INDEX", None)
+        docs = Path(home, "docs.jsonl")
+        docs.write_text('{"fs_id": "a", "x": 1}\n')
+        # The console script, as a user runs it (its wrapper imports `re` too); else -m.
+        script = Path(python).with_name("s3idx")
+        s3idx = [str(script)] if script.exists() else [python, "-m", "s3idx"]
+        subprocess.run([*s3idx, "put", "-q", str(docs)], env=env, check=True)
+        commands = {
+            "python -c pass": [python, "-c", "pass"],
+            "s3idx --version": [*s3idx, "--version"],
+            "s3idx query '{}' --limit 1": [*s3idx, "query", "{}", "--limit", "1"],
+        }
+        if args.importtime:
+            result = subprocess.run(
+                [python, "-X", "importtime", "-m", "s3idx", "query", "{}", "--limit", "1"],
+                env=env,
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            rows = [line.split("|") for line in result.stderr.splitlines() if "|" in line][1:]
+            rows.sort(key=lambda row: -int(row[1]))
+            for _own, cumulative, name in rows[:15]:
+                print(f"{int(cumulative) / 1000:8.1f} ms cumulative {name.rstrip()}")
+            print()
+        times: dict[str, list[float]] = {name: [] for name in commands}
+        for argv in commands.values():  # warm the page cache and .pyc files
+            _timed(argv, env)
+        for _ in range(args.runs):
+            for name, argv in commands.items():
+                times[name].append(_timed(argv, env))
+    base = statistics.median(times["python -c pass"])
+    print(f"{'command':32} {'median ms':>10} {'ratio':>7} {'target':>7}")
+    for name, samples in times.items():
+        median = statistics.median(samples)
+        target = TARGETS.get(name)
+        verdict = ""
+        if target is not None:
+            verdict = f"{target:5.1f}x {'ok' if median / base <= target else 'MISSED'}"
+        print(f"{name:32} {median * 1000:10.1f} {median / base:6.2f}x {verdict}")
+    python_version = sys.version.split()[0]
+    print(f"({args.runs} interleaved rounds, {os.cpu_count()} CPUs, python {python_version})")
+
+
+if __name__ == "__main__":
+    main()
