@@ -191,7 +191,10 @@ class Engine:
         events: Events | None = None,
         stop: threading.Event | None = None,
         read_progress: ReadProgress | None = None,
+        last_updated_from_document: bool = False,
     ) -> PutResult:
+        """Store records; with ``last_updated_from_document``, a document's own
+        ``last_updated`` (a datetime) is its entry's, instead of the time of storing."""
         key_field = self.key_field
         all_fields = self._put_fields(fields)
         if not dry_run:
@@ -205,6 +208,7 @@ class Engine:
             skip_unchanged=skip_unchanged,
             dry_run=dry_run,
             max_errors=max_errors,
+            last_updated_from_document=last_updated_from_document,
         )
         return run_put(
             self.store, self.index, records, options, events or Events(), stop, read_progress
