@@ -82,6 +82,7 @@ __all__ = [
     "Reject",
     "S3idxError",
     "Settings",
+    "Shard",
     "SyncResult",
     "VerifyResult",
     "__version__",

@@ -116,6 +116,9 @@ ALLOWED_IMPORTS = {
     "rich": {"s3idx/output.py"},
     "sqlite3": {"s3idx/index/sqlite.py", "s3idx/engine/seen.py"},
     "msgpack": {"s3idx/maggma_format.py"},
+    # s3idx.maggma, the maggma Store adapter (presentation level, like cli.py): s3idx[maggma].
+    "maggma": {"s3idx/maggma.py"},
+    "monty": {"s3idx/maggma.py"},
 }
 
 
@@ -144,6 +147,27 @@ def test_layering(path: str) -> None:
         presentation = _s3idx_modules(ROOT / path) & {"s3idx.cli", "s3idx.output"}
         assert not presentation, f"{path} imports {presentation}"
         assert "s3idx.output" not in source
+    # The maggma adapter sits on top: nothing of s3idx imports it, so s3idx never needs maggma.
+    assert not {m for m in _s3idx_modules(ROOT / path) if m.startswith("s3idx.maggma")} - {
+        "s3idx.maggma_format"
+    }, f"{path} imports s3idx.maggma"
+
+
+def test_importing_s3idx_and_its_cli_never_imports_maggma_or_monty() -> None:
+    probe = (
+        "import sys, s3idx, s3idx.cli, s3idx.engine.core; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('maggma', 'monty')))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, check=True
+    )
+    assert result.stdout == "[]\n"
+    # The probe can fail: importing the adapter does import maggma.
+    adapter = probe.replace("s3idx.engine.core;", "s3idx.maggma;")
+    result = subprocess.run(
+        [sys.executable, "-c", adapter], capture_output=True, text=True, cwd=ROOT, check=True
+    )
+    assert "maggma.core" in result.stdout
 
 
 def _s3idx_modules(path: Path) -> set[str]:

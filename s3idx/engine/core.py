@@ -202,9 +202,12 @@ class Engine:
         stop: threading.Event | None = None,
         read_progress: ReadProgress | None = None,
         shard: Shard | None = None,
+        last_updated_from_document: bool = False,
     ) -> PutResult:
         """Store and index records; with ``shard``, only those whose keys it owns (the others
-        are counted in ``PutResult.other_shards``; see ``s3idx.engine.put._router``)."""
+        are counted in ``PutResult.other_shards``; see ``s3idx.engine.put._router``). With
+        ``last_updated_from_document``, a document's own ``last_updated`` (a datetime) is its
+        entry's, instead of the time of storing."""
         key_field = self.key_field
         all_fields = self._put_fields(fields)
         if not dry_run:
@@ -218,6 +221,7 @@ class Engine:
             skip_unchanged=skip_unchanged,
             dry_run=dry_run,
             max_errors=max_errors,
+            last_updated_from_document=last_updated_from_document,
         )
         return run_put(
             self.store,

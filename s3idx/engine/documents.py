@@ -6,6 +6,7 @@ import hashlib
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -120,9 +121,12 @@ class DocumentPreparer:
         fields: Sequence[str],
         codec_name: str,
         check_entry: Callable[[str, dict[str, Any]], None] | None = None,
+        *,
+        last_updated_from_document: bool = False,
     ) -> None:
         self._store = store
         self._check_entry = check_entry
+        self._last_updated_from_document = last_updated_from_document
         self.key_field = key_field
         self.fields = tuple(fields)
         self.codec = codec_name
@@ -141,6 +145,8 @@ class DocumentPreparer:
         key = codec.check_key(document[self.key_field], self.key_field)
         self._store.check_key(key)
         entry = self._entry(document, record.raw)
+        if self._last_updated_from_document and codec.LAST_UPDATED in document:
+            entry[codec.LAST_UPDATED] = _document_last_updated(document[codec.LAST_UPDATED])
         if self._check_entry is not None:
             self._check_entry(key, entry)
         body = record.raw if record.raw else _dumps(document)
@@ -163,6 +169,20 @@ class DocumentPreparer:
         _check_values(entry)
         entry[codec.LAST_UPDATED] = codec.utc_now()
         return entry
+
+
+def _document_last_updated(value: Any) -> datetime:
+    try:
+        untagged = codec.untag(value)
+    except ValueError as exc:
+        raise RecordError(f"field {codec.LAST_UPDATED!r}: {exc}") from None
+    if not isinstance(untagged, datetime):
+        raise RecordError(
+            f"field {codec.LAST_UPDATED!r} must be a date and time, got {_json_kind(value)}",
+            hint='give a datetime (in JSON: {"$date": "2026-01-01T00:00:00Z"}), or leave '
+            "the field out to have the time of storing",
+        )
+    return untagged
 
 
 def _dumps(document: Mapping[str, Any]) -> bytes:

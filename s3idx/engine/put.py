@@ -49,6 +49,9 @@ class PutOptions:
     skip_unchanged: bool = False
     dry_run: bool = False
     max_errors: int | None = None
+    # The entry's last_updated is the document's own (a datetime) instead of the time of
+    # storing: maggma's stores keep the last_updated their builders set (s3idx.maggma).
+    last_updated_from_document: bool = False
 
 
 class _Outcome:
@@ -299,7 +302,12 @@ def run_put(
     # An index that cannot store some values (FerretDB) refuses them before the object is written.
     check_entry = getattr(index, "check_entry", None)
     preparer = DocumentPreparer(
-        store, options.key_field, options.fields, options.codec, check_entry
+        store,
+        options.key_field,
+        options.fields,
+        options.codec,
+        check_entry,
+        last_updated_from_document=options.last_updated_from_document,
     )
     seen = SeenKeys()
     reporter = _ProgressReporter(events, result, read_progress)

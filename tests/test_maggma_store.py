@@ -1,0 +1,525 @@
+"""s3idx.maggma.S3idxStore: a maggma Store over s3idx, compared with maggma's own S3Store.
+
+The same scenarios run against maggma's ``S3Store`` (over the moto server, with maggma's
+in-memory index, as tests/test_maggma.py writes buckets) and against ``S3idxStore`` (over the
+same moto server, with a SQLite or mongomock index); what each returns is compared. Where
+s3idx differs on purpose, the test says so and checks the difference itself.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import pickle
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from maggma.builders import CopyBuilder, MapBuilder
+from maggma.stores import MemoryStore
+from maggma.stores import S3Store as MaggmaS3Store
+from monty.json import MontyDecoder, MSONable
+
+from s3idx import codec
+from s3idx.errors import UsageError
+from s3idx.maggma import S3idxStore, S3idxStoreError
+from s3idx.query.indexed import FieldNotIndexedError
+from tests.helpers import Run, json_lines
+
+SEARCHABLE = ["n", "group", "elements", "energy", "when"]
+
+
+def _doc(i: int) -> dict[str, Any]:
+    # Datetimes at millisecond precision, naive in UTC: what MongoDB (maggma's index) keeps.
+    return {
+        "task_id": f"mp-{i}",
+        "n": i,
+        "group": "ab"[i % 2],
+        "elements": [["Fe", "O"], ["Li"]][i % 2],
+        "energy": -1.5 * i,
+        "when": datetime(2026, 1, 1 + i, 3, 4, 5, 678000),
+        "structure": {"sites": [[0.0, 0.5, i]], "charge": 0},
+        "last_updated": datetime(2026, 2, 1, 0, 0, i, 123000),
+    }
+
+
+DOCS = [_doc(i) for i in range(6)]
+
+
+@dataclass
+class Pair:
+    """maggma's S3Store and an S3idxStore on one moto bucket, under different prefixes."""
+
+    maggma: MaggmaS3Store
+    s3idx: S3idxStore
+    endpoint: str
+    bucket: str
+
+    def update(self, docs: list[dict[str, Any]]) -> None:
+        # maggma pops last_updated out of the documents it is given: give each its own copies.
+        self.maggma.update(copy.deepcopy(docs))
+        self.s3idx.update(copy.deepcopy(docs))
+
+    def both(self, method: str, *args: Any, **kwargs: Any) -> tuple[Any, Any]:
+        theirs = getattr(self.maggma, method)(*args, **kwargs)
+        ours = getattr(self.s3idx, method)(*args, **kwargs)
+        return _plain(theirs), _plain(ours)
+
+    def objects(self, prefix: str) -> list[str]:
+        client = boto3.client("s3", endpoint_url=self.endpoint)
+        listed = client.list_objects_v2(Bucket=self.bucket, Prefix=prefix)
+        return sorted(o["Key"] for o in listed.get("Contents", []))
+
+
+def _plain(value: Any) -> Any:
+    """Results as comparable values: iterators listed, MongoDB's _id dropped, and monty's
+    serialised datetimes (in maggma's msgpack bodies) decoded as a maggma user decodes them."""
+    if isinstance(value, Iterator):
+        value = list(value)
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, tuple):
+        return tuple(_plain(v) for v in value)
+    if isinstance(value, dict):
+        value = MontyDecoder().process_decoded({k: v for k, v in value.items() if k != "_id"})
+        return {k: _plain(v) for k, v in value.items()} if isinstance(value, dict) else value
+    return value
+
+
+def _by_n(groups: list[tuple[dict[str, Any], list[dict[str, Any]]]]) -> list[Any]:
+    return [(group, sorted(docs, key=lambda d: d["n"])) for group, docs in groups]
+
+
+@pytest.fixture(params=["sqlite", "mongomock"])
+def index_location(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return str(tmp_path / "index.sqlite3")
+    request.getfixturevalue("mongomock_server")
+    return "mongodb://localhost/s3idx_test"
+
+
+@pytest.fixture
+def pair(s3_endpoint: str, s3_bucket: str, index_location: str) -> Iterator[Pair]:
+    theirs = MaggmaS3Store(
+        index=MemoryStore("maggma-index", key="task_id"),
+        bucket=s3_bucket,
+        s3_profile=None,
+        endpoint_url=s3_endpoint,
+        compress=True,
+        sub_dir="maggma",
+        key="task_id",
+        searchable_fields=SEARCHABLE,
+    )
+    ours = S3idxStore(
+        store=f"s3://{s3_bucket}/s3idx",
+        index=index_location,
+        key="task_id",
+        searchable_fields=SEARCHABLE,
+        endpoint_url=s3_endpoint,
+        s3_workers=4,
+    )
+    theirs.connect()
+    ours.connect()
+    yield Pair(theirs, ours, s3_endpoint, s3_bucket)
+    theirs.close()
+    ours.close()
+
+
+# --- the same answers as maggma's S3Store -------------------------------------------------------
+
+
+def test_queries_answer_as_maggmas_s3store_does(pair: Pair) -> None:
+    pair.update(DOCS)
+
+    assert pair.both("count") == (6, 6)
+    assert pair.both("count", {"n": {"$gte": 2}, "group": "a"}) == (2, 2)
+    theirs, ours = pair.both("query", {"n": {"$lt": 4}}, sort={"n": -1}, skip=1, limit=2)
+    assert [d["task_id"] for d in ours] == ["mp-2", "mp-1"]
+    assert ours == theirs
+    # Whole documents: maggma's datetimes come back as monty dicts until decoded (_plain does);
+    # s3idx's come back as datetimes, the types kept exactly.
+    ours_raw = list(pair.s3idx.query({"task_id": "mp-3"}))
+    assert ours_raw == [DOCS[3]]
+    assert isinstance(ours_raw[0]["when"], datetime) and ours_raw[0]["when"].tzinfo is None
+    theirs_raw = list(pair.maggma.query({"task_id": "mp-3"}))
+    assert theirs_raw[0]["when"]["@class"] == "datetime"
+
+    # Properties all indexed: from the index alone, in both.
+    theirs, ours = pair.both(
+        "query", {"elements": "Li"}, properties=["task_id", "n", "when"], sort={"n": 1}
+    )
+    assert ours == [{"task_id": f"mp-{i}", "n": i, "when": DOCS[i]["when"]} for i in (1, 3, 5)]
+    assert ours == theirs
+    # Properties not indexed: read from the documents, in both. maggma's S3Store then returns
+    # the whole document; S3idxStore cuts it down to the properties, as MongoStore does.
+    theirs, ours = pair.both("query", {"n": 4}, properties={"structure": 1, "_id": 0})
+    assert theirs == [DOCS[4]]
+    assert ours == [{"structure": DOCS[4]["structure"]}]
+    assert pair.both("query_one", {"n": {"$gt": 3}}, sort={"n": 1}) == (DOCS[4], DOCS[4])
+    assert pair.both("query_one", {"n": 99}) == (None, None)
+
+
+def test_distinct_groupby_and_last_updated_answer_as_maggmas(pair: Pair) -> None:
+    pair.update(DOCS)
+
+    for field, criteria in [("group", None), ("elements", None), ("n", {"group": "b"})]:
+        theirs, ours = pair.both("distinct", field, criteria=criteria)
+        assert sorted(ours) == sorted(theirs), field
+    assert sorted(pair.s3idx.distinct("elements")) == ["Fe", "Li", "O"]  # arrays' elements
+
+    theirs, ours = pair.both("groupby", "group", properties=["n"])
+    assert _by_n(ours) == _by_n(theirs)  # in a group, documents come in the index's order
+    assert _by_n(ours) == [
+        ({"group": "a"}, [{"group": "a", "n": n} for n in (0, 2, 4)]),
+        ({"group": "b"}, [{"group": "b", "n": n} for n in (1, 3, 5)]),
+    ]
+    theirs, ours = pair.both("groupby", ["group", "n"], criteria={"n": {"$lt": 2}})
+    # Without properties maggma's S3Store groups its index documents (the searchable fields,
+    # its obj_hash and metadata map); S3idxStore groups the documents themselves.
+    assert [group for group, _ in ours] == [group for group, _ in theirs]
+    assert _by_n(ours) == [({"group": "a", "n": 0}, [DOCS[0]]), ({"group": "b", "n": 1}, [DOCS[1]])]
+
+    latest = DOCS[5]["last_updated"]
+    assert (pair.maggma.last_updated, pair.s3idx.last_updated) == (latest, latest)
+
+
+def test_newer_in_and_updated_keys_answer_as_maggmas(pair: Pair) -> None:
+    pair.update(DOCS[:4])
+    source = MemoryStore("source", key="task_id")
+    source.connect()
+    newer = [{**d, "last_updated": d["last_updated"] + timedelta(days=1)} for d in DOCS[2:]]
+    source.update([*copy.deepcopy(DOCS[:2]), *newer])
+
+    for exhaustive in (True, False):
+        theirs, ours = pair.both("newer_in", source, exhaustive=exhaustive)
+        assert sorted(ours) == sorted(theirs) == ["mp-2", "mp-3", "mp-4", "mp-5"], exhaustive
+    theirs, ours = pair.both("newer_in", source, criteria={"n": {"$lt": 3}}, exhaustive=True)
+    assert sorted(ours) == sorted(theirs) == ["mp-2"]
+    with pytest.warns(FutureWarning, match="updated_keys is deprecated"):
+        theirs, ours = pair.both("updated_keys", source)
+    assert sorted(ours) == sorted(theirs) == ["mp-2", "mp-3", "mp-4", "mp-5"]
+    # And the other way round: S3idxStore as the store whose documents are newer.
+    assert sorted(source.newer_in(pair.s3idx, exhaustive=True)) == []
+    pair.s3idx.update({**DOCS[0], "last_updated": datetime(2027, 1, 1)})
+    assert source.newer_in(pair.s3idx, exhaustive=True) == ["mp-0"]
+
+
+def test_remove_docs_removes_the_objects_too(pair: Pair) -> None:
+    pair.update(DOCS)
+
+    pair.both("remove_docs", {"n": {"$gte": 4}})
+
+    assert pair.both("count") == (4, 4)
+    assert [d["n"] for d in pair.s3idx.query(properties=["n"], sort={"n": 1})] == [0, 1, 2, 3]
+    # maggma's S3Store, by default, drops the index documents and leaves the objects; s3idx's
+    # index mirrors the bucket, so the objects go with their entries.
+    assert len(pair.objects("maggma/")) == 6
+    assert pair.objects("s3idx/") == [f"s3idx/mp-{i}" for i in range(4)]
+    with pytest.raises(UsageError, match="remove_s3_object=False"):
+        pair.s3idx.remove_docs({}, remove_s3_object=False)
+
+
+# --- where s3idx differs on purpose -------------------------------------------------------------
+
+
+def test_a_criterion_on_a_field_not_indexed_is_refused_where_maggma_finds_nothing(
+    pair: Pair,
+) -> None:
+    pair.update(DOCS)
+
+    assert list(pair.maggma.query({"structure.charge": 0})) == []  # maggma: silently nothing
+    with pytest.raises(FieldNotIndexedError, match=r"'structure\.charge' is not indexed"):
+        list(pair.s3idx.query({"structure.charge": 0}))
+    with pytest.raises(FieldNotIndexedError):
+        pair.s3idx.count({"structure": {"$exists": True}})
+
+
+def test_documents_keep_their_last_updated_and_a_missing_one_is_the_time_of_storing(
+    pair: Pair,
+) -> None:
+    given = copy.deepcopy(DOCS[0])
+    pair.s3idx.update(given)
+    assert given == DOCS[0]  # maggma's S3Store pops last_updated from the caller's document
+    without = {k: v for k, v in DOCS[1].items() if k != "last_updated"}
+    before = datetime.now(UTC).replace(tzinfo=None) - timedelta(seconds=1)
+
+    pair.update([without])
+
+    # maggma keeps no last_updated for it; s3idx's entry always has one: when it was stored.
+    assert "last_updated" not in pair.maggma.query_one({"task_id": "mp-1"})
+    stamped = pair.s3idx.query_one({"task_id": "mp-1"})
+    assert before <= stamped["last_updated"] <= datetime.now(UTC).replace(tzinfo=None)
+    assert pair.s3idx.query_one({"task_id": "mp-0"}, properties=["last_updated"]) == {
+        "last_updated": DOCS[0]["last_updated"]
+    }
+    with pytest.raises(S3idxStoreError, match="'last_updated' must be a date and time"):
+        pair.s3idx.update({**DOCS[2], "last_updated": "yesterday"})
+
+
+def test_an_index_only_query_reads_no_object(pair: Pair, caplog: pytest.LogCaptureFixture) -> None:
+    pair.s3idx.update(DOCS[:3])
+    boto3.client("s3", endpoint_url=pair.endpoint).delete_object(
+        Bucket=pair.bucket, Key="s3idx/mp-1"
+    )
+
+    assert [d["n"] for d in pair.s3idx.query(properties=["n"], sort={"n": 1})] == [0, 1, 2]
+    with caplog.at_level(logging.ERROR):
+        assert [d["n"] for d in pair.s3idx.query(sort={"n": 1})] == [0, 2]
+    assert "mp-1: listed by the index but not in the store" in caplog.text
+
+
+class Lattice(MSONable):  # type: ignore[misc]
+    def __init__(self, a: float) -> None:
+        self.a = a
+
+
+def test_update_sanitizes_as_mongostore_and_reports_what_it_could_not_store(pair: Pair) -> None:
+    with pytest.raises(S3idxStoreError) as failed:
+        pair.s3idx.update(
+            [
+                {**DOCS[0], "lattice": Lattice(2.5), "_id": "mongo's own"},
+                {"n": 7},
+                {**DOCS[2], "energy": float("nan")},
+                DOCS[1],
+            ]
+        )
+    message = str(failed.value)
+    assert "2 documents not stored" in message
+    assert "<documents>:2: missing key field 'task_id'" in message
+    assert "<documents>:3: indexed field 'energy' holds nan, which JSON cannot carry" in message
+    assert len(failed.value.rejects) == 2
+    assert failed.value.partial_result.stored == 2  # the others were stored
+    stored = pair.s3idx.query_one({"task_id": "mp-0"})
+    assert stored["lattice"] == {
+        "@module": __name__,
+        "@class": "Lattice",
+        "@version": None,
+        "a": 2.5,
+    }
+    assert "_id" not in stored
+    with pytest.raises(UsageError, match="unique by its key 'task_id' alone"):
+        pair.s3idx.update(DOCS[0], key=["task_id", "n"])
+    pair.s3idx.update(DOCS[0], key="task_id")
+
+
+def test_ensure_index(pair: Pair, s3_endpoint: str, s3_bucket: str, tmp_path: Path) -> None:
+    empty = S3idxStore(
+        store=f"s3://{s3_bucket}/empty",
+        index=str(tmp_path / "empty.sqlite3"),
+        endpoint_url=s3_endpoint,
+    )
+    with empty:
+        assert empty.ensure_index("task_id", unique=True)
+        assert empty.ensure_index("last_updated")
+        assert not empty.ensure_index("state", unique=True)
+        assert empty.ensure_index("state")  # a new, empty store indexes it now
+        assert not empty.ensure_index("a..b")  # no document could hold it
+        empty.update([{"task_id": "a", "state": "failed"}, {"task_id": "b", "state": "ok"}])
+        assert empty.distinct("task_id", {"state": "failed"}) == ["a"]
+    pair.update(DOCS[:1])
+    assert pair.s3idx.ensure_index("group")
+    assert not pair.s3idx.ensure_index("structure")  # documents stored: that needs reindex
+
+
+def test_mson_round_trip_equality_and_no_secret_beyond_what_was_given(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("S3IDX_ENDPOINT_URL", "http://from-the-environment:9000")
+    store = S3idxStore(
+        store="s3://bucket/docs",
+        index="mongodb://ann:s3cret-pass@db.example/s3idx",
+        key="task_id",
+        searchable_fields=["n"],
+        compress=True,
+        s3_workers=16,
+    )
+
+    as_dict = store.as_dict()
+    text = store.to_json()
+
+    assert as_dict["index"] == "mongodb://ann:s3cret-pass@db.example/s3idx"  # given: kept
+    for secret in ("testing", "from-the-environment"):  # AWS credentials, S3IDX_* settings
+        assert secret not in text
+    again = S3idxStore.from_dict(as_dict)
+    assert again == store and hash(again) == hash(store)
+    assert MontyDecoder().decode(text) == store
+    assert pickle.loads(pickle.dumps(store)) == store
+    assert again.as_dict() == as_dict
+    assert store != S3idxStore(store="s3://bucket/docs", index=str(tmp_path / "other.sqlite3"))
+    assert store != MemoryStore("docs")
+    assert store.name == "s3://bucket/docs"
+    assert "s3cret" not in repr(store) and "ann:***@" in repr(store)
+
+
+def test_a_store_not_connected_or_badly_located_says_what_to_do(tmp_path: Path) -> None:
+    store = S3idxStore(store=str(tmp_path / "s"), index=str(tmp_path / "i.sqlite3"))
+    with pytest.raises(UsageError, match=r"is not connected\ncall connect\(\) first"):
+        store.count()
+    with pytest.raises(UsageError, match="did you mean 's3://bucket'"):
+        S3idxStore(store="s3:/bucket", index=str(tmp_path / "i.sqlite3")).connect()
+    with pytest.raises(UsageError, match="last_updated_type 'isoformat' is not supported"):
+        S3idxStore(store="x", index="y", last_updated_type="isoformat")
+    with store:  # maggma's context manager: connect, then close
+        assert store.count() == 0
+        assert store.last_updated == datetime.min
+        assert list(store.query()) == []
+    with pytest.raises(UsageError, match="not connected"):
+        store.count()
+
+
+def test_rebuild_index_and_metadata_map_onto_rebuild_index_and_sync(
+    pair: Pair, tmp_path: Path, s3_endpoint: str, s3_bucket: str
+) -> None:
+    pair.s3idx.update(DOCS)
+    before = list(
+        pair.s3idx.query(properties=["task_id", *SEARCHABLE, "last_updated"], sort={"n": 1})
+    )
+    lost = S3idxStore(
+        store=f"s3://{s3_bucket}/s3idx",
+        index=str(tmp_path / "lost.sqlite3"),
+        searchable_fields=SEARCHABLE,
+        endpoint_url=s3_endpoint,
+    )
+    with lost:
+        assert lost.count() == 0
+
+        result = lost.rebuild_index_from_s3_data()
+
+        assert (result.listed, result.written) == (6, 6)
+        # From the metadata alone, exactly: types and last_updated as written.
+        assert (
+            list(lost.query(properties=["task_id", *SEARCHABLE, "last_updated"], sort={"n": 1}))
+            == before
+        )
+        boto3.client("s3", endpoint_url=s3_endpoint).delete_object(
+            Bucket=s3_bucket, Key="s3idx/mp-0"
+        )
+        synced, reindexed = lost.rebuild_metadata_from_index()
+        assert (synced.removed, reindexed) == (1, None)
+        assert lost.count() == 5
+
+
+# --- builders end to end, and the command line sees what they wrote -----------------------------
+
+
+@pytest.fixture(autouse=True)
+def maggma_logging(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """A builder's run sets the root logger to DEBUG with a handler on stdout: undone after."""
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+def _quiet() -> None:
+    root = logging.getLogger()
+    root.handlers[:] = [h for h in root.handlers if not isinstance(h, logging.StreamHandler)]
+    root.setLevel(logging.WARNING)
+
+
+class Doubler(MapBuilder):  # type: ignore[misc]
+    def unary_function(self, item: dict[str, Any]) -> dict[str, Any]:
+        return {"double": item["n"] * 2, "n": item["n"]}
+
+
+class LastingMemoryStore(MemoryStore):  # type: ignore[misc]
+    """A MemoryStore whose data outlives a builder's run (which closes its stores), as a
+    MongoStore's data outlives its connection: mongomock's closes for good."""
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_map_builder_copies_1000_documents_and_a_second_run_processes_none(
+    s3_endpoint: str, s3_bucket: str, tmp_path: Path, run: Run
+) -> None:
+    source = LastingMemoryStore("source", key="task_id")
+    source.connect()
+    start = datetime(2026, 3, 1)
+    source.update(
+        [
+            {"task_id": f"t-{i:04d}", "n": i, "last_updated": start + timedelta(seconds=i)}
+            for i in range(1000)
+        ]
+    )
+    index = str(tmp_path / "target.sqlite3")
+    target = S3idxStore(
+        store=f"s3://{s3_bucket}/built",
+        index=index,
+        searchable_fields=["n", "double"],
+        endpoint_url=s3_endpoint,
+        s3_workers=8,
+    )
+    builder = Doubler(source, target)
+
+    builder.run()
+
+    assert builder.total == 1000
+    with target:
+        assert target.count() == 1000
+        assert target.count({"double": 1998}) == 1
+        assert target.last_updated == start + timedelta(seconds=999)
+        assert target.newer_in(source, exhaustive=True) == []
+    again = Doubler(source, target)
+    again.run()
+    assert again.total == 0  # newer_in: nothing newer in the source
+    source.update({"task_id": "t-0007", "n": 7, "last_updated": datetime(2026, 4, 1)})
+    third = Doubler(source, target)
+    third.run()
+    assert third.total == 1
+
+    # The command line sees what the builder wrote.
+    _quiet()
+    args = ["--store", f"s3://{s3_bucket}/built", "--endpoint-url", s3_endpoint]
+    result = run(
+        "query", "--index", index, "--sort", "n", "--fields", "task_id,n,double,last_updated"
+    )
+    assert result.exit_code == 0, result.stderr
+    entries = [codec.untag(e) for e in json_lines(result.stdout)]
+    assert len(entries) == 1000
+    assert entries[7] == {
+        "task_id": "t-0007",
+        "n": 7,
+        "double": 14,
+        "last_updated": datetime(2026, 4, 1, tzinfo=UTC),
+    }
+    assert entries[999]["last_updated"] == datetime(2026, 3, 1, 0, 16, 39, tzinfo=UTC)
+    got = run("get", *args, "--index", index, "t-0500")
+    assert got.exit_code == 0, got.stderr
+    assert got.stdout.startswith("{"), got.stdout[:300]
+    document = codec.loads(got.stdout)
+    assert (document["double"], document["state"]) == (1000, "successful")
+
+
+def test_s3idx_store_as_source_and_target_of_a_copy_builder(
+    s3_endpoint: str, s3_bucket: str, tmp_path: Path
+) -> None:
+    def store(name: str) -> S3idxStore:
+        return S3idxStore(
+            store=f"s3://{s3_bucket}/{name}",
+            index=str(tmp_path / f"{name}.sqlite3"),
+            searchable_fields=["n"],
+            endpoint_url=s3_endpoint,
+        )
+
+    source, target = store("source"), store("target")
+    with source:
+        source.update(copy.deepcopy(DOCS))
+
+    CopyBuilder(source, target).run()
+
+    with source, target:
+        assert list(target.query(sort={"n": 1}, properties={"_bt": 0, "_process_time": 0})) == [
+            {**d, "state": "successful"} for d in DOCS
+        ]
+        assert target.newer_in(source, exhaustive=True) == []
+        assert target.newer_in(source) == []
+    second = CopyBuilder(source, target)
+    second.run()
+    assert second.total == 0
