@@ -19,6 +19,9 @@ class ObjectInfo:
     key: str
     etag: str
     size: int
+    # When the object was stored (UTC), from the listing itself (S3's LastModified, a local
+    # file's mtime): with the ETag it lets a manifest line vouch for an object without a HEAD.
+    last_modified: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
