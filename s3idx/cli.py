@@ -1103,7 +1103,8 @@ def reindex(
             fields=field or (), dry_run=dry_run, events=events, stop=stop
         ),
     )
-    status = ctx.signals.exit_status() or (ExitStatus.PARTIAL if result.failed else None)
+    partial = result.failed or result.not_in_manifests
+    status = ctx.signals.exit_status() or (ExitStatus.PARTIAL if partial else None)
     _report(ctx, result.as_dict(), output.reindex_summary(result), status)
     return status
 

@@ -160,12 +160,7 @@ def put_summary(result: PutResult) -> str:
         line += f"; {written} also written by another writer (indexed as the bucket holds)"
     if result.not_indexed:
         line += f"; {plural(result.not_indexed, 'stored object')} not indexed (run s3idx sync)"
-    if result.not_in_manifests:
-        line += (
-            f"; {plural(result.not_in_manifests, 'stored object')} in no manifest "
-            "(a later rebuild-index HEADs them)"
-        )
-    return line
+    return line + _not_in_manifests(result.not_in_manifests, "stored object")
 
 
 def rebuild_summary(result: RebuildResult) -> str:
@@ -208,7 +203,13 @@ def reindex_summary(result: ReindexResult) -> str:
         line += f"; now complete: {', '.join(result.completed)}"
     elif result.pending and not result.dry_run:
         line += f"; still pending: {', '.join(result.pending)}"
-    return line
+    return line + _not_in_manifests(result.not_in_manifests, "updated object")
+
+
+def _not_in_manifests(count: int, what: str) -> str:
+    if not count:
+        return ""
+    return f"; {plural(count, what)} in no manifest (a later rebuild-index HEADs them)"
 
 
 def sync_summary(result: SyncResult) -> str:

@@ -182,3 +182,37 @@ def _metadata(lines: list[ManifestLine]) -> dict[str, Any]:
 @pytest.fixture
 def locations(tmp_path: Path) -> list[str]:
     return _locations(tmp_path)
+
+
+# --- reindex ------------------------------------------------------------------------------------
+
+
+def test_reindex_writes_lines_for_the_objects_whose_metadata_it_replaced(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "store")
+    engine = Engine(store, SqliteIndex(tmp_path / "index.sqlite3"))
+    engine.put_documents([{"fs_id": "a", "n": 1, "c": "red"}, {"fs_id": "b", "n": 2}], fields=["n"])
+    engine.put_documents([{"fs_id": "z", "n": 3, "c": "blue"}], fields=["c"])
+    before = {info.key for info in list_manifests(store)}
+
+    result = engine.reindex()
+
+    assert (result.updated, result.up_to_date) == (2, 1)
+    assert (result.manifests_written, result.not_in_manifests) == (1, 0)
+    new = [info for info in list_manifests(store) if info.key not in before]
+    assert len(new) == 1
+    lines = list(read_manifest(store, new[0].key))
+    assert [line.key for line in lines] == ["a", "b"]
+    _as_heads(store, lines)  # the new metadata and ETag, not the ones put recorded
+    assert _metadata(lines)["a"]["c"] == "red"
+    assert "c" not in _metadata(lines)["b"]  # b has no c; its metadata now says it was looked for
+
+
+def test_reindex_dry_run_writes_no_manifest(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "store")
+    engine = Engine(store, SqliteIndex(tmp_path / "index.sqlite3"))
+    engine.put_documents([{"fs_id": "a", "n": 1}], fields=[])
+    engine.put_documents([{"fs_id": "b", "n": 2}], fields=["n"])
+    count = len(list_manifests(store))
+
+    assert engine.reindex(dry_run=True).updated == 1
+    assert len(list_manifests(store)) == count
