@@ -8,6 +8,7 @@ figure is 20,000; the default keeps the test quick).
 from __future__ import annotations
 
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,9 @@ import pytest
 
 from s3idx import Engine, Events
 from s3idx.engine import manifest as manifest_module
+from s3idx.engine import rebuild as rebuild_module
 from s3idx.engine.manifest import MANIFEST_PREFIX, ManifestLine, list_manifests, write_manifest
+from s3idx.errors import BackendUnavailableError
 from s3idx.index.sqlite import SqliteIndex
 from s3idx.store.local import LocalStore
 from s3idx.store.s3 import S3Store
@@ -86,11 +89,13 @@ def test_rebuild_of_a_put_bucket_reads_manifests_not_objects(
     assert _entries(rebuilt) == _entries(original)
     assert (data["listed"], data["written"]) == (LARGE_N, LARGE_N)
     assert (data["from_manifests"], data["heads"]) == (LARGE_N, 0)
-    assert proxy.requests["HEAD"] == 0
+    bucket_checks = [p for m, p in proxy.log if m == "HEAD" and p.rstrip("/") == f"/{BUCKET}"]
+    assert len(bucket_checks) == proxy.requests["HEAD"] <= 1  # HeadBucket, no object HEAD
     body_gets = [p for m, p in proxy.log if m == "GET" and MANIFEST_PREFIX not in unquote(p)]
     assert body_gets == []
     assert proxy.requests["GET"] == data["manifests_read"] >= 1
-    assert sum(proxy.requests.values()) == data["requests"] <= 100
+    # The bucket check is made before the rebuild starts counting.
+    assert sum(proxy.requests.values()) - len(bucket_checks) == data["requests"] <= 100
     # Compacted: one manifest per 10,000 objects replaces one per put batch.
     assert data["manifests_written"] == -(-LARGE_N // 10_000)
     assert data["manifests_removed"] == data["manifests_read"]
@@ -160,7 +165,7 @@ def test_rebuild_heads_exactly_what_no_manifest_vouches_for(
 
     plain, plain_proxy = _rebuild(run, s3_endpoint, tmp_path / "plain.sqlite3", "--no-manifests")
     assert plain["manifests_read"] == plain["from_manifests"] == plain["manifests_written"] == 0
-    assert plain_proxy.requests["HEAD"] == plain["heads"] == n + 30 - 100
+    assert len(_headed(plain_proxy)) == plain["heads"] == n + 30 - 100
     assert not [p for m, p in plain_proxy.log if MANIFEST_PREFIX in unquote(p)]
 
     data, proxy = _rebuild(run, s3_endpoint, tmp_path / "manifests.sqlite3")
@@ -177,7 +182,7 @@ def test_rebuild_heads_exactly_what_no_manifest_vouches_for(
 
     # The compacted manifests vouch for everything, foreign objects included.
     again, proxy = _rebuild(run, s3_endpoint, tmp_path / "again.sqlite3")
-    assert (again["heads"], proxy.requests["HEAD"]) == (0, 0)
+    assert (again["heads"], _headed(proxy)) == (0, set())
     assert _entries(tmp_path / "again.sqlite3") == _entries(tmp_path / "plain.sqlite3")
 
 
@@ -202,3 +207,60 @@ def test_damaged_manifest_is_reported_and_its_objects_headed(tmp_path: Path) -> 
     assert (result.written, result.heads, result.from_manifests) == (30, 20, 10)
     assert skipped == [(damaged, skipped[0][1])] and "manifest not used" in skipped[0][1]
     assert result.manifests_read == 1  # the damaged one is not counted as read
+
+
+class _StopAfter(Events):
+    def __init__(self, stop: threading.Event, batches: int) -> None:
+        self.stop, self.left = stop, batches
+
+    def progress(self, done: int, total: int | None, detail: dict[str, int]) -> None:
+        self.left -= 1
+        if self.left == 0:
+            self.stop.set()
+
+
+def _local_engine(tmp_path: Path, name: str) -> Engine:
+    return Engine(LocalStore(tmp_path / "s"), SqliteIndex(tmp_path / name), workers=4)
+
+
+def test_interrupted_then_resumed_rebuild_compacts_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(rebuild_module, "LIST_BATCH", 7)
+    with _local_engine(tmp_path, "a.sqlite3") as engine:
+        engine.put_documents([_doc(i) for i in range(30)], fields=["v"])
+        before = _entries(tmp_path / "a.sqlite3")
+    with _local_engine(tmp_path, "b.sqlite3") as engine:
+        manifests = list_manifests(engine.store)
+        stop = threading.Event()
+        first = engine.rebuild_index(events=_StopAfter(stop, 2), stop=stop)
+        assert (first.interrupted, first.manifests_removed) == (True, 0)
+        second = engine.rebuild_index(resume=True)
+        assert (second.committed, second.listed) == (True, 30)
+        assert (second.manifests_written, second.manifests_removed) == (0, 0)
+        assert list_manifests(engine.store)[: len(manifests)] == manifests  # none removed
+    assert _entries(tmp_path / "b.sqlite3") == before
+
+
+def test_a_store_refusing_the_compaction_leaves_the_rebuild_successful(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with _local_engine(tmp_path, "a.sqlite3") as engine:
+        engine.put_documents([_doc(i) for i in range(20)], fields=["v"])
+        before = _entries(tmp_path / "a.sqlite3")
+    reasons: list[str] = []
+
+    class Seen(Events):
+        def skipped(self, key: str, reason: str) -> None:
+            reasons.append(reason)
+
+    def refuse(self: Any, key: str, body: bytes, metadata: Any) -> Any:
+        raise BackendUnavailableError("access denied (read-only credentials)")
+
+    monkeypatch.setattr(LocalStore, "put", refuse)
+    with _local_engine(tmp_path, "b.sqlite3") as engine:
+        result = engine.rebuild_index(events=Seen())
+    assert (result.committed, result.written) == (True, 20)
+    assert (result.manifests_written, result.manifests_removed) == (0, 0)
+    assert reasons == ["compacted manifests not written: access denied (read-only credentials)"]
+    assert _entries(tmp_path / "b.sqlite3") == before

@@ -233,8 +233,7 @@ class _Compaction:
 
 
 def _requests(store: ObjectStore) -> int:
-    counter = getattr(store, "requests", None)  # until every store counts (m-store)
-    return int(counter.value) if counter is not None else 0
+    return store.requests.value
 
 
 def _catch_up(
