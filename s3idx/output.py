@@ -176,6 +176,15 @@ def rebuild_summary(result: RebuildResult) -> str:
         line += f", {plural(result.retries, 'retry', 'retries')}"
     listed_now = result.listed - result.listed_before
     line += f" in {result.elapsed:.2f} s" + rate_text(listed_now, result.elapsed, "objects")
+    line += (
+        f"; {result.from_manifests} from {plural(result.manifests_read, 'manifest')}, "
+        f"{plural(result.heads, 'HEAD')}, {plural(result.requests, 'request')}"
+    )
+    if result.manifests_written or result.manifests_removed:
+        line += (
+            f"; compacted into {plural(result.manifests_written, 'manifest')} "
+            f"({result.manifests_removed} replaced)"
+        )
     if result.resumed:
         line += "; resumed"
     if result.pending_fields:

@@ -175,6 +175,14 @@ class RebuildResult:
     listed_before: int = 0  # listed by the interrupted run resumed: not this run's work
     # Keys other writers wrote or deleted while the rebuild ran: read again before the swap.
     changed_meanwhile: int = 0
+    # Objects whose entry came from a manifest line, and objects HEADed (no line vouched).
+    from_manifests: int = 0
+    heads: int = 0
+    manifests_read: int = 0
+    # Compacted manifests written at the end, and the manifests they replaced, removed.
+    manifests_written: int = 0
+    manifests_removed: int = 0
+    requests: int = 0  # requests sent to the store by this run
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
