@@ -163,7 +163,7 @@ def put_summary(result: PutResult) -> str:
         line += f"; {written} also written by another writer (indexed as the bucket holds)"
     if result.not_indexed:
         line += f"; {plural(result.not_indexed, 'stored object')} not indexed (run s3idx sync)"
-    return line
+    return line + _not_in_manifests(result.not_in_manifests, "stored object")
 
 
 def rebuild_summary(result: RebuildResult) -> str:
@@ -179,6 +179,15 @@ def rebuild_summary(result: RebuildResult) -> str:
         line += f", {plural(result.retries, 'retry', 'retries')}"
     listed_now = result.listed - result.listed_before
     line += f" in {result.elapsed:.2f} s" + rate_text(listed_now, result.elapsed, "objects")
+    line += (
+        f"; {result.from_manifests} from {plural(result.manifests_read, 'manifest')}, "
+        f"{plural(result.heads, 'HEAD')}, {plural(result.requests, 'request')}"
+    )
+    if result.manifests_written or result.manifests_removed:
+        line += (
+            f"; compacted into {plural(result.manifests_written, 'manifest')} "
+            f"({result.manifests_removed} replaced)"
+        )
     if result.resumed:
         line += "; resumed"
     if result.pending_fields:
@@ -206,7 +215,13 @@ def reindex_summary(result: ReindexResult) -> str:
         line += f"; now complete: {', '.join(result.completed)}"
     elif result.pending and not result.dry_run:
         line += f"; still pending: {', '.join(result.pending)}"
-    return line
+    return line + _not_in_manifests(result.not_in_manifests, "updated object")
+
+
+def _not_in_manifests(count: int, what: str) -> str:
+    if not count:
+        return ""
+    return f"; {plural(count, what)} in no manifest (a later rebuild-index HEADs them)"
 
 
 def sync_summary(result: SyncResult) -> str:
@@ -521,6 +536,9 @@ class CliEvents(Events):
             self._bar.console.print(f"s3idx: {redact(text)}", markup=False)
         else:
             self.out.message(text)
+
+    def warned(self, message: str) -> None:
+        self.say(f"warning: {message}")
 
     def rejected(self, reject: Reject) -> None:
         self.say(f"{reject.location}: {reject.reason}")
