@@ -621,7 +621,7 @@ def _put(
             ),
         )
     status = ctx.signals.exit_status()
-    if status is None and (result.rejected or result.not_indexed):
+    if status is None and (result.rejected or result.not_indexed or result.not_in_manifests):
         status = ExitStatus.PARTIAL
     _report(ctx, result.as_dict(), output.put_summary(result), status)
     return status
