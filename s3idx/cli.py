@@ -1237,6 +1237,8 @@ def sync(
         status = ExitStatus.DRIFT
     if status is None:
         status = _scan_status(result.skipped.undecodable, result.maggma.rewrite_failed)
+    if status is None and result.not_in_manifests:
+        status = ExitStatus.PARTIAL
     _report(ctx, summary, output.sync_summary(result), status)
     return status
 

@@ -258,7 +258,12 @@ def sync_summary(result: SyncResult) -> str:
     if result.pending_fields:
         lacking = ", ".join(f"{f} ({n})" for f, n in result.pending_fields.items())
         line += f"; adopted objects lacking fields: {lacking}: run `s3idx reindex`"
-    return line
+    if result.manifests_written or result.manifests_removed:
+        line += (
+            f"; {plural(result.manifests_written, 'manifest')} written, "
+            f"{result.manifests_removed} replaced"
+        )
+    return line + _not_in_manifests(result.not_in_manifests, "HEADed object")
 
 
 def delete_summary(result: DeleteResult) -> str:

@@ -228,6 +228,12 @@ class SyncResult:
     maggma: MaggmaObjects = field(default_factory=MaggmaObjects)
     retries: int = 0
     elapsed: float = 0.0
+    # Manifests: per batch of HEADs, then compacted (written) in place of the ones there at
+    # the start (removed); writes that failed; HEADed objects left in no manifest (not exit 0).
+    manifests_written: int = 0
+    manifests_removed: int = 0
+    manifests_failed: int = 0
+    not_in_manifests: int = 0
 
     @property
     def drift(self) -> int:
