@@ -16,11 +16,23 @@ import sqlite3
 from collections.abc import Callable, Iterable
 from datetime import datetime
 
+import orjson
+
 from s3idx.engine.manifest import ManifestLine, read_manifest, vouches
 from s3idx.errors import CorruptObjectError, ObjectNotFoundError
 from s3idx.store.base import ObjectHead, ObjectInfo, ObjectStore
 
 _INSERT_BATCH = 5000
+# key, etag, the line's LastModified, the manifest's LastModified, metadata (JSON)
+_Row = tuple[str, str, str | None, str | None, bytes]
+
+
+def _time(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def _parse(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value)
 
 
 class ManifestIndex:
@@ -32,8 +44,8 @@ class ManifestIndex:
         self._db.execute("PRAGMA journal_mode=OFF")
         self._db.execute("PRAGMA synchronous=OFF")
         self._db.execute(
-            "CREATE TABLE lines(key TEXT PRIMARY KEY, manifest_modified TEXT, line BLOB) "
-            "WITHOUT ROWID"
+            "CREATE TABLE lines(key TEXT PRIMARY KEY, etag TEXT, modified TEXT, "
+            "manifest_modified TEXT, metadata BLOB) WITHOUT ROWID"
         )
         self.manifests_read = 0
         self.lines = 0
@@ -68,11 +80,12 @@ class ManifestIndex:
         on_damaged: Callable[[str, str], None] | None = None,
     ) -> None:
         """Add one manifest's lines; its lines replace those of manifests added before."""
-        modified = None if info.last_modified is None else info.last_modified.isoformat()
-        rows: list[tuple[str, str | None, bytes]] = []
+        modified = _time(info.last_modified)
+        rows: list[_Row] = []
         try:
             for line in read_manifest(store, info.key):
-                rows.append((line.key, modified, line.to_json()))
+                metadata = orjson.dumps(line.metadata)
+                rows.append((line.key, line.etag, _time(line.last_modified), modified, metadata))
                 if len(rows) >= _INSERT_BATCH:
                     self._insert(rows)
                     rows = []
@@ -86,11 +99,11 @@ class ManifestIndex:
             self._insert(rows)
         self.manifests_read += 1
 
-    def _insert(self, rows: list[tuple[str, str | None, bytes]]) -> None:
+    def _insert(self, rows: list[_Row]) -> None:
         if not rows:
             return
         self._db.execute("BEGIN")
-        self._db.executemany("INSERT OR REPLACE INTO lines VALUES (?, ?, ?)", rows)
+        self._db.executemany("INSERT OR REPLACE INTO lines VALUES (?, ?, ?, ?, ?)", rows)
         self._db.execute("COMMIT")
         self.lines += len(rows)
 
@@ -103,22 +116,26 @@ class ManifestIndex:
         if not batch:
             return {}, []
         rows = self._db.execute(
-            "SELECT key, manifest_modified, line FROM lines WHERE key >= ? AND key <= ?",
+            "SELECT key, etag, modified, manifest_modified, metadata FROM lines "
+            "WHERE key >= ? AND key <= ?",
             (batch[0].key, batch[-1].key),
         )
-        found = {key: (modified, raw) for key, modified, raw in rows}
+        found = {row[0]: row for row in rows}
         vouched: dict[str, ObjectHead] = {}
         to_head: list[str] = []
         for info in batch:
             row = found.get(info.key)
-            line = None if row is None else ManifestLine.from_json(row[1])
-            modified = None if row is None or row[0] is None else datetime.fromisoformat(row[0])
-            if line is not None and vouches(line, modified, info):
-                vouched[info.key] = ObjectHead(
-                    info.key, info.etag, info.size, line.metadata, info.last_modified
-                )
-            else:
-                to_head.append(info.key)
+            # The metadata is decoded only for a line that vouches: most lines of a
+            # manifest-rich bucket do, but a foreign or overwritten object's need not be.
+            if row is not None:
+                line = ManifestLine(info.key, row[1], info.size, {}, _parse(row[2]))
+                if vouches(line, _parse(row[3]), info):
+                    metadata = orjson.loads(row[4])
+                    vouched[info.key] = ObjectHead(
+                        info.key, info.etag, info.size, metadata, info.last_modified
+                    )
+                    continue
+            to_head.append(info.key)
         return vouched, to_head
 
     def vouched_head(self, info: ObjectInfo) -> ObjectHead | None:
