@@ -56,18 +56,20 @@ class ManifestIndex:
         store: ObjectStore,
         manifests: Iterable[ObjectInfo],
         on_damaged: Callable[[str, str], None] | None = None,
+        owns: Callable[[str], bool] | None = None,
     ) -> ManifestIndex:
         """Read ``manifests`` (oldest first, as ``list_manifests`` gives them) into a new index.
 
         A damaged manifest is reported through ``on_damaged(key, reason)`` and contributes the
         lines read before the damage (each line is still checked against the listing); one
         removed meanwhile (by another rebuild's compaction) is passed over: its objects are
-        HEADed unless a newer manifest vouches for them.
+        HEADed unless a newer manifest vouches for them. ``owns`` keeps only the lines of the
+        keys it accepts (a shard's, e.g. ``Shard.owns``).
         """
         joined = cls()
         try:
             for info in manifests:
-                joined.add_manifest(store, info, on_damaged)
+                joined.add_manifest(store, info, on_damaged, owns)
         except BaseException:
             joined.close()
             raise
@@ -78,12 +80,15 @@ class ManifestIndex:
         store: ObjectStore,
         info: ObjectInfo,
         on_damaged: Callable[[str, str], None] | None = None,
+        owns: Callable[[str], bool] | None = None,
     ) -> None:
         """Add one manifest's lines; its lines replace those of manifests added before."""
         modified = _time(info.last_modified)
         rows: list[_Row] = []
         try:
             for line in read_manifest(store, info.key):
+                if owns is not None and not owns(line.key):
+                    continue
                 metadata = orjson.dumps(line.metadata)
                 rows.append((line.key, line.etag, _time(line.last_modified), modified, metadata))
                 if len(rows) >= _INSERT_BATCH:
