@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
+from functools import partial
 
 import orjson
 
-from s3idx.engine.manifest import ManifestLine, read_manifest, vouches
+from s3idx.engine.concurrency import ordered_map
+from s3idx.engine.manifest import ManifestLine, parse_manifest, read_manifest, vouches
 from s3idx.errors import CorruptObjectError, ObjectNotFoundError
 from s3idx.store.base import ObjectHead, ObjectInfo, ObjectStore
 
@@ -57,6 +60,7 @@ class ManifestIndex:
         manifests: Iterable[ObjectInfo],
         on_damaged: Callable[[str, str], None] | None = None,
         owns: Callable[[str], bool] | None = None,
+        workers: int = 8,
     ) -> ManifestIndex:
         """Read ``manifests`` (oldest first, as ``list_manifests`` gives them) into a new index.
 
@@ -65,11 +69,28 @@ class ManifestIndex:
         removed meanwhile (by another rebuild's compaction) is passed over: its objects are
         HEADed unless a newer manifest vouches for them. ``owns`` keeps only the lines of the
         keys it accepts (a shard's, e.g. ``Shard.owns``).
+
+        ``workers`` bodies are fetched at once (a bucket written by many small put batches
+        holds many manifests), compressed, so memory holds at most that many; they are parsed
+        and added one at a time, in order.
         """
         joined = cls()
         try:
-            for info in manifests:
-                joined.add_manifest(store, info, on_damaged, owns)
+            with ThreadPoolExecutor(workers, thread_name_prefix="s3idx-manifest") as pool:
+                fetch = partial(_fetch, store)
+                for info, future in ordered_map(pool, fetch, manifests, workers):
+                    error = future.exception()
+                    if isinstance(error, ObjectNotFoundError):
+                        continue  # removed meanwhile (by another rebuild's compaction)
+                    if isinstance(error, CorruptObjectError):
+                        if on_damaged is not None:
+                            on_damaged(info.key, error.message)
+                        continue
+                    if error is not None:
+                        raise error
+                    joined.add_lines(
+                        info, parse_manifest(info.key, [future.result()]), on_damaged, owns
+                    )
         except BaseException:
             joined.close()
             raise
@@ -83,10 +104,23 @@ class ManifestIndex:
         owns: Callable[[str], bool] | None = None,
     ) -> None:
         """Add one manifest's lines; its lines replace those of manifests added before."""
+        try:
+            self.add_lines(info, read_manifest(store, info.key), on_damaged, owns)
+        except ObjectNotFoundError:
+            return
+
+    def add_lines(
+        self,
+        info: ObjectInfo,
+        lines: Iterable[ManifestLine],
+        on_damaged: Callable[[str, str], None] | None = None,
+        owns: Callable[[str], bool] | None = None,
+    ) -> None:
+        """Add the lines of the manifest ``info`` names (CorruptObjectError: reported)."""
         modified = _time(info.last_modified)
         rows: list[_Row] = []
         try:
-            for line in read_manifest(store, info.key):
+            for line in lines:
                 if owns is not None and not owns(line.key):
                     continue
                 metadata = orjson.dumps(line.metadata)
@@ -94,8 +128,6 @@ class ManifestIndex:
                 if len(rows) >= _INSERT_BATCH:
                     self._insert(rows)
                     rows = []
-        except ObjectNotFoundError:
-            return
         except CorruptObjectError as exc:
             if on_damaged is not None:
                 on_damaged(info.key, exc.message)
@@ -155,3 +187,7 @@ class ManifestIndex:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _fetch(store: ObjectStore, info: ObjectInfo) -> bytes:
+    return store.open(info.key).read()
