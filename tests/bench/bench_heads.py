@@ -32,7 +32,10 @@ HERE = Path(__file__).resolve().parent
 def _run(argv: list[str], env: dict[str, str]) -> tuple[float, float, int]:
     """(objects/s, CPU ms per object, objects) of one rebuild-index."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    result = subprocess.run(argv, env=env, capture_output=True, text=True)
+    # cwd: `python -m s3idx` finds s3idx in the working directory first; not the baseline's.
+    result = subprocess.run(
+        argv, env=env, cwd=tempfile.gettempdir(), capture_output=True, text=True
+    )
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if result.returncode != 0:
         raise SystemExit(f"{' '.join(argv)} failed:\n{result.stderr}")

@@ -28,7 +28,15 @@ def _timed(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
     """Wall time and CPU time (user + system) of one run."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    subprocess.run(argv, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # cwd: `python -m s3idx` finds s3idx in the working directory first; not the baseline's.
+    subprocess.run(
+        argv,
+        env=env,
+        cwd=env["S3IDX_HOME"],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     return wall, after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
@@ -38,6 +46,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=21)
     parser.add_argument("--importtime", action="store_true", help="show the slowest imports")
+    parser.add_argument(
+        "--baseline-src",
+        help="also run another checkout's s3idx package (a directory holding s3idx/, e.g. "
+        "from `git archive COMMIT s3idx | tar -x -C DIR`) through python -m s3idx",
+    )
     args = parser.parse_args()
     python = sys.executable
     with tempfile.TemporaryDirectory() as home:
@@ -57,6 +70,13 @@ def main() -> None:
             "s3idx --version": [*s3idx, "--version"],
             "s3idx query '{}' --limit 1": [*s3idx, "query", "{}", "--limit", "1"],
         }
+        envs = {name: env for name in commands}
+        if args.baseline_src:
+            before = [python, "-m", "s3idx"]
+            commands["before: --version"] = [*before, "--version"]
+            commands["before: query"] = [*before, "query", "{}", "--limit", "1"]
+            for name in ("before: --version", "before: query"):
+                envs[name] = {**env, "PYTHONPATH": str(Path(args.baseline_src).resolve())}
         if args.importtime:
             result = subprocess.run(
                 [python, "-X", "importtime", "-m", "s3idx", "query", "{}", "--limit", "1"],
@@ -71,11 +91,11 @@ def main() -> None:
                 print(f"{int(cumulative) / 1000:8.1f} ms cumulative {name.rstrip()}")
             print()
         times: dict[str, list[tuple[float, float]]] = {name: [] for name in commands}
-        for argv in commands.values():  # warm the page cache and .pyc files
-            _timed(argv, env)
+        for name, argv in commands.items():  # warm the page cache and .pyc files
+            _timed(argv, envs[name])
         for _ in range(args.runs):
             for name, argv in commands.items():
-                times[name].append(_timed(argv, env))
+                times[name].append(_timed(argv, envs[name]))
     # On a shared machine wall time includes waiting for a CPU; CPU time does not.
     base = statistics.median(wall for wall, _ in times["python -c pass"])
     base_cpu = statistics.median(cpu for _, cpu in times["python -c pass"])
