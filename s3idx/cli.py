@@ -29,6 +29,7 @@ from s3idx._version import __version__
 from s3idx.config import (
     COMPRESSIONS,
     DEFAULT_BATCH_SIZE,
+    DEFAULT_HEAD_WORKERS,
     DEFAULT_WORKERS,
     TRANSPORTS,
     config_path,
@@ -332,7 +333,8 @@ WorkersOpt = Annotated[
         "--workers",
         min=1,
         metavar="N",
-        help=f"Concurrent object requests. [default: {DEFAULT_WORKERS}]",
+        help=f"Concurrent object requests. [default: {DEFAULT_WORKERS}; {DEFAULT_HEAD_WORKERS} for "
+        "rebuild-index, sync, reindex and verify, whose requests wait on S3, not on the CPU]",
     ),
 ]
 ShardOpt = Annotated[

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import importlib
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence, Sized
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from s3idx import codec
 from s3idx.backends import open_index, open_store
@@ -17,22 +18,7 @@ from s3idx.config import (
     Settings,
     resolve_settings,
 )
-from s3idx.engine import delete as delete_ops
-from s3idx.engine.documents import check_field_paths
-from s3idx.engine.inputs import (
-    InputSource,
-    ReadProgress,
-    Record,
-    file_source,
-    read_records,
-    stream_source,
-    total_size,
-)
-from s3idx.engine.manifest_batches import ManifestBatches
-from s3idx.engine.put import PutOptions, run_put
 from s3idx.engine.read import SPOOL_THRESHOLD, FetchedDocument, fetch_document, fetch_many
-from s3idx.engine.rebuild import run_rebuild
-from s3idx.engine.reindex import run_reindex
 from s3idx.engine.results import (
     DeleteResult,
     Events,
@@ -44,9 +30,6 @@ from s3idx.engine.results import (
     VerifyResult,
 )
 from s3idx.engine.retry import RetryingStore
-from s3idx.engine.rewrite import MaggmaRewriter
-from s3idx.engine.sync import run_sync
-from s3idx.engine.verify import run_verify
 from s3idx.errors import (
     BackendUnavailableError,
     NotFoundError,
@@ -59,6 +42,64 @@ from s3idx.index.base import Entry, Index, IndexSettings, SortSpec
 from s3idx.query.indexed import check_query_paths
 from s3idx.sharding import Shard
 from s3idx.store.base import ObjectStore
+
+if TYPE_CHECKING:
+    from s3idx.engine import delete as delete_ops
+    from s3idx.engine.documents import check_field_paths
+    from s3idx.engine.inputs import (
+        InputSource,
+        ReadProgress,
+        Record,
+        file_source,
+        read_records,
+        stream_source,
+        total_size,
+    )
+    from s3idx.engine.manifest_batches import ManifestBatches
+    from s3idx.engine.put import PutOptions, run_put
+    from s3idx.engine.rebuild import run_rebuild
+    from s3idx.engine.reindex import run_reindex
+    from s3idx.engine.rewrite import MaggmaRewriter
+    from s3idx.engine.sync import run_sync
+    from s3idx.engine.verify import run_verify
+
+
+class _Lazy:
+    """A module, or a callable of one, imported at first use: each operation's modules are
+    imported when it first runs, so a query does not pay for put's, sync's or verify's
+    (start-up time, issue 17). mypy checks the calls against the real imports above."""
+
+    def __init__(self, module: str, name: str | None = None) -> None:
+        self._module, self._name = module, name
+
+    def _target(self) -> Any:
+        module = importlib.import_module(self._module)
+        return module if self._name is None else getattr(module, self._name)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._target(), name)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._target()(*args, **kwargs)
+
+
+if not TYPE_CHECKING:
+    delete_ops = _Lazy("s3idx.engine.delete")
+    check_field_paths = _Lazy("s3idx.engine.documents", "check_field_paths")
+    ReadProgress = _Lazy("s3idx.engine.inputs", "ReadProgress")
+    Record = _Lazy("s3idx.engine.inputs", "Record")
+    file_source = _Lazy("s3idx.engine.inputs", "file_source")
+    read_records = _Lazy("s3idx.engine.inputs", "read_records")
+    stream_source = _Lazy("s3idx.engine.inputs", "stream_source")
+    total_size = _Lazy("s3idx.engine.inputs", "total_size")
+    ManifestBatches = _Lazy("s3idx.engine.manifest_batches", "ManifestBatches")
+    PutOptions = _Lazy("s3idx.engine.put", "PutOptions")
+    run_put = _Lazy("s3idx.engine.put", "run_put")
+    run_rebuild = _Lazy("s3idx.engine.rebuild", "run_rebuild")
+    run_reindex = _Lazy("s3idx.engine.reindex", "run_reindex")
+    MaggmaRewriter = _Lazy("s3idx.engine.rewrite", "MaggmaRewriter")
+    run_sync = _Lazy("s3idx.engine.sync", "run_sync")
+    run_verify = _Lazy("s3idx.engine.verify", "run_verify")
 
 
 class Engine:

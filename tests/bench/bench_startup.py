@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -23,21 +24,40 @@ from pathlib import Path
 TARGETS = {"s3idx --version": 3.0, "s3idx query '{}' --limit 1": 5.0}
 
 
-def _timed(argv: list[str], env: dict[str, str]) -> float:
+def _timed(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """Wall time and CPU time (user + system) of one run."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    subprocess.run(argv, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return time.perf_counter() - start
+    # cwd: `python -m s3idx` finds s3idx in the working directory first; not the baseline's.
+    subprocess.run(
+        argv,
+        env=env,
+        cwd=env["S3IDX_HOME"],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=21)
     parser.add_argument("--importtime", action="store_true", help="show the slowest imports")
+    parser.add_argument(
+        "--baseline-src",
+        help="also run another checkout's s3idx package (a directory holding s3idx/, e.g. "
+        "from `git archive COMMIT s3idx | tar -x -C DIR`) through python -m s3idx",
+    )
     args = parser.parse_args()
     python = sys.executable
     with tempfile.TemporaryDirectory() as home:
         env = {**os.environ, "S3IDX_HOME": home}
         env.pop("S3IDX_STORE", None)
+        # An installed package runs from .pyc files; without them every run compiles s3idx.
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
         env.pop("S3IDX_INDEX", None)
         docs = Path(home, "docs.jsonl")
         docs.write_text('{"fs_id": "a", "x": 1}\n')
@@ -50,6 +70,13 @@ def main() -> None:
             "s3idx --version": [*s3idx, "--version"],
             "s3idx query '{}' --limit 1": [*s3idx, "query", "{}", "--limit", "1"],
         }
+        envs = {name: env for name in commands}
+        if args.baseline_src:
+            before = [python, "-m", "s3idx"]
+            commands["before: --version"] = [*before, "--version"]
+            commands["before: query"] = [*before, "query", "{}", "--limit", "1"]
+            for name in ("before: --version", "before: query"):
+                envs[name] = {**env, "PYTHONPATH": str(Path(args.baseline_src).resolve())}
         if args.importtime:
             result = subprocess.run(
                 [python, "-X", "importtime", "-m", "s3idx", "query", "{}", "--limit", "1"],
@@ -63,21 +90,27 @@ def main() -> None:
             for _own, cumulative, name in rows[:15]:
                 print(f"{int(cumulative) / 1000:8.1f} ms cumulative {name.rstrip()}")
             print()
-        times: dict[str, list[float]] = {name: [] for name in commands}
-        for argv in commands.values():  # warm the page cache and .pyc files
-            _timed(argv, env)
+        times: dict[str, list[tuple[float, float]]] = {name: [] for name in commands}
+        for name, argv in commands.items():  # warm the page cache and .pyc files
+            _timed(argv, envs[name])
         for _ in range(args.runs):
             for name, argv in commands.items():
-                times[name].append(_timed(argv, env))
-    base = statistics.median(times["python -c pass"])
-    print(f"{'command':32} {'median ms':>10} {'ratio':>7} {'target':>7}")
+                times[name].append(_timed(argv, envs[name]))
+    # On a shared machine wall time includes waiting for a CPU; CPU time does not.
+    base = statistics.median(wall for wall, _ in times["python -c pass"])
+    base_cpu = statistics.median(cpu for _, cpu in times["python -c pass"])
+    print(f"{'command':28} {'wall ms':>8} {'ratio':>7} {'CPU ms':>8} {'ratio':>7} {'target':>7}")
     for name, samples in times.items():
-        median = statistics.median(samples)
+        wall = statistics.median(w for w, _ in samples)
+        cpu = statistics.median(c for _, c in samples)
         target = TARGETS.get(name)
         verdict = ""
         if target is not None:
-            verdict = f"{target:5.1f}x {'ok' if median / base <= target else 'MISSED'}"
-        print(f"{name:32} {median * 1000:10.1f} {median / base:6.2f}x {verdict}")
+            verdict = f"{target:5.1f}x {'ok' if wall / base <= target else 'MISSED'}"
+        print(
+            f"{name:28} {wall * 1000:8.1f} {wall / base:6.2f}x {cpu * 1000:8.1f} "
+            f"{cpu / base_cpu:6.2f}x {verdict}"
+        )
     python_version = sys.version.split()[0]
     print(f"({args.runs} interleaved rounds, {os.cpu_count()} CPUs, python {python_version})")
 
