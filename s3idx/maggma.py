@@ -279,6 +279,8 @@ class S3idxStore(Store):
                 "the bucket, and sync would index the objects left behind again",
                 hint="leave remove_s3_object out: the objects are removed with their entries",
             )
+        if not self.count(criteria):
+            return DeleteResult()  # a store never written to need not exist yet
         return self.engine.delete_matching(criteria or {})
 
     def ensure_index(self, key: str, unique: bool = False) -> bool:
@@ -471,14 +473,6 @@ class S3idxStore(Store):
         settings = engine.index.settings()
         reindexed = engine.reindex() if settings is not None and settings.pending else None
         return synced, reindexed
-
-    def newer_in(
-        self, target: Store, criteria: dict[str, Any] | None = None, exhaustive: bool = False
-    ) -> list[str]:
-        """maggma's ``Store.newer_in``, answered from the index (key and last_updated are
-        indexed)."""
-        keys: list[str] = super().newer_in(target, criteria=criteria, exhaustive=exhaustive)
-        return keys
 
 
 # --- values ------------------------------------------------------------------------------------

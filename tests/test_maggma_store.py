@@ -364,6 +364,8 @@ def test_a_store_not_connected_or_badly_located_says_what_to_do(tmp_path: Path) 
     with pytest.raises(UsageError, match="last_updated_type 'isoformat' is not supported"):
         S3idxStore(store="x", index="y", last_updated_type="isoformat")
     with store:  # maggma's context manager: connect, then close
+        assert store.update([]).stored == 0
+        assert store.remove_docs({}).deleted == 0  # nothing written yet: no store to open
         assert store.count() == 0
         assert store.last_updated == datetime.min
         assert list(store.query()) == []
@@ -401,6 +403,44 @@ def test_rebuild_index_and_metadata_map_onto_rebuild_index_and_sync(
         synced, reindexed = lost.rebuild_metadata_from_index()
         assert (synced.removed, reindexed) == (1, None)
         assert lost.count() == 5
+
+
+def test_a_bucket_maggma_wrote_is_read_through_s3idx_store_after_a_rebuild(
+    pair: Pair, tmp_path: Path, s3_endpoint: str, s3_bucket: str
+) -> None:
+    pair.maggma.update(copy.deepcopy(DOCS))
+    adopted = S3idxStore(
+        store=f"s3://{s3_bucket}/maggma",
+        index=str(tmp_path / "adopted.sqlite3"),
+        searchable_fields=SEARCHABLE,
+        endpoint_url=s3_endpoint,
+    )
+    with adopted:
+        result = adopted.rebuild_index_from_s3_data()
+
+        assert (result.written, result.maggma.indexed) == (6, 6)
+        # Documents from maggma's msgpack bodies, datetimes included. maggma kept last_updated
+        # in its own index only (not a searchable field): the entry's is when maggma stored it.
+        found = list(adopted.query({"n": {"$gte": 4}}, sort={"n": 1}))
+        stamps = [doc.pop("last_updated") for doc in found]
+        assert found == [{k: v for k, v in d.items() if k != "last_updated"} for d in DOCS[4:]]
+        now = datetime.now(UTC).replace(tzinfo=None)
+        assert all(now - timedelta(minutes=5) < stamp <= now for stamp in stamps)
+        # Entries from maggma's str() metadata: numbers and datetimes come back, lists do not.
+        assert adopted.query_one({"n": 1}, properties=["when", "elements"]) == {
+            "elements": "['Li']",
+            "when": DOCS[1]["when"],
+        }
+
+
+def test_the_engine_alone_still_stamps_the_time_of_storing(tmp_path: Path) -> None:
+    from s3idx import open_engine
+
+    with open_engine(store=str(tmp_path / "s"), index=str(tmp_path / "i.sqlite3")) as engine:
+        engine.put_documents([{"fs_id": "a", "last_updated": datetime(2020, 1, 1)}])
+        entry = next(engine.query({}))
+        assert entry["last_updated"] > datetime(2026, 1, 1, tzinfo=UTC)  # not the document's
+        assert engine.get("a")["last_updated"] == datetime(2020, 1, 1, tzinfo=UTC)
 
 
 # --- builders end to end, and the command line sees what they wrote -----------------------------
