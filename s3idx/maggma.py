@@ -29,7 +29,12 @@ from maggma.core import DateTimeFormat, Sort, Store
 from monty.json import jsanitize
 
 from s3idx import codec
-from s3idx.config import redact, resolve_settings
+from s3idx.config import (
+    redact,
+    remember_environment_secrets,
+    remember_location_secrets,
+    resolve_settings,
+)
 from s3idx.engine.core import Engine
 from s3idx.engine.documents import check_field_paths
 from s3idx.engine.results import (
@@ -167,6 +172,9 @@ class S3idxStore(Store):
         settings = resolve_settings(
             self._settings(), profile=self.profile, config_file=self.config_file
         )
+        # As the CLI does: every message s3idx makes from now on hides these.
+        remember_environment_secrets()
+        remember_location_secrets(settings.index)
         engine = Engine.from_settings(settings)
         try:
             # The key and last_updated fields are indexed, so newer_in and last_updated are

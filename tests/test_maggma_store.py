@@ -25,10 +25,10 @@ from maggma.stores import S3Store as MaggmaS3Store
 from monty.json import MontyDecoder, MSONable
 
 from s3idx import codec
-from s3idx.errors import UsageError
+from s3idx.errors import S3idxError, UsageError
 from s3idx.maggma import S3idxStore, S3idxStoreError
 from s3idx.query.indexed import FieldNotIndexedError
-from tests.helpers import Run, json_lines
+from tests.helpers import MONGO_KINDS, Run, json_lines, real_mongo_database
 
 SEARCHABLE = ["n", "group", "elements", "energy", "when"]
 
@@ -94,12 +94,17 @@ def _by_n(groups: list[tuple[dict[str, Any], list[dict[str, Any]]]]) -> list[Any
     return [(group, sorted(docs, key=lambda d: d["n"])) for group, docs in groups]
 
 
-@pytest.fixture(params=["sqlite", "mongomock"])
-def index_location(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+@pytest.fixture(params=["sqlite", *MONGO_KINDS])
+def index_location(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """Each index backend in turn: SQLite, mongomock, FerretDB, a real MongoDB (when given)."""
     if request.param == "sqlite":
-        return str(tmp_path / "index.sqlite3")
-    request.getfixturevalue("mongomock_server")
-    return "mongodb://localhost/s3idx_test"
+        yield str(tmp_path / "index.sqlite3")
+    elif request.param == "mongomock":
+        request.getfixturevalue("mongomock_server")
+        yield "mongodb://localhost/s3idx_test"
+    else:
+        with real_mongo_database(request.param, request) as server:
+            yield server.uri
 
 
 @pytest.fixture
@@ -355,6 +360,18 @@ def test_mson_round_trip_equality_and_no_secret_beyond_what_was_given(
     assert "s3cret" not in repr(store) and "ann:***@" in repr(store)
 
 
+def test_an_unreachable_index_is_reported_without_its_password() -> None:
+    store = S3idxStore(
+        store="s3://bucket/docs",
+        index="mongodb://ann:pw-never-shown@127.0.0.1:9/s3idx",
+        timeout=1,
+    )
+    with pytest.raises(S3idxError) as failed:
+        store.connect()
+    assert "127.0.0.1:9" in str(failed.value)
+    assert "pw-never-shown" not in str(failed.value)
+
+
 def test_a_store_not_connected_or_badly_located_says_what_to_do(tmp_path: Path) -> None:
     store = S3idxStore(store=str(tmp_path / "s"), index=str(tmp_path / "i.sqlite3"))
     with pytest.raises(UsageError, match=r"is not connected\ncall connect\(\) first"):
@@ -522,14 +539,12 @@ def test_a_map_builder_copies_1000_documents_and_a_second_run_processes_none(
     )
     assert result.exit_code == 0, result.stderr
     entries = [codec.untag(e) for e in json_lines(result.stdout)]
-    assert len(entries) == 1000
-    assert entries[7] == {
-        "task_id": "t-0007",
-        "n": 7,
-        "double": 14,
-        "last_updated": datetime(2026, 4, 1, tzinfo=UTC),
-    }
-    assert entries[999]["last_updated"] == datetime(2026, 3, 1, 0, 16, 39, tzinfo=UTC)
+    written = {i: start.replace(tzinfo=UTC) + timedelta(seconds=i) for i in range(1000) if i != 7}
+    written[7] = datetime(2026, 4, 1, tzinfo=UTC)  # the third run's
+    assert entries == [
+        {"task_id": f"t-{i:04d}", "n": i, "double": 2 * i, "last_updated": written[i]}
+        for i in range(1000)
+    ]
     got = run("get", *args, "--index", index, "t-0500")
     assert got.exit_code == 0, got.stderr
     assert got.stdout.startswith("{"), got.stdout[:300]
