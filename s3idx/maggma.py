@@ -46,7 +46,7 @@ from s3idx.engine.results import (
     Reject,
     SyncResult,
 )
-from s3idx.errors import S3idxError, UsageError
+from s3idx.errors import DamagedObjectError, S3idxError, UsageError
 from s3idx.query.indexed import check_query_paths
 from s3idx.query.paths import project
 from s3idx.query.sort import compare_keys
@@ -212,7 +212,8 @@ class S3idxStore(Store):
         }
 
     def _own_fields(self) -> list[str]:
-        fields = list(self.searchable_fields)
+        # maggma users often list last_updated as searchable: s3idx's entries always hold it.
+        fields = [f for f in self.searchable_fields if f != codec.LAST_UPDATED]
         if self.last_updated_field != codec.LAST_UPDATED:
             fields.append(self.last_updated_field)
         return fields
@@ -378,7 +379,8 @@ class S3idxStore(Store):
                 self.logger.error(f"{key}: listed by the index but not in the store")
                 continue
             if fetched.error is not None:
-                raise S3idxError(f"cannot read {key}: {fetched.error}")
+                failure = DamagedObjectError if fetched.damaged else S3idxError
+                raise failure(f"cannot read {key}: {fetched.error}")
             document: dict[str, Any] = codec.loads(fetched.read())
             if self.last_updated_field == codec.LAST_UPDATED and stamp is not None:
                 document[codec.LAST_UPDATED] = stamp

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import logging
 import pickle
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -25,7 +26,7 @@ from maggma.stores import S3Store as MaggmaS3Store
 from monty.json import MontyDecoder, MSONable
 
 from s3idx import codec
-from s3idx.errors import S3idxError, UsageError
+from s3idx.errors import DamagedObjectError, S3idxError, UsageError
 from s3idx.maggma import S3idxStore, S3idxStoreError
 from s3idx.query.indexed import FieldNotIndexedError
 from tests.helpers import MONGO_KINDS, Run, json_lines, real_mongo_database
@@ -277,6 +278,22 @@ def test_an_index_only_query_reads_no_object(pair: Pair, caplog: pytest.LogCaptu
     assert "mp-1: listed by the index but not in the store" in caplog.text
 
 
+def test_a_damaged_document_is_an_error_naming_it_never_returned(pair: Pair) -> None:
+    pair.s3idx.update(DOCS[:2])
+    client = boto3.client("s3", endpoint_url=pair.endpoint)
+    head = client.head_object(Bucket=pair.bucket, Key="s3idx/mp-1")
+    client.put_object(  # another body under the same metadata: its sha256 no longer matches
+        Bucket=pair.bucket,
+        Key="s3idx/mp-1",
+        Body=zlib.compress(b'{"task_id": "mp-1", "n": 100}'),
+        Metadata=head["Metadata"],
+    )
+
+    assert [d["n"] for d in pair.s3idx.query(properties=["n"], sort={"n": 1})] == [0, 1]
+    with pytest.raises(DamagedObjectError, match="cannot read mp-1: "):
+        list(pair.s3idx.query(sort={"n": 1}))
+
+
 class Lattice(MSONable):  # type: ignore[misc]
     def __init__(self, a: float) -> None:
         self.a = a
@@ -315,6 +332,7 @@ def test_ensure_index(pair: Pair, s3_endpoint: str, s3_bucket: str, tmp_path: Pa
     empty = S3idxStore(
         store=f"s3://{s3_bucket}/empty",
         index=str(tmp_path / "empty.sqlite3"),
+        searchable_fields=["last_updated", "task_id"],  # as maggma users list them: always held
         endpoint_url=s3_endpoint,
     )
     with empty:
