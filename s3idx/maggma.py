@@ -29,7 +29,12 @@ from maggma.core import DateTimeFormat, Sort, Store
 from monty.json import jsanitize
 
 from s3idx import codec
-from s3idx.config import redact, resolve_settings
+from s3idx.config import (
+    redact,
+    remember_environment_secrets,
+    remember_location_secrets,
+    resolve_settings,
+)
 from s3idx.engine.core import Engine
 from s3idx.engine.documents import check_field_paths
 from s3idx.engine.results import (
@@ -41,7 +46,7 @@ from s3idx.engine.results import (
     Reject,
     SyncResult,
 )
-from s3idx.errors import S3idxError, UsageError
+from s3idx.errors import DamagedObjectError, S3idxError, UsageError
 from s3idx.query.indexed import check_query_paths
 from s3idx.query.paths import project
 from s3idx.query.sort import compare_keys
@@ -167,6 +172,9 @@ class S3idxStore(Store):
         settings = resolve_settings(
             self._settings(), profile=self.profile, config_file=self.config_file
         )
+        # As the CLI does: every message s3idx makes from now on hides these.
+        remember_environment_secrets()
+        remember_location_secrets(settings.index)
         engine = Engine.from_settings(settings)
         try:
             # The key and last_updated fields are indexed, so newer_in and last_updated are
@@ -204,7 +212,8 @@ class S3idxStore(Store):
         }
 
     def _own_fields(self) -> list[str]:
-        fields = list(self.searchable_fields)
+        # maggma users often list last_updated as searchable: s3idx's entries always hold it.
+        fields = [f for f in self.searchable_fields if f != codec.LAST_UPDATED]
         if self.last_updated_field != codec.LAST_UPDATED:
             fields.append(self.last_updated_field)
         return fields
@@ -279,6 +288,8 @@ class S3idxStore(Store):
                 "the bucket, and sync would index the objects left behind again",
                 hint="leave remove_s3_object out: the objects are removed with their entries",
             )
+        if not self.count(criteria):
+            return DeleteResult()  # a store never written to need not exist yet
         return self.engine.delete_matching(criteria or {})
 
     def ensure_index(self, key: str, unique: bool = False) -> bool:
@@ -368,7 +379,8 @@ class S3idxStore(Store):
                 self.logger.error(f"{key}: listed by the index but not in the store")
                 continue
             if fetched.error is not None:
-                raise S3idxError(f"cannot read {key}: {fetched.error}")
+                failure = DamagedObjectError if fetched.damaged else S3idxError
+                raise failure(f"cannot read {key}: {fetched.error}")
             document: dict[str, Any] = codec.loads(fetched.read())
             if self.last_updated_field == codec.LAST_UPDATED and stamp is not None:
                 document[codec.LAST_UPDATED] = stamp
@@ -471,14 +483,6 @@ class S3idxStore(Store):
         settings = engine.index.settings()
         reindexed = engine.reindex() if settings is not None and settings.pending else None
         return synced, reindexed
-
-    def newer_in(
-        self, target: Store, criteria: dict[str, Any] | None = None, exhaustive: bool = False
-    ) -> list[str]:
-        """maggma's ``Store.newer_in``, answered from the index (key and last_updated are
-        indexed)."""
-        keys: list[str] = super().newer_in(target, criteria=criteria, exhaustive=exhaustive)
-        return keys
 
 
 # --- values ------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import logging
 import pickle
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -25,10 +26,10 @@ from maggma.stores import S3Store as MaggmaS3Store
 from monty.json import MontyDecoder, MSONable
 
 from s3idx import codec
-from s3idx.errors import UsageError
+from s3idx.errors import DamagedObjectError, S3idxError, UsageError
 from s3idx.maggma import S3idxStore, S3idxStoreError
 from s3idx.query.indexed import FieldNotIndexedError
-from tests.helpers import Run, json_lines
+from tests.helpers import MONGO_KINDS, Run, json_lines, real_mongo_database
 
 SEARCHABLE = ["n", "group", "elements", "energy", "when"]
 
@@ -94,12 +95,17 @@ def _by_n(groups: list[tuple[dict[str, Any], list[dict[str, Any]]]]) -> list[Any
     return [(group, sorted(docs, key=lambda d: d["n"])) for group, docs in groups]
 
 
-@pytest.fixture(params=["sqlite", "mongomock"])
-def index_location(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+@pytest.fixture(params=["sqlite", *MONGO_KINDS])
+def index_location(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """Each index backend in turn: SQLite, mongomock, FerretDB, a real MongoDB (when given)."""
     if request.param == "sqlite":
-        return str(tmp_path / "index.sqlite3")
-    request.getfixturevalue("mongomock_server")
-    return "mongodb://localhost/s3idx_test"
+        yield str(tmp_path / "index.sqlite3")
+    elif request.param == "mongomock":
+        request.getfixturevalue("mongomock_server")
+        yield "mongodb://localhost/s3idx_test"
+    else:
+        with real_mongo_database(request.param, request) as server:
+            yield server.uri
 
 
 @pytest.fixture
@@ -272,6 +278,22 @@ def test_an_index_only_query_reads_no_object(pair: Pair, caplog: pytest.LogCaptu
     assert "mp-1: listed by the index but not in the store" in caplog.text
 
 
+def test_a_damaged_document_is_an_error_naming_it_never_returned(pair: Pair) -> None:
+    pair.s3idx.update(DOCS[:2])
+    client = boto3.client("s3", endpoint_url=pair.endpoint)
+    head = client.head_object(Bucket=pair.bucket, Key="s3idx/mp-1")
+    client.put_object(  # another body under the same metadata: its sha256 no longer matches
+        Bucket=pair.bucket,
+        Key="s3idx/mp-1",
+        Body=zlib.compress(b'{"task_id": "mp-1", "n": 100}'),
+        Metadata=head["Metadata"],
+    )
+
+    assert [d["n"] for d in pair.s3idx.query(properties=["n"], sort={"n": 1})] == [0, 1]
+    with pytest.raises(DamagedObjectError, match="cannot read mp-1: "):
+        list(pair.s3idx.query(sort={"n": 1}))
+
+
 class Lattice(MSONable):  # type: ignore[misc]
     def __init__(self, a: float) -> None:
         self.a = a
@@ -310,6 +332,7 @@ def test_ensure_index(pair: Pair, s3_endpoint: str, s3_bucket: str, tmp_path: Pa
     empty = S3idxStore(
         store=f"s3://{s3_bucket}/empty",
         index=str(tmp_path / "empty.sqlite3"),
+        searchable_fields=["last_updated", "task_id"],  # as maggma users list them: always held
         endpoint_url=s3_endpoint,
     )
     with empty:
@@ -355,6 +378,18 @@ def test_mson_round_trip_equality_and_no_secret_beyond_what_was_given(
     assert "s3cret" not in repr(store) and "ann:***@" in repr(store)
 
 
+def test_an_unreachable_index_is_reported_without_its_password() -> None:
+    store = S3idxStore(
+        store="s3://bucket/docs",
+        index="mongodb://ann:pw-never-shown@127.0.0.1:9/s3idx",
+        timeout=1,
+    )
+    with pytest.raises(S3idxError) as failed:
+        store.connect()
+    assert "127.0.0.1:9" in str(failed.value)
+    assert "pw-never-shown" not in str(failed.value)
+
+
 def test_a_store_not_connected_or_badly_located_says_what_to_do(tmp_path: Path) -> None:
     store = S3idxStore(store=str(tmp_path / "s"), index=str(tmp_path / "i.sqlite3"))
     with pytest.raises(UsageError, match=r"is not connected\ncall connect\(\) first"):
@@ -364,6 +399,8 @@ def test_a_store_not_connected_or_badly_located_says_what_to_do(tmp_path: Path) 
     with pytest.raises(UsageError, match="last_updated_type 'isoformat' is not supported"):
         S3idxStore(store="x", index="y", last_updated_type="isoformat")
     with store:  # maggma's context manager: connect, then close
+        assert store.update([]).stored == 0
+        assert store.remove_docs({}).deleted == 0  # nothing written yet: no store to open
         assert store.count() == 0
         assert store.last_updated == datetime.min
         assert list(store.query()) == []
@@ -401,6 +438,44 @@ def test_rebuild_index_and_metadata_map_onto_rebuild_index_and_sync(
         synced, reindexed = lost.rebuild_metadata_from_index()
         assert (synced.removed, reindexed) == (1, None)
         assert lost.count() == 5
+
+
+def test_a_bucket_maggma_wrote_is_read_through_s3idx_store_after_a_rebuild(
+    pair: Pair, tmp_path: Path, s3_endpoint: str, s3_bucket: str
+) -> None:
+    pair.maggma.update(copy.deepcopy(DOCS))
+    adopted = S3idxStore(
+        store=f"s3://{s3_bucket}/maggma",
+        index=str(tmp_path / "adopted.sqlite3"),
+        searchable_fields=SEARCHABLE,
+        endpoint_url=s3_endpoint,
+    )
+    with adopted:
+        result = adopted.rebuild_index_from_s3_data()
+
+        assert (result.written, result.maggma.indexed) == (6, 6)
+        # Documents from maggma's msgpack bodies, datetimes included. maggma kept last_updated
+        # in its own index only (not a searchable field): the entry's is when maggma stored it.
+        found = list(adopted.query({"n": {"$gte": 4}}, sort={"n": 1}))
+        stamps = [doc.pop("last_updated") for doc in found]
+        assert found == [{k: v for k, v in d.items() if k != "last_updated"} for d in DOCS[4:]]
+        now = datetime.now(UTC).replace(tzinfo=None)
+        assert all(now - timedelta(minutes=5) < stamp <= now for stamp in stamps)
+        # Entries from maggma's str() metadata: numbers and datetimes come back, lists do not.
+        assert adopted.query_one({"n": 1}, properties=["when", "elements"]) == {
+            "elements": "['Li']",
+            "when": DOCS[1]["when"],
+        }
+
+
+def test_the_engine_alone_still_stamps_the_time_of_storing(tmp_path: Path) -> None:
+    from s3idx import open_engine
+
+    with open_engine(store=str(tmp_path / "s"), index=str(tmp_path / "i.sqlite3")) as engine:
+        engine.put_documents([{"fs_id": "a", "last_updated": datetime(2020, 1, 1)}])
+        entry = next(engine.query({}))
+        assert entry["last_updated"] > datetime(2026, 1, 1, tzinfo=UTC)  # not the document's
+        assert engine.get("a")["last_updated"] == datetime(2020, 1, 1, tzinfo=UTC)
 
 
 # --- builders end to end, and the command line sees what they wrote -----------------------------
@@ -482,14 +557,12 @@ def test_a_map_builder_copies_1000_documents_and_a_second_run_processes_none(
     )
     assert result.exit_code == 0, result.stderr
     entries = [codec.untag(e) for e in json_lines(result.stdout)]
-    assert len(entries) == 1000
-    assert entries[7] == {
-        "task_id": "t-0007",
-        "n": 7,
-        "double": 14,
-        "last_updated": datetime(2026, 4, 1, tzinfo=UTC),
-    }
-    assert entries[999]["last_updated"] == datetime(2026, 3, 1, 0, 16, 39, tzinfo=UTC)
+    written = {i: start.replace(tzinfo=UTC) + timedelta(seconds=i) for i in range(1000) if i != 7}
+    written[7] = datetime(2026, 4, 1, tzinfo=UTC)  # the third run's
+    assert entries == [
+        {"task_id": f"t-{i:04d}", "n": i, "double": 2 * i, "last_updated": written[i]}
+        for i in range(1000)
+    ]
     got = run("get", *args, "--index", index, "t-0500")
     assert got.exit_code == 0, got.stderr
     assert got.stdout.startswith("{"), got.stdout[:300]
