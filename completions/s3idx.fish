@@ -95,6 +95,7 @@ complete -c s3idx -n '__fish_seen_subcommand_from query' -s h -l help -d 'Show h
 complete -c s3idx -n '__fish_seen_subcommand_from rebuild-index' -l key -x -d 'Expected key field'
 complete -c s3idx -n '__fish_seen_subcommand_from rebuild-index' -l resume -d 'Continue an interrupted rebuild from its checkpoint'
 complete -c s3idx -n '__fish_seen_subcommand_from rebuild-index' -l rewrite -d 'Rewrite objects written by maggma into the s3idx format (needs s3idx[maggma])'
+complete -c s3idx -n '__fish_seen_subcommand_from rebuild-index' -l no-manifests -d 'HEAD every object; neither read nor write manifests'
 complete -c s3idx -n '__fish_seen_subcommand_from rebuild-index' -l workers -x -d 'Concurrent object requests'
 complete -c s3idx -n '__fish_seen_subcommand_from rebuild-index' -l json -d 'Print the summary as one JSON object on stdout'
 complete -c s3idx -n '__fish_seen_subcommand_from rebuild-index' -l quiet -s q -d 'No progress and no summary; errors only'

@@ -621,7 +621,7 @@ def _put(
             ),
         )
     status = ctx.signals.exit_status()
-    if status is None and (result.rejected or result.not_indexed):
+    if status is None and (result.rejected or result.not_indexed or result.not_in_manifests):
         status = ExitStatus.PARTIAL
     _report(ctx, result.as_dict(), output.put_summary(result), status)
     return status
@@ -1031,6 +1031,13 @@ def rebuild_index(
         bool, typer.Option("--resume", help="Continue an interrupted rebuild from its checkpoint.")
     ] = False,
     rewrite: RewriteOpt = False,
+    no_manifests: Annotated[
+        bool,
+        typer.Option(
+            "--no-manifests",
+            help="HEAD every object; neither read nor write manifests.",
+        ),
+    ] = False,
     workers: WorkersOpt = None,
     json: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -1039,6 +1046,9 @@ def rebuild_index(
     run: Invocation,
 ) -> ExitStatus | None:
     """Rebuild the index from object metadata alone (no body is read), then swap it in.
+
+    Manifests (.s3idx/manifests/, written by put) give most objects' metadata without a HEAD
+    each; an object no manifest vouches for (same ETag, not stored since) is HEADed.
 
     Objects written by maggma's S3Store are indexed from their metadata too; --rewrite turns
     them into s3idx objects (reading and writing their bodies) so later rebuilds are exact.
@@ -1051,7 +1061,11 @@ def rebuild_index(
         ctx,
         CliScanEvents(ctx, command="rebuild-index", drift_lines=False),
         lambda engine, events, stop: engine.rebuild_index(
-            resume=resume, rewrite=rewrite, events=events, stop=stop
+            resume=resume,
+            rewrite=rewrite,
+            events=events,
+            stop=stop,
+            manifests=not no_manifests,
         ),
     )
     status = ctx.signals.exit_status() or _scan_status(

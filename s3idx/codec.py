@@ -42,6 +42,9 @@ META_FIELDS = "s3idx-fields"
 
 MAX_METADATA_BYTES = 2048
 MAX_KEY_BYTES = 1024
+# Keys under this prefix (after the store's own prefix) are s3idx's own objects (manifests),
+# never documents: a document key may not start with it, and listings of documents skip it.
+RESERVED_PREFIX = ".s3idx/"
 
 RESERVED_FIELD = "_s3idx"
 LAST_UPDATED = "last_updated"
@@ -404,8 +407,19 @@ _UNDECODABLE = "body cannot be decompressed as {codec}: {exc}"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
+def is_reserved_key(key: str) -> bool:
+    """Whether a key (after the store's prefix) names one of s3idx's own objects."""
+    return key.startswith(RESERVED_PREFIX)
+
+
+def lists_reserved(prefix: str) -> bool:
+    """Whether a listing under ``prefix`` yields reserved keys: only when asked for by name, so
+    a listing of documents (``prefix=""`` or any document prefix) never sees a manifest."""
+    return prefix.startswith(RESERVED_PREFIX)
+
+
 def check_key(key: Any, key_field: str = "fs_id") -> str:
-    """Return the key if it can name an object; otherwise raise InvalidKeyError saying why."""
+    """Return the key if it can name a document; otherwise raise InvalidKeyError saying why."""
     if not isinstance(key, str):
         kind = "null" if key is None else type(key).__name__
         raise InvalidKeyError(
@@ -431,6 +445,12 @@ def check_key(key: Any, key_field: str = "fs_id") -> str:
         key.encode("utf-8")
     except UnicodeEncodeError:
         raise InvalidKeyError("key contains a lone surrogate (not valid UTF-8)") from None
+    if is_reserved_key(key):
+        raise InvalidKeyError(
+            f"key {quote_key(key)} starts with {RESERVED_PREFIX!r}, which is reserved for "
+            "s3idx's own objects (manifests)",
+            hint="choose another key",
+        )
     return key
 
 

@@ -160,6 +160,11 @@ def put_summary(result: PutResult) -> str:
         line += f"; {written} also written by another writer (indexed as the bucket holds)"
     if result.not_indexed:
         line += f"; {plural(result.not_indexed, 'stored object')} not indexed (run s3idx sync)"
+    if result.not_in_manifests:
+        line += (
+            f"; {plural(result.not_in_manifests, 'stored object')} in no manifest "
+            "(a later rebuild-index HEADs them)"
+        )
     return line
 
 
@@ -176,6 +181,15 @@ def rebuild_summary(result: RebuildResult) -> str:
         line += f", {plural(result.retries, 'retry', 'retries')}"
     listed_now = result.listed - result.listed_before
     line += f" in {result.elapsed:.2f} s" + rate_text(listed_now, result.elapsed, "objects")
+    line += (
+        f"; {result.from_manifests} from {plural(result.manifests_read, 'manifest')}, "
+        f"{plural(result.heads, 'HEAD')}, {plural(result.requests, 'request')}"
+    )
+    if result.manifests_written or result.manifests_removed:
+        line += (
+            f"; compacted into {plural(result.manifests_written, 'manifest')} "
+            f"({result.manifests_removed} replaced)"
+        )
     if result.resumed:
         line += "; resumed"
     if result.pending_fields:
@@ -516,6 +530,9 @@ class CliEvents(Events):
             self._bar.console.print(f"s3idx: {redact(text)}", markup=False)
         else:
             self.out.message(text)
+
+    def warned(self, message: str) -> None:
+        self.say(f"warning: {message}")
 
     def rejected(self, reject: Reject) -> None:
         self.say(f"{reject.location}: {reject.reason}")

@@ -39,6 +39,7 @@ class S3Proxy:
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
         self.requests: Counter[str] = Counter()
+        self.log: list[tuple[str, str]] = []  # (method or LIST, path) of every request
         self.slowed_down = 0
         # The next ``cut_bodies`` object GETs send half their body, then close the connection.
         self.cut_bodies = cut_bodies
@@ -72,9 +73,10 @@ class S3Proxy:
             self.bodies_cut += 1
             return True
 
-    def _count(self, method: str, slowed: bool) -> None:
+    def _count(self, method: str, slowed: bool, path: str = "") -> None:
         with self._lock:
             self.requests[method] += 1
+            self.log.append((method, path))
             self.slowed_down += slowed
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
@@ -92,7 +94,7 @@ class S3Proxy:
                 slowed = proxy._should_slow_down()
                 # A listing is a GET too; counted apart, so "no GET" means no body was read.
                 listing = self.command == "GET" and "list-type=2" in self.path
-                proxy._count("LIST" if listing else self.command, slowed)
+                proxy._count("LIST" if listing else self.command, slowed, self.path)
                 if proxy.delay:
                     time.sleep(proxy.delay)
                 if slowed:

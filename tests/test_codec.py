@@ -245,6 +245,16 @@ def test_zstd_without_zstandard_names_the_extra(monkeypatch: pytest.MonkeyPatch)
         ("a//b", "key 'a//b' has an empty segment (a leading, trailing or double '/')"),
         ("tab\there", "key contains a control character (U+0009)"),
         ("x" * 1025, "key is 1025 bytes; the limit is 1024 bytes (UTF-8)"),
+        (
+            ".s3idx/x",
+            "key '.s3idx/x' starts with '.s3idx/', which is reserved for s3idx's own objects "
+            "(manifests)",
+        ),
+        (
+            ".s3idx/manifests/m.jsonl.gz",
+            "key '.s3idx/manifests/m.jsonl.gz' starts with '.s3idx/', which is reserved for "
+            "s3idx's own objects (manifests)",
+        ),
     ],
 )
 def test_invalid_keys_say_why(key: object, message: str) -> None:
@@ -253,9 +263,17 @@ def test_invalid_keys_say_why(key: object, message: str) -> None:
     assert excinfo.value.message == message
 
 
-@pytest.mark.parametrize("key", ["a", "a/b/c", "é 日本", "..a", "a.", "x" * 1024])
+@pytest.mark.parametrize(
+    "key", ["a", "a/b/c", "é 日本", "..a", "a.", "x" * 1024, ".s3idx", ".s3idxx/a", "a/.s3idx/b"]
+)
 def test_valid_keys_pass(key: str) -> None:
     assert codec.check_key(key) == key
+
+
+def test_a_reserved_key_is_refused_with_a_hint() -> None:
+    with pytest.raises(InvalidKeyError) as excinfo:
+        codec.check_key(".s3idx/x")
+    assert excinfo.value.hint == "choose another key"
 
 
 # --- metadata --------------------------------------------------------------------------------

@@ -114,7 +114,7 @@ ALLOWED_IMPORTS = {
     "bson": {"s3idx/index/mongo.py", "s3idx/index/mongo_errors.py"},
     "typer": {"s3idx/cli.py", "s3idx/completions.py"},
     "rich": {"s3idx/output.py"},
-    "sqlite3": {"s3idx/index/sqlite.py", "s3idx/engine/seen.py"},
+    "sqlite3": {"s3idx/index/sqlite.py", "s3idx/engine/seen.py", "s3idx/engine/manifest_index.py"},
     "msgpack": {"s3idx/maggma_format.py"},
 }
 

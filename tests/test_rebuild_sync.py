@@ -235,14 +235,20 @@ def test_sync_fills_a_brand_new_index(filled: Engine, tmp_path: Path) -> None:
 
 def test_rebuild_cli_summary_and_json(run: Run) -> None:
     run("put", "--field", "v", input=jsonl({"fs_id": "a", "v": 1}, {"fs_id": "b", "v": 2}))
-    text = run("rebuild-index")
+    text = run("rebuild-index", "--no-manifests")
     assert text.exit_code == 0, text.stderr
     assert (
         "s3idx: rebuild-index: 2 listed, 2 written, 0 not s3idx objects, 0 undecodable in "
         in text.stderr
     )
+    assert "; 0 from 0 manifests, 2 HEADs, " in text.stderr
+    text = run("rebuild-index")  # compacts what it HEADed into one manifest
+    assert "; compacted into 1 manifest (" in text.stderr
     data = orjson.loads(run("rebuild-index", "--json").stdout)
     assert (data["listed"], data["written"], data["committed"]) == (2, 2, True)
+    assert (data["from_manifests"], data["heads"], data["manifests_read"]) == (2, 0, 1)
+    assert (data["manifests_written"], data["manifests_removed"]) == (1, 1)
+    assert data["requests"] > 0
     assert data["fields"] == ["v"]
     assert run("query", '{"v": 2}', "--count").stdout == "1\n"
 

@@ -17,7 +17,7 @@ from s3idx.engine.retry import (
     call_with_retries,
 )
 from s3idx.errors import AccessDeniedError, TransientError
-from s3idx.store.base import ObjectInfo
+from s3idx.store.base import ObjectHead, ObjectInfo
 from s3idx.store.local import LocalStore
 
 
@@ -136,4 +136,32 @@ def test_listing_resumes_after_the_last_key_it_yielded(tmp_path: Path) -> None:
     store = RetryingStore(inner, policy=RetryPolicy(base=0.001))
 
     assert [o.key for o in store.list_objects()] == [f"k{i}" for i in range(10)]
+    assert store.retries == 1
+
+
+class _FailsFirstHead(LocalStore):
+    """Its first HEAD reaches the store and then fails, like an answer lost on the way back."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.failed = False
+
+    def head(self, key: str) -> ObjectHead:
+        head = super().head(key)
+        if not self.failed:
+            self.failed = True
+            raise TransientError("connection reset")
+        return head
+
+
+def test_a_retried_call_counts_each_attempt_as_a_request(tmp_path: Path) -> None:
+    inner = _FailsFirstHead(tmp_path)
+    inner.put("k", b"x", {})
+    store = RetryingStore(inner, policy=RetryPolicy(base=0.001))
+    before = store.requests.value
+
+    assert store.head("k").key == "k"
+
+    assert store.requests is inner.requests
+    assert store.requests.value - before == 2
     assert store.retries == 1

@@ -6,8 +6,9 @@ Shared by rebuild-index and sync; each HEAD's metadata becomes an entry through
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from functools import partial
 
 from s3idx.engine.concurrency import ordered_map
@@ -15,7 +16,7 @@ from s3idx.engine.metadata_entry import Recovered, Rewriter, recover_entry
 from s3idx.engine.results import MaggmaObjects, Skipped
 from s3idx.errors import CorruptObjectError, NotAnS3idxObjectError, ObjectNotFoundError
 from s3idx.index.base import Entry
-from s3idx.store.base import ObjectStore
+from s3idx.store.base import ObjectHead, ObjectStore
 
 
 class EntryCollector:
@@ -46,25 +47,57 @@ class EntryCollector:
         self.maggma = maggma if maggma is not None else MaggmaObjects()
         self._on_skip = on_skip
         self._rewriter = rewriter
+        self.heads = 0  # HEAD requests made
+        # Called with each object's head and what it gave (None: skipped), e.g. to record it in
+        # a manifest; not for objects that vanished.
+        self.on_object: Callable[[ObjectHead, Recovered | None], None] | None = None
 
-    def entries(self, keys: Iterable[str]) -> Iterator[Entry]:
+    def entries(
+        self, keys: Iterable[str], known: Mapping[str, ObjectHead] | None = None
+    ) -> Iterator[Entry]:
+        """Entries of ``keys``, in order; a key in ``known`` takes that head instead of a HEAD
+        (rebuild-index passes what manifests vouch for)."""
+        known = known or {}
         work = partial(_head_and_recover, self._store, self.key_field, self._rewriter)
-        for key, future in ordered_map(self._pool, work, keys, self._window):
-            error = future.exception()
-            if error is None:
-                entry = self._accept(future.result())
+        items = [known.get(key, key) for key in keys]
+        # A known head needs no request, so no thread, unless it may have to be rewritten.
+        pooled = ordered_map(
+            self._pool,
+            work,
+            (i for i in items if isinstance(i, str) or self._rewriter is not None),
+            self._window,
+        )
+        for item in items:
+            if isinstance(item, str) or self._rewriter is not None:
+                _, future = next(pooled)
+                error = future.exception()
+                outcome = future.result() if error is None else None
+            else:
+                error, outcome = None, work(item)
+            if isinstance(item, str):
+                self.heads += 1
+            if outcome is not None:
+                entry = self._take(outcome)
                 if entry is not None:
                     yield entry
             elif isinstance(error, ObjectNotFoundError):
                 self.skipped.vanished += 1  # deleted between listing and HEAD
-            elif isinstance(error, NotAnS3idxObjectError):
-                self.skipped.add_not_s3idx(key)
-                self._report(key, "not an s3idx object (no s3idx metadata)")
-            elif isinstance(error, CorruptObjectError):
-                self.skipped.add_undecodable(key, error.message)
-                self._report(key, f"metadata cannot be decoded: {error.message}")
-            else:
+            elif error is not None:
                 raise error
+
+    def _take(self, outcome: _Outcome) -> Entry | None:
+        if self.on_object is not None:
+            self.on_object(outcome.head, outcome.recovered)
+        key, error = outcome.head.key, outcome.error
+        if outcome.recovered is not None:
+            return self._accept(outcome.recovered)
+        if isinstance(error, NotAnS3idxObjectError):
+            self.skipped.add_not_s3idx(key)
+            self._report(key, "not an s3idx object (no s3idx metadata)")
+        elif isinstance(error, CorruptObjectError):
+            self.skipped.add_undecodable(key, error.message)
+            self._report(key, f"metadata cannot be decoded: {error.message}")
+        return None
 
     def _accept(self, recovered: Recovered) -> Entry | None:
         if self.key_field is None:
@@ -92,11 +125,24 @@ class EntryCollector:
             self._on_skip(key, reason)
 
 
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    """One object's head and what its metadata gave: an entry, or why not."""
+
+    head: ObjectHead
+    recovered: Recovered | None = None
+    error: NotAnS3idxObjectError | CorruptObjectError | None = None
+
+
 def _head_and_recover(
-    store: ObjectStore, key_field: str | None, rewriter: Rewriter | None, key: str
-) -> Recovered:
-    recovered = recover_entry(store.head(key), key_field)
+    store: ObjectStore, key_field: str | None, rewriter: Rewriter | None, item: str | ObjectHead
+) -> _Outcome:
+    head = store.head(item) if isinstance(item, str) else item
+    try:
+        recovered = recover_entry(head, key_field)
+    except (NotAnS3idxObjectError, CorruptObjectError) as exc:
+        return _Outcome(head, error=exc)
     # An object whose key field disagrees is refused by the collector: it must not be rewritten.
     if rewriter is not None and recovered.maggma and key_field in (None, recovered.key_field):
-        return rewriter(recovered)
-    return recovered
+        return _Outcome(head, rewriter(recovered))
+    return _Outcome(head, recovered)

@@ -344,11 +344,13 @@ class Engine:
         rewrite: bool = False,
         events: Events | None = None,
         stop: threading.Event | None = None,
+        manifests: bool = True,
     ) -> RebuildResult:
         """Rebuild the index from object metadata alone; see ``s3idx.engine.rebuild``.
 
         With ``rewrite``, objects written by maggma are rewritten into the s3idx format (with
-        this engine's compression) before their entries are written.
+        this engine's compression) before their entries are written. With ``manifests`` False,
+        every object is HEADed and no manifest is read or written.
         """
         self.require_store()
         return run_rebuild(
@@ -360,6 +362,7 @@ class Engine:
             rewriter=self._rewriter(rewrite),
             events=events,
             stop=stop,
+            manifests=manifests,
         )
 
     def sync(

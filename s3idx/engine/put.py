@@ -27,6 +27,8 @@ from s3idx import codec
 from s3idx.config import DEFAULT_BATCH_SIZE, DEFAULT_WORKERS
 from s3idx.engine.documents import DocumentPreparer, Prepared
 from s3idx.engine.inputs import ReadProgress, Record
+from s3idx.engine.manifest import ManifestLine
+from s3idx.engine.manifest_batches import ManifestBatches
 from s3idx.engine.reconcile import reconcile
 from s3idx.engine.results import Events, PutResult, Reject, accounted, reported_on_failure
 from s3idx.engine.seen import SeenKeys
@@ -76,6 +78,7 @@ class UploadPipeline:
         result: PutResult,
         on_reject: Callable[[Record, str], None],
         on_progress: Callable[[], None] = lambda: None,
+        on_warning: Callable[[str], None] = lambda message: None,
     ) -> None:
         self._store = store
         self._index = index
@@ -93,6 +96,8 @@ class UploadPipeline:
         self._pending_since = 0.0  # when the oldest pending entry came
         self._max_inflight = options.workers * 2
         self.fatal: BaseException | None = None
+        # A line per stored object, written as one manifest at each index flush.
+        self._manifests = ManifestBatches(store, on_warning)
 
     # --- main thread -------------------------------------------------------------------------
 
@@ -141,6 +146,8 @@ class UploadPipeline:
         count = len(self._pending)
         expected = {e[key_field]: self._expected.pop(e[key_field], None) for e in entries}
         self._pending.clear()
+        # After the objects, before their entries: a manifest never names an unstored object.
+        self._write_manifest()
         try:
             conflicts = self._index.upsert_if(entries, expected)
         except BaseException:
@@ -148,6 +155,12 @@ class UploadPipeline:
             raise
         if conflicts:
             self._reconcile(conflicts)
+
+    def _write_manifest(self, *, last: bool = False) -> None:
+        self._manifests.flush(last=last)
+        self._result.manifests_written = self._manifests.written
+        self._result.manifests_failed = self._manifests.failed
+        self._result.not_in_manifests = self._manifests.unrecorded
 
     def _reconcile(self, keys: set[str]) -> None:
         """Another writer moved these entries since they were read: index the bucket's truth."""
@@ -173,7 +186,10 @@ class UploadPipeline:
         finally:
             self._workers.shutdown()
             self._drain_quietly()
-            self.flush()
+            try:
+                self.flush()
+            finally:
+                self._write_manifest(last=True)
 
     def _drain_quietly(self) -> None:
         while True:
@@ -213,8 +229,12 @@ class UploadPipeline:
             if not self._pending:
                 self._pending_since = time.monotonic()
             self._pending.append(outcome.receipt_entry)
+            kept = outcome.receipt_entry[codec.RESERVED_FIELD]
+            self._manifests.add(
+                ManifestLine(prepared.key, kept["etag"], kept["size"], prepared.metadata)
+            )
             self._result.stored += 1
-            self._result.bytes_stored += outcome.receipt_entry[codec.RESERVED_FIELD]["size"]
+            self._result.bytes_stored += kept["size"]
             return
         self._expected.pop(prepared.key, None)  # no entry to write for it
         if isinstance(outcome.error, RecordError):
@@ -308,7 +328,7 @@ def run_put(
     pipeline = (
         None
         if options.dry_run
-        else UploadPipeline(store, index, options, result, reject, reporter.maybe)
+        else UploadPipeline(store, index, options, result, reject, reporter.maybe, events.warned)
     )
     try:
         for chunk in _chunks(records, options.batch_size, stop):

@@ -15,19 +15,29 @@ rebuild runs, the live index logs every key written (``start_rebuild`` sets the 
 are HEADed again and the staging index gets what the bucket holds now; after the swap, the same
 keys are reconciled on the live index, which catches writes that landed during the swap itself;
 then ``finish`` ends the log.
+
+Manifests (``engine/manifest.py``) spare most HEADs: every manifest is read into a temporary
+table first (``ManifestIndex``), and a listed object whose latest manifest line vouches for it
+(same ETag, not stored since) takes its entry from that line; every other object is HEADed.
+A finished rebuild that started from the beginning then leaves compacted manifests of what it
+found (``CompactionWriter``) in place of the ones it read. ``manifests=False`` HEADs every object
+and neither reads nor writes manifests.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from typing import Any
 
 from s3idx.config import DEFAULT_KEY_FIELD, redact
 from s3idx.engine.collector import EntryCollector
 from s3idx.engine.delete import finish_deletes
-from s3idx.engine.metadata_entry import Rewriter
+from s3idx.engine.manifest import MANIFEST_PREFIX, CompactionWriter, ManifestLine, list_manifests
+from s3idx.engine.manifest_index import ManifestIndex
+from s3idx.engine.metadata_entry import Recovered, Rewriter
 from s3idx.engine.probe import indexed_entries, probe_key_field
 from s3idx.engine.reconcile import observe, reconcile
 from s3idx.engine.results import (
@@ -40,7 +50,7 @@ from s3idx.engine.results import (
 from s3idx.errors import IndexSettingsError, S3idxError, UsageError
 from s3idx.index.base import Index, IndexRebuild, IndexSettings
 from s3idx.limits import batched
-from s3idx.store.base import ObjectInfo, ObjectStore
+from s3idx.store.base import ObjectHead, ObjectInfo, ObjectStore
 from s3idx.text import plural
 
 LIST_BATCH = 1000
@@ -57,9 +67,44 @@ def run_rebuild(
     rewriter: Rewriter | None = None,
     events: Events | None = None,
     stop: threading.Event | None = None,
+    manifests: bool = True,
 ) -> RebuildResult:
     events = events or Events()
-    found_key, fields = _first_entry_settings(store, index, key_field)
+    requests_before = _requests(store)
+    with ExitStack() as stack:
+        joined: ManifestIndex | None = None
+        replaced: list[ObjectInfo] = []
+        if manifests:
+            # Before anything else, so the probe for the key field needs no HEAD either, and
+            # compaction replaces only manifests that existed when the run started.
+            replaced = list_manifests(store)
+            joined = stack.enter_context(
+                ManifestIndex.load(
+                    store,
+                    replaced,
+                    on_damaged=lambda key, why: events.skipped(key, f"manifest not used: {why}"),
+                )
+            )
+        result = _run(
+            store, index, workers, key_field, resume, rewriter, events, stop, joined, replaced
+        )
+    result.requests = _requests(store) - requests_before
+    return result
+
+
+def _run(
+    store: ObjectStore,
+    index: Index,
+    workers: int,
+    key_field: str | None,
+    resume: bool,
+    rewriter: Rewriter | None,
+    events: Events,
+    stop: threading.Event | None,
+    joined: ManifestIndex | None,
+    replaced: list[ObjectInfo],
+) -> RebuildResult:
+    found_key, fields = _first_entry_settings(store, index, key_field, joined)
     key_field = key_field or found_key
     finish_deletes(store, index)
     rebuild = index.start_rebuild(key_field, fields, resume=resume)
@@ -67,6 +112,11 @@ def run_rebuild(
     journaled = set(index.journaled())
     checkpoint = rebuild.checkpoint() if resume else None
     result = _restore(checkpoint, key_field)
+    compaction = None
+    if joined is not None:
+        result.manifests_read = joined.manifests_read
+        # Only a rebuild that lists everything knows every line: a resumed one compacts nothing.
+        compaction = None if result.resumed else _Compaction(store, replaced, events)
     with ThreadPoolExecutor(workers, thread_name_prefix="s3idx-head") as pool:
         collector = EntryCollector(
             store,
@@ -81,10 +131,14 @@ def run_rebuild(
         collector.fields = list(result.fields)
         collector.lacking = dict(result.pending_fields)
         collector.accepted = result.written
+        if compaction is not None:
+            collector.on_object = compaction.record
         start_after = checkpoint.get("listed_through") if checkpoint else None
         with reported_on_failure(result):
             for batch in batched(store.list_objects(start_after=start_after), LIST_BATCH):
-                _rebuild_batch(rebuild, collector, batch, result)
+                if compaction is not None:
+                    compaction.listed(batch)
+                _rebuild_batch(rebuild, collector, batch, result, joined)
                 events.progress(result.listed, None, {"written": result.written})
                 if stop is not None and stop.is_set():
                     result.interrupted = True
@@ -94,6 +148,7 @@ def run_rebuild(
                 changed = journaled.union(rebuild.changed_keys())
                 _catch_up(store, index, rebuild, changed, result, pool, workers)
                 result.changed_meanwhile = len(changed)
+        result.heads = collector.heads
     if not result.interrupted:
         try:
             _refuse_empty_replacement(store, index, result)
@@ -109,15 +164,28 @@ def run_rebuild(
             logged = list(rebuild.changed_keys())
             reconcile(store, index, logged, key_field=result.key_field, workers=workers)
             rebuild.finish()
+            if compaction is not None:
+                compaction.finish()
+                result.manifests_written = compaction.writer.written
+                result.manifests_removed = compaction.writer.removed
     return result
 
 
 def _rebuild_batch(
-    rebuild: Any, collector: EntryCollector, batch: list[ObjectInfo], result: RebuildResult
+    rebuild: Any,
+    collector: EntryCollector,
+    batch: list[ObjectInfo],
+    result: RebuildResult,
+    joined: ManifestIndex | None = None,
 ) -> None:
     keys = [o.key for o in batch]
     done = rebuild.has_keys(keys) if result.resumed else set()
-    entries = list(collector.entries(k for k in keys if k not in done))
+    todo = [o for o in batch if o.key not in done]
+    vouched: dict[str, ObjectHead] = {}
+    if joined is not None:
+        vouched, _ = joined.vouch(todo)
+        result.from_manifests += len(vouched)
+    entries = list(collector.entries((o.key for o in todo), vouched))
     rebuild.upsert(entries)
     result.listed += len(keys)
     result.written += len(entries)
@@ -125,6 +193,47 @@ def _rebuild_batch(
     result.fields = list(collector.fields)
     result.pending_fields = {f: n for f, n in collector.lacking.items() if n}
     rebuild.save_checkpoint(_checkpoint(result, keys[-1]))
+
+
+class _Compaction:
+    """The lines a compacted manifest gets: each object this run HEADed or took from a manifest,
+    with the listing's LastModified, in key order."""
+
+    def __init__(self, store: ObjectStore, replaced: list[ObjectInfo], events: Events) -> None:
+        self.writer = CompactionWriter(store)
+        self._replaced = replaced
+        self._listed: dict[str, ObjectInfo] = {}
+        self._events = events
+        self.failed = False
+
+    def listed(self, batch: list[ObjectInfo]) -> None:
+        self._listed = {o.key: o for o in batch}
+
+    def record(self, head: ObjectHead, recovered: Recovered | None) -> None:
+        info = self._listed.get(head.key)
+        if info is None or (recovered is not None and recovered.rewritten):
+            # A rewritten object has a new ETag, which the rewrite's own manifest records.
+            return
+        line = ManifestLine(head.key, head.etag, head.size, head.metadata, info.last_modified)
+        self._attempt(self.writer.add, line)
+
+    def finish(self) -> None:
+        self._attempt(self.writer.finish, self._replaced)
+
+    def _attempt(self, step: Callable[[Any], None], arg: Any) -> None:
+        # Compaction only saves a later rebuild its HEADs: a store that refuses the write (read-
+        # only credentials) must not fail the rebuild, which has all it needs without it.
+        if self.failed:
+            return
+        try:
+            step(arg)
+        except S3idxError as exc:
+            self.failed = True
+            self._events.skipped(MANIFEST_PREFIX, f"compacted manifests not written: {exc.message}")
+
+
+def _requests(store: ObjectStore) -> int:
+    return store.requests.value
 
 
 def _catch_up(
@@ -178,14 +287,14 @@ def _restore(checkpoint: dict[str, Any] | None, key_field: str) -> RebuildResult
 
 
 def _first_entry_settings(
-    store: ObjectStore, index: Index, key_field: str | None
+    store: ObjectStore, index: Index, key_field: str | None, joined: ManifestIndex | None = None
 ) -> tuple[str, tuple[str, ...]]:
     """The key field and fields the store's objects were written with: the first one says.
 
     The bucket is the truth, so it is asked before the index; a store with no object giving an
     entry among its first keys falls back on the index's settings, then on the default.
     """
-    first = probe_key_field(store, key_field)
+    first = probe_key_field(store, key_field, known=joined.vouched_head if joined else None)
     if first is not None:
         if key_field is not None and first.key_field != key_field:
             # Every object would be skipped one by one; one message before any work says it.

@@ -45,6 +45,11 @@ class PutResult:
     # object instead (engine/reconcile.py); not_indexed counts those it could not settle.
     reconciled: int = 0
     retries: int = 0
+    # Manifests (engine/manifest_batches.py): written, writes that failed, and stored objects
+    # that no manifest lists in the end (a later rebuild HEADs them; not exit 0).
+    manifests_written: int = 0
+    manifests_failed: int = 0
+    not_in_manifests: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {"command": "put", **asdict(self), "docs_per_second": self.rate}
@@ -170,6 +175,14 @@ class RebuildResult:
     listed_before: int = 0  # listed by the interrupted run resumed: not this run's work
     # Keys other writers wrote or deleted while the rebuild ran: read again before the swap.
     changed_meanwhile: int = 0
+    # Objects whose entry came from a manifest line, and objects HEADed (no line vouched).
+    from_manifests: int = 0
+    heads: int = 0
+    manifests_read: int = 0
+    # Compacted manifests written at the end, and the manifests they replaced, removed.
+    manifests_written: int = 0
+    manifests_removed: int = 0
+    requests: int = 0  # requests sent to the store by this run
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -330,6 +343,10 @@ class Events:
 
     def damaged(self, key: str, reason: str) -> None:
         """verify found an object that is not what its metadata or index entry says."""
+
+    def warned(self, message: str) -> None:
+        """Something went wrong that costs no data and does not stop the run (a manifest
+        that could not be written); the result's counts say whether it still mattered."""
 
 
 class _Timed(Protocol):

@@ -145,6 +145,8 @@ class RetryingStore:
     ) -> None:
         self.inner = store
         self.location = store.location
+        # The inner store's own count: each attempt of a retried call is a request sent.
+        self.requests = store.requests
         self.policy = policy or RetryPolicy()
         self.counter = RetryCounter()
         self.limit = ConcurrencyLimit(max_concurrency)

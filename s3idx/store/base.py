@@ -6,6 +6,7 @@ lowercase ASCII (S3 and MinIO fold case), values ASCII; a store returns them as 
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -19,6 +20,31 @@ class ObjectInfo:
     key: str
     etag: str
     size: int
+    # When the object was stored (UTC), from the listing itself (S3's LastModified, a local
+    # file's mtime): with the ETag it lets a manifest line vouch for an object without a HEAD.
+    last_modified: datetime | None = None
+
+
+class RequestCounter:
+    """Requests a store sent (thread-safe), so a run can report what it cost in requests.
+
+    S3 stores count every HTTP request (each list page, HEAD, GET, PUT, DELETE, COPY and
+    multipart call, each attempt of a retried one); the local store counts one per operation.
+    """
+
+    __slots__ = ("_lock", "_value")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._value = 0
+
+    def add(self, n: int = 1) -> None:
+        with self._lock:
+            self._value += n
+
+    @property
+    def value(self) -> int:
+        return self._value
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +92,13 @@ class DeleteFailure:
 
 @runtime_checkable
 class ObjectStore(Protocol):
+    """Keys under ``codec.RESERVED_PREFIX`` (``.s3idx/``) are s3idx's own objects (manifests):
+    ``put``, ``open``, ``head`` and ``delete`` take them like any key, but ``list_objects``
+    yields them only to a ``prefix`` that starts with the reserved prefix, so every listing of
+    documents leaves them out."""
+
     location: str  # for messages; never holds a secret
+    requests: RequestCounter  # every request this store sent (see RequestCounter)
 
     def check_key(self, key: str) -> None:
         """Raise InvalidKeyError if this store cannot hold the key (prefix length, file names)."""
@@ -85,7 +117,10 @@ class ObjectStore(Protocol):
     def list_objects(
         self, prefix: str = "", *, start_after: str | None = None
     ) -> Iterator[ObjectInfo]:
-        """Objects in ascending key order (UTF-8 byte order), streamed."""
+        """Objects in ascending key order (UTF-8 byte order), streamed.
+
+        Reserved keys (``.s3idx/``) only when ``prefix`` starts with ``.s3idx/``.
+        """
         ...
 
     def delete(

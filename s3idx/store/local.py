@@ -53,7 +53,7 @@ from typing import IO
 
 import orjson
 
-from s3idx.codec import check_metadata_size
+from s3idx.codec import check_metadata_size, is_reserved_key, lists_reserved
 from s3idx.errors import (
     BackendUnavailableError,
     CorruptObjectError,
@@ -72,6 +72,7 @@ from s3idx.store.base import (
     ObjectHead,
     ObjectInfo,
     PutReceipt,
+    RequestCounter,
 )
 
 if sys.platform != "win32":  # Windows has no flock (see the module docstring)
@@ -115,6 +116,9 @@ class LocalStore:
         self._fold_case: bool | None = None
         self._create = create
         self._swept = False
+        # One per operation (put, head, open, delete, replace_metadata, listing): a directory
+        # has no requests, but the count keeps runs comparable across stores.
+        self.requests = RequestCounter()
 
     # --- layout ------------------------------------------------------------------------------
 
@@ -239,6 +243,7 @@ class LocalStore:
     # --- objects -----------------------------------------------------------------------------
 
     def put(self, key: str, body: bytes, metadata: Mapping[str, str]) -> PutReceipt:
+        self.requests.add()
         self._ready(for_write=True)
         check_metadata_size(metadata, key)
         header = MAGIC + orjson.dumps(dict(metadata)) + b"\n"
@@ -321,10 +326,12 @@ class LocalStore:
                     raise
 
     def head(self, key: str) -> ObjectHead:
+        self.requests.add()
         with self._open_file(key) as fh:
             return self._read_head(key, fh)
 
     def open(self, key: str) -> ObjectBody:
+        self.requests.add()
         fh = self._open_file(key)
         try:
             head = self._read_head(key, fh)
@@ -367,12 +374,12 @@ class LocalStore:
         except orjson.JSONDecodeError:
             raise CorruptObjectError(f"{self._path(key)} has damaged metadata") from None
         fh.seek(end + 1)
-        modified = datetime.fromtimestamp(st.st_mtime, UTC)
-        return ObjectHead(key, _etag(st), st.st_size, metadata, modified)
+        return ObjectHead(key, _etag(st), st.st_size, metadata, _modified(st))
 
     def delete(
         self, keys: Sequence[str], *, if_match: Mapping[str, str] | None = None
     ) -> list[DeleteFailure]:
+        self.requests.add()
         failures: list[DeleteFailure] = []
         if not self._ready(for_write=False):
             return failures
@@ -412,6 +419,7 @@ class LocalStore:
     def list_objects(
         self, prefix: str = "", *, start_after: str | None = None
     ) -> Iterator[ObjectInfo]:
+        self.requests.add()
         if not self._ready(for_write=False):
             return
         self._sweep_temp_files()
@@ -420,8 +428,11 @@ class LocalStore:
     def _walk(
         self, directory: str | Path, base: str, prefix: str, start_after: str | None
     ) -> Iterator[ObjectInfo]:
+        hide_reserved = not lists_reserved(prefix)
         for part, name in self._sorted_names(directory, base, prefix, start_after):
             key = base + part
+            if hide_reserved and not base and is_reserved_key(key):
+                continue  # s3idx's own objects (manifests): not documents
             path = os.path.join(directory, name)
             if not name.endswith("~"):
                 yield from self._walk(path, key, prefix, start_after)
@@ -433,7 +444,7 @@ class LocalStore:
             except OSError as exc:
                 raise _unavailable(self.root, exc) from None
             if stat.S_ISREG(st.st_mode):
-                yield ObjectInfo(key, _etag(st), st.st_size)
+                yield ObjectInfo(key, _etag(st), st.st_size, _modified(st))
 
     def _sorted_names(
         self, directory: str | Path, base: str, prefix: str, start_after: str | None
@@ -478,6 +489,7 @@ class LocalStore:
         The ETag is checked when the old file is opened and again, under the key's lock, just
         before the rename: a put's rename takes the same lock, so none lands in between.
         """
+        self.requests.add()
         check_metadata_size(metadata, key)
         header = MAGIC + orjson.dumps(dict(metadata)) + b"\n"
         path = self._path(key)
@@ -562,6 +574,11 @@ def _decode(name: str) -> str:
     if "%" not in name:
         return name
     return re.sub(r"%([0-9A-F]{2})", lambda m: chr(int(m.group(1), 16)), name)
+
+
+def _modified(st: os.stat_result) -> datetime:
+    # The same stat gives the ETag, so a listing and a HEAD agree on both.
+    return datetime.fromtimestamp(st.st_mtime, UTC)
 
 
 def _etag(st: os.stat_result) -> str:

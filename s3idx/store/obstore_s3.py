@@ -100,6 +100,9 @@ class ObstoreS3Store:
         self.bucket = self.connection.bucket
         self.prefix = self.connection.prefix
         self.location = self.connection.location
+        # The connection's: requests this store sends through obstore and those its boto3
+        # delegate sends land in one count.
+        self.requests = self.connection.requests
         self._base = self.connection.base
         self._multipart_threshold = multipart_threshold
         self._lock = threading.Lock()
@@ -180,6 +183,7 @@ class ObstoreS3Store:
         return PutReceipt(_strip_etag(result.get("e_tag")), len(body))
 
     def _put(self, key: str, body: bytes, metadata: Mapping[str, str]) -> Any:
+        self.requests.add()
         try:
             return obstore.put(
                 self._client(),
@@ -194,6 +198,7 @@ class ObstoreS3Store:
             raise self._error(exc, key, "PutObject") from None
 
     def head(self, key: str) -> ObjectHead:
+        self.requests.add()
         try:
             result = obstore.get(self._client(), self._full(key), options={"head": True})
         except S3idxError:
@@ -210,6 +215,7 @@ class ObstoreS3Store:
         return error
 
     def open(self, key: str) -> ObjectBody:
+        self.requests.add()
         try:
             result = obstore.get(self._client(), self._full(key))
         except S3idxError:

@@ -25,7 +25,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from s3idx._version import __version__
-from s3idx.codec import MAX_KEY_BYTES, check_metadata_size
+from s3idx.codec import MAX_KEY_BYTES, check_metadata_size, is_reserved_key, lists_reserved
 from s3idx.config import redact
 from s3idx.errors import (
     InvalidKeyError,
@@ -42,6 +42,7 @@ from s3idx.store.base import (
     ObjectHead,
     ObjectInfo,
     PutReceipt,
+    RequestCounter,
 )
 from s3idx.store.s3_errors import error_code, remember_credentials, s3_url, translate_error
 
@@ -116,6 +117,9 @@ class S3Connection:
         self._bucket_lock = threading.Lock()
         self._bucket_created = False
         self.bucket_seen = False
+        # Every HTTP request botocore sends on this connection, and (ObstoreS3Store adds its
+        # own) obstore's: one count for the store, whichever transport sent the request.
+        self.requests = RequestCounter()
         config = Config(
             max_pool_connections=options.get("max_pool_connections", DEFAULT_POOL_CONNECTIONS),
             # Checksums only where S3 demands them (DeleteObjects) and no parameter validation:
@@ -157,7 +161,12 @@ class S3Connection:
         # with part of "100 Continue" and closes makes it spin forever in _consume_headers
         # (no timeout fires). Bodies here are small and sent whole: the header buys nothing.
         client.meta.events.register_last("before-call.s3", _without_expect_header)
+        # before-send fires once per HTTP request actually sent (each page, each part).
+        client.meta.events.register("before-send.s3", self._count_request)
         return session, client
+
+    def _count_request(self, **kwargs: Any) -> None:
+        self.requests.add()  # returns None: botocore then sends the request itself
 
     @property
     def region(self) -> str | None:
@@ -291,6 +300,7 @@ class S3Store:
         self.bucket = connection.bucket
         self.prefix = connection.prefix
         self.location = connection.location
+        self.requests = connection.requests
         self._base = connection.base
         self._client = connection.client
         self._multipart_threshold = threshold
@@ -490,13 +500,21 @@ class S3Store:
         if start_after is not None:
             params["StartAfter"] = self._full(start_after)
         cut = len(self._base)
+        hide_reserved = not lists_reserved(prefix)
         while True:
             with self._translated():
                 page = self._client.list_objects_v2(**params)
             for item in page.get("Contents", ()):
                 key = item["Key"][cut:]
-                if key:  # skip a console "folder" marker for the prefix itself
-                    yield ObjectInfo(key, _strip_etag(item["ETag"]), item["Size"])
+                if not key:
+                    continue  # a console "folder" marker for the prefix itself
+                if hide_reserved and is_reserved_key(key):
+                    # s3idx's own objects (manifests), a few per thousand documents: paging
+                    # past them costs less than a second listing would.
+                    continue
+                yield ObjectInfo(
+                    key, _strip_etag(item["ETag"]), item["Size"], item.get("LastModified")
+                )
             if not page.get("IsTruncated"):
                 return
             params["ContinuationToken"] = page["NextContinuationToken"]

@@ -61,6 +61,28 @@ def test_bad_line_is_rejected_with_its_location_and_the_rest_is_stored(
     assert [e["n"] for e in stored] == [1, 2, 4, 5]
 
 
+def test_a_key_in_the_reserved_prefix_is_rejected_and_the_rest_is_stored(
+    run: Run, tmp_path: Path
+) -> None:
+    source = tmp_path / "three.jsonl"
+    lines = [b'{"fs_id":"k1"}', b'{"fs_id":".s3idx/x"}', b'{"fs_id":".s3idx"}']
+    source.write_bytes(b"\n".join(lines) + b"\n")
+    rejects = tmp_path / "rejects.jsonl"
+
+    result = run("put", str(source), "--rejects", str(rejects))
+
+    assert result.exit_code == ExitStatus.PARTIAL
+    assert (
+        f"s3idx: {source}:2: key '.s3idx/x' starts with '.s3idx/', which is reserved for "
+        "s3idx's own objects (manifests)" in result.stderr
+    )
+    assert "choose another key" in result.stderr
+    assert rejects.read_bytes() == lines[1] + b"\n"
+    stored = json_lines(run("query", "--sort", "fs_id").stdout)
+    assert [e["fs_id"] for e in stored] == [".s3idx", "k1"]
+    assert run("get", ".s3idx").exit_code == 0
+
+
 def test_json_summary_on_stdout(run: Run) -> None:
     result = run("put", "--json", input=jsonl({"fs_id": "a"}, {"fs_id": "b"}, {"x": 1}))
     assert result.exit_code == ExitStatus.PARTIAL

@@ -709,3 +709,31 @@ def test_a_store_built_directly_makes_no_retries_of_its_own(
             store.put("k", b"x", META)
     assert excinfo.value.throttled
     assert proxy.requests["PUT"] == 1
+
+
+# --- request counts (issue 15) -----------------------------------------------------------------
+
+
+def test_each_list_page_and_multipart_call_is_a_request(
+    s3_endpoint: str, s3_bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = make_store(
+        s3_endpoint, s3_bucket, multipart_threshold=5 * MiB, multipart_chunksize=5 * MiB
+    )
+    before = store.requests.value
+    store.put("big", os.urandom(11 * MiB), META)  # create, 3 parts, complete
+    assert store.requests.value - before == 5
+
+    for key in ("a", "b", "c"):
+        store.put(key, b"x", META)
+    real_list = store.connection.client.list_objects_v2
+    monkeypatch.setattr(
+        store.connection.client, "list_objects_v2", lambda **p: real_list(**p, MaxKeys=2)
+    )
+    before = store.requests.value
+    assert [o.key for o in store.list_objects()] == ["a", "b", "big", "c"]
+    assert store.requests.value - before == 2
+
+    before = store.requests.value
+    assert store.delete([f"gone{i}" for i in range(1001)]) == []  # two DeleteObjects
+    assert store.requests.value - before == 2

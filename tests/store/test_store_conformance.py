@@ -237,3 +237,107 @@ def test_conditional_and_plain_deletes_mix_in_one_call(store: ObjectStore) -> No
 
     assert [(f.key, f.changed) for f in failures] == [("b", True)]
     assert [o.key for o in store.list_objects()] == ["b"]
+
+
+# --- listing dates, the reserved prefix, request counts (issue 15: manifests) -----------------
+
+
+def _whole_seconds(moment: datetime | None) -> datetime | None:
+    # S3's listing has milliseconds, its HEAD (an HTTP date) whole seconds.
+    return None if moment is None else moment.replace(microsecond=0)
+
+
+def test_listing_says_when_each_object_was_stored_as_its_head_does(store: ObjectStore) -> None:
+    for key in ("a", "dir/b"):
+        store.put(key, b"x", META)
+    now = datetime.now(UTC)
+
+    listed = list(store.list_objects())
+
+    assert [o.key for o in listed] == ["a", "dir/b"]
+    for info in listed:
+        assert info.last_modified is not None
+        assert info.last_modified.utcoffset() == timedelta(0)
+        assert abs(info.last_modified - now) < timedelta(minutes=5)
+        assert _whole_seconds(info.last_modified) == _whole_seconds(
+            store.head(info.key).last_modified
+        )
+
+
+def test_an_overwrite_moves_the_listed_date_forward(store: ObjectStore) -> None:
+    store.put("k", b"one", META)
+    first = next(iter(store.list_objects())).last_modified
+    store.put("k", b"two", META)
+    second = next(iter(store.list_objects())).last_modified
+
+    assert first is not None and second is not None
+    assert second >= first
+
+
+MANIFEST = ".s3idx/manifests/20261201T200000.000000Z-0123abcd.jsonl.gz"
+
+
+def test_reserved_keys_are_stored_but_never_listed_as_documents(store: ObjectStore) -> None:
+    # Neighbours on both sides of '.s3idx/' in byte order, and names that only look alike.
+    documents = [".a", ".s3idx", ".s3idx-x", ".s3idxz", "a"]
+    for key in documents:
+        store.put(key, b"doc", META)
+    receipt = store.put(MANIFEST, b"manifest bytes", {})
+    store.put(".s3idx/other", b"another reserved object", {})
+
+    assert [o.key for o in store.list_objects()] == documents
+    assert [o.key for o in store.list_objects(".")] == documents[:4]
+    assert [o.key for o in store.list_objects(".s3idx")] == [".s3idx", ".s3idx-x", ".s3idxz"]
+    assert [o.key for o in store.list_objects(start_after=".a")] == documents[1:]
+
+    manifests = list(store.list_objects(".s3idx/manifests/"))
+    assert [(o.key, o.etag, o.size) for o in manifests] == [(MANIFEST, receipt.etag, receipt.size)]
+    assert manifests[0].last_modified is not None
+    assert [o.key for o in store.list_objects(".s3idx/")] == [MANIFEST, ".s3idx/other"]
+
+
+def test_reserved_keys_can_be_read_and_deleted_like_any_key(store: ObjectStore) -> None:
+    receipt = store.put(MANIFEST, b"manifest bytes", {})
+    store.check_key(MANIFEST)  # only codec.check_key (documents) refuses reserved keys
+
+    assert store.head(MANIFEST).etag == receipt.etag
+    assert store.open(MANIFEST).read() == b"manifest bytes"
+    assert store.delete([MANIFEST]) == []
+    assert list(store.list_objects(".s3idx/manifests/")) == []
+    with pytest.raises(ObjectNotFoundError):
+        store.head(MANIFEST)
+
+
+def test_every_operation_counts_its_requests(store: ObjectStore) -> None:
+    store.put("x", b"warm up", META)  # a first request may check or create the bucket
+    counted = store.requests.value
+
+    def sent() -> int:
+        nonlocal counted
+        before, counted = counted, store.requests.value
+        return counted - before
+
+    store.put("a", b"x", META)
+    assert sent() == 1
+    store.head("a")
+    assert sent() == 1
+    store.open("a").read()
+    assert sent() == 1
+    list(store.list_objects())
+    assert sent() == 1
+    store.delete(["a", "x"])
+    assert sent() == 1
+    assert list(store.list_objects()) == []
+    assert sent() == 1
+
+
+def test_request_counts_add_up_across_threads(store: ObjectStore) -> None:
+    store.put("warm", b"up", META)
+    before = store.requests.value
+    keys = [f"k{i}" for i in range(40)]
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda k: store.put(k, b"x", META), keys))
+        list(pool.map(store.head, keys))
+
+    assert store.requests.value - before == 80

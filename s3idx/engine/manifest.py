@@ -1,0 +1,307 @@
+"""Manifests: what a batch of writes stored, in one object, so a rebuild needs no HEAD per object.
+
+A manifest is an object under ``<prefix>/.s3idx/manifests/`` named
+``<YYYYmmddTHHMMSS.ffffffZ>-<8 hex>.jsonl.gz`` (UTC time of writing, so names sort in writing
+order). Its body is gzip of JSON lines: first ``{"s3idx_manifest": 1}``, then one line per
+object in key order::
+
+    {"key": K, "etag": E, "size": N, "last_modified": "2026-12-01T20:00:00Z" | null,
+     "metadata": {...}}
+
+``metadata`` is the object's metadata exactly as stored (what a HEAD returns), so an entry is
+recovered from a line by the same code as from a HEAD (``ManifestLine.head()`` then
+``metadata_entry.recover_entry``). A manifest is a claim, never the truth: rebuild-index takes a
+line only when the listing shows the same ETag and an object not modified since (see
+``vouches``); every other object is HEADed.
+
+Writers: put (``ManifestWriter``, one manifest per index batch), reindex/rewrite, sync, and
+rebuild-index's compaction (``CompactionWriter``: manifests of at most ``COMPACT_LINES`` lines in
+key order, then the manifests they replace are deleted).
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import secrets
+import threading
+import zlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from s3idx.errors import CorruptObjectError, quote_key
+from s3idx.store.base import ObjectHead, ObjectInfo, ObjectStore
+
+MANIFEST_PREFIX = ".s3idx/manifests/"
+FORMAT_VERSION = 1
+COMPACT_LINES = 10_000
+# gzip level 1: a manifest is written once per batch and read once per rebuild; the bytes saved
+# by higher levels are worth less than the CPU a put spends on them.
+_GZIP_LEVEL = 1
+_HEADER = orjson.dumps({"s3idx_manifest": FORMAT_VERSION}) + b"\n"
+_SUFFIX = ".jsonl.gz"
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestLine:
+    """One object as a manifest records it: enough to recover its entry and to check it."""
+
+    key: str
+    etag: str
+    size: int
+    metadata: dict[str, str]
+    # Set when the writer knew the object's LastModified (sync, compaction); a put knows only
+    # the receipt's ETag and size, and the manifest's own LastModified bounds the object's.
+    last_modified: datetime | None = None
+
+    @classmethod
+    def from_head(cls, head: ObjectHead) -> ManifestLine:
+        return cls(head.key, head.etag, head.size, dict(head.metadata), head.last_modified)
+
+    def head(self) -> ObjectHead:
+        return ObjectHead(self.key, self.etag, self.size, self.metadata, self.last_modified)
+
+    def to_json(self) -> bytes:
+        modified = None if self.last_modified is None else _format_time(self.last_modified)
+        return orjson.dumps(
+            {
+                "key": self.key,
+                "etag": self.etag,
+                "size": self.size,
+                "last_modified": modified,
+                "metadata": self.metadata,
+            }
+        )
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> ManifestLine:
+        """A line parsed back; ValueError (or KeyError/TypeError) when it is not one."""
+        data = orjson.loads(raw)
+        key, etag, size, metadata = data["key"], data["etag"], data["size"], data["metadata"]
+        if not (
+            isinstance(key, str)
+            and isinstance(etag, str)
+            and isinstance(size, int)
+            and isinstance(metadata, dict)
+            and all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items())
+        ):
+            raise ValueError("a manifest line has a field of the wrong type")
+        modified = data.get("last_modified")
+        return cls(key, etag, size, metadata, None if modified is None else _parse_time(modified))
+
+
+def vouches(line: ManifestLine, manifest_modified: datetime | None, listed: ObjectInfo) -> bool:
+    """Whether a manifest's line may stand for the listed object instead of a HEAD.
+
+    The ETag must match (same body, for S3 also the same upload), and the object must not have
+    been stored again since the line was true: a copy with new metadata keeps the ETag but moves
+    LastModified. With the line's own LastModified the two must be equal; without it (a put's
+    line) the object must be no newer than the manifest, which was written after it. Times are
+    compared at whole seconds, S3's resolution. Unknown times never vouch.
+    """
+    if line.etag != listed.etag or listed.last_modified is None:
+        return False
+    seen = _seconds(listed.last_modified)
+    if line.last_modified is not None:
+        return _seconds(line.last_modified) == seen
+    return manifest_modified is not None and seen <= _seconds(manifest_modified)
+
+
+def manifest_name(now: datetime | None = None) -> str:
+    """A fresh manifest key: the UTC time of writing (names sort in writing order), then 8
+    random hex digits so writers on several machines in one microsecond do not collide."""
+    now = (now or datetime.now(UTC)).astimezone(UTC)
+    return f"{MANIFEST_PREFIX}{now:%Y%m%dT%H%M%S.%f}Z-{secrets.token_hex(4)}{_SUFFIX}"
+
+
+def encode_manifest(lines: Iterable[ManifestLine]) -> bytes:
+    """The gzip body of a manifest holding ``lines`` in key order (sorted here)."""
+    buffer = io.BytesIO()
+    with gzip.GzipFile(fileobj=buffer, mode="wb", compresslevel=_GZIP_LEVEL, mtime=0) as gz:
+        gz.write(_HEADER)
+        for line in sorted(lines, key=lambda x: x.key):
+            gz.write(line.to_json())
+            gz.write(b"\n")
+    return buffer.getvalue()
+
+
+def write_manifest(store: ObjectStore, lines: Iterable[ManifestLine]) -> str | None:
+    """Write one manifest of ``lines`` (sorted by key); its key, or None when there are none."""
+    batch = list(lines)
+    if not batch:
+        return None
+    key = manifest_name()
+    store.put(key, encode_manifest(batch), {})
+    return key
+
+
+class ManifestWriter:
+    """Collects lines from many threads; each ``flush`` writes them as one manifest.
+
+    put adds a line for each object it stored and flushes at each index flush, so one manifest
+    stands for one index batch.
+    """
+
+    def __init__(self, store: ObjectStore) -> None:
+        self._store = store
+        self._lock = threading.Lock()
+        self._lines: list[ManifestLine] = []
+        self.written = 0
+
+    def add(self, line: ManifestLine) -> None:
+        with self._lock:
+            self._lines.append(line)
+
+    def flush(self) -> str | None:
+        with self._lock:
+            lines, self._lines = self._lines, []
+        key = write_manifest(self._store, lines)
+        if key is not None:
+            with self._lock:
+                self.written += 1
+        return key
+
+
+class CompactionWriter:
+    """Writes what is true now as compacted manifests, then removes the manifests they replace.
+
+    ``add`` takes lines in ascending key order (a listing's order) and writes a manifest each
+    ``lines_per_manifest`` lines, so at most that many are held. ``finish(replaced)`` writes the
+    rest, then deletes ``replaced``: the manifests listed before the lines were gathered, never
+    one written meanwhile (its lines may be newer than the listing). New first, old second: a
+    crash in between leaves both, and a later manifest wins a key, so nothing is lost.
+    """
+
+    def __init__(self, store: ObjectStore, lines_per_manifest: int = COMPACT_LINES) -> None:
+        self._store = store
+        self._limit = lines_per_manifest
+        self._lines: list[ManifestLine] = []
+        self._last_key: str | None = None
+        self.written = 0
+        self.removed = 0
+
+    def add(self, line: ManifestLine) -> None:
+        if self._last_key is not None and line.key <= self._last_key:
+            raise ValueError(f"compaction lines out of key order at {quote_key(line.key)}")
+        self._last_key = line.key
+        self._lines.append(line)
+        if len(self._lines) >= self._limit:
+            self._write()
+
+    def _write(self) -> None:
+        if write_manifest(self._store, self._lines) is not None:
+            self.written += 1
+        self._lines = []
+
+    def finish(self, replaced: Iterable[ObjectInfo]) -> None:
+        self._write()
+        keys = [info.key for info in replaced]
+        if not keys:
+            return
+        # Deleted only if unchanged since listed; a changed one is not ours to judge.
+        failures = self._store.delete(keys, if_match={info.key: info.etag for info in replaced})
+        self.removed += len(keys) - len(failures)
+
+
+def list_manifests(store: ObjectStore) -> list[ObjectInfo]:
+    """Every manifest, oldest first: by (LastModified, key); a later one wins a key."""
+    manifests = [
+        info
+        for info in store.list_objects(MANIFEST_PREFIX)
+        if info.key.startswith(MANIFEST_PREFIX) and info.key.endswith(_SUFFIX)
+    ]
+    floor = datetime.min.replace(tzinfo=UTC)
+    manifests.sort(key=lambda info: (info.last_modified or floor, info.key))
+    return manifests
+
+
+def read_manifest(store: ObjectStore, key: str) -> Iterator[ManifestLine]:
+    """A manifest's lines, streamed; CorruptObjectError when it is not a readable manifest.
+
+    Lines read before the damage are yielded first: each still stands or falls by its own
+    check against the listing. ObjectNotFoundError when it was removed meanwhile.
+    """
+    body = store.open(key)
+    reader = _GunzipLines(body.chunks)
+    try:
+        first = next(reader, b"")
+        try:
+            header: Any = orjson.loads(first)
+        except orjson.JSONDecodeError:
+            header = None
+        if not isinstance(header, dict) or header.get("s3idx_manifest") != FORMAT_VERSION:
+            raise CorruptObjectError(
+                f"manifest {quote_key(key)} does not start with {_HEADER.decode().strip()}"
+            )
+        for number, raw in enumerate(reader, start=2):
+            if not raw.strip():
+                continue
+            try:
+                yield ManifestLine.from_json(raw)
+            except (ValueError, KeyError, TypeError):
+                raise CorruptObjectError(
+                    f"manifest {quote_key(key)} line {number} is not a manifest line"
+                ) from None
+    except (OSError, EOFError, zlib.error) as exc:
+        raise CorruptObjectError(f"manifest {quote_key(key)} cannot be read: {exc}") from None
+    finally:
+        close = getattr(body.chunks, "close", None)
+        if close is not None:
+            close()
+
+
+class _GunzipLines:
+    """Lines of a gzip stream given as chunks, decompressed as they come (bounded memory)."""
+
+    def __init__(self, chunks: Iterable[bytes]) -> None:
+        self._chunks = iter(chunks)
+        self._inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        self._pending = b""
+        self._done = False
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self
+
+    def __next__(self) -> bytes:
+        while True:
+            end = self._pending.find(b"\n")
+            if end >= 0:
+                line, self._pending = self._pending[:end], self._pending[end + 1 :]
+                return line
+            if self._done:
+                if self._pending:
+                    line, self._pending = self._pending, b""
+                    return line
+                raise StopIteration
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                self._done = True
+                if not self._inflate.eof:
+                    raise EOFError("the gzip stream ends early")
+                continue
+            self._pending += self._inflate.decompress(chunk)
+
+
+def _format_time(value: datetime) -> str:
+    value = value.astimezone(UTC)
+    text = value.strftime("%Y-%m-%dT%H:%M:%S")
+    if value.microsecond:
+        text += f".{value.microsecond:06d}"
+    return text + "Z"
+
+
+def _parse_time(text: Any) -> datetime:
+    if not isinstance(text, str):
+        raise ValueError("last_modified is not a string")
+    value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if value.tzinfo is None:
+        raise ValueError("last_modified has no time zone")
+    return value.astimezone(UTC)
+
+
+def _seconds(value: datetime) -> int:
+    return int(value.timestamp() // 1)

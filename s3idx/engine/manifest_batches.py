@@ -1,0 +1,77 @@
+"""Manifests of the objects a writing run stored: one per batch, and what a failed one costs.
+
+put, reindex, ``rebuild-index --rewrite`` and sync record a line for each object they wrote (or
+read from a HEAD) and write them as one manifest per batch (``engine/manifest.py`` holds the
+format). A manifest only spares a later rebuild its HEADs: the objects are stored and indexed
+whether it lands or not. So a manifest that cannot be written never stops the run: it is
+counted, reported through ``Events.warned``, and its lines are carried into the next batch's
+manifest (up to ``CARRY_LINES``, memory stays bounded), so one lost request leaves no object
+out. What is still unwritten when the run ends is counted in ``unrecorded``: the callers'
+commands then do not exit 0 (README, "Manifests"), because an object no manifest lists is
+something the run set out to write and did not.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+from s3idx.engine.manifest import COMPACT_LINES, ManifestLine, write_manifest
+from s3idx.errors import S3idxError
+from s3idx.store.base import ObjectStore
+from s3idx.text import plural
+
+# Lines carried over from failed writes into the next manifest: beyond this many a failure is
+# not a passing one, and holding more would let memory grow with the input.
+CARRY_LINES = COMPACT_LINES
+
+
+class ManifestBatches:
+    """Lines added from any thread; each ``flush`` writes those added since as one manifest."""
+
+    def __init__(self, store: ObjectStore, warn: Callable[[str], None]) -> None:
+        self._store = store
+        self._warn = warn
+        self._lock = threading.Lock()
+        self._lines: list[ManifestLine] = []
+        self.written = 0  # manifests written
+        self.failed = 0  # manifest writes that failed
+        self.unrecorded = 0  # objects left out of every manifest (a rebuild HEADs them)
+
+    def add(self, line: ManifestLine) -> None:
+        with self._lock:
+            self._lines.append(line)
+
+    def flush(self, *, last: bool = False) -> None:
+        """Write the lines added since the last flush (and any carried over) as one manifest.
+
+        ``last``: the run's final one, so a failure has no next manifest to carry its lines.
+        """
+        with self._lock:
+            lines, self._lines = self._lines, []
+        if not lines:
+            return
+        try:
+            write_manifest(self._store, lines)
+        except S3idxError as exc:
+            self.failed += 1
+            objects = plural(len(lines), "stored object")
+            if not last and len(lines) <= CARRY_LINES:
+                with self._lock:
+                    self._lines[:0] = lines
+                self._warn(
+                    f"manifest of {objects} not written ({exc.message}); "
+                    "its lines go into the next manifest"
+                )
+                return
+            self.unrecorded += len(lines)
+            self._warn(
+                f"manifest of {objects} not written ({exc.message}); a later rebuild-index "
+                "reads those objects with a HEAD each"
+            )
+            return
+        self.written += 1
+
+    def close(self) -> None:
+        """Write the run's last manifest: what it cannot hold stays unrecorded."""
+        self.flush(last=True)

@@ -1,0 +1,264 @@
+"""rebuild-index from manifests: few requests, and the same index as HEADing every object.
+
+The S3 tests count requests with tests/s3proxy.py in front of moto (rebuild only; the puts go
+to moto directly). ``S3IDX_TEST_MANIFEST_N`` sets the size of the large test (the issue's
+figure is 20,000; the default keeps the test quick).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
+
+import boto3
+import orjson
+import pytest
+
+from s3idx import Engine, Events
+from s3idx.engine import rebuild as rebuild_module
+from s3idx.engine.manifest import MANIFEST_PREFIX, ManifestLine, list_manifests, write_manifest
+from s3idx.engine.manifest_batches import ManifestBatches
+from s3idx.errors import BackendUnavailableError
+from s3idx.index.sqlite import SqliteIndex
+from s3idx.store.local import LocalStore
+from s3idx.store.s3 import S3Store
+from tests.helpers import Run, jsonl
+from tests.s3proxy import S3Proxy
+
+BUCKET, PREFIX = "bucket", "docs"
+LARGE_N = int(os.environ.get("S3IDX_TEST_MANIFEST_N", "2000"))
+
+
+def _doc(i: int, version: int = 0) -> dict[str, Any]:
+    return {"fs_id": f"doc/{i:05d}", "v": i + version, "tag": ["a", "b"][i % 2], "x": "y" * 50}
+
+
+def _entries(index_path: Path) -> list[Any]:
+    """Every entry of an index, bookkeeping included, in key order."""
+    with SqliteIndex(index_path) as index:
+        return sorted(index.find({}), key=lambda e: e["fs_id"])
+
+
+def _args(endpoint: str, index: Path) -> list[str]:
+    return ["--store", f"s3://{BUCKET}/{PREFIX}", "--endpoint-url", endpoint, "--index", str(index)]
+
+
+def _client(endpoint: str) -> Any:
+    return boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+
+
+def _headed(proxy: S3Proxy) -> set[str]:
+    """Keys of the objects HEADed (a HeadBucket is not one)."""
+    paths = [unquote(path.split("?")[0]) for method, path in proxy.log if method == "HEAD"]
+    return {path.split(f"/{PREFIX}/", 1)[1] for path in paths if f"/{PREFIX}/" in path}
+
+
+def _rebuild(run: Run, endpoint: str, index: Path, *extra: str) -> tuple[dict[str, Any], S3Proxy]:
+    with S3Proxy(endpoint) as proxy:
+        result = run("rebuild-index", *_args(proxy.url, index), "--json", *extra)
+    assert result.exit_code in (0, 3), result.stderr  # 3: skipped objects (plain boto3 ones)
+    return orjson.loads(result.stdout), proxy
+
+
+def test_rebuild_of_a_put_bucket_reads_manifests_not_objects(
+    run: Run, s3_endpoint: str, tmp_path: Path
+) -> None:
+    original = tmp_path / "original.sqlite3"
+    docs = [_doc(i) for i in range(LARGE_N)]
+    put = run(
+        "put",
+        *_args(s3_endpoint, original),
+        "--create-bucket",
+        "--field",
+        "v",
+        "--field",
+        "tag",
+        input=jsonl(*docs),
+    )
+    assert put.exit_code == 0, put.stderr
+    rebuilt = tmp_path / "rebuilt.sqlite3"
+
+    data, proxy = _rebuild(run, s3_endpoint, rebuilt)
+
+    assert _entries(rebuilt) == _entries(original)
+    assert (data["listed"], data["written"]) == (LARGE_N, LARGE_N)
+    assert (data["from_manifests"], data["heads"]) == (LARGE_N, 0)
+    bucket_checks = [p for m, p in proxy.log if m == "HEAD" and p.rstrip("/") == f"/{BUCKET}"]
+    assert len(bucket_checks) == proxy.requests["HEAD"] <= 1  # HeadBucket, no object HEAD
+    body_gets = [p for m, p in proxy.log if m == "GET" and MANIFEST_PREFIX not in unquote(p)]
+    assert body_gets == []
+    assert proxy.requests["GET"] == data["manifests_read"] >= 1
+    # The bucket check is made before the rebuild starts counting.
+    assert sum(proxy.requests.values()) - len(bucket_checks) == data["requests"] <= 100
+    # Compacted: one manifest per 10,000 objects replaces one per put batch.
+    assert data["manifests_written"] == -(-LARGE_N // 10_000)
+    assert data["manifests_removed"] == data["manifests_read"]
+    store = S3Store(BUCKET, PREFIX, endpoint_url=s3_endpoint)
+    assert len(list_manifests(store)) == data["manifests_written"]
+
+    again, proxy = _rebuild(run, s3_endpoint, tmp_path / "again.sqlite3")
+    assert (again["from_manifests"], again["heads"]) == (LARGE_N, 0)
+    assert _entries(tmp_path / "again.sqlite3") == _entries(original)
+
+
+def test_rebuild_heads_exactly_what_no_manifest_vouches_for(
+    run: Run, s3_endpoint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = tmp_path / "first.sqlite3"
+    n = 600
+    fields = ["--field", "v", "--field", "tag"]
+    put = run(
+        "put",
+        *_args(s3_endpoint, first),
+        "--create-bucket",
+        *fields,
+        input=jsonl(*(_doc(i) for i in range(n))),
+    )
+    assert put.exit_code == 0, put.stderr
+    client = _client(s3_endpoint)
+
+    def key(i: int) -> str:
+        return f"{PREFIX}/doc/{i:05d}"
+
+    # Overwritten by another s3idx put with another index: its own manifest vouches for them.
+    other = run(
+        "put",
+        *_args(s3_endpoint, tmp_path / "other.sqlite3"),
+        *fields,
+        input=jsonl(*(_doc(i, 1000) for i in range(0, 50))),
+    )
+    assert other.exit_code == 0, other.stderr
+    # A put that died after storing its objects, before writing its manifest.
+    with monkeypatch.context() as patched:
+        patched.setattr(ManifestBatches, "flush", lambda self, last=False: None)
+        killed = run(
+            "put",
+            *_args(s3_endpoint, tmp_path / "killed.sqlite3"),
+            *fields,
+            input=jsonl(*(_doc(i, 2000) for i in [*range(50, 80), *range(n, n + 30)])),
+        )
+    assert killed.exit_code == 0, killed.stderr
+    # Overwritten by plain boto3: no s3idx metadata at all.
+    for i in range(100, 150):
+        client.put_object(Bucket=BUCKET, Key=key(i), Body=b"{}")
+    # Metadata replaced in place: same body (same ETag), a later LastModified.
+    time.sleep(1.1)  # manifests vouch at whole seconds
+    for i in range(150, 170):
+        head = client.head_object(Bucket=BUCKET, Key=key(i))
+        meta = head["Metadata"]
+        meta["s3idx-entry"] = meta["s3idx-entry"].replace(f'"v":{i}', f'"v":{i + 5000}')
+        client.copy_object(
+            Bucket=BUCKET,
+            Key=key(i),
+            CopySource={"Bucket": BUCKET, "Key": key(i)},
+            Metadata=meta,
+            MetadataDirective="REPLACE",
+        )
+    for i in range(200, 300):
+        client.delete_object(Bucket=BUCKET, Key=key(i))
+
+    plain, plain_proxy = _rebuild(run, s3_endpoint, tmp_path / "plain.sqlite3", "--no-manifests")
+    assert plain["manifests_read"] == plain["from_manifests"] == plain["manifests_written"] == 0
+    assert len(_headed(plain_proxy)) == plain["heads"] == n + 30 - 100
+    assert not [p for m, p in plain_proxy.log if MANIFEST_PREFIX in unquote(p)]
+
+    data, proxy = _rebuild(run, s3_endpoint, tmp_path / "manifests.sqlite3")
+
+    expected_heads = {f"doc/{i:05d}" for i in [*range(50, 80), *range(n, n + 30), *range(100, 170)]}
+    assert _headed(proxy) == expected_heads
+    assert data["heads"] == len(expected_heads)
+    assert data["from_manifests"] == n + 30 - 100 - len(expected_heads)
+    assert _entries(tmp_path / "manifests.sqlite3") == _entries(tmp_path / "plain.sqlite3")
+    assert data["not_s3idx"] == plain["not_s3idx"] == 50
+    rebuilt = {e["fs_id"]: e["v"] for e in _entries(tmp_path / "manifests.sqlite3")}
+    assert rebuilt["doc/00000"] == 1000 and rebuilt["doc/00050"] == 2050
+    assert rebuilt["doc/00150"] == 5150 and "doc/00200" not in rebuilt
+
+    # The compacted manifests vouch for everything, foreign objects included.
+    again, proxy = _rebuild(run, s3_endpoint, tmp_path / "again.sqlite3")
+    assert (again["heads"], _headed(proxy)) == (0, set())
+    assert _entries(tmp_path / "again.sqlite3") == _entries(tmp_path / "plain.sqlite3")
+
+
+def test_damaged_manifest_is_reported_and_its_objects_headed(tmp_path: Path) -> None:
+    with Engine(LocalStore(tmp_path / "s"), SqliteIndex(tmp_path / "a.sqlite3")) as engine:
+        engine.put_documents([_doc(i) for i in range(30)], fields=["v"])
+        store = engine.store
+        for info in list_manifests(store):  # put's own
+            store.delete([info.key])
+        heads = [store.head(o.key) for o in store.list_objects()]
+        good = write_manifest(store, [ManifestLine.from_head(h) for h in heads[:10]])
+        damaged = write_manifest(store, [ManifestLine.from_head(h) for h in heads[10:]])
+        assert good is not None and damaged is not None
+        store.put(damaged, b"not gzip", {})
+        skipped: list[tuple[str, str]] = []
+
+        class Seen(Events):
+            def skipped(self, key: str, reason: str) -> None:
+                skipped.append((key, reason))
+
+        result = engine.rebuild_index(events=Seen())
+    assert (result.written, result.heads, result.from_manifests) == (30, 20, 10)
+    assert skipped == [(damaged, skipped[0][1])] and "manifest not used" in skipped[0][1]
+    assert result.manifests_read == 1  # the damaged one is not counted as read
+
+
+class _StopAfter(Events):
+    def __init__(self, stop: threading.Event, batches: int) -> None:
+        self.stop, self.left = stop, batches
+
+    def progress(self, done: int, total: int | None, detail: dict[str, int]) -> None:
+        self.left -= 1
+        if self.left == 0:
+            self.stop.set()
+
+
+def _local_engine(tmp_path: Path, name: str) -> Engine:
+    return Engine(LocalStore(tmp_path / "s"), SqliteIndex(tmp_path / name), workers=4)
+
+
+def test_interrupted_then_resumed_rebuild_compacts_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(rebuild_module, "LIST_BATCH", 7)
+    with _local_engine(tmp_path, "a.sqlite3") as engine:
+        engine.put_documents([_doc(i) for i in range(30)], fields=["v"])
+        before = _entries(tmp_path / "a.sqlite3")
+    with _local_engine(tmp_path, "b.sqlite3") as engine:
+        manifests = list_manifests(engine.store)
+        stop = threading.Event()
+        first = engine.rebuild_index(events=_StopAfter(stop, 2), stop=stop)
+        assert (first.interrupted, first.manifests_removed) == (True, 0)
+        second = engine.rebuild_index(resume=True)
+        assert (second.committed, second.listed) == (True, 30)
+        assert (second.manifests_written, second.manifests_removed) == (0, 0)
+        assert list_manifests(engine.store)[: len(manifests)] == manifests  # none removed
+    assert _entries(tmp_path / "b.sqlite3") == before
+
+
+def test_a_store_refusing_the_compaction_leaves_the_rebuild_successful(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with _local_engine(tmp_path, "a.sqlite3") as engine:
+        engine.put_documents([_doc(i) for i in range(20)], fields=["v"])
+        before = _entries(tmp_path / "a.sqlite3")
+    reasons: list[str] = []
+
+    class Seen(Events):
+        def skipped(self, key: str, reason: str) -> None:
+            reasons.append(reason)
+
+    def refuse(self: Any, key: str, body: bytes, metadata: Any) -> Any:
+        raise BackendUnavailableError("access denied (read-only credentials)")
+
+    monkeypatch.setattr(LocalStore, "put", refuse)
+    with _local_engine(tmp_path, "b.sqlite3") as engine:
+        result = engine.rebuild_index(events=Seen())
+    assert (result.committed, result.written) == (True, 20)
+    assert (result.manifests_written, result.manifests_removed) == (0, 0)
+    assert reasons == ["compacted manifests not written: access denied (read-only credentials)"]
+    assert _entries(tmp_path / "b.sqlite3") == before
