@@ -37,6 +37,7 @@ class ManifestIndex:
         )
         self.manifests_read = 0
         self.lines = 0
+        self._keep: Callable[[str], bool] | None = None
 
     @classmethod
     def load(
@@ -44,15 +45,18 @@ class ManifestIndex:
         store: ObjectStore,
         manifests: Iterable[ObjectInfo],
         on_damaged: Callable[[str, str], None] | None = None,
+        keep: Callable[[str], bool] | None = None,
     ) -> ManifestIndex:
         """Read ``manifests`` (oldest first, as ``list_manifests`` gives them) into a new index.
 
         A damaged manifest is reported through ``on_damaged(key, reason)`` and contributes the
         lines read before the damage (each line is still checked against the listing); one
         removed meanwhile (by another rebuild's compaction) is passed over: its objects are
-        HEADed unless a newer manifest vouches for them.
+        HEADed unless a newer manifest vouches for them. With ``keep``, only the lines of keys
+        it keeps are loaded (a sharded rebuild: the shard's own keys).
         """
         joined = cls()
+        joined._keep = keep
         try:
             for info in manifests:
                 joined.add_manifest(store, info, on_damaged)
@@ -72,6 +76,8 @@ class ManifestIndex:
         rows: list[tuple[str, str | None, bytes]] = []
         try:
             for line in read_manifest(store, info.key):
+                if self._keep is not None and not self._keep(line.key):
+                    continue
                 rows.append((line.key, modified, line.to_json()))
                 if len(rows) >= _INSERT_BATCH:
                     self._insert(rows)
