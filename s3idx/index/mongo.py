@@ -66,7 +66,7 @@ from pymongo.errors import (
     PyMongoError,
 )
 
-from s3idx.codec import RESERVED_FIELD, utc_now
+from s3idx.codec import RESERVED_FIELD, dumps, loads, utc_now
 from s3idx.config import redact
 from s3idx.errors import (
     BackendUnavailableError,
@@ -1291,7 +1291,9 @@ class MongoRebuild:
         with self._c.guard("saving the rebuild checkpoint of"):
             result = self._c.meta.update_one(
                 {ID: self._checkpoint_id, "run": self._run},
-                {"$set": {"checkpoint": dict(checkpoint)}},
+                # As JSON text: its names include field paths ("x.y"), which FerretDB v1
+                # refuses as document keys.
+                {"$set": {"checkpoint": dumps(dict(checkpoint)).decode()}},
             )
         if result.matched_count == 0:
             raise self._superseded()
@@ -1302,8 +1304,7 @@ class MongoRebuild:
             state = self._c.meta.find_one({ID: self._checkpoint_id, "run": self._run})
         if state is None:
             raise self._superseded()
-        checkpoint = state.get("checkpoint")
-        return plain(checkpoint) if checkpoint is not None else None
+        return _checkpoint_of(state)
 
     # --- shards ------------------------------------------------------------------------------
 
@@ -1315,8 +1316,9 @@ class MongoRebuild:
         with self._c.guard("reading the rebuild checkpoints of"):
             docs = list(self._c.meta.find({ID: {"$in": self._shard_ids()}, "run": self._run}))
         for doc in docs:
-            if doc.get("checkpoint") is not None:
-                found[int(str(doc[ID]).rpartition("$shard")[2])] = plain(doc["checkpoint"])
+            checkpoint = _checkpoint_of(doc)
+            if checkpoint is not None:
+                found[int(str(doc[ID]).rpartition("$shard")[2])] = checkpoint
         return found
 
     def shard_done(self, index: int) -> None:
@@ -1450,6 +1452,14 @@ class MongoRebuild:
         return S3idxError(
             f"the rebuild of {self._c.location} was restarted or finished by another process"
         )
+
+
+def _checkpoint_of(state: Mapping[str, Any]) -> dict[str, Any] | None:
+    """A saved checkpoint: JSON text, or a document as earlier versions saved it."""
+    checkpoint = state.get("checkpoint")
+    if isinstance(checkpoint, str):
+        return dict(loads(checkpoint))
+    return plain(checkpoint) if checkpoint is not None else None
 
 
 def _shard_id(state_id: str, index: int) -> str:

@@ -549,6 +549,16 @@ def test_rebuild_resumes_with_its_checkpoint_and_keys(filled: Index, open_index:
     assert by_key(filled.find()) == by_key(NEW)
 
 
+def test_a_checkpoint_naming_dotted_fields_round_trips(filled: Index, open_index: Any) -> None:
+    # A rebuild's checkpoint counts pending fields by path; FerretDB refuses "." in names.
+    saved = {"pending_fields": {"x.y": 3, "$odd": 1}, "when": T0, "listed_through": "k"}
+    filled.start_rebuild(KEY).save_checkpoint(saved)
+    assert open_index().start_rebuild(KEY, resume=True).checkpoint() == saved
+    sharded = open_index().start_rebuild(KEY, shard=Shard(1, 2), restart=True)
+    sharded.save_checkpoint(saved)
+    assert sharded.shard_checkpoints() == {1: saved}
+
+
 def test_rebuild_without_resume_starts_afresh(filled: Index) -> None:
     first = filled.start_rebuild(KEY)
     first.upsert(NEW)
