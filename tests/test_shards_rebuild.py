@@ -224,3 +224,26 @@ def test_shard_flags_are_checked_before_any_work(run: Run, tmp_path: Path) -> No
     assert alone.exit_code == 2
     assert "--restart goes with --shard" in alone.stderr
     assert not os.path.exists(index)
+
+
+def test_each_shard_says_what_it_did_and_info_shows_the_rebuild(run: Run) -> None:
+    put = run("put", "--field", "v", input=_docs(0, 30, with_x=False))
+    assert put.exit_code == 0, put.stderr
+
+    first = run("rebuild-index", "--shard", "0/2")
+    assert first.exit_code == 0, first.stderr
+    assert "; shard 0/2 (" in first.stderr
+    assert "1 of 2 shards done, waiting for 1: the last one to finish swaps" in first.stderr
+    info = run("info").stdout.splitlines()
+    assert any(
+        line.startswith("rebuild ") and "1 of 2 shards done (done: 0)" in line for line in info
+    )
+    assert any(line.startswith("rebuild shards done") and line.endswith(" 0") for line in info)
+
+    last = run("rebuild-index", "--shard", "1/2", "--json")
+    assert last.exit_code == 0, last.stderr
+    report = orjson.loads(last.stdout)
+    assert report["swapped"] and report["committed"] and report["shards_done"] == [0, 1]
+    assert report["total_entries"] == 30 == report["total_written"]
+    assert report["listed"] + report["other_shards"] == 30
+    assert "rebuild" not in orjson.loads(run("info", "--json").stdout)

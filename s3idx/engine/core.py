@@ -153,11 +153,14 @@ class Engine:
         except S3idxError as exc:
             shown["index_status"] = _status(exc)
             problems.append(exc)
-        # Asked even of an index not found: a lost index being rebuilt has no settings yet.
-        try:
-            rebuilding = self.index.rebuild_status()
-        except S3idxError:
-            rebuilding = None  # an index that cannot be read is reported above
+        # Asked even of an index not found (a lost index being rebuilt has no settings yet),
+        # not of one that cannot be reached: that would only wait for the same timeout again.
+        rebuilding = None
+        if shown["index_status"] in ("ok", "does not exist"):
+            try:
+                rebuilding = self.index.rebuild_status()
+            except S3idxError as exc:
+                problems.append(exc)
         if rebuilding is not None:
             shown["rebuild"] = rebuilding.describe()
             if rebuilding.shards is not None:
