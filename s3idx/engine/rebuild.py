@@ -98,7 +98,8 @@ def run_rebuild(
                     store,
                     replaced,
                     on_damaged=lambda key, why: events.skipped(key, f"manifest not used: {why}"),
-                    keep=None if shard is None else shard.owns,
+                    workers=workers,
+                    owns=None if shard is None else shard.owns,
                 )
             )
         result = _run(
