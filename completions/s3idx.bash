@@ -112,6 +112,7 @@ _s3idx() {
     rebuild-index)
         case "$prev" in
             --key) COMPREPLY=(); return;;
+            --shard) COMPREPLY=(); return;;
             --workers) COMPREPLY=(); return;;
             --store) COMPREPLY=(); return;;
             --index) COMPREPLY=(); return;;
@@ -124,7 +125,7 @@ _s3idx() {
             --config) COMPREPLY=($(compgen -f -- "$cur")); return;;
         esac
         if [[ "$cur" == -* ]]; then
-            COMPREPLY=($(compgen -W "--key --resume --rewrite --no-manifests --workers --json --quiet -q --store --index --collection --aws-profile --region --endpoint-url --transport --profile --config -h --help" -- "$cur"))
+            COMPREPLY=($(compgen -W "--key --resume --rewrite --no-manifests --shard --restart --workers --json --quiet -q --store --index --collection --aws-profile --region --endpoint-url --transport --profile --config -h --help" -- "$cur"))
         fi
         ;;
     reindex)

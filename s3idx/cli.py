@@ -1080,6 +1080,15 @@ def rebuild_index(
             help="HEAD every object; neither read nor write manifests.",
         ),
     ] = False,
+    shard: ShardOpt = None,
+    restart: Annotated[
+        bool,
+        typer.Option(
+            "--restart",
+            help="With --shard: discard a rebuild in progress that this shard may not join "
+            "(another shard count, not sharded, or this shard already started) and start over.",
+        ),
+    ] = False,
     workers: WorkersOpt = None,
     json: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -1095,9 +1104,18 @@ def rebuild_index(
     Objects written by maggma's S3Store are indexed from their metadata too; --rewrite turns
     them into s3idx objects (reading and writing their bodies) so later rebuilds are exact.
 
+    With --shard I/N, run N of these at once (any machines sharing the index): each indexes its
+    shard's keys into one staging index, and the last to finish swaps it in.
+
     \b
     Example: s3idx rebuild-index --store s3://bucket/docs --index mongodb://host/db --workers 32
     """
+    only = _shard(shard, run)
+    if restart and only is None:
+        raise UsageError(
+            "--restart goes with --shard",
+            hint="without --shard, rebuild-index (without --resume) always starts over",
+        )
     ctx = CommandContext(run, loc, quiet=quiet, key=key, workers=workers)
     result = _long_run(
         ctx,
@@ -1108,6 +1126,8 @@ def rebuild_index(
             events=events,
             stop=stop,
             manifests=not no_manifests,
+            shard=only,
+            restart=restart,
         ),
     )
     status = ctx.signals.exit_status() or _scan_status(
@@ -1115,8 +1135,10 @@ def rebuild_index(
     )
     _report(ctx, result.as_dict(), output.rebuild_summary(result), status)
     if result.interrupted:
+        again = "" if only is None else f" --shard {only}"
         run.out.message(
-            "rebuild stopped; the old index is unchanged; run again with --resume to continue"
+            "rebuild stopped; the old index is unchanged; run again with"
+            f"{again} --resume to continue"
         )
     return status
 

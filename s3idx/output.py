@@ -193,9 +193,32 @@ def rebuild_summary(result: RebuildResult) -> str:
     if result.pending_fields:
         lacking = ", ".join(f"{f} ({n})" for f, n in result.pending_fields.items())
         line += f"; objects lacking fields: {lacking}: run `s3idx reindex` to backfill them"
+    if result.shard is not None:
+        return line + _shard_outcome(result)
     if not result.committed:
         line += "; not swapped in"
     return line
+
+
+def _shard_outcome(result: RebuildResult) -> str:
+    """What a shard's run did to the whole rebuild: its own counts are the line before."""
+    count = int(result.shard.split("/")[1]) if result.shard else 0
+    done = len(result.shards_done)
+    text = f"; shard {result.shard} ({result.other_shards} listed objects of other shards)"
+    if result.committed:
+        return text + (
+            f"; last of {count} shards: swapped in, the index holds "
+            f"{plural(result.total_entries, 'entry', 'entries')}"
+        )
+    if result.interrupted:
+        return text + "; not done"
+    if done < count:
+        waiting = ", ".join(str(s) for s in range(count) if s not in result.shards_done)
+        return text + (
+            f"; {done} of {count} shards done, waiting for {waiting}: the last one to finish "
+            "swaps the index in"
+        )
+    return text + "; every shard done, another one swaps the index in"
 
 
 def reindex_summary(result: ReindexResult) -> str:

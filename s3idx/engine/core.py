@@ -204,6 +204,19 @@ class Engine:
         except S3idxError as exc:
             shown["index_status"] = _status(exc)
             problems.append(exc)
+        # Asked even of an index not found (a lost index being rebuilt has no settings yet),
+        # not of one that cannot be reached: that would only wait for the same timeout again.
+        rebuilding = None
+        if shown["index_status"] in ("ok", "does not exist"):
+            try:
+                rebuilding = self.index.rebuild_status()
+            except S3idxError as exc:
+                problems.append(exc)
+        if rebuilding is not None:
+            shown["rebuild"] = rebuilding.describe()
+            if rebuilding.shards is not None:
+                shown["rebuild_shards"] = str(rebuilding.shards)
+                shown["rebuild_shards_done"] = [str(s) for s in rebuilding.done]
         return shown, problems
 
     # --- settings ----------------------------------------------------------------------------
@@ -411,12 +424,16 @@ class Engine:
         events: Events | None = None,
         stop: threading.Event | None = None,
         manifests: bool = True,
+        shard: Shard | None = None,
+        restart: bool = False,
     ) -> RebuildResult:
         """Rebuild the index from object metadata alone; see ``s3idx.engine.rebuild``.
 
         With ``rewrite``, objects written by maggma are rewritten into the s3idx format (with
         this engine's compression) before their entries are written. With ``manifests`` False,
-        every object is HEADed and no manifest is read or written.
+        every object is HEADed and no manifest is read or written. With ``shard``, this run
+        indexes that shard's keys into the staging index all shards share, and the last shard
+        to finish swaps it in; ``restart`` discards a rebuild in progress it may not join.
         """
         self.require_store()
         events = events or Events()
@@ -433,6 +450,8 @@ class Engine:
                 events=events,
                 stop=stop,
                 manifests=manifests,
+                shard=shard,
+                restart=restart,
             )
         finally:
             if batches is not None:

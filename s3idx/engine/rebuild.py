@@ -22,6 +22,15 @@ table first (``ManifestIndex``), and a listed object whose latest manifest line 
 A finished rebuild that started from the beginning then leaves compacted manifests of what it
 found (``CompactionWriter``) in place of the ones it read. ``manifests=False`` HEADs every object
 and neither reads nor writes manifests.
+
+Sharded (``shard=I/N``): every shard lists the whole store but keeps only its own keys (and only
+their manifest lines), writing them into one staging index shared by all N shards, with a
+checkpoint of its own. A shard that finished records itself done; the one that then finds every
+shard done claims the swap (``IndexRebuild.claim_swap``, atomic in the index) and does the end
+above for all of them: catch-up of the change log the first shard started, the swap with the
+key field, fields and pending fields merged from every shard's checkpoint, reconcile, finish.
+The other shards return without swapping. A sharded rebuild does not compact manifests (each
+shard knows only its own keys).
 """
 
 from __future__ import annotations
@@ -30,6 +39,7 @@ import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
+from dataclasses import dataclass
 from typing import Any
 
 from s3idx.config import DEFAULT_KEY_FIELD, redact
@@ -51,6 +61,7 @@ from s3idx.engine.results import (
 from s3idx.errors import IndexSettingsError, S3idxError, UsageError
 from s3idx.index.base import Index, IndexRebuild, IndexSettings
 from s3idx.limits import batched
+from s3idx.sharding import Shard
 from s3idx.store.base import ObjectHead, ObjectInfo, ObjectStore
 from s3idx.text import plural
 
@@ -69,8 +80,12 @@ def run_rebuild(
     events: Events | None = None,
     stop: threading.Event | None = None,
     manifests: bool = True,
+    shard: Shard | None = None,
+    restart: bool = False,
 ) -> RebuildResult:
     events = events or Events()
+    if shard is not None and shard.count == 1:
+        shard = None  # one shard of one is the whole store: a plain rebuild
     requests_before = _requests(store)
     with ExitStack() as stack:
         joined: ManifestIndex | None = None
@@ -85,13 +100,30 @@ def run_rebuild(
                     replaced,
                     on_damaged=lambda key, why: events.skipped(key, f"manifest not used: {why}"),
                     workers=workers,
+                    owns=None if shard is None else shard.owns,
                 )
             )
         result = _run(
-            store, index, workers, key_field, resume, rewriter, events, stop, joined, replaced
+            store,
+            index,
+            workers,
+            key_field,
+            _Options(resume, restart, shard, rewriter),
+            events,
+            stop,
+            joined,
+            replaced,
         )
     result.requests = _requests(store) - requests_before
     return result
+
+
+@dataclass(frozen=True, slots=True)
+class _Options:
+    resume: bool
+    restart: bool
+    shard: Shard | None
+    rewriter: Rewriter | None
 
 
 def _run(
@@ -99,26 +131,33 @@ def _run(
     index: Index,
     workers: int,
     key_field: str | None,
-    resume: bool,
-    rewriter: Rewriter | None,
+    options: _Options,
     events: Events,
     stop: threading.Event | None,
     joined: ManifestIndex | None,
     replaced: list[ObjectInfo],
 ) -> RebuildResult:
+    resume, shard = options.resume, options.shard
     found_key, fields = _first_entry_settings(store, index, key_field, joined)
     key_field = key_field or found_key
     finish_deletes(store, index)
-    rebuild = index.start_rebuild(key_field, fields, resume=resume)
+    rebuild = index.start_rebuild(
+        key_field, fields, resume=resume, shard=shard, restart=options.restart
+    )
     # Deletes under way before the change log started: their keys are not in it.
     journaled = set(index.journaled())
     checkpoint = rebuild.checkpoint() if resume else None
     result = _restore(checkpoint, key_field)
+    result.shard = None if shard is None else str(shard)
+    # A shard resumed after it finished its part only has the swap left to try.
+    listed_all = shard is not None and resume and shard.index in rebuild.shards_done()
     compaction = None
     if joined is not None:
         result.manifests_read = joined.manifests_read
-        # Only a rebuild that lists everything knows every line: a resumed one compacts nothing.
-        compaction = None if result.resumed else _Compaction(store, replaced, events)
+        # Only a rebuild that lists everything knows every line: a resumed or sharded one
+        # compacts nothing.
+        if not result.resumed and shard is None:
+            compaction = _Compaction(store, replaced, events)
     with ThreadPoolExecutor(workers, thread_name_prefix="s3idx-head") as pool:
         collector = EntryCollector(
             store,
@@ -128,7 +167,7 @@ def _run(
             result.skipped,
             on_skip=events.skipped,
             maggma=result.maggma,
-            rewriter=rewriter,
+            rewriter=options.rewriter,
         )
         collector.fields = list(result.fields)
         collector.lacking = dict(result.pending_fields)
@@ -137,23 +176,29 @@ def _run(
             collector.on_object = compaction.record
         start_after = checkpoint.get("listed_through") if checkpoint else None
         with reported_on_failure(result):
-            for batch in batched(
-                prefetched(store.list_objects(start_after=start_after)), LIST_BATCH
-            ):
+            listing = () if listed_all else prefetched(store.list_objects(start_after=start_after))
+            for batch in batched(listing, LIST_BATCH):
                 if compaction is not None:
                     compaction.listed(batch)
-                _rebuild_batch(rebuild, collector, batch, result, joined)
+                own = batch if shard is None else [o for o in batch if shard.owns(o.key)]
+                result.other_shards += len(batch) - len(own)
+                _rebuild_batch(rebuild, collector, own, result, joined, batch[-1].key)
                 events.progress(result.listed, None, {"written": result.written})
                 if stop is not None and stop.is_set():
                     result.interrupted = True
                     break
-            if not result.interrupted:
+            if not result.interrupted and shard is None:
+                result.swapped = True
+                result.total_written = result.written
+            elif not result.interrupted and shard is not None:
+                _shard_finished(rebuild, shard, result)
+            if not result.interrupted and result.swapped:
                 journaled.update(index.journaled())
                 changed = journaled.union(rebuild.changed_keys())
                 _catch_up(store, index, rebuild, changed, result, pool, workers)
                 result.changed_meanwhile = len(changed)
         result.heads = collector.heads
-    if not result.interrupted:
+    if not result.interrupted and result.swapped:
         try:
             _refuse_empty_replacement(store, index, result)
         except S3idxError:
@@ -163,6 +208,7 @@ def _run(
         settings = IndexSettings(result.key_field, tuple(result.fields), pending)
         rebuild.commit(settings)
         result.committed = True
+        result.total_entries = index.count()
         with reported_on_failure(result):
             # Writes that landed in the old index while it was being replaced are in the log.
             logged = list(rebuild.changed_keys())
@@ -175,12 +221,53 @@ def _run(
     return result
 
 
+def _shard_finished(rebuild: IndexRebuild, shard: Shard, result: RebuildResult) -> None:
+    """Record this shard done, and claim the swap if it is the last: then ``result`` takes the
+    settings merged from every shard (the swap commits them for the whole index)."""
+    # Saved again even when nothing was listed (an empty store): the merge needs every shard's.
+    rebuild.save_checkpoint(_checkpoint(result, result.listed_through or ""))
+    rebuild.shard_done(shard.index)
+    result.swapped = rebuild.claim_swap()
+    result.shards_done = sorted(rebuild.shards_done())
+    if result.swapped:
+        _merge_shards(result, rebuild.shard_checkpoints(), shard.count)
+
+
+def _merge_shards(result: RebuildResult, found: dict[int, dict[str, Any]], count: int) -> None:
+    """The key field, fields and pending fields of the whole index, from every shard's last
+    checkpoint: a field a shard never met is lacking from all of that shard's entries."""
+    missing = sorted(set(range(count)) - set(found))
+    key_fields = {c["key_field"] for c in found.values()}
+    if missing or len(key_fields) > 1:
+        raise IndexSettingsError(
+            f"the shards disagree or left no record (shards without a checkpoint: "
+            f"{missing or 'none'}; key fields: {sorted(key_fields)}); not swapping",
+            hint="run rebuild-index --restart with --shard for every shard",
+        )
+    fields: list[str] = []
+    for number in sorted(found):
+        fields.extend(f for f in found[number]["fields"] if f not in fields)
+    pending: dict[str, int] = {}
+    for path in fields:
+        lacking = sum(
+            c.get("pending_fields", {}).get(path, 0) if path in c["fields"] else c["written"]
+            for c in found.values()
+        )
+        if lacking:
+            pending[path] = lacking
+    result.key_field = key_fields.pop()
+    result.fields = fields
+    result.pending_fields = pending
+    result.total_written = sum(int(c["written"]) for c in found.values())
+
+
 def _rebuild_batch(
     rebuild: Any,
     collector: EntryCollector,
     batch: list[ObjectInfo],
     result: RebuildResult,
     joined: ManifestIndex | None = None,
+    listed_through: str | None = None,
 ) -> None:
     keys = [o.key for o in batch]
     done = rebuild.has_keys(keys) if result.resumed else set()
@@ -196,7 +283,8 @@ def _rebuild_batch(
     result.key_field = collector.key_field or result.key_field
     result.fields = list(collector.fields)
     result.pending_fields = {f: n for f, n in collector.lacking.items() if n}
-    rebuild.save_checkpoint(_checkpoint(result, keys[-1]))
+    result.listed_through = listed_through or keys[-1]
+    rebuild.save_checkpoint(_checkpoint(result, result.listed_through))
 
 
 class _Compaction:
@@ -260,11 +348,13 @@ def _catch_up(
         for path in sorted({p for r in found for p in r.fields} - set(result.fields)):
             # Added by a put while the rebuild ran: entries listed before may lack it.
             result.fields.append(path)
-            result.pending_fields[path] = result.written
+            result.pending_fields[path] = result.total_written
 
 
 def _checkpoint(result: RebuildResult, listed_through: str) -> dict[str, Any]:
     data = result.as_dict()
+    for name in ("shard", "shards_done", "swapped", "total_written", "total_entries"):
+        del data[name]  # the run's own, not the shard's progress
     data["listed_through"] = listed_through
     return data
 
@@ -276,6 +366,8 @@ def _restore(checkpoint: dict[str, Any] | None, key_field: str) -> RebuildResult
     result.resumed = True
     result.listed = result.listed_before = checkpoint["listed"]
     result.written = checkpoint["written"]
+    result.other_shards = checkpoint.get("other_shards", 0)
+    result.listed_through = checkpoint.get("listed_through") or None
     result.key_field = checkpoint["key_field"]
     result.fields = list(checkpoint["fields"])
     # A checkpoint written before pending fields were counted has none.
@@ -314,7 +406,7 @@ def _first_entry_settings(
 
 def _refuse_empty_replacement(store: ObjectStore, index: Index, result: RebuildResult) -> None:
     """An empty listing over a full index is far likelier a wrong --store than a wish."""
-    if result.written:
+    if result.total_written:
         return
     existing = indexed_entries(index)
     if existing:

@@ -186,10 +186,22 @@ class RebuildResult:
     manifests_written: int = 0
     manifests_removed: int = 0
     requests: int = 0  # requests sent to the store by this run
+    # A sharded rebuild: this run's shard ("I/N"), listed objects of the other shards (not
+    # counted in ``listed``), the shards done when it finished, and whether it swapped.
+    shard: str | None = None
+    other_shards: int = 0
+    shards_done: list[int] = field(default_factory=list)
+    # Whether this run does the swap: every one not interrupted without shards, else the last
+    # shard to finish (``committed`` says the swap happened).
+    swapped: bool = False
+    # Entries every shard wrote (this run's own, without shards), and the index after the swap.
+    total_written: int = 0
+    total_entries: int = 0
+    listed_through: str | None = None  # the last key listed (checkpoints)
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        del data["skipped"], data["maggma"], data["listed_before"]
+        del data["skipped"], data["maggma"], data["listed_before"], data["listed_through"]
         data.update(self.skipped.as_dict())
         data.update(self.maggma.as_dict())
         data["objects_per_second"] = self.rate

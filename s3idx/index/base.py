@@ -10,9 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
 from s3idx.codec import RESERVED_FIELD
+from s3idx.errors import IndexSettingsError
+from s3idx.sharding import Shard
 
 Entry = dict[str, Any]
 SortSpec = Sequence[tuple[str, int]]
@@ -59,6 +62,85 @@ class IndexSettings:
         return tuple(f for f in self.fields if f not in waiting)
 
 
+@dataclass(frozen=True, slots=True)
+class RebuildStatus:
+    """A rebuild in progress, as ``info`` shows it: ``shards`` is None for one not split into
+    shards; ``joined`` are the shards that started on it, ``done`` those that finished their
+    part, and ``swapping`` says one of them has claimed the swap."""
+
+    key_field: str
+    started: datetime | None = None
+    shards: int | None = None
+    joined: tuple[int, ...] = ()
+    done: tuple[int, ...] = ()
+    swapping: bool = False
+
+    def describe(self) -> str:
+        when = f" since {self.started:%Y-%m-%d %H:%M:%S} UTC" if self.started else ""
+        if self.shards is None:
+            return f"in progress{when} (not sharded)"
+        done = ", ".join(map(str, self.done)) or "none"
+        state = "swapping" if self.swapping else f"{len(self.done)} of {self.shards} shards done"
+        return f"in progress{when}: {state} (done: {done})"
+
+
+def join_refusal(
+    location: str,
+    status: RebuildStatus,
+    key_field: str,
+    shard: Shard | None,
+    *,
+    resume: bool,
+) -> IndexSettingsError | None:
+    """Why a rebuild started as ``shard`` may not work on the staging index ``status`` describes
+    (None: it may join it, or continue it with ``resume``).
+
+    The one place both backends decide it. Unrelated means: split another way (another N, or
+    not split at one side), another key field, or (without ``resume``) a shard that already
+    started on it: a second copy of a shard, or a stale rebuild that crashed; the message shows
+    when it started, so a user can tell which.
+    """
+    when = f", started {status.started:%Y-%m-%d %H:%M:%S} UTC" if status.started else ""
+    done = ", ".join(map(str, status.done)) or "none"
+    if status.shards is None:
+        if shard is None:
+            return None
+        return IndexSettingsError(
+            f"index {location} has a rebuild-index without --shard in progress{when}; "
+            f"shard {shard} cannot join it",
+            hint="continue that rebuild with rebuild-index --resume (without --shard), or add "
+            "--restart to discard it and start the sharded rebuild over",
+        )
+    if shard is None:
+        return IndexSettingsError(
+            f"index {location} has a rebuild in progress split into {status.shards} shards"
+            f"{when} (shards done: {done})",
+            hint=f"continue it with rebuild-index --shard I/{status.shards} --resume for each "
+            "shard not done, or run rebuild-index without --resume to discard it",
+        )
+    if shard.count != status.shards:
+        return IndexSettingsError(
+            f"index {location} has a rebuild in progress split into {status.shards} shards"
+            f"{when} (shards done: {done}), not {shard.count}",
+            hint=f"give --shard I/{status.shards} (with --resume for a shard that stopped), "
+            "or add --restart to discard that rebuild and start over",
+        )
+    if status.key_field != key_field:
+        return IndexSettingsError(
+            f"index {location} has a rebuild in progress with key field "
+            f"{status.key_field!r}, not {key_field!r}{when}",
+            hint="add --restart to discard that rebuild and start over",
+        )
+    if not resume and shard.index in status.joined:
+        return IndexSettingsError(
+            f"shard {shard} already started on the rebuild of index {location} in progress"
+            f"{when} (shards done: {done})",
+            hint="add --resume to continue that shard (after it stopped), or --restart to "
+            "discard that rebuild and start over; a second copy of a running shard is refused",
+        )
+    return None
+
+
 @runtime_checkable
 class IndexRebuild(Protocol):
     """A fresh index being filled; ``commit`` swaps it in at once, ``abort`` drops it."""
@@ -90,6 +172,27 @@ class IndexRebuild(Protocol):
 
     def finish(self) -> None:
         """After ``commit``: clear the rebuild flag and the change log."""
+        ...
+
+    # A sharded rebuild (``start_rebuild(..., shard=...)``): every shard fills the same staging
+    # index, each with its own checkpoint; the last to finish swaps it in.
+
+    def shard_done(self, index: int) -> None:
+        """Record shard ``index`` as done (after its last checkpoint), atomically."""
+        ...
+
+    def shards_done(self) -> set[int]:
+        """The shards recorded as done (empty for a rebuild not split into shards)."""
+        ...
+
+    def claim_swap(self) -> bool:
+        """True for exactly one caller, once every shard is done: that one does the end of
+        the rebuild (catch-up, ``commit``, ``finish``). A handle opened with ``resume`` also
+        takes over a claim whose swap never happened (its claimer died)."""
+        ...
+
+    def shard_checkpoints(self) -> dict[int, dict[str, Any]]:
+        """Every shard's last checkpoint, by shard (what each found, for the swap to merge)."""
         ...
 
 
@@ -180,7 +283,13 @@ class Index(Protocol):
         ...
 
     def start_rebuild(
-        self, key_field: str, fields: Sequence[str] = (), *, resume: bool = False
+        self,
+        key_field: str,
+        fields: Sequence[str] = (),
+        *,
+        resume: bool = False,
+        shard: Shard | None = None,
+        restart: bool = False,
     ) -> IndexRebuild:
         """A fresh index keyed by ``key_field`` beside the current one.
 
@@ -188,11 +297,21 @@ class Index(Protocol):
         With ``resume``, the interrupted rebuild, if there is one for the same key field.
         The current index may be missing or empty (the index was lost).
 
+        With ``shard`` (I/N): the first shard creates the staging index (recording N); the
+        others join it; ``join_refusal`` says which staging index a shard may not join, and
+        ``restart`` discards such a one (atomically: shards restarting together create one).
+        Without ``shard``, a rebuild split into shards is not resumed (refused) but a fresh
+        start discards it, as it discards any other.
+
         From the start until ``finish`` (or ``abort``), a "rebuild running" flag is recorded in
         the index's own storage, and every entry write of the live index (``upsert``,
         ``upsert_if``, ``delete``, ``delete_if``, ``journal_deletes``) logs its keys first; see
         ``IndexRebuild.changed_keys``. A fresh start clears the log; a resumed rebuild keeps it.
         """
+        ...
+
+    def rebuild_status(self) -> RebuildStatus | None:
+        """The rebuild in progress, if any (for ``info``)."""
         ...
 
     def close(self) -> None: ...

@@ -9,7 +9,12 @@ Layout in the database:
   ``{"key_field", "fields", "format", "pending"}`` (``pending``: ``{"field", "entries"}`` for
   each field added while the collection held entries, until ``reindex`` backfills it); and,
   while a rebuild is in progress, ``_id`` = ``<collection>__rebuild``:
-  ``{"key_field", "run", "checkpoint", "started"}``.
+  ``{"key_field", "run", "checkpoint", "started"}``; a sharded rebuild adds ``"shards"`` (N)
+  and ``"ready"``, and beside it keeps ``_id`` = ``<collection>__rebuild$shard<I>``
+  (``{"run", "done", "checkpoint"}``: written by shard I only) and, once a shard claimed the
+  swap, ``<collection>__rebuild$swap`` (``{"run", "owner"}``; its unique ``_id`` makes the
+  claim atomic, FerretDB included). ``$`` cannot occur in a collection name, so these ``_id``s
+  never meet a collection's.
 - ``<collection>__rebuild``: the entries of a rebuild; renamed over ``<collection>`` on commit.
 - ``<collection>__deletes``: the delete journal, ``{_id: key, "etag"}`` per entry being deleted
   (``journal_deletes``), so that an interrupted delete can be finished.
@@ -28,6 +33,7 @@ parts are secrets, is ``mongo_location``'s.
 from __future__ import annotations
 
 import random
+import re
 import threading
 import time
 import uuid
@@ -60,7 +66,7 @@ from pymongo.errors import (
     PyMongoError,
 )
 
-from s3idx.codec import RESERVED_FIELD, utc_now
+from s3idx.codec import RESERVED_FIELD, dumps, loads, utc_now
 from s3idx.config import redact
 from s3idx.errors import (
     BackendUnavailableError,
@@ -72,7 +78,14 @@ from s3idx.errors import (
     UsageError,
 )
 from s3idx.index.arguments import check_find_arguments
-from s3idx.index.base import Bookkeeping, Entry, IndexSettings, SortSpec
+from s3idx.index.base import (
+    Bookkeeping,
+    Entry,
+    IndexSettings,
+    RebuildStatus,
+    SortSpec,
+    join_refusal,
+)
 from s3idx.index.mongo_errors import (
     bulk_detail,
     only_duplicate_keys,
@@ -82,6 +95,7 @@ from s3idx.index.mongo_errors import (
 from s3idx.index.mongo_location import MongoLocation
 from s3idx.limits import batched
 from s3idx.query.filter import check_nesting
+from s3idx.sharding import Shard
 
 META_COLLECTION = "s3idx_meta"
 REBUILD_SUFFIX = "__rebuild"
@@ -115,6 +129,11 @@ INDEX_PAUSE = 0.2  # seconds, times the attempt number
 # Renames tried when a writer re-creates the live collection between the drop and the rename of
 # the non-atomic swap; each retry drops what that writer wrote (as an atomic swap would).
 SWAP_ATTEMPTS = 5
+# A sharded rebuild's first shard inserts the state document unready, prepares the staging
+# collection, then marks it ready; the others wait for that (a few seconds at most). One left
+# unready for longer was abandoned by a shard that died while preparing it.
+PREPARE_WAIT = 60.0  # seconds
+PREPARE_PAUSE = 0.1  # seconds
 
 
 # --- pure helpers ----------------------------------------------------------------------------
@@ -987,13 +1006,27 @@ class MongoIndex:
     # --- rebuild -----------------------------------------------------------------------------
 
     def start_rebuild(
-        self, key_field: str, fields: Sequence[str] = (), *, resume: bool = False
+        self,
+        key_field: str,
+        fields: Sequence[str] = (),
+        *,
+        resume: bool = False,
+        shard: Shard | None = None,
+        restart: bool = False,
     ) -> MongoRebuild:
         # MongoDB indexes the fields when the rebuild commits; ``fields`` needs no work now.
         del fields
         name = self._c.name + REBUILD_SUFFIX
+        if shard is not None:
+            return self._join_sharded(name, key_field, shard, resume=resume, restart=restart)
         with self._c.guard("starting a rebuild of"):
             state = self._c.meta.find_one({ID: name}) if resume else None
+            if state is not None and state.get("shards") is not None:
+                refusal = join_refusal(
+                    self.location, self._status(state), key_field, None, resume=True
+                )
+                if refusal is not None:
+                    raise refusal
             # Unfiltered: mongomock's name filter also lists dropped collections; one listing
             # per rebuild costs nothing.
             exists = name in self._c.database.list_collection_names()
@@ -1008,6 +1041,7 @@ class MongoIndex:
         self._c.database.drop_collection(name)
         # Created now, so that its absence later means "gone", not "nothing written yet".
         self._c.database.create_collection(name)
+        self._forget_shards(name)
         state = {
             ID: name,
             "key_field": key_field,
@@ -1017,6 +1051,145 @@ class MongoIndex:
         }
         self._c.meta.replace_one({ID: name}, state, upsert=True)
         return state
+
+    def _forget_shards(self, name: str) -> None:
+        """Remove the shard and swap records of any earlier sharded rebuild."""
+        self._c.meta.delete_many({ID: {"$regex": f"^{re.escape(name)}\\$"}})
+
+    def _join_sharded(
+        self, name: str, key_field: str, shard: Shard, *, resume: bool, restart: bool
+    ) -> MongoRebuild:
+        """Create the shared staging collection, or join the one the first shard created."""
+        deadline = time.monotonic() + PREPARE_WAIT
+        with self._c.guard("starting a rebuild of"):
+            while True:
+                state = self._c.meta.find_one({ID: name})
+                if state is None:
+                    state = self._create_sharded(name, key_field, shard)
+                    if state is None:
+                        continue  # another shard created it first: join that one
+                    break
+                if not state.get("ready", True) and time.monotonic() < deadline:
+                    time.sleep(PREPARE_PAUSE)
+                    continue
+                refusal = self._refusal(state, key_field, shard, resume=resume)
+                if refusal is None and self._join(name, state, shard, resume=resume):
+                    break
+                if refusal is None:
+                    refusal = join_refusal(
+                        self.location, self._status(state), key_field, shard, resume=False
+                    )
+                if not restart or refusal is None:
+                    raise refusal or self._superseded_error()
+                # Only the rebuild that was refused is discarded: of shards restarting
+                # together, one deletes it and creates a new one, the others join that.
+                self._c.meta.delete_one({ID: name, "run": state["run"]})
+        return MongoRebuild(
+            self._c,
+            self._c.database[name],
+            name,
+            key_field,
+            str(state["run"]),
+            shard=shard,
+            shards=shard.count,
+            resume=resume,
+        )
+
+    def _refusal(
+        self, state: Mapping[str, Any], key_field: str, shard: Shard, *, resume: bool
+    ) -> IndexSettingsError | None:
+        if not state.get("ready", True):
+            return IndexSettingsError(
+                f"the rebuild of index {self.location} was being prepared since "
+                f"{state.get('started')} by a shard that seems to have died",
+                hint="add --restart to discard it and start over",
+            )
+        return join_refusal(self.location, self._status(state), key_field, shard, resume=resume)
+
+    def _create_sharded(self, name: str, key_field: str, shard: Shard) -> dict[str, Any] | None:
+        """Insert the state document (unready), prepare the staging collection, mark it ready.
+
+        The insert is the atomic step (unique ``_id``): None when another shard won it."""
+        run = uuid.uuid4().hex
+        state = {
+            ID: name,
+            "key_field": key_field,
+            "run": run,
+            "checkpoint": None,
+            "started": utc_now(),
+            "shards": shard.count,
+            "ready": False,
+        }
+        try:
+            self._c.meta.insert_one(state)
+        except DuplicateKeyError:
+            return None
+        self._c.database.drop_collection(name)
+        self._c.database.create_collection(name)
+        self._forget_shards(name)
+        self._raise_flag(run, fresh=True)
+        self._c.meta.insert_one({ID: _shard_id(name, shard.index), "run": run, "done": False})
+        self._c.meta.update_one({ID: name, "run": run}, {"$set": {"ready": True}})
+        state["ready"] = True
+        return state
+
+    def _join(self, name: str, state: Mapping[str, Any], shard: Shard, *, resume: bool) -> bool:
+        """Record this shard as started on ``state``'s rebuild; False: it already was."""
+        shard_id, run = _shard_id(name, shard.index), state["run"]
+        for _ in range(3):
+            try:
+                self._c.meta.insert_one({ID: shard_id, "run": run, "done": False})
+                break
+            except DuplicateKeyError:
+                existing = self._c.meta.find_one({ID: shard_id})
+                if existing is None:
+                    continue
+                if existing.get("run") == run:
+                    return resume  # resumed: its checkpoint is kept; else a second copy
+                # Left by an earlier rebuild: replaced, unless someone else replaces it first.
+                fresh = {ID: shard_id, "run": run, "done": False}
+                stale = {ID: shard_id, "run": existing.get("run")}
+                if self._c.meta.replace_one(stale, fresh).matched_count:
+                    break
+        if self._c.meta.find_one({ID: name, "run": run}) is None:
+            raise self._superseded_error()
+        run_flag = self._c.meta.find_one({ID: self._c.flag_id})
+        if run_flag is None:
+            self._raise_flag(str(run), fresh=False)
+        return True
+
+    def _superseded_error(self) -> S3idxError:
+        return S3idxError(
+            f"the rebuild of {self.location} was restarted or finished by another process"
+        )
+
+    def _status(self, state: Mapping[str, Any]) -> RebuildStatus:
+        name, run, shards = str(state[ID]), state.get("run"), state.get("shards")
+        joined: list[int] = []
+        done: list[int] = []
+        swapping = False
+        if shards is not None:
+            ids = [_shard_id(name, i) for i in range(int(shards))]
+            for doc in self._c.meta.find({ID: {"$in": ids}, "run": run}):
+                index = int(str(doc[ID]).rpartition("$shard")[2])
+                joined.append(index)
+                if doc.get("done"):
+                    done.append(index)
+            swapping = self._c.meta.find_one({ID: _swap_id(name), "run": run}) is not None
+        started = state.get("started")
+        return RebuildStatus(
+            str(state.get("key_field")),
+            started if isinstance(started, datetime) else None,
+            None if shards is None else int(shards),
+            tuple(sorted(joined)),
+            tuple(sorted(done)),
+            swapping,
+        )
+
+    def rebuild_status(self) -> RebuildStatus | None:
+        with self._c.guard("reading the rebuild state of"):
+            state = self._c.meta.find_one({ID: self._c.name + REBUILD_SUFFIX})
+            return None if state is None else self._status(state)
 
     def _raise_flag(self, run: str, *, fresh: bool) -> None:
         """Set the "rebuild running" flag; a fresh rebuild first empties the change log.
@@ -1054,6 +1227,10 @@ class MongoRebuild:
         state_id: str,
         key_field: str,
         run: str,
+        *,
+        shard: Shard | None = None,
+        shards: int | None = None,
+        resume: bool = False,
     ) -> None:
         self._c = collections
         self._collection = collection
@@ -1061,6 +1238,11 @@ class MongoRebuild:
         self._key_field = key_field
         self._run = run
         self._finished: str | None = None
+        self._shards = shards
+        self._resumed = resume
+        self._owner = uuid.uuid4().hex  # names this handle's claim of the swap
+        # Where this handle's checkpoint lives: its shard's document, or the state document.
+        self._checkpoint_id = state_id if shard is None else _shard_id(state_id, shard.index)
 
     def _mine(self) -> dict[str, Any]:
         return {ID: self._state_id, "run": self._run}
@@ -1108,7 +1290,10 @@ class MongoRebuild:
         self._check_open()
         with self._c.guard("saving the rebuild checkpoint of"):
             result = self._c.meta.update_one(
-                self._mine(), {"$set": {"checkpoint": dict(checkpoint)}}
+                {ID: self._checkpoint_id, "run": self._run},
+                # As JSON text: its names include field paths ("x.y"), which FerretDB v1
+                # refuses as document keys.
+                {"$set": {"checkpoint": dumps(dict(checkpoint)).decode()}},
             )
         if result.matched_count == 0:
             raise self._superseded()
@@ -1116,11 +1301,70 @@ class MongoRebuild:
     def checkpoint(self) -> dict[str, Any] | None:
         self._check_open()
         with self._c.guard("reading the rebuild checkpoint of"):
-            state = self._c.meta.find_one(self._mine())
+            state = self._c.meta.find_one({ID: self._checkpoint_id, "run": self._run})
         if state is None:
             raise self._superseded()
-        checkpoint = state.get("checkpoint")
-        return plain(checkpoint) if checkpoint is not None else None
+        return _checkpoint_of(state)
+
+    # --- shards ------------------------------------------------------------------------------
+
+    def _shard_ids(self) -> list[str]:
+        return [_shard_id(self._state_id, i) for i in range(self._shards or 0)]
+
+    def shard_checkpoints(self) -> dict[int, dict[str, Any]]:
+        found: dict[int, dict[str, Any]] = {}
+        with self._c.guard("reading the rebuild checkpoints of"):
+            docs = list(self._c.meta.find({ID: {"$in": self._shard_ids()}, "run": self._run}))
+        for doc in docs:
+            checkpoint = _checkpoint_of(doc)
+            if checkpoint is not None:
+                found[int(str(doc[ID]).rpartition("$shard")[2])] = checkpoint
+        return found
+
+    def shard_done(self, index: int) -> None:
+        self._check_open()
+        with self._c.guard("recording a shard done in the rebuild of"):
+            result = self._c.meta.update_one(
+                {ID: _shard_id(self._state_id, index), "run": self._run},
+                {"$set": {"done": True}},
+            )
+        if result.matched_count == 0:
+            raise self._superseded()
+
+    def shards_done(self) -> set[int]:
+        with self._c.guard("reading the shards done of"):
+            docs = self._c.meta.find(
+                {ID: {"$in": self._shard_ids()}, "run": self._run, "done": True}, {ID: 1}
+            )
+            return {int(str(d[ID]).rpartition("$shard")[2]) for d in docs}
+
+    def claim_swap(self) -> bool:
+        self._check_open()
+        if self._shards is None:
+            return True  # one process: nobody to race
+        if self.shards_done() != set(range(self._shards)):
+            return False
+        swap_id = _swap_id(self._state_id)
+        mine = {ID: swap_id, "run": self._run, "owner": self._owner, "at": utc_now()}
+        with self._c.guard("claiming the swap of"):
+            try:
+                # A unique insert: atomic on every server (FerretDB's updates are not).
+                self._c.meta.insert_one(mine)
+                return True
+            except DuplicateKeyError:
+                held = self._c.meta.find_one({ID: swap_id})
+            if held is None:
+                return False
+            if held.get("run") == self._run and not self._resumed:
+                return bool(held.get("owner") == self._owner)
+            # A claim left by an earlier rebuild, or (resumed) by a claimer that died.
+            taken = self._c.meta.replace_one({ID: swap_id, "owner": held.get("owner")}, mine)
+            return bool(taken.matched_count)
+
+    def _forget_shards(self) -> None:
+        self._c.meta.delete_many(
+            {ID: {"$in": [*self._shard_ids(), _swap_id(self._state_id)]}, "run": self._run}
+        )
 
     def commit(self, settings: IndexSettings) -> None:
         self._check_open()
@@ -1151,6 +1395,7 @@ class MongoRebuild:
                 upsert=True,
             )
             self._c.meta.delete_one(self._mine())
+            self._forget_shards()
         self._c.key_field = final.key_field
         self._finished = "committed"
 
@@ -1192,6 +1437,7 @@ class MongoRebuild:
         with self._c.guard("aborting the rebuild of"):
             if self._c.meta.find_one_and_delete(self._mine()) is not None:
                 self._collection.drop()
+            self._forget_shards()
         self._lower_flag()
         self._finished = "aborted"
 
@@ -1206,6 +1452,22 @@ class MongoRebuild:
         return S3idxError(
             f"the rebuild of {self._c.location} was restarted or finished by another process"
         )
+
+
+def _checkpoint_of(state: Mapping[str, Any]) -> dict[str, Any] | None:
+    """A saved checkpoint: JSON text, or a document as earlier versions saved it."""
+    checkpoint = state.get("checkpoint")
+    if isinstance(checkpoint, str):
+        return dict(loads(checkpoint))
+    return plain(checkpoint) if checkpoint is not None else None
+
+
+def _shard_id(state_id: str, index: int) -> str:
+    return f"{state_id}$shard{index}"
+
+
+def _swap_id(state_id: str) -> str:
+    return f"{state_id}$swap"
 
 
 # --- connecting ------------------------------------------------------------------------------

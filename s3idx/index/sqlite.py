@@ -42,6 +42,7 @@ import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from itertools import islice, pairwise
 from pathlib import Path
 from typing import Any
@@ -56,12 +57,20 @@ from s3idx.errors import (
     missing_parent,
 )
 from s3idx.index.arguments import check_find_arguments
-from s3idx.index.base import Bookkeeping, Entry, IndexSettings, SortSpec
+from s3idx.index.base import (
+    Bookkeeping,
+    Entry,
+    IndexSettings,
+    RebuildStatus,
+    SortSpec,
+    join_refusal,
+)
 from s3idx.limits import batched
 from s3idx.query.filter import Filter, parse_filter
 from s3idx.query.paths import project, split_path
 from s3idx.query.sort import sort_entries
 from s3idx.query.sql import KeySet, Tables, compile_filter, index_rows
+from s3idx.sharding import Shard
 
 SCHEMA_VERSION = 2
 # Version 1 lacks only the tables version 2 added: it is read as it is and upgraded on a write.
@@ -79,7 +88,13 @@ WRITER_CACHE_KIB = 64 * 1024
 
 _ENTRY_COLUMNS = "key, entry, etag, size, sha256, codec"
 _MULTIKEY = {LIVE: "multikey", REBUILD: "rebuild_multikey"}
-_REBUILD_META = "'rebuild', 'rebuild_multikey', 'rebuild_checkpoint'"
+# A sharded rebuild keeps ``rebuild_shards`` ({"joined", "done", "claimed"}) and one
+# ``rebuild_checkpoint_<I>`` per shard; all of it goes with the rebuild.
+_REBUILD_META = "'rebuild', 'rebuild_multikey', 'rebuild_checkpoint', 'rebuild_shards'"
+_SHARD_CHECKPOINT = "rebuild_checkpoint_"
+_DROP_REBUILD_META = (
+    f"DELETE FROM meta WHERE name IN ({_REBUILD_META}) OR name LIKE '{_SHARD_CHECKPOINT}%'"
+)
 _REBUILD_LOG = "rebuild_log"
 
 # Primary result codes (the low byte of an extended code) that mean "this file cannot be used".
@@ -538,12 +553,20 @@ class SqliteIndex:
     # --- rebuild ---------------------------------------------------------------------------
 
     def start_rebuild(
-        self, key_field: str, fields: Sequence[str] = (), *, resume: bool = False
+        self,
+        key_field: str,
+        fields: Sequence[str] = (),
+        *,
+        resume: bool = False,
+        shard: Shard | None = None,
+        restart: bool = False,
     ) -> SqliteRebuild:
         """A fresh index keyed by ``key_field`` beside the live one (which may not exist).
 
         ``fields`` are the searchable fields expected: their side-table rows are written as
-        entries arrive; fields found only later are filled in at commit.
+        entries arrive; fields found only later are filled in at commit. With ``shard``, the
+        staging index is shared (see ``Index.start_rebuild``): joining, creating and refusing
+        are decided in one transaction, so shards starting together end up on one.
         """
         _check_key_field(key_field)
         wanted = tuple(f for f in dict.fromkeys(fields) if f != key_field)
@@ -552,23 +575,47 @@ class SqliteIndex:
         with self._db.transaction() as conn:
             plan = _load_rebuild(conn)
             token = _get_meta(conn, _REBUILD_LOG)
-            if resume and plan is not None and plan.key_field == key_field:
-                # The log of the interrupted run is kept: its HEAD pass is continued, not redone.
-                if token is None:
-                    token = uuid.uuid4().hex
-                    _set_meta(conn, _REBUILD_LOG, token)
-                return SqliteRebuild(self._db, plan, token)
+            if plan is not None and (shard is not None or resume):
+                status = _status(conn, plan)
+                refusal = join_refusal(self.location, status, key_field, shard, resume=resume)
+                if refusal is not None and not (restart and shard is not None):
+                    raise refusal
+                if refusal is None and (shard is not None or plan.key_field == key_field):
+                    # The log of the interrupted run is kept: its HEAD pass is continued, not
+                    # redone; a joining shard shares the log the first one started.
+                    if token is None:
+                        token = uuid.uuid4().hex
+                        _set_meta(conn, _REBUILD_LOG, token)
+                    if shard is not None:
+                        _update_shards(conn, joined=shard.index)
+                    return SqliteRebuild(self._db, plan, token, shard, resume=resume)
             _drop_tables(conn, REBUILD)
+            conn.execute(_DROP_REBUILD_META)
             generation = int(_get_meta(conn, "generation") or 0) + 1
-            plan = _RebuildPlan(key_field, wanted, generation)
+            plan = _RebuildPlan(
+                key_field,
+                wanted,
+                generation,
+                shards=shard.count if shard else None,
+                run=uuid.uuid4().hex,
+                started=codec.utc_now().isoformat(),
+            )
             _create_tables(conn, REBUILD, generation)
             _set_meta(conn, "rebuild", json.dumps(plan.as_dict()))
             _set_meta(conn, _MULTIKEY[REBUILD], "[]")
-            conn.execute("DELETE FROM meta WHERE name = 'rebuild_checkpoint'")
+            if shard is not None:
+                _update_shards(conn, joined=shard.index)
             token = uuid.uuid4().hex
             _set_meta(conn, _REBUILD_LOG, token)
             conn.execute(f"DELETE FROM {CHANGES}")
-            return SqliteRebuild(self._db, plan, token)
+            return SqliteRebuild(self._db, plan, token, shard, resume=False)
+
+    def rebuild_status(self) -> RebuildStatus | None:
+        with self._db.reading() as conn:
+            if conn is None or self._db.load_meta(conn) is None:
+                return None
+            plan = _load_rebuild(conn)
+            return None if plan is None else _status(conn, plan)
 
 
 # --- rebuild ---------------------------------------------------------------------------------
@@ -579,12 +626,18 @@ class _RebuildPlan:
     key_field: str
     fields: tuple[str, ...]
     generation: int
+    shards: int | None = None  # N of a sharded rebuild
+    run: str = ""  # names this rebuild (a plan written before shards existed has none)
+    started: str | None = None  # ISO UTC time
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "key_field": self.key_field,
             "fields": list(self.fields),
             "generation": self.generation,
+            "shards": self.shards,
+            "run": self.run,
+            "started": self.started,
         }
 
 
@@ -593,16 +646,73 @@ def _load_rebuild(conn: sqlite3.Connection) -> _RebuildPlan | None:
     if raw is None or not {REBUILD.entries, REBUILD.values} <= _table_names(conn):
         return None
     data = json.loads(raw)
-    return _RebuildPlan(data["key_field"], tuple(data["fields"]), int(data["generation"]))
+    return _RebuildPlan(
+        data["key_field"],
+        tuple(data["fields"]),
+        int(data["generation"]),
+        data.get("shards"),
+        data.get("run", ""),
+        data.get("started"),
+    )
+
+
+def _shards_state(conn: sqlite3.Connection) -> dict[str, Any]:
+    raw = _get_meta(conn, "rebuild_shards")
+    return json.loads(raw) if raw else {"joined": [], "done": [], "claimed": None}
+
+
+def _update_shards(
+    conn: sqlite3.Connection,
+    *,
+    joined: int | None = None,
+    done: int | None = None,
+    claimed: str | None = None,
+) -> None:
+    """Change the shards' record inside the caller's transaction (so: atomically)."""
+    state = _shards_state(conn)
+    if joined is not None and joined not in state["joined"]:
+        state["joined"] = sorted([*state["joined"], joined])
+    if done is not None and done not in state["done"]:
+        state["done"] = sorted([*state["done"], done])
+    if claimed is not None:
+        state["claimed"] = claimed
+    _set_meta(conn, "rebuild_shards", json.dumps(state))
+
+
+def _status(conn: sqlite3.Connection, plan: _RebuildPlan) -> RebuildStatus:
+    state = _shards_state(conn)
+    started = datetime.fromisoformat(plan.started) if plan.started else None
+    return RebuildStatus(
+        plan.key_field,
+        started,
+        plan.shards,
+        tuple(state["joined"]),
+        tuple(state["done"]),
+        state["claimed"] is not None,
+    )
 
 
 class SqliteRebuild:
     """Fills ``entries_rebuild`` beside the live tables; ``commit`` swaps them in at once."""
 
-    def __init__(self, db: _Database, plan: _RebuildPlan, token: str) -> None:
+    def __init__(
+        self,
+        db: _Database,
+        plan: _RebuildPlan,
+        token: str,
+        shard: Shard | None = None,
+        *,
+        resume: bool = False,
+    ) -> None:
         self._db = db
         self._plan = plan
         self._token = token  # names this rebuild's flag and change log (``rebuild_log``)
+        self._resumed = resume
+        self._owner = uuid.uuid4().hex  # names this handle's claim of the swap
+        # Each shard has its own checkpoint; an unsharded rebuild has the one.
+        self._checkpoint_name = (
+            "rebuild_checkpoint" if shard is None else f"{_SHARD_CHECKPOINT}{shard.index}"
+        )
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -639,12 +749,47 @@ class SqliteRebuild:
     def save_checkpoint(self, checkpoint: Mapping[str, Any]) -> None:
         text = codec.dumps(dict(checkpoint)).decode()
         with self._transaction() as conn:
-            _set_meta(conn, "rebuild_checkpoint", text)
+            _set_meta(conn, self._checkpoint_name, text)
 
     def checkpoint(self) -> dict[str, Any] | None:
         with self._db.reading() as conn:
-            raw = None if conn is None else _get_meta(conn, "rebuild_checkpoint")
+            raw = None if conn is None else _get_meta(conn, self._checkpoint_name)
         return None if raw is None else codec.loads(raw)
+
+    def shard_checkpoints(self) -> dict[int, dict[str, Any]]:
+        found: dict[int, dict[str, Any]] = {}
+        with self._db.reading() as conn:
+            if conn is None:
+                return found
+            rows = conn.execute(
+                "SELECT name, value FROM meta WHERE name LIKE ?", (f"{_SHARD_CHECKPOINT}%",)
+            ).fetchall()
+        for name, value in rows:
+            found[int(name[len(_SHARD_CHECKPOINT) :])] = codec.loads(value)
+        return found
+
+    def shard_done(self, index: int) -> None:
+        with self._transaction() as conn:
+            _update_shards(conn, done=index)
+
+    def shards_done(self) -> set[int]:
+        with self._db.reading() as conn:
+            return set() if conn is None else set(_shards_state(conn)["done"])
+
+    def claim_swap(self) -> bool:
+        if self._plan.shards is None:
+            return True  # one process: nobody to race
+        with self._db.transaction() as conn:
+            # Committed (or discarded) by another shard already: not this one's to swap.
+            if _load_rebuild(conn) != self._plan:
+                return False
+            state = _shards_state(conn)
+            if set(state["done"]) != set(range(self._plan.shards)):
+                return False
+            if state["claimed"] not in (None, self._owner) and not self._resumed:
+                return False
+            _update_shards(conn, claimed=self._owner)
+            return True
 
     def commit(self, settings: IndexSettings) -> None:
         plan = self._plan
@@ -670,7 +815,7 @@ class SqliteRebuild:
             _set_pending(conn, tuple(p for p in settings.pending if p[0] in fields))
             _set_meta(conn, _MULTIKEY[LIVE], json.dumps([f for f in fields if f in multikey]))
             _set_meta(conn, "generation", str(plan.generation))
-            conn.execute(f"DELETE FROM meta WHERE name IN ({_REBUILD_META})")
+            conn.execute(_DROP_REBUILD_META)
 
     def changed_keys(self) -> Iterator[str]:
         # Paged by key, as iter_bookkeeping: the caller writes while it iterates.
@@ -693,7 +838,7 @@ class SqliteRebuild:
     def abort(self) -> None:
         with self._db.transaction() as conn:
             _drop_tables(conn, REBUILD)
-            conn.execute(f"DELETE FROM meta WHERE name IN ({_REBUILD_META})")
+            conn.execute(_DROP_REBUILD_META)
             self._end_log(conn)
 
     def _end_log(self, conn: sqlite3.Connection) -> None:

@@ -18,9 +18,10 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from s3idx.errors import IndexSettingsError, InvalidFilterError
+from s3idx.errors import IndexSettingsError, InvalidFilterError, S3idxError
 from s3idx.index.base import Bookkeeping, Entry, Index, IndexRebuild, IndexSettings
 from s3idx.index.mongo import ferretdb_refusal, uses_operator
+from s3idx.sharding import Shard
 
 KEY = "fs_id"
 FIELDS = ("n", "s", "tags", "meta.x", "meta.arr.v", "flag", "when")
@@ -548,6 +549,16 @@ def test_rebuild_resumes_with_its_checkpoint_and_keys(filled: Index, open_index:
     assert by_key(filled.find()) == by_key(NEW)
 
 
+def test_a_checkpoint_naming_dotted_fields_round_trips(filled: Index, open_index: Any) -> None:
+    # A rebuild's checkpoint counts pending fields by path; FerretDB refuses "." in names.
+    saved = {"pending_fields": {"x.y": 3, "$odd": 1}, "when": T0, "listed_through": "k"}
+    filled.start_rebuild(KEY).save_checkpoint(saved)
+    assert open_index().start_rebuild(KEY, resume=True).checkpoint() == saved
+    sharded = open_index().start_rebuild(KEY, shard=Shard(1, 2), restart=True)
+    sharded.save_checkpoint(saved)
+    assert sharded.shard_checkpoints() == {1: saved}
+
+
 def test_rebuild_without_resume_starts_afresh(filled: Index) -> None:
     first = filled.start_rebuild(KEY)
     first.upsert(NEW)
@@ -1017,3 +1028,189 @@ def test_compare_and_set_from_several_processes_loses_no_write(
         assert len(chain) == len(steps), f"{key}: a win is not on the chain"
         assert chain[-1] == final[key]
         assert entries[key]["prev"] == (chain[-2] if len(chain) > 1 else None)
+
+
+# --- a rebuild split into shards -------------------------------------------------------------
+
+
+def test_shards_fill_one_staging_index_and_exactly_one_swaps_it_in(
+    filled: Index, open_index: Any
+) -> None:
+    first = filled.start_rebuild(KEY, shard=Shard(0, 2))
+    second = open_index().start_rebuild(KEY, shard=Shard(1, 2))
+    first.upsert([NEW[0]])
+    second.upsert(NEW[1:])
+    first.save_checkpoint({"listed": 1})
+    second.save_checkpoint({"listed": 2})
+    status = filled.rebuild_status()
+    assert status is not None
+    assert (status.key_field, status.shards, status.joined, status.done) == (KEY, 2, (0, 1), ())
+    assert not status.swapping
+    assert by_key(filled.find()) == by_key(ENTRIES)  # the live index is untouched
+
+    assert first.checkpoint() == {"listed": 1}
+    assert second.shard_checkpoints() == {0: {"listed": 1}, 1: {"listed": 2}}
+    first.shard_done(0)
+    assert not first.claim_swap()  # shard 1 is not done: nobody may swap yet
+    assert second.shards_done() == {0}
+    second.shard_done(1)
+    assert first.shards_done() == {0, 1}
+    assert second.claim_swap()
+    assert not first.claim_swap()
+    swapping = filled.rebuild_status()
+    assert swapping is not None and swapping.swapping and swapping.done == (0, 1)
+
+    second.commit(NEW_SETTINGS)
+    second.finish()
+    assert by_key(filled.find()) == by_key(NEW)
+    assert filled.rebuild_status() is None
+    # The next sharded rebuild starts clean: nothing of this one's shards is left.
+    again = filled.start_rebuild(KEY, shard=Shard(0, 2))
+    assert again.checkpoint() is None
+    assert again.shards_done() == set()
+    assert again.shard_checkpoints() == {}
+
+
+def test_a_rebuild_status_without_shards(filled: Index) -> None:
+    assert filled.rebuild_status() is None
+    rebuild = filled.start_rebuild(KEY)
+    status = filled.rebuild_status()
+    assert status is not None
+    assert (status.key_field, status.shards, status.done) == (KEY, None, ())
+    assert status.started is not None
+    assert abs((datetime.now(UTC) - status.started).total_seconds()) < 60
+    assert rebuild.claim_swap()  # alone, the one rebuild swaps
+    rebuild.abort()
+    assert filled.rebuild_status() is None
+
+
+def test_a_shard_of_another_rebuild_is_refused_with_what_to_do(
+    filled: Index, open_index: Any
+) -> None:
+    first = filled.start_rebuild(KEY, shard=Shard(0, 2))
+    first.upsert([NEW[0]])
+    first.save_checkpoint({"listed": 1})
+
+    with pytest.raises(IndexSettingsError, match="split into 2 shards") as other_n:
+        open_index().start_rebuild(KEY, shard=Shard(1, 3))
+    assert "--shard I/2" in (other_n.value.hint or "")
+    with pytest.raises(IndexSettingsError, match="already started") as twice:
+        open_index().start_rebuild(KEY, shard=Shard(0, 2))
+    assert "--resume" in (twice.value.hint or "") and "--restart" in (twice.value.hint or "")
+    with pytest.raises(IndexSettingsError, match="key field"):
+        open_index().start_rebuild("other_key", shard=Shard(1, 2))
+    with pytest.raises(IndexSettingsError, match="split into 2 shards"):
+        open_index().start_rebuild(KEY, resume=True)  # without --shard
+
+    resumed = open_index().start_rebuild(KEY, shard=Shard(0, 2), resume=True)
+    assert resumed.checkpoint() == {"listed": 1}
+    assert resumed.has_keys(["a", "x"]) == {"a"}
+    status = filled.rebuild_status()
+    assert status is not None and status.joined == (0,)
+
+
+def test_restart_discards_only_an_unrelated_rebuild(filled: Index, open_index: Any) -> None:
+    stale = filled.start_rebuild(KEY, shard=Shard(0, 2))
+    stale.upsert(NEW)
+    stale.save_checkpoint({"listed": 3})
+
+    fresh = open_index().start_rebuild(KEY, shard=Shard(1, 3), restart=True)
+    assert fresh.checkpoint() is None
+    assert fresh.has_keys(["a", "x", "y"]) == set()
+    # Shards restarting together: the next one joins the new rebuild, it does not discard it.
+    joined = open_index().start_rebuild(KEY, shard=Shard(0, 3), restart=True)
+    joined.upsert([NEW[0]])
+    assert fresh.has_keys(["a"]) == {"a"}
+    status = filled.rebuild_status()
+    assert status is not None and (status.shards, status.joined) == (3, (0, 1))
+    with pytest.raises(S3idxError):
+        stale.save_checkpoint({"listed": 4})  # the discarded one finds out at its next step
+
+
+def test_a_sharded_rebuild_meets_an_unsharded_one(filled: Index, open_index: Any) -> None:
+    plain_rebuild = filled.start_rebuild(KEY)
+    plain_rebuild.upsert(NEW)
+
+    with pytest.raises(IndexSettingsError, match="without --shard") as refused:
+        open_index().start_rebuild(KEY, shard=Shard(0, 2))
+    assert "--resume" in (refused.value.hint or "")
+
+    sharded = open_index().start_rebuild(KEY, shard=Shard(0, 2), restart=True)
+    assert sharded.has_keys(["a", "x"]) == set()
+    # A plain fresh start discards a sharded rebuild, as it discards any rebuild.
+    again = open_index().start_rebuild(KEY)
+    assert again.shards_done() == set()
+    status = filled.rebuild_status()
+    assert status is not None and status.shards is None
+
+
+def test_a_resumed_shard_takes_over_a_swap_whose_claimer_died(
+    filled: Index, open_index: Any
+) -> None:
+    shards = [open_index().start_rebuild(KEY, shard=Shard(i, 2)) for i in range(2)]
+    for number, rebuild in enumerate(shards):
+        rebuild.upsert([NEW[number]])
+        rebuild.shard_done(number)
+    assert shards[1].claim_swap()
+    # ...and the claimer dies before its swap.
+    assert not shards[0].claim_swap()
+    resumed = open_index().start_rebuild(KEY, shard=Shard(0, 2), resume=True)
+    assert resumed.claim_swap()
+    resumed.commit(NEW_SETTINGS)
+    resumed.finish()
+    assert sorted(keys(filled.find())) == ["a", "x"]
+
+
+def _shard_worker(
+    make: Callable[[], Index], shard: int, count: int, rounds: int, barrier: Any, out: Any
+) -> None:
+    """Each round: join the rebuild, write, mark done, then claim the swap at the same moment
+    as every other shard; the one that wins swaps."""
+    index = make()
+    claims: list[bool] = []
+    try:
+        for round_ in range(rounds):
+            barrier.wait()
+            rebuild = index.start_rebuild(KEY, shard=Shard(shard, count))
+            rebuild.upsert([entry(f"r{round_}-s{shard}")])
+            rebuild.save_checkpoint({"shard": shard})
+            rebuild.shard_done(shard)
+            barrier.wait()
+            won = rebuild.claim_swap()
+            claims.append(won)
+            if won:
+                rebuild.commit(IndexSettings(KEY, ()))
+                rebuild.finish()
+            barrier.wait()
+    finally:
+        index.close()
+        out.put((shard, claims))
+
+
+def test_exactly_one_of_several_processes_claims_the_swap(
+    index_kind: str, index: Index, open_index: Any
+) -> None:
+    if index_kind == "mongomock":
+        pytest.skip("an in-memory server no other process can reach")
+    count, rounds = 4, 3
+    context = multiprocessing.get_context("spawn")
+    barrier, out = context.Barrier(count, timeout=240), context.Queue()
+    processes = [
+        context.Process(
+            target=_shard_worker, args=(open_index.make, s, count, rounds, barrier, out)
+        )
+        for s in range(count)
+    ]
+    for process in processes:
+        process.start()
+    reports = dict(out.get(timeout=300) for _ in processes)
+    for process in processes:
+        process.join(timeout=60)
+        assert process.exitcode == 0
+
+    for round_ in range(rounds):
+        winners = [s for s, claims in reports.items() if claims[round_]]
+        assert len(winners) == 1, f"round {round_}: {winners} claimed the swap"
+    # The last round's swap holds every shard's entry of that round, and nothing earlier.
+    assert sorted(keys(index.find())) == [f"r{rounds - 1}-s{s}" for s in range(count)]
+    assert index.rebuild_status() is None
