@@ -192,6 +192,8 @@ class Engine:
         stop: threading.Event | None = None,
         read_progress: ReadProgress | None = None,
     ) -> PutResult:
+        """Store ``records`` and index them. Each record is consumed: its parsed ``document``
+        is dropped (set to None) once its body and entry are made, to keep memory flat."""
         key_field = self.key_field
         all_fields = self._put_fields(fields)
         if not dry_run:
