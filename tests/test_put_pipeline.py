@@ -6,8 +6,10 @@ in which things happened and the counts the run reports, never how long anything
 
 from __future__ import annotations
 
+import gc
 import itertools
 import threading
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -15,7 +17,7 @@ from typing import Any
 import orjson
 import pytest
 
-from s3idx.engine import put
+from s3idx.engine import gcpause, put
 from s3idx.engine.inputs import Record
 from s3idx.engine.put import PutOptions, run_put
 from s3idx.engine.read import fetch_document
@@ -337,3 +339,94 @@ def test_max_errors_stops_uploads_at_n_store_rejects_and_reports_those_in_flight
     assert result.stopped_early is True
     assert 3 <= result.rejected == len(events.rejects) < len(documents)
     assert store.keys() == set()
+
+
+# --- the cyclic garbage collector during a put ----------------------------------------------------
+
+
+class GcWatchingEvents(RecordingEvents):
+    """Notes, at each progress report, whether Python's cyclic collector runs by itself."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.enabled_during: list[bool] = []
+
+    def progress(self, *args: Any, **kwargs: Any) -> None:
+        self.enabled_during.append(gc.isenabled())
+
+
+def test_the_collector_is_held_back_during_a_put_and_restored_after(
+    store: FaultyStore, index: FaultyIndex
+) -> None:
+    events = GcWatchingEvents()
+    assert gc.isenabled()
+    docs = ({"id": f"k{n}", "v": n} for n in range(50))
+
+    result = run_put(store, index, records(docs), options(batch_size=10), events)
+
+    assert result.stored == 50
+    assert events.enabled_during and not any(events.enabled_during)
+    assert gc.isenabled()
+    assert gc.get_freeze_count() == 0  # what was frozen for the put is collectable again
+
+
+def test_the_collector_stays_off_after_a_put_when_it_was_off_before(
+    store: FaultyStore, index: FaultyIndex
+) -> None:
+    gc.disable()
+    try:
+        result = run_put(store, index, records([{"id": "a", "v": 1}]), options(), Events())
+        assert result.stored == 1
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
+def test_cycles_made_during_a_put_are_collected_while_it_runs(
+    store: FaultyStore, index: FaultyIndex, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(gcpause, "FIRST_INTERVAL", 10)
+    freed: list[int] = []
+
+    class Cyclic:
+        def __init__(self, n: int) -> None:
+            self.me = self
+            weakref.finalize(self, freed.append, n)
+
+    def cyclic_source() -> Iterator[Record]:
+        for n in range(40):
+            Cyclic(n)  # garbage at once, but only the cyclic collector can free it
+            yield Record("input", n + 1, orjson.dumps({"id": f"k{n}", "v": n}), {"id": f"k{n}"})
+
+    seen_freed: list[int] = []
+
+    class Watch(Events):
+        def progress(self, *args: Any, **kwargs: Any) -> None:
+            seen_freed.append(len(freed))
+
+    result = run_put(store, index, cyclic_source(), options(batch_size=10), Watch())
+
+    assert result.stored == 40
+    assert max(seen_freed) >= 10  # freed during the run, not only once it ended
+
+
+# --- hand-offs between the reader, the main thread and the workers -----------------------------
+
+
+@pytest.mark.parametrize(("workers", "batch_size"), [(1, 1), (2, 3), (8, 1000)])
+def test_every_document_arrives_once_through_a_small_read_ahead_and_few_workers(
+    store: FaultyStore, index: FaultyIndex, workers: int, batch_size: int
+) -> None:
+    # A read-ahead of 2 * batch_size records and an in-flight cap of 2 * workers: the reader
+    # and the main thread fill them and sleep many times over 300 documents.
+    docs = [{"id": f"k{n:03d}", "v": n} for n in range(300)]
+
+    result, error, _ = put_in_thread(
+        store, index, records(docs), options(workers=workers, batch_size=batch_size)
+    )
+
+    assert error is None
+    assert result is not None
+    assert result.stored == 300
+    assert store.keys() == {d["id"] for d in docs}
+    assert sorted(k for batch in index.upserts for k in batch) == sorted(d["id"] for d in docs)

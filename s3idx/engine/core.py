@@ -262,7 +262,9 @@ class Engine:
         """Store and index records; with ``shard``, only those whose keys it owns (the others
         are counted in ``PutResult.other_shards``; see ``s3idx.engine.put._router``). With
         ``last_updated_from_document``, a document's own ``last_updated`` (a datetime) is its
-        entry's, instead of the time of storing."""
+        entry's, instead of the time of storing. Each record is consumed: its
+        parsed ``document`` is dropped (set to None) once its body and entry are made, to keep
+        memory flat."""
         key_field = self.key_field
         all_fields = self._put_fields(fields)
         if not dry_run:

@@ -16,16 +16,17 @@ object written, whichever process wrote it.
 from __future__ import annotations
 
 import contextlib
-import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from s3idx import codec
 from s3idx.config import DEFAULT_BATCH_SIZE, DEFAULT_WORKERS
 from s3idx.engine.documents import DocumentPreparer, Prepared
+from s3idx.engine.gcpause import CollectorPause
 from s3idx.engine.inputs import ReadProgress, Record
 from s3idx.engine.manifest import ManifestLine
 from s3idx.engine.manifest_batches import ManifestBatches
@@ -90,7 +91,6 @@ class UploadPipeline:
         self._result = result
         self._on_reject = on_reject
         self._on_progress = on_progress  # while the main thread waits, uploads still finish
-        self._done: queue.SimpleQueue[_Outcome] = queue.SimpleQueue()
         self._workers = _Workers(self._upload, options.workers)
         self._inflight: set[str] = set()
         self._pending: list[Entry] = []
@@ -99,6 +99,9 @@ class UploadPipeline:
         self._expected: dict[str, str | None] = {}
         self._pending_since = 0.0  # when the oldest pending entry came
         self._max_inflight = options.workers * 2
+        # Once full, the main thread waits for this many uploads to finish, not one: one
+        # wake-up hands it several outcomes and frees as many places.
+        self._refill = max(1, options.workers // 2)
         self.fatal: BaseException | None = None
         # A line per stored object, written as one manifest at each index flush.
         self._manifests = ManifestBatches(store, on_warning)
@@ -110,9 +113,13 @@ class UploadPipeline:
         # The same key again must not overtake its earlier upload: last in the input wins.
         while prepared.key in self._inflight:
             self._collect(block=True)
-        while len(self._inflight) >= self._max_inflight:
-            self._collect(block=True)
-        self._collect(block=False)
+        if len(self._inflight) >= self._max_inflight:
+            while len(self._inflight) > self._max_inflight - self._refill:
+                self._collect(
+                    block=True, wait_for=len(self._inflight) - self._max_inflight + self._refill
+                )
+        else:
+            self._collect(block=False)
         if self.fatal is not None:
             return
         self._inflight.add(prepared.key)
@@ -196,24 +203,14 @@ class UploadPipeline:
                 self._write_manifest(last=True)
 
     def _drain_quietly(self) -> None:
-        while True:
-            try:
-                outcome = self._done.get_nowait()
-            except queue.Empty:
-                return
+        for outcome in self._workers.outcomes.take(0):
             self._take(outcome)
 
-    def _collect(self, *, block: bool) -> None:
-        try:
-            outcome = self._done.get(block=block)
-        except queue.Empty:
+    def _collect(self, *, block: bool, wait_for: int = 1) -> None:
+        outcomes = self._workers.outcomes.take(min(wait_for, len(self._inflight)) if block else 0)
+        if not outcomes:
             return
-        self._take(outcome)
-        while True:
-            try:
-                outcome = self._done.get_nowait()
-            except queue.Empty:
-                break
+        for outcome in outcomes:
             self._take(outcome)
         self._flush_if_due()
         if block:
@@ -248,13 +245,12 @@ class UploadPipeline:
 
     # --- worker threads ----------------------------------------------------------------------
 
-    def _upload(self, prepared: Prepared) -> None:
+    def _upload(self, prepared: Prepared) -> _Outcome:
         try:
             entry = self._store_object(prepared)
         except BaseException as exc:  # handed to the main thread, which decides
-            self._done.put(_Outcome(prepared, None, exc))
-        else:
-            self._done.put(_Outcome(prepared, entry, None))
+            return _Outcome(prepared, None, exc)
+        return _Outcome(prepared, entry, None)
 
     def _store_object(self, prepared: Prepared) -> Entry:
         options = self._options
@@ -266,17 +262,94 @@ class UploadPipeline:
         return with_bookkeeping(prepared.entry, bookkeeping)
 
 
-class _Workers:
-    """Threads running ``work`` on each item submitted, in submission order.
+T = TypeVar("T")
 
-    A ThreadPoolExecutor makes a Future, a lock and a condition per item, and its results
-    are not needed here (outcomes come back through the pipeline's queue): the per-item
-    cost on the main thread matters when uploads take 0.1 ms of CPU (obstore).
+
+class _Handoff(Generic[T]):
+    """Items passed between threads, waking a taker only when it waits (and for enough).
+
+    Measured on put: a queue.Queue or SimpleQueue hand-off per item, with a wake-up each way
+    per document between reader, main thread and workers, cost more CPU than the upload it
+    carried. Here a giver only appends to a deque; a taker that finds nothing goes to sleep
+    saying how many items it waits for, and only the give that reaches that count wakes it.
+    Several givers and takers may share one.
     """
 
-    def __init__(self, work: Callable[[Prepared], None], count: int) -> None:
+    def __init__(self) -> None:
+        self._items: deque[T] = deque()
+        self._cond = threading.Condition(threading.Lock())
+        self._sleepers = 0
+        self._wanted = 1  # items the sleeping takers wait for (one taker waits for several)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def give(self, item: T) -> None:
+        items = self._items
+        items.append(item)
+        # Read after the append: a taker counts itself asleep before it looks, so either it
+        # sees this item or this sees it (the GIL orders the two).
+        if self._sleepers and len(items) >= self._wanted:
+            with self._cond:
+                self._cond.notify()
+
+    def take_one(self, timeout: float | None = None) -> T | None:
+        """The oldest item; None after ``timeout`` seconds without one."""
+        try:
+            return self._items.popleft()
+        except IndexError:
+            pass
+        with self._cond:
+            self._sleepers += 1
+            try:
+                deadline = None if timeout is None else time.monotonic() + timeout
+                while True:
+                    try:
+                        return self._items.popleft()
+                    except IndexError:
+                        pass
+                    left = None if deadline is None else deadline - time.monotonic()
+                    if left is not None and left <= 0:
+                        return None
+                    self._cond.wait(left)
+            finally:
+                self._sleepers -= 1
+
+    def take(self, wait_for: int) -> list[T]:
+        """Every item there, after waiting until there are at least ``wait_for`` (one taker)."""
+        items = self._items
+        if len(items) < wait_for:
+            with self._cond:
+                self._sleepers += 1
+                self._wanted = wait_for
+                try:
+                    while len(items) < wait_for:
+                        self._cond.wait()
+                finally:
+                    self._sleepers -= 1
+                    self._wanted = 1
+        taken: list[T] = []
+        while True:
+            try:
+                taken.append(items.popleft())
+            except IndexError:
+                return taken
+
+
+class _Workers:
+    """Threads running ``work`` on each item submitted, in submission order; ``outcomes``
+    holds what ``work`` returned.
+
+    A ThreadPoolExecutor makes a Future, a lock and a condition per item, and its results
+    are not needed here: the per-item cost on the main thread matters when uploads take 0.1 ms
+    of CPU (obstore). A worker that finishes an upload takes the next item without sleeping
+    while there is one, and sleeps (to be woken by a submit) only when there is none.
+    """
+
+    def __init__(self, work: Callable[[Prepared], _Outcome], count: int) -> None:
         self._work = work
-        self._todo: queue.SimpleQueue[Prepared | None] = queue.SimpleQueue()
+        self._todo: _Handoff[Prepared | None] = _Handoff()
+        self.outcomes: _Handoff[_Outcome] = _Handoff()
         self._threads = [
             threading.Thread(target=self._run, name=f"s3idx-put-{n}", daemon=True)
             for n in range(count)
@@ -285,21 +358,22 @@ class _Workers:
             thread.start()
 
     def submit(self, item: Prepared) -> None:
-        self._todo.put(item)
+        self._todo.give(item)
 
     def shutdown(self) -> None:
         """Let the threads finish what was submitted, then end them."""
         for _ in self._threads:
-            self._todo.put(None)
+            self._todo.give(None)
         for thread in self._threads:
             thread.join()
 
     def _run(self) -> None:
+        todo, work, give = self._todo, self._work, self.outcomes.give
         while True:
-            item = self._todo.get()
+            item = todo.take_one()
             if item is None:
                 return
-            self._work(item)  # never raises: _upload hands every failure on
+            give(work(item))  # never raises: _upload returns every failure as an outcome
 
 
 class _Cancelled(Exception):
@@ -341,6 +415,8 @@ def run_put(
         if options.dry_run
         else UploadPipeline(store, index, options, result, reject, reporter.maybe, events.warned)
     )
+    collector = CollectorPause()
+    collector.start()
     try:
         for chunk in _chunks(records, options.batch_size, stop):
             if not chunk:  # the input is idle
@@ -350,6 +426,7 @@ def run_put(
             batch = _prepare_chunk(
                 chunk, preparer, seen, result, reject, options.max_errors, _router(shard, options)
             )
+            collector.tick(len(chunk))
             if pipeline is None:
                 if options.skip_unchanged and batch:
                     batch, _ = _drop_unchanged(batch, index, None, result)
@@ -378,6 +455,7 @@ def run_put(
         _finish_after_failure(pipeline, exc, result)
         raise
     finally:
+        collector.stop()
         seen.close()
     if pipeline is not None:
         with reported_on_failure(result):
@@ -475,14 +553,21 @@ def _chunks(
 
 
 class _BackgroundReader:
-    """Iterates records read by a thread; yields None when nothing arrived for a moment."""
+    """Iterates records read by a thread; yields None when nothing arrived for a moment.
+
+    At most ``maxsize`` records wait; a reader that finds the queue full sleeps until the
+    consumer has taken half of them, so neither side is woken once per record.
+    """
 
     _END = object()
     TICK = 0.2
 
     def __init__(self, records: Iterable[Record], maxsize: int) -> None:
         self._records = records
-        self._queue: queue.Queue[Any] = queue.Queue(maxsize)
+        self._queue: _Handoff[Any] = _Handoff()
+        self._maxsize = max(1, maxsize)
+        self._room = threading.Condition(threading.Lock())
+        self._reader_sleeps = False
         self._quit = threading.Event()
         self._thread = threading.Thread(target=self._produce, name="s3idx-read", daemon=True)
 
@@ -492,14 +577,19 @@ class _BackgroundReader:
 
     def __exit__(self, *exc: object) -> None:
         self._quit.set()
+        with self._room:
+            self._room.notify()
         # A reader blocked on an idle pipe is left behind (a daemon): it holds nothing we need.
         self._thread.join(timeout=0.5)
 
     def __iter__(self) -> Iterator[Record | None]:
+        queue, low = self._queue, self._maxsize // 2
         while True:
-            try:
-                item = self._queue.get(timeout=self.TICK)
-            except queue.Empty:
+            item = queue.take_one(self.TICK)
+            if self._reader_sleeps and len(queue) <= low:
+                with self._room:
+                    self._room.notify()
+            if item is None:
                 yield None
                 continue
             if item is self._END:
@@ -518,13 +608,22 @@ class _BackgroundReader:
             self._offer(_ReadFailure(exc))
 
     def _offer(self, item: Any) -> bool:
-        while not self._quit.is_set():
-            try:
-                self._queue.put(item, timeout=self.TICK)
-                return True
-            except queue.Full:
-                continue
-        return False
+        queue = self._queue
+        while len(queue) >= self._maxsize:
+            if self._quit.is_set():
+                return False
+            with self._room:
+                self._reader_sleeps = True
+                try:
+                    # Counted asleep before looking again: the consumer's check then sees it.
+                    if len(queue) >= self._maxsize and not self._quit.is_set():
+                        self._room.wait(self.TICK)
+                finally:
+                    self._reader_sleeps = False
+        if self._quit.is_set():
+            return False
+        queue.give(item)
+        return True
 
 
 class _ReadFailure:
@@ -563,6 +662,8 @@ def _prepare_chunk(
         except RecordError as exc:
             reject(record, str(exc).replace("\n", "; "))
             continue
+        # Its entry and body are made: the parsed tree (~60 objects) need not wait for the upload.
+        record.document = None
         if seen.add(prepared.key):
             result.duplicates += 1
         by_key.pop(prepared.key, None)  # the later one wins and moves to its place

@@ -189,7 +189,8 @@ class ObstoreS3Store:
                 self._client(),
                 self._full(key),
                 body,
-                attributes=dict(metadata),
+                # put's metadata is already a dict of str: no copy of it per request.
+                attributes=metadata if isinstance(metadata, dict) else dict(metadata),
                 use_multipart=False,
             )
         except S3idxError:

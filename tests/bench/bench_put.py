@@ -4,6 +4,7 @@
     python tests/bench/bench_put.py --endpoint moto --docs 2000 --peer-docs 500
     python tests/bench/bench_put.py --endpoint http://127.0.0.1:9000 --docs 20000  # e.g. MinIO
     python tests/bench/bench_put.py --rss 100000 1000000   # peak RSS of put (local store)
+    python tests/bench/bench_put.py --endpoint nginx --docs 20000 --rounds 5 --codecs zlib,zstd
 
 Every figure of one table comes from one run against one endpoint, side by side with a bare
 boto3 ``put_object`` loop (the baseline: same workers, same client settings, the same compressed
@@ -15,6 +16,11 @@ only a few hundred requests a second, so it bounds every client); ``nginx`` star
 nginx that answers every request 200 with an ETag and stores nothing: its figures measure the
 client's own cost only, and it cannot list or serve bodies, so rebuild and read are skipped.
 A URL uses a running S3 service (bucket ``bench`` and ``bench-maggma`` are created).
+
+With ``--rounds N`` the put clients run N times, interleaved (baseline, each s3idx put, s5cmd,
+then again), and each row shows the median of its rounds and its spread: other processes on the
+machine slow every client of a round alike, so medians of interleaved rounds are the figures to
+compare. ``--codecs zlib,zstd`` adds ``s3idx put --compress zstd`` rows (the obstore transport).
 
 Client CPU is user + system time of the process doing the requests (the servers run in other
 processes): RUSAGE_SELF for in-process loops, wait4 for subprocesses (s3idx, s5cmd).
@@ -306,8 +312,11 @@ def bench_s3idx_put(
     transport: str,
     work: Path,
     env: dict[str, str],
+    compress: str = "zlib",
 ) -> Row:
     index = work / f"put-{transport}.sqlite3"
+    with contextlib.suppress(FileNotFoundError):
+        index.unlink()  # each round starts from an empty index, as the first did
     argv = s3idx(
         "put",
         str(source),
@@ -315,11 +324,16 @@ def bench_s3idx_put(
         *(arg for f in FIELDS for arg in ("--field", f)),
         "--workers",
         str(workers),
+        "--compress",
+        compress,
         "-q",
     )
     wall, cpu, _, status = measure_process(argv, env)
     note = "" if status == 0 else f"exit {status}"
-    return Row("put", f"s3idx put --transport {transport}", count, wall, cpu, note)
+    name = f"s3idx put --transport {transport}" + (
+        "" if compress == "zlib" else f" --compress {compress}"
+    )
+    return Row("put", name, count, wall, cpu, note)
 
 
 def maggma_store(url: str, workers: int, bucket: str = MAGGMA_BUCKET) -> Any:
@@ -363,9 +377,10 @@ def bench_s5cmd(
     if s5cmd is None:
         return None
     folder = work / "s5cmd-bodies"
-    folder.mkdir()
-    for item in prepared:
-        (folder / item.key).write_bytes(item.body)
+    if not folder.exists():  # written once, for every round
+        folder.mkdir()
+        for item in prepared:
+            (folder / item.key).write_bytes(item.body)
     argv = [
         s5cmd,
         "--endpoint-url",
@@ -480,7 +495,7 @@ def bench_rss(lines: Sequence[int], work: Path, env: dict[str, str]) -> list[Row
 # --- report ----------------------------------------------------------------------------------
 
 
-WIDTHS = (8, 9, 12, 7, 9)
+WIDTHS = (8, 9, 12, 7, 9, 8)
 
 
 def report(rows: list[Row], endpoint_name: str, url: str) -> None:
@@ -493,7 +508,8 @@ def report(rows: list[Row], endpoint_name: str, url: str) -> None:
             continue
         base = _baseline(chosen, section)
         maggma = next((r for r in chosen if r.client.startswith("maggma")), None)
-        heads = ("items", "items/s", "CPU ms/item", "x base", "x maggma")
+        s5cmd = next((r for r in chosen if r.client.startswith("s5cmd")), None)
+        heads = ("items", "items/s", "CPU ms/item", "x base", "x maggma", "x s5cmd")
         print(
             f"\n{section:<48} "
             + " ".join(f"{h:>{w}}" for h, w in zip(heads, WIDTHS, strict=True))
@@ -503,7 +519,8 @@ def report(rows: list[Row], endpoint_name: str, url: str) -> None:
             cpu = f"{1000 * r.cpu / r.items:.2f}" if r.cpu is not None and r.items else "-"
             vs_base = f"{r.rate / base.rate:.2f}" if base and base.rate else "-"
             vs_maggma = f"{r.rate / maggma.rate:.1f}" if maggma and maggma.rate else "-"
-            cells = (str(r.items), f"{r.rate:.0f}", cpu, vs_base, vs_maggma)
+            vs_s5cmd = f"{r.rate / s5cmd.rate:.2f}" if s5cmd and s5cmd.rate else "-"
+            cells = (str(r.items), f"{r.rate:.0f}", cpu, vs_base, vs_maggma, vs_s5cmd)
             print(
                 f"{r.client:<48} "
                 + " ".join(f"{c:>{w}}" for c, w in zip(cells, WIDTHS, strict=True))
@@ -544,6 +561,12 @@ def main() -> None:
         help="only measure peak RSS of put for these input sizes",
     )
     parser.add_argument("--skip", default="", help="comma-separated: maggma,s5cmd,rebuild,read")
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="interleaved rounds of the put clients (medians)"
+    )
+    parser.add_argument(
+        "--codecs", default="zlib", help="s3idx put codecs, comma-separated: zlib,zstd,none"
+    )
     args = parser.parse_args()
     env = {**os.environ, **AWS_ENV}
     os.environ.update(AWS_ENV)
@@ -567,11 +590,24 @@ def run_endpoint(args: argparse.Namespace, work: Path, env: dict[str, str]) -> l
     rows: list[Row] = []
     with endpoint(args.endpoint, work) as url:
         create_buckets(boto3_client(url, args.workers))
-        rows.append(bench_boto3_loop(url, prepared, args.workers))
-        for transport in transports:
-            rows.append(bench_s3idx_put(url, source, args.docs, args.workers, transport, work, env))
-        if "s5cmd" not in skip:
-            rows.extend(filter(None, [bench_s5cmd(url, prepared, args.workers, work, env)]))
+        rounds: list[list[Row]] = []
+        for _ in range(args.rounds):
+            one: list[Row] = [bench_boto3_loop(url, prepared, args.workers)]
+            for transport in transports:
+                one.append(
+                    bench_s3idx_put(url, source, args.docs, args.workers, transport, work, env)
+                )
+            for compress in filter(None, args.codecs.split(",")):
+                if compress != "zlib" and "obstore" in transports:
+                    one.append(
+                        bench_s3idx_put(
+                            url, source, args.docs, args.workers, "obstore", work, env, compress
+                        )
+                    )
+            if "s5cmd" not in skip:
+                one.extend(filter(None, [bench_s5cmd(url, prepared, args.workers, work, env)]))
+            rounds.append(one)
+        rows.extend(medians(rounds))
         if "maggma" not in skip:
             rows.extend(filter(None, [bench_maggma_update(url, lines[:peer_docs], args.workers)]))
         if args.endpoint != "nginx" and "rebuild" not in skip:
@@ -584,6 +620,27 @@ def run_endpoint(args: argparse.Namespace, work: Path, env: dict[str, str]) -> l
             for transport in transports:
                 rows.extend(bench_reads(url, keys, args.workers, transport, work, env))
     return rows
+
+
+def medians(rounds: list[list[Row]]) -> list[Row]:
+    """Each client's median round (by rate), its note giving the spread over the rounds."""
+    if len(rounds) == 1:
+        return rounds[0]
+    chosen = []
+    for position, first in enumerate(rounds[0]):
+        runs = sorted((r[position] for r in rounds), key=lambda r: r.rate)
+        middle = runs[len(runs) // 2]
+        cpus = sorted(1000 * r.cpu / r.items for r in runs if r.cpu is not None and r.items)
+        cpu_median = cpus[len(cpus) // 2] * middle.items / 1000 if cpus else None
+        spread = (
+            f"median of {len(runs)}: {runs[0].rate:.0f}-{runs[-1].rate:.0f}/s, "
+            f"CPU {cpus[0]:.2f}-{cpus[-1]:.2f} ms"
+        )
+        note = "; ".join(filter(None, [first.note, spread]))
+        chosen.append(
+            Row(first.section, first.client, middle.items, middle.seconds, cpu_median, note)
+        )
+    return chosen
 
 
 def _has(module: str) -> bool:
