@@ -70,6 +70,7 @@ _s3idx() {
             --batch-size) COMPREPLY=(); return;;
             --rejects) COMPREPLY=($(compgen -f -- "$cur")); return;;
             --max-errors) COMPREPLY=(); return;;
+            --processes) COMPREPLY=(); return;;
             --store) COMPREPLY=(); return;;
             --index) COMPREPLY=(); return;;
             --collection) COMPREPLY=(); return;;
@@ -81,7 +82,7 @@ _s3idx() {
             --config) COMPREPLY=($(compgen -f -- "$cur")); return;;
         esac
         if [[ "$cur" == -* ]]; then
-            COMPREPLY=($(compgen -W "--key --field --compress --workers --batch-size --skip-unchanged --dry-run --rejects --max-errors --create-bucket --json --quiet -q --store --index --collection --aws-profile --region --endpoint-url --transport --profile --config -h --help" -- "$cur"))
+            COMPREPLY=($(compgen -W "--key --field --compress --workers --batch-size --skip-unchanged --dry-run --rejects --max-errors --create-bucket --processes --json --quiet -q --store --index --collection --aws-profile --region --endpoint-url --transport --profile --config -h --help" -- "$cur"))
         else
             COMPREPLY=($(compgen -f -- "$cur"))
         fi

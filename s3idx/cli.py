@@ -546,6 +546,16 @@ def put(
         bool,
         typer.Option("--create-bucket", help="Create the S3 bucket if it does not exist."),
     ] = False,
+    processes: Annotated[
+        int,
+        typer.Option(
+            "--processes",
+            min=1,
+            metavar="N",
+            help="Split the input over N worker processes by key, to use N cores. [default: 1]",
+            show_default=False,
+        ),
+    ] = 1,
     json: JsonOpt = False,
     quiet: QuietOpt = False,
     *,
@@ -569,7 +579,7 @@ def put(
         create_bucket=create_bucket or None,
     )
     paths = _input_paths(files, run.env)
-    return _put(ctx, paths, skip_unchanged, dry_run, rejects, max_errors)
+    return _put(ctx, paths, skip_unchanged, dry_run, rejects, max_errors, processes)
 
 
 def _input_paths(files: list[str] | None, env: Environment) -> list[str]:
@@ -597,6 +607,7 @@ def _put(
     dry_run: bool,
     rejects_path: Path | None,
     max_errors: int | None,
+    processes: int = 1,
 ) -> ExitStatus | None:
     refuse_outputs_over_inputs(
         {"--rejects": rejects_path},
@@ -618,6 +629,7 @@ def _put(
                 max_errors=max_errors,
                 events=events,
                 stop=stop,
+                processes=processes,
             ),
         )
     status = ctx.signals.exit_status()
