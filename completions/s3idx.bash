@@ -71,6 +71,7 @@ _s3idx() {
             --rejects) COMPREPLY=($(compgen -f -- "$cur")); return;;
             --max-errors) COMPREPLY=(); return;;
             --shard) COMPREPLY=(); return;;
+            --processes) COMPREPLY=(); return;;
             --store) COMPREPLY=(); return;;
             --index) COMPREPLY=(); return;;
             --collection) COMPREPLY=(); return;;
@@ -82,7 +83,7 @@ _s3idx() {
             --config) COMPREPLY=($(compgen -f -- "$cur")); return;;
         esac
         if [[ "$cur" == -* ]]; then
-            COMPREPLY=($(compgen -W "--key --field --compress --workers --batch-size --skip-unchanged --dry-run --rejects --max-errors --shard --create-bucket --json --quiet -q --store --index --collection --aws-profile --region --endpoint-url --transport --profile --config -h --help" -- "$cur"))
+            COMPREPLY=($(compgen -W "--key --field --compress --workers --batch-size --skip-unchanged --dry-run --rejects --max-errors --shard --create-bucket --processes --json --quiet -q --store --index --collection --aws-profile --region --endpoint-url --transport --profile --config -h --help" -- "$cur"))
         else
             COMPREPLY=($(compgen -f -- "$cur"))
         fi

@@ -62,6 +62,7 @@ complete -c s3idx -n '__fish_seen_subcommand_from put' -l rejects -r -F -d 'Writ
 complete -c s3idx -n '__fish_seen_subcommand_from put' -l max-errors -x -d 'Stop after N rejected records'
 complete -c s3idx -n '__fish_seen_subcommand_from put' -l shard -x -d 'Only the keys of shard I of N (0-based); auto: from the SLURM, Kubernetes or AWS Batch array job'
 complete -c s3idx -n '__fish_seen_subcommand_from put' -l create-bucket -d 'Create the S3 bucket if it does not exist'
+complete -c s3idx -n '__fish_seen_subcommand_from put' -l processes -x -d 'Split the input over N worker processes by key, to use N cores'
 complete -c s3idx -n '__fish_seen_subcommand_from put' -l json -d 'Print the summary as one JSON object on stdout'
 complete -c s3idx -n '__fish_seen_subcommand_from put' -l quiet -s q -d 'No progress and no summary; errors only'
 complete -c s3idx -n '__fish_seen_subcommand_from put' -l store -x -d 'Object store: a directory, file://PATH or s3://BUCKET/PREFIX'

@@ -585,6 +585,16 @@ def put(
         bool,
         typer.Option("--create-bucket", help="Create the S3 bucket if it does not exist."),
     ] = False,
+    processes: Annotated[
+        int,
+        typer.Option(
+            "--processes",
+            min=1,
+            metavar="N",
+            help="Split the input over N worker processes by key, to use N cores. [default: 1]",
+            show_default=False,
+        ),
+    ] = 1,
     json: JsonOpt = False,
     quiet: QuietOpt = False,
     *,
@@ -609,7 +619,7 @@ def put(
         create_bucket=create_bucket or None,
     )
     paths = _input_paths(files, run.env)
-    return _put(ctx, paths, skip_unchanged, dry_run, rejects, max_errors, only)
+    return _put(ctx, paths, skip_unchanged, dry_run, rejects, max_errors, only, processes)
 
 
 def _input_paths(files: list[str] | None, env: Environment) -> list[str]:
@@ -638,6 +648,7 @@ def _put(
     rejects_path: Path | None,
     max_errors: int | None,
     shard: Shard | None = None,
+    processes: int = 1,
 ) -> ExitStatus | None:
     refuse_outputs_over_inputs(
         {"--rejects": rejects_path},
@@ -660,6 +671,7 @@ def _put(
                 events=events,
                 stop=stop,
                 shard=shard,
+                processes=processes,
             ),
         )
     status = ctx.signals.exit_status()

@@ -56,6 +56,7 @@ if TYPE_CHECKING:
         total_size,
     )
     from s3idx.engine.manifest_batches import ManifestBatches
+    from s3idx.engine.processes import run_put_processes
     from s3idx.engine.put import PutOptions, run_put
     from s3idx.engine.rebuild import run_rebuild
     from s3idx.engine.reindex import run_reindex
@@ -93,6 +94,7 @@ if not TYPE_CHECKING:
     stream_source = _Lazy("s3idx.engine.inputs", "stream_source")
     total_size = _Lazy("s3idx.engine.inputs", "total_size")
     ManifestBatches = _Lazy("s3idx.engine.manifest_batches", "ManifestBatches")
+    run_put_processes = _Lazy("s3idx.engine.processes", "run_put_processes")
     PutOptions = _Lazy("s3idx.engine.put", "PutOptions")
     run_put = _Lazy("s3idx.engine.put", "run_put")
     run_rebuild = _Lazy("s3idx.engine.rebuild", "run_rebuild")
@@ -142,10 +144,12 @@ class Engine:
         self.batch_size = batch_size
         # Documents larger than this once decompressed are spooled to a temporary file.
         self.spool_threshold = spool_threshold
+        # What opened the backends, when known: worker processes open their own from it.
+        self.settings: Settings | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Engine:
-        return cls(
+        engine = cls(
             open_store(settings),
             open_index(settings),
             key_field=settings.key,
@@ -155,6 +159,8 @@ class Engine:
             batch_size=settings.batch_size,
             head_workers=settings.head_workers,
         )
+        engine.settings = settings
+        return engine
 
     def close(self) -> None:
         self.index.close()
@@ -265,20 +271,8 @@ class Engine:
         entry's, instead of the time of storing. Each record is consumed: its
         parsed ``document`` is dropped (set to None) once its body and entry are made, to keep
         memory flat."""
-        key_field = self.key_field
-        all_fields = self._put_fields(fields)
-        if not dry_run:
-            self.index.configure(key_field, all_fields)
-        options = PutOptions(
-            key_field=key_field,
-            fields=all_fields,
-            codec=self.codec,
-            workers=self.workers,
-            batch_size=self.batch_size,
-            skip_unchanged=skip_unchanged,
-            dry_run=dry_run,
-            max_errors=max_errors,
-            last_updated_from_document=last_updated_from_document,
+        options = self._put_options(
+            fields, skip_unchanged, dry_run, max_errors, last_updated_from_document
         )
         return run_put(
             self.store,
@@ -291,15 +285,47 @@ class Engine:
             shard=shard,
         )
 
+    def _put_options(
+        self,
+        fields: Sequence[str],
+        skip_unchanged: bool,
+        dry_run: bool,
+        max_errors: int | None,
+        last_updated_from_document: bool = False,
+    ) -> PutOptions:
+        """put's options, once the index records its key field and fields (not in a dry run)."""
+        key_field = self.key_field
+        all_fields = self._put_fields(fields)
+        if not dry_run:
+            self.index.configure(key_field, all_fields)
+        return PutOptions(
+            key_field=key_field,
+            fields=all_fields,
+            codec=self.codec,
+            workers=self.workers,
+            batch_size=self.batch_size,
+            skip_unchanged=skip_unchanged,
+            dry_run=dry_run,
+            max_errors=max_errors,
+            last_updated_from_document=last_updated_from_document,
+        )
+
     def put_files(
         self,
         paths: Sequence[str | Path],
         *,
         stdin: IO[bytes] | None = None,
         read_progress: ReadProgress | None = None,
+        processes: int = 1,
         **options: Any,
     ) -> PutResult:
-        """Ingest JSON lines (or a JSON array, or gzip of either) from files; ``-`` is stdin."""
+        """Ingest JSON lines (or a JSON array, or gzip of either) from files; ``-`` is stdin.
+
+        ``processes`` > 1 splits the input over that many worker processes by key
+        (``engine/processes.py``); it needs an engine opened from settings (``open_engine``).
+        """
+        if processes < 1:
+            raise UsageError(f"--processes must be at least 1, not {processes}")
         sources: list[InputSource] = []
         for path in paths:
             if str(path) == "-":
@@ -310,8 +336,35 @@ class Engine:
                 sources.append(file_source(path))
         progress = read_progress or ReadProgress()
         progress.bytes_total = total_size(sources)
+        if processes > 1:
+            return self._put_in_processes(sources, processes, progress, **options)
         records = read_records(sources, progress, options.get("stop"))
         return self.put_records(records, read_progress=progress, **options)
+
+    def _put_in_processes(
+        self,
+        sources: Sequence[InputSource],
+        processes: int,
+        read_progress: ReadProgress,
+        *,
+        fields: Sequence[str] = (),
+        skip_unchanged: bool = False,
+        dry_run: bool = False,
+        max_errors: int | None = None,
+        events: Events | None = None,
+        stop: threading.Event | None = None,
+    ) -> PutResult:
+        if self.settings is None:
+            raise UsageError(
+                "put with processes > 1 needs an engine opened from settings",
+                hint="open it with s3idx.open_engine(...) or Engine.from_settings(...): each "
+                "worker process opens the store and the index again from them",
+            )
+        # Recorded once here, before any worker starts: N workers must not race to record them.
+        options = self._put_options(fields, skip_unchanged, dry_run, max_errors)
+        return run_put_processes(
+            self.settings, sources, options, processes, events or Events(), stop, read_progress
+        )
 
     def put_documents(self, documents: Iterable[Mapping[str, Any]], **options: Any) -> PutResult:
         """Ingest Python dicts (datetimes allowed); rejects are located as ``<documents>:N``."""

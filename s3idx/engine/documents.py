@@ -111,6 +111,23 @@ def _nulls(fields: Sequence[str]) -> dict[str, Any]:
     return document
 
 
+def document_key(document: Any, key_field: str) -> str:
+    """The key of a parsed document, or the RecordError saying why it has none.
+
+    The first checks of ``DocumentPreparer.prepare``, alone: ``put --processes`` routes each
+    document by its key before any process prepares it.
+    """
+    if not isinstance(document, dict):
+        raise RecordError(f"expected a JSON object, got {_json_kind(document)}")
+    _check_top_level_names(document)
+    if key_field not in document:
+        raise RecordError(
+            f"missing key field {key_field!r}",
+            hint="every document needs its key; choose the key field with --key",
+        )
+    return codec.check_key(document[key_field], key_field)
+
+
 class DocumentPreparer:
     """Validates documents and builds their entries; shared by ``put`` and the Python API."""
 
@@ -134,15 +151,7 @@ class DocumentPreparer:
 
     def prepare(self, record: Record) -> Prepared:
         document = record.document
-        if not isinstance(document, dict):
-            raise RecordError(f"expected a JSON object, got {_json_kind(document)}")
-        _check_top_level_names(document)
-        if self.key_field not in document:
-            raise RecordError(
-                f"missing key field {self.key_field!r}",
-                hint="every document needs its key; choose the key field with --key",
-            )
-        key = codec.check_key(document[self.key_field], self.key_field)
+        key = document_key(document, self.key_field)
         self._store.check_key(key)
         entry = self._entry(document, record.raw)
         if self._last_updated_from_document and codec.LAST_UPDATED in document:

@@ -1,0 +1,479 @@
+"""``put --processes N``: one input split over N worker processes by the hash of each key.
+
+One Python process is capped by its GIL (near 6,800 documents a second with obstore), so a
+machine with more cores needs more processes. Here the parent reads the input, finds each
+record's key (the same rules as ``DocumentPreparer``) and sends the raw line, with its
+``FILE:LINE``, to worker ``shard_of(key, N)``; each worker runs the ordinary put pipeline
+(``run_put``) on its share and reports its rejects and counts back; the parent merges them into
+one ``PutResult``.
+
+Why this is correct:
+
+- every line of one key goes to the same worker, in input order, so the last one still wins;
+- a worker's duplicates are the key's only duplicates (keys are partitioned), so counts add up;
+- the index settings are recorded once, by the parent, before any worker starts;
+- each worker writes entries object first and by compare-and-set, as a lone ``put`` does.
+
+Workers are started with ``spawn`` (no inherited threads, locks or sockets) and fed through
+pipes, whose bounded buffers make a slow worker slow the reader: memory stays bounded. Workers
+ignore SIGINT and SIGTERM: the parent turns its first signal into a stop request for all of
+them (each finishes what it has under way), and a worker that dies makes the run fail.
+Rejects are reported at the end of the run, in input order (workers report theirs with the
+original ``FILE:LINE``); the parent holds them until then.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import signal
+import threading
+import time
+import traceback
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, fields
+from multiprocessing.connection import Connection, wait
+from typing import Any
+
+import orjson
+
+from s3idx.config import Settings
+from s3idx.engine.documents import document_key
+from s3idx.engine.inputs import InputSource, ReadProgress, Record, read_records
+from s3idx.engine.put import PutOptions, _ProgressReporter, run_put
+from s3idx.engine.results import Events, PutResult, Reject
+from s3idx.errors import ExitStatus, RecordError, S3idxError
+from s3idx.sharding import shard_of
+
+# Lines a message to a worker carries: large enough that pickling and the pipe cost little
+# per line, small enough that the pipes' buffers stay a few MB in all.
+BATCH_LINES = 256
+# The parent hands partial batches on when the input has been idle this long (slow input).
+IDLE_SECONDS = 0.2
+TICK = 0.1
+
+
+class WorkerError(S3idxError):
+    """A worker process failed; carries the exit status its failure had."""
+
+    def __init__(self, message: str, status: ExitStatus, *, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.exit_status = status
+
+
+@dataclass(slots=True)
+class _Worker:
+    number: int
+    process: Any  # multiprocessing's SpawnProcess
+    lines: Connection  # parent → worker: batches of (source, line, raw)
+    reports: Connection  # worker → parent: rejects, progress, the final result
+    control: Connection  # parent → worker: a stop request
+    pending: list[tuple[str, int, bytes]] = field(default_factory=list)
+    closed: bool = False  # its lines pipe: no more will be sent
+    result: PutResult | None = None
+    failure: S3idxError | None = None
+    detail: dict[str, int] = field(default_factory=dict)
+    finished: bool = False  # its reports pipe reached its end
+
+
+def run_put_processes(
+    settings: Settings,
+    sources: Sequence[InputSource],
+    options: PutOptions,
+    count: int,
+    events: Events,
+    stop: threading.Event | None = None,
+    read_progress: ReadProgress | None = None,
+) -> PutResult:
+    """Put the records of ``sources`` with ``count`` worker processes (see the module's
+    docstring); ``stop`` set ends reading, and the workers finish what they were handed."""
+    started = time.monotonic()
+    progress = read_progress or ReadProgress()
+    run = _Run(settings, options, count, events, stop, progress)
+    try:
+        run.start()
+        # Reading also ends when a worker fails or --max-errors is reached, not only on a stop.
+        run.feed(read_records(sources, progress, run.halt))
+        result = run.finish()
+    finally:
+        run.cleanup()
+    result.elapsed = time.monotonic() - started
+    if run.failure is not None:
+        run.failure.partial_result = result
+        raise run.failure
+    return result
+
+
+class _Run:
+    def __init__(
+        self,
+        settings: Settings,
+        options: PutOptions,
+        count: int,
+        events: Events,
+        stop: threading.Event | None,
+        read_progress: ReadProgress | None,
+    ) -> None:
+        self._settings = settings
+        self._options = options
+        self._count = count
+        self._events = events
+        self._stop = stop
+        self._context = multiprocessing.get_context("spawn")
+        self._stopping = False  # the workers were told to stop
+        self._control_lock = threading.Lock()
+        self.halt = threading.Event()  # reading ends: a signal, a failure, --max-errors
+        self._lock = threading.Lock()  # the workers' pending batches and their pipes
+        # Apart: the collector must never wait for a sender, which may wait for the workers.
+        self._rejects_lock = threading.Lock()
+        self._workers: list[_Worker] = []
+        self._order: dict[str, int] = {}  # input name → its place among the inputs
+        self._rejects: list[tuple[tuple[int, int], Reject]] = []
+        self._own = PutResult(dry_run=options.dry_run)  # what the parent itself counted
+        self._live = PutResult(dry_run=options.dry_run)  # for progress while running
+        self._reporter = _ProgressReporter(events, self._live, read_progress)
+        self._last_routed = 0.0
+        self.failure: S3idxError | None = None
+        self._stopped_early = False
+
+    # --- workers -------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        for number in range(self._count):
+            lines_in, lines_out = self._context.Pipe(duplex=False)  # (reading, writing) ends
+            reports_in, reports_out = self._context.Pipe(duplex=False)
+            control_in, control_out = self._context.Pipe(duplex=False)
+            process = self._context.Process(
+                target=_worker_main,
+                args=(self._settings, self._options, lines_in, reports_out, control_in),
+                name=f"s3idx-put-{number + 1}",
+                daemon=True,
+            )
+            process.start()
+            # Only the worker holds these ends now, so its exit reads as the pipes' end.
+            lines_in.close()
+            reports_out.close()
+            control_in.close()
+            self._workers.append(_Worker(number, process, lines_out, reports_in, control_out))
+
+    def feed(self, records: Iterable[Record]) -> None:
+        """Read and route every record; meanwhile collect reports and show progress."""
+        reader = threading.Thread(
+            target=self._read, args=(records,), name="s3idx-route", daemon=True
+        )
+        collector = threading.Thread(target=self._collect, name="s3idx-reports", daemon=True)
+        collector.start()
+        reader.start()
+        self._collector = collector
+        while reader.is_alive():
+            reader.join(TICK)
+            self._tick()
+        self._close_lines()
+
+    def finish(self) -> PutResult:
+        while self._collector.is_alive():
+            self._collector.join(TICK)
+            self._tick()
+        for worker in self._workers:
+            worker.process.join()
+            if worker.result is None and worker.failure is None:
+                worker.failure = _died(worker, self._count)
+            if worker.failure is not None and self.failure is None:
+                self.failure = worker.failure
+        result = self._merged()
+        for _, reject in sorted(self._rejects, key=lambda item: item[0]):
+            self._events.rejected(reject)
+        return result
+
+    def cleanup(self) -> None:
+        """On any way out: no worker left running, no pipe left open."""
+        self.halt.set()
+        self._stop_workers()
+        self._close_lines()
+        for worker in self._workers:
+            worker.process.join(timeout=5)
+            if worker.process.is_alive():
+                worker.process.kill()
+                worker.process.join()
+            worker.reports.close()
+            worker.control.close()
+
+    # --- the reader thread: input to the workers' pipes ----------------------------------------
+
+    def _read(self, records: Iterable[Record]) -> None:
+        key_field = self._options.key_field
+        count = self._count
+        order = self._order
+        halt = self.halt
+        try:
+            for record in records:
+                if halt.is_set():
+                    break
+                if record.source not in order:
+                    order[record.source] = len(order)
+                if record.error is not None:
+                    self._reject(record, record.error)
+                    continue
+                try:
+                    key = document_key(record.document, key_field)
+                except RecordError as exc:
+                    self._reject(record, str(exc).replace("\n", "; "))
+                    continue
+                worker = self._workers[shard_of(key, count)]
+                with self._lock:
+                    worker.pending.append((record.source, record.line, record.raw))
+                    if len(worker.pending) >= BATCH_LINES:
+                        self._send(worker)
+                    self._last_routed = time.monotonic()
+        except BaseException as exc:  # e.g. an input file that cannot be read
+            self._fail(exc if isinstance(exc, S3idxError) else _unexpected(exc, "reading"))
+        with self._lock:
+            for worker in self._workers:
+                self._send(worker)
+
+    def _reject(self, record: Record, reason: str) -> None:
+        with self._rejects_lock:
+            self._own.read += 1
+            self._own.rejected += 1
+            self._rejects.append(
+                (
+                    (self._order[record.source], record.line),
+                    Reject(record.location, reason, record.raw),
+                )
+            )
+        self._check_budget()
+
+    def _send(self, worker: _Worker) -> None:
+        """The worker's pending lines down its pipe (the lock held). A full pipe blocks here:
+        that is the back-pressure that keeps a slow worker's backlog bounded."""
+        if not worker.pending or worker.closed:
+            worker.pending.clear()
+            return
+        batch, worker.pending = worker.pending, []
+        try:
+            worker.lines.send(batch)
+        except OSError:
+            # The worker stopped reading (it failed, died or was stopped): its report says why.
+            worker.closed = True
+            self.halt.set()
+
+    def _close_lines(self) -> None:
+        with self._lock:
+            for worker in self._workers:
+                if not worker.closed:
+                    self._send(worker)
+                    worker.closed = True
+                    worker.lines.close()
+
+    # --- the collector thread: the workers' reports --------------------------------------------
+
+    def _collect(self) -> None:
+        by_connection = {worker.reports: worker for worker in self._workers}
+        while by_connection:
+            self._propagate_stop()
+            for connection in wait(list(by_connection), timeout=TICK):
+                assert isinstance(connection, Connection)
+                worker = by_connection[connection]
+                try:
+                    message = connection.recv()
+                except (EOFError, OSError):
+                    worker.finished = True
+                    del by_connection[connection]
+                    if worker.result is None and worker.failure is None:
+                        self.halt.set()  # it died: stop the others too
+                        self._stop_workers()
+                    continue
+                self._take(worker, message)
+
+    def _take(self, worker: _Worker, message: tuple[Any, ...]) -> None:
+        kind = message[0]
+        if kind == "reject":
+            _, location, reason, raw = message
+            source, _, line = location.rpartition(":")
+            place = (self._order.get(source, len(self._order)), int(line))
+            with self._rejects_lock:
+                self._rejects.append((place, Reject(location, reason, raw)))
+                worker.detail["rejected"] = worker.detail.get("rejected", 0) + 1
+            self._check_budget()
+        elif kind == "progress":
+            rejected = worker.detail.get("rejected", 0)
+            worker.detail = dict(message[1])
+            worker.detail["rejected"] = max(rejected, worker.detail.get("rejected", 0))
+        elif kind == "done":
+            worker.result = message[1]
+        elif kind == "failed":
+            _, status, text, hint, partial = message
+            worker.failure = WorkerError(text, ExitStatus(status), hint=hint)
+            worker.result = partial if isinstance(partial, PutResult) else None
+            self.halt.set()
+            self._stop_workers()
+
+    def _stop_workers(self) -> None:
+        """Ask every worker to stop: each finishes what it has under way, then reports.
+
+        A message on a pipe of its own, never a shared multiprocessing.Event: setting one
+        waits for its waiters to wake, forever if one of them died.
+        """
+        with self._control_lock:
+            if self._stopping:
+                return
+            self._stopping = True
+            for worker in self._workers:
+                with contextlib.suppress(OSError):
+                    worker.control.send("stop")
+
+    def _propagate_stop(self) -> None:
+        if self._stop is not None and self._stop.is_set() and not self._stopping:
+            self.halt.set()
+            self._stop_workers()
+
+    def _check_budget(self) -> None:
+        """--max-errors is one budget for the whole run: once the rejects of the parent and
+        every worker reach it, reading stops and the workers are told to stop."""
+        limit = self._options.max_errors
+        if limit is None or self.halt.is_set():
+            return
+        rejected = self._own.rejected + sum(w.detail.get("rejected", 0) for w in self._workers)
+        if rejected >= limit:
+            self._stopped_early = True
+            self.halt.set()
+            self._stop_workers()
+
+    # --- the main thread -------------------------------------------------------------------------
+
+    def _tick(self) -> None:
+        self._propagate_stop()
+        if time.monotonic() - self._last_routed >= IDLE_SECONDS:
+            # The input is idle: what was read must not wait for a full batch.
+            with self._lock:
+                for worker in self._workers:
+                    self._send(worker)
+        live = self._live
+        stored = "would store" if self._options.dry_run else "stored"
+        live.stored = sum(w.detail.get(stored, 0) for w in self._workers)
+        live.unchanged = sum(w.detail.get("unchanged", 0) for w in self._workers)
+        live.rejected = self._own.rejected + sum(w.detail.get("rejected", 0) for w in self._workers)
+        self._reporter.maybe()
+
+    def _fail(self, exc: S3idxError) -> None:
+        if self.failure is None:
+            self.failure = exc
+        self.halt.set()
+        self._stop_workers()
+
+    def _merged(self) -> PutResult:
+        merged = PutResult(dry_run=self._options.dry_run)
+        parts = [self._own, *(w.result for w in self._workers if w.result is not None)]
+        for part in parts:
+            for name in _SUMMED:
+                setattr(merged, name, getattr(merged, name) + getattr(part, name))
+        merged.stopped_early = self._stopped_early or any(p.stopped_early for p in parts)
+        # Workers told to stop report themselves interrupted; only a signal interrupts the run.
+        merged.interrupted = self._stop is not None and self._stop.is_set()
+        if merged.interrupted:
+            merged.stopped_early = False
+        return merged
+
+
+_SUMMED = tuple(
+    f.name for f in fields(PutResult) if f.type in ("int", int) and f.name not in ("elapsed",)
+)
+
+
+def _died(worker: _Worker, count: int) -> WorkerError:
+    code = worker.process.exitcode
+    how = f"was killed by signal {-code}" if code is not None and code < 0 else f"exited ({code})"
+    return WorkerError(
+        f"worker process {worker.number + 1} of {count} {how} before finishing its share",
+        ExitStatus.ERROR,
+        hint="documents it had been handed may be stored without index entries, or not at "
+        "all: run `s3idx sync`, then put the input again",
+    )
+
+
+def _unexpected(exc: BaseException, doing: str) -> S3idxError:
+    return WorkerError(
+        f"unexpected error while {doing}: {type(exc).__name__}: {exc}", ExitStatus.ERROR
+    )
+
+
+# --- in each worker process ---------------------------------------------------------------------
+
+
+class _WorkerEvents(Events):
+    """A worker's rejects and progress, sent to the parent as they happen."""
+
+    def __init__(self, reports: Connection) -> None:
+        self._reports = reports
+
+    def rejected(self, reject: Reject) -> None:
+        self._reports.send(("reject", reject.location, reject.reason, reject.raw))
+
+    def progress(
+        self,
+        done: int,
+        total: int | None,
+        detail: dict[str, int],
+        *,
+        input_fraction: float | None = None,
+    ) -> None:
+        self._reports.send(("progress", detail))
+
+
+def _received(lines: Connection) -> Iterator[Record]:
+    """The records the parent sends, until it closes the pipe."""
+    while True:
+        try:
+            batch = lines.recv()
+        except (EOFError, OSError):
+            return
+        for source, line, raw in batch:
+            # The parent parsed it already, but a document does not cross processes cheaper
+            # than its bytes do.
+            yield Record(source, line, raw, orjson.loads(raw))
+
+
+def _worker_main(
+    settings: Settings,
+    options: PutOptions,
+    lines: Connection,
+    reports: Connection,
+    control: Connection,
+) -> None:
+    # The parent decides what a signal does (Ctrl-C reaches the whole process group).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    from s3idx.engine.core import Engine  # the engine imports this module
+
+    stop = threading.Event()
+
+    def watch() -> None:
+        with contextlib.suppress(EOFError, OSError):
+            control.recv()  # a stop request; the parent's end closing means nothing more
+            stop.set()
+
+    threading.Thread(target=watch, name="s3idx-stop", daemon=True).start()
+    try:
+        with Engine.from_settings(settings) as engine:
+            try:
+                result = run_put(
+                    engine.store,
+                    engine.index,
+                    _received(lines),
+                    options,
+                    _WorkerEvents(reports),
+                    stop,
+                )
+            finally:
+                lines.close()  # a parent still sending learns at once that nobody reads
+        reports.send(("done", result))
+    except S3idxError as exc:
+        partial = exc.partial_result if isinstance(exc.partial_result, PutResult) else None
+        with contextlib.suppress(OSError):
+            reports.send(("failed", int(exc.exit_status), exc.message, exc.hint, partial))
+    except BaseException as exc:  # a bug: the parent reports it, with where it happened
+        where = "".join(traceback.format_exception(exc)[-3:]).strip()
+        with contextlib.suppress(OSError):
+            reports.send(("failed", int(ExitStatus.ERROR), f"worker process: {where}", None, None))
+    finally:
+        reports.close()

@@ -1,0 +1,224 @@
+"""``put --processes N``: one input split over worker processes gives what one process gives."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import orjson
+import pytest
+
+from s3idx.errors import ExitStatus
+from s3idx.sharding import shard_of
+from tests.helpers import Run, json_lines, subprocess_env
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX processes and signals")
+
+
+def _document(i: int, version: int = 0) -> dict[str, object]:
+    return {"fs_id": f"k{i % 150:04d}", "n": i, "version": version, "pad": "x" * (i % 40)}
+
+
+def _input(tmp_path: Path) -> tuple[Path, list[bytes]]:
+    """300 lines over 150 keys (each key twice, the later line must win), with bad lines."""
+    lines = [orjson.dumps(_document(i, version=i // 150)) for i in range(300)]
+    lines.insert(7, b'{"fs_id": "bad", oops}')  # invalid JSON: the parent rejects it
+    lines.insert(120, b'{"no_key": 1}')  # no key: the parent rejects it
+    lines.insert(200, b'{"fs_id": "a//b", "n": 1}')  # a key no object may have
+    lines.insert(250, b'{"fs_id": "big", "n": 123456789012345678901234567890}')  # a worker's
+    source = tmp_path / "docs.jsonl"
+    source.write_bytes(b"\n".join(lines) + b"\n")
+    return source, lines
+
+
+Locations = Callable[[], list[str]]
+
+
+@pytest.fixture(params=["local", "s3"])
+def where(request: pytest.FixtureRequest, tmp_path: Path) -> Locations:
+    """Locations of a fresh store and SQLite index at each call: local files, or moto's S3."""
+    counter = iter(range(100))
+
+    def locations() -> list[str]:
+        n = next(counter)
+        index = ["--index", str(tmp_path / f"index{n}.sqlite3")]
+        if request.param == "local":
+            return ["--store", str(tmp_path / f"store{n}"), *index]
+        endpoint = request.getfixturevalue("s3_endpoint")
+        bucket = request.getfixturevalue("s3_bucket")
+        return ["--store", f"s3://{bucket}/docs{n}", "--endpoint-url", endpoint, *index]
+
+    return locations
+
+
+def _index(run: Run, locations: list[str]) -> list[dict[str, object]]:
+    query = run("query", "--sort", "fs_id", *locations)
+    assert query.exit_code == 0, query.stderr
+    return [{k: v for k, v in e.items() if k != "last_updated"} for e in json_lines(query.stdout)]
+
+
+def test_every_document_is_stored_once_and_the_index_equals_one_process(
+    run: Run, where: Locations, tmp_path: Path
+) -> None:
+    source, lines = _input(tmp_path)
+    one, three = where(), where()
+    rejects_one, rejects_three = tmp_path / "rejects1.jsonl", tmp_path / "rejects3.jsonl"
+
+    serial = run("put", str(source), "--field", "n", "--rejects", str(rejects_one), "--json", *one)
+    parallel = run(
+        "put", str(source), "--field", "n", "--processes", "3",
+        "--rejects", str(rejects_three), "--json", *three,
+    )  # fmt: skip
+
+    assert serial.exit_code == parallel.exit_code == ExitStatus.PARTIAL, parallel.stderr
+    a, b = orjson.loads(serial.stdout), orjson.loads(parallel.stdout)
+    counts = ("read", "rejected", "duplicates", "not_indexed", "unchanged")
+    assert {k: b[k] for k in counts} == {k: a[k] for k in counts}
+    assert (b["read"], b["rejected"], b["duplicates"]) == (304, 4, 150)
+    # A key's two lines are one upload when they fall in one chunk of a process, else two.
+    assert 150 <= b["stored"] <= 300
+    assert b["exit_status"] == ExitStatus.PARTIAL
+
+    entries = _index(run, three)
+    assert entries == _index(run, one)
+    assert len(entries) == 150
+    # The later line of each key won: version 1 (lines 150-299 of the documents).
+    assert {e["n"] for e in entries} == set(range(150, 300))
+
+    # One rejects file, in input order, the lines as they were; stderr names FILE:LINE in order.
+    bad = [lines[7], lines[120], lines[200], lines[250]]
+    assert (
+        rejects_three.read_bytes() == rejects_one.read_bytes() == b"".join(x + b"\n" for x in bad)
+    )
+    located = [f"{source}:{n}:" for n in (8, 121, 201, 251)]
+    positions = [parallel.stderr.index(where) for where in located]
+    assert positions == sorted(positions), parallel.stderr
+
+
+def test_objects_hold_the_last_line_of_each_key(run: Run, tmp_path: Path) -> None:
+    store, index = tmp_path / "store", tmp_path / "index.sqlite3"
+    lines = [orjson.dumps({"fs_id": f"k{i % 5}", "n": i}) for i in range(100)]
+    result = run(
+        "put", "--processes", "2", "--store", str(store), "--index", str(index),
+        input=b"\n".join(lines) + b"\n",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    assert " 100 read, " in result.stderr
+    assert "95 duplicate keys (last one kept)" in result.stderr
+    for key in range(5):
+        get = run("get", f"k{key}", "--store", str(store), "--index", str(index))
+        assert orjson.loads(get.stdout)["n"] == 95 + key
+
+
+def test_dry_run_and_max_errors_count_over_all_processes(run: Run, tmp_path: Path) -> None:
+    lines = [orjson.dumps({"fs_id": f"k{i}", "n": i}) for i in range(50)]
+    lines += [b'{"x": 1}'] * 5 + [b"[1,"] * 5  # ten lines without a key
+    locations = ["--store", str(tmp_path / "s"), "--index", str(tmp_path / "i.sqlite3")]
+    data = b"\n".join(lines) + b"\n"
+
+    dry = run("put", "--processes", "2", "--dry-run", "--json", *locations, input=data)
+    summary = orjson.loads(dry.stdout)
+    assert (summary["read"], summary["stored"], summary["rejected"]) == (60, 50, 10)
+    assert not (tmp_path / "s").exists() or not any((tmp_path / "s").rglob("k1*"))
+
+    limited = run("put", "--processes", "2", "--max-errors", "3", "--json", *locations, input=data)
+    summary = orjson.loads(limited.stdout)
+    assert limited.exit_code == ExitStatus.PARTIAL
+    assert summary["stopped_early"] is True
+    assert summary["rejected"] >= 3
+
+
+def _s3idx(home: Path, *args: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "s3idx", *args],
+        env=subprocess_env(home),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
+def _workers(pid: int) -> list[int]:
+    """The worker processes of ``pid`` (not multiprocessing's resource tracker)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            command = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if parent == pid and b"spawn_main" in command:
+            found.append(int(entry.name))
+    return found
+
+
+def _wait_for_workers(pid: int, count: int) -> list[int]:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        workers = _workers(pid)
+        if len(workers) >= count:
+            return workers
+        time.sleep(0.05)
+    raise AssertionError(f"{count} worker processes did not start")
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds worker processes in /proc")
+def test_a_worker_killed_fails_the_run(tmp_path: Path) -> None:
+    locations = ["--store", str(tmp_path / "s"), "--index", str(tmp_path / "i.sqlite3")]
+    put = _s3idx(tmp_path, "put", "--processes", "2", "--json", *locations)
+    assert put.stdin is not None
+    put.stdin.write(b"".join(orjson.dumps({"fs_id": f"k{i}"}) + b"\n" for i in range(20)))
+    put.stdin.flush()
+    workers = _wait_for_workers(put.pid, 2)
+    time.sleep(1.0)  # the workers are running: their share of the lines reached them
+    os.kill(workers[0], signal.SIGKILL)
+    time.sleep(0.3)
+    put.stdin.write(b"".join(orjson.dumps({"fs_id": f"m{i}"}) + b"\n" for i in range(20)))
+    out, err = put.communicate(timeout=60)
+    assert put.returncode not in (0, None), err
+    assert b"worker process" in err
+    assert orjson.loads(out)["exit_status"] == put.returncode
+
+
+def test_stdin_through_the_command_line_with_one_json_document(tmp_path: Path) -> None:
+    locations = ["--store", str(tmp_path / "s"), "--index", str(tmp_path / "i.sqlite3")]
+    put = _s3idx(tmp_path, "put", "--processes", "2", "--field", "n", "--json", *locations)
+    data = b"".join(orjson.dumps({"fs_id": f"k{i}", "n": i}) + b"\n" for i in range(200))
+    out, err = put.communicate(data + b'{"n": 1}\n', timeout=120)
+    assert put.returncode == ExitStatus.PARTIAL, err
+    (summary,) = json_lines(out.decode())  # one document, whatever the workers did
+    assert (summary["read"], summary["stored"], summary["rejected"]) == (201, 200, 1)
+    assert b"<stdin>:201: missing key field 'fs_id'" in err
+    # Both workers had a share: the keys are spread by the shard function.
+    assert {shard_of(f"k{i}", 2) for i in range(200)} == {0, 1}
+    assert _stored(tmp_path / "s") == 200
+
+
+def _stored(store: Path) -> int:
+    return sum(1 for p in store.rglob("*") if p.is_file() and "objects" in p.parts)
+
+
+def test_sigterm_stops_the_workers_and_exits_143(tmp_path: Path) -> None:
+    locations = ["--store", str(tmp_path / "s"), "--index", str(tmp_path / "i.sqlite3")]
+    put = _s3idx(tmp_path, "put", "--processes", "2", "--json", *locations)
+    assert put.stdin is not None
+    put.stdin.write(b"".join(orjson.dumps({"fs_id": f"k{i}"}) + b"\n" for i in range(30)))
+    put.stdin.flush()
+    workers = _wait_for_workers(put.pid, 2)
+    deadline = time.monotonic() + 60
+    while _stored(tmp_path / "s") < 30 and time.monotonic() < deadline:
+        time.sleep(0.1)  # the lines reached the workers, which stored them
+    put.send_signal(signal.SIGTERM)
+    out, err = put.communicate(timeout=60)  # stdin stays open: the stop ends the reading
+    assert put.returncode == ExitStatus.TERMINATED, err
+    summary = orjson.loads(out)
+    assert summary["interrupted"] is True
+    assert summary["stored"] == 30
+    assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
