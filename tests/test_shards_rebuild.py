@@ -21,9 +21,10 @@ from typing import Any
 import orjson
 import pytest
 
+from s3idx.errors import BackendUnavailableError
 from s3idx.index.base import Index
 from s3idx.index.mongo import MongoIndex
-from s3idx.index.sqlite import SqliteIndex
+from s3idx.index.sqlite import SqliteIndex, SqliteRebuild
 from tests.helpers import Run, real_mongo_database, subprocess_env
 from tests.s3proxy import S3Proxy
 
@@ -247,3 +248,28 @@ def test_each_shard_says_what_it_did_and_info_shows_the_rebuild(run: Run) -> Non
     assert report["total_entries"] == 30 == report["total_written"]
     assert report["listed"] + report["other_shards"] == 30
     assert "rebuild" not in orjson.loads(run("info", "--json").stdout)
+
+
+def test_a_shard_that_died_after_its_part_swaps_when_resumed(
+    run: Run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    put = run("put", "--field", "v", input=_docs(0, 20, with_x=False))
+    assert put.exit_code == 0, put.stderr
+    assert run("rebuild-index", "--shard", "0/2").exit_code == 0
+
+    def dies(self: SqliteRebuild) -> bool:
+        raise BackendUnavailableError("the node went away")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(SqliteRebuild, "claim_swap", dies)
+        died = run("rebuild-index", "--shard", "1/2")
+    assert died.exit_code == 5, died.stderr
+    # Both shards are done, nobody swapped: the old index (the put's) still answers.
+    info = orjson.loads(run("info", "--json").stdout)
+    assert info["rebuild_shards_done"] == ["0", "1"] and info["entries"] == 20
+
+    resumed = run("rebuild-index", "--shard", "1/2", "--resume", "--json")
+    assert resumed.exit_code == 0, resumed.stderr
+    report = orjson.loads(resumed.stdout)
+    assert report["committed"] and report["resumed"] and report["total_entries"] == 20
+    assert report["heads"] == 0 and report["from_manifests"] == 0  # nothing listed again

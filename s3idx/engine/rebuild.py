@@ -214,6 +214,7 @@ def _run(
             logged = list(rebuild.changed_keys())
             reconcile(store, index, logged, key_field=result.key_field, workers=workers)
             rebuild.finish()
+            result.total_entries = index.count()  # after the writes reconcile caught up with
             if compaction is not None:
                 compaction.finish()
                 result.manifests_written = compaction.writer.written
