@@ -13,8 +13,11 @@ from pathlib import Path
 import orjson
 import pytest
 
-from s3idx.errors import ExitStatus
-from s3idx.sharding import shard_of
+from s3idx import Engine, open_engine
+from s3idx.errors import ExitStatus, UsageError
+from s3idx.index.sqlite import SqliteIndex
+from s3idx.sharding import Shard, shard_of
+from s3idx.store.local import LocalStore
 from tests.helpers import Run, json_lines, subprocess_env
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX processes and signals")
@@ -222,3 +225,22 @@ def test_sigterm_stops_the_workers_and_exits_143(tmp_path: Path) -> None:
     assert summary["interrupted"] is True
     assert summary["stored"] == 30
     assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
+
+
+def test_the_library_splits_a_shard_of_the_input_over_processes(tmp_path: Path) -> None:
+    source = tmp_path / "docs.jsonl"
+    source.write_bytes(b"".join(orjson.dumps({"fs_id": f"k{i}"}) + b"\n" for i in range(60)))
+    mine = {f"k{i}" for i in range(60) if shard_of(f"k{i}", 3) == 1}
+    with open_engine(store=str(tmp_path / "s"), index=str(tmp_path / "i.sqlite3")) as engine:
+        result = engine.put_files([source], processes=2, shard=Shard(1, 3))
+        stored = {e["fs_id"] for e in engine.query({}, fields=["fs_id"])}
+    assert stored == mine
+    assert (result.read, result.stored) == (len(mine), len(mine))
+
+
+def test_the_library_refuses_processes_without_settings(tmp_path: Path) -> None:
+    source = tmp_path / "docs.jsonl"
+    source.write_bytes(b'{"fs_id": "a"}\n')
+    engine = Engine(LocalStore(tmp_path / "s"), SqliteIndex(tmp_path / "i.sqlite3"))
+    with engine, pytest.raises(UsageError, match="opened from settings"):
+        engine.put_files([source], processes=2)

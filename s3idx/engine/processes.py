@@ -43,7 +43,7 @@ from s3idx.engine.inputs import InputSource, ReadProgress, Record, read_records
 from s3idx.engine.put import PutOptions, _ProgressReporter, run_put
 from s3idx.engine.results import Events, PutResult, Reject
 from s3idx.errors import ExitStatus, RecordError, S3idxError
-from s3idx.sharding import shard_of
+from s3idx.sharding import Shard, shard_of
 
 # Lines a message to a worker carries: large enough that pickling and the pipe cost little
 # per line, small enough that the pipes' buffers stay a few MB in all.
@@ -84,12 +84,14 @@ def run_put_processes(
     events: Events,
     stop: threading.Event | None = None,
     read_progress: ReadProgress | None = None,
+    shard: Shard | None = None,
 ) -> PutResult:
     """Put the records of ``sources`` with ``count`` worker processes (see the module's
-    docstring); ``stop`` set ends reading, and the workers finish what they were handed."""
+    docstring); ``stop`` set ends reading, and the workers finish what they were handed.
+    With ``shard``, the parent drops the keys of other shards before routing the rest."""
     started = time.monotonic()
     progress = read_progress or ReadProgress()
-    run = _Run(settings, options, count, events, stop, progress)
+    run = _Run(settings, options, count, events, stop, progress, shard)
     try:
         run.start()
         # Reading also ends when a worker fails or --max-errors is reached, not only on a stop.
@@ -113,8 +115,11 @@ class _Run:
         events: Events,
         stop: threading.Event | None,
         read_progress: ReadProgress | None,
+        shard: Shard | None = None,
     ) -> None:
         self._settings = settings
+        self._shard = shard
+        self._other_shards = 0
         self._options = options
         self._count = count
         self._events = events
@@ -205,6 +210,7 @@ class _Run:
         count = self._count
         order = self._order
         halt = self.halt
+        shard = self._shard
         try:
             for record in records:
                 if halt.is_set():
@@ -218,6 +224,9 @@ class _Run:
                     key = document_key(record.document, key_field)
                 except RecordError as exc:
                     self._reject(record, str(exc).replace("\n", "; "))
+                    continue
+                if shard is not None and not shard.owns(key):
+                    self._other_shards += 1
                     continue
                 worker = self._workers[shard_of(key, count)]
                 with self._lock:
@@ -343,11 +352,14 @@ class _Run:
 
     def _tick(self) -> None:
         self._propagate_stop()
-        if time.monotonic() - self._last_routed >= IDLE_SECONDS:
-            # The input is idle: what was read must not wait for a full batch.
-            with self._lock:
+        # The input is idle: what was read must not wait for a full batch. (The lock is busy
+        # while the reader waits for a full pipe: then nothing is idle, and progress goes on.)
+        if time.monotonic() - self._last_routed >= IDLE_SECONDS and self._lock.acquire(False):
+            try:
                 for worker in self._workers:
                     self._send(worker)
+            finally:
+                self._lock.release()
         live = self._live
         stored = "would store" if self._options.dry_run else "stored"
         live.stored = sum(w.detail.get(stored, 0) for w in self._workers)
@@ -372,6 +384,8 @@ class _Run:
         merged.interrupted = self._stop is not None and self._stop.is_set()
         if merged.interrupted:
             merged.stopped_early = False
+        if self._other_shards and hasattr(merged, "other_shards"):  # PutResult's, with --shard
+            setattr(merged, "other_shards", self._other_shards)  # noqa: B010
         return merged
 
 
