@@ -244,3 +244,30 @@ def test_the_library_refuses_processes_without_settings(tmp_path: Path) -> None:
     engine = Engine(LocalStore(tmp_path / "s"), SqliteIndex(tmp_path / "i.sqlite3"))
     with engine, pytest.raises(UsageError, match="opened from settings"):
         engine.put_files([source], processes=2)
+
+
+def test_ctrl_c_to_the_process_group_stops_every_process_and_exits_130(tmp_path: Path) -> None:
+    """A terminal's Ctrl-C reaches the workers too: they leave the stop to the parent."""
+    locations = ["--store", str(tmp_path / "s"), "--index", str(tmp_path / "i.sqlite3")]
+    put = subprocess.Popen(
+        [sys.executable, "-m", "s3idx", "put", "--processes", "2", "--json", *locations],
+        env=subprocess_env(tmp_path),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,  # its own process group, as a terminal's foreground job
+    )
+    assert put.stdin is not None
+    put.stdin.write(b"".join(orjson.dumps({"fs_id": f"k{i}"}) + b"\n" for i in range(20)))
+    put.stdin.flush()
+    workers = _wait_for_workers(put.pid, 2)
+    deadline = time.monotonic() + 60
+    while _stored(tmp_path / "s") < 20 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    os.killpg(put.pid, signal.SIGINT)
+    out, err = put.communicate(timeout=60)
+    assert put.returncode == ExitStatus.INTERRUPTED, err
+    summary = orjson.loads(out)
+    assert (summary["stored"], summary["interrupted"]) == (20, True)
+    assert b"worker process" not in err  # no worker died of the signal
+    assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
