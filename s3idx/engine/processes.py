@@ -19,21 +19,23 @@ pipes, whose bounded buffers make a slow worker slow the reader: memory stays bo
 ignore SIGINT and SIGTERM: the parent turns its first signal into a stop request for all of
 them (each finishes what it has under way), and a worker that dies makes the run fail.
 Rejects are reported at the end of the run, in input order (workers report theirs with the
-original ``FILE:LINE``); the parent holds them until then.
+original ``FILE:LINE``); the parent holds them until then, their raw lines in a temporary file.
 """
 
 from __future__ import annotations
 
 import contextlib
 import multiprocessing
+import os
 import signal
+import tempfile
 import threading
 import time
 import traceback
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from multiprocessing.connection import Connection, wait
-from typing import Any
+from typing import IO, Any
 
 import orjson
 
@@ -133,7 +135,7 @@ class _Run:
         self._rejects_lock = threading.Lock()
         self._workers: list[_Worker] = []
         self._order: dict[str, int] = {}  # input name → its place among the inputs
-        self._rejects: list[tuple[tuple[int, int], Reject]] = []
+        self._rejects = _HeldRejects()
         self._own = PutResult(dry_run=options.dry_run)  # what the parent itself counted
         self._live = PutResult(dry_run=options.dry_run)  # for progress while running
         self._reporter = _ProgressReporter(events, self._live, read_progress)
@@ -186,7 +188,7 @@ class _Run:
             if worker.failure is not None and self.failure is None:
                 self.failure = worker.failure
         result = self._merged()
-        for _, reject in sorted(self._rejects, key=lambda item: item[0]):
+        for reject in self._rejects.in_order():
             self._events.rejected(reject)
         return result
 
@@ -202,6 +204,7 @@ class _Run:
                 worker.process.join()
             worker.reports.close()
             worker.control.close()
+        self._rejects.close()
 
     # --- the reader thread: input to the workers' pipes ----------------------------------------
 
@@ -244,11 +247,8 @@ class _Run:
         with self._rejects_lock:
             self._own.read += 1
             self._own.rejected += 1
-            self._rejects.append(
-                (
-                    (self._order[record.source], record.line),
-                    Reject(record.location, reason, record.raw),
-                )
+            self._rejects.add(
+                (self._order[record.source], record.line), record.location, reason, record.raw
             )
         self._check_budget()
 
@@ -301,7 +301,7 @@ class _Run:
             source, _, line = location.rpartition(":")
             place = (self._order.get(source, len(self._order)), int(line))
             with self._rejects_lock:
-                self._rejects.append((place, Reject(location, reason, raw)))
+                self._rejects.add(place, location, reason, raw)
                 worker.detail["rejected"] = worker.detail.get("rejected", 0) + 1
             self._check_budget()
         elif kind == "progress":
@@ -387,6 +387,35 @@ class _Run:
         if self._other_shards and hasattr(merged, "other_shards"):  # PutResult's, with --shard
             setattr(merged, "other_shards", self._other_shards)  # noqa: B010
         return merged
+
+
+class _HeldRejects:
+    """Rejects held until the end of the run, to be reported in input order.
+
+    Their raw lines wait in a temporary file, so memory holds only a few small values per
+    reject, however long the rejected lines are.
+    """
+
+    def __init__(self) -> None:
+        self._spool: IO[bytes] | None = None
+        self._held: list[tuple[tuple[int, int], str, str, int, int]] = []
+
+    def add(self, place: tuple[int, int], location: str, reason: str, raw: bytes) -> None:
+        if self._spool is None:
+            self._spool = tempfile.TemporaryFile(prefix="s3idx-rejects-")  # noqa: SIM115 (closed by close)
+        offset = self._spool.seek(0, os.SEEK_END)
+        self._spool.write(raw)
+        self._held.append((place, location, reason, offset, len(raw)))
+
+    def in_order(self) -> Iterator[Reject]:
+        for _, location, reason, offset, size in sorted(self._held, key=lambda r: r[0]):
+            assert self._spool is not None
+            self._spool.seek(offset)
+            yield Reject(location, reason, self._spool.read(size))
+
+    def close(self) -> None:
+        if self._spool is not None:
+            self._spool.close()
 
 
 _SUMMED = tuple(
