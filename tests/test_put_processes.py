@@ -13,8 +13,11 @@ from pathlib import Path
 import orjson
 import pytest
 
-from s3idx.errors import ExitStatus
-from s3idx.sharding import shard_of
+from s3idx import Engine, open_engine
+from s3idx.errors import ExitStatus, UsageError
+from s3idx.index.sqlite import SqliteIndex
+from s3idx.sharding import Shard, shard_of
+from s3idx.store.local import LocalStore
 from tests.helpers import Run, json_lines, subprocess_env
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX processes and signals")
@@ -221,4 +224,57 @@ def test_sigterm_stops_the_workers_and_exits_143(tmp_path: Path) -> None:
     summary = orjson.loads(out)
     assert summary["interrupted"] is True
     assert summary["stored"] == 30
+    assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
+
+
+def test_the_library_splits_a_shard_of_the_input_over_processes(tmp_path: Path) -> None:
+    source = tmp_path / "docs.jsonl"
+    lines = [orjson.dumps({"fs_id": f"k{i}"}) + b"\n" for i in range(60)]
+    source.write_bytes(b"".join(lines) + b"not json\n")  # unroutable: shard 0's to reject
+    mine = {f"k{i}" for i in range(60) if shard_of(f"k{i}", 3) == 1}
+    counts = []
+    for processes, name in ((2, "p"), (1, "one")):
+        location = {"store": str(tmp_path / name), "index": str(tmp_path / f"{name}.sqlite3")}
+        with open_engine(**location) as engine:
+            result = engine.put_files([source], processes=processes, shard=Shard(1, 3))
+            stored = {e["fs_id"] for e in engine.query({}, fields=["fs_id"])}
+        assert stored == mine
+        counts.append((result.read, result.stored, result.other_shards, result.rejected))
+    # The same counts as one process reading the whole input: every line read, the bad line
+    # left to shard 0, the rest of the other shards' lines counted.
+    assert counts[0] == counts[1] == (61, len(mine), 61 - len(mine), 0)
+
+
+def test_the_library_refuses_processes_without_settings(tmp_path: Path) -> None:
+    source = tmp_path / "docs.jsonl"
+    source.write_bytes(b'{"fs_id": "a"}\n')
+    engine = Engine(LocalStore(tmp_path / "s"), SqliteIndex(tmp_path / "i.sqlite3"))
+    with engine, pytest.raises(UsageError, match="opened from settings"):
+        engine.put_files([source], processes=2)
+
+
+def test_ctrl_c_to_the_process_group_stops_every_process_and_exits_130(tmp_path: Path) -> None:
+    """A terminal's Ctrl-C reaches the workers too: they leave the stop to the parent."""
+    locations = ["--store", str(tmp_path / "s"), "--index", str(tmp_path / "i.sqlite3")]
+    put = subprocess.Popen(
+        [sys.executable, "-m", "s3idx", "put", "--processes", "2", "--json", *locations],
+        env=subprocess_env(tmp_path),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,  # its own process group, as a terminal's foreground job
+    )
+    assert put.stdin is not None
+    put.stdin.write(b"".join(orjson.dumps({"fs_id": f"k{i}"}) + b"\n" for i in range(20)))
+    put.stdin.flush()
+    workers = _wait_for_workers(put.pid, 2)
+    deadline = time.monotonic() + 60
+    while _stored(tmp_path / "s") < 20 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    os.killpg(put.pid, signal.SIGINT)
+    out, err = put.communicate(timeout=60)
+    assert put.returncode == ExitStatus.INTERRUPTED, err
+    summary = orjson.loads(out)
+    assert (summary["stored"], summary["interrupted"]) == (20, True)
+    assert b"worker process" not in err  # no worker died of the signal
     assert not any(Path(f"/proc/{pid}").exists() for pid in workers)

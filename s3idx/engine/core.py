@@ -353,6 +353,7 @@ class Engine:
         max_errors: int | None = None,
         events: Events | None = None,
         stop: threading.Event | None = None,
+        shard: Shard | None = None,
     ) -> PutResult:
         if self.settings is None:
             raise UsageError(
@@ -363,7 +364,14 @@ class Engine:
         # Recorded once here, before any worker starts: N workers must not race to record them.
         options = self._put_options(fields, skip_unchanged, dry_run, max_errors)
         return run_put_processes(
-            self.settings, sources, options, processes, events or Events(), stop, read_progress
+            self.settings,
+            sources,
+            options,
+            processes,
+            events or Events(),
+            stop,
+            read_progress,
+            shard,
         )
 
     def put_documents(self, documents: Iterable[Mapping[str, Any]], **options: Any) -> PutResult:

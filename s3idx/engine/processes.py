@@ -19,21 +19,23 @@ pipes, whose bounded buffers make a slow worker slow the reader: memory stays bo
 ignore SIGINT and SIGTERM: the parent turns its first signal into a stop request for all of
 them (each finishes what it has under way), and a worker that dies makes the run fail.
 Rejects are reported at the end of the run, in input order (workers report theirs with the
-original ``FILE:LINE``); the parent holds them until then.
+original ``FILE:LINE``); the parent holds them until then, their raw lines in a temporary file.
 """
 
 from __future__ import annotations
 
 import contextlib
 import multiprocessing
+import os
 import signal
+import tempfile
 import threading
 import time
 import traceback
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from multiprocessing.connection import Connection, wait
-from typing import Any
+from typing import IO, Any
 
 import orjson
 
@@ -43,7 +45,7 @@ from s3idx.engine.inputs import InputSource, ReadProgress, Record, read_records
 from s3idx.engine.put import PutOptions, _ProgressReporter, run_put
 from s3idx.engine.results import Events, PutResult, Reject
 from s3idx.errors import ExitStatus, RecordError, S3idxError
-from s3idx.sharding import shard_of
+from s3idx.sharding import Shard, shard_of
 
 # Lines a message to a worker carries: large enough that pickling and the pipe cost little
 # per line, small enough that the pipes' buffers stay a few MB in all.
@@ -84,12 +86,14 @@ def run_put_processes(
     events: Events,
     stop: threading.Event | None = None,
     read_progress: ReadProgress | None = None,
+    shard: Shard | None = None,
 ) -> PutResult:
     """Put the records of ``sources`` with ``count`` worker processes (see the module's
-    docstring); ``stop`` set ends reading, and the workers finish what they were handed."""
+    docstring); ``stop`` set ends reading, and the workers finish what they were handed.
+    With ``shard``, the parent drops the keys of other shards before routing the rest."""
     started = time.monotonic()
     progress = read_progress or ReadProgress()
-    run = _Run(settings, options, count, events, stop, progress)
+    run = _Run(settings, options, count, events, stop, progress, shard)
     try:
         run.start()
         # Reading also ends when a worker fails or --max-errors is reached, not only on a stop.
@@ -113,8 +117,10 @@ class _Run:
         events: Events,
         stop: threading.Event | None,
         read_progress: ReadProgress | None,
+        shard: Shard | None = None,
     ) -> None:
         self._settings = settings
+        self._shard = shard
         self._options = options
         self._count = count
         self._events = events
@@ -128,7 +134,7 @@ class _Run:
         self._rejects_lock = threading.Lock()
         self._workers: list[_Worker] = []
         self._order: dict[str, int] = {}  # input name → its place among the inputs
-        self._rejects: list[tuple[tuple[int, int], Reject]] = []
+        self._rejects = _HeldRejects()
         self._own = PutResult(dry_run=options.dry_run)  # what the parent itself counted
         self._live = PutResult(dry_run=options.dry_run)  # for progress while running
         self._reporter = _ProgressReporter(events, self._live, read_progress)
@@ -181,7 +187,7 @@ class _Run:
             if worker.failure is not None and self.failure is None:
                 self.failure = worker.failure
         result = self._merged()
-        for _, reject in sorted(self._rejects, key=lambda item: item[0]):
+        for reject in self._rejects.in_order():
             self._events.rejected(reject)
         return result
 
@@ -197,29 +203,36 @@ class _Run:
                 worker.process.join()
             worker.reports.close()
             worker.control.close()
+        self._rejects.close()
 
     # --- the reader thread: input to the workers' pipes ----------------------------------------
 
     def _read(self, records: Iterable[Record]) -> None:
         key_field = self._options.key_field
-        count = self._count
         order = self._order
         halt = self.halt
+        shard = self._shard
         try:
             for record in records:
                 if halt.is_set():
                     break
                 if record.source not in order:
                     order[record.source] = len(order)
-                if record.error is not None:
-                    self._reject(record, record.error)
-                    continue
                 try:
+                    if record.error is not None:
+                        raise RecordError(record.error)
                     key = document_key(record.document, key_field)
                 except RecordError as exc:
-                    self._reject(record, str(exc).replace("\n", "; "))
+                    # A line that cannot be routed belongs to shard 0, as in one process.
+                    if shard is not None and shard.index != 0:
+                        self._count_other_shard()
+                    else:
+                        self._reject(record, str(exc).replace("\n", "; "))
                     continue
-                worker = self._workers[shard_of(key, count)]
+                if shard is not None and not shard.owns(key):
+                    self._count_other_shard()
+                    continue
+                worker = self._workers[self._route(key)]
                 with self._lock:
                     worker.pending.append((record.source, record.line, record.raw))
                     if len(worker.pending) >= BATCH_LINES:
@@ -231,15 +244,26 @@ class _Run:
             for worker in self._workers:
                 self._send(worker)
 
+    def _route(self, key: str) -> int:
+        """The worker of a key. Within shard I of N the keys are those with hash = I (mod N),
+        so they are split by hash // N: splitting them by hash mod P would put every key of the
+        shard in one worker whenever N and P share a factor."""
+        if self._shard is None:
+            return shard_of(key, self._count)
+        return shard_of(key, self._shard.count * self._count) // self._shard.count
+
+    def _count_other_shard(self) -> None:
+        # Read, as one process reading the whole input counts it, and left to its own shard.
+        with self._rejects_lock:
+            self._own.read += 1
+            self._own.other_shards += 1
+
     def _reject(self, record: Record, reason: str) -> None:
         with self._rejects_lock:
             self._own.read += 1
             self._own.rejected += 1
-            self._rejects.append(
-                (
-                    (self._order[record.source], record.line),
-                    Reject(record.location, reason, record.raw),
-                )
+            self._rejects.add(
+                (self._order[record.source], record.line), record.location, reason, record.raw
             )
         self._check_budget()
 
@@ -292,7 +316,7 @@ class _Run:
             source, _, line = location.rpartition(":")
             place = (self._order.get(source, len(self._order)), int(line))
             with self._rejects_lock:
-                self._rejects.append((place, Reject(location, reason, raw)))
+                self._rejects.add(place, location, reason, raw)
                 worker.detail["rejected"] = worker.detail.get("rejected", 0) + 1
             self._check_budget()
         elif kind == "progress":
@@ -343,11 +367,14 @@ class _Run:
 
     def _tick(self) -> None:
         self._propagate_stop()
-        if time.monotonic() - self._last_routed >= IDLE_SECONDS:
-            # The input is idle: what was read must not wait for a full batch.
-            with self._lock:
+        # The input is idle: what was read must not wait for a full batch. (The lock is busy
+        # while the reader waits for a full pipe: then nothing is idle, and progress goes on.)
+        if time.monotonic() - self._last_routed >= IDLE_SECONDS and self._lock.acquire(False):
+            try:
                 for worker in self._workers:
                     self._send(worker)
+            finally:
+                self._lock.release()
         live = self._live
         stored = "would store" if self._options.dry_run else "stored"
         live.stored = sum(w.detail.get(stored, 0) for w in self._workers)
@@ -373,6 +400,35 @@ class _Run:
         if merged.interrupted:
             merged.stopped_early = False
         return merged
+
+
+class _HeldRejects:
+    """Rejects held until the end of the run, to be reported in input order.
+
+    Their raw lines wait in a temporary file, so memory holds only a few small values per
+    reject, however long the rejected lines are.
+    """
+
+    def __init__(self) -> None:
+        self._spool: IO[bytes] | None = None
+        self._held: list[tuple[tuple[int, int], str, str, int, int]] = []
+
+    def add(self, place: tuple[int, int], location: str, reason: str, raw: bytes) -> None:
+        if self._spool is None:
+            self._spool = tempfile.TemporaryFile(prefix="s3idx-rejects-")  # noqa: SIM115 (closed by close)
+        offset = self._spool.seek(0, os.SEEK_END)
+        self._spool.write(raw)
+        self._held.append((place, location, reason, offset, len(raw)))
+
+    def in_order(self) -> Iterator[Reject]:
+        for _, location, reason, offset, size in sorted(self._held, key=lambda r: r[0]):
+            assert self._spool is not None
+            self._spool.seek(offset)
+            yield Reject(location, reason, self._spool.read(size))
+
+    def close(self) -> None:
+        if self._spool is not None:
+            self._spool.close()
 
 
 _SUMMED = tuple(
