@@ -144,3 +144,21 @@ def test_compaction_writes_bounded_manifests_then_removes_the_replaced(store: Lo
     assert sizes == [20, 40, 40]
     with pytest.raises(ValueError, match="out of key order"):
         writer.add(line("a"))
+
+
+def test_manifest_index_takes_the_latest_line_and_filters_by_owner(store: LocalStore) -> None:
+    from s3idx.engine.manifest_index import ManifestIndex
+
+    write_manifest(store, [line("a", "e1"), line("b", "e1")])
+    write_manifest(store, [line("a", "e2")])
+    past = datetime.now(UTC) - timedelta(minutes=1)
+    listed = [ObjectInfo("a", "e1", 10, past), ObjectInfo("b", "e1", 10, past)]
+    with ManifestIndex.load(store, list_manifests(store)) as joined:
+        assert joined.manifests_read == 2
+        vouched, to_head = joined.vouch(listed)
+        assert (list(vouched), to_head) == (["b"], ["a"])  # a's later line names another ETag
+        assert vouched["b"] == ObjectHead("b", "e1", 10, line("b").metadata, past)
+        vouched, to_head = joined.vouch([ObjectInfo("a", "e2", 10, past)])
+        assert (list(vouched), to_head) == (["a"], [])
+    with ManifestIndex.load(store, list_manifests(store), owns=lambda k: k != "b") as joined:
+        assert joined.vouch(listed) == ({}, ["a", "b"])

@@ -202,8 +202,9 @@ class CompactionWriter:
         keys = [info.key for info in replaced]
         if not keys:
             return
-        # Deleted only if unchanged since listed; a changed one is not ours to judge.
-        failures = self._store.delete(keys, if_match={info.key: info.etag for info in replaced})
+        # Unconditional, so S3 deletes 1,000 a request: a manifest's name is unique (time and
+        # random digits) and no writer ever stores a manifest again under it.
+        failures = self._store.delete(keys)
         self.removed += len(keys) - len(failures)
 
 
@@ -226,7 +227,17 @@ def read_manifest(store: ObjectStore, key: str) -> Iterator[ManifestLine]:
     check against the listing. ObjectNotFoundError when it was removed meanwhile.
     """
     body = store.open(key)
-    reader = _GunzipLines(body.chunks)
+    try:
+        yield from parse_manifest(key, body.chunks)
+    finally:
+        close = getattr(body.chunks, "close", None)
+        if close is not None:
+            close()
+
+
+def parse_manifest(key: str, chunks: Iterable[bytes]) -> Iterator[ManifestLine]:
+    """The lines of a manifest body given as chunks (``read_manifest`` without the request)."""
+    reader = _GunzipLines(chunks)
     try:
         first = next(reader, b"")
         try:
@@ -248,10 +259,6 @@ def read_manifest(store: ObjectStore, key: str) -> Iterator[ManifestLine]:
                 ) from None
     except (OSError, EOFError, zlib.error) as exc:
         raise CorruptObjectError(f"manifest {quote_key(key)} cannot be read: {exc}") from None
-    finally:
-        close = getattr(body.chunks, "close", None)
-        if close is not None:
-            close()
 
 
 class _GunzipLines:

@@ -83,6 +83,7 @@ def run_rebuild(
                     store,
                     replaced,
                     on_damaged=lambda key, why: events.skipped(key, f"manifest not used: {why}"),
+                    workers=workers,
                 )
             )
         result = _run(

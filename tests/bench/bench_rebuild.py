@@ -203,7 +203,8 @@ def main() -> None:
     parser.add_argument("--rss-heads", action="store_true", help="also --no-manifests (slow)")
     parser.add_argument("--work", help="work directory (default: a temporary one)")
     args = parser.parse_args()
-    env = {**os.environ, **AWS_ENV}
+    os.environ.update(AWS_ENV)  # for the in-process boto3 and maggma clients too
+    env = dict(os.environ)
     with tempfile.TemporaryDirectory(dir=args.work) as tmp:
         work = Path(tmp)
         env["S3IDX_HOME"] = str(work / "home")
