@@ -402,3 +402,16 @@ def test_on_s3_put_sync_then_rebuild_needs_no_head(
     assert (rebuilt["heads"], rebuilt["from_manifests"]) == (0, 20)
     with SqliteIndex(tmp_path / "a.sqlite3") as a, SqliteIndex(tmp_path / "c.sqlite3") as c:
         assert sorted(a.find({}), key=str) == sorted(c.find({}), key=str)
+
+
+def test_a_sync_that_does_not_compact_removes_no_manifest(tmp_path: Path) -> None:
+    from s3idx.engine.sync import run_sync
+
+    engine = _engine(tmp_path, batch_size=2, workers=1)
+    engine.put_documents({"fs_id": f"k{i}"} for i in range(4))
+    before = [info.key for info in list_manifests(engine.store)]
+
+    result = run_sync(engine.store, engine.index, workers=2, compact=False)
+
+    assert (result.drift, result.manifests_written, result.manifests_removed) == (0, 0, 0)
+    assert [info.key for info in list_manifests(engine.store)] == before

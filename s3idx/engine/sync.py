@@ -70,8 +70,13 @@ def run_sync(
     events: Events | None = None,
     stop: threading.Event | None = None,
     manifests: ManifestBatches | None = None,
+    compact: bool = True,
 ) -> SyncResult:
-    """``manifests``: where the HEADed objects' lines go (shared with ``rewriter``'s)."""
+    """``manifests``: where the HEADed objects' lines go (shared with ``rewriter``'s).
+
+    ``compact`` False: no compaction, for a sync that sees only part of the keys (``--shard``):
+    removing the manifests would drop the lines of the keys it did not see.
+    """
     events = events or Events()
     result = SyncResult(check=check, dry_run=dry_run, prune=prune)
     writes = not (check or dry_run)
@@ -81,7 +86,9 @@ def run_sync(
         manifests = ManifestBatches(store, events.warned)
     # Listed first: compaction replaces only the manifests that were there at the start.
     compaction = (
-        None if manifests is None else _SyncCompaction(store, list_manifests(store), events)
+        None
+        if manifests is None or not compact
+        else _SyncCompaction(store, list_manifests(store), events)
     )
     try:
         return _run(
