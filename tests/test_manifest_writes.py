@@ -15,8 +15,15 @@ import orjson
 import pytest
 
 from s3idx import Engine
-from s3idx.engine.manifest import MANIFEST_PREFIX, ManifestLine, list_manifests, read_manifest
+from s3idx.engine.manifest import (
+    MANIFEST_PREFIX,
+    ManifestLine,
+    list_manifests,
+    read_manifest,
+    write_manifest,
+)
 from s3idx.engine.results import Events
+from s3idx.engine.sync import run_sync
 from s3idx.errors import BackendUnavailableError, ExitStatus
 from s3idx.index.sqlite import SqliteIndex
 from s3idx.store.base import ObjectStore, PutReceipt
@@ -179,11 +186,6 @@ def _metadata(lines: list[ManifestLine]) -> dict[str, Any]:
     return {line.key: orjson.loads(line.metadata["s3idx-entry"]) for line in lines}
 
 
-@pytest.fixture
-def locations(tmp_path: Path) -> list[str]:
-    return _locations(tmp_path)
-
-
 # --- reindex ------------------------------------------------------------------------------------
 
 
@@ -285,8 +287,6 @@ def test_sync_leaves_out_what_no_line_vouches_for(tmp_path: Path) -> None:
     store = engine.store
     head = store.head("k1")
     stale = ManifestLine("k1", "not-its-etag", head.size, head.metadata)
-    from s3idx.engine.manifest import write_manifest
-
     write_manifest(store, [stale])  # later than put's: its line is k1's latest, and wrong
 
     result = engine.sync()
@@ -321,8 +321,6 @@ class _PutsAManifestWhileListing(LocalStore):
     def list_objects(self, prefix: str = "", *, start_after: str | None = None) -> Any:
         if self.armed and prefix == "":
             self.armed = False
-            from s3idx.engine.manifest import write_manifest
-
             head = self.head("k0")
             line = ManifestLine("k0", head.etag, head.size, head.metadata)
             self.written = write_manifest(self, [line])
@@ -372,10 +370,12 @@ def test_a_compaction_that_cannot_write_removes_nothing_and_says_so(tmp_path: Pa
     ]
 
 
+@pytest.mark.parametrize("transport", ["boto3", "obstore"])
 def test_on_s3_put_sync_then_rebuild_needs_no_head(
-    run: Run, s3_endpoint: str, s3_bucket: str, tmp_path: Path
+    run: Run, s3_endpoint: str, s3_bucket: str, tmp_path: Path, transport: str
 ) -> None:
     s3 = ["--store", f"s3://{s3_bucket}/p", "--endpoint-url", s3_endpoint]
+    s3 += ["--transport", transport]
     docs = [{"fs_id": f"d{i:02d}", "n": i} for i in range(20)]
     put = run("put", *s3, "--index", str(tmp_path / "a.sqlite3"), "--field", "n",
               "--batch-size", "5", input=jsonl(*docs))  # fmt: skip
@@ -402,3 +402,14 @@ def test_on_s3_put_sync_then_rebuild_needs_no_head(
     assert (rebuilt["heads"], rebuilt["from_manifests"]) == (0, 20)
     with SqliteIndex(tmp_path / "a.sqlite3") as a, SqliteIndex(tmp_path / "c.sqlite3") as c:
         assert sorted(a.find({}), key=str) == sorted(c.find({}), key=str)
+
+
+def test_a_sync_that_does_not_compact_removes_no_manifest(tmp_path: Path) -> None:
+    engine = _engine(tmp_path, batch_size=2, workers=1)
+    engine.put_documents({"fs_id": f"k{i}"} for i in range(4))
+    before = [info.key for info in list_manifests(engine.store)]
+
+    result = run_sync(engine.store, engine.index, workers=2, compact=False)
+
+    assert (result.drift, result.manifests_written, result.manifests_removed) == (0, 0, 0)
+    assert [info.key for info in list_manifests(engine.store)] == before

@@ -73,8 +73,13 @@ def run_sync(
     stop: threading.Event | None = None,
     shard: Shard | None = None,
     manifests: ManifestBatches | None = None,
+    compact: bool = True,
 ) -> SyncResult:
-    """``manifests``: where the HEADed objects' lines go (shared with ``rewriter``'s)."""
+    """``manifests``: where the HEADed objects' lines go (shared with ``rewriter``'s).
+
+    ``compact`` False: no compaction, for a sync that sees only part of the keys (``--shard``):
+    removing the manifests would drop the lines of the keys it did not see.
+    """
     events = events or Events()
     result = SyncResult(
         check=check, dry_run=dry_run, prune=prune, shard=None if shard is None else str(shard)
@@ -88,7 +93,7 @@ def run_sync(
     # shard sees only its own keys, so it cannot replace manifests that also vouch for others'.
     compaction = (
         None
-        if manifests is None or shard is not None
+        if manifests is None or shard is not None or not compact
         else _SyncCompaction(store, list_manifests(store), events)
     )
     try:
