@@ -8,11 +8,15 @@ from typing import Any
 
 import pytest
 import typer.main
-from typer._click import Context
-from typer._coercion import build_runtime_param
 
 from s3idx import cli_coercion
 from s3idx.cli import app
+
+# Typer's coercion layer (0.2x: its own copy of click, pydantic adapters); older Typers have
+# none, and s3idx.cli_coercion then leaves their coercion alone.
+_coercion = pytest.importorskip("typer._coercion")
+Context = pytest.importorskip("typer._click").Context
+build_runtime_param = _coercion.build_runtime_param
 
 SAMPLES = [
     None,
