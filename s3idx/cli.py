@@ -1117,7 +1117,8 @@ def reindex(
             fields=field or (), dry_run=dry_run, events=events, stop=stop
         ),
     )
-    status = ctx.signals.exit_status() or (ExitStatus.PARTIAL if result.failed else None)
+    partial = result.failed or result.not_in_manifests
+    status = ctx.signals.exit_status() or (ExitStatus.PARTIAL if partial else None)
     _report(ctx, result.as_dict(), output.reindex_summary(result), status)
     return status
 
@@ -1188,6 +1189,8 @@ def sync(
         status = ExitStatus.DRIFT
     if status is None:
         status = _scan_status(result.skipped.undecodable, result.maggma.rewrite_failed)
+    if status is None and result.not_in_manifests:
+        status = ExitStatus.PARTIAL
     _report(ctx, summary, output.sync_summary(result), status)
     return status
 

@@ -160,12 +160,7 @@ def put_summary(result: PutResult) -> str:
         line += f"; {written} also written by another writer (indexed as the bucket holds)"
     if result.not_indexed:
         line += f"; {plural(result.not_indexed, 'stored object')} not indexed (run s3idx sync)"
-    if result.not_in_manifests:
-        line += (
-            f"; {plural(result.not_in_manifests, 'stored object')} in no manifest "
-            "(a later rebuild-index HEADs them)"
-        )
-    return line
+    return line + _not_in_manifests(result.not_in_manifests, "stored object")
 
 
 def rebuild_summary(result: RebuildResult) -> str:
@@ -217,7 +212,13 @@ def reindex_summary(result: ReindexResult) -> str:
         line += f"; now complete: {', '.join(result.completed)}"
     elif result.pending and not result.dry_run:
         line += f"; still pending: {', '.join(result.pending)}"
-    return line
+    return line + _not_in_manifests(result.not_in_manifests, "updated object")
+
+
+def _not_in_manifests(count: int, what: str) -> str:
+    if not count:
+        return ""
+    return f"; {plural(count, what)} in no manifest (a later rebuild-index HEADs them)"
 
 
 def sync_summary(result: SyncResult) -> str:
@@ -252,7 +253,12 @@ def sync_summary(result: SyncResult) -> str:
     if result.pending_fields:
         lacking = ", ".join(f"{f} ({n})" for f, n in result.pending_fields.items())
         line += f"; adopted objects lacking fields: {lacking}: run `s3idx reindex`"
-    return line
+    if result.manifests_written or result.manifests_removed:
+        line += (
+            f"; {plural(result.manifests_written, 'manifest')} written, "
+            f"{result.manifests_removed} replaced"
+        )
+    return line + _not_in_manifests(result.not_in_manifests, "HEADed object")
 
 
 def delete_summary(result: DeleteResult) -> str:

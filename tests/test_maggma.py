@@ -312,6 +312,8 @@ def test_rewrite_converts_objects_and_a_later_rebuild_is_exact(
     Path(orjson.loads(run("info", "--json").stdout)["index"]).unlink()
     again = _rebuild(run, maggma)
     assert (again["written"], again["maggma"]) == (6, 0)
+    # The rewrite wrote a manifest line for each object it rewrote: no HEAD needed now.
+    assert (again["heads"], again["from_manifests"]) == (0, 6)
     assert _snapshot(run) == rewritten
     assert run("sync", *maggma.args, "--check").exit_code == 0
 
@@ -334,6 +336,9 @@ def test_sync_rewrite_converts_objects_already_indexed_from_maggma_metadata(
         assert engine.get("mp-3") == _as_json_can_carry(DOCUMENTS[3], maggma)
         # Nothing left to rewrite: a second pass reads nothing.
         assert engine.sync(rewrite=True).maggma.indexed == 0
+        # Each rewritten object has its manifest line (the new ETag): a rebuild HEADs none.
+        rebuilt = engine.rebuild_index()
+        assert (rebuilt.heads, rebuilt.from_manifests) == (0, 6)
 
 
 def test_an_object_that_cannot_be_rewritten_keeps_its_entry_and_is_reported(

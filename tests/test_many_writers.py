@@ -16,6 +16,7 @@ import orjson
 import pytest
 
 from s3idx import Engine, Events
+from s3idx.codec import RESERVED_PREFIX
 from s3idx.errors import ExitStatus, ObjectNotFoundError
 from s3idx.index.base import Index
 from s3idx.index.sqlite import SqliteIndex
@@ -63,6 +64,8 @@ class HookedStore:
         self, prefix: str = "", *, start_after: str | None = None
     ) -> Iterator[ObjectInfo]:
         yield from self._inner.list_objects(prefix, start_after=start_after)
+        if prefix.startswith(RESERVED_PREFIX):
+            return  # a listing of manifests: the hooks are about the documents' listing
         hook, self.after_listing = self.after_listing, None
         if hook is not None:
             hook()

@@ -27,6 +27,7 @@ from s3idx.engine.inputs import (
     stream_source,
     total_size,
 )
+from s3idx.engine.manifest_batches import ManifestBatches
 from s3idx.engine.put import PutOptions, run_put
 from s3idx.engine.read import SPOOL_THRESHOLD, FetchedDocument, fetch_document, fetch_many
 from s3idx.engine.rebuild import run_rebuild
@@ -353,17 +354,24 @@ class Engine:
         every object is HEADed and no manifest is read or written.
         """
         self.require_store()
-        return run_rebuild(
-            self.store,
-            self.index,
-            workers=self.workers,
-            key_field=self._key_field,
-            resume=resume,
-            rewriter=self._rewriter(rewrite),
-            events=events,
-            stop=stop,
-            manifests=manifests,
-        )
+        events = events or Events()
+        # Rewritten objects' manifest lines (the compaction leaves them to these).
+        batches = ManifestBatches(self.store, events.warned) if manifests else None
+        try:
+            return run_rebuild(
+                self.store,
+                self.index,
+                workers=self.workers,
+                key_field=self._key_field,
+                resume=resume,
+                rewriter=self._rewriter(rewrite, batches),
+                events=events,
+                stop=stop,
+                manifests=manifests,
+            )
+        finally:
+            if batches is not None:
+                batches.close()
 
     def sync(
         self,
@@ -382,6 +390,9 @@ class Engine:
         ``dry_run``, which change nothing.
         """
         self.require_store()  # the index may be new: sync fills it, as rebuild-index does
+        events = events or Events()
+        # One set of per-batch manifests for the objects sync HEADs and those it rewrites.
+        batches = ManifestBatches(self.store, events.warned)
         return run_sync(
             self.store,
             self.index,
@@ -389,9 +400,10 @@ class Engine:
             prune=prune,
             check=check,
             dry_run=dry_run,
-            rewriter=self._rewriter(rewrite and not (check or dry_run)),
+            rewriter=self._rewriter(rewrite and not (check or dry_run), batches),
             events=events,
             stop=stop,
+            manifests=batches,
         )
 
     def reindex(
@@ -457,8 +469,8 @@ class Engine:
             spool_threshold=self.spool_threshold,
         )
 
-    def _rewriter(self, rewrite: bool) -> MaggmaRewriter | None:
-        return MaggmaRewriter(self.store, self.codec) if rewrite else None
+    def _rewriter(self, rewrite: bool, manifests: ManifestBatches | None) -> MaggmaRewriter | None:
+        return MaggmaRewriter(self.store, self.codec, manifests) if rewrite else None
 
 
 def _status(exc: S3idxError) -> str:

@@ -42,6 +42,11 @@ class ManifestBatches:
         with self._lock:
             self._lines.append(line)
 
+    @property
+    def pending(self) -> int:
+        """Lines added (or carried over) and not yet written."""
+        return len(self._lines)
+
     def flush(self, *, last: bool = False) -> None:
         """Write the lines added since the last flush (and any carried over) as one manifest.
 

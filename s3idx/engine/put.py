@@ -146,9 +146,10 @@ class UploadPipeline:
         count = len(self._pending)
         expected = {e[key_field]: self._expected.pop(e[key_field], None) for e in entries}
         self._pending.clear()
-        # After the objects, before their entries: a manifest never names an unstored object.
-        self._write_manifest()
         try:
+            # After the objects, before their entries: a manifest never names an unstored
+            # object. Inside the try: an interrupt here still counts the batch not indexed.
+            self._write_manifest()
             conflicts = self._index.upsert_if(entries, expected)
         except BaseException:
             self._result.not_indexed += count

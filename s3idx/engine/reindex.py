@@ -26,6 +26,8 @@ from s3idx import codec
 from s3idx.engine.concurrency import ordered_map
 from s3idx.engine.documents import DocumentPreparer
 from s3idx.engine.inputs import Record
+from s3idx.engine.manifest import ManifestLine
+from s3idx.engine.manifest_batches import ManifestBatches
 from s3idx.engine.read import fetch_document
 from s3idx.engine.results import Events, ReindexResult, accounted, reported_on_failure
 from s3idx.errors import (
@@ -50,6 +52,7 @@ class _Outcome:
     kind: str  # "updated", "up_to_date", "not_s3idx", "vanished", "failed"
     entry: Entry | None = None
     reason: str = ""
+    line: ManifestLine | None = None  # the object as its metadata now stands
 
 
 @accounted
@@ -70,28 +73,44 @@ def run_reindex(
         dry_run=dry_run,
     )
     backfill = _Backfill(store, settings, dry_run)
+    manifests = ManifestBatches(store, events.warned)
     with (
         ThreadPoolExecutor(workers, thread_name_prefix="s3idx-reindex") as pool,
         reported_on_failure(result),
     ):
-        for batch in batched(store.list_objects(), BATCH):
-            entries = []
-            listed = [info.key for info in batch]
-            for key, future in ordered_map(pool, backfill.one, listed, 2 * workers):
-                outcome = future.result()
-                _count(result, key, outcome, events)
-                if outcome.entry is not None:
-                    entries.append(outcome.entry)
-            index.upsert(entries)
-            result.listed += len(batch)
-            events.progress(result.listed, None, {"updated": result.updated})
-            if stop is not None and stop.is_set():
-                result.interrupted = True
-                break
+        try:
+            for batch in batched(store.list_objects(), BATCH):
+                entries = []
+                listed = [info.key for info in batch]
+                for key, future in ordered_map(pool, backfill.one, listed, 2 * workers):
+                    outcome = future.result()
+                    _count(result, key, outcome, events)
+                    if outcome.entry is not None:
+                        entries.append(outcome.entry)
+                    if outcome.line is not None:
+                        manifests.add(outcome.line)
+                # The objects' new metadata in a manifest, then their entries (as put does).
+                manifests.flush()
+                _count_manifests(result, manifests)
+                index.upsert(entries)
+                result.listed += len(batch)
+                events.progress(result.listed, None, {"updated": result.updated})
+                if stop is not None and stop.is_set():
+                    result.interrupted = True
+                    break
+        finally:
+            manifests.close()
+            _count_manifests(result, manifests)
     if not (dry_run or result.interrupted or result.failed) and result.pending:
         index.mark_complete(result.pending)
         result.completed = list(result.pending)
     return result
+
+
+def _count_manifests(result: ReindexResult, manifests: ManifestBatches) -> None:
+    result.manifests_written = manifests.written
+    result.manifests_failed = manifests.failed
+    result.not_in_manifests = manifests.unrecorded
 
 
 def _count(result: ReindexResult, key: str, outcome: _Outcome, events: Events) -> None:
@@ -154,7 +173,8 @@ class _Backfill:
         codec.check_metadata_size(metadata, key, entry)
         receipt = self._store.replace_metadata(key, metadata, if_match=document.head.etag)
         bookkeeping = Bookkeeping(receipt.etag, receipt.size, sha256, meta.codec)
-        return _Outcome("updated", with_bookkeeping(entry, bookkeeping))
+        line = ManifestLine(key, receipt.etag, receipt.size, metadata)
+        return _Outcome("updated", with_bookkeeping(entry, bookkeeping), line=line)
 
     def _missing(self, meta: codec.MetadataEntry) -> list[str]:
         return [f for f in self._fields if f not in meta.fields]

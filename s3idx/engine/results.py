@@ -223,6 +223,12 @@ class SyncResult:
     maggma: MaggmaObjects = field(default_factory=MaggmaObjects)
     retries: int = 0
     elapsed: float = 0.0
+    # Manifests: per batch of HEADs, then compacted (written) in place of the ones there at
+    # the start (removed); writes that failed; HEADed objects left in no manifest (not exit 0).
+    manifests_written: int = 0
+    manifests_removed: int = 0
+    manifests_failed: int = 0
+    not_in_manifests: int = 0
 
     @property
     def drift(self) -> int:
@@ -253,6 +259,10 @@ class ReindexResult:
     interrupted: bool = False
     retries: int = 0
     elapsed: float = 0.0
+    # Manifests of the objects whose metadata was replaced (see PutResult).
+    manifests_written: int = 0
+    manifests_failed: int = 0
+    not_in_manifests: int = 0
 
     def fail(self, key: str, reason: str) -> None:
         self.failed += 1
@@ -275,6 +285,9 @@ class ReindexResult:
             "dry_run": self.dry_run,
             "interrupted": self.interrupted,
             "retries": self.retries,
+            "manifests_written": self.manifests_written,
+            "manifests_failed": self.manifests_failed,
+            "not_in_manifests": self.not_in_manifests,
             "elapsed": self.elapsed,
             "objects_per_second": self.rate,
         }

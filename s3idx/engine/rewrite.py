@@ -4,6 +4,10 @@ The body is read (msgpack) and written back under the same key as JSON, compress
 configured codec, with s3idx metadata built from the document itself: the entry then has the
 values' real types, and a later rebuild gives it back exactly. As in ``put``, the object is
 written before its entry: the caller upserts the entry this returns, with the new ETag.
+
+Each rewritten object gets a manifest line (its new ETag, size and metadata) in the caller's
+``ManifestBatches``, written every ``MANIFEST_BATCH`` objects and when the caller flushes or
+closes it: a later rebuild then needs no HEAD for it.
 """
 
 from __future__ import annotations
@@ -13,19 +17,26 @@ import dataclasses
 from s3idx import codec, maggma_format
 from s3idx.engine.documents import DocumentPreparer
 from s3idx.engine.inputs import Record
+from s3idx.engine.manifest import ManifestLine
+from s3idx.engine.manifest_batches import ManifestBatches
 from s3idx.engine.metadata_entry import Recovered, recover_entry
 from s3idx.errors import CorruptObjectError, RecordError, quote_key
 from s3idx.index.base import Bookkeeping, with_bookkeeping
 from s3idx.store.base import ObjectStore
 
+MANIFEST_BATCH = 1000
+
 
 class MaggmaRewriter:
     """Rewrites one maggma object at a time; safe to call from worker threads."""
 
-    def __init__(self, store: ObjectStore, codec_name: str) -> None:
+    def __init__(
+        self, store: ObjectStore, codec_name: str, manifests: ManifestBatches | None = None
+    ) -> None:
         maggma_format.require_msgpack()  # fail before the first object, not in the middle
         self._store = store
         self._codec = codec_name
+        self.manifests = manifests  # None: no manifest lines (rebuild-index --no-manifests)
 
     def __call__(self, recovered: Recovered) -> Recovered:
         """The entry of the rewritten object; when it cannot be rewritten, the entry as
@@ -65,5 +76,9 @@ class MaggmaRewriter:
             current.key, codec.encode_raw(prepared.body, self._codec), metadata
         )
         bookkeeping = Bookkeeping(receipt.etag, receipt.size, prepared.sha256, self._codec)
+        if self.manifests is not None:
+            self.manifests.add(ManifestLine(current.key, receipt.etag, receipt.size, metadata))
+            if self.manifests.pending >= MANIFEST_BATCH:
+                self.manifests.flush()
         entry = with_bookkeeping(entry, bookkeeping)
         return dataclasses.replace(current, entry=entry, rewritten=True)

@@ -15,6 +15,14 @@ read (an adopted object's key must still have no entry; a changed one's entry mu
 the ETag compared; a pruned entry too), and a key that moved meanwhile is reconciled with the
 bucket (``s3idx.engine.reconcile``). Deletes interrupted by a crash (journaled, see
 ``s3idx.engine.delete``) are finished first; an object a delete journaled is never adopted.
+
+Manifests (``engine/manifest.py``): each batch of HEADs becomes a manifest of those objects
+(with the HEAD's LastModified), written before their entries. A sync that finishes (not
+``--check`` or ``--dry-run``, not interrupted) then compacts: it writes manifests of what is
+true now, in key order (the HEADed objects' lines, and for objects in step, which it does not
+HEAD, the lines the manifests present at its start vouch for, by rebuild's rule), and then
+removes those earlier manifests, never one written meanwhile. New first, old second: a failure
+in between leaves both, and nothing a rebuild needs is lost.
 """
 
 from __future__ import annotations
@@ -30,19 +38,23 @@ from s3idx.codec import RESERVED_FIELD
 from s3idx.config import redact
 from s3idx.engine.collector import EntryCollector
 from s3idx.engine.delete import finish_deletes
-from s3idx.engine.metadata_entry import Rewriter
+from s3idx.engine.manifest import CompactionWriter, ManifestLine, list_manifests
+from s3idx.engine.manifest_batches import ManifestBatches
+from s3idx.engine.manifest_index import ManifestIndex
+from s3idx.engine.metadata_entry import Recovered, Rewriter
 from s3idx.engine.probe import indexed_entries, probe_key_field
 from s3idx.engine.reconcile import reconcile
 from s3idx.engine.results import Events, SyncResult, accounted, reported_on_failure
 from s3idx.errors import S3idxError, UsageError
 from s3idx.index.base import Bookkeeping, Entry, Index
-from s3idx.store.base import ObjectInfo, ObjectStore
+from s3idx.store.base import ObjectHead, ObjectInfo, ObjectStore
 from s3idx.text import plural
 
 BATCH = 1000
 BUCKET_ONLY, INDEX_ONLY, CHANGED = "bucket-only", "index-only", "changed"
 INTERRUPTED_DELETE = "interrupted-delete"  # journaled by a delete that did not finish
 MAGGMA = "maggma"  # in step, but indexed from maggma's metadata: rewritten with --rewrite
+IN_STEP = "in-step"  # not drift: yielded only so compaction sees every listed object
 
 
 @accounted
@@ -57,11 +69,49 @@ def run_sync(
     rewriter: Rewriter | None = None,
     events: Events | None = None,
     stop: threading.Event | None = None,
+    manifests: ManifestBatches | None = None,
+    compact: bool = True,
 ) -> SyncResult:
+    """``manifests``: where the HEADed objects' lines go (shared with ``rewriter``'s).
+
+    ``compact`` False: no compaction, for a sync that sees only part of the keys (``--shard``):
+    removing the manifests would drop the lines of the keys it did not see.
+    """
     events = events or Events()
     result = SyncResult(check=check, dry_run=dry_run, prune=prune)
     writes = not (check or dry_run)
-    rewriter = rewriter if writes else None
+    if not writes:
+        rewriter = manifests = None
+    elif manifests is None:
+        manifests = ManifestBatches(store, events.warned)
+    # Listed first: compaction replaces only the manifests that were there at the start.
+    compaction = (
+        None
+        if manifests is None or not compact
+        else _SyncCompaction(store, list_manifests(store), events)
+    )
+    try:
+        return _run(
+            store, index, workers, result, writes, rewriter, events, stop, manifests, compaction
+        )
+    finally:
+        if compaction is not None:
+            compaction.close()
+
+
+def _run(
+    store: ObjectStore,
+    index: Index,
+    workers: int,
+    result: SyncResult,
+    writes: bool,
+    rewriter: Rewriter | None,
+    events: Events,
+    stop: threading.Event | None,
+    manifests: ManifestBatches | None,
+    compaction: _SyncCompaction | None,
+) -> SyncResult:
+    prune = result.prune
     key_field = _key_field(store, index, rewriter)
     _interrupted_deletes(store, index, result, events, writes)
     listing = iter(store.list_objects())
@@ -84,19 +134,136 @@ def run_sync(
         if recorded is not None:
             # So that adopted objects lacking a recorded field are counted (see _Applier).
             collector.fields = list(recorded.fields)
-        applier = _Applier(store, index, collector, result, events, writes, workers)
+        applier = _Applier(store, index, collector, result, events, writes, workers, manifests)
+        if manifests is not None:
+            collector.on_object = _HeadedLines(manifests, compaction).add
         bookkeeping = index.iter_bookkeeping()
         report = _every(BATCH, lambda: _report(events, result))
         listing, bookkeeping = _ticking(listing, report), _ticking(bookkeeping, report)
         with reported_on_failure(result):
-            for kind, key, etag in _drift(listing, bookkeeping, result, rewriter is not None):
-                applier.add(kind, key, etag)
-                if stop is not None and stop.is_set():
-                    result.interrupted = True
-                    break
-            applier.flush()
+            try:
+                drift = _drift(listing, bookkeeping, result, rewriter is not None)
+                for kind, key, etag, info in drift:
+                    if kind != IN_STEP:
+                        applier.add(kind, key, etag)
+                    if compaction is not None and info is not None:
+                        compaction.listed(info, in_step=kind == IN_STEP)
+                        if compaction.full:
+                            applier.flush()  # so every HEAD the buffered objects need is made
+                            compaction.resolve()
+                    if stop is not None and stop.is_set():
+                        result.interrupted = True
+                        break
+                applier.flush()
+                if compaction is not None and not result.interrupted:
+                    compaction.resolve()
+                    compaction.finish()
+            finally:
+                if manifests is not None:
+                    _count_manifests(result, manifests, compaction)
             _report(events, result)
     return result
+
+
+def _count_manifests(
+    result: SyncResult, manifests: ManifestBatches, compaction: _SyncCompaction | None
+) -> None:
+    manifests.close()
+    result.manifests_written = manifests.written
+    result.manifests_failed = manifests.failed
+    result.not_in_manifests = manifests.unrecorded
+    if compaction is not None:
+        result.manifests_written += compaction.writer.written
+        result.manifests_removed = compaction.writer.removed
+        if compaction.finished:
+            # Every object HEADed has its line in the compacted manifests.
+            result.not_in_manifests = 0
+
+
+class _HeadedLines:
+    """An object sync HEADed, as a manifest line: into this batch's manifest and compaction.
+
+    A rewritten object is left out: its line (new ETag) comes from the rewriter.
+    """
+
+    def __init__(self, manifests: ManifestBatches, compaction: _SyncCompaction | None) -> None:
+        self._manifests = manifests
+        self._compaction = compaction
+
+    def add(self, head: ObjectHead, recovered: Recovered | None) -> None:
+        if recovered is not None and recovered.rewritten:
+            return
+        line = ManifestLine.from_head(head)
+        self._manifests.add(line)
+        if self._compaction is not None:
+            self._compaction.headed(line)
+
+
+class _SyncCompaction:
+    """The lines of what is true now, in key order, for ``CompactionWriter``.
+
+    Listed objects wait here (at most ``BATCH``) until every HEAD they need is made: then a
+    HEADed object takes its HEAD's line, an object in step the line a manifest present at the
+    start vouches for (none: left out, a rebuild HEADs it). A write that fails ends the
+    compaction with a warning and removes nothing: the manifests there stay valid.
+    """
+
+    def __init__(self, store: ObjectStore, replaced: list[ObjectInfo], events: Events) -> None:
+        self._events = events
+        self._replaced = replaced
+        self.writer = CompactionWriter(store)
+        self._joined = ManifestIndex.load(
+            store,
+            replaced,
+            on_damaged=lambda key, why: events.warned(f"manifest {key} not used: {why}"),
+        )
+        self._listed: list[tuple[ObjectInfo, bool]] = []
+        self._headed: dict[str, ManifestLine] = {}
+        self.failed = False
+        self.finished = False
+
+    @property
+    def full(self) -> bool:
+        return len(self._listed) >= BATCH
+
+    def listed(self, info: ObjectInfo, *, in_step: bool) -> None:
+        self._listed.append((info, in_step))
+
+    def headed(self, line: ManifestLine) -> None:
+        self._headed[line.key] = line
+
+    def resolve(self) -> None:
+        """Lines for every listed object waiting here; each HEAD they needed is made."""
+        in_step = [info for info, steady in self._listed if steady]
+        vouched = self._joined.vouch(in_step)[0] if in_step else {}
+        for info, steady in self._listed:
+            if steady:
+                head = vouched.get(info.key)
+                line = None if head is None else ManifestLine.from_head(head)
+            else:
+                line = self._headed.get(info.key)
+            if line is not None:
+                self._attempt(self.writer.add, line)
+        self._listed.clear()
+        self._headed.clear()
+
+    def finish(self) -> None:
+        self._attempt(self.writer.finish, self._replaced)
+        self.finished = not self.failed
+
+    def _attempt(self, step: Callable[[Any], None], arg: Any) -> None:
+        if self.failed:
+            return
+        try:
+            step(arg)
+        except S3idxError as exc:
+            self.failed = True
+            self._events.warned(
+                f"compacted manifests not written ({exc.message}); the manifests there stay"
+            )
+
+    def close(self) -> None:
+        self._joined.close()
 
 
 def _interrupted_deletes(
@@ -164,11 +331,12 @@ def _drift(
     indexed: Iterator[tuple[str, Bookkeeping]],
     result: SyncResult,
     rewrite: bool = False,
-) -> Iterator[tuple[str, str, str | None]]:
-    """Merge two key-ordered streams; yield (kind, key, ETag recorded in the index or None) for
-    every difference.
+) -> Iterator[tuple[str, str, str | None, ObjectInfo | None]]:
+    """Merge two key-ordered streams; yield (kind, key, ETag recorded in the index or None,
+    the listed object or None) for every difference, and (IN_STEP, ...) for every other
+    listed object, so each listed object is yielded once, in key order.
 
-    With ``rewrite``, also (MAGGMA, key, ETag) for objects in step whose entry came from
+    With ``rewrite``, (MAGGMA, key, ETag, object) for objects in step whose entry came from
     maggma's metadata.
     """
     obj = _next_checked(listing, None, "store listing")
@@ -177,19 +345,21 @@ def _drift(
         if entry is None or (obj is not None and obj.key < entry[0]):
             assert obj is not None
             result.listed += 1
-            yield BUCKET_ONLY, obj.key, None
+            yield BUCKET_ONLY, obj.key, None, obj
             obj = _next_checked(listing, obj.key, "store listing")
         elif obj is None or entry[0] < obj.key:
             result.indexed += 1
-            yield INDEX_ONLY, entry[0], entry[1].etag
+            yield INDEX_ONLY, entry[0], entry[1].etag, None
             entry = _next_checked(indexed, entry[0], "index")
         else:
             result.listed += 1
             result.indexed += 1
             if obj.etag != entry[1].etag or obj.size != entry[1].size:
-                yield CHANGED, obj.key, entry[1].etag
+                yield CHANGED, obj.key, entry[1].etag, obj
             elif rewrite and entry[1].codec in maggma_format.CODECS:
-                yield MAGGMA, obj.key, entry[1].etag
+                yield MAGGMA, obj.key, entry[1].etag, obj
+            else:
+                yield IN_STEP, obj.key, entry[1].etag, obj
             obj = _next_checked(listing, obj.key, "store listing")
             entry = _next_checked(indexed, entry[0], "index")
 
@@ -226,8 +396,10 @@ class _Applier:
         events: Events,
         writes: bool,
         workers: int,
+        manifests: ManifestBatches | None = None,
     ) -> None:
         self._store = store
+        self._manifests = manifests
         self._index = index
         self._collector = collector
         self._result = result
@@ -267,6 +439,9 @@ class _Applier:
             # Read before the HEADs: a delete journals a key before it removes anything.
             journaled = self._index.journaled(keys)
             entries = list(self._collector.entries(keys))
+            if self._manifests is not None:
+                # What the HEADs saw, in a manifest before the entries (as put does).
+                self._manifests.flush()
             key_field = self._collector.key_field
             if entries:
                 assert key_field is not None  # set by the collector with its first entry
