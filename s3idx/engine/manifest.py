@@ -262,12 +262,17 @@ def parse_manifest(key: str, chunks: Iterable[bytes]) -> Iterator[ManifestLine]:
 
 
 class _GunzipLines:
-    """Lines of a gzip stream given as chunks, decompressed as they come (bounded memory)."""
+    """Lines of a gzip stream given as chunks, decompressed as they come.
+
+    Lines are cut at an offset into the decompressed chunk, never by copying what is left of
+    it, so a manifest given as one large chunk costs time linear in its size.
+    """
 
     def __init__(self, chunks: Iterable[bytes]) -> None:
         self._chunks = iter(chunks)
         self._inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
         self._pending = b""
+        self._pos = 0
         self._done = False
 
     def __iter__(self) -> Iterator[bytes]:
@@ -275,14 +280,17 @@ class _GunzipLines:
 
     def __next__(self) -> bytes:
         while True:
-            end = self._pending.find(b"\n")
+            end = self._pending.find(b"\n", self._pos)
             if end >= 0:
-                line, self._pending = self._pending[:end], self._pending[end + 1 :]
+                line = self._pending[self._pos : end]
+                self._pos = end + 1
                 return line
+            rest = self._pending[self._pos :]
+            self._pending, self._pos = rest, 0
             if self._done:
-                if self._pending:
-                    line, self._pending = self._pending, b""
-                    return line
+                if rest:
+                    self._pending = b""
+                    return rest
                 raise StopIteration
             chunk = next(self._chunks, None)
             if chunk is None:
@@ -290,7 +298,7 @@ class _GunzipLines:
                 if not self._inflate.eof:
                     raise EOFError("the gzip stream ends early")
                 continue
-            self._pending += self._inflate.decompress(chunk)
+            self._pending = rest + self._inflate.decompress(chunk)
 
 
 def _format_time(value: datetime) -> str:

@@ -46,7 +46,7 @@ from s3idx.config import DEFAULT_KEY_FIELD, redact
 from s3idx.engine.collector import EntryCollector
 from s3idx.engine.concurrency import prefetched
 from s3idx.engine.delete import finish_deletes
-from s3idx.engine.manifest import MANIFEST_PREFIX, CompactionWriter, ManifestLine, list_manifests
+from s3idx.engine.manifest import CompactionWriter, ManifestLine, list_manifests
 from s3idx.engine.manifest_index import ManifestIndex
 from s3idx.engine.metadata_entry import Recovered, Rewriter
 from s3idx.engine.probe import indexed_entries, probe_key_field
@@ -98,7 +98,7 @@ def run_rebuild(
                 ManifestIndex.load(
                     store,
                     replaced,
-                    on_damaged=lambda key, why: events.skipped(key, f"manifest not used: {why}"),
+                    on_damaged=lambda key, why: events.warned(f"manifest {key} not used: {why}"),
                     workers=workers,
                     owns=None if shard is None else shard.owns,
                 )
@@ -322,7 +322,7 @@ class _Compaction:
             step(arg)
         except S3idxError as exc:
             self.failed = True
-            self._events.skipped(MANIFEST_PREFIX, f"compacted manifests not written: {exc.message}")
+            self._events.warned(f"compacted manifests not written: {exc.message}")
 
 
 def _requests(store: ObjectStore) -> int:
