@@ -9,16 +9,17 @@ from pathlib import Path
 
 import pytest
 
+from s3idx.engine import manifest_batches
 from s3idx.engine.manifest import (
     MANIFEST_PREFIX,
     CompactionWriter,
     ManifestLine,
-    ManifestWriter,
     list_manifests,
     read_manifest,
     vouches,
     write_manifest,
 )
+from s3idx.engine.manifest_batches import ManifestBatches
 from s3idx.errors import CorruptObjectError
 from s3idx.store.base import ObjectHead, ObjectInfo
 from s3idx.store.local import LocalStore
@@ -61,24 +62,45 @@ def test_line_round_trips_through_a_head() -> None:
     assert ManifestLine.from_head(head).head() == head
 
 
-def test_writer_flushes_one_manifest_per_batch_from_many_threads(store: LocalStore) -> None:
-    writer = ManifestWriter(store)
+def test_batches_write_one_manifest_per_flush_from_many_threads(store: LocalStore) -> None:
+    batches = ManifestBatches(store, warn=pytest.fail)
     threads = [
-        threading.Thread(target=lambda i=i: [writer.add(line(f"{i}-{j}")) for j in range(50)])
+        threading.Thread(target=lambda i=i: [batches.add(line(f"{i}-{j}")) for j in range(50)])
         for i in range(4)
     ]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    first = writer.flush()
-    assert writer.flush() is None  # nothing added since
-    writer.add(line("z"))
-    second = writer.flush()
-    assert writer.written == 2
-    assert first is not None and second is not None and first < second
+    batches.flush()
+    batches.flush()  # nothing added since: nothing written
+    batches.add(line("z"))
+    batches.close()
+    first, second = (x.key for x in list_manifests(store))
+    assert batches.written == 2
     assert len(list(read_manifest(store, first))) == 200
-    assert [x.key for x in list_manifests(store)] == [first, second]
+    assert [x.key for x in read_manifest(store, second)] == ["z"]
+
+
+def test_batches_gather_min_lines_before_writing(
+    store: LocalStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """put flushes its index every second on a slow endpoint; its manifests hold a batch."""
+    batches = ManifestBatches(store, warn=pytest.fail, min_lines=3)
+    batches.add(line("a"))
+    batches.add(line("b"))
+    batches.flush()
+    assert list_manifests(store) == []  # 2 lines < 3, and young
+    batches.add(line("c"))
+    batches.flush()
+    assert [len(list(read_manifest(store, m.key))) for m in list_manifests(store)] == [3]
+    batches.add(line("d"))
+    monkeypatch.setattr(manifest_batches, "GATHER_SECONDS", 0.0)
+    batches.flush()  # one line, but it waited long enough
+    assert len(list_manifests(store)) == 2
+    batches.add(line("e"))
+    batches.close()  # the last flush writes whatever waits
+    assert batches.written == 3
 
 
 def test_listing_of_manifests_is_oldest_first(store: LocalStore) -> None:

@@ -14,7 +14,7 @@ recovered from a line by the same code as from a HEAD (``ManifestLine.head()`` t
 line only when the listing shows the same ETag and an object not modified since (see
 ``vouches``); every other object is HEADed.
 
-Writers: put (``ManifestWriter``, one manifest per index batch), reindex/rewrite, sync, and
+Writers: put, reindex/rewrite and sync (``manifest_batches.ManifestBatches``), and
 rebuild-index's compaction (``CompactionWriter``: manifests of at most ``COMPACT_LINES`` lines in
 key order, then the manifests they replace are deleted).
 """
@@ -24,7 +24,6 @@ from __future__ import annotations
 import gzip
 import io
 import secrets
-import threading
 import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -137,33 +136,6 @@ def write_manifest(store: ObjectStore, lines: Iterable[ManifestLine]) -> str | N
     key = manifest_name()
     store.put(key, encode_manifest(batch), {})
     return key
-
-
-class ManifestWriter:
-    """Collects lines from many threads; each ``flush`` writes them as one manifest.
-
-    put adds a line for each object it stored and flushes at each index flush, so one manifest
-    stands for one index batch.
-    """
-
-    def __init__(self, store: ObjectStore) -> None:
-        self._store = store
-        self._lock = threading.Lock()
-        self._lines: list[ManifestLine] = []
-        self.written = 0
-
-    def add(self, line: ManifestLine) -> None:
-        with self._lock:
-            self._lines.append(line)
-
-    def flush(self) -> str | None:
-        with self._lock:
-            lines, self._lines = self._lines, []
-        key = write_manifest(self._store, lines)
-        if key is not None:
-            with self._lock:
-                self.written += 1
-        return key
 
 
 class CompactionWriter:

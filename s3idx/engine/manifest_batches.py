@@ -14,6 +14,7 @@ something the run set out to write and did not.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 
 from s3idx.engine.manifest import COMPACT_LINES, ManifestLine, write_manifest
@@ -25,21 +26,36 @@ from s3idx.text import plural
 # not a passing one, and holding more would let memory grow with the input.
 CARRY_LINES = COMPACT_LINES
 
+# put gathers lines for at most this long before a manifest that holds fewer than a batch: one
+# flush of the index a second would otherwise make one manifest a second on a slow endpoint. Also
+# the longest an object may wait for its line (see the limit in README, "Manifests").
+GATHER_SECONDS = 10.0
+
 
 class ManifestBatches:
-    """Lines added from any thread; each ``flush`` writes those added since as one manifest."""
+    """Lines added from any thread; each ``flush`` writes those added since as one manifest.
 
-    def __init__(self, store: ObjectStore, warn: Callable[[str], None]) -> None:
+    With ``min_lines``, a flush writes nothing until that many lines wait or the oldest has
+    waited ``GATHER_SECONDS`` (the last flush always writes).
+    """
+
+    def __init__(
+        self, store: ObjectStore, warn: Callable[[str], None], *, min_lines: int = 1
+    ) -> None:
         self._store = store
         self._warn = warn
+        self._min_lines = min_lines
         self._lock = threading.Lock()
         self._lines: list[ManifestLine] = []
+        self._since = 0.0  # when the oldest waiting line came
         self.written = 0  # manifests written
         self.failed = 0  # manifest writes that failed
         self.unrecorded = 0  # objects left out of every manifest (a rebuild HEADs them)
 
     def add(self, line: ManifestLine) -> None:
         with self._lock:
+            if not self._lines:
+                self._since = time.monotonic()
             self._lines.append(line)
 
     @property
@@ -53,6 +69,10 @@ class ManifestBatches:
         ``last``: the run's final one, so a failure has no next manifest to carry its lines.
         """
         with self._lock:
+            waiting = len(self._lines)
+            young = time.monotonic() - self._since < GATHER_SECONDS
+            if not last and waiting < self._min_lines and young:
+                return
             lines, self._lines = self._lines, []
         if not lines:
             return
@@ -64,6 +84,7 @@ class ManifestBatches:
             if not last and len(lines) <= CARRY_LINES:
                 with self._lock:
                     self._lines[:0] = lines
+                    self._since = time.monotonic()
                 self._warn(
                     f"manifest of {objects} not written ({exc.message}); "
                     "its lines go into the next manifest"

@@ -103,8 +103,9 @@ class UploadPipeline:
         # wake-up hands it several outcomes and frees as many places.
         self._refill = max(1, options.workers // 2)
         self.fatal: BaseException | None = None
-        # A line per stored object, written as one manifest at each index flush.
-        self._manifests = ManifestBatches(store, on_warning)
+        # A manifest per batch of stored objects, not per index flush (once a second on a slow
+        # endpoint): a rebuild reads each one.
+        self._manifests = ManifestBatches(store, on_warning, min_lines=options.batch_size)
 
     # --- main thread -------------------------------------------------------------------------
 
