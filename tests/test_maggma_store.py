@@ -73,7 +73,8 @@ class Pair:
     def objects(self, prefix: str) -> list[str]:
         client = boto3.client("s3", endpoint_url=self.endpoint)
         listed = client.list_objects_v2(Bucket=self.bucket, Prefix=prefix)
-        return sorted(o["Key"] for o in listed.get("Contents", []))
+        # s3idx's manifests (under .s3idx/) are not documents.
+        return sorted(o["Key"] for o in listed.get("Contents", []) if "/.s3idx/" not in o["Key"])
 
 
 def _plain(value: Any) -> Any:

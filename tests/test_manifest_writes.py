@@ -82,6 +82,8 @@ class _Logged(LocalStore):
         receipt = super().put(key, body, metadata)
         if key.startswith(MANIFEST_PREFIX):
             self.log.append(("manifest", sorted(line.key for line in read_manifest(self, key))))
+        else:
+            self.log.append(("object", [key]))
         return receipt
 
 
@@ -95,7 +97,8 @@ class _LoggedIndex(SqliteIndex):
         return super().upsert_if(entries, expected)
 
 
-def test_each_index_batch_has_its_manifest_written_just_before_it(tmp_path: Path) -> None:
+def test_put_writes_a_manifest_per_batch_of_stored_objects(tmp_path: Path) -> None:
+    """One manifest per batch of stored objects, each written once its objects are stored."""
     log: list[tuple[str, list[str]]] = []
     store = _Logged(tmp_path / "store", log)
     engine = Engine(store, _LoggedIndex(tmp_path / "i.sqlite3", log), batch_size=3, workers=2)
@@ -103,10 +106,19 @@ def test_each_index_batch_has_its_manifest_written_just_before_it(tmp_path: Path
     result = engine.put_documents({"fs_id": f"k{i:02d}"} for i in range(10))
 
     assert result.stored == 10
-    assert [kind for kind, _ in log] == ["manifest", "index"] * (len(log) // 2)
-    assert result.manifests_written == len(log) // 2 >= 1
-    for (_, in_manifest), (_, indexed) in zip(log[::2], log[1::2], strict=True):
-        assert in_manifest == indexed
+    manifests = [keys for kind, keys in log if kind == "manifest"]
+    assert result.manifests_written == len(manifests)
+    assert sorted(k for keys in manifests for k in keys) == [f"k{i:02d}" for i in range(10)]
+    # Every manifest but the run's last holds a batch at least (a young one waits for more).
+    assert all(len(keys) >= 3 for keys in manifests[:-1])
+    stored = [k for kind, keys in log if kind == "object" for k in keys]
+    for position, (kind, keys) in enumerate(log):
+        if kind == "manifest":  # written after each of its objects
+            assert set(keys) <= set(stored[: _objects_before(log, position)])
+
+
+def _objects_before(log: list[tuple[str, list[str]]], position: int) -> int:
+    return sum(len(keys) for kind, keys in log[:position] if kind == "object")
 
 
 def test_put_dry_run_writes_no_manifest(run: Run, tmp_path: Path) -> None:

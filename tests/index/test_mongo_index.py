@@ -9,6 +9,7 @@ from unittest import mock
 
 import bson
 import mongomock
+import orjson
 import pytest
 from bson.codec_options import CodecOptions
 from bson.errors import InvalidDocument
@@ -350,7 +351,8 @@ def test_rebuild_state_lives_beside_the_index_until_commit(index: MongoIndex, cl
 
     assert "s3idx__rebuild" in db.list_collection_names()
     state = db["s3idx_meta"].find_one({"_id": "s3idx__rebuild"})
-    assert state["key_field"] == "fs_id" and state["checkpoint"] == {"after": "k"}
+    # The checkpoint is JSON text: FerretDB refuses "." in the names of a stored document.
+    assert state["key_field"] == "fs_id" and orjson.loads(state["checkpoint"]) == {"after": "k"}
 
     rebuild.commit(IndexSettings("fs_id", ("n", "m")))
 

@@ -113,7 +113,9 @@ def test_open_store_builds_an_s3_store_from_settings(s3_endpoint: str, tmp_path:
     assert isinstance(store, S3Store)
     assert isinstance(store, ObjectStore)
     assert store.location == "s3://made-by-settings/pre/fix"
-    assert store.connection.client.meta.config.max_pool_connections == 34
+    # A connection for each request of the larger of the two concurrencies, and two spare.
+    pool = max(settings.workers, settings.head_workers) + 2
+    assert store.connection.client.meta.config.max_pool_connections == pool == 66
     store.put("k", b"body", META)
     raw = boto3.client("s3", endpoint_url=s3_endpoint).get_object(
         Bucket="made-by-settings", Key="pre/fix/k"
