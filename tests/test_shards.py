@@ -312,3 +312,22 @@ def test_shard_that_cannot_be_told_is_a_usage_error(
     assert "Traceback" not in result.stderr
     assert message in json_lines(result.stdout)[0]["error"]
     assert not (Path(locations[1])).exists()  # refused before anything was opened
+
+
+def test_sync_shards_leave_the_manifests_of_other_shards_keys(tmp_path: Path) -> None:
+    """A shard sees only its keys: compacting would drop the lines of the others' objects."""
+    from s3idx.engine.manifest import list_manifests
+    from s3idx.store.local import LocalStore
+
+    store = LocalStore(tmp_path / "store")
+    engine = Engine(store, SqliteIndex(tmp_path / "i.sqlite3"), batch_size=10)
+    engine.put_documents(GOOD)
+    before = [m.key for m in list_manifests(store)]
+    assert before
+    for shard in range(SHARDS):
+        result = engine.sync(shard=Shard(shard, SHARDS))
+        assert result.manifests_removed == 0
+    assert [m.key for m in list_manifests(store)] == before
+    rebuilt = engine.rebuild_index()  # still vouched for, every object
+    assert (rebuilt.from_manifests, rebuilt.heads) == (len(GOOD), 0)
+    engine.close()
