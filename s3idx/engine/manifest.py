@@ -25,14 +25,14 @@ import gzip
 import io
 import secrets
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
-from s3idx.errors import CorruptObjectError, quote_key
+from s3idx.errors import CorruptObjectError, S3idxError, quote_key
 from s3idx.store.base import ObjectHead, ObjectInfo, ObjectStore
 
 MANIFEST_PREFIX = ".s3idx/manifests/"
@@ -146,23 +146,38 @@ class CompactionWriter:
     rest, then deletes ``replaced``: the manifests listed before the lines were gathered, never
     one written meanwhile (its lines may be newer than the listing). New first, old second: a
     crash in between leaves both, and a later manifest wins a key, so nothing is lost.
+
+    With ``on_failure``, a store error ends the compaction instead of being raised: it is
+    handed to ``on_failure`` once, ``failed`` is set, and later calls do nothing (so nothing is
+    removed). Compaction only spares a later rebuild its HEADs; the command that compacts has
+    done its work without it.
     """
 
-    def __init__(self, store: ObjectStore, lines_per_manifest: int = COMPACT_LINES) -> None:
+    def __init__(
+        self,
+        store: ObjectStore,
+        lines_per_manifest: int = COMPACT_LINES,
+        *,
+        on_failure: Callable[[S3idxError], None] | None = None,
+    ) -> None:
         self._store = store
         self._limit = lines_per_manifest
+        self._on_failure = on_failure
         self._lines: list[ManifestLine] = []
         self._last_key: str | None = None
         self.written = 0
         self.removed = 0
+        self.failed = False
 
     def add(self, line: ManifestLine) -> None:
         if self._last_key is not None and line.key <= self._last_key:
             raise ValueError(f"compaction lines out of key order at {quote_key(line.key)}")
         self._last_key = line.key
+        if self.failed:
+            return  # nothing more is written, so nothing is held
         self._lines.append(line)
         if len(self._lines) >= self._limit:
-            self._write()
+            self._guarded(self._write)
 
     def _write(self) -> None:
         if write_manifest(self._store, self._lines) is not None:
@@ -170,6 +185,22 @@ class CompactionWriter:
         self._lines = []
 
     def finish(self, replaced: Iterable[ObjectInfo]) -> None:
+        self._guarded(lambda: self._finish(replaced))
+
+    def _guarded(self, step: Callable[[], None]) -> None:
+        if self.failed:
+            return
+        if self._on_failure is None:
+            step()
+            return
+        try:
+            step()
+        except S3idxError as exc:
+            self.failed = True
+            self._lines = []
+            self._on_failure(exc)
+
+    def _finish(self, replaced: Iterable[ObjectInfo]) -> None:
         self._write()
         keys = [info.key for info in replaced]
         if not keys:

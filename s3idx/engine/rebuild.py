@@ -36,7 +36,7 @@ shard knows only its own keys).
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -293,11 +293,14 @@ class _Compaction:
     with the listing's LastModified, in key order."""
 
     def __init__(self, store: ObjectStore, replaced: list[ObjectInfo], events: Events) -> None:
-        self.writer = CompactionWriter(store)
+        # A store that refuses the write (read-only credentials) must not fail the rebuild,
+        # which has all it needs without it.
+        self.writer = CompactionWriter(
+            store,
+            on_failure=lambda exc: events.warned(f"compacted manifests not written: {exc.message}"),
+        )
         self._replaced = replaced
         self._listed: dict[str, ObjectInfo] = {}
-        self._events = events
-        self.failed = False
 
     def listed(self, batch: list[ObjectInfo]) -> None:
         self._listed = {o.key: o for o in batch}
@@ -308,21 +311,10 @@ class _Compaction:
             # A rewritten object has a new ETag, which the rewrite's own manifest records.
             return
         line = ManifestLine(head.key, head.etag, head.size, head.metadata, info.last_modified)
-        self._attempt(self.writer.add, line)
+        self.writer.add(line)
 
     def finish(self) -> None:
-        self._attempt(self.writer.finish, self._replaced)
-
-    def _attempt(self, step: Callable[[Any], None], arg: Any) -> None:
-        # Compaction only saves a later rebuild its HEADs: a store that refuses the write (read-
-        # only credentials) must not fail the rebuild, which has all it needs without it.
-        if self.failed:
-            return
-        try:
-            step(arg)
-        except S3idxError as exc:
-            self.failed = True
-            self._events.warned(f"compacted manifests not written: {exc.message}")
+        self.writer.finish(self._replaced)
 
 
 def _requests(store: ObjectStore) -> int:

@@ -231,9 +231,13 @@ class _SyncCompaction:
     """
 
     def __init__(self, store: ObjectStore, replaced: list[ObjectInfo], events: Events) -> None:
-        self._events = events
         self._replaced = replaced
-        self.writer = CompactionWriter(store)
+        self.writer = CompactionWriter(
+            store,
+            on_failure=lambda exc: events.warned(
+                f"compacted manifests not written ({exc.message}); the manifests there stay"
+            ),
+        )
         self._joined = ManifestIndex.load(
             store,
             replaced,
@@ -241,7 +245,6 @@ class _SyncCompaction:
         )
         self._listed: list[tuple[ObjectInfo, bool]] = []
         self._headed: dict[str, ManifestLine] = {}
-        self.failed = False
         self.finished = False
 
     @property
@@ -265,24 +268,13 @@ class _SyncCompaction:
             else:
                 line = self._headed.get(info.key)
             if line is not None:
-                self._attempt(self.writer.add, line)
+                self.writer.add(line)
         self._listed.clear()
         self._headed.clear()
 
     def finish(self) -> None:
-        self._attempt(self.writer.finish, self._replaced)
-        self.finished = not self.failed
-
-    def _attempt(self, step: Callable[[Any], None], arg: Any) -> None:
-        if self.failed:
-            return
-        try:
-            step(arg)
-        except S3idxError as exc:
-            self.failed = True
-            self._events.warned(
-                f"compacted manifests not written ({exc.message}); the manifests there stay"
-            )
+        self.writer.finish(self._replaced)
+        self.finished = not self.writer.failed
 
     def close(self) -> None:
         self._joined.close()
