@@ -77,8 +77,8 @@ def run_sync(
 ) -> SyncResult:
     """``manifests``: where the HEADed objects' lines go (shared with ``rewriter``'s).
 
-    ``compact`` False: no compaction, for a sync that sees only part of the keys (``--shard``):
-    removing the manifests would drop the lines of the keys it did not see.
+    ``compact`` False: no compaction. A sync with ``shard`` never compacts: it sees only its
+    own keys, and removing the manifests would drop the lines of the keys it did not see.
     """
     events = events or Events()
     result = SyncResult(
