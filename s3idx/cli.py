@@ -634,7 +634,8 @@ def _input_paths(files: list[str] | None, env: Environment) -> list[str]:
     if paths.count("-") > 1:
         raise UsageError("'-' (stdin) can be given only once")
     for path in paths:
-        if path != "-" and not Path(path).is_file():
+        # Named pipes, /dev/stdin and a shell's <(...) (/dev/fd/N) are inputs too, not files.
+        if path != "-" and (Path(path).is_dir() or not Path(path).exists()):
             what = "is a directory" if Path(path).is_dir() else "does not exist"
             raise UsageError(f"input file {path} {what}")
     return paths

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import os
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +109,14 @@ def test_total_size_is_unknown_with_stdin(tmp_path: Path) -> None:
     path.write_bytes(b"12345")
     assert total_size([file_source(path)]) == 5
     assert total_size([file_source(path), stream_source(io.BytesIO())]) is None
+
+
+def test_total_size_is_unknown_with_a_named_pipe(tmp_path: Path) -> None:
+    """A pipe's size is 0 whatever it will give: progress must not take it for the total."""
+    path, pipe = tmp_path / "a.jsonl", tmp_path / "more.pipe"
+    path.write_bytes(b"12345")
+    os.mkfifo(pipe)
+    assert total_size([file_source(path), file_source(pipe)]) is None
 
 
 # --- JSON lines or one array: a JSON-lines file is never swallowed as an array ---------------

@@ -116,9 +116,12 @@ def total_size(sources: Iterable[InputSource]) -> int | None:
         if source.path is None:
             return None
         try:
-            total += source.path.stat().st_size
+            status = source.path.stat()
         except OSError:
             return None
+        if not stat.S_ISREG(status.st_mode):
+            return None  # a pipe or device: its size says nothing of what it will give
+        total += status.st_size
     return total
 
 

@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import gzip
+import os
 import re
+import shlex
+import shutil
+import subprocess
+import sys
+import threading
 from pathlib import Path
 
 import orjson
@@ -11,7 +17,7 @@ import pytest
 
 from s3idx import codec
 from s3idx.errors import ExitStatus
-from tests.helpers import Run, json_lines, jsonl
+from tests.helpers import Run, json_lines, jsonl, subprocess_env
 
 
 def test_first_put_on_a_fresh_machine_then_query_and_get(run: Run) -> None:
@@ -183,6 +189,57 @@ def test_missing_input_file_is_a_usage_error_and_nothing_is_stored(
     assert result.exit_code == ExitStatus.USAGE
     assert result.stderr == f"s3idx: error: input file {tmp_path / 'nope.jsonl'} does not exist\n"
     assert "no s3idx index at " in run("query", "--count").stderr
+
+
+def _fifo_fed_with(path: Path, data: bytes) -> threading.Thread:
+    """A named pipe at ``path`` that a thread writes ``data`` into once a reader opens it."""
+    os.mkfifo(path)
+
+    def feed() -> None:
+        with open(path, "wb") as pipe:
+            pipe.write(data)
+
+    writer = threading.Thread(target=feed, daemon=True)
+    writer.start()
+    return writer
+
+
+def test_a_named_pipe_is_read_like_a_file_with_its_lines_named(run: Run, tmp_path: Path) -> None:
+    pipe = tmp_path / "docs.pipe"
+    writer = _fifo_fed_with(pipe, b'{"fs_id": "a"}\n{"fs_id": \n{"fs_id": "c"}\n')
+
+    result = run("put", str(pipe))
+    writer.join(timeout=10)
+
+    assert result.exit_code == ExitStatus.PARTIAL, result.stderr
+    assert f"s3idx: {pipe}:2: invalid JSON: " in result.stderr
+    assert run("query", "--count").stdout == "2\n"
+
+
+def test_dev_null_is_an_empty_input_not_a_missing_file(run: Run) -> None:
+    result = run("put", "/dev/null")
+    assert result.exit_code == 0, result.stderr
+    assert "does not exist" not in result.stderr
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash for <(...)")
+@pytest.mark.parametrize("processes", ["1", "2"])
+def test_process_substitution_feeds_put(tmp_path: Path, processes: str) -> None:
+    """`s3idx put <(zcat docs.gz)`: the shell passes /dev/fd/N, a pipe, not a regular file."""
+    script = (
+        f"{shlex.quote(sys.executable)} -m s3idx put --processes {processes} "
+        '<(printf \'%s\\n\' \'{"fs_id": "p1"}\' \'{"fs_id": "p2"}\')'
+        f" && {shlex.quote(sys.executable)} -m s3idx query --count"
+    )
+    done = subprocess.run(
+        ["bash", "-c", script],
+        env=subprocess_env(tmp_path / "home"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "2"
 
 
 def test_key_option_and_dotted_fields(run: Run) -> None:
