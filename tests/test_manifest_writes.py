@@ -6,6 +6,7 @@ costs no document, and the command says so (and exits 3 when objects end in no m
 
 from __future__ import annotations
 
+import re
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
@@ -188,10 +189,16 @@ def test_a_failed_manifest_s_lines_go_into_the_next_one(tmp_path: Path) -> None:
     lines = [line for batch in _manifests(store) for line in batch]
     assert sorted(line.key for line in lines) == ["k0", "k1", "k2", "k3"]
     _as_heads(store, lines)
-    assert events.messages == [
-        "manifest of 2 stored objects not written (the manifest's write was refused); "
-        "its lines go into the next manifest"
-    ]
+    # How many objects the first manifest held depends on how many uploads had finished when
+    # the first batch was written (one upload at a time, two in flight): not pinned.
+    (message,) = events.messages
+    failed = re.fullmatch(
+        r"manifest of (\d+) stored objects? not written \(the manifest's write was refused\); "
+        r"its lines go into the next manifest",
+        message,
+    )
+    assert failed is not None, message
+    assert 1 <= int(failed.group(1)) < 4
 
 
 def _metadata(lines: list[ManifestLine]) -> dict[str, Any]:
