@@ -10,6 +10,7 @@ invoking ``app``, replaces the process's streams (tests do).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import inspect
 import os
@@ -41,10 +42,21 @@ from s3idx.config import (
     remember_location_secrets,
     resolve_settings,
 )
-from s3idx.engine.outputs import open_output, refuse_outputs_over_inputs
+from s3idx.engine.outputs import (
+    guard_output,
+    open_output,
+    refuse_outputs_over_inputs,
+)
 from s3idx.engine.results import REPORTED_KEYS_LIMIT
 from s3idx.environment import Environment
-from s3idx.errors import ExitStatus, S3idxError, UsageError, quote_key, shorten_key
+from s3idx.errors import (
+    ExitStatus,
+    OutputError,
+    S3idxError,
+    UsageError,
+    quote_key,
+    shorten_key,
+)
 from s3idx.query.filter_json import read_filter
 from s3idx.query.paths import project
 from s3idx.query.sort import parse_sort
@@ -84,8 +96,17 @@ _INVOCATION = "s3idx.invocation"  # the key of the running Invocation in click's
 
 def _environment(ctx: Any) -> Environment:
     """The Environment passed as click's ``obj`` (``main(env=...)``), else the process's own."""
-    env = ctx.find_object(Environment)
-    return env if env is not None else Environment.from_process()
+    found: Environment | None = ctx.find_object(Environment)
+    env = found if found is not None else Environment.from_process()
+    return dataclasses.replace(env, stdout=guard_output(env.stdout, "stdout"))
+
+
+def _stdout_to_devnull(env: Environment) -> None:
+    """Point stdout at devnull, so that the interpreter's final flush of what stdout still
+    holds does not complain, as Python's docs advise for a broken pipe."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, env.stdout.fileno())
 
 
 class _Command(typer.core.TyperCommand):
@@ -124,17 +145,16 @@ class _Command(typer.core.TyperCommand):
             except S3idxError as exc:
                 out.error(exc.message, exc.hint)
                 error, status = exc.message, exc.exit_status
+                if isinstance(exc, OutputError) and exc.output == "stdout":
+                    _stdout_to_devnull(run.env)  # what is left in its buffer cannot go anywhere
+                    json = False
             except KeyboardInterrupt:
                 out.message("interrupted")
                 status = signals.exit_status() or ExitStatus.INTERRUPTED
                 error = "interrupted"
             except BrokenPipeError:
-                # The reader went away (e.g. `| head`): not an error of ours. Point stdout at
-                # devnull so the interpreter's final flush does not complain, as Python's docs
-                # advise.
-                with contextlib.suppress(OSError, ValueError, AttributeError):
-                    devnull = os.open(os.devnull, os.O_WRONLY)
-                    os.dup2(devnull, run.env.stdout.fileno())
+                # The reader went away (e.g. `| head`): not an error of ours.
+                _stdout_to_devnull(run.env)
                 status = ExitStatus.OK
             except Exception as exc:
                 # A bug, not a user mistake: one line by default, the traceback when asked for.

@@ -29,7 +29,10 @@ class ExitStatus(IntEnum):
 
 EXIT_STATUS_MEANINGS: dict[ExitStatus, str] = {
     ExitStatus.OK: "success",
-    ExitStatus.ERROR: "unexpected error (a bug or an unclassified backend failure)",
+    ExitStatus.ERROR: (
+        "unexpected error: a bug, an unclassified backend failure, or an output that could not "
+        "be written (a full disk)"
+    ),
     ExitStatus.USAGE: "usage error: bad flag, filter, configuration or location",
     ExitStatus.PARTIAL: "partial failure: some records were rejected or some items failed",
     ExitStatus.NOT_FOUND: (
@@ -212,6 +215,17 @@ def missing_parent(what: str, location: str, parent: str) -> NotFoundError:
         f"the directory {parent} of {what} {location} does not exist",
         hint=f"check the location, or create the directory first: mkdir -p {parent}",
     )
+
+
+class OutputError(S3idxError):
+    """An output (stdout, ``--output``, ``--rejects``) that fails while written: a full disk, a
+    lost device. Not the user's mistake and not a bug: said plainly, with the general status."""
+
+    exit_status = ExitStatus.ERROR
+
+    def __init__(self, output: str, exc: OSError) -> None:
+        super().__init__(f"cannot write {output}: {exc.strerror or exc}")
+        self.output = output
 
 
 def cannot_write_output(flag: str, path: str, exc: OSError) -> UsageError:

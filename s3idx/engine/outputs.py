@@ -1,4 +1,5 @@
-"""Output files (``--rejects``, ``get -o``): never one of the command's inputs, however spelled.
+"""Output files (``--rejects``, ``get -o``): never one of the command's inputs, however spelled;
+and every output, stdout included, says which one failed when a write fails.
 
 Opening an output truncates it, so a check after opening is too late: ``put in.jsonl --rejects
 in.jsonl`` would read an empty file and store nothing. Each output is compared, before anything
@@ -15,11 +16,11 @@ import stat
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any, TypeVar
 
 from s3idx.backends import parse_index_location, parse_store_location
 from s3idx.config import Settings, config_path
-from s3idx.errors import UsageError, cannot_write_output
+from s3idx.errors import OutputError, UsageError, cannot_write_output
 
 SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")
 
@@ -59,11 +60,73 @@ def refuse_outputs_over_inputs(
 
 
 def open_output(path: str | os.PathLike[str], option: str) -> IO[bytes]:
-    """Open an output file for writing, a user's mistake (a directory, no access) said plainly."""
+    """Open an output file for writing, a user's mistake (a directory, no access) said plainly;
+    a write that fails later (a full disk) raises ``OutputError`` naming it."""
     try:
-        return open(path, "wb")
+        opened = open(path, "wb")  # noqa: SIM115 (the caller closes it)
     except OSError as exc:
         raise cannot_write_output(option, os.fspath(path), exc) from None
+    return guard_output(opened, f"{option} {os.fspath(path)}")
+
+
+_Stream = TypeVar("_Stream", bound=IO[Any])
+
+
+def guard_output(stream: _Stream, name: str) -> _Stream:
+    """``stream``, whose failed writes and flushes raise ``OutputError`` naming ``name``.
+
+    A broken pipe stays a ``BrokenPipeError``: the reader left (``| head``), nothing failed.
+    """
+    return GuardedOutput(stream, name)  # type: ignore[return-value]
+
+
+class GuardedOutput:
+    """A stream's writes with an ``OSError`` turned into an ``OutputError``; the rest of the
+    stream as it is. A text stream's ``buffer`` (its bytes) is guarded under the same name."""
+
+    def __init__(self, stream: IO[Any], name: str) -> None:
+        self._stream = stream
+        self._name = name
+        self._buffer: GuardedOutput | None = None
+
+    def write(self, data: Any) -> int:
+        try:
+            return self._stream.write(data)
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise OutputError(self._name, exc) from None
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise OutputError(self._name, exc) from None
+
+    def close(self) -> None:
+        try:
+            self._stream.close()  # flushes what is left
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise OutputError(self._name, exc) from None
+
+    @property
+    def buffer(self) -> GuardedOutput:
+        if self._buffer is None:
+            self._buffer = GuardedOutput(self._stream.buffer, self._name)  # type: ignore[attr-defined]
+        return self._buffer
+
+    def __enter__(self) -> GuardedOutput:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
 
 
 def _kept_files(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gzip
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +12,7 @@ import orjson
 import pytest
 
 from s3idx.errors import ExitStatus
-from tests.helpers import Run, json_lines, jsonl
+from tests.helpers import Run, json_lines, jsonl, subprocess_env
 
 
 def test_rejects_file_in_a_missing_directory_is_a_usage_error(run: Run, tmp_path: Path) -> None:
@@ -107,3 +109,58 @@ def test_info_with_mongodb_down_prints_what_it_can(run: Run, tmp_path: Path) -> 
     assert "index status  unreachable" in text.stdout
     assert "s3idx: error: cannot reach MongoDB at 127.0.0.1:9" in text.stderr
     assert json_lines(run("query", "--store", str(tmp_path / "s")).stdout)[0]["fs_id"] == "a"
+
+
+# --- an output that cannot be written (a full disk) is said plainly, never "a bug" ------------
+
+DISK_FULL = "No space left on device"
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["query", "{}"],
+        ["query", "--full", "{}"],
+        ["get", "a"],
+        ["info", "--json"],
+        ["put", "--json", "-"],
+    ],
+    ids=lambda args: " ".join(args),
+)
+def test_stdout_on_a_full_disk_is_an_error_naming_stdout(tmp_path: Path, args: list[str]) -> None:
+    env = subprocess_env(tmp_path / "home")
+    stored = subprocess.run(
+        [sys.executable, "-m", "s3idx", "put", "-q"], input=b'{"fs_id": "a"}\n', env=env
+    )
+    assert stored.returncode == 0
+    with open("/dev/full", "w") as full:
+        done = subprocess.run(
+            [sys.executable, "-m", "s3idx", *args],
+            input=b'{"fs_id": "b"}\n',
+            stdout=full,
+            stderr=subprocess.PIPE,
+            env=env,
+            timeout=120,
+        )
+    assert done.returncode == ExitStatus.ERROR
+    assert f"s3idx: error: cannot write stdout: {DISK_FULL}\n" in done.stderr.decode()
+    assert b"bug" not in done.stderr
+    assert b"Traceback" not in done.stderr
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_get_output_file_on_a_full_disk_names_the_file(run: Run) -> None:
+    assert run("put", input=b'{"fs_id": "a"}\n').exit_code == 0
+    result = run("get", "a", "-o", "/dev/full")
+    assert result.exit_code == ExitStatus.ERROR
+    assert result.stderr == f"s3idx: error: cannot write --output /dev/full: {DISK_FULL}\n"
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_rejects_on_a_full_disk_stop_the_put_and_say_so(run: Run) -> None:
+    lines = b'{"fs_id": "a"}\nnot json\n{"fs_id": "c"}\n'
+    result = run("put", "--rejects", "/dev/full", input=lines)
+    assert result.exit_code == ExitStatus.ERROR
+    assert f"s3idx: error: cannot write --rejects /dev/full: {DISK_FULL}\n" in result.stderr
+    assert "bug" not in result.stderr
