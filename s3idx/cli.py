@@ -56,6 +56,7 @@ from s3idx.errors import (
     UsageError,
     quote_key,
     shorten_key,
+    system_limit,
 )
 from s3idx.query.filter_json import read_filter
 from s3idx.query.paths import project
@@ -157,15 +158,21 @@ class _Command(typer.core.TyperCommand):
                 _stdout_to_devnull(run.env)
                 status = ExitStatus.OK
             except Exception as exc:
-                # A bug, not a user mistake: one line by default, the traceback when asked for.
                 if run.env.environ.get("S3IDX_DEBUG"):
                     raise
-                error = f"internal error: {type(exc).__name__}: {exc}"
-                out.error(
-                    error,
-                    hint="this is a bug in s3idx; run again with S3IDX_DEBUG=1 for the traceback",
-                )
-                status = ExitStatus.ERROR
+                limit = system_limit(exc)
+                if limit is not None:  # a thread, process or memory the system refused
+                    out.error(limit.message, limit.hint)
+                    error, status = limit.message, limit.exit_status
+                else:
+                    # A bug, not a user mistake: one line, the traceback when asked for.
+                    error = f"internal error: {type(exc).__name__}: {exc}"
+                    out.error(
+                        error,
+                        hint="this is a bug in s3idx; run again with S3IDX_DEBUG=1 for the "
+                        "traceback",
+                    )
+                    status = ExitStatus.ERROR
             if json and status and error is not None and not out.json_written:
                 out.write_json({"error": error, "exit_status": int(status)})
         if status:

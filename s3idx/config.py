@@ -24,6 +24,9 @@ DEFAULT_WORKERS = 8  # concurrent object requests
 # (or `workers` in a config file or S3IDX_WORKERS) sets both.
 DEFAULT_HEAD_WORKERS = 64
 DEFAULT_BATCH_SIZE = 1000  # index entries per bulk write
+# More requests in flight than this gain nothing (S3 takes ~3,500 PUTs/s per prefix) and cost a
+# thread, with its stack, each.
+MAX_WORKERS = 1024
 TRANSPORTS = ("boto3", "obstore")  # how S3 requests are made; obstore is optional (s3idx[fast])
 
 
@@ -136,10 +139,12 @@ def _validate(settings: Settings) -> None:
         raise ConfigError(
             f"unknown transport {settings.transport!r}; choose one of: {', '.join(TRANSPORTS)}"
         )
-    if settings.workers < 1:
-        raise ConfigError(f"workers must be at least 1, got {settings.workers}")
-    if settings.head_workers < 1:
-        raise ConfigError(f"head_workers must be at least 1, got {settings.head_workers}")
+    for name in ("workers", "head_workers"):
+        value = getattr(settings, name)
+        if value < 1:
+            raise ConfigError(f"{name} must be at least 1, got {value}")
+        if value > MAX_WORKERS:
+            raise ConfigError(f"{name} must be at most {MAX_WORKERS}, got {value}")
     if settings.batch_size < 1:
         raise ConfigError(f"batch size must be at least 1, got {settings.batch_size}")
 

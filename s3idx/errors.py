@@ -7,6 +7,7 @@ sqlite3, OSError) into these at their boundary.
 
 from __future__ import annotations
 
+import errno
 import os
 from enum import IntEnum
 
@@ -30,8 +31,8 @@ class ExitStatus(IntEnum):
 EXIT_STATUS_MEANINGS: dict[ExitStatus, str] = {
     ExitStatus.OK: "success",
     ExitStatus.ERROR: (
-        "unexpected error: a bug, an unclassified backend failure, or an output that could not "
-        "be written (a full disk)"
+        "unexpected error: a bug, an unclassified backend failure, an output that could not be "
+        "written (a full disk), or a system limit (threads, processes, memory)"
     ),
     ExitStatus.USAGE: "usage error: bad flag, filter, configuration or location",
     ExitStatus.PARTIAL: "partial failure: some records were rejected or some items failed",
@@ -226,6 +227,38 @@ class OutputError(S3idxError):
     def __init__(self, output: str, exc: OSError) -> None:
         super().__init__(f"cannot write {output}: {exc.strerror or exc}")
         self.output = output
+
+
+class SystemLimitError(S3idxError):
+    """The system refused what a run needs: a thread, a process, memory. Not a bug and not the
+    user's mistake as such: said plainly, with what to lower."""
+
+    exit_status = ExitStatus.ERROR
+
+
+_LIMIT_HINT = (
+    "lower --workers or --processes, or raise the limit (ulimit -u or -v, a container's "
+    "pids or memory limit)"
+)
+
+
+def system_limit(exc: BaseException) -> SystemLimitError | None:
+    """``exc`` as a SystemLimitError when it says the system refused a thread, a process or
+    memory; None for anything else (a bug stays a bug)."""
+    if isinstance(exc, RuntimeError) and "can't start new thread" in str(exc):
+        return SystemLimitError(
+            "cannot start a thread: the system refused it (a limit on threads, processes or "
+            "memory)",
+            hint=_LIMIT_HINT,
+        )
+    if isinstance(exc, MemoryError):
+        return SystemLimitError("out of memory", hint=_LIMIT_HINT)
+    if isinstance(exc, OSError) and exc.errno in (errno.EAGAIN, errno.ENOMEM):
+        return SystemLimitError(
+            f"the system refused a thread, process or memory: {exc.strerror or exc}",
+            hint=_LIMIT_HINT,
+        )
+    return None
 
 
 def cannot_write_output(flag: str, path: str, exc: OSError) -> UsageError:

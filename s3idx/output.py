@@ -435,7 +435,8 @@ class ProgressMeter:
         """``120000 documents (118000 stored), 1850/s, 64% of input, ETA 00:01:10``"""
         elapsed = self.elapsed
         counted = f"{self.done} of {self.total}" if self.total is not None else f"{self.done}"
-        parts = [f"{counted} {self.unit}"]
+        one = (self.total if self.total is not None else self.done) == 1
+        parts = [f"{counted} {self.unit.removesuffix('s') if one else self.unit}"]
         shown = [f"{v} {k}" for k, v in self.detail.items()]
         if shown:
             parts[0] += f" ({', '.join(shown)})"

@@ -79,6 +79,19 @@ def test_meter_with_nothing_done_yet_says_no_rate() -> None:
     assert meter.line() == "sync: 0 objects"
 
 
+def test_meter_says_one_document_and_one_object_in_the_singular() -> None:
+    clock = FakeClock()
+    meter = output.ProgressMeter("put", "documents", clock=clock)
+    clock.now += 2.0
+    meter.update(1, None, {"stored": 1})
+    assert meter.line() == "put: 1 document (1 stored), 0.5/s"
+    objects = output.ProgressMeter("get", "objects", clock=clock)
+    objects.update(1, 1, {})
+    assert objects.line().startswith("get: 1 of 1 object, ")
+    objects.update(1, 2, {})
+    assert objects.line().startswith("get: 1 of 2 objects, ")
+
+
 # --- rendering ----------------------------------------------------------------------------
 
 

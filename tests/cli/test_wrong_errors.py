@@ -164,3 +164,40 @@ def test_rejects_on_a_full_disk_stop_the_put_and_say_so(run: Run) -> None:
     assert result.exit_code == ExitStatus.ERROR
     assert f"s3idx: error: cannot write --rejects /dev/full: {DISK_FULL}\n" in result.stderr
     assert "bug" not in result.stderr
+
+
+# --- more concurrency than the system allows ------------------------------------------------
+
+
+@pytest.mark.parametrize("where", ["flag", "environment"])
+def test_more_than_1024_workers_is_a_usage_error(run: Run, where: str) -> None:
+    if where == "flag":
+        result = run("put", "--workers", "5000", input=b'{"fs_id": "a"}\n')
+    else:
+        result = run("put", input=b'{"fs_id": "a"}\n', env={"S3IDX_WORKERS": "5000"})
+    assert result.exit_code == ExitStatus.USAGE
+    assert "workers must be at most 1024, got 5000" in result.stderr
+    assert "no s3idx index" in run("query").stderr  # nothing was stored
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="address-space limit as on Linux")
+def test_threads_the_system_refuses_are_said_plainly_not_as_a_bug(tmp_path: Path) -> None:
+    """1000 workers under a 1.5 GB address-space limit: thread stacks cannot all be had."""
+    import resource
+
+    def limited() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (1500 << 20, 1500 << 20))
+
+    done = subprocess.run(
+        [sys.executable, "-m", "s3idx", "put", "--workers", "1000"],
+        input=b'{"fs_id": "a"}\n',
+        capture_output=True,
+        env=subprocess_env(tmp_path / "home"),
+        preexec_fn=limited,
+        timeout=120,
+    )
+    assert done.returncode == ExitStatus.ERROR, done.stderr
+    stderr = done.stderr.decode()
+    assert "s3idx: error: cannot start a thread: the system refused it" in stderr
+    assert "lower --workers" in stderr
+    assert "bug" not in stderr and "Traceback" not in stderr
