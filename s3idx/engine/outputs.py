@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, TypeVar
@@ -90,24 +90,17 @@ class GuardedOutput:
         self._buffer: GuardedOutput | None = None
 
     def write(self, data: Any) -> int:
-        try:
-            return self._stream.write(data)
-        except BrokenPipeError:
-            raise
-        except OSError as exc:
-            raise OutputError(self._name, exc) from None
+        return self._guarded(self._stream.write, data)  # type: ignore[no-any-return]
 
     def flush(self) -> None:
-        try:
-            self._stream.flush()
-        except BrokenPipeError:
-            raise
-        except OSError as exc:
-            raise OutputError(self._name, exc) from None
+        self._guarded(self._stream.flush)
 
     def close(self) -> None:
+        self._guarded(self._stream.close)  # closing flushes what is left
+
+    def _guarded(self, call: Callable[..., Any], *args: Any) -> Any:
         try:
-            self._stream.close()  # flushes what is left
+            return call(*args)
         except BrokenPipeError:
             raise
         except OSError as exc:
