@@ -7,6 +7,7 @@ Everything else goes to ``s3idx.cli.main``.
 
 from __future__ import annotations
 
+import errno
 import gc
 import sys
 from typing import NoReturn
@@ -14,10 +15,7 @@ from typing import NoReturn
 
 def main() -> NoReturn:
     if sys.argv[1:] == ["--version"]:
-        from s3idx._version import __version__
-
-        sys.stdout.write(f"s3idx {__version__}\n")
-        sys.exit(0)
+        _version()
     # Imports make many objects and no garbage cycles worth finding: the collector's passes over
     # them were ~9% of a query's start-up instructions. Resumed once the command line is built.
     gc.disable()
@@ -27,3 +25,20 @@ def main() -> NoReturn:
         gc.freeze()
         gc.enable()
     cli_main()
+
+
+def _version() -> NoReturn:
+    from s3idx._version import __version__
+
+    try:
+        if sys.stdout is None:  # started with stdout closed (`>&-`)
+            raise OSError(errno.EBADF, "it is closed")
+        sys.stdout.write(f"s3idx {__version__}\n")
+        sys.stdout.flush()
+    except OSError as exc:  # a full disk: said as every command says it (OutputError)
+        if sys.stderr is not None:
+            sys.stderr.write(f"s3idx: error: cannot write stdout: {exc.strerror or exc}\n")
+        # What stdout still holds cannot go anywhere: the interpreter's last flush must not try.
+        sys.stdout = None
+        sys.exit(1)
+    sys.exit(0)

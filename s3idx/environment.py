@@ -9,12 +9,14 @@ whether they are terminals. A test or an embedding program passes its own, as ht
 
 from __future__ import annotations
 
+import errno
+import io
 import os
 import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import IO, Any, BinaryIO, TextIO
+from typing import IO, Any, BinaryIO, TextIO, cast
 
 
 def is_terminal(stream: IO[Any] | None) -> bool:
@@ -55,10 +57,36 @@ class Environment:
         """The process's own streams as they are now (a test runner may have replaced them)."""
         return cls(
             stdin=getattr(sys.stdin, "buffer", None),  # None: no stdin (closed, or not a file)
-            stdout=sys.stdout,
-            stderr=sys.stderr,
+            # A stream the caller closed (`>&-`) is None in sys: output to it fails when
+            # written, saying so; messages to a closed stderr have nowhere to go, and the exit
+            # status alone says how the command went.
+            stdout=sys.stdout if sys.stdout is not None else cast(TextIO, ClosedOutput()),
+            stderr=sys.stderr if sys.stderr is not None else open(os.devnull, "w"),
             stdin_isatty=is_terminal(sys.stdin),
             stdout_isatty=is_terminal(sys.stdout),
             stderr_isatty=is_terminal(sys.stderr),
             environ=os.environ,
         )
+
+
+class ClosedOutput(io.TextIOBase):
+    """The stdout of a process started with it closed: every write fails, as a write to a
+    closed descriptor does (EBADF), with a message that says what happened."""
+
+    def write(self, text: str) -> int:
+        raise OSError(errno.EBADF, "it is closed")
+
+    def flush(self) -> None:
+        pass  # nothing was ever written
+
+    @property
+    def buffer(self) -> BinaryIO:
+        return cast(BinaryIO, _ClosedBinary())
+
+
+class _ClosedBinary(io.RawIOBase):
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        raise OSError(errno.EBADF, "it is closed")

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import gzip
+import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -201,3 +203,61 @@ def test_threads_the_system_refuses_are_said_plainly_not_as_a_bug(tmp_path: Path
     assert "s3idx: error: cannot start a thread: the system refused it" in stderr
     assert "lower --workers" in stderr
     assert "bug" not in stderr and "Traceback" not in stderr
+
+
+# --- a standard stream closed by the caller (`>&-`, `2>&-`, a daemon's cron) ------------------
+
+
+def _closing(fd: int) -> Callable[[], None]:
+    return lambda: os.close(fd)
+
+
+def test_a_closed_stdout_is_an_error_naming_stdout(tmp_path: Path) -> None:
+    env = subprocess_env(tmp_path / "home")
+    stored = subprocess.run(
+        [sys.executable, "-m", "s3idx", "put", "-q"], input=b'{"fs_id": "a"}\n', env=env
+    )
+    assert stored.returncode == 0
+    for args in (["query", "{}"], ["--version"]):
+        done = subprocess.run(
+            [sys.executable, "-m", "s3idx", *args],
+            stderr=subprocess.PIPE,
+            env=env,
+            preexec_fn=_closing(1),
+            timeout=60,
+        )
+        assert done.returncode == ExitStatus.ERROR, args
+        assert done.stderr.decode().endswith("s3idx: error: cannot write stdout: it is closed\n")
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_version_on_a_full_disk_is_an_error(tmp_path: Path) -> None:
+    with open("/dev/full", "w") as full:
+        done = subprocess.run(
+            [sys.executable, "-m", "s3idx", "--version"],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            env=subprocess_env(tmp_path / "home"),
+            timeout=60,
+        )
+    assert done.returncode == ExitStatus.ERROR
+    assert done.stderr.decode() == f"s3idx: error: cannot write stdout: {DISK_FULL}\n"
+
+
+def test_a_closed_stderr_does_not_fail_a_put(tmp_path: Path) -> None:
+    """Messages have nowhere to go; the exit status still says how the put went."""
+    env = subprocess_env(tmp_path / "home")
+    for lines, status in ((b'{"fs_id": "a"}\n', 0), (b'{"fs_id": "b"}\nnot json\n', 3)):
+        done = subprocess.run(
+            [sys.executable, "-m", "s3idx", "put"],
+            input=lines,
+            stdout=subprocess.PIPE,
+            env=env,
+            preexec_fn=_closing(2),
+            timeout=60,
+        )
+        assert done.returncode == status
+    count = subprocess.run(
+        [sys.executable, "-m", "s3idx", "query", "--count"], capture_output=True, env=env
+    )
+    assert count.stdout == b"2\n"
