@@ -42,8 +42,8 @@ from s3idx.config import (
     remember_location_secrets,
     resolve_settings,
 )
+from s3idx.engine.events import REPORTED_KEYS_LIMIT
 from s3idx.engine.outputs import open_output, refuse_outputs_over_inputs
-from s3idx.engine.results import REPORTED_KEYS_LIMIT
 from s3idx.environment import Environment
 from s3idx.errors import ExitStatus, S3idxError, UsageError, quote_key, shorten_key
 from s3idx.query.filter_json import read_filter

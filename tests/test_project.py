@@ -242,6 +242,9 @@ def test_a_query_on_a_local_store_and_sqlite_imports_no_backend_library(tmp_path
     assert _imported_by(put, tmp_path, ("boto3", "pymongo", "obstore", "pydantic")) == []
     query = "from s3idx.cli import main\nmain(['query', '{}', '--limit', '1'])"
     assert _imported_by(query, tmp_path) == []
+    # Nor the result types of the commands that return one (a query returns none).
+    assert _imported_by(query, tmp_path, ("s3idx.engine.results",)) == []
+    assert _imported_by(put, tmp_path, ("s3idx.engine.results",)) == ["s3idx.engine.results"]
 
 
 _REPORT_BUILT = (

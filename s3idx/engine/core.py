@@ -18,17 +18,8 @@ from s3idx.config import (
     Settings,
     resolve_settings,
 )
+from s3idx.engine.events import Events
 from s3idx.engine.read import SPOOL_THRESHOLD, FetchedDocument, fetch_document, fetch_many
-from s3idx.engine.results import (
-    DeleteResult,
-    Events,
-    GetResult,
-    PutResult,
-    RebuildResult,
-    ReindexResult,
-    SyncResult,
-    VerifyResult,
-)
 from s3idx.engine.retry import RetryingStore
 from s3idx.errors import (
     BackendUnavailableError,
@@ -60,6 +51,15 @@ if TYPE_CHECKING:
     from s3idx.engine.put import PutOptions, run_put
     from s3idx.engine.rebuild import run_rebuild
     from s3idx.engine.reindex import run_reindex
+    from s3idx.engine.results import (
+        DeleteResult,
+        GetResult,
+        PutResult,
+        RebuildResult,
+        ReindexResult,
+        SyncResult,
+        VerifyResult,
+    )
     from s3idx.engine.rewrite import MaggmaRewriter
     from s3idx.engine.sync import run_sync
     from s3idx.engine.verify import run_verify
@@ -86,6 +86,7 @@ class _Lazy:
 
 if not TYPE_CHECKING:
     delete_ops = _Lazy("s3idx.engine.delete")
+    GetResult = _Lazy("s3idx.engine.results", "GetResult")
     check_field_paths = _Lazy("s3idx.engine.documents", "check_field_paths")
     ReadProgress = _Lazy("s3idx.engine.inputs", "ReadProgress")
     Record = _Lazy("s3idx.engine.inputs", "Record")
