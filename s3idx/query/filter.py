@@ -19,10 +19,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
-from typing import Any
+from typing import Any, ClassVar
 
 from s3idx.codec import is_date_tag, normalize_datetime, parse_date_tag
 from s3idx.errors import InvalidFilterError
@@ -58,6 +57,47 @@ REGEX_FLAGS = {"i": "IGNORECASE", "m": "MULTILINE", "s": "DOTALL", "x": "VERBOSE
 REGEX_TIME_LIMIT = 1.0
 
 
+# --- the expression types ----------------------------------------------------------------------
+
+
+class _Frozen:
+    """An immutable record: its fields are set once, by ``__init__``; it is equal to, and
+    hashed as, a record of its class with the same ``_fields``, and shown as a dataclass is.
+
+    Not frozen dataclasses: building one runs ``exec`` for each generated method, which for
+    this module's eighteen types was ~12 ms of every query's start (issue 17).
+    """
+
+    __slots__ = ()
+    _fields: ClassVar[tuple[str, ...]] = ()  # compared, hashed and shown
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"cannot assign to field {name!r} of {type(self).__name__}")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"cannot delete field {name!r} of {type(self).__name__}")
+
+    def _values(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, name) for name in self._fields)
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__ or not isinstance(other, _Frozen):
+            return NotImplemented
+        return self._values() == other._values()
+
+    def __hash__(self) -> int:
+        return hash(self._values())
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self._fields)
+        return f"{type(self).__qualname__}({fields})"
+
+
+def _set(record: _Frozen, name: str, value: Any) -> None:
+    """Set a field of a record being initialised (``_Frozen`` refuses assignment after)."""
+    object.__setattr__(record, name, value)
+
+
 class CmpOp(Enum):
     GT = "$gt"
     GTE = "$gte"
@@ -79,10 +119,14 @@ class CmpOp(Enum):
 # path is to be walked with arrays at its end expanded (``traverse_leaf_arrays``).
 
 
-@dataclass(frozen=True, slots=True)
-class Eq:
-    value: Any
+class Eq(_Frozen):
+    __slots__ = ("value",)
+    _fields = __slots__
     traverse_leaf_arrays = True
+    value: Any
+
+    def __init__(self, value: Any) -> None:
+        _set(self, "value", value)
 
     def test(self, value: Any) -> bool:
         if self.value is None:
@@ -91,11 +135,16 @@ class Eq:
         return compare(value, self.value) == 0
 
 
-@dataclass(frozen=True, slots=True)
-class Cmp:
+class Cmp(_Frozen):
+    __slots__ = ("op", "value")
+    _fields = ("op", "value")
+    traverse_leaf_arrays = True
     op: CmpOp
     value: Any
-    traverse_leaf_arrays = True
+
+    def __init__(self, op: CmpOp, value: Any) -> None:
+        _set(self, "op", op)
+        _set(self, "value", value)
 
     def test(self, value: Any) -> bool:
         if self.value is None or value is None or value is MISSING:
@@ -107,17 +156,18 @@ class Cmp:
         return self.op.holds(compare(value, self.value))
 
 
-@dataclass(frozen=True, slots=True)
-class In:
-    values: tuple[Any, ...]
-    has_null: bool = field(init=False, repr=False, compare=False)
-    keys: frozenset[str] = field(init=False, repr=False, compare=False)
+class In(_Frozen):
+    __slots__ = ("has_null", "keys", "values")
+    _fields = ("values",)
     traverse_leaf_arrays = True
+    values: tuple[Any, ...]
+    has_null: bool
+    keys: frozenset[str]
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "has_null", any(v is None for v in self.values))
-        keys = frozenset(canonical(v) for v in self.values if v is not None)
-        object.__setattr__(self, "keys", keys)
+    def __init__(self, values: tuple[Any, ...]) -> None:
+        _set(self, "values", values)
+        _set(self, "has_null", any(v is None for v in values))
+        _set(self, "keys", frozenset(canonical(v) for v in values if v is not None))
 
     def test(self, value: Any) -> bool:
         if value is None or value is MISSING:
@@ -125,22 +175,25 @@ class In:
         return canonical(value) in self.keys
 
 
-@dataclass(frozen=True, slots=True)
-class Exists:
+class Exists(_Frozen):
+    __slots__ = ()
     traverse_leaf_arrays = True
 
     def test(self, value: Any) -> bool:
         return value is not MISSING
 
 
-@dataclass(frozen=True, slots=True)
-class Regex:
+class Regex(_Frozen):
+    __slots__ = ("compiled", "options", "pattern")
+    _fields = ("pattern", "options")
+    traverse_leaf_arrays = True
     pattern: str
     options: str
-    compiled: Any = field(init=False, repr=False, compare=False)
-    traverse_leaf_arrays = True
+    compiled: Any
 
-    def __post_init__(self) -> None:
+    def __init__(self, pattern: str, options: str) -> None:
+        _set(self, "pattern", pattern)
+        _set(self, "options", options)
         # Not the standard library's re: its matching cannot be bounded in time, and a Ctrl-C
         # waits until a catastrophic backtrack ends (never, in practice). regex takes a timeout
         # and checks for signals while it matches. Imported here: ~25 ms that a query without
@@ -154,7 +207,7 @@ class Regex:
             compiled = regex.compile(self.pattern, flags)
         except regex.error as exc:
             raise InvalidFilterError(f"invalid $regex {self.pattern!r}: {exc}") from None
-        object.__setattr__(self, "compiled", compiled)
+        _set(self, "compiled", compiled)
 
     def test(self, value: Any) -> bool:
         if not isinstance(value, str):
@@ -170,10 +223,14 @@ class Regex:
             ) from None
 
 
-@dataclass(frozen=True, slots=True)
-class Size:
-    size: int
+class Size(_Frozen):
+    __slots__ = ("size",)
+    _fields = __slots__
     traverse_leaf_arrays = False
+    size: int
+
+    def __init__(self, size: int) -> None:
+        _set(self, "size", size)
 
     def test(self, value: Any) -> bool:
         return isinstance(value, list) and len(value) == self.size
@@ -217,65 +274,85 @@ def bson_type(value: Any) -> int:
     return 0
 
 
-@dataclass(frozen=True, slots=True)
-class Type:
+class Type(_Frozen):
     """``$type``: the value's BSON type is one of ``codes``; an array matches "array"."""
 
-    codes: frozenset[int]
+    __slots__ = ("codes",)
+    _fields = __slots__
     traverse_leaf_arrays = True
+    codes: frozenset[int]
+
+    def __init__(self, codes: frozenset[int]) -> None:
+        _set(self, "codes", codes)
 
     def test(self, value: Any) -> bool:
         return value is not MISSING and bson_type(value) in self.codes
 
 
-@dataclass(frozen=True, slots=True)
-class Never:
+class Never(_Frozen):
     """``$all: []``, which MongoDB defines to match nothing."""
 
+    __slots__ = ()
     traverse_leaf_arrays = True
 
     def test(self, value: Any) -> bool:
         return False
 
 
-@dataclass(frozen=True, slots=True)
-class ValueAnd:
+class ValueAnd(_Frozen):
     """Several operators on one value, inside ``$elemMatch``."""
 
+    __slots__ = ("items",)
+    _fields = __slots__
     items: tuple[ValueExpr, ...]
+
+    def __init__(self, items: tuple[ValueExpr, ...]) -> None:
+        _set(self, "items", items)
 
     def test(self, value: Any) -> bool:
         return all(item.test(value) for item in self.items)
 
 
-@dataclass(frozen=True, slots=True)
-class ValueNot:
+class ValueNot(_Frozen):
+    __slots__ = ("item",)
+    _fields = __slots__
     item: ValueExpr
+
+    def __init__(self, item: ValueExpr) -> None:
+        _set(self, "item", item)
 
     def test(self, value: Any) -> bool:
         return not self.item.test(value)
 
 
-@dataclass(frozen=True, slots=True)
-class ElemMatchValue:
+class ElemMatchValue(_Frozen):
     """``{"$elemMatch": {"$gt": 1, "$lt": 5}}``: one element satisfies every operator."""
 
-    condition: ValueExpr
+    __slots__ = ("condition",)
+    _fields = __slots__
     traverse_leaf_arrays = False
+    condition: ValueExpr
+
+    def __init__(self, condition: ValueExpr) -> None:
+        _set(self, "condition", condition)
 
     def test(self, value: Any) -> bool:
         return isinstance(value, list) and any(self.condition.test(item) for item in value)
 
 
-@dataclass(frozen=True, slots=True)
-class ElemMatchObject:
+class ElemMatchObject(_Frozen):
     """``{"$elemMatch": {"x": 1}}``: one element, as a document, matches the filter.
 
     MongoDB tries elements that are arrays too, as documents with fields "0", "1", ...
     """
 
-    filter: Expr
+    __slots__ = ("filter",)
+    _fields = __slots__
     traverse_leaf_arrays = False
+    filter: Expr
+
+    def __init__(self, filter: Expr) -> None:
+        _set(self, "filter", filter)
 
     def test(self, value: Any) -> bool:
         if not isinstance(value, list):
@@ -300,13 +377,19 @@ def as_document(value: dict[str, Any] | list[Any]) -> dict[str, Any]:
 # --- conditions on documents -----------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class PathCondition:
+class PathCondition(_Frozen):
     """A predicate on a path: true if any value the path yields satisfies it."""
 
+    __slots__ = ("parts", "path", "predicate")
+    _fields = ("path", "parts", "predicate")
     path: str
     parts: Path
     predicate: Predicate
+
+    def __init__(self, path: str, parts: Path, predicate: Predicate) -> None:
+        _set(self, "path", path)
+        _set(self, "parts", parts)
+        _set(self, "predicate", predicate)
 
     def matches(self, document: Mapping[str, Any]) -> bool:
         values = iter_path_values(
@@ -315,25 +398,37 @@ class PathCondition:
         return any(self.predicate.test(value) for value in values)
 
 
-@dataclass(frozen=True, slots=True)
-class And:
+class And(_Frozen):
+    __slots__ = ("children",)
+    _fields = __slots__
     children: tuple[Expr, ...]
+
+    def __init__(self, children: tuple[Expr, ...]) -> None:
+        _set(self, "children", children)
 
     def matches(self, document: Mapping[str, Any]) -> bool:
         return all(child.matches(document) for child in self.children)
 
 
-@dataclass(frozen=True, slots=True)
-class Or:
+class Or(_Frozen):
+    __slots__ = ("children",)
+    _fields = __slots__
     children: tuple[Expr, ...]
+
+    def __init__(self, children: tuple[Expr, ...]) -> None:
+        _set(self, "children", children)
 
     def matches(self, document: Mapping[str, Any]) -> bool:
         return any(child.matches(document) for child in self.children)
 
 
-@dataclass(frozen=True, slots=True)
-class Not:
+class Not(_Frozen):
+    __slots__ = ("child",)
+    _fields = __slots__
     child: Expr
+
+    def __init__(self, child: Expr) -> None:
+        _set(self, "child", child)
 
     def matches(self, document: Mapping[str, Any]) -> bool:
         return not self.child.matches(document)
@@ -342,11 +437,15 @@ class Not:
 Expr = PathCondition | And | Or | Not
 
 
-@dataclass(frozen=True, slots=True)
-class Filter:
+class Filter(_Frozen):
     """A validated filter; ``matches`` applies MongoDB's semantics to one document."""
 
+    __slots__ = ("expr",)
+    _fields = __slots__
     expr: Expr
+
+    def __init__(self, expr: Expr) -> None:
+        _set(self, "expr", expr)
 
     def matches(self, document: Mapping[str, Any]) -> bool:
         return self.expr.matches(document)
