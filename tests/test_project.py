@@ -242,9 +242,17 @@ def test_a_query_on_a_local_store_and_sqlite_imports_no_backend_library(tmp_path
     assert _imported_by(put, tmp_path, ("boto3", "pymongo", "obstore", "pydantic")) == []
     query = "from s3idx.cli import main\nmain(['query', '{}', '--limit', '1'])"
     assert _imported_by(query, tmp_path) == []
-    # Nor the result types of the commands that return one (a query returns none).
-    assert _imported_by(query, tmp_path, ("s3idx.engine.results",)) == []
+    # Nor the result types of the commands that return one (a query returns none), nor the
+    # reading of bodies (hashlib's OpenSSL with it), nor what only a config file or --shard need.
+    unused = ("s3idx.engine.results", "s3idx.engine.read", "hashlib", "tomllib", "socket")
+    assert _imported_by(query, tmp_path, unused) == []
     assert _imported_by(put, tmp_path, ("s3idx.engine.results",)) == ["s3idx.engine.results"]
+    full = query.replace("'--limit'", "'--full', '--limit'")
+    assert _imported_by(full, tmp_path, unused) == ["hashlib", "s3idx.engine.read"]
+    config = tmp_path / "s3idx.toml"
+    config.write_text("workers = 2\n")
+    with_config = f"import os\nos.environ['S3IDX_CONFIG'] = {str(config)!r}\n{query}"
+    assert _imported_by(with_config, tmp_path, unused) == ["tomllib"]
 
 
 _REPORT_BUILT = (
