@@ -21,13 +21,14 @@ import math
 from collections.abc import Mapping
 from datetime import datetime
 from enum import Enum
-from typing import Any, ClassVar
+from typing import Any
 
 from s3idx.codec import is_date_tag, normalize_datetime, parse_date_tag
 from s3idx.errors import InvalidFilterError
 from s3idx.limits import MAX_NESTING, NESTING_MESSAGE, json_depth
 from s3idx.query.paths import Path, iter_path_values, split_path
 from s3idx.query.values import MISSING, canonical, compare, type_class
+from s3idx.records import Record, init_field
 
 SUPPORTED_OPERATORS = (
     "$eq",
@@ -57,47 +58,6 @@ REGEX_FLAGS = {"i": "IGNORECASE", "m": "MULTILINE", "s": "DOTALL", "x": "VERBOSE
 REGEX_TIME_LIMIT = 1.0
 
 
-# --- the expression types ----------------------------------------------------------------------
-
-
-class _Frozen:
-    """An immutable record: its fields are set once, by ``__init__``; it is equal to, and
-    hashed as, a record of its class with the same ``_fields``, and shown as a dataclass is.
-
-    Not frozen dataclasses: building one runs ``exec`` for each generated method, which for
-    this module's eighteen types was ~12 ms of every query's start (issue 17).
-    """
-
-    __slots__ = ()
-    _fields: ClassVar[tuple[str, ...]] = ()  # compared, hashed and shown
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        raise AttributeError(f"cannot assign to field {name!r} of {type(self).__name__}")
-
-    def __delattr__(self, name: str) -> None:
-        raise AttributeError(f"cannot delete field {name!r} of {type(self).__name__}")
-
-    def _values(self) -> tuple[Any, ...]:
-        return tuple(getattr(self, name) for name in self._fields)
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not self.__class__ or not isinstance(other, _Frozen):
-            return NotImplemented
-        return self._values() == other._values()
-
-    def __hash__(self) -> int:
-        return hash(self._values())
-
-    def __repr__(self) -> str:
-        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self._fields)
-        return f"{type(self).__qualname__}({fields})"
-
-
-def _set(record: _Frozen, name: str, value: Any) -> None:
-    """Set a field of a record being initialised (``_Frozen`` refuses assignment after)."""
-    object.__setattr__(record, name, value)
-
-
 class CmpOp(Enum):
     GT = "$gt"
     GTE = "$gte"
@@ -119,14 +79,14 @@ class CmpOp(Enum):
 # path is to be walked with arrays at its end expanded (``traverse_leaf_arrays``).
 
 
-class Eq(_Frozen):
+class Eq(Record):
     __slots__ = ("value",)
     _fields = __slots__
     traverse_leaf_arrays = True
     value: Any
 
     def __init__(self, value: Any) -> None:
-        _set(self, "value", value)
+        init_field(self, "value", value)
 
     def test(self, value: Any) -> bool:
         if self.value is None:
@@ -135,7 +95,7 @@ class Eq(_Frozen):
         return compare(value, self.value) == 0
 
 
-class Cmp(_Frozen):
+class Cmp(Record):
     __slots__ = ("op", "value")
     _fields = ("op", "value")
     traverse_leaf_arrays = True
@@ -143,8 +103,8 @@ class Cmp(_Frozen):
     value: Any
 
     def __init__(self, op: CmpOp, value: Any) -> None:
-        _set(self, "op", op)
-        _set(self, "value", value)
+        init_field(self, "op", op)
+        init_field(self, "value", value)
 
     def test(self, value: Any) -> bool:
         if self.value is None or value is None or value is MISSING:
@@ -156,7 +116,7 @@ class Cmp(_Frozen):
         return self.op.holds(compare(value, self.value))
 
 
-class In(_Frozen):
+class In(Record):
     __slots__ = ("has_null", "keys", "values")
     _fields = ("values",)
     traverse_leaf_arrays = True
@@ -165,9 +125,9 @@ class In(_Frozen):
     keys: frozenset[str]
 
     def __init__(self, values: tuple[Any, ...]) -> None:
-        _set(self, "values", values)
-        _set(self, "has_null", any(v is None for v in values))
-        _set(self, "keys", frozenset(canonical(v) for v in values if v is not None))
+        init_field(self, "values", values)
+        init_field(self, "has_null", any(v is None for v in values))
+        init_field(self, "keys", frozenset(canonical(v) for v in values if v is not None))
 
     def test(self, value: Any) -> bool:
         if value is None or value is MISSING:
@@ -175,7 +135,7 @@ class In(_Frozen):
         return canonical(value) in self.keys
 
 
-class Exists(_Frozen):
+class Exists(Record):
     __slots__ = ()
     traverse_leaf_arrays = True
 
@@ -183,7 +143,7 @@ class Exists(_Frozen):
         return value is not MISSING
 
 
-class Regex(_Frozen):
+class Regex(Record):
     __slots__ = ("compiled", "options", "pattern")
     _fields = ("pattern", "options")
     traverse_leaf_arrays = True
@@ -192,8 +152,8 @@ class Regex(_Frozen):
     compiled: Any
 
     def __init__(self, pattern: str, options: str) -> None:
-        _set(self, "pattern", pattern)
-        _set(self, "options", options)
+        init_field(self, "pattern", pattern)
+        init_field(self, "options", options)
         # Not the standard library's re: its matching cannot be bounded in time, and a Ctrl-C
         # waits until a catastrophic backtrack ends (never, in practice). regex takes a timeout
         # and checks for signals while it matches. Imported here: ~25 ms that a query without
@@ -207,7 +167,7 @@ class Regex(_Frozen):
             compiled = regex.compile(self.pattern, flags)
         except regex.error as exc:
             raise InvalidFilterError(f"invalid $regex {self.pattern!r}: {exc}") from None
-        _set(self, "compiled", compiled)
+        init_field(self, "compiled", compiled)
 
     def test(self, value: Any) -> bool:
         if not isinstance(value, str):
@@ -223,14 +183,14 @@ class Regex(_Frozen):
             ) from None
 
 
-class Size(_Frozen):
+class Size(Record):
     __slots__ = ("size",)
     _fields = __slots__
     traverse_leaf_arrays = False
     size: int
 
     def __init__(self, size: int) -> None:
-        _set(self, "size", size)
+        init_field(self, "size", size)
 
     def test(self, value: Any) -> bool:
         return isinstance(value, list) and len(value) == self.size
@@ -274,7 +234,7 @@ def bson_type(value: Any) -> int:
     return 0
 
 
-class Type(_Frozen):
+class Type(Record):
     """``$type``: the value's BSON type is one of ``codes``; an array matches "array"."""
 
     __slots__ = ("codes",)
@@ -283,13 +243,13 @@ class Type(_Frozen):
     codes: frozenset[int]
 
     def __init__(self, codes: frozenset[int]) -> None:
-        _set(self, "codes", codes)
+        init_field(self, "codes", codes)
 
     def test(self, value: Any) -> bool:
         return value is not MISSING and bson_type(value) in self.codes
 
 
-class Never(_Frozen):
+class Never(Record):
     """``$all: []``, which MongoDB defines to match nothing."""
 
     __slots__ = ()
@@ -299,7 +259,7 @@ class Never(_Frozen):
         return False
 
 
-class ValueAnd(_Frozen):
+class ValueAnd(Record):
     """Several operators on one value, inside ``$elemMatch``."""
 
     __slots__ = ("items",)
@@ -307,25 +267,25 @@ class ValueAnd(_Frozen):
     items: tuple[ValueExpr, ...]
 
     def __init__(self, items: tuple[ValueExpr, ...]) -> None:
-        _set(self, "items", items)
+        init_field(self, "items", items)
 
     def test(self, value: Any) -> bool:
         return all(item.test(value) for item in self.items)
 
 
-class ValueNot(_Frozen):
+class ValueNot(Record):
     __slots__ = ("item",)
     _fields = __slots__
     item: ValueExpr
 
     def __init__(self, item: ValueExpr) -> None:
-        _set(self, "item", item)
+        init_field(self, "item", item)
 
     def test(self, value: Any) -> bool:
         return not self.item.test(value)
 
 
-class ElemMatchValue(_Frozen):
+class ElemMatchValue(Record):
     """``{"$elemMatch": {"$gt": 1, "$lt": 5}}``: one element satisfies every operator."""
 
     __slots__ = ("condition",)
@@ -334,13 +294,13 @@ class ElemMatchValue(_Frozen):
     condition: ValueExpr
 
     def __init__(self, condition: ValueExpr) -> None:
-        _set(self, "condition", condition)
+        init_field(self, "condition", condition)
 
     def test(self, value: Any) -> bool:
         return isinstance(value, list) and any(self.condition.test(item) for item in value)
 
 
-class ElemMatchObject(_Frozen):
+class ElemMatchObject(Record):
     """``{"$elemMatch": {"x": 1}}``: one element, as a document, matches the filter.
 
     MongoDB tries elements that are arrays too, as documents with fields "0", "1", ...
@@ -352,7 +312,7 @@ class ElemMatchObject(_Frozen):
     filter: Expr
 
     def __init__(self, filter: Expr) -> None:
-        _set(self, "filter", filter)
+        init_field(self, "filter", filter)
 
     def test(self, value: Any) -> bool:
         if not isinstance(value, list):
@@ -377,7 +337,7 @@ def as_document(value: dict[str, Any] | list[Any]) -> dict[str, Any]:
 # --- conditions on documents -----------------------------------------------------------------
 
 
-class PathCondition(_Frozen):
+class PathCondition(Record):
     """A predicate on a path: true if any value the path yields satisfies it."""
 
     __slots__ = ("parts", "path", "predicate")
@@ -387,9 +347,9 @@ class PathCondition(_Frozen):
     predicate: Predicate
 
     def __init__(self, path: str, parts: Path, predicate: Predicate) -> None:
-        _set(self, "path", path)
-        _set(self, "parts", parts)
-        _set(self, "predicate", predicate)
+        init_field(self, "path", path)
+        init_field(self, "parts", parts)
+        init_field(self, "predicate", predicate)
 
     def matches(self, document: Mapping[str, Any]) -> bool:
         values = iter_path_values(
@@ -398,37 +358,37 @@ class PathCondition(_Frozen):
         return any(self.predicate.test(value) for value in values)
 
 
-class And(_Frozen):
+class And(Record):
     __slots__ = ("children",)
     _fields = __slots__
     children: tuple[Expr, ...]
 
     def __init__(self, children: tuple[Expr, ...]) -> None:
-        _set(self, "children", children)
+        init_field(self, "children", children)
 
     def matches(self, document: Mapping[str, Any]) -> bool:
         return all(child.matches(document) for child in self.children)
 
 
-class Or(_Frozen):
+class Or(Record):
     __slots__ = ("children",)
     _fields = __slots__
     children: tuple[Expr, ...]
 
     def __init__(self, children: tuple[Expr, ...]) -> None:
-        _set(self, "children", children)
+        init_field(self, "children", children)
 
     def matches(self, document: Mapping[str, Any]) -> bool:
         return any(child.matches(document) for child in self.children)
 
 
-class Not(_Frozen):
+class Not(Record):
     __slots__ = ("child",)
     _fields = __slots__
     child: Expr
 
     def __init__(self, child: Expr) -> None:
-        _set(self, "child", child)
+        init_field(self, "child", child)
 
     def matches(self, document: Mapping[str, Any]) -> bool:
         return not self.child.matches(document)
@@ -437,7 +397,7 @@ class Not(_Frozen):
 Expr = PathCondition | And | Or | Not
 
 
-class Filter(_Frozen):
+class Filter(Record):
     """A validated filter; ``matches`` applies MongoDB's semantics to one document."""
 
     __slots__ = ("expr",)
@@ -445,7 +405,7 @@ class Filter(_Frozen):
     expr: Expr
 
     def __init__(self, expr: Expr) -> None:
-        _set(self, "expr", expr)
+        init_field(self, "expr", expr)
 
     def matches(self, document: Mapping[str, Any]) -> bool:
         return self.expr.matches(document)
