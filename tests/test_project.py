@@ -320,3 +320,44 @@ def test_a_command_line_reads_as_typers_own(
     eager = [run(args) for args in cases]
     assert lazy == eager
     assert "Did you mean 'query'?" in lazy[1][2]
+
+
+def test_a_query_builds_no_dataclass_but_the_public_types(tmp_path: Path) -> None:
+    """Start-up (issue 17): building a dataclass runs exec for each of its methods, ~0.5 ms a
+    class. The value types a query needs are Records (s3idx/records.py); only the public
+    Settings, Shard and Environment, which users may dataclasses.replace, stay dataclasses."""
+    probe = (
+        "import dataclasses, sys\n"
+        "made = []\n"
+        "process = dataclasses._process_class\n"
+        "def recording(cls, *args, **kwargs):\n"
+        "    if cls.__module__.startswith('s3idx'):\n"
+        "        made.append(cls.__qualname__)\n"
+        "    return process(cls, *args, **kwargs)\n"
+        "dataclasses._process_class = recording\n"
+        "from s3idx.cli import main\n"
+        "try:\n"
+        "    main({args!r})\n"
+        "finally:\n"
+        "    sys.stderr.write('MADE ' + ' '.join(sorted(made)) + '\\n')\n"
+    )
+    env = {**os.environ, "S3IDX_HOME": str(tmp_path / "home")}
+    for name in ("S3IDX_STORE", "S3IDX_INDEX"):
+        env.pop(name, None)
+
+    def made(args: list[str]) -> list[str]:
+        result = subprocess.run(
+            [sys.executable, "-c", probe.format(args=args)],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=ROOT,
+        )
+        report = [line for line in result.stderr.splitlines() if line.startswith("MADE")]
+        assert len(report) == 1, result.stderr
+        return report[0].split()[1:]
+
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text('{"fs_id": "a"}\n')
+    assert "PutResult" in made(["put", "-q", str(docs)])  # the probe sees dataclasses
+    assert made(["query", "{}", "--limit", "1"]) == ["Environment", "Settings", "Shard"]
