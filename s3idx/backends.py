@@ -15,12 +15,12 @@ from urllib.parse import unquote, urlsplit
 
 from s3idx.config import TRANSPORTS, Settings, default_index, default_store, redact
 from s3idx.errors import UsageError
+from s3idx.frozen import Frozen, init_field
 from s3idx.index.base import Index
-from s3idx.records import Record, init_field
 from s3idx.store.base import ObjectStore
 
 
-class StoreLocation(Record):
+class StoreLocation(Frozen):
     __slots__ = ("bucket", "kind", "path", "prefix")
     _fields = ("kind", "path", "bucket", "prefix")
     kind: str  # "local" or "s3"
@@ -37,7 +37,7 @@ class StoreLocation(Record):
         init_field(self, "prefix", prefix)
 
 
-class IndexLocation(Record):
+class IndexLocation(Frozen):
     __slots__ = ("database", "kind", "path", "uri")
     _fields = ("kind", "path", "uri", "database")
     kind: str  # "sqlite" or "mongodb"

@@ -27,7 +27,7 @@ from s3idx.errors import (
     UsageError,
     quote_key,
 )
-from s3idx.records import Record, init_field
+from s3idx.frozen import Frozen, init_field
 
 if TYPE_CHECKING:
     import zstandard  # optional at run time (the zstd extra); imported when first needed
@@ -457,7 +457,7 @@ def check_key(key: Any, key_field: str = "fs_id") -> str:
 # --- metadata --------------------------------------------------------------------------------
 
 
-class MetadataEntry(Record):
+class MetadataEntry(Frozen):
     """What an object's metadata says: the index entry and how to read the body."""
 
     __slots__ = ("codec", "entry", "fields", "key_field", "sha256")

@@ -324,7 +324,7 @@ def test_a_command_line_reads_as_typers_own(
 
 def test_a_query_builds_no_dataclass_but_the_public_types(tmp_path: Path) -> None:
     """Start-up (issue 17): building a dataclass runs exec for each of its methods, ~0.5 ms a
-    class. The value types a query needs are Records (s3idx/records.py); only the public
+    class. The value types a query needs are Frozen classes (s3idx/frozen.py); only the public
     Settings, Shard and Environment, which users may dataclasses.replace, stay dataclasses."""
     probe = (
         "import dataclasses, sys\n"

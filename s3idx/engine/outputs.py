@@ -19,12 +19,12 @@ from typing import IO
 from s3idx.backends import parse_index_location, parse_store_location
 from s3idx.config import Settings, config_path
 from s3idx.errors import UsageError, cannot_write_output
-from s3idx.records import Record, init_field
+from s3idx.frozen import Frozen, init_field
 
 SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")
 
 
-class _Kept(Record):
+class _Kept(Frozen):
     """A file, or with ``tree`` a directory and all it holds, that no output may replace."""
 
     __slots__ = ("description", "identity", "path", "tree")

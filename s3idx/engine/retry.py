@@ -15,7 +15,7 @@ from typing import TypeVar
 
 from s3idx.config import DEFAULT_WORKERS
 from s3idx.errors import TransientError
-from s3idx.records import Record, init_field
+from s3idx.frozen import Frozen, init_field
 from s3idx.store.base import (
     DeleteFailure,
     ObjectBody,
@@ -28,7 +28,7 @@ from s3idx.store.base import (
 T = TypeVar("T")
 
 
-class RetryPolicy(Record):
+class RetryPolicy(Frozen):
     """``attempts`` tries in all; sleeps are uniform in [0, min(cap, base * 2**n)]."""
 
     __slots__ = ("attempts", "base", "cap", "timeout_attempts")

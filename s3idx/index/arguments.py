@@ -11,12 +11,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from s3idx.errors import InvalidFilterError
+from s3idx.frozen import Frozen, init_field
 from s3idx.query.paths import split_path
 from s3idx.query.sort import check_sort
-from s3idx.records import Record, init_field
 
 
-class FindArguments(Record):
+class FindArguments(Frozen):
     """``find``'s arguments once checked: ``sort`` as a list, ``fields`` as a list or None."""
 
     __slots__ = ("fields", "limit", "skip", "sort")

@@ -14,14 +14,14 @@ from typing import Any, Protocol, runtime_checkable
 
 from s3idx.codec import RESERVED_FIELD
 from s3idx.errors import IndexSettingsError
-from s3idx.records import Record, init_field
+from s3idx.frozen import Frozen, init_field
 from s3idx.sharding import Shard
 
 Entry = dict[str, Any]
 SortSpec = Sequence[tuple[str, int]]
 
 
-class Bookkeeping(Record):
+class Bookkeeping(Frozen):
     """What the index recorded about an entry's object."""
 
     __slots__ = ("codec", "etag", "sha256", "size")
@@ -50,7 +50,7 @@ def with_bookkeeping(entry: Mapping[str, Any], bookkeeping: Bookkeeping) -> Entr
     return {**entry, RESERVED_FIELD: bookkeeping.as_dict()}
 
 
-class IndexSettings(Record):
+class IndexSettings(Frozen):
     """What an index was created with: its key field and the searchable fields seen so far.
 
     ``pending`` names the fields (among ``fields``) added while documents were already stored,
@@ -80,7 +80,7 @@ class IndexSettings(Record):
         return tuple(f for f in self.fields if f not in waiting)
 
 
-class RebuildStatus(Record):
+class RebuildStatus(Frozen):
     """A rebuild in progress, as ``info`` shows it: ``shards`` is None for one not split into
     shards; ``joined`` are the shards that started on it, ``done`` those that finished their
     part, and ``swapping`` says one of them has claimed the swap."""

@@ -55,6 +55,7 @@ from s3idx.errors import (
     TransientError,
     missing_parent,
 )
+from s3idx.frozen import Frozen, init_field
 from s3idx.index.arguments import check_find_arguments
 from s3idx.index.base import (
     Bookkeeping,
@@ -69,7 +70,6 @@ from s3idx.query.filter import Filter, parse_filter
 from s3idx.query.paths import project, split_path
 from s3idx.query.sort import sort_entries
 from s3idx.query.sql import KeySet, Tables, compile_filter, index_rows
-from s3idx.records import Record, init_field
 from s3idx.sharding import Shard
 
 SCHEMA_VERSION = 2
@@ -621,7 +621,7 @@ class SqliteIndex:
 # --- rebuild ---------------------------------------------------------------------------------
 
 
-class _RebuildPlan(Record):
+class _RebuildPlan(Frozen):
     __slots__ = ("fields", "generation", "key_field", "run", "shards", "started")
     _fields = ("key_field", "fields", "generation", "shards", "run", "started")
     key_field: str

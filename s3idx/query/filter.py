@@ -25,10 +25,10 @@ from typing import Any
 
 from s3idx.codec import is_date_tag, normalize_datetime, parse_date_tag
 from s3idx.errors import InvalidFilterError
+from s3idx.frozen import Frozen, init_field
 from s3idx.limits import MAX_NESTING, NESTING_MESSAGE, json_depth
 from s3idx.query.paths import Path, iter_path_values, split_path
 from s3idx.query.values import MISSING, canonical, compare, type_class
-from s3idx.records import Record, init_field
 
 SUPPORTED_OPERATORS = (
     "$eq",
@@ -79,7 +79,7 @@ class CmpOp(Enum):
 # path is to be walked with arrays at its end expanded (``traverse_leaf_arrays``).
 
 
-class Eq(Record):
+class Eq(Frozen):
     __slots__ = ("value",)
     _fields = __slots__
     traverse_leaf_arrays = True
@@ -95,7 +95,7 @@ class Eq(Record):
         return compare(value, self.value) == 0
 
 
-class Cmp(Record):
+class Cmp(Frozen):
     __slots__ = ("op", "value")
     _fields = ("op", "value")
     traverse_leaf_arrays = True
@@ -116,7 +116,7 @@ class Cmp(Record):
         return self.op.holds(compare(value, self.value))
 
 
-class In(Record):
+class In(Frozen):
     __slots__ = ("has_null", "keys", "values")
     _fields = ("values",)
     traverse_leaf_arrays = True
@@ -135,7 +135,7 @@ class In(Record):
         return canonical(value) in self.keys
 
 
-class Exists(Record):
+class Exists(Frozen):
     __slots__ = ()
     traverse_leaf_arrays = True
 
@@ -143,7 +143,7 @@ class Exists(Record):
         return value is not MISSING
 
 
-class Regex(Record):
+class Regex(Frozen):
     __slots__ = ("compiled", "options", "pattern")
     _fields = ("pattern", "options")
     traverse_leaf_arrays = True
@@ -183,7 +183,7 @@ class Regex(Record):
             ) from None
 
 
-class Size(Record):
+class Size(Frozen):
     __slots__ = ("size",)
     _fields = __slots__
     traverse_leaf_arrays = False
@@ -234,7 +234,7 @@ def bson_type(value: Any) -> int:
     return 0
 
 
-class Type(Record):
+class Type(Frozen):
     """``$type``: the value's BSON type is one of ``codes``; an array matches "array"."""
 
     __slots__ = ("codes",)
@@ -249,7 +249,7 @@ class Type(Record):
         return value is not MISSING and bson_type(value) in self.codes
 
 
-class Never(Record):
+class Never(Frozen):
     """``$all: []``, which MongoDB defines to match nothing."""
 
     __slots__ = ()
@@ -259,7 +259,7 @@ class Never(Record):
         return False
 
 
-class ValueAnd(Record):
+class ValueAnd(Frozen):
     """Several operators on one value, inside ``$elemMatch``."""
 
     __slots__ = ("items",)
@@ -273,7 +273,7 @@ class ValueAnd(Record):
         return all(item.test(value) for item in self.items)
 
 
-class ValueNot(Record):
+class ValueNot(Frozen):
     __slots__ = ("item",)
     _fields = __slots__
     item: ValueExpr
@@ -285,7 +285,7 @@ class ValueNot(Record):
         return not self.item.test(value)
 
 
-class ElemMatchValue(Record):
+class ElemMatchValue(Frozen):
     """``{"$elemMatch": {"$gt": 1, "$lt": 5}}``: one element satisfies every operator."""
 
     __slots__ = ("condition",)
@@ -300,7 +300,7 @@ class ElemMatchValue(Record):
         return isinstance(value, list) and any(self.condition.test(item) for item in value)
 
 
-class ElemMatchObject(Record):
+class ElemMatchObject(Frozen):
     """``{"$elemMatch": {"x": 1}}``: one element, as a document, matches the filter.
 
     MongoDB tries elements that are arrays too, as documents with fields "0", "1", ...
@@ -337,7 +337,7 @@ def as_document(value: dict[str, Any] | list[Any]) -> dict[str, Any]:
 # --- conditions on documents -----------------------------------------------------------------
 
 
-class PathCondition(Record):
+class PathCondition(Frozen):
     """A predicate on a path: true if any value the path yields satisfies it."""
 
     __slots__ = ("parts", "path", "predicate")
@@ -358,7 +358,7 @@ class PathCondition(Record):
         return any(self.predicate.test(value) for value in values)
 
 
-class And(Record):
+class And(Frozen):
     __slots__ = ("children",)
     _fields = __slots__
     children: tuple[Expr, ...]
@@ -370,7 +370,7 @@ class And(Record):
         return all(child.matches(document) for child in self.children)
 
 
-class Or(Record):
+class Or(Frozen):
     __slots__ = ("children",)
     _fields = __slots__
     children: tuple[Expr, ...]
@@ -382,7 +382,7 @@ class Or(Record):
         return any(child.matches(document) for child in self.children)
 
 
-class Not(Record):
+class Not(Frozen):
     __slots__ = ("child",)
     _fields = __slots__
     child: Expr
@@ -397,7 +397,7 @@ class Not(Record):
 Expr = PathCondition | And | Or | Not
 
 
-class Filter(Record):
+class Filter(Frozen):
     """A validated filter; ``matches`` applies MongoDB's semantics to one document."""
 
     __slots__ = ("expr",)

@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from enum import Enum
 from typing import Any
 
+from s3idx.frozen import Frozen, init_field
 from s3idx.query.filter import (
     NUMBER_TYPES,
     And,
@@ -45,7 +46,6 @@ from s3idx.query.filter import (
 )
 from s3idx.query.paths import Path, is_array_index, iter_path_values, split_path
 from s3idx.query.values import TypeClass, canonical, type_class
-from s3idx.records import Record, init_field
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 # SQLite's default SQLITE_MAX_COMPOUND_SELECT is 500; a filter needing more terms than this
@@ -145,7 +145,7 @@ class _Kind(Enum):
     SELECT = "select"
 
 
-class KeySet(Record):
+class KeySet(Frozen):
     """A set of keys: every entry, no entry, or the entries that pass ``direct`` (a condition
     on the entries table's own key column) and whose key the SELECT ``sql`` returns.
 
@@ -243,7 +243,7 @@ def _direct(condition: str, params: Iterable[Any]) -> KeySet:
     return KeySet(_Kind.SELECT, True, direct=condition, direct_params=tuple(params))
 
 
-class Tables(Record):
+class Tables(Frozen):
     __slots__ = ("entries", "values")
     _fields = ("entries", "values")
     entries: str

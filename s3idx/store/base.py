@@ -11,10 +11,10 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Protocol, runtime_checkable
 
-from s3idx.records import Record, init_field
+from s3idx.frozen import Frozen, init_field
 
 
-class ObjectInfo(Record):
+class ObjectInfo(Frozen):
     """One listed object: enough to tell whether it changed since the index recorded it."""
 
     __slots__ = ("etag", "key", "last_modified", "size")
@@ -57,7 +57,7 @@ class RequestCounter:
         return self._value
 
 
-class ObjectHead(Record):
+class ObjectHead(Frozen):
     __slots__ = ("etag", "key", "last_modified", "metadata", "size")
     _fields = ("key", "etag", "size", "metadata", "last_modified")
     key: str
@@ -83,7 +83,7 @@ class ObjectHead(Record):
         init_field(self, "last_modified", last_modified)
 
 
-class PutReceipt(Record):
+class PutReceipt(Frozen):
     __slots__ = ("etag", "size")
     _fields = ("etag", "size")
     etag: str
@@ -94,7 +94,7 @@ class PutReceipt(Record):
         init_field(self, "size", size)
 
 
-class ObjectBody(Record):
+class ObjectBody(Frozen):
     """An object being read: metadata first, then the body as chunks (streamed)."""
 
     __slots__ = ("chunks", "head", "length")
@@ -120,7 +120,7 @@ class ObjectBody(Record):
 CHANGED_REASON = "the object changed since it was read (a newer write); it was left as it is"
 
 
-class DeleteFailure(Record):
+class DeleteFailure(Frozen):
     __slots__ = ("changed", "key", "reason")
     _fields = ("key", "reason", "changed")
     key: str

@@ -1,4 +1,4 @@
-"""The small value types (``s3idx.records.Record``) behave as the frozen dataclasses they
+"""The small value types (``s3idx.frozen.Frozen``) behave as the frozen dataclasses they
 replaced: equal and hashed by their fields, shown with them, unchangeable, copied and pickled."""
 
 from __future__ import annotations
