@@ -12,11 +12,16 @@ Use it from Python without the command line::
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
 
 from s3idx._version import __version__
 
+# Not typing's TYPE_CHECKING: importing typing (with re, enum, collections) was most of what
+# `s3idx --version` took in an installed s3idx (issue 17). mypy reads this name as typing's.
+TYPE_CHECKING = False
+
 if TYPE_CHECKING:
+    from typing import Any
+
     from s3idx.config import Settings, resolve_settings
     from s3idx.engine import (
         DeleteResult,

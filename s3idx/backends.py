@@ -10,30 +10,48 @@ import difflib
 import re
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from s3idx.config import TRANSPORTS, Settings, default_index, default_store, redact
 from s3idx.errors import UsageError
+from s3idx.frozen import Frozen, init_field
 from s3idx.index.base import Index
 from s3idx.store.base import ObjectStore
 
 
-@dataclass(frozen=True, slots=True)
-class StoreLocation:
+class StoreLocation(Frozen):
+    __slots__ = ("bucket", "kind", "path", "prefix")
+    _fields = ("kind", "path", "bucket", "prefix")
     kind: str  # "local" or "s3"
-    path: Path | None = None
-    bucket: str = ""
-    prefix: str = ""
+    path: Path | None
+    bucket: str
+    prefix: str
+
+    def __init__(
+        self, kind: str, path: Path | None = None, bucket: str = "", prefix: str = ""
+    ) -> None:
+        init_field(self, "kind", kind)
+        init_field(self, "path", path)
+        init_field(self, "bucket", bucket)
+        init_field(self, "prefix", prefix)
 
 
-@dataclass(frozen=True, slots=True)
-class IndexLocation:
+class IndexLocation(Frozen):
+    __slots__ = ("database", "kind", "path", "uri")
+    _fields = ("kind", "path", "uri", "database")
     kind: str  # "sqlite" or "mongodb"
-    path: Path | None = None
-    uri: str = ""
-    database: str = ""
+    path: Path | None
+    uri: str
+    database: str
+
+    def __init__(
+        self, kind: str, path: Path | None = None, uri: str = "", database: str = ""
+    ) -> None:
+        init_field(self, "kind", kind)
+        init_field(self, "path", path)
+        init_field(self, "uri", uri)
+        init_field(self, "database", database)
 
 
 def parse_store_location(text: str) -> StoreLocation:

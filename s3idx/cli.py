@@ -10,6 +10,7 @@ invoking ``app``, replaces the process's streams (tests do).
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import functools
 import inspect
@@ -17,7 +18,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, MutableMapping, Sequence
 from enum import StrEnum
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Annotated, Any, NoReturn, Protocol, TypeVar, cast
@@ -42,12 +43,8 @@ from s3idx.config import (
     remember_location_secrets,
     resolve_settings,
 )
-from s3idx.engine.outputs import (
-    guard_output,
-    open_output,
-    refuse_outputs_over_inputs,
-)
-from s3idx.engine.results import REPORTED_KEYS_LIMIT
+from s3idx.engine.events import REPORTED_KEYS_LIMIT
+from s3idx.engine.outputs import guard_output, open_output, refuse_outputs_over_inputs
 from s3idx.environment import Environment
 from s3idx.errors import (
     ExitStatus,
@@ -241,6 +238,58 @@ class _Typer(typer.Typer):
     def command(self, *args: Any, **kwargs: Any) -> Callable[[_CommandFunction], _CommandFunction]:
         kwargs.setdefault("cls", _Command)
         return super().command(*args, **kwargs)
+
+
+class _Commands(MutableMapping[str, Any]):
+    """The commands of a Typer app by name, in the order they were added, each built by Typer
+    (its click command and parameters) when first looked up.
+
+    Running one command looks up that one only; help, completion and the suggestions for an
+    unknown command look every command up (or list the names), so they read what Typer's own
+    group holds. Building all nine commands' parameters was ~10% of a query's start-up
+    (issue 17).
+    """
+
+    def __init__(self, typer_app: typer.Typer) -> None:
+        self._app = typer_app
+        # A name to its CommandInfo until built, then to its click command.
+        self._commands: dict[str, Any] = {
+            info.name or typer.main.get_command_name(info.callback.__name__): info
+            for info in typer_app.registered_commands
+            if info.callback is not None
+        }
+
+    def __getitem__(self, name: str) -> Any:
+        command = self._commands[name]
+        if isinstance(command, typer.models.CommandInfo):
+            command = self._commands[name] = typer.main.get_command_from_info(
+                command,
+                pretty_exceptions_short=self._app.pretty_exceptions_short,
+                rich_markup_mode=self._app.rich_markup_mode,
+            )
+        return command
+
+    def __setitem__(self, name: str, command: Any) -> None:
+        self._commands[name] = command
+
+    def __delitem__(self, name: str) -> None:
+        del self._commands[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._commands)
+
+    def __len__(self) -> int:
+        return len(self._commands)
+
+
+def _click_group(typer_app: typer.Typer) -> Any:
+    """``typer_app`` as the click group Typer would build (``typer.main.get_command``), with
+    its commands built on first use (``_Commands``)."""
+    callback_only = copy.copy(typer_app)
+    callback_only.registered_commands = []
+    group = typer.main.get_group(callback_only)
+    group.commands = _Commands(typer_app)
+    return group
 
 
 app = _Typer(
@@ -1383,7 +1432,9 @@ def main(args: Sequence[str] | None = None, *, env: Environment | None = None) -
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, _abort_on_signal)
     try:
-        status = app(args=argv, prog_name="s3idx", standalone_mode=False, obj=env)
+        # As app(...) runs it (Typer's exception hook only matters with pretty exceptions).
+        group = _click_group(app)
+        status = group(args=argv, prog_name="s3idx", standalone_mode=False, obj=env)
     except _CLICK_EXCEPTION as caught:  # a flag or argument that parsing refused
         exc = cast(_ParseError, caught)
         exc.show(file=env.stderr)

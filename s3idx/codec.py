@@ -13,7 +13,6 @@ import re
 import threading
 import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +27,7 @@ from s3idx.errors import (
     UsageError,
     quote_key,
 )
+from s3idx.frozen import Frozen, init_field
 
 if TYPE_CHECKING:
     import zstandard  # optional at run time (the zstd extra); imported when first needed
@@ -457,15 +457,30 @@ def check_key(key: Any, key_field: str = "fs_id") -> str:
 # --- metadata --------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class MetadataEntry:
+class MetadataEntry(Frozen):
     """What an object's metadata says: the index entry and how to read the body."""
 
+    __slots__ = ("codec", "entry", "fields", "key_field", "sha256")
+    _fields = ("key_field", "fields", "entry", "codec", "sha256")
     key_field: str
     fields: tuple[str, ...]
     entry: dict[str, Any]
     codec: str
     sha256: str | None
+
+    def __init__(
+        self,
+        key_field: str,
+        fields: tuple[str, ...],
+        entry: dict[str, Any],
+        codec: str,
+        sha256: str | None,
+    ) -> None:
+        init_field(self, "key_field", key_field)
+        init_field(self, "fields", fields)
+        init_field(self, "entry", entry)
+        init_field(self, "codec", codec)
+        init_field(self, "sha256", sha256)
 
 
 def build_metadata(

@@ -10,7 +10,10 @@ from __future__ import annotations
 import errno
 import gc
 import sys
-from typing import NoReturn
+
+TYPE_CHECKING = False  # not typing's: `--version` imports nothing it does not need
+if TYPE_CHECKING:
+    from typing import NoReturn
 
 
 def main() -> NoReturn:

@@ -8,6 +8,9 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+# A document read is held in memory up to this many bytes of JSON, spooled to a temporary file
+# beyond (engine/read.py); here so the engine's default needs no import of the reading code.
+SPOOL_THRESHOLD = 8 << 20
 # MongoDB nests BSON documents at most 100 levels deep and parses filters at most 100 levels of
 # operators deep; s3idx holds every backend to the same, so a filter or an entry that works on
 # SQLite works on MongoDB.

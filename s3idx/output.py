@@ -15,17 +15,7 @@ import orjson
 
 from s3idx import codec
 from s3idx.config import redact
-from s3idx.engine.results import (
-    DeleteResult,
-    Events,
-    MaggmaObjects,
-    PutResult,
-    RebuildResult,
-    ReindexResult,
-    Reject,
-    SyncResult,
-    VerifyResult,
-)
+from s3idx.engine.events import Events
 from s3idx.environment import Environment
 from s3idx.query.paths import split_path
 from s3idx.text import plural
@@ -33,6 +23,18 @@ from s3idx.text import plural
 if TYPE_CHECKING:  # rich is imported only when a terminal needs it: cron never pays for it
     from rich.console import Console
     from rich.table import Table
+
+    # The result types are imported by the commands that make them, not by a query.
+    from s3idx.engine.results import (
+        DeleteResult,
+        MaggmaObjects,
+        PutResult,
+        RebuildResult,
+        ReindexResult,
+        Reject,
+        SyncResult,
+        VerifyResult,
+    )
 
 TABLE_ROW_LIMIT = 1000
 
@@ -336,6 +338,15 @@ def _maggma(maggma: MaggmaObjects, separator: str) -> str:
 
 
 def summary_line(result: object) -> str:
+    from s3idx.engine.results import (
+        DeleteResult,
+        PutResult,
+        RebuildResult,
+        ReindexResult,
+        SyncResult,
+        VerifyResult,
+    )
+
     if isinstance(result, PutResult):
         return put_summary(result)
     if isinstance(result, RebuildResult):

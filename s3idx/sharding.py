@@ -8,7 +8,6 @@ version of s3idx, on every machine and in every language, puts a key in the same
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -21,6 +20,10 @@ MAX_SHARDS = 1_000_000
 
 def shard_of(key: str, count: int) -> int:
     """The shard (0 .. count-1) a key falls in."""
+    # Here, not at the top: hashlib loads OpenSSL (~3 ms), which only --shard needs of every
+    # command that imports this module (start-up time, issue 17).
+    import hashlib
+
     digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()
     return int.from_bytes(digest[:8], "big") % count
 

@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 from s3idx import completions
 from s3idx._version import __version__
 from s3idx.cli import app
+from s3idx.environment import Environment
 from s3idx.errors import EXIT_STATUS_MEANINGS, ExitStatus
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -228,7 +229,8 @@ def test_version_imports_neither_typer_nor_the_engine(tmp_path: Path) -> None:
     code = (
         "import runpy\nsys.argv[1:] = ['--version']\nrunpy.run_module('s3idx', run_name='__main__')"
     )
-    names = ("typer", "click", "s3idx.cli", "s3idx.engine")
+    # Nor typing: without the editable install's import hook, typing was most of its time.
+    names = ("typer", "click", "s3idx.cli", "s3idx.engine", "typing")
     assert _imported_by(code, tmp_path, names) == []
 
 
@@ -241,3 +243,121 @@ def test_a_query_on_a_local_store_and_sqlite_imports_no_backend_library(tmp_path
     assert _imported_by(put, tmp_path, ("boto3", "pymongo", "obstore", "pydantic")) == []
     query = "from s3idx.cli import main\nmain(['query', '{}', '--limit', '1'])"
     assert _imported_by(query, tmp_path) == []
+    # Nor the result types of the commands that return one (a query returns none), nor the
+    # reading of bodies (hashlib's OpenSSL with it), nor what only a config file or --shard need.
+    unused = ("s3idx.engine.results", "s3idx.engine.read", "hashlib", "tomllib", "socket")
+    assert _imported_by(query, tmp_path, unused) == []
+    assert _imported_by(put, tmp_path, ("s3idx.engine.results",)) == ["s3idx.engine.results"]
+    full = query.replace("'--limit'", "'--full', '--limit'")
+    assert _imported_by(full, tmp_path, unused) == ["hashlib", "s3idx.engine.read"]
+    config = tmp_path / "s3idx.toml"
+    config.write_text("workers = 2\n")
+    with_config = f"import os\nos.environ['S3IDX_CONFIG'] = {str(config)!r}\n{query}"
+    assert _imported_by(with_config, tmp_path, unused) == ["tomllib"]
+
+
+_REPORT_BUILT = (
+    "import sys, typer.main\n"
+    "built = []\n"
+    "build = typer.main.get_command_from_info\n"
+    "def recording(info, **kwargs):\n"
+    "    built.append(info.name or info.callback.__name__)\n"
+    "    return build(info, **kwargs)\n"
+    "typer.main.get_command_from_info = recording\n"
+    "from s3idx.cli import main\n"
+    "try:\n"
+    "    main({args!r})\n"
+    "finally:\n"
+    "    sys.stderr.write('BUILT ' + ' '.join(built) + '\\n')\n"
+)
+
+
+def _commands_built(args: list[str], tmp_path: Path) -> list[str]:
+    env = {**os.environ, "S3IDX_HOME": str(tmp_path / "home")}
+    for name in ("S3IDX_STORE", "S3IDX_INDEX"):
+        env.pop(name, None)
+    result = subprocess.run(
+        [sys.executable, "-c", _REPORT_BUILT.format(args=args)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+    )
+    report = [line for line in result.stderr.splitlines() if line.startswith("BUILT")]
+    assert len(report) == 1, result.stderr
+    return report[0].split()[1:]
+
+
+def test_a_command_builds_only_its_own_parameters(tmp_path: Path) -> None:
+    """Start-up (issue 17): running a command builds that command's click parameters, not
+    every command's; help and an unknown command's suggestions still see them all."""
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text('{"fs_id": "a"}\n')
+    assert _commands_built(["put", "-q", str(docs)], tmp_path) == ["put"]
+    assert _commands_built(["query", "{}", "--limit", "1"], tmp_path) == ["query"]
+    assert _commands_built(["rebuild-index", "--help"], tmp_path) == ["rebuild-index"]
+    assert sorted(_commands_built(["--help"], tmp_path)) == sorted(_commands())
+    assert _commands_built(["qurey"], tmp_path) == []
+
+
+def test_a_command_line_reads_as_typers_own(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """main() answers with its commands built on first use as with every command built by
+    Typer up front: help, a command's help, no command, an unknown command refused with its
+    suggestion, a bad flag."""
+    from s3idx import cli
+
+    def run(args: list[str]) -> tuple[Any, str, str]:
+        with pytest.raises(SystemExit) as exited:
+            cli.main(args, env=Environment.from_process())
+        got = capsys.readouterr()
+        return exited.value.code, got.out, got.err
+
+    cases = (["--help"], ["qurey"], ["query", "--help"], ["nonsense", "x"], [], ["get", "--x"])
+    lazy = [run(args) for args in cases]
+    monkeypatch.setattr(cli, "_click_group", typer.main.get_command)
+    eager = [run(args) for args in cases]
+    assert lazy == eager
+    assert "Did you mean 'query'?" in lazy[1][2]
+
+
+def test_a_query_builds_no_dataclass_but_the_public_types(tmp_path: Path) -> None:
+    """Start-up (issue 17): building a dataclass runs exec for each of its methods, ~0.5 ms a
+    class. The value types a query needs are Frozen classes (s3idx/frozen.py); only the public
+    Settings, Shard and Environment, which users may dataclasses.replace, stay dataclasses."""
+    probe = (
+        "import dataclasses, sys\n"
+        "made = []\n"
+        "process = dataclasses._process_class\n"
+        "def recording(cls, *args, **kwargs):\n"
+        "    if cls.__module__.startswith('s3idx'):\n"
+        "        made.append(cls.__qualname__)\n"
+        "    return process(cls, *args, **kwargs)\n"
+        "dataclasses._process_class = recording\n"
+        "from s3idx.cli import main\n"
+        "try:\n"
+        "    main({args!r})\n"
+        "finally:\n"
+        "    sys.stderr.write('MADE ' + ' '.join(sorted(made)) + '\\n')\n"
+    )
+    env = {**os.environ, "S3IDX_HOME": str(tmp_path / "home")}
+    for name in ("S3IDX_STORE", "S3IDX_INDEX"):
+        env.pop(name, None)
+
+    def made(args: list[str]) -> list[str]:
+        result = subprocess.run(
+            [sys.executable, "-c", probe.format(args=args)],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=ROOT,
+        )
+        report = [line for line in result.stderr.splitlines() if line.startswith("MADE")]
+        assert len(report) == 1, result.stderr
+        return report[0].split()[1:]
+
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text('{"fs_id": "a"}\n')
+    assert "PutResult" in made(["put", "-q", str(docs)])  # the probe sees dataclasses
+    assert made(["query", "{}", "--limit", "1"]) == ["Environment", "Settings", "Shard"]

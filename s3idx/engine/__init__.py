@@ -7,9 +7,9 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from s3idx.engine.core import Engine, open_engine
+    from s3idx.engine.events import Events
     from s3idx.engine.results import (
         DeleteResult,
-        Events,
         GetResult,
         PutResult,
         RebuildResult,
@@ -24,10 +24,10 @@ if TYPE_CHECKING:
 _HOMES = {
     "Engine": "s3idx.engine.core",
     "open_engine": "s3idx.engine.core",
+    "Events": "s3idx.engine.events",
     **dict.fromkeys(
         (
             "DeleteResult",
-            "Events",
             "GetResult",
             "PutResult",
             "RebuildResult",

@@ -18,17 +18,7 @@ from s3idx.config import (
     Settings,
     resolve_settings,
 )
-from s3idx.engine.read import SPOOL_THRESHOLD, FetchedDocument, fetch_document, fetch_many
-from s3idx.engine.results import (
-    DeleteResult,
-    Events,
-    GetResult,
-    PutResult,
-    RebuildResult,
-    ReindexResult,
-    SyncResult,
-    VerifyResult,
-)
+from s3idx.engine.events import Events
 from s3idx.engine.retry import RetryingStore
 from s3idx.errors import (
     BackendUnavailableError,
@@ -39,6 +29,7 @@ from s3idx.errors import (
     index_not_found,
 )
 from s3idx.index.base import Entry, Index, IndexSettings, SortSpec
+from s3idx.limits import SPOOL_THRESHOLD
 from s3idx.query.indexed import check_query_paths
 from s3idx.sharding import Shard
 from s3idx.store.base import ObjectStore
@@ -58,8 +49,18 @@ if TYPE_CHECKING:
     from s3idx.engine.manifest_batches import ManifestBatches
     from s3idx.engine.processes import run_put_processes
     from s3idx.engine.put import PutOptions, run_put
+    from s3idx.engine.read import FetchedDocument, fetch_document, fetch_many
     from s3idx.engine.rebuild import run_rebuild
     from s3idx.engine.reindex import run_reindex
+    from s3idx.engine.results import (
+        DeleteResult,
+        GetResult,
+        PutResult,
+        RebuildResult,
+        ReindexResult,
+        SyncResult,
+        VerifyResult,
+    )
     from s3idx.engine.rewrite import MaggmaRewriter
     from s3idx.engine.sync import run_sync
     from s3idx.engine.verify import run_verify
@@ -67,8 +68,9 @@ if TYPE_CHECKING:
 
 class _Lazy:
     """A module, or a callable of one, imported at first use: each operation's modules are
-    imported when it first runs, so a query does not pay for put's, sync's or verify's
-    (start-up time, issue 17). mypy checks the calls against the real imports above."""
+    imported when it first runs, so a query does not pay for put's, sync's or verify's, nor for
+    reading bodies unless it reads them (start-up time, issue 17). mypy checks the calls
+    against the real imports above."""
 
     def __init__(self, module: str, name: str | None = None) -> None:
         self._module, self._name = module, name
@@ -86,6 +88,7 @@ class _Lazy:
 
 if not TYPE_CHECKING:
     delete_ops = _Lazy("s3idx.engine.delete")
+    GetResult = _Lazy("s3idx.engine.results", "GetResult")
     check_field_paths = _Lazy("s3idx.engine.documents", "check_field_paths")
     ReadProgress = _Lazy("s3idx.engine.inputs", "ReadProgress")
     Record = _Lazy("s3idx.engine.inputs", "Record")
@@ -94,6 +97,8 @@ if not TYPE_CHECKING:
     stream_source = _Lazy("s3idx.engine.inputs", "stream_source")
     total_size = _Lazy("s3idx.engine.inputs", "total_size")
     ManifestBatches = _Lazy("s3idx.engine.manifest_batches", "ManifestBatches")
+    fetch_document = _Lazy("s3idx.engine.read", "fetch_document")
+    fetch_many = _Lazy("s3idx.engine.read", "fetch_many")
     run_put_processes = _Lazy("s3idx.engine.processes", "run_put_processes")
     PutOptions = _Lazy("s3idx.engine.put", "PutOptions")
     run_put = _Lazy("s3idx.engine.put", "run_put")

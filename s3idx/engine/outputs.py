@@ -14,25 +14,38 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
 from s3idx.backends import parse_index_location, parse_store_location
 from s3idx.config import Settings, config_path
 from s3idx.errors import OutputError, UsageError, cannot_write_output
+from s3idx.frozen import Frozen, init_field
 
 SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")
 
 
-@dataclass(frozen=True, slots=True)
-class _Kept:
+class _Kept(Frozen):
     """A file, or with ``tree`` a directory and all it holds, that no output may replace."""
 
+    __slots__ = ("description", "identity", "path", "tree")
+    _fields = ("description", "path", "identity", "tree")
     description: str
     path: Path | None
-    identity: tuple[int, int] | None = None
-    tree: bool = False
+    identity: tuple[int, int] | None
+    tree: bool
+
+    def __init__(
+        self,
+        description: str,
+        path: Path | None,
+        identity: tuple[int, int] | None = None,
+        tree: bool = False,
+    ) -> None:
+        init_field(self, "description", description)
+        init_field(self, "path", path)
+        init_field(self, "identity", identity)
+        init_field(self, "tree", tree)
 
 
 def refuse_outputs_over_inputs(

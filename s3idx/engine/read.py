@@ -35,9 +35,9 @@ from s3idx.errors import (
     TransientError,
     quote_key,
 )
+from s3idx.limits import SPOOL_THRESHOLD as SPOOL_THRESHOLD
 from s3idx.store.base import ObjectBody, ObjectHead, ObjectStore
 
-SPOOL_THRESHOLD = 8 << 20
 COPY_CHUNK = 1 << 20
 
 T = TypeVar("T")

@@ -1,4 +1,5 @@
-"""What engine operations report: events while they run, results when they end."""
+"""What engine operations report: results when they end (and ``Events``, from ``events.py``,
+while they run)."""
 
 from __future__ import annotations
 
@@ -10,13 +11,16 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Protocol, TypeVar
 
 from s3idx.config import DEFAULT_KEY_FIELD
+
+# Events and the limit live apart, so the CLI and a query use them without building every
+# result type (start-up time, issue 17); they are still imported from here too.
+from s3idx.engine.events import REPORTED_KEYS_LIMIT as REPORTED_KEYS_LIMIT
+from s3idx.engine.events import Events as Events
 from s3idx.errors import S3idxError
 from s3idx.store.base import ObjectStore
 
 if TYPE_CHECKING:
     from s3idx.engine.metadata_entry import Recovered
-
-REPORTED_KEYS_LIMIT = 10_000  # keys kept for --json; counts are always exact
 
 
 @dataclass(frozen=True, slots=True)
@@ -337,46 +341,6 @@ class VerifyResult:
 
     def as_dict(self) -> dict[str, Any]:
         return {"command": "verify", **asdict(self), "drift": self.drift}
-
-
-class Events:
-    """Callbacks an operation makes while it runs; the default does nothing.
-
-    The CLI overrides these to draw progress and report rejects; the engine never prints.
-    """
-
-    def rejected(self, reject: Reject) -> None:
-        """An input record was not stored."""
-
-    def progress(
-        self,
-        done: int,
-        total: int | None,
-        detail: dict[str, int],
-        *,
-        input_fraction: float | None = None,
-    ) -> None:
-        """Work advanced: ``done`` of ``total`` units of what the operation counts.
-
-        put, get and delete count documents, rebuild-index and sync objects; ``total`` is None
-        when unknown. ``detail`` holds secondary counts (stored, rejected, ...). put also gives
-        ``input_fraction``: its estimate of the share of the input read and finished, when the
-        input's size is known.
-        """
-
-    def skipped(self, key: str, reason: str) -> None:
-        """An object gave no index entry (not an s3idx object, or undecodable metadata)."""
-
-    def drift(self, kind: str, key: str) -> None:
-        """sync found a difference: ``bucket-only``, ``index-only``, ``changed``, or
-        ``interrupted-delete`` (a delete journaled the key and did not finish)."""
-
-    def damaged(self, key: str, reason: str) -> None:
-        """verify found an object that is not what its metadata or index entry says."""
-
-    def warned(self, message: str) -> None:
-        """Something went wrong that costs no data and does not stop the run (a manifest
-        that could not be written); the result's counts say whether it still mattered."""
 
 
 class _Timed(Protocol):

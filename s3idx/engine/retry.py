@@ -11,11 +11,11 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from typing import TypeVar
 
 from s3idx.config import DEFAULT_WORKERS
 from s3idx.errors import TransientError
+from s3idx.frozen import Frozen, init_field
 from s3idx.store.base import (
     DeleteFailure,
     ObjectBody,
@@ -28,14 +28,23 @@ from s3idx.store.base import (
 T = TypeVar("T")
 
 
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
+class RetryPolicy(Frozen):
     """``attempts`` tries in all; sleeps are uniform in [0, min(cap, base * 2**n)]."""
 
-    attempts: int = 8
-    base: float = 0.1
-    cap: float = 20.0
-    timeout_attempts: int = 2  # of a request that got no answer within its deadline
+    __slots__ = ("attempts", "base", "cap", "timeout_attempts")
+    _fields = ("attempts", "base", "cap", "timeout_attempts")
+    attempts: int
+    base: float
+    cap: float
+    timeout_attempts: int  # of a request that got no answer within its deadline
+
+    def __init__(
+        self, attempts: int = 8, base: float = 0.1, cap: float = 20.0, timeout_attempts: int = 2
+    ) -> None:
+        init_field(self, "attempts", attempts)
+        init_field(self, "base", base)
+        init_field(self, "cap", cap)
+        init_field(self, "timeout_attempts", timeout_attempts)
 
     def attempts_for(self, error: TransientError) -> int:
         return min(self.attempts, self.timeout_attempts) if error.timed_out else self.attempts

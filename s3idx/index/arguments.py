@@ -8,22 +8,31 @@ before anything is asked of a database.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from s3idx.errors import InvalidFilterError
+from s3idx.frozen import Frozen, init_field
 from s3idx.query.paths import split_path
 from s3idx.query.sort import check_sort
 
 
-@dataclass(frozen=True, slots=True)
-class FindArguments:
+class FindArguments(Frozen):
     """``find``'s arguments once checked: ``sort`` as a list, ``fields`` as a list or None."""
 
+    __slots__ = ("fields", "limit", "skip", "sort")
+    _fields = ("sort", "skip", "limit", "fields")
     sort: list[tuple[str, int]]
     skip: int
     limit: int
     fields: list[str] | None
+
+    def __init__(
+        self, sort: list[tuple[str, int]], skip: int, limit: int, fields: list[str] | None
+    ) -> None:
+        init_field(self, "sort", sort)
+        init_field(self, "skip", skip)
+        init_field(self, "limit", limit)
+        init_field(self, "fields", fields)
 
 
 def check_find_arguments(

@@ -9,26 +9,33 @@ float, bool, None, list, dict or datetime, and come back with the same types.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
 from s3idx.codec import RESERVED_FIELD
 from s3idx.errors import IndexSettingsError
+from s3idx.frozen import Frozen, init_field
 from s3idx.sharding import Shard
 
 Entry = dict[str, Any]
 SortSpec = Sequence[tuple[str, int]]
 
 
-@dataclass(frozen=True, slots=True)
-class Bookkeeping:
+class Bookkeeping(Frozen):
     """What the index recorded about an entry's object."""
 
+    __slots__ = ("codec", "etag", "sha256", "size")
+    _fields = ("etag", "size", "sha256", "codec")
     etag: str
     size: int
     sha256: str | None
     codec: str
+
+    def __init__(self, etag: str, size: int, sha256: str | None, codec: str) -> None:
+        init_field(self, "etag", etag)
+        init_field(self, "size", size)
+        init_field(self, "sha256", sha256)
+        init_field(self, "codec", codec)
 
     def as_dict(self) -> dict[str, Any]:
         return {"etag": self.etag, "size": self.size, "sha256": self.sha256, "codec": self.codec}
@@ -43,8 +50,7 @@ def with_bookkeeping(entry: Mapping[str, Any], bookkeeping: Bookkeeping) -> Entr
     return {**entry, RESERVED_FIELD: bookkeeping.as_dict()}
 
 
-@dataclass(frozen=True, slots=True)
-class IndexSettings:
+class IndexSettings(Frozen):
     """What an index was created with: its key field and the searchable fields seen so far.
 
     ``pending`` names the fields (among ``fields``) added while documents were already stored,
@@ -52,9 +58,21 @@ class IndexSettings:
     ``reindex`` backfills it. A field added to an empty index is complete at once.
     """
 
+    __slots__ = ("fields", "key_field", "pending")
+    _fields = ("key_field", "fields", "pending")
     key_field: str
-    fields: tuple[str, ...] = field(default_factory=tuple)
-    pending: tuple[tuple[str, int], ...] = field(default_factory=tuple)
+    fields: tuple[str, ...]
+    pending: tuple[tuple[str, int], ...]
+
+    def __init__(
+        self,
+        key_field: str,
+        fields: tuple[str, ...] = (),
+        pending: tuple[tuple[str, int], ...] = (),
+    ) -> None:
+        init_field(self, "key_field", key_field)
+        init_field(self, "fields", fields)
+        init_field(self, "pending", pending)
 
     @property
     def complete_fields(self) -> tuple[str, ...]:
@@ -62,18 +80,35 @@ class IndexSettings:
         return tuple(f for f in self.fields if f not in waiting)
 
 
-@dataclass(frozen=True, slots=True)
-class RebuildStatus:
+class RebuildStatus(Frozen):
     """A rebuild in progress, as ``info`` shows it: ``shards`` is None for one not split into
     shards; ``joined`` are the shards that started on it, ``done`` those that finished their
     part, and ``swapping`` says one of them has claimed the swap."""
 
+    __slots__ = ("done", "joined", "key_field", "shards", "started", "swapping")
+    _fields = ("key_field", "started", "shards", "joined", "done", "swapping")
     key_field: str
-    started: datetime | None = None
-    shards: int | None = None
-    joined: tuple[int, ...] = ()
-    done: tuple[int, ...] = ()
-    swapping: bool = False
+    started: datetime | None
+    shards: int | None
+    joined: tuple[int, ...]
+    done: tuple[int, ...]
+    swapping: bool
+
+    def __init__(
+        self,
+        key_field: str,
+        started: datetime | None = None,
+        shards: int | None = None,
+        joined: tuple[int, ...] = (),
+        done: tuple[int, ...] = (),
+        swapping: bool = False,
+    ) -> None:
+        init_field(self, "key_field", key_field)
+        init_field(self, "started", started)
+        init_field(self, "shards", shards)
+        init_field(self, "joined", joined)
+        init_field(self, "done", done)
+        init_field(self, "swapping", swapping)
 
     def describe(self) -> str:
         when = f" since {self.started:%Y-%m-%d %H:%M:%S} UTC" if self.started else ""

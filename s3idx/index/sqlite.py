@@ -41,7 +41,6 @@ import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import datetime
 from itertools import islice, pairwise
 from pathlib import Path
@@ -56,6 +55,7 @@ from s3idx.errors import (
     TransientError,
     missing_parent,
 )
+from s3idx.frozen import Frozen, init_field
 from s3idx.index.arguments import check_find_arguments
 from s3idx.index.base import (
     Bookkeeping,
@@ -621,14 +621,31 @@ class SqliteIndex:
 # --- rebuild ---------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class _RebuildPlan:
+class _RebuildPlan(Frozen):
+    __slots__ = ("fields", "generation", "key_field", "run", "shards", "started")
+    _fields = ("key_field", "fields", "generation", "shards", "run", "started")
     key_field: str
     fields: tuple[str, ...]
     generation: int
-    shards: int | None = None  # N of a sharded rebuild
-    run: str = ""  # names this rebuild (a plan written before shards existed has none)
-    started: str | None = None  # ISO UTC time
+    shards: int | None  # N of a sharded rebuild
+    run: str  # names this rebuild (a plan written before shards existed has none)
+    started: str | None  # ISO UTC time
+
+    def __init__(
+        self,
+        key_field: str,
+        fields: tuple[str, ...],
+        generation: int,
+        shards: int | None = None,
+        run: str = "",
+        started: str | None = None,
+    ) -> None:
+        init_field(self, "key_field", key_field)
+        init_field(self, "fields", fields)
+        init_field(self, "generation", generation)
+        init_field(self, "shards", shards)
+        init_field(self, "run", run)
+        init_field(self, "started", started)
 
     def as_dict(self) -> dict[str, Any]:
         return {

@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
 from typing import Any
 
 from s3idx.codec import is_date_tag, normalize_datetime, parse_date_tag
 from s3idx.errors import InvalidFilterError
+from s3idx.frozen import Frozen, init_field
 from s3idx.limits import MAX_NESTING, NESTING_MESSAGE, json_depth
 from s3idx.query.paths import Path, iter_path_values, split_path
 from s3idx.query.values import MISSING, canonical, compare, type_class
@@ -79,10 +79,14 @@ class CmpOp(Enum):
 # path is to be walked with arrays at its end expanded (``traverse_leaf_arrays``).
 
 
-@dataclass(frozen=True, slots=True)
-class Eq:
-    value: Any
+class Eq(Frozen):
+    __slots__ = ("value",)
+    _fields = __slots__
     traverse_leaf_arrays = True
+    value: Any
+
+    def __init__(self, value: Any) -> None:
+        init_field(self, "value", value)
 
     def test(self, value: Any) -> bool:
         if self.value is None:
@@ -91,11 +95,16 @@ class Eq:
         return compare(value, self.value) == 0
 
 
-@dataclass(frozen=True, slots=True)
-class Cmp:
+class Cmp(Frozen):
+    __slots__ = ("op", "value")
+    _fields = ("op", "value")
+    traverse_leaf_arrays = True
     op: CmpOp
     value: Any
-    traverse_leaf_arrays = True
+
+    def __init__(self, op: CmpOp, value: Any) -> None:
+        init_field(self, "op", op)
+        init_field(self, "value", value)
 
     def test(self, value: Any) -> bool:
         if self.value is None or value is None or value is MISSING:
@@ -107,17 +116,18 @@ class Cmp:
         return self.op.holds(compare(value, self.value))
 
 
-@dataclass(frozen=True, slots=True)
-class In:
-    values: tuple[Any, ...]
-    has_null: bool = field(init=False, repr=False, compare=False)
-    keys: frozenset[str] = field(init=False, repr=False, compare=False)
+class In(Frozen):
+    __slots__ = ("has_null", "keys", "values")
+    _fields = ("values",)
     traverse_leaf_arrays = True
+    values: tuple[Any, ...]
+    has_null: bool
+    keys: frozenset[str]
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "has_null", any(v is None for v in self.values))
-        keys = frozenset(canonical(v) for v in self.values if v is not None)
-        object.__setattr__(self, "keys", keys)
+    def __init__(self, values: tuple[Any, ...]) -> None:
+        init_field(self, "values", values)
+        init_field(self, "has_null", any(v is None for v in values))
+        init_field(self, "keys", frozenset(canonical(v) for v in values if v is not None))
 
     def test(self, value: Any) -> bool:
         if value is None or value is MISSING:
@@ -125,22 +135,25 @@ class In:
         return canonical(value) in self.keys
 
 
-@dataclass(frozen=True, slots=True)
-class Exists:
+class Exists(Frozen):
+    __slots__ = ()
     traverse_leaf_arrays = True
 
     def test(self, value: Any) -> bool:
         return value is not MISSING
 
 
-@dataclass(frozen=True, slots=True)
-class Regex:
+class Regex(Frozen):
+    __slots__ = ("compiled", "options", "pattern")
+    _fields = ("pattern", "options")
+    traverse_leaf_arrays = True
     pattern: str
     options: str
-    compiled: Any = field(init=False, repr=False, compare=False)
-    traverse_leaf_arrays = True
+    compiled: Any
 
-    def __post_init__(self) -> None:
+    def __init__(self, pattern: str, options: str) -> None:
+        init_field(self, "pattern", pattern)
+        init_field(self, "options", options)
         # Not the standard library's re: its matching cannot be bounded in time, and a Ctrl-C
         # waits until a catastrophic backtrack ends (never, in practice). regex takes a timeout
         # and checks for signals while it matches. Imported here: ~25 ms that a query without
@@ -154,7 +167,7 @@ class Regex:
             compiled = regex.compile(self.pattern, flags)
         except regex.error as exc:
             raise InvalidFilterError(f"invalid $regex {self.pattern!r}: {exc}") from None
-        object.__setattr__(self, "compiled", compiled)
+        init_field(self, "compiled", compiled)
 
     def test(self, value: Any) -> bool:
         if not isinstance(value, str):
@@ -170,10 +183,14 @@ class Regex:
             ) from None
 
 
-@dataclass(frozen=True, slots=True)
-class Size:
-    size: int
+class Size(Frozen):
+    __slots__ = ("size",)
+    _fields = __slots__
     traverse_leaf_arrays = False
+    size: int
+
+    def __init__(self, size: int) -> None:
+        init_field(self, "size", size)
 
     def test(self, value: Any) -> bool:
         return isinstance(value, list) and len(value) == self.size
@@ -217,65 +234,85 @@ def bson_type(value: Any) -> int:
     return 0
 
 
-@dataclass(frozen=True, slots=True)
-class Type:
+class Type(Frozen):
     """``$type``: the value's BSON type is one of ``codes``; an array matches "array"."""
 
-    codes: frozenset[int]
+    __slots__ = ("codes",)
+    _fields = __slots__
     traverse_leaf_arrays = True
+    codes: frozenset[int]
+
+    def __init__(self, codes: frozenset[int]) -> None:
+        init_field(self, "codes", codes)
 
     def test(self, value: Any) -> bool:
         return value is not MISSING and bson_type(value) in self.codes
 
 
-@dataclass(frozen=True, slots=True)
-class Never:
+class Never(Frozen):
     """``$all: []``, which MongoDB defines to match nothing."""
 
+    __slots__ = ()
     traverse_leaf_arrays = True
 
     def test(self, value: Any) -> bool:
         return False
 
 
-@dataclass(frozen=True, slots=True)
-class ValueAnd:
+class ValueAnd(Frozen):
     """Several operators on one value, inside ``$elemMatch``."""
 
+    __slots__ = ("items",)
+    _fields = __slots__
     items: tuple[ValueExpr, ...]
+
+    def __init__(self, items: tuple[ValueExpr, ...]) -> None:
+        init_field(self, "items", items)
 
     def test(self, value: Any) -> bool:
         return all(item.test(value) for item in self.items)
 
 
-@dataclass(frozen=True, slots=True)
-class ValueNot:
+class ValueNot(Frozen):
+    __slots__ = ("item",)
+    _fields = __slots__
     item: ValueExpr
+
+    def __init__(self, item: ValueExpr) -> None:
+        init_field(self, "item", item)
 
     def test(self, value: Any) -> bool:
         return not self.item.test(value)
 
 
-@dataclass(frozen=True, slots=True)
-class ElemMatchValue:
+class ElemMatchValue(Frozen):
     """``{"$elemMatch": {"$gt": 1, "$lt": 5}}``: one element satisfies every operator."""
 
-    condition: ValueExpr
+    __slots__ = ("condition",)
+    _fields = __slots__
     traverse_leaf_arrays = False
+    condition: ValueExpr
+
+    def __init__(self, condition: ValueExpr) -> None:
+        init_field(self, "condition", condition)
 
     def test(self, value: Any) -> bool:
         return isinstance(value, list) and any(self.condition.test(item) for item in value)
 
 
-@dataclass(frozen=True, slots=True)
-class ElemMatchObject:
+class ElemMatchObject(Frozen):
     """``{"$elemMatch": {"x": 1}}``: one element, as a document, matches the filter.
 
     MongoDB tries elements that are arrays too, as documents with fields "0", "1", ...
     """
 
-    filter: Expr
+    __slots__ = ("filter",)
+    _fields = __slots__
     traverse_leaf_arrays = False
+    filter: Expr
+
+    def __init__(self, filter: Expr) -> None:
+        init_field(self, "filter", filter)
 
     def test(self, value: Any) -> bool:
         if not isinstance(value, list):
@@ -300,13 +337,19 @@ def as_document(value: dict[str, Any] | list[Any]) -> dict[str, Any]:
 # --- conditions on documents -----------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class PathCondition:
+class PathCondition(Frozen):
     """A predicate on a path: true if any value the path yields satisfies it."""
 
+    __slots__ = ("parts", "path", "predicate")
+    _fields = ("path", "parts", "predicate")
     path: str
     parts: Path
     predicate: Predicate
+
+    def __init__(self, path: str, parts: Path, predicate: Predicate) -> None:
+        init_field(self, "path", path)
+        init_field(self, "parts", parts)
+        init_field(self, "predicate", predicate)
 
     def matches(self, document: Mapping[str, Any]) -> bool:
         values = iter_path_values(
@@ -315,25 +358,37 @@ class PathCondition:
         return any(self.predicate.test(value) for value in values)
 
 
-@dataclass(frozen=True, slots=True)
-class And:
+class And(Frozen):
+    __slots__ = ("children",)
+    _fields = __slots__
     children: tuple[Expr, ...]
+
+    def __init__(self, children: tuple[Expr, ...]) -> None:
+        init_field(self, "children", children)
 
     def matches(self, document: Mapping[str, Any]) -> bool:
         return all(child.matches(document) for child in self.children)
 
 
-@dataclass(frozen=True, slots=True)
-class Or:
+class Or(Frozen):
+    __slots__ = ("children",)
+    _fields = __slots__
     children: tuple[Expr, ...]
+
+    def __init__(self, children: tuple[Expr, ...]) -> None:
+        init_field(self, "children", children)
 
     def matches(self, document: Mapping[str, Any]) -> bool:
         return any(child.matches(document) for child in self.children)
 
 
-@dataclass(frozen=True, slots=True)
-class Not:
+class Not(Frozen):
+    __slots__ = ("child",)
+    _fields = __slots__
     child: Expr
+
+    def __init__(self, child: Expr) -> None:
+        init_field(self, "child", child)
 
     def matches(self, document: Mapping[str, Any]) -> bool:
         return not self.child.matches(document)
@@ -342,11 +397,15 @@ class Not:
 Expr = PathCondition | And | Or | Not
 
 
-@dataclass(frozen=True, slots=True)
-class Filter:
+class Filter(Frozen):
     """A validated filter; ``matches`` applies MongoDB's semantics to one document."""
 
+    __slots__ = ("expr",)
+    _fields = __slots__
     expr: Expr
+
+    def __init__(self, expr: Expr) -> None:
+        init_field(self, "expr", expr)
 
     def matches(self, document: Mapping[str, Any]) -> bool:
         return self.expr.matches(document)

@@ -15,11 +15,11 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Collection, Iterable, Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import Enum
 from typing import Any
 
+from s3idx.frozen import Frozen, init_field
 from s3idx.query.filter import (
     NUMBER_TYPES,
     And,
@@ -145,22 +145,43 @@ class _Kind(Enum):
     SELECT = "select"
 
 
-@dataclass(frozen=True, slots=True)
-class KeySet:
+class KeySet(Frozen):
     """A set of keys: every entry, no entry, or the entries that pass ``direct`` (a condition
     on the entries table's own key column) and whose key the SELECT ``sql`` returns.
 
     ``exact`` says the set is precisely the matching entries; otherwise it is a superset.
     """
 
+    __slots__ = ("compound", "direct", "direct_params", "exact", "kind", "params", "sql", "terms")
+    _fields = ("kind", "exact", "sql", "params", "direct", "direct_params", "terms", "compound")
     kind: _Kind
     exact: bool
-    sql: str = ""
-    params: tuple[Any, ...] = ()
-    direct: str = ""
-    direct_params: tuple[Any, ...] = ()
-    terms: int = 0
-    compound: bool = False
+    sql: str
+    params: tuple[Any, ...]
+    direct: str
+    direct_params: tuple[Any, ...]
+    terms: int
+    compound: bool
+
+    def __init__(
+        self,
+        kind: _Kind,
+        exact: bool,
+        sql: str = "",
+        params: tuple[Any, ...] = (),
+        direct: str = "",
+        direct_params: tuple[Any, ...] = (),
+        terms: int = 0,
+        compound: bool = False,
+    ) -> None:
+        init_field(self, "kind", kind)
+        init_field(self, "exact", exact)
+        init_field(self, "sql", sql)
+        init_field(self, "params", params)
+        init_field(self, "direct", direct)
+        init_field(self, "direct_params", direct_params)
+        init_field(self, "terms", terms)
+        init_field(self, "compound", compound)
 
     @property
     def is_all(self) -> bool:
@@ -222,10 +243,18 @@ def _direct(condition: str, params: Iterable[Any]) -> KeySet:
     return KeySet(_Kind.SELECT, True, direct=condition, direct_params=tuple(params))
 
 
-@dataclass(frozen=True, slots=True)
-class Tables:
-    entries: str = "entries"
-    values: str = "entry_values"
+class Tables(Frozen):
+    __slots__ = ("entries", "values")
+    _fields = ("entries", "values")
+    entries: str
+    values: str
+
+    def __init__(self, entries: str = "entries", values: str = "entry_values") -> None:
+        init_field(self, "entries", entries)
+        init_field(self, "values", values)
+
+
+_TABLES = Tables()  # the live index's
 
 
 def compile_filter(
@@ -234,7 +263,7 @@ def compile_filter(
     key_field: str,
     fields: Collection[str],
     multikey: Collection[str] | None = None,
-    tables: Tables = Tables(),
+    tables: Tables = _TABLES,
 ) -> KeySet:
     """The keys that may match ``flt``: exactly those when the result says ``exact``.
 

@@ -8,21 +8,31 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol, runtime_checkable
 
+from s3idx.frozen import Frozen, init_field
 
-@dataclass(frozen=True, slots=True)
-class ObjectInfo:
+
+class ObjectInfo(Frozen):
     """One listed object: enough to tell whether it changed since the index recorded it."""
 
+    __slots__ = ("etag", "key", "last_modified", "size")
+    _fields = ("key", "etag", "size", "last_modified")
     key: str
     etag: str
     size: int
     # When the object was stored (UTC), from the listing itself (S3's LastModified, a local
     # file's mtime): with the ETag it lets a manifest line vouch for an object without a HEAD.
-    last_modified: datetime | None = None
+    last_modified: datetime | None
+
+    def __init__(
+        self, key: str, etag: str, size: int, last_modified: datetime | None = None
+    ) -> None:
+        init_field(self, "key", key)
+        init_field(self, "etag", etag)
+        init_field(self, "size", size)
+        init_field(self, "last_modified", last_modified)
 
 
 class RequestCounter:
@@ -47,32 +57,60 @@ class RequestCounter:
         return self._value
 
 
-@dataclass(frozen=True, slots=True)
-class ObjectHead:
+class ObjectHead(Frozen):
+    __slots__ = ("etag", "key", "last_modified", "metadata", "size")
+    _fields = ("key", "etag", "size", "metadata", "last_modified")
     key: str
     etag: str
     size: int
     metadata: dict[str, str]
     # When the object was stored (S3's Last-Modified): the only date an object written by
     # another tool (maggma) may carry, so entries recovered from it can still have one.
-    last_modified: datetime | None = None
+    last_modified: datetime | None
+
+    def __init__(
+        self,
+        key: str,
+        etag: str,
+        size: int,
+        metadata: dict[str, str],
+        last_modified: datetime | None = None,
+    ) -> None:
+        init_field(self, "key", key)
+        init_field(self, "etag", etag)
+        init_field(self, "size", size)
+        init_field(self, "metadata", metadata)
+        init_field(self, "last_modified", last_modified)
 
 
-@dataclass(frozen=True, slots=True)
-class PutReceipt:
+class PutReceipt(Frozen):
+    __slots__ = ("etag", "size")
+    _fields = ("etag", "size")
     etag: str
     size: int
 
+    def __init__(self, etag: str, size: int) -> None:
+        init_field(self, "etag", etag)
+        init_field(self, "size", size)
 
-@dataclass(slots=True)
-class ObjectBody:
+
+class ObjectBody(Frozen):
     """An object being read: metadata first, then the body as chunks (streamed)."""
 
+    __slots__ = ("chunks", "head", "length")
+    _fields = ("head", "chunks", "length")
     head: ObjectHead
     chunks: Iterable[bytes]
     # How many body bytes the store announced (Content-Length), so a reader can tell a body
     # that ended early from a whole one; None when the store cannot say.
-    length: int | None = None
+    length: int | None
+
+    def __init__(
+        self, head: ObjectHead, chunks: Iterable[bytes], length: int | None = None
+    ) -> None:
+        init_field(self, "head", head)
+        init_field(self, "chunks", chunks)
+        init_field(self, "length", length)
 
     def read(self) -> bytes:
         return b"".join(self.chunks)
@@ -82,12 +120,18 @@ class ObjectBody:
 CHANGED_REASON = "the object changed since it was read (a newer write); it was left as it is"
 
 
-@dataclass(frozen=True, slots=True)
-class DeleteFailure:
+class DeleteFailure(Frozen):
+    __slots__ = ("changed", "key", "reason")
+    _fields = ("key", "reason", "changed")
     key: str
     reason: str
     # A conditional delete found another object under the key (a newer write): it was left.
-    changed: bool = False
+    changed: bool
+
+    def __init__(self, key: str, reason: str, changed: bool = False) -> None:
+        init_field(self, "key", key)
+        init_field(self, "reason", reason)
+        init_field(self, "changed", changed)
 
 
 @runtime_checkable

@@ -458,3 +458,18 @@ def test_literal_documents_with_dollar_names_need_eq() -> None:
     # {"a": {"$gt": 1}} is an operator; a document holding such a name is compared via $eq.
     assert matches({"a": {"$eq": {"$gt": 1}}}, {"a": {"$gt": 1}})
     assert not matches({"a": {"$gt": 1}}, {"a": {"$gt": 1}})
+
+
+def test_a_parsed_filter_is_a_value() -> None:
+    """Parsed filters are immutable values: equal (and hashed alike) when they say the same,
+    shown with their parts, refusing changes."""
+    spec = {"a": {"$in": [1, None]}, "b": {"$regex": "^x", "$options": "i"}, "c": {"$gt": 3}}
+    first, second = parse_filter(spec), parse_filter(dict(spec))
+    assert first == second and hash(first) == hash(second)
+    assert first != parse_filter({**spec, "c": {"$gt": 4}})
+    assert first != parse_filter({**spec, "c": {"$gte": 3}})
+    assert repr(parse_filter({"a.b": {"$ne": 5}})) == (
+        "Filter(expr=Not(child=PathCondition(path='a.b', parts=('a', 'b'), predicate=Eq(value=5))))"
+    )
+    with pytest.raises(AttributeError):
+        first.expr = second.expr

@@ -1,0 +1,48 @@
+"""The small value types (``s3idx.frozen.Frozen``) behave as the frozen dataclasses they
+replaced: equal and hashed by their fields, shown with them, unchangeable, copied and pickled."""
+
+from __future__ import annotations
+
+import copy
+import pickle
+from datetime import UTC, datetime
+
+import pytest
+
+from s3idx.query.filter import parse_filter
+from s3idx.store.base import DeleteFailure, ObjectInfo
+
+
+def test_records_are_values() -> None:
+    when = datetime(2026, 1, 2, tzinfo=UTC)
+    info = ObjectInfo("a", "etag", 3, last_modified=when)
+    assert info == ObjectInfo(key="a", etag="etag", size=3, last_modified=when)
+    assert hash(info) == hash(ObjectInfo("a", "etag", 3, when))
+    assert info != ObjectInfo("a", "etag", 3)
+    assert info != ("a", "etag", 3, when)  # another type is never equal
+    assert (
+        repr(DeleteFailure("k", "gone")) == "DeleteFailure(key='k', reason='gone', changed=False)"
+    )
+    assert {info, ObjectInfo("a", "etag", 3, when)} == {info}
+
+
+def test_records_cannot_be_changed() -> None:
+    info = ObjectInfo("a", "etag", 3)
+    with pytest.raises(AttributeError):
+        info.size = 4
+    with pytest.raises(AttributeError):
+        del info.key
+    with pytest.raises(AttributeError):
+        info.other = 1
+    assert info.size == 3
+
+
+def test_records_copy_and_pickle() -> None:
+    info = ObjectInfo("a", "etag", 3, datetime(2026, 1, 2, tzinfo=UTC))
+    for again in (copy.copy(info), copy.deepcopy(info), pickle.loads(pickle.dumps(info))):
+        assert again == info and again is not info
+    # Fields derived in __init__ (a compiled $regex, $in's lookup set) are made again too.
+    flt = parse_filter({"a": {"$in": [1, None]}, "b": {"$regex": "^x", "$options": "i"}})
+    again = pickle.loads(pickle.dumps(flt))
+    assert again == flt
+    assert again.matches({"b": "XY"}) and not again.matches({"a": 2, "b": "XY"})
