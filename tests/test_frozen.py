@@ -4,11 +4,16 @@ replaced: equal and hashed by their fields, shown with them, unchangeable, copie
 from __future__ import annotations
 
 import copy
+import importlib
+import inspect
 import pickle
+import pkgutil
 from datetime import UTC, datetime
 
 import pytest
 
+import s3idx
+from s3idx.frozen import Frozen
 from s3idx.query.filter import parse_filter
 from s3idx.store.base import DeleteFailure, ObjectInfo
 
@@ -46,3 +51,28 @@ def test_records_copy_and_pickle() -> None:
     again = pickle.loads(pickle.dumps(flt))
     assert again == flt
     assert again.matches({"b": "XY"}) and not again.matches({"a": 2, "b": "XY"})
+
+
+def _subclasses(cls: type) -> list[type]:
+    found = []
+    for sub in cls.__subclasses__():
+        found.extend([sub, *_subclasses(sub)])
+    return found
+
+
+def test_every_frozen_type_names_its_fields_as_its_init_takes_them() -> None:
+    """A field left out of ``_fields`` would be ignored by ==, hash and repr, silently; one
+    out of ``__init__``'s order would make copies and pickles swap values."""
+    for module in pkgutil.walk_packages(s3idx.__path__, "s3idx."):
+        if module.name not in ("s3idx.maggma", "s3idx.__main__"):  # an extra; runs the CLI
+            importlib.import_module(module.name)
+    types = [t for t in _subclasses(Frozen) if t.__module__.startswith("s3idx.")]
+    assert len(types) >= 20
+    for kind in types:
+        init = kind.__init__
+        parameters = (
+            () if init is object.__init__ else tuple(inspect.signature(init).parameters)[1:]
+        )
+        assert kind._fields == parameters, kind
+        slots = {s for k in kind.__mro__ for s in getattr(k, "__slots__", ())}
+        assert set(kind._fields) <= slots, kind
