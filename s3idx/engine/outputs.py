@@ -11,6 +11,7 @@ resolved) and by identity (device and inode: hard links, ``/dev/stdin``).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -128,8 +129,13 @@ class GuardedOutput:
     def __enter__(self) -> GuardedOutput:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        if exc_type is None:
+            self.close()
+            return
+        # What stopped the command is the error to report, not a close that fails after it.
+        with contextlib.suppress(OSError):
+            self._stream.close()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._stream, name)

@@ -13,7 +13,8 @@ from typing import Any
 import orjson
 import pytest
 
-from s3idx.errors import ExitStatus
+from s3idx.engine.outputs import open_output
+from s3idx.errors import ExitStatus, OutputError
 from tests.helpers import Run, json_lines, jsonl, subprocess_env
 
 
@@ -261,3 +262,14 @@ def test_a_closed_stderr_does_not_fail_a_put(tmp_path: Path) -> None:
         [sys.executable, "-m", "s3idx", "query", "--count"], capture_output=True, env=env
     )
     assert count.stdout == b"2\n"
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_an_output_closed_after_a_failure_does_not_hide_it() -> None:
+    """The error that stopped a command is reported, not the full disk its output's close met."""
+    with pytest.raises(KeyboardInterrupt), open_output("/dev/full", "--rejects") as rejects:
+        rejects.write(b"held in the buffer until the close\n")
+        raise KeyboardInterrupt
+    full = pytest.raises(OutputError, match="cannot write --rejects /dev/full: No space left")
+    with full, open_output("/dev/full", "--rejects") as rejects:
+        rejects.write(b"held in the buffer until the close\n")
