@@ -11,8 +11,7 @@ Use it from Python without the command line::
 
 from __future__ import annotations
 
-import importlib
-
+from s3idx._lazy import imported_on_first_use
 from s3idx._version import __version__
 
 # Not typing's TYPE_CHECKING: importing typing (with re, enum, collections) was most of what
@@ -20,8 +19,6 @@ from s3idx._version import __version__
 TYPE_CHECKING = False
 
 if TYPE_CHECKING:
-    from typing import Any
-
     from s3idx.config import Settings, resolve_settings
     from s3idx.engine import (
         DeleteResult,
@@ -66,13 +63,7 @@ _HOMES = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module 's3idx' has no attribute {name!r}")
-    value = getattr(importlib.import_module(home), name)
-    globals()[name] = value
-    return value
+__getattr__ = imported_on_first_use(__name__, _HOMES)
 
 
 __all__ = [
