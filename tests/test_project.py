@@ -194,17 +194,19 @@ _REPORT_IMPORTS = (
 
 
 def _imported_by(code: str, tmp_path: Path, names: tuple[str, ...] = HEAVY) -> list[str]:
+    return _reported("IMPORTED", _REPORT_IMPORTS.format(names=names) + code, tmp_path)
+
+
+def _reported(tag: str, code: str, tmp_path: Path) -> list[str]:
+    """The words of the one ``tag`` line that ``code``, run in a fresh interpreter with no
+    location of the caller's, wrote to stderr."""
     env = {**os.environ, "S3IDX_HOME": str(tmp_path / "home")}
     for name in ("S3IDX_STORE", "S3IDX_INDEX", "S3IDX_TRANSPORT"):
         env.pop(name, None)
     result = subprocess.run(
-        [sys.executable, "-c", _REPORT_IMPORTS.format(names=names) + code],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT
     )
-    report = [line for line in result.stderr.splitlines() if line.startswith("IMPORTED")]
+    report = [line for line in result.stderr.splitlines() if line.startswith(tag + " ")]
     assert len(report) == 1, result.stderr
     return report[0].split()[1:]
 
@@ -273,19 +275,7 @@ _REPORT_BUILT = (
 
 
 def _commands_built(args: list[str], tmp_path: Path) -> list[str]:
-    env = {**os.environ, "S3IDX_HOME": str(tmp_path / "home")}
-    for name in ("S3IDX_STORE", "S3IDX_INDEX"):
-        env.pop(name, None)
-    result = subprocess.run(
-        [sys.executable, "-c", _REPORT_BUILT.format(args=args)],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-    )
-    report = [line for line in result.stderr.splitlines() if line.startswith("BUILT")]
-    assert len(report) == 1, result.stderr
-    return report[0].split()[1:]
+    return _reported("BUILT", _REPORT_BUILT.format(args=args), tmp_path)
 
 
 def test_a_command_builds_only_its_own_parameters(tmp_path: Path) -> None:
