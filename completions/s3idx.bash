@@ -19,7 +19,7 @@ _s3idx() {
             --aws-profile) COMPREPLY=(); return;;
             --region) COMPREPLY=(); return;;
             --endpoint-url) COMPREPLY=(); return;;
-            --transport) COMPREPLY=($(compgen -W "boto3 obstore" -- "$cur")); return;;
+            --transport) COMPREPLY=($(compgen -W "boto3 obstore http" -- "$cur")); return;;
             --profile) COMPREPLY=(); return;;
             --config) COMPREPLY=($(compgen -f -- "$cur")); return;;
         esac
@@ -37,7 +37,7 @@ _s3idx() {
             --aws-profile) COMPREPLY=(); return;;
             --region) COMPREPLY=(); return;;
             --endpoint-url) COMPREPLY=(); return;;
-            --transport) COMPREPLY=($(compgen -W "boto3 obstore" -- "$cur")); return;;
+            --transport) COMPREPLY=($(compgen -W "boto3 obstore http" -- "$cur")); return;;
             --profile) COMPREPLY=(); return;;
             --config) COMPREPLY=($(compgen -f -- "$cur")); return;;
         esac
@@ -53,7 +53,7 @@ _s3idx() {
             --aws-profile) COMPREPLY=(); return;;
             --region) COMPREPLY=(); return;;
             --endpoint-url) COMPREPLY=(); return;;
-            --transport) COMPREPLY=($(compgen -W "boto3 obstore" -- "$cur")); return;;
+            --transport) COMPREPLY=($(compgen -W "boto3 obstore http" -- "$cur")); return;;
             --profile) COMPREPLY=(); return;;
             --config) COMPREPLY=($(compgen -f -- "$cur")); return;;
         esac
@@ -78,7 +78,7 @@ _s3idx() {
             --aws-profile) COMPREPLY=(); return;;
             --region) COMPREPLY=(); return;;
             --endpoint-url) COMPREPLY=(); return;;
-            --transport) COMPREPLY=($(compgen -W "boto3 obstore" -- "$cur")); return;;
+            --transport) COMPREPLY=($(compgen -W "boto3 obstore http" -- "$cur")); return;;
             --profile) COMPREPLY=(); return;;
             --config) COMPREPLY=($(compgen -f -- "$cur")); return;;
         esac
@@ -102,7 +102,7 @@ _s3idx() {
             --aws-profile) COMPREPLY=(); return;;
             --region) COMPREPLY=(); return;;
             --endpoint-url) COMPREPLY=(); return;;
-            --transport) COMPREPLY=($(compgen -W "boto3 obstore" -- "$cur")); return;;
+            --transport) COMPREPLY=($(compgen -W "boto3 obstore http" -- "$cur")); return;;
             --profile) COMPREPLY=(); return;;
             --config) COMPREPLY=($(compgen -f -- "$cur")); return;;
         esac
@@ -121,7 +121,7 @@ _s3idx() {
             --aws-profile) COMPREPLY=(); return;;
             --region) COMPREPLY=(); return;;
             --endpoint-url) COMPREPLY=(); return;;
-            --transport) COMPREPLY=($(compgen -W "boto3 obstore" -- "$cur")); return;;
+            --transport) COMPREPLY=($(compgen -W "boto3 obstore http" -- "$cur")); return;;
             --profile) COMPREPLY=(); return;;
             --config) COMPREPLY=($(compgen -f -- "$cur")); return;;
         esac
@@ -139,7 +139,7 @@ _s3idx() {
             --aws-profile) COMPREPLY=(); return;;
             --region) COMPREPLY=(); return;;
             --endpoint-url) COMPREPLY=(); return;;
-            --transport) COMPREPLY=($(compgen -W "boto3 obstore" -- "$cur")); return;;
+            --transport) COMPREPLY=($(compgen -W "boto3 obstore http" -- "$cur")); return;;
             --profile) COMPREPLY=(); return;;
             --config) COMPREPLY=($(compgen -f -- "$cur")); return;;
         esac
@@ -157,7 +157,7 @@ _s3idx() {
             --aws-profile) COMPREPLY=(); return;;
             --region) COMPREPLY=(); return;;
             --endpoint-url) COMPREPLY=(); return;;
-            --transport) COMPREPLY=($(compgen -W "boto3 obstore" -- "$cur")); return;;
+            --transport) COMPREPLY=($(compgen -W "boto3 obstore http" -- "$cur")); return;;
             --profile) COMPREPLY=(); return;;
             --config) COMPREPLY=($(compgen -f -- "$cur")); return;;
         esac
@@ -175,7 +175,7 @@ _s3idx() {
             --aws-profile) COMPREPLY=(); return;;
             --region) COMPREPLY=(); return;;
             --endpoint-url) COMPREPLY=(); return;;
-            --transport) COMPREPLY=($(compgen -W "boto3 obstore" -- "$cur")); return;;
+            --transport) COMPREPLY=($(compgen -W "boto3 obstore http" -- "$cur")); return;;
             --profile) COMPREPLY=(); return;;
             --config) COMPREPLY=($(compgen -f -- "$cur")); return;;
         esac

@@ -195,6 +195,10 @@ def _s3_store_class(transport: str) -> Callable[..., ObjectStore]:
         from s3idx.store.s3 import S3Store
 
         return S3Store
+    if transport == "http":
+        from s3idx.store.s3 import HttpS3Store
+
+        return HttpS3Store
     if transport == "obstore":
         try:
             from s3idx.store.obstore_s3 import ObstoreS3Store

@@ -77,6 +77,7 @@ assert tuple(c.value for c in Compression) == COMPRESSIONS
 class Transport(StrEnum):
     boto3 = "boto3"
     obstore = "obstore"
+    http = "http"
 
 
 assert tuple(t.value for t in Transport) == TRANSPORTS
@@ -348,7 +349,8 @@ LOCATION_OPTIONS = {
     "transport": _option(
         Transport | None,
         "--transport",
-        help="How S3 requests are made: boto3, or obstore (faster; pip install 's3idx[fast]'). "
+        help="How S3 requests are made: boto3; obstore (faster; pip install 's3idx[fast]'); "
+        "or http (boto3, with put's uploads on s3idx's own event loop: fastest). "
         "[default: boto3] [env: S3IDX_TRANSPORT]",
     ),
     "profile": _option(

@@ -22,7 +22,6 @@ key order, then the manifests they replace are deleted).
 from __future__ import annotations
 
 import gzip
-import io
 import secrets
 import zlib
 from collections.abc import Callable, Iterable, Iterator
@@ -119,13 +118,12 @@ def manifest_name(now: datetime | None = None) -> str:
 
 def encode_manifest(lines: Iterable[ManifestLine]) -> bytes:
     """The gzip body of a manifest holding ``lines`` in key order (sorted here)."""
-    buffer = io.BytesIO()
-    with gzip.GzipFile(fileobj=buffer, mode="wb", compresslevel=_GZIP_LEVEL, mtime=0) as gz:
-        gz.write(_HEADER)
-        for line in sorted(lines, key=lambda x: x.key):
-            gz.write(line.to_json())
-            gz.write(b"\n")
-    return buffer.getvalue()
+    # One compress call for the whole text: a GzipFile write per line cost ~5 µs a document.
+    text = [_HEADER]
+    for line in sorted(lines, key=lambda x: x.key):
+        text.append(line.to_json())
+        text.append(b"\n")
+    return gzip.compress(b"".join(text), compresslevel=_GZIP_LEVEL, mtime=0)
 
 
 def write_manifest(store: ObjectStore, lines: Iterable[ManifestLine]) -> str | None:

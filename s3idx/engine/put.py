@@ -19,9 +19,9 @@ import contextlib
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from s3idx import codec
 from s3idx.config import DEFAULT_BATCH_SIZE, DEFAULT_WORKERS
@@ -36,7 +36,10 @@ from s3idx.engine.seen import SeenKeys
 from s3idx.errors import RecordError, S3idxError
 from s3idx.index.base import Bookkeeping, Entry, Index, with_bookkeeping
 from s3idx.sharding import Shard
-from s3idx.store.base import ObjectStore
+from s3idx.store.base import ObjectStore, PutReceipt
+
+if TYPE_CHECKING:
+    from s3idx.engine.loop_uploads import LoopUploads
 
 # Entries of stored objects wait at most about this long for their batch to fill.
 INDEX_FLUSH_SECONDS = 1.0
@@ -91,7 +94,7 @@ class UploadPipeline:
         self._result = result
         self._on_reject = on_reject
         self._on_progress = on_progress  # while the main thread waits, uploads still finish
-        self._workers = _Workers(self._upload, options.workers)
+        self._workers = self._uploads(store, options.workers)
         self._inflight: set[str] = set()
         self._pending: list[Entry] = []
         # The ETag the index recorded for each key in flight or pending, read before its upload
@@ -245,23 +248,41 @@ class UploadPipeline:
         elif self.fatal is None:
             self.fatal = outcome.error
 
-    # --- worker threads ----------------------------------------------------------------------
+    def _uploads(
+        self, store: ObjectStore, workers: int
+    ) -> _Workers | LoopUploads[Prepared, _Outcome]:
+        """Worker threads, or the store's event loop where it has one (the http transport)."""
+        make = getattr(store, "event_loop_uploader", None)
+        uploader = None if make is None else make(workers)
+        if uploader is None:
+            return _Workers(self._upload, workers)
+        from s3idx.engine.loop_uploads import LoopUploads
+
+        return LoopUploads(uploader, store, self._encode, self._outcome)  # type: ignore[arg-type]
+
+    # --- worker threads (or the event loop) ----------------------------------------------------
 
     def _upload(self, prepared: Prepared) -> _Outcome:
+        if self.fatal is not None:
+            return _Outcome(prepared, None, _Cancelled())
         try:
-            entry = self._store_object(prepared)
+            key, body, metadata = self._encode(prepared)
+            receipt = self._store.put(key, body, metadata)
         except BaseException as exc:  # handed to the main thread, which decides
             return _Outcome(prepared, None, exc)
-        return _Outcome(prepared, entry, None)
+        return self._outcome(prepared, receipt, None)
 
-    def _store_object(self, prepared: Prepared) -> Entry:
+    def _encode(self, prepared: Prepared) -> tuple[str, bytes, Mapping[str, str]]:
+        return prepared.key, codec.encode_raw(prepared.body, self._options.codec), prepared.metadata
+
+    def _outcome(
+        self, prepared: Prepared, receipt: PutReceipt | None, error: BaseException | None
+    ) -> _Outcome:
+        if receipt is None:
+            return _Outcome(prepared, None, error)
         options = self._options
-        if self.fatal is not None:
-            raise _Cancelled()
-        body = codec.encode_raw(prepared.body, options.codec)
-        receipt = self._store.put(prepared.key, body, prepared.metadata)
         bookkeeping = Bookkeeping(receipt.etag, receipt.size, prepared.sha256, options.codec)
-        return with_bookkeeping(prepared.entry, bookkeeping)
+        return _Outcome(prepared, with_bookkeeping(prepared.entry, bookkeeping), None)
 
 
 T = TypeVar("T")
@@ -649,6 +670,7 @@ def _prepare_chunk(
     With ``mine`` (``--shard``), records of other shards are only counted.
     """
     by_key: dict[str, Prepared] = {}
+    keys: list[str] = []
     for record in chunk:
         if max_errors is not None and result.rejected >= max_errors:
             break
@@ -666,10 +688,10 @@ def _prepare_chunk(
             continue
         # Its entry and body are made: the parsed tree (~60 objects) need not wait for the upload.
         record.document = None
-        if seen.add(prepared.key):
-            result.duplicates += 1
+        keys.append(prepared.key)
         by_key.pop(prepared.key, None)  # the later one wins and moves to its place
         by_key[prepared.key] = prepared
+    result.duplicates += seen.add_many(keys)
     return list(by_key.values())
 
 

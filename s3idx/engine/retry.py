@@ -11,7 +11,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from s3idx.config import DEFAULT_WORKERS
 from s3idx.errors import TransientError
@@ -24,6 +24,9 @@ from s3idx.store.base import (
     ObjectStore,
     PutReceipt,
 )
+
+if TYPE_CHECKING:
+    from s3idx.store.http_put import HttpUploader
 
 T = TypeVar("T")
 
@@ -192,6 +195,17 @@ class RetryingStore:
 
     def put(self, key: str, body: bytes, metadata: Mapping[str, str]) -> PutReceipt:
         return self._call(lambda: self.inner.put(key, body, metadata))
+
+    def event_loop_uploader(self, connections: int) -> HttpUploader | None:
+        """The inner store's uploader of many objects from one thread, if it has one."""
+        make = getattr(self.inner, "event_loop_uploader", None)
+        return None if make is None else make(connections)
+
+    def put_again(self, key: str, body: bytes, metadata: Mapping[str, str]) -> PutReceipt:
+        """``put`` after an attempt that failed elsewhere (an event-loop upload): counted as
+        a retry, then under the same policy as any put."""
+        self.counter.add()
+        return self.put(key, body, metadata)
 
     def head(self, key: str) -> ObjectHead:
         return self._call(lambda: self.inner.head(key))

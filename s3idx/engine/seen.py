@@ -21,15 +21,18 @@ class SeenKeys:
         self._db.execute("BEGIN")
         self._pending = 0
 
-    def add(self, key: str) -> bool:
-        """Record the key; True if it had been seen before."""
-        cursor = self._db.execute("INSERT OR IGNORE INTO seen(key) VALUES (?)", (key,))
-        self._pending += 1
+    def add_many(self, keys: list[str]) -> int:
+        """Record the keys, in order; how many had been seen before (earlier in the list too).
+
+        One statement for all of them: a statement per key cost ~12 µs of put's CPU a document.
+        """
+        cursor = self._db.executemany("INSERT OR IGNORE INTO seen(key) VALUES (?)", zip(keys))
+        self._pending += len(keys)
         if self._pending >= 10_000:
             self._db.execute("COMMIT")
             self._db.execute("BEGIN")
             self._pending = 0
-        return cursor.rowcount == 0
+        return len(keys) - cursor.rowcount
 
     def close(self) -> None:
         self._db.close()

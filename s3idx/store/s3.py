@@ -1,12 +1,12 @@
 """Amazon S3 (or an S3-compatible server such as MinIO) as an object store, through boto3.
 
 Object keys are ``PREFIX/KEY`` (just ``KEY`` when the prefix is empty). One ``S3Connection``
-holds the bucket, the prefix, and one boto3 session and client that serve every worker thread:
+holds the bucket, the prefix, and one botocore session and client that serve every worker thread:
 botocore clients are thread-safe, and sharing one keeps one connection pool and one credential
 cache. Both transports use it (``S3Store`` here; ``ObstoreS3Store`` takes its credentials,
 endpoint, region and timeouts from it). Credentials and region come from the standard chain of
-a ``boto3.Session`` (environment, ``~/.aws/config`` profiles including ``source_profile`` and
-role chains, ``~/.aws/credentials``, instance roles).
+a botocore session, the one boto3 uses (environment, ``~/.aws/config`` profiles including
+``source_profile`` and role chains, ``~/.aws/credentials``, instance roles).
 
 Every botocore failure is translated into an s3idx error (``s3_errors.translate_error``);
 nothing vendor-specific leaves the store, and no message carries a credential.
@@ -18,9 +18,10 @@ import contextlib
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypedDict, Unpack
+from typing import TYPE_CHECKING, Any, TypedDict, Unpack
+from urllib.parse import SplitResult, urlsplit
 
-import boto3
+import botocore.session
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -45,6 +46,12 @@ from s3idx.store.base import (
     RequestCounter,
 )
 from s3idx.store.s3_errors import error_code, remember_credentials, s3_url, translate_error
+
+if TYPE_CHECKING:
+    import ssl
+
+    from s3idx.store.http_put import HttpUploader
+    from s3idx.store.sigv4 import Credentials
 
 MiB = 1 << 20
 DEFAULT_MULTIPART_THRESHOLD = 64 * MiB
@@ -92,7 +99,7 @@ class ConnectionOptions(TypedDict, total=False):
 
 
 class S3Connection:
-    """One bucket under a prefix, one boto3 session and client, and what is known of the bucket.
+    """One bucket under a prefix, one botocore session and client, and what is known of the bucket.
 
     Built once per store and shared by both transports: the names (``location``, full keys),
     the error translation, and the once-only bucket checks and creation live here, not in
@@ -138,7 +145,7 @@ class S3Connection:
             # virtual-hosted addressing needs; AWS itself needs no endpoint_url.
             s3={"addressing_style": "path"} if endpoint_url else None,
         )
-        self.session: boto3.Session | None = None
+        self.session: botocore.session.Session | None = None
         self.session, self.client = self._connect(
             options.get("profile"), options.get("region"), endpoint_url, config
         )
@@ -146,10 +153,14 @@ class S3Connection:
 
     def _connect(
         self, profile: str | None, region: str | None, endpoint_url: str | None, config: Config
-    ) -> tuple[boto3.Session, Any]:
+    ) -> tuple[botocore.session.Session, Any]:
         try:
-            session = boto3.Session(profile_name=profile, region_name=region)
-            client = session.client("s3", endpoint_url=endpoint_url, config=config)
+            # botocore's session, as boto3.Session wraps it: importing boto3 would add
+            # s3transfer, ~0.14 s of start-up for every S3 command, and nothing used here.
+            session = botocore.session.Session(profile=profile)
+            client = session.create_client(
+                "s3", region_name=region, endpoint_url=endpoint_url, config=config
+            )
         except (ClientError, BotoCoreError) as exc:
             raise self.error(exc) from None
         except ValueError as exc:  # a malformed endpoint URL or region
@@ -579,3 +590,115 @@ def _head(key: str, response: Mapping[str, Any]) -> ObjectHead:
 def _lowercase(metadata: Mapping[str, str]) -> dict[str, str]:
     # S3 folds names to lowercase already; some S3-compatible servers return them capitalised.
     return {name.lower(): value for name, value in metadata.items()}
+
+
+# --- the http transport ----------------------------------------------------------------------
+
+
+class HttpS3Store(S3Store):
+    """The boto3 store, whose bulk uploads (put) go through s3idx's own event-loop HTTP client
+    (``s3idx.store.http_put``) instead of one botocore call per object on a worker thread.
+
+    Every other request, and every upload the event loop could not finish, goes through boto3:
+    one endpoint, one region, one credential chain and one error translation for both.
+    """
+
+    def event_loop_uploader(self, connections: int) -> HttpUploader | None:
+        """An uploader for this bucket and prefix, or None where it cannot go (a proxy, no
+        credentials, unsigned requests): boto3's worker threads then upload."""
+        from s3idx.store.http_put import Endpoint, HttpUploader
+        from s3idx.store.sigv4 import PutSigner
+
+        connection, client = self.connection, self._client
+        if client.meta.config.proxies or _proxied(connection.endpoint_url):
+            return None
+        target = _put_target(client, self.bucket)
+        if target is None:
+            return None
+        parts, region, service = target
+        session = connection.session
+        assert session is not None
+        credentials = session.get_credentials()
+        if credentials is None:
+            return None
+        hostname = parts.hostname
+        assert hostname is not None  # checked by _put_target
+        endpoint = Endpoint(parts.scheme, hostname, parts.port, parts.netloc, parts.path[:-1])
+        return HttpUploader(
+            endpoint,
+            PutSigner(parts.netloc, region, service),
+            lambda: _current(credentials),
+            key_prefix=self._base,
+            connections=connections,
+            connect_timeout=connection.timeouts[0],
+            read_timeout=connection.timeouts[1],
+            ssl_context=_ssl_context(session) if endpoint.tls else None,
+            user_agent=f"s3idx/{__version__}",
+            on_request=connection.requests.add,
+        )
+
+
+class _Target(Exception):
+    """Carries what botocore was about to sign out of its request pipeline."""
+
+
+def _put_target(client: Any, bucket: str) -> tuple[SplitResult, str, str] | None:
+    """Where botocore sends a PutObject of ``bucket`` and how it signs it: the URL (its path
+    ending in the key), the signing region and service; None unless signed with SigV4.
+
+    botocore's own rules decide (virtual-hosted or path addressing, regions, custom
+    endpoints): a put_object is started and stopped just before it would be signed.
+    """
+
+    def capture(request: Any, signing_name: str, region_name: str, **kwargs: Any) -> None:
+        signing = request.context.get("signing", {})
+        version = kwargs.get("signature_version")
+        raise _Target(
+            request.url,
+            signing.get("region") or region_name,
+            signing.get("signing_name") or signing_name,
+            version,
+        )
+
+    event = "before-sign.s3.PutObject"
+    client.meta.events.register_first(event, capture, unique_id="s3idx-put-target")
+    try:
+        client.put_object(Bucket=bucket, Key="k", Body=b"")
+    except _Target as target:
+        url, region, service, version = target.args
+    except (ClientError, BotoCoreError):
+        return None
+    else:  # pragma: no cover - botocore always signs before sending
+        return None
+    finally:
+        client.meta.events.unregister(event, unique_id="s3idx-put-target")
+    parts = urlsplit(url)
+    if version not in ("s3v4", "v4") or not parts.path.endswith("/k") or not parts.hostname:
+        return None
+    return parts, region, service
+
+
+def _proxied(url: str) -> bool:
+    """Whether botocore would send requests to ``url`` through a proxy from the environment."""
+    from urllib.request import getproxies, proxy_bypass
+
+    parts = urlsplit(url)
+    return parts.scheme in getproxies() and not proxy_bypass(parts.netloc)
+
+
+def _current(credentials: Any) -> Credentials:
+    from s3idx.store.sigv4 import Credentials
+
+    frozen = credentials.get_frozen_credentials()  # refreshed first when about to expire
+    return Credentials(frozen.access_key, frozen.secret_key, frozen.token)
+
+
+def _ssl_context(session: botocore.session.Session) -> ssl.SSLContext:
+    """Certificates as botocore trusts them: AWS_CA_BUNDLE or a profile's ca_bundle, else its
+    default bundle."""
+    import ssl
+
+    from botocore.httpsession import get_cert_path
+
+    bundle = session.get_config_variable("ca_bundle")
+    return ssl.create_default_context(cafile=bundle or get_cert_path(True))

