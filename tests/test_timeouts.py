@@ -91,6 +91,7 @@ def _run(home: Path, server: RawServer, transport: str, *args: str) -> tuple[int
         ("boto3", ("get", "a")),
         ("boto3", ("sync",)),
         ("obstore", ("put", "SOURCE")),
+        ("http", ("put", "SOURCE")),
         ("obstore", ("rebuild-index",)),
     ],
     ids=lambda value: value if isinstance(value, str) else value[0],

@@ -30,6 +30,8 @@ from s3idx.codec import check_metadata_size
 from s3idx.store.sigv4 import Credentials, PutSigner
 
 RECV_SIZE = 65536
+# New connections look the endpoint's name up again after this long (S3 moves its addresses).
+RESOLVE_SECONDS = 60.0
 _ERROR_CODE = re.compile(rb"<Code>([^<]{1,64})</Code>")
 
 
@@ -83,7 +85,7 @@ _CONNECTING, _HANDSHAKE, _IDLE, _SENDING, _RECEIVING = range(5)
 
 
 class _Connection:
-    __slots__ = ("answered", "buf", "deadline", "out", "request", "sock", "state", "used")
+    __slots__ = ("buf", "deadline", "out", "request", "sock", "state", "used")
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock: Any = sock  # an ssl.SSLSocket after the handshake on https
@@ -93,7 +95,6 @@ class _Connection:
         self.buf = bytearray()
         self.deadline = 0.0
         self.used = 0  # requests completed on it: a reused one may have been closed meanwhile
-        self.answered = False
 
 
 class HttpUploader:
@@ -133,6 +134,7 @@ class HttpUploader:
         self._open: set[_Connection] = set()
         self._finished: list[Outcome] = []
         self._addresses: list[Any] | None = None
+        self._resolved = 0.0
         self._next_address = 0
         self._date_second = -1
         self._amz_date = ""
@@ -275,11 +277,13 @@ class HttpUploader:
         return connection
 
     def _address(self) -> Any:
-        if self._addresses is None:
+        now = time.monotonic()
+        if self._addresses is None or now - self._resolved >= RESOLVE_SECONDS:
             endpoint = self._endpoint
             self._addresses = socket.getaddrinfo(
                 endpoint.hostname, endpoint.port, type=socket.SOCK_STREAM
             )
+            self._resolved = now
         # Several addresses (S3 answers with many): connections spread over them.
         address = self._addresses[self._next_address % len(self._addresses)]
         self._next_address += 1
@@ -314,7 +318,6 @@ class HttpUploader:
         if connection.state in (_IDLE, _SENDING) and not connection.out:
             connection.out = memoryview(request.data)
             connection.buf = bytearray()
-            connection.answered = False
             connection.state = _SENDING
             connection.deadline = time.monotonic() + self._read_timeout
             self._on_request()
@@ -322,6 +325,8 @@ class HttpUploader:
             while connection.out:
                 sent = connection.sock.send(connection.out)
                 connection.out = connection.out[sent:]
+                # The timeout is of silence, as botocore's: a large body may take longer.
+                connection.deadline = time.monotonic() + self._read_timeout
         except (BlockingIOError, ssl.SSLWantWriteError):
             self._watch(connection, selectors.EVENT_WRITE)
             return
@@ -348,6 +353,7 @@ class HttpUploader:
                 self._answer_ended(connection)
                 return
             connection.buf += data
+            connection.deadline = time.monotonic() + self._read_timeout
             if self._parse(connection):
                 return
 

@@ -1,0 +1,242 @@
+"""The http transport: put's uploads signed and sent by s3idx's own event loop (store/http_put.py).
+
+What is checked here, through the public interface where there is one: the signatures are
+botocore's own (byte for byte), a server that verifies signatures accepts every upload (none
+falls back to boto3), uploads the loop cannot finish are sent again through boto3 and counted
+as retries, the objects read back as boto3's do, and the loop stands aside where botocore would
+use a proxy. The uploader's behaviour against misbehaving servers is in test_http_uploader.py.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+from botocore.auth import S3SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials as BotocoreCredentials
+
+from s3idx.store import s3 as s3_module
+from s3idx.store.s3 import HttpS3Store
+from s3idx.store.sigv4 import Credentials, PutSigner
+from tests.conftest import moto_api
+from tests.helpers import Run, jsonl
+
+DOCS = [{"fs_id": f"doc {i:03d}/é", "v": i, "meta": {"tag": f"t{i % 3}"}} for i in range(120)]
+
+
+# --- signatures ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("token", [None, "FwoGZXIvYXdzE//token=="])
+@pytest.mark.parametrize(
+    ("host", "region", "path"),
+    [
+        ("s3.eu-west-1.amazonaws.com", "eu-west-1", "/bucket/pre/a%20b/%C3%A9~x"),
+        ("bucket.s3.amazonaws.com", "us-east-1", "/k"),
+        ("127.0.0.1:9000", "us-east-1", "/bkt/p/doc%20000/%2B%26%3D"),
+    ],
+)
+def test_signatures_are_botocore_s(token: str | None, host: str, region: str, path: str) -> None:
+    body = b'x\x9c{"a": 1}'
+    metadata = {
+        "s3idx-codec": "json+zlib",
+        "s3idx-entry": '{"k": "two  spaces", "x": " padded "}',
+        "s3idx-key": "a b/é",
+        "Mixed-Case": "v",
+    }
+    request = AWSRequest(
+        "PUT",
+        f"https://{host}{path}",
+        data=body,
+        headers={f"x-amz-meta-{name}": value for name, value in metadata.items()},
+    )
+    S3SigV4Auth(BotocoreCredentials("AKID", "SECRET/+", token), "s3", region).add_auth(request)
+    amz_date = request.headers["X-Amz-Date"]
+
+    signer = PutSigner(host, region)
+    mine = dict(
+        signer.headers(
+            path,
+            hashlib.sha256(body).hexdigest(),
+            metadata,
+            Credentials("AKID", "SECRET/+", token),
+            amz_date,
+        )
+    )
+
+    assert mine["Authorization"] == request.headers["Authorization"]
+    assert mine["x-amz-content-sha256"] == request.headers["X-Amz-Content-SHA256"]
+    if token:
+        assert mine["x-amz-security-token"] == token
+
+
+def test_a_new_day_or_secret_derives_a_new_signing_key() -> None:
+    signer = PutSigner("h", "us-east-1")
+    sha = hashlib.sha256(b"").hexdigest()
+    sign = lambda secret, date: dict(  # noqa: E731
+        signer.headers("/k", sha, {}, Credentials("AKID", secret), date)
+    )["Authorization"]
+    first = sign("s1", "20261202T235959Z")
+    assert sign("s1", "20261203T000000Z") != first.replace("20261202", "20261203")
+    assert sign("s2", "20261202T235959Z") != first
+    assert sign("s1", "20261202T235959Z") == first
+
+
+# --- against a server that checks signatures -------------------------------------------------
+
+
+@pytest.fixture
+def iam_user(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
+    """moto checking every request's signature, and an IAM user allowed all of S3 and STS."""
+    import boto3
+
+    # The next three requests (the user, its policy, its key) are let through unchecked.
+    moto_api(s3_endpoint, "reset-auth", b"3")
+    try:
+        iam = boto3.client(
+            "iam",
+            endpoint_url=s3_endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="bootstrap",
+            aws_secret_access_key="bootstrap",
+        )
+        user = f"writer-{uuid.uuid4().hex[:8]}"
+        iam.create_user(UserName=user)
+        policy = {
+            "Version": "2012-10-17",
+            "Statement": [{"Effect": "Allow", "Action": ["s3:*", "sts:*"], "Resource": "*"}],
+        }
+        iam.put_user_policy(UserName=user, PolicyName="all", PolicyDocument=json.dumps(policy))
+        key = iam.create_access_key(UserName=user)["AccessKey"]
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", key["AccessKeyId"])
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", key["SecretAccessKey"])
+        monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
+        # Made before the put: uploads finding no bucket would go through boto3, which makes it.
+        boto3.client(
+            "s3",
+            endpoint_url=s3_endpoint,
+            region_name="us-east-1",
+            aws_access_key_id=key["AccessKeyId"],
+            aws_secret_access_key=key["SecretAccessKey"],
+        ).create_bucket(Bucket="signed")
+        yield {"id": key["AccessKeyId"], "secret": key["SecretAccessKey"]}
+    finally:
+        moto_api(s3_endpoint, "reset-auth", b"inf")
+
+
+def _put(run: Run, s3_endpoint: str, *extra: str) -> dict[str, int]:
+    args = ["--store", "s3://signed/docs", "--endpoint-url", s3_endpoint, "--transport", "http"]
+    result = run("put", *args, "--field", "v", "--json", *extra, input=jsonl(*DOCS))
+    assert result.exit_code == 0, result.stderr
+    summary: dict[str, int] = orjson.loads(result.stdout)
+    return summary
+
+
+def _read_back(run: Run, s3_endpoint: str) -> None:
+    """Every document reads back whole, through boto3, and verify finds nothing amiss."""
+    direct = ["--store", "s3://signed/docs", "--endpoint-url", s3_endpoint]
+    got = run("get", *direct, *(d["fs_id"] for d in DOCS))
+    assert got.exit_code == 0, got.stderr
+    assert [orjson.loads(line) for line in got.stdout.splitlines()] == DOCS
+    verify = run("verify", *direct)
+    assert verify.exit_code == 0, verify.stdout + verify.stderr
+
+
+def test_a_server_checking_signatures_accepts_every_upload(
+    run: Run, s3_endpoint: str, iam_user: dict[str, str]
+) -> None:
+    summary = _put(run, s3_endpoint)
+
+    assert (summary["stored"], summary["rejected"]) == (len(DOCS), 0)
+    assert summary["retries"] == 0  # not one upload had to go through boto3 instead
+    _read_back(run, s3_endpoint)
+
+
+def test_uploads_refused_on_the_loop_are_sent_again_through_boto3(
+    run: Run, s3_endpoint: str, iam_user: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The loop signs with a wrong secret: the server refuses each of its uploads (this also
+    # shows the test above would fail if the signatures were wrong).
+    wrong = Credentials(iam_user["id"], "not-the-secret")
+    monkeypatch.setattr(s3_module, "_current", lambda credentials: wrong)
+
+    summary = _put(run, s3_endpoint)
+
+    assert (summary["stored"], summary["rejected"]) == (len(DOCS), 0)
+    assert summary["retries"] == len(DOCS)
+    _read_back(run, s3_endpoint)
+
+
+# --- where the loop stands aside -------------------------------------------------------------
+
+
+def test_an_environment_proxy_leaves_uploads_to_boto3(
+    s3_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    store = HttpS3Store("bkt", "p", endpoint_url=s3_endpoint)
+    assert store.event_loop_uploader(4) is not None
+
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.invalid:3128")
+    assert store.event_loop_uploader(4) is None
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    assert store.event_loop_uploader(4) is not None
+
+
+def test_aws_addressing_and_region_are_botocore_s(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No endpoint URL: a virtual-hosted URL in the bucket's region, signed for that region."""
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    store = HttpS3Store("my-bucket", "pre", region="eu-west-1")
+    uploader = store.event_loop_uploader(4)
+    assert uploader is not None
+    endpoint = uploader._endpoint
+    assert (endpoint.tls, endpoint.hostname, endpoint.port, endpoint.base_path) == (
+        True,
+        "my-bucket.s3.eu-west-1.amazonaws.com",
+        443,
+        "/",
+    )
+    assert (uploader._signer.region, uploader._signer.service) == ("eu-west-1", "s3")
+    assert store.requests.value == 0  # finding out sent nothing
+
+
+def test_objects_read_the_same_whichever_transport_wrote_them(
+    run: Run, s3_endpoint: str, tmp_path: Path
+) -> None:
+    for transport in ("boto3", "http"):
+        args = ["--store", f"s3://same/{transport}", "--endpoint-url", s3_endpoint]
+        args += ["--index", str(tmp_path / f"{transport}.sqlite3"), "--transport", transport]
+        put = run("put", *args, "--create-bucket", "-q", "--field", "v", input=jsonl(*DOCS))
+        assert put.exit_code == 0, put.stderr
+
+    store = {t: HttpS3Store("same", t, endpoint_url=s3_endpoint) for t in ("boto3", "http")}
+    for doc in DOCS[:10]:
+        heads = {t: s.head(doc["fs_id"]) for t, s in store.items()}
+        assert heads["http"].etag == heads["boto3"].etag  # the same bytes (an MD5 ETag)
+        assert heads["http"].metadata.keys() == heads["boto3"].metadata.keys()
+        same = ("s3idx-codec", "s3idx-fields", "s3idx-format", "s3idx-key", "s3idx-sha256")
+        for name in same:
+            assert heads["http"].metadata[name] == heads["boto3"].metadata[name], name
+        entry = orjson.loads(heads["http"].metadata["s3idx-entry"])
+        assert (entry["fs_id"], entry["v"]) == (doc["fs_id"], doc["v"])
+
+
+def test_a_timestamp_is_utc() -> None:
+    # The loop dates requests by the wall clock in UTC, as S3 checks them (±15 minutes).
+    from s3idx.store.http_put import HttpUploader
+
+    uploader = HttpUploader.__new__(HttpUploader)
+    uploader._date_second = -1
+    uploader._credentials = lambda: Credentials("a", "b")
+    stamp = uploader._now_amz_date()
+    parsed = datetime.datetime.strptime(stamp, "%Y%m%dT%H%M%SZ").replace(tzinfo=datetime.UTC)
+    assert abs((datetime.datetime.now(datetime.UTC) - parsed).total_seconds()) < 5
