@@ -29,6 +29,7 @@ from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials as BotoCredentials
 
+from s3idx.errors import MetadataTooLargeError
 from s3idx.store.http_put import Done, Endpoint, Failed, HttpUploader
 from s3idx.store.sigv4 import Credentials, PutSigner
 
@@ -174,7 +175,8 @@ class FakeServer:
                     conn.sendall(part)
                 if reply.close:
                     if reply.reset:
-                        sock.setsockopt(
+                        # conn: the TLS socket took over the plain one's descriptor.
+                        conn.setsockopt(
                             socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
                         )
                     conn.close()
@@ -898,15 +900,17 @@ def test_tls_large_bodies_arrive_intact(
 
 
 @pytest.mark.parametrize("noticed", [False, True], ids=["unnoticed", "noticed-by-run"])
+@pytest.mark.parametrize("reset", [False, True], ids=["fin", "reset"])
 def test_tls_connection_closed_by_the_server_while_idle(
     servers: Servers,
     uploaders: Callable[..., HttpUploader],
     certificate: tuple[Path, Path],
     tls_server_context: ssl.SSLContext,
     noticed: bool,
+    reset: bool,
 ) -> None:
     def close_first(request: Request, n: int) -> Reply:
-        return Reply([answer(etag=f'"e{n}"')], close=n == 0)
+        return Reply([answer(etag=f'"e{n}"')], close=n == 0, reset=reset)
 
     server = servers(close_first, tls=tls_server_context)
     trusting = ssl.create_default_context(cafile=str(certificate[0]))
@@ -958,3 +962,57 @@ def test_tls_handshake_that_never_ends_times_out(
     outcome = assert_failed(only(put_all(uploader, 1)), 0, "Timeout")
     assert "0.5" in outcome.reason
     assert time.monotonic() - began < 5
+
+
+# --- refused starts ----------------------------------------------------------------------------
+
+
+def test_a_refused_start_leaves_nothing_in_flight(
+    servers: Servers, uploaders: Callable[..., HttpUploader]
+) -> None:
+    # The engine waits while in_flight is not 0: a PUT counted but never sent would hang it.
+    server = servers()
+    uploader = uploaders(server.port, connections=1)
+    with pytest.raises(MetadataTooLargeError):
+        uploader.start("big", "k", b"x", {"m": "x" * 3000})
+    assert (uploader.in_flight, uploader.queued) == (0, 0)
+    uploader.start("fine", "k", b"x", {})
+    assert [outcome.tag for outcome in collect(uploader, 1)] == ["fine"]
+    assert uploader.in_flight == 0
+    assert len(server.requests) == 1
+
+
+def test_credentials_that_fail_to_load_leave_nothing_in_flight(servers: Servers) -> None:
+    server = servers()
+    host_header = f"127.0.0.1:{server.port}"
+    calls: list[int] = []
+
+    def credentials() -> Credentials:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("the credential process failed")
+        return Credentials("AKID", "SECRET")
+
+    uploader = HttpUploader(
+        Endpoint("http", "127.0.0.1", server.port, host_header, BASE_PATH),
+        PutSigner(host_header, "us-east-1"),
+        credentials,
+        connections=1,
+        connect_timeout=2,
+        read_timeout=2,
+    )
+    try:
+        with pytest.raises(RuntimeError, match="credential process"):
+            uploader.start("first", "k", b"x", {})
+        assert uploader.in_flight == 0
+        uploader.start("second", "k", b"x", {})  # credentials asked again, not the failed ones
+        outcome = collect(uploader, 1)[0]
+        assert outcome.tag == "second"
+        assert_done(outcome, "etag-0")
+        assert (
+            server.requests[0]
+            .headers["authorization"]
+            .startswith("AWS4-HMAC-SHA256 Credential=AKID/")
+        )
+    finally:
+        uploader.close()
