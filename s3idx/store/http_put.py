@@ -248,7 +248,7 @@ class HttpUploader:
         except ssl.SSLWantWriteError:
             self._watch(connection, selectors.EVENT_WRITE)
         except (OSError, ValueError) as exc:
-            self._fail(connection, 0, "ConnectionError", _describe(exc))
+            self._lost(connection, exc)
 
     # --- connections -------------------------------------------------------------------------
 
@@ -334,13 +334,13 @@ class HttpUploader:
             self._watch(connection, selectors.EVENT_READ)
             return
         except (OSError, ValueError) as exc:
-            self._fail(connection, 0, "ConnectionError", _describe(exc))
+            self._lost(connection, exc)
             return
         connection.state = _RECEIVING
         self._watch(connection, selectors.EVENT_READ)
         # Part of the answer may be in the TLS layer already (a server that answers early).
         if isinstance(connection.sock, ssl.SSLSocket) and connection.sock.pending():
-            self._receive(connection)
+            self._ready(connection, selectors.EVENT_READ)  # its handlers: never raise to start()
 
     def _receive(self, connection: _Connection) -> None:
         sock = connection.sock
@@ -361,18 +361,20 @@ class HttpUploader:
         """The server closed the connection: an answer without a length ends here."""
         if connection.buf and self._parse(connection, ended=True):
             return
-        stale = connection.used > 0 and not connection.buf
+        self._lost(connection, OSError("the server closed the connection"))
+
+    def _lost(self, connection: _Connection, exc: BaseException) -> None:
+        """The connection broke (closed, reset) before this request's answer was in."""
         request = connection.request
-        self._close(connection)
-        if stale and request is not None:
-            # A kept-alive connection the server had closed before this request: send it again
-            # on a new one (the server saw nothing of it).
+        if request is not None and connection.used > 0 and not connection.buf:
+            # A kept-alive connection the server (or a middlebox: load balancers reset idle
+            # ones) had closed before this request: send it again on a new one (the server saw
+            # nothing of it). With a FIN the send succeeds and the read ends; with a reset the
+            # send or the read fails: both are the same stale connection.
+            self._close(connection)
             self._waiting.appendleft(request)
             return
-        if request is not None:
-            self._finished.append(
-                Failed(request.tag, 0, "ConnectionError", "the server closed the connection")
-            )
+        self._fail(connection, 0, "ConnectionError", _describe(exc))
 
     def _parse(self, connection: _Connection, *, ended: bool = False) -> bool:
         """Finish the request if its whole answer is in; True when it was."""
@@ -400,8 +402,12 @@ class HttpUploader:
             if len(body) < int(length):
                 return False
         elif b"chunked" in headers.get(b"transfer-encoding", b"").lower():
-            if not (body.endswith(b"\r\n0\r\n\r\n") or body == b"0\r\n\r\n"):
+            # Decoded, not matched by its last bytes: chunk framing splits an error's <Code>,
+            # and a trailer or data ending like the last chunk would misplace the end.
+            decoded = _dechunk(body)
+            if decoded is None:
                 return False
+            body = bytearray(decoded)
         elif status not in (204, 304) and not ended:
             keep = False  # the body runs until the server closes: not waited for
         request = connection.request
@@ -456,6 +462,34 @@ class HttpUploader:
         self._selector.close()
         self._closed = True
         return self._returning()
+
+
+def _dechunk(body: bytes | bytearray) -> bytes | None:
+    """A chunked body's data, or None while its last chunk (and trailers) are not all in."""
+    data = bytearray()
+    at = 0
+    while True:
+        end = body.find(b"\r\n", at)
+        if end < 0:
+            return None
+        digits = bytes(body[at:end]).split(b";", 1)[0].strip()
+        if not digits or digits.strip(b"0123456789abcdefABCDEF"):  # int() takes "-6", "+6"
+            raise ValueError("the server's chunked answer is not HTTP")
+        size = int(digits, 16)
+        at = end + 2
+        if size == 0:
+            # Trailer lines, if any, then an empty line.
+            while True:
+                end = body.find(b"\r\n", at)
+                if end < 0:
+                    return None
+                if end == at:
+                    return bytes(data)
+                at = end + 2
+        if len(body) < at + size + 2:
+            return None
+        data += body[at : at + size]
+        at += size + 2
 
 
 def _describe(exc: BaseException) -> str:
