@@ -20,7 +20,8 @@ A URL uses a running S3 service (bucket ``bench`` and ``bench-maggma`` are creat
 With ``--rounds N`` the put clients run N times, interleaved (baseline, each s3idx put, s5cmd,
 then again), and each row shows the median of its rounds and its spread: other processes on the
 machine slow every client of a round alike, so medians of interleaved rounds are the figures to
-compare. ``--codecs zlib,zstd`` adds ``s3idx put --compress zstd`` rows (the obstore and http transports).
+compare. ``--codecs zlib,zstd`` adds ``s3idx put --compress zstd`` rows (the obstore and http
+transports).
 
 Client CPU is user + system time of the process doing the requests (the servers run in other
 processes): RUSAGE_SELF for in-process loops, wait4 for subprocesses (s3idx, s5cmd).
