@@ -54,6 +54,10 @@ class LoopUploads(Generic[Item, Outcome]):
     def submit(self, item: Item) -> None:
         try:
             key, body, metadata = self._encode(item)
+        except BaseException as exc:  # handed on, as a worker thread's failure would be
+            self._ready.append(self._finish(item, None, exc))
+            return
+        try:
             self._uploader.start((item, key, body, metadata), key, body, metadata)
         except RecordError as exc:  # this document's own fault (metadata too large)
             self._ready.append(self._finish(item, None, exc))

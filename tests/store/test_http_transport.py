@@ -240,3 +240,20 @@ def test_a_timestamp_is_utc() -> None:
     stamp = uploader._now_amz_date()
     parsed = datetime.datetime.strptime(stamp, "%Y%m%dT%H%M%SZ").replace(tzinfo=datetime.UTC)
     assert abs((datetime.datetime.now(datetime.UTC) - parsed).total_seconds()) < 5
+
+
+def test_credentials_the_loop_cannot_read_leave_each_upload_to_boto3(
+    run: Run, s3_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refresh_failed(credentials: object) -> Credentials:
+        raise RuntimeError("the credential refresh failed")
+
+    monkeypatch.setattr(s3_module, "_current", refresh_failed)
+    args = ["--store", "s3://creds/docs", "--endpoint-url", s3_endpoint, "--transport", "http"]
+    result = run("put", *args, "--create-bucket", "--field", "v", "--json", input=jsonl(*DOCS))
+
+    assert result.exit_code == 0, result.stderr
+    summary = orjson.loads(result.stdout)
+    assert (summary["stored"], summary["retries"]) == (len(DOCS), len(DOCS))
+    got = run("get", "--store", "s3://creds/docs", "--endpoint-url", s3_endpoint, DOCS[7]["fs_id"])
+    assert orjson.loads(got.stdout) == DOCS[7]
