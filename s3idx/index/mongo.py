@@ -129,6 +129,8 @@ INDEX_PAUSE = 0.2  # seconds, times the attempt number
 # Renames tried when a writer re-creates the live collection between the drop and the rename of
 # the non-atomic swap; each retry drops what that writer wrote (as an atomic swap would).
 SWAP_ATTEMPTS = 5
+# FerretDB's swap (drop, then rename) against writers re-creating the collection in between.
+DROP_RENAME_ATTEMPTS = 12
 # A sharded rebuild's first shard inserts the state document unready, prepares the staging
 # collection, then marks it ready; the others wait for that (a few seconds at most). One left
 # unready for longer was abandoned by a shard that died while preparing it.
@@ -1414,7 +1416,12 @@ class MongoRebuild:
         except OperationFailure as exc:
             if exc.code != NOT_IMPLEMENTED:
                 raise
-        for _ in range(SWAP_ATTEMPTS):
+        for attempt in range(DROP_RENAME_ATTEMPTS):
+            if attempt:
+                # Writers that keep writing re-create the target between the drop and the
+                # rename now and then; a random pause puts the next try elsewhere in their
+                # rhythm (five tries in a row failed under a put of batches of five).
+                time.sleep(random.uniform(0, min(0.5, 0.01 * 2**attempt)))
             self._c.database.drop_collection(target)
             try:
                 self._collection.rename(target)

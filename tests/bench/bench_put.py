@@ -2,6 +2,7 @@
 
     python tests/bench/bench_put.py --endpoint nginx --docs 20000
     python tests/bench/bench_put.py --endpoint moto --docs 2000 --peer-docs 500
+    python tests/bench/bench_put.py --endpoint slow --docs 20000 --workers 64 --skip maggma
     python tests/bench/bench_put.py --endpoint http://127.0.0.1:9000 --docs 20000  # e.g. MinIO
     python tests/bench/bench_put.py --rss 100000 1000000   # peak RSS of put (local store)
     python tests/bench/bench_put.py --endpoint nginx --docs 20000 --rounds 5 --codecs zlib,zstd
@@ -14,7 +15,9 @@ ratios, not absolute figures between runs.
 Endpoints: ``moto`` starts moto's server in a subprocess (a real S3 emulation, but it serves
 only a few hundred requests a second, so it bounds every client); ``nginx`` starts a local
 nginx that answers every request 200 with an ETag and stores nothing: its figures measure the
-client's own cost only, and it cannot list or serve bodies, so rebuild and read are skipped.
+client's own cost only, and it cannot list or serve bodies, so rebuild and read are skipped;
+``slow`` starts slow_head_server.py, which answers each PUT after 20 ms, as S3 does: there
+``put`` is bound by requests in flight (``--workers``) until it is bound by CPU.
 A URL uses a running S3 service (bucket ``bench`` and ``bench-maggma`` are created).
 
 With ``--rounds N`` the put clients run N times, interleaved (baseline, each s3idx put, s5cmd,
@@ -198,9 +201,28 @@ def moto_endpoint() -> Iterator[str]:
 
 
 @contextlib.contextmanager
+def slow_endpoint() -> Iterator[str]:
+    """slow_head_server.py: each PUT answered after 20 ms, as S3's take (10-30 ms)."""
+    server = subprocess.Popen(
+        [sys.executable, str(Path(__file__).with_name("slow_head_server.py")), "--objects", "0"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert server.stdout is not None
+        yield server.stdout.readline().strip()
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+@contextlib.contextmanager
 def endpoint(name: str, workdir: Path) -> Iterator[str]:
     if name == "nginx":
         with nginx_endpoint(workdir) as url:
+            yield url
+    elif name == "slow":
+        with slow_endpoint() as url:
             yield url
     elif name == "moto":
         with moto_endpoint() as url:
@@ -587,7 +609,9 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--endpoint", default="nginx", help="moto, nginx, or the URL of an S3 service"
+        "--endpoint",
+        default="nginx",
+        help="moto, nginx, slow (each PUT answered after 20 ms), or the URL of an S3 service",
     )
     parser.add_argument(
         "--docs", type=int, default=20_000, help="documents for s3idx and the baseline"
@@ -664,12 +688,12 @@ def run_endpoint(args: argparse.Namespace, work: Path, env: dict[str, str]) -> l
         rows.extend(medians(rounds))
         if "maggma" not in skip:
             rows.extend(filter(None, [bench_maggma_update(url, lines[:peer_docs], args.workers)]))
-        if args.endpoint != "nginx" and "rebuild" not in skip:
+        if args.endpoint not in ("nginx", "slow") and "rebuild" not in skip:
             for transport in transports:
                 rows.append(bench_rebuild(url, args.docs, args.workers, transport, work, env))
             if "maggma" not in skip:
                 rows.extend(filter(None, [bench_maggma_rebuild(url, peer_docs, args.workers)]))
-        if args.endpoint != "nginx" and "read" not in skip:
+        if args.endpoint not in ("nginx", "slow") and "read" not in skip:
             keys = [p.key for p in prepared]
             for transport in transports:
                 rows.extend(bench_reads(url, keys, args.workers, transport, work, env))

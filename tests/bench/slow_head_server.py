@@ -4,8 +4,10 @@ It holds ``--objects`` synthetic s3idx objects in every bucket (keys ``PREFIX/do
 on), lists them with ListObjectsV2 (pages of 1,000, each answered after ``--list-delay``),
 and answers each HEAD of one after ``--head-delay`` (default 20 ms, S3's 10-30 ms) with
 valid s3idx metadata, made by ``s3idx.codec.build_metadata`` (key field ``fs_id``, field
-``task_id``), so ``rebuild-index`` and ``sync`` index every object. HeadBucket answers 200;
-anything else 501. Bodies are never served. The delays are ``asyncio`` sleeps, so the server's
+``task_id``), so ``rebuild-index`` and ``sync`` index every object. A PUT of an object is
+answered after ``--put-delay`` (default 20 ms) with its MD5 ETag, and stored nowhere (for
+latency-bound ``put`` benchmarks); HeadBucket and CreateBucket answer 200; anything else 501.
+Bodies are never served. The delays are ``asyncio`` sleeps, so the server's
 own CPU per request is small (one process, one thread): the client is what is measured.
 
     python tests/bench/slow_head_server.py --objects 20000 --port 9000
@@ -100,9 +102,12 @@ def list_page(bucket: str, query: dict[str, list[str]], objects: int) -> bytes:
 
 
 class Server:
-    def __init__(self, objects: int, head_delay: float, list_delay: float) -> None:
+    def __init__(
+        self, objects: int, head_delay: float, list_delay: float, put_delay: float = 0.020
+    ) -> None:
         self.objects = objects
         self.head_delay = head_delay
+        self.put_delay = put_delay
         self.list_delay = list_delay
         self.answered: Counter[str] = Counter()
 
@@ -116,10 +121,10 @@ class Server:
                 while (line := await reader.readline()) not in (b"\r\n", b"\n", b""):
                     name, _, value = line.decode("latin-1").partition(":")
                     headers[name.strip().lower()] = value.strip()
-                if int(headers.get("content-length", "0")):
-                    await reader.readexactly(int(headers["content-length"]))
+                length = int(headers.get("content-length", "0"))
+                sent = await reader.readexactly(length) if length else b""
                 method, target, _ = request.decode("latin-1").split(" ", 2)
-                status, reply_headers, body = await self.answer(method, target)
+                status, reply_headers, body = await self.answer(method, target, sent)
                 head = [f"HTTP/1.1 {status}", "Server: slow-head-server"]
                 if not any(name == "Content-Length" for name, _ in reply_headers):
                     reply_headers.append(("Content-Length", str(len(body))))
@@ -133,13 +138,24 @@ class Server:
         finally:
             writer.close()
 
-    async def answer(self, method: str, target: str) -> tuple[str, list[tuple[str, str]], bytes]:
+    async def answer(
+        self, method: str, target: str, sent: bytes = b""
+    ) -> tuple[str, list[tuple[str, str]], bytes]:
         url = urlsplit(target)
         bucket, _, key = unquote(url.path).lstrip("/").partition("/")
         query = parse_qs(url.query, keep_blank_values=True)
         if method == "HEAD" and not key:
             self.answered["head-bucket"] += 1
             return "200 OK", [], b""
+        if method == "PUT" and not key:
+            self.answered["create-bucket"] += 1
+            return "200 OK", [], b""
+        if method == "PUT" and not url.query:
+            # Stored nowhere: answered after --put-delay with the ETag S3 gives (the MD5).
+            self.answered["put"] += 1
+            await asyncio.sleep(self.put_delay)
+            etag = '"' + hashlib.md5(sent, usedforsecurity=False).hexdigest() + '"'
+            return "200 OK", [("ETag", etag)], b""
         if method == "GET" and not key and query.get("list-type") == ["2"]:
             self.answered["list"] += 1
             await asyncio.sleep(self.list_delay)
@@ -165,7 +181,7 @@ class Server:
 
 
 async def serve(args: argparse.Namespace) -> None:
-    server = Server(args.objects, args.head_delay, args.list_delay)
+    server = Server(args.objects, args.head_delay, args.list_delay, args.put_delay)
     listening = await asyncio.start_server(server.connection, "127.0.0.1", args.port, backlog=1024)
     port = listening.sockets[0].getsockname()[1]
     print(f"http://127.0.0.1:{port}", flush=True)
@@ -183,6 +199,7 @@ def main() -> None:
     parser.add_argument("--objects", type=int, default=20000)
     parser.add_argument("--head-delay", type=float, default=0.020, help="seconds per HEAD")
     parser.add_argument("--list-delay", type=float, default=0.050, help="seconds per page")
+    parser.add_argument("--put-delay", type=float, default=0.020, help="seconds per PUT")
     parser.add_argument("--port", type=int, default=0)
     asyncio.run(serve(parser.parse_args()))
     sys.exit(0)
