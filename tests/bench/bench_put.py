@@ -236,7 +236,7 @@ def boto3_client(url: str, workers: int) -> Any:
     import boto3
     from botocore.config import Config
 
-    from s3idx.store.s3 import pool_size
+    from s3idx.store.s3 import _without_expect_header, pool_size
 
     config = Config(
         max_pool_connections=pool_size(workers),
@@ -246,7 +246,11 @@ def boto3_client(url: str, workers: int) -> Any:
         retries={"mode": "standard", "max_attempts": 0},
         s3={"addressing_style": "path"},
     )
-    return boto3.Session().client("s3", endpoint_url=url, config=config)
+    client = boto3.Session().client("s3", endpoint_url=url, config=config)
+    # As s3idx does: without it a server that never answers "100 Continue" (the slow endpoint)
+    # costs botocore a one-second wait per PUT.
+    client.meta.events.register_last("before-call.s3", _without_expect_header)
+    return client
 
 
 def create_buckets(client: Any) -> None:
