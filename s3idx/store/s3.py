@@ -610,12 +610,13 @@ class HttpS3Store(S3Store):
         from s3idx.store.sigv4 import PutSigner
 
         connection, client = self.connection, self._client
-        if client.meta.config.proxies or _proxied(connection.endpoint_url):
-            return None
         target = _put_target(client, self.bucket)
         if target is None:
             return None
         parts, region, service = target
+        # The host requests go to (the bucket's own, with virtual-hosted addressing) decides.
+        if client.meta.config.proxies or _proxied(parts):
+            return None
         session = connection.session
         assert session is not None
         credentials = session.get_credentials()
@@ -678,11 +679,10 @@ def _put_target(client: Any, bucket: str) -> tuple[SplitResult, str, str] | None
     return parts, region, service
 
 
-def _proxied(url: str) -> bool:
-    """Whether botocore would send requests to ``url`` through a proxy from the environment."""
+def _proxied(parts: SplitResult) -> bool:
+    """Whether botocore would send requests to this URL through a proxy from the environment."""
     from urllib.request import getproxies, proxy_bypass
 
-    parts = urlsplit(url)
     return parts.scheme in getproxies() and not proxy_bypass(parts.netloc)
 
 

@@ -208,6 +208,16 @@ def test_aws_addressing_and_region_are_botocore_s(monkeypatch: pytest.MonkeyPatc
     assert (uploader._signer.region, uploader._signer.service) == ("eu-west-1", "s3")
     assert store.requests.value == 0  # finding out sent nothing
 
+    # The bucket's own host decides whether a proxy applies, as for botocore's requests.
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    assert store.event_loop_uploader(4) is None
+    monkeypatch.setenv("NO_PROXY", "my-bucket.s3.eu-west-1.amazonaws.com")
+    assert store.event_loop_uploader(4) is not None
+    monkeypatch.setenv("NO_PROXY", "other-bucket.s3.eu-west-1.amazonaws.com")
+    assert store.event_loop_uploader(4) is None
+
 
 def test_objects_read_the_same_whichever_transport_wrote_them(
     run: Run, s3_endpoint: str, tmp_path: Path
