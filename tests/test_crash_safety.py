@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import orjson
@@ -188,3 +189,41 @@ def test_ctrl_c_stops_rebuild_and_sync_cleanly(
         assert _check_invariant(home) == (TOTAL, TOTAL)
     else:
         assert 0 < entries < TOTAL  # what was adopted before the stop stays adopted
+
+
+@pytest.mark.parametrize("delay", [1.0, 1.8, 2.6])
+def test_kill_9_during_a_put_on_the_http_transport_never_leaves_an_entry_without_its_object(
+    tmp_path: Path, s3_endpoint: str, delay: float
+) -> None:
+    """The event loop hands outcomes back later than worker threads do; the order of writes
+    (object, then entry) must hold all the same when the process dies at any point."""
+    from s3idx.store.s3 import S3Store
+
+    total = 1500
+    source = tmp_path / "input.jsonl"
+    source.write_bytes(_lines(total))
+    location = ["--store", "s3://crash/docs", "--endpoint-url", s3_endpoint]
+    http = [*location, "--transport", "http", "--field", "v", "--batch-size", "50"]
+    request = urllib.request.Request(f"{s3_endpoint}/crash", method="PUT")
+    urllib.request.urlopen(request, timeout=10).close()  # the bucket, whenever the kill comes
+    process = _s3idx(tmp_path, "put", str(source), *http)
+    time.sleep(delay)  # start-up takes ~0.6 s; then about 250 documents a second on moto
+    process.kill()
+    process.communicate(timeout=30)
+
+    store = S3Store("crash", "docs", endpoint_url=s3_endpoint)
+    with Engine(store, SqliteIndex(tmp_path / "index.sqlite3")) as engine:
+        entries, objects = entries_and_objects(engine)
+        assert entries <= objects < total
+        for entry in engine.query({}, fields=["fs_id"]):
+            kept = engine.index.bookkeeping([entry["fs_id"]])[entry["fs_id"]][1]
+            assert store.head(entry["fs_id"]).etag == kept.etag  # the entry says the truth
+
+    rerun = _s3idx(tmp_path, "put", str(source), *http, "--skip-unchanged", "--json")
+    out, err = rerun.communicate(timeout=120)
+    assert rerun.returncode == 0, err
+    summary = orjson.loads(out)
+    assert summary["unchanged"] + summary["stored"] == total
+    assert summary["unchanged"] == entries  # objects stored but not indexed are sent again
+    with Engine(store, SqliteIndex(tmp_path / "index.sqlite3")) as engine:
+        assert entries_and_objects(engine) == (total, total)
