@@ -123,9 +123,13 @@ class Round:
                 orjson.dumps({"fs_id": k, "tag": tag, "v": i}) + b"\n" for i, k in enumerate(keys)
             )
         )
+        # Either transport, as writers on several machines may differ: the http transport
+        # hands outcomes back on its own schedule (tests/store/test_http_transport.py).
+        transport = self.rng.choice(("boto3", "http"))
+        self.where += f", {name} on {transport}"
         return self.start(
-            name, "put", str(path), "--field", "tag", "--field", "v", "--json", *extra,
-            tag=tag, keys=keys,
+            name, "put", str(path), "--field", "tag", "--field", "v", "--json",
+            "--transport", transport, *extra, tag=tag, keys=keys,
         )  # fmt: skip
 
     def preload(self, tag: str, keys: list[str]) -> None:
