@@ -127,6 +127,14 @@ def test_duplicates_across_batches_last_wins(run: Run) -> None:
     assert [d["v"] for d in got] == [20, 21, 22, 18, 19]
 
 
+def test_chunks_of_rejected_lines_count_no_duplicates(run: Run) -> None:
+    lines = b'{"fs_id": "a"}\n[1]\nnot json\n{"fs_id": "a"}\n{"v": 1}\n'
+    result = run("put", "--batch-size", "1", "--json", input=lines)
+    assert result.exit_code == ExitStatus.PARTIAL, result.stderr
+    summary = orjson.loads(result.stdout)
+    assert (summary["stored"], summary["rejected"], summary["duplicates"]) == (2, 3, 1)
+
+
 def test_skip_unchanged_uploads_nothing_the_second_time(run: Run) -> None:
     data = jsonl(*({"fs_id": f"k{i}", "v": i} for i in range(10)))
     first = run("put", "--field", "v", "--skip-unchanged", "--json", input=data)
