@@ -9,12 +9,20 @@ use a proxy. The uploader's behaviour against misbehaving servers is in test_htt
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hashlib
 import json
+import select
+import shutil
+import socket
+import ssl
+import subprocess
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import orjson
 import pytest
@@ -22,6 +30,7 @@ from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials as BotocoreCredentials
 
+from s3idx.errors import ExitStatus
 from s3idx.store import s3 as s3_module
 from s3idx.store.s3 import HttpS3Store
 from s3idx.store.sigv4 import Credentials, PutSigner
@@ -267,3 +276,104 @@ def test_credentials_the_loop_cannot_read_leave_each_upload_to_boto3(
     assert (summary["stored"], summary["retries"]) == (len(DOCS), len(DOCS))
     got = run("get", "--store", "s3://creds/docs", "--endpoint-url", s3_endpoint, DOCS[7]["fs_id"])
     assert orjson.loads(got.stdout) == DOCS[7]
+
+
+# --- over TLS, end to end ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def tls_endpoint(s3_endpoint: str, tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """moto behind a TLS terminator with a self-signed certificate: (https URL, the cert)."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("needs the openssl command to make a certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+            "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "2",
+            "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    upstream = urlsplit(s3_endpoint)
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def relay(client: socket.socket) -> None:
+        # One thread per connection, the handshake in it (one at a time would hold every
+        # other client up), and an SSL socket is not read and written from two threads.
+        try:
+            secure = context.wrap_socket(client, server_side=True)
+        except OSError:  # a client that does not trust the certificate
+            client.close()
+            return
+        backend = socket.create_connection((upstream.hostname, upstream.port))
+        try:
+            while True:
+                ready = [secure] if secure.pending() else None
+                if ready is None:
+                    ready, _, _ = select.select([secure, backend], [], [], 30)
+                if not ready:
+                    return
+                for source in ready:
+                    data = source.recv(65536)
+                    if not data:
+                        return
+                    (backend if source is secure else secure).sendall(data)
+        except OSError:
+            return
+        finally:
+            for sock in (secure, backend):
+                with contextlib.suppress(OSError):
+                    sock.close()
+
+    def serve() -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=relay, args=(client,), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        yield f"https://localhost:{listener.getsockname()[1]}", cert
+    finally:
+        listener.close()
+
+
+def test_uploads_over_tls_trust_the_ca_bundle_botocore_trusts(
+    run: Run, tls_endpoint: tuple[str, Path], monkeypatch: pytest.MonkeyPatch, s3_endpoint: str
+) -> None:
+    url, cert = tls_endpoint
+    monkeypatch.setenv("AWS_CA_BUNDLE", str(cert))
+    args = ["--store", "s3://secure/docs", "--endpoint-url", url, "--transport", "http"]
+    result = run("put", *args, "--create-bucket", "--field", "v", "--json", input=jsonl(*DOCS))
+
+    assert result.exit_code == 0, result.stderr
+    summary = orjson.loads(result.stdout)
+    # Only the first uploads, which found no bucket yet, went through boto3.
+    assert summary["stored"] == len(DOCS)
+    assert summary["retries"] <= 2 * 8, summary
+    direct = ["--store", "s3://secure/docs", "--endpoint-url", s3_endpoint]
+    got = run("get", *direct, DOCS[-1]["fs_id"])
+    assert orjson.loads(got.stdout) == DOCS[-1]
+
+    again = run("put", *args, "--field", "v", "--json", input=jsonl(*DOCS))
+    assert orjson.loads(again.stdout)["retries"] == 0  # every upload on the loop, over TLS
+
+
+def test_a_certificate_nobody_trusts_fails_the_put_clearly(
+    run: Run, tls_endpoint: tuple[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, _ = tls_endpoint
+    monkeypatch.delenv("AWS_CA_BUNDLE", raising=False)
+    args = ["--store", "s3://secure/docs", "--endpoint-url", url, "--transport", "http"]
+    result = run("put", *args, "--create-bucket", "--field", "v", input=jsonl(*DOCS[:3]))
+
+    assert result.exit_code == ExitStatus.UNAVAILABLE, result.stderr
+    assert "certificate" in result.stderr.lower(), result.stderr
+    assert "Traceback" not in result.stderr
