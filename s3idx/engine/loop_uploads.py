@@ -64,9 +64,6 @@ class LoopUploads(Generic[Item, Outcome]):
         except Exception:  # e.g. credentials that failed to refresh: boto3 says it properly
             self._put_again(item, key, body, metadata)
 
-    def __len__(self) -> int:
-        return len(self._ready)
-
     def take(self, wait_for: int) -> list[Outcome]:
         """Every outcome there, after driving the loop until there are at least ``wait_for``.
 
@@ -102,7 +99,8 @@ class LoopUploads(Generic[Item, Outcome]):
         """Finish every upload started (their outcomes wait for ``take``), then close."""
         try:
             while self._uploader.in_flight:
-                self._ready.extend(self.take(self._uploader.in_flight))
+                for answer in self._uploader.run(self._uploader.in_flight):
+                    self._taken(answer)
         finally:
             for answer in self._uploader.close():
                 self._taken(answer)

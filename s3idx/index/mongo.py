@@ -126,10 +126,11 @@ LOCK_STALE = timedelta(seconds=60)
 # Index creations tried when the connection is lost on the way (idempotent, so safe to repeat).
 INDEX_ATTEMPTS = 3
 INDEX_PAUSE = 0.2  # seconds, times the attempt number
+# Writes tried again when FerretDB's swap dropped their collection's table under them
+# (swap_retried).
+SWAP_ATTEMPTS = 5
 # Renames tried when a writer re-creates the live collection between the drop and the rename of
 # the non-atomic swap; each retry drops what that writer wrote (as an atomic swap would).
-SWAP_ATTEMPTS = 5
-# FerretDB's swap (drop, then rename) against writers re-creating the collection in between.
 DROP_RENAME_ATTEMPTS = 12
 # A sharded rebuild's first shard inserts the state document unready, prepares the staging
 # collection, then marks it ready; the others wait for that (a few seconds at most). One left

@@ -826,14 +826,19 @@ def tls_server_context(certificate: tuple[Path, Path]) -> ssl.SSLContext:
     return context
 
 
+@pytest.fixture
+def trusting(certificate: tuple[Path, Path]) -> ssl.SSLContext:
+    """A client context that trusts the test certificate."""
+    return ssl.create_default_context(cafile=str(certificate[0]))
+
+
 def test_tls_puts_done_with_a_trusted_certificate(
     servers: Servers,
     uploaders: Callable[..., HttpUploader],
-    certificate: tuple[Path, Path],
+    trusting: ssl.SSLContext,
     tls_server_context: ssl.SSLContext,
 ) -> None:
     server = servers(tls=tls_server_context)
-    trusting = ssl.create_default_context(cafile=str(certificate[0]))
     uploader = uploaders(
         server.port, scheme="https", hostname="localhost", connections=3, ssl_context=trusting
     )
@@ -866,12 +871,11 @@ def test_tls_with_an_untrusted_certificate_is_failed(
 def test_tls_for_another_hostname_is_failed(
     servers: Servers,
     uploaders: Callable[..., HttpUploader],
-    certificate: tuple[Path, Path],
+    trusting: ssl.SSLContext,
     tls_server_context: ssl.SSLContext,
 ) -> None:
     # The certificate names localhost and 127.0.0.1, not 127.0.0.2 (a loopback address too).
     server = servers(tls=tls_server_context, address="127.0.0.2")
-    trusting = ssl.create_default_context(cafile=str(certificate[0]))
     uploader = uploaders(server.port, scheme="https", hostname="127.0.0.2", ssl_context=trusting)
     outcome = assert_failed(only(put_all(uploader, 1)), 0, "ConnectionError")
     assert "certificate" in outcome.reason
@@ -881,12 +885,11 @@ def test_tls_for_another_hostname_is_failed(
 def test_tls_large_bodies_arrive_intact(
     servers: Servers,
     uploaders: Callable[..., HttpUploader],
-    certificate: tuple[Path, Path],
+    trusting: ssl.SSLContext,
     tls_server_context: ssl.SSLContext,
 ) -> None:
     body = hashlib.sha256(b"seed").digest() * (5 * 1024 * 1024 // 32)
     server = servers(tls=tls_server_context)
-    trusting = ssl.create_default_context(cafile=str(certificate[0]))
     uploader = uploaders(
         server.port, scheme="https", hostname="localhost", connections=2, ssl_context=trusting
     )
@@ -904,7 +907,7 @@ def test_tls_large_bodies_arrive_intact(
 def test_tls_connection_closed_by_the_server_while_idle(
     servers: Servers,
     uploaders: Callable[..., HttpUploader],
-    certificate: tuple[Path, Path],
+    trusting: ssl.SSLContext,
     tls_server_context: ssl.SSLContext,
     noticed: bool,
     reset: bool,
@@ -913,7 +916,6 @@ def test_tls_connection_closed_by_the_server_while_idle(
         return Reply([answer(etag=f'"e{n}"')], close=n == 0, reset=reset)
 
     server = servers(close_first, tls=tls_server_context)
-    trusting = ssl.create_default_context(cafile=str(certificate[0]))
     uploader = uploaders(
         server.port, scheme="https", hostname="localhost", connections=1, ssl_context=trusting
     )
@@ -933,11 +935,10 @@ def test_tls_connection_closed_by_the_server_while_idle(
 def test_tls_server_that_never_answers_times_out(
     servers: Servers,
     uploaders: Callable[..., HttpUploader],
-    certificate: tuple[Path, Path],
+    trusting: ssl.SSLContext,
     tls_server_context: ssl.SSLContext,
 ) -> None:
     server = servers(lambda request, n: Reply(silent=True), tls=tls_server_context)
-    trusting = ssl.create_default_context(cafile=str(certificate[0]))
     uploader = uploaders(
         server.port, scheme="https", hostname="localhost", read_timeout=0.5, ssl_context=trusting
     )
