@@ -166,7 +166,18 @@ def _closest_scheme(scheme: str) -> str | None:
 
 
 def open_store(settings: Settings) -> ObjectStore:
+    return store_opener(settings)()
+
+
+def store_opener(settings: Settings) -> Callable[[], ObjectStore]:
+    """What opens the store of ``settings``, its location checked now. The engine opens it at
+    first use: a query of the index alone, or the parent of a put split over processes, never
+    imports botocore nor builds a client (~0.3 s)."""
     location = parse_store_location(settings.store)
+    return lambda: _open_store_at(location, settings)
+
+
+def _open_store_at(location: StoreLocation, settings: Settings) -> ObjectStore:
     if location.kind == "local":
         from s3idx.store.local import LocalStore
 

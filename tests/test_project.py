@@ -236,6 +236,34 @@ def test_version_imports_neither_typer_nor_the_engine(tmp_path: Path) -> None:
     assert _imported_by(code, tmp_path, names) == []
 
 
+def test_what_never_uses_the_s3_store_never_opens_it(
+    tmp_path: Path, s3_endpoint: str, s3_bucket: str
+) -> None:
+    """A query of the index alone, and the parent of a put split over processes (its workers
+    open their own), import no botocore and build no client: ~0.3 s each."""
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text("".join(f'{{"fs_id": "k{i}"}}\n' for i in range(20)))
+    where = ["--store", f"s3://{s3_bucket}/d", "--endpoint-url", s3_endpoint]
+    where += ["--index", str(tmp_path / "i.sqlite3")]
+
+    def command(*args: str) -> str:
+        return f"from s3idx.cli import main\nmain({[*args, *where]!r})"
+
+    assert _imported_by(command("put", "-q", "--processes", "2", str(docs)), tmp_path) == []
+    assert _imported_by(command("query", "--count"), tmp_path) == []
+    # Reading a body opens the store; the workers stored every document.
+    assert _imported_by(command("get", "k7"), tmp_path, ("botocore",)) == ["botocore"]
+    env = {**os.environ, "S3IDX_HOME": str(tmp_path / "home")}
+    count = subprocess.run(
+        [sys.executable, "-m", "s3idx", "query", "--count", *where],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    )
+    assert count.stdout == "20\n"
+
+
 def test_a_query_on_a_local_store_and_sqlite_imports_no_backend_library(tmp_path: Path) -> None:
     """pydantic (through Typer's parameter coercion), rich (not a terminal), boto3, pymongo and
     obstore: none is needed to query a SQLite index."""

@@ -247,6 +247,28 @@ def test_the_library_splits_a_shard_of_the_input_over_processes(tmp_path: Path) 
     assert counts[0] == counts[1] == (61, len(mine), 61 - len(mine), 0)
 
 
+@pytest.mark.parametrize("processes", [1, 2])
+def test_a_store_that_cannot_be_opened_fails_the_put_before_anything_is_written(
+    run: Run, tmp_path: Path, processes: int
+) -> None:
+    """The workers open the stores: one that cannot fails the run as one process fails, with
+    its error alone (no summary), the index not even created."""
+    source = tmp_path / "docs.jsonl"
+    source.write_bytes(b'{"fs_id": "a"}\n')
+    index = tmp_path / "i.sqlite3"
+    where = ["--store", "s3://bucket/docs", "--aws-profile", "wrok", "--index", str(index)]
+
+    result = run("put", "--processes", str(processes), str(source), *where)
+
+    assert result.exit_code == ExitStatus.USAGE
+    assert result.stderr == (
+        "s3idx: error: AWS profile 'wrok' is not defined; profiles: none (looked in the AWS "
+        "config and credentials files) while opening s3://bucket/docs\n"
+        "  hint: choose one with --aws-profile, or define it in ~/.aws/config\n"
+    )
+    assert not index.exists()
+
+
 def test_the_library_refuses_processes_without_settings(tmp_path: Path) -> None:
     source = tmp_path / "docs.jsonl"
     source.write_bytes(b'{"fs_id": "a"}\n')

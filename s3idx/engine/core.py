@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import importlib
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence, Sized
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Sized
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from s3idx import codec
-from s3idx.backends import open_index, open_store
+from s3idx.backends import open_index, store_opener
 from s3idx.config import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_HEAD_WORKERS,
@@ -117,7 +117,7 @@ class Engine:
 
     def __init__(
         self,
-        store: ObjectStore,
+        store: ObjectStore | Callable[[], ObjectStore],
         index: Index,
         *,
         key_field: str | None = None,
@@ -133,12 +133,13 @@ class Engine:
         if head_workers is None:
             head_workers = DEFAULT_HEAD_WORKERS if workers is None else workers
         workers = DEFAULT_WORKERS if workers is None else workers
-        # Every backend call goes through one retry policy and one adaptive concurrency limit.
-        self.store = (
-            store
-            if isinstance(store, RetryingStore)
-            else RetryingStore(store, max_concurrency=max(workers, head_workers))
-        )
+        self._max_concurrency = max(workers, head_workers)
+        self._store: RetryingStore | None = None
+        self._open_store: Callable[[], ObjectStore] | None = None
+        if isinstance(store, ObjectStore):
+            self._store = self._retrying(store)
+        else:
+            self._open_store = store
         self.index = index
         self._key_field = key_field
         self.fields = tuple(fields)
@@ -152,10 +153,24 @@ class Engine:
         # What opened the backends, when known: worker processes open their own from it.
         self.settings: Settings | None = None
 
+    def _retrying(self, store: ObjectStore) -> RetryingStore:
+        # Every backend call goes through one retry policy and one adaptive concurrency limit.
+        if isinstance(store, RetryingStore):
+            return store
+        return RetryingStore(store, max_concurrency=self._max_concurrency)
+
+    @property
+    def store(self) -> RetryingStore:
+        """The object store; given as a function that opens it, opened at first use."""
+        if self._store is None:
+            assert self._open_store is not None
+            self._store = self._retrying(self._open_store())
+        return self._store
+
     @classmethod
     def from_settings(cls, settings: Settings) -> Engine:
         engine = cls(
-            open_store(settings),
+            store_opener(settings),
             open_index(settings),
             key_field=settings.key,
             fields=settings.fields,
@@ -169,7 +184,8 @@ class Engine:
 
     def close(self) -> None:
         self.index.close()
-        self.store.close()
+        if self._store is not None:
+            self._store.close()
 
     def __enter__(self) -> Engine:
         return self
@@ -276,11 +292,13 @@ class Engine:
         entry's, instead of the time of storing. Each record is consumed: its
         parsed ``document`` is dropped (set to None) once its body and entry are made, to keep
         memory flat."""
+        store = self.store  # opened before the index records anything
         options = self._put_options(
             fields, skip_unchanged, dry_run, max_errors, last_updated_from_document
         )
+        self._record_fields(options)
         return run_put(
-            self.store,
+            store,
             self.index,
             records,
             options,
@@ -298,14 +316,10 @@ class Engine:
         max_errors: int | None,
         last_updated_from_document: bool = False,
     ) -> PutOptions:
-        """put's options, once the index records its key field and fields (not in a dry run)."""
-        key_field = self.key_field
-        all_fields = self._put_fields(fields)
-        if not dry_run:
-            self.index.configure(key_field, all_fields)
+        """put's options: the key field, and the fields the index records and the given ones."""
         return PutOptions(
-            key_field=key_field,
-            fields=all_fields,
+            key_field=self.key_field,
+            fields=self._put_fields(fields),
             codec=self.codec,
             workers=self.workers,
             batch_size=self.batch_size,
@@ -314,6 +328,11 @@ class Engine:
             max_errors=max_errors,
             last_updated_from_document=last_updated_from_document,
         )
+
+    def _record_fields(self, options: PutOptions) -> None:
+        """The index records put's key field and fields (not in a dry run)."""
+        if not options.dry_run:
+            self.index.configure(options.key_field, options.fields)
 
     def put_files(
         self,
@@ -366,7 +385,6 @@ class Engine:
                 hint="open it with s3idx.open_engine(...) or Engine.from_settings(...): each "
                 "worker process opens the store and the index again from them",
             )
-        # Recorded once here, before any worker starts: N workers must not race to record them.
         options = self._put_options(fields, skip_unchanged, dry_run, max_errors)
         return run_put_processes(
             self.settings,
@@ -377,6 +395,9 @@ class Engine:
             stop,
             read_progress,
             shard,
+            # Recorded once, by the parent, when every worker has opened its store and index
+            # and before any line is read: N workers must not race to record them.
+            when_ready=lambda: self._record_fields(options),
         )
 
     def put_documents(self, documents: Iterable[Mapping[str, Any]], **options: Any) -> PutResult:

@@ -11,7 +11,7 @@ Why this is correct:
 
 - every line of one key goes to the same worker, in input order, so the last one still wins;
 - a worker's duplicates are the key's only duplicates (keys are partitioned), so counts add up;
-- the index settings are recorded once, by the parent, before any worker starts;
+- the index settings are recorded once, by the parent, before any line is read;
 - each worker writes entries object first and by compare-and-set, as a lone ``put`` does.
 
 Workers are started with ``spawn`` (no inherited threads, locks or sockets) and fed through
@@ -32,7 +32,7 @@ import tempfile
 import threading
 import time
 import traceback
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from multiprocessing.connection import Connection, wait
 from typing import IO, Any
@@ -87,15 +87,24 @@ def run_put_processes(
     stop: threading.Event | None = None,
     read_progress: ReadProgress | None = None,
     shard: Shard | None = None,
+    when_ready: Callable[[], object] | None = None,
 ) -> PutResult:
     """Put the records of ``sources`` with ``count`` worker processes (see the module's
     docstring); ``stop`` set ends reading, and the workers finish what they were handed.
-    With ``shard``, the parent drops the keys of other shards before routing the rest."""
+    With ``shard``, the parent drops the keys of other shards before routing the rest.
+    ``when_ready`` is called once every worker has opened its store and index, before the
+    first line is read; a worker that cannot open them fails the run first, as one process
+    fails, with nothing read."""
     started = time.monotonic()
     progress = read_progress or ReadProgress()
     run = _Run(settings, options, count, events, stop, progress, shard)
     try:
         run.start()
+        failure = run.await_ready()
+        if failure is not None:
+            raise failure
+        if when_ready is not None:
+            when_ready()
         # Reading also ends when a worker fails or --max-errors is reached, not only on a stop.
         run.feed(read_records(sources, progress, run.halt))
         result = run.finish()
@@ -161,6 +170,25 @@ class _Run:
             reports_out.close()
             control_in.close()
             self._workers.append(_Worker(number, process, lines_out, reports_in, control_out))
+
+    def await_ready(self) -> S3idxError | None:
+        """Wait until every worker has opened its store and index, or one could not, or a stop
+        was asked for; the failure of a worker that could not, if one could not."""
+        waiting = {worker.reports: worker for worker in self._workers}
+        while waiting and not self.halt.is_set():
+            self._propagate_stop()
+            for connection in wait(list(waiting), timeout=TICK):
+                assert isinstance(connection, Connection)
+                worker = waiting.pop(connection)
+                try:
+                    message = connection.recv()
+                except (EOFError, OSError):
+                    worker.failure = _died(worker, self._count)
+                    return worker.failure
+                if message[0] != "ready":
+                    self._take(worker, message)  # "failed": it stops the others
+                    return worker.failure
+        return None
 
     def feed(self, records: Iterable[Record]) -> None:
         """Read and route every record; meanwhile collect reports and show progress."""
@@ -511,6 +539,8 @@ def _worker_main(
     threading.Thread(target=watch, name="s3idx-stop", daemon=True).start()
     try:
         with Engine.from_settings(settings) as engine:
+            engine.store  # noqa: B018 - opened now: the parent reads nothing until it is
+            reports.send(("ready",))
             try:
                 result = run_put(
                     engine.store,

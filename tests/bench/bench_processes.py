@@ -5,6 +5,10 @@
 nginx answers every request 200 with an ETag and stores nothing (see bench_put.py), so the
 figures measure s3idx's own cost. The machines are shared: the runs of each setting are
 interleaved (1, 2, 1, 2, ...) and the median of each is reported, with the ratio of medians.
+
+nginx runs on the same cores, so it is measured too (its CPU per document): with s3idx's and
+nginx's CPU per document, C cores can do at most C / (s3idx + nginx) documents a second, the
+ceiling printed beside each setting.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ def main() -> None:
     os.environ.update(bench.AWS_ENV)
     walls: dict[int, list[float]] = {p: [] for p in settings}
     cpus: dict[int, list[float]] = {p: [] for p in settings}
+    nginx_cpus: dict[int, list[float]] = {p: [] for p in settings}
     with tempfile.TemporaryDirectory(prefix="s3idx-bench-processes-") as tmp:
         work = Path(tmp)
         source = work / "docs.jsonl"
@@ -56,26 +61,34 @@ def main() -> None:
                         str(processes),
                         "-q",
                     )
+                    nginx_before = bench.nginx_cpu_seconds(work)
                     wall, cpu, _, status = bench.measure_process(argv, env)
                     if status != 0:
                         sys.exit(f"--processes {processes} exited {status}")
+                    nginx = bench.nginx_cpu_seconds(work) - nginx_before
                     walls[processes].append(wall)
                     cpus[processes].append(cpu)
+                    nginx_cpus[processes].append(nginx)
                     print(
                         f"round {round_ + 1} --processes {processes}: "
                         f"{args.docs / wall:,.0f} docs/s, {wall:.2f} s, "
-                        f"CPU {1000 * cpu / args.docs:.3f} ms/doc",
+                        f"CPU {1000 * cpu / args.docs:.3f} ms/doc, "
+                        f"nginx {1000 * nginx / args.docs:.3f} ms/doc",
                         flush=True,
                     )
+    cores = os.cpu_count() or 1
     print(f"\n{args.docs:,} docs, {args.transport}, {args.workers} workers, nginx null endpoint")
     base = statistics.median(walls[settings[0]])
     for processes in settings:
         wall = statistics.median(walls[processes])
-        cpu = statistics.median(cpus[processes])
+        cpu = statistics.median(cpus[processes]) / args.docs
+        nginx = statistics.median(nginx_cpus[processes]) / args.docs
+        ceiling = cores / (cpu + nginx)
         print(
             f"--processes {processes}: median {args.docs / wall:,.0f} docs/s "
-            f"({wall:.2f} s), CPU {1000 * cpu / args.docs:.3f} ms/doc, "
-            f"x {base / wall:.2f} of --processes {settings[0]}"
+            f"({wall:.2f} s), CPU {1000 * cpu:.3f} ms/doc + nginx {1000 * nginx:.3f}, "
+            f"x {base / wall:.2f} of --processes {settings[0]}; "
+            f"{cores} cores' ceiling {ceiling:,.0f} docs/s ({args.docs / wall / ceiling:.0%})"
         )
 
 

@@ -188,6 +188,23 @@ def nginx_endpoint(workdir: Path) -> Iterator[str]:
         server.wait(10)
 
 
+def nginx_cpu_seconds(workdir: Path) -> float:
+    """CPU seconds (user + system) nginx's processes of ``nginx_endpoint(workdir)`` have used
+    so far (Linux /proc): what the null endpoint costs, on the same cores as the client."""
+    master = int((workdir / "nginx" / "nginx.pid").read_text())
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended meanwhile
+            continue
+        pid, parent = int(stat.parent.name), int(fields[1])
+        if master in (pid, parent):
+            total += (int(fields[11]) + int(fields[12])) / ticks
+    return total
+
+
 @contextlib.contextmanager
 def moto_endpoint() -> Iterator[str]:
     port = free_port()

@@ -85,7 +85,7 @@ def test_an_unknown_aws_profile_is_a_usage_error_naming_the_profiles(
     (fake_aws_env / "config").write_text("[profile work]\nregion = eu-west-1\n")
     (fake_aws_env / "credentials").write_text("[home]\naws_access_key_id = x\n")
 
-    result = run("query", "--store", "s3://bucket/docs", "--aws-profile", "wrok", "--full")
+    result = run("put", "--store", "s3://bucket/docs", "--aws-profile", "wrok", input=b"{}")
     assert result.exit_code == ExitStatus.USAGE
     assert "s3idx: error: AWS profile 'wrok' is not defined; profiles: home, work " in (
         result.stderr
@@ -112,6 +112,28 @@ def test_info_with_mongodb_down_prints_what_it_can(run: Run, tmp_path: Path) -> 
     assert "index status  unreachable" in text.stdout
     assert "s3idx: error: cannot reach MongoDB at 127.0.0.1:9" in text.stderr
     assert json_lines(run("query", "--store", str(tmp_path / "s")).stdout)[0]["fs_id"] == "a"
+
+
+def test_a_store_that_cannot_be_opened_leaves_the_index_alone_readable(
+    run: Run, tmp_path: Path
+) -> None:
+    """The store opens at first use: an index-only query needs no S3, info shows the index."""
+    index = ["--index", str(tmp_path / "i.sqlite3")]
+    assert (
+        run("put", "--store", str(tmp_path / "s"), *index, input=b'{"fs_id": "a"}\n').exit_code == 0
+    )
+    args = ["--store", "s3://bucket/docs", "--aws-profile", "wrok", *index]
+
+    assert run("query", "--count", *args).stdout == "1\n"
+    result = run("info", "--json", *args)
+    assert result.exit_code == ExitStatus.USAGE
+    data: dict[str, Any] = orjson.loads(result.stdout)
+    assert (data["store_status"], data["index_status"], data["entries"]) == ("error", "ok", 1)
+    assert "AWS profile 'wrok' is not defined" in result.stderr
+    full = run("query", "--full", *args)
+    assert full.exit_code == ExitStatus.USAGE
+    assert full.stdout == ""
+    assert full.stderr.startswith("s3idx: error: AWS profile 'wrok' is not defined")
 
 
 # --- an output that cannot be written (a full disk) is said plainly, never "a bug" ------------
