@@ -403,6 +403,14 @@ class _Cancelled(Exception):
     """An upload not started because the run already failed."""
 
 
+def _stored_size(store: ObjectStore, prepared: Prepared, codec_name: str) -> int:
+    """What a put would count for this document in a dry run: its encoded body's size in the
+    store, as the store's receipt gives it (compressed; a LocalStore adds its header)."""
+    body = codec.encode_raw(prepared.body, codec_name)
+    size = getattr(store, "stored_size", None)
+    return len(body) if size is None else int(size(body, prepared.metadata))
+
+
 @accounted
 def run_put(
     store: ObjectStore,
@@ -454,7 +462,7 @@ def run_put(
                 if options.skip_unchanged and batch:
                     batch, _ = _drop_unchanged(batch, index, None, result)
                 result.stored += len(batch)
-                result.bytes_stored += sum(len(p.body) for p in batch)
+                result.bytes_stored += sum(_stored_size(store, p, options.codec) for p in batch)
             elif batch:
                 batch, expected = _drop_unchanged(
                     batch, index, pipeline, result, compare=options.skip_unchanged

@@ -196,6 +196,12 @@ class RetryingStore:
     def put(self, key: str, body: bytes, metadata: Mapping[str, str]) -> PutReceipt:
         return self._call(lambda: self.inner.put(key, body, metadata))
 
+    def stored_size(self, body: bytes, metadata: Mapping[str, str]) -> int:
+        """What a put of this (encoded) body takes in the store, as its receipt would say: the
+        body, and whatever the inner store keeps beside it in the object (a LocalStore header)."""
+        size = getattr(self.inner, "stored_size", None)
+        return len(body) if size is None else int(size(body, metadata))
+
     def event_loop_uploader(self, connections: int) -> HttpUploader | None:
         """The inner store's uploader of many objects from one thread, if it has one."""
         make = getattr(self.inner, "event_loop_uploader", None)

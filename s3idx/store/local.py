@@ -243,11 +243,16 @@ class LocalStore:
 
     # --- objects -----------------------------------------------------------------------------
 
+    def stored_size(self, body: bytes, metadata: Mapping[str, str]) -> int:
+        """The size of the file a put of this body and metadata writes (the size it returns):
+        the metadata header, then the body."""
+        return len(_header(metadata)) + len(body)
+
     def put(self, key: str, body: bytes, metadata: Mapping[str, str]) -> PutReceipt:
         self.requests.add()
         self._ready(for_write=True)
         check_metadata_size(metadata, key)
-        header = MAGIC + orjson.dumps(dict(metadata)) + b"\n"
+        header = _header(metadata)
         path = self._path(key)
         self._refuse_linked_parent(key, path)
         self._sweep_temp_files()
@@ -492,7 +497,7 @@ class LocalStore:
         """
         self.requests.add()
         check_metadata_size(metadata, key)
-        header = MAGIC + orjson.dumps(dict(metadata)) + b"\n"
+        header = _header(metadata)
         path = self._path(key)
         with self._open_file(key) as old:
             if self._read_head(key, old).etag != if_match:
@@ -580,6 +585,10 @@ def _decode(name: str) -> str:
 def _modified(st: os.stat_result) -> datetime:
     # The same stat gives the ETag, so a listing and a HEAD agree on both.
     return datetime.fromtimestamp(st.st_mtime, UTC)
+
+
+def _header(metadata: Mapping[str, str]) -> bytes:
+    return MAGIC + orjson.dumps(dict(metadata)) + b"\n"
 
 
 def _etag(st: os.stat_result) -> str:

@@ -158,6 +158,32 @@ def test_dry_run_writes_nothing(run: Run) -> None:
     assert "no s3idx store at " in run("get", "a").stderr
 
 
+@pytest.mark.parametrize("store", ["local", "s3"])
+@pytest.mark.parametrize("compress", ["zlib", "none", "zstd"])
+def test_a_dry_run_counts_the_bytes_a_put_stores(
+    run: Run, request: pytest.FixtureRequest, compress: str, store: str
+) -> None:
+    """bytes_stored: the stored objects' sizes (compressed; a local file with its metadata
+    header), dry run or not."""
+    if compress == "zstd":
+        pytest.importorskip("zstandard")
+    documents = [{"fs_id": f"k{i}", "text": "abc " * (i * 20), "n": i} for i in range(30)]
+    data = jsonl(*documents)
+    args = ["put", "--json", "--compress", compress]
+    if store == "s3":
+        bucket = request.getfixturevalue("s3_bucket")
+        endpoint = request.getfixturevalue("s3_endpoint")
+        args += ["--store", f"s3://{bucket}/docs", "--endpoint-url", endpoint]
+
+    dry = orjson.loads(run(*args, "--dry-run", input=data).stdout)
+    real = orjson.loads(run(*args, input=data).stdout)
+
+    assert dry["bytes_stored"] == real["bytes_stored"]
+    assert (dry["stored"], real["stored"]) == (30, 30)
+    if compress != "none":
+        assert real["bytes_stored"] < len(data) / 2  # compressed, not the lines' sizes
+
+
 def test_max_errors_stops_after_n_rejects(run: Run) -> None:
     documents = [{"fs_id": "a"}, {"no": 1}, {"fs_id": "b"}, {"no": 2}, {"fs_id": "c"}]
     result = run("put", "--max-errors", "2", "--batch-size", "1", "--json", input=jsonl(*documents))
