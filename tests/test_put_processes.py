@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -188,6 +189,26 @@ def test_a_worker_killed_fails_the_run(tmp_path: Path) -> None:
     assert put.returncode not in (0, None), err
     assert b"worker process" in err
     assert orjson.loads(out)["exit_status"] == put.returncode
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds worker processes in /proc")
+def test_a_worker_killed_while_starting_fails_the_run_before_anything_is_read(
+    tmp_path: Path,
+) -> None:
+    locations = ["--store", str(tmp_path / "s"), "--index", str(tmp_path / "i.sqlite3")]
+    put = _s3idx(tmp_path, "put", "--processes", "2", "--json", *locations)
+    deadline = time.monotonic() + 30
+    while not (workers := _workers(put.pid)) and time.monotonic() < deadline:
+        time.sleep(0.002)  # a worker takes tenths of a second to import and open anything
+    os.kill(workers[0], signal.SIGKILL)
+    out, err = put.communicate(b'{"fs_id": "a"}\n', timeout=60)
+    assert put.returncode == ExitStatus.ERROR, err
+    assert re.fullmatch(
+        rb"s3idx: error: worker process [12] of 2 was killed by signal 9 while starting\n", err
+    )
+    assert orjson.loads(out)["exit_status"] == ExitStatus.ERROR
+    assert not (tmp_path / "i.sqlite3").exists()  # nothing recorded, nothing read
+    assert _stored(tmp_path / "s") == 0
 
 
 def test_stdin_through_the_command_line_with_one_json_document(tmp_path: Path) -> None:

@@ -183,7 +183,7 @@ class _Run:
                 try:
                     message = connection.recv()
                 except (EOFError, OSError):
-                    worker.failure = _died(worker, self._count)
+                    worker.failure = _died(worker, self._count, starting=True)
                     return worker.failure
                 if message[0] != "ready":
                     self._take(worker, message)  # "failed": it stops the others
@@ -464,9 +464,14 @@ _SUMMED = tuple(
 )
 
 
-def _died(worker: _Worker, count: int) -> WorkerError:
+def _died(worker: _Worker, count: int, *, starting: bool = False) -> WorkerError:
+    worker.process.join(timeout=1)  # its exit code, now that its pipe has ended
     code = worker.process.exitcode
     how = f"was killed by signal {-code}" if code is not None and code < 0 else f"exited ({code})"
+    if starting:  # before it was handed anything
+        return WorkerError(
+            f"worker process {worker.number + 1} of {count} {how} while starting", ExitStatus.ERROR
+        )
     return WorkerError(
         f"worker process {worker.number + 1} of {count} {how} before finishing its share",
         ExitStatus.ERROR,
