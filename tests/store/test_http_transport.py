@@ -10,7 +10,6 @@ use a proxy. The uploader's behaviour against misbehaving servers is in test_htt
 from __future__ import annotations
 
 import contextlib
-import datetime
 import hashlib
 import json
 import select
@@ -247,18 +246,6 @@ def test_objects_read_the_same_whichever_transport_wrote_them(
             assert heads["http"].metadata[name] == heads["boto3"].metadata[name], name
         entry = orjson.loads(heads["http"].metadata["s3idx-entry"])
         assert (entry["fs_id"], entry["v"]) == (doc["fs_id"], doc["v"])
-
-
-def test_a_timestamp_is_utc() -> None:
-    # The loop dates requests by the wall clock in UTC, as S3 checks them (±15 minutes).
-    from s3idx.store.http_put import HttpUploader
-
-    uploader = HttpUploader.__new__(HttpUploader)
-    uploader._date_second = -1
-    uploader._credentials = lambda: Credentials("a", "b")
-    stamp = uploader._now_amz_date()
-    parsed = datetime.datetime.strptime(stamp, "%Y%m%dT%H%M%SZ").replace(tzinfo=datetime.UTC)
-    assert abs((datetime.datetime.now(datetime.UTC) - parsed).total_seconds()) < 5
 
 
 def test_credentials_the_loop_cannot_read_leave_each_upload_to_boto3(

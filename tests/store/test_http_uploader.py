@@ -12,6 +12,7 @@ gives (throttling, garbage, connections closed at the wrong moment, no answer at
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import shutil
 import socket
@@ -363,6 +364,19 @@ def botocore_signature(request: Request, host: str) -> tuple[str, str]:
 
 
 # --- happy path --------------------------------------------------------------------------------
+
+
+def test_a_request_is_dated_now_in_utc(
+    servers: Servers, uploaders: Callable[..., HttpUploader]
+) -> None:
+    """X-Amz-Date is the wall clock in UTC, as S3 checks it (within 15 minutes)."""
+    server = servers()
+    assert_done(only(put_all(uploaders(server.port), 1)), "etag-0")
+    (request,) = server.requests
+    sent = datetime.datetime.strptime(request.headers["x-amz-date"], "%Y%m%dT%H%M%SZ")
+    now = datetime.datetime.now(datetime.UTC).replace(tzinfo=None)
+    assert abs((now - sent).total_seconds()) < 5
+    assert request.headers["authorization"].split("/")[1] == sent.strftime("%Y%m%d")
 
 
 def test_fifty_puts_over_four_connections_all_done_with_what_the_server_received(
