@@ -113,6 +113,7 @@ class Engine:
     """put / get / query / delete over one object store and one index.
 
     The engine never prints: it reports through ``Events`` and returns result objects.
+    ``store`` is the object store, or a function that opens it, called at its first use.
     """
 
     def __init__(
@@ -136,7 +137,7 @@ class Engine:
         self._max_concurrency = max(workers, head_workers)
         self._store: RetryingStore | None = None
         self._open_store: Callable[[], ObjectStore] | None = None
-        if isinstance(store, ObjectStore):
+        if isinstance(store, ObjectStore) or not callable(store):
             self._store = self._retrying(store)
         else:
             self._open_store = store
