@@ -20,6 +20,7 @@ from s3idx._version import __version__
 from s3idx.cli import app
 from s3idx.environment import Environment
 from s3idx.errors import EXIT_STATUS_MEANINGS, ExitStatus
+from tests.helpers import subprocess_env
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -253,12 +254,11 @@ def test_what_never_uses_the_s3_store_never_opens_it(
     assert _imported_by(command("query", "--count"), tmp_path) == []
     # Reading a body opens the store; the workers stored every document.
     assert _imported_by(command("get", "k7"), tmp_path, ("botocore",)) == ["botocore"]
-    env = {**os.environ, "S3IDX_HOME": str(tmp_path / "home")}
     count = subprocess.run(
         [sys.executable, "-m", "s3idx", "query", "--count", *where],
         capture_output=True,
         text=True,
-        env=env,
+        env=subprocess_env(tmp_path / "home"),
         check=True,
     )
     assert count.stdout == "20\n"
