@@ -33,6 +33,7 @@ from s3idx.config import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_HEAD_WORKERS,
     DEFAULT_WORKERS,
+    MAX_PROCESSES,
     TRANSPORTS,
     config_path,
     data_dir,
@@ -668,6 +669,7 @@ def put(
         typer.Option(
             "--processes",
             min=1,
+            max=MAX_PROCESSES,
             metavar="N",
             help="Split the input over N worker processes by key, to use N cores. [default: 1]",
             show_default=False,

@@ -26,6 +26,9 @@ DEFAULT_BATCH_SIZE = 1000  # index entries per bulk write
 # More requests in flight than this gain nothing (S3 takes ~3,500 PUTs/s per prefix) and cost a
 # thread, with its stack, each.
 MAX_WORKERS = 1024
+# Each of put's worker processes is an interpreter of its own (tenths of a second to start, tens
+# of MB): more than the cores of a large machine only add start-up and memory.
+MAX_PROCESSES = 256
 # How S3 requests are made; obstore is optional (s3idx[fast]); http is boto3 with put's uploads
 # on s3idx's own event loop.
 TRANSPORTS = ("boto3", "obstore", "http")

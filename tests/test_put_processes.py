@@ -323,3 +323,46 @@ def test_ctrl_c_to_the_process_group_stops_every_process_and_exits_130(tmp_path:
     assert (summary["stored"], summary["interrupted"]) == (20, True)
     assert b"worker process" not in err  # no worker died of the signal
     assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
+
+
+@pytest.mark.parametrize(
+    ("processes", "bound"),
+    [
+        ("0", "greater than or equal to 1"),
+        ("-3", "greater than or equal to 1"),
+        ("257", "less than or equal to 256"),
+    ],
+)
+def test_a_count_of_processes_out_of_range_is_a_usage_error_before_anything_starts(
+    run: Run, tmp_path: Path, processes: str, bound: str
+) -> None:
+    source = tmp_path / "docs.jsonl"
+    source.write_bytes(b'{"fs_id": "a"}\n')
+    store, index = tmp_path / "store", tmp_path / "i.sqlite3"
+
+    result = run(
+        "put", "--processes", processes, str(source), "--store", str(store), "--index", str(index)
+    )
+
+    assert (result.exit_code, result.stdout) == (ExitStatus.USAGE, "")
+    assert result.stderr.endswith(
+        f"Error: Invalid value for '--processes': Input should be {bound}\n"
+    )
+    assert not index.exists() and not store.exists()
+
+
+@pytest.mark.parametrize("processes", [0, 257])
+def test_the_library_refuses_a_count_of_processes_out_of_range(
+    tmp_path: Path, processes: int
+) -> None:
+    source = tmp_path / "docs.jsonl"
+    source.write_bytes(b'{"fs_id": "a"}\n')
+    with open_engine(store=str(tmp_path / "s"), index=str(tmp_path / "i.sqlite3")) as engine:
+        with pytest.raises(UsageError) as raised:
+            engine.put_files([source], processes=processes)
+    assert raised.value.message == f"processes must be from 1 to 256, not {processes}"
+    assert raised.value.hint == (
+        "each worker process is a Python interpreter of its own: more than the free cores only "
+        "add start-up and memory"
+    )
+    assert not (tmp_path / "i.sqlite3").exists() and not (tmp_path / "s").exists()

@@ -15,6 +15,7 @@ from s3idx.config import (
     DEFAULT_HEAD_WORKERS,
     DEFAULT_KEY_FIELD,
     DEFAULT_WORKERS,
+    MAX_PROCESSES,
     Settings,
     resolve_settings,
 )
@@ -349,8 +350,12 @@ class Engine:
         ``processes`` > 1 splits the input over that many worker processes by key
         (``engine/processes.py``); it needs an engine opened from settings (``open_engine``).
         """
-        if processes < 1:
-            raise UsageError(f"--processes must be at least 1, not {processes}")
+        if not 1 <= processes <= MAX_PROCESSES:
+            raise UsageError(
+                f"processes must be from 1 to {MAX_PROCESSES}, not {processes}",
+                hint="each worker process is a Python interpreter of its own: more than the "
+                "free cores only add start-up and memory",
+            )
         sources: list[InputSource] = []
         for path in paths:
             if str(path) == "-":
