@@ -1047,8 +1047,14 @@ def delete(
         run.out.message(f"not found: {shorten_key(key)}")
     for key, reason in result.failed:
         run.out.message(f"could not delete {shorten_key(key)}: {reason}")
+    for key in result.kept:
+        run.out.message(
+            f"not deleted: {shorten_key(key)}: its object changed since its entry was read "
+            "(another writer stored it again, or the index was out of date); its entry now "
+            "shows the stored version: delete it again to delete that"
+        )
     status = None
-    if result.failed:
+    if result.failed or result.kept:
         status = ExitStatus.PARTIAL
     elif result.missing:
         status = ExitStatus.NOT_FOUND

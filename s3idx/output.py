@@ -300,7 +300,7 @@ def delete_summary(result: DeleteResult) -> str:
     if result.failed:
         line += f", {len(result.failed)} failed"
     if result.rewritten:
-        line += f", {result.rewritten} skipped (rewritten while deleting)"
+        line += f", {result.rewritten} skipped (changed since indexed)"
     if result.finished:
         line += f"; {plural(result.finished, 'document')} finished from an interrupted delete"
     return line

@@ -297,3 +297,46 @@ def test_an_object_rewritten_by_a_writer_that_died_is_indexed_by_the_delete(
     assert (result.deleted, result.rewritten) == (0, 1)
     assert engine.query({"v": 400}, fields=["fs_id"]).__next__()["fs_id"] == "k4"
     assert engine.sync(check=True).drift == 0
+
+
+@pytest.fixture(params=["local", "s3"])
+def shared_store(request: pytest.FixtureRequest, tmp_path: Path) -> list[str]:
+    """A store location (local directory or moto's S3) for two indexes to share."""
+    if request.param == "local":
+        return ["--store", str(tmp_path / "store")]
+    endpoint = request.getfixturevalue("s3_endpoint")
+    bucket = request.getfixturevalue("s3_bucket")
+    return ["--store", f"s3://{bucket}/docs", "--endpoint-url", endpoint]
+
+
+def test_a_named_key_whose_object_changed_since_indexed_is_not_deleted_and_says_so(
+    run: Any, tmp_path: Path, shared_store: list[str]
+) -> None:
+    """An index out of date with its store (another index's put rewrote ``a``): the delete
+    leaves the stored version, as it leaves one rewritten while deleting, but a named key left
+    in place is a failure to report (exit 3), and the next delete deletes it."""
+    stale = [*shared_store, "--index", str(tmp_path / "stale.sqlite3")]
+    other = [*shared_store, "--index", str(tmp_path / "other.sqlite3")]
+    assert run("put", "-q", *stale, input='{"fs_id": "a", "v": 1}\n{"fs_id": "b"}\n').exit_code == 0
+    assert run("put", "-q", *other, input='{"fs_id": "a", "v": 2}\n').exit_code == 0
+
+    result = run("delete", "a", "b", "--json", *stale)
+
+    assert result.exit_code == 3, result.stderr
+    assert result.stderr == (
+        "s3idx: not deleted: a: its object changed since its entry was read (another writer "
+        "stored it "
+        "again, or the index was out of date); its entry now shows the stored version: delete it "
+        "again to delete that\n"
+    )
+    summary = orjson.loads(result.stdout)
+    assert (summary["deleted"], summary["rewritten"], summary["kept"]) == (1, 1, ["a"])
+    assert [orjson.loads(line) for line in run("get", "a", *stale).stdout.splitlines()] == [
+        {"fs_id": "a", "v": 2}
+    ]
+    assert run("query", '{"fs_id": "a"}', "--count", *stale).stdout == "1\n"
+
+    again = run("delete", "a", "--json", *stale)
+    assert again.exit_code == 0, again.stderr
+    assert orjson.loads(again.stdout)["deleted"] == 1
+    assert run("get", "a", *stale).exit_code == 4

@@ -192,7 +192,7 @@ def test_delete_summary_counts_in_the_singular_and_plural() -> None:
 def test_delete_summary_names_rewritten_and_finished_documents() -> None:
     result = DeleteResult(deleted=3, rewritten=2, finished=1)
     assert output.delete_summary(result) == (
-        "delete: deleted 3 documents, 2 skipped (rewritten while deleting); "
+        "delete: deleted 3 documents, 2 skipped (changed since indexed); "
         "1 document finished from an interrupted delete"
     )
     assert result.as_dict()["rewritten"] == 2

@@ -357,9 +357,9 @@ def test_the_library_refuses_a_count_of_processes_out_of_range(
 ) -> None:
     source = tmp_path / "docs.jsonl"
     source.write_bytes(b'{"fs_id": "a"}\n')
-    with open_engine(store=str(tmp_path / "s"), index=str(tmp_path / "i.sqlite3")) as engine:
-        with pytest.raises(UsageError) as raised:
-            engine.put_files([source], processes=processes)
+    location = {"store": str(tmp_path / "s"), "index": str(tmp_path / "i.sqlite3")}
+    with open_engine(**location) as engine, pytest.raises(UsageError) as raised:
+        engine.put_files([source], processes=processes)
     assert raised.value.message == f"processes must be from 1 to 256, not {processes}"
     assert raised.value.hint == (
         "each worker process is a Python interpreter of its own: more than the free cores only "

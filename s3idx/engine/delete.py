@@ -149,8 +149,11 @@ def _delete_batch(
     _delete_journaled(store, index, targets, outcome)
     result.deleted += len(outcome.gone)
     result.entries_deleted += outcome.entries
-    result.rewritten += outcome.rewritten
+    result.rewritten += len(outcome.rewritten)
     result.failed.extend(outcome.failed)
+    if named:
+        # A key the user named is still there: a failure to report, not a quiet skip.
+        result.kept.extend(sorted(outcome.rewritten))
 
 
 class _DeleteOutcome:
@@ -159,7 +162,9 @@ class _DeleteOutcome:
     def __init__(self) -> None:
         self.gone: list[str] = []  # objects deleted (or found already gone)
         self.entries = 0  # entries removed
-        self.rewritten = 0  # left alone: entry or object rewritten since its ETag was read
+        # Left alone: entry or object not the version whose ETag was read (rewritten since,
+        # or the entry was out of date with its object).
+        self.rewritten: list[str] = []
         self.failed: list[tuple[str, str]] = []  # the store refused; still journaled
 
 
@@ -173,14 +178,14 @@ def _delete_journaled(
     outcome.entries += removed
     if conflicts:
         # A newer write replaced the entry after its ETag was read: that document stays.
-        outcome.rewritten += len(conflicts)
+        outcome.rewritten.extend(conflicts)
         index.clear_journal({k: items[k] for k in conflicts})
     remaining = {k: v for k, v in items.items() if k not in conflicts}
     if not remaining:
         return
     failures = store.delete(list(remaining), if_match=remaining)
     changed = [f.key for f in failures if f.changed]
-    outcome.rewritten += len(changed)
+    outcome.rewritten.extend(changed)
     if changed:
         # Its entry went in step 3; the newer object's writer puts it back by its own CAS,
         # unless it died after its upload: reconcile indexes what the bucket now holds.

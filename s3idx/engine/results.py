@@ -86,8 +86,12 @@ class DeleteResult:
     dry_run: bool = False
     would_delete: list[str] = field(default_factory=list)
     elapsed: float = 0.0
-    # Left alone: rewritten by another writer while being deleted (the newer document stands).
+    # Left alone: the object (or entry) was not the version whose ETag the delete read:
+    # rewritten by another writer meanwhile, or the entry was out of date. What the store
+    # holds stands, and its entry is set to it.
     rewritten: int = 0
+    # Keys named by the caller among those left alone: still there, so the delete failed them.
+    kept: list[str] = field(default_factory=list)
     # Deleted by finishing deletes an interrupted earlier run left in the index's journal.
     finished: int = 0
 
