@@ -404,7 +404,7 @@ _UNDECODABLE = "body cannot be decompressed as {codec}: {exc}"
 
 # --- keys ------------------------------------------------------------------------------------
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # Unicode Cc: C0, DEL and C1
 
 
 def is_reserved_key(key: str) -> bool:

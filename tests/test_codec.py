@@ -244,6 +244,9 @@ def test_zstd_without_zstandard_names_the_extra(monkeypatch: pytest.MonkeyPatch)
         ("/abs", "key '/abs' has an empty segment (a leading, trailing or double '/')"),
         ("a//b", "key 'a//b' has an empty segment (a leading, trailing or double '/')"),
         ("tab\there", "key contains a control character (U+0009)"),
+        ("del\x7f", "key contains a control character (U+007F)"),
+        ("c1\x85", "key contains a control character (U+0085)"),  # NEL: a line break
+        ("c1\x80x\x9f", "key contains a control character (U+0080)"),
         ("x" * 1025, "key is 1025 bytes; the limit is 1024 bytes (UTF-8)"),
         (
             ".s3idx/x",
