@@ -601,15 +601,10 @@ class Engine:
         See ``s3idx.engine.reindex``. The fields pending before are complete afterwards,
         unless some object failed or the run was stopped.
         """
+        self.require_store()
         settings = self.index.settings()
         if settings is None:
-            raise UsageError(
-                f"index {self.index.location} has no entries and no recorded fields: "
-                "there is nothing to reindex",
-                hint="to recover a lost index from the store, run `s3idx rebuild-index`; "
-                "to add fields, give them to `s3idx put --field`",
-            )
-        self.require_store()
+            raise index_not_found(self.index.location)
         all_fields = self._put_fields(fields)
         if dry_run:
             new = tuple(f for f in all_fields if f not in settings.fields)

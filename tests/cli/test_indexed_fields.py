@@ -272,14 +272,27 @@ def test_a_field_on_an_empty_index_is_complete_at_once(run: Run, index_where: li
     assert keys(run("query", *where, '{"color": "blue"}')) == ["b"]
 
 
-def test_reindex_on_an_index_never_written_is_a_usage_error(
-    run: Run, index_where: list[str]
-) -> None:
+def test_reindex_on_an_index_never_written_is_not_found(run: Run, index_where: list[str]) -> None:
+    """As ``query`` on it: the index named does not exist (exit 4), whatever the store holds."""
     where = index_where
-    result = run("reindex", *where)
+    assert run("put", "-q", *where, input='{"fs_id": "a"}\n').exit_code == 0
+    index = where[where.index("--index") + 1]
+    fresh = [*where[: where.index("--index")], "--index", index + "-never-written"]
+    if index.startswith("mongodb"):
+        fresh = [*where, "--collection", "never_written"]
 
-    assert result.exit_code == ExitStatus.USAGE
-    assert "there is nothing to reindex" in result.stderr
+    result = run("reindex", *fresh)
+
+    assert result.exit_code == ExitStatus.NOT_FOUND, result.stderr
+    assert "(nothing was ever put there)" in result.stderr
+    assert "hint: check --index; s3idx put creates an index" in result.stderr
+
+
+def test_reindex_on_a_store_that_does_not_exist_is_not_found(run: Run, tmp_path: Path) -> None:
+    where = ["--store", str(tmp_path / "nope"), "--index", str(tmp_path / "nope.sqlite3")]
+    result = run("reindex", "--field", "zz", *where)
+    assert (result.exit_code, result.stdout) == (ExitStatus.NOT_FOUND, "")
+    assert result.stderr.startswith(f"s3idx: error: no s3idx store at {tmp_path / 'nope'} (")
 
 
 # --- 11.4: --field is checked before it is recorded ------------------------------------------

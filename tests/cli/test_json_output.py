@@ -175,4 +175,4 @@ def test_reindex_json_on_success_and_on_refusal(
     assert _one_document(ok.stdout)["exit_status"] == 0
 
     empty = ["--store", str(tmp_path / "empty"), "--index", str(tmp_path / "empty.sqlite3")]
-    _failed(run("reindex", "--json", *empty), ExitStatus.USAGE, "nothing to reindex")
+    _failed(run("reindex", "--json", *empty), ExitStatus.NOT_FOUND, "no s3idx store at")
