@@ -366,3 +366,43 @@ def test_the_library_refuses_a_count_of_processes_out_of_range(
         "add start-up and memory"
     )
     assert not (tmp_path / "i.sqlite3").exists() and not (tmp_path / "s").exists()
+
+
+def _summary(run: Run, *args: str, input: bytes | None = None) -> dict[str, object]:
+    result = run("put", "--json", *args, input=input)
+    assert result.exit_code in (0, 3), result.stderr
+    summary = orjson.loads(result.stdout)
+    # How long, how fast, how many manifests and bytes sent depend on how the run was cut up.
+    for name in ("elapsed", "docs_per_second", "manifests_written", "bytes_stored"):
+        summary.pop(name)
+    return summary
+
+
+@pytest.mark.parametrize("shard", [[], ["--shard", "1/2"]])
+@pytest.mark.parametrize("skip_unchanged", [[], ["--skip-unchanged"]])
+def test_the_summary_is_the_same_however_the_run_is_cut_up(
+    run: Run, tmp_path: Path, shard: list[str], skip_unchanged: list[str]
+) -> None:
+    """Every key twice, far apart (a later batch stores it again), some lines bad: one process
+    with batches of 1,000 or of 7, two processes, and a dry run all count the same: each line
+    is read once and counted once, as stored, unchanged, duplicate, rejected or other shard's."""
+    lines = [orjson.dumps({"fs_id": f"k{i % 40}", "n": i % 40}) for i in range(80)]
+    lines[3] = b"not json"
+    source = tmp_path / "docs.jsonl"
+    source.write_bytes(b"\n".join(lines) + b"\n")
+    counter = iter(range(100))
+
+    def put(*args: str) -> dict[str, object]:
+        n = next(counter)
+        where = ["--store", str(tmp_path / f"s{n}"), "--index", str(tmp_path / f"i{n}.sqlite3")]
+        return _summary(run, str(source), *shard, *skip_unchanged, *where, *args)
+
+    one = put()
+    assert put("--batch-size", "7") == one
+    assert put("--processes", "2") == one
+    assert put("--processes", "2", "--batch-size", "7") == one
+    assert put("--dry-run", "--batch-size", "7") == {**one, "dry_run": True}
+    assert one["read"] == 80
+    counted = ("stored", "unchanged", "duplicates", "rejected", "other_shards")
+    assert sum(one[name] for name in counted) == 80  # type: ignore[misc]
+    assert one["shard"] == (shard[1] if shard else None)

@@ -87,8 +87,8 @@ def test_put_shards_store_each_document_once_and_agree_with_one_put(
     assert all(r.read == whole.read for r in results)
     assert sum(r.read - r.other_shards for r in results) == whole.read
     assert [r.shard for r in results] == ["0/3", "1/3", "2/3"]
-    # Each key is stored by the one shard that owns it (stored counts uploads, and a key's
-    # two documents are in different chunks, so each is uploaded: as in the one put).
+    # Each key is stored by the one shard that owns it, and counted once, though a key's two
+    # documents are in different chunks, so each is uploaded (as in the one put).
     stored = sum(r.stored for r in results)
     assert stored == whole.stored
     assert sum(r.duplicates for r in results) == whole.duplicates == 2
@@ -96,7 +96,7 @@ def test_put_shards_store_each_document_once_and_agree_with_one_put(
     for n, result in enumerate(results):
         own = sum(1 for owner in owners.values() if owner == n)
         dupes = sum(1 for k in ("k03", "k41") if owners[k] == n)
-        assert result.stored == own + dupes, n
+        assert result.stored == own, n
         assert result.duplicates == dupes, n
     # A bad line is rejected by exactly one shard: the unroutable ones by shard 0.
     assert sorted(r for located in rejects for r in located) == sorted(whole_rejects)
@@ -118,17 +118,20 @@ def test_put_shard_dry_run_and_skip_unchanged_count_only_the_shards_keys(
     path = _input(tmp_path)
     index = tmp_path / "index.sqlite3"
     dry = [_put(store, index, path, Shard(n, SHARDS), dry_run=True)[0] for n in range(SHARDS)]
-    assert sum(r.stored for r in dry) == len(GOOD) + 2
+    assert sum(r.stored for r in dry) == len(GOOD)
     assert not list(store.list_objects())
     _put(store, index, path, None)
     again = [
         _put(store, index, path, Shard(n, SHARDS), skip_unchanged=True)[0] for n in range(SHARDS)
     ]
     # Each duplicated key's first document differs from the one stored (its last), which
-    # then differs from the first: both are uploaded again.
+    # then differs from the first: both are uploaded again, the key counted once as stored and
+    # once as a duplicate.
     assert sum(r.unchanged for r in again) == len(GOOD) - 2
-    assert sum(r.stored for r in again) == 4
-    assert all(r.other_shards == r.read - (r.unchanged + r.stored + r.rejected) for r in again)
+    assert sum(r.stored for r in again) == 2
+    assert sum(r.duplicates for r in again) == 2
+    counted = ("unchanged", "stored", "rejected", "duplicates")
+    assert all(r.other_shards == r.read - sum(getattr(r, n) for n in counted) for r in again)
 
 
 # --- sync ---------------------------------------------------------------------------------------

@@ -35,6 +35,9 @@ class Prepared:
     body: bytes
     sha256: str
     metadata: dict[str, str]
+    # Its key was stored earlier in the same run (a later batch stores it again, the last line
+    # winning): counted as a duplicate, not again as stored or unchanged.
+    again: bool = False
 
 
 def shown_path(path: str) -> str:

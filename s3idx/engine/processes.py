@@ -417,7 +417,8 @@ class _Run:
         self._stop_workers()
 
     def _merged(self) -> PutResult:
-        merged = PutResult(dry_run=self._options.dry_run)
+        shard = None if self._shard is None else str(self._shard)
+        merged = PutResult(dry_run=self._options.dry_run, shard=shard)
         parts = [self._own, *(w.result for w in self._workers if w.result is not None)]
         for part in parts:
             for name in _SUMMED:

@@ -239,7 +239,8 @@ class UploadPipeline:
             self._manifests.add(
                 ManifestLine(prepared.key, kept["etag"], kept["size"], prepared.metadata)
             )
-            self._result.stored += 1
+            if not prepared.again:
+                self._result.stored += 1
             self._result.bytes_stored += kept["size"]
             return
         self._expected.pop(prepared.key, None)  # no entry to write for it
@@ -461,7 +462,7 @@ def run_put(
             if pipeline is None:
                 if options.skip_unchanged and batch:
                     batch, _ = _drop_unchanged(batch, index, None, result)
-                result.stored += len(batch)
+                result.stored += sum(not p.again for p in batch)
                 result.bytes_stored += sum(_stored_size(store, p, options.codec) for p in batch)
             elif batch:
                 batch, expected = _drop_unchanged(
@@ -699,7 +700,10 @@ def _prepare_chunk(
         keys.append(prepared.key)
         by_key.pop(prepared.key, None)  # the later one wins and moves to its place
         by_key[prepared.key] = prepared
-    result.duplicates += seen.add_many(keys)
+    duplicates, earlier = seen.add_many(keys)
+    result.duplicates += duplicates
+    for key in earlier:
+        by_key[key].again = True
     return list(by_key.values())
 
 
@@ -750,7 +754,8 @@ def _drop_unchanged(
     for prepared in batch:
         found = existing.get(prepared.key)
         if found is not None and _same(found[0], found[1].sha256, found[1].codec, prepared):
-            result.unchanged += 1
+            if not prepared.again:
+                result.unchanged += 1
         else:
             changed.append(prepared)
     return changed, {key: kept.etag for key, (_, kept) in existing.items()}

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import sqlite3
 
+from s3idx.limits import batched
+
+_IN_LIMIT = 500  # keys per IN (...): under SQLite's oldest limit of 999 parameters
+
 
 class SeenKeys:
     """A set of keys kept in a private temporary SQLite file, not in memory.
@@ -17,24 +21,42 @@ class SeenKeys:
         self._db = sqlite3.connect("", isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=OFF")
         self._db.execute("PRAGMA synchronous=OFF")
-        self._db.execute("CREATE TABLE seen(key TEXT PRIMARY KEY) WITHOUT ROWID")
+        # Each key with the call that first recorded it, to tell which keys an earlier call had.
+        self._db.execute("CREATE TABLE seen(key TEXT PRIMARY KEY, call INTEGER) WITHOUT ROWID")
         self._db.execute("BEGIN")
         self._pending = 0
+        self._calls = 0
 
-    def add_many(self, keys: list[str]) -> int:
-        """Record the keys, in order; how many had been seen before (earlier in the list too).
+    def add_many(self, keys: list[str]) -> tuple[int, set[str]]:
+        """Record the keys, in order. Returns how many had been seen before (earlier in the
+        list too), and which of them an earlier call had recorded.
 
         One statement for all of them: a statement per key cost ~12 µs of put's CPU a document.
+        The second answer costs a query only when some key came in an earlier call.
         """
         if not keys:  # rowcount of an empty executemany is not the same in every Python
-            return 0
-        cursor = self._db.executemany("INSERT OR IGNORE INTO seen(key) VALUES (?)", zip(keys))
+            return 0, set()
+        self._calls += 1
+        call = self._calls
+        cursor = self._db.executemany(
+            "INSERT OR IGNORE INTO seen(key, call) VALUES (?, ?)", ((k, call) for k in keys)
+        )
+        repeated = len(keys) - cursor.rowcount
+        earlier: set[str] = set()
+        distinct = set(keys)
+        if repeated > len(keys) - len(distinct):
+            for part in batched(distinct, _IN_LIMIT):
+                marks = ",".join("?" * len(part))
+                rows = self._db.execute(
+                    f"SELECT key FROM seen WHERE call < ? AND key IN ({marks})", (call, *part)
+                )
+                earlier.update(row[0] for row in rows)
         self._pending += len(keys)
         if self._pending >= 10_000:
             self._db.execute("COMMIT")
             self._db.execute("BEGIN")
             self._pending = 0
-        return len(keys) - cursor.rowcount
+        return repeated, earlier
 
     def close(self) -> None:
         self._db.close()
