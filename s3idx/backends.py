@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from s3idx.config import TRANSPORTS, Settings, default_index, default_store, redact
+from s3idx.config import TRANSPORTS, Settings, default_index, default_store, redact_location
 from s3idx.errors import UsageError
 from s3idx.frozen import Frozen, init_field
 from s3idx.index.base import Index
@@ -59,7 +59,17 @@ def parse_store_location(text: str) -> StoreLocation:
         rest = text[len("s3://") :]
         bucket, _, prefix = rest.partition("/")
         if not bucket:
-            raise UsageError(f"store {text!r} names no bucket; expected s3://BUCKET[/PREFIX]")
+            raise UsageError(
+                f"store {redact_location(text)!r} names no bucket; expected s3://BUCKET[/PREFIX]"
+            )
+        if "@" in bucket:
+            # No bucket name holds an '@'; botocore's refusal would quote it, password and all.
+            raise UsageError(
+                f"store {redact_location(text)!r} names a user or password, which S3 does not "
+                "take in a location; expected s3://BUCKET[/PREFIX]",
+                hint="S3 credentials come from the environment (AWS_ACCESS_KEY_ID, "
+                "AWS_SECRET_ACCESS_KEY) or an AWS profile (--aws-profile)",
+            )
         return StoreLocation("s3", bucket=bucket, prefix=prefix.strip("/"))
     if text.startswith("file://"):
         return StoreLocation("local", path=Path(unquote(urlsplit(text).path)))
@@ -74,18 +84,19 @@ def parse_index_location(text: str) -> IndexLocation:
         try:
             database = urlsplit(text).path.lstrip("/")
         except ValueError as exc:
-            raise UsageError(f"index {redact(text)!r} is not a valid URI: {exc}") from None
+            raise UsageError(f"index {redact_location(text)!r} is not a valid URI: {exc}") from None
         if not database:
             raise UsageError(
-                f"index {redact(text)!r} names no database; expected mongodb://HOST[:PORT]/DB"
+                f"index {redact_location(text)!r} names no database; "
+                "expected mongodb://HOST[:PORT]/DB"
             )
         return IndexLocation("mongodb", uri=text, database=unquote(database))
     if text.startswith("sqlite://"):
         path = text[len("sqlite://") :]
         if not path.startswith("/"):
             raise UsageError(
-                f"index {text!r}: a SQLite URL needs three slashes and an absolute path, "
-                "as in sqlite:///home/me/index.sqlite3 (or give the plain file path)"
+                f"index {redact_location(text)!r}: a SQLite URL needs three slashes and an "
+                "absolute path, as in sqlite:///home/me/index.sqlite3 (or give the plain file path)"
             )
         return IndexLocation("sqlite", path=Path(unquote(path)))
     _refuse_url_typos(text, "index")
@@ -114,7 +125,7 @@ def _refuse_url_typos(text: str, role: str) -> None:
     found = _URL_LIKE.fullmatch(text)
     if found is None:
         return
-    scheme, sep, rest = found["scheme"], found["sep"], found["rest"]
+    scheme, sep = found["scheme"], found["sep"]
     if ":" not in sep and scheme.lower() not in (*_FORMS["store"], *_FORMS["index"]):
         return  # "docs//x" is a path; only a scheme's name before "//" reads as a URL
     if len(scheme) == 1 and sys.platform == "win32":
@@ -124,7 +135,7 @@ def _refuse_url_typos(text: str, role: str) -> None:
     guess = _closest_scheme(scheme)
     if role == "index" and guess == "file":
         guess = "sqlite"  # a file URL for the index means its SQLite file
-    shown = _without_password(text)
+    shown = redact_location(text)
     # The hint matters where a real directory name could look like this ("data:2024").
     plain = None if "//" in sep else f"a local path with ':' in its name can be given as ./{shown}"
     if guess in _FORMS[other] and guess not in forms:
@@ -133,8 +144,7 @@ def _refuse_url_typos(text: str, role: str) -> None:
             f"{_PLAIN[role]} or {' or '.join(forms.values())}"
         )
     if guess is not None:
-        slashes = "///" if guess in ("file", "sqlite") else "//"
-        fixed = _without_password(f"{guess}:{slashes}{rest.lstrip('/')}")
+        fixed = _respelled(shown, guess)
         raise UsageError(
             f"{role} {shown!r} is not a valid location; did you mean {fixed!r}?", hint=plain
         )
@@ -152,9 +162,13 @@ def _a(role: str) -> str:
     return f"an {role}" if role == "index" else f"a {role}"
 
 
-def _without_password(text: str) -> str:
-    # redact() knows only well-formed URLs; a mistyped one ("mongodb:/u:pw@h") may hold one too.
-    return re.sub(r"^([^:]*:/*[^:/@]*):[^@]*@", r"\1:***@", redact(text))
+def _respelled(shown: str, scheme: str) -> str:
+    """The location as it was meant, made from what may be shown of it: a suggestion built from
+    the text as typed could show what its spelling hid ("mongodb:pw@host" has no user)."""
+    slashes = "///" if scheme in ("file", "sqlite") else "//"
+    found = _URL_LIKE.fullmatch(shown)
+    rest = found["rest"].lstrip("/") if found else "..."
+    return f"{scheme}:{slashes}{rest}"
 
 
 def _closest_scheme(scheme: str) -> str | None:

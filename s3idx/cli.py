@@ -39,7 +39,7 @@ from s3idx.config import (
     data_dir,
     default_index,
     default_store,
-    redact,
+    redact_location,
     remember_environment_secrets,
     remember_location_secrets,
     resolve_settings,
@@ -470,7 +470,8 @@ class CommandContext:
         self.settings = resolve_settings(
             {**loc, **flags}, profile=profile, config_file=config, env=run.env.environ
         )
-        remember_location_secrets(self.settings.index)
+        settings = self.settings
+        remember_location_secrets(settings.index, settings.store, settings.endpoint_url)
 
     def engine(self) -> Engine:
         from s3idx.engine.core import Engine
@@ -1078,8 +1079,8 @@ def info(
     ctx = CommandContext(run, loc)
     data: dict[str, Any] = {
         "version": __version__,
-        "store": redact(ctx.settings.store),
-        "index": redact(ctx.settings.index),
+        "store": redact_location(ctx.settings.store),
+        "index": redact_location(ctx.settings.index),
         "config_file": str(ctx.config_file or config_path(run.env.environ)),
         "data_dir": str(data_dir(run.env.environ)),
     }

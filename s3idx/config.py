@@ -9,9 +9,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import unquote, unquote_plus
 
 from s3idx.errors import ConfigError
+from s3idx.frozen import Frozen, init_field
 
 DEFAULT_KEY_FIELD = "fs_id"
 DEFAULT_COLLECTION = "s3idx"
@@ -247,20 +248,34 @@ def _settings_table(table: Any, where: str) -> dict[str, Any]:
 
 # --- secrets: never printed ------------------------------------------------------------------
 
-# Greedy up to the last "@" of the token: a password may hold an unescaped "/" or "@", and
-# hiding too much is safe where hiding too little is not.
-_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^:/@\s]*):\S*@")
+# In free text (a message, a library's error) a URI is found by its scheme, then ":" with any
+# slashes or "//" alone (so "mongodb:/u:pw@h" and "mongodb//u:pw@h" too), and its password is
+# hidden greedily up to the last "@" of the token: a password may hold an unescaped "/" or "@",
+# and hiding too much is safe where hiding too little is not. A location the user gave is
+# redacted from its structure instead (``redact_location``), and its secrets are known by value.
+_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*(?::/*|//+))(?P<user>[^:/@\s]*):\S*@")
 # URI query options whose values are secrets (MongoDB's authMechanismProperties carries an AWS
 # session token; tlsCertificateKeyFilePassword; anything named like a password or token).
+_SECRET_NAME = r"authMechanismProp\w*|[\w.-]*(?:pass|pwd|secret|token|credential)[\w.-]*"
 _SECRET_OPTION = re.compile(
-    r"(?i)(?<=[?&;])(?P<name>authMechanismProperties|[\w.-]*(?:password|secret|token|credential)"
-    r"[\w.-]*)=[^&;\s'\"]*"
+    rf"(?i)(?<=[?&;])(?P<name>\s*(?:{_SECRET_NAME}))(?P<equals>\s*=\s*)[^&;\s]*"
 )
+# In a location, a secret option's value runs to the next option or the end, whatever it holds
+# (quotes, spaces: pymongo takes them).
+_LOCATION_OPTION = re.compile(rf"(?i)(?<=[?&;])\s*(?:{_SECRET_NAME})\s*=(?P<value>[^&;]*)")
+# The start of a location as typed: blanks or quotes, a scheme-like word (or none) and its colon,
+# with whatever slashes follow. Only that colon matters: it is not the one between a user and a
+# password. "mongodb//u:pw@h" has none; its user is then "mongodb//u", which is no secret.
+_LOCATION_SCHEME = re.compile(r"""[\s'"`]*(?:[A-Za-z][A-Za-z0-9+.-]*)?\s*:(?P<slashes>[/\\\s]*)""")
+# An AWS access key id: the user of a MONGODB-AWS URI, as secret as the key that goes with it.
+_AWS_KEY_ID = re.compile(r"(?:AKIA|ASIA|AIDA|AROA|AIPA|ANPA|ANVA|APKA|ABIA|ACCA|AGPA)[A-Z0-9]{8,}")
 # Secrets known by value (credentials from the environment, a URI's password) are hidden
 # wherever any piece of them of this many characters shows up: a message that quotes part of
 # a token (a header value, one segment of a JWT) must not reveal that part either.
 SECRET_FRAGMENT = 8
 _secret_fragments: set[str] = set()
+# Locations with secrets, as given (and as the path made of them), and how they are shown.
+_location_masks: dict[str, str] = {}
 _AWS_SECRET_VARIABLES = (
     "AWS_ACCESS_KEY_ID",
     "AWS_SECRET_ACCESS_KEY",
@@ -274,7 +289,7 @@ _AWS_SECRET_VARIABLES = (
 # header, long base64 runs (secret keys, session tokens) and JWTs. Not applied to s3idx's own
 # text, where a 40-character run is a document key or a hash rather than a secret.
 _CREDENTIAL_SHAPES = re.compile(
-    r"(?<![A-Za-z0-9])(?:AKIA|ASIA|AIDA|AROA|AIPA|ANPA|ANVA|APKA|ABIA|ACCA|AGPA)[A-Z0-9]{8,}"
+    rf"(?<![A-Za-z0-9]){_AWS_KEY_ID.pattern}"
     r"|(?<=Credential=)[^,\s]+"
     r"|(?<=Signature=)[0-9A-Fa-f]+"
     r"|(?<![A-Za-z0-9/+=])[A-Za-z0-9/+=]{40,}"
@@ -291,8 +306,10 @@ def redact(text: str, secrets: Iterable[str] = (), *, vendor_text: bool = False)
     ``vendor_text``: the text comes from a server or a vendor library, so anything shaped like
     an AWS credential is hidden too, known or not.
     """
+    for given in sorted(_location_masks, key=len, reverse=True):  # quoted whole, or as a path
+        text = text.replace(given, _location_masks[given])
     text = _USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
-    text = _SECRET_OPTION.sub(lambda m: f"{m['name']}=***", text)
+    text = _SECRET_OPTION.sub(lambda m: f"{m['name']}{m['equals']}***", text)
     if vendor_text:
         text = _CREDENTIAL_SHAPES.sub("***", text)
     text = _hide_known_secrets(text) if _secret_fragments else text
@@ -302,13 +319,126 @@ def redact(text: str, secrets: Iterable[str] = (), *, vendor_text: bool = False)
     return text
 
 
+def redact_location(location: str, *, vendor_text: bool = False) -> str:
+    """A location as given (``--index``, ``--store``, ``--endpoint-url``), fit to print.
+
+    Decided from its structure, however mistyped: its password and secret options are hidden
+    whole, and so is every other place in it where one of them shows up (a short password that
+    is part of the database name), as ``MongoLocation.describe`` hides them; then ``redact``.
+    """
+    return redact(_masked(location), vendor_text=vendor_text)
+
+
+class LocationParts(Frozen):
+    """What a location as given holds: the user it names, and its secrets."""
+
+    __slots__ = ("after_userinfo", "has_password", "secrets", "spans", "user")
+    _fields = ("user", "has_password", "after_userinfo", "secrets", "spans")
+    user: str  # as given, "***" when it is a secret itself (an AWS access key id)
+    has_password: bool
+    after_userinfo: str  # what follows the last "@" (all after the scheme when there is none)
+    secrets: tuple[str, ...]  # as written and decoded, longest first
+    spans: tuple[tuple[int, int], ...]  # where the location holds them
+
+    def __init__(
+        self,
+        user: str,
+        has_password: bool,
+        after_userinfo: str,
+        secrets: tuple[str, ...],
+        spans: tuple[tuple[int, int], ...],
+    ) -> None:
+        init_field(self, "user", user)
+        init_field(self, "has_password", has_password)
+        init_field(self, "after_userinfo", after_userinfo)
+        init_field(self, "secrets", secrets)
+        init_field(self, "spans", spans)
+
+
+def location_parts(location: str) -> LocationParts:
+    """Split a location, well-formed or not, into what may be shown and what may not.
+
+    Everything between the scheme (when there is one) and the last "@" is userinfo; its part
+    after the first ":" is the password. With no ":" in it, the userinfo is the user, unless
+    what came first was a word and a colon with no slashes ("u:pw@host", "mongodb:u@host"): that
+    word may have been the user, so it is all hidden. Each secret option's value runs to the
+    next "&" or ";" or the end.
+    """
+    scheme = _LOCATION_SCHEME.match(location)
+    start = scheme.end() if scheme else 0
+    at = location.rfind("@", start)
+    user, password = "", ""
+    spans: list[tuple[int, int]] = []
+    if at >= 0:
+        colon = location.find(":", start, at)
+        if colon >= 0:
+            user, password = location[start:colon], location[colon + 1 : at]
+            spans.append((colon + 1, at))
+        elif scheme is not None and not scheme["slashes"]:
+            password = location[start:at]
+            spans.append((start, at))
+        else:
+            user = location[start:at]
+    secrets = list(_written_and_decoded(password))
+    options = list(_LOCATION_OPTION.finditer(location, start))
+    for option in options:
+        secrets += _written_and_decoded(option["value"])
+        spans.append(option.span("value"))
+    # An access key id (MONGODB-AWS) is a secret; so is a "user" holding a secret option.
+    if user and (
+        _AWS_KEY_ID.fullmatch(unquote_plus(user).strip())
+        or any(option.start() < start + len(user) for option in options)
+    ):
+        secrets += _written_and_decoded(user)
+        spans.append((start, start + len(user)))
+        user = "***"
+    return LocationParts(
+        user=user,
+        has_password=bool(password),
+        after_userinfo=location[at + 1 :] if at >= 0 else location[start:],
+        secrets=tuple(sorted(set(secrets), key=len, reverse=True)),
+        spans=tuple(spans),
+    )
+
+
+def _written_and_decoded(value: str) -> list[str]:
+    """A secret as written, without stray blanks or quotes, and percent-decoded as pymongo
+    decodes it (``unquote_plus``) or another library might (``unquote``)."""
+    forms = {value, value.strip(), value.strip(" \t'\"")}
+    forms |= {unquote(form) for form in forms} | {unquote_plus(form) for form in forms}
+    return [form for form in forms if form]
+
+
+def hide_secrets(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with every occurrence of each secret hidden, however short."""
+    return _masked(text, secrets, structure=False)
+
+
+def _masked(text: str, secrets: Iterable[str] = (), *, structure: bool = True) -> str:
+    hidden = bytearray(len(text))
+    if structure:
+        parts = location_parts(text)
+        secrets = (*secrets, *parts.secrets)
+        for start, end in parts.spans:
+            hidden[start:end] = b"\x01" * (end - start)
+    for secret in {s for s in secrets if s}:
+        found = text.find(secret)
+        while found >= 0:
+            hidden[found : found + len(secret)] = b"\x01" * len(secret)
+            found = text.find(secret, found + 1)
+    return _collapsed(text, hidden)
+
+
 def remember_secret(value: str | None) -> None:
-    """From now on, ``redact`` hides ``value`` and every piece of it of 8 characters or more."""
+    """From now on, ``redact`` hides every piece of ``value`` of 8 characters or more.
+
+    Every piece of all of it, spaces and line breaks included: a password "Ab3 Cd4 Ef5" has no
+    8-character word, but 8-character pieces all the same.
+    """
     if not value:
         return
-    for piece in re.split(r"[\s\x00-\x1f]+", value):
-        for start in range(len(piece) - SECRET_FRAGMENT + 1):
-            _secret_fragments.add(piece[start : start + SECRET_FRAGMENT])
+    for start in range(len(value) - SECRET_FRAGMENT + 1):
+        _secret_fragments.add(value[start : start + SECRET_FRAGMENT])
 
 
 def remember_environment_secrets(env: Mapping[str, str] | None = None) -> None:
@@ -317,19 +447,23 @@ def remember_environment_secrets(env: Mapping[str, str] | None = None) -> None:
         remember_secret(env.get(name))
 
 
-def remember_location_secrets(location: str) -> None:
-    """The password and the secret query options of a URI (e.g. a MongoDB index)."""
-    _, sep, rest = location.partition("://")
-    if not sep:
-        return
-    userinfo = rest.rpartition("@")[0]
-    password = userinfo.partition(":")[2]
-    remember_secret(password)
-    remember_secret(unquote(password))
-    for match in _SECRET_OPTION.finditer(rest):
-        value = match.group(0).partition("=")[2]
-        remember_secret(value)
-        remember_secret(unquote(value))
+def remember_location_secrets(*locations: str | None) -> None:
+    """Make the secrets of locations as given known to ``redact``, however they are spelled.
+
+    Each secret's every 8-character piece is hidden anywhere from now on; and the location
+    itself, quoted whole or as the path s3idx made of it (a mistyped URL may be a relative
+    path), is shown as ``redact_location`` shows it, short secrets hidden too.
+    """
+    for location in locations:
+        if not location:
+            continue
+        secrets = location_parts(location).secrets
+        if not secrets:
+            continue
+        for secret in secrets:
+            remember_secret(secret)
+        for form in {location, str(Path(location))}:
+            _location_masks[form] = _masked(form, secrets)
 
 
 def _hide_known_secrets(text: str) -> str:
@@ -338,6 +472,11 @@ def _hide_known_secrets(text: str) -> str:
     for start in range(len(text) - width + 1):
         if text[start : start + width] in _secret_fragments:
             hidden[start : start + width] = b"\x01" * width
+    return _collapsed(text, hidden)
+
+
+def _collapsed(text: str, hidden: bytearray) -> str:
+    """``text`` with each run of hidden characters shown as one "***"."""
     if not any(hidden):
         return text
     parts: list[str] = []

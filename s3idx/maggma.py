@@ -30,7 +30,7 @@ from monty.json import jsanitize
 
 from s3idx import codec
 from s3idx.config import (
-    redact,
+    redact_location,
     remember_environment_secrets,
     remember_location_secrets,
     resolve_settings,
@@ -145,7 +145,8 @@ class S3idxStore(Store):
         return self.store
 
     def __repr__(self) -> str:
-        return f"S3idxStore(store={self.store!r}, index={redact(self.index)!r}, key={self.key!r})"
+        store, index = redact_location(self.store), redact_location(self.index)
+        return f"S3idxStore(store={store!r}, index={index!r}, key={self.key!r})"
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, S3idxStore):
@@ -174,7 +175,7 @@ class S3idxStore(Store):
         )
         # As the CLI does: every message s3idx makes from now on hides these.
         remember_environment_secrets()
-        remember_location_secrets(settings.index)
+        remember_location_secrets(settings.index, settings.store, settings.endpoint_url)
         engine = Engine.from_settings(settings)
         try:
             # The key and last_updated fields are indexed, so newer_in and last_updated are

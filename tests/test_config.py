@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from s3idx.backends import parse_index_location, parse_store_location
-from s3idx.config import data_dir, redact, resolve_settings
+from s3idx.config import data_dir, redact, redact_location, resolve_settings
 from s3idx.errors import ConfigError, UsageError
 
 CONFIG = """
@@ -133,6 +133,64 @@ def test_bad_environment_value_names_the_variable() -> None:
 )
 def test_redact_hides_every_password(uri: str, shown: str) -> None:
     assert redact(uri) == shown
+
+
+@pytest.mark.parametrize(
+    ("location", "shown"),
+    [
+        # however the scheme is mistyped, all between it and the last "@" after the user
+        ("mongodb:/u:Qx7pZr9KvW2m@h:1/db", "mongodb:/u:***@h:1/db"),
+        ("mongodb:u:Qx7pZr9KvW2m@h:1/db", "mongodb:u:***@h:1/db"),
+        ("mongodb//u:Qx7pZr9KvW2m@h:1/db", "mongodb//u:***@h:1/db"),
+        ("mongodb/u:pw@h:1/db", "mongodb/u:***@h:1/db"),
+        ("MONGODB://u:pw@h/db", "MONGODB://u:***@h/db"),
+        ("mongdb://u:pw@h/db", "mongdb://u:***@h/db"),
+        ("sqlite:/u:pw@x", "sqlite:/u:***@x"),
+        (" 'mongodb://u:pw@h/db'", " 'mongodb://u:***@h/db'"),
+        ("u:pw@h/db", "u:***@h/db"),  # no scheme: "u" may be the user
+        ("mongodb:pw@h/db", "mongodb:***@h/db"),
+        ("mongodb://u:Ab3 Cd4 Ef5@h:1/db?w=1", "mongodb://u:***@h:1/db?w=1"),
+        ("mongodb://u:p@s/s?x@h/db", "mongodb://u:***@h/db"),
+        ("mongodb://u:p%40ss@h/db", "mongodb://u:***@h/db"),
+        # a password also found elsewhere in the location is hidden there too, however short
+        ("mongodb://u:Zq7W@h:1/Zq7Wdb?w=1", "mongodb://u:***@h:1/***db?w=1"),
+        # a secret option's value runs to the next option, whatever it holds
+        (
+            "mongodb://h/db?w=1&authMechanismProperties=AWS_SESSION_TOKEN:Tok'en 1\"2;x=1",
+            "mongodb://h/db?w=1&authMechanismProperties=***;x=1",
+        ),
+        (
+            "mongodb://h/db?AUTHMECHANISMPROPERTIES=T:x&tlsCertificateKeyFilePassword = p w",
+            "mongodb://h/db?AUTHMECHANISMPROPERTIES=***&tlsCertificateKeyFilePassword =***",
+        ),
+        # the user of MONGODB-AWS is an access key id
+        (
+            "mongodb://AKIAZQXW3EXAMPLE7KEY:s%2Fk@h/db?authMechanism=MONGODB-AWS",
+            "mongodb://***:***@h/db?authMechanism=MONGODB-AWS",
+        ),
+        ("http:/minio:Ab3 Cd4@127.0.0.1:9000", "http:/minio:***@127.0.0.1:9000"),
+        ("mongodb://h/db?authMechanismProperties=T0k@x", "mongodb://***"),
+        # nothing secret: shown as given
+        ("mongodb://bob@h:1,h2/db?authSource=admin", "mongodb://bob@h:1,h2/db?authSource=admin"),
+        ("s3://bucket/docs", "s3://bucket/docs"),
+        ("./data:2024", "./data:2024"),
+        ("/home/me@corp/index.sqlite3", "/home/me@corp/index.sqlite3"),
+    ],
+)
+def test_redact_location_decides_from_the_structure(location: str, shown: str) -> None:
+    assert redact_location(location) == shown
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("index 'mongodb:/u:pw@h/db' failed", "index 'mongodb:/u:***@h/db' failed"),
+        ("index 'mongodb//u:pw@h/db' failed", "index 'mongodb//u:***@h/db' failed"),
+        ("?authMechanismProperties=T:a'b\"c&w=1", "?authMechanismProperties=***&w=1"),
+    ],
+)
+def test_redact_finds_mistyped_uris_in_free_text(text: str, shown: str) -> None:
+    assert redact(text) == shown
 
 
 def test_store_locations() -> None:

@@ -42,7 +42,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
 
-from s3idx.config import DEFAULT_KEY_FIELD, redact
+from s3idx.config import DEFAULT_KEY_FIELD, redact_location
 from s3idx.engine.collector import EntryCollector
 from s3idx.engine.concurrency import prefetched
 from s3idx.engine.delete import finish_deletes
@@ -404,8 +404,9 @@ def _refuse_empty_replacement(store: ObjectStore, index: Index, result: RebuildR
     existing = indexed_entries(index)
     if existing:
         raise UsageError(  # a wrong --store, far likelier than a wish
-            f"the store {redact(store.location)} gave no s3idx objects; refusing to replace "
-            f"an index of {plural(existing, 'entry', 'entries')} with an empty one",
+            f"the store {redact_location(store.location)} gave no s3idx objects; "
+            f"refusing to replace an index of {plural(existing, 'entry', 'entries')} "
+            "with an empty one",
             hint="check --store (and --endpoint-url); to empty the index, delete its file or "
             "collection",
         )

@@ -35,7 +35,7 @@ from typing import Any
 
 from s3idx import maggma_format
 from s3idx.codec import RESERVED_FIELD
-from s3idx.config import redact
+from s3idx.config import redact_location
 from s3idx.engine.collector import EntryCollector
 from s3idx.engine.concurrency import prefetched
 from s3idx.engine.delete import finish_deletes, journaled
@@ -525,7 +525,7 @@ def _refuse_emptying(store: ObjectStore, index: Index) -> None:
     existing = indexed_entries(index)
     if existing:
         raise UsageError(  # a wrong --store, far likelier than a wish
-            f"the store {redact(store.location)} lists no objects; refusing to remove "
+            f"the store {redact_location(store.location)} lists no objects; refusing to remove "
             f"{'the' if existing == 1 else 'all'} "
             f"{plural(existing, 'index entry', 'index entries')}",
             hint="check --store (and --endpoint-url); to keep entries use --no-prune",

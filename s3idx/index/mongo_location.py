@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from urllib.parse import parse_qsl, unquote
 
-# Query-string options whose values are secrets, as pymongo spells them (lowercased).
-SECRET_OPTIONS = frozenset({"tlscertificatekeyfilepassword", "authmechanismproperties"})
+from s3idx.config import hide_secrets, location_parts
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,25 +24,19 @@ class MongoLocation:
 
     @classmethod
     def parse(cls, uri: str) -> MongoLocation:
-        scheme, sep, rest = uri.partition("://")
+        scheme, sep, _ = uri.partition("://")
         if not sep:
             return cls("mongodb", "", False, "", ())
-        # Up to the last '@': '@', '/' and '?' in a password must be percent-escaped, but people
-        # forget, and then the whole password must still land in what we hide.
-        userinfo, _, host_part = rest.rpartition("@")
-        user, _, password = userinfo.partition(":")
-        secrets = [password, unquote(password)]
-        # Over-inclusive when a password holds a '?'; it only decides what else to hide.
-        for name, value in parse_qsl(rest.partition("?")[2]):
-            if name.lower() in SECRET_OPTIONS:
-                secrets.append(value)
-        # Longest first, so a secret containing another is hidden whole.
-        kept = sorted({s for s in secrets if s}, key=len, reverse=True)
-        hosts = re.split(r"[/?]", host_part, maxsplit=1)[0]
-        return cls(scheme, user, bool(password), hosts, tuple(kept))
+        # The one reading of a location's parts and secrets (config.location_parts), so that
+        # this location shows in messages as ``redact_location`` shows the URI in ``info``.
+        parts = location_parts(uri)
+        hosts = re.split(r"[/?]", parts.after_userinfo, maxsplit=1)[0]
+        return cls(scheme, parts.user, parts.has_password, hosts, parts.secrets)
 
     def describe(self, database: str, collection: str) -> str:
-        """The location for messages: no password, no query string (it may hold secrets)."""
+        """The location for messages: no password, no query string (it may hold secrets), and
+        no secret where else it shows up (a short password that is part of the database name)."""
         user = f"{self.user}@" if self.user else ""
         auth = f"{self.user}:***@" if self.has_password else user
-        return f"{self.scheme}://{auth}{self.hosts}/{database} (collection {collection})"
+        shown = f"{self.scheme}://{auth}{self.hosts}/{database} (collection {collection})"
+        return hide_secrets(shown, self.secrets)

@@ -34,7 +34,7 @@ from obstore.auth.boto3 import Boto3CredentialProvider
 from obstore.store import S3Store as _ObstoreS3
 
 from s3idx.codec import check_metadata_size
-from s3idx.config import redact
+from s3idx.config import redact, redact_location
 from s3idx.errors import (
     BackendUnavailableError,
     ObjectNotFoundError,
@@ -112,7 +112,7 @@ class ObstoreS3Store:
         self.connection.check_bucket_exists()
 
     def __repr__(self) -> str:
-        endpoint = redact(self.connection.endpoint_url, vendor_text=True)
+        endpoint = redact_location(self.connection.endpoint_url, vendor_text=True)
         return f"ObstoreS3Store({self.location!r}, endpoint={endpoint!r})"
 
     # --- the obstore client ------------------------------------------------------------------
@@ -328,7 +328,7 @@ def translate_obstore_error(
         error.s3_code = code  # type: ignore[attr-defined]
         return error
     where = connection.location + (f"/{shorten_key(key)}" if key else "")
-    named = redact(connection.endpoint_url, vendor_text=True)
+    named = redact_location(connection.endpoint_url, vendor_text=True)
     reason = redact(text.split("\n", 1)[0], vendor_text=True)
     if _UNREACHABLE.search(text):
         return BackendUnavailableError(

@@ -27,7 +27,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from s3idx._version import __version__
 from s3idx.codec import MAX_KEY_BYTES, check_metadata_size, is_reserved_key, lists_reserved
-from s3idx.config import redact
+from s3idx.config import redact, redact_location
 from s3idx.errors import (
     InvalidKeyError,
     ObjectChangedError,
@@ -165,7 +165,7 @@ class S3Connection:
             raise self.error(exc) from None
         except ValueError as exc:  # a malformed endpoint URL or region
             raise UsageError(
-                f"cannot use S3 endpoint {redact(endpoint_url or 'default')!r} "
+                f"cannot use S3 endpoint {redact_location(endpoint_url or 'default')!r} "
                 f"with region {region!r}: {redact(str(exc), vendor_text=True)}"
             ) from None
         # botocore sends "Expect: 100-continue" with every PUT body; a server that answers
@@ -185,7 +185,7 @@ class S3Connection:
         return region
 
     def __repr__(self) -> str:
-        endpoint = redact(self.endpoint_url, vendor_text=True)
+        endpoint = redact_location(self.endpoint_url, vendor_text=True)
         return f"S3Connection({self.location!r}, endpoint={endpoint!r})"
 
     # --- keys and errors ---------------------------------------------------------------------
@@ -322,7 +322,7 @@ class S3Store:
         self.conditional_deletes_supported = _sends_if_match(self._client)
 
     def __repr__(self) -> str:
-        endpoint = redact(self.connection.endpoint_url, vendor_text=True)
+        endpoint = redact_location(self.connection.endpoint_url, vendor_text=True)
         return f"S3Store({self.location!r}, endpoint={endpoint!r})"
 
     def _full(self, key: str) -> str:

@@ -35,7 +35,7 @@ from botocore.exceptions import (
 )
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
-from s3idx.config import redact, remember_secret
+from s3idx.config import redact, redact_location, remember_secret
 from s3idx.errors import (
     AccessDeniedError,
     BackendUnavailableError,
@@ -203,7 +203,7 @@ def translate_error(
             f"AWS credentials for {where} cannot be used: {redact(str(exc), vendor_text=True)}",
             hint=_CREDENTIALS_HINT,
         )
-    named = redact(endpoint or "the S3 endpoint", vendor_text=True)
+    named = redact_location(endpoint or "the S3 endpoint", vendor_text=True)
     if isinstance(exc, ReadTimeoutError | ConnectTimeoutError):
         connect, read = (f"{t:g} s" for t in timeouts) if timeouts else ("time", "time")
         waited = (

@@ -81,6 +81,25 @@ def test_a_password_in_a_mistyped_uri_is_not_printed(run: Run) -> None:
     assert "did you mean 'mongodb://ann:***@host/db'?" in result.stderr
 
 
+def test_a_user_and_password_in_an_s3_store_is_refused_without_them(run: Run) -> None:
+    result = run("get", "a", "--store", "s3://minio:Ab3 Cd4@bucket/docs")
+    assert result.exit_code == ExitStatus.USAGE
+    assert result.stderr == (
+        "s3idx: error: store 's3://minio:***@bucket/docs' names a user or password, which S3 "
+        "does not take in a location; expected s3://BUCKET[/PREFIX]\n"
+        "  hint: S3 credentials come from the environment (AWS_ACCESS_KEY_ID, "
+        "AWS_SECRET_ACCESS_KEY) or an AWS profile (--aws-profile)\n"
+    )
+
+
+def test_a_suggestion_shows_no_more_than_the_location_as_typed(run: Run) -> None:
+    # "pw" is no user here: the suggested spelling must not show it as one.
+    result = run("query", "--index", "mongodb:pw@host/db")
+    assert result.exit_code == ExitStatus.USAGE
+    assert "pw" not in result.stderr
+    assert "did you mean 'mongodb://***@host/db'?" in result.stderr
+
+
 def test_a_local_path_with_a_colon_can_be_written_with_dot_slash(
     run: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
+import orjson
 import pytest
 
+from s3idx import config
 from s3idx.config import SECRET_FRAGMENT
 from tests.helpers import Run, jsonl
 
@@ -17,13 +20,48 @@ SESSION_TOKEN = (  # a JWT: dots split it into segments shorter than the old 40-
 MONGO_PASSWORD = "Pa55w0rd-VerySecret"
 MONGO_AWS_TOKEN = "IQoJb3JpZ2luX2VjEMongoSessionToken"
 CERT_PASSWORD = "CertKeyPassw0rdSecret"
+SPACED_PASSWORD = "Ab3 Cd4 Ef5"  # pymongo takes spaces in a password unescaped
+QUOTED_TOKENS = ["Tok'en12345678rest", 'Tok"en 1234 5678 rest']
+HOST = "127.0.0.1:9/db?serverSelectionTimeoutMS=100"
 MONGO_URIS = [
-    f"mongodb://s3idx:{MONGO_PASSWORD}@127.0.0.1:9/db?serverSelectionTimeoutMS=100"
-    f"&tlsCertificateKeyFilePassword={CERT_PASSWORD}",
-    f"mongodb://s3idx:{MONGO_PASSWORD}@127.0.0.1:9/db?serverSelectionTimeoutMS=100"
+    f"mongodb://s3idx:{MONGO_PASSWORD}@{HOST}&tlsCertificateKeyFilePassword={CERT_PASSWORD}",
+    f"mongodb://s3idx:{MONGO_PASSWORD}@{HOST}"
     f"&authMechanism=MONGODB-AWS&authMechanismProperties=AWS_SESSION_TOKEN:{MONGO_AWS_TOKEN}",
-    f"mongodb://s3idx:{MONGO_PASSWORD}@127.0.0.1:9/db?serverSelectionTimeoutMS=100"
-    f"&authMechanismProperties=AWS_SESSION_TOKEN:{MONGO_AWS_TOKEN}",
+    f"mongodb://s3idx:{MONGO_PASSWORD}@{HOST}&authMechanismProperties=AWS_SESSION_TOKEN:{MONGO_AWS_TOKEN}",
+]
+# The same secrets in every spelling a user could mistype: each is refused or fails somewhere,
+# and no message, hint, info line or --json field may quote them.
+MISTYPED_URIS = [
+    f"mongodb:/s3idx:{MONGO_PASSWORD}@{HOST}",
+    f"mongodb:s3idx:{MONGO_PASSWORD}@{HOST}",
+    f"mongodb//s3idx:{MONGO_PASSWORD}@{HOST}",
+    f"mongodb/s3idx:{MONGO_PASSWORD}@{HOST}",  # a relative SQLite path, as far as s3idx can tell
+    f"mongodb+srv:/s3idx:{MONGO_PASSWORD}@h/db",
+    f"MONGODB://s3idx:{MONGO_PASSWORD}@{HOST}",
+    f"mongdb://s3idx:{MONGO_PASSWORD}@{HOST}",
+    f"s3idx:{MONGO_PASSWORD}@{HOST}",
+    f"sqlite:/s3idx:{MONGO_PASSWORD}@x",
+    f"sqlite://s3idx:{MONGO_PASSWORD}@x",
+    f" 'mongodb://s3idx:{MONGO_PASSWORD}@{HOST}'",
+    f"mongodb://s3idx:{SPACED_PASSWORD}@{HOST}",
+    f"mongodb:/s3idx:{SPACED_PASSWORD}@{HOST}",
+    f"mongodb://s3idx:{MONGO_PASSWORD.replace('-', '%2D')}@{HOST}",
+    *(f"mongodb://{HOST};authMechanismProperties=AWS_SESSION_TOKEN:{t}" for t in QUOTED_TOKENS),
+    f"mongodb://{HOST}&AUTHMECHANISMPROPERTIES=AWS_SESSION_TOKEN:{MONGO_AWS_TOKEN}",
+    f"mongodb://{HOST}&tlsCertificateKeyFilePassword = {CERT_PASSWORD}",
+    f"mongodb://{ACCESS_KEY_ID}:{SECRET_ACCESS_KEY.replace('/', '%2F')}@{HOST}"
+    "&authMechanism=MONGODB-AWS",
+]
+MONGO_SECRETS = [
+    MONGO_PASSWORD,
+    MONGO_PASSWORD.replace("-", "%2D"),
+    MONGO_AWS_TOKEN,
+    CERT_PASSWORD,
+    SPACED_PASSWORD,
+    *QUOTED_TOKENS,
+    ACCESS_KEY_ID,
+    SECRET_ACCESS_KEY,
+    SECRET_ACCESS_KEY.replace("/", "%2F"),
 ]
 STRAYS = ["", "\r", "\r\n", " "]  # as read from a CRLF file, or pasted with spaces
 
@@ -32,6 +70,7 @@ DOC = jsonl({"fs_id": "a", "v": 1})
 
 def _assert_nothing_shown(output: str, *secrets: str) -> None:
     for secret in secrets:
+        assert secret not in output, f"{secret!r} is shown in:\n{output}"
         for start in range(len(secret) - SECRET_FRAGMENT + 1):
             piece = secret[start : start + SECRET_FRAGMENT]
             assert piece not in output, f"{piece!r} of a secret is shown in:\n{output}"
@@ -84,14 +123,123 @@ def test_aws_credentials_never_appear(
     assert failures >= 10  # the failing paths were taken
 
 
-@pytest.mark.parametrize("uri", MONGO_URIS, ids=["tls-password", "mongodb-aws", "properties"])
-def test_mongodb_uri_secrets_never_appear(run: Run, tmp_path: object, uri: str) -> None:
+@pytest.fixture
+def fresh_process(monkeypatch: pytest.MonkeyPatch) -> Callable[[], None]:
+    """Each run starts with no secret remembered, as a new s3idx process does: what an earlier
+    run of the same test made known must not hide what this one shows."""
+
+    def forget() -> None:
+        monkeypatch.setattr(config, "_secret_fragments", set())
+        monkeypatch.setattr(config, "_location_masks", {})
+
+    return forget
+
+
+@pytest.mark.parametrize("uri", MONGO_URIS + MISTYPED_URIS)
+def test_mongodb_uri_secrets_never_appear(
+    run: Run,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    fresh_process: Callable[[], None],
+    uri: str,
+) -> None:
+    monkeypatch.chdir(tmp_path)  # a location taken for a relative path is created here
     store = ["--store", f"{tmp_path}/store"]
     failures = 0
     for args, stdin in _commands(store, ["--index", uri]):
+        fresh_process()
         result = run(*args, input=stdin)
         failures += result.exit_code != 0
-        _assert_nothing_shown(
-            result.stdout + result.stderr, MONGO_PASSWORD, MONGO_AWS_TOKEN, CERT_PASSWORD
-        )
+        _assert_nothing_shown(result.stdout + result.stderr, *MONGO_SECRETS)
     assert failures >= 10
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        f"mongodb//s3idx:{MONGO_PASSWORD}@{HOST}",
+        f"mongodb:s3idx:{SPACED_PASSWORD}@{HOST}",
+        f"mongodb://{HOST};authMechanismProperties=AWS_SESSION_TOKEN:{QUOTED_TOKENS[1]}",
+    ],
+)
+@pytest.mark.parametrize("given", ["environment", "config file"])
+def test_mongodb_uri_secrets_from_the_environment_or_a_config_file_never_appear(
+    run: Run,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    fresh_process: Callable[[], None],
+    uri: str,
+    given: str,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    if given == "environment":
+        monkeypatch.setenv("S3IDX_INDEX", uri)
+    else:
+        config = tmp_path / "config.toml"
+        config.write_text(f"index = {orjson.dumps(uri).decode()}\n")
+        monkeypatch.setenv("S3IDX_CONFIG", str(config))
+    failures = 0
+    for args, stdin in _commands(["--store", f"{tmp_path}/store"], []):
+        fresh_process()
+        result = run(*args, input=stdin)
+        failures += result.exit_code != 0
+        _assert_nothing_shown(result.stdout + result.stderr, *MONGO_SECRETS)
+    assert failures >= 10
+
+
+@pytest.mark.parametrize(
+    "store",
+    [
+        ["--store", f"s3://s3idx:{SPACED_PASSWORD}@bucket/docs"],
+        ["--store", f"s3:/s3idx:{SPACED_PASSWORD}@bucket/docs"],
+        ["--store", f"S3://s3idx:{MONGO_PASSWORD}@bucket/docs"],
+        # Under a file, where no store can be made: every command fails.
+        ["--store", f"file://s3idx:{SPACED_PASSWORD}@host{{tmp}}/a-file/docs"],
+        [
+            "--store",
+            "s3://bucket/docs",
+            "--endpoint-url",
+            f"http://s3idx:{SPACED_PASSWORD}@127.0.0.1:9",
+        ],
+        [
+            "--store",
+            "s3://bucket/docs",
+            "--endpoint-url",
+            f"http:/s3idx:{SPACED_PASSWORD}@127.0.0.1:9",
+        ],
+    ],
+    ids=["s3", "s3-one-slash", "S3", "file", "endpoint", "endpoint-one-slash"],
+)
+def test_store_and_endpoint_secrets_never_appear(
+    run: Run,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    fresh_process: Callable[[], None],
+    store: list[str],
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    (tmp_path / "a-file").write_text("")
+    store = [arg.replace("{tmp}", str(tmp_path)) for arg in store]
+    failures = 0
+    for args, stdin in _commands(store, ["--index", f"{tmp_path}/index.sqlite3"]):
+        fresh_process()
+        result = run(*args, input=stdin)
+        failures += result.exit_code != 0
+        _assert_nothing_shown(result.stdout + result.stderr, *MONGO_SECRETS)
+    assert failures >= 10
+
+
+def test_a_short_password_is_hidden_alike_in_every_place(run: Run, tmp_path: Path) -> None:
+    # Shorter than the 8 characters hidden anywhere: hidden wherever the location is shown,
+    # also where it is part of the database name, the same in the info line and the hint.
+    uri = "mongodb://u:Zq7W@127.0.0.1:1/Zq7Wdb?serverSelectionTimeoutMS=100"
+    shown = "mongodb://u:***@127.0.0.1:1/***db"
+
+    text = run("info", "--store", str(tmp_path), "--index", uri)
+    as_json = run("info", "--json", "--store", str(tmp_path), "--index", uri)
+
+    assert "Zq7W" not in text.stdout + text.stderr + as_json.stdout + as_json.stderr
+    assert f"index         {shown}?serverSelectionTimeoutMS=100\n" in text.stdout
+    assert f"hint: while reading the settings of {shown} (collection s3idx);" in text.stderr
+    assert orjson.loads(as_json.stdout)["index"] == f"{shown}?serverSelectionTimeoutMS=100"
