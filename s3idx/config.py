@@ -58,8 +58,8 @@ class Settings:
 
 # name in the config file and after S3IDX_ in the environment -> parser
 _PARSERS: dict[str, Any] = {
-    "store": str,
-    "index": str,
+    "store": "path",
+    "index": "path",
     "collection": str,
     "key": str,
     "fields": "list",
@@ -120,7 +120,7 @@ def resolve_settings(
     layers = (
         _from_file(config_file, profile or env.get("S3IDX_PROFILE"), env),
         _from_env(env),
-        {k: v for k, v in flags.items() if v is not None and v != ()},
+        _from_flags(flags),
     )
     for layer in layers:
         if "workers" in layer:  # a workers given anywhere sets HEAD-bound work's too
@@ -163,40 +163,93 @@ def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
     return values
 
 
+def _from_flags(flags: Mapping[str, Any]) -> dict[str, Any]:
+    """Flags (or a library caller's keywords) typed as the same settings of the file and the
+    environment are: a float for workers is refused here too, not truncated."""
+    values: dict[str, Any] = {}
+    for name, raw in flags.items():
+        if raw is None or raw == ():
+            continue
+        parser = _PARSERS.get(name)
+        values[name] = raw if parser is None else _parse(parser, raw, name)
+    return values
+
+
 def _parse(parser: Any, raw: Any, where: str) -> Any:
+    """``raw`` as the setting's type: one check, whether it came from the file, the
+    environment or a flag (``where`` names it in the message)."""
     if parser == "list":
         if isinstance(raw, str) and where.startswith("S3IDX_"):
-            return tuple(p.strip() for p in raw.split(",") if p.strip())
-        if isinstance(raw, list) and all(isinstance(p, str) for p in raw):
-            return tuple(raw)
+            raw = [p.strip() for p in raw.split(",") if p.strip()]
+        if isinstance(raw, list | tuple) and all(isinstance(p, str) for p in raw):
+            return tuple(_text(p, where) for p in raw)
         raise ConfigError(f"{where}: expected a list of strings")
     if parser is bool:
-        if isinstance(raw, bool):
-            return raw
-        text = str(raw).strip().lower()
-        if text in ("1", "true", "yes", "on"):
-            return True
-        if text in ("0", "false", "no", "off"):
-            return False
-        raise ConfigError(f"{where}: expected true or false, got {raw!r}")
+        return _parse_bool(raw, where)
     if parser is float:
+        return _parse_seconds(raw, where)
+    if parser is int:
+        return _parse_int(raw, where)
+    if parser == "path" and isinstance(raw, os.PathLike):
+        raw = os.fspath(raw)  # a library caller's Path
+    if not isinstance(raw, str):
+        raise ConfigError(f"{where}: expected a string, got {_shown(raw)}")
+    # A local path may hold any bytes the file system allows; every other setting is text
+    # that goes into S3 requests, MongoDB names or JSON, which take UTF-8 only.
+    return raw if parser == "path" else _text(raw, where)
+
+
+def _parse_bool(raw: Any, where: str) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower() if isinstance(raw, str | int) else ""
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{where}: expected true or false, got {_shown(raw)}")
+
+
+def _parse_seconds(raw: Any, where: str) -> float:
+    value = None
+    if isinstance(raw, int | float | str) and not isinstance(raw, bool):
         try:
             value = float(raw)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{where}: expected a number of seconds, got {raw!r}") from None
-        if isinstance(raw, bool) or not 0 < value < float("inf"):
-            raise ConfigError(f"{where}: expected a positive number of seconds, got {raw!r}")
-        return value
-    if parser is int:
-        if isinstance(raw, bool):
-            raise ConfigError(f"{where}: expected a whole number, got {raw!r}")
+        except (ValueError, OverflowError):  # not a number, or an integer beyond any float
+            value = None
+    if value is None:
+        raise ConfigError(f"{where}: expected a number of seconds, got {_shown(raw)}")
+    if not 0 < value < float("inf"):
+        raise ConfigError(f"{where}: expected a positive number of seconds, got {_shown(raw)}")
+    return value
+
+
+def _parse_int(raw: Any, where: str) -> int:
+    # A float is refused wherever it comes from (3.5, 1e3, 1e400), as --workers refuses it:
+    # truncating 3.5 to 3 would be a silent guess.
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        return raw
+    if isinstance(raw, str):
         try:
             return int(raw)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{where}: expected a whole number, got {raw!r}") from None
-    if not isinstance(raw, str):
-        raise ConfigError(f"{where}: expected a string, got {raw!r}")
+        except ValueError:
+            pass
+    raise ConfigError(f"{where}: expected a whole number, got {_shown(raw)}")
+
+
+def _text(raw: str, where: str) -> str:
+    """``raw`` when it is valid Unicode: bytes that are not UTF-8 in an environment variable or
+    an argument arrive as lone surrogates, which no encoder (JSON, BSON, HTTP) accepts."""
+    try:
+        raw.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ConfigError(f"{where}: not valid UTF-8 text: {_shown(raw)}") from None
     return raw
+
+
+def _shown(raw: Any, limit: int = 60) -> str:
+    text = repr(raw)
+    return text if len(text) <= limit else f"{text[:limit]}…"
 
 
 def _from_file(
@@ -205,7 +258,14 @@ def _from_file(
     explicit = path is not None or bool(env.get("S3IDX_CONFIG"))
     file = Path(path) if path is not None else config_path(env)
     try:
-        text = file.read_text(encoding="utf-8")
+        # utf-8-sig: a byte-order mark (Windows editors write one) is not a TOML statement.
+        text = file.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = exc.object.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(
+            f"{file}: not UTF-8 text (byte {exc.object[exc.start]:#04x} on line {line})",
+            hint="a config file is TOML, which is UTF-8: save it as UTF-8 text",
+        ) from None
     except FileNotFoundError:
         if explicit:
             raise ConfigError(f"config file not found: {file}") from None
@@ -223,6 +283,15 @@ def _from_file(
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{file}: not valid TOML: {exc}") from None
+    except (ValueError, RecursionError) as exc:
+        # tomllib's own limits: an integer of more than 4,300 digits (ValueError), arrays
+        # or tables nested thousands deep (RecursionError). Nothing a config file needs.
+        reason = (
+            "nested too deeply"
+            if isinstance(exc, RecursionError)
+            else str(exc).split(";")[0]  # without "use sys.set_int_max_str_digits()"
+        )
+        raise ConfigError(f"{file}: not valid TOML: {reason}") from None
     profiles = data.pop("profiles", {})
     if not isinstance(profiles, dict):
         raise ConfigError(f"{file}: [profiles] must be a table of profile tables")

@@ -5,11 +5,13 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import orjson
 import pytest
 
 from s3idx.backends import parse_index_location, parse_store_location
 from s3idx.config import data_dir, redact, redact_location, resolve_settings
-from s3idx.errors import ConfigError, UsageError
+from s3idx.errors import ConfigError, ExitStatus, UsageError
+from tests.helpers import Run
 
 CONFIG = """
 store = "/base/store"
@@ -232,3 +234,121 @@ def test_head_bound_work_has_its_own_default_and_workers_sets_both(config_file: 
     assert (flag.workers, flag.head_workers) == (2, 2)
     with pytest.raises(ConfigError, match="head_workers must be at least 1"):
         resolve_settings({}, env={"S3IDX_HEAD_WORKERS": "0"})
+
+
+# --- one type check per setting, from the file, the environment and flags --------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("workers = 3.5", "workers: expected a whole number, got 3.5"),
+        ("workers = 1e400", "workers: expected a whole number, got inf"),
+        ("batch_size = 1e3", "batch_size: expected a whole number, got 1000.0"),
+        ("workers = true", "workers: expected a whole number, got True"),
+        ("timeout = 1" + "0" * 400, "timeout: expected a number of seconds, got 1000"),
+        ("timeout = inf", "timeout: expected a positive number of seconds, got inf"),
+        ("create_bucket = 1.0", "create_bucket: expected true or false, got 1.0"),
+        ("region = 3", "region: expected a string, got 3"),
+        ("workers = " + "9" * 5000, "not valid TOML: Exceeds the limit (4300 digits)"),
+        ("x = " + "[" * 5000 + "]" * 5000, "not valid TOML: nested too deeply"),
+    ],
+)
+def test_wrong_types_in_the_file_are_configuration_errors(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as excinfo:
+        resolve_settings({}, config_file=path, env={})
+    assert message in str(excinfo.value)
+    assert "sys.set_int_max_str_digits" not in str(excinfo.value)
+
+
+@pytest.mark.parametrize(
+    ("name", "file_value", "env_value", "flag_value"),
+    [
+        ("workers", "3.5", "3.5", 3.5),
+        ("workers", "1e3", "1e3", 1e3),
+        ("batch_size", "2.0", "2.0", 2.0),
+        ("timeout", "'soon'", "soon", "soon"),
+        ("create_bucket", "'maybe'", "maybe", "maybe"),
+    ],
+)
+def test_a_value_is_refused_alike_from_file_environment_and_flag(
+    tmp_path: Path, name: str, file_value: str, env_value: str, flag_value: object
+) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(f"{name} = {file_value}\n")
+    with pytest.raises(ConfigError, match=f"{name}: expected"):
+        resolve_settings({}, config_file=path, env={})
+    with pytest.raises(ConfigError, match=f"S3IDX_{name.upper()}: expected"):
+        resolve_settings({}, env={f"S3IDX_{name.upper()}": env_value})
+    with pytest.raises(ConfigError, match=f"^{name}: expected"):
+        resolve_settings({name: flag_value}, env={})
+
+
+def test_whole_numbers_are_taken_from_each_layer(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text("workers = 3\ntimeout = 2\n")
+    settings = resolve_settings({}, config_file=path, env={})
+    assert (settings.workers, settings.timeout) == (3, 2.0)
+    assert resolve_settings({}, env={"S3IDX_WORKERS": "5"}).workers == 5
+    assert resolve_settings({"workers": 7, "store": tmp_path}, env={}).store == str(tmp_path)
+
+
+def test_a_config_file_that_is_not_utf8_is_a_configuration_error(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_bytes(b"workers = 2\n\xff\xfe garbage")
+    with pytest.raises(ConfigError) as excinfo:
+        resolve_settings({}, config_file=path, env={})
+    assert str(excinfo.value) == (
+        f"{path}: not UTF-8 text (byte 0xff on line 2)\n"
+        "a config file is TOML, which is UTF-8: save it as UTF-8 text"
+    )
+
+
+def test_a_byte_order_mark_is_not_taken_for_a_statement(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_bytes(b"\xef\xbb\xbfworkers = 2\n")
+    assert resolve_settings({}, config_file=path, env={}).workers == 2
+
+
+@pytest.mark.parametrize("name", ["key", "collection", "region", "aws_profile", "endpoint_url"])
+def test_text_that_is_not_utf8_is_refused_from_environment_and_flags(name: str) -> None:
+    undecodable = b"a\xffb".decode("utf-8", "surrogateescape")  # as os.environ and argv hold it
+    with pytest.raises(ConfigError, match=rf"^S3IDX_{name.upper()}: not valid UTF-8 text"):
+        resolve_settings({}, env={f"S3IDX_{name.upper()}": undecodable})
+    with pytest.raises(ConfigError, match=rf"^{name}: not valid UTF-8 text: 'a\\udcffb'"):
+        resolve_settings({name: undecodable}, env={})
+    with pytest.raises(ConfigError, match=r"^fields: not valid UTF-8 text"):
+        resolve_settings({"fields": ("ok", undecodable)}, env={})
+
+
+def test_a_local_path_may_hold_bytes_that_are_not_utf8(tmp_path: Path) -> None:
+    path = str(tmp_path) + "/" + b"st\xff".decode("utf-8", "surrogateescape")
+    assert resolve_settings({"store": path}, env={}).store == path
+
+
+def test_a_broken_default_config_file_is_exit_2_on_every_command(
+    run: Run, isolated_env: Path
+) -> None:
+    path = isolated_env / "config" / "s3idx" / "config.toml"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"\xff\xfe garbage")
+    result = run("info", "--json")
+    assert result.exit_code == ExitStatus.USAGE
+    assert orjson.loads(result.stdout)["error"] == f"{path}: not UTF-8 text (byte 0xff on line 1)"
+
+    path.write_text("workers = 1e400\n")
+    result = run("info")
+    assert result.exit_code == ExitStatus.USAGE
+    assert "workers: expected a whole number, got inf" in result.stderr
+
+
+def test_a_key_flag_that_is_not_utf8_is_exit_2(run: Run, tmp_path: Path) -> None:
+    key = b"id\xff".decode("utf-8", "surrogateescape")
+    locations = ["--store", str(tmp_path / "s"), "--index", str(tmp_path / "i.db")]
+    result = run("put", "--key", key, *locations, input=b'{"fs_id": "a"}\n')
+    assert result.exit_code == ExitStatus.USAGE
+    assert "key: not valid UTF-8 text: 'id\\udcff'" in result.stderr

@@ -60,7 +60,6 @@ from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import (
     BulkWriteError,
-    ConfigurationError,
     DuplicateKeyError,
     OperationFailure,
     PyMongoError,
@@ -88,6 +87,8 @@ from s3idx.index.base import (
 )
 from s3idx.index.mongo_errors import (
     bulk_detail,
+    check_uri_options,
+    dns_failure,
     only_duplicate_keys,
     translate_error,
     write_errors,
@@ -147,10 +148,47 @@ def _table_vanished(exc: BaseException) -> bool:
     return isinstance(exc, OperationFailure) and "no such table" in str(exc)
 
 
+# MongoDB's limits on names (docs: "Naming Restrictions"): a database name is fewer than 64
+# bytes without these characters; "<database>.<collection>" is at most 255 bytes.
+MAX_DATABASE_BYTES = 63
+MAX_NAMESPACE_BYTES = 255
+_DATABASE_FORBIDDEN = frozenset('/\\. "$\0')
+# The longest name s3idx derives from a collection's (its rebuild, its delete journal).
+_LONGEST_SUFFIX = max(len(s) for s in RESERVED_SUFFIXES)
+
+
+def _name_problem(name: str) -> str | None:
+    """What makes ``name`` unusable as any MongoDB name, else None."""
+    if not name:
+        return "it is empty"
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return "it is not valid UTF-8"
+    return "it contains a NUL character" if "\0" in name else None
+
+
+def _collection_name_problem(name: str) -> str | None:
+    # MongoDB's rules, and pymongo's stricter ones on dots (it refuses such names locally).
+    if problem := _name_problem(name):
+        return problem
+    if "$" in name:
+        return "it contains '$'"
+    if name.startswith("system."):
+        return "names starting with 'system.' are MongoDB's own"
+    if name.startswith(".") or name.endswith("."):
+        return "it starts or ends with '.'"
+    return "it contains '..'" if ".." in name else None
+
+
 def check_collection_name(name: str) -> str:
     """Refuse names MongoDB rejects and the names s3idx uses for its own bookkeeping."""
-    if not name or "$" in name or "\0" in name or name.startswith("system."):
-        raise UsageError(f"invalid MongoDB collection name {name!r}")
+    problem = _collection_name_problem(name)
+    if problem:
+        raise UsageError(
+            f"invalid MongoDB collection name {name!r}: {problem}",
+            hint="choose another --collection",
+        )
     if name == META_COLLECTION or name.endswith(RESERVED_SUFFIXES):
         suffixes = ", ".join(f"'*{s}'" for s in RESERVED_SUFFIXES)
         raise UsageError(
@@ -158,6 +196,37 @@ def check_collection_name(name: str) -> str:
             f"{suffixes} for its own bookkeeping"
         )
     return name
+
+
+def check_database_name(name: str) -> str:
+    """Refuse database names MongoDB rejects (on Linux; Windows forbids ``*<>:|?`` too)."""
+    problem = _name_problem(name)
+    size = len(name.encode("utf-8", "surrogatepass"))
+    if problem is None and size > MAX_DATABASE_BYTES:
+        problem = f"it is {size} bytes; MongoDB allows {MAX_DATABASE_BYTES}"
+    forbidden = sorted(set(name) & _DATABASE_FORBIDDEN)
+    if problem is None and forbidden:
+        problem = f'it contains {forbidden[0]!r} (not allowed: / \\ . " $, space, NUL)'
+    if problem:
+        raise UsageError(
+            f"invalid MongoDB database name {name!r}: {problem}",
+            hint="name another database in the URI: mongodb://HOST/DATABASE",
+        )
+    return name
+
+
+def check_namespace(database: str, collection: str) -> None:
+    """Refuse a collection whose namespace, or that of a collection s3idx derives from it
+    (``<collection>__rebuild``), is longer than MongoDB allows: the rebuild would fail late."""
+    longest = f"{database}.{collection}" + "x" * _LONGEST_SUFFIX
+    size = len(longest.encode("utf-8"))
+    if size > MAX_NAMESPACE_BYTES:
+        raise UsageError(
+            f"MongoDB collection name {collection!r} is too long for database {database!r}: "
+            f"with {REBUILD_SUFFIX!r}, which s3idx adds for a rebuild, the namespace is "
+            f"{size} bytes; MongoDB allows {MAX_NAMESPACE_BYTES}",
+            hint="choose a shorter --collection or database name",
+        )
 
 
 def check_filter(filter: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -516,16 +585,23 @@ class MongoIndex:
         server_selection_timeout_ms: int = 5000,
     ) -> None:
         location = MongoLocation.parse(uri)
+        # Checked before connecting, as MongoDB would: an invalid name is the user's to fix,
+        # not a failure of the server's (pymongo refuses some locally, the server others).
         name = check_collection_name(collection)
+        check_database_name(database)
+        check_namespace(database, name)
         self.location = location.describe(database, collection)
         self._owns_client = client is None
         try:
             if client is None:
+                check_uri_options(uri, self.location, location.secrets)
                 client = _connect(uri, server_selection_timeout_ms)
                 db = client.get_database(database)
             else:
                 # A client made elsewhere (tests pass mongomock's) may not be tz-aware.
                 db = client.get_database(database, codec_options=CodecOptions(tz_aware=True))
+        except UsageError as refused:  # a URI option pymongo would have ignored
+            raise _scrubbed(refused, location.secrets) from None
         except (PyMongoError, ValueError, TypeError, OSError) as exc:
             error = self._open_error(exc, location.hosts)
             raise _scrubbed(error, location.secrets) from None
@@ -537,8 +613,11 @@ class MongoIndex:
     def _open_error(self, exc: BaseException, hosts: str) -> S3idxError:
         # MongoClient() checks the URI and its options (and reads TLS files) at once and
         # connects later; only mongodb+srv:// asks DNS now, which may be down rather than wrong.
-        if _dns_outage(exc):
-            return BackendUnavailableError(f"cannot look up MongoDB at {hosts}: {exc}")
+        if dns_failure(exc):
+            return BackendUnavailableError(
+                f"cannot look up MongoDB at {hosts}: {exc}",
+                hint="is DNS working, and is the host name right?",
+            )
         return UsageError(f"invalid MongoDB location {self.location}: {exc}")
 
     # --- settings ----------------------------------------------------------------------------
@@ -1498,13 +1577,6 @@ def _connect(uri: str, server_selection_timeout_ms: int) -> MongoClient[Any]:
 
 CONNECT_TIMEOUT_MS = 10_000
 SOCKET_TIMEOUT_MS = 600_000
-
-
-def _dns_outage(exc: BaseException) -> bool:
-    text = str(exc).lower()
-    return isinstance(exc, ConfigurationError) and (
-        "timed out" in text or "resolution lifetime expired" in text
-    )
 
 
 def _first_path(info: Mapping[str, Any]) -> str | None:

@@ -7,7 +7,8 @@ messages are not redacted here (the index does that, knowing its location's secr
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+import warnings
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from bson.errors import BSONError
@@ -31,6 +32,10 @@ from s3idx.errors import (
 )
 
 AUTH_CODES = frozenset({13, 18})  # Unauthorized, AuthenticationFailed
+# The server refused a database or collection name that s3idx's own checks (MongoDB's rules)
+# let through: another server's stricter rules (FerretDB takes database names of
+# [A-Za-z0-9_-] only).
+INVALID_NAMESPACE = 73
 ATLAS_ERROR = 8000  # Atlas proxies answer a bad login with this code and "bad auth ..."
 DUPLICATE_KEY = 11000
 # Failures of a query that are about the server's state, not about the filter.
@@ -79,6 +84,11 @@ def translate_error(
         return BackendUnavailableError(
             f"cannot use MongoDB at {hosts} while {action}: {brief(exc)}"
         )
+    if isinstance(exc, ConfigurationError) and dns_failure(exc):
+        return BackendUnavailableError(
+            f"cannot look up MongoDB at {hosts}: {brief(exc)}",
+            hint=f"while {action} {location}; is DNS working, and is the host name right?",
+        )
     if isinstance(exc, ConfigurationError | InvalidName):
         return UsageError(f"invalid MongoDB location {location}: {brief(exc)}")
     if isinstance(exc, BulkWriteError):
@@ -99,8 +109,13 @@ def _translate_operation_failure(
     message = _errmsg(exc)
     if exc.code in AUTH_CODES or (exc.code == ATLAS_ERROR and "auth" in message.lower()):
         return AccessDeniedError(
-            f"MongoDB at {hosts} refused access while {action}: {message}",
+            f"MongoDB at {hosts} refused access while {action} {location}: {message}",
             hint="check the user name, password and authSource in the URI, and the user's roles",
+        )
+    if exc.code == INVALID_NAMESPACE:
+        return UsageError(
+            f"MongoDB at {hosts} refused the name of {location}: {message}",
+            hint="choose another database name in the URI or another --collection",
         )
     if query and exc.code not in SERVER_STATE_CODES:
         return InvalidFilterError(f"invalid query: {message}")
@@ -143,3 +158,76 @@ def bulk_detail(exc: BulkWriteError) -> str:
         if errors:
             parts.append(f"{label}: {errors[0].get('errmsg', '?')} (code {errors[0].get('code')})")
     return "; ".join(parts) or _errmsg(exc)
+
+
+def dns_failure(exc: BaseException) -> bool:
+    """pymongo's ConfigurationError for a mongodb+srv:// lookup that DNS could not answer (no
+    such name, no answer, no server, timed out): a failure to reach, as an unresolvable host of
+    mongodb:// is, not a mistake in the location."""
+    try:
+        from dns.exception import DNSException
+    except ImportError:  # no dnspython: no SRV lookup was made
+        return False
+    cause = exc.__cause__
+    return isinstance(cause, DNSException) or (
+        isinstance(exc, ConfigurationError)
+        and any(text in str(exc).lower() for text in ("timed out", "resolution lifetime expired"))
+    )
+
+
+# --- URI options: pymongo warns about a bad one and ignores it; s3idx refuses it ------------
+
+# Options whose values are secrets (mongo_location.SECRET_OPTIONS, and any named like one):
+# pymongo's message may quote a piece of the value, so it is not shown.
+_SECRET_NAME = re.compile(r"(?i)authmechanismproperties|password|secret|token|credential")
+OPTIONS_HINT = (
+    "fix or remove the option in the URI; the options are listed at "
+    "https://www.mongodb.com/docs/manual/reference/connection-string-options/"
+)
+
+
+def check_uri_options(uri: str, location: str, secrets: Sequence[str]) -> None:
+    """Raise a UsageError naming the first URI option pymongo would warn about and ignore (an
+    unknown option, ``tls=maybe``, ``serverSelectionTimeoutMS=abc``) or refuse.
+
+    pymongo's MongoClient only warns about an invalid option value and goes on without it
+    (``tls=maybe`` connects without TLS): a silent fallback s3idx does not make. The options are
+    split as pymongo splits them (after the first '?'); no DNS lookup is made.
+    """
+    query = uri.partition("://")[2].partition("?")[2]
+    if not query:
+        return
+    problem = _options_problem(query)
+    if problem is None:
+        return
+    # Which option: the first that fails alone; none when only their combination does.
+    pairs = [p for p in re.split(r"[&;]", query) if p]
+    named = next(((p, why) for p in pairs if (why := _options_problem(p)) is not None), None)
+    if named is None:
+        raise UsageError(f"invalid MongoDB location {location}: {problem}", hint=OPTIONS_HINT)
+    name = named[0].partition("=")[0]
+    reason = named[1]
+    if _SECRET_NAME.search(name):
+        reason = "its value is not valid (not shown: it may hold a secret)"
+    # pymongo leaves an unknown name unnamed, as it may be a piece of an unescaped password.
+    shown = repr(name) if not any(name in secret for secret in secrets) else "(not shown)"
+    raise UsageError(
+        f"invalid MongoDB location {location}: URI option {shown}: {reason}", hint=OPTIONS_HINT
+    )
+
+
+def _options_problem(query: str) -> str | None:
+    """Why pymongo would refuse, or warn about, the options ``query``; None when it takes them."""
+    from pymongo.uri_parser import split_options
+
+    # record=True swaps the warning filters for the few microseconds of one parse.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            split_options(query, validate=True, warn=False)
+        except (ConfigurationError, ValueError, TypeError, OSError) as exc:
+            if isinstance(exc, ConfigurationError) and str(exc).startswith("Unknown option"):
+                close = re.search(r"Did you mean one of \(([^)]*)\)", str(exc))
+                return f"unknown option; did you mean {close[1]}?" if close else "unknown option"
+            return brief(exc)
+    return str(caught[0].message) if caught else None

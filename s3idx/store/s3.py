@@ -45,7 +45,13 @@ from s3idx.store.base import (
     PutReceipt,
     RequestCounter,
 )
-from s3idx.store.s3_errors import error_code, remember_credentials, s3_url, translate_error
+from s3idx.store.s3_errors import (
+    error_code,
+    remember_credentials,
+    s3_url,
+    translate_error,
+    unloadable_credentials,
+)
 
 if TYPE_CHECKING:
     import ssl
@@ -71,6 +77,32 @@ DEFAULT_READ_TIMEOUT = 60.0
 def pool_size(workers: int) -> int:
     """HTTP connections for ``workers`` threads, plus two for the main thread's own calls."""
     return max(workers, DEFAULT_POOL_CONNECTIONS) + 2
+
+
+def check_endpoint_url(url: str) -> None:
+    """Refuse an endpoint URL no request can use, before a client is built: botocore takes
+    ``ftp://x`` or a port beyond 65535 and fails at each request, and obstore panics."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:  # "Port out of range 0-65535", "Invalid IPv6 URL"
+        reason = str(exc)
+    else:
+        if not parts.scheme or "://" not in url:
+            reason = "it has no scheme: write http:// or https:// before the host"
+        elif parts.scheme.lower() not in ("http", "https"):
+            reason = f"the scheme is {parts.scheme!r}; S3 is reached over http or https"
+        elif not parts.hostname:
+            reason = "it names no host"
+        elif port == 0:
+            reason = "port 0 cannot be connected to"
+        else:
+            return
+    raise UsageError(
+        f"invalid S3 endpoint URL {redact(url, vendor_text=True)!r}: {reason}",
+        hint="give the server's URL, e.g. --endpoint-url http://localhost:9000 (or "
+        "S3IDX_ENDPOINT_URL, endpoint_url in the config file, AWS_ENDPOINT_URL)",
+    )
 
 
 def _strip_etag(etag: str) -> str:
@@ -120,6 +152,8 @@ class S3Connection:
             options.get("read_timeout", DEFAULT_READ_TIMEOUT),
         )
         endpoint_url = options.get("endpoint_url")
+        if endpoint_url is not None:
+            check_endpoint_url(endpoint_url)
         self.explicit_endpoint = endpoint_url is not None
         self._bucket_lock = threading.Lock()
         self._bucket_created = False
@@ -150,6 +184,8 @@ class S3Connection:
             options.get("profile"), options.get("region"), endpoint_url, config
         )
         self.endpoint_url: str = self.client.meta.endpoint_url
+        # One from AWS_ENDPOINT_URL or the AWS profile's endpoint_url is not checked above.
+        check_endpoint_url(self.endpoint_url)
 
     def _connect(
         self, profile: str | None, region: str | None, endpoint_url: str | None, config: Config
@@ -158,6 +194,7 @@ class S3Connection:
             # botocore's session, as boto3.Session wraps it: importing boto3 would add
             # s3transfer, ~0.14 s of start-up for every S3 command, and nothing used here.
             session = botocore.session.Session(profile=profile)
+            self._load_credentials(session)
             client = session.create_client(
                 "s3", region_name=region, endpoint_url=endpoint_url, config=config
             )
@@ -175,6 +212,17 @@ class S3Connection:
         # before-send fires once per HTTP request actually sent (each page, each part).
         client.meta.events.register("before-send.s3", self._count_request)
         return session, client
+
+    def _load_credentials(self, session: botocore.session.Session) -> None:
+        """Load the credentials now (create_client would, and caches them in the session), so
+        that a credential_process printing no valid JSON is said to be the credentials' fault
+        rather than the endpoint's."""
+        try:
+            session.get_credentials()
+        except (ValueError, TypeError, AttributeError) as exc:
+            if isinstance(exc, BotoCoreError):  # botocore's own (e.g. InvalidRegionError)
+                raise
+            raise unloadable_credentials(exc, bucket=self.bucket, prefix=self.prefix) from None
 
     def _count_request(self, **kwargs: Any) -> None:
         self.requests.add()  # returns None: botocore then sends the request itself

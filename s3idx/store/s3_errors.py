@@ -15,12 +15,22 @@ from botocore.exceptions import (
     BotoCoreError,
     ClientError,
     ConfigNotFound,
+    ConfigParseError,
     ConnectionClosedError,
     ConnectTimeoutError,
     CredentialRetrievalError,
+    EndpointResolutionError,
     HTTPClientError,
     IncompleteReadError,
+    InvalidChecksumConfigError,
     InvalidConfigError,
+    InvalidDefaultsMode,
+    InvalidEndpointDiscoveryConfigurationError,
+    InvalidRegionError,
+    InvalidRetryConfigurationError,
+    InvalidS3AddressingStyleError,
+    InvalidS3UsEast1RegionalEndpointConfigError,
+    InvalidSTSRegionalEndpointsConfigError,
     NoAuthTokenError,
     NoCredentialsError,
     PartialCredentialsError,
@@ -32,6 +42,7 @@ from botocore.exceptions import (
     SSOError,
     TokenRetrievalError,
     UnknownCredentialError,
+    UnsupportedS3ConfigurationError,
 )
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
@@ -129,6 +140,32 @@ _CREDENTIAL_ERRORS = (
     RefreshWithMFAUnsupportedError,
     UnknownCredentialError,
 )
+# Settings of the AWS config files (or s3idx's) that botocore refuses before any request:
+# the user's to fix, exit 2. Each is raised while the client is built, or (an endpoint that
+# resolves to no usable URL) before a request is sent.
+_CONFIGURATION_ERRORS = (
+    InvalidS3AddressingStyleError,
+    InvalidRetryConfigurationError,  # InvalidRetryModeError, InvalidMaxRetryAttemptsError
+    InvalidDefaultsMode,
+    InvalidChecksumConfigError,
+    InvalidSTSRegionalEndpointsConfigError,
+    InvalidS3UsEast1RegionalEndpointConfigError,
+    InvalidEndpointDiscoveryConfigurationError,
+    UnsupportedS3ConfigurationError,
+)
+_AWS_FILES_HINT = (
+    "check ~/.aws/config and ~/.aws/credentials (or the files AWS_CONFIG_FILE and "
+    "AWS_SHARED_CREDENTIALS_FILE name): a section is a [name] line, a setting name = value"
+)
+_ENDPOINT_HINT = (
+    "give an http:// or https:// URL with a host and a port from 1 to 65535, e.g. "
+    "--endpoint-url http://localhost:9000 (or AWS_ENDPOINT_URL, or the profile's endpoint_url)"
+)
+_CREDENTIAL_PROCESS_HINT = (
+    "if the AWS profile uses credential_process, the command must print one JSON object: "
+    '{"Version": 1, "AccessKeyId": ..., "SecretAccessKey": ..., "SessionToken": ..., '
+    '"Expiration": an ISO 8601 time}'
+)
 # Connection lost mid-way: worth retrying, unlike an endpoint that cannot be reached at all.
 _INTERRUPTED_ERRORS = (
     ReadTimeoutError,
@@ -196,6 +233,9 @@ def translate_error(
             f"config and credentials files) while opening {where}",
             hint="choose one with --aws-profile, or define it in ~/.aws/config",
         )
+    configuration = _configuration_error(exc, where)
+    if configuration is not None:
+        return configuration
     if isinstance(exc, NoCredentialsError):
         return AccessDeniedError(f"no AWS credentials found for {where}", hint=_CREDENTIALS_HINT)
     if isinstance(exc, _CREDENTIAL_ERRORS):
@@ -235,6 +275,39 @@ def translate_error(
             hint="check --endpoint-url, the network, and that the server is running",
         )
     return S3idxError(f"S3 request for {where} failed: {redact(str(exc), vendor_text=True)}")
+
+
+def _configuration_error(exc: BaseException, where: str) -> UsageError | None:
+    """A usage error for settings botocore refused before sending anything; else None."""
+    text = redact(str(exc), vendor_text=True)
+    if isinstance(exc, ConfigParseError):
+        # No request was made: the files that say how to make one cannot be read.
+        return UsageError(
+            f"cannot read the AWS config files for {where}: {text}", hint=_AWS_FILES_HINT
+        )
+    if isinstance(exc, InvalidRegionError):
+        region = exc.kwargs.get("region_name", "?")
+        return UsageError(
+            f"invalid AWS region {region!r} for {where}",
+            hint="give a region name such as us-east-1 with --region, or fix the region of the "
+            "AWS profile",
+        )
+    if isinstance(exc, EndpointResolutionError):
+        return UsageError(f"cannot use the S3 endpoint for {where}: {text}", hint=_ENDPOINT_HINT)
+    if isinstance(exc, _CONFIGURATION_ERRORS):
+        return UsageError(f"invalid AWS setting for {where}: {text}", hint=_AWS_FILES_HINT)
+    return None
+
+
+def unloadable_credentials(exc: Exception, *, bucket: str, prefix: str = "") -> AccessDeniedError:
+    """Credentials botocore failed to load with an error of Python's rather than its own: a
+    credential_process that printed something other than its JSON object (not JSON: ValueError;
+    not an object: AttributeError; an Expiration that is no time: ValueError or TypeError)."""
+    return AccessDeniedError(
+        f"AWS credentials for {s3_url(bucket, prefix, None)} cannot be loaded: "
+        f"{redact(str(exc), vendor_text=True)}",
+        hint=_CREDENTIAL_PROCESS_HINT,
+    )
 
 
 def _client_error(

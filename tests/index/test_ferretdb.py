@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from s3idx.errors import ExitStatus
-from tests.helpers import MongoServer, Run, jsonl, real_mongo_database
+from tests.helpers import MongoServer, Run, jsonl, real_mongo_database, with_database
 
 
 @pytest.fixture
@@ -71,3 +71,29 @@ def test_rebuild_names_the_entry_ferretdb_cannot_store(
         result.stderr
     )
     assert "Traceback" not in result.stderr
+
+
+def test_a_database_name_ferretdb_refuses_is_a_usage_error(
+    run: Run, ferretdb: MongoServer, tmp_path: Path
+) -> None:
+    # MongoDB takes "dé"; FerretDB v1 takes [A-Za-z0-9_-] only and answers InvalidNamespace.
+    index = with_database(ferretdb.uri, "dé")
+    result = run("put", "--store", str(tmp_path / "st"), "--index", index, input=b"")
+    assert result.exit_code == ExitStatus.USAGE, result.stderr
+    assert "refused the name of mongodb://" in result.stderr
+    assert "/dé (collection s3idx): Invalid namespace specified 'dé." in result.stderr
+
+
+def test_a_refused_login_names_the_location_without_the_password(
+    run: Run, ferretdb: MongoServer
+) -> None:
+    # FerretDB v1 without authentication refuses every mechanism a password asks for.
+    host = ferretdb.uri.split("://", 1)[1].split("/", 1)[0]
+    index = f"mongodb://u:s3cr3tpw@{host}/{ferretdb.database}"
+    result = run("query", "{}", "--index", index)
+    assert result.exit_code == ExitStatus.ACCESS_DENIED, result.stderr
+    assert (
+        f"MongoDB at {host} refused access while reading the settings of "
+        f"mongodb://u:***@{host}/{ferretdb.database} (collection s3idx): "
+    ) in result.stderr
+    assert "s3cr3tpw" not in result.stdout + result.stderr

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import time
+import warnings
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 from unittest import mock
 
 import bson
+import dns.resolver
 import mongomock
 import orjson
 import pytest
@@ -43,6 +46,7 @@ from s3idx.index.base import Bookkeeping, Index, IndexSettings
 from s3idx.index.mongo import MongoIndex, plain
 from s3idx.index.mongo_errors import translate_error
 from s3idx.index.mongo_location import MongoLocation
+from tests.helpers import Run
 
 BOOKKEEPING = {"etag": '"e"', "size": 3, "sha256": None, "codec": "json"}
 WHEN = datetime(2024, 1, 2, 3, 4, 5, 6000, tzinfo=UTC)
@@ -142,8 +146,203 @@ def test_a_bad_uri_is_a_usage_error_without_secrets(uri: str, secrets: list[str]
 
 
 def test_an_invalid_database_name_is_a_usage_error() -> None:
-    with pytest.raises(UsageError, match="invalid MongoDB location"):
+    with pytest.raises(UsageError, match="invalid MongoDB database name 'bad/name'"):
         MongoIndex("mongodb://127.0.0.1:1/x", "bad/name")
+
+
+# --- names, as MongoDB takes them, checked before connecting -------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [
+        ("", "it is empty"),
+        (".", "it starts or ends with '.'"),
+        ("a.", "it starts or ends with '.'"),
+        (".a", "it starts or ends with '.'"),
+        ("a..b", "it contains '..'"),
+        ("a$b", "it contains '$'"),
+        ("a\0b", "it contains a NUL character"),
+        ("system.x", "names starting with 'system.' are MongoDB's own"),
+        ("a\udcffb", "it is not valid UTF-8"),
+    ],
+)
+def test_collection_names_mongodb_refuses_are_usage_errors(name: str, reason: str) -> None:
+    with pytest.raises(UsageError) as excinfo:
+        MongoIndex("mongodb://127.0.0.1:1/db", "db", name)  # nothing listens: no connection
+    assert excinfo.value.message == f"invalid MongoDB collection name {name!r}: {reason}"
+    assert excinfo.value.hint == "choose another --collection"
+
+
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [
+        ("d" * 64, "it is 64 bytes; MongoDB allows 63"),
+        ("é" * 32, "it is 64 bytes; MongoDB allows 63"),
+        ("a.b", "it contains '.' (not allowed: / \\ . \" $, space, NUL)"),
+        ("a b", "it contains ' ' (not allowed: / \\ . \" $, space, NUL)"),
+        ("a$b", "it contains '$' (not allowed: / \\ . \" $, space, NUL)"),
+        ('a"b', "it contains '\"' (not allowed: / \\ . \" $, space, NUL)"),
+        ("a\\b", "it contains '\\\\' (not allowed: / \\ . \" $, space, NUL)"),
+    ],
+)
+def test_database_names_mongodb_refuses_are_usage_errors(name: str, reason: str) -> None:
+    with pytest.raises(UsageError) as excinfo:
+        MongoIndex("mongodb://127.0.0.1:1/db", name)
+    assert excinfo.value.message == f"invalid MongoDB database name {name!r}: {reason}"
+
+
+def test_the_longest_names_mongodb_takes_are_accepted(client: Any) -> None:
+    database, collection = "d" * 63, "c" * (255 - 64 - len("__rebuild"))
+    index = MongoIndex("mongodb://h/db", database, collection, client=client)
+    index.configure("fs_id", [])
+
+
+def test_a_namespace_too_long_for_the_rebuild_collection_is_a_usage_error() -> None:
+    collection = "c" * (255 - 64 - len("__rebuild") + 1)
+    with pytest.raises(UsageError) as excinfo:
+        MongoIndex("mongodb://127.0.0.1:1/db", "d" * 63, collection)
+    assert excinfo.value.message == (
+        f"MongoDB collection name {collection!r} is too long for database {'d' * 63!r}: with "
+        "'__rebuild', which s3idx adds for a rebuild, the namespace is 256 bytes; MongoDB "
+        "allows 255"
+    )
+
+
+@pytest.mark.parametrize("collection", [".", "a.", "a..b"])
+def test_put_with_an_invalid_collection_name_exits_2(
+    run: Run, mongomock_server: Any, tmp_path: Path, collection: str
+) -> None:
+    index = "mongodb://u:pw@127.0.0.1:27999/db3"
+    args = ["--store", str(tmp_path / "st"), "--index", index, "--collection", collection]
+    result = run("put", *args, input=b'{"fs_id": "a"}\n')
+    assert result.exit_code == ExitStatus.USAGE
+    assert f"invalid MongoDB collection name {collection!r}" in result.stderr
+    assert "internal error" not in result.stderr
+
+
+def test_a_70_character_database_name_exits_2_before_connecting(run: Run, tmp_path: Path) -> None:
+    index = "mongodb://127.0.0.1:1/" + "d" * 70  # nothing listens there
+    result = run("put", "--store", str(tmp_path / "st"), "--index", index, input=b"")
+    assert result.exit_code == ExitStatus.USAGE
+    assert f"invalid MongoDB database name {'d' * 70!r}: it is 70 bytes" in result.stderr
+
+
+# --- URI options: refused where pymongo would warn and go on without them -------------------
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ("tls=maybe", "URI option 'tls': The value of tls must be 'true' or 'false'"),
+        (
+            "serverSelectionTimeoutMS=abc",
+            "URI option 'serverSelectionTimeoutMS': serverselectiontimeoutms must be an "
+            "integer or float",
+        ),
+        ("appname=x&tlss=true", "URI option 'tlss': unknown option; did you mean tls, ssl"),
+        ("compressors=foo", "URI option 'compressors': Unsupported compressor"),
+        ("retryWrites=1", "URI option 'retryWrites': The value of retrywrites must be"),
+        ("tls=true&tls=false", "Duplicate URI option 'tls'."),
+        ("tls=true&ssl=false", "Can not specify conflicting values for URI options ssl and tls."),
+        (
+            "authMechanismProperties=AWS_SESSION_TOKEN",
+            "URI option 'authMechanismProperties': its value is not valid (not shown: it may "
+            "hold a secret)",
+        ),
+        (
+            "authMechanismProperties=garbage:hunter2token",
+            "URI option 'authMechanismProperties': its value is not valid (not shown: it may "
+            "hold a secret)",
+        ),
+    ],
+)
+def test_a_uri_option_pymongo_would_ignore_is_a_usage_error(
+    mongomock_server: Any, options: str, message: str
+) -> None:
+    uri = f"mongodb://user:s3cr3tpw@db.example/db?{options}"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # and no warning escapes
+        with pytest.raises(UsageError) as excinfo:
+            MongoIndex(uri, "db")
+    error = excinfo.value
+    location = "mongodb://user:***@db.example/db (collection s3idx)"
+    assert error.message.startswith(f"invalid MongoDB location {location}: {message}")
+    assert error.hint is not None and "connection-string-options" in error.hint
+    assert_no_secret(error, "s3cr3tpw", "hunter2token", "garbage")
+
+
+def test_put_with_a_uri_option_pymongo_would_ignore_exits_2_without_a_warning(
+    run: Run, mongomock_server: Any, tmp_path: Path
+) -> None:
+    index = "mongodb://127.0.0.1:27999/db?tls=maybe"
+    result = run("put", "--store", str(tmp_path / "st"), "--index", index, input=b"")
+    assert result.exit_code == ExitStatus.USAGE
+    assert result.stderr.startswith(
+        "s3idx: error: invalid MongoDB location mongodb://127.0.0.1:27999/db (collection "
+        "s3idx): URI option 'tls': The value of tls must be 'true' or 'false'\n"
+    )
+    assert "UserWarning" not in result.stderr
+
+
+def test_valid_uri_options_are_taken(mongomock_server: Any) -> None:
+    uri = "mongodb://h/db?serverSelectionTimeoutMS=100&appname=x&tls=false&w=majority"
+    MongoIndex(uri, "db").configure("fs_id", [])
+
+
+def test_an_unknown_option_made_of_an_unescaped_password_is_not_named() -> None:
+    with pytest.raises(UsageError) as excinfo:
+        MongoIndex("mongodb://user:pa?tlsX=1@h/db", "db")
+    assert "tlsX" not in excinfo.value.message
+
+
+# --- mongodb+srv:// lookups DNS cannot answer: unreachable, not a usage error ----------------
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        dns.resolver.NXDOMAIN(qnames=["_mongodb._tcp.cluster.example."]),
+        dns.resolver.NoNameservers(),
+        dns.resolver.LifetimeTimeout(timeout=5.0, errors=[]),
+        dns.resolver.NoAnswer(),
+    ],
+    ids=["nxdomain", "no-nameservers", "timeout", "no-answer"],
+)
+def test_a_failed_srv_lookup_is_unavailable(
+    monkeypatch: pytest.MonkeyPatch, failure: Exception
+) -> None:
+    def resolve(*args: Any, **kwargs: Any) -> Any:
+        raise failure
+
+    monkeypatch.setattr(dns.resolver, "resolve", resolve)
+    with pytest.raises(BackendUnavailableError) as excinfo:
+        MongoIndex("mongodb+srv://user:s3cr3tpw@cluster.example/db", "db")
+    error = excinfo.value
+    assert error.exit_status == ExitStatus.UNAVAILABLE
+    assert error.message.startswith("cannot look up MongoDB at cluster.example: ")
+    assert_no_secret(error, "s3cr3tpw")
+
+
+def test_put_on_an_srv_host_that_does_not_resolve_exits_5(
+    run: Run, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    def resolve(*args: Any, **kwargs: Any) -> Any:
+        raise dns.resolver.NXDOMAIN(qnames=["_mongodb._tcp.nonexistent.invalid."])
+
+    monkeypatch.setattr(dns.resolver, "resolve", resolve)
+    index = "mongodb+srv://u:pw@nonexistent.invalid/db"
+    result = run("put", "--store", str(tmp_path / "st"), "--index", index, input=b"")
+    assert result.exit_code == ExitStatus.UNAVAILABLE
+    assert result.stderr.startswith(
+        "s3idx: error: cannot look up MongoDB at nonexistent.invalid: The DNS query name does "
+        "not exist: _mongodb._tcp.nonexistent.invalid.\n"
+    )
+
+
+def test_an_srv_uri_with_a_port_is_still_a_usage_error() -> None:
+    with pytest.raises(UsageError, match="must not include a port number"):
+        MongoIndex("mongodb+srv://cluster.example:27017/db", "db")
 
 
 def test_location_shows_hosts_database_and_collection_but_no_secrets(client: Any) -> None:
@@ -426,9 +625,20 @@ ERROR_TABLE: list[tuple[BaseException, bool, type[S3idxError], str]] = [
     (AutoReconnect("connection reset"), False, TransientError, "lost the connection"),
     (NotPrimaryError("not primary"), True, TransientError, "lost the connection"),
     (ConnectionFailure("refused"), False, BackendUnavailableError, "cannot use MongoDB"),
-    (OperationFailure("Authentication failed.", 18), False, AccessDeniedError, "refused access"),
-    (OperationFailure("not authorized on db", 13), True, AccessDeniedError, "refused access"),
-    (OperationFailure("bad auth : failed", 8000), False, AccessDeniedError, "refused access"),
+    (
+        OperationFailure("Authentication failed.", 18),
+        False,
+        AccessDeniedError,
+        "MongoDB at h1:1 refused access while querying LOC: Authentication failed.",
+    ),
+    (OperationFailure("not authorized on db", 13), True, AccessDeniedError, "querying LOC"),
+    (OperationFailure("bad auth : failed", 8000), False, AccessDeniedError, "querying LOC"),
+    (
+        OperationFailure("Invalid namespace specified 'dé.x'", 73),
+        False,
+        UsageError,
+        "MongoDB at h1:1 refused the name of LOC: Invalid namespace specified 'dé.x'",
+    ),
     (OperationFailure("unknown operator: $x", 2), True, InvalidFilterError, "invalid query"),
     (
         OperationFailure("unknown operator: $x", 2, {"ok": 0, "errmsg": "unknown operator: $x"}),

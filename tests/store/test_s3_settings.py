@@ -1,0 +1,196 @@
+"""S3 settings that no request can use: broken AWS files, a bad region or endpoint, a
+credential_process printing no valid JSON. Each is refused while the store is built, before
+any request, by every transport, with the exit status of what is wrong (2: settings, 6:
+credentials); none needs a server."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from botocore.exceptions import EndpointResolutionError
+
+from s3idx.errors import AccessDeniedError, ExitStatus, UsageError
+from s3idx.store.s3 import HttpS3Store, S3Store
+from s3idx.store.s3_errors import translate_error
+from tests.helpers import Run
+
+
+def obstore_store(*args: Any, **kwargs: Any) -> Any:
+    pytest.importorskip("obstore", reason="obstore is not installed (pip install 's3idx[fast]')")
+    from s3idx.store.obstore_s3 import ObstoreS3Store
+
+    return ObstoreS3Store(*args, **kwargs)
+
+
+TRANSPORTS: dict[str, Callable[..., Any]] = {
+    "boto3": S3Store,
+    "http": HttpS3Store,
+    "obstore": obstore_store,
+}
+UNREACHABLE = "http://127.0.0.1:1"  # nothing is sent: every failure here comes first
+
+
+@pytest.fixture(params=list(TRANSPORTS))
+def make(request: pytest.FixtureRequest) -> Callable[..., Any]:
+    return TRANSPORTS[request.param]
+
+
+@pytest.mark.parametrize("name", ["config", "credentials"])
+def test_an_aws_file_that_cannot_be_parsed_is_a_usage_error(
+    make: Callable[..., Any], fake_aws_env: Path, name: str
+) -> None:
+    (fake_aws_env / name).write_text("[default\nx=1\n")
+    with pytest.raises(UsageError) as excinfo:
+        make("bkt", "p", endpoint_url=UNREACHABLE)
+    assert excinfo.value.message == (
+        f"cannot read the AWS config files for s3://bkt/p: Unable to parse config file: "
+        f"{fake_aws_env / name}"
+    )
+    assert excinfo.value.hint is not None and "[name]" in excinfo.value.hint
+
+
+@pytest.mark.parametrize("region", ["us east 1", "us-east-1/", "-x"])
+def test_an_invalid_region_is_a_usage_error(make: Callable[..., Any], region: str) -> None:
+    with pytest.raises(UsageError) as excinfo:
+        make("bkt", "p", region=region, endpoint_url=UNREACHABLE)
+    assert excinfo.value.message == f"invalid AWS region {region!r} for s3://bkt/p"
+
+
+def test_an_invalid_region_of_the_aws_profile_is_a_usage_error(fake_aws_env: Path) -> None:
+    (fake_aws_env / "config").write_text("[profile p]\nregion = us east 1\n")
+    with pytest.raises(UsageError, match="invalid AWS region 'us east 1' for s3://bkt"):
+        S3Store("bkt", profile="p")
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "reason"),
+    [
+        ("ftp://x", "the scheme is 'ftp'; S3 is reached over http or https"),
+        ("http://h:99999", "Port out of range 0-65535"),
+        ("http://h:port", "Port could not be cast to integer value as 'port'"),
+        ("http://h:0", "port 0 cannot be connected to"),
+        ("http://", "it names no host"),
+        ("notaurl", "it has no scheme: write http:// or https:// before the host"),
+        ("localhost:9000", "it has no scheme: write http:// or https:// before the host"),
+    ],
+)
+def test_an_endpoint_url_no_request_can_use_is_a_usage_error(
+    make: Callable[..., Any], endpoint: str, reason: str
+) -> None:
+    with pytest.raises(UsageError) as excinfo:
+        make("bkt", "p", endpoint_url=endpoint, region="us-east-1")
+    assert excinfo.value.message == f"invalid S3 endpoint URL {endpoint!r}: {reason}"
+
+
+def test_an_endpoint_from_aws_endpoint_url_is_checked_too(
+    make: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "ftp://x")
+    with pytest.raises(UsageError, match="invalid S3 endpoint URL 'ftp://x'"):
+        make("bkt", "p", region="us-east-1")
+
+
+def test_an_endpoint_botocore_cannot_resolve_at_a_request_is_a_usage_error() -> None:
+    error = translate_error(
+        EndpointResolutionError(msg="Custom endpoint `ftp://x` was not a valid URI"),
+        bucket="bkt",
+        key="k",
+    )
+    assert type(error) is UsageError
+    assert error.message == (
+        "cannot use the S3 endpoint for s3://bkt/k: Custom endpoint `ftp://x` was not a valid URI"
+    )
+
+
+def credential_process(aws: Path, output: str) -> None:
+    script = aws / "process.py"
+    script.write_text(f"print({output!r})\n")
+    command = f"{shlex.quote(sys.executable)} {shlex.quote(str(script))}"
+    (aws / "config").write_text(f"[profile cp]\ncredential_process = {command}\n")
+
+
+@pytest.mark.parametrize(
+    ("output", "reason"),
+    [
+        ("{bad", "Expecting property name enclosed in double quotes: line 1 column 2 (char 1)"),
+        ('["not", "an object"]', "'list' object has no attribute 'get'"),
+        (
+            '{"Version": 1, "AccessKeyId": "AKIDCP", "SecretAccessKey": "cpsecretvalue1", '
+            '"Expiration": "soon"}',
+            "Unknown string format: soon",
+        ),
+        (
+            '{"Version": 1, "AccessKeyId": "AKIDCP", "SecretAccessKey": "cpsecretvalue1", '
+            '"Expiration": 5}',
+            "Parser must be a string or character stream, not int",
+        ),
+    ],
+)
+def test_a_credential_process_printing_no_valid_json_is_access_denied(
+    make: Callable[..., Any], fake_aws_env: Path, output: str, reason: str
+) -> None:
+    credential_process(fake_aws_env, output)
+    with pytest.raises(AccessDeniedError) as excinfo:
+        make("bkt", "p", profile="cp", endpoint_url=UNREACHABLE)
+    error = excinfo.value
+    assert error.exit_status == ExitStatus.ACCESS_DENIED
+    assert error.message == f"AWS credentials for s3://bkt/p cannot be loaded: {reason}"
+    assert error.hint is not None and "credential_process" in error.hint
+    assert "cpsecretvalue1" not in str(error)
+
+
+# --- through the CLI: the exit statuses, no request made -----------------------------------
+
+
+def put(run: Run, tmp_path: Path, *flags: str) -> Any:
+    index = str(tmp_path / "ix.db")
+    return run("put", "--store", "s3://bkt/p", "--index", index, *flags, input=b'{"fs_id": "a"}')
+
+
+def test_put_and_info_with_a_broken_credentials_file_exit_2(
+    run: Run, fake_aws_env: Path, tmp_path: Path
+) -> None:
+    (fake_aws_env / "credentials").write_text("[default\nx=1\n")
+    result = put(run, tmp_path)
+    assert result.exit_code == ExitStatus.USAGE
+    assert result.stderr.startswith(
+        "s3idx: error: cannot read the AWS config files for s3://bkt/p: Unable to parse"
+    )
+    info = run("info", "--store", "s3://bkt/p", "--index", str(tmp_path / "ix.db"))
+    assert info.exit_code == ExitStatus.USAGE, info.stderr
+
+
+@pytest.mark.parametrize("transport", ["boto3", "obstore", "http"])
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--region", "us east 1"],
+        ["--endpoint-url", "ftp://x"],
+        ["--endpoint-url", "http://h:99999"],
+        ["--endpoint-url", "notaurl"],
+    ],
+)
+def test_put_with_a_bad_region_or_endpoint_exits_2(
+    run: Run, tmp_path: Path, transport: str, flags: list[str]
+) -> None:
+    if transport == "obstore":
+        pytest.importorskip("obstore")
+    result = put(run, tmp_path, "--transport", transport, *flags)
+    assert result.exit_code == ExitStatus.USAGE, result.stderr
+    assert "put:" not in result.stderr  # refused before the first document
+
+
+def test_put_with_a_credential_process_printing_no_json_exits_6(
+    run: Run, fake_aws_env: Path, tmp_path: Path
+) -> None:
+    credential_process(fake_aws_env, "{bad")
+    result = put(run, tmp_path, "--aws-profile", "cp", "--endpoint-url", UNREACHABLE)
+    assert result.exit_code == ExitStatus.ACCESS_DENIED
+    assert "AWS credentials for s3://bkt/p cannot be loaded: Expecting property name" in (
+        result.stderr
+    )
