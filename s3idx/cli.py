@@ -33,7 +33,9 @@ from s3idx.config import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_HEAD_WORKERS,
     DEFAULT_WORKERS,
+    MAX_BATCH_SIZE,
     MAX_PROCESSES,
+    MAX_WORKERS,
     TRANSPORTS,
     config_path,
     data_dir,
@@ -56,6 +58,7 @@ from s3idx.errors import (
     shorten_key,
     system_limit,
 )
+from s3idx.limits import INT64_MAX
 from s3idx.query.filter_json import read_filter
 from s3idx.query.paths import project
 from s3idx.query.sort import parse_sort
@@ -411,6 +414,7 @@ WorkersOpt = Annotated[
     typer.Option(
         "--workers",
         min=1,
+        max=MAX_WORKERS,
         metavar="N",
         help=f"Concurrent object requests. [default: {DEFAULT_WORKERS}; {DEFAULT_HEAD_WORKERS} for "
         "rebuild-index, sync, reindex and verify, whose requests wait on S3, not on the CPU]",
@@ -638,6 +642,7 @@ def put(
         typer.Option(
             "--batch-size",
             min=1,
+            max=MAX_BATCH_SIZE,
             metavar="N",
             help=f"Index entries per bulk write. [default: {DEFAULT_BATCH_SIZE}]",
         ),
@@ -657,7 +662,13 @@ def put(
     ] = None,
     max_errors: Annotated[
         int | None,
-        typer.Option("--max-errors", min=1, metavar="N", help="Stop after N rejected records."),
+        typer.Option(
+            "--max-errors",
+            min=1,
+            max=INT64_MAX,
+            metavar="N",
+            help="Stop after N rejected records.",
+        ),
     ] = None,
     shard: ShardOpt = None,
     create_bucket: Annotated[
@@ -874,12 +885,20 @@ def query(
         typer.Option("--sort", metavar="A,-B", help="Sort by fields; '-' for descending."),
     ] = None,
     limit: Annotated[
-        int, typer.Option("--limit", min=0, metavar="N", help="At most N results (0: all).")
+        int,
+        typer.Option(
+            "--limit", min=0, max=INT64_MAX, metavar="N", help="At most N results (0: all)."
+        ),
     ] = 0,
     skip: Annotated[
         int,
         typer.Option(
-            "--skip", min=0, metavar="N", help="Skip the first N results.", show_default=False
+            "--skip",
+            min=0,
+            max=INT64_MAX,
+            metavar="N",
+            help="Skip the first N results.",
+            show_default=False,
         ),
     ] = 0,
     count: Annotated[bool, typer.Option("--count", help="Print only the number of matches.")] = (

@@ -15,7 +15,9 @@ from s3idx.config import (
     DEFAULT_HEAD_WORKERS,
     DEFAULT_KEY_FIELD,
     DEFAULT_WORKERS,
+    MAX_BATCH_SIZE,
     MAX_PROCESSES,
+    MAX_WORKERS,
     Settings,
     resolve_settings,
 )
@@ -30,7 +32,7 @@ from s3idx.errors import (
     index_not_found,
 )
 from s3idx.index.base import Entry, Index, IndexSettings, SortSpec
-from s3idx.limits import SPOOL_THRESHOLD
+from s3idx.limits import INT64_MAX, SPOOL_THRESHOLD, check_count
 from s3idx.query.indexed import check_query_paths
 from s3idx.sharding import Shard
 from s3idx.store.base import ObjectStore
@@ -135,6 +137,11 @@ class Engine:
         if head_workers is None:
             head_workers = DEFAULT_HEAD_WORKERS if workers is None else workers
         workers = DEFAULT_WORKERS if workers is None else workers
+        # Checked before anything opens: a count out of range fails later, and less clearly.
+        check_count("workers", workers, 1, MAX_WORKERS)
+        check_count("head_workers", head_workers, 1, MAX_WORKERS)
+        check_count("batch_size", batch_size, 1, MAX_BATCH_SIZE)
+        check_count("spool_threshold", spool_threshold, 0, INT64_MAX)
         self._max_concurrency = max(workers, head_workers)
         self._store: RetryingStore | None = None
         self._open_store: Callable[[], ObjectStore] | None = None
@@ -294,6 +301,7 @@ class Engine:
         entry's, instead of the time of storing. Each record is consumed: its
         parsed ``document`` is dropped (set to None) once its body and entry are made, to keep
         memory flat."""
+        _check_max_errors(max_errors)
         store = self.store  # opened before the index records anything
         options = self._put_options(
             fields, skip_unchanged, dry_run, max_errors, last_updated_from_document
@@ -391,6 +399,7 @@ class Engine:
                 hint="open it with s3idx.open_engine(...) or Engine.from_settings(...): each "
                 "worker process opens the store and the index again from them",
             )
+        _check_max_errors(max_errors)
         options = self._put_options(fields, skip_unchanged, dry_run, max_errors)
         return run_put_processes(
             self.settings,
@@ -640,6 +649,8 @@ class Engine:
     ) -> VerifyResult:
         """Read objects (all, or a random ``sample`` fraction) and check each against its
         metadata and index entry; see ``s3idx.engine.verify``."""
+        if isinstance(sample, bool) or not isinstance(sample, int | float) or not 0 <= sample <= 1:
+            raise UsageError(f"sample must be a fraction from 0 to 1, got {sample}")
         self.require_store()
         return run_verify(
             self.store,
@@ -653,6 +664,11 @@ class Engine:
 
     def _rewriter(self, rewrite: bool, manifests: ManifestBatches | None) -> MaggmaRewriter | None:
         return MaggmaRewriter(self.store, self.codec, manifests) if rewrite else None
+
+
+def _check_max_errors(max_errors: int | None) -> None:
+    if max_errors is not None:
+        check_count("max_errors", max_errors, 1, INT64_MAX)
 
 
 def _status(exc: S3idxError) -> str:
