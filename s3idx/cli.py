@@ -475,6 +475,24 @@ class CommandContext:
             {**loc, **flags}, profile=profile, config_file=config, env=run.env.environ
         )
         remember_location_secrets(self.settings.index)
+        self._check_key_and_fields(flags)
+
+    def _check_key_and_fields(self, flags: dict[str, Any]) -> None:
+        """A key field or a field no document can have is refused before any index records
+        it, naming where it was given (the engine checks them too, without knowing that)."""
+        if self.settings.key is not None:
+            codec.check_key_field(self.settings.key, self._given_as("key", "--key", flags))
+        if self.settings.fields:
+            check_fields(self.settings.fields, self._given_as("fields", "--field", flags))
+
+    def _given_as(self, name: str, flag: str, flags: dict[str, Any]) -> str:
+        """Where a setting came from, as a message names it: the flag, the variable or the file."""
+        if flags.get(name) not in (None, ()):
+            return flag
+        variable = "S3IDX_" + name.upper()
+        if self.env.environ.get(variable):
+            return variable
+        return f"{name} in {self.config_file or config_path(self.env.environ)}"
 
     def engine(self) -> Engine:
         from s3idx.engine.core import Engine
@@ -485,6 +503,17 @@ class CommandContext:
         return output.CliEvents(
             self.out, rejects=rejects, show_progress=not self.quiet, command=command
         )
+
+
+def check_fields(paths: Sequence[str], given_as: str) -> None:
+    """Field paths no document can have, refused naming where they were given."""
+    from s3idx.engine.documents import check_field_path
+
+    for path in paths:
+        try:
+            check_field_path(path)
+        except UsageError as exc:
+            raise UsageError(f"{given_as}: {exc.message}", hint=exc.hint) from None
 
 
 # --- signals: the first stops a command cleanly, the second aborts ---------------------------
@@ -1286,6 +1315,7 @@ def reindex(
     Example: s3idx reindex --field task_id --workers 32
     """
     ctx = CommandContext(run, loc, quiet=quiet, workers=workers)
+    check_fields(field or (), "--field")
     result = _long_run(
         ctx,
         CliScanEvents(ctx, command="reindex", drift_lines=False),

@@ -39,7 +39,7 @@ from s3idx.store.base import ObjectStore
 
 if TYPE_CHECKING:
     from s3idx.engine import delete as delete_ops
-    from s3idx.engine.documents import check_field_paths
+    from s3idx.engine.documents import check_field_paths, check_new_fields
     from s3idx.engine.inputs import (
         InputSource,
         ReadProgress,
@@ -93,6 +93,7 @@ if not TYPE_CHECKING:
     delete_ops = _Lazy("s3idx.engine.delete")
     GetResult = _Lazy("s3idx.engine.results", "GetResult")
     check_field_paths = _Lazy("s3idx.engine.documents", "check_field_paths")
+    check_new_fields = _Lazy("s3idx.engine.documents", "check_new_fields")
     ReadProgress = _Lazy("s3idx.engine.inputs", "ReadProgress")
     Record = _Lazy("s3idx.engine.inputs", "Record")
     file_source = _Lazy("s3idx.engine.inputs", "file_source")
@@ -142,6 +143,8 @@ class Engine:
         check_count("head_workers", head_workers, 1, MAX_WORKERS)
         check_count("batch_size", batch_size, 1, MAX_BATCH_SIZE)
         check_count("spool_threshold", spool_threshold, 0, INT64_MAX)
+        if key_field is not None:
+            codec.check_key_field(key_field)
         self._max_concurrency = max(workers, head_workers)
         self._store: RetryingStore | None = None
         self._open_store: Callable[[], ObjectStore] | None = None
@@ -268,6 +271,16 @@ class Engine:
     def _put_fields(self, extra: Sequence[str]) -> tuple[str, ...]:
         recorded = self.index.settings()
         known = recorded.fields if recorded is not None else ()
+        if recorded is not None and self._key_field is None:
+            try:
+                codec.check_key_field(recorded.key_field)
+            except UsageError as exc:
+                raise UsageError(
+                    f"index {self.index.location} records a key field no document can have "
+                    f"(recorded by an older s3idx): {exc.message}",
+                    hint="no document could be stored with it, so the index holds none: "
+                    "remove the index (its SQLite file or MongoDB collection) and put again",
+                ) from None
         try:
             check_field_paths(known, self.key_field)
         except UsageError as exc:
@@ -277,7 +290,9 @@ class Engine:
                 hint="run `s3idx rebuild-index`: it records again only the fields the stored "
                 "objects were written with, which drops these",
             ) from None
-        return check_field_paths([*known, *self.fields, *extra], self.key_field)
+        new = [f for f in (*self.fields, *extra) if f not in known]
+        check_new_fields(new, self.key_field)
+        return check_field_paths([*known, *new], self.key_field)
 
     # --- put ---------------------------------------------------------------------------------
 

@@ -53,6 +53,7 @@ from s3idx.errors import (
     InvalidFilterError,
     S3idxError,
     TransientError,
+    UsageError,
     missing_parent,
 )
 from s3idx.frozen import Frozen, init_field
@@ -1139,8 +1140,10 @@ def _marks(count: int) -> str:
 
 
 def _check_key_field(key_field: Any) -> None:
-    if not isinstance(key_field, str) or not key_field:
-        raise IndexSettingsError(f"invalid key field {key_field!r}: it must be a non-empty name")
+    try:
+        codec.check_key_field(key_field)
+    except UsageError as exc:
+        raise IndexSettingsError(exc.message, hint=exc.hint) from None
 
 
 def _check_field(path: str) -> None:

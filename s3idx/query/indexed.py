@@ -19,15 +19,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from s3idx.codec import LAST_UPDATED, RESERVED_FIELD
+from s3idx.codec import LAST_UPDATED, MAX_FIELD_PATH_CHARS, RESERVED_FIELD
 from s3idx.errors import InvalidFilterError, UsageError
 from s3idx.index.base import IndexSettings
 from s3idx.query.filter import SUPPORTED_OPERATORS
 
 LOGICAL_OPERATORS = ("$and", "$or", "$nor")
-# Every field's path is written twice into each object's 2 KB of metadata (the field list and
-# the entry), so a longer one leaves too little room for values.
-MAX_FIELD_PATH_CHARS = 256
 REINDEX_COMMAND = "s3idx reindex"
 _SHOWN_FIELDS = 20
 
