@@ -864,6 +864,8 @@ def get(
     Example: s3idx get a b > docs.jsonl
     """
     ctx = CommandContext(run, loc, workers=workers)
+    for key in keys:  # every one, before an output is opened or a document read
+        codec.check_key_argument(key)
     refuse_outputs_over_inputs(
         {"--output": output_file}, settings=ctx.settings, config_file=ctx.config_file
     )
@@ -1074,6 +1076,8 @@ def delete(
         raise UsageError("give KEY arguments or a filter, not both")
     if not keys and not by_filter:
         raise UsageError("nothing to delete: give KEY arguments or --filter FILTER")
+    for key in keys or ():
+        codec.check_key_argument(key)
     with (
         ctx.engine() as engine,
         ctx.events(command="delete") as events,

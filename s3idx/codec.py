@@ -493,6 +493,25 @@ def _key_field_problem(name: Any) -> str | None:
     return None
 
 
+def check_key_argument(key: Any) -> str:
+    """A key asked for by name (``get``, ``delete``): a UsageError, not a rejected record,
+    when no document can have it, so that the caller checks every key before using any."""
+    try:
+        return check_key(key)
+    except InvalidKeyError as exc:
+        if not isinstance(key, str):
+            message = f"a key must be a string, got {type(key).__name__}"
+        elif not key:
+            message = "key '' is empty"
+        elif quote_key(key) not in exc.message:
+            message = f"{exc.message}: {quote_key(key)}"
+        else:
+            message = exc.message
+        raise UsageError(
+            message, hint="no document can have such a key; nothing was read or deleted"
+        ) from None
+
+
 # --- metadata --------------------------------------------------------------------------------
 
 

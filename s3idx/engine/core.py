@@ -442,6 +442,7 @@ class Engine:
     def get(self, key: str) -> dict[str, Any]:
         """One document as a dict (datetimes as datetimes); ObjectNotFoundError if missing,
         DamagedObjectError if its body is not what its metadata recorded."""
+        codec.check_key_argument(key)
         self.require_store()
         document = fetch_document(self.store, key, spool_threshold=self.spool_threshold)
         parsed: dict[str, Any] = codec.loads(document.read())  # put stores JSON objects only
@@ -456,7 +457,9 @@ class Engine:
     def write_documents(
         self, keys: Iterable[str], out: IO[bytes], *, events: Events | None = None
     ) -> GetResult:
-        """Write documents as JSON lines, each only once its whole body has been verified."""
+        """Write documents as JSON lines, each only once its whole body has been verified.
+        A key no document can have is a UsageError before any is read."""
+        keys = [codec.check_key_argument(key) for key in keys]
         result = GetResult()
         events = events or Events()
         total = len(keys) if isinstance(keys, Sized) else None
@@ -519,6 +522,9 @@ class Engine:
     def delete(
         self, keys: Iterable[str], *, dry_run: bool = False, events: Events | None = None
     ) -> DeleteResult:
+        """Delete documents by key; a key no document can have is a UsageError before any is
+        deleted."""
+        keys = [codec.check_key_argument(key) for key in keys]
         self.require_store()
         self.require_index()
         return delete_ops.delete_keys(self.store, self.index, keys, dry_run=dry_run, events=events)
