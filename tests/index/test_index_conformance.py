@@ -327,6 +327,47 @@ def test_an_invalid_filter_is_refused(filled: Index, bad: dict[str, Any]) -> Non
         filled.count(bad)
 
 
+TYPE_CODES = "MongoDB's type codes are -1 (minKey), 1 to 19 and 127 (maxKey)"
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        ({"n": {"$type": 99}}, f"invalid $type code 99: {TYPE_CODES}"),
+        ({"n": {"$type": -2}}, f"invalid $type code -2: {TYPE_CODES}"),
+        ({"n": {"$type": 20}}, f"invalid $type code 20: {TYPE_CODES}"),
+        ({"n": {"$type": 2**70}}, f"invalid $type code {2**70}: {TYPE_CODES}"),
+        ({"n": {"$type": 0}}, f"invalid $type code 0: {TYPE_CODES}"),
+        ({"n": {"$type": float("inf")}}, "unknown $type inf"),
+        ({"n": {"$type": [2, 99]}}, f"invalid $type code 99: {TYPE_CODES}"),
+        (
+            {"$or": [{"s": "x"}, {"n": {"$not": {"$type": 99}}}]},
+            f"invalid $type code 99: {TYPE_CODES}",
+        ),
+        ({"tags": {"$elemMatch": {"$type": 99}}}, f"invalid $type code 99: {TYPE_CODES}"),
+    ],
+)
+def test_an_invalid_type_code_is_refused_alike(
+    filled: Index, bad: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(InvalidFilterError) as raised:
+        list(filled.find(bad))
+    assert raised.value.message.startswith(message)
+    with pytest.raises(InvalidFilterError):
+        filled.count(bad)
+
+
+@pytest.mark.parametrize("code", [-1, 5, 7, 11, 17, 127, 17.0])
+def test_a_valid_type_code_no_entry_holds_matches_nothing(
+    filled: Index, code: Any, known_gap: Callable[[str], None]
+) -> None:
+    known_gap("type-codes")
+    if code in (-1, 127):
+        known_gap("min-max-key")
+    assert list(filled.find({"n": {"$type": code}})) == []
+    assert keys(filled.find({"n": {"$type": [code, "int"]}})) == ["a", "e"]
+
+
 # --- projection, sort, skip, limit -----------------------------------------------------------
 
 
