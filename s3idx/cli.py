@@ -603,7 +603,7 @@ _current_signals = _Signals()  # of the command running, for main's handler outs
 
 
 FilterFileOpt = Annotated[
-    Path | None,
+    str | None,  # a str, not a Path: Path("") is ".", and an empty path must be said so
     typer.Option(
         "--filter-file",
         metavar="FILE",
@@ -686,7 +686,7 @@ def put(
         bool, typer.Option("--dry-run", help="Validate and count; write nothing.")
     ] = False,
     rejects: Annotated[
-        Path | None,
+        str | None,  # see _file_option
         typer.Option("--rejects", metavar="FILE", help="Write each rejected line to FILE as is."),
     ] = None,
     max_errors: Annotated[
@@ -739,7 +739,17 @@ def put(
         create_bucket=create_bucket or None,
     )
     paths = _input_paths(files, run.env)
-    return _put(ctx, paths, skip_unchanged, dry_run, rejects, max_errors, only, processes)
+    rejects_path = _file_option(rejects, "--rejects")
+    return _put(ctx, paths, skip_unchanged, dry_run, rejects_path, max_errors, only, processes)
+
+
+def _file_option(value: str | None, flag: str) -> Path | None:
+    """A file option's path; an empty one refused as such (``Path("")`` would be ``.``)."""
+    if value is None:
+        return None
+    if not value:
+        raise UsageError(f"{flag} is an empty path", hint="give a file name")
+    return Path(value)
 
 
 def _input_paths(files: list[str] | None, env: Environment) -> list[str]:
@@ -849,8 +859,8 @@ def _report(
 @with_locations
 def get(
     keys: Annotated[list[str], typer.Argument(metavar="KEY", help="Document keys.")],
-    output_file: Annotated[
-        Path | None,
+    output_path: Annotated[
+        str | None,  # see _file_option
         typer.Option("--output", "-o", metavar="FILE", help="Write to FILE instead of stdout."),
     ] = None,
     workers: WorkersOpt = None,
@@ -864,6 +874,7 @@ def get(
     Example: s3idx get a b > docs.jsonl
     """
     ctx = CommandContext(run, loc, workers=workers)
+    output_file = _file_option(output_path, "--output")
     for key in keys:  # every one, before an output is opened or a document read
         codec.check_key_argument(key)
     refuse_outputs_over_inputs(
@@ -950,7 +961,7 @@ def query(
     Example: s3idx query '{"task_id": {"$in": ["mp-1", "mp-2"]}}' --fields task_id
     """
     ctx = CommandContext(run, loc, workers=workers)
-    spec = read_filter(filter, filter_file, stdin=run.env.stdin)
+    spec = read_filter(filter, _file_option(filter_file, "--filter-file"), stdin=run.env.stdin)
     sort_spec = parse_sort(sort) if sort else None
     with ctx.engine() as engine:
         if count:
@@ -1083,7 +1094,8 @@ def delete(
         ctx.events(command="delete") as events,
     ):
         if by_filter:
-            spec = read_filter(filter, filter_file, flag="--filter", stdin=run.env.stdin)
+            filter_path = _file_option(filter_file, "--filter-file")
+            spec = read_filter(filter, filter_path, flag="--filter", stdin=run.env.stdin)
             if not spec and not all_:
                 raise UsageError(
                     "--filter '{}' matches every document",

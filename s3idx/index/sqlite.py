@@ -114,6 +114,11 @@ class _Database:
         # False: create the file only, as sqlite3 does, so a mistyped directory fails.
         self._create_parents = create_parents
         self.location = str(self.path)
+        if self.path.is_dir():  # else taken for an index never written, or one not openable
+            raise UsageError(
+                f"index {self.location} is a directory, not a SQLite file",
+                hint=f"give the path of a SQLite file, such as {self.path / 'index.sqlite3'}",
+            )
         self._lock = threading.RLock()
         self._writer: sqlite3.Connection | None = None
         self._readers: list[sqlite3.Connection] = []
