@@ -33,7 +33,9 @@ from s3idx.config import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_HEAD_WORKERS,
     DEFAULT_WORKERS,
+    MAX_BATCH_SIZE,
     MAX_PROCESSES,
+    MAX_WORKERS,
     TRANSPORTS,
     config_path,
     data_dir,
@@ -56,6 +58,7 @@ from s3idx.errors import (
     shorten_key,
     system_limit,
 )
+from s3idx.limits import INT64_MAX
 from s3idx.query.filter_json import read_filter
 from s3idx.query.paths import project
 from s3idx.query.sort import parse_sort
@@ -411,6 +414,7 @@ WorkersOpt = Annotated[
     typer.Option(
         "--workers",
         min=1,
+        max=MAX_WORKERS,
         metavar="N",
         help=f"Concurrent object requests. [default: {DEFAULT_WORKERS}; {DEFAULT_HEAD_WORKERS} for "
         "rebuild-index, sync, reindex and verify, whose requests wait on S3, not on the CPU]",
@@ -472,6 +476,24 @@ class CommandContext:
         )
         settings = self.settings
         remember_location_secrets(settings.index, settings.store, settings.endpoint_url)
+        self._check_key_and_fields(flags)
+
+    def _check_key_and_fields(self, flags: dict[str, Any]) -> None:
+        """A key field or a field no document can have is refused before any index records
+        it, naming where it was given (the engine checks them too, without knowing that)."""
+        if self.settings.key is not None:
+            codec.check_key_field(self.settings.key, self._given_as("key", "--key", flags))
+        if self.settings.fields:
+            check_fields(self.settings.fields, self._given_as("fields", "--field", flags))
+
+    def _given_as(self, name: str, flag: str, flags: dict[str, Any]) -> str:
+        """Where a setting came from, as a message names it: the flag, the variable or the file."""
+        if flags.get(name) not in (None, ()):
+            return flag
+        variable = "S3IDX_" + name.upper()
+        if self.env.environ.get(variable):
+            return variable
+        return f"{name} in {self.config_file or config_path(self.env.environ)}"
 
     def engine(self) -> Engine:
         from s3idx.engine.core import Engine
@@ -482,6 +504,17 @@ class CommandContext:
         return output.CliEvents(
             self.out, rejects=rejects, show_progress=not self.quiet, command=command
         )
+
+
+def check_fields(paths: Sequence[str], given_as: str) -> None:
+    """Field paths no document can have, refused naming where they were given."""
+    from s3idx.engine.documents import check_field_path
+
+    for path in paths:
+        try:
+            check_field_path(path)
+        except UsageError as exc:
+            raise UsageError(f"{given_as}: {exc.message}", hint=exc.hint) from None
 
 
 # --- signals: the first stops a command cleanly, the second aborts ---------------------------
@@ -571,7 +604,7 @@ _current_signals = _Signals()  # of the command running, for main's handler outs
 
 
 FilterFileOpt = Annotated[
-    Path | None,
+    str | None,  # a str, not a Path: Path("") is ".", and an empty path must be said so
     typer.Option(
         "--filter-file",
         metavar="FILE",
@@ -639,6 +672,7 @@ def put(
         typer.Option(
             "--batch-size",
             min=1,
+            max=MAX_BATCH_SIZE,
             metavar="N",
             help=f"Index entries per bulk write. [default: {DEFAULT_BATCH_SIZE}]",
         ),
@@ -653,12 +687,18 @@ def put(
         bool, typer.Option("--dry-run", help="Validate and count; write nothing.")
     ] = False,
     rejects: Annotated[
-        Path | None,
+        str | None,  # see _file_option
         typer.Option("--rejects", metavar="FILE", help="Write each rejected line to FILE as is."),
     ] = None,
     max_errors: Annotated[
         int | None,
-        typer.Option("--max-errors", min=1, metavar="N", help="Stop after N rejected records."),
+        typer.Option(
+            "--max-errors",
+            min=1,
+            max=INT64_MAX,
+            metavar="N",
+            help="Stop after N rejected records.",
+        ),
     ] = None,
     shard: ShardOpt = None,
     create_bucket: Annotated[
@@ -700,7 +740,17 @@ def put(
         create_bucket=create_bucket or None,
     )
     paths = _input_paths(files, run.env)
-    return _put(ctx, paths, skip_unchanged, dry_run, rejects, max_errors, only, processes)
+    rejects_path = _file_option(rejects, "--rejects")
+    return _put(ctx, paths, skip_unchanged, dry_run, rejects_path, max_errors, only, processes)
+
+
+def _file_option(value: str | None, flag: str) -> Path | None:
+    """A file option's path; an empty one refused as such (``Path("")`` would be ``.``)."""
+    if value is None:
+        return None
+    if not value:
+        raise UsageError(f"{flag} is an empty path", hint="give a file name")
+    return Path(value)
 
 
 def _input_paths(files: list[str] | None, env: Environment) -> list[str]:
@@ -810,8 +860,8 @@ def _report(
 @with_locations
 def get(
     keys: Annotated[list[str], typer.Argument(metavar="KEY", help="Document keys.")],
-    output_file: Annotated[
-        Path | None,
+    output_path: Annotated[
+        str | None,  # see _file_option
         typer.Option("--output", "-o", metavar="FILE", help="Write to FILE instead of stdout."),
     ] = None,
     workers: WorkersOpt = None,
@@ -825,6 +875,9 @@ def get(
     Example: s3idx get a b > docs.jsonl
     """
     ctx = CommandContext(run, loc, workers=workers)
+    output_file = _file_option(output_path, "--output")
+    for key in keys:  # every one, before an output is opened or a document read
+        codec.check_key_argument(key)
     refuse_outputs_over_inputs(
         {"--output": output_file}, settings=ctx.settings, config_file=ctx.config_file
     )
@@ -875,12 +928,20 @@ def query(
         typer.Option("--sort", metavar="A,-B", help="Sort by fields; '-' for descending."),
     ] = None,
     limit: Annotated[
-        int, typer.Option("--limit", min=0, metavar="N", help="At most N results (0: all).")
+        int,
+        typer.Option(
+            "--limit", min=0, max=INT64_MAX, metavar="N", help="At most N results (0: all)."
+        ),
     ] = 0,
     skip: Annotated[
         int,
         typer.Option(
-            "--skip", min=0, metavar="N", help="Skip the first N results.", show_default=False
+            "--skip",
+            min=0,
+            max=INT64_MAX,
+            metavar="N",
+            help="Skip the first N results.",
+            show_default=False,
         ),
     ] = 0,
     count: Annotated[bool, typer.Option("--count", help="Print only the number of matches.")] = (
@@ -901,7 +962,7 @@ def query(
     Example: s3idx query '{"task_id": {"$in": ["mp-1", "mp-2"]}}' --fields task_id
     """
     ctx = CommandContext(run, loc, workers=workers)
-    spec = read_filter(filter, filter_file, stdin=run.env.stdin)
+    spec = read_filter(filter, _file_option(filter_file, "--filter-file"), stdin=run.env.stdin)
     sort_spec = parse_sort(sort) if sort else None
     with ctx.engine() as engine:
         if count:
@@ -1027,12 +1088,15 @@ def delete(
         raise UsageError("give KEY arguments or a filter, not both")
     if not keys and not by_filter:
         raise UsageError("nothing to delete: give KEY arguments or --filter FILTER")
+    for key in keys or ():
+        codec.check_key_argument(key)
     with (
         ctx.engine() as engine,
         ctx.events(command="delete") as events,
     ):
         if by_filter:
-            spec = read_filter(filter, filter_file, flag="--filter", stdin=run.env.stdin)
+            filter_path = _file_option(filter_file, "--filter-file")
+            spec = read_filter(filter, filter_path, flag="--filter", stdin=run.env.stdin)
             if not spec and not all_:
                 raise UsageError(
                     "--filter '{}' matches every document",
@@ -1274,6 +1338,7 @@ def reindex(
     Example: s3idx reindex --field task_id --workers 32
     """
     ctx = CommandContext(run, loc, quiet=quiet, workers=workers)
+    check_fields(field or (), "--field")
     result = _long_run(
         ctx,
         CliScanEvents(ctx, command="reindex", drift_lines=False),

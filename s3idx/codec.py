@@ -48,6 +48,14 @@ RESERVED_PREFIX = ".s3idx/"
 
 RESERVED_FIELD = "_s3idx"
 LAST_UPDATED = "last_updated"
+# Every field's path is written twice into each object's 2 KB of metadata (the field list and
+# the entry), so a longer one leaves too little room for values.
+MAX_FIELD_PATH_CHARS = 256
+KEY_FIELD_RULE = (
+    "a key field is a top-level field name whose value, a string, names each document: not "
+    f"empty, without '.' or control characters, not starting with '$', at most "
+    f"{MAX_FIELD_PATH_CHARS} characters, and neither {RESERVED_FIELD} nor {LAST_UPDATED}"
+)
 
 CODEC_BY_COMPRESSION = {"zlib": "json+zlib", "none": "json", "zstd": "json+zstd"}
 # Level 1 costs 12% less CPU than 6 on ~2 KB documents but stores 1% more (bench_codec.py);
@@ -452,6 +460,56 @@ def check_key(key: Any, key_field: str = "fs_id") -> str:
             hint="choose another key",
         )
     return key
+
+
+def check_key_field(name: Any, given_as: str = "key field") -> str:
+    """``name`` when documents can have it as their key field; else a UsageError naming
+    ``given_as`` (``--key``, ``S3IDX_KEY``, …) and why. Checked before an index records it:
+    a key field no document can have would refuse every later put."""
+    reason = _key_field_problem(name)
+    if reason is not None:
+        shown = repr(name)
+        if isinstance(name, str) and len(name) > 40:
+            shown = f"{name[:40]!r}... ({len(name):,} characters)"
+        raise UsageError(f"invalid {given_as} {shown}: {reason}", hint=KEY_FIELD_RULE)
+    return str(name)
+
+
+def _key_field_problem(name: Any) -> str | None:
+    if not isinstance(name, str):
+        return "it is not a string"
+    if not name:
+        return "it is empty"
+    if "." in name:  # top-level names with '.' are refused in documents (they read as paths)
+        return "it contains '.' (a key field is a top-level name, not a path)"
+    if name.startswith("$"):
+        return "it starts with '$' (MongoDB reserves it)"
+    if _CONTROL.search(name):
+        return "it contains a control character"
+    if len(name) > MAX_FIELD_PATH_CHARS:
+        return f"it is over {MAX_FIELD_PATH_CHARS} characters"
+    if name in (RESERVED_FIELD, LAST_UPDATED):
+        return f"s3idx sets {name!r} itself"
+    return None
+
+
+def check_key_argument(key: Any) -> str:
+    """A key asked for by name (``get``, ``delete``): a UsageError, not a rejected record,
+    when no document can have it, so that the caller checks every key before using any."""
+    try:
+        return check_key(key)
+    except InvalidKeyError as exc:
+        if not isinstance(key, str):
+            message = f"a key must be a string, got {type(key).__name__}"
+        elif not key:
+            message = "key '' is empty"
+        elif quote_key(key) not in exc.message:
+            message = f"{exc.message}: {quote_key(key)}"
+        else:
+            message = exc.message
+        raise UsageError(
+            message, hint="no document can have such a key; nothing was read or deleted"
+        ) from None
 
 
 # --- metadata --------------------------------------------------------------------------------

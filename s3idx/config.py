@@ -24,12 +24,18 @@ DEFAULT_WORKERS = 8  # concurrent object requests
 # (or `workers` in a config file or S3IDX_WORKERS) sets both.
 DEFAULT_HEAD_WORKERS = 64
 DEFAULT_BATCH_SIZE = 1000  # index entries per bulk write
+# put reads up to twice a batch ahead, so a batch is held in memory: MongoDB's largest bulk
+# write is a bound no faster ingest needs to pass.
+MAX_BATCH_SIZE = 100_000
 # More requests in flight than this gain nothing (S3 takes ~3,500 PUTs/s per prefix) and cost a
 # thread, with its stack, each.
 MAX_WORKERS = 1024
 # Each of put's worker processes is an interpreter of its own (tenths of a second to start, tens
 # of MB): more than the cores of a large machine only add start-up and memory.
 MAX_PROCESSES = 256
+# Seconds a request may go unanswered: longer is no deadline at all, and far longer does not fit
+# the clocks of sockets (an overflow).
+MAX_TIMEOUT = 86_400
 # How S3 requests are made; obstore is optional (s3idx[fast]); http is boto3 with put's uploads
 # on s3idx's own event loop.
 TRANSPORTS = ("boto3", "obstore", "http")
@@ -144,14 +150,22 @@ def _validate(settings: Settings) -> None:
         raise ConfigError(
             f"unknown transport {settings.transport!r}; choose one of: {', '.join(TRANSPORTS)}"
         )
-    for name in ("workers", "head_workers"):
-        value = getattr(settings, name)
+    for name, value, most in (
+        ("workers", settings.workers, MAX_WORKERS),
+        ("head_workers", settings.head_workers, MAX_WORKERS),
+        ("batch size", settings.batch_size, MAX_BATCH_SIZE),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int):  # a library caller's value
+            raise ConfigError(f"{name} must be a whole number, got {value!r}")
         if value < 1:
             raise ConfigError(f"{name} must be at least 1, got {value}")
-        if value > MAX_WORKERS:
-            raise ConfigError(f"{name} must be at most {MAX_WORKERS}, got {value}")
-    if settings.batch_size < 1:
-        raise ConfigError(f"batch size must be at least 1, got {settings.batch_size}")
+        if value > most:
+            raise ConfigError(f"{name} must be at most {most}, got {value}")
+    timeout = settings.timeout
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
+        raise ConfigError(f"timeout must be more than 0 seconds, got {timeout!r}")
+    if not timeout <= MAX_TIMEOUT:  # NaN too
+        raise ConfigError(f"timeout must be at most {MAX_TIMEOUT} seconds (a day), got {timeout:g}")
 
 
 def _from_env(env: Mapping[str, str]) -> dict[str, Any]:

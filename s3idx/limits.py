@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any, TypeVar
 
+from s3idx.errors import UsageError
+
 T = TypeVar("T")
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
@@ -43,6 +45,17 @@ def json_depth(value: Any) -> int:
         deepest = max(deepest, depth)
         stack.extend((child, depth + 1) for child in children)
     return deepest
+
+
+def check_count(name: str, value: Any, low: int, high: int) -> int:
+    """``value`` when it is a whole number from ``low`` to ``high``; else a UsageError naming
+    ``name``. For counts the library takes (workers, batch sizes, …): one too large would only
+    fail later, deep in a backend (an overflow, a thread per unit)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise UsageError(f"{name} must be a whole number, got {value!r}")
+    if not low <= value <= high:
+        raise UsageError(f"{name} must be from {low:,} to {high:,}, got {value}")
+    return value
 
 
 DELETE_BATCH = 1000  # S3 DeleteObjects takes at most 1000 keys

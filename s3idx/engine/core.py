@@ -15,7 +15,9 @@ from s3idx.config import (
     DEFAULT_HEAD_WORKERS,
     DEFAULT_KEY_FIELD,
     DEFAULT_WORKERS,
+    MAX_BATCH_SIZE,
     MAX_PROCESSES,
+    MAX_WORKERS,
     Settings,
     resolve_settings,
 )
@@ -30,14 +32,14 @@ from s3idx.errors import (
     index_not_found,
 )
 from s3idx.index.base import Entry, Index, IndexSettings, SortSpec
-from s3idx.limits import SPOOL_THRESHOLD
+from s3idx.limits import INT64_MAX, SPOOL_THRESHOLD, check_count
 from s3idx.query.indexed import check_query_paths
 from s3idx.sharding import Shard
 from s3idx.store.base import ObjectStore
 
 if TYPE_CHECKING:
     from s3idx.engine import delete as delete_ops
-    from s3idx.engine.documents import check_field_paths
+    from s3idx.engine.documents import check_field_paths, check_new_fields
     from s3idx.engine.inputs import (
         InputSource,
         ReadProgress,
@@ -91,6 +93,7 @@ if not TYPE_CHECKING:
     delete_ops = _Lazy("s3idx.engine.delete")
     GetResult = _Lazy("s3idx.engine.results", "GetResult")
     check_field_paths = _Lazy("s3idx.engine.documents", "check_field_paths")
+    check_new_fields = _Lazy("s3idx.engine.documents", "check_new_fields")
     ReadProgress = _Lazy("s3idx.engine.inputs", "ReadProgress")
     Record = _Lazy("s3idx.engine.inputs", "Record")
     file_source = _Lazy("s3idx.engine.inputs", "file_source")
@@ -135,6 +138,13 @@ class Engine:
         if head_workers is None:
             head_workers = DEFAULT_HEAD_WORKERS if workers is None else workers
         workers = DEFAULT_WORKERS if workers is None else workers
+        # Checked before anything opens: a count out of range fails later, and less clearly.
+        check_count("workers", workers, 1, MAX_WORKERS)
+        check_count("head_workers", head_workers, 1, MAX_WORKERS)
+        check_count("batch_size", batch_size, 1, MAX_BATCH_SIZE)
+        check_count("spool_threshold", spool_threshold, 0, INT64_MAX)
+        if key_field is not None:
+            codec.check_key_field(key_field)
         self._max_concurrency = max(workers, head_workers)
         self._store: RetryingStore | None = None
         self._open_store: Callable[[], ObjectStore] | None = None
@@ -261,6 +271,16 @@ class Engine:
     def _put_fields(self, extra: Sequence[str]) -> tuple[str, ...]:
         recorded = self.index.settings()
         known = recorded.fields if recorded is not None else ()
+        if recorded is not None and self._key_field is None:
+            try:
+                codec.check_key_field(recorded.key_field)
+            except UsageError as exc:
+                raise UsageError(
+                    f"index {self.index.location} records a key field no document can have "
+                    f"(recorded by an older s3idx): {exc.message}",
+                    hint="no document could be stored with it, so the index holds none: "
+                    "remove the index (its SQLite file or MongoDB collection) and put again",
+                ) from None
         try:
             check_field_paths(known, self.key_field)
         except UsageError as exc:
@@ -270,7 +290,9 @@ class Engine:
                 hint="run `s3idx rebuild-index`: it records again only the fields the stored "
                 "objects were written with, which drops these",
             ) from None
-        return check_field_paths([*known, *self.fields, *extra], self.key_field)
+        new = [f for f in (*self.fields, *extra) if f not in known]
+        check_new_fields(new, self.key_field)
+        return check_field_paths([*known, *new], self.key_field)
 
     # --- put ---------------------------------------------------------------------------------
 
@@ -294,6 +316,7 @@ class Engine:
         entry's, instead of the time of storing. Each record is consumed: its
         parsed ``document`` is dropped (set to None) once its body and entry are made, to keep
         memory flat."""
+        _check_max_errors(max_errors)
         store = self.store  # opened before the index records anything
         options = self._put_options(
             fields, skip_unchanged, dry_run, max_errors, last_updated_from_document
@@ -391,6 +414,7 @@ class Engine:
                 hint="open it with s3idx.open_engine(...) or Engine.from_settings(...): each "
                 "worker process opens the store and the index again from them",
             )
+        _check_max_errors(max_errors)
         options = self._put_options(fields, skip_unchanged, dry_run, max_errors)
         return run_put_processes(
             self.settings,
@@ -418,6 +442,7 @@ class Engine:
     def get(self, key: str) -> dict[str, Any]:
         """One document as a dict (datetimes as datetimes); ObjectNotFoundError if missing,
         DamagedObjectError if its body is not what its metadata recorded."""
+        codec.check_key_argument(key)
         self.require_store()
         document = fetch_document(self.store, key, spool_threshold=self.spool_threshold)
         parsed: dict[str, Any] = codec.loads(document.read())  # put stores JSON objects only
@@ -432,7 +457,9 @@ class Engine:
     def write_documents(
         self, keys: Iterable[str], out: IO[bytes], *, events: Events | None = None
     ) -> GetResult:
-        """Write documents as JSON lines, each only once its whole body has been verified."""
+        """Write documents as JSON lines, each only once its whole body has been verified.
+        A key no document can have is a UsageError before any is read."""
+        keys = [codec.check_key_argument(key) for key in keys]
         result = GetResult()
         events = events or Events()
         total = len(keys) if isinstance(keys, Sized) else None
@@ -495,6 +522,9 @@ class Engine:
     def delete(
         self, keys: Iterable[str], *, dry_run: bool = False, events: Events | None = None
     ) -> DeleteResult:
+        """Delete documents by key; a key no document can have is a UsageError before any is
+        deleted."""
+        keys = [codec.check_key_argument(key) for key in keys]
         self.require_store()
         self.require_index()
         return delete_ops.delete_keys(self.store, self.index, keys, dry_run=dry_run, events=events)
@@ -635,6 +665,8 @@ class Engine:
     ) -> VerifyResult:
         """Read objects (all, or a random ``sample`` fraction) and check each against its
         metadata and index entry; see ``s3idx.engine.verify``."""
+        if isinstance(sample, bool) or not isinstance(sample, int | float) or not 0 <= sample <= 1:
+            raise UsageError(f"sample must be a fraction from 0 to 1, got {sample}")
         self.require_store()
         return run_verify(
             self.store,
@@ -648,6 +680,11 @@ class Engine:
 
     def _rewriter(self, rewrite: bool, manifests: ManifestBatches | None) -> MaggmaRewriter | None:
         return MaggmaRewriter(self.store, self.codec, manifests) if rewrite else None
+
+
+def _check_max_errors(max_errors: int | None) -> None:
+    if max_errors is not None:
+        check_count("max_errors", max_errors, 1, INT64_MAX)
 
 
 def _status(exc: S3idxError) -> str:

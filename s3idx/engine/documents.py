@@ -12,10 +12,10 @@ from typing import Any
 import orjson
 
 from s3idx import codec
+from s3idx.codec import MAX_FIELD_PATH_CHARS
 from s3idx.engine.inputs import Record
 from s3idx.errors import RecordError, UsageError
 from s3idx.limits import INT64_MAX, INT64_MIN, MAX_NESTING, big_integer_message, json_depth
-from s3idx.query.indexed import MAX_FIELD_PATH_CHARS
 from s3idx.query.paths import project
 from s3idx.store.base import ObjectStore
 
@@ -55,33 +55,47 @@ def check_field_paths(paths: Sequence[str], key_field: str) -> tuple[str, ...]:
     """
     checked: list[str] = []
     for path in paths:
-        if not isinstance(path, str) or not path or any(not part for part in path.split(".")):
-            raise UsageError(f"invalid field path {shown_path(str(path))}: empty part")
-        if len(path) > MAX_FIELD_PATH_CHARS:
-            raise UsageError(
-                f"field path {shown_path(path)} is too long: at most {MAX_FIELD_PATH_CHARS} "
-                "characters",
-                hint="each object's metadata (2 KB) holds every indexed path twice; "
-                "index a shorter path",
-            )
-        if path.startswith("$") or any(part.startswith("$") for part in path.split(".")):
-            raise UsageError(f"invalid field path {shown_path(path)}: parts may not start with '$'")
-        if any(ord(c) < 0x20 or ord(c) == 0x7F for c in path):
-            raise UsageError(f"invalid field path {shown_path(path)}: control character")
-        root = path.split(".", 1)[0]
-        if root == "_id" and path != key_field:
+        check_field_path(path)
+        if path.split(".", 1)[0] == "_id" and path != key_field:
             raise UsageError(
                 f"field {path!r} cannot be indexed: MongoDB keeps its own _id",
                 hint="to use _id as the key, pass --key _id",
-            )
-        if root in RESERVED_FIELDS:
-            raise UsageError(
-                f"field {path!r} is reserved: s3idx sets {root!r} itself",
             )
         if path != key_field and path not in checked:
             checked.append(path)
     _check_names_fit(key_field, checked)
     return tuple(checked)
+
+
+def check_field_path(path: Any) -> str:
+    """One searchable field's path, checked alone (the rules that need no key field)."""
+    if not isinstance(path, str) or not path or any(not part for part in path.split(".")):
+        raise UsageError(f"invalid field path {shown_path(str(path))}: empty part")
+    if len(path) > MAX_FIELD_PATH_CHARS:
+        raise UsageError(
+            f"field path {shown_path(path)} is too long: at most {MAX_FIELD_PATH_CHARS} characters",
+            hint="each object's metadata (2 KB) holds every indexed path twice; "
+            "index a shorter path",
+        )
+    if any(part.startswith("$") for part in path.split(".")):
+        raise UsageError(f"invalid field path {shown_path(path)}: parts may not start with '$'")
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in path):
+        raise UsageError(f"invalid field path {shown_path(path)}: control character")
+    root = path.split(".", 1)[0]
+    if root in RESERVED_FIELDS:
+        raise UsageError(f"field {path!r} is reserved: s3idx sets {root!r} itself")
+    return path
+
+
+def check_new_fields(paths: Sequence[str], key_field: str) -> None:
+    """Fields about to be recorded: none may lie inside the key field, whose value is a
+    string (such a path never holds a value). Not asked of fields an index already records."""
+    for path in paths:
+        if path.startswith(key_field + "."):
+            raise UsageError(
+                f"field {path!r} lies inside the key field {key_field!r}, whose value is a string",
+                hint=f"index another field; the key itself is always indexed as {key_field!r}",
+            )
 
 
 def _check_names_fit(key_field: str, fields: Sequence[str]) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 
 from s3idx.errors import InvalidFilterError
 from s3idx.frozen import Frozen, init_field
+from s3idx.limits import INT64_MAX
 from s3idx.query.paths import split_path
 from s3idx.query.sort import check_sort
 
@@ -47,6 +48,12 @@ def check_find_arguments(
     for name, value in (("skip", skip), ("limit", limit)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise InvalidFilterError(f"{name} must be a non-negative integer, got {value!r}")
+        if value > INT64_MAX:  # neither SQLite nor MongoDB can take a bigger one
+            raise InvalidFilterError(f"{name} must be at most {INT64_MAX} (64 bits), got {value}")
+    if limit and skip + limit > INT64_MAX:
+        # The same answer (no index holds 2^63 entries) without a sum no backend can hold;
+        # 0 (no limit) when skip is the largest, which leaves nothing anyway.
+        limit = INT64_MAX - skip
     return FindArguments(spec, skip, limit, _check_fields(fields))
 
 

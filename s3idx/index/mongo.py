@@ -65,7 +65,7 @@ from pymongo.errors import (
     PyMongoError,
 )
 
-from s3idx.codec import RESERVED_FIELD, dumps, loads, utc_now
+from s3idx.codec import RESERVED_FIELD, check_key_field, dumps, loads, utc_now
 from s3idx.config import redact
 from s3idx.errors import (
     BackendUnavailableError,
@@ -647,6 +647,10 @@ class MongoIndex:
         return IndexSettings(key_field, tuple(unique_fields(key_field, fields)), waiting)
 
     def configure(self, key_field: str, fields: Sequence[str]) -> IndexSettings:
+        try:
+            check_key_field(key_field)
+        except UsageError as exc:
+            raise IndexSettingsError(exc.message, hint=exc.hint) from None
         wanted = unique_fields(key_field, fields)
         self._c.check_fields(key_field, wanted)
         settings = self._record_fields(key_field, wanted)

@@ -53,6 +53,7 @@ from s3idx.errors import (
     InvalidFilterError,
     S3idxError,
     TransientError,
+    UsageError,
     missing_parent,
 )
 from s3idx.frozen import Frozen, init_field
@@ -113,6 +114,11 @@ class _Database:
         # False: create the file only, as sqlite3 does, so a mistyped directory fails.
         self._create_parents = create_parents
         self.location = str(self.path)
+        if self.path.is_dir():  # else taken for an index never written, or one not openable
+            raise UsageError(
+                f"index {self.location} is a directory, not a SQLite file",
+                hint=f"give the path of a SQLite file, such as {self.path / 'index.sqlite3'}",
+            )
         self._lock = threading.RLock()
         self._writer: sqlite3.Connection | None = None
         self._readers: list[sqlite3.Connection] = []
@@ -1139,8 +1145,10 @@ def _marks(count: int) -> str:
 
 
 def _check_key_field(key_field: Any) -> None:
-    if not isinstance(key_field, str) or not key_field:
-        raise IndexSettingsError(f"invalid key field {key_field!r}: it must be a non-empty name")
+    try:
+        codec.check_key_field(key_field)
+    except UsageError as exc:
+        raise IndexSettingsError(exc.message, hint=exc.hint) from None
 
 
 def _check_field(path: str) -> None:

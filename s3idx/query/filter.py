@@ -210,6 +210,10 @@ BSON_TYPES = {
     "decimal": 19,
 }
 NUMBER_TYPES = frozenset({1, 16, 18, 19})
+# The codes MongoDB's $type accepts (isValidBSONType, without 0, end of object): minKey, the
+# types 1 to 19 and maxKey; entries hold some of them only, the rest match nothing.
+TYPE_CODES = frozenset({-1, *range(1, 20), 127})
+TYPE_CODES_TEXT = "MongoDB's type codes are -1 (minKey), 1 to 19 and 127 (maxKey)"
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 
 
@@ -428,7 +432,8 @@ def check_nesting(obj: Any) -> None:
 
     For backends that hand the filter to a server as it is: the same limit, counted the same
     way (a level per $and, $or, $nor, $not and $elemMatch, and the depth of literal values),
-    with no recursion, so any depth is refused cleanly.
+    with no recursion, so any depth is refused cleanly. ``$type`` arguments are checked on the
+    way as ``parse_filter`` checks them, so every backend refuses the same type codes.
     """
     # (a filter document or an object of operators, its level)
     stack: list[tuple[Any, int]] = [(obj, 0)]
@@ -441,6 +446,8 @@ def check_nesting(obj: Any) -> None:
                 stack.extend((item, _deeper(depth)) for item in value)
             elif name in ("$not", "$elemMatch"):
                 stack.append((value, _deeper(depth)))
+            elif name == "$type":
+                _type_codes(value)
             elif _is_operator_object(value):
                 stack.append((value, depth))
             elif depth + json_depth(value) > MAX_NESTING:
@@ -535,12 +542,21 @@ def _type_codes(argument: Any) -> frozenset[int]:
             codes |= NUMBER_TYPES
         elif isinstance(item, str) and item in BSON_TYPES:
             codes.add(BSON_TYPES[item])
-        elif isinstance(item, int | float) and not isinstance(item, bool) and item == int(item):
+        elif isinstance(item, int | float) and not isinstance(item, bool) and _whole(item):
+            if int(item) not in TYPE_CODES:
+                raise InvalidFilterError(
+                    f"invalid $type code {item}: {TYPE_CODES_TEXT}",
+                    hint='to match a missing field, use {"$exists": false}' if item == 0 else None,
+                )
             codes.add(int(item))
         else:
             known = ", ".join(["number", *BSON_TYPES])
             raise InvalidFilterError(f"unknown $type {item!r}; known types: {known}")
     return frozenset(codes)
+
+
+def _whole(number: int | float) -> bool:
+    return isinstance(number, int) or (math.isfinite(number) and number == int(number))
 
 
 def _parse_operators(path: str, operators: Mapping[str, Any], depth: int) -> ValueExpr:

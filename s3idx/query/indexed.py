@@ -19,15 +19,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from s3idx.codec import LAST_UPDATED, RESERVED_FIELD
+from s3idx.codec import LAST_UPDATED, MAX_FIELD_PATH_CHARS, RESERVED_FIELD
 from s3idx.errors import InvalidFilterError, UsageError
 from s3idx.index.base import IndexSettings
 from s3idx.query.filter import SUPPORTED_OPERATORS
 
 LOGICAL_OPERATORS = ("$and", "$or", "$nor")
-# Every field's path is written twice into each object's 2 KB of metadata (the field list and
-# the entry), so a longer one leaves too little room for values.
-MAX_FIELD_PATH_CHARS = 256
 REINDEX_COMMAND = "s3idx reindex"
 _SHOWN_FIELDS = 20
 
@@ -128,6 +125,18 @@ def _inside(path: str, field: str) -> bool:
     return path == field or path.startswith(field + ".")
 
 
+def _unindexable(path: str) -> str | None:
+    """Why ``put``/``reindex --field`` would refuse ``path``, or None."""
+    parts = path.split(".")
+    if not all(parts):
+        return "a field path has no empty part"
+    if any(part.startswith("$") for part in parts):
+        return "no part of a field path starts with '$'"
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in path):
+        return "a field path has no control characters"
+    return None
+
+
 def _describe(settings: IndexSettings) -> str:
     names = [settings.key_field, *settings.fields, LAST_UPDATED]
     shown = ", ".join(names[:_SHOWN_FIELDS])
@@ -146,6 +155,9 @@ def _hint(settings: IndexSettings, path: str) -> str:
         return f"the key field is {settings.key_field!r}; query it by that name"
     if len(path) > MAX_FIELD_PATH_CHARS:
         return f"a path this long cannot be indexed (at most {MAX_FIELD_PATH_CHARS} characters)"
+    unindexable = _unindexable(path)
+    if unindexable is not None:  # `reindex --field` would refuse it: suggest nothing
+        return f"no field can be indexed at this path: {unindexable}"
     return (
         f"to index it, run `{REINDEX_COMMAND} --field {path}`: it records the field and "
         "backfills it for the documents already stored"

@@ -307,7 +307,8 @@ def test_reserved_field_names_are_refused(run: Run) -> None:
     result = run("put", "--field", "last_updated", input=jsonl({"fs_id": "a"}))
     assert result.exit_code == ExitStatus.USAGE
     assert result.stderr == (
-        "s3idx: error: field 'last_updated' is reserved: s3idx sets 'last_updated' itself\n"
+        "s3idx: error: --field: field 'last_updated' is reserved: "
+        "s3idx sets 'last_updated' itself\n"
     )
 
 

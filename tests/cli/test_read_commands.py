@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import orjson
@@ -188,3 +189,60 @@ def test_put_without_input_on_a_terminal_says_how(run: Run) -> None:
         "s3idx: error: no input: give FILE arguments or pipe JSON lines into s3idx put\n"
         "  hint: example: s3idx put docs.jsonl, or: cat docs.jsonl | s3idx put\n"
     )
+
+
+# --- keys no document can have ------------------------------------------------------------
+
+BAD_KEYS = [
+    ("", "key '' is empty"),
+    ("../x", "key '../x' has a '..' segment"),
+    ("a//b", "key 'a//b' has an empty segment (a leading, trailing or double '/')"),
+    ("a\tb", "key contains a control character (U+0009): 'a\\tb'"),
+    (".s3idx/m", "key '.s3idx/m' starts with '.s3idx/', which is reserved for s3idx's own "
+     "objects (manifests)"),
+]  # fmt: skip
+BAD_KEY_HINT = "  hint: no document can have such a key; nothing was read or deleted\n"
+
+
+@pytest.mark.parametrize(("key", "message"), BAD_KEYS)
+def test_get_of_a_key_no_document_can_have_is_a_usage_error(
+    loaded: Run, tmp_path: Path, key: str, message: str
+) -> None:
+    out = tmp_path / "out.jsonl"
+    for args in (["get", key], ["get", "a", key, "b"], ["get", "-o", str(out), "a", key]):
+        result = loaded(*args)
+        assert (result.exit_code, result.stdout) == (ExitStatus.USAGE, ""), args
+        assert result.stderr == f"s3idx: error: {message}\n{BAD_KEY_HINT}"
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(("key", "message"), BAD_KEYS)
+def test_delete_of_a_key_no_document_can_have_deletes_nothing(
+    loaded: Run, key: str, message: str
+) -> None:
+    for extra in ([], ["--dry-run"], ["--json"]):
+        result = loaded("delete", "a", key, *extra)
+        assert result.exit_code == ExitStatus.USAGE
+        assert result.stderr == f"s3idx: error: {message}\n{BAD_KEY_HINT}"
+    assert [e["fs_id"] for e in json_lines(loaded("query", "--sort", "fs_id").stdout)] == [
+        "a",
+        "b",
+        "c",
+    ]
+
+
+def test_the_library_refuses_such_keys_before_reading_or_deleting(tmp_path: Path) -> None:
+    from s3idx import open_engine
+    from s3idx.errors import UsageError
+
+    with open_engine(store=str(tmp_path / "s"), index=str(tmp_path / "i.sqlite3")) as engine:
+        engine.put_documents([{"fs_id": "a"}])
+        for call in (
+            lambda: engine.get("../x"),
+            lambda: engine.write_documents(["a", "../x"], io.BytesIO()),
+            lambda: engine.delete(["a", "../x"]),
+        ):
+            with pytest.raises(UsageError) as raised:
+                call()
+            assert raised.value.message == "key '../x' has a '..' segment"
+        assert engine.get("a") == {"fs_id": "a"}

@@ -92,12 +92,15 @@ INDEX_KINDS: dict[str, IndexFactory] = {
 KNOWN_GAPS: dict[str, dict[str, str]] = {
     "mongomock": {
         "bool-is-not-number": "mongomock 4.3 lets {'flag': 1} match true; MongoDB does not",
+        "type-codes": "mongomock 4.3 takes $type aliases only: every number is 'not a valid $type'",
     },
     "ferretdb": {
         "nested-arrays": "FerretDB v1 cannot store arrays inside arrays; s3idx refuses such "
         "entries there with a clear error (tests/index/test_ferretdb.py)",
         "elemMatch": "FerretDB v1 answers $elemMatch wrongly (the document form matches "
         "nothing); s3idx refuses $elemMatch there (tests/index/test_ferretdb.py)",
+        "min-max-key": "FerretDB v1 refuses $type -1 (minKey) and 127 (maxKey): 'Type code "
+        "-1 not implemented'",
     },
 }
 # Where s3idx refuses what a kind cannot do, its gaps must fail with that refusal, not otherwise.

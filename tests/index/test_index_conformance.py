@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from s3idx.errors import IndexSettingsError, InvalidFilterError, S3idxError
 from s3idx.index.base import Bookkeeping, Entry, Index, IndexRebuild, IndexSettings
 from s3idx.index.mongo import ferretdb_refusal, uses_operator
+from s3idx.limits import INT64_MAX
 from s3idx.sharding import Shard
 
 KEY = "fs_id"
@@ -326,6 +327,47 @@ def test_an_invalid_filter_is_refused(filled: Index, bad: dict[str, Any]) -> Non
         filled.count(bad)
 
 
+TYPE_CODES = "MongoDB's type codes are -1 (minKey), 1 to 19 and 127 (maxKey)"
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        ({"n": {"$type": 99}}, f"invalid $type code 99: {TYPE_CODES}"),
+        ({"n": {"$type": -2}}, f"invalid $type code -2: {TYPE_CODES}"),
+        ({"n": {"$type": 20}}, f"invalid $type code 20: {TYPE_CODES}"),
+        ({"n": {"$type": 2**70}}, f"invalid $type code {2**70}: {TYPE_CODES}"),
+        ({"n": {"$type": 0}}, f"invalid $type code 0: {TYPE_CODES}"),
+        ({"n": {"$type": float("inf")}}, "unknown $type inf"),
+        ({"n": {"$type": [2, 99]}}, f"invalid $type code 99: {TYPE_CODES}"),
+        (
+            {"$or": [{"s": "x"}, {"n": {"$not": {"$type": 99}}}]},
+            f"invalid $type code 99: {TYPE_CODES}",
+        ),
+        ({"tags": {"$elemMatch": {"$type": 99}}}, f"invalid $type code 99: {TYPE_CODES}"),
+    ],
+)
+def test_an_invalid_type_code_is_refused_alike(
+    filled: Index, bad: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(InvalidFilterError) as raised:
+        list(filled.find(bad))
+    assert raised.value.message.startswith(message)
+    with pytest.raises(InvalidFilterError):
+        filled.count(bad)
+
+
+@pytest.mark.parametrize("code", [-1, 5, 7, 11, 17, 127, 17.0])
+def test_a_valid_type_code_no_entry_holds_matches_nothing(
+    filled: Index, code: Any, known_gap: Callable[[str], None]
+) -> None:
+    known_gap("type-codes")
+    if code in (-1, 127):
+        known_gap("min-max-key")
+    assert list(filled.find({"n": {"$type": code}})) == []
+    assert keys(filled.find({"n": {"$type": [code, "int"]}})) == ["a", "e"]
+
+
 # --- projection, sort, skip, limit -----------------------------------------------------------
 
 
@@ -391,6 +433,8 @@ def test_sort_by_several_fields(filled: Index) -> None:
         ({"skip": 1.5}, "skip must be a non-negative integer, got 1.5"),
         ({"limit": "2"}, "limit must be a non-negative integer, got '2'"),
         ({"skip": True}, "skip must be a non-negative integer, got True"),
+        ({"skip": 2**63}, f"skip must be at most {INT64_MAX} (64 bits), got {2**63}"),
+        ({"limit": 10**20}, f"limit must be at most {INT64_MAX} (64 bits), got {10**20}"),
         ({"fields": "n,s"}, "fields must be a list of paths, got the string 'n,s'"),
         ({"fields": [""]}, "invalid field path '': empty part"),
         ({"fields": ["a..b"]}, "invalid field path 'a..b': empty part"),
@@ -418,6 +462,14 @@ def test_skip_and_limit(filled: Index) -> None:
     assert keys(filled.find(sort=sort, skip=2)) == ["c", "d", "e"]
     assert keys(filled.find(sort=sort, skip=1, limit=2)) == ["b", "c"]
     assert keys(filled.find(sort=sort, skip=9)) == []
+
+
+@pytest.mark.parametrize("sort", [None, [(KEY, 1)], [("n", -1)]])
+def test_the_largest_skip_and_limit_are_answered(filled: Index, sort: Any) -> None:
+    # 2^63 - 1 each: their sum overflows 64 bits, which no backend may trip on.
+    assert len(list(filled.find(sort=sort, limit=INT64_MAX))) == len(ENTRIES)
+    assert list(filled.find(sort=sort, skip=INT64_MAX, limit=INT64_MAX)) == []
+    assert len(list(filled.find(sort=sort, skip=1, limit=INT64_MAX))) == len(ENTRIES) - 1
     assert keys(filled.find({"tags": "x"}, sort=[(KEY, -1)], limit=1)) == ["e"]
     assert len(list(filled.find(limit=0))) == len(ENTRIES)  # 0 means no limit
 
