@@ -50,6 +50,7 @@ from s3idx.engine.events import REPORTED_KEYS_LIMIT
 from s3idx.engine.outputs import guard_output, open_output, refuse_outputs_over_inputs
 from s3idx.environment import Environment
 from s3idx.errors import (
+    UNDECODABLE_ADVICE,
     ExitStatus,
     OutputError,
     S3idxError,
@@ -900,6 +901,8 @@ def get(
         run.out.message(f"cannot read {shorten_key(key)}: {reason}")
     for key, reason in result.damaged:
         run.out.message(f"damaged {shorten_key(key)}: {reason}")
+    if result.undecodable:
+        run.out.message(f"hint: {UNDECODABLE_ADVICE}")
     if result.damaged:
         return ExitStatus.DAMAGED
     if result.unreadable:
@@ -1014,7 +1017,7 @@ def _print_full(
     order: list[str],
 ) -> ExitStatus | None:
     out = ctx.env.stdout_binary
-    failed = damaged = 0
+    failed = damaged = undecodable = 0
     matched = max(0, engine.count(spec) - skip)
     total = min(matched, limit) if limit else matched
     show = not ctx.env.stdout_isatty
@@ -1026,8 +1029,11 @@ def _print_full(
             if problem is not None:
                 failed += 1
                 damaged += bool(document is not None and document.damaged)
+                undecodable += bool(document is not None and document.undecodable)
                 events.say(f"index entry {quote_key(key)} {problem}")
     out.flush()
+    if undecodable:
+        ctx.out.message(f"hint: {UNDECODABLE_ADVICE}")
     if damaged:
         return ExitStatus.DAMAGED
     return ExitStatus.PARTIAL if failed else None

@@ -19,11 +19,11 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from s3idx.errors import (
-    CorruptObjectError,
     DamagedObjectError,
     InvalidKeyError,
     MetadataTooLargeError,
     NotAnS3idxObjectError,
+    UndecodableMetadataError,
     UsageError,
     quote_key,
 )
@@ -598,25 +598,26 @@ def check_metadata_size(
 
 
 def parse_metadata(metadata: Mapping[str, str]) -> MetadataEntry:
-    """Read an s3idx object's metadata; raise NotAnS3idxObjectError or CorruptObjectError."""
+    """Read an s3idx object's metadata; raise NotAnS3idxObjectError or
+    UndecodableMetadataError."""
     meta = {k.lower(): v for k, v in metadata.items()}
     version = meta.get(META_FORMAT)
     if version is None:
         raise NotAnS3idxObjectError("object has no s3idx metadata")
     if version != FORMAT_VERSION:
-        raise CorruptObjectError(f"unsupported s3idx format version {version!r}")
+        raise UndecodableMetadataError(f"unsupported s3idx format version {version!r}")
     missing = [n for n in (META_CODEC, META_KEY, META_ENTRY) if n not in meta]
     if missing:
-        raise CorruptObjectError(f"s3idx metadata lacks {', '.join(missing)}")
+        raise UndecodableMetadataError(f"s3idx metadata lacks {', '.join(missing)}")
     try:
         entry = loads(meta[META_ENTRY])
     except (orjson.JSONDecodeError, ValueError) as exc:
-        raise CorruptObjectError(f"{META_ENTRY} is not valid JSON: {exc}") from None
+        raise UndecodableMetadataError(f"{META_ENTRY} is not valid JSON: {exc}") from None
     if not isinstance(entry, dict):
-        raise CorruptObjectError(f"{META_ENTRY} is not a JSON object")
+        raise UndecodableMetadataError(f"{META_ENTRY} is not a JSON object")
     key_field = meta[META_KEY]
     if key_field not in entry:
-        raise CorruptObjectError(f"{META_ENTRY} lacks the key field {key_field!r}")
+        raise UndecodableMetadataError(f"{META_ENTRY} lacks the key field {key_field!r}")
     return MetadataEntry(
         key_field,
         _parse_fields(meta.get(META_FIELDS)),
@@ -634,5 +635,5 @@ def _parse_fields(raw: str | None) -> tuple[str, ...]:
     except orjson.JSONDecodeError:
         fields = None
     if not isinstance(fields, list) or not all(isinstance(f, str) for f in fields):
-        raise CorruptObjectError(f"{META_FIELDS} is not a JSON list of field paths")
+        raise UndecodableMetadataError(f"{META_FIELDS} is not a JSON list of field paths")
     return tuple(fields)

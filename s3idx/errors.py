@@ -161,6 +161,20 @@ class CorruptObjectError(S3idxError):
     """An object's metadata or body cannot be decoded."""
 
 
+class UndecodableMetadataError(CorruptObjectError):
+    """An object's metadata cannot be decoded, or names another key: no entry can come from it.
+
+    ``sync`` and ``rebuild-index`` report such objects apart (``undecodable``), not as drift;
+    ``verify`` reports them as damage; ``get`` as objects it cannot read.
+    """
+
+
+# What to do about objects whose metadata cannot be decoded, as every command says it.
+UNDECODABLE_ADVICE = (
+    "put their documents again from their source, or remove the objects; then run s3idx sync"
+)
+
+
 class DamagedObjectError(CorruptObjectError):
     """A body is not what its metadata recorded: hash, codec, length or document differ."""
 

@@ -30,7 +30,7 @@ from typing import Any
 import orjson
 
 from s3idx import codec
-from s3idx.errors import CorruptObjectError, MissingDependencyError
+from s3idx.errors import CorruptObjectError, MissingDependencyError, UndecodableMetadataError
 
 MAP_NAME = "s3-to-mongo-keys"
 CODEC_MSGPACK = "msgpack"
@@ -141,7 +141,7 @@ def codec_of(metadata: Mapping[str, str]) -> str:
         return CODEC_MSGPACK
     if compression == "zlib":
         return CODEC_MSGPACK_ZLIB
-    raise CorruptObjectError(f"maggma metadata names an unknown compression {compression!r}")
+    raise UndecodableMetadataError(f"maggma metadata names an unknown compression {compression!r}")
 
 
 def _original_values(metadata: Mapping[str, str]) -> dict[str, str]:
@@ -153,7 +153,7 @@ def _original_values(metadata: Mapping[str, str]) -> dict[str, str]:
     if not isinstance(names, dict) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in names.items()
     ):
-        raise CorruptObjectError(f"{MAP_NAME} is not a JSON object of field names")
+        raise UndecodableMetadataError(f"{MAP_NAME} is not a JSON object of field names")
     # S3 and MinIO fold metadata names to lowercase; maggma lowercases them itself too.
     return {
         name: metadata[meta.lower()] for name, meta in names.items() if meta.lower() in metadata
@@ -171,7 +171,7 @@ def _choose_key_field(
     if candidates:
         return candidates[0]
     hint = f" (maggma wrote it with sub_dir {sub_dir!r}: is that the store's prefix?)"
-    raise CorruptObjectError(
+    raise UndecodableMetadataError(
         f"no field of its maggma metadata holds its key {key!r}" + (hint if sub_dir else "")
     )
 

@@ -17,6 +17,7 @@ from s3idx import codec
 from s3idx.config import redact
 from s3idx.engine.events import Events
 from s3idx.environment import Environment
+from s3idx.errors import UNDECODABLE_ADVICE
 from s3idx.query.paths import split_path
 from s3idx.text import plural
 
@@ -174,6 +175,8 @@ def rebuild_summary(result: RebuildResult) -> str:
         f"rebuild-index: {result.listed} listed, {result.written} written, "
         f"{plural(skipped.not_s3idx, 'not s3idx object')}, {skipped.undecodable} undecodable"
     )
+    if skipped.undecodable:
+        line += f" (cannot be indexed: {UNDECODABLE_ADVICE})"
     if skipped.vanished:
         line += f", {skipped.vanished} vanished while listing"
     line += _maggma(result.maggma, ", ")
@@ -273,7 +276,10 @@ def sync_summary(result: SyncResult) -> str:
         foreign = plural(skipped.not_s3idx, "object")
         line += f"; foreign: {foreign} not written by s3idx (ignored)"
     if skipped.undecodable:
-        line += f"; {plural(skipped.undecodable, 'object')} with undecodable metadata"
+        line += (
+            f"; {plural(skipped.undecodable, 'object')} with undecodable metadata "
+            f"(cannot be indexed: {UNDECODABLE_ADVICE})"
+        )
     line += _maggma(result.maggma, "; ")
     if result.retries:
         line += f"; {plural(result.retries, 'retry', 'retries')}"
@@ -310,8 +316,12 @@ def verify_summary(result: VerifyResult) -> str:
     sampled = f" (a {result.sample:g} sample)" if result.sample < 1 else ""
     line = (
         f"verify: {result.listed} objects, {result.indexed} entries; checked {result.checked}"
-        f"{sampled}: {result.ok} sound, {result.damaged} damaged; drift: "
-        f"{result.bucket_only} bucket-only, {result.index_only} index-only, "
+        f"{sampled}: {result.ok} sound, {result.damaged} damaged"
+    )
+    if result.undecodable:
+        line += f" ({result.undecodable} with undecodable metadata)"
+    line += (
+        f"; drift: {result.bucket_only} bucket-only, {result.index_only} index-only, "
         f"{result.changed} changed"
     )
     if result.interrupted_deletes:

@@ -111,17 +111,40 @@ def test_an_index_entry_that_differs_from_the_metadata_is_damage(engine: Engine)
     assert "rebuild-index" in events.damage["d"]
 
 
-def test_a_body_under_another_key_is_damage_and_drift(engine: Engine, store: ObjectStore) -> None:
+def test_a_copy_under_another_key_is_undecodable_damage_not_drift(
+    engine: Engine, store: ObjectStore
+) -> None:
     body = store.open("a")
     data, metadata = body.read(), dict(body.head.metadata)
     store.put("e", data, metadata)  # a copy under a key its document does not have
 
     result, events = _verify(engine)
+    check = engine.sync(check=True)
 
+    # sync cannot index it (its metadata names 'a'): not drift, as sync --check counts it.
+    assert events.drifted == [] and check.drift == 0
+    assert [k for k, _ in check.skipped.undecodable_keys] == ["e"]
+    assert events.damage == {
+        "e": "metadata cannot be decoded: its metadata names key 'a', not 'e' "
+        "(copied or renamed by another tool?)"
+    }
+    assert (result.listed, result.bucket_only, result.damaged, result.undecodable) == (5, 0, 1, 1)
+
+
+def test_a_body_whose_key_is_not_the_one_its_metadata_names_is_damage_and_drift(
+    engine: Engine, store: ObjectStore
+) -> None:
+    metadata = dict(store.head("a").metadata)
+    entry = codec.parse_metadata(metadata).entry
+    metadata[codec.META_ENTRY] = codec.ascii_json({**entry, "fs_id": "e"})
+    _put_raw(store, "e", _doc("a"), metadata)  # metadata for 'e' over the document of 'a'
+
+    result, events = _verify(engine)
+
+    # Its metadata gives an entry: sync adopts it, so it is drift, and its body is damage.
     assert events.drifted == [("bucket-only", "e")]
-    assert list(events.damage) == ["e"]
     assert "key field 'fs_id' is 'a', not the object's key" in events.damage["e"]
-    assert (result.listed, result.bucket_only, result.damaged) == (5, 1, 1)
+    assert (result.bucket_only, result.damaged, result.undecodable) == (1, 1, 0)
 
 
 def test_drift_is_counted_as_sync_check_counts_it(engine: Engine, store: ObjectStore) -> None:

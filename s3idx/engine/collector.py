@@ -12,9 +12,15 @@ from dataclasses import dataclass
 from functools import partial
 
 from s3idx.engine.concurrency import ordered_map
-from s3idx.engine.metadata_entry import Recovered, Rewriter, recover_entry
+from s3idx.engine.metadata_entry import (
+    Recovered,
+    Rewriter,
+    other_key_field,
+    recover_entry,
+    undecodable_reason,
+)
 from s3idx.engine.results import MaggmaObjects, Skipped
-from s3idx.errors import CorruptObjectError, NotAnS3idxObjectError, ObjectNotFoundError
+from s3idx.errors import NotAnS3idxObjectError, ObjectNotFoundError, UndecodableMetadataError
 from s3idx.index.base import Entry
 from s3idx.store.base import ObjectHead, ObjectStore
 
@@ -86,24 +92,24 @@ class EntryCollector:
                 raise error
 
     def _take(self, outcome: _Outcome) -> Entry | None:
-        if self.on_object is not None:
+        if self.on_object is not None and outcome.head is not None:
             self.on_object(outcome.head, outcome.recovered)
-        key, error = outcome.head.key, outcome.error
+        key, error = outcome.key, outcome.error
         if outcome.recovered is not None:
             return self._accept(outcome.recovered)
         if isinstance(error, NotAnS3idxObjectError):
             self.skipped.add_not_s3idx(key)
             self._report(key, "not an s3idx object (no s3idx metadata)")
-        elif isinstance(error, CorruptObjectError):
+        elif isinstance(error, UndecodableMetadataError):
             self.skipped.add_undecodable(key, error.message)
-            self._report(key, f"metadata cannot be decoded: {error.message}")
+            self._report(key, undecodable_reason(error))
         return None
 
     def _accept(self, recovered: Recovered) -> Entry | None:
         if self.key_field is None:
             self.key_field = recovered.key_field
         elif recovered.key_field != self.key_field:
-            reason = f"key field {recovered.key_field!r}, not {self.key_field!r}"
+            reason = other_key_field(recovered.key_field, self.key_field)
             self.skipped.add_undecodable(recovered.key, reason)
             self._report(recovered.key, f"metadata cannot be used: {reason}")
             return None
@@ -127,22 +133,28 @@ class EntryCollector:
 
 @dataclass(frozen=True, slots=True)
 class _Outcome:
-    """One object's head and what its metadata gave: an entry, or why not."""
+    """One object's head and what its metadata gave: an entry, or why not. No head when the
+    store could not read one (a local object file with a damaged header)."""
 
-    head: ObjectHead
+    key: str
+    head: ObjectHead | None
     recovered: Recovered | None = None
-    error: NotAnS3idxObjectError | CorruptObjectError | None = None
+    error: NotAnS3idxObjectError | UndecodableMetadataError | None = None
 
 
 def _head_and_recover(
     store: ObjectStore, key_field: str | None, rewriter: Rewriter | None, item: str | ObjectHead
 ) -> _Outcome:
-    head = store.head(item) if isinstance(item, str) else item
+    key = item if isinstance(item, str) else item.key
+    try:
+        head = store.head(item) if isinstance(item, str) else item
+    except UndecodableMetadataError as exc:
+        return _Outcome(key, None, error=exc)
     try:
         recovered = recover_entry(head, key_field)
-    except (NotAnS3idxObjectError, CorruptObjectError) as exc:
-        return _Outcome(head, error=exc)
+    except (NotAnS3idxObjectError, UndecodableMetadataError) as exc:
+        return _Outcome(key, head, error=exc)
     # An object whose key field disagrees is refused by the collector: it must not be rewritten.
     if rewriter is not None and recovered.maggma and key_field in (None, recovered.key_field):
-        return _Outcome(head, rewriter(recovered))
-    return _Outcome(head, recovered)
+        return _Outcome(key, head, rewriter(recovered))
+    return _Outcome(key, head, recovered)

@@ -471,6 +471,7 @@ class Engine:
             if document.error is not None:
                 failures = result.damaged if document.damaged else result.unreadable
                 failures.append((key, document.error))
+                result.undecodable += document.undecodable
                 continue
             for chunk in document.iter_bytes():
                 out.write(chunk)

@@ -24,7 +24,7 @@ from typing import Any
 
 from s3idx.engine.reconcile import reconcile
 from s3idx.engine.results import DeleteResult, Events, accounted
-from s3idx.errors import ObjectNotFoundError
+from s3idx.errors import ObjectNotFoundError, UndecodableMetadataError
 from s3idx.index.base import Index
 from s3idx.limits import DELETE_BATCH, batched
 from s3idx.sharding import Shard
@@ -205,3 +205,9 @@ def _object_etag(store: ObjectStore, key: str) -> str | None:
         return store.head(key).etag
     except ObjectNotFoundError:
         return None
+    except UndecodableMetadataError:
+        # A local object file whose header cannot be read: its listing still has its ETag,
+        # and deleting it is one way to be rid of it.
+        # In key order, the key itself comes before every other key it is a prefix of.
+        first = next(iter(store.list_objects(key)), None)
+        return first.etag if first is not None and first.key == key else None

@@ -12,9 +12,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from s3idx import codec, maggma_format
-from s3idx.errors import CorruptObjectError, NotAnS3idxObjectError, quote_key
+from s3idx.errors import NotAnS3idxObjectError, UndecodableMetadataError, quote_key
 from s3idx.index.base import Bookkeeping, Entry, with_bookkeeping
 from s3idx.store.base import ObjectHead
+
+
+def undecodable_reason(exc: UndecodableMetadataError) -> str:
+    """How every command words an object whose metadata cannot be decoded."""
+    return f"metadata cannot be decoded: {exc.message}"
+
+
+def other_key_field(found: str, expected: str) -> str:
+    """Why an object written with another key field than the index's is not indexed."""
+    return f"key field {found!r}, not {expected!r}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,7 +39,8 @@ class Recovered:
 
 
 def recover_entry(head: ObjectHead, key_field: str | None = None) -> Recovered:
-    """The index entry an object's metadata holds; NotAnS3idxObjectError or CorruptObjectError.
+    """The index entry an object's metadata holds; NotAnS3idxObjectError or
+    UndecodableMetadataError.
 
     ``key_field`` is the key field expected; only maggma's metadata, which does not say which
     field is the key, needs it (s3idx's metadata names its key field itself).
@@ -40,15 +51,21 @@ def recover_entry(head: ObjectHead, key_field: str | None = None) -> Recovered:
         if not maggma_format.is_maggma_metadata(head.metadata):
             raise
         return _recover_maggma(head, key_field)
-    if meta.entry[meta.key_field] != head.key:
-        raise CorruptObjectError(
-            f"its metadata names key {quote_key(str(meta.entry[meta.key_field]))}, "
-            f"not {quote_key(head.key)} "
-            "(copied or renamed by another tool?)"
-        )
+    check_names_key(meta, head.key)
     bookkeeping = Bookkeeping(head.etag, head.size, meta.sha256, meta.codec)
     entry = with_bookkeeping(meta.entry, bookkeeping)
     return Recovered(head.key, meta.key_field, meta.fields, entry)
+
+
+def check_names_key(meta: codec.MetadataEntry, key: str) -> None:
+    """UndecodableMetadataError unless the metadata's entry is the one of ``key``: an object
+    copied or renamed by another tool carries another key's entry (and body)."""
+    named = meta.entry[meta.key_field]
+    if named != key:
+        raise UndecodableMetadataError(
+            f"its metadata names key {quote_key(str(named))}, not {quote_key(key)} "
+            "(copied or renamed by another tool?)"
+        )
 
 
 def _recover_maggma(head: ObjectHead, key_field: str | None) -> Recovered:

@@ -25,6 +25,7 @@ from typing import IO, TypeVar
 
 from s3idx import codec, maggma_format
 from s3idx.engine.concurrency import ordered_map
+from s3idx.engine.metadata_entry import check_names_key, undecodable_reason
 from s3idx.engine.retry import RetryingStore
 from s3idx.errors import (
     CorruptObjectError,
@@ -33,6 +34,7 @@ from s3idx.errors import (
     ObjectNotFoundError,
     S3idxError,
     TransientError,
+    UndecodableMetadataError,
     quote_key,
 )
 from s3idx.limits import SPOOL_THRESHOLD as SPOOL_THRESHOLD
@@ -48,7 +50,8 @@ class FetchedDocument:
     """A verified document's JSON: ``data`` in memory, or ``spool`` (a temporary file).
 
     ``error`` says why the object cannot be read as a document; ``damaged`` when that is
-    because its body is not what its metadata recorded.
+    because its body is not what its metadata recorded, ``undecodable`` when its metadata
+    cannot be decoded or names another key (sync's and rebuild-index's ``undecodable``).
     """
 
     key: str
@@ -56,6 +59,7 @@ class FetchedDocument:
     spool: IO[bytes] | None = None
     error: str | None = None
     damaged: bool = False
+    undecodable: bool = False
     head: ObjectHead | None = None  # the object's head, metadata included
 
     def read(self) -> bytes:
@@ -87,6 +91,9 @@ def fetch_document(
     DamagedObjectError), or the store's errors once retries are exhausted."""
     try:
         return _fetch(store, key, spool_threshold)
+    except UndecodableMetadataError as exc:
+        reason = undecodable_reason(exc)
+        raise UndecodableMetadataError(f"object {quote_key(key)}: {reason}") from None
     except (NotAnS3idxObjectError, CorruptObjectError) as exc:
         raise type(exc)(f"object {quote_key(key)}: {exc.message}") from None
 
@@ -108,7 +115,7 @@ def read_object(store: ObjectStore, key: str, consume: Callable[[ObjectBody], T]
 
 def _verified_document(body: ObjectBody, threshold: int) -> FetchedDocument:
     key = body.head.key
-    codec_name, sha256 = _codec(body.head.metadata)
+    codec_name, sha256 = _codec(body.head)
     if codec_name in maggma_format.CODECS:
         return FetchedDocument(key, data=_maggma_json(body, codec_name), head=body.head)
     spool = _Spool(threshold)
@@ -220,14 +227,22 @@ class _Spool:
             self._file = None
 
 
-def _codec(metadata: dict[str, str]) -> tuple[str, str | None]:
-    """How the body is encoded and the sha256 of its JSON, as the metadata says."""
+def _codec(head: ObjectHead) -> tuple[str, str | None]:
+    """How the body is encoded and the sha256 of its JSON, as the metadata says.
+
+    Metadata that names another key (an object copied or renamed by another tool) is refused
+    as sync and rebuild-index refuse it: its body is another key's document.
+    """
+    metadata = head.metadata
     try:
         parsed = codec.parse_metadata(metadata)
     except NotAnS3idxObjectError:
         if not maggma_format.is_maggma_metadata(metadata):
             raise
+        # maggma's metadata holds no key apart from the object's: parsing checks it is there.
+        maggma_format.parse_metadata(metadata, head.key, None)
         return maggma_format.codec_of(metadata), None
+    check_names_key(parsed, head.key)
     return parsed.codec, parsed.sha256
 
 
@@ -258,6 +273,8 @@ def fetch_many(
                 yield key, future.result()
             except ObjectNotFoundError:
                 yield key, None
+            except UndecodableMetadataError as exc:
+                yield key, FetchedDocument(key, error=undecodable_reason(exc), undecodable=True)
             except (NotAnS3idxObjectError, CorruptObjectError) as exc:
                 # One unreadable object must not hide the others asked for.
                 damaged = isinstance(exc, DamagedObjectError)

@@ -31,7 +31,7 @@ from s3idx.codec import RESERVED_FIELD
 from s3idx.config import DEFAULT_WORKERS
 from s3idx.engine.concurrency import ordered_map
 from s3idx.engine.recover import Recovered, recover_entry
-from s3idx.errors import CorruptObjectError, NotAnS3idxObjectError, ObjectNotFoundError
+from s3idx.errors import NotAnS3idxObjectError, ObjectNotFoundError, UndecodableMetadataError
 from s3idx.index.base import Entry, Index
 from s3idx.store.base import ObjectHead, ObjectStore
 
@@ -81,8 +81,8 @@ def observe(
     truth: dict[str, Recovered | None] = {}
     for key, future in ordered_map(pool, store.head, keys, 2 * max(workers, 1)):
         error = future.exception()
-        if isinstance(error, ObjectNotFoundError):
-            truth[key] = None
+        if isinstance(error, ObjectNotFoundError | UndecodableMetadataError):
+            truth[key] = None  # no object, or one whose metadata cannot be decoded
         elif error is not None:
             raise error
         else:
@@ -95,7 +95,7 @@ def _indexable(head: ObjectHead, key_field: str, journaled: str | None) -> Recov
         return None  # a delete is removing this very object
     try:
         recovered = recover_entry(head, key_field)
-    except (NotAnS3idxObjectError, CorruptObjectError):
+    except (NotAnS3idxObjectError, UndecodableMetadataError):
         return None
     return recovered if recovered.key_field == key_field else None
 

@@ -72,6 +72,8 @@ class GetResult:
     missing: list[str] = field(default_factory=list)
     unreadable: list[tuple[str, str]] = field(default_factory=list)
     damaged: list[tuple[str, str]] = field(default_factory=list)  # body not what was recorded
+    # Of the unreadable, objects whose metadata cannot be decoded (sync's ``undecodable``).
+    undecodable: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {"command": "get", **asdict(self)}
@@ -329,6 +331,8 @@ class VerifyResult:
     checked: int = 0  # objects read and checked
     ok: int = 0
     damaged: int = 0
+    # Of the damaged, objects whose metadata cannot be decoded: sync's ``undecodable``.
+    undecodable: int = 0
     not_s3idx: int = 0  # objects without s3idx metadata (or maggma's, with no hash to check)
     bucket_only: int = 0
     index_only: int = 0

@@ -30,6 +30,7 @@ import orjson
 
 from s3idx import codec, maggma_format
 from s3idx.engine.concurrency import ordered_map, prefetched
+from s3idx.engine.metadata_entry import other_key_field
 from s3idx.engine.read import SPOOL_THRESHOLD, fetch_document
 from s3idx.engine.results import Events, VerifyResult, accounted, reported_on_failure
 from s3idx.errors import (
@@ -38,6 +39,7 @@ from s3idx.errors import (
     NotAnS3idxObjectError,
     ObjectNotFoundError,
     S3idxError,
+    UndecodableMetadataError,
 )
 from s3idx.index.base import Bookkeeping, Entry, Index
 from s3idx.limits import batched
@@ -52,11 +54,12 @@ LOOKUP_BATCH = 256  # index entries fetched at once for the objects about to be 
 @dataclass(frozen=True, slots=True)
 class _Candidate:
     """An object to read; ``indexed`` when its entry is in step and is to be compared too;
-    ``bucket_only`` when it has no entry (drift, unless it turns out not to be s3idx's)."""
+    ``drift`` (``bucket-only``, ``changed``) when it has no entry or another one: drift, unless
+    the read finds that sync could not index it either (not s3idx's, undecodable metadata)."""
 
     key: str
     indexed: tuple[Entry, Bookkeeping] | None
-    bucket_only: bool = False
+    drift: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +67,9 @@ class _Outcome:
     problems: tuple[str, ...] = ()
     unchecked: str | None = None  # why the object was not checked (counted as not_s3idx)
     not_s3idx: bool = False  # no s3idx or maggma metadata: sync neither adopts it nor counts it
+    # Its metadata cannot be decoded (or names another key): damage, and as sync cannot index
+    # it, not drift (sync's ``undecodable``).
+    undecodable: bool = False
     vanished: bool = False  # deleted since it was listed
 
 
@@ -88,7 +94,9 @@ def run_verify(
         result.interrupted_deletes += 1
         events.drift(INTERRUPTED_DELETE, key)
     candidates = _candidates(store, index, result, events, chosen, journaled)
-    check = partial(_check, store, spool_threshold)
+    settings = index.settings()
+    key_field = settings.key_field if settings is not None else None
+    check = partial(_check, store, spool_threshold, key_field)
     with (
         reported_on_failure(result),
         ThreadPoolExecutor(workers, thread_name_prefix="s3idx-verify") as pool,
@@ -112,15 +120,19 @@ def _record(result: VerifyResult, events: Events, candidate: _Candidate, outcome
     key = candidate.key
     if outcome.vanished:
         return
-    if candidate.bucket_only and not outcome.not_s3idx:
-        # As sync --check counts it: an object without an entry is drift unless it is not s3idx's.
-        result.bucket_only += 1
-        events.drift(BUCKET_ONLY, key)
+    if candidate.drift is not None and not (outcome.not_s3idx or outcome.undecodable):
+        # As sync --check counts it: drift only when sync could index the object.
+        if candidate.drift == BUCKET_ONLY:
+            result.bucket_only += 1
+        else:
+            result.changed += 1
+        events.drift(candidate.drift, key)
     if outcome.unchecked is not None:
         result.not_s3idx += 1
         events.skipped(key, outcome.unchecked)
         return
     result.checked += 1
+    result.undecodable += outcome.undecodable
     if outcome.problems:
         result.damaged += 1
         events.damaged(key, "; ".join(outcome.problems))
@@ -137,16 +149,17 @@ def _candidates(
     journaled: dict[str, str],
 ) -> Iterator[_Candidate]:
     """The objects to read, with their index entries looked up a batch at a time. Objects
-    without an entry are always read, sample or not: only a read tells drift from not_s3idx."""
+    without an entry or with another one are always read, sample or not: only a read tells
+    drift from objects sync cannot index (not s3idx's, undecodable)."""
     to_read = (
-        (key, in_step, bucket_only)
-        for key, in_step, bucket_only in _merged(store, index, result, events, journaled)
-        if bucket_only or chosen()
+        (key, in_step, drift)
+        for key, in_step, drift in _merged(store, index, result, events, journaled)
+        if drift is not None or chosen()
     )
     for batch in batched(to_read, LOOKUP_BATCH):
         found = index.bookkeeping([key for key, in_step, _ in batch if in_step])
-        for key, in_step, bucket_only in batch:
-            yield _Candidate(key, found.get(key) if in_step else None, bucket_only)
+        for key, in_step, drift in batch:
+            yield _Candidate(key, found.get(key) if in_step else None, drift)
 
 
 def _merged(
@@ -155,10 +168,10 @@ def _merged(
     result: VerifyResult,
     events: Events,
     journaled: dict[str, str],
-) -> Iterator[tuple[str, bool, bool]]:
-    """(key, in step, bucket only) for every listed object; index-only and changed drift is
-    counted and reported on the way, bucket-only once the object is read (``_record``). An
-    object without entry that a delete journaled is that delete's, already counted: not read."""
+) -> Iterator[tuple[str, bool, str | None]]:
+    """(key, in step, drift kind or None) for every listed object; index-only drift is counted
+    and reported on the way, bucket-only and changed once the object is read (``_record``). An
+    object that a delete journaled is that delete's, already counted: not drift."""
     listing = _ordered(prefetched(store.list_objects()), "store listing")
     entries = _ordered(index.iter_bookkeeping(), "index")
     obj: ObjectInfo | None = next(listing, None)
@@ -168,7 +181,7 @@ def _merged(
             assert obj is not None
             result.listed += 1
             if journaled.get(obj.key) != obj.etag:
-                yield obj.key, False, True
+                yield obj.key, False, BUCKET_ONLY
             obj = next(listing, None)
         elif obj is None or entry[0] < obj.key:
             result.indexed += 1
@@ -179,10 +192,8 @@ def _merged(
             result.listed += 1
             result.indexed += 1
             in_step = obj.etag == entry[1].etag and obj.size == entry[1].size
-            if not in_step:
-                result.changed += 1
-                events.drift(CHANGED, obj.key)
-            yield obj.key, in_step, False
+            drift = None if in_step or journaled.get(obj.key) == obj.etag else CHANGED
+            yield obj.key, in_step, drift
             obj, entry = next(listing, None), next(entries, None)
 
 
@@ -199,12 +210,17 @@ def _ordered(stream: Iterator[Any], what: str) -> Iterator[Any]:
         yield item
 
 
-def _check(store: ObjectStore, spool_threshold: int, candidate: _Candidate) -> _Outcome:
+def _check(
+    store: ObjectStore, spool_threshold: int, key_field: str | None, candidate: _Candidate
+) -> _Outcome:
     """Read one object; what is wrong with it (nothing for a sound one)."""
     try:
         document = fetch_document(store, candidate.key, spool_threshold=spool_threshold)
     except ObjectNotFoundError:
         return _Outcome(vanished=True)
+    except UndecodableMetadataError as exc:
+        reason = _without_key_prefix(exc.message, candidate.key)
+        return _Outcome(problems=(reason,), undecodable=True)
     except NotAnS3idxObjectError:
         return _Outcome(unchecked="not an s3idx object: not checked", not_s3idx=True)
     except MissingDependencyError:  # maggma's msgpack bodies, and msgpack is not installed
@@ -216,6 +232,10 @@ def _check(store: ObjectStore, spool_threshold: int, candidate: _Candidate) -> _
     if maggma_format.is_maggma_metadata(metadata) and codec.META_FORMAT not in metadata:
         return _Outcome(unchecked=_MAGGMA_UNCHECKED)
     recorded = codec.parse_metadata(metadata)
+    if key_field is not None and recorded.key_field != key_field:
+        document.close()
+        reason = f"metadata cannot be used: {other_key_field(recorded.key_field, key_field)}"
+        return _Outcome(problems=(reason,), undecodable=True)
     try:
         body = orjson.loads(document.read())
     except orjson.JSONDecodeError as exc:

@@ -49,18 +49,18 @@ import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO
+from typing import IO, TypeGuard
 
 import orjson
 
 from s3idx.codec import check_metadata_size, is_reserved_key, lists_reserved
 from s3idx.errors import (
     BackendUnavailableError,
-    CorruptObjectError,
     InvalidKeyError,
     ObjectChangedError,
     ObjectNotFoundError,
     StoreFormatError,
+    UndecodableMetadataError,
     missing_parent,
     quote_key,
     store_not_found,
@@ -364,21 +364,27 @@ class LocalStore:
             raise _unavailable(self.root, exc) from None
 
     def _read_head(self, key: str, fh: IO[bytes]) -> ObjectHead:
+        """The object file's header; UndecodableMetadataError when it cannot be read, as S3
+        would give metadata s3idx cannot decode (the file is still listed, with its ETag)."""
         st = os.fstat(fh.fileno())
         probe = fh.read(_HEADER_PROBE)
+        if not probe:
+            raise UndecodableMetadataError(f"{self._path(key)} is empty")
         if not probe.startswith(MAGIC):
-            raise CorruptObjectError(f"{self._path(key)} is not an s3idx object file")
+            raise UndecodableMetadataError(f"{self._path(key)} is not an s3idx object file")
         end = probe.find(b"\n", len(MAGIC))
         while end < 0:
             more = fh.read(_HEADER_PROBE)
             if not more:
-                raise CorruptObjectError(f"{self._path(key)} has a truncated header")
+                raise UndecodableMetadataError(f"{self._path(key)} has a truncated header")
             probe += more
             end = probe.find(b"\n", len(MAGIC))
         try:
             metadata = orjson.loads(probe[len(MAGIC) : end])
         except orjson.JSONDecodeError:
-            raise CorruptObjectError(f"{self._path(key)} has damaged metadata") from None
+            metadata = None
+        if not _is_metadata(metadata):
+            raise UndecodableMetadataError(f"{self._path(key)} has damaged metadata")
         fh.seek(end + 1)
         return ObjectHead(key, _etag(st), st.st_size, metadata, _modified(st))
 
@@ -593,6 +599,13 @@ def _header(metadata: Mapping[str, str]) -> bytes:
 
 def _etag(st: os.stat_result) -> str:
     return f"{st.st_ino:x}-{st.st_mtime_ns:x}-{st.st_size:x}"
+
+
+def _is_metadata(value: object) -> TypeGuard[dict[str, str]]:
+    """Metadata as put wrote it: names and values are strings (as on S3)."""
+    return isinstance(value, dict) and all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    )
 
 
 def _chunks(fh: IO[bytes]) -> Iterator[bytes]:
