@@ -17,6 +17,7 @@ from s3idx.errors import ExitStatus, ObjectNotFoundError
 from s3idx.index.sqlite import SqliteIndex
 from s3idx.store.local import LocalStore
 from s3idx.store.s3 import S3Store
+from tests.conftest import moto_api
 from tests.helpers import Run, jsonl
 from tests.s3proxy import S3Proxy
 
@@ -207,3 +208,90 @@ def test_missing_object_behind_an_entry_is_reported_by_query_full(run: Run, tmp_
     result = run("query", "--full", "--store", str(store))
     assert result.exit_code == ExitStatus.PARTIAL
     assert "index entry 'doc-0001' has no object in the store (run s3idx sync)" in result.stderr
+
+
+@pytest.mark.parametrize("transport", ["boto3", "obstore", "http"])
+def test_info_and_reads_refuse_credentials_s3_does_not_know(
+    run: Run,
+    s3_endpoint: str,
+    s3_bucket: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    moto_auth: None,
+    transport: str,
+) -> None:
+    """A HEAD of the bucket answers a bare 403 both to a key S3 does not know and to a principal
+    not allowed to list: info must not call the store ok on a 403 alone."""
+    if transport == "obstore":
+        pytest.importorskip("obstore")
+    index = ["--index", str(tmp_path / "i.sqlite3")]
+    assert (
+        run("put", "-q", "--store", str(tmp_path / "s"), *index, input=jsonl(DOCS[0])).exit_code
+        == 0
+    )
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAUNKNOWNKEYID0000")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "nobodyknowsthissecretkey0000000000000000")
+    where = ["--store", f"s3://{s3_bucket}/docs", "--endpoint-url", s3_endpoint]
+    where += [*index, "--transport", transport]
+
+    info = run("info", "--json", *where)
+
+    assert info.exit_code == ExitStatus.ACCESS_DENIED, info.stdout + info.stderr
+    assert orjson.loads(info.stdout)["store_status"] != "ok"
+    assert "nobodyknows" not in info.stdout + info.stderr
+    for command in (("query", "--full"), ("sync", "--check"), ("verify",)):
+        result = run(*command, *where)
+        assert result.exit_code == ExitStatus.ACCESS_DENIED, (command, result.stderr)
+
+
+def _iam_user(endpoint: str, name: str, actions: list[str]) -> dict[str, str]:
+    """A moto IAM user allowed ``actions`` on S3; its key in the AWS_* variables' names."""
+    import json
+
+    import boto3
+
+    iam = boto3.client(
+        "iam",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    iam.create_user(UserName=name)
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Action": actions, "Resource": "*"}],
+    }
+    iam.put_user_policy(UserName=name, PolicyName="p", PolicyDocument=json.dumps(policy))
+    key = iam.create_access_key(UserName=name)["AccessKey"]
+    return {
+        "AWS_ACCESS_KEY_ID": key["AccessKeyId"],
+        "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"],
+    }
+
+
+def test_a_principal_allowed_objects_but_not_the_bucket_still_reads_and_writes(
+    run: Run, s3_endpoint: str, s3_bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The other side of a HEAD's 403: without s3:ListBucket, put and get still work."""
+    admin = _iam_user(s3_endpoint, "admin", ["*"])
+    narrow = _iam_user(s3_endpoint, "narrow", ["s3:GetObject", "s3:PutObject"])
+    where = ["--store", f"s3://{s3_bucket}/docs", "--endpoint-url", s3_endpoint]
+    where += ["--index", str(tmp_path / "i.sqlite3")]
+    moto_api(s3_endpoint, "reset-auth", b"0")
+    try:
+        monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
+        for name, value in narrow.items():
+            monkeypatch.setenv(name, value)
+        put = run("put", *where, input=jsonl(DOCS[0]))
+        assert put.exit_code == 0, put.stderr
+        get = run("get", str(DOCS[0]["fs_id"]), *where)
+        assert get.exit_code == 0, get.stderr
+        assert orjson.loads(get.stdout) == DOCS[0]
+        info = run("info", "--json", *where)
+        assert (info.exit_code, orjson.loads(info.stdout)["store_status"]) == (0, "ok")
+        for name, value in admin.items():
+            monkeypatch.setenv(name, value)
+        assert run("query", "--count", *where).stdout == "1\n"
+    finally:
+        moto_api(s3_endpoint, "reset-auth", b"inf")

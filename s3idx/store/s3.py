@@ -304,12 +304,26 @@ class S3Connection:
         try:
             self.client.head_bucket(Bucket=self.bucket)
         except ClientError as exc:
-            if error_code(exc) in ("404", "NoSuchBucket", "NotFound"):
+            code = error_code(exc)
+            if code in ("404", "NoSuchBucket", "NotFound"):
                 raise self.error(exc) from None
-            # Not allowed to ask (403) or unsure: keep the object's own not-found answer.
+            if code in ("403", "Forbidden", "AccessDenied"):
+                self._check_forbidden()
+            # Otherwise unsure: keep the object's own not-found answer.
         except BotoCoreError as exc:
             raise self.error(exc) from None
         self.bucket_seen = True
+
+    def _check_forbidden(self) -> None:
+        """A HEAD's 403 has no body: it may be credentials S3 does not know (fail now) or a
+        principal allowed objects but not the bucket (go on). A listing's answer says which."""
+        try:
+            self.client.list_objects_v2(Bucket=self.bucket, Prefix=self.base, MaxKeys=1)
+        except ClientError as exc:
+            if error_code(exc) != "AccessDenied":
+                raise self.error(exc) from None
+        except BotoCoreError as exc:
+            raise self.error(exc) from None
 
     def close(self) -> None:
         self.client.close()
