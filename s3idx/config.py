@@ -155,16 +155,13 @@ def _validate(settings: Settings) -> None:
         ("head_workers", settings.head_workers, MAX_WORKERS),
         ("batch size", settings.batch_size, MAX_BATCH_SIZE),
     ):
-        if isinstance(value, bool) or not isinstance(value, int):  # a library caller's value
-            raise ConfigError(f"{name} must be a whole number, got {value!r}")
+        # Typed already (_parse_int): a library caller's keywords are parsed as flags are.
         if value < 1:
             raise ConfigError(f"{name} must be at least 1, got {value}")
         if value > most:
             raise ConfigError(f"{name} must be at most {most}, got {value}")
-    timeout = settings.timeout
-    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
-        raise ConfigError(f"timeout must be more than 0 seconds, got {timeout!r}")
-    if not timeout <= MAX_TIMEOUT:  # NaN too
+    timeout = settings.timeout  # positive and finite already (_parse_seconds)
+    if timeout > MAX_TIMEOUT:
         raise ConfigError(f"timeout must be at most {MAX_TIMEOUT} seconds (a day), got {timeout:g}")
 
 

@@ -92,9 +92,9 @@ def test_an_integer_setting_beyond_its_range_is_a_usage_error(
     [
         ({"batch_size": 10**20}, f"batch size must be at most {MAX_BATCH_SIZE}, got {10**20}"),
         ({"workers": 0}, "workers must be at least 1, got 0"),
-        ({"workers": "8"}, "workers must be a whole number, got '8'"),
-        ({"batch_size": 2.5}, "batch size must be a whole number, got 2.5"),
-        ({"timeout": 0}, "timeout must be more than 0 seconds, got 0"),
+        ({"workers": "eight"}, "workers: expected a whole number, got 'eight'"),
+        ({"batch_size": 2.5}, "batch_size: expected a whole number, got 2.5"),
+        ({"timeout": 0}, "timeout: expected a positive number of seconds, got 0"),
         ({"timeout": 1e300}, f"timeout must be at most {MAX_TIMEOUT} seconds (a day), got 1e+300"),
     ],
 )
