@@ -355,6 +355,16 @@ def test_a_damaged_gzip_json_array_gives_every_element_before_the_damage(tmp_pat
     )
 
 
+def test_a_damaged_gzip_does_not_hide_an_error_in_its_array(tmp_path: Path) -> None:
+    path = tmp_path / "broken.json.gz"
+    path.write_bytes(gzip.compress(b'[{"a":1},\n{"a":2},{"a":3\n,{"a":4}]\n')[:-4])
+    broken, cut = _read(path)
+    assert (broken.line, broken.document) == (3, None)
+    assert broken.error is not None and broken.error.startswith("invalid JSON array: ")
+    assert (cut.line, cut.raw) == (4, b"")
+    assert cut.error is not None and cut.error.startswith(f"the gzip data {_TRUNCATED}, ")
+
+
 def test_a_damaged_gzip_after_a_one_line_array_keeps_its_elements(tmp_path: Path) -> None:
     path = tmp_path / "one.json.gz"
     path.write_bytes(gzip.compress(b'[{"a":1},{"a":2}]\n')[:-4])

@@ -306,7 +306,7 @@ def _array_or_lines(name: str, lines: _Lines, first_line: int) -> Iterator[Recor
         if later and all(_parse_alone(line.strip()) is not _INVALID for _, line in later):
             for lineno, line in numbered[first_line - 1 :]:
                 yield from _opt(_line_record(name, lineno, line))
-        elif lines.cut is not None and (begun := _begun_array(data)) is not None:
+        elif _cut_short(exc, lines) and (begun := _begun_array(data)) is not None:
             yield from _array_items(name, begun, orjson.loads(begun))
         else:
             reason = f"invalid JSON array: {_json_reason(exc)}; nothing in this array was stored"
@@ -315,6 +315,12 @@ def _array_or_lines(name: str, lines: _Lines, first_line: int) -> Iterator[Recor
         yield from _array_items(name, data, items)
     if lines.cut is not None:
         raise lines.cut
+
+
+def _cut_short(exc: orjson.JSONDecodeError, lines: _Lines) -> bool:
+    """Whether the array is wrong only in ending where the gzip data stopped (an error before
+    that, or after the array's end, is an error in the array)."""
+    return lines.cut is not None and exc.pos >= len(exc.doc.rstrip())
 
 
 def _begun_array(data: bytes) -> bytes | None:
