@@ -592,7 +592,9 @@ class CliEvents(Events):
 
     def rejected(self, reject: Reject) -> None:
         self.say(f"{reject.location}: {reject.reason}")
-        if self._rejects is not None:
+        # A reject without bytes (gzip data that stopped before a line began) has no line to
+        # fix: an empty line would look like one. Its message says so instead.
+        if self._rejects is not None and reject.raw:
             self._rejects.write(reject.raw + b"\n")
 
     def progress(

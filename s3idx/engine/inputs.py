@@ -6,7 +6,6 @@ be reported precisely and written to ``--rejects`` exactly as it was.
 
 from __future__ import annotations
 
-import gzip
 import io
 import json
 import os
@@ -15,7 +14,6 @@ import select
 import stat
 import sys
 import threading
-import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,14 +21,12 @@ from typing import IO, Any
 
 import orjson
 
+from s3idx.engine.gunzip import Gunzip
 from s3idx.errors import BackendUnavailableError, NotFoundError
 
 _BOM = b"\xef\xbb\xbf"
 _GZIP_MAGIC = b"\x1f\x8b"
 STDIN_NAME = "<stdin>"
-DAMAGED_GZIP = (
-    "the gzip data ends early (the file is truncated or damaged); the lines before it were read"
-)
 
 
 @dataclass(slots=True)
@@ -134,18 +130,16 @@ def _read_source(
         buffered = io.BufferedReader(counted, 1 << 20)
         head = buffered.peek(2)[:2]
         stream: IO[bytes] = buffered
+        gunzip = None
         if head == _GZIP_MAGIC:
             progress.compressed = True
-            gunzipped = gzip.GzipFile(fileobj=buffered, mode="rb")
-            stream = io.BufferedReader(gunzipped, 1 << 20)
-        line = 0
+            gunzip = Gunzip(buffered, stop)
+            stream = io.BufferedReader(gunzip, 1 << 20)
         try:
-            for record in _records(source.name, stream):
-                line = record.line
-                yield record
-        except (EOFError, gzip.BadGzipFile, zlib.error):
-            # Bad input, not a backend failure: reported as a reject where the data stops.
-            yield Record(source.name, line + 1, b"", error=DAMAGED_GZIP)
+            yield from _records(source.name, _Lines(stream, gunzip))
+        except _Cut as cut:
+            # Bad input, not a backend failure: one reject where the data stops.
+            yield Record(source.name, cut.line, cut.partial, error=cut.reason())
     except OSError as exc:
         raise BackendUnavailableError(f"cannot read {source.name}: {exc}") from None
     finally:
@@ -165,14 +159,32 @@ def _open_file(source: InputSource) -> IO[bytes]:
         raise BackendUnavailableError(f"cannot read {source.name}: {exc.strerror or exc}") from None
 
 
-def _records(name: str, stream: IO[bytes]) -> Iterator[Record]:
+class _Cut(Exception):
+    """The gzip data stops at damage within line ``line``, of which ``partial`` was read."""
+
+    def __init__(self, line: int, partial: bytes, damage: str) -> None:
+        super().__init__(damage)
+        self.line = line
+        self.partial = partial
+        self.damage = damage
+
+    def reason(self) -> str:
+        size = len(self.partial)
+        where = (
+            f"{size} byte{'' if size == 1 else 's'} into this line"
+            if size
+            else "before any byte of this line"
+        )
+        return f"the gzip data {self.damage}, {where}; the lines before it were read"
+
+
+def _records(name: str, lines: _Lines) -> Iterator[Record]:
     """JSON lines, or one JSON array: decided by the first non-blank line (see README).
 
     A first line that is a complete JSON value by itself makes the input JSON lines, unless it
     is an array and nothing but blank lines follows it (a one-line array file). A first line
     that starts with ``[`` but is not complete by itself starts a multi-line array.
     """
-    lines = _Lines(stream)
     first = lines.next_non_blank()
     if first is None:
         return
@@ -183,7 +195,15 @@ def _records(name: str, stream: IO[bytes]) -> Iterator[Record]:
         yield from _array_or_lines(name, lines, first_line)
         return
     if isinstance(value, list):
-        following = lines.next_non_blank()
+        try:
+            following = lines.next_non_blank()
+        except _Cut as cut:
+            # Damage after the array's line: an array file, unless a line had begun after it.
+            if cut.partial.strip():
+                yield from _opt(_line_record(name, first_line, first_raw))
+            else:
+                yield from _array_records(name, lines.consumed)
+            raise
         if following is None:
             yield from _array_records(name, lines.consumed)
             return
@@ -207,16 +227,24 @@ class _Lines:
     """Physical lines of a stream, numbered from 1, without a leading UTF-8 BOM.
 
     ``consumed`` keeps every line read so far, so a multi-line array can still be parsed whole
-    (its error positions are then positions in the file).
+    (its error positions are then positions in the file). When ``stream`` decompresses
+    ``gunzip`` and that ended at damage, the line it ended in (partial, maybe empty) is not a
+    line: reading it raises ``_Cut``.
     """
 
-    def __init__(self, stream: IO[bytes]) -> None:
+    def __init__(self, stream: IO[bytes], gunzip: Gunzip | None = None) -> None:
         self._stream = stream
+        self._gunzip = gunzip
         self.number = 0
         self.consumed: list[bytes] = []
+        self.cut: _Cut | None = None  # set by rest() when the data stopped at damage
 
     def next(self) -> bytes | None:
         line = self._stream.readline()
+        if not line.endswith(b"\n"):  # the end of the stream: see whether it is damage
+            damage = self._damage()
+            if damage is not None:
+                raise _Cut(self.number + 1, line, damage)
         if not line:
             return None
         if self.number == 0 and line.startswith(_BOM):
@@ -232,8 +260,19 @@ class _Lines:
                 return self.number, line.strip()
         return None
 
+    def _damage(self) -> str | None:
+        return None if self._gunzip is None else self._gunzip.damage
+
     def rest(self) -> bytes:
-        return b"".join(self.consumed) + self._stream.read()
+        """Everything from line 1 on; at damage, up to the last whole line (``cut`` says
+        where the data stopped and what was read of that line)."""
+        data = b"".join(self.consumed) + self._stream.read()
+        damage = self._damage()
+        if damage is not None:
+            end = data.rfind(b"\n") + 1
+            self.cut = _Cut(data.count(b"\n", 0, end) + 1, data[end:], damage)
+            data = data[:end]
+        return data
 
 
 def _line_records(
@@ -266,14 +305,56 @@ def _array_or_lines(name: str, lines: _Lines, first_line: int) -> Iterator[Recor
         later = [(n, line) for n, line in numbered[first_line:] if line.strip()]
         if later and all(_parse_alone(line.strip()) is not _INVALID for _, line in later):
             for lineno, line in numbered[first_line - 1 :]:
-                record = _line_record(name, lineno, line)
-                if record is not None:
-                    yield record
-            return
-        reason = f"invalid JSON array: {_json_reason(exc)}; nothing in this array was stored"
-        yield Record(name, exc.lineno, data.rstrip(b"\r\n"), error=reason)
-        return
-    yield from _array_items(name, data, items)
+                yield from _opt(_line_record(name, lineno, line))
+        elif _cut_short(exc, lines) and (begun := _begun_array(data)) is not None:
+            yield from _array_items(name, begun, orjson.loads(begun))
+        else:
+            reason = f"invalid JSON array: {_json_reason(exc)}; nothing in this array was stored"
+            yield Record(name, exc.lineno, data.rstrip(b"\r\n"), error=reason)
+    else:
+        yield from _array_items(name, data, items)
+    if lines.cut is not None:
+        raise lines.cut
+
+
+def _cut_short(exc: orjson.JSONDecodeError, lines: _Lines) -> bool:
+    """Whether the array is wrong only in ending where the gzip data stopped (an error before
+    that, or after the array's end, is an error in the array)."""
+    return lines.cut is not None and exc.pos >= len(exc.doc.rstrip())
+
+
+def _begun_array(data: bytes) -> bytes | None:
+    """An array cut short at the end of a line (``data``), closed after its last whole
+    element; None if it has an error before that. A token cannot go on past a line's end, so
+    an element complete before the cut is the element as it was."""
+    body = data.rstrip()
+    comma = _last_top_level_comma(body)
+    start = body.find(b"[")
+    for closed in (body + b"]", body[: comma if comma is not None else start + 1] + b"]"):
+        try:
+            if isinstance(orjson.loads(closed), list):
+                return closed
+        except orjson.JSONDecodeError:
+            continue
+    return None
+
+
+def _last_top_level_comma(data: bytes) -> int | None:
+    depth, last = 0, None
+    for match in _TOKENS.finditer(data):
+        token = match.group()
+        if token in (b"[", b"{"):
+            depth += 1
+        elif token in (b"]", b"}"):
+            depth -= 1
+        elif token == b"," and depth == 1:
+            last = match.start()
+    return last
+
+
+def _opt(record: Record | None) -> Iterator[Record]:
+    if record is not None:
+        yield record
 
 
 def _line_record(name: str, lineno: int, line: bytes) -> Record | None:

@@ -6,6 +6,7 @@ import gzip
 import os
 import subprocess
 import sys
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -43,26 +44,57 @@ def test_get_output_in_a_missing_directory_is_a_usage_error(run: Run, tmp_path: 
     assert f"cannot write --output {tmp_path}: it is a directory" in directory.stderr
 
 
-@pytest.mark.parametrize("cut", [20, 40])
-def test_a_truncated_gzip_input_is_an_input_error_naming_file_and_line(
-    run: Run, tmp_path: Path, cut: int
+def _big_lines(count: int) -> bytes:
+    return jsonl(*({"fs_id": f"k{i}", "n": i, "pad": "x" * 200} for i in range(count)))
+
+
+@pytest.mark.parametrize("processes", ["1", "2"])
+@pytest.mark.parametrize("cut", [20, 40, 100])
+def test_a_truncated_gzip_input_stores_every_line_before_the_cut(
+    run: Run, tmp_path: Path, cut: int, processes: str
 ) -> None:
-    lines = jsonl(*({"fs_id": f"k{i:04d}", "pad": "x" * 50} for i in range(400)))
-    whole = gzip.compress(lines)
+    data = _big_lines(5000)  # about 1.2 MB: a whole read buffer used to be lost
+    whole = gzip.compress(data)
     source = tmp_path / "dump.jsonl.gz"
-    source.write_bytes(whole[: len(whole) * cut // 100])
+    damaged = whole[:-4] if cut == 100 else whole[: len(whole) * cut // 100]
+    source.write_bytes(damaged)
+    readable = zlib.decompressobj(31).decompress(damaged)  # what gzip -dc gives
+    lines, partial = readable.count(b"\n"), readable[readable.rfind(b"\n") + 1 :]
+    rejects = tmp_path / "rejects.txt"
 
-    result = run("put", str(source), "--json")
+    result = run("put", str(source), "--json", "--processes", processes, "--rejects", str(rejects))
 
-    assert result.exit_code == ExitStatus.PARTIAL
+    assert result.exit_code == ExitStatus.PARTIAL, result.stderr
     summary = orjson.loads(result.stdout)
-    stored = summary["stored"]
-    assert summary["rejected"] == 1
+    assert (summary["stored"], summary["rejected"]) == (lines, 1)
+    where = f"{len(partial)} bytes into this line" if partial else "before any byte of this line"
     assert result.stderr == (
-        f"s3idx: {source}:{stored + 1}: the gzip data ends early (the file is truncated or "
-        "damaged); the lines before it were read\n"
+        f"s3idx: {source}:{lines + 1}: the gzip data ends early (the file is truncated), "
+        f"{where}; the lines before it were read\n"
     )
-    assert run("query", "--count").stdout == f"{stored}\n"
+    assert run("query", "--count").stdout == f"{lines}\n"
+    # The partial line as read, to see and fix; nothing at all when no byte of it was read.
+    assert rejects.read_bytes() == (partial + b"\n" if partial else b"")
+
+
+@pytest.mark.parametrize("processes", ["1", "2"])
+def test_a_gzip_input_with_a_bad_crc_on_stdin_stores_every_line(
+    run: Run, tmp_path: Path, processes: str
+) -> None:
+    damaged = bytearray(gzip.compress(_big_lines(3000)))
+    damaged[-8] ^= 0xFF
+    rejects = tmp_path / "rejects.txt"
+
+    result = run("put", "--processes", processes, "--rejects", str(rejects), input=bytes(damaged))
+
+    assert result.exit_code == ExitStatus.PARTIAL, result.stderr
+    assert result.stderr.startswith(
+        "s3idx: <stdin>:3001: the gzip data is damaged (its CRC-32 checksum does not match the "
+        "data), before any byte of this line; the lines before it were read\n"
+    )
+    assert " 3001 read, 3000 stored, 1 rejected" in result.stderr
+    assert run("query", "--count").stdout == "3000\n"
+    assert rejects.read_bytes() == b""
 
 
 def test_rebuild_with_another_key_field_refuses_once_before_scanning(run: Run) -> None:
