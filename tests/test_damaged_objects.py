@@ -93,8 +93,16 @@ class Recorded(Events):
         self.damage[key] = reason
 
 
+# k8's object was replaced by another tool's: its document is gone, so its entry is index-only
+# drift (the foreign object itself is reported apart, as any foreign object is).
 EXPECTED_DRIFT = sorted(
-    [("index-only", "k2"), ("index-only", "k5"), ("changed", "k6"), ("changed", "k7")],
+    [
+        ("index-only", "k2"),
+        ("index-only", "k5"),
+        ("changed", "k6"),
+        ("changed", "k7"),
+        ("index-only", "k8"),
+    ],
     key=lambda d: d[1],
 )
 MOVED_REASON = (
@@ -113,7 +121,7 @@ def test_sync_check_and_dry_run_classify_every_object(damaged: Engine, mode: str
     result = damaged.sync(events=events, **{mode: True})
 
     assert sorted(events.drifted, key=lambda d: d[1]) == EXPECTED_DRIFT
-    assert (result.bucket_only, result.index_only, result.changed) == (0, 2, 2)
+    assert (result.bucket_only, result.index_only, result.changed) == (0, 3, 2)
     assert _undecodable(result) == UNDECODABLE
     assert sorted(result.skipped.not_s3idx_keys) == FOREIGN
     assert events.skips["k5-moved"] == MOVED_REASON
@@ -125,11 +133,12 @@ def test_sync_repairs_the_other_drift_and_keeps_reporting_the_undecodable(
 ) -> None:
     result = damaged.sync()
 
-    assert (result.removed, result.updated, result.added) == (2, 2, 0)
+    assert (result.removed, result.updated, result.added) == (3, 2, 0)
     assert _undecodable(result) == UNDECODABLE
     keys = sorted(e["fs_id"] for e in damaged.query({}))
-    # k3's entry stays (its object is there; get and verify keep showing it), k8's too.
-    assert keys == ["k1", "k3", "k4", "k6", "k7", "k8"]
+    # k3's entry stays (its object is there, undecodable; get and verify keep showing it);
+    # k8's goes: another tool's object replaced its document.
+    assert keys == ["k1", "k3", "k4", "k6", "k7"]
     again = damaged.sync(check=True)
     assert (again.drift, _undecodable(again), again.skipped.not_s3idx) == (0, UNDECODABLE, 2)
 
@@ -334,14 +343,16 @@ def test_cli_sync_check_lists_drift_reports_the_undecodable_and_exits_7(
     as_json = _summary(run("sync", *where, "--check", "--json"))
 
     assert check.exit_code == ExitStatus.DRIFT
-    assert check.stdout == "index-only\tk2\nindex-only\tk5\nchanged\tk6\nchanged\tk7\n"
+    assert check.stdout == (
+        "index-only\tk2\nindex-only\tk5\nchanged\tk6\nchanged\tk7\nindex-only\tk8\n"
+    )
     assert f"s3idx: k5-moved: {MOVED_REASON}\n" in check.stderr
     assert (
-        f"drift: 0 bucket-only, 2 index-only, 2 changed; foreign: 2 objects not written by "
+        f"drift: 0 bucket-only, 3 index-only, 2 changed; foreign: 2 objects not written by "
         f"s3idx (ignored); 2 objects with undecodable metadata (cannot be indexed: {ADVICE})"
     ) in check.stderr
     assert "error" not in check.stderr
-    assert (as_json["drift"], as_json["undecodable"], as_json["exit_status"]) == (4, 2, 7)
+    assert (as_json["drift"], as_json["undecodable"], as_json["exit_status"]) == (5, 2, 7)
 
 
 def test_cli_sync_repairs_the_rest_and_exits_3(
@@ -353,9 +364,9 @@ def test_cli_sync_repairs_the_rest_and_exits_3(
     after = run("sync", *where, "--check")
 
     assert dry.exit_code == ExitStatus.PARTIAL
-    assert dry.stdout == "remove\tk2\nremove\tk5\nupdate\tk6\nupdate\tk7\n"
+    assert dry.stdout == "remove\tk2\nremove\tk5\nupdate\tk6\nupdate\tk7\nremove\tk8\n"
     assert synced.exit_code == ExitStatus.PARTIAL, synced.stderr
-    assert "added 0, updated 2, removed 2" in synced.stderr
+    assert "added 0, updated 2, removed 3" in synced.stderr
     assert f"2 objects with undecodable metadata (cannot be indexed: {ADVICE})" in synced.stderr
     assert after.exit_code == ExitStatus.PARTIAL and after.stdout == ""
 
@@ -391,6 +402,7 @@ def test_cli_verify_and_get_and_query_full_agree(
         "index-only\tk5",
         "changed\tk6",
         "changed\tk7",
+        "index-only\tk8",  # another tool's object replaced its document
     ]
     assert f"damaged\tk5-moved\t{MOVED_REASON}" in lines
     assert "2 sound, 4 damaged (2 with undecodable metadata); drift" in verified.stderr

@@ -54,6 +54,8 @@ class EntryCollector:
         self._on_skip = on_skip
         self._rewriter = rewriter
         self.heads = 0  # HEAD requests made
+        # Keys HEADed whose objects are not s3idx's (no s3idx metadata), for the caller to take.
+        self.foreign: list[str] = []
         # Called with each object's head and what it gave (None: skipped), e.g. to record it in
         # a manifest; not for objects that vanished.
         self.on_object: Callable[[ObjectHead, Recovered | None], None] | None = None
@@ -99,6 +101,7 @@ class EntryCollector:
             return self._accept(outcome.recovered)
         if isinstance(error, NotAnS3idxObjectError):
             self.skipped.add_not_s3idx(key)
+            self.foreign.append(key)
             self._report(key, "not an s3idx object (no s3idx metadata)")
         elif isinstance(error, UndecodableMetadataError):
             self.skipped.add_undecodable(key, error.message)

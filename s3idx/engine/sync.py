@@ -455,10 +455,14 @@ class _Applier:
         keys = self._adds + self._updates + self._rewrites
         recovered: set[str] = set()
         conflicts: set[str] = set()
+        replaced: dict[str, str | None] = {}
         if keys:
             # Read before the HEADs: a delete journals a key before it removes anything.
             journaled = self._index.journaled(keys)
             entries = list(self._collector.entries(keys))
+            # An entry whose object another tool replaced: its document is gone from the bucket.
+            foreign = self._foreign()
+            replaced = {k: self._expected[k] for k in self._updates if k in foreign}
             if self._manifests is not None:
                 # What the HEADs saw, in a manifest before the entries (as put does).
                 self._manifests.flush()
@@ -482,10 +486,14 @@ class _Applier:
             self._rewrites.clear()
             self._expected.clear()
         for kind, key in self._drifted:
+            if kind == CHANGED and key in replaced:
+                kind = INDEX_ONLY
             if kind == INDEX_ONLY or key in recovered:
                 _count(self._result, kind)
                 self._events.drift(kind, key)
         self._drifted.clear()
+        if self._result.prune and self._writes:
+            self._removes.update({k: etag for k, etag in replaced.items() if etag is not None})
         if self._removes:
             removed, stale = self._index.delete_if(self._removes)
             self._result.removed += removed
@@ -493,6 +501,12 @@ class _Applier:
             self._removes.clear()
         if conflicts:
             self._reconcile(conflicts)
+
+    def _foreign(self) -> set[str]:
+        """The keys the last HEADs found holding objects not written by s3idx."""
+        foreign = set(self._collector.foreign)
+        self._collector.foreign.clear()
+        return foreign
 
     def _reconcile(self, keys: set[str]) -> None:
         key_field = self._collector.key_field

@@ -120,7 +120,11 @@ def _record(result: VerifyResult, events: Events, candidate: _Candidate, outcome
     key = candidate.key
     if outcome.vanished:
         return
-    if candidate.drift is not None and not (outcome.not_s3idx or outcome.undecodable):
+    if candidate.drift == CHANGED and outcome.not_s3idx:
+        # As sync --check counts it: another tool's object replaced the entry's document.
+        result.index_only += 1
+        events.drift(INDEX_ONLY, key)
+    elif candidate.drift is not None and not (outcome.not_s3idx or outcome.undecodable):
         # As sync --check counts it: drift only when sync could index the object.
         if candidate.drift == BUCKET_ONLY:
             result.bucket_only += 1
