@@ -452,13 +452,15 @@ def test_the_key_is_the_document_id(index: MongoIndex, client: Any) -> None:
     assert index.bookkeeping(["a/b"])["a/b"][0] == {"fs_id": "a/b", "n": 1, "last_updated": WHEN}
 
 
-def test_a_dotted_key_field(index: MongoIndex, client: Any) -> None:
-    index.configure("meta.id", ["n"])
-    index.upsert([{"meta": {"id": "k", "x": 1}, "n": 2, "_s3idx": dict(BOOKKEEPING)}])
-
-    assert client["test"]["s3idx"].find_one()["_id"] == "k"
-    assert list(index.find(fields=[])) == [{"meta": {"id": "k"}}]
-    assert [k for k, _ in index.iter_bookkeeping()] == ["k"]
+def test_a_dotted_key_field_is_refused_before_anything_is_recorded(
+    index: MongoIndex, client: Any
+) -> None:
+    """put reads the key from a top-level field only, so no document could have this key."""
+    with pytest.raises(IndexSettingsError) as raised:
+        index.configure("meta.id", ["n"])
+    assert raised.value.message.startswith("invalid key field 'meta.id': it contains '.'")
+    assert index.settings() is None
+    assert client["test"]["s3idx"].find_one() is None
 
 
 def test_underscore_id_as_the_key_field(index: MongoIndex) -> None:
