@@ -225,12 +225,19 @@ class HttpUploader:
 
     def run(self, wait_for: int = 0, timeout: float | None = None) -> list[Outcome]:
         """Drive the sockets until at least ``wait_for`` PUTs finished (0: only what is ready
-        now), or ``timeout`` seconds passed, and return every finished one. With a timeout and
-        nothing under way, it waits that long (the caller's pause before a retry)."""
+        now), and return every finished one.
+
+        With ``timeout``: return after that many seconds unless ``wait_for`` PUTs (at least
+        one) finished first; with nothing under way, that is a pause (the caller's before a
+        retry), in which a signal's handler still runs.
+        """
         if self._closed:
             return self._returning()
         wait_for = min(wait_for, self.in_flight)
-        until = None if timeout is None else time.monotonic() + timeout
+        until = None
+        if timeout is not None:
+            until = time.monotonic() + timeout
+            wait_for = max(wait_for, 1)  # finishes nothing when none is under way: a pause
         while True:
             wait = 0.0 if len(self._finished) >= wait_for else self._next_deadline()
             if until is not None:
