@@ -21,6 +21,10 @@ SLOW_DOWN = (
     b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code>'
     b"<Message>Please reduce your request rate.</Message></Error>"
 )
+INTERNAL_ERROR = (
+    b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>InternalError</Code>'
+    b"<Message>We encountered an internal error. Please try again.</Message></Error>"
+)
 
 
 class S3Proxy:
@@ -31,10 +35,12 @@ class S3Proxy:
         slow_down_rate: float = 0.0,
         seed: int = 1,
         cut_bodies: int = 0,
+        fault: tuple[int, bytes] = (503, SLOW_DOWN),
     ) -> None:
         target = urlsplit(upstream)
         self._host, self._port = target.hostname or "127.0.0.1", target.port or 80
         self.slow_down_rate = slow_down_rate
+        self.fault = fault  # the answer (status, body) of a request slowed down
         self.delay = 0.0  # seconds each request waits before it is relayed: a slow server
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
@@ -98,7 +104,8 @@ class S3Proxy:
                 if proxy.delay:
                     time.sleep(proxy.delay)
                 if slowed:
-                    self._answer(503, {"Content-Type": "application/xml"}, SLOW_DOWN)
+                    status, error = proxy.fault
+                    self._answer(status, {"Content-Type": "application/xml"}, error)
                     return
                 upstream = http.client.HTTPConnection(proxy._host, proxy._port, timeout=60)
                 try:

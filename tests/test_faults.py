@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
-import urllib.request
+import time
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -19,22 +21,23 @@ from s3idx.store.local import LocalStore
 from s3idx.store.s3 import S3Store
 from tests.conftest import moto_api
 from tests.helpers import Run, jsonl
-from tests.s3proxy import S3Proxy
+from tests.s3proxy import INTERNAL_ERROR, SLOW_DOWN, S3Proxy
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = [{"fs_id": f"doc-{i:04d}", "v": i, "text": "x" * 200} for i in range(1000)]
 
 
-# http: an upload refused on the event loop is sent again through boto3, counted as a retry.
+FAULTS = {"slow-down": (503, SLOW_DOWN), "internal-error": (500, INTERNAL_ERROR)}
+
+
+# http: an upload refused on the event loop is sent again on it, counted as a retry.
+@pytest.mark.parametrize("fault", list(FAULTS))
 @pytest.mark.parametrize("transport", ["boto3", "http"])
 def test_ingest_through_ten_percent_slow_down_stores_everything(
-    run: Run, s3_endpoint: str, transport: str
+    run: Run, s3_endpoint: str, transport: str, fault: str
 ) -> None:
-    # The bucket exists first: the first uploads of a run that makes it are refused
-    # (NoSuchBucket) and sent again, which would count as retries beside the slow-downs.
-    request = urllib.request.Request(f"{s3_endpoint}/bucket", method="PUT")
-    urllib.request.urlopen(request, timeout=10).close()
-    with S3Proxy(s3_endpoint, slow_down_rate=0.1, seed=3) as proxy:
+    proxied = S3Proxy(s3_endpoint, slow_down_rate=0.1, seed=3, fault=FAULTS[fault])
+    with proxied as proxy:
         store = ["--store", "s3://bucket/docs", "--endpoint-url", proxy.url]
         store += ["--transport", transport]
         result = run("put", *store, "--create-bucket", "--field", "v", "--json", input=jsonl(*DOCS))
@@ -295,3 +298,48 @@ def test_a_principal_allowed_objects_but_not_the_bucket_still_reads_and_writes(
         assert run("query", "--count", *where).stdout == "1\n"
     finally:
         moto_api(s3_endpoint, "reset-auth", b"inf")
+
+
+def _put_summary(
+    run: Run, store: list[str], transport: str, docs: int
+) -> tuple[int, dict[str, Any], float]:
+    started = time.monotonic()
+    result = run("put", *store, "--transport", transport, "--json", input=jsonl(*DOCS[:docs]))
+    elapsed = time.monotonic() - started
+    summary = orjson.loads(result.stdout)
+    # Which upload's answer came first varies: the key it names is not compared.
+    summary["error"] = re.sub(r"doc-\d{4}", "KEY", summary.get("error", ""))
+    return result.exit_code, summary, elapsed
+
+
+@pytest.mark.parametrize("case", ["missing-bucket", "unknown-key-id"])
+def test_a_final_answer_fails_the_http_transport_as_boto3_at_once_without_retries(
+    run: Run,
+    s3_endpoint: str,
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
+    case: str,
+) -> None:
+    if case == "unknown-key-id":
+        request.getfixturevalue("moto_auth")  # moto checks key ids while the test runs
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIANOSUCHKEYID00000")
+    store = ["--store", f"s3://no-such-bucket-{case}/docs", "--endpoint-url", s3_endpoint]
+    expected_status = {
+        "missing-bucket": ExitStatus.NOT_FOUND,
+        "unknown-key-id": ExitStatus.ACCESS_DENIED,
+    }[case]
+
+    boto3 = _put_summary(run, store, "boto3", 200)
+    http = _put_summary(run, store, "http", 200)
+
+    for status, summary, elapsed in (boto3, http):
+        assert status == expected_status, summary
+        assert summary["exit_status"] == expected_status
+        assert (summary["stored"], summary["retries"]) == (0, 0), summary
+        assert elapsed < 20, elapsed  # local answers, none waited for: was 16-32 retries
+    assert http[1]["error"] == boto3[1]["error"]
+    if case == "missing-bucket":
+        assert http[1]["error"] == "bucket 'no-such-bucket-missing-bucket' does not exist"
+    else:
+        assert http[1]["error"].startswith("S3 PutObject on s3://no-such-bucket-unknown-key-id")
+        assert "InvalidAccessKeyId" in http[1]["error"]

@@ -18,6 +18,7 @@ from s3idx.errors import ExitStatus, ObjectNotFoundError
 from s3idx.index.sqlite import SqliteIndex
 from s3idx.store.s3 import S3Store
 from tests.s3proxy import S3Proxy
+from tests.test_timeouts import RawServer
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
@@ -63,6 +64,7 @@ def _locations(bucket: str, endpoint: str) -> tuple[str, ...]:
 COMMANDS = {
     "put": ("put", "BIG", "--field", "v"),
     "put --json": ("put", "BIG", "--field", "v", "--json"),
+    "put --transport http": ("put", "BIG", "--field", "v", "--transport", "http"),
     "get": ("get", *(f"k{i:05d}" for i in range(DOCUMENTS))),
     "query --full": ("query", "--full"),
     "delete": ("delete", "--filter", '{"v": {"$lt": 30}}'),
@@ -81,7 +83,7 @@ def test_second_signal_aborts_at_once_even_on_a_stalled_server(
     args = [str(big) if a == "BIG" else a for a in COMMANDS[command]]
     rng = random.Random(f"{command}-{os.getpid()}")
     proxy.delay = 3.0  # every worker waits on a request when the signals come
-    for _ in range(3 if command == "put" else 1):
+    for _ in range(3 if command.startswith("put") else 1):
         started = proxy.requests.total()
         process = _s3idx(home, *args, *_locations(s3_bucket, proxy.url))
         deadline = time.monotonic() + 30
@@ -129,3 +131,44 @@ def _assert_every_entry_has_its_object(home: Path, bucket: str, endpoint: str) -
             except ObjectNotFoundError:
                 raise AssertionError(f"entry {entry['fs_id']} has no object") from None
     store.close()
+
+
+@pytest.mark.parametrize("transport", ["boto3", "http"])
+def test_first_signal_on_a_silent_server_stops_within_the_deadlines_of_the_uploads_under_way(
+    tmp_path: Path, transport: str
+) -> None:
+    deadline = 2.0
+    big = tmp_path / "big.jsonl"
+    big.write_bytes(_lines(5000))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("S3IDX_")}
+    env.update(S3IDX_HOME=str(tmp_path), PYTHONPATH=str(ROOT), S3IDX_TIMEOUT=f"{deadline:g}")
+    with RawServer(None) as server:
+        command = ["put", str(big), "--json", "--transport", transport]
+        process = subprocess.Popen(
+            [sys.executable, "-m", "s3idx", *command, *_locations("bucket", server.url)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        started = time.monotonic()
+        while server.connections == 0 and time.monotonic() - started < 30:
+            time.sleep(0.02)
+        time.sleep(0.5)
+        process.send_signal(signal.SIGTERM)
+        sent = time.monotonic()
+        try:
+            out, err = process.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.communicate()
+            raise
+        stopped = time.monotonic() - sent
+
+    # The uploads under way end: their attempt, and one retry of it (a timeout is retried
+    # once), then the run fails; nothing queued behind them is sent. Was 8 x 2 deadlines.
+    assert stopped < 4 * deadline, stopped
+    assert process.returncode in (ExitStatus.TERMINATED, ExitStatus.UNAVAILABLE), err
+    assert b"Traceback" not in err
+    summary = orjson.loads(out)
+    assert summary["stored"] == 0
+    assert summary["retries"] <= 8, summary

@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import orjson
 import pytest
 
 from s3idx.errors import ExitStatus
@@ -18,6 +19,9 @@ from s3idx.errors import ExitStatus
 ROOT = Path(__file__).resolve().parent.parent
 DEADLINE = "1"  # S3IDX_TIMEOUT for these tests, in seconds
 BOUND = 60.0  # a hang is a process still running after this long
+
+
+RESET = b"<reset>"  # RawServer's reply: reset the connection once the request is in
 
 
 class RawServer:
@@ -52,6 +56,10 @@ class RawServer:
     def _answer(self, conn: socket.socket) -> None:
         try:
             conn.recv(65536)
+            if self.reply == RESET:
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
+                conn.close()  # a TCP reset: SO_LINGER on with a zero timeout
+                return
             if self.reply is None:
                 self._held.append(conn)  # accepted, never answered
                 return
@@ -67,11 +75,32 @@ def bad_server(request: pytest.FixtureRequest) -> Iterator[RawServer]:
         yield server
 
 
-def _run(home: Path, server: RawServer, transport: str, *args: str) -> tuple[int, str, float]:
+def _run(
+    home: Path,
+    server: RawServer,
+    transport: str,
+    *args: str,
+    documents: int = 1,
+    deadline: str = DEADLINE,
+) -> tuple[int, str, float]:
+    status, _, err, elapsed = _run_out(
+        home, server, transport, *args, documents=documents, deadline=deadline
+    )
+    return status, err, elapsed
+
+
+def _run_out(
+    home: Path,
+    server: RawServer,
+    transport: str,
+    *args: str,
+    documents: int = 1,
+    deadline: str = DEADLINE,
+) -> tuple[int, str, str, float]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("S3IDX_")}
-    env.update(S3IDX_HOME=str(home), PYTHONPATH=str(ROOT), S3IDX_TIMEOUT=DEADLINE)
+    env.update(S3IDX_HOME=str(home), PYTHONPATH=str(ROOT), S3IDX_TIMEOUT=deadline)
     source = home / "docs.jsonl"
-    source.write_text('{"fs_id": "a", "v": 1}\n')
+    source.write_text("".join(f'{{"fs_id": "k{i}", "v": {i}}}\n' for i in range(documents)))
     argv = [a.replace("SOURCE", str(source)) for a in args]
     s3 = ("--store", "s3://bucket/docs", "--endpoint-url", server.url, "--transport", transport)
     started = time.monotonic()
@@ -81,7 +110,8 @@ def _run(home: Path, server: RawServer, transport: str, *args: str) -> tuple[int
         capture_output=True,
         timeout=BOUND,
     )
-    return process.returncode, process.stderr.decode(), time.monotonic() - started
+    elapsed = time.monotonic() - started
+    return process.returncode, process.stdout.decode(), process.stderr.decode(), elapsed
 
 
 @pytest.mark.parametrize(
@@ -111,6 +141,57 @@ def test_a_bad_endpoint_fails_within_the_deadline(
         assert "gave up after 2 attempts" in err, err
     # The deadline of 1 s, retried once, with connection set-up: far below BOUND.
     assert elapsed < BOUND
+
+
+# put's default --workers: uploads in flight at once in each process.
+WORKERS = 8
+TRANSPORTS = [("boto3", 1), ("obstore", 1), ("http", 1), ("http", 2)]
+
+
+@pytest.mark.parametrize(
+    ("transport", "processes"), TRANSPORTS, ids=[f"{t}-{p}" for t, p in TRANSPORTS]
+)
+def test_a_silent_endpoint_is_found_once_not_once_per_upload(
+    tmp_path: Path, transport: str, processes: int
+) -> None:
+    deadline = 2.0
+    with RawServer(None) as server:
+        put = ("put", "SOURCE", "--json", "--processes", str(processes))
+        status, out, err, elapsed = _run_out(
+            tmp_path, server, transport, *put, documents=50, deadline=f"{deadline:g}"
+        )
+
+    assert status == ExitStatus.UNAVAILABLE, err
+    summary = orjson.loads(out)
+    assert summary["stored"] == 0
+    assert "timed out (no answer within 2 s) (gave up after 2 attempts)" in summary["error"]
+    # Each upload in flight when the server went silent is retried once, no more: the
+    # documents behind them are never sent to it.
+    assert summary["retries"] <= 2 * WORKERS * processes, summary
+    # Two deadlines, and the interpreters' start (about one more): was 33 with http.
+    assert elapsed < 6 * deadline, elapsed
+
+
+@pytest.mark.parametrize("transport", ["boto3", "http"])
+@pytest.mark.parametrize("reply", [b"", RESET], ids=["closed", "reset"])
+def test_a_server_dropping_each_request_fails_as_boto3_does(
+    tmp_path: Path, transport: str, reply: bytes
+) -> None:
+    with RawServer(reply) as server:
+        put = ("put", "SOURCE", "--json")
+        status, out, err, elapsed = _run_out(tmp_path, server, transport, *put, documents=20)
+
+    assert status == ExitStatus.UNAVAILABLE, err
+    summary = orjson.loads(out)
+    assert summary["stored"] == 0
+    assert f"connection to {server.url} was interrupted while working on" in summary["error"]
+    assert summary["error"].endswith("(gave up after 8 attempts)"), summary["error"]
+    # Eight attempts of the first upload to give up, seven retries, none for the others'
+    # (at most one attempt each in flight at the same moment) beyond their own seven.
+    assert 7 <= summary["retries"] <= 7 * WORKERS, summary
+    assert "Traceback" not in err
+    # Backoff sleeps of at most 0.1 + 0.2 + ... + 6.4 s: 12.7 s in all.
+    assert elapsed < 30, elapsed
 
 
 @pytest.mark.parametrize("value", ["0", "-1", "nan", "inf"])

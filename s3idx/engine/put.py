@@ -94,6 +94,10 @@ class UploadPipeline:
         self._result = result
         self._on_reject = on_reject
         self._on_progress = on_progress  # while the main thread waits, uploads still finish
+        # Set by the worker whose upload failed for good, before the main thread hears of it:
+        # the other workers then start no more uploads (a silent endpoint costs the uploads
+        # under way their deadlines, once, not one round of deadlines per batch of workers).
+        self._failing = False
         self._workers = self._uploads(store, options.workers)
         self._inflight: set[str] = set()
         self._pending: list[Entry] = []
@@ -246,7 +250,7 @@ class UploadPipeline:
         self._expected.pop(prepared.key, None)  # no entry to write for it
         if isinstance(outcome.error, RecordError):
             self._on_reject(prepared.record, str(outcome.error))
-        elif self.fatal is None:
+        elif self.fatal is None and not isinstance(outcome.error, Cancelled):
             self.fatal = outcome.error
 
     def _uploads(
@@ -264,12 +268,14 @@ class UploadPipeline:
     # --- worker threads (or the event loop) ----------------------------------------------------
 
     def _upload(self, prepared: Prepared) -> _Outcome:
-        if self.fatal is not None:
-            return _Outcome(prepared, None, _Cancelled())
+        if self._failing or self.fatal is not None:
+            return _Outcome(prepared, None, Cancelled())
         try:
             key, body, metadata = self._encode(prepared)
             receipt = self._store.put(key, body, metadata)
         except BaseException as exc:  # handed to the main thread, which decides
+            if not isinstance(exc, RecordError):
+                self._failing = True
             return _Outcome(prepared, None, exc)
         return self._outcome(prepared, receipt, None)
 
@@ -400,8 +406,9 @@ class _Workers:
             give(work(item))  # never raises: _upload returns every failure as an outcome
 
 
-class _Cancelled(Exception):
-    """An upload not started because the run already failed."""
+class Cancelled(Exception):
+    """An upload not started because the run already failed (never the run's error: it may
+    reach the main thread before the failure that caused it)."""
 
 
 def _stored_size(store: ObjectStore, prepared: Prepared, codec_name: str) -> int:
@@ -492,7 +499,7 @@ def run_put(
     if pipeline is not None:
         with reported_on_failure(result):
             pipeline.finish()
-            if pipeline.fatal is not None and not isinstance(pipeline.fatal, _Cancelled):
+            if pipeline.fatal is not None:
                 raise pipeline.fatal
     return result
 

@@ -26,7 +26,8 @@ from s3idx.store.base import (
 )
 
 if TYPE_CHECKING:
-    from s3idx.store.http_put import HttpUploader
+    from s3idx.errors import S3idxError
+    from s3idx.store.http_put import Failed, HttpUploader
 
 T = TypeVar("T")
 
@@ -104,6 +105,14 @@ class ConcurrencyLimit:
                 self._waiting -= 1
             self._active += 1
 
+    def try_acquire(self) -> bool:
+        """A place if one is free now, without waiting (for an event loop, which cannot)."""
+        with self._cond:
+            if self._active >= self.limit:
+                return False
+            self._active += 1
+            return True
+
     def release(self, *, throttled: bool = False) -> None:
         with self._cond:
             self._active -= 1
@@ -141,7 +150,7 @@ def call_with_retries(
             throttled = exc.throttled
             attempts = policy.attempts_for(exc)
             if retry + 1 >= attempts:
-                raise _gave_up(exc, attempts) from None
+                raise gave_up(exc, attempts) from None
         finally:
             if limit is not None:
                 limit.release(throttled=throttled)
@@ -151,7 +160,8 @@ def call_with_retries(
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _gave_up(exc: TransientError, attempts: int) -> TransientError:
+def gave_up(exc: TransientError, attempts: int) -> TransientError:
+    """The error reported for a request that failed ``attempts`` times in all."""
     return TransientError(
         f"{exc.message} (gave up after {attempts} attempts)",
         hint=exc.hint,
@@ -207,11 +217,10 @@ class RetryingStore:
         make = getattr(self.inner, "event_loop_uploader", None)
         return None if make is None else make(connections)
 
-    def put_again(self, key: str, body: bytes, metadata: Mapping[str, str]) -> PutReceipt:
-        """``put`` after an attempt that failed elsewhere (an event-loop upload): counted as
-        a retry, then under the same policy as any put."""
-        self.counter.add()
-        return self.put(key, body, metadata)
+    def loop_error(self, key: str, failed: Failed) -> S3idxError | None:
+        """The inner store's judgement of an event-loop upload that failed: the error its own
+        put would have raised, or None when a ``put`` should send it instead."""
+        return self.inner.loop_error(key, failed)  # type: ignore[attr-defined,no-any-return]
 
     def head(self, key: str) -> ObjectHead:
         return self._call(lambda: self.inner.head(key))
@@ -271,7 +280,7 @@ class RetryingStore:
                 attempt += 1
                 attempts = self.policy.attempts_for(exc)
                 if attempt >= attempts:
-                    raise _gave_up(exc, attempts) from None
+                    raise gave_up(exc, attempts) from None
                 self.counter.add()
                 time.sleep(self.policy.delay(attempt - 1, rng))
 

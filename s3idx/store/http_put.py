@@ -7,8 +7,8 @@ an event loop in the caller's thread has none.
 
 Only the happy path is handled here: connect (TLS included), send a signed PUT, read the answer.
 Any answer but 200 with an ETag, and any connection failure or timeout, is handed back as a
-``Failed`` for the caller to send again through boto3, whose retries and error translation
-are the ones every other request uses (``s3idx.engine.loop_uploads``).
+``Failed`` saying what happened; the caller judges it as boto3's answer would be judged
+(``HttpS3Store.loop_error``) and retries or fails (``s3idx.engine.loop_uploads``).
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import html
+import os
 import re
 import selectors
 import socket
@@ -33,6 +35,7 @@ RECV_SIZE = 65536
 # New connections look the endpoint's name up again after this long (S3 moves its addresses).
 RESOLVE_SECONDS = 60.0
 _ERROR_CODE = re.compile(rb"<Code>([^<]{1,64})</Code>")
+_ERROR_MESSAGE = re.compile(rb"<Message>([^<]{0,1024})</Message>")
 
 
 class Endpoint:
@@ -59,15 +62,34 @@ class Done:
 
 
 class Failed:
-    """A PUT not known to be stored: an error answer (``status``), or no answer (status 0)."""
+    """A PUT not known to be stored: an error answer (``status``, the S3 ``code`` and
+    ``message`` of its body), or no answer (status 0: ``code`` "Timeout" or "ConnectionError").
 
-    __slots__ = ("code", "reason", "status", "tag")
+    ``connected``: the connection (and its TLS handshake) was made, so the request was lost
+    or not answered, as opposed to a server that could not be reached; ``error`` is the OS's
+    reason for a connection failure, when there is one.
+    """
 
-    def __init__(self, tag: Any, status: int, code: str, reason: str) -> None:
+    __slots__ = ("code", "connected", "error", "message", "reason", "status", "tag")
+
+    def __init__(
+        self,
+        tag: Any,
+        status: int,
+        code: str,
+        reason: str,
+        *,
+        message: str = "",
+        connected: bool = True,
+        error: BaseException | None = None,
+    ) -> None:
         self.tag = tag
         self.status = status
         self.code = code
         self.reason = reason
+        self.message = message
+        self.connected = connected
+        self.error = error
 
 
 Outcome = Done | Failed
@@ -149,6 +171,11 @@ class HttpUploader:
         return self._started - self._returned
 
     @property
+    def connections(self) -> int:
+        """At most this many PUTs are sent at once (one per connection)."""
+        return self._max
+
+    @property
     def queued(self) -> int:
         """PUTs started that wait for a connection."""
         return len(self._waiting)
@@ -196,22 +223,34 @@ class HttpUploader:
 
     # --- the loop ----------------------------------------------------------------------------
 
-    def run(self, wait_for: int = 0) -> list[Outcome]:
+    def run(self, wait_for: int = 0, timeout: float | None = None) -> list[Outcome]:
         """Drive the sockets until at least ``wait_for`` PUTs finished (0: only what is ready
-        now), and return every finished one."""
+        now), and return every finished one.
+
+        With ``timeout``: return after that many seconds unless ``wait_for`` PUTs (at least
+        one) finished first; with nothing under way, that is a pause (the caller's before a
+        retry), in which a signal's handler still runs.
+        """
         if self._closed:
             return self._returning()
         wait_for = min(wait_for, self.in_flight)
+        until = None
+        if timeout is not None:
+            until = time.monotonic() + timeout
+            wait_for = max(wait_for, 1)  # finishes nothing when none is under way: a pause
         while True:
-            timeout = 0.0 if len(self._finished) >= wait_for else self._next_deadline()
-            if timeout is None:  # nothing under way: nothing more will finish
+            wait = 0.0 if len(self._finished) >= wait_for else self._next_deadline()
+            if until is not None:
+                left = max(0.0, until - time.monotonic())
+                wait = left if wait is None else min(wait, left)
+            elif wait is None:  # nothing under way: nothing more will finish
                 wait_for = len(self._finished)
-                timeout = 0.0
-            for key, events in self._selector.select(timeout):
+                wait = 0.0
+            for key, events in self._selector.select(wait):
                 self._ready(key.data, events)
             self._expire()
             self._dispatch()
-            if len(self._finished) >= wait_for:
+            if len(self._finished) >= wait_for or (until is not None and time.monotonic() >= until):
                 return self._returning()
 
     def _returning(self) -> list[Outcome]:
@@ -228,8 +267,10 @@ class HttpUploader:
     def _expire(self) -> None:
         now = time.monotonic()
         for connection in [c for c in self._open if c.request is not None and c.deadline <= now]:
-            waited = self._connect_timeout if connection.state < _IDLE else self._read_timeout
-            self._fail(connection, 0, "Timeout", f"no answer within {waited:g} seconds")
+            connected = connection.state >= _IDLE
+            waited = self._read_timeout if connected else self._connect_timeout
+            reason = f"no {'answer' if connected else 'connection'} within {waited:g} seconds"
+            self._fail(connection, 0, "Timeout", reason, connected=connected)
 
     def _ready(self, connection: _Connection, events: int) -> None:
         try:
@@ -258,7 +299,11 @@ class HttpUploader:
             sock = socket.socket(address[0], address[1], address[2])
         except OSError as exc:
             request = self._waiting.popleft()
-            self._finished.append(Failed(request.tag, 0, "ConnectionError", _describe(exc)))
+            self._finished.append(
+                Failed(
+                    request.tag, 0, "ConnectionError", _describe(exc), connected=False, error=exc
+                )
+            )
             return None
         sock.setblocking(False)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -271,8 +316,11 @@ class HttpUploader:
             connection.request = None  # assigned by the caller; failed below
             self._close(connection)
             request = self._waiting.popleft()
+            error = OSError(result, os.strerror(result))
             reason = _describe(OSError(result, f"cannot connect: {errno.errorcode.get(result)}"))
-            self._finished.append(Failed(request.tag, 0, "ConnectionError", reason))
+            self._finished.append(
+                Failed(request.tag, 0, "ConnectionError", reason, connected=False, error=error)
+            )
             return None
         return connection
 
@@ -292,7 +340,7 @@ class HttpUploader:
     def _connected(self, connection: _Connection) -> None:
         error = connection.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if error:
-            raise OSError(error, f"cannot connect: {errno.errorcode.get(error, error)}")
+            raise OSError(error, os.strerror(error))
         if self._ssl is None:
             connection.state = _SENDING
             self._send(connection)
@@ -374,7 +422,11 @@ class HttpUploader:
             self._close(connection)
             self._waiting.appendleft(request)
             return
-        self._fail(connection, 0, "ConnectionError", _describe(exc))
+        connected = connection.state >= _IDLE
+        reason = _describe(exc)
+        if not connected and isinstance(exc, OSError) and not isinstance(exc, ssl.SSLError):
+            reason = f"cannot connect: {reason}"
+        self._fail(connection, 0, "ConnectionError", reason, connected=connected, error=exc)
 
     def _parse(self, connection: _Connection, *, ended: bool = False) -> bool:
         """Finish the request if its whole answer is in; True when it was."""
@@ -418,8 +470,10 @@ class HttpUploader:
         else:
             match = _ERROR_CODE.search(body)
             code = match.group(1).decode("latin-1") if match else str(status)
+            found = _ERROR_MESSAGE.search(body)
+            message = html.unescape(found.group(1).decode("utf-8", "replace")) if found else ""
             reason = f"HTTP {status} {code}" if status != 200 else "HTTP 200 without an ETag"
-            self._finished.append(Failed(request.tag, status, code, reason))
+            self._finished.append(Failed(request.tag, status, code, reason, message=message))
         connection.request = None
         connection.used += 1
         if keep and not ended:
@@ -436,11 +490,22 @@ class HttpUploader:
         if key.events != events:
             self._selector.modify(connection.sock, events, connection)
 
-    def _fail(self, connection: _Connection, status: int, code: str, reason: str) -> None:
+    def _fail(
+        self,
+        connection: _Connection,
+        status: int,
+        code: str,
+        reason: str,
+        *,
+        connected: bool = True,
+        error: BaseException | None = None,
+    ) -> None:
         request = connection.request
         self._close(connection)
         if request is not None:
-            self._finished.append(Failed(request.tag, status, code, reason))
+            self._finished.append(
+                Failed(request.tag, status, code, reason, connected=connected, error=error)
+            )
 
     def _close(self, connection: _Connection) -> None:
         connection.request = None

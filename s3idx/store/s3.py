@@ -15,6 +15,7 @@ nothing vendor-specific leaves the store, and no message carries a credential.
 from __future__ import annotations
 
 import contextlib
+import ssl
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -23,7 +24,15 @@ from urllib.parse import SplitResult, urlsplit
 
 import botocore.session
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectionClosedError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    ReadTimeoutError,
+    SSLError,
+)
 
 from s3idx._version import __version__
 from s3idx.codec import MAX_KEY_BYTES, check_metadata_size, is_reserved_key, lists_reserved
@@ -54,9 +63,7 @@ from s3idx.store.s3_errors import (
 )
 
 if TYPE_CHECKING:
-    import ssl
-
-    from s3idx.store.http_put import HttpUploader
+    from s3idx.store.http_put import Failed, HttpUploader
     from s3idx.store.sigv4 import Credentials
 
 MiB = 1 << 20
@@ -700,6 +707,41 @@ class HttpS3Store(S3Store):
             on_request=connection.requests.add,
         )
 
+    def loop_error(self, key: str, failed: Failed) -> S3idxError | None:
+        """The error boto3 would have raised for the event loop's failed PUT of ``key`` (so
+        retries, messages and exit statuses are the boto3 transport's), or None where the
+        loop cannot judge and boto3 should send the upload itself: a missing bucket that
+        ``--create-bucket`` makes, an answer that may be the loop's own fault (its signature
+        refused, 200 without an ETag)."""
+        if failed.status:
+            if failed.code in _BOTO3_DECIDES or (
+                failed.code == "NoSuchBucket" and self.connection.create_bucket
+            ):
+                return None
+            response = {
+                "Error": {"Code": failed.code, "Message": failed.message},
+                "ResponseMetadata": {"HTTPStatusCode": failed.status},
+            }
+            return self._error(ClientError(response, "PutObject"), key)
+        return self._error(_no_answer(self.connection.endpoint_url, failed), key)
+
+
+# Answers to the loop that boto3's own request settles: a signature botocore would make
+# differently (the loop's fault, not the credentials'), a success without an ETag.
+_BOTO3_DECIDES = frozenset({"SignatureDoesNotMatch", "200"})
+
+
+def _no_answer(url: str, failed: Failed) -> BotoCoreError:
+    """The botocore exception for a PUT that got no answer, as its own request would raise."""
+    if failed.code == "Timeout":
+        timeout = ReadTimeoutError if failed.connected else ConnectTimeoutError
+        return timeout(endpoint_url=url)
+    if failed.connected:  # the request was lost (reset, closed, not HTTP): worth retrying
+        return ConnectionClosedError(endpoint_url=url)
+    if isinstance(failed.error, ssl.SSLError):
+        return SSLError(endpoint_url=url, error=failed.error)
+    return EndpointConnectionError(endpoint_url=url, error=failed.error or failed.reason)
+
 
 class _Target(Exception):
     """Carries what botocore was about to sign out of its request pipeline."""
@@ -758,8 +800,6 @@ def _current(credentials: Any) -> Credentials:
 def _ssl_context(session: botocore.session.Session) -> ssl.SSLContext:
     """Certificates as botocore trusts them: AWS_CA_BUNDLE or a profile's ca_bundle, else its
     default bundle."""
-    import ssl
-
     from botocore.httpsession import get_cert_path
 
     bundle = session.get_config_variable("ca_bundle")

@@ -509,11 +509,12 @@ def test_in_flight_counts_started_and_not_returned(
     [
         (answer(503, None, s3_error("SlowDown")), 503, "SlowDown"),
         (answer(403, None, s3_error("AccessDenied")), 403, "AccessDenied"),
+        (answer(404, None, s3_error("NoSuchBucket")), 404, "NoSuchBucket"),
         (answer(500, None, b""), 500, "500"),
         (answer(200, None, b""), 200, "200"),
         (answer(200, "", b""), 200, "200"),
     ],
-    ids=["503-slowdown", "403-denied", "500-no-body", "200-no-etag", "200-empty-etag"],
+    ids=["503-slowdown", "403-denied", "404-no-bucket", "500-no-body", "200-no-etag", "200-empty"],
 )
 def test_error_answers_are_failed_with_status_and_code(
     servers: Servers,
@@ -528,7 +529,8 @@ def test_error_answers_are_failed_with_status_and_code(
     uploader.start("bad", "k1", b"one", {})
     uploader.start("good", "k2", b"two", {})
     outcomes = {outcome.tag: outcome for outcome in collect(uploader, 2)}
-    assert_failed(outcomes["bad"], status, code)
+    failed = assert_failed(outcomes["bad"], status, code)
+    assert failed.message == ("whatever" if b"<Message>" in reply else "")
     assert_done(outcomes["good"], "good")
     assert server.connections == 1, "an error answer with a length keeps the connection"
 
@@ -736,7 +738,8 @@ def test_server_that_never_answers_times_out(
     elapsed = time.monotonic() - began
     for outcome in outcomes.values():
         outcome = assert_failed(outcome, 0, "Timeout")
-        assert "0.5" in outcome.reason
+        assert "no answer within 0.5" in outcome.reason
+        assert outcome.connected  # a read timeout, not a connect timeout
     # Two on the two connections, then the third once one of them was given up: two timeouts.
     assert 0.9 < elapsed < 5
     assert len(server.requests) == 3
@@ -762,7 +765,37 @@ def test_nothing_listening_is_failed(uploaders: Callable[..., HttpUploader]) -> 
     uploader = uploaders(unused_port(), connections=2)
     outcomes = put_all(uploader, 5)
     for outcome in outcomes.values():
-        assert_failed(outcome, 0, "ConnectionError")
+        failed = assert_failed(outcome, 0, "ConnectionError")
+        # Never connected: unreachable, not a request lost on its way (which is retried).
+        assert not failed.connected
+        assert isinstance(failed.error, OSError)
+        assert failed.error.strerror == "Connection refused"
+
+
+def test_a_server_closing_each_connection_at_once_is_a_lost_request(
+    servers: Servers, uploaders: Callable[..., HttpUploader]
+) -> None:
+    server = servers(lambda request, n: Reply(close=True))
+    uploader = uploaders(server.port, connections=2)
+    for outcome in put_all(uploader, 3).values():
+        assert assert_failed(outcome, 0, "ConnectionError").connected
+
+
+def test_run_with_a_timeout_returns_after_it_even_with_nothing_finished(
+    servers: Servers, uploaders: Callable[..., HttpUploader]
+) -> None:
+    server = servers(lambda request, n: Reply(silent=True))
+    uploader = uploaders(server.port, connections=1, read_timeout=5)
+    uploader.start("t", "k", b"body", {})
+    began = time.monotonic()
+    assert uploader.run(1, timeout=0.2) == []
+    assert 0.15 < time.monotonic() - began < 2
+    assert uploader.in_flight == 1
+    # Nothing under way: it waits the whole timeout (the pause before a retry).
+    idle = uploaders(server.port, connections=1)
+    began = time.monotonic()
+    assert idle.run(0, timeout=0.2) == []
+    assert 0.15 < time.monotonic() - began < 2
 
 
 def test_unresolvable_hostname_is_failed(uploaders: Callable[..., HttpUploader]) -> None:
@@ -879,6 +912,7 @@ def test_tls_with_an_untrusted_certificate_is_failed(
     for outcome in outcomes.values():
         outcome = assert_failed(outcome, 0, "ConnectionError")
         assert "certificate" in outcome.reason
+        assert not outcome.connected and isinstance(outcome.error, ssl.SSLError)
     assert server.requests == []
 
 
