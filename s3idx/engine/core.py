@@ -23,6 +23,7 @@ from s3idx.engine.events import Events
 from s3idx.engine.retry import RetryingStore
 from s3idx.errors import (
     BackendUnavailableError,
+    DamagedIndexError,
     NotFoundError,
     ObjectNotFoundError,
     S3idxError,
@@ -658,6 +659,8 @@ class Engine:
 def _status(exc: S3idxError) -> str:
     if isinstance(exc, NotFoundError):
         return "does not exist"
+    if isinstance(exc, DamagedIndexError):
+        return "damaged"
     if isinstance(exc, BackendUnavailableError):
         return "unreachable"
     return "error"
