@@ -18,6 +18,7 @@ from s3idx.frozen import Frozen, init_field
 from s3idx.sharding import Shard
 
 Entry = dict[str, Any]
+_MISSING = object()
 SortSpec = Sequence[tuple[str, int]]
 
 
@@ -63,9 +64,14 @@ def key_problem(entry: Mapping[str, Any], key: str, key_field: str) -> str | Non
     """What is wrong with the key field of an entry read back under ``key`` (None: nothing).
     s3idx writes an entry under the key its key field holds; another value was put there by
     hand."""
-    if key_field not in entry:
+    value: Any = entry
+    if key_field in entry:
+        value = entry[key_field]
+    else:  # a dotted key field is a path into the entry (MongoDB's)
+        for part in key_field.split("."):
+            value = value.get(part, _MISSING) if isinstance(value, Mapping) else _MISSING
+    if value is _MISSING:
         return f"lacks its key field {key_field!r}"
-    value = entry[key_field]
     if not isinstance(value, str) or value != key:
         return f"holds {value!r:.100} in its key field {key_field!r}, not its key"
     return None

@@ -70,12 +70,15 @@ from s3idx.codec import RESERVED_FIELD, dumps, loads, utc_now
 from s3idx.config import redact
 from s3idx.errors import (
     BackendUnavailableError,
+    DamagedIndexError,
     IndexSettingsError,
     InvalidFilterError,
     RecordError,
     S3idxError,
     TransientError,
     UsageError,
+    damaged_index,
+    quote_key,
 )
 from s3idx.index.arguments import check_find_arguments
 from s3idx.index.base import (
@@ -85,6 +88,7 @@ from s3idx.index.base import (
     RebuildStatus,
     SortSpec,
     join_refusal,
+    key_problem,
 )
 from s3idx.index.mongo_errors import (
     bulk_detail,
@@ -281,16 +285,63 @@ def _etag_of(entry: Mapping[str, Any], key: str) -> str:
 
 
 def _bookkeeping_of(doc: Mapping[str, Any], location: str) -> Bookkeeping:
+    """The bookkeeping of an entry read back, checked (it may have been changed by hand)."""
+    key = _key_of_document(doc, location)
     data = doc.get(RESERVED_FIELD)
+    if data is None:
+        raise damaged_index(location, f"entry {quote_key(key)} lacks its _s3idx bookkeeping")
     try:
         if not isinstance(data, Mapping):
-            raise TypeError(RESERVED_FIELD)
-        return Bookkeeping.from_dict(data)
-    except (KeyError, TypeError, ValueError):
-        raise S3idxError(
-            f"entry {doc.get(ID)!r} in {location} has no valid {RESERVED_FIELD!r} bookkeeping",
-            hint="rebuild the index from the store (rebuild-index)",
+            raise ValueError(f"{data!r:.100} is not an object")
+        return Bookkeeping.read_back(
+            data.get("etag"), data.get("size"), data.get("sha256"), data.get("codec")
+        )
+    except ValueError as exc:
+        raise damaged_index(
+            location, f"entry {quote_key(key)} has damaged _s3idx bookkeeping: {exc}"
         ) from None
+
+
+def _key_of_document(doc: Mapping[str, Any], location: str) -> str:
+    key = doc.get(ID)
+    if not isinstance(key, str) or not key:
+        raise damaged_index(
+            location, f"an entry is stored under the _id {key!r:.100}, not a non-empty string"
+        )
+    return key
+
+
+def _checked_entry(
+    doc: dict[str, Any], location: str, key_field: str | None, *, whole: bool
+) -> dict[str, Any]:
+    """An entry as read back (with its ``_id``), checked, without the ``_id`` unless it is the
+    key field: its key field must hold its ``_id``; a ``whole`` one needs its bookkeeping."""
+    key = _key_of_document(doc, location)
+    if key_field is not None:
+        problem = key_problem(doc, key, key_field)
+        if problem is not None:
+            raise damaged_index(location, f"entry {quote_key(key)} {problem}")
+    if whole:
+        _bookkeeping_of(doc, location)
+    if key_field != ID:
+        del doc[ID]
+    return doc
+
+
+def _damaged_settings(location: str, what: str, value: Any) -> DamagedIndexError:
+    return damaged_index(location, f"its recorded {what}: {value!r:.100}")
+
+
+def _pending_counts(pending: Any, fields: list[Any]) -> bool:
+    """Whether ``pending`` is as s3idx writes it: ``{"field", "entries"}`` documents."""
+    return isinstance(pending, list) and all(
+        isinstance(p, Mapping)
+        and p.get("field") in fields
+        and isinstance(p.get("entries"), int)
+        and not isinstance(p.get("entries"), bool)
+        and p["entries"] >= 0
+        for p in pending
+    )
 
 
 # --- the index -------------------------------------------------------------------------------
@@ -553,23 +604,28 @@ class MongoIndex:
         return settings
 
     def _settings_of(self, doc: Mapping[str, Any]) -> IndexSettings:
+        """The settings ``doc`` records, checked: damage for what s3idx never writes."""
         key_field, fields = doc.get("key_field"), doc.get("fields", [])
         pending = doc.get("pending", [])
-        if (
-            not isinstance(key_field, str)
-            or not isinstance(fields, list)
-            or not isinstance(pending, list)
-            or not all(isinstance(p, Mapping) and "field" in p for p in pending)
-        ):
-            raise S3idxError(
-                f"the settings of {self.location} in {META_COLLECTION!r} are damaged: {doc!r}"
+        if not isinstance(key_field, str) or not key_field:
+            raise _damaged_settings(self.location, "key field is not a field name", key_field)
+        if not isinstance(fields, list) or not all(isinstance(f, str) and f for f in fields):
+            raise _damaged_settings(self.location, "fields are not a list of field paths", fields)
+        if not _pending_counts(pending, fields):
+            raise _damaged_settings(
+                self.location,
+                "pending fields are not a list of fields with their entry counts",
+                pending,
             )
-        waiting = tuple((str(p["field"]), int(p.get("entries", 0))) for p in pending)
+        waiting = tuple((str(p["field"]), int(p["entries"])) for p in pending)
         return IndexSettings(key_field, tuple(unique_fields(key_field, fields)), waiting)
 
     def configure(self, key_field: str, fields: Sequence[str]) -> IndexSettings:
         wanted = unique_fields(key_field, fields)
         self._c.check_fields(key_field, wanted)
+        # Read first: settings damaged by hand are said, not written over ($addToSet would fail
+        # on fields that are not an array, in its own words).
+        self.settings()
         settings = self._record_fields(key_field, wanted)
         self._c.ensure_indexes(self._c.live, settings)
         return settings
@@ -642,8 +698,9 @@ class MongoIndex:
                 doc = self._c.meta.find_one({ID: self._c.name})
                 if doc is None:
                     raise IndexSettingsError(f"index {self.location} has no recorded key field")
+                recorded = self._settings_of(doc)  # damage is said, not changed further
                 old = list(doc.get("pending", []))
-                new = change(old, list(doc.get("fields", [])))
+                new = change(old, list(recorded.fields))
                 if new == old:
                     return self._settings_of(doc)
                 unchanged = doc.get("pending", {"$exists": False})
@@ -719,7 +776,9 @@ class MongoIndex:
             with self._c.guard("reading entries from"):
                 docs = list(collection.find({ID: {"$in": batch}}, {RESERVED_FIELD: 1}))
             for doc in docs:
-                found[doc[ID]] = _bookkeeping_of(doc, self.location).etag
+                found[_key_of_document(doc, self.location)] = _bookkeeping_of(
+                    doc, self.location
+                ).etag
         return found
 
     def upsert_if(self, entries: Sequence[Entry], expected: Mapping[str, str | None]) -> set[str]:
@@ -924,7 +983,14 @@ class MongoIndex:
             with self._c.guard("reading the delete journal of"):
                 cursor = self._c.journal.find(query)
             for doc in self._c.stream(cursor, "reading the delete journal of"):
-                found[str(doc[ID])] = str(doc["etag"])
+                key, etag = doc.get(ID), doc.get("etag")
+                if not isinstance(key, str) or not key or not isinstance(etag, str) or not etag:
+                    raise damaged_index(
+                        self.location,
+                        f"its delete journal holds {key!r:.100} -> {etag!r:.100}, not a key and "
+                        "an ETag",
+                    )
+                found[key] = etag
         return found
 
     def clear_journal(self, items: Mapping[str, str]) -> None:
@@ -969,12 +1035,18 @@ class MongoIndex:
         query = check_filter(filter)
         self._check_query(query)
         args = check_find_arguments(sort=sort, skip=skip, limit=limit, fields=fields)
-        spec = projection(args.fields, self._known_key_field())
+        key_field = self._known_key_field()
+        spec = projection(args.fields, key_field)
+        if spec is not None and spec.get(ID) == 0:
+            # The _id too, to check each entry's key against it (then dropped).
+            del spec[ID]
         with self._c.guard("querying", query=True):
             cursor = self._c.live.find(
-                query, spec, skip=args.skip, limit=args.limit, sort=args.sort or None
+                query, spec or None, skip=args.skip, limit=args.limit, sort=args.sort or None
             )
-        return self._c.stream(cursor, "querying", query=True)
+        check = partial(_checked_entry, location=self.location, key_field=key_field)
+        whole = args.fields is None
+        return (check(doc, whole=whole) for doc in self._c.stream(cursor, "querying", query=True))
 
     def count(self, filter: Mapping[str, Any] | None = None) -> int:
         query = check_filter(filter)
@@ -989,8 +1061,11 @@ class MongoIndex:
             with self._c.guard("reading entries from"):
                 docs = list(self._c.live.find({ID: {"$in": batch}}))
             for doc in docs:
-                key = doc[ID]
+                key = _key_of_document(doc, self.location)
                 bookkeeping = _bookkeeping_of(doc, self.location)
+                problem = None if key_field is None else key_problem(doc, key, key_field)
+                if problem is not None:
+                    raise damaged_index(self.location, f"entry {quote_key(key)} {problem}")
                 entry = {
                     k: v
                     for k, v in doc.items()
@@ -1004,7 +1079,7 @@ class MongoIndex:
         with self._c.guard("listing entries of"):
             cursor = self._c.live.find({}, {RESERVED_FIELD: 1}, sort=[(ID, ASCENDING)])
         for doc in self._c.stream(cursor, "listing entries of"):
-            yield doc[ID], _bookkeeping_of(doc, self.location)
+            yield _key_of_document(doc, self.location), _bookkeeping_of(doc, self.location)
 
     # --- rebuild -----------------------------------------------------------------------------
 

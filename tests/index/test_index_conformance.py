@@ -1315,11 +1315,10 @@ SETTINGS_DAMAGE: dict[str, tuple[str, Any, str]] = {
     "fields garbage": ("fields", "garbage", NOT_FIELDS),
     "fields of numbers": ("fields", [1, 2], NOT_FIELDS),
     "fields an object": ("fields", {"n": 1}, NOT_FIELDS),
-    "fields a bad path": ("fields", ["n", "a..b"], NOT_FIELDS),
-    "fields naming the key": ("fields", ["n", KEY], NOT_FIELDS),
+    "fields with an empty name": ("fields", ["n", ""], NOT_FIELDS),
     "key field empty": ("key_field", "", "its recorded key field is not a field name"),
     "pending garbage": ("pending", "garbage", NOT_PENDING),
-    "pending of lists": ("pending", [["n"]], NOT_PENDING),
+    "pending of names": ("pending", ["n"], NOT_PENDING),
 }
 
 

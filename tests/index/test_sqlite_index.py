@@ -642,7 +642,7 @@ def test_no_raw_sqlite_error_escapes(tmp_path: Path) -> None:
         ix.upsert([entry("a", task="x")])
     assert not isinstance(caught.value, sqlite3.Error)
     assert caught.value.message == (
-        f"index {ix.location} is damaged: tables s3idx keeps in it are missing: entry_values"
+        f"index {ix.location} is damaged: its table entry_values is missing"
     )
     ix.close()
 
