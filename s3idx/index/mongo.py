@@ -38,7 +38,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
@@ -108,6 +108,9 @@ CHANGES_SUFFIX = "__changes"
 LOCKS_SUFFIX = "__locks"
 RESERVED_SUFFIXES = (REBUILD_SUFFIX, JOURNAL_SUFFIX, CHANGES_SUFFIX, LOCKS_SUFFIX)
 FORMAT = 1
+_RESTART_HINT = (
+    "start the rebuild afresh: run rebuild-index without --resume (with --shard, add --restart)"
+)
 ID = "_id"
 ETAG = f"{RESERVED_FIELD}.etag"  # the recorded ETag of an entry, the value compare-and-set tests
 
@@ -1095,10 +1098,13 @@ class MongoIndex:
         # MongoDB indexes the fields when the rebuild commits; ``fields`` needs no work now.
         del fields
         name = self._c.name + REBUILD_SUFFIX
+        self._drop_damaged_journal()
         if shard is not None:
             return self._join_sharded(name, key_field, shard, resume=resume, restart=restart)
         with self._c.guard("starting a rebuild of"):
             state = self._c.meta.find_one({ID: name}) if resume else None
+            if state is not None and not _rebuild_state_is_sound(state):
+                raise _damaged_rebuild_state(self.location, state)
             if state is not None and state.get("shards") is not None:
                 refusal = join_refusal(
                     self.location, self._status(state), key_field, None, resume=True
@@ -1114,6 +1120,19 @@ class MongoIndex:
             assert state is not None
             self._raise_flag(str(state["run"]), fresh=fresh)
         return MongoRebuild(self._c, self._c.database[name], name, key_field, str(state["run"]))
+
+    def _drop_damaged_journal(self) -> None:
+        """A rebuild's start: journal records that are no key and ETag name no delete that can
+        be finished; the rebuild indexes what the bucket holds of them."""
+        with self._c.guard("reading the delete journal of"):
+            damaged = [
+                doc[ID]
+                for doc in self._c.journal.find({})
+                if not (isinstance(doc.get(ID), str) and doc[ID])
+                or not (isinstance(doc.get("etag"), str) and doc["etag"])
+            ]
+            if damaged:
+                self._c.journal.delete_many({ID: {"$in": damaged}})
 
     def _fresh_rebuild(self, name: str, key_field: str) -> dict[str, Any]:
         self._c.database.drop_collection(name)
@@ -1142,6 +1161,11 @@ class MongoIndex:
         with self._c.guard("starting a rebuild of"):
             while True:
                 state = self._c.meta.find_one({ID: name})
+                if state is not None and not _rebuild_state_is_sound(state):
+                    if not restart:
+                        raise _damaged_rebuild_state(self.location, state)
+                    self._c.meta.delete_one({ID: name, "run": state.get("run")})
+                    continue
                 if state is None:
                     state = self._create_sharded(name, key_field, shard)
                     if state is None:
@@ -1267,6 +1291,9 @@ class MongoIndex:
     def rebuild_status(self) -> RebuildStatus | None:
         with self._c.guard("reading the rebuild state of"):
             state = self._c.meta.find_one({ID: self._c.name + REBUILD_SUFFIX})
+        if state is not None and not _rebuild_state_is_sound(state):
+            raise _damaged_rebuild_state(self.location, state)
+        with self._c.guard("reading the rebuild state of"):
             return None if state is None else self._status(state)
 
     def _raise_flag(self, run: str, *, fresh: bool) -> None:
@@ -1382,7 +1409,7 @@ class MongoRebuild:
             state = self._c.meta.find_one({ID: self._checkpoint_id, "run": self._run})
         if state is None:
             raise self._superseded()
-        return _checkpoint_of(state)
+        return _checkpoint_of(state, self._c.location)
 
     # --- shards ------------------------------------------------------------------------------
 
@@ -1394,7 +1421,7 @@ class MongoRebuild:
         with self._c.guard("reading the rebuild checkpoints of"):
             docs = list(self._c.meta.find({ID: {"$in": self._shard_ids()}, "run": self._run}))
         for doc in docs:
-            checkpoint = _checkpoint_of(doc)
+            checkpoint = _checkpoint_of(doc, self._c.location)
             if checkpoint is not None:
                 found[int(str(doc[ID]).rpartition("$shard")[2])] = checkpoint
         return found
@@ -1537,12 +1564,43 @@ class MongoRebuild:
         )
 
 
-def _checkpoint_of(state: Mapping[str, Any]) -> dict[str, Any] | None:
+def _checkpoint_of(state: Mapping[str, Any], location: str) -> dict[str, Any] | None:
     """A saved checkpoint: JSON text, or a document as earlier versions saved it."""
     checkpoint = state.get("checkpoint")
     if isinstance(checkpoint, str):
-        return dict(loads(checkpoint))
+        with suppress(ValueError):  # not JSON: said below
+            checkpoint = loads(checkpoint)
+    if checkpoint is not None and not isinstance(checkpoint, dict):
+        raise damaged_index(
+            location,
+            f"its rebuild checkpoint in {state.get(ID)!r:.100} cannot be read: "
+            f"{state.get('checkpoint')!r:.100}",
+            hint=_RESTART_HINT,
+        )
     return plain(checkpoint) if checkpoint is not None else None
+
+
+def _rebuild_state_is_sound(state: Mapping[str, Any]) -> bool:
+    """Whether a rebuild's state document is as s3idx writes it."""
+    key_field, run, shards = state.get("key_field"), state.get("run"), state.get("shards")
+    started = state.get("started")
+    return (
+        isinstance(key_field, str)
+        and bool(key_field)
+        and isinstance(run, str)
+        and bool(run)
+        and (shards is None or (type(shards) in (int, Int64) and shards > 0))
+        and (started is None or isinstance(started, datetime))
+    )
+
+
+def _damaged_rebuild_state(location: str, state: Mapping[str, Any]) -> DamagedIndexError:
+    shown = {k: v for k, v in state.items() if k != ID}
+    return damaged_index(
+        location,
+        f"its record of a rebuild in progress cannot be read: {shown!r:.200}",
+        hint=_RESTART_HINT,
+    )
 
 
 def _shard_id(state_id: str, index: int) -> str:

@@ -125,6 +125,12 @@ class Tamper(Protocol):
         """The recorded setting ``name`` (key_field, fields, pending) becomes ``value``: a str
         as it is, anything else as the backend stores such a value."""
 
+    def spoil_journal(self, key: str) -> Any:
+        """A delete journal record for ``key`` whose ETag is of a wrong type; returns it."""
+
+    def spoil_rebuild_state(self) -> None:
+        """A record of a rebuild in progress that s3idx cannot have written."""
+
 
 class SqliteTamper:
     # Each column's own wrong type: TEXT columns turn numbers into text, so a BLOB it is.
@@ -174,6 +180,17 @@ class SqliteTamper:
             (self._META[name], text),
         )
 
+    def spoil_journal(self, key: str) -> Any:
+        self._execute("INSERT INTO delete_journal (key, etag) VALUES (?, ?)", (key, b"\x00"))
+        return b"\x00"
+
+    def spoil_rebuild_state(self) -> None:
+        with closing(sqlite3.connect(self.path)) as conn, conn:
+            conn.executescript(
+                "CREATE TABLE entries_rebuild (key); CREATE TABLE entry_values_rebuild (key);"
+                "INSERT INTO meta (name, value) VALUES ('rebuild', '{\"key_field\": 5}')"
+            )
+
 
 class MongoTamper:
     _GARBAGE: ClassVar[dict[str, Any]] = {"etag": 5, "size": "abc", "sha256": 7, "codec": None}
@@ -193,6 +210,13 @@ class MongoTamper:
 
     def set_setting(self, name: str, value: Any) -> None:
         self._c.meta.update_one({"_id": self._c.name}, {"$set": {name: value}})
+
+    def spoil_journal(self, key: str) -> Any:
+        self._c.journal.insert_one({"_id": key, "etag": 5})
+        return 5
+
+    def spoil_rebuild_state(self) -> None:
+        self._c.meta.insert_one({"_id": self._c.name + "__rebuild", "key_field": 5, "run": 3})
 
 
 def tamper_with(index: Index) -> Tamper:

@@ -1334,3 +1334,56 @@ def test_settings_changed_by_hand_are_damage(filled: Index, open_index: Any, dam
     fresh = open_index()
     _damaged(fresh, lambda: fresh.configure(KEY, ["n"]), what)
     _rebuilt(open_index())
+
+
+def test_a_journal_record_changed_by_hand_is_damage_and_a_rebuild_drops_it(
+    filled: Index, open_index: Any
+) -> None:
+    garbage = tamper_with(filled).spoil_journal("b")
+    filled.journal_deletes({"c": '"etag-c"'})
+    index = open_index()
+    what = f"its delete journal holds 'b' -> {garbage!r}, not a key and an ETag"
+    _damaged(index, index.journaled, what)
+    _damaged(index, lambda: index.journaled(["b"]), what)
+    # A rebuild's start drops what names no delete; the sound record stays, for delete or sync.
+    index.start_rebuild(KEY, FIELDS).abort()
+    assert index.journaled() == {"c": '"etag-c"'}
+
+
+RESTART_HINT = (
+    "start the rebuild afresh: run rebuild-index without --resume (with --shard, add --restart)"
+)
+
+
+def test_a_rebuild_record_changed_by_hand_is_damage_and_a_fresh_rebuild_replaces_it(
+    filled: Index, open_index: Any
+) -> None:
+    tamper_with(filled).spoil_rebuild_state()
+    index = open_index()
+    for action in (
+        index.rebuild_status,
+        lambda: index.start_rebuild(KEY, resume=True),
+        lambda: index.start_rebuild(KEY, shard=Shard(0, 2)),
+    ):
+        with pytest.raises(DamagedIndexError) as caught:
+            action()
+        assert caught.value.message.startswith(
+            f"index {index.location} is damaged: its record of a rebuild in progress cannot be "
+            "read: "
+        )
+        assert caught.value.hint == RESTART_HINT
+    assert keys(index.find({KEY: "a"})) == ["a"]  # the live index is not damaged
+    _rebuilt(index)
+    assert index.rebuild_status() is None
+
+
+def test_a_damaged_rebuild_record_is_restarted_by_a_shard(filled: Index) -> None:
+    tamper_with(filled).spoil_rebuild_state()
+    rebuild = filled.start_rebuild(KEY, shard=Shard(0, 1), restart=True)
+    rebuild.upsert(ENTRIES)
+    rebuild.shard_done(0)
+    assert rebuild.claim_swap()
+    rebuild.commit(IndexSettings(KEY, FIELDS))
+    rebuild.finish()
+    assert by_key(filled.find()) == by_key(ENTRIES)
+    assert filled.rebuild_status() is None
