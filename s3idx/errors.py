@@ -147,6 +147,12 @@ class TransientError(BackendUnavailableError):
         self.timed_out = timed_out
 
 
+class DamagedIndexError(BackendUnavailableError):
+    """The index holds what s3idx did not write (a row or setting changed by hand, a table
+    dropped): it cannot be used as it is. The bucket is the truth, so ``rebuild-index``
+    rebuilds it; ``damaged_index`` words the message and says so."""
+
+
 class AccessDeniedError(S3idxError):
     """Credentials are missing, invalid or not allowed to do this."""
 
@@ -223,6 +229,19 @@ def index_not_found(location: str) -> NotFoundError:
         hint="check --index; s3idx put creates an index, s3idx rebuild-index rebuilds one "
         "from the store",
     )
+
+
+REBUILD_DAMAGED_HINT = (
+    "the bucket is the truth: run s3idx rebuild-index (with the same --store and --index) to "
+    "rebuild the index from it"
+)
+
+
+def damaged_index(
+    location: str, what: str, *, hint: str = REBUILD_DAMAGED_HINT
+) -> DamagedIndexError:
+    """The index at ``location`` holds ``what``, which s3idx never writes."""
+    return DamagedIndexError(f"index {location} is damaged: {what}", hint=hint)
 
 
 def missing_parent(what: str, location: str, parent: str) -> NotFoundError:

@@ -25,6 +25,7 @@ from s3idx.engine.events import Events
 from s3idx.engine.retry import RetryingStore
 from s3idx.errors import (
     BackendUnavailableError,
+    DamagedIndexError,
     NotFoundError,
     ObjectNotFoundError,
     S3idxError,
@@ -691,6 +692,8 @@ def _check_max_errors(max_errors: int | None) -> None:
 def _status(exc: S3idxError) -> str:
     if isinstance(exc, NotFoundError):
         return "does not exist"
+    if isinstance(exc, DamagedIndexError):
+        return "damaged"
     if isinstance(exc, BackendUnavailableError):
         return "unreachable"
     return "error"

@@ -58,7 +58,7 @@ from s3idx.engine.results import (
     accounted,
     reported_on_failure,
 )
-from s3idx.errors import IndexSettingsError, S3idxError, UsageError
+from s3idx.errors import DamagedIndexError, IndexSettingsError, S3idxError, UsageError
 from s3idx.index.base import Index, IndexRebuild, IndexSettings
 from s3idx.limits import batched
 from s3idx.sharding import Shard
@@ -140,7 +140,7 @@ def _run(
     resume, shard = options.resume, options.shard
     found_key, fields = _first_entry_settings(store, index, key_field, joined)
     key_field = key_field or found_key
-    finish_deletes(store, index)
+    _finish_deletes(store, index, events)
     rebuild = index.start_rebuild(
         key_field, fields, resume=resume, shard=shard, restart=options.restart
     )
@@ -220,6 +220,19 @@ def _run(
                 result.manifests_written = compaction.writer.written
                 result.manifests_removed = compaction.writer.removed
     return result
+
+
+def _finish_deletes(store: ObjectStore, index: Index, events: Events) -> None:
+    """Finish the deletes under way, unless the index is too damaged to say which: the
+    rebuild replaces it from the bucket (``start_rebuild`` makes damaged tables anew), and the
+    objects of deletes it cannot finish are still in the bucket, so they are indexed."""
+    try:
+        finish_deletes(store, index)
+    except DamagedIndexError as exc:
+        events.warned(
+            f"{exc.message}; the deletes under way were not finished, the rebuild "
+            "replaces the index from the bucket"
+        )
 
 
 def _shard_finished(rebuild: IndexRebuild, shard: Shard, result: RebuildResult) -> None:

@@ -18,6 +18,7 @@ from s3idx.frozen import Frozen, init_field
 from s3idx.sharding import Shard
 
 Entry = dict[str, Any]
+_MISSING = object()
 SortSpec = Sequence[tuple[str, int]]
 
 
@@ -43,6 +44,37 @@ class Bookkeeping(Frozen):
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Bookkeeping:
         return cls(data["etag"], int(data["size"]), data.get("sha256"), data["codec"])
+
+    @classmethod
+    def read_back(cls, etag: Any, size: Any, sha256: Any, codec: Any) -> Bookkeeping:
+        """Bookkeeping as an index holds it, checked: ValueError naming the first item that is
+        not what s3idx writes there (the index was changed by hand)."""
+        if not isinstance(etag, str) or not etag:
+            raise ValueError(f"etag {etag!r:.100} is not a non-empty string")
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise ValueError(f"size {size!r:.100} is not a number of bytes")
+        if sha256 is not None and not isinstance(sha256, str):
+            raise ValueError(f"sha256 {sha256!r:.100} is not a string")
+        if not isinstance(codec, str) or not codec:
+            raise ValueError(f"codec {codec!r:.100} is not a non-empty string")
+        return cls(etag, size, sha256, codec)
+
+
+def key_problem(entry: Mapping[str, Any], key: str, key_field: str) -> str | None:
+    """What is wrong with the key field of an entry read back under ``key`` (None: nothing).
+    s3idx writes an entry under the key its key field holds; another value was put there by
+    hand."""
+    value: Any = entry
+    if key_field in entry:
+        value = entry[key_field]
+    else:  # a dotted key field is a path into the entry (MongoDB's)
+        for part in key_field.split("."):
+            value = value.get(part, _MISSING) if isinstance(value, Mapping) else _MISSING
+    if value is _MISSING:
+        return f"lacks its key field {key_field!r}"
+    if not isinstance(value, str) or value != key:
+        return f"holds {value!r:.100} in its key field {key_field!r}, not its key"
+    return None
 
 
 def with_bookkeeping(entry: Mapping[str, Any], bookkeeping: Bookkeeping) -> Entry:

@@ -38,7 +38,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
@@ -69,12 +69,15 @@ from s3idx.codec import RESERVED_FIELD, check_key_field, dumps, loads, utc_now
 from s3idx.config import redact
 from s3idx.errors import (
     BackendUnavailableError,
+    DamagedIndexError,
     IndexSettingsError,
     InvalidFilterError,
     RecordError,
     S3idxError,
     TransientError,
     UsageError,
+    damaged_index,
+    quote_key,
 )
 from s3idx.index.arguments import check_find_arguments
 from s3idx.index.base import (
@@ -84,6 +87,7 @@ from s3idx.index.base import (
     RebuildStatus,
     SortSpec,
     join_refusal,
+    key_problem,
 )
 from s3idx.index.mongo_errors import (
     bulk_detail,
@@ -105,6 +109,9 @@ CHANGES_SUFFIX = "__changes"
 LOCKS_SUFFIX = "__locks"
 RESERVED_SUFFIXES = (REBUILD_SUFFIX, JOURNAL_SUFFIX, CHANGES_SUFFIX, LOCKS_SUFFIX)
 FORMAT = 1
+_RESTART_HINT = (
+    "start the rebuild afresh: run rebuild-index without --resume (with --shard, add --restart)"
+)
 ID = "_id"
 ETAG = f"{RESERVED_FIELD}.etag"  # the recorded ETag of an entry, the value compare-and-set tests
 
@@ -350,16 +357,63 @@ def _etag_of(entry: Mapping[str, Any], key: str) -> str:
 
 
 def _bookkeeping_of(doc: Mapping[str, Any], location: str) -> Bookkeeping:
+    """The bookkeeping of an entry read back, checked (it may have been changed by hand)."""
+    key = _key_of_document(doc, location)
     data = doc.get(RESERVED_FIELD)
+    if data is None:
+        raise damaged_index(location, f"entry {quote_key(key)} lacks its _s3idx bookkeeping")
     try:
         if not isinstance(data, Mapping):
-            raise TypeError(RESERVED_FIELD)
-        return Bookkeeping.from_dict(data)
-    except (KeyError, TypeError, ValueError):
-        raise S3idxError(
-            f"entry {doc.get(ID)!r} in {location} has no valid {RESERVED_FIELD!r} bookkeeping",
-            hint="rebuild the index from the store (rebuild-index)",
+            raise ValueError(f"{data!r:.100} is not an object")
+        return Bookkeeping.read_back(
+            data.get("etag"), data.get("size"), data.get("sha256"), data.get("codec")
+        )
+    except ValueError as exc:
+        raise damaged_index(
+            location, f"entry {quote_key(key)} has damaged _s3idx bookkeeping: {exc}"
         ) from None
+
+
+def _key_of_document(doc: Mapping[str, Any], location: str) -> str:
+    key = doc.get(ID)
+    if not isinstance(key, str) or not key:
+        raise damaged_index(
+            location, f"an entry is stored under the _id {key!r:.100}, not a non-empty string"
+        )
+    return key
+
+
+def _checked_entry(
+    doc: dict[str, Any], location: str, key_field: str | None, *, whole: bool
+) -> dict[str, Any]:
+    """An entry as read back (with its ``_id``), checked, without the ``_id`` unless it is the
+    key field: its key field must hold its ``_id``; a ``whole`` one needs its bookkeeping."""
+    key = _key_of_document(doc, location)
+    if key_field is not None:
+        problem = key_problem(doc, key, key_field)
+        if problem is not None:
+            raise damaged_index(location, f"entry {quote_key(key)} {problem}")
+    if whole:
+        _bookkeeping_of(doc, location)
+    if key_field != ID:
+        del doc[ID]
+    return doc
+
+
+def _damaged_settings(location: str, what: str, value: Any) -> DamagedIndexError:
+    return damaged_index(location, f"its recorded {what}: {value!r:.100}")
+
+
+def _pending_counts(pending: Any, fields: list[Any]) -> bool:
+    """Whether ``pending`` is as s3idx writes it: ``{"field", "entries"}`` documents."""
+    return isinstance(pending, list) and all(
+        isinstance(p, Mapping)
+        and p.get("field") in fields
+        and isinstance(p.get("entries"), int)
+        and not isinstance(p.get("entries"), bool)
+        and p["entries"] >= 0
+        for p in pending
+    )
 
 
 # --- the index -------------------------------------------------------------------------------
@@ -632,18 +686,20 @@ class MongoIndex:
         return settings
 
     def _settings_of(self, doc: Mapping[str, Any]) -> IndexSettings:
+        """The settings ``doc`` records, checked: damage for what s3idx never writes."""
         key_field, fields = doc.get("key_field"), doc.get("fields", [])
         pending = doc.get("pending", [])
-        if (
-            not isinstance(key_field, str)
-            or not isinstance(fields, list)
-            or not isinstance(pending, list)
-            or not all(isinstance(p, Mapping) and "field" in p for p in pending)
-        ):
-            raise S3idxError(
-                f"the settings of {self.location} in {META_COLLECTION!r} are damaged: {doc!r}"
+        if not isinstance(key_field, str) or not key_field:
+            raise _damaged_settings(self.location, "key field is not a field name", key_field)
+        if not isinstance(fields, list) or not all(isinstance(f, str) and f for f in fields):
+            raise _damaged_settings(self.location, "fields are not a list of field paths", fields)
+        if not _pending_counts(pending, fields):
+            raise _damaged_settings(
+                self.location,
+                "pending fields are not a list of fields with their entry counts",
+                pending,
             )
-        waiting = tuple((str(p["field"]), int(p.get("entries", 0))) for p in pending)
+        waiting = tuple((str(p["field"]), int(p["entries"])) for p in pending)
         return IndexSettings(key_field, tuple(unique_fields(key_field, fields)), waiting)
 
     def configure(self, key_field: str, fields: Sequence[str]) -> IndexSettings:
@@ -653,6 +709,9 @@ class MongoIndex:
             raise IndexSettingsError(exc.message, hint=exc.hint) from None
         wanted = unique_fields(key_field, fields)
         self._c.check_fields(key_field, wanted)
+        # Read first: settings damaged by hand are said, not written over ($addToSet would fail
+        # on fields that are not an array, in its own words).
+        self.settings()
         settings = self._record_fields(key_field, wanted)
         self._c.ensure_indexes(self._c.live, settings)
         return settings
@@ -725,8 +784,9 @@ class MongoIndex:
                 doc = self._c.meta.find_one({ID: self._c.name})
                 if doc is None:
                     raise IndexSettingsError(f"index {self.location} has no recorded key field")
+                recorded = self._settings_of(doc)  # damage is said, not changed further
                 old = list(doc.get("pending", []))
-                new = change(old, list(doc.get("fields", [])))
+                new = change(old, list(recorded.fields))
                 if new == old:
                     return self._settings_of(doc)
                 unchanged = doc.get("pending", {"$exists": False})
@@ -802,7 +862,9 @@ class MongoIndex:
             with self._c.guard("reading entries from"):
                 docs = list(collection.find({ID: {"$in": batch}}, {RESERVED_FIELD: 1}))
             for doc in docs:
-                found[doc[ID]] = _bookkeeping_of(doc, self.location).etag
+                found[_key_of_document(doc, self.location)] = _bookkeeping_of(
+                    doc, self.location
+                ).etag
         return found
 
     def upsert_if(self, entries: Sequence[Entry], expected: Mapping[str, str | None]) -> set[str]:
@@ -1007,7 +1069,14 @@ class MongoIndex:
             with self._c.guard("reading the delete journal of"):
                 cursor = self._c.journal.find(query)
             for doc in self._c.stream(cursor, "reading the delete journal of"):
-                found[str(doc[ID])] = str(doc["etag"])
+                key, etag = doc.get(ID), doc.get("etag")
+                if not isinstance(key, str) or not key or not isinstance(etag, str) or not etag:
+                    raise damaged_index(
+                        self.location,
+                        f"its delete journal holds {key!r:.100} -> {etag!r:.100}, not a key and "
+                        "an ETag",
+                    )
+                found[key] = etag
         return found
 
     def clear_journal(self, items: Mapping[str, str]) -> None:
@@ -1052,12 +1121,18 @@ class MongoIndex:
         query = check_filter(filter)
         self._check_query(query)
         args = check_find_arguments(sort=sort, skip=skip, limit=limit, fields=fields)
-        spec = projection(args.fields, self._known_key_field())
+        key_field = self._known_key_field()
+        spec = projection(args.fields, key_field)
+        if spec is not None and spec.get(ID) == 0:
+            # The _id too, to check each entry's key against it (then dropped).
+            del spec[ID]
         with self._c.guard("querying", query=True):
             cursor = self._c.live.find(
-                query, spec, skip=args.skip, limit=args.limit, sort=args.sort or None
+                query, spec or None, skip=args.skip, limit=args.limit, sort=args.sort or None
             )
-        return self._c.stream(cursor, "querying", query=True)
+        check = partial(_checked_entry, location=self.location, key_field=key_field)
+        whole = args.fields is None
+        return (check(doc, whole=whole) for doc in self._c.stream(cursor, "querying", query=True))
 
     def count(self, filter: Mapping[str, Any] | None = None) -> int:
         query = check_filter(filter)
@@ -1072,8 +1147,11 @@ class MongoIndex:
             with self._c.guard("reading entries from"):
                 docs = list(self._c.live.find({ID: {"$in": batch}}))
             for doc in docs:
-                key = doc[ID]
+                key = _key_of_document(doc, self.location)
                 bookkeeping = _bookkeeping_of(doc, self.location)
+                problem = None if key_field is None else key_problem(doc, key, key_field)
+                if problem is not None:
+                    raise damaged_index(self.location, f"entry {quote_key(key)} {problem}")
                 entry = {
                     k: v
                     for k, v in doc.items()
@@ -1087,7 +1165,7 @@ class MongoIndex:
         with self._c.guard("listing entries of"):
             cursor = self._c.live.find({}, {RESERVED_FIELD: 1}, sort=[(ID, ASCENDING)])
         for doc in self._c.stream(cursor, "listing entries of"):
-            yield doc[ID], _bookkeeping_of(doc, self.location)
+            yield _key_of_document(doc, self.location), _bookkeeping_of(doc, self.location)
 
     # --- rebuild -----------------------------------------------------------------------------
 
@@ -1103,10 +1181,13 @@ class MongoIndex:
         # MongoDB indexes the fields when the rebuild commits; ``fields`` needs no work now.
         del fields
         name = self._c.name + REBUILD_SUFFIX
+        self._drop_damaged_journal()
         if shard is not None:
             return self._join_sharded(name, key_field, shard, resume=resume, restart=restart)
         with self._c.guard("starting a rebuild of"):
             state = self._c.meta.find_one({ID: name}) if resume else None
+            if state is not None and not _rebuild_state_is_sound(state):
+                raise _damaged_rebuild_state(self.location, state)
             if state is not None and state.get("shards") is not None:
                 refusal = join_refusal(
                     self.location, self._status(state), key_field, None, resume=True
@@ -1122,6 +1203,19 @@ class MongoIndex:
             assert state is not None
             self._raise_flag(str(state["run"]), fresh=fresh)
         return MongoRebuild(self._c, self._c.database[name], name, key_field, str(state["run"]))
+
+    def _drop_damaged_journal(self) -> None:
+        """A rebuild's start: journal records that are no key and ETag name no delete that can
+        be finished; the rebuild indexes what the bucket holds of them."""
+        with self._c.guard("reading the delete journal of"):
+            damaged = [
+                doc[ID]
+                for doc in self._c.journal.find({})
+                if not (isinstance(doc.get(ID), str) and doc[ID])
+                or not (isinstance(doc.get("etag"), str) and doc["etag"])
+            ]
+            if damaged:
+                self._c.journal.delete_many({ID: {"$in": damaged}})
 
     def _fresh_rebuild(self, name: str, key_field: str) -> dict[str, Any]:
         self._c.database.drop_collection(name)
@@ -1150,6 +1244,11 @@ class MongoIndex:
         with self._c.guard("starting a rebuild of"):
             while True:
                 state = self._c.meta.find_one({ID: name})
+                if state is not None and not _rebuild_state_is_sound(state):
+                    if not restart:
+                        raise _damaged_rebuild_state(self.location, state)
+                    self._c.meta.delete_one({ID: name, "run": state.get("run")})
+                    continue
                 if state is None:
                     state = self._create_sharded(name, key_field, shard)
                     if state is None:
@@ -1275,6 +1374,9 @@ class MongoIndex:
     def rebuild_status(self) -> RebuildStatus | None:
         with self._c.guard("reading the rebuild state of"):
             state = self._c.meta.find_one({ID: self._c.name + REBUILD_SUFFIX})
+        if state is not None and not _rebuild_state_is_sound(state):
+            raise _damaged_rebuild_state(self.location, state)
+        with self._c.guard("reading the rebuild state of"):
             return None if state is None else self._status(state)
 
     def _raise_flag(self, run: str, *, fresh: bool) -> None:
@@ -1390,7 +1492,7 @@ class MongoRebuild:
             state = self._c.meta.find_one({ID: self._checkpoint_id, "run": self._run})
         if state is None:
             raise self._superseded()
-        return _checkpoint_of(state)
+        return _checkpoint_of(state, self._c.location)
 
     # --- shards ------------------------------------------------------------------------------
 
@@ -1402,7 +1504,7 @@ class MongoRebuild:
         with self._c.guard("reading the rebuild checkpoints of"):
             docs = list(self._c.meta.find({ID: {"$in": self._shard_ids()}, "run": self._run}))
         for doc in docs:
-            checkpoint = _checkpoint_of(doc)
+            checkpoint = _checkpoint_of(doc, self._c.location)
             if checkpoint is not None:
                 found[int(str(doc[ID]).rpartition("$shard")[2])] = checkpoint
         return found
@@ -1545,12 +1647,43 @@ class MongoRebuild:
         )
 
 
-def _checkpoint_of(state: Mapping[str, Any]) -> dict[str, Any] | None:
+def _checkpoint_of(state: Mapping[str, Any], location: str) -> dict[str, Any] | None:
     """A saved checkpoint: JSON text, or a document as earlier versions saved it."""
     checkpoint = state.get("checkpoint")
     if isinstance(checkpoint, str):
-        return dict(loads(checkpoint))
+        with suppress(ValueError):  # not JSON: said below
+            checkpoint = loads(checkpoint)
+    if checkpoint is not None and not isinstance(checkpoint, dict):
+        raise damaged_index(
+            location,
+            f"its rebuild checkpoint in {state.get(ID)!r:.100} cannot be read: "
+            f"{state.get('checkpoint')!r:.100}",
+            hint=_RESTART_HINT,
+        )
     return plain(checkpoint) if checkpoint is not None else None
+
+
+def _rebuild_state_is_sound(state: Mapping[str, Any]) -> bool:
+    """Whether a rebuild's state document is as s3idx writes it."""
+    key_field, run, shards = state.get("key_field"), state.get("run"), state.get("shards")
+    started = state.get("started")
+    return (
+        isinstance(key_field, str)
+        and bool(key_field)
+        and isinstance(run, str)
+        and bool(run)
+        and (shards is None or (type(shards) in (int, Int64) and shards > 0))
+        and (started is None or isinstance(started, datetime))
+    )
+
+
+def _damaged_rebuild_state(location: str, state: Mapping[str, Any]) -> DamagedIndexError:
+    shown = {k: v for k, v in state.items() if k != ID}
+    return damaged_index(
+        location,
+        f"its record of a rebuild in progress cannot be read: {shown!r:.200}",
+        hint=_RESTART_HINT,
+    )
 
 
 def _shard_id(state_id: str, index: int) -> str:

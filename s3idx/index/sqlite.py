@@ -35,11 +35,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from itertools import islice, pairwise
@@ -48,13 +49,16 @@ from typing import Any
 
 from s3idx import codec
 from s3idx.errors import (
+    REBUILD_DAMAGED_HINT,
     BackendUnavailableError,
     IndexSettingsError,
     InvalidFilterError,
     S3idxError,
     TransientError,
     UsageError,
+    damaged_index,
     missing_parent,
+    quote_key,
 )
 from s3idx.frozen import Frozen, init_field
 from s3idx.index.arguments import check_find_arguments
@@ -65,6 +69,7 @@ from s3idx.index.base import (
     RebuildStatus,
     SortSpec,
     join_refusal,
+    key_problem,
 )
 from s3idx.limits import batched
 from s3idx.query.filter import Filter, parse_filter
@@ -97,11 +102,35 @@ _DROP_REBUILD_META = (
     f"DELETE FROM meta WHERE name IN ({_REBUILD_META}) OR name LIKE '{_SHARD_CHECKPOINT}%'"
 )
 _REBUILD_LOG = "rebuild_log"
+# The index names of a generation (``_create_tables``).
+_MISSING_COLUMN = re.compile(r"no such column: |table \S+ has no column named ")
+_GENERATION = re.compile(r"entry_values_(?:lookup|key)_(\d+)")
 
 # Primary result codes (the low byte of an extended code) that mean "this file cannot be used".
 _SQLITE_PERM, _SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_READONLY = 3, 5, 6, 8
 _SQLITE_IOERR, _SQLITE_CORRUPT, _SQLITE_FULL, _SQLITE_CANTOPEN = 10, 11, 13, 14
 _SQLITE_NOTADB = 26
+
+# What to do about damage a rebuild cannot repair in place: the schema itself.
+_MOVE_AWAY_HINT = (
+    "move the file away, then run s3idx rebuild-index (with the same --store and --index) to "
+    "rebuild the index from the bucket"
+)
+_RESTART_HINT = (
+    "start the rebuild afresh: run rebuild-index without --resume (with --shard, add --restart)"
+)
+# The v2 tables a rebuild re-creates when they are missing or not of the shape s3idx gives them.
+_V2_COLUMNS = {JOURNAL: ("key", "etag"), CHANGES: ("key",)}
+
+
+class _Damage(Exception):
+    """What the file holds that s3idx never writes; ``_Database.errors`` words it with the
+    index's location (``damaged_index``)."""
+
+    def __init__(self, what: str, hint: str = REBUILD_DAMAGED_HINT) -> None:
+        super().__init__(what)
+        self.what = what
+        self.hint = hint
 
 
 class _Database:
@@ -137,13 +166,15 @@ class _Database:
             conn.close()
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction; the file and its schema are created if need be."""
+    def transaction(self, *, repair: bool = False) -> Iterator[sqlite3.Connection]:
+        """One write transaction; the file and its schema are created if need be. With
+        ``repair`` (a rebuild's start), tables damaged by hand are made anew rather than
+        refused: the rebuild replaces their content."""
         with self._lock, self.errors():
             conn = self._writer_connection()
             conn.execute("BEGIN IMMEDIATE")
             try:
-                self._ensure_schema(conn)
+                self._ensure_schema(conn, repair=repair)
                 yield conn
                 conn.execute("COMMIT")
             except BaseException:
@@ -174,15 +205,18 @@ class _Database:
             self._writer = conn
         return self._writer
 
-    def _ensure_schema(self, conn: sqlite3.Connection) -> None:
+    def _ensure_schema(self, conn: sqlite3.Connection, *, repair: bool = False) -> None:
         tables = _table_names(conn)
         if "meta" in tables:
-            if self._check_version(conn)["schema_version"] != str(SCHEMA_VERSION):
+            if repair:
+                _repair_tables(conn, tables)
+                tables = _table_names(conn)
+            if self._check_version(conn, tables)["schema_version"] != str(SCHEMA_VERSION):
                 _create_v2_tables(conn)
                 _set_meta(conn, "schema_version", str(SCHEMA_VERSION))
             return
         if tables:
-            raise self._not_ours()
+            raise self._not_ours(tables)
         conn.execute("CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
         _set_meta(conn, "schema_version", str(SCHEMA_VERSION))
         _set_meta(conn, "generation", "0")
@@ -231,20 +265,31 @@ class _Database:
     def errors(self) -> Iterator[None]:
         try:
             yield
+        except _Damage as exc:
+            raise damaged_index(self.location, exc.what, hint=exc.hint) from None
         except sqlite3.Error as exc:
             raise translate_error(exc, self.location) from exc
 
-    def load_meta(self, conn: sqlite3.Connection) -> dict[str, str] | None:
+    def load_meta(self, conn: sqlite3.Connection) -> dict[str, Any] | None:
         """The ``meta`` table (None for an empty database)."""
         tables = _table_names(conn)
         if "meta" not in tables:
             if tables:
-                raise self._not_ours()
+                raise self._not_ours(tables)
             return None
-        return self._check_version(conn)
+        return self._check_version(conn, tables)
 
     def load_settings(self, conn: sqlite3.Connection) -> IndexSettings | None:
-        return _settings(self.load_meta(conn))
+        return self.settings_of(conn, self.load_meta(conn))
+
+    def settings_of(
+        self, conn: sqlite3.Connection, meta: Mapping[str, Any] | None
+    ) -> IndexSettings | None:
+        settings = _settings(meta)
+        if settings is None and meta is not None and _holds_entries(conn):
+            # configure records the key field before any entry is written.
+            raise _Damage("it holds entries but no key field ('key_field' in its meta table)")
+        return settings
 
     def require_settings(self, conn: sqlite3.Connection) -> IndexSettings:
         settings = self.load_settings(conn)
@@ -255,18 +300,35 @@ class _Database:
             )
         return settings
 
-    def _check_version(self, conn: sqlite3.Connection) -> dict[str, str]:
-        meta = dict(conn.execute("SELECT name, value FROM meta").fetchall())
-        version = meta.get("schema_version", "")
+    def _check_version(self, conn: sqlite3.Connection, tables: set[str]) -> dict[str, Any]:
+        try:
+            meta = dict(conn.execute("SELECT name, value FROM meta").fetchall())
+        except sqlite3.OperationalError as exc:
+            raise _Damage(f"its meta table is not s3idx's ({exc})", _MOVE_AWAY_HINT) from None
+        version = meta.get("schema_version")
+        if not isinstance(version, str) or not version.isdigit():
+            # Not a version a later s3idx could have written: the file was changed by hand.
+            shown = "missing" if version is None else f"{version!r:.100}, not a number"
+            raise _Damage(f"its schema version is {shown}", _MOVE_AWAY_HINT)
         if version not in READABLE_VERSIONS:
             raise BackendUnavailableError(
                 f"index {self.location} has schema version {version or '(none)'}; "
                 f"this s3idx reads versions {', '.join(READABLE_VERSIONS)}",
                 hint="use the s3idx version that wrote it, or rebuild the index into a new file",
             )
+        needed = {"meta", LIVE.entries, LIVE.values}
+        if version != "1":
+            needed |= set(_V2_COLUMNS)
+        if not needed <= tables:
+            missing = sorted(needed - tables)
+            if len(missing) == 1:
+                raise _Damage(f"its table {missing[0]} is missing")
+            raise _Damage(f"its tables {', '.join(missing)} are missing")
         return meta
 
-    def _not_ours(self) -> BackendUnavailableError:
+    def _not_ours(self, tables: set[str]) -> S3idxError:
+        if {LIVE.entries, LIVE.values} <= tables:
+            return damaged_index(self.location, "its meta table is missing", hint=_MOVE_AWAY_HINT)
         return BackendUnavailableError(
             f"{self.location} is an SQLite database but not an s3idx index",
             hint="give the path of an s3idx index file, or a path where one may be created",
@@ -412,11 +474,11 @@ class SqliteIndex:
             if conn is None or JOURNAL not in _table_names(conn):
                 return found
             if keys is None:
-                found.update(conn.execute(f"SELECT key, etag FROM {JOURNAL}").fetchall())
+                found.update(_journal_rows(conn.execute(f"SELECT key, etag FROM {JOURNAL}")))
                 return found
             for chunk in batched(list(dict.fromkeys(keys)), KEY_CHUNK):
                 sql = f"SELECT key, etag FROM {JOURNAL} WHERE key IN ({_marks(len(chunk))})"
-                found.update(conn.execute(sql, chunk).fetchall())
+                found.update(_journal_rows(conn.execute(sql, chunk)))
         return found
 
     def clear_journal(self, items: Mapping[str, str]) -> None:
@@ -463,11 +525,13 @@ class SqliteIndex:
 
     def _planned(self, conn: sqlite3.Connection | None, flt: Filter) -> tuple[str, KeySet] | None:
         """The key field and the filter's key set, from the reader's snapshot."""
-        meta = None if conn is None else self._db.load_meta(conn)
-        settings = _settings(meta)
+        if conn is None:
+            return None
+        meta = self._db.load_meta(conn)
+        settings = self._db.settings_of(conn, meta)
         if meta is None or settings is None:
             return None
-        multikey = json.loads(meta[_MULTIKEY[LIVE]]) if _MULTIKEY[LIVE] in meta else None
+        multikey = _multikey(meta, LIVE) if _MULTIKEY[LIVE] in meta else None
         keys = compile_filter(
             flt, key_field=settings.key_field, fields=settings.fields, multikey=multikey
         )
@@ -490,15 +554,15 @@ class SqliteIndex:
         by_key = not spec or (len(spec) == 1 and spec[0][0] == key_field and "." not in key_field)
         if not by_key:
             # Candidates in key order, so entries that sort equal come out in key order.
-            candidates = _decoded(_stream(conn, sql + " ORDER BY key", params))
+            candidates = _decoded(_stream(conn, sql + " ORDER BY key", params), key_field)
             matching = candidates if keys.exact else (e for e in candidates if flt.matches(e))
             return iter(sort_entries(matching, spec, skip=skip, limit=limit))
         # Keys sort as MongoDB sorts strings (UTF-8 bytes), so SQL can give the order.
         sql += " ORDER BY key DESC" if spec and spec[0][1] < 0 else " ORDER BY key"
         if keys.exact:
             sql += " LIMIT ? OFFSET ?"
-            return _decoded(_stream(conn, sql, (*params, limit or -1, skip)))
-        matching = (e for e in _decoded(_stream(conn, sql, params)) if flt.matches(e))
+            return _decoded(_stream(conn, sql, (*params, limit or -1, skip)), key_field)
+        matching = (e for e in _decoded(_stream(conn, sql, params), key_field) if flt.matches(e))
         return islice(matching, skip, skip + limit if limit else None)
 
     def count(self, filter: Mapping[str, Any] | None = None) -> int:
@@ -507,13 +571,14 @@ class SqliteIndex:
             planned = self._planned(conn, flt)
             if conn is None or planned is None or planned[1].is_none:
                 return 0
-            keys = planned[1]
+            key_field, keys = planned
             where, params = keys.where()
             if keys.exact:
                 row = conn.execute(f"SELECT count(*) FROM {LIVE.entries}{where}", params).fetchone()
                 return int(row[0])
             sql = f"SELECT {_ENTRY_COLUMNS} FROM {LIVE.entries}{where}"
-            return sum(1 for e in _decoded(_stream(conn, sql, params)) if flt.matches(e))
+            entries = _decoded(_stream(conn, sql, params), key_field)
+            return sum(1 for e in entries if flt.matches(e))
 
     def etags(self, keys: Sequence[str]) -> dict[str, str]:
         with self._db.reading() as conn:
@@ -525,13 +590,15 @@ class SqliteIndex:
         found: dict[str, tuple[Entry, Bookkeeping]] = {}
         unique = list(dict.fromkeys(keys))
         with self._db.reading() as conn:
-            if conn is None or not unique or self._db.load_settings(conn) is None:
+            settings = None if conn is None or not unique else self._db.load_settings(conn)
+            if conn is None or settings is None:
                 return found
             for chunk in batched(unique, KEY_CHUNK):
                 marks = _marks(len(chunk))
                 sql = f"SELECT {_ENTRY_COLUMNS} FROM {LIVE.entries} WHERE key IN ({marks})"
                 for row in conn.execute(sql, chunk):
-                    found[row[0]] = (codec.loads(row[1]), _bookkeeping(row))
+                    key = _row_key(row[0])
+                    found[key] = (_entry_body(key, row[1], settings.key_field), _bookkeeping(row))
         return found
 
     def iter_bookkeeping(self) -> Iterator[tuple[str, Bookkeeping]]:
@@ -548,7 +615,7 @@ class SqliteIndex:
             while True:
                 rows = conn.execute(sql, (last, PAGE)).fetchall()
                 for row in rows:
-                    yield row[0], _bookkeeping(row)
+                    yield _row_key(row[0]), _bookkeeping(row)
                 if len(rows) < PAGE:
                     return
                 last = rows[-1][0]
@@ -578,8 +645,8 @@ class SqliteIndex:
         wanted = tuple(f for f in dict.fromkeys(fields) if f != key_field)
         for path in wanted:
             _check_field(path)
-        with self._db.transaction() as conn:
-            plan = _load_rebuild(conn)
+        with self._db.transaction(repair=True) as conn:
+            plan = _rebuild_to_continue(conn, resume=resume, shard=shard, restart=restart)
             token = _get_meta(conn, _REBUILD_LOG)
             if plan is not None and (shard is not None or resume):
                 status = _status(conn, plan)
@@ -597,7 +664,7 @@ class SqliteIndex:
                     return SqliteRebuild(self._db, plan, token, shard, resume=resume)
             _drop_tables(conn, REBUILD)
             conn.execute(_DROP_REBUILD_META)
-            generation = int(_get_meta(conn, "generation") or 0) + 1
+            generation = _next_generation(conn)
             plan = _RebuildPlan(
                 key_field,
                 wanted,
@@ -668,20 +735,96 @@ def _load_rebuild(conn: sqlite3.Connection) -> _RebuildPlan | None:
     raw = _get_meta(conn, "rebuild")
     if raw is None or not {REBUILD.entries, REBUILD.values} <= _table_names(conn):
         return None
-    data = json.loads(raw)
-    return _RebuildPlan(
-        data["key_field"],
-        tuple(data["fields"]),
-        int(data["generation"]),
-        data.get("shards"),
-        data.get("run", ""),
-        data.get("started"),
+    data = _json_meta({"rebuild": raw}, "rebuild")
+    try:
+        plan = _RebuildPlan(
+            data["key_field"],
+            tuple(data["fields"]),
+            data["generation"],
+            data.get("shards"),
+            data.get("run", ""),
+            data.get("started"),
+        )
+        if plan.started is not None:
+            datetime.fromisoformat(plan.started)
+    except (KeyError, TypeError, ValueError, AttributeError):
+        plan = None
+    if plan is None or not _plan_types(plan):
+        raise _Damage(
+            f"its record of a rebuild in progress cannot be read: {_shown(raw)}", _RESTART_HINT
+        )
+    return plan
+
+
+def _plan_types(plan: _RebuildPlan) -> bool:
+    return (
+        isinstance(plan.key_field, str)
+        and bool(plan.key_field)
+        and all(isinstance(f, str) for f in plan.fields)
+        and _whole(plan.generation)
+        and (plan.shards is None or (_whole(plan.shards) and plan.shards > 0))
+        and isinstance(plan.run, str)
+        and (plan.started is None or isinstance(plan.started, str))
     )
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _rebuild_to_continue(
+    conn: sqlite3.Connection, *, resume: bool, shard: Shard | None, restart: bool
+) -> _RebuildPlan | None:
+    """The rebuild in progress, for ``start_rebuild``: one whose record is damaged cannot be
+    joined or resumed, but a fresh start (or ``restart``) discards it as any other."""
+    try:
+        return _load_rebuild(conn)
+    except _Damage:
+        if (resume or shard is not None) and not restart:
+            raise
+        return None
+
+
+def _next_generation(conn: sqlite3.Connection) -> int:
+    """A generation no index of the file is named with yet (the recorded one may have been
+    changed by hand)."""
+    recorded = _get_meta(conn, "generation")
+    used = [int(recorded)] if isinstance(recorded, str) and recorded.isdigit() else []
+    names = conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")
+    used += [int(m.group(1)) for (name,) in names if (m := _GENERATION.fullmatch(str(name)))]
+    return max(used, default=0) + 1
 
 
 def _shards_state(conn: sqlite3.Connection) -> dict[str, Any]:
     raw = _get_meta(conn, "rebuild_shards")
-    return json.loads(raw) if raw else {"joined": [], "done": [], "claimed": None}
+    if not raw:
+        return {"joined": [], "done": [], "claimed": None}
+    state = _json_meta({"rebuild_shards": raw}, "rebuild_shards")
+    if not (
+        isinstance(state, dict)
+        and all(
+            isinstance(state.get(k), list) and all(_whole(i) for i in state[k])
+            for k in ("joined", "done")
+        )
+        and (state.get("claimed") is None or isinstance(state.get("claimed"), str))
+    ):
+        raise _Damage(
+            f"its record of a rebuild's shards cannot be read: {_shown(raw)}",
+            _RESTART_HINT,
+        )
+    return state
+
+
+def _checkpoint_of(name: str, raw: Any) -> dict[str, Any]:
+    try:
+        checkpoint = codec.loads(raw) if isinstance(raw, str) else None
+    except ValueError:
+        checkpoint = None
+    if not isinstance(checkpoint, dict):
+        raise _Damage(
+            f"its rebuild checkpoint {name!r:.100} cannot be read: {_shown(raw)}", _RESTART_HINT
+        )
+    return checkpoint
 
 
 def _update_shards(
@@ -777,7 +920,7 @@ class SqliteRebuild:
     def checkpoint(self) -> dict[str, Any] | None:
         with self._db.reading() as conn:
             raw = None if conn is None else _get_meta(conn, self._checkpoint_name)
-        return None if raw is None else codec.loads(raw)
+            return None if raw is None else _checkpoint_of(self._checkpoint_name, raw)
 
     def shard_checkpoints(self) -> dict[int, dict[str, Any]]:
         found: dict[int, dict[str, Any]] = {}
@@ -787,8 +930,11 @@ class SqliteRebuild:
             rows = conn.execute(
                 "SELECT name, value FROM meta WHERE name LIKE ?", (f"{_SHARD_CHECKPOINT}%",)
             ).fetchall()
-        for name, value in rows:
-            found[int(name[len(_SHARD_CHECKPOINT) :])] = codec.loads(value)
+            for name, value in rows:
+                shard = str(name)[len(_SHARD_CHECKPOINT) :]
+                if not shard.isdigit():
+                    raise _Damage(f"its meta table holds {name!r:.100}, no shard's checkpoint")
+                found[int(shard)] = _checkpoint_of(name, value)
         return found
 
     def shard_done(self, index: int) -> None:
@@ -929,6 +1075,35 @@ def _create_tables(conn: sqlite3.Connection, tables: Tables, generation: int) ->
     conn.execute(f"CREATE INDEX entry_values_key_{generation} ON {tables.values} (key)")
 
 
+def _repair_tables(conn: sqlite3.Connection, tables: set[str]) -> None:
+    """Make anew, empty, each table missing or of another shape than s3idx gives it, and drop
+    journal rows that are no key and ETag (a rebuild's start: it replaces the entries, and
+    the journal's garbage names no delete)."""
+    shapes = {
+        LIVE.entries: ("key", "entry", "etag", "size", "sha256", "codec"),
+        LIVE.values: ("field", "tclass", "value", "key"),
+        **_V2_COLUMNS,
+    }
+    damaged = {
+        t for t, columns in shapes.items() if t not in tables or _columns(conn, t) != columns
+    }
+    if damaged & {LIVE.entries, LIVE.values}:
+        _drop_tables(conn, LIVE)
+        _create_tables(conn, LIVE, _next_generation(conn))
+    for table in damaged & set(_V2_COLUMNS):
+        conn.execute(f"DROP TABLE IF EXISTS {table}")
+    _create_v2_tables(conn)
+    conn.execute(
+        f"DELETE FROM {JOURNAL} WHERE typeof(key) != 'text' OR key = '' "
+        "OR typeof(etag) != 'text' OR etag = ''"
+    )
+    conn.execute(f"DELETE FROM {CHANGES} WHERE typeof(key) != 'text' OR key = ''")
+
+
+def _columns(conn: sqlite3.Connection, table: str) -> tuple[str, ...]:
+    return tuple(row[1] for row in conn.execute(f"PRAGMA table_info({table})"))
+
+
 def _create_v2_tables(conn: sqlite3.Connection) -> None:
     """The tables schema version 2 added (to a new file, or to a version-1 file on upgrade)."""
     conn.execute(
@@ -947,7 +1122,11 @@ def _etags(conn: sqlite3.Connection, tables: Tables, keys: Sequence[str]) -> dic
     found: dict[str, str] = {}
     for chunk in batched(list(keys), KEY_CHUNK):
         sql = f"SELECT key, etag FROM {tables.entries} WHERE key IN ({_marks(len(chunk))})"
-        found.update(conn.execute(sql, chunk).fetchall())
+        for key, etag in conn.execute(sql, chunk):
+            if not isinstance(etag, str) or not etag:
+                reason = f"etag {etag!r:.100} is not a non-empty string"
+                raise _Damage(f"entry {quote_key(key)} has damaged _s3idx bookkeeping: {reason}")
+            found[key] = etag
     return found
 
 
@@ -1037,7 +1216,16 @@ def _side_rows(
 
 
 def _get_multikey(conn: sqlite3.Connection, tables: Tables) -> set[str]:
-    return set(json.loads(_get_meta(conn, _MULTIKEY[tables]) or "[]"))
+    raw = _get_meta(conn, _MULTIKEY[tables])
+    return set() if raw is None else set(_multikey({_MULTIKEY[tables]: raw}, tables))
+
+
+def _multikey(meta: Mapping[str, Any], tables: Tables) -> list[str]:
+    name = _MULTIKEY[tables]
+    value = _json_meta(meta, name)
+    if not isinstance(value, list) or not all(isinstance(f, str) for f in value):
+        raise _Damage(f"its {name!r} setting is not a list of field paths: {_shown(meta[name])}")
+    return value
 
 
 def _add_multikey(conn: sqlite3.Connection, tables: Tables, fields: set[str]) -> None:
@@ -1056,18 +1244,76 @@ def _backfill(conn: sqlite3.Connection, tables: Tables, key_field: str, fields: 
     while batch := cursor.fetchmany(PAGE):
         values = [
             row
-            for entry in map(_entry, batch)
+            for entry in _decoded(iter(batch), key_field)
             for row in _side_rows(entry[key_field], entry, fields, multikey)
         ]
         conn.executemany(insert, values)
     _add_multikey(conn, tables, multikey)
 
 
-def _settings(meta: Mapping[str, str] | None) -> IndexSettings | None:
+def _settings(meta: Mapping[str, Any] | None) -> IndexSettings | None:
+    """The settings ``meta`` records, checked: ``_Damage`` for what s3idx never writes."""
     if meta is None or "key_field" not in meta:
         return None
-    pending = tuple((str(f), int(n)) for f, n in json.loads(meta.get("pending_fields", "[]")))
-    return IndexSettings(meta["key_field"], tuple(json.loads(meta.get("fields", "[]"))), pending)
+    key_field = meta["key_field"]
+    if not isinstance(key_field, str) or not key_field:
+        raise _Damage(f"its recorded key field is not a field name: {_shown(key_field)}")
+    fields: Any = _json_meta(meta, "fields") if "fields" in meta else None
+    if not _field_paths(fields):
+        shown = _shown(meta.get("fields"))
+        raise _Damage(f"its recorded fields are not a list of field paths: {shown}")
+    pending = _json_meta(meta, "pending_fields") if "pending_fields" in meta else []
+    if not _pending_counts(pending, fields):
+        raise _Damage(
+            "its recorded pending fields are not a list of fields with their entry counts: "
+            f"{_shown(meta['pending_fields'])}"
+        )
+    return IndexSettings(key_field, tuple(fields), tuple((f, n) for f, n in pending))
+
+
+def _json_meta(meta: Mapping[str, Any], name: str) -> Any:
+    """The JSON value of ``meta[name]``; None for one that is not JSON text (the caller says
+    what it should have been)."""
+    raw = meta[name]
+    if not isinstance(raw, str):
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return None
+
+
+def _field_paths(fields: Any) -> bool:
+    """Whether ``fields`` is a list of names. Their syntax is not checked here: an older
+    s3idx recorded some that the engine now refuses, and it says so with what to do."""
+    return isinstance(fields, list) and all(isinstance(f, str) and f for f in fields)
+
+
+def _pending_counts(pending: Any, fields: list[str]) -> bool:
+    """Whether ``pending`` is as ``_set_pending`` writes it: ``[field, entries]`` pairs."""
+    return isinstance(pending, list) and all(
+        isinstance(p, list)
+        and len(p) == 2
+        and p[0] in fields
+        and isinstance(p[1], int)
+        and not isinstance(p[1], bool)
+        and p[1] >= 0
+        for p in pending
+    )
+
+
+def _shown(raw: Any) -> str:
+    """A value read from the file, for a message: JSON parsed, so it reads alike whichever
+    backend holds it; cut short."""
+    value = raw
+    if isinstance(raw, str):
+        with contextlib.suppress(ValueError):
+            value = json.loads(raw)
+    return f"{value!r:.100}"
+
+
+def _holds_entries(conn: sqlite3.Connection) -> bool:
+    return conn.execute(f"SELECT 1 FROM {LIVE.entries} LIMIT 1").fetchone() is not None
 
 
 def _newly_pending(conn: sqlite3.Connection, fields: Sequence[str]) -> list[tuple[str, int]]:
@@ -1114,18 +1360,54 @@ def _split(key: str, entry: Mapping[str, Any]) -> tuple[dict[str, Any], Bookkeep
     return body, bookkeeping
 
 
+def _row_key(key: Any) -> str:
+    if not isinstance(key, str) or not key:
+        raise _Damage(f"an entry is stored under the key {key!r:.100}, not a non-empty string")
+    return key
+
+
 def _bookkeeping(row: tuple[Any, ...]) -> Bookkeeping:
-    return Bookkeeping(row[2], int(row[3]), row[4], row[5])
+    try:
+        return Bookkeeping.read_back(row[2], row[3], row[4], row[5])
+    except ValueError as exc:
+        raise _Damage(f"entry {quote_key(row[0])} has damaged _s3idx bookkeeping: {exc}") from None
 
 
-def _entry(row: tuple[Any, ...]) -> Entry:
-    entry: Entry = codec.loads(row[1])
-    entry[codec.RESERVED_FIELD] = _bookkeeping(row).as_dict()
+def _entry_body(key: str, raw: Any, key_field: str) -> Entry:
+    """The entry stored as ``raw`` under ``key``, checked: a JSON object holding its key."""
+    if not isinstance(raw, str):
+        raise _Damage(f"entry {quote_key(key)} is not stored as JSON text: {raw!r:.100}")
+    try:
+        entry = codec.loads(raw)
+    except ValueError as exc:  # orjson's JSONDecodeError, or a $date tag that is no date
+        raise _Damage(f"entry {quote_key(key)} is not valid JSON ({exc})") from None
+    if not isinstance(entry, dict):
+        raise _Damage(f"entry {quote_key(key)} is not a JSON object: {raw!r:.100}")
+    problem = key_problem(entry, key, key_field)
+    if problem is not None:
+        raise _Damage(f"entry {quote_key(key)} {problem}")
     return entry
 
 
-def _decoded(rows: Iterator[tuple[Any, ...]]) -> Iterator[Entry]:
-    return map(_entry, rows)
+def _entry(row: tuple[Any, ...], key_field: str) -> Entry:
+    key = _row_key(row[0])
+    bookkeeping = _bookkeeping(row)
+    entry = _entry_body(key, row[1], key_field)
+    entry[codec.RESERVED_FIELD] = bookkeeping.as_dict()
+    return entry
+
+
+def _decoded(rows: Iterator[tuple[Any, ...]], key_field: str) -> Iterator[Entry]:
+    return (_entry(row, key_field) for row in rows)
+
+
+def _journal_rows(rows: Iterable[tuple[Any, Any]]) -> Iterator[tuple[str, str]]:
+    for key, etag in rows:
+        if not isinstance(key, str) or not key or not isinstance(etag, str) or not etag:
+            raise _Damage(
+                f"its delete journal holds {key!r:.100} -> {etag!r:.100}, not a key and an ETag"
+            )
+        yield key, etag
 
 
 def _stream(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> Iterator[tuple[Any, ...]]:
@@ -1177,6 +1459,10 @@ def translate_error(exc: sqlite3.Error, location: str) -> S3idxError:
             hint="free some disk space and run the command again; the failed change was "
             "rolled back, nothing was half-written",
         )
+    if _MISSING_COLUMN.match(detail):
+        # Every table's presence is checked on opening (``_check_version``); a column dropped
+        # by hand shows only when a statement names it.
+        return damaged_index(location, f"a table lacks a column s3idx keeps in it ({detail})")
     if primary in (_SQLITE_NOTADB, _SQLITE_CORRUPT):
         return BackendUnavailableError(
             f"index {location} is not a usable SQLite database ({detail})",

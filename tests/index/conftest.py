@@ -10,11 +10,14 @@ the test ends. To add a kind, add one line to ``INDEX_KINDS`` (and import its cl
 
 from __future__ import annotations
 
+import json
+import sqlite3
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, closing, contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import Any, ClassVar, Protocol
 
 import pytest
 
@@ -105,6 +108,126 @@ KNOWN_GAPS: dict[str, dict[str, str]] = {
 }
 # Where s3idx refuses what a kind cannot do, its gaps must fail with that refusal, not otherwise.
 GAP_FAILURES: dict[str, type[BaseException]] = {"ferretdb": S3idxError}
+
+
+class Tamper(Protocol):
+    """Changes what an index holds behind its back, as a user editing the SQLite file or the
+    MongoDB collections by hand would: what s3idx never writes, to see how it is read back."""
+
+    def drop_key_field(self, key: str) -> None:
+        """The entry of ``key`` loses its key field."""
+
+    def set_key_field(self, key: str, value: Any) -> None:
+        """The entry of ``key`` holds ``value`` in its key field."""
+
+    def spoil_bookkeeping(self, key: str, name: str) -> None:
+        """The bookkeeping item ``name`` (etag, size, sha256, codec) of ``key`` gets a value of
+        a type s3idx never writes there."""
+
+    def set_setting(self, name: str, value: Any) -> None:
+        """The recorded setting ``name`` (key_field, fields, pending) becomes ``value``: a str
+        as it is, anything else as the backend stores such a value."""
+
+    def spoil_journal(self, key: str) -> Any:
+        """A delete journal record for ``key`` whose ETag is of a wrong type; returns it."""
+
+    def spoil_rebuild_state(self) -> None:
+        """A record of a rebuild in progress that s3idx cannot have written."""
+
+
+class SqliteTamper:
+    # Each column's own wrong type: TEXT columns turn numbers into text, so a BLOB it is.
+    _GARBAGE: ClassVar[dict[str, Any]] = {
+        "etag": b"\x00",
+        "size": "abc",
+        "sha256": b"\x01",
+        "codec": b"\x02",
+    }
+    _META: ClassVar[dict[str, str]] = {
+        "key_field": "key_field",
+        "fields": "fields",
+        "pending": "pending_fields",
+    }
+
+    def __init__(self, index: SqliteIndex) -> None:
+        self.path = index.path
+
+    def _execute(self, sql: str, params: tuple[Any, ...]) -> None:
+        with closing(sqlite3.connect(self.path)) as conn, conn:
+            assert conn.execute(sql, params).rowcount == 1, (sql, params)
+
+    def _entry(self, key: str) -> dict[str, Any]:
+        with closing(sqlite3.connect(self.path)) as conn:
+            row = conn.execute("SELECT entry FROM entries WHERE key = ?", (key,)).fetchone()
+        return dict(json.loads(row[0]))
+
+    def _write(self, key: str, entry: dict[str, Any]) -> None:
+        self._execute("UPDATE entries SET entry = ? WHERE key = ?", (json.dumps(entry), key))
+
+    def drop_key_field(self, key: str) -> None:
+        entry = self._entry(key)
+        del entry["fs_id"]
+        self._write(key, entry)
+
+    def set_key_field(self, key: str, value: Any) -> None:
+        self._write(key, {**self._entry(key), "fs_id": value})
+
+    def spoil_bookkeeping(self, key: str, name: str) -> None:
+        self._execute(f"UPDATE entries SET {name} = ? WHERE key = ?", (self._GARBAGE[name], key))
+
+    def set_setting(self, name: str, value: Any) -> None:
+        text = value if isinstance(value, str) else json.dumps(value)
+        self._execute(
+            "INSERT INTO meta (name, value) VALUES (?, ?) "
+            "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            (self._META[name], text),
+        )
+
+    def spoil_journal(self, key: str) -> Any:
+        self._execute("INSERT INTO delete_journal (key, etag) VALUES (?, ?)", (key, b"\x00"))
+        return b"\x00"
+
+    def spoil_rebuild_state(self) -> None:
+        with closing(sqlite3.connect(self.path)) as conn, conn:
+            conn.executescript(
+                "CREATE TABLE entries_rebuild (key); CREATE TABLE entry_values_rebuild (key);"
+                "INSERT INTO meta (name, value) VALUES ('rebuild', '{\"key_field\": 5}')"
+            )
+
+
+class MongoTamper:
+    _GARBAGE: ClassVar[dict[str, Any]] = {"etag": 5, "size": "abc", "sha256": 7, "codec": None}
+
+    def __init__(self, index: MongoIndex) -> None:
+        self._c = index._c
+
+    def drop_key_field(self, key: str) -> None:
+        assert self._c.live.update_one({"_id": key}, {"$unset": {"fs_id": ""}}).modified_count
+
+    def set_key_field(self, key: str, value: Any) -> None:
+        assert self._c.live.update_one({"_id": key}, {"$set": {"fs_id": value}}).modified_count
+
+    def spoil_bookkeeping(self, key: str, name: str) -> None:
+        change = {"$set": {f"_s3idx.{name}": self._GARBAGE[name]}}
+        assert self._c.live.update_one({"_id": key}, change).modified_count
+
+    def set_setting(self, name: str, value: Any) -> None:
+        self._c.meta.update_one({"_id": self._c.name}, {"$set": {name: value}})
+
+    def spoil_journal(self, key: str) -> Any:
+        self._c.journal.insert_one({"_id": key, "etag": 5})
+        return 5
+
+    def spoil_rebuild_state(self) -> None:
+        self._c.meta.insert_one({"_id": self._c.name + "__rebuild", "key_field": 5, "run": 3})
+
+
+def tamper_with(index: Index) -> Tamper:
+    """A ``Tamper`` for ``index``, whatever its kind."""
+    if isinstance(index, SqliteIndex):
+        return SqliteTamper(index)
+    assert isinstance(index, MongoIndex)
+    return MongoTamper(index)
 
 
 @pytest.fixture(params=list(INDEX_KINDS))

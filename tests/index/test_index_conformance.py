@@ -18,11 +18,18 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from s3idx.errors import IndexSettingsError, InvalidFilterError, S3idxError
+from s3idx.errors import (
+    DamagedIndexError,
+    ExitStatus,
+    IndexSettingsError,
+    InvalidFilterError,
+    S3idxError,
+)
 from s3idx.index.base import Bookkeeping, Entry, Index, IndexRebuild, IndexSettings
 from s3idx.index.mongo import ferretdb_refusal, uses_operator
 from s3idx.limits import INT64_MAX
 from s3idx.sharding import Shard
+from tests.index.conftest import Tamper, tamper_with
 
 KEY = "fs_id"
 FIELDS = ("n", "s", "tags", "meta.x", "meta.arr.v", "flag", "when")
@@ -1266,3 +1273,169 @@ def test_exactly_one_of_several_processes_claims_the_swap(
     # The last round's swap holds every shard's entry of that round, and nothing earlier.
     assert sorted(keys(index.find())) == [f"r{rounds - 1}-s{s}" for s in range(count)]
     assert index.rebuild_status() is None
+
+
+# --- what s3idx did not write ----------------------------------------------------------------
+# An entry or a setting changed by hand is damage: every read of it says so, naming the index
+# and what is wrong (DamagedIndexError, exit 5 at the CLI), with rebuild-index as the way out,
+# and a rebuild does get the index back.
+
+REBUILD_HINT = (
+    "the bucket is the truth: run s3idx rebuild-index (with the same --store and --index) to "
+    "rebuild the index from it"
+)
+
+
+def _damaged(index: Index, action: Callable[[], object], what: str) -> None:
+    with pytest.raises(DamagedIndexError) as caught:
+        action()
+    assert caught.value.message == f"index {index.location} is damaged: {what}"
+    assert caught.value.hint == REBUILD_HINT
+    assert caught.value.exit_status == ExitStatus.UNAVAILABLE
+
+
+def _rebuilt(index: Index) -> None:
+    """A rebuild from the truth (here: ENTRIES) replaces whatever was damaged."""
+    rebuild = index.start_rebuild(KEY, FIELDS)
+    rebuild.upsert(ENTRIES)
+    rebuild.commit(IndexSettings(KEY, FIELDS))
+    rebuild.finish()
+    assert index.settings() == IndexSettings(KEY, FIELDS)
+    assert by_key(index.find()) == by_key(ENTRIES)
+    assert dict(index.iter_bookkeeping()) == {
+        e[KEY]: Bookkeeping.from_dict(e["_s3idx"]) for e in ENTRIES
+    }
+
+
+KEY_DAMAGE: dict[str, tuple[Callable[[Tamper], None], str]] = {
+    "missing": (lambda t: t.drop_key_field("b"), "entry 'b' lacks its key field 'fs_id'"),
+    "another key": (
+        lambda t: t.set_key_field("b", "zz"),
+        "entry 'b' holds 'zz' in its key field 'fs_id', not its key",
+    ),
+    "not a string": (
+        lambda t: t.set_key_field("b", 5),
+        "entry 'b' holds 5 in its key field 'fs_id', not its key",
+    ),
+}
+
+
+@pytest.mark.parametrize("damage", KEY_DAMAGE)
+def test_an_entry_whose_key_field_was_changed_is_damage(
+    filled: Index, open_index: Any, damage: str
+) -> None:
+    change, what = KEY_DAMAGE[damage]
+    change(tamper_with(filled))
+    index = open_index()
+    _damaged(index, lambda: list(index.find()), what)
+    _damaged(index, lambda: list(index.find({"n": 1.5})), what)
+    _damaged(index, lambda: list(index.find(fields=["n"])), what)
+    _damaged(index, lambda: index.bookkeeping(["a", "b"]), what)
+    assert keys(index.find({KEY: "a"})) == ["a"]  # the other entries are still read
+    _rebuilt(index)
+
+
+BOOKKEEPING_DAMAGE = {
+    "etag": "etag {value} is not a non-empty string",
+    "size": "size {value} is not a number of bytes",
+    "sha256": "sha256 {value} is not a string",
+    "codec": "codec {value} is not a non-empty string",
+}
+
+
+@pytest.mark.parametrize("name", BOOKKEEPING_DAMAGE)
+def test_an_entry_whose_bookkeeping_was_changed_is_damage(
+    filled: Index, open_index: Any, name: str
+) -> None:
+    tamper = tamper_with(filled)
+    tamper.spoil_bookkeeping("b", name)
+    garbage = type(tamper)._GARBAGE[name]  # type: ignore[attr-defined]
+    reason = BOOKKEEPING_DAMAGE[name].format(value=repr(garbage))
+    what = f"entry 'b' has damaged _s3idx bookkeeping: {reason}"
+    index = open_index()
+    _damaged(index, lambda: list(index.find()), what)
+    _damaged(index, lambda: index.bookkeeping(["b"]), what)
+    _damaged(index, lambda: list(index.iter_bookkeeping()), what)
+    if name == "etag":
+        _damaged(index, lambda: index.etags(["b"]), what)
+    _rebuilt(index)
+
+
+NOT_FIELDS = "its recorded fields are not a list of field paths"
+NOT_PENDING = "its recorded pending fields are not a list of fields with their entry counts"
+SETTINGS_DAMAGE: dict[str, tuple[str, Any, str]] = {
+    "fields garbage": ("fields", "garbage", NOT_FIELDS),
+    "fields of numbers": ("fields", [1, 2], NOT_FIELDS),
+    "fields an object": ("fields", {"n": 1}, NOT_FIELDS),
+    "fields with an empty name": ("fields", ["n", ""], NOT_FIELDS),
+    "key field empty": ("key_field", "", "its recorded key field is not a field name"),
+    "pending garbage": ("pending", "garbage", NOT_PENDING),
+    "pending of names": ("pending", ["n"], NOT_PENDING),
+}
+
+
+@pytest.mark.parametrize("damage", SETTINGS_DAMAGE)
+def test_settings_changed_by_hand_are_damage(filled: Index, open_index: Any, damage: str) -> None:
+    name, value, what = SETTINGS_DAMAGE[damage]
+    tamper_with(filled).set_setting(name, value)
+    what = f"{what}: {value!r}"
+    fresh = open_index()  # each read on a handle of its own: nothing known before it
+    _damaged(fresh, fresh.settings, what)
+    fresh = open_index()
+    _damaged(fresh, lambda: list(fresh.find()), what)
+    fresh = open_index()
+    _damaged(fresh, lambda: fresh.configure(KEY, ["n"]), what)
+    _rebuilt(open_index())
+
+
+def test_a_journal_record_changed_by_hand_is_damage_and_a_rebuild_drops_it(
+    filled: Index, open_index: Any
+) -> None:
+    garbage = tamper_with(filled).spoil_journal("b")
+    filled.journal_deletes({"c": '"etag-c"'})
+    index = open_index()
+    what = f"its delete journal holds 'b' -> {garbage!r}, not a key and an ETag"
+    _damaged(index, index.journaled, what)
+    _damaged(index, lambda: index.journaled(["b"]), what)
+    # A rebuild's start drops what names no delete; the sound record stays, for delete or sync.
+    index.start_rebuild(KEY, FIELDS).abort()
+    assert index.journaled() == {"c": '"etag-c"'}
+
+
+RESTART_HINT = (
+    "start the rebuild afresh: run rebuild-index without --resume (with --shard, add --restart)"
+)
+
+
+def test_a_rebuild_record_changed_by_hand_is_damage_and_a_fresh_rebuild_replaces_it(
+    filled: Index, open_index: Any
+) -> None:
+    tamper_with(filled).spoil_rebuild_state()
+    index = open_index()
+    for action in (
+        index.rebuild_status,
+        lambda: index.start_rebuild(KEY, resume=True),
+        lambda: index.start_rebuild(KEY, shard=Shard(0, 2)),
+    ):
+        with pytest.raises(DamagedIndexError) as caught:
+            action()
+        assert caught.value.message.startswith(
+            f"index {index.location} is damaged: its record of a rebuild in progress cannot be "
+            "read: "
+        )
+        assert caught.value.hint == RESTART_HINT
+    assert keys(index.find({KEY: "a"})) == ["a"]  # the live index is not damaged
+    _rebuilt(index)
+    assert index.rebuild_status() is None
+
+
+def test_a_damaged_rebuild_record_is_restarted_by_a_shard(filled: Index) -> None:
+    tamper_with(filled).spoil_rebuild_state()
+    rebuild = filled.start_rebuild(KEY, shard=Shard(0, 1), restart=True)
+    rebuild.upsert(ENTRIES)
+    rebuild.shard_done(0)
+    assert rebuild.claim_swap()
+    rebuild.commit(IndexSettings(KEY, FIELDS))
+    rebuild.finish()
+    assert by_key(filled.find()) == by_key(ENTRIES)
+    assert filled.rebuild_status() is None

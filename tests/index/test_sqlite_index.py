@@ -641,7 +641,9 @@ def test_no_raw_sqlite_error_escapes(tmp_path: Path) -> None:
     with pytest.raises(S3idxError) as caught:
         ix.upsert([entry("a", task="x")])
     assert not isinstance(caught.value, sqlite3.Error)
-    assert "no such table: entry_values" in caught.value.message
+    assert caught.value.message == (
+        f"index {ix.location} is damaged: its table entry_values is missing"
+    )
     ix.close()
 
 
