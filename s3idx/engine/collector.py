@@ -54,8 +54,10 @@ class EntryCollector:
         self._on_skip = on_skip
         self._rewriter = rewriter
         self.heads = 0  # HEAD requests made
-        # Keys HEADed whose objects are not s3idx's (no s3idx metadata), for the caller to take.
-        self.foreign: list[str] = []
+        # Keys HEADed whose objects are not s3idx's (no s3idx metadata), kept only for a caller
+        # that sets a list here and takes them (sync); a rebuild of a bucket full of other
+        # tools' objects must not hold their keys.
+        self.foreign: list[str] | None = None
         # Called with each object's head and what it gave (None: skipped), e.g. to record it in
         # a manifest; not for objects that vanished.
         self.on_object: Callable[[ObjectHead, Recovered | None], None] | None = None
@@ -101,7 +103,8 @@ class EntryCollector:
             return self._accept(outcome.recovered)
         if isinstance(error, NotAnS3idxObjectError):
             self.skipped.add_not_s3idx(key)
-            self.foreign.append(key)
+            if self.foreign is not None:
+                self.foreign.append(key)
             self._report(key, "not an s3idx object (no s3idx metadata)")
         elif isinstance(error, UndecodableMetadataError):
             self.skipped.add_undecodable(key, error.message)

@@ -422,6 +422,7 @@ class _Applier:
         self._manifests = manifests
         self._index = index
         self._collector = collector
+        collector.foreign = []  # taken after each batch's HEADs (_foreign)
         self._result = result
         self._events = events
         self._writes = writes
@@ -504,8 +505,8 @@ class _Applier:
 
     def _foreign(self) -> set[str]:
         """The keys the last HEADs found holding objects not written by s3idx."""
-        foreign = set(self._collector.foreign)
-        self._collector.foreign.clear()
+        foreign = set(self._collector.foreign or ())
+        self._collector.foreign = []
         return foreign
 
     def _reconcile(self, keys: set[str]) -> None:
