@@ -51,13 +51,19 @@ class Bookkeeping(Frozen):
         not what s3idx writes there (the index was changed by hand)."""
         if not isinstance(etag, str) or not etag:
             raise ValueError(f"etag {etag!r:.100} is not a non-empty string")
-        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        if not is_count(size):
             raise ValueError(f"size {size!r:.100} is not a number of bytes")
         if sha256 is not None and not isinstance(sha256, str):
             raise ValueError(f"sha256 {sha256!r:.100} is not a string")
         if not isinstance(codec, str) or not codec:
             raise ValueError(f"codec {codec!r:.100} is not a non-empty string")
         return cls(etag, size, sha256, codec)
+
+
+def is_count(value: Any) -> bool:
+    """Whether ``value`` is a count as s3idx writes one back: a whole number from 0, not a
+    bool (JSON and BSON both read ``true`` as one)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def key_problem(entry: Mapping[str, Any], key: str, key_field: str) -> str | None:

@@ -86,6 +86,7 @@ from s3idx.index.base import (
     IndexSettings,
     RebuildStatus,
     SortSpec,
+    is_count,
     join_refusal,
     key_problem,
 )
@@ -407,11 +408,7 @@ def _damaged_settings(location: str, what: str, value: Any) -> DamagedIndexError
 def _pending_counts(pending: Any, fields: list[Any]) -> bool:
     """Whether ``pending`` is as s3idx writes it: ``{"field", "entries"}`` documents."""
     return isinstance(pending, list) and all(
-        isinstance(p, Mapping)
-        and p.get("field") in fields
-        and isinstance(p.get("entries"), int)
-        and not isinstance(p.get("entries"), bool)
-        and p["entries"] >= 0
+        isinstance(p, Mapping) and p.get("field") in fields and is_count(p.get("entries"))
         for p in pending
     )
 

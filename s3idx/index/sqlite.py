@@ -68,6 +68,7 @@ from s3idx.index.base import (
     IndexSettings,
     RebuildStatus,
     SortSpec,
+    is_count,
     join_refusal,
     key_problem,
 )
@@ -761,15 +762,11 @@ def _plan_types(plan: _RebuildPlan) -> bool:
         isinstance(plan.key_field, str)
         and bool(plan.key_field)
         and all(isinstance(f, str) for f in plan.fields)
-        and _whole(plan.generation)
-        and (plan.shards is None or (_whole(plan.shards) and plan.shards > 0))
+        and is_count(plan.generation)
+        and (plan.shards is None or (is_count(plan.shards) and plan.shards > 0))
         and isinstance(plan.run, str)
         and (plan.started is None or isinstance(plan.started, str))
     )
-
-
-def _whole(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def _rebuild_to_continue(
@@ -803,7 +800,7 @@ def _shards_state(conn: sqlite3.Connection) -> dict[str, Any]:
     if not (
         isinstance(state, dict)
         and all(
-            isinstance(state.get(k), list) and all(_whole(i) for i in state[k])
+            isinstance(state.get(k), list) and all(is_count(i) for i in state[k])
             for k in ("joined", "done")
         )
         and (state.get("claimed") is None or isinstance(state.get("claimed"), str))
@@ -1292,13 +1289,7 @@ def _field_paths(fields: Any) -> bool:
 def _pending_counts(pending: Any, fields: list[str]) -> bool:
     """Whether ``pending`` is as ``_set_pending`` writes it: ``[field, entries]`` pairs."""
     return isinstance(pending, list) and all(
-        isinstance(p, list)
-        and len(p) == 2
-        and p[0] in fields
-        and isinstance(p[1], int)
-        and not isinstance(p[1], bool)
-        and p[1] >= 0
-        for p in pending
+        isinstance(p, list) and len(p) == 2 and p[0] in fields and is_count(p[1]) for p in pending
     )
 
 
