@@ -18,6 +18,7 @@ from s3idx.engine.metadata_entry import (
     other_key_field,
     recover_entry,
     undecodable_reason,
+    unusable_reason,
 )
 from s3idx.engine.results import MaggmaObjects, Skipped
 from s3idx.errors import NotAnS3idxObjectError, ObjectNotFoundError, UndecodableMetadataError
@@ -117,7 +118,7 @@ class EntryCollector:
         elif recovered.key_field != self.key_field:
             reason = other_key_field(recovered.key_field, self.key_field)
             self.skipped.add_undecodable(recovered.key, reason)
-            self._report(recovered.key, f"metadata cannot be used: {reason}")
+            self._report(recovered.key, unusable_reason(recovered.key_field, self.key_field))
             return None
         for path in recovered.fields:
             if path not in self.fields:

@@ -27,6 +27,11 @@ def other_key_field(found: str, expected: str) -> str:
     return f"key field {found!r}, not {expected!r}"
 
 
+def unusable_reason(found: str, expected: str) -> str:
+    """How every command words an object written with another key field than the index's."""
+    return f"metadata cannot be used: {other_key_field(found, expected)}"
+
+
 @dataclass(frozen=True, slots=True)
 class Recovered:
     key: str

@@ -30,7 +30,7 @@ import orjson
 
 from s3idx import codec, maggma_format
 from s3idx.engine.concurrency import ordered_map, prefetched
-from s3idx.engine.metadata_entry import other_key_field
+from s3idx.engine.metadata_entry import unusable_reason
 from s3idx.engine.read import SPOOL_THRESHOLD, fetch_document
 from s3idx.engine.results import Events, VerifyResult, accounted, reported_on_failure
 from s3idx.errors import (
@@ -238,7 +238,7 @@ def _check(
     recorded = codec.parse_metadata(metadata)
     if key_field is not None and recorded.key_field != key_field:
         document.close()
-        reason = f"metadata cannot be used: {other_key_field(recorded.key_field, key_field)}"
+        reason = unusable_reason(recorded.key_field, key_field)
         return _Outcome(problems=(reason,), undecodable=True)
     try:
         body = orjson.loads(document.read())

@@ -106,7 +106,7 @@ def check_endpoint_url(url: str) -> None:
         else:
             return
     raise UsageError(
-        f"invalid S3 endpoint URL {redact(url, vendor_text=True)!r}: {reason}",
+        f"invalid S3 endpoint URL {redact_location(url, vendor_text=True)!r}: {reason}",
         hint="give the server's URL, e.g. --endpoint-url http://localhost:9000 (or "
         "S3IDX_ENDPOINT_URL, endpoint_url in the config file, AWS_ENDPOINT_URL)",
     )
