@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import threading
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -16,7 +17,7 @@ import orjson
 import pytest
 from typer.testing import Result
 
-from s3idx import Engine
+from s3idx import Engine, Events
 from s3idx.environment import Environment
 from s3idx.errors import ObjectNotFoundError
 from tests.ferretdb import FerretDBServer, FerretDBUnavailable, ensure_binary, under_ci
@@ -143,3 +144,15 @@ def real_mongo_database(kind: str, request: pytest.FixtureRequest) -> Iterator[M
             yield MongoServer(kind, with_database(base, database), database, client)
         finally:
             client.drop_database(database)
+
+
+class StopAfter(Events):
+    """Sets ``stop`` at the ``batches``-th progress report: a run interrupted part way."""
+
+    def __init__(self, stop: threading.Event, batches: int) -> None:
+        self.stop, self.left = stop, batches
+
+    def progress(self, done: int, total: int | None, detail: dict[str, int]) -> None:
+        self.left -= 1
+        if self.left == 0:
+            self.stop.set()

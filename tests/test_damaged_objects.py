@@ -26,7 +26,7 @@ from s3idx.index.sqlite import SqliteIndex
 from s3idx.store.base import ObjectStore
 from s3idx.store.local import LocalStore
 from tests.conftest import S3_TEST_PREFIX
-from tests.helpers import Run, json_lines, jsonl
+from tests.helpers import Run, StopAfter, json_lines, jsonl
 
 KEYS = [f"k{i}" for i in range(1, 9)]
 SOUND = ["k1", "k4"]
@@ -280,22 +280,12 @@ def test_a_damaged_local_object_file_is_undecodable_everywhere(tmp_path: Path, d
         assert (after.drift, after.skipped.undecodable) == (0, 0)
 
 
-class _StopAfter(Events):
-    def __init__(self, stop: threading.Event, batches: int) -> None:
-        self.stop, self.left = stop, batches
-
-    def progress(self, done: int, total: int | None, detail: dict[str, int]) -> None:
-        self.left -= 1
-        if self.left == 0:
-            self.stop.set()
-
-
 def test_a_resumed_rebuild_keeps_counting_the_undecodable(
     damaged: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(rebuild_module, "LIST_BATCH", 3)
     stop = threading.Event()
-    first = damaged.rebuild_index(events=_StopAfter(stop, 2), stop=stop)
+    first = damaged.rebuild_index(events=StopAfter(stop, 2), stop=stop)
     assert first.interrupted and not first.committed
 
     second = damaged.rebuild_index(resume=True)

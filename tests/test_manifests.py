@@ -26,7 +26,7 @@ from s3idx.errors import BackendUnavailableError
 from s3idx.index.sqlite import SqliteIndex
 from s3idx.store.local import LocalStore
 from s3idx.store.s3 import S3Store
-from tests.helpers import Run, jsonl
+from tests.helpers import Run, StopAfter, jsonl
 from tests.s3proxy import S3Proxy
 
 BUCKET, PREFIX = "bucket", "docs"
@@ -217,16 +217,6 @@ def test_damaged_manifest_is_reported_and_its_objects_headed(tmp_path: Path) -> 
     assert result.manifests_read == 1  # the damaged one is not counted as read
 
 
-class _StopAfter(Events):
-    def __init__(self, stop: threading.Event, batches: int) -> None:
-        self.stop, self.left = stop, batches
-
-    def progress(self, done: int, total: int | None, detail: dict[str, int]) -> None:
-        self.left -= 1
-        if self.left == 0:
-            self.stop.set()
-
-
 def _local_engine(tmp_path: Path, name: str) -> Engine:
     return Engine(LocalStore(tmp_path / "s"), SqliteIndex(tmp_path / name), workers=4)
 
@@ -241,7 +231,7 @@ def test_interrupted_then_resumed_rebuild_compacts_nothing(
     with _local_engine(tmp_path, "b.sqlite3") as engine:
         manifests = list_manifests(engine.store)
         stop = threading.Event()
-        first = engine.rebuild_index(events=_StopAfter(stop, 2), stop=stop)
+        first = engine.rebuild_index(events=StopAfter(stop, 2), stop=stop)
         assert (first.interrupted, first.manifests_removed) == (True, 0)
         second = engine.rebuild_index(resume=True)
         assert (second.committed, second.listed) == (True, 30)

@@ -18,7 +18,7 @@ from s3idx.engine import rebuild as rebuild_module
 from s3idx.errors import ExitStatus, S3idxError
 from s3idx.index.sqlite import SqliteIndex
 from s3idx.store.local import LocalStore
-from tests.helpers import Run, jsonl
+from tests.helpers import Run, StopAfter, jsonl
 
 FIELDS = ["task_id", "n", "meta.owner", "tags", "when", "flag", "ratio", "nothing"]
 
@@ -83,16 +83,6 @@ def test_rebuild_after_losing_the_index_gives_it_back_exactly(
         ]
 
 
-class _StopAfter(Events):
-    def __init__(self, stop: threading.Event, batches: int) -> None:
-        self.stop, self.left = stop, batches
-
-    def progress(self, done: int, total: int | None, detail: dict[str, int]) -> None:
-        self.left -= 1
-        if self.left == 0:
-            self.stop.set()
-
-
 def test_interrupted_rebuild_leaves_the_old_index_and_resumes(
     filled: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -102,7 +92,7 @@ def test_interrupted_rebuild_leaves_the_old_index_and_resumes(
     damaged = _snapshot(filled)
 
     stop = threading.Event()
-    first = filled.rebuild_index(events=_StopAfter(stop, 2), stop=stop)
+    first = filled.rebuild_index(events=StopAfter(stop, 2), stop=stop)
 
     assert (first.interrupted, first.committed, first.listed) == (True, False, 14)
     assert _snapshot(filled) == damaged  # nothing swapped in
