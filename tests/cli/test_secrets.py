@@ -123,6 +123,20 @@ def test_aws_credentials_never_appear(
     assert failures >= 10  # the failing paths were taken
 
 
+def _assert_no_mongo_secret_in_any_command(
+    run: Run, fresh_process: Callable[[], None], store: list[str], index: list[str]
+) -> None:
+    """Every command, each as a new process, shows no piece of a secret, and at least ten of
+    them fail (the failing paths were taken)."""
+    failures = 0
+    for args, stdin in _commands(store, index):
+        fresh_process()
+        result = run(*args, input=stdin)
+        failures += result.exit_code != 0
+        _assert_nothing_shown(result.stdout + result.stderr, *MONGO_SECRETS)
+    assert failures >= 10
+
+
 @pytest.fixture
 def fresh_process(monkeypatch: pytest.MonkeyPatch) -> Callable[[], None]:
     """Each run starts with no secret remembered, as a new s3idx process does: what an earlier
@@ -145,13 +159,7 @@ def test_mongodb_uri_secrets_never_appear(
 ) -> None:
     monkeypatch.chdir(tmp_path)  # a location taken for a relative path is created here
     store = ["--store", f"{tmp_path}/store"]
-    failures = 0
-    for args, stdin in _commands(store, ["--index", uri]):
-        fresh_process()
-        result = run(*args, input=stdin)
-        failures += result.exit_code != 0
-        _assert_nothing_shown(result.stdout + result.stderr, *MONGO_SECRETS)
-    assert failures >= 10
+    _assert_no_mongo_secret_in_any_command(run, fresh_process, store, ["--index", uri])
 
 
 @pytest.mark.parametrize(
@@ -178,13 +186,8 @@ def test_mongodb_uri_secrets_from_the_environment_or_a_config_file_never_appear(
         config = tmp_path / "config.toml"
         config.write_text(f"index = {orjson.dumps(uri).decode()}\n")
         monkeypatch.setenv("S3IDX_CONFIG", str(config))
-    failures = 0
-    for args, stdin in _commands(["--store", f"{tmp_path}/store"], []):
-        fresh_process()
-        result = run(*args, input=stdin)
-        failures += result.exit_code != 0
-        _assert_nothing_shown(result.stdout + result.stderr, *MONGO_SECRETS)
-    assert failures >= 10
+    store = ["--store", f"{tmp_path}/store"]
+    _assert_no_mongo_secret_in_any_command(run, fresh_process, store, [])
 
 
 @pytest.mark.parametrize(
@@ -221,13 +224,8 @@ def test_store_and_endpoint_secrets_never_appear(
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
     (tmp_path / "a-file").write_text("")
     store = [arg.replace("{tmp}", str(tmp_path)) for arg in store]
-    failures = 0
-    for args, stdin in _commands(store, ["--index", f"{tmp_path}/index.sqlite3"]):
-        fresh_process()
-        result = run(*args, input=stdin)
-        failures += result.exit_code != 0
-        _assert_nothing_shown(result.stdout + result.stderr, *MONGO_SECRETS)
-    assert failures >= 10
+    index = ["--index", f"{tmp_path}/index.sqlite3"]
+    _assert_no_mongo_secret_in_any_command(run, fresh_process, store, index)
 
 
 def test_a_short_password_is_hidden_alike_in_every_place(run: Run, tmp_path: Path) -> None:
