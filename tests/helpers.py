@@ -156,3 +156,27 @@ class StopAfter(Events):
         self.left -= 1
         if self.left == 0:
             self.stop.set()
+
+
+def moto_iam_key(endpoint: str, user: str, actions: list[str]) -> tuple[str, str]:
+    """A new IAM user on the moto server allowed ``actions`` (on every resource): its access
+    key id and secret. Three requests, each unchecked while moto is not checking signatures."""
+    import json
+
+    import boto3
+
+    iam = boto3.client(
+        "iam",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="bootstrap",
+        aws_secret_access_key="bootstrap",
+    )
+    iam.create_user(UserName=user)
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Action": actions, "Resource": "*"}],
+    }
+    iam.put_user_policy(UserName=user, PolicyName="allowed", PolicyDocument=json.dumps(policy))
+    key = iam.create_access_key(UserName=user)["AccessKey"]
+    return key["AccessKeyId"], key["SecretAccessKey"]

@@ -20,7 +20,7 @@ from s3idx.index.sqlite import SqliteIndex
 from s3idx.store.local import LocalStore
 from s3idx.store.s3 import S3Store
 from tests.conftest import moto_api
-from tests.helpers import Run, jsonl
+from tests.helpers import Run, jsonl, moto_iam_key
 from tests.s3proxy import INTERNAL_ERROR, SLOW_DOWN, S3Proxy
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -248,29 +248,9 @@ def test_info_and_reads_refuse_credentials_s3_does_not_know(
 
 
 def _iam_user(endpoint: str, name: str, actions: list[str]) -> dict[str, str]:
-    """A moto IAM user allowed ``actions`` on S3; its key in the AWS_* variables' names."""
-    import json
-
-    import boto3
-
-    iam = boto3.client(
-        "iam",
-        endpoint_url=endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
-    iam.create_user(UserName=name)
-    policy = {
-        "Version": "2012-10-17",
-        "Statement": [{"Effect": "Allow", "Action": actions, "Resource": "*"}],
-    }
-    iam.put_user_policy(UserName=name, PolicyName="p", PolicyDocument=json.dumps(policy))
-    key = iam.create_access_key(UserName=name)["AccessKey"]
-    return {
-        "AWS_ACCESS_KEY_ID": key["AccessKeyId"],
-        "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"],
-    }
+    """A moto IAM user allowed ``actions``; its key in the AWS_* variables' names."""
+    key_id, secret = moto_iam_key(endpoint, name, actions)
+    return {"AWS_ACCESS_KEY_ID": key_id, "AWS_SECRET_ACCESS_KEY": secret}
 
 
 def test_a_principal_allowed_objects_but_not_the_bucket_still_reads_and_writes(

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import select
 import shutil
 import socket
@@ -35,7 +34,7 @@ from s3idx.store import s3 as s3_module
 from s3idx.store.s3 import HttpS3Store
 from s3idx.store.sigv4 import Credentials, PutSigner
 from tests.conftest import moto_api
-from tests.helpers import Run, jsonl
+from tests.helpers import Run, jsonl, moto_iam_key
 
 DOCS = [{"fs_id": f"doc {i:03d}/é", "v": i, "meta": {"tag": f"t{i % 3}"}} for i in range(120)]
 
@@ -109,33 +108,20 @@ def iam_user(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict
     # The next three requests (the user, its policy, its key) are let through unchecked.
     moto_api(s3_endpoint, "reset-auth", b"3")
     try:
-        iam = boto3.client(
-            "iam",
-            endpoint_url=s3_endpoint,
-            region_name="us-east-1",
-            aws_access_key_id="bootstrap",
-            aws_secret_access_key="bootstrap",
-        )
         user = f"writer-{uuid.uuid4().hex[:8]}"
-        iam.create_user(UserName=user)
-        policy = {
-            "Version": "2012-10-17",
-            "Statement": [{"Effect": "Allow", "Action": ["s3:*", "sts:*"], "Resource": "*"}],
-        }
-        iam.put_user_policy(UserName=user, PolicyName="all", PolicyDocument=json.dumps(policy))
-        key = iam.create_access_key(UserName=user)["AccessKey"]
-        monkeypatch.setenv("AWS_ACCESS_KEY_ID", key["AccessKeyId"])
-        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", key["SecretAccessKey"])
+        key_id, secret = moto_iam_key(s3_endpoint, user, ["s3:*", "sts:*"])
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", key_id)
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
         monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
         # Made before the put: uploads finding no bucket would go through boto3, which makes it.
         boto3.client(
             "s3",
             endpoint_url=s3_endpoint,
             region_name="us-east-1",
-            aws_access_key_id=key["AccessKeyId"],
-            aws_secret_access_key=key["SecretAccessKey"],
+            aws_access_key_id=key_id,
+            aws_secret_access_key=secret,
         ).create_bucket(Bucket="signed")
-        yield {"id": key["AccessKeyId"], "secret": key["SecretAccessKey"]}
+        yield {"id": key_id, "secret": secret}
     finally:
         moto_api(s3_endpoint, "reset-auth", b"inf")
 
