@@ -7,7 +7,10 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -323,3 +326,54 @@ def test_a_final_answer_fails_the_http_transport_as_boto3_at_once_without_retrie
     else:
         assert http[1]["error"].startswith("S3 PutObject on s3://no-such-bucket-unknown-key-id")
         assert "InvalidAccessKeyId" in http[1]["error"]
+
+
+class _NotS3(BaseHTTPRequestHandler):
+    """A web server that is not S3: every request it does not implement answers 501 (as
+    ``python -m http.server`` does for PUT and DELETE), a POST 405."""
+
+    def do_POST(self) -> None:
+        self.send_error(405)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def not_s3_endpoint() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _NotS3)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize("transport", ["boto3", "obstore", "http"])
+def test_an_endpoint_that_is_not_s3_is_unavailable_not_a_bug(
+    run: Run, not_s3_endpoint: str, tmp_path: Path, transport: str
+) -> None:
+    if transport == "obstore":
+        pytest.importorskip("obstore")
+    where = ["--store", "s3://bucket/docs", "--endpoint-url", not_s3_endpoint]
+    where += ["--index", str(tmp_path / "i.sqlite3"), "--transport", transport]
+
+    for flags in ((), ("--create-bucket",)):
+        result = run("put", *where, *flags, "--json", input=jsonl(*DOCS[:3]))
+
+        assert result.exit_code == ExitStatus.UNAVAILABLE, result.stdout + result.stderr
+        summary = orjson.loads(result.stdout)
+        assert summary["stored"] == 0
+        assert "501" in summary["error"]
+        assert (
+            "hint: check that --endpoint-url names an S3 server: this one does not implement "
+            "the request" in result.stderr
+        )
+
+    for command in (("info",), ("sync", "--check"), ("rebuild-index",), ("verify",), ("get", "a")):
+        result = run(*command, *where)
+        assert result.exit_code == ExitStatus.UNAVAILABLE, (command, result.stdout)
+        assert "does not implement the request" in result.stderr, command

@@ -56,6 +56,7 @@ from s3idx.store.base import (
 )
 from s3idx.store.s3_errors import (
     error_code,
+    not_s3,
     remember_credentials,
     s3_url,
     translate_error,
@@ -316,6 +317,8 @@ class S3Connection:
                 raise self.error(exc) from None
             if code in ("403", "Forbidden", "AccessDenied"):
                 self._check_forbidden()
+            if not_s3(code):
+                raise self.error(exc) from None  # nothing else will work either
             # Otherwise unsure: keep the object's own not-found answer.
         except BotoCoreError as exc:
             raise self.error(exc) from None

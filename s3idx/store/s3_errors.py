@@ -67,6 +67,9 @@ _PERMISSION_HINT = "the credentials work but are not allowed to do this on this 
 _EXPIRED_HINT = "the session token has expired: refresh it (e.g. aws sso login) and try again"
 _REGION_HINT = "give the bucket's region with --region (or set it in the AWS profile)"
 _TRANSIENT_HINT = "S3 is busy or failing; run the command again later"
+_NOT_S3_HINT = (
+    "check that --endpoint-url names an S3 server: this one does not implement the request"
+)
 TIMEOUT_HINT = (
     "check --endpoint-url and that the server is running; a slow server may need a longer "
     "deadline: S3IDX_TIMEOUT=SECONDS (default 60)"
@@ -114,6 +117,12 @@ ERROR_TABLE: dict[str, tuple[type[S3idxError], str | None]] = {
     "502": (TransientError, _TRANSIENT_HINT),
     "503": (TransientError, _TRANSIENT_HINT),
     "504": (TransientError, _TRANSIENT_HINT),
+    # A web server that is not S3 (or lacks this request) at --endpoint-url: a backend that
+    # cannot be used, not a bug of s3idx's.
+    "NotImplemented": (BackendUnavailableError, _NOT_S3_HINT),
+    "501": (BackendUnavailableError, _NOT_S3_HINT),
+    "MethodNotAllowed": (BackendUnavailableError, _NOT_S3_HINT),
+    "405": (BackendUnavailableError, _NOT_S3_HINT),
     "InvalidBucketName": (
         UsageError,
         "bucket names are 3-63 characters: lowercase letters, digits, dots and hyphens",
@@ -200,6 +209,11 @@ def _bad_header_value(exc: BaseException) -> bool:
     """http.client refused a header value: a credential holding a line break, in practice."""
     inner = getattr(exc, "kwargs", {}).get("error")
     return isinstance(inner, ValueError) and "Invalid header value" in str(inner)
+
+
+def not_s3(code: str) -> bool:
+    """The answer of a server that is not S3, or does not implement S3's requests."""
+    return ERROR_TABLE.get(code, (None, None))[1] is _NOT_S3_HINT
 
 
 def error_code(exc: ClientError) -> str:
