@@ -92,6 +92,8 @@ def test_a_damaged_object_fails_alone_and_the_field_stays_pending(tmp_path: Path
     assert result.failed_keys[0][0] == "b"
     assert "does not match its recorded sha256" in result.failed_keys[0][1]
     assert result.completed == []
-    with pytest.raises(FieldPendingError):
+    # Pending still, for the one document that failed, no longer for both.
+    with pytest.raises(FieldPendingError, match="not yet indexed for the 1 document stored"):
         e.count({"color": "red"})
+    assert e.index.settings().pending == (("color", 1),)
     assert codec.parse_metadata(e.store.head("b").metadata).fields == ("n",)  # left as it was

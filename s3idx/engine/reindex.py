@@ -101,9 +101,11 @@ def run_reindex(
         finally:
             manifests.close()
             _count_manifests(result, manifests)
-    if not (dry_run or result.interrupted or result.failed) and result.pending:
-        index.mark_complete(result.pending)
-        result.completed = list(result.pending)
+    if not (dry_run or result.interrupted) and result.pending:
+        # The fields stay pending for the objects it failed for (at most), complete without.
+        index.mark_complete(result.pending, remaining=result.failed)
+        if not result.failed:
+            result.completed = list(result.pending)
     return result
 
 

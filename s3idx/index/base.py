@@ -66,6 +66,23 @@ def is_count(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
+def settle_pending(
+    pending: Sequence[tuple[str, int]], fields: Sequence[str], remaining: int
+) -> tuple[tuple[str, int], ...]:
+    """``pending`` after a backfill of ``fields`` left ``remaining`` entries without them.
+
+    A field no longer counts more entries than it did (the failures are among them), nor
+    more than ``remaining``; a count of 0 (unknown) becomes ``remaining``."""
+    settled = []
+    for name, count in pending:
+        if name in fields:
+            count = min(count, remaining) if count else remaining
+            if not count:
+                continue
+        settled.append((name, count))
+    return tuple(settled)
+
+
 def key_problem(entry: Mapping[str, Any], key: str, key_field: str) -> str | None:
     """What is wrong with the key field of an entry read back under ``key`` (None: nothing).
     s3idx writes an entry under the key its key field holds; another value was put there by
@@ -288,8 +305,10 @@ class Index(Protocol):
         """
         ...
 
-    def mark_complete(self, fields: Sequence[str]) -> IndexSettings:
-        """Record that every entry now has ``fields`` (``reindex`` backfilled them)."""
+    def mark_complete(self, fields: Sequence[str], *, remaining: int = 0) -> IndexSettings:
+        """Record that every entry now has ``fields`` (``reindex`` backfilled them); with
+        ``remaining``, all but that many (it failed for them): those fields stay pending, for
+        ``remaining`` entries at most (see ``settle_pending``)."""
         ...
 
     def mark_pending(self, pending: Sequence[tuple[str, int]]) -> IndexSettings:

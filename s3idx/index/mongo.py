@@ -89,6 +89,7 @@ from s3idx.index.base import (
     is_count,
     join_refusal,
     key_problem,
+    settle_pending,
 )
 from s3idx.index.mongo_errors import (
     bulk_detail,
@@ -757,8 +758,14 @@ class MongoIndex:
                     pending = (*pending, *((f, held) for f in new))
         return IndexSettings(key_field, (*settings.fields, *new), pending)
 
-    def mark_complete(self, fields: Sequence[str]) -> IndexSettings:
-        return self._update_pending(lambda old, _: [p for p in old if p.get("field") not in fields])
+    def mark_complete(self, fields: Sequence[str], *, remaining: int = 0) -> IndexSettings:
+        def settled(old: list[dict[str, Any]], _: list[str]) -> list[dict[str, Any]]:
+            counts = [(str(p.get("field")), int(p.get("entries", 0))) for p in old]
+            return [
+                {"field": f, "entries": n} for f, n in settle_pending(counts, fields, remaining)
+            ]
+
+        return self._update_pending(settled)
 
     def mark_pending(self, pending: Sequence[tuple[str, int]]) -> IndexSettings:
         def merged(old: list[dict[str, Any]], recorded: list[str]) -> list[dict[str, Any]]:

@@ -71,6 +71,7 @@ from s3idx.index.base import (
     is_count,
     join_refusal,
     key_problem,
+    settle_pending,
 )
 from s3idx.limits import batched
 from s3idx.query.filter import Filter, parse_filter
@@ -395,10 +396,10 @@ class SqliteIndex:
             _set_pending(conn, merged)
             return IndexSettings(settings.key_field, settings.fields, merged)
 
-    def mark_complete(self, fields: Sequence[str]) -> IndexSettings:
+    def mark_complete(self, fields: Sequence[str], *, remaining: int = 0) -> IndexSettings:
         with self._db.transaction() as conn:
             settings = self._db.require_settings(conn)
-            pending = tuple(p for p in settings.pending if p[0] not in fields)
+            pending = settle_pending(settings.pending, fields, remaining)
             _set_pending(conn, pending)
             return IndexSettings(settings.key_field, settings.fields, pending)
 

@@ -104,7 +104,8 @@ def _check_path(settings: IndexSettings, path: str, where: str) -> None:
     waiting = next((f for f in pending if _inside(path, f)), None)
     if waiting is not None:
         count = pending[waiting]
-        documents = f"the {count:,} documents" if count else "the documents"
+        noun = "document" if count == 1 else "documents"
+        documents = f"the {count:,} {noun}" if count else "the documents"
         raise FieldPendingError(
             f"{where}: field {waiting!r} is not yet indexed for {documents} stored before it "
             "was added, so the answer would be wrong",

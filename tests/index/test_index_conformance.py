@@ -707,6 +707,22 @@ def test_mark_complete_clears_only_the_fields_named(filled: Index, open_index: A
     assert filled.settings() == IndexSettings(KEY, (*FIELDS, "p", "q"))
 
 
+def test_mark_complete_with_remaining_keeps_the_fields_pending_for_that_many(
+    filled: Index, open_index: Any
+) -> None:
+    filled.configure(KEY, ["p", "q"])  # pending for every entry
+    filled.mark_pending([("p", 5)])
+
+    settings = filled.mark_complete(["p", "q"], remaining=2)
+
+    assert settings.pending == (("p", 2), ("q", 2))
+    assert open_index().settings() == settings
+    # Never more than recorded: the failures of a reindex are among the documents it counted.
+    assert filled.mark_complete(["p"], remaining=len(ENTRIES) + 9).pending == (("p", 2), ("q", 2))
+    assert filled.mark_complete(["q", "unknown"], remaining=1).pending == (("p", 2), ("q", 1))
+    assert filled.mark_complete(["p", "q"], remaining=0).pending == ()
+
+
 def test_rebuild_commit_records_pending_fields(filled: Index, open_index: Any) -> None:
     rebuild = filled.start_rebuild(KEY)
     rebuild.upsert(NEW)
