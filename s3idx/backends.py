@@ -72,11 +72,31 @@ def parse_store_location(text: str) -> StoreLocation:
             )
         return StoreLocation("s3", bucket=bucket, prefix=prefix.strip("/"))
     if text.startswith("file://"):
-        return StoreLocation("local", path=Path(unquote(urlsplit(text).path)))
+        return StoreLocation("local", path=_file_url_path(text))
     _refuse_url_typos(text, "store")
     if not text:
         raise UsageError("the store location is empty")
     return StoreLocation("local", path=Path(text).expanduser())
+
+
+def _file_url_path(text: str) -> Path:
+    """The local path a ``file://`` URL names: on this machine (no host but localhost), and
+    some directory (``file://`` alone would be the current one)."""
+    shown = redact_location(text)
+    try:
+        parts = urlsplit(text)
+        host = parts.netloc
+    except ValueError:  # an unbalanced '[' in the host
+        parts, host = urlsplit("file:///"), "?"
+    if host and host.lower() != "localhost":
+        # No guess: "file://tmp/x" meant /tmp/x, "file://server/data" another machine's /data.
+        raise UsageError(
+            f"store {shown!r} names a host; a file URL names a directory on this machine: "
+            "file:///PATH, with three slashes"
+        )
+    if not parts.path:
+        raise UsageError(f"store {shown!r} names no directory; expected file:///PATH")
+    return Path(unquote(parts.path))
 
 
 def parse_index_location(text: str) -> IndexLocation:
@@ -168,6 +188,8 @@ def _respelled(shown: str, scheme: str) -> str:
     slashes = "///" if scheme in ("file", "sqlite") else "//"
     found = _URL_LIKE.fullmatch(shown)
     rest = found["rest"].lstrip("/") if found else "..."
+    if scheme == "file" and rest.lower().startswith("localhost/"):
+        rest = rest[len("localhost/") :]
     return f"{scheme}:{slashes}{rest}"
 
 

@@ -22,6 +22,7 @@ DOC = b'{"fs_id": "a", "n": 1}\n'
         ("--store", "S3://bucket/docs", "s3://bucket/docs"),
         ("--store", "s3//bucket/docs", "s3://bucket/docs"),
         ("--store", "file:/tmp/x", "file:///tmp/x"),
+        ("--store", "FILE://localhost/tmp/x", "file:///tmp/x"),
         ("--index", "mongodb:/host/db", "mongodb://host/db"),
         ("--index", "mongodb+srv:host/db", "mongodb+srv://host/db"),
         ("--index", "mongdb://host/db", "mongodb://host/db"),
@@ -62,6 +63,53 @@ def test_an_unknown_or_misplaced_scheme_is_refused(
     assert result.exit_code == ExitStatus.USAGE
     assert message in result.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "typed",
+    [
+        "file://tmp/x",  # the first directory read as a host: was the directory /x
+        "file://otherhost/tmp/x",
+        "file://user@host/tmp/x",
+        "file://host:22/tmp/x",
+    ],
+)
+def test_a_file_url_naming_a_host_is_refused(
+    run: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, typed: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+
+    result = run("put", "--store", typed, input=DOC)
+
+    assert result.exit_code == ExitStatus.USAGE, result.stderr
+    assert result.stderr == (
+        f"s3idx: error: store {typed!r} names a host; a file URL names a directory on this "
+        "machine: file:///PATH, with three slashes\n"
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("typed", ["file://", "file://localhost"])
+def test_a_file_url_without_a_directory_is_refused(
+    run: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, typed: str
+) -> None:
+    """It would have been the current directory."""
+    monkeypatch.chdir(tmp_path)
+
+    result = run("put", "--store", typed, input=DOC)
+
+    assert result.exit_code == ExitStatus.USAGE, result.stderr
+    assert f"store {typed!r} names no directory; expected file:///PATH" in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_file_url_on_localhost_is_the_local_path(
+    run: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    result = run("put", "--store", f"file://localhost{tmp_path}/s", input=DOC)
+
+    assert result.exit_code == 0, result.stderr
+    assert (tmp_path / "s" / "s3idx-store.json").is_file()
 
 
 def test_an_http_store_points_at_endpoint_url(run: Run) -> None:
