@@ -209,6 +209,21 @@ BSON_TYPES = {
     "long": 18,
     "decimal": 19,
 }
+# The other aliases MongoDB takes: types no entry can hold (JSON has none of them), so they
+# match nothing, as their codes do.
+ABSENT_BSON_TYPES = {
+    "binData": 5,
+    "undefined": 6,
+    "objectId": 7,
+    "regex": 11,
+    "dbPointer": 12,
+    "javascript": 13,
+    "symbol": 14,
+    "javascriptWithScope": 15,
+    "timestamp": 17,
+    "minKey": -1,
+    "maxKey": 127,
+}
 NUMBER_TYPES = frozenset({1, 16, 18, 19})
 # The codes MongoDB's $type accepts (isValidBSONType, without 0, end of object): minKey, the
 # types 1 to 19 and maxKey; entries hold some of them only, the rest match nothing.
@@ -542,6 +557,8 @@ def _type_codes(argument: Any) -> frozenset[int]:
             codes |= NUMBER_TYPES
         elif isinstance(item, str) and item in BSON_TYPES:
             codes.add(BSON_TYPES[item])
+        elif isinstance(item, str) and item in ABSENT_BSON_TYPES:
+            codes.add(ABSENT_BSON_TYPES[item])
         elif isinstance(item, int | float) and not isinstance(item, bool) and _whole(item):
             if int(item) not in TYPE_CODES:
                 raise InvalidFilterError(
@@ -550,7 +567,7 @@ def _type_codes(argument: Any) -> frozenset[int]:
                 )
             codes.add(int(item))
         else:
-            known = ", ".join(["number", *BSON_TYPES])
+            known = ", ".join(["number", *BSON_TYPES, *ABSENT_BSON_TYPES])
             raise InvalidFilterError(f"unknown $type {item!r}; known types: {known}")
     return frozenset(codes)
 

@@ -364,12 +364,15 @@ def test_an_invalid_type_code_is_refused_alike(
         filled.count(bad)
 
 
-@pytest.mark.parametrize("code", [-1, 5, 7, 11, 17, 127, 17.0])
+@pytest.mark.parametrize(
+    "code",
+    [-1, 5, 7, 11, 17, 127, 17.0, "binData", "objectId", "regex", "timestamp", "minKey", "maxKey"],
+)
 def test_a_valid_type_code_no_entry_holds_matches_nothing(
     filled: Index, code: Any, known_gap: Callable[[str], None]
 ) -> None:
     known_gap("type-codes")
-    if code in (-1, 127):
+    if code in (-1, 127, "minKey", "maxKey"):
         known_gap("min-max-key")
     assert list(filled.find({"n": {"$type": code}})) == []
     assert keys(filled.find({"n": {"$type": [code, "int"]}})) == ["a", "e"]

@@ -370,7 +370,9 @@ SUPPORTED = (
         (
             {"a": {"$type": "decimal128"}},
             "unknown $type 'decimal128'; known types: number, double, "
-            "string, object, array, bool, date, null, int, long, decimal",
+            "string, object, array, bool, date, null, int, long, decimal, binData, undefined, "
+            "objectId, regex, dbPointer, javascript, symbol, javascriptWithScope, timestamp, "
+            "minKey, maxKey",
         ),
         ({"a": {"$type": []}}, "$type needs at least one type"),
         ({"a": {"$not": {"$mod": [2, 0]}}}, f"unknown query operator '$mod'; {SUPPORTED}"),
