@@ -60,6 +60,8 @@ class _Candidate:
     key: str
     indexed: tuple[Entry, Bookkeeping] | None
     drift: str | None = None
+    # The fields whose search rows (SQLite's) disagree with the indexed entry.
+    unsearchable: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,9 +163,14 @@ def _candidates(
         if drift is not None or chosen()
     )
     for batch in batched(to_read, LOOKUP_BATCH):
-        found = index.bookkeeping([key for key, in_step, _ in batch if in_step])
+        in_step_keys = [key for key, in_step, _ in batch if in_step]
+        found = index.bookkeeping(in_step_keys)
+        mismatches = index.search_mismatches(in_step_keys)
         for key, in_step, drift in batch:
-            yield _Candidate(key, found.get(key) if in_step else None, drift)
+            if not in_step:
+                yield _Candidate(key, None, drift)
+            else:
+                yield _Candidate(key, found.get(key), drift, tuple(mismatches.get(key, ())))
 
 
 def _merged(
@@ -247,6 +254,11 @@ def _check(
     problems = _body_problems(candidate.key, body, recorded)
     if candidate.indexed is not None:
         problems += _index_problems(recorded, *candidate.indexed)
+    if candidate.unsearchable:
+        problems.append(
+            f"index's search rows differ from its entry in {', '.join(candidate.unsearchable)}, "
+            "so queries on them answer wrong (run s3idx rebuild-index)"
+        )
     return _Outcome(problems=tuple(problems))
 
 

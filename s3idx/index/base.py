@@ -374,6 +374,12 @@ class Index(Protocol):
         """Every key with its bookkeeping, in ascending key order (UTF-8 byte order)."""
         ...
 
+    def search_mismatches(self, keys: Sequence[str]) -> dict[str, list[str]]:
+        """For the given keys whose entries exist: the fields (sorted) whose search structures
+        disagree with the entry, so that queries on them answer wrong; keys without any are
+        left out. Only an index that keeps its own search rows (SQLite) can have any."""
+        ...
+
     def start_rebuild(
         self,
         key_field: str,

@@ -1144,6 +1144,9 @@ class MongoIndex:
         with self._c.guard("counting", query=True):
             return int(self._c.live.count_documents(query))
 
+    def search_mismatches(self, keys: Sequence[str]) -> dict[str, list[str]]:
+        return {}  # MongoDB's indexes are the server's own, kept with every write
+
     def bookkeeping(self, keys: Sequence[str]) -> dict[str, tuple[Entry, Bookkeeping]]:
         key_field = self._known_key_field()
         found: dict[str, tuple[Entry, Bookkeeping]] = {}

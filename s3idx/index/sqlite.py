@@ -40,6 +40,7 @@ import sqlite3
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -601,6 +602,30 @@ class SqliteIndex:
                 for row in conn.execute(sql, chunk):
                     key = _row_key(row[0])
                     found[key] = (_entry_body(key, row[1], settings.key_field), _bookkeeping(row))
+        return found
+
+    def search_mismatches(self, keys: Sequence[str]) -> dict[str, list[str]]:
+        found: dict[str, list[str]] = {}
+        unique = list(dict.fromkeys(keys))
+        with self._db.reading() as conn:
+            settings = None if conn is None or not unique else self._db.load_settings(conn)
+            if conn is None or settings is None:
+                return found
+            multikey = _get_multikey(conn, LIVE)
+            for chunk in batched(unique, KEY_CHUNK):
+                marks = _marks(len(chunk))
+                stored: dict[str, list[tuple[str, int, Any]]] = {}
+                sql = f"SELECT key, field, tclass, value FROM {LIVE.values} WHERE key IN ({marks})"
+                for key, field, tclass, value in conn.execute(sql, chunk):
+                    stored.setdefault(key, []).append((field, tclass, value))
+                sql = f"SELECT key, entry FROM {LIVE.entries} WHERE key IN ({marks})"
+                for raw_key, raw in conn.execute(sql, chunk):
+                    key = _row_key(raw_key)
+                    entry = _entry_body(key, raw, settings.key_field)
+                    expected = index_rows(entry, settings.fields)
+                    differing = _differing_rows(expected, stored.get(key, []), multikey)
+                    if differing:
+                        found[key] = differing
         return found
 
     def iter_bookkeeping(self) -> Iterator[tuple[str, Bookkeeping]]:
@@ -1211,6 +1236,18 @@ def _side_rows(
         if previous[0] == row[0]:
             multikey.add(row[0])
     return [(*row, key) for row in rows]
+
+
+def _differing_rows(
+    expected: list[tuple[str, int, Any]], stored: list[tuple[str, int, Any]], multikey: set[str]
+) -> list[str]:
+    """The fields whose stored search rows are not the entry's, or whose several rows the
+    index does not know to be several (a query would take the field for single-valued)."""
+    wanted, held = Counter(expected), Counter(stored)
+    fields = {row[0] for row in wanted.keys() | held.keys() if wanted[row] != held[row]}
+    several = Counter(row[0] for row in held)
+    fields |= {field for field, count in several.items() if count > 1 and field not in multikey}
+    return sorted(fields)
 
 
 def _get_multikey(conn: sqlite3.Connection, tables: Tables) -> set[str]:

@@ -303,3 +303,49 @@ def test_a_damaged_mongodb_entry_is_named_with_exit_5(
         )
     assert run("rebuild-index", *options).exit_code == 0
     assert run("query", "--count", '{"fs_id": "b"}', *options).stdout == "1\n"
+
+
+# Search rows out of step with their entries: every query reads them, and none can tell; verify
+# compares them with the entries it reads, as it compares the entries with the objects.
+SEARCH_ROW_DAMAGE = {
+    "rows of an entry removed": ("DELETE FROM entry_values WHERE key = 'a'", "a", "n, t"),
+    "a value changed": (
+        "UPDATE entry_values SET value = 9 WHERE key = 'c' AND field = 'n'",
+        "c",
+        "n",
+    ),
+    "a row added": (
+        "INSERT INTO entry_values (field, tclass, value, key) SELECT field, tclass, 'q', key "
+        "FROM entry_values WHERE key = 'a' AND field = 't'",
+        "a",
+        "t",
+    ),
+    "a row of a field not indexed": (
+        "INSERT INTO entry_values (field, tclass, value, key) SELECT 'zz', tclass, value, key "
+        "FROM entry_values WHERE key = 'b' AND field = 'n'",
+        "b",
+        "zz",
+    ),
+}
+
+
+@pytest.mark.parametrize("damage", SEARCH_ROW_DAMAGE)
+def test_search_rows_out_of_step_with_their_entry_are_damage_verify_finds(
+    run: Run, where: tuple[Path, list[str]], damage: str
+) -> None:
+    index, options = where
+    _put(run, options)
+    sql, key, fields = SEARCH_ROW_DAMAGE[damage]
+    _tamper(index, sql)
+
+    verify = run("verify", *options)
+
+    assert verify.exit_code == ExitStatus.DAMAGED, verify.stdout + verify.stderr
+    assert verify.stdout == (
+        f"damaged\t{key}\tindex's search rows differ from its entry in {fields}, so queries on "
+        "them answer wrong (run s3idx rebuild-index)\n"
+    )
+    assert run("rebuild-index", *options).exit_code == 0
+    assert run("verify", *options).exit_code == 0
+    assert run("query", '{"n": 1}', "--count", *options).stdout == "1\n"
+    assert run("query", '{"t": "q"}', "--count", *options).stdout == "0\n"

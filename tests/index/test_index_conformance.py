@@ -553,6 +553,24 @@ NEW = [entry("a", n=100), entry("x", n=101), entry("y", s="yew")]
 NEW_SETTINGS = IndexSettings(KEY, ("n", "s"))
 
 
+def test_search_rows_written_are_those_verify_expects(filled: Index) -> None:
+    """No false damage: what an upsert writes for every kind of value, and what a rebuild
+    writes, is found in step by ``search_mismatches``."""
+    odd = [
+        entry("big", n=2**63 - 1, s=-(2**63), tags=[1, 1.5, True, None, {"k": [3]}, "1"]),
+        entry("deep", meta={"x": {"y": [{"z": 1}]}, "arr": [{"v": [1, 1]}, {"v": 2}, {}]}),
+        entry("dates", when=[T0, T0], flag=[False, 0], n=-0.0, s=""),
+    ]
+    filled.upsert(odd)
+    every = [*keys(ENTRIES), *keys(odd), "not-there"]
+
+    assert filled.search_mismatches(every) == {}
+    rebuild = filled.start_rebuild(KEY)
+    rebuild.upsert([*ENTRIES, *odd])
+    rebuild.commit(IndexSettings(KEY, FIELDS))
+    assert filled.search_mismatches(every) == {}
+
+
 def test_rebuild_is_invisible_until_commit(filled: Index, open_index: Any) -> None:
     rebuild = filled.start_rebuild(KEY)
     assert isinstance(rebuild, IndexRebuild)
