@@ -96,6 +96,8 @@ KNOWN_GAPS: dict[str, dict[str, str]] = {
     "mongomock": {
         "bool-is-not-number": "mongomock 4.3 lets {'flag': 1} match true; MongoDB does not",
         "type-codes": "mongomock 4.3 takes $type aliases only: every number is 'not a valid $type'",
+        "regex-unicode-types": "mongomock matches $regex with Python's re: Unicode \\w and \\d "
+        "and no POSIX classes, where MongoDB's PCRE has ASCII-only ones",
     },
     "ferretdb": {
         "nested-arrays": "FerretDB v1 cannot store arrays inside arrays; s3idx refuses such "

@@ -304,6 +304,25 @@ def test_find_and_count_with_filters(
     assert filled.count(query) == len(expected)
 
 
+# MongoDB's $regex is PCRE2 in UTF mode without UCP: \w, \d and the POSIX classes are ASCII-only.
+REGEX_NAMES = {"p": "Jose", "q": "José", "r": "\u0663", "s": "12"}
+
+
+@pytest.mark.parametrize(
+    ("pattern", "expected"),
+    [(r"^\w+$", ["p", "s"]), (r"\d", ["s"]), (r"^[[:alpha:]]+$", ["p"]), (r"^\W", ["r"])],
+)
+def test_regex_character_types_are_ascii_everywhere(
+    index: Index, known_gap: Callable[[str], None], pattern: str, expected: list[str]
+) -> None:
+    known_gap("regex-unicode-types")
+    index.configure(KEY, ["name"])
+    index.upsert([entry(key, name=name) for key, name in REGEX_NAMES.items()])
+    query = {"name": {"$regex": pattern}}
+    assert sorted(keys(index.find(query))) == expected
+    assert index.count(query) == len(expected)
+
+
 def test_booleans_are_not_numbers(filled: Index, known_gap: Callable[[str], None]) -> None:
     known_gap("bool-is-not-number")
     assert keys(filled.find({"flag": 1})) == ["d"]

@@ -1,0 +1,184 @@
+"""$regex means what it means to MongoDB: PCRE2 in UTF mode, without Unicode properties (UCP).
+
+MongoDB compiles every $regex with ``PCRE2_UTF`` and nothing else by default
+(``src/mongo/util/pcre_util.cpp``, ``flagsToOptions``), so, per the PCRE2 manual (pcre2pattern,
+"Generic character types" and "Posix character classes"): ``\\d \\s \\w`` and the POSIX classes
+match ASCII characters only, ``\\b`` is a boundary of ASCII word characters, while case-folding
+with ``i`` and ``\\p{..}`` cover all of Unicode. PCRE's own syntax (``\\Z`` before a final
+newline, ``\\N``, ``\\h``/``\\v``, ``\\Q...\\E``, ``\\x{..}``, ``\\e``, ``\\cX``, ``\\o{..}``,
+``\\k<name>``) means what PCRE says; MongoDB also accepts the ``u`` option (a no-op). Python's
+regex engine reads all of these otherwise, so a filter would select other documents on SQLite
+than on MongoDB: for ``delete --filter``, other documents deleted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from s3idx.errors import ExitStatus, InvalidFilterError
+from s3idx.query.filter import parse_filter
+
+
+def regex_matches(pattern: str, value: str, options: str = "") -> bool:
+    condition: dict[str, Any] = {"$regex": pattern}
+    if options:
+        condition["$options"] = options
+    return parse_filter({"a": condition}).matches({"a": value})
+
+
+@pytest.mark.parametrize(
+    ("pattern", "value", "options", "expected"),
+    [
+        # Generic types: ASCII only without UCP.
+        (r"^\w+$", "José", "", False),
+        (r"^\w+$", "Jose_1", "", True),
+        (r"^\W$", "é", "", True),
+        (r"\d", "\u0663", "", False),  # ARABIC-INDIC DIGIT THREE
+        (r"\d", "\uff11", "", False),  # FULLWIDTH DIGIT ONE
+        (r"^\D$", "\u0663", "", True),
+        (r"\s", "\u00a0", "", False),  # NO-BREAK SPACE
+        (r"\s", "\x0b", "", True),  # PCRE2's \s includes VT
+        (r"^\S$", "\u2003", "", True),
+        (r"\bé", " é", "", False),  # é is no word character: no boundary between two non-words
+        (r"e\b", "eé", "", True),
+        (r"\Bé", " é", "", True),
+        # ... inside character classes too, negated or not.
+        (r"^[\w-]+$", "José", "", False),
+        (r"^[\w-]+$", "a-b_c", "", True),
+        (r"^[^\w]$", "é", "", True),
+        (r"^[\W]$", "é", "", True),
+        (r"^[\W]$", "a", "", False),
+        (r"^[\d.]+$", "١٢", "", False),
+        (r"^[\D]$", "٣", "", True),
+        (r"^[\s]$", "\u00a0", "", False),
+        (r"^[\S]$", "\u00a0", "", True),
+        (r"^[^\S]$", "\t", "", True),
+        # POSIX classes: ASCII only.
+        (r"^[[:alpha:]]+$", "José", "", False),
+        (r"^[[:alpha:]]+$", "Jose", "", True),
+        (r"^[[:^alpha:]]$", "é", "", True),
+        (r"^[[:digit:]]$", "٣", "", False),
+        (r"^[[:upper:]]$", "É", "", False),
+        (r"^[[:punct:]]$", "¿", "", False),
+        (r"^[[:punct:]]+$", "!~[]", "", True),
+        (r"^[[:space:][:digit:]]+$", "1 2", "", True),
+        (r"^[[:xdigit:]]+$", "c0FFee", "", True),
+        (r"^[[:word:]]+$", "a_1", "", True),
+        # Case-folding and Unicode properties do cover Unicode.
+        (r"^josé$", "JOSÉ", "i", True),
+        (r"^\p{L}+$", "José", "", True),
+        (r"^\w+$", "JOSE", "i", True),
+        (r"^\w$", "\u212a", "i", False),  # KELVIN SIGN: no ASCII word character
+        # PCRE's anchors and escapes.
+        (r"abc\Z", "abc\n", "", True),
+        (r"abc\Z", "abc\n\n", "", False),
+        (r"abc\z", "abc\n", "", False),
+        (r"abc$", "abc\n", "", True),
+        (r"^\N+$", "ab", "", True),
+        (r"^a\Nb$", "a\nb", "", False),
+        (r"^N$", "N", "", True),
+        (r"^\h$", "\u00a0", "", True),
+        (r"^\H$", "a", "", True),
+        (r"^\H$", "\t", "", False),
+        (r"^\v$", "\n", "", True),
+        (r"^\v$", "\u2028", "", True),
+        (r"^\V$", "\n", "", False),
+        (r"^[\v]$", "\r", "", True),
+        (r"^\Qa.b*\E$", "a.b*", "", True),
+        (r"^\Qa.b*\E$", "axbb", "", False),
+        (r"^\Qa.b", "a.b", "", True),  # \Q without \E quotes to the end
+        (r"^[\Q]\E]$", "]", "", True),
+        (r"^a\Eb$", "ab", "", True),  # a lone \E is ignored
+        (r"^\x{e9}$", "é", "", True),
+        (r"^\x{1F600}$", "😀", "", True),
+        (r"^\x41$", "A", "", True),
+        (r"^\e$", "\x1b", "", True),
+        (r"^\cA$", "\x01", "", True),
+        (r"^\o{101}$", "A", "", True),
+        (r"^(?<x>a)\k<x>$", "aa", "", True),
+        (r"^(?<x>a)\k{x}$", "aa", "", True),
+        (r"^(?<x>a)\k'x'$", "aa", "", True),
+        (r"^(?<x>a)\k<x>$", "ab", "", False),
+        # The translation keeps everything else as it was.
+        (r"^\[\w\]$", "[a]", "", True),
+        (r"^[]a]+$", "]a", "", True),
+        (r"^[^]a]$", "b", "", True),
+        (r"^[a[]$", "[", "", True),
+        (r"(?#[)^a$", "a", "", True),
+        (r"^a\\d$", "a\\d", "", True),
+        (r"^\d # digits", "1", "x", True),
+        (r"^a # \Q ignored in a comment", "a", "x", True),
+        (r"^\d \d$", "12", "x", True),
+        (r"^a\.b$", "a.b", "", True),
+        (r"^\w+$", "abc", "u", True),  # MongoDB accepts u, and ignores it
+        (r"^\w+$", "José", "iu", False),
+    ],
+)
+def test_regex_matches_as_mongodb_does(
+    pattern: str, value: str, options: str, expected: bool
+) -> None:
+    assert regex_matches(pattern, value, options) is expected
+
+
+@pytest.mark.parametrize(
+    ("pattern", "message"),
+    [
+        ("a\x00b", "invalid $regex 'a\\x00b': a regular expression cannot hold a NUL character"),
+        (r"\x{zz}", r"invalid $regex '\\x{zz}': \x{...} needs hexadecimal digits"),
+        (r"\x{110000}", r"invalid $regex '\\x{110000}': \x{110000} is beyond Unicode"),
+        (r"\o{9}", r"invalid $regex '\\o{9}': \o{...} needs octal digits"),
+        (r"\c", r"invalid $regex '\\c': \c needs a printable ASCII character after it"),
+        (r"\k<x", r"invalid $regex '\\k<x': \k needs a group name in <>, {} or ''"),
+        # Where the translation changed the pattern, a position would not be the user's.
+        (r"\d(", r"invalid $regex '\\d(': missing )"),
+    ],
+)
+def test_regex_errors_name_the_pattern(pattern: str, message: str) -> None:
+    with pytest.raises(InvalidFilterError) as caught:
+        parse_filter({"a": {"$regex": pattern}})
+    assert str(caught.value) == message
+
+
+# --- through the CLI: query and delete --filter select the same, MongoDB's, documents ---------
+
+NAMES = {"k1": "Jose", "k2": "José", "k3": "٣", "k4": "12", "k5": "Straße"}
+
+
+@pytest.fixture
+def named(run: Callable[..., Any]) -> Callable[..., Any]:
+    lines = "".join(f'{{"fs_id": "{key}", "name": "{name}"}}\n' for key, name in NAMES.items())
+    result = run("put", "--field", "name", input=lines)
+    assert result.exit_code == 0, result.stderr
+    return run
+
+
+@pytest.mark.parametrize(
+    ("pattern", "expected"),
+    [
+        (r"^\\w+$", ["k1", "k4"]),
+        (r"^[[:alpha:]]+$", ["k1"]),
+        (r"\\d", ["k4"]),
+        (r"^\\D+$", ["k1", "k2", "k3", "k5"]),
+    ],
+)
+def test_query_and_delete_select_what_mongodb_selects(
+    named: Callable[..., Any], pattern: str, expected: list[str]
+) -> None:
+    flt = f'{{"name": {{"$regex": "{pattern}"}}}}'
+    found = named("query", flt, "--fields", "fs_id", "--json")
+    assert found.exit_code == 0, found.stderr
+    assert [line for line in found.stdout.splitlines()] == [
+        f'{{"fs_id":"{key}"}}' for key in expected
+    ]
+    dry = named("delete", "--filter", flt, "--dry-run")
+    assert dry.exit_code == 0, dry.stderr
+    assert dry.stdout.split() == expected
+
+
+def test_the_u_option_is_accepted_as_mongodb_accepts_it(named: Callable[..., Any]) -> None:
+    result = named("query", '{"name": {"$regex": "^j", "$options": "iu"}}', "--count")
+    assert result.exit_code == ExitStatus.OK, result.stderr
+    assert result.stdout.strip() == "2"
