@@ -687,6 +687,8 @@ def _size_argument(argument: Any) -> int:
 
 def _literal(value: Any, depth: int = 0) -> Any:
     """A value to compare with: ``$date`` tags become datetimes, datetimes get ms precision."""
+    if value is None or type(value) in (str, int, bool):  # the common case, first: a long $in
+        return value
     if depth >= 0 and isinstance(value, Mapping | list | tuple):
         # Checked once, without recursion, before the recursive conversion below.
         if depth + json_depth(value) > MAX_NESTING:
