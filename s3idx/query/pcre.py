@@ -49,6 +49,14 @@ _POSIX: dict[str, Ranges] = {
     "xdigit": ((0x30, 0x39), (0x41, 0x46), (0x61, 0x66)),
 }
 _POSIX_CLASS = re.compile(r"\[:(\^?)([a-z]+):\]")
+# PCRE2's options at the start of a pattern, which regex does not know: (*UCP) gives the generic
+# types and POSIX classes their Unicode meaning (regex's own); the others change no answer.
+_START_OPTIONS = re.compile(
+    r"\(\*(UTF|UCP|NO_AUTO_POSSESS|NO_DOTSTAR_ANCHOR|NO_JIT|NO_START_OPT|NOTEMPTY"
+    r"|NOTEMPTY_ATSTART|LIMIT_(?:MATCH|HEAP|DEPTH|RECURSION)=\d+)\)"
+)
+# An inline option setting, such as (?x), (?i-x) or (?x: (its letters on, then off).
+_INLINE_OPTIONS = re.compile(r"\(\?([a-zA-Z]*)(?:-([a-zA-Z]*))?[:)]")
 _HEX = re.compile(r"[0-9A-Fa-f]+")
 _OCTAL = re.compile(r"[0-7]+")
 _GROUP_NAME = {"<": ">", "{": "}", "'": "'"}
@@ -62,13 +70,18 @@ def translate(pattern: str, *, extended: bool = False) -> str:
     """
     if "\x00" in pattern:
         raise InvalidFilterError("a regular expression cannot hold a NUL character")
-    return _Translator(pattern, extended).run()
+    ucp = False
+    while start := _START_OPTIONS.match(pattern):
+        ucp = ucp or start.group(1) == "UCP"
+        pattern = pattern[start.end() :]
+    return _Translator(pattern, extended, ucp=ucp).run()
 
 
 class _Translator:
-    def __init__(self, pattern: str, extended: bool) -> None:
+    def __init__(self, pattern: str, extended: bool, *, ucp: bool) -> None:
         self.pattern = pattern
         self.extended = extended
+        self.ucp = ucp
         self.out: list[str] = []
         self.pos = 0
         self.in_class = False
@@ -89,7 +102,13 @@ class _Translator:
         if char == "[":
             self.open_class()
             return
-        if pattern.startswith("(?#", pos):  # a comment, which may hold anything but ")"
+        inline = _INLINE_OPTIONS.match(pattern, pos) if char == "(" else None
+        if inline is not None:
+            # Taken as set to the end of the pattern: "x" decides what a "#" starts.
+            on, off = inline.group(1), inline.group(2) or ""
+            self.extended = ("x" in on or self.extended) and "x" not in off
+            end = inline.end()
+        elif pattern.startswith("(?#", pos):  # a comment, which may hold anything but ")"
             end = pattern.find(")", pos)
             end = len(pattern) if end < 0 else end + 1
         elif char == "#" and self.extended:
@@ -120,6 +139,10 @@ class _Translator:
             return
         if char == "[":
             posix = _POSIX_CLASS.match(self.pattern, self.pos)
+            if posix is not None and posix.group(2) in _POSIX and self.ucp:
+                self.out.append(posix.group())  # regex's own, Unicode, meaning
+                self.pos = posix.end()
+                return
             if posix is not None and posix.group(2) in _POSIX:
                 ranges = _POSIX[posix.group(2)]
                 self.out.append(_class_body(_complement(ranges) if posix.group(1) else ranges))
@@ -139,7 +162,9 @@ class _Translator:
             return
         letter = pattern[pos + 1]
         self.pos += 2
-        if letter.lower() in _TYPES:
+        if self.ucp and letter in "dDsSwWbB":
+            self.out.append(pattern[pos : pos + 2])  # regex's own, Unicode, meaning
+        elif letter.lower() in _TYPES:
             self.generic_type(letter)
         elif letter in "bB" and not self.in_class:
             self.out.append(f"(?a:\\{letter})")  # a boundary of ASCII word characters

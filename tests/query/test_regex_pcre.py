@@ -114,6 +114,19 @@ def regex_matches(pattern: str, value: str, options: str = "") -> bool:
         (r"^\d \d$", "12", "x", True),
         (r"^a\.b$", "a.b", "", True),
         (r"^\w+$", "abc", "u", True),  # MongoDB accepts u, and ignores it
+        # Options set inside the pattern: (?x) makes "#" start a comment; leading (*...) items
+        # set PCRE2 options, (*UCP) the Unicode meaning of the generic types and POSIX classes.
+        (r"(?x) ^a # [", "a", "", True),
+        (r"(?ix)^A # \Q", "a", "", True),
+        (r"(?-x)^a # [b]", "a # b", "x", True),
+        ("(?x)^a # [ comment\n\\d$", "a1", "", True),
+        ("(?x)^a # [ comment\n\\d$", "a", "", False),
+        (r"(*UCP)^\w+$", "José", "", True),
+        (r"(*UCP)^[[:alpha:]]+$", "José", "", True),
+        (r"(*UCP)\d", "\u0663", "", True),
+        (r"(*UTF)(*UCP)\bé", " é", "", True),
+        (r"(*UTF)^\w+$", "José", "", False),
+        (r"(*LIMIT_MATCH=1000)(*NO_JIT)^a$", "a", "", True),
         (r"^\w+$", "José", "iu", False),
     ],
 )
