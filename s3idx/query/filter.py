@@ -168,7 +168,7 @@ class Regex(Frozen):
             flags |= getattr(regex, name) if name else 0
         try:
             # MongoDB's meaning (PCRE2), in regex's syntax: see s3idx.query.pcre.
-            translated = translate(self.pattern, extended="x" in self.options)
+            translated = translate(self.pattern, self.options)
             compiled = regex.compile(translated, flags)
         except InvalidFilterError as exc:
             raise InvalidFilterError(f"invalid $regex {self.pattern!r}: {exc}") from None

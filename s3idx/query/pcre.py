@@ -7,7 +7,12 @@ characters only, while ``i`` folds case and ``\\p{..}`` tests properties across 
 ``regex`` gives the generic types their Unicode meaning, and reads some of PCRE's syntax
 otherwise (``\\Z``, ``\\N``, ``\\v``) or not at all (``\\Q...\\E``, ``\\x{..}``, ``\\k<name>``).
 ``translate`` rewrites exactly those pieces, in one pass that knows where character classes
-are, so that a filter selects on SQLite the documents MongoDB selects.
+are, so that a filter selects on SQLite the documents MongoDB selects. Checked against PCRE2
+itself (libpcre2-8 through ctypes, random patterns and values); the differences left are in
+patterns PCRE2 refuses (a quantifier after ``^`` in ``x`` mode, a range ending in ``\\p{..}``),
+two characters under ``i`` (the Kelvin sign and the long s count as ``k`` and ``s`` for
+``\\w`` and the POSIX classes), and PCRE2's own quirks for characters beyond U+00FF in classes
+that mix ``\\D``/``\\W`` with POSIX classes.
 """
 
 from __future__ import annotations
@@ -58,14 +63,20 @@ _START_OPTIONS = re.compile(
 # An inline option setting, such as (?x), (?i-x) or (?x: (its letters on, then off).
 _INLINE_OPTIONS = re.compile(r"\(\?([a-zA-Z]*)(?:-([a-zA-Z]*))?[:)]")
 _HEX = re.compile(r"[0-9A-Fa-f]+")
+_QUANTIFIER = re.compile(r"\{\d+(,\d*)?\}")
+_PROPERTY = re.compile(r"\{[^}]*\}|.", re.DOTALL)
+# What x ignores in a pattern: PCRE2's pattern white space, not all of Unicode's (which regex
+# ignores, a no-break space among them).
+_PATTERN_SPACE = frozenset("\t\n\x0b\x0c\r \x85\u200e\u200f\u2028\u2029")
 _OCTAL = re.compile(r"[0-7]+")
 _GROUP_NAME = {"<": ">", "{": "}", "'": "'"}
 
 
-def translate(pattern: str, *, extended: bool = False) -> str:
+def translate(pattern: str, options: str = "") -> str:
     """``pattern`` (PCRE2, as MongoDB compiles it) in ``regex``'s syntax, with the same meaning.
 
-    ``extended`` is the ``x`` option: ``#`` then starts a comment, copied as it is.
+    ``options`` are $options: with ``x``, ``#`` starts a comment (copied as it is); with ``m``,
+    ``^`` also matches after a newline, unless that newline ends the value.
     InvalidFilterError for a PCRE escape that is malformed.
     """
     if "\x00" in pattern:
@@ -74,27 +85,55 @@ def translate(pattern: str, *, extended: bool = False) -> str:
     while start := _START_OPTIONS.match(pattern):
         ucp = ucp or start.group(1) == "UCP"
         pattern = pattern[start.end() :]
-    return _Translator(pattern, extended, ucp=ucp).run()
+    return _Translator(pattern, options, ucp=ucp).run()
 
 
 class _Translator:
-    def __init__(self, pattern: str, extended: bool, *, ucp: bool) -> None:
+    def __init__(self, pattern: str, options: str, *, ucp: bool) -> None:
         self.pattern = pattern
-        self.extended = extended
+        self.extended = "x" in options
+        self.multiline = "m" in options
         self.ucp = ucp
         self.out: list[str] = []
         self.pos = 0
         self.in_class = False
+        # The last member of the class being read: None (none yet), "char", "range" (a char
+        # ending a range) or "set" (\\d, [:alpha:], ...); a "-" after a "char" starts a range.
+        self.last_member: str | None = None
+        self.range_open = False  # a "-" starting a range was just read
+        self.after_hyphen = False
+        self.set_read = False
 
     def run(self) -> str:
         while self.pos < len(self.pattern):
-            if self.pattern[self.pos] == "\\":
+            escaped = self.pattern[self.pos] == "\\"
+            if not self.in_class:
+                if escaped:
+                    self.escape()
+                else:
+                    self.outside()
+                continue
+            self.after_hyphen, self.range_open, self.set_read = self.range_open, False, False
+            if escaped:
                 self.escape()
-            elif self.in_class:
-                self.class_member()
             else:
-                self.outside()
+                self.class_member()
+            if self.in_class and not self.range_open:
+                kind = "range" if self.after_hyphen else "char"
+                self.last_member = "set" if self.set_read else kind
         return "".join(self.out)
+
+    def class_set(self, body: str) -> None:
+        """A set of characters (\\d, [:alpha:], ...) as a member of a class."""
+        # PCRE2 refuses a set at either end of a range, which Perl only warns about.
+        pattern, pos = self.pattern, self.pos
+        followed = (
+            pattern.startswith("-", pos) and pos + 1 < len(pattern) and pattern[pos + 1] != "]"
+        )
+        if self.after_hyphen or followed:
+            raise InvalidFilterError("invalid range in character class")
+        self.set_read = True
+        self.out.append(body)
 
     def outside(self) -> None:
         pattern, pos = self.pattern, self.pos
@@ -104,16 +143,26 @@ class _Translator:
             return
         inline = _INLINE_OPTIONS.match(pattern, pos) if char == "(" else None
         if inline is not None:
-            # Taken as set to the end of the pattern: "x" decides what a "#" starts.
+            # Taken as set to the end of the pattern: "x" decides what a "#" starts, "m"
+            # what a "^" means.
             on, off = inline.group(1), inline.group(2) or ""
             self.extended = ("x" in on or self.extended) and "x" not in off
+            self.multiline = ("m" in on or self.multiline) and "m" not in off
             end = inline.end()
         elif pattern.startswith("(?#", pos):  # a comment, which may hold anything but ")"
             end = pattern.find(")", pos)
             end = len(pattern) if end < 0 else end + 1
+        elif char == "^" and self.multiline:
+            self.out.append(r"(?:\A|^(?!\z))")  # not after a newline that ends the value
+            self.pos += 1
+            return
         elif char == "#" and self.extended:
             end = pattern.find("\n", pos)
             end = len(pattern) if end < 0 else end + 1
+        elif self.extended and (char in _PATTERN_SPACE or char.isspace()):
+            self.out.append(" " if char in _PATTERN_SPACE else _literal(ord(char)))
+            self.pos += 1
+            return
         else:
             end = pos + 1
         self.out.append(pattern[pos:end])
@@ -129,6 +178,7 @@ class _Translator:
         if self.pattern.startswith("]", self.pos):  # first in a class, "]" is itself
             self.out.append(r"\]")
             self.pos += 1
+        self.last_member = "char" if self.out[-1] == r"\]" else None
 
     def class_member(self) -> None:
         char = self.pattern[self.pos]
@@ -145,12 +195,14 @@ class _Translator:
                 return
             if posix is not None and posix.group(2) in _POSIX:
                 ranges = _POSIX[posix.group(2)]
-                self.out.append(_class_body(_complement(ranges) if posix.group(1) else ranges))
                 self.pos = posix.end()
+                self.class_set(_class_body(_complement(ranges) if posix.group(1) else ranges))
                 return
             self.out.append(r"\[")  # a "[" in a class is itself to PCRE
             self.pos += 1
             return
+        if char == "-" and self.last_member == "char":
+            self.range_open = self.pattern[self.pos + 1 : self.pos + 2] not in ("", "]")
         self.out.append(char)
         self.pos += 1
 
@@ -167,11 +219,17 @@ class _Translator:
         elif letter.lower() in _TYPES:
             self.generic_type(letter)
         elif letter in "bB" and not self.in_class:
-            self.out.append(f"(?a:\\{letter})")  # a boundary of ASCII word characters
+            self.out.append(_BOUNDARY if letter == "b" else _NO_BOUNDARY)
         elif letter == "Z" and not self.in_class:
             self.out.append(r"(?=\n?\z)")  # PCRE's \Z also matches before a final newline
-        elif letter == "N" and not self.in_class and not pattern.startswith("{", self.pos):
-            self.out.append(r"[^\n]")
+        elif letter == "N":
+            self.any_but_newline()
+        elif letter in "pP" and not self.in_class:
+            # Properties are not widened by "i" in PCRE2: \p{Lu} is upper case letters only.
+            found = _PROPERTY.match(pattern, self.pos)
+            end = found.end() if found else self.pos
+            self.out.append(f"(?-i:{pattern[pos:end]})")
+            self.pos = end
         elif letter == "Q":
             self.quoted()
         elif letter == "E":
@@ -189,16 +247,23 @@ class _Translator:
         else:
             self.out.append(pattern[pos : pos + 2])
 
+    def any_but_newline(self) -> None:
+        if self.in_class:
+            raise InvalidFilterError(r"\N is not allowed in a character class")
+        if self.pattern.startswith("{", self.pos) and not _QUANTIFIER.match(self.pattern, self.pos):
+            self.out.append(r"\N")  # \N{name}: refused by MongoDB, left to regex
+            return
+        self.out.append(r"[^\n]")  # {2} after it repeats it
+
     def generic_type(self, letter: str) -> None:
         ranges = _TYPES[letter.lower()]
         negated = letter.isupper()
         if self.in_class:
-            self.out.append(_class_body(_complement(ranges) if negated else ranges))
-        elif letter.lower() in "dsw":
-            # regex's own ASCII flag, scoped: with "i", ASCII-only folding is PCRE's meaning
-            # too (the Kelvin sign is no \w).
-            self.out.append(f"(?a:\\{letter})")
+            self.class_set(_class_body(_complement(ranges) if negated else ranges))
         else:
+            # Not regex's ASCII flag scoped to it, (?a:\W): with "i", regex then misses "é"
+            # for x?(?a:\W). With "i", a class takes the Kelvin sign and the long s for k and
+            # s, where PCRE2 takes no case variant for \w: a far smaller difference.
             self.out.append(("[^" if negated else "[") + _class_body(ranges) + "]")
 
     def quoted(self) -> None:
@@ -232,6 +297,11 @@ class _Translator:
             raise InvalidFilterError(r"\k needs a group name in <>, {} or ''")
         self.out.append(f"(?P={self.pattern[self.pos + 1 : end]})")
         self.pos = end + 1
+
+
+_WORD_CLASS = "[0-9A-Za-z_]"
+_BOUNDARY = f"(?:(?<={_WORD_CLASS})(?!{_WORD_CLASS})|(?<!{_WORD_CLASS})(?={_WORD_CLASS}))"
+_NO_BOUNDARY = f"(?:(?<={_WORD_CLASS})(?={_WORD_CLASS})|(?<!{_WORD_CLASS})(?!{_WORD_CLASS}))"
 
 
 def _literal(code_point: int) -> str:
