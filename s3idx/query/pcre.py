@@ -11,8 +11,8 @@ are, so that a filter selects on SQLite the documents MongoDB selects. Checked a
 itself (libpcre2-8 through ctypes, random patterns and values); the differences left are in
 patterns PCRE2 refuses (a quantifier after ``^`` in ``x`` mode, a range ending in ``\\p{..}``),
 two characters under ``i`` (the Kelvin sign and the long s count as ``k`` and ``s`` for
-``\\w`` and the POSIX classes), and PCRE2's own quirks for characters beyond U+00FF in classes
-that mix ``\\D``/``\\W`` with POSIX classes.
+``\\w`` and the POSIX classes), and PCRE2's own handling of characters beyond U+00FF in
+classes holding POSIX classes (negated, or beside ``\\D \\W \\S``).
 """
 
 from __future__ import annotations
