@@ -378,6 +378,21 @@ def _is_document(value: Any) -> bool:
     return isinstance(value, Mapping) and not is_date_tag(value)
 
 
+def _paged_order(
+    sort: list[tuple[str, int]], key_field: str | None, *, paged: bool
+) -> list[tuple[str, int]]:
+    """``sort``, and for a page of it (skip, limit) the key after it, ascending.
+
+    MongoDB returns entries that sort equal in any order, which may differ from one query to
+    the next: pages could then repeat or lose entries. In key order, as SQLite gives them, they
+    do not. A sort without a page keeps its own order, which an index on its field can give
+    without sorting in memory.
+    """
+    if not sort or not paged or any(name in (ID, key_field) for name, _ in sort):
+        return sort
+    return [*sort, (ID, ASCENDING)]
+
+
 def _key_batches(keys: Iterable[str]) -> Iterator[list[str]]:
     """The distinct keys, ``BATCH_SIZE`` at a time: one ``$in`` query or delete each."""
     yield from batched(dict.fromkeys(keys), BATCH_SIZE)
@@ -1173,9 +1188,10 @@ class MongoIndex:
         if spec is not None and spec.get(ID) == 0:
             # The _id too, to check each entry's key against it (then dropped).
             del spec[ID]
+        order = _paged_order(args.sort, key_field, paged=bool(args.skip or args.limit))
         with self._c.guard("querying", query=True):
             cursor = self._c.live.find(
-                query, spec or None, skip=args.skip, limit=args.limit, sort=args.sort or None
+                query, spec or None, skip=args.skip, limit=args.limit, sort=order or None
             )
         check = partial(_checked_entry, location=self.location, key_field=key_field)
         whole = args.fields is None
