@@ -381,14 +381,14 @@ def _is_document(value: Any) -> bool:
 def _paged_order(
     sort: list[tuple[str, int]], key_field: str | None, *, paged: bool
 ) -> list[tuple[str, int]]:
-    """``sort``, and for a page of it (skip, limit) the key after it, ascending.
+    """``sort``, and for a page (skip, limit) the key after it, ascending.
 
-    MongoDB returns entries that sort equal in any order, which may differ from one query to
-    the next: pages could then repeat or lose entries. In key order, as SQLite gives them, they
-    do not. A sort without a page keeps its own order, which an index on its field can give
-    without sorting in memory.
+    MongoDB returns entries that sort equal (all of them, without a sort) in any order, which
+    may differ from one query to the next: pages could then repeat or lose entries. In key
+    order, as SQLite gives them, they do not. A sort without a page keeps its own order, which
+    an index on its field can give without sorting in memory.
     """
-    if not sort or not paged or any(name in (ID, key_field) for name, _ in sort):
+    if not paged or any(name in (ID, key_field) for name, _ in sort):
         return sort
     return [*sort, (ID, ASCENDING)]
 
