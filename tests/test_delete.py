@@ -17,10 +17,13 @@ import orjson
 import pytest
 
 from s3idx import Engine
+from s3idx.engine import delete as delete_module
 from s3idx.engine.delete import finish_deletes
 from s3idx.errors import BackendUnavailableError, ObjectNotFoundError
 from s3idx.index.base import Index
+from s3idx.index.mongo import MongoIndex
 from s3idx.index.sqlite import SqliteIndex
+from s3idx.limits import MAX_NESTING
 from s3idx.store.base import DeleteFailure
 from s3idx.store.local import LocalStore
 from tests.helpers import entries_and_objects, subprocess_env
@@ -340,3 +343,53 @@ def test_a_named_key_whose_object_changed_since_indexed_is_not_deleted_and_says_
     assert again.exit_code == 0, again.stderr
     assert orjson.loads(again.stdout)["deleted"] == 1
     assert run("get", "a", *stale).exit_code == 4
+
+
+# --- delete --filter pages through the matches without changing the filter's depth -----------
+
+
+def _nested(operator: str, depth: int, inner: dict[str, Any]) -> dict[str, Any]:
+    node = inner
+    for _ in range(depth):
+        node = {"v": {"$not": node["v"]}} if operator == "$not" else {operator: [node]}
+    return node
+
+
+DEEPEST = [
+    # Each as deep as a filter may be (MAX_NESTING), on every page.
+    _nested("$and", MAX_NESTING, {"v": {"$gte": 1}}),
+    _nested("$or", MAX_NESTING, {"v": {"$gte": 1}}),
+    _nested("$not", MAX_NESTING, {"v": {"$gte": 1}}),  # an even number of $not: v >= 1
+    {"fs_id": {"$gte": "k1"}, "$and": _nested("$and", MAX_NESTING, {"v": {"$gte": 0}})["$and"]},
+    {
+        "$and": [{"fs_id": {"$gte": "k1"}}],
+        "$or": [_nested("$or", MAX_NESTING - 1, {"v": 1}), {"v": {"$gte": 2}}],
+    },
+]
+
+
+@pytest.fixture(params=["sqlite", "mongomock"])
+def paged_engine(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Engine]:
+    monkeypatch.setattr(delete_module, "DELETE_BATCH", 2)  # several pages of matches
+    if request.param == "sqlite":
+        index: Index = SqliteIndex(tmp_path / "index.sqlite3")
+    else:
+        client = request.getfixturevalue("mongomock_client")
+        index = MongoIndex("mongodb://localhost/test", "test", client=client)
+    with Engine(LocalStore(tmp_path / "store"), index) as e:
+        e.put_documents([{"fs_id": f"k{i}", "v": i} for i in range(6)], fields=["v"])
+        yield e
+
+
+@pytest.mark.parametrize("flt", DEEPEST, ids=["and", "or", "not", "key-and", "and-or"])
+def test_a_filter_nested_as_deep_as_allowed_deletes_every_match(
+    paged_engine: Engine, flt: dict[str, Any]
+) -> None:
+    assert paged_engine.count(flt) == 5
+    dry = paged_engine.delete_matching(flt, dry_run=True)
+    assert sorted(dry.would_delete) == ["k1", "k2", "k3", "k4", "k5"]
+    result = paged_engine.delete_matching(flt)
+    assert (result.deleted, result.failed) == (5, [])
+    assert _keys(paged_engine) == _objects(paged_engine) == ["k0"]

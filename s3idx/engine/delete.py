@@ -111,9 +111,7 @@ def _matching_keys(
     # failing to) never makes the next query skip or repeat keys.
     last: str | None = None
     while True:
-        page_filter = (
-            dict(filter) if last is None else {"$and": [dict(filter), {key_field: {"$gt": last}}]}
-        )
+        page_filter = dict(filter) if last is None else _after(filter, key_field, last)
         page = [
             e[key_field]
             for e in index.find(
@@ -124,6 +122,24 @@ def _matching_keys(
             return
         yield page
         last = page[-1]
+
+
+def _after(filter: Mapping[str, Any], key_field: str, last: str) -> dict[str, Any]:
+    """``filter`` and "the key is after ``last``", nested no deeper than ``filter``.
+
+    Wrapping it in a new $and would add a level: a filter as deep as allowed would be refused
+    on the second page, after the first page was deleted.
+    """
+    after = {key_field: {"$gt": last}}
+    page = dict(filter)
+    clauses = page.get("$and")
+    if isinstance(clauses, list):
+        page["$and"] = [*clauses, after]
+    elif key_field in page:
+        page["$and"] = [after]
+    else:
+        page.update(after)
+    return page
 
 
 def _delete_batch(

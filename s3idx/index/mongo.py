@@ -65,7 +65,7 @@ from pymongo.errors import (
     PyMongoError,
 )
 
-from s3idx.codec import RESERVED_FIELD, check_key_field, dumps, loads, utc_now
+from s3idx.codec import RESERVED_FIELD, check_key_field, dumps, is_date_tag, loads, utc_now
 from s3idx.config import redact
 from s3idx.errors import (
     BackendUnavailableError,
@@ -335,6 +335,63 @@ def uses_operator(value: Any, operator: str) -> bool:
     if isinstance(value, list):
         return any(uses_operator(v, operator) for v in value)
     return False
+
+
+def compares_a_document(filter: Any) -> bool:
+    """Whether a filter compares a field with a document for equality, at any depth: a bare
+    document, or one as the operand of $eq, $ne, $in, $nin or $all (also under $not)."""
+    if not isinstance(filter, Mapping):
+        return False
+    for name, value in filter.items():
+        if name in ("$and", "$or", "$nor"):
+            found = isinstance(value, list) and any(map(compares_a_document, value))
+        else:
+            field = isinstance(name, str) and not name.startswith("$")
+            found = field and _condition_compares_a_document(value)
+        if found:
+            return True
+    return False
+
+
+def _condition_compares_a_document(condition: Any) -> bool:
+    if not _is_operator_object(condition):
+        return _is_document(condition)
+    for name, argument in condition.items():
+        if name in ("$eq", "$ne") and _is_document(argument):
+            return True
+        listed = name in ("$in", "$nin", "$all") and isinstance(argument, list)
+        if listed and any(map(_is_document, argument)):
+            return True
+        if name == "$not" and _condition_compares_a_document(argument):
+            return True
+    return False
+
+
+def _is_operator_object(value: Any) -> bool:
+    # As MongoDB decides: by the first name.
+    if not isinstance(value, Mapping) or not value or is_date_tag(value):
+        return False
+    first = next(iter(value))
+    return isinstance(first, str) and first.startswith("$")
+
+
+def _is_document(value: Any) -> bool:
+    return isinstance(value, Mapping) and not is_date_tag(value)
+
+
+def _paged_order(
+    sort: list[tuple[str, int]], key_field: str | None, *, paged: bool
+) -> list[tuple[str, int]]:
+    """``sort``, and for a page (skip, limit) the key after it, ascending.
+
+    MongoDB returns entries that sort equal (all of them, without a sort) in any order, which
+    may differ from one query to the next: pages could then repeat or lose entries. In key
+    order, as SQLite gives them, they do not. A sort without a page keeps its own order, which
+    an index on its field can give without sorting in memory.
+    """
+    if not paged or any(name in (ID, key_field) for name, _ in sort):
+        return sort
+    return [*sort, (ID, ASCENDING)]
 
 
 def _key_batches(keys: Iterable[str]) -> Iterator[list[str]]:
@@ -846,6 +903,14 @@ class MongoIndex:
                 hint="use a dotted path instead where one element need not meet every "
                 "condition, or keep the index in MongoDB or SQLite",
             )
+        if compares_a_document(query) and self.is_ferretdb():
+            raise InvalidFilterError(
+                f"a document to compare with is refused on FerretDB ({self.location}): "
+                "FerretDB v1 does not compare it with the documents an array holds, so the "
+                "answer could be wrong",
+                hint='query the fields inside it by dotted paths instead ({"b.c": 1} for '
+                '{"b": {"c": 1}}), or keep the index in MongoDB or SQLite',
+            )
 
     # --- entries -----------------------------------------------------------------------------
 
@@ -1130,9 +1195,10 @@ class MongoIndex:
         if spec is not None and spec.get(ID) == 0:
             # The _id too, to check each entry's key against it (then dropped).
             del spec[ID]
+        order = _paged_order(args.sort, key_field, paged=bool(args.skip or args.limit))
         with self._c.guard("querying", query=True):
             cursor = self._c.live.find(
-                query, spec or None, skip=args.skip, limit=args.limit, sort=args.sort or None
+                query, spec or None, skip=args.skip, limit=args.limit, sort=order or None
             )
         check = partial(_checked_entry, location=self.location, key_field=key_field)
         whole = args.fields is None

@@ -536,7 +536,12 @@ class SqliteIndex:
             return None
         multikey = _multikey(meta, LIVE) if _MULTIKEY[LIVE] in meta else None
         keys = compile_filter(
-            flt, key_field=settings.key_field, fields=settings.fields, multikey=multikey
+            flt,
+            key_field=settings.key_field,
+            fields=settings.fields,
+            multikey=multikey,
+            # Two more for a page's LIMIT and OFFSET.
+            max_params=conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) - 2,
         )
         return settings.key_field, keys
 

@@ -28,6 +28,7 @@ from s3idx.errors import InvalidFilterError
 from s3idx.frozen import Frozen, init_field
 from s3idx.limits import MAX_NESTING, NESTING_MESSAGE, json_depth
 from s3idx.query.paths import Path, iter_path_values, split_path
+from s3idx.query.pcre import translate
 from s3idx.query.values import MISSING, canonical, compare, type_class
 
 SUPPORTED_OPERATORS = (
@@ -52,8 +53,9 @@ SUPPORTED_OPERATORS = (
     "$elemMatch",
 )
 LOGICAL_OPERATORS = ("$and", "$or", "$nor")
-# $options flag -> the name of regex's flag
-REGEX_FLAGS = {"i": "IGNORECASE", "m": "MULTILINE", "s": "DOTALL", "x": "VERBOSE"}
+# $options flag -> the name of regex's flag; MongoDB accepts "u" and ignores it (it always
+# matches in UTF mode), as drivers may send it.
+REGEX_FLAGS = {"i": "IGNORECASE", "m": "MULTILINE", "s": "DOTALL", "x": "VERBOSE", "u": None}
 # Seconds one $regex may spend on one value, as MongoDB's PCRE has a match limit.
 REGEX_TIME_LIMIT = 1.0
 
@@ -162,11 +164,18 @@ class Regex(Frozen):
 
         flags = 0
         for flag in self.options:
-            flags |= getattr(regex, REGEX_FLAGS[flag])
+            name = REGEX_FLAGS[flag]
+            flags |= getattr(regex, name) if name else 0
         try:
-            compiled = regex.compile(self.pattern, flags)
-        except regex.error as exc:
+            # MongoDB's meaning (PCRE2), in regex's syntax: see s3idx.query.pcre.
+            translated = translate(self.pattern, self.options)
+            compiled = regex.compile(translated, flags)
+        except InvalidFilterError as exc:
             raise InvalidFilterError(f"invalid $regex {self.pattern!r}: {exc}") from None
+        except regex.error as exc:
+            # A position in the translated pattern would point the user at the wrong place.
+            reason = str(exc) if translated == self.pattern else getattr(exc, "msg", str(exc))
+            raise InvalidFilterError(f"invalid $regex {self.pattern!r}: {reason}") from None
         init_field(self, "compiled", compiled)
 
     def test(self, value: Any) -> bool:
@@ -695,6 +704,8 @@ def _size_argument(argument: Any) -> int:
 
 def _literal(value: Any, depth: int = 0) -> Any:
     """A value to compare with: ``$date`` tags become datetimes, datetimes get ms precision."""
+    if value is None or type(value) in (str, int, bool):  # the common case, first: a long $in
+        return value
     if depth >= 0 and isinstance(value, Mapping | list | tuple):
         # Checked once, without recursion, before the recursive conversion below.
         if depth + json_depth(value) > MAX_NESTING:

@@ -264,15 +264,21 @@ def compile_filter(
     fields: Collection[str],
     multikey: Collection[str] | None = None,
     tables: Tables = _TABLES,
+    max_params: int | None = None,
 ) -> KeySet:
     """The keys that may match ``flt``: exactly those when the result says ``exact``.
 
     ``multikey`` names the searchable fields some entry has several values for (None: assume
-    all); conditions on one of the others may be combined on a single row.
+    all); conditions on one of the others may be combined on a single row. A set needing more
+    than ``max_params`` bound values (SQLite's limit, for a $in of 300,000 values) is given up
+    for every key, checked in Python: slower, never refused.
     """
     searchable = frozenset(fields) - {key_field}
     single = searchable - (searchable if multikey is None else frozenset(multikey))
-    return _Compiler(key_field, searchable, single, tables).expr(flt.expr)
+    keys = _Compiler(key_field, searchable, single, tables).expr(flt.expr)
+    if max_params is not None and len(keys.params) + len(keys.direct_params) > max_params:
+        return _all(False)
+    return keys
 
 
 class _Compiler:

@@ -96,12 +96,17 @@ KNOWN_GAPS: dict[str, dict[str, str]] = {
     "mongomock": {
         "bool-is-not-number": "mongomock 4.3 lets {'flag': 1} match true; MongoDB does not",
         "type-codes": "mongomock 4.3 takes $type aliases only: every number is 'not a valid $type'",
+        "regex-unicode-types": "mongomock matches $regex with Python's re: Unicode \\w and \\d "
+        "and no POSIX classes, where MongoDB's PCRE has ASCII-only ones",
     },
     "ferretdb": {
         "nested-arrays": "FerretDB v1 cannot store arrays inside arrays; s3idx refuses such "
         "entries there with a clear error (tests/index/test_ferretdb.py)",
         "elemMatch": "FerretDB v1 answers $elemMatch wrongly (the document form matches "
         "nothing); s3idx refuses $elemMatch there (tests/index/test_ferretdb.py)",
+        "document-operands": "FerretDB v1 never compares a document operand with the documents "
+        "an array holds ({'b': {'c': 1}} misses {'b': [{'c': 1}]}); s3idx refuses document "
+        "operands there (tests/index/test_ferretdb.py)",
         "min-max-key": "FerretDB v1 refuses $type -1 (minKey) and 127 (maxKey): 'Type code "
         "-1 not implemented'",
     },

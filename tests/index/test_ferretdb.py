@@ -97,3 +97,52 @@ def test_a_refused_login_names_the_location_without_the_password(
         f"mongodb://u:***@{host}/{ferretdb.database} (collection s3idx): "
     ) in result.stderr
     assert "s3cr3tpw" not in result.stdout + result.stderr
+
+
+# FerretDB v1 compares a document operand with the field itself only, never with the documents
+# an array holds: {"b": {"c": 1}} misses {"b": [{"c": 1}, 5]}, so {"b": {"$ne": {"c": 1}}}
+# matches it, and `delete --filter` would delete a document MongoDB and SQLite keep.
+DOCUMENT_OPERANDS = [
+    {"b": {"c": 1}},
+    {"b": {"$eq": {"c": 1}}},
+    {"b": {"$ne": {"c": 1}}},
+    {"b": {"$in": [5, {"c": 1}]}},
+    {"b": {"$nin": [{"c": 1}]}},
+    {"b": {"$all": [{"c": 1}]}},
+    {"b": {"$not": {"$eq": {"c": 1}}}},
+    {"$nor": [{"b": {"c": 1}}]},
+    {"$or": [{"n": 1}, {"$and": [{"b": {"c": 1}}]}]},
+    {"b.c": {"d": 1}},
+]
+
+
+def test_a_document_operand_is_refused_on_ferretdb_with_the_reason(
+    run: Run, ferretdb: MongoServer, tmp_path: Path
+) -> None:
+    args = ["--store", str(tmp_path / "store"), "--index", ferretdb.uri]
+    docs = jsonl({"fs_id": "y", "b": {"c": 1}}, {"fs_id": "z", "b": [{"c": 1}, 5]})
+    put = run("put", *args, "--field", "b", "--field", "n", input=docs)
+    assert put.exit_code == 0, put.stderr
+    for flt in DOCUMENT_OPERANDS:
+        for command in (("query",), ("query", "--count"), ("delete", "--filter")):
+            result = run(*command, orjson.dumps(flt).decode(), *args)
+            assert result.exit_code == ExitStatus.USAGE, (flt, command, result.stderr)
+            assert "a document to compare with is refused on FerretDB (mongodb://" in (
+                result.stderr
+            )
+            assert (
+                "(collection s3idx)): FerretDB v1 does not compare it with the documents an "
+                "array holds, so the answer could be wrong"
+            ) in result.stderr
+            assert "dotted path" in result.stderr
+    assert run("query", "--count", *args).stdout == "2\n"  # nothing was deleted
+    # What FerretDB answers rightly is still answered: dotted paths, arrays, dates.
+    for flt, count in [
+        ('{"b.c": 1}', 2),
+        ('{"b": [{"c": 1}, 5]}', 1),
+        ('{"b": {"$ne": [{"c": 1}, 5]}}', 1),
+        ('{"b": {"$gt": {"c": 0}}}', 2),
+        ('{"b": {"$date": "2020-01-01T00:00:00Z"}}', 0),
+    ]:
+        result = run("query", flt, "--count", *args)
+        assert (result.exit_code, result.stdout) == (0, f"{count}\n"), (flt, result.stderr)

@@ -407,7 +407,7 @@ SUPPORTED = (
         ({"a": {"$regex": 5}}, "$regex needs a string, got a number (5)"),
         (
             {"a": {"$regex": "x", "$options": "g"}},
-            "invalid $options flag 'g'; supported: i, m, s, x",
+            "invalid $options flag 'g'; supported: i, m, s, x, u",
         ),
         ({"a": {"$options": "i"}}, "$options on 'a' needs a $regex beside it"),
         (
