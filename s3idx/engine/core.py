@@ -21,6 +21,7 @@ from s3idx.config import (
     Settings,
     resolve_settings,
 )
+from s3idx.engine.arguments import check_collection, check_documents
 from s3idx.engine.events import Events
 from s3idx.engine.retry import RetryingStore
 from s3idx.errors import (
@@ -34,6 +35,7 @@ from s3idx.errors import (
 )
 from s3idx.index.base import Entry, Index, IndexSettings, SortSpec
 from s3idx.limits import INT64_MAX, SPOOL_THRESHOLD, check_count
+from s3idx.query.filter import check_filter_object
 from s3idx.query.indexed import check_query_paths
 from s3idx.sharding import Shard
 from s3idx.store.base import ObjectStore
@@ -146,6 +148,7 @@ class Engine:
         check_count("spool_threshold", spool_threshold, 0, INT64_MAX)
         if key_field is not None:
             codec.check_key_field(key_field)
+        check_collection("fields", fields, "field paths")
         self._max_concurrency = max(workers, head_workers)
         self._store: RetryingStore | None = None
         self._open_store: Callable[[], ObjectStore] | None = None
@@ -270,6 +273,7 @@ class Engine:
         return recorded.key_field if recorded is not None else DEFAULT_KEY_FIELD
 
     def _put_fields(self, extra: Sequence[str]) -> tuple[str, ...]:
+        check_collection("fields", extra, "field paths")
         recorded = self.index.settings()
         known = recorded.fields if recorded is not None else ()
         if recorded is not None and self._key_field is None:
@@ -380,11 +384,17 @@ class Engine:
                 hint="each worker process is a Python interpreter of its own: more than the "
                 "free cores only add start-up and memory",
             )
+        check_collection("paths", paths, "input files")
+        # Checked before any input is read: put_files' own options are read by put_records.
+        check_collection("fields", options.get("fields", ()), "field paths")
         sources: list[InputSource] = []
         for path in paths:
             if str(path) == "-":
                 if stdin is None:
-                    raise ValueError("'-' given but no stdin stream")
+                    raise UsageError(
+                        "'-' (stdin) is among the paths, but no stdin stream was given",
+                        hint="pass the stream to read: put_files(['-'], stdin=sys.stdin.buffer)",
+                    )
                 sources.append(stream_source(stdin))
             else:
                 sources.append(file_source(path))
@@ -432,9 +442,13 @@ class Engine:
         )
 
     def put_documents(self, documents: Iterable[Mapping[str, Any]], **options: Any) -> PutResult:
-        """Ingest Python dicts (datetimes allowed); rejects are located as ``<documents>:N``."""
+        """Ingest Python dicts (datetimes allowed); rejects are located as ``<documents>:N``.
+
+        An item that is not a mapping is rejected as a line that is not a JSON object is."""
+        check_documents(documents)
         records = (
-            Record("<documents>", n, b"", dict(doc)) for n, doc in enumerate(documents, start=1)
+            Record("<documents>", n, b"", dict(doc) if isinstance(doc, Mapping) else doc)
+            for n, doc in enumerate(documents, start=1)
         )
         return self.put_records(records, **options)
 
@@ -452,6 +466,7 @@ class Engine:
     def fetch(self, keys: Iterable[str]) -> Iterator[tuple[str, FetchedDocument | None]]:
         """Verified documents' JSON in the order of ``keys``, fetched in parallel; None when
         missing."""
+        check_collection("keys", keys, "keys")
         self.require_store()
         return fetch_many(self.store, keys, self.workers, spool_threshold=self.spool_threshold)
 
@@ -460,6 +475,7 @@ class Engine:
     ) -> GetResult:
         """Write documents as JSON lines, each only once its whole body has been verified.
         A key no document can have is a UsageError before any is read."""
+        check_collection("keys", keys, "keys")
         keys = [codec.check_key_argument(key) for key in keys]
         result = GetResult()
         events = events or Events()
@@ -526,6 +542,7 @@ class Engine:
     ) -> DeleteResult:
         """Delete documents by key; a key no document can have is a UsageError before any is
         deleted."""
+        check_collection("keys", keys, "keys")
         keys = [codec.check_key_argument(key) for key in keys]
         self.require_store()
         self.require_index()
@@ -534,6 +551,7 @@ class Engine:
     def delete_matching(
         self, filter: Mapping[str, Any], *, dry_run: bool = False, events: Events | None = None
     ) -> DeleteResult:
+        check_filter_object(filter)
         self.require_store()
         self.require_index()
         check_query_paths(self.index.settings(), filter=filter)
