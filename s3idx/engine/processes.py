@@ -533,6 +533,8 @@ def _worker_main(
     # The parent decides what a signal does (Ctrl-C reaches the whole process group).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if hasattr(signal, "SIGHUP"):  # a closed terminal hangs up the whole group
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
     from s3idx.engine.core import Engine  # the engine imports this module
 
     stop = threading.Event()
