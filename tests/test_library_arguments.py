@@ -9,6 +9,8 @@ The mistake a user makes most: one string where a list of them is expected
 from __future__ import annotations
 
 import io
+import os
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -165,3 +167,55 @@ def test_delete_matching_a_filter_that_is_not_a_dict(engine: Engine, filter_: An
     with pytest.raises(InvalidFilterError, match=r"^filter must be a JSON object"):
         engine.delete_matching(filter_)
     assert _keys(engine) == before
+
+
+# --- an engine after close() ------------------------------------------------------------------
+
+AFTER_CLOSE: list[tuple[str, Callable[[Engine], Any]]] = [
+    ("query", lambda e: list(e.query({}))),
+    ("count", lambda e: e.count({})),
+    ("get", lambda e: e.get("m")),
+    ("fetch", lambda e: list(e.fetch(["m"]))),
+    ("put_documents", lambda e: e.put_documents([{"fs_id": "new"}])),
+    ("delete", lambda e: e.delete(["m"])),
+    ("delete_matching", lambda e: e.delete_matching({})),
+    ("sync", lambda e: e.sync(check=True)),
+    ("rebuild_index", lambda e: e.rebuild_index()),
+    ("reindex", lambda e: e.reindex()),
+    ("verify", lambda e: e.verify()),
+    ("key_field", lambda e: e.key_field),
+]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/fd")
+@pytest.mark.parametrize(("name", "call"), AFTER_CLOSE, ids=[n for n, _ in AFTER_CLOSE])
+def test_a_closed_engine_refuses_every_use(
+    tmp_path: Path, name: str, call: Callable[[Engine], Any]
+) -> None:
+    location = {"store": str(tmp_path / "store"), "index": str(tmp_path / "index.sqlite3")}
+    with open_engine(**location) as engine:
+        engine.put_documents([{"fs_id": k} for k in ONE_CHARACTER_KEYS])
+    engine.close()  # a second close is harmless
+    with pytest.raises(UsageError) as caught:
+        call(engine)
+    assert str(caught.value) == (
+        "this engine is closed\nopen another with s3idx.open_engine(...): an engine cannot be "
+        "used after close() or after its with block"
+    )
+    # Nothing was opened again behind the user's back, and nothing changed.
+    assert not _open_files_under(tmp_path)
+    with open_engine(**location) as again:
+        assert _keys(again) == sorted(ONE_CHARACTER_KEYS)
+
+
+def _open_files_under(directory: Path) -> list[str]:
+    """Files of this process open under ``directory`` (the SQLite file, its journal)."""
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue  # closed meanwhile (the listing's own descriptor)
+        if target.startswith(str(directory)):
+            found.append(target)
+    return found

@@ -156,7 +156,8 @@ class Engine:
             self._store = self._retrying(store)
         else:
             self._open_store = store
-        self.index = index
+        self._index = index
+        self._closed = False
         self._key_field = key_field
         self.fields = tuple(fields)
         self.codec = codec.CODEC_BY_COMPRESSION[compress]
@@ -176,8 +177,14 @@ class Engine:
         return RetryingStore(store, max_concurrency=self._max_concurrency)
 
     @property
+    def index(self) -> Index:
+        self._check_open()
+        return self._index
+
+    @property
     def store(self) -> RetryingStore:
         """The object store; given as a function that opens it, opened at first use."""
+        self._check_open()
         if self._store is None:
             assert self._open_store is not None
             self._store = self._retrying(self._open_store())
@@ -199,9 +206,20 @@ class Engine:
         return engine
 
     def close(self) -> None:
-        self.index.close()
+        self._closed = True
+        self._index.close()
         if self._store is not None:
             self._store.close()
+
+    def _check_open(self) -> None:
+        # Every operation goes through the index or the store: a closed engine would quietly
+        # open new connections (SQLite) or fail with a backend's own words (MongoDB).
+        if self._closed:
+            raise UsageError(
+                "this engine is closed",
+                hint="open another with s3idx.open_engine(...): an engine cannot be used after "
+                "close() or after its with block",
+            )
 
     def __enter__(self) -> Engine:
         return self
