@@ -82,19 +82,28 @@ def _from_scheduler(environ: Mapping[str, str]) -> Shard:
         if index_name not in environ:
             continue
         index = _integer(environ, index_name)
+        given = f"{index_name}={environ[index_name].strip()}"
         if first_name is not None and first_name in environ:
             index -= _integer(environ, first_name)
-        count_text = environ.get(count_name) if count_name else None
-        if count_text is None:
-            count_text = environ.get(COUNT_VARIABLE)
-        if count_text is None:
+            given += f" minus {first_name}={environ[first_name].strip()}"
+        count_source = count_name if count_name and count_name in environ else COUNT_VARIABLE
+        if count_source not in environ:
             names = f"{count_name} or {COUNT_VARIABLE}" if count_name else COUNT_VARIABLE
             raise UsageError(
                 f"--shard auto: running in {scheduler} ({index_name}={environ[index_name]}), "
                 f"but {names} is not set, so the number of shards is unknown",
-                hint=f"set {COUNT_VARIABLE} to the number of tasks, or give --shard I/N",
+                hint=_COUNT_HINT,
             )
-        return Shard(index, _integer({"n": count_text}, "n", name=count_name or COUNT_VARIABLE))
+        count = _integer(environ, count_source)
+        if count >= 1 and not 0 <= index < count:  # a count out of range: Shard says so
+            counted = f"{count_source}={environ[count_source].strip()}"
+            raise UsageError(
+                f"--shard auto: {given} is shard {index}, but {counted} gives shards 0 to "
+                f"{count - 1}",
+                # Only SLURM's IDs can skip (a step or a list); the others count from 0.
+                hint=_STEPPED_ARRAY_HINT if first_name is not None else _COUNT_HINT,
+            )
+        return Shard(index, count)
     raise UsageError(
         "--shard auto: no batch scheduler found (none of SLURM_ARRAY_TASK_ID, "
         "JOB_COMPLETION_INDEX, AWS_BATCH_JOB_ARRAY_INDEX is set)",
@@ -102,10 +111,17 @@ def _from_scheduler(environ: Mapping[str, str]) -> Shard:
     )
 
 
-def _integer(environ: Mapping[str, str], variable: str, *, name: str | None = None) -> int:
+_COUNT_HINT = f"set {COUNT_VARIABLE} to the number of tasks, or give --shard I/N"
+_STEPPED_ARRAY_HINT = (
+    "an array whose task IDs are not consecutive (a step, --array=0-15:2, or a list, "
+    "--array=1,5,9) cannot give shard numbers: use consecutive IDs (--array=0-15), or give "
+    "--shard I/N"
+)
+
+
+def _integer(environ: Mapping[str, str], variable: str) -> int:
     text = environ[variable].strip()
-    if not text.isdigit():
-        raise UsageError(
-            f"--shard auto: {name or variable}={environ[variable]!r} is not a whole number"
-        )
+    # isdecimal, not isdigit: what int() reads (a superscript two is a digit, not a decimal).
+    if not text.isdecimal():
+        raise UsageError(f"--shard auto: {variable}={environ[variable]!r} is not a whole number")
     return int(text)
