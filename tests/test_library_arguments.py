@@ -219,3 +219,42 @@ def _open_files_under(directory: Path) -> list[str]:
         if target.startswith(str(directory)):
             found.append(target)
     return found
+
+
+# --- Engine(store, index): backend objects, not locations ----------------------------------------
+
+
+LOCATIONS_FOR_BACKENDS: list[tuple[str, Callable[[Engine, Path], Engine], str]] = [
+    ("both locations", lambda e, d: Engine(str(d / "s"), str(d / "i.sqlite3")), "store"),
+    ("a path object", lambda e, d: Engine(d / "s", e.index), "store"),
+    ("index location", lambda e, d: Engine(e.store, str(d / "i.sqlite3")), "index"),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "build", "wrong"),
+    LOCATIONS_FOR_BACKENDS,
+    ids=[n for n, _, _ in LOCATIONS_FOR_BACKENDS],
+)
+def test_engine_given_locations_points_to_open_engine(
+    tmp_path: Path, name: str, build: Callable[[Engine, Path], Engine], wrong: str
+) -> None:
+    with (
+        open_engine(store=str(tmp_path / "s"), index=str(tmp_path / "i.sqlite3")) as opened,
+        pytest.raises(UsageError) as caught,
+    ):
+        build(opened, tmp_path)
+    assert caught.value.message.startswith(f"Engine(store, index): {wrong} must be ")
+    assert caught.value.hint == (
+        "for locations (a directory, s3://BUCKET/PREFIX, a SQLite path, mongodb://HOST/DB), "
+        "use s3idx.open_engine(store=..., index=...)"
+    )
+
+
+def test_engine_with_an_unknown_compression_is_a_usage_error(tmp_path: Path) -> None:
+    with (
+        open_engine(store=str(tmp_path / "s"), index=str(tmp_path / "i.sqlite3")) as opened,
+        pytest.raises(UsageError) as caught,
+    ):
+        Engine(opened.store, opened.index, compress="gz")
+    assert caught.value.message == "unknown compression 'gz'; choose one of: zlib, none, zstd"

@@ -41,6 +41,18 @@ def check_documents(documents: Any) -> None:
     )
 
 
+def check_backend(argument: str, value: Any) -> None:
+    """UsageError when ``Engine`` is given a location (a string or a path) for a backend."""
+    kind = _single_kind(value)
+    if kind is None:
+        return
+    raise UsageError(
+        f"Engine(store, index): {argument} must be a backend object, not {kind} ({_shown(value)})",
+        hint="for locations (a directory, s3://BUCKET/PREFIX, a SQLite path, mongodb://HOST/DB), "
+        "use s3idx.open_engine(store=..., index=...)",
+    )
+
+
 def _single_kind(value: Any) -> str | None:
     if isinstance(value, str):
         return "a string"

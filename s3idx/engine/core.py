@@ -21,7 +21,7 @@ from s3idx.config import (
     Settings,
     resolve_settings,
 )
-from s3idx.engine.arguments import check_collection, check_documents
+from s3idx.engine.arguments import check_backend, check_collection, check_documents
 from s3idx.engine.events import Events
 from s3idx.engine.retry import RetryingStore
 from s3idx.errors import (
@@ -149,6 +149,13 @@ class Engine:
         if key_field is not None:
             codec.check_key_field(key_field)
         check_collection("fields", fields, "field paths")
+        check_backend("store", store)
+        check_backend("index", index)
+        if compress not in codec.CODEC_BY_COMPRESSION:
+            raise UsageError(
+                f"unknown compression {compress!r}; choose one of: "
+                + ", ".join(codec.CODEC_BY_COMPRESSION)
+            )
         self._max_concurrency = max(workers, head_workers)
         self._store: RetryingStore | None = None
         self._open_store: Callable[[], ObjectStore] | None = None
