@@ -258,3 +258,31 @@ def test_engine_with_an_unknown_compression_is_a_usage_error(tmp_path: Path) -> 
     ):
         Engine(opened.store, opened.index, compress="gz")
     assert caught.value.message == "unknown compression 'gz'; choose one of: zlib, none, zstd"
+
+
+LAZY_RESULTS: list[tuple[str, Callable[[Engine], Iterator[Any]]]] = [
+    ("query", lambda e: e.query({})),
+    ("fetch", lambda e: e.fetch(ONE_CHARACTER_KEYS)),
+    ("query_documents", lambda e: e.query_documents({})),
+]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/fd")
+@pytest.mark.parametrize(("name", "make"), LAZY_RESULTS, ids=[n for n, _ in LAZY_RESULTS])
+@pytest.mark.parametrize("started", [False, True], ids=["not started", "started"])
+def test_results_read_after_the_engine_closed_are_refused(
+    tmp_path: Path, name: str, make: Callable[[Engine], Iterator[Any]], started: bool
+) -> None:
+    """A query made inside ``with open_engine(...)`` and read after it: the same UsageError
+    on every backend (SQLite quietly opened a connection nothing closed; MongoDB failed with
+    pymongo's "Cannot use MongoClient after close")."""
+    location = {"store": str(tmp_path / "store"), "index": str(tmp_path / "index.sqlite3")}
+    with open_engine(**location) as engine:
+        engine.put_documents([{"fs_id": k} for k in ONE_CHARACTER_KEYS])
+        results = make(engine)
+        if started:
+            next(results)
+    with pytest.raises(UsageError, match=r"^this engine is closed\n"):
+        list(results)
+    del results
+    assert not _open_files_under(tmp_path)

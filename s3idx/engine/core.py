@@ -6,7 +6,7 @@ import importlib
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Sized
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 from s3idx import codec
 from s3idx.backends import open_index, store_opener
@@ -70,6 +70,9 @@ if TYPE_CHECKING:
     from s3idx.engine.rewrite import MaggmaRewriter
     from s3idx.engine.sync import run_sync
     from s3idx.engine.verify import run_verify
+
+
+T = TypeVar("T")
 
 
 class _Lazy:
@@ -217,6 +220,23 @@ class Engine:
         self._index.close()
         if self._store is not None:
             self._store.close()
+
+    def _while_open(self, items: Iterator[T]) -> Iterator[T]:
+        """``items``, each only while the engine is open: results read after ``close()`` (a
+        query made inside ``with open_engine(...)``, read after it) are refused as any use is,
+        instead of opening a connection nothing closes again."""
+        try:
+            while True:
+                self._check_open()
+                try:
+                    item = next(items)
+                except StopIteration:
+                    return
+                yield item
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()  # a fetch's threads end with it
 
     def _check_open(self) -> None:
         # Every operation goes through the index or the store: a closed engine would quietly
@@ -493,7 +513,8 @@ class Engine:
         missing."""
         check_collection("keys", keys, "keys")
         self.require_store()
-        return fetch_many(self.store, keys, self.workers, spool_threshold=self.spool_threshold)
+        fetched = fetch_many(self.store, keys, self.workers, spool_threshold=self.spool_threshold)
+        return self._while_open(fetched)
 
     def write_documents(
         self, keys: Iterable[str], out: IO[bytes], *, events: Events | None = None
@@ -539,7 +560,8 @@ class Engine:
         """
         self.require_index()
         check_query_paths(self.index.settings(), filter=filter, sort=sort, fields=fields)
-        return self.index.find(filter or {}, fields=fields, sort=sort, skip=skip, limit=limit)
+        found = self.index.find(filter or {}, fields=fields, sort=sort, skip=skip, limit=limit)
+        return self._while_open(found)
 
     def count(self, filter: Mapping[str, Any] | None = None) -> int:
         self.require_index()
