@@ -775,6 +775,11 @@ def _input_paths(files: list[str] | None, env: Environment) -> list[str]:
         paths = ["-"]
     if paths.count("-") > 1:
         raise UsageError("'-' (stdin) can be given only once")
+    if "-" in paths and env.stdin is None:  # started with stdin closed (`<&-`)
+        raise UsageError(
+            "'-' reads stdin, but stdin is closed",
+            hint="pipe JSON lines into s3idx put, or give FILE arguments only",
+        )
     for path in paths:
         # Named pipes, /dev/stdin and a shell's <(...) (/dev/fd/N) are inputs too, not files.
         if path != "-" and (Path(path).is_dir() or not Path(path).exists()):
