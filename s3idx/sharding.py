@@ -36,6 +36,12 @@ class Shard:
     count: int
 
     def __post_init__(self) -> None:
+        # Shard(0.5, 2) from Python would own no key at all: every document "another shard's".
+        if any(isinstance(n, bool) or not isinstance(n, int) for n in (self.index, self.count)):
+            raise UsageError(
+                f"a shard's index and count must be whole numbers, not {self.index!r} and "
+                f"{self.count!r}"
+            )
         if not 1 <= self.count <= MAX_SHARDS:
             raise UsageError(
                 f"the shard count must be between 1 and {MAX_SHARDS:,}, not {self.count}"

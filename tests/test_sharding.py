@@ -119,3 +119,20 @@ def test_a_slurm_array_with_a_step_is_explained() -> None:
         "--array=1,5,9) cannot give shard numbers: use consecutive IDs (--array=0-15), or "
         "give --shard I/N"
     )
+
+
+@pytest.mark.parametrize(
+    ("index", "count", "message"),
+    [
+        (0.5, 2, "a shard's index and count must be whole numbers, not 0.5 and 2"),
+        (1, 2.0, "a shard's index and count must be whole numbers, not 1 and 2.0"),
+        ("0", 4, "a shard's index and count must be whole numbers, not '0' and 4"),
+        (True, 2, "a shard's index and count must be whole numbers, not True and 2"),
+    ],
+)
+def test_a_shard_of_other_types_is_refused(index: object, count: object, message: str) -> None:
+    # Shard(0.5, 2) owned no key: a put with it stored nothing and counted every document as
+    # another shard's.
+    with pytest.raises(UsageError) as caught:
+        Shard(index, count)  # type: ignore[arg-type]
+    assert caught.value.message == message
