@@ -292,6 +292,12 @@ class S3idxStore(Store):
 
     def remove_docs(self, criteria: dict[str, Any], remove_s3_object: bool = True) -> DeleteResult:
         """Remove the matching documents: their objects and their entries."""
+        if not isinstance(criteria, Mapping):
+            # None is no filter: maggma's stores refuse it too, rather than remove everything.
+            raise UsageError(
+                f"remove_docs: criteria must be a filter (a dict), not {criteria!r}",
+                hint="to remove every document, give {}",
+            )
         if not remove_s3_object:
             raise UsageError(
                 "remove_docs(remove_s3_object=False) is not supported: s3idx's index mirrors "
@@ -300,7 +306,7 @@ class S3idxStore(Store):
             )
         if not self.count(criteria):
             return DeleteResult()  # a store never written to need not exist yet
-        return self.engine.delete_matching(criteria or {})
+        return self.engine.delete_matching(criteria)
 
     def ensure_index(self, key: str, unique: bool = False) -> bool:
         """True when ``key`` is indexed for every document (a new, empty store indexes it now).

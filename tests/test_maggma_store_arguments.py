@@ -104,3 +104,29 @@ def test_one_string_for_properties_is_refused(tmp_path: Path) -> None:
         ):
             with pytest.raises(UsageError, match=r"^properties must be a list of field paths"):
                 call()
+
+
+@pytest.mark.parametrize("criteria", [None, "formula", ["task_id"]], ids=["None", "str", "list"])
+def test_remove_docs_without_a_filter_removes_nothing(tmp_path: Path, criteria: Any) -> None:
+    # maggma's stores refuse remove_docs(None) (pymongo's "filter must be an instance of
+    # dict"); removing every document takes {} there and here.
+    with _ours(tmp_path) as store:
+        store.update(GOOD)
+        with pytest.raises(UsageError) as caught:
+            store.remove_docs(criteria)
+        assert _task_ids(store) == [d["task_id"] for d in GOOD]
+    assert str(caught.value) == (
+        f"remove_docs: criteria must be a filter (a dict), not {criteria!r}\n"
+        "to remove every document, give {}"
+    )
+
+
+def test_remove_docs_of_an_empty_filter_removes_everything_as_maggma_does(
+    tmp_path: Path,
+) -> None:
+    theirs = MemoryStore(key="task_id")
+    with _ours(tmp_path) as ours, theirs:
+        for store in (ours, theirs):
+            store.update([dict(d) for d in GOOD])
+            store.remove_docs({})
+            assert store.count() == 0
