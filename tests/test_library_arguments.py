@@ -286,3 +286,28 @@ def test_results_read_after_the_engine_closed_are_refused(
         list(results)
     del results
     assert not _open_files_under(tmp_path)
+
+
+SHARD_NOT_A_SHARD: list[tuple[str, Callable[[Engine], Any]]] = [
+    ("put_documents", lambda e: e.put_documents([{"fs_id": "new"}], shard="0/2")),
+    ("put_files", lambda e: e.put_files([], shard="0/2")),
+    ("sync", lambda e: e.sync(shard="0/2")),
+    ("sync check", lambda e: e.sync(check=True, shard=(0, 2))),
+    ("rebuild_index", lambda e: e.rebuild_index(shard="0/2")),
+]
+
+
+@pytest.mark.parametrize(("name", "call"), SHARD_NOT_A_SHARD, ids=[n for n, _ in SHARD_NOT_A_SHARD])
+def test_a_shard_that_is_not_a_shard_is_refused_before_anything_is_done(
+    engine: Engine, name: str, call: Callable[[Engine], Any]
+) -> None:
+    before, fields = _keys(engine), _fields(engine)
+    with pytest.raises(UsageError) as caught:
+        call(engine)
+    assert caught.value.message.startswith("shard must be a s3idx.Shard, not ")
+    assert caught.value.hint == (
+        "give Shard(I, N), e.g. Shard(0, 4) for the first of 4; "
+        "s3idx.sharding.parse_shard(text, os.environ) reads 'I/N' or 'auto'"
+    )
+    assert (_keys(engine), _fields(engine)) == (before, fields)
+    assert engine.index.rebuild_status() is None  # no rebuild was started either

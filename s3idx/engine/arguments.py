@@ -13,6 +13,7 @@ from os import PathLike
 from typing import Any
 
 from s3idx.errors import UsageError
+from s3idx.sharding import Shard
 
 
 def check_collection(argument: str, value: Any, items: str) -> None:
@@ -50,6 +51,17 @@ def check_backend(argument: str, value: Any) -> None:
         f"Engine(store, index): {argument} must be a backend object, not {kind} ({_shown(value)})",
         hint="for locations (a directory, s3://BUCKET/PREFIX, a SQLite path, mongodb://HOST/DB), "
         "use s3idx.open_engine(store=..., index=...)",
+    )
+
+
+def check_shard(shard: Any) -> None:
+    """UsageError unless ``shard`` is None or a Shard ("0/2" would fail deep inside)."""
+    if shard is None or isinstance(shard, Shard):
+        return
+    raise UsageError(
+        f"shard must be a s3idx.Shard, not {_shown(shard)}",
+        hint="give Shard(I, N), e.g. Shard(0, 4) for the first of 4; "
+        "s3idx.sharding.parse_shard(text, os.environ) reads 'I/N' or 'auto'",
     )
 
 

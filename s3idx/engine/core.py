@@ -21,7 +21,12 @@ from s3idx.config import (
     Settings,
     resolve_settings,
 )
-from s3idx.engine.arguments import check_backend, check_collection, check_documents
+from s3idx.engine.arguments import (
+    check_backend,
+    check_collection,
+    check_documents,
+    check_shard,
+)
 from s3idx.engine.events import Events
 from s3idx.engine.retry import RetryingStore
 from s3idx.errors import (
@@ -366,6 +371,7 @@ class Engine:
         entry's, instead of the time of storing. Each record is consumed: its
         parsed ``document`` is dropped (set to None) once its body and entry are made, to keep
         memory flat."""
+        check_shard(shard)
         _check_max_errors(max_errors)
         store = self.store  # opened before the index records anything
         options = self._put_options(
@@ -432,6 +438,7 @@ class Engine:
         check_collection("paths", paths, "input files")
         # Checked before any input is read: put_files' own options are read by put_records.
         check_collection("fields", options.get("fields", ()), "field paths")
+        check_shard(options.get("shard"))
         sources: list[InputSource] = []
         for path in paths:
             if str(path) == "-":
@@ -627,6 +634,7 @@ class Engine:
         indexes that shard's keys into the staging index all shards share, and the last shard
         to finish swaps it in; ``restart`` discards a rebuild in progress it may not join.
         """
+        check_shard(shard)
         self.require_store()
         events = events or Events()
         # Rewritten objects' manifest lines (the compaction leaves them to these).
@@ -667,6 +675,7 @@ class Engine:
         ``dry_run``, which change nothing. With ``shard``, only the keys it owns are compared
         and set right (journaled deletes included), and every count is the shard's.
         """
+        check_shard(shard)
         self.require_store()  # the index may be new: sync fills it, as rebuild-index does
         events = events or Events()
         # One set of per-batch manifests for the objects sync HEADs and those it rewrites.
