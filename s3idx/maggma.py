@@ -25,7 +25,7 @@ from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from maggma.core import DateTimeFormat, Sort, Store
+from maggma.core import DateTimeFormat, Sort, Store, StoreError
 from monty.json import jsanitize
 
 from s3idx import codec
@@ -462,12 +462,23 @@ class S3idxStore(Store):
 
     @property
     def last_updated(self) -> datetime:
-        """The latest last_updated of the store's documents (``datetime.min`` when empty)."""
+        """The latest last_updated of the store's documents (``datetime.min`` when empty).
+
+        As maggma's stores: when the latest document lacks ``last_updated_field`` (none has
+        it), maggma's ``StoreError``, not ``datetime.min``, which would say the store is empty.
+        """
         latest = self.query_one(
             properties=[self.last_updated_field], sort={self.last_updated_field: -1}
         )
         value = None if latest is None else _get(latest, self.last_updated_field)
-        return datetime.min if value is None or value is _MISSING else value
+        if value is _MISSING:
+            # maggma's own class, which builders catch; its __init__ has no annotations.
+            raise StoreError(  # type: ignore[no-untyped-call]
+                f"No field '{self.last_updated_field}' in store document. Please ensure "
+                "Store.last_updated_field is a datetime field in your store that represents "
+                "the time of last update to each document."
+            )
+        return datetime.min if value is None else value
 
     # --- rebuild and sync ----------------------------------------------------------------------
 

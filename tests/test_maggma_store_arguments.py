@@ -8,10 +8,12 @@ failure raises before anything is written. S3idxStore does the same.
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+from maggma.core import StoreError
 from maggma.stores import MemoryStore
 from maggma.validators import JSONSchemaValidator
 
@@ -130,3 +132,21 @@ def test_remove_docs_of_an_empty_filter_removes_everything_as_maggma_does(
             store.update([dict(d) for d in GOOD])
             store.remove_docs({})
             assert store.count() == 0
+
+
+@pytest.mark.parametrize("kind", ["S3idxStore", "MemoryStore"])
+def test_last_updated_of_documents_without_the_field_is_an_error(tmp_path: Path, kind: str) -> None:
+    # maggma: documents that lack last_updated_field cannot say when the store was updated; an
+    # empty store is datetime.min. (s3idx answered datetime.min for both, as if empty.)
+    store: Any
+    if kind == "S3idxStore":
+        store = _ours(tmp_path, last_updated_field="updated_at")
+    else:
+        store = MemoryStore(key="task_id", last_updated_field="updated_at")
+    with store:
+        assert store.last_updated == datetime.min
+        store.update([{"task_id": "a", "energy": 1.0}])
+        with pytest.raises(StoreError, match="No field 'updated_at' in store document"):
+            _ = store.last_updated
+        store.update([{"task_id": "b", "energy": 1.0, "updated_at": datetime(2026, 1, 2)}])
+        assert store.last_updated == datetime(2026, 1, 2)
