@@ -119,9 +119,8 @@ def _from_scheduler(environ: Mapping[str, str]) -> Shard:
 
 _COUNT_HINT = f"set {COUNT_VARIABLE} to the number of tasks, or give --shard I/N"
 _STEPPED_ARRAY_HINT = (
-    "an array whose task IDs are not consecutive (a step, --array=0-15:2, or a list, "
-    "--array=1,5,9) cannot give shard numbers: use consecutive IDs (--array=0-15), or give "
-    "--shard I/N"
+    "a SLURM array whose task IDs are not consecutive (with a step, as 0-15:2, or a list, as "
+    "1,5,9) cannot give shard numbers: use consecutive IDs (as 0-15), or give --shard I/N"
 )
 
 

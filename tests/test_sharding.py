@@ -115,9 +115,9 @@ def test_a_slurm_array_with_a_step_is_explained() -> None:
     with pytest.raises(UsageError) as caught:
         parse_shard("auto", environ)
     assert caught.value.hint == (
-        "an array whose task IDs are not consecutive (a step, --array=0-15:2, or a list, "
-        "--array=1,5,9) cannot give shard numbers: use consecutive IDs (--array=0-15), or "
-        "give --shard I/N"
+        "a SLURM array whose task IDs are not consecutive (with a step, as 0-15:2, or a list, "
+        "as 1,5,9) cannot give shard numbers: use consecutive IDs (as 0-15), or give "
+        "--shard I/N"
     )
 
 
