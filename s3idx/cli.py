@@ -520,9 +520,15 @@ def check_fields(paths: Sequence[str], given_as: str) -> None:
 
 # --- signals: the first stops a command cleanly, the second aborts ---------------------------
 
+# SIGHUP too: a closed terminal or ssh session would otherwise kill a put between its uploads
+# and their entries, leaving the index behind the bucket (Windows has no SIGHUP).
+STOP_SIGNALS: tuple[signal.Signals, ...] = tuple(
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
+)
+
 
 class _Signals:
-    """Ctrl-C and SIGTERM during a command.
+    """Ctrl-C, SIGTERM and SIGHUP during a command.
 
     The first one stops the command: cleanly where it cooperates (``cooperating``: it finishes
     the requests under way and indexes what was stored), else by raising KeyboardInterrupt.
@@ -555,7 +561,7 @@ class _Signals:
         if threading.current_thread() is not threading.main_thread():
             yield self
             return
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        for signum in STOP_SIGNALS:
             self._previous[signum] = signal.signal(signum, self._handle)
         try:
             yield self
@@ -584,7 +590,11 @@ _STOPPING = b"s3idx: stopping: finishing requests under way (press Ctrl-C again 
 
 
 def _signal_status(signum: int) -> ExitStatus:
-    return ExitStatus.TERMINATED if signum == signal.SIGTERM else ExitStatus.INTERRUPTED
+    if signum == signal.SIGTERM:
+        return ExitStatus.TERMINATED
+    if signum == getattr(signal, "SIGHUP", None):
+        return ExitStatus.HANGUP
+    return ExitStatus.INTERRUPTED
 
 
 def _abort_now(signum: int, signals: _Signals) -> NoReturn:
@@ -765,6 +775,11 @@ def _input_paths(files: list[str] | None, env: Environment) -> list[str]:
         paths = ["-"]
     if paths.count("-") > 1:
         raise UsageError("'-' (stdin) can be given only once")
+    if "-" in paths and env.stdin is None:  # started with stdin closed (`<&-`)
+        raise UsageError(
+            "'-' reads stdin, but stdin is closed",
+            hint="pipe JSON lines into s3idx put, or give FILE arguments only",
+        )
     for path in paths:
         # Named pipes, /dev/stdin and a shell's <(...) (/dev/fd/N) are inputs too, not files.
         if path != "-" and (Path(path).is_dir() or not Path(path).exists()):
@@ -1511,7 +1526,7 @@ def main(args: Sequence[str] | None = None, *, env: Environment | None = None) -
     argv = list(sys.argv[1:] if args is None else args)
     # Outside a command's run (parsing; the interpreter's shutdown, which joins threads still
     # waiting on a slow server) a signal has nothing to stop cleanly: it aborts at once.
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    for signum in STOP_SIGNALS:
         signal.signal(signum, _abort_on_signal)
     try:
         # As app(...) runs it (Typer's exception hook only matters with pretty exceptions).
@@ -1528,7 +1543,7 @@ def main(args: Sequence[str] | None = None, *, env: Environment | None = None) -
     except typer.Abort:
         output.Output(env).message("aborted")
         status = ExitStatus.ERROR
-    if status in (ExitStatus.INTERRUPTED, ExitStatus.TERMINATED):
+    if status in (ExitStatus.INTERRUPTED, ExitStatus.TERMINATED, ExitStatus.HANGUP):
         # Stopped by a signal: threads still waiting on a slow server are not waited for.
         with contextlib.suppress(Exception):
             env.stdout.flush()

@@ -24,6 +24,7 @@ class ExitStatus(IntEnum):
     ACCESS_DENIED = 6
     DRIFT = 7
     DAMAGED = 8
+    HANGUP = 129
     INTERRUPTED = 130
     TERMINATED = 143
 
@@ -45,6 +46,7 @@ EXIT_STATUS_MEANINGS: dict[ExitStatus, str] = {
     ExitStatus.DAMAGED: (
         "damaged objects: a body does not match its recorded hash, codec or index entry"
     ),
+    ExitStatus.HANGUP: "hung up: SIGHUP (the terminal or ssh session closed)",
     ExitStatus.INTERRUPTED: "interrupted by Ctrl-C (SIGINT)",
     ExitStatus.TERMINATED: "terminated by SIGTERM",
 }

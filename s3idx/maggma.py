@@ -25,7 +25,7 @@ from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from maggma.core import DateTimeFormat, Sort, Store
+from maggma.core import DateTimeFormat, Sort, Store, StoreError
 from monty.json import jsanitize
 
 from s3idx import codec
@@ -35,6 +35,7 @@ from s3idx.config import (
     remember_location_secrets,
     resolve_settings,
 )
+from s3idx.engine.arguments import check_collection
 from s3idx.engine.core import Engine
 from s3idx.engine.documents import check_field_paths
 from s3idx.engine.results import (
@@ -115,6 +116,7 @@ class S3idxStore(Store):
                 "supported: S3idxStore keeps last_updated as a datetime",
                 hint="leave last_updated_type at its default, 'datetime'",
             )
+        check_collection("searchable_fields", searchable_fields or (), "field paths")
         self.store = store
         self.index = index
         self.searchable_fields = list(searchable_fields or [])
@@ -249,9 +251,13 @@ class S3idxStore(Store):
         self._check_key_argument(key)
         if not isinstance(docs, list):
             docs = [docs]
+        # All checked before any is stored, as maggma's MongoStore builds every write before
+        # sending one: a strict validator's failure then writes nothing, and a document a
+        # lenient one finds invalid is logged and left out, not stored.
+        clean = [doc for doc in map(self._sanitized, docs) if doc is not None]
         events = _Rejects()
         result = self.engine.put_documents(
-            (self._sanitized(doc) for doc in docs),
+            clean,
             events=events,
             last_updated_from_document=self.last_updated_field == codec.LAST_UPDATED,
         )
@@ -268,7 +274,9 @@ class S3idxStore(Store):
                 hint="leave key out; to query other fields, give them as searchable_fields",
             )
 
-    def _sanitized(self, doc: Mapping[str, Any]) -> dict[str, Any]:
+    def _sanitized(self, doc: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The document as it is stored; None when the validator, not strict, finds it
+        invalid (maggma's stores log it and leave it out)."""
         clean: dict[str, Any] = jsanitize(dict(doc), allow_bson=True, recursive_msonable=True)
         if self.key != "_id":
             # MongoDB's own id (a builder copying from a MongoStore may leave it): the key is
@@ -279,10 +287,17 @@ class S3idxStore(Store):
             if getattr(self.validator, "strict", False):
                 raise ValueError(errors)
             self.logger.error(errors)
+            return None
         return clean
 
     def remove_docs(self, criteria: dict[str, Any], remove_s3_object: bool = True) -> DeleteResult:
         """Remove the matching documents: their objects and their entries."""
+        if not isinstance(criteria, Mapping):
+            # None is no filter: maggma's stores refuse it too, rather than remove everything.
+            raise UsageError(
+                f"remove_docs: criteria must be a filter (a dict), not {criteria!r}",
+                hint="to remove every document, give {}",
+            )
         if not remove_s3_object:
             raise UsageError(
                 "remove_docs(remove_s3_object=False) is not supported: s3idx's index mirrors "
@@ -291,7 +306,7 @@ class S3idxStore(Store):
             )
         if not self.count(criteria):
             return DeleteResult()  # a store never written to need not exist yet
-        return self.engine.delete_matching(criteria or {})
+        return self.engine.delete_matching(criteria)
 
     def ensure_index(self, key: str, unique: bool = False) -> bool:
         """True when ``key`` is indexed for every document (a new, empty store indexes it now).
@@ -447,12 +462,23 @@ class S3idxStore(Store):
 
     @property
     def last_updated(self) -> datetime:
-        """The latest last_updated of the store's documents (``datetime.min`` when empty)."""
+        """The latest last_updated of the store's documents (``datetime.min`` when empty).
+
+        As maggma's stores: when the latest document lacks ``last_updated_field`` (none has
+        it), maggma's ``StoreError``, not ``datetime.min``, which would say the store is empty.
+        """
         latest = self.query_one(
             properties=[self.last_updated_field], sort={self.last_updated_field: -1}
         )
         value = None if latest is None else _get(latest, self.last_updated_field)
-        return datetime.min if value is None or value is _MISSING else value
+        if value is _MISSING:
+            # maggma's own class, which builders catch; its __init__ has no annotations.
+            raise StoreError(  # type: ignore[no-untyped-call]
+                f"No field '{self.last_updated_field}' in store document. Please ensure "
+                "Store.last_updated_field is a datetime field in your store that represents "
+                "the time of last update to each document."
+            )
+        return datetime.min if value is None else value
 
     # --- rebuild and sync ----------------------------------------------------------------------
 
@@ -500,6 +526,7 @@ def _properties(
     properties: Mapping[str, Any] | Sequence[str] | None,
 ) -> tuple[list[str] | None, list[str]]:
     """(paths to keep, or None for all; top-level names to drop), from maggma's properties."""
+    check_collection("properties", properties, "field paths")
     if properties is None:
         return None, []
     if isinstance(properties, Mapping):

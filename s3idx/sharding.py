@@ -36,6 +36,12 @@ class Shard:
     count: int
 
     def __post_init__(self) -> None:
+        # Shard(0.5, 2) from Python would own no key at all: every document "another shard's".
+        if any(isinstance(n, bool) or not isinstance(n, int) for n in (self.index, self.count)):
+            raise UsageError(
+                f"a shard's index and count must be whole numbers, not {self.index!r} and "
+                f"{self.count!r}"
+            )
         if not 1 <= self.count <= MAX_SHARDS:
             raise UsageError(
                 f"the shard count must be between 1 and {MAX_SHARDS:,}, not {self.count}"
@@ -82,19 +88,28 @@ def _from_scheduler(environ: Mapping[str, str]) -> Shard:
         if index_name not in environ:
             continue
         index = _integer(environ, index_name)
+        given = f"{index_name}={environ[index_name].strip()}"
         if first_name is not None and first_name in environ:
             index -= _integer(environ, first_name)
-        count_text = environ.get(count_name) if count_name else None
-        if count_text is None:
-            count_text = environ.get(COUNT_VARIABLE)
-        if count_text is None:
+            given += f" minus {first_name}={environ[first_name].strip()}"
+        count_source = count_name if count_name and count_name in environ else COUNT_VARIABLE
+        if count_source not in environ:
             names = f"{count_name} or {COUNT_VARIABLE}" if count_name else COUNT_VARIABLE
             raise UsageError(
                 f"--shard auto: running in {scheduler} ({index_name}={environ[index_name]}), "
                 f"but {names} is not set, so the number of shards is unknown",
-                hint=f"set {COUNT_VARIABLE} to the number of tasks, or give --shard I/N",
+                hint=_COUNT_HINT,
             )
-        return Shard(index, _integer({"n": count_text}, "n", name=count_name or COUNT_VARIABLE))
+        count = _integer(environ, count_source)
+        if count >= 1 and not 0 <= index < count:  # a count out of range: Shard says so
+            counted = f"{count_source}={environ[count_source].strip()}"
+            raise UsageError(
+                f"--shard auto: {given} is shard {index}, but {counted} gives shards 0 to "
+                f"{count - 1}",
+                # Only SLURM's IDs can skip (a step or a list); the others count from 0.
+                hint=_STEPPED_ARRAY_HINT if first_name is not None else _COUNT_HINT,
+            )
+        return Shard(index, count)
     raise UsageError(
         "--shard auto: no batch scheduler found (none of SLURM_ARRAY_TASK_ID, "
         "JOB_COMPLETION_INDEX, AWS_BATCH_JOB_ARRAY_INDEX is set)",
@@ -102,10 +117,16 @@ def _from_scheduler(environ: Mapping[str, str]) -> Shard:
     )
 
 
-def _integer(environ: Mapping[str, str], variable: str, *, name: str | None = None) -> int:
+_COUNT_HINT = f"set {COUNT_VARIABLE} to the number of tasks, or give --shard I/N"
+_STEPPED_ARRAY_HINT = (
+    "a SLURM array whose task IDs are not consecutive (with a step, as 0-15:2, or a list, as "
+    "1,5,9) cannot give shard numbers: use consecutive IDs (as 0-15), or give --shard I/N"
+)
+
+
+def _integer(environ: Mapping[str, str], variable: str) -> int:
     text = environ[variable].strip()
-    if not text.isdigit():
-        raise UsageError(
-            f"--shard auto: {name or variable}={environ[variable]!r} is not a whole number"
-        )
+    # isdecimal, not isdigit: what int() reads (a superscript two is a digit, not a decimal).
+    if not text.isdecimal():
+        raise UsageError(f"--shard auto: {variable}={environ[variable]!r} is not a whole number")
     return int(text)

@@ -52,7 +52,12 @@ def _lines(count: int, start: int = 0) -> bytes:
 
 @pytest.mark.parametrize(
     ("signum", "status"),
-    [(signal.SIGINT, ExitStatus.INTERRUPTED), (signal.SIGTERM, ExitStatus.TERMINATED)],
+    [
+        (signal.SIGINT, ExitStatus.INTERRUPTED),
+        (signal.SIGTERM, ExitStatus.TERMINATED),
+        # A terminal or ssh session that closes: stopped as cleanly, not killed mid-batch.
+        (signal.SIGHUP, ExitStatus.HANGUP),
+    ],
 )
 def test_signal_stops_reading_indexes_what_was_stored_and_says_so(
     tmp_path: Path, signum: int, status: ExitStatus

@@ -137,13 +137,14 @@ def test_dry_run_and_max_errors_count_over_all_processes(run: Run, tmp_path: Pat
     assert summary["rejected"] >= 3
 
 
-def _s3idx(home: Path, *args: str) -> subprocess.Popen[bytes]:
+def _s3idx(home: Path, *args: str, start_new_session: bool = False) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "s3idx", *args],
         env=subprocess_env(home),
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        start_new_session=start_new_session,  # its own process group, to signal as a terminal
     )
 
 
@@ -231,9 +232,20 @@ def _stored(store: Path) -> int:
     return sum(1 for p in files if ".s3idx" not in p.parts)
 
 
-def test_sigterm_stops_the_workers_and_exits_143(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("signum", "to_group", "status"),
+    [
+        (signal.SIGTERM, False, ExitStatus.TERMINATED),
+        # A closed terminal or ssh session hangs up the whole process group, workers included.
+        (signal.SIGHUP, True, ExitStatus.HANGUP),
+    ],
+    ids=["SIGTERM", "SIGHUP to the group"],
+)
+def test_a_signal_stops_the_workers_and_exits_with_its_status(
+    tmp_path: Path, signum: int, to_group: bool, status: ExitStatus
+) -> None:
     locations = ["--store", str(tmp_path / "s"), "--index", str(tmp_path / "i.sqlite3")]
-    put = _s3idx(tmp_path, "put", "--processes", "2", "--json", *locations)
+    put = _s3idx(tmp_path, "put", "--processes", "2", "--json", *locations, start_new_session=True)
     assert put.stdin is not None
     put.stdin.write(b"".join(orjson.dumps({"fs_id": f"k{i}"}) + b"\n" for i in range(30)))
     put.stdin.flush()
@@ -241,9 +253,12 @@ def test_sigterm_stops_the_workers_and_exits_143(tmp_path: Path) -> None:
     deadline = time.monotonic() + 60
     while _stored(tmp_path / "s") < 30 and time.monotonic() < deadline:
         time.sleep(0.1)  # the lines reached the workers, which stored them
-    put.send_signal(signal.SIGTERM)
+    if to_group:
+        os.killpg(put.pid, signum)
+    else:
+        put.send_signal(signum)
     out, err = put.communicate(timeout=60)  # stdin stays open: the stop ends the reading
-    assert put.returncode == ExitStatus.TERMINATED, err
+    assert put.returncode == status, err
     summary = orjson.loads(out)
     assert summary["interrupted"] is True
     assert summary["stored"] == 30

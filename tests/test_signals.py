@@ -90,7 +90,7 @@ def test_second_signal_aborts_at_once_even_on_a_stalled_server(
         while proxy.requests.total() == started and time.monotonic() < deadline:
             time.sleep(0.02)  # the command has begun talking to S3
         time.sleep(rng.uniform(0.0, 1.0))
-        first = rng.choice([signal.SIGINT, signal.SIGTERM])
+        first = rng.choice([signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
         process.send_signal(first)
         time.sleep(rng.uniform(0.0, 0.6))
         process.send_signal(signal.SIGINT)
@@ -104,7 +104,10 @@ def test_second_signal_aborts_at_once_even_on_a_stalled_server(
                 f"{command}: still running {ABORT_BOUND} s after a second signal"
             ) from None
         assert time.monotonic() - sent < ABORT_BOUND
-        expected = ExitStatus.TERMINATED if first == signal.SIGTERM else ExitStatus.INTERRUPTED
+        expected = {
+            signal.SIGTERM: ExitStatus.TERMINATED,
+            signal.SIGHUP: ExitStatus.HANGUP,
+        }.get(first, ExitStatus.INTERRUPTED)
         assert process.returncode == expected, err
         assert b"Traceback" not in err, err
         if "--json" in args:

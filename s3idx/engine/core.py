@@ -6,7 +6,7 @@ import importlib
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Sized
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 from s3idx import codec
 from s3idx.backends import open_index, store_opener
@@ -21,6 +21,12 @@ from s3idx.config import (
     Settings,
     resolve_settings,
 )
+from s3idx.engine.arguments import (
+    check_backend,
+    check_collection,
+    check_documents,
+    check_shard,
+)
 from s3idx.engine.events import Events
 from s3idx.engine.retry import RetryingStore
 from s3idx.errors import (
@@ -34,6 +40,7 @@ from s3idx.errors import (
 )
 from s3idx.index.base import Entry, Index, IndexSettings, SortSpec
 from s3idx.limits import INT64_MAX, SPOOL_THRESHOLD, check_count
+from s3idx.query.filter import check_filter_object
 from s3idx.query.indexed import check_query_paths
 from s3idx.sharding import Shard
 from s3idx.store.base import ObjectStore
@@ -68,6 +75,9 @@ if TYPE_CHECKING:
     from s3idx.engine.rewrite import MaggmaRewriter
     from s3idx.engine.sync import run_sync
     from s3idx.engine.verify import run_verify
+
+
+T = TypeVar("T")
 
 
 class _Lazy:
@@ -146,6 +156,14 @@ class Engine:
         check_count("spool_threshold", spool_threshold, 0, INT64_MAX)
         if key_field is not None:
             codec.check_key_field(key_field)
+        check_collection("fields", fields, "field paths")
+        check_backend("store", store)
+        check_backend("index", index)
+        if compress not in codec.CODEC_BY_COMPRESSION:
+            raise UsageError(
+                f"unknown compression {compress!r}; choose one of: "
+                + ", ".join(codec.CODEC_BY_COMPRESSION)
+            )
         self._max_concurrency = max(workers, head_workers)
         self._store: RetryingStore | None = None
         self._open_store: Callable[[], ObjectStore] | None = None
@@ -153,7 +171,8 @@ class Engine:
             self._store = self._retrying(store)
         else:
             self._open_store = store
-        self.index = index
+        self._index = index
+        self._closed = False
         self._key_field = key_field
         self.fields = tuple(fields)
         self.codec = codec.CODEC_BY_COMPRESSION[compress]
@@ -173,8 +192,14 @@ class Engine:
         return RetryingStore(store, max_concurrency=self._max_concurrency)
 
     @property
+    def index(self) -> Index:
+        self._check_open()
+        return self._index
+
+    @property
     def store(self) -> RetryingStore:
         """The object store; given as a function that opens it, opened at first use."""
+        self._check_open()
         if self._store is None:
             assert self._open_store is not None
             self._store = self._retrying(self._open_store())
@@ -196,9 +221,37 @@ class Engine:
         return engine
 
     def close(self) -> None:
-        self.index.close()
+        self._closed = True
+        self._index.close()
         if self._store is not None:
             self._store.close()
+
+    def _while_open(self, items: Iterator[T]) -> Iterator[T]:
+        """``items``, each only while the engine is open: results read after ``close()`` (a
+        query made inside ``with open_engine(...)``, read after it) are refused as any use is,
+        instead of opening a connection nothing closes again."""
+        try:
+            while True:
+                self._check_open()
+                try:
+                    item = next(items)
+                except StopIteration:
+                    return
+                yield item
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()  # a fetch's threads end with it
+
+    def _check_open(self) -> None:
+        # Every operation goes through the index or the store: a closed engine would quietly
+        # open new connections (SQLite) or fail with a backend's own words (MongoDB).
+        if self._closed:
+            raise UsageError(
+                "this engine is closed",
+                hint="open another with s3idx.open_engine(...): an engine cannot be used after "
+                "close() or after its with block",
+            )
 
     def __enter__(self) -> Engine:
         return self
@@ -270,6 +323,7 @@ class Engine:
         return recorded.key_field if recorded is not None else DEFAULT_KEY_FIELD
 
     def _put_fields(self, extra: Sequence[str]) -> tuple[str, ...]:
+        check_collection("fields", extra, "field paths")
         recorded = self.index.settings()
         known = recorded.fields if recorded is not None else ()
         if recorded is not None and self._key_field is None:
@@ -317,6 +371,7 @@ class Engine:
         entry's, instead of the time of storing. Each record is consumed: its
         parsed ``document`` is dropped (set to None) once its body and entry are made, to keep
         memory flat."""
+        check_shard(shard)
         _check_max_errors(max_errors)
         store = self.store  # opened before the index records anything
         options = self._put_options(
@@ -380,11 +435,18 @@ class Engine:
                 hint="each worker process is a Python interpreter of its own: more than the "
                 "free cores only add start-up and memory",
             )
+        check_collection("paths", paths, "input files")
+        # Checked before any input is read: put_files' own options are read by put_records.
+        check_collection("fields", options.get("fields", ()), "field paths")
+        check_shard(options.get("shard"))
         sources: list[InputSource] = []
         for path in paths:
             if str(path) == "-":
                 if stdin is None:
-                    raise ValueError("'-' given but no stdin stream")
+                    raise UsageError(
+                        "'-' (stdin) is among the paths, but no stdin stream was given",
+                        hint="pass the stream to read: put_files(['-'], stdin=sys.stdin.buffer)",
+                    )
                 sources.append(stream_source(stdin))
             else:
                 sources.append(file_source(path))
@@ -432,9 +494,13 @@ class Engine:
         )
 
     def put_documents(self, documents: Iterable[Mapping[str, Any]], **options: Any) -> PutResult:
-        """Ingest Python dicts (datetimes allowed); rejects are located as ``<documents>:N``."""
+        """Ingest Python dicts (datetimes allowed); rejects are located as ``<documents>:N``.
+
+        An item that is not a mapping is rejected as a line that is not a JSON object is."""
+        check_documents(documents)
         records = (
-            Record("<documents>", n, b"", dict(doc)) for n, doc in enumerate(documents, start=1)
+            Record("<documents>", n, b"", dict(doc) if isinstance(doc, Mapping) else doc)
+            for n, doc in enumerate(documents, start=1)
         )
         return self.put_records(records, **options)
 
@@ -452,14 +518,17 @@ class Engine:
     def fetch(self, keys: Iterable[str]) -> Iterator[tuple[str, FetchedDocument | None]]:
         """Verified documents' JSON in the order of ``keys``, fetched in parallel; None when
         missing."""
+        check_collection("keys", keys, "keys")
         self.require_store()
-        return fetch_many(self.store, keys, self.workers, spool_threshold=self.spool_threshold)
+        fetched = fetch_many(self.store, keys, self.workers, spool_threshold=self.spool_threshold)
+        return self._while_open(fetched)
 
     def write_documents(
         self, keys: Iterable[str], out: IO[bytes], *, events: Events | None = None
     ) -> GetResult:
         """Write documents as JSON lines, each only once its whole body has been verified.
         A key no document can have is a UsageError before any is read."""
+        check_collection("keys", keys, "keys")
         keys = [codec.check_key_argument(key) for key in keys]
         result = GetResult()
         events = events or Events()
@@ -498,7 +567,8 @@ class Engine:
         """
         self.require_index()
         check_query_paths(self.index.settings(), filter=filter, sort=sort, fields=fields)
-        return self.index.find(filter or {}, fields=fields, sort=sort, skip=skip, limit=limit)
+        found = self.index.find(filter or {}, fields=fields, sort=sort, skip=skip, limit=limit)
+        return self._while_open(found)
 
     def count(self, filter: Mapping[str, Any] | None = None) -> int:
         self.require_index()
@@ -526,6 +596,7 @@ class Engine:
     ) -> DeleteResult:
         """Delete documents by key; a key no document can have is a UsageError before any is
         deleted."""
+        check_collection("keys", keys, "keys")
         keys = [codec.check_key_argument(key) for key in keys]
         self.require_store()
         self.require_index()
@@ -534,6 +605,7 @@ class Engine:
     def delete_matching(
         self, filter: Mapping[str, Any], *, dry_run: bool = False, events: Events | None = None
     ) -> DeleteResult:
+        check_filter_object(filter)
         self.require_store()
         self.require_index()
         check_query_paths(self.index.settings(), filter=filter)
@@ -562,6 +634,7 @@ class Engine:
         indexes that shard's keys into the staging index all shards share, and the last shard
         to finish swaps it in; ``restart`` discards a rebuild in progress it may not join.
         """
+        check_shard(shard)
         self.require_store()
         events = events or Events()
         # Rewritten objects' manifest lines (the compaction leaves them to these).
@@ -602,6 +675,7 @@ class Engine:
         ``dry_run``, which change nothing. With ``shard``, only the keys it owns are compared
         and set right (journaled deletes included), and every count is the shard's.
         """
+        check_shard(shard)
         self.require_store()  # the index may be new: sync fills it, as rebuild-index does
         events = events or Events()
         # One set of per-batch manifests for the objects sync HEADs and those it rewrites.

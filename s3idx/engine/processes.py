@@ -16,7 +16,7 @@ Why this is correct:
 
 Workers are started with ``spawn`` (no inherited threads, locks or sockets) and fed through
 pipes, whose bounded buffers make a slow worker slow the reader: memory stays bounded. Workers
-ignore SIGINT and SIGTERM: the parent turns its first signal into a stop request for all of
+ignore SIGINT, SIGTERM and SIGHUP: the parent turns its first signal into a stop request for all of
 them (each finishes what it has under way), and a worker that dies makes the run fail.
 Rejects are reported at the end of the run, in input order (workers report theirs with the
 original ``FILE:LINE``); the parent holds them until then, their raw lines in a temporary file.
@@ -533,6 +533,8 @@ def _worker_main(
     # The parent decides what a signal does (Ctrl-C reaches the whole process group).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if hasattr(signal, "SIGHUP"):  # a closed terminal hangs up the whole group
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
     from s3idx.engine.core import Engine  # the engine imports this module
 
     stop = threading.Event()

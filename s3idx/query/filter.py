@@ -451,6 +451,12 @@ def parse_filter(obj: Any) -> Filter:
     return Filter(_parse_document(obj, "filter", 0))
 
 
+def check_filter_object(obj: Any) -> None:
+    """Refuse a filter that is not a mapping, as ``parse_filter`` does, on every backend."""
+    if not isinstance(obj, Mapping):
+        raise InvalidFilterError(f"filter must be a JSON object, got {_kind(obj)}")
+
+
 def check_nesting(obj: Any) -> None:
     """Refuse a filter nested deeper than ``parse_filter`` allows, without parsing it.
 

@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import io
+import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import orjson
 import pytest
 
 from s3idx.errors import ExitStatus
-from tests.helpers import Run, json_lines, jsonl, memory_environment, written
+from tests.helpers import (
+    Run,
+    json_lines,
+    jsonl,
+    memory_environment,
+    subprocess_env,
+    written,
+)
 
 DOCS = [
     {"fs_id": "a", "task_id": "mp-1", "n": 3, "tags": ["x", "y"], "body": "A"},
@@ -189,6 +199,28 @@ def test_put_without_input_on_a_terminal_says_how(run: Run) -> None:
         "s3idx: error: no input: give FILE arguments or pipe JSON lines into s3idx put\n"
         "  hint: example: s3idx put docs.jsonl, or: cat docs.jsonl | s3idx put\n"
     )
+
+
+@pytest.mark.parametrize("args", [["-"], ["DOCS", "-"], []], ids=["-", "FILE -", "no FILE"])
+def test_put_with_stdin_closed_says_so(tmp_path: Path, args: list[str]) -> None:
+    """`s3idx put - <&-`: a usage error about stdin, not the Python API's wording."""
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text('{"fs_id": "a"}\n')
+    argv = [str(docs) if a == "DOCS" else a for a in args]
+    command = " ".join(["exec", shlex.quote(sys.executable), "-m", "s3idx", "put", *argv])
+    done = subprocess.run(
+        ["sh", "-c", command + " <&-"],
+        env={**subprocess_env(tmp_path), "S3IDX_HOME": str(tmp_path / "home")},
+        capture_output=True,
+        timeout=60,
+    )
+    assert done.returncode == ExitStatus.USAGE, done.stderr
+    if args:
+        assert done.stderr.decode() == (
+            "s3idx: error: '-' reads stdin, but stdin is closed\n"
+            "  hint: pipe JSON lines into s3idx put, or give FILE arguments only\n"
+        )
+    assert not (tmp_path / "home" / "index.sqlite3").exists()  # nothing stored, even docs.jsonl
 
 
 # --- keys no document can have ------------------------------------------------------------

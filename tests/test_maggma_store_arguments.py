@@ -1,0 +1,152 @@
+"""S3idxStore's arguments and its validator, against maggma's own stores' behaviour.
+
+maggma's ``MongoStore`` and ``MemoryStore`` validate every document before writing any: a
+document a non-strict validator finds invalid is logged and left out, and a strict validator's
+failure raises before anything is written. S3idxStore does the same.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from maggma.core import StoreError
+from maggma.stores import MemoryStore
+from maggma.validators import JSONSchemaValidator
+
+from s3idx import open_engine
+from s3idx.errors import UsageError
+from s3idx.maggma import S3idxStore
+
+SCHEMA = {
+    "type": "object",
+    "properties": {"energy": {"type": "number"}},
+    "required": ["energy"],
+}
+GOOD = [{"task_id": f"mp-{i}", "energy": -float(i)} for i in range(5)]
+BAD = {"task_id": "bad", "energy": "high"}
+
+
+def _ours(tmp_path: Path, **kwargs: Any) -> S3idxStore:
+    return S3idxStore(
+        store=str(tmp_path / "store"),
+        index=str(tmp_path / "index.sqlite3"),
+        searchable_fields=["energy"],
+        **kwargs,
+    )
+
+
+def _store(kind: str, tmp_path: Path, strict: bool) -> Any:
+    validator = JSONSchemaValidator(SCHEMA, strict=strict)
+    if kind == "S3idxStore":
+        return _ours(tmp_path, validator=validator)
+    return MemoryStore(key="task_id", validator=validator)
+
+
+def _task_ids(store: Any) -> list[str]:
+    return sorted(d["task_id"] for d in store.query(properties=["task_id"]))
+
+
+@pytest.mark.parametrize("validated", ["S3idxStore", "MemoryStore"])
+def test_non_strict_validator_leaves_out_invalid_documents(
+    validated: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = _store(validated, tmp_path, strict=False)
+    with store, caplog.at_level(logging.ERROR):
+        store.update([*GOOD[:2], BAD, *GOOD[2:]])
+        assert _task_ids(store) == [d["task_id"] for d in GOOD]
+    assert "'high' is not of type 'number'" in caplog.text
+
+
+@pytest.mark.parametrize("validated", ["S3idxStore", "MemoryStore"])
+def test_strict_validator_writes_nothing_when_one_is_invalid(
+    validated: str, tmp_path: Path
+) -> None:
+    store = _store(validated, tmp_path, strict=True)
+    with store:
+        with pytest.raises(Exception, match="'high' is not of type 'number'"):
+            store.update([*GOOD[:2], BAD, *GOOD[2:]])
+        assert _task_ids(store) == []
+
+
+def test_strict_validator_failure_after_a_whole_batch_writes_nothing(tmp_path: Path) -> None:
+    # More documents than one batch before the invalid one: none may have been uploaded.
+    many = [{"task_id": f"mp-{i}", "energy": 1.0} for i in range(30)]
+    store = _ours(tmp_path, validator=JSONSchemaValidator(SCHEMA, strict=True), batch_size=10)
+    with store:
+        with pytest.raises(Exception, match="'high' is not of type 'number'"):
+            store.update([*many, BAD])
+        assert store.count() == 0
+    with open_engine(store=str(tmp_path / "store"), index=str(tmp_path / "index.sqlite3")) as e:
+        if (tmp_path / "store").exists():
+            assert sum(1 for _ in e.store.list_objects()) == 0
+
+
+def test_one_string_for_searchable_fields_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(UsageError) as caught:
+        S3idxStore(store=str(tmp_path / "s"), index=str(tmp_path / "i.sqlite3"),
+                   searchable_fields="formula")  # fmt: skip
+    assert caught.value.message == (
+        "searchable_fields must be a list of field paths, not a string ('formula'): each of "
+        "its characters would be taken for a field path"
+    )
+    assert not (tmp_path / "i.sqlite3").exists()
+
+
+def test_one_string_for_properties_is_refused(tmp_path: Path) -> None:
+    with _ours(tmp_path) as store:
+        store.update(GOOD)
+        for call in (
+            lambda: list(store.query(properties="task_id")),
+            lambda: store.query_one(properties="task_id"),
+            lambda: list(store.groupby("energy", properties="task_id")),
+        ):
+            with pytest.raises(UsageError, match=r"^properties must be a list of field paths"):
+                call()
+
+
+@pytest.mark.parametrize("criteria", [None, "formula", ["task_id"]], ids=["None", "str", "list"])
+def test_remove_docs_without_a_filter_removes_nothing(tmp_path: Path, criteria: Any) -> None:
+    # maggma's stores refuse remove_docs(None) (pymongo's "filter must be an instance of
+    # dict"); removing every document takes {} there and here.
+    with _ours(tmp_path) as store:
+        store.update(GOOD)
+        with pytest.raises(UsageError) as caught:
+            store.remove_docs(criteria)
+        assert _task_ids(store) == [d["task_id"] for d in GOOD]
+    assert str(caught.value) == (
+        f"remove_docs: criteria must be a filter (a dict), not {criteria!r}\n"
+        "to remove every document, give {}"
+    )
+
+
+def test_remove_docs_of_an_empty_filter_removes_everything_as_maggma_does(
+    tmp_path: Path,
+) -> None:
+    theirs = MemoryStore(key="task_id")
+    with _ours(tmp_path) as ours, theirs:
+        for store in (ours, theirs):
+            store.update([dict(d) for d in GOOD])
+            store.remove_docs({})
+            assert store.count() == 0
+
+
+@pytest.mark.parametrize("kind", ["S3idxStore", "MemoryStore"])
+def test_last_updated_of_documents_without_the_field_is_an_error(tmp_path: Path, kind: str) -> None:
+    # maggma: documents that lack last_updated_field cannot say when the store was updated; an
+    # empty store is datetime.min. (s3idx answered datetime.min for both, as if empty.)
+    store: Any
+    if kind == "S3idxStore":
+        store = _ours(tmp_path, last_updated_field="updated_at")
+    else:
+        store = MemoryStore(key="task_id", last_updated_field="updated_at")
+    with store:
+        assert store.last_updated == datetime.min
+        store.update([{"task_id": "a", "energy": 1.0}])
+        with pytest.raises(StoreError, match="No field 'updated_at' in store document"):
+            _ = store.last_updated
+        store.update([{"task_id": "b", "energy": 1.0, "updated_at": datetime(2026, 1, 2)}])
+        assert store.last_updated == datetime(2026, 1, 2)
