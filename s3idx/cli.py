@@ -60,6 +60,7 @@ from s3idx.errors import (
     system_limit,
 )
 from s3idx.limits import INT64_MAX
+from s3idx.query.filter import parse_filter
 from s3idx.query.filter_json import read_filter
 from s3idx.query.paths import project
 from s3idx.query.sort import parse_sort
@@ -1118,9 +1119,12 @@ def delete(
         if by_filter:
             filter_path = _file_option(filter_file, "--filter-file")
             spec = read_filter(filter, filter_path, flag="--filter", stdin=run.env.stdin)
-            if not spec and not all_:
+            if not all_ and parse_filter(spec).matches_everything():
+                given = (
+                    f"--filter {filter!r}" if filter is not None else f"the filter in {filter_path}"
+                )
                 raise UsageError(
-                    "--filter '{}' matches every document",
+                    f"{given} matches every document",
                     hint="add --all if you mean to delete everything",
                 )
             result = engine.delete_matching(spec, dry_run=dry_run, events=events)

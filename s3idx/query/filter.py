@@ -438,6 +438,34 @@ class Filter(Frozen):
     def matches(self, document: Mapping[str, Any]) -> bool:
         return self.expr.matches(document)
 
+    def matches_everything(self) -> bool:
+        """Whether it matches every document whatever the document holds, by its form alone:
+        empty documents (``{}``, ``{"$and": [{}]}``, ``{"$or": [{}, …]}``), or conditions
+        that can match nothing, negated (``{"$nor": [{"a": {"$in": []}}]}``). A condition
+        that happens to hold for every stored document is not seen."""
+        return _everything(self.expr)
+
+
+def _everything(expr: Expr) -> bool:
+    if isinstance(expr, And):
+        return all(_everything(child) for child in expr.children)
+    if isinstance(expr, Or):
+        return any(_everything(child) for child in expr.children)
+    if isinstance(expr, Not):
+        return _nothing(expr.child)
+    return False
+
+
+def _nothing(expr: Expr) -> bool:
+    if isinstance(expr, And):
+        return any(_nothing(child) for child in expr.children)
+    if isinstance(expr, Or):
+        return all(_nothing(child) for child in expr.children)
+    if isinstance(expr, Not):
+        return _everything(expr.child)
+    predicate = expr.predicate
+    return isinstance(predicate, Never) or (isinstance(predicate, In) and not predicate.values)
+
 
 # --- parsing ---------------------------------------------------------------------------------
 

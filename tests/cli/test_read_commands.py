@@ -141,6 +141,33 @@ def test_delete_everything_needs_all(loaded: Run) -> None:
     assert loaded("query", "--count").stdout == "0\n"
 
 
+@pytest.mark.parametrize(
+    "everything",
+    [
+        '{"$and": [{}]}',
+        '{"$or": [{"tags": "y"}, {}]}',
+        '{"$nor": [{"$and": [{}, {"n": {"$in": []}}]}]}',
+        '{"$nor": [{"n": {"$in": []}}]}',
+        '{"n": {"$not": {"$in": []}}}',
+        '{"$and": [{"$or": [{}]}, {"$nor": [{"tags": {"$all": []}}]}]}',
+    ],
+)
+def test_a_filter_matching_every_document_whatever_it_holds_needs_all(
+    loaded: Run, everything: str
+) -> None:
+    """A filter made of empty documents (a template whose condition came out empty), or of
+    conditions that can match nothing, negated, is ``{}`` in other words."""
+    refused = loaded("delete", "--filter", everything)
+    assert refused.exit_code == ExitStatus.USAGE, refused.stderr
+    assert refused.stderr == (
+        f"s3idx: error: --filter {everything!r} matches every document\n"
+        "  hint: add --all if you mean to delete everything\n"
+    )
+    assert loaded("query", "--count").stdout == "3\n"
+    dry = loaded("delete", "--filter", everything, "--all", "--dry-run")
+    assert dry.stdout.split() == ["a", "b", "c"]
+
+
 def test_delete_needs_keys_or_a_filter(run: Run) -> None:
     result = run("delete")
     assert result.exit_code == ExitStatus.USAGE

@@ -475,3 +475,26 @@ def test_a_parsed_filter_is_a_value() -> None:
     )
     with pytest.raises(AttributeError):
         first.expr = second.expr
+
+
+@pytest.mark.parametrize(
+    ("flt", "everything"),
+    [
+        ({}, True),
+        ({"$and": [{}, {}]}, True),
+        ({"$or": [{"a": 1}, {"$and": [{}]}]}, True),
+        ({"a": {"$nin": []}}, True),
+        ({"$nor": [{"a": {"$all": []}}]}, True),
+        ({"$nor": [{"$or": [{"a": {"$in": []}}, {"b": {"$in": []}}]}]}, True),
+        ({"a": {"$not": {"$not": {"$nin": []}}}}, True),
+        ({"a": 1}, False),
+        ({"$or": [{"a": 1}]}, False),
+        ({"a": {"$exists": True}}, False),  # holds for some documents only
+        ({"$nor": [{}]}, False),  # matches nothing
+        ({"$nor": [{"$or": [{"a": {"$in": []}}, {"b": 1}]}]}, False),
+        ({"a": {"$in": []}}, False),
+        ({"$and": [{}, {"a": 1}]}, False),
+    ],
+)
+def test_matches_everything_by_form_alone(flt: dict[str, Any], everything: bool) -> None:
+    assert parse_filter(flt).matches_everything() is everything
