@@ -32,6 +32,7 @@ import orjson
 import pytest
 
 from s3idx import Engine
+from s3idx.errors import ExitStatus
 from s3idx.index.base import Index
 from s3idx.index.sqlite import SqliteIndex
 from s3idx.store.local import LocalStore
@@ -419,3 +420,30 @@ def test_reindex_beside_put_and_delete(rounds: Iterator[Round]) -> None:
         assert delete.wait().status in (0, 3), f"delete: {delete.err} ({rnd.where})"
         versions = _check(rnd)
         assert len(versions) == 90 - delete.summary["deleted"], rnd.where
+
+
+SUPERSEDED = "was replaced by another rebuild-index, or finished or aborted by another process"
+
+
+def test_two_rebuild_index_at_once(rounds: Iterator[Round]) -> None:
+    """Two cron jobs overlapping: the later start takes the rebuild over; the one it replaced
+    says so (exit 1), never a backend's raw error, and the index ends rebuilt."""
+    for rnd in rounds:
+        if rnd.database is not None:
+            pytest.skip(
+                "MongoDB: the replaced rebuild can still write a batch into the new one's "
+                "staging collection (README, rebuild-index), which stalls FerretDB"
+            )
+        keys = _keys("k", 80)
+        rnd.preload("v0", keys)
+        first = rnd.start("rebuild 1", "rebuild-index", "--no-manifests", "--json")
+        rnd.pause(0, 0.6, "second after")
+        second = rnd.start("rebuild 2", "rebuild-index", "--no-manifests", "--json")
+        for proc in (first, second):
+            proc.wait()
+            if proc.status != 0:
+                assert proc.status == ExitStatus.ERROR, f"{proc.name}: {proc.err} ({rnd.where})"
+                assert SUPERSEDED in proc.err, f"{proc.name}: {proc.err} ({rnd.where})"
+                assert "hint: `s3idx info` shows" in proc.err, rnd.where
+        assert 0 in (first.status, second.status), f"{first.err} {second.err} ({rnd.where})"
+        assert set(_check(rnd)) == set(keys), rnd.where
