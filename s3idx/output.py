@@ -236,6 +236,8 @@ def reindex_summary(result: ReindexResult) -> str:
         line += f", {result.not_s3idx} not s3idx objects"
     if result.vanished:
         line += f", {result.vanished} vanished while listing"
+    if result.reconciled:
+        line += f", {result.reconciled} reconciled with other writers"
     if result.retries:
         line += f", {plural(result.retries, 'retry', 'retries')}"
     line += f" in {result.elapsed:.2f} s" + rate_text(result.listed, result.elapsed, "objects")

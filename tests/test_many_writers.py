@@ -73,6 +73,13 @@ class HookedStore:
     def delete(self, keys: Sequence[str], **options: Any) -> Any:
         return self._inner.delete(keys, **options)
 
+    def replace_metadata(
+        self, key: str, metadata: Mapping[str, str], *, if_match: str
+    ) -> PutReceipt:
+        receipt = self._inner.replace_metadata(key, metadata, if_match=if_match)
+        self._fire("after replace_metadata", key)
+        return receipt
+
 
 @pytest.fixture
 def hooked(store: ObjectStore) -> HookedStore:
@@ -265,6 +272,50 @@ def test_sync_does_not_adopt_an_object_a_delete_journaled(
         assert engine.index.journaled() == {}
         assert engine.sync(check=True).drift == 0
         _assert_index_describes_bucket(engine)
+
+
+def _stored_before_a_new_field(engine: Engine) -> None:
+    """Three documents stored with field ``tag``; then ``color`` is added, pending for them."""
+    engine.put_documents([_doc(k, "old") for k in ("a", "k", "z")], fields=["tag"])
+    engine.put_documents([], fields=["color"])
+
+
+@STORES
+def test_reindex_does_not_put_back_an_entry_a_put_replaced_meanwhile(
+    hooked: HookedStore, store: ObjectStore, indexes: OpenIndex
+) -> None:
+    other = _other_writer(store, indexes)
+    with _engine(hooked, indexes) as engine:
+        _stored_before_a_new_field(engine)
+        # Between reindex's new metadata for k and its entry, a writer stores k again.
+        hooked.hooks[("after replace_metadata", "k")] = lambda: other(
+            lambda e: e.put_documents([_doc("k", "new")], fields=["tag", "color"])
+        )
+        result = engine.reindex()
+        assert [e["tag"] for e in engine.query({"fs_id": "k"})] == ["new"]
+        assert engine.get("k")["tag"] == "new"
+        _assert_index_describes_bucket(engine)
+        assert (result.updated, result.reconciled, result.failed) == (3, 1, 0)
+
+
+@STORES
+def test_reindex_does_not_bring_back_the_entry_of_a_document_deleted_meanwhile(
+    hooked: HookedStore, store: ObjectStore, indexes: OpenIndex
+) -> None:
+    other = _other_writer(store, indexes)
+
+    def rewritten_then_deleted(e: Engine) -> None:
+        e.put_documents([_doc("k", "new")], fields=["tag", "color"])
+        assert e.delete(["k"]).deleted == 1
+
+    with _engine(hooked, indexes) as engine:
+        _stored_before_a_new_field(engine)
+        hooked.hooks[("after replace_metadata", "k")] = lambda: other(rewritten_then_deleted)
+        result = engine.reindex()
+        assert list(engine.query({"fs_id": "k"})) == []  # no entry naming a missing object
+        _assert_index_describes_bucket(engine)
+        assert engine.sync(check=True).drift == 0
+        assert (result.reconciled, result.failed) == (1, 0)
 
 
 class _WritesAfterHeads(Events):

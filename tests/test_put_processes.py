@@ -340,6 +340,41 @@ def test_ctrl_c_to_the_process_group_stops_every_process_and_exits_130(tmp_path:
     assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
 
 
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds worker processes in /proc")
+@pytest.mark.parametrize(
+    ("signum", "status"),
+    [(signal.SIGINT, ExitStatus.INTERRUPTED), (signal.SIGTERM, ExitStatus.TERMINATED)],
+)
+def test_a_signal_to_the_process_group_while_the_workers_start_is_an_interruption(
+    tmp_path: Path, signum: signal.Signals, status: ExitStatus
+) -> None:
+    """Ctrl-C (or SIGTERM to the job) as the worker interpreters start, before they could set
+    their own signal handling: they must not die of it, nor print a traceback."""
+    for attempt in range(3):
+        home = tmp_path / str(attempt)
+        home.mkdir()
+        locations = ["--store", str(home / "s"), "--index", str(home / "i.sqlite3")]
+        put = subprocess.Popen(
+            [sys.executable, "-m", "s3idx", "put", "--processes", "2", "--json", *locations],
+            env=subprocess_env(home),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        assert put.stdin is not None
+        put.stdin.write(b"".join(orjson.dumps({"fs_id": f"k{i}"}) + b"\n" for i in range(20)))
+        put.stdin.flush()
+        workers = _wait_for_workers(put.pid, 1 + attempt % 2)  # still importing s3idx
+        time.sleep(0.1 * attempt)
+        os.killpg(put.pid, signum)
+        out, err = put.communicate(timeout=60)
+        assert put.returncode == status, err
+        assert b"Traceback" not in err and b"worker process" not in err, err
+        assert orjson.loads(out)["interrupted"] is True
+        assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
+
+
 @pytest.mark.parametrize(
     ("processes", "bound"),
     [

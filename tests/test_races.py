@@ -1,5 +1,6 @@
-"""Issue 14's five races, run for real: s3idx CLI processes at once on one S3 bucket (moto's
-server) and one index (SQLite, then FerretDB), with seeded random delays.
+"""Issue 14's five races, and reindex beside put and delete, run for real: s3idx CLI processes at
+once on one S3 bucket (moto's server) and one index (SQLite, then FerretDB), with seeded random
+delays.
 
 Each scenario ends with the same checks (``_check``):
 
@@ -23,7 +24,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +32,10 @@ import orjson
 import pytest
 
 from s3idx import Engine
+from s3idx.errors import ExitStatus
 from s3idx.index.base import Index
 from s3idx.index.sqlite import SqliteIndex
+from s3idx.store.local import LocalStore
 from s3idx.store.s3 import S3Store
 from tests.helpers import (
     entries_and_objects,
@@ -374,3 +377,73 @@ def test_kill_9_of_delete_filter_then_the_next_delete_or_sync(rounds: Iterator[R
             now = {e["fs_id"] for e in engine.query({"tag": "a"}, fields=["fs_id"])}
         assert now == left - journaled, rnd.where
         _check(rnd, gone=gone)
+
+
+class LocalRound(Round):
+    """A round on the local store: its metadata replacement is atomic against a put (both
+    rename under the key's lock), where moto ignores ``CopySourceIfMatch`` (see README)."""
+
+    def args(self) -> list[str]:
+        return ["--store", str(self.home / "store"), "--index", self.index_location]
+
+    def engine(self) -> Engine:
+        index: Index
+        if self.database is None:
+            index = SqliteIndex(Path(self.index_location))
+        else:
+            from s3idx.index.mongo import MongoIndex
+
+            index = MongoIndex(self.index_location, self.database)
+        return Engine(LocalStore(self.home / "store"), index)
+
+
+def test_reindex_beside_put_and_delete(rounds: Iterator[Round]) -> None:
+    for on_s3 in rounds:
+        rnd = LocalRound(**{f.name: getattr(on_s3, f.name) for f in fields(Round)})
+        keys = _keys("k", 80)
+        started = time.monotonic()
+        with rnd.engine() as engine:
+            # Stored before field v was added: reindex rewrites every object's metadata.
+            engine.put_documents(
+                ({"fs_id": k, "tag": "v0", "v": i} for i, k in enumerate(keys)), fields=["tag"]
+            )
+            engine.put_documents([], fields=["tag", "v"])
+        rnd.procs.append(Proc("v0", None, started, "v0", keys, time.monotonic(), 0))
+        reindex = rnd.start("reindex", "reindex", "--workers", "4", "--json")
+        rnd.pause(0, 1.0, "put after")
+        put = rnd.put("put v1", "v1", keys[:40] + _keys("n", 10), "--batch-size", "5")
+        rnd.pause(0, 1.0, "delete after")
+        delete = rnd.start("delete", "delete", *keys[40:60], "--json")
+        assert put.wait().status == 0, f"put: {put.err} ({rnd.where})"
+        assert reindex.wait().status == 0, f"reindex: {reindex.err} ({rnd.where})"
+        # A key reindex gave new metadata after the delete read its entry is kept (exit 3).
+        assert delete.wait().status in (0, 3), f"delete: {delete.err} ({rnd.where})"
+        versions = _check(rnd)
+        assert len(versions) == 90 - delete.summary["deleted"], rnd.where
+
+
+SUPERSEDED = "was replaced by another rebuild-index, or finished or aborted by another process"
+
+
+def test_two_rebuild_index_at_once(rounds: Iterator[Round]) -> None:
+    """Two cron jobs overlapping: the later start takes the rebuild over; the one it replaced
+    says so (exit 1), never a backend's raw error, and the index ends rebuilt."""
+    for rnd in rounds:
+        if rnd.database is not None:
+            pytest.skip(
+                "MongoDB: the replaced rebuild can still write a batch into the new one's "
+                "staging collection (README, rebuild-index), which stalls FerretDB"
+            )
+        keys = _keys("k", 80)
+        rnd.preload("v0", keys)
+        first = rnd.start("rebuild 1", "rebuild-index", "--no-manifests", "--json")
+        rnd.pause(0, 0.6, "second after")
+        second = rnd.start("rebuild 2", "rebuild-index", "--no-manifests", "--json")
+        for proc in (first, second):
+            proc.wait()
+            if proc.status != 0:
+                assert proc.status == ExitStatus.ERROR, f"{proc.name}: {proc.err} ({rnd.where})"
+                assert SUPERSEDED in proc.err, f"{proc.name}: {proc.err} ({rnd.where})"
+                assert "hint: `s3idx info` shows" in proc.err, rnd.where
+        assert 0 in (first.status, second.status), f"{first.err} {second.err} ({rnd.where})"
+        assert set(_check(rnd)) == set(keys), rnd.where

@@ -164,7 +164,8 @@ class _Run:
                 name=f"s3idx-put-{number + 1}",
                 daemon=True,
             )
-            process.start()
+            with _stop_signals_ignored_by_children():
+                process.start()
             # Only the worker holds these ends now, so its exit reads as the pipes' end.
             lines_in.close()
             reports_out.close()
@@ -523,6 +524,35 @@ def _received(lines: Connection) -> Iterator[Record]:
             yield Record(source, line, raw, orjson.loads(raw))
 
 
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+@contextlib.contextmanager
+def _stop_signals_ignored_by_children() -> Iterator[None]:
+    """Workers started meanwhile ignore SIGINT and SIGTERM from their first instruction: an
+    ignored signal stays ignored across ``exec``, and the interpreter then leaves it so. Else a
+    Ctrl-C during a worker's start-up (a second or more of imports, before ``_worker_main`` can
+    ignore it) kills it, with a traceback, and fails the run. This process only holds the
+    signals back meanwhile (blocked, so not lost): they reach it when the mask is restored.
+    Handlers can only be changed from the main thread; elsewhere nothing is changed."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(
+        signal, "pthread_sigmask"
+    ):
+        yield
+        return
+    handlers = {s: signal.getsignal(s) for s in _STOP_SIGNALS}
+    changed = [s for s, handler in handlers.items() if handler is not None]
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    try:
+        for signum in changed:
+            signal.signal(signum, signal.SIG_IGN)
+        yield
+    finally:
+        for signum in changed:
+            signal.signal(signum, handlers[signum])
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+
+
 def _worker_main(
     settings: Settings,
     options: PutOptions,
@@ -530,7 +560,9 @@ def _worker_main(
     reports: Connection,
     control: Connection,
 ) -> None:
-    # The parent decides what a signal does (Ctrl-C reaches the whole process group).
+    # The parent decides what a signal does (Ctrl-C reaches the whole process group). Started
+    # ignoring them already (``_stop_signals_ignored_by_children``), unless the parent ran
+    # outside its main thread.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if hasattr(signal, "SIGHUP"):  # a closed terminal hangs up the whole group

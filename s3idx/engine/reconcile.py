@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from s3idx.codec import RESERVED_FIELD
 from s3idx.config import DEFAULT_WORKERS
@@ -43,6 +43,7 @@ class ReconcileResult:
     fixed: int = 0  # entries written or removed so that they describe the bucket's object
     unchanged: int = 0  # found in step (another writer had put them right)
     gave_up: int = 0  # still contended after ATTEMPTS rounds: left for sync
+    left: list[str] = field(default_factory=list)  # those keys
 
 
 def reconcile(
@@ -65,6 +66,7 @@ def reconcile(
             if not todo:
                 return result
     result.gave_up += len(todo)
+    result.left.extend(todo)
     return result
 
 

@@ -5,8 +5,10 @@ stored since, not of those stored before. For each listed object whose metadata 
 index's fields, the body is read, the entry is built again from the document with every field,
 and the metadata is replaced in place (``ObjectStore.replace_metadata``: a server-side copy on
 S3, a rewritten header locally; never a re-upload), on condition that the object is still the one
-that was read. Then its entry is written. ``last_updated`` keeps its value: the document did not
-change.
+that was read. Then its entry is written, as ``put`` writes one: a compare-and-set on the ETag
+the index recorded before the metadata was replaced, so that a ``put`` or ``delete`` of the key
+meanwhile is never undone; a key another writer moved is reconciled with the bucket.
+``last_updated`` keeps its value: the document did not change.
 
 Objects whose metadata already lists every field are skipped after one HEAD, so a run that was
 interrupted is resumed by running it again. When every object has every field, the index's
@@ -29,6 +31,7 @@ from s3idx.engine.inputs import Record
 from s3idx.engine.manifest import ManifestLine
 from s3idx.engine.manifest_batches import ManifestBatches
 from s3idx.engine.read import fetch_document
+from s3idx.engine.reconcile import reconcile
 from s3idx.engine.results import Events, ReindexResult, accounted, reported_on_failure
 from s3idx.errors import (
     CorruptObjectError,
@@ -82,6 +85,8 @@ def run_reindex(
             for batch in batched(prefetched(store.list_objects()), BATCH):
                 entries = []
                 listed = [info.key for info in batch]
+                # Read before any metadata is replaced: what each entry is written over.
+                recorded = {} if dry_run else index.etags(listed)
                 for key, future in ordered_map(pool, backfill.one, listed, 2 * workers):
                     outcome = future.result()
                     _count(result, key, outcome, events)
@@ -92,7 +97,7 @@ def run_reindex(
                 # The objects' new metadata in a manifest, then their entries (as put does).
                 manifests.flush()
                 _count_manifests(result, manifests)
-                index.upsert(entries)
+                _write_entries(index, store, settings, entries, recorded, result, workers)
                 result.listed += len(batch)
                 events.progress(result.listed, None, {"updated": result.updated})
                 if stop is not None and stop.is_set():
@@ -107,6 +112,31 @@ def run_reindex(
         if not result.failed:
             result.completed = list(result.pending)
     return result
+
+
+def _write_entries(
+    index: Index,
+    store: ObjectStore,
+    settings: IndexSettings,
+    entries: list[Entry],
+    recorded: dict[str, str],
+    result: ReindexResult,
+    workers: int,
+) -> None:
+    """Each entry by compare-and-set on the ETag recorded before its object's metadata was
+    replaced: a plain upsert would put back an entry over the one a ``put`` or ``delete`` wrote
+    meanwhile, naming an object the bucket no longer holds."""
+    if not entries:
+        return
+    key_field = settings.key_field
+    expected = {e[key_field]: recorded.get(e[key_field]) for e in entries}
+    conflicts = index.upsert_if(entries, expected)
+    if not conflicts:
+        return
+    outcome = reconcile(store, index, sorted(conflicts), key_field=key_field, workers=workers)
+    result.reconciled += len(conflicts) - outcome.gave_up
+    for key in outcome.left:  # still contended: its entry may not describe its object
+        result.fail(key, "another writer kept changing it; run s3idx sync")
 
 
 def _count_manifests(result: ReindexResult, manifests: ManifestBatches) -> None:

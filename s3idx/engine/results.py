@@ -281,6 +281,8 @@ class ReindexResult:
     failed: int = 0
     failed_keys: list[tuple[str, str]] = field(default_factory=list)
     vanished: int = 0
+    # Entries another writer moved while their metadata was replaced, set from the bucket again.
+    reconciled: int = 0
     completed: list[str] = field(default_factory=list)  # fields marked complete at the end
     dry_run: bool = False
     interrupted: bool = False
@@ -308,6 +310,7 @@ class ReindexResult:
             "failed": self.failed,
             "failed_keys": [{"key": k, "reason": r} for k, r in self.failed_keys],
             "vanished": self.vanished,
+            "reconciled": self.reconciled,
             "completed": list(self.completed),
             "dry_run": self.dry_run,
             "interrupted": self.interrupted,

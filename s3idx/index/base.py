@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
 from s3idx.codec import RESERVED_FIELD
-from s3idx.errors import IndexSettingsError
+from s3idx.errors import IndexSettingsError, S3idxError
 from s3idx.frozen import Frozen, init_field
 from s3idx.sharding import Shard
 
@@ -172,6 +172,18 @@ class RebuildStatus(Frozen):
         done = ", ".join(map(str, self.done)) or "none"
         state = "swapping" if self.swapping else f"{len(self.done)} of {self.shards} shards done"
         return f"in progress{when}: {state} (done: {done})"
+
+
+def superseded_rebuild(location: str) -> S3idxError:
+    """A rebuild whose staging index another ``rebuild-index`` took over (a plain start always
+    does: a killed rebuild cannot be told from a running one), or that another process
+    finished or aborted, while it ran."""
+    return S3idxError(
+        f"the rebuild of {location} was replaced by another rebuild-index, or finished or "
+        "aborted by another process, while this one ran",
+        hint="`s3idx info` shows whether a rebuild is still in progress; run rebuild-index "
+        "again only once none is (a new start would replace it in turn)",
+    )
 
 
 def join_refusal(

@@ -60,6 +60,7 @@ from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import (
     BulkWriteError,
+    CollectionInvalid,
     DuplicateKeyError,
     OperationFailure,
     PyMongoError,
@@ -90,6 +91,7 @@ from s3idx.index.base import (
     join_refusal,
     key_problem,
     settle_pending,
+    superseded_rebuild,
 )
 from s3idx.index.mongo_errors import (
     bulk_detail,
@@ -1293,7 +1295,14 @@ class MongoIndex:
     def _fresh_rebuild(self, name: str, key_field: str) -> dict[str, Any]:
         self._c.database.drop_collection(name)
         # Created now, so that its absence later means "gone", not "nothing written yet".
-        self._c.database.create_collection(name)
+        try:
+            self._c.database.create_collection(name)
+        except (CollectionInvalid, OperationFailure) as exc:
+            if isinstance(exc, OperationFailure) and exc.code != NAMESPACE_EXISTS:
+                raise
+            # Another rebuild-index started at the same moment and created it first: it
+            # replaced this one before it began.
+            raise self._superseded_error() from None
         self._forget_shards(name)
         state = {
             ID: name,
@@ -1302,7 +1311,9 @@ class MongoIndex:
             "checkpoint": None,
             "started": utc_now(),
         }
-        self._c.meta.replace_one({ID: name}, state, upsert=True)
+        # Upserts, tried again on a duplicate key: two rebuilds starting at once both insert
+        # (FerretDB does not retry that itself); the later replace wins, as a later start does.
+        self._c.replace_one_by_one(self._c.meta, [(name, state)])
         return state
 
     def _forget_shards(self, name: str) -> None:
@@ -1417,9 +1428,7 @@ class MongoIndex:
         return True
 
     def _superseded_error(self) -> S3idxError:
-        return S3idxError(
-            f"the rebuild of {self.location} was restarted or finished by another process"
-        )
+        return superseded_rebuild(self.location)
 
     def _status(self, state: Mapping[str, Any]) -> RebuildStatus:
         name, run, shards = str(state[ID]), state.get("run"), state.get("shards")
@@ -1461,13 +1470,14 @@ class MongoIndex:
         flag = self._c.flag_id
         if fresh:
             self._c.changes.drop()
-            self._c.meta.replace_one(
-                {ID: flag}, {ID: flag, "run": run, "started": utc_now()}, upsert=True
+            self._c.replace_one_by_one(
+                self._c.meta, [(flag, {ID: flag, "run": run, "started": utc_now()})]
             )
         elif self._c.meta.find_one({ID: flag}) is None:
-            self._c.meta.update_one(
-                {ID: flag}, {"$setOnInsert": {"run": run, "started": utc_now()}}, upsert=True
-            )
+            with suppress(DuplicateKeyError):  # another process just set it
+                self._c.meta.update_one(
+                    {ID: flag}, {"$setOnInsert": {"run": run, "started": utc_now()}}, upsert=True
+                )
 
     def close(self) -> None:
         if self._owns_client:
@@ -1715,9 +1725,7 @@ class MongoRebuild:
                 self._c.changes.drop()
 
     def _superseded(self) -> S3idxError:
-        return S3idxError(
-            f"the rebuild of {self._c.location} was restarted or finished by another process"
-        )
+        return superseded_rebuild(self._c.location)
 
 
 def _checkpoint_of(state: Mapping[str, Any], location: str) -> dict[str, Any] | None:

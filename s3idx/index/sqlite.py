@@ -73,6 +73,7 @@ from s3idx.index.base import (
     join_refusal,
     key_problem,
     settle_pending,
+    superseded_rebuild,
 )
 from s3idx.limits import batched
 from s3idx.query.filter import Filter, parse_filter
@@ -912,10 +913,7 @@ class SqliteRebuild:
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         with self._db.transaction() as conn:
             if _load_rebuild(conn) != self._plan:
-                raise IndexSettingsError(
-                    f"the rebuild of index {self._db.location} was committed or aborted elsewhere",
-                    hint="start the rebuild again",
-                )
+                raise superseded_rebuild(f"index {self._db.location}")
             yield conn
 
     def upsert(self, entries: Sequence[Entry]) -> None:

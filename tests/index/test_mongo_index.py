@@ -594,10 +594,27 @@ def test_a_superseded_rebuild_can_no_longer_write_its_state(index: MongoIndex) -
         old.checkpoint,
         lambda: old.commit(IndexSettings("fs_id", ())),
     ):
-        with pytest.raises(S3idxError, match="restarted or finished by another process"):
+        with pytest.raises(S3idxError, match="finished or aborted by another process"):
             step()
     old.abort()  # must not drop the newer rebuild's collection
     assert new.has_keys(["n"]) == {"n"}
+
+
+def test_a_rebuild_started_at_the_same_moment_as_another_says_it_was_replaced(
+    index: MongoIndex, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    index.configure("fs_id", [])
+    database = index._c.database
+    create = database.create_collection
+
+    def another_start_first(name: str, **options: Any) -> Any:
+        create(name)  # another rebuild-index, between this one's drop and its create
+        return create(name, **options)
+
+    monkeypatch.setattr(database, "create_collection", another_start_first)
+    with pytest.raises(S3idxError, match="finished or aborted by another process") as caught:
+        index.start_rebuild("fs_id")
+    assert caught.value.hint is not None and "s3idx info" in caught.value.hint
 
 
 def test_resume_after_the_collection_vanished_starts_afresh(index: MongoIndex, client: Any) -> None:

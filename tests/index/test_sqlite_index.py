@@ -379,7 +379,7 @@ def test_rebuild_abort_leaves_the_index_alone(index: SqliteIndex) -> None:
     rebuild.save_checkpoint({"after": "b"})
     rebuild.abort()
     assert keys(index.find({})) == ["a"]
-    with pytest.raises(IndexSettingsError, match="was committed or aborted elsewhere"):
+    with pytest.raises(S3idxError, match="finished or aborted by another process"):
         rebuild.upsert([entry("c")])
     fresh = index.start_rebuild(KEY, FIELDS, resume=True)
     assert fresh.checkpoint() is None
