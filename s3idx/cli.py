@@ -1088,7 +1088,10 @@ def delete(
     ] = None,
     filter_file: FilterFileOpt = None,
     all_: Annotated[
-        bool, typer.Option("--all", help="Allow an empty --filter '{}': delete everything.")
+        bool,
+        typer.Option(
+            "--all", help="Allow a filter that matches every document ('{}'): delete everything."
+        ),
     ] = False,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="List what would be deleted; delete nothing.")
@@ -1115,6 +1118,7 @@ def delete(
     with (
         ctx.engine() as engine,
         ctx.events(command="delete") as events,
+        _summary_on_failure(ctx),
     ):
         if by_filter:
             filter_path = _file_option(filter_file, "--filter-file")

@@ -23,7 +23,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from s3idx.engine.reconcile import reconcile
-from s3idx.engine.results import DeleteResult, Events, accounted
+from s3idx.engine.results import DeleteResult, Events, accounted, reported_on_failure
 from s3idx.errors import ObjectNotFoundError, UndecodableMetadataError
 from s3idx.index.base import Index
 from s3idx.limits import DELETE_BATCH, batched
@@ -41,12 +41,13 @@ def delete_keys(
     events: Events | None = None,
 ) -> DeleteResult:
     result = DeleteResult(dry_run=dry_run)
-    if not dry_run:
-        result.finished = finish_deletes(store, index)
-    unique = list(dict.fromkeys(keys))
-    for batch in batched(unique, DELETE_BATCH):
-        _delete_batch(store, index, batch, result, named=True)
-        _report(events, result, len(unique))
+    with reported_on_failure(result):
+        if not dry_run:
+            result.finished = finish_deletes(store, index)
+        unique = list(dict.fromkeys(keys))
+        for batch in batched(unique, DELETE_BATCH):
+            _delete_batch(store, index, batch, result, named=True)
+            _report(events, result, len(unique))
     return result
 
 
@@ -61,12 +62,13 @@ def delete_matching(
     events: Events | None = None,
 ) -> DeleteResult:
     result = DeleteResult(dry_run=dry_run)
-    if not dry_run:
-        result.finished = finish_deletes(store, index)
-    total = index.count(filter) if events is not None else None
-    for batch in _matching_keys(index, filter, key_field, dry_run):
-        _delete_batch(store, index, batch, result, named=False)
-        _report(events, result, total)
+    with reported_on_failure(result):
+        if not dry_run:
+            result.finished = finish_deletes(store, index)
+        total = index.count(filter) if events is not None else None
+        for batch in _matching_keys(index, filter, key_field, dry_run):
+            _delete_batch(store, index, batch, result, named=False)
+            _report(events, result, total)
     return result
 
 

@@ -11,7 +11,9 @@ from typing import Any
 import orjson
 import pytest
 
-from s3idx.errors import ExitStatus
+from s3idx.errors import BackendUnavailableError, ExitStatus
+from s3idx.limits import DELETE_BATCH
+from s3idx.store.local import LocalStore
 from tests.helpers import Run, jsonl
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -97,6 +99,41 @@ def test_delete_json_when_the_store_cannot_be_reached(run: Run, tmp_path: Path) 
     result = run("delete", "--json", "a", *_s3(REFUSED), "--index", str(tmp_path / "i.sqlite3"))
     assert result.exit_code in (ExitStatus.UNAVAILABLE, ExitStatus.NOT_FOUND), result.stderr
     _one_document(result.stdout)
+
+
+@pytest.mark.parametrize("json", [True, False])
+@pytest.mark.parametrize("how", ["keys", "filter"])
+def test_delete_failing_mid_run_still_reports_what_it_deleted(
+    run: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str, json: bool
+) -> None:
+    """A delete of several batches whose store fails at the second: the first batch is gone,
+    and the summary (or --json) says so beside the error."""
+    args = ["--store", str(tmp_path / "store"), "--index", str(tmp_path / "index.sqlite3")]
+    keys = [f"k{i:04d}" for i in range(DELETE_BATCH + 5)]
+    put = run("put", *args, input=jsonl(*({"fs_id": k} for k in keys)))
+    assert put.exit_code == 0, put.stderr
+    original = LocalStore.delete
+    calls = []
+
+    def failing(self: LocalStore, *a: Any, **kw: Any) -> Any:
+        calls.append(1)
+        if len(calls) > 1:
+            raise BackendUnavailableError("the store went away")
+        return original(self, *a, **kw)
+
+    monkeypatch.setattr(LocalStore, "delete", failing)
+    chosen = keys if how == "keys" else ["--filter", '{"fs_id": {"$gte": "k"}}']
+
+    result = run("delete", *(["--json"] if json else []), *chosen, *args)
+
+    if json:
+        document = _failed(result, ExitStatus.UNAVAILABLE, "the store went away")
+        assert document["deleted"] == DELETE_BATCH
+    else:
+        assert result.exit_code == ExitStatus.UNAVAILABLE
+        summary, error = result.stderr.splitlines()
+        assert summary.endswith(f"delete: deleted {DELETE_BATCH} documents")
+        assert error == "s3idx: error: the store went away"
 
 
 def test_info_json_in_every_outcome(run: Run, filled: list[str], tmp_path: Path) -> None:
