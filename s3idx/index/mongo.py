@@ -994,7 +994,11 @@ class MongoIndex:
                 if want is None:
                     inserts.append(document)
                 else:
-                    replaces.append(({ID: key, ETAG: want}, document))
+                    # By _id alone: FerretDB v1 finds {_id, ETAG} by scanning the whole
+                    # collection (over a second an entry at 20,000 entries). The lock and the
+                    # read above compared the ETag; a writer that does not lock and changes the
+                    # entry meanwhile is seen by the read-back below, as with the ETag filter.
+                    replaces.append(({ID: key}, document))
             with self._c.guard("writing entries to"):
                 # One replace at a time: FerretDB v1 stalls (until the socket times out) when a
                 # bulk of replaces runs while other connections write.
