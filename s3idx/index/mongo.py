@@ -330,6 +330,27 @@ def ferretdb_refusal(value: Any, path: str = "") -> str | None:
     return None
 
 
+def nul_refusal(value: Any, path: str = "") -> str | None:
+    """Why no MongoDB server can store ``value``: a field name holding a NUL byte, at any
+    depth (BSON writes names NUL-terminated; pymongo refuses to encode one), else None."""
+    if isinstance(value, dict):
+        for name, item in value.items():
+            where = f"{path}.{name}" if path else name
+            if "\x00" in name:
+                if not path:
+                    return f"the field name {name!r} holds a NUL byte"
+                return f"field {path!r} holds a name with a NUL byte ({name!r})"
+            reason = nul_refusal(item, where)
+            if reason is not None:
+                return reason
+    elif isinstance(value, list):
+        for item in value:
+            reason = nul_refusal(item, path)
+            if reason is not None:
+                return reason
+    return None
+
+
 def uses_operator(value: Any, operator: str) -> bool:
     """Whether a filter uses ``operator`` anywhere in it."""
     if isinstance(value, Mapping):
@@ -559,15 +580,25 @@ class _Collections:
             self._is_ferretdb = "ferretdbVersion" in info
         return self._is_ferretdb
 
+    def refusal(self, entry: Entry) -> tuple[str, str] | None:
+        """Why this server cannot store ``entry`` and what to do instead, or None if it can."""
+        reason = nul_refusal(entry)
+        if reason is not None:
+            return f"{reason}, which MongoDB cannot store", "or use SQLite for the index"
+        reason = ferretdb_refusal(entry) if self.is_ferretdb() else None
+        if reason is not None:
+            instead = "or use MongoDB or SQLite for the index"
+            return f"{reason}, which FerretDB cannot store", instead
+        return None
+
     def check_entries(self, items: Sequence[tuple[str, Entry]]) -> None:
-        if not self.is_ferretdb():
-            return
         for key, entry in items:
-            reason = ferretdb_refusal(entry)
-            if reason is not None:
+            refused = self.refusal(entry)
+            if refused is not None:
+                reason, instead = refused
                 raise S3idxError(
-                    f"entry {key!r}: {reason}, which FerretDB cannot store in {self.location}",
-                    hint="stop indexing that field, or use MongoDB or SQLite for the index",
+                    f"entry {key!r}: {reason} in {self.location}",
+                    hint=f"stop indexing that field, {instead}",
                 )
 
     def latest(self, entries: Sequence[Entry], key_field: str) -> list[tuple[str, Entry]]:
@@ -737,10 +768,25 @@ class MongoIndex:
         with self._c.guard("reading the settings of"):
             doc = self._c.meta.find_one({ID: self._c.name})
         if doc is None:
+            self._refuse_foreign()
             return None
         settings = self._settings_of(doc)
         self._c.key_field = settings.key_field
         return settings
+
+    def _refuse_foreign(self) -> None:
+        """Refuse a collection without settings that holds documents s3idx did not write: it
+        is another application's, which put would mix entries into and a rebuild would drop.
+        (Entries without their settings are an s3idx index damaged by hand: rebuilt.)"""
+        with self._c.guard("reading the entries of"):
+            doc = self._c.live.find_one({RESERVED_FIELD: {"$exists": False}}, {ID: 1})
+        if doc is not None:
+            raise BackendUnavailableError(
+                f"{self.location} holds documents s3idx did not write (such as _id "
+                f"{doc.get(ID)!r:.100}): it is not an s3idx index",
+                hint="give another --collection (or database) for the index; s3idx never "
+                "writes into a collection another application uses",
+            )
 
     def _settings_of(self, doc: Mapping[str, Any]) -> IndexSettings:
         """The settings ``doc`` records, checked: damage for what s3idx never writes."""
@@ -886,13 +932,11 @@ class MongoIndex:
 
     def check_entry(self, key: str, entry: Entry) -> None:
         """Refuse an entry this server cannot store, before its object is written."""
-        if not self.is_ferretdb():
-            return
-        reason = ferretdb_refusal(entry)
-        if reason is not None:
+        refused = self._c.refusal(entry)
+        if refused is not None:
+            reason, instead = refused
             raise RecordError(
-                f"{reason}, which FerretDB cannot store in the index",
-                hint="stop indexing that field (--field), or use MongoDB or SQLite for the index",
+                f"{reason} in the index", hint=f"stop indexing that field (--field), {instead}"
             )
 
     def _check_query(self, query: Mapping[str, Any]) -> None:
@@ -1017,7 +1061,11 @@ class MongoIndex:
                 if want is None:
                     inserts.append(document)
                 else:
-                    replaces.append(({ID: key, ETAG: want}, document))
+                    # By _id alone: FerretDB v1 finds {_id, ETAG} by scanning the whole
+                    # collection (over a second an entry at 20,000 entries). The lock and the
+                    # read above compared the ETag; a writer that does not lock and changes the
+                    # entry meanwhile is seen by the read-back below, as with the ETag filter.
+                    replaces.append(({ID: key}, document))
             with self._c.guard("writing entries to"):
                 # One replace at a time: FerretDB v1 stalls (until the socket times out) when a
                 # bulk of replaces runs while other connections write.
@@ -1256,6 +1304,10 @@ class MongoIndex:
         # MongoDB indexes the fields when the rebuild commits; ``fields`` needs no work now.
         del fields
         name = self._c.name + REBUILD_SUFFIX
+        with self._c.guard("reading the settings of"):
+            recorded = self._c.meta.find_one({ID: self._c.name})
+        if recorded is None:
+            self._refuse_foreign()  # the swap would drop another application's collection
         self._drop_damaged_journal()
         if shard is not None:
             return self._join_sharded(name, key_field, shard, resume=resume, restart=restart)

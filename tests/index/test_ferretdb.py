@@ -146,3 +146,26 @@ def test_a_document_operand_is_refused_on_ferretdb_with_the_reason(
     ]:
         result = run("query", flt, "--count", *args)
         assert (result.exit_code, result.stdout) == (0, f"{count}\n"), (flt, result.stderr)
+
+
+def test_put_rewrites_existing_entries_without_scanning_the_collection_for_each(
+    run: Run, ferretdb: MongoServer, tmp_path: Path
+) -> None:
+    """FerretDB v1 scans the whole collection for a replace filtered on {_id, ETag}: a put
+    that rewrote existing keys of a 20,000-entry index stalled for minutes (under 1 doc/s).
+    The compare-and-set now replaces by _id under the key's lock; this bounds the time."""
+    import time
+
+    args = ["--store", str(tmp_path / "store"), "--index", ferretdb.uri, "--field", "n"]
+    first = jsonl(*({"fs_id": f"k{i:05d}", "n": i} for i in range(4000)))
+    assert run("put", *args, input=first).exit_code == 0
+
+    again = jsonl(*({"fs_id": f"k{i:05d}", "n": -i} for i in range(0, 4000, 10)))
+    started = time.monotonic()
+    result = run("put", *args, "--json", input=again)
+    elapsed = time.monotonic() - started
+
+    assert result.exit_code == 0, result.stderr
+    assert orjson.loads(result.stdout)["stored"] == 400
+    assert run("query", '{"n": {"$lt": 0}}', "--count", *args[:4]).stdout == "399\n"
+    assert elapsed < 60, f"rewriting 400 entries of 4,000 took {elapsed:.0f} s"
