@@ -317,7 +317,8 @@ def delete_summary(result: DeleteResult) -> str:
 def verify_summary(result: VerifyResult) -> str:
     sampled = f" (a {result.sample:g} sample)" if result.sample < 1 else ""
     line = (
-        f"verify: {result.listed} objects, {result.indexed} entries; checked {result.checked}"
+        f"verify: {plural(result.listed, 'object')}, {plural(result.indexed, 'entry', 'entries')}; "
+        f"checked {result.checked}"
         f"{sampled}: {result.ok} sound, {result.damaged} damaged"
     )
     if result.undecodable:
@@ -332,7 +333,7 @@ def verify_summary(result: VerifyResult) -> str:
     if result.not_s3idx:
         line += f"; {result.not_s3idx} not s3idx objects (not checked)"
     if result.retries:
-        line += f"; {result.retries} retries"
+        line += f"; {plural(result.retries, 'retry', 'retries')}"
     line += f" in {result.elapsed:.2f} s"
     if result.interrupted:
         line += "; interrupted"

@@ -229,3 +229,15 @@ def test_cli_verify_refuses_a_sample_outside_0_to_1(local: tuple[Run, list[str],
     result = run("verify", *where, "--sample", "1.5")
     assert result.exit_code == ExitStatus.USAGE
     assert "--sample" in result.stderr
+
+
+def test_the_summary_says_one_object_and_one_entry_in_the_singular(
+    run: Run, tmp_path: Path
+) -> None:
+    where = ["--store", str(tmp_path / "s"), "--index", str(tmp_path / "i.sqlite3")]
+    assert run("put", *where, input=jsonl(_doc("a"))).exit_code == 0
+
+    result = run("verify", *where)
+
+    assert result.exit_code == 0, result.stderr
+    assert "verify: 1 object, 1 entry; checked 1: 1 sound, 0 damaged" in result.stderr
