@@ -64,7 +64,7 @@ from s3idx.query.filter_json import read_filter
 from s3idx.query.paths import project
 from s3idx.query.sort import parse_sort
 from s3idx.sharding import Shard, parse_shard
-from s3idx.text import plural
+from s3idx.text import argument_text, plural
 
 if TYPE_CHECKING:  # the engine is imported by the command that runs it (start-up time, issue 17)
     from s3idx.engine.core import Engine
@@ -877,6 +877,7 @@ def get(
     """
     ctx = CommandContext(run, loc, workers=workers)
     output_file = _file_option(output_path, "--output")
+    keys = [argument_text(key) for key in keys]
     for key in keys:  # every one, before an output is opened or a document read
         codec.check_key_argument(key)
     refuse_outputs_over_inputs(
@@ -966,7 +967,8 @@ def query(
     """
     ctx = CommandContext(run, loc, workers=workers)
     spec = read_filter(filter, _file_option(filter_file, "--filter-file"), stdin=run.env.stdin)
-    sort_spec = parse_sort(sort) if sort else None
+    sort_spec = parse_sort(argument_text(sort)) if sort else None
+    fields = argument_text(fields) if fields else fields
     with ctx.engine() as engine:
         if count:
             matched = max(0, engine.count(spec) - skip)
@@ -1094,7 +1096,8 @@ def delete(
         raise UsageError("give KEY arguments or a filter, not both")
     if not keys and not by_filter:
         raise UsageError("nothing to delete: give KEY arguments or --filter FILTER")
-    for key in keys or ():
+    keys = [argument_text(key) for key in keys or ()]
+    for key in keys:
         codec.check_key_argument(key)
     with (
         ctx.engine() as engine,

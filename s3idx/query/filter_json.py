@@ -24,6 +24,7 @@ from s3idx.limits import (
     big_integer_message,
     json_depth,
 )
+from s3idx.text import argument_text
 
 # A filter nested this deep in JSON is deeper than MAX_NESTING levels of operators or values
 # (each level takes at most two: an operator object and its array), and is refused before any
@@ -49,7 +50,9 @@ def read_filter(
         return parse_filter_json(_read(path, stdin), name)
     if text is None or not text.strip():
         return {}
-    return parse_filter_json(text.encode(), flag)
+    # Bytes neither the locale nor UTF-8 could read go to the JSON parser as they came: it
+    # says they are not UTF-8.
+    return parse_filter_json(argument_text(text).encode("utf-8", "surrogateescape"), flag)
 
 
 def _read(file: str, stdin: IO[bytes] | None) -> bytes:

@@ -11,6 +11,7 @@ A key's ``/``-separated segments become directories; the object file is the last
 ``~``. ``%`` and ``~`` inside segments are percent-escaped, so a directory name never ends in
 ``~`` and no key's file can clash with another key's directory. On a case-insensitive file
 system upper-case letters are escaped too, so ``A`` and ``a`` stay two objects.
+File names are the segments' UTF-8 bytes whatever the locale (``_file_name``).
 
 An object file holds a header line (``s3idx-object 1``), the metadata as one line of JSON, then
 the body. It is written to ``tmp/`` and renamed into place, so readers and concurrent writers
@@ -211,7 +212,7 @@ class LocalStore:
             raise InvalidKeyError(f"key {quote_key(key)} has an empty, '.' or '..' part")
         parts = [self._encode_segment(d, fold) for d in dirs]
         parts.append(self._encode_segment(leaf, fold) + "~")
-        return self._objects.joinpath(*parts)
+        return self._objects.joinpath(*map(_file_name, parts))
 
     def _linked_part(self, path: Path) -> Path | None:
         """The first existing part of ``path`` below ``objects/`` that is a symbolic link."""
@@ -538,7 +539,7 @@ def _listed_part(
     entry: os.DirEntry[str], base: str, prefix: str, start_after: str | None
 ) -> str | None:
     """The key part of an object file or subdirectory (``name/``) the filters may pass."""
-    name = entry.name
+    name = _name_text(entry.name)
     if name.endswith("~"):
         if entry.is_symlink():
             return None
@@ -580,6 +581,22 @@ def _may_hold(dir_prefix: str, prefix: str, start_after: str | None) -> bool:
     if start_after is None or start_after.startswith(dir_prefix):
         return True
     return dir_prefix > start_after
+
+
+def _file_name(name: str) -> str:
+    """The name whose file name is ``name``'s UTF-8 bytes under every locale.
+
+    Python encodes a file name in the locale's encoding: under a Latin-1 or ASCII locale a key
+    would name other bytes (another file, or none it can encode) than under a UTF-8 one, so one
+    store would hold two objects for one key, or be unreadable. Under UTF-8 this is ``name``.
+    """
+    return os.fsdecode(name.encode("utf-8"))
+
+
+def _name_text(file_name: str) -> str:
+    """A listed file name's text, its bytes read as UTF-8 whatever the locale (``_file_name``
+    in reverse); bytes that are not UTF-8 stay lone surrogates, as under a UTF-8 locale."""
+    return os.fsencode(file_name).decode("utf-8", "surrogateescape")
 
 
 def _decode(name: str) -> str:
