@@ -50,6 +50,8 @@ from s3idx.engine.events import REPORTED_KEYS_LIMIT
 from s3idx.engine.outputs import guard_output, open_output, refuse_outputs_over_inputs
 from s3idx.environment import Environment
 from s3idx.errors import (
+    STDIN_CLOSED,
+    STDIN_CLOSED_HINT,
     UNDECODABLE_ADVICE,
     ExitStatus,
     OutputError,
@@ -765,6 +767,8 @@ def _input_paths(files: list[str] | None, env: Environment) -> list[str]:
         paths = ["-"]
     if paths.count("-") > 1:
         raise UsageError("'-' (stdin) can be given only once")
+    if "-" in paths and env.stdin is None:
+        raise UsageError(STDIN_CLOSED, hint=STDIN_CLOSED_HINT)
     for path in paths:
         # Named pipes, /dev/stdin and a shell's <(...) (/dev/fd/N) are inputs too, not files.
         if path != "-" and (Path(path).is_dir() or not Path(path).exists()):

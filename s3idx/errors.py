@@ -197,6 +197,10 @@ class StoreFormatError(UsageError):
 
 # --- messages shared by several layers -------------------------------------------------------
 
+# '-' given to a process started with its stdin closed (`<&-`): `put -` and `--filter-file -`.
+STDIN_CLOSED = "'-' reads stdin, which is closed"
+STDIN_CLOSED_HINT = "pipe the input in (cat FILE | s3idx ...), or give a file name instead of '-'"
+
 KEY_SHOWN_CHARS = 60
 
 

@@ -15,7 +15,7 @@ from typing import IO, Any
 import orjson
 
 from s3idx import codec
-from s3idx.errors import UsageError
+from s3idx.errors import STDIN_CLOSED, STDIN_CLOSED_HINT, UsageError
 from s3idx.limits import (
     INT64_MAX,
     INT64_MIN,
@@ -58,7 +58,10 @@ def read_filter(
 def _read(file: str, stdin: IO[bytes] | None) -> bytes:
     try:
         if file == STDIN:
-            return (stdin or sys.stdin.buffer).read()
+            stream = stdin if stdin is not None else getattr(sys.stdin, "buffer", None)
+            if stream is None:  # the process was started without one (`<&-`)
+                raise UsageError(f"--filter-file {STDIN_CLOSED}", hint=STDIN_CLOSED_HINT)
+            return stream.read()
         with open(file, "rb") as fh:
             return fh.read()
     except OSError as exc:
