@@ -811,6 +811,8 @@ def _put(
                 processes=processes,
             ),
         )
+        if rejects is not None:
+            _close_reporting(ctx, rejects, result)
     status = ctx.signals.exit_status()
     if status is None and (result.rejected or result.not_indexed or result.not_in_manifests):
         status = ExitStatus.PARTIAL
@@ -844,11 +846,26 @@ def _summary_on_failure(ctx: CommandContext) -> Iterator[None]:
     try:
         yield
     except S3idxError as exc:
-        partial = exc.partial_result
-        summary = getattr(partial, "as_dict", None)
-        if summary is not None:
-            summary_line = output.summary_line(partial)
-            _report(ctx, {**summary(), "error": exc.message}, summary_line, exc.exit_status)
+        _report_failure(ctx, exc)
+        raise
+
+
+def _report_failure(ctx: CommandContext, exc: S3idxError) -> None:
+    partial = exc.partial_result
+    summary = getattr(partial, "as_dict", None)
+    if summary is not None:
+        summary_line = output.summary_line(partial)
+        _report(ctx, {**summary(), "error": exc.message}, summary_line, exc.exit_status)
+
+
+def _close_reporting(ctx: CommandContext, output_file: IO[bytes], result: object) -> None:
+    """Close an output file after a run: the rest of it is written only now, and a full disk
+    then still reports what the run did, as a failure during it would."""
+    try:
+        output_file.close()
+    except S3idxError as exc:
+        exc.partial_result = result
+        _report_failure(ctx, exc)
         raise
 
 

@@ -215,8 +215,12 @@ class _Run:
             if worker.failure is not None and self.failure is None:
                 self.failure = worker.failure
         result = self._merged()
-        for reject in self._rejects.in_order():
-            self._events.rejected(reject)
+        try:
+            for reject in self._rejects.in_order():
+                self._events.rejected(reject)
+        except S3idxError as exc:  # --rejects cannot be written (a full disk): the counts stand
+            exc.partial_result = result
+            raise
         return result
 
     def cleanup(self) -> None:

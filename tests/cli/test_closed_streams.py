@@ -70,3 +70,41 @@ def test_dash_with_stdin_closed_gives_one_json_document(home: Path, command: str
     document = orjson.loads(done.stdout)
     assert document["exit_status"] == 2
     assert CLOSED_STDIN in document["error"]
+
+
+FULL = "/dev/full"
+
+
+@pytest.mark.skipif(not Path(FULL).exists(), reason="needs /dev/full")
+@pytest.mark.parametrize("processes", ["1", "2"])
+@pytest.mark.parametrize("bad_lines", [1, 5000])
+def test_rejects_on_a_full_disk_still_report_the_runs_counts(
+    tmp_path: Path, processes: str, bad_lines: int
+) -> None:
+    """The rejects file is written through a buffer, so a full disk shows when it is closed,
+    after the last document (one reject), or at a later reject (many; with --processes, all
+    at the end of the run): the summary and `--json` still say what was read and stored."""
+    home = tmp_path / "home"
+    docs = tmp_path / "docs.jsonl"
+    docs.write_bytes(jsonl(*DOCS) + b"bad\n" * bad_lines)
+    put = f"put --processes {processes} --rejects {FULL} {shlex.quote(str(docs))}"
+    done = _shell(home, f"{put} --json")
+    assert done.returncode == 1, done.stderr
+    document = orjson.loads(done.stdout)
+    assert document["error"] == f"cannot write --rejects {FULL}: No space left on device"
+    assert document["stored"] == 2
+    assert document["exit_status"] == 1
+    assert _shell(home, "query --count").stdout == "2\n"
+    if bad_lines > 1:
+        return  # where the full disk shows depends on the buffer's size
+    assert (document["read"], document["rejected"]) == (3, 1)
+
+    again = _shell(home, put)
+    assert again.returncode == 1, again.stderr
+    lines = again.stderr.splitlines()
+    assert (
+        lines[0]
+        == f"s3idx: {docs}:3: invalid JSON: unexpected character, expected a JSON value at column 1"
+    )
+    assert " s3idx: put: 3 read, 2 stored, 1 rejected in " in lines[1]
+    assert lines[2] == f"s3idx: error: cannot write --rejects {FULL}: No space left on device"
