@@ -7,6 +7,7 @@ terminal flags, its clock and environment variables), never to ``sys.std*`` dire
 from __future__ import annotations
 
 import math
+import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import IO, TYPE_CHECKING, Any
@@ -24,6 +25,7 @@ from s3idx.text import plural
 if TYPE_CHECKING:  # rich is imported only when a terminal needs it: cron never pays for it
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     # The result types are imported by the commands that make them, not by a query.
     from s3idx.engine.results import (
@@ -652,7 +654,7 @@ def entries_table(
 
     table = Table(show_lines=False)
     for name in names:
-        table.add_column(name, overflow="fold")
+        table.add_column(_as_text(name), overflow="fold")
     for row in rows:
         table.add_row(*(_cell(row.get(name, _MISSING)) for name in names))
     return table, len(rows), more
@@ -660,10 +662,29 @@ def entries_table(
 
 _MISSING = object()
 
+# Characters a terminal acts on rather than shows: C0 and C1 controls and DEL (ESC starts
+# sequences that recolour, retitle or rewrite the screen) and the bidirectional overrides and
+# line separators, which reorder or break what is around them.
+_TERMINAL_ACTS_ON = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]"
+)
+_SHORT_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
-def _cell(value: Any) -> str:
+
+def _as_text(value: str) -> Text:
+    """``value`` as a table shows it: never read as rich markup (a document's ``[/x]`` is
+    text), and the characters a terminal would act on written as JSON escapes."""
+    from rich.text import Text
+
+    shown = _TERMINAL_ACTS_ON.sub(
+        lambda m: _SHORT_ESCAPES.get(m.group(), f"\\u{ord(m.group()):04x}"), value
+    )
+    return Text(shown)
+
+
+def _cell(value: Any) -> Text:
     if value is _MISSING:
-        return ""
+        return _as_text("")
     if isinstance(value, str):
-        return value
-    return codec.dumps(value).decode()
+        return _as_text(value)
+    return _as_text(codec.dumps(value).decode())
