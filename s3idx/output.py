@@ -597,7 +597,7 @@ class CliEvents(Events):
         # A reject without bytes (gzip data that stopped before a line began) has no line to
         # fix: an empty line would look like one. Its message says so instead.
         if self._rejects is not None and reject.raw:
-            self._rejects.write(reject.raw + b"\n")
+            self._rejects.write(reject.raw if reject.whole_input else reject.raw + b"\n")
 
     def progress(
         self,

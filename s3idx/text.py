@@ -30,3 +30,35 @@ def argument_text(text: str) -> str:
         return os.fsencode(text).decode("utf-8")
     except UnicodeError:
         return text
+
+
+# (byte order mark or pattern of the first two ASCII characters, name, iconv's name), UTF-32
+# first: its marks and patterns begin as UTF-16's do. Without a mark, JSON's first two
+# characters are ASCII, so their zero bytes tell the encoding (RFC 4627, section 3).
+_WIDE_ENCODINGS = (
+    (b"\xff\xfe\x00\x00", "UTF-32LE with BOM", "UTF-32"),
+    (b"\x00\x00\xfe\xff", "UTF-32BE with BOM", "UTF-32"),
+    (b"\xff\xfe", "UTF-16LE with BOM", "UTF-16"),
+    (b"\xfe\xff", "UTF-16BE with BOM", "UTF-16"),
+)
+_WIDE_PATTERNS = (
+    ("x000", "UTF-32LE", "UTF-32"),
+    ("000x", "UTF-32BE", "UTF-32"),
+    ("x0x0", "UTF-16LE", "UTF-16"),
+    ("0x0x", "UTF-16BE", "UTF-16"),
+)
+
+
+def wide_encoding(head: bytes) -> tuple[str, str] | None:
+    """(name, iconv's name) when text starting with ``head`` (its first 4 bytes) is UTF-16 or
+    UTF-32 rather than UTF-8; None otherwise."""
+    for mark, name, family in _WIDE_ENCODINGS:
+        if head.startswith(mark):
+            return name, family
+    if len(head) < 4:
+        return None
+    shape = "".join("0" if byte == 0 else "x" for byte in head[:4])
+    for pattern, name, family in _WIDE_PATTERNS:
+        if shape == pattern:
+            return name, family
+    return None

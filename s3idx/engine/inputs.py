@@ -23,6 +23,7 @@ import orjson
 
 from s3idx.engine.gunzip import Gunzip
 from s3idx.errors import BackendUnavailableError, NotFoundError
+from s3idx.text import wide_encoding
 
 _BOM = b"\xef\xbb\xbf"
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -38,6 +39,7 @@ class Record:
     raw: bytes
     document: Any = None
     error: str | None = None
+    whole_input: bool = False  # ``raw`` is a whole input, its own line ends included
 
     @property
     def location(self) -> str:
@@ -129,13 +131,16 @@ def _read_source(
     try:
         buffered = io.BufferedReader(counted, 1 << 20)
         head = buffered.peek(2)[:2]
-        stream: IO[bytes] = buffered
+        stream: io.BufferedReader[Any] = buffered
         gunzip = None
         if head == _GZIP_MAGIC:
             progress.compressed = True
             gunzip = Gunzip(buffered, stop)
             stream = io.BufferedReader(gunzip, 1 << 20)
         try:
+            if (wide := wide_encoding(stream.peek(4)[:4])) is not None:
+                yield _wide_input(source.name, stream, *wide)
+                return
             yield from _records(source.name, _Lines(stream, gunzip))
         except _Cut as cut:
             # Bad input, not a backend failure: one reject where the data stops.
@@ -145,6 +150,16 @@ def _read_source(
     finally:
         if source.stream is None:
             raw_stream.close()
+
+
+def _wide_input(name: str, stream: IO[bytes], encoding: str, family: str) -> Record:
+    """A UTF-16 or UTF-32 input: one reject, its bytes as read, to convert and put again.
+    Its lines cannot be told apart as UTF-8 (a newline's zero bytes start the next line)."""
+    reason = (
+        f"the input is {encoding} text, not UTF-8; nothing in it was read: convert it first, "
+        f"e.g. iconv -f {family} -t UTF-8"
+    )
+    return Record(name, 1, stream.read(), error=reason, whole_input=True)
 
 
 def _open_file(source: InputSource) -> IO[bytes]:

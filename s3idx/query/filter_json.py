@@ -24,7 +24,7 @@ from s3idx.limits import (
     big_integer_message,
     json_depth,
 )
-from s3idx.text import argument_text
+from s3idx.text import argument_text, wide_encoding
 
 # A filter nested this deep in JSON is deeper than MAX_NESTING levels of operators or values
 # (each level takes at most two: an operator object and its array), and is refused before any
@@ -73,6 +73,12 @@ def parse_filter_json(data: bytes, name: str) -> dict[str, Any]:
     data = data.removeprefix(b"\xef\xbb\xbf")  # a byte order mark, as Windows editors write
     if not data.strip():
         return {}
+    if (wide := wide_encoding(data[:4])) is not None:
+        encoding, family = wide
+        raise UsageError(
+            f"{name} is {encoding} text, not UTF-8: convert it first, "
+            f"e.g. iconv -f {family} -t UTF-8"
+        )
     try:
         value = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
