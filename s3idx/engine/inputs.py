@@ -481,8 +481,17 @@ def _line_record(name: str, lineno: int, line: bytes) -> Record | None:
     try:
         document = orjson.loads(text)
     except orjson.JSONDecodeError as exc:
-        return Record(name, lineno, raw, error=f"invalid JSON: {_json_reason(exc)}")
+        reason = f"invalid JSON: {_json_reason(exc)}"
+        if b"\r" in text:  # the likeliest cause: lines that end with CR alone, read as one
+            reason += f"; {_LONE_CR}"
+        return Record(name, lineno, raw, error=reason)
     return Record(name, lineno, text, document)
+
+
+_LONE_CR = (
+    "the line holds CR characters: if the input's lines end with CR alone (old Mac line ends), "
+    "convert them to LF first, e.g. tr '\\r' '\\n'"
+)
 
 
 _NON_FINITE = re.compile(rb"(?<![\w\".])-?(?:NaN|Infinity)(?![\w\"])")

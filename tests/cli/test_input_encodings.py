@@ -102,3 +102,25 @@ def test_with_processes_the_reject_holds_the_whole_input_too(run: Run, tmp_path:
     assert done.exit_code == ExitStatus.PARTIAL, done.stderr
     assert done.stderr.splitlines()[1] == f"s3idx: {wide}:1: {_reason('UTF-16LE with BOM', family)}"
     assert rejects.read_bytes() == b"bad\n" + data
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+def test_lines_ending_with_cr_alone_are_named_as_the_likely_cause(
+    run: Run, tmp_path: Path, compressed: bool
+) -> None:
+    data = b'{"fs_id": "a"}\r{"fs_id": "b"}\r'
+    path = tmp_path / "mac.jsonl"
+    path.write_bytes(gzip.compress(data) if compressed else data)
+    done = run("put", str(path))
+    assert done.exit_code == ExitStatus.PARTIAL, done.stderr
+    assert done.stderr.splitlines()[0] == (
+        f"s3idx: {path}:1: invalid JSON: unexpected content after document at column 16; "
+        "the line holds CR characters: if the input's lines end with CR alone (old Mac line "
+        "ends), convert them to LF first, e.g. tr '\\r' '\\n'"
+    )
+
+
+def test_crlf_and_cr_as_json_whitespace_are_still_read(run: Run) -> None:
+    done = run("put", input=b'{"fs_id":\r"a"}\r\n{"fs_id": "b"}\r\n')
+    assert done.exit_code == 0, done.stderr
+    assert run("query", "--count").stdout == "2\n"
