@@ -328,6 +328,8 @@ def _documents_or_lines(name: str, lines: _Lines, first: tuple[int, bytes]) -> I
     Documents over several lines (pretty-printed) when a later line closes it: JSON lines are
     each balanced, so only a line that is no JSON line by itself can. Otherwise JSON lines
     whose first line is broken: that line is rejected, every other stored or rejected alone.
+    A later line that is a JSON object by itself says so at once (pretty-printers spread an
+    object over lines), so a pipe's lines after a broken first one are not held back.
     """
     read_ahead = [first]
     depth, size = _depth(first[1]), len(first[1])
@@ -337,6 +339,8 @@ def _documents_or_lines(name: str, lines: _Lines, first: tuple[int, bytes]) -> I
             if line is None:
                 break
             read_ahead.append((lines.number, line))
+            if _is_json_line(line):
+                break
             depth, size = depth + _depth(line), size + len(line)
     except _Cut:
         lines.consumed.clear()
@@ -373,6 +377,11 @@ def _documents(name: str, lines: _Lines) -> Iterator[Record]:
         raise
     if pending:
         yield Record(name, start, b"".join(pending).rstrip(b"\r\n"), error=_UNENDED)
+
+
+def _is_json_line(line: bytes) -> bool:
+    text = line.strip()
+    return text.startswith(b"{") and isinstance(_parse_alone(text), dict)
 
 
 def _document_record(name: str, start: int, text: bytes) -> Record:

@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import gzip
 import json
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import orjson
 import pytest
 
 from s3idx.errors import ExitStatus
-from tests.helpers import Run, json_lines
+from tests.helpers import Run, json_lines, subprocess_env
 
 DOCS = [
     {"fs_id": "a", "v": 1, "meta": {"owner": "ann", "tags": ["x", "y"]}, "s": "a  b\\t{[ ]}"},
@@ -142,3 +145,39 @@ def test_a_damaged_gzip_inside_a_document_rejects_it_from_its_first_line(
     assert line.startswith(f"s3idx: {path}:{first_of_b}: the gzip data ")
     assert "into the document starting at this line; the lines before it were read" in line
     assert run("query", "--fields", "fs_id").stdout == '{"fs_id":"a"}\n'
+
+
+def test_a_json_line_after_a_broken_first_line_decides_json_lines(run: Run, tmp_path: Path) -> None:
+    """A stray closing line later on does not glue the lines before it into one document."""
+    path = tmp_path / "lines.jsonl"
+    path.write_bytes(b'{"fs_id": "cut", "v": [1, 2\n{"fs_id": "b"}\n]}\n{"fs_id": "c"}\n')
+    done = run("put", str(path))
+    assert done.exit_code == ExitStatus.PARTIAL, done.stderr
+    assert [line.split(": ")[1] for line in done.stderr.splitlines()[:2]] == [
+        f"{path}:1",
+        f"{path}:3",
+    ]
+    assert run("query", "--fields", "fs_id").stdout == '{"fs_id":"b"}\n{"fs_id":"c"}\n'
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX pipes")
+def test_a_pipe_after_a_broken_first_line_is_stored_as_it_comes(tmp_path: Path) -> None:
+    put = subprocess.Popen(
+        [sys.executable, "-m", "s3idx", "put"],
+        env=subprocess_env(tmp_path),
+        stdin=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert put.stdin is not None
+    try:
+        put.stdin.write(b'{"fs_id": "cut", "v": [1, 2\n{"fs_id": "b"}\n')
+        put.stdin.flush()
+        deadline = time.monotonic() + 30  # bounds a failing run; nothing here measures speed
+        while not list((tmp_path / "store" / "objects").glob("b~")):
+            assert time.monotonic() < deadline, "the line after the broken one was held back"
+            assert put.poll() is None
+            time.sleep(0.2)
+    finally:
+        put.stdin.close()
+        put.wait(timeout=60)
+    assert put.returncode == ExitStatus.PARTIAL
