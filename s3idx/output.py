@@ -20,7 +20,7 @@ from s3idx.engine.events import Events
 from s3idx.environment import Environment
 from s3idx.errors import UNDECODABLE_ADVICE
 from s3idx.query.paths import split_path
-from s3idx.text import plural
+from s3idx.text import plural, shown_text
 
 if TYPE_CHECKING:  # rich is imported only when a terminal needs it: cron never pays for it
     from rich.console import Console
@@ -124,7 +124,7 @@ def json_document(value: Mapping[str, Any]) -> bytes:
 
 def redact_mapping(value: Any) -> Any:
     if isinstance(value, str):
-        return redact(value)
+        return redact(shown_text(value))
     if isinstance(value, dict):
         return {k: redact_mapping(v) for k, v in value.items()}
     if isinstance(value, list | tuple):

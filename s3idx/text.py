@@ -62,3 +62,18 @@ def wide_encoding(head: bytes) -> tuple[str, str] | None:
         if shape == pattern:
             return name, family
     return None
+
+
+def shown_text(text: str) -> str:
+    """``text`` as UTF-8 can carry it (in JSON, say): bytes a path or argument held that were
+    not UTF-8 (lone surrogates from the file system or the locale) are shown as ``\\xNN``."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        pass
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a surrogate no decoding made: show its code point
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return raw.decode("utf-8", "backslashreplace")

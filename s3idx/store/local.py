@@ -551,8 +551,17 @@ def _listed_part(
         passes = _may_hold(base + part, prefix, start_after)
     else:
         return None
-    # No key holds a control character (nor can a run file's line): such a name is not ours.
-    return part if passes and not _CONTROL.search(part) else None
+    # No key holds a control character (nor can a run file's line) or bytes that are not UTF-8
+    # (a file another tool named in Latin-1, say): such a name is not ours.
+    return part if passes and not _CONTROL.search(part) and _is_utf8(part) else None
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates: bytes that were not UTF-8
+        return False
+    return True
 
 
 def _spill_sorted(names: list[tuple[str, str]]) -> IO[str]:

@@ -8,6 +8,7 @@ rewrite the same files, and a non-ASCII key or filter typed as UTF-8 must reach 
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -103,3 +104,46 @@ def test_a_non_ascii_field_typed_under_an_ascii_locale_is_indexed(home: Path) ->
     )
     assert query.returncode == 0, query.stderr
     assert json_lines(query.stdout.decode()) == [{"fs_id": "a", "größe": 3}]
+
+
+def _bytes_path(path: Path, name: bytes) -> bytes:
+    return bytes(path) + b"/" + name
+
+
+@pytest.mark.parametrize("locale", ["utf8", "ascii"])
+def test_a_file_name_that_is_not_utf8_is_no_object_and_fails_no_command(
+    home: Path, locale: str
+) -> None:
+    """No key names it (keys are UTF-8), as no key names a file with a control character: it is
+    not listed, so sync, verify and rebuild-index go on with the store's objects."""
+    assert _s3idx(home, "put", "--field", "v", locale="utf8", stdin=LINE).returncode == 0
+    objects = home / "store" / "objects"
+    with open(_bytes_path(objects, b"caf\xe9~"), "wb") as foreign:
+        foreign.write(b"not an object")
+    os.mkdir(_bytes_path(objects, b"d\xe9j\xe0"))
+    with open(_bytes_path(objects, b"d\xe9j\xe0/x~"), "wb") as foreign:
+        foreign.write(b"not an object")
+
+    for command in (["sync", "--check"], ["sync"], ["verify"], ["rebuild-index", "-q"]):
+        done = _s3idx(home, *command, locale=locale)
+        assert done.returncode == 0, (command, done.stderr)
+        assert b"internal error" not in done.stderr
+    assert json_lines(_s3idx(home, "query", locale=locale).stdout.decode())[0]["fs_id"] == KEY
+
+
+@pytest.mark.parametrize("locale", ["utf8", "ascii"])
+def test_json_documents_name_a_path_that_is_not_utf8_without_failing(
+    home: Path, locale: str
+) -> None:
+    """A message naming a path whose bytes are not UTF-8 is still one JSON document: those
+    bytes shown as \\xNN."""
+    for args in (
+        [b"put", b"--json", b"missing-\xe9.jsonl"],
+        [b"put", b"--json", b"--rejects", b"/no/such/dir/\xe9", b"-"],
+    ):
+        done = _s3idx(home, *args, locale=locale, stdin=LINE)
+        assert done.returncode == 2, done.stderr
+        assert b"Traceback" not in done.stderr
+        document = orjson.loads(done.stdout)
+        assert document["exit_status"] == 2
+        assert "\\xe9" in document["error"], document
