@@ -58,10 +58,16 @@ def wide_encoding(head: bytes) -> tuple[str, str] | None:
     if len(head) < 4:
         return None
     shape = "".join("0" if byte == 0 else "x" for byte in head[:4])
+    first = next(byte for byte in head[:4] if byte) if shape != "0000" else 0
+    if first not in _JSON_STARTS:  # not JSON in any encoding: leave it to the line's reject
+        return None
     for pattern, name, family in _WIDE_PATTERNS:
         if shape == pattern:
             return name, family
     return None
+
+
+_JSON_STARTS = frozenset(b'{["-0123456789tfn \t\r\n')
 
 
 def shown_text(text: str) -> str:

@@ -124,3 +124,13 @@ def test_crlf_and_cr_as_json_whitespace_are_still_read(run: Run) -> None:
     done = run("put", input=b'{"fs_id":\r"a"}\r\n{"fs_id": "b"}\r\n')
     assert done.exit_code == 0, done.stderr
     assert run("query", "--count").stdout == "2\n"
+
+
+@pytest.mark.parametrize("first_line", [b"\x01\x00\x02\x00\n", b"\xc3\x00\xa9\x00\n"])
+def test_zero_bytes_that_cannot_start_json_are_a_rejected_line_not_utf16(
+    run: Run, first_line: bytes
+) -> None:
+    done = run("put", input=first_line + b'{"fs_id": "ok"}\n')
+    assert done.exit_code == ExitStatus.PARTIAL, done.stderr
+    assert done.stderr.startswith("s3idx: <stdin>:1: invalid JSON: ")
+    assert run("get", "ok").stdout == '{"fs_id": "ok"}\n'
