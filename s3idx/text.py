@@ -1,5 +1,5 @@
-"""Text shared by every command: counts said in the singular or the plural, and arguments read
-as UTF-8."""
+"""Text shared by every command: counts said in the singular or the plural; arguments read, and
+paths shown, as UTF-8 whatever the locale; input in UTF-16 or UTF-32 told from UTF-8."""
 
 from __future__ import annotations
 
