@@ -493,6 +493,8 @@ def _line_record(name: str, lineno: int, line: bytes) -> Record | None:
         reason = f"invalid JSON: {_json_reason(exc)}"
         if b"\r" in text:  # the likeliest cause: lines that end with CR alone, read as one
             reason += f"; {_LONE_CR}"
+        elif _another_document_follows(exc, text):
+            reason += f"; {_SEVERAL_ON_ONE_LINE}"
         return Record(name, lineno, raw, error=reason)
     return Record(name, lineno, text, document)
 
@@ -501,6 +503,17 @@ _LONE_CR = (
     "the line holds CR characters: if the input's lines end with CR alone (old Mac line ends), "
     "convert them to LF first, e.g. tr '\\r' '\\n'"
 )
+
+
+_SEVERAL_ON_ONE_LINE = (
+    "another document follows on the same line: write one document per line, e.g. jq -c . FILE"
+)
+
+
+def _another_document_follows(exc: orjson.JSONDecodeError, text: bytes) -> bool:
+    return "unexpected content after document" in exc.msg and text[exc.pos :].lstrip(
+        b" \t,"
+    ).startswith((b"{", b"["))
 
 
 _NON_FINITE = re.compile(rb"(?<![\w\".])-?(?:NaN|Infinity)(?![\w\"])")

@@ -134,3 +134,24 @@ def test_zero_bytes_that_cannot_start_json_are_a_rejected_line_not_utf16(
     assert done.exit_code == ExitStatus.PARTIAL, done.stderr
     assert done.stderr.startswith("s3idx: <stdin>:1: invalid JSON: ")
     assert run("get", "ok").stdout == '{"fs_id": "ok"}\n'
+
+
+@pytest.mark.parametrize(
+    ("line", "column"),
+    [
+        (b'{"fs_id": "a"}{"fs_id": "b"}', 15),
+        (b'{"fs_id": "a"} {"fs_id": "b"}', 16),
+        (b'{"fs_id": "a"}, {"fs_id": "b"}', 15),
+    ],
+)
+def test_several_documents_on_one_line_are_named_as_such(
+    run: Run, line: bytes, column: int
+) -> None:
+    done = run("put", input=line + b'\n{"fs_id": "c"}\n')
+    assert done.exit_code == ExitStatus.PARTIAL, done.stderr
+    assert done.stderr.splitlines()[0] == (
+        f"s3idx: <stdin>:1: invalid JSON: unexpected content after document at column {column}; "
+        "another document follows on the same line: write one document per line, "
+        "e.g. jq -c . FILE"
+    )
+    assert run("get", "c").exit_code == 0
