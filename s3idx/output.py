@@ -54,12 +54,17 @@ class Output:
     def stderr_console(self) -> Console:
         from rich.console import Console
 
-        return Console(file=self.env.stderr, highlight=False, soft_wrap=True)
+        return Console(file=self.env.stderr, highlight=False, soft_wrap=True, **self._styles())
 
     def stdout_console(self) -> Console:
         from rich.console import Console
 
-        return Console(file=self.env.stdout, highlight=False)
+        return Console(file=self.env.stdout, highlight=False, **self._styles())
+
+    def _styles(self) -> dict[str, Any]:
+        # NO_COLOR (no-color.org), read from the Environment: rich alone drops colours but keeps
+        # bold and dim; with no colour system it writes no style codes at all.
+        return {"color_system": None} if self.env.environ.get("NO_COLOR") else {}
 
     def echo(self, text: str) -> None:
         """One line of data on stdout."""

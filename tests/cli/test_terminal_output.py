@@ -7,7 +7,11 @@ as text, escaped, and never fails on them.
 
 from __future__ import annotations
 
+import os
+import pty
 import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +19,7 @@ import pytest
 
 from s3idx import cli
 from s3idx.environment import Environment
-from tests.helpers import jsonl, memory_environment, written
+from tests.helpers import jsonl, memory_environment, subprocess_env, written
 
 
 @pytest.fixture(autouse=True)
@@ -78,3 +82,51 @@ def test_control_characters_in_a_value_are_shown_escaped(
     assert shown in table
     for raw in ("\x1b", "\x07", "\r", "\x9b", "\x7f", "\u202e", "\t"):
         assert raw not in table
+
+
+def _on_a_terminal(home: Path, *args: str, environ: dict[str, str]) -> bytes:
+    """What ``s3idx ARGS`` writes to a terminal (a pseudo-terminal as its stdout)."""
+    main, side = pty.openpty()
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "s3idx", *args],
+            env={**subprocess_env(home), "COLUMNS": "100", "TERM": "xterm-256color", **environ},
+            stdout=side,
+            stderr=subprocess.DEVNULL,
+            timeout=120,
+        )
+        os.close(side)
+        side = -1
+        assert done.returncode == 0
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(main, 65536)
+            except OSError:  # EIO: the other side is closed and drained
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(main)
+        if side != -1:
+            os.close(side)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX pseudo-terminals")
+def test_no_color_leaves_the_table_without_escape_codes(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    put = subprocess.run(
+        [sys.executable, "-m", "s3idx", "put", "--field", "v"],
+        input=jsonl({"fs_id": "k", "v": 1}),
+        env=subprocess_env(home),
+        capture_output=True,
+        timeout=120,
+    )
+    assert put.returncode == 0, put.stderr
+    styled = _on_a_terminal(home, "query", environ={})
+    assert b"\x1b[" in styled  # a terminal gets styles: the check below can fail
+    plain = _on_a_terminal(home, "query", environ={"NO_COLOR": "1"})
+    assert b"\x1b[" not in plain
+    assert b"fs_id" in plain and b" k " in plain
