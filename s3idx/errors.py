@@ -92,6 +92,11 @@ class RecordError(S3idxError):
     exit_status = ExitStatus.PARTIAL
 
 
+def reject_reason(exc: S3idxError) -> str:
+    """A record's reject on one line (``FILE:LINE: reason``): the message, then the hint."""
+    return str(exc).replace("\n", "; ")
+
+
 class InvalidKeyError(RecordError):
     """A document key cannot be used as an object key."""
 

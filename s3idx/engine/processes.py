@@ -44,7 +44,7 @@ from s3idx.engine.documents import document_key
 from s3idx.engine.inputs import InputSource, ReadProgress, Record, read_records
 from s3idx.engine.put import PutOptions, _ProgressReporter, run_put
 from s3idx.engine.results import Events, PutResult, Reject
-from s3idx.errors import ExitStatus, RecordError, S3idxError
+from s3idx.errors import ExitStatus, RecordError, S3idxError, reject_reason
 from s3idx.sharding import Shard, shard_of
 
 # Lines a message to a worker carries: large enough that pickling and the pipe cost little
@@ -259,7 +259,7 @@ class _Run:
                     if shard is not None and shard.index != 0:
                         self._count_other_shard()
                     else:
-                        self._reject(record, str(exc).replace("\n", "; "))
+                        self._reject(record, reject_reason(exc))
                     continue
                 if shard is not None and not shard.owns(key):
                     self._count_other_shard()

@@ -54,12 +54,13 @@ from typing import IO, TypeGuard
 
 import orjson
 
-from s3idx.codec import check_metadata_size, is_reserved_key, lists_reserved
+from s3idx.codec import check_metadata_size, is_reserved_key, lists_reserved, parse_metadata
 from s3idx.errors import (
     BackendUnavailableError,
     InvalidKeyError,
     ObjectChangedError,
     ObjectNotFoundError,
+    S3idxError,
     StoreFormatError,
     UndecodableMetadataError,
     missing_parent,
@@ -266,6 +267,7 @@ class LocalStore:
                     fh.flush()
                     st = os.fstat(fh.fileno())
                 with self._key_lock(key):
+                    self._refuse_another_keys_file(key)
                     self._rename_into_place(tmp, path)
             except BaseException:
                 _unlink_quietly(tmp)
@@ -273,6 +275,28 @@ class LocalStore:
         except OSError as exc:
             raise _unavailable(self.root, exc) from None
         return PutReceipt(_etag(st), st.st_size)
+
+    def _refuse_another_keys_file(self, key: str) -> None:
+        """Refuse to replace a file whose metadata names another key.
+
+        A file system that does not tell Unicode normalization (macOS) or the case of
+        non-ASCII letters apart (macOS, Windows; only ASCII capitals are escaped) gives two
+        keys one file: the put would silently replace the other key's document. Another key's
+        file is found only by reading it, so a put racing one of the other key may still
+        replace it; the reader then reports that the metadata names another key.
+        """
+        try:
+            with self._open_file(key) as fh:
+                metadata = self._read_head(key, fh).metadata
+        except (ObjectNotFoundError, UndecodableMetadataError):
+            return  # nothing there, or not an object a key owns: the put replaces it
+        stored = _stored_key(metadata)
+        if stored is not None and stored != key:
+            raise InvalidKeyError(
+                f"key {key!r} names the file of another stored key, {stored!r}: this file "
+                "system does not tell them apart (Unicode normalization or letter case)",
+                hint="store one of them under another key, or use an S3 store",
+            )
 
     def _refuse_linked_parent(self, key: str, path: Path) -> None:
         # A link as the object file itself is harmless: the rename replaces the link.
@@ -554,6 +578,16 @@ def _listed_part(
     # No key holds a control character (nor can a run file's line) or bytes that are not UTF-8
     # (a file another tool named in Latin-1, say): such a name is not ours.
     return part if passes and not _CONTROL.search(part) and _is_utf8(part) else None
+
+
+def _stored_key(metadata: Mapping[str, str]) -> str | None:
+    """The key an s3idx object's metadata names; None for any other object."""
+    try:
+        parsed = parse_metadata(metadata)
+    except S3idxError:
+        return None
+    key = parsed.entry.get(parsed.key_field)
+    return key if isinstance(key, str) else None
 
 
 def _is_utf8(text: str) -> bool:

@@ -16,7 +16,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tests.helpers import json_lines, subprocess_env
+from s3idx.errors import ExitStatus
+from tests.helpers import Run, json_lines, subprocess_env
 
 KEY = "café/日本"
 DOC = {"fs_id": KEY, "v": "ü"}
@@ -147,3 +148,29 @@ def test_json_documents_name_a_path_that_is_not_utf8_without_failing(
         document = orjson.loads(done.stdout)
         assert document["exit_status"] == 2
         assert "\\xe9" in document["error"], document
+
+
+def test_a_put_never_replaces_the_file_of_another_key(run: Run, tmp_path: Path) -> None:
+    """On a file system that does not tell Unicode normalization (macOS) or the case of
+    non-ASCII letters (`É`, `é`) apart, two keys can name one file: the second put would
+    replace the first key's document. Here a hard link makes the NFD key's name the NFC key's
+    file, as such a file system would; the put is rejected, the stored document kept."""
+    nfc, nfd = "caf\u00e9", "cafe\u0301"
+    store = tmp_path / "store"
+    where = ["--store", str(store), "--index", str(tmp_path / "index.sqlite3")]
+    first = run("put", *where, input=orjson.dumps({"fs_id": nfc, "n": 1}) + b"\n")
+    assert first.exit_code == 0, first.stderr
+    os.link(store / "objects" / f"{nfc}~", store / "objects" / f"{nfd}~")
+
+    second = run("put", *where, input=orjson.dumps({"fs_id": nfd, "n": 2}) + b"\n")
+    assert second.exit_code == ExitStatus.PARTIAL, second.stderr
+    assert second.stderr.splitlines()[0] == (
+        f"s3idx: <stdin>:1: key {nfd!r} names the file of another stored key, {nfc!r}: this "
+        "file system does not tell them apart (Unicode normalization or letter case); store "
+        "one of them under another key, or use an S3 store"
+    )
+    got = run("get", nfc, *where)
+    assert got.exit_code == 0, got.stderr
+    assert orjson.loads(got.stdout) == {"fs_id": nfc, "n": 1}
+    again = run("put", *where, input=orjson.dumps({"fs_id": nfc, "n": 3}) + b"\n")
+    assert again.exit_code == 0, again.stderr  # its own key's file: replaced as ever
