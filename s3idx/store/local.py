@@ -267,7 +267,7 @@ class LocalStore:
                     fh.flush()
                     st = os.fstat(fh.fileno())
                 with self._key_lock(key):
-                    self._refuse_another_keys_file(key)
+                    self._refuse_another_keys_file(key, path)
                     self._rename_into_place(tmp, path)
             except BaseException:
                 _unlink_quietly(tmp)
@@ -276,7 +276,7 @@ class LocalStore:
             raise _unavailable(self.root, exc) from None
         return PutReceipt(_etag(st), st.st_size)
 
-    def _refuse_another_keys_file(self, key: str) -> None:
+    def _refuse_another_keys_file(self, key: str, path: Path) -> None:
         """Refuse to replace a file whose metadata names another key.
 
         A file system that does not tell Unicode normalization (macOS) or the case of
@@ -285,11 +285,11 @@ class LocalStore:
         file is found only by reading it, so a put racing one of the other key may still
         replace it; the reader then reports that the metadata names another key.
         """
-        try:
-            with self._open_file(key) as fh:
+        try:  # its parents were checked: no links
+            with open(path, "rb", opener=_open_no_follow) as fh:
                 metadata = self._read_head(key, fh).metadata
-        except (ObjectNotFoundError, UndecodableMetadataError):
-            return  # nothing there, or not an object a key owns: the put replaces it
+        except (OSError, UndecodableMetadataError):
+            return  # nothing there, a link, or no object a key owns: the put replaces it
         stored = _stored_key(metadata)
         if stored is not None and stored != key:
             raise InvalidKeyError(
