@@ -283,8 +283,11 @@ class LocalStore:
         non-ASCII letters apart (macOS, Windows; only ASCII capitals are escaped) gives two
         keys one file: the put would silently replace the other key's document. Another key's
         file is found only by reading it, so a put racing one of the other key may still
-        replace it; the reader then reports that the metadata names another key.
+        replace it; the reader then reports that the metadata names another key. An ASCII key
+        cannot collide (capitals are escaped where case folds): only others pay for the read.
         """
+        if key.isascii():
+            return
         try:  # its parents were checked: no links
             with open(path, "rb", opener=_open_no_follow) as fh:
                 metadata = self._read_head(key, fh).metadata
