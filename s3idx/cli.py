@@ -50,6 +50,8 @@ from s3idx.engine.events import REPORTED_KEYS_LIMIT
 from s3idx.engine.outputs import guard_output, open_output, refuse_outputs_over_inputs
 from s3idx.environment import Environment
 from s3idx.errors import (
+    STDIN_CLOSED,
+    STDIN_CLOSED_HINT,
     UNDECODABLE_ADVICE,
     ExitStatus,
     OutputError,
@@ -65,7 +67,7 @@ from s3idx.query.filter_json import read_filter
 from s3idx.query.paths import project
 from s3idx.query.sort import parse_sort
 from s3idx.sharding import Shard, parse_shard
-from s3idx.text import plural
+from s3idx.text import argument_text, plural
 
 if TYPE_CHECKING:  # the engine is imported by the command that runs it (start-up time, issue 17)
     from s3idx.engine.core import Engine
@@ -776,11 +778,8 @@ def _input_paths(files: list[str] | None, env: Environment) -> list[str]:
         paths = ["-"]
     if paths.count("-") > 1:
         raise UsageError("'-' (stdin) can be given only once")
-    if "-" in paths and env.stdin is None:  # started with stdin closed (`<&-`)
-        raise UsageError(
-            "'-' reads stdin, but stdin is closed",
-            hint="pipe JSON lines into s3idx put, or give FILE arguments only",
-        )
+    if "-" in paths and env.stdin is None:
+        raise UsageError(STDIN_CLOSED, hint=STDIN_CLOSED_HINT)
     for path in paths:
         # Named pipes, /dev/stdin and a shell's <(...) (/dev/fd/N) are inputs too, not files.
         if path != "-" and (Path(path).is_dir() or not Path(path).exists()):
@@ -823,6 +822,8 @@ def _put(
                 processes=processes,
             ),
         )
+        if rejects is not None:
+            _close_reporting(ctx, rejects, result)
     status = ctx.signals.exit_status()
     if status is None and (result.rejected or result.not_indexed or result.not_in_manifests):
         status = ExitStatus.PARTIAL
@@ -856,11 +857,26 @@ def _summary_on_failure(ctx: CommandContext) -> Iterator[None]:
     try:
         yield
     except S3idxError as exc:
-        partial = exc.partial_result
-        summary = getattr(partial, "as_dict", None)
-        if summary is not None:
-            summary_line = output.summary_line(partial)
-            _report(ctx, {**summary(), "error": exc.message}, summary_line, exc.exit_status)
+        _report_failure(ctx, exc)
+        raise
+
+
+def _report_failure(ctx: CommandContext, exc: S3idxError) -> None:
+    partial = exc.partial_result
+    summary = getattr(partial, "as_dict", None)
+    if summary is not None:
+        summary_line = output.summary_line(partial)
+        _report(ctx, {**summary(), "error": exc.message}, summary_line, exc.exit_status)
+
+
+def _close_reporting(ctx: CommandContext, output_file: IO[bytes], result: object) -> None:
+    """Close an output file after a run: the rest of it is written only now, and a full disk
+    then still reports what the run did, as a failure during it would."""
+    try:
+        output_file.close()
+    except S3idxError as exc:
+        exc.partial_result = result
+        _report_failure(ctx, exc)
         raise
 
 
@@ -893,6 +909,7 @@ def get(
     """
     ctx = CommandContext(run, loc, workers=workers)
     output_file = _file_option(output_path, "--output")
+    keys = [argument_text(key) for key in keys]
     for key in keys:  # every one, before an output is opened or a document read
         codec.check_key_argument(key)
     refuse_outputs_over_inputs(
@@ -982,7 +999,8 @@ def query(
     """
     ctx = CommandContext(run, loc, workers=workers)
     spec = read_filter(filter, _file_option(filter_file, "--filter-file"), stdin=run.env.stdin)
-    sort_spec = parse_sort(sort) if sort else None
+    sort_spec = parse_sort(argument_text(sort)) if sort else None
+    fields = argument_text(fields) if fields else fields
     with ctx.engine() as engine:
         if count:
             matched = max(0, engine.count(spec) - skip)
@@ -1113,7 +1131,8 @@ def delete(
         raise UsageError("give KEY arguments or a filter, not both")
     if not keys and not by_filter:
         raise UsageError("nothing to delete: give KEY arguments or --filter FILTER")
-    for key in keys or ():
+    keys = [argument_text(key) for key in keys or ()]
+    for key in keys:
         codec.check_key_argument(key)
     with (
         ctx.engine() as engine,

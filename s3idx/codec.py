@@ -426,12 +426,28 @@ def lists_reserved(prefix: str) -> bool:
     return prefix.startswith(RESERVED_PREFIX)
 
 
+def json_kind(value: Any) -> str:
+    """What a value is, in JSON's words (``a number``, ``an array``), as messages say it."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, Mapping):
+        return "an object"
+    return type(value).__name__
+
+
 def check_key(key: Any, key_field: str = "fs_id") -> str:
     """Return the key if it can name a document; otherwise raise InvalidKeyError saying why."""
     if not isinstance(key, str):
-        kind = "null" if key is None else type(key).__name__
         raise InvalidKeyError(
-            f"key field {key_field!r} must be a string, got {kind}",
+            f"key field {key_field!r} must be a string, got {json_kind(key)}",
             hint="convert the key to a string in the input, or choose another --key",
         )
     if not key:
@@ -500,7 +516,7 @@ def check_key_argument(key: Any) -> str:
         return check_key(key)
     except InvalidKeyError as exc:
         if not isinstance(key, str):
-            message = f"a key must be a string, got {type(key).__name__}"
+            message = f"a key must be a string, got {json_kind(key)}"
         elif not key:
             message = "key '' is empty"
         elif quote_key(key) not in exc.message:

@@ -13,6 +13,7 @@ from urllib.parse import unquote, unquote_plus
 
 from s3idx.errors import ConfigError
 from s3idx.frozen import Frozen, init_field
+from s3idx.text import argument_text
 
 DEFAULT_KEY_FIELD = "fs_id"
 DEFAULT_COLLECTION = "s3idx"
@@ -250,7 +251,9 @@ def _parse_int(raw: Any, where: str) -> int:
 
 def _text(raw: str, where: str) -> str:
     """``raw`` when it is valid Unicode: bytes that are not UTF-8 in an environment variable or
-    an argument arrive as lone surrogates, which no encoder (JSON, BSON, HTTP) accepts."""
+    an argument arrive as lone surrogates, which no encoder (JSON, BSON, HTTP) accepts (UTF-8
+    under another locale is read as UTF-8: ``argument_text``)."""
+    raw = argument_text(raw)
     try:
         raw.encode("utf-8")
     except UnicodeEncodeError:

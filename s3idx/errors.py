@@ -94,6 +94,11 @@ class RecordError(S3idxError):
     exit_status = ExitStatus.PARTIAL
 
 
+def reject_reason(exc: S3idxError) -> str:
+    """A record's reject on one line (``FILE:LINE: reason``): the message, then the hint."""
+    return str(exc).replace("\n", "; ")
+
+
 class InvalidKeyError(RecordError):
     """A document key cannot be used as an object key."""
 
@@ -198,6 +203,10 @@ class StoreFormatError(UsageError):
 
 
 # --- messages shared by several layers -------------------------------------------------------
+
+# '-' given to a process started with its stdin closed (`<&-`): `put -` and `--filter-file -`.
+STDIN_CLOSED = "'-' reads stdin, which is closed"
+STDIN_CLOSED_HINT = "pipe the input in (cat FILE | s3idx ...), or give a file name instead of '-'"
 
 KEY_SHOWN_CHARS = 60
 

@@ -7,6 +7,7 @@ terminal flags, its clock and environment variables), never to ``sys.std*`` dire
 from __future__ import annotations
 
 import math
+import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import IO, TYPE_CHECKING, Any
@@ -19,11 +20,12 @@ from s3idx.engine.events import Events
 from s3idx.environment import Environment
 from s3idx.errors import UNDECODABLE_ADVICE
 from s3idx.query.paths import split_path
-from s3idx.text import plural
+from s3idx.text import plural, shown_text
 
 if TYPE_CHECKING:  # rich is imported only when a terminal needs it: cron never pays for it
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     # The result types are imported by the commands that make them, not by a query.
     from s3idx.engine.results import (
@@ -52,12 +54,17 @@ class Output:
     def stderr_console(self) -> Console:
         from rich.console import Console
 
-        return Console(file=self.env.stderr, highlight=False, soft_wrap=True)
+        return Console(file=self.env.stderr, highlight=False, soft_wrap=True, **self._styles())
 
     def stdout_console(self) -> Console:
         from rich.console import Console
 
-        return Console(file=self.env.stdout, highlight=False)
+        return Console(file=self.env.stdout, highlight=False, **self._styles())
+
+    def _styles(self) -> dict[str, Any]:
+        # NO_COLOR (no-color.org), read from the Environment: rich alone drops colours but keeps
+        # bold and dim; with no colour system it writes no style codes at all.
+        return {"color_system": None} if self.env.environ.get("NO_COLOR") else {}
 
     def echo(self, text: str) -> None:
         """One line of data on stdout."""
@@ -122,7 +129,7 @@ def json_document(value: Mapping[str, Any]) -> bytes:
 
 def redact_mapping(value: Any) -> Any:
     if isinstance(value, str):
-        return redact(value)
+        return redact(shown_text(value))
     if isinstance(value, dict):
         return {k: redact_mapping(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
@@ -598,7 +605,7 @@ class CliEvents(Events):
         # A reject without bytes (gzip data that stopped before a line began) has no line to
         # fix: an empty line would look like one. Its message says so instead.
         if self._rejects is not None and reject.raw:
-            self._rejects.write(reject.raw + b"\n")
+            self._rejects.write(reject.raw if reject.whole_input else reject.raw + b"\n")
 
     def progress(
         self,
@@ -655,7 +662,7 @@ def entries_table(
 
     table = Table(show_lines=False)
     for name in names:
-        table.add_column(name, overflow="fold")
+        table.add_column(_as_text(name), overflow="fold")
     for row in rows:
         table.add_row(*(_cell(row.get(name, _MISSING)) for name in names))
     return table, len(rows), more
@@ -663,10 +670,29 @@ def entries_table(
 
 _MISSING = object()
 
+# Characters a terminal acts on rather than shows: C0 and C1 controls and DEL (ESC starts
+# sequences that recolour, retitle or rewrite the screen) and the bidirectional overrides and
+# line separators, which reorder or break what is around them.
+_TERMINAL_ACTS_ON = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]"
+)
+_SHORT_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
-def _cell(value: Any) -> str:
+
+def _as_text(value: str) -> Text:
+    """``value`` as a table shows it: never read as rich markup (a document's ``[/x]`` is
+    text), and the characters a terminal would act on written as JSON escapes."""
+    from rich.text import Text
+
+    shown = _TERMINAL_ACTS_ON.sub(
+        lambda m: _SHORT_ESCAPES.get(m.group(), f"\\u{ord(m.group()):04x}"), value
+    )
+    return Text(shown)
+
+
+def _cell(value: Any) -> Text:
     if value is _MISSING:
-        return ""
+        return _as_text("")
     if isinstance(value, str):
-        return value
-    return codec.dumps(value).decode()
+        return _as_text(value)
+    return _as_text(codec.dumps(value).decode())

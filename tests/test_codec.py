@@ -236,7 +236,11 @@ def test_zstd_without_zstandard_names_the_extra(monkeypatch: pytest.MonkeyPatch)
 @pytest.mark.parametrize(
     ("key", "message"),
     [
-        (12, "key field 'fs_id' must be a string, got int"),
+        (12, "key field 'fs_id' must be a string, got a number"),
+        (1.5, "key field 'fs_id' must be a string, got a number"),
+        (True, "key field 'fs_id' must be a string, got a boolean"),
+        (["a"], "key field 'fs_id' must be a string, got an array"),
+        ({"a": 1}, "key field 'fs_id' must be a string, got an object"),
         (None, "key field 'fs_id' must be a string, got null"),
         ("", "key field 'fs_id' is empty"),
         ("a/../b", "key 'a/../b' has a '..' segment"),

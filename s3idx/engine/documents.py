@@ -135,7 +135,7 @@ def document_key(document: Any, key_field: str) -> str:
     document by its key before any process prepares it.
     """
     if not isinstance(document, dict):
-        raise RecordError(f"expected a JSON object, got {_json_kind(document)}")
+        raise RecordError(f"expected a JSON object, got {codec.json_kind(document)}")
     _check_top_level_names(document)
     if key_field not in document:
         raise RecordError(
@@ -204,7 +204,7 @@ def _document_last_updated(value: Any) -> datetime:
         raise RecordError(f"field {codec.LAST_UPDATED!r}: {exc}") from None
     if not isinstance(untagged, datetime):
         raise RecordError(
-            f"field {codec.LAST_UPDATED!r} must be a date and time, got {_json_kind(value)}",
+            f"field {codec.LAST_UPDATED!r} must be a date and time, got {codec.json_kind(value)}",
             hint='give a datetime (in JSON: {"$date": "2026-01-01T00:00:00Z"}), or leave '
             "the field out to have the time of storing",
         )
@@ -290,17 +290,3 @@ def _check_values(value: Any, path: str = "") -> None:
     elif isinstance(value, list):
         for item in value:
             _check_values(item, path)
-
-
-def _json_kind(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    return type(value).__name__

@@ -23,6 +23,7 @@ import orjson
 
 from s3idx.engine.gunzip import Gunzip
 from s3idx.errors import BackendUnavailableError, NotFoundError
+from s3idx.text import wide_encoding
 
 _BOM = b"\xef\xbb\xbf"
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -38,6 +39,7 @@ class Record:
     raw: bytes
     document: Any = None
     error: str | None = None
+    whole_input: bool = False  # ``raw`` is a whole input, its own line ends included
 
     @property
     def location(self) -> str:
@@ -129,13 +131,16 @@ def _read_source(
     try:
         buffered = io.BufferedReader(counted, 1 << 20)
         head = buffered.peek(2)[:2]
-        stream: IO[bytes] = buffered
+        stream: io.BufferedReader[Any] = buffered
         gunzip = None
         if head == _GZIP_MAGIC:
             progress.compressed = True
             gunzip = Gunzip(buffered, stop)
             stream = io.BufferedReader(gunzip, 1 << 20)
         try:
+            if (wide := wide_encoding(stream.peek(4)[:4])) is not None:
+                yield _wide_input(source.name, stream, *wide)
+                return
             yield from _records(source.name, _Lines(stream, gunzip))
         except _Cut as cut:
             # Bad input, not a backend failure: one reject where the data stops.
@@ -145,6 +150,16 @@ def _read_source(
     finally:
         if source.stream is None:
             raw_stream.close()
+
+
+def _wide_input(name: str, stream: IO[bytes], encoding: str, family: str) -> Record:
+    """A UTF-16 or UTF-32 input: one reject, its bytes as read, to convert and put again.
+    Its lines cannot be told apart as UTF-8 (a newline's zero bytes start the next line)."""
+    reason = (
+        f"the input is {encoding} text, not UTF-8; nothing in it was read: convert it first, "
+        f"e.g. iconv -f {family} -t UTF-8"
+    )
+    return Record(name, 1, stream.read(), error=reason, whole_input=True)
 
 
 def _open_file(source: InputSource) -> IO[bytes]:
@@ -160,20 +175,23 @@ def _open_file(source: InputSource) -> IO[bytes]:
 
 
 class _Cut(Exception):
-    """The gzip data stops at damage within line ``line``, of which ``partial`` was read."""
+    """The gzip data stops at damage within line ``line``, of which ``partial`` was read (or
+    within the document over several lines that starts there: ``within``)."""
 
-    def __init__(self, line: int, partial: bytes, damage: str) -> None:
+    def __init__(self, line: int, partial: bytes, damage: str, within: str = "line") -> None:
         super().__init__(damage)
         self.line = line
         self.partial = partial
         self.damage = damage
+        self.within = within
 
     def reason(self) -> str:
         size = len(self.partial)
+        unit = "this line" if self.within == "line" else "the document starting at this line"
         where = (
-            f"{size} byte{'' if size == 1 else 's'} into this line"
+            f"{size} byte{'' if size == 1 else 's'} into {unit}"
             if size
-            else "before any byte of this line"
+            else f"before any byte of {unit}"
         )
         return f"the gzip data {self.damage}, {where}; the lines before it were read"
 
@@ -183,7 +201,8 @@ def _records(name: str, lines: _Lines) -> Iterator[Record]:
 
     A first line that is a complete JSON value by itself makes the input JSON lines, unless it
     is an array and nothing but blank lines follows it (a one-line array file). A first line
-    that starts with ``[`` but is not complete by itself starts a multi-line array.
+    that starts with ``[`` but is not complete by itself starts a multi-line array; one that
+    opens a ``{`` it does not close, documents written over several lines (pretty-printed).
     """
     first = lines.next_non_blank()
     if first is None:
@@ -193,6 +212,9 @@ def _records(name: str, lines: _Lines) -> Iterator[Record]:
     value = _parse_alone(first_text)
     if value is _INVALID and first_text.startswith(b"["):
         yield from _array_or_lines(name, lines, first_line)
+        return
+    if value is _INVALID and first_text.startswith(b"{") and _depth(first_text) > 0:
+        yield from _documents_or_lines(name, lines, (first_line, first_raw))
         return
     if isinstance(value, list):
         try:
@@ -290,6 +312,109 @@ def _line_records(
             yield record
 
 
+# How far ahead to read for the first document over several lines to end: beyond, the input
+# is taken for JSON lines whose first line was cut short (which no later line can end).
+FIRST_DOCUMENT_LOOKAHEAD = 64 << 20
+
+_UNENDED = (
+    "invalid JSON: the document starting at this line does not end (its '{' or '[' is never "
+    "closed); nothing after this line was stored"
+)
+
+
+def _documents_or_lines(name: str, lines: _Lines, first: tuple[int, bytes]) -> Iterator[Record]:
+    """A first line that opens a ``{`` it does not close.
+
+    Documents over several lines (pretty-printed) when a later line closes it: JSON lines are
+    each balanced, so only a line that is no JSON line by itself can. Otherwise JSON lines
+    whose first line is broken: that line is rejected, every other stored or rejected alone.
+    A later line that is a JSON object by itself says so at once (pretty-printers spread an
+    object over lines), so a pipe's lines after a broken first one are not held back.
+    """
+    read_ahead = [first]
+    depth, size = _depth(first[1]), len(first[1])
+    try:
+        while depth > 0 and size <= FIRST_DOCUMENT_LOOKAHEAD:
+            line = lines.next()
+            if line is None:
+                break
+            read_ahead.append((lines.number, line))
+            if _is_json_line(line):
+                break
+            depth, size = depth + _depth(line), size + len(line)
+    except _Cut:
+        lines.consumed.clear()
+        for lineno, raw in read_ahead:
+            yield from _opt(_line_record(name, lineno, raw))
+        raise
+    if depth != 0:
+        yield from _line_records(name, read_ahead, lines)
+        return
+    lines.consumed.clear()
+    yield _document_record(name, first[0], b"".join(raw for _, raw in read_ahead))
+    yield from _documents(name, lines)
+
+
+def _documents(name: str, lines: _Lines) -> Iterator[Record]:
+    """Documents over one line or several, each ending at the line that closes its first
+    ``{`` or ``[``; one that never ends is one reject holding the rest of the input."""
+    pending: list[bytes] = []
+    start = depth = 0
+    try:
+        while (line := lines.next()) is not None:
+            if not pending:
+                if not line.strip():
+                    continue
+                start = lines.number
+            pending.append(line)
+            depth += _depth(line)
+            if depth <= 0:
+                yield _document_record(name, start, b"".join(pending))
+                pending, depth = [], 0
+    except _Cut as cut:
+        if pending:
+            raise _Cut(start, b"".join(pending) + cut.partial, cut.damage, "document") from None
+        raise
+    if pending:
+        yield Record(name, start, b"".join(pending).rstrip(b"\r\n"), error=_UNENDED)
+
+
+def _is_json_line(line: bytes) -> bool:
+    text = line.strip()
+    return text.startswith(b"{") and isinstance(_parse_alone(text), dict)
+
+
+def _document_record(name: str, start: int, text: bytes) -> Record:
+    """A document from its lines (``start`` is the first): every token as written, without
+    the whitespace between them when it spans lines, so it is stored (and printed) as one
+    JSON line; rejected, its lines as they were."""
+    try:
+        document = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        reason = f"invalid JSON: {_json_reason(exc, start - 1)}"
+        return Record(name, start, text.rstrip(b"\r\n"), error=reason)
+    body = text.strip()
+    if b"\n" in body:
+        body = _BETWEEN_TOKENS.sub(lambda m: m.group(1) or b"", body)
+    return Record(name, start, body, document)
+
+
+# A string (kept) or whitespace outside strings (dropped), in JSON that parsed.
+_BETWEEN_TOKENS = re.compile(rb'("(?:[^"\\]|\\.)*")|[ \t\r\n]+')
+
+
+def _depth(line: bytes) -> int:
+    """How many ``{`` and ``[`` a line leaves open (negative: closes), strings aside."""
+    depth = 0
+    for match in _TOKENS.finditer(line):
+        token = match.group()
+        if token in (b"{", b"["):
+            depth += 1
+        elif token in (b"}", b"]"):
+            depth -= 1
+    return depth
+
+
 def _array_or_lines(name: str, lines: _Lines, first_line: int) -> Iterator[Record]:
     """A first line starting with ``[`` that is not complete JSON by itself.
 
@@ -365,17 +490,41 @@ def _line_record(name: str, lineno: int, line: bytes) -> Record | None:
     try:
         document = orjson.loads(text)
     except orjson.JSONDecodeError as exc:
-        return Record(name, lineno, raw, error=f"invalid JSON: {_json_reason(exc)}")
+        reason = f"invalid JSON: {_json_reason(exc)}"
+        if b"\r" in text:  # the likeliest cause: lines that end with CR alone, read as one
+            reason += f"; {_LONE_CR}"
+        elif _another_document_follows(exc, text):
+            reason += f"; {_SEVERAL_ON_ONE_LINE}"
+        return Record(name, lineno, raw, error=reason)
     return Record(name, lineno, text, document)
+
+
+_LONE_CR = (
+    "the line holds CR characters: if the input's lines end with CR alone (old Mac line ends), "
+    "convert them to LF first, e.g. tr '\\r' '\\n'"
+)
+
+
+_SEVERAL_ON_ONE_LINE = (
+    "another document follows on the same line: write one document per line, e.g. jq -c . FILE"
+)
+
+
+def _another_document_follows(exc: orjson.JSONDecodeError, text: bytes) -> bool:
+    return "unexpected content after document" in exc.msg and text[exc.pos :].lstrip(
+        b" \t,"
+    ).startswith((b"{", b"["))
 
 
 _NON_FINITE = re.compile(rb"(?<![\w\".])-?(?:NaN|Infinity)(?![\w\"])")
 
 
-def _json_reason(exc: orjson.JSONDecodeError) -> str:
+def _json_reason(exc: orjson.JSONDecodeError, lines_before: int = 0) -> str:
+    """Why JSON did not parse, at its line in the input (``lines_before`` the text's first)."""
     if "surrogates not allowed" in exc.msg or "not valid UTF-8" in exc.msg:
         return "not valid UTF-8 text"
-    where = f"line {exc.lineno}, column {exc.colno}" if exc.lineno > 1 else f"column {exc.colno}"
+    line = exc.lineno + lines_before
+    where = f"line {line}, column {exc.colno}" if line > 1 else f"column {exc.colno}"
     if "depth limit exceeded" in exc.msg:
         return f"nested deeper than 1024 levels (at {where})"
     if "failed to allocate memory" in exc.msg:  # orjson's word for unterminated deep nesting

@@ -33,7 +33,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from multiprocessing.connection import Connection, wait
 from typing import IO, Any
 
@@ -44,7 +44,7 @@ from s3idx.engine.documents import document_key
 from s3idx.engine.inputs import InputSource, ReadProgress, Record, read_records
 from s3idx.engine.put import PutOptions, _ProgressReporter, run_put
 from s3idx.engine.results import Events, PutResult, Reject
-from s3idx.errors import ExitStatus, RecordError, S3idxError
+from s3idx.errors import ExitStatus, RecordError, S3idxError, reject_reason
 from s3idx.sharding import Shard, shard_of
 
 # Lines a message to a worker carries: large enough that pickling and the pipe cost little
@@ -216,8 +216,12 @@ class _Run:
             if worker.failure is not None and self.failure is None:
                 self.failure = worker.failure
         result = self._merged()
-        for reject in self._rejects.in_order():
-            self._events.rejected(reject)
+        try:
+            for reject in self._rejects.in_order():
+                self._events.rejected(reject)
+        except S3idxError as exc:  # --rejects cannot be written (a full disk): the counts stand
+            exc.partial_result = result
+            raise
         return result
 
     def cleanup(self) -> None:
@@ -256,7 +260,7 @@ class _Run:
                     if shard is not None and shard.index != 0:
                         self._count_other_shard()
                     else:
-                        self._reject(record, str(exc).replace("\n", "; "))
+                        self._reject(record, reject_reason(exc))
                     continue
                 if shard is not None and not shard.owns(key):
                     self._count_other_shard()
@@ -292,7 +296,8 @@ class _Run:
             self._own.read += 1
             self._own.rejected += 1
             self._rejects.add(
-                (self._order[record.source], record.line), record.location, reason, record.raw
+                (self._order[record.source], record.line),
+                Reject(record.location, reason, record.raw, record.whole_input),
             )
         self._check_budget()
 
@@ -345,7 +350,7 @@ class _Run:
             source, _, line = location.rpartition(":")
             place = (self._order.get(source, len(self._order)), int(line))
             with self._rejects_lock:
-                self._rejects.add(place, location, reason, raw)
+                self._rejects.add(place, Reject(location, reason, raw))
                 worker.detail["rejected"] = worker.detail.get("rejected", 0) + 1
             self._check_budget()
         elif kind == "progress":
@@ -441,20 +446,21 @@ class _HeldRejects:
 
     def __init__(self) -> None:
         self._spool: IO[bytes] | None = None
-        self._held: list[tuple[tuple[int, int], str, str, int, int]] = []
+        # (place, the reject without its bytes, where they start in the spool, their size)
+        self._held: list[tuple[tuple[int, int], Reject, int, int]] = []
 
-    def add(self, place: tuple[int, int], location: str, reason: str, raw: bytes) -> None:
+    def add(self, place: tuple[int, int], reject: Reject) -> None:
         if self._spool is None:
             self._spool = tempfile.TemporaryFile(prefix="s3idx-rejects-")  # noqa: SIM115 (closed by close)
         offset = self._spool.seek(0, os.SEEK_END)
-        self._spool.write(raw)
-        self._held.append((place, location, reason, offset, len(raw)))
+        self._spool.write(reject.raw)
+        self._held.append((place, replace(reject, raw=b""), offset, len(reject.raw)))
 
     def in_order(self) -> Iterator[Reject]:
-        for _, location, reason, offset, size in sorted(self._held, key=lambda r: r[0]):
+        for _, reject, offset, size in sorted(self._held, key=lambda r: r[0]):
             assert self._spool is not None
             self._spool.seek(offset)
-            yield Reject(location, reason, self._spool.read(size))
+            yield replace(reject, raw=self._spool.read(size))
 
     def close(self) -> None:
         if self._spool is not None:

@@ -33,7 +33,7 @@ from s3idx.engine.manifest_batches import ManifestBatches
 from s3idx.engine.reconcile import reconcile
 from s3idx.engine.results import Events, PutResult, Reject, accounted, reported_on_failure
 from s3idx.engine.seen import SeenKeys
-from s3idx.errors import RecordError, S3idxError
+from s3idx.errors import RecordError, S3idxError, reject_reason
 from s3idx.index.base import Bookkeeping, Entry, Index, with_bookkeeping
 from s3idx.sharding import Shard
 from s3idx.store.base import ObjectStore, PutReceipt
@@ -249,7 +249,7 @@ class UploadPipeline:
             return
         self._expected.pop(prepared.key, None)  # no entry to write for it
         if isinstance(outcome.error, RecordError):
-            self._on_reject(prepared.record, str(outcome.error))
+            self._on_reject(prepared.record, reject_reason(outcome.error))
         elif self.fatal is None and not isinstance(outcome.error, Cancelled):
             self.fatal = outcome.error
 
@@ -447,7 +447,7 @@ def run_put(
 
     def reject(record: Record, reason: str) -> None:
         result.rejected += 1
-        events.rejected(Reject(record.location, reason, record.raw))
+        events.rejected(Reject(record.location, reason, record.raw, record.whole_input))
 
     pipeline = (
         None
@@ -700,7 +700,7 @@ def _prepare_chunk(
         try:
             prepared = preparer.prepare(record)
         except RecordError as exc:
-            reject(record, str(exc).replace("\n", "; "))
+            reject(record, reject_reason(exc))
             continue
         # Its entry and body are made: the parsed tree (~60 objects) need not wait for the upload.
         record.document = None

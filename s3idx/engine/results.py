@@ -30,6 +30,7 @@ class Reject:
     location: str  # FILE:LINE
     reason: str
     raw: bytes
+    whole_input: bool = False  # raw is a whole input with its own line ends (UTF-16, say)
 
 
 @dataclass(slots=True)

@@ -15,7 +15,7 @@ from typing import IO, Any
 import orjson
 
 from s3idx import codec
-from s3idx.errors import UsageError
+from s3idx.errors import STDIN_CLOSED, STDIN_CLOSED_HINT, UsageError
 from s3idx.limits import (
     INT64_MAX,
     INT64_MIN,
@@ -24,6 +24,7 @@ from s3idx.limits import (
     big_integer_message,
     json_depth,
 )
+from s3idx.text import argument_text, wide_encoding
 
 # A filter nested this deep in JSON is deeper than MAX_NESTING levels of operators or values
 # (each level takes at most two: an operator object and its array), and is refused before any
@@ -49,13 +50,18 @@ def read_filter(
         return parse_filter_json(_read(path, stdin), name)
     if text is None or not text.strip():
         return {}
-    return parse_filter_json(text.encode(), flag)
+    # Bytes neither the locale nor UTF-8 could read go to the JSON parser as they came: it
+    # says they are not UTF-8.
+    return parse_filter_json(argument_text(text).encode("utf-8", "surrogateescape"), flag)
 
 
 def _read(file: str, stdin: IO[bytes] | None) -> bytes:
     try:
         if file == STDIN:
-            return (stdin or sys.stdin.buffer).read()
+            stream = stdin if stdin is not None else getattr(sys.stdin, "buffer", None)
+            if stream is None:  # the process was started without one (`<&-`)
+                raise UsageError(f"--filter-file {STDIN_CLOSED}", hint=STDIN_CLOSED_HINT)
+            return stream.read()
         with open(file, "rb") as fh:
             return fh.read()
     except OSError as exc:
@@ -67,6 +73,12 @@ def parse_filter_json(data: bytes, name: str) -> dict[str, Any]:
     data = data.removeprefix(b"\xef\xbb\xbf")  # a byte order mark, as Windows editors write
     if not data.strip():
         return {}
+    if (wide := wide_encoding(data[:4])) is not None:
+        encoding, family = wide
+        raise UsageError(
+            f"{name} is {encoding} text, not UTF-8: convert it first, "
+            f"e.g. iconv -f {family} -t UTF-8"
+        )
     try:
         value = orjson.loads(data)
     except orjson.JSONDecodeError as exc:

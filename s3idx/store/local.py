@@ -11,6 +11,7 @@ A key's ``/``-separated segments become directories; the object file is the last
 ``~``. ``%`` and ``~`` inside segments are percent-escaped, so a directory name never ends in
 ``~`` and no key's file can clash with another key's directory. On a case-insensitive file
 system upper-case letters are escaped too, so ``A`` and ``a`` stay two objects.
+File names are the segments' UTF-8 bytes whatever the locale (``_file_name``).
 
 An object file holds a header line (``s3idx-object 1``), the metadata as one line of JSON, then
 the body. It is written to ``tmp/`` and renamed into place, so readers and concurrent writers
@@ -53,12 +54,13 @@ from typing import IO, TypeGuard
 
 import orjson
 
-from s3idx.codec import check_metadata_size, is_reserved_key, lists_reserved
+from s3idx.codec import check_metadata_size, is_reserved_key, lists_reserved, parse_metadata
 from s3idx.errors import (
     BackendUnavailableError,
     InvalidKeyError,
     ObjectChangedError,
     ObjectNotFoundError,
+    S3idxError,
     StoreFormatError,
     UndecodableMetadataError,
     missing_parent,
@@ -211,7 +213,7 @@ class LocalStore:
             raise InvalidKeyError(f"key {quote_key(key)} has an empty, '.' or '..' part")
         parts = [self._encode_segment(d, fold) for d in dirs]
         parts.append(self._encode_segment(leaf, fold) + "~")
-        return self._objects.joinpath(*parts)
+        return self._objects.joinpath(*map(_file_name, parts))
 
     def _linked_part(self, path: Path) -> Path | None:
         """The first existing part of ``path`` below ``objects/`` that is a symbolic link."""
@@ -265,6 +267,7 @@ class LocalStore:
                     fh.flush()
                     st = os.fstat(fh.fileno())
                 with self._key_lock(key):
+                    self._refuse_another_keys_file(key, path)
                     self._rename_into_place(tmp, path)
             except BaseException:
                 _unlink_quietly(tmp)
@@ -272,6 +275,31 @@ class LocalStore:
         except OSError as exc:
             raise _unavailable(self.root, exc) from None
         return PutReceipt(_etag(st), st.st_size)
+
+    def _refuse_another_keys_file(self, key: str, path: Path) -> None:
+        """Refuse to replace a file whose metadata names another key.
+
+        A file system that does not tell Unicode normalization (macOS) or the case of
+        non-ASCII letters apart (macOS, Windows; only ASCII capitals are escaped) gives two
+        keys one file: the put would silently replace the other key's document. Another key's
+        file is found only by reading it, so a put racing one of the other key may still
+        replace it; the reader then reports that the metadata names another key. An ASCII key
+        cannot collide (capitals are escaped where case folds): only others pay for the read.
+        """
+        if key.isascii():
+            return
+        try:  # its parents were checked: no links
+            with open(path, "rb", opener=_open_no_follow) as fh:
+                metadata = self._read_head(key, fh).metadata
+        except (OSError, UndecodableMetadataError):
+            return  # nothing there, a link, or no object a key owns: the put replaces it
+        stored = _stored_key(metadata)
+        if stored is not None and stored != key:
+            raise InvalidKeyError(
+                f"key {key!r} names the file of another stored key, {stored!r}: this file "
+                "system does not tell them apart (Unicode normalization or letter case)",
+                hint="store one of them under another key, or use an S3 store",
+            )
 
     def _refuse_linked_parent(self, key: str, path: Path) -> None:
         # A link as the object file itself is harmless: the rename replaces the link.
@@ -538,7 +566,7 @@ def _listed_part(
     entry: os.DirEntry[str], base: str, prefix: str, start_after: str | None
 ) -> str | None:
     """The key part of an object file or subdirectory (``name/``) the filters may pass."""
-    name = entry.name
+    name = _name_text(entry.name)
     if name.endswith("~"):
         if entry.is_symlink():
             return None
@@ -550,8 +578,27 @@ def _listed_part(
         passes = _may_hold(base + part, prefix, start_after)
     else:
         return None
-    # No key holds a control character (nor can a run file's line): such a name is not ours.
-    return part if passes and not _CONTROL.search(part) else None
+    # No key holds a control character (nor can a run file's line) or bytes that are not UTF-8
+    # (a file another tool named in Latin-1, say): such a name is not ours.
+    return part if passes and not _CONTROL.search(part) and _is_utf8(part) else None
+
+
+def _stored_key(metadata: Mapping[str, str]) -> str | None:
+    """The key an s3idx object's metadata names; None for any other object."""
+    try:
+        parsed = parse_metadata(metadata)
+    except S3idxError:
+        return None
+    key = parsed.entry.get(parsed.key_field)
+    return key if isinstance(key, str) else None
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates: bytes that were not UTF-8
+        return False
+    return True
 
 
 def _spill_sorted(names: list[tuple[str, str]]) -> IO[str]:
@@ -580,6 +627,22 @@ def _may_hold(dir_prefix: str, prefix: str, start_after: str | None) -> bool:
     if start_after is None or start_after.startswith(dir_prefix):
         return True
     return dir_prefix > start_after
+
+
+def _file_name(name: str) -> str:
+    """The name whose file name is ``name``'s UTF-8 bytes under every locale.
+
+    Python encodes a file name in the locale's encoding: under a Latin-1 or ASCII locale a key
+    would name other bytes (another file, or none it can encode) than under a UTF-8 one, so one
+    store would hold two objects for one key, or be unreadable. Under UTF-8 this is ``name``.
+    """
+    return os.fsdecode(name.encode("utf-8"))
+
+
+def _name_text(file_name: str) -> str:
+    """A listed file name's text, its bytes read as UTF-8 whatever the locale (``_file_name``
+    in reverse); bytes that are not UTF-8 stay lone surrogates, as under a UTF-8 locale."""
+    return os.fsencode(file_name).decode("utf-8", "surrogateescape")
 
 
 def _decode(name: str) -> str:

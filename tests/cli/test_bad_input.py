@@ -28,7 +28,7 @@ CASES = {
     ),
     "key of the wrong type": (
         b'{"fs_id": 12}',
-        "key field 'fs_id' must be a string, got int; "
+        "key field 'fs_id' must be a string, got a number; "
         "convert the key to a string in the input, or choose another --key",
     ),
     "null key": (

@@ -11,7 +11,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from s3idx.errors import ExitStatus
+from s3idx.errors import STDIN_CLOSED, STDIN_CLOSED_HINT, ExitStatus
 from tests.helpers import (
     Run,
     json_lines,
@@ -244,8 +244,7 @@ def test_put_with_stdin_closed_says_so(tmp_path: Path, args: list[str]) -> None:
     assert done.returncode == ExitStatus.USAGE, done.stderr
     if args:
         assert done.stderr.decode() == (
-            "s3idx: error: '-' reads stdin, but stdin is closed\n"
-            "  hint: pipe JSON lines into s3idx put, or give FILE arguments only\n"
+            f"s3idx: error: {STDIN_CLOSED}\n  hint: {STDIN_CLOSED_HINT}\n"
         )
     assert not (tmp_path / "home" / "index.sqlite3").exists()  # nothing stored, even docs.jsonl
 
