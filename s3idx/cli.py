@@ -1001,12 +1001,13 @@ def query(
     spec = read_filter(filter, _file_option(filter_file, "--filter-file"), stdin=run.env.stdin)
     sort_spec = parse_sort(argument_text(sort)) if sort else None
     fields = argument_text(fields) if fields else fields
+    projection = [f.strip() for f in fields.split(",") if f.strip()] if fields else None
     with ctx.engine() as engine:
         if count:
+            engine.check_query(spec, fields=projection, sort=sort_spec)
             matched = max(0, engine.count(spec) - skip)
             run.out.echo(str(min(matched, limit) if limit else matched))
             return None
-        projection = [f.strip() for f in fields.split(",") if f.strip()] if fields else None
         order = _field_order(engine.key_field, projection)
         if full:
             return _print_full(ctx, engine, spec, sort_spec, skip, limit, projection, order)

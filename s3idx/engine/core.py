@@ -575,6 +575,18 @@ class Engine:
         check_query_paths(self.index.settings(), filter=filter)
         return self.index.count(filter or {})
 
+    def check_query(
+        self,
+        filter: Mapping[str, Any] | None = None,
+        *,
+        fields: Sequence[str] | None = None,
+        sort: SortSpec | None = None,
+    ) -> None:
+        """Refuse what ``query`` would refuse in these paths, without running it (for a count
+        given a sort or projection too: the same refusal as the listing)."""
+        self.require_index()
+        check_query_paths(self.index.settings(), filter=filter, sort=sort, fields=fields)
+
     def query_documents(
         self,
         filter: Mapping[str, Any] | None = None,

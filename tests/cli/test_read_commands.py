@@ -82,6 +82,19 @@ def test_query_count(loaded: Run) -> None:
     assert loaded("query", "--count", "--limit", "1").stdout == "1\n"
 
 
+@pytest.mark.parametrize("option", [("--sort", "nope"), ("--fields", "n,nope")])
+def test_query_count_refuses_paths_no_entry_holds_as_query_does(
+    loaded: Run, option: tuple[str, str]
+) -> None:
+    counted = loaded("query", "--count", *option)
+    listed = loaded("query", *option)
+
+    assert counted.exit_code == listed.exit_code == ExitStatus.USAGE, counted.stdout
+    assert counted.stderr == listed.stderr
+    assert "field 'nope' is not indexed" in counted.stderr
+    assert counted.stdout == ""
+
+
 def test_query_full_fetches_whole_documents(loaded: Run) -> None:
     result = loaded("query", '{"n": {"$gt": 1}}', "--full", "--sort", "n")
     assert result.exit_code == 0, result.stderr
