@@ -13,7 +13,7 @@ complete -c s3idx -n '__fish_use_subcommand' -a sync -d 'Make the index agree wi
 complete -c s3idx -n '__fish_use_subcommand' -a verify -d 'Read objects back and check each against its sha256, codec, document and index entry'
 complete -c s3idx -n '__fish_seen_subcommand_from delete' -l filter -x -d 'Delete every entry matching FILTER'
 complete -c s3idx -n '__fish_seen_subcommand_from delete' -l filter-file -r -F -d 'Read the filter (JSON) from FILE; \'-\' for stdin'
-complete -c s3idx -n '__fish_seen_subcommand_from delete' -l all -d 'Allow an empty --filter \'{}\': delete everything'
+complete -c s3idx -n '__fish_seen_subcommand_from delete' -l all -d 'Allow a filter that matches every document (\'{}\'): delete everything'
 complete -c s3idx -n '__fish_seen_subcommand_from delete' -l dry-run -d 'List what would be deleted; delete nothing'
 complete -c s3idx -n '__fish_seen_subcommand_from delete' -l json -d 'Print the summary as one JSON object on stdout'
 complete -c s3idx -n '__fish_seen_subcommand_from delete' -l quiet -s q -d 'No progress and no summary; errors only'

@@ -107,6 +107,8 @@ def test_a_failed_run_reports_its_retries_and_time_with_what_it_had_done(
     engine, store, index = parts
     if command == "sync":
         index.delete(["k1"])  # drift, so that sync writes
+    if command == "reindex":
+        engine.put_documents([], fields=["later"])  # a field to backfill, so that it writes
     store.armed = True
     index.failing = True
 
