@@ -343,7 +343,11 @@ def test_ctrl_c_to_the_process_group_stops_every_process_and_exits_130(tmp_path:
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds worker processes in /proc")
 @pytest.mark.parametrize(
     ("signum", "status"),
-    [(signal.SIGINT, ExitStatus.INTERRUPTED), (signal.SIGTERM, ExitStatus.TERMINATED)],
+    [
+        (signal.SIGINT, ExitStatus.INTERRUPTED),
+        (signal.SIGTERM, ExitStatus.TERMINATED),
+        (signal.SIGHUP, ExitStatus.HANGUP),
+    ],
 )
 def test_a_signal_to_the_process_group_while_the_workers_start_is_an_interruption(
     tmp_path: Path, signum: signal.Signals, status: ExitStatus

@@ -530,12 +530,15 @@ def _received(lines: Connection) -> Iterator[Record]:
             yield Record(source, line, raw, orjson.loads(raw))
 
 
-_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# SIGHUP too where there is one: a closed terminal hangs up the whole process group.
+_STOP_SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
+)
 
 
 @contextlib.contextmanager
 def _stop_signals_ignored_by_children() -> Iterator[None]:
-    """Workers started meanwhile ignore SIGINT and SIGTERM from their first instruction: an
+    """Workers started meanwhile ignore SIGINT, SIGTERM and SIGHUP from their first instruction: an
     ignored signal stays ignored across ``exec``, and the interpreter then leaves it so. Else a
     Ctrl-C during a worker's start-up (a second or more of imports, before ``_worker_main`` can
     ignore it) kills it, with a traceback, and fails the run. This process only holds the
