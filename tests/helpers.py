@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import signal
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -180,3 +181,26 @@ def moto_iam_key(endpoint: str, user: str, actions: list[str]) -> tuple[str, str
     iam.put_user_policy(UserName=user, PolicyName="allowed", PolicyDocument=json.dumps(policy))
     key = iam.create_access_key(UserName=user)["AccessKey"]
     return key["AccessKeyId"], key["SecretAccessKey"]
+
+
+@contextmanager
+def kept_signal_handlers() -> Iterator[None]:
+    """``cli.main`` installs its own handlers for the process's stop signals: put back the
+    ones there were (pytest's), whatever the test did."""
+    stops = [getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n)]
+    saved = {signum: signal.getsignal(signum) for signum in stops}
+    try:
+        yield
+    finally:
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)
+
+
+def main_status(env: Environment, *args: str) -> int:
+    """The exit status of ``cli.main(args)`` run in ``env``."""
+    from s3idx import cli
+
+    with pytest.raises(SystemExit) as exited:
+        cli.main(list(args), env=env)
+    code = exited.value.code
+    return code if isinstance(code, int) else 0

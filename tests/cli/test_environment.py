@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import re
-import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,15 @@ from s3idx import cli
 from s3idx.engine.core import Engine
 from s3idx.environment import Environment
 from s3idx.errors import ExitStatus
-from tests.helpers import Run, json_lines, jsonl, memory_environment, written
+from tests.helpers import (
+    Run,
+    json_lines,
+    jsonl,
+    kept_signal_handlers,
+    main_status,
+    memory_environment,
+    written,
+)
 
 DOCS = [{"fs_id": "a", "v": 1}, {"fs_id": "b", "v": 2}]
 STAMP = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ"
@@ -28,42 +35,32 @@ STAMP = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ"
 
 @pytest.fixture(autouse=True)
 def signal_handlers() -> Iterator[None]:
-    """main() installs its own SIGINT/SIGTERM handlers for the process: put pytest's back."""
-    saved = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
-    yield
-    for signum, handler in saved.items():
-        signal.signal(signum, handler)
-
-
-def _main(env: Environment, *args: str) -> int:
-    with pytest.raises(SystemExit) as exited:
-        cli.main(list(args), env=env)
-    code = exited.value.code
-    return code if isinstance(code, int) else 0
+    with kept_signal_handlers():
+        yield
 
 
 @pytest.fixture
 def locations(tmp_path: Path) -> list[str]:
     args = ["--store", str(tmp_path / "store"), "--index", str(tmp_path / "index.sqlite3")]
     env = memory_environment(jsonl(*DOCS))
-    assert _main(env, "put", "--field", "v", *args) == 0, written(env.stderr)
+    assert main_status(env, "put", "--field", "v", *args) == 0, written(env.stderr)
     return args
 
 
 def test_put_reads_the_environments_stdin_and_reports_on_its_stderr(tmp_path: Path) -> None:
     args = ["--store", str(tmp_path / "store"), "--index", str(tmp_path / "index.sqlite3")]
     log = memory_environment(jsonl(*DOCS))
-    assert _main(log, "put", *args) == 0
+    assert main_status(log, "put", *args) == 0
     assert written(log.stdout) == ""
     summary = STAMP + r" s3idx: put: 2 read, 2 stored, 0 rejected in .*\n"
     assert re.fullmatch(summary, written(log.stderr))
 
     terminal = memory_environment(jsonl({"fs_id": "c"}), stderr_isatty=True)
-    assert _main(terminal, "put", "-q", *args) == 0
+    assert main_status(terminal, "put", "-q", *args) == 0
     assert written(terminal.stderr) == ""  # -q: nothing, and no progress bar on a terminal
 
     got = memory_environment()
-    assert _main(got, "get", "a", "b", "c", *args) == 0
+    assert main_status(got, "get", "a", "b", "c", *args) == 0
     assert json_lines(written(got.stdout)) == [*DOCS, {"fs_id": "c"}]
 
 
@@ -71,11 +68,11 @@ def test_query_draws_a_table_only_when_the_environments_stdout_is_a_terminal(
     locations: list[str],
 ) -> None:
     piped = memory_environment()
-    assert _main(piped, "query", "--fields", "v", *locations) == 0
+    assert main_status(piped, "query", "--fields", "v", *locations) == 0
     assert json_lines(written(piped.stdout)) == DOCS
 
     terminal = memory_environment(stdout_isatty=True)
-    assert _main(terminal, "query", "--fields", "v", *locations) == 0
+    assert main_status(terminal, "query", "--fields", "v", *locations) == 0
     table = written(terminal.stdout)
     assert re.search(r"fs_id\s*\S\s*v\b", table), table
     assert "{" not in table
@@ -83,16 +80,16 @@ def test_query_draws_a_table_only_when_the_environments_stdout_is_a_terminal(
 
 def test_a_filter_file_dash_is_the_environments_stdin(locations: list[str]) -> None:
     env = memory_environment(b'{"v": 2}')
-    assert _main(env, "query", "--filter-file", "-", "--count", *locations) == 0
+    assert main_status(env, "query", "--filter-file", "-", "--count", *locations) == 0
     assert written(env.stdout) == "1\n"
     deleted = memory_environment(b'{"v": 1}')
-    assert _main(deleted, "delete", "--filter-file", "-", "--json", *locations) == 0
+    assert main_status(deleted, "delete", "--filter-file", "-", "--json", *locations) == 0
     assert orjson.loads(written(deleted.stdout))["deleted"] == 1
 
 
 def test_a_refused_command_line_gives_one_json_document_on_the_environments_stdout() -> None:
     env = memory_environment()
-    assert _main(env, "put", "--json", "--workers", "0") == ExitStatus.USAGE
+    assert main_status(env, "put", "--json", "--workers", "0") == ExitStatus.USAGE
     document = orjson.loads(written(env.stdout))
     assert document["exit_status"] == ExitStatus.USAGE
     assert "--workers" in document["error"]
@@ -103,7 +100,7 @@ def test_an_error_is_mapped_once_with_its_status_and_one_json_document(
     locations: list[str],
 ) -> None:
     env = memory_environment()
-    assert _main(env, "delete", "--json", *locations) == ExitStatus.USAGE
+    assert main_status(env, "delete", "--json", *locations) == ExitStatus.USAGE
     assert orjson.loads(written(env.stdout)) == {
         "error": "nothing to delete: give KEY arguments or --filter FILTER",
         "exit_status": ExitStatus.USAGE,
@@ -115,7 +112,7 @@ def test_an_error_is_mapped_once_with_its_status_and_one_json_document(
 
 def test_query_json_lines_get_no_error_document(locations: list[str]) -> None:
     env = memory_environment()
-    assert _main(env, "query", "--json", "{bad", *locations) == ExitStatus.USAGE
+    assert main_status(env, "query", "--json", "{bad", *locations) == ExitStatus.USAGE
     assert written(env.stdout) == ""  # --json of query means JSON lines, not one summary
     assert written(env.stderr).startswith("s3idx: error: ")
 
@@ -128,7 +125,7 @@ def test_a_bug_is_one_line_unless_the_environment_asks_for_the_traceback(
 
     monkeypatch.setattr(Engine, "count", broken)
     env = memory_environment()
-    assert _main(env, "query", "--count", *locations) == ExitStatus.ERROR
+    assert main_status(env, "query", "--count", *locations) == ExitStatus.ERROR
     assert written(env.stderr) == (
         "s3idx: error: internal error: RuntimeError: boom\n"
         "  hint: this is a bug in s3idx; run again with S3IDX_DEBUG=1 for the traceback\n"
@@ -164,5 +161,5 @@ def test_a_reader_that_went_away_is_not_an_error(locations: list[str]) -> None:
     env = memory_environment()
     closed = io.TextIOWrapper(_ClosedPipe(), encoding="utf-8")
     env = Environment(stdin=env.stdin, stdout=closed, stderr=env.stderr, environ=env.environ)
-    assert _main(env, "get", "a", "b", *locations) == ExitStatus.OK
+    assert main_status(env, "get", "a", "b", *locations) == ExitStatus.OK
     assert written(env.stderr) == ""

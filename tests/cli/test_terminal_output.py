@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import pty
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -17,33 +16,28 @@ from pathlib import Path
 
 import pytest
 
-from s3idx import cli
-from s3idx.environment import Environment
-from tests.helpers import jsonl, memory_environment, subprocess_env, written
+from tests.helpers import (
+    jsonl,
+    kept_signal_handlers,
+    main_status,
+    memory_environment,
+    subprocess_env,
+    written,
+)
 
 
 @pytest.fixture(autouse=True)
 def signal_handlers() -> Iterator[None]:
-    """main() installs its own SIGINT/SIGTERM handlers for the process: put pytest's back."""
-    saved = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
-    yield
-    for signum, handler in saved.items():
-        signal.signal(signum, handler)
-
-
-def _main(env: Environment, *args: str) -> int:
-    with pytest.raises(SystemExit) as exited:
-        cli.main(list(args), env=env)
-    code = exited.value.code
-    return code if isinstance(code, int) else 0
+    with kept_signal_handlers():
+        yield
 
 
 def _table(tmp_path: Path, *docs: dict[str, object], field: str = "v") -> str:
     args = ["--store", str(tmp_path / "store"), "--index", str(tmp_path / "index.sqlite3")]
     put = memory_environment(jsonl(*docs))
-    assert _main(put, "put", "--field", field, *args) == 0, written(put.stderr)
+    assert main_status(put, "put", "--field", field, *args) == 0, written(put.stderr)
     terminal = memory_environment(stdout_isatty=True, environ={"COLUMNS": "200"})
-    status = _main(terminal, "query", "--fields", field, *args)
+    status = main_status(terminal, "query", "--fields", field, *args)
     assert status == 0, written(terminal.stderr)
     return written(terminal.stdout)
 
