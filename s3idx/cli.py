@@ -918,7 +918,7 @@ def get(
     with contextlib.ExitStack() as stack:
         engine = stack.enter_context(ctx.engine())
         out = (
-            stack.enter_context(open_output(output_file, "--output"))
+            stack.enter_context(open_output(output_file, "--output", replace_when_written=True))
             if output_file
             else run.env.stdout_binary
         )

@@ -73,14 +73,56 @@ def refuse_outputs_over_inputs(
                 )
 
 
-def open_output(path: str | os.PathLike[str], option: str) -> IO[bytes]:
+def open_output(
+    path: str | os.PathLike[str], option: str, *, replace_when_written: bool = False
+) -> IO[bytes]:
     """Open an output file for writing, a user's mistake (a directory, no access) said plainly;
-    a write that fails later (a full disk) raises ``OutputError`` naming it."""
+    a write that fails later (a full disk) raises ``OutputError`` naming it.
+
+    With ``replace_when_written`` the file is emptied only when its first byte is written, as
+    ``aws s3 cp`` replaces its target only with what it got: a ``get`` that finds nothing leaves
+    an existing file as it was, and creates none.
+    """
+    name = os.fspath(path)
+    existed = os.path.lexists(name)
     try:
-        opened = open(path, "wb")  # noqa: SIM115 (the caller closes it)
+        opened = open(name, "ab" if replace_when_written else "wb")  # noqa: SIM115
     except OSError as exc:
-        raise cannot_write_output(option, os.fspath(path), exc) from None
-    return guard_output(opened, f"{option} {os.fspath(path)}")
+        raise cannot_write_output(option, name, exc) from None
+    if replace_when_written:
+        opened = _EmptiedOnFirstWrite(opened, name, created=not existed)  # type: ignore[assignment]
+    return guard_output(opened, f"{option} {name}")
+
+
+class _EmptiedOnFirstWrite:
+    """A file opened for appending (which neither empties nor, if it exists, creates it) that
+    is emptied just before its first write, and removed at close if this run created it and
+    wrote nothing."""
+
+    def __init__(self, opened: IO[bytes], path: str, *, created: bool) -> None:
+        self._file = opened
+        self._path = path
+        self._created = created
+        self._written = False
+
+    def write(self, data: bytes) -> int:
+        if not self._written:
+            self._written = True
+            if stat.S_ISREG(os.fstat(self._file.fileno()).st_mode):  # not a pipe or /dev/full
+                self._file.truncate(0)
+        return self._file.write(data)
+
+    def flush(self) -> None:
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+        if self._created and not self._written:
+            with contextlib.suppress(OSError):
+                os.unlink(self._path)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._file, name)
 
 
 _Stream = TypeVar("_Stream", bound=IO[Any])

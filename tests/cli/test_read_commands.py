@@ -57,6 +57,27 @@ def test_get_to_an_output_file(loaded: Run, tmp_path: Path) -> None:
     assert json_lines(target.read_text()) == [DOCS[1]]
 
 
+def test_get_that_finds_nothing_leaves_an_existing_output_file_as_it_was(
+    loaded: Run, tmp_path: Path
+) -> None:
+    target = tmp_path / "out.jsonl"
+    target.write_bytes(b"yesterday's documents\n")
+    result = loaded("get", "zzz", "yyy", "--output", str(target))
+    assert result.exit_code == ExitStatus.NOT_FOUND
+    assert target.read_bytes() == b"yesterday's documents\n"
+    absent = tmp_path / "new.jsonl"
+    assert loaded("get", "zzz", "-o", str(absent)).exit_code == ExitStatus.NOT_FOUND
+    assert not absent.exists()  # nothing to write: no empty file either
+
+
+def test_get_replaces_an_output_file_once_it_has_a_document(loaded: Run, tmp_path: Path) -> None:
+    target = tmp_path / "out.jsonl"
+    target.write_bytes(b"a much longer line than the one document will be, left over\n" * 9)
+    result = loaded("get", "zzz", "c", "-o", str(target))
+    assert result.exit_code == ExitStatus.NOT_FOUND
+    assert json_lines(target.read_text()) == [DOCS[2]]
+
+
 def test_query_filters_with_mongo_semantics(loaded: Run) -> None:
     def keys(*args: str) -> list[str]:
         result = loaded("query", *args)
