@@ -342,15 +342,17 @@ class S3idxStore(Store):
         criteria: dict[str, Any] | None = None,
         properties: dict[str, Any] | list[str] | None = None,
         sort: dict[str, Sort | int] | None = None,
-        skip: int = 0,
-        limit: int = 0,
+        skip: int | None = 0,
+        limit: int | None = 0,
     ) -> Generator[dict[str, Any], None, None]:
         """Matching documents, or only ``properties`` of them.
 
         Answered from the index alone when every property is indexed; otherwise the documents
-        are fetched (in parallel, in order) and cut down to the properties.
+        are fetched (in parallel, in order) and cut down to the properties. ``None`` for
+        ``skip`` or ``limit`` is 0 (none), as maggma's own stores take it.
         """
         engine = self.engine
+        skip, limit = skip or 0, limit or 0
         wanted, excluded = _properties(properties)
         order = _sort(sort)
         if wanted is not None and self._indexed(wanted):
@@ -434,8 +436,8 @@ class S3idxStore(Store):
         criteria: dict[str, Any] | None = None,
         properties: dict[str, Any] | list[str] | None = None,
         sort: dict[str, Sort | int] | None = None,
-        skip: int = 0,
-        limit: int = 0,
+        skip: int | None = 0,
+        limit: int | None = 0,
     ) -> Iterator[tuple[dict[str, Any], list[dict[str, Any]]]]:
         """Documents grouped by the values of ``keys``, as maggma's MemoryStore groups them:
         ``(values of keys, documents)`` in the order of those values; documents lacking a key

@@ -170,6 +170,15 @@ def test_queries_answer_as_maggmas_s3store_does(pair: Pair) -> None:
     assert pair.both("query_one", {"n": 99}) == (None, None)
 
 
+def test_no_limit_and_no_skip_may_be_none_as_in_maggmas_stores(pair: Pair) -> None:
+    pair.update(DOCS)
+    for unset in ({"limit": None}, {"skip": None}, {"skip": None, "limit": None}):
+        theirs, ours = pair.both("query", {"n": {"$lt": 3}}, properties=["task_id"], **unset)
+        assert sorted(d["task_id"] for d in ours) == ["mp-0", "mp-1", "mp-2"]
+        assert sorted(ours, key=str) == sorted(theirs, key=str)
+        assert [d["task_id"] for d in pair.s3idx.query({"n": 5}, **unset)] == ["mp-5"]
+
+
 def test_distinct_groupby_and_last_updated_answer_as_maggmas(pair: Pair) -> None:
     pair.update(DOCS)
 
