@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 import pytest
 
+from s3idx import open_engine
 from s3idx.engine import gcpause, put
 from s3idx.engine.inputs import Record
 from s3idx.engine.put import PutOptions, run_put
@@ -357,8 +358,9 @@ class GcWatchingEvents(RecordingEvents):
 
 
 def test_the_collector_is_held_back_during_a_put_and_restored_after(
-    store: FaultyStore, index: FaultyIndex
+    store: FaultyStore, index: FaultyIndex, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(gcpause, "START_AFTER", 10)  # from the first chunk on
     events = GcWatchingEvents()
     assert gc.isenabled()
     docs = ({"id": f"k{n}", "v": n} for n in range(50))
@@ -386,6 +388,7 @@ def test_the_collector_stays_off_after_a_put_when_it_was_off_before(
 def test_cycles_made_during_a_put_are_collected_while_it_runs(
     store: FaultyStore, index: FaultyIndex, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(gcpause, "START_AFTER", 10)
     monkeypatch.setattr(gcpause, "FIRST_INTERVAL", 10)
     freed: list[int] = []
 
@@ -409,6 +412,44 @@ def test_cycles_made_during_a_put_are_collected_while_it_runs(
 
     assert result.stored == 40
     assert max(seen_freed) >= 10  # freed during the run, not only once it ended
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_the_collector_keeps_freeing_cycles_across_many_small_puts(
+    where: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """A program that stores a few documents at a time (a maggma builder's chunks), opening an
+    engine now and then, must not grow: the cyclic garbage it makes between puts (its own, and
+    what an S3 client leaves when closed) is freed by the collector's own rhythm."""
+    if where == "s3":
+        endpoint, bucket = (
+            request.getfixturevalue("s3_endpoint"),
+            request.getfixturevalue("s3_bucket"),
+        )
+        location = {"store": f"s3://{bucket}/small", "endpoint_url": endpoint}
+    else:
+        location = {"store": str(tmp_path / "store")}
+    freed: list[int] = []
+
+    class Cyclic:
+        def __init__(self, n: int) -> None:
+            self.me = self
+            self.weight = [list(range(20)) for _ in range(20)]
+            weakref.finalize(self, freed.append, n)
+
+    rounds = 240
+    engine = open_engine(index=str(tmp_path / "index.sqlite3"), **location)
+    try:
+        for n in range(rounds):
+            Cyclic(n)  # garbage at once; only the cyclic collector can free it
+            if n % 40 == 39:  # a new engine now and then, as a builder opens its stores
+                engine.close()
+                engine = open_engine(index=str(tmp_path / "index.sqlite3"), **location)
+            docs = [{"fs_id": f"k{n}-{i}", "v": i} for i in range(20)]
+            assert engine.put_documents(docs).stored == 20
+    finally:
+        engine.close()
+    assert len(freed) >= rounds * 3 // 4, f"{len(freed)} of {rounds} cycles freed"
 
 
 # --- hand-offs between the reader, the main thread and the workers -----------------------------
