@@ -377,6 +377,8 @@ class Engine:
         options = self._put_options(
             fields, skip_unchanged, dry_run, max_errors, last_updated_from_document
         )
+        if not dry_run:
+            store.prepare_writes()
         self._record_fields(options)
         return run_put(
             store,

@@ -155,6 +155,12 @@ class LocalStore:
         self._fold_case = fold_case
         return True
 
+    def prepare_writes(self) -> None:
+        """Create the store now (directory and marker), as its first upload would: a put that
+        stores nothing still leaves the store the commands after it read, and a location that
+        cannot be a store fails before anything is recorded."""
+        self._ready(for_write=True)
+
     def check_exists(self) -> None:
         """Raise NotFoundError naming the root unless a store is there (for reading commands)."""
         if self._ready(for_write=False):

@@ -221,10 +221,13 @@ def test_a_directory_that_is_not_a_store_is_named(run: Run, stored: tuple[Path, 
     )
 
 
-def test_put_does_not_create_missing_parent_directories(run: Run, tmp_path: Path) -> None:
+@pytest.mark.parametrize("given", [DOC, b""], ids=["a document", "nothing to store"])
+def test_put_does_not_create_missing_parent_directories(
+    run: Run, tmp_path: Path, given: bytes
+) -> None:
     for flag, name in (("--store", "store"), ("--index", "index.db")):
         target = tmp_path / "typo" / "deep" / name
-        result = run("put", flag, str(target), input=DOC)
+        result = run("put", flag, str(target), input=given)
         assert result.exit_code == ExitStatus.NOT_FOUND
         assert f"the directory {target.parent} of {flag[2:]} {target} does not exist" in (
             result.stderr
@@ -236,6 +239,46 @@ def test_put_creates_the_store_directory_and_the_index_file(run: Run, tmp_path: 
     store, index = tmp_path / "new-store", tmp_path / "new.db"
     assert run("put", "--store", str(store), "--index", str(index), input=DOC).exit_code == 0
     assert (store / "s3idx-store.json").is_file() and index.is_file()
+
+
+@pytest.mark.parametrize(
+    "given", [b"", b"not json\n", b'{"n": 1}\n'], ids=["empty", "invalid", "no key"]
+)
+@pytest.mark.parametrize("processes", ["1", "2"])
+def test_put_creates_the_store_even_when_it_stores_nothing(
+    run: Run, tmp_path: Path, given: bytes, processes: str
+) -> None:
+    """An empty export, or one whose every line is rejected, still leaves a store: the
+    commands run after it (a cron job's sync --check, verify, info) find what put made."""
+    where = ["--store", str(tmp_path / "store"), "--index", str(tmp_path / "index.db")]
+
+    result = run("put", "--processes", processes, *where, input=given)
+
+    assert result.exit_code == (ExitStatus.OK if not given else ExitStatus.PARTIAL)
+    assert (tmp_path / "store" / "s3idx-store.json").is_file()
+    for command in ("sync", "verify", "info"):
+        after = run(command, *where)
+        assert after.exit_code == ExitStatus.OK, (command, after.stderr)
+
+
+def test_put_refuses_a_directory_that_is_not_a_store_even_with_nothing_to_store(
+    run: Run, tmp_path: Path
+) -> None:
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "todo.txt").write_text("x")
+
+    result = run("put", "--store", str(tmp_path / "notes"), input=b"")
+
+    assert result.exit_code == ExitStatus.USAGE
+    assert f"{tmp_path / 'notes'} is not empty and is not an s3idx store" in result.stderr
+
+
+def test_put_dry_run_creates_no_store(run: Run, tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    for given in (b"", DOC):
+        result = run("put", "--dry-run", "--store", str(store), input=given)
+        assert result.exit_code == ExitStatus.OK
+        assert not store.exists()
 
 
 def test_the_defaults_work_on_a_fresh_machine(run: Run, isolated_env: Path) -> None:
