@@ -140,6 +140,44 @@ def test_a_user_and_password_in_an_s3_store_is_refused_without_them(run: Run) ->
     )
 
 
+@pytest.mark.parametrize(
+    "bucket", ["bad name", "bad%20name", "a*b", "café", "b" * 256, "a?b", "arn:nope"]
+)
+@pytest.mark.parametrize("command", [["get", "a"], ["put"], ["query", "--full"], ["sync"]])
+def test_a_bucket_name_no_s3_request_can_carry_is_a_usage_error(
+    run: Run, tmp_path: Path, bucket: str, command: list[str]
+) -> None:
+    """Refused before any request (README: an invalid bucket name exits 2), not exit 1 with
+    botocore's parameter validation text, and before put records anything in the index."""
+    index = tmp_path / "index.db"
+
+    result = run(*command, "--store", f"s3://{bucket}/docs", "--index", str(index), input=DOC)
+
+    assert result.exit_code == ExitStatus.USAGE, result.stderr
+    assert result.stderr == (
+        f"s3idx: error: store 's3://{bucket}/docs': {bucket!r} is not a bucket name; S3 bucket "
+        "names hold only letters, digits, '.', '-' and '_', at most 255 of them\n"
+        "  hint: bucket names are 3-63 characters: lowercase letters, digits, dots and hyphens\n"
+    )
+    assert not index.exists()
+
+
+@pytest.mark.parametrize(
+    "bucket",
+    [
+        "my-bucket",
+        "Legacy_Bucket",
+        "a.b-c",
+        "x" * 63,
+        "arn:aws:s3:us-west-2:123456789012:accesspoint:my-ap",
+    ],
+)
+def test_bucket_names_some_s3_services_take_are_not_refused(bucket: str) -> None:
+    from s3idx.backends import parse_store_location
+
+    assert parse_store_location(f"s3://{bucket}/docs").bucket == bucket
+
+
 def test_a_suggestion_shows_no_more_than_the_location_as_typed(run: Run) -> None:
     # "pw" is no user here: the suggested spelling must not show it as one.
     result = run("query", "--index", "mongodb:pw@host/db")
