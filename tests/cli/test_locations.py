@@ -250,6 +250,34 @@ def test_reading_a_mistyped_store_is_refused_naming_it(
     assert run("query", "--count", "--index", str(index)).stdout == "1\n"
 
 
+@pytest.mark.parametrize("under", [False, True], ids=["the file", "under the file"])
+@pytest.mark.parametrize(
+    "command",
+    [["put"], ["info"], ["verify"], ["rebuild-index"], ["reindex"]]
+    + [READERS[c] for c in sorted(USES_STORE)],
+)
+def test_a_store_that_is_a_file_is_a_usage_error_naming_it(
+    run: Run, stored: tuple[Path, Path], command: list[str], under: bool
+) -> None:
+    """A file given as --store (the input file, by a slip) is a mistake to correct, exit 2, as
+    a directory given as --index is: not a store that cannot be used (exit 5, ENOTDIR's text)."""
+    _, index = stored
+    data = index.with_name("docs.jsonl")
+    data.write_bytes(DOC)
+    store = data / "store" if under else data
+
+    result = run(*command, "--store", str(store), "--index", str(index), input=DOC)
+
+    assert result.exit_code == ExitStatus.USAGE, result.stderr
+    where = f"lies under {data}, a file" if under else "is a file"
+    assert (
+        f"s3idx: error: store {store} {where}, not a directory\n"
+        "  hint: a local store is a directory: give a new or empty one, or an s3idx store\n"
+    ) in result.stderr
+    assert data.read_bytes() == DOC
+    assert run("query", "--count", "--index", str(index)).stdout == "1\n"
+
+
 def test_a_directory_that_is_not_a_store_is_named(run: Run, stored: tuple[Path, Path]) -> None:
     store, index = stored
     result = run("get", "a", "--store", str(store.parent), "--index", str(index))
