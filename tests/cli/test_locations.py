@@ -278,6 +278,25 @@ def test_a_store_that_is_a_file_is_a_usage_error_naming_it(
     assert run("query", "--count", "--index", str(index)).stdout == "1\n"
 
 
+@pytest.mark.parametrize("command", [["sync"], ["sync", "--rewrite"]])
+def test_sync_into_an_index_it_cannot_create_fails_before_reading_the_store(
+    run: Run, stored: tuple[Path, Path], command: list[str]
+) -> None:
+    """A mistyped --index fails at once, not after listing and HEADing the whole store (hours
+    on a large bucket) and writing manifests of what it read."""
+    store, _ = stored
+    manifests = sorted((store / "objects").rglob("*"))
+    typo = store.parent / "typo" / "index.db"
+
+    result = run(*command, "--json", "--store", str(store), "--index", str(typo))
+
+    assert result.exit_code == ExitStatus.NOT_FOUND
+    assert f"the directory {typo.parent} of index {typo} does not exist" in result.stderr
+    assert orjson.loads(result.stdout).get("listed", 0) == 0
+    assert sorted((store / "objects").rglob("*")) == manifests
+    assert not typo.parent.exists()
+
+
 def test_a_directory_that_is_not_a_store_is_named(run: Run, stored: tuple[Path, Path]) -> None:
     store, index = stored
     result = run("get", "a", "--store", str(store.parent), "--index", str(index))
