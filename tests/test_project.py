@@ -438,3 +438,24 @@ def test_a_query_builds_no_dataclass_but_the_public_types(tmp_path: Path) -> Non
     docs.write_text('{"fs_id": "a"}\n')
     assert "PutResult" in made(["put", "-q", str(docs)])  # the probe sees dataclasses
     assert made(["query", "{}", "--limit", "1"]) == ["Environment", "Settings", "Shard"]
+
+
+def test_each_flag_help_names_the_environment_variable_the_readme_gives_it() -> None:
+    """README's Configuration table pairs each setting's flag with its S3IDX_* variable; the
+    flag's --help names the same variable, on every command that takes the flag."""
+    table = README[README.index("| setting | flag | environment |") :]
+    table = table[: table.index("\n\n")]
+    checked = 0
+    for row in table.splitlines()[2:]:
+        _, flag_cell, env_cell = (cell.strip() for cell in row.strip("|").split("|")[:3])
+        flag = re.match(r"`(--[\w-]+)`", flag_cell)
+        if flag is None:
+            continue
+        for variable in re.findall(r"`(S3IDX_\w+)`", env_cell):
+            for name, command in _commands().items():
+                for param in command.params:
+                    if flag.group(1) in getattr(param, "opts", ()):
+                        text = " ".join((param.help or "").split())
+                        assert variable in text, f"s3idx {name} {flag.group(1)}: no {variable}"
+                        checked += 1
+    assert checked > 20
