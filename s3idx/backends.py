@@ -70,6 +70,7 @@ def parse_store_location(text: str) -> StoreLocation:
                 hint="S3 credentials come from the environment (AWS_ACCESS_KEY_ID, "
                 "AWS_SECRET_ACCESS_KEY) or an AWS profile (--aws-profile)",
             )
+        _check_bucket_name(text, bucket)
         return StoreLocation("s3", bucket=bucket, prefix=prefix.strip("/"))
     if text.startswith("file://"):
         return StoreLocation("local", path=_file_url_path(text))
@@ -77,6 +78,27 @@ def parse_store_location(text: str) -> StoreLocation:
     if not text:
         raise UsageError("the store location is empty")
     return StoreLocation("local", path=Path(text).expanduser())
+
+
+# What botocore lets into a request (its own check, or an access point's ARN): a name outside
+# it would fail every request with botocore's parameter-validation text (exit 1). Stricter
+# rules (3-63 lowercase characters) are AWS's alone: legacy buckets and other S3 services
+# take capitals and '_', so those are left to the server.
+_BUCKET_NAME = re.compile(
+    r"[A-Za-z0-9._-]{1,255}"
+    r"|arn:aws.*:(s3|s3-object-lambda):[a-z0-9-]*:[0-9]{12}:accesspoint:[A-Za-z0-9.-]{1,63}"
+    r"|arn:aws.*:s3-outposts:[a-z0-9-]+:[0-9]{12}:outpost:[A-Za-z0-9-]{1,63}:accesspoint"
+    r":[A-Za-z0-9-]{1,63}"
+)
+
+
+def _check_bucket_name(text: str, bucket: str) -> None:
+    if _BUCKET_NAME.fullmatch(bucket) is None:
+        raise UsageError(
+            f"store {redact_location(text)!r}: {bucket!r} is not a bucket name; S3 bucket names "
+            "hold only letters, digits, '.', '-' and '_', at most 255 of them",
+            hint="bucket names are 3-63 characters: lowercase letters, digits, dots and hyphens",
+        )
 
 
 def _file_url_path(text: str) -> Path:

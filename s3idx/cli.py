@@ -421,7 +421,8 @@ WorkersOpt = Annotated[
         max=MAX_WORKERS,
         metavar="N",
         help=f"Concurrent object requests. [default: {DEFAULT_WORKERS}; {DEFAULT_HEAD_WORKERS} for "
-        "rebuild-index, sync, reindex and verify, whose requests wait on S3, not on the CPU]",
+        "rebuild-index, sync, reindex and verify, whose requests wait on S3, not on the CPU] "
+        "[env: S3IDX_WORKERS; S3IDX_HEAD_WORKERS for those four]",
     ),
 ]
 ShardOpt = Annotated[
@@ -662,21 +663,27 @@ def put(
     ] = None,
     key: Annotated[
         str | None,
-        typer.Option("--key", metavar="FIELD", help="Key field of the documents. [default: fs_id]"),
+        typer.Option(
+            "--key",
+            metavar="FIELD",
+            help="Key field of the documents. [default: fs_id] [env: S3IDX_KEY]",
+        ),
     ] = None,
     field: Annotated[
         list[str] | None,
         typer.Option(
             "--field",
             metavar="PATH",
-            help="Searchable field to index (dotted paths allowed); repeat for more.",
+            help="Searchable field to index (dotted paths allowed); repeat for more. "
+            "[env: S3IDX_FIELDS, comma-separated]",
         ),
     ] = None,
     compress: Annotated[
         Compression | None,
         typer.Option(
             "--compress",
-            help="Body compression; zstd needs pip install 's3idx[zstd]'. [default: zlib]",
+            help="Body compression; zstd needs pip install 's3idx[zstd]'. [default: zlib] "
+            "[env: S3IDX_COMPRESS]",
             show_default=False,
         ),
     ] = None,
@@ -688,7 +695,8 @@ def put(
             min=1,
             max=MAX_BATCH_SIZE,
             metavar="N",
-            help=f"Index entries per bulk write. [default: {DEFAULT_BATCH_SIZE}]",
+            help=f"Index entries per bulk write. [default: {DEFAULT_BATCH_SIZE}] "
+            "[env: S3IDX_BATCH_SIZE]",
         ),
     ] = None,
     skip_unchanged: Annotated[
@@ -717,7 +725,10 @@ def put(
     shard: ShardOpt = None,
     create_bucket: Annotated[
         bool,
-        typer.Option("--create-bucket", help="Create the S3 bucket if it does not exist."),
+        typer.Option(
+            "--create-bucket",
+            help="Create the S3 bucket if it does not exist. [env: S3IDX_CREATE_BUCKET]",
+        ),
     ] = False,
     processes: Annotated[
         int,
@@ -1279,7 +1290,9 @@ def rebuild_index(
     key: Annotated[
         str | None,
         typer.Option(
-            "--key", metavar="FIELD", help="Expected key field. [default: as the objects say]"
+            "--key",
+            metavar="FIELD",
+            help="Expected key field. [default: as the objects say] [env: S3IDX_KEY]",
         ),
     ] = None,
     resume: Annotated[
@@ -1364,7 +1377,8 @@ def reindex(
         typer.Option(
             "--field",
             metavar="PATH",
-            help="Also index this field (recorded first); repeat for more.",
+            help="Also index this field (recorded first); repeat for more. "
+            "[env: S3IDX_FIELDS, comma-separated]",
         ),
     ] = None,
     dry_run: Annotated[

@@ -192,7 +192,7 @@ def _parse(parser: Any, raw: Any, where: str) -> Any:
     environment or a flag (``where`` names it in the message)."""
     if parser == "list":
         if isinstance(raw, str) and where.startswith("S3IDX_"):
-            raw = [p.strip() for p in raw.split(",") if p.strip()]
+            raw = _comma_list(raw, where)
         if isinstance(raw, list | tuple) and all(isinstance(p, str) for p in raw):
             return tuple(_text(p, where) for p in raw)
         raise ConfigError(f"{where}: expected a list of strings")
@@ -209,6 +209,18 @@ def _parse(parser: Any, raw: Any, where: str) -> Any:
     # A local path may hold any bytes the file system allows; every other setting is text
     # that goes into S3 requests, MongoDB names or JSON, which take UTF-8 only.
     return raw if parser == "path" else _text(raw, where)
+
+
+def _comma_list(raw: str, where: str) -> list[str]:
+    """``a, b.c`` as ``["a", "b.c"]``. An empty item (``a,,b``, a comma at an end) is refused,
+    as an empty path is from a flag or the file: a path was meant there and would be lost."""
+    items = [p.strip() for p in raw.split(",")]
+    if "" in items:
+        raise ConfigError(
+            f"{where}: empty field path in {raw!r}",
+            hint=f"give field paths separated by single commas, e.g. {where}=task_id,meta.owner",
+        )
+    return items
 
 
 def _parse_bool(raw: Any, where: str) -> bool:

@@ -352,3 +352,25 @@ def test_a_key_flag_that_is_not_utf8_is_exit_2(run: Run, tmp_path: Path) -> None
     result = run("put", "--key", key, *locations, input=b'{"fs_id": "a"}\n')
     assert result.exit_code == ExitStatus.USAGE
     assert "key: not valid UTF-8 text: 'id\\udcff'" in result.stderr
+
+
+@pytest.mark.parametrize("value", ["a,,b", ",", "a,", " ,a"])
+def test_an_empty_field_in_s3idx_fields_is_refused_as_in_the_file_and_flags(
+    run: Run, monkeypatch: pytest.MonkeyPatch, isolated_env: Path, value: str
+) -> None:
+    """`--field ''` and `fields = [""]` are refused; the same empty path between commas is no
+    less a mistake (a field meant and lost), so it is refused too, before anything is written."""
+    monkeypatch.setenv("S3IDX_FIELDS", value)
+
+    result = run("put", input=b'{"fs_id": "a", "b": 1}\n')
+
+    assert result.exit_code == ExitStatus.USAGE
+    assert result.stderr == (
+        f"s3idx: error: S3IDX_FIELDS: empty field path in {value!r}\n"
+        "  hint: give field paths separated by single commas, "
+        "e.g. S3IDX_FIELDS=task_id,meta.owner\n"
+    )
+    assert not (isolated_env / "data").exists()
+    monkeypatch.setenv("S3IDX_FIELDS", " a , b ")  # spaces around a path are still fine
+    assert run("put", input=b'{"fs_id": "a", "b": 1}\n').exit_code == ExitStatus.OK
+    assert '"b":1' in run("query", '{"b": 1}').stdout

@@ -39,13 +39,72 @@ def test_every_command_has_help_with_an_example(name: str) -> None:
     assert f"s3idx {name} " in example
 
 
+def _readme_section(name: str) -> str:
+    """The README text of command ``name``: from its ``### `s3idx NAME`` heading to the next."""
+    heading = re.search(rf"^### `s3idx {re.escape(name)}\b.*$", README, flags=re.MULTILINE)
+    assert heading is not None, f"README has no section for s3idx {name}"
+    after = README[heading.end() :]
+    following = re.search(r"^#{2,3} ", after, flags=re.MULTILINE)
+    return after if following is None else after[: following.start()]
+
+
+# The options every command takes, in their one table under "## Commands".
+_COMMON_OPTIONS = README[
+    README.index("these location\noptions") : README.index("### `s3idx put [FILE]...`")
+]
+
+
+def _options(name: str) -> set[str]:
+    return {
+        opt
+        for param in _commands()[name].params
+        for opt in (*getattr(param, "opts", ()), *getattr(param, "secondary_opts", ()))
+        if opt.startswith("-") and opt not in ("-h", "--help")
+    }
+
+
 @pytest.mark.parametrize("name", sorted(_commands()))
 def test_every_command_and_flag_is_in_the_readme(name: str) -> None:
-    assert f"s3idx {name}" in README
-    for param in _commands()[name].params:
-        for opt in getattr(param, "opts", []):
-            if opt.startswith("--"):
-                assert f"`{opt}" in README or f"{opt} " in README, f"{name} {opt} not in README"
+    """Each flag is described where a reader of that command looks: its own section, or the
+    table of the location options every command takes; and no flag is described there that
+    the command does not take."""
+    section = _readme_section(name)
+    for opt in _options(name):
+        described = f"`{opt}" in section or f"{opt}`" in section or f"`{opt}" in _COMMON_OPTIONS
+        assert described, f"s3idx {name} {opt} is not in its README section"
+    for row in re.findall(r"^\| (`-.*?) \|", section, flags=re.MULTILINE):
+        for flag in re.findall(r"`(-[-\w]+)", row):
+            assert flag in _options(name), f"README lists {flag} for s3idx {name}, which lacks it"
+
+
+def test_the_readme_names_every_command_whose_json_is_one_document() -> None:
+    """query's --json means JSON lines; every other --json is one document whatever happens."""
+    listed = re.search(r"With `--json` \(([^)]*)\) stdout holds exactly one JSON document", README)
+    assert listed is not None
+    named = set(re.findall(r"`([\w-]+)`", listed.group(1)))
+    with_json = {name for name in _commands() if "--json" in _options(name)} - {"query"}
+    assert named == with_json
+
+
+def test_every_module_is_in_the_architecture_module_map() -> None:
+    """docs/ARCHITECTURE.md's module map names each module of s3idx/ under its package, and
+    names no module that does not exist."""
+    text = (ROOT / "docs" / "ARCHITECTURE.md").read_text(encoding="utf-8")
+    start = text.index("## Module map")
+    module_map = text[start : text.index("\n## ", start + 1)]
+    package, named = None, set()
+    for line in module_map.splitlines():
+        heading = re.match(r"(Top level|`(\w+)/`)", line)
+        if heading:
+            package = heading.group(2) or ""
+        listed = re.match(r"- (`[\w.]+\.py`(?:, `[\w.]+\.py`)*)", line)
+        if listed and package is not None:
+            prefix = f"{package}/" if package else ""
+            named.update(prefix + m for m in re.findall(r"`([\w.]+\.py)`", listed.group(1)))
+    modules = {p.relative_to(ROOT / "s3idx").as_posix() for p in (ROOT / "s3idx").rglob("*.py")}
+    packages = {m for m in modules if m.endswith("/__init__.py")}
+    assert modules - packages - named == set()
+    assert named - modules == set()
 
 
 def test_version() -> None:
@@ -379,3 +438,24 @@ def test_a_query_builds_no_dataclass_but_the_public_types(tmp_path: Path) -> Non
     docs.write_text('{"fs_id": "a"}\n')
     assert "PutResult" in made(["put", "-q", str(docs)])  # the probe sees dataclasses
     assert made(["query", "{}", "--limit", "1"]) == ["Environment", "Settings", "Shard"]
+
+
+def test_each_flag_help_names_the_environment_variable_the_readme_gives_it() -> None:
+    """README's Configuration table pairs each setting's flag with its S3IDX_* variable; the
+    flag's --help names the same variable, on every command that takes the flag."""
+    table = README[README.index("| setting | flag | environment |") :]
+    table = table[: table.index("\n\n")]
+    checked = 0
+    for row in table.splitlines()[2:]:
+        _, flag_cell, env_cell = (cell.strip() for cell in row.strip("|").split("|")[:3])
+        flag = re.match(r"`(--[\w-]+)`", flag_cell)
+        if flag is None:
+            continue
+        for variable in re.findall(r"`(S3IDX_\w+)`", env_cell):
+            for name, command in _commands().items():
+                for param in command.params:
+                    if flag.group(1) in getattr(param, "opts", ()):
+                        text = " ".join((param.help or "").split())
+                        assert variable in text, f"s3idx {name} {flag.group(1)}: no {variable}"
+                        checked += 1
+    assert checked > 20

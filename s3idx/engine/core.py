@@ -377,6 +377,8 @@ class Engine:
         options = self._put_options(
             fields, skip_unchanged, dry_run, max_errors, last_updated_from_document
         )
+        if not dry_run:
+            store.prepare_writes()
         self._record_fields(options)
         return run_put(
             store,
@@ -689,6 +691,9 @@ class Engine:
         """
         check_shard(shard)
         self.require_store()  # the index may be new: sync fills it, as rebuild-index does
+        prepare = getattr(self.index, "prepare_writes", None)
+        if prepare is not None and not (check or dry_run):
+            prepare()  # before the listing: a mistyped index fails now, not hours from now
         events = events or Events()
         # One set of per-batch manifests for the objects sync HEADs and those it rewrites.
         batches = ManifestBatches(self.store, events.warned)

@@ -589,6 +589,8 @@ def _worker_main(
     try:
         with Engine.from_settings(settings) as engine:
             engine.store  # noqa: B018 - opened now: the parent reads nothing until it is
+            if not options.dry_run:
+                engine.store.prepare_writes()
             reports.send(("ready",))
             try:
                 result = run_put(

@@ -403,7 +403,9 @@ def _first_entry_settings(
             raise IndexSettingsError(
                 f"the store's objects were written with key field {first.key_field!r}, "
                 f"not {key_field!r}",
-                hint=f"run rebuild-index without --key, or with --key {first.key_field}",
+                # The key may come from S3IDX_KEY or the config file: --key overrides both.
+                hint=f"run rebuild-index with --key {first.key_field}, or with no key field "
+                "given (no --key, S3IDX_KEY or key in the config file)",
             )
         return first.key_field, first.fields
     settings = index.settings()

@@ -203,6 +203,13 @@ class RetryingStore:
         if check is not None:
             self._call(check)
 
+    def prepare_writes(self) -> None:
+        """The inner store's preparation for a put (a local store creates its directory); S3
+        needs none: a bucket is created, with --create-bucket, by the first upload."""
+        prepare = getattr(self.inner, "prepare_writes", None)
+        if prepare is not None:
+            self._call(prepare)
+
     def put(self, key: str, body: bytes, metadata: Mapping[str, str]) -> PutReceipt:
         return self._call(lambda: self.inner.put(key, body, metadata))
 

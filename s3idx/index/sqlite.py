@@ -362,6 +362,12 @@ class SqliteIndex:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def prepare_writes(self) -> None:
+        """Create the file now, as the first write would: a command that reads the whole store
+        before it writes (sync) fails at once on a location it cannot create."""
+        with self._db.transaction():
+            pass
+
     # --- settings --------------------------------------------------------------------------
 
     def settings(self) -> IndexSettings | None:

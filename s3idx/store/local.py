@@ -138,6 +138,8 @@ class LocalStore:
             self._check_not_linked()
             self._initialise()
             return True
+        except NotADirectoryError:
+            raise _not_a_directory(self.root) from None
         except OSError as exc:
             raise _unavailable(self.root, exc) from None
         try:
@@ -154,6 +156,12 @@ class LocalStore:
         self._check_not_linked()
         self._fold_case = fold_case
         return True
+
+    def prepare_writes(self) -> None:
+        """Create the store now (directory and marker), as its first upload would: a put that
+        stores nothing still leaves the store the commands after it read, and a location that
+        cannot be a store fails before anything is recorded."""
+        self._ready(for_write=True)
 
     def check_exists(self) -> None:
         """Raise NotFoundError naming the root unless a store is there (for reading commands)."""
@@ -729,6 +737,17 @@ def _folds_case(directory: Path) -> bool:
 def _unlink_quietly(path: str) -> None:
     with contextlib.suppress(OSError):
         os.unlink(path)
+
+
+def _not_a_directory(root: Path) -> StoreFormatError:
+    """A store path that is a file, or lies under one (an input file given as --store): a
+    location to correct (exit 2), not a store that cannot be used."""
+    file = next((p for p in (root, *root.parents) if p.exists() and not p.is_dir()), root)
+    where = "is a file" if file == root else f"lies under {file}, a file"
+    return StoreFormatError(
+        f"store {root} {where}, not a directory",
+        hint="a local store is a directory: give a new or empty one, or an s3idx store",
+    )
 
 
 def _unavailable(root: Path, exc: OSError) -> BackendUnavailableError:

@@ -140,6 +140,44 @@ def test_a_user_and_password_in_an_s3_store_is_refused_without_them(run: Run) ->
     )
 
 
+@pytest.mark.parametrize(
+    "bucket", ["bad name", "bad%20name", "a*b", "café", "b" * 256, "a?b", "arn:nope"]
+)
+@pytest.mark.parametrize("command", [["get", "a"], ["put"], ["query", "--full"], ["sync"]])
+def test_a_bucket_name_no_s3_request_can_carry_is_a_usage_error(
+    run: Run, tmp_path: Path, bucket: str, command: list[str]
+) -> None:
+    """Refused before any request (README: an invalid bucket name exits 2), not exit 1 with
+    botocore's parameter validation text, and before put records anything in the index."""
+    index = tmp_path / "index.db"
+
+    result = run(*command, "--store", f"s3://{bucket}/docs", "--index", str(index), input=DOC)
+
+    assert result.exit_code == ExitStatus.USAGE, result.stderr
+    assert result.stderr == (
+        f"s3idx: error: store 's3://{bucket}/docs': {bucket!r} is not a bucket name; S3 bucket "
+        "names hold only letters, digits, '.', '-' and '_', at most 255 of them\n"
+        "  hint: bucket names are 3-63 characters: lowercase letters, digits, dots and hyphens\n"
+    )
+    assert not index.exists()
+
+
+@pytest.mark.parametrize(
+    "bucket",
+    [
+        "my-bucket",
+        "Legacy_Bucket",
+        "a.b-c",
+        "x" * 63,
+        "arn:aws:s3:us-west-2:123456789012:accesspoint:my-ap",
+    ],
+)
+def test_bucket_names_some_s3_services_take_are_not_refused(bucket: str) -> None:
+    from s3idx.backends import parse_store_location
+
+    assert parse_store_location(f"s3://{bucket}/docs").bucket == bucket
+
+
 def test_a_suggestion_shows_no_more_than_the_location_as_typed(run: Run) -> None:
     # "pw" is no user here: the suggested spelling must not show it as one.
     result = run("query", "--index", "mongodb:pw@host/db")
@@ -212,6 +250,53 @@ def test_reading_a_mistyped_store_is_refused_naming_it(
     assert run("query", "--count", "--index", str(index)).stdout == "1\n"
 
 
+@pytest.mark.parametrize("under", [False, True], ids=["the file", "under the file"])
+@pytest.mark.parametrize(
+    "command",
+    [["put"], ["info"], ["verify"], ["rebuild-index"], ["reindex"]]
+    + [READERS[c] for c in sorted(USES_STORE)],
+)
+def test_a_store_that_is_a_file_is_a_usage_error_naming_it(
+    run: Run, stored: tuple[Path, Path], command: list[str], under: bool
+) -> None:
+    """A file given as --store (the input file, by a slip) is a mistake to correct, exit 2, as
+    a directory given as --index is: not a store that cannot be used (exit 5, ENOTDIR's text)."""
+    _, index = stored
+    data = index.with_name("docs.jsonl")
+    data.write_bytes(DOC)
+    store = data / "store" if under else data
+
+    result = run(*command, "--store", str(store), "--index", str(index), input=DOC)
+
+    assert result.exit_code == ExitStatus.USAGE, result.stderr
+    where = f"lies under {data}, a file" if under else "is a file"
+    assert (
+        f"s3idx: error: store {store} {where}, not a directory\n"
+        "  hint: a local store is a directory: give a new or empty one, or an s3idx store\n"
+    ) in result.stderr
+    assert data.read_bytes() == DOC
+    assert run("query", "--count", "--index", str(index)).stdout == "1\n"
+
+
+@pytest.mark.parametrize("command", [["sync"], ["sync", "--rewrite"]])
+def test_sync_into_an_index_it_cannot_create_fails_before_reading_the_store(
+    run: Run, stored: tuple[Path, Path], command: list[str]
+) -> None:
+    """A mistyped --index fails at once, not after listing and HEADing the whole store (hours
+    on a large bucket) and writing manifests of what it read."""
+    store, _ = stored
+    manifests = sorted((store / "objects").rglob("*"))
+    typo = store.parent / "typo" / "index.db"
+
+    result = run(*command, "--json", "--store", str(store), "--index", str(typo))
+
+    assert result.exit_code == ExitStatus.NOT_FOUND
+    assert f"the directory {typo.parent} of index {typo} does not exist" in result.stderr
+    assert orjson.loads(result.stdout).get("listed", 0) == 0
+    assert sorted((store / "objects").rglob("*")) == manifests
+    assert not typo.parent.exists()
+
+
 def test_a_directory_that_is_not_a_store_is_named(run: Run, stored: tuple[Path, Path]) -> None:
     store, index = stored
     result = run("get", "a", "--store", str(store.parent), "--index", str(index))
@@ -221,10 +306,13 @@ def test_a_directory_that_is_not_a_store_is_named(run: Run, stored: tuple[Path, 
     )
 
 
-def test_put_does_not_create_missing_parent_directories(run: Run, tmp_path: Path) -> None:
+@pytest.mark.parametrize("given", [DOC, b""], ids=["a document", "nothing to store"])
+def test_put_does_not_create_missing_parent_directories(
+    run: Run, tmp_path: Path, given: bytes
+) -> None:
     for flag, name in (("--store", "store"), ("--index", "index.db")):
         target = tmp_path / "typo" / "deep" / name
-        result = run("put", flag, str(target), input=DOC)
+        result = run("put", flag, str(target), input=given)
         assert result.exit_code == ExitStatus.NOT_FOUND
         assert f"the directory {target.parent} of {flag[2:]} {target} does not exist" in (
             result.stderr
@@ -236,6 +324,46 @@ def test_put_creates_the_store_directory_and_the_index_file(run: Run, tmp_path: 
     store, index = tmp_path / "new-store", tmp_path / "new.db"
     assert run("put", "--store", str(store), "--index", str(index), input=DOC).exit_code == 0
     assert (store / "s3idx-store.json").is_file() and index.is_file()
+
+
+@pytest.mark.parametrize(
+    "given", [b"", b"not json\n", b'{"n": 1}\n'], ids=["empty", "invalid", "no key"]
+)
+@pytest.mark.parametrize("processes", ["1", "2"])
+def test_put_creates_the_store_even_when_it_stores_nothing(
+    run: Run, tmp_path: Path, given: bytes, processes: str
+) -> None:
+    """An empty export, or one whose every line is rejected, still leaves a store: the
+    commands run after it (a cron job's sync --check, verify, info) find what put made."""
+    where = ["--store", str(tmp_path / "store"), "--index", str(tmp_path / "index.db")]
+
+    result = run("put", "--processes", processes, *where, input=given)
+
+    assert result.exit_code == (ExitStatus.OK if not given else ExitStatus.PARTIAL)
+    assert (tmp_path / "store" / "s3idx-store.json").is_file()
+    for command in ("sync", "verify", "info"):
+        after = run(command, *where)
+        assert after.exit_code == ExitStatus.OK, (command, after.stderr)
+
+
+def test_put_refuses_a_directory_that_is_not_a_store_even_with_nothing_to_store(
+    run: Run, tmp_path: Path
+) -> None:
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "todo.txt").write_text("x")
+
+    result = run("put", "--store", str(tmp_path / "notes"), input=b"")
+
+    assert result.exit_code == ExitStatus.USAGE
+    assert f"{tmp_path / 'notes'} is not empty and is not an s3idx store" in result.stderr
+
+
+def test_put_dry_run_creates_no_store(run: Run, tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    for given in (b"", DOC):
+        result = run("put", "--dry-run", "--store", str(store), input=given)
+        assert result.exit_code == ExitStatus.OK
+        assert not store.exists()
 
 
 def test_the_defaults_work_on_a_fresh_machine(run: Run, isolated_env: Path) -> None:

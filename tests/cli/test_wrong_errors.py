@@ -97,18 +97,34 @@ def test_a_gzip_input_with_a_bad_crc_on_stdin_stores_every_line(
     assert rejects.read_bytes() == b""
 
 
-def test_rebuild_with_another_key_field_refuses_once_before_scanning(run: Run) -> None:
+@pytest.mark.parametrize("given_by", ["flag", "environment", "config file"])
+def test_rebuild_with_another_key_field_refuses_once_before_scanning(
+    run: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, given_by: str
+) -> None:
     documents = [{"fs_id": f"k{i}", "other": f"o{i}"} for i in range(50)]
     assert run("put", input=jsonl(*documents)).exit_code == 0
+    args = ["rebuild-index"]
+    if given_by == "flag":
+        args += ["--key", "other"]
+    elif given_by == "environment":
+        monkeypatch.setenv("S3IDX_KEY", "other")
+    else:
+        config = tmp_path / "s3idx.toml"
+        config.write_text('key = "other"\n')
+        args += ["--config", str(config)]
 
-    result = run("rebuild-index", "--key", "other")
+    result = run(*args)
 
+    # The hint works wherever the wrong key came from: "without --key" did not, from the
+    # environment or the config file.
     assert result.exit_code == ExitStatus.USAGE
     assert result.stderr == (
         "s3idx: error: the store's objects were written with key field 'fs_id', not 'other'\n"
-        "  hint: run rebuild-index without --key, or with --key fs_id\n"
+        "  hint: run rebuild-index with --key fs_id, or with no key field given (no --key, "
+        "S3IDX_KEY or key in the config file)\n"
     )
     assert run("query", "--count").stdout == "50\n"
+    assert run("rebuild-index", *args[1:], "--key", "fs_id").exit_code == ExitStatus.OK
 
 
 def test_an_unknown_aws_profile_is_a_usage_error_naming_the_profiles(
