@@ -217,6 +217,7 @@ class S3Connection:
         # with part of "100 Continue" and closes makes it spin forever in _consume_headers
         # (no timeout fires). Bodies here are small and sent whole: the header buys nothing.
         client.meta.events.register_last("before-call.s3", _without_expect_header)
+        client.meta.events.register_first("needs-retry.s3", _no_region_lookup)
         # before-send fires once per HTTP request actually sent (each page, each part).
         client.meta.events.register("before-send.s3", self._count_request)
         return session, client
@@ -642,6 +643,25 @@ class S3Store:
 def _sends_if_match(client: Any) -> bool:
     shape = client.meta.service_model.operation_model("DeleteObject").input_shape
     return "IfMatch" in shape.members
+
+
+def _no_region_lookup(request_dict: dict[str, Any], response: Any, **kwargs: Any) -> None:
+    """Let botocore follow a redirect only where the answer names the bucket's region.
+
+    Its region redirector, given a redirect that does not (a server or proxy that drops
+    x-amz-bucket-region, a web front moving http:// to https://), asks the region with a
+    HeadBucket, whose own redirect asks again, until RecursionError. Marked as redirected
+    already, the request fails with the redirect instead: a usage error that says so.
+    """
+    if response is None or response[0] is None or response[0].status_code < 300:
+        return
+    parsed = response[1]
+    headers = parsed.get("ResponseMetadata", {}).get("HTTPHeaders", {})
+    if "x-amz-bucket-region" in headers or parsed.get("Error", {}).get("Region"):
+        return
+    redirect = request_dict.get("context", {}).get("s3_redirect")
+    if isinstance(redirect, dict):
+        redirect["redirected"] = True
 
 
 def _without_expect_header(params: dict[str, Any], **kwargs: Any) -> None:
