@@ -6,8 +6,10 @@ RecursionError or a listing paged for ever.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -16,7 +18,8 @@ import orjson
 import pytest
 
 from s3idx.errors import ExitStatus
-from tests.helpers import Run, jsonl
+from tests.helpers import Run, jsonl, subprocess_env
+from tests.s3proxy import S3Proxy
 
 DOCS = [{"fs_id": f"doc-{i}", "v": i} for i in range(3)]
 TRANSPORTS = ["boto3", "obstore", "http"]
@@ -122,3 +125,89 @@ def test_a_redirect_is_a_usage_error_naming_region_and_endpoint_on_every_command
             continue
         assert result.exit_code == ExitStatus.USAGE, (command, result.stdout, result.stderr)
         assert REDIRECT_HINT in result.stderr, command
+
+
+# --- listings that do not progress ---------------------------------------------------------------
+
+
+def _page(keys: list[str], token: str | None, *, truncated: bool) -> bytes:
+    """A ListObjectsV2 answer for ``keys`` under the prefix ``docs/``."""
+    contents = "".join(
+        f"<Contents><Key>docs/{key}</Key><LastModified>2026-01-01T00:00:00.000Z</LastModified>"
+        f'<ETag>"0123456789abcdef0123456789abcdef"</ETag><Size>10</Size></Contents>'
+        for key in keys
+    )
+    next_token = f"<NextContinuationToken>{token}</NextContinuationToken>" if token else ""
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>\n<ListBucketResult '
+        'xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Name>bucket</Name>'
+        f"<Prefix>docs/</Prefix><KeyCount>{len(keys)}</KeyCount><MaxKeys>1000</MaxKeys>"
+        f"<IsTruncated>{'true' if truncated else 'false'}</IsTruncated>{next_token}{contents}"
+        "</ListBucketResult>"
+    ).encode()
+
+
+# (keys, token, truncated) of the first page, and of the page asked with the token "t1".
+LISTINGS = {
+    "truncated-without-token": ((["doc-0"], None, True), None),
+    "the-same-page-again": ((["doc-0", "doc-1"], "t1", True), (["doc-0", "doc-1"], "t1", True)),
+    "empty-pages-with-the-same-token": (([], "t1", True), ([], "t1", True)),
+    "a-key-on-two-pages": ((["doc-0", "doc-1"], "t1", True), (["doc-1", "doc-2"], None, False)),
+    "keys-out-of-order": ((["doc-1", "doc-0"], None, False), None),
+}
+LISTING_ERRORS = {
+    "truncated-without-token": "a page says more follow but gives no continuation token",
+    "the-same-page-again": "it lists 'doc-0' after 'doc-1'",
+    "empty-pages-with-the-same-token": "a page gives back the continuation token it was "
+    "asked with, so the listing would never end",
+    "a-key-on-two-pages": "it lists 'doc-1' after 'doc-1'",
+    "keys-out-of-order": "it lists 'doc-0' after 'doc-1'",
+}
+
+
+def _listing(case: str) -> Callable[[str], bytes | None]:
+    first, next_page = LISTINGS[case]
+
+    def answer(path: str) -> bytes | None:
+        if "prefix=docs%2F&" not in path + "&":
+            return None  # s3idx's own objects (manifests): the server's listing
+        keys, token, truncated = next_page if "continuation-token=t1" in path else first
+        return _page(keys, token, truncated=truncated)
+
+    return answer
+
+
+@pytest.mark.parametrize("case", list(LISTINGS))
+def test_a_listing_that_does_not_progress_is_unavailable_not_a_loop_or_a_bug(
+    run: Run, s3_endpoint: str, tmp_path: Path, case: str
+) -> None:
+    index = ["--index", str(tmp_path / "i.sqlite3")]
+    direct = ["--store", "s3://bucket/docs", "--endpoint-url", s3_endpoint, *index]
+    assert run("put", *direct, "--create-bucket", input=jsonl(*DOCS)).exit_code == 0
+    env = subprocess_env(tmp_path / "home")
+    env |= {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+
+    with S3Proxy(s3_endpoint) as proxy:
+        proxy.listing = _listing(case)
+        where = ["--store", "s3://bucket/docs", "--endpoint-url", proxy.url, *index]
+        for command in (("sync", "--check"), ("sync",), ("rebuild-index",), ("verify",)):
+            # A process of its own, with a deadline: a listing paged for ever must fail the test.
+            result = subprocess.run(
+                [sys.executable, "-m", "s3idx", *command, *where],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert result.returncode == ExitStatus.UNAVAILABLE, (command, result.stderr)
+            assert (
+                f"s3idx: error: S3 ListObjectsV2 on s3://bucket/docs answered a listing no S3 "
+                f"server gives: {LISTING_ERRORS[case]}\n" in result.stderr
+            ), (command, result.stderr)
+            assert (
+                "hint: the S3 server (or a proxy before it) pages listings wrongly: check "
+                "its version, or report it to its vendor" in result.stderr
+            ), result.stderr
+
+    # The failed rebuild-index and sync left the index as it was.
+    assert run("sync", *direct, "--check").exit_code == 0

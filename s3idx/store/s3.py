@@ -38,6 +38,7 @@ from s3idx._version import __version__
 from s3idx.codec import MAX_KEY_BYTES, check_metadata_size, is_reserved_key, lists_reserved
 from s3idx.config import redact, redact_location
 from s3idx.errors import (
+    BackendUnavailableError,
     InvalidKeyError,
     ObjectChangedError,
     ObjectNotFoundError,
@@ -585,10 +586,18 @@ class S3Store:
             params["StartAfter"] = self._full(start_after)
         cut = len(self._base)
         hide_reserved = not lists_reserved(prefix)
+        previous = params.get("StartAfter")
         while True:
             with self._translated():
                 page = self._client.list_objects_v2(**params)
             for item in page.get("Contents", ()):
+                # S3 lists each key once, in ascending order: a key that is not after the one
+                # before it is a page repeated or overlapping, which could page for ever.
+                if previous is not None and item["Key"] <= previous:
+                    raise self._bad_listing(
+                        f"it lists {item['Key'][cut:]!r} after {previous[cut:]!r}"
+                    )
+                previous = item["Key"]
                 key = item["Key"][cut:]
                 if not key:
                     continue  # a console "folder" marker for the prefix itself
@@ -601,7 +610,27 @@ class S3Store:
                 )
             if not page.get("IsTruncated"):
                 return
-            params["ContinuationToken"] = page["NextContinuationToken"]
+            params["ContinuationToken"] = self._next_token(page, params.get("ContinuationToken"))
+
+    def _next_token(self, page: Mapping[str, Any], sent: str | None) -> str:
+        """The token of the next page; a page that gives none, or the one it was asked with
+        (empty pages could then follow for ever), is refused."""
+        token = page.get("NextContinuationToken")
+        if not token:
+            raise self._bad_listing("a page says more follow but gives no continuation token")
+        if token == sent:
+            raise self._bad_listing(
+                "a page gives back the continuation token it was asked with, so the listing "
+                "would never end"
+            )
+        return str(token)
+
+    def _bad_listing(self, what: str) -> BackendUnavailableError:
+        return BackendUnavailableError(
+            f"S3 ListObjectsV2 on {self.location} answered a listing no S3 server gives: {what}",
+            hint="the S3 server (or a proxy before it) pages listings wrongly: check its "
+            "version, or report it to its vendor",
+        )
 
     def replace_metadata(
         self, key: str, metadata: Mapping[str, str], *, if_match: str
