@@ -14,6 +14,7 @@ import socket
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
@@ -50,6 +51,9 @@ class S3Proxy:
         # The next ``cut_bodies`` object GETs send half their body, then close the connection.
         self.cut_bodies = cut_bodies
         self.bodies_cut = 0
+        # Given a listing's path, the ListObjectsV2 XML to answer instead of the server's (a
+        # server that pages wrongly), or None to relay the listing.
+        self.listing: Callable[[str], bytes | None] | None = None
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
@@ -103,6 +107,10 @@ class S3Proxy:
                 proxy._count("LIST" if listing else self.command, slowed, self.path)
                 if proxy.delay:
                     time.sleep(proxy.delay)
+                answer = proxy.listing(self.path) if proxy.listing and listing else None
+                if answer is not None:
+                    self._answer(200, {"Content-Type": "application/xml"}, answer)
+                    return
                 if slowed:
                     status, error = proxy.fault
                     self._answer(status, {"Content-Type": "application/xml"}, error)

@@ -73,6 +73,11 @@ _STANDARD_ATTRIBUTES = frozenset(
 _STATUS = re.compile(r"status code: (\d{3})")
 _CODE = re.compile(r"<Code>([^<]+)</Code>")
 _MESSAGE = re.compile(r"<Message>([^<]*)</Message>")
+_REDIRECT = re.compile(r"Received redirect without LOCATION", re.I)
+_PERMANENT_REDIRECT = (
+    "status code: 301, <Code>PermanentRedirect</Code><Message>the server redirects the request "
+    "without saying where (a bucket of another region)</Message>"
+)
 # Connection failures that mean "nothing answers there" rather than "the answer was lost".
 _BAD_HEADER = re.compile(r"InvalidHeaderValue|invalid header value|failed to parse header", re.I)
 _TIMED_OUT = re.compile(r"kind: Timeout|TimedOut|operation timed out", re.I)
@@ -315,6 +320,10 @@ def translate_obstore_error(
     remember_credentials(connection.session)
     text = str(exc)
     status = _STATUS.search(text)
+    if status is None and _REDIRECT.search(text):
+        # obstore's own words for a 301 without a Location (S3's PermanentRedirect): rebuilt
+        # as the answer it was, for the same usage error as botocore's.
+        text, status = _PERMANENT_REDIRECT, _STATUS.search(_PERMANENT_REDIRECT)
     if status is not None:
         code_match = _CODE.search(text)
         code = code_match.group(1) if code_match else status.group(1)

@@ -38,6 +38,7 @@ from s3idx._version import __version__
 from s3idx.codec import MAX_KEY_BYTES, check_metadata_size, is_reserved_key, lists_reserved
 from s3idx.config import redact, redact_location
 from s3idx.errors import (
+    BackendUnavailableError,
     InvalidKeyError,
     ObjectChangedError,
     ObjectNotFoundError,
@@ -217,6 +218,7 @@ class S3Connection:
         # with part of "100 Continue" and closes makes it spin forever in _consume_headers
         # (no timeout fires). Bodies here are small and sent whole: the header buys nothing.
         client.meta.events.register_last("before-call.s3", _without_expect_header)
+        client.meta.events.register_first("needs-retry.s3", _no_region_lookup)
         # before-send fires once per HTTP request actually sent (each page, each part).
         client.meta.events.register("before-send.s3", self._count_request)
         return session, client
@@ -584,10 +586,18 @@ class S3Store:
             params["StartAfter"] = self._full(start_after)
         cut = len(self._base)
         hide_reserved = not lists_reserved(prefix)
+        previous = params.get("StartAfter")
         while True:
             with self._translated():
                 page = self._client.list_objects_v2(**params)
             for item in page.get("Contents", ()):
+                # S3 lists each key once, in ascending order: a key that is not after the one
+                # before it is a page repeated or overlapping, which could page for ever.
+                if previous is not None and item["Key"] <= previous:
+                    raise self._bad_listing(
+                        f"it lists {item['Key'][cut:]!r} after {previous[cut:]!r}"
+                    )
+                previous = item["Key"]
                 key = item["Key"][cut:]
                 if not key:
                     continue  # a console "folder" marker for the prefix itself
@@ -600,7 +610,27 @@ class S3Store:
                 )
             if not page.get("IsTruncated"):
                 return
-            params["ContinuationToken"] = page["NextContinuationToken"]
+            params["ContinuationToken"] = self._next_token(page, params.get("ContinuationToken"))
+
+    def _next_token(self, page: Mapping[str, Any], sent: str | None) -> str:
+        """The token of the next page; a page that gives none, or the one it was asked with
+        (empty pages could then follow for ever), is refused."""
+        token = page.get("NextContinuationToken")
+        if not token:
+            raise self._bad_listing("a page says more follow but gives no continuation token")
+        if token == sent:
+            raise self._bad_listing(
+                "a page gives back the continuation token it was asked with, so the listing "
+                "would never end"
+            )
+        return str(token)
+
+    def _bad_listing(self, what: str) -> BackendUnavailableError:
+        return BackendUnavailableError(
+            f"S3 ListObjectsV2 on {self.location} answered a listing no S3 server gives: {what}",
+            hint="the S3 server (or a proxy before it) pages listings wrongly: check its "
+            "version, or report it to its vendor",
+        )
 
     def replace_metadata(
         self, key: str, metadata: Mapping[str, str], *, if_match: str
@@ -642,6 +672,25 @@ class S3Store:
 def _sends_if_match(client: Any) -> bool:
     shape = client.meta.service_model.operation_model("DeleteObject").input_shape
     return "IfMatch" in shape.members
+
+
+def _no_region_lookup(request_dict: dict[str, Any], response: Any, **kwargs: Any) -> None:
+    """Let botocore follow a redirect only where the answer names the bucket's region.
+
+    Its region redirector, given a redirect that does not (a server or proxy that drops
+    x-amz-bucket-region, a web front moving http:// to https://), asks the region with a
+    HeadBucket, whose own redirect asks again, until RecursionError. Marked as redirected
+    already, the request fails with the redirect instead: a usage error that says so.
+    """
+    if response is None or response[0] is None or response[0].status_code < 300:
+        return
+    parsed = response[1]
+    headers = parsed.get("ResponseMetadata", {}).get("HTTPHeaders", {})
+    if "x-amz-bucket-region" in headers or parsed.get("Error", {}).get("Region"):
+        return
+    redirect = request_dict.get("context", {}).get("s3_redirect")
+    if isinstance(redirect, dict):
+        redirect["redirected"] = True
 
 
 def _without_expect_header(params: dict[str, Any], **kwargs: Any) -> None:

@@ -66,6 +66,11 @@ _CREDENTIALS_HINT = (
 _PERMISSION_HINT = "the credentials work but are not allowed to do this on this bucket"
 _EXPIRED_HINT = "the session token has expired: refresh it (e.g. aws sso login) and try again"
 _REGION_HINT = "give the bucket's region with --region (or set it in the AWS profile)"
+# A redirect: S3's for a bucket of another region, or a web front's (http:// to https://).
+_REDIRECT_HINT = (
+    f"{_REGION_HINT}; if --endpoint-url names a web front that redirects, give the URL S3 is "
+    "served at"
+)
 _TRANSIENT_HINT = "S3 is busy or failing; run the command again later"
 _NOT_S3_HINT = (
     "check that --endpoint-url names an S3 server: this one does not implement the request"
@@ -133,7 +138,13 @@ ERROR_TABLE: dict[str, tuple[type[S3idxError], str | None]] = {
     ),
     "IllegalLocationConstraintException": (UsageError, _REGION_HINT),
     "AuthorizationHeaderMalformed": (UsageError, _REGION_HINT),
-    "PermanentRedirect": (UsageError, _REGION_HINT),
+    "PermanentRedirect": (UsageError, _REDIRECT_HINT),
+    "TemporaryRedirect": (UsageError, _REDIRECT_HINT),
+    "Redirect": (UsageError, _REDIRECT_HINT),
+    "301": (UsageError, _REDIRECT_HINT),
+    "302": (UsageError, _REDIRECT_HINT),
+    "307": (UsageError, _REDIRECT_HINT),
+    "308": (UsageError, _REDIRECT_HINT),
 }
 
 _CREDENTIAL_ERRORS = (
@@ -217,7 +228,11 @@ def not_s3(code: str) -> bool:
 
 
 def error_code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
+    """The S3 error code; else (an answer whose body is no S3 error, such as a web front's
+    HTML page) its HTTP status, as botocore gives for a HEAD."""
+    code = exc.response.get("Error", {}).get("Code")
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return str(code or status or "")
 
 
 def translate_error(
@@ -340,6 +355,9 @@ def _client_error(
         )
     error = exc.response.get("Error", {})
     message = redact(str(error.get("Message") or ""), vendor_text=True) or "no message"
+    location = _redirect_location(exc) if hint is _REDIRECT_HINT else None
+    if location:
+        message += f" (redirected to {redact_location(location, vendor_text=True)})"
     operation = exc.operation_name or "request"
     text = f"S3 {operation} on {where} failed: {code or 'unknown error'}: {message}"
     retries = exc.response.get("ResponseMetadata", {}).get("RetryAttempts")
@@ -348,6 +366,12 @@ def _client_error(
     if cls is TransientError:
         return TransientError(text, hint=hint, throttled=code in _THROTTLING)
     return cls(text, hint=hint)
+
+
+def _redirect_location(exc: ClientError) -> str | None:
+    headers = exc.response.get("ResponseMetadata", {}).get("HTTPHeaders", {})
+    location = headers.get("location")
+    return str(location) if location else None
 
 
 # Codes that ask the client to send less, not only to wait.
