@@ -467,7 +467,12 @@ def _preload_maggma(rnd: Round, store: ObjectStore, keys: list[str]) -> None:
 def test_rewrite_beside_put_and_delete(rounds: Iterator[Round]) -> None:
     """``sync --rewrite`` or ``rebuild-index --rewrite`` converting maggma's objects while a put
     rewrites some of them and a delete removes others: the put's documents stay in the bucket
-    (the rewrite never writes the old document back over them) and no deleted one returns."""
+    (the rewrite never writes the old document back over them) and no deleted one returns.
+
+    The exact moment (another writer between the rewrite's GET and PUT) is pinned in
+    tests/test_rewrite_races.py; this runs it with random timing. moto compares If-Match and
+    stores in two steps inside its own handler, a moment no client can close (AWS S3 and the
+    local store compare and write in one)."""
     for number, on_s3 in enumerate(rounds):
         # Odd rounds on the local store, even ones on moto (both honour a conditional put).
         rnd = on_s3
