@@ -349,11 +349,14 @@ def verify_summary(result: VerifyResult) -> str:
 
 def _maggma(maggma: MaggmaObjects, separator: str) -> str:
     """Said only when maggma's objects were met, so s3idx-only runs read as before."""
-    if not (maggma.indexed or maggma.rewritten or maggma.rewrite_failed):
+    if not (maggma.indexed or maggma.rewritten or maggma.rewrite_failed or maggma.rewrite_skipped):
         return ""
     text = f"{separator}{plural(maggma.indexed, 'maggma object')}"
-    if maggma.rewritten or maggma.rewrite_failed:
-        text += f" ({maggma.rewritten} rewritten, {maggma.rewrite_failed} not rewritten)"
+    if maggma.rewritten or maggma.rewrite_failed or maggma.rewrite_skipped:
+        text += f" ({maggma.rewritten} rewritten, {maggma.rewrite_failed} not rewritten"
+        if maggma.rewrite_skipped:
+            text += f", {maggma.rewrite_skipped} changed meanwhile by another writer, kept"
+        text += ")"
     return text
 
 

@@ -6,6 +6,7 @@ Shared by rebuild-index and sync; each HEAD's metadata becomes an entry through
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -20,8 +21,13 @@ from s3idx.engine.metadata_entry import (
     undecodable_reason,
     unusable_reason,
 )
-from s3idx.engine.results import MaggmaObjects, Skipped
-from s3idx.errors import NotAnS3idxObjectError, ObjectNotFoundError, UndecodableMetadataError
+from s3idx.engine.results import OVERTAKEN_REASON, MaggmaObjects, Skipped
+from s3idx.errors import (
+    NotAnS3idxObjectError,
+    ObjectChangedError,
+    ObjectNotFoundError,
+    UndecodableMetadataError,
+)
 from s3idx.index.base import Entry
 from s3idx.store.base import ObjectHead, ObjectStore
 
@@ -87,7 +93,12 @@ class EntryCollector:
                 error, outcome = None, work(item)
             if isinstance(item, str):
                 self.heads += 1
-            if outcome is not None:
+            if outcome is not None and outcome.overtaken:
+                self.maggma.overtaken(outcome.key)
+                self._report(outcome.key, f"not rewritten: {OVERTAKEN_REASON}")
+            if outcome is not None and outcome.gone:
+                self.skipped.vanished += 1  # deleted by another writer while being rewritten
+            elif outcome is not None:
                 entry = self._take(outcome)
                 if entry is not None:
                     yield entry
@@ -147,6 +158,10 @@ class _Outcome:
     head: ObjectHead | None
     recovered: Recovered | None = None
     error: NotAnS3idxObjectError | UndecodableMetadataError | None = None
+    # The rewrite lost its condition: another writer replaced or deleted the object after it
+    # was read, so this outcome is of the key as read again (``gone``: no object any more).
+    overtaken: bool = False
+    gone: bool = False
 
 
 def _head_and_recover(
@@ -163,5 +178,18 @@ def _head_and_recover(
         return _Outcome(key, head, error=exc)
     # An object whose key field disagrees is refused by the collector: it must not be rewritten.
     if rewriter is not None and recovered.maggma and key_field in (None, recovered.key_field):
-        return _Outcome(key, head, rewriter(recovered))
+        try:
+            return _Outcome(key, head, rewriter(recovered))
+        except ObjectChangedError:
+            return _read_again(store, key_field, key)
     return _Outcome(key, head, recovered)
+
+
+def _read_again(store: ObjectStore, key_field: str | None, key: str) -> _Outcome:
+    """The key as another writer left it, after it overtook a rewrite: that writer's object
+    is indexed as it is (not rewritten: a maggma object is converted by the next rewrite)."""
+    try:
+        outcome = _head_and_recover(store, key_field, None, key)
+    except ObjectNotFoundError:
+        return _Outcome(key, None, overtaken=True, gone=True)
+    return dataclasses.replace(outcome, overtaken=True)

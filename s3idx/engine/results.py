@@ -134,6 +134,10 @@ class Skipped:
             self.undecodable_keys.append((key, reason))
 
 
+# Why a ``--rewrite`` left an object as it is though nothing failed.
+OVERTAKEN_REASON = "another writer changed it since it was read; left as that writer wrote it"
+
+
 @dataclass(slots=True)
 class MaggmaObjects:
     """Objects written by maggma's S3Store that gave entries, and what ``--rewrite`` made of them.
@@ -145,6 +149,10 @@ class MaggmaObjects:
     rewritten: int = 0
     rewrite_failed: int = 0
     rewrite_failed_keys: list[tuple[str, str]] = field(default_factory=list)
+    # Not rewritten: another writer replaced or deleted the object after the rewrite read it,
+    # and its write was kept (OVERTAKEN_REASON). Nothing failed.
+    rewrite_skipped: int = 0
+    rewrite_skipped_keys: list[str] = field(default_factory=list)
 
     def count(self, recovered: Recovered) -> None:
         self.indexed += recovered.maggma
@@ -154,20 +162,33 @@ class MaggmaObjects:
             if len(self.rewrite_failed_keys) < REPORTED_KEYS_LIMIT:
                 self.rewrite_failed_keys.append((recovered.key, recovered.rewrite_failure))
 
+    def overtaken(self, key: str) -> None:
+        self.rewrite_skipped += 1
+        if len(self.rewrite_skipped_keys) < REPORTED_KEYS_LIMIT:
+            self.rewrite_skipped_keys.append(key)
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "maggma": self.indexed,
             "rewritten": self.rewritten,
             "rewrite_failed": self.rewrite_failed,
             "rewrite_failed_keys": [{"key": k, "reason": r} for k, r in self.rewrite_failed_keys],
+            "rewrite_skipped": self.rewrite_skipped,
+            "rewrite_skipped_keys": list(self.rewrite_skipped_keys),
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> MaggmaObjects:
-        """From ``as_dict``; a checkpoint written before maggma support has none of it."""
+        """From ``as_dict``; a checkpoint written before maggma support (or before
+        ``rewrite_skipped``) has none of it."""
         failed = [(d["key"], d["reason"]) for d in data.get("rewrite_failed_keys", ())]
         return cls(
-            data.get("maggma", 0), data.get("rewritten", 0), data.get("rewrite_failed", 0), failed
+            data.get("maggma", 0),
+            data.get("rewritten", 0),
+            data.get("rewrite_failed", 0),
+            failed,
+            data.get("rewrite_skipped", 0),
+            list(data.get("rewrite_skipped_keys", ())),
         )
 
 

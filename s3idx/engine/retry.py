@@ -210,8 +210,20 @@ class RetryingStore:
         if prepare is not None:
             self._call(prepare)
 
-    def put(self, key: str, body: bytes, metadata: Mapping[str, str]) -> PutReceipt:
-        return self._call(lambda: self.inner.put(key, body, metadata))
+    def put(
+        self, key: str, body: bytes, metadata: Mapping[str, str], *, if_match: str | None = None
+    ) -> PutReceipt:
+        # A conditional put retried after its first attempt landed (its answer lost) is
+        # refused, the ETag being its own now: ObjectChangedError, and the caller reads the key
+        # again (engine/collector.py), finding its own write.
+        if if_match is None:
+            return self._call(lambda: self.inner.put(key, body, metadata))
+        return self._call(lambda: self.inner.put(key, body, metadata, if_match=if_match))
+
+    @property
+    def conditional_puts_supported(self) -> bool:
+        """False when the store compares an ETag and writes in two steps (see S3Store)."""
+        return bool(getattr(self.inner, "conditional_puts_supported", True))
 
     def stored_size(self, body: bytes, metadata: Mapping[str, str]) -> int:
         """What a put of this (encoded) body takes in the store, as its receipt would say: the

@@ -5,6 +5,10 @@ configured codec, with s3idx metadata built from the document itself: the entry 
 values' real types, and a later rebuild gives it back exactly. As in ``put``, the object is
 written before its entry: the caller upserts the entry this returns, with the new ETag.
 
+The write is conditional on the ETag the GET returned (``ObjectStore.put(if_match=...)``): a
+``put`` or ``delete`` of the key by another writer between the two is kept, and the rewrite
+raises ObjectChangedError for the caller (``engine/collector.py``) to index what is there now.
+
 Each rewritten object gets a manifest line (its new ETag, size and metadata) in the caller's
 ``ManifestBatches``, written every ``MANIFEST_BATCH`` objects and when the caller flushes or
 closes it: a later rebuild then needs no HEAD for it.
@@ -72,8 +76,13 @@ class MaggmaRewriter:
             entry, current.key_field, current.fields, self._codec, prepared.sha256
         )
         codec.check_metadata_size(metadata, current.key, entry)
+        # Only over the object read: a put or a delete landing since wins (ObjectChangedError,
+        # which the collector handles by reading the key again), never undone by this write.
         receipt = self._store.put(
-            current.key, codec.encode_raw(prepared.body, self._codec), metadata
+            current.key,
+            codec.encode_raw(prepared.body, self._codec),
+            metadata,
+            if_match=body.head.etag,
         )
         bookkeeping = Bookkeeping(receipt.etag, receipt.size, prepared.sha256, self._codec)
         if self.manifests is not None:

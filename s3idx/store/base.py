@@ -148,7 +148,17 @@ class ObjectStore(Protocol):
         """Raise InvalidKeyError if this store cannot hold the key (prefix length, file names)."""
         ...
 
-    def put(self, key: str, body: bytes, metadata: Mapping[str, str]) -> PutReceipt: ...
+    def put(
+        self, key: str, body: bytes, metadata: Mapping[str, str], *, if_match: str | None = None
+    ) -> PutReceipt:
+        """Store the object, replacing any under the key.
+
+        With ``if_match``, only if the key's object still has that ETag: otherwise (another
+        ETag, or no object) ObjectChangedError and no change, so a write that replaces an
+        object it read never undoes a put or a delete made since (docs/ARCHITECTURE.md,
+        "Conditional writes"). Atomic where the store makes it so (``conditional_puts``).
+        """
+        ...
 
     def open(self, key: str) -> ObjectBody:
         """Raises ObjectNotFoundError for a missing key."""

@@ -23,11 +23,12 @@ Symbolic links inside the root are never followed (the root itself may be one): 
 written and is not found, a linked object file is not an object. So nothing is read or written
 outside the root, and reads agree with the listing.
 
-A conditional delete's check of the ETag and its unlink, a metadata replacement's check and
-rename, and a put's rename each run under an exclusive ``flock`` of the key's lock file
-(``locks/NN``, one of ``LOCK_STRIPES``, chosen by a hash of the key), so a check and its act are
-one step for every process on the machine: a conditional delete never removes an object put
-between them. Where ``fcntl`` is missing (Windows) there is no lock, and that window is open.
+A conditional delete's check of the ETag and its unlink, a metadata replacement's or a
+conditional put's check and rename, and a put's rename each run under an exclusive ``flock`` of
+the key's lock file (``locks/NN``, one of ``LOCK_STRIPES``, chosen by a hash of the key), so a
+check and its act are one step for every process on the machine: a conditional delete never
+removes an object put between them, nor does a conditional put replace one. Where ``fcntl`` is
+missing (Windows) there is no lock, and that window is open.
 
 A temporary file is named ``KIND-PID@HOST-RANDOM``. One left by a writer that died (kill -9,
 power loss) is removed by the next put or listing: once it is a minute old if its writer ran on
@@ -258,7 +259,9 @@ class LocalStore:
         the metadata header, then the body."""
         return len(_header(metadata)) + len(body)
 
-    def put(self, key: str, body: bytes, metadata: Mapping[str, str]) -> PutReceipt:
+    def put(
+        self, key: str, body: bytes, metadata: Mapping[str, str], *, if_match: str | None = None
+    ) -> PutReceipt:
         self.requests.add()
         self._ready(for_write=True)
         check_metadata_size(metadata, key)
@@ -275,6 +278,8 @@ class LocalStore:
                     fh.flush()
                     st = os.fstat(fh.fileno())
                 with self._key_lock(key):
+                    if if_match is not None:
+                        self._check_unchanged(key, path, if_match)
                     self._refuse_another_keys_file(key, path)
                     self._rename_into_place(tmp, path)
             except BaseException:
@@ -283,6 +288,17 @@ class LocalStore:
         except OSError as exc:
             raise _unavailable(self.root, exc) from None
         return PutReceipt(_etag(st), st.st_size)
+
+    def _check_unchanged(self, key: str, path: Path, etag: str) -> None:
+        """ObjectChangedError unless the key's file still has ``etag``; called under the key's
+        lock, which every rename into place and conditional delete takes, so nothing lands
+        between this check and the caller's rename."""
+        try:
+            current = _etag(os.lstat(path))
+        except (FileNotFoundError, NotADirectoryError):
+            raise ObjectChangedError(key) from None  # deleted since it was read
+        if current != etag:
+            raise ObjectChangedError(key)
 
     def _refuse_another_keys_file(self, key: str, path: Path) -> None:
         """Refuse to replace a file whose metadata names another key.

@@ -173,9 +173,13 @@ class ObstoreS3Store:
     def check_key(self, key: str) -> None:
         self.connection.check_key(key)
 
-    def put(self, key: str, body: bytes, metadata: Mapping[str, str]) -> PutReceipt:
-        if len(body) >= self._multipart_threshold:
-            return self._boto.put(key, body, metadata)  # multipart: rare, and boto3 does it
+    def put(
+        self, key: str, body: bytes, metadata: Mapping[str, str], *, if_match: str | None = None
+    ) -> PutReceipt:
+        if if_match is not None or len(body) >= self._multipart_threshold:
+            # Multipart and conditional puts (rewrites): rare, and boto3 does them, with one
+            # translation of If-Match's refusals (S3Store._put_if_match).
+            return self._boto.put(key, body, metadata, if_match=if_match)
         check_metadata_size(metadata, key)
         try:
             result = self._put(key, body, metadata)
@@ -254,6 +258,10 @@ class ObstoreS3Store:
     @property
     def conditional_deletes_supported(self) -> bool:
         return self._boto.conditional_deletes_supported
+
+    @property
+    def conditional_puts_supported(self) -> bool:
+        return self._boto.conditional_puts_supported
 
     def replace_metadata(
         self, key: str, metadata: Mapping[str, str], *, if_match: str

@@ -121,6 +121,20 @@ def _strip_etag(etag: str) -> str:
 # --- the bucket and the session both transports share ----------------------------------------
 
 
+# What a conditional put's refusal looks like: another ETag (412), no object any more (404), or
+# a conflicting write in flight on the key (409, AWS): each means another writer got there.
+_CHANGED_CODES = frozenset(
+    {
+        "PreconditionFailed",
+        "412",
+        "NoSuchKey",
+        "404",
+        "NotFound",
+        "ConditionalRequestConflict",
+        "409",
+    }
+)
+
 # Conditional deletes (If-Match) are one DeleteObject per key; this many run at once.
 CONDITIONAL_DELETE_THREADS = 16
 
@@ -393,7 +407,11 @@ class S3Store:
         # Whether DeleteObject's If-Match is honoured: False once the server answers
         # NotImplemented, or when this botocore cannot send it (it would drop the parameter
         # silently: validation is off). Deletes then compare by a HEAD first (delete()).
-        self.conditional_deletes_supported = _sends_if_match(self._client)
+        self.conditional_deletes_supported = _sends_if_match(self._client, "DeleteObject")
+        # Whether PutObject's If-Match is honoured: False once the server answers
+        # NotImplemented, or when this botocore cannot send it. Conditional puts then compare
+        # by a HEAD first (_put_if_match).
+        self.conditional_puts_supported = _sends_if_match(self._client, "PutObject")
 
     def __repr__(self) -> str:
         endpoint = redact_location(self.connection.endpoint_url, vendor_text=True)
@@ -413,10 +431,15 @@ class S3Store:
 
     # --- writing -----------------------------------------------------------------------------
 
-    def put(self, key: str, body: bytes, metadata: Mapping[str, str]) -> PutReceipt:
+    def put(
+        self, key: str, body: bytes, metadata: Mapping[str, str], *, if_match: str | None = None
+    ) -> PutReceipt:
         # S3 enforces 2 KB of metadata, but S3-compatible servers (and moto) may not.
         check_metadata_size(metadata, key)
         full_key, meta = self._full(key), dict(metadata)
+        if if_match is not None:
+            # The object was read, so its bucket exists: no bucket to create here.
+            return self._put_if_match(key, full_key, body, meta, if_match)
         with self._translated(key):
             try:
                 return self._upload(full_key, body, meta)
@@ -428,18 +451,64 @@ class S3Store:
             self.connection.create_missing_bucket()
             return self._upload(full_key, body, meta)
 
-    def _upload(self, full_key: str, body: bytes, metadata: dict[str, str]) -> PutReceipt:
+    def _put_if_match(
+        self, key: str, full_key: str, body: bytes, metadata: dict[str, str], etag: str
+    ) -> PutReceipt:
+        """PutObject with If-Match: the server compares the ETag and writes in one step.
+
+        A multipart body is compared by a HEAD first, then its completion carries If-Match
+        (AWS S3 honours it there; moto does not, so there the moment between is open). A
+        server that answers NotImplemented gets a HEAD and a plain put instead, with the same
+        open moment, and ``conditional_puts_supported`` turns False so callers can say so.
+        """
+        if not self.conditional_puts_supported or len(body) >= self._multipart_threshold:
+            self._check_unchanged(key, etag)
+            if not self.conditional_puts_supported:
+                with self._translated(key):
+                    return self._upload(full_key, body, metadata)
+        try:
+            return self._upload(full_key, body, metadata, if_match=etag)
+        except ClientError as exc:
+            code = error_code(exc)
+            if code in _CHANGED_CODES:
+                raise ObjectChangedError(key) from None
+            if code in ("NotImplemented", "501"):
+                self.conditional_puts_supported = False
+                return self._put_if_match(key, full_key, body, metadata, etag)
+            raise self._error(exc, key) from None
+        except BotoCoreError as exc:
+            raise self._error(exc, key) from None
+
+    def _check_unchanged(self, key: str, etag: str) -> None:
+        try:
+            current = self.head(key)
+        except ObjectNotFoundError:
+            raise ObjectChangedError(key) from None  # deleted since it was read
+        if current.etag != etag:
+            raise ObjectChangedError(key)
+
+    def _upload(
+        self, full_key: str, body: bytes, metadata: dict[str, str], if_match: str | None = None
+    ) -> PutReceipt:
+        # If-Match, when given, is sent quoted, as the ETag is in S3's own answers.
+        condition = {} if if_match is None else {"IfMatch": f'"{if_match}"'}
         if len(body) >= self._multipart_threshold:
-            etag = self._upload_multipart(full_key, body, metadata)
+            etag = self._upload_multipart(full_key, body, metadata, condition)
         else:
             response = self._client.put_object(
-                Bucket=self.bucket, Key=full_key, Body=body, Metadata=metadata
+                Bucket=self.bucket, Key=full_key, Body=body, Metadata=metadata, **condition
             )
             etag = response["ETag"]
         self.connection.bucket_seen = True
         return PutReceipt(_strip_etag(etag), len(body))
 
-    def _upload_multipart(self, full_key: str, body: bytes, metadata: dict[str, str]) -> str:
+    def _upload_multipart(
+        self,
+        full_key: str,
+        body: bytes,
+        metadata: dict[str, str],
+        condition: Mapping[str, str] | None = None,
+    ) -> str:
         client, bucket = self._client, self.bucket
         upload = client.create_multipart_upload(Bucket=bucket, Key=full_key, Metadata=metadata)
         upload_id = upload["UploadId"]
@@ -460,6 +529,7 @@ class S3Store:
                 Key=full_key,
                 UploadId=upload_id,
                 MultipartUpload={"Parts": parts},
+                **(condition or {}),
             )
         except BaseException:
             # An unfinished upload keeps its parts (and their storage bill) until aborted.
@@ -669,8 +739,8 @@ class S3Store:
         self.connection.close()
 
 
-def _sends_if_match(client: Any) -> bool:
-    shape = client.meta.service_model.operation_model("DeleteObject").input_shape
+def _sends_if_match(client: Any, operation: str) -> bool:
+    shape = client.meta.service_model.operation_model(operation).input_shape
     return "IfMatch" in shape.members
 
 

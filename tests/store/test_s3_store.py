@@ -38,6 +38,7 @@ from s3idx.errors import (
     InvalidKeyError,
     MetadataTooLargeError,
     NotFoundError,
+    ObjectChangedError,
     ObjectNotFoundError,
     S3idxError,
     TransientError,
@@ -747,3 +748,76 @@ def test_each_list_page_and_multipart_call_is_a_request(
     before = store.requests.value
     assert store.delete([f"gone{i}" for i in range(1001)]) == []  # two DeleteObjects
     assert store.requests.value - before == 2
+
+
+# --- conditional puts (--rewrite) -------------------------------------------------------------
+
+
+def test_a_conditional_multipart_put_is_refused_over_a_changed_object(
+    s3_endpoint: str, s3_bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = make_store(
+        s3_endpoint, s3_bucket, multipart_threshold=5 * MiB, multipart_chunksize=5 * MiB
+    )
+    first = store.put("big", b"small first", META)
+    conditions: list[str | None] = []
+    real_complete = store.connection.client.complete_multipart_upload
+
+    def complete(**params: Any) -> Any:
+        conditions.append(params.get("IfMatch"))
+        return real_complete(**params)
+
+    monkeypatch.setattr(store.connection.client, "complete_multipart_upload", complete)
+    data = os.urandom(6 * MiB)
+
+    receipt = store.put("big", data, META, if_match=first.etag)
+    # AWS compares at completion; moto ignores If-Match there, so a HEAD compares first.
+    assert conditions == [f'"{first.etag}"']
+    assert store.open("big").read() == data
+    with pytest.raises(ObjectChangedError):
+        store.put("big", os.urandom(6 * MiB), META, if_match=first.etag)
+    assert store.head("big").etag == receipt.etag
+
+
+@pytest.mark.parametrize(
+    ("code", "status"), [("PreconditionFailed", 412), ("ConditionalRequestConflict", 409)]
+)
+def test_a_refused_condition_is_an_object_changed_error(
+    s3_endpoint: str, s3_bucket: str, monkeypatch: pytest.MonkeyPatch, code: str, status: int
+) -> None:
+    store = make_store(s3_endpoint, s3_bucket)
+    first = store.put("k", b"one", META)
+
+    def refuse(**params: Any) -> Any:
+        raise client_error(code, "another writer", status, "PutObject")
+
+    monkeypatch.setattr(store.connection.client, "put_object", refuse)
+
+    with pytest.raises(ObjectChangedError):
+        store.put("k", b"two", META, if_match=first.etag)
+
+
+def test_a_server_without_conditional_puts_compares_by_a_head_first(
+    s3_endpoint: str, s3_bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = make_store(s3_endpoint, s3_bucket)
+    first = store.put("k", b"one", META)
+    real_put = store.connection.client.put_object
+
+    def no_if_match(**params: Any) -> Any:
+        if "IfMatch" in params:
+            raise client_error("NotImplemented", "If-Match is not supported", 501, "PutObject")
+        return real_put(**params)
+
+    monkeypatch.setattr(store.connection.client, "put_object", no_if_match)
+
+    second = store.put("k", b"two", META, if_match=first.etag)
+
+    assert store.conditional_puts_supported is False
+    assert store.open("k").read() == b"two"
+    with pytest.raises(ObjectChangedError):
+        store.put("k", b"three", META, if_match=first.etag)  # refused by the HEAD's ETag
+    with pytest.raises(ObjectChangedError):
+        store.put("gone", b"x", META, if_match=second.etag)  # no object: nothing to replace
+    assert store.open("k").read() == b"two"
+    assert [o.key for o in store.list_objects()] == ["k"]
