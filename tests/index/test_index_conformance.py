@@ -691,6 +691,35 @@ def test_rebuild_without_resume_starts_afresh(filled: Index) -> None:
     assert keys(filled.find()) == ["z"]
 
 
+def test_a_superseded_rebuild_never_writes_into_the_one_that_replaced_it(
+    filled: Index, open_index: Any
+) -> None:
+    """Two rebuild-index at once: the later start takes the rebuild over, and what the earlier
+    one still writes before it notices (a batch in flight) must not reach the later one."""
+    old = filled.start_rebuild(KEY)
+    old.upsert([entry("a", n=1), entry("gone", n=1)])
+    old.save_checkpoint({"after": "gone"})
+    new = open_index().start_rebuild(KEY)
+    new.upsert(NEW)
+    late_writes: list[Callable[[], object]] = [
+        lambda: old.upsert([entry("stale", n=9), entry("x", n=-1)]),
+        lambda: old.delete(["y"]),
+    ]
+    for write in late_writes:
+        try:
+            write()  # SQLite refuses it; MongoDB writes into the old run's own staging
+        except S3idxError as exc:
+            assert "was replaced by another rebuild-index" in exc.message
+    with pytest.raises(S3idxError, match="was replaced by another rebuild-index"):
+        old.save_checkpoint({"after": "stale"})
+
+    resumed = open_index().start_rebuild(KEY, resume=True)  # continues the new one
+    assert resumed.checkpoint() is None
+    assert resumed.has_keys(["a", "gone", "stale", "x", "y"]) == {"a", "x", "y"}
+    resumed.commit(NEW_SETTINGS)
+    assert list(filled.find(sort=[(KEY, 1)])) == sorted(NEW, key=lambda e: e[KEY])
+
+
 def test_rebuild_upsert_replaces_and_later_wins(filled: Index) -> None:
     rebuild = filled.start_rebuild(KEY)
     rebuild.upsert([entry("x", n=1), entry("x", n=2)])
