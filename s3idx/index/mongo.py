@@ -134,6 +134,7 @@ PENDING_UPDATE_ATTEMPTS = 10
 NOT_IMPLEMENTED = 238  # FerretDB v1 answers so to renameCollection with dropTarget: true
 NAMESPACE_EXISTS = 48
 NAMESPACE_NOT_FOUND = 26
+MAX_INDEXES = 64  # per collection, the _id index included (MongoDB's limits)
 # Writes of a chunk tried when a concurrent upsert of one of its keys won the insert.
 UPSERT_ATTEMPTS = 5
 UPSERT_PAUSE = 0.02  # seconds, times the attempt number
@@ -738,6 +739,19 @@ class _Collections:
                 f"key there; index the documents with --key {ID}, or rename the field"
             )
 
+    def check_index_count(self, key_field: str, fields: Sequence[str]) -> None:
+        """Refuse more fields than MongoDB can index, before anything is recorded or swapped:
+        ``createIndexes`` would fail only after the settings were recorded."""
+        own = [ID] if key_field == ID else [ID, f"the key field {key_field}"]
+        most = MAX_INDEXES - len(own)
+        if len(fields) > most:
+            raise UsageError(
+                f"{len(fields)} searchable fields are more than a MongoDB collection can index: "
+                f"MongoDB allows {MAX_INDEXES} indexes per collection, {len(own)} of which "
+                f"s3idx uses ({' and '.join(own)}); at most {most} fields",
+                hint="index fewer fields, or keep this index in SQLite, which has no such limit",
+            )
+
     def ensure_indexes(self, collection: Collection[Any], settings: IndexSettings) -> None:
         """Create the missing indexes: unique on the key field, one per searchable field.
 
@@ -866,7 +880,9 @@ class MongoIndex:
         self._c.check_fields(key_field, wanted)
         # Read first: settings damaged by hand are said, not written over ($addToSet would fail
         # on fields that are not an array, in its own words).
-        self.settings()
+        recorded = self.settings()
+        known = recorded.fields if recorded and recorded.key_field == key_field else ()
+        self._c.check_index_count(key_field, unique_fields(key_field, [*known, *wanted]))
         settings = self._record_fields(key_field, wanted)
         self._c.ensure_indexes(self._c.live, settings)
         return settings
@@ -1778,6 +1794,7 @@ class MongoRebuild:
             )
         fields = unique_fields(settings.key_field, settings.fields)
         self._c.check_fields(settings.key_field, fields)
+        self._c.check_index_count(settings.key_field, fields)
         final = IndexSettings(settings.key_field, tuple(fields), settings.pending)
         with self._c.guard("committing the rebuild of"):
             # Indexes built once over the full collection are cheaper than maintained per write.

@@ -24,6 +24,7 @@ from s3idx.errors import (
     IndexSettingsError,
     InvalidFilterError,
     S3idxError,
+    UsageError,
 )
 from s3idx.index.base import Bookkeeping, Entry, Index, IndexRebuild, IndexSettings
 from s3idx.index.mongo import compares_a_document, ferretdb_refusal, uses_operator
@@ -1543,3 +1544,19 @@ def test_a_damaged_rebuild_record_is_restarted_by_a_shard(filled: Index) -> None
     rebuild.finish()
     assert by_key(filled.find()) == by_key(ENTRIES)
     assert filled.rebuild_status() is None
+
+
+def test_more_fields_than_mongodb_can_index_are_refused_there_only(
+    index: Index, index_kind: str
+) -> None:
+    """MongoDB's 64 indexes per collection, two of them s3idx's own: refused before anything is
+    recorded (createIndexes would fail after); SQLite has no such limit."""
+    fields = [f"f{i}" for i in range(63)]
+    if index_kind == "sqlite":
+        assert index.configure(KEY, fields).fields == tuple(fields)
+        return
+    with pytest.raises(UsageError, match="MongoDB allows 64 indexes per collection") as caught:
+        index.configure(KEY, fields)
+    assert caught.value.exit_status == ExitStatus.USAGE
+    assert index.settings() is None
+    assert index.configure(KEY, fields[:62]).fields == tuple(fields[:62])

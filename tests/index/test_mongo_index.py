@@ -990,3 +990,74 @@ def test_commit_without_drop_target_drops_then_renames(
     assert renames == [{"dropTarget": True}, {}, {}]
     assert [e["fs_id"] for e in index.find({}, sort=[("fs_id", 1)])] == ["a", "b"]
     assert index.settings() == IndexSettings("fs_id", ("n",))
+
+
+# --- MongoDB's 64 indexes per collection ------------------------------------------------------
+
+TOO_MANY = (
+    "{count} searchable fields are more than a MongoDB collection can index: MongoDB allows 64 "
+    "indexes per collection, {own} of which s3idx uses ({which}); at most {most} fields"
+)
+
+
+def _fields(count: int, prefix: str = "f") -> list[str]:
+    return [arg for i in range(count) for arg in ("--field", f"{prefix}{i}")]
+
+
+def _put_args(tmp_path: Path) -> list[str]:
+    return ["--store", str(tmp_path / "st"), "--index", "mongodb://127.0.0.1:27999/db"]
+
+
+def test_put_with_more_fields_than_mongodb_can_index_exits_2_recording_nothing(
+    run: Run, mongomock_server: Any, tmp_path: Path
+) -> None:
+    result = run("put", *_put_args(tmp_path), *_fields(63), input=b'{"fs_id": "a"}\n')
+
+    assert result.exit_code == ExitStatus.USAGE, result.stderr
+    message = TOO_MANY.format(count=63, own=2, which="_id and the key field fs_id", most=62)
+    assert f"error: {message}" in result.stderr
+    assert "hint: index fewer fields, or keep this index in SQLite" in result.stderr
+    assert mongomock_server["db"]["s3idx_meta"].find_one({"_id": "s3idx"}) is None
+    assert not (tmp_path / "st").exists() or not any((tmp_path / "st").rglob("a*"))
+
+
+def test_fields_added_later_count_with_the_recorded_ones(
+    run: Run, mongomock_server: Any, tmp_path: Path
+) -> None:
+    args = _put_args(tmp_path)
+    assert run("put", *args, *_fields(62), input=b'{"fs_id": "a"}\n').exit_code == 0
+
+    result = run("put", *args, "--field", "one_more", input=b'{"fs_id": "b"}\n')
+
+    assert result.exit_code == ExitStatus.USAGE, result.stderr
+    message = TOO_MANY.format(count=63, own=2, which="_id and the key field fs_id", most=62)
+    assert f"error: {message}" in result.stderr
+    recorded = mongomock_server["db"]["s3idx_meta"].find_one({"_id": "s3idx"})
+    assert len(recorded["fields"]) == 62 and "one_more" not in recorded["fields"]
+    assert [
+        e["fs_id"] for e in MongoIndex("mongodb://h/db", "db", client=mongomock_server).find()
+    ] == ["a"]
+
+
+def test_keyed_by_id_an_index_takes_one_field_more(client: Any) -> None:
+    index = MongoIndex("mongodb://h/test", "test", client=client)
+    index.configure("_id", [f"f{i}" for i in range(63)])
+    with pytest.raises(UsageError) as caught:
+        MongoIndex("mongodb://h/test", "test", client=client).configure("_id", ["extra"])
+    assert caught.value.message == TOO_MANY.format(count=64, own=1, which="_id", most=63)
+
+
+def test_a_rebuild_finding_more_fields_than_mongodb_can_index_keeps_the_live_index(
+    index: MongoIndex,
+) -> None:
+    index.configure("fs_id", ["n"])
+    index.upsert([entry("live", n=1)])
+    rebuild = index.start_rebuild("fs_id")
+    rebuild.upsert([entry("new")])
+    fields = tuple(f"f{i}" for i in range(63))
+    with pytest.raises(UsageError) as caught:
+        rebuild.commit(IndexSettings("fs_id", fields))
+    assert caught.value.message == TOO_MANY.format(
+        count=63, own=2, which="_id and the key field fs_id", most=62
+    )
+    assert [e["fs_id"] for e in index.find()] == ["live"]
