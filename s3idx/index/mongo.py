@@ -638,9 +638,11 @@ class _Collections:
     ) -> None:
         """Write entries into a rebuild's own staging collection, by inserts.
 
-        FerretDB v1 reads the whole collection for each upsert, so a bulk of upserts into a
-        staging collection of N entries costs N times the bulk (1,000 into 2,000 took over a
-        minute, past the socket timeout of a resumed rebuild); an insert reads nothing. A chunk
+        FerretDB v1 reads the whole collection for each upsert of a key it does not hold yet
+        (measured: 100 such upserts into 8,000 entries took 21 s, 100 of keys it holds 0.3 s),
+        so a bulk of new entries into a staging collection of N costs N times the bulk (1,000
+        into 2,000 took over a minute, past the socket timeout of a resumed rebuild); an insert
+        reads nothing (1,000 in 0.1 s at any size). A chunk
         holding keys the collection has (its batch was written before an interruption, or a
         catch-up) is deleted and inserted again: no other run writes here.
         """
