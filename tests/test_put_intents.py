@@ -9,6 +9,9 @@ taken for the truth afterwards (``put --skip-unchanged`` of that version must st
 
 from __future__ import annotations
 
+import os
+import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -22,7 +25,7 @@ import orjson
 import pytest
 
 from s3idx import Engine
-from s3idx.errors import ExitStatus, RecordError
+from s3idx.errors import BackendUnavailableError, ExitStatus, RecordError
 from s3idx.index.base import PutIntent
 from s3idx.index.sqlite import SqliteIndex
 from s3idx.store.local import LocalStore
@@ -30,20 +33,21 @@ from tests.helpers import fresh_database_name, jsonl, subprocess_env, with_datab
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 
-# The put's entry write announces itself in STALL_FILE, then waits to be killed.
-_STALLING_PUT = """
-import os, pathlib, sys, time
-from s3idx.index import mongo, sqlite
+# Imported by every Python process started with its directory on PYTHONPATH, so also by
+# put --processes' workers (spawned): each process's entry write announces itself in
+# STALL_DIR, then waits to be killed.
+_SITECUSTOMIZE = """
+import os
+if os.environ.get("STALL_DIR"):
+    import pathlib, time
+    from s3idx.index import mongo, sqlite
 
-def stall(self, entries, expected):
-    pathlib.Path(os.environ["STALL_FILE"]).touch()
-    time.sleep(120)
+    def stall(self, entries, expected):
+        (pathlib.Path(os.environ["STALL_DIR"]) / str(os.getpid())).touch()
+        time.sleep(120)
 
-sqlite.SqliteIndex.upsert_if = stall
-mongo.MongoIndex.upsert_if = stall
-sys.argv = ["s3idx", *sys.argv[1:]]
-from s3idx.entry import main
-main()
+    sqlite.SqliteIndex.upsert_if = stall
+    mongo.MongoIndex.upsert_if = stall
 """
 
 
@@ -61,29 +65,38 @@ class Setup:
             timeout=120,
         )
 
-    def killed_put(self, documents: bytes, *args: str) -> None:
-        """A put killed with SIGKILL once its objects are stored, before their entries."""
-        stall = self.home / "stalled"
-        stall.unlink(missing_ok=True)
-        env = {**subprocess_env(self.home), "STALL_FILE": str(stall)}
+    def killed_put(self, documents: bytes, *args: str, processes: int = 1) -> None:
+        """A put killed with SIGKILL (with its workers) once each of its ``processes`` stored
+        objects and reached its entry write."""
+        hook = self.home / "hook"
+        hook.mkdir(exist_ok=True)
+        (hook / "sitecustomize.py").write_text(_SITECUSTOMIZE)
+        stalled = self.home / "stalled"
+        shutil.rmtree(stalled, ignore_errors=True)
+        stalled.mkdir()
+        env = subprocess_env(self.home)
+        env.update(STALL_DIR=str(stalled), PYTHONPATH=f"{hook}{os.pathsep}{env['PYTHONPATH']}")
         process = subprocess.Popen(
-            [sys.executable, "-c", _STALLING_PUT, "put", *args, *self.location],
+            [sys.executable, "-m", "s3idx", "put", *args, *self.location],
             env=env,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
+            start_new_session=True,  # its own process group: the workers die with it
         )
-        assert process.stdin is not None
+        assert process.stdin is not None and process.stderr is not None
         process.stdin.write(documents)
         process.stdin.close()
         deadline = time.monotonic() + 60
-        while not stall.exists():
-            assert process.poll() is None, process.stderr.read() if process.stderr else ""
-            assert time.monotonic() < deadline, "the put never reached its entry write"
-            time.sleep(0.05)
-        process.kill()
-        process.wait(timeout=30)
-        assert process.returncode == -9
+        try:
+            while len(os.listdir(stalled)) < processes:
+                assert process.poll() is None, process.stderr.read()
+                assert time.monotonic() < deadline, "the put never reached its entry write"
+                time.sleep(0.05)
+        finally:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=30)
+        assert process.returncode == -signal.SIGKILL
 
     def values(self) -> dict[str, Any]:
         """What queries say: key -> v."""
@@ -230,6 +243,28 @@ def test_a_rewrite_the_store_refuses_leaves_no_journal_record(tmp_path: Path) ->
         assert [e["v"] for e in engine.query({})] == [1]
 
 
+def test_a_failed_run_keeps_records_only_for_uploads_that_may_have_stored(
+    tmp_path: Path,
+) -> None:
+    index = _CountingIndex(tmp_path / "i.sqlite3")
+    with Engine(LocalStore(tmp_path / "store"), index, workers=2) as engine:
+        engine.put_documents(_docs(range(20), 1), fields=["v"])
+        tried: list[str] = []
+
+        def fail(key: str, body: bytes, metadata: Mapping[str, str]) -> Any:
+            tried.append(key)
+            raise BackendUnavailableError("the store went away")
+
+        engine.store.put = fail  # type: ignore[method-assign]
+        with pytest.raises(BackendUnavailableError):
+            engine.put_documents(_docs(range(20), 2), fields=["v"])
+        assert index.journaled == [[f"k{i:03d}" for i in range(20)]]
+        # An upload that failed so may have stored its object: its record stays, for sync.
+        # The uploads cancelled or never started replaced nothing: theirs are cleared.
+        assert 1 <= len(tried) < 20
+        assert sorted(index.put_intents()) == sorted(tried)
+
+
 def test_an_index_written_before_the_put_journal_is_used_as_it_is(tmp_path: Path) -> None:
     """An index file of the previous version has no put journal table; reads find no
     records, and the first put that replaces an entry creates it."""
@@ -249,3 +284,27 @@ def test_an_index_written_before_the_put_journal_is_used_as_it_is(tmp_path: Path
     assert (check.returncode, check.stdout) == (ExitStatus.DRIFT, b"interrupted-put\tk\n")
     assert setup.run("sync").returncode == ExitStatus.OK
     assert setup.values() == {"k": 2, "other": 1}
+
+
+def test_put_processes_killed_after_their_uploads_leave_records_for_every_key(
+    setup: Setup,
+) -> None:
+    keys = [f"k{i:02d}" for i in range(40)]
+    v1 = jsonl(*({"fs_id": k, "v": 1} for k in keys))
+    assert setup.run("put", "--field", "v", input=v1).returncode == 0
+    v2 = jsonl(*({"fs_id": k, "v": 2} for k in keys))
+    setup.killed_put(v2, "--field", "v", "--processes", "2", processes=2)
+
+    check = setup.run("sync", "--check")
+    assert check.returncode == ExitStatus.DRIFT
+    reported = check.stdout.decode().splitlines()
+    # Every key the workers were replacing is journaled; those whose upload had not finished
+    # are reported too (their records stay: a put killed there may or may not have stored).
+    assert reported == [f"interrupted-put\t{k}" for k in keys]
+
+    again = setup.run("put", "--field", "v", "--skip-unchanged", "--json", input=v1)
+    assert again.returncode == 0, again.stderr
+    assert orjson.loads(again.stdout)["unchanged"] == 0
+    assert setup.values() == dict.fromkeys(keys, 1)
+    assert {setup.got(k) for k in (keys[0], keys[-1])} == {1}
+    assert setup.run("sync", "--check").returncode == ExitStatus.OK

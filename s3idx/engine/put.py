@@ -135,8 +135,9 @@ class UploadPipeline:
         """Journaled keys that will not be uploaded after all: cleared at the next flush."""
         self._unjournal.update(replaced)
 
-    def submit(self, prepared: Prepared, expected: str | None) -> None:
-        """Upload in a worker; ``expected`` is the key's ETag in the index read before."""
+    def submit(self, prepared: Prepared, expected: str | None) -> bool:
+        """Upload in a worker; ``expected`` is the key's ETag in the index read before.
+        False: not submitted (the run already failed)."""
         # The same key again must not overtake its earlier upload: last in the input wins.
         while prepared.key in self._inflight:
             self._collect(block=True)
@@ -148,10 +149,11 @@ class UploadPipeline:
         else:
             self._collect(block=False)
         if self.fatal is not None:
-            return
+            return False
         self._inflight.add(prepared.key)
         self._expected[prepared.key] = expected
         self._workers.submit(prepared)
+        return True
 
     def poll(self) -> None:
         """Take finished uploads and write their entries if they waited long enough.
@@ -513,11 +515,11 @@ def run_put(
                 for prepared in batch:
                     if result.rejected > prepared_rejects and _limit_reached(options, result):
                         break  # uploads were rejected (e.g. by S3) up to the limit
-                    replaced.pop(prepared.key, None)
-                    pipeline.submit(prepared, expected.get(prepared.key))
+                    if pipeline.submit(prepared, expected.get(prepared.key)):
+                        replaced.pop(prepared.key, None)
                     if pipeline.fatal is not None:
                         break
-                pipeline.unjournal(replaced)  # the ones left out by a break
+                pipeline.unjournal(replaced)  # the ones never submitted
             reporter.now()
             if pipeline is not None and pipeline.fatal is not None:
                 break

@@ -1216,10 +1216,29 @@ class MongoIndex:
         documents = [(key, {ID: key, "etag": etag, "run": run}) for key, etag in items.items()]
         for chunk in batched(documents, BATCH_SIZE):
             if self.is_ferretdb():
-                # As journal_deletes: FerretDB v1 stalls on concurrent bulks of replaces.
-                self._c.replace_one_by_one(self._c.puts, chunk)
+                self._journal_puts_ferretdb(chunk)
             else:
                 self._c.replace_all(self._c.puts, chunk, "journaling puts in")
+
+    def _journal_puts_ferretdb(self, chunk: Sequence[tuple[str, dict[str, Any]]]) -> None:
+        """FerretDB v1 stalls on concurrent bulks of replaces (see ``journal_deletes``), and a
+        replace per key would cost a round trip per document put: the records are removed,
+        then inserted. One another run inserted in between stays (a key has one record, the
+        last writer's, as with a replace)."""
+        with self._c.guard("journaling puts in"):
+            self._c.puts.delete_many({ID: {"$in": [key for key, _ in chunk]}})
+            try:
+                self._c.puts.insert_many([document for _, document in chunk], ordered=False)
+            except BulkWriteError as exc:
+                if not only_duplicate_keys(exc):
+                    raise self._c.bulk_error(exc, chunk) from None
+            except KeyError:
+                # FerretDB's reply to a failed write in a bulk: which one failed is unknown.
+                # Every key must have a record (another run's will do): write the missing ones.
+                found = {doc[ID] for doc in self._c.puts.find({ID: {"$in": [k for k, _ in chunk]}})}
+                missing = [(key, doc) for key, doc in chunk if key not in found]
+                if missing:
+                    self._c.replace_one_by_one(self._c.puts, missing)
 
     def put_intents(self, keys: Sequence[str] | None = None) -> dict[str, PutIntent]:
         queries = [{}] if keys is None else [{ID: {"$in": b}} for b in _key_batches(keys)]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import multiprocessing
 import random
+import threading
 import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
@@ -1059,6 +1060,34 @@ def test_put_journal_outlives_a_rebuild_and_its_writes_are_logged(filled: Index)
     rebuild.finish()
 
     assert filled.put_intents() == {"a": PutIntent('"etag-a"', "run-1")}
+
+
+def test_put_journal_written_at_once_by_two_runs_keeps_one_record_per_key(
+    index_kind: str, filled: Index, open_index: Any
+) -> None:
+    """Two puts of the same keys, each journaling them again and again (on FerretDB the
+    records are removed and inserted: the inserts collide)."""
+    if index_kind == "mongomock":
+        pytest.skip("mongomock's in-memory server is not safe for threads")
+    keys = [f"p{i:03d}" for i in range(200)]
+    errors: list[BaseException] = []
+
+    def journal(index: Index, run: str) -> None:
+        try:
+            for _ in range(5):
+                index.journal_puts(dict.fromkeys(keys, '"e"'), run)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=journal, args=(open_index(), run)) for run in ("r1", "r2")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert errors == []
+    records = filled.put_intents()
+    assert sorted(records) == keys
+    assert {intent.run for intent in records.values()} <= {"r1", "r2"}
 
 
 def test_fresh_index_has_no_put_journal(index: Index) -> None:
