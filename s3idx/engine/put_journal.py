@@ -4,7 +4,10 @@
 killed in between leaves the entry of the version it replaced while the bucket holds the new
 one. So before uploading such keys, ``put`` journals them (``index.journal_puts``: key ->
 the entry's ETag and the run's name, one write per batch of keys that have entries, none for
-new keys), and clears each record once the key's entry is written (or its upload refused).
+new keys), and clears each record once the key's entry is written (or its upload refused), by a
+second write: apart from the entry's, so that a MongoDB index needs no multi-document
+transaction (a crash between the two leaves a record of an entry already right: sync clears it,
+a ``--skip-unchanged`` stores the document once more).
 
 A record that stays means "the bucket may hold another version than this entry describes":
 
