@@ -1275,12 +1275,14 @@ DRIFT_LABELS = {
     "index-only": "index-only",
     "changed": "changed",
     "interrupted-delete": "interrupted-delete",
+    "interrupted-put": "interrupted-put",
 }
 ACTION_LABELS = {
     "bucket-only": "add",
     "index-only": "remove",
     "changed": "update",
     "interrupted-delete": "finish-delete",
+    "interrupted-put": "repair-put",
 }
 
 

@@ -273,6 +273,10 @@ def sync_summary(result: SyncResult) -> str:
         line += f", {plural(result.interrupted_deletes, 'interrupted delete')}"
         if not (result.check or result.dry_run):
             line += " (finished)"
+    if result.interrupted_puts:
+        line += f", {plural(result.interrupted_puts, 'interrupted put')}"
+        if not (result.check or result.dry_run):
+            line += " (set from the bucket)"
     if not (result.check or result.dry_run):
         line += f"; added {result.added}, updated {result.updated}, removed {result.removed}"
         if result.reconciled:
@@ -337,6 +341,8 @@ def verify_summary(result: VerifyResult) -> str:
     if result.interrupted_deletes:
         interrupted = plural(result.interrupted_deletes, "interrupted delete")
         line += f", {interrupted} (run s3idx sync)"
+    if result.interrupted_puts:
+        line += f", {plural(result.interrupted_puts, 'interrupted put')} (run s3idx sync)"
     if result.not_s3idx:
         line += f"; {result.not_s3idx} not s3idx objects (not checked)"
     if result.retries:

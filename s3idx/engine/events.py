@@ -44,7 +44,8 @@ class Events:
 
     def drift(self, kind: str, key: str) -> None:
         """sync found a difference: ``bucket-only``, ``index-only``, ``changed``, or
-        ``interrupted-delete`` (a delete journaled the key and did not finish)."""
+        ``interrupted-delete`` (a delete journaled the key and did not finish), or
+        ``interrupted-put`` (a put journaled the key's entry and did not write it)."""
 
     def damaged(self, key: str, reason: str) -> None:
         """verify found an object that is not what its metadata or index entry says."""

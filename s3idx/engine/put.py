@@ -11,6 +11,11 @@ compare-and-set: only if the index still records the ETag it recorded before the
 (read per chunk, one batched read). A key whose entry moved meanwhile is reconciled with the
 object the bucket now holds (``s3idx.engine.reconcile``), so the index ends describing the last
 object written, whichever process wrote it.
+
+A key that already has an entry is journaled before its upload (``index.journal_puts``: one
+write per batch, none for a batch of new keys) and its record cleared after its entry is
+written: a run killed in between leaves the record, which tells that the entry may describe
+the version the bucket no longer holds (``s3idx.engine.put_journal``).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -34,7 +40,7 @@ from s3idx.engine.reconcile import reconcile
 from s3idx.engine.results import Events, PutResult, Reject, accounted, reported_on_failure
 from s3idx.engine.seen import SeenKeys
 from s3idx.errors import RecordError, S3idxError, reject_reason
-from s3idx.index.base import Bookkeeping, Entry, Index, with_bookkeeping
+from s3idx.index.base import Bookkeeping, Entry, Index, PutIntent, with_bookkeeping
 from s3idx.sharding import Shard
 from s3idx.store.base import ObjectStore, PutReceipt
 
@@ -105,6 +111,10 @@ class UploadPipeline:
         # (None: no entry): what the entry's compare-and-set expects to replace.
         self._expected: dict[str, str | None] = {}
         self._pending_since = 0.0  # when the oldest pending entry came
+        # This run's name in the put journal, and the records to clear at the next flush of
+        # keys whose upload never happened (refused or cancelled): their entry stays true.
+        self.run = uuid.uuid4().hex
+        self._unjournal: dict[str, str] = {}
         self._max_inflight = options.workers * 2
         # Once full, the main thread waits for this many uploads to finish, not one: one
         # wake-up hands it several outcomes and frees as many places.
@@ -116,8 +126,18 @@ class UploadPipeline:
 
     # --- main thread -------------------------------------------------------------------------
 
-    def submit(self, prepared: Prepared, expected: str | None) -> None:
-        """Upload in a worker; ``expected`` is the key's ETag in the index read before."""
+    def journal(self, replaced: Mapping[str, str]) -> None:
+        """Journal the keys (with the ETags of their entries) that uploads will replace."""
+        if replaced:
+            self._index.journal_puts(replaced, self.run)
+
+    def unjournal(self, replaced: Mapping[str, str]) -> None:
+        """Journaled keys that will not be uploaded after all: cleared at the next flush."""
+        self._unjournal.update(replaced)
+
+    def submit(self, prepared: Prepared, expected: str | None) -> bool:
+        """Upload in a worker; ``expected`` is the key's ETag in the index read before.
+        False: not submitted (the run already failed)."""
         # The same key again must not overtake its earlier upload: last in the input wins.
         while prepared.key in self._inflight:
             self._collect(block=True)
@@ -129,10 +149,11 @@ class UploadPipeline:
         else:
             self._collect(block=False)
         if self.fatal is not None:
-            return
+            return False
         self._inflight.add(prepared.key)
         self._expected[prepared.key] = expected
         self._workers.submit(prepared)
+        return True
 
     def poll(self) -> None:
         """Take finished uploads and write their entries if they waited long enough.
@@ -159,6 +180,7 @@ class UploadPipeline:
     def flush(self) -> None:
         """Write the entries of every completed upload to the index."""
         if not self._pending:
+            self._clear_journal({})
             return
         key_field = self._options.key_field
         entries = list({e[key_field]: e for e in self._pending}.values())
@@ -175,6 +197,14 @@ class UploadPipeline:
             raise
         if conflicts:
             self._reconcile(conflicts)
+        # Only now: each entry describes this run's object, or reconcile found a later one.
+        self._clear_journal({k: etag for k, etag in expected.items() if etag is not None})
+
+    def _clear_journal(self, written: dict[str, str]) -> None:
+        done = {**self._unjournal, **written}
+        self._unjournal.clear()
+        if done:
+            self._index.clear_put_intents({k: PutIntent(e, self.run) for k, e in done.items()})
 
     def _write_manifest(self, *, last: bool = False) -> None:
         self._manifests.flush(last=last)
@@ -247,7 +277,11 @@ class UploadPipeline:
                 self._result.stored += 1
             self._result.bytes_stored += kept["size"]
             return
-        self._expected.pop(prepared.key, None)  # no entry to write for it
+        etag = self._expected.pop(prepared.key, None)  # no entry to write for it
+        if etag is not None and isinstance(outcome.error, RecordError | Cancelled):
+            # Refused or never started: the object was not replaced. Any other failure may
+            # have stored it: the record stays, for sync to look.
+            self._unjournal[prepared.key] = etag
         if isinstance(outcome.error, RecordError):
             self._on_reject(prepared.record, reject_reason(outcome.error))
         elif self.fatal is None and not isinstance(outcome.error, Cancelled):
@@ -476,12 +510,16 @@ def run_put(
                     batch, index, pipeline, result, compare=options.skip_unchanged
                 )
                 prepared_rejects = result.rejected
+                replaced = {p.key: expected[p.key] for p in batch if p.key in expected}
+                pipeline.journal(replaced)
                 for prepared in batch:
                     if result.rejected > prepared_rejects and _limit_reached(options, result):
                         break  # uploads were rejected (e.g. by S3) up to the limit
-                    pipeline.submit(prepared, expected.get(prepared.key))
+                    if pipeline.submit(prepared, expected.get(prepared.key)):
+                        replaced.pop(prepared.key, None)
                     if pipeline.fatal is not None:
                         break
+                pipeline.unjournal(replaced)  # the ones never submitted
             reporter.now()
             if pipeline is not None and pipeline.fatal is not None:
                 break
@@ -757,10 +795,19 @@ def _drop_unchanged(
     if not compare:
         return batch, index.etags(keys)
     existing = index.bookkeeping(keys)
+    same = {
+        p.key
+        for p in batch
+        if (found := existing.get(p.key)) is not None
+        and _same(found[0], found[1].sha256, found[1].codec, p)
+    }
+    if same:
+        # A put journal record (of a run killed after its upload, or one still running) says
+        # the bucket may hold another version than the entry describes: store this one again.
+        same -= set(index.put_intents(sorted(same)))
     changed = []
     for prepared in batch:
-        found = existing.get(prepared.key)
-        if found is not None and _same(found[0], found[1].sha256, found[1].codec, prepared):
+        if prepared.key in same:
             if not prepared.again:
                 result.unchanged += 1
         else:

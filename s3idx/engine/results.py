@@ -255,6 +255,8 @@ class SyncResult:
     changed: int = 0
     # Deletes a crash interrupted (journaled): finished by sync, counted by --check/--dry-run.
     interrupted_deletes: int = 0
+    # Entries a killed put was replacing (its put journal): set from the bucket by sync.
+    interrupted_puts: int = 0
     added: int = 0
     updated: int = 0
     removed: int = 0
@@ -281,7 +283,13 @@ class SyncResult:
 
     @property
     def drift(self) -> int:
-        return self.bucket_only + self.index_only + self.changed + self.interrupted_deletes
+        return (
+            self.bucket_only
+            + self.index_only
+            + self.changed
+            + self.interrupted_deletes
+            + self.interrupted_puts
+        )
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -363,6 +371,7 @@ class VerifyResult:
     index_only: int = 0
     changed: int = 0
     interrupted_deletes: int = 0  # journaled deletes not finished: sync or delete finishes them
+    interrupted_puts: int = 0  # put journal records a killed put left: sync settles them
     sample: float = 1.0
     interrupted: bool = False
     retries: int = 0
@@ -370,7 +379,13 @@ class VerifyResult:
 
     @property
     def drift(self) -> int:
-        return self.bucket_only + self.index_only + self.changed + self.interrupted_deletes
+        return (
+            self.bucket_only
+            + self.index_only
+            + self.changed
+            + self.interrupted_deletes
+            + self.interrupted_puts
+        )
 
     def as_dict(self) -> dict[str, Any]:
         return {"command": "verify", **asdict(self), "drift": self.drift}

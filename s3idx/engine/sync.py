@@ -15,6 +15,8 @@ read (an adopted object's key must still have no entry; a changed one's entry mu
 the ETag compared; a pruned entry too), and a key that moved meanwhile is reconciled with the
 bucket (``s3idx.engine.reconcile``). Deletes interrupted by a crash (journaled, see
 ``s3idx.engine.delete``) are finished first; an object a delete journaled is never adopted.
+Then entries a killed put was replacing (its put journal, ``s3idx.engine.put_journal``) are set
+to what the bucket holds; ``--check`` reports those as ``interrupted-put``, not ``changed``.
 
 Manifests (``engine/manifest.py``): each batch of HEADs becomes a manifest of those objects
 (with the HEAD's LastModified), written before their entries. A sync that finishes (not
@@ -44,6 +46,7 @@ from s3idx.engine.manifest_batches import ManifestBatches
 from s3idx.engine.manifest_index import ManifestIndex
 from s3idx.engine.metadata_entry import Recovered, Rewriter
 from s3idx.engine.probe import indexed_entries, probe_key_field
+from s3idx.engine.put_journal import INTERRUPTED_PUT, finish_puts, put_journaled
 from s3idx.engine.reconcile import reconcile
 from s3idx.engine.results import Events, SyncResult, accounted, reported_on_failure
 from s3idx.errors import S3idxError, UsageError
@@ -131,6 +134,7 @@ def _run(
     prune = result.prune
     key_field = _key_field(store, index, rewriter)
     _interrupted_deletes(store, index, result, events, writes, shard)
+    interrupted_puts = _interrupted_puts(store, index, result, events, writes, workers, shard)
     listing = iter(prefetched(store.list_objects()))
     first = next(listing, None)
     # Whether the whole store is empty, not the shard: a shard may well own no object.
@@ -166,7 +170,9 @@ def _run(
             try:
                 drift = _drift(listing, bookkeeping, result, rewriter is not None)
                 for kind, key, etag, info in drift:
-                    if kind != IN_STEP:
+                    if kind == CHANGED and key in interrupted_puts:
+                        pass  # reported as an interrupted put (only looking: none are settled)
+                    elif kind != IN_STEP:
                         applier.add(kind, key, etag)
                     if compaction is not None and info is not None:
                         compaction.listed(info, in_step=kind == IN_STEP)
@@ -297,6 +303,32 @@ def _interrupted_deletes(
     for key in journaled(index, shard):
         result.interrupted_deletes += 1
         events.drift(INTERRUPTED_DELETE, key)
+
+
+def _interrupted_puts(
+    store: ObjectStore,
+    index: Index,
+    result: SyncResult,
+    events: Events,
+    writes: bool,
+    workers: int,
+    shard: Shard | None,
+) -> set[str]:
+    """Set right the entries killed puts were replacing (or, only looking, count them as
+    drift, and return their keys: the merge must not count them again as changed)."""
+    settings = index.settings()
+    if settings is None:
+        return set()
+    if writes:
+        result.interrupted_puts = finish_puts(
+            store, index, key_field=settings.key_field, workers=workers, shard=shard
+        )
+        return set()
+    records = put_journaled(index, shard)
+    for key in sorted(records):
+        result.interrupted_puts += 1
+        events.drift(INTERRUPTED_PUT, key)
+    return set(records)
 
 
 def _report(events: Events, result: SyncResult) -> None:

@@ -31,6 +31,7 @@ import orjson
 from s3idx import codec, maggma_format
 from s3idx.engine.concurrency import ordered_map, prefetched
 from s3idx.engine.metadata_entry import unusable_reason
+from s3idx.engine.put_journal import INTERRUPTED_PUT
 from s3idx.engine.read import SPOOL_THRESHOLD, fetch_document
 from s3idx.engine.results import Events, VerifyResult, accounted, reported_on_failure
 from s3idx.errors import (
@@ -95,7 +96,11 @@ def run_verify(
     for key in journaled:  # reported only: verify changes nothing
         result.interrupted_deletes += 1
         events.drift(INTERRUPTED_DELETE, key)
-    candidates = _candidates(store, index, result, events, chosen, journaled)
+    interrupted_puts = set(index.put_intents())
+    for key in sorted(interrupted_puts):  # as sync --check: not counted again as changed
+        result.interrupted_puts += 1
+        events.drift(INTERRUPTED_PUT, key)
+    candidates = _candidates(store, index, result, events, chosen, journaled, interrupted_puts)
     settings = index.settings()
     key_field = settings.key_field if settings is not None else None
     check = partial(_check, store, spool_threshold, key_field)
@@ -153,13 +158,16 @@ def _candidates(
     events: Events,
     chosen: Any,
     journaled: dict[str, str],
+    interrupted_puts: set[str],
 ) -> Iterator[_Candidate]:
     """The objects to read, with their index entries looked up a batch at a time. Objects
     without an entry or with another one are always read, sample or not: only a read tells
     drift from objects sync cannot index (not s3idx's, undecodable)."""
     to_read = (
         (key, in_step, drift)
-        for key, in_step, drift in _merged(store, index, result, events, journaled)
+        for key, in_step, drift in _merged(
+            store, index, result, events, journaled, interrupted_puts
+        )
         if drift is not None or chosen()
     )
     for batch in batched(to_read, LOOKUP_BATCH):
@@ -179,6 +187,7 @@ def _merged(
     result: VerifyResult,
     events: Events,
     journaled: dict[str, str],
+    interrupted_puts: set[str],
 ) -> Iterator[tuple[str, bool, str | None]]:
     """(key, in step, drift kind or None) for every listed object; index-only drift is counted
     and reported on the way, bucket-only and changed once the object is read (``_record``). An
@@ -203,7 +212,10 @@ def _merged(
             result.listed += 1
             result.indexed += 1
             in_step = obj.etag == entry[1].etag and obj.size == entry[1].size
-            drift = None if in_step or journaled.get(obj.key) == obj.etag else CHANGED
+            being_deleted = journaled.get(obj.key) == obj.etag
+            # A key a killed put was replacing is already counted, as an interrupted put.
+            settled = in_step or being_deleted or obj.key in interrupted_puts
+            drift = None if settled else CHANGED
             yield obj.key, in_step, drift
             obj, entry = next(listing, None), next(entries, None)
 

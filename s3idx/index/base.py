@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from s3idx.codec import RESERVED_FIELD
 from s3idx.errors import IndexSettingsError, S3idxError
@@ -103,6 +103,13 @@ def key_problem(entry: Mapping[str, Any], key: str, key_field: str) -> str | Non
 def with_bookkeeping(entry: Mapping[str, Any], bookkeeping: Bookkeeping) -> Entry:
     """A copy of ``entry`` carrying its object's bookkeeping under ``_s3idx``."""
     return {**entry, RESERVED_FIELD: bookkeeping.as_dict()}
+
+
+class PutIntent(NamedTuple):
+    """A put journal record: the ETag of the entry the run ``run`` is replacing."""
+
+    etag: str
+    run: str
 
 
 class IndexSettings(Frozen):
@@ -378,6 +385,22 @@ class Index(Protocol):
         """Remove journal records, each only if it still names that ETag."""
         ...
 
+    def journal_puts(self, items: Mapping[str, str], run: str) -> None:
+        """Record key -> ETag of the entry a ``put`` run is about to replace, before it uploads
+        (replaces an earlier record for the key). ``run`` names the run (its records only are
+        cleared by it). A record a crash left says: the bucket may hold a newer object than the
+        entry describes (see ``s3idx.engine.put_journal``)."""
+        ...
+
+    def put_intents(self, keys: Sequence[str] | None = None) -> dict[str, PutIntent]:
+        """Put journal records for the given keys (all records when None; the journal is
+        small: only puts under way, or killed, leave records)."""
+        ...
+
+    def clear_put_intents(self, items: Mapping[str, PutIntent]) -> None:
+        """Remove put journal records, each only if it still names that ETag and run."""
+        ...
+
     def bookkeeping(self, keys: Sequence[str]) -> dict[str, tuple[Entry, Bookkeeping]]:
         """For the given keys that exist: the entry (without ``_s3idx``) and its bookkeeping."""
         ...
@@ -415,8 +438,9 @@ class Index(Protocol):
 
         From the start until ``finish`` (or ``abort``), a "rebuild running" flag is recorded in
         the index's own storage, and every entry write of the live index (``upsert``,
-        ``upsert_if``, ``delete``, ``delete_if``, ``journal_deletes``) logs its keys first; see
-        ``IndexRebuild.changed_keys``. A fresh start clears the log; a resumed rebuild keeps it.
+        ``upsert_if``, ``delete``, ``delete_if``, ``journal_deletes``, ``journal_puts``) logs
+        its keys first; see ``IndexRebuild.changed_keys``. A fresh start clears the log; a
+        resumed rebuild keeps it.
         """
         ...
 

@@ -22,6 +22,8 @@ Layout in the database:
   never write into its successor's; a start drops the staging collections of other runs.
 - ``<collection>__deletes``: the delete journal, ``{_id: key, "etag"}`` per entry being deleted
   (``journal_deletes``), so that an interrupted delete can be finished.
+- ``<collection>__puts``: the put journal, ``{_id: key, "etag", "run"}`` per entry a ``put``
+  run is replacing (``journal_puts``); an index written before it existed simply has none.
 - ``<collection>__locks``: on FerretDB only, ``{_id: key, "owner", "at"}`` while a writer
   compares and sets that key's entry (see ``MongoIndex._while_locked``).
 - ``<collection>__changes``: while a rebuild runs, the keys every write of the live entries
@@ -89,6 +91,7 @@ from s3idx.index.base import (
     Bookkeeping,
     Entry,
     IndexSettings,
+    PutIntent,
     RebuildStatus,
     SortSpec,
     is_count,
@@ -118,7 +121,8 @@ RUN_DIGITS = 16
 JOURNAL_SUFFIX = "__deletes"
 CHANGES_SUFFIX = "__changes"
 LOCKS_SUFFIX = "__locks"
-RESERVED_SUFFIXES = (REBUILD_SUFFIX, JOURNAL_SUFFIX, CHANGES_SUFFIX, LOCKS_SUFFIX)
+PUTS_SUFFIX = "__puts"
+RESERVED_SUFFIXES = (REBUILD_SUFFIX, JOURNAL_SUFFIX, CHANGES_SUFFIX, LOCKS_SUFFIX, PUTS_SUFFIX)
 FORMAT = 1
 _RESTART_HINT = (
     "start the rebuild afresh: run rebuild-index without --resume (with --shard, add --restart)"
@@ -532,6 +536,7 @@ class _Collections:
         self.journal: Collection[Any] = database[name + JOURNAL_SUFFIX]
         self.changes: Collection[Any] = database[name + CHANGES_SUFFIX]
         self.locks: Collection[Any] = database[name + LOCKS_SUFFIX]
+        self.puts: Collection[Any] = database[name + PUTS_SUFFIX]
         self.flag_id = name + CHANGES_SUFFIX  # the "rebuild running" flag, in ``meta``
         self.key_field: str | None = None
         self._is_ferretdb: bool | None = None  # asked of the server when first needed
@@ -1274,6 +1279,63 @@ class MongoIndex:
             with self._c.guard("clearing the delete journal of"):
                 self._c.journal.bulk_write(requests, ordered=False)
 
+    # --- the put journal ---------------------------------------------------------------------
+
+    def journal_puts(self, items: Mapping[str, str], run: str) -> None:
+        self._log_changes(items)
+        documents = [(key, {ID: key, "etag": etag, "run": run}) for key, etag in items.items()]
+        for chunk in batched(documents, BATCH_SIZE):
+            if self.is_ferretdb():
+                self._journal_puts_ferretdb(chunk)
+            else:
+                self._c.replace_all(self._c.puts, chunk, "journaling puts in")
+
+    def _journal_puts_ferretdb(self, chunk: Sequence[tuple[str, dict[str, Any]]]) -> None:
+        """FerretDB v1 stalls on concurrent bulks of replaces (see ``journal_deletes``), and a
+        replace per key would cost a round trip per document put: the records are removed,
+        then inserted. One another run inserted in between stays (a key has one record, the
+        last writer's, as with a replace)."""
+        with self._c.guard("journaling puts in"):
+            self._c.puts.delete_many({ID: {"$in": [key for key, _ in chunk]}})
+            try:
+                self._c.puts.insert_many([document for _, document in chunk], ordered=False)
+            except BulkWriteError as exc:
+                if not only_duplicate_keys(exc):
+                    raise self._c.bulk_error(exc, chunk) from None
+            except KeyError:
+                # FerretDB's reply to a failed write in a bulk: which one failed is unknown.
+                # Every key must have a record (another run's will do): write the missing ones.
+                found = {doc[ID] for doc in self._c.puts.find({ID: {"$in": [k for k, _ in chunk]}})}
+                missing = [(key, doc) for key, doc in chunk if key not in found]
+                if missing:
+                    self._c.replace_one_by_one(self._c.puts, missing)
+
+    def put_intents(self, keys: Sequence[str] | None = None) -> dict[str, PutIntent]:
+        queries = [{}] if keys is None else [{ID: {"$in": b}} for b in _key_batches(keys)]
+        found: dict[str, PutIntent] = {}
+        for query in queries:
+            with self._c.guard("reading the put journal of"):
+                cursor = self._c.puts.find(query)
+            for doc in self._c.stream(cursor, "reading the put journal of"):
+                key, etag, run = doc.get(ID), doc.get("etag"), doc.get("run")
+                if not all(isinstance(v, str) and v for v in (key, etag, run)):
+                    raise damaged_index(
+                        self.location,
+                        f"its put journal holds {key!r:.100} -> {etag!r:.100} ({run!r:.100}), "
+                        "not a key, an ETag and a run",
+                    )
+                found[key] = PutIntent(etag, run)
+        return found
+
+    def clear_put_intents(self, items: Mapping[str, PutIntent]) -> None:
+        for batch in batched(list(items.items()), BATCH_SIZE):
+            requests = [
+                DeleteOne({ID: key, "etag": intent.etag, "run": intent.run})
+                for key, intent in batch
+            ]
+            with self._c.guard("clearing the put journal of"):
+                self._c.puts.bulk_write(requests, ordered=False)
+
     # --- the change log of a running rebuild -------------------------------------------------
 
     def _log_changes(self, keys: Iterable[str]) -> None:
@@ -1434,6 +1496,15 @@ class MongoIndex:
             ]
             if damaged:
                 self._c.journal.delete_many({ID: {"$in": damaged}})
+        # Likewise the put journal: the rebuild indexes what the bucket holds of its keys.
+        with self._c.guard("reading the put journal of"):
+            damaged = [
+                doc[ID]
+                for doc in self._c.puts.find({})
+                if not all(isinstance(doc.get(f), str) and doc[f] for f in (ID, "etag", "run"))
+            ]
+            if damaged:
+                self._c.puts.delete_many({ID: {"$in": damaged}})
 
     def _fresh_rebuild(self, name: str, key_field: str) -> dict[str, Any]:
         self._forget_shards(name)

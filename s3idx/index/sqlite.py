@@ -19,6 +19,9 @@ by adding the two tables version 2 brought, on its first write):
   ``s3idx.query.sql``); indexed on ``(field, tclass, value, key)`` and on ``(key)``.
 - ``delete_journal(key PRIMARY KEY, etag)``: deletes under way (see ``journal_deletes``); it
   lives beside the entries, so a rebuild's swap leaves it alone.
+- ``put_journal(key PRIMARY KEY, etag, run)``: entries a ``put`` run is replacing (see
+  ``journal_puts``); beside the entries too. Created by the first ``journal_puts``, so a file
+  written before it existed (of the same version 2) is read and written as it is.
 - ``changes(key PRIMARY KEY)``: the keys every entry write logged while ``rebuild_log`` was set.
   The flag is read in the write's own ``BEGIN IMMEDIATE`` transaction, so no write of any
   process slips between a rebuild's start and its log.
@@ -67,6 +70,7 @@ from s3idx.index.base import (
     Bookkeeping,
     Entry,
     IndexSettings,
+    PutIntent,
     RebuildStatus,
     SortSpec,
     is_count,
@@ -86,6 +90,8 @@ SCHEMA_VERSION = 2
 # Version 1 lacks only the tables version 2 added: it is read as it is and upgraded on a write.
 READABLE_VERSIONS = ("1", "2")
 JOURNAL = "delete_journal"
+PUT_JOURNAL = "put_journal"
+_PUT_JOURNAL_COLUMNS = ("key", "etag", "run")
 CHANGES = "changes"
 BUSY_TIMEOUT_S = 30
 LIVE = Tables("entries", "entry_values")
@@ -497,6 +503,47 @@ class SqliteIndex:
         with self._db.transaction() as conn:
             conn.executemany(
                 f"DELETE FROM {JOURNAL} WHERE key = ? AND etag = ?", list(items.items())
+            )
+
+    # --- the put journal ------------------------------------------------------------------
+
+    def journal_puts(self, items: Mapping[str, str], run: str) -> None:
+        if not items:
+            return
+        with self._db.transaction() as conn:
+            _log_changes(conn, list(items))
+            _create_put_journal(conn)
+            conn.executemany(
+                f"INSERT INTO {PUT_JOURNAL} (key, etag, run) VALUES (?, ?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET etag = excluded.etag, run = excluded.run",
+                [(key, etag, run) for key, etag in items.items()],
+            )
+
+    def put_intents(self, keys: Sequence[str] | None = None) -> dict[str, PutIntent]:
+        found: dict[str, PutIntent] = {}
+        with self._db.reading() as conn:
+            # A file no put journaled in yet has no put journal: nothing is journaled.
+            if conn is None or PUT_JOURNAL not in _table_names(conn):
+                return found
+            if keys is None:
+                rows = conn.execute(f"SELECT key, etag, run FROM {PUT_JOURNAL}")
+                found.update(_put_journal_rows(rows))
+                return found
+            for chunk in batched(list(dict.fromkeys(keys)), KEY_CHUNK):
+                marks = _marks(len(chunk))
+                sql = f"SELECT key, etag, run FROM {PUT_JOURNAL} WHERE key IN ({marks})"
+                found.update(_put_journal_rows(conn.execute(sql, chunk)))
+        return found
+
+    def clear_put_intents(self, items: Mapping[str, PutIntent]) -> None:
+        if not items or not self.path.exists():
+            return
+        with self._db.transaction() as conn:
+            if PUT_JOURNAL not in _table_names(conn):
+                return
+            conn.executemany(
+                f"DELETE FROM {PUT_JOURNAL} WHERE key = ? AND etag = ? AND run = ?",
+                [(key, intent.etag, intent.run) for key, intent in items.items()],
             )
 
     # --- reading ---------------------------------------------------------------------------
@@ -1130,6 +1177,13 @@ def _repair_tables(conn: sqlite3.Connection, tables: set[str]) -> None:
         "OR typeof(etag) != 'text' OR etag = ''"
     )
     conn.execute(f"DELETE FROM {CHANGES} WHERE typeof(key) != 'text' OR key = ''")
+    if PUT_JOURNAL in tables and _columns(conn, PUT_JOURNAL) != _PUT_JOURNAL_COLUMNS:
+        conn.execute(f"DROP TABLE {PUT_JOURNAL}")
+    _create_put_journal(conn)
+    conn.execute(
+        f"DELETE FROM {PUT_JOURNAL} WHERE typeof(key) != 'text' OR key = '' "
+        "OR typeof(etag) != 'text' OR etag = '' OR typeof(run) != 'text' OR run = ''"
+    )
 
 
 def _columns(conn: sqlite3.Connection, table: str) -> tuple[str, ...]:
@@ -1142,6 +1196,13 @@ def _create_v2_tables(conn: sqlite3.Connection) -> None:
         f"CREATE TABLE IF NOT EXISTS {JOURNAL} (key TEXT PRIMARY KEY NOT NULL, etag TEXT NOT NULL)"
     )
     conn.execute(f"CREATE TABLE IF NOT EXISTS {CHANGES} (key TEXT PRIMARY KEY NOT NULL)")
+
+
+def _create_put_journal(conn: sqlite3.Connection) -> None:
+    conn.execute(
+        f"CREATE TABLE IF NOT EXISTS {PUT_JOURNAL} "
+        "(key TEXT PRIMARY KEY NOT NULL, etag TEXT NOT NULL, run TEXT NOT NULL)"
+    )
 
 
 def _log_changes(conn: sqlite3.Connection, keys: Sequence[str]) -> None:
@@ -1446,6 +1507,16 @@ def _journal_rows(rows: Iterable[tuple[Any, Any]]) -> Iterator[tuple[str, str]]:
                 f"its delete journal holds {key!r:.100} -> {etag!r:.100}, not a key and an ETag"
             )
         yield key, etag
+
+
+def _put_journal_rows(rows: Iterable[tuple[Any, Any, Any]]) -> Iterator[tuple[str, PutIntent]]:
+    for key, etag, run in rows:
+        if not all(isinstance(v, str) and v for v in (key, etag, run)):
+            raise _Damage(
+                f"its put journal holds {key!r:.100} -> {etag!r:.100} ({run!r:.100}), not a key, "
+                "an ETag and a run"
+            )
+        yield key, PutIntent(etag, run)
 
 
 def _stream(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> Iterator[tuple[Any, ...]]:

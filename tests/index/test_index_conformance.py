@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import multiprocessing
 import random
+import threading
 import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
@@ -26,7 +27,14 @@ from s3idx.errors import (
     S3idxError,
     UsageError,
 )
-from s3idx.index.base import Bookkeeping, Entry, Index, IndexRebuild, IndexSettings
+from s3idx.index.base import (
+    Bookkeeping,
+    Entry,
+    Index,
+    IndexRebuild,
+    IndexSettings,
+    PutIntent,
+)
 from s3idx.index.mongo import compares_a_document, ferretdb_refusal, uses_operator
 from s3idx.limits import INT64_MAX
 from s3idx.sharding import Shard
@@ -1028,6 +1036,94 @@ def test_fresh_index_has_no_journal(index: Index) -> None:
     assert index.journaled() == {}
     assert index.journaled(["a"]) == {}
     index.clear_journal({"a": '"x"'})
+    assert index.settings() is None
+
+
+# --- the put journal --------------------------------------------------------------------------
+
+
+def test_put_journal_records_key_etag_and_run(filled: Index, open_index: Any) -> None:
+    assert filled.put_intents() == {}
+    assert filled.put_intents(["a"]) == {}
+    filled.journal_puts({"a": '"etag-a"', "b": '"etag-b"'}, "run-1")
+
+    assert filled.put_intents() == {
+        "a": PutIntent('"etag-a"', "run-1"),
+        "b": PutIntent('"etag-b"', "run-1"),
+    }
+    assert filled.put_intents(["a", "zz", "a"]) == {"a": PutIntent('"etag-a"', "run-1")}
+    assert filled.put_intents([]) == {}
+    assert open_index().put_intents()["b"] == PutIntent('"etag-b"', "run-1")  # durable
+    # Journaling changes no entry: queries still find them as they were.
+    assert filled.etags(["a", "b"]) == {"a": '"etag-a"', "b": '"etag-b"'}
+    assert sorted(keys(filled.find())) == sorted(keys(ENTRIES))
+
+
+def test_put_journal_record_is_cleared_only_with_its_etag_and_run(filled: Index) -> None:
+    filled.journal_puts({"a": '"e1"', "b": '"f1"', "c": '"g1"'}, "run-1")
+    filled.journal_puts({"a": '"e1"'}, "run-2")  # another run replacing the same entry
+
+    filled.clear_put_intents(
+        {
+            "a": PutIntent('"e1"', "run-1"),  # run-2's record now: stays
+            "b": PutIntent('"f1"', "run-1"),
+            "c": PutIntent('"other"', "run-1"),
+            "nope": PutIntent('"x"', "run-1"),
+        }
+    )
+
+    assert filled.put_intents() == {
+        "a": PutIntent('"e1"', "run-2"),
+        "c": PutIntent('"g1"', "run-1"),
+    }
+    filled.clear_put_intents({})
+    filled.clear_put_intents({"a": PutIntent('"e1"', "run-2"), "c": PutIntent('"g1"', "run-1")})
+    assert filled.put_intents() == {}
+
+
+def test_put_journal_outlives_a_rebuild_and_its_writes_are_logged(filled: Index) -> None:
+    rebuild = filled.start_rebuild(KEY)
+    filled.journal_puts({"a": '"etag-a"'}, "run-1")
+    assert "a" in changed(rebuild)
+    rebuild.upsert(NEW)
+    rebuild.commit(NEW_SETTINGS)
+    rebuild.finish()
+
+    assert filled.put_intents() == {"a": PutIntent('"etag-a"', "run-1")}
+
+
+def test_put_journal_written_at_once_by_two_runs_keeps_one_record_per_key(
+    index_kind: str, filled: Index, open_index: Any
+) -> None:
+    """Two puts of the same keys, each journaling them again and again (on FerretDB the
+    records are removed and inserted: the inserts collide)."""
+    if index_kind == "mongomock":
+        pytest.skip("mongomock's in-memory server is not safe for threads")
+    keys = [f"p{i:03d}" for i in range(200)]
+    errors: list[BaseException] = []
+
+    def journal(index: Index, run: str) -> None:
+        try:
+            for _ in range(5):
+                index.journal_puts(dict.fromkeys(keys, '"e"'), run)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=journal, args=(open_index(), run)) for run in ("r1", "r2")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert errors == []
+    records = filled.put_intents()
+    assert sorted(records) == keys
+    assert {intent.run for intent in records.values()} <= {"r1", "r2"}
+
+
+def test_fresh_index_has_no_put_journal(index: Index) -> None:
+    assert index.put_intents() == {}
+    assert index.put_intents(["a"]) == {}
+    index.clear_put_intents({"a": PutIntent('"x"', "r")})
     assert index.settings() is None
 
 
