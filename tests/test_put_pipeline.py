@@ -437,12 +437,12 @@ def test_the_collector_keeps_freeing_cycles_across_many_small_puts(
             self.weight = [list(range(20)) for _ in range(20)]
             weakref.finalize(self, freed.append, n)
 
-    rounds = 240
+    rounds = 120
     engine = open_engine(index=str(tmp_path / "index.sqlite3"), **location)
     try:
         for n in range(rounds):
             Cyclic(n)  # garbage at once; only the cyclic collector can free it
-            if n % 40 == 39:  # a new engine now and then, as a builder opens its stores
+            if n % 30 == 29:  # a new engine now and then, as a builder opens its stores
                 engine.close()
                 engine = open_engine(index=str(tmp_path / "index.sqlite3"), **location)
             docs = [{"fs_id": f"k{n}-{i}", "v": i} for i in range(20)]

@@ -498,7 +498,7 @@ def test_rewrite_beside_put_and_delete(rounds: Iterator[Round]) -> None:
 # Three listing batches (LIST_BATCH): the second and third are written into a staging index that
 # already holds 1,000 entries, which took FerretDB over a minute per batch when they were upserts.
 KILLED_REBUILD_OBJECTS = 2200
-KILLED_REBUILD_REPEATS = 5
+KILLED_REBUILD_REPEATS = 3
 RESUME_TIMEOUT = 120.0  # seconds; well above a resume's few, far below a hang's
 
 
