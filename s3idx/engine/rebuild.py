@@ -284,11 +284,7 @@ def _rebuild_batch(
     listed_through: str | None = None,
 ) -> None:
     keys = [o.key for o in batch]
-    # A batch's entries are written before its checkpoint, so only the first batch after the
-    # checkpoint can have entries from before the interruption: asking for later ones would
-    # cost a read of the staging index each (a scan of the collection on FerretDB).
-    first_resumed = result.resumed and result.listed == result.listed_before
-    done = rebuild.has_keys(keys) if first_resumed else set()
+    done = rebuild.has_keys(keys) if result.resumed else set()
     todo = [o for o in batch if o.key not in done]
     vouched: dict[str, ObjectHead] = {}
     if joined is not None:

@@ -9,17 +9,13 @@ Layout in the database:
   ``{"key_field", "fields", "format", "pending"}`` (``pending``: ``{"field", "entries"}`` for
   each field added while the collection held entries, until ``reindex`` backfills it); and,
   while a rebuild is in progress, ``_id`` = ``<collection>__rebuild``:
-  ``{"key_field", "run", "staging", "checkpoint", "started"}``; a sharded rebuild adds
-  ``"shards"`` (N)
+  ``{"key_field", "run", "checkpoint", "started"}``; a sharded rebuild adds ``"shards"`` (N)
   and ``"ready"``, and beside it keeps ``_id`` = ``<collection>__rebuild$shard<I>``
   (``{"run", "done", "checkpoint"}``: written by shard I only) and, once a shard claimed the
   swap, ``<collection>__rebuild$swap`` (``{"run", "owner"}``; its unique ``_id`` makes the
   claim atomic, FerretDB included). ``$`` cannot occur in a collection name, so these ``_id``s
   never meet a collection's.
-- ``<collection>__rebuild_<run>`` (``"staging"`` of the state document; ``<collection>__rebuild``
-  in a state an earlier s3idx wrote): the entries of one rebuild run, renamed over
-  ``<collection>`` on commit. Each run has its own, so a run that another start took over can
-  never write into its successor's; a start drops the staging collections of other runs.
+- ``<collection>__rebuild``: the entries of a rebuild; renamed over ``<collection>`` on commit.
 - ``<collection>__deletes``: the delete journal, ``{_id: key, "etag"}`` per entry being deleted
   (``journal_deletes``), so that an interrupted delete can be finished.
 - ``<collection>__puts``: the put journal, ``{_id: key, "etag", "run"}`` per entry a ``put``
@@ -115,9 +111,6 @@ from s3idx.sharding import Shard
 
 META_COLLECTION = "s3idx_meta"
 REBUILD_SUFFIX = "__rebuild"
-# A run's staging collection is ``<collection>__rebuild_<run>``, the run being this many hex
-# digits (64 random bits: short, as it counts towards MongoDB's namespace limit).
-RUN_DIGITS = 16
 JOURNAL_SUFFIX = "__deletes"
 CHANGES_SUFFIX = "__changes"
 LOCKS_SUFFIX = "__locks"
@@ -137,8 +130,6 @@ PENDING_UPDATE_ATTEMPTS = 10
 
 NOT_IMPLEMENTED = 238  # FerretDB v1 answers so to renameCollection with dropTarget: true
 NAMESPACE_EXISTS = 48
-NAMESPACE_NOT_FOUND = 26
-MAX_INDEXES = 64  # per collection, the _id index included (MongoDB's limits)
 # Writes of a chunk tried when a concurrent upsert of one of its keys won the insert.
 UPSERT_ATTEMPTS = 5
 UPSERT_PAUSE = 0.02  # seconds, times the attempt number
@@ -177,9 +168,8 @@ def _table_vanished(exc: BaseException) -> bool:
 MAX_DATABASE_BYTES = 63
 MAX_NAMESPACE_BYTES = 255
 _DATABASE_FORBIDDEN = frozenset('/\\. "$\0')
-# The longest name s3idx derives from a collection's (a rebuild's staging, its delete journal).
-_LONGEST_SUFFIX = max(*(len(s) for s in RESERVED_SUFFIXES), len(REBUILD_SUFFIX) + 1 + RUN_DIGITS)
-_STAGING = re.compile(f"{REBUILD_SUFFIX}_[0-9a-f]{{{RUN_DIGITS}}}\\Z")
+# The longest name s3idx derives from a collection's (its rebuild, its delete journal).
+_LONGEST_SUFFIX = max(len(s) for s in RESERVED_SUFFIXES)
 
 
 def _name_problem(name: str) -> str | None:
@@ -214,19 +204,13 @@ def check_collection_name(name: str) -> str:
             f"invalid MongoDB collection name {name!r}: {problem}",
             hint="choose another --collection",
         )
-    if name == META_COLLECTION or name.endswith(RESERVED_SUFFIXES) or _is_staging_name(name):
-        suffixes = ", ".join(f"'*{s}'" for s in (*RESERVED_SUFFIXES, f"{REBUILD_SUFFIX}_<run>"))
+    if name == META_COLLECTION or name.endswith(RESERVED_SUFFIXES):
+        suffixes = ", ".join(f"'*{s}'" for s in RESERVED_SUFFIXES)
         raise UsageError(
             f"collection name {name!r} is reserved: s3idx uses {META_COLLECTION!r} and "
             f"{suffixes} for its own bookkeeping"
         )
     return name
-
-
-def _is_staging_name(name: str) -> bool:
-    """Whether ``name`` has the form of a rebuild's staging collection, which a rebuild of the
-    collection it derives from would drop as another run's."""
-    return _STAGING.search(name) is not None
 
 
 def check_database_name(name: str) -> str:
@@ -254,8 +238,7 @@ def check_namespace(database: str, collection: str) -> None:
     if size > MAX_NAMESPACE_BYTES:
         raise UsageError(
             f"MongoDB collection name {collection!r} is too long for database {database!r}: "
-            f"with {REBUILD_SUFFIX + '_<run>'!r}, which s3idx adds for a rebuild "
-            f"({_LONGEST_SUFFIX} characters), the namespace is "
+            f"with {REBUILD_SUFFIX!r}, which s3idx adds for a rebuild, the namespace is "
             f"{size} bytes; MongoDB allows {MAX_NAMESPACE_BYTES}",
             hint="choose a shorter --collection or database name",
         )
@@ -638,44 +621,6 @@ class _Collections:
             documents = [(key, self.document(key, entry, key_field)) for key, entry in chunk]
             self.replace_all(collection, documents, "writing entries to")
 
-    def fill(
-        self, collection: Collection[Any], items: Sequence[tuple[str, Entry]], key_field: str
-    ) -> None:
-        """Write entries into a rebuild's own staging collection, by inserts.
-
-        FerretDB v1 reads the whole collection for each upsert of a key it does not hold yet
-        (measured: 100 such upserts into 8,000 entries took 21 s, 100 of keys it holds 0.3 s),
-        so a bulk of new entries into a staging collection of N costs N times the bulk (1,000
-        into 2,000 took over a minute, past the socket timeout of a resumed rebuild); an insert
-        reads nothing (1,000 in 0.1 s at any size). A chunk
-        holding keys the collection has (its batch was written before an interruption, or a
-        catch-up) is deleted and inserted again: no other run writes here.
-        """
-        for chunk in batched(items, BATCH_SIZE):
-            documents = [(key, self.document(key, entry, key_field)) for key, entry in chunk]
-            if self._inserted(collection, documents):
-                continue
-            with self.guard("writing entries to"):
-                collection.delete_many({ID: {"$in": [key for key, _ in documents]}})
-            if not self._inserted(collection, documents):
-                # Written at once by another process of this run (a second --resume).
-                self.replace_all(collection, documents, "writing entries to")
-
-    def _inserted(
-        self, collection: Collection[Any], documents: Sequence[tuple[str, dict[str, Any]]]
-    ) -> bool:
-        """Insert them all; False when some key was there (some may have been inserted)."""
-        with self.guard("writing entries to"):
-            try:
-                collection.insert_many([document for _, document in documents], ordered=False)
-                return True
-            except BulkWriteError as exc:
-                if not only_duplicate_keys(exc):
-                    raise self.bulk_error(exc, documents) from None
-            except KeyError:
-                pass  # FerretDB's reply to a failed bulk that pymongo cannot read (see below)
-        return False
-
     def replace_all(
         self,
         collection: Collection[Any],
@@ -744,19 +689,6 @@ class _Collections:
             raise UsageError(
                 f"field {ID!r} cannot be a searchable field of a MongoDB index: it holds the "
                 f"key there; index the documents with --key {ID}, or rename the field"
-            )
-
-    def check_index_count(self, key_field: str, fields: Sequence[str]) -> None:
-        """Refuse more fields than MongoDB can index, before anything is recorded or swapped:
-        ``createIndexes`` would fail only after the settings were recorded."""
-        own = [ID] if key_field == ID else [ID, f"the key field {key_field}"]
-        most = MAX_INDEXES - len(own)
-        if len(fields) > most:
-            raise UsageError(
-                f"{len(fields)} searchable fields are more than a MongoDB collection can index: "
-                f"MongoDB allows {MAX_INDEXES} indexes per collection, {len(own)} of which "
-                f"s3idx uses ({' and '.join(own)}); at most {most} fields",
-                hint="index fewer fields, or keep this index in SQLite, which has no such limit",
             )
 
     def ensure_indexes(self, collection: Collection[Any], settings: IndexSettings) -> None:
@@ -887,9 +819,7 @@ class MongoIndex:
         self._c.check_fields(key_field, wanted)
         # Read first: settings damaged by hand are said, not written over ($addToSet would fail
         # on fields that are not an array, in its own words).
-        recorded = self.settings()
-        known = recorded.fields if recorded and recorded.key_field == key_field else ()
-        self._c.check_index_count(key_field, unique_fields(key_field, [*known, *wanted]))
+        self.settings()
         settings = self._record_fields(key_field, wanted)
         self._c.ensure_indexes(self._c.live, settings)
         return settings
@@ -1455,34 +1385,13 @@ class MongoIndex:
                     raise refusal
             # Unfiltered: mongomock's name filter also lists dropped collections; one listing
             # per rebuild costs nothing.
-            exists = state is not None and _staging_of(state) in self._collection_names()
+            exists = name in self._c.database.list_collection_names()
             fresh = state is None or state.get("key_field") != key_field or not exists
             if fresh:
                 state = self._fresh_rebuild(name, key_field)
             assert state is not None
             self._raise_flag(str(state["run"]), fresh=fresh)
-            self._drop_stale_staging(name)
-        staging = self._c.database[_staging_of(state)]
-        return MongoRebuild(self._c, staging, name, key_field, str(state["run"]))
-
-    def _collection_names(self) -> list[str]:
-        return list(self._c.database.list_collection_names())
-
-    def _drop_stale_staging(self, name: str) -> None:
-        """Drop the staging collections of every run but the current one: runs killed, or taken
-        over by a later start (which stop at their next checkpoint).
-
-        Listed before the state is read: a run's state is written before its collection is
-        created, so a listed collection whose run is not the current one at the read is of a run
-        that can never be current again (a run is made current once, by its own start).
-        """
-        stale = re.compile(re.escape(name) + f"(_[0-9a-f]{{{RUN_DIGITS}}})?")
-        listed = [c for c in self._collection_names() if stale.fullmatch(c)]
-        state = self._c.meta.find_one({ID: name})
-        current = _staging_of(state) if state and _rebuild_state_is_sound(state) else None
-        for collection in listed:
-            if collection != current:
-                self._c.database.drop_collection(collection)
+        return MongoRebuild(self._c, self._c.database[name], name, key_field, str(state["run"]))
 
     def _drop_damaged_journal(self) -> None:
         """A rebuild's start: journal records that are no key and ETag name no delete that can
@@ -1507,33 +1416,28 @@ class MongoIndex:
                 self._c.puts.delete_many({ID: {"$in": damaged}})
 
     def _fresh_rebuild(self, name: str, key_field: str) -> dict[str, Any]:
+        self._c.database.drop_collection(name)
+        # Created now, so that its absence later means "gone", not "nothing written yet".
+        try:
+            self._c.database.create_collection(name)
+        except (CollectionInvalid, OperationFailure) as exc:
+            if isinstance(exc, OperationFailure) and exc.code != NAMESPACE_EXISTS:
+                raise
+            # Another rebuild-index started at the same moment and created it first: it
+            # replaced this one before it began.
+            raise self._superseded_error() from None
         self._forget_shards(name)
-        run = _new_run()
         state = {
             ID: name,
             "key_field": key_field,
-            "run": run,
-            "staging": _staging_name(name, run),
+            "run": uuid.uuid4().hex,
             "checkpoint": None,
             "started": utc_now(),
         }
         # Upserts, tried again on a duplicate key: two rebuilds starting at once both insert
         # (FerretDB does not retry that itself); the later replace wins, as a later start does.
-        # Before the collection is created (see ``_drop_stale_staging``).
         self._c.replace_one_by_one(self._c.meta, [(name, state)])
-        # Created now, so that its absence later means "gone", not "nothing written yet".
-        self._create_staging(state)
         return state
-
-    def _create_staging(self, state: Mapping[str, Any]) -> None:
-        try:
-            self._c.database.create_collection(_staging_of(state))
-        except (CollectionInvalid, OperationFailure) as exc:
-            if isinstance(exc, OperationFailure) and exc.code != NAMESPACE_EXISTS:
-                raise
-            # The run's name is random: only a start that lost its state at once to another
-            # (which dropped and re-created nothing of it) meets its collection there.
-            raise self._superseded_error() from None
 
     def _forget_shards(self, name: str) -> None:
         """Remove the shard and swap records of any earlier sharded rebuild."""
@@ -1572,10 +1476,9 @@ class MongoIndex:
                 # Only the rebuild that was refused is discarded: of shards restarting
                 # together, one deletes it and creates a new one, the others join that.
                 self._c.meta.delete_one({ID: name, "run": state["run"]})
-            self._drop_stale_staging(name)
         return MongoRebuild(
             self._c,
-            self._c.database[_staging_of(state)],
+            self._c.database[name],
             name,
             key_field,
             str(state["run"]),
@@ -1599,12 +1502,11 @@ class MongoIndex:
         """Insert the state document (unready), prepare the staging collection, mark it ready.
 
         The insert is the atomic step (unique ``_id``): None when another shard won it."""
-        run = _new_run()
+        run = uuid.uuid4().hex
         state = {
             ID: name,
             "key_field": key_field,
             "run": run,
-            "staging": _staging_name(name, run),
             "checkpoint": None,
             "started": utc_now(),
             "shards": shard.count,
@@ -1614,7 +1516,8 @@ class MongoIndex:
             self._c.meta.insert_one(state)
         except DuplicateKeyError:
             return None
-        self._create_staging(state)
+        self._c.database.drop_collection(name)
+        self._c.database.create_collection(name)
         self._forget_shards(name)
         self._raise_flag(run, fresh=True)
         self._c.meta.insert_one({ID: _shard_id(name, shard.index), "run": run, "done": False})
@@ -1705,11 +1608,10 @@ class MongoIndex:
 
 
 class MongoRebuild:
-    """A rebuild filling its run's staging collection; ``commit`` renames it over the live one.
+    """A rebuild filling ``<collection>__rebuild``; ``commit`` renames it over the live one.
 
     ``run`` identifies this rebuild in its state document: a later fresh start replaces it,
-    and this one then refuses to save checkpoints or commit over the newer one. What it writes
-    before it notices goes into its own staging collection, which it drops then.
+    and this one then refuses to save checkpoints or commit over the newer one.
     """
 
     def __init__(
@@ -1746,7 +1648,7 @@ class MongoRebuild:
     def upsert(self, entries: Sequence[Entry]) -> None:
         self._check_open()
         items = self._c.latest(entries, self._key_field)
-        self._c.fill(self._collection, items, self._key_field)
+        self._c.write(self._collection, items, self._key_field)
 
     def delete(self, keys: Sequence[str]) -> None:
         self._check_open()
@@ -1867,15 +1769,12 @@ class MongoRebuild:
             )
         fields = unique_fields(settings.key_field, settings.fields)
         self._c.check_fields(settings.key_field, fields)
-        self._c.check_index_count(settings.key_field, fields)
         final = IndexSettings(settings.key_field, tuple(fields), settings.pending)
         with self._c.guard("committing the rebuild of"):
-            # Indexes built once over the full collection are cheaper than maintained per write.
-            self._c.ensure_indexes(self._collection, final)
-            # Checked after the indexes (which can take long), so that a start taking the
-            # rebuild over (and dropping this run's collection) meanwhile is seen.
             if self._c.meta.find_one(self._mine()) is None:
                 raise self._superseded()
+            # Indexes built once over the full collection are cheaper than maintained per write.
+            self._c.ensure_indexes(self._collection, final)
             self._swap()
             self._c.meta.replace_one(
                 {ID: self._c.name},
@@ -1907,15 +1806,9 @@ class MongoRebuild:
             self._collection.rename(target, dropTarget=True)
             return
         except OperationFailure as exc:
-            if exc.code == NAMESPACE_NOT_FOUND:
-                raise self._superseded() from None  # a later start dropped it just now
             if exc.code != NOT_IMPLEMENTED:
                 raise
         for attempt in range(DROP_RENAME_ATTEMPTS):
-            # Not atomic: the live collection must not be dropped for a staging collection
-            # that a later start has dropped since the check above.
-            if self._collection.name not in self._c.database.list_collection_names():
-                raise self._superseded()
             if attempt:
                 # Writers that keep writing re-create the target between the drop and the
                 # rename now and then; a random pause puts the next try elsewhere in their
@@ -1955,11 +1848,6 @@ class MongoRebuild:
                 self._c.changes.drop()
 
     def _superseded(self) -> S3idxError:
-        """The error of a run that is no longer the current one; its staging collection, which
-        can never be swapped in now, goes (a no-op when another shard of the run swapped it)."""
-        with suppress(S3idxError), self._c.guard("dropping the replaced rebuild of"):
-            if self._c.meta.find_one(self._mine()) is None:
-                self._collection.drop()
         return superseded_rebuild(self._c.location)
 
 
@@ -1982,7 +1870,7 @@ def _checkpoint_of(state: Mapping[str, Any], location: str) -> dict[str, Any] | 
 def _rebuild_state_is_sound(state: Mapping[str, Any]) -> bool:
     """Whether a rebuild's state document is as s3idx writes it."""
     key_field, run, shards = state.get("key_field"), state.get("run"), state.get("shards")
-    started, staging = state.get("started"), state.get("staging")
+    started = state.get("started")
     return (
         isinstance(key_field, str)
         and bool(key_field)
@@ -1990,7 +1878,6 @@ def _rebuild_state_is_sound(state: Mapping[str, Any]) -> bool:
         and bool(run)
         and (shards is None or (type(shards) in (int, Int64) and shards > 0))
         and (started is None or isinstance(started, datetime))
-        and (staging is None or staging == _staging_name(str(state.get(ID)), run))
     )
 
 
@@ -2001,22 +1888,6 @@ def _damaged_rebuild_state(location: str, state: Mapping[str, Any]) -> DamagedIn
         f"its record of a rebuild in progress cannot be read: {shown!r:.200}",
         hint=_RESTART_HINT,
     )
-
-
-def _new_run() -> str:
-    return uuid.uuid4().hex[:RUN_DIGITS]
-
-
-def _staging_name(state_id: str, run: str) -> str:
-    """A run's staging collection; ``state_id`` is ``<collection>__rebuild``."""
-    return f"{state_id}_{run}"
-
-
-def _staging_of(state: Mapping[str, Any]) -> str:
-    """The staging collection of the run ``state`` records (as ``_rebuild_state_is_sound``
-    checked it); a state written by an earlier s3idx names none: all its runs shared one."""
-    staging = state.get("staging")
-    return staging if isinstance(staging, str) else str(state[ID])
 
 
 def _shard_id(state_id: str, index: int) -> str:

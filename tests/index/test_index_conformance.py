@@ -25,7 +25,6 @@ from s3idx.errors import (
     IndexSettingsError,
     InvalidFilterError,
     S3idxError,
-    UsageError,
 )
 from s3idx.index.base import (
     Bookkeeping,
@@ -698,35 +697,6 @@ def test_rebuild_without_resume_starts_afresh(filled: Index) -> None:
     fresh.upsert([entry("z")])
     fresh.commit(IndexSettings(KEY, ()))
     assert keys(filled.find()) == ["z"]
-
-
-def test_a_superseded_rebuild_never_writes_into_the_one_that_replaced_it(
-    filled: Index, open_index: Any
-) -> None:
-    """Two rebuild-index at once: the later start takes the rebuild over, and what the earlier
-    one still writes before it notices (a batch in flight) must not reach the later one."""
-    old = filled.start_rebuild(KEY)
-    old.upsert([entry("a", n=1), entry("gone", n=1)])
-    old.save_checkpoint({"after": "gone"})
-    new = open_index().start_rebuild(KEY)
-    new.upsert(NEW)
-    late_writes: list[Callable[[], object]] = [
-        lambda: old.upsert([entry("stale", n=9), entry("x", n=-1)]),
-        lambda: old.delete(["y"]),
-    ]
-    for write in late_writes:
-        try:
-            write()  # SQLite refuses it; MongoDB writes into the old run's own staging
-        except S3idxError as exc:
-            assert "was replaced by another rebuild-index" in exc.message
-    with pytest.raises(S3idxError, match="was replaced by another rebuild-index"):
-        old.save_checkpoint({"after": "stale"})
-
-    resumed = open_index().start_rebuild(KEY, resume=True)  # continues the new one
-    assert resumed.checkpoint() is None
-    assert resumed.has_keys(["a", "gone", "stale", "x", "y"]) == {"a", "x", "y"}
-    resumed.commit(NEW_SETTINGS)
-    assert list(filled.find(sort=[(KEY, 1)])) == sorted(NEW, key=lambda e: e[KEY])
 
 
 def test_rebuild_upsert_replaces_and_later_wins(filled: Index) -> None:
@@ -1640,19 +1610,3 @@ def test_a_damaged_rebuild_record_is_restarted_by_a_shard(filled: Index) -> None
     rebuild.finish()
     assert by_key(filled.find()) == by_key(ENTRIES)
     assert filled.rebuild_status() is None
-
-
-def test_more_fields_than_mongodb_can_index_are_refused_there_only(
-    index: Index, index_kind: str
-) -> None:
-    """MongoDB's 64 indexes per collection, two of them s3idx's own: refused before anything is
-    recorded (createIndexes would fail after); SQLite has no such limit."""
-    fields = [f"f{i}" for i in range(63)]
-    if index_kind == "sqlite":
-        assert index.configure(KEY, fields).fields == tuple(fields)
-        return
-    with pytest.raises(UsageError, match="MongoDB allows 64 indexes per collection") as caught:
-        index.configure(KEY, fields)
-    assert caught.value.exit_status == ExitStatus.USAGE
-    assert index.settings() is None
-    assert index.configure(KEY, fields[:62]).fields == tuple(fields[:62])

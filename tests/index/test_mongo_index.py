@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import time
 import warnings
 from datetime import UTC, datetime, timedelta, timezone
@@ -194,24 +193,20 @@ def test_database_names_mongodb_refuses_are_usage_errors(name: str, reason: str)
     assert excinfo.value.message == f"invalid MongoDB database name {name!r}: {reason}"
 
 
-# A run's staging collection: "<collection>__rebuild_" and 16 hex digits.
-STAGING_SUFFIX = len("__rebuild_") + 16
-
-
 def test_the_longest_names_mongodb_takes_are_accepted(client: Any) -> None:
-    database, collection = "d" * 63, "c" * (255 - 64 - STAGING_SUFFIX)
+    database, collection = "d" * 63, "c" * (255 - 64 - len("__rebuild"))
     index = MongoIndex("mongodb://h/db", database, collection, client=client)
     index.configure("fs_id", [])
 
 
 def test_a_namespace_too_long_for_the_rebuild_collection_is_a_usage_error() -> None:
-    collection = "c" * (255 - 64 - STAGING_SUFFIX + 1)
+    collection = "c" * (255 - 64 - len("__rebuild") + 1)
     with pytest.raises(UsageError) as excinfo:
         MongoIndex("mongodb://127.0.0.1:1/db", "d" * 63, collection)
     assert excinfo.value.message == (
         f"MongoDB collection name {collection!r} is too long for database {'d' * 63!r}: with "
-        "'__rebuild_<run>', which s3idx adds for a rebuild (26 characters), the namespace is "
-        "256 bytes; MongoDB allows 255"
+        "'__rebuild', which s3idx adds for a rebuild, the namespace is 256 bytes; MongoDB "
+        "allows 255"
     )
 
 
@@ -556,10 +551,8 @@ def test_rebuild_state_lives_beside_the_index_until_commit(index: MongoIndex, cl
     rebuild.save_checkpoint({"after": "k"})
     db = client["test"]
 
+    assert "s3idx__rebuild" in db.list_collection_names()
     state = db["s3idx_meta"].find_one({"_id": "s3idx__rebuild"})
-    assert re.fullmatch("s3idx__rebuild_[0-9a-f]{16}", state["staging"])
-    assert state["staging"] == "s3idx__rebuild_" + state["run"]
-    assert state["staging"] in db.list_collection_names()
     # The checkpoint is JSON text: FerretDB refuses "." in the names of a stored document.
     assert state["key_field"] == "fs_id" and orjson.loads(state["checkpoint"]) == {"after": "k"}
 
@@ -628,96 +621,9 @@ def test_resume_after_the_collection_vanished_starts_afresh(index: MongoIndex, c
     index.configure("fs_id", [])
     rebuild = index.start_rebuild("fs_id")
     rebuild.save_checkpoint({"after": "x"})
-    state = client["test"]["s3idx_meta"].find_one({"_id": "s3idx__rebuild"})
-    client["test"].drop_collection(state["staging"])
+    client["test"].drop_collection("s3idx__rebuild")
 
     assert index.start_rebuild("fs_id", resume=True).checkpoint() is None
-
-
-def _staging_collections(client: Any) -> list[str]:
-    return sorted(n for n in client["test"].list_collection_names() if "__rebuild" in n)
-
-
-def test_each_run_has_its_own_staging_and_a_start_drops_those_of_other_runs(
-    index: MongoIndex, client: Any
-) -> None:
-    index.configure("fs_id", [])
-    db = client["test"]
-    db.create_collection("s3idx__rebuild")  # left by an earlier s3idx's killed rebuild
-    killed = index.start_rebuild("fs_id")  # ...and one of this s3idx's, killed too
-    killed.upsert([entry("k")])
-    killed_staging = _staging_collections(client)
-    assert len(killed_staging) == 1 and killed_staging[0] != "s3idx__rebuild"
-
-    fresh = index.start_rebuild("fs_id")
-    (staging,) = _staging_collections(client)
-    assert staging != killed_staging[0]
-    assert fresh.has_keys(["k"]) == set()
-    assert index.start_rebuild("fs_id", resume=True).has_keys(["k"]) == set()
-    assert _staging_collections(client) == [staging]  # a resume continues the run's own
-    db.create_collection("s3idx__rebuilder")  # another application's: not s3idx's to drop
-    db.create_collection("other__rebuild_0123456789abcdef")  # another index's run
-    index.start_rebuild("fs_id")
-    assert len(_staging_collections(client)) == 3
-    assert staging not in _staging_collections(client)
-
-
-def test_a_replaced_run_drops_its_own_staging_when_it_notices(
-    index: MongoIndex, client: Any
-) -> None:
-    index.configure("fs_id", [])
-    old = index.start_rebuild("fs_id")
-    (old_staging,) = _staging_collections(client)
-    new = index.start_rebuild("fs_id")
-    old.upsert([entry("late")])  # a batch in flight: re-creates its dropped collection
-    (new_staging,) = [n for n in _staging_collections(client) if n != old_staging]
-
-    with pytest.raises(S3idxError, match="was replaced by another rebuild-index"):
-        old.save_checkpoint({})
-    assert _staging_collections(client) == [new_staging]
-    new.upsert([entry("n")])
-    new.commit(IndexSettings("fs_id", ()))
-    assert [e["fs_id"] for e in index.find()] == ["n"]
-
-
-def test_a_start_while_a_commit_builds_its_indexes_keeps_the_live_index(
-    index: MongoIndex, client: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The later start drops the committing run's staging; the swap must not happen."""
-    index.configure("fs_id", [])
-    index.upsert([entry("live")])
-    old = index.start_rebuild("fs_id")
-    old.upsert([entry("o")])
-    build = index._c.ensure_indexes
-    later: list[Any] = []
-
-    def slow_build(collection: Any, settings: IndexSettings) -> None:
-        build(collection, settings)
-        later.append(MongoIndex("mongodb://h/test", "test", client=client).start_rebuild("fs_id"))
-
-    monkeypatch.setattr(index._c, "ensure_indexes", slow_build)
-    with pytest.raises(S3idxError, match="was replaced by another rebuild-index"):
-        old.commit(IndexSettings("fs_id", ()))
-    assert [e["fs_id"] for e in index.find()] == ["live"]
-    assert len(_staging_collections(client)) == 1
-    later[0].upsert([entry("n")])
-    later[0].commit(IndexSettings("fs_id", ()))
-    assert [e["fs_id"] for e in index.find()] == ["n"]
-
-
-def test_a_state_of_an_earlier_s3idx_is_resumed_in_the_shared_staging(
-    index: MongoIndex, client: Any
-) -> None:
-    index.configure("fs_id", [])
-    db = client["test"]
-    db["s3idx__rebuild"].insert_one({"_id": "k", **entry("k")})
-    db["s3idx_meta"].insert_one(
-        {"_id": "s3idx__rebuild", "key_field": "fs_id", "run": "0" * 32, "checkpoint": None}
-    )
-    resumed = index.start_rebuild("fs_id", resume=True)
-    assert resumed.has_keys(["k"]) == {"k"}
-    resumed.commit(IndexSettings("fs_id", ()))
-    assert [e["fs_id"] for e in index.find()] == ["k"]
 
 
 # --- error translation -----------------------------------------------------------------------
@@ -828,10 +734,7 @@ def test_close_leaves_a_client_it_was_given_open() -> None:
     client.close.assert_not_called()
 
 
-@pytest.mark.parametrize(
-    "name",
-    ["", "a$b", "system.x", "s3idx_meta", "docs__rebuild", "docs__rebuild_0123456789abcdef"],
-)
+@pytest.mark.parametrize("name", ["", "a$b", "system.x", "s3idx_meta", "docs__rebuild"])
 def test_reserved_or_invalid_collection_names_are_refused(client: Any, name: str) -> None:
     with pytest.raises(UsageError):
         MongoIndex("mongodb://h/db", "db", name, client=client)
@@ -990,74 +893,3 @@ def test_commit_without_drop_target_drops_then_renames(
     assert renames == [{"dropTarget": True}, {}, {}]
     assert [e["fs_id"] for e in index.find({}, sort=[("fs_id", 1)])] == ["a", "b"]
     assert index.settings() == IndexSettings("fs_id", ("n",))
-
-
-# --- MongoDB's 64 indexes per collection ------------------------------------------------------
-
-TOO_MANY = (
-    "{count} searchable fields are more than a MongoDB collection can index: MongoDB allows 64 "
-    "indexes per collection, {own} of which s3idx uses ({which}); at most {most} fields"
-)
-
-
-def _fields(count: int, prefix: str = "f") -> list[str]:
-    return [arg for i in range(count) for arg in ("--field", f"{prefix}{i}")]
-
-
-def _put_args(tmp_path: Path) -> list[str]:
-    return ["--store", str(tmp_path / "st"), "--index", "mongodb://127.0.0.1:27999/db"]
-
-
-def test_put_with_more_fields_than_mongodb_can_index_exits_2_recording_nothing(
-    run: Run, mongomock_server: Any, tmp_path: Path
-) -> None:
-    result = run("put", *_put_args(tmp_path), *_fields(63), input=b'{"fs_id": "a"}\n')
-
-    assert result.exit_code == ExitStatus.USAGE, result.stderr
-    message = TOO_MANY.format(count=63, own=2, which="_id and the key field fs_id", most=62)
-    assert f"error: {message}" in result.stderr
-    assert "hint: index fewer fields, or keep this index in SQLite" in result.stderr
-    assert mongomock_server["db"]["s3idx_meta"].find_one({"_id": "s3idx"}) is None
-    assert not (tmp_path / "st").exists() or not any((tmp_path / "st").rglob("a*"))
-
-
-def test_fields_added_later_count_with_the_recorded_ones(
-    run: Run, mongomock_server: Any, tmp_path: Path
-) -> None:
-    args = _put_args(tmp_path)
-    assert run("put", *args, *_fields(62), input=b'{"fs_id": "a"}\n').exit_code == 0
-
-    result = run("put", *args, "--field", "one_more", input=b'{"fs_id": "b"}\n')
-
-    assert result.exit_code == ExitStatus.USAGE, result.stderr
-    message = TOO_MANY.format(count=63, own=2, which="_id and the key field fs_id", most=62)
-    assert f"error: {message}" in result.stderr
-    recorded = mongomock_server["db"]["s3idx_meta"].find_one({"_id": "s3idx"})
-    assert len(recorded["fields"]) == 62 and "one_more" not in recorded["fields"]
-    assert [
-        e["fs_id"] for e in MongoIndex("mongodb://h/db", "db", client=mongomock_server).find()
-    ] == ["a"]
-
-
-def test_keyed_by_id_an_index_takes_one_field_more(client: Any) -> None:
-    index = MongoIndex("mongodb://h/test", "test", client=client)
-    index.configure("_id", [f"f{i}" for i in range(63)])
-    with pytest.raises(UsageError) as caught:
-        MongoIndex("mongodb://h/test", "test", client=client).configure("_id", ["extra"])
-    assert caught.value.message == TOO_MANY.format(count=64, own=1, which="_id", most=63)
-
-
-def test_a_rebuild_finding_more_fields_than_mongodb_can_index_keeps_the_live_index(
-    index: MongoIndex,
-) -> None:
-    index.configure("fs_id", ["n"])
-    index.upsert([entry("live", n=1)])
-    rebuild = index.start_rebuild("fs_id")
-    rebuild.upsert([entry("new")])
-    fields = tuple(f"f{i}" for i in range(63))
-    with pytest.raises(UsageError) as caught:
-        rebuild.commit(IndexSettings("fs_id", fields))
-    assert caught.value.message == TOO_MANY.format(
-        count=63, own=2, which="_id and the key field fs_id", most=62
-    )
-    assert [e["fs_id"] for e in index.find()] == ["live"]
