@@ -403,6 +403,7 @@ def bench_s3idx_put(
     work: Path,
     env: dict[str, str],
     compress: str = "zlib",
+    processes: int = 1,
 ) -> Row:
     index = work / f"put-{transport}.sqlite3"
     with contextlib.suppress(FileNotFoundError):
@@ -416,6 +417,8 @@ def bench_s3idx_put(
         str(workers),
         "--compress",
         compress,
+        "--processes",
+        str(processes),
         "-q",
     )
     wall, cpu, _, status = measure_process(argv, env)
@@ -423,6 +426,7 @@ def bench_s3idx_put(
     name = f"s3idx put --transport {transport}" + (
         "" if compress == "zlib" else f" --compress {compress}"
     )
+    name += "" if processes == 1 else f" --processes {processes}"
     return Row("put", name, count, wall, cpu, note)
 
 
@@ -658,6 +662,11 @@ def main() -> None:
         "--rounds", type=int, default=1, help="interleaved rounds of the put clients (medians)"
     )
     parser.add_argument(
+        "--processes",
+        default="",
+        help="also put with --processes N (comma-separated counts), obstore and http transports",
+    )
+    parser.add_argument(
         "--codecs", default="zlib", help="s3idx put codecs, comma-separated: zlib,zstd,none"
     )
     args = parser.parse_args()
@@ -701,6 +710,21 @@ def run_endpoint(args: argparse.Namespace, work: Path, env: dict[str, str]) -> l
                         one.append(
                             bench_s3idx_put(
                                 url, source, args.docs, args.workers, transport, work, env, compress
+                            )
+                        )
+            for count in (int(n) for n in args.processes.split(",") if n):
+                for transport in ("obstore", "http"):
+                    if transport in transports:
+                        one.append(
+                            bench_s3idx_put(
+                                url,
+                                source,
+                                args.docs,
+                                args.workers,
+                                transport,
+                                work,
+                                env,
+                                processes=count,
                             )
                         )
             if "s5cmd" not in skip:
