@@ -7,6 +7,7 @@ imports boto3 or pymongo.
 from __future__ import annotations
 
 import difflib
+import functools
 import re
 import sys
 from collections.abc import Callable
@@ -84,16 +85,18 @@ def parse_store_location(text: str) -> StoreLocation:
 # it would fail every request with botocore's parameter-validation text (exit 1). Stricter
 # rules (3-63 lowercase characters) are AWS's alone: legacy buckets and other S3 services
 # take capitals and '_', so those are left to the server.
-_BUCKET_NAME = re.compile(
-    r"[A-Za-z0-9._-]{1,255}"
-    r"|arn:aws.*:(s3|s3-object-lambda):[a-z0-9-]*:[0-9]{12}:accesspoint:[A-Za-z0-9.-]{1,63}"
-    r"|arn:aws.*:s3-outposts:[a-z0-9-]+:[0-9]{12}:outpost:[A-Za-z0-9-]{1,63}:accesspoint"
-    r":[A-Za-z0-9-]{1,63}"
-)
+@functools.cache  # compiled for an S3 location only (start-up time, issue 17)
+def _bucket_name() -> re.Pattern[str]:
+    return re.compile(
+        r"[A-Za-z0-9._-]{1,255}"
+        r"|arn:aws.*:(s3|s3-object-lambda):[a-z0-9-]*:[0-9]{12}:accesspoint:[A-Za-z0-9.-]{1,63}"
+        r"|arn:aws.*:s3-outposts:[a-z0-9-]+:[0-9]{12}:outpost:[A-Za-z0-9-]{1,63}:accesspoint"
+        r":[A-Za-z0-9-]{1,63}"
+    )
 
 
 def _check_bucket_name(text: str, bucket: str) -> None:
-    if _BUCKET_NAME.fullmatch(bucket) is None:
+    if _bucket_name().fullmatch(bucket) is None:
         raise UsageError(
             f"store {redact_location(text)!r}: {bucket!r} is not a bucket name; S3 bucket names "
             "hold only letters, digits, '.', '-' and '_', at most 255 of them",
@@ -154,9 +157,13 @@ _FORMS = {
               "sqlite": "sqlite:///PATH"},
 }  # fmt: skip
 _PLAIN = {"store": "a directory", "index": "a SQLite file path"}
+
+
 # "word:" or "word//" at the start: a URL meant, whatever the slashes. One letter and a colon is
 # a Windows drive.
-_URL_LIKE = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)(?P<sep>:/*|//+)(?P<rest>.*)", re.S)
+@functools.cache
+def _url_like() -> re.Pattern[str]:
+    return re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)(?P<sep>:/*|//+)(?P<rest>.*)", re.S)
 
 
 def _refuse_url_typos(text: str, role: str) -> None:
@@ -164,7 +171,7 @@ def _refuse_url_typos(text: str, role: str) -> None:
 
     Without this, ``s3:/bucket/docs`` is a relative directory ``s3:`` that ``put`` creates.
     """
-    found = _URL_LIKE.fullmatch(text)
+    found = _url_like().fullmatch(text)
     if found is None:
         return
     scheme, sep = found["scheme"], found["sep"]
@@ -208,7 +215,7 @@ def _respelled(shown: str, scheme: str) -> str:
     """The location as it was meant, made from what may be shown of it: a suggestion built from
     the text as typed could show what its spelling hid ("mongodb:pw@host" has no user)."""
     slashes = "///" if scheme in ("file", "sqlite") else "//"
-    found = _URL_LIKE.fullmatch(shown)
+    found = _url_like().fullmatch(shown)
     rest = found["rest"].lstrip("/") if found else "..."
     if scheme == "file" and rest.lower().startswith("localhost/"):
         rest = rest[len("localhost/") :]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import sys
@@ -343,27 +344,47 @@ def _settings_table(table: Any, where: str) -> dict[str, Any]:
 
 # --- secrets: never printed ------------------------------------------------------------------
 
+
+# Each pattern here is compiled on first use: ~1.3 ms in all, which a command that redacts
+# nothing need not pay (start-up time, issue 17).
+#
 # In free text (a message, a library's error) a URI is found by its scheme, then ":" with any
 # slashes or "//" alone (so "mongodb:/u:pw@h" and "mongodb//u:pw@h" too), and its password is
 # hidden greedily up to the last "@" of the token: a password may hold an unescaped "/" or "@",
 # and hiding too much is safe where hiding too little is not. A location the user gave is
 # redacted from its structure instead (``redact_location``), and its secrets are known by value.
-_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*(?::/*|//+))(?P<user>[^:/@\s]*):\S*@")
+@functools.cache
+def _userinfo() -> re.Pattern[str]:
+    return re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*(?::/*|//+))(?P<user>[^:/@\s]*):\S*@")
+
+
 # URI query options whose values are secrets (MongoDB's authMechanismProperties carries an AWS
 # session token; tlsCertificateKeyFilePassword; anything named like a password or token).
 _SECRET_NAME = r"authMechanismProp\w*|[\w.-]*(?:pass|pwd|secret|token|credential)[\w.-]*"
-_SECRET_OPTION = re.compile(
-    rf"(?i)(?<=[?&;])(?P<name>\s*(?:{_SECRET_NAME}))(?P<equals>\s*=\s*)[^&;\s]*"
-)
+
+
+@functools.cache
+def _secret_option() -> re.Pattern[str]:
+    return re.compile(rf"(?i)(?<=[?&;])(?P<name>\s*(?:{_SECRET_NAME}))(?P<equals>\s*=\s*)[^&;\s]*")
+
+
 # In a location, a secret option's value runs to the next option or the end, whatever it holds
 # (quotes, spaces: pymongo takes them).
-_LOCATION_OPTION = re.compile(rf"(?i)(?<=[?&;])\s*(?:{_SECRET_NAME})\s*=(?P<value>[^&;]*)")
+@functools.cache
+def _location_option() -> re.Pattern[str]:
+    return re.compile(rf"(?i)(?<=[?&;])\s*(?:{_SECRET_NAME})\s*=(?P<value>[^&;]*)")
+
+
 # The start of a location as typed: blanks or quotes, a scheme-like word (or none) and its colon,
 # with whatever slashes follow. Only that colon matters: it is not the one between a user and a
 # password. "mongodb//u:pw@h" has none; its user is then "mongodb//u", which is no secret.
-_LOCATION_SCHEME = re.compile(r"""[\s'"`]*(?:[A-Za-z][A-Za-z0-9+.-]*)?\s*:(?P<slashes>[/\\\s]*)""")
+@functools.cache
+def _location_scheme() -> re.Pattern[str]:
+    return re.compile(r"""[\s'"`]*(?:[A-Za-z][A-Za-z0-9+.-]*)?\s*:(?P<slashes>[/\\\s]*)""")
+
+
 # An AWS access key id: the user of a MONGODB-AWS URI, as secret as the key that goes with it.
-_AWS_KEY_ID = re.compile(r"(?:AKIA|ASIA|AIDA|AROA|AIPA|ANPA|ANVA|APKA|ABIA|ACCA|AGPA)[A-Z0-9]{8,}")
+_AWS_KEY_ID = r"(?:AKIA|ASIA|AIDA|AROA|AIPA|ANPA|ANVA|APKA|ABIA|ACCA|AGPA)[A-Z0-9]{8,}"
 # Secrets known by value (credentials from the environment, a URI's password) are hidden
 # wherever any piece of them of this many characters shows up: a message that quotes part of
 # a token (a header value, one segment of a JWT) must not reveal that part either.
@@ -383,13 +404,15 @@ _AWS_SECRET_VARIABLES = (
 # which may quote one not known by value: access key ids, the pieces of a SigV4 Authorization
 # header, long base64 runs (secret keys, session tokens) and JWTs. Not applied to s3idx's own
 # text, where a 40-character run is a document key or a hash rather than a secret.
-_CREDENTIAL_SHAPES = re.compile(
-    rf"(?<![A-Za-z0-9]){_AWS_KEY_ID.pattern}"
-    r"|(?<=Credential=)[^,\s]+"
-    r"|(?<=Signature=)[0-9A-Fa-f]+"
-    r"|(?<![A-Za-z0-9/+=])[A-Za-z0-9/+=]{40,}"
-    r"|eyJ[A-Za-z0-9_-]{4,}(?:\.[A-Za-z0-9_-]*)*"  # a JWT, all of its segments
-)
+@functools.cache
+def _credential_shapes() -> re.Pattern[str]:
+    return re.compile(
+        rf"(?<![A-Za-z0-9]){_AWS_KEY_ID}"
+        r"|(?<=Credential=)[^,\s]+"
+        r"|(?<=Signature=)[0-9A-Fa-f]+"
+        r"|(?<![A-Za-z0-9/+=])[A-Za-z0-9/+=]{40,}"
+        r"|eyJ[A-Za-z0-9_-]{4,}(?:\.[A-Za-z0-9_-]*)*"  # a JWT, all of its segments
+    )
 
 
 def redact(text: str, secrets: Iterable[str] = (), *, vendor_text: bool = False) -> str:
@@ -403,10 +426,10 @@ def redact(text: str, secrets: Iterable[str] = (), *, vendor_text: bool = False)
     """
     for given in sorted(_location_masks, key=len, reverse=True):  # quoted whole, or as a path
         text = text.replace(given, _location_masks[given])
-    text = _USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
-    text = _SECRET_OPTION.sub(lambda m: f"{m['name']}{m['equals']}***", text)
+    text = _userinfo().sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
+    text = _secret_option().sub(lambda m: f"{m['name']}{m['equals']}***", text)
     if vendor_text:
-        text = _CREDENTIAL_SHAPES.sub("***", text)
+        text = _credential_shapes().sub("***", text)
     text = _hide_known_secrets(text) if _secret_fragments else text
     # Longest first, so that a secret containing another is hidden whole.
     for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
@@ -459,7 +482,7 @@ def location_parts(location: str) -> LocationParts:
     word may have been the user, so it is all hidden. Each secret option's value runs to the
     next "&" or ";" or the end.
     """
-    scheme = _LOCATION_SCHEME.match(location)
+    scheme = _location_scheme().match(location)
     start = scheme.end() if scheme else 0
     at = location.rfind("@", start)
     user, password = "", ""
@@ -475,13 +498,13 @@ def location_parts(location: str) -> LocationParts:
         else:
             user = location[start:at]
     secrets = list(_written_and_decoded(password))
-    options = list(_LOCATION_OPTION.finditer(location, start))
+    options = list(_location_option().finditer(location, start))
     for option in options:
         secrets += _written_and_decoded(option["value"])
         spans.append(option.span("value"))
     # An access key id (MONGODB-AWS) is a secret; so is a "user" holding a secret option.
     if user and (
-        _AWS_KEY_ID.fullmatch(unquote_plus(user).strip())
+        re.fullmatch(_AWS_KEY_ID, unquote_plus(user).strip())
         or any(option.start() < start + len(user) for option in options)
     ):
         secrets += _written_and_decoded(user)

@@ -6,6 +6,7 @@ terminal flags, its clock and environment variables), never to ``sys.std*`` dire
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import time
@@ -679,12 +680,16 @@ def entries_table(
 
 _MISSING = object()
 
+
 # Characters a terminal acts on rather than shows: C0 and C1 controls and DEL (ESC starts
 # sequences that recolour, retitle or rewrite the screen) and the bidirectional overrides and
 # line separators, which reorder or break what is around them.
-_TERMINAL_ACTS_ON = re.compile(
-    "[\x00-\x1f\x7f-\x9f\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]"
-)
+# Compiled when a table first shows text, not by every command (start-up time, issue 17).
+@functools.cache
+def _terminal_acts_on() -> re.Pattern[str]:
+    return re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
 _SHORT_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
@@ -693,7 +698,7 @@ def _as_text(value: str) -> Text:
     text), and the characters a terminal would act on written as JSON escapes."""
     from rich.text import Text
 
-    shown = _TERMINAL_ACTS_ON.sub(
+    shown = _terminal_acts_on().sub(
         lambda m: _SHORT_ESCAPES.get(m.group(), f"\\u{ord(m.group()):04x}"), value
     )
     return Text(shown)

@@ -28,7 +28,6 @@ from s3idx.errors import InvalidFilterError
 from s3idx.frozen import Frozen, init_field
 from s3idx.limits import MAX_NESTING, NESTING_MESSAGE, json_depth
 from s3idx.query.paths import Path, iter_path_values, split_path
-from s3idx.query.pcre import translate
 from s3idx.query.values import MISSING, canonical, compare, type_class
 
 SUPPORTED_OPERATORS = (
@@ -161,6 +160,8 @@ class Regex(Frozen):
         # and checks for signals while it matches. Imported here: ~25 ms that a query without
         # $regex does not need (start-up time, issue 17).
         import regex
+
+        from s3idx.query.pcre import translate  # its patterns: ~1 ms a query need not pay
 
         flags = 0
         for flag in self.options:
