@@ -8,6 +8,11 @@ under them: importing Typer alone, and Typer with orjson and sqlite3.
 
     python tests/bench/bench_startup.py --runs 30
     python tests/bench/bench_startup.py --importtime   # the 15 slowest imports of the query
+
+Run it with the interpreter of a regular install (``pip install .``, what users get) as well as
+an editable one: an editable install's import hook slows ``python -c pass`` itself, so the same
+times make smaller ratios there. ``--baseline-script OTHER_VENV/bin/s3idx`` compares another
+regular install in the same rounds.
 """
 
 from __future__ import annotations
@@ -47,10 +52,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=21)
     parser.add_argument("--importtime", action="store_true", help="show the slowest imports")
-    parser.add_argument(
+    baseline = parser.add_mutually_exclusive_group()
+    baseline.add_argument(
         "--baseline-src",
         help="also run another checkout's s3idx package (a directory holding s3idx/, e.g. "
         "from `git archive COMMIT s3idx | tar -x -C DIR`) through python -m s3idx",
+    )
+    baseline.add_argument(
+        "--baseline-script",
+        help="also run another install's s3idx console script, e.g. a regular install "
+        "(`pip install .`) of another commit in its own venv: VENV/bin/s3idx",
     )
     args = parser.parse_args()
     python = sys.executable
@@ -82,6 +93,11 @@ def main() -> None:
             commands["before: query"] = [*before, "query", "{}", "--limit", "1"]
             for name in ("before: --version", "before: query"):
                 envs[name] = {**env, "PYTHONPATH": str(Path(args.baseline_src).resolve())}
+        if args.baseline_script:
+            before = [str(Path(args.baseline_script).resolve())]
+            commands["before: --version"] = [*before, "--version"]
+            commands["before: query"] = [*before, "query", "{}", "--limit", "1"]
+            envs["before: --version"] = envs["before: query"] = env
         if args.importtime:
             result = subprocess.run(
                 [python, "-X", "importtime", "-m", "s3idx", "query", "{}", "--limit", "1"],
