@@ -155,23 +155,23 @@ class S3Proxy:
                 if self.command != "HEAD":
                     self.wfile.write(data)
 
-            def _answer_cut(self, headers: dict[str, str], data: bytes) -> None:
+            def _start_body(self, headers: dict[str, str], data: bytes) -> None:
+                """An object's 200 answer up to its body, which announces all of ``data``."""
                 self.send_response(200)
                 for name, value in headers.items():
                     self.send_header(name, value)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
+
+            def _answer_cut(self, headers: dict[str, str], data: bytes) -> None:
+                self._start_body(headers, data)
                 self.wfile.write(data[: len(data) // 2])
                 self.wfile.flush()
                 self.close_connection = True
                 self.connection.shutdown(socket.SHUT_RDWR)
 
             def _answer_trickled(self, headers: dict[str, str], data: bytes) -> None:
-                self.send_response(200)
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
+                self._start_body(headers, data)
                 self.wfile.flush()
                 self.close_connection = True
                 try:

@@ -366,12 +366,7 @@ def test_a_field_no_list_could_name_is_refused_from_every_source(
 def test_a_field_with_a_comma_an_older_version_recorded_keeps_working(
     run: Run, tmp_path: Path
 ) -> None:
-    from s3idx.index.sqlite import SqliteIndex
-
-    where = ["--store", str(tmp_path / "store"), "--index", str(tmp_path / "ix.sqlite3")]
-    assert run("put", *where, "--field", "n", input=jsonl(DOCS[0])).exit_code == 0
-    with SqliteIndex(tmp_path / "ix.sqlite3") as older:  # as an older s3idx let it happen
-        older.configure("fs_id", ["n", "a,b"])
+    where = _recorded_by_an_older_version(run, tmp_path, "a,b")
 
     put = run("put", *where, input=jsonl({**DOCS[1], "a,b": 7}))
     assert put.exit_code == 0, put.stderr  # refused only when first recorded
@@ -405,15 +400,22 @@ def test_fields_that_fit_are_accepted(run: Run, index_where: list[str]) -> None:
     assert keys(run("query", *index_where, f'{{"{fields[-1]}": 1}}')) == ["k"]
 
 
-def test_a_bad_field_recorded_by_an_older_version_says_how_to_fix_it(
-    run: Run, tmp_path: Path
-) -> None:
+def _recorded_by_an_older_version(run: Run, tmp_path: Path, field: str) -> list[str]:
+    """Locations whose index has DOCS[0] stored with field n, and ``field`` recorded as an
+    older s3idx let it be; the flags to name them."""
     from s3idx.index.sqlite import SqliteIndex
 
     where = ["--store", str(tmp_path / "store"), "--index", str(tmp_path / "ix.sqlite3")]
     assert run("put", *where, "--field", "n", input=jsonl(DOCS[0])).exit_code == 0
-    with SqliteIndex(tmp_path / "ix.sqlite3") as older:  # as an older s3idx let it happen
-        older.configure("fs_id", ["n", LONG])
+    with SqliteIndex(tmp_path / "ix.sqlite3") as older:
+        older.configure("fs_id", ["n", field])
+    return where
+
+
+def test_a_bad_field_recorded_by_an_older_version_says_how_to_fix_it(
+    run: Run, tmp_path: Path
+) -> None:
+    where = _recorded_by_an_older_version(run, tmp_path, LONG)
 
     refused = run("put", *where, input=jsonl(DOCS[1]))
 
