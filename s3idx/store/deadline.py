@@ -66,6 +66,7 @@ class _Watchdog:
         self._due: list[tuple[float, int, Watch]] = []
         self._order = itertools.count()
         self._thread: threading.Thread | None = None
+        self._compact_at = _COMPACT_FLOOR
 
     def watch(
         self, seconds: float, abort: Callable[[], None], *, since: float | None = None
@@ -75,14 +76,26 @@ class _Watchdog:
         watch = Watch(seconds, abort)
         with self._lock:
             when = (_now() if since is None else since) + seconds
+            if len(self._due) >= self._compact_at:
+                self._compact()
+            sooner = not self._due or when < self._due[0][0]
             heapq.heappush(self._due, (when, next(self._order), watch))
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(
                     target=self._run, name="s3idx-deadlines", daemon=True
                 )
                 self._thread.start()
-            self._lock.notify()
+            if sooner:  # else the thread's wait ends in time already: no wake-up per read
+                self._lock.notify()
         return watch
+
+    def _compact(self) -> None:
+        """Drop the watches cancelled (reads that ended in time): else a heap of them would
+        grow with the reads made within one timeout. Amortised: the heap at least doubles
+        between two compactions."""
+        self._due = [due for due in self._due if not due[2].cancelled]
+        heapq.heapify(self._due)
+        self._compact_at = max(_COMPACT_FLOOR, 2 * len(self._due))
 
     def _run(self) -> None:
         while True:
@@ -99,6 +112,9 @@ class _Watchdog:
                     continue
                 heapq.heappop(self._due)
             watch._fire()  # outside the lock: an abort may block (a socket shutdown)
+
+
+_COMPACT_FLOOR = 1024  # watches in the heap before any compaction
 
 
 def _now() -> float:

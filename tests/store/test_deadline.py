@@ -26,3 +26,13 @@ def test_a_watch_fires_once_its_time_passed_and_a_cancelled_one_never() -> None:
     time.sleep(0.1)
     assert late.fired and early.fired and not cancelled.fired
     assert kept == ["started earlier"]  # its time (since a second ago) had passed already
+
+
+def test_watches_cancelled_in_time_do_not_pile_up() -> None:
+    # Reads that end in time, many within one timeout, while one long read goes on (its
+    # deadline first in line): memory must not grow with them.
+    long_read = WATCHDOG.watch(3000, lambda: None)
+    for _ in range(20_000):
+        WATCHDOG.watch(3600, lambda: None).cancel()
+    assert len(WATCHDOG._due) <= 2048
+    long_read.cancel()
