@@ -500,7 +500,7 @@ class CommandContext:
         """A key field or a field no document can have is refused before any index records
         it, naming where it was given (the engine checks them too, without knowing that)."""
         if self.settings.key is not None:
-            codec.check_key_field(self.settings.key, self._given_as("key", "--key", flags))
+            codec.check_new_key_field(self.settings.key, self._given_as("key", "--key", flags))
         if self.settings.fields:
             check_fields(self.settings.fields, self._given_as("fields", "--field", flags))
 
@@ -526,11 +526,11 @@ class CommandContext:
 
 def check_fields(paths: Sequence[str], given_as: str) -> None:
     """Field paths no document can have, refused naming where they were given."""
-    from s3idx.engine.documents import check_field_path
+    from s3idx.engine.documents import check_new_field_path
 
     for path in paths:
         try:
-            check_field_path(path)
+            check_new_field_path(path)
         except UsageError as exc:
             raise UsageError(f"{given_as}: {exc.message}", hint=exc.hint) from None
 

@@ -491,6 +491,32 @@ def check_key_field(name: Any, given_as: str = "key field") -> str:
     return str(name)
 
 
+def check_new_key_field(name: Any, given_as: str = "key field") -> str:
+    """``check_key_field``, and a name every list of fields can name (``unlisted_problem``):
+    asked of a key field given now, not of one an older index already records."""
+    check_key_field(name, given_as)
+    reason = unlisted_problem(name)
+    if reason is not None:
+        raise UsageError(f"invalid {given_as} {name!r}: {reason}", hint=KEY_FIELD_RULE)
+    return str(name)
+
+
+def unlisted_problem(path: str) -> str | None:
+    """Why no comma-separated list of fields (``--fields``, ``--sort``, ``S3IDX_FIELDS``) could
+    name ``path``, or None: they split at commas and trim blanks around each item. Asked only
+    of paths about to be recorded, so an index an older s3idx wrote stays usable."""
+    if "," in path:
+        return (
+            "',' separates field paths in --fields, --sort and S3IDX_FIELDS, so none could name it"
+        )
+    if path != path.strip():
+        return (
+            "blanks at its start or end are trimmed from every list of fields, "
+            "so none could name it"
+        )
+    return None
+
+
 def _key_field_problem(name: Any) -> str | None:
     if not isinstance(name, str):
         return "it is not a string"

@@ -615,7 +615,10 @@ class CliEvents(Events):
         # A reject without bytes (gzip data that stopped before a line began) has no line to
         # fix: an empty line would look like one. Its message says so instead.
         if self._rejects is not None and reject.raw:
-            self._rejects.write(reject.raw if reject.whole_input else reject.raw + b"\n")
+            # Each line as read, its own line end included; a last line that had none gets one,
+            # so the next reject starts a line of its own.
+            ended = reject.whole_input or reject.raw.endswith(b"\n")
+            self._rejects.write(reject.raw if ended else reject.raw + b"\n")
 
     def progress(
         self,

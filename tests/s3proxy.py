@@ -3,7 +3,8 @@
 Tests point ``--endpoint-url`` at it to see exactly which requests a command made (no GET of a
 body during a rebuild), to have about one request in ten answered with 503 SlowDown, or to have
 the S3 server vanish in the middle of an ingest, or to have object bodies cut off mid-transfer
-(the connection closed after half the announced bytes).
+(the connection closed after half the announced bytes) or trickled (a byte at a time, each
+sooner than a read timeout, so the connection never falls silent).
 """
 
 from __future__ import annotations
@@ -51,6 +52,8 @@ class S3Proxy:
         # The next ``cut_bodies`` object GETs send half their body, then close the connection.
         self.cut_bodies = cut_bodies
         self.bodies_cut = 0
+        # Seconds between the bytes of each object GET's body (0: sent at once).
+        self.trickle = 0.0
         # Given a listing's path, the ListObjectsV2 XML to answer instead of the server's (a
         # server that pages wrongly), or None to relay the listing.
         self.listing: Callable[[str], bytes | None] | None = None
@@ -135,6 +138,9 @@ class S3Proxy:
                     ):
                         self._answer_cut(passed, data)
                         return
+                    if self.command == "GET" and not listing and proxy.trickle:
+                        self._answer_trickled(passed, data)
+                        return
                     self._answer(response.status, passed, data)
                 finally:
                     upstream.close()
@@ -149,16 +155,32 @@ class S3Proxy:
                 if self.command != "HEAD":
                     self.wfile.write(data)
 
-            def _answer_cut(self, headers: dict[str, str], data: bytes) -> None:
+            def _start_body(self, headers: dict[str, str], data: bytes) -> None:
+                """An object's 200 answer up to its body, which announces all of ``data``."""
                 self.send_response(200)
                 for name, value in headers.items():
                     self.send_header(name, value)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
+
+            def _answer_cut(self, headers: dict[str, str], data: bytes) -> None:
+                self._start_body(headers, data)
                 self.wfile.write(data[: len(data) // 2])
                 self.wfile.flush()
                 self.close_connection = True
                 self.connection.shutdown(socket.SHUT_RDWR)
+
+            def _answer_trickled(self, headers: dict[str, str], data: bytes) -> None:
+                self._start_body(headers, data)
+                self.wfile.flush()
+                self.close_connection = True
+                try:
+                    for i in range(len(data)):
+                        time.sleep(proxy.trickle)
+                        self.wfile.write(data[i : i + 1])
+                        self.wfile.flush()
+                except OSError:
+                    return  # the client gave up on it
 
             do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _relay
 

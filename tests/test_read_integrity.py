@@ -8,6 +8,7 @@ does not match the body. Each damaged key is reported; the other documents are s
 from __future__ import annotations
 
 import io
+import time
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -282,3 +283,39 @@ def test_a_body_that_ends_before_its_announced_length_is_read_again(tmp_path: Pa
         assert printed == [_doc(k) for k in KEYS]
         assert result.damaged == [] and result.unreadable == []
         assert engine.store.retries == len(KEYS)
+
+
+@pytest.mark.parametrize("transport", ["boto3", "obstore"])
+def test_a_body_trickled_under_the_read_timeout_fails_within_its_total_deadline(
+    run: Run, s3_endpoint: str, monkeypatch: pytest.MonkeyPatch, transport: str
+) -> None:
+    if transport == "obstore":
+        pytest.importorskip("obstore", reason="obstore is not installed")
+    # A byte every 0.2 s never leaves the connection silent for S3IDX_TIMEOUT=1: only a
+    # deadline for the whole body (1 s plus its size at the minimum rate) ends the read.
+    docs = [_doc(k, 300) for k in ("a", "b")]
+    direct = ["--store", "s3://bucket/docs", "--endpoint-url", s3_endpoint]
+    assert run("put", *direct, "--create-bucket", "-q", input=jsonl(*docs)).exit_code == 0
+    monkeypatch.setenv("S3IDX_TIMEOUT", "1")
+
+    with S3Proxy(s3_endpoint) as proxy:
+        proxy.trickle = 0.2
+        via = ["--store", "s3://bucket/docs", "--endpoint-url", proxy.url, "--transport", transport]
+        started = time.monotonic()
+        got = run("get", *via, "--workers", "1", "a")
+        got_took = time.monotonic() - started
+        started = time.monotonic()
+        full = run("query", *via, "--full", "--workers", "1", '{"fs_id": "b"}')
+        full_took = time.monotonic() - started
+        gets = proxy.requests["GET"]
+
+    for result, took in ((got, got_took), (full, full_took)):
+        assert result.exit_code == ExitStatus.UNAVAILABLE, result.stderr
+        assert "timed out" in result.stderr, result.stderr
+        # obstore (reqwest) times a whole request by S3IDX_TIMEOUT itself, whatever its size.
+        if transport == "boto3":
+            assert "was not all received within 1 s" in result.stderr, result.stderr
+        assert "S3IDX_TIMEOUT" in result.stderr
+        assert result.stdout == ""
+        assert took < 8, took  # two attempts of about a second, not a byte every 0.2 s
+    assert gets == 4  # each read once and retried once, as a silent server is

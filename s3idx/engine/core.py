@@ -155,7 +155,7 @@ class Engine:
         check_count("batch_size", batch_size, 1, MAX_BATCH_SIZE)
         check_count("spool_threshold", spool_threshold, 0, INT64_MAX)
         if key_field is not None:
-            codec.check_key_field(key_field)
+            codec.check_new_key_field(key_field)
         check_collection("fields", fields, "field paths")
         check_backend("store", store)
         check_backend("index", index)

@@ -87,10 +87,24 @@ def check_field_path(path: Any) -> str:
     return path
 
 
+def check_new_field_path(path: Any) -> str:
+    """A path about to be recorded: ``check_field_path``, and one every list can name."""
+    check_field_path(path)
+    reason = codec.unlisted_problem(path)
+    if reason is not None:
+        raise UsageError(
+            f"invalid field path {shown_path(path)}: {reason}",
+            hint="index a field whose path has no ',' and no blanks at its ends",
+        )
+    return str(path)
+
+
 def check_new_fields(paths: Sequence[str], key_field: str) -> None:
-    """Fields about to be recorded: none may lie inside the key field, whose value is a
-    string (such a path never holds a value). Not asked of fields an index already records."""
+    """Fields about to be recorded: each one a list can name, and none inside the key field,
+    whose value is a string (such a path never holds a value). Not asked of fields an index
+    already records."""
     for path in paths:
+        check_new_field_path(path)
         if path.startswith(key_field + "."):
             raise UsageError(
                 f"field {path!r} lies inside the key field {key_field!r}, whose value is a string",

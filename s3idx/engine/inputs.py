@@ -40,10 +40,18 @@ class Record:
     document: Any = None
     error: str | None = None
     whole_input: bool = False  # ``raw`` is a whole input, its own line ends included
+    # The line as read (line end included) when ``raw`` differs: a valid JSON line's ``raw`` is
+    # the document without the blanks around it, which a reject must still give back as read.
+    read: bytes | None = None
 
     @property
     def location(self) -> str:
         return f"{self.source}:{self.line}"
+
+    @property
+    def as_read(self) -> bytes:
+        """The bytes to give back when the record is rejected: exactly as they were read."""
+        return self.raw if self.read is None else self.read
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,9 +111,14 @@ def read_records(
             return
         for record in _read_source(source, progress, stop):
             progress.records += 1
-            progress.record_bytes += len(record.raw) + 1
+            progress.record_bytes += _with_line_end(record.as_read)
             yield record
     progress.finished = True
+
+
+def _with_line_end(line: bytes) -> int:
+    """The size of a line with the line end it had or that reading it supposed."""
+    return len(line) if line.endswith(b"\n") else len(line) + 1
 
 
 def total_size(sources: Iterable[InputSource]) -> int | None:
@@ -376,7 +389,7 @@ def _documents(name: str, lines: _Lines) -> Iterator[Record]:
             raise _Cut(start, b"".join(pending) + cut.partial, cut.damage, "document") from None
         raise
     if pending:
-        yield Record(name, start, b"".join(pending).rstrip(b"\r\n"), error=_UNENDED)
+        yield Record(name, start, b"".join(pending), error=_UNENDED)
 
 
 def _is_json_line(line: bytes) -> bool:
@@ -392,7 +405,7 @@ def _document_record(name: str, start: int, text: bytes) -> Record:
         document = orjson.loads(text)
     except orjson.JSONDecodeError as exc:
         reason = f"invalid JSON: {_json_reason(exc, start - 1)}"
-        return Record(name, start, text.rstrip(b"\r\n"), error=reason)
+        return Record(name, start, text, error=reason)
     body = text.strip()
     if b"\n" in body:
         body = _BETWEEN_TOKENS.sub(lambda m: m.group(1) or b"", body)
@@ -435,7 +448,7 @@ def _array_or_lines(name: str, lines: _Lines, first_line: int) -> Iterator[Recor
             yield from _array_items(name, begun, orjson.loads(begun))
         else:
             reason = f"invalid JSON array: {_json_reason(exc)}; nothing in this array was stored"
-            yield Record(name, exc.lineno, data.rstrip(b"\r\n"), error=reason)
+            yield Record(name, exc.lineno, data, error=reason)
     else:
         yield from _array_items(name, data, items)
     if lines.cut is not None:
@@ -483,8 +496,7 @@ def _opt(record: Record | None) -> Iterator[Record]:
 
 
 def _line_record(name: str, lineno: int, line: bytes) -> Record | None:
-    raw = line.rstrip(b"\r\n")
-    text = raw.strip()
+    text = line.strip()
     if not text:
         return None  # blank lines separate nothing and carry nothing, as in jq and mongoimport
     try:
@@ -495,8 +507,8 @@ def _line_record(name: str, lineno: int, line: bytes) -> Record | None:
             reason += f"; {_LONE_CR}"
         elif _another_document_follows(exc, text):
             reason += f"; {_SEVERAL_ON_ONE_LINE}"
-        return Record(name, lineno, raw, error=reason)
-    return Record(name, lineno, text, document)
+        return Record(name, lineno, line, error=reason)
+    return Record(name, lineno, text, document, read=None if text == line else line)
 
 
 _LONE_CR = (

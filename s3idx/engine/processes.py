@@ -67,10 +67,10 @@ class WorkerError(S3idxError):
 class _Worker:
     number: int
     process: Any  # multiprocessing's SpawnProcess
-    lines: Connection  # parent → worker: batches of (source, line, raw)
+    lines: Connection  # parent → worker: batches of (source, line, raw, line as read or None)
     reports: Connection  # worker → parent: rejects, progress, the final result
     control: Connection  # parent → worker: a stop request
-    pending: list[tuple[str, int, bytes]] = field(default_factory=list)
+    pending: list[tuple[str, int, bytes, bytes | None]] = field(default_factory=list)
     closed: bool = False  # its lines pipe: no more will be sent
     result: PutResult | None = None
     failure: S3idxError | None = None
@@ -267,7 +267,7 @@ class _Run:
                     continue
                 worker = self._workers[self._route(key)]
                 with self._lock:
-                    worker.pending.append((record.source, record.line, record.raw))
+                    worker.pending.append((record.source, record.line, record.raw, record.read))
                     if len(worker.pending) >= BATCH_LINES:
                         self._send(worker)
                     self._last_routed = time.monotonic()
@@ -297,7 +297,7 @@ class _Run:
             self._own.rejected += 1
             self._rejects.add(
                 (self._order[record.source], record.line),
-                Reject(record.location, reason, record.raw, record.whole_input),
+                Reject(record.location, reason, record.as_read, record.whole_input),
             )
         self._check_budget()
 
@@ -524,10 +524,10 @@ def _received(lines: Connection) -> Iterator[Record]:
             batch = lines.recv()
         except (EOFError, OSError):
             return
-        for source, line, raw in batch:
+        for source, line, raw, read in batch:
             # The parent parsed it already, but a document does not cross processes cheaper
-            # than its bytes do.
-            yield Record(source, line, raw, orjson.loads(raw))
+            # than its bytes do. ``read`` (mostly None) is the line as read, for a reject.
+            yield Record(source, line, raw, orjson.loads(raw), read=read)
 
 
 # SIGHUP too where there is one: a closed terminal hangs up the whole process group.

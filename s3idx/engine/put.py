@@ -481,7 +481,7 @@ def run_put(
 
     def reject(record: Record, reason: str) -> None:
         result.rejected += 1
-        events.rejected(Reject(record.location, reason, record.raw, record.whole_input))
+        events.rejected(Reject(record.location, reason, record.as_read, record.whole_input))
 
     pipeline = (
         None

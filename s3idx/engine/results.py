@@ -29,7 +29,7 @@ class Reject:
 
     location: str  # FILE:LINE
     reason: str
-    raw: bytes
+    raw: bytes  # the record exactly as read, its line end included when it had one
     whole_input: bool = False  # raw is a whole input with its own line ends (UTF-16, say)
 
 
@@ -246,6 +246,32 @@ class RebuildResult:
         return round(listed / self.elapsed, 1) if self.elapsed > 0 else 0.0
 
 
+class _DriftCounts(Protocol):
+    """What sync and verify both count as drift between the bucket and the index."""
+
+    @property
+    def bucket_only(self) -> int: ...
+    @property
+    def index_only(self) -> int: ...
+    @property
+    def changed(self) -> int: ...
+    @property
+    def interrupted_deletes(self) -> int: ...
+    @property
+    def interrupted_puts(self) -> int: ...
+
+
+def drift_of(counts: _DriftCounts) -> int:
+    """The one definition of drift, so ``sync --check`` and ``verify`` cannot disagree on it."""
+    return (
+        counts.bucket_only
+        + counts.index_only
+        + counts.changed
+        + counts.interrupted_deletes
+        + counts.interrupted_puts
+    )
+
+
 @dataclass(slots=True)
 class SyncResult:
     listed: int = 0
@@ -283,13 +309,7 @@ class SyncResult:
 
     @property
     def drift(self) -> int:
-        return (
-            self.bucket_only
-            + self.index_only
-            + self.changed
-            + self.interrupted_deletes
-            + self.interrupted_puts
-        )
+        return drift_of(self)
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -379,13 +399,7 @@ class VerifyResult:
 
     @property
     def drift(self) -> int:
-        return (
-            self.bucket_only
-            + self.index_only
-            + self.changed
-            + self.interrupted_deletes
-            + self.interrupted_puts
-        )
+        return drift_of(self)
 
     def as_dict(self) -> dict[str, Any]:
         return {"command": "verify", **asdict(self), "drift": self.drift}

@@ -29,6 +29,7 @@ from typing import Any
 from urllib.parse import quote
 
 from s3idx.codec import check_metadata_size
+from s3idx.store.deadline import transfer_deadline
 from s3idx.store.sigv4 import Credentials, PutSigner
 
 RECV_SIZE = 65536
@@ -107,7 +108,7 @@ _CONNECTING, _HANDSHAKE, _IDLE, _SENDING, _RECEIVING = range(5)
 
 
 class _Connection:
-    __slots__ = ("buf", "deadline", "out", "request", "sock", "state", "used")
+    __slots__ = ("buf", "deadline", "limit", "out", "request", "sock", "state", "used")
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock: Any = sock  # an ssl.SSLSocket after the handshake on https
@@ -116,6 +117,8 @@ class _Connection:
         self.out = memoryview(b"")
         self.buf = bytearray()
         self.deadline = 0.0
+        # The request's total deadline (deadline.py): ``deadline``, of silence, never passes it.
+        self.limit = 0.0
         self.used = 0  # requests completed on it: a reused one may have been closed meanwhile
 
 
@@ -270,6 +273,10 @@ class HttpUploader:
             connected = connection.state >= _IDLE
             waited = self._read_timeout if connected else self._connect_timeout
             reason = f"no {'answer' if connected else 'connection'} within {waited:g} seconds"
+            if connected and connection.deadline >= connection.limit and connection.request:
+                # Not silent: sent or answered too slowly (a byte now and then).
+                total = transfer_deadline(self._read_timeout, len(connection.request.data))
+                reason = f"not finished within {total:.3g} seconds (sent or answered too slowly)"
             self._fail(connection, 0, "Timeout", reason, connected=connected)
 
     def _ready(self, connection: _Connection, events: int) -> None:
@@ -367,14 +374,16 @@ class HttpUploader:
             connection.out = memoryview(request.data)
             connection.buf = bytearray()
             connection.state = _SENDING
-            connection.deadline = time.monotonic() + self._read_timeout
+            now = time.monotonic()
+            connection.limit = now + transfer_deadline(self._read_timeout, len(request.data))
+            connection.deadline = min(now + self._read_timeout, connection.limit)
             self._on_request()
         try:
             while connection.out:
                 sent = connection.sock.send(connection.out)
                 connection.out = connection.out[sent:]
                 # The timeout is of silence, as botocore's: a large body may take longer.
-                connection.deadline = time.monotonic() + self._read_timeout
+                connection.deadline = self._silence_deadline(connection)
         except (BlockingIOError, ssl.SSLWantWriteError):
             self._watch(connection, selectors.EVENT_WRITE)
             return
@@ -401,9 +410,12 @@ class HttpUploader:
                 self._answer_ended(connection)
                 return
             connection.buf += data
-            connection.deadline = time.monotonic() + self._read_timeout
+            connection.deadline = self._silence_deadline(connection)
             if self._parse(connection):
                 return
+
+    def _silence_deadline(self, connection: _Connection) -> float:
+        return min(time.monotonic() + self._read_timeout, connection.limit)
 
     def _answer_ended(self, connection: _Connection) -> None:
         """The server closed the connection: an answer without a length ends here."""

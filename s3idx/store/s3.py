@@ -15,10 +15,13 @@ nothing vendor-specific leaves the store, and no message carries a credential.
 from __future__ import annotations
 
 import contextlib
+import socket
 import ssl
 import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 from urllib.parse import SplitResult, urlsplit
 
@@ -55,11 +58,13 @@ from s3idx.store.base import (
     PutReceipt,
     RequestCounter,
 )
+from s3idx.store.deadline import WATCHDOG, Watch, transfer_deadline
 from s3idx.store.s3_errors import (
     error_code,
     not_s3,
     remember_credentials,
     s3_url,
+    too_slow_error,
     translate_error,
     unloadable_credentials,
 )
@@ -289,6 +294,11 @@ class S3Connection:
             create_bucket=self.create_bucket,
             timeouts=self.timeouts,
         )
+
+    def too_slow(self, key: str, size: int, seconds: float) -> S3idxError:
+        client = getattr(self, "client", None)
+        endpoint = client.meta.endpoint_url if client is not None else None
+        return too_slow_error(endpoint, self.bucket, self.prefix, key, size, seconds)
 
     @contextlib.contextmanager
     def translated(self, key: str | None = None) -> Iterator[None]:
@@ -634,18 +644,34 @@ class S3Store:
         self.connection.check_bucket_exists()
 
     def open(self, key: str) -> ObjectBody:
+        started = time.monotonic()
         with self._translated(key):
             response = self._client.get_object(Bucket=self.bucket, Key=self._full(key))
         self.connection.bucket_seen = True
         head = _head(key, response)
-        return ObjectBody(head, self._stream(response["Body"], key), head.size)
+        # The read timeout times silence only: the whole body has a deadline too (deadline.py),
+        # counted from the request.
+        seconds = transfer_deadline(self.connection.timeouts[1], head.size)
+        body = response["Body"]
+        watch = WATCHDOG.watch(seconds, partial(_abort, body), since=started)
+        return ObjectBody(head, self._stream(body, key, head.size, watch), head.size)
 
-    def _stream(self, body: Any, key: str) -> Iterator[bytes]:
+    def _stream(self, body: Any, key: str, size: int, watch: Watch) -> Iterator[bytes]:
         # Chunked, so a large body is never held whole; closed even if the reader stops early.
         try:
             with self._translated(key):
-                yield from body.iter_chunks(READ_CHUNK)
+                try:
+                    yield from body.iter_chunks(READ_CHUNK)
+                except Exception:
+                    if not watch.fired:
+                        raise
+                    too_slow = True  # aborted by its deadline: say so, not "interrupted"
+                else:
+                    too_slow = False
+            if too_slow:
+                raise self.connection.too_slow(key, size, watch.seconds)
         finally:
+            watch.cancel()
             body.close()
 
     def list_objects(
@@ -926,3 +952,12 @@ def _ssl_context(session: botocore.session.Session) -> ssl.SSLContext:
 
     bundle = session.get_config_variable("ca_bundle")
     return ssl.create_default_context(cafile=bundle or get_cert_path(True))
+
+
+def _abort(body: Any) -> None:
+    """End a body's read now, from another thread: shutting its socket down wakes the read
+    blocked on it (closing would not), which then fails."""
+    connection = getattr(getattr(body, "_raw_stream", None), "connection", None)
+    sock = getattr(connection, "sock", None)
+    if isinstance(sock, socket.socket):
+        sock.shutdown(socket.SHUT_RDWR)

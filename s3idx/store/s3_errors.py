@@ -58,6 +58,7 @@ from s3idx.errors import (
     UsageError,
     shorten_key,
 )
+from s3idx.store.deadline import MIN_RATE
 
 _CREDENTIALS_HINT = (
     "check the credentials: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, ~/.aws/credentials, "
@@ -193,6 +194,22 @@ _INTERRUPTED_ERRORS = (
     ResponseStreamingError,
     IncompleteReadError,
 )
+
+
+def too_slow_error(
+    endpoint: str | None, bucket: str, prefix: str, key: str, size: int, seconds: float
+) -> TransientError:
+    """A body that kept arriving, too slowly to end within its deadline (store/deadline.py):
+    a timeout, retried as one."""
+    named = redact_location(endpoint or "the S3 endpoint", vendor_text=True)
+    where = s3_url(bucket, prefix, shorten_key(key))
+    return TransientError(
+        f"reading {where} from {named} timed out: its body ({size:,} bytes) was not all "
+        f"received within {seconds:.3g} s (the timeout, plus its size at "
+        f"{MIN_RATE // 1024} KiB/s)",
+        hint=TIMEOUT_HINT,
+        timed_out=True,
+    )
 
 
 def remember_credentials(session: Any) -> None:

@@ -312,6 +312,11 @@ LONG = "x" * 3000
         (["a.$b"], "parts may not start with '$'"),
         (["a\nb"], "control character"),
         ([f"f{i:02d}_{'y' * 60}" for i in range(20)], "21 indexed fields need"),
+        # Paths no comma-separated list (--fields, --sort, S3IDX_FIELDS) could name again.
+        (["a,b"], "invalid field path 'a,b': ',' separates field paths"),
+        (["meta.x, y"], "invalid field path 'meta.x, y': ',' separates field paths"),
+        ([" n"], "invalid field path ' n': blanks at its start or end"),
+        (["meta.x\u00a0"], "invalid field path 'meta.x\\xa0': blanks at its start or end"),
     ],
 )
 def test_bad_fields_are_refused_before_anything_is_recorded_or_stored(
@@ -333,6 +338,57 @@ def test_bad_fields_are_refused_before_anything_is_recorded_or_stored(
     assert run("reindex", *index_where, *flags).exit_code == ExitStatus.USAGE
 
 
+def test_a_field_no_list_could_name_is_refused_from_every_source(
+    run: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from s3idx import open_engine
+    from s3idx.errors import UsageError
+
+    where = ["--store", str(tmp_path / "store"), "--index", str(tmp_path / "ix.sqlite3")]
+    config = tmp_path / "s3idx.toml"
+    config.write_text('fields = ["a,b"]\n')
+    from_file = run("put", *where, "--config", str(config), input=jsonl(DOCS[0]))
+    assert from_file.exit_code == ExitStatus.USAGE
+    assert "',' separates field paths" in from_file.stderr
+    monkeypatch.setenv("S3IDX_FIELDS", "n, meta.x")  # blanks around items are trimmed
+    assert run("put", *where, input=jsonl(DOCS[0])).exit_code == 0
+    monkeypatch.delenv("S3IDX_FIELDS")
+    key = run("put", *where, "--key", "fs,id", input=jsonl(DOCS[1]))
+    assert key.exit_code == ExitStatus.USAGE
+    assert "invalid --key 'fs,id': ',' separates field paths" in key.stderr
+    engine = open_engine(store=tmp_path / "store", index=tmp_path / "ix.sqlite3", fields=["c,d"])
+    with engine, pytest.raises(UsageError, match="',' separates field paths"):
+        engine.put_documents([DOCS[1]])  # the library, as the command line
+    # Nothing of it recorded: the index still has the fields it had and one document.
+    assert keys(run("query", *where, "{}", "--fields", "fs_id,n,meta.x")) == ["a"]
+
+
+def test_a_field_with_a_comma_an_older_version_recorded_keeps_working(
+    run: Run, tmp_path: Path
+) -> None:
+    where = _recorded_by_an_older_version(run, tmp_path, "a,b")
+
+    put = run("put", *where, input=jsonl({**DOCS[1], "a,b": 7}))
+    assert put.exit_code == 0, put.stderr  # refused only when first recorded
+    assert run("reindex", *where, "--quiet").exit_code == 0
+    assert keys(run("query", *where, '{"a,b": 7}')) == ["b"]
+    assert run("rebuild-index", *where, "--quiet").exit_code == 0
+    assert keys(run("query", *where, '{"a,b": 7}')) == ["b"]
+
+
+def test_a_path_starting_with_a_sign_is_sorted_either_way(run: Run, tmp_path: Path) -> None:
+    where = ["--store", str(tmp_path / "store"), "--index", str(tmp_path / "ix.sqlite3")]
+    docs = [{"fs_id": "a", "-n": 2, "+m": 1}, {"fs_id": "b", "-n": 1, "+m": 2}]
+    assert run("put", *where, "--field", "-n", "--field", "+m", input=jsonl(*docs)).exit_code == 0
+
+    assert keys(run("query", *where, "--sort", "+-n")) == ["b", "a"]
+    assert keys(run("query", *where, "--sort", "--n")) == ["a", "b"]
+    assert keys(run("query", *where, "--sort", "++m")) == ["a", "b"]
+    assert keys(run("query", *where, "--sort", "-+m")) == ["b", "a"]
+    shown = json_lines(run("query", *where, "--fields", "-n,+m", "--sort", "fs_id").stdout)
+    assert shown == [{"fs_id": "a", "-n": 2, "+m": 1}, {"fs_id": "b", "-n": 1, "+m": 2}]
+
+
 def test_fields_that_fit_are_accepted(run: Run, index_where: list[str]) -> None:
     fields = [f"f{i:02d}_{'y' * 20}" for i in range(20)]
     flags = [arg for f in fields for arg in ("--field", f)]
@@ -344,15 +400,22 @@ def test_fields_that_fit_are_accepted(run: Run, index_where: list[str]) -> None:
     assert keys(run("query", *index_where, f'{{"{fields[-1]}": 1}}')) == ["k"]
 
 
-def test_a_bad_field_recorded_by_an_older_version_says_how_to_fix_it(
-    run: Run, tmp_path: Path
-) -> None:
+def _recorded_by_an_older_version(run: Run, tmp_path: Path, field: str) -> list[str]:
+    """Locations whose index has DOCS[0] stored with field n, and ``field`` recorded as an
+    older s3idx let it be; the flags to name them."""
     from s3idx.index.sqlite import SqliteIndex
 
     where = ["--store", str(tmp_path / "store"), "--index", str(tmp_path / "ix.sqlite3")]
     assert run("put", *where, "--field", "n", input=jsonl(DOCS[0])).exit_code == 0
-    with SqliteIndex(tmp_path / "ix.sqlite3") as older:  # as an older s3idx let it happen
-        older.configure("fs_id", ["n", LONG])
+    with SqliteIndex(tmp_path / "ix.sqlite3") as older:
+        older.configure("fs_id", ["n", field])
+    return where
+
+
+def test_a_bad_field_recorded_by_an_older_version_says_how_to_fix_it(
+    run: Run, tmp_path: Path
+) -> None:
+    where = _recorded_by_an_older_version(run, tmp_path, LONG)
 
     refused = run("put", *where, input=jsonl(DOCS[1]))
 

@@ -745,6 +745,21 @@ def test_server_that_never_answers_times_out(
     assert len(server.requests) == 3
 
 
+def test_an_answer_trickled_under_the_read_timeout_times_out_at_its_total_deadline(
+    servers: Servers, uploaders: Callable[..., HttpUploader]
+) -> None:
+    # A byte every 30 ms is never 0.5 s of silence: the whole request has a deadline too.
+    whole = answer(etag='"slow"', body=b"<ok/>" * 4)
+    server = servers(lambda request, n: Reply([whole[i : i + 1] for i in range(len(whole))]))
+    uploader = uploaders(server.port, connections=1, read_timeout=0.5)
+    began = time.monotonic()
+    outcome = assert_failed(only(put_all(uploader, 1, seconds=10)), 0, "Timeout")
+    elapsed = time.monotonic() - began
+    assert "not finished within 0.5" in outcome.reason, outcome.reason
+    assert outcome.connected
+    assert 0.4 < elapsed < 1.5, elapsed  # the answer alone would take over 3 s
+
+
 def test_server_that_never_reads_a_large_body_times_out(
     servers: Servers, uploaders: Callable[..., HttpUploader]
 ) -> None:

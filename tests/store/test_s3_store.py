@@ -45,6 +45,7 @@ from s3idx.errors import (
     UsageError,
 )
 from s3idx.store.base import ObjectStore
+from s3idx.store.deadline import Watch
 from s3idx.store.s3 import MAX_PARTS, MiB, S3Store
 from s3idx.store.s3_errors import translate_error
 from tests.s3proxy import S3Proxy
@@ -693,7 +694,7 @@ def test_body_interrupted_while_streaming_is_transient_and_closed() -> None:
     store = S3Store("bkt", "p")
     body = FakeBody(ResponseStreamingError(error="Connection broken: IncompleteRead"))
 
-    chunks = store._stream(body, "k")
+    chunks = store._stream(body, "k", 10, Watch(60, lambda: None))
     assert next(chunks) == b"first"
     with pytest.raises(TransientError, match="s3://bkt/p/k"):
         next(chunks)
@@ -702,12 +703,14 @@ def test_body_interrupted_while_streaming_is_transient_and_closed() -> None:
 
 def test_body_is_closed_when_the_reader_stops_early() -> None:
     body = FakeBody()
-    chunks = S3Store("bkt")._stream(body, "k")
+    watch = Watch(60, lambda: None)
+    chunks = S3Store("bkt")._stream(body, "k", 10, watch)
 
     assert next(chunks) == b"first"
     chunks.close()
 
     assert body.closed
+    assert watch.cancelled  # its deadline no longer watched
 
 
 def test_a_store_built_directly_makes_no_retries_of_its_own(
