@@ -691,6 +691,10 @@ class Engine:
         """
         check_shard(shard)
         self.require_store()  # the index may be new: sync fills it, as rebuild-index does
+        if check:
+            # --check changes nothing: against a new index it would call every object drift,
+            # when the likelier truth is a mistyped --index.
+            self.require_index()
         prepare = getattr(self.index, "prepare_writes", None)
         if prepare is not None and not (check or dry_run):
             prepare()  # before the listing: a mistyped index fails now, not hours from now
@@ -761,6 +765,7 @@ class Engine:
         if isinstance(sample, bool) or not isinstance(sample, int | float) or not 0 <= sample <= 1:
             raise UsageError(f"sample must be a fraction from 0 to 1, got {sample}")
         self.require_store()
+        self.require_index()  # else every object would be drift, not the mistyped --index
         return run_verify(
             self.store,
             self.index,

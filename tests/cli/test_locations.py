@@ -4,6 +4,7 @@ index that does not exist is refused naming it, and ``put`` creates no unexpecte
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -212,10 +213,12 @@ READERS = {
     "delete --filter": ["delete", "--filter", '{"n": 1}'],
     "sync": ["sync"],
     "sync --check": ["sync", "--check"],
+    "verify": ["verify"],
 }
-USES_STORE = {"query --full", "get", "delete", "delete --filter", "sync", "sync --check"}
-# sync fills a new index, as rebuild-index does: only its store must exist.
-USES_INDEX = set(READERS) - {"get", "sync", "sync --check"}
+USES_STORE = {"query --full", "get", "delete", "delete --filter", "sync", "sync --check", "verify"}
+# sync fills a new index, as rebuild-index does: only its store must exist. sync --check and
+# verify change nothing, so a new index there is a mistyped one, not every object drifted.
+USES_INDEX = set(READERS) - {"get", "sync"}
 
 
 @pytest.mark.parametrize("command", sorted(USES_INDEX))
@@ -231,6 +234,23 @@ def test_reading_a_mistyped_index_is_refused_naming_it(
     assert f"s3idx: error: no s3idx index at {typo} (nothing was ever put there)" in result.stderr
     assert not typo.exists()
     assert run("get", "a", "--store", str(store)).exit_code == 0  # nothing was deleted
+
+
+@pytest.mark.parametrize("command", ["sync --check", "verify", "query"])
+def test_a_mistyped_mongodb_collection_is_refused_not_drift(
+    run: Run, tmp_path: Path, mongomock_server: Any, command: str
+) -> None:
+    store, index = str(tmp_path / "store"), "mongodb://localhost/db"
+    put = run("put", "--store", store, "--index", index, "--field", "n", input=DOC)
+    assert put.exit_code == 0, put.stderr
+
+    result = run(*READERS[command], "--store", store, "--index", index, "--collection", "s3ixd")
+
+    assert result.exit_code == ExitStatus.NOT_FOUND, result.stdout
+    assert "s3idx: error: no s3idx index at mongodb://localhost/db" in result.stderr
+    assert "(nothing was ever put there)" in result.stderr
+    assert result.stdout == ""  # no drift line: the objects did not drift, the name is wrong
+    assert "s3ixd" not in mongomock_server["db"].list_collection_names()
 
 
 @pytest.mark.parametrize("command", sorted(USES_STORE | {"rebuild-index"}))
