@@ -167,6 +167,9 @@ def _table_vanished(exc: BaseException) -> bool:
 # bytes without these characters; "<database>.<collection>" is at most 255 bytes.
 MAX_DATABASE_BYTES = 63
 MAX_NAMESPACE_BYTES = 255
+# MongoDB's limit of indexes per collection: _id's, the key field's, one per searchable field.
+# mongomock and FerretDB do not enforce it, so s3idx checks it itself, before recording.
+MAX_INDEXES = 64
 _DATABASE_FORBIDDEN = frozenset('/\\. "$\0')
 # The longest name s3idx derives from a collection's (its rebuild, its delete journal).
 _LONGEST_SUFFIX = max(len(s) for s in RESERVED_SUFFIXES)
@@ -685,6 +688,7 @@ class _Collections:
         )
 
     def check_fields(self, key_field: str, fields: Sequence[str]) -> None:
+        _check_field_count(key_field, fields)
         if key_field != ID and any(f == ID or f.startswith(ID + ".") for f in fields):
             raise UsageError(
                 f"field {ID!r} cannot be a searchable field of a MongoDB index: it holds the "
@@ -819,7 +823,10 @@ class MongoIndex:
         self._c.check_fields(key_field, wanted)
         # Read first: settings damaged by hand are said, not written over ($addToSet would fail
         # on fields that are not an array, in its own words).
-        self.settings()
+        recorded = self.settings()
+        if recorded is not None and recorded.key_field == key_field:
+            # The fields are added to those recorded: the limit is on them all together.
+            _check_field_count(key_field, unique_fields(key_field, [*recorded.fields, *wanted]))
         settings = self._record_fields(key_field, wanted)
         self._c.ensure_indexes(self._c.live, settings)
         return settings
@@ -1888,6 +1895,19 @@ def _damaged_rebuild_state(location: str, state: Mapping[str, Any]) -> DamagedIn
         f"its record of a rebuild in progress cannot be read: {shown!r:.200}",
         hint=_RESTART_HINT,
     )
+
+
+def _check_field_count(key_field: str, fields: Sequence[str]) -> None:
+    """Refuse more searchable fields than MongoDB can index, before anything is recorded:
+    createIndexes would fail only after the settings were written."""
+    allowed = MAX_INDEXES - 1 - (key_field != ID)
+    if len(fields) > allowed:
+        raise IndexSettingsError(
+            f"{len(fields)} searchable fields are more than a MongoDB index can hold: MongoDB "
+            f"allows {MAX_INDEXES} indexes per collection, so at most {allowed} fields "
+            f"besides the key field {key_field!r}",
+            hint=f"index at most {allowed} --field paths",
+        )
 
 
 def _shard_id(state_id: str, index: int) -> str:

@@ -893,3 +893,32 @@ def test_commit_without_drop_target_drops_then_renames(
     assert renames == [{"dropTarget": True}, {}, {}]
     assert [e["fs_id"] for e in index.find({}, sort=[("fs_id", 1)])] == ["a", "b"]
     assert index.settings() == IndexSettings("fs_id", ("n",))
+
+
+def test_more_fields_than_mongodb_can_index_are_refused_before_anything_is_recorded(
+    index: MongoIndex, client: Any
+) -> None:
+    """MongoDB allows 64 indexes per collection: _id, the key field's, one per field. mongomock
+    does not enforce it, so the refusal must be s3idx's own, before the settings are written."""
+    with pytest.raises(IndexSettingsError) as raised:
+        index.configure("id", [f"f{i}" for i in range(63)])
+    assert "63 searchable fields" in raised.value.message
+    assert "at most 62" in raised.value.message
+    assert raised.value.exit_status == 2
+    assert index.settings() is None
+    assert client["test"]["s3idx_meta"].find_one() is None
+
+
+def test_the_field_limit_counts_fields_already_recorded(index: MongoIndex) -> None:
+    index.configure("id", [f"f{i}" for i in range(60)])
+    index.configure("id", ["f0", "f1", "g0", "g1"])  # 62 in all: allowed
+    with pytest.raises(IndexSettingsError, match="63 searchable fields"):
+        index.configure("id", ["h0"])
+    settings = index.settings()
+    assert settings is not None and len(settings.fields) == 62
+
+
+def test_with_underscore_id_as_the_key_one_more_field_fits(index: MongoIndex) -> None:
+    index.configure("_id", [f"f{i}" for i in range(63)])
+    with pytest.raises(IndexSettingsError, match="at most 63"):
+        index.configure("_id", ["g"])
