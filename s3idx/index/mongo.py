@@ -9,13 +9,19 @@ Layout in the database:
   ``{"key_field", "fields", "format", "pending"}`` (``pending``: ``{"field", "entries"}`` for
   each field added while the collection held entries, until ``reindex`` backfills it); and,
   while a rebuild is in progress, ``_id`` = ``<collection>__rebuild``:
-  ``{"key_field", "run", "checkpoint", "started"}``; a sharded rebuild adds ``"shards"`` (N)
-  and ``"ready"``, and beside it keeps ``_id`` = ``<collection>__rebuild$shard<I>``
+  ``{"key_field", "run", "staging", "checkpoint", "started"}``; a sharded rebuild adds
+  ``"shards"`` (N) and ``"ready"``, and beside it keeps ``_id`` = ``<collection>__rebuild$shard<I>``
   (``{"run", "done", "checkpoint"}``: written by shard I only) and, once a shard claimed the
   swap, ``<collection>__rebuild$swap`` (``{"run", "owner"}``; its unique ``_id`` makes the
   claim atomic, FerretDB included). ``$`` cannot occur in a collection name, so these ``_id``s
   never meet a collection's.
-- ``<collection>__rebuild``: the entries of a rebuild; renamed over ``<collection>`` on commit.
+- ``<collection>__rebuild_<run>`` (``staging``; ``run``'s first 12 characters): the entries of
+  one rebuild run, filled by inserts (FerretDB scans the collection for each upsert of a new
+  key); renamed over ``<collection>`` on commit. One per run, so that a run another start
+  replaced cannot write into its successor's: it drops its own when it notices, and a fresh
+  start (or the shard that creates a sharded run) drops every other run's. A state document
+  without ``staging`` was written by an earlier s3idx: that rebuild resumes in the shared
+  ``<collection>__rebuild``, with upserts.
 - ``<collection>__deletes``: the delete journal, ``{_id: key, "etag"}`` per entry being deleted
   (``journal_deletes``), so that an interrupted delete can be finished.
 - ``<collection>__puts``: the put journal, ``{_id: key, "etag", "run"}`` per entry a ``put``
