@@ -1011,3 +1011,18 @@ def test_with_underscore_id_as_the_key_one_more_field_fits(index: MongoIndex) ->
     index.configure("_id", [f"f{i}" for i in range(63)])
     with pytest.raises(IndexSettingsError, match="at most 63"):
         index.configure("_id", ["g"])
+
+
+def test_put_with_more_fields_than_mongodb_can_index_exits_2_and_records_nothing(
+    run: Run, mongomock_server: Any, mongomock_client: Any, tmp_path: Path
+) -> None:
+    store = tmp_path / "st"
+    fields = [arg for i in range(63) for arg in ("--field", f"f{i}")]
+    index = "mongodb://127.0.0.1:27999/db4"
+    result = run("put", "--store", str(store), "--index", index, *fields, input=b'{"fs_id": "a"}\n')
+    assert result.exit_code == ExitStatus.USAGE, result.stderr
+    assert "63 searchable fields are more than a MongoDB index can hold" in result.stderr
+    assert "internal error" not in result.stderr
+    assert mongomock_client["db4"].list_collection_names() == []
+    # Only the store's own format marker (written on opening it), no document.
+    assert [p.name for p in store.rglob("*") if p.is_file()] == ["s3idx-store.json"]
