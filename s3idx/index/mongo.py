@@ -1914,9 +1914,11 @@ class MongoRebuild:
 
     def _superseded(self) -> S3idxError:
         if self._collection.name != self._state_id:
-            # This run's own staging collection: garbage now, and no other run uses it.
+            # This run's own staging collection is garbage once the run is gone (its other
+            # shards write there too: dropped only when the state no longer names the run).
             with suppress(PyMongoError):
-                self._collection.drop()
+                if self._c.meta.find_one(self._mine(), {ID: 1}) is None:
+                    self._collection.drop()
         return superseded_rebuild(self._c.location)
 
 
