@@ -1026,3 +1026,16 @@ def test_put_with_more_fields_than_mongodb_can_index_exits_2_and_records_nothing
     assert mongomock_client["db4"].list_collection_names() == []
     # Only the store's own format marker (written on opening it), no document.
     assert [p.name for p in store.rglob("*") if p.is_file()] == ["s3idx-store.json"]
+
+
+@pytest.mark.parametrize(
+    "collection", ["docs__rebuild", "docs__rebuild_0123456789ab", "docs__deletes", "s3idx_meta"]
+)
+def test_collection_names_s3idx_uses_for_its_own_bookkeeping_are_refused(collection: str) -> None:
+    with pytest.raises(UsageError, match=f"collection name '{collection}' is reserved"):
+        MongoIndex("mongodb://127.0.0.1:1/db", "db", collection)
+
+
+def test_a_name_like_a_staging_collection_but_not_one_is_taken(client: Any) -> None:
+    for collection in ("docs__rebuild_0123", "docs__rebuild_0123456789AB"):
+        MongoIndex("mongodb://h/db", "db", collection, client=client).configure("fs_id", [])
