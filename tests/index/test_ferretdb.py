@@ -196,3 +196,37 @@ def test_put_rewrites_existing_entries_by_id_alone(
     replaces = [f for f in _UPDATES.filters if f.get("_id", "").startswith("k")]
     assert sorted(f["_id"] for f in replaces) == [f"k{i:03d}" for i in range(0, 200, 10)]
     assert all(set(f) == {"_id"} for f in replaces), replaces
+
+
+def test_a_resumed_rebuild_inserts_new_keys_and_replaces_only_those_written_again(
+    ferretdb: MongoServer,
+) -> None:
+    """FerretDB scans the collection for each upsert of a new key, so a resumed rebuild that
+    upserted into its half-filled staging collection crawled (3,000 objects: 164 s, against
+    24 s with inserts into a fresh collection). New keys are inserted now; only the keys the
+    resume writes again (those after its last checkpoint) are replaced."""
+    from s3idx.index.base import IndexSettings
+    from s3idx.index.mongo import MongoIndex
+
+    def batch(start: int, stop: int) -> list[dict[str, Any]]:
+        return [{"id": f"k{i:05}", "n": i, "_s3idx": {"etag": "e"}} for i in range(start, stop)]
+
+    index = MongoIndex(ferretdb.uri, ferretdb.database)
+    try:
+        index.configure("id", ["n"])
+        first = index.start_rebuild("id")
+        for start in range(0, 300, 100):
+            first.upsert(batch(start, start + 100))
+        resumed = index.start_rebuild("id", resume=True)  # after a kill -9: the same run
+        _UPDATES.recording, _UPDATES.filters = True, []
+        try:
+            for start in range(250, 550, 100):  # 50 keys written again, 250 new
+                resumed.upsert(batch(start, start + 100))
+        finally:
+            _UPDATES.recording = False
+        resumed.commit(IndexSettings("id", ("n",)))
+        assert index.count() == 550
+    finally:
+        index.close()
+    replaced = sorted(f["_id"] for f in _UPDATES.filters if str(f.get("_id")).startswith("k"))
+    assert replaced == [f"k{i:05}" for i in range(250, 300)]

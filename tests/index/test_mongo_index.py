@@ -194,18 +194,19 @@ def test_database_names_mongodb_refuses_are_usage_errors(name: str, reason: str)
 
 
 def test_the_longest_names_mongodb_takes_are_accepted(client: Any) -> None:
-    database, collection = "d" * 63, "c" * (255 - 64 - len("__rebuild"))
+    # A rebuild stages in "<collection>__rebuild_<12 characters of its run>".
+    database, collection = "d" * 63, "c" * (255 - 64 - len("__rebuild_123456789abc"))
     index = MongoIndex("mongodb://h/db", database, collection, client=client)
     index.configure("fs_id", [])
 
 
 def test_a_namespace_too_long_for_the_rebuild_collection_is_a_usage_error() -> None:
-    collection = "c" * (255 - 64 - len("__rebuild") + 1)
+    collection = "c" * (255 - 64 - len("__rebuild_123456789abc") + 1)
     with pytest.raises(UsageError) as excinfo:
         MongoIndex("mongodb://127.0.0.1:1/db", "d" * 63, collection)
     assert excinfo.value.message == (
         f"MongoDB collection name {collection!r} is too long for database {'d' * 63!r}: with "
-        "'__rebuild', which s3idx adds for a rebuild, the namespace is 256 bytes; MongoDB "
+        "'__rebuild_<run>', which s3idx adds for a rebuild, the namespace is 256 bytes; MongoDB "
         "allows 255"
     )
 
@@ -551,8 +552,9 @@ def test_rebuild_state_lives_beside_the_index_until_commit(index: MongoIndex, cl
     rebuild.save_checkpoint({"after": "k"})
     db = client["test"]
 
-    assert "s3idx__rebuild" in db.list_collection_names()
     state = db["s3idx_meta"].find_one({"_id": "s3idx__rebuild"})
+    assert state["staging"] == "s3idx__rebuild_" + state["run"][:12]
+    assert state["staging"] in db.list_collection_names()
     # The checkpoint is JSON text: FerretDB refuses "." in the names of a stored document.
     assert state["key_field"] == "fs_id" and orjson.loads(state["checkpoint"]) == {"after": "k"}
 
@@ -621,9 +623,96 @@ def test_resume_after_the_collection_vanished_starts_afresh(index: MongoIndex, c
     index.configure("fs_id", [])
     rebuild = index.start_rebuild("fs_id")
     rebuild.save_checkpoint({"after": "x"})
-    client["test"].drop_collection("s3idx__rebuild")
+    staging = client["test"]["s3idx_meta"].find_one({"_id": "s3idx__rebuild"})["staging"]
+    client["test"].drop_collection(staging)
 
     assert index.start_rebuild("fs_id", resume=True).checkpoint() is None
+
+
+def _staging_collections(client: Any) -> list[str]:
+    return sorted(n for n in client["test"].list_collection_names() if "__rebuild" in n)
+
+
+def test_a_superseded_rebuilds_late_batch_stays_out_of_its_successors_index(
+    index: MongoIndex, client: Any
+) -> None:
+    index.configure("fs_id", [])
+    old = index.start_rebuild("fs_id")
+    new = index.start_rebuild("fs_id")
+    new.upsert([entry("n")])
+    old.upsert([entry("late")])  # a batch in flight when the new run took over
+
+    assert new.has_keys(["n", "late"]) == {"n"}
+    new.commit(IndexSettings("fs_id", ()))
+    assert [e["fs_id"] for e in index.find()] == ["n"]
+    # The late batch's collection is garbage: the next start drops it, an abort its own.
+    assert len(_staging_collections(client)) == 1
+    index.start_rebuild("fs_id").abort()
+    assert _staging_collections(client) == []
+
+
+def test_a_superseded_run_drops_its_own_staging_when_it_finds_out(
+    index: MongoIndex, client: Any
+) -> None:
+    index.configure("fs_id", [])
+    old = index.start_rebuild("fs_id")
+    old.upsert([entry("o")])
+    new = index.start_rebuild("fs_id")
+    old.upsert([entry("late")])
+    with pytest.raises(S3idxError, match="finished or aborted by another process"):
+        old.save_checkpoint({})
+    new.upsert([entry("n")])
+    assert len(_staging_collections(client)) == 1
+    assert new.has_keys(["n", "o", "late"]) == {"n"}
+
+
+def test_a_rebuild_stages_new_keys_by_inserts_and_replaces_only_keys_written_again(
+    index: MongoIndex, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """FerretDB scans the collection for each upsert of a new key: a resume wrote 12x slower."""
+    index.configure("fs_id", [])
+    rebuild = index.start_rebuild("fs_id")
+    rebuild.upsert([entry(f"k{i}", n=1) for i in range(5)])
+    replaced: list[str] = []
+    replace_all = index._c.replace_all
+
+    def counting(collection: Any, documents: Any, action: str) -> None:
+        replaced.extend(key for key, _ in documents)
+        replace_all(collection, documents, action)
+
+    monkeypatch.setattr(index._c, "replace_all", counting)
+    resumed = index.start_rebuild("fs_id", resume=True)
+    resumed.upsert([entry(f"k{i}", n=2) for i in range(3, 8)])  # k3, k4 written again
+
+    assert sorted(replaced) == ["k3", "k4"]
+    resumed.commit(IndexSettings("fs_id", ()))
+    assert {e["fs_id"]: e["n"] for e in index.find()} == {
+        "k0": 1,
+        "k1": 1,
+        "k2": 1,
+        "k3": 2,
+        "k4": 2,
+        "k5": 2,
+        "k6": 2,
+        "k7": 2,
+    }
+
+
+def test_a_rebuild_an_earlier_version_started_resumes_in_the_shared_collection(
+    index: MongoIndex, client: Any
+) -> None:
+    index.configure("fs_id", [])
+    db = client["test"]
+    db["s3idx__rebuild"].insert_one({"_id": "old", **entry("old")})
+    db["s3idx_meta"].insert_one(
+        {"_id": "s3idx__rebuild", "key_field": "fs_id", "run": "r" * 32, "checkpoint": None}
+    )
+    resumed = index.start_rebuild("fs_id", resume=True)
+    resumed.upsert([entry("new"), entry("old")])
+    resumed.commit(IndexSettings("fs_id", ()))
+
+    assert sorted(e["fs_id"] for e in index.find()) == ["new", "old"]
+    assert _staging_collections(client) == []
 
 
 # --- error translation -----------------------------------------------------------------------
@@ -893,3 +982,60 @@ def test_commit_without_drop_target_drops_then_renames(
     assert renames == [{"dropTarget": True}, {}, {}]
     assert [e["fs_id"] for e in index.find({}, sort=[("fs_id", 1)])] == ["a", "b"]
     assert index.settings() == IndexSettings("fs_id", ("n",))
+
+
+def test_more_fields_than_mongodb_can_index_are_refused_before_anything_is_recorded(
+    index: MongoIndex, client: Any
+) -> None:
+    """MongoDB allows 64 indexes per collection: _id, the key field's, one per field. mongomock
+    does not enforce it, so the refusal must be s3idx's own, before the settings are written."""
+    with pytest.raises(IndexSettingsError) as raised:
+        index.configure("id", [f"f{i}" for i in range(63)])
+    assert "63 searchable fields" in raised.value.message
+    assert "at most 62" in raised.value.message
+    assert raised.value.exit_status == 2
+    assert index.settings() is None
+    assert client["test"]["s3idx_meta"].find_one() is None
+
+
+def test_the_field_limit_counts_fields_already_recorded(index: MongoIndex) -> None:
+    index.configure("id", [f"f{i}" for i in range(60)])
+    index.configure("id", ["f0", "f1", "g0", "g1"])  # 62 in all: allowed
+    with pytest.raises(IndexSettingsError, match="63 searchable fields"):
+        index.configure("id", ["h0"])
+    settings = index.settings()
+    assert settings is not None and len(settings.fields) == 62
+
+
+def test_with_underscore_id_as_the_key_one_more_field_fits(index: MongoIndex) -> None:
+    index.configure("_id", [f"f{i}" for i in range(63)])
+    with pytest.raises(IndexSettingsError, match="at most 63"):
+        index.configure("_id", ["g"])
+
+
+def test_put_with_more_fields_than_mongodb_can_index_exits_2_and_records_nothing(
+    run: Run, mongomock_server: Any, mongomock_client: Any, tmp_path: Path
+) -> None:
+    store = tmp_path / "st"
+    fields = [arg for i in range(63) for arg in ("--field", f"f{i}")]
+    index = "mongodb://127.0.0.1:27999/db4"
+    result = run("put", "--store", str(store), "--index", index, *fields, input=b'{"fs_id": "a"}\n')
+    assert result.exit_code == ExitStatus.USAGE, result.stderr
+    assert "63 searchable fields are more than a MongoDB index can hold" in result.stderr
+    assert "internal error" not in result.stderr
+    assert mongomock_client["db4"].list_collection_names() == []
+    # Only the store's own format marker (written on opening it), no document.
+    assert [p.name for p in store.rglob("*") if p.is_file()] == ["s3idx-store.json"]
+
+
+@pytest.mark.parametrize(
+    "collection", ["docs__rebuild", "docs__rebuild_0123456789ab", "docs__deletes", "s3idx_meta"]
+)
+def test_collection_names_s3idx_uses_for_its_own_bookkeeping_are_refused(collection: str) -> None:
+    with pytest.raises(UsageError, match=f"collection name '{collection}' is reserved"):
+        MongoIndex("mongodb://127.0.0.1:1/db", "db", collection)
+
+
+def test_a_name_like_a_staging_collection_but_not_one_is_taken(client: Any) -> None:
+    for collection in ("docs__rebuild_0123", "docs__rebuild_0123456789AB"):
+        MongoIndex("mongodb://h/db", "db", collection, client=client).configure("fs_id", [])
