@@ -323,6 +323,7 @@ def test_sync_check_and_dry_run_write_and_remove_no_manifest(tmp_path: Path) -> 
     before = [info.key for info in list_manifests(store)]
 
     other = _engine(tmp_path, "other.sqlite3")
+    other.put_documents([])  # an index with no entries: every object is drift
     for result in (other.sync(check=True), other.sync(dry_run=True)):
         assert result.bucket_only == 4
         assert (result.manifests_written, result.manifests_removed) == (0, 0)

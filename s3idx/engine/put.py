@@ -539,6 +539,12 @@ def run_put(
             pipeline.finish()
             if pipeline.fatal is not None:
                 raise pipeline.fatal
+            if result.stored == 0 and not result.interrupted:
+                # No upload met the bucket: a cron job whose input came out empty (or all
+                # rejected) must still learn that its bucket is gone.
+                confirm = getattr(store, "confirm_writable", None)
+                if confirm is not None:
+                    confirm()
     return result
 
 

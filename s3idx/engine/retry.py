@@ -203,6 +203,13 @@ class RetryingStore:
         if check is not None:
             self._call(check)
 
+    def confirm_writable(self) -> None:
+        """The inner store's check, after a put that stored nothing, that its uploads would
+        have found where to go (an S3 bucket: not missing), retried."""
+        confirm = getattr(self.inner, "confirm_writable", None)
+        if confirm is not None:
+            self._call(confirm)
+
     def prepare_writes(self) -> None:
         """The inner store's preparation for a put (a local store creates its directory); S3
         needs none: a bucket is created, with --create-bucket, by the first upload."""

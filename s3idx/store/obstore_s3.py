@@ -116,6 +116,9 @@ class ObstoreS3Store:
     def check_exists(self) -> None:
         self.connection.check_bucket_exists()
 
+    def confirm_writable(self) -> None:
+        self.connection.confirm_writable()
+
     def __repr__(self) -> str:
         endpoint = redact_location(self.connection.endpoint_url, vendor_text=True)
         return f"ObstoreS3Store({self.location!r}, endpoint={endpoint!r})"

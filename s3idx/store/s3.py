@@ -331,6 +331,18 @@ class S3Connection:
                     raise
             self._bucket_created = True
 
+    def confirm_writable(self) -> None:
+        """For a put that stored nothing: its uploads would have found a missing bucket, so
+        find it now (NotFoundError), or, with ``create_bucket``, create it as they would."""
+        if self.bucket_seen:
+            return
+        if not self.create_bucket:
+            self.check_bucket_exists()
+            return
+        with self.translated():
+            self.create_missing_bucket()
+        self.bucket_seen = True
+
     def check_bucket_exists(self) -> None:
         """Raise NotFoundError if the bucket is missing; asked at most once per connection."""
         if self.bucket_seen:
@@ -642,6 +654,10 @@ class S3Store:
     def check_exists(self) -> None:
         """NotFoundError if the bucket is missing (for reading commands; a prefix always exists)."""
         self.connection.check_bucket_exists()
+
+    def confirm_writable(self) -> None:
+        """A put that stored nothing still fails on a missing bucket (``S3Connection``)."""
+        self.connection.confirm_writable()
 
     def open(self, key: str) -> ObjectBody:
         started = time.monotonic()

@@ -168,7 +168,8 @@ def test_sync_drift_goes_into_the_json_not_before_it(
     run: Run, filled: list[str], tmp_path: Path, mode: str
 ) -> None:
     run("put", *filled, input=jsonl({"fs_id": "b", "v": 2}))
-    (tmp_path / "index.sqlite3").unlink()  # both objects are now bucket-only
+    (tmp_path / "index.sqlite3").unlink()
+    run("put", *filled, input="")  # an empty index again: both objects are bucket-only
     result = run("sync", mode, "--json", *filled)
     document = _one_document(result.stdout)
     label = "bucket-only" if mode == "--check" else "add"

@@ -60,6 +60,31 @@ def test_missing_bucket_without_create_bucket(run: Run, s3_endpoint: str) -> Non
     assert run("query", "--count").stdout == "0\n"
 
 
+@pytest.mark.parametrize(
+    ("given", "processes"),
+    [("", "1"), ("", "2"), ('{"no_key": 1}\nnot json\n', "1"), ('{"no_key": 1}\n', "2")],
+    ids=["empty", "empty-processes-2", "all-rejected", "all-rejected-processes-2"],
+)
+def test_a_put_with_nothing_to_store_still_finds_its_bucket_missing(
+    run: Run, s3_endpoint: str, given: str, processes: str
+) -> None:
+    # A cron job whose export came out empty must still learn that its bucket is gone.
+    args = _args(s3_endpoint, "nobucket")
+    result = run("put", *args, "--processes", processes, input=given)
+    assert result.exit_code == ExitStatus.NOT_FOUND, result.stderr
+    assert "bucket 'nobucket' does not exist" in result.stderr
+    assert "--create-bucket" in result.stderr
+
+
+def test_a_put_with_nothing_to_store_and_create_bucket_creates_it(
+    run: Run, s3_endpoint: str
+) -> None:
+    args = _args(s3_endpoint, "made-empty")
+    assert run("put", *args, "--create-bucket", input="").exit_code == 0
+    listed = run("sync", *args, "--check")
+    assert listed.exit_code == 0, listed.stderr
+
+
 def test_entry_over_2kb_is_rejected_and_the_rest_stored(run: Run, s3_endpoint: str) -> None:
     big = {"fs_id": "big", "task_id": "t" * 2100}
     docs = [DOCS[0], big, DOCS[1]]
