@@ -1808,16 +1808,29 @@ class MongoRebuild:
             try:
                 # A unique insert: atomic on every server (FerretDB's updates are not).
                 self._c.meta.insert_one(mine)
-                return True
             except DuplicateKeyError:
                 held = self._c.meta.find_one({ID: swap_id})
-            if held is None:
-                return False
-            if held.get("run") == self._run and not self._resumed:
-                return bool(held.get("owner") == self._owner)
-            # A claim left by an earlier rebuild, or (resumed) by a claimer that died.
-            taken = self._c.meta.replace_one({ID: swap_id, "owner": held.get("owner")}, mine)
-            return bool(taken.matched_count)
+                if held is None:
+                    return False
+                if held.get("run") == self._run and not self._resumed:
+                    return bool(held.get("owner") == self._owner)
+                # A claim left by an earlier rebuild, or (resumed) by a claimer that died.
+                taken = self._c.meta.replace_one({ID: swap_id, "owner": held.get("owner")}, mine)
+                if not taken.matched_count:
+                    return False
+            return self._claim_still_stands(swap_id)
+
+    def _claim_still_stands(self, swap_id: str) -> bool:
+        """False (and the claim withdrawn) when the run ended before the claim landed.
+
+        A shard that saw every shard done may claim only after the winner committed: the
+        commit deletes the state document before the claim, so a claim that finds the state
+        gone came late, and its commit would fail as superseded.
+        """
+        if self._c.meta.find_one(self._mine(), {ID: 1}) is not None:
+            return True
+        self._c.meta.delete_one({ID: swap_id, "owner": self._owner})
+        return False
 
     def _forget_shards(self) -> None:
         self._c.meta.delete_many(

@@ -1391,6 +1391,30 @@ def test_a_resumed_shard_takes_over_a_swap_whose_claimer_died(
     assert sorted(keys(filled.find())) == ["a", "x"]
 
 
+def test_a_shard_that_claims_the_swap_after_another_committed_does_not_win(
+    filled: Index, open_index: Any
+) -> None:
+    shards = [open_index().start_rebuild(KEY, shard=Shard(i, 2)) for i in range(2)]
+    for number, rebuild in enumerate(shards):
+        rebuild.upsert([NEW[number]])
+        rebuild.shard_done(number)
+    late = shards[1]
+    # The late shard saw every shard done just before the other one swapped...
+    seen = late.shards_done()
+    late.shards_done = lambda: seen  # type: ignore[method-assign]
+    assert shards[0].claim_swap()
+    shards[0].commit(NEW_SETTINGS)
+    shards[0].finish()
+    # ...and claims after that swap: the rebuild is over, nothing is left to swap.
+    assert not late.claim_swap()
+    assert filled.rebuild_status() is None
+    assert sorted(keys(filled.find())) == ["a", "x"]
+    database = getattr(getattr(filled, "_c", None), "database", None)
+    if database is not None:  # MongoDB: no claim is left behind in the meta collection
+        meta = database[filled._c.meta.name]  # type: ignore[attr-defined]
+        assert [d["_id"] for d in meta.find({}) if "__rebuild" in str(d["_id"])] == []
+
+
 def _shard_worker(
     make: Callable[[], Index], shard: int, count: int, rounds: int, barrier: Any, out: Any
 ) -> None:
