@@ -1374,13 +1374,19 @@ def test_a_sharded_rebuild_meets_an_unsharded_one(filled: Index, open_index: Any
     assert status is not None and status.shards is None
 
 
-def test_a_resumed_shard_takes_over_a_swap_whose_claimer_died(
-    filled: Index, open_index: Any
-) -> None:
+def _two_shards_done(open_index: Any) -> list[Any]:
+    """Two shards of one rebuild, each having written its entry and marked itself done."""
     shards = [open_index().start_rebuild(KEY, shard=Shard(i, 2)) for i in range(2)]
     for number, rebuild in enumerate(shards):
         rebuild.upsert([NEW[number]])
         rebuild.shard_done(number)
+    return shards
+
+
+def test_a_resumed_shard_takes_over_a_swap_whose_claimer_died(
+    filled: Index, open_index: Any
+) -> None:
+    shards = _two_shards_done(open_index)
     assert shards[1].claim_swap()
     # ...and the claimer dies before its swap.
     assert not shards[0].claim_swap()
@@ -1394,10 +1400,7 @@ def test_a_resumed_shard_takes_over_a_swap_whose_claimer_died(
 def test_a_shard_that_claims_the_swap_after_another_committed_does_not_win(
     filled: Index, open_index: Any
 ) -> None:
-    shards = [open_index().start_rebuild(KEY, shard=Shard(i, 2)) for i in range(2)]
-    for number, rebuild in enumerate(shards):
-        rebuild.upsert([NEW[number]])
-        rebuild.shard_done(number)
+    shards = _two_shards_done(open_index)
     late = shards[1]
     # The late shard saw every shard done just before the other one swapped...
     seen = late.shards_done()
