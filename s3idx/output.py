@@ -278,6 +278,10 @@ def sync_summary(result: SyncResult) -> str:
         line += f", {plural(result.interrupted_puts, 'interrupted put')}"
         if not (result.check or result.dry_run):
             line += " (set from the bucket)"
+    if result.puts_in_progress:
+        # Not drift: a put still running journaled them, and clears them itself.
+        keys = plural(result.puts_in_progress, "key")
+        line += f"; {keys} of puts in progress left alone"
     if not (result.check or result.dry_run):
         line += f"; added {result.added}, updated {result.updated}, removed {result.removed}"
         if result.reconciled:
@@ -344,6 +348,8 @@ def verify_summary(result: VerifyResult) -> str:
         line += f", {interrupted} (run s3idx sync)"
     if result.interrupted_puts:
         line += f", {plural(result.interrupted_puts, 'interrupted put')} (run s3idx sync)"
+    if result.puts_in_progress:
+        line += f"; {plural(result.puts_in_progress, 'key')} of puts in progress"
     if result.not_s3idx:
         line += f"; {result.not_s3idx} not s3idx objects (not checked)"
     if result.retries:

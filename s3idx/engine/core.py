@@ -681,8 +681,13 @@ class Engine:
         events: Events | None = None,
         stop: threading.Event | None = None,
         shard: Shard | None = None,
+        put_stale_after: float | None = None,
     ) -> SyncResult:
         """Make the index agree with the store; see ``s3idx.engine.sync``.
+
+        ``put_stale_after``: seconds without a heartbeat after which a put's journal records
+        are a dead run's, which sync settles; a live run's are left alone (None: the default,
+        ``put_journal.PUT_STALE_SECONDS``).
 
         With ``rewrite``, objects written by maggma (new, changed, or already indexed from
         maggma's metadata) are rewritten into the s3idx format; ignored by ``check`` and
@@ -713,6 +718,7 @@ class Engine:
             stop=stop,
             shard=shard,
             manifests=batches,
+            put_stale_after=put_stale_after,
         )
 
     def reindex(
@@ -759,9 +765,11 @@ class Engine:
         sample: float = 1.0,
         events: Events | None = None,
         stop: threading.Event | None = None,
+        put_stale_after: float | None = None,
     ) -> VerifyResult:
         """Read objects (all, or a random ``sample`` fraction) and check each against its
-        metadata and index entry; see ``s3idx.engine.verify``."""
+        metadata and index entry; see ``s3idx.engine.verify``. ``put_stale_after``: as for
+        ``sync``."""
         if isinstance(sample, bool) or not isinstance(sample, int | float) or not 0 <= sample <= 1:
             raise UsageError(f"sample must be a fraction from 0 to 1, got {sample}")
         self.require_store()
@@ -774,6 +782,7 @@ class Engine:
             events=events,
             stop=stop,
             spool_threshold=self.spool_threshold,
+            put_stale_after=put_stale_after,
         )
 
     def _rewriter(self, rewrite: bool, manifests: ManifestBatches | None) -> MaggmaRewriter | None:

@@ -36,6 +36,7 @@ from s3idx.engine.gcpause import CollectorPause
 from s3idx.engine.inputs import ReadProgress, Record
 from s3idx.engine.manifest import ManifestLine
 from s3idx.engine.manifest_batches import ManifestBatches
+from s3idx.engine.put_journal import Heartbeat
 from s3idx.engine.reconcile import reconcile
 from s3idx.engine.results import Events, PutResult, Reject, accounted, reported_on_failure
 from s3idx.engine.seen import SeenKeys
@@ -80,7 +81,8 @@ class _Outcome:
 class UploadPipeline:
     """Bounded concurrent uploads; completed entries collected and written in batches.
 
-    Only the main thread touches the index and the bookkeeping here; workers only compress and
+    Only the main thread touches the index and the bookkeeping here (but for the heartbeat of
+    the run's put journal records, ``put_journal.Heartbeat``); workers only compress and
     upload, and hand their outcome back through a queue.
     """
 
@@ -115,6 +117,10 @@ class UploadPipeline:
         # keys whose upload never happened (refused or cancelled): their entry stays true.
         self.run = uuid.uuid4().hex
         self._unjournal: dict[str, str] = {}
+        # Keys with a record of this run now; while there are any, the heartbeat refreshes
+        # them, so that a sync leaves a live run's records alone.
+        self._journaled: set[str] = set()
+        self._heartbeat = Heartbeat(index, self.run)
         self._max_inflight = options.workers * 2
         # Once full, the main thread waits for this many uploads to finish, not one: one
         # wake-up hands it several outcomes and frees as many places.
@@ -130,6 +136,9 @@ class UploadPipeline:
         """Journal the keys (with the ETags of their entries) that uploads will replace."""
         if replaced:
             self._index.journal_puts(replaced, self.run)
+            self._journaled.update(replaced)
+            self._heartbeat.holding = True
+            self._heartbeat.start()
 
     def unjournal(self, replaced: Mapping[str, str]) -> None:
         """Journaled keys that will not be uploaded after all: cleared at the next flush."""
@@ -204,7 +213,9 @@ class UploadPipeline:
         done = {**self._unjournal, **written}
         self._unjournal.clear()
         if done:
-            self._index.clear_put_intents({k: PutIntent(e, self.run) for k, e in done.items()})
+            self._index.clear_put_intents(PutIntent(k, e, self.run) for k, e in done.items())
+            self._journaled.difference_update(done)
+            self._heartbeat.holding = bool(self._journaled)
 
     def _write_manifest(self, *, last: bool = False) -> None:
         self._manifests.flush(last=last)
@@ -235,11 +246,19 @@ class UploadPipeline:
                 self._collect(block=True)
         finally:
             self._workers.shutdown()
-            self._drain_quietly()
             try:
-                self.flush()
+                self._drain_quietly()
+                try:
+                    self.flush()
+                finally:
+                    self._write_manifest(last=True)
             finally:
-                self._write_manifest(last=True)
+                self._heartbeat.stop()
+                if self._journaled:
+                    # Records left now (uploads that may have stored) are for sync to settle
+                    # at once: an ended run is not a live one.
+                    with contextlib.suppress(Exception):
+                        self._index.beat_puts(self.run, alive=False)
 
     def _drain_quietly(self) -> None:
         for outcome in self._workers.outcomes.take(0):
@@ -810,7 +829,7 @@ def _drop_unchanged(
     if same:
         # A put journal record (of a run killed after its upload, or one still running) says
         # the bucket may hold another version than the entry describes: store this one again.
-        same -= set(index.put_intents(sorted(same)))
+        same -= {record.key for record in index.put_intents(sorted(same))}
     changed = []
     for prepared in batch:
         if prepared.key in same:

@@ -17,11 +17,27 @@ A record that stays means "the bucket may hold another version than this entry d
 - queries still return the entry (a running put's records must not hide its keys): it may
   describe the replaced version until the next ``sync``.
 
-A record names its run, and is cleared only with its ETag and run: a record another run
-wrote meanwhile stays.
+A key has one record per run, cleared only with its ETag and run: two runs replacing one key
+at once each keep theirs, so the one killed after its upload landed last still marks the entry
+the other wrote.
+
+Only a dead run's records are settled. A record written while its run's upload has not landed
+yet, cleared by a sync, would leave a wrong entry with no record if the run were then killed.
+So each record carries its run's heartbeat: set by ``journal_puts``, refreshed by the run's
+``Heartbeat`` thread every ``PUT_BEAT_SECONDS`` while it has records, removed when the run
+ends (``beat_puts(alive=False)``: what it leaves is for sync at once). A record whose heartbeat
+is older than the stale bound (``PUT_STALE_SECONDS``, ``S3IDX_PUT_STALE_SECONDS`` on the
+command line), or missing (the run ended, or an earlier s3idx wrote it), is a dead run's; the
+others are a put in progress: sync leaves them and counts their keys apart, not as drift. A run
+killed looks alive until the bound passes.
 """
 
 from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from dataclasses import dataclass
 
 from s3idx.engine.reconcile import reconcile
 from s3idx.index.base import Index, PutIntent
@@ -30,14 +46,52 @@ from s3idx.sharding import Shard
 from s3idx.store.base import ObjectStore
 
 INTERRUPTED_PUT = "interrupted-put"
+# A run whose records' heartbeat is older than this is taken for dead: sync settles them. It
+# must exceed the longest a running put goes without a heartbeat: one upload (S3IDX_TIMEOUT of
+# silence per attempt, a few attempts) and one entry write.
+PUT_STALE_SECONDS = 600.0
+# How often a running put refreshes its records' heartbeat, while it has any.
+PUT_BEAT_SECONDS = 60.0
 
 
-def put_journaled(index: Index, shard: Shard | None = None) -> dict[str, PutIntent]:
-    """The put journal (key -> record); with ``shard``, only its keys' records."""
+@dataclass(frozen=True, slots=True)
+class PutJournal:
+    """The put journal read at one moment: records of dead runs (to settle) and of live ones
+    (puts still running: left alone)."""
+
+    dead: list[PutIntent]
+    live: list[PutIntent]
+
+    @property
+    def interrupted(self) -> list[str]:
+        """The keys a dead run's record marks, sorted."""
+        return sorted({record.key for record in self.dead})
+
+    @property
+    def in_progress(self) -> list[str]:
+        """The keys only live runs' records mark, sorted."""
+        dead = {record.key for record in self.dead}
+        return sorted({record.key for record in self.live} - dead)
+
+
+def is_live(record: PutIntent, now: float, stale_after: float) -> bool:
+    """Whether the record's run showed it was alive within ``stale_after`` seconds of ``now``.
+    A record without a heartbeat (the earlier layout) is a dead run's, as before."""
+    return record.at is not None and now - record.at < stale_after
+
+
+def put_journaled(
+    index: Index, shard: Shard | None = None, *, stale_after: float = PUT_STALE_SECONDS
+) -> PutJournal:
+    """The put journal, split by the liveness of each record's run; with ``shard``, only its
+    keys' records."""
     records = index.put_intents()
-    if shard is None:
-        return records
-    return {key: intent for key, intent in records.items() if shard.owns(key)}
+    if shard is not None:
+        records = [record for record in records if shard.owns(record.key)]
+    now = time.time()
+    live = [record for record in records if is_live(record, now, stale_after)]
+    dead = [record for record in records if not is_live(record, now, stale_after)]
+    return PutJournal(dead, live)
 
 
 def finish_puts(
@@ -47,18 +101,59 @@ def finish_puts(
     key_field: str,
     workers: int,
     shard: Shard | None = None,
-) -> int:
-    """Set every journaled key's entry to what the bucket holds, then clear its record.
+    stale_after: float = PUT_STALE_SECONDS,
+) -> tuple[int, PutJournal]:
+    """Set every key a dead run journaled to what the bucket holds, then clear those records.
 
-    Returns how many records were settled. A key still contended after reconcile's rounds
-    keeps its record (the next sync tries again).
+    Returns how many keys were settled, and the journal as read. A key still contended after
+    reconcile's rounds keeps its records (the next sync tries again). Live
+    runs' records are left alone: the run clears them itself, and settling one before its
+    upload lands would leave the entry describing the replaced version with no record, should
+    the run then be killed.
     """
-    records = put_journaled(index, shard)
+    journal = put_journaled(index, shard, stale_after=stale_after)
+    by_key: dict[str, list[PutIntent]] = {}
+    for record in journal.dead:
+        by_key.setdefault(record.key, []).append(record)
     settled = 0
-    for batch in batched(sorted(records), DELETE_BATCH):
+    for batch in batched(sorted(by_key), DELETE_BATCH):
         outcome = reconcile(store, index, batch, key_field=key_field, workers=workers)
-        left = set(outcome.left)
-        done = {key: records[key] for key in batch if key not in left}
-        index.clear_put_intents(done)
+        done = [key for key in batch if key not in set(outcome.left)]
+        index.clear_put_intents(record for key in done for record in by_key[key])
         settled += len(done)
-    return settled
+    return settled, journal
+
+
+class Heartbeat:
+    """Refreshes a running put's records' heartbeat (``index.beat_puts``) every ``interval``
+    seconds while ``holding`` says it has records: one write a beat, none per document. Its
+    own thread, because the main thread may wait long (a slow upload, quiet input) and a run
+    silent past the stale bound would have its records settled under it."""
+
+    def __init__(self, index: Index, run: str, interval: float | None = None) -> None:
+        self._index = index
+        self._run = run
+        self._interval = PUT_BEAT_SECONDS if interval is None else interval
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.holding = False  # set by the main thread: whether the run has records now
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._beat, name="s3idx-put-heartbeat", daemon=True
+            )
+            self._thread.start()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self._interval):
+            if self.holding:
+                # A failed beat costs nothing now: the main thread meets the same failure on
+                # its next index write; a later beat may still succeed.
+                with contextlib.suppress(Exception):
+                    self._index.beat_puts(self._run)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()

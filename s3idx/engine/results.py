@@ -283,6 +283,9 @@ class SyncResult:
     interrupted_deletes: int = 0
     # Entries a killed put was replacing (its put journal): set from the bucket by sync.
     interrupted_puts: int = 0
+    # Keys only puts still running journaled (heartbeat within the stale bound): left alone,
+    # not drift.
+    puts_in_progress: int = 0
     added: int = 0
     updated: int = 0
     removed: int = 0
@@ -392,6 +395,7 @@ class VerifyResult:
     changed: int = 0
     interrupted_deletes: int = 0  # journaled deletes not finished: sync or delete finishes them
     interrupted_puts: int = 0  # put journal records a killed put left: sync settles them
+    puts_in_progress: int = 0  # keys only puts still running journaled: not drift
     sample: float = 1.0
     interrupted: bool = False
     retries: int = 0

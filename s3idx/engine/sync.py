@@ -17,6 +17,7 @@ bucket (``s3idx.engine.reconcile``). Deletes interrupted by a crash (journaled, 
 ``s3idx.engine.delete``) are finished first; an object a delete journaled is never adopted.
 Then entries a killed put was replacing (its put journal, ``s3idx.engine.put_journal``) are set
 to what the bucket holds; ``--check`` reports those as ``interrupted-put``, not ``changed``.
+Records of puts still running (a recent heartbeat) are left alone: ``puts_in_progress``.
 
 Manifests (``engine/manifest.py``): each batch of HEADs becomes a manifest of those objects
 (with the HEAD's LastModified), written before their entries. A sync that finishes (not
@@ -46,7 +47,12 @@ from s3idx.engine.manifest_batches import ManifestBatches
 from s3idx.engine.manifest_index import ManifestIndex
 from s3idx.engine.metadata_entry import Recovered, Rewriter
 from s3idx.engine.probe import indexed_entries, probe_key_field
-from s3idx.engine.put_journal import INTERRUPTED_PUT, finish_puts, put_journaled
+from s3idx.engine.put_journal import (
+    INTERRUPTED_PUT,
+    PUT_STALE_SECONDS,
+    finish_puts,
+    put_journaled,
+)
 from s3idx.engine.reconcile import reconcile
 from s3idx.engine.results import Events, SyncResult, accounted, reported_on_failure
 from s3idx.errors import S3idxError, UsageError
@@ -77,11 +83,14 @@ def run_sync(
     shard: Shard | None = None,
     manifests: ManifestBatches | None = None,
     compact: bool = True,
+    put_stale_after: float | None = None,
 ) -> SyncResult:
     """``manifests``: where the HEADed objects' lines go (shared with ``rewriter``'s).
 
     ``compact`` False: no compaction. A sync with ``shard`` never compacts: it sees only its
     own keys, and removing the manifests would drop the lines of the keys it did not see.
+    ``put_stale_after``: seconds after its last heartbeat a put run is taken for dead (its
+    journal records settled); until then they are a put in progress, left alone.
     """
     events = events or Events()
     result = SyncResult(
@@ -112,6 +121,7 @@ def run_sync(
             manifests,
             compaction,
             shard,
+            PUT_STALE_SECONDS if put_stale_after is None else put_stale_after,
         )
     finally:
         if compaction is not None:
@@ -130,11 +140,14 @@ def _run(
     manifests: ManifestBatches | None,
     compaction: _SyncCompaction | None,
     shard: Shard | None,
+    put_stale_after: float,
 ) -> SyncResult:
     prune = result.prune
     key_field = _key_field(store, index, rewriter)
     _interrupted_deletes(store, index, result, events, writes, shard)
-    interrupted_puts = _interrupted_puts(store, index, result, events, writes, workers, shard)
+    interrupted_puts = _interrupted_puts(
+        store, index, result, events, writes, workers, shard, put_stale_after
+    )
     listing = iter(prefetched(store.list_objects()))
     first = next(listing, None)
     # Whether the whole store is empty, not the shard: a shard may well own no object.
@@ -313,22 +326,32 @@ def _interrupted_puts(
     writes: bool,
     workers: int,
     shard: Shard | None,
+    stale_after: float,
 ) -> set[str]:
     """Set right the entries killed puts were replacing (or, only looking, count them as
-    drift, and return their keys: the merge must not count them again as changed)."""
+    drift, and return their keys: the merge must not count them again as changed). Records
+    of puts still running are left alone and counted apart (``puts_in_progress``): not drift;
+    looking, their keys are not counted as changed either (their upload may have landed)."""
     settings = index.settings()
     if settings is None:
         return set()
     if writes:
-        result.interrupted_puts = finish_puts(
-            store, index, key_field=settings.key_field, workers=workers, shard=shard
+        result.interrupted_puts, journal = finish_puts(
+            store,
+            index,
+            key_field=settings.key_field,
+            workers=workers,
+            shard=shard,
+            stale_after=stale_after,
         )
+        result.puts_in_progress = len(journal.in_progress)
         return set()
-    records = put_journaled(index, shard)
-    for key in sorted(records):
+    journal = put_journaled(index, shard, stale_after=stale_after)
+    for key in journal.interrupted:
         result.interrupted_puts += 1
         events.drift(INTERRUPTED_PUT, key)
-    return set(records)
+    result.puts_in_progress = len(journal.in_progress)
+    return {*journal.interrupted, *journal.in_progress}
 
 
 def _report(events: Events, result: SyncResult) -> None:

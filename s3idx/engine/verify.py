@@ -31,7 +31,7 @@ import orjson
 from s3idx import codec, maggma_format
 from s3idx.engine.concurrency import ordered_map, prefetched
 from s3idx.engine.metadata_entry import unusable_reason
-from s3idx.engine.put_journal import INTERRUPTED_PUT
+from s3idx.engine.put_journal import INTERRUPTED_PUT, PUT_STALE_SECONDS, put_journaled
 from s3idx.engine.read import SPOOL_THRESHOLD, fetch_document
 from s3idx.engine.results import Events, VerifyResult, accounted, reported_on_failure
 from s3idx.errors import (
@@ -87,8 +87,12 @@ def run_verify(
     stop: threading.Event | None = None,
     spool_threshold: int = SPOOL_THRESHOLD,
     rng: random.Random | None = None,
+    put_stale_after: float | None = None,
 ) -> VerifyResult:
-    """Check objects against their metadata and index entries; report damage and drift."""
+    """Check objects against their metadata and index entries; report damage and drift.
+
+    Put journal records are split as sync splits them: a dead run's are ``interrupted-put``
+    drift, a live run's (``put_stale_after``) a put in progress, counted apart."""
     events = events or Events()
     result = VerifyResult(sample=sample)
     chosen = _sampler(sample, rng or random.Random())
@@ -96,10 +100,13 @@ def run_verify(
     for key in journaled:  # reported only: verify changes nothing
         result.interrupted_deletes += 1
         events.drift(INTERRUPTED_DELETE, key)
-    interrupted_puts = set(index.put_intents())
-    for key in sorted(interrupted_puts):  # as sync --check: not counted again as changed
+    stale = PUT_STALE_SECONDS if put_stale_after is None else put_stale_after
+    journal = put_journaled(index, stale_after=stale)
+    for key in journal.interrupted:  # as sync --check: not counted again as changed
         result.interrupted_puts += 1
         events.drift(INTERRUPTED_PUT, key)
+    result.puts_in_progress = len(journal.in_progress)
+    interrupted_puts = {*journal.interrupted, *journal.in_progress}
     candidates = _candidates(store, index, result, events, chosen, journaled, interrupted_puts)
     settings = index.settings()
     key_field = settings.key_field if settings is not None else None

@@ -8,7 +8,7 @@ float, bool, None, list, dict or datetime, and come back with the same types.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
@@ -106,10 +106,15 @@ def with_bookkeeping(entry: Mapping[str, Any], bookkeeping: Bookkeeping) -> Entr
 
 
 class PutIntent(NamedTuple):
-    """A put journal record: the ETag of the entry the run ``run`` is replacing."""
+    """A put journal record: the run ``run`` is replacing the entry of ``key`` whose ETag is
+    ``etag``. ``at``: when the run last showed it was alive (Unix time, the writer's clock;
+    refreshed by ``journal_puts`` and ``beat_puts``), None for a record an earlier s3idx
+    wrote (its run's liveness is unknown)."""
 
+    key: str
     etag: str
     run: str
+    at: float | None = None
 
 
 class IndexSettings(Frozen):
@@ -386,19 +391,27 @@ class Index(Protocol):
         ...
 
     def journal_puts(self, items: Mapping[str, str], run: str) -> None:
-        """Record key -> ETag of the entry a ``put`` run is about to replace, before it uploads
-        (replaces an earlier record for the key). ``run`` names the run (its records only are
-        cleared by it). A record a crash left says: the bucket may hold a newer object than the
-        entry describes (see ``s3idx.engine.put_journal``)."""
+        """Record key -> ETag of the entry a ``put`` run is about to replace, before it uploads,
+        with the time now as the record's heartbeat. One record per (key, run): it replaces
+        only this run's earlier record of the key, never another run's. A record a crash left
+        says: the bucket may hold a newer object than the entry describes (see
+        ``s3idx.engine.put_journal``)."""
         ...
 
-    def put_intents(self, keys: Sequence[str] | None = None) -> dict[str, PutIntent]:
+    def beat_puts(self, run: str, *, alive: bool = True) -> None:
+        """Set the heartbeat of every record of ``run`` to the time now (one write); with
+        ``alive`` False, remove it: the run ended, its records left are a dead run's."""
+        ...
+
+    def put_intents(self, keys: Sequence[str] | None = None) -> list[PutIntent]:
         """Put journal records for the given keys (all records when None; the journal is
-        small: only puts under way, or killed, leave records)."""
+        small: only puts under way, or killed, leave records), ordered by key (UTF-8 byte
+        order), then run; a key may have several, one per run."""
         ...
 
-    def clear_put_intents(self, items: Mapping[str, PutIntent]) -> None:
-        """Remove put journal records, each only if it still names that ETag and run."""
+    def clear_put_intents(self, records: Iterable[PutIntent]) -> None:
+        """Remove put journal records, each only if one with that key, ETag and run is still
+        there (the heartbeat is not compared)."""
         ...
 
     def bookkeeping(self, keys: Sequence[str]) -> dict[str, tuple[Entry, Bookkeeping]]:

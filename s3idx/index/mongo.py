@@ -24,8 +24,11 @@ Layout in the database:
   ``<collection>__rebuild``, with upserts.
 - ``<collection>__deletes``: the delete journal, ``{_id: key, "etag"}`` per entry being deleted
   (``journal_deletes``), so that an interrupted delete can be finished.
-- ``<collection>__puts``: the put journal, ``{_id: key, "etag", "run"}`` per entry a ``put``
-  run is replacing (``journal_puts``); an index written before it existed simply has none.
+- ``<collection>__puts``: the put journal, ``{_id: "<len(run)>:<run>:<key>", "key", "etag",
+  "run", "at"}`` per entry a ``put`` run is replacing (``journal_puts``): one per key and run
+  (the length prefix keeps two (run, key) pairs from sharing an _id), ``at`` the run's last
+  heartbeat. Records of the earlier layout, ``{_id: key, "etag", "run"}`` (one per key, no
+  heartbeat), are read and cleared as they are; an index written before it existed has none.
 - ``<collection>__locks``: on FerretDB only, ``{_id: key, "owner", "at"}`` while a writer
   compares and sets that key's entry (see ``MongoIndex._while_locked``).
 - ``<collection>__changes``: while a rebuild runs, the keys every write of the live entries
@@ -49,7 +52,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from typing import Any
+from typing import Any, TypeGuard
 from urllib.parse import parse_qsl
 
 from bson.codec_options import CodecOptions
@@ -1255,7 +1258,14 @@ class MongoIndex:
 
     def journal_puts(self, items: Mapping[str, str], run: str) -> None:
         self._log_changes(items)
-        documents = [(key, {ID: key, "etag": etag, "run": run}) for key, etag in items.items()]
+        now = utc_now()
+        documents = [
+            (
+                _put_id(key, run),
+                {ID: _put_id(key, run), "key": key, "etag": etag, "run": run, "at": now},
+            )
+            for key, etag in items.items()
+        ]
         for chunk in batched(documents, BATCH_SIZE):
             if self.is_ferretdb():
                 self._journal_puts_ferretdb(chunk)
@@ -1263,48 +1273,58 @@ class MongoIndex:
                 self._c.replace_all(self._c.puts, chunk, "journaling puts in")
 
     def _journal_puts_ferretdb(self, chunk: Sequence[tuple[str, dict[str, Any]]]) -> None:
-        """FerretDB v1 stalls on concurrent bulks of replaces (see ``journal_deletes``), and a
-        replace per key would cost a round trip per document put: the records are removed,
-        then inserted. One another run inserted in between stays (a key has one record, the
-        last writer's, as with a replace)."""
+        """FerretDB v1 stalls on concurrent bulks of upserts (see ``journal_deletes``), and a
+        replace per key would cost a round trip per document put: this run's earlier records
+        of the keys are removed, then the new ones inserted. The _ids name the run, so no
+        other run's insert can collide with them."""
+        ids = [id_ for id_, _ in chunk]
         with self._c.guard("journaling puts in"):
-            self._c.puts.delete_many({ID: {"$in": [key for key, _ in chunk]}})
+            self._c.puts.delete_many({ID: {"$in": ids}})
             try:
                 self._c.puts.insert_many([document for _, document in chunk], ordered=False)
-            except BulkWriteError as exc:
-                if not only_duplicate_keys(exc):
-                    raise self._c.bulk_error(exc, chunk) from None
-            except KeyError:
-                # FerretDB's reply to a failed write in a bulk: which one failed is unknown.
-                # Every key must have a record (another run's will do): write the missing ones.
-                found = {doc[ID] for doc in self._c.puts.find({ID: {"$in": [k for k, _ in chunk]}})}
-                missing = [(key, doc) for key, doc in chunk if key not in found]
-                if missing:
-                    self._c.replace_one_by_one(self._c.puts, missing)
+            except (BulkWriteError, KeyError):
+                # Only this run writes these _ids (one thread): a failure is no collision,
+                # and FerretDB's reply may not say which insert failed: write them one by one.
+                self._c.replace_one_by_one(self._c.puts, chunk)
 
-    def put_intents(self, keys: Sequence[str] | None = None) -> dict[str, PutIntent]:
-        queries = [{}] if keys is None else [{ID: {"$in": b}} for b in _key_batches(keys)]
-        found: dict[str, PutIntent] = {}
+    def beat_puts(self, run: str, *, alive: bool = True) -> None:
+        at = utc_now() if alive else None
+        with self._c.guard("refreshing the put journal of"):
+            self._c.puts.update_many({"run": run, "key": {"$exists": True}}, {"$set": {"at": at}})
+
+    def put_intents(self, keys: Sequence[str] | None = None) -> list[PutIntent]:
+        queries: list[dict[str, Any]] = [{}]
+        if keys is not None:
+            # A record of the earlier layout has no "key": its _id is the key.
+            queries = [
+                {"$or": [{"key": {"$in": b}}, {ID: {"$in": b}, "key": {"$exists": False}}]}
+                for b in _key_batches(keys)
+            ]
+        found: list[PutIntent] = []
         for query in queries:
             with self._c.guard("reading the put journal of"):
                 cursor = self._c.puts.find(query)
             for doc in self._c.stream(cursor, "reading the put journal of"):
-                key, etag, run = doc.get(ID), doc.get("etag"), doc.get("run")
-                if not all(isinstance(v, str) and v for v in (key, etag, run)):
+                record = _put_record(doc)
+                if record is None:
                     raise damaged_index(
                         self.location,
-                        f"its put journal holds {key!r:.100} -> {etag!r:.100} ({run!r:.100}), "
-                        "not a key, an ETag and a run",
+                        f"its put journal holds {doc.get('key', doc.get(ID))!r:.100} -> "
+                        f"{doc.get('etag')!r:.100} ({doc.get('run')!r:.100}), not a key, an ETag "
+                        "and a run",
                     )
-                found[key] = PutIntent(etag, run)
-        return found
+                found.append(record)
+        return sorted(found, key=lambda r: (r.key, r.run))
 
-    def clear_put_intents(self, items: Mapping[str, PutIntent]) -> None:
-        for batch in batched(list(items.items()), BATCH_SIZE):
-            requests = [
-                DeleteOne({ID: key, "etag": intent.etag, "run": intent.run})
-                for key, intent in batch
-            ]
+    def clear_put_intents(self, records: Iterable[PutIntent]) -> None:
+        for batch in batched(list(records), BATCH_SIZE):
+            requests = []
+            for r in batch:
+                requests.append(DeleteOne({ID: _put_id(r.key, r.run), "etag": r.etag}))
+                # Or the earlier layout's record of the key, if that is the one.
+                requests.append(
+                    DeleteOne({ID: r.key, "etag": r.etag, "run": r.run, "key": {"$exists": False}})
+                )
             with self._c.guard("clearing the put journal of"):
                 self._c.puts.bulk_write(requests, ordered=False)
 
@@ -1460,11 +1480,7 @@ class MongoIndex:
                 self._c.journal.delete_many({ID: {"$in": damaged}})
         # Likewise the put journal: the rebuild indexes what the bucket holds of its keys.
         with self._c.guard("reading the put journal of"):
-            damaged = [
-                doc[ID]
-                for doc in self._c.puts.find({})
-                if not all(isinstance(doc.get(f), str) and doc[f] for f in (ID, "etag", "run"))
-            ]
+            damaged = [doc[ID] for doc in self._c.puts.find({}) if _put_record(doc) is None]
             if damaged:
                 self._c.puts.delete_many({ID: {"$in": damaged}})
 
@@ -2047,3 +2063,28 @@ def _first_path(info: Mapping[str, Any]) -> str | None:
     """The field of a single-field index (any direction), else None."""
     key = list(info.get("key", ()))
     return str(key[0][0]) if len(key) == 1 else None
+
+
+def _put_id(key: str, run: str) -> str:
+    """The _id of the put journal record of ``key`` by ``run``."""
+    return f"{len(run)}:{run}:{key}"
+
+
+def _put_record(doc: Mapping[str, Any]) -> PutIntent | None:
+    """A put journal document as a record (either layout), or None if it is no record."""
+    key = doc.get("key", doc.get(ID))
+    etag, run, at = doc.get("etag"), doc.get("run"), doc.get("at")
+    if not (_nonempty(key) and _nonempty(etag) and _nonempty(run)):
+        return None
+    if "key" in doc and doc.get(ID) != _put_id(key, run):
+        return None
+    if isinstance(at, datetime):
+        # A heartbeat read without its time zone was written in UTC.
+        beat: float | None = (at if at.tzinfo else at.replace(tzinfo=UTC)).timestamp()
+    else:
+        beat = None  # unknown (the earlier layout, or not a time): settled as a dead run's
+    return PutIntent(key, etag, run, beat)
+
+
+def _nonempty(value: Any) -> TypeGuard[str]:
+    return isinstance(value, str) and bool(value)

@@ -19,9 +19,12 @@ by adding the two tables version 2 brought, on its first write):
   ``s3idx.query.sql``); indexed on ``(field, tclass, value, key)`` and on ``(key)``.
 - ``delete_journal(key PRIMARY KEY, etag)``: deletes under way (see ``journal_deletes``); it
   lives beside the entries, so a rebuild's swap leaves it alone.
-- ``put_journal(key PRIMARY KEY, etag, run)``: entries a ``put`` run is replacing (see
-  ``journal_puts``); beside the entries too. Created by the first ``journal_puts``, so a file
-  written before it existed (of the same version 2) is read and written as it is.
+- ``put_journal(key, etag, run, at, PRIMARY KEY (key, run))``: entries a ``put`` run is
+  replacing (see ``journal_puts``), one record per key and run, ``at`` the run's last heartbeat
+  (Unix time); beside the entries too. Created by the first ``journal_puts``, so a file
+  written before it existed (of the same version 2) is read and written as it is. A journal of
+  the earlier layout (``key PRIMARY KEY, etag, run``: one record per key) is read as it is
+  (no heartbeat) and rebuilt in this one, keeping its records, by the first write to it.
 - ``changes(key PRIMARY KEY)``: the keys every entry write logged while ``rebuild_log`` was set.
   The flag is read in the write's own ``BEGIN IMMEDIATE`` transaction, so no write of any
   process slips between a rebuild's start and its log.
@@ -91,7 +94,7 @@ SCHEMA_VERSION = 2
 READABLE_VERSIONS = ("1", "2")
 JOURNAL = "delete_journal"
 PUT_JOURNAL = "put_journal"
-_PUT_JOURNAL_COLUMNS = ("key", "etag", "run")
+_PUT_JOURNAL_COLUMNS = ("key", "etag", "run", "at")
 CHANGES = "changes"
 BUSY_TIMEOUT_S = 30
 LIVE = Tables("entries", "entry_values")
@@ -510,40 +513,52 @@ class SqliteIndex:
     def journal_puts(self, items: Mapping[str, str], run: str) -> None:
         if not items:
             return
+        now = time.time()
         with self._db.transaction() as conn:
             _log_changes(conn, list(items))
             _create_put_journal(conn)
             conn.executemany(
-                f"INSERT INTO {PUT_JOURNAL} (key, etag, run) VALUES (?, ?, ?) "
-                "ON CONFLICT (key) DO UPDATE SET etag = excluded.etag, run = excluded.run",
-                [(key, etag, run) for key, etag in items.items()],
+                f"INSERT INTO {PUT_JOURNAL} (key, etag, run, at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (key, run) DO UPDATE SET etag = excluded.etag, at = excluded.at",
+                [(key, etag, run, now) for key, etag in items.items()],
             )
 
-    def put_intents(self, keys: Sequence[str] | None = None) -> dict[str, PutIntent]:
-        found: dict[str, PutIntent] = {}
+    def beat_puts(self, run: str, *, alive: bool = True) -> None:
+        if not self.path.exists():
+            return
+        with self._db.transaction() as conn:
+            if PUT_JOURNAL not in _table_names(conn):
+                return
+            _create_put_journal(conn)  # an earlier layout has no heartbeat column
+            at = time.time() if alive else None
+            conn.execute(f"UPDATE {PUT_JOURNAL} SET at = ? WHERE run = ?", (at, run))
+
+    def put_intents(self, keys: Sequence[str] | None = None) -> list[PutIntent]:
+        found: list[PutIntent] = []
         with self._db.reading() as conn:
             # A file no put journaled in yet has no put journal: nothing is journaled.
             if conn is None or PUT_JOURNAL not in _table_names(conn):
                 return found
+            # A journal of the earlier layout (one record per key) has no heartbeat column.
+            at = "at" if "at" in _columns(conn, PUT_JOURNAL) else "NULL"
+            select = f"SELECT key, etag, run, {at} FROM {PUT_JOURNAL}"
             if keys is None:
-                rows = conn.execute(f"SELECT key, etag, run FROM {PUT_JOURNAL}")
-                found.update(_put_journal_rows(rows))
-                return found
-            for chunk in batched(list(dict.fromkeys(keys)), KEY_CHUNK):
-                marks = _marks(len(chunk))
-                sql = f"SELECT key, etag, run FROM {PUT_JOURNAL} WHERE key IN ({marks})"
-                found.update(_put_journal_rows(conn.execute(sql, chunk)))
-        return found
+                found.extend(_put_journal_rows(conn.execute(select)))
+            else:
+                for chunk in batched(list(dict.fromkeys(keys)), KEY_CHUNK):
+                    sql = f"{select} WHERE key IN ({_marks(len(chunk))})"
+                    found.extend(_put_journal_rows(conn.execute(sql, chunk)))
+        return sorted(found, key=lambda r: (r.key, r.run))
 
-    def clear_put_intents(self, items: Mapping[str, PutIntent]) -> None:
-        if not items or not self.path.exists():
+    def clear_put_intents(self, records: Iterable[PutIntent]) -> None:
+        rows = [(r.key, r.etag, r.run) for r in records]
+        if not rows or not self.path.exists():
             return
         with self._db.transaction() as conn:
             if PUT_JOURNAL not in _table_names(conn):
                 return
             conn.executemany(
-                f"DELETE FROM {PUT_JOURNAL} WHERE key = ? AND etag = ? AND run = ?",
-                [(key, intent.etag, intent.run) for key, intent in items.items()],
+                f"DELETE FROM {PUT_JOURNAL} WHERE key = ? AND etag = ? AND run = ?", rows
             )
 
     # --- reading ---------------------------------------------------------------------------
@@ -1177,7 +1192,8 @@ def _repair_tables(conn: sqlite3.Connection, tables: set[str]) -> None:
         "OR typeof(etag) != 'text' OR etag = ''"
     )
     conn.execute(f"DELETE FROM {CHANGES} WHERE typeof(key) != 'text' OR key = ''")
-    if PUT_JOURNAL in tables and _columns(conn, PUT_JOURNAL) != _PUT_JOURNAL_COLUMNS:
+    layouts = (_PUT_JOURNAL_COLUMNS, _PUT_JOURNAL_COLUMNS[:3])  # the earlier one is upgraded
+    if PUT_JOURNAL in tables and _columns(conn, PUT_JOURNAL) not in layouts:
         conn.execute(f"DROP TABLE {PUT_JOURNAL}")
     _create_put_journal(conn)
     conn.execute(
@@ -1199,10 +1215,26 @@ def _create_v2_tables(conn: sqlite3.Connection) -> None:
 
 
 def _create_put_journal(conn: sqlite3.Connection) -> None:
-    conn.execute(
-        f"CREATE TABLE IF NOT EXISTS {PUT_JOURNAL} "
-        "(key TEXT PRIMARY KEY NOT NULL, etag TEXT NOT NULL, run TEXT NOT NULL)"
+    """Create the put journal, or bring one of the earlier layout (one record per key, no
+    heartbeat) to this one, keeping its records (in the caller's write transaction)."""
+    create = (
+        "CREATE TABLE IF NOT EXISTS {} (key TEXT NOT NULL, etag TEXT NOT NULL, "
+        "run TEXT NOT NULL, at REAL, PRIMARY KEY (key, run))"
     )
+    if PUT_JOURNAL not in _table_names(conn):
+        conn.execute(create.format(PUT_JOURNAL))
+        return
+    if _columns(conn, PUT_JOURNAL) == _PUT_JOURNAL_COLUMNS:
+        return
+    earlier = f"{PUT_JOURNAL}_earlier"
+    conn.execute(f"DROP TABLE IF EXISTS {earlier}")
+    conn.execute(f"ALTER TABLE {PUT_JOURNAL} RENAME TO {earlier}")
+    conn.execute(create.format(PUT_JOURNAL))
+    # Their heartbeat stays NULL: whether their runs still live is unknown.
+    conn.execute(
+        f"INSERT OR IGNORE INTO {PUT_JOURNAL} (key, etag, run) SELECT key, etag, run FROM {earlier}"
+    )
+    conn.execute(f"DROP TABLE {earlier}")
 
 
 def _log_changes(conn: sqlite3.Connection, keys: Sequence[str]) -> None:
@@ -1509,14 +1541,16 @@ def _journal_rows(rows: Iterable[tuple[Any, Any]]) -> Iterator[tuple[str, str]]:
         yield key, etag
 
 
-def _put_journal_rows(rows: Iterable[tuple[Any, Any, Any]]) -> Iterator[tuple[str, PutIntent]]:
-    for key, etag, run in rows:
+def _put_journal_rows(rows: Iterable[tuple[Any, Any, Any, Any]]) -> Iterator[PutIntent]:
+    for key, etag, run, at in rows:
         if not all(isinstance(v, str) and v for v in (key, etag, run)):
             raise _Damage(
                 f"its put journal holds {key!r:.100} -> {etag!r:.100} ({run!r:.100}), not a key, "
                 "an ETag and a run"
             )
-        yield key, PutIntent(etag, run)
+        # A heartbeat that is no number is unknown: the record is settled as a dead run's.
+        beat = float(at) if isinstance(at, int | float) and not isinstance(at, bool) else None
+        yield PutIntent(key, etag, run, beat)
 
 
 def _stream(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> Iterator[tuple[Any, ...]]:

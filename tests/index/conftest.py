@@ -139,6 +139,10 @@ class Tamper(Protocol):
     def spoil_rebuild_state(self) -> None:
         """A record of a rebuild in progress that s3idx cannot have written."""
 
+    def earlier_put_journal(self, records: dict[str, tuple[str, str]]) -> None:
+        """The put journal as the previous layout wrote it: one record per key
+        (key -> (etag, run)), no heartbeat."""
+
 
 class SqliteTamper:
     # Each column's own wrong type: TEXT columns turn numbers into text, so a BLOB it is.
@@ -199,6 +203,18 @@ class SqliteTamper:
                 "INSERT INTO meta (name, value) VALUES ('rebuild', '{\"key_field\": 5}')"
             )
 
+    def earlier_put_journal(self, records: dict[str, tuple[str, str]]) -> None:
+        with closing(sqlite3.connect(self.path)) as conn, conn:
+            conn.execute("DROP TABLE IF EXISTS put_journal")
+            conn.execute(
+                "CREATE TABLE put_journal "
+                "(key TEXT PRIMARY KEY NOT NULL, etag TEXT NOT NULL, run TEXT NOT NULL)"
+            )
+            conn.executemany(
+                "INSERT INTO put_journal (key, etag, run) VALUES (?, ?, ?)",
+                [(key, etag, run) for key, (etag, run) in records.items()],
+            )
+
 
 class MongoTamper:
     _GARBAGE: ClassVar[dict[str, Any]] = {"etag": 5, "size": "abc", "sha256": 7, "codec": None}
@@ -225,6 +241,11 @@ class MongoTamper:
 
     def spoil_rebuild_state(self) -> None:
         self._c.meta.insert_one({"_id": self._c.name + "__rebuild", "key_field": 5, "run": 3})
+
+    def earlier_put_journal(self, records: dict[str, tuple[str, str]]) -> None:
+        self._c.puts.insert_many(
+            [{"_id": key, "etag": etag, "run": run} for key, (etag, run) in records.items()]
+        )
 
 
 def tamper_with(index: Index) -> Tamper:

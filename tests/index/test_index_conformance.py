@@ -1012,43 +1012,111 @@ def test_fresh_index_has_no_journal(index: Index) -> None:
 # --- the put journal --------------------------------------------------------------------------
 
 
-def test_put_journal_records_key_etag_and_run(filled: Index, open_index: Any) -> None:
-    assert filled.put_intents() == {}
-    assert filled.put_intents(["a"]) == {}
-    filled.journal_puts({"a": '"etag-a"', "b": '"etag-b"'}, "run-1")
+def records(index: Index, keys: list[str] | None = None) -> list[tuple[str, str, str]]:
+    """The put journal as (key, etag, run), in the order read (without the heartbeat)."""
+    return [(r.key, r.etag, r.run) for r in index.put_intents(keys)]
 
-    assert filled.put_intents() == {
-        "a": PutIntent('"etag-a"', "run-1"),
-        "b": PutIntent('"etag-b"', "run-1"),
-    }
-    assert filled.put_intents(["a", "zz", "a"]) == {"a": PutIntent('"etag-a"', "run-1")}
-    assert filled.put_intents([]) == {}
-    assert open_index().put_intents()["b"] == PutIntent('"etag-b"', "run-1")  # durable
+
+def test_put_journal_records_key_etag_and_run(filled: Index, open_index: Any) -> None:
+    assert filled.put_intents() == []
+    assert filled.put_intents(["a"]) == []
+    before = time.time()
+    filled.journal_puts({"b": '"etag-b"', "a": '"etag-a"'}, "run-1")
+
+    assert records(filled) == [("a", '"etag-a"', "run-1"), ("b", '"etag-b"', "run-1")]
+    assert records(filled, ["a", "zz", "a"]) == [("a", '"etag-a"', "run-1")]
+    assert filled.put_intents([]) == []
+    assert records(open_index(), ["b"]) == [("b", '"etag-b"', "run-1")]  # durable
+    # Each record carries when its run last showed it was alive (Unix time).
+    for record in filled.put_intents():
+        assert record.at is not None and before - 1 <= record.at <= time.time() + 1
     # Journaling changes no entry: queries still find them as they were.
     assert filled.etags(["a", "b"]) == {"a": '"etag-a"', "b": '"etag-b"'}
     assert sorted(keys(filled.find())) == sorted(keys(ENTRIES))
 
 
-def test_put_journal_record_is_cleared_only_with_its_etag_and_run(filled: Index) -> None:
+def test_put_journal_keeps_one_record_per_key_and_run(filled: Index) -> None:
+    """Two runs replacing the same entry each keep their own record: the second does not
+    overwrite the first, so the first run, killed after its upload, still leaves its trace."""
+    filled.journal_puts({"a": '"e1"', "b": '"f1"'}, "run-1")
+    filled.journal_puts({"a": '"e1"'}, "run-2")
+    filled.journal_puts({"a": '"e2"'}, "run-1")  # the same run again: its record is replaced
+
+    assert records(filled) == [
+        ("a", '"e2"', "run-1"),
+        ("a", '"e1"', "run-2"),
+        ("b", '"f1"', "run-1"),
+    ]
+    assert records(filled, ["a"]) == [("a", '"e2"', "run-1"), ("a", '"e1"', "run-2")]
+
+
+def test_put_journal_record_is_cleared_only_with_its_key_etag_and_run(filled: Index) -> None:
     filled.journal_puts({"a": '"e1"', "b": '"f1"', "c": '"g1"'}, "run-1")
     filled.journal_puts({"a": '"e1"'}, "run-2")  # another run replacing the same entry
 
     filled.clear_put_intents(
-        {
-            "a": PutIntent('"e1"', "run-1"),  # run-2's record now: stays
-            "b": PutIntent('"f1"', "run-1"),
-            "c": PutIntent('"other"', "run-1"),
-            "nope": PutIntent('"x"', "run-1"),
-        }
+        [
+            PutIntent("a", '"e1"', "run-1"),  # run-2's record of "a" stays
+            PutIntent("b", '"f1"', "run-1"),
+            PutIntent("c", '"other"', "run-1"),
+            PutIntent("c", '"g1"', "run-3"),
+            PutIntent("nope", '"x"', "run-1"),
+        ]
     )
 
-    assert filled.put_intents() == {
-        "a": PutIntent('"e1"', "run-2"),
-        "c": PutIntent('"g1"', "run-1"),
-    }
-    filled.clear_put_intents({})
-    filled.clear_put_intents({"a": PutIntent('"e1"', "run-2"), "c": PutIntent('"g1"', "run-1")})
-    assert filled.put_intents() == {}
+    assert records(filled) == [("a", '"e1"', "run-2"), ("c", '"g1"', "run-1")]
+    filled.clear_put_intents([])
+    filled.clear_put_intents(filled.put_intents())
+    assert filled.put_intents() == []
+
+
+def test_put_journal_heartbeat_refreshes_only_its_runs_records(filled: Index) -> None:
+    filled.journal_puts({"a": '"e1"', "b": '"f1"'}, "run-1")
+    filled.journal_puts({"a": '"e1"'}, "run-2")
+    first = {(r.key, r.run): r.at for r in filled.put_intents()}
+    time.sleep(0.05)  # the clock must move for a refresh to show
+    filled.beat_puts("run-1")
+    filled.beat_puts("no-such-run")
+
+    now = {(r.key, r.run): r.at for r in filled.put_intents()}
+    assert now[("a", "run-2")] == first[("a", "run-2")]
+    for record in (("a", "run-1"), ("b", "run-1")):
+        assert now[record] is not None and first[record] is not None
+        assert now[record] > first[record]
+    assert records(filled) == [
+        ("a", '"e1"', "run-1"),
+        ("a", '"e1"', "run-2"),
+        ("b", '"f1"', "run-1"),
+    ]
+
+    filled.beat_puts("run-1", alive=False)  # the run ended: its records are a dead run's
+    ended = [(r.key, r.run) for r in filled.put_intents() if r.at is None]
+    assert ended == [("a", "run-1"), ("b", "run-1")]
+    assert len(filled.put_intents()) == 3
+
+
+def test_put_journal_of_the_earlier_layout_is_read_cleared_and_kept_on_writes(
+    filled: Index, open_index: Any
+) -> None:
+    """An index whose put journal an earlier s3idx wrote (one record per key, no heartbeat):
+    its records are read (with no heartbeat: their run's liveness is unknown), kept when
+    this version journals, and cleared exactly."""
+    tamper_with(filled).earlier_put_journal({"a": ('"e1"', "old-1"), "b": ('"f1"', "old-1")})
+    index = open_index()
+    assert records(index) == [("a", '"e1"', "old-1"), ("b", '"f1"', "old-1")]
+    assert [r.at for r in index.put_intents(["a"])] == [None]
+
+    index.journal_puts({"a": '"e1"', "c": '"g1"'}, "run-2")
+    assert records(index) == [
+        ("a", '"e1"', "old-1"),
+        ("a", '"e1"', "run-2"),
+        ("b", '"f1"', "old-1"),
+        ("c", '"g1"', "run-2"),
+    ]
+    index.clear_put_intents([PutIntent("a", '"e1"', "old-1"), PutIntent("b", '"x"', "old-1")])
+    assert records(index, ["a", "b"]) == [("a", '"e1"', "run-2"), ("b", '"f1"', "old-1")]
+    index.clear_put_intents(index.put_intents())
+    assert index.put_intents() == []
 
 
 def test_put_journal_outlives_a_rebuild_and_its_writes_are_logged(filled: Index) -> None:
@@ -1059,14 +1127,13 @@ def test_put_journal_outlives_a_rebuild_and_its_writes_are_logged(filled: Index)
     rebuild.commit(NEW_SETTINGS)
     rebuild.finish()
 
-    assert filled.put_intents() == {"a": PutIntent('"etag-a"', "run-1")}
+    assert records(filled) == [("a", '"etag-a"', "run-1")]
 
 
-def test_put_journal_written_at_once_by_two_runs_keeps_one_record_per_key(
+def test_put_journal_written_at_once_by_two_runs_keeps_both_runs_records(
     index_kind: str, filled: Index, open_index: Any
 ) -> None:
-    """Two puts of the same keys, each journaling them again and again (on FerretDB the
-    records are removed and inserted: the inserts collide)."""
+    """Two puts of the same keys, each journaling them again and again."""
     if index_kind == "mongomock":
         pytest.skip("mongomock's in-memory server is not safe for threads")
     keys = [f"p{i:03d}" for i in range(200)]
@@ -1085,15 +1152,14 @@ def test_put_journal_written_at_once_by_two_runs_keeps_one_record_per_key(
     for thread in threads:
         thread.join(timeout=120)
     assert errors == []
-    records = filled.put_intents()
-    assert sorted(records) == keys
-    assert {intent.run for intent in records.values()} <= {"r1", "r2"}
+    assert records(filled) == [(key, '"e"', run) for key in keys for run in ("r1", "r2")]
 
 
 def test_fresh_index_has_no_put_journal(index: Index) -> None:
-    assert index.put_intents() == {}
-    assert index.put_intents(["a"]) == {}
-    index.clear_put_intents({"a": PutIntent('"x"', "r")})
+    assert index.put_intents() == []
+    assert index.put_intents(["a"]) == []
+    index.clear_put_intents([PutIntent("a", '"x"', "r")])
+    index.beat_puts("r")
     assert index.settings() is None
 
 
