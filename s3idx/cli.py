@@ -71,6 +71,7 @@ from s3idx.text import argument_text, plural
 
 if TYPE_CHECKING:  # the engine is imported by the command that runs it (start-up time, issue 17)
     from s3idx.engine.core import Engine
+    from s3idx.engine.results import GetResult
 
 
 class Compression(StrEnum):
@@ -950,21 +951,38 @@ def get(
         events = stack.enter_context(
             output.CliEvents(run.out, rejects=None, show_progress=show, command="get")
         )
-        result = engine.write_documents(keys, out, events=events)
+        try:
+            result = engine.write_documents(keys, out, events=events)
+        except S3idxError as exc:
+            # The store failed every read from some key on: still name what went wrong before.
+            from s3idx.engine.results import GetResult
+
+            if isinstance(exc.partial_result, GetResult):
+                _report_keys(run, exc.partial_result)
+            raise
         out.flush()
+    _report_keys(run, result)
+    if result.damaged:
+        return ExitStatus.DAMAGED
+    if result.unavailable:
+        return ExitStatus.UNAVAILABLE
+    if result.unreadable:
+        return ExitStatus.PARTIAL
+    return ExitStatus.NOT_FOUND if result.missing else None
+
+
+def _report_keys(run: Invocation, result: GetResult) -> None:
+    """One line per key that gave no document, by what went wrong."""
     for key in result.missing:
         run.out.message(f"not found: {shorten_key(key)}")
-    for key, reason in result.unreadable:
+    for key, reason in result.unreadable + result.unavailable:
         run.out.message(f"cannot read {shorten_key(key)}: {reason}")
     for key, reason in result.damaged:
         run.out.message(f"damaged {shorten_key(key)}: {reason}")
     if result.undecodable:
         run.out.message(f"hint: {UNDECODABLE_ADVICE}")
-    if result.damaged:
-        return ExitStatus.DAMAGED
-    if result.unreadable:
-        return ExitStatus.PARTIAL
-    return ExitStatus.NOT_FOUND if result.missing else None
+    for hint in result.hints:
+        run.out.message(f"hint: {hint}")
 
 
 @app.command(cls=_JsonLinesCommand)
@@ -1076,7 +1094,8 @@ def _print_full(
     order: list[str],
 ) -> ExitStatus | None:
     out = ctx.env.stdout_binary
-    failed = damaged = undecodable = 0
+    failed = damaged = undecodable = unavailable = 0
+    hints: list[str] = []  # of the keys the store kept failing, each once
     matched = max(0, engine.count(spec) - skip)
     total = min(matched, limit) if limit else matched
     show = not ctx.env.stdout_isatty
@@ -1089,12 +1108,20 @@ def _print_full(
                 failed += 1
                 damaged += bool(document is not None and document.damaged)
                 undecodable += bool(document is not None and document.undecodable)
+                unavailable += bool(document is not None and document.unavailable)
+                hint = None if document is None else document.hint
+                if hint and hint not in hints:
+                    hints.append(hint)
                 events.say(f"index entry {quote_key(key)} {problem}")
     out.flush()
     if undecodable:
         ctx.out.message(f"hint: {UNDECODABLE_ADVICE}")
+    for hint in hints:
+        ctx.out.message(f"hint: {hint}")
     if damaged:
         return ExitStatus.DAMAGED
+    if unavailable:
+        return ExitStatus.UNAVAILABLE
     return ExitStatus.PARTIAL if failed else None
 
 

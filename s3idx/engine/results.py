@@ -75,6 +75,11 @@ class GetResult:
     damaged: list[tuple[str, str]] = field(default_factory=list)  # body not what was recorded
     # Of the unreadable, objects whose metadata cannot be decoded (sync's ``undecodable``).
     undecodable: int = 0
+    # Keys whose reads the store kept failing until the retries ran out (a 500, a reset): not
+    # the object's fault, so a later read may succeed.
+    unavailable: list[tuple[str, str]] = field(default_factory=list)
+    # What to do about them: each hint their errors gave, once.
+    hints: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {"command": "get", **asdict(self)}
