@@ -852,8 +852,20 @@ def _put(
     status = ctx.signals.exit_status()
     if status is None and (result.rejected or result.not_indexed or result.not_in_manifests):
         status = ExitStatus.PARTIAL
+    if status is None and result.unstored:
+        status = ExitStatus.UNAVAILABLE
+    _name_unstored(ctx, result)
     _report(ctx, result.as_dict(), output.put_summary(result), status)
     return status
+
+
+def _name_unstored(ctx: CommandContext, result: object) -> None:
+    """The documents a put read and did not store, by key, on stderr (in --json, too)."""
+    from s3idx.engine.results import PutResult
+
+    if isinstance(result, PutResult):
+        for line in output.unstored_lines(result):
+            ctx.out.message(line)
 
 
 _Result = TypeVar("_Result")
@@ -888,6 +900,7 @@ def _summary_on_failure(ctx: CommandContext) -> Iterator[None]:
 
 def _report_failure(ctx: CommandContext, exc: S3idxError) -> None:
     partial = exc.partial_result
+    _name_unstored(ctx, partial)
     summary = getattr(partial, "as_dict", None)
     if summary is not None:
         summary_line = output.summary_line(partial)

@@ -5,7 +5,7 @@ body during a rebuild), to have about one request in ten answered with 503 SlowD
 the S3 server vanish in the middle of an ingest, or to have object bodies cut off mid-transfer
 (the connection closed after half the announced bytes) or trickled (a byte at a time, each
 sooner than a read timeout, so the connection never falls silent), or to have every GET of
-chosen objects fail (``fail_gets``), as one bad key among good ones.
+chosen objects, or every PUT, fail (``failing``), as one bad key among good ones.
 """
 
 from __future__ import annotations
@@ -58,10 +58,11 @@ class S3Proxy:
         # Given a listing's path, the ListObjectsV2 XML to answer instead of the server's (a
         # server that pages wrongly), or None to relay the listing.
         self.listing: Callable[[str], bytes | None] | None = None
-        # Given an object GET's path (unquoted, without the query), whether to answer it with
-        # ``fault`` every time: a key whose reads fail however often they are retried.
-        self.fail_gets: Callable[[str], bool] | None = None
-        self.gets_failed = 0
+        # Given a request's method and path (unquoted, without the query; never a listing's),
+        # whether to answer it with ``fault``, every time: a key whose reads (or uploads) fail
+        # however often they are retried.
+        self.failing: Callable[[str, str], bool] | None = None
+        self.failed = 0
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
@@ -91,13 +92,13 @@ class S3Proxy:
             self.bodies_cut += 1
             return True
 
-    def _should_fail_get(self, method: str, listing: bool, path: str) -> bool:
-        if method != "GET" or listing or self.fail_gets is None:
+    def _should_fail(self, method: str, listing: bool, path: str) -> bool:
+        if listing or self.failing is None:
             return False
-        if not self.fail_gets(unquote(urlsplit(path).path)):
+        if not self.failing(method, unquote(urlsplit(path).path)):
             return False
         with self._lock:
-            self.gets_failed += 1
+            self.failed += 1
         return True
 
     def _count(self, method: str, slowed: bool, path: str = "") -> None:
@@ -120,7 +121,7 @@ class S3Proxy:
                 body = self.rfile.read(length) if length else b""
                 # A listing is a GET too; counted apart, so "no GET" means no body was read.
                 listing = self.command == "GET" and "list-type=2" in self.path
-                slowed = proxy._should_slow_down() or proxy._should_fail_get(
+                slowed = proxy._should_slow_down() or proxy._should_fail(
                     self.command, listing, self.path
                 )
                 proxy._count("LIST" if listing else self.command, slowed, self.path)

@@ -53,7 +53,7 @@ def test_get_goes_on_past_a_key_whose_reads_keep_failing(
     run: Run, s3_endpoint: str, stored: Path, transport: str
 ) -> None:
     with S3Proxy(s3_endpoint, fault=(500, INTERNAL_ERROR)) as proxy:
-        proxy.fail_gets = lambda path: path.endswith("/k02") or path.endswith("/k05")
+        proxy.failing = lambda method, path: method == "GET" and path[-4:] in ("/k02", "/k05")
         keys = [d["fs_id"] for d in DOCS[:8]]
         result = run("get", *_through(proxy, stored, transport), *keys)
 
@@ -64,7 +64,7 @@ def test_get_goes_on_past_a_key_whose_reads_keep_failing(
     assert [line.split()[3] for line in failed] == ["k02:", "k05:"], result.stderr
     assert all("gave up after 8 attempts" in line for line in failed), result.stderr
     assert result.stderr.count("hint: ") == 1, result.stderr  # what to do, said once
-    assert proxy.gets_failed == 2 * 8  # each failing key was tried the policy's 8 times
+    assert proxy.failed == 2 * 8  # each failing key was tried the policy's 8 times
     assert "Traceback" not in result.stderr
 
 
@@ -73,7 +73,7 @@ def test_query_full_goes_on_past_a_key_whose_reads_keep_failing(
     run: Run, s3_endpoint: str, stored: Path, transport: str
 ) -> None:
     with S3Proxy(s3_endpoint, fault=(500, INTERNAL_ERROR)) as proxy:
-        proxy.fail_gets = lambda path: path.endswith("/k03")
+        proxy.failing = lambda method, path: method == "GET" and path.endswith("/k03")
         where = _through(proxy, stored, transport)
         result = run("query", '{"v": {"$lt": 6}}', "--full", "--sort", "v", *where)
 
@@ -88,7 +88,7 @@ def test_a_missing_damaged_and_unavailable_key_are_each_reported(
     run: Run, s3_endpoint: str, stored: Path
 ) -> None:
     with S3Proxy(s3_endpoint, fault=(500, INTERNAL_ERROR)) as proxy:
-        proxy.fail_gets = lambda path: path.endswith("/k01")
+        proxy.failing = lambda method, path: method == "GET" and path.endswith("/k01")
         result = run("get", *_through(proxy, stored, "boto3"), "k00", "k01", "nope", "k02")
 
     # A missing key alone is 4; one that could not be read because the store failed it is 5.
@@ -104,7 +104,7 @@ def test_an_endpoint_failing_every_read_stops_with_one_error(
 ) -> None:
     keys = [d["fs_id"] for d in DOCS]
     with S3Proxy(s3_endpoint, fault=(500, INTERNAL_ERROR)) as proxy:
-        proxy.fail_gets = lambda path: path.rsplit("/", 1)[-1] >= "k01"
+        proxy.failing = lambda method, path: method == "GET" and path.rsplit("/", 1)[-1] >= "k01"
         result = run("get", *_through(proxy, stored, transport), *keys)
 
     assert result.exit_code == ExitStatus.UNAVAILABLE, result.stderr
@@ -115,7 +115,7 @@ def test_an_endpoint_failing_every_read_stops_with_one_error(
     assert "k01" in errors[0]
     assert "cannot read k0" not in result.stderr  # no line per key for the run that stopped it
     # It stopped: far fewer keys were tried than asked for.
-    assert proxy.gets_failed < 8 * (len(keys) - 1)
+    assert proxy.failed < 8 * (len(keys) - 1)
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
@@ -134,7 +134,7 @@ def test_an_endpoint_refusing_connections_stops_at_once_with_one_error(
 
 def test_the_library_reports_an_unavailable_key_and_goes_on(s3_endpoint: str, stored: Path) -> None:
     with S3Proxy(s3_endpoint, fault=(500, INTERNAL_ERROR)) as proxy:
-        proxy.fail_gets = lambda path: path.endswith("/k01")
+        proxy.failing = lambda method, path: method == "GET" and path.endswith("/k01")
         store = S3Store("bucket", "docs", endpoint_url=proxy.url, region="us-east-1")
         out = io.BytesIO()
         with Engine(store, SqliteIndex(stored)) as engine:

@@ -33,6 +33,10 @@ class Reject:
     whole_input: bool = False  # raw is a whole input with its own line ends (UTF-16, say)
 
 
+# Why a put did not store a document it had read, when its own upload never started.
+NOT_UPLOADED = "not uploaded: put stopped at an upload that failed"
+
+
 @dataclass(slots=True)
 class PutResult:
     read: int = 0
@@ -58,9 +62,21 @@ class PutResult:
     manifests_written: int = 0
     manifests_failed: int = 0
     not_in_manifests: int = 0
+    # Documents read, accepted and not stored because the store failed uploads for good: the
+    # uploads that failed, and those the failure stopped (the run stops at the first). Counted
+    # exactly; their keys, with why, kept up to REPORTED_KEYS_LIMIT.
+    unstored: int = 0
+    unstored_keys: list[tuple[str, str]] = field(default_factory=list)
+
+    def unstore(self, key: str, reason: str) -> None:
+        self.unstored += 1
+        if len(self.unstored_keys) < REPORTED_KEYS_LIMIT:
+            self.unstored_keys.append((key, reason))
 
     def as_dict(self) -> dict[str, Any]:
-        return {"command": "put", **asdict(self), "docs_per_second": self.rate}
+        data = asdict(self)
+        data["unstored_keys"] = [{"key": k, "reason": r} for k, r in self.unstored_keys]
+        return {"command": "put", **data, "docs_per_second": self.rate}
 
     @property
     def rate(self) -> float:
