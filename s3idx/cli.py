@@ -1466,6 +1466,8 @@ def reindex(
     )
     partial = result.failed or result.not_in_manifests
     status = ctx.signals.exit_status() or (ExitStatus.PARTIAL if partial else None)
+    if status == ExitStatus.PARTIAL and result.unavailable:
+        status = ExitStatus.UNAVAILABLE  # the store failed them: running again may do
     _report(ctx, result.as_dict(), output.reindex_summary(result), status)
     return status
 

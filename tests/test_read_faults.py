@@ -10,11 +10,11 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import orjson
 import pytest
 
 from s3idx import Engine
-from s3idx.engine.read import FAILED_READS_IN_A_ROW
-from s3idx.engine.retry import RetryPolicy
+from s3idx.engine.retry import FAILED_IN_A_ROW, RetryPolicy
 from s3idx.errors import ExitStatus
 from s3idx.index.sqlite import SqliteIndex
 from s3idx.store.s3 import S3Store
@@ -111,7 +111,7 @@ def test_an_endpoint_failing_every_read_stops_with_one_error(
     assert json_lines(result.stdout) == [DOCS[0]]
     errors = [line for line in result.stderr.splitlines() if line.startswith("s3idx: error")]
     assert len(errors) == 1, result.stderr
-    assert f"{FAILED_READS_IN_A_ROW} objects in a row could not be read" in errors[0]
+    assert f"{FAILED_IN_A_ROW} objects in a row could not be read" in errors[0]
     assert "k01" in errors[0]
     assert "cannot read k0" not in result.stderr  # no line per key for the run that stopped it
     # It stopped: far fewer keys were tried than asked for.
@@ -148,3 +148,35 @@ def test_the_library_reports_an_unavailable_key_and_goes_on(s3_endpoint: str, st
     assert [key for key, _ in result.unavailable] == ["k01"]
     assert result.as_dict()["unavailable"][0][0] == "k01"
     assert json_lines(out.getvalue().decode()) == [DOCS[2]]
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_reindex_goes_on_past_an_object_whose_reads_keep_failing(
+    run: Run, s3_endpoint: str, stored: Path, transport: str
+) -> None:
+    with S3Proxy(s3_endpoint, fault=(500, INTERNAL_ERROR)) as proxy:
+        proxy.failing = lambda method, path: method == "GET" and path.endswith("/k03")
+        where = _through(proxy, stored, transport)
+        result = run("reindex", *where, "--field", "fs_id_copy", "--json")
+
+    assert result.exit_code == ExitStatus.UNAVAILABLE, result.stderr
+    summary = orjson.loads(result.stdout)
+    assert [item["key"] for item in summary["failed_keys"]] == ["k03"]
+    assert "gave up after 8 attempts" in summary["failed_keys"][0]["reason"]
+    assert (summary["updated"], summary["failed"], summary["unavailable"]) == (len(DOCS) - 1, 1, 1)
+    assert summary["pending"] == ["fs_id_copy"] and summary["completed"] == []
+    assert "k03" in result.stderr
+
+
+def test_reindex_on_a_store_failing_every_read_stops_with_one_error(
+    run: Run, s3_endpoint: str, stored: Path
+) -> None:
+    with S3Proxy(s3_endpoint, fault=(500, INTERNAL_ERROR)) as proxy:
+        proxy.failing = lambda method, path: method == "GET" and "/.s3idx/" not in path
+        where = _through(proxy, stored, "boto3")
+        result = run("reindex", *where, "--field", "fs_id_copy", "--workers", "2")
+
+    assert result.exit_code == ExitStatus.UNAVAILABLE, result.stderr
+    assert result.stderr.count("s3idx: error") == 1, result.stderr
+    assert f"{FAILED_IN_A_ROW} objects in a row could not be read" in result.stderr
+    assert "not reindexed" not in result.stderr  # no line per object for the run that stopped it

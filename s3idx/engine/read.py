@@ -16,7 +16,7 @@ A key whose reads still fail once its retries are spent (a 500 that outlasts the
 not stop ``fetch_many``: it comes back with its ``error`` set and ``unavailable``, and the other
 keys are read. What cannot be one key's failure stops at once, as before: an endpoint that
 refuses connections, a missing bucket, credentials refused (none of them a ``TransientError``).
-Nor can ``FAILED_READS_IN_A_ROW`` keys failing one after another: that is the endpoint failing
+So do ``retry.FAILED_IN_A_ROW`` keys failing one after another: that is the endpoint failing
 every read, and it is one error, not a line per key.
 """
 
@@ -33,9 +33,8 @@ from typing import IO, TypeVar
 from s3idx import codec, maggma_format
 from s3idx.engine.concurrency import ordered_map
 from s3idx.engine.metadata_entry import check_names_key, undecodable_reason
-from s3idx.engine.retry import RetryingStore
+from s3idx.engine.retry import FailedInARow, RetryingStore
 from s3idx.errors import (
-    BackendUnavailableError,
     CorruptObjectError,
     DamagedObjectError,
     NotAnS3idxObjectError,
@@ -49,9 +48,6 @@ from s3idx.limits import SPOOL_THRESHOLD as SPOOL_THRESHOLD
 from s3idx.store.base import ObjectBody, ObjectHead, ObjectStore
 
 COPY_CHUNK = 1 << 20
-# Keys in a row whose reads failed after every retry before fetch_many gives up on the store:
-# more than one key's bad luck, fewer than would keep a dead endpoint busy for long.
-FAILED_READS_IN_A_ROW = 10
 
 T = TypeVar("T")
 
@@ -278,30 +274,25 @@ def fetch_many(
 
     An object that is not a document s3idx can read comes with its ``error`` set (and
     ``damaged`` when its body is not what its metadata recorded); one whose reads kept failing
-    after every retry, with ``unavailable`` set. ``FAILED_READS_IN_A_ROW`` of those one after
+    after every retry, with ``unavailable`` set. ``retry.FAILED_IN_A_ROW`` of those one after
     another raise BackendUnavailableError instead (see the module's docstring).
 
     At most ``2 * workers`` fetches run ahead of the consumer, so memory stays bounded.
     """
     fetch = partial(_fetch, store, threshold=spool_threshold)
-    # The failed keys of the current run, held until a key read ends it: a run that grows to
-    # the limit is reported as the one error it is, not as a line per key.
-    failing: list[tuple[str, FetchedDocument]] = []
+    failing: FailedInARow[tuple[str, FetchedDocument]] = FailedInARow("read")
     with ThreadPoolExecutor(workers, thread_name_prefix="s3idx-get") as pool:
         for key, future in ordered_map(pool, fetch, keys, 2 * workers):
             try:
                 outcome = _outcome(key, future.result)
             except TransientError as exc:
-                # Retries spent (RetryingStore); this key, or the whole endpoint: see below.
+                # Retries spent (RetryingStore): this key's failure, unless the run grows.
                 failed = FetchedDocument(key, error=exc.message, unavailable=True, hint=exc.hint)
-                failing.append((key, failed))
-                if len(failing) >= FAILED_READS_IN_A_ROW:
-                    raise _failing_store(failing, exc) from None
+                failing.add(key, (key, failed), exc)
                 continue
-            yield from failing
-            failing.clear()
+            yield from failing.release()
             yield key, outcome
-    yield from failing
+    yield from failing.release()
 
 
 def _outcome(key: str, result: Callable[[], FetchedDocument]) -> FetchedDocument | None:
@@ -317,17 +308,6 @@ def _outcome(key: str, result: Callable[[], FetchedDocument]) -> FetchedDocument
         # One unreadable object must not hide the others asked for.
         damaged = isinstance(exc, DamagedObjectError)
         return FetchedDocument(key, error=exc.message, damaged=damaged)
-
-
-def _failing_store(
-    failing: list[tuple[str, FetchedDocument]], last: TransientError
-) -> BackendUnavailableError:
-    first = failing[0][0]
-    return BackendUnavailableError(
-        f"{len(failing)} objects in a row could not be read (from {quote_key(first)} on), "
-        f"so the store is failing every read; stopped. The last: {last.message}",
-        hint=last.hint or "check the store and the network; run the command again later",
-    )
 
 
 def _close(chunks: Iterable[bytes]) -> None:

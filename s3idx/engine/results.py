@@ -351,6 +351,8 @@ class ReindexResult:
     not_s3idx: int = 0
     failed: int = 0
     failed_keys: list[tuple[str, str]] = field(default_factory=list)
+    # Of the failed, objects whose requests the store kept failing until the retries ran out.
+    unavailable: int = 0
     vanished: int = 0
     # Entries another writer moved while their metadata was replaced, set from the bucket again.
     reconciled: int = 0
@@ -380,6 +382,7 @@ class ReindexResult:
             "not_s3idx": self.not_s3idx,
             "failed": self.failed,
             "failed_keys": [{"key": k, "reason": r} for k, r in self.failed_keys],
+            "unavailable": self.unavailable,
             "vanished": self.vanished,
             "reconciled": self.reconciled,
             "completed": list(self.completed),

@@ -11,10 +11,10 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from s3idx.config import DEFAULT_WORKERS
-from s3idx.errors import TransientError
+from s3idx.errors import BackendUnavailableError, TransientError, quote_key
 from s3idx.frozen import Frozen, init_field
 from s3idx.store.base import (
     DeleteFailure,
@@ -167,6 +167,40 @@ def gave_up(exc: TransientError, attempts: int) -> TransientError:
         hint=exc.hint,
         timed_out=exc.timed_out,
     )
+
+
+# Objects in a row whose requests failed after every retry before a command that goes on past
+# one object's failure (get, query --full, reindex) gives up on the store: more than one
+# object's bad luck, fewer than would keep a dead endpoint busy for long.
+FAILED_IN_A_ROW = 10
+
+
+class FailedInARow(Generic[T]):
+    """Items of objects whose requests failed after every retry, held while they come one after
+    another: a run that ends (an object that worked) is handed back to report one by one; one
+    that reaches ``limit`` is the store failing every request, raised as one error instead."""
+
+    def __init__(self, doing: str, limit: int = FAILED_IN_A_ROW) -> None:
+        self._doing = doing  # "read": "N objects in a row could not be read"
+        self._limit = limit
+        self._first: str | None = None
+        self._held: list[T] = []
+
+    def add(self, key: str, item: T, error: TransientError) -> None:
+        if self._first is None:
+            self._first = key
+        self._held.append(item)
+        if len(self._held) >= self._limit:
+            raise BackendUnavailableError(
+                f"{len(self._held)} objects in a row could not be {self._doing} (from "
+                f"{quote_key(self._first)} on), so the store is failing every request; "
+                f"stopped. The last: {error.message}",
+                hint=error.hint or "check the store and the network; run the command again later",
+            ) from None
+
+    def release(self) -> list[T]:
+        held, self._held, self._first = self._held, [], None
+        return held
 
 
 class RetryingStore:
