@@ -1232,7 +1232,9 @@ def delete(
             "shows the stored version: delete it again to delete that"
         )
     status = None
-    if result.failed or result.kept:
+    if result.unavailable:
+        status = ExitStatus.UNAVAILABLE  # the store failed them: running again may do
+    elif result.failed or result.kept:
         status = ExitStatus.PARTIAL
     elif result.missing:
         status = ExitStatus.NOT_FOUND

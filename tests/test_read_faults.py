@@ -180,3 +180,41 @@ def test_reindex_on_a_store_failing_every_read_stops_with_one_error(
     assert result.stderr.count("s3idx: error") == 1, result.stderr
     assert f"{FAILED_IN_A_ROW} objects in a row could not be read" in result.stderr
     assert "not reindexed" not in result.stderr  # no line per object for the run that stopped it
+
+
+def test_delete_goes_on_past_a_key_whose_delete_keeps_failing(
+    run: Run, s3_endpoint: str, stored: Path
+) -> None:
+    keys = [d["fs_id"] for d in DOCS[:10]]
+    with S3Proxy(s3_endpoint, fault=(500, INTERNAL_ERROR)) as proxy:
+        proxy.failing = lambda method, path: method == "DELETE" and path.endswith("/k03")
+        result = run("delete", *_through(proxy, stored, "boto3"), *keys, "--json")
+        deletes = proxy.requests["DELETE"]
+
+    assert result.exit_code == ExitStatus.UNAVAILABLE, result.stderr
+    summary = orjson.loads(result.stdout)
+    assert (summary["deleted"], summary["entries_deleted"]) == (9, 10)
+    assert [item["key"] for item in summary["failed"]] == ["k03"]
+    assert "gave up after 8 attempts" in summary["failed"][0]["reason"]
+    assert summary["unavailable"] == 1
+    assert "could not delete k03: " in result.stderr
+    assert deletes == 9 + 8  # the failing key alone was retried, not the whole batch
+    direct = ["--store", "s3://bucket/docs", "--endpoint-url", s3_endpoint, "--index", str(stored)]
+    # Its entry is gone and its delete journaled: the next delete or sync finishes it.
+    assert run("get", *direct, "k03").exit_code == 0
+    assert run("sync", *direct, "-q").exit_code == 0
+    assert run("get", *direct, "k03").exit_code == ExitStatus.NOT_FOUND
+
+
+def test_delete_on_a_store_failing_every_delete_stops_with_one_error(
+    run: Run, s3_endpoint: str, stored: Path
+) -> None:
+    keys = [d["fs_id"] for d in DOCS]
+    with S3Proxy(s3_endpoint, fault=(500, INTERNAL_ERROR)) as proxy:
+        proxy.failing = lambda method, path: method == "DELETE"
+        result = run("delete", *_through(proxy, stored, "boto3"), *keys)
+
+    assert result.exit_code == ExitStatus.UNAVAILABLE, result.stderr
+    assert result.stderr.count("s3idx: error") == 1, result.stderr
+    assert "could not delete" not in result.stderr
+    assert f"{FAILED_IN_A_ROW} objects in a row could not be deleted" in result.stderr

@@ -118,6 +118,8 @@ class DeleteResult:
     kept: list[str] = field(default_factory=list)
     # Deleted by finishing deletes an interrupted earlier run left in the index's journal.
     finished: int = 0
+    # Of the failed, keys the store kept failing until the retries ran out (still journaled).
+    unavailable: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)

@@ -11,6 +11,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from functools import partial
 from typing import TYPE_CHECKING, Generic, TypeVar
 
 from s3idx.config import DEFAULT_WORKERS
@@ -308,7 +309,31 @@ class RetryingStore:
     ) -> list[DeleteFailure]:
         # Safe to retry: a conditional delete that did land finds the key missing next time
         # (not a failure), and one that did not still compares the ETag.
-        return self._call(lambda: self.inner.delete(keys, if_match=if_match))
+        # A key whose own request failed transiently (``transient``) is retried alone, so one
+        # failing key neither resends the others' deletes nor hides what became of them; when
+        # its attempts run out it is a failure like any other, its reason saying so.
+        failures: list[DeleteFailure] = []
+        pending = list(keys)
+        for retry in range(self.policy.attempts):
+            outcome = self._call(partial(self.inner.delete, pending, if_match=if_match))
+            failures.extend(f for f in outcome if not f.transient)
+            transient = [f for f in outcome if f.transient]
+            if not transient:
+                break
+            if retry + 1 >= self.policy.attempts:
+                failures.extend(
+                    DeleteFailure(
+                        f.key,
+                        f"{f.reason} (gave up after {self.policy.attempts} attempts)",
+                        transient=True,
+                    )
+                    for f in transient
+                )
+                break
+            self.counter.add()
+            time.sleep(self.policy.delay(retry, _RNG))
+            pending = [f.key for f in transient]
+        return failures
 
     @property
     def conditional_deletes_supported(self) -> bool:
