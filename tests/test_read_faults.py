@@ -84,7 +84,7 @@ def test_query_full_goes_on_past_a_key_whose_reads_keep_failing(
     assert "Traceback" not in result.stderr
 
 
-def test_a_missing_damaged_and_unavailable_key_are_each_reported(
+def test_a_missing_and_an_unavailable_key_are_each_reported(
     run: Run, s3_endpoint: str, stored: Path
 ) -> None:
     with S3Proxy(s3_endpoint, fault=(500, INTERNAL_ERROR)) as proxy:
