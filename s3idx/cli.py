@@ -72,6 +72,7 @@ from s3idx.text import argument_text, plural
 
 if TYPE_CHECKING:  # the engine is imported by the command that runs it (start-up time, issue 17)
     from s3idx.engine.core import Engine
+    from s3idx.engine.results import GetResult
 
 
 class Compression(StrEnum):
@@ -873,8 +874,20 @@ def _put(
     status = ctx.signals.exit_status()
     if status is None and (result.rejected or result.not_indexed or result.not_in_manifests):
         status = ExitStatus.PARTIAL
+    if status is None and result.unstored:
+        status = ExitStatus.UNAVAILABLE
+    _name_unstored(ctx, result)
     _report(ctx, result.as_dict(), output.put_summary(result), status)
     return status
+
+
+def _name_unstored(ctx: CommandContext, result: object) -> None:
+    """The documents a put read and did not store, by key, on stderr (in --json, too)."""
+    from s3idx.engine.results import PutResult
+
+    if isinstance(result, PutResult):
+        for line in output.unstored_lines(result):
+            ctx.out.message(line)
 
 
 _Result = TypeVar("_Result")
@@ -909,6 +922,7 @@ def _summary_on_failure(ctx: CommandContext) -> Iterator[None]:
 
 def _report_failure(ctx: CommandContext, exc: S3idxError) -> None:
     partial = exc.partial_result
+    _name_unstored(ctx, partial)
     summary = getattr(partial, "as_dict", None)
     if summary is not None:
         summary_line = output.summary_line(partial)
@@ -972,21 +986,38 @@ def get(
         events = stack.enter_context(
             output.CliEvents(run.out, rejects=None, show_progress=show, command="get")
         )
-        result = engine.write_documents(keys, out, events=events)
+        try:
+            result = engine.write_documents(keys, out, events=events)
+        except S3idxError as exc:
+            # The store failed every read from some key on: still name what went wrong before.
+            from s3idx.engine.results import GetResult
+
+            if isinstance(exc.partial_result, GetResult):
+                _report_keys(run, exc.partial_result)
+            raise
         out.flush()
+    _report_keys(run, result)
+    if result.damaged:
+        return ExitStatus.DAMAGED
+    if result.unavailable:
+        return ExitStatus.UNAVAILABLE
+    if result.unreadable:
+        return ExitStatus.PARTIAL
+    return ExitStatus.NOT_FOUND if result.missing else None
+
+
+def _report_keys(run: Invocation, result: GetResult) -> None:
+    """One line per key that gave no document, by what went wrong."""
     for key in result.missing:
         run.out.message(f"not found: {shorten_key(key)}")
-    for key, reason in result.unreadable:
+    for key, reason in result.unreadable + result.unavailable:
         run.out.message(f"cannot read {shorten_key(key)}: {reason}")
     for key, reason in result.damaged:
         run.out.message(f"damaged {shorten_key(key)}: {reason}")
     if result.undecodable:
         run.out.message(f"hint: {UNDECODABLE_ADVICE}")
-    if result.damaged:
-        return ExitStatus.DAMAGED
-    if result.unreadable:
-        return ExitStatus.PARTIAL
-    return ExitStatus.NOT_FOUND if result.missing else None
+    for hint in result.hints:
+        run.out.message(f"hint: {hint}")
 
 
 @app.command(cls=_JsonLinesCommand)
@@ -1098,7 +1129,8 @@ def _print_full(
     order: list[str],
 ) -> ExitStatus | None:
     out = ctx.env.stdout_binary
-    failed = damaged = undecodable = 0
+    failed = damaged = undecodable = unavailable = 0
+    hints: list[str] = []  # of the keys the store kept failing, each once
     matched = max(0, engine.count(spec) - skip)
     total = min(matched, limit) if limit else matched
     show = not ctx.env.stdout_isatty
@@ -1111,12 +1143,20 @@ def _print_full(
                 failed += 1
                 damaged += bool(document is not None and document.damaged)
                 undecodable += bool(document is not None and document.undecodable)
+                unavailable += bool(document is not None and document.unavailable)
+                hint = None if document is None else document.hint
+                if hint and hint not in hints:
+                    hints.append(hint)
                 events.say(f"index entry {quote_key(key)} {problem}")
     out.flush()
     if undecodable:
         ctx.out.message(f"hint: {UNDECODABLE_ADVICE}")
+    for hint in hints:
+        ctx.out.message(f"hint: {hint}")
     if damaged:
         return ExitStatus.DAMAGED
+    if unavailable:
+        return ExitStatus.UNAVAILABLE
     return ExitStatus.PARTIAL if failed else None
 
 
@@ -1214,7 +1254,9 @@ def delete(
             "shows the stored version: delete it again to delete that"
         )
     status = None
-    if result.failed or result.kept:
+    if result.unavailable:
+        status = ExitStatus.UNAVAILABLE  # the store failed them: running again may do
+    elif result.failed or result.kept:
         status = ExitStatus.PARTIAL
     elif result.missing:
         status = ExitStatus.NOT_FOUND
@@ -1448,6 +1490,8 @@ def reindex(
     )
     partial = result.failed or result.not_in_manifests
     status = ctx.signals.exit_status() or (ExitStatus.PARTIAL if partial else None)
+    if status == ExitStatus.PARTIAL and result.unavailable:
+        status = ExitStatus.UNAVAILABLE  # the store failed them: running again may do
     _report(ctx, result.as_dict(), output.reindex_summary(result), status)
     return status
 

@@ -47,7 +47,7 @@ from s3idx.engine.results import (
     Reject,
     SyncResult,
 )
-from s3idx.errors import DamagedObjectError, S3idxError, UsageError
+from s3idx.errors import BackendUnavailableError, DamagedObjectError, S3idxError, UsageError
 from s3idx.query.indexed import check_query_paths
 from s3idx.query.paths import project
 from s3idx.query.sort import compare_keys
@@ -397,7 +397,11 @@ class S3idxStore(Store):
                 self.logger.error(f"{key}: listed by the index but not in the store")
                 continue
             if fetched.error is not None:
-                failure = DamagedObjectError if fetched.damaged else S3idxError
+                failure: type[S3idxError] = S3idxError
+                if fetched.damaged:
+                    failure = DamagedObjectError
+                elif fetched.unavailable:  # the store kept failing it: exit 5, as get's
+                    failure = BackendUnavailableError
                 raise failure(f"cannot read {key}: {fetched.error}")
             document: dict[str, Any] = codec.loads(fetched.read())
             if self.last_updated_field == codec.LAST_UPDATED and stamp is not None:

@@ -19,7 +19,7 @@ from s3idx import codec
 from s3idx.config import redact
 from s3idx.engine.events import Events
 from s3idx.environment import Environment
-from s3idx.errors import UNDECODABLE_ADVICE
+from s3idx.errors import UNDECODABLE_ADVICE, shorten_key
 from s3idx.query.paths import split_path
 from s3idx.text import plural, shown_text
 
@@ -174,7 +174,25 @@ def put_summary(result: PutResult) -> str:
         line += f"; {written} also written by another writer (indexed as the bucket holds)"
     if result.not_indexed:
         line += f"; {plural(result.not_indexed, 'stored object')} not indexed (run s3idx sync)"
+    if result.unstored:
+        line += f"; {result.unstored} not stored"
     return line + _not_in_manifests(result.not_in_manifests, "stored object")
+
+
+UNSTORED_SHOWN = 20  # documents a failed put names on stderr; --json names up to 10,000
+
+
+def unstored_lines(result: PutResult) -> list[str]:
+    """``not stored: KEY: why`` for the first documents a put did not store, then a count:
+    the uploads that failed first, then those never started."""
+    from s3idx.engine.results import NOT_UPLOADED
+
+    named = sorted(result.unstored_keys, key=lambda item: item[1] == NOT_UPLOADED)
+    lines = [f"not stored: {shorten_key(key)}: {reason}" for key, reason in named[:UNSTORED_SHOWN]]
+    more = result.unstored - len(lines)
+    if more > 0:
+        lines.append(f"… and {more} more not stored (--json names up to 10,000)")
+    return lines
 
 
 def rebuild_summary(result: RebuildResult) -> str:

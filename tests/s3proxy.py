@@ -4,7 +4,8 @@ Tests point ``--endpoint-url`` at it to see exactly which requests a command mad
 body during a rebuild), to have about one request in ten answered with 503 SlowDown, or to have
 the S3 server vanish in the middle of an ingest, or to have object bodies cut off mid-transfer
 (the connection closed after half the announced bytes) or trickled (a byte at a time, each
-sooner than a read timeout, so the connection never falls silent).
+sooner than a read timeout, so the connection never falls silent), or to have every GET of
+chosen objects, or every PUT, fail (``failing``), as one bad key among good ones.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 SLOW_DOWN = (
     b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code>'
@@ -57,6 +58,11 @@ class S3Proxy:
         # Given a listing's path, the ListObjectsV2 XML to answer instead of the server's (a
         # server that pages wrongly), or None to relay the listing.
         self.listing: Callable[[str], bytes | None] | None = None
+        # Given a request's method and path (unquoted, without the query; never a listing's),
+        # whether to answer it with ``fault``, every time: a key whose reads (or uploads) fail
+        # however often they are retried.
+        self.failing: Callable[[str, str], bool] | None = None
+        self.failed = 0
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
@@ -86,6 +92,15 @@ class S3Proxy:
             self.bodies_cut += 1
             return True
 
+    def _should_fail(self, method: str, listing: bool, path: str) -> bool:
+        if listing or self.failing is None:
+            return False
+        if not self.failing(method, unquote(urlsplit(path).path)):
+            return False
+        with self._lock:
+            self.failed += 1
+        return True
+
     def _count(self, method: str, slowed: bool, path: str = "") -> None:
         with self._lock:
             self.requests[method] += 1
@@ -104,9 +119,11 @@ class S3Proxy:
             def _relay(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
-                slowed = proxy._should_slow_down()
                 # A listing is a GET too; counted apart, so "no GET" means no body was read.
                 listing = self.command == "GET" and "list-type=2" in self.path
+                slowed = proxy._should_slow_down() or proxy._should_fail(
+                    self.command, listing, self.path
+                )
                 proxy._count("LIST" if listing else self.command, slowed, self.path)
                 if proxy.delay:
                     time.sleep(proxy.delay)

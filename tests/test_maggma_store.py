@@ -26,10 +26,12 @@ from maggma.stores import S3Store as MaggmaS3Store
 from monty.json import MontyDecoder, MSONable
 
 from s3idx import codec
-from s3idx.errors import DamagedObjectError, S3idxError, UsageError
+from s3idx.engine.retry import RetryPolicy
+from s3idx.errors import BackendUnavailableError, DamagedObjectError, S3idxError, UsageError
 from s3idx.maggma import S3idxStore, S3idxStoreError
 from s3idx.query.indexed import FieldNotIndexedError
 from tests.helpers import MONGO_KINDS, Run, json_lines, real_mongo_database
+from tests.s3proxy import INTERNAL_ERROR, S3Proxy
 
 SEARCHABLE = ["n", "group", "elements", "energy", "when"]
 
@@ -302,6 +304,27 @@ def test_a_damaged_document_is_an_error_naming_it_never_returned(pair: Pair) -> 
     assert [d["n"] for d in pair.s3idx.query(properties=["n"], sort={"n": 1})] == [0, 1]
     with pytest.raises(DamagedObjectError, match="cannot read mp-1: "):
         list(pair.s3idx.query(sort={"n": 1}))
+
+
+def test_a_document_the_store_keeps_failing_is_an_unavailable_error_naming_it(
+    pair: Pair, index_location: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(RetryPolicy, "delay", lambda self, retry, rng: 0.0)
+    pair.s3idx.update(DOCS[:2])
+    with S3Proxy(pair.endpoint, fault=(500, INTERNAL_ERROR)) as proxy:
+        proxy.failing = lambda method, path: method == "GET" and path.endswith("/mp-1")
+        through = S3idxStore(
+            store=f"s3://{pair.bucket}/s3idx",
+            index=index_location,
+            key="task_id",
+            endpoint_url=proxy.url,
+        )
+        through.connect()
+        try:
+            with pytest.raises(BackendUnavailableError, match=r"cannot read mp-1: .*gave up"):
+                list(through.query(sort={"n": 1}))
+        finally:
+            through.close()
 
 
 class Lattice(MSONable):  # type: ignore[misc]

@@ -71,6 +71,7 @@ if TYPE_CHECKING:
         ReindexResult,
         SyncResult,
         VerifyResult,
+        reported_on_failure,
     )
     from s3idx.engine.rewrite import MaggmaRewriter
     from s3idx.engine.sync import run_sync
@@ -103,6 +104,7 @@ class _Lazy:
 if not TYPE_CHECKING:
     delete_ops = _Lazy("s3idx.engine.delete")
     GetResult = _Lazy("s3idx.engine.results", "GetResult")
+    reported_on_failure = _Lazy("s3idx.engine.results", "reported_on_failure")
     check_field_paths = _Lazy("s3idx.engine.documents", "check_field_paths")
     check_new_fields = _Lazy("s3idx.engine.documents", "check_new_fields")
     ReadProgress = _Lazy("s3idx.engine.inputs", "ReadProgress")
@@ -535,20 +537,27 @@ class Engine:
         result = GetResult()
         events = events or Events()
         total = len(keys) if isinstance(keys, Sized) else None
-        for done, (key, document) in enumerate(self.fetch(keys), start=1):
-            events.progress(done, total, {})
-            if document is None:
-                result.missing.append(key)
-                continue
-            if document.error is not None:
-                failures = result.damaged if document.damaged else result.unreadable
-                failures.append((key, document.error))
-                result.undecodable += document.undecodable
-                continue
-            for chunk in document.iter_bytes():
-                out.write(chunk)
-            out.write(b"\n")
-            result.found += 1
+        # The keys reported so far still are when the store then fails every read.
+        with reported_on_failure(result):
+            for done, (key, document) in enumerate(self.fetch(keys), start=1):
+                events.progress(done, total, {})
+                if document is None:
+                    result.missing.append(key)
+                    continue
+                if document.error is not None:
+                    if document.unavailable:
+                        failures = result.unavailable
+                        if document.hint and document.hint not in result.hints:
+                            result.hints.append(document.hint)
+                    else:
+                        failures = result.damaged if document.damaged else result.unreadable
+                    failures.append((key, document.error))
+                    result.undecodable += document.undecodable
+                    continue
+                for chunk in document.iter_bytes():
+                    out.write(chunk)
+                out.write(b"\n")
+                result.found += 1
         return result
 
     # --- query -------------------------------------------------------------------------------

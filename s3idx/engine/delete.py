@@ -24,7 +24,8 @@ from typing import Any
 
 from s3idx.engine.reconcile import reconcile
 from s3idx.engine.results import DeleteResult, Events, accounted, reported_on_failure
-from s3idx.errors import ObjectNotFoundError, UndecodableMetadataError
+from s3idx.engine.retry import FAILED_IN_A_ROW, FailedInARow
+from s3idx.errors import ObjectNotFoundError, TransientError, UndecodableMetadataError
 from s3idx.index.base import Index
 from s3idx.limits import DELETE_BATCH, batched
 from s3idx.sharding import Shard
@@ -169,13 +170,29 @@ def _delete_batch(
     result.entries_deleted += outcome.entries
     result.rewritten += len(outcome.rewritten)
     result.failed.extend(outcome.failed)
+    result.unavailable += len(outcome.unavailable)
     if named:
         # A key the user named is still there: a failure to report, not a quiet skip.
         result.kept.extend(sorted(outcome.rewritten))
+    _stop_if_failing_every_delete(keys, dict(outcome.unavailable))
+
+
+def _stop_if_failing_every_delete(keys: list[str], unavailable: dict[str, str]) -> None:
+    """FAILED_IN_A_ROW keys in a row that the store kept failing: the store failing every
+    delete, one error rather than a line per key (they stay journaled: the next delete, sync
+    or rebuild-index finishes them)."""
+    if len(unavailable) < FAILED_IN_A_ROW:
+        return
+    failing: FailedInARow[str] = FailedInARow("deleted")
+    for key in keys:
+        if key in unavailable:
+            failing.add(key, key, TransientError(unavailable[key]))
+        else:
+            failing.release()
 
 
 class _DeleteOutcome:
-    __slots__ = ("entries", "failed", "gone", "rewritten")
+    __slots__ = ("entries", "failed", "gone", "rewritten", "unavailable")
 
     def __init__(self) -> None:
         self.gone: list[str] = []  # objects deleted (or found already gone)
@@ -184,6 +201,8 @@ class _DeleteOutcome:
         # or the entry was out of date with its object).
         self.rewritten: list[str] = []
         self.failed: list[tuple[str, str]] = []  # the store refused; still journaled
+        # Of the failed, those the store kept failing until the retries ran out, in key order.
+        self.unavailable: list[tuple[str, str]] = []
 
 
 def _delete_journaled(
@@ -211,6 +230,8 @@ def _delete_journaled(
         if settings is not None:
             reconcile(store, index, changed, key_field=settings.key_field)
     outcome.failed.extend((f.key, f.reason) for f in failures if not f.changed)
+    transient = {f.key: f.reason for f in failures if f.transient}
+    outcome.unavailable.extend((k, transient[k]) for k in remaining if k in transient)
     refused = {f.key for f in failures}
     outcome.gone.extend(k for k in remaining if k not in refused)
     # A failed delete stays journaled: its entry is gone, and the record keeps sync from

@@ -43,7 +43,7 @@ from s3idx.config import Settings
 from s3idx.engine.documents import document_key
 from s3idx.engine.inputs import InputSource, ReadProgress, Record, read_records
 from s3idx.engine.put import PutOptions, _ProgressReporter, run_put
-from s3idx.engine.results import Events, PutResult, Reject
+from s3idx.engine.results import REPORTED_KEYS_LIMIT, Events, PutResult, Reject
 from s3idx.errors import ExitStatus, RecordError, S3idxError, reject_reason
 from s3idx.sharding import Shard, shard_of
 
@@ -429,6 +429,9 @@ class _Run:
         for part in parts:
             for name in _SUMMED:
                 setattr(merged, name, getattr(merged, name) + getattr(part, name))
+        for part in parts:  # the count is summed above; the keys kept up to the same bound
+            room = REPORTED_KEYS_LIMIT - len(merged.unstored_keys)
+            merged.unstored_keys.extend(part.unstored_keys[: max(0, room)])
         merged.stopped_early = self._stopped_early or any(p.stopped_early for p in parts)
         # Workers told to stop report themselves interrupted; only a signal interrupts the run.
         merged.interrupted = self._stop is not None and self._stop.is_set()

@@ -38,7 +38,14 @@ from s3idx.engine.manifest import ManifestLine
 from s3idx.engine.manifest_batches import ManifestBatches
 from s3idx.engine.put_journal import Heartbeat
 from s3idx.engine.reconcile import reconcile
-from s3idx.engine.results import Events, PutResult, Reject, accounted, reported_on_failure
+from s3idx.engine.results import (
+    NOT_UPLOADED,
+    Events,
+    PutResult,
+    Reject,
+    accounted,
+    reported_on_failure,
+)
 from s3idx.engine.seen import SeenKeys
 from s3idx.errors import RecordError, S3idxError, reject_reason
 from s3idx.index.base import Bookkeeping, Entry, Index, PutIntent, with_bookkeeping
@@ -303,7 +310,10 @@ class UploadPipeline:
             self._unjournal[prepared.key] = etag
         if isinstance(outcome.error, RecordError):
             self._on_reject(prepared.record, reject_reason(outcome.error))
-        elif self.fatal is None and not isinstance(outcome.error, Cancelled):
+            return
+        if not prepared.again:  # a key put twice is one document: counted once
+            self._result.unstore(prepared.key, _unstored_reason(outcome.error))
+        if self.fatal is None and not isinstance(outcome.error, Cancelled):
             self.fatal = outcome.error
 
     def _uploads(
@@ -464,6 +474,14 @@ class Cancelled(Exception):
     reach the main thread before the failure that caused it)."""
 
 
+def _unstored_reason(error: BaseException) -> str:
+    if isinstance(error, Cancelled):
+        return NOT_UPLOADED
+    if isinstance(error, S3idxError):
+        return error.message
+    return f"{type(error).__name__}: {error}"
+
+
 def _stored_size(store: ObjectStore, prepared: Prepared, codec_name: str) -> int:
     """What a put would count for this document in a dry run: its encoded body's size in the
     store, as the store's receipt gives it (compressed; a LocalStore adds its header)."""
@@ -531,12 +549,17 @@ def run_put(
                 prepared_rejects = result.rejected
                 replaced = {p.key: expected[p.key] for p in batch if p.key in expected}
                 pipeline.journal(replaced)
-                for prepared in batch:
+                for n, prepared in enumerate(batch):
                     if result.rejected > prepared_rejects and _limit_reached(options, result):
                         break  # uploads were rejected (e.g. by S3) up to the limit
-                    if pipeline.submit(prepared, expected.get(prepared.key)):
+                    submitted = pipeline.submit(prepared, expected.get(prepared.key))
+                    if submitted:
                         replaced.pop(prepared.key, None)
                     if pipeline.fatal is not None:
+                        # Read and accepted, never to be uploaded: named as the failed ones are.
+                        for left in batch[n + submitted :]:
+                            if not left.again:
+                                result.unstore(left.key, NOT_UPLOADED)
                         break
                 pipeline.unjournal(replaced)  # the ones never submitted
             reporter.now()

@@ -11,6 +11,13 @@ does not grow with a document's size however well it compresses.
 
 A body read that fails on the way (connection reset, server error) is retried from the
 object's first byte under the store's retry policy; the partial read is discarded.
+
+A key whose reads still fail once its retries are spent (a 500 that outlasts the policy) does
+not stop ``fetch_many``: it comes back with its ``error`` set and ``unavailable``, and the other
+keys are read. What cannot be one key's failure stops at once, as before: an endpoint that
+refuses connections, a missing bucket, credentials refused (none of them a ``TransientError``).
+So do ``retry.FAILED_IN_A_ROW`` keys failing one after another: that is the endpoint failing
+every read, and it is one error, not a line per key.
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ from typing import IO, TypeVar
 from s3idx import codec, maggma_format
 from s3idx.engine.concurrency import ordered_map
 from s3idx.engine.metadata_entry import check_names_key, undecodable_reason
-from s3idx.engine.retry import RetryingStore
+from s3idx.engine.retry import FailedInARow, RetryingStore
 from s3idx.errors import (
     CorruptObjectError,
     DamagedObjectError,
@@ -51,7 +58,9 @@ class FetchedDocument:
 
     ``error`` says why the object cannot be read as a document; ``damaged`` when that is
     because its body is not what its metadata recorded, ``undecodable`` when its metadata
-    cannot be decoded or names another key (sync's and rebuild-index's ``undecodable``).
+    cannot be decoded or names another key (sync's and rebuild-index's ``undecodable``),
+    ``unavailable`` when the store kept failing its reads until the retries ran out (a read
+    again later may succeed).
     """
 
     key: str
@@ -60,6 +69,8 @@ class FetchedDocument:
     error: str | None = None
     damaged: bool = False
     undecodable: bool = False
+    unavailable: bool = False
+    hint: str | None = None  # what to do about an unavailable one, as its error said
     head: ObjectHead | None = None  # the object's head, metadata included
 
     def read(self) -> bytes:
@@ -262,23 +273,41 @@ def fetch_many(
     """Verified documents in the order of ``keys``; None for a key with no object.
 
     An object that is not a document s3idx can read comes with its ``error`` set (and
-    ``damaged`` when its body is not what its metadata recorded).
+    ``damaged`` when its body is not what its metadata recorded); one whose reads kept failing
+    after every retry, with ``unavailable`` set. ``retry.FAILED_IN_A_ROW`` of those one after
+    another raise BackendUnavailableError instead (see the module's docstring).
 
     At most ``2 * workers`` fetches run ahead of the consumer, so memory stays bounded.
     """
     fetch = partial(_fetch, store, threshold=spool_threshold)
+    failing: FailedInARow[tuple[str, FetchedDocument]] = FailedInARow("read")
     with ThreadPoolExecutor(workers, thread_name_prefix="s3idx-get") as pool:
         for key, future in ordered_map(pool, fetch, keys, 2 * workers):
             try:
-                yield key, future.result()
-            except ObjectNotFoundError:
-                yield key, None
-            except UndecodableMetadataError as exc:
-                yield key, FetchedDocument(key, error=undecodable_reason(exc), undecodable=True)
-            except (NotAnS3idxObjectError, CorruptObjectError) as exc:
-                # One unreadable object must not hide the others asked for.
-                damaged = isinstance(exc, DamagedObjectError)
-                yield key, FetchedDocument(key, error=exc.message, damaged=damaged)
+                outcome = _outcome(key, future.result)
+            except TransientError as exc:
+                # Retries spent (RetryingStore): this key's failure, unless the run grows.
+                failed = FetchedDocument(key, error=exc.message, unavailable=True, hint=exc.hint)
+                failing.add(key, (key, failed), exc)
+                continue
+            yield from failing.release()
+            yield key, outcome
+    yield from failing.release()
+
+
+def _outcome(key: str, result: Callable[[], FetchedDocument]) -> FetchedDocument | None:
+    """The fetched document, None when missing, or one with the ``error`` that made it
+    unreadable; raises what is no fault of this object alone."""
+    try:
+        return result()
+    except ObjectNotFoundError:
+        return None
+    except UndecodableMetadataError as exc:
+        return FetchedDocument(key, error=undecodable_reason(exc), undecodable=True)
+    except (NotAnS3idxObjectError, CorruptObjectError) as exc:
+        # One unreadable object must not hide the others asked for.
+        damaged = isinstance(exc, DamagedObjectError)
+        return FetchedDocument(key, error=exc.message, damaged=damaged)
 
 
 def _close(chunks: Iterable[bytes]) -> None:

@@ -33,12 +33,14 @@ from s3idx.engine.manifest_batches import ManifestBatches
 from s3idx.engine.read import fetch_document
 from s3idx.engine.reconcile import reconcile
 from s3idx.engine.results import Events, ReindexResult, accounted, reported_on_failure
+from s3idx.engine.retry import FailedInARow
 from s3idx.errors import (
     CorruptObjectError,
     NotAnS3idxObjectError,
     ObjectChangedError,
     ObjectNotFoundError,
     RecordError,
+    TransientError,
 )
 from s3idx.index.base import Bookkeeping, Entry, Index, IndexSettings, with_bookkeeping
 from s3idx.limits import batched
@@ -56,6 +58,7 @@ class _Outcome:
     entry: Entry | None = None
     reason: str = ""
     line: ManifestLine | None = None  # the object as its metadata now stands
+    unavailable: bool = False  # failed: the store kept failing its requests (retries spent)
 
 
 @accounted
@@ -76,6 +79,7 @@ def run_reindex(
         dry_run=dry_run,
     )
     backfill = _Backfill(store, settings, dry_run)
+    failing: FailedInARow[tuple[str, _Outcome]] = FailedInARow("read or updated")
     manifests = ManifestBatches(store, events.warned)
     with (
         ThreadPoolExecutor(workers, thread_name_prefix="s3idx-reindex") as pool,
@@ -88,7 +92,15 @@ def run_reindex(
                 # Read before any metadata is replaced: what each entry is written over.
                 recorded = {} if dry_run else index.etags(listed)
                 for key, future in ordered_map(pool, backfill.one, listed, 2 * workers):
-                    outcome = future.result()
+                    try:
+                        outcome = future.result()
+                    except TransientError as exc:
+                        # Retries spent on this object: it fails alone, unless the run grows.
+                        failed = _Outcome("failed", reason=exc.message, unavailable=True)
+                        failing.add(key, (key, failed), exc)
+                        continue
+                    for held_key, held in failing.release():
+                        _count(result, held_key, held, events)
                     _count(result, key, outcome, events)
                     if outcome.entry is not None:
                         entries.append(outcome.entry)
@@ -103,6 +115,9 @@ def run_reindex(
                 if stop is not None and stop.is_set():
                     result.interrupted = True
                     break
+            # A run of failures held at the end (none has an entry or a manifest line to write).
+            for held_key, held in failing.release():
+                _count(result, held_key, held, events)
         finally:
             manifests.close()
             _count_manifests(result, manifests)
@@ -148,6 +163,7 @@ def _count_manifests(result: ReindexResult, manifests: ManifestBatches) -> None:
 def _count(result: ReindexResult, key: str, outcome: _Outcome, events: Events) -> None:
     if outcome.kind == "failed":
         result.fail(key, outcome.reason)
+        result.unavailable += outcome.unavailable
         events.skipped(key, f"not reindexed: {outcome.reason}")
     elif outcome.kind == "not_s3idx":
         result.not_s3idx += 1

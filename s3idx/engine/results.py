@@ -33,6 +33,10 @@ class Reject:
     whole_input: bool = False  # raw is a whole input with its own line ends (UTF-16, say)
 
 
+# Why a put did not store a document it had read, when its own upload never started.
+NOT_UPLOADED = "not uploaded: put stopped at an upload that failed"
+
+
 @dataclass(slots=True)
 class PutResult:
     read: int = 0
@@ -58,9 +62,21 @@ class PutResult:
     manifests_written: int = 0
     manifests_failed: int = 0
     not_in_manifests: int = 0
+    # Documents read, accepted and not stored because the store failed uploads for good: the
+    # uploads that failed, and those the failure stopped (the run stops at the first). Counted
+    # exactly; their keys, with why, kept up to REPORTED_KEYS_LIMIT.
+    unstored: int = 0
+    unstored_keys: list[tuple[str, str]] = field(default_factory=list)
+
+    def unstore(self, key: str, reason: str) -> None:
+        self.unstored += 1
+        if len(self.unstored_keys) < REPORTED_KEYS_LIMIT:
+            self.unstored_keys.append((key, reason))
 
     def as_dict(self) -> dict[str, Any]:
-        return {"command": "put", **asdict(self), "docs_per_second": self.rate}
+        data = asdict(self)
+        data["unstored_keys"] = [{"key": k, "reason": r} for k, r in self.unstored_keys]
+        return {"command": "put", **data, "docs_per_second": self.rate}
 
     @property
     def rate(self) -> float:
@@ -75,6 +91,11 @@ class GetResult:
     damaged: list[tuple[str, str]] = field(default_factory=list)  # body not what was recorded
     # Of the unreadable, objects whose metadata cannot be decoded (sync's ``undecodable``).
     undecodable: int = 0
+    # Keys whose reads the store kept failing until the retries ran out (a 500, a reset): not
+    # the object's fault, so a later read may succeed.
+    unavailable: list[tuple[str, str]] = field(default_factory=list)
+    # What to do about them: each hint their errors gave, once.
+    hints: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {"command": "get", **asdict(self)}
@@ -97,6 +118,8 @@ class DeleteResult:
     kept: list[str] = field(default_factory=list)
     # Deleted by finishing deletes an interrupted earlier run left in the index's journal.
     finished: int = 0
+    # Of the failed, keys the store kept failing until the retries ran out (still journaled).
+    unavailable: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -333,6 +356,8 @@ class ReindexResult:
     not_s3idx: int = 0
     failed: int = 0
     failed_keys: list[tuple[str, str]] = field(default_factory=list)
+    # Of the failed, objects whose requests the store kept failing until the retries ran out.
+    unavailable: int = 0
     vanished: int = 0
     # Entries another writer moved while their metadata was replaced, set from the bucket again.
     reconciled: int = 0
@@ -362,6 +387,7 @@ class ReindexResult:
             "not_s3idx": self.not_s3idx,
             "failed": self.failed,
             "failed_keys": [{"key": k, "reason": r} for k, r in self.failed_keys],
+            "unavailable": self.unavailable,
             "vanished": self.vanished,
             "reconciled": self.reconciled,
             "completed": list(self.completed),

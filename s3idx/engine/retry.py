@@ -11,10 +11,11 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, TypeVar
+from functools import partial
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from s3idx.config import DEFAULT_WORKERS
-from s3idx.errors import TransientError
+from s3idx.errors import BackendUnavailableError, TransientError, quote_key
 from s3idx.frozen import Frozen, init_field
 from s3idx.store.base import (
     DeleteFailure,
@@ -169,6 +170,40 @@ def gave_up(exc: TransientError, attempts: int) -> TransientError:
     )
 
 
+# Objects in a row whose requests failed after every retry before a command that goes on past
+# one object's failure (get, query --full, reindex) gives up on the store: more than one
+# object's bad luck, fewer than would keep a dead endpoint busy for long.
+FAILED_IN_A_ROW = 10
+
+
+class FailedInARow(Generic[T]):
+    """Items of objects whose requests failed after every retry, held while they come one after
+    another: a run that ends (an object that worked) is handed back to report one by one; one
+    that reaches ``limit`` is the store failing every request, raised as one error instead."""
+
+    def __init__(self, doing: str, limit: int = FAILED_IN_A_ROW) -> None:
+        self._doing = doing  # "read": "N objects in a row could not be read"
+        self._limit = limit
+        self._first: str | None = None
+        self._held: list[T] = []
+
+    def add(self, key: str, item: T, error: TransientError) -> None:
+        if self._first is None:
+            self._first = key
+        self._held.append(item)
+        if len(self._held) >= self._limit:
+            raise BackendUnavailableError(
+                f"{len(self._held)} objects in a row could not be {self._doing} (from "
+                f"{quote_key(self._first)} on), so the store is failing every request; "
+                f"stopped. The last: {error.message}",
+                hint=error.hint or "check the store and the network; run the command again later",
+            ) from None
+
+    def release(self) -> list[T]:
+        held, self._held, self._first = self._held, [], None
+        return held
+
+
 class RetryingStore:
     """An ObjectStore whose calls are retried under one policy and one concurrency limit."""
 
@@ -274,7 +309,31 @@ class RetryingStore:
     ) -> list[DeleteFailure]:
         # Safe to retry: a conditional delete that did land finds the key missing next time
         # (not a failure), and one that did not still compares the ETag.
-        return self._call(lambda: self.inner.delete(keys, if_match=if_match))
+        # A key whose own request failed transiently (``transient``) is retried alone, so one
+        # failing key neither resends the others' deletes nor hides what became of them; when
+        # its attempts run out it is a failure like any other, its reason saying so.
+        failures: list[DeleteFailure] = []
+        pending = list(keys)
+        for retry in range(self.policy.attempts):
+            outcome = self._call(partial(self.inner.delete, pending, if_match=if_match))
+            failures.extend(f for f in outcome if not f.transient)
+            transient = [f for f in outcome if f.transient]
+            if not transient:
+                break
+            if retry + 1 >= self.policy.attempts:
+                failures.extend(
+                    DeleteFailure(
+                        f.key,
+                        f"{f.reason} (gave up after {self.policy.attempts} attempts)",
+                        transient=True,
+                    )
+                    for f in transient
+                )
+                break
+            self.counter.add()
+            time.sleep(self.policy.delay(retry, _RNG))
+            pending = [f.key for f in transient]
+        return failures
 
     @property
     def conditional_deletes_supported(self) -> bool:

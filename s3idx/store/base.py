@@ -121,17 +121,23 @@ CHANGED_REASON = "the object changed since it was read (a newer write); it was l
 
 
 class DeleteFailure(Frozen):
-    __slots__ = ("changed", "key", "reason")
-    _fields = ("key", "reason", "changed")
+    __slots__ = ("changed", "key", "reason", "transient")
+    _fields = ("key", "reason", "changed", "transient")
     key: str
     reason: str
     # A conditional delete found another object under the key (a newer write): it was left.
     changed: bool
+    # This key's own request failed in a way worth retrying (a 500, a reset): RetryingStore
+    # retries that key alone, not the whole batch.
+    transient: bool
 
-    def __init__(self, key: str, reason: str, changed: bool = False) -> None:
+    def __init__(
+        self, key: str, reason: str, changed: bool = False, transient: bool = False
+    ) -> None:
         init_field(self, "key", key)
         init_field(self, "reason", reason)
         init_field(self, "changed", changed)
+        init_field(self, "transient", transient)
 
 
 @runtime_checkable

@@ -46,6 +46,7 @@ from s3idx.errors import (
     ObjectChangedError,
     ObjectNotFoundError,
     S3idxError,
+    TransientError,
     UsageError,
 )
 from s3idx.limits import DELETE_BATCH, batched
@@ -587,9 +588,17 @@ class S3Store:
             # CONDITIONAL_DELETE_THREADS round trips do, not 1,000 of them end to end.
             threads = min(CONDITIONAL_DELETE_THREADS, len(conditional))
             with ThreadPoolExecutor(threads, thread_name_prefix="s3idx-delete") as pool:
-                outcomes = pool.map(lambda k: self._delete_if_match(k, expected[k]), conditional)
+                outcomes = pool.map(lambda k: self._delete_one(k, expected[k]), conditional)
                 failures.extend(f for f in outcomes if f is not None)
         return failures
+
+    def _delete_one(self, key: str, etag: str) -> DeleteFailure | None:
+        """A key's conditional delete; one that failed in a way worth retrying is that key's
+        failure (retried alone by RetryingStore), not the batch's."""
+        try:
+            return self._delete_if_match(key, etag)
+        except TransientError as exc:
+            return DeleteFailure(key, exc.message, transient=True)
 
     def _delete_if_match(self, key: str, etag: str) -> DeleteFailure | None:
         """One DeleteObject with If-Match: the server compares and deletes in one step.
