@@ -1570,6 +1570,8 @@ def sync(
     status = ctx.signals.exit_status()
     if status is None and check and (result.drift or (strict and result.skipped.not_s3idx)):
         status = ExitStatus.DRIFT
+    if status is None and result.unavailable:
+        status = ExitStatus.UNAVAILABLE  # as get: running it again later may succeed
     if status is None:
         status = _scan_status(result.skipped.undecodable, result.maggma.rewrite_failed)
     if status is None and result.not_in_manifests:

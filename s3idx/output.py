@@ -317,6 +317,11 @@ def sync_summary(result: SyncResult) -> str:
             f"(cannot be indexed: {UNDECODABLE_ADVICE})"
         )
     line += _maggma(result.maggma, "; ")
+    if result.unavailable:
+        line += (
+            f"; {plural(result.unavailable, 'object')} could not be read (left as indexed; "
+            "run sync again)"
+        )
     if result.retries:
         line += f"; {plural(result.retries, 'retry', 'retries')}"
     line += f" in {result.elapsed:.2f} s"

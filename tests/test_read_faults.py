@@ -218,3 +218,43 @@ def test_delete_on_a_store_failing_every_delete_stops_with_one_error(
     assert result.stderr.count("s3idx: error") == 1, result.stderr
     assert "could not delete" not in result.stderr
     assert f"{FAILED_IN_A_ROW} objects in a row could not be deleted" in result.stderr
+
+
+def _new_index_through(proxy: S3Proxy, tmp_path: Path) -> list[str]:
+    """A new index: every object is bucket-only, so sync HEADs each one to adopt it."""
+    where = ["--store", "s3://bucket/docs", "--endpoint-url", proxy.url]
+    return [*where, "--index", str(tmp_path / "new.sqlite3")]
+
+
+def test_sync_goes_on_past_an_object_whose_head_keeps_failing(
+    run: Run, s3_endpoint: str, stored: Path, tmp_path: Path
+) -> None:
+    with S3Proxy(s3_endpoint, fault=(500, INTERNAL_ERROR)) as proxy:
+        proxy.failing = lambda method, path: method == "HEAD" and path.endswith("/k03")
+        where = _new_index_through(proxy, tmp_path)
+        sync = run("sync", *where, "--json")
+
+        assert sync.exit_code == ExitStatus.UNAVAILABLE, sync.stderr
+        summary = orjson.loads(sync.stdout)
+        assert (summary["added"], summary["unavailable"]) == (len(DOCS) - 1, 1), summary
+        assert [u["key"] for u in summary["unavailable_keys"]] == ["k03"]
+        assert "500" in summary["unavailable_keys"][0]["reason"]
+        assert "k03: could not be read: " in sync.stderr, sync.stderr
+        assert run("query", *where, "--count").stdout == f"{len(DOCS) - 1}\n"
+
+        proxy.failing = None  # the next sync looks at it again
+        again = run("sync", *where, "--json")
+    assert again.exit_code == 0, again.stderr
+    assert orjson.loads(again.stdout)["added"] == 1
+
+
+def test_sync_on_a_store_failing_every_head_stops_with_one_error(
+    run: Run, s3_endpoint: str, stored: Path, tmp_path: Path
+) -> None:
+    with S3Proxy(s3_endpoint, fault=(500, INTERNAL_ERROR)) as proxy:
+        proxy.failing = lambda method, path: method == "HEAD"
+        sync = run("sync", *_new_index_through(proxy, tmp_path))
+
+    assert sync.exit_code == ExitStatus.UNAVAILABLE, sync.stderr
+    assert "could not be read:" not in sync.stderr  # no line per key
+    assert f"{FAILED_IN_A_ROW} objects in a row could not be read" in sync.stderr, sync.stderr

@@ -22,10 +22,12 @@ from s3idx.engine.metadata_entry import (
     unusable_reason,
 )
 from s3idx.engine.results import OVERTAKEN_REASON, MaggmaObjects, Skipped
+from s3idx.engine.retry import FailedInARow
 from s3idx.errors import (
     NotAnS3idxObjectError,
     ObjectChangedError,
     ObjectNotFoundError,
+    TransientError,
     UndecodableMetadataError,
 )
 from s3idx.index.base import Entry
@@ -68,6 +70,11 @@ class EntryCollector:
         # Called with each object's head and what it gave (None: skipped), e.g. to record it in
         # a manifest; not for objects that vanished.
         self.on_object: Callable[[ObjectHead, Recovered | None], None] | None = None
+        # Called with each key whose HEAD (or rewrite) failed until the retries ran out, and
+        # why: passed over (no entry) for a caller that sets it (sync, which leaves their
+        # entries as they are); otherwise the error ends the run (rebuild-index must not swap
+        # in an index without them).
+        self.on_unavailable: Callable[[str, str], None] | None = None
 
     def entries(
         self, keys: Iterable[str], known: Mapping[str, ObjectHead] | None = None
@@ -84,6 +91,9 @@ class EntryCollector:
             (i for i in items if isinstance(i, str) or self._rewriter is not None),
             self._window,
         )
+        # Unavailable keys in a row, held back: FAILED_IN_A_ROW of them are the store down
+        # (one error), not that many keys to report.
+        failing: FailedInARow[tuple[str, str]] = FailedInARow("read")
         for item in items:
             if isinstance(item, str) or self._rewriter is not None:
                 _, future = next(pooled)
@@ -93,6 +103,11 @@ class EntryCollector:
                 error, outcome = None, work(item)
             if isinstance(item, str):
                 self.heads += 1
+            if isinstance(error, TransientError) and self.on_unavailable is not None:
+                key = item if isinstance(item, str) else item.key
+                failing.add(key, (key, error.message), error)
+                continue
+            self._pass_over(failing.release())
             if outcome is not None and outcome.overtaken:
                 self.maggma.overtaken(outcome.key)
                 self._report(outcome.key, f"not rewritten: {OVERTAKEN_REASON}")
@@ -106,6 +121,13 @@ class EntryCollector:
                 self.skipped.vanished += 1  # deleted between listing and HEAD
             elif error is not None:
                 raise error
+        self._pass_over(failing.release())
+
+    def _pass_over(self, failed: list[tuple[str, str]]) -> None:
+        for key, reason in failed:
+            if self.on_unavailable is not None:
+                self.on_unavailable(key, reason)
+            self._report(key, f"could not be read: {reason}")
 
     def _take(self, outcome: _Outcome) -> Entry | None:
         if self.on_object is not None and outcome.head is not None:

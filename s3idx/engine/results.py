@@ -332,14 +332,24 @@ class SyncResult:
     manifests_removed: int = 0
     manifests_failed: int = 0
     not_in_manifests: int = 0
+    # Objects whose HEAD failed until the retries ran out: left as the index had them (their
+    # drift unknown); the next sync looks again. Keys kept up to REPORTED_KEYS_LIMIT.
+    unavailable: int = 0
+    unavailable_keys: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def drift(self) -> int:
         return drift_of(self)
 
+    def add_unavailable(self, key: str, reason: str) -> None:
+        self.unavailable += 1
+        if len(self.unavailable_keys) < REPORTED_KEYS_LIMIT:
+            self.unavailable_keys.append((key, reason))
+
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
         del data["skipped"], data["maggma"]
+        data["unavailable_keys"] = [{"key": k, "reason": r} for k, r in self.unavailable_keys]
         data["drift"] = self.drift
         data.update(self.skipped.as_dict())
         data.update(self.maggma.as_dict())

@@ -165,6 +165,8 @@ def _run(
             maggma=result.maggma,
             rewriter=rewriter,
         )
+        # One object whose HEAD keeps failing is passed over, not the end of the sync.
+        collector.on_unavailable = result.add_unavailable
         recorded = index.settings()
         if recorded is not None:
             # So that adopted objects lacking a recorded field are counted (see _Applier).
