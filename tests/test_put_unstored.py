@@ -92,3 +92,50 @@ def test_put_bounds_the_keys_it_names_on_stderr(
     assert f"and {len(DOCS) - UNSTORED_SHOWN} more not stored" in result.stderr
     assert "60 not stored" in result.stderr  # the summary counts them all
     assert _stored_keys(s3_endpoint, s3_bucket) == set()
+
+
+def test_put_names_a_key_whose_later_line_it_did_not_store(
+    run: Run, s3_endpoint: str, s3_bucket: str, tmp_path: Path
+) -> None:
+    # k03's first line is stored; its last line (the one that wins) fails: that document was
+    # read and not stored, though the bucket holds the key.
+    uploads: list[str] = []
+
+    def second_upload_of_k03(method: str, path: str) -> bool:
+        if method != "PUT" or not path.endswith("/docs/k03"):
+            return False
+        uploads.append(path)
+        return len(uploads) > 1
+
+    lines = [*DOCS[:10], {"fs_id": "k03", "v": 99}]
+    with S3Proxy(s3_endpoint, fault=(500, INTERNAL_ERROR)) as proxy:
+        proxy.failing = second_upload_of_k03  # type: ignore[assignment]
+        where = ["--store", f"s3://{s3_bucket}/docs", "--endpoint-url", proxy.url]
+        where += ["--index", str(tmp_path / "i.sqlite3"), "--batch-size", "2"]
+        result = run("put", *where, "--json", input=jsonl(*lines))
+
+    assert result.exit_code == ExitStatus.UNAVAILABLE, result.stderr
+    summary = orjson.loads(result.stdout)
+    assert [item["key"] for item in summary["unstored_keys"]] == ["k03"], summary
+    assert summary["unstored"] == 1
+    assert "s3idx: not stored: k03: " in result.stderr
+
+
+def test_put_names_a_key_once_when_its_later_line_never_went_up(
+    run: Run, s3_endpoint: str, s3_bucket: str, tmp_path: Path
+) -> None:
+    # k03's first upload fails the run; its later line, waiting for that upload, is never sent.
+    lines = [*DOCS[:4], {"fs_id": "k03", "v": 99}, *DOCS[4:8]]
+    with S3Proxy(s3_endpoint, fault=(500, INTERNAL_ERROR)) as proxy:
+        proxy.failing = _document_put("k03")  # type: ignore[assignment]
+        where = ["--store", f"s3://{s3_bucket}/docs", "--endpoint-url", proxy.url]
+        where += ["--index", str(tmp_path / "i.sqlite3"), "--batch-size", "4"]
+        result = run("put", *where, "--json", input=jsonl(*lines))
+
+    assert result.exit_code == ExitStatus.UNAVAILABLE, result.stderr
+    summary = orjson.loads(result.stdout)
+    named = [item["key"] for item in summary["unstored_keys"]]
+    assert named.count("k03") == 1, summary
+    assert summary["unstored"] == len(named)
+    read = {line["fs_id"] for line in lines[: summary["read"]]}
+    assert set(named) == read - _stored_keys(s3_endpoint, s3_bucket)

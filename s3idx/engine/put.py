@@ -124,6 +124,9 @@ class UploadPipeline:
         # keys whose upload never happened (refused or cancelled): their entry stays true.
         self.run = uuid.uuid4().hex
         self._unjournal: dict[str, str] = {}
+        # Keys named as not stored: a key whose earlier upload failed the run and whose later
+        # line was then never submitted is one key to name, once.
+        self._named_unstored: set[str] = set()
         # Keys with a record of this run now; while there are any, the heartbeat refreshes
         # them, so that a sync leaves a live run's records alone.
         self._journaled: set[str] = set()
@@ -311,10 +314,16 @@ class UploadPipeline:
         if isinstance(outcome.error, RecordError):
             self._on_reject(prepared.record, reject_reason(outcome.error))
             return
-        if not prepared.again:  # a key put twice is one document: counted once
-            self._result.unstore(prepared.key, _unstored_reason(outcome.error))
+        # Named even when an earlier line of the key was stored: the line that wins was not.
+        self.name_unstored(prepared.key, _unstored_reason(outcome.error))
         if self.fatal is None and not isinstance(outcome.error, Cancelled):
             self.fatal = outcome.error
+
+    def name_unstored(self, key: str, reason: str) -> None:
+        """Count and name a document read and accepted that this run did not store."""
+        if key not in self._named_unstored:
+            self._named_unstored.add(key)
+            self._result.unstore(key, reason)
 
     def _uploads(
         self, store: ObjectStore, workers: int
@@ -558,8 +567,7 @@ def run_put(
                     if pipeline.fatal is not None:
                         # Read and accepted, never to be uploaded: named as the failed ones are.
                         for left in batch[n + submitted :]:
-                            if not left.again:
-                                result.unstore(left.key, NOT_UPLOADED)
+                            pipeline.name_unstored(left.key, NOT_UPLOADED)
                         break
                 pipeline.unjournal(replaced)  # the ones never submitted
             reporter.now()
