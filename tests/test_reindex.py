@@ -97,3 +97,34 @@ def test_a_damaged_object_fails_alone_and_the_field_stays_pending(tmp_path: Path
         e.count({"color": "red"})
     assert e.index.settings().pending == (("color", 1),)
     assert codec.parse_metadata(e.store.head("b").metadata).fields == ("n",)  # left as it was
+
+
+class AnswerLost(LocalStore):
+    """Replaces ``a``'s metadata, then fails as if the answer were lost (a timeout, a crash
+    of reindex right after): the object has every field, its entry not yet."""
+
+    def replace_metadata(
+        self, key: str, metadata: Mapping[str, str], *, if_match: str
+    ) -> PutReceipt:
+        receipt = super().replace_metadata(key, metadata, if_match=if_match)
+        if key == "a":
+            raise KeyboardInterrupt  # stands for kill -9: nothing after the copy runs
+        return receipt
+
+
+def test_a_reindex_stopped_after_a_copy_leaves_no_entry_behind_when_run_again(
+    tmp_path: Path,
+) -> None:
+    e = stored_with_a_later_field(tmp_path, workers=1)
+    stopped = engine(tmp_path, AnswerLost(tmp_path / "store"), workers=1)
+    with pytest.raises(KeyboardInterrupt):
+        stopped.reindex()
+    assert codec.parse_metadata(e.store.head("a").metadata).fields == ("n", "color")
+
+    result = e.reindex()
+
+    # "a" is up to date in the bucket, its entry was not: written now, before the field is
+    # called complete.
+    assert result.completed == ["color"]
+    assert sorted(d["fs_id"] for d in e.query({"color": "red"})) == ["a", "c"]
+    assert e.sync(check=True).drift == 0

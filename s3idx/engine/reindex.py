@@ -59,6 +59,7 @@ class _Outcome:
     reason: str = ""
     line: ManifestLine | None = None  # the object as its metadata now stands
     unavailable: bool = False  # failed: the store kept failing its requests (retries spent)
+    etag: str | None = None  # up to date: the object's ETag, to check its entry against
 
 
 @accounted
@@ -88,6 +89,7 @@ def run_reindex(
         try:
             for batch in batched(prefetched(store.list_objects()), BATCH):
                 entries = []
+                stale: list[str] = []  # up-to-date objects whose entries are not
                 listed = [info.key for info in batch]
                 # Read before any metadata is replaced: what each entry is written over.
                 recorded = {} if dry_run else index.etags(listed)
@@ -102,6 +104,8 @@ def run_reindex(
                     for held_key, held in failing.release():
                         _count(result, held_key, held, events)
                     _count(result, key, outcome, events)
+                    if outcome.etag is not None and recorded.get(key, outcome.etag) != outcome.etag:
+                        stale.append(key)
                     if outcome.entry is not None:
                         entries.append(outcome.entry)
                     if outcome.line is not None:
@@ -110,6 +114,7 @@ def run_reindex(
                 manifests.flush()
                 _count_manifests(result, manifests)
                 _write_entries(index, store, settings, entries, recorded, result, workers)
+                _repair_entries(index, store, settings, stale, result, workers)
                 result.listed += len(batch)
                 events.progress(result.listed, None, {"updated": result.updated})
                 if stop is not None and stop.is_set():
@@ -151,6 +156,25 @@ def _write_entries(
     outcome = reconcile(store, index, sorted(conflicts), key_field=key_field, workers=workers)
     result.reconciled += len(conflicts) - outcome.gave_up
     for key in outcome.left:  # still contended: its entry may not describe its object
+        result.fail(key, "another writer kept changing it; run s3idx sync")
+
+
+def _repair_entries(
+    index: Index,
+    store: ObjectStore,
+    settings: IndexSettings,
+    keys: list[str],
+    result: ReindexResult,
+    workers: int,
+) -> None:
+    """Entries of objects already up to date that describe another version: an earlier run
+    stopped (or lost a copy's answer) between the copy and the entry. Set to what the bucket
+    holds before the fields are called complete, or the queries on them would miss these."""
+    if not keys:
+        return
+    outcome = reconcile(store, index, keys, key_field=settings.key_field, workers=workers)
+    result.reconciled += len(keys) - outcome.gave_up
+    for key in outcome.left:
         result.fail(key, "another writer kept changing it; run s3idx sync")
 
 
@@ -197,10 +221,11 @@ class _Backfill:
             return _Outcome("failed", reason=exc.message.replace("\n", "; "))
 
     def _attempt(self, key: str) -> _Outcome:
-        meta = codec.parse_metadata(self._store.head(key).metadata)
+        head = self._store.head(key)
+        meta = codec.parse_metadata(head.metadata)
         self._check_key_field(meta)
         if not self._missing(meta):
-            return _Outcome("up_to_date")
+            return _Outcome("up_to_date", etag=head.etag)
         if self._dry_run:
             return _Outcome("updated")
         # The object as this GET read it, its body checked against its sha256 and codec.
@@ -210,7 +235,7 @@ class _Backfill:
         self._check_key_field(meta)
         if not self._missing(meta):
             document.close()
-            return _Outcome("up_to_date")
+            return _Outcome("up_to_date", etag=document.head.etag)
         document_bytes = document.read()
         sha256 = meta.sha256 or hashlib.sha256(document_bytes).hexdigest()
         fields = (*meta.fields, *(f for f in self._fields if f not in meta.fields))
