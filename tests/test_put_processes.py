@@ -379,6 +379,54 @@ def test_a_signal_to_the_process_group_while_the_workers_start_is_an_interruptio
         assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
 
 
+# Sends the parent its own signal at the moment a worker is being started, then runs put: the
+# signal arrives while the workers' start holds stop signals back (a race forced, not timed).
+_SIGNAL_WHILE_STARTING = """
+import os, sys
+from multiprocessing import popen_spawn_posix
+launch, signum = popen_spawn_posix.Popen._launch, int(sys.argv[1])
+def signalled(self, process_obj):
+    if not getattr(popen_spawn_posix, "signalled", False):
+        popen_spawn_posix.signalled = True
+        os.kill(os.getpid(), signum)
+    return launch(self, process_obj)
+popen_spawn_posix.Popen._launch = signalled
+sys.argv[0:2] = ["s3idx"]
+from s3idx.entry import main
+main()
+"""
+
+
+@pytest.mark.parametrize(
+    ("signum", "status"),
+    [
+        (signal.SIGINT, ExitStatus.INTERRUPTED),
+        (signal.SIGTERM, ExitStatus.TERMINATED),
+        (signal.SIGHUP, ExitStatus.HANGUP),
+    ],
+)
+def test_a_signal_to_the_parent_while_a_worker_starts_is_never_lost(
+    tmp_path: Path, signum: signal.Signals, status: ExitStatus
+) -> None:
+    """The first worker's start also starts multiprocessing's resource tracker, which unblocks
+    SIGINT and SIGTERM on its way: a signal held back meanwhile must still stop the run, not
+    be dropped (the run then went on to store everything and exit 0)."""
+    locations = ["--store", str(tmp_path / "s"), "--index", str(tmp_path / "i.sqlite3")]
+    put = subprocess.run(
+        [sys.executable, "-c", _SIGNAL_WHILE_STARTING, str(int(signum)), "put",
+         "--processes", "2", "--json", *locations],
+        env=subprocess_env(tmp_path),
+        input=b"".join(orjson.dumps({"fs_id": f"k{i}"}) + b"\n" for i in range(20)),
+        capture_output=True,
+        timeout=120,
+    )  # fmt: skip
+    assert put.returncode == status, put.stderr
+    assert b"Traceback" not in put.stderr and b"worker process" not in put.stderr, put.stderr
+    summary = orjson.loads(put.stdout)
+    assert summary["interrupted"] is True
+    assert summary["exit_status"] == status
+
+
 @pytest.mark.parametrize(
     ("processes", "bound"),
     [

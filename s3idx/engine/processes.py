@@ -34,6 +34,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, fields, replace
+from multiprocessing import resource_tracker
 from multiprocessing.connection import Connection, wait
 from typing import IO, Any
 
@@ -154,6 +155,10 @@ class _Run:
     # --- workers -------------------------------------------------------------------------------
 
     def start(self) -> None:
+        # Started now, before the workers: starting it unblocks SIGINT and SIGTERM on its way
+        # out, which inside ``_stop_signals_ignored_by_children`` would let a worker start
+        # unprotected (spawn starts it with the first worker otherwise).
+        resource_tracker.ensure_running()
         for number in range(self._count):
             lines_in, lines_out = self._context.Pipe(duplex=False)  # (reading, writing) ends
             reports_in, reports_out = self._context.Pipe(duplex=False)
@@ -538,27 +543,25 @@ _STOP_SIGNALS = tuple(
 
 @contextlib.contextmanager
 def _stop_signals_ignored_by_children() -> Iterator[None]:
-    """Workers started meanwhile ignore SIGINT, SIGTERM and SIGHUP from their first instruction: an
-    ignored signal stays ignored across ``exec``, and the interpreter then leaves it so. Else a
-    Ctrl-C during a worker's start-up (a second or more of imports, before ``_worker_main`` can
-    ignore it) kills it, with a traceback, and fails the run. This process only holds the
-    signals back meanwhile (blocked, so not lost): they reach it when the mask is restored.
-    Handlers can only be changed from the main thread; elsewhere nothing is changed."""
+    """Workers started meanwhile hold SIGINT, SIGTERM and SIGHUP back from their first
+    instruction: a blocked signal stays blocked across ``fork`` and ``exec``, and the interpreter
+    leaves the mask as it found it, until ``_worker_main`` ignores them. Else a Ctrl-C during a
+    worker's start-up (a second or more of imports) kills it, with a traceback, and fails the run.
+
+    This process only blocks them meanwhile: one that arrives waits, and reaches its handler when
+    the mask is restored. Its handlers are never set to SIG_IGN here, since an ignored signal
+    that arrives (or is unblocked by someone else, as multiprocessing's resource tracker does
+    when it starts) is dropped: the run then went on as if there had been no Ctrl-C. The mask
+    can only be changed for the main thread's starts; elsewhere nothing is changed."""
     if threading.current_thread() is not threading.main_thread() or not hasattr(
         signal, "pthread_sigmask"
     ):
         yield
         return
-    handlers = {s: signal.getsignal(s) for s in _STOP_SIGNALS}
-    changed = [s for s, handler in handlers.items() if handler is not None]
     mask = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
     try:
-        for signum in changed:
-            signal.signal(signum, signal.SIG_IGN)
         yield
     finally:
-        for signum in changed:
-            signal.signal(signum, handlers[signum])
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
@@ -570,12 +573,12 @@ def _worker_main(
     control: Connection,
 ) -> None:
     # The parent decides what a signal does (Ctrl-C reaches the whole process group). Started
-    # ignoring them already (``_stop_signals_ignored_by_children``), unless the parent ran
+    # holding them back already (``_stop_signals_ignored_by_children``), unless the parent ran
     # outside its main thread.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    if hasattr(signal, "SIGHUP"):  # a closed terminal hangs up the whole group
-        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    for signum in _STOP_SIGNALS:  # SIGHUP too: a closed terminal hangs up the whole group
+        signal.signal(signum, signal.SIG_IGN)  # drops any that came while held back
+    if hasattr(signal, "pthread_sigmask"):  # ignored now: no need to hold them back any more
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
     from s3idx.engine.core import Engine  # the engine imports this module
 
     stop = threading.Event()
