@@ -427,6 +427,60 @@ def test_a_signal_to_the_parent_while_a_worker_starts_is_never_lost(
     assert summary["exit_status"] == status
 
 
+# Loaded by every interpreter started with it on its path; in put's worker processes only, the
+# system refuses threads (all of them, or all but the first) or memory, as a ulimit would.
+_REFUSING_WORKERS = """
+import os, sys, threading
+if "--multiprocessing-fork" in sys.orig_argv:
+    start, refused = threading.Thread.start, []
+    def refuse(self):
+        if os.environ["REFUSE"] == "later" and not refused:
+            refused.append(self)
+            return start(self)
+        if os.environ["REFUSE"] == "memory":
+            raise MemoryError
+        raise RuntimeError("can't start new thread")
+    threading.Thread.start = refuse
+"""
+
+
+@pytest.mark.parametrize(
+    ("refuse", "message"),
+    [
+        ("all", "cannot start a thread: the system refused it (a limit on threads, processes "
+         "or memory)"),
+        ("later", "cannot start a thread: the system refused it (a limit on threads, processes "
+         "or memory)"),
+        ("memory", "out of memory"),
+    ],
+)  # fmt: skip
+def test_a_system_limit_in_the_workers_is_one_error_as_in_one_process(
+    tmp_path: Path, refuse: str, message: str
+) -> None:
+    """Each worker hits the limit: one error, the one a lone put gives, not a traceback per
+    worker nor a bug report."""
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "sitecustomize.py").write_text(_REFUSING_WORKERS)
+    env = subprocess_env(tmp_path)
+    env.update(PYTHONPATH=f"{tmp_path / 'site'}{os.pathsep}{env['PYTHONPATH']}", REFUSE=refuse)
+    locations = ["--store", str(tmp_path / "s"), "--index", str(tmp_path / "i.sqlite3")]
+    put = subprocess.run(
+        [sys.executable, "-m", "s3idx", "put", "--processes", "3", "--json", *locations],
+        env=env,
+        input=b"".join(orjson.dumps({"fs_id": f"k{i}"}) + b"\n" for i in range(20)),
+        capture_output=True,
+        timeout=120,
+    )
+    assert put.returncode == ExitStatus.ERROR, put.stderr
+    assert put.stderr.decode() == (
+        f"s3idx: error: {message}\n"
+        "  hint: lower --workers or --processes, or raise the limit (ulimit -u or -v, a "
+        "container's pids or memory limit)\n"
+    )
+    summary = orjson.loads(put.stdout)
+    assert (summary["error"], summary["exit_status"]) == (message, ExitStatus.ERROR)
+
+
 @pytest.mark.parametrize(
     ("processes", "bound"),
     [

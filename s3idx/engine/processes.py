@@ -45,7 +45,7 @@ from s3idx.engine.documents import document_key
 from s3idx.engine.inputs import InputSource, ReadProgress, Record, read_records
 from s3idx.engine.put import PutOptions, _ProgressReporter, run_put
 from s3idx.engine.results import Events, PutResult, Reject
-from s3idx.errors import ExitStatus, RecordError, S3idxError, reject_reason
+from s3idx.errors import ExitStatus, RecordError, S3idxError, reject_reason, system_limit
 from s3idx.sharding import Shard, shard_of
 
 # Lines a message to a worker carries: large enough that pickling and the pipe cost little
@@ -157,8 +157,10 @@ class _Run:
     def start(self) -> None:
         # Started now, before the workers: starting it unblocks SIGINT and SIGTERM on its way
         # out, which inside ``_stop_signals_ignored_by_children`` would let a worker start
-        # unprotected (spawn starts it with the first worker otherwise).
-        resource_tracker.ensure_running()
+        # unprotected (spawn starts it with the first worker otherwise). POSIX only: Windows
+        # has no tracker process.
+        if os.name == "posix":
+            resource_tracker.ensure_running()
         for number in range(self._count):
             lines_in, lines_out = self._context.Pipe(duplex=False)  # (reading, writing) ends
             reports_in, reports_out = self._context.Pipe(duplex=False)
@@ -277,7 +279,10 @@ class _Run:
                         self._send(worker)
                     self._last_routed = time.monotonic()
         except BaseException as exc:  # e.g. an input file that cannot be read
-            self._fail(exc if isinstance(exc, S3idxError) else _unexpected(exc, "reading"))
+            if isinstance(exc, S3idxError):
+                self._fail(exc)
+            else:
+                self._fail(system_limit(exc) or _unexpected(exc, "reading"))
         with self._lock:
             for worker in self._workers:
                 self._send(worker)
@@ -579,8 +584,6 @@ def _worker_main(
         signal.signal(signum, signal.SIG_IGN)  # drops any that came while held back
     if hasattr(signal, "pthread_sigmask"):  # ignored now: no need to hold them back any more
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
-    from s3idx.engine.core import Engine  # the engine imports this module
-
     stop = threading.Event()
 
     def watch() -> None:
@@ -588,8 +591,10 @@ def _worker_main(
             control.recv()  # a stop request; the parent's end closing means nothing more
             stop.set()
 
-    threading.Thread(target=watch, name="s3idx-stop", daemon=True).start()
-    try:
+    try:  # from the first thread on: a system limit is the failure of one put, said once
+        from s3idx.engine.core import Engine  # the engine imports this module
+
+        threading.Thread(target=watch, name="s3idx-stop", daemon=True).start()
         with Engine.from_settings(settings) as engine:
             engine.store  # noqa: B018 - opened now: the parent reads nothing until it is
             if not options.dry_run:
@@ -611,9 +616,14 @@ def _worker_main(
         partial = exc.partial_result if isinstance(exc.partial_result, PutResult) else None
         with contextlib.suppress(OSError):
             reports.send(("failed", int(exc.exit_status), exc.message, exc.hint, partial))
-    except BaseException as exc:  # a bug: the parent reports it, with where it happened
-        where = "".join(traceback.format_exception(exc)[-3:]).strip()
+    except BaseException as exc:
+        limit = system_limit(exc)  # a thread or memory refused, as one process reports it
+        if limit is not None:
+            failure = (int(limit.exit_status), limit.message, limit.hint)
+        else:  # a bug: the parent reports it, with where it happened
+            where = "".join(traceback.format_exception(exc)[-3:]).strip()
+            failure = (int(ExitStatus.ERROR), f"worker process: {where}", None)
         with contextlib.suppress(OSError):
-            reports.send(("failed", int(ExitStatus.ERROR), f"worker process: {where}", None, None))
+            reports.send(("failed", *failure, None))
     finally:
         reports.close()
