@@ -481,6 +481,42 @@ def test_a_system_limit_in_the_workers_is_one_error_as_in_one_process(
     assert (summary["error"], summary["exit_status"]) == (message, ExitStatus.ERROR)
 
 
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds worker processes in /proc")
+def test_a_signal_while_the_workers_start_does_not_wait_for_them_to_start(
+    tmp_path: Path,
+) -> None:
+    """Workers that hang as they start (a slow import, an index on a stalled file system) were
+    handed nothing and wrote nothing: the first signal ends them instead of waiting for ever."""
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "sitecustomize.py").write_text(
+        "import sys, time\nif '--multiprocessing-fork' in sys.orig_argv:\n    time.sleep(3600)\n"
+    )
+    env = subprocess_env(tmp_path)
+    env["PYTHONPATH"] = f"{tmp_path / 'site'}{os.pathsep}{env['PYTHONPATH']}"
+    locations = ["--store", str(tmp_path / "s"), "--index", str(tmp_path / "i.sqlite3")]
+    put = subprocess.Popen(
+        [sys.executable, "-m", "s3idx", "put", "--processes", "3", "--json", *locations],
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    workers = _wait_for_workers(put.pid, 3)
+    put.send_signal(signal.SIGTERM)
+    try:
+        out, err = put.communicate(b'{"fs_id": "a"}\n', timeout=30)
+    except subprocess.TimeoutExpired:
+        put.kill()
+        for pid in workers:
+            os.kill(pid, signal.SIGKILL)
+        raise AssertionError("a put whose workers were starting ignored SIGTERM") from None
+    assert put.returncode == ExitStatus.TERMINATED, err
+    assert b"worker process" not in err and b"Traceback" not in err, err
+    summary = orjson.loads(out)
+    assert (summary["interrupted"], summary["read"]) == (True, 0)
+    assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
+
+
 @pytest.mark.parametrize(
     ("processes", "bound"),
     [

@@ -196,7 +196,19 @@ class _Run:
                 if message[0] != "ready":
                     self._take(worker, message)  # "failed": it stops the others
                     return worker.failure
+        if waiting:  # a stop came first
+            self._end_unstarted(list(waiting.values()))
         return None
+
+    def _end_unstarted(self, workers: list[_Worker]) -> None:
+        """End workers that are still starting (importing, opening the store and the index):
+        they were handed nothing and have nothing to finish, but one that hangs there (a stalled
+        file system or server) would hold the stop for ever. Each counts as an empty share."""
+        for worker in workers:
+            worker.process.kill()
+        for worker in workers:
+            worker.process.join()
+            worker.result = PutResult(dry_run=self._options.dry_run)
 
     def feed(self, records: Iterable[Record]) -> None:
         """Read and route every record; meanwhile collect reports and show progress."""
