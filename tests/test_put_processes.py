@@ -517,6 +517,33 @@ def test_a_signal_while_the_workers_start_does_not_wait_for_them_to_start(
     assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
 
 
+@pytest.mark.parametrize("processes", ["1", "2"])
+def test_a_signal_stops_a_put_whose_input_is_a_named_pipe_nobody_writes_to(
+    tmp_path: Path, processes: str
+) -> None:
+    """Opening a FIFO waits for a writer, for ever if none comes: the stop must not wait for
+    the reader, as it does not with one process."""
+    fifo = tmp_path / "input.fifo"
+    os.mkfifo(fifo)
+    locations = ["--store", str(tmp_path / "s"), "--index", str(tmp_path / "i.sqlite3")]
+    put = _s3idx(tmp_path, "put", str(fifo), "--processes", processes, "--json", *locations)
+    if processes != "1":
+        _wait_for_workers(put.pid, int(processes))
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "i.sqlite3").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)  # the index is opened (settings recorded): the input is opened next
+    put.send_signal(signal.SIGTERM)
+    try:
+        out, err = put.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        put.kill()
+        put.communicate()
+        raise AssertionError("a put waiting for its input ignored SIGTERM") from None
+    assert put.returncode == ExitStatus.TERMINATED, err
+    summary = orjson.loads(out)
+    assert (summary["interrupted"], summary["read"]) == (True, 0)
+
+
 @pytest.mark.parametrize(
     ("processes", "bound"),
     [

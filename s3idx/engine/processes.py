@@ -54,6 +54,8 @@ BATCH_LINES = 256
 # The parent hands partial batches on when the input has been idle this long (slow input).
 IDLE_SECONDS = 0.2
 TICK = 0.1
+# How long reading may go on after a stop before the run ends without it.
+ABANDON_SECONDS = 0.5
 
 
 class WorkerError(S3idxError):
@@ -219,9 +221,17 @@ class _Run:
         collector.start()
         reader.start()
         self._collector = collector
+        halted = None
         while reader.is_alive():
             reader.join(TICK)
             self._tick()
+            if self.halt.is_set():
+                halted = halted or time.monotonic()
+                if time.monotonic() - halted >= ABANDON_SECONDS:
+                    # Still reading after the stop: blocked on input that may never come (a
+                    # named pipe nobody opened for writing). Left behind, a daemon, as one
+                    # process leaves its reader; it ends at its next record, seeing the halt.
+                    break
         self._close_lines()
 
     def finish(self) -> PutResult:
