@@ -7,6 +7,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -542,6 +543,49 @@ def test_a_signal_stops_a_put_whose_input_is_a_named_pipe_nobody_writes_to(
     assert put.returncode == ExitStatus.TERMINATED, err
     summary = orjson.loads(out)
     assert (summary["interrupted"], summary["read"]) == (True, 0)
+
+
+# The parent's temporary files are on a full device: it holds the rejects' lines in one.
+_FULL_TEMPORARY_FILES = """
+import sys, tempfile
+tempfile.TemporaryFile = lambda *args, **kwargs: open("/dev/full", "w+b")
+sys.argv[0] = "s3idx"
+from s3idx.entry import main
+main()
+"""
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_rejects_that_cannot_be_held_fail_the_run_instead_of_hanging(tmp_path: Path) -> None:
+    """Rejects wait for the end of the run in a temporary file. One that cannot be written
+    (a full TMPDIR) killed the thread collecting the workers' reports, with a traceback, and
+    the run then waited for ever on workers blocked reporting to nobody."""
+    lines = [orjson.dumps({"fs_id": f"k{i}", "n": 1, "pad": "x" * 500}) for i in range(1000)]
+    big = b'{"fs_id": "k%d", "n": 123456789012345678901234567890}'  # a worker rejects it
+    source = tmp_path / "docs.jsonl"
+    source.write_bytes(b"".join(line + b"\n" for line in lines) + big % 5000 + b"\n")
+    bad = tmp_path / "bad.jsonl"  # 2,000 rejects, over 1 MB: more than the pipes hold
+    bad.write_bytes(b"".join(big % i + b"\n" for i in range(2000)))
+    locations = ["--store", str(tmp_path / "s"), "--index", str(tmp_path / "i.sqlite3")]
+    put = subprocess.run(
+        [sys.executable, "-c", _FULL_TEMPORARY_FILES, "put", str(source), str(bad),
+         "--field", "n", "--processes", "2", "--json", *locations],
+        env=subprocess_env(tmp_path),
+        capture_output=True,
+        timeout=120,
+    )  # fmt: skip
+    assert put.returncode == ExitStatus.ERROR, put.stderr
+    assert b"Traceback" not in put.stderr and b"Exception in thread" not in put.stderr
+    message = (
+        f"cannot write the temporary file holding the rejects in {tempfile.gettempdir()}: "
+        "No space left on device"
+    )
+    assert put.stderr.decode().endswith(
+        f"s3idx: error: {message}\n"
+        "  hint: free space there, or set TMPDIR to a directory with room\n"
+    ), put.stderr
+    summary = orjson.loads(put.stdout)
+    assert (summary["error"], summary["exit_status"]) == (message, ExitStatus.ERROR)
 
 
 @pytest.mark.parametrize(

@@ -45,7 +45,14 @@ from s3idx.engine.documents import document_key
 from s3idx.engine.inputs import InputSource, ReadProgress, Record, read_records
 from s3idx.engine.put import PutOptions, _ProgressReporter, run_put
 from s3idx.engine.results import Events, PutResult, Reject
-from s3idx.errors import ExitStatus, RecordError, S3idxError, reject_reason, system_limit
+from s3idx.errors import (
+    ExitStatus,
+    OutputError,
+    RecordError,
+    S3idxError,
+    reject_reason,
+    system_limit,
+)
 from s3idx.sharding import Shard, shard_of
 
 # Lines a message to a worker carries: large enough that pickling and the pipe cost little
@@ -373,7 +380,14 @@ class _Run:
                         self.halt.set()  # it died: stop the others too
                         self._stop_workers()
                     continue
-                self._take(worker, message)
+                try:
+                    self._take(worker, message)
+                except BaseException as exc:  # e.g. rejects that cannot be held
+                    # Collecting goes on: a worker whose reports nobody reads would block for
+                    # ever, and the run with it. The failure stops the workers and the reading.
+                    self._fail(
+                        exc if isinstance(exc, S3idxError) else _unexpected(exc, "collecting")
+                    )
 
     def _take(self, worker: _Worker, message: tuple[Any, ...]) -> None:
         kind = message[0]
@@ -482,21 +496,36 @@ class _HeldRejects:
         self._held: list[tuple[tuple[int, int], Reject, int, int]] = []
 
     def add(self, place: tuple[int, int], reject: Reject) -> None:
-        if self._spool is None:
-            self._spool = tempfile.TemporaryFile(prefix="s3idx-rejects-")  # noqa: SIM115 (closed by close)
-        offset = self._spool.seek(0, os.SEEK_END)
-        self._spool.write(reject.raw)
+        try:
+            if self._spool is None:
+                self._spool = tempfile.TemporaryFile(prefix="s3idx-rejects-")  # noqa: SIM115 (closed by close)
+            offset = self._spool.seek(0, os.SEEK_END)
+            self._spool.write(reject.raw)
+        except OSError as exc:  # a full TMPDIR: an output of this run that cannot be written
+            raise _spool_failed(exc) from None
         self._held.append((place, replace(reject, raw=b""), offset, len(reject.raw)))
 
     def in_order(self) -> Iterator[Reject]:
         for _, reject, offset, size in sorted(self._held, key=lambda r: r[0]):
             assert self._spool is not None
-            self._spool.seek(offset)
-            yield replace(reject, raw=self._spool.read(size))
+            try:
+                self._spool.seek(offset)
+                raw = self._spool.read(size)
+            except OSError as exc:
+                raise _spool_failed(exc) from None
+            yield replace(reject, raw=raw)
 
     def close(self) -> None:
         if self._spool is not None:
-            self._spool.close()
+            # Scratch, unnamed: what it still buffers is not needed (a failure said so).
+            with contextlib.suppress(OSError):
+                self._spool.close()
+
+
+def _spool_failed(exc: OSError) -> OutputError:
+    error = OutputError(f"the temporary file holding the rejects in {tempfile.gettempdir()}", exc)
+    error.hint = "free space there, or set TMPDIR to a directory with room"
+    return error
 
 
 _SUMMED = tuple(
