@@ -7,6 +7,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -377,6 +378,214 @@ def test_a_signal_to_the_process_group_while_the_workers_start_is_an_interruptio
         assert b"Traceback" not in err and b"worker process" not in err, err
         assert orjson.loads(out)["interrupted"] is True
         assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
+
+
+# Sends the parent its own signal at the moment a worker is being started, then runs put: the
+# signal arrives while the workers' start holds stop signals back (a race forced, not timed).
+_SIGNAL_WHILE_STARTING = """
+import os, sys
+from multiprocessing import popen_spawn_posix
+launch, signum = popen_spawn_posix.Popen._launch, int(sys.argv[1])
+def signalled(self, process_obj):
+    if not getattr(popen_spawn_posix, "signalled", False):
+        popen_spawn_posix.signalled = True
+        os.kill(os.getpid(), signum)
+    return launch(self, process_obj)
+popen_spawn_posix.Popen._launch = signalled
+sys.argv[0:2] = ["s3idx"]
+from s3idx.entry import main
+main()
+"""
+
+
+@pytest.mark.parametrize(
+    ("signum", "status"),
+    [
+        (signal.SIGINT, ExitStatus.INTERRUPTED),
+        (signal.SIGTERM, ExitStatus.TERMINATED),
+        (signal.SIGHUP, ExitStatus.HANGUP),
+    ],
+)
+def test_a_signal_to_the_parent_while_a_worker_starts_is_never_lost(
+    tmp_path: Path, signum: signal.Signals, status: ExitStatus
+) -> None:
+    """The first worker's start also starts multiprocessing's resource tracker, which unblocks
+    SIGINT and SIGTERM on its way: a signal held back meanwhile must still stop the run, not
+    be dropped (the run then went on to store everything and exit 0)."""
+    locations = ["--store", str(tmp_path / "s"), "--index", str(tmp_path / "i.sqlite3")]
+    put = subprocess.run(
+        [sys.executable, "-c", _SIGNAL_WHILE_STARTING, str(int(signum)), "put",
+         "--processes", "2", "--json", *locations],
+        env=subprocess_env(tmp_path),
+        input=b"".join(orjson.dumps({"fs_id": f"k{i}"}) + b"\n" for i in range(20)),
+        capture_output=True,
+        timeout=120,
+    )  # fmt: skip
+    assert put.returncode == status, put.stderr
+    assert b"Traceback" not in put.stderr and b"worker process" not in put.stderr, put.stderr
+    summary = orjson.loads(put.stdout)
+    assert summary["interrupted"] is True
+    assert summary["exit_status"] == status
+
+
+# Loaded by every interpreter started with it on its path; in put's worker processes only, the
+# system refuses threads (all of them, or all but the first) or memory, as a ulimit would.
+_REFUSING_WORKERS = """
+import os, sys, threading
+if "--multiprocessing-fork" in sys.orig_argv:
+    start, refused = threading.Thread.start, []
+    def refuse(self):
+        if os.environ["REFUSE"] == "later" and not refused:
+            refused.append(self)
+            return start(self)
+        if os.environ["REFUSE"] == "memory":
+            raise MemoryError
+        raise RuntimeError("can't start new thread")
+    threading.Thread.start = refuse
+"""
+
+
+@pytest.mark.parametrize(
+    ("refuse", "message"),
+    [
+        ("all", "cannot start a thread: the system refused it (a limit on threads, processes "
+         "or memory)"),
+        ("later", "cannot start a thread: the system refused it (a limit on threads, processes "
+         "or memory)"),
+        ("memory", "out of memory"),
+    ],
+)  # fmt: skip
+def test_a_system_limit_in_the_workers_is_one_error_as_in_one_process(
+    tmp_path: Path, refuse: str, message: str
+) -> None:
+    """Each worker hits the limit: one error, the one a lone put gives, not a traceback per
+    worker nor a bug report."""
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "sitecustomize.py").write_text(_REFUSING_WORKERS)
+    env = subprocess_env(tmp_path)
+    env.update(PYTHONPATH=f"{tmp_path / 'site'}{os.pathsep}{env['PYTHONPATH']}", REFUSE=refuse)
+    locations = ["--store", str(tmp_path / "s"), "--index", str(tmp_path / "i.sqlite3")]
+    put = subprocess.run(
+        [sys.executable, "-m", "s3idx", "put", "--processes", "3", "--json", *locations],
+        env=env,
+        input=b"".join(orjson.dumps({"fs_id": f"k{i}"}) + b"\n" for i in range(20)),
+        capture_output=True,
+        timeout=120,
+    )
+    assert put.returncode == ExitStatus.ERROR, put.stderr
+    assert put.stderr.decode() == (
+        f"s3idx: error: {message}\n"
+        "  hint: lower --workers or --processes, or raise the limit (ulimit -u or -v, a "
+        "container's pids or memory limit)\n"
+    )
+    summary = orjson.loads(put.stdout)
+    assert (summary["error"], summary["exit_status"]) == (message, ExitStatus.ERROR)
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds worker processes in /proc")
+def test_a_signal_while_the_workers_start_does_not_wait_for_them_to_start(
+    tmp_path: Path,
+) -> None:
+    """Workers that hang as they start (a slow import, an index on a stalled file system) were
+    handed nothing and wrote nothing: the first signal ends them instead of waiting for ever."""
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "sitecustomize.py").write_text(
+        "import sys, time\nif '--multiprocessing-fork' in sys.orig_argv:\n    time.sleep(3600)\n"
+    )
+    env = subprocess_env(tmp_path)
+    env["PYTHONPATH"] = f"{tmp_path / 'site'}{os.pathsep}{env['PYTHONPATH']}"
+    locations = ["--store", str(tmp_path / "s"), "--index", str(tmp_path / "i.sqlite3")]
+    put = subprocess.Popen(
+        [sys.executable, "-m", "s3idx", "put", "--processes", "3", "--json", *locations],
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    workers = _wait_for_workers(put.pid, 3)
+    put.send_signal(signal.SIGTERM)
+    try:
+        out, err = put.communicate(b'{"fs_id": "a"}\n', timeout=30)
+    except subprocess.TimeoutExpired:
+        put.kill()
+        for pid in workers:
+            os.kill(pid, signal.SIGKILL)
+        raise AssertionError("a put whose workers were starting ignored SIGTERM") from None
+    assert put.returncode == ExitStatus.TERMINATED, err
+    assert b"worker process" not in err and b"Traceback" not in err, err
+    summary = orjson.loads(out)
+    assert (summary["interrupted"], summary["read"]) == (True, 0)
+    assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
+
+
+@pytest.mark.parametrize("processes", ["1", "2"])
+def test_a_signal_stops_a_put_whose_input_is_a_named_pipe_nobody_writes_to(
+    tmp_path: Path, processes: str
+) -> None:
+    """Opening a FIFO waits for a writer, for ever if none comes: the stop must not wait for
+    the reader, as it does not with one process."""
+    fifo = tmp_path / "input.fifo"
+    os.mkfifo(fifo)
+    locations = ["--store", str(tmp_path / "s"), "--index", str(tmp_path / "i.sqlite3")]
+    put = _s3idx(tmp_path, "put", str(fifo), "--processes", processes, "--json", *locations)
+    if processes != "1":
+        _wait_for_workers(put.pid, int(processes))
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "i.sqlite3").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)  # the index is opened (settings recorded): the input is opened next
+    put.send_signal(signal.SIGTERM)
+    try:
+        out, err = put.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        put.kill()
+        put.communicate()
+        raise AssertionError("a put waiting for its input ignored SIGTERM") from None
+    assert put.returncode == ExitStatus.TERMINATED, err
+    summary = orjson.loads(out)
+    assert (summary["interrupted"], summary["read"]) == (True, 0)
+
+
+# The parent's temporary files are on a full device: it holds the rejects' lines in one.
+_FULL_TEMPORARY_FILES = """
+import sys, tempfile
+tempfile.TemporaryFile = lambda *args, **kwargs: open("/dev/full", "w+b")
+sys.argv[0] = "s3idx"
+from s3idx.entry import main
+main()
+"""
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_rejects_that_cannot_be_held_fail_the_run_instead_of_hanging(tmp_path: Path) -> None:
+    """Rejects wait for the end of the run in a temporary file. One that cannot be written
+    (a full TMPDIR) killed the thread collecting the workers' reports, with a traceback, and
+    the run then waited for ever on workers blocked reporting to nobody."""
+    lines = [orjson.dumps({"fs_id": f"k{i}", "n": 1, "pad": "x" * 500}) for i in range(1000)]
+    big = b'{"fs_id": "k%d", "n": 123456789012345678901234567890}'  # a worker rejects it
+    source = tmp_path / "docs.jsonl"
+    source.write_bytes(b"".join(line + b"\n" for line in lines) + big % 5000 + b"\n")
+    bad = tmp_path / "bad.jsonl"  # 2,000 rejects, over 1 MB: more than the pipes hold
+    bad.write_bytes(b"".join(big % i + b"\n" for i in range(2000)))
+    locations = ["--store", str(tmp_path / "s"), "--index", str(tmp_path / "i.sqlite3")]
+    put = subprocess.run(
+        [sys.executable, "-c", _FULL_TEMPORARY_FILES, "put", str(source), str(bad),
+         "--field", "n", "--processes", "2", "--json", *locations],
+        env=subprocess_env(tmp_path),
+        capture_output=True,
+        timeout=120,
+    )  # fmt: skip
+    assert put.returncode == ExitStatus.ERROR, put.stderr
+    assert b"Traceback" not in put.stderr and b"Exception in thread" not in put.stderr
+    message = (
+        f"cannot write the temporary file holding the rejects in {tempfile.gettempdir()}: "
+        "No space left on device"
+    )
+    assert put.stderr.decode().endswith(
+        f"s3idx: error: {message}\n"
+        "  hint: free space there, or set TMPDIR to a directory with room\n"
+    ), put.stderr
+    summary = orjson.loads(put.stdout)
+    assert (summary["error"], summary["exit_status"]) == (message, ExitStatus.ERROR)
 
 
 @pytest.mark.parametrize(

@@ -34,6 +34,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, fields, replace
+from multiprocessing import resource_tracker
 from multiprocessing.connection import Connection, wait
 from typing import IO, Any
 
@@ -44,7 +45,14 @@ from s3idx.engine.documents import document_key
 from s3idx.engine.inputs import InputSource, ReadProgress, Record, read_records
 from s3idx.engine.put import PutOptions, _ProgressReporter, run_put
 from s3idx.engine.results import REPORTED_KEYS_LIMIT, Events, PutResult, Reject
-from s3idx.errors import ExitStatus, RecordError, S3idxError, reject_reason
+from s3idx.errors import (
+    ExitStatus,
+    OutputError,
+    RecordError,
+    S3idxError,
+    reject_reason,
+    system_limit,
+)
 from s3idx.sharding import Shard, shard_of
 
 # Lines a message to a worker carries: large enough that pickling and the pipe cost little
@@ -53,6 +61,8 @@ BATCH_LINES = 256
 # The parent hands partial batches on when the input has been idle this long (slow input).
 IDLE_SECONDS = 0.2
 TICK = 0.1
+# How long reading may go on after a stop before the run ends without it.
+ABANDON_SECONDS = 0.5
 
 
 class WorkerError(S3idxError):
@@ -154,6 +164,12 @@ class _Run:
     # --- workers -------------------------------------------------------------------------------
 
     def start(self) -> None:
+        # Started now, before the workers: starting it unblocks SIGINT and SIGTERM on its way
+        # out, which inside ``_stop_signals_ignored_by_children`` would let a worker start
+        # unprotected (spawn starts it with the first worker otherwise). POSIX only: Windows
+        # has no tracker process.
+        if os.name == "posix":
+            resource_tracker.ensure_running()
         for number in range(self._count):
             lines_in, lines_out = self._context.Pipe(duplex=False)  # (reading, writing) ends
             reports_in, reports_out = self._context.Pipe(duplex=False)
@@ -189,7 +205,19 @@ class _Run:
                 if message[0] != "ready":
                     self._take(worker, message)  # "failed": it stops the others
                     return worker.failure
+        if waiting:  # a stop came first
+            self._end_unstarted(list(waiting.values()))
         return None
+
+    def _end_unstarted(self, workers: list[_Worker]) -> None:
+        """End workers that are still starting (importing, opening the store and the index):
+        they were handed nothing and have nothing to finish, but one that hangs there (a stalled
+        file system or server) would hold the stop for ever. Each counts as an empty share."""
+        for worker in workers:
+            worker.process.kill()
+        for worker in workers:
+            worker.process.join()
+            worker.result = PutResult(dry_run=self._options.dry_run)
 
     def feed(self, records: Iterable[Record]) -> None:
         """Read and route every record; meanwhile collect reports and show progress."""
@@ -200,9 +228,17 @@ class _Run:
         collector.start()
         reader.start()
         self._collector = collector
+        halted = None
         while reader.is_alive():
             reader.join(TICK)
             self._tick()
+            if self.halt.is_set():
+                halted = halted or time.monotonic()
+                if time.monotonic() - halted >= ABANDON_SECONDS:
+                    # Still reading after the stop: blocked on input that may never come (a
+                    # named pipe nobody opened for writing). Left behind, a daemon, as one
+                    # process leaves its reader; it ends at its next record, seeing the halt.
+                    break
         self._close_lines()
 
     def finish(self) -> PutResult:
@@ -272,7 +308,10 @@ class _Run:
                         self._send(worker)
                     self._last_routed = time.monotonic()
         except BaseException as exc:  # e.g. an input file that cannot be read
-            self._fail(exc if isinstance(exc, S3idxError) else _unexpected(exc, "reading"))
+            if isinstance(exc, S3idxError):
+                self._fail(exc)
+            else:
+                self._fail(system_limit(exc) or _unexpected(exc, "reading"))
         with self._lock:
             for worker in self._workers:
                 self._send(worker)
@@ -341,7 +380,14 @@ class _Run:
                         self.halt.set()  # it died: stop the others too
                         self._stop_workers()
                     continue
-                self._take(worker, message)
+                try:
+                    self._take(worker, message)
+                except BaseException as exc:  # e.g. rejects that cannot be held
+                    # Collecting goes on: a worker whose reports nobody reads would block for
+                    # ever, and the run with it. The failure stops the workers and the reading.
+                    self._fail(
+                        exc if isinstance(exc, S3idxError) else _unexpected(exc, "collecting")
+                    )
 
     def _take(self, worker: _Worker, message: tuple[Any, ...]) -> None:
         kind = message[0]
@@ -453,21 +499,36 @@ class _HeldRejects:
         self._held: list[tuple[tuple[int, int], Reject, int, int]] = []
 
     def add(self, place: tuple[int, int], reject: Reject) -> None:
-        if self._spool is None:
-            self._spool = tempfile.TemporaryFile(prefix="s3idx-rejects-")  # noqa: SIM115 (closed by close)
-        offset = self._spool.seek(0, os.SEEK_END)
-        self._spool.write(reject.raw)
+        try:
+            if self._spool is None:
+                self._spool = tempfile.TemporaryFile(prefix="s3idx-rejects-")  # noqa: SIM115 (closed by close)
+            offset = self._spool.seek(0, os.SEEK_END)
+            self._spool.write(reject.raw)
+        except OSError as exc:  # a full TMPDIR: an output of this run that cannot be written
+            raise _spool_failed(exc) from None
         self._held.append((place, replace(reject, raw=b""), offset, len(reject.raw)))
 
     def in_order(self) -> Iterator[Reject]:
         for _, reject, offset, size in sorted(self._held, key=lambda r: r[0]):
             assert self._spool is not None
-            self._spool.seek(offset)
-            yield replace(reject, raw=self._spool.read(size))
+            try:
+                self._spool.seek(offset)
+                raw = self._spool.read(size)
+            except OSError as exc:
+                raise _spool_failed(exc) from None
+            yield replace(reject, raw=raw)
 
     def close(self) -> None:
         if self._spool is not None:
-            self._spool.close()
+            # Scratch, unnamed: what it still buffers is not needed (a failure said so).
+            with contextlib.suppress(OSError):
+                self._spool.close()
+
+
+def _spool_failed(exc: OSError) -> OutputError:
+    error = OutputError(f"the temporary file holding the rejects in {tempfile.gettempdir()}", exc)
+    error.hint = "free space there, or set TMPDIR to a directory with room"
+    return error
 
 
 _SUMMED = tuple(
@@ -541,27 +602,25 @@ _STOP_SIGNALS = tuple(
 
 @contextlib.contextmanager
 def _stop_signals_ignored_by_children() -> Iterator[None]:
-    """Workers started meanwhile ignore SIGINT, SIGTERM and SIGHUP from their first instruction: an
-    ignored signal stays ignored across ``exec``, and the interpreter then leaves it so. Else a
-    Ctrl-C during a worker's start-up (a second or more of imports, before ``_worker_main`` can
-    ignore it) kills it, with a traceback, and fails the run. This process only holds the
-    signals back meanwhile (blocked, so not lost): they reach it when the mask is restored.
-    Handlers can only be changed from the main thread; elsewhere nothing is changed."""
+    """Workers started meanwhile hold SIGINT, SIGTERM and SIGHUP back from their first
+    instruction: a blocked signal stays blocked across ``fork`` and ``exec``, and the interpreter
+    leaves the mask as it found it, until ``_worker_main`` ignores them. Else a Ctrl-C during a
+    worker's start-up (a second or more of imports) kills it, with a traceback, and fails the run.
+
+    This process only blocks them meanwhile: one that arrives waits, and reaches its handler when
+    the mask is restored. Its handlers are never set to SIG_IGN here, since an ignored signal
+    that arrives (or is unblocked by someone else, as multiprocessing's resource tracker does
+    when it starts) is dropped: the run then went on as if there had been no Ctrl-C. The mask
+    can only be changed for the main thread's starts; elsewhere nothing is changed."""
     if threading.current_thread() is not threading.main_thread() or not hasattr(
         signal, "pthread_sigmask"
     ):
         yield
         return
-    handlers = {s: signal.getsignal(s) for s in _STOP_SIGNALS}
-    changed = [s for s, handler in handlers.items() if handler is not None]
     mask = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
     try:
-        for signum in changed:
-            signal.signal(signum, signal.SIG_IGN)
         yield
     finally:
-        for signum in changed:
-            signal.signal(signum, handlers[signum])
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
@@ -573,14 +632,12 @@ def _worker_main(
     control: Connection,
 ) -> None:
     # The parent decides what a signal does (Ctrl-C reaches the whole process group). Started
-    # ignoring them already (``_stop_signals_ignored_by_children``), unless the parent ran
+    # holding them back already (``_stop_signals_ignored_by_children``), unless the parent ran
     # outside its main thread.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    if hasattr(signal, "SIGHUP"):  # a closed terminal hangs up the whole group
-        signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    from s3idx.engine.core import Engine  # the engine imports this module
-
+    for signum in _STOP_SIGNALS:  # SIGHUP too: a closed terminal hangs up the whole group
+        signal.signal(signum, signal.SIG_IGN)  # drops any that came while held back
+    if hasattr(signal, "pthread_sigmask"):  # ignored now: no need to hold them back any more
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
     stop = threading.Event()
 
     def watch() -> None:
@@ -588,8 +645,10 @@ def _worker_main(
             control.recv()  # a stop request; the parent's end closing means nothing more
             stop.set()
 
-    threading.Thread(target=watch, name="s3idx-stop", daemon=True).start()
-    try:
+    try:  # from the first thread on: a system limit is the failure of one put, said once
+        from s3idx.engine.core import Engine  # the engine imports this module
+
+        threading.Thread(target=watch, name="s3idx-stop", daemon=True).start()
         with Engine.from_settings(settings) as engine:
             engine.store  # noqa: B018 - opened now: the parent reads nothing until it is
             if not options.dry_run:
@@ -611,9 +670,14 @@ def _worker_main(
         partial = exc.partial_result if isinstance(exc.partial_result, PutResult) else None
         with contextlib.suppress(OSError):
             reports.send(("failed", int(exc.exit_status), exc.message, exc.hint, partial))
-    except BaseException as exc:  # a bug: the parent reports it, with where it happened
-        where = "".join(traceback.format_exception(exc)[-3:]).strip()
+    except BaseException as exc:
+        limit = system_limit(exc)  # a thread or memory refused, as one process reports it
+        if limit is not None:
+            failure = (int(limit.exit_status), limit.message, limit.hint)
+        else:  # a bug: the parent reports it, with where it happened
+            where = "".join(traceback.format_exception(exc)[-3:]).strip()
+            failure = (int(ExitStatus.ERROR), f"worker process: {where}", None)
         with contextlib.suppress(OSError):
-            reports.send(("failed", int(ExitStatus.ERROR), f"worker process: {where}", None, None))
+            reports.send(("failed", *failure, None))
     finally:
         reports.close()
