@@ -26,7 +26,8 @@ def test_records_are_values() -> None:
     assert info != ObjectInfo("a", "etag", 3)
     assert info != ("a", "etag", 3, when)  # another type is never equal
     assert (
-        repr(DeleteFailure("k", "gone")) == "DeleteFailure(key='k', reason='gone', changed=False)"
+        repr(DeleteFailure("k", "gone"))
+        == "DeleteFailure(key='k', reason='gone', changed=False, transient=False)"
     )
     assert {info, ObjectInfo("a", "etag", 3, when)} == {info}
 
