@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Protocol, TypeVar
 
@@ -21,6 +21,21 @@ from s3idx.store.base import ObjectStore
 
 if TYPE_CHECKING:
     from s3idx.engine.metadata_entry import Recovered
+
+
+_Kept = TypeVar("_Kept")
+
+
+def keep_key(kept: list[_Kept], item: _Kept) -> None:
+    """Keep ``item`` among the keys a result names, up to ``REPORTED_KEYS_LIMIT`` (the counts
+    beside them stay exact)."""
+    if len(kept) < REPORTED_KEYS_LIMIT:
+        kept.append(item)
+
+
+def key_reasons(pairs: Iterable[tuple[str, str]]) -> list[dict[str, str]]:
+    """(key, reason) pairs as ``--json`` shows them."""
+    return [{"key": key, "reason": reason} for key, reason in pairs]
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,12 +85,11 @@ class PutResult:
 
     def unstore(self, key: str, reason: str) -> None:
         self.unstored += 1
-        if len(self.unstored_keys) < REPORTED_KEYS_LIMIT:
-            self.unstored_keys.append((key, reason))
+        keep_key(self.unstored_keys, (key, reason))
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        data["unstored_keys"] = [{"key": k, "reason": r} for k, r in self.unstored_keys]
+        data["unstored_keys"] = key_reasons(self.unstored_keys)
         return {"command": "put", **data, "docs_per_second": self.rate}
 
     @property
@@ -123,7 +137,7 @@ class DeleteResult:
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        data["failed"] = [{"key": k, "reason": r} for k, r in self.failed]
+        data["failed"] = key_reasons(self.failed)
         return {"command": "delete", **data}
 
 
@@ -142,19 +156,17 @@ class Skipped:
             "not_s3idx": self.not_s3idx,
             "not_s3idx_keys": list(self.not_s3idx_keys),
             "undecodable": self.undecodable,
-            "undecodable_keys": [{"key": k, "reason": r} for k, r in self.undecodable_keys],
+            "undecodable_keys": key_reasons(self.undecodable_keys),
             "vanished": self.vanished,
         }
 
     def add_not_s3idx(self, key: str) -> None:
         self.not_s3idx += 1
-        if len(self.not_s3idx_keys) < REPORTED_KEYS_LIMIT:
-            self.not_s3idx_keys.append(key)
+        keep_key(self.not_s3idx_keys, key)
 
     def add_undecodable(self, key: str, reason: str) -> None:
         self.undecodable += 1
-        if len(self.undecodable_keys) < REPORTED_KEYS_LIMIT:
-            self.undecodable_keys.append((key, reason))
+        keep_key(self.undecodable_keys, (key, reason))
 
 
 # Why a ``--rewrite`` left an object as it is though nothing failed.
@@ -182,20 +194,18 @@ class MaggmaObjects:
         self.rewritten += recovered.rewritten
         if recovered.rewrite_failure is not None:
             self.rewrite_failed += 1
-            if len(self.rewrite_failed_keys) < REPORTED_KEYS_LIMIT:
-                self.rewrite_failed_keys.append((recovered.key, recovered.rewrite_failure))
+            keep_key(self.rewrite_failed_keys, (recovered.key, recovered.rewrite_failure))
 
     def overtaken(self, key: str) -> None:
         self.rewrite_skipped += 1
-        if len(self.rewrite_skipped_keys) < REPORTED_KEYS_LIMIT:
-            self.rewrite_skipped_keys.append(key)
+        keep_key(self.rewrite_skipped_keys, key)
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "maggma": self.indexed,
             "rewritten": self.rewritten,
             "rewrite_failed": self.rewrite_failed,
-            "rewrite_failed_keys": [{"key": k, "reason": r} for k, r in self.rewrite_failed_keys],
+            "rewrite_failed_keys": key_reasons(self.rewrite_failed_keys),
             "rewrite_skipped": self.rewrite_skipped,
             "rewrite_skipped_keys": list(self.rewrite_skipped_keys),
         }
@@ -343,13 +353,12 @@ class SyncResult:
 
     def add_unavailable(self, key: str, reason: str) -> None:
         self.unavailable += 1
-        if len(self.unavailable_keys) < REPORTED_KEYS_LIMIT:
-            self.unavailable_keys.append((key, reason))
+        keep_key(self.unavailable_keys, (key, reason))
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
         del data["skipped"], data["maggma"]
-        data["unavailable_keys"] = [{"key": k, "reason": r} for k, r in self.unavailable_keys]
+        data["unavailable_keys"] = key_reasons(self.unavailable_keys)
         data["drift"] = self.drift
         data.update(self.skipped.as_dict())
         data.update(self.maggma.as_dict())
@@ -383,8 +392,7 @@ class ReindexResult:
 
     def fail(self, key: str, reason: str) -> None:
         self.failed += 1
-        if len(self.failed_keys) < REPORTED_KEYS_LIMIT:
-            self.failed_keys.append((key, reason))
+        keep_key(self.failed_keys, (key, reason))
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -396,7 +404,7 @@ class ReindexResult:
             "up_to_date": self.up_to_date,
             "not_s3idx": self.not_s3idx,
             "failed": self.failed,
-            "failed_keys": [{"key": k, "reason": r} for k, r in self.failed_keys],
+            "failed_keys": key_reasons(self.failed_keys),
             "unavailable": self.unavailable,
             "vanished": self.vanished,
             "reconciled": self.reconciled,
