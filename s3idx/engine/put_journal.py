@@ -81,10 +81,12 @@ def is_live(record: PutIntent, now: float, stale_after: float) -> bool:
 
 
 def put_journaled(
-    index: Index, shard: Shard | None = None, *, stale_after: float = PUT_STALE_SECONDS
+    index: Index, shard: Shard | None = None, *, stale_after: float | None = None
 ) -> PutJournal:
     """The put journal, split by the liveness of each record's run; with ``shard``, only its
-    keys' records."""
+    keys' records. ``stale_after`` None: ``PUT_STALE_SECONDS``."""
+    if stale_after is None:
+        stale_after = PUT_STALE_SECONDS
     records = index.put_intents()
     if shard is not None:
         records = [record for record in records if shard.owns(record.key)]
@@ -101,7 +103,7 @@ def finish_puts(
     key_field: str,
     workers: int,
     shard: Shard | None = None,
-    stale_after: float = PUT_STALE_SECONDS,
+    stale_after: float | None = None,
 ) -> tuple[int, PutJournal]:
     """Set every key a dead run journaled to what the bucket holds, then clear those records.
 

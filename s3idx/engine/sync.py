@@ -47,12 +47,7 @@ from s3idx.engine.manifest_batches import ManifestBatches
 from s3idx.engine.manifest_index import ManifestIndex
 from s3idx.engine.metadata_entry import Recovered, Rewriter
 from s3idx.engine.probe import indexed_entries, probe_key_field
-from s3idx.engine.put_journal import (
-    INTERRUPTED_PUT,
-    PUT_STALE_SECONDS,
-    finish_puts,
-    put_journaled,
-)
+from s3idx.engine.put_journal import INTERRUPTED_PUT, finish_puts, put_journaled
 from s3idx.engine.reconcile import reconcile
 from s3idx.engine.results import Events, SyncResult, accounted, reported_on_failure
 from s3idx.errors import S3idxError, UsageError
@@ -121,7 +116,7 @@ def run_sync(
             manifests,
             compaction,
             shard,
-            PUT_STALE_SECONDS if put_stale_after is None else put_stale_after,
+            put_stale_after,
         )
     finally:
         if compaction is not None:
@@ -140,7 +135,7 @@ def _run(
     manifests: ManifestBatches | None,
     compaction: _SyncCompaction | None,
     shard: Shard | None,
-    put_stale_after: float,
+    put_stale_after: float | None,
 ) -> SyncResult:
     prune = result.prune
     key_field = _key_field(store, index, rewriter)
@@ -328,7 +323,7 @@ def _interrupted_puts(
     writes: bool,
     workers: int,
     shard: Shard | None,
-    stale_after: float,
+    stale_after: float | None,
 ) -> set[str]:
     """Set right the entries killed puts were replacing (or, only looking, count them as
     drift, and return their keys: the merge must not count them again as changed). Records

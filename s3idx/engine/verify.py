@@ -31,7 +31,7 @@ import orjson
 from s3idx import codec, maggma_format
 from s3idx.engine.concurrency import ordered_map, prefetched
 from s3idx.engine.metadata_entry import unusable_reason
-from s3idx.engine.put_journal import INTERRUPTED_PUT, PUT_STALE_SECONDS, put_journaled
+from s3idx.engine.put_journal import INTERRUPTED_PUT, put_journaled
 from s3idx.engine.read import SPOOL_THRESHOLD, fetch_document
 from s3idx.engine.results import Events, VerifyResult, accounted, reported_on_failure
 from s3idx.errors import (
@@ -100,8 +100,7 @@ def run_verify(
     for key in journaled:  # reported only: verify changes nothing
         result.interrupted_deletes += 1
         events.drift(INTERRUPTED_DELETE, key)
-    stale = PUT_STALE_SECONDS if put_stale_after is None else put_stale_after
-    journal = put_journaled(index, stale_after=stale)
+    journal = put_journaled(index, stale_after=put_stale_after)
     for key in journal.interrupted:  # as sync --check: not counted again as changed
         result.interrupted_puts += 1
         events.drift(INTERRUPTED_PUT, key)
