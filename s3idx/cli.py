@@ -14,7 +14,6 @@ import copy
 import dataclasses
 import functools
 import inspect
-import math
 import os
 import signal
 import sys
@@ -450,27 +449,6 @@ ShardOpt = Annotated[
         show_default=False,
     ),
 ]
-
-
-PUT_STALE_ENV = "S3IDX_PUT_STALE_SECONDS"
-
-
-def _put_stale_after(run: Invocation) -> float | None:
-    """``S3IDX_PUT_STALE_SECONDS``: after how long without a heartbeat a put's journal records
-    are a dead run's (None: unset, the default)."""
-    text = run.env.environ.get(PUT_STALE_ENV, "").strip()
-    if not text:
-        return None
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value >= 0 or math.isinf(value):
-        raise UsageError(
-            f"{PUT_STALE_ENV}={text!r} is not a number of seconds (0 or more); set a number, "
-            "or unset it for the default (600)"
-        )
-    return value
 
 
 def _shard(text: str | None, run: Invocation) -> Shard | None:
@@ -1544,7 +1522,6 @@ def sync(
     if rewrite and (check or dry_run):
         raise UsageError("--rewrite changes objects; --check and --dry-run change nothing")
     only = _shard(shard, run)
-    stale = _put_stale_after(run)
     ctx = CommandContext(run, loc, quiet=quiet, workers=workers)
     events = CliScanEvents(ctx, command="sync", drift_lines=(check or dry_run))
     if dry_run:
@@ -1560,7 +1537,6 @@ def sync(
             events=events,
             stop=stop,
             shard=only,
-            put_stale_after=stale,
         ),
     )
     run.env.stdout.flush()
@@ -1623,15 +1599,12 @@ def verify(
     \b
     Example: s3idx verify --sample 0.01 || echo "damaged objects or drift"
     """
-    stale = _put_stale_after(run)
     ctx = CommandContext(run, loc, quiet=quiet, workers=workers)
     events = CliVerifyEvents(ctx)
     result = _long_run(
         ctx,
         events,
-        lambda engine, events, stop: engine.verify(
-            sample=sample, events=events, stop=stop, put_stale_after=stale
-        ),
+        lambda engine, events, stop: engine.verify(sample=sample, events=events, stop=stop),
     )
     run.env.stdout.flush()
     status = ctx.signals.exit_status()

@@ -41,6 +41,10 @@ MAX_TIMEOUT = 86_400
 # How S3 requests are made; obstore is optional (s3idx[fast]); http is boto3 with put's uploads
 # on s3idx's own event loop.
 TRANSPORTS = ("boto3", "obstore", "http")
+# After how long without a heartbeat sync and verify take a put for dead (its journal records
+# then settled). It must exceed the longest a running put goes without one: an upload
+# (S3IDX_TIMEOUT of silence per attempt, a few attempts) and an entry write.
+DEFAULT_PUT_STALE_SECONDS = 600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +66,7 @@ class Settings:
     transport: str = "boto3"
     create_bucket: bool = False
     timeout: float = 60.0  # seconds a request to S3 may go unanswered before it fails
+    put_stale_seconds: float = DEFAULT_PUT_STALE_SECONDS
 
 
 # name in the config file and after S3IDX_ in the environment -> parser
@@ -81,6 +86,7 @@ _PARSERS: dict[str, Any] = {
     "transport": str,
     "create_bucket": bool,
     "timeout": float,
+    "put_stale_seconds": "seconds0",
 }
 SETTING_NAMES = tuple(_PARSERS)
 assert set(SETTING_NAMES) <= {f.name for f in fields(Settings)}
@@ -201,6 +207,8 @@ def _parse(parser: Any, raw: Any, where: str) -> Any:
         return _parse_bool(raw, where)
     if parser is float:
         return _parse_seconds(raw, where)
+    if parser == "seconds0":
+        return _parse_seconds(raw, where, zero=True)
     if parser is int:
         return _parse_int(raw, where)
     if parser == "path" and isinstance(raw, os.PathLike):
@@ -235,13 +243,20 @@ def _parse_bool(raw: Any, where: str) -> bool:
     raise ConfigError(f"{where}: expected true or false, got {_shown(raw)}")
 
 
-def _parse_seconds(raw: Any, where: str) -> float:
+def _parse_seconds(raw: Any, where: str, *, zero: bool = False) -> float:
+    """A finite number of seconds, positive (or, with ``zero``, 0 or more)."""
     value = None
     if isinstance(raw, int | float | str) and not isinstance(raw, bool):
         try:
             value = float(raw)
         except (ValueError, OverflowError):  # not a number, or an integer beyond any float
             value = None
+    if zero:
+        if value is None or not 0 <= value < float("inf"):
+            raise ConfigError(
+                f"{where}: expected a number of seconds, 0 or more, got {_shown(raw)}"
+            )
+        return value
     if value is None:
         raise ConfigError(f"{where}: expected a number of seconds, got {_shown(raw)}")
     if not 0 < value < float("inf"):

@@ -374,3 +374,26 @@ def test_an_empty_field_in_s3idx_fields_is_refused_as_in_the_file_and_flags(
     monkeypatch.setenv("S3IDX_FIELDS", " a , b ")  # spaces around a path are still fine
     assert run("put", input=b'{"fs_id": "a", "b": 1}\n').exit_code == ExitStatus.OK
     assert '"b":1' in run("query", '{"b": 1}').stdout
+
+
+def test_the_put_stale_bound_is_a_setting_that_takes_zero(tmp_path: Path) -> None:
+    """``put_stale_seconds`` (after how long without a heartbeat sync and verify take a put
+    for dead): 0 is a value here (every record at once), unlike the timeout's."""
+    assert resolve_settings({}, env={}).put_stale_seconds == 600.0
+    path = tmp_path / "c.toml"
+    path.write_text("put_stale_seconds = 0\n")
+    assert resolve_settings({}, config_file=path, env={}).put_stale_seconds == 0.0
+    env = {"S3IDX_PUT_STALE_SECONDS": "90.5"}
+    assert resolve_settings({}, config_file=path, env=env).put_stale_seconds == 90.5
+    for bad, shown in (("-1", "'-1'"), ("inf", "'inf'"), ("soon", "'soon'"), ("nan", "'nan'")):
+        with pytest.raises(ConfigError) as excinfo:
+            resolve_settings({}, env={"S3IDX_PUT_STALE_SECONDS": bad})
+        assert str(excinfo.value) == (
+            f"S3IDX_PUT_STALE_SECONDS: expected a number of seconds, 0 or more, got {shown}"
+        )
+    path.write_text("put_stale_seconds = -0.5\n")
+    with pytest.raises(ConfigError) as excinfo:
+        resolve_settings({}, config_file=path, env={})
+    assert str(excinfo.value) == (
+        f"{path}: put_stale_seconds: expected a number of seconds, 0 or more, got -0.5"
+    )

@@ -260,6 +260,29 @@ def test_engine_with_an_unknown_compression_is_a_usage_error(tmp_path: Path) -> 
     assert caught.value.message == "unknown compression 'gz'; choose one of: zlib, none, zstd"
 
 
+@pytest.mark.parametrize("value", [-1, float("inf"), float("nan"), True, "600"])
+def test_engine_with_a_put_stale_bound_that_is_no_number_of_seconds_is_a_usage_error(
+    tmp_path: Path, value: object
+) -> None:
+    with (
+        open_engine(store=str(tmp_path / "s"), index=str(tmp_path / "i.sqlite3")) as opened,
+        pytest.raises(UsageError) as caught,
+    ):
+        Engine(opened.store, opened.index, put_stale_seconds=value)  # type: ignore[arg-type]
+    assert caught.value.message == (
+        f"put_stale_seconds must be a number of seconds, 0 or more, got {value!r}"
+    )
+
+
+def test_an_engine_opened_from_settings_takes_their_put_stale_bound(tmp_path: Path) -> None:
+    with open_engine(
+        store=str(tmp_path / "s"), index=str(tmp_path / "i.sqlite3"), put_stale_seconds=0
+    ) as opened:
+        assert opened.put_stale_seconds == 0.0
+    with open_engine(store=str(tmp_path / "s"), index=str(tmp_path / "i.sqlite3")) as opened:
+        assert opened.put_stale_seconds == 600.0
+
+
 LAZY_RESULTS: list[tuple[str, Callable[[Engine], Iterator[Any]]]] = [
     ("query", lambda e: e.query({})),
     ("fetch", lambda e: e.fetch(ONE_CHARACTER_KEYS)),

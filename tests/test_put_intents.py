@@ -438,6 +438,14 @@ def test_sync_leaves_a_running_puts_record_alone_until_it_is_stale(setup: Setup)
     check = setup.run("sync", "--check", "--json")
     assert check.returncode == ExitStatus.OK, check.stderr
     assert orjson.loads(check.stdout)["puts_in_progress"] == 1
+    # The bound is a setting: the config file's, then S3IDX_PUT_STALE_SECONDS over it.
+    config = setup.home / "config.toml"
+    config.write_text("put_stale_seconds = 0\n")
+    check = setup.run("sync", "--check", "--config", str(config))
+    assert (check.returncode, check.stdout) == (ExitStatus.DRIFT, b"interrupted-put\tk\n")
+    setup.stale = "600"
+    check = setup.run("sync", "--check", "--config", str(config))
+    assert (check.returncode, check.stdout) == (ExitStatus.OK, b""), check.stderr
     setup.stale = "0"
     check = setup.run("sync", "--check")
     assert (check.returncode, check.stdout) == (ExitStatus.DRIFT, b"interrupted-put\tk\n")
@@ -455,9 +463,9 @@ def test_a_stale_bound_that_is_no_number_of_seconds_is_refused(tmp_path: Path) -
             setup.stale = bad
             refused = setup.run(command)
             assert refused.returncode == ExitStatus.USAGE, refused.stderr
-            assert f"S3IDX_PUT_STALE_SECONDS={bad!r} is not a number of seconds".encode() in (
-                refused.stderr
-            )
+            assert (
+                f"S3IDX_PUT_STALE_SECONDS: expected a number of seconds, 0 or more, got {bad!r}"
+            ).encode() in refused.stderr
             assert b"Traceback" not in refused.stderr
 
 

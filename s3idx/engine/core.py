@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import math
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Sized
 from pathlib import Path
@@ -14,6 +15,7 @@ from s3idx.config import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_HEAD_WORKERS,
     DEFAULT_KEY_FIELD,
+    DEFAULT_PUT_STALE_SECONDS,
     DEFAULT_WORKERS,
     MAX_BATCH_SIZE,
     MAX_PROCESSES,
@@ -145,6 +147,7 @@ class Engine:
         batch_size: int = DEFAULT_BATCH_SIZE,
         spool_threshold: int = SPOOL_THRESHOLD,
         head_workers: int | None = None,
+        put_stale_seconds: float = DEFAULT_PUT_STALE_SECONDS,
     ) -> None:
         # workers: put's and get's requests; head_workers: HEAD-bound work's (rebuild, sync,
         # reindex, verify), latency-bound, so more of them; a workers given sets both.
@@ -156,6 +159,7 @@ class Engine:
         check_count("head_workers", head_workers, 1, MAX_WORKERS)
         check_count("batch_size", batch_size, 1, MAX_BATCH_SIZE)
         check_count("spool_threshold", spool_threshold, 0, INT64_MAX)
+        _check_put_stale_seconds(put_stale_seconds)
         if key_field is not None:
             codec.check_new_key_field(key_field)
         check_collection("fields", fields, "field paths")
@@ -184,6 +188,8 @@ class Engine:
         self.batch_size = batch_size
         # Documents larger than this once decompressed are spooled to a temporary file.
         self.spool_threshold = spool_threshold
+        # After how long without a heartbeat sync and verify take a put for dead.
+        self.put_stale_seconds = float(put_stale_seconds)
         # What opened the backends, when known: worker processes open their own from it.
         self.settings: Settings | None = None
 
@@ -218,6 +224,7 @@ class Engine:
             workers=settings.workers,
             batch_size=settings.batch_size,
             head_workers=settings.head_workers,
+            put_stale_seconds=settings.put_stale_seconds,
         )
         engine.settings = settings
         return engine
@@ -690,13 +697,11 @@ class Engine:
         events: Events | None = None,
         stop: threading.Event | None = None,
         shard: Shard | None = None,
-        put_stale_after: float | None = None,
     ) -> SyncResult:
         """Make the index agree with the store; see ``s3idx.engine.sync``.
 
-        ``put_stale_after``: seconds without a heartbeat after which a put's journal records
-        are a dead run's, which sync settles; a live run's are left alone (None: the default,
-        ``put_journal.PUT_STALE_SECONDS``).
+        A put's journal records with no heartbeat for ``put_stale_seconds`` are a dead run's,
+        which sync settles; a live run's are left alone.
 
         With ``rewrite``, objects written by maggma (new, changed, or already indexed from
         maggma's metadata) are rewritten into the s3idx format; ignored by ``check`` and
@@ -727,7 +732,7 @@ class Engine:
             stop=stop,
             shard=shard,
             manifests=batches,
-            put_stale_after=put_stale_after,
+            put_stale_after=self.put_stale_seconds,
         )
 
     def reindex(
@@ -774,11 +779,10 @@ class Engine:
         sample: float = 1.0,
         events: Events | None = None,
         stop: threading.Event | None = None,
-        put_stale_after: float | None = None,
     ) -> VerifyResult:
         """Read objects (all, or a random ``sample`` fraction) and check each against its
-        metadata and index entry; see ``s3idx.engine.verify``. ``put_stale_after``: as for
-        ``sync``."""
+        metadata and index entry; see ``s3idx.engine.verify``. A put's journal records are
+        split by ``put_stale_seconds`` as in ``sync``."""
         if isinstance(sample, bool) or not isinstance(sample, int | float) or not 0 <= sample <= 1:
             raise UsageError(f"sample must be a fraction from 0 to 1, got {sample}")
         self.require_store()
@@ -791,11 +795,16 @@ class Engine:
             events=events,
             stop=stop,
             spool_threshold=self.spool_threshold,
-            put_stale_after=put_stale_after,
+            put_stale_after=self.put_stale_seconds,
         )
 
     def _rewriter(self, rewrite: bool, manifests: ManifestBatches | None) -> MaggmaRewriter | None:
         return MaggmaRewriter(self.store, self.codec, manifests) if rewrite else None
+
+
+def _check_put_stale_seconds(value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < math.inf:
+        raise UsageError(f"put_stale_seconds must be a number of seconds, 0 or more, got {value!r}")
 
 
 def _check_max_errors(max_errors: int | None) -> None:

@@ -26,9 +26,9 @@ yet, cleared by a sync, would leave a wrong entry with no record if the run were
 So each record carries its run's heartbeat: set by ``journal_puts``, refreshed by the run's
 ``Heartbeat`` thread every ``PUT_BEAT_SECONDS`` while it has records, removed when the run
 ends (``beat_puts(alive=False)``: what it leaves is for sync at once). A record whose heartbeat
-is older than the stale bound (``PUT_STALE_SECONDS``, ``S3IDX_PUT_STALE_SECONDS`` on the
-command line), or missing (the run ended, or an earlier s3idx wrote it), is a dead run's; the
-others are a put in progress: sync leaves them and counts their keys apart, not as drift. A run
+is older than the stale bound (the ``put_stale_seconds`` setting, default 600), or missing
+(the run ended, or an earlier s3idx wrote it), is a dead run's; the others are a put in
+progress: sync leaves them and counts their keys apart, not as drift. A run
 killed looks alive until the bound passes.
 """
 
@@ -46,10 +46,6 @@ from s3idx.sharding import Shard
 from s3idx.store.base import ObjectStore
 
 INTERRUPTED_PUT = "interrupted-put"
-# A run whose records' heartbeat is older than this is taken for dead: sync settles them. It
-# must exceed the longest a running put goes without a heartbeat: one upload (S3IDX_TIMEOUT of
-# silence per attempt, a few attempts) and one entry write.
-PUT_STALE_SECONDS = 600.0
 # How often a running put refreshes its records' heartbeat, while it has any.
 PUT_BEAT_SECONDS = 60.0
 
@@ -80,13 +76,9 @@ def is_live(record: PutIntent, now: float, stale_after: float) -> bool:
     return record.at is not None and now - record.at < stale_after
 
 
-def put_journaled(
-    index: Index, shard: Shard | None = None, *, stale_after: float | None = None
-) -> PutJournal:
-    """The put journal, split by the liveness of each record's run; with ``shard``, only its
-    keys' records. ``stale_after`` None: ``PUT_STALE_SECONDS``."""
-    if stale_after is None:
-        stale_after = PUT_STALE_SECONDS
+def put_journaled(index: Index, shard: Shard | None = None, *, stale_after: float) -> PutJournal:
+    """The put journal, split by the liveness of each record's run (dead: no heartbeat for
+    ``stale_after`` seconds); with ``shard``, only its keys' records."""
     records = index.put_intents()
     if shard is not None:
         records = [record for record in records if shard.owns(record.key)]
@@ -103,7 +95,7 @@ def finish_puts(
     key_field: str,
     workers: int,
     shard: Shard | None = None,
-    stale_after: float | None = None,
+    stale_after: float,
 ) -> tuple[int, PutJournal]:
     """Set every key a dead run journaled to what the bucket holds, then clear those records.
 

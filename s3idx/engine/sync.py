@@ -38,7 +38,7 @@ from typing import Any
 
 from s3idx import maggma_format
 from s3idx.codec import RESERVED_FIELD
-from s3idx.config import redact_location
+from s3idx.config import DEFAULT_PUT_STALE_SECONDS, redact_location
 from s3idx.engine.collector import EntryCollector
 from s3idx.engine.concurrency import prefetched
 from s3idx.engine.delete import finish_deletes, journaled
@@ -78,7 +78,7 @@ def run_sync(
     shard: Shard | None = None,
     manifests: ManifestBatches | None = None,
     compact: bool = True,
-    put_stale_after: float | None = None,
+    put_stale_after: float = DEFAULT_PUT_STALE_SECONDS,
 ) -> SyncResult:
     """``manifests``: where the HEADed objects' lines go (shared with ``rewriter``'s).
 
@@ -135,7 +135,7 @@ def _run(
     manifests: ManifestBatches | None,
     compaction: _SyncCompaction | None,
     shard: Shard | None,
-    put_stale_after: float | None,
+    put_stale_after: float,
 ) -> SyncResult:
     prune = result.prune
     key_field = _key_field(store, index, rewriter)
@@ -323,7 +323,7 @@ def _interrupted_puts(
     writes: bool,
     workers: int,
     shard: Shard | None,
-    stale_after: float | None,
+    stale_after: float,
 ) -> set[str]:
     """Set right the entries killed puts were replacing (or, only looking, count them as
     drift, and return their keys: the merge must not count them again as changed). Records

@@ -29,6 +29,7 @@ from typing import Any
 import orjson
 
 from s3idx import codec, maggma_format
+from s3idx.config import DEFAULT_PUT_STALE_SECONDS
 from s3idx.engine.concurrency import ordered_map, prefetched
 from s3idx.engine.metadata_entry import unusable_reason
 from s3idx.engine.put_journal import INTERRUPTED_PUT, put_journaled
@@ -87,7 +88,7 @@ def run_verify(
     stop: threading.Event | None = None,
     spool_threshold: int = SPOOL_THRESHOLD,
     rng: random.Random | None = None,
-    put_stale_after: float | None = None,
+    put_stale_after: float = DEFAULT_PUT_STALE_SECONDS,
 ) -> VerifyResult:
     """Check objects against their metadata and index entries; report damage and drift.
 
