@@ -992,10 +992,15 @@ def _report_keys(run: Invocation, result: GetResult) -> None:
         run.out.message(f"cannot read {shorten_key(key)}: {reason}")
     for key, reason in result.damaged:
         run.out.message(f"damaged {shorten_key(key)}: {reason}")
+    _print_hints(run.out, result)
+
+
+def _print_hints(out: output.Output, result: GetResult) -> None:
+    """What to do about the objects that could not be read: each hint once."""
     if result.undecodable:
-        run.out.message(f"hint: {UNDECODABLE_ADVICE}")
+        out.message(f"hint: {UNDECODABLE_ADVICE}")
     for hint in result.hints:
-        run.out.message(f"hint: {hint}")
+        out.message(f"hint: {hint}")
 
 
 @app.command(cls=_JsonLinesCommand)
@@ -1106,9 +1111,11 @@ def _print_full(
     projection: list[str] | None,
     order: list[str],
 ) -> ExitStatus | None:
+    from s3idx.engine.results import GetResult
+
     out = ctx.env.stdout_binary
-    failed = damaged = undecodable = unavailable = 0
-    hints: list[str] = []  # of the keys the store kept failing, each once
+    failed = 0
+    unread = GetResult()  # the objects that could not be read, by why
     matched = max(0, engine.count(spec) - skip)
     total = min(matched, limit) if limit else matched
     show = not ctx.env.stdout_isatty
@@ -1119,21 +1126,14 @@ def _print_full(
             problem = _write_document(out, document, projection, order)
             if problem is not None:
                 failed += 1
-                damaged += bool(document is not None and document.damaged)
-                undecodable += bool(document is not None and document.undecodable)
-                unavailable += bool(document is not None and document.unavailable)
-                hint = None if document is None else document.hint
-                if hint and hint not in hints:
-                    hints.append(hint)
+                if document is not None and document.error is not None:
+                    unread.add_unread(key, document)
                 events.say(f"index entry {quote_key(key)} {problem}")
     out.flush()
-    if undecodable:
-        ctx.out.message(f"hint: {UNDECODABLE_ADVICE}")
-    for hint in hints:
-        ctx.out.message(f"hint: {hint}")
-    if damaged:
+    _print_hints(ctx.out, unread)
+    if unread.damaged:
         return ExitStatus.DAMAGED
-    if unavailable:
+    if unread.unavailable:
         return ExitStatus.UNAVAILABLE
     return ExitStatus.PARTIAL if failed else None
 

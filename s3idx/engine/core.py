@@ -552,14 +552,7 @@ class Engine:
                     result.missing.append(key)
                     continue
                 if document.error is not None:
-                    if document.unavailable:
-                        failures = result.unavailable
-                        if document.hint and document.hint not in result.hints:
-                            result.hints.append(document.hint)
-                    else:
-                        failures = result.damaged if document.damaged else result.unreadable
-                    failures.append((key, document.error))
-                    result.undecodable += document.undecodable
+                    result.add_unread(key, document)
                     continue
                 for chunk in document.iter_bytes():
                     out.write(chunk)

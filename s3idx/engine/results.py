@@ -21,6 +21,7 @@ from s3idx.store.base import ObjectStore
 
 if TYPE_CHECKING:
     from s3idx.engine.metadata_entry import Recovered
+    from s3idx.engine.read import FetchedDocument
 
 
 _Kept = TypeVar("_Kept")
@@ -110,6 +111,20 @@ class GetResult:
     unavailable: list[tuple[str, str]] = field(default_factory=list)
     # What to do about them: each hint their errors gave, once.
     hints: list[str] = field(default_factory=list)
+
+    def add_unread(self, key: str, document: FetchedDocument) -> None:
+        """Count a document whose object could not be read (``document.error`` is set), by
+        why; an unavailable one's hint is kept once."""
+        reason = document.error or "cannot be read"
+        if document.unavailable:
+            self.unavailable.append((key, reason))
+            if document.hint and document.hint not in self.hints:
+                self.hints.append(document.hint)
+        elif document.damaged:
+            self.damaged.append((key, reason))
+        else:
+            self.unreadable.append((key, reason))
+        self.undecodable += document.undecodable
 
     def as_dict(self) -> dict[str, Any]:
         return {"command": "get", **asdict(self)}
