@@ -49,6 +49,7 @@ from s3idx.engine.results import (
 from s3idx.engine.seen import SeenKeys
 from s3idx.errors import RecordError, S3idxError, reject_reason
 from s3idx.index.base import Bookkeeping, Entry, Index, PutIntent, with_bookkeeping
+from s3idx.liveness import tagged
 from s3idx.sharding import Shard
 from s3idx.store.base import ObjectStore, PutReceipt
 
@@ -122,7 +123,7 @@ class UploadPipeline:
         self._pending_since = 0.0  # when the oldest pending entry came
         # This run's name in the put journal, and the records to clear at the next flush of
         # keys whose upload never happened (refused or cancelled): their entry stays true.
-        self.run = uuid.uuid4().hex
+        self.run = tagged(uuid.uuid4().hex)
         self._unjournal: dict[str, str] = {}
         # Keys named as not stored: a key whose earlier upload failed the run and whose later
         # line was then never submitted is one key to name, once.

@@ -28,8 +28,10 @@ So each record carries its run's heartbeat: set by ``journal_puts``, refreshed b
 ends (``beat_puts(alive=False)``: what it leaves is for sync at once). A record whose heartbeat
 is older than the stale bound (the ``put_stale_seconds`` setting, default 600), or missing
 (the run ended, or an earlier s3idx wrote it), is a dead run's; the others are a put in
-progress: sync leaves them and counts their keys apart, not as drift. A run
-killed looks alive until the bound passes.
+progress: sync leaves them and counts their keys apart, not as drift. A run's name carries its
+process (``liveness.tagged``), so a run killed on the machine sync runs on is known dead at
+once; sync then waits ``DEATH_SETTLE_SECONDS`` for an upload it sent to land before settling
+its records. A run killed on another machine looks alive until the bound passes.
 """
 
 from __future__ import annotations
@@ -37,11 +39,13 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from s3idx.engine.reconcile import reconcile
 from s3idx.index.base import Index, PutIntent
 from s3idx.limits import DELETE_BATCH, batched
+from s3idx.liveness import DEATH_SETTLE_SECONDS, has_died
 from s3idx.sharding import Shard
 from s3idx.store.base import ObjectStore
 
@@ -57,6 +61,9 @@ class PutJournal:
 
     dead: list[PutIntent]
     live: list[PutIntent]
+    # Some dead run's heartbeat is within the stale bound: a process seen dead just now, whose
+    # last upload may still land.
+    died_lately: bool = False
 
     @property
     def interrupted(self) -> list[str]:
@@ -71,8 +78,13 @@ class PutJournal:
 
 
 def is_live(record: PutIntent, now: float, stale_after: float) -> bool:
-    """Whether the record's run showed it was alive within ``stale_after`` seconds of ``now``.
-    A record without a heartbeat (the earlier layout) is a dead run's, as before."""
+    """Whether the record's run showed it was alive within ``stale_after`` seconds of ``now``
+    and is not known to have died since. A record without a heartbeat (the earlier layout) is
+    a dead run's, as before."""
+    return _beat_lately(record, now, stale_after) and not has_died(record.run)
+
+
+def _beat_lately(record: PutIntent, now: float, stale_after: float) -> bool:
     return record.at is not None and now - record.at < stale_after
 
 
@@ -85,7 +97,8 @@ def put_journaled(index: Index, shard: Shard | None = None, *, stale_after: floa
     now = time.time()
     live = [record for record in records if is_live(record, now, stale_after)]
     dead = [record for record in records if not is_live(record, now, stale_after)]
-    return PutJournal(dead, live)
+    lately = any(_beat_lately(record, now, stale_after) for record in dead)
+    return PutJournal(dead, live, lately)
 
 
 def finish_puts(
@@ -96,6 +109,7 @@ def finish_puts(
     workers: int,
     shard: Shard | None = None,
     stale_after: float,
+    wait: Callable[[float], bool] | None = None,
 ) -> tuple[int, PutJournal]:
     """Set every key a dead run journaled to what the bucket holds, then clear those records.
 
@@ -103,9 +117,12 @@ def finish_puts(
     reconcile's rounds keeps its records (the next sync tries again). Live
     runs' records are left alone: the run clears them itself, and settling one before its
     upload lands would leave the entry describing the replaced version with no record, should
-    the run then be killed.
+    the run then be killed. A run seen dead only now (its process gone) may still have an
+    upload on the wire: ``wait(DEATH_SETTLE_SECONDS)`` first (True: stopped; nothing settled).
     """
     journal = put_journaled(index, shard, stale_after=stale_after)
+    if journal.died_lately and (wait or _sleep)(DEATH_SETTLE_SECONDS):
+        return 0, journal
     by_key: dict[str, list[PutIntent]] = {}
     for record in journal.dead:
         by_key.setdefault(record.key, []).append(record)
@@ -116,6 +133,11 @@ def finish_puts(
         index.clear_put_intents(record for key in done for record in by_key[key])
         settled += len(done)
     return settled, journal
+
+
+def _sleep(seconds: float) -> bool:
+    time.sleep(seconds)
+    return False
 
 
 class Heartbeat:

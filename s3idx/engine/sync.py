@@ -33,6 +33,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from itertools import chain
 from typing import Any
 
@@ -141,7 +142,7 @@ def _run(
     key_field = _key_field(store, index, rewriter)
     _interrupted_deletes(store, index, result, events, writes, shard)
     interrupted_puts = _interrupted_puts(
-        store, index, result, events, writes, workers, shard, put_stale_after
+        store, index, result, events, writes, workers, shard, put_stale_after, stop
     )
     listing = iter(prefetched(store.list_objects()))
     first = next(listing, None)
@@ -324,6 +325,7 @@ def _interrupted_puts(
     workers: int,
     shard: Shard | None,
     stale_after: float,
+    stop: threading.Event | None,
 ) -> set[str]:
     """Set right the entries killed puts were replacing (or, only looking, count them as
     drift, and return their keys: the merge must not count them again as changed). Records
@@ -340,6 +342,7 @@ def _interrupted_puts(
             workers=workers,
             shard=shard,
             stale_after=stale_after,
+            wait=partial(_wait_for_killed_puts, events, stop),
         )
         result.puts_in_progress = len(journal.in_progress)
         return set()
@@ -349,6 +352,15 @@ def _interrupted_puts(
         events.drift(INTERRUPTED_PUT, key)
     result.puts_in_progress = len(journal.in_progress)
     return {*journal.interrupted, *journal.in_progress}
+
+
+def _wait_for_killed_puts(events: Events, stop: threading.Event | None, seconds: float) -> bool:
+    """Wait for the last uploads of puts just killed on this machine; True if stopped."""
+    events.warned(
+        f"a put killed on this machine left entries journaled: waiting {seconds:g} s for its "
+        "last uploads to land before setting them to what the bucket holds"
+    )
+    return (stop or threading.Event()).wait(seconds)
 
 
 def _report(events: Events, result: SyncResult) -> None:

@@ -115,6 +115,7 @@ from s3idx.index.mongo_errors import (
 )
 from s3idx.index.mongo_location import MongoLocation
 from s3idx.limits import batched
+from s3idx.liveness import DEATH_SETTLE_SECONDS, has_died, tagged
 from s3idx.query.filter import check_nesting
 from s3idx.sharding import Shard
 
@@ -1179,13 +1180,16 @@ class MongoIndex:
         A lock is a document ``{_id: key}`` in ``<collection>__locks``: an insert with a unique
         ``_id`` is atomic on FerretDB where a filtered replace is not. Keys another writer holds
         wait for the next round; nothing is held while waiting, so writers cannot deadlock. A
-        lock older than ``LOCK_STALE`` was left by a writer that died, and is taken over.
+        lock older than ``LOCK_STALE`` was left by a writer that died, and is taken over; so is
+        one whose owner is seen dead on this machine (``liveness``), ``DEATH_SETTLE_SECONDS``
+        after it is first seen so.
         """
         waiting = list(dict.fromkeys(keys))
         deadline = time.monotonic() + LOCK_STALE.total_seconds() + LOCK_PAUSE_MAX * 10
         pause = LOCK_PAUSE
+        dead = _DeadOwners()
         while waiting:
-            owner = uuid.uuid4().hex
+            owner = tagged(uuid.uuid4().hex)
             now = utc_now()
             with self._c.guard("locking entries of"):
                 try:
@@ -1215,6 +1219,11 @@ class MongoIndex:
                 )
             with self._c.guard("unlocking entries of"):
                 self._c.locks.delete_many({ID: {"$in": waiting}, "at": {"$lt": now - LOCK_STALE}})
+                if dead.due():
+                    owners = self._c.locks.find({ID: {"$in": waiting}}, {"owner": 1})
+                    settled = dead.settled(str(doc.get("owner")) for doc in owners)
+                    if settled:
+                        self._c.locks.delete_many({ID: {"$in": waiting}, "owner": {"$in": settled}})
             time.sleep(random.uniform(0, pause))
             pause = min(pause * 2, LOCK_PAUSE_MAX)
 
@@ -2063,6 +2072,32 @@ def _first_path(info: Mapping[str, Any]) -> str | None:
     """The field of a single-field index (any direction), else None."""
     key = list(info.get("key", ()))
     return str(key[0][0]) if len(key) == 1 else None
+
+
+class _DeadOwners:
+    """The owners of FerretDB entry locks seen dead on this machine, and since when."""
+
+    CHECK_EVERY = 0.5  # seconds: the owners are read once in so many rounds of waiting
+
+    def __init__(self) -> None:
+        self._since: dict[str, float] = {}
+        self._next = 0.0
+
+    def due(self) -> bool:
+        """Whether to read the owners again."""
+        now = time.monotonic()
+        if now < self._next:
+            return False
+        self._next = now + self.CHECK_EVERY
+        return True
+
+    def settled(self, owners: Iterable[str]) -> list[str]:
+        """Of ``owners``, those dead for ``DEATH_SETTLE_SECONDS`` or more: their locks are free."""
+        now = time.monotonic()
+        for owner in owners:
+            if owner not in self._since and has_died(owner):
+                self._since[owner] = now
+        return [o for o, since in self._since.items() if now - since >= DEATH_SETTLE_SECONDS]
 
 
 def _put_id(key: str, run: str) -> str:

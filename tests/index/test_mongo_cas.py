@@ -7,9 +7,13 @@ their own connections (FerretDB answers a failed write in a bulk differently fro
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -286,3 +290,51 @@ def test_deletes_of_the_same_keys_at_once_journal_them(
     records = writers[0].journaled()
     assert set(records) == set(keys)
     assert set(records.values()) <= {'"0"', '"1"', '"2"'}
+
+
+_HOLD_A_LOCK = """
+import sys, time
+from s3idx.index.mongo import MongoIndex
+
+index = MongoIndex(sys.argv[1], sys.argv[2])
+
+def hold(keys):
+    print("held", flush=True)
+    time.sleep(120)
+
+index._while_locked(["k"], hold)
+"""
+
+
+def test_a_lock_of_a_writer_killed_on_this_machine_is_taken_over_without_the_stale_bound(
+    ready: Index, mongo_server: MongoServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """FerretDB's entry locks: while their writer lives they are waited for (up to the stale
+    bound); once it is seen dead here, a moment later."""
+    if mongo_server.kind != "ferretdb":
+        pytest.skip("entry locks are taken on FerretDB v1 only")
+    monkeypatch.setattr(mongo, "LOCK_STALE", timedelta(hours=1))
+    monkeypatch.setattr(mongo, "DEATH_SETTLE_SECONDS", 0.2)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD_A_LOCK, mongo_server.uri, mongo_server.database],
+        stdout=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+    )
+    done = threading.Event()
+    conflicts: list[set[str]] = []
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == b"held\n"
+
+        def write() -> None:
+            conflicts.append(ready.upsert_if([entry("k", '"1"')], {"k": None}))
+            done.set()
+
+        writer = threading.Thread(target=write, daemon=True)
+        writer.start()
+        assert not done.wait(3), "a live writer's lock was taken over"
+    finally:
+        holder.kill()
+        holder.wait(10)
+    assert done.wait(30), "a dead writer's lock was not taken over"
+    assert conflicts == [set()]
+    assert etag_and_n(ready) == {"k": ('"1"', 0)}
