@@ -11,6 +11,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -18,6 +19,7 @@ import pytest
 from s3idx import Engine, open_engine
 from s3idx.errors import ExitStatus, UsageError
 from s3idx.index.sqlite import SqliteIndex
+from s3idx.limits import MAX_NESTING
 from s3idx.sharding import Shard, shard_of
 from s3idx.store.local import LocalStore
 from tests.helpers import Run, json_lines, subprocess_env
@@ -178,19 +180,34 @@ def _wait_for_workers(pid: int, count: int) -> list[int]:
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds worker processes in /proc")
 def test_a_worker_killed_fails_the_run(tmp_path: Path) -> None:
     locations = ["--store", str(tmp_path / "s"), "--index", str(tmp_path / "i.sqlite3")]
-    put = _s3idx(tmp_path, "put", "--processes", "2", "--json", *locations)
+    put = _s3idx(tmp_path, "put", "--field", "v", "--processes", "2", "--json", *locations)
     assert put.stdin is not None
-    put.stdin.write(b"".join(orjson.dumps({"fs_id": f"k{i}"}) + b"\n" for i in range(20)))
+    # Every third line is rejected, by the worker it is routed to: an indexed field too deep.
+    deep: dict[str, Any] = {}
+    for _ in range(MAX_NESTING + 5):
+        deep = {"a": deep}
+    first = [{"fs_id": f"k{i}", "v": deep if i % 3 == 0 else i} for i in range(20)]
+    put.stdin.write(b"".join(orjson.dumps(document) + b"\n" for document in first))
     put.stdin.flush()
     workers = _wait_for_workers(put.pid, 2)
-    time.sleep(1.0)  # the workers are running: their share of the lines reached them
+    # The workers are running: they stored their share of the lines (and sent their rejects).
+    deadline = time.monotonic() + 60
+    while _stored(tmp_path / "s") < 13:
+        assert time.monotonic() < deadline, "the workers never stored their lines"
+        time.sleep(0.05)
+    time.sleep(0.3)
     os.kill(workers[0], signal.SIGKILL)
     time.sleep(0.3)
     put.stdin.write(b"".join(orjson.dumps({"fs_id": f"m{i}"}) + b"\n" for i in range(20)))
     out, err = put.communicate(timeout=60)
     assert put.returncode not in (0, None), err
     assert b"worker process" in err
-    assert orjson.loads(out)["exit_status"] == put.returncode
+    summary = orjson.loads(out)
+    assert summary["exit_status"] == put.returncode
+    # Every line the parent read counts as read, the killed worker's share too, and every
+    # reject named counts as rejected.
+    assert 20 <= summary["read"] <= 40, summary
+    assert summary["rejected"] == err.count(b"nested deeper than 100 levels") == 7, err
 
 
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds worker processes in /proc")
@@ -326,7 +343,9 @@ def test_ctrl_c_to_the_process_group_stops_every_process_and_exits_130(tmp_path:
         start_new_session=True,  # its own process group, as a terminal's foreground job
     )
     assert put.stdin is not None
-    put.stdin.write(b"".join(orjson.dumps({"fs_id": f"k{i}"}) + b"\n" for i in range(20)))
+    # Every third line is rejected (by the worker it is routed to).
+    first = [{"fs_id": f"k{i}"} | ({"last_updated": 5} if i % 3 == 0 else {}) for i in range(20)]
+    put.stdin.write(b"".join(orjson.dumps(document) + b"\n" for document in first))
     put.stdin.flush()
     workers = _wait_for_workers(put.pid, 2)
     deadline = time.monotonic() + 60

@@ -86,6 +86,7 @@ class _Worker:
     failure: S3idxError | None = None
     detail: dict[str, int] = field(default_factory=dict)
     finished: bool = False  # its reports pipe reached its end
+    routed: int = 0  # lines the parent handed it (its "read", should it die without a result)
 
 
 def run_put_processes(
@@ -303,6 +304,7 @@ class _Run:
                     continue
                 worker = self._workers[self._route(key)]
                 with self._lock:
+                    worker.routed += 1
                     worker.pending.append((record.source, record.line, record.raw, record.read))
                     if len(worker.pending) >= BATCH_LINES:
                         self._send(worker)
@@ -471,7 +473,7 @@ class _Run:
     def _merged(self) -> PutResult:
         shard = None if self._shard is None else str(self._shard)
         merged = PutResult(dry_run=self._options.dry_run, shard=shard)
-        parts = [self._own, *(w.result for w in self._workers if w.result is not None)]
+        parts = [self._own, *(w.result or self._last_known(w) for w in self._workers)]
         for part in parts:
             for name in _SUMMED:
                 setattr(merged, name, getattr(merged, name) + getattr(part, name))
@@ -484,6 +486,15 @@ class _Run:
         if merged.interrupted:
             merged.stopped_early = False
         return merged
+
+
+    def _last_known(self, worker: _Worker) -> PutResult:
+        """A worker that died without its result: the lines handed to it were read, and the
+        rejects it sent (named on stderr like the others) count. What it stored is unknown:
+        the failure's hint says to run sync."""
+        known = PutResult(dry_run=self._options.dry_run, read=worker.routed)
+        known.rejected = worker.detail.get("rejected", 0)
+        return known
 
 
 class _HeldRejects:
