@@ -2,7 +2,7 @@
 
 A writer that leaves marks behind (a put's journal records, a FerretDB entry lock) names
 itself with ``tagged(name)``: ``name@pid.start.machine``, where ``start`` is when the process
-started (clock ticks since boot) and ``machine`` a short digest of this boot and PID namespace.
+started (clock ticks since boot) and ``machine`` names this boot and PID namespace.
 Another process with the same ``machine`` reads ``/proc/<pid>/stat``: no such process, another
 process under that PID (another start), or a zombie means the writer has died, so what it left
 can be taken over at once rather than after a stale bound. Anywhere else (another machine, a
@@ -17,7 +17,6 @@ write the server has not applied yet. So what a dead writer left is taken over o
 from __future__ import annotations
 
 import functools
-import hashlib
 import os
 
 # After seeing a writer dead, how long to wait before taking over what it left: requests it
@@ -38,7 +37,12 @@ def has_died(name: str) -> bool:
     """Whether the process that made ``name`` with ``tagged`` has died, for certain: False
     when alive, when it ran elsewhere, and when ``name`` carries no tag."""
     _, separator, tag = name.rpartition(_SEPARATOR)
-    if not separator or _machine() is None:
+    return bool(separator) and tag_has_died(tag)
+
+
+def tag_has_died(tag: str) -> bool:
+    """Whether the process of ``tag`` (a ``process_tag``) has died, for certain."""
+    if _machine() is None:
         return False
     try:
         pid_text, start, machine = tag.split(".")
@@ -75,17 +79,17 @@ _tags: dict[int, str | None] = {}
 
 @functools.cache
 def _machine() -> str | None:
-    """A digest of this boot and PID namespace: processes with the same one see each other's
-    /proc. None where there is no /proc to read."""
+    """This boot and PID namespace: processes with the same one see each other's /proc. The
+    boot's ID is random, 60 bits of it tell machines apart. None where there is no /proc."""
     try:
         with open(f"{_PROC}/sys/kernel/random/boot_id", "rb") as file:
-            boot = file.read().strip()
+            boot = file.read().decode("ascii", "replace").replace("-", "").strip()
         namespace = os.stat(f"{_PROC}/self/ns/pid").st_ino
     except OSError:
         return None
-    if not boot:
+    if len(boot) < 16 or not boot.isalnum():
         return None
-    return hashlib.sha256(boot + b"/" + str(namespace).encode()).hexdigest()[:12]
+    return f"{boot[:16].lower()}n{namespace:x}"
 
 
 def _stat(pid: int) -> tuple[str, str] | None:

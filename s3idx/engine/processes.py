@@ -487,7 +487,6 @@ class _Run:
             merged.stopped_early = False
         return merged
 
-
     def _last_known(self, worker: _Worker) -> PutResult:
         """A worker that died without its result: the lines handed to it were read, and the
         rejects it sent (named on stderr like the others) count. What it stored is unknown:

@@ -30,9 +30,10 @@ check and its act are one step for every process on the machine: a conditional d
 removes an object put between them, nor does a conditional put replace one. Where ``fcntl`` is
 missing (Windows) there is no lock, and that window is open.
 
-A temporary file is named ``KIND-PID@HOST-RANDOM``. One left by a writer that died (kill -9,
-power loss) is removed by the next put or listing: once it is a minute old if its writer ran on
-this host and has ended, else once it is ``STALE_TEMP_SECONDS`` old.
+A temporary file is named ``KIND-TAG-RANDOM``, ``TAG`` naming its writer's process
+(``liveness.process_tag``). One left by a writer that died (kill -9, power loss) is removed by
+the next put or listing: at once if its writer is known gone from this machine, else once it
+is ``STALE_TEMP_SECONDS`` old.
 """
 
 from __future__ import annotations
@@ -41,7 +42,6 @@ import contextlib
 import errno
 import heapq
 import os
-import platform
 import re
 import stat
 import sys
@@ -68,6 +68,7 @@ from s3idx.errors import (
     quote_key,
     store_not_found,
 )
+from s3idx.liveness import process_tag, tag_has_died
 from s3idx.store.base import (
     CHANGED_REASON,
     DeleteFailure,
@@ -87,14 +88,9 @@ MAX_NAME_BYTES = 255
 CHUNK = 1 << 16
 _HEADER_PROBE = 4096
 # A temporary file lives for the milliseconds of one write; one this old was left by a writer
-# that died (on another host, whose processes cannot be checked from here).
+# that died (on another machine, whose processes cannot be checked from here).
 STALE_TEMP_SECONDS = 3600
-# ...and one whose writer, on this host, has ended is removed once it is this old: a grace that
-# spares a live writer of another PID namespace under the same host name (containers).
-DEAD_WRITER_TEMP_SECONDS = 60
-# platform.node() is gethostname() without importing socket (~2 ms of start-up, issue 17).
-_HOST = re.sub(r"[^A-Za-z0-9.-]", "_", platform.node())[:64]
-_TEMP_NAME = re.compile(r"[A-Za-z]+-(?P<pid>[0-9]+)@(?P<host>.+)-[^-]+")
+_TEMP_NAME = re.compile(r"[A-Za-z]+-(?P<tag>[0-9]+\.[0-9]+\.[0-9a-z]+)-[^-]+")
 _NO_FOLLOW = getattr(os, "O_NOFOLLOW", 0)
 # Names of one directory held in memory while listing it; a larger directory is sorted on disk.
 LIST_RUN = 50_000
@@ -702,8 +698,8 @@ def _chunks(fh: IO[bytes]) -> Iterator[bytes]:
 
 
 def _temp_file(directory: Path, kind: str) -> tuple[int, str]:
-    """A new temporary file whose name says who writes it: ``KIND-PID@HOST-RANDOM``."""
-    return tempfile.mkstemp(dir=directory, prefix=f"{kind}-{os.getpid()}@{_HOST}-")
+    """A new temporary file whose name says who writes it: ``KIND-TAG-RANDOM``."""
+    return tempfile.mkstemp(dir=directory, prefix=f"{kind}-{process_tag() or os.getpid()}-")
 
 
 def _is_abandoned(entry: os.DirEntry[str], now: float) -> bool:
@@ -714,27 +710,10 @@ def _is_abandoned(entry: os.DirEntry[str], now: float) -> bool:
         return False
     if not stat.S_ISREG(st.st_mode):
         return False
-    age = now - st.st_mtime
-    if age > STALE_TEMP_SECONDS:
+    if now - st.st_mtime > STALE_TEMP_SECONDS:
         return True
-    if age < DEAD_WRITER_TEMP_SECONDS:
-        return False
     match = _TEMP_NAME.fullmatch(entry.name)
-    if match is None or match["host"] != _HOST:
-        return False
-    return not _process_alive(int(match["pid"]))
-
-
-def _process_alive(pid: int) -> bool:
-    if pid == os.getpid() or sys.platform == "win32":  # os.kill would end it on Windows
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError, OSError):
-        return True  # someone else's process, or not ours to judge: keep its file
-    return True
+    return match is not None and tag_has_died(match["tag"])
 
 
 def _open_no_follow(path: str, flags: int) -> int:

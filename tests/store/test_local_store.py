@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from s3idx.errors import ExitStatus, InvalidKeyError, ObjectNotFoundError, StoreFormatError
+from s3idx.liveness import process_tag
 from s3idx.store import local
 from s3idx.store.local import LocalStore
 from tests.helpers import Run, json_lines
@@ -168,9 +169,6 @@ def test_temporary_files_of_a_killed_put_are_removed_by_the_next_put_or_sync(
     tmp = tmp_path / "store" / "tmp"
     (leftover,) = list(tmp.iterdir())
     assert leftover.stat().st_size > 0
-    # The next run comes two minutes later (a file younger than a minute is given grace).
-    minutes_ago = time.time() - 120
-    os.utime(leftover, (minutes_ago, minutes_ago))
 
     if command == "put":
         result = run("put", *locations, input=b'{"fs_id": "next"}\n')
@@ -184,31 +182,36 @@ def test_temporary_files_of_a_killed_put_are_removed_by_the_next_put_or_sync(
     )
 
 
-def _dead_pid() -> int:
-    process = subprocess.Popen([sys.executable, "-c", "pass"])
-    process.wait()
-    return process.pid
+def _dead_process_tag() -> str:
+    process = subprocess.Popen(
+        [sys.executable, "-c", "from s3idx.liveness import process_tag; print(process_tag())"],
+        stdout=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    out, _ = process.communicate(timeout=30)
+    return out.decode().strip()
 
 
+@pytest.mark.skipif(process_tag() is None, reason="no /proc to tell processes by")
 def test_temporary_files_of_live_writers_are_kept_and_old_ones_removed(tmp_path: Path) -> None:
     store = _new_store(tmp_path)
     tmp = tmp_path / "store" / "tmp"
-    host = socket.gethostname()
-    dead_pid = _dead_pid()
-    live = tmp / f"put-{os.getpid()}@{host}-abcdefgh"
-    other_host = tmp / f"put-{dead_pid}@another-host.example-abcdefgh"
-    just_died = tmp / f"put-{dead_pid}@{host}-qrstuvwx"
-    died = tmp / f"put-{dead_pid}@{host}-yzabcdef"
-    old = tmp / f"put-{os.getpid()}@another-host.example-ijklmnop"
+    dead = _dead_process_tag()
+    pid, start, _ = dead.split(".")
+    live = tmp / f"put-{process_tag()}-abcdefgh"
+    other_machine = tmp / f"put-{pid}.{start}.0123456789abcdefn1-abcdefgh"
+    died = tmp / f"put-{dead}-yzabcdef"
+    earlier_layout = tmp / f"put-{pid}@{socket.gethostname()}-qrstuvwx"
+    old = tmp / f"put-{process_tag()}-ijklmnop"
     foreign = tmp / "not-ours"
-    for path in (live, other_host, just_died, died, old, foreign):
+    for path in (live, other_machine, died, earlier_layout, old, foreign):
         path.write_bytes(b"partial")
-    for path, age in ((live, 600), (other_host, 600), (died, 120), (old, 7200)):
+    for path, age in ((live, 600), (other_machine, 600), (earlier_layout, 600), (old, 7200)):
         os.utime(path, (time.time() - age, time.time() - age))
 
     list(LocalStore(tmp_path / "store").list_objects())
 
-    kept = sorted([live.name, other_host.name, just_died.name, "not-ours"])
+    kept = sorted([live.name, other_machine.name, earlier_layout.name, "not-ours"])
     assert sorted(p.name for p in tmp.iterdir()) == kept
     assert [info.key for info in store.list_objects()] == ["first"]
 
