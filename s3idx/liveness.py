@@ -1,17 +1,18 @@
 """Whether the process that wrote a record has died: told for certain on the same machine.
 
-A writer that leaves marks behind (a put's journal records, a FerretDB entry lock) names
-itself with ``tagged(name)``: ``name@pid.start.machine``, where ``start`` is when the process
-started (clock ticks since boot) and ``machine`` names this boot and PID namespace.
-Another process with the same ``machine`` reads ``/proc/<pid>/stat``: no such process, another
-process under that PID (another start), or a zombie means the writer has died, so what it left
-can be taken over at once rather than after a stale bound. Anywhere else (another machine, a
-container with its own PIDs, a name without a tag, a system without ``/proc``) nothing is
-known, and the stale bounds decide as before.
+A writer that leaves marks behind (a put's journal records, a FerretDB entry lock, a local
+store's temporary file) names itself with ``tagged(name)``: ``name@pid.start.machine``, where
+``start`` is when the process started (clock ticks since boot) and ``machine`` names this boot
+and PID namespace. Another process with the same ``machine`` reads ``/proc/<pid>/stat``: no
+such process, another process under that PID (another start), or a zombie means the writer
+has died, so what it left can be taken over rather than after a stale bound. Anywhere else
+(another machine, a container with its own PIDs, a name without a tag, a system without
+``/proc``) nothing is known, and the stale bounds decide as before.
 
 A process killed may still have requests on the wire: an upload whose body was sent, an index
-write the server has not applied yet. So what a dead writer left is taken over only
-``DEATH_SETTLE_SECONDS`` after its death is first seen.
+write the server has not applied yet. So journal records and locks a dead writer left are
+taken over only ``DEATH_SETTLE_SECONDS`` after its death is first seen (a temporary file at
+once: nothing in flight can still use it).
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ DEATH_SETTLE_SECONDS = 10.0
 
 _PROC = "/proc"
 _SEPARATOR = "@"
+# Process states of /proc/<pid>/stat that are a process ended, not yet reaped (zombie, dead).
+_DEAD_STATES = ("Z", "X", "x")
 
 
 def tagged(name: str) -> str:
@@ -57,7 +60,10 @@ def tag_has_died(tag: str) -> bool:
         return True
     except OSError:
         return False
-    return stat is None or stat[1] != start or stat[0] == "Z"
+    if stat is None:
+        return False  # unreadable: nothing is known
+    state, started = stat
+    return started != start or state in _DEAD_STATES
 
 
 def process_tag() -> str | None:
