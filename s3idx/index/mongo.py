@@ -10,8 +10,9 @@ Layout in the database:
   each field added while the collection held entries, until ``reindex`` backfills it); and,
   while a rebuild is in progress, ``_id`` = ``<collection>__rebuild``:
   ``{"key_field", "run", "staging", "checkpoint", "started"}``; a sharded rebuild adds
-  ``"shards"`` (N) and ``"ready"``, and beside it keeps ``_id`` = ``<collection>__rebuild$shard<I>``
-  (``{"run", "done", "checkpoint"}``: written by shard I only) and, once a shard claimed the
+  ``"shards"`` (N), ``"ready"`` and ``"preparer"`` (``liveness.tagged``), and beside it keeps
+  ``_id`` = ``<collection>__rebuild$shard<I>`` (``{"run", "done", "checkpoint"}``: written by
+  shard I only) and, once a shard claimed the
   swap, ``<collection>__rebuild$swap`` (``{"run", "owner"}``; its unique ``_id`` makes the
   claim atomic, FerretDB included). ``$`` cannot occur in a collection name, so these ``_id``s
   never meet a collection's.
@@ -160,7 +161,8 @@ SWAP_ATTEMPTS = 5
 DROP_RENAME_ATTEMPTS = 12
 # A sharded rebuild's first shard inserts the state document unready, prepares the staging
 # collection, then marks it ready; the others wait for that (a few seconds at most). One left
-# unready for longer was abandoned by a shard that died while preparing it.
+# unready for longer, or whose preparer is known dead (liveness), was abandoned by a shard that
+# died while preparing it.
 PREPARE_WAIT = 60.0  # seconds
 PREPARE_PAUSE = 0.1  # seconds
 
@@ -1542,7 +1544,11 @@ class MongoIndex:
                     if state is None:
                         continue  # another shard created it first: join that one
                     break
-                if not state.get("ready", True) and time.monotonic() < deadline:
+                if (
+                    not state.get("ready", True)
+                    and time.monotonic() < deadline
+                    and not has_died(str(state.get("preparer", "")))
+                ):
                     time.sleep(PREPARE_PAUSE)
                     continue
                 refusal = self._refusal(state, key_field, shard, resume=resume)
@@ -1572,9 +1578,11 @@ class MongoIndex:
         self, state: Mapping[str, Any], key_field: str, shard: Shard, *, resume: bool
     ) -> IndexSettingsError | None:
         if not state.get("ready", True):
+            died = has_died(str(state.get("preparer", "")))
             return IndexSettingsError(
                 f"the rebuild of index {self.location} was being prepared since "
-                f"{state.get('started')} by a shard that seems to have died",
+                f"{state.get('started')} by a shard that "
+                + ("died" if died else "seems to have died"),
                 hint="add --restart to discard it and start over",
             )
         return join_refusal(self.location, self._status(state), key_field, shard, resume=resume)
@@ -1594,6 +1602,8 @@ class MongoIndex:
             "started": utc_now(),
             "shards": shard.count,
             "ready": False,
+            # Who prepares it: shards waiting for it to be ready stop once it is known dead.
+            "preparer": tagged("prepare"),
         }
         try:
             self._c.meta.insert_one(state)

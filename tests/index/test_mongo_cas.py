@@ -17,9 +17,11 @@ from pathlib import Path
 
 import pytest
 
+from s3idx.errors import IndexSettingsError
 from s3idx.index import mongo
 from s3idx.index.base import Entry, Index, IndexSettings
 from s3idx.index.mongo import MongoIndex
+from s3idx.sharding import Shard
 from tests.helpers import MongoServer
 
 KEY = "fs_id"
@@ -338,3 +340,45 @@ def test_a_lock_of_a_writer_killed_on_this_machine_is_taken_over_without_the_sta
     assert done.wait(30), "a dead writer's lock was not taken over"
     assert conflicts == [set()]
     assert etag_and_n(ready) == {"k": ('"1"', 0)}
+
+
+_STALL_WHILE_PREPARING = """
+import sys, time
+from s3idx.index.mongo import MongoIndex
+from s3idx.sharding import Shard
+
+def stall(*args, **kwargs):
+    print("preparing", flush=True)
+    time.sleep(120)
+
+MongoIndex._drop_other_staging = stall
+MongoIndex(sys.argv[1], sys.argv[2]).start_rebuild("fs_id", shard=Shard(0, 2))
+"""
+
+
+def test_a_shard_that_died_preparing_a_rebuild_is_not_waited_for(
+    ready: Index, mongo_server: MongoServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first shard of a sharded rebuild prepares it while the others wait (up to
+    PREPARE_WAIT); once it is known dead on this machine, they stop waiting at once."""
+    if mongo_server.kind == "mongomock":
+        pytest.skip("another process cannot reach mongomock")
+    preparer = subprocess.Popen(
+        [sys.executable, "-c", _STALL_WHILE_PREPARING, mongo_server.uri, mongo_server.database],
+        stdout=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+    )
+    try:
+        assert preparer.stdout is not None and preparer.stdout.readline() == b"preparing\n"
+        monkeypatch.setattr(mongo, "PREPARE_WAIT", 0.5)  # alive: waited for, then refused
+        with pytest.raises(IndexSettingsError, match="by a shard that seems to have died"):
+            ready.start_rebuild(KEY, shard=Shard(1, 2))
+    finally:
+        preparer.kill()
+        preparer.wait(10)
+    monkeypatch.setattr(mongo, "PREPARE_WAIT", 3600.0)
+    with pytest.raises(IndexSettingsError, match="by a shard that died") as refused:
+        ready.start_rebuild(KEY, shard=Shard(1, 2))
+    assert refused.value.hint == "add --restart to discard it and start over"
+    rebuild = ready.start_rebuild(KEY, shard=Shard(1, 2), restart=True)
+    rebuild.abort()
