@@ -1111,11 +1111,9 @@ def _print_full(
     projection: list[str] | None,
     order: list[str],
 ) -> ExitStatus | None:
-    from s3idx.engine.results import GetResult
-
     out = ctx.env.stdout_binary
     failed = 0
-    unread = GetResult()  # the objects that could not be read, by why
+    unread: GetResult | None = None  # the objects that could not be read, by why
     matched = max(0, engine.count(spec) - skip)
     total = min(matched, limit) if limit else matched
     show = not ctx.env.stdout_isatty
@@ -1127,9 +1125,16 @@ def _print_full(
             if problem is not None:
                 failed += 1
                 if document is not None and document.error is not None:
+                    if unread is None:
+                        # Imported at the first, not by every query (start-up, issue 17).
+                        from s3idx.engine.results import GetResult
+
+                        unread = GetResult()
                     unread.add_unread(key, document)
                 events.say(f"index entry {quote_key(key)} {problem}")
     out.flush()
+    if unread is None:
+        return ExitStatus.PARTIAL if failed else None
     _print_hints(ctx.out, unread)
     if unread.damaged:
         return ExitStatus.DAMAGED
