@@ -1599,7 +1599,7 @@ def verify(
     """Read objects back and check each against its sha256, codec, document and index entry.
 
     Prints a line per damaged object and per drifted key; exits 8 if any object is damaged,
-    else 7 if index and store drifted, else 0.
+    else 7 if index and store drifted, else 5 if objects could not be read, else 0.
 
     \b
     Example: s3idx verify --sample 0.01 || echo "damaged objects or drift"
@@ -1617,6 +1617,8 @@ def verify(
         status = ExitStatus.DAMAGED
     if status is None and result.drift:
         status = ExitStatus.DRIFT
+    if status is None and result.unavailable:
+        status = ExitStatus.UNAVAILABLE  # as get: running it again later may succeed
     summary = {**result.as_dict(), "damage": events.damage}
     if json:
         summary["drift_keys"] = events.drift_keys

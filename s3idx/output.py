@@ -375,6 +375,11 @@ def verify_summary(result: VerifyResult) -> str:
         line += f"; {plural(result.puts_in_progress, 'key')} of puts in progress"
     if result.not_s3idx:
         line += f"; {result.not_s3idx} not s3idx objects (not checked)"
+    if result.unavailable:
+        line += (
+            f"; {plural(result.unavailable, 'object')} could not be read (not checked; "
+            "run verify again)"
+        )
     if result.retries:
         line += f"; {plural(result.retries, 'retry', 'retries')}"
     line += f" in {result.elapsed:.2f} s"

@@ -258,3 +258,40 @@ def test_sync_on_a_store_failing_every_head_stops_with_one_error(
     assert sync.exit_code == ExitStatus.UNAVAILABLE, sync.stderr
     assert "could not be read:" not in sync.stderr  # no line per key
     assert f"{FAILED_IN_A_ROW} objects in a row could not be read" in sync.stderr, sync.stderr
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_verify_goes_on_past_an_object_whose_reads_keep_failing(
+    run: Run, s3_endpoint: str, stored: Path, transport: str
+) -> None:
+    with S3Proxy(s3_endpoint, fault=(500, INTERNAL_ERROR)) as proxy:
+        proxy.failing = lambda method, path: method == "GET" and path[-4:] in ("/k03", "/k17")
+        result = run("verify", *_through(proxy, stored, transport), "--json")
+        plain = run("verify", *_through(proxy, stored, transport))
+
+    assert result.exit_code == ExitStatus.UNAVAILABLE, result.stderr
+    summary = orjson.loads(result.stdout)
+    assert (summary["checked"], summary["ok"], summary["damaged"]) == (len(DOCS) - 2, 28, 0)
+    assert summary["unavailable"] == 2
+    assert [item["key"] for item in summary["unavailable_keys"]] == ["k03", "k17"]
+    assert "gave up after 8 attempts" in summary["unavailable_keys"][0]["reason"]
+    failed = [line for line in result.stderr.splitlines() if "could not be read" in line]
+    assert [line.split()[1] for line in failed] == ["k03:", "k17:"], result.stderr
+    assert "Traceback" not in result.stderr
+    assert plain.exit_code == ExitStatus.UNAVAILABLE, plain.stderr
+    assert "checked 28: 28 sound, 0 damaged" in plain.stderr
+    assert "; 2 objects could not be read (not checked; run verify again)" in plain.stderr
+
+
+def test_verify_on_a_store_failing_every_read_stops_with_one_error(
+    run: Run, s3_endpoint: str, stored: Path
+) -> None:
+    with S3Proxy(s3_endpoint, fault=(500, INTERNAL_ERROR)) as proxy:
+        proxy.failing = lambda method, path: method == "GET" and "/.s3idx/" not in path
+        result = run("verify", *_through(proxy, stored, "boto3"))
+
+    assert result.exit_code == ExitStatus.UNAVAILABLE, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("s3idx: error")]
+    assert len(errors) == 1, result.stderr
+    assert f"{FAILED_IN_A_ROW} objects in a row could not be read" in errors[0]
+    assert "could not be read: " not in result.stderr  # no line per key for the run

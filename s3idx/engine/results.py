@@ -367,8 +367,7 @@ class SyncResult:
         return drift_of(self)
 
     def add_unavailable(self, key: str, reason: str) -> None:
-        self.unavailable += 1
-        keep_key(self.unavailable_keys, (key, reason))
+        add_unavailable(self, key, reason)
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -459,13 +458,33 @@ class VerifyResult:
     interrupted: bool = False
     retries: int = 0
     elapsed: float = 0.0
+    # Objects whose reads failed until the retries ran out: not checked; verify again later.
+    # Keys kept up to REPORTED_KEYS_LIMIT.
+    unavailable: int = 0
+    unavailable_keys: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def drift(self) -> int:
         return drift_of(self)
 
+    def add_unavailable(self, key: str, reason: str) -> None:
+        add_unavailable(self, key, reason)
+
     def as_dict(self) -> dict[str, Any]:
-        return {"command": "verify", **asdict(self), "drift": self.drift}
+        data = asdict(self)
+        data["unavailable_keys"] = key_reasons(self.unavailable_keys)
+        return {"command": "verify", **data, "drift": self.drift}
+
+
+class _CountsUnavailable(Protocol):
+    unavailable: int
+    unavailable_keys: list[tuple[str, str]]
+
+
+def add_unavailable(result: _CountsUnavailable, key: str, reason: str) -> None:
+    """Count an object the store kept failing, and keep its key (up to the bound)."""
+    result.unavailable += 1
+    keep_key(result.unavailable_keys, (key, reason))
 
 
 class _Timed(Protocol):

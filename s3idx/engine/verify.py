@@ -35,12 +35,14 @@ from s3idx.engine.metadata_entry import unusable_reason
 from s3idx.engine.put_journal import INTERRUPTED_PUT, put_journaled
 from s3idx.engine.read import SPOOL_THRESHOLD, fetch_document
 from s3idx.engine.results import Events, VerifyResult, accounted, reported_on_failure
+from s3idx.engine.retry import FailedInARow
 from s3idx.errors import (
     CorruptObjectError,
     MissingDependencyError,
     NotAnS3idxObjectError,
     ObjectNotFoundError,
     S3idxError,
+    TransientError,
     UndecodableMetadataError,
 )
 from s3idx.index.base import Bookkeeping, Entry, Index
@@ -75,6 +77,8 @@ class _Outcome:
     # it, not drift (sync's ``undecodable``).
     undecodable: bool = False
     vanished: bool = False  # deleted since it was listed
+    # Its reads failed until the retries ran out: not checked (the next verify tries again).
+    unavailable: TransientError | None = None
 
 
 @accounted
@@ -115,12 +119,22 @@ def run_verify(
         reported_on_failure(result),
         ThreadPoolExecutor(workers, thread_name_prefix="s3idx-verify") as pool,
     ):
+        # Unreadable objects in a row, held back: FAILED_IN_A_ROW of them are the store down
+        # (one error), not that many objects to report.
+        failing: FailedInARow[tuple[_Candidate, _Outcome]] = FailedInARow("read")
         for candidate, future in ordered_map(pool, check, candidates, 2 * workers):
-            _record(result, events, candidate, future.result())
+            outcome = future.result()
+            if outcome.unavailable is not None:
+                failing.add(candidate.key, (candidate, outcome), outcome.unavailable)
+                continue
+            for held in [*failing.release(), (candidate, outcome)]:
+                _record(result, events, *held)
             events.progress(result.checked, None, {"damaged": result.damaged})
             if stop is not None and stop.is_set():
                 result.interrupted = True
                 break
+        for held in failing.release():
+            _record(result, events, *held)
     return result
 
 
@@ -145,6 +159,10 @@ def _record(result: VerifyResult, events: Events, candidate: _Candidate, outcome
         else:
             result.changed += 1
         events.drift(candidate.drift, key)
+    if outcome.unavailable is not None:
+        result.add_unavailable(key, outcome.unavailable.message)
+        events.skipped(key, f"could not be read: {outcome.unavailable.message}")
+        return
     if outcome.unchecked is not None:
         result.not_s3idx += 1
         events.skipped(key, outcome.unchecked)
@@ -248,6 +266,8 @@ def _check(
         document = fetch_document(store, candidate.key, spool_threshold=spool_threshold)
     except ObjectNotFoundError:
         return _Outcome(vanished=True)
+    except TransientError as exc:  # retries spent (RetryingStore): this object's failure
+        return _Outcome(unavailable=exc)
     except UndecodableMetadataError as exc:
         reason = _without_key_prefix(exc.message, candidate.key)
         return _Outcome(problems=(reason,), undecodable=True)
