@@ -168,20 +168,6 @@ def test_reindex_goes_on_past_an_object_whose_reads_keep_failing(
     assert "k03" in result.stderr
 
 
-def test_reindex_on_a_store_failing_every_read_stops_with_one_error(
-    run: Run, s3_endpoint: str, stored: Path
-) -> None:
-    with S3Proxy(s3_endpoint, fault=(500, INTERNAL_ERROR)) as proxy:
-        proxy.failing = lambda method, path: method == "GET" and "/.s3idx/" not in path
-        where = _through(proxy, stored, "boto3")
-        result = run("reindex", *where, "--field", "fs_id_copy", "--workers", "2")
-
-    assert result.exit_code == ExitStatus.UNAVAILABLE, result.stderr
-    assert result.stderr.count("s3idx: error") == 1, result.stderr
-    assert f"{FAILED_IN_A_ROW} objects in a row could not be read" in result.stderr
-    assert "not reindexed" not in result.stderr  # no line per object for the run that stopped it
-
-
 def test_delete_goes_on_past_a_key_whose_delete_keeps_failing(
     run: Run, s3_endpoint: str, stored: Path
 ) -> None:
@@ -283,15 +269,22 @@ def test_verify_goes_on_past_an_object_whose_reads_keep_failing(
     assert "; 2 objects could not be read (not checked; run verify again)" in plain.stderr
 
 
-def test_verify_on_a_store_failing_every_read_stops_with_one_error(
-    run: Run, s3_endpoint: str, stored: Path
+@pytest.mark.parametrize(
+    ("command", "per_object"),
+    [
+        (["reindex", "--field", "fs_id_copy", "--workers", "2"], "not reindexed"),
+        (["verify"], "could not be read: "),
+    ],
+)
+def test_a_scan_on_a_store_failing_every_read_stops_with_one_error(
+    run: Run, s3_endpoint: str, stored: Path, command: list[str], per_object: str
 ) -> None:
     with S3Proxy(s3_endpoint, fault=(500, INTERNAL_ERROR)) as proxy:
         proxy.failing = lambda method, path: method == "GET" and "/.s3idx/" not in path
-        result = run("verify", *_through(proxy, stored, "boto3"))
+        result = run(*command, *_through(proxy, stored, "boto3"))
 
     assert result.exit_code == ExitStatus.UNAVAILABLE, result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("s3idx: error")]
     assert len(errors) == 1, result.stderr
     assert f"{FAILED_IN_A_ROW} objects in a row could not be read" in errors[0]
-    assert "could not be read: " not in result.stderr  # no line per key for the run
+    assert per_object not in result.stderr  # no line per object for the run that stopped it
