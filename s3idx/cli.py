@@ -975,13 +975,26 @@ def get(
             raise
         out.flush()
     _report_keys(run, result)
+    status = _unread_status(result)
+    if status is None and result.unreadable:
+        return ExitStatus.PARTIAL
+    return status or (ExitStatus.NOT_FOUND if result.missing else None)
+
+
+def _unread_status(result: GetResult) -> ExitStatus | None:
+    """get's and query --full's status for the objects they could not read, the worst first."""
     if result.damaged:
         return ExitStatus.DAMAGED
-    if result.unavailable:
-        return ExitStatus.UNAVAILABLE
-    if result.unreadable:
-        return ExitStatus.PARTIAL
-    return ExitStatus.NOT_FOUND if result.missing else None
+    return _unavailable_status(len(result.unavailable), result.denied)
+
+
+def _unavailable_status(unavailable: int, denied: int) -> ExitStatus | None:
+    """The status for objects a command went on past, unread or unchanged: the store kept
+    failing them (5: running again later may do), or denied them these credentials (6: it
+    will not, until the permissions change)."""
+    if denied:
+        return ExitStatus.ACCESS_DENIED
+    return ExitStatus.UNAVAILABLE if unavailable else None
 
 
 def _report_keys(run: Invocation, result: GetResult) -> None:
@@ -1136,11 +1149,7 @@ def _print_full(
     if unread is None:
         return ExitStatus.PARTIAL if failed else None
     _print_hints(ctx.out, unread)
-    if unread.damaged:
-        return ExitStatus.DAMAGED
-    if unread.unavailable:
-        return ExitStatus.UNAVAILABLE
-    return ExitStatus.PARTIAL if failed else None
+    return _unread_status(unread) or (ExitStatus.PARTIAL if failed else None)
 
 
 def _write_document(
@@ -1236,12 +1245,10 @@ def delete(
             "(another writer stored it again, or the index was out of date); its entry now "
             "shows the stored version: delete it again to delete that"
         )
-    status = None
-    if result.unavailable:
-        status = ExitStatus.UNAVAILABLE  # the store failed them: running again may do
-    elif result.failed or result.kept:
+    status = _unavailable_status(result.unavailable, result.denied)
+    if status is None and (result.failed or result.kept):
         status = ExitStatus.PARTIAL
-    elif result.missing:
+    elif status is None and result.missing:
         status = ExitStatus.NOT_FOUND
     _report(ctx, result.as_dict(), output.delete_summary(result), status)
     return status
@@ -1473,8 +1480,8 @@ def reindex(
     )
     partial = result.failed or result.not_in_manifests
     status = ctx.signals.exit_status() or (ExitStatus.PARTIAL if partial else None)
-    if status == ExitStatus.PARTIAL and result.unavailable:
-        status = ExitStatus.UNAVAILABLE  # the store failed them: running again may do
+    if status == ExitStatus.PARTIAL:
+        status = _unavailable_status(result.unavailable, result.denied) or status
     _report(ctx, result.as_dict(), output.reindex_summary(result), status)
     return status
 
@@ -1551,8 +1558,8 @@ def sync(
     status = ctx.signals.exit_status()
     if status is None and check and (result.drift or (strict and result.skipped.not_s3idx)):
         status = ExitStatus.DRIFT
-    if status is None and result.unavailable:
-        status = ExitStatus.UNAVAILABLE  # as get: running it again later may succeed
+    if status is None:
+        status = _unavailable_status(result.unavailable, result.denied)
     if status is None:
         status = _scan_status(result.skipped.undecodable, result.maggma.rewrite_failed)
     if status is None and result.not_in_manifests:
@@ -1599,7 +1606,8 @@ def verify(
     """Read objects back and check each against its sha256, codec, document and index entry.
 
     Prints a line per damaged object and per drifted key; exits 8 if any object is damaged,
-    else 7 if index and store drifted, else 5 if objects could not be read, else 0.
+    else 7 if index and store drifted, else 6 if objects were denied these credentials, else 5
+    if objects could not be read, else 0.
 
     \b
     Example: s3idx verify --sample 0.01 || echo "damaged objects or drift"
@@ -1617,8 +1625,8 @@ def verify(
         status = ExitStatus.DAMAGED
     if status is None and result.drift:
         status = ExitStatus.DRIFT
-    if status is None and result.unavailable:
-        status = ExitStatus.UNAVAILABLE  # as get: running it again later may succeed
+    if status is None:
+        status = _unavailable_status(result.unavailable, result.denied)
     summary = {**result.as_dict(), "damage": events.damage}
     if json:
         summary["drift_keys"] = events.drift_keys

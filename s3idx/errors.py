@@ -166,6 +166,12 @@ class AccessDeniedError(S3idxError):
     exit_status = ExitStatus.ACCESS_DENIED
 
 
+class ObjectAccessDeniedError(AccessDeniedError):
+    """The credentials may not do this to one object (a bucket policy on its key, a KMS key
+    they may not use): commands that work on many objects name it and go on with the others.
+    Wrong, expired or missing credentials are no object's: plain ``AccessDeniedError``."""
+
+
 class NotAnS3idxObjectError(S3idxError):
     """An object lacks s3idx metadata (written by another tool)."""
 

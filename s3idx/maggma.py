@@ -47,7 +47,13 @@ from s3idx.engine.results import (
     Reject,
     SyncResult,
 )
-from s3idx.errors import BackendUnavailableError, DamagedObjectError, S3idxError, UsageError
+from s3idx.errors import (
+    AccessDeniedError,
+    BackendUnavailableError,
+    DamagedObjectError,
+    S3idxError,
+    UsageError,
+)
 from s3idx.query.indexed import check_query_paths
 from s3idx.query.paths import project
 from s3idx.query.sort import compare_keys
@@ -400,6 +406,8 @@ class S3idxStore(Store):
                 failure: type[S3idxError] = S3idxError
                 if fetched.damaged:
                     failure = DamagedObjectError
+                elif fetched.denied:  # denied these credentials: exit 6, as get's
+                    failure = AccessDeniedError
                 elif fetched.unavailable:  # the store kept failing it: exit 5, as get's
                     failure = BackendUnavailableError
                 raise failure(f"cannot read {key}: {fetched.error}")

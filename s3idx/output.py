@@ -280,6 +280,17 @@ def _not_in_manifests(count: int, what: str) -> str:
     return f"; {plural(count, what)} in no manifest (a later rebuild-index HEADs them)"
 
 
+def _unread(count: int, denied: int, left: str, command: str) -> str:
+    """A summary's clause for the objects a scan could not read: ``denied`` of them refused
+    to these credentials (running again will not help), the others failed by the store."""
+    why = [left]
+    if denied:
+        why.append(f"{denied} denied to these credentials")
+    if denied < count:
+        why.append(f"run {command} again")
+    return f"; {plural(count, 'object')} could not be read ({'; '.join(why)})"
+
+
 def sync_summary(result: SyncResult) -> str:
     command = "sync" if result.shard is None else f"sync (shard {result.shard})"
     line = (
@@ -318,10 +329,7 @@ def sync_summary(result: SyncResult) -> str:
         )
     line += _maggma(result.maggma, "; ")
     if result.unavailable:
-        line += (
-            f"; {plural(result.unavailable, 'object')} could not be read (left as indexed; "
-            "run sync again)"
-        )
+        line += _unread(result.unavailable, result.denied, "left as indexed", "sync")
     if result.retries:
         line += f"; {plural(result.retries, 'retry', 'retries')}"
     line += f" in {result.elapsed:.2f} s"
@@ -376,10 +384,7 @@ def verify_summary(result: VerifyResult) -> str:
     if result.not_s3idx:
         line += f"; {result.not_s3idx} not s3idx objects (not checked)"
     if result.unavailable:
-        line += (
-            f"; {plural(result.unavailable, 'object')} could not be read (not checked; "
-            "run verify again)"
-        )
+        line += _unread(result.unavailable, result.denied, "not checked", "verify")
     if result.retries:
         line += f"; {plural(result.retries, 'retry', 'retries')}"
     line += f" in {result.elapsed:.2f} s"

@@ -29,6 +29,13 @@ INTERNAL_ERROR = (
     b"<Message>We encountered an internal error. Please try again.</Message></Error>"
 )
 
+# S3's answer to a request the credentials may not make on this object: a bucket policy on its
+# key, or a KMS key they may not use. A HEAD's carries no body: a bare 403.
+ACCESS_DENIED = (
+    b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>AccessDenied</Code>'
+    b"<Message>Access Denied</Message></Error>"
+)
+
 
 class S3Proxy:
     def __init__(
@@ -59,9 +66,9 @@ class S3Proxy:
         # server that pages wrongly), or None to relay the listing.
         self.listing: Callable[[str], bytes | None] | None = None
         # Given a request's method and path (unquoted, without the query; never a listing's),
-        # whether to answer it with ``fault``, every time: a key whose reads (or uploads) fail
-        # however often they are retried.
-        self.failing: Callable[[str, str], bool] | None = None
+        # whether to answer it with ``fault`` (or with the (status, body) returned), every
+        # time: a key whose reads (or uploads) fail however often they are retried.
+        self.failing: Callable[[str, str], bool | tuple[int, bytes]] | None = None
         self.failed = 0
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
@@ -92,14 +99,16 @@ class S3Proxy:
             self.bodies_cut += 1
             return True
 
-    def _should_fail(self, method: str, listing: bool, path: str) -> bool:
+    def _failure(self, method: str, listing: bool, path: str) -> tuple[int, bytes] | None:
+        """The fault to answer this request with, if ``failing`` chooses it."""
         if listing or self.failing is None:
-            return False
-        if not self.failing(method, unquote(urlsplit(path).path)):
-            return False
+            return None
+        chosen = self.failing(method, unquote(urlsplit(path).path))
+        if not chosen:
+            return None
         with self._lock:
             self.failed += 1
-        return True
+        return self.fault if chosen is True else chosen
 
     def _count(self, method: str, slowed: bool, path: str = "") -> None:
         with self._lock:
@@ -121,9 +130,10 @@ class S3Proxy:
                 body = self.rfile.read(length) if length else b""
                 # A listing is a GET too; counted apart, so "no GET" means no body was read.
                 listing = self.command == "GET" and "list-type=2" in self.path
-                slowed = proxy._should_slow_down() or proxy._should_fail(
-                    self.command, listing, self.path
-                )
+                fault = proxy._failure(self.command, listing, self.path)
+                if fault is None and proxy._should_slow_down():
+                    fault = proxy.fault
+                slowed = fault is not None
                 proxy._count("LIST" if listing else self.command, slowed, self.path)
                 if proxy.delay:
                     time.sleep(proxy.delay)
@@ -131,8 +141,8 @@ class S3Proxy:
                 if answer is not None:
                     self._answer(200, {"Content-Type": "application/xml"}, answer)
                     return
-                if slowed:
-                    status, error = proxy.fault
+                if fault is not None:
+                    status, error = fault
                     self._answer(status, {"Content-Type": "application/xml"}, error)
                     return
                 upstream = http.client.HTTPConnection(proxy._host, proxy._port, timeout=60)

@@ -19,7 +19,7 @@ from s3idx.errors import ExitStatus
 from s3idx.index.sqlite import SqliteIndex
 from s3idx.store.s3 import S3Store
 from tests.helpers import Run, json_lines, jsonl
-from tests.s3proxy import INTERNAL_ERROR, S3Proxy
+from tests.s3proxy import ACCESS_DENIED, INTERNAL_ERROR, S3Proxy
 
 DOCS = [{"fs_id": f"k{i:02d}", "v": i} for i in range(30)]
 TRANSPORTS = ["boto3", "obstore"]
@@ -288,3 +288,199 @@ def test_a_scan_on_a_store_failing_every_read_stops_with_one_error(
     assert len(errors) == 1, result.stderr
     assert f"{FAILED_IN_A_ROW} objects in a row could not be read" in errors[0]
     assert per_object not in result.stderr  # no line per object for the run that stopped it
+
+
+# --- objects the credentials may not read or delete ------------------------------------------
+# A bucket policy on some keys, or objects encrypted with a KMS key the credentials may not use:
+# S3 answers 403 AccessDenied for those objects only. As a failing object, each is named and
+# the others go on; the exit status is 6, since running again will not help; ten in a row are
+# credentials denied everything, one error.
+
+DENIED = (403, ACCESS_DENIED)
+ALL_TRANSPORTS = [*TRANSPORTS, "http"]
+
+
+@pytest.mark.parametrize("transport", ALL_TRANSPORTS)
+def test_get_goes_on_past_objects_it_may_not_read(
+    run: Run, s3_endpoint: str, stored: Path, transport: str
+) -> None:
+    with S3Proxy(s3_endpoint, fault=DENIED) as proxy:
+        proxy.failing = lambda method, path: method == "GET" and path[-4:] in ("/k02", "/k05")
+        result = run("get", *_through(proxy, stored, transport), *[d["fs_id"] for d in DOCS[:8]])
+
+    assert result.exit_code == ExitStatus.ACCESS_DENIED, result.stderr
+    assert json_lines(result.stdout) == [d for d in DOCS[:8] if d["fs_id"] not in ("k02", "k05")]
+    failed = [line for line in result.stderr.splitlines() if line.startswith("s3idx: cannot read")]
+    assert [line.split()[3] for line in failed] == ["k02:", "k05:"], result.stderr
+    assert all("AccessDenied: Access Denied" in line for line in failed), result.stderr
+    assert "hint: the credentials work but are not allowed" in result.stderr
+    assert result.stderr.count("hint: ") == 1, result.stderr
+    assert proxy.failed == 2  # a denial is not retried
+    assert "Traceback" not in result.stderr
+
+
+def test_query_full_goes_on_past_an_object_it_may_not_read(
+    run: Run, s3_endpoint: str, stored: Path
+) -> None:
+    with S3Proxy(s3_endpoint, fault=DENIED) as proxy:
+        proxy.failing = lambda method, path: method == "GET" and path.endswith("/k03")
+        where = _through(proxy, stored, "boto3")
+        result = run("query", '{"v": {"$lt": 6}}', "--full", "--sort", "v", *where)
+
+    assert result.exit_code == ExitStatus.ACCESS_DENIED, result.stderr
+    assert json_lines(result.stdout) == [d for d in DOCS[:6] if d["fs_id"] != "k03"]
+    assert "index entry 'k03' cannot be read: " in result.stderr
+
+
+def test_a_denied_and_an_unavailable_object_exit_6(
+    run: Run, s3_endpoint: str, stored: Path
+) -> None:
+    """Both are named; the denial decides the status, as what running again cannot mend."""
+    with S3Proxy(s3_endpoint, fault=DENIED) as proxy:
+        faults = {"/k01": DENIED, "/k02": (500, INTERNAL_ERROR)}
+        proxy.failing = lambda method, path: method == "GET" and faults.get(path[-4:], False)
+        result = run("get", *_through(proxy, stored, "boto3"), "k00", "k01", "k02", "k03")
+    assert result.exit_code == ExitStatus.ACCESS_DENIED, result.stderr
+    assert json_lines(result.stdout) == [DOCS[0], DOCS[3]]
+    assert "cannot read k01: " in result.stderr and "cannot read k02: " in result.stderr
+    assert result.stderr.count("hint: ") == 2, result.stderr  # what to do about each
+
+
+@pytest.mark.parametrize("transport", ALL_TRANSPORTS)
+def test_credentials_denied_every_read_stop_with_one_error(
+    run: Run, s3_endpoint: str, stored: Path, transport: str
+) -> None:
+    keys = [d["fs_id"] for d in DOCS]
+    with S3Proxy(s3_endpoint, fault=DENIED) as proxy:
+        proxy.failing = lambda method, path: method == "GET" and path.rsplit("/", 1)[-1] >= "k01"
+        result = run("get", *_through(proxy, stored, transport), *keys, "--workers", "2")
+
+    assert result.exit_code == ExitStatus.ACCESS_DENIED, result.stderr
+    assert json_lines(result.stdout) == [DOCS[0]]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("s3idx: error")]
+    assert len(errors) == 1, result.stderr
+    assert f"{FAILED_IN_A_ROW} objects in a row could not be read (from 'k01' on)" in errors[0]
+    assert "AccessDenied" in errors[0]
+    assert "hint: the credentials work but are not allowed" in result.stderr
+    assert "cannot read k0" not in result.stderr
+    assert proxy.failed <= FAILED_IN_A_ROW + 2 * 2  # and those fetched ahead
+
+
+@pytest.mark.parametrize("transport", ALL_TRANSPORTS)
+def test_verify_goes_on_past_objects_it_may_not_read(
+    run: Run, s3_endpoint: str, stored: Path, transport: str
+) -> None:
+    with S3Proxy(s3_endpoint, fault=DENIED) as proxy:
+        proxy.failing = lambda method, path: method == "GET" and path[-4:] in ("/k03", "/k17")
+        result = run("verify", *_through(proxy, stored, transport), "--json")
+        plain = run("verify", *_through(proxy, stored, transport))
+
+    assert result.exit_code == ExitStatus.ACCESS_DENIED, result.stderr
+    summary = orjson.loads(result.stdout)
+    assert (summary["checked"], summary["ok"], summary["damaged"]) == (len(DOCS) - 2, 28, 0)
+    assert (summary["unavailable"], summary["denied"]) == (2, 2)
+    assert [item["key"] for item in summary["unavailable_keys"]] == ["k03", "k17"]
+    assert "AccessDenied" in summary["unavailable_keys"][0]["reason"]
+    assert plain.exit_code == ExitStatus.ACCESS_DENIED, plain.stderr
+    assert "2 objects could not be read (not checked; 2 denied to these credentials)" in (
+        plain.stderr
+    )
+
+
+def test_reindex_goes_on_past_an_object_it_may_not_read(
+    run: Run, s3_endpoint: str, stored: Path
+) -> None:
+    with S3Proxy(s3_endpoint, fault=DENIED) as proxy:
+        proxy.failing = lambda method, path: method == "GET" and path.endswith("/k03")
+        result = run("reindex", *_through(proxy, stored, "boto3"), "--field", "x2", "--json")
+
+    assert result.exit_code == ExitStatus.ACCESS_DENIED, result.stderr
+    summary = orjson.loads(result.stdout)
+    assert [item["key"] for item in summary["failed_keys"]] == ["k03"]
+    assert "AccessDenied" in summary["failed_keys"][0]["reason"]
+    assert (summary["updated"], summary["failed"], summary["denied"]) == (len(DOCS) - 1, 1, 1)
+    assert summary["pending"] == ["x2"] and summary["completed"] == []
+
+
+def test_delete_goes_on_past_an_object_it_may_not_delete(
+    run: Run, s3_endpoint: str, stored: Path
+) -> None:
+    keys = [d["fs_id"] for d in DOCS[:10]]
+    with S3Proxy(s3_endpoint, fault=DENIED) as proxy:
+        proxy.failing = lambda method, path: method == "DELETE" and path.endswith("/k03")
+        result = run("delete", *_through(proxy, stored, "boto3"), *keys, "--json")
+        deletes = proxy.requests["DELETE"]
+
+    assert result.exit_code == ExitStatus.ACCESS_DENIED, result.stderr
+    summary = orjson.loads(result.stdout)
+    assert summary["deleted"] == 9
+    assert [item["key"] for item in summary["failed"]] == ["k03"]
+    assert "AccessDenied" in summary["failed"][0]["reason"]
+    assert summary["denied"] == 1
+    assert deletes == 10  # not retried
+
+
+def test_sync_goes_on_past_an_object_it_may_not_head(
+    run: Run, s3_endpoint: str, stored: Path, tmp_path: Path
+) -> None:
+    with S3Proxy(s3_endpoint, fault=DENIED) as proxy:
+        proxy.failing = lambda method, path: method == "HEAD" and path.endswith("/k03")
+        sync = run("sync", *_new_index_through(proxy, tmp_path), "--json")
+
+    assert sync.exit_code == ExitStatus.ACCESS_DENIED, sync.stderr
+    summary = orjson.loads(sync.stdout)
+    assert (summary["added"], summary["unavailable"], summary["denied"]) == (len(DOCS) - 1, 1, 1)
+    assert [u["key"] for u in summary["unavailable_keys"]] == ["k03"]
+    assert "403" in summary["unavailable_keys"][0]["reason"]
+
+
+@pytest.mark.parametrize("command", [["verify"], ["reindex", "--field", "x2", "--workers", "2"]])
+def test_a_scan_denied_every_read_stops_with_one_error(
+    run: Run, s3_endpoint: str, stored: Path, command: list[str]
+) -> None:
+    with S3Proxy(s3_endpoint, fault=DENIED) as proxy:
+        proxy.failing = lambda method, path: method == "GET" and "/.s3idx/" not in path
+        result = run(*command, *_through(proxy, stored, "boto3"))
+
+    assert result.exit_code == ExitStatus.ACCESS_DENIED, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("s3idx: error")]
+    assert len(errors) == 1, result.stderr
+    assert f"{FAILED_IN_A_ROW} objects in a row could not be read" in errors[0]
+
+
+INVALID_KEY_ID = (
+    b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>InvalidAccessKeyId</Code>'
+    b"<Message>The AWS Access Key Id you provided does not exist in our records.</Message></Error>"
+)
+
+
+def test_wrong_credentials_still_stop_at_the_first_object(
+    run: Run, s3_endpoint: str, stored: Path
+) -> None:
+    """InvalidAccessKeyId is no object's: nothing per key, one error at once."""
+    bad = (403, INVALID_KEY_ID)
+    with S3Proxy(s3_endpoint, fault=bad) as proxy:
+        proxy.failing = lambda method, path: method == "GET"
+        keys = [d["fs_id"] for d in DOCS[:20]]
+        result = run("get", *_through(proxy, stored, "boto3"), *keys, "--workers", "2")
+        failed = proxy.failed
+    assert result.exit_code == ExitStatus.ACCESS_DENIED, result.stderr
+    assert result.stderr.count("s3idx: error") == 1, result.stderr
+    assert "cannot read k" not in result.stderr
+    assert "InvalidAccessKeyId" in result.stderr
+    assert failed <= 1 + 2 * 2  # the first, and those fetched ahead of it: not ten
+
+
+def test_delete_denied_every_delete_stops_with_one_error(
+    run: Run, s3_endpoint: str, stored: Path
+) -> None:
+    with S3Proxy(s3_endpoint, fault=DENIED) as proxy:
+        proxy.failing = lambda method, path: method == "DELETE"
+        result = run("delete", *_through(proxy, stored, "boto3"), *[d["fs_id"] for d in DOCS])
+
+    assert result.exit_code == ExitStatus.ACCESS_DENIED, result.stderr
+    assert result.stderr.count("s3idx: error") == 1, result.stderr
+    assert "could not delete" not in result.stderr
+    assert f"{FAILED_IN_A_ROW} objects in a row could not be deleted" in result.stderr
+    assert "credentials are denied every object" in result.stderr
+    assert "hint: the credentials work but are not allowed to delete" in result.stderr

@@ -22,12 +22,12 @@ from s3idx.engine.metadata_entry import (
     unusable_reason,
 )
 from s3idx.engine.results import OVERTAKEN_REASON, MaggmaObjects, Skipped
-from s3idx.engine.retry import FailedInARow
+from s3idx.engine.retry import OBJECT_FAILURES, FailedInARow
 from s3idx.errors import (
     NotAnS3idxObjectError,
+    ObjectAccessDeniedError,
     ObjectChangedError,
     ObjectNotFoundError,
-    TransientError,
     UndecodableMetadataError,
 )
 from s3idx.index.base import Entry
@@ -70,11 +70,11 @@ class EntryCollector:
         # Called with each object's head and what it gave (None: skipped), e.g. to record it in
         # a manifest; not for objects that vanished.
         self.on_object: Callable[[ObjectHead, Recovered | None], None] | None = None
-        # Called with each key whose HEAD (or rewrite) failed until the retries ran out, and
-        # why: passed over (no entry) for a caller that sets it (sync, which leaves their
-        # entries as they are); otherwise the error ends the run (rebuild-index must not swap
-        # in an index without them).
-        self.on_unavailable: Callable[[str, str], None] | None = None
+        # Called with each key whose HEAD (or rewrite) failed until the retries ran out, or
+        # was denied these credentials, why, and whether denied: passed over (no entry) for a
+        # caller that sets it (sync, which leaves their entries as they are); otherwise the
+        # error ends the run (rebuild-index must not swap in an index without them).
+        self.on_unavailable: Callable[[str, str, bool], None] | None = None
 
     def entries(
         self, keys: Iterable[str], known: Mapping[str, ObjectHead] | None = None
@@ -93,7 +93,7 @@ class EntryCollector:
         )
         # Unavailable keys in a row, held back: FAILED_IN_A_ROW of them are the store down
         # (one error), not that many keys to report.
-        failing: FailedInARow[tuple[str, str]] = FailedInARow("read")
+        failing: FailedInARow[tuple[str, str, bool]] = FailedInARow("read")
         for item in items:
             if isinstance(item, str) or self._rewriter is not None:
                 _, future = next(pooled)
@@ -103,9 +103,10 @@ class EntryCollector:
                 error, outcome = None, work(item)
             if isinstance(item, str):
                 self.heads += 1
-            if isinstance(error, TransientError) and self.on_unavailable is not None:
+            if isinstance(error, OBJECT_FAILURES) and self.on_unavailable is not None:
                 key = item if isinstance(item, str) else item.key
-                failing.add(key, (key, error.message), error)
+                denied = isinstance(error, ObjectAccessDeniedError)
+                failing.add(key, (key, error.message, denied), error)
                 continue
             self._pass_over(failing.release())
             if outcome is not None and outcome.overtaken:
@@ -123,10 +124,10 @@ class EntryCollector:
                 raise error
         self._pass_over(failing.release())
 
-    def _pass_over(self, failed: list[tuple[str, str]]) -> None:
-        for key, reason in failed:
+    def _pass_over(self, failed: list[tuple[str, str, bool]]) -> None:
+        for key, reason, denied in failed:
             if self.on_unavailable is not None:
-                self.on_unavailable(key, reason)
+                self.on_unavailable(key, reason, denied)
             self._report(key, f"could not be read: {reason}")
 
     def _take(self, outcome: _Outcome) -> Entry | None:

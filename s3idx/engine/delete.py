@@ -25,7 +25,13 @@ from typing import Any
 from s3idx.engine.reconcile import reconcile
 from s3idx.engine.results import DeleteResult, Events, accounted, reported_on_failure
 from s3idx.engine.retry import FAILED_IN_A_ROW, FailedInARow
-from s3idx.errors import ObjectNotFoundError, TransientError, UndecodableMetadataError
+from s3idx.errors import (
+    ObjectAccessDeniedError,
+    ObjectNotFoundError,
+    S3idxError,
+    TransientError,
+    UndecodableMetadataError,
+)
 from s3idx.index.base import Index
 from s3idx.limits import DELETE_BATCH, batched
 from s3idx.sharding import Shard
@@ -171,28 +177,35 @@ def _delete_batch(
     result.rewritten += len(outcome.rewritten)
     result.failed.extend(outcome.failed)
     result.unavailable += len(outcome.unavailable)
+    result.denied += len(outcome.denied)
     if named:
         # A key the user named is still there: a failure to report, not a quiet skip.
         result.kept.extend(sorted(outcome.rewritten))
-    _stop_if_failing_every_delete(keys, dict(outcome.unavailable))
+    _stop_if_failing_every_delete(keys, outcome)
 
 
-def _stop_if_failing_every_delete(keys: list[str], unavailable: dict[str, str]) -> None:
-    """FAILED_IN_A_ROW keys in a row that the store kept failing: the store failing every
-    delete, one error rather than a line per key (they stay journaled: the next delete, sync
-    or rebuild-index finishes them)."""
-    if len(unavailable) < FAILED_IN_A_ROW:
+_DENIED_HINT = "the credentials work but are not allowed to delete these objects"
+
+
+def _stop_if_failing_every_delete(keys: list[str], outcome: _DeleteOutcome) -> None:
+    """FAILED_IN_A_ROW keys in a row that the store kept failing, or denied these credentials:
+    the store failing every delete (or the credentials denied every one), one error rather
+    than a line per key (they stay journaled: the next delete, sync or rebuild-index finishes
+    them)."""
+    errors: dict[str, S3idxError] = {k: TransientError(r) for k, r in outcome.unavailable}
+    errors.update((k, ObjectAccessDeniedError(r, hint=_DENIED_HINT)) for k, r in outcome.denied)
+    if len(errors) < FAILED_IN_A_ROW:
         return
     failing: FailedInARow[str] = FailedInARow("deleted")
     for key in keys:
-        if key in unavailable:
-            failing.add(key, key, TransientError(unavailable[key]))
+        if key in errors:
+            failing.add(key, key, errors[key])
         else:
             failing.release()
 
 
 class _DeleteOutcome:
-    __slots__ = ("entries", "failed", "gone", "rewritten", "unavailable")
+    __slots__ = ("denied", "entries", "failed", "gone", "rewritten", "unavailable")
 
     def __init__(self) -> None:
         self.gone: list[str] = []  # objects deleted (or found already gone)
@@ -203,6 +216,8 @@ class _DeleteOutcome:
         self.failed: list[tuple[str, str]] = []  # the store refused; still journaled
         # Of the failed, those the store kept failing until the retries ran out, in key order.
         self.unavailable: list[tuple[str, str]] = []
+        # Of the failed, those the store denied these credentials, in key order.
+        self.denied: list[tuple[str, str]] = []
 
 
 def _delete_journaled(
@@ -230,6 +245,8 @@ def _delete_journaled(
         if settings is not None:
             reconcile(store, index, changed, key_field=settings.key_field)
     outcome.failed.extend((f.key, f.reason) for f in failures if not f.changed)
+    denied = {f.key: f.reason for f in failures if f.denied}
+    outcome.denied.extend((k, denied[k]) for k in remaining if k in denied)
     transient = {f.key: f.reason for f in failures if f.transient}
     outcome.unavailable.extend((k, transient[k]) for k in remaining if k in transient)
     refused = {f.key for f in failures}

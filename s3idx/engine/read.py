@@ -12,12 +12,13 @@ does not grow with a document's size however well it compresses.
 A body read that fails on the way (connection reset, server error) is retried from the
 object's first byte under the store's retry policy; the partial read is discarded.
 
-A key whose reads still fail once its retries are spent (a 500 that outlasts the policy) does
-not stop ``fetch_many``: it comes back with its ``error`` set and ``unavailable``, and the other
-keys are read. What cannot be one key's failure stops at once, as before: an endpoint that
-refuses connections, a missing bucket, credentials refused (none of them a ``TransientError``).
-So do ``retry.FAILED_IN_A_ROW`` keys failing one after another: that is the endpoint failing
-every read, and it is one error, not a line per key.
+A key whose reads still fail once its retries are spent (a 500 that outlasts the policy), or
+whose object the credentials may not read (``ObjectAccessDeniedError``), does not stop
+``fetch_many``: it comes back with its ``error`` set and ``unavailable`` (and ``denied``), and
+the other keys are read. What cannot be one key's failure stops at once, as before: an endpoint
+that refuses connections, a missing bucket, credentials that are wrong or expired. So do
+``retry.FAILED_IN_A_ROW`` keys failing one after another: that is the endpoint failing every
+read (or the credentials denied every object), and it is one error, not a line per key.
 """
 
 from __future__ import annotations
@@ -33,11 +34,12 @@ from typing import IO, TypeVar
 from s3idx import codec, maggma_format
 from s3idx.engine.concurrency import ordered_map
 from s3idx.engine.metadata_entry import check_names_key, undecodable_reason
-from s3idx.engine.retry import FailedInARow, RetryingStore
+from s3idx.engine.retry import OBJECT_FAILURES, FailedInARow, RetryingStore
 from s3idx.errors import (
     CorruptObjectError,
     DamagedObjectError,
     NotAnS3idxObjectError,
+    ObjectAccessDeniedError,
     ObjectNotFoundError,
     S3idxError,
     TransientError,
@@ -60,7 +62,7 @@ class FetchedDocument:
     because its body is not what its metadata recorded, ``undecodable`` when its metadata
     cannot be decoded or names another key (sync's and rebuild-index's ``undecodable``),
     ``unavailable`` when the store kept failing its reads until the retries ran out (a read
-    again later may succeed).
+    again later may succeed), or, with ``denied`` too, refused these credentials this object.
     """
 
     key: str
@@ -70,6 +72,7 @@ class FetchedDocument:
     damaged: bool = False
     undecodable: bool = False
     unavailable: bool = False
+    denied: bool = False  # unavailable: the store denied these credentials this object
     hint: str | None = None  # what to do about an unavailable one, as its error said
     head: ObjectHead | None = None  # the object's head, metadata included
 
@@ -285,9 +288,13 @@ def fetch_many(
         for key, future in ordered_map(pool, fetch, keys, 2 * workers):
             try:
                 outcome = _outcome(key, future.result)
-            except TransientError as exc:
-                # Retries spent (RetryingStore): this key's failure, unless the run grows.
-                failed = FetchedDocument(key, error=exc.message, unavailable=True, hint=exc.hint)
+            except OBJECT_FAILURES as exc:
+                # Retries spent (RetryingStore), or this object denied: this key's failure,
+                # unless the run grows.
+                denied = isinstance(exc, ObjectAccessDeniedError)
+                failed = FetchedDocument(
+                    key, error=exc.message, unavailable=True, denied=denied, hint=exc.hint
+                )
                 failing.add(key, (key, failed), exc)
                 continue
             yield from failing.release()

@@ -33,14 +33,14 @@ from s3idx.engine.manifest_batches import ManifestBatches
 from s3idx.engine.read import fetch_document
 from s3idx.engine.reconcile import reconcile
 from s3idx.engine.results import Events, ReindexResult, accounted, reported_on_failure
-from s3idx.engine.retry import FailedInARow
+from s3idx.engine.retry import OBJECT_FAILURES, FailedInARow
 from s3idx.errors import (
     CorruptObjectError,
     NotAnS3idxObjectError,
+    ObjectAccessDeniedError,
     ObjectChangedError,
     ObjectNotFoundError,
     RecordError,
-    TransientError,
 )
 from s3idx.index.base import Bookkeeping, Entry, Index, IndexSettings, with_bookkeeping
 from s3idx.limits import batched
@@ -59,6 +59,7 @@ class _Outcome:
     reason: str = ""
     line: ManifestLine | None = None  # the object as its metadata now stands
     unavailable: bool = False  # failed: the store kept failing its requests (retries spent)
+    denied: bool = False  # failed: the store denied these credentials this object
     etag: str | None = None  # up to date: the object's ETag, to check its entry against
 
 
@@ -96,9 +97,13 @@ def run_reindex(
                 for key, future in ordered_map(pool, backfill.one, listed, 2 * workers):
                     try:
                         outcome = future.result()
-                    except TransientError as exc:
-                        # Retries spent on this object: it fails alone, unless the run grows.
-                        failed = _Outcome("failed", reason=exc.message, unavailable=True)
+                    except OBJECT_FAILURES as exc:
+                        # Retries spent on this object, or it was denied: it fails alone,
+                        # unless the run grows.
+                        denied = isinstance(exc, ObjectAccessDeniedError)
+                        failed = _Outcome(
+                            "failed", reason=exc.message, unavailable=not denied, denied=denied
+                        )
                         failing.add(key, (key, failed), exc)
                         continue
                     for held_key, held in failing.release():
@@ -188,6 +193,7 @@ def _count(result: ReindexResult, key: str, outcome: _Outcome, events: Events) -
     if outcome.kind == "failed":
         result.fail(key, outcome.reason)
         result.unavailable += outcome.unavailable
+        result.denied += outcome.denied
         events.skipped(key, f"not reindexed: {outcome.reason}")
     elif outcome.kind == "not_s3idx":
         result.not_s3idx += 1

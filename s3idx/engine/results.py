@@ -107,8 +107,11 @@ class GetResult:
     # Of the unreadable, objects whose metadata cannot be decoded (sync's ``undecodable``).
     undecodable: int = 0
     # Keys whose reads the store kept failing until the retries ran out (a 500, a reset): not
-    # the object's fault, so a later read may succeed.
+    # the object's fault, so a later read may succeed; or that it denied these credentials.
     unavailable: list[tuple[str, str]] = field(default_factory=list)
+    # Of the unavailable, those denied (a bucket policy on the key, a KMS key): read again,
+    # they fail again until the permissions change.
+    denied: int = 0
     # What to do about them: each hint their errors gave, once.
     hints: list[str] = field(default_factory=list)
 
@@ -118,6 +121,7 @@ class GetResult:
         reason = document.error or "cannot be read"
         if document.unavailable:
             self.unavailable.append((key, reason))
+            self.denied += document.denied
             if document.hint and document.hint not in self.hints:
                 self.hints.append(document.hint)
         elif document.damaged:
@@ -149,6 +153,8 @@ class DeleteResult:
     finished: int = 0
     # Of the failed, keys the store kept failing until the retries ran out (still journaled).
     unavailable: int = 0
+    # Of the failed, keys whose objects the store denied these credentials (still journaled).
+    denied: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -360,14 +366,17 @@ class SyncResult:
     # Objects whose HEAD failed until the retries ran out: left as the index had them (their
     # drift unknown); the next sync looks again. Keys kept up to REPORTED_KEYS_LIMIT.
     unavailable: int = 0
+    # Of the unavailable, objects the store denied these credentials (a bucket policy on the
+    # key, a KMS key): they fail again until the permissions change (exit 6, not 5).
+    denied: int = 0
     unavailable_keys: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def drift(self) -> int:
         return drift_of(self)
 
-    def add_unavailable(self, key: str, reason: str) -> None:
-        add_unavailable(self, key, reason)
+    def add_unavailable(self, key: str, reason: str, denied: bool = False) -> None:
+        add_unavailable(self, key, reason, denied=denied)
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -391,6 +400,8 @@ class ReindexResult:
     failed_keys: list[tuple[str, str]] = field(default_factory=list)
     # Of the failed, objects whose requests the store kept failing until the retries ran out.
     unavailable: int = 0
+    # Of the failed, objects the store denied these credentials (exit 6, not 5).
+    denied: int = 0
     vanished: int = 0
     # Entries another writer moved while their metadata was replaced, set from the bucket again.
     reconciled: int = 0
@@ -420,6 +431,7 @@ class ReindexResult:
             "failed": self.failed,
             "failed_keys": key_reasons(self.failed_keys),
             "unavailable": self.unavailable,
+            "denied": self.denied,
             "vanished": self.vanished,
             "reconciled": self.reconciled,
             "completed": list(self.completed),
@@ -461,14 +473,17 @@ class VerifyResult:
     # Objects whose reads failed until the retries ran out: not checked; verify again later.
     # Keys kept up to REPORTED_KEYS_LIMIT.
     unavailable: int = 0
+    # Of the unavailable, objects the store denied these credentials (a bucket policy on the
+    # key, a KMS key): they fail again until the permissions change (exit 6, not 5).
+    denied: int = 0
     unavailable_keys: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def drift(self) -> int:
         return drift_of(self)
 
-    def add_unavailable(self, key: str, reason: str) -> None:
-        add_unavailable(self, key, reason)
+    def add_unavailable(self, key: str, reason: str, denied: bool = False) -> None:
+        add_unavailable(self, key, reason, denied=denied)
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -478,12 +493,17 @@ class VerifyResult:
 
 class _CountsUnavailable(Protocol):
     unavailable: int
+    denied: int
     unavailable_keys: list[tuple[str, str]]
 
 
-def add_unavailable(result: _CountsUnavailable, key: str, reason: str) -> None:
-    """Count an object the store kept failing, and keep its key (up to the bound)."""
+def add_unavailable(
+    result: _CountsUnavailable, key: str, reason: str, *, denied: bool = False
+) -> None:
+    """Count an object the store kept failing (or ``denied`` these credentials), and keep its
+    key (up to the bound)."""
     result.unavailable += 1
+    result.denied += denied
     keep_key(result.unavailable_keys, (key, reason))
 
 

@@ -15,7 +15,14 @@ from functools import partial
 from typing import TYPE_CHECKING, Generic, TypeVar
 
 from s3idx.config import DEFAULT_WORKERS
-from s3idx.errors import BackendUnavailableError, TransientError, quote_key
+from s3idx.errors import (
+    AccessDeniedError,
+    BackendUnavailableError,
+    ObjectAccessDeniedError,
+    S3idxError,
+    TransientError,
+    quote_key,
+)
 from s3idx.frozen import Frozen, init_field
 from s3idx.store.base import (
     DeleteFailure,
@@ -170,37 +177,53 @@ def gave_up(exc: TransientError, attempts: int) -> TransientError:
     )
 
 
-# Objects in a row whose requests failed after every retry before a command that goes on past
-# one object's failure (get, query --full, reindex) gives up on the store: more than one
-# object's bad luck, fewer than would keep a dead endpoint busy for long.
+# What fails one object alone, so that a command working on many (get, query --full, verify,
+# reindex, sync, delete) names it and goes on with the others: requests the store kept failing
+# after every retry, and a denial of this object only (a bucket policy on its key, a KMS key).
+OBJECT_FAILURES = (TransientError, ObjectAccessDeniedError)
+
+# Objects in a row that failed so before a command that goes on past one object's failure
+# gives up on the store: more than one object's bad luck, fewer than would keep a dead
+# endpoint busy for long.
 FAILED_IN_A_ROW = 10
 
 
 class FailedInARow(Generic[T]):
-    """Items of objects whose requests failed after every retry, held while they come one after
+    """Items of objects that failed alone (``OBJECT_FAILURES``), held while they come one after
     another: a run that ends (an object that worked) is handed back to report one by one; one
-    that reaches ``limit`` is the store failing every request, raised as one error instead."""
+    that reaches ``limit`` is the store failing every request, or the credentials denied every
+    object, raised as one error instead."""
 
     def __init__(self, doing: str, limit: int = FAILED_IN_A_ROW) -> None:
         self._doing = doing  # "read": "N objects in a row could not be read"
         self._limit = limit
         self._first: str | None = None
         self._held: list[T] = []
+        self._all_denied = True
 
-    def add(self, key: str, item: T, error: TransientError) -> None:
+    def add(self, key: str, item: T, error: S3idxError) -> None:
         if self._first is None:
             self._first = key
         self._held.append(item)
-        if len(self._held) >= self._limit:
-            raise BackendUnavailableError(
-                f"{len(self._held)} objects in a row could not be {self._doing} (from "
-                f"{quote_key(self._first)} on), so the store is failing every request; "
-                f"stopped. The last: {error.message}",
-                hint=error.hint or "check the store and the network; run the command again later",
+        self._all_denied = self._all_denied and isinstance(error, AccessDeniedError)
+        if len(self._held) < self._limit:
+            return
+        stopped = (
+            f"{len(self._held)} objects in a row could not be {self._doing} (from "
+            f"{quote_key(self._first)} on), so the "
+        )
+        if self._all_denied:
+            raise AccessDeniedError(
+                f"{stopped}credentials are denied every object; stopped. The last: {error.message}",
+                hint=error.hint,
             ) from None
+        raise BackendUnavailableError(
+            f"{stopped}store is failing every request; stopped. The last: {error.message}",
+            hint=error.hint or "check the store and the network; run the command again later",
+        ) from None
 
     def release(self) -> list[T]:
-        held, self._held, self._first = self._held, [], None
+        held, self._held, self._first, self._all_denied = self._held, [], None, True
         return held
 
 

@@ -35,11 +35,12 @@ from s3idx.engine.metadata_entry import unusable_reason
 from s3idx.engine.put_journal import INTERRUPTED_PUT, put_journaled
 from s3idx.engine.read import SPOOL_THRESHOLD, fetch_document
 from s3idx.engine.results import Events, VerifyResult, accounted, reported_on_failure
-from s3idx.engine.retry import FailedInARow
+from s3idx.engine.retry import OBJECT_FAILURES, FailedInARow
 from s3idx.errors import (
     CorruptObjectError,
     MissingDependencyError,
     NotAnS3idxObjectError,
+    ObjectAccessDeniedError,
     ObjectNotFoundError,
     S3idxError,
     TransientError,
@@ -77,8 +78,9 @@ class _Outcome:
     # it, not drift (sync's ``undecodable``).
     undecodable: bool = False
     vanished: bool = False  # deleted since it was listed
-    # Its reads failed until the retries ran out: not checked (the next verify tries again).
-    unavailable: TransientError | None = None
+    # Its reads failed until the retries ran out, or it was denied these credentials: not
+    # checked (the next verify tries again).
+    unavailable: TransientError | ObjectAccessDeniedError | None = None
 
 
 @accounted
@@ -160,7 +162,8 @@ def _record(result: VerifyResult, events: Events, candidate: _Candidate, outcome
             result.changed += 1
         events.drift(candidate.drift, key)
     if outcome.unavailable is not None:
-        result.add_unavailable(key, outcome.unavailable.message)
+        denied = isinstance(outcome.unavailable, ObjectAccessDeniedError)
+        result.add_unavailable(key, outcome.unavailable.message, denied=denied)
         events.skipped(key, f"could not be read: {outcome.unavailable.message}")
         return
     if outcome.unchecked is not None:
@@ -266,7 +269,7 @@ def _check(
         document = fetch_document(store, candidate.key, spool_threshold=spool_threshold)
     except ObjectNotFoundError:
         return _Outcome(vanished=True)
-    except TransientError as exc:  # retries spent (RetryingStore): this object's failure
+    except OBJECT_FAILURES as exc:  # retries spent (RetryingStore), or denied: this object's
         return _Outcome(unavailable=exc)
     except UndecodableMetadataError as exc:
         reason = _without_key_prefix(exc.message, candidate.key)

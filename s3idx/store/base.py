@@ -121,8 +121,8 @@ CHANGED_REASON = "the object changed since it was read (a newer write); it was l
 
 
 class DeleteFailure(Frozen):
-    __slots__ = ("changed", "key", "reason", "transient")
-    _fields = ("key", "reason", "changed", "transient")
+    __slots__ = ("changed", "denied", "key", "reason", "transient")
+    _fields = ("key", "reason", "changed", "transient", "denied")
     key: str
     reason: str
     # A conditional delete found another object under the key (a newer write): it was left.
@@ -130,14 +130,22 @@ class DeleteFailure(Frozen):
     # This key's own request failed in a way worth retrying (a 500, a reset): RetryingStore
     # retries that key alone, not the whole batch.
     transient: bool
+    # The store denied these credentials this object's delete (a bucket policy on its key).
+    denied: bool
 
     def __init__(
-        self, key: str, reason: str, changed: bool = False, transient: bool = False
+        self,
+        key: str,
+        reason: str,
+        changed: bool = False,
+        transient: bool = False,
+        denied: bool = False,
     ) -> None:
         init_field(self, "key", key)
         init_field(self, "reason", reason)
         init_field(self, "changed", changed)
         init_field(self, "transient", transient)
+        init_field(self, "denied", denied)
 
 
 @runtime_checkable

@@ -43,6 +43,7 @@ from s3idx.config import redact, redact_location
 from s3idx.errors import (
     BackendUnavailableError,
     InvalidKeyError,
+    ObjectAccessDeniedError,
     ObjectChangedError,
     ObjectNotFoundError,
     S3idxError,
@@ -61,6 +62,7 @@ from s3idx.store.base import (
 )
 from s3idx.store.deadline import WATCHDOG, Watch, transfer_deadline
 from s3idx.store.s3_errors import (
+    OBJECT_DENIALS,
     error_code,
     not_s3,
     remember_credentials,
@@ -599,6 +601,8 @@ class S3Store:
             return self._delete_if_match(key, etag)
         except TransientError as exc:
             return DeleteFailure(key, exc.message, transient=True)
+        except ObjectAccessDeniedError as exc:
+            return DeleteFailure(key, exc.message, denied=True)
 
     def _delete_if_match(self, key: str, etag: str) -> DeleteFailure | None:
         """One DeleteObject with If-Match: the server compares and deletes in one step.
@@ -642,8 +646,8 @@ class S3Store:
         full_key = error.get("Key", "")
         key = full_key[len(self._base) :] if full_key.startswith(self._base) else full_key
         message = redact(error.get("Message", ""), vendor_text=True)
-        reason = f"{error.get('Code', 'error')}: {message}"
-        return DeleteFailure(key, reason)
+        code = error.get("Code", "error")
+        return DeleteFailure(key, f"{code}: {message}", denied=code in OBJECT_DENIALS)
 
     # --- reading -----------------------------------------------------------------------------
 

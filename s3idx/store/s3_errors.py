@@ -52,6 +52,7 @@ from s3idx.errors import (
     BackendUnavailableError,
     MetadataTooLargeError,
     NotFoundError,
+    ObjectAccessDeniedError,
     ObjectNotFoundError,
     S3idxError,
     TransientError,
@@ -382,6 +383,8 @@ def _client_error(
         text += f" (after {retries} retries)"
     if cls is TransientError:
         return TransientError(text, hint=hint, throttled=code in _THROTTLING)
+    if key is not None and code in OBJECT_DENIALS:
+        return ObjectAccessDeniedError(text, hint=hint)
     return cls(text, hint=hint)
 
 
@@ -390,6 +393,10 @@ def _redirect_location(exc: ClientError) -> str | None:
     location = headers.get("location")
     return str(location) if location else None
 
+
+# Codes S3 answers for one object the credentials may not use (a bucket policy on its key, a
+# KMS key they may not use), as for a bucket; wrong credentials have codes of their own.
+OBJECT_DENIALS = frozenset({"AccessDenied", "Forbidden", "403"})
 
 # Codes that ask the client to send less, not only to wait.
 _THROTTLING = frozenset(

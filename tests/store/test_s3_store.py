@@ -35,9 +35,11 @@ from s3idx.config import Settings, redact
 from s3idx.errors import (
     AccessDeniedError,
     BackendUnavailableError,
+    ExitStatus,
     InvalidKeyError,
     MetadataTooLargeError,
     NotFoundError,
+    ObjectAccessDeniedError,
     ObjectChangedError,
     ObjectNotFoundError,
     S3idxError,
@@ -544,8 +546,11 @@ def test_malformed_endpoint_is_a_usage_error() -> None:
         ("NoSuchBucket", 404, NotFoundError),
         ("NoSuchKey", 404, ObjectNotFoundError),
         ("404", 404, ObjectNotFoundError),
-        ("AccessDenied", 403, AccessDeniedError),
-        ("403", 403, AccessDeniedError),
+        # Denied for this key (a bucket policy, a KMS key): commands over many go on.
+        ("AccessDenied", 403, ObjectAccessDeniedError),
+        ("403", 403, ObjectAccessDeniedError),
+        ("Forbidden", 403, ObjectAccessDeniedError),
+        ("AllAccessDisabled", 403, AccessDeniedError),
         ("InvalidAccessKeyId", 403, AccessDeniedError),
         ("SignatureDoesNotMatch", 403, AccessDeniedError),
         ("ExpiredToken", 400, AccessDeniedError),
@@ -570,6 +575,14 @@ def test_error_codes_map_to_s3idx_errors(code: str, status: int, expected: type)
     else:
         assert f"{code}: server says" in exc.message
         assert "s3://bkt/a/b" in exc.message
+
+
+@pytest.mark.parametrize("code", ["AccessDenied", "403"])
+def test_access_denied_without_a_key_is_no_objects(code: str) -> None:
+    exc = translate_error(client_error(code, status=403, op="ListObjectsV2"), bucket="bkt")
+
+    assert type(exc) is AccessDeniedError
+    assert exc.exit_status == ExitStatus.ACCESS_DENIED
 
 
 def test_not_found_without_a_key_means_the_bucket() -> None:
