@@ -285,7 +285,7 @@ def _unread(count: int, denied: int, left: str, command: str) -> str:
     to these credentials (running again will not help), the others failed by the store."""
     why = [left]
     if denied:
-        why.append(f"{denied} denied to these credentials")
+        why.append(f"{denied} denied access")
     if denied < count:
         why.append(f"run {command} again")
     return f"; {plural(count, 'object')} could not be read ({'; '.join(why)})"

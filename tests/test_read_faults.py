@@ -382,9 +382,7 @@ def test_verify_goes_on_past_objects_it_may_not_read(
     assert [item["key"] for item in summary["unavailable_keys"]] == ["k03", "k17"]
     assert "AccessDenied" in summary["unavailable_keys"][0]["reason"]
     assert plain.exit_code == ExitStatus.ACCESS_DENIED, plain.stderr
-    assert "2 objects could not be read (not checked; 2 denied to these credentials)" in (
-        plain.stderr
-    )
+    assert "2 objects could not be read (not checked; 2 denied access)" in plain.stderr
 
 
 def test_reindex_goes_on_past_an_object_it_may_not_read(
@@ -486,5 +484,7 @@ def test_delete_denied_every_delete_stops_with_one_error(
     assert result.stderr.count("s3idx: error") == 1, result.stderr
     assert "could not delete" not in result.stderr
     assert f"{FAILED_IN_A_ROW} objects in a row could not be deleted" in result.stderr
-    assert "credentials are denied every object" in result.stderr
-    assert "hint: the credentials work but are not allowed to delete" in result.stderr
+    assert "access to every object is denied" in result.stderr
+    assert "hint: the store does not allow these objects to be deleted: check what the" in (
+        result.stderr
+    )

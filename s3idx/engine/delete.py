@@ -184,7 +184,10 @@ def _delete_batch(
     _stop_if_failing_every_delete(keys, outcome)
 
 
-_DENIED_HINT = "the credentials work but are not allowed to delete these objects"
+_DENIED_HINT = (
+    "the store does not allow these objects to be deleted: check what the credentials may do "
+    "(S3), or the permissions of the objects' directories (a local store)"
+)
 
 
 def _stop_if_failing_every_delete(keys: list[str], outcome: _DeleteOutcome) -> None:

@@ -191,7 +191,7 @@ FAILED_IN_A_ROW = 10
 class FailedInARow(Generic[T]):
     """Items of objects that failed alone (``OBJECT_FAILURES``), held while they come one after
     another: a run that ends (an object that worked) is handed back to report one by one; one
-    that reaches ``limit`` is the store failing every request, or the credentials denied every
+    that reaches ``limit`` is the store failing every request, or access denied to every
     object, raised as one error instead."""
 
     def __init__(self, doing: str, limit: int = FAILED_IN_A_ROW) -> None:
@@ -214,7 +214,7 @@ class FailedInARow(Generic[T]):
         )
         if self._all_denied:
             raise AccessDeniedError(
-                f"{stopped}credentials are denied every object; stopped. The last: {error.message}",
+                f"{stopped}access to every object is denied; stopped. The last: {error.message}",
                 hint=error.hint,
             ) from None
         raise BackendUnavailableError(

@@ -59,6 +59,7 @@ from s3idx.codec import check_metadata_size, is_reserved_key, lists_reserved, pa
 from s3idx.errors import (
     BackendUnavailableError,
     InvalidKeyError,
+    ObjectAccessDeniedError,
     ObjectChangedError,
     ObjectNotFoundError,
     S3idxError,
@@ -409,6 +410,10 @@ class LocalStore:
             # could have stored.
             if exc.errno in (errno.ELOOP, errno.ENAMETOOLONG):
                 raise ObjectNotFoundError(key) from None
+            if exc.errno in _DENIALS:  # this file (or a directory above it) only: go on past it
+                raise ObjectAccessDeniedError(
+                    _object_failure(self.root, exc), hint=_DENIED_READ_HINT
+                ) from None
             raise _unavailable(self.root, exc) from None
 
     def _read_head(self, key: str, fh: IO[bytes]) -> ObjectHead:
@@ -461,7 +466,8 @@ class LocalStore:
             except OSError as exc:
                 if exc.errno == errno.ENAMETOOLONG:  # a key no put could have stored
                     continue
-                failures.append(DeleteFailure(key, exc.strerror or str(exc)))
+                denied = exc.errno in _DENIALS  # its directory's permissions: this key's only
+                failures.append(DeleteFailure(key, _object_failure(self.root, exc), denied=denied))
                 continue
             self._prune_empty_dirs(path.parent)
         return failures
@@ -575,6 +581,10 @@ class LocalStore:
             except FileNotFoundError:
                 raise ObjectNotFoundError(key) from None
             except OSError as exc:
+                if exc.errno in _DENIALS:  # its directory's permissions (all of them: ten in a row)
+                    raise ObjectAccessDeniedError(
+                        _object_failure(self.root, exc), hint=_DENIED_WRITE_HINT
+                    ) from None
                 raise _unavailable(self.root, exc) from None
         return PutReceipt(_etag(st), st.st_size)
 
@@ -745,9 +755,26 @@ def _not_a_directory(root: Path) -> StoreFormatError:
     )
 
 
+# What the operating system says when this user may not open or unlink one file.
+_DENIALS = (errno.EACCES, errno.EPERM)
+_DENIED_READ_HINT = (
+    "check the permissions of the object's file and of the directories above it, or run "
+    "s3idx as a user who may read them"
+)
+
+_DENIED_WRITE_HINT = (
+    "check the permissions of the object's directory, or run s3idx as a user who may write it"
+)
+
+
+def _object_failure(root: Path, exc: OSError) -> str:
+    # A rename's failure names the object file second (its first is the temporary file).
+    return f"local store {root}: {exc.strerror or exc}: {exc.filename2 or exc.filename or root}"
+
+
 def _unavailable(root: Path, exc: OSError) -> BackendUnavailableError:
     reason = exc.strerror or str(exc)
-    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+    if exc.errno in (*_DENIALS, errno.EROFS):
         hint = "check the directory's permissions, or choose another --store"
     elif exc.errno == errno.ENOSPC:
         hint = "free disk space, then run the command again"
