@@ -139,3 +139,28 @@ def test_put_names_a_key_once_when_its_later_line_never_went_up(
     assert summary["unstored"] == len(named)
     read = {line["fs_id"] for line in lines[: summary["read"]]}
     assert set(named) == read - _stored_keys(s3_endpoint, s3_bucket)
+
+
+def test_put_over_processes_names_every_document_it_did_not_store(
+    run: Run, s3_endpoint: str, s3_bucket: str, tmp_path: Path
+) -> None:
+    """Each worker names its own; the parent merges them: still exactly what was read and not
+    stored, whichever worker held it."""
+    with S3Proxy(s3_endpoint, fault=(500, INTERNAL_ERROR)) as proxy:
+        proxy.failing = _document_put("k05", "k07", "k21")  # type: ignore[assignment]
+        where = ["--store", f"s3://{s3_bucket}/docs", "--endpoint-url", proxy.url]
+        where += ["--index", str(tmp_path / "i.sqlite3"), "--processes", "2"]
+        result = run("put", *where, "--json", input=jsonl(*DOCS))
+
+    assert result.exit_code == ExitStatus.UNAVAILABLE, result.stderr
+    summary = orjson.loads(result.stdout)
+    unstored = {item["key"]: item["reason"] for item in summary["unstored_keys"]}
+    assert len(unstored) == len(summary["unstored_keys"])  # each key named once
+    stored = _stored_keys(s3_endpoint, s3_bucket)
+    read = {d["fs_id"] for d in DOCS[: summary["read"]]}  # the parent reads in input order
+    assert set(unstored) == read - stored
+    assert summary["unstored"] == len(unstored) == summary["read"] - summary["stored"]
+    assert summary["stored"] == len(stored)
+    lines = [line for line in result.stderr.splitlines() if line.startswith("s3idx: not stored")]
+    assert len(lines) == min(len(unstored), UNSTORED_SHOWN), result.stderr
+    assert "Traceback" not in result.stderr
