@@ -93,6 +93,7 @@ _HEADER_PROBE = 4096
 STALE_TEMP_SECONDS = 3600
 _TEMP_NAME = re.compile(r"[A-Za-z]+-(?P<tag>[0-9]+\.[0-9]+\.[0-9a-z]+)-[^-]+")
 _NO_FOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_NON_BLOCK = getattr(os, "O_NONBLOCK", 0)
 # Names of one directory held in memory while listing it; a larger directory is sorted on disk.
 LIST_RUN = 50_000
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -727,7 +728,19 @@ def _is_abandoned(entry: os.DirEntry[str], now: float) -> bool:
 
 
 def _open_no_follow(path: str, flags: int) -> int:
-    return os.open(path, flags | _NO_FOLLOW)
+    """A regular file's descriptor; FileNotFoundError for anything else a key's path may name
+    (a directory, a FIFO, a device): never an object, as the listing (regular files only) says.
+    Opened without blocking, since a FIFO's open would wait for a writer; then blocking again."""
+    fd = os.open(path, flags | _NO_FOLLOW | _NON_BLOCK)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise FileNotFoundError(errno.ENOENT, "not a regular file", path)
+        if _NON_BLOCK:
+            os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def _folds_case(directory: Path) -> bool:

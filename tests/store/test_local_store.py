@@ -18,7 +18,7 @@ from s3idx.errors import ExitStatus, InvalidKeyError, ObjectNotFoundError, Store
 from s3idx.liveness import process_tag
 from s3idx.store import local
 from s3idx.store.local import LocalStore
-from tests.helpers import Run, json_lines
+from tests.helpers import Run, json_lines, subprocess_env
 from tests.store.test_store_conformance import TRICKY_KEYS
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -122,6 +122,59 @@ def test_a_key_through_a_linked_directory_is_refused_by_the_store_api(tmp_path: 
     with pytest.raises(InvalidKeyError, match="a/b is a symbolic link"):
         store.put("a/b/c", b"{}", META)
     assert not (tmp_path / "c~").exists()
+
+
+# --- anything but a regular file is no object --------------------------------------------------
+
+
+def _s3idx(tmp_path: Path, *args: str, stdin: bytes = b"") -> subprocess.CompletedProcess[str]:
+    """In its own process, under a timeout: a FIFO's open would wait for a writer for ever."""
+    return subprocess.run(
+        [sys.executable, "-m", "s3idx", *args, *_locations(tmp_path)],
+        input=stdin.decode(),
+        env=subprocess_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize("kind", ["directory", "fifo"])
+def test_a_key_whose_file_is_a_directory_or_fifo_is_not_found_at_once(
+    run: Run, tmp_path: Path, kind: str
+) -> None:
+    """As the listing (regular files only) says: not found, and the other keys are done."""
+    assert run("put", *_locations(tmp_path), input=b'{"fs_id": "a"}\n').exit_code == 0
+    odd = tmp_path / "store" / "objects" / "odd~"
+    if kind == "fifo":
+        os.mkfifo(odd)
+    else:
+        odd.mkdir()
+
+    got = _s3idx(tmp_path, "get", "odd", "a")
+    deleted = _s3idx(tmp_path, "delete", "odd", "--json")
+    verified = _s3idx(tmp_path, "verify")
+
+    assert got.returncode == ExitStatus.NOT_FOUND, got.stderr
+    assert json_lines(got.stdout) == [{"fs_id": "a"}]
+    assert "s3idx: not found: odd" in got.stderr
+    assert deleted.returncode == ExitStatus.NOT_FOUND, deleted.stderr
+    assert json.loads(deleted.stdout)["missing"] == ["odd"]
+    assert verified.returncode == 0, verified.stderr
+    assert odd.exists() and not odd.is_file()  # left as it was: not s3idx's
+
+
+def test_a_put_over_a_fifo_replaces_it_without_waiting(run: Run, tmp_path: Path) -> None:
+    """A key outside ASCII is read before its put (another key's file on a folding file
+    system?): a FIFO in its place must not stall that read."""
+    assert run("put", *_locations(tmp_path), input=b'{"fs_id": "a"}\n').exit_code == 0
+    os.mkfifo(tmp_path / "store" / "objects" / "\u00e9~")
+
+    put = _s3idx(tmp_path, "put", stdin='{"fs_id": "\u00e9"}\n'.encode())
+    got = _s3idx(tmp_path, "get", "\u00e9")
+
+    assert put.returncode == 0, put.stderr
+    assert json_lines(got.stdout) == [{"fs_id": "\u00e9"}]
 
 
 # --- temporary files of a killed put ----------------------------------------------------------
