@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import os
 import re
 import sys
 from collections.abc import Callable
@@ -232,6 +233,20 @@ def _closest_scheme(scheme: str) -> str | None:
 
 def open_store(settings: Settings) -> ObjectStore:
     return store_opener(settings)()
+
+
+def store_identity(settings: Settings) -> str:
+    """What the store of ``settings`` says as its ``identity`` once opened (the store an index
+    records it describes), said without opening it: a query of the index alone opens none."""
+    location = parse_store_location(settings.store)
+    if location.kind == "local":
+        assert location.path is not None
+        return os.path.realpath(location.path)
+    return (
+        f"s3://{location.bucket}/{location.prefix}"
+        if location.prefix
+        else f"s3://{location.bucket}"
+    )
 
 
 def store_opener(settings: Settings) -> Callable[[], ObjectStore]:

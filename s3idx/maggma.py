@@ -189,6 +189,7 @@ class S3idxStore(Store):
             # The key and last_updated fields are indexed, so newer_in and last_updated are
             # answered from the index alone; recording them now makes a new index an empty one.
             engine.index.configure(self.key, self._fields(engine))
+            engine.bind_store()
         except BaseException:
             engine.close()
             raise

@@ -230,11 +230,13 @@ def test_refusals_count_one_entry_in_the_singular(tmp_path: Path) -> None:
     with Engine(LocalStore(tmp_path / "empty"), SqliteIndex(tmp_path / "other.db")) as engine:
         engine.put_documents([{"fs_id": "x"}])
         engine.delete(["x"])
-    with Engine(LocalStore(tmp_path / "empty"), SqliteIndex(index)) as engine:
-        with pytest.raises(S3idxError, match="refusing to remove the 1 index entry\n"):
-            engine.sync()
-        with pytest.raises(S3idxError, match="replace an index of 1 entry with an empty one"):
-            engine.rebuild_index()
+    (tmp_path / "full" / "objects" / "a~").unlink()  # its own store, emptied behind its back
+    full = Engine(LocalStore(tmp_path / "full"), SqliteIndex(index))
+    with full, pytest.raises(S3idxError, match="refusing to remove the 1 index entry\n"):
+        full.sync()
+    empty = Engine(LocalStore(tmp_path / "empty"), SqliteIndex(index))
+    with empty, pytest.raises(S3idxError, match="replace an index of 1 entry with an empty one"):
+        empty.rebuild_index()
 
 
 def test_a_resumed_rebuild_rates_only_what_it_listed_itself() -> None:

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from s3idx import Engine, Events, codec
 from s3idx.engine import rebuild as rebuild_module
-from s3idx.errors import ExitStatus, S3idxError
+from s3idx.errors import ExitStatus, IndexSettingsError, S3idxError
 from s3idx.index.sqlite import SqliteIndex
 from s3idx.store.local import LocalStore
 from tests.helpers import Run, StopAfter, jsonl
@@ -209,10 +209,15 @@ def test_sync_no_prune_keeps_stale_entries(filled: Engine) -> None:
 def test_sync_refuses_to_remove_everything_for_an_empty_store(
     filled: Engine, tmp_path: Path
 ) -> None:
+    # Its own store, emptied behind its back (another store's sync is refused before this).
+    for path in (tmp_path / "store" / "objects").rglob("*~"):
+        path.unlink()
     with pytest.raises(S3idxError) as excinfo:
-        Engine(_empty_store(tmp_path / "nothing-here"), filled.index).sync()
+        filled.sync()
     assert "lists no objects; refusing to remove all 40 index entries" in str(excinfo.value)
     assert filled.count({}) == 40
+    with pytest.raises(IndexSettingsError, match="is the index of store"):
+        Engine(_empty_store(tmp_path / "nothing-here"), filled.index).sync()
 
 
 def test_sync_fills_a_brand_new_index(filled: Engine, tmp_path: Path) -> None:

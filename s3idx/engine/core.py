@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import math
 import threading
@@ -10,7 +11,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 from s3idx import codec
-from s3idx.backends import open_index, store_opener
+from s3idx.backends import open_index, store_identity, store_opener
 from s3idx.config import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_HEAD_WORKERS,
@@ -21,6 +22,7 @@ from s3idx.config import (
     MAX_PROCESSES,
     MAX_WORKERS,
     Settings,
+    redact_location,
     resolve_settings,
 )
 from s3idx.engine.arguments import (
@@ -34,6 +36,7 @@ from s3idx.engine.retry import RetryingStore
 from s3idx.errors import (
     BackendUnavailableError,
     DamagedIndexError,
+    IndexSettingsError,
     NotFoundError,
     ObjectNotFoundError,
     S3idxError,
@@ -173,11 +176,16 @@ class Engine:
         self._max_concurrency = max(workers, head_workers)
         self._store: RetryingStore | None = None
         self._open_store: Callable[[], ObjectStore] | None = None
+        # What the index records as the store it describes (see _check_store_binding); a store
+        # given as a function that opens it: from_settings says, without opening it.
+        self.store_binding: str | None = None
         if isinstance(store, ObjectStore) or not callable(store):
             self._store = self._retrying(store)
+            self.store_binding = self._store.identity
         else:
             self._open_store = store
         self._index = index
+        self._binding_checked = False
         self._closed = False
         self._key_field = key_field
         self.fields = tuple(fields)
@@ -201,8 +209,48 @@ class Engine:
 
     @property
     def index(self) -> Index:
+        """The index, once found to describe this engine's store (IndexSettingsError if it
+        records another: its entries would lie about this one)."""
         self._check_open()
+        if not self._binding_checked:
+            self._check_store_binding()
         return self._index
+
+    def _check_store_binding(self) -> None:
+        bound = None if self.store_binding is None else self._index.store_binding()
+        self._refuse_another_store(bound)
+        self._binding_checked = True
+
+    def _refuse_another_store(self, bound: str | None) -> None:
+        refusal = self._another_store(bound)
+        if refusal is not None:
+            # A location that is no store (a file) is the likelier mistake: said as every
+            # command says it. One that does not exist may be a put's new store: this index
+            # is another's all the same. Asked only here, so a query opens no store.
+            with contextlib.suppress(NotFoundError):
+                self.require_store()
+            raise refusal
+
+    def _another_store(self, bound: str | None) -> IndexSettingsError | None:
+        """The refusal of an index that records ``bound``, another store than this one's."""
+        if bound is None or self.store_binding is None or bound == self.store_binding:
+            return None
+        return IndexSettingsError(
+            f"index {self._index.location} is the index of store "
+            f"{redact_location(bound)}, not of {redact_location(self.store_binding)}",
+            hint="give this store's own index (--index; a new location is filled by put or "
+            "by rebuild-index); to make this index describe this store instead, replacing "
+            "its entries, run s3idx rebuild-index",
+        )
+
+    def bind_store(self) -> None:
+        """Record this engine's store in an index that records none yet (a new one, or one
+        written before s3idx recorded its store); called by the commands that add entries,
+        before they do. Another store recorded meanwhile, by a writer binding at the same
+        moment, is refused as the first use of ``index`` refuses it."""
+        if self.store_binding is not None:
+            self._check_open()
+            self._refuse_another_store(self._index.bind_store(self.store_binding))
 
     @property
     def store(self) -> RetryingStore:
@@ -227,6 +275,7 @@ class Engine:
             put_stale_seconds=settings.put_stale_seconds,
         )
         engine.settings = settings
+        engine.store_binding = store_identity(settings)
         return engine
 
     def close(self) -> None:
@@ -293,8 +342,7 @@ class Engine:
             shown["store_status"] = _status(exc)
             problems.append(exc)
         try:
-            self.require_index()
-            recorded = self.index.settings()
+            recorded = self._index_alone().settings()  # shown even if another store's
             assert recorded is not None
             shown.update(
                 index_status="ok",
@@ -303,6 +351,11 @@ class Engine:
                 pending_fields=[f for f, _ in recorded.pending],
                 entries=self.count({}),
             )
+            bound = self._index.store_binding()
+            shown["indexed_store"] = "" if bound is None else redact_location(bound)
+            refusal = self._another_store(bound)
+            if refusal is not None:
+                problems.append(refusal)
         except S3idxError as exc:
             shown["index_status"] = _status(exc)
             problems.append(exc)
@@ -311,7 +364,7 @@ class Engine:
         rebuilding = None
         if shown["index_status"] in ("ok", "does not exist"):
             try:
-                rebuilding = self.index.rebuild_status()
+                rebuilding = self._index.rebuild_status()
             except S3idxError as exc:
                 problems.append(exc)
         if rebuilding is not None:
@@ -328,7 +381,8 @@ class Engine:
         """The key field: as given, else as the index recorded it, else ``fs_id``."""
         if self._key_field is not None:
             return self._key_field
-        recorded = self.index.settings()
+        self._check_open()
+        recorded = self._index.settings()  # a query's too: it need not describe the store
         return recorded.key_field if recorded is not None else DEFAULT_KEY_FIELD
 
     def _put_fields(self, extra: Sequence[str]) -> tuple[str, ...]:
@@ -425,6 +479,7 @@ class Engine:
         """The index records put's key field and fields (not in a dry run)."""
         if not options.dry_run:
             self.index.configure(options.key_field, options.fields)
+            self.bind_store()
 
     def put_files(
         self,
@@ -576,15 +631,15 @@ class Engine:
         A filter, sort or projection naming a field the index does not hold for every entry
         is refused (FieldNotIndexedError, FieldPendingError) rather than answered wrongly.
         """
-        self.require_index()
-        check_query_paths(self.index.settings(), filter=filter, sort=sort, fields=fields)
-        found = self.index.find(filter or {}, fields=fields, sort=sort, skip=skip, limit=limit)
+        index = self._index_alone()
+        check_query_paths(index.settings(), filter=filter, sort=sort, fields=fields)
+        found = index.find(filter or {}, fields=fields, sort=sort, skip=skip, limit=limit)
         return self._while_open(found)
 
     def count(self, filter: Mapping[str, Any] | None = None) -> int:
-        self.require_index()
-        check_query_paths(self.index.settings(), filter=filter)
-        return self.index.count(filter or {})
+        index = self._index_alone()
+        check_query_paths(index.settings(), filter=filter)
+        return index.count(filter or {})
 
     def check_query(
         self,
@@ -595,8 +650,16 @@ class Engine:
     ) -> None:
         """Refuse what ``query`` would refuse in these paths, without running it (for a count
         given a sort or projection too: the same refusal as the listing)."""
-        self.require_index()
-        check_query_paths(self.index.settings(), filter=filter, sort=sort, fields=fields)
+        check_query_paths(self._index_alone().settings(), filter=filter, sort=sort, fields=fields)
+
+    def _index_alone(self) -> Index:
+        """The index, for reads of its entries alone (query, count): they say nothing of a
+        store, so the store given with them need not be the one the index describes (a query
+        given --index only, with the default store). NotFoundError for no index."""
+        self._check_open()
+        if self._index.settings() is None:
+            raise index_not_found(self._index.location)
+        return self._index
 
     def query_documents(
         self,
@@ -608,6 +671,7 @@ class Engine:
     ) -> Iterator[tuple[str, FetchedDocument | None]]:
         """The whole documents of the matching entries, fetched in parallel, in index order."""
         self.require_store()
+        self.require_index()  # and the index of this store: its keys name this store's objects
         key_field = self.key_field
         entries = self.query(filter, fields=[key_field], sort=sort, skip=skip, limit=limit)
         return self.fetch(e[key_field] for e in entries)
@@ -663,9 +727,12 @@ class Engine:
         # Rewritten objects' manifest lines (the compaction leaves them to these).
         batches = ManifestBatches(self.store, events.warned) if manifests else None
         try:
+            # Not self.index: a rebuild may replace the index of another store (the way to
+            # make an index describe a store that moved); the swapped-in one records this one.
+            self._check_open()
             return run_rebuild(
                 self.store,
-                self.index,
+                self._index,
                 workers=self.head_workers,
                 key_field=self._key_field,
                 resume=resume,
@@ -675,6 +742,7 @@ class Engine:
                 manifests=manifests,
                 shard=shard,
                 restart=restart,
+                store_binding=self.store_binding,
             )
         finally:
             if batches is not None:
@@ -713,7 +781,9 @@ class Engine:
         events = events or Events()
         # One set of per-batch manifests for the objects sync HEADs and those it rewrites.
         batches = ManifestBatches(self.store, events.warned)
-        return run_sync(
+        if not (check or dry_run):
+            self.bind_store()  # before any entry is written, if the index has settings
+        result = run_sync(
             self.store,
             self.index,
             workers=self.head_workers,
@@ -727,6 +797,9 @@ class Engine:
             manifests=batches,
             put_stale_after=self.put_stale_seconds,
         )
+        if not (check or dry_run):
+            self.bind_store()  # and after: a new index has settings once sync recorded them
+        return result
 
     def reindex(
         self,

@@ -82,7 +82,10 @@ def run_rebuild(
     manifests: bool = True,
     shard: Shard | None = None,
     restart: bool = False,
+    store_binding: str | None = None,
 ) -> RebuildResult:
+    """``store_binding``: what the swapped-in index records as the store it describes
+    (``Engine.store_binding``); None records none."""
     events = events or Events()
     if shard is not None and shard.count == 1:
         shard = None  # one shard of one is the whole store: a plain rebuild
@@ -108,7 +111,7 @@ def run_rebuild(
             index,
             workers,
             key_field,
-            _Options(resume, restart, shard, rewriter),
+            _Options(resume, restart, shard, rewriter, store_binding),
             events,
             stop,
             joined,
@@ -124,6 +127,7 @@ class _Options:
     restart: bool
     shard: Shard | None
     rewriter: Rewriter | None
+    store_binding: str | None
 
 
 def _run(
@@ -206,7 +210,7 @@ def _run(
             raise
         pending = tuple((f, n) for f, n in result.pending_fields.items() if n)
         settings = IndexSettings(result.key_field, tuple(result.fields), pending)
-        rebuild.commit(settings)
+        rebuild.commit(settings, store=options.store_binding)
         result.committed = True
         result.total_entries = index.count()
         with reported_on_failure(result):

@@ -239,6 +239,9 @@ class RetryingStore:
     ) -> None:
         self.inner = store
         self.location = store.location
+        # What an index records as the store it describes (stores of s3idx's own say); None:
+        # a store that does not say, whose index is bound to none.
+        self.identity: str | None = getattr(store, "identity", None)
         # The inner store's own count: each attempt of a retried call is a request sent.
         self.requests = store.requests
         self.policy = policy or RetryPolicy()

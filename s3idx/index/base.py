@@ -267,8 +267,9 @@ class IndexRebuild(Protocol):
 
     def checkpoint(self) -> dict[str, Any] | None: ...
 
-    def commit(self, settings: IndexSettings) -> None:
-        """Swap the new index in, recording ``settings`` (pending fields included)."""
+    def commit(self, settings: IndexSettings, *, store: str | None = None) -> None:
+        """Swap the new index in, recording ``settings`` (pending fields included) and
+        ``store`` as the store it describes (none recorded: None)."""
         ...
 
     def abort(self) -> None:
@@ -327,6 +328,17 @@ class Index(Protocol):
         is recorded as pending (with the number of entries then), in the same step. Raises
         IndexSettingsError when the key field differs from the recorded one.
         """
+        ...
+
+    def store_binding(self) -> str | None:
+        """The store this index describes (``Engine`` names it: a local store's real path,
+        ``s3://BUCKET/PREFIX``), or None for an index that names none yet."""
+        ...
+
+    def bind_store(self, store: str) -> str | None:
+        """Record ``store`` as the store this index describes unless one is recorded (in one
+        step: of two writers binding at once, one wins); returns the store recorded now. None,
+        and nothing recorded, for an index that was never configured (it has no settings)."""
         ...
 
     def mark_complete(self, fields: Sequence[str], *, remaining: int = 0) -> IndexSettings:

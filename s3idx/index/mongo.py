@@ -35,7 +35,9 @@ Layout in the database:
 - ``<collection>__changes``: while a rebuild runs, the keys every write of the live entries
   touched, ``{"key"}`` per write. The "rebuild running" flag is the document ``_id`` =
   ``<collection>__changes`` in ``s3idx_meta`` (``{"run", "started"}``): it lives beside the
-  settings, so it exists even when the live entries are missing.
+  settings, so it exists even when the live entries are missing. The store the index
+  describes is ``_id`` = ``<collection>$store`` (``{"store"}``), inserted by the first writer
+  that binds it (a unique ``_id``: one wins) and replaced by a rebuild's commit.
 
 pymongo is imported here only, and every pymongo error is translated into an ``S3idxError`` at
 this boundary (``mongo_errors.translate_error``). Where the URI may be shown, and which of its
@@ -44,6 +46,7 @@ parts are secrets, is ``mongo_location``'s.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import re
 import threading
@@ -538,6 +541,7 @@ class _Collections:
         self.locks: Collection[Any] = database[name + LOCKS_SUFFIX]
         self.puts: Collection[Any] = database[name + PUTS_SUFFIX]
         self.flag_id = name + CHANGES_SUFFIX  # the "rebuild running" flag, in ``meta``
+        self.store_id = name + "$store"  # the store the index describes, in ``meta``
         self.key_field: str | None = None
         self._is_ferretdb: bool | None = None  # asked of the server when first needed
         self._retrying = threading.local()  # inside ``swap_retried``: vanished tables pass
@@ -823,6 +827,23 @@ class MongoIndex:
         settings = self._settings_of(doc)
         self._c.key_field = settings.key_field
         return settings
+
+    def store_binding(self) -> str | None:
+        with self._c.guard("reading the settings of"):
+            doc = self._c.meta.find_one({ID: self._c.store_id})
+        store = None if doc is None else doc.get("store")
+        if doc is not None and (not isinstance(store, str) or not store):
+            raise _damaged_settings(self.location, "store is not a store location", store)
+        return store
+
+    def bind_store(self, store: str) -> str | None:
+        if self.settings() is None:
+            return None
+        # An insert of a unique _id: of writers binding at once one wins, FerretDB included
+        # (which does not apply a filtered update's filter and change in one step).
+        with self._c.guard("recording the settings of"), contextlib.suppress(DuplicateKeyError):
+            self._c.meta.insert_one({ID: self._c.store_id, "store": store})
+        return self.store_binding()
 
     def _refuse_foreign(self) -> None:
         """Refuse a collection without settings that holds documents s3idx did not write: it
@@ -1872,7 +1893,7 @@ class MongoRebuild:
             {ID: {"$in": [*self._shard_ids(), _swap_id(self._state_id)]}, "run": self._run}
         )
 
-    def commit(self, settings: IndexSettings) -> None:
+    def commit(self, settings: IndexSettings, *, store: str | None = None) -> None:
         self._check_open()
         if settings.key_field != self._key_field:
             raise IndexSettingsError(
@@ -1900,6 +1921,10 @@ class MongoRebuild:
                 },
                 upsert=True,
             )
+            if store is None:
+                self._c.meta.delete_one({ID: self._c.store_id})
+            else:
+                self._c.meta.replace_one({ID: self._c.store_id}, {"store": store}, upsert=True)
             self._c.meta.delete_one(self._mine())
             self._forget_shards()
         self._c.key_field = final.key_field

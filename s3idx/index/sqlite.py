@@ -406,6 +406,22 @@ class SqliteIndex:
                 _set_pending(conn, pending)
             return IndexSettings(key_field, (*known, *new), pending)
 
+    def store_binding(self) -> str | None:
+        with self._db.reading() as conn:
+            meta = None if conn is None else self._db.load_meta(conn)
+            return None if meta is None else _store_binding(meta)
+
+    def bind_store(self, store: str) -> str | None:
+        with self._db.transaction() as conn:  # BEGIN IMMEDIATE: one writer at a time
+            meta = self._db.load_meta(conn)
+            if self._db.settings_of(conn, meta) is None:
+                return None
+            assert meta is not None
+            recorded = _store_binding(meta)
+            if recorded is None:
+                _set_meta(conn, "store", store)
+            return recorded or store
+
     def mark_pending(self, pending: Sequence[tuple[str, int]]) -> IndexSettings:
         with self._db.transaction() as conn:
             settings = self._db.require_settings(conn)
@@ -1054,7 +1070,7 @@ class SqliteRebuild:
             _update_shards(conn, claimed=self._owner)
             return True
 
-    def commit(self, settings: IndexSettings) -> None:
+    def commit(self, settings: IndexSettings, *, store: str | None = None) -> None:
         plan = self._plan
         if settings.key_field != plan.key_field:
             raise self._db.key_mismatch(plan.key_field, settings.key_field)
@@ -1078,6 +1094,10 @@ class SqliteRebuild:
             _set_pending(conn, tuple(p for p in settings.pending if p[0] in fields))
             _set_meta(conn, _MULTIKEY[LIVE], json.dumps([f for f in fields if f in multikey]))
             _set_meta(conn, "generation", str(plan.generation))
+            if store is None:  # the entries are another store's than any recorded
+                conn.execute("DELETE FROM meta WHERE name = 'store'")
+            else:
+                _set_meta(conn, "store", store)
             conn.execute(_DROP_REBUILD_META)
 
     def changed_keys(self) -> Iterator[str]:
@@ -1406,6 +1426,13 @@ def _settings(meta: Mapping[str, Any] | None) -> IndexSettings | None:
             f"{_shown(meta['pending_fields'])}"
         )
     return IndexSettings(key_field, tuple(fields), tuple((f, n) for f, n in pending))
+
+
+def _store_binding(meta: Mapping[str, Any]) -> str | None:
+    store = meta.get("store")
+    if store is not None and (not isinstance(store, str) or not store):
+        raise _Damage(f"its recorded store is not a store location: {_shown(store)}")
+    return store
 
 
 def _json_meta(meta: Mapping[str, Any], name: str) -> Any:

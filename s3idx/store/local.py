@@ -112,6 +112,9 @@ class LocalStore:
         # False: make the store directory only, as mkdir does, so a mistyped path fails.
         self._create_parents = create_parents
         self.location = str(self.root)
+        # What an index records as the store it describes: one directory however it is named
+        # (relative, through links); backends.store_identity says the same unopened.
+        self.identity = os.path.realpath(self.root)
         self._objects = self.root / "objects"
         self._tmp = self.root / "tmp"
         self._locks = self.root / "locks"

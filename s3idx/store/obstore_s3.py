@@ -105,6 +105,7 @@ class ObstoreS3Store:
         self.bucket = self.connection.bucket
         self.prefix = self.connection.prefix
         self.location = self.connection.location
+        self.identity = self.connection.identity
         # The connection's: requests this store sends through obstore and those its boto3
         # delegate sends land in one count.
         self.requests = self.connection.requests

@@ -177,6 +177,9 @@ class S3Connection:
         self.prefix = prefix.strip("/")
         self.base = f"{self.prefix}/" if self.prefix else ""
         self.location = s3_url(bucket, self.prefix, None)
+        # What an index records as the store it describes: bucket and prefix, not the
+        # endpoint (one service may be reached by several URLs).
+        self.identity = self.location
         self.create_bucket = options.get("create_bucket", False)
         self.timeouts = (
             options.get("connect_timeout", DEFAULT_CONNECT_TIMEOUT),
@@ -424,6 +427,7 @@ class S3Store:
         self.bucket = connection.bucket
         self.prefix = connection.prefix
         self.location = connection.location
+        self.identity = connection.identity
         self.requests = connection.requests
         self._base = connection.base
         self._client = connection.client

@@ -267,7 +267,7 @@ def test_reading_a_mistyped_store_is_refused_naming_it(
     expected = f"s3idx: error: no s3idx store at {typo} (the directory does not exist)"
     assert expected in result.stderr
     assert not typo.exists()
-    assert run("query", "--count", "--index", str(index)).stdout == "1\n"
+    assert run("query", "--count", "--store", str(store), "--index", str(index)).stdout == "1\n"
 
 
 @pytest.mark.parametrize("under", [False, True], ids=["the file", "under the file"])
@@ -281,7 +281,7 @@ def test_a_store_that_is_a_file_is_a_usage_error_naming_it(
 ) -> None:
     """A file given as --store (the input file, by a slip) is a mistake to correct, exit 2, as
     a directory given as --index is: not a store that cannot be used (exit 5, ENOTDIR's text)."""
-    _, index = stored
+    kept, index = stored
     data = index.with_name("docs.jsonl")
     data.write_bytes(DOC)
     store = data / "store" if under else data
@@ -295,7 +295,7 @@ def test_a_store_that_is_a_file_is_a_usage_error_naming_it(
         "  hint: a local store is a directory: give a new or empty one, or an s3idx store\n"
     ) in result.stderr
     assert data.read_bytes() == DOC
-    assert run("query", "--count", "--index", str(index)).stdout == "1\n"
+    assert run("query", "--count", "--store", str(kept), "--index", str(index)).stdout == "1\n"
 
 
 @pytest.mark.parametrize("command", [["sync"], ["sync", "--rewrite"]])
@@ -412,13 +412,17 @@ def test_info_prints_the_locations_and_names_what_is_missing(run: Run, tmp_path:
 def test_an_empty_store_over_a_full_index_is_a_usage_error(
     run: Run, stored: tuple[Path, Path], tmp_path: Path, command: str
 ) -> None:
-    _, index = stored
-    empty, scratch = tmp_path / "empty-store", tmp_path / "scratch.db"
-    assert run("put", "--store", str(empty), "--index", str(scratch), input=DOC).exit_code == 0
-    assert run("delete", "a", "--store", str(empty), "--index", str(scratch)).exit_code == 0
+    store, index = stored
+    if command == "sync":  # the index's own store, emptied behind its back
+        (store / "objects" / "a~").unlink()
+        empty = store
+    else:  # another store: rebuild-index may re-point an index, but not to nothing
+        empty, scratch = tmp_path / "empty-store", tmp_path / "scratch.db"
+        assert run("put", "--store", str(empty), "--index", str(scratch), input=DOC).exit_code == 0
+        assert run("delete", "a", "--store", str(empty), "--index", str(scratch)).exit_code == 0
 
     result = run(command, "--store", str(empty), "--index", str(index))
 
     assert result.exit_code == ExitStatus.USAGE
     assert f"the store {empty} " in result.stderr and "refusing to " in result.stderr
-    assert run("query", "--count", "--index", str(index)).stdout == "1\n"
+    assert run("query", "--count", "--store", str(store), "--index", str(index)).stdout == "1\n"

@@ -156,6 +156,7 @@ class SqliteTamper:
         "key_field": "key_field",
         "fields": "fields",
         "pending": "pending_fields",
+        "store": "store",
     }
 
     def __init__(self, index: SqliteIndex) -> None:
@@ -233,6 +234,9 @@ class MongoTamper:
         assert self._c.live.update_one({"_id": key}, change).modified_count
 
     def set_setting(self, name: str, value: Any) -> None:
+        if name == "store":  # a document of its own
+            self._c.meta.update_one({"_id": self._c.store_id}, {"$set": {name: value}})
+            return
         self._c.meta.update_one({"_id": self._c.name}, {"$set": {name: value}})
 
     def spoil_journal(self, key: str) -> Any:

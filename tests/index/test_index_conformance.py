@@ -1709,3 +1709,67 @@ def test_a_damaged_rebuild_record_is_restarted_by_a_shard(filled: Index) -> None
     rebuild.finish()
     assert by_key(filled.find()) == by_key(ENTRIES)
     assert filled.rebuild_status() is None
+
+
+# --- the store an index describes ---------------------------------------------------------------
+
+
+def test_an_index_records_the_store_it_describes_once_configured(
+    index: Index, open_index: Any
+) -> None:
+    assert index.store_binding() is None
+    assert index.bind_store("/stores/a") is None  # nothing configured yet: nothing to bind
+    assert index.store_binding() is None
+    assert index.settings() is None  # and binding did not make an index where there was none
+
+    index.configure(KEY, FIELDS)
+    assert index.bind_store("/stores/a") == "/stores/a"
+    assert index.store_binding() == "/stores/a"
+    assert open_index().store_binding() == "/stores/a"
+    # The first recorded stays: the caller sees the other store and refuses it.
+    assert open_index().bind_store("s3://bucket/prefix") == "/stores/a"
+    assert open_index().store_binding() == "/stores/a"
+    assert index.settings() == IndexSettings(KEY, FIELDS)  # the settings are untouched
+
+
+def test_of_writers_binding_an_index_at_once_one_wins(open_index: Any) -> None:
+    open_index().configure(KEY, FIELDS)
+    stores = [f"/stores/{n}" for n in range(8)]
+    seen: list[str | None] = [None] * len(stores)
+    start = threading.Barrier(len(stores))
+
+    def bind(n: int) -> None:
+        handle = open_index()
+        start.wait()
+        seen[n] = handle.bind_store(stores[n])
+
+    threads = [threading.Thread(target=bind, args=(n,)) for n in range(len(stores))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    winner = open_index().store_binding()
+    assert winner in stores
+    assert seen == [winner] * len(stores)  # each was told the one store recorded
+
+
+@pytest.mark.parametrize("store", ["s3://bucket/new", None])
+def test_a_rebuild_records_the_store_it_was_filled_from(
+    filled: Index, open_index: Any, store: str | None
+) -> None:
+    assert filled.bind_store("/stores/old") == "/stores/old"
+    rebuild = filled.start_rebuild(KEY)
+    rebuild.upsert(NEW)
+    assert filled.store_binding() == "/stores/old"  # until the swap
+
+    rebuild.commit(NEW_SETTINGS, store=store)
+
+    assert open_index().store_binding() == store  # None: the old one is not kept either
+    assert open_index().settings() == NEW_SETTINGS
+
+
+def test_a_recorded_store_changed_by_hand_is_damage(filled: Index, open_index: Any) -> None:
+    filled.bind_store("/stores/a")
+    tamper_with(filled).set_setting("store", "")
+    fresh = open_index()
+    _damaged(fresh, fresh.store_binding, "its recorded store is not a store location: ''")
