@@ -19,7 +19,7 @@ from s3idx.config import TRANSPORTS, Settings, default_index, default_store, red
 from s3idx.errors import UsageError
 from s3idx.frozen import Frozen, init_field
 from s3idx.index.base import Index
-from s3idx.store.base import ObjectStore
+from s3idx.store.base import ObjectStore, s3_url
 
 
 class StoreLocation(Frozen):
@@ -242,11 +242,7 @@ def store_identity(settings: Settings) -> str:
     if location.kind == "local":
         assert location.path is not None
         return os.path.realpath(location.path)
-    return (
-        f"s3://{location.bucket}/{location.prefix}"
-        if location.prefix
-        else f"s3://{location.bucket}"
-    )
+    return s3_url(location.bucket, location.prefix, None)
 
 
 def store_opener(settings: Settings) -> Callable[[], ObjectStore]:

@@ -216,3 +216,10 @@ class ObjectStore(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+def s3_url(bucket: str, prefix: str, key: str | None) -> str:
+    """``s3://BUCKET/PREFIX/KEY`` (the parts given), as messages and store identities say it.
+    Here, not beside the S3 error table: naming an S3 store needs no botocore."""
+    path = "/".join(part for part in (prefix, key) if part)
+    return f"s3://{bucket}/{path}" if path else f"s3://{bucket}"

@@ -414,11 +414,8 @@ class LocalStore:
             # could have stored.
             if exc.errno in (errno.ELOOP, errno.ENAMETOOLONG):
                 raise ObjectNotFoundError(key) from None
-            if exc.errno in _DENIALS:  # this file (or a directory above it) only: go on past it
-                raise ObjectAccessDeniedError(
-                    _object_failure(self.root, exc), hint=_DENIED_READ_HINT
-                ) from None
-            raise _unavailable(self.root, exc) from None
+            # EACCES: this file (or a directory above it) only: go on past it.
+            raise _object_error(self.root, exc, _DENIED_READ_HINT) from None
 
     def _read_head(self, key: str, fh: IO[bytes]) -> ObjectHead:
         """The object file's header; UndecodableMetadataError when it cannot be read, as S3
@@ -585,11 +582,8 @@ class LocalStore:
             except FileNotFoundError:
                 raise ObjectNotFoundError(key) from None
             except OSError as exc:
-                if exc.errno in _DENIALS:  # its directory's permissions (all of them: ten in a row)
-                    raise ObjectAccessDeniedError(
-                        _object_failure(self.root, exc), hint=_DENIED_WRITE_HINT
-                    ) from None
-                raise _unavailable(self.root, exc) from None
+                # EACCES: its directory's permissions (all of them: ten in a row).
+                raise _object_error(self.root, exc, _DENIED_WRITE_HINT) from None
         return PutReceipt(_etag(st), st.st_size)
 
     def close(self) -> None:
@@ -781,6 +775,14 @@ _DENIED_READ_HINT = (
 _DENIED_WRITE_HINT = (
     "check the permissions of the object's directory, or run s3idx as a user who may write it"
 )
+
+
+def _object_error(root: Path, exc: OSError, denied_hint: str) -> S3idxError:
+    """One object's file failing: a denial is that object's (commands go on past it), anything
+    else the store's."""
+    if exc.errno in _DENIALS:
+        return ObjectAccessDeniedError(_object_failure(root, exc), hint=denied_hint)
+    return _unavailable(root, exc)
 
 
 def _object_failure(root: Path, exc: OSError) -> str:

@@ -59,6 +59,7 @@ from s3idx.store.base import (
     ObjectInfo,
     PutReceipt,
     RequestCounter,
+    s3_url,
 )
 from s3idx.store.deadline import WATCHDOG, Watch, transfer_deadline
 from s3idx.store.s3_errors import (
@@ -66,7 +67,6 @@ from s3idx.store.s3_errors import (
     error_code,
     not_s3,
     remember_credentials,
-    s3_url,
     too_slow_error,
     translate_error,
     unloadable_credentials,

@@ -59,6 +59,7 @@ from s3idx.errors import (
     UsageError,
     shorten_key,
 )
+from s3idx.store.base import s3_url
 from s3idx.store.deadline import MIN_RATE
 
 _CREDENTIALS_HINT = (
@@ -423,8 +424,3 @@ def _aws_profiles() -> list[str]:
         return sorted(botocore.session.Session().available_profiles)
     except Exception:  # a broken file: the profile error is what the user needs to see
         return []
-
-
-def s3_url(bucket: str, prefix: str, key: str | None) -> str:
-    path = "/".join(part for part in (prefix, key) if part)
-    return f"s3://{bucket}/{path}" if path else f"s3://{bucket}"
