@@ -9,6 +9,8 @@ first written, and ``rebuild-index`` from another store is the one way to re-poi
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import orjson
@@ -20,7 +22,7 @@ from s3idx.config import resolve_settings
 from s3idx.errors import ExitStatus, IndexSettingsError
 from s3idx.index.sqlite import SqliteIndex
 from s3idx.store.local import LocalStore
-from tests.helpers import Run, json_lines, jsonl
+from tests.helpers import Run, json_lines, jsonl, subprocess_env
 from tests.s3proxy import S3Proxy
 
 DOCS = [{"fs_id": f"k{i}", "v": i} for i in range(5)]
@@ -223,3 +225,40 @@ def test_a_store_says_unopened_what_it_says_opened(
     with Engine.from_settings(settings) as engine:
         opened = engine.store.identity
     assert store_identity(settings) == opened
+
+
+def test_two_syncs_into_one_new_index_from_two_stores_never_mix(tmp_path: Path) -> None:
+    """A new index has no settings until sync's first batch records them: the store must be
+    recorded with them, before that batch's entries, or two syncs starting together from two
+    stores would both write before either recorded its store."""
+    stores = {}
+    for name in ("a", "b"):
+        stores[name] = tmp_path / name
+        docs = [{"fs_id": f"{name}{i:05d}", "v": i} for i in range(3000)]
+        with Engine(LocalStore(stores[name]), SqliteIndex(tmp_path / f"{name}.sqlite3")) as e:
+            e.put_documents(docs)
+    home = tmp_path / "home"
+    home.mkdir()
+    for round_ in range(4):
+        index = str(tmp_path / f"new{round_}.sqlite3")
+        procs = {
+            name: subprocess.Popen(
+                [sys.executable, "-m", "s3idx", "sync", "--store", str(store), "--index", index],
+                env=subprocess_env(home),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+            for name, store in stores.items()
+        }
+        outcomes = {name: (p.wait(120), p.stderr.read().decode()) for name, p in procs.items()}  # type: ignore[union-attr]
+        for p in procs.values():
+            p.stdout.close()  # type: ignore[union-attr]
+            p.stderr.close()  # type: ignore[union-attr]
+        winners = [name for name, (status, _) in outcomes.items() if status == 0]
+        assert len(winners) == 1, f"round {round_}: {outcomes}"
+        (loser,) = set(stores) - set(winners)
+        assert outcomes[loser][0] == ExitStatus.USAGE, f"round {round_}: {outcomes}"
+        assert "is the index of store" in outcomes[loser][1]
+        keys = _entries(Path(index))
+        assert len(keys) == 3000 and {k[0] for k in keys} == set(winners), f"round {round_}"
+        assert SqliteIndex(index).store_binding() == str(stores[winners[0]].resolve())

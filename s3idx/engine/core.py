@@ -796,9 +796,8 @@ class Engine:
             shard=shard,
             manifests=batches,
             put_stale_after=self.put_stale_seconds,
+            bind=self.bind_store,  # a new index: once its first batch recorded its settings
         )
-        if not (check or dry_run):
-            self.bind_store()  # and after: a new index has settings once sync recorded them
         return result
 
     def reindex(

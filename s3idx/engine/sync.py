@@ -80,8 +80,13 @@ def run_sync(
     manifests: ManifestBatches | None = None,
     compact: bool = True,
     put_stale_after: float = DEFAULT_PUT_STALE_SECONDS,
+    bind: Callable[[], None] | None = None,
 ) -> SyncResult:
     """``manifests``: where the HEADed objects' lines go (shared with ``rewriter``'s).
+
+    ``bind``: called once the index has settings (for a new index: once the first batch has
+    recorded them), before any entry is written: it records the store the index describes,
+    or raises for an index that records another (``Engine.bind_store``).
 
     ``compact`` False: no compaction. A sync with ``shard`` never compacts: it sees only its
     own keys, and removing the manifests would drop the lines of the keys it did not see.
@@ -118,6 +123,7 @@ def run_sync(
             compaction,
             shard,
             put_stale_after,
+            bind,
         )
     finally:
         if compaction is not None:
@@ -137,6 +143,7 @@ def _run(
     compaction: _SyncCompaction | None,
     shard: Shard | None,
     put_stale_after: float,
+    bind: Callable[[], None] | None,
 ) -> SyncResult:
     prune = result.prune
     key_field = _key_field(store, index, rewriter)
@@ -168,6 +175,7 @@ def _run(
             # So that adopted objects lacking a recorded field are counted (see _Applier).
             collector.fields = list(recorded.fields)
         applier = _Applier(store, index, collector, result, events, writes, workers, manifests)
+        applier.bind = bind
         if manifests is not None:
             collector.on_object = _HeadedLines(manifests, compaction).add
         bookkeeping = index.iter_bookkeeping()
@@ -497,6 +505,7 @@ class _Applier:
         self._removes: dict[str, str] = {}
         self._expected: dict[str, str | None] = {}  # the ETag the merge read, per key to write
         self._drifted: list[tuple[str, str]] = []  # in key order, counted once HEADs say
+        self.bind: Callable[[], None] | None = None  # see run_sync; called once, then None
 
     def add(self, kind: str, key: str, etag: str | None) -> None:
         if kind == BUCKET_ONLY:
@@ -539,6 +548,9 @@ class _Applier:
             if entries and self._writes:
                 assert key_field is not None
                 self._index.configure(key_field, self._collector.fields)
+                if self.bind is not None:
+                    self.bind()  # with the settings, before the entries: see run_sync
+                    self.bind = None
                 expected = {k: self._expected.get(k) for k in recovered}
                 conflicts = self._index.upsert_if(entries, expected)
                 self._mark_pending()
