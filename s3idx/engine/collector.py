@@ -124,6 +124,30 @@ class EntryCollector:
                 raise error
         self._pass_over(failing.release())
 
+    def etags(self, keys: Iterable[str]) -> Iterator[tuple[str, str | None]]:
+        """Each key with the ETag of the object the store holds under it now (a HEAD), None
+        for none; ``""`` for an object whose metadata cannot be decoded (it is there, its
+        entry cannot describe it). A key whose HEAD fails is passed over as ``entries``
+        passes it over, not yielded: whether it is there is not known."""
+        failing: FailedInARow[tuple[str, str, bool]] = FailedInARow("read")
+        for key, future in ordered_map(self._pool, self._store.head, keys, self._window):
+            self.heads += 1
+            error = future.exception()
+            if isinstance(error, OBJECT_FAILURES) and self.on_unavailable is not None:
+                denied = isinstance(error, ObjectAccessDeniedError)
+                failing.add(key, (key, error.message, denied), error)
+                continue
+            self._pass_over(failing.release())
+            if error is None:
+                yield key, future.result().etag
+            elif isinstance(error, ObjectNotFoundError):
+                yield key, None
+            elif isinstance(error, UndecodableMetadataError):
+                yield key, ""
+            else:
+                raise error
+        self._pass_over(failing.release())
+
     def _pass_over(self, failed: list[tuple[str, str, bool]]) -> None:
         for key, reason, denied in failed:
             if self.on_unavailable is not None:

@@ -506,6 +506,7 @@ class _Applier:
         self._expected: dict[str, str | None] = {}  # the ETag the merge read, per key to write
         self._drifted: list[tuple[str, str]] = []  # in key order, counted once HEADs say
         self.bind: Callable[[], None] | None = None  # see run_sync; called once, then None
+        self._gone: dict[str, str] = {}  # index-only by the merge, until HEADs say (ETags)
 
     def add(self, kind: str, key: str, etag: str | None) -> None:
         if kind == BUCKET_ONLY:
@@ -514,18 +515,45 @@ class _Applier:
             self._updates.append(key)
         elif kind == MAGGMA:
             self._rewrites.append(key)
-        elif self._result.prune and self._writes:
+        else:
             assert etag is not None
-            self._removes[key] = etag
+            self._gone[key] = etag
         if kind != INDEX_ONLY:
             self._expected[key] = etag
         if kind != MAGGMA:
             self._drifted.append((kind, key))
-        reads = len(self._adds) + len(self._updates) + len(self._rewrites)
+        reads = len(self._adds) + len(self._updates) + len(self._rewrites) + len(self._gone)
         if reads >= BATCH or len(self._drifted) >= BATCH:
             self.flush()
 
+    def _confirm_gone(self) -> None:
+        """Index-only keys are drift only once a HEAD finds no object: the listing is read
+        ahead of the entries, so a put may have stored a key after the listing passed it and
+        written its entry before the merge read it. Removing that entry would leave the
+        document in the bucket with no entry. A key found holding another object than its
+        entry describes is changed; the entry's own object, in step; one whose HEAD fails,
+        left as it is (passed over as unavailable)."""
+        kinds: dict[str, str] = {}
+        for key, etag in self._collector.etags(list(self._gone)):
+            recorded = self._gone[key]
+            if etag is None:
+                kinds[key] = INDEX_ONLY
+                if self._result.prune and self._writes:
+                    self._removes[key] = recorded
+            elif etag != recorded:
+                kinds[key] = CHANGED
+                self._updates.append(key)
+                self._expected[key] = recorded
+        self._drifted = [
+            (kinds[key] if kind == INDEX_ONLY else kind, key)
+            for kind, key in self._drifted
+            if kind != INDEX_ONLY or key in kinds
+        ]
+        self._gone.clear()
+
     def flush(self) -> None:
+        if self._gone:
+            self._confirm_gone()
         keys = self._adds + self._updates + self._rewrites
         recovered: set[str] = set()
         conflicts: set[str] = set()
@@ -543,7 +571,12 @@ class _Applier:
             key_field = self._collector.key_field
             if entries:
                 assert key_field is not None  # set by the collector with its first entry
-                entries = [e for e in entries if not _being_deleted(e, key_field, journaled)]
+                entries = [
+                    e
+                    for e in entries
+                    if not _being_deleted(e, key_field, journaled)
+                    and not self._in_step(e[key_field], e)
+                ]
                 recovered = {e[key_field] for e in entries}
             if entries and self._writes:
                 assert key_field is not None
@@ -578,6 +611,11 @@ class _Applier:
             self._removes.clear()
         if conflicts:
             self._reconcile(conflicts)
+
+    def _in_step(self, key: str, entry: Entry) -> bool:
+        """A changed key whose HEAD found the very object its entry describes: the listing
+        was read before a writer replaced both. Not drift; nothing to write."""
+        return key in self._expected and entry[RESERVED_FIELD]["etag"] == self._expected[key]
 
     def _foreign(self) -> set[str]:
         """The keys the last HEADs found holding objects not written by s3idx."""

@@ -1,0 +1,98 @@
+"""sync beside writers: what it removes or reports as index-only is gone from the bucket.
+
+sync merges a listing with the index's entries, both read as it goes: the listing ahead of the
+entries. A put that uploads a key after the listing passed it, and writes its entry before the
+entries are read there, looks index-only to that merge. Removing it would leave the document
+in the bucket with no entry, and both commands would exit 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+from s3idx import Engine
+from s3idx.errors import ObjectAccessDeniedError
+from s3idx.index.sqlite import SqliteIndex
+from s3idx.store.base import ObjectHead, ObjectInfo
+from s3idx.store.local import LocalStore
+
+
+class ListedEarlier(LocalStore):
+    """A local store whose listing is the one taken when ``freeze`` was called: what a
+    listing read ahead of the index sees when a put lands behind it."""
+
+    frozen: list[ObjectInfo] | None = None
+    denied: frozenset[str] = frozenset()  # keys whose HEAD these credentials may not make
+
+    def freeze(self) -> None:
+        self.frozen = list(super().list_objects())
+
+    def list_objects(
+        self, prefix: str = "", *, start_after: str | None = None
+    ) -> Iterator[ObjectInfo]:
+        if self.frozen is None:
+            yield from super().list_objects(prefix, start_after=start_after)
+            return
+        for info in self.frozen:
+            if info.key.startswith(prefix) and (start_after is None or info.key > start_after):
+                yield info
+
+    def head(self, key: str) -> ObjectHead:
+        if key in self.denied:
+            raise ObjectAccessDeniedError(f"denied: {key}")
+        return super().head(key)
+
+
+def _engine(tmp_path: Path) -> tuple[Engine, ListedEarlier]:
+    store = ListedEarlier(tmp_path / "store")
+    return Engine(store, SqliteIndex(tmp_path / "index.sqlite3"), fields=["v"]), store
+
+
+def _indexed(engine: Engine) -> dict[str, int]:
+    return {doc["fs_id"]: doc["v"] for doc in engine.query({}, fields=["fs_id", "v"])}
+
+
+def test_sync_keeps_the_entry_of_a_document_put_behind_its_listing(tmp_path: Path) -> None:
+    engine, store = _engine(tmp_path)
+    with engine:
+        engine.put_documents([{"fs_id": "a", "v": 1}, {"fs_id": "c", "v": 1}])
+        store.freeze()
+        engine.put_documents([{"fs_id": "b", "v": 2}, {"fs_id": "c", "v": 2}])
+
+        for check in (True, False):
+            result = engine.sync(check=check)
+            assert (result.index_only, result.changed, result.removed) == (0, 0, 0), check
+
+        assert _indexed(engine) == {"a": 1, "b": 2, "c": 2}
+
+
+def test_sync_removes_the_entry_of_an_object_gone_from_the_bucket(tmp_path: Path) -> None:
+    engine, _ = _engine(tmp_path)
+    with engine:
+        engine.put_documents([{"fs_id": "a", "v": 1}, {"fs_id": "b", "v": 1}])
+        for path in (tmp_path / "store" / "objects").iterdir():
+            if path.name.startswith("b"):
+                path.unlink()  # behind the index's back
+
+        check = engine.sync(check=True)
+        assert (check.index_only, check.removed) == (1, 0)
+        result = engine.sync()
+        assert (result.index_only, result.removed) == (1, 1)
+        assert _indexed(engine) == {"a": 1}
+
+
+def test_sync_leaves_an_entry_whose_object_it_cannot_look_at(tmp_path: Path) -> None:
+    """Listed as absent, but its HEAD is denied: whether it is gone is not known, so its
+    entry stays, and the key is reported as unavailable, not as index-only."""
+    engine, store = _engine(tmp_path)
+    with engine:
+        engine.put_documents([{"fs_id": "a", "v": 1}])
+        store.freeze()
+        engine.put_documents([{"fs_id": "b", "v": 2}])
+        store.denied = frozenset({"b"})
+
+        result = engine.sync()
+
+        assert (result.index_only, result.removed, result.denied) == (0, 0, 1)
+        assert _indexed(engine) == {"a": 1, "b": 2}
