@@ -56,6 +56,12 @@ class S3idxError(Exception):
     """Base class: a failure with a message meant for the user and an exit status."""
 
     exit_status: ExitStatus = ExitStatus.ERROR
+    # Whether this failure of a write proves the write changed nothing: the request was
+    # refused before it was sent (no credentials, an endpoint that refuses connections) or
+    # answered with a refusal (403, 404, 400). False where it may have taken effect: a 5xx,
+    # a connection lost or a timeout after sending, anything unknown. ``call_with_retries``
+    # sets it False on an error that follows a retried attempt (that one may have landed).
+    changed_nothing: bool = False
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
         super().__init__(message)
@@ -74,6 +80,7 @@ class UsageError(S3idxError):
     """The command line, a filter, a location or the configuration is wrong."""
 
     exit_status = ExitStatus.USAGE
+    changed_nothing = True  # refused before sending, or answered with a refusal (redirects)
 
 
 class ConfigError(UsageError):
@@ -111,6 +118,7 @@ class NotFoundError(S3idxError):
     """A key, object, bucket or directory that was asked for does not exist."""
 
     exit_status = ExitStatus.NOT_FOUND
+    changed_nothing = True  # answered 404 (no such bucket), or refused before sending
 
 
 class ObjectNotFoundError(NotFoundError):
@@ -135,8 +143,17 @@ class BackendUnavailableError(S3idxError):
     exit_status = ExitStatus.UNAVAILABLE
 
 
+def unreachable(error: BackendUnavailableError) -> BackendUnavailableError:
+    """``error``, marked as a server that could not be reached at all (a connection refused,
+    a host that does not resolve): no request was sent, so none changed anything."""
+    error.changed_nothing = True
+    return error
+
+
 class TransientError(BackendUnavailableError):
     """A failure that may succeed when retried (throttling, 5xx, connection reset)."""
+
+    changed_nothing = False
 
     def __init__(
         self,
@@ -164,6 +181,7 @@ class AccessDeniedError(S3idxError):
     """Credentials are missing, invalid or not allowed to do this."""
 
     exit_status = ExitStatus.ACCESS_DENIED
+    changed_nothing = True  # none to sign with, or answered 403: the server refused it
 
 
 class ObjectAccessDeniedError(AccessDeniedError):

@@ -70,6 +70,9 @@ class S3Proxy:
         # time: a key whose reads (or uploads) fail however often they are retried.
         self.failing: Callable[[str, str], bool | tuple[int, bytes]] | None = None
         self.failed = 0
+        # Given a request's method and path, whether to relay it and then answer ``fault``
+        # instead of the server's answer: a request that took effect, reported as failed.
+        self.landed_failing: Callable[[str, str], bool] | None = None
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
@@ -152,6 +155,12 @@ class S3Proxy:
                     upstream.request(self.command, self.path, body=body, headers=headers)
                     response = upstream.getresponse()
                     data = response.read()
+                    if proxy.landed_failing is not None and proxy.landed_failing(
+                        self.command, unquote(urlsplit(self.path).path)
+                    ):
+                        status, error = proxy.fault
+                        self._answer(status, {"Content-Type": "application/xml"}, error)
+                        return
                     # A HEAD's Content-Length is the object's size, not the (empty) body's.
                     dropped = ("transfer-encoding", "connection")
                     if self.command != "HEAD":

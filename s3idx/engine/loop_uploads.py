@@ -238,6 +238,9 @@ class LoopUploads(Generic[Item, Outcome]):
         if upload.started:
             upload.started = False
             self._active -= 1
+        if upload.attempt and isinstance(error, S3idxError):
+            # An earlier attempt failed in a way that may have taken effect.
+            error.changed_nothing = False
         self._ready.append(self._finish(upload.item, receipt, error))
         if error is not None and not isinstance(error, RecordError | Cancelled):
             # The run fails with this error (the pipeline's fatal): what is not sent yet is

@@ -308,9 +308,9 @@ class UploadPipeline:
             self._result.bytes_stored += kept["size"]
             return
         etag = self._expected.pop(prepared.key, None)  # no entry to write for it
-        if etag is not None and isinstance(outcome.error, RecordError | Cancelled):
-            # Refused or never started: the object was not replaced. Any other failure may
-            # have stored it: the record stays, for sync to look.
+        if etag is not None and _changed_nothing(outcome.error):
+            # Refused or never started: the object was not replaced, the entry is still
+            # true. Any other failure may have stored it: the record stays, for sync to look.
             self._unjournal[prepared.key] = etag
         if isinstance(outcome.error, RecordError):
             self._on_reject(prepared.record, reject_reason(outcome.error))
@@ -482,6 +482,17 @@ class _Workers:
 class Cancelled(Exception):
     """An upload not started because the run already failed (never the run's error: it may
     reach the main thread before the failure that caused it)."""
+
+
+def _changed_nothing(error: BaseException) -> bool:
+    """Whether a failed upload certainly left the object as it was: refused as a document
+    (``RecordError``), never started (``Cancelled``), or failed in a way that proves the
+    request took no effect (``S3idxError.changed_nothing``: credentials refused, a 403 or 404
+    answer, an endpoint that refuses connections, and no earlier attempt that may have
+    landed). A 5xx, a timeout, a lost connection or an unknown error may have stored it."""
+    if isinstance(error, RecordError | Cancelled):
+        return True
+    return isinstance(error, S3idxError) and error.changed_nothing
 
 
 def _unstored_reason(error: BaseException) -> str:

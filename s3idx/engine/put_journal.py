@@ -40,9 +40,12 @@ import contextlib
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 
 from s3idx.engine.reconcile import reconcile
+from s3idx.errors import S3idxError
 from s3idx.index.base import Index, PutIntent
 from s3idx.limits import DELETE_BATCH, batched
 from s3idx.liveness import DEATH_SETTLE_SECONDS, has_died
@@ -99,6 +102,42 @@ def put_journaled(index: Index, shard: Shard | None = None, *, stale_after: floa
     dead = [record for record in records if not is_live(record, now, stale_after)]
     lately = any(_beat_lately(record, now, stale_after) for record in dead)
     return PutJournal(dead, live, lately)
+
+
+def drifted(
+    store: ObjectStore, index: Index, journal: PutJournal, *, workers: int, stale_after: float
+) -> list[str]:
+    """The keys of ``journal.interrupted`` that are drift, sorted: what ``sync --check`` and
+    ``verify`` report as ``interrupted-put``.
+
+    A dead run's record says the bucket *may* hold an object its entry does not describe. A
+    put that failed after its request reached the server (a 5xx, a lost connection) leaves
+    one whether or not the object landed, so each is looked at (one HEAD): the key is drift
+    when the object is not the one the entry records (another ETag, gone, no entry) or
+    cannot be read. A run seen dead only now (its process gone, its heartbeat within the
+    stale bound) may still have an upload on the wire: its keys are drift without looking.
+    Changes nothing: ``sync`` settles every dead run's record, drift or not."""
+    lately: set[str] = set()
+    look: set[str] = set()
+    now = time.time()
+    for record in journal.dead:
+        (lately if _beat_lately(record, now, stale_after) else look).add(record.key)
+    keys = sorted(look - lately)
+    found: dict[str, str | None] = {}
+    if keys:
+        recorded = index.etags(keys)  # before the HEADs, as reconcile reads them
+        with ThreadPoolExecutor(max(1, min(workers, len(keys))), "s3idx-journal") as pool:
+            found = dict(zip(keys, pool.map(partial(_etag, store), keys), strict=True))
+    differ = {key for key in keys if found[key] is None or found[key] != recorded.get(key)}
+    return sorted(lately | differ)
+
+
+def _etag(store: ObjectStore, key: str) -> str | None:
+    """The ETag of the object at ``key``; None if it is gone or cannot be read now."""
+    try:
+        return store.head(key).etag
+    except S3idxError:
+        return None
 
 
 def finish_puts(

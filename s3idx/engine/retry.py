@@ -159,6 +159,11 @@ def call_with_retries(
             attempts = policy.attempts_for(exc)
             if retry + 1 >= attempts:
                 raise gave_up(exc, attempts) from None
+        except S3idxError as exc:
+            if retry:
+                # An earlier attempt failed in a way that may have taken effect.
+                exc.changed_nothing = False
+            raise
         finally:
             if limit is not None:
                 limit.release(throttled=throttled)

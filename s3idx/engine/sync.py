@@ -48,7 +48,7 @@ from s3idx.engine.manifest_batches import ManifestBatches
 from s3idx.engine.manifest_index import ManifestIndex
 from s3idx.engine.metadata_entry import Recovered, Rewriter
 from s3idx.engine.probe import indexed_entries, probe_key_field
-from s3idx.engine.put_journal import INTERRUPTED_PUT, finish_puts, put_journaled
+from s3idx.engine.put_journal import INTERRUPTED_PUT, drifted, finish_puts, put_journaled
 from s3idx.engine.reconcile import reconcile
 from s3idx.engine.results import Events, SyncResult, accounted, reported_on_failure
 from s3idx.errors import S3idxError, UsageError
@@ -355,11 +355,14 @@ def _interrupted_puts(
         result.puts_in_progress = len(journal.in_progress)
         return set()
     journal = put_journaled(index, shard, stale_after=stale_after)
-    for key in journal.interrupted:
+    # Only the records whose key's object is not the one its entry describes are drift; the
+    # others' keys go through the merge as any key does.
+    interrupted = drifted(store, index, journal, workers=workers, stale_after=stale_after)
+    for key in interrupted:
         result.interrupted_puts += 1
         events.drift(INTERRUPTED_PUT, key)
     result.puts_in_progress = len(journal.in_progress)
-    return {*journal.interrupted, *journal.in_progress}
+    return {*interrupted, *journal.in_progress}
 
 
 def _wait_for_killed_puts(events: Events, stop: threading.Event | None, seconds: float) -> bool:

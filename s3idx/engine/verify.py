@@ -32,7 +32,7 @@ from s3idx import codec, maggma_format
 from s3idx.config import DEFAULT_PUT_STALE_SECONDS
 from s3idx.engine.concurrency import ordered_map, prefetched
 from s3idx.engine.metadata_entry import unusable_reason
-from s3idx.engine.put_journal import INTERRUPTED_PUT, put_journaled
+from s3idx.engine.put_journal import INTERRUPTED_PUT, drifted, put_journaled
 from s3idx.engine.read import SPOOL_THRESHOLD, fetch_document
 from s3idx.engine.results import Events, VerifyResult, accounted, reported_on_failure
 from s3idx.engine.retry import OBJECT_FAILURES, FailedInARow
@@ -108,11 +108,14 @@ def run_verify(
         result.interrupted_deletes += 1
         events.drift(INTERRUPTED_DELETE, key)
     journal = put_journaled(index, stale_after=put_stale_after)
-    for key in journal.interrupted:  # as sync --check: not counted again as changed
+    # As sync --check: only records whose key's object is not its entry's are drift, and
+    # those keys are not counted again as changed.
+    interrupted = drifted(store, index, journal, workers=workers, stale_after=put_stale_after)
+    for key in interrupted:
         result.interrupted_puts += 1
         events.drift(INTERRUPTED_PUT, key)
     result.puts_in_progress = len(journal.in_progress)
-    interrupted_puts = {*journal.interrupted, *journal.in_progress}
+    interrupted_puts = {*interrupted, *journal.in_progress}
     candidates = _candidates(store, index, result, events, chosen, journaled, interrupted_puts)
     settings = index.settings()
     key_field = settings.key_field if settings is not None else None

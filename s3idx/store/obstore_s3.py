@@ -41,6 +41,7 @@ from s3idx.errors import (
     S3idxError,
     TransientError,
     shorten_key,
+    unreachable,
 )
 from s3idx.store.base import (
     DeleteFailure,
@@ -352,9 +353,11 @@ def translate_obstore_error(
     named = redact_location(connection.endpoint_url, vendor_text=True)
     reason = redact(text.split("\n", 1)[0], vendor_text=True)
     if _UNREACHABLE.search(text):
-        return BackendUnavailableError(
-            f"cannot reach S3 at {named} for {where}: {reason}",
-            hint="check --endpoint-url, the network, and that the server is running",
+        return unreachable(
+            BackendUnavailableError(
+                f"cannot reach S3 at {named} for {where}: {reason}",
+                hint="check --endpoint-url, the network, and that the server is running",
+            )
         )
     if _BAD_HEADER.search(text):
         return line_break_error(where)

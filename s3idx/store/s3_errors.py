@@ -19,6 +19,7 @@ from botocore.exceptions import (
     ConnectionClosedError,
     ConnectTimeoutError,
     CredentialRetrievalError,
+    EndpointConnectionError,
     EndpointResolutionError,
     HTTPClientError,
     IncompleteReadError,
@@ -58,6 +59,7 @@ from s3idx.errors import (
     TransientError,
     UsageError,
     shorten_key,
+    unreachable,
 )
 from s3idx.store.base import s3_url
 from s3idx.store.deadline import MIN_RATE
@@ -318,10 +320,13 @@ def translate_error(
         return line_break_error(where)
     # Refused, unresolvable, connect timeouts, proxies: ConnectionError, not HTTPClientError.
     if isinstance(exc, BotoConnectionError | HTTPClientError):
-        return BackendUnavailableError(
+        error = BackendUnavailableError(
             f"cannot reach S3 at {named} for {where}: {_reason(exc)}",
             hint="check --endpoint-url, the network, and that the server is running",
         )
+        # No connection was made (refused, unresolvable): nothing was sent. Not so for the
+        # other errors here (a TLS or HTTP error may come after the request was sent).
+        return unreachable(error) if isinstance(exc, EndpointConnectionError) else error
     return S3idxError(f"S3 request for {where} failed: {redact(str(exc), vendor_text=True)}")
 
 
