@@ -1130,7 +1130,9 @@ def _print_full(
     matched = max(0, engine.count(spec) - skip)
     total = min(matched, limit) if limit else matched
     show = not ctx.env.stdout_isatty
-    documents = engine.query_documents(spec, sort=sort_spec, skip=skip, limit=limit)
+    documents = engine.query_documents(
+        spec, sort=sort_spec, skip=skip, limit=limit, parse=projection is not None
+    )
     with output.CliEvents(ctx.out, rejects=None, show_progress=show, command="query") as events:
         for done, (key, document) in enumerate(documents, start=1):
             events.progress(done, total, {"failed": failed} if failed else {})
@@ -1167,7 +1169,7 @@ def _write_document(
             out.write(chunk)
     else:
         try:
-            whole = orjson.loads(document.read())
+            whole = document.parse()  # the read's own parse, which checked it
         except orjson.JSONDecodeError as exc:
             return f"cannot be read as JSON: {exc}"
         out.write(orjson.dumps(output.in_field_order(project(whole, order), order)))

@@ -397,7 +397,7 @@ class S3idxStore(Store):
                 stamps[key] = entry.get(codec.LAST_UPDATED)
                 yield key
 
-        for key, fetched in self.engine.fetch(keys()):
+        for key, fetched in self.engine.fetch(keys(), parse=True):
             stamp = stamps.pop(key, None)
             if fetched is None:
                 # Deleted since the index was read: maggma's S3Store logs and goes on too.
@@ -412,7 +412,7 @@ class S3idxStore(Store):
                 elif fetched.unavailable:  # the store kept failing it: exit 5, as get's
                     failure = BackendUnavailableError
                 raise failure(f"cannot read {key}: {fetched.error}")
-            document: dict[str, Any] = codec.loads(fetched.read())
+            document: dict[str, Any] = codec.untag(fetched.parse())
             if self.last_updated_field == codec.LAST_UPDATED and stamp is not None:
                 document[codec.LAST_UPDATED] = stamp
             yield document

@@ -574,19 +574,31 @@ class Engine:
 
     def get(self, key: str) -> dict[str, Any]:
         """One document as a dict (datetimes as datetimes); ObjectNotFoundError if missing,
-        DamagedObjectError if its body is not what its metadata recorded."""
+        DamagedObjectError if its body is not what its metadata recorded or not the document
+        of ``key`` (not a JSON object, another key's)."""
         codec.check_key_argument(key)
         self.require_store()
-        document = fetch_document(self.store, key, spool_threshold=self.spool_threshold)
-        parsed: dict[str, Any] = codec.loads(document.read())  # put stores JSON objects only
+        document = fetch_document(
+            self.store, key, spool_threshold=self.spool_threshold, keep_parsed=True
+        )
+        parsed: dict[str, Any] = codec.untag(document.parse())  # checked: a JSON object
         return parsed
 
-    def fetch(self, keys: Iterable[str]) -> Iterator[tuple[str, FetchedDocument | None]]:
+    def fetch(
+        self, keys: Iterable[str], *, parse: bool = False
+    ) -> Iterator[tuple[str, FetchedDocument | None]]:
         """Verified documents' JSON in the order of ``keys``, fetched in parallel; None when
-        missing."""
+        missing. With ``parse``, each keeps the parse its check made (``FetchedDocument.parse``
+        returns it rather than parsing again)."""
         check_collection("keys", keys, "keys")
         self.require_store()
-        fetched = fetch_many(self.store, keys, self.workers, spool_threshold=self.spool_threshold)
+        fetched = fetch_many(
+            self.store,
+            keys,
+            self.workers,
+            spool_threshold=self.spool_threshold,
+            keep_parsed=parse,
+        )
         return self._while_open(fetched)
 
     def write_documents(
@@ -668,13 +680,15 @@ class Engine:
         sort: SortSpec | None = None,
         skip: int = 0,
         limit: int = 0,
+        parse: bool = False,
     ) -> Iterator[tuple[str, FetchedDocument | None]]:
-        """The whole documents of the matching entries, fetched in parallel, in index order."""
+        """The whole documents of the matching entries, fetched in parallel, in index order
+        (``parse`` as for ``fetch``)."""
         self.require_store()
         self.require_index()  # and the index of this store: its keys name this store's objects
         key_field = self.key_field
         entries = self.query(filter, fields=[key_field], sort=sort, skip=skip, limit=limit)
-        return self.fetch(e[key_field] for e in entries)
+        return self.fetch((e[key_field] for e in entries), parse=parse)
 
     # --- delete ------------------------------------------------------------------------------
 

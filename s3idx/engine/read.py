@@ -1,9 +1,11 @@
 """Reading documents back: verified, retried, parallel fetches that keep the order asked for.
 
 Every body is checked before any of it is handed on: decompressed step by step while its
-sha256 is computed, its compressed stream must end exactly at the end of the body, and the JSON
-must hash to what the metadata recorded (``DamagedObjectError`` otherwise). So nothing damaged,
-cut short or half-read ever reaches the caller's output.
+sha256 is computed, its compressed stream must end exactly at the end of the body, the JSON
+must hash to what the metadata recorded, and it must be the document of its object, as
+``verify`` checks it (``engine/body_check.py``: a JSON object whose key field is the object's
+key, and whose metadata entry is the one derived from it); ``DamagedObjectError`` otherwise. So
+nothing damaged, cut short, half-read or of another key ever reaches the caller's output.
 
 A document's JSON is kept in memory up to ``SPOOL_THRESHOLD`` bytes *after* decompression;
 beyond that it is spooled to a temporary file and streamed from there once verified, so memory
@@ -29,9 +31,12 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
-from typing import IO, TypeVar
+from typing import IO, Any, TypeVar
+
+import orjson
 
 from s3idx import codec, maggma_format
+from s3idx.engine.body_check import body_problem, not_json, spooled_body_problem
 from s3idx.engine.concurrency import ordered_map
 from s3idx.engine.metadata_entry import check_names_key, undecodable_reason
 from s3idx.engine.retry import OBJECT_FAILURES, FailedInARow, RetryingStore
@@ -75,6 +80,16 @@ class FetchedDocument:
     denied: bool = False  # unavailable: the store denied these credentials this object
     hint: str | None = None  # what to do about an unavailable one, as its error said
     head: ObjectHead | None = None  # the object's head, metadata included
+    # The document as the read parsed it to check it (orjson's, datetimes still tagged), kept
+    # when asked for (``keep_parsed``) and it was held in memory; see ``parse``.
+    parsed: Any = None
+
+    def parse(self) -> Any:
+        """The document as orjson parses it: the read's own parse when it kept it, else the
+        JSON parsed now (a spooled document). Raises orjson.JSONDecodeError."""
+        if self.parsed is not None:
+            return self.parsed
+        return orjson.loads(self.read())
 
     def read(self) -> bytes:
         if self.data is None:
@@ -99,12 +114,17 @@ class FetchedDocument:
 
 
 def fetch_document(
-    store: ObjectStore, key: str, *, spool_threshold: int = SPOOL_THRESHOLD
+    store: ObjectStore,
+    key: str,
+    *,
+    spool_threshold: int = SPOOL_THRESHOLD,
+    keep_parsed: bool = False,
 ) -> FetchedDocument:
     """Raises ObjectNotFoundError, NotAnS3idxObjectError, CorruptObjectError (and its
-    DamagedObjectError), or the store's errors once retries are exhausted."""
+    DamagedObjectError), or the store's errors once retries are exhausted. With
+    ``keep_parsed``, the document's ``parsed`` holds the parse its check made (in memory)."""
     try:
-        return _fetch(store, key, spool_threshold)
+        return _fetch(store, key, spool_threshold, keep_parsed)
     except UndecodableMetadataError as exc:
         reason = undecodable_reason(exc)
         raise UndecodableMetadataError(f"object {quote_key(key)}: {reason}") from None
@@ -112,8 +132,11 @@ def fetch_document(
         raise type(exc)(f"object {quote_key(key)}: {exc.message}") from None
 
 
-def _fetch(store: ObjectStore, key: str, threshold: int) -> FetchedDocument:
-    return read_object(store, key, partial(_verified_document, threshold=threshold))
+def _fetch(
+    store: ObjectStore, key: str, threshold: int, keep_parsed: bool = False
+) -> FetchedDocument:
+    verified = partial(_verified_document, threshold=threshold, keep_parsed=keep_parsed)
+    return read_object(store, key, verified)
 
 
 def read_object(store: ObjectStore, key: str, consume: Callable[[ObjectBody], T]) -> T:
@@ -127,11 +150,13 @@ def read_object(store: ObjectStore, key: str, consume: Callable[[ObjectBody], T]
         _close(body.chunks)
 
 
-def _verified_document(body: ObjectBody, threshold: int) -> FetchedDocument:
+def _verified_document(body: ObjectBody, threshold: int, keep_parsed: bool) -> FetchedDocument:
     key = body.head.key
-    codec_name, sha256 = _codec(body.head)
-    if codec_name in maggma_format.CODECS:
+    recorded = _recorded(body.head)
+    if recorded is None:
+        codec_name = maggma_format.codec_of(body.head.metadata)
         return FetchedDocument(key, data=_maggma_json(body, codec_name), head=body.head)
+    codec_name, sha256 = recorded.codec, recorded.sha256
     spool = _Spool(threshold)
     try:
         digest = _decode_into(body, codec_name, spool)
@@ -144,10 +169,42 @@ def _verified_document(body: ObjectBody, threshold: int) -> FetchedDocument:
             raise DamagedObjectError(f"body is not a JSON object (codec {codec_name})")
         document = spool.document(key)
         document.head = body.head
-        return document
     except BaseException:
         spool.close()
         raise
+    try:
+        _check_body(document, recorded, keep_parsed)
+    except BaseException:
+        document.close()
+        raise
+    return document
+
+
+def _check_body(document: FetchedDocument, recorded: codec.MetadataEntry, keep: bool) -> None:
+    """DamagedObjectError unless the verified JSON is the document of its object, as verify
+    checks it: parsed once when held in memory (the parse kept with ``keep``), streamed from
+    its temporary file when spooled (object and key field only: it is not parsed whole)."""
+    if document.data is not None:
+        try:
+            parsed = orjson.loads(document.data)
+        except orjson.JSONDecodeError as exc:
+            raise DamagedObjectError(not_json(exc)) from None
+        problem = body_problem(document.key, parsed, recorded)
+        if keep and problem is None:
+            document.parsed = parsed
+    else:
+        assert document.spool is not None
+        problem = spooled_body_problem(
+            document.key, _file_chunks(document.spool), recorded.key_field
+        )
+    if problem is not None:
+        raise DamagedObjectError(problem)
+
+
+def _file_chunks(spool: IO[bytes]) -> Iterator[bytes]:
+    spool.seek(0)
+    while chunk := spool.read(COPY_CHUNK):
+        yield chunk
 
 
 def _decode_into(body: ObjectBody, codec_name: str, spool: _Spool) -> str:
@@ -241,8 +298,8 @@ class _Spool:
             self._file = None
 
 
-def _codec(head: ObjectHead) -> tuple[str, str | None]:
-    """How the body is encoded and the sha256 of its JSON, as the metadata says.
+def _recorded(head: ObjectHead) -> codec.MetadataEntry | None:
+    """What the metadata records (codec, sha256, key field, entry); None for maggma's.
 
     Metadata that names another key (an object copied or renamed by another tool) is refused
     as sync and rebuild-index refuse it: its body is another key's document.
@@ -255,9 +312,9 @@ def _codec(head: ObjectHead) -> tuple[str, str | None]:
             raise
         # maggma's metadata holds no key apart from the object's: parsing checks it is there.
         maggma_format.parse_metadata(metadata, head.key, None)
-        return maggma_format.codec_of(metadata), None
+        return None
     check_names_key(parsed, head.key)
-    return parsed.codec, parsed.sha256
+    return parsed
 
 
 def _maggma_json(body: ObjectBody, codec_name: str) -> bytes:
@@ -272,8 +329,10 @@ def fetch_many(
     workers: int,
     *,
     spool_threshold: int = SPOOL_THRESHOLD,
+    keep_parsed: bool = False,
 ) -> Iterator[tuple[str, FetchedDocument | None]]:
-    """Verified documents in the order of ``keys``; None for a key with no object.
+    """Verified documents in the order of ``keys``; None for a key with no object (with
+    ``keep_parsed``, each with its ``parsed`` document when it was held in memory).
 
     An object that is not a document s3idx can read comes with its ``error`` set (and
     ``damaged`` when its body is not what its metadata recorded); one whose reads kept failing
@@ -282,7 +341,7 @@ def fetch_many(
 
     At most ``2 * workers`` fetches run ahead of the consumer, so memory stays bounded.
     """
-    fetch = partial(_fetch, store, threshold=spool_threshold)
+    fetch = partial(_fetch, store, threshold=spool_threshold, keep_parsed=keep_parsed)
     failing: FailedInARow[tuple[str, FetchedDocument]] = FailedInARow("read")
     with ThreadPoolExecutor(workers, thread_name_prefix="s3idx-get") as pool:
         for key, future in ordered_map(pool, fetch, keys, 2 * workers):

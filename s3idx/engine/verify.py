@@ -30,6 +30,7 @@ import orjson
 
 from s3idx import codec, maggma_format
 from s3idx.config import DEFAULT_PUT_STALE_SECONDS
+from s3idx.engine.body_check import body_problem, differing_fields, not_json
 from s3idx.engine.concurrency import ordered_map, prefetched
 from s3idx.engine.metadata_entry import unusable_reason
 from s3idx.engine.put_journal import INTERRUPTED_PUT, drifted, put_journaled
@@ -48,7 +49,6 @@ from s3idx.errors import (
 )
 from s3idx.index.base import Bookkeeping, Entry, Index
 from s3idx.limits import batched
-from s3idx.query.paths import project
 from s3idx.store.base import ObjectInfo, ObjectStore
 
 BUCKET_ONLY, INDEX_ONLY, CHANGED = "bucket-only", "index-only", "changed"
@@ -269,7 +269,9 @@ def _check(
 ) -> _Outcome:
     """Read one object; what is wrong with it (nothing for a sound one)."""
     try:
-        document = fetch_document(store, candidate.key, spool_threshold=spool_threshold)
+        document = fetch_document(
+            store, candidate.key, spool_threshold=spool_threshold, keep_parsed=True
+        )
     except ObjectNotFoundError:
         return _Outcome(vanished=True)
     except OBJECT_FAILURES as exc:  # retries spent (RetryingStore), or denied: this object's
@@ -292,11 +294,16 @@ def _check(
         document.close()
         reason = unusable_reason(recorded.key_field, key_field)
         return _Outcome(problems=(reason,), undecodable=True)
+    # The read checked the body as every read does (a damaged one raised CorruptObjectError
+    # above): whole when it held it in memory (``parsed``), object and key field alone when it
+    # spooled it. A spooled body is parsed here, and checked whole.
+    checked = document.parsed is not None
     try:
-        body = orjson.loads(document.read())
+        body = document.parse()
     except orjson.JSONDecodeError as exc:
-        return _Outcome(problems=(f"body is not valid JSON: {exc}",))
-    problems = _body_problems(candidate.key, body, recorded)
+        return _Outcome(problems=(not_json(exc),))
+    problem = None if checked else body_problem(candidate.key, body, recorded)
+    problems = [] if problem is None else [problem]
     if candidate.indexed is not None:
         problems += _index_problems(recorded, *candidate.indexed)
     if candidate.unsearchable:
@@ -315,29 +322,9 @@ def _without_key_prefix(message: str, key: str) -> str:
     return message[len(prefix) :] if message.startswith(prefix) else message
 
 
-def _body_problems(key: str, body: Any, recorded: codec.MetadataEntry) -> list[str]:
-    if not isinstance(body, dict):
-        return ["body is not a JSON object"]
-    key_field = recorded.key_field
-    if body.get(key_field) != key:
-        return [f"body's key field {key_field!r} is {body.get(key_field)!r}, not the object's key"]
-    try:
-        derived = codec.untag(project(body, [key_field, *recorded.fields]))
-    except ValueError as exc:
-        return [f"body's indexed fields cannot be read: {exc}"]
-    in_metadata = {k: v for k, v in recorded.entry.items() if k != codec.LAST_UPDATED}
-    differing = _differing_fields(in_metadata, derived)
-    if differing:
-        return [
-            f"metadata's index entry differs from the body in {', '.join(differing)} "
-            "(the body was replaced or the metadata edited)"
-        ]
-    return []
-
-
 def _index_problems(recorded: codec.MetadataEntry, entry: Entry, kept: Bookkeeping) -> list[str]:
     problems = []
-    differing = _differing_fields(recorded.entry, entry)
+    differing = differing_fields(recorded.entry, entry)
     if differing:
         problems.append(
             f"index entry differs from the object's metadata in {', '.join(differing)} "
@@ -352,13 +339,3 @@ def _index_problems(recorded: codec.MetadataEntry, entry: Entry, kept: Bookkeepi
                 f"index records {name} {in_index!r} but the object's metadata {in_metadata!r}"
             )
     return problems
-
-
-def _differing_fields(left: dict[str, Any], right: dict[str, Any]) -> list[str]:
-    return sorted(
-        name
-        for name in left.keys() | right.keys()
-        if name not in left
-        or name not in right
-        or codec.canonical(left[name]) != codec.canonical(right[name])
-    )
