@@ -688,7 +688,14 @@ class Engine:
         self.require_index()  # and the index of this store: its keys name this store's objects
         key_field = self.key_field
         entries = self.query(filter, fields=[key_field], sort=sort, skip=skip, limit=limit)
-        return self.fetch((e[key_field] for e in entries), parse=parse)
+        fetched = self.fetch((e[key_field] for e in entries), parse=parse)
+        return (item for item in fetched if item[1] is not None or self._entry_stands(item[0]))
+
+    def _entry_stands(self, key: str) -> bool:
+        """Whether an entry found without its object still stands: not if a delete took it
+        (or is taking it: journaled) since the query read it. Only an entry that stands is
+        drift; a document deleted while the query ran is simply no longer there."""
+        return bool(self._index.etags([key])) and not self._index.journaled([key])
 
     # --- delete ------------------------------------------------------------------------------
 

@@ -1,9 +1,11 @@
-"""sync beside writers: what it removes or reports as index-only is gone from the bucket.
+"""Readers beside writers: what sync removes or reports, and what query --full reports as
+drift, must be so when it says so, not only when it read.
 
 sync merges a listing with the index's entries, both read as it goes: the listing ahead of the
 entries. A put that uploads a key after the listing passed it, and writes its entry before the
 entries are read there, looks index-only to that merge. Removing it would leave the document
-in the bucket with no entry, and both commands would exit 0.
+in the bucket with no entry, and both commands would exit 0. Likewise ``query --full`` reads
+the index, then the objects: a delete between the two is no entry without its object.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from pathlib import Path
 from s3idx import Engine
 from s3idx.errors import ObjectAccessDeniedError
 from s3idx.index.sqlite import SqliteIndex
-from s3idx.store.base import ObjectHead, ObjectInfo
+from s3idx.store.base import ObjectBody, ObjectHead, ObjectInfo
 from s3idx.store.local import LocalStore
 
 
@@ -96,3 +98,45 @@ def test_sync_leaves_an_entry_whose_object_it_cannot_look_at(tmp_path: Path) -> 
 
         assert (result.index_only, result.removed, result.denied) == (0, 0, 1)
         assert _indexed(engine) == {"a": 1, "b": 2}
+
+
+# --- query --full beside delete --------------------------------------------------------------
+
+
+class DeletedWhileRead(LocalStore):
+    """A local store where another writer deletes ``doomed`` just before it is read: what a
+    ``delete`` run beside a ``query --full`` does between the query's index read and its
+    fetch."""
+
+    doomed: str | None = None
+    deleter: Engine | None = None
+
+    def open(self, key: str) -> ObjectBody:
+        if key == self.doomed and self.deleter is not None:
+            assert self.deleter.delete([key]).deleted == 1
+        return super().open(key)
+
+
+def test_query_full_passes_over_a_document_deleted_while_it_ran(tmp_path: Path) -> None:
+    store = DeletedWhileRead(tmp_path / "store")
+    index = tmp_path / "index.sqlite3"
+    with Engine(store, SqliteIndex(index), fields=["v"]) as engine:
+        engine.put_documents([{"fs_id": k, "v": 1} for k in "abc"])
+        store.doomed = "b"
+        store.deleter = Engine(LocalStore(tmp_path / "store"), SqliteIndex(index))
+        with store.deleter:
+            fetched = {k: d for k, d in engine.query_documents({})}
+    assert sorted(fetched) == ["a", "c"]
+    assert all(d is not None and d.error is None for d in fetched.values())
+
+
+def test_query_full_still_names_an_entry_whose_object_is_gone(tmp_path: Path) -> None:
+    engine, _ = _engine(tmp_path)
+    with engine:
+        engine.put_documents([{"fs_id": k, "v": 1} for k in "ab"])
+        for path in (tmp_path / "store" / "objects").iterdir():
+            if path.name.startswith("b"):
+                path.unlink()  # behind the index's back: drift, for sync to set right
+        fetched = dict(engine.query_documents({}))
+    assert sorted(fetched) == ["a", "b"]
+    assert fetched["b"] is None
