@@ -117,6 +117,17 @@ def _stdout_to_devnull(env: Environment) -> None:
         os.dup2(devnull, env.stdout.fileno())
 
 
+# Commands whose whole job is to print what they read: a reader that went away (`| head`)
+# ended it, not an error. Any other command stopped there has not done its job (`verify |
+# true` would otherwise exit 0, sound, over objects it never checked).
+_PRINTS_ONLY = frozenset({"get", "query"})
+_READER_GONE = "stdout was closed (its reader went away) before the command finished"
+_READER_GONE_HINT = (
+    "what it did not check or do is not known; run it again with its output read to the end "
+    "(or sent to a file)"
+)
+
+
 class _Command(typer.core.TyperCommand):
     """Every s3idx command: runs it and maps what it returns or raises to an exit status.
 
@@ -161,9 +172,13 @@ class _Command(typer.core.TyperCommand):
                 status = signals.exit_status() or ExitStatus.INTERRUPTED
                 error = "interrupted"
             except BrokenPipeError:
-                # The reader went away (e.g. `| head`): not an error of ours.
                 _stdout_to_devnull(run.env)
+                json = False  # stdout is gone
                 status = ExitStatus.OK
+                if self.name not in _PRINTS_ONLY:
+                    # Its verdict (or its writes) stopped at that line: not a success.
+                    error, status = _READER_GONE, ExitStatus.ERROR
+                    out.error(_READER_GONE, _READER_GONE_HINT)
             except Exception as exc:
                 if run.env.environ.get("S3IDX_DEBUG"):
                     raise

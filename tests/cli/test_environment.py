@@ -163,3 +163,27 @@ def test_a_reader_that_went_away_is_not_an_error(locations: list[str]) -> None:
     env = Environment(stdin=env.stdin, stdout=closed, stderr=env.stderr, environ=env.environ)
     assert main_status(env, "get", "a", "b", *locations) == ExitStatus.OK
     assert written(env.stderr) == ""
+
+
+def _closed_pipe_environment() -> Environment:
+    env = memory_environment()
+    closed = io.TextIOWrapper(_ClosedPipe(), encoding="utf-8")
+    return Environment(stdin=env.stdin, stdout=closed, stderr=env.stderr, environ=env.environ)
+
+
+@pytest.mark.parametrize("command", [["sync", "--check"], ["verify"], ["sync", "--dry-run"]])
+def test_a_verdict_cut_short_by_a_reader_that_went_away_is_not_success(
+    locations: list[str], tmp_path: Path, command: list[str]
+) -> None:
+    """`s3idx verify | true`: the run stopped at its first line of output, so what it did
+    not check cannot be called sound; exit 0 would tell a monitoring script it is."""
+    for path in (tmp_path / "store" / "objects").iterdir():
+        if path.is_file():
+            path.unlink()  # every entry is now drift: the command writes a line for each
+    env = _closed_pipe_environment()
+    assert main_status(env, *command, *locations) == ExitStatus.ERROR
+    assert written(env.stderr) == (
+        "s3idx: error: stdout was closed (its reader went away) before the command finished\n"
+        "  hint: what it did not check or do is not known; run it again with its output read "
+        "to the end (or sent to a file)\n"
+    )
