@@ -639,9 +639,20 @@ def _abort_now(signum: int, signals: _Signals) -> NoReturn:
     with contextlib.suppress(OSError):
         os.write(2, b"s3idx: aborted\n")
     if signals.json_pending():
+        document: dict[str, Any] = {"error": "aborted", "exit_status": int(status)}
+        with contextlib.suppress(Exception):  # the counts if they can be had, else without
+            document = {**_counts_so_far(), **document}
         with contextlib.suppress(OSError):
-            os.write(1, output.json_document({"error": "aborted", "exit_status": int(status)}))
+            os.write(1, output.json_document(document))
     os._exit(int(status))
+
+
+def _counts_so_far() -> dict[str, Any]:
+    """The summary of the operation running, as far as it got (empty when none is)."""
+    from s3idx.engine.results import in_progress
+
+    summary = getattr(in_progress(), "as_dict", None)
+    return summary() if summary is not None else {}
 
 
 _current_signals = _Signals()  # of the command running, for main's handler outside its run
@@ -911,15 +922,26 @@ def _summary_on_failure(ctx: CommandContext) -> Iterator[None]:
     except S3idxError as exc:
         _report_failure(ctx, exc)
         raise
+    except KeyboardInterrupt as exc:  # a first Ctrl-C where the operation does not cooperate
+        _report_partial(
+            ctx,
+            getattr(exc, "partial_result", None),
+            "interrupted",
+            ctx.signals.exit_status() or ExitStatus.INTERRUPTED,
+        )
+        raise
 
 
 def _report_failure(ctx: CommandContext, exc: S3idxError) -> None:
-    partial = exc.partial_result
+    _report_partial(ctx, exc.partial_result, exc.message, exc.exit_status)
+
+
+def _report_partial(ctx: CommandContext, partial: object, error: str, status: ExitStatus) -> None:
+    """What a run stopped by ``error`` had done: its summary, with the error."""
     _name_unstored(ctx, partial)
     summary = getattr(partial, "as_dict", None)
     if summary is not None:
-        summary_line = output.summary_line(partial)
-        _report(ctx, {**summary(), "error": exc.message}, summary_line, exc.exit_status)
+        _report(ctx, {**summary(), "error": error}, output.summary_line(partial), status)
 
 
 def _close_reporting(ctx: CommandContext, output_file: IO[bytes], result: object) -> None:

@@ -113,6 +113,11 @@ def test_second_signal_aborts_at_once_even_on_a_stalled_server(
         if "--json" in args:
             summary = orjson.loads(out)  # exactly one document, even after an abort
             assert summary["exit_status"] == expected
+            assert summary["error"] == "aborted", summary
+            # ... with the counts reached so far, as a failure's document has them: put's from
+            # its first line read (sync may still be preparing, with none reached yet)
+            if args[0] == "put" or "command" in summary:
+                assert summary["command"] == args[0], summary
     proxy.delay = 0.0
     _assert_every_entry_has_its_object(home, s3_bucket, proxy.url)
     if command == "delete":
@@ -175,3 +180,26 @@ def test_first_signal_on_a_silent_server_stops_within_the_deadlines_of_the_uploa
     summary = orjson.loads(out)
     assert summary["stored"] == 0
     assert summary["retries"] <= 8, summary
+
+
+def test_a_first_signal_to_delete_json_still_reports_the_counts_reached(
+    slow_s3: tuple[S3Proxy, Path], s3_bucket: str
+) -> None:
+    """delete does not cooperate with a first signal (it stops at once): its one document
+    still holds what it had deleted, beside the error, as every failure's does."""
+    proxy, home = slow_s3
+    proxy.delay = 0.3
+    process = _s3idx(
+        home, "delete", "--filter", "{}", "--all", "--json", *_locations(s3_bucket, proxy.url)
+    )
+    deadline = time.monotonic() + 30
+    while proxy.requests.total() < 3 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=30)
+    assert process.returncode == ExitStatus.INTERRUPTED, err
+    summary = orjson.loads(out)
+    assert (summary["command"], summary["error"]) == ("delete", "interrupted"), summary
+    assert summary["exit_status"] == ExitStatus.INTERRUPTED
+    assert isinstance(summary["deleted"], int)
+    assert err.decode().endswith("s3idx: interrupted\n"), err

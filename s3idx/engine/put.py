@@ -45,6 +45,7 @@ from s3idx.engine.results import (
     Reject,
     accounted,
     reported_on_failure,
+    started,
 )
 from s3idx.engine.seen import SeenKeys
 from s3idx.errors import RecordError, S3idxError, reject_reason
@@ -523,7 +524,9 @@ def run_put(
     *,
     shard: Shard | None = None,
 ) -> PutResult:
-    result = PutResult(dry_run=options.dry_run, shard=None if shard is None else str(shard))
+    result = started(
+        PutResult(dry_run=options.dry_run, shard=None if shard is None else str(shard))
+    )
     # An index that cannot store some values (FerretDB) refuses them before the object is written.
     check_entry = getattr(index, "check_entry", None)
     preparer = DocumentPreparer(

@@ -57,6 +57,7 @@ from s3idx.engine.results import (
     RebuildResult,
     accounted,
     reported_on_failure,
+    started,
 )
 from s3idx.errors import DamagedIndexError, IndexSettingsError, S3idxError, UsageError
 from s3idx.index.base import Index, IndexRebuild, IndexSettings
@@ -370,7 +371,7 @@ def _checkpoint(result: RebuildResult, listed_through: str) -> dict[str, Any]:
 
 
 def _restore(checkpoint: dict[str, Any] | None, key_field: str) -> RebuildResult:
-    result = RebuildResult(key_field=key_field)
+    result = started(RebuildResult(key_field=key_field))
     if not checkpoint:
         return result
     result.resumed = True

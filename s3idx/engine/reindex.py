@@ -32,7 +32,7 @@ from s3idx.engine.manifest import ManifestLine
 from s3idx.engine.manifest_batches import ManifestBatches
 from s3idx.engine.read import fetch_document
 from s3idx.engine.reconcile import reconcile
-from s3idx.engine.results import Events, ReindexResult, accounted, reported_on_failure
+from s3idx.engine.results import Events, ReindexResult, accounted, reported_on_failure, started
 from s3idx.engine.retry import OBJECT_FAILURES, FailedInARow
 from s3idx.errors import (
     CorruptObjectError,
@@ -75,10 +75,12 @@ def run_reindex(
     stop: threading.Event | None = None,
 ) -> ReindexResult:
     events = events or Events()
-    result = ReindexResult(
-        fields=list(settings.fields),
-        pending=[name for name, _ in settings.pending],
-        dry_run=dry_run,
+    result = started(
+        ReindexResult(
+            fields=list(settings.fields),
+            pending=[name for name, _ in settings.pending],
+            dry_run=dry_run,
+        )
     )
     backfill = _Backfill(store, settings, dry_run)
     failing: FailedInARow[tuple[str, _Outcome]] = FailedInARow("read or updated")

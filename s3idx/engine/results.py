@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 
 _Kept = TypeVar("_Kept")
+_T = TypeVar("_T")
 
 
 def keep_key(kept: list[_Kept], item: _Kept) -> None:
@@ -527,12 +528,16 @@ def accounted(
     def timed(store: ObjectStore, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
         started = time.monotonic()
         retries = _retries(store)
+        running = len(_RUNNING)
         try:
             result = run(store, *args, **kwargs)
-        except S3idxError as exc:
-            if exc.partial_result is not None:
-                _stamp(exc.partial_result, started, _retries(store) - retries)
+        except (S3idxError, KeyboardInterrupt) as exc:
+            partial = getattr(exc, "partial_result", None)
+            if partial is not None:
+                _stamp(partial, started, _retries(store) - retries)
             raise
+        finally:
+            del _RUNNING[running:]  # what this run registered (``started``)
         _stamp(result, started, _retries(store) - retries)
         return result
 
@@ -551,16 +556,43 @@ def _stamp(result: object, started: float, retries: int) -> None:
         result.retries = retries
 
 
+# The results of the operations running in this process, innermost last (see in_progress).
+_RUNNING: list[Any] = []
+
+
 @contextlib.contextmanager
 def reported_on_failure(result: Any) -> Iterator[None]:
-    """An S3idxError leaving the block carries ``result`` (the innermost block's, when nested),
-    so the summary still says what the operation had done (``cli._summary_on_failure``).
+    """An S3idxError or a KeyboardInterrupt (Ctrl-C where the operation does not cooperate)
+    leaving the block carries ``result`` (the innermost block's, when nested) as its
+    ``partial_result``, so the summary still says what the operation had done
+    (``cli._summary_on_failure``); while inside, ``in_progress`` returns it.
 
     Only the work whose counts mean something is wrapped: a failure before any (a refused
     argument, a missing index) is an error with no summary."""
+    _RUNNING.append(result)
     try:
         yield
-    except S3idxError as exc:
-        if exc.partial_result is None:
-            exc.partial_result = result
+    except (S3idxError, KeyboardInterrupt) as exc:
+        if getattr(exc, "partial_result", None) is None:
+            exc.partial_result = result  # type: ignore[union-attr]
         raise
+    finally:
+        for place in range(len(_RUNNING) - 1, -1, -1):
+            if _RUNNING[place] is result:
+                del _RUNNING[place]
+                break
+
+
+def started(result: _T) -> _T:
+    """Register ``result`` as the operation's running result from its creation (until the
+    ``accounted`` run that created it ends), so ``in_progress`` has it before the work that
+    ``reported_on_failure`` wraps begins: a process ended at once while it lists or reads
+    still says what it had done."""
+    _RUNNING.append(result)
+    return result
+
+
+def in_progress() -> Any | None:
+    """The result of the innermost operation running, its counts as reached so far: what a
+    process ended at once (a second Ctrl-C) still says it had done."""
+    return _RUNNING[-1] if _RUNNING else None

@@ -50,7 +50,13 @@ from s3idx.engine.metadata_entry import Recovered, Rewriter
 from s3idx.engine.probe import indexed_entries, probe_key_field
 from s3idx.engine.put_journal import INTERRUPTED_PUT, drifted, finish_puts, put_journaled
 from s3idx.engine.reconcile import reconcile
-from s3idx.engine.results import Events, SyncResult, accounted, reported_on_failure
+from s3idx.engine.results import (
+    Events,
+    SyncResult,
+    accounted,
+    reported_on_failure,
+    started,
+)
 from s3idx.errors import S3idxError, UsageError
 from s3idx.index.base import Bookkeeping, Entry, Index
 from s3idx.sharding import Shard
@@ -94,8 +100,10 @@ def run_sync(
     journal records settled); until then they are a put in progress, left alone.
     """
     events = events or Events()
-    result = SyncResult(
-        check=check, dry_run=dry_run, prune=prune, shard=None if shard is None else str(shard)
+    result = started(
+        SyncResult(
+            check=check, dry_run=dry_run, prune=prune, shard=None if shard is None else str(shard)
+        )
     )
     writes = not (check or dry_run)
     if not writes:

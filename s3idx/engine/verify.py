@@ -35,7 +35,7 @@ from s3idx.engine.concurrency import ordered_map, prefetched
 from s3idx.engine.metadata_entry import unusable_reason
 from s3idx.engine.put_journal import INTERRUPTED_PUT, drifted, put_journaled
 from s3idx.engine.read import SPOOL_THRESHOLD, fetch_document
-from s3idx.engine.results import Events, VerifyResult, accounted, reported_on_failure
+from s3idx.engine.results import Events, VerifyResult, accounted, reported_on_failure, started
 from s3idx.engine.retry import OBJECT_FAILURES, FailedInARow
 from s3idx.errors import (
     CorruptObjectError,
@@ -101,7 +101,7 @@ def run_verify(
     Put journal records are split as sync splits them: a dead run's are ``interrupted-put``
     drift, a live run's (``put_stale_after``) a put in progress, counted apart."""
     events = events or Events()
-    result = VerifyResult(sample=sample)
+    result = started(VerifyResult(sample=sample))
     chosen = _sampler(sample, rng or random.Random())
     journaled = index.journaled()
     for key in journaled:  # reported only: verify changes nothing
