@@ -688,3 +688,71 @@ def test_the_summary_is_the_same_however_the_run_is_cut_up(
     counted = ("stored", "unchanged", "duplicates", "rejected", "other_shards")
     assert sum(one[name] for name in counted) == 80  # type: ignore[misc]
     assert one["shard"] == (shard[1] if shard else None)
+
+
+_OUTCOMES = ("stored", "unchanged", "duplicates", "rejected", "other_shards", "unstored")
+
+
+def _good(start: int, stop: int) -> list[bytes]:
+    return [orjson.dumps({"fs_id": f"k{i}"}) for i in range(start, stop)]
+
+
+# (lines, --max-errors, the place of the reject that reaches it: each good line before it must
+# be stored). Rejected by the parent (no key) or by a worker (a key no object may have).
+_EARLY_STOPS = {
+    "100 good, then a reject": ([*_good(0, 100), b"not json"], 1, 100),
+    "two good, then a reject": ([b'{"fs_id":"a"}', b'{"fs_id":"b"}', b"bad1"], 1, 2),
+    "1000 good, then a reject": ([*_good(0, 1000), b"not json"], 1, 1000),
+    "a reject between 500 and 500": ([*_good(0, 500), b"not json", *_good(500, 1000)], 1, 500),
+    "a worker's reject between 500 and 500": (
+        [*_good(0, 500), b'{"fs_id": "a//b"}', *_good(500, 1000)],
+        1,
+        500,
+    ),
+    "the third of rejects every 150 lines": (
+        _good(0, 150)
+        + [b"[1,"]
+        + _good(150, 300)
+        + [b'{"fs_id": "x//y"}']
+        + _good(300, 450)
+        + [b'{"x": 1}']
+        + _good(450, 1200)
+        + [b"bad"] * 3,
+        3,
+        452,
+    ),
+}
+
+
+@pytest.mark.parametrize("processes", ["2", "3"])
+@pytest.mark.parametrize("case", list(_EARLY_STOPS))
+def test_max_errors_stores_every_document_before_the_reject_that_reaches_it(
+    run: Run, tmp_path: Path, case: str, processes: str
+) -> None:
+    """--max-errors over processes: every document before the reject that reaches the limit is
+    stored and indexed, as in one process (lines handed to workers after it may be too), and
+    each line counted as read is counted once, as stored, rejected...: nothing is dropped."""
+    lines, limit, before = _EARLY_STOPS[case]
+    locations = ["--store", str(tmp_path / "s"), "--index", str(tmp_path / "i.sqlite3")]
+    data = b"\n".join(lines) + b"\n"
+
+    put = run(
+        "put", "--processes", processes, "--max-errors", str(limit), "--json", *locations,
+        input=data,
+    )  # fmt: skip
+    assert put.exit_code == ExitStatus.PARTIAL, put.stderr
+    summary = orjson.loads(put.stdout)
+    assert summary["stopped_early"] is True
+    assert summary["rejected"] >= limit
+    assert summary["read"] == sum(summary[name] for name in _OUTCOMES)
+    assert summary["read"] >= before + 1
+    good = re.compile(rb'\{"fs_id":"(k\d+|a|b)"\}')
+    expected = {m[1] for m in map(good.fullmatch, lines[:before]) if m}
+    assert len(expected) == (450 if limit == 3 else before)
+    query = run("query", "--fields", "fs_id", *locations)
+    assert query.exit_code == 0, query.stderr
+    keys = {entry["fs_id"].encode() for entry in json_lines(query.stdout)}
+    assert expected <= keys, f"{len(expected - keys)} documents before the reject lost"
+    assert summary["stored"] == len(keys)
+    count = run("query", "{}", "--count", *locations)
+    assert int(count.stdout) == len(keys)

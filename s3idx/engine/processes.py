@@ -435,7 +435,10 @@ class _Run:
 
     def _check_budget(self) -> None:
         """--max-errors is one budget for the whole run: once the rejects of the parent and
-        every worker reach it, reading stops and the workers are told to stop."""
+        every worker reach it, reading stops. The workers are not told to stop: each goes on
+        through every line it was handed, so none before the reject that reached the budget is
+        dropped (its lines are in input order, and a worker stops at its own Nth reject, which
+        no line before that one follows)."""
         limit = self._options.max_errors
         if limit is None or self.halt.is_set():
             return
@@ -443,7 +446,6 @@ class _Run:
         if rejected >= limit:
             self._stopped_early = True
             self.halt.set()
-            self._stop_workers()
 
     # --- the main thread -------------------------------------------------------------------------
 
