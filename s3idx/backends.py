@@ -15,11 +15,12 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from s3idx.codec import check_prefix
 from s3idx.config import TRANSPORTS, Settings, default_index, default_store, redact_location
 from s3idx.errors import UsageError
 from s3idx.frozen import Frozen, init_field
 from s3idx.index.base import Index
-from s3idx.store.base import ObjectStore, s3_url
+from s3idx.store.base import ObjectStore, check_endpoint_url, s3_url
 
 
 class StoreLocation(Frozen):
@@ -73,7 +74,8 @@ def parse_store_location(text: str) -> StoreLocation:
                 "AWS_SECRET_ACCESS_KEY) or an AWS profile (--aws-profile)",
             )
         _check_bucket_name(text, bucket)
-        return StoreLocation("s3", bucket=bucket, prefix=prefix.strip("/"))
+        prefix = check_prefix(bucket, prefix, redact_location(text))
+        return StoreLocation("s3", bucket=bucket, prefix=prefix)
     if text.startswith("file://"):
         return StoreLocation("local", path=_file_url_path(text))
     _refuse_url_typos(text, "store")
@@ -250,6 +252,8 @@ def store_opener(settings: Settings) -> Callable[[], ObjectStore]:
     first use: a query of the index alone, or the parent of a put split over processes, never
     imports botocore nor builds a client (~0.3 s)."""
     location = parse_store_location(settings.store)
+    if location.kind == "s3" and settings.endpoint_url is not None:
+        check_endpoint_url(settings.endpoint_url)  # by a command that sends no request too
     return lambda: _open_store_at(location, settings)
 
 

@@ -458,17 +458,11 @@ def check_key(key: Any, key_field: str = "fs_id") -> str:
     found = _CONTROL.search(key)
     if found:
         raise InvalidKeyError(f"key contains a control character (U+{ord(found.group()):04X})")
-    for segment in key.split("/"):
-        if segment in (".", ".."):
-            raise InvalidKeyError(f"key {quote_key(key)} has a {segment!r} segment")
-        if not segment:
-            raise InvalidKeyError(
-                f"key {quote_key(key)} has an empty segment (a leading, trailing or double '/')"
-            )
-    try:
-        key.encode("utf-8")
-    except UnicodeEncodeError:
-        raise InvalidKeyError("key contains a lone surrogate (not valid UTF-8)") from None
+    segments = _segments_problem(key)
+    if segments is not None:
+        raise InvalidKeyError(f"key {quote_key(key)} has {segments}")
+    if not _is_utf8(key):
+        raise InvalidKeyError("key contains a lone surrogate (not valid UTF-8)")
     if is_reserved_key(key):
         raise InvalidKeyError(
             f"key {quote_key(key)} starts with {RESERVED_PREFIX!r}, which is reserved for "
@@ -476,6 +470,78 @@ def check_key(key: Any, key_field: str = "fs_id") -> str:
             hint="choose another key",
         )
     return key
+
+
+def _segments_problem(path: str) -> str | None:
+    """Why ``path`` (a key, or a store's prefix) cannot begin or be an object key, as S3
+    clients agree on it: an empty, '.' or '..' segment (obstore refuses them; S3 keys are not
+    paths, so nothing resolves them; on a local store they would climb out). None: it can."""
+    for segment in path.split("/"):
+        if segment in (".", ".."):
+            return f"a {segment!r} segment"
+        if not segment:
+            return "an empty segment (a leading, trailing or double '/')"
+    return None
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+PREFIX_RULE = (
+    "a prefix begins every key, so it follows the rule for keys: no empty, '.' or '..' segment "
+    "(S3 keys are not paths, and S3 clients do not agree on such keys), no control character, "
+    f"and no {RESERVED_PREFIX.rstrip('/')!r} segment (s3idx's own objects); one '/' at its end "
+    "is fine, as in s3://BUCKET/docs/"
+)
+
+
+def check_prefix(bucket: str, prefix: str, store: str | None = None) -> str:
+    """The prefix of the S3 store ``s3://BUCKET/PREFIX`` as its keys begin (one '/' at its end
+    dropped), or a UsageError naming the store (``store``, as given and fit to print) and why.
+
+    The one rule for prefixes, wherever a store is named (a location, ``S3Store``): the key
+    rule (``check_key``) for what every key begins with, and no ``.s3idx`` segment, under which
+    the store whose prefix ends before it keeps its manifests (its sync would delete them).
+    """
+    if not prefix:
+        return ""
+    body = prefix[:-1] if prefix.endswith("/") else prefix
+    problem = _prefix_problem(bucket, body)
+    if problem is None:
+        return body
+    shown = store if store is not None else f"s3://{bucket}/{prefix}"
+    raise UsageError(f"store {shown!r}: its prefix {prefix!r} {problem}", hint=PREFIX_RULE)
+
+
+def _prefix_problem(bucket: str, body: str) -> str | None:
+    found = _CONTROL.search(body)
+    if found:
+        return f"contains a control character (U+{ord(found.group()):04X})"
+    segments = _segments_problem(body)
+    if segments is not None:
+        return f"has {segments}"
+    if not _is_utf8(body):
+        return "contains a lone surrogate (not valid UTF-8)"
+    size = len(body.encode("utf-8"))
+    if size + 2 > MAX_KEY_BYTES:  # the '/' after it and a key of one byte
+        return (
+            f"is {size} bytes (UTF-8): with the '/' after it, no key fits in S3's {MAX_KEY_BYTES}"
+        )
+    reserved = RESERVED_PREFIX.rstrip("/")
+    parts = body.split("/")
+    if reserved in parts:
+        outer = "/".join(parts[: parts.index(reserved)])
+        owner = f"s3://{bucket}/{outer}" if outer else f"s3://{bucket}"
+        return (
+            f"has a {reserved!r} segment: the store {owner} keeps its own objects (manifests) "
+            "there, and its sync would delete this store's"
+        )
+    return None
 
 
 def check_key_field(name: Any, given_as: str = "key field") -> str:

@@ -10,7 +10,10 @@ import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Protocol, runtime_checkable
+from urllib.parse import urlsplit
 
+from s3idx.config import redact_location
+from s3idx.errors import UsageError
 from s3idx.frozen import Frozen, init_field
 
 
@@ -216,6 +219,64 @@ class ObjectStore(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+_ENDPOINT_SHAPE = "an endpoint URL is http(s)://HOST[:PORT]"
+
+
+def check_endpoint_url(url: str) -> None:
+    """Refuse an S3 endpoint URL that is not ``http(s)://HOST[:PORT]`` (a '/' after it is
+    fine), before a client is built. Each transport reads the rest its own way: botocore takes
+    ``ftp://x`` or a port beyond 65535 and fails at each request, obstore panics or sends a
+    query or fragment along, a path answers "no such bucket", and the http transport sends a
+    user and password in its Host header (boto3 and obstore drop them). Here, free of
+    botocore, as ``s3_url`` is: the S3 store checks the endpoint it ends up with (also one
+    from AWS_ENDPOINT_URL or the AWS profile), ``backends`` the one the settings give."""
+    reason = _endpoint_problem(url)
+    if reason is None:
+        return
+    raise UsageError(
+        f"invalid S3 endpoint URL {redact_location(url, vendor_text=True)!r}: {reason}",
+        hint="give the server's URL, e.g. --endpoint-url http://localhost:9000 (or "
+        "S3IDX_ENDPOINT_URL, endpoint_url in the config file, AWS_ENDPOINT_URL)",
+    )
+
+
+def _endpoint_problem(url: str) -> str | None:
+    if any(c.isspace() or not c.isprintable() for c in url):
+        return "it holds a blank or control character"
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:  # "Port out of range 0-65535", "Invalid IPv6 URL"
+        return str(exc)
+    if not parts.scheme or "://" not in url:
+        return "it has no scheme: write http:// or https:// before the host"
+    if parts.scheme.lower() not in ("http", "https"):
+        return f"the scheme is {parts.scheme!r}; S3 is reached over http or https"
+    scheme = url.partition("://")[0]  # as written: urlsplit lowercases it, obstore does not
+    if scheme not in ("http", "https"):
+        return f"the scheme {scheme!r} is not lowercase: write http:// or https://"
+    if "@" in parts.netloc:
+        return (
+            f"it names a user or password; {_ENDPOINT_SHAPE}: S3 credentials come from the "
+            "environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) or an AWS profile "
+            "(--aws-profile)"
+        )
+    if not parts.hostname:
+        return "it names no host"
+    if port == 0:
+        return "port 0 cannot be connected to"
+    if "#" in url:
+        return f"it has a fragment ('#'); {_ENDPOINT_SHAPE}"
+    if "?" in url:
+        return f"it has a query ('?'); {_ENDPOINT_SHAPE}"
+    if parts.path not in ("", "/"):
+        return (
+            f"it has a path after the host; {_ENDPOINT_SHAPE}, and the bucket and prefix go "
+            "in --store s3://BUCKET/PREFIX"
+        )
+    return None
 
 
 def s3_url(bucket: str, prefix: str, key: str | None) -> str:

@@ -38,7 +38,13 @@ from botocore.exceptions import (
 )
 
 from s3idx._version import __version__
-from s3idx.codec import MAX_KEY_BYTES, check_metadata_size, is_reserved_key, lists_reserved
+from s3idx.codec import (
+    MAX_KEY_BYTES,
+    check_metadata_size,
+    check_prefix,
+    is_reserved_key,
+    lists_reserved,
+)
 from s3idx.config import redact, redact_location
 from s3idx.errors import (
     BackendUnavailableError,
@@ -59,6 +65,7 @@ from s3idx.store.base import (
     ObjectInfo,
     PutReceipt,
     RequestCounter,
+    check_endpoint_url,
     s3_url,
 )
 from s3idx.store.deadline import WATCHDOG, Watch, transfer_deadline
@@ -94,32 +101,6 @@ DEFAULT_READ_TIMEOUT = 60.0
 def pool_size(workers: int) -> int:
     """HTTP connections for ``workers`` threads, plus two for the main thread's own calls."""
     return max(workers, DEFAULT_POOL_CONNECTIONS) + 2
-
-
-def check_endpoint_url(url: str) -> None:
-    """Refuse an endpoint URL no request can use, before a client is built: botocore takes
-    ``ftp://x`` or a port beyond 65535 and fails at each request, and obstore panics."""
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError as exc:  # "Port out of range 0-65535", "Invalid IPv6 URL"
-        reason = str(exc)
-    else:
-        if not parts.scheme or "://" not in url:
-            reason = "it has no scheme: write http:// or https:// before the host"
-        elif parts.scheme.lower() not in ("http", "https"):
-            reason = f"the scheme is {parts.scheme!r}; S3 is reached over http or https"
-        elif not parts.hostname:
-            reason = "it names no host"
-        elif port == 0:
-            reason = "port 0 cannot be connected to"
-        else:
-            return
-    raise UsageError(
-        f"invalid S3 endpoint URL {redact_location(url, vendor_text=True)!r}: {reason}",
-        hint="give the server's URL, e.g. --endpoint-url http://localhost:9000 (or "
-        "S3IDX_ENDPOINT_URL, endpoint_url in the config file, AWS_ENDPOINT_URL)",
-    )
 
 
 def _strip_etag(etag: str) -> str:
@@ -174,7 +155,7 @@ class S3Connection:
         if unknown:  # as a signature of named parameters would refuse them
             raise TypeError(f"unexpected keyword argument(s): {', '.join(unknown)}")
         self.bucket = bucket
-        self.prefix = prefix.strip("/")
+        self.prefix = check_prefix(bucket, prefix)
         self.base = f"{self.prefix}/" if self.prefix else ""
         self.location = s3_url(bucket, self.prefix, None)
         # What an index records as the store it describes: bucket and prefix, not the

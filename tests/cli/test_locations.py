@@ -179,6 +179,146 @@ def test_bucket_names_some_s3_services_take_are_not_refused(bucket: str) -> None
     assert parse_store_location(f"s3://{bucket}/docs").bucket == bucket
 
 
+# Every command that takes a store: a prefix no S3 request can use is refused by each, before any.
+STORE_COMMANDS = [
+    ["put"],
+    ["get", "a"],
+    ["query"],
+    ["query", "--full"],
+    ["delete", "a"],
+    ["sync"],
+    ["sync", "--check"],
+    ["verify"],
+    ["reindex"],
+    ["rebuild-index"],
+    ["info"],
+]
+PREFIX_HINT = (
+    "  hint: a prefix begins every key, so it follows the rule for keys: no empty, '.' or '..' "
+    "segment (S3 keys are not paths, and S3 clients do not agree on such keys), no control "
+    "character, and no '.s3idx' segment (s3idx's own objects); one '/' at its end is fine, "
+    "as in s3://BUCKET/docs/\n"
+)
+EMPTY = "an empty segment (a leading, trailing or double '/')"
+
+
+@pytest.mark.parametrize(
+    ("location", "prefix", "problem"),
+    [
+        ("s3://dots/x/..", "x/..", "a '..' segment"),
+        ("s3://dots/..", "..", "a '..' segment"),
+        ("s3://dots/../x/", "../x/", "a '..' segment"),
+        ("s3://pfx/./a", "./a", "a '.' segment"),
+        ("s3://pfx/a/./b", "a/./b", "a '.' segment"),
+        ("s3://pfx/a//b", "a//b", EMPTY),
+        ("s3://pfx//a", "/a", EMPTY),
+        ("s3://pfx//", "/", EMPTY),
+        ("s3://pfx/a//", "a//", EMPTY),
+    ],
+)
+@pytest.mark.parametrize("command", STORE_COMMANDS, ids=" ".join)
+def test_a_store_prefix_with_an_empty_dot_or_dot_dot_segment_is_refused(
+    run: Run, tmp_path: Path, command: list[str], location: str, prefix: str, problem: str
+) -> None:
+    """boto3 would store under such a prefix and obstore then fail to read it (exit 1): keys
+    with these segments are refused, and so is a prefix, by every command before any request."""
+    index = tmp_path / "index.db"
+
+    result = run(*command, "--store", location, "--index", str(index), input=DOC)
+
+    assert result.exit_code == ExitStatus.USAGE, result.stderr
+    assert result.stderr == (
+        f"s3idx: error: store {location!r}: its prefix {prefix!r} has {problem}\n{PREFIX_HINT}"
+    )
+    assert not index.exists()
+
+
+@pytest.mark.parametrize(
+    ("location", "prefix", "outer"),
+    [
+        ("s3://b/.s3idx/manifests", ".s3idx/manifests", "s3://b"),
+        ("s3://b/.s3idx", ".s3idx", "s3://b"),
+        ("s3://b/.s3idx/", ".s3idx/", "s3://b"),
+        ("s3://b/docs/.s3idx/x", "docs/.s3idx/x", "s3://b/docs"),
+    ],
+)
+@pytest.mark.parametrize("command", STORE_COMMANDS, ids=" ".join)
+def test_a_store_prefix_inside_another_stores_manifests_is_refused(
+    run: Run, tmp_path: Path, command: list[str], location: str, prefix: str, outer: str
+) -> None:
+    """A store under .s3idx/ of another would have its documents taken for that store's
+    manifests, and deleted by its sync."""
+    index = tmp_path / "index.db"
+
+    result = run(*command, "--store", location, "--index", str(index), input=DOC)
+
+    assert result.exit_code == ExitStatus.USAGE, result.stderr
+    assert result.stderr == (
+        f"s3idx: error: store {location!r}: its prefix {prefix!r} has a '.s3idx' segment: "
+        f"the store {outer} keeps its own objects (manifests) there, and its sync would delete "
+        f"this store's\n{PREFIX_HINT}"
+    )
+    assert not index.exists()
+
+
+@pytest.mark.parametrize(
+    ("location", "prefix", "problem"),
+    [
+        ("s3://b/a\nb", "a\nb", "contains a control character (U+000A)"),
+        ("s3://b/a\x7fb", "a\x7fb", "contains a control character (U+007F)"),
+        ("s3://b/a\udcffb", "a\udcffb", "contains a lone surrogate (not valid UTF-8)"),
+        (
+            "s3://b/" + "p" * 1023,
+            "p" * 1023,
+            "is 1023 bytes (UTF-8): with the '/' after it, no key fits in S3's 1024",
+        ),
+    ],
+    ids=["newline", "delete", "surrogate", "too-long"],
+)
+def test_a_store_prefix_no_key_can_follow_is_refused(
+    location: str, prefix: str, problem: str
+) -> None:
+    from s3idx.backends import parse_store_location
+    from s3idx.errors import UsageError
+
+    with pytest.raises(UsageError) as excinfo:
+        parse_store_location(location)
+    assert excinfo.value.message == f"store {location!r}: its prefix {prefix!r} {problem}"
+
+
+@pytest.mark.parametrize(
+    ("location", "prefix"),
+    [
+        ("s3://b", ""),
+        ("s3://b/", ""),
+        ("s3://b/docs", "docs"),
+        ("s3://b/docs/", "docs"),
+        ("s3://b/a/b.c/..d/.e/", "a/b.c/..d/.e"),
+        ("s3://b/a/.s3idxx/s3idx", "a/.s3idxx/s3idx"),
+        ("s3://b/" + "p" * 1022, "p" * 1022),
+    ],
+)
+def test_store_prefixes_every_client_reads_alike_are_taken(location: str, prefix: str) -> None:
+    from s3idx.backends import parse_store_location
+
+    assert parse_store_location(location).prefix == prefix
+
+
+def test_the_python_api_refuses_such_a_prefix_too(tmp_path: Path) -> None:
+    from s3idx import open_engine
+    from s3idx.errors import UsageError
+    from s3idx.store.s3 import S3Store
+
+    with pytest.raises(UsageError, match=r"^store 's3://dots/x/\.\.': its prefix 'x/\.\.' has"):
+        open_engine(store="s3://dots/x/..", index=str(tmp_path / "index.db"))
+    with pytest.raises(UsageError, match=r"^store 's3://b/\.s3idx/m': its prefix '\.s3idx/m' has"):
+        S3Store("b", ".s3idx/m")
+    with pytest.raises(UsageError, match=r"^store 's3://b/a//b': its prefix 'a//b' has an empty"):
+        S3Store("b", "a//b")
+    assert S3Store("b", "a/b/").prefix == "a/b"
+    assert not (tmp_path / "index.db").exists()
+
+
 def test_a_suggestion_shows_no_more_than_the_location_as_typed(run: Run) -> None:
     # "pw" is no user here: the suggested spelling must not show it as one.
     result = run("query", "--index", "mongodb:pw@host/db")

@@ -32,7 +32,23 @@ TRANSPORTS: dict[str, Callable[..., Any]] = {
     "http": HttpS3Store,
     "obstore": obstore_store,
 }
+DOC = b'{"fs_id": "a"}'
 UNREACHABLE = "http://127.0.0.1:1"  # nothing is sent: every failure here comes first
+SHAPE = "an endpoint URL is http(s)://HOST[:PORT]"
+PATH = (
+    f"it has a path after the host; {SHAPE}, and the bucket and prefix go in --store "
+    "s3://BUCKET/PREFIX"
+)
+QUERY = f"it has a query ('?'); {SHAPE}"
+FRAGMENT = f"it has a fragment ('#'); {SHAPE}"
+USERINFO = (
+    f"it names a user or password; {SHAPE}: S3 credentials come from the environment "
+    "(AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) or an AWS profile (--aws-profile)"
+)
+HINT = (
+    "give the server's URL, e.g. --endpoint-url http://localhost:9000 (or "
+    "S3IDX_ENDPOINT_URL, endpoint_url in the config file, AWS_ENDPOINT_URL)"
+)
 
 
 @pytest.fixture(params=list(TRANSPORTS))
@@ -77,6 +93,17 @@ def test_an_invalid_region_of_the_aws_profile_is_a_usage_error(fake_aws_env: Pat
         ("http://", "it names no host"),
         ("notaurl", "it has no scheme: write http:// or https:// before the host"),
         ("localhost:9000", "it has no scheme: write http:// or https:// before the host"),
+        ("HTTP://h:9000", "the scheme 'HTTP' is not lowercase: write http:// or https://"),
+        ("http://h:9000/path", PATH),
+        ("http://h:9000/bkt/", PATH),
+        ("http://h:9000/;p", PATH),
+        ("http://h:9000//", PATH),
+        ("http://h:9000?x=1", QUERY),
+        ("http://h:9000/?", QUERY),
+        ("http://h:9000#f", FRAGMENT),
+        ("http://h:9000/#", FRAGMENT),
+        ("http://h:9000\n", "it holds a blank or control character"),
+        (" http://h:9000", "it holds a blank or control character"),
     ],
 )
 def test_an_endpoint_url_no_request_can_use_is_a_usage_error(
@@ -87,12 +114,50 @@ def test_an_endpoint_url_no_request_can_use_is_a_usage_error(
     assert excinfo.value.message == f"invalid S3 endpoint URL {endpoint!r}: {reason}"
 
 
+@pytest.mark.parametrize(
+    ("endpoint", "shown"),
+    [
+        ("http://u:pw-Secret1@h:9000", "http://u:***@h:9000"),
+        ("http://u:pw-Secret1@h:9000/", "http://u:***@h:9000/"),
+        ("https://u:pw-Secret1@h", "https://u:***@h"),
+        ("http://u:pw-Secret1%40x@h:9000", "http://u:***@h:9000"),
+        ("http://u:pw-Secret1@x@h:9000", "http://u:***@h:9000"),
+        ("http://pw-Secret1@h:9000", "http://pw-Secret1@h:9000"),
+    ],
+)
+def test_an_endpoint_url_with_a_user_or_password_is_refused_without_the_password(
+    make: Callable[..., Any], endpoint: str, shown: str
+) -> None:
+    """The http transport would send the userinfo in its Host header (boto3 and obstore drop
+    it): refused on every transport, before any request, the password hidden."""
+    with pytest.raises(UsageError) as excinfo:
+        make("bkt", "p", endpoint_url=endpoint, region="us-east-1")
+    assert excinfo.value.message == f"invalid S3 endpoint URL {shown!r}: {USERINFO}"
+    assert excinfo.value.hint == HINT
+    if ":pw" in endpoint:
+        assert "Secret1" not in str(excinfo.value)
+
+
+@pytest.mark.parametrize(
+    "endpoint", ["http://h:9000", "http://h:9000/", "https://h", "http://[::1]:9000/", "http://h:1"]
+)
+def test_an_endpoint_url_of_a_host_and_port_is_taken(
+    make: Callable[..., Any], endpoint: str
+) -> None:
+    store = make("bkt", "p", endpoint_url=endpoint, region="us-east-1")  # no request made
+    store.close()
+
+
 def test_an_endpoint_from_aws_endpoint_url_is_checked_too(
     make: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("AWS_ENDPOINT_URL", "ftp://x")
     with pytest.raises(UsageError, match="invalid S3 endpoint URL 'ftp://x'"):
         make("bkt", "p", region="us-east-1")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://u:pw-Secret1@h:9000/")
+    with pytest.raises(UsageError) as excinfo:
+        make("bkt", "p", region="us-east-1")
+    assert excinfo.value.message == f"invalid S3 endpoint URL 'http://u:***@h:9000/': {USERINFO}"
 
 
 def test_an_endpoint_botocore_cannot_resolve_at_a_request_is_a_usage_error() -> None:
@@ -173,6 +238,10 @@ def test_put_and_info_with_a_broken_credentials_file_exit_2(
         ["--endpoint-url", "ftp://x"],
         ["--endpoint-url", "http://h:99999"],
         ["--endpoint-url", "notaurl"],
+        ["--endpoint-url", "http://127.0.0.1:1/path"],
+        ["--endpoint-url", "http://127.0.0.1:1?x=1"],
+        ["--endpoint-url", "http://127.0.0.1:1#f"],
+        ["--endpoint-url", "HTTP://127.0.0.1:1"],
     ],
 )
 def test_put_with_a_bad_region_or_endpoint_exits_2(
@@ -194,3 +263,46 @@ def test_put_with_a_credential_process_printing_no_json_exits_6(
     assert "AWS credentials for s3://bkt/p cannot be loaded: Expecting property name" in (
         result.stderr
     )
+
+
+# Every command, on every transport (a query of the index alone too): an endpoint URL with a
+# password is refused before a request, the password shown nowhere (the index and the store
+# exist, so nothing else is refused first).
+COMMANDS = [
+    ["put"],
+    ["get", "a"],
+    ["query"],
+    ["query", "--count"],
+    ["query", "--full"],
+    ["delete", "a"],
+    ["sync"],
+    ["sync", "--check"],
+    ["verify"],
+    ["reindex"],
+    ["rebuild-index"],
+    ["info"],
+]
+
+
+@pytest.mark.parametrize("transport", ["boto3", "obstore", "http"])
+@pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
+def test_every_command_refuses_an_endpoint_url_with_a_password_on_every_transport(
+    run: Run, tmp_path: Path, s3_endpoint: str, transport: str, command: list[str]
+) -> None:
+    if transport == "obstore":
+        pytest.importorskip("obstore")
+    index = str(tmp_path / "ix.db")
+    store = ["--store", "s3://bkt1/p", "--index", index]
+    stored = run("put", *store, "--endpoint-url", s3_endpoint, "--create-bucket", input=DOC)
+    assert stored.exit_code == 0, stored.stderr
+    host = s3_endpoint.removeprefix("http://")
+    given = f"http://u:pw-Secret1@{host}"
+
+    result = run(*command, *store, "--endpoint-url", given, "--transport", transport, input=DOC)
+
+    assert result.exit_code == ExitStatus.USAGE, result.stderr
+    assert result.stderr.endswith(
+        f"s3idx: error: invalid S3 endpoint URL 'http://u:***@{host}': {USERINFO}\n  hint: {HINT}\n"
+    )
+    assert "Secret1" not in result.stdout + result.stderr
+    assert "put:" not in result.stderr  # refused before the first document
