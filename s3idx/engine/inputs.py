@@ -165,12 +165,12 @@ def _read_source(
             raw_stream.close()
 
 
-def _wide_input(name: str, stream: IO[bytes], encoding: str, family: str) -> Record:
+def _wide_input(name: str, stream: IO[bytes], encoding: str, convert: str) -> Record:
     """A UTF-16 or UTF-32 input: one reject, its bytes as read, to convert and put again.
     Its lines cannot be told apart as UTF-8 (a newline's zero bytes start the next line)."""
     reason = (
         f"the input is {encoding} text, not UTF-8; nothing in it was read: convert it first, "
-        f"e.g. iconv -f {family} -t UTF-8"
+        f"e.g. {convert}"
     )
     return Record(name, 1, stream.read(), error=reason, whole_input=True)
 
