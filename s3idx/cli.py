@@ -805,11 +805,11 @@ def _input_paths(files: list[str] | None, env: Environment) -> list[str]:
         raise UsageError("'-' (stdin) can be given only once")
     if "-" in paths and env.stdin is None:
         raise UsageError(STDIN_CLOSED, hint=STDIN_CLOSED_HINT)
+    from s3idx.engine.inputs import check_input_file
+
     for path in paths:
-        # Named pipes, /dev/stdin and a shell's <(...) (/dev/fd/N) are inputs too, not files.
-        if path != "-" and (Path(path).is_dir() or not Path(path).exists()):
-            what = "is a directory" if Path(path).is_dir() else "does not exist"
-            raise UsageError(f"input file {path} {what}")
+        if path != "-":
+            check_input_file(path)
     return paths
 
 
