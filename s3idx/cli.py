@@ -41,6 +41,7 @@ from s3idx.config import (
     data_dir,
     default_index,
     default_store,
+    progress_interval,
     redact_location,
     remember_environment_secrets,
     remember_location_secrets,
@@ -473,6 +474,20 @@ class Invocation:
         self.signals = _Signals(self.out, json=json)
 
 
+# A setting's flag, as refusals of its value name it (config.resolve_settings).
+_FLAG_NAMES = {
+    name: "--" + name.replace("_", "-")
+    for name in ("store", "index", "collection", "key", "compress", "workers", "batch_size")
+} | {
+    "fields": "--field",
+    "aws_profile": "--aws-profile",
+    "region": "--region",
+    "endpoint_url": "--endpoint-url",
+    "transport": "--transport",
+    "create_bucket": "--create-bucket",
+}
+
+
 class CommandContext:
     """What every command resolves first: settings, and its run (streams, output, signals)."""
 
@@ -491,8 +506,13 @@ class CommandContext:
         profile, config = loc.pop("profile"), loc.pop("config")
         self.config_file = config
         self.settings = resolve_settings(
-            {**loc, **flags}, profile=profile, config_file=config, env=run.env.environ
+            {**loc, **flags},
+            profile=profile,
+            config_file=config,
+            env=run.env.environ,
+            flag_names=_FLAG_NAMES,
         )
+        progress_interval(run.env.environ)  # a bad one refused now, not when progress starts
         settings = self.settings
         remember_location_secrets(settings.index, settings.store, settings.endpoint_url)
         self._check_key_and_fields(flags)
