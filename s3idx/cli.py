@@ -41,6 +41,7 @@ from s3idx.config import (
     data_dir,
     default_index,
     default_store,
+    progress_interval,
     redact_location,
     remember_environment_secrets,
     remember_location_secrets,
@@ -488,6 +489,20 @@ class Invocation:
         self.signals = _Signals(self.out, json=json)
 
 
+# A setting's flag, as refusals of its value name it (config.resolve_settings).
+_FLAG_NAMES = {
+    name: "--" + name.replace("_", "-")
+    for name in ("store", "index", "collection", "key", "compress", "workers", "batch_size")
+} | {
+    "fields": "--field",
+    "aws_profile": "--aws-profile",
+    "region": "--region",
+    "endpoint_url": "--endpoint-url",
+    "transport": "--transport",
+    "create_bucket": "--create-bucket",
+}
+
+
 class CommandContext:
     """What every command resolves first: settings, and its run (streams, output, signals)."""
 
@@ -506,8 +521,13 @@ class CommandContext:
         profile, config = loc.pop("profile"), loc.pop("config")
         self.config_file = config
         self.settings = resolve_settings(
-            {**loc, **flags}, profile=profile, config_file=config, env=run.env.environ
+            {**loc, **flags},
+            profile=profile,
+            config_file=config,
+            env=run.env.environ,
+            flag_names=_FLAG_NAMES,
         )
+        progress_interval(run.env.environ)  # a bad one refused now, not when progress starts
         settings = self.settings
         remember_location_secrets(settings.index, settings.store, settings.endpoint_url)
         self._check_key_and_fields(flags)
@@ -831,11 +851,11 @@ def _input_paths(files: list[str] | None, env: Environment) -> list[str]:
         raise UsageError("'-' (stdin) can be given only once")
     if "-" in paths and env.stdin is None:
         raise UsageError(STDIN_CLOSED, hint=STDIN_CLOSED_HINT)
+    from s3idx.engine.inputs import check_input_file
+
     for path in paths:
-        # Named pipes, /dev/stdin and a shell's <(...) (/dev/fd/N) are inputs too, not files.
-        if path != "-" and (Path(path).is_dir() or not Path(path).exists()):
-            what = "is a directory" if Path(path).is_dir() else "does not exist"
-            raise UsageError(f"input file {path} {what}")
+        if path != "-":
+            check_input_file(path)
     return paths
 
 

@@ -127,71 +127,110 @@ def resolve_settings(
     profile: str | None = None,
     config_file: str | os.PathLike[str] | None = None,
     env: Mapping[str, str] | None = None,
+    flag_names: Mapping[str, str] | None = None,
 ) -> Settings:
-    """Merge the layers; ``flags`` holds only what the user gave (None means not given)."""
+    """Merge the layers; ``flags`` holds only what the user gave (None means not given).
+
+    Every refusal names where the value came from: the config file (and profile), the
+    ``S3IDX_*`` variable, or the flag (``flag_names``: a setting's flag, as the CLI spells it;
+    else the keyword's own name, as a library caller gave it).
+    """
     env = os.environ if env is None else env
     merged: dict[str, Any] = {}
+    given: dict[str, str] = {}  # setting -> where its value came from, as messages name it
     layers = (
         _from_file(config_file, profile or env.get("S3IDX_PROFILE"), env),
         _from_env(env),
-        _from_flags(flags),
+        _from_flags(flags, flag_names or {}),
     )
-    for layer in layers:
-        if "workers" in layer:  # a workers given anywhere sets HEAD-bound work's too
-            layer.setdefault("head_workers", layer["workers"])
+    for layer, where in layers:
+        # A workers given anywhere sets HEAD-bound work's too, unless that place set it.
+        if "workers" in layer and "head_workers" not in layer:
+            layer["head_workers"] = layer["workers"]
+            where["head_workers"] = where["workers"]
         merged.update(layer)
+        given.update(where)
     merged.setdefault("store", default_store(env))
     merged.setdefault("index", default_index(env))
     if "fields" in merged:
         merged["fields"] = tuple(merged["fields"])
     settings = Settings(**merged)
-    _validate(settings)
+    _validate(settings, given)
     return settings
 
 
-def _validate(settings: Settings) -> None:
-    if settings.compress not in COMPRESSIONS:
-        raise ConfigError(
-            f"unknown compression {settings.compress!r}; choose one of: {', '.join(COMPRESSIONS)}"
-        )
-    if settings.transport not in TRANSPORTS:
-        raise ConfigError(
-            f"unknown transport {settings.transport!r}; choose one of: {', '.join(TRANSPORTS)}"
-        )
-    for name, value, most in (
+def _validate(settings: Settings, given: Mapping[str, str]) -> None:
+    """Each setting's range or choices; a refusal starts with where the value was given, as a
+    type error does (``_parse``). Defaults are never refused, so each refused one is found."""
+    for name, value, choices in (
+        ("compress", settings.compress, COMPRESSIONS),
+        ("transport", settings.transport, TRANSPORTS),
+    ):
+        if value not in choices:
+            raise ConfigError(
+                f"{given.get(name, name)}: unknown {_CHOICE_NOUNS[name]} {value!r}; "
+                f"choose one of: {', '.join(choices)}"
+            )
+    for name, number, most in (
         ("workers", settings.workers, MAX_WORKERS),
         ("head_workers", settings.head_workers, MAX_WORKERS),
-        ("batch size", settings.batch_size, MAX_BATCH_SIZE),
+        ("batch_size", settings.batch_size, MAX_BATCH_SIZE),
     ):
         # Typed already (_parse_int): a library caller's keywords are parsed as flags are.
-        if value < 1:
-            raise ConfigError(f"{name} must be at least 1, got {value}")
-        if value > most:
-            raise ConfigError(f"{name} must be at most {most}, got {value}")
+        if number < 1:
+            raise ConfigError(f"{given.get(name, name)}: must be at least 1, got {number}")
+        if number > most:
+            raise ConfigError(f"{given.get(name, name)}: must be at most {most}, got {number}")
     timeout = settings.timeout  # positive and finite already (_parse_seconds)
     if timeout > MAX_TIMEOUT:
-        raise ConfigError(f"timeout must be at most {MAX_TIMEOUT} seconds (a day), got {timeout:g}")
+        raise ConfigError(
+            f"{given.get('timeout', 'timeout')}: must be at most {MAX_TIMEOUT} seconds (a day), "
+            f"got {timeout:g}"
+        )
 
 
-def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
+_CHOICE_NOUNS = {"compress": "compression", "transport": "transport"}
+
+
+def _from_env(env: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
     values: dict[str, Any] = {}
+    where: dict[str, str] = {}
     for name, parser in _PARSERS.items():
         var = "S3IDX_" + name.upper()
         if env.get(var):
             values[name] = _parse(parser, env[var], var)
-    return values
+            where[name] = var
+    return values, where
 
 
-def _from_flags(flags: Mapping[str, Any]) -> dict[str, Any]:
+def _from_flags(
+    flags: Mapping[str, Any], flag_names: Mapping[str, str]
+) -> tuple[dict[str, Any], dict[str, str]]:
     """Flags (or a library caller's keywords) typed as the same settings of the file and the
     environment are: a float for workers is refused here too, not truncated."""
     values: dict[str, Any] = {}
+    where: dict[str, str] = {}
     for name, raw in flags.items():
         if raw is None or raw == ():
             continue
         parser = _PARSERS.get(name)
-        values[name] = raw if parser is None else _parse(parser, raw, name)
-    return values
+        where[name] = flag_names.get(name, name)
+        values[name] = raw if parser is None else _parse(parser, raw, where[name])
+    return values, where
+
+
+def progress_interval(env: Mapping[str, str] | None = None) -> float:
+    """``S3IDX_PROGRESS_INTERVAL``: seconds between progress lines off a terminal (0: every
+    update; default 60), refused as any bad ``S3IDX_*`` value is."""
+    env = os.environ if env is None else env
+    text = env.get(PROGRESS_INTERVAL_ENV, "").strip()
+    if not text:
+        return DEFAULT_PROGRESS_INTERVAL
+    return _parse_seconds(text, PROGRESS_INTERVAL_ENV, zero=True)
+
+
+PROGRESS_INTERVAL_ENV = "S3IDX_PROGRESS_INTERVAL"
+DEFAULT_PROGRESS_INTERVAL = 60.0  # seconds between progress lines when stderr is not a terminal
 
 
 def _parse(parser: Any, raw: Any, where: str) -> Any:
@@ -296,7 +335,7 @@ def _shown(raw: Any, limit: int = 60) -> str:
 
 def _from_file(
     path: str | os.PathLike[str] | None, profile: str | None, env: Mapping[str, str]
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], dict[str, str]]:
     explicit = path is not None or bool(env.get("S3IDX_CONFIG"))
     file = Path(path) if path is not None else config_path(env)
     try:
@@ -315,7 +354,7 @@ def _from_file(
             raise ConfigError(
                 f"no profile {profile!r}: there is no config file at {file}"
             ) from None
-        return {}
+        return {}, {}
     except OSError as exc:
         raise ConfigError(f"cannot read config file {file}: {exc.strerror or exc}") from None
     # Imported only when there is a file to parse: ~2 ms of every command's start (issue 17).
@@ -337,16 +376,21 @@ def _from_file(
     profiles = data.pop("profiles", {})
     if not isinstance(profiles, dict):
         raise ConfigError(f"{file}: [profiles] must be a table of profile tables")
-    values = _settings_table(data, f"{file}")
+    values, where = _settings_table(data, f"{file}")
     if profile:
         if profile not in profiles:
             known = ", ".join(sorted(profiles)) or "none"
             raise ConfigError(f"no profile {profile!r} in {file}; profiles: {known}")
-        values.update(_settings_table(profiles[profile], f"{file} [profiles.{profile}]"))
-    return values
+        in_profile, where_in_profile = _settings_table(
+            profiles[profile], f"{file} [profiles.{profile}]"
+        )
+        values.update(in_profile)
+        where.update(where_in_profile)
+    return values, where
 
 
-def _settings_table(table: Any, where: str) -> dict[str, Any]:
+def _settings_table(table: Any, where: str) -> tuple[dict[str, Any], dict[str, str]]:
+    """A table's settings, typed, and where each was given (``FILE: name``)."""
     if not isinstance(table, dict):
         raise ConfigError(f"{where}: expected a table")
     unknown = sorted(set(table) - set(_PARSERS))
@@ -354,7 +398,8 @@ def _settings_table(table: Any, where: str) -> dict[str, Any]:
         raise ConfigError(
             f"{where}: unknown setting {unknown[0]!r}; known: {', '.join(SETTING_NAMES)}"
         )
-    return {name: _parse(_PARSERS[name], v, f"{where}: {name}") for name, v in table.items()}
+    given = {name: f"{where}: {name}" for name in table}
+    return {name: _parse(_PARSERS[name], v, given[name]) for name, v in table.items()}, given
 
 
 # --- secrets: never printed ------------------------------------------------------------------

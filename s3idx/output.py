@@ -16,7 +16,10 @@ from typing import IO, TYPE_CHECKING, Any
 import orjson
 
 from s3idx import codec
-from s3idx.config import redact
+from s3idx.config import (
+    progress_interval,
+    redact,
+)
 from s3idx.engine.events import Events
 from s3idx.environment import Environment
 from s3idx.errors import UNDECODABLE_ADVICE, shorten_key
@@ -103,21 +106,9 @@ class Output:
         return self._json_written
 
     def progress_interval(self) -> float:
-        """Seconds between progress lines off a terminal: S3IDX_PROGRESS_INTERVAL, else 60."""
-        text = self.env.environ.get(PROGRESS_INTERVAL_ENV, "").strip()
-        if not text:
-            return DEFAULT_PROGRESS_INTERVAL
-        try:
-            value = float(text)
-        except ValueError:
-            value = -1.0
-        if not value >= 0 or math.isinf(value):
-            self.message(
-                f"warning: {PROGRESS_INTERVAL_ENV}={text!r} is not a number of seconds; "
-                f"using {DEFAULT_PROGRESS_INTERVAL:g}"
-            )
-            return DEFAULT_PROGRESS_INTERVAL
-        return value
+        """Seconds between progress lines off a terminal: S3IDX_PROGRESS_INTERVAL, else 60
+        (a bad value is refused when the command's settings are resolved)."""
+        return progress_interval(self.env.environ)
 
 
 def json_line(value: Any) -> bytes:
@@ -433,8 +424,6 @@ def summary_line(result: object) -> str:
 
 # --- progress --------------------------------------------------------------------------------
 
-PROGRESS_INTERVAL_ENV = "S3IDX_PROGRESS_INTERVAL"
-DEFAULT_PROGRESS_INTERVAL = 60.0  # seconds between progress lines when stderr is not a terminal
 DRAW_PERIOD = 0.1  # a terminal bar is redrawn at most this often
 
 

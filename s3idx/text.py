@@ -35,6 +35,10 @@ def argument_text(text: str) -> str:
 # (byte order mark or pattern of the first two ASCII characters, name, iconv's name), UTF-32
 # first: its marks and patterns begin as UTF-16's do. Without a mark, JSON's first two
 # characters are ASCII, so their zero bytes tell the encoding (RFC 4627, section 3).
+# iconv's name is the one that converts the text exactly: with a mark, UTF-16 or UTF-32, which
+# read the byte order from it and drop it (UTF-16LE would keep it, as a UTF-8 mark); without
+# one, the byte order found, since glibc's iconv reads UTF-16 and UTF-32 without a mark as
+# little-endian (tests/cli/test_input_encodings.py runs the command given for each).
 _WIDE_ENCODINGS = (
     (b"\xff\xfe\x00\x00", "UTF-32LE with BOM", "UTF-32"),
     (b"\x00\x00\xfe\xff", "UTF-32BE with BOM", "UTF-32"),
@@ -42,28 +46,28 @@ _WIDE_ENCODINGS = (
     (b"\xfe\xff", "UTF-16BE with BOM", "UTF-16"),
 )
 _WIDE_PATTERNS = (
-    ("x000", "UTF-32LE", "UTF-32"),
-    ("000x", "UTF-32BE", "UTF-32"),
-    ("x0x0", "UTF-16LE", "UTF-16"),
-    ("0x0x", "UTF-16BE", "UTF-16"),
+    ("x000", "UTF-32LE", "UTF-32LE"),
+    ("000x", "UTF-32BE", "UTF-32BE"),
+    ("x0x0", "UTF-16LE", "UTF-16LE"),
+    ("0x0x", "UTF-16BE", "UTF-16BE"),
 )
 
 
 def wide_encoding(head: bytes) -> tuple[str, str] | None:
-    """(name, iconv's name) when text starting with ``head`` (its first 4 bytes) is UTF-16 or
-    UTF-32 rather than UTF-8; None otherwise."""
-    for mark, name, family in _WIDE_ENCODINGS:
+    """(name, the iconv command that converts it to UTF-8) when text starting with ``head`` (its
+    first 4 bytes) is UTF-16 or UTF-32 rather than UTF-8; None otherwise."""
+    for mark, name, iconv_name in _WIDE_ENCODINGS:
         if head.startswith(mark):
-            return name, family
+            return name, f"iconv -f {iconv_name} -t UTF-8"
     if len(head) < 4:
         return None
     shape = "".join("0" if byte == 0 else "x" for byte in head[:4])
     first = next(byte for byte in head[:4] if byte) if shape != "0000" else 0
     if first not in _JSON_STARTS:  # not JSON in any encoding: leave it to the line's reject
         return None
-    for pattern, name, family in _WIDE_PATTERNS:
+    for pattern, name, iconv_name in _WIDE_PATTERNS:
         if shape == pattern:
-            return name, family
+            return name, f"iconv -f {iconv_name} -t UTF-8"
     return None
 
 

@@ -232,7 +232,7 @@ def test_head_bound_work_has_its_own_default_and_workers_sets_both(config_file: 
         {"workers": 2}, config_file=config_file, env={"S3IDX_HEAD_WORKERS": "32"}
     )
     assert (flag.workers, flag.head_workers) == (2, 2)
-    with pytest.raises(ConfigError, match="head_workers must be at least 1"):
+    with pytest.raises(ConfigError, match=r"^S3IDX_HEAD_WORKERS: must be at least 1, got 0$"):
         resolve_settings({}, env={"S3IDX_HEAD_WORKERS": "0"})
 
 

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from s3idx import output
+from s3idx import config, output
 from s3idx.engine.results import DeleteResult, PutResult, RebuildResult, SyncResult
+from s3idx.errors import ConfigError
 from tests.helpers import memory_environment, written
 
 
@@ -129,17 +130,19 @@ def test_lines_off_a_terminal_are_timestamped_and_spaced_by_the_interval() -> No
 
 
 def test_progress_interval_comes_from_the_environment() -> None:
-    given = memory_environment(environ={output.PROGRESS_INTERVAL_ENV: "2.5"})
+    given = memory_environment(environ={config.PROGRESS_INTERVAL_ENV: "2.5"})
     assert output.Output(given).progress_interval() == 2.5
     unset = memory_environment(environ={})
-    assert output.Output(unset).progress_interval() == output.DEFAULT_PROGRESS_INTERVAL
+    assert output.Output(unset).progress_interval() == config.DEFAULT_PROGRESS_INTERVAL
 
 
-def test_a_bad_progress_interval_is_named_and_the_default_used() -> None:
+def test_a_bad_progress_interval_is_refused_naming_the_variable() -> None:
     for bad in ("soon", "-1", "nan", "inf"):
-        env = memory_environment(environ={output.PROGRESS_INTERVAL_ENV: bad})
-        assert output.Output(env).progress_interval() == output.DEFAULT_PROGRESS_INTERVAL
-        assert f"S3IDX_PROGRESS_INTERVAL='{bad}' is not a number of seconds" in written(env.stderr)
+        with pytest.raises(ConfigError) as raised:
+            config.progress_interval({config.PROGRESS_INTERVAL_ENV: bad})
+        assert raised.value.message == (
+            f"S3IDX_PROGRESS_INTERVAL: expected a number of seconds, 0 or more, got {bad!r}"
+        )
 
 
 def test_summary_is_timestamped_off_a_terminal_and_plain_on_one() -> None:
@@ -156,7 +159,7 @@ def test_summary_is_timestamped_off_a_terminal_and_plain_on_one() -> None:
 def test_events_draw_progress_lines_on_the_environments_stderr_by_its_clock() -> None:
     clock = FakeClock()
     env = dataclasses.replace(
-        memory_environment(environ={output.PROGRESS_INTERVAL_ENV: "10"}), clock=clock
+        memory_environment(environ={config.PROGRESS_INTERVAL_ENV: "10"}), clock=clock
     )
     with output.CliEvents(
         output.Output(env), rejects=None, show_progress=True, command="get"

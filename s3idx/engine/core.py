@@ -57,6 +57,7 @@ if TYPE_CHECKING:
         InputSource,
         ReadProgress,
         Record,
+        check_input_file,
         file_source,
         read_records,
         stream_source,
@@ -114,6 +115,7 @@ if not TYPE_CHECKING:
     check_new_fields = _Lazy("s3idx.engine.documents", "check_new_fields")
     ReadProgress = _Lazy("s3idx.engine.inputs", "ReadProgress")
     Record = _Lazy("s3idx.engine.inputs", "Record")
+    check_input_file = _Lazy("s3idx.engine.inputs", "check_input_file")
     file_source = _Lazy("s3idx.engine.inputs", "file_source")
     read_records = _Lazy("s3idx.engine.inputs", "read_records")
     stream_source = _Lazy("s3idx.engine.inputs", "stream_source")
@@ -515,6 +517,7 @@ class Engine:
                     )
                 sources.append(stream_source(stdin))
             else:
+                check_input_file(path)  # every one, before any is read
                 sources.append(file_source(path))
         progress = read_progress or ReadProgress()
         progress.bytes_total = total_size(sources)

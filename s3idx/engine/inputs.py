@@ -6,6 +6,7 @@ be reported precisely and written to ``--rejects`` exactly as it was.
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
@@ -22,7 +23,7 @@ from typing import IO, Any
 import orjson
 
 from s3idx.engine.gunzip import Gunzip
-from s3idx.errors import BackendUnavailableError, NotFoundError
+from s3idx.errors import BackendUnavailableError, UsageError
 from s3idx.text import wide_encoding
 
 _BOM = b"\xef\xbb\xbf"
@@ -91,6 +92,46 @@ class ReadProgress:
 
 def file_source(path: str | Path) -> InputSource:
     return InputSource(str(path), Path(path))
+
+
+def check_input_file(path: str | Path) -> None:
+    """Raise ``UsageError`` unless ``path`` is an input file this user can read: one missing, a
+    directory, or one it may not read (or whose directories it may not search) is the user's to
+    fix, found before anything is stored. A named pipe (``<(...)``, ``/dev/stdin``) is not
+    opened to find out (that would wait for its writer, or take its data): its permissions
+    are asked of the system instead.
+    """
+    try:
+        status = os.stat(path)
+        if stat.S_ISDIR(status.st_mode):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR))
+        if stat.S_ISREG(status.st_mode):
+            open(path, "rb").close()  # the one sure answer, at no cost for a regular file
+        elif not os.access(path, os.R_OK):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+    except OSError as exc:
+        raise input_file_error(str(path), exc) from None
+    except ValueError:  # a NUL byte in the name: no file can have it
+        raise input_file_error(str(path), FileNotFoundError(errno.ENOENT, "")) from None
+
+
+def input_file_error(name: str, exc: OSError) -> UsageError:
+    """The one message for an input file that cannot be opened, whenever that is found."""
+    if isinstance(exc, FileNotFoundError | NotADirectoryError):
+        return UsageError(f"input file {name} does not exist")
+    if isinstance(exc, IsADirectoryError):
+        return UsageError(
+            f"input file {name} is a directory",
+            hint=f"give the files in it, e.g. s3idx put {name.rstrip(os.sep)}/*.jsonl",
+        )
+    if isinstance(exc, PermissionError):
+        hint = (
+            "check the permissions of the file and of the directories above it, "
+            "or run s3idx as a user who may read it"
+        )
+    else:
+        hint = "check that the file can be read, e.g. with: head -c 100 FILE"
+    return UsageError(f"input file {name} cannot be read: {exc.strerror or exc}", hint=hint)
 
 
 def stream_source(stream: IO[bytes], name: str = STDIN_NAME) -> InputSource:
@@ -165,12 +206,12 @@ def _read_source(
             raw_stream.close()
 
 
-def _wide_input(name: str, stream: IO[bytes], encoding: str, family: str) -> Record:
+def _wide_input(name: str, stream: IO[bytes], encoding: str, convert: str) -> Record:
     """A UTF-16 or UTF-32 input: one reject, its bytes as read, to convert and put again.
     Its lines cannot be told apart as UTF-8 (a newline's zero bytes start the next line)."""
     reason = (
         f"the input is {encoding} text, not UTF-8; nothing in it was read: convert it first, "
-        f"e.g. iconv -f {family} -t UTF-8"
+        f"e.g. {convert}"
     )
     return Record(name, 1, stream.read(), error=reason, whole_input=True)
 
@@ -179,12 +220,8 @@ def _open_file(source: InputSource) -> IO[bytes]:
     assert source.path is not None
     try:
         return open(source.path, "rb")
-    except FileNotFoundError:
-        raise NotFoundError(f"no such input file: {source.name}") from None
-    except IsADirectoryError:
-        raise NotFoundError(f"input is a directory, not a file: {source.name}") from None
-    except OSError as exc:
-        raise BackendUnavailableError(f"cannot read {source.name}: {exc.strerror or exc}") from None
+    except OSError as exc:  # changed since check_input_file, or never checked
+        raise input_file_error(source.name, exc) from None
 
 
 class _Cut(Exception):

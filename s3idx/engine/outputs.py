@@ -6,7 +6,10 @@ in.jsonl`` would read an empty file and store nothing. Each output is compared, 
 is opened for writing, with every file the command reads or keeps: its input files (stdin
 included), the config file, the SQLite index (and its journal files) and the local store's
 directory. A path is compared both by where it leads (symlinks, ``..``, relative spellings
-resolved) and by identity (device and inode: hard links, ``/dev/stdin``).
+resolved) and by identity (device and inode: hard links, ``/dev/stdin``), found with ``stat``,
+never by opening it: a pipe, FIFO or socket has a device and inode too, and opening the pipe on
+stdin for writing would hold its write end, so the input would never end (opening a FIFO for
+writing may also wait for ever).
 """
 
 from __future__ import annotations
@@ -226,20 +229,27 @@ def _overlaps(output: Path, kept: _Kept) -> bool:
 
 
 def _file_identity(path: Path) -> tuple[int, int] | None:
-    """(device, inode) of a regular file, following symlinks; None if there is none."""
+    """(device, inode) of what a path leads to (symlinks and ``/proc/self/fd/N`` followed), if it
+    is a file, pipe or socket; None otherwise."""
     try:
-        st = os.stat(path)
+        return _identity(os.stat(path))
     except (OSError, ValueError):
         return None
-    return (st.st_dev, st.st_ino) if stat.S_ISREG(st.st_mode) else None
 
 
 def _stream_identity(stream: IO[bytes] | None) -> tuple[int, int] | None:
-    """(device, inode) of the regular file a stream reads (``< in.jsonl``), else None."""
+    """(device, inode) of the file, pipe or socket a stream reads (``< in.jsonl``, ``cat |``),
+    else None."""
     if stream is None:
         return None
     try:
-        st = os.fstat(stream.fileno())
+        return _identity(os.fstat(stream.fileno()))
     except (AttributeError, OSError, ValueError):
         return None
-    return (st.st_dev, st.st_ino) if stat.S_ISREG(st.st_mode) else None
+
+
+def _identity(st: os.stat_result) -> tuple[int, int] | None:
+    """The one identity rule: a regular file, a pipe or FIFO, or a socket is one thing however
+    it is named. A device (``/dev/null``, a terminal) is not: writing there replaces nothing."""
+    kept = stat.S_ISREG(st.st_mode) or stat.S_ISFIFO(st.st_mode) or stat.S_ISSOCK(st.st_mode)
+    return (st.st_dev, st.st_ino) if kept else None

@@ -74,11 +74,8 @@ def parse_filter_json(data: bytes, name: str) -> dict[str, Any]:
     if not data.strip():
         return {}
     if (wide := wide_encoding(data[:4])) is not None:
-        encoding, family = wide
-        raise UsageError(
-            f"{name} is {encoding} text, not UTF-8: convert it first, "
-            f"e.g. iconv -f {family} -t UTF-8"
-        )
+        encoding, convert = wide
+        raise UsageError(f"{name} is {encoding} text, not UTF-8: convert it first, e.g. {convert}")
     try:
         value = orjson.loads(data)
     except orjson.JSONDecodeError as exc:

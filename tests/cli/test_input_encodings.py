@@ -5,6 +5,9 @@ to --rejects as they were, and the other inputs of the command are still stored.
 from __future__ import annotations
 
 import gzip
+import shlex
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -15,15 +18,17 @@ from tests.helpers import Run, json_lines
 TEXT = '{"fs_id": "a", "v": "é"}\n{"fs_id": "b"}\n'
 
 ENCODINGS = {
-    # name in the message, bytes as written
+    # name in the message: (iconv's -f that reads it exactly, bytes as written). With a byte
+    # order mark, UTF-16 and UTF-32 read the mark and drop it; without one, glibc's iconv reads
+    # UTF-16 and UTF-32 as little-endian, so the hint names the byte order found.
     "UTF-16LE with BOM": ("UTF-16", b"\xff\xfe" + TEXT.encode("utf-16-le")),
     "UTF-16BE with BOM": ("UTF-16", b"\xfe\xff" + TEXT.encode("utf-16-be")),
     "UTF-32LE with BOM": ("UTF-32", b"\xff\xfe\x00\x00" + TEXT.encode("utf-32-le")),
     "UTF-32BE with BOM": ("UTF-32", b"\x00\x00\xfe\xff" + TEXT.encode("utf-32-be")),
-    "UTF-16LE": ("UTF-16", TEXT.encode("utf-16-le")),
-    "UTF-16BE": ("UTF-16", TEXT.encode("utf-16-be")),
-    "UTF-32LE": ("UTF-32", TEXT.encode("utf-32-le")),
-    "UTF-32BE": ("UTF-32", TEXT.encode("utf-32-be")),
+    "UTF-16LE": ("UTF-16LE", TEXT.encode("utf-16-le")),
+    "UTF-16BE": ("UTF-16BE", TEXT.encode("utf-16-be")),
+    "UTF-32LE": ("UTF-32LE", TEXT.encode("utf-32-le")),
+    "UTF-32BE": ("UTF-32BE", TEXT.encode("utf-32-be")),
 }
 
 
@@ -55,6 +60,30 @@ def test_a_utf16_or_utf32_input_is_one_reject_naming_its_encoding(
     assert run("query", "--count").stdout == "1\n"
 
 
+@pytest.mark.skipif(shutil.which("iconv") is None, reason="iconv is not installed")
+@pytest.mark.parametrize("name", list(ENCODINGS))
+def test_the_iconv_command_of_the_reject_converts_the_input_exactly(
+    run: Run, tmp_path: Path, name: str
+) -> None:
+    """The command the message suggests, run on the rejects file, gives back the UTF-8 text: no
+    byte order mark left, no byte swapped, nothing refused."""
+    wide = tmp_path / "wide.jsonl"
+    wide.write_bytes(ENCODINGS[name][1])
+    rejects = tmp_path / "rejects"
+    done = run("put", str(wide), "--rejects", str(rejects))
+    assert done.exit_code == ExitStatus.PARTIAL, done.stderr
+    command = done.stderr.splitlines()[0].split("e.g. ", 1)[1]
+    assert command.startswith("iconv -f ") and command.endswith(" -t UTF-8"), command
+
+    converted = subprocess.run(
+        [*shlex.split(command), str(rejects)], capture_output=True, timeout=60, check=False
+    )
+    assert converted.returncode == 0, converted.stderr
+    assert converted.stdout == TEXT.encode("utf-8")
+    assert run("put", input=converted.stdout).exit_code == 0
+    assert json_lines(run("get", "a", "b").stdout) == [{"fs_id": "a", "v": "é"}, {"fs_id": "b"}]
+
+
 def test_a_utf16_input_on_stdin_is_one_reject(run: Run) -> None:
     family, data = ENCODINGS["UTF-16LE with BOM"]
     done = run("put", input=data)
@@ -75,10 +104,18 @@ def test_utf8_with_nul_bytes_is_still_read_line_by_line(run: Run, first_line: by
     assert run("get", "ok").stdout == '{"fs_id": "ok"}\n'
 
 
-@pytest.mark.parametrize("name", ["UTF-16LE with BOM", "UTF-16BE", "UTF-32LE with BOM"])
+@pytest.mark.parametrize(
+    "name", ["UTF-16LE with BOM", "UTF-16BE", "UTF-32LE with BOM", "UTF-32BE", "UTF-16LE"]
+)
 def test_a_utf16_filter_file_is_named_as_such(run: Run, tmp_path: Path, name: str) -> None:
     family = ENCODINGS[name][0]
-    codec = {"UTF-16LE with BOM": "utf-16", "UTF-16BE": "utf-16-be", "UTF-32LE with BOM": "utf-32"}
+    codec = {
+        "UTF-16LE with BOM": "utf-16",
+        "UTF-16BE": "utf-16-be",
+        "UTF-32LE with BOM": "utf-32",
+        "UTF-32BE": "utf-32-be",
+        "UTF-16LE": "utf-16-le",
+    }
     assert run("put", input=b'{"fs_id": "a"}\n').exit_code == 0
     filter_file = tmp_path / "filter.json"
     filter_file.write_bytes('{"fs_id": "a"}'.encode(codec[name]))

@@ -68,13 +68,17 @@ def test_the_largest_limit_and_skip_are_answered(loaded: Run, args: list[str]) -
 @pytest.mark.parametrize(
     ("variable", "value", "message"),
     [
-        ("S3IDX_BATCH_SIZE", HUGE, f"batch size must be at most {MAX_BATCH_SIZE}, got {HUGE}"),
-        ("S3IDX_BATCH_SIZE", "0", "batch size must be at least 1, got 0"),
-        ("S3IDX_WORKERS", HUGE, f"workers must be at most {MAX_WORKERS}, got {HUGE}"),
+        (
+            "S3IDX_BATCH_SIZE",
+            HUGE,
+            f"S3IDX_BATCH_SIZE: must be at most {MAX_BATCH_SIZE}, got {HUGE}",
+        ),
+        ("S3IDX_BATCH_SIZE", "0", "S3IDX_BATCH_SIZE: must be at least 1, got 0"),
+        ("S3IDX_WORKERS", HUGE, f"S3IDX_WORKERS: must be at most {MAX_WORKERS}, got {HUGE}"),
         (
             "S3IDX_TIMEOUT",
             "1e300",
-            f"timeout must be at most {MAX_TIMEOUT} seconds (a day), got 1e+300",
+            f"S3IDX_TIMEOUT: must be at most {MAX_TIMEOUT} seconds (a day), got 1e+300",
         ),
     ],
 )
@@ -90,12 +94,12 @@ def test_an_integer_setting_beyond_its_range_is_a_usage_error(
 @pytest.mark.parametrize(
     ("settings", "message"),
     [
-        ({"batch_size": 10**20}, f"batch size must be at most {MAX_BATCH_SIZE}, got {10**20}"),
-        ({"workers": 0}, "workers must be at least 1, got 0"),
+        ({"batch_size": 10**20}, f"batch_size: must be at most {MAX_BATCH_SIZE}, got {10**20}"),
+        ({"workers": 0}, "workers: must be at least 1, got 0"),
         ({"workers": "eight"}, "workers: expected a whole number, got 'eight'"),
         ({"batch_size": 2.5}, "batch_size: expected a whole number, got 2.5"),
         ({"timeout": 0}, "timeout: expected a positive number of seconds, got 0"),
-        ({"timeout": 1e300}, f"timeout must be at most {MAX_TIMEOUT} seconds (a day), got 1e+300"),
+        ({"timeout": 1e300}, f"timeout: must be at most {MAX_TIMEOUT} seconds (a day), got 1e+300"),
     ],
 )
 def test_open_engine_refuses_settings_out_of_range(
@@ -149,3 +153,84 @@ def test_verify_refuses_a_sample_out_of_range(tmp_path: Path, sample: float) -> 
         with pytest.raises(UsageError) as raised:
             engine.verify(sample=sample)
     assert raised.value.message == f"sample must be a fraction from 0 to 1, got {sample}"
+
+
+# --- a value out of range or not among the choices names where it was given -------------------
+
+OUT_OF_RANGE = {
+    # setting: (value in TOML and the environment, message after "WHERE: ")
+    "workers": ("0", "must be at least 1, got 0"),
+    "head_workers": ("0", "must be at least 1, got 0"),
+    "batch_size": ("0", "must be at least 1, got 0"),
+    "compress": ("'lz4'", "unknown compression 'lz4'; choose one of: zlib, none, zstd"),
+    "transport": ("'curl'", "unknown transport 'curl'; choose one of: boto3, obstore, http"),
+    "timeout": ("1e300", f"must be at most {MAX_TIMEOUT} seconds (a day), got 1e+300"),
+}
+
+
+@pytest.mark.parametrize("where", ["top level", "profile", "environment"])
+@pytest.mark.parametrize("setting", sorted(OUT_OF_RANGE))
+def test_a_setting_out_of_range_names_where_it_was_given(
+    run: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, setting: str, where: str
+) -> None:
+    value, message = OUT_OF_RANGE[setting]
+    config = tmp_path / "config.toml"
+    if where == "top level":
+        config.write_text(f"{setting} = {value}\n[profiles.prod]\nkey = 'k'\n")
+        source = f"{config}: {setting}"
+    elif where == "profile":
+        config.write_text(f"workers = 4\n[profiles.prod]\n{setting} = {value}\n")
+        source = f"{config} [profiles.prod]: {setting}"
+    else:
+        config.write_text("[profiles.prod]\nkey = 'k'\n")
+        monkeypatch.setenv(f"S3IDX_{setting.upper()}", value.strip("'"))
+        source = f"S3IDX_{setting.upper()}"
+
+    result = run("put", "--config", str(config), "--profile", "prod", input=jsonl({"k": "a"}))
+
+    assert (result.exit_code, result.stdout) == (ExitStatus.USAGE, "")
+    assert result.stderr == f"s3idx: error: {source}: {message}\n"
+
+
+def test_head_workers_set_by_an_out_of_range_workers_names_the_workers_given(
+    run: Run, tmp_path: Path
+) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text("[profiles.prod]\nworkers = 5000\n")
+    result = run("sync", "--config", str(config), "--profile", "prod")
+    assert result.exit_code == ExitStatus.USAGE
+    assert result.stderr == (
+        f"s3idx: error: {config} [profiles.prod]: workers: must be at most 1024, got 5000\n"
+    )
+
+
+def test_a_flag_out_of_range_is_named_as_the_flag_from_python_too(tmp_path: Path) -> None:
+    """A library caller's keyword is named as given; the CLI's flags are named as flags (Typer
+    bounds them first, but the settings' own check names them alike)."""
+    from s3idx.config import resolve_settings
+
+    with pytest.raises(ConfigError) as raised:
+        resolve_settings({"batch_size": 0}, env={}, flag_names={"batch_size": "--batch-size"})
+    assert raised.value.message == "--batch-size: must be at least 1, got 0"
+    with pytest.raises(ConfigError) as raised:
+        resolve_settings({"compress": "gz"}, env={})
+    assert (
+        raised.value.message
+        == "compress: unknown compression 'gz'; choose one of: zlib, none, zstd"
+    )
+
+
+@pytest.mark.parametrize("value", ["abc", "-1", "nan", "inf"])
+@pytest.mark.parametrize("command", [["put", "-q"], ["query", "--count"]])
+def test_a_bad_progress_interval_is_refused_like_other_settings(
+    loaded: Run, monkeypatch: pytest.MonkeyPatch, value: str, command: list[str]
+) -> None:
+    monkeypatch.setenv("S3IDX_PROGRESS_INTERVAL", value)
+    result = loaded(*command, input=jsonl({"fs_id": "z"}))
+    assert (result.exit_code, result.stdout) == (ExitStatus.USAGE, "")
+    assert result.stderr == (
+        "s3idx: error: S3IDX_PROGRESS_INTERVAL: expected a number of seconds, 0 or more, "
+        f"got {value!r}\n"
+    )
+    monkeypatch.delenv("S3IDX_PROGRESS_INTERVAL")
+    assert loaded("get", "z").exit_code == ExitStatus.NOT_FOUND  # nothing was stored

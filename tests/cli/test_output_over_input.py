@@ -148,3 +148,65 @@ def test_rejects_that_is_the_file_on_stdin_is_refused(tmp_path: Path, args: list
     assert done.returncode == ExitStatus.USAGE, done.stderr
     assert b"is the input file" in done.stderr
     assert source.read_bytes() == INPUT
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="/proc and /dev/fd name a pipe")
+@pytest.mark.parametrize("args", [[], ["-"]])
+@pytest.mark.parametrize("rejects", ["/dev/stdin", "/proc/self/fd/0", "/dev/fd/0"])
+def test_rejects_that_is_the_pipe_on_stdin_is_refused(
+    tmp_path: Path, args: list[str], rejects: str
+) -> None:
+    """Opening the pipe s3idx reads for writing would hold its write end open: the input would
+    never end. Refused, as a file on stdin is, and never opened (a timeout fails a hang)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("S3IDX_")}
+    env.update(S3IDX_HOME=str(tmp_path / "home"), PYTHONPATH=str(ROOT))
+    done = subprocess.run(
+        [sys.executable, "-m", "s3idx", "put", *args, "--rejects", rejects],
+        input=b"bad\n" + INPUT,
+        capture_output=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=60,
+    )
+    assert done.returncode == ExitStatus.USAGE, done.stderr
+    assert done.stderr.decode() == (
+        f"s3idx: error: refusing to write: --rejects {rejects} is the input file on stdin\n"
+        "  hint: give --rejects a path of its own\n"
+    )
+    assert not (tmp_path / "home").exists() or not any((tmp_path / "home").rglob("*~"))
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="/proc names a socket")
+def test_rejects_that_is_the_socket_on_stdin_is_refused(tmp_path: Path) -> None:
+    import socket
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("S3IDX_")}
+    env.update(S3IDX_HOME=str(tmp_path / "home"), PYTHONPATH=str(ROOT))
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        ours.sendall(b"bad\n")
+        ours.shutdown(socket.SHUT_WR)
+        done = subprocess.run(
+            [sys.executable, "-m", "s3idx", "put", "--rejects", "/proc/self/fd/0"],
+            stdin=theirs.fileno(),
+            capture_output=True,
+            env=env,
+            timeout=60,
+        )
+    assert done.returncode == ExitStatus.USAGE, done.stderr
+    assert b"--rejects /proc/self/fd/0 is the input file on stdin" in done.stderr
+
+
+def test_rejects_elsewhere_with_a_pipe_on_stdin_is_written(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("S3IDX_")}
+    env.update(S3IDX_HOME=str(tmp_path / "home"), PYTHONPATH=str(ROOT))
+    done = subprocess.run(
+        [sys.executable, "-m", "s3idx", "put", "--rejects", "rejects.jsonl"],
+        input=b"bad\n" + INPUT,
+        capture_output=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=60,
+    )
+    assert done.returncode == ExitStatus.PARTIAL, done.stderr
+    assert (tmp_path / "rejects.jsonl").read_bytes() == b"bad\n"

@@ -252,7 +252,7 @@ def test_more_than_1024_workers_is_a_usage_error(run: Run, where: str) -> None:
     if where == "flag":  # Typer's range names the flag
         expected = "Invalid value for '--workers': Input should be less than or equal to 1024"
     else:
-        expected = "workers must be at most 1024, got 5000"
+        expected = "S3IDX_WORKERS: must be at most 1024, got 5000"
     assert expected in result.stderr
     assert "no s3idx index" in run("query").stderr  # nothing was stored
 
