@@ -243,7 +243,7 @@ def test_info_and_reads_refuse_credentials_s3_does_not_know(
     info = run("info", "--json", *where)
 
     assert info.exit_code == ExitStatus.ACCESS_DENIED, info.stdout + info.stderr
-    assert orjson.loads(info.stdout)["store_status"] != "ok"
+    assert orjson.loads(info.stdout)["store_status"] == "denied"
     assert "nobodyknows" not in info.stdout + info.stderr
     for command in (("query", "--full"), ("sync", "--check"), ("verify",)):
         result = run(*command, *where)

@@ -34,6 +34,7 @@ from s3idx.engine.arguments import (
 from s3idx.engine.events import Events
 from s3idx.engine.retry import RetryingStore
 from s3idx.errors import (
+    AccessDeniedError,
     BackendUnavailableError,
     DamagedIndexError,
     IndexSettingsError,
@@ -908,6 +909,8 @@ def _status(exc: S3idxError) -> str:
         return "damaged"
     if isinstance(exc, BackendUnavailableError):
         return "unreachable"
+    if isinstance(exc, AccessDeniedError):
+        return "denied"
     return "error"
 
 
