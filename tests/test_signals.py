@@ -5,11 +5,14 @@ from __future__ import annotations
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -202,4 +205,69 @@ def test_a_first_signal_to_delete_json_still_reports_the_counts_reached(
     assert (summary["command"], summary["error"]) == ("delete", "interrupted"), summary
     assert summary["exit_status"] == ExitStatus.INTERRUPTED
     assert isinstance(summary["deleted"], int)
+    assert err.decode().endswith("s3idx: interrupted\n"), err
+
+
+class _TricklingServer:
+    """Answers HEAD at once; answers anything else with a status line, then one header line
+    every 0.2 s for ever: never silent, so no read timeout fires, never done."""
+
+    def __init__(self) -> None:
+        self._sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
+        self.trickling = threading.Event()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+
+    def _answer(self, conn: Any) -> None:
+        with conn:
+            try:
+                while request := conn.recv(65536):
+                    if request.startswith(b"HEAD"):
+                        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+                        continue
+                    conn.sendall(b"HTTP/1.1 200 OK\r\n")
+                    self.trickling.set()
+                    while True:
+                        conn.sendall(b"X-Slow: a\r\n")
+                        time.sleep(0.2)
+            except OSError:
+                return
+
+    def close(self) -> None:
+        self._sock.close()
+
+
+@pytest.mark.parametrize("first", [signal.SIGINT, signal.SIGTERM])
+def test_a_first_signal_stops_get_at_once_on_a_server_that_trickles(
+    tmp_path: Path, first: signal.Signals
+) -> None:
+    """README: a first signal stops the commands that do not cooperate at once. A worker
+    reading an answer that never ends (and is never silent) must not hold the stop: a cron
+    job's `timeout` sends one SIGTERM."""
+    server = _TricklingServer()
+    try:
+        process = _s3idx(
+            tmp_path, "get", "a", "b", "--store", "s3://bucket/p", "--endpoint-url", server.url
+        )
+        assert server.trickling.wait(30), "get never asked for an object"
+        time.sleep(0.5)
+        process.send_signal(first)
+        try:
+            _, err = process.communicate(timeout=ABORT_BOUND)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.communicate()
+            raise AssertionError(f"get still running {ABORT_BOUND} s after one signal") from None
+    finally:
+        server.close()
+    expected = ExitStatus.TERMINATED if first == signal.SIGTERM else ExitStatus.INTERRUPTED
+    assert process.returncode == expected, err
     assert err.decode().endswith("s3idx: interrupted\n"), err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -94,3 +95,21 @@ def _offer(queue: Queue[tuple[int, Any]], entry: tuple[int, Any], stop: threadin
         except Full:
             continue
     return False
+
+
+@contextlib.contextmanager
+def worker_pool(workers: int, name: str) -> Iterator[ThreadPoolExecutor]:
+    """A thread pool that waits for its workers when left normally or by an error, but not
+    when left by a Ctrl-C or SIGTERM (``KeyboardInterrupt``): a worker stuck on a server that
+    trickles its answer must not hold the stop for as long as the server likes (queued work
+    is cancelled; ``cli.main`` then ends the process without joining the thread)."""
+    pool = ThreadPoolExecutor(workers, thread_name_prefix=name)
+    try:
+        yield pool
+    except KeyboardInterrupt:
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    except BaseException:
+        pool.shutdown(wait=True)
+        raise
+    pool.shutdown(wait=True)

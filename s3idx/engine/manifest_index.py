@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from functools import partial
 
 import orjson
 
-from s3idx.engine.concurrency import ordered_map
+from s3idx.engine.concurrency import ordered_map, worker_pool
 from s3idx.engine.manifest import ManifestLine, parse_manifest, read_manifest, vouches
 from s3idx.errors import CorruptObjectError, ObjectNotFoundError
 from s3idx.store.base import ObjectHead, ObjectInfo, ObjectStore
@@ -76,7 +75,7 @@ class ManifestIndex:
         """
         joined = cls()
         try:
-            with ThreadPoolExecutor(workers, thread_name_prefix="s3idx-manifest") as pool:
+            with worker_pool(workers, "s3idx-manifest") as pool:
                 fetch = partial(_fetch, store)
                 for info, future in ordered_map(pool, fetch, manifests, workers):
                     error = future.exception()

@@ -40,10 +40,10 @@ import contextlib
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 
+from s3idx.engine.concurrency import worker_pool
 from s3idx.engine.reconcile import reconcile
 from s3idx.errors import S3idxError
 from s3idx.index.base import Index, PutIntent
@@ -126,7 +126,7 @@ def drifted(
     found: dict[str, str | None] = {}
     if keys:
         recorded = index.etags(keys)  # before the HEADs, as reconcile reads them
-        with ThreadPoolExecutor(max(1, min(workers, len(keys))), "s3idx-journal") as pool:
+        with worker_pool(max(1, min(workers, len(keys))), "s3idx-journal") as pool:
             found = dict(zip(keys, pool.map(partial(_etag, store), keys), strict=True))
     differ = {key for key in keys if found[key] is None or found[key] != recorded.get(key)}
     return sorted(lately | differ)

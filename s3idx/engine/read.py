@@ -28,7 +28,6 @@ from __future__ import annotations
 import hashlib
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from typing import IO, Any, TypeVar
@@ -37,7 +36,7 @@ import orjson
 
 from s3idx import codec, maggma_format
 from s3idx.engine.body_check import body_problem, not_json, spooled_body_problem
-from s3idx.engine.concurrency import ordered_map
+from s3idx.engine.concurrency import ordered_map, worker_pool
 from s3idx.engine.metadata_entry import check_names_key, undecodable_reason
 from s3idx.engine.retry import OBJECT_FAILURES, FailedInARow, RetryingStore
 from s3idx.errors import (
@@ -343,7 +342,7 @@ def fetch_many(
     """
     fetch = partial(_fetch, store, threshold=spool_threshold, keep_parsed=keep_parsed)
     failing: FailedInARow[tuple[str, FetchedDocument]] = FailedInARow("read")
-    with ThreadPoolExecutor(workers, thread_name_prefix="s3idx-get") as pool:
+    with worker_pool(workers, "s3idx-get") as pool:
         for key, future in ordered_map(pool, fetch, keys, 2 * workers):
             try:
                 outcome = _outcome(key, future.result)

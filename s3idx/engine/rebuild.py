@@ -44,7 +44,7 @@ from typing import Any
 
 from s3idx.config import DEFAULT_KEY_FIELD, redact_location
 from s3idx.engine.collector import EntryCollector
-from s3idx.engine.concurrency import prefetched
+from s3idx.engine.concurrency import prefetched, worker_pool
 from s3idx.engine.delete import finish_deletes
 from s3idx.engine.manifest import CompactionWriter, ManifestLine, list_manifests
 from s3idx.engine.manifest_index import ManifestIndex
@@ -163,7 +163,7 @@ def _run(
         # compacts nothing.
         if not result.resumed and shard is None:
             compaction = _Compaction(store, replaced, events)
-    with ThreadPoolExecutor(workers, thread_name_prefix="s3idx-head") as pool:
+    with worker_pool(workers, "s3idx-head") as pool:
         collector = EntryCollector(
             store,
             pool,

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 from s3idx.codec import RESERVED_FIELD
 from s3idx.config import DEFAULT_WORKERS
-from s3idx.engine.concurrency import ordered_map
+from s3idx.engine.concurrency import ordered_map, worker_pool
 from s3idx.engine.recover import Recovered, recover_entry
 from s3idx.errors import NotAnS3idxObjectError, ObjectNotFoundError, UndecodableMetadataError
 from s3idx.index.base import Entry, Index
@@ -60,7 +60,7 @@ def reconcile(
     todo = list(dict.fromkeys(keys))
     if not todo:
         return result
-    with ThreadPoolExecutor(max(1, min(workers, len(todo))), "s3idx-reconcile") as pool:
+    with worker_pool(max(1, min(workers, len(todo))), "s3idx-reconcile") as pool:
         for _ in range(attempts):
             todo = _round(store, index, todo, key_field, pool, workers, result)
             if not todo:

@@ -19,13 +19,12 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import orjson
 
 from s3idx import codec
-from s3idx.engine.concurrency import ordered_map, prefetched
+from s3idx.engine.concurrency import ordered_map, prefetched, worker_pool
 from s3idx.engine.documents import DocumentPreparer
 from s3idx.engine.inputs import Record
 from s3idx.engine.manifest import ManifestLine
@@ -86,7 +85,7 @@ def run_reindex(
     failing: FailedInARow[tuple[str, _Outcome]] = FailedInARow("read or updated")
     manifests = ManifestBatches(store, events.warned)
     with (
-        ThreadPoolExecutor(workers, thread_name_prefix="s3idx-reindex") as pool,
+        worker_pool(workers, "s3idx-reindex") as pool,
         reported_on_failure(result),
     ):
         try:

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from itertools import chain
 from typing import Any
@@ -41,7 +40,7 @@ from s3idx import maggma_format
 from s3idx.codec import RESERVED_FIELD
 from s3idx.config import DEFAULT_PUT_STALE_SECONDS, redact_location
 from s3idx.engine.collector import EntryCollector
-from s3idx.engine.concurrency import prefetched
+from s3idx.engine.concurrency import prefetched, worker_pool
 from s3idx.engine.delete import finish_deletes, journaled
 from s3idx.engine.manifest import CompactionWriter, ManifestLine, list_manifests
 from s3idx.engine.manifest_batches import ManifestBatches
@@ -165,7 +164,7 @@ def _run(
     if first is None and writes and prune:
         _refuse_emptying(store, index)
     listing = chain([first], listing) if first is not None else iter(())
-    with ThreadPoolExecutor(workers, thread_name_prefix="s3idx-head") as pool:
+    with worker_pool(workers, "s3idx-head") as pool:
         collector = EntryCollector(
             store,
             pool,

@@ -21,7 +21,6 @@ from __future__ import annotations
 import random
 import threading
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -31,7 +30,7 @@ import orjson
 from s3idx import codec, maggma_format
 from s3idx.config import DEFAULT_PUT_STALE_SECONDS
 from s3idx.engine.body_check import body_problem, differing_fields, not_json
-from s3idx.engine.concurrency import ordered_map, prefetched
+from s3idx.engine.concurrency import ordered_map, prefetched, worker_pool
 from s3idx.engine.metadata_entry import unusable_reason
 from s3idx.engine.put_journal import INTERRUPTED_PUT, drifted, put_journaled
 from s3idx.engine.read import SPOOL_THRESHOLD, fetch_document
@@ -122,7 +121,7 @@ def run_verify(
     check = partial(_check, store, spool_threshold, key_field)
     with (
         reported_on_failure(result),
-        ThreadPoolExecutor(workers, thread_name_prefix="s3idx-verify") as pool,
+        worker_pool(workers, "s3idx-verify") as pool,
     ):
         # Unreadable objects in a row, held back: FAILED_IN_A_ROW of them are the store down
         # (one error), not that many objects to report.
