@@ -58,6 +58,7 @@ class IndexLocation(Frozen):
 
 
 def parse_store_location(text: str) -> StoreLocation:
+    _refuse_blank_ends(text, "store")
     if text.startswith("s3://"):
         rest = text[len("s3://") :]
         bucket, _, prefix = rest.partition("/")
@@ -128,6 +129,7 @@ def _file_url_path(text: str) -> Path:
 
 
 def parse_index_location(text: str) -> IndexLocation:
+    _refuse_blank_ends(text, "index")
     if text.startswith(("mongodb://", "mongodb+srv://")):
         try:
             database = urlsplit(text).path.lstrip("/")
@@ -151,6 +153,17 @@ def parse_index_location(text: str) -> IndexLocation:
     if not text:
         raise UsageError("the index location is empty")
     return IndexLocation("sqlite", path=Path(text).expanduser())
+
+
+def _refuse_blank_ends(text: str, role: str) -> None:
+    """A location that begins or ends with a blank (a space, a tab, a line end) was pasted
+    with it or read from a CRLF file: taken as it is, ' s3://b/p' is a relative directory."""
+    if text and text != text.strip():
+        raise UsageError(
+            f"{role} {redact_location(text)!r} begins or ends with a blank (a space, tab or "
+            "line end)",
+            hint=f"give it without: {redact_location(text.strip())!r}",
+        )
 
 
 # The URL forms each role takes, as a user would write them.

@@ -130,6 +130,43 @@ def test_a_password_in_a_mistyped_uri_is_not_printed(run: Run) -> None:
     assert "did you mean 'mongodb://ann:***@host/db'?" in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("flag", "given", "shown"),
+    [
+        ("--store", " s3://bucket/docs", "s3://bucket/docs"),
+        ("--store", "s3://bucket/docs\r", "s3://bucket/docs"),
+        ("--store", "\tstore", "store"),
+        ("--index", " mongodb://ann:s3cret@host/db", "mongodb://ann:***@host/db"),
+        ("--index", "mongodb://ann:s3cret@host/db\r\n", "mongodb://ann:***@host/db"),
+        ("--index", "index.sqlite3 ", "index.sqlite3"),
+    ],
+)
+@pytest.mark.parametrize("command", [["put"], ["get", "a"], ["query", "{}"], ["sync"], ["info"]])
+def test_a_location_pasted_with_a_blank_at_either_end_is_refused(
+    run: Run,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    flag: str,
+    given: str,
+    shown: str,
+    command: list[str],
+) -> None:
+    """' s3://b/p' would otherwise be a relative directory (put creates one when its parent
+    exists), and ' mongodb://…' an index file: refused, password hidden, nothing created."""
+    monkeypatch.chdir(tmp_path)  # where a relative location would be created
+    result = run(*command, flag, given, input=b'{"fs_id": "a"}\n')
+    assert result.exit_code == ExitStatus.USAGE, result.output
+    role = flag.removeprefix("--")
+    masked = given.replace("s3cret", "***").replace("\r", "\\r").replace("\n", "\\n")
+    masked = masked.replace("\t", "\\t")
+    assert (
+        f"s3idx: error: {role} '{masked}' begins or ends with a blank (a space, tab or line "
+        f"end)\n  hint: give it without: '{shown}'\n"
+    ) in result.stderr
+    assert "s3cret" not in result.output
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_user_and_password_in_an_s3_store_is_refused_without_them(run: Run) -> None:
     result = run("get", "a", "--store", "s3://minio:Ab3 Cd4@bucket/docs")
     assert result.exit_code == ExitStatus.USAGE
