@@ -88,7 +88,7 @@ def test_arguments_that_are_not_utf8_are_usage_errors_under_every_locale(
         (["get", b"caf\xe9"], b"s3idx: error: key contains a lone surrogate (not valid UTF-8)"),
         (["delete", b"caf\xe9"], b"s3idx: error: key contains a lone surrogate (not valid UTF-8)"),
         (["query", b'{"v": "\xe9"}'], b"s3idx: error: FILTER is not valid JSON: "),
-        (["put", "--field", b"\xe9"], b"s3idx: error: fields: not valid UTF-8 text"),
+        (["put", "--field", b"\xe9"], b"s3idx: error: --field: not valid UTF-8 text"),
     ]:
         done = _s3idx(home, *args, locale=locale)
         assert done.returncode == 2, (args, done.stderr)
