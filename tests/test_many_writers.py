@@ -244,7 +244,10 @@ def test_sync_does_not_prune_an_entry_written_after_its_merge(
             lambda e: e.put_documents([_doc("a", "2")], fields=["tag"])
         )
         result = engine.sync()
-        assert (result.index_only, result.removed, result.reconciled) == (1, 0, 1)
+        # Its HEAD finds the new object: not index-only, nothing pruned (the write landed
+        # after the merge read the entry, or before: reconciled, or already in step).
+        assert (result.index_only, result.removed) == (0, 0)
+        assert result.reconciled in (0, 1)
         assert [e["tag"] for e in engine.query({"fs_id": "a"})] == ["2"]
         _assert_index_describes_bucket(engine)
 
