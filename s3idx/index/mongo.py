@@ -144,6 +144,8 @@ PENDING_UPDATE_ATTEMPTS = 10
 
 NOT_IMPLEMENTED = 238  # FerretDB v1 answers so to renameCollection with dropTarget: true
 NAMESPACE_EXISTS = 48
+# A rename whose source is gone: NamespaceNotFound on MongoDB and FerretDB, mongomock's own code.
+SOURCE_GONE = (26, 10026)
 # Writes of a chunk tried when a concurrent upsert of one of its keys won the insert.
 UPSERT_ATTEMPTS = 5
 UPSERT_PAUSE = 0.02  # seconds, times the attempt number
@@ -1519,6 +1521,19 @@ class MongoIndex:
     def _fresh_rebuild(self, name: str, key_field: str) -> dict[str, Any]:
         run = uuid.uuid4().hex
         staging = _staging_name(name, run)
+        state = {
+            ID: name,
+            "key_field": key_field,
+            "run": run,
+            "staging": staging,
+            "checkpoint": None,
+            "started": utc_now(),
+        }
+        # The state first, the cleanup after: a run committing meanwhile then finds itself
+        # replaced before its staging collection can be gone (see MongoRebuild.commit).
+        # Upserts, tried again on a duplicate key: two rebuilds starting at once both insert
+        # (FerretDB does not retry that itself); the later replace wins, as a later start does.
+        self._c.replace_one_by_one(self._c.meta, [(name, state)])
         self._drop_other_staging(name, staging)
         # Created now, so that its absence later means "gone", not "nothing written yet".
         try:
@@ -1530,17 +1545,6 @@ class MongoIndex:
             # replaced this one before it began.
             raise self._superseded_error() from None
         self._forget_shards(name)
-        state = {
-            ID: name,
-            "key_field": key_field,
-            "run": run,
-            "staging": staging,
-            "checkpoint": None,
-            "started": utc_now(),
-        }
-        # Upserts, tried again on a duplicate key: two rebuilds starting at once both insert
-        # (FerretDB does not retry that itself); the later replace wins, as a later start does.
-        self._c.replace_one_by_one(self._c.meta, [(name, state)])
         return state
 
     def _forget_shards(self, name: str) -> None:
@@ -1904,10 +1908,13 @@ class MongoRebuild:
         self._c.check_fields(settings.key_field, fields)
         final = IndexSettings(settings.key_field, tuple(fields), settings.pending)
         with self._c.guard("committing the rebuild of"):
+            # Indexes built once over the full collection are cheaper than maintained per write.
+            # Built before the check: building them re-creates a staging collection that a later
+            # start dropped, and a later start replaces the state before it drops any, so the
+            # check then fails; after it, an empty collection would be swapped in.
+            self._c.ensure_indexes(self._collection, final)
             if self._c.meta.find_one(self._mine()) is None:
                 raise self._superseded()
-            # Indexes built once over the full collection are cheaper than maintained per write.
-            self._c.ensure_indexes(self._collection, final)
             self._swap()
             self._c.meta.replace_one(
                 {ID: self._c.name},
@@ -1943,6 +1950,8 @@ class MongoRebuild:
             self._collection.rename(target, dropTarget=True)
             return
         except OperationFailure as exc:
+            if exc.code in SOURCE_GONE:
+                raise self._superseded() from None
             if exc.code != NOT_IMPLEMENTED:
                 raise
         for attempt in range(DROP_RENAME_ATTEMPTS):
@@ -1956,6 +1965,10 @@ class MongoRebuild:
                 self._collection.rename(target)
                 return
             except OperationFailure as exc:
+                # A later start dropped this run's staging after commit found the run its own
+                # (the live collection, dropped just now, is the later run's to fill).
+                if exc.code in SOURCE_GONE:
+                    raise self._superseded() from None
                 if exc.code != NAMESPACE_EXISTS:  # a writer re-created it; drop it again
                     raise
         raise S3idxError(

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from s3idx.errors import IndexSettingsError
+from s3idx.errors import IndexSettingsError, S3idxError
 from s3idx.index import mongo
-from s3idx.index.base import Entry, Index, IndexSettings
+from s3idx.index.base import Entry, Index, IndexRebuild, IndexSettings
 from s3idx.index.mongo import MongoIndex
 from s3idx.sharding import Shard
 from tests.helpers import MongoServer
@@ -382,3 +382,68 @@ def test_a_shard_that_died_preparing_a_rebuild_is_not_waited_for(
     assert refused.value.hint == "add --restart to discard it and start over"
     rebuild = ready.start_rebuild(KEY, shard=Shard(1, 2), restart=True)
     rebuild.abort()
+
+
+def _replaced_rebuild(ready: Index) -> IndexRebuild:
+    """A rebuild about to commit, holding 'old', over a live index holding 'live'."""
+    ready.upsert([entry("live", '"l"')])
+    old = ready.start_rebuild(KEY)
+    old.upsert([entry("old", '"o"')])
+    return old
+
+
+def _finish(new: IndexRebuild, index: Index) -> None:
+    new.upsert([entry("new", '"n"')])
+    new.commit(IndexSettings(KEY, ("n",)))
+    assert sorted(e[KEY] for e in index.find()) == ["new"]
+    assert index.rebuild_status() is None
+
+
+def test_a_rebuild_replaced_just_before_its_swap_says_it_was_replaced(
+    ready: Index, open_index: Opener, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two cron jobs: the later start drops the earlier run's staging collection after that
+    run's commit found it still owned the rebuild, before its rename."""
+    old = _replaced_rebuild(ready)
+    other = open_index()
+    started: list[IndexRebuild] = []
+    assert isinstance(old, mongo.MongoRebuild)
+    swap = old._swap
+
+    def another_start_first() -> None:
+        started.append(other.start_rebuild(KEY))
+        swap()
+
+    monkeypatch.setattr(old, "_swap", another_start_first)
+    with pytest.raises(S3idxError, match="was replaced by another rebuild-index") as caught:
+        old.commit(IndexSettings(KEY, ("n",)))
+    assert caught.value.hint is not None and "s3idx info" in caught.value.hint
+    _finish(started[0], other)
+
+
+def test_a_rebuild_committing_while_a_later_start_cleans_up_never_swaps_in_an_empty_index(
+    ready: Index, open_index: Opener, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The later start drops the earlier run's staging collection; a commit in that moment
+    must not re-create it empty (building its indexes) and rename that over the live index."""
+    old = _replaced_rebuild(ready)
+    other = open_index()
+    assert isinstance(other, MongoIndex)
+    drop_other_staging = other._drop_other_staging
+    outcome: list[BaseException | None] = []
+
+    def commit_meanwhile(name: str, keep: str) -> None:
+        drop_other_staging(name, keep)
+        try:
+            old.commit(IndexSettings(KEY, ("n",)))
+            outcome.append(None)
+        except S3idxError as exc:
+            outcome.append(exc)
+        # Until the later run commits, the index is the one before both.
+        assert sorted(e[KEY] for e in ready.find()) == ["live"]
+
+    monkeypatch.setattr(other, "_drop_other_staging", commit_meanwhile)
+    new = other.start_rebuild(KEY)
+    (error,) = outcome
+    assert error is not None and "was replaced by another rebuild-index" in str(error)
+    _finish(new, other)
