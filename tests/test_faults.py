@@ -324,7 +324,11 @@ def test_a_final_answer_fails_the_http_transport_as_boto3_at_once_without_retrie
     if case == "missing-bucket":
         assert http[1]["error"] == "bucket 'no-such-bucket-missing-bucket' does not exist"
     else:
-        assert http[1]["error"].startswith("S3 PutObject on s3://no-such-bucket-unknown-key-id")
+        # Found by the put's check of its bucket, before any upload (and before the index
+        # recorded the store): a HEAD's 403 has no body, so a listing says which 403 it is.
+        assert http[1]["error"].startswith(
+            "S3 ListObjectsV2 on s3://no-such-bucket-unknown-key-id/docs failed"
+        )
         assert "InvalidAccessKeyId" in http[1]["error"]
 
 

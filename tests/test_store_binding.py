@@ -19,6 +19,7 @@ import pytest
 from s3idx import Engine, open_engine
 from s3idx.backends import store_identity
 from s3idx.config import resolve_settings
+from s3idx.engine.retry import RetryPolicy
 from s3idx.errors import ExitStatus, IndexSettingsError
 from s3idx.index.sqlite import SqliteIndex
 from s3idx.store.local import LocalStore
@@ -262,3 +263,77 @@ def test_two_syncs_into_one_new_index_from_two_stores_never_mix(tmp_path: Path) 
         keys = _entries(Path(index))
         assert len(keys) == 3000 and {k[0] for k in keys} == set(winners), f"round {round_}"
         assert SqliteIndex(index).store_binding() == str(stores[winners[0]].resolve())
+
+
+@pytest.fixture
+def no_retry_delays(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every retry still happens, without its backoff sleep (in this process)."""
+    monkeypatch.setattr(RetryPolicy, "delay", lambda self, retry, rng: 0.0)
+
+
+def _no_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+
+
+@pytest.mark.parametrize("transport", ["boto3", "http", "obstore"])
+@pytest.mark.parametrize("wrong", ["missing bucket", "no credentials", "refused connection"])
+@pytest.mark.parametrize("processes", ["1", "2"])
+def test_a_put_that_cannot_reach_its_store_leaves_a_new_index_new(
+    no_retry_delays: None,
+    run: Run,
+    s3_endpoint: str,
+    s3_bucket: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    transport: str,
+    wrong: str,
+    processes: str,
+) -> None:
+    """A mistyped bucket, missing credentials or a wrong endpoint fail the put before the new
+    index records that store or the put's key field: the corrected put then succeeds."""
+    index = tmp_path / "new.sqlite3"
+    bucket, endpoint = s3_bucket, s3_endpoint
+    if wrong == "missing bucket":
+        bucket = f"{s3_bucket}-typo"
+    elif wrong == "refused connection":
+        endpoint = "http://127.0.0.1:1"
+    common = ["--index", str(index), "--transport", transport, "--processes", processes]
+    with monkeypatch.context() as patched:
+        if wrong == "no credentials":
+            _no_credentials(patched)
+        failed = run(
+            "put",
+            "--store",
+            f"s3://{bucket}/docs",
+            "--endpoint-url",
+            endpoint,
+            *common,
+            "--key",
+            "task_id",
+            "--json",
+            input=jsonl({"task_id": "t1"}),
+        )
+    expected = {
+        "missing bucket": ExitStatus.NOT_FOUND,
+        "no credentials": ExitStatus.ACCESS_DENIED,
+        "refused connection": ExitStatus.UNAVAILABLE,
+    }[wrong]
+    assert failed.exit_code == expected, failed.stderr
+    assert "Traceback" not in failed.stderr
+    summary = orjson.loads(failed.stdout)  # a put's summary still: it stored nothing
+    assert (summary["read"], summary["stored"], summary["exit_status"]) == (0, 0, expected)
+    assert not index.exists()
+
+    put = run(
+        "put",
+        "--store",
+        f"s3://{s3_bucket}/docs",
+        "--endpoint-url",
+        s3_endpoint,
+        *common,
+        input=jsonl(*DOCS),
+    )
+    assert put.exit_code == 0, put.stderr
+    found = run("query", "{}", "--count", "--index", str(index))
+    assert found.stdout == f"{len(DOCS)}\n", found.stderr

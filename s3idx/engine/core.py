@@ -6,6 +6,7 @@ import contextlib
 import importlib
 import math
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Sized
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, TypeVar
@@ -111,6 +112,7 @@ class _Lazy:
 if not TYPE_CHECKING:
     delete_ops = _Lazy("s3idx.engine.delete")
     GetResult = _Lazy("s3idx.engine.results", "GetResult")
+    PutResult = _Lazy("s3idx.engine.results", "PutResult")
     reported_on_failure = _Lazy("s3idx.engine.results", "reported_on_failure")
     check_field_paths = _Lazy("s3idx.engine.documents", "check_field_paths")
     check_new_fields = _Lazy("s3idx.engine.documents", "check_new_fields")
@@ -444,7 +446,7 @@ class Engine:
             fields, skip_unchanged, dry_run, max_errors, last_updated_from_document
         )
         if not dry_run:
-            store.prepare_writes()
+            self.prepare_writes(shard)
         self._record_fields(options)
         return run_put(
             store,
@@ -456,6 +458,21 @@ class Engine:
             read_progress,
             shard=shard,
         )
+
+    def prepare_writes(self, shard: Shard | None) -> None:
+        """A put's first step, before its index records anything (a new index stays new when
+        it fails): the store checks it can take writes (``RetryingStore.prepare_writes``). Its
+        failure, or a signal meanwhile, carries the put's summary: nothing read or stored, the
+        retries made."""
+        summary = PutResult(dry_run=False, shard=None if shard is None else str(shard))
+        retries, started = self.store.retries, time.monotonic()
+        try:
+            with reported_on_failure(summary):
+                self.store.prepare_writes()
+        except (S3idxError, KeyboardInterrupt):
+            summary.retries = self.store.retries - retries
+            summary.elapsed = time.monotonic() - started
+            raise
 
     def _put_options(
         self,

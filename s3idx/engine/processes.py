@@ -205,6 +205,10 @@ class _Run:
                     return worker.failure
                 if message[0] != "ready":
                     self._take(worker, message)  # "failed": it stops the others
+                    if worker.failure is not None and worker.result is not None:
+                        # Its store opened, then refused writes: a put's summary, as in one
+                        # process (nothing read; the retries made).
+                        worker.failure.partial_result = self.merged()
                     return worker.failure
         if waiting:  # a stop came first
             self._end_unstarted(list(waiting.values()))
@@ -252,7 +256,7 @@ class _Run:
                 worker.failure = _died(worker, self._count)
             if worker.failure is not None and self.failure is None:
                 self.failure = worker.failure
-        result = self._merged()
+        result = self.merged()
         try:
             for reject in self._rejects.in_order():
                 self._events.rejected(reject)
@@ -472,7 +476,7 @@ class _Run:
         self.halt.set()
         self._stop_workers()
 
-    def _merged(self) -> PutResult:
+    def merged(self) -> PutResult:
         shard = None if self._shard is None else str(self._shard)
         merged = PutResult(dry_run=self._options.dry_run, shard=shard)
         parts = [self._own, *(w.result or self._last_known(w) for w in self._workers)]
@@ -664,7 +668,7 @@ def _worker_main(
         with Engine.from_settings(settings) as engine:
             engine.store  # noqa: B018 - opened now: the parent reads nothing until it is
             if not options.dry_run:
-                engine.store.prepare_writes()
+                engine.prepare_writes(shard=None)
             reports.send(("ready",))
             try:
                 result = run_put(

@@ -277,8 +277,8 @@ class RetryingStore:
             self._call(confirm)
 
     def prepare_writes(self) -> None:
-        """The inner store's preparation for a put (a local store creates its directory); S3
-        needs none: a bucket is created, with --create-bucket, by the first upload."""
+        """The inner store's preparation for a put, retried: a local store creates its
+        directory, S3 checks (or with --create-bucket creates) its bucket."""
         prepare = getattr(self.inner, "prepare_writes", None)
         if prepare is not None:
             self._call(prepare)

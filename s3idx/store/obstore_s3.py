@@ -121,6 +121,9 @@ class ObstoreS3Store:
     def confirm_writable(self) -> None:
         self.connection.confirm_writable()
 
+    def prepare_writes(self) -> None:  # as S3Store's
+        self.connection.confirm_writable()
+
     def __repr__(self) -> str:
         endpoint = redact_location(self.connection.endpoint_url, vendor_text=True)
         return f"ObstoreS3Store({self.location!r}, endpoint={endpoint!r})"

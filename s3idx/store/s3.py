@@ -657,6 +657,12 @@ class S3Store:
         """A put that stored nothing still fails on a missing bucket (``S3Connection``)."""
         self.connection.confirm_writable()
 
+    def prepare_writes(self) -> None:
+        """A put's first request, before its index records anything: a bucket that is missing
+        (or created now, with ``create_bucket``), credentials refused or absent, or an endpoint
+        that does not answer fail the put while a new index is still new."""
+        self.connection.confirm_writable()
+
     def open(self, key: str) -> ObjectBody:
         started = time.monotonic()
         with self._translated(key):
