@@ -10,14 +10,19 @@ the index, then the objects: a delete between the two is no entry without its ob
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
+import pytest
+
 from s3idx import Engine
+from s3idx.engine.results import DeleteResult
 from s3idx.errors import ObjectAccessDeniedError
 from s3idx.index.sqlite import SqliteIndex
 from s3idx.store.base import ObjectBody, ObjectHead, ObjectInfo
 from s3idx.store.local import LocalStore
+from s3idx.store.s3 import S3Store
 
 
 class ListedEarlier(LocalStore):
@@ -140,3 +145,66 @@ def test_query_full_still_names_an_entry_whose_object_is_gone(tmp_path: Path) ->
         fetched = dict(engine.query_documents({}))
     assert sorted(fetched) == ["a", "b"]
     assert fetched["b"] is None
+
+
+def test_a_document_put_again_beside_its_delete_keeps_its_entry(
+    s3_endpoint: str, s3_bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Identical bytes have one ETag on S3. A put of the same document read the entry, then a
+    delete removed the object and the entry; the put's upload lands before the delete clears
+    its journal record, and the put's entry write (expecting the entry it read) fails. The
+    record then names the put's own object's ETag: the put must not take its object for the
+    one being deleted (it stayed, with no entry, and both runs said they succeeded)."""
+    doc = {"fs_id": "k", "v": 1}
+
+    def engine() -> Engine:
+        store = S3Store(s3_bucket, "docs", endpoint_url=s3_endpoint, region="us-east-1")
+        return Engine(store, SqliteIndex(tmp_path / "index.sqlite3"), fields=["v"])
+
+    with engine() as deleter, engine() as putter:
+        putter.put_documents([doc])
+        read, removed, seen = threading.Event(), threading.Event(), threading.Event()
+        etags, clear_journal, journaled = (
+            putter.index.etags,
+            deleter.index.clear_journal,
+            putter.index.journaled,
+        )
+
+        def etags_then_let_the_delete_run(keys: Sequence[str]) -> dict[str, str]:
+            found = etags(keys)
+            if not read.is_set():  # the put's read of the entries it replaces
+                read.set()
+                assert removed.wait(20)
+            return found
+
+        def clear_once_the_put_saw_the_record(items: Mapping[str, str]) -> None:
+            removed.set()  # object and entry gone, the record still there
+            seen.wait(20)
+            clear_journal(items)
+
+        def journaled_and_tell(keys: Sequence[str] | None = None) -> dict[str, str]:
+            found = journaled(keys)
+            if found:
+                seen.set()
+            return found
+
+        monkeypatch.setattr(putter.index, "etags", etags_then_let_the_delete_run)
+        monkeypatch.setattr(deleter.index, "clear_journal", clear_once_the_put_saw_the_record)
+        monkeypatch.setattr(putter.index, "journaled", journaled_and_tell)
+        deleted: list[DeleteResult] = []
+
+        def delete_once_read() -> None:
+            assert read.wait(20)
+            deleted.append(deleter.delete(["k"]))
+
+        delete = threading.Thread(target=delete_once_read)
+        delete.start()
+        put = putter.put_documents([doc])
+        delete.join(30)
+        assert seen.is_set()  # the put met the record: the case under test
+        assert deleted[0].deleted == 1
+        assert (put.stored, put.not_indexed) == (1, 0)
+        assert [info.key for info in putter.store.list_objects()] == ["k"]
+        assert _indexed(putter) == {"k": 1}
+        check = putter.sync(check=True)
+        assert (check.bucket_only, check.index_only, check.changed) == (0, 0, 0)

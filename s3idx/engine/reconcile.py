@@ -18,11 +18,15 @@ wins its own CAS or reconciles after its object exists, and the index ends on th
 
 The journal is read between the index and the HEAD: a delete journals a key before it removes
 its entry, so an entry found missing here was journaled before that read, and an object still
-carrying the journaled ETag is about to go: it must not be indexed again.
+carrying the journaled ETag may be about to go: it must not be indexed again yet. But S3 gives
+identical bytes one ETag: the same document put again after the delete removed the object
+carries the journaled ETag too, and stays. Which of the two it is, only the end of the delete
+tells: such a key waits (up to ``DELETE_WAIT``) for its record to clear, then is read again.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -36,6 +40,9 @@ from s3idx.index.base import Entry, Index
 from s3idx.store.base import ObjectHead, ObjectStore
 
 ATTEMPTS = 8  # rounds of read-and-CAS per key before giving up on it (sync repairs it later)
+# How long keys whose object carries a delete's journaled ETag wait for that delete to end (a
+# batch's conditional deletes take seconds); past it, they are given up on (left for sync).
+DELETE_WAIT = 30.0
 
 
 @dataclass(slots=True)
@@ -60,14 +67,32 @@ def reconcile(
     todo = list(dict.fromkeys(keys))
     if not todo:
         return result
+    deadline = time.monotonic() + DELETE_WAIT
     with worker_pool(max(1, min(workers, len(todo))), "s3idx-reconcile") as pool:
         for _ in range(attempts):
-            todo = _round(store, index, todo, key_field, pool, workers, result)
+            deleting: dict[str, str] = {}
+            todo = _round(store, index, todo, key_field, pool, workers, result, deleting)
             if not todo:
                 return result
+            if deleting and not _await_deletes(index, deleting, deadline):
+                break
     result.gave_up += len(todo)
     result.left.extend(todo)
     return result
+
+
+def _await_deletes(index: Index, deleting: dict[str, str], deadline: float) -> bool:
+    """Wait until no key of ``deleting`` (key -> ETag) is journaled with that ETag any more:
+    the deletes ended. False when the deadline came first."""
+    pause = 0.02
+    while True:
+        journaled = index.journaled(list(deleting))
+        if not any(journaled.get(key) == etag for key, etag in deleting.items()):
+            return True
+        if time.monotonic() + pause > deadline:
+            return False
+        time.sleep(pause)
+        pause = min(2 * pause, 0.5)
 
 
 def observe(
@@ -77,9 +102,11 @@ def observe(
     pool: ThreadPoolExecutor,
     workers: int,
     journaled: dict[str, str],
+    deleting: dict[str, str] | None = None,
 ) -> dict[str, Recovered | None]:
     """What the index should hold for each key now: the entry recovered from a HEAD, or None
-    (no object, an object s3idx cannot index under ``key_field``, or one being deleted)."""
+    (no object, an object s3idx cannot index under ``key_field``, or one that may be being
+    deleted: its object carries the ETag the journal names, added to ``deleting``)."""
     truth: dict[str, Recovered | None] = {}
     for key, future in ordered_map(pool, store.head, keys, 2 * max(workers, 1)):
         error = future.exception()
@@ -88,13 +115,17 @@ def observe(
         elif error is not None:
             raise error
         else:
-            truth[key] = _indexable(future.result(), key_field, journaled.get(key))
+            head = future.result()
+            if journaled.get(key) == head.etag:
+                truth[key] = None  # a delete may be removing this very object
+                if deleting is not None:
+                    deleting[key] = head.etag
+            else:
+                truth[key] = _indexable(head, key_field)
     return truth
 
 
-def _indexable(head: ObjectHead, key_field: str, journaled: str | None) -> Recovered | None:
-    if journaled is not None and journaled == head.etag:
-        return None  # a delete is removing this very object
+def _indexable(head: ObjectHead, key_field: str) -> Recovered | None:
     try:
         recovered = recover_entry(head, key_field)
     except (NotAnS3idxObjectError, UndecodableMetadataError):
@@ -110,16 +141,20 @@ def _round(
     pool: ThreadPoolExecutor,
     workers: int,
     result: ReconcileResult,
+    deleting: dict[str, str],
 ) -> list[str]:
-    """One read-and-CAS round over ``keys``; the keys whose CAS failed again."""
+    """One read-and-CAS round over ``keys``; the keys whose CAS failed again, and those whose
+    object a delete may be removing (also put in ``deleting``: read again once it ended)."""
     # Order matters: index, then journal, then object (see the module's docstring).
     recorded = index.etags(keys)
     journaled = index.journaled(keys)
-    truth = observe(store, keys, key_field, pool, workers, journaled)
+    truth = observe(store, keys, key_field, pool, workers, journaled, deleting)
     writes: list[Entry] = []
     expected: dict[str, str | None] = {}
     removals: dict[str, str] = {}
     for key in keys:
+        if key in deleting and recorded.get(key) is None:
+            continue  # no entry to remove meanwhile; whether to write one: once it ended
         found, etag = truth[key], recorded.get(key)
         entry = found.entry if found is not None else None
         if entry is None:
@@ -139,4 +174,4 @@ def _round(
         _, conflicts = index.delete_if(removals)
         again |= conflicts
     result.fixed += len(writes) + len(removals) - len(again)
-    return [k for k in keys if k in again]
+    return [k for k in keys if k in again or (k in deleting and k not in removals)]
