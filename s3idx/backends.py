@@ -16,7 +16,15 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from s3idx.codec import check_prefix
-from s3idx.config import TRANSPORTS, Settings, default_index, default_store, redact_location
+from s3idx.config import (
+    AT_AFTER_HOST_HINT,
+    TRANSPORTS,
+    Settings,
+    at_after_host,
+    default_index,
+    default_store,
+    redact_location,
+)
 from s3idx.errors import UsageError
 from s3idx.frozen import Frozen, init_field
 from s3idx.index.base import Index
@@ -131,6 +139,11 @@ def _file_url_path(text: str) -> Path:
 def parse_index_location(text: str) -> IndexLocation:
     _refuse_blank_ends(text, "index")
     if text.startswith(("mongodb://", "mongodb+srv://")):
+        if at_after_host(text):
+            raise UsageError(
+                f"index {redact_location(text)!r} has an '@' after its host part",
+                hint=AT_AFTER_HOST_HINT,
+            )
         try:
             database = urlsplit(text).path.lstrip("/")
         except ValueError as exc:

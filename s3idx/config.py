@@ -418,21 +418,81 @@ def _userinfo() -> re.Pattern[str]:
     return re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*(?::/*|//+))(?P<user>[^:/@\s]*):\S*@")
 
 
-# URI query options whose values are secrets (MongoDB's authMechanismProperties carries an AWS
-# session token; tlsCertificateKeyFilePassword; anything named like a password or token).
-_SECRET_NAME = r"authMechanismProp\w*|[\w.-]*(?:pass|pwd|secret|token|credential)[\w.-]*"
+# URI query options whose values may be shown: MongoDB's own options that hold no secret
+# (tests/test_config.py checks each is one pymongo knows). Every other option's value is hidden:
+# authMechanismProperties (an AWS session token), tlsCertificateKeyFilePassword, and any name
+# s3idx does not know, such as a misspelled "tlsCertificateKeyFilePasword".
+SHOWN_OPTIONS = frozenset(
+    (
+        "appname",
+        "authmechanism",
+        "authsource",
+        "compressors",
+        "connecttimeoutms",
+        "directconnection",
+        "heartbeatfrequencyms",
+        "journal",
+        "loadbalanced",
+        "localthresholdms",
+        "maxconnecting",
+        "maxidletimems",
+        "maxpoolsize",
+        "maxstalenessseconds",
+        "minpoolsize",
+        "readconcernlevel",
+        "readpreference",
+        "readpreferencetags",
+        "replicaset",
+        "retryreads",
+        "retrywrites",
+        "servermonitoringmode",
+        "serverselectiontimeoutms",
+        "sockettimeoutms",
+        "srvmaxhosts",
+        "srvservicename",
+        "ssl",
+        "timeoutms",
+        "tls",
+        "tlsallowinvalidcertificates",
+        "tlsallowinvalidhostnames",
+        "tlscafile",
+        "tlscertificatekeyfile",
+        "tlscrlfile",
+        "tlsdisableocspendpointcheck",
+        "tlsinsecure",
+        "uuidrepresentation",
+        "w",
+        "waitqueuetimeoutms",
+        "wtimeoutms",
+        "zlibcompressionlevel",
+    )
+)
+_OPTION_NAME = r"[^=&;?#\s]+"
+
+
+# Options named as secrets are: their values are hidden wherever they show up, like a password.
+# Other hidden options' values are hidden where the option is written (a short value such as
+# "1" hidden everywhere would mangle the rest of the text).
+@functools.cache
+def _secret_name() -> re.Pattern[str]:
+    return re.compile(r"(?i)authMechanismProp|pass|pwd|secret|token|credential")
+
+
+def hidden_option(name: str) -> bool:
+    """Whether the value of URI option ``name`` is never shown (see ``SHOWN_OPTIONS``)."""
+    return name.strip().lower() not in SHOWN_OPTIONS
 
 
 @functools.cache
 def _secret_option() -> re.Pattern[str]:
-    return re.compile(rf"(?i)(?<=[?&;])(?P<name>\s*(?:{_SECRET_NAME}))(?P<equals>\s*=\s*)[^&;\s]*")
+    return re.compile(rf"(?<=[?&;])(?P<name>\s*{_OPTION_NAME})(?P<equals>\s*=\s*)[^&;\s]*")
 
 
-# In a location, a secret option's value runs to the next option or the end, whatever it holds
+# In a location, an option's value runs to the next option or the end, whatever it holds
 # (quotes, spaces: pymongo takes them).
 @functools.cache
 def _location_option() -> re.Pattern[str]:
-    return re.compile(rf"(?i)(?<=[?&;])\s*(?:{_SECRET_NAME})\s*=(?P<value>[^&;]*)")
+    return re.compile(rf"(?<=[?&;])\s*(?P<name>{_OPTION_NAME})\s*=(?P<value>[^&;]*)")
 
 
 # The start of a location as typed: blanks or quotes, a scheme-like word (or none) and its colon,
@@ -487,7 +547,9 @@ def redact(text: str, secrets: Iterable[str] = (), *, vendor_text: bool = False)
     for given in sorted(_location_masks, key=len, reverse=True):  # quoted whole, or as a path
         text = text.replace(given, _location_masks[given])
     text = _userinfo().sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
-    text = _secret_option().sub(lambda m: f"{m['name']}{m['equals']}***", text)
+    text = _secret_option().sub(
+        lambda m: f"{m['name']}{m['equals']}***" if hidden_option(m["name"]) else m[0], text
+    )
     if vendor_text:
         text = _credential_shapes().sub("***", text)
     text = _hide_known_secrets(text) if _secret_fragments else text
@@ -558,9 +620,14 @@ def location_parts(location: str) -> LocationParts:
         else:
             user = location[start:at]
     secrets = list(_written_and_decoded(password))
-    options = list(_location_option().finditer(location, start))
+    options = [
+        option
+        for option in _location_option().finditer(location, start)
+        if hidden_option(option["name"])
+    ]
     for option in options:
-        secrets += _written_and_decoded(option["value"])
+        if _secret_name().search(option["name"]):
+            secrets += _written_and_decoded(option["value"])
         spans.append(option.span("value"))
     # An access key id (MONGODB-AWS) is a secret; so is a "user" holding a secret option.
     if user and (
@@ -577,6 +644,24 @@ def location_parts(location: str) -> LocationParts:
         secrets=tuple(sorted(set(secrets), key=len, reverse=True)),
         spans=tuple(spans),
     )
+
+
+def at_after_host(location: str) -> bool:
+    """Whether a URI holds an '@' after its host part ("mongodb://u:pa/ss@host/db"): a user or
+    password with an unescaped '/', '?' or '#', where every URI parser ends the host part, so
+    that the rest of the password would be read, and quoted, as a path, option, fragment or
+    port (an '@' in an option value must be escaped too: %40)."""
+    _, sep, rest = location.partition("://")
+    if not sep:
+        return False
+    ends = [at for at in (rest.find(c) for c in "/?#") if at >= 0]
+    return "@" in rest[min(ends) :] if ends else False
+
+
+AT_AFTER_HOST_HINT = (
+    "percent-escape '/', '?', '#' and '@' in the user and password (%2F, %3F, %23, %40), and "
+    "an '@' anywhere else in the URI (%40)"
+)
 
 
 def _written_and_decoded(value: str) -> list[str]:

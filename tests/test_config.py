@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import orjson
 import pytest
 
 from s3idx.backends import parse_index_location, parse_store_location
-from s3idx.config import data_dir, redact, redact_location, resolve_settings
+from s3idx.config import SHOWN_OPTIONS, data_dir, redact, redact_location, resolve_settings
 from s3idx.errors import ConfigError, ExitStatus, UsageError
 from tests.helpers import Run
 
@@ -159,7 +160,7 @@ def test_redact_hides_every_password(uri: str, shown: str) -> None:
         # a secret option's value runs to the next option, whatever it holds
         (
             "mongodb://h/db?w=1&authMechanismProperties=AWS_SESSION_TOKEN:Tok'en 1\"2;x=1",
-            "mongodb://h/db?w=1&authMechanismProperties=***;x=1",
+            "mongodb://h/db?w=1&authMechanismProperties=***;x=***",  # x: no option s3idx shows
         ),
         (
             "mongodb://h/db?AUTHMECHANISMPROPERTIES=T:x&tlsCertificateKeyFilePassword = p w",
@@ -397,3 +398,11 @@ def test_the_put_stale_bound_is_a_setting_that_takes_zero(tmp_path: Path) -> Non
     assert str(excinfo.value) == (
         f"{path}: put_stale_seconds: expected a number of seconds, 0 or more, got -0.5"
     )
+
+
+def test_every_uri_option_shown_unhidden_is_one_pymongo_knows() -> None:
+    """The options whose values s3idx shows are MongoDB's own, none holding a secret."""
+    from pymongo.common import VALIDATORS
+
+    assert set(VALIDATORS) >= SHOWN_OPTIONS
+    assert not {n for n in SHOWN_OPTIONS if re.search("pass|secret|token|propert", n)}

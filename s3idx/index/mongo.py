@@ -82,7 +82,7 @@ from pymongo.errors import (
 )
 
 from s3idx.codec import RESERVED_FIELD, check_key_field, dumps, is_date_tag, loads, utc_now
-from s3idx.config import redact
+from s3idx.config import AT_AFTER_HOST_HINT, at_after_host, redact, redact_location
 from s3idx.errors import (
     BackendUnavailableError,
     DamagedIndexError,
@@ -782,6 +782,11 @@ class MongoIndex:
         client: Any = None,
         server_selection_timeout_ms: int = 5000,
     ) -> None:
+        if at_after_host(uri):  # the library's way in; backends refuses it for the others
+            raise UsageError(
+                f"index {redact_location(uri)!r} has an '@' after its host part",
+                hint=AT_AFTER_HOST_HINT,
+            )
         location = MongoLocation.parse(uri)
         # Checked before connecting, as MongoDB would: an invalid name is the user's to fix,
         # not a failure of the server's (pymongo refuses some locally, the server others).

@@ -22,6 +22,7 @@ from pymongo.errors import (
     ServerSelectionTimeoutError,
 )
 
+from s3idx.config import hidden_option
 from s3idx.errors import (
     AccessDeniedError,
     BackendUnavailableError,
@@ -177,9 +178,6 @@ def dns_failure(exc: BaseException) -> bool:
 
 # --- URI options: pymongo warns about a bad one and ignores it; s3idx refuses it ------------
 
-# Options whose values are secrets (mongo_location.SECRET_OPTIONS, and any named like one):
-# pymongo's message may quote a piece of the value, so it is not shown.
-_SECRET_NAME = re.compile(r"(?i)authmechanismproperties|password|secret|token|credential")
 OPTIONS_HINT = (
     "fix or remove the option in the URI; the options are listed at "
     "https://www.mongodb.com/docs/manual/reference/connection-string-options/"
@@ -207,7 +205,9 @@ def check_uri_options(uri: str, location: str, secrets: Sequence[str]) -> None:
         raise UsageError(f"invalid MongoDB location {location}: {problem}", hint=OPTIONS_HINT)
     name = named[0].partition("=")[0]
     reason = named[1]
-    if _SECRET_NAME.search(name):
+    # The value of an option whose value is never shown (config.hidden_option): pymongo's
+    # message may quote a piece of it.
+    if hidden_option(name) and not reason.startswith("unknown option"):
         reason = "its value is not valid (not shown: it may hold a secret)"
     # pymongo leaves an unknown name unnamed, as it may be a piece of an unescaped password.
     shown = repr(name) if not any(name in secret for secret in secrets) else "(not shown)"

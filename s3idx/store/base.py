@@ -224,6 +224,12 @@ class ObjectStore(Protocol):
 _ENDPOINT_SHAPE = "an endpoint URL is http(s)://HOST[:PORT]"
 
 
+_NAMES_A_USER = (
+    f"it names a user or password; {_ENDPOINT_SHAPE}: S3 credentials come from the "
+    "environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) or an AWS profile (--aws-profile)"
+)
+
+
 def check_endpoint_url(url: str) -> None:
     """Refuse an S3 endpoint URL that is not ``http(s)://HOST[:PORT]`` (a '/' after it is
     fine), before a client is built. Each transport reads the rest its own way: botocore takes
@@ -245,6 +251,8 @@ def check_endpoint_url(url: str) -> None:
 def _endpoint_problem(url: str) -> str | None:
     if any(c.isspace() or not c.isprintable() for c in url):
         return "it holds a blank or control character"
+    if "@" in url:  # before parsing: a password's '/', '?' or '#' would end the host there
+        return _NAMES_A_USER
     try:
         parts = urlsplit(url)
         port = parts.port
@@ -257,12 +265,6 @@ def _endpoint_problem(url: str) -> str | None:
     scheme = url.partition("://")[0]  # as written: urlsplit lowercases it, obstore does not
     if scheme not in ("http", "https"):
         return f"the scheme {scheme!r} is not lowercase: write http:// or https://"
-    if "@" in parts.netloc:
-        return (
-            f"it names a user or password; {_ENDPOINT_SHAPE}: S3 credentials come from the "
-            "environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) or an AWS profile "
-            "(--aws-profile)"
-        )
     if not parts.hostname:
         return "it names no host"
     if port == 0:

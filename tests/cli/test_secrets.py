@@ -241,3 +241,72 @@ def test_a_short_password_is_hidden_alike_in_every_place(run: Run, tmp_path: Pat
     assert f"index         {shown}?serverSelectionTimeoutMS=100\n" in text.stdout
     assert f"hint: while reading the settings of {shown} (collection s3idx);" in text.stderr
     assert orjson.loads(as_json.stdout)["index"] == f"{shown}?serverSelectionTimeoutMS=100"
+
+
+# A password holding an unescaped '/', '?' or '#' ends the host part where a URI parser ends
+# it: the rest of the password reads as the database, an option, a fragment or a port, and was
+# quoted in messages (its short pieces escape the 8-character rule).
+DELIMITED = [
+    "mongodb://alice:hunter2/zQx9@127.0.0.1:1/db",
+    "mongodb://alice:pa55/w?zQx9@127.0.0.1:1/db",
+    "mongodb://alice:pa55?w=zQx9@127.0.0.1:1/db",
+    "mongodb://alice:pa55#zQx9@127.0.0.1:1/db",
+    "mongodb://alice:12345/zQx9@127.0.0.1:1/db",
+    "mongodb+srv://alice:hunter2/zQx9@cluster.example/db",
+]
+ENDPOINTS = [
+    "http://user:hunter2/zQx9@127.0.0.1:9",
+    "http://user:hunter2?zQx9@127.0.0.1:9",
+    "http://user:hunter2#zQx9@127.0.0.1:9",
+    "http://user:12345/zQx9@127.0.0.1:9",
+]
+
+
+@pytest.mark.parametrize("uri", DELIMITED)
+def test_a_password_with_an_unescaped_delimiter_is_refused_and_never_shown(
+    run: Run, tmp_path: Path, uri: str
+) -> None:
+    where = ["--store", str(tmp_path / "store"), "--index", uri]
+    for command in (["query", "{}"], ["info", "--json"], ["put", "--json"]):
+        result = run(*command, *where, input=DOC)
+        output = result.stdout + result.stderr
+        assert result.exit_code == 2, (command, output)
+        for piece in ("zQx9", "hunter2", "pa55", "12345"):
+            assert piece not in output, (command, output)
+        assert "percent-escape" in output, (command, output)
+        assert "Traceback" not in output
+
+
+@pytest.mark.parametrize("endpoint", ENDPOINTS)
+def test_an_endpoint_password_with_an_unescaped_delimiter_is_never_shown(
+    run: Run, tmp_path: Path, endpoint: str
+) -> None:
+    where = ["--store", "s3://bucket/docs", "--endpoint-url", endpoint]
+    where += ["--index", str(tmp_path / "i.sqlite3")]
+    for command in (["get", "a"], ["info", "--json"], ["put", "--json"]):
+        result = run(*command, *where, input=DOC)
+        output = result.stdout + result.stderr
+        assert result.exit_code == 2, (command, output)
+        for piece in ("zQx9", "hunter2", "12345"):
+            assert piece not in output, (command, output)
+        assert "Traceback" not in output
+
+
+@pytest.mark.parametrize(
+    "option",
+    [
+        "tlsCertificateKeyFilePasword=KFPZQX",  # misspelled: an unknown option all the same
+        "tlsCertificateKeyFilePassowrd=KFPZQX",
+        "sslPEMKeyPassword=KFPZQX",
+        "myApiKey=KFPZQX",
+        "authSecrt=KFPZQX",
+        "accessTokn=KFPZQX",
+    ],
+)
+def test_a_misspelled_secret_option_is_never_shown(run: Run, tmp_path: Path, option: str) -> None:
+    uri = f"mongodb://alice:pw@127.0.0.1:1/db?serverSelectionTimeoutMS=100&{option}"
+    where = ["--store", str(tmp_path / "store"), "--index", uri]
+    for command in (["info"], ["info", "--json"], ["query", "{}"]):
+        result = run(*command, *where)
+        assert result.exit_code != 0, (command, result.stdout)
+        assert "KFPZQX" not in result.stdout + result.stderr, command

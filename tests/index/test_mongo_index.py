@@ -1039,3 +1039,12 @@ def test_collection_names_s3idx_uses_for_its_own_bookkeeping_are_refused(collect
 def test_a_name_like_a_staging_collection_but_not_one_is_taken(client: Any) -> None:
     for collection in ("docs__rebuild_0123", "docs__rebuild_0123456789AB"):
         MongoIndex("mongodb://h/db", "db", collection, client=client).configure("fs_id", [])
+
+
+def test_the_library_refuses_a_password_with_an_unescaped_delimiter_unshown() -> None:
+    with pytest.raises(UsageError) as refused:
+        MongoIndex("mongodb://alice:hunter2/zQx9@127.0.0.1:1/db", "db")
+    assert refused.value.message == (
+        "index 'mongodb://alice:***@127.0.0.1:1/db' has an '@' after its host part"
+    )
+    assert refused.value.hint is not None and "%2F" in refused.value.hint
