@@ -334,3 +334,26 @@ def test_a_shard_that_is_not_a_shard_is_refused_before_anything_is_done(
     )
     assert (_keys(engine), _fields(engine)) == (before, fields)
     assert engine.index.rebuild_status() is None  # no rebuild was started either
+
+
+def _nested(operator: str, depth: int) -> dict[str, Any]:
+    root: dict[str, Any] = {}
+    node = root
+    for _ in range(depth):
+        inner: dict[str, Any] = {}
+        node[operator] = [inner]
+        node = inner
+    return root
+
+
+@pytest.mark.parametrize("operator", ["$and", "$or", "$nor"])
+@pytest.mark.parametrize("call", ["query", "count", "check_query", "query_documents", "delete"])
+def test_a_filter_nested_beyond_the_limit_is_refused_not_a_recursion_error(
+    engine: Engine, operator: str, call: str
+) -> None:
+    deep = _nested(operator, 1000)
+    with pytest.raises(InvalidFilterError, match="nested deeper than 100 levels"):
+        if call == "delete":
+            engine.delete_matching(deep)
+        else:
+            list(getattr(engine, call)(deep) or ())

@@ -22,7 +22,7 @@ from typing import Any
 from s3idx.codec import LAST_UPDATED, MAX_FIELD_PATH_CHARS, RESERVED_FIELD
 from s3idx.errors import InvalidFilterError, UsageError
 from s3idx.index.base import IndexSettings
-from s3idx.query.filter import SUPPORTED_OPERATORS
+from s3idx.query.filter import SUPPORTED_OPERATORS, check_nesting
 
 LOGICAL_OPERATORS = ("$and", "$or", "$nor")
 REINDEX_COMMAND = "s3idx reindex"
@@ -80,6 +80,8 @@ def check_query_paths(
     An index never written (``settings`` None) holds nothing and answers nothing; it is not
     refused here, so that a first query on a fresh store simply finds no entries.
     """
+    if isinstance(filter, Mapping):
+        check_nesting(filter)  # before filter_paths walks it, recursively
     if settings is None:
         return
     uses = [(path, "filter") for path in filter_paths(filter or {})]

@@ -235,9 +235,11 @@ class S3Connection:
         rather than the endpoint's."""
         try:
             session.get_credentials()
-        except (ValueError, TypeError, AttributeError) as exc:
+        except (ValueError, TypeError, AttributeError, OSError, IndexError) as exc:
             if isinstance(exc, BotoCoreError):  # botocore's own (e.g. InvalidRegionError)
                 raise
+            # A credential_process that cannot be started: missing (FileNotFoundError), not
+            # executable (PermissionError), or empty (subprocess's IndexError on no program).
             raise unloadable_credentials(exc, bucket=self.bucket, prefix=self.prefix) from None
 
     def _count_request(self, **kwargs: Any) -> None:

@@ -355,10 +355,12 @@ def _configuration_error(exc: BaseException, where: str) -> UsageError | None:
 def unloadable_credentials(exc: Exception, *, bucket: str, prefix: str = "") -> AccessDeniedError:
     """Credentials botocore failed to load with an error of Python's rather than its own: a
     credential_process that printed something other than its JSON object (not JSON: ValueError;
-    not an object: AttributeError; an Expiration that is no time: ValueError or TypeError)."""
+    not an object: AttributeError; an Expiration that is no time: ValueError or TypeError), or
+    that cannot be started (OSError; IndexError: none given)."""
+    reason = "its credential_process names no program" if isinstance(exc, IndexError) else exc
     return AccessDeniedError(
         f"AWS credentials for {s3_url(bucket, prefix, None)} cannot be loaded: "
-        f"{redact(str(exc), vendor_text=True)}",
+        f"{redact(str(reason), vendor_text=True)}",
         hint=_CREDENTIAL_PROCESS_HINT,
     )
 

@@ -111,7 +111,8 @@ def test_an_endpoint_url_no_request_can_use_is_a_usage_error(
 ) -> None:
     with pytest.raises(UsageError) as excinfo:
         make("bkt", "p", endpoint_url=endpoint, region="us-east-1")
-    assert excinfo.value.message == f"invalid S3 endpoint URL {endpoint!r}: {reason}"
+    shown = endpoint.replace("?x=1", "?x=***")  # a query's values may be secrets (tokens)
+    assert excinfo.value.message == f"invalid S3 endpoint URL {shown!r}: {reason}"
 
 
 @pytest.mark.parametrize(
@@ -207,6 +208,30 @@ def test_a_credential_process_printing_no_valid_json_is_access_denied(
     assert error.message == f"AWS credentials for s3://bkt/p cannot be loaded: {reason}"
     assert error.hint is not None and "credential_process" in error.hint
     assert "cpsecretvalue1" not in str(error)
+
+
+@pytest.mark.parametrize(
+    ("command", "reason"),
+    [
+        ("/nonexistent/helper", "[Errno 2] No such file or directory: '/nonexistent/helper'"),
+        ("{not_executable}", "[Errno 13] Permission denied: '{not_executable}'"),
+        ("", "its credential_process names no program"),
+    ],
+    ids=["missing", "not-executable", "empty"],
+)
+def test_a_credential_process_that_cannot_run_is_access_denied(
+    make: Callable[..., Any], fake_aws_env: Path, command: str, reason: str
+) -> None:
+    """Not s3idx's bug (it was 'internal error: FileNotFoundError', exit 1)."""
+    not_executable = fake_aws_env / "helper.sh"
+    not_executable.write_text("#!/bin/sh\n")
+    command = command.format(not_executable=not_executable)
+    reason = reason.format(not_executable=not_executable)
+    (fake_aws_env / "config").write_text(f"[profile cp]\ncredential_process = {command}\n")
+    with pytest.raises(AccessDeniedError) as excinfo:
+        make("bkt", "p", profile="cp", endpoint_url=UNREACHABLE)
+    assert excinfo.value.message == f"AWS credentials for s3://bkt/p cannot be loaded: {reason}"
+    assert excinfo.value.hint is not None and "credential_process" in excinfo.value.hint
 
 
 # --- through the CLI: the exit statuses, no request made -----------------------------------
