@@ -273,6 +273,32 @@ def store_identity(settings: Settings) -> str:
     return s3_url(location.bucket, location.prefix, None)
 
 
+def location_checks(settings: Settings) -> list[tuple[str, Callable[[], object]]]:
+    """Each location setting, and the check opening the store or the index makes of it: run
+    early, a refusal can name where the value came from (``cli.CommandContext``)."""
+
+    def endpoint() -> None:
+        if settings.endpoint_url is not None:
+            check_endpoint_url(settings.endpoint_url)
+
+    def collection() -> None:
+        try:
+            kind = parse_index_location(settings.index).kind
+        except UsageError:
+            return  # the index's own refusal
+        if kind == "mongodb":
+            from s3idx.index.mongo import check_collection_name
+
+            check_collection_name(settings.collection)
+
+    return [
+        ("store", lambda: parse_store_location(settings.store)),
+        ("index", lambda: parse_index_location(settings.index)),
+        ("endpoint_url", endpoint),
+        ("collection", collection),
+    ]
+
+
 def store_opener(settings: Settings) -> Callable[[], ObjectStore]:
     """What opens the store of ``settings``, its location checked now. The engine opens it at
     first use: a query of the index alone, or the parent of a put split over processes, never

@@ -530,7 +530,23 @@ class CommandContext:
         progress_interval(run.env.environ)  # a bad one refused now, not when progress starts
         settings = self.settings
         remember_location_secrets(settings.index, settings.store, settings.endpoint_url)
+        self._check_locations()
         self._check_key_and_fields(flags)
+
+    def _check_locations(self) -> None:
+        """A location or collection from the environment or a config file is refused now,
+        naming where it came from; a flag's refusal names the flag's value, a default is
+        sound, and the engine checks every one anyway."""
+        from s3idx.backends import location_checks
+
+        for name, check in location_checks(self.settings):
+            source = self.settings.sources.get(name)
+            if source is None or source == _FLAG_NAMES.get(name):
+                continue
+            try:
+                check()
+            except UsageError as exc:
+                raise UsageError(f"{source}: {exc.message}", hint=exc.hint) from None
 
     def _check_key_and_fields(self, flags: dict[str, Any]) -> None:
         """A key field or a field no document can have is refused before any index records

@@ -7,7 +7,7 @@ import os
 import re
 import sys
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, unquote_plus
@@ -67,6 +67,9 @@ class Settings:
     create_bucket: bool = False
     timeout: float = 60.0  # seconds a request to S3 may go unanswered before it fails
     put_stale_seconds: float = DEFAULT_PUT_STALE_SECONDS
+    # setting -> where its value came from, as refusals name it (a flag, S3IDX_*, "FILE: name");
+    # absent for a default. Not a setting: no layer gives it.
+    sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
 
 # name in the config file and after S3IDX_ in the environment -> parser
@@ -154,7 +157,7 @@ def resolve_settings(
     merged.setdefault("index", default_index(env))
     if "fields" in merged:
         merged["fields"] = tuple(merged["fields"])
-    settings = Settings(**merged)
+    settings = Settings(**merged, sources=given)
     _validate(settings, given)
     return settings
 

@@ -406,3 +406,46 @@ def test_every_uri_option_shown_unhidden_is_one_pymongo_knows() -> None:
 
     assert set(VALIDATORS) >= SHOWN_OPTIONS
     assert not {n for n in SHOWN_OPTIONS if re.search("pass|secret|token|propert", n)}
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("index", "mongodb://127.0.0.1:1", "index 'mongodb://127.0.0.1:1' names no database"),
+        ("store", "file://server/data", "store 'file://server/data' names a host"),
+        ("endpoint_url", "ftp://x", "invalid S3 endpoint URL 'ftp://x'"),
+        ("collection", "a$b", "invalid MongoDB collection name 'a$b': it contains '$'"),
+    ],
+)
+@pytest.mark.parametrize("place", ["environment", "config file", "profile"])
+def test_a_refused_location_names_where_it_was_given(
+    run: Run,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    name: str,
+    value: str,
+    message: str,
+    place: str,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    args = ["info"]
+    if name == "collection":  # a collection is a MongoDB index's
+        args += ["--index", "mongodb://127.0.0.1:1/db?serverSelectionTimeoutMS=100"]
+    if name == "endpoint_url":
+        args += ["--store", "s3://bucket/docs"]
+    config = tmp_path / "config.toml"
+    if place == "environment":
+        monkeypatch.setenv("S3IDX_" + name.upper(), value)
+        source = "S3IDX_" + name.upper()
+    elif place == "config file":
+        config.write_text(f"{name} = {orjson.dumps(value).decode()}\n")
+        source = f"{config}: {name}"
+    else:
+        config.write_text(f"[profiles.p]\n{name} = {orjson.dumps(value).decode()}\n")
+        source = f"{config} [profiles.p]: {name}"
+        args += ["--profile", "p"]
+    if place != "environment":
+        args += ["--config", str(config)]
+    result = run(*args)
+    assert result.exit_code == ExitStatus.USAGE, result.stdout + result.stderr
+    assert result.stderr.startswith(f"s3idx: error: {source}: {message}"), result.stderr

@@ -70,6 +70,7 @@ from s3idx.store.base import (
 )
 from s3idx.store.deadline import WATCHDOG, Watch, transfer_deadline
 from s3idx.store.s3_errors import (
+    ENDPOINT_HINT,
     OBJECT_DENIALS,
     error_code,
     not_s3,
@@ -216,10 +217,7 @@ class S3Connection:
         except (ClientError, BotoCoreError) as exc:
             raise self.error(exc) from None
         except ValueError as exc:  # a malformed endpoint URL or region
-            raise UsageError(
-                f"cannot use S3 endpoint {redact_location(endpoint_url or 'default')!r} "
-                f"with region {region!r}: {redact(str(exc), vendor_text=True)}"
-            ) from None
+            raise self._unusable_endpoint(exc, region, endpoint_url) from None
         # botocore sends "Expect: 100-continue" with every PUT body; a server that answers
         # with part of "100 Continue" and closes makes it spin forever in _consume_headers
         # (no timeout fires). Bodies here are small and sent whole: the header buys nothing.
@@ -241,6 +239,21 @@ class S3Connection:
             # A credential_process that cannot be started: missing (FileNotFoundError), not
             # executable (PermissionError), or empty (subprocess's IndexError on no program).
             raise unloadable_credentials(exc, bucket=self.bucket, prefix=self.prefix) from None
+
+    def _unusable_endpoint(
+        self, exc: ValueError, region: str | None, endpoint_url: str | None
+    ) -> UsageError:
+        """botocore refused the endpoint or the region: say which, and where it came from."""
+        if endpoint_url is None:  # none given: AWS_ENDPOINT_URL's or the profile's
+            endpoint = "that AWS_ENDPOINT_URL or the AWS profile's endpoint_url gives"
+        else:
+            endpoint = repr(redact_location(endpoint_url))
+        with_region = "" if region is None else f" with region {region!r}"
+        return UsageError(
+            f"cannot use the S3 endpoint for {self.location} "
+            f"{endpoint}{with_region}: {redact(str(exc), vendor_text=True)}",
+            hint=ENDPOINT_HINT,
+        )
 
     def _count_request(self, **kwargs: Any) -> None:
         self.requests.add()  # returns None: botocore then sends the request itself

@@ -182,7 +182,7 @@ _AWS_FILES_HINT = (
     "check ~/.aws/config and ~/.aws/credentials (or the files AWS_CONFIG_FILE and "
     "AWS_SHARED_CREDENTIALS_FILE name): a section is a [name] line, a setting name = value"
 )
-_ENDPOINT_HINT = (
+ENDPOINT_HINT = (
     "give an http:// or https:// URL with a host and a port from 1 to 65535, e.g. "
     "--endpoint-url http://localhost:9000 (or AWS_ENDPOINT_URL, or the profile's endpoint_url)"
 )
@@ -346,7 +346,7 @@ def _configuration_error(exc: BaseException, where: str) -> UsageError | None:
             "AWS profile",
         )
     if isinstance(exc, EndpointResolutionError):
-        return UsageError(f"cannot use the S3 endpoint for {where}: {text}", hint=_ENDPOINT_HINT)
+        return UsageError(f"cannot use the S3 endpoint for {where}: {text}", hint=ENDPOINT_HINT)
     if isinstance(exc, _CONFIGURATION_ERRORS):
         return UsageError(f"invalid AWS setting for {where}: {text}", hint=_AWS_FILES_HINT)
     return None

@@ -234,6 +234,22 @@ def test_a_credential_process_that_cannot_run_is_access_denied(
     assert excinfo.value.hint is not None and "credential_process" in excinfo.value.hint
 
 
+@pytest.mark.parametrize("region", ["region = us-east-1\n", ""])
+def test_an_endpoint_url_from_the_aws_profile_no_request_can_use_says_where_it_came_from(
+    make: Callable[..., Any], fake_aws_env: Path, region: str
+) -> None:
+    """Not "cannot use S3 endpoint 'default' with region None": the profile's endpoint_url is
+    no endpoint named 'default', and the region, given there, was not None."""
+    (fake_aws_env / "config").write_text(f"[default]\n{region}endpoint_url = notaurl\n")
+    with pytest.raises(UsageError) as excinfo:
+        make("bkt", "p")
+    assert excinfo.value.message == (
+        "cannot use the S3 endpoint for s3://bkt/p that AWS_ENDPOINT_URL or the AWS profile's "
+        "endpoint_url gives: Invalid endpoint: notaurl"
+    )
+    assert excinfo.value.hint is not None and "endpoint_url" in excinfo.value.hint
+
+
 # --- through the CLI: the exit statuses, no request made -----------------------------------
 
 
