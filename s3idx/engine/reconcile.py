@@ -74,7 +74,8 @@ def reconcile(
             todo = _round(store, index, todo, key_field, pool, workers, result, deleting)
             if not todo:
                 return result
-            if deleting and not _await_deletes(index, deleting, deadline):
+            waiting = {key: deleting[key] for key in todo if key in deleting}
+            if waiting and not _await_deletes(index, waiting, deadline):
                 break
     result.gave_up += len(todo)
     result.left.extend(todo)
