@@ -530,13 +530,15 @@ class CommandContext:
         progress_interval(run.env.environ)  # a bad one refused now, not when progress starts
         settings = self.settings
         remember_location_secrets(settings.index, settings.store, settings.endpoint_url)
+        self._location_error: UsageError | None = None
         self._check_locations()
         self._check_key_and_fields(flags)
 
     def _check_locations(self) -> None:
-        """A location or collection from the environment or a config file is refused now,
-        naming where it came from; a flag's refusal names the flag's value, a default is
-        sound, and the engine checks every one anyway."""
+        """A location or collection from the environment or a config file is checked now, its
+        refusal naming where it came from, and raised where opening the backends would raise
+        it (``engine``: ``info`` still shows the locations). A flag's refusal names the flag's
+        value, a default is sound, and the engine checks every one anyway."""
         from s3idx.backends import location_checks
 
         for name, check in location_checks(self.settings):
@@ -546,7 +548,8 @@ class CommandContext:
             try:
                 check()
             except UsageError as exc:
-                raise UsageError(f"{source}: {exc.message}", hint=exc.hint) from None
+                self._location_error = UsageError(f"{source}: {exc.message}", hint=exc.hint)
+                return
 
     def _check_key_and_fields(self, flags: dict[str, Any]) -> None:
         """A key field or a field no document can have is refused before any index records
@@ -568,6 +571,8 @@ class CommandContext:
     def engine(self) -> Engine:
         from s3idx.engine.core import Engine
 
+        if self._location_error is not None:
+            raise self._location_error
         return Engine.from_settings(self.settings)
 
     def events(self, *, command: str, rejects: IO[bytes] | None = None) -> output.CliEvents:

@@ -449,3 +449,7 @@ def test_a_refused_location_names_where_it_was_given(
     result = run(*args)
     assert result.exit_code == ExitStatus.USAGE, result.stdout + result.stderr
     assert result.stderr.startswith(f"s3idx: error: {source}: {message}"), result.stderr
+    assert "config file" in result.stdout  # info still shows where things are
+    query = run("query", "{}", *args[1:])
+    assert query.exit_code == ExitStatus.USAGE
+    assert query.stderr.startswith(f"s3idx: error: {source}: {message}"), query.stderr
