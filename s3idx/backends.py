@@ -277,8 +277,14 @@ def location_checks(settings: Settings) -> list[tuple[str, Callable[[], object]]
     """Each location setting, and the check opening the store or the index makes of it: run
     early, a refusal can name where the value came from (``cli.CommandContext``)."""
 
-    def endpoint() -> None:
-        if settings.endpoint_url is not None:
+    def endpoint() -> None:  # as store_opener: a local store sends no request
+        if settings.endpoint_url is None:
+            return
+        try:
+            kind = parse_store_location(settings.store).kind
+        except UsageError:
+            return  # the store's own refusal
+        if kind == "s3":
             check_endpoint_url(settings.endpoint_url)
 
     def collection() -> None:

@@ -453,3 +453,14 @@ def test_a_refused_location_names_where_it_was_given(
     query = run("query", "{}", *args[1:])
     assert query.exit_code == ExitStatus.USAGE
     assert query.stderr.startswith(f"s3idx: error: {source}: {message}"), query.stderr
+
+
+def test_an_endpoint_url_in_the_environment_is_not_checked_for_a_local_store(
+    run: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As before: a local store sends no request, so a global S3IDX_ENDPOINT_URL is unused."""
+    monkeypatch.setenv("S3IDX_ENDPOINT_URL", "ftp://x")
+    where = ["--store", str(tmp_path / "store"), "--index", str(tmp_path / "i.sqlite3")]
+    put = run("put", *where, input=b'{"fs_id": "a"}\n')
+    assert put.exit_code == 0, put.stderr
+    assert run("query", "--count", *where).stdout == "1\n"
