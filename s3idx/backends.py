@@ -278,21 +278,14 @@ def location_checks(settings: Settings) -> list[tuple[str, Callable[[], object]]
     early, a refusal can name where the value came from (``cli.CommandContext``)."""
 
     def endpoint() -> None:  # as store_opener: a local store sends no request
-        if settings.endpoint_url is None:
-            return
-        try:
-            kind = parse_store_location(settings.store).kind
-        except UsageError:
-            return  # the store's own refusal
-        if kind == "s3":
+        if (
+            settings.endpoint_url is not None
+            and _kind(parse_store_location, settings.store) == "s3"
+        ):
             check_endpoint_url(settings.endpoint_url)
 
     def collection() -> None:
-        try:
-            kind = parse_index_location(settings.index).kind
-        except UsageError:
-            return  # the index's own refusal
-        if kind == "mongodb":
+        if _kind(parse_index_location, settings.index) == "mongodb":
             from s3idx.index.mongo import check_collection_name
 
             check_collection_name(settings.collection)
@@ -303,6 +296,14 @@ def location_checks(settings: Settings) -> list[tuple[str, Callable[[], object]]
         ("endpoint_url", endpoint),
         ("collection", collection),
     ]
+
+
+def _kind(parse: Callable[[str], StoreLocation | IndexLocation], text: str) -> str | None:
+    """The kind of a location, None when it is refused (its own check says so)."""
+    try:
+        return parse(text).kind
+    except UsageError:
+        return None
 
 
 def store_opener(settings: Settings) -> Callable[[], ObjectStore]:
