@@ -1265,14 +1265,18 @@ def test_rebuild_delete_removes_from_the_fresh_index_only(filled: Index) -> None
 CAS_KEYS = [f"k{n}" for n in range(4)]
 
 
-def _cas_worker(make: Callable[[], Index], worker: int, rounds: int, start: Any, out: Any) -> None:
+def _cas_worker(
+    make: Callable[[], Index], worker: int, rounds: int, barrier: Any, out: Any
+) -> None:
     """Reads the ETags, then compare-and-sets every key from what it read; reports its wins."""
     rng = random.Random(worker)
     index = make()
     wins: list[tuple[str, str | None, str]] = []
     try:
-        start.wait()
         for step in range(rounds):
+            # Every round starts in every process at once: a process that finished starting
+            # first cannot run all its rounds alone while the others are still importing.
+            barrier.wait()
             read = index.etags(CAS_KEYS)
             expected = {k: read.get(k) for k in CAS_KEYS}
             time.sleep(rng.random() * 0.003)  # widen the window between read and write
@@ -1293,15 +1297,14 @@ def test_compare_and_set_from_several_processes_loses_no_write(
     make = open_index.make
     index.configure(KEY, ["prev"])
     context = multiprocessing.get_context("spawn")
-    start, out = context.Event(), context.Queue()
     workers, rounds = 4, 25
+    barrier, out = context.Barrier(workers, timeout=240), context.Queue()
     processes = [
-        context.Process(target=_cas_worker, args=(make, w, rounds, start, out))
+        context.Process(target=_cas_worker, args=(make, w, rounds, barrier, out))
         for w in range(workers)
     ]
     for process in processes:
         process.start()
-    start.set()
     reports = dict(out.get(timeout=300) for _ in processes)
     for process in processes:
         process.join(timeout=60)

@@ -432,10 +432,10 @@ def test_rebuild_of_a_missing_file_creates_it(tmp_path: Path) -> None:
 # --- two processes ---------------------------------------------------------------------------
 
 
-def _writer_process(path: str, name: str, first: int, last: int, start: Any) -> None:
+def _writer_process(path: str, name: str, first: int, last: int, barrier: Any) -> None:
     ix = SqliteIndex(path)
     ix.configure(KEY, ["src", "n"])
-    start.wait()
+    barrier.wait()  # both started: neither writes its share alone while the other imports
     for low in range(first, last, 25):
         ix.upsert([entry(f"k{n:05d}", src=name, n=n) for n in range(low, min(low + 25, last))])
     ix.close()
@@ -444,14 +444,13 @@ def _writer_process(path: str, name: str, first: int, last: int, start: Any) -> 
 def test_two_processes_write_one_file(tmp_path: Path) -> None:
     path = str(tmp_path / "shared.sqlite3")
     context = multiprocessing.get_context("spawn")
-    start = context.Event()
+    barrier = context.Barrier(2, timeout=240)
     writers = [
-        context.Process(target=_writer_process, args=(path, "A", 0, 1500, start)),
-        context.Process(target=_writer_process, args=(path, "B", 1000, 2500, start)),
+        context.Process(target=_writer_process, args=(path, "A", 0, 1500, barrier)),
+        context.Process(target=_writer_process, args=(path, "B", 1000, 2500, barrier)),
     ]
     for process in writers:
         process.start()
-    start.set()
     for process in writers:
         process.join(timeout=120)
         assert process.exitcode == 0
