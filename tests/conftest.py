@@ -178,6 +178,37 @@ def run() -> Callable[..., Result]:
     return invoke
 
 
+@pytest.fixture(params=["local", "s3"])
+def put_through_cli(
+    request: pytest.FixtureRequest, run: Callable[..., Result], tmp_path: Path
+) -> Iterator[Callable[[bytes], tuple[list[str], ObjectStore]]]:
+    """``put_through_cli(lines)``: ``s3idx put --field n`` of the JSON lines into a local store,
+    then into S3, with a SQLite index; returns the location flags and the store, opened."""
+    opened: list[ObjectStore] = []
+
+    def put(lines: bytes) -> tuple[list[str], ObjectStore]:
+        index = ["--index", str(tmp_path / "i.sqlite3")]
+        if request.param == "local":
+            where = ["--store", str(tmp_path / "store"), *index]
+            store: ObjectStore = LocalStore(tmp_path / "store")
+        else:
+            from s3idx.store.s3 import S3Store
+
+            endpoint = request.getfixturevalue("s3_endpoint")
+            bucket = request.getfixturevalue("s3_bucket")
+            where = ["--store", f"s3://{bucket}/{S3_TEST_PREFIX}", "--endpoint-url", endpoint]
+            where += index
+            store = S3Store(bucket, S3_TEST_PREFIX, endpoint_url=endpoint, region=S3_TEST_REGION)
+        opened.append(store)
+        done = run("put", *where, "--field", "n", "-q", input=lines)
+        assert done.exit_code == 0, done.stderr
+        return where, store
+
+    yield put
+    for store in opened:
+        store.close()
+
+
 @pytest.fixture
 def mongomock_client(monkeypatch: pytest.MonkeyPatch) -> Any:
     """A fresh in-memory MongoDB, patched to accept what current pymongo sends it."""

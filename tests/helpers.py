@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import signal
 import threading
 import uuid
@@ -34,6 +35,18 @@ def subprocess_env(home: Path) -> dict[str, str]:
     env["S3IDX_HOME"] = str(home)
     env["PYTHONPATH"] = str(ROOT)
     return env
+
+
+def unprivileged_prefix() -> list[str]:
+    """The command prefix that makes a subprocess subject to file permissions: nothing for a
+    user; for root, ``setpriv`` without the two capabilities that pass every file check
+    (skipped where setpriv is not installed)."""
+    if os.geteuid() != 0:
+        return []
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("root passes every file permission check, and setpriv is not installed")
+    return [setpriv, "--bounding-set=-dac_override,-dac_read_search", "--"]
 
 
 def entries_and_objects(engine: Engine) -> tuple[int, int]:

@@ -12,7 +12,7 @@ Documents past the spool threshold (streamed from a temporary file) are checked 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,6 @@ from s3idx.errors import DamagedObjectError, ExitStatus
 from s3idx.index.sqlite import SqliteIndex
 from s3idx.store.base import ObjectStore
 from s3idx.store.local import LocalStore
-from tests.conftest import S3_TEST_PREFIX
 from tests.helpers import Run, json_lines, jsonl
 
 SOUND = ["a", "z"]
@@ -142,26 +141,13 @@ def test_verify_still_reports_each_as_damage(planted: tuple[Engine, bool]) -> No
 # --- the command line, on the local store and on S3 ----------------------------------------------
 
 
-@pytest.fixture(params=["local", "s3"])
+@pytest.fixture
 def cli_store(
-    request: pytest.FixtureRequest, run: Run, tmp_path: Path
-) -> Iterator[tuple[list[str], ObjectStore]]:
-    index = ["--index", str(tmp_path / "i.sqlite3")]
-    if request.param == "local":
-        where = ["--store", str(tmp_path / "store"), *index]
-        opened: ObjectStore = LocalStore(tmp_path / "store")
-    else:
-        from s3idx.store.s3 import S3Store
-
-        endpoint = request.getfixturevalue("s3_endpoint")
-        bucket = request.getfixturevalue("s3_bucket")
-        where = ["--store", f"s3://{bucket}/{S3_TEST_PREFIX}", "--endpoint-url", endpoint, *index]
-        opened = S3Store(bucket, S3_TEST_PREFIX, endpoint_url=endpoint, region="us-east-1")
-    put = run("put", *where, "--field", "n", "-q", input=jsonl(*[_doc(k) for k in ALL]))
-    assert put.exit_code == 0, put.stderr
+    put_through_cli: Callable[[bytes], tuple[list[str], ObjectStore]],
+) -> tuple[list[str], ObjectStore]:
+    where, opened = put_through_cli(jsonl(*[_doc(k) for k in ALL]))
     _plant_all(opened)
-    yield where, opened
-    opened.close()
+    return where, opened
 
 
 def test_cli_get_reports_each_as_damaged_and_prints_the_others(

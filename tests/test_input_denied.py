@@ -8,7 +8,6 @@ File permissions are real here: each command runs in its own process, as root un
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -18,22 +17,13 @@ import pytest
 
 from s3idx import open_engine
 from s3idx.errors import ExitStatus, UsageError
-from tests.helpers import Run, jsonl, subprocess_env
+from tests.helpers import Run, jsonl, subprocess_env, unprivileged_prefix
 
 GOOD = jsonl({"fs_id": "a"}, {"fs_id": "b"})
 PERMISSION_HINT = (
     "  hint: check the permissions of the file and of the directories above it, "
     "or run s3idx as a user who may read it\n"
 )
-
-
-def _unprivileged() -> list[str]:
-    if os.geteuid() != 0:
-        return []
-    setpriv = shutil.which("setpriv")
-    if setpriv is None:
-        pytest.skip("root passes every file permission check, and setpriv is not installed")
-    return [setpriv, "--bounding-set=-dac_override,-dac_read_search", "--"]
 
 
 @pytest.fixture
@@ -46,7 +36,7 @@ def home(tmp_path: Path) -> Iterator[Path]:
 
 def _s3idx(home: Path, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [*_unprivileged(), sys.executable, "-m", "s3idx", *args],
+        [*unprivileged_prefix(), sys.executable, "-m", "s3idx", *args],
         env=subprocess_env(home / "s3idx-home"),
         capture_output=True,
         text=True,

@@ -9,8 +9,6 @@ and write any file (``CAP_DAC_OVERRIDE``, ``CAP_DAC_READ_SEARCH``).
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -21,20 +19,11 @@ import pytest
 
 from s3idx.engine.retry import FAILED_IN_A_ROW
 from s3idx.errors import ExitStatus
-from tests.helpers import Run, json_lines, jsonl, subprocess_env
+from tests.helpers import Run, json_lines, jsonl, subprocess_env, unprivileged_prefix
 
 DOCS = [{"fs_id": f"k{i:02d}", "v": i} for i in range(30)]
 STORED = len(DOCS) + 1  # and p/a, in a directory of its own
 PERMISSION_HINT = "hint: check the permissions of the object's file and of the directories"
-
-
-def _unprivileged() -> list[str]:
-    if os.geteuid() != 0:
-        return []
-    setpriv = shutil.which("setpriv")
-    if setpriv is None:
-        pytest.skip("root passes every file permission check, and setpriv is not installed")
-    return [setpriv, "--bounding-set=-dac_override,-dac_read_search", "--"]
 
 
 class Denied:
@@ -44,7 +33,7 @@ class Denied:
         self.home = home
         self.store = home / "store"
         self.index = home / "i.sqlite3"
-        self.prefix = _unprivileged()
+        self.prefix = unprivileged_prefix()
 
     def object_file(self, key: str) -> Path:
         path = self.store / "objects" / f"{key}~"
