@@ -51,7 +51,6 @@ SERVER_STATE_CODES = frozenset(
         175,  # QueryPlanKilled (e.g. the collection was renamed by a rebuild commit)
         189,  # PrimarySteppedDown
         262,  # ExceededTimeLimit
-        292,  # QueryExceededMemoryLimitNoDiskUseAllowed
         9001,  # SocketException
         10107,  # NotWritablePrimary
         11600,  # InterruptedAtShutdown
@@ -61,6 +60,8 @@ SERVER_STATE_CODES = frozenset(
         13436,  # NotPrimaryOrSecondary
     }
 )
+# Not about the filter either, but the same query would fail again: not a server state.
+MEMORY_LIMIT = 292  # QueryExceededMemoryLimitNoDiskUseAllowed
 
 
 def translate_error(
@@ -79,11 +80,11 @@ def translate_error(
         )
     if isinstance(exc, AutoReconnect):
         return TransientError(
-            f"lost the connection to MongoDB at {hosts} while {action}: {brief(exc)}"
+            f"lost the connection to MongoDB at {hosts} while {action} {location}: {brief(exc)}"
         )
     if isinstance(exc, ConnectionFailure):
         return BackendUnavailableError(
-            f"cannot use MongoDB at {hosts} while {action}: {brief(exc)}"
+            f"cannot use MongoDB at {hosts} while {action} {location}: {brief(exc)}"
         )
     if isinstance(exc, ConfigurationError) and dns_failure(exc):
         return BackendUnavailableError(
@@ -118,9 +119,13 @@ def _translate_operation_failure(
             f"MongoDB at {hosts} refused the name of {location}: {message}",
             hint="choose another database name in the URI or another --collection",
         )
-    if query and exc.code not in SERVER_STATE_CODES:
-        return InvalidFilterError(f"invalid query: {message}")
     code = f" (code {exc.code})" if exc.code is not None else ""
+    if exc.code in SERVER_STATE_CODES:
+        # A server shutting down or restarted, a cursor it lost, a time limit: the index cannot
+        # be used now, as when the connection is lost (exit 5); running again can succeed.
+        return TransientError(f"MongoDB could not finish {action} {location}: {message}{code}")
+    if query and exc.code != MEMORY_LIMIT:
+        return InvalidFilterError(f"invalid query: {message}")
     return S3idxError(f"MongoDB error while {action} {location}: {message}{code}")
 
 

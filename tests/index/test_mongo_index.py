@@ -731,9 +731,19 @@ BULK = BulkWriteError(
 
 ERROR_TABLE: list[tuple[BaseException, bool, type[S3idxError], str]] = [
     (ServerSelectionTimeoutError(TOPOLOGY), False, BackendUnavailableError, "cannot reach"),
-    (AutoReconnect("connection reset"), False, TransientError, "lost the connection"),
+    (
+        AutoReconnect("connection reset"),
+        False,
+        TransientError,
+        "lost the connection to MongoDB at h1:1 while querying LOC: connection reset",
+    ),
     (NotPrimaryError("not primary"), True, TransientError, "lost the connection"),
-    (ConnectionFailure("refused"), False, BackendUnavailableError, "cannot use MongoDB"),
+    (
+        ConnectionFailure("refused"),
+        False,
+        BackendUnavailableError,
+        "cannot use MongoDB at h1:1 while querying LOC: refused",
+    ),
     (
         OperationFailure("Authentication failed.", 18),
         False,
@@ -757,7 +767,18 @@ ERROR_TABLE: list[tuple[BaseException, bool, type[S3idxError], str]] = [
     ),
     (NotPrimaryError("not primary", {"ok": 0, "errmsg": "not primary"}), False, TransientError, ""),
     (OperationFailure("unknown operator: $x", 2), False, S3idxError, "(code 2)"),
-    (OperationFailure("time limit", 50), True, S3idxError, "time limit (code 50)"),
+    # The server's state, not the filter and not a bug: the index cannot be used now (exit 5).
+    (OperationFailure("time limit", 50), True, TransientError, "time limit (code 50)"),
+    (
+        OperationFailure("cursor id 7 not found", 43),
+        False,
+        TransientError,
+        "MongoDB could not finish querying LOC: cursor id 7 not found (code 43)",
+    ),
+    (OperationFailure("interrupted at shutdown", 11600), False, TransientError, "(code 11600)"),
+    (OperationFailure("collection dropped", 175), True, TransientError, "(code 175)"),
+    # Over the server's memory limit: retrying the same query would fail the same way.
+    (OperationFailure("memory limit", 292), True, S3idxError, "memory limit (code 292)"),
     (OperationFailure("too many indexes", 67), False, S3idxError, "(code 67)"),
     (BULK, False, S3idxError, "E11000 duplicate key"),
     (InvalidURI("bad uri"), False, UsageError, "invalid MongoDB location"),
