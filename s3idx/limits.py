@@ -17,6 +17,11 @@ SPOOL_THRESHOLD = 8 << 20
 # operators deep; s3idx holds every backend to the same, so a filter or an entry that works on
 # SQLite works on MongoDB.
 MAX_NESTING = 100
+# Objects in a row that failed after every retry (or were denied) before a command that goes
+# on past one object's failure gives up on the store: more than one object's bad luck, fewer
+# than would keep a dead endpoint busy for long. The S3 store's per-key deletes stop sending
+# at the same count.
+FAILED_IN_A_ROW = 10
 
 
 NESTING_MESSAGE = f"the filter is nested deeper than {MAX_NESTING} levels (MongoDB's limit)"

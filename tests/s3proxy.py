@@ -5,7 +5,8 @@ body during a rebuild), to have about one request in ten answered with 503 SlowD
 the S3 server vanish in the middle of an ingest, or to have object bodies cut off mid-transfer
 (the connection closed after half the announced bytes) or trickled (a byte at a time, each
 sooner than a read timeout, so the connection never falls silent), or to have every GET of
-chosen objects, or every PUT, fail (``failing``), as one bad key among good ones.
+chosen objects, or every PUT, fail (``failing``), as one bad key among good ones, or fall
+silent (``stalled``).
 """
 
 from __future__ import annotations
@@ -73,6 +74,10 @@ class S3Proxy:
         # Given a request's method and path, whether to relay it and then answer ``fault``
         # instead of the server's answer: a request that took effect, reported as failed.
         self.landed_failing: Callable[[str, str], bool] | None = None
+        # Given a request's method and path, whether to hold it unanswered until the proxy
+        # stops: a server that accepts a request and falls silent.
+        self.stalled: Callable[[str, str], bool] | None = None
+        self._stopped = threading.Event()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
@@ -87,6 +92,7 @@ class S3Proxy:
 
     def stop(self) -> None:
         """Stop listening: from now on connections are refused."""
+        self._stopped.set()
         self.server.shutdown()
         self.server.server_close()
 
@@ -140,6 +146,12 @@ class S3Proxy:
                 proxy._count("LIST" if listing else self.command, slowed, self.path)
                 if proxy.delay:
                     time.sleep(proxy.delay)
+                if proxy.stalled is not None and proxy.stalled(
+                    self.command, unquote(urlsplit(self.path).path)
+                ):
+                    proxy._stopped.wait(600)
+                    self.close_connection = True
+                    return
                 answer = proxy.listing(self.path) if proxy.listing and listing else None
                 if answer is not None:
                     self._answer(200, {"Content-Type": "application/xml"}, answer)

@@ -17,8 +17,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from s3idx.engine.retry import FAILED_IN_A_ROW
 from s3idx.errors import ExitStatus
+from s3idx.limits import FAILED_IN_A_ROW
 from tests.helpers import Run, json_lines, jsonl, subprocess_env, unprivileged_prefix
 
 DOCS = [{"fs_id": f"k{i:02d}", "v": i} for i in range(30)]

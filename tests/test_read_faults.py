@@ -14,9 +14,10 @@ import orjson
 import pytest
 
 from s3idx import Engine
-from s3idx.engine.retry import FAILED_IN_A_ROW, RetryPolicy
+from s3idx.engine.retry import RetryPolicy
 from s3idx.errors import ExitStatus
 from s3idx.index.sqlite import SqliteIndex
+from s3idx.limits import FAILED_IN_A_ROW
 from s3idx.store.s3 import S3Store
 from tests.helpers import Run, json_lines, jsonl
 from tests.s3proxy import ACCESS_DENIED, INTERNAL_ERROR, S3Proxy

@@ -15,6 +15,8 @@ import orjson
 import pytest
 
 from s3idx.errors import ExitStatus
+from tests.helpers import Run, jsonl
+from tests.s3proxy import S3Proxy
 
 ROOT = Path(__file__).resolve().parent.parent
 DEADLINE = "1"  # S3IDX_TIMEOUT for these tests, in seconds
@@ -219,3 +221,47 @@ def test_a_silent_mongodb_server_fails_within_the_deadline(tmp_path: Path) -> No
     assert process.returncode == ExitStatus.UNAVAILABLE, process.stderr
     assert b"cannot reach MongoDB at 127.0.0.1" in process.stderr
     assert server.connections >= 1
+
+
+# --- a server that falls silent in the middle of a delete ----------------------------------
+
+
+def _docs(keys: list[str]) -> list[dict[str, object]]:
+    return [{"fs_id": key, "n": n} for n, key in enumerate(keys)]
+
+
+@pytest.mark.parametrize("transport", ["boto3", "obstore"])
+@pytest.mark.parametrize("by", ["filter", "keys"])
+def test_a_store_falling_silent_under_a_delete_fails_it_within_about_two_deadlines(
+    run: Run, s3_endpoint: str, monkeypatch: pytest.MonkeyPatch, transport: str, by: str
+) -> None:
+    if transport == "obstore":
+        pytest.importorskip("obstore", reason="obstore is not installed")
+    keys = [f"k{n:03d}" for n in range(300)]
+    with S3Proxy(s3_endpoint) as proxy:
+        where = ["--store", "s3://bucket/docs", "--endpoint-url", proxy.url]
+        where += ["--transport", transport]
+        stored = run("put", *where, "--create-bucket", "-q", input=jsonl(*_docs(keys)))
+        assert stored.exit_code == 0, stored.stderr
+        monkeypatch.setenv("S3IDX_TIMEOUT", DEADLINE)
+        proxy.stalled = lambda method, path: method == "DELETE"
+        chosen = ["--filter", "{}", "--all"] if by == "filter" else keys
+        started = time.monotonic()
+        stalled = run("delete", *where, *chosen)
+        took = time.monotonic() - started
+        deletes = proxy.requests["DELETE"]
+        proxy.stalled = None
+        # Once the server answers again, the next delete finishes what the first left.
+        finished = run("delete", *where, "--filter", "{}", "--all", "--json")
+        left = run("sync", *where, "--check")
+
+    assert stalled.exit_code == ExitStatus.UNAVAILABLE, stalled.stderr
+    assert "timed out" in stalled.stderr and "S3IDX_TIMEOUT" in stalled.stderr, stalled.stderr
+    # Each key's request times out after 1 s, 16 at a time, retried once: a server that fell
+    # silent for every key costs about two deadlines, not two per 16 keys of 300 (~40 s).
+    assert took < 12, (took, stalled.stderr)
+    assert deletes < 100, deletes  # the keys after the first silent ones were not sent
+    assert "Traceback" not in stalled.stderr
+    assert finished.exit_code == 0, finished.stderr
+    assert orjson.loads(finished.stdout)["finished"] == len(keys)
+    assert left.exit_code == 0, left.stdout + left.stderr

@@ -24,7 +24,7 @@ from typing import Any
 
 from s3idx.engine.reconcile import reconcile
 from s3idx.engine.results import DeleteResult, Events, accounted, reported_on_failure
-from s3idx.engine.retry import FAILED_IN_A_ROW, FailedInARow
+from s3idx.engine.retry import FailedInARow
 from s3idx.errors import (
     ObjectAccessDeniedError,
     ObjectNotFoundError,
@@ -33,9 +33,9 @@ from s3idx.errors import (
     UndecodableMetadataError,
 )
 from s3idx.index.base import Index
-from s3idx.limits import DELETE_BATCH, batched
+from s3idx.limits import DELETE_BATCH, FAILED_IN_A_ROW, batched
 from s3idx.sharding import Shard
-from s3idx.store.base import ObjectStore
+from s3idx.store.base import DeleteFailure, ObjectStore
 
 
 @accounted
@@ -195,7 +195,9 @@ def _stop_if_failing_every_delete(keys: list[str], outcome: _DeleteOutcome) -> N
     the store failing every delete (or the credentials denied every one), one error rather
     than a line per key (they stay journaled: the next delete, sync or rebuild-index finishes
     them)."""
-    errors: dict[str, S3idxError] = {k: TransientError(r) for k, r in outcome.unavailable}
+    errors: dict[str, S3idxError] = {
+        f.key: TransientError(f.reason, hint=f.hint) for f in outcome.unavailable
+    }
     errors.update((k, ObjectAccessDeniedError(r, hint=_DENIED_HINT)) for k, r in outcome.denied)
     if len(errors) < FAILED_IN_A_ROW:
         return
@@ -218,7 +220,7 @@ class _DeleteOutcome:
         self.rewritten: list[str] = []
         self.failed: list[tuple[str, str]] = []  # the store refused; still journaled
         # Of the failed, those the store kept failing until the retries ran out, in key order.
-        self.unavailable: list[tuple[str, str]] = []
+        self.unavailable: list[DeleteFailure] = []
         # Of the failed, those the store denied these credentials, in key order.
         self.denied: list[tuple[str, str]] = []
 
@@ -250,8 +252,8 @@ def _delete_journaled(
     outcome.failed.extend((f.key, f.reason) for f in failures if not f.changed)
     denied = {f.key: f.reason for f in failures if f.denied}
     outcome.denied.extend((k, denied[k]) for k in remaining if k in denied)
-    transient = {f.key: f.reason for f in failures if f.transient}
-    outcome.unavailable.extend((k, transient[k]) for k in remaining if k in transient)
+    transient = {f.key: f for f in failures if f.transient}
+    outcome.unavailable.extend(transient[k] for k in remaining if k in transient)
     refused = {f.key for f in failures}
     outcome.gone.extend(k for k in remaining if k not in refused)
     # A failed delete stays journaled: its entry is gone, and the record keeps sync from

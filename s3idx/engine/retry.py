@@ -24,6 +24,7 @@ from s3idx.errors import (
     quote_key,
 )
 from s3idx.frozen import Frozen, init_field
+from s3idx.limits import FAILED_IN_A_ROW
 from s3idx.store.base import (
     DeleteFailure,
     ObjectBody,
@@ -173,6 +174,16 @@ def call_with_retries(
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+def _gave_up_deleting(failure: DeleteFailure, attempts: int) -> DeleteFailure:
+    return DeleteFailure(
+        failure.key,
+        f"{failure.reason} (gave up after {attempts} attempts)",
+        transient=True,
+        timed_out=failure.timed_out,
+        hint=failure.hint,
+    )
+
+
 def gave_up(exc: TransientError, attempts: int) -> TransientError:
     """The error reported for a request that failed ``attempts`` times in all."""
     return TransientError(
@@ -186,11 +197,6 @@ def gave_up(exc: TransientError, attempts: int) -> TransientError:
 # reindex, sync, delete) names it and goes on with the others: requests the store kept failing
 # after every retry, and a denial of this object only (a bucket policy on its key, a KMS key).
 OBJECT_FAILURES = (TransientError, ObjectAccessDeniedError)
-
-# Objects in a row that failed so before a command that goes on past one object's failure
-# gives up on the store: more than one object's bad luck, fewer than would keep a dead
-# endpoint busy for long.
-FAILED_IN_A_ROW = 10
 
 
 class FailedInARow(Generic[T]):
@@ -342,28 +348,29 @@ class RetryingStore:
         # (not a failure), and one that did not still compares the ETag.
         # A key whose own request failed transiently (``transient``) is retried alone, so one
         # failing key neither resends the others' deletes nor hides what became of them; when
-        # its attempts run out it is a failure like any other, its reason saying so.
+        # its attempts run out (``timeout_attempts`` for one that got no answer, as for every
+        # request) it is a failure like any other, its reason saying so.
         failures: list[DeleteFailure] = []
         pending = list(keys)
+        tried: dict[str, int] = {}
         for retry in range(self.policy.attempts):
             outcome = self._call(partial(self.inner.delete, pending, if_match=if_match))
             failures.extend(f for f in outcome if not f.transient)
-            transient = [f for f in outcome if f.transient]
-            if not transient:
-                break
-            if retry + 1 >= self.policy.attempts:
-                failures.extend(
-                    DeleteFailure(
-                        f.key,
-                        f"{f.reason} (gave up after {self.policy.attempts} attempts)",
-                        transient=True,
-                    )
-                    for f in transient
+            again: list[str] = []
+            for failure in (f for f in outcome if f.transient):
+                tried[failure.key] = tried.get(failure.key, 0) + 1
+                allowed = (
+                    self.policy.timeout_attempts if failure.timed_out else self.policy.attempts
                 )
+                if tried[failure.key] < min(allowed, self.policy.attempts):
+                    again.append(failure.key)
+                else:
+                    failures.append(_gave_up_deleting(failure, tried[failure.key]))
+            if not again:
                 break
             self.counter.add()
             time.sleep(self.policy.delay(retry, _RNG))
-            pending = [f.key for f in transient]
+            pending = again
         return failures
 
     @property

@@ -124,8 +124,8 @@ CHANGED_REASON = "the object changed since it was read (a newer write); it was l
 
 
 class DeleteFailure(Frozen):
-    __slots__ = ("changed", "denied", "key", "reason", "transient")
-    _fields = ("key", "reason", "changed", "transient", "denied")
+    __slots__ = ("changed", "denied", "hint", "key", "reason", "timed_out", "transient")
+    _fields = ("key", "reason", "changed", "transient", "denied", "timed_out", "hint")
     key: str
     reason: str
     # A conditional delete found another object under the key (a newer write): it was left.
@@ -135,6 +135,10 @@ class DeleteFailure(Frozen):
     transient: bool
     # The store denied these credentials this object's delete (a bucket policy on its key).
     denied: bool
+    # Of the transient: no answer within the deadline (retried once only, as every request).
+    timed_out: bool
+    # What to do about it, as the error's hint said (the setting that sets the deadline).
+    hint: str | None
 
     def __init__(
         self,
@@ -143,12 +147,16 @@ class DeleteFailure(Frozen):
         changed: bool = False,
         transient: bool = False,
         denied: bool = False,
+        timed_out: bool = False,
+        hint: str | None = None,
     ) -> None:
         init_field(self, "key", key)
         init_field(self, "reason", reason)
         init_field(self, "changed", changed)
         init_field(self, "transient", transient)
         init_field(self, "denied", denied)
+        init_field(self, "timed_out", timed_out)
+        init_field(self, "hint", hint)
 
 
 @runtime_checkable

@@ -56,7 +56,7 @@ from s3idx.errors import (
     TransientError,
     UsageError,
 )
-from s3idx.limits import DELETE_BATCH, batched
+from s3idx.limits import DELETE_BATCH, FAILED_IN_A_ROW, batched
 from s3idx.store.base import (
     CHANGED_REASON,
     DeleteFailure,
@@ -127,6 +127,42 @@ _CHANGED_CODES = frozenset(
 
 # Conditional deletes (If-Match) are one DeleteObject per key; this many run at once.
 CONDITIONAL_DELETE_THREADS = 16
+
+
+class _FailingDeletes:
+    """Stops a batch of per-key deletes once FAILED_IN_A_ROW have failed in a row in a way
+    worth retrying (an endpoint fallen silent, or failing every request): the keys not yet
+    sent fail at once with the last one's reason, instead of each waiting out its own
+    deadline. RetryingStore retries them as it retries the keys that failed."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._in_a_row = 0
+        self._last: DeleteFailure | None = None
+
+    def unsent(self, key: str) -> DeleteFailure | None:
+        """The failure of ``key`` if no more deletes are to be sent, else None."""
+        with self._lock:
+            last = self._last if self._in_a_row >= FAILED_IN_A_ROW else None
+        if last is None:
+            return None
+        return DeleteFailure(
+            key,
+            f"not sent: {FAILED_IN_A_ROW} deletes in a row failed before it; the last: "
+            f"{last.reason}",
+            transient=True,
+            timed_out=last.timed_out,
+            hint=last.hint,
+        )
+
+    def record(self, failure: DeleteFailure | None) -> DeleteFailure | None:
+        with self._lock:
+            if failure is not None and failure.transient:
+                self._in_a_row += 1
+                self._last = failure
+            elif self._in_a_row < FAILED_IN_A_ROW:
+                self._in_a_row = 0
+        return failure
 
 
 class ConnectionOptions(TypedDict, total=False):
@@ -589,8 +625,12 @@ class S3Store:
             # One request per key: in parallel, so a batch of 1,000 costs about what 1,000 /
             # CONDITIONAL_DELETE_THREADS round trips do, not 1,000 of them end to end.
             threads = min(CONDITIONAL_DELETE_THREADS, len(conditional))
+            failing = _FailingDeletes()
             with ThreadPoolExecutor(threads, thread_name_prefix="s3idx-delete") as pool:
-                outcomes = pool.map(lambda k: self._delete_one(k, expected[k]), conditional)
+                outcomes = pool.map(
+                    lambda k: failing.unsent(k) or failing.record(self._delete_one(k, expected[k])),
+                    conditional,
+                )
                 failures.extend(f for f in outcomes if f is not None)
         return failures
 
@@ -600,7 +640,9 @@ class S3Store:
         try:
             return self._delete_if_match(key, etag)
         except TransientError as exc:
-            return DeleteFailure(key, exc.message, transient=True)
+            return DeleteFailure(
+                key, exc.message, transient=True, timed_out=exc.timed_out, hint=exc.hint
+            )
         except ObjectAccessDeniedError as exc:
             return DeleteFailure(key, exc.message, denied=True)
 
