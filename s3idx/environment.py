@@ -61,12 +61,61 @@ class Environment:
             # written, saying so; messages to a closed stderr have nowhere to go, and the exit
             # status alone says how the command went.
             stdout=sys.stdout if sys.stdout is not None else cast(TextIO, ClosedOutput()),
-            stderr=sys.stderr if sys.stderr is not None else open(os.devnull, "w"),
+            stderr=(
+                cast(TextIO, MessageStream(sys.stderr))
+                if sys.stderr is not None
+                else open(os.devnull, "w")
+            ),
             stdin_isatty=is_terminal(sys.stdin),
             stdout_isatty=is_terminal(sys.stdout),
             stderr_isatty=is_terminal(sys.stderr),
             environ=os.environ,
         )
+
+
+class MessageStream:
+    """The process's stderr, for messages: a write that fails (its reader went away, as in
+    ``2>&1 | head -1``; a full disk) loses that message and every later one, and nothing else.
+
+    Messages say how the work went; the exit status says it too, and must not turn into
+    "internal error" (1) because they could not be shown. The descriptor is pointed at
+    devnull, so the interpreter's last flush of what the stream still holds succeeds (a
+    failing flush at exit would make the status 120).
+    """
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self._gone = False
+
+    def write(self, text: str) -> int:
+        if not self._gone:
+            try:
+                self._stream.write(text)
+            except (OSError, ValueError):
+                self._lose()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self._gone:
+            try:
+                self._stream.flush()
+            except (OSError, ValueError):
+                self._lose()
+
+    def _lose(self) -> None:
+        self._gone = True
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            try:
+                os.dup2(devnull, self._stream.fileno())
+            finally:
+                os.close(devnull)
+            self._stream.flush()  # what it held goes to devnull now
+        except (OSError, ValueError, AttributeError):
+            pass
+
+    def __getattr__(self, name: str) -> Any:  # isatty, fileno, encoding: the stream's own
+        return getattr(self._stream, name)
 
 
 class ClosedOutput(io.TextIOBase):

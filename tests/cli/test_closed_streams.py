@@ -108,3 +108,49 @@ def test_rejects_on_a_full_disk_still_report_the_runs_counts(
     )
     assert " s3idx: put: 3 read, 2 stored, 1 rejected in " in lines[1]
     assert lines[2] == f"s3idx: error: cannot write --rejects {FULL}: No space left on device"
+
+
+# --- a stderr whose reader went away (`2>&1 | head -1`) ------------------------------------
+
+
+def _with_stderr_gone(home: Path, *args: str, both: bool = False) -> int:
+    """The exit status of ``s3idx ARGS`` whose stderr (and stdout too, with ``both``, as
+    ``2>&1 | head``) is a pipe nobody reads: closed before the command writes to it."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "s3idx", *args],
+        env=subprocess_env(home),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE if both else subprocess.DEVNULL,
+        stderr=subprocess.STDOUT if both else subprocess.PIPE,
+    )
+    pipe = process.stdout if both else process.stderr
+    assert pipe is not None
+    pipe.close()  # long before the interpreter has started: every write to it fails
+    return process.wait(timeout=120)
+
+
+@pytest.mark.parametrize("both", [False, True], ids=["stderr", "stdout-and-stderr"])
+@pytest.mark.parametrize(
+    ("args", "status"),
+    [
+        (("verify", "--store", "MISSING"), 4),
+        (("sync", "--check", "--store", "MISSING"), 4),
+        (("get", "nope"), 4),
+        (("query", "{bad"), 2),
+        (("delete", "--filter", "{}"), 2),
+        (("put", "--workers", "0", "-"), 2),
+    ],
+)
+def test_a_reader_gone_from_stderr_keeps_the_exit_status(
+    home: Path, args: tuple[str, ...], status: int, both: bool
+) -> None:
+    args = tuple(str(home.parent / a) if a == "MISSING" else a for a in args)
+    assert _with_stderr_gone(home, *args, both=both) == status
+
+
+def test_a_put_whose_stderr_reader_went_away_still_stores_and_exits_0(home: Path) -> None:
+    docs = home.parent / "more.jsonl"
+    docs.write_bytes(jsonl(*[{"fs_id": f"m{n}", "v": n} for n in range(50)]))
+    assert _with_stderr_gone(home, "put", str(docs)) == 0
+    count = _shell(home, "query --count")
+    assert count.stdout == "52\n", count.stderr
