@@ -1319,7 +1319,16 @@ def delete(
         run.out.message(f"not found: {shorten_key(key)}")
     for key, reason in result.failed:
         run.out.message(f"could not delete {shorten_key(key)}: {reason}")
+    without_entry = set(result.kept_without_entry)
     for key in result.kept:
+        if key in without_entry:
+            run.out.message(
+                f"not deleted: {shorten_key(key)}: its object changed since its entry was read "
+                "(another program stored it again, or the index was out of date), and what is "
+                "stored now cannot be indexed (not an s3idx object, or unreadable metadata); it "
+                "was left, without an index entry: delete it again to delete it"
+            )
+            continue
         run.out.message(
             f"not deleted: {shorten_key(key)}: its object changed since its entry was read "
             "(another writer stored it again, or the index was out of date); its entry now "

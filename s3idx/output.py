@@ -166,7 +166,7 @@ def put_summary(result: PutResult) -> str:
     if result.not_indexed:
         line += f"; {plural(result.not_indexed, 'stored object')} not indexed (run s3idx sync)"
     if result.unstored:
-        line += f"; {result.unstored} not stored"
+        line += f"; {result.unstored} not stored (run the same put again)"
     return line + _not_in_manifests(result.not_in_manifests, "stored object")
 
 
@@ -176,9 +176,9 @@ UNSTORED_SHOWN = 20  # documents a failed put names on stderr; --json names up t
 def unstored_lines(result: PutResult) -> list[str]:
     """``not stored: KEY: why`` for the first documents a put did not store, then a count:
     the uploads that failed first, then those never started."""
-    from s3idx.engine.results import NOT_UPLOADED
+    from s3idx.engine.results import NOT_SENT, NOT_UPLOADED
 
-    named = sorted(result.unstored_keys, key=lambda item: item[1] == NOT_UPLOADED)
+    named = sorted(result.unstored_keys, key=lambda item: item[1] in (NOT_UPLOADED, NOT_SENT))
     lines = [f"not stored: {shorten_key(key)}: {reason}" for key, reason in named[:UNSTORED_SHOWN]]
     more = result.unstored - len(lines)
     if more > 0:

@@ -345,6 +345,53 @@ def test_a_named_key_whose_object_changed_since_indexed_is_not_deleted_and_says_
     assert run("get", "a", *stale).exit_code == 4
 
 
+def _replace_with_foreign(store: list[str], tmp_path: Path, key: str) -> None:
+    """Another program's object under ``key``: junk in a local store's file, or an S3
+    object without s3idx's metadata."""
+    if store[1].startswith("s3://"):
+        import boto3
+
+        bucket, prefix = store[1].removeprefix("s3://").split("/", 1)
+        client = boto3.client("s3", endpoint_url=store[3], region_name="us-east-1")
+        client.put_object(Bucket=bucket, Key=f"{prefix}/{key}", Body=b"not json")
+    else:
+        (tmp_path / "store" / "objects" / f"{key}~").write_bytes(b"junk")
+
+
+def test_a_named_key_whose_object_became_foreign_is_not_deleted_and_says_it_has_no_entry(
+    run: Any, tmp_path: Path, shared_store: list[str]
+) -> None:
+    """The object was replaced by one s3idx cannot index: the delete leaves it (not the
+    version it read), its entry goes, and the message says so instead of "its entry now
+    shows the stored version"; deleting the key again deletes it."""
+    where = [*shared_store, "--index", str(tmp_path / "i.sqlite3")]
+    assert run("put", "-q", *where, input='{"fs_id": "a"}\n{"fs_id": "b"}\n').exit_code == 0
+    _replace_with_foreign(shared_store, tmp_path, "a")
+
+    result = run("delete", "a", "b", "--json", *where)
+
+    assert result.exit_code == 3, result.stderr
+    assert result.stderr == (
+        "s3idx: not deleted: a: its object changed since its entry was read (another program "
+        "stored it again, or the index was out of date), and what is stored now cannot be "
+        "indexed (not an s3idx object, or unreadable metadata); it was left, without an index "
+        "entry: delete it again to delete it\n"
+    )
+    summary = orjson.loads(result.stdout)
+    assert (summary["deleted"], summary["kept"], summary["kept_without_entry"]) == (
+        1,
+        ["a"],
+        ["a"],
+    )
+    assert run("query", '{"fs_id": "a"}', "--count", *where).stdout == "0\n"
+
+    again = run("delete", "a", "--json", *where)
+    assert again.exit_code == 0, again.stderr
+    assert orjson.loads(again.stdout)["deleted"] == 1
+    check = run("sync", "--check", *where)
+    assert check.exit_code == 0, check.stdout + check.stderr
+
+
 # --- delete --filter pages through the matches without changing the filter's depth -----------
 
 

@@ -22,7 +22,7 @@ from s3idx.engine import gcpause, put
 from s3idx.engine.inputs import Record
 from s3idx.engine.put import PutOptions, run_put
 from s3idx.engine.read import fetch_document
-from s3idx.engine.results import Events, PutResult, Reject
+from s3idx.engine.results import NOT_SENT, Events, PutResult, Reject
 from s3idx.errors import BackendUnavailableError, RecordError
 from s3idx.index.base import Entry
 from s3idx.index.sqlite import SqliteIndex
@@ -199,6 +199,12 @@ def test_a_failing_index_counts_every_stored_object_as_not_indexed(
     assert partial.not_indexed == partial.stored
     assert partial.bytes_stored > 0
     assert index.upserts == []
+    # Each line read is counted once: the ones read and never uploaded are named as not stored.
+    assert partial.read == partial.stored + partial.unstored + partial.duplicates
+    unstored = {key for key, _ in partial.unstored_keys}
+    assert len(unstored) == partial.unstored
+    assert unstored.isdisjoint(stored)
+    assert all(reason == NOT_SENT for _, reason in partial.unstored_keys)
 
 
 # --- a store that fails one key -------------------------------------------------------------------

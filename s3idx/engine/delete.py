@@ -178,9 +178,12 @@ def _delete_batch(
     result.failed.extend(outcome.failed)
     result.unavailable += len(outcome.unavailable)
     result.denied += len(outcome.denied)
-    if named:
+    if named and outcome.rewritten:
         # A key the user named is still there: a failure to report, not a quiet skip.
-        result.kept.extend(sorted(outcome.rewritten))
+        kept = sorted(outcome.rewritten)
+        result.kept.extend(kept)
+        indexed = index.etags(kept)
+        result.kept_without_entry.extend(k for k in kept if k not in indexed)
     _stop_if_failing_every_delete(keys, outcome)
 
 

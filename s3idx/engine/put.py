@@ -39,6 +39,7 @@ from s3idx.engine.manifest_batches import ManifestBatches
 from s3idx.engine.put_journal import Heartbeat
 from s3idx.engine.reconcile import reconcile
 from s3idx.engine.results import (
+    NOT_SENT,
     NOT_UPLOADED,
     Events,
     PutResult,
@@ -551,6 +552,8 @@ def run_put(
     )
     collector = CollectorPause()
     collector.start()
+    # Read and accepted, not yet handed to an upload: named as not stored if the run fails.
+    unsent: list[Prepared] = []
     try:
         for chunk in _chunks(records, options.batch_size, stop):
             if not chunk:  # the input is idle
@@ -567,9 +570,11 @@ def run_put(
                 result.stored += sum(not p.again for p in batch)
                 result.bytes_stored += sum(_stored_size(store, p, options.codec) for p in batch)
             elif batch:
+                unsent = batch
                 batch, expected = _drop_unchanged(
                     batch, index, pipeline, result, compare=options.skip_unchanged
                 )
+                unsent = batch
                 prepared_rejects = result.rejected
                 replaced = {p.key: expected[p.key] for p in batch if p.key in expected}
                 pipeline.journal(replaced)
@@ -577,6 +582,7 @@ def run_put(
                     if result.rejected > prepared_rejects and _limit_reached(options, result):
                         break  # uploads were rejected (e.g. by S3) up to the limit
                     submitted = pipeline.submit(prepared, expected.get(prepared.key))
+                    unsent = batch[n + 1 :]
                     if submitted:
                         replaced.pop(prepared.key, None)
                     if pipeline.fatal is not None:
@@ -584,6 +590,7 @@ def run_put(
                         for left in batch[n + submitted :]:
                             pipeline.name_unstored(left.key, NOT_UPLOADED)
                         break
+                unsent = []
                 pipeline.unjournal(replaced)  # the ones never submitted
             reporter.now()
             if pipeline is not None and pipeline.fatal is not None:
@@ -594,6 +601,9 @@ def run_put(
         if stop is not None and stop.is_set():
             result.interrupted = True
     except BaseException as exc:
+        if pipeline is not None:
+            for prepared in unsent:
+                pipeline.name_unstored(prepared.key, NOT_SENT)
         _finish_after_failure(pipeline, exc, result)
         raise
     finally:

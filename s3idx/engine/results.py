@@ -52,6 +52,8 @@ class Reject:
 
 # Why a put did not store a document it had read, when its own upload never started.
 NOT_UPLOADED = "not uploaded: put stopped at an upload that failed"
+# Read and accepted, never sent: the put stopped at another failure (its index, most often).
+NOT_SENT = "not uploaded: put stopped at the error below before sending it"
 
 
 @dataclass(slots=True)
@@ -150,6 +152,9 @@ class DeleteResult:
     rewritten: int = 0
     # Keys named by the caller among those left alone: still there, so the delete failed them.
     kept: list[str] = field(default_factory=list)
+    # Of the kept, those whose object now is one s3idx cannot index (another program's, or
+    # with unreadable metadata): left in the store without an entry.
+    kept_without_entry: list[str] = field(default_factory=list)
     # Deleted by finishing deletes an interrupted earlier run left in the index's journal.
     finished: int = 0
     # Of the failed, keys the store kept failing until the retries ran out (still journaled).
