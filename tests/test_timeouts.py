@@ -265,3 +265,50 @@ def test_a_store_falling_silent_under_a_delete_fails_it_within_about_two_deadlin
     assert finished.exit_code == 0, finished.stderr
     assert orjson.loads(finished.stdout)["finished"] == len(keys)
     assert left.exit_code == 0, left.stdout + left.stderr
+
+
+@pytest.mark.parametrize("transport", ["boto3", "obstore", "http"])
+def test_a_put_whose_store_fell_silent_sends_no_manifest_after_its_uploads_timed_out(
+    run: Run, s3_endpoint: str, monkeypatch: pytest.MonkeyPatch, transport: str
+) -> None:
+    """The store stops answering mid-put: the uploads under way time out (twice each) and
+    the put fails. A manifest write started after that would wait out two more deadlines for
+    nothing; its objects are counted as in no manifest instead."""
+    if transport == "obstore":
+        pytest.importorskip("obstore", reason="obstore is not installed")
+    stalls: list[tuple[float, str]] = []
+    sent = 0
+    lock = threading.Lock()
+
+    def stalled(method: str, path: str) -> bool:
+        nonlocal sent
+        if method != "PUT" or path.count("/") < 2:  # not the bucket's own PUT
+            return False
+        with lock:
+            sent += 1
+            if sent <= 150:
+                return False
+            stalls.append((time.monotonic(), path))
+            return True
+
+    with S3Proxy(s3_endpoint) as proxy:
+        proxy.stalled = stalled
+        monkeypatch.setenv("S3IDX_TIMEOUT", DEADLINE)
+        where = ["--store", "s3://bucket/docs", "--endpoint-url", proxy.url]
+        docs = _docs([f"k{n:04d}" for n in range(2000)])
+        put = run("put", *where, "--transport", transport, "--create-bucket", input=jsonl(*docs))
+
+    assert put.exit_code == ExitStatus.UNAVAILABLE, put.stderr
+    assert "timed out" in put.stderr and "Traceback" not in put.stderr
+    seen: set[str] = set()
+    retries = []  # when an upload was sent the second time: its first attempt had timed out
+    for t, path in stalls:
+        if "/.s3idx/" not in path and path in seen:
+            retries.append(t)
+        seen.add(path)
+    retried = retries[0]
+    manifests = {path for _, path in stalls if "/.s3idx/manifests/" in path}
+    for manifest in manifests:
+        first = next(t for t, path in stalls if path == manifest)
+        assert first < retried, "a manifest write was sent after the uploads had timed out"
+    assert "in no manifest" in put.stderr, put.stderr

@@ -98,6 +98,18 @@ class ManifestBatches:
             return
         self.written += 1
 
+    def abandon(self, reason: str) -> None:
+        """Write none of the lines waiting (the store stopped answering): they stay unrecorded,
+        as a failed last manifest's do, without a request that would wait out its deadline."""
+        with self._lock:
+            lines, self._lines = self._lines, []
+        if lines:
+            self.unrecorded += len(lines)
+            self._warn(
+                f"manifest of {plural(len(lines), 'stored object')} not written ({reason}); "
+                "a later rebuild-index reads those objects with a HEAD each"
+            )
+
     def close(self) -> None:
         """Write the run's last manifest: what it cannot hold stays unrecorded."""
         self.flush(last=True)

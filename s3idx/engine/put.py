@@ -49,7 +49,7 @@ from s3idx.engine.results import (
     started,
 )
 from s3idx.engine.seen import SeenKeys
-from s3idx.errors import RecordError, S3idxError, reject_reason
+from s3idx.errors import RecordError, S3idxError, TransientError, reject_reason
 from s3idx.index.base import Bookkeeping, Entry, Index, PutIntent, with_bookkeeping
 from s3idx.liveness import tagged
 from s3idx.sharding import Shard
@@ -116,6 +116,8 @@ class UploadPipeline:
         # the other workers then start no more uploads (a silent endpoint costs the uploads
         # under way their deadlines, once, not one round of deadlines per batch of workers).
         self._failing = False
+        # The first upload failure a worker met (not a record's): what the run will fail with.
+        self._failure: BaseException | None = None
         self._workers = self._uploads(store, options.workers)
         self._inflight: set[str] = set()
         self._pending: list[Entry] = []
@@ -231,7 +233,14 @@ class UploadPipeline:
             self._heartbeat.holding = bool(self._journaled)
 
     def _write_manifest(self, *, last: bool = False) -> None:
-        self._manifests.flush(last=last)
+        failure = self.fatal or self._failure
+        if isinstance(failure, TransientError) and failure.timed_out:
+            # Uploads got no answer, retried too: a manifest sent now would wait out the same
+            # deadlines, after the run has already failed. (A store that answers, even with
+            # errors, is still asked: the manifest may land.)
+            self._manifests.abandon("the store stopped answering this run's uploads")
+        else:
+            self._manifests.flush(last=last)
         self._result.manifests_written = self._manifests.written
         self._result.manifests_failed = self._manifests.failed
         self._result.not_in_manifests = self._manifests.unrecorded
@@ -351,6 +360,7 @@ class UploadPipeline:
         except BaseException as exc:  # handed to the main thread, which decides
             if not isinstance(exc, RecordError):
                 self._failing = True
+                self._failure = self._failure or exc
             return _Outcome(prepared, None, exc)
         return self._outcome(prepared, receipt, None)
 
