@@ -138,15 +138,24 @@ class ObjectChangedError(S3idxError):
 
 
 class BackendUnavailableError(S3idxError):
-    """A backend cannot be reached or used (connection refused, read-only file, disk full)."""
+    """A backend cannot be reached or used (connection refused, read-only file, disk full).
+
+    ``not_reached`` says which of the two: a server that could not be reached, or did not
+    answer (``info``'s status ``unreachable``), rather than a file or a server that was reached
+    and cannot be used (``error``)."""
 
     exit_status = ExitStatus.UNAVAILABLE
+
+    def __init__(self, message: str, *, hint: str | None = None, not_reached: bool = False) -> None:
+        super().__init__(message, hint=hint)
+        self.not_reached = not_reached
 
 
 def unreachable(error: BackendUnavailableError) -> BackendUnavailableError:
     """``error``, marked as a server that could not be reached at all (a connection refused,
     a host that does not resolve): no request was sent, so none changed anything."""
     error.changed_nothing = True
+    error.not_reached = True
     return error
 
 
@@ -162,8 +171,11 @@ class TransientError(BackendUnavailableError):
         hint: str | None = None,
         throttled: bool = False,
         timed_out: bool = False,
+        not_reached: bool = True,
     ) -> None:
-        super().__init__(message, hint=hint)
+        # A server that keeps failing (timeouts, lost connections, 5xx, throttling) could not
+        # be used from here: unreachable, unless the caller knows better (a locked file).
+        super().__init__(message, hint=hint, not_reached=not_reached)
         # Throttling (SlowDown, 503) asks for less concurrency, not only a pause.
         self.throttled = throttled
         # No answer within the deadline: retried once only, so a silent server fails in a

@@ -924,8 +924,8 @@ def _status(exc: S3idxError) -> str:
         return "does not exist"
     if isinstance(exc, DamagedIndexError):
         return "damaged"
-    if isinstance(exc, BackendUnavailableError):
-        return "unreachable"
+    if isinstance(exc, BackendUnavailableError) and exc.not_reached:
+        return "unreachable"  # a server (MongoDB down, an S3 endpoint); never a file
     if isinstance(exc, AccessDeniedError):
         return "denied"
     return "error"
