@@ -291,6 +291,28 @@ def damaged_index(
     return DamagedIndexError(f"index {location} is damaged: {what}", hint=hint)
 
 
+MISSING_FILE_HINT = (
+    "check the name and the directories above it (a relative path starts from the current "
+    "directory)"
+)
+DENIED_FILE_HINT = (
+    "check the permissions of the file and of the directories above it, "
+    "or run s3idx as a user who may read it"
+)
+
+
+def unreadable_file_hint(exc: OSError, *, directory: str) -> str:
+    """The hint of every refusal of a file s3idx reads (an input, a --filter-file): by why it
+    could not be read; ``directory`` is the one for a directory given instead of a file."""
+    if isinstance(exc, FileNotFoundError | NotADirectoryError):
+        return MISSING_FILE_HINT
+    if isinstance(exc, IsADirectoryError):
+        return directory
+    if isinstance(exc, PermissionError):
+        return DENIED_FILE_HINT
+    return "check that the file can be read, e.g. with: head -c 100 FILE"
+
+
 def missing_parent(what: str, location: str, parent: str) -> NotFoundError:
     return NotFoundError(
         f"the directory {parent} of {what} {location} does not exist",
