@@ -133,7 +133,7 @@ class ObjectChangedError(S3idxError):
     """An object was replaced since it was read, so a conditional change was not made."""
 
     def __init__(self, key: str) -> None:
-        super().__init__(f"object {key!r} changed since it was read; it was left as it is")
+        super().__init__(f"object {quote_key(key)} changed since it was read; it was left as it is")
         self.key = key
 
 

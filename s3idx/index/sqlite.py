@@ -462,9 +462,11 @@ class SqliteIndex:
             for entry in entries:
                 key = _entry_key(entry, settings.key_field)
                 if key in by_key:
-                    raise ValueError(f"upsert_if takes one entry per key; {key!r} comes twice")
+                    raise ValueError(
+                        f"upsert_if takes one entry per key; {quote_key(key)} comes twice"
+                    )
                 if key not in expected:
-                    raise ValueError(f"upsert_if has no expected ETag for key {key!r}")
+                    raise ValueError(f"upsert_if has no expected ETag for key {quote_key(key)}")
                 by_key[key] = entry
             _log_changes(conn, list(by_key))
             # Read inside the write transaction (BEGIN IMMEDIATE): no other writer, in this
@@ -1519,7 +1521,7 @@ def _split(key: str, entry: Mapping[str, Any]) -> tuple[dict[str, Any], Bookkeep
         bookkeeping = Bookkeeping.from_dict(raw)
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(
-            f"index entry {key!r} lacks valid {codec.RESERVED_FIELD} bookkeeping ({exc})"
+            f"index entry {quote_key(key)} lacks valid {codec.RESERVED_FIELD} bookkeeping ({exc})"
         ) from None
     body = {k: v for k, v in entry.items() if k != codec.RESERVED_FIELD}
     return body, bookkeeping
