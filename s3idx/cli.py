@@ -1371,7 +1371,7 @@ def info(
         rows = {k: v for k, v in data.items() if k not in ("problems", "exit_status")}
         width = max(len(k) for k in rows)
         for name, value in rows.items():
-            text = ", ".join(value) if isinstance(value, list) else value
+            text = ", ".join(map(str, value)) if isinstance(value, list) else value
             run.out.echo(f"{name.replace('_', ' '):<{width}}  {text}")
     for problem in problems:
         run.out.error(problem.message, problem.hint)

@@ -375,8 +375,8 @@ class Engine:
         if rebuilding is not None:
             shown["rebuild"] = rebuilding.describe()
             if rebuilding.shards is not None:
-                shown["rebuild_shards"] = str(rebuilding.shards)
-                shown["rebuild_shards_done"] = [str(s) for s in rebuilding.done]
+                shown["rebuild_shards"] = rebuilding.shards
+                shown["rebuild_shards_done"] = sorted(rebuilding.done)
         return shown, problems
 
     # --- settings ----------------------------------------------------------------------------
