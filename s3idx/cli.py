@@ -1484,7 +1484,8 @@ def rebuild_index(
         typer.Option(
             "--restart",
             help="With --shard: discard a rebuild in progress that this shard may not join "
-            "(another shard count, not sharded, or this shard already started) and start over.",
+            "(another shard count, not sharded, another key field, or this shard already "
+            "started) and start over.",
         ),
     ] = False,
     workers: WorkersOpt = None,
