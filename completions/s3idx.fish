@@ -99,7 +99,7 @@ complete -c s3idx -n '__fish_seen_subcommand_from rebuild-index' -l resume -d 'C
 complete -c s3idx -n '__fish_seen_subcommand_from rebuild-index' -l rewrite -d 'Rewrite objects written by maggma into the s3idx format (needs s3idx[maggma])'
 complete -c s3idx -n '__fish_seen_subcommand_from rebuild-index' -l no-manifests -d 'HEAD every object; neither read nor write manifests'
 complete -c s3idx -n '__fish_seen_subcommand_from rebuild-index' -l shard -x -d 'Only the keys of shard I of N (0-based); auto: from the SLURM, Kubernetes or AWS Batch array job'
-complete -c s3idx -n '__fish_seen_subcommand_from rebuild-index' -l restart -d 'With --shard: discard a rebuild in progress that this shard may not join (another shard count, not sharded, or this shard already started) and start over'
+complete -c s3idx -n '__fish_seen_subcommand_from rebuild-index' -l restart -d 'With --shard: discard a rebuild in progress that this shard may not join (another shard count, not sharded, another key field, or this shard already started) and start over'
 complete -c s3idx -n '__fish_seen_subcommand_from rebuild-index' -l workers -x -d 'Concurrent object requests'
 complete -c s3idx -n '__fish_seen_subcommand_from rebuild-index' -l json -d 'Print the summary as one JSON object on stdout'
 complete -c s3idx -n '__fish_seen_subcommand_from rebuild-index' -l quiet -s q -d 'No progress and no summary; errors only'

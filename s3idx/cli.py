@@ -1148,6 +1148,7 @@ def query(
     \b
     Example: s3idx query '{"task_id": {"$in": ["mp-1", "mp-2"]}}' --fields task_id
     """
+    _refuse_query_flags(count=count, full=full, fields=fields, sort=sort, workers=workers)
     ctx = CommandContext(run, loc, workers=workers)
     spec = read_filter(filter, _file_option(filter_file, "--filter-file"), stdin=run.env.stdin)
     sort_spec = parse_sort(argument_text(sort)) if sort else None
@@ -1178,6 +1179,23 @@ def query(
             first = plural(shown, "entry", "entries")
             run.out.message(f"showing the first {first}; use --json or a pipe for all")
     return None
+
+
+def _refuse_query_flags(
+    *, count: bool, full: bool, fields: str | None, sort: str | None, workers: int | None
+) -> None:
+    """Flags that could only be a mistake together: each would be ignored. --limit and --skip
+    change a count, and --json with --count prints it as JSON, so those are kept."""
+    if count:
+        given = {"--full": full, "--fields": fields is not None, "--sort": sort is not None}
+        for flag, present in given.items():
+            if present:
+                raise UsageError(
+                    f"--count goes without {flag}: a count is the same whatever is shown of "
+                    "each match, in whatever order"
+                )
+    if workers is not None and not full:
+        raise UsageError("--workers goes with --full: only --full reads documents from the store")
 
 
 def _without_bookkeeping(entry: dict[str, Any]) -> dict[str, Any]:
@@ -1288,6 +1306,11 @@ def delete(
     by_filter = filter is not None or filter_file is not None
     if keys and by_filter:
         raise UsageError("give KEY arguments or a filter, not both")
+    if keys and all_:
+        raise UsageError(
+            "--all goes with a filter, not with KEY arguments: it allows a filter that matches "
+            "every document, and keys name what they delete"
+        )
     if not keys and not by_filter:
         raise UsageError("nothing to delete: give KEY arguments or --filter FILTER")
     keys = [argument_text(key) for key in keys or ()]
@@ -1380,7 +1403,7 @@ def info(
         rows = {k: v for k, v in data.items() if k not in ("problems", "exit_status")}
         width = max(len(k) for k in rows)
         for name, value in rows.items():
-            text = ", ".join(value) if isinstance(value, list) else value
+            text = ", ".join(map(str, value)) if isinstance(value, list) else value
             run.out.echo(f"{name.replace('_', ' '):<{width}}  {text}")
     for problem in problems:
         run.out.error(problem.message, problem.hint)
@@ -1470,7 +1493,8 @@ def rebuild_index(
         typer.Option(
             "--restart",
             help="With --shard: discard a rebuild in progress that this shard may not join "
-            "(another shard count, not sharded, or this shard already started) and start over.",
+            "(another shard count, not sharded, another key field, or this shard already "
+            "started) and start over.",
         ),
     ] = False,
     workers: WorkersOpt = None,
@@ -1494,6 +1518,11 @@ def rebuild_index(
     \b
     Example: s3idx rebuild-index --store s3://bucket/docs --index mongodb://host/db --workers 32
     """
+    if resume and restart:
+        raise UsageError(
+            "--resume and --restart contradict each other: --resume continues the rebuild in "
+            "progress, --restart discards it"
+        )
     only = _shard(shard, run)
     if restart and only is None:
         raise UsageError(
@@ -1620,6 +1649,11 @@ def sync(
         raise UsageError("--check and --dry-run do the same reading; give one of them")
     if strict and not check:
         raise UsageError("--strict goes with --check")
+    if check and not prune:
+        raise UsageError(
+            "--no-prune goes without --check: --check changes nothing, so there is nothing to "
+            "keep (--dry-run --no-prune shows what sync --no-prune would do)"
+        )
     if rewrite and (check or dry_run):
         raise UsageError("--rewrite changes objects; --check and --dry-run change nothing")
     only = _shard(shard, run)

@@ -133,20 +133,29 @@ class ObjectChangedError(S3idxError):
     """An object was replaced since it was read, so a conditional change was not made."""
 
     def __init__(self, key: str) -> None:
-        super().__init__(f"object {key!r} changed since it was read; it was left as it is")
+        super().__init__(f"object {quote_key(key)} changed since it was read; it was left as it is")
         self.key = key
 
 
 class BackendUnavailableError(S3idxError):
-    """A backend cannot be reached or used (connection refused, read-only file, disk full)."""
+    """A backend cannot be reached or used (connection refused, read-only file, disk full).
+
+    ``not_reached`` says which of the two: a server that could not be reached, or did not
+    answer (``info``'s status ``unreachable``), rather than a file or a server that was reached
+    and cannot be used (``error``)."""
 
     exit_status = ExitStatus.UNAVAILABLE
+
+    def __init__(self, message: str, *, hint: str | None = None, not_reached: bool = False) -> None:
+        super().__init__(message, hint=hint)
+        self.not_reached = not_reached
 
 
 def unreachable(error: BackendUnavailableError) -> BackendUnavailableError:
     """``error``, marked as a server that could not be reached at all (a connection refused,
     a host that does not resolve): no request was sent, so none changed anything."""
     error.changed_nothing = True
+    error.not_reached = True
     return error
 
 
@@ -162,8 +171,11 @@ class TransientError(BackendUnavailableError):
         hint: str | None = None,
         throttled: bool = False,
         timed_out: bool = False,
+        not_reached: bool = True,
     ) -> None:
-        super().__init__(message, hint=hint)
+        # A server that keeps failing (timeouts, lost connections, 5xx, throttling) could not
+        # be used from here: unreachable, unless the caller knows better (a locked file).
+        super().__init__(message, hint=hint, not_reached=not_reached)
         # Throttling (SlowDown, 503) asks for less concurrency, not only a pause.
         self.throttled = throttled
         # No answer within the deadline: retried once only, so a silent server fails in a
@@ -277,6 +289,28 @@ def damaged_index(
 ) -> DamagedIndexError:
     """The index at ``location`` holds ``what``, which s3idx never writes."""
     return DamagedIndexError(f"index {location} is damaged: {what}", hint=hint)
+
+
+MISSING_FILE_HINT = (
+    "check the name and the directories above it (a relative path starts from the current "
+    "directory)"
+)
+DENIED_FILE_HINT = (
+    "check the permissions of the file and of the directories above it, "
+    "or run s3idx as a user who may read it"
+)
+
+
+def unreadable_file_hint(exc: OSError, *, directory: str) -> str:
+    """The hint of every refusal of a file s3idx reads (an input, a --filter-file): by why it
+    could not be read; ``directory`` is the one for a directory given instead of a file."""
+    if isinstance(exc, FileNotFoundError | NotADirectoryError):
+        return MISSING_FILE_HINT
+    if isinstance(exc, IsADirectoryError):
+        return directory
+    if isinstance(exc, PermissionError):
+        return DENIED_FILE_HINT
+    return "check that the file can be read, e.g. with: head -c 100 FILE"
 
 
 def missing_parent(what: str, location: str, parent: str) -> NotFoundError:

@@ -53,6 +53,7 @@ from s3idx.errors import (
     DamagedObjectError,
     S3idxError,
     UsageError,
+    shorten_key,
 )
 from s3idx.query.indexed import check_query_paths
 from s3idx.query.paths import project
@@ -401,7 +402,7 @@ class S3idxStore(Store):
             stamp = stamps.pop(key, None)
             if fetched is None:
                 # Deleted since the index was read: maggma's S3Store logs and goes on too.
-                self.logger.error(f"{key}: listed by the index but not in the store")
+                self.logger.error(f"{shorten_key(key)}: listed by the index but not in the store")
                 continue
             if fetched.error is not None:
                 failure: type[S3idxError] = S3idxError
@@ -411,7 +412,7 @@ class S3idxStore(Store):
                     failure = AccessDeniedError
                 elif fetched.unavailable:  # the store kept failing it: exit 5, as get's
                     failure = BackendUnavailableError
-                raise failure(f"cannot read {key}: {fetched.error}")
+                raise failure(f"cannot read {shorten_key(key)}: {fetched.error}")
             document: dict[str, Any] = codec.untag(fetched.parse())
             if self.last_updated_field == codec.LAST_UPDATED and stamp is not None:
                 document[codec.LAST_UPDATED] = stamp

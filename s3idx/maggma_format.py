@@ -30,7 +30,12 @@ from typing import Any
 import orjson
 
 from s3idx import codec
-from s3idx.errors import CorruptObjectError, MissingDependencyError, UndecodableMetadataError
+from s3idx.errors import (
+    CorruptObjectError,
+    MissingDependencyError,
+    UndecodableMetadataError,
+    quote_key,
+)
 
 MAP_NAME = "s3-to-mongo-keys"
 CODEC_MSGPACK = "msgpack"
@@ -172,7 +177,8 @@ def _choose_key_field(
         return candidates[0]
     hint = f" (maggma wrote it with sub_dir {sub_dir!r}: is that the store's prefix?)"
     raise UndecodableMetadataError(
-        f"no field of its maggma metadata holds its key {key!r}" + (hint if sub_dir else "")
+        f"no field of its maggma metadata holds its key {quote_key(key)}"
+        + (hint if sub_dir else "")
     )
 
 

@@ -108,7 +108,10 @@ def test_a_filter_file_it_may_not_read_is_a_usage_error(home: Path) -> None:
     for command in (["query"], ["delete"]):
         done = _s3idx(home, *command, "--filter-file", "filter.json")
         assert done.returncode == ExitStatus.USAGE, done.stderr
-        assert "cannot read --filter-file filter.json: Permission denied" in done.stderr
+        assert done.stderr == (
+            "s3idx: error: cannot read --filter-file filter.json: Permission denied\n"
+            + PERMISSION_HINT
+        )
 
 
 def input_file(home: Path) -> str:

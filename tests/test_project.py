@@ -527,3 +527,14 @@ def test_each_flag_help_names_the_environment_variable_the_readme_gives_it() -> 
                         assert variable in text, f"s3idx {name} {flag.group(1)}: no {variable}"
                         checked += 1
     assert checked > 20
+
+
+def test_rebuild_index_restart_names_the_same_reasons_in_help_and_readme() -> None:
+    """--restart's help and its README row list the same rebuilds a shard may not join (the
+    reasons of ``index.base.join_refusal``)."""
+    (param,) = [p for p in _commands()["rebuild-index"].params if p.name == "restart"]
+    help_reasons = re.search(r"\(([^)]*)\)", getattr(param, "help", "") or "")
+    row = re.search(r"^\| `--restart` \|[^(]*\(([^)]*)\)", README, flags=re.MULTILINE)
+    assert help_reasons is not None and row is not None
+    assert help_reasons.group(1) == row.group(1)
+    assert "another key field" in row.group(1)

@@ -375,8 +375,8 @@ class Engine:
         if rebuilding is not None:
             shown["rebuild"] = rebuilding.describe()
             if rebuilding.shards is not None:
-                shown["rebuild_shards"] = str(rebuilding.shards)
-                shown["rebuild_shards_done"] = [str(s) for s in rebuilding.done]
+                shown["rebuild_shards"] = rebuilding.shards
+                shown["rebuild_shards_done"] = sorted(rebuilding.done)
         return shown, problems
 
     # --- settings ----------------------------------------------------------------------------
@@ -924,8 +924,8 @@ def _status(exc: S3idxError) -> str:
         return "does not exist"
     if isinstance(exc, DamagedIndexError):
         return "damaged"
-    if isinstance(exc, BackendUnavailableError):
-        return "unreachable"
+    if isinstance(exc, BackendUnavailableError) and exc.not_reached:
+        return "unreachable"  # a server (MongoDB down, an S3 endpoint); never a file
     if isinstance(exc, AccessDeniedError):
         return "denied"
     return "error"

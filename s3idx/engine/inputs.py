@@ -23,7 +23,7 @@ from typing import IO, Any
 import orjson
 
 from s3idx.engine.gunzip import Gunzip
-from s3idx.errors import BackendUnavailableError, UsageError
+from s3idx.errors import BackendUnavailableError, UsageError, unreadable_file_hint
 from s3idx.text import wide_encoding
 
 _BOM = b"\xef\xbb\xbf"
@@ -117,20 +117,13 @@ def check_input_file(path: str | Path) -> None:
 
 def input_file_error(name: str, exc: OSError) -> UsageError:
     """The one message for an input file that cannot be opened, whenever that is found."""
+    hint = unreadable_file_hint(
+        exc, directory=f"give the files in it, e.g. s3idx put {name.rstrip(os.sep)}/*.jsonl"
+    )
     if isinstance(exc, FileNotFoundError | NotADirectoryError):
-        return UsageError(f"input file {name} does not exist")
+        return UsageError(f"input file {name} does not exist", hint=hint)
     if isinstance(exc, IsADirectoryError):
-        return UsageError(
-            f"input file {name} is a directory",
-            hint=f"give the files in it, e.g. s3idx put {name.rstrip(os.sep)}/*.jsonl",
-        )
-    if isinstance(exc, PermissionError):
-        hint = (
-            "check the permissions of the file and of the directories above it, "
-            "or run s3idx as a user who may read it"
-        )
-    else:
-        hint = "check that the file can be read, e.g. with: head -c 100 FILE"
+        return UsageError(f"input file {name} is a directory", hint=hint)
     return UsageError(f"input file {name} cannot be read: {exc.strerror or exc}", hint=hint)
 
 

@@ -40,6 +40,7 @@ from s3idx.errors import (
     ObjectChangedError,
     ObjectNotFoundError,
     RecordError,
+    quote_key,
 )
 from s3idx.index.base import Bookkeeping, Entry, Index, IndexSettings, with_bookkeeping
 from s3idx.limits import batched
@@ -274,7 +275,9 @@ class _Backfill:
         except orjson.JSONDecodeError as exc:
             raise CorruptObjectError(f"its body is not valid JSON: {exc}") from None
         preparer = DocumentPreparer(self._store, self._key_field, fields, codec_name)
-        prepared = preparer.prepare(Record(f"object {key!r}", 0, document_bytes, document))
+        prepared = preparer.prepare(Record(f"object {quote_key(key)}", 0, document_bytes, document))
         if prepared.key != key:
-            raise CorruptObjectError(f"its document's key is {prepared.key!r}, not {key!r}")
+            raise CorruptObjectError(
+                f"its document's key is {quote_key(prepared.key)}, not {quote_key(key)}"
+            )
         return prepared.entry

@@ -56,7 +56,7 @@ from s3idx.engine.results import (
     reported_on_failure,
     started,
 )
-from s3idx.errors import S3idxError, UsageError
+from s3idx.errors import S3idxError, UsageError, quote_key
 from s3idx.index.base import Bookkeeping, Entry, Index
 from s3idx.sharding import Shard
 from s3idx.store.base import ObjectHead, ObjectInfo, ObjectStore
@@ -473,7 +473,8 @@ def _next_checked(stream: Iterator[Any], previous: str | None, what: str) -> Any
     key = item.key if isinstance(item, ObjectInfo) else item[0]
     if key <= previous:
         raise S3idxError(
-            f"the {what} is not in key order ({key!r} after {previous!r}); sync cannot compare it"
+            f"the {what} is not in key order ({quote_key(key)} after {quote_key(previous)}); "
+            "sync cannot compare it"
         )
     return item
 

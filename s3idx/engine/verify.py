@@ -45,6 +45,7 @@ from s3idx.errors import (
     S3idxError,
     TransientError,
     UndecodableMetadataError,
+    quote_key,
 )
 from s3idx.index.base import Bookkeeping, Entry, Index
 from s3idx.limits import batched
@@ -256,7 +257,7 @@ def _ordered(stream: Iterator[Any], what: str) -> Iterator[Any]:
         key = item.key if isinstance(item, ObjectInfo) else item[0]
         if previous is not None and key <= previous:
             raise S3idxError(
-                f"the {what} is not in key order ({key!r} after {previous!r}); "
+                f"the {what} is not in key order ({quote_key(key)} after {quote_key(previous)}); "
                 "verify cannot compare it"
             )
         previous = key
@@ -317,7 +318,7 @@ _MAGGMA_UNCHECKED = "written by maggma (no recorded hash): not checked"
 
 
 def _without_key_prefix(message: str, key: str) -> str:
-    prefix = f"object {key!r}: "
+    prefix = f"object {quote_key(key)}: "
     return message[len(prefix) :] if message.startswith(prefix) else message
 
 

@@ -460,7 +460,7 @@ def _etag_of(entry: Mapping[str, Any], key: str) -> str:
     data = entry.get(RESERVED_FIELD)
     etag = data.get("etag") if isinstance(data, Mapping) else None
     if not isinstance(etag, str):
-        raise S3idxError(f"index entry {key!r} has no {ETAG!r} to compare and set")
+        raise S3idxError(f"index entry {quote_key(key)} has no {ETAG!r} to compare and set")
     return etag
 
 
@@ -625,7 +625,7 @@ class _Collections:
             if refused is not None:
                 reason, instead = refused
                 raise S3idxError(
-                    f"entry {key!r}: {reason} in {self.location}",
+                    f"entry {quote_key(key)}: {reason} in {self.location}",
                     hint=f"stop indexing that field, {instead}",
                 )
 
@@ -706,7 +706,7 @@ class _Collections:
         """The slow way, one key at a time, so that an error names its key."""
         for key, document in documents:
             for attempt in range(1, UPSERT_ATTEMPTS + 1):
-                with self.guard(f"writing the entry {key!r} to"):
+                with self.guard(f"writing the entry {quote_key(key)} to"):
                     try:
                         collection.replace_one({ID: key}, document, upsert=True)
                         break
@@ -718,7 +718,8 @@ class _Collections:
     def document(self, key: str, entry: Entry, key_field: str) -> dict[str, Any]:
         if key_field != ID and ID in entry and entry[ID] != key:
             raise S3idxError(
-                f"index entry {key!r} has its own {ID!r} field, which MongoDB needs for the key"
+                f"index entry {quote_key(key)} has its own {ID!r} field, which MongoDB needs for "
+                "the key"
             )
         return {ID: key, **entry}
 

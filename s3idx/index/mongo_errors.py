@@ -77,6 +77,7 @@ def translate_error(
             f"cannot reach MongoDB at {hosts}: {brief(exc)}",
             hint=f"while {action} {location}; is the server running, and are the host and "
             "port right?",
+            not_reached=True,
         )
     if isinstance(exc, AutoReconnect):
         return TransientError(
@@ -84,12 +85,14 @@ def translate_error(
         )
     if isinstance(exc, ConnectionFailure):
         return BackendUnavailableError(
-            f"cannot use MongoDB at {hosts} while {action} {location}: {brief(exc)}"
+            f"cannot use MongoDB at {hosts} while {action} {location}: {brief(exc)}",
+            not_reached=True,
         )
     if isinstance(exc, ConfigurationError) and dns_failure(exc):
         return BackendUnavailableError(
             f"cannot look up MongoDB at {hosts}: {brief(exc)}",
             hint=f"while {action} {location}; is DNS working, and is the host name right?",
+            not_reached=True,
         )
     if isinstance(exc, ConfigurationError | InvalidName):
         return UsageError(f"invalid MongoDB location {location}: {brief(exc)}")

@@ -58,6 +58,7 @@ from s3idx import codec
 from s3idx.errors import (
     REBUILD_DAMAGED_HINT,
     BackendUnavailableError,
+    DamagedIndexError,
     IndexSettingsError,
     InvalidFilterError,
     S3idxError,
@@ -156,11 +157,6 @@ class _Database:
         # False: create the file only, as sqlite3 does, so a mistyped directory fails.
         self._create_parents = create_parents
         self.location = str(self.path)
-        if self.path.is_dir():  # else taken for an index never written, or one not openable
-            raise UsageError(
-                f"index {self.location} is a directory, not a SQLite file",
-                hint=f"give the path of a SQLite file, such as {self.path / 'index.sqlite3'}",
-            )
         self._lock = threading.RLock()
         self._writer: sqlite3.Connection | None = None
         self._readers: list[sqlite3.Connection] = []
@@ -195,8 +191,18 @@ class _Database:
                     conn.execute("ROLLBACK")
                 raise
 
+    def _refuse_a_directory(self) -> None:
+        # Else taken for an index never written, or one not openable. Checked at first use,
+        # not on opening, so `info` still shows the store beside it.
+        if self.path.is_dir():
+            raise UsageError(
+                f"index {self.location} is a directory, not a SQLite file",
+                hint=f"give the path of a SQLite file, such as {self.path / 'index.sqlite3'}",
+            )
+
     def _writer_connection(self) -> sqlite3.Connection:
         if self._writer is None:
+            self._refuse_a_directory()
             if not self._create_parents and not self.path.parent.is_dir():
                 raise missing_parent("index", self.location, str(self.path.parent))
             try:
@@ -263,6 +269,7 @@ class _Database:
         with self._lock:
             if self._readers:
                 return self._readers.pop()
+        self._refuse_a_directory()
         if not self.path.exists():
             return None
         return _connect(self.path, create=False)
@@ -455,9 +462,11 @@ class SqliteIndex:
             for entry in entries:
                 key = _entry_key(entry, settings.key_field)
                 if key in by_key:
-                    raise ValueError(f"upsert_if takes one entry per key; {key!r} comes twice")
+                    raise ValueError(
+                        f"upsert_if takes one entry per key; {quote_key(key)} comes twice"
+                    )
                 if key not in expected:
-                    raise ValueError(f"upsert_if has no expected ETag for key {key!r}")
+                    raise ValueError(f"upsert_if has no expected ETag for key {quote_key(key)}")
                 by_key[key] = entry
             _log_changes(conn, list(by_key))
             # Read inside the write transaction (BEGIN IMMEDIATE): no other writer, in this
@@ -1512,7 +1521,7 @@ def _split(key: str, entry: Mapping[str, Any]) -> tuple[dict[str, Any], Bookkeep
         bookkeeping = Bookkeeping.from_dict(raw)
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(
-            f"index entry {key!r} lacks valid {codec.RESERVED_FIELD} bookkeeping ({exc})"
+            f"index entry {quote_key(key)} lacks valid {codec.RESERVED_FIELD} bookkeeping ({exc})"
         ) from None
     body = {k: v for k, v in entry.items() if k != codec.RESERVED_FIELD}
     return body, bookkeeping
@@ -1634,7 +1643,8 @@ def translate_error(exc: sqlite3.Error, location: str) -> S3idxError:
         # by hand shows only when a statement names it.
         return damaged_index(location, f"a table lacks a column s3idx keeps in it ({detail})")
     if primary in (_SQLITE_NOTADB, _SQLITE_CORRUPT):
-        return BackendUnavailableError(
+        # What s3idx never writes (another file, a damaged one): rebuild-index replaces it.
+        return DamagedIndexError(
             f"index {location} is not a usable SQLite database ({detail})",
             hint="move the file away and run rebuild-index to recreate the index from the store",
         )
@@ -1648,6 +1658,7 @@ def translate_error(exc: sqlite3.Error, location: str) -> S3idxError:
             f"index {location} stayed locked by another process for over {BUSY_TIMEOUT_S} s "
             f"({detail})",
             hint="wait for the other s3idx command to finish, then run this one again",
+            not_reached=False,  # a file, found and locked: not a server out of reach
         )
     if primary == _SQLITE_IOERR:
         return BackendUnavailableError(

@@ -15,7 +15,7 @@ from typing import IO, Any
 import orjson
 
 from s3idx import codec
-from s3idx.errors import STDIN_CLOSED, STDIN_CLOSED_HINT, UsageError
+from s3idx.errors import STDIN_CLOSED, STDIN_CLOSED_HINT, UsageError, unreadable_file_hint
 from s3idx.limits import (
     INT64_MAX,
     INT64_MIN,
@@ -65,7 +65,12 @@ def _read(file: str, stdin: IO[bytes] | None) -> bytes:
         with open(file, "rb") as fh:
             return fh.read()
     except OSError as exc:
-        raise UsageError(f"cannot read --filter-file {file}: {exc.strerror or exc}") from None
+        raise UsageError(
+            f"cannot read --filter-file {file}: {exc.strerror or exc}",
+            hint=unreadable_file_hint(
+                exc, directory="give a file that holds the filter, one JSON object"
+            ),
+        ) from None
 
 
 def parse_filter_json(data: bytes, name: str) -> dict[str, Any]:

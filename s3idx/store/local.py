@@ -247,8 +247,9 @@ class LocalStore:
         for segment in key.split("/"):
             size = len(self._encode_segment(segment, fold).encode()) + 1
             if size > MAX_NAME_BYTES:
+                part = "" if segment == key else f": its part {quote_key(segment)}"
                 raise InvalidKeyError(
-                    f"key part {segment[:40]!r}... needs a {size}-byte file name; the local "
+                    f"key {quote_key(key)}{part} needs a {size}-byte file name; the local "
                     f"store allows {MAX_NAME_BYTES - 1} bytes per '/'-separated part of a key",
                     hint="use shorter key parts, or an S3 store",
                 )
@@ -321,7 +322,8 @@ class LocalStore:
         stored = _stored_key(metadata)
         if stored is not None and stored != key:
             raise InvalidKeyError(
-                f"key {key!r} names the file of another stored key, {stored!r}: this file "
+                f"key {quote_key(key)} names the file of another stored key, "
+                f"{quote_key(stored)}: this file "
                 "system does not tell them apart (Unicode normalization or letter case)",
                 hint="store one of them under another key, or use an S3 store",
             )
@@ -331,8 +333,8 @@ class LocalStore:
         linked = self._linked_part(path.parent)
         if linked is not None:
             raise InvalidKeyError(
-                f"key {key!r}: {linked.relative_to(self.root)} is a symbolic link in the local "
-                f"store {self.root}, which follows no links inside its directory",
+                f"key {quote_key(key)}: {linked.relative_to(self.root)} is a symbolic link in the "
+                f"local store {self.root}, which follows no links inside its directory",
                 hint="remove the link, or store the document under another key",
             )
 

@@ -89,10 +89,15 @@ def test_an_unreadable_filter_file_is_named(loaded: Run, tmp_path: Path) -> None
     assert result.exit_code == ExitStatus.USAGE
     assert result.stderr == (
         f"s3idx: error: cannot read --filter-file {missing}: No such file or directory\n"
+        "  hint: check the name and the directories above it (a relative path starts from the "
+        "current directory)\n"
     )
     result = loaded("delete", "--filter-file", str(tmp_path))
     assert result.exit_code == ExitStatus.USAGE
-    assert f"cannot read --filter-file {tmp_path}: Is a directory" in result.stderr
+    assert result.stderr == (
+        f"s3idx: error: cannot read --filter-file {tmp_path}: Is a directory\n"
+        "  hint: give a file that holds the filter, one JSON object\n"
+    )
 
 
 def test_invalid_json_in_a_filter_file_names_file_line_and_column(

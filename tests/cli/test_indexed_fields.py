@@ -460,3 +460,18 @@ def test_reindex_exits_partial_naming_the_objects_it_could_not_update(
     assert "reindex: 3 listed, 2 updated, 0 up to date, 1 failed" in result.stderr
     assert "still pending: color" in result.stderr
     assert run("query", *where, '{"color": "red"}').exit_code == ExitStatus.USAGE
+
+
+def test_the_key_field_given_as_a_field_is_accepted_and_changes_nothing(
+    run: Run, tmp_path: Path
+) -> None:
+    """README (put --field): the key is always indexed, so --field KEY is not recorded; paths
+    under the key field, and last_updated, are refused."""
+    where = ["--store", str(tmp_path / "s"), "--index", str(tmp_path / "i.sqlite3")]
+    put = run("put", "--field", "fs_id", *where, input=jsonl({"fs_id": "a"}))
+    assert put.exit_code == 0, put.stderr
+    assert orjson.loads(run("info", "--json", *where).stdout)["fields"] == []
+    assert run("query", '{"fs_id": "a"}', "--count", *where).stdout == "1\n"
+    for field in ("fs_id.x", "last_updated", "_s3idx.etag"):
+        refused = run("put", "--field", field, *where, input=jsonl({"fs_id": "b"}))
+        assert refused.exit_code == ExitStatus.USAGE, (field, refused.stderr)

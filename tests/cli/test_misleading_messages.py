@@ -66,7 +66,8 @@ def test_a_directory_given_as_the_index_is_said_to_be_one(
     directory.mkdir()
     store = ["--store", str(tmp_path / "store")]
     result = run(command, "--index", str(directory), *store, input=jsonl({"fs_id": "a"}))
-    assert result.exit_code == ExitStatus.USAGE
+    # info reports the store too, and its problem (none there) comes first
+    assert result.exit_code == (ExitStatus.NOT_FOUND if command == "info" else ExitStatus.USAGE)
     assert (
         f"s3idx: error: index {directory} is a directory, not a SQLite file\n"
         f"  hint: give the path of a SQLite file, such as {directory / 'index.sqlite3'}\n"

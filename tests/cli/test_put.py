@@ -216,6 +216,23 @@ def test_stdin_dash_between_files(run: Run, tmp_path: Path) -> None:
     assert run("query", "--count").stdout == "2\n"
 
 
+MISSING_FILE_HINT = (
+    "check the name and the directories above it (a relative path starts from the current "
+    "directory)"
+)
+
+
+@pytest.mark.parametrize("name", ["nope/x.jsonl", "a-file/x.jsonl"])
+def test_every_input_file_refusal_has_a_hint(run: Run, tmp_path: Path, name: str) -> None:
+    """README: a usage error naming it, with a hint (a path through a file too)."""
+    (tmp_path / "a-file").write_bytes(b"")
+    result = run("put", str(tmp_path / name))
+    assert (result.exit_code, result.stderr) == (
+        ExitStatus.USAGE,
+        f"s3idx: error: input file {tmp_path / name} does not exist\n  hint: {MISSING_FILE_HINT}\n",
+    )
+
+
 def test_missing_input_file_is_a_usage_error_and_nothing_is_stored(
     run: Run, tmp_path: Path
 ) -> None:
@@ -223,7 +240,10 @@ def test_missing_input_file_is_a_usage_error_and_nothing_is_stored(
     good.write_bytes(jsonl({"fs_id": "a"}))
     result = run("put", str(good), str(tmp_path / "nope.jsonl"))
     assert result.exit_code == ExitStatus.USAGE
-    assert result.stderr == f"s3idx: error: input file {tmp_path / 'nope.jsonl'} does not exist\n"
+    assert result.stderr == (
+        f"s3idx: error: input file {tmp_path / 'nope.jsonl'} does not exist\n"
+        f"  hint: {MISSING_FILE_HINT}\n"
+    )
     assert "no s3idx index at " in run("query", "--count").stderr
 
 

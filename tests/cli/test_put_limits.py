@@ -118,3 +118,27 @@ def test_get_and_delete_shorten_long_missing_keys(run: Run) -> None:
     delete = run("delete", key)
     assert delete.exit_code == ExitStatus.NOT_FOUND
     assert f"s3idx: not found: {shown}\n" in delete.stderr
+
+
+LOCAL_PART_RULE = (
+    "needs a {} file name; the local store allows 254 bytes per '/'-separated part of a key"
+)
+
+
+@pytest.mark.parametrize(
+    ("key", "shown"),
+    [
+        ("a" * 1000, f"key {'a' * 60!r}… (1000 bytes) " + LOCAL_PART_RULE.format("1001-byte")),
+        (
+            "b/" + "a" * 300,
+            f"key {('b/' + 'a' * 58)!r}… (302 bytes): its part {'a' * 60!r}… (300 bytes) "
+            + LOCAL_PART_RULE.format("301-byte"),
+        ),
+    ],
+)
+def test_a_key_too_long_for_a_local_file_name_is_shown_shortened_with_its_size(
+    run: Run, tmp_path: Path, key: str, shown: str
+) -> None:
+    """README: long keys are shown as their first 60 characters, `…` and their size in bytes."""
+    reason = _put_one(run, tmp_path, {"fs_id": key})
+    assert reason == f"{shown}; use shorter key parts, or an S3 store"

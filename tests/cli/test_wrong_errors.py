@@ -347,3 +347,65 @@ def test_an_output_closed_after_a_failure_does_not_hide_it() -> None:
     full = pytest.raises(OutputError, match="cannot write --rejects /dev/full: No space left")
     with full, open_output("/dev/full", "--rejects") as rejects:
         rejects.write(b"held in the buffer until the close\n")
+
+
+def _a_damaged_sqlite_file(path: Path, run: Run, store: Path) -> None:
+    assert run("put", "--store", str(store), "--index", str(path), input=b'{"fs_id": "a"}\n')
+    data = bytearray(path.read_bytes())
+    data[100::7] = b"\xab" * len(data[100::7])
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize(
+    ("kind", "status", "exit_status", "problem"),
+    [
+        ("not a database", "damaged", ExitStatus.UNAVAILABLE, "is not a usable SQLite database"),
+        ("damaged", "damaged", ExitStatus.UNAVAILABLE, "is not a usable SQLite database"),
+        ("directory", "error", ExitStatus.USAGE, "is a directory, not a SQLite file"),
+    ],
+)
+def test_info_says_what_is_wrong_with_an_index_file_not_unreachable(
+    run: Run, tmp_path: Path, kind: str, status: str, exit_status: ExitStatus, problem: str
+) -> None:
+    """README: `unreachable` is a server out of reach (MongoDB down); a file is never that."""
+    store, index = tmp_path / "s", tmp_path / "i.sqlite3"
+    assert run("put", "--store", str(store), input=b'{"fs_id": "a"}\n').exit_code == 0
+    if kind == "not a database":
+        index.write_bytes(b"x\n")
+    elif kind == "damaged":
+        _a_damaged_sqlite_file(index, run, store)
+    else:
+        index.mkdir()
+
+    result = run("info", "--json", "--store", str(store), "--index", str(index))
+
+    assert result.exit_code == exit_status, result.stderr
+    data: dict[str, Any] = orjson.loads(result.stdout)
+    assert (data["store_status"], data["index_status"]) == ("ok", status)
+    (shown,) = data["problems"]
+    assert problem in shown
+
+
+def test_info_on_an_index_file_it_may_not_read_says_error(tmp_path: Path) -> None:
+    from tests.helpers import unprivileged_prefix
+
+    index = tmp_path / "i.sqlite3"
+    env = subprocess_env(tmp_path / "home")
+    args = ["--store", str(tmp_path / "s"), "--index", str(index)]
+    put = [sys.executable, "-m", "s3idx", "put", *args]
+    subprocess.run(put, input=b'{"fs_id": "a"}\n', env=env, check=True, capture_output=True)
+    index.chmod(0)
+    try:
+        done = subprocess.run(
+            [*unprivileged_prefix(), sys.executable, "-m", "s3idx", "info", "--json", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        index.chmod(0o644)
+    assert done.returncode == ExitStatus.UNAVAILABLE, done.stderr
+    data = orjson.loads(done.stdout)
+    assert (data["store_status"], data["index_status"]) == ("ok", "error")
+    assert f"cannot open index {index}" in done.stderr
