@@ -130,7 +130,8 @@ def test_dry_run_and_max_errors_count_over_all_processes(run: Run, tmp_path: Pat
 
     dry = run("put", "--processes", "2", "--dry-run", "--json", *locations, input=data)
     summary = orjson.loads(dry.stdout)
-    assert (summary["read"], summary["stored"], summary["rejected"]) == (60, 50, 10)
+    assert (summary["read"], summary["would_store"], summary["rejected"]) == (60, 50, 10)
+    assert summary["stored"] == 0
     assert not (tmp_path / "s").exists() or not any((tmp_path / "s").rglob("k1*"))
 
     limited = run("put", "--processes", "2", "--max-errors", "3", "--json", *locations, input=data)
@@ -655,7 +656,13 @@ def _summary(run: Run, *args: str, input: bytes | None = None) -> dict[str, obje
     assert result.exit_code in (0, 3), result.stderr
     summary = orjson.loads(result.stdout)
     # How long, how fast, how many manifests and bytes sent depend on how the run was cut up.
-    for name in ("elapsed", "docs_per_second", "manifests_written", "bytes_stored"):
+    for name in (
+        "elapsed",
+        "docs_per_second",
+        "manifests_written",
+        "bytes_stored",
+        "would_store_bytes",
+    ):
         summary.pop(name)
     return summary
 
@@ -683,7 +690,8 @@ def test_the_summary_is_the_same_however_the_run_is_cut_up(
     assert put("--batch-size", "7") == one
     assert put("--processes", "2") == one
     assert put("--processes", "2", "--batch-size", "7") == one
-    assert put("--dry-run", "--batch-size", "7") == {**one, "dry_run": True}
+    dry = {**one, "dry_run": True, "stored": 0, "would_store": one["stored"]}
+    assert put("--dry-run", "--batch-size", "7") == dry
     assert one["read"] == 80
     counted = ("stored", "unchanged", "duplicates", "rejected", "other_shards")
     assert sum(one[name] for name in counted) == 80  # type: ignore[misc]

@@ -277,7 +277,7 @@ def test_shard_auto_reads_the_schedulers_variables(run: Run, locations: list[str
     assert result.exit_code == 0, result.stderr
     summary = orjson.loads(result.stdout)
     assert summary["shard"] == "2/3"
-    assert summary["stored"] == sum(1 for d in GOOD if shard_of(d["fs_id"], 3) == 2)
+    assert summary["would_store"] == sum(1 for d in GOOD if shard_of(d["fs_id"], 3) == 2)
     env = {"JOB_COMPLETION_INDEX": "0", "S3IDX_SHARD_COUNT": "3"}
     result = run("sync", "--check", "--shard", "auto", "--json", *locations, env=env)
     assert result.exit_code == 0, result.stderr

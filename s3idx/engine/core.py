@@ -445,8 +445,7 @@ class Engine:
         options = self._put_options(
             fields, skip_unchanged, dry_run, max_errors, last_updated_from_document
         )
-        if not dry_run:
-            self.prepare_writes(shard)
+        self.prepare_writes(shard, dry_run=dry_run)
         self._record_fields(options)
         return run_put(
             store,
@@ -459,16 +458,20 @@ class Engine:
             shard=shard,
         )
 
-    def prepare_writes(self, shard: Shard | None) -> None:
+    def prepare_writes(self, shard: Shard | None, *, dry_run: bool = False) -> None:
         """A put's first step, before its index records anything (a new index stays new when
-        it fails): the store checks it can take writes (``RetryingStore.prepare_writes``). Its
+        it fails): the store checks it can take writes (``RetryingStore.prepare_writes``); in
+        a dry run it makes the same checks and creates nothing (``check_writes``). Its
         failure, or a signal meanwhile, carries the put's summary: nothing read or stored, the
         retries made."""
-        summary = PutResult(dry_run=False, shard=None if shard is None else str(shard))
+        summary = PutResult(dry_run=dry_run, shard=None if shard is None else str(shard))
         retries, started = self.store.retries, time.monotonic()
         try:
             with reported_on_failure(summary):
-                self.store.prepare_writes()
+                if dry_run:
+                    self.store.check_writes()
+                else:
+                    self.store.prepare_writes()
         except (S3idxError, KeyboardInterrupt):
             summary.retries = self.store.retries - retries
             summary.elapsed = time.monotonic() - started
@@ -496,10 +499,15 @@ class Engine:
         )
 
     def _record_fields(self, options: PutOptions) -> None:
-        """The index records put's key field and fields (not in a dry run)."""
+        """The index records put's key field and fields; a dry run only makes the checks
+        recording would make (the location, another key field recorded) and writes nothing."""
         if not options.dry_run:
             self.index.configure(options.key_field, options.fields)
             self.bind_store()
+            return
+        check = getattr(self.index, "check_configure", None)  # the index binding: by ``index``
+        if check is not None:
+            check(options.key_field, options.fields)
 
     def put_files(
         self,

@@ -667,8 +667,7 @@ def _worker_main(
         threading.Thread(target=watch, name="s3idx-stop", daemon=True).start()
         with Engine.from_settings(settings) as engine:
             engine.store  # noqa: B018 - opened now: the parent reads nothing until it is
-            if not options.dry_run:
-                engine.prepare_writes(shard=None)
+            engine.prepare_writes(shard=None, dry_run=options.dry_run)
             reports.send(("ready",))
             try:
                 result = run_put(

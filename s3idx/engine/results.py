@@ -68,6 +68,8 @@ class PutResult:
     shard: str | None = None  # "I/N" with --shard
     bytes_stored: int = 0
     elapsed: float = 0.0
+    # In a dry run, stored and bytes_stored count what the put would store (``as_dict``
+    # names them would_store and would_store_bytes).
     dry_run: bool = False
     stopped_early: bool = False  # --max-errors reached
     interrupted: bool = False
@@ -92,8 +94,15 @@ class PutResult:
         keep_key(self.unstored_keys, (key, reason))
 
     def as_dict(self) -> dict[str, Any]:
+        """The summary ``--json`` prints. A dry run stored nothing: its counts are
+        ``would_store`` and ``would_store_bytes``, ``stored`` and ``bytes_stored`` are 0 (as
+        delete's dry run says ``deleted: 0`` beside ``would_delete``)."""
         data = asdict(self)
         data["unstored_keys"] = key_reasons(self.unstored_keys)
+        data["would_store"] = self.stored if self.dry_run else 0
+        data["would_store_bytes"] = self.bytes_stored if self.dry_run else 0
+        if self.dry_run:
+            data["stored"] = data["bytes_stored"] = 0
         return {"command": "put", **data, "docs_per_second": self.rate}
 
     @property

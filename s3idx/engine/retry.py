@@ -289,6 +289,13 @@ class RetryingStore:
         if prepare is not None:
             self._call(prepare)
 
+    def check_writes(self) -> None:
+        """The inner store's checks of ``prepare_writes``, creating nothing (a dry run),
+        retried."""
+        check = getattr(self.inner, "check_writes", None)
+        if check is not None:
+            self._call(check)
+
     def put(
         self, key: str, body: bytes, metadata: Mapping[str, str], *, if_match: str | None = None
     ) -> PutReceipt:

@@ -901,6 +901,21 @@ class MongoIndex:
         self._c.ensure_indexes(self._c.live, settings)
         return settings
 
+    def check_configure(self, key_field: str, fields: Sequence[str]) -> None:
+        """What ``configure`` would refuse, found without writing (a dry run): the server
+        reached, the fields, another key field recorded."""
+        try:
+            check_key_field(key_field)
+        except UsageError as exc:
+            raise IndexSettingsError(exc.message, hint=exc.hint) from None
+        wanted = unique_fields(key_field, fields)
+        self._c.check_fields(key_field, wanted)
+        recorded = self.settings()
+        if recorded is not None and recorded.key_field != key_field:
+            raise self._key_mismatch(recorded.key_field, key_field)
+        if recorded is not None:
+            _check_field_count(key_field, unique_fields(key_field, [*recorded.fields, *wanted]))
+
     def _record_fields(self, key_field: str, fields: list[str]) -> IndexSettings:
         # One atomic update, so concurrent writers adding fields lose none. It matches on the
         # key field too: where another key field is recorded, the upsert's insert clashes with

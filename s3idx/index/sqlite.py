@@ -39,6 +39,7 @@ on.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
@@ -198,6 +199,34 @@ class _Database:
             raise UsageError(
                 f"index {self.location} is a directory, not a SQLite file",
                 hint=f"give the path of a SQLite file, such as {self.path / 'index.sqlite3'}",
+            )
+
+    def check_writable(self) -> None:
+        """What the first write would refuse before it opens the file, found without creating
+        anything (a dry run): a directory, a missing parent directory, one that cannot be
+        made."""
+        self._refuse_a_directory()
+        if self.path.exists():
+            return  # what it holds is read (and refused) by ``reading``
+        if not self._create_parents and not self.path.parent.is_dir():
+            raise missing_parent("index", self.location, str(self.path.parent))
+        missing = self.path
+        while not missing.parent.exists():
+            missing = missing.parent
+        problem = None
+        if not missing.parent.is_dir():
+            problem = errno.ENOTDIR
+        elif not os.access(missing.parent, os.W_OK | os.X_OK):
+            problem = errno.EACCES
+        if problem is not None and missing != self.path:
+            raise BackendUnavailableError(
+                f"cannot create the directory of index {self.location}: {os.strerror(problem)}",
+                hint="choose an index location in a directory you can write to",
+            )
+        if problem is not None:
+            raise BackendUnavailableError(  # as sqlite3's SQLITE_CANTOPEN (translate_error)
+                f"cannot open index {self.location} (unable to open database file)",
+                hint="check that the file's directory exists and that you may write to it",
             )
 
     def _writer_connection(self) -> sqlite3.Connection:
@@ -412,6 +441,18 @@ class SqliteIndex:
                 pending = (*pending, *_newly_pending(conn, new))
                 _set_pending(conn, pending)
             return IndexSettings(key_field, (*known, *new), pending)
+
+    def check_configure(self, key_field: str, fields: Sequence[str]) -> None:
+        """What ``configure`` would refuse, found without writing (a dry run): the location,
+        what the file holds, another key field recorded."""
+        _check_key_field(key_field)
+        for path in dict.fromkeys(fields):
+            if path != key_field:
+                _check_field(path)
+        self._db.check_writable()
+        current = self.settings()
+        if current is not None and current.key_field != key_field:
+            raise self._db.key_mismatch(current.key_field, key_field)
 
     def store_binding(self) -> str | None:
         with self._db.reading() as conn:

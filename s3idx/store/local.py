@@ -165,6 +165,28 @@ class LocalStore:
         cannot be a store fails before anything is recorded."""
         self._ready(for_write=True)
 
+    def check_writes(self) -> None:
+        """What ``prepare_writes`` would refuse, found without creating anything (a dry run):
+        a location that cannot be a store, a missing parent directory, one not writable."""
+        try:
+            if self._ready(for_write=False):
+                return
+            self._check_not_linked()
+            self._check_creatable()
+        except NotADirectoryError:
+            raise _not_a_directory(self.root) from None
+        except OSError as exc:
+            raise _unavailable(self.root, exc) from None
+        # The first directory prepare_writes would make, and the existing one it goes in.
+        first = self._tmp
+        while not first.parent.exists():
+            first = first.parent
+        if not first.parent.is_dir():
+            raise _not_a_directory(self.root)
+        if not os.access(first.parent, os.W_OK | os.X_OK):
+            denied = PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(first))
+            raise _unavailable(self.root, denied)
+
     def check_exists(self) -> None:
         """Raise NotFoundError naming the root unless a store is there (for reading commands)."""
         if self._ready(for_write=False):
@@ -183,19 +205,23 @@ class LocalStore:
                     hint="put the directory itself there (the store's root may be a link)",
                 )
 
-    def _initialise(self) -> None:
+    def _check_creatable(self) -> None:
+        """What refuses to make a store here, found without making anything."""
         if not self._create:
             raise StoreFormatError(f"{self.root} is not an s3idx store")
         if not self._create_parents and not self.root.parent.is_dir():
             raise missing_parent("store", self.location, str(self.root.parent))
+        if self.root.exists() and any(
+            p.name not in (MARKER, "objects", "tmp", "locks") for p in self.root.iterdir()
+        ):
+            raise StoreFormatError(
+                f"{self.root} is not empty and is not an s3idx store (no {MARKER})",
+                hint="choose a new or empty directory for --store",
+            )
+
+    def _initialise(self) -> None:
         try:
-            if self.root.exists() and any(
-                p.name not in (MARKER, "objects", "tmp", "locks") for p in self.root.iterdir()
-            ):
-                raise StoreFormatError(
-                    f"{self.root} is not empty and is not an s3idx store (no {MARKER})",
-                    hint="choose a new or empty directory for --store",
-                )
+            self._check_creatable()
             self._tmp.mkdir(parents=True, exist_ok=True)
             self._objects.mkdir(exist_ok=True)
             fold = _folds_case(self._tmp)

@@ -124,6 +124,9 @@ class ObstoreS3Store:
     def prepare_writes(self) -> None:  # as S3Store's
         self.connection.confirm_writable()
 
+    def check_writes(self) -> None:  # as S3Store's
+        self.connection.check_writable()
+
     def __repr__(self) -> str:
         endpoint = redact_location(self.connection.endpoint_url, vendor_text=True)
         return f"ObstoreS3Store({self.location!r}, endpoint={endpoint!r})"

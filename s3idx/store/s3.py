@@ -49,6 +49,7 @@ from s3idx.config import redact, redact_location
 from s3idx.errors import (
     BackendUnavailableError,
     InvalidKeyError,
+    NotFoundError,
     ObjectAccessDeniedError,
     ObjectChangedError,
     ObjectNotFoundError,
@@ -380,6 +381,16 @@ class S3Connection:
         with self.translated():
             self.create_missing_bucket()
         self.bucket_seen = True
+
+    def check_writable(self) -> None:
+        """``confirm_writable``'s checks, creating nothing (a dry run): the bucket is asked for
+        (the endpoint, the credentials); with ``create_bucket`` a missing one is fine, a put
+        would create it."""
+        if self.create_bucket:
+            with contextlib.suppress(NotFoundError):
+                self.check_bucket_exists()
+        else:
+            self.check_bucket_exists()
 
     def check_bucket_exists(self) -> None:
         """Raise NotFoundError if the bucket is missing; asked at most once per connection."""
@@ -719,6 +730,10 @@ class S3Store:
         (or created now, with ``create_bucket``), credentials refused or absent, or an endpoint
         that does not answer fail the put while a new index is still new."""
         self.connection.confirm_writable()
+
+    def check_writes(self) -> None:
+        """What ``prepare_writes`` would refuse, without creating the bucket (a dry run)."""
+        self.connection.check_writable()
 
     def open(self, key: str) -> ObjectBody:
         started = time.monotonic()

@@ -154,7 +154,8 @@ def test_skip_unchanged_uploads_nothing_the_second_time(run: Run) -> None:
 
 def test_dry_run_writes_nothing(run: Run) -> None:
     result = run("put", "--dry-run", "--json", input=jsonl({"fs_id": "a"}))
-    assert orjson.loads(result.stdout)["stored"] == 1
+    summary = orjson.loads(result.stdout)
+    assert (summary["would_store"], summary["stored"], summary["dry_run"]) == (1, 0, True)
     # Not even an empty store or index was made.
     assert "no s3idx index at " in run("query", "--count").stderr
     assert "no s3idx store at " in run("get", "a").stderr
@@ -166,7 +167,7 @@ def test_a_dry_run_counts_the_bytes_a_put_stores(
     run: Run, request: pytest.FixtureRequest, compress: str, store: str
 ) -> None:
     """bytes_stored: the stored objects' sizes (compressed; a local file with its metadata
-    header), dry run or not."""
+    header); a dry run's would_store_bytes: the same, though nothing was stored."""
     if compress == "zstd":
         pytest.importorskip("zstandard")
     documents = [{"fs_id": f"k{i}", "text": "abc " * (i * 20), "n": i} for i in range(30)]
@@ -180,8 +181,9 @@ def test_a_dry_run_counts_the_bytes_a_put_stores(
     dry = orjson.loads(run(*args, "--dry-run", input=data).stdout)
     real = orjson.loads(run(*args, input=data).stdout)
 
-    assert dry["bytes_stored"] == real["bytes_stored"]
-    assert (dry["stored"], real["stored"]) == (30, 30)
+    assert dry["would_store_bytes"] == real["bytes_stored"]
+    assert (dry["would_store"], real["stored"]) == (30, 30)
+    assert (dry["stored"], dry["bytes_stored"]) == (0, 0)
     if compress != "none":
         assert real["bytes_stored"] < len(data) / 2  # compressed, not the lines' sizes
 
