@@ -262,3 +262,43 @@ def test_a_store_refusing_the_compaction_leaves_the_rebuild_successful(
     assert (result.manifests_written, result.manifests_removed) == (0, 0)
     assert reasons == ["compacted manifests not written: access denied (read-only credentials)"]
     assert _entries(tmp_path / "b.sqlite3") == before
+
+
+@pytest.mark.parametrize("how", ["in-place", "restored-copy"])
+def test_a_manifest_copied_after_its_objects_were_stored_again_vouches_for_nothing(
+    run: Run, s3_endpoint: str, tmp_path: Path, s3_bucket: str, how: str
+) -> None:
+    """The same bodies put again with other metadata keep their ETags: only time tells the
+    first put's manifest lines out of date. A manifest copied later (in place, or restored
+    under its own name from a backup) has a new LastModified but still its name's time, when
+    s3idx wrote it: its lines must not stand for the objects stored since."""
+    first, second = tmp_path / "first.sqlite3", tmp_path / "second.sqlite3"
+    docs = jsonl(*[{"fs_id": f"k{i}", "n": i, "name": f"d{i}"} for i in range(5)])
+    where = ["--store", f"s3://{s3_bucket}/{PREFIX}", "--endpoint-url", s3_endpoint]
+    assert run("put", *where, "--index", str(first), "--field", "n", input=docs).exit_code == 0
+    client = _client(s3_endpoint)
+    listed = client.list_objects_v2(Bucket=s3_bucket, Prefix=f"{PREFIX}/{MANIFEST_PREFIX}")
+    (manifest,) = [item["Key"] for item in listed["Contents"]]
+    time.sleep(1.1)  # S3's times are whole seconds
+    stored = run("put", *where, "--index", str(second), "--field", "name", input=docs)
+    assert stored.exit_code == 0, stored.stderr
+    time.sleep(1.1)
+    body = client.get_object(Bucket=s3_bucket, Key=manifest)["Body"].read()
+    if how == "in-place":
+        client.copy_object(
+            Bucket=s3_bucket,
+            Key=manifest,
+            CopySource={"Bucket": s3_bucket, "Key": manifest},
+            MetadataDirective="REPLACE",
+        )
+    else:
+        client.delete_object(Bucket=s3_bucket, Key=manifest)
+        client.put_object(Bucket=s3_bucket, Key=manifest, Body=body)
+
+    rebuilt = run("rebuild-index", *where, "--index", str(second))
+    assert rebuilt.exit_code == 0, rebuilt.stderr
+    check = run("verify", *where, "--index", str(second))
+    assert check.exit_code == 0, check.stdout + check.stderr
+    entries = _entries(second)
+    assert [e.get("name") for e in entries] == [f"d{i}" for i in range(5)]
+    assert all("n" not in e for e in entries)

@@ -209,15 +209,35 @@ class CompactionWriter:
         self.removed += len(keys) - len(failures)
 
 
+def written_at(info: ObjectInfo) -> datetime | None:
+    """When s3idx wrote the manifest ``info`` lists: the earlier of its LastModified and the
+    time its name records (``manifest_name``). A manifest copied in place or restored from a
+    backup keeps its name but gets a new LastModified, and its lines are no truer for that:
+    taken at the new time, they would vouch for objects stored again since (same body, same
+    ETag, other metadata)."""
+    named = _name_time(info.key)
+    if named is None or info.last_modified is None:
+        return info.last_modified
+    return min(named, info.last_modified)
+
+
+def _name_time(key: str) -> datetime | None:
+    stamp = key.removeprefix(MANIFEST_PREFIX).partition("Z-")[0]
+    try:
+        return datetime.strptime(stamp, "%Y%m%dT%H%M%S.%f").replace(tzinfo=UTC)
+    except ValueError:
+        return None  # not a name s3idx gave: its LastModified alone
+
+
 def list_manifests(store: ObjectStore) -> list[ObjectInfo]:
-    """Every manifest, oldest first: by (LastModified, key); a later one wins a key."""
+    """Every manifest, oldest first: by (``written_at``, key); a later one wins a key."""
     manifests = [
         info
         for info in store.list_objects(MANIFEST_PREFIX)
         if info.key.startswith(MANIFEST_PREFIX) and info.key.endswith(_SUFFIX)
     ]
     floor = datetime.min.replace(tzinfo=UTC)
-    manifests.sort(key=lambda info: (info.last_modified or floor, info.key))
+    manifests.sort(key=lambda info: (written_at(info) or floor, info.key))
     return manifests
 
 

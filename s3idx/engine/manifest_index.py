@@ -20,7 +20,13 @@ from functools import partial
 import orjson
 
 from s3idx.engine.concurrency import ordered_map, worker_pool
-from s3idx.engine.manifest import ManifestLine, parse_manifest, read_manifest, vouches
+from s3idx.engine.manifest import (
+    ManifestLine,
+    parse_manifest,
+    read_manifest,
+    vouches,
+    written_at,
+)
 from s3idx.errors import CorruptObjectError, ObjectNotFoundError
 from s3idx.store.base import ObjectHead, ObjectInfo, ObjectStore
 
@@ -116,7 +122,7 @@ class ManifestIndex:
         owns: Callable[[str], bool] | None = None,
     ) -> None:
         """Add the lines of the manifest ``info`` names (CorruptObjectError: reported)."""
-        modified = _time(info.last_modified)
+        modified = _time(written_at(info))
         rows: list[_Row] = []
         try:
             for line in lines:
