@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 import math
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -369,18 +368,12 @@ def test_an_object_that_cannot_be_rewritten_keeps_its_entry_and_is_reported(
     assert run("query", '{"n": 1}', "--count").stdout == "1\n"
 
 
-@pytest.fixture
-def without_msgpack(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """As if msgpack were not installed: importing it fails."""
-    monkeypatch.setitem(sys.modules, "msgpack", None)
-    yield
-
-
 def test_without_msgpack_reading_bodies_says_how_to_install_it(
-    run: Run, s3_endpoint: str, s3_bucket: str, without_msgpack: None
+    run: Run, s3_endpoint: str, s3_bucket: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     maggma = MaggmaBucket(s3_endpoint, s3_bucket, "docs", False, SEARCHABLE)
-    maggma.write(DOCUMENTS[:2])
+    maggma.write(DOCUMENTS[:2])  # maggma itself needs msgpack: before it is taken away
+    monkeypatch.setitem(sys.modules, "msgpack", None)  # as if not installed: importing fails
 
     # Entries come from metadata alone: no msgpack needed.
     assert run("rebuild-index", *maggma.args).exit_code == 0

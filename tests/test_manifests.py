@@ -302,3 +302,31 @@ def test_a_manifest_copied_after_its_objects_were_stored_again_vouches_for_nothi
     entries = _entries(second)
     assert [e.get("name") for e in entries] == [f"d{i}" for i in range(5)]
     assert all("n" not in e for e in entries)
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [
+        {"s3idx-entry": "{not json"},
+        {"s3idx-entry": '{"fs_id": "doc/00004", "v": 3}'},  # another key's entry
+        {"s3idx-format": "99"},
+    ],
+    ids=["not-json", "another-key", "unknown-format"],
+)
+def test_a_manifest_line_whose_metadata_cannot_be_decoded_drops_no_object(
+    tmp_path: Path, metadata: dict[str, str]
+) -> None:
+    """The line's ETag matches, but its metadata is not the object's: a manifest is a claim,
+    the object is asked (a HEAD), and its own sound metadata gives its entry."""
+    with Engine(LocalStore(tmp_path / "s"), SqliteIndex(tmp_path / "a.sqlite3")) as engine:
+        engine.put_documents([_doc(i) for i in range(6)], fields=["v"])
+        store = engine.store
+        head = store.head("doc/00003")
+        damaged = {**head.metadata, **metadata}
+        line = ManifestLine(head.key, head.etag, head.size, damaged, head.last_modified)
+        assert write_manifest(store, [line]) is not None
+        result = engine.rebuild_index()
+        keys = [e["fs_id"] for e in engine.query({}, fields=["fs_id"])]
+    assert keys == [f"doc/{i:05d}" for i in range(6)]
+    assert result.skipped.undecodable == 0 and result.skipped.not_s3idx == 0
+    assert (result.written, result.heads, result.from_manifests) == (6, 1, 5)

@@ -48,7 +48,7 @@ from s3idx.engine.concurrency import prefetched, worker_pool
 from s3idx.engine.delete import finish_deletes
 from s3idx.engine.manifest import CompactionWriter, ManifestLine, list_manifests
 from s3idx.engine.manifest_index import ManifestIndex
-from s3idx.engine.metadata_entry import Recovered, Rewriter
+from s3idx.engine.metadata_entry import Recovered, Rewriter, recover_entry
 from s3idx.engine.probe import indexed_entries, probe_key_field
 from s3idx.engine.reconcile import observe, reconcile
 from s3idx.engine.results import (
@@ -59,7 +59,14 @@ from s3idx.engine.results import (
     reported_on_failure,
     started,
 )
-from s3idx.errors import DamagedIndexError, IndexSettingsError, S3idxError, UsageError
+from s3idx.errors import (
+    DamagedIndexError,
+    IndexSettingsError,
+    NotAnS3idxObjectError,
+    S3idxError,
+    UndecodableMetadataError,
+    UsageError,
+)
 from s3idx.index.base import Index, IndexRebuild, IndexSettings
 from s3idx.limits import batched
 from s3idx.sharding import Shard
@@ -294,6 +301,7 @@ def _rebuild_batch(
     vouched: dict[str, ObjectHead] = {}
     if joined is not None:
         vouched, _ = joined.vouch(todo)
+        vouched = {k: h for k, h in vouched.items() if _gives_entry(h, collector.key_field)}
         result.from_manifests += len(vouched)
     entries = list(collector.entries((o.key for o in todo), vouched))
     rebuild.upsert(entries)
@@ -304,6 +312,20 @@ def _rebuild_batch(
     result.pending_fields = {f: n for f, n in collector.lacking.items() if n}
     result.listed_through = listed_through or keys[-1]
     rebuild.save_checkpoint(_checkpoint(result, result.listed_through))
+
+
+def _gives_entry(head: ObjectHead, key_field: str | None) -> bool:
+    """Whether a manifest line's s3idx metadata can be decoded. A line whose cannot is a claim
+    that would drop a sound object from the index (a damaged line): the object itself is
+    asked instead (a HEAD), as for every line that does not vouch. A line without s3idx
+    metadata stands: compaction records foreign objects so, to spare their HEADs."""
+    try:
+        recover_entry(head, key_field)
+    except NotAnS3idxObjectError:
+        return True
+    except UndecodableMetadataError:
+        return False
+    return True
 
 
 class _Compaction:
