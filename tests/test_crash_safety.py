@@ -212,7 +212,13 @@ def test_kill_9_during_a_put_on_the_http_transport_never_leaves_an_entry_without
     request = urllib.request.Request(f"{s3_endpoint}/crash", method="PUT")
     urllib.request.urlopen(request, timeout=10).close()  # the bucket, whenever the kill comes
     process = _s3idx(tmp_path, "put", str(source), *http)
-    time.sleep(delay)  # start-up takes ~0.6 s; then about 250 documents a second on moto
+    # Start-up takes ~0.6 s on a quiet machine (much more on a loaded one), and ends when the
+    # put has created its index; then about 250 documents a second on moto.
+    index = tmp_path / "index.sqlite3"
+    started = time.monotonic()
+    while not index.exists() and process.poll() is None and time.monotonic() - started < 60:
+        time.sleep(0.02)
+    time.sleep(max(0.0, delay - 0.6))
     process.kill()
     process.communicate(timeout=30)
 

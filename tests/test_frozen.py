@@ -27,7 +27,8 @@ def test_records_are_values() -> None:
     assert info != ("a", "etag", 3, when)  # another type is never equal
     assert (
         repr(DeleteFailure("k", "gone"))
-        == "DeleteFailure(key='k', reason='gone', changed=False, transient=False, denied=False)"
+        == "DeleteFailure(key='k', reason='gone', changed=False, transient=False, denied=False, "
+        "timed_out=False, hint=None)"
     )
     assert {info, ObjectInfo("a", "etag", 3, when)} == {info}
 
