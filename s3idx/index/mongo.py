@@ -885,12 +885,7 @@ class MongoIndex:
         return IndexSettings(key_field, tuple(unique_fields(key_field, fields)), waiting)
 
     def configure(self, key_field: str, fields: Sequence[str]) -> IndexSettings:
-        try:
-            check_key_field(key_field)
-        except UsageError as exc:
-            raise IndexSettingsError(exc.message, hint=exc.hint) from None
-        wanted = unique_fields(key_field, fields)
-        self._c.check_fields(key_field, wanted)
+        wanted = self._checked_fields(key_field, fields)
         # Read first: settings damaged by hand are said, not written over ($addToSet would fail
         # on fields that are not an array, in its own words).
         recorded = self.settings()
@@ -904,17 +899,23 @@ class MongoIndex:
     def check_configure(self, key_field: str, fields: Sequence[str]) -> None:
         """What ``configure`` would refuse, found without writing (a dry run): the server
         reached, the fields, another key field recorded."""
+        wanted = self._checked_fields(key_field, fields)
+        recorded = self.settings()
+        if recorded is not None and recorded.key_field != key_field:
+            raise self._key_mismatch(recorded.key_field, key_field)
+        if recorded is not None:
+            _check_field_count(key_field, unique_fields(key_field, [*recorded.fields, *wanted]))
+
+    def _checked_fields(self, key_field: str, fields: Sequence[str]) -> list[str]:
+        """The fields to index besides the key field, once each, after the checks both
+        ``configure`` and ``check_configure`` make before reading the index."""
         try:
             check_key_field(key_field)
         except UsageError as exc:
             raise IndexSettingsError(exc.message, hint=exc.hint) from None
         wanted = unique_fields(key_field, fields)
         self._c.check_fields(key_field, wanted)
-        recorded = self.settings()
-        if recorded is not None and recorded.key_field != key_field:
-            raise self._key_mismatch(recorded.key_field, key_field)
-        if recorded is not None:
-            _check_field_count(key_field, unique_fields(key_field, [*recorded.fields, *wanted]))
+        return wanted
 
     def _record_fields(self, key_field: str, fields: list[str]) -> IndexSettings:
         # One atomic update, so concurrent writers adding fields lose none. It matches on the

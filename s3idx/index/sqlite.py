@@ -420,10 +420,7 @@ class SqliteIndex:
             return None if conn is None else self._db.load_settings(conn)
 
     def configure(self, key_field: str, fields: Sequence[str]) -> IndexSettings:
-        _check_key_field(key_field)
-        wanted = [f for f in dict.fromkeys(fields) if f != key_field]
-        for path in wanted:
-            _check_field(path)
+        wanted = _checked_fields(key_field, fields)
         with self._db.transaction() as conn:
             current = self._db.load_settings(conn)
             if current is not None and current.key_field != key_field:
@@ -445,10 +442,7 @@ class SqliteIndex:
     def check_configure(self, key_field: str, fields: Sequence[str]) -> None:
         """What ``configure`` would refuse, found without writing (a dry run): the location,
         what the file holds, another key field recorded."""
-        _check_key_field(key_field)
-        for path in dict.fromkeys(fields):
-            if path != key_field:
-                _check_field(path)
+        _checked_fields(key_field, fields)
         self._db.check_writable()
         current = self.settings()
         if current is not None and current.key_field != key_field:
@@ -808,10 +802,7 @@ class SqliteIndex:
         staging index is shared (see ``Index.start_rebuild``): joining, creating and refusing
         are decided in one transaction, so shards starting together end up on one.
         """
-        _check_key_field(key_field)
-        wanted = tuple(f for f in dict.fromkeys(fields) if f != key_field)
-        for path in wanted:
-            _check_field(path)
+        wanted = tuple(_checked_fields(key_field, fields))
         with self._db.transaction(repair=True) as conn:
             plan = _rebuild_to_continue(conn, resume=resume, shard=shard, restart=restart)
             token = _get_meta(conn, _REBUILD_LOG)
@@ -1646,11 +1637,16 @@ def _marks(count: int) -> str:
     return ", ".join("?" * count)
 
 
-def _check_key_field(key_field: Any) -> None:
+def _checked_fields(key_field: Any, fields: Sequence[str]) -> list[str]:
+    """The fields to index besides ``key_field``, once each, after checking both."""
     try:
         codec.check_key_field(key_field)
     except UsageError as exc:
         raise IndexSettingsError(exc.message, hint=exc.hint) from None
+    wanted = [f for f in dict.fromkeys(fields) if f != key_field]
+    for path in wanted:
+        _check_field(path)
+    return wanted
 
 
 def _check_field(path: str) -> None:

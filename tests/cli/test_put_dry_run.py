@@ -62,46 +62,30 @@ def _s3(endpoint: str, bucket: str) -> list[str]:
 # --- the key field the index records -----------------------------------------------------------
 
 
-@PROCESSES
-def test_another_key_field_than_the_index_records_local(
-    run: Run, tmp_path: Path, processes: str
+@pytest.mark.parametrize(
+    ("where", "processes"),
+    # mongomock lives in this process only: --processes 2's children would not see it.
+    [("local", "1"), ("local", "2"), ("s3", "1"), ("mongodb", "1")],
+)
+def test_another_key_field_than_the_index_records(
+    run: Run, tmp_path: Path, request: pytest.FixtureRequest, where: str, processes: str
 ) -> None:
-    args = ["--store", str(tmp_path / "s"), "--index", str(tmp_path / "i.sqlite3")]
+    store = ["--store", str(tmp_path / "s")]
+    index = ["--index", str(tmp_path / "i.sqlite3")]
+    server = None
+    if where == "s3":
+        endpoint = request.getfixturevalue("s3_endpoint")
+        store = _s3(endpoint, request.getfixturevalue("s3_bucket"))
+    if where == "mongodb":
+        server = request.getfixturevalue("mongomock_server")
+        index = ["--index", "mongodb://localhost/db"]
+    args = [*store, *index, "--processes", processes]
     assert run("put", *args, input=jsonl(*DOCS[:3])).exit_code == 0
-    before = _tree(tmp_path)
-    dry = run(
-        "put", *args, "--key", "task_id", "--dry-run", "--processes", processes, input=jsonl(*DOCS)
-    )
-    assert dry.exit_code == ExitStatus.USAGE, dry.stderr
-    assert "uses key field 'fs_id', not 'task_id'" in dry.stderr
-    assert _tree(tmp_path) == before
-    real = run("put", *args, "--key", "task_id", "--processes", processes, input=jsonl(*DOCS))
-    assert real.exit_code == ExitStatus.USAGE
-    assert _problem(dry.stderr) == _problem(real.stderr)
-
-
-def test_another_key_field_than_the_index_records_s3(
-    run: Run, tmp_path: Path, s3_endpoint: str, s3_bucket: str
-) -> None:
-    args = [*_s3(s3_endpoint, s3_bucket), "--index", str(tmp_path / "i.sqlite3")]
-    assert run("put", *args, input=jsonl(*DOCS[:3])).exit_code == 0
-    before = _tree(tmp_path)
+    before = (_tree(tmp_path), server and _mongo(server))
     _same_refusal(
         run, [*args, "--key", "task_id"], ExitStatus.USAGE, "uses key field 'fs_id', not 'task_id'"
     )
-    assert _tree(tmp_path) == before
-
-
-def test_another_key_field_than_the_index_records_mongodb(
-    run: Run, tmp_path: Path, mongomock_server: Any
-) -> None:
-    args = ["--store", str(tmp_path / "s"), "--index", "mongodb://localhost/db"]
-    assert run("put", *args, input=jsonl(*DOCS[:3])).exit_code == 0
-    before = _mongo(mongomock_server)
-    _same_refusal(
-        run, [*args, "--key", "task_id"], ExitStatus.USAGE, "uses key field 'fs_id', not 'task_id'"
-    )
-    assert _mongo(mongomock_server) == before
+    assert (_tree(tmp_path), server and _mongo(server)) == before
 
 
 def test_a_new_mongodb_index_is_not_created(
