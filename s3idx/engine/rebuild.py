@@ -16,6 +16,11 @@ are HEADed again and the staging index gets what the bucket holds now; after the
 keys are reconciled on the live index, which catches writes that landed during the swap itself;
 then ``finish`` ends the log.
 
+Other tools write to the bucket without the log. A resumed rebuild, and the shard that swaps a
+sharded one, list again the part listed before (by the interrupted run, or by every shard) and
+make its staged entries agree with the bucket before the catch-up (``_Recheck``): entries of
+objects gone are dropped, objects changed or new there are read again.
+
 Manifests (``engine/manifest.py``) spare most HEADs: every manifest is read into a temporary
 table first (``ManifestIndex``), and a listed object whose latest manifest line vouches for it
 (same ETag, not stored since) takes its entry from that line; every other object is HEADed.
