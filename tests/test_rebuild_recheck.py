@@ -173,3 +173,38 @@ def test_cli_split_rebuild_reports_the_recheck_and_verify_passes(run: Run, tmp_p
     LocalStore(tmp_path / "store").delete([changes.foreign])  # verify counts a foreign object apart
     verified = run("verify", *where)
     assert verified.exit_code == 0, verified.stdout + verified.stderr
+
+
+@pytest.mark.parametrize(
+    ("store", "index_kind"), [("local", "sqlite"), ("local", "mongomock")], indirect=["store"]
+)
+def test_a_batch_staged_but_not_checkpointed_is_listed_again_too(
+    store: ObjectStore, indexes: OpenIndex, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A crash between a batch's entries and its checkpoint: the resumed run finds them staged
+    beyond the checkpoint, and they are checked like the part before it."""
+    monkeypatch.setattr(rebuild_module, "LIST_BATCH", 7)
+    real = rebuild_module._checkpoint
+    calls = iter(range(100))
+
+    def dies_at_the_third(result: Any, listed_through: str) -> dict[str, Any]:
+        if next(calls) == 2:
+            raise KeyboardInterrupt  # killed after the third batch's upsert
+        return real(result, listed_through)
+
+    with Engine(store, indexes(), workers=4) as engine:
+        engine.put_documents(_docs(), fields=["version"])
+        monkeypatch.setattr(rebuild_module, "_checkpoint", dies_at_the_third)
+        with pytest.raises(KeyboardInterrupt):
+            engine.rebuild_index()
+        monkeypatch.setattr(rebuild_module, "_checkpoint", real)
+
+        # Past the checkpoint (doc/013), in the batch staged without one (doc/014 to doc/020).
+        changes = Changes("doc/015", "doc/016", "doc/017", "doc/0165")
+        changes.apply(store, tmp_path)
+        resumed = engine.rebuild_index(resume=True)
+
+        assert (resumed.resumed, resumed.committed) == (True, True)
+        # The new object was listed and read by the resumed run's own pass: nothing to redo.
+        assert (resumed.recheck_dropped, resumed.recheck_refreshed) == (2, 1)
+        changes.assert_index_agrees(engine)
