@@ -149,14 +149,29 @@ def test_shards_run_apart_see_what_another_tool_did_in_between(
         changes.assert_index_agrees(engine)
 
 
-def test_cli_split_rebuild_reports_the_recheck_and_verify_passes(run: Run, tmp_path: Path) -> None:
-    where = ["--store", str(tmp_path / "store"), "--index", str(tmp_path / "i.sqlite3")]
+@pytest.mark.parametrize("transport", ["local", "http"])
+def test_cli_split_rebuild_reports_the_recheck_and_verify_passes(
+    run: Run, tmp_path: Path, transport: str, request: pytest.FixtureRequest
+) -> None:
+    index = ["--index", str(tmp_path / "i.sqlite3")]
+    store: ObjectStore
+    if transport == "local":
+        where = ["--store", str(tmp_path / "store"), *index]
+        store = LocalStore(tmp_path / "store")
+    else:
+        from s3idx.store.s3 import S3Store
+
+        endpoint = request.getfixturevalue("s3_endpoint")
+        bucket = request.getfixturevalue("s3_bucket")
+        location = ["--store", f"s3://{bucket}/docs", "--endpoint-url", endpoint]
+        where = [*location, "--transport", "http", *index]
+        store = S3Store(bucket, "docs", endpoint_url=endpoint, region="us-east-1")
     lines = b"".join(orjson.dumps(d) + b"\n" for d in _docs())
     assert run("put", *where, "--field", "version", "-q", input=lines).exit_code == 0
     assert run("rebuild-index", *where, "--shard", "0/2", "-q").exit_code == 0
 
     changes = Changes.owned_by(Shard(0, 2))
-    changes.apply(LocalStore(tmp_path / "store"), tmp_path)
+    changes.apply(store, tmp_path)
     done = run("rebuild-index", *where, "--shard", "1/2", "--json")
 
     assert done.exit_code == 0, done.stderr
@@ -170,7 +185,8 @@ def test_cli_split_rebuild_reports_the_recheck_and_verify_passes(run: Run, tmp_p
     assert query.exit_code == 0, query.stderr
     found = [orjson.loads(line) for line in query.stdout.splitlines()]
     assert [(d["fs_id"], d["version"]) for d in found] == [(changes.replaced, "new")]
-    LocalStore(tmp_path / "store").delete([changes.foreign])  # verify counts a foreign object apart
+    store.delete([changes.foreign])  # verify counts a foreign object apart
+    store.close()
     verified = run("verify", *where)
     assert verified.exit_code == 0, verified.stdout + verified.stderr
 
@@ -207,4 +223,31 @@ def test_a_batch_staged_but_not_checkpointed_is_listed_again_too(
         assert (resumed.resumed, resumed.committed) == (True, True)
         # The new object was listed and read by the resumed run's own pass: nothing to redo.
         assert (resumed.recheck_dropped, resumed.recheck_refreshed) == (2, 1)
+        changes.assert_index_agrees(engine)
+
+
+def test_a_stop_during_the_recheck_swaps_nothing_and_resume_finishes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(rebuild_module, "LIST_BATCH", 7)
+    store = LocalStore(tmp_path / "store")
+    with Engine(store, SqliteIndex(tmp_path / "index.sqlite3"), workers=4) as engine:
+        engine.put_documents(_docs(), fields=["version"])
+        stop = threading.Event()
+        assert engine.rebuild_index(events=StopAfter(stop, 2), stop=stop).interrupted
+        changes = Changes()
+        changes.apply(store, tmp_path)
+        before = sorted(e["fs_id"] for e in engine.query({}))
+
+        # Three batches left to list (doc/014 to doc/029), then the first batch of the recheck.
+        stop = threading.Event()
+        stopped = engine.rebuild_index(resume=True, events=StopAfter(stop, 4), stop=stop)
+
+        assert (stopped.interrupted, stopped.committed) == (True, False)
+        # Its first 7 keys: doc/000 (gone) and doc/001 to doc/006 (listed).
+        assert (stopped.rechecked, stopped.recheck_dropped, stopped.recheck_refreshed) == (6, 2, 1)
+        assert sorted(e["fs_id"] for e in engine.query({})) == before  # the old index
+        finished = engine.rebuild_index(resume=True)
+        assert finished.committed
+        assert (finished.recheck_dropped, finished.recheck_refreshed) == (0, 1)  # doc/0075
         changes.assert_index_agrees(engine)
