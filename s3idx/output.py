@@ -212,6 +212,12 @@ def rebuild_summary(result: RebuildResult) -> str:
         )
     if result.resumed:
         line += "; resumed"
+    if result.rechecked or result.recheck_dropped:
+        line += (
+            f"; done before, listed again: {result.rechecked}, "
+            f"{result.recheck_dropped} dropped (gone or no entry now), "
+            f"{result.recheck_refreshed} read again (changed or new)"
+        )
     if result.pending_fields:
         lacking = ", ".join(f"{f} ({n})" for f, n in result.pending_fields.items())
         line += f"; objects lacking fields: {lacking}: run `s3idx reindex` to backfill them"

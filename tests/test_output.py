@@ -247,3 +247,16 @@ def test_a_resumed_rebuild_rates_only_what_it_listed_itself() -> None:
     assert "(10.0 objects/s)" in output.rebuild_summary(result)
     assert result.rate == 10.0
     assert "listed_before" not in result.as_dict()
+
+
+def test_a_rebuild_that_listed_the_part_done_before_again_says_what_it_found() -> None:
+    plain = RebuildResult(listed=10, written=10, committed=True)
+    assert "listed again" not in output.rebuild_summary(plain)
+    result = RebuildResult(
+        listed=10, resumed=True, committed=True, rechecked=6, recheck_dropped=2, recheck_refreshed=1
+    )
+    assert (
+        "; resumed; done before, listed again: 6, 2 dropped (gone or no entry now), "
+        "1 read again (changed or new)"
+    ) in output.rebuild_summary(result)
+    assert result.as_dict()["recheck_dropped"] == 2

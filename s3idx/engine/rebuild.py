@@ -16,6 +16,11 @@ are HEADed again and the staging index gets what the bucket holds now; after the
 keys are reconciled on the live index, which catches writes that landed during the swap itself;
 then ``finish`` ends the log.
 
+Other tools write to the bucket without the log. A resumed rebuild, and the shard that swaps a
+sharded one, list again the part listed before (by the interrupted run, or by every shard) and
+make its staged entries agree with the bucket before the catch-up (``_Recheck``): entries of
+objects gone are dropped, objects changed or new there are read again.
+
 Manifests (``engine/manifest.py``) spare most HEADs: every manifest is read into a temporary
 table first (``ManifestIndex``), and a listed object whose latest manifest line vouches for it
 (same ETag, not stored since) takes its entry from that line; every other object is HEADed.
@@ -36,10 +41,11 @@ shard knows only its own keys).
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
+from itertools import takewhile
 from typing import Any
 
 from s3idx.config import DEFAULT_KEY_FIELD, redact_location
@@ -55,6 +61,7 @@ from s3idx.engine.results import (
     Events,
     MaggmaObjects,
     RebuildResult,
+    Skipped,
     accounted,
     reported_on_failure,
     started,
@@ -66,8 +73,9 @@ from s3idx.errors import (
     S3idxError,
     UndecodableMetadataError,
     UsageError,
+    quote_key,
 )
-from s3idx.index.base import Index, IndexRebuild, IndexSettings
+from s3idx.index.base import Bookkeeping, Entry, Index, IndexRebuild, IndexSettings
 from s3idx.limits import batched
 from s3idx.sharding import Shard
 from s3idx.store.base import ObjectHead, ObjectInfo, ObjectStore
@@ -160,6 +168,7 @@ def _run(
     journaled = set(index.journaled())
     checkpoint = rebuild.checkpoint() if resume else None
     result = _restore(checkpoint, key_field)
+    recheck = _done_before(rebuild, result, shard)
     result.shard = None if shard is None else str(shard)
     # A shard resumed after it finished its part only has the swap left to try.
     listed_all = shard is not None and resume and shard.index in rebuild.shards_done()
@@ -204,12 +213,16 @@ def _run(
                 result.total_written = result.written
             elif not result.interrupted and shard is not None:
                 _shard_finished(rebuild, shard, result)
+            if not result.interrupted and result.swapped and recheck is not None:
+                _Recheck(store, rebuild, result, events, pool, workers, options.rewriter).run(
+                    recheck.through, joined, stop
+                )
             if not result.interrupted and result.swapped:
                 journaled.update(index.journaled())
                 changed = journaled.union(rebuild.changed_keys())
                 _catch_up(store, index, rebuild, changed, result, pool, workers)
                 result.changed_meanwhile = len(changed)
-        result.heads = collector.heads
+        result.heads += collector.heads
     if not result.interrupted and result.swapped:
         try:
             _refuse_empty_replacement(store, index, result)
@@ -232,6 +245,184 @@ def _run(
                 result.manifests_written = compaction.writer.written
                 result.manifests_removed = compaction.writer.removed
     return result
+
+
+@dataclass(frozen=True, slots=True)
+class _DoneBefore:
+    """The part of the staging index filled before this run: keys up to ``through`` (None:
+    every key)."""
+
+    through: str | None
+
+
+def _done_before(
+    rebuild: IndexRebuild, result: RebuildResult, shard: Shard | None
+) -> _DoneBefore | None:
+    """What the swap must list again, as other tools may have changed it since it was listed
+    (their writes are in no change log): for a sharded rebuild, everything (the other shards
+    listed their parts at other times; only the one that swaps does it); for a resumed one,
+    the keys up to its checkpoint, or up to the last key staged if a batch was staged but not
+    checkpointed (a crash in between); for a rebuild started afresh, nothing."""
+    if shard is not None:
+        return _DoneBefore(None)
+    if not result.resumed:
+        return None
+    through = max(
+        (k for k in (result.listed_through, rebuild.last_key()) if k is not None), default=None
+    )
+    return None if through is None else _DoneBefore(through)
+
+
+class _Recheck:
+    """Lists the part done before again and makes its staged entries agree with the bucket.
+
+    A merge of the listing with the staged entries, both in key order, as ``sync``'s: an entry
+    whose object is gone is dropped; an object whose ETag or size differs from its entry's is
+    read again (a manifest line that vouches for it, else a HEAD) and its entry replaced, or
+    dropped if it gives none now (foreign, undecodable: counted and reported as skipped); an
+    object with no entry is read too and gets one if it gives one (new since; one that gives
+    none is not counted again: the run that listed it first counted it). Entries written by
+    s3idx meanwhile are read again by the catch-up after this, as ever.
+    """
+
+    def __init__(
+        self,
+        store: ObjectStore,
+        rebuild: IndexRebuild,
+        result: RebuildResult,
+        events: Events,
+        pool: ThreadPoolExecutor,
+        workers: int,
+        rewriter: Rewriter | None,
+    ) -> None:
+        self._store = store
+        self._rebuild = rebuild
+        self._result = result
+        self._events = events
+        self._reported: set[str] = set()
+        self._collector = EntryCollector(
+            store,
+            pool,
+            workers,
+            result.key_field,
+            result.skipped,
+            on_skip=self._skipped,
+            maggma=result.maggma,
+            rewriter=rewriter,
+        )
+        self._collector.fields = list(result.fields)
+        self._collector.lacking = dict(result.pending_fields)
+        self._collector.accepted = result.total_written
+
+    def _skipped(self, key: str, reason: str) -> None:
+        if key in self._reported:
+            self._events.skipped(key, reason)
+
+    def run(
+        self, through: str | None, joined: ManifestIndex | None, stop: threading.Event | None
+    ) -> None:
+        result = self._result
+        listing = prefetched(self._store.list_objects())
+        recorded = self._rebuild.iter_bookkeeping()
+        listed: Iterator[ObjectInfo] = listing
+        staged: Iterator[tuple[str, Bookkeeping]] = recorded
+        if through is not None:
+            listed = takewhile(lambda o: o.key <= through, listed)
+            staged = takewhile(lambda r: r[0] <= through, staged)
+        try:
+            for chunk in batched(_merged(listed, staged), LIST_BATCH):
+                self._chunk(chunk, joined)
+                self._events.progress(
+                    result.listed, None, {"written": result.written, "rechecked": result.rechecked}
+                )
+                if stop is not None and stop.is_set():
+                    result.interrupted = True
+                    break
+        finally:
+            for stream in (listing, recorded):  # a listing stopped early stops its reader
+                close = getattr(stream, "close", None)
+                if close is not None:
+                    close()
+        result.heads += self._collector.heads
+        result.fields = list(self._collector.fields)
+        result.pending_fields = {f: n for f, n in self._collector.lacking.items() if n}
+
+    def _chunk(
+        self,
+        chunk: list[tuple[str, Bookkeeping | None, ObjectInfo | None]],
+        joined: ManifestIndex | None,
+    ) -> None:
+        result = self._result
+        result.rechecked += sum(obj is not None for _, _, obj in chunk)
+        gone = [key for key, _, obj in chunk if obj is None]
+        changed = [
+            obj
+            for _, was, obj in chunk
+            if obj is not None and was is not None and (obj.etag, obj.size) != (was.etag, was.size)
+        ]
+        new = [obj for _, was, obj in chunk if obj is not None and was is None]
+        if not (gone or changed or new):
+            return
+        # Dropped first, written again below: a crash in between leaves them new objects,
+        # which a resume reads again.
+        self._rebuild.delete(gone + [o.key for o in changed])
+        self._reported = {o.key for o in changed}
+        kept = self._entries(changed, joined)
+        self._reported = set()
+        collector, counted = self._collector, self._collector.skipped
+        collector.skipped = Skipped()  # already counted by the run that listed them first
+        try:
+            added = self._entries(new, joined)
+        finally:
+            collector.skipped = counted
+        self._rebuild.upsert(kept + added)
+        dropped = len(gone) + len(changed) - len(kept)
+        result.recheck_dropped += dropped
+        result.recheck_refreshed += len(kept) + len(added)
+        result.total_written += len(added) - dropped
+
+    def _entries(self, objects: list[ObjectInfo], joined: ManifestIndex | None) -> list[Entry]:
+        vouched: dict[str, ObjectHead] = {}
+        if joined is not None and objects:
+            vouched, _ = joined.vouch(objects)
+            key_field = self._collector.key_field
+            vouched = {k: h for k, h in vouched.items() if _gives_entry(h, key_field)}
+            self._result.from_manifests += len(vouched)
+        return list(self._collector.entries((o.key for o in objects), vouched))
+
+
+def _merged(
+    listing: Iterator[ObjectInfo], staged: Iterator[tuple[str, Bookkeeping]]
+) -> Iterator[tuple[str, Bookkeeping | None, ObjectInfo | None]]:
+    """(key, its staged bookkeeping or None, its listed object or None) for every key of
+    either stream, in key order; a stream out of key order is an error, not a wrong drop."""
+    obj = _next_in_order(listing, None, "store listing")
+    entry = _next_in_order(staged, None, "rebuilt index")
+    while obj is not None or entry is not None:
+        if entry is None or (obj is not None and obj.key < entry[0]):
+            assert obj is not None
+            yield obj.key, None, obj
+            obj = _next_in_order(listing, obj.key, "store listing")
+        elif obj is None or entry[0] < obj.key:
+            yield entry[0], entry[1], None
+            entry = _next_in_order(staged, entry[0], "rebuilt index")
+        else:
+            yield obj.key, entry[1], obj
+            obj = _next_in_order(listing, obj.key, "store listing")
+            entry = _next_in_order(staged, entry[0], "rebuilt index")
+
+
+def _next_in_order(stream: Iterator[Any], previous: str | None, what: str) -> Any:
+    item = next(stream, None)
+    if item is None or previous is None:
+        return item
+    key = item.key if isinstance(item, ObjectInfo) else item[0]
+    if key <= previous:
+        raise S3idxError(
+            f"the {what} is not in key order ({quote_key(key)} after {quote_key(previous)}); "
+            "rebuild-index cannot compare the part done before with the bucket"
+        )
+    return item
 
 
 def _finish_deletes(store: ObjectStore, index: Index, events: Events) -> None:
@@ -386,7 +577,16 @@ def _catch_up(
 
 def _checkpoint(result: RebuildResult, listed_through: str) -> dict[str, Any]:
     data = result.as_dict()
-    for name in ("shard", "shards_done", "swapped", "total_written", "total_entries"):
+    for name in (
+        "shard",
+        "shards_done",
+        "swapped",
+        "total_written",
+        "total_entries",
+        "rechecked",
+        "recheck_dropped",
+        "recheck_refreshed",
+    ):
         del data[name]  # the run's own, not the shard's progress
     data["listed_through"] = listed_through
     return data

@@ -279,6 +279,12 @@ class RebuildResult:
     listed_before: int = 0  # listed by the interrupted run resumed: not this run's work
     # Keys other writers wrote or deleted while the rebuild ran: read again before the swap.
     changed_meanwhile: int = 0
+    # A resumed rebuild (the part listed before it) and the swap of a sharded one (the whole
+    # store) list again what was done before: objects listed again, entries dropped (the object
+    # is gone or gives no entry now) and entries read again (its ETag changed, or it is new).
+    rechecked: int = 0
+    recheck_dropped: int = 0
+    recheck_refreshed: int = 0
     # Objects whose entry came from a manifest line, and objects HEADed (no line vouched).
     from_manifests: int = 0
     heads: int = 0

@@ -64,6 +64,7 @@ from bson.errors import BSONError
 from bson.int64 import Int64
 from pymongo import (
     ASCENDING,
+    DESCENDING,
     DeleteOne,
     IndexModel,
     InsertOne,
@@ -1825,6 +1826,23 @@ class MongoRebuild:
             with self._c.guard("reading the rebuild of"):
                 found.update(d[ID] for d in self._collection.find({ID: {"$in": batch}}, [ID]))
         return found
+
+    def iter_bookkeeping(self) -> Iterator[tuple[str, Bookkeeping]]:
+        self._check_open()
+        # _id is the key, and MongoDB compares strings by their UTF-8 bytes.
+        with self._c.guard("reading the rebuild of"):
+            cursor = self._collection.find({}, {RESERVED_FIELD: 1}, sort=[(ID, ASCENDING)])
+        for doc in self._c.stream(cursor, "reading the rebuild of"):
+            yield (
+                _key_of_document(doc, self._c.location),
+                _bookkeeping_of(doc, self._c.location),
+            )
+
+    def last_key(self) -> str | None:
+        self._check_open()
+        with self._c.guard("reading the rebuild of"):
+            docs = list(self._collection.find({}, {ID: 1}, sort=[(ID, DESCENDING)], limit=1))
+        return _key_of_document(docs[0], self._c.location) if docs else None
 
     def save_checkpoint(self, checkpoint: Mapping[str, Any]) -> None:
         self._check_open()

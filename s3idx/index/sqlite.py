@@ -1063,6 +1063,31 @@ class SqliteRebuild:
                 found.update(row[0] for row in conn.execute(sql, chunk))
         return found
 
+    def iter_bookkeeping(self) -> Iterator[tuple[str, Bookkeeping]]:
+        # Paged by key, as the live index's: the caller writes while it iterates.
+        with self._db.reading(snapshot=False) as conn:
+            if conn is None:
+                return
+            sql = (
+                f"SELECT key, NULL, etag, size, sha256, codec FROM {REBUILD.entries} "
+                "WHERE key > ? ORDER BY key LIMIT ?"
+            )
+            last = ""
+            while True:
+                rows = conn.execute(sql, (last, PAGE)).fetchall()
+                for row in rows:
+                    yield _row_key(row[0]), _bookkeeping(row)
+                if len(rows) < PAGE:
+                    return
+                last = rows[-1][0]
+
+    def last_key(self) -> str | None:
+        with self._db.reading() as conn:
+            if conn is None:
+                return None
+            row = conn.execute(f"SELECT max(key) FROM {REBUILD.entries}").fetchone()
+            return None if row[0] is None else _row_key(row[0])
+
     def save_checkpoint(self, checkpoint: Mapping[str, Any]) -> None:
         text = codec.dumps(dict(checkpoint)).decode()
         with self._transaction() as conn:
