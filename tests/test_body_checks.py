@@ -20,6 +20,7 @@ import orjson
 import pytest
 
 from s3idx import Engine, codec
+from s3idx.engine.body_check import spooled_body_problem
 from s3idx.errors import DamagedObjectError, ExitStatus
 from s3idx.index.sqlite import SqliteIndex
 from s3idx.store.base import ObjectStore
@@ -216,3 +217,26 @@ def test_cli_a_large_spooled_body_of_another_key_is_damage(run: Run, tmp_path: P
     assert "s3idx: damaged keymis: body's key field 'fs_id' is 'zzz'" in got.stderr
     assert "s3idx: damaged nokey: body has no key field 'fs_id'" in got.stderr
     assert "s3idx: damaged arr: body is not a JSON object" in got.stderr
+
+
+# Bodies whose strings hold escapes, quotes and brackets, each with what both checks say of it.
+ESCAPED: list[tuple[bytes, str | None]] = [
+    (rb'{"pad":"a\"b\\","fs_id":"k\u00e9\"y","deep":[{"s":"]}\\\""}]}', None),
+    (rb'{"fs_id":"k\u00e9\"y","pad":"\\\\\\\"[{"}', None),
+    (rb'{"pad":"x\\","fs_id":"other"}', "body's key field 'fs_id' is 'other'"),
+    (rb'{"fs_id":"k\u00e9\"y","pad":"unclosed\"}', "body is not valid JSON"),
+]
+
+
+@pytest.mark.parametrize(("body", "said"), ESCAPED)
+def test_the_stream_check_reads_escapes_cut_anywhere(body: bytes, said: str | None) -> None:
+    """The spooled check reads a body in pieces: an escape or a quote cut between two pieces
+    must be read as the whole body would be, at every size of piece."""
+    key = 'k\u00e9"y'
+    for size in (1, 2, 3, 5, 8, len(body)):
+        pieces = [body[i : i + size] for i in range(0, len(body), size)]
+        problem = spooled_body_problem(key, pieces, "fs_id")
+        if said is None:
+            assert problem is None, (size, problem)
+        else:
+            assert problem is not None and problem.startswith(said), (size, problem)

@@ -92,7 +92,9 @@ def differing_fields(left: dict[str, Any], right: dict[str, Any]) -> list[str]:
 _DEEP = re.compile(rb'["{}\[\]]')
 # Every token of the top level: brackets, commas, colons, a string's start and bare scalars.
 _TOP = re.compile(rb'["{}\[\],:]|[^\s"{}\[\],:]+')
-_STRING_PART = re.compile(rb'(?:[^"\\]|\\.)*', re.DOTALL)  # up to a string's closing quote
+# Up to a string's closing quote. Unrolled (runs of plain bytes, then an escape and another
+# run): an alternation tried byte by byte read a 50 MB string at ~10 MB/s, this at ~150.
+_STRING_PART = re.compile(rb'[^"\\]*(?:\\.[^"\\]*)*', re.DOTALL)
 _HELD = 64 << 10  # a top-level name or key value held to be compared; longer is neither
 
 
