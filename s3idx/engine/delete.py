@@ -89,25 +89,26 @@ def finish_deletes(
 ) -> int:
     """Finish the deletes a killed or failed ``delete`` left in the journal (steps 3-5).
 
-    Returns how many documents this deleted: objects this process removed, not those another
-    process (the delete it finishes, still running, or another finishing it too) removed
-    first. A record whose entry or object was rewritten since is dropped (the newer write
-    stands); one whose object could not be deleted stays in the journal for the next try.
-    With ``shard``, only the records of its keys. With ``counted``, its ``finished`` counts
-    each object as it goes, so a run cut short still says what it finished.
+    Returns how many records it finished: their objects are gone now, whoever removed them
+    (``sync`` reports them as interrupted deletes repaired, as ``sync --check`` counts them).
+    A record whose entry or object was rewritten since is dropped (the newer write stands);
+    one whose object could not be deleted stays in the journal for the next try. With
+    ``shard``, only the records of its keys. With ``counted``, its ``finished`` counts the
+    objects this process removed, each as soon as it is removed, not those another process
+    (the delete it finishes, still running, or another finishing it too) removed first: a
+    delete's count of what it removed.
     """
     records = journaled(index, shard)
     finished = 0
 
     def gone() -> None:
-        nonlocal finished
-        finished += 1
         if counted is not None:
             counted.finished += 1
 
     for batch in batched(sorted(records), DELETE_BATCH):
         outcome = _DeleteOutcome(gone)
         _delete_journaled(store, index, {k: records[k] for k in batch}, outcome)
+        finished += len(outcome.gone) + len(outcome.absent)
     return finished
 
 
