@@ -26,11 +26,12 @@ import pytest
 
 from s3idx import Engine
 from s3idx.errors import ExitStatus
+from s3idx.index.base import Index
 from s3idx.index.sqlite import SqliteIndex
 from s3idx.store.base import ObjectStore
 from s3idx.store.local import LocalStore
 from s3idx.store.s3 import S3Store
-from tests.helpers import subprocess_env
+from tests.helpers import fresh_database_name, subprocess_env, with_database
 from tests.s3proxy import S3Proxy
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
@@ -58,17 +59,24 @@ def _keys(count: int) -> list[str]:
 
 def _engine(where: dict[str, Any]) -> Engine:
     store: ObjectStore
-    if where["kind"] == "local":
+    if where["kind"] != "s3":
         store = LocalStore(where["store"])
     else:
         store = S3Store(
             where["bucket"], where["prefix"], endpoint_url=where["endpoint"], region="us-east-1"
         )
-    return Engine(store, SqliteIndex(Path(where["index"])))
+    index: Index
+    if where["kind"] == "ferretdb":
+        from s3idx.index.mongo import MongoIndex
+
+        index = MongoIndex(where["index"], where["database"])
+    else:
+        index = SqliteIndex(Path(where["index"]))
+    return Engine(store, index)
 
 
 def _args(where: dict[str, Any]) -> list[str]:
-    if where["kind"] == "local":
+    if where["kind"] != "s3":
         return ["--store", str(where["store"]), "--index", str(where["index"])]
     return [
         "--store", f"s3://{where['bucket']}/{where['prefix']}",
@@ -100,28 +108,42 @@ def _start_together(home: Path, commands: list[list[str]]) -> list[subprocess.Po
     return procs
 
 
-@pytest.fixture(params=["local", "s3"])
+@pytest.fixture(params=["local", "s3", "ferretdb"])
 def places(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> Iterator[Iterator[tuple[Path, dict[str, Any]]]]:
+    """Rounds on the local store and SQLite, moto and SQLite, the local store and FerretDB."""
+    base = request.getfixturevalue("ferretdb_server").uri if request.param == "ferretdb" else None
+    databases: list[str] = []
+
     def make() -> Iterator[tuple[Path, dict[str, Any]]]:
         for number in range(ROUNDS[request.param]):
             home = tmp_path / f"round{number}"
             home.mkdir()
             where: dict[str, Any] = {"kind": request.param, "index": home / "index.sqlite3"}
-            if request.param == "local":
-                where["store"] = home / "store"
-            else:
+            if request.param == "s3":
                 where["endpoint"] = request.getfixturevalue("s3_endpoint")
                 where["bucket"] = request.getfixturevalue("s3_bucket")
                 where["prefix"] = f"r{number}"
+            else:
+                where["store"] = home / "store"
+            if base is not None:
+                where["database"] = fresh_database_name()
+                databases.append(where["database"])
+                where["index"] = with_database(base, where["database"]) + "?socketTimeoutMS=60000"
             yield home, where
 
     yield make()
+    if base is not None:
+        import pymongo
+
+        with pymongo.MongoClient(base, serverSelectionTimeoutMS=5000) as client:
+            for database in databases:
+                client.drop_database(database)
 
 
-ROUNDS = {"local": 6 * REPEAT, "s3": 3 * REPEAT}
-DOCUMENTS = {"local": 300, "s3": 80}
+ROUNDS = {"local": 6 * REPEAT, "s3": 3 * REPEAT, "ferretdb": 3 * REPEAT}
+DOCUMENTS = {"local": 300, "s3": 80, "ferretdb": 150}
 
 
 def test_deletes_at_once_count_each_object_once(
