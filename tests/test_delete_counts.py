@@ -220,3 +220,40 @@ def test_delete_json_stopped_mid_batch_counts_every_object_it_removed(
         assert summary["deleted"] + summary["finished"] == count - left, (stop, summary, left)
         assert left > 0, "the delete ended before the signal: nothing was tested"
         count = left
+
+
+_REFUSED = (
+    400,
+    b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>InvalidArgument</Code>'
+    b"<Message>refused (test)</Message></Error>",
+)
+
+
+def test_delete_json_stopped_by_a_store_error_mid_batch_counts_every_object_it_removed(
+    s3_endpoint: str, s3_bucket: str, tmp_path: Path
+) -> None:
+    """A delete the store answers with an error that stops the run (not one worth retrying),
+    in the middle of a batch: the objects the batch had removed are all in the count."""
+    count = 60
+    where: dict[str, Any] = {
+        "kind": "s3", "index": tmp_path / "index.sqlite3", "endpoint": s3_endpoint,
+        "bucket": s3_bucket, "prefix": "docs",
+    }  # fmt: skip
+    with _engine(where) as engine:
+        engine.put_documents({"fs_id": k, "v": i} for i, k in enumerate(_keys(count)))
+    with S3Proxy(s3_endpoint, fault=_REFUSED) as proxy:
+        proxy.failing = lambda method, path: method == "DELETE" and path.endswith("/k0030")
+        process = subprocess.run(
+            [sys.executable, "-m", "s3idx", "delete", "--filter", "{}", "--all", "--json",
+             *_args({**where, "endpoint": proxy.url})],
+            env=subprocess_env(tmp_path),
+            capture_output=True,
+            timeout=120,
+        )  # fmt: skip
+    assert process.returncode != 0, process.stderr
+    summary = orjson.loads(process.stdout)
+    assert "error" in summary, summary
+    with _engine(where) as engine:
+        left = sum(1 for _ in engine.store.list_objects())
+    assert left > 0, summary
+    assert summary["deleted"] + summary["finished"] == count - left, (summary, left)
