@@ -217,7 +217,7 @@ def test_delete_json_stopped_mid_batch_counts_every_object_it_removed(
         summary = orjson.loads(out)
         with _engine(where) as engine:
             left = sum(1 for _ in engine.store.list_objects())
-        assert summary["deleted"] + summary["finished"] == count - left, (stop, summary, left)
+        assert summary["deleted"] + summary["finished"] == count - left, (stop, summary, left, err)
         assert left > 0, "the delete ended before the signal: nothing was tested"
         count = left
 

@@ -279,10 +279,11 @@ class _DeleteOutcome:
         with self._lock:
             if key in self._heard:
                 return
-            self._heard.add(key)
-            (self.gone if removed else self.absent).append(key)
+            # Counted first: a signal's KeyboardInterrupt landing in here leaves it counted.
             if removed and self._counted is not None:
                 self._counted()
+            self._heard.add(key)
+            (self.gone if removed else self.absent).append(key)
 
 
 def _delete_journaled(

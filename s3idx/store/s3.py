@@ -168,6 +168,34 @@ class _FailingDeletes:
         return failure
 
 
+class _UnderWay:
+    """The per-key deletes under way; once closed, none starts, and ``close`` waits for those
+    under way to end."""
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._running = 0
+        self._closed = False
+
+    def enter(self) -> bool:
+        with self._changed:
+            if self._closed:
+                return False
+            self._running += 1
+            return True
+
+    def leave(self) -> None:
+        with self._changed:
+            self._running -= 1
+            self._changed.notify_all()
+
+    def close(self) -> None:
+        with self._changed:
+            self._closed = True
+            while self._running:
+                self._changed.wait()
+
+
 class ConnectionOptions(TypedDict, total=False):
     """How to reach a bucket: the keyword arguments of ``S3Connection`` and of both stores."""
 
@@ -649,15 +677,28 @@ class S3Store:
             # CONDITIONAL_DELETE_THREADS round trips do, not 1,000 of them end to end.
             threads = min(CONDITIONAL_DELETE_THREADS, len(conditional))
             failing = _FailingDeletes()
-            with ThreadPoolExecutor(threads, thread_name_prefix="s3idx-delete") as pool:
-                outcomes = pool.map(
-                    lambda k: (
-                        failing.unsent(k)
-                        or failing.record(self._delete_one(k, expected[k], report))
-                    ),
-                    conditional,
-                )
-                failures.extend(f for f in outcomes if f is not None)
+            under_way = _UnderWay()
+
+            def one(key: str) -> DeleteFailure | None:
+                if not under_way.enter():
+                    return None  # the call is ending (an error, a signal): not sent
+                try:
+                    return failing.unsent(key) or failing.record(
+                        self._delete_one(key, expected[key], report)
+                    )
+                finally:
+                    under_way.leave()
+
+            try:
+                with ThreadPoolExecutor(threads, thread_name_prefix="s3idx-delete") as pool:
+                    outcomes = pool.map(one, conditional)
+                    failures.extend(f for f in outcomes if f is not None)
+            except BaseException:
+                # Cut short (a signal's KeyboardInterrupt, an error): no delete starts now, and
+                # those under way end, and are reported, before this call does, even one on a
+                # thread whose start the signal interrupted (the pool does not join it).
+                under_way.close()
+                raise
         return failures
 
     def _delete_one(self, key: str, etag: str, done: DeleteDone) -> DeleteFailure | None:
