@@ -51,7 +51,7 @@ def delete_keys(
     result = DeleteResult(dry_run=dry_run)
     with reported_on_failure(result):
         if not dry_run:
-            finish_deletes(store, index, counted=result)
+            finish_deletes(store, index, removed=result.count_finished)
         unique = list(dict.fromkeys(keys))
         for batch in batched(unique, DELETE_BATCH):
             _delete_batch(store, index, batch, result, named=True)
@@ -72,7 +72,7 @@ def delete_matching(
     result = DeleteResult(dry_run=dry_run)
     with reported_on_failure(result):
         if not dry_run:
-            finish_deletes(store, index, counted=result)
+            finish_deletes(store, index, removed=result.count_finished)
         total = index.count(filter) if events is not None else None
         for batch in _matching_keys(index, filter, key_field, dry_run):
             _delete_batch(store, index, batch, result, named=False)
@@ -85,7 +85,7 @@ def finish_deletes(
     index: Index,
     *,
     shard: Shard | None = None,
-    counted: DeleteResult | None = None,
+    removed: Callable[[], None] | None = None,
 ) -> int:
     """Finish the deletes a killed or failed ``delete`` left in the journal (steps 3-5).
 
@@ -93,20 +93,16 @@ def finish_deletes(
     (``sync`` reports them as interrupted deletes repaired, as ``sync --check`` counts them).
     A record whose entry or object was rewritten since is dropped (the newer write stands);
     one whose object could not be deleted stays in the journal for the next try. With
-    ``shard``, only the records of its keys. With ``counted``, its ``finished`` counts the
-    objects this process removed, each as soon as it is removed, not those another process
-    (the delete it finishes, still running, or another finishing it too) removed first: a
-    delete's count of what it removed.
+    ``shard``, only the records of its keys. ``removed()`` is called once per object this
+    process removed, as soon as it is removed, not for those another process (the delete it
+    finishes, still running, or another finishing it too) removed first: a delete's (or a
+    rebuild's) count of what it removed.
     """
     records = journaled(index, shard)
     finished = 0
 
-    def gone() -> None:
-        if counted is not None:
-            counted.finished += 1
-
     for batch in batched(sorted(records), DELETE_BATCH):
-        outcome = _DeleteOutcome(gone)
+        outcome = _DeleteOutcome(removed)
         _delete_journaled(store, index, {k: records[k] for k in batch}, outcome)
         finished += len(outcome.gone) + len(outcome.absent)
     return finished
