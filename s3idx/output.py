@@ -210,6 +210,8 @@ def rebuild_summary(result: RebuildResult) -> str:
             f"; compacted into {plural(result.manifests_written, 'manifest')} "
             f"({result.manifests_removed} replaced)"
         )
+    if result.deletes_finished:
+        line += f"; {plural(result.deletes_finished, 'document')} deleted finishing deletes"
     if result.resumed:
         line += "; resumed"
     if result.rechecked or result.recheck_dropped:

@@ -6,6 +6,7 @@ import random
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,7 +18,7 @@ from s3idx.engine.retry import (
     call_with_retries,
 )
 from s3idx.errors import AccessDeniedError, TransientError
-from s3idx.store.base import ObjectHead, ObjectInfo
+from s3idx.store.base import DeleteFailure, ObjectHead, ObjectInfo
 from s3idx.store.local import LocalStore
 
 
@@ -165,3 +166,44 @@ def test_a_retried_call_counts_each_attempt_as_a_request(tmp_path: Path) -> None
     assert store.requests is inner.requests
     assert store.requests.value - before == 2
     assert store.retries == 1
+
+
+class _DeleteAnswersLost(LocalStore):
+    """Its first delete removes "lost" (and reports it) but answers "lost" as failed in a way
+    worth retrying, as a request whose answer was lost on the way back; "whole" goes with a
+    first call that fails as a whole after removing it."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.calls = 0
+
+    def delete(self, keys: Any, **options: Any) -> list[DeleteFailure]:
+        self.calls += 1
+        if self.calls > 1:
+            return super().delete(keys, **options)
+        super().delete([k for k in keys if k != "lost"], **options)
+        super().delete(["lost"])  # its report lost with its answer
+        if "whole" in keys:
+            raise TransientError("connection reset")
+        return [DeleteFailure("lost", "connection reset", transient=True)]
+
+
+@pytest.mark.parametrize("keys", [["lost", "kept"], ["lost", "whole", "kept"]])
+def test_a_retried_delete_reports_a_key_its_lost_attempt_removed_as_removed(
+    tmp_path: Path, keys: list[str]
+) -> None:
+    inner = _DeleteAnswersLost(tmp_path)
+    etags = {k: inner.put(k, b"x", {}).etag for k in [*keys, "other"]}
+    store = RetryingStore(inner, policy=RetryPolicy(base=0.001))
+    heard: list[tuple[str, bool]] = []
+
+    failures = store.delete(
+        [*keys, "never"],
+        if_match={**etags, "never": "0"},
+        done=lambda key, removed: heard.append((key, removed)),
+    )
+
+    assert failures == []
+    # Each key once; a key an attempt that failed may have removed counts as removed.
+    assert sorted(heard) == sorted([*((k, True) for k in keys), ("never", False)])
+    assert [o.key for o in inner.list_objects()] == ["other"]

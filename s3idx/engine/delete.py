@@ -19,7 +19,8 @@ the ETag, so a finish running beside the delete it finishes (or beside a put) is
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from s3idx.engine.reconcile import reconcile
@@ -50,7 +51,7 @@ def delete_keys(
     result = DeleteResult(dry_run=dry_run)
     with reported_on_failure(result):
         if not dry_run:
-            result.finished = finish_deletes(store, index)
+            finish_deletes(store, index, removed=result.count_finished)
         unique = list(dict.fromkeys(keys))
         for batch in batched(unique, DELETE_BATCH):
             _delete_batch(store, index, batch, result, named=True)
@@ -71,7 +72,7 @@ def delete_matching(
     result = DeleteResult(dry_run=dry_run)
     with reported_on_failure(result):
         if not dry_run:
-            result.finished = finish_deletes(store, index)
+            finish_deletes(store, index, removed=result.count_finished)
         total = index.count(filter) if events is not None else None
         for batch in _matching_keys(index, filter, key_field, dry_run):
             _delete_batch(store, index, batch, result, named=False)
@@ -79,19 +80,31 @@ def delete_matching(
     return result
 
 
-def finish_deletes(store: ObjectStore, index: Index, *, shard: Shard | None = None) -> int:
+def finish_deletes(
+    store: ObjectStore,
+    index: Index,
+    *,
+    shard: Shard | None = None,
+    removed: Callable[[], None] | None = None,
+) -> int:
     """Finish the deletes a killed or failed ``delete`` left in the journal (steps 3-5).
 
-    Returns how many documents this deleted. A record whose entry or object was rewritten
-    since is dropped (the newer write stands); one whose object could not be deleted stays in
-    the journal for the next try. With ``shard``, only the records of its keys.
+    Returns how many records it finished: their objects are gone now, whoever removed them
+    (``sync`` reports them as interrupted deletes repaired, as ``sync --check`` counts them).
+    A record whose entry or object was rewritten since is dropped (the newer write stands);
+    one whose object could not be deleted stays in the journal for the next try. With
+    ``shard``, only the records of its keys. ``removed()`` is called once per object this
+    process removed, as soon as it is removed, not for those another process (the delete it
+    finishes, still running, or another finishing it too) removed first: a delete's (or a
+    rebuild's) count of what it removed.
     """
     records = journaled(index, shard)
     finished = 0
+
     for batch in batched(sorted(records), DELETE_BATCH):
-        outcome = _DeleteOutcome()
+        outcome = _DeleteOutcome(removed)
         _delete_journaled(store, index, {k: records[k] for k in batch}, outcome)
-        finished += len(outcome.gone)
+        finished += len(outcome.gone) + len(outcome.absent)
     return finished
 
 
@@ -170,14 +183,25 @@ def _delete_batch(
         result.would_delete.extend(targets)
         return
     index.journal_deletes(targets)
-    outcome = _DeleteOutcome()
-    _delete_journaled(store, index, targets, outcome)
-    result.deleted += len(outcome.gone)
-    result.entries_deleted += outcome.entries
-    result.rewritten += len(outcome.rewritten)
-    result.failed.extend(outcome.failed)
-    result.unavailable += len(outcome.unavailable)
-    result.denied += len(outcome.denied)
+
+    def gone() -> None:
+        result.deleted += 1
+
+    outcome = _DeleteOutcome(gone)
+    try:
+        _delete_journaled(store, index, targets, outcome)
+    finally:
+        # Also when the batch is cut short (a signal, a store error): what it did is counted
+        # (its objects removed were counted one by one as the store removed them).
+        result.entries_deleted += outcome.entries
+        result.rewritten += len(outcome.rewritten)
+        result.failed.extend(outcome.failed)
+        result.unavailable += len(outcome.unavailable)
+        result.denied += len(outcome.denied)
+        if named:
+            # Named, but with no object to remove: another delete removed it first (or the
+            # entry named an object already gone). Not deleted by this one: not found.
+            result.missing.extend(outcome.absent)
     if named and outcome.rewritten:
         # A key the user named is still there: a failure to report, not a quiet skip.
         kept = sorted(outcome.rewritten)
@@ -213,10 +237,29 @@ def _stop_if_failing_every_delete(keys: list[str], outcome: _DeleteOutcome) -> N
 
 
 class _DeleteOutcome:
-    __slots__ = ("denied", "entries", "failed", "gone", "rewritten", "unavailable")
+    __slots__ = (
+        "_counted",
+        "_heard",
+        "_lock",
+        "absent",
+        "denied",
+        "entries",
+        "failed",
+        "gone",
+        "rewritten",
+        "unavailable",
+    )
 
-    def __init__(self) -> None:
-        self.gone: list[str] = []  # objects deleted (or found already gone)
+    def __init__(self, counted: Callable[[], None] | None = None) -> None:
+        self._counted = counted  # called once per object removed, as soon as it is
+        self._lock = threading.Lock()
+        self._heard: set[str] = set()
+        # Objects this process removed: each removal is counted by exactly one process, the
+        # one whose request removed the object (ObjectStore.delete's ``done``).
+        self.gone: list[str] = []
+        # Keys with no object left to remove: another delete (a finish of this one's journal
+        # records, a delete of the same keys) removed it first, or there was none.
+        self.absent: list[str] = []
         self.entries = 0  # entries removed
         # Left alone: entry or object not the version whose ETag was read (rewritten since,
         # or the entry was out of date with its object).
@@ -226,6 +269,17 @@ class _DeleteOutcome:
         self.unavailable: list[DeleteFailure] = []
         # Of the failed, those the store denied these credentials, in key order.
         self.denied: list[tuple[str, str]] = []
+
+    def done(self, key: str, removed: bool) -> None:
+        """``ObjectStore.delete``'s report of a key (from any of its threads)."""
+        with self._lock:
+            if key in self._heard:
+                return
+            # Counted first: a signal's KeyboardInterrupt landing in here leaves it counted.
+            if removed and self._counted is not None:
+                self._counted()
+            self._heard.add(key)
+            (self.gone if removed else self.absent).append(key)
 
 
 def _delete_journaled(
@@ -243,7 +297,7 @@ def _delete_journaled(
     remaining = {k: v for k, v in items.items() if k not in conflicts}
     if not remaining:
         return
-    failures = store.delete(list(remaining), if_match=remaining)
+    failures = store.delete(list(remaining), if_match=remaining, done=outcome.done)
     changed = [f.key for f in failures if f.changed]
     outcome.rewritten.extend(changed)
     if changed:
@@ -258,7 +312,10 @@ def _delete_journaled(
     transient = {f.key: f for f in failures if f.transient}
     outcome.unavailable.extend(transient[k] for k in remaining if k in transient)
     refused = {f.key for f in failures}
-    outcome.gone.extend(k for k in remaining if k not in refused)
+    for key in remaining:
+        if key not in refused:
+            # A store that did not report the key (it reports as it goes): deleted by it.
+            outcome.done(key, True)
     # A failed delete stays journaled: its entry is gone, and the record keeps sync from
     # adopting the object until the next delete, sync or rebuild-index deletes it.
     index.clear_journal({k: v for k, v in remaining.items() if k not in refused or k in changed})

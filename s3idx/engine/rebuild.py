@@ -160,7 +160,7 @@ def _run(
     resume, shard = options.resume, options.shard
     found_key, fields = _first_entry_settings(store, index, key_field, joined)
     key_field = key_field or found_key
-    _finish_deletes(store, index, events)
+    deletes_finished = _finish_deletes(store, index, events)
     rebuild = index.start_rebuild(
         key_field, fields, resume=resume, shard=shard, restart=options.restart
     )
@@ -170,6 +170,7 @@ def _run(
     result = _restore(checkpoint, key_field)
     recheck = _done_before(rebuild, result, shard)
     result.shard = None if shard is None else str(shard)
+    result.deletes_finished = deletes_finished
     # A shard resumed after it finished its part only has the swap left to try.
     listed_all = shard is not None and resume and shard.index in rebuild.shards_done()
     compaction = None
@@ -425,17 +426,25 @@ def _next_in_order(stream: Iterator[Any], previous: str | None, what: str) -> An
     return item
 
 
-def _finish_deletes(store: ObjectStore, index: Index, events: Events) -> None:
+def _finish_deletes(store: ObjectStore, index: Index, events: Events) -> int:
     """Finish the deletes under way, unless the index is too damaged to say which: the
     rebuild replaces it from the bucket (``start_rebuild`` makes damaged tables anew), and the
-    objects of deletes it cannot finish are still in the bucket, so they are indexed."""
+    objects of deletes it cannot finish are still in the bucket, so they are indexed.
+    Returns how many objects this run removed (``RebuildResult.deletes_finished``)."""
+    removed = 0
+
+    def count() -> None:
+        nonlocal removed
+        removed += 1
+
     try:
-        finish_deletes(store, index)
+        finish_deletes(store, index, removed=count)
     except DamagedIndexError as exc:
         events.warned(
             f"{exc.message}; the deletes under way were not finished, the rebuild "
             "replaces the index from the bucket"
         )
+    return removed
 
 
 def _shard_finished(rebuild: IndexRebuild, shard: Shard, result: RebuildResult) -> None:

@@ -176,6 +176,10 @@ class DeleteResult:
         data["failed"] = key_reasons(self.failed)
         return {"command": "delete", **data}
 
+    def count_finished(self) -> None:
+        """One object of an interrupted delete's journal removed by this run."""
+        self.finished += 1
+
 
 @dataclass(slots=True)
 class Skipped:
@@ -305,6 +309,9 @@ class RebuildResult:
     total_written: int = 0
     total_entries: int = 0
     listed_through: str | None = None  # the last key listed (checkpoints)
+    # Objects of deletes under way or interrupted (their journal records) this run removed
+    # before it listed: counted by it alone, as a delete counts what it removes.
+    deletes_finished: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)

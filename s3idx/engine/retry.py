@@ -26,6 +26,7 @@ from s3idx.errors import (
 from s3idx.frozen import Frozen, init_field
 from s3idx.limits import FAILED_IN_A_ROW
 from s3idx.store.base import (
+    DeleteDone,
     DeleteFailure,
     ObjectBody,
     ObjectHead,
@@ -349,7 +350,11 @@ class RetryingStore:
         return self._call(attempt)
 
     def delete(
-        self, keys: Sequence[str], *, if_match: Mapping[str, str] | None = None
+        self,
+        keys: Sequence[str],
+        *,
+        if_match: Mapping[str, str] | None = None,
+        done: DeleteDone | None = None,
     ) -> list[DeleteFailure]:
         # Safe to retry: a conditional delete that did land finds the key missing next time
         # (not a failure), and one that did not still compares the ETag.
@@ -360,8 +365,33 @@ class RetryingStore:
         failures: list[DeleteFailure] = []
         pending = list(keys)
         tried: dict[str, int] = {}
+
+        # Each key reported once: missing on a retry, after an attempt that failed (the key's
+        # own, or the whole call's) may have removed it with its answer lost, it is reported
+        # as removed by this call, never as nobody's.
+        uncertain: set[str] = set()
+        heard: set[str] = set()
+        lock = threading.Lock()
+
+        def reported(key: str, removed: bool) -> None:
+            with lock:
+                if key in heard:
+                    return
+                heard.add(key)
+                removed = removed or key in tried or key in uncertain
+            if done is not None:
+                done(key, removed)
+
+        def attempt(keys: list[str]) -> list[DeleteFailure]:
+            try:
+                return self.inner.delete(keys, if_match=if_match, done=reported)
+            except BaseException:
+                with lock:
+                    uncertain.update(keys)
+                raise
+
         for retry in range(self.policy.attempts):
-            outcome = self._call(partial(self.inner.delete, pending, if_match=if_match))
+            outcome = self._call(partial(attempt, pending))
             failures.extend(f for f in outcome if not f.transient)
             again: list[str] = []
             for failure in (f for f in outcome if f.transient):

@@ -7,7 +7,7 @@ lowercase ASCII (S3 and MinIO fold case), values ASCII; a store returns them as 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Protocol, runtime_checkable
 from urllib.parse import urlsplit
@@ -159,6 +159,14 @@ class DeleteFailure(Frozen):
         init_field(self, "hint", hint)
 
 
+# ``done(key, removed)`` of ``ObjectStore.delete``.
+DeleteDone = Callable[[str, bool], None]
+
+
+def not_reported(key: str, removed: bool) -> None:
+    """A ``DeleteDone`` for a caller that passed none."""
+
+
 @runtime_checkable
 class ObjectStore(Protocol):
     """Keys under ``codec.RESERVED_PREFIX`` (``.s3idx/``) are s3idx's own objects (manifests):
@@ -203,9 +211,19 @@ class ObjectStore(Protocol):
         ...
 
     def delete(
-        self, keys: Sequence[str], *, if_match: Mapping[str, str] | None = None
+        self,
+        keys: Sequence[str],
+        *,
+        if_match: Mapping[str, str] | None = None,
+        done: DeleteDone | None = None,
     ) -> list[DeleteFailure]:
         """Delete objects; a missing key is not a failure (S3 semantics).
+
+        ``done(key, removed)`` is called for each key that did not fail, as soon as it is
+        done (from any thread): ``removed`` is True when this call removed an object, False
+        when the key had none (another delete took it first). A store that cannot tell (a
+        server answering a delete of a missing key as a success) says True. So a caller counts
+        each object it removed, once, even when the call is cut short.
 
         With ``if_match``, each key is deleted only if its object's ETag is still
         ``if_match[key]`` (a key absent from the mapping is deleted unconditionally): an

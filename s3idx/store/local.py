@@ -72,12 +72,14 @@ from s3idx.errors import (
 from s3idx.liveness import process_tag, tag_has_died
 from s3idx.store.base import (
     CHANGED_REASON,
+    DeleteDone,
     DeleteFailure,
     ObjectBody,
     ObjectHead,
     ObjectInfo,
     PutReceipt,
     RequestCounter,
+    not_reported,
 )
 
 if sys.platform != "win32":  # Windows has no flock (see the module docstring)
@@ -471,16 +473,24 @@ class LocalStore:
         return ObjectHead(key, _etag(st), st.st_size, metadata, _modified(st))
 
     def delete(
-        self, keys: Sequence[str], *, if_match: Mapping[str, str] | None = None
+        self,
+        keys: Sequence[str],
+        *,
+        if_match: Mapping[str, str] | None = None,
+        done: DeleteDone | None = None,
     ) -> list[DeleteFailure]:
         self.requests.add()
         failures: list[DeleteFailure] = []
+        report = done if done is not None else not_reported
         if not self._ready(for_write=False):
+            for key in keys:
+                report(key, False)
             return failures
         for key in keys:
             path = self._path(key)
             if self._linked_part(path.parent) is not None:
-                continue  # beyond a link: outside the store, so not one of its objects
+                report(key, False)  # beyond a link: outside the store, so not one of its objects
+                continue
             try:
                 if if_match is not None and key in if_match:
                     with self._key_lock(key):
@@ -491,13 +501,16 @@ class LocalStore:
                 else:
                     path.unlink()
             except (FileNotFoundError, NotADirectoryError):
+                report(key, False)  # already gone (another delete took it)
                 continue
             except OSError as exc:
                 if exc.errno == errno.ENAMETOOLONG:  # a key no put could have stored
+                    report(key, False)
                     continue
                 denied = exc.errno in _DENIALS  # its directory's permissions: this key's only
                 failures.append(DeleteFailure(key, _object_failure(self.root, exc), denied=denied))
                 continue
+            report(key, True)
             self._prune_empty_dirs(path.parent)
         return failures
 

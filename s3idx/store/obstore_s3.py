@@ -44,6 +44,7 @@ from s3idx.errors import (
     unreachable,
 )
 from s3idx.store.base import (
+    DeleteDone,
     DeleteFailure,
     ObjectBody,
     ObjectHead,
@@ -261,10 +262,14 @@ class ObstoreS3Store:
         return self._boto.list_objects(prefix, start_after=start_after)
 
     def delete(
-        self, keys: Sequence[str], *, if_match: Mapping[str, str] | None = None
+        self,
+        keys: Sequence[str],
+        *,
+        if_match: Mapping[str, str] | None = None,
+        done: DeleteDone | None = None,
     ) -> list[DeleteFailure]:
         # object_store's delete takes no If-Match: boto3's DeleteObject sends it.
-        return self._boto.delete(keys, if_match=if_match)
+        return self._boto.delete(keys, if_match=if_match, done=done)
 
     @property
     def conditional_deletes_supported(self) -> bool:

@@ -60,6 +60,7 @@ from s3idx.errors import (
 from s3idx.limits import DELETE_BATCH, FAILED_IN_A_ROW, batched
 from s3idx.store.base import (
     CHANGED_REASON,
+    DeleteDone,
     DeleteFailure,
     ObjectBody,
     ObjectHead,
@@ -67,6 +68,7 @@ from s3idx.store.base import (
     PutReceipt,
     RequestCounter,
     check_endpoint_url,
+    not_reported,
     s3_url,
 )
 from s3idx.store.deadline import WATCHDOG, Watch, transfer_deadline
@@ -164,6 +166,34 @@ class _FailingDeletes:
             elif self._in_a_row < FAILED_IN_A_ROW:
                 self._in_a_row = 0
         return failure
+
+
+class _UnderWay:
+    """The per-key deletes under way; once closed, none starts, and ``close`` waits for those
+    under way to end."""
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._running = 0
+        self._closed = False
+
+    def enter(self) -> bool:
+        with self._changed:
+            if self._closed:
+                return False
+            self._running += 1
+            return True
+
+    def leave(self) -> None:
+        with self._changed:
+            self._running -= 1
+            self._changed.notify_all()
+
+    def close(self) -> None:
+        with self._changed:
+            self._closed = True
+            while self._running:
+                self._changed.wait()
 
 
 class ConnectionOptions(TypedDict, total=False):
@@ -615,13 +645,18 @@ class S3Store:
         return max(self._multipart_chunksize, -(-size // MAX_PARTS))
 
     def delete(
-        self, keys: Sequence[str], *, if_match: Mapping[str, str] | None = None
+        self,
+        keys: Sequence[str],
+        *,
+        if_match: Mapping[str, str] | None = None,
+        done: DeleteDone | None = None,
     ) -> list[DeleteFailure]:
         if if_match:
             conditional = [key for key in keys if key in if_match]
             plain = [key for key in keys if key not in if_match]
         else:
             conditional, plain = [], list(keys)
+        report = done if done is not None else not_reported
         failures: list[DeleteFailure] = []
         for batch in batched(plain, DELETE_BATCH):
             objects = [{"Key": self._full(key)} for key in batch]
@@ -630,26 +665,53 @@ class S3Store:
                     Bucket=self.bucket, Delete={"Objects": objects, "Quiet": True}
                 )
             # S3 reports a missing key as deleted; Errors holds only real failures.
-            failures.extend(self._delete_failure(error) for error in response.get("Errors", ()))
+            refused = [self._delete_failure(error) for error in response.get("Errors", ())]
+            failures.extend(refused)
+            failed = {f.key for f in refused}
+            for key in batch:
+                if key not in failed:
+                    report(key, True)  # a missing key cannot be told from a deleted one here
         if conditional:
             expected = if_match or {}
             # One request per key: in parallel, so a batch of 1,000 costs about what 1,000 /
             # CONDITIONAL_DELETE_THREADS round trips do, not 1,000 of them end to end.
             threads = min(CONDITIONAL_DELETE_THREADS, len(conditional))
             failing = _FailingDeletes()
+            under_way = _UnderWay()
+
+            def one(key: str) -> DeleteFailure | None:
+                if not under_way.enter():
+                    return None  # the call is ending (an error, a signal): not sent
+                try:
+                    return failing.unsent(key) or failing.record(
+                        self._delete_one(key, expected[key], report)
+                    )
+                finally:
+                    under_way.leave()
+
             with ThreadPoolExecutor(threads, thread_name_prefix="s3idx-delete") as pool:
-                outcomes = pool.map(
-                    lambda k: failing.unsent(k) or failing.record(self._delete_one(k, expected[k])),
-                    conditional,
-                )
-                failures.extend(f for f in outcomes if f is not None)
+                try:
+                    outcomes = pool.map(one, conditional)
+                    failures.extend(f for f in outcomes if f is not None)
+                except BaseException:
+                    # Cut short (a signal's KeyboardInterrupt, an error): no delete starts now
+                    # (the keys still queued are not sent), and those under way end, and are
+                    # reported, before this call does, even one on a thread whose start the
+                    # signal interrupted (the pool does not join it).
+                    under_way.close()
+                    raise
         return failures
 
-    def _delete_one(self, key: str, etag: str) -> DeleteFailure | None:
+    def _delete_one(self, key: str, etag: str, done: DeleteDone) -> DeleteFailure | None:
         """A key's conditional delete; one that failed in a way worth retrying is that key's
-        failure (retried alone by RetryingStore), not the batch's."""
+        failure (retried alone by RetryingStore), not the batch's. ``done`` hears of a key
+        deleted or found missing as soon as the server answered."""
         try:
-            return self._delete_if_match(key, etag)
+            outcome = self._delete_if_match(key, etag)
+            if not isinstance(outcome, DeleteFailure):
+                done(key, outcome)
+                return None
+            return outcome
         except TransientError as exc:
             return DeleteFailure(
                 key, exc.message, transient=True, timed_out=exc.timed_out, hint=exc.hint
@@ -657,7 +719,7 @@ class S3Store:
         except ObjectAccessDeniedError as exc:
             return DeleteFailure(key, exc.message, denied=True)
 
-    def _delete_if_match(self, key: str, etag: str) -> DeleteFailure | None:
+    def _delete_if_match(self, key: str, etag: str) -> DeleteFailure | bool:
         """One DeleteObject with If-Match: the server compares and deletes in one step.
 
         DeleteObjects takes an ETag per object too, but servers ignore it (moto does), so each
@@ -665,6 +727,9 @@ class S3Store:
         to send the header, gets a HEAD and a plain delete instead: an overwrite landing
         between the two is deleted, and ``conditional_deletes_supported`` turns False so
         callers can say so.
+
+        Returns the failure, or whether this request removed the object (False: there was
+        none; a server answering 204 for a missing key, as AWS does, says True).
         """
         if not self.conditional_deletes_supported:
             return self._delete_after_head(key, etag)
@@ -675,25 +740,25 @@ class S3Store:
             if code in ("PreconditionFailed", "412"):
                 return DeleteFailure(key, CHANGED_REASON, changed=True)
             if code in ("NoSuchKey", "404", "NotFound"):
-                return None  # gone already (moto answers so; AWS answers 204)
+                return False  # gone already (moto answers so; AWS answers 204)
             if code in ("NotImplemented", "501"):
                 self.conditional_deletes_supported = False
                 return self._delete_after_head(key, etag)
             raise self._error(exc, key) from None
         except BotoCoreError as exc:
             raise self._error(exc, key) from None
-        return None
+        return True
 
-    def _delete_after_head(self, key: str, etag: str) -> DeleteFailure | None:
+    def _delete_after_head(self, key: str, etag: str) -> DeleteFailure | bool:
         try:
             current = self.head(key)
         except ObjectNotFoundError:
-            return None
+            return False
         if current.etag != etag:
             return DeleteFailure(key, CHANGED_REASON, changed=True)
         with self._translated(key):
             self._client.delete_object(Bucket=self.bucket, Key=self._full(key))
-        return None
+        return True
 
     def _delete_failure(self, error: Mapping[str, str]) -> DeleteFailure:
         full_key = error.get("Key", "")

@@ -264,6 +264,37 @@ def test_delete_with_the_current_etag_removes_the_object(store: ObjectStore) -> 
     assert [o.key for o in store.list_objects()] == ["other"]
 
 
+def test_conditional_deletes_at_once_report_each_object_removed_to_exactly_one(
+    store: ObjectStore,
+) -> None:
+    """``done(key, removed)``: of several conditional deletes of one object at once, exactly
+    one says it removed it; the others, and a delete of a key that never existed, say it had
+    none. A failed key is not reported."""
+    etags = {f"k{i}": store.put(f"k{i}", f"body {i}".encode(), META).etag for i in range(8)}
+    stale = store.put("stale", b"old", META).etag
+    store.put("stale", b"new", META)
+
+    def attempt(_: int) -> list[tuple[str, bool]]:
+        heard: list[tuple[str, bool]] = []
+        failures = store.delete(
+            [*etags, "never", "stale"],
+            if_match={**etags, "never": "0" * 32, "stale": stale},
+            done=lambda key, removed: heard.append((key, removed)),
+        )
+        assert [f.key for f in failures] == ["stale"]
+        return heard
+
+    with ThreadPoolExecutor(4) as pool:
+        reports = list(pool.map(attempt, range(4)))
+
+    for heard in reports:
+        assert sorted(k for k, _ in heard) == sorted([*etags, "never"])  # each key once
+        assert ("never", False) in heard
+    for key in etags:
+        assert sum((key, True) in heard for heard in reports) == 1, (key, reports)
+    assert [o.key for o in store.list_objects()] == ["stale"]
+
+
 def test_delete_with_a_stale_etag_leaves_the_newer_object_and_says_it_changed(
     store: ObjectStore,
 ) -> None:
