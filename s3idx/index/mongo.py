@@ -109,6 +109,7 @@ from s3idx.index.base import (
     settle_pending,
     superseded_rebuild,
 )
+from s3idx.index.ferretdb_filter import ferretdb_filter
 from s3idx.index.mongo_errors import (
     bulk_detail,
     check_uri_options,
@@ -120,7 +121,7 @@ from s3idx.index.mongo_errors import (
 from s3idx.index.mongo_location import MongoLocation
 from s3idx.limits import batched
 from s3idx.liveness import DEATH_SETTLE_SECONDS, has_died, tagged
-from s3idx.query.filter import check_nesting
+from s3idx.query.filter import Filter, parse_filter
 from s3idx.sharding import Shard
 
 META_COLLECTION = "s3idx_meta"
@@ -266,16 +267,20 @@ def check_namespace(database: str, collection: str) -> None:
         )
 
 
-def check_filter(filter: Mapping[str, Any] | None) -> dict[str, Any]:
+def check_filter(filter: Mapping[str, Any] | None) -> tuple[dict[str, Any], Filter]:
+    """The filter as a dict, and as ``parse_filter`` validates it: the one parser SQLite uses,
+    so that every backend refuses the same filters (an unknown operator, ``$exists: "no"``,
+    ``$options`` without ``$regex``, operators mixed with field names, nesting beyond the
+    limit...) before any server sees them. A server may answer such a filter silently and
+    wrongly: FerretDB matches every document with ``{"a": {"$exists": "no"}}``."""
     if filter is None:
-        return {}
+        return {}, parse_filter({})
     if not isinstance(filter, Mapping):
         raise InvalidFilterError(
             f"a filter must be a JSON object, got {type(filter).__name__}",
             hint='for example {"field": "value"}',
         )
-    check_nesting(filter)  # the server's own limit, said the way every backend says it
-    return dict(filter)
+    return dict(filter), parse_filter(filter)
 
 
 def projection(fields: Sequence[str] | None, key_field: str | None) -> dict[str, int] | None:
@@ -1037,6 +1042,14 @@ class MongoIndex:
                 f"{reason} in the index", hint=f"stop indexing that field (--field), {instead}"
             )
 
+    def _server_query(self, filter: Mapping[str, Any] | None) -> dict[str, Any]:
+        """The filter to send to the server: validated, refused where this server would answer
+        it wrongly, and on FerretDB written again in forms it answers right (ferretdb_filter).
+        Real MongoDB gets the filter as it was given."""
+        query, parsed = check_filter(filter)
+        self._check_query(query)
+        return ferretdb_filter(parsed, self.location) if self.is_ferretdb() else query
+
     def _check_query(self, query: Mapping[str, Any]) -> None:
         # FerretDB v1 answers $elemMatch wrongly and silently: the document form matches
         # nothing, and the operator form matches conditions met by different elements.
@@ -1417,8 +1430,7 @@ class MongoIndex:
         limit: int = 0,
     ) -> Iterator[Entry]:
         # Checked now, not when the caller starts iterating, so mistakes surface at the call.
-        query = check_filter(filter)
-        self._check_query(query)
+        query = self._server_query(filter)
         args = check_find_arguments(sort=sort, skip=skip, limit=limit, fields=fields)
         key_field = self._known_key_field()
         spec = projection(args.fields, key_field)
@@ -1435,8 +1447,7 @@ class MongoIndex:
         return (check(doc, whole=whole) for doc in self._c.stream(cursor, "querying", query=True))
 
     def count(self, filter: Mapping[str, Any] | None = None) -> int:
-        query = check_filter(filter)
-        self._check_query(query)
+        query = self._server_query(filter)
         with self._c.guard("counting", query=True):
             return int(self._c.live.count_documents(query))
 

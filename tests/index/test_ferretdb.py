@@ -230,3 +230,23 @@ def test_a_resumed_rebuild_inserts_new_keys_and_replaces_only_those_written_agai
         index.close()
     replaced = sorted(f["_id"] for f in _UPDATES.filters if str(f.get("_id")).startswith("k"))
     assert replaced == [f"k{i:05}" for i in range(250, 300)]
+
+
+def test_delete_by_a_filter_ferretdb_answered_wrongly_deletes_only_the_matches(
+    run: Run, ferretdb: MongoServer, tmp_path: Path
+) -> None:
+    args = ["--store", str(tmp_path / "store"), "--index", ferretdb.uri]
+    documents = [
+        {"fs_id": "a", "e": [{"k": 1}, {"k": 2}]},
+        {"fs_id": "b", "e": [{"k": 1}]},
+        {"fs_id": "c", "e": {"k": 5}},
+    ]
+    assert run("put", *args, "--field", "e", input=jsonl(*documents)).exit_code == 0
+    for bad in ('{"e": {"$exists": "no"}}', '{"e": {"$options": "i"}}', '{"e": {"$mod": [2, 1]}}'):
+        refused = run("delete", "--filter", bad, *args)
+        assert refused.exit_code == ExitStatus.USAGE, (bad, refused.stderr)
+    assert run("query", "{}", "--count", *args).stdout == "3\n"
+    deleted = run("delete", "--filter", '{"e.k": {"$ne": 2}}', *args)
+    assert deleted.exit_code == 0, deleted.stderr
+    left = run("query", "{}", *args)
+    assert [orjson.loads(line)["fs_id"] for line in left.stdout.splitlines()] == ["a"]
