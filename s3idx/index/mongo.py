@@ -742,6 +742,19 @@ class _Collections:
 
     def check_fields(self, key_field: str, fields: Sequence[str]) -> None:
         _check_field_count(key_field, fields)
+        if self.is_ferretdb():
+            # FerretDB v1 writes an index's path into SQL unescaped: a field with a '"' or a
+            # '\\' failed with a raw SQL error once recorded, leaving an index no put could
+            # use; a key field with one makes every entry "malformed JSON". Names inside a
+            # value are stored as they are (ferretdb_refusal need not look for them).
+            for name, flag in [(key_field, "--key"), *((f, "--field") for f in fields)]:
+                if '"' in name or "\\" in name:
+                    raise UsageError(
+                        f"{flag} {name!r} cannot be indexed on FerretDB ({self.location}): "
+                        "FerretDB v1 cannot index a field whose name holds a double quote or a "
+                        "backslash",
+                        hint="index another field, or keep the index in MongoDB or SQLite",
+                    )
         if key_field != ID and any(f == ID or f.startswith(ID + ".") for f in fields):
             raise UsageError(
                 f"field {ID!r} cannot be a searchable field of a MongoDB index: it holds the "
@@ -1494,6 +1507,7 @@ class MongoIndex:
     ) -> MongoRebuild:
         # MongoDB indexes the fields when the rebuild commits; ``fields`` needs no work now.
         del fields
+        self._c.check_fields(key_field, [])  # a key field the server cannot hold, up front
         name = self._c.name + REBUILD_SUFFIX
         with self._c.guard("reading the settings of"):
             recorded = self._c.meta.find_one({ID: self._c.name})

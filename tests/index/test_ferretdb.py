@@ -232,6 +232,46 @@ def test_a_resumed_rebuild_inserts_new_keys_and_replaces_only_those_written_agai
     assert replaced == [f"k{i:05}" for i in range(250, 300)]
 
 
+@pytest.mark.parametrize(
+    ("name", "as_key"),
+    [('q"x', False), ("q\\x", False), ('meta.q"x', False), ('q"x', True), ("q\\x", True)],
+)
+def test_a_field_name_with_a_quote_or_backslash_is_refused_before_anything_is_recorded(
+    run: Run, ferretdb: MongoServer, tmp_path: Path, name: str, as_key: bool
+) -> None:
+    # FerretDB v1 builds SQL from the path of an index: such a name failed with a raw SQL error
+    # (exit 1) after it was recorded, and every later put failed.
+    args = ["--store", str(tmp_path / "store"), "--index", ferretdb.uri]
+    document = {"fs_id": "a", "n": 1, "meta": {}}
+    where = document if "." not in name else document["meta"]
+    where[name.split(".")[-1]] = "v"
+    chosen = ["--key", name] if as_key else ["--field", name]
+    result = run("put", *args, *chosen, input=jsonl(document))
+    assert result.exit_code == ExitStatus.USAGE, result.stderr
+    assert "FerretDB" in result.stderr and repr(name) in result.stderr, result.stderr
+    # Nothing was recorded: the index still takes a put.
+    again = run("put", *args, "--field", "n", input=jsonl({"fs_id": "b", "n": 2}))
+    assert again.exit_code == 0, again.stderr
+    assert run("query", '{"n": 2}', "--count", *args).stdout == "1\n"
+
+
+def test_an_entry_holding_a_name_with_a_quote_is_stored_and_found(
+    run: Run, ferretdb: MongoServer, tmp_path: Path
+) -> None:
+    args = ["--store", str(tmp_path / "store"), "--index", ferretdb.uri]
+    document = {"fs_id": "a", "meta": {'q"x': 1, "y\\z": [{'"': 2}]}}
+    # Only index paths reach FerretDB's SQL; names inside a value are stored as they are.
+    put = run("put", *args, "--field", "meta", input=jsonl(document))
+    assert put.exit_code == 0, put.stderr
+    assert run("query", '{"fs_id": "a"}', "--count", *args).stdout == "1\n"
+    found = run("query", '{"meta.q\\"x": 1}', "--count", *args)
+    assert found.exit_code in (0, ExitStatus.USAGE), found.stderr
+    if found.exit_code == 0:
+        assert found.stdout == "1\n"
+    again = run("put", *args, "--field", "meta", input=jsonl({"fs_id": "b", "meta": {}}))
+    assert again.exit_code == 0, again.stderr
+
+
 def test_delete_by_a_filter_ferretdb_answered_wrongly_deletes_only_the_matches(
     run: Run, ferretdb: MongoServer, tmp_path: Path
 ) -> None:
