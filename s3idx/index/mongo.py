@@ -1445,6 +1445,8 @@ class MongoIndex:
         # Checked now, not when the caller starts iterating, so mistakes surface at the call.
         query = self._server_query(filter)
         args = check_find_arguments(sort=sort, skip=skip, limit=limit, fields=fields)
+        if args.sort and self.is_ferretdb():
+            self._check_ferretdb_sort(args.sort)
         key_field = self._known_key_field()
         spec = projection(args.fields, key_field)
         if spec is not None and spec.get(ID) == 0:
@@ -1458,6 +1460,33 @@ class MongoIndex:
         check = partial(_checked_entry, location=self.location, key_field=key_field)
         whole = args.fields is None
         return (check(doc, whole=whole) for doc in self._c.stream(cursor, "querying", query=True))
+
+    def _check_ferretdb_sort(self, sort: Sequence[tuple[str, int]]) -> None:
+        """Refuse a sort FerretDB v1 would order wrongly: by a dotted path with an array on the
+        way to its last part (``e.k`` where an entry holds ``e: [{k: 5}]``). Arrays of scalars
+        at the end of a path (``t`` or ``e.k`` holding ``[1, 9]``) it orders right.
+
+        Whether an array lies on the way is the data's, not the query's: refusing every dotted
+        sort would refuse sorts on plain nested documents, which FerretDB answers right. So one
+        indexed ``find_one`` per step of the path asks whether any entry holds an array there,
+        the shortest step first (while no shorter step holds an array, a longer one is a path
+        through documents alone, which FerretDB answers right). A put of such an entry while
+        the query runs is not seen, as with any entry written after a query started.
+        """
+        for path, _ in sort:
+            parts = path.split(".")
+            for end in range(1, len(parts)):
+                step = ".".join(parts[:end])
+                with self._c.guard("querying", query=True):
+                    found = self._c.live.find_one({step: {"$type": "array"}}, {ID: 1})
+                if found is not None:
+                    raise InvalidFilterError(
+                        f"--sort {path!r} is refused on FerretDB ({self.location}): FerretDB v1 "
+                        f"orders wrongly by a dotted path through an array, and {step!r} holds "
+                        "an array in some entries",
+                        hint="sort by a path with no array on the way (an array at its end is "
+                        "fine), or keep the index in MongoDB or SQLite",
+                    )
 
     def count(self, filter: Mapping[str, Any] | None = None) -> int:
         query = self._server_query(filter)

@@ -98,6 +98,8 @@ KNOWN_GAPS: dict[str, dict[str, str]] = {
         "type-codes": "mongomock 4.3 takes $type aliases only: every number is 'not a valid $type'",
         "regex-unicode-types": "mongomock matches $regex with Python's re: Unicode \\w and \\d "
         "and no POSIX classes, where MongoDB's PCRE has ASCII-only ones",
+        "array-sort": "mongomock 4.3 does not sort by MongoDB's sort keys through arrays "
+        "(smallest ascending, largest descending, an empty array first)",
         "arrays": "mongomock 4.3 answers $not, $exists: false, $all: [] and some $type "
         "conditions through arrays unlike MongoDB",
     },

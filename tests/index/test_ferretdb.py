@@ -290,3 +290,24 @@ def test_delete_by_a_filter_ferretdb_answered_wrongly_deletes_only_the_matches(
     assert deleted.exit_code == 0, deleted.stderr
     left = run("query", "{}", *args)
     assert [orjson.loads(line)["fs_id"] for line in left.stdout.splitlines()] == ["a"]
+
+
+def test_a_sort_by_a_dotted_path_through_an_array_is_refused_on_ferretdb(
+    run: Run, ferretdb: MongoServer, tmp_path: Path
+) -> None:
+    # FerretDB v1 ordered these b c a d (MongoDB: b d c a), so --limit gave the wrong page.
+    args = ["--store", str(tmp_path / "store"), "--index", ferretdb.uri]
+    documents = [
+        {"fs_id": "a", "e": [{"k": 5}], "m": {"k": 5}},
+        {"fs_id": "b", "e": [{"k": 1}], "m": {"k": [1, 9]}},
+        {"fs_id": "c", "e": [{"k": 3}], "m": {"k": 3}},
+        {"fs_id": "d", "e": {"k": 2}, "m": {"k": 2}},
+    ]
+    assert run("put", *args, "--field", "e", "--field", "m", input=jsonl(*documents)).exit_code == 0
+    refused = run("query", "{}", "--sort", "e.k", "--limit", "2", *args)
+    assert refused.exit_code == ExitStatus.USAGE, refused.stderr
+    assert "--sort 'e.k' is refused on FerretDB" in refused.stderr
+    # A dotted path through documents alone, with an array at its end, is answered.
+    found = run("query", "{}", "--sort", "m.k", "--fields", "fs_id", *args)
+    assert found.exit_code == 0, found.stderr
+    assert [orjson.loads(line)["fs_id"] for line in found.stdout.splitlines()] == list("bdca")
