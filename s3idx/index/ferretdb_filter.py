@@ -111,7 +111,10 @@ def _expr(expr: Expr) -> dict[str, Any]:
 def _condition(condition: PathCondition) -> Any:
     predicate: Predicate = condition.predicate
     if isinstance(predicate, Eq):
-        return {"$eq": predicate.value}
+        # The plain form, as given most often ({"k": "x"}), which FerretDB may push down to
+        # its SQL; a document is never compared on FerretDB (refused before this).
+        value = predicate.value
+        return {"$eq": value} if isinstance(value, dict) else value
     if isinstance(predicate, Cmp):
         return {predicate.op.value: predicate.value}
     if isinstance(predicate, In):
