@@ -100,11 +100,15 @@ def _expr(expr: Expr) -> dict[str, Any]:
             return {}
         return children[0] if len(children) == 1 else {"$and": children}
     if isinstance(expr, Or):
-        return {"$or": [_expr(child) for child in expr.children]}
+        children = [_expr(child) for child in expr.children]
+        return children[0] if len(children) == 1 else {"$or": children}
     if isinstance(expr, Not):
-        if isinstance(expr.child, Not):  # a double negation: no level spent on it
+        # No level spent where none is needed: a double negation is its inner condition, and
+        # a negated $or (a $nor as given) is one $nor.
+        if isinstance(expr.child, Not):
             return _expr(expr.child.child)
-        return {"$nor": [_expr(expr.child)]}
+        negated = expr.child.children if isinstance(expr.child, Or) else (expr.child,)
+        return {"$nor": [_expr(child) for child in negated]}
     return {expr.path: _condition(expr)}
 
 
