@@ -383,6 +383,18 @@ _ARRAY_CONDITIONS: list[Any] = [
     {"$type": ["decimal", "int"]},
     {"$not": {"$type": "decimal"}},
     {"$type": "null"},
+    {"$type": "array"},
+    {"$not": {"$type": "array"}},
+    {"$type": "string"},
+    {"$lt": "b"},
+    {"$not": {"$lte": "ab"}},
+    {"$eq": [1, 2]},
+    {"$ne": [1]},
+    {"$in": [[1], 3]},
+    {"$nin": [[1, 2], 3]},
+    {"$size": 1},
+    {"$not": {"$size": 2}},
+    {"$all": [[1, 2]]},
 ]
 ARRAY_FILTERS: list[dict[str, Any]] = [
     *({path: condition} for path in ("e.k", "t") for condition in _ARRAY_CONDITIONS),
@@ -394,6 +406,13 @@ ARRAY_FILTERS: list[dict[str, Any]] = [
     {"$or": [{"e.k": {"$ne": 1}}, {KEY: "g"}]},
     {"$and": [{"e.k": {"$ne": 1}}, {"t": {"$nin": [5]}}]},
     {"$or": [{"$nor": [{"e.k": {"$all": [1, 2]}}]}, {"t": {"$not": {"$lt": 2}}}]},
+    {"e": {"$type": "array"}},
+    {"e": {"$not": {"$type": "object"}}},
+    {"e": {"$exists": False}},
+    {"e.j": {"$exists": True}},
+    {"e.j": {"$ne": 1}},
+    {"$nor": [{"$or": [{"e.k": 1}, {"t": 3}]}, {"$and": [{"e.k": {"$ne": 5}}, {"t": 9}]}]},
+    {"$and": [{"$or": [{"e.k": {"$nin": [1]}}, {"t": []}]}, {"e.k": {"$not": {"$size": 0}}}]},
 ]
 
 
@@ -415,6 +434,10 @@ MONGOMOCK_ARRAY_GAPS = {
         {"$type": ["decimal", "int"]},
         {"$not": {"$type": "decimal"}},
         {"$type": "null"},
+        {"$not": {"$type": "array"}},
+        {"$not": {"$lte": "ab"}},
+        {"$size": 1},
+        {"$not": {"$size": 2}},
     ]
 } | {
     repr({"t": {"$not": {"$gte": None}}}),
@@ -423,6 +446,11 @@ MONGOMOCK_ARRAY_GAPS = {
     repr({"t": {"$type": ["decimal", "int"]}}),
     repr({"t": {"$type": "null"}}),
     repr({"e": {"$not": {"$size": 1}}}),
+    repr({"t": {"$in": [[1], 3]}}),
+    repr({"t": {"$nin": [[1, 2], 3]}}),
+    repr({"t": {"$size": 1}}),
+    repr({"t": {"$all": [[1, 2]]}}),
+    repr({"$and": [{"$or": [{"e.k": {"$nin": [1]}}, {"t": []}]}, {"e.k": {"$not": {"$size": 0}}}]}),
 }
 
 
