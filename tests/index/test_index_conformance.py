@@ -1024,8 +1024,8 @@ def test_mark_pending_adds_to_recorded_fields_only(filled: Index, open_index: An
     assert filled.mark_complete(["n", "tags"]).pending == ()
 
 
-def _nested(operator: str, depth: int) -> dict[str, Any]:
-    node: dict[str, Any] = {"n": {"$gte": 0}}
+def _nested(operator: str, depth: int, bottom: Any = None) -> dict[str, Any]:
+    node: dict[str, Any] = bottom or {"n": {"$gte": 0}}
     for i in range(depth):
         if operator == "$not":
             node = {"n": {"$not": node["n"]}}
@@ -1047,6 +1047,18 @@ def test_filters_nested_100_deep_give_the_same_answer_everywhere(
     if operator in ("$nor", "$not"):
         odd = _nested(operator, 99)
         assert keys(filled.find(odd, sort=[(KEY, 1)])) == ["c", "d"]
+
+
+@pytest.mark.parametrize("operator", ["$and", "$or", "$nor", "$not"])
+def test_filters_100_deep_with_negations_of_several_operators_at_the_bottom(
+    filled: Index, operator: str
+) -> None:
+    # FerretDB is sent negations as $nor and operator objects as $and: no deeper than allowed.
+    bottom = {"n": {"$not": {"$ne": 1.5, "$gte": 0, "$nin": [99]}, "$exists": True}}
+    flt = _nested(operator, 99, bottom)  # its $not is the 100th level
+    expected = [e[KEY] for e in ENTRIES if parse_filter(flt).matches(e)]
+    assert keys(filled.find(flt, sort=[(KEY, 1)])) == expected
+    assert filled.count(flt) == len(expected)
 
 
 @pytest.mark.parametrize("operator", ["$and", "$or", "$nor", "$not"])
