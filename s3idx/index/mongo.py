@@ -110,6 +110,7 @@ from s3idx.index.base import (
     settle_pending,
     superseded_rebuild,
 )
+from s3idx.index.ferretdb_filter import ferretdb_filter
 from s3idx.index.mongo_errors import (
     bulk_detail,
     check_uri_options,
@@ -121,7 +122,7 @@ from s3idx.index.mongo_errors import (
 from s3idx.index.mongo_location import MongoLocation
 from s3idx.limits import batched
 from s3idx.liveness import DEATH_SETTLE_SECONDS, has_died, tagged
-from s3idx.query.filter import check_nesting
+from s3idx.query.filter import Filter, parse_filter
 from s3idx.sharding import Shard
 
 META_COLLECTION = "s3idx_meta"
@@ -267,16 +268,20 @@ def check_namespace(database: str, collection: str) -> None:
         )
 
 
-def check_filter(filter: Mapping[str, Any] | None) -> dict[str, Any]:
+def check_filter(filter: Mapping[str, Any] | None) -> tuple[dict[str, Any], Filter]:
+    """The filter as a dict, and as ``parse_filter`` validates it: the one parser SQLite uses,
+    so that every backend refuses the same filters (an unknown operator, ``$exists: "no"``,
+    ``$options`` without ``$regex``, operators mixed with field names, nesting beyond the
+    limit...) before any server sees them. A server may answer such a filter silently and
+    wrongly: FerretDB matches every document with ``{"a": {"$exists": "no"}}``."""
     if filter is None:
-        return {}
+        return {}, parse_filter({})
     if not isinstance(filter, Mapping):
         raise InvalidFilterError(
             f"a filter must be a JSON object, got {type(filter).__name__}",
             hint='for example {"field": "value"}',
         )
-    check_nesting(filter)  # the server's own limit, said the way every backend says it
-    return dict(filter)
+    return dict(filter), parse_filter(filter)
 
 
 def projection(fields: Sequence[str] | None, key_field: str | None) -> dict[str, int] | None:
@@ -738,6 +743,19 @@ class _Collections:
 
     def check_fields(self, key_field: str, fields: Sequence[str]) -> None:
         _check_field_count(key_field, fields)
+        if self.is_ferretdb():
+            # FerretDB v1 writes an index's path into SQL unescaped: a field with a '"' or a
+            # '\\' failed with a raw SQL error once recorded, leaving an index no put could
+            # use; a key field with one makes every entry "malformed JSON". Names inside a
+            # value are stored as they are (ferretdb_refusal need not look for them).
+            for name, flag in [(key_field, "--key"), *((f, "--field") for f in fields)]:
+                if '"' in name or "\\" in name:
+                    raise UsageError(
+                        f"{flag} {name!r} cannot be indexed on FerretDB ({self.location}): "
+                        "FerretDB v1 cannot index a field whose name holds a double quote or a "
+                        "backslash",
+                        hint="index another field, or keep the index in MongoDB or SQLite",
+                    )
         if key_field != ID and any(f == ID or f.startswith(ID + ".") for f in fields):
             raise UsageError(
                 f"field {ID!r} cannot be a searchable field of a MongoDB index: it holds the "
@@ -1037,6 +1055,14 @@ class MongoIndex:
             raise RecordError(
                 f"{reason} in the index", hint=f"stop indexing that field (--field), {instead}"
             )
+
+    def _server_query(self, filter: Mapping[str, Any] | None) -> dict[str, Any]:
+        """The filter to send to the server: validated, refused where this server would answer
+        it wrongly, and on FerretDB written again in forms it answers right (ferretdb_filter).
+        Real MongoDB gets the filter as it was given."""
+        query, parsed = check_filter(filter)
+        self._check_query(query)
+        return ferretdb_filter(parsed, self.location) if self.is_ferretdb() else query
 
     def _check_query(self, query: Mapping[str, Any]) -> None:
         # FerretDB v1 answers $elemMatch wrongly and silently: the document form matches
@@ -1418,9 +1444,10 @@ class MongoIndex:
         limit: int = 0,
     ) -> Iterator[Entry]:
         # Checked now, not when the caller starts iterating, so mistakes surface at the call.
-        query = check_filter(filter)
-        self._check_query(query)
+        query = self._server_query(filter)
         args = check_find_arguments(sort=sort, skip=skip, limit=limit, fields=fields)
+        if args.sort and self.is_ferretdb():
+            self._check_ferretdb_sort(args.sort)
         key_field = self._known_key_field()
         spec = projection(args.fields, key_field)
         if spec is not None and spec.get(ID) == 0:
@@ -1435,9 +1462,35 @@ class MongoIndex:
         whole = args.fields is None
         return (check(doc, whole=whole) for doc in self._c.stream(cursor, "querying", query=True))
 
+    def _check_ferretdb_sort(self, sort: Sequence[tuple[str, int]]) -> None:
+        """Refuse a sort FerretDB v1 would order wrongly: by a dotted path with an array on the
+        way to its last part (``e.k`` where an entry holds ``e: [{k: 5}]``). Arrays of scalars
+        at the end of a path (``t`` or ``e.k`` holding ``[1, 9]``) it orders right.
+
+        Whether an array lies on the way is the data's, not the query's: refusing every dotted
+        sort would refuse sorts on plain nested documents, which FerretDB answers right. So one
+        indexed ``find_one`` per step of the path asks whether any entry holds an array there,
+        the shortest step first (while no shorter step holds an array, a longer one is a path
+        through documents alone, which FerretDB answers right). A put of such an entry while
+        the query runs is not seen, as with any entry written after a query started.
+        """
+        for path, _ in sort:
+            parts = path.split(".")
+            for end in range(1, len(parts)):
+                step = ".".join(parts[:end])
+                with self._c.guard("querying", query=True):
+                    found = self._c.live.find_one({step: {"$type": "array"}}, {ID: 1})
+                if found is not None:
+                    raise InvalidFilterError(
+                        f"--sort {path!r} is refused on FerretDB ({self.location}): FerretDB v1 "
+                        f"orders wrongly by a dotted path through an array, and {step!r} holds "
+                        "an array in some entries",
+                        hint="sort by a path with no array on the way (an array at its end is "
+                        "fine), or keep the index in MongoDB or SQLite",
+                    )
+
     def count(self, filter: Mapping[str, Any] | None = None) -> int:
-        query = check_filter(filter)
-        self._check_query(query)
+        query = self._server_query(filter)
         with self._c.guard("counting", query=True):
             return int(self._c.live.count_documents(query))
 
@@ -1484,6 +1537,7 @@ class MongoIndex:
     ) -> MongoRebuild:
         # MongoDB indexes the fields when the rebuild commits; ``fields`` needs no work now.
         del fields
+        self._c.check_fields(key_field, [])  # a key field the server cannot hold, up front
         name = self._c.name + REBUILD_SUFFIX
         with self._c.guard("reading the settings of"):
             recorded = self._c.meta.find_one({ID: self._c.name})

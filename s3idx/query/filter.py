@@ -489,10 +489,11 @@ def check_filter_object(obj: Any) -> None:
 def check_nesting(obj: Any) -> None:
     """Refuse a filter nested deeper than ``parse_filter`` allows, without parsing it.
 
-    For backends that hand the filter to a server as it is: the same limit, counted the same
-    way (a level per $and, $or, $nor, $not and $elemMatch, and the depth of literal values),
-    with no recursion, so any depth is refused cleanly. ``$type`` arguments are checked on the
-    way as ``parse_filter`` checks them, so every backend refuses the same type codes.
+    For checks above the backends (``query.indexed.check_query_paths`` walks the filter
+    recursively; every index then validates it with ``parse_filter``): the same limit, counted
+    the same way (a level per $and, $or, $nor, $not and $elemMatch, and the depth of literal
+    values), with no recursion, so any depth is refused cleanly. ``$type`` arguments are checked
+    on the way as ``parse_filter`` checks them.
     """
     # (a filter document or an object of operators, its level)
     stack: list[tuple[Any, int]] = [(obj, 0)]

@@ -10,7 +10,8 @@ import orjson
 import pytest
 from pymongo import monitoring
 
-from s3idx.errors import ExitStatus
+from s3idx.errors import ExitStatus, UsageError
+from s3idx.index.mongo import MongoIndex
 from tests.helpers import MongoServer, Run, jsonl, real_mongo_database, with_database
 
 
@@ -230,3 +231,112 @@ def test_a_resumed_rebuild_inserts_new_keys_and_replaces_only_those_written_agai
         index.close()
     replaced = sorted(f["_id"] for f in _UPDATES.filters if str(f.get("_id")).startswith("k"))
     assert replaced == [f"k{i:05}" for i in range(250, 300)]
+
+
+@pytest.mark.parametrize(
+    ("name", "as_key"),
+    [('q"x', False), ("q\\x", False), ('meta.q"x', False), ('q"x', True), ("q\\x", True)],
+)
+def test_a_field_name_with_a_quote_or_backslash_is_refused_before_anything_is_recorded(
+    run: Run, ferretdb: MongoServer, tmp_path: Path, name: str, as_key: bool
+) -> None:
+    # FerretDB v1 builds SQL from the path of an index: such a name failed with a raw SQL error
+    # (exit 1) after it was recorded, and every later put failed.
+    args = ["--store", str(tmp_path / "store"), "--index", ferretdb.uri]
+    document = {"fs_id": "a", "n": 1, "meta": {}}
+    where = document if "." not in name else document["meta"]
+    where[name.split(".")[-1]] = "v"
+    chosen = ["--key", name] if as_key else ["--field", name]
+    result = run("put", *args, *chosen, input=jsonl(document))
+    assert result.exit_code == ExitStatus.USAGE, result.stderr
+    assert "FerretDB" in result.stderr and repr(name) in result.stderr, result.stderr
+    # Nothing was recorded: the index still takes a put.
+    again = run("put", *args, "--field", "n", input=jsonl({"fs_id": "b", "n": 2}))
+    assert again.exit_code == 0, again.stderr
+    assert run("query", '{"n": 2}', "--count", *args).stdout == "1\n"
+
+
+def test_an_entry_holding_a_name_with_a_quote_is_stored_and_found(
+    run: Run, ferretdb: MongoServer, tmp_path: Path
+) -> None:
+    args = ["--store", str(tmp_path / "store"), "--index", ferretdb.uri]
+    document = {"fs_id": "a", "meta": {'q"x': 1, "y\\z": [{'"': 2}]}}
+    # Only index paths reach FerretDB's SQL; names inside a value are stored as they are.
+    put = run("put", *args, "--field", "meta", input=jsonl(document))
+    assert put.exit_code == 0, put.stderr
+    assert run("query", '{"fs_id": "a"}', "--count", *args).stdout == "1\n"
+    found = run("query", '{"meta.q\\"x": 1}', "--count", *args)
+    assert found.exit_code in (0, ExitStatus.USAGE), found.stderr
+    if found.exit_code == 0:
+        assert found.stdout == "1\n"
+    again = run("put", *args, "--field", "meta", input=jsonl({"fs_id": "b", "meta": {}}))
+    assert again.exit_code == 0, again.stderr
+
+
+def test_delete_by_a_filter_ferretdb_answered_wrongly_deletes_only_the_matches(
+    run: Run, ferretdb: MongoServer, tmp_path: Path
+) -> None:
+    args = ["--store", str(tmp_path / "store"), "--index", ferretdb.uri]
+    documents = [
+        {"fs_id": "a", "e": [{"k": 1}, {"k": 2}]},
+        {"fs_id": "b", "e": [{"k": 1}]},
+        {"fs_id": "c", "e": {"k": 5}},
+    ]
+    assert run("put", *args, "--field", "e", input=jsonl(*documents)).exit_code == 0
+    for bad in ('{"e": {"$exists": "no"}}', '{"e": {"$options": "i"}}', '{"e": {"$mod": [2, 1]}}'):
+        refused = run("delete", "--filter", bad, *args)
+        assert refused.exit_code == ExitStatus.USAGE, (bad, refused.stderr)
+    assert run("query", "{}", "--count", *args).stdout == "3\n"
+    deleted = run("delete", "--filter", '{"e.k": {"$ne": 2}}', *args)
+    assert deleted.exit_code == 0, deleted.stderr
+    left = run("query", "{}", *args)
+    assert [orjson.loads(line)["fs_id"] for line in left.stdout.splitlines()] == ["a"]
+
+
+def test_a_sort_by_a_dotted_path_through_an_array_is_refused_on_ferretdb(
+    run: Run, ferretdb: MongoServer, tmp_path: Path
+) -> None:
+    # FerretDB v1 ordered these b c a d (MongoDB: b d c a), so --limit gave the wrong page.
+    args = ["--store", str(tmp_path / "store"), "--index", ferretdb.uri]
+    documents = [
+        {"fs_id": "a", "e": [{"k": 5}], "m": {"k": 5}},
+        {"fs_id": "b", "e": [{"k": 1}], "m": {"k": [1, 9]}},
+        {"fs_id": "c", "e": [{"k": 3}], "m": {"k": 3}},
+        {"fs_id": "d", "e": {"k": 2}, "m": {"k": 2}},
+    ]
+    assert run("put", *args, "--field", "e", "--field", "m", input=jsonl(*documents)).exit_code == 0
+    refused = run("query", "{}", "--sort", "e.k", "--limit", "2", *args)
+    assert refused.exit_code == ExitStatus.USAGE, refused.stderr
+    assert "--sort 'e.k' is refused on FerretDB" in refused.stderr
+    # A dotted path through documents alone, with an array at its end, is answered.
+    found = run("query", "{}", "--sort", "m.k", "--fields", "fs_id", *args)
+    assert found.exit_code == 0, found.stderr
+    assert [orjson.loads(line)["fs_id"] for line in found.stdout.splitlines()] == list("bdca")
+
+
+def test_paths_with_a_quote_inside_an_indexed_value_are_answered(
+    run: Run, ferretdb: MongoServer, tmp_path: Path
+) -> None:
+    # Only the paths FerretDB indexes reach its SQL; a filter, sort or projection through such
+    # a name inside an indexed value is answered right.
+    args = ["--store", str(tmp_path / "store"), "--index", ferretdb.uri]
+    documents = [{"fs_id": "a", "meta": {'q"x': 2, "b\\s": 1}}, {"fs_id": "b", "meta": {'q"x': 1}}]
+    assert run("put", *args, "--field", "meta", input=jsonl(*documents)).exit_code == 0
+    for name, expected in (('meta.q"x', ["b", "a"]), ("meta.b\\s", ["a"])):
+        flt = orjson.dumps({name: {"$gte": 1}}).decode()
+        assert run("query", flt, "--count", *args).stdout == f"{len(expected)}\n"
+        found = run("query", flt, "--sort", name, "--fields", "fs_id", *args)
+        assert found.exit_code == 0, found.stderr
+        assert [orjson.loads(line)["fs_id"] for line in found.stdout.splitlines()] == expected
+
+
+def test_a_rebuild_by_a_key_field_ferretdb_cannot_index_is_refused_up_front(
+    ferretdb: MongoServer,
+) -> None:
+    index = MongoIndex(ferretdb.uri, ferretdb.database)
+    try:
+        with pytest.raises(UsageError, match="--key 'q\"x' cannot be indexed on FerretDB"):
+            index.start_rebuild('q"x')
+        assert index.rebuild_status() is None
+    finally:
+        index.close()
