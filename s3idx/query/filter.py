@@ -502,7 +502,7 @@ def check_nesting(obj: Any) -> None:
         if not isinstance(node, Mapping):
             continue
         for name, value in node.items():
-            if name in LOGICAL_OPERATORS and isinstance(value, list):
+            if name in LOGICAL_OPERATORS and isinstance(value, list | tuple):
                 stack.extend((item, _deeper(depth)) for item in value)
             elif name in ("$not", "$elemMatch"):
                 stack.append((value, _deeper(depth)))
@@ -542,7 +542,7 @@ def _parse_top_operator(name: str, value: Any, depth: int) -> Expr:
                 "it cannot stand at the top level of a filter"
             )
         raise _unknown_operator(name)
-    if not isinstance(value, list) or not value:
+    if not isinstance(value, list | tuple) or not value:
         raise InvalidFilterError(
             f"{name} needs a non-empty array of filter objects, got {_kind(value)}"
         )
@@ -593,7 +593,7 @@ def _field_expr(path: str, parts: Path, condition: ValueExpr) -> Expr:
 
 
 def _type_codes(argument: Any) -> frozenset[int]:
-    items = argument if isinstance(argument, list) else [argument]
+    items = argument if isinstance(argument, list | tuple) else [argument]
     if not items:
         raise InvalidFilterError("$type needs at least one type")
     codes: set[int] = set()
@@ -708,7 +708,7 @@ def _parse_elem_match(path: str, argument: Any, depth: int) -> Predicate:
 
 
 def _plain_values(name: str, argument: Any, depth: int) -> tuple[Any, ...]:
-    if not isinstance(argument, list):
+    if not isinstance(argument, list | tuple):
         raise InvalidFilterError(f"{name} needs an array, got {_kind(argument)}")
     values = []
     for item in argument:

@@ -58,7 +58,7 @@ def _collect(filter: Any, found: list[str]) -> None:
         if not isinstance(name, str):
             continue
         if name in LOGICAL_OPERATORS:
-            for clause in value if isinstance(value, list) else ():
+            for clause in value if isinstance(value, list | tuple) else ():
                 _collect(clause, found)
         elif name.startswith("$"):
             raise InvalidFilterError(

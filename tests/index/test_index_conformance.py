@@ -319,6 +319,29 @@ def test_find_and_count_with_filters(
     assert filled.count(query) == len(expected)
 
 
+def _tuples(value: Any) -> Any:
+    """The same filter with every list a tuple, as a Python caller may write it."""
+    if isinstance(value, dict):
+        return {k: _tuples(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return tuple(_tuples(v) for v in value)
+    return value
+
+
+TUPLED = [(f, e) for f, e in FILTERS if "$elemMatch" not in repr(f) and _tuples(f) != f]
+
+
+@pytest.mark.parametrize(("query", "expected"), TUPLED, ids=[repr(f) for f, _ in TUPLED])
+def test_tuples_in_a_filter_are_arrays(
+    filled: Index, query: dict[str, Any], expected: list
+) -> None:
+    """pymongo sends a tuple as an array: a library caller's tuples mean what lists do."""
+    tupled = _tuples(query)
+    assert tupled != query
+    assert sorted(keys(filled.find(tupled))) == expected
+    assert filled.count(tupled) == len(expected)
+
+
 # MongoDB's $regex is PCRE2 in UTF mode without UCP: \w, \d and the POSIX classes are ASCII-only.
 REGEX_NAMES = {"p": "Jose", "q": "José", "r": "\u0663", "s": "12"}
 
