@@ -125,7 +125,10 @@ class S3idxStore(Store):
             )
         check_collection("searchable_fields", searchable_fields or (), "field paths")
         self.store = store
-        self.index = index
+        # Not ``self.index``: maggma's S3Store.newer_in takes any store with an ``index``
+        # attribute for one of its own and compares against that attribute as a Store. monty's
+        # as_dict (and so pickling) finds the argument under ``_index``, keeping the key "index".
+        self._index = index
         self.searchable_fields = list(searchable_fields or [])
         self.compress = compress
         self.endpoint_url = endpoint_url
@@ -153,8 +156,13 @@ class S3idxStore(Store):
     def name(self) -> str:
         return self.store
 
+    @property
+    def index_location(self) -> str:
+        """The index's location, as given (``index=``)."""
+        return self._index
+
     def __repr__(self) -> str:
-        store, index = redact_location(self.store), redact_location(self.index)
+        store, index = redact_location(self.store), redact_location(self._index)
         return f"S3idxStore(store={store!r}, index={index!r}, key={self.key!r})"
 
     def __eq__(self, other: object) -> bool:
@@ -166,7 +174,7 @@ class S3idxStore(Store):
         return hash(self._identity())
 
     def _identity(self) -> tuple[Any, ...]:
-        return (self.store, self.index, self.collection, self.key, self.last_updated_field)
+        return (self.store, self._index, self.collection, self.key, self.last_updated_field)
 
     @property
     def _collection(self) -> Any:
@@ -207,7 +215,7 @@ class S3idxStore(Store):
             compress = "zlib" if compress else "none"
         return {
             "store": self.store,
-            "index": self.index,
+            "index": self._index,
             "key": self.key,
             "fields": tuple(self._own_fields()),
             "compress": compress,
