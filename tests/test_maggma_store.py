@@ -30,7 +30,7 @@ from s3idx.engine.retry import RetryPolicy
 from s3idx.errors import BackendUnavailableError, DamagedObjectError, S3idxError, UsageError
 from s3idx.maggma import S3idxStore, S3idxStoreError
 from s3idx.query.indexed import FieldNotIndexedError
-from tests.helpers import MONGO_KINDS, Run, json_lines, real_mongo_database
+from tests.helpers import MONGO_KINDS, Run, json_lines, real_mongo_database, run_in_fork
 from tests.s3proxy import INTERNAL_ERROR, S3Proxy
 
 SEARCHABLE = ["n", "group", "elements", "energy", "when"]
@@ -738,3 +738,25 @@ def test_a_group_builder_runs_between_s3idx_store_and_maggmas_stores(
     finally:
         target.close()
         source.close()
+
+
+def test_a_connected_s3idx_store_on_obstore_works_in_a_forked_child(
+    s3_endpoint: str, s3_bucket: str, tmp_path: Path
+) -> None:
+    pytest.importorskip("obstore")
+    store = S3idxStore(
+        store=f"s3://{s3_bucket}/forked",
+        index=str(tmp_path / "index.sqlite3"),
+        searchable_fields=["n"],
+        endpoint_url=s3_endpoint,
+        transport="obstore",
+    )
+    with store:
+        store.update({"task_id": "parent", "n": 0})
+
+        def child() -> None:
+            store.update([{"task_id": "child", "n": 1}])
+            assert [d["n"] for d in store.query(sort={"n": 1})] == [0, 1]
+
+        run_in_fork(child, timeout=30)
+        assert [d["task_id"] for d in store.query(sort={"n": 1})] == ["parent", "child"]
