@@ -35,7 +35,7 @@ from s3idx.config import (
     remember_location_secrets,
     resolve_settings,
 )
-from s3idx.engine.arguments import check_collection
+from s3idx.engine.arguments import check_collection, shown_value, single_kind
 from s3idx.engine.core import Engine
 from s3idx.engine.documents import check_field_paths
 from s3idx.engine.results import (
@@ -255,22 +255,26 @@ class S3idxStore(Store):
     # --- writing -------------------------------------------------------------------------------
 
     def update(
-        self, docs: list[dict[str, Any]] | dict[str, Any], key: list[str] | str | None = None
+        self,
+        docs: Iterable[Mapping[str, Any]] | Mapping[str, Any],
+        key: list[str] | str | None = None,
     ) -> PutResult:
         """Store documents under their key (a new version replaces the old one).
 
-        As maggma's MongoStore does, documents go through monty's ``jsanitize`` (MSONable
-        objects become their dicts; datetimes stay datetimes). ``key`` may only name the
-        store's key: an s3idx document is unique by its key, the name of its object.
-        Raises ``S3idxStoreError`` (after storing the others) when some could not be stored.
+        ``docs`` is one document (a mapping) or any iterable of them (a list, a tuple, a
+        generator); an item that is not a mapping is a ``UsageError`` naming its position, and
+        nothing is stored. As maggma's MongoStore does, documents go through monty's
+        ``jsanitize`` (MSONable objects become their dicts; datetimes stay datetimes). ``key``
+        may only name the store's key: an s3idx document is unique by its key, the name of its
+        object. Raises ``S3idxStoreError`` (after storing the others) when some could not be
+        stored.
         """
         self._check_key_argument(key)
-        if not isinstance(docs, list):
-            docs = [docs]
+        documents = _documents_of(docs)
         # All checked before any is stored, as maggma's MongoStore builds every write before
         # sending one: a strict validator's failure then writes nothing, and a document a
         # lenient one finds invalid is logged and left out, not stored.
-        clean = [doc for doc in map(self._sanitized, docs) if doc is not None]
+        clean = [doc for doc in map(self._sanitized, documents) if doc is not None]
         events = _Rejects()
         result = self.engine.put_documents(
             clean,
@@ -560,6 +564,30 @@ def _properties(
             return kept, []
         return None, dropped
     return [name for name in properties if name != "_id"], []
+
+
+def _documents_of(docs: Any) -> list[Mapping[str, Any]]:
+    """``update``'s documents as a list, each checked to be a mapping: never one taken apart
+    (``dict`` of a tuple of documents makes pairs of their field names)."""
+    if isinstance(docs, Mapping):
+        return [docs]
+    kind = single_kind(docs)
+    if kind is None and not isinstance(docs, Iterable):
+        kind = shown_value(docs)
+    if kind is not None:
+        raise UsageError(
+            f"update: documents must be a document (a dict) or an iterable of them, not {kind}",
+            hint="give a dict, or a list of dicts",
+        )
+    documents = list(docs)
+    for position, doc in enumerate(documents):
+        if not isinstance(doc, Mapping):
+            raise UsageError(
+                f"update: document {position} must be a mapping (a dict), not "
+                f"{shown_value(doc)}; nothing was stored",
+                hint="give a dict, or a list of dicts",
+            )
+    return documents
 
 
 def _sort(sort: Mapping[str, Sort | int] | None) -> list[tuple[str, int]] | None:

@@ -8,8 +8,10 @@ failure raises before anything is written. S3idxStore does the same.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import pytest
@@ -150,3 +152,60 @@ def test_last_updated_of_documents_without_the_field_is_an_error(tmp_path: Path,
             _ = store.last_updated
         store.update([{"task_id": "b", "energy": 1.0, "updated_at": datetime(2026, 1, 2)}])
         assert store.last_updated == datetime(2026, 1, 2)
+
+
+def _more_documents() -> Iterator[dict[str, Any]]:
+    yield {"task_id": "g-1", "energy": 1.0}
+    yield {"task_id": "g-2", "energy": 2.0}
+
+
+MORE = [{"task_id": "g-1", "energy": 1.0}, {"task_id": "g-2", "energy": 2.0}]
+
+
+@pytest.mark.parametrize(
+    ("documents", "expected"),
+    [
+        (tuple(GOOD[:2]), GOOD[:2]),
+        (GOOD[:2], GOOD[:2]),
+        (iter(GOOD[:2]), GOOD[:2]),
+        (_more_documents(), MORE),
+        (MappingProxyType(GOOD[0]), GOOD[:1]),
+    ],
+    ids=["tuple", "list", "iterator", "generator", "one mapping"],
+)
+def test_update_takes_any_iterable_of_documents_or_one(
+    tmp_path: Path, documents: Any, expected: list[dict[str, Any]]
+) -> None:
+    with _ours(tmp_path) as store:
+        store.update(documents)
+        assert sorted(store.query(properties=["task_id", "energy"]), key=str) == sorted(
+            expected, key=str
+        )
+
+
+@pytest.mark.parametrize(
+    ("documents", "position", "shown"),
+    [
+        ((GOOD[0], "mp-9"), 1, "'mp-9'"),
+        ([GOOD[0], GOOD[1], [("task_id", "x")]], 2, "[('task_id', 'x')]"),
+        ((None,), 0, "None"),
+    ],
+)
+def test_update_refuses_an_item_that_is_not_a_document_and_stores_nothing(
+    tmp_path: Path, documents: Any, position: int, shown: str
+) -> None:
+    with _ours(tmp_path) as store:
+        with pytest.raises(UsageError) as caught:
+            store.update(documents)
+        assert store.count() == 0
+    assert str(caught.value).startswith(
+        f"update: document {position} must be a mapping (a dict), not {shown}"
+    )
+
+
+@pytest.mark.parametrize("documents", ["mp-1", b"mp-1", 5])
+def test_update_refuses_what_is_neither_documents_nor_one(tmp_path: Path, documents: Any) -> None:
+    with _ours(tmp_path) as store:
+        with pytest.raises(UsageError, match=r"^update: documents must be"):
+            store.update(documents)
+        assert store.count() == 0
