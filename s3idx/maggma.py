@@ -453,7 +453,7 @@ class S3idxStore(Store):
             if value is _MISSING:
                 continue
             for item in value if isinstance(value, list) else [value]:
-                seen.setdefault(codec.canonical(_aware(item)), item)
+                seen.setdefault(_equality_key(item), item)
         return list(seen.values())
 
     def groupby(
@@ -479,7 +479,7 @@ class S3idxStore(Store):
             values = tuple(_get(doc, name) for name in names)
             if any(value is _MISSING for value in values):
                 continue
-            found = codec.canonical([_aware(v) for v in values])
+            found = _equality_key(list(values))
             groups.setdefault(found, (values, []))[1].append(doc)
         ordered = sorted(groups.values(), key=functools.cmp_to_key(_compare_groups))
         for values, members in ordered:
@@ -615,6 +615,27 @@ def _aware(value: Any) -> Any:
         return {k: _aware(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_aware(v) for v in value]
+    return value
+
+
+def _equality_key(value: Any) -> bytes:
+    """Equal for values MongoDB takes as equal (``distinct``, ``$group``): numbers by their
+    value whatever their type (1 and 1.0, at any depth), but a boolean never equal to a number
+    (True is not 1), and naive datetimes as UTC."""
+    return codec.canonical(_numbers_by_value(_aware(value)))
+
+
+# Floats from here on cannot equal a 64-bit integer: kept floats (orjson writes no larger int).
+_INT_BOUND = 2.0**63
+
+
+def _numbers_by_value(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer() and -_INT_BOUND <= value < _INT_BOUND:
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _numbers_by_value(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_numbers_by_value(v) for v in value]
     return value
 
 

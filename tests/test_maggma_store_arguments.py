@@ -209,3 +209,52 @@ def test_update_refuses_what_is_neither_documents_nor_one(tmp_path: Path, docume
         with pytest.raises(UsageError, match=r"^update: documents must be"):
             store.update(documents)
         assert store.count() == 0
+
+
+NUMBERS = [
+    {"task_id": "a", "energy": 1},
+    {"task_id": "b", "energy": 1.0},
+    {"task_id": "c", "energy": 2},
+    {"task_id": "d", "energy": True},
+    {"task_id": "e", "energy": [2.0, 3.5]},
+    {"task_id": "f", "energy": {"x": 1.0}},
+    {"task_id": "g", "energy": {"x": 1}},
+]
+
+
+def _typed(value: Any) -> Any:
+    """A value with its type at every level: 1, 1.0 and True told apart."""
+    if isinstance(value, dict):
+        return {k: _typed(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_typed(v) for v in value]
+    return (type(value).__name__, value)
+
+
+def test_numbers_equal_as_mongodb_compares_them_are_one_value_and_one_group(
+    tmp_path: Path,
+) -> None:
+    # MongoDB: 1 == 1.0 (one distinct value, one group, the first seen kept), True != 1.
+    # (maggma's MemoryStore is no reference here: mongomock takes True for 1.)
+    with _ours(tmp_path) as store:
+        store.update([dict(d) for d in NUMBERS])
+        assert store.count({"energy": 1}) == 2
+        assert store.count({"energy": True}) == 1
+        distinct = store.distinct("energy")
+        groups = [
+            (group["energy"], sorted(d["task_id"] for d in docs))
+            for group, docs in store.groupby("energy", properties=["task_id"])
+        ]
+    assert sorted(map(_typed, distinct), key=repr) == sorted(
+        map(_typed, [1, 2, True, 3.5, {"x": 1.0}]), key=repr
+    )
+    assert sorted(((_typed(v), k) for v, k in groups), key=repr) == sorted(
+        [
+            (_typed(1), ["a", "b"]),
+            (_typed(2), ["c"]),
+            (_typed(True), ["d"]),
+            (_typed([2.0, 3.5]), ["e"]),
+            (_typed({"x": 1.0}), ["f", "g"]),
+        ],
+        key=repr,
+    )
