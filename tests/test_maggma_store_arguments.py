@@ -7,7 +7,9 @@ failure raises before anything is written. S3idxStore does the same.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -258,3 +260,30 @@ def test_numbers_equal_as_mongodb_compares_them_are_one_value_and_one_group(
         ],
         key=repr,
     )
+
+
+def _index_descriptors(path: Path) -> list[str]:
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            target = os.readlink(f"/proc/self/fd/{fd}")
+            if target.startswith(str(path)):  # the file, its -wal and -shm
+                found.append(target)
+    return found
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts /proc/self/fd")
+def test_close_releases_the_index_held_by_queries_left_unfinished(tmp_path: Path) -> None:
+    store = _ours(tmp_path)
+    with store:
+        store.update([{"task_id": f"k{i:04d}", "energy": float(i)} for i in range(1000)])
+        from_index = store.query(properties=["task_id"])
+        documents = store.query({"energy": {"$gte": 10}})
+        assert next(from_index)["task_id"] == "k0000"
+        assert next(documents)["task_id"] == "k0010"  # a builder that stops early
+        assert _index_descriptors(tmp_path / "index.sqlite3")
+
+    assert _index_descriptors(tmp_path / "index.sqlite3") == []
+    for found in (from_index, documents):
+        with pytest.raises(UsageError, match="closed"):
+            next(found)
