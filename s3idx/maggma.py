@@ -560,6 +560,15 @@ def _properties(
     if isinstance(properties, Mapping):
         kept = [name for name, on in properties.items() if on and name != "_id"]
         dropped = [name for name, on in properties.items() if not on and name != "_id"]
+        if kept and dropped:
+            # MongoDB (and maggma's stores) refuse it too: only _id may be left out beside
+            # fields included.
+            raise UsageError(
+                f"properties cannot both include fields ({', '.join(kept)}) and exclude fields "
+                f"({', '.join(dropped)}): a projection does one or the other ({properties!r:.200})",
+                hint="list only the fields to keep, or only the fields to leave out "
+                '(besides "_id": 0)',
+            )
         if kept:
             return kept, []
         return None, dropped

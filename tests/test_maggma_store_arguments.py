@@ -287,3 +287,39 @@ def test_close_releases_the_index_held_by_queries_left_unfinished(tmp_path: Path
     for found in (from_index, documents):
         with pytest.raises(UsageError, match="closed"):
             next(found)
+
+
+@pytest.mark.parametrize(
+    "properties",
+    [{"energy": True, "task_id": False}, {"energy": 1, "task_id": 0}, {"task_id": 0, "energy": 1}],
+)
+def test_properties_mixing_inclusion_and_exclusion_are_refused_as_by_maggma(
+    tmp_path: Path, properties: dict[str, Any]
+) -> None:
+    theirs = MemoryStore(key="task_id")
+    with _ours(tmp_path) as ours, theirs:
+        for store in (ours, theirs):
+            store.update([dict(d) for d in GOOD])
+        with pytest.raises(Exception, match="mix including and excluding"):  # mongomock's
+            list(theirs.query(properties=properties))
+        for call in (
+            lambda: list(ours.query(properties=properties)),
+            lambda: ours.query_one(properties=properties),
+            lambda: list(ours.groupby("energy", properties=properties)),
+        ):
+            with pytest.raises(UsageError) as caught:
+                call()
+            assert str(caught.value).startswith(
+                "properties cannot both include fields (energy) and exclude fields (task_id)"
+            )
+
+
+def test_properties_may_leave_out_id_beside_the_fields_they_include(tmp_path: Path) -> None:
+    # MongoDB's one exception, which maggma's builders use ({key: 1, "_id": 0}).
+    with _ours(tmp_path) as store:
+        store.update([dict(d) for d in GOOD])
+        assert list(store.query(properties={"task_id": 1, "_id": 0}, limit=1)) == [
+            {"task_id": "mp-0"}
+        ]
+        first = store.query_one(properties={"task_id": 0, "_id": 0})
+        assert first is not None and set(first) == {"energy", "last_updated"}
