@@ -35,7 +35,7 @@ from s3idx.config import (
     remember_location_secrets,
     resolve_settings,
 )
-from s3idx.engine.arguments import check_collection
+from s3idx.engine.arguments import check_collection, shown_value, single_kind
 from s3idx.engine.core import Engine
 from s3idx.engine.documents import check_field_paths
 from s3idx.engine.results import (
@@ -125,7 +125,10 @@ class S3idxStore(Store):
             )
         check_collection("searchable_fields", searchable_fields or (), "field paths")
         self.store = store
-        self.index = index
+        # Not ``self.index``: maggma's S3Store.newer_in takes any store with an ``index``
+        # attribute for one of its own and compares against that attribute as a Store. monty's
+        # as_dict (and so pickling) finds the argument under ``_index``, keeping the key "index".
+        self._index = index
         self.searchable_fields = list(searchable_fields or [])
         self.compress = compress
         self.endpoint_url = endpoint_url
@@ -153,8 +156,13 @@ class S3idxStore(Store):
     def name(self) -> str:
         return self.store
 
+    @property
+    def index_location(self) -> str:
+        """The index's location, as given (``index=``)."""
+        return self._index
+
     def __repr__(self) -> str:
-        store, index = redact_location(self.store), redact_location(self.index)
+        store, index = redact_location(self.store), redact_location(self._index)
         return f"S3idxStore(store={store!r}, index={index!r}, key={self.key!r})"
 
     def __eq__(self, other: object) -> bool:
@@ -166,7 +174,7 @@ class S3idxStore(Store):
         return hash(self._identity())
 
     def _identity(self) -> tuple[Any, ...]:
-        return (self.store, self.index, self.collection, self.key, self.last_updated_field)
+        return (self.store, self._index, self.collection, self.key, self.last_updated_field)
 
     @property
     def _collection(self) -> Any:
@@ -207,7 +215,7 @@ class S3idxStore(Store):
             compress = "zlib" if compress else "none"
         return {
             "store": self.store,
-            "index": self.index,
+            "index": self._index,
             "key": self.key,
             "fields": tuple(self._own_fields()),
             "compress": compress,
@@ -247,22 +255,26 @@ class S3idxStore(Store):
     # --- writing -------------------------------------------------------------------------------
 
     def update(
-        self, docs: list[dict[str, Any]] | dict[str, Any], key: list[str] | str | None = None
+        self,
+        docs: Iterable[Mapping[str, Any]] | Mapping[str, Any],
+        key: list[str] | str | None = None,
     ) -> PutResult:
         """Store documents under their key (a new version replaces the old one).
 
-        As maggma's MongoStore does, documents go through monty's ``jsanitize`` (MSONable
-        objects become their dicts; datetimes stay datetimes). ``key`` may only name the
-        store's key: an s3idx document is unique by its key, the name of its object.
-        Raises ``S3idxStoreError`` (after storing the others) when some could not be stored.
+        ``docs`` is one document (a mapping) or any iterable of them (a list, a tuple, a
+        generator); an item that is not a mapping is a ``UsageError`` naming its position, and
+        nothing is stored. As maggma's MongoStore does, documents go through monty's
+        ``jsanitize`` (MSONable objects become their dicts; datetimes stay datetimes). ``key``
+        may only name the store's key: an s3idx document is unique by its key, the name of its
+        object. Raises ``S3idxStoreError`` (after storing the others) when some could not be
+        stored.
         """
         self._check_key_argument(key)
-        if not isinstance(docs, list):
-            docs = [docs]
+        documents = _documents_of(docs)
         # All checked before any is stored, as maggma's MongoStore builds every write before
         # sending one: a strict validator's failure then writes nothing, and a document a
         # lenient one finds invalid is logged and left out, not stored.
-        clean = [doc for doc in map(self._sanitized, docs) if doc is not None]
+        clean = [doc for doc in map(self._sanitized, documents) if doc is not None]
         events = _Rejects()
         result = self.engine.put_documents(
             clean,
@@ -441,7 +453,7 @@ class S3idxStore(Store):
             if value is _MISSING:
                 continue
             for item in value if isinstance(value, list) else [value]:
-                seen.setdefault(codec.canonical(_aware(item)), item)
+                seen.setdefault(_equality_key(item), item)
         return list(seen.values())
 
     def groupby(
@@ -467,7 +479,7 @@ class S3idxStore(Store):
             values = tuple(_get(doc, name) for name in names)
             if any(value is _MISSING for value in values):
                 continue
-            found = codec.canonical([_aware(v) for v in values])
+            found = _equality_key(list(values))
             groups.setdefault(found, (values, []))[1].append(doc)
         ordered = sorted(groups.values(), key=functools.cmp_to_key(_compare_groups))
         for values, members in ordered:
@@ -548,10 +560,43 @@ def _properties(
     if isinstance(properties, Mapping):
         kept = [name for name, on in properties.items() if on and name != "_id"]
         dropped = [name for name, on in properties.items() if not on and name != "_id"]
+        if kept and dropped:
+            # MongoDB (and maggma's stores) refuse it too: only _id may be left out beside
+            # fields included.
+            raise UsageError(
+                f"properties cannot both include fields ({', '.join(kept)}) and exclude fields "
+                f"({', '.join(dropped)}): a projection does one or the other ({properties!r:.200})",
+                hint="list only the fields to keep, or only the fields to leave out "
+                '(besides "_id": 0)',
+            )
         if kept:
             return kept, []
         return None, dropped
     return [name for name in properties if name != "_id"], []
+
+
+def _documents_of(docs: Any) -> list[Mapping[str, Any]]:
+    """``update``'s documents as a list, each checked to be a mapping: never one taken apart
+    (``dict`` of a tuple of documents makes pairs of their field names)."""
+    if isinstance(docs, Mapping):
+        return [docs]
+    kind = single_kind(docs)
+    if kind is None and not isinstance(docs, Iterable):
+        kind = shown_value(docs)
+    if kind is not None:
+        raise UsageError(
+            f"update: documents must be a document (a dict) or an iterable of them, not {kind}",
+            hint="give a dict, or a list of dicts",
+        )
+    documents = list(docs)
+    for position, doc in enumerate(documents):
+        if not isinstance(doc, Mapping):
+            raise UsageError(
+                f"update: document {position} must be a mapping (a dict), not "
+                f"{shown_value(doc)}; nothing was stored",
+                hint="give a dict, or a list of dicts",
+            )
+    return documents
 
 
 def _sort(sort: Mapping[str, Sort | int] | None) -> list[tuple[str, int]] | None:
@@ -579,6 +624,27 @@ def _aware(value: Any) -> Any:
         return {k: _aware(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_aware(v) for v in value]
+    return value
+
+
+def _equality_key(value: Any) -> bytes:
+    """Equal for values MongoDB takes as equal (``distinct``, ``$group``): numbers by their
+    value whatever their type (1 and 1.0, at any depth), but a boolean never equal to a number
+    (True is not 1), and naive datetimes as UTC."""
+    return codec.canonical(_numbers_by_value(_aware(value)))
+
+
+# Floats from here on cannot equal a 64-bit integer: kept floats (orjson writes no larger int).
+_INT_BOUND = 2.0**63
+
+
+def _numbers_by_value(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer() and -_INT_BOUND <= value < _INT_BOUND:
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _numbers_by_value(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_numbers_by_value(v) for v in value]
     return value
 
 

@@ -7,6 +7,8 @@ import os
 import shutil
 import signal
 import threading
+import time
+import traceback
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -217,3 +219,39 @@ def main_status(env: Environment, *args: str) -> int:
         cli.main(list(args), env=env)
     code = exited.value.code
     return code if isinstance(code, int) else 0
+
+
+def run_in_fork(child: Callable[[], None], timeout: float = 60) -> None:
+    """Run ``child`` in a process forked from this one; fail when it raises, or when it is
+    still running after ``timeout`` seconds (then it is killed: a hang fails, never blocks)."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        status = 1
+        try:
+            os.close(read)
+            child()
+            status = 0
+        except BaseException:
+            os.write(write, traceback.format_exc().encode()[-60_000:])
+        finally:
+            os._exit(status)
+    os.close(write)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            if time.monotonic() > deadline:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                pytest.fail(f"the forked child was still running after {timeout:g} s")
+            time.sleep(0.05)
+        with os.fdopen(read, "rb") as pipe:
+            read = -1
+            failure = pipe.read().decode(errors="replace")
+    finally:
+        if read != -1:
+            os.close(read)
+    assert os.waitstatus_to_exitcode(status) == 0, failure or f"child status {status}"

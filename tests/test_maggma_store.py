@@ -20,7 +20,7 @@ from typing import Any
 
 import boto3
 import pytest
-from maggma.builders import CopyBuilder, MapBuilder
+from maggma.builders import CopyBuilder, GroupBuilder, MapBuilder
 from maggma.stores import MemoryStore
 from maggma.stores import S3Store as MaggmaS3Store
 from monty.json import MontyDecoder, MSONable
@@ -30,7 +30,7 @@ from s3idx.engine.retry import RetryPolicy
 from s3idx.errors import BackendUnavailableError, DamagedObjectError, S3idxError, UsageError
 from s3idx.maggma import S3idxStore, S3idxStoreError
 from s3idx.query.indexed import FieldNotIndexedError
-from tests.helpers import MONGO_KINDS, Run, json_lines, real_mongo_database
+from tests.helpers import MONGO_KINDS, Run, json_lines, real_mongo_database, run_in_fork
 from tests.s3proxy import INTERNAL_ERROR, S3Proxy
 
 SEARCHABLE = ["n", "group", "elements", "energy", "when"]
@@ -398,6 +398,15 @@ def test_mson_round_trip_equality_and_no_secret_beyond_what_was_given(
     text = store.to_json()
 
     assert as_dict["index"] == "mongodb://ann:s3cret-pass@db.example/s3idx"  # given: kept
+    assert store.index_location == as_dict["index"]
+    # maggma's S3Store.newer_in takes a store with an ``index`` attribute for one of its own.
+    assert not hasattr(store, "index")
+    assert set(as_dict) == {  # what serialized builders hold: the constructor's arguments
+        *("@module", "@class", "@version", "store", "index", "key", "searchable_fields"),
+        *("last_updated_field", "last_updated_type", "compress", "endpoint_url", "s3_workers"),
+        *("collection", "region", "aws_profile", "transport", "create_bucket", "timeout"),
+        *("batch_size", "profile", "config_file", "validator"),
+    }
     for secret in ("testing", "from-the-environment"):  # AWS credentials, S3IDX_* settings
         assert secret not in text
     again = S3idxStore.from_dict(as_dict)
@@ -629,3 +638,125 @@ def test_s3idx_store_as_source_and_target_of_a_copy_builder(
     second = CopyBuilder(source, target)
     second.run()
     assert second.total == 0
+
+
+# --- builders mixing S3idxStore with maggma's own stores ----------------------------------------
+
+
+class Grouper(GroupBuilder):  # type: ignore[misc]
+    def unary_function(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"group": items[0]["group"], "total": sum(item["n"] for item in items)}
+
+
+def _mixed_store(
+    kind: str, name: str, s3_endpoint: str, s3_bucket: str, tmp_path: Path, fields: list[str]
+) -> Any:
+    """A store of ``kind``: S3idxStore, maggma's S3Store (its index a MemoryStore, ``fields``
+    its searchable fields, which every document must have; its distinct reads its index
+    alone) or maggma's MemoryStore; the memory ones keep their data across a builder's close."""
+    if kind == "s3idx":
+        return S3idxStore(
+            store=f"s3://{s3_bucket}/{name}",
+            index=str(tmp_path / f"{name}.sqlite3"),
+            searchable_fields=["n", "group"],
+            endpoint_url=s3_endpoint,
+        )
+    if kind == "s3store":
+        return MaggmaS3Store(
+            index=LastingMemoryStore(f"{name}-index", key="task_id"),
+            bucket=s3_bucket,
+            s3_profile=None,
+            endpoint_url=s3_endpoint,
+            sub_dir=name,
+            key="task_id",
+            searchable_fields=fields,
+        )
+    return LastingMemoryStore(name, key="task_id")
+
+
+MIXED = [("s3idx", "s3store"), ("s3store", "s3idx"), ("s3idx", "memory"), ("memory", "s3idx")]
+
+
+@pytest.mark.parametrize(("source_kind", "target_kind"), MIXED)
+def test_a_map_builder_runs_between_s3idx_store_and_maggmas_stores(
+    source_kind: str, target_kind: str, s3_endpoint: str, s3_bucket: str, tmp_path: Path
+) -> None:
+    source = _mixed_store(source_kind, "source", s3_endpoint, s3_bucket, tmp_path, ["n"])
+    target = _mixed_store(target_kind, "target", s3_endpoint, s3_bucket, tmp_path, [])
+    source.connect()
+    source.update(copy.deepcopy(DOCS))
+
+    first = Doubler(source, target)
+    first.run()
+    second = Doubler(source, target)
+    second.run()
+    source.connect()
+    source.update({**copy.deepcopy(DOCS[3]), "n": 30, "last_updated": datetime(2026, 5, 1)})
+    third = Doubler(source, target)
+    third.run()
+
+    assert (first.total, second.total, third.total) == (6, 0, 1)
+    source.connect()  # a builder's run closes its stores
+    target.connect()
+    try:
+        built = sorted(target.query(properties=["task_id", "double"]), key=lambda d: d["task_id"])
+        doubled = [2 * d["n"] if d["task_id"] != "mp-3" else 60 for d in DOCS]
+        assert [(d["task_id"], d["double"]) for d in built] == [
+            (d["task_id"], double) for d, double in zip(DOCS, doubled, strict=True)
+        ]
+        assert target.newer_in(source, exhaustive=True) == []
+        assert source.newer_in(target) == []
+    finally:
+        target.close()
+        source.close()
+
+
+@pytest.mark.parametrize(("source_kind", "target_kind"), MIXED)
+def test_a_group_builder_runs_between_s3idx_store_and_maggmas_stores(
+    source_kind: str, target_kind: str, s3_endpoint: str, s3_bucket: str, tmp_path: Path
+) -> None:
+    source = _mixed_store(source_kind, "source", s3_endpoint, s3_bucket, tmp_path, ["group"])
+    fields = ["group", "task_ids"]  # which ids the target holds: GroupBuilder asks distinct
+    target = _mixed_store(target_kind, "target", s3_endpoint, s3_bucket, tmp_path, fields)
+    source.connect()
+    source.update(copy.deepcopy(DOCS))
+
+    first = Grouper(source, target, grouping_keys=["group"])
+    first.run()
+    second = Grouper(source, target, grouping_keys=["group"])
+    second.run()
+
+    assert (first.total, second.total) == (2, 0)
+    source.connect()
+    target.connect()
+    try:
+        built = sorted(target.query(properties=["group", "total", "task_ids"]), key=str)
+        assert sorted((d["group"], d["total"], sorted(d["task_ids"])) for d in built) == [
+            ("a", 0 + 2 + 4, ["mp-0", "mp-2", "mp-4"]),
+            ("b", 1 + 3 + 5, ["mp-1", "mp-3", "mp-5"]),
+        ]
+    finally:
+        target.close()
+        source.close()
+
+
+def test_a_connected_s3idx_store_on_obstore_works_in_a_forked_child(
+    s3_endpoint: str, s3_bucket: str, tmp_path: Path
+) -> None:
+    pytest.importorskip("obstore")
+    store = S3idxStore(
+        store=f"s3://{s3_bucket}/forked",
+        index=str(tmp_path / "index.sqlite3"),
+        searchable_fields=["n"],
+        endpoint_url=s3_endpoint,
+        transport="obstore",
+    )
+    with store:
+        store.update({"task_id": "parent", "n": 0})
+
+        def child() -> None:
+            store.update([{"task_id": "child", "n": 1}])
+            assert [d["n"] for d in store.query(sort={"n": 1})] == [0, 1]
+
+        run_in_fork(child, timeout=30)
+        assert [d["task_id"] for d in store.query(sort={"n": 1})] == ["parent", "child"]

@@ -18,14 +18,14 @@ from s3idx.sharding import Shard
 
 def check_collection(argument: str, value: Any, items: str) -> None:
     """UsageError when ``value``, meant as a collection of ``items``, is one item itself."""
-    kind = _single_kind(value)
+    kind = single_kind(value)
     if kind is None:
         return
     # A string or bytes iterates: say what it would have meant; a path does not.
     meant = "" if kind == "a path" else f": each of its characters would be taken for {_one(items)}"
     raise UsageError(
-        f"{argument} must be a list of {items}, not {kind} ({_shown(value)}){meant}",
-        hint=f"give a list, even of one: [{_shown(value)}]",
+        f"{argument} must be a list of {items}, not {kind} ({shown_value(value)}){meant}",
+        hint=f"give a list, even of one: [{shown_value(value)}]",
     )
 
 
@@ -33,7 +33,7 @@ def check_documents(documents: Any) -> None:
     """UsageError when ``documents`` is one document, a string or bytes, not an iterable of
     documents (iterating a dict would take each of its field names for a document)."""
     kind = "one document (a mapping)" if isinstance(documents, Mapping) else None
-    kind = kind or _single_kind(documents)
+    kind = kind or single_kind(documents)
     if kind is None:
         return
     raise UsageError(
@@ -44,11 +44,12 @@ def check_documents(documents: Any) -> None:
 
 def check_backend(argument: str, value: Any) -> None:
     """UsageError when ``Engine`` is given a location (a string or a path) for a backend."""
-    kind = _single_kind(value)
+    kind = single_kind(value)
     if kind is None:
         return
     raise UsageError(
-        f"Engine(store, index): {argument} must be a backend object, not {kind} ({_shown(value)})",
+        f"Engine(store, index): {argument} must be a backend object, not {kind} "
+        f"({shown_value(value)})",
         hint="for locations (a directory, s3://BUCKET/PREFIX, a SQLite path, mongodb://HOST/DB), "
         "use s3idx.open_engine(store=..., index=...)",
     )
@@ -59,13 +60,13 @@ def check_shard(shard: Any) -> None:
     if shard is None or isinstance(shard, Shard):
         return
     raise UsageError(
-        f"shard must be a s3idx.Shard, not {_shown(shard)}",
+        f"shard must be a s3idx.Shard, not {shown_value(shard)}",
         hint="give Shard(I, N), e.g. Shard(0, 4) for the first of 4; "
         "s3idx.sharding.parse_shard(text, os.environ) reads 'I/N' or 'auto'",
     )
 
 
-def _single_kind(value: Any) -> str | None:
+def single_kind(value: Any) -> str | None:
     if isinstance(value, str):
         return "a string"
     if isinstance(value, bytes | bytearray):
@@ -75,7 +76,7 @@ def _single_kind(value: Any) -> str | None:
     return None
 
 
-def _shown(value: Any) -> str:
+def shown_value(value: Any) -> str:
     # A path as the string it stands for; anything else as Python writes it, cut short.
     shown = repr(str(value)) if isinstance(value, PathLike) else repr(value)
     return shown if len(shown) <= 80 else shown[:77] + "..."

@@ -161,6 +161,9 @@ class _Database:
         self._lock = threading.RLock()
         self._writer: sqlite3.Connection | None = None
         self._readers: list[sqlite3.Connection] = []
+        # Readers taken out of the pool, e.g. by a query whose results are still being read:
+        # close() closes them too, so an unfinished query holds no file open after it.
+        self._lent: set[sqlite3.Connection] = set()
 
     @property
     def writer(self) -> sqlite3.Connection | None:
@@ -169,8 +172,9 @@ class _Database:
 
     def close(self) -> None:
         with self._lock:
-            connections = [*self._readers, *([self._writer] if self._writer else [])]
+            connections = [*self._readers, *self._lent, *([self._writer] if self._writer else [])]
             self._readers.clear()
+            self._lent.clear()
             self._writer = None
         for conn in connections:
             conn.close()
@@ -281,18 +285,36 @@ class _Database:
             if conn is None:
                 yield None
                 return
+            with self._lock:
+                self._lent.add(conn)
             healthy = False
             try:
                 if snapshot:
                     conn.execute("BEGIN")
                 yield conn
                 healthy = True
+            except sqlite3.ProgrammingError:
+                if self._is_lent(conn):
+                    raise
+                # close() closed it while its results were still being read.
+                raise UsageError(
+                    f"index {self.location} was closed while a query's results were being read",
+                    hint="read a query's results before closing its engine (or leaving its "
+                    "with block)",
+                ) from None
             finally:
-                try:
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK")
-                finally:
-                    self._give_back(conn, healthy)
+                if self._is_lent(conn):
+                    try:
+                        if conn.in_transaction:
+                            conn.execute("ROLLBACK")
+                    finally:
+                        with self._lock:
+                            self._lent.discard(conn)
+                        self._give_back(conn, healthy)
+
+    def _is_lent(self, conn: sqlite3.Connection) -> bool:
+        with self._lock:
+            return conn in self._lent
 
     def _take_reader(self) -> sqlite3.Connection | None:
         with self._lock:
@@ -1200,10 +1222,31 @@ class SqliteRebuild:
 # --- helpers ---------------------------------------------------------------------------------
 
 
+class _Connection(sqlite3.Connection):
+    """A connection that closes the cursors still being read (``_stream``) before itself:
+    closed under a live cursor, SQLite keeps the files open until the cursor is collected."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.streams: set[sqlite3.Cursor] = set()
+
+    def close(self) -> None:
+        for cursor in list(self.streams):
+            with contextlib.suppress(sqlite3.Error):  # one in use by another thread stays
+                cursor.close()
+        self.streams.clear()
+        super().close()
+
+
 def _connect(path: Path, *, create: bool) -> sqlite3.Connection:
     uri = f"{path.as_uri()}?mode={'rwc' if create else 'rw'}"
     conn = sqlite3.connect(
-        uri, uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+        uri,
+        uri=True,
+        timeout=BUSY_TIMEOUT_S,
+        isolation_level=None,
+        check_same_thread=False,
+        factory=_Connection,
     )
     try:
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_S * 1000}")
@@ -1648,10 +1691,16 @@ def _put_journal_rows(rows: Iterable[tuple[Any, Any, Any, Any]]) -> Iterator[Put
 
 def _stream(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> Iterator[tuple[Any, ...]]:
     cursor = conn.execute(sql, params)
+    # Known to the connection while it is read, so closing the index closes it (_Connection).
+    streams: set[sqlite3.Cursor] | None = getattr(conn, "streams", None)
+    if streams is not None:
+        streams.add(cursor)
     try:
         while batch := cursor.fetchmany(256):
             yield from batch
     finally:
+        if streams is not None:
+            streams.discard(cursor)
         # A reader abandoned after its index was closed (e.g. `s3idx query | head`) finds
         # the connection gone; there is nothing left to release then.
         with contextlib.suppress(sqlite3.ProgrammingError):

@@ -21,6 +21,7 @@ error table (``s3_errors``), so exit statuses agree between the transports.
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -86,6 +87,28 @@ _TIMED_OUT = re.compile(r"kind: Timeout|TimedOut|operation timed out", re.I)
 _UNREACHABLE = re.compile(r"ConnectionRefused|tcp connect error|dns error|Connect,", re.I)
 
 
+class _Runtime:
+    """Whether obstore can send requests in this process.
+
+    obstore runs its requests on one runtime per process (Rust threads, started with the first
+    client), which a fork does not copy: in a child forked after that, every obstore request,
+    a new client's included, waits for ever. Such a child sends what would go through obstore
+    through the boto3 ``S3Store`` instead (a child forked before obstore was used keeps it).
+    """
+
+    def __init__(self) -> None:
+        self.started = False
+        self.lost = False
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=self._forked)
+
+    def _forked(self) -> None:
+        self.lost = self.lost or self.started
+
+
+RUNTIME = _Runtime()
+
+
 class ObstoreS3Store:
     """An S3 object store whose ``put``, ``open`` and ``head`` requests go through obstore.
 
@@ -139,6 +162,7 @@ class ObstoreS3Store:
         if store is None:
             with self._lock:
                 if self._store is None:
+                    RUNTIME.started = True
                     self._store = self._connect()
                 store = self._store
         return store
@@ -188,7 +212,7 @@ class ObstoreS3Store:
     def put(
         self, key: str, body: bytes, metadata: Mapping[str, str], *, if_match: str | None = None
     ) -> PutReceipt:
-        if if_match is not None or len(body) >= self._multipart_threshold:
+        if if_match is not None or len(body) >= self._multipart_threshold or RUNTIME.lost:
             # Multipart and conditional puts (rewrites): rare, and boto3 does them, with one
             # translation of If-Match's refusals (S3Store._put_if_match).
             return self._boto.put(key, body, metadata, if_match=if_match)
@@ -220,6 +244,8 @@ class ObstoreS3Store:
             raise self._error(exc, key, "PutObject") from None
 
     def head(self, key: str) -> ObjectHead:
+        if RUNTIME.lost:
+            return self._boto.head(key)
         self.requests.add()
         try:
             result = obstore.get(self._client(), self._full(key), options={"head": True})
@@ -237,6 +263,8 @@ class ObstoreS3Store:
         return error
 
     def open(self, key: str) -> ObjectBody:
+        if RUNTIME.lost:
+            return self._boto.open(key)
         self.requests.add()
         try:
             result = obstore.get(self._client(), self._full(key))

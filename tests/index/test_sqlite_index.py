@@ -22,6 +22,7 @@ from s3idx.errors import (
     IndexSettingsError,
     InvalidFilterError,
     S3idxError,
+    UsageError,
 )
 from s3idx.index.base import Bookkeeping, Index, IndexRebuild, IndexSettings
 from s3idx.index.sqlite import CHANGES, JOURNAL, LIVE, REBUILD, SqliteIndex
@@ -830,3 +831,39 @@ def test_such_a_filter_is_paged_and_sorted(four: SqliteIndex) -> None:
     # Paged in SQL (sorted by key) and in Python (by another field) alike.
     assert keys(four.find(flt, sort=[(KEY, -1)], skip=1, limit=5)) == ["a"]
     assert keys(four.find(flt, sort=[("n", -1)], limit=1)) == ["b"]
+
+
+def _open_descriptors(path: Path) -> list[str]:
+    """This process's descriptors open on ``path`` or its -wal and -shm files."""
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith(str(path)):
+            found.append(target)
+    return found
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts /proc/self/fd")
+def test_close_releases_the_connections_of_queries_left_unfinished(tmp_path: Path) -> None:
+    path = tmp_path / "index.sqlite3"
+    ix = SqliteIndex(path)
+    ix.configure(KEY, FIELDS)
+    ix.upsert([entry(f"k{i:04d}", n=i) for i in range(2000)])
+    streamed = [ix.find({}), ix.find({"n": {"$gte": 5}}), ix.find({}, limit=900)]
+    # Sorted on another field: every match was read (and the connection given back) first.
+    sorted_ = ix.find({"n": {"$gte": 5}}, sort=[("n", -1)])
+    for found in [*streamed, sorted_]:
+        next(found)
+    assert _open_descriptors(path)
+
+    ix.close()
+
+    assert _open_descriptors(path) == []
+    for found in streamed:
+        with pytest.raises(UsageError, match="closed while a query's results were being read"):
+            list(found)
+    assert len(list(sorted_)) == 2000 - 5 - 1
+    assert _open_descriptors(path) == []

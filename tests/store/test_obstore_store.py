@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from s3idx import open_engine
 from s3idx.backends import open_store
 from s3idx.config import Settings
 from s3idx.errors import (
@@ -27,7 +28,7 @@ from s3idx.errors import (
     TransientError,
     UsageError,
 )
-from tests.helpers import Run, json_lines, jsonl
+from tests.helpers import Run, json_lines, jsonl, run_in_fork
 from tests.s3proxy import S3Proxy
 
 pytest.importorskip("obstore", reason="obstore is not installed (pip install 's3idx[fast]')")
@@ -188,3 +189,33 @@ def test_cli_round_trip_with_the_obstore_transport(run: Run, s3_endpoint: str) -
     rebuilt = run("rebuild-index", *args, "--transport", "obstore", "--json")
     assert rebuilt.exit_code == 0, rebuilt.stderr
     assert run("query", '{"n": 5}', "--count").stdout == "1\n"
+
+
+def test_a_child_forked_after_obstore_was_used_stores_and_reads(
+    s3_endpoint: str, s3_bucket: str, tmp_path: Path
+) -> None:
+    """obstore's runtime does not survive a fork: a child of a process that used it still
+    stores and reads (through boto3), rather than waiting for ever."""
+    engine = open_engine(
+        store=f"s3://{s3_bucket}/p",
+        index=str(tmp_path / "index.sqlite3"),
+        endpoint_url=s3_endpoint,
+        transport="obstore",
+    )
+    with engine:
+        assert engine.put_documents([{"fs_id": "parent", "n": 1}]).stored == 1
+
+        def child() -> None:
+            assert engine.put_documents([{"fs_id": "child", "n": 2}]).stored == 1
+            assert engine.get("child") == {"fs_id": "child", "n": 2}
+            assert engine.get("parent") == {"fs_id": "parent", "n": 1}
+            assert [e["fs_id"] for e in engine.query({}, sort=[("fs_id", 1)])] == [
+                "child",
+                "parent",
+            ]
+
+        run_in_fork(child, timeout=30)
+
+        # The parent goes on with obstore, and sees what the child wrote.
+        assert engine.put_documents([{"fs_id": "after", "n": 3}]).stored == 1
+        assert engine.get("child") == {"fs_id": "child", "n": 2}
