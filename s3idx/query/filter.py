@@ -788,11 +788,8 @@ def _kind(value: Any) -> str:
         return f"a string ({value!r})"
     if isinstance(value, Mapping):
         return "an object"
-    if isinstance(value, list):
+    if isinstance(value, list | tuple):
         return "an array"
-    if isinstance(value, tuple):  # from Python: filters hold JSON's arrays, lists
-        shown = repr(value)
-        return f"a tuple ({shown if len(shown) <= 60 else shown[:57] + '...'}): give a list"
     if isinstance(value, datetime):
         return "a datetime"
     return f"a {type(value).__name__}"
