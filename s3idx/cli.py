@@ -1763,12 +1763,15 @@ def main(args: Sequence[str] | None = None, *, env: Environment | None = None) -
     ``env`` replaces the process's streams, terminal flags, clock and environment variables
     (tests and embedding programs pass their own); it reaches every command as click's ``obj``.
     """
+    global _current_signals
     env = env if env is not None else Environment.from_process()
     argv = list(sys.argv[1:] if args is None else args)
+    # Until a command runs, a signal's abort writes the one document --json promises too.
+    _current_signals = _Signals(json="--json" in argv)
     # Outside a command's run (parsing; the interpreter's shutdown, which joins threads still
     # waiting on a slow server) a signal has nothing to stop cleanly: it aborts at once.
     for signum in STOP_SIGNALS:
-        signal.signal(signum, _abort_on_signal)
+        signal.signal(signum, abort_on_signal)
     try:
         # As app(...) runs it (Typer's exception hook only matters with pretty exceptions).
         group = _click_group(app)
@@ -1809,8 +1812,15 @@ _CLICK_EXCEPTION: type[Exception] = next(
 )
 
 
-def _abort_on_signal(signum: int, frame: Any) -> None:
+def abort_on_signal(signum: int, frame: Any) -> None:
+    """Outside a command's run (parsing, start-up, shutdown): a signal ends the process now."""
     _abort_now(_current_signals.received or signum, _current_signals)
+
+
+def abort_before_command(signum: int, *, json: bool) -> NoReturn:
+    """A signal received before the command line was built (``entry``): end as
+    ``abort_on_signal`` does, with the one JSON document ``--json`` promises."""
+    _abort_now(signum, _Signals(json=json))
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import gc
+import signal
 import sys
 
 TYPE_CHECKING = False  # not typing's: `--version` imports nothing it does not need
@@ -19,15 +20,28 @@ if TYPE_CHECKING:
 def main() -> NoReturn:
     if sys.argv[1:] == ["--version"]:
         _version()
+    # A signal while the command line is imported is held, not raised: a KeyboardInterrupt
+    # inside an extension module's import printed a traceback, or crashed the interpreter
+    # (SIGSEGV in orjson's), and SIGTERM killed the process without its exit status.
+    held: list[int] = []
+    stops = [getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n)]
+    for signum in stops:
+        signal.signal(signum, lambda received, frame: held.append(received))
     # Imports make many objects and no garbage cycles worth finding: the collector's passes over
     # them were ~9% of a query's start-up instructions. Resumed once the command line is built.
     gc.disable()
     try:
-        from s3idx.cli import main as cli_main
+        from s3idx import cli
     finally:
         gc.freeze()
         gc.enable()
-    cli_main()
+    # The handler the command line uses outside a command's run first, then what was held: a
+    # signal from now on, or one held, ends the process as one during parsing does.
+    for signum in stops:
+        signal.signal(signum, cli.abort_on_signal)
+    if held:
+        cli.abort_before_command(held[0], json="--json" in sys.argv[1:])
+    cli.main()
 
 
 def _version() -> NoReturn:

@@ -271,3 +271,45 @@ def test_a_first_signal_stops_get_at_once_on_a_server_that_trickles(
     expected = ExitStatus.TERMINATED if first == signal.SIGTERM else ExitStatus.INTERRUPTED
     assert process.returncode == expected, err
     assert err.decode().endswith("s3idx: interrupted\n"), err
+
+
+@pytest.mark.parametrize(
+    ("signum", "status"),
+    [(signal.SIGINT, ExitStatus.INTERRUPTED), (signal.SIGTERM, ExitStatus.TERMINATED)],
+)
+def test_a_signal_while_the_command_starts_is_an_exit_status_not_a_traceback(
+    tmp_path: Path, signum: int, status: ExitStatus
+) -> None:
+    """A signal during start-up (imports, parsing: before the command's own handling) ends the
+    command with its exit status and one line, never a traceback or a death by the signal.
+    Sent once s3idx's imports are under way (orjson, which the command line imports, is mapped
+    into the process: before that, Python itself is starting), after a random delay."""
+    if not Path("/proc/self/maps").exists():
+        pytest.skip("needs /proc to see the imports start")
+    source = tmp_path / "docs.jsonl"
+    source.write_bytes(_lines(3))
+    put = _s3idx(tmp_path, "put", str(source), "-q")
+    assert put.wait(timeout=60) == 0
+    seen: set[int] = set()
+    for round_ in range(12):
+        command = _s3idx(tmp_path, "info", "--json")
+        maps = Path(f"/proc/{command.pid}/maps")
+        deadline = time.monotonic() + 30
+        while b"orjson" not in maps.read_bytes() and command.poll() is None:
+            assert time.monotonic() < deadline, "s3idx never imported orjson"
+            time.sleep(0.001)
+        time.sleep(random.uniform(0.0, 0.1) if round_ % 3 else 0.0)
+        command.send_signal(signum)
+        out, err = command.communicate(timeout=60)
+        assert b"Traceback" not in err, err.decode()
+        if command.returncode == -signum:
+            # Python restores the default handlers as the interpreter ends: a signal then
+            # kills it, after the command finished and wrote all it had to.
+            assert orjson.loads(out)["exit_status"] == ExitStatus.OK
+            continue
+        assert command.returncode in (ExitStatus.OK, status), (command.returncode, err)
+        if command.returncode == status:
+            assert err.strip().endswith((b"s3idx: aborted", b"s3idx: interrupted")), err
+            assert orjson.loads(out)["exit_status"] == status
+        seen.add(command.returncode)
+    assert status in seen  # the signal met the start at least once
