@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from s3idx.engine.metadata_entry import Recovered, recover_entry
-from s3idx.errors import CorruptObjectError, NotAnS3idxObjectError, ObjectNotFoundError
+from s3idx.errors import (
+    CorruptObjectError,
+    NotAnS3idxObjectError,
+    ObjectNotFoundError,
+    S3idxError,
+    quote_key,
+)
 from s3idx.index.base import Index
 from s3idx.store.base import ObjectHead, ObjectInfo, ObjectStore
 
@@ -36,3 +43,20 @@ def probe_key_field(
 def indexed_entries(index: Index) -> int:
     """How many entries an index holds; 0 for one never written (reading creates nothing)."""
     return 0 if index.settings() is None else index.count({})
+
+
+def in_key_order(stream: Iterator[Any], what: str, command: str) -> Iterator[Any]:
+    """``stream`` (listed objects, or (key, ...) tuples of an index) checked to be in strictly
+    ascending key order as it is read: the merges of ``sync``, ``verify`` and a rebuild's
+    re-check compare two such streams, and one out of order would make them report (or drop)
+    the wrong keys."""
+    previous: str | None = None
+    for item in stream:
+        key = item.key if isinstance(item, ObjectInfo) else item[0]
+        if previous is not None and key <= previous:
+            raise S3idxError(
+                f"the {what} is not in key order ({quote_key(key)} after {quote_key(previous)}); "
+                f"{command} cannot compare it"
+            )
+        previous = key
+        yield item

@@ -55,7 +55,7 @@ from s3idx.engine.delete import finish_deletes
 from s3idx.engine.manifest import CompactionWriter, ManifestLine, list_manifests
 from s3idx.engine.manifest_index import ManifestIndex
 from s3idx.engine.metadata_entry import Recovered, Rewriter, recover_entry
-from s3idx.engine.probe import indexed_entries, probe_key_field
+from s3idx.engine.probe import in_key_order, indexed_entries, probe_key_field
 from s3idx.engine.reconcile import observe, reconcile
 from s3idx.engine.results import (
     Events,
@@ -73,7 +73,6 @@ from s3idx.errors import (
     S3idxError,
     UndecodableMetadataError,
     UsageError,
-    quote_key,
 )
 from s3idx.index.base import Bookkeeping, Entry, Index, IndexRebuild, IndexSettings
 from s3idx.limits import batched
@@ -397,33 +396,22 @@ def _merged(
 ) -> Iterator[tuple[str, Bookkeeping | None, ObjectInfo | None]]:
     """(key, its staged bookkeeping or None, its listed object or None) for every key of
     either stream, in key order; a stream out of key order is an error, not a wrong drop."""
-    obj = _next_in_order(listing, None, "store listing")
-    entry = _next_in_order(staged, None, "rebuilt index")
+    listing = in_key_order(listing, "store listing", "rebuild-index")
+    staged = in_key_order(staged, "rebuilt index", "rebuild-index")
+    obj = next(listing, None)
+    entry = next(staged, None)
     while obj is not None or entry is not None:
         if entry is None or (obj is not None and obj.key < entry[0]):
             assert obj is not None
             yield obj.key, None, obj
-            obj = _next_in_order(listing, obj.key, "store listing")
+            obj = next(listing, None)
         elif obj is None or entry[0] < obj.key:
             yield entry[0], entry[1], None
-            entry = _next_in_order(staged, entry[0], "rebuilt index")
+            entry = next(staged, None)
         else:
             yield obj.key, entry[1], obj
-            obj = _next_in_order(listing, obj.key, "store listing")
-            entry = _next_in_order(staged, entry[0], "rebuilt index")
-
-
-def _next_in_order(stream: Iterator[Any], previous: str | None, what: str) -> Any:
-    item = next(stream, None)
-    if item is None or previous is None:
-        return item
-    key = item.key if isinstance(item, ObjectInfo) else item[0]
-    if key <= previous:
-        raise S3idxError(
-            f"the {what} is not in key order ({quote_key(key)} after {quote_key(previous)}); "
-            "rebuild-index cannot compare the part done before with the bucket"
-        )
-    return item
+            obj = next(listing, None)
+            entry = next(staged, None)
 
 
 def _finish_deletes(store: ObjectStore, index: Index, events: Events) -> int:

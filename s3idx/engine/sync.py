@@ -46,7 +46,7 @@ from s3idx.engine.manifest import CompactionWriter, ManifestLine, list_manifests
 from s3idx.engine.manifest_batches import ManifestBatches
 from s3idx.engine.manifest_index import ManifestIndex
 from s3idx.engine.metadata_entry import Recovered, Rewriter
-from s3idx.engine.probe import indexed_entries, probe_key_field
+from s3idx.engine.probe import in_key_order, indexed_entries, probe_key_field
 from s3idx.engine.put_journal import INTERRUPTED_PUT, drifted, finish_puts, put_journaled
 from s3idx.engine.reconcile import reconcile
 from s3idx.engine.results import (
@@ -56,7 +56,7 @@ from s3idx.engine.results import (
     reported_on_failure,
     started,
 )
-from s3idx.errors import S3idxError, UsageError, quote_key
+from s3idx.errors import UsageError
 from s3idx.index.base import Bookkeeping, Entry, Index
 from s3idx.sharding import Shard
 from s3idx.store.base import ObjectHead, ObjectInfo, ObjectStore
@@ -441,18 +441,20 @@ def _drift(
     With ``rewrite``, (MAGGMA, key, ETag, object) for objects in step whose entry came from
     maggma's metadata.
     """
-    obj = _next_checked(listing, None, "store listing")
-    entry = _next_checked(indexed, None, "index")
+    listing = in_key_order(listing, "store listing", "sync")
+    indexed = in_key_order(indexed, "index", "sync")
+    obj = next(listing, None)
+    entry = next(indexed, None)
     while obj is not None or entry is not None:
         if entry is None or (obj is not None and obj.key < entry[0]):
             assert obj is not None
             result.listed += 1
             yield BUCKET_ONLY, obj.key, None, obj
-            obj = _next_checked(listing, obj.key, "store listing")
+            obj = next(listing, None)
         elif obj is None or entry[0] < obj.key:
             result.indexed += 1
             yield INDEX_ONLY, entry[0], entry[1].etag, None
-            entry = _next_checked(indexed, entry[0], "index")
+            entry = next(indexed, None)
         else:
             result.listed += 1
             result.indexed += 1
@@ -462,21 +464,8 @@ def _drift(
                 yield MAGGMA, obj.key, entry[1].etag, obj
             else:
                 yield IN_STEP, obj.key, entry[1].etag, obj
-            obj = _next_checked(listing, obj.key, "store listing")
-            entry = _next_checked(indexed, entry[0], "index")
-
-
-def _next_checked(stream: Iterator[Any], previous: str | None, what: str) -> Any:
-    item = next(stream, None)
-    if item is None or previous is None:
-        return item
-    key = item.key if isinstance(item, ObjectInfo) else item[0]
-    if key <= previous:
-        raise S3idxError(
-            f"the {what} is not in key order ({quote_key(key)} after {quote_key(previous)}); "
-            "sync cannot compare it"
-        )
-    return item
+            obj = next(listing, None)
+            entry = next(indexed, None)
 
 
 class _Applier:

@@ -32,6 +32,7 @@ from s3idx.config import DEFAULT_PUT_STALE_SECONDS
 from s3idx.engine.body_check import body_problem, differing_fields, not_json
 from s3idx.engine.concurrency import ordered_map, prefetched, worker_pool
 from s3idx.engine.metadata_entry import unusable_reason
+from s3idx.engine.probe import in_key_order
 from s3idx.engine.put_journal import INTERRUPTED_PUT, drifted, put_journaled
 from s3idx.engine.read import SPOOL_THRESHOLD, fetch_document
 from s3idx.engine.results import Events, VerifyResult, accounted, reported_on_failure, started
@@ -42,7 +43,6 @@ from s3idx.errors import (
     NotAnS3idxObjectError,
     ObjectAccessDeniedError,
     ObjectNotFoundError,
-    S3idxError,
     TransientError,
     UndecodableMetadataError,
     quote_key,
@@ -223,8 +223,8 @@ def _merged(
     """(key, in step, drift kind or None) for every listed object; index-only drift is counted
     and reported on the way, bucket-only and changed once the object is read (``_record``). An
     object that a delete journaled is that delete's, already counted: not drift."""
-    listing = _ordered(prefetched(store.list_objects()), "store listing")
-    entries = _ordered(index.iter_bookkeeping(), "index")
+    listing = in_key_order(prefetched(store.list_objects()), "store listing", "verify")
+    entries = in_key_order(index.iter_bookkeeping(), "index", "verify")
     obj: ObjectInfo | None = next(listing, None)
     entry: tuple[str, Bookkeeping] | None = next(entries, None)
     while obj is not None or entry is not None:
@@ -249,19 +249,6 @@ def _merged(
             drift = None if settled else CHANGED
             yield obj.key, in_step, drift
             obj, entry = next(listing, None), next(entries, None)
-
-
-def _ordered(stream: Iterator[Any], what: str) -> Iterator[Any]:
-    previous: str | None = None
-    for item in stream:
-        key = item.key if isinstance(item, ObjectInfo) else item[0]
-        if previous is not None and key <= previous:
-            raise S3idxError(
-                f"the {what} is not in key order ({quote_key(key)} after {quote_key(previous)}); "
-                "verify cannot compare it"
-            )
-        previous = key
-        yield item
 
 
 def _check(
