@@ -790,18 +790,7 @@ class SqliteIndex:
         with self._db.reading(snapshot=False) as conn:
             if conn is None or self._db.load_settings(conn) is None:
                 return
-            sql = (
-                f"SELECT key, NULL, etag, size, sha256, codec FROM {LIVE.entries} "
-                "WHERE key > ? ORDER BY key LIMIT ?"
-            )
-            last = ""
-            while True:
-                rows = conn.execute(sql, (last, PAGE)).fetchall()
-                for row in rows:
-                    yield _row_key(row[0]), _bookkeeping(row)
-                if len(rows) < PAGE:
-                    return
-                last = rows[-1][0]
+            yield from _paged_bookkeeping(conn, LIVE.entries)
 
     def close(self) -> None:
         self._db.close()
@@ -1090,18 +1079,7 @@ class SqliteRebuild:
         with self._db.reading(snapshot=False) as conn:
             if conn is None:
                 return
-            sql = (
-                f"SELECT key, NULL, etag, size, sha256, codec FROM {REBUILD.entries} "
-                "WHERE key > ? ORDER BY key LIMIT ?"
-            )
-            last = ""
-            while True:
-                rows = conn.execute(sql, (last, PAGE)).fetchall()
-                for row in rows:
-                    yield _row_key(row[0]), _bookkeeping(row)
-                if len(rows) < PAGE:
-                    return
-                last = rows[-1][0]
+            yield from _paged_bookkeeping(conn, REBUILD.entries)
 
     def last_key(self) -> str | None:
         with self._db.reading() as conn:
@@ -1705,6 +1683,22 @@ def _stream(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> Iterat
         # the connection gone; there is nothing left to release then.
         with contextlib.suppress(sqlite3.ProgrammingError):
             cursor.close()
+
+
+def _paged_bookkeeping(conn: sqlite3.Connection, table: str) -> Iterator[tuple[str, Bookkeeping]]:
+    """Every key of ``table`` with its bookkeeping, in key order, a page per query."""
+    sql = (
+        f"SELECT key, NULL, etag, size, sha256, codec FROM {table} "
+        "WHERE key > ? ORDER BY key LIMIT ?"
+    )
+    last = ""
+    while True:
+        rows = conn.execute(sql, (last, PAGE)).fetchall()
+        for row in rows:
+            yield _row_key(row[0]), _bookkeeping(row)
+        if len(rows) < PAGE:
+            return
+        last = rows[-1][0]
 
 
 def _marks(count: int) -> str:
