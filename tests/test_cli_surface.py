@@ -223,7 +223,7 @@ def test_missing_bucket_hint_names_only_flags_of_the_command(
 
 def test_readme_lists_exactly_the_supported_operators() -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    match = re.search(r"Supported operators on the SQLite index: `([^`]*)`", readme)
+    match = re.search(r"Supported operators, on every index: `([^`]*)`", readme)
     assert match, "README: no operator list"
     listed = match.group(1).split()
     assert sorted(listed) == sorted(SUPPORTED_OPERATORS), (
