@@ -23,6 +23,7 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from s3idx.cli import app
+from s3idx.index.sqlite import SqliteIndex
 from s3idx.store.base import ObjectStore
 from s3idx.store.local import LocalStore
 from tests.ferretdb import FerretDBServer
@@ -30,6 +31,7 @@ from tests.helpers import (
     MONGO_KINDS,
     REAL_MONGO_KINDS,
     MongoServer,
+    OpenIndex,
     real_mongo_database,
     start_ferretdb,
 )
@@ -262,3 +264,26 @@ def real_mongo_server(request: pytest.FixtureRequest) -> Iterator[MongoServer]:
     """FerretDB, then the real MongoDB: servers other processes can reach too."""
     with real_mongo_database(request.param, request) as server:
         yield server
+
+
+@pytest.fixture
+def index_kind() -> str:
+    """The index backend of ``indexes``: a test parametrizes it (sqlite, mongomock, ferretdb,
+    mongodb)."""
+    return "sqlite"
+
+
+@pytest.fixture
+def indexes(index_kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OpenIndex]:
+    """Opens a new connection to the test's one index (each writer has its own)."""
+    if index_kind == "sqlite":
+        yield lambda: SqliteIndex(tmp_path / "index.sqlite3")
+        return
+    from s3idx.index.mongo import MongoIndex
+
+    if index_kind == "mongomock":
+        request.getfixturevalue("mongomock_server")
+        yield lambda: MongoIndex("mongodb://localhost/s3idx_test", "s3idx_test")
+        return
+    with real_mongo_database(index_kind, request) as server:
+        yield lambda: MongoIndex(server.uri, server.database)

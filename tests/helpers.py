@@ -24,6 +24,7 @@ from typer.testing import Result
 from s3idx import Engine, Events
 from s3idx.environment import Environment
 from s3idx.errors import ObjectNotFoundError
+from s3idx.index.base import Index
 from tests.ferretdb import FerretDBServer, FerretDBUnavailable, ensure_binary, under_ci
 
 # --- s3idx in other processes, and the promise checked after them --------------------------------
@@ -65,6 +66,7 @@ def entries_and_objects(engine: Engine) -> tuple[int, int]:
 # --- CLI: the ``run`` fixture's type and JSON lines in and out ----------------------------------
 
 Run = Callable[..., Result]
+OpenIndex = Callable[[], Index]  # a new connection to a test's one index
 
 
 def json_lines(text: str) -> list[Any]:

@@ -18,17 +18,15 @@ import pytest
 from s3idx import Engine, Events
 from s3idx.codec import RESERVED_PREFIX
 from s3idx.errors import ExitStatus, ObjectNotFoundError
-from s3idx.index.base import Index
 from s3idx.index.sqlite import SqliteIndex
 from s3idx.store.base import ObjectHead, ObjectInfo, ObjectStore, PutReceipt
-from tests.helpers import Run, json_lines, jsonl, real_mongo_database
+from tests.helpers import OpenIndex, Run, json_lines, jsonl
 
 # Stores and index backends: SQLite on both stores, MongoDB's semantics on mongomock and on a
 # real server (FerretDB), each once.
 BACKENDS = [("local", "sqlite"), ("s3", "sqlite"), ("local", "mongomock"), ("s3", "ferretdb")]
 STORES = pytest.mark.parametrize(("store", "index_kind"), BACKENDS, indirect=["store"])
 LOCAL = pytest.mark.parametrize(("store", "index_kind"), [BACKENDS[0]], indirect=["store"])
-OpenIndex = Callable[[], Index]
 
 
 class HookedStore:
@@ -84,27 +82,6 @@ class HookedStore:
 @pytest.fixture
 def hooked(store: ObjectStore) -> HookedStore:
     return HookedStore(store)
-
-
-@pytest.fixture
-def index_kind() -> str:
-    return "sqlite"
-
-
-@pytest.fixture
-def indexes(index_kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OpenIndex]:
-    """Opens a new connection to the test's one index (each writer has its own)."""
-    if index_kind == "sqlite":
-        yield lambda: SqliteIndex(tmp_path / "index.sqlite3")
-        return
-    from s3idx.index.mongo import MongoIndex
-
-    if index_kind == "mongomock":
-        request.getfixturevalue("mongomock_server")
-        yield lambda: MongoIndex("mongodb://localhost/s3idx_test", "s3idx_test")
-        return
-    with real_mongo_database(index_kind, request) as server:
-        yield lambda: MongoIndex(server.uri, server.database)
 
 
 def _engine(store: ObjectStore, indexes: OpenIndex) -> Engine:

@@ -10,7 +10,6 @@ version, a new one gets its entry.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,12 +19,11 @@ import pytest
 
 from s3idx import Engine
 from s3idx.engine import rebuild as rebuild_module
-from s3idx.index.base import Index
 from s3idx.index.sqlite import SqliteIndex
 from s3idx.sharding import Shard
 from s3idx.store.base import ObjectStore
 from s3idx.store.local import LocalStore
-from tests.helpers import Run, StopAfter, real_mongo_database
+from tests.helpers import OpenIndex, Run, StopAfter
 
 BACKENDS = [
     ("local", "sqlite"),
@@ -35,7 +33,6 @@ BACKENDS = [
     ("s3", "ferretdb"),
 ]
 STORES = pytest.mark.parametrize(("store", "index_kind"), BACKENDS, indirect=["store"])
-OpenIndex = Callable[[], Index]
 COUNT = 30
 
 
@@ -83,26 +80,6 @@ class Changes:
         assert entries[self.replaced]["version"] == "new"
         assert entries[self.new]["version"] == "new"
         assert engine.sync(check=True).drift == 0
-
-
-@pytest.fixture
-def index_kind() -> str:
-    return "sqlite"
-
-
-@pytest.fixture
-def indexes(index_kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OpenIndex]:
-    if index_kind == "sqlite":
-        yield lambda: SqliteIndex(tmp_path / "index.sqlite3")
-        return
-    from s3idx.index.mongo import MongoIndex
-
-    if index_kind == "mongomock":
-        request.getfixturevalue("mongomock_server")
-        yield lambda: MongoIndex("mongodb://localhost/s3idx_test", "s3idx_test")
-        return
-    with real_mongo_database(index_kind, request) as server:
-        yield lambda: MongoIndex(server.uri, server.database)
 
 
 @STORES
