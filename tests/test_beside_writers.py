@@ -19,6 +19,7 @@ import pytest
 from s3idx import Engine
 from s3idx.engine.results import DeleteResult
 from s3idx.errors import ObjectAccessDeniedError
+from s3idx.index.base import Version
 from s3idx.index.sqlite import SqliteIndex
 from s3idx.store.base import ObjectBody, ObjectHead, ObjectInfo
 from s3idx.store.local import LocalStore
@@ -164,14 +165,14 @@ def test_a_document_put_again_beside_its_delete_keeps_its_entry(
     with engine() as deleter, engine() as putter:
         putter.put_documents([doc])
         read, removed, seen = threading.Event(), threading.Event(), threading.Event()
-        etags, clear_journal, journaled = (
-            putter.index.etags,
+        versions, clear_journal, journaled = (
+            putter.index.versions,
             deleter.index.clear_journal,
             putter.index.journaled,
         )
 
-        def etags_then_let_the_delete_run(keys: Sequence[str]) -> dict[str, str]:
-            found = etags(keys)
+        def versions_then_let_the_delete_run(keys: Sequence[str]) -> dict[str, Version]:
+            found = versions(keys)
             if not read.is_set():  # the put's read of the entries it replaces
                 read.set()
                 assert removed.wait(20)
@@ -188,7 +189,7 @@ def test_a_document_put_again_beside_its_delete_keeps_its_entry(
                 seen.set()
             return found
 
-        monkeypatch.setattr(putter.index, "etags", etags_then_let_the_delete_run)
+        monkeypatch.setattr(putter.index, "versions", versions_then_let_the_delete_run)
         monkeypatch.setattr(deleter.index, "clear_journal", clear_once_the_put_saw_the_record)
         monkeypatch.setattr(putter.index, "journaled", journaled_and_tell)
         deleted: list[DeleteResult] = []

@@ -8,6 +8,7 @@ tests/test_races.py.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,10 @@ from tests.helpers import OpenIndex, Run, json_lines, jsonl
 BACKENDS = [("local", "sqlite"), ("s3", "sqlite"), ("local", "mongomock"), ("s3", "ferretdb")]
 STORES = pytest.mark.parametrize(("store", "index_kind"), BACKENDS, indirect=["store"])
 LOCAL = pytest.mark.parametrize(("store", "index_kind"), [BACKENDS[0]], indirect=["store"])
+# S3 gives identical bytes one ETag; a local store's ETag names each write of an object.
+S3 = pytest.mark.parametrize(
+    ("store", "index_kind"), [b for b in BACKENDS if b[0] == "s3"], indirect=["store"]
+)
 
 
 class HookedStore:
@@ -147,6 +152,53 @@ def test_a_put_overtaken_by_a_later_object_leaves_the_later_entry(
         result = engine.put_documents([_doc("k", "ours")], fields=["tag"])
         assert (result.stored, result.reconciled, result.not_indexed) == (1, 1, 0)
         assert [e["tag"] for e in engine.query({"fs_id": "k"})] == ["theirs"]
+        _assert_index_describes_bucket(engine)
+
+
+@S3
+def test_a_put_of_the_same_bytes_again_racing_another_put_leaves_the_index_on_the_bucket(
+    hooked: HookedStore, store: ObjectStore, indexes: OpenIndex
+) -> None:
+    """The ABA race: both puts read k's entry (ETag E). Theirs uploads other bytes; ours, the
+    bytes k already holds, lands last: the bucket ends on E. Ours writes its entry first, E
+    over E; theirs then expects E and finds E, but not the entry it read."""
+    with _engine(store, indexes) as first:
+        first.put_documents([_doc("k", "same")], fields=["tag"])
+    stored = {o.key: o.etag for o in store.list_objects()}["k"]
+    theirs_store = HookedStore(store)
+    uploaded, release = threading.Event(), threading.Event()
+
+    def hold_after_upload() -> None:
+        uploaded.set()
+        assert release.wait(30)
+
+    theirs_store.hooks[("after put", "k")] = hold_after_upload
+    results: list[Any] = []
+
+    def theirs() -> None:
+        with _engine(theirs_store, indexes) as engine:
+            results.append(engine.put_documents([_doc("k", "other")], fields=["tag"]))
+
+    thread = threading.Thread(target=theirs)
+
+    def start_theirs_and_let_it_upload() -> None:
+        thread.start()
+        assert uploaded.wait(30)
+
+    hooked.hooks[("before put", "k")] = start_theirs_and_let_it_upload
+    try:
+        with _engine(hooked, indexes) as engine:
+            ours = engine.put_documents([_doc("k", "same")], fields=["tag"])
+            assert (ours.stored, ours.not_indexed) == (1, 0)
+            # The case under test: our upload landed last, with the ETag the entry held.
+            assert {o.key: o.etag for o in store.list_objects()} == {"k": stored}
+    finally:
+        release.set()
+        thread.join(30)
+    assert results[0].stored == 1 and results[0].not_indexed == 0
+    assert results[0].reconciled == 1  # its entry write found another write before it
+    with _engine(store, indexes) as engine:
+        assert [e["tag"] for e in engine.query({"fs_id": "k"})] == ["same"]
         _assert_index_describes_bucket(engine)
 
 

@@ -284,6 +284,21 @@ def test_three_puts_of_the_same_keys_at_once(rounds: Iterator[Round]) -> None:
         assert "v0" not in versions.values(), rnd.where
 
 
+def test_a_put_of_the_stored_bytes_again_beside_a_put_of_others(rounds: Iterator[Round]) -> None:
+    # S3 gives the same bytes the same ETag: the put of v0 again leaves the ETags its entries
+    # hold, which must not let v1's compare-and-set, read before, win over a later v0 upload.
+    for rnd in rounds:
+        keys = _keys("k", 120)
+        rnd.preload("v0", keys)
+        again = rnd.put("put v0 again", "v0", keys, "--batch-size", "4")
+        rnd.pause(0, 0.3, "after v0 again")
+        other = rnd.put("put v1", "v1", keys, "--batch-size", "4")
+        for proc in (again, other):
+            assert proc.wait().status == 0, f"{proc.name}: {proc.err} ({rnd.where})"
+        versions = _check(rnd)
+        assert set(versions) == set(keys), rnd.where
+
+
 def test_a_put_with_delete_all_started_during_it(rounds: Iterator[Round]) -> None:
     for rnd in rounds:
         old = _keys("o", 20)  # written before: the delete must take them all

@@ -33,7 +33,7 @@ from s3idx.errors import (
     TransientError,
     UndecodableMetadataError,
 )
-from s3idx.index.base import Index
+from s3idx.index.base import Expected, Index, Version
 from s3idx.limits import DELETE_BATCH, FAILED_IN_A_ROW, batched
 from s3idx.sharding import Shard
 from s3idx.store.base import DeleteFailure, ObjectStore
@@ -167,10 +167,10 @@ def _after(filter: Mapping[str, Any], key_field: str, last: str) -> dict[str, An
 def _delete_batch(
     store: ObjectStore, index: Index, keys: list[str], result: DeleteResult, *, named: bool
 ) -> None:
-    etags = index.etags(keys)
+    versions = index.versions(keys)
     targets: dict[str, str] = {}
     for key in keys:
-        etag = etags.get(key)
+        etag = versions[key].etag if key in versions else None
         if etag is None:
             # No entry: a named key may still have an object (an orphan of a crashed put); a
             # matched key's entry was deleted since the query (by another delete): nothing to do.
@@ -189,7 +189,7 @@ def _delete_batch(
 
     outcome = _DeleteOutcome(gone)
     try:
-        _delete_journaled(store, index, targets, outcome)
+        _delete_journaled(store, index, targets, outcome, versions)
     finally:
         # Also when the batch is cut short (a signal, a store error): what it did is counted
         # (its objects removed were counted one by one as the store removed them).
@@ -283,12 +283,20 @@ class _DeleteOutcome:
 
 
 def _delete_journaled(
-    store: ObjectStore, index: Index, items: Mapping[str, str], outcome: _DeleteOutcome
+    store: ObjectStore,
+    index: Index,
+    items: Mapping[str, str],
+    outcome: _DeleteOutcome,
+    versions: Mapping[str, Version] | None = None,
 ) -> None:
-    """Steps 3-5 for journaled ``key -> ETag`` records."""
+    """Steps 3-5 for journaled ``key -> ETag`` records; ``versions``: the entries read before
+    the records were written, whose compare-and-set is on their stamps too (a record alone
+    names an ETag)."""
     if not items:
         return
-    removed, conflicts = index.delete_if(items)
+    read = versions or {}
+    expected: dict[str, Expected] = {k: read.get(k, etag) for k, etag in items.items()}
+    removed, conflicts = index.delete_if(expected)
     outcome.entries += removed
     if conflicts:
         # A newer write replaced the entry after its ETag was read: that document stays.

@@ -50,7 +50,7 @@ from s3idx.engine.results import (
 )
 from s3idx.engine.seen import SeenKeys
 from s3idx.errors import RecordError, S3idxError, TransientError, reject_reason
-from s3idx.index.base import Bookkeeping, Entry, Index, PutIntent, with_bookkeeping
+from s3idx.index.base import Bookkeeping, Entry, Index, PutIntent, Version, with_bookkeeping
 from s3idx.liveness import tagged
 from s3idx.sharding import Shard
 from s3idx.store.base import ObjectStore, PutReceipt
@@ -121,9 +121,9 @@ class UploadPipeline:
         self._workers = self._uploads(store, options.workers)
         self._inflight: set[str] = set()
         self._pending: list[Entry] = []
-        # The ETag the index recorded for each key in flight or pending, read before its upload
-        # (None: no entry): what the entry's compare-and-set expects to replace.
-        self._expected: dict[str, str | None] = {}
+        # The version (ETag and stamp) the index recorded for each key in flight or pending,
+        # read before its upload (None: no entry): what the entry's compare-and-set expects.
+        self._expected: dict[str, Version | None] = {}
         self._pending_since = 0.0  # when the oldest pending entry came
         # This run's name in the put journal, and the records to clear at the next flush of
         # keys whose upload never happened (refused or cancelled): their entry stays true.
@@ -159,8 +159,8 @@ class UploadPipeline:
         """Journaled keys that will not be uploaded after all: cleared at the next flush."""
         self._unjournal.update(replaced)
 
-    def submit(self, prepared: Prepared, expected: str | None) -> bool:
-        """Upload in a worker; ``expected`` is the key's ETag in the index read before.
+    def submit(self, prepared: Prepared, expected: Version | None) -> bool:
+        """Upload in a worker; ``expected`` is the key's version in the index read before.
         False: not submitted (the run already failed)."""
         # The same key again must not overtake its earlier upload: last in the input wins.
         while prepared.key in self._inflight:
@@ -222,7 +222,7 @@ class UploadPipeline:
         if conflicts:
             self._reconcile(conflicts)
         # Only now: each entry describes this run's object, or reconcile found a later one.
-        self._clear_journal({k: etag for k, etag in expected.items() if etag is not None})
+        self._clear_journal({k: v.etag for k, v in expected.items() if v is not None})
 
     def _clear_journal(self, written: dict[str, str]) -> None:
         done = {**self._unjournal, **written}
@@ -318,11 +318,11 @@ class UploadPipeline:
                 self._result.stored += 1
             self._result.bytes_stored += kept["size"]
             return
-        etag = self._expected.pop(prepared.key, None)  # no entry to write for it
-        if etag is not None and _changed_nothing(outcome.error):
+        version = self._expected.pop(prepared.key, None)  # no entry to write for it
+        if version is not None and _changed_nothing(outcome.error):
             # Refused or never started: the object was not replaced, the entry is still
             # true. Any other failure may have stored it: the record stays, for sync to look.
-            self._unjournal[prepared.key] = etag
+            self._unjournal[prepared.key] = version.etag
         if isinstance(outcome.error, RecordError):
             self._on_reject(prepared.record, reject_reason(outcome.error))
             return
@@ -586,7 +586,7 @@ def run_put(
                 )
                 unsent = batch
                 prepared_rejects = result.rejected
-                replaced = {p.key: expected[p.key] for p in batch if p.key in expected}
+                replaced = {p.key: expected[p.key].etag for p in batch if p.key in expected}
                 pipeline.journal(replaced)
                 for n, prepared in enumerate(batch):
                     if result.rejected > prepared_rejects and _limit_reached(options, result):
@@ -872,19 +872,20 @@ def _drop_unchanged(
     result: PutResult,
     *,
     compare: bool = True,
-) -> tuple[list[Prepared], dict[str, str]]:
+) -> tuple[list[Prepared], dict[str, Version]]:
     """The documents to upload (with ``compare``, those not already stored identically) and
-    the ETag the index records for each key that has an entry, read before any upload of them.
+    the version the index records for each key that has an entry, read before any upload of
+    them.
 
     One read of the index serves both: with ``compare`` it needs the entries, without only the
-    ETags.
+    versions.
     """
     keys = [p.key for p in batch]
     if pipeline is not None:
         # An upload of one of these keys still under way would change what the index says.
         pipeline.settle(keys)
     if not compare:
-        return batch, index.etags(keys)
+        return batch, index.versions(keys)
     existing = index.bookkeeping(keys)
     same = {
         p.key
@@ -903,7 +904,7 @@ def _drop_unchanged(
                 result.unchanged += 1
         else:
             changed.append(prepared)
-    return changed, {key: kept.etag for key, (_, kept) in existing.items()}
+    return changed, {key: kept.version for key, (_, kept) in existing.items()}
 
 
 def _same(entry: Entry, sha256: str | None, codec_name: str, prepared: Prepared) -> bool:

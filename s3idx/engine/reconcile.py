@@ -1,12 +1,13 @@
 """Bring index entries back in line with their objects after a compare-and-set failed.
 
-Every index write of a writer is a compare-and-set (CAS) on the ETag the index recorded: from
-the value the writer read before its object operation. A key whose CAS failed was written by
-someone else meanwhile; ``reconcile`` then makes the entry describe whatever object the bucket
-holds *now*, again by CAS, from an ETag read from the index *before* the HEAD:
+Every index write of a writer is a compare-and-set (CAS) on the version the index recorded (the
+ETag and the stamp of the write that left it, ``base.Version``): from the version the writer
+read before its object operation. A key whose CAS failed was written by someone else
+meanwhile; ``reconcile`` then makes the entry describe whatever object the bucket holds *now*,
+again by CAS, from a version read from the index *before* the HEAD:
 
-    recorded = index.etags; journaled = index.journaled; head = store.head
-    head's ETag == recorded            -> in step, nothing to do
+    recorded = index.versions; journaled = index.journaled; head = store.head
+    head's ETag == recorded's          -> in step, nothing to do
     object missing, foreign, broken,
     or journaled with its own ETag     -> delete_if(recorded)
     otherwise                          -> upsert_if(entry from head's metadata, recorded)
@@ -36,7 +37,7 @@ from s3idx.config import DEFAULT_WORKERS
 from s3idx.engine.concurrency import ordered_map, worker_pool
 from s3idx.engine.recover import Recovered, recover_entry
 from s3idx.errors import NotAnS3idxObjectError, ObjectNotFoundError, UndecodableMetadataError
-from s3idx.index.base import Entry, Index
+from s3idx.index.base import Entry, Index, Version
 from s3idx.store.base import ObjectHead, ObjectStore
 
 ATTEMPTS = 8  # rounds of read-and-CAS per key before giving up on it (sync repairs it later)
@@ -147,27 +148,27 @@ def _round(
     """One read-and-CAS round over ``keys``; the keys whose CAS failed again, and those whose
     object a delete may be removing (also put in ``deleting``: read again once it ended)."""
     # Order matters: index, then journal, then object (see the module's docstring).
-    recorded = index.etags(keys)
+    recorded = index.versions(keys)
     journaled = index.journaled(keys)
     truth = observe(store, keys, key_field, pool, workers, journaled, deleting)
     writes: list[Entry] = []
-    expected: dict[str, str | None] = {}
-    removals: dict[str, str] = {}
+    expected: dict[str, Version | None] = {}
+    removals: dict[str, Version] = {}
     for key in keys:
         if key in deleting and recorded.get(key) is None:
             continue  # no entry to remove meanwhile; whether to write one: once it ended
-        found, etag = truth[key], recorded.get(key)
+        found, version = truth[key], recorded.get(key)
         entry = found.entry if found is not None else None
         if entry is None:
-            if etag is None:
+            if version is None:
                 result.unchanged += 1
             else:
-                removals[key] = etag
-        elif entry[RESERVED_FIELD]["etag"] == etag:
+                removals[key] = version
+        elif version is not None and entry[RESERVED_FIELD]["etag"] == version.etag:
             result.unchanged += 1
         else:
             writes.append(entry)
-            expected[key] = etag
+            expected[key] = version
     again: set[str] = set()
     if writes:
         again |= index.upsert_if(writes, expected)

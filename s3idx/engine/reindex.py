@@ -42,7 +42,7 @@ from s3idx.errors import (
     RecordError,
     quote_key,
 )
-from s3idx.index.base import Bookkeeping, Entry, Index, IndexSettings, with_bookkeeping
+from s3idx.index.base import Bookkeeping, Entry, Index, IndexSettings, Version, with_bookkeeping
 from s3idx.limits import batched
 from s3idx.store.base import ObjectStore
 
@@ -95,7 +95,7 @@ def run_reindex(
                 stale: list[str] = []  # up-to-date objects whose entries are not
                 listed = [info.key for info in batch]
                 # Read before any metadata is replaced: what each entry is written over.
-                recorded = {} if dry_run else index.etags(listed)
+                recorded = {} if dry_run else index.versions(listed)
                 for key, future in ordered_map(pool, backfill.one, listed, 2 * workers):
                     try:
                         outcome = future.result()
@@ -111,7 +111,8 @@ def run_reindex(
                     for held_key, held in failing.release():
                         _count(result, held_key, held, events)
                     _count(result, key, outcome, events)
-                    if outcome.etag is not None and recorded.get(key, outcome.etag) != outcome.etag:
+                    read = recorded.get(key)
+                    if outcome.etag is not None and read is not None and read.etag != outcome.etag:
                         stale.append(key)
                     if outcome.entry is not None:
                         entries.append(outcome.entry)
@@ -146,11 +147,11 @@ def _write_entries(
     store: ObjectStore,
     settings: IndexSettings,
     entries: list[Entry],
-    recorded: dict[str, str],
+    recorded: dict[str, Version],
     result: ReindexResult,
     workers: int,
 ) -> None:
-    """Each entry by compare-and-set on the ETag recorded before its object's metadata was
+    """Each entry by compare-and-set on the version recorded before its object's metadata was
     replaced: a plain upsert would put back an entry over the one a ``put`` or ``delete`` wrote
     meanwhile, naming an object the bucket no longer holds."""
     if not entries:

@@ -57,7 +57,7 @@ from s3idx.engine.results import (
     started,
 )
 from s3idx.errors import UsageError
-from s3idx.index.base import Bookkeeping, Entry, Index
+from s3idx.index.base import Bookkeeping, Entry, Index, Version
 from s3idx.sharding import Shard
 from s3idx.store.base import ObjectHead, ObjectInfo, ObjectStore
 from s3idx.text import plural
@@ -195,11 +195,11 @@ def _run(
         with reported_on_failure(result):
             try:
                 drift = _drift(listing, bookkeeping, result, rewriter is not None)
-                for kind, key, etag, info in drift:
+                for kind, key, version, info in drift:
                     if kind == CHANGED and key in interrupted_puts:
                         pass  # reported as an interrupted put (only looking: none are settled)
                     elif kind != IN_STEP:
-                        applier.add(kind, key, etag)
+                        applier.add(kind, key, version)
                     if compaction is not None and info is not None:
                         compaction.listed(info, in_step=kind == IN_STEP)
                         if compaction.full:
@@ -433,12 +433,12 @@ def _drift(
     indexed: Iterator[tuple[str, Bookkeeping]],
     result: SyncResult,
     rewrite: bool = False,
-) -> Iterator[tuple[str, str, str | None, ObjectInfo | None]]:
-    """Merge two key-ordered streams; yield (kind, key, ETag recorded in the index or None,
+) -> Iterator[tuple[str, str, Version | None, ObjectInfo | None]]:
+    """Merge two key-ordered streams; yield (kind, key, version recorded in the index or None,
     the listed object or None) for every difference, and (IN_STEP, ...) for every other
     listed object, so each listed object is yielded once, in key order.
 
-    With ``rewrite``, (MAGGMA, key, ETag, object) for objects in step whose entry came from
+    With ``rewrite``, (MAGGMA, key, version, object) for objects in step whose entry came from
     maggma's metadata.
     """
     listing = in_key_order(listing, "store listing", "sync")
@@ -453,17 +453,17 @@ def _drift(
             obj = next(listing, None)
         elif obj is None or entry[0] < obj.key:
             result.indexed += 1
-            yield INDEX_ONLY, entry[0], entry[1].etag, None
+            yield INDEX_ONLY, entry[0], entry[1].version, None
             entry = next(indexed, None)
         else:
             result.listed += 1
             result.indexed += 1
             if obj.etag != entry[1].etag or obj.size != entry[1].size:
-                yield CHANGED, obj.key, entry[1].etag, obj
+                yield CHANGED, obj.key, entry[1].version, obj
             elif rewrite and entry[1].codec in maggma_format.CODECS:
-                yield MAGGMA, obj.key, entry[1].etag, obj
+                yield MAGGMA, obj.key, entry[1].version, obj
             else:
-                yield IN_STEP, obj.key, entry[1].etag, obj
+                yield IN_STEP, obj.key, entry[1].version, obj
             obj = next(listing, None)
             entry = next(indexed, None)
 
@@ -502,13 +502,14 @@ class _Applier:
         self._adds: list[str] = []
         self._updates: list[str] = []
         self._rewrites: list[str] = []  # in step already: their entries change, not counted
-        self._removes: dict[str, str] = {}
-        self._expected: dict[str, str | None] = {}  # the ETag the merge read, per key to write
+        self._removes: dict[str, Version] = {}
+        # The version the merge read, per key to write: what its compare-and-set expects.
+        self._expected: dict[str, Version | None] = {}
         self._drifted: list[tuple[str, str]] = []  # in key order, counted once HEADs say
         self.bind: Callable[[], None] | None = None  # see run_sync; called once, then None
-        self._gone: dict[str, str] = {}  # index-only by the merge, until HEADs say (ETags)
+        self._gone: dict[str, Version] = {}  # index-only by the merge, until HEADs say
 
-    def add(self, kind: str, key: str, etag: str | None) -> None:
+    def add(self, kind: str, key: str, version: Version | None) -> None:
         if kind == BUCKET_ONLY:
             self._adds.append(key)
         elif kind == CHANGED:
@@ -516,10 +517,10 @@ class _Applier:
         elif kind == MAGGMA:
             self._rewrites.append(key)
         else:
-            assert etag is not None
-            self._gone[key] = etag
+            assert version is not None
+            self._gone[key] = version
         if kind != INDEX_ONLY:
-            self._expected[key] = etag
+            self._expected[key] = version
         if kind != MAGGMA:
             self._drifted.append((kind, key))
         reads = len(self._adds) + len(self._updates) + len(self._rewrites) + len(self._gone)
@@ -540,7 +541,7 @@ class _Applier:
                 kinds[key] = INDEX_ONLY
                 if self._result.prune and self._writes:
                     self._removes[key] = recorded
-            elif etag != recorded:
+            elif etag != recorded.etag:
                 kinds[key] = CHANGED
                 self._updates.append(key)
                 self._expected[key] = recorded
@@ -557,7 +558,7 @@ class _Applier:
         keys = self._adds + self._updates + self._rewrites
         recovered: set[str] = set()
         conflicts: set[str] = set()
-        replaced: dict[str, str | None] = {}
+        replaced: dict[str, Version | None] = {}
         if keys:
             # Read before the HEADs: a delete journals a key before it removes anything.
             journaled = self._index.journaled(keys)
@@ -603,7 +604,7 @@ class _Applier:
                 self._events.drift(kind, key)
         self._drifted.clear()
         if self._result.prune and self._writes:
-            self._removes.update({k: etag for k, etag in replaced.items() if etag is not None})
+            self._removes.update({k: v for k, v in replaced.items() if v is not None})
         if self._removes:
             removed, stale = self._index.delete_if(self._removes)
             self._result.removed += removed
@@ -615,7 +616,8 @@ class _Applier:
     def _in_step(self, key: str, entry: Entry) -> bool:
         """A changed key whose HEAD found the very object its entry describes: the listing
         was read before a writer replaced both. Not drift; nothing to write."""
-        return key in self._expected and entry[RESERVED_FIELD]["etag"] == self._expected[key]
+        read = self._expected.get(key)
+        return read is not None and entry[RESERVED_FIELD]["etag"] == read.etag
 
     def _foreign(self) -> set[str]:
         """The keys the last HEADs found holding objects not written by s3idx."""

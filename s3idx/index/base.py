@@ -4,10 +4,18 @@ An *entry* is a plain dict: the key field, the searchable fields (nested as in t
 dotted path ``a.b`` is stored as ``{"a": {"b": ...}}``), ``last_updated`` (a UTC datetime) and
 bookkeeping under ``_s3idx``: ``{"etag", "size", "sha256", "codec"}``. Values are str, int,
 float, bool, None, list, dict or datetime, and come back with the same types.
+
+Every entry write also records a *stamp*, new for each write (``new_stamp``), beside the
+bookkeeping; it is never part of an entry read back. A compare-and-set compares the ETag and
+the stamp (a ``Version``): storing again the bytes an entry already describes keeps its ETag
+but not its stamp, so a writer that read the entry before that write loses its compare-and-set
+(without the stamp it would win, and index an object the bucket no longer holds: the ABA
+race).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple, Protocol, runtime_checkable
@@ -22,21 +30,60 @@ _MISSING = object()
 SortSpec = Sequence[tuple[str, int]]
 
 
-class Bookkeeping(Frozen):
-    """What the index recorded about an entry's object."""
+class Version(NamedTuple):
+    """What a compare-and-set compares: the ETag an entry records and the stamp of the write
+    that left it (None: an entry written before s3idx recorded stamps)."""
 
-    __slots__ = ("codec", "etag", "sha256", "size")
+    etag: str
+    stamp: str | None
+
+
+# What a compare-and-set expects of a key: a Version read from the index, or a bare ETag
+# (compared alone: any write that left that ETag matches), or None (no entry).
+Expected = Version | str
+
+
+def new_stamp() -> str:
+    """A stamp for one write: 64 random bits, so no two writes of a key ever share one."""
+    return os.urandom(8).hex()
+
+
+def is_expected(current: Version | None, expected: Expected | None) -> bool:
+    """Whether a key whose entry is now ``current`` (None: no entry) is as ``expected``."""
+    if current is None or expected is None:
+        return current is None and expected is None
+    if isinstance(expected, Version):
+        return current == expected
+    return current.etag == expected
+
+
+class Bookkeeping(Frozen):
+    """What the index recorded about an entry's object; ``stamp`` names the write that
+    recorded it (see ``Version``; not compared: it says nothing of the object)."""
+
+    __slots__ = ("codec", "etag", "sha256", "size", "stamp")
     _fields = ("etag", "size", "sha256", "codec")
     etag: str
     size: int
     sha256: str | None
     codec: str
+    stamp: str | None
 
-    def __init__(self, etag: str, size: int, sha256: str | None, codec: str) -> None:
+    def __init__(
+        self, etag: str, size: int, sha256: str | None, codec: str, stamp: str | None = None
+    ) -> None:
         init_field(self, "etag", etag)
         init_field(self, "size", size)
         init_field(self, "sha256", sha256)
         init_field(self, "codec", codec)
+        init_field(self, "stamp", stamp)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (*self._values(), self.stamp))
+
+    @property
+    def version(self) -> Version:
+        return Version(self.etag, self.stamp)
 
     def as_dict(self) -> dict[str, Any]:
         return {"etag": self.etag, "size": self.size, "sha256": self.sha256, "codec": self.codec}
@@ -46,7 +93,9 @@ class Bookkeeping(Frozen):
         return cls(data["etag"], int(data["size"]), data.get("sha256"), data["codec"])
 
     @classmethod
-    def read_back(cls, etag: Any, size: Any, sha256: Any, codec: Any) -> Bookkeeping:
+    def read_back(
+        cls, etag: Any, size: Any, sha256: Any, codec: Any, stamp: Any = None
+    ) -> Bookkeeping:
         """Bookkeeping as an index holds it, checked: ValueError naming the first item that is
         not what s3idx writes there (the index was changed by hand)."""
         if not isinstance(etag, str) or not etag:
@@ -57,7 +106,9 @@ class Bookkeeping(Frozen):
             raise ValueError(f"sha256 {sha256!r:.100} is not a string")
         if not isinstance(codec, str) or not codec:
             raise ValueError(f"codec {codec!r:.100} is not a non-empty string")
-        return cls(etag, size, sha256, codec)
+        if stamp is not None and (not isinstance(stamp, str) or not stamp):
+            raise ValueError(f"stamp {stamp!r:.100} is not a non-empty string")
+        return cls(etag, size, sha256, codec, stamp)
 
 
 def is_count(value: Any) -> bool:
@@ -387,16 +438,23 @@ class Index(Protocol):
         """The recorded ETag of each given key that has an entry."""
         ...
 
-    def upsert_if(self, entries: Sequence[Entry], expected: Mapping[str, str | None]) -> set[str]:
-        """Compare-and-set by key: write each entry (it carries `_s3idx` bookkeeping) only if the
-        key's recorded ETag is still `expected[key]` (None: only if the key has no entry). Returns
-        the keys NOT written (conflicts). One entry per key."""
+    def versions(self, keys: Sequence[str]) -> dict[str, Version]:
+        """The recorded ETag and stamp of each given key that has an entry: what a writer reads
+        before its object operation, to compare-and-set from afterwards."""
         ...
 
-    def delete_if(self, expected: Mapping[str, str]) -> tuple[int, set[str]]:
-        """Remove entries whose recorded ETag is still `expected[key]`. Returns (removed,
-        conflicts): conflicts are keys whose entry now has another ETag; a missing key is
-        neither."""
+    def upsert_if(
+        self, entries: Sequence[Entry], expected: Mapping[str, Expected | None]
+    ) -> set[str]:
+        """Compare-and-set by key: write each entry (it carries `_s3idx` bookkeeping) only if the
+        key's entry is still as `expected[key]` (see ``is_expected``; None: only if the key has
+        no entry). Returns the keys NOT written (conflicts). One entry per key. Every write,
+        this one included, records a new stamp."""
+        ...
+
+    def delete_if(self, expected: Mapping[str, Expected]) -> tuple[int, set[str]]:
+        """Remove entries still as `expected[key]`. Returns (removed, conflicts): conflicts are
+        keys whose entry is now another (another ETag or stamp); a missing key is neither."""
         ...
 
     def journal_deletes(self, items: Mapping[str, str]) -> None:
@@ -436,11 +494,13 @@ class Index(Protocol):
         ...
 
     def bookkeeping(self, keys: Sequence[str]) -> dict[str, tuple[Entry, Bookkeeping]]:
-        """For the given keys that exist: the entry (without ``_s3idx``) and its bookkeeping."""
+        """For the given keys that exist: the entry (without ``_s3idx``) and its bookkeeping
+        (stamp included)."""
         ...
 
     def iter_bookkeeping(self) -> Iterator[tuple[str, Bookkeeping]]:
-        """Every key with its bookkeeping, in ascending key order (UTF-8 byte order)."""
+        """Every key with its bookkeeping (stamp included), in ascending key order (UTF-8 byte
+        order)."""
         ...
 
     def search_mismatches(self, keys: Sequence[str]) -> dict[str, list[str]]:

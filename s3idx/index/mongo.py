@@ -100,13 +100,17 @@ from s3idx.index.arguments import check_find_arguments
 from s3idx.index.base import (
     Bookkeeping,
     Entry,
+    Expected,
     IndexSettings,
     PutIntent,
     RebuildStatus,
     SortSpec,
+    Version,
     is_count,
+    is_expected,
     join_refusal,
     key_problem,
+    new_stamp,
     settle_pending,
     superseded_rebuild,
 )
@@ -138,6 +142,7 @@ _RESTART_HINT = (
 )
 ID = "_id"
 ETAG = f"{RESERVED_FIELD}.etag"  # the recorded ETag of an entry, the value compare-and-set tests
+STAMP = f"{RESERVED_FIELD}.stamp"  # new at every write of an entry (base.Version); tested too
 
 # Entries per bulk write and keys per ``$in`` query: well under the 16 MB command limit with
 # entries of at most 2 KB, and large enough that round trips do not dominate.
@@ -470,6 +475,14 @@ def _etag_of(entry: Mapping[str, Any], key: str) -> str:
     return etag
 
 
+def _cas_filter(key: str, expected: Expected) -> dict[str, Any]:
+    """The filter matching ``key``'s entry only while it is as ``expected`` (``is_expected``);
+    ``{STAMP: None}`` also matches an entry written before stamps, which has none."""
+    if isinstance(expected, Version):
+        return {ID: key, ETAG: expected.etag, STAMP: expected.stamp}
+    return {ID: key, ETAG: expected}
+
+
 def _bookkeeping_of(doc: Mapping[str, Any], location: str) -> Bookkeeping:
     """The bookkeeping of an entry read back, checked (it may have been changed by hand)."""
     key = _key_of_document(doc, location)
@@ -480,7 +493,11 @@ def _bookkeeping_of(doc: Mapping[str, Any], location: str) -> Bookkeeping:
         if not isinstance(data, Mapping):
             raise ValueError(f"{data!r:.100} is not an object")
         return Bookkeeping.read_back(
-            data.get("etag"), data.get("size"), data.get("sha256"), data.get("codec")
+            data.get("etag"),
+            data.get("size"),
+            data.get("sha256"),
+            data.get("codec"),
+            data.get("stamp"),
         )
     except ValueError as exc:
         raise damaged_index(
@@ -509,6 +526,9 @@ def _checked_entry(
             raise damaged_index(location, f"entry {quote_key(key)} {problem}")
     if whole:
         _bookkeeping_of(doc, location)
+    kept = doc.get(RESERVED_FIELD)
+    if isinstance(kept, dict):
+        kept.pop("stamp", None)  # the index's own, never part of an entry read back
     if key_field != ID:
         del doc[ID]
     return doc
@@ -646,8 +666,9 @@ class _Collections:
     def write(
         self, collection: Collection[Any], items: Sequence[tuple[str, Entry]], key_field: str
     ) -> None:
+        stamp = new_stamp()
         for chunk in batched(items, BATCH_SIZE):
-            documents = [(key, self.document(key, entry, key_field)) for key, entry in chunk]
+            documents = [(key, self.document(key, entry, key_field, stamp)) for key, entry in chunk]
             self.replace_all(collection, documents, "writing entries to")
 
     def insert(
@@ -659,8 +680,9 @@ class _Collections:
         mostly new. FerretDB scans the collection for each upsert of a new key (a 3,000-object
         rebuild took 164 s instead of 24 s), so new keys go in as inserts and only the keys a
         resume writes again are replaced."""
+        stamp = new_stamp()
         for chunk in batched(items, BATCH_SIZE):
-            documents = [(key, self.document(key, entry, key_field)) for key, entry in chunk]
+            documents = [(key, self.document(key, entry, key_field, stamp)) for key, entry in chunk]
             again: Sequence[tuple[str, dict[str, Any]]] = ()
             with self.guard("writing entries to"):
                 try:
@@ -721,13 +743,18 @@ class _Collections:
                             raise
                 time.sleep(UPSERT_PAUSE * attempt)
 
-    def document(self, key: str, entry: Entry, key_field: str) -> dict[str, Any]:
+    def document(self, key: str, entry: Entry, key_field: str, stamp: str) -> dict[str, Any]:
+        """What the collection holds for ``entry``: keyed by ``_id``, its bookkeeping carrying
+        the ``stamp`` of this write."""
         if key_field != ID and ID in entry and entry[ID] != key:
             raise S3idxError(
                 f"index entry {quote_key(key)} has its own {ID!r} field, which MongoDB needs for "
                 "the key"
             )
-        return {ID: key, **entry}
+        kept = entry.get(RESERVED_FIELD)
+        if not isinstance(kept, Mapping):
+            return {ID: key, **entry}
+        return {ID: key, **entry, RESERVED_FIELD: {**kept, "stamp": stamp}}
 
     def bulk_error(self, exc: BulkWriteError, chunk: Sequence[tuple[str, Any]]) -> S3idxError:
         """A short summary naming the first refused key; the server's reply can be huge."""
@@ -1091,56 +1118,63 @@ class MongoIndex:
         self._log_changes([key for key, _ in items])
         self._c.write(self._c.live, items, key_field)
 
-    # --- compare-and-set on the recorded ETag ------------------------------------------------
+    # --- compare-and-set on the recorded ETag and stamp -------------------------------------
 
     def etags(self, keys: Sequence[str]) -> dict[str, str]:
-        return self._etags_in(self._c.live, keys)
+        return {key: version.etag for key, version in self.versions(keys).items()}
 
-    def _etags_in(self, collection: Collection[Any], keys: Iterable[str]) -> dict[str, str]:
-        found: dict[str, str] = {}
+    def versions(self, keys: Sequence[str]) -> dict[str, Version]:
+        return self._versions_in(self._c.live, keys)
+
+    def _versions_in(self, collection: Collection[Any], keys: Iterable[str]) -> dict[str, Version]:
+        found: dict[str, Version] = {}
         for batch in _key_batches(keys):
             with self._c.guard("reading entries from"):
                 docs = list(collection.find({ID: {"$in": batch}}, {RESERVED_FIELD: 1}))
             for doc in docs:
                 found[_key_of_document(doc, self.location)] = _bookkeeping_of(
                     doc, self.location
-                ).etag
+                ).version
         return found
 
-    def upsert_if(self, entries: Sequence[Entry], expected: Mapping[str, str | None]) -> set[str]:
+    def upsert_if(
+        self, entries: Sequence[Entry], expected: Mapping[str, Expected | None]
+    ) -> set[str]:
         key_field = self._require_key_field()
         items = self._c.latest(entries, key_field)
         for key, entry in items:
             _etag_of(entry, key)  # refused before anything is written
         self._log_changes([key for key, _ in items])
         conflicts: set[str] = set()
+        stamp = new_stamp()
         for chunk in batched(items, BATCH_SIZE):
             if self.is_ferretdb():
-                conflicts |= self._write_if_locked(chunk, expected, key_field)
+                conflicts |= self._write_if_locked(chunk, expected, key_field, stamp)
             else:
-                conflicts |= self._write_if(chunk, expected, key_field)
+                conflicts |= self._write_if(chunk, expected, key_field, stamp)
         return conflicts
 
     def _write_if(
         self,
         chunk: Sequence[tuple[str, Entry]],
-        expected: Mapping[str, str | None],
+        expected: Mapping[str, Expected | None],
         key_field: str,
+        stamp: str,
     ) -> set[str]:
-        """The keys of ``chunk`` not written: each is replaced only while its entry has the
-        expected ETag, or inserted (where none is expected) only while the key has no entry.
+        """The keys of ``chunk`` not written: each is replaced only while its entry is as
+        expected, or inserted (where none is expected) only while the key has no entry.
 
         MongoDB applies a filtered replace atomically per document, so the filter is the
         compare-and-set."""
         requests: list[Any] = []
         for key, entry in chunk:
-            document = self._c.document(key, entry, key_field)
+            document = self._c.document(key, entry, key_field, stamp)
             want = expected.get(key)
             if want is None:
                 # The unique _id refuses the insert if another writer created the key first.
                 requests.append(InsertOne(document))
             else:
-                requests.append(ReplaceOne({ID: key, ETAG: want}, document))
+                requests.append(ReplaceOne(_cas_filter(key, want), document))
         with self._c.guard("writing entries to"):
             try:
                 result = self._c.live.bulk_write(requests, ordered=False)
@@ -1149,40 +1183,38 @@ class MongoIndex:
             except BulkWriteError as exc:
                 if not only_duplicate_keys(exc):
                     raise self._c.bulk_error(exc, chunk) from None
-        return self._not_written(chunk)
+        return self._not_written(chunk, stamp)
 
-    def _not_written(self, chunk: Sequence[tuple[str, Entry]]) -> set[str]:
-        """Which writes of ``chunk`` did not take effect, read from the entries themselves.
-
-        An entry carrying the new ETag was written (or holds the same object anyway: same ETag,
-        same bytes). An entry a later writer already moved on counts as a conflict, which
-        reconciling settles.
-        """
-        now = self._etags_in(self._c.live, [key for key, _ in chunk])
-        return {key for key, entry in chunk if now.get(key) != _etag_of(entry, key)}
+    def _not_written(self, chunk: Sequence[tuple[str, Entry]], stamp: str) -> set[str]:
+        """Which writes of ``chunk`` did not take effect, read from the entries themselves:
+        those not carrying this write's stamp (a later writer may have moved one on already;
+        reconciling settles it)."""
+        now = self._versions_in(self._c.live, [key for key, _ in chunk])
+        return {key for key, entry in chunk if now.get(key) != Version(_etag_of(entry, key), stamp)}
 
     def _write_if_locked(
         self,
         chunk: Sequence[tuple[str, Entry]],
-        expected: Mapping[str, str | None],
+        expected: Mapping[str, Expected | None],
         key_field: str,
+        stamp: str,
     ) -> set[str]:
         """``_write_if`` for FerretDB v1, whose filtered replace is not atomic: two writers
-        replacing from one ETag at once may both match. Each key is compared and written while
-        this writer holds the key's lock."""
+        replacing from one version at once may both match. Each key is compared and written
+        while this writer holds the key's lock."""
         entries = dict(chunk)
         conflicts: set[str] = set()
 
         def write(held: set[str]) -> None:
-            now = self._etags_in(self._c.live, held)
+            now = self._versions_in(self._c.live, held)
             inserts: list[dict[str, Any]] = []
             replaces: list[tuple[dict[str, Any], dict[str, Any]]] = []
             for key in held:
                 want = expected.get(key)
-                if now.get(key) != want:
+                if not is_expected(now.get(key), want):
                     conflicts.add(key)
                     continue
-                document = self._c.document(key, entries[key], key_field)
+                document = self._c.document(key, entries[key], key_field, stamp)
                 if want is None:
                     inserts.append(document)
                 else:
@@ -1207,12 +1239,12 @@ class MongoIndex:
             # Under the locks only writers that do not lock (upsert, delete) can have changed
             # these entries; the read tells exactly what is there.
             written = [(key, entries[key]) for key in held if key not in conflicts]
-            conflicts.update(self._not_written(written))
+            conflicts.update(self._not_written(written, stamp))
 
         self._while_locked([key for key, _ in chunk], write)
         return conflicts
 
-    def delete_if(self, expected: Mapping[str, str]) -> tuple[int, set[str]]:
+    def delete_if(self, expected: Mapping[str, Expected]) -> tuple[int, set[str]]:
         self._log_changes(expected)
         removed = 0
         conflicts: set[str] = set()
@@ -1222,25 +1254,26 @@ class MongoIndex:
                 removed += deleted
                 conflicts |= changed
                 continue
-            requests = [DeleteOne({ID: key, ETAG: etag}) for key, etag in batch]
+            requests = [DeleteOne(_cas_filter(key, want)) for key, want in batch]
             with self._c.guard("deleting entries from"):
                 deleted = self._c.live.bulk_write(requests, ordered=False).deleted_count
             removed += deleted
             if deleted < len(batch):
-                now = self._etags_in(self._c.live, [key for key, _ in batch])
-                conflicts |= {key for key, etag in batch if key in now and now[key] != etag}
+                now = self._versions_in(self._c.live, [key for key, _ in batch])
+                conflicts |= {k for k, want in batch if k in now and not is_expected(now[k], want)}
         return removed, conflicts
 
-    def _delete_if_locked(self, expected: Mapping[str, str]) -> tuple[int, set[str]]:
+    def _delete_if_locked(self, expected: Mapping[str, Expected]) -> tuple[int, set[str]]:
         """``delete_if`` for FerretDB v1, comparing and deleting under the keys' locks."""
         removed = 0
         conflicts: set[str] = set()
 
         def delete(held: set[str]) -> None:
             nonlocal removed
-            now = self._etags_in(self._c.live, held)
-            same = [key for key in held if now.get(key) == expected[key]]
-            conflicts.update(key for key in held if key in now and now[key] != expected[key])
+            now = self._versions_in(self._c.live, held)
+            present = [key for key in held if key in now]
+            same = [key for key in present if is_expected(now[key], expected[key])]
+            conflicts.update(set(present) - set(same))
             if same:
                 with self._c.guard("deleting entries from"):
                     removed += self._c.live.delete_many({ID: {"$in": same}}).deleted_count

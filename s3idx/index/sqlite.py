@@ -1,7 +1,8 @@
 """The embedded index: one SQLite file.
 
-Schema (version 2, recorded in ``meta``; a version-1 file is read as it is and upgraded in place,
-by adding the two tables version 2 brought, on its first write):
+Schema (version 3, recorded in ``meta``; a file of version 1 or 2 is read as it is and upgraded
+in place on its first write, by adding the two tables version 2 brought and the ``stamp``
+column version 3 did; older s3idx refuse a version-3 file, whose stamps they would not keep):
 
 - ``meta(name, value)``: ``schema_version``, ``key_field``, ``fields`` (JSON list of the
   searchable fields), ``pending_fields`` (JSON list of ``[field, entries]``: fields added while
@@ -11,9 +12,10 @@ by adding the two tables version 2 brought, on its first write):
   rebuild is in progress, ``rebuild``, ``rebuild_multikey`` and ``rebuild_checkpoint``; from a
   rebuild's start until its ``finish`` (after the commit) or ``abort``, ``rebuild_log`` (the
   rebuild's token: the "rebuild running" flag).
-- ``entries(key PRIMARY KEY, entry, etag, size, sha256, codec)``: the entry as tagged JSON
-  (``codec.dumps``, so datetimes come back as datetimes) without its ``_s3idx`` bookkeeping,
-  which lives in the other columns.
+- ``entries(key PRIMARY KEY, entry, etag, size, sha256, codec, stamp)``: the entry as tagged
+  JSON (``codec.dumps``, so datetimes come back as datetimes) without its ``_s3idx``
+  bookkeeping, which lives in the other columns; ``stamp`` is new at every write of the row
+  (``base.Version``), NULL in rows an earlier version wrote.
 - ``entry_values(field, tclass, value, key)``: the multikey side table. For each searchable
   field of each entry, one row per value MongoDB's matcher sees at that path (see
   ``s3idx.query.sql``); indexed on ``(field, tclass, value, key)`` and on ``(key)``.
@@ -74,13 +76,17 @@ from s3idx.index.arguments import check_find_arguments
 from s3idx.index.base import (
     Bookkeeping,
     Entry,
+    Expected,
     IndexSettings,
     PutIntent,
     RebuildStatus,
     SortSpec,
+    Version,
     is_count,
+    is_expected,
     join_refusal,
     key_problem,
+    new_stamp,
     settle_pending,
     superseded_rebuild,
 )
@@ -91,9 +97,10 @@ from s3idx.query.sort import sort_entries
 from s3idx.query.sql import KeySet, Tables, compile_filter, index_rows
 from s3idx.sharding import Shard
 
-SCHEMA_VERSION = 2
-# Version 1 lacks only the tables version 2 added: it is read as it is and upgraded on a write.
-READABLE_VERSIONS = ("1", "2")
+SCHEMA_VERSION = 3
+# Version 1 lacks only the tables version 2 added, version 2 only the stamp column of version
+# 3: each is read as it is and upgraded on a write.
+READABLE_VERSIONS = ("1", "2", "3")
 JOURNAL = "delete_journal"
 PUT_JOURNAL = "put_journal"
 _PUT_JOURNAL_COLUMNS = ("key", "etag", "run", "at")
@@ -265,6 +272,7 @@ class _Database:
                 tables = _table_names(conn)
             if self._check_version(conn, tables)["schema_version"] != str(SCHEMA_VERSION):
                 _create_v2_tables(conn)
+                _add_stamp_columns(conn)
                 _set_meta(conn, "schema_version", str(SCHEMA_VERSION))
             return
         if tables:
@@ -510,7 +518,9 @@ class SqliteIndex:
             _log_changes(conn, [_entry_key(e, settings.key_field) for e in entries])
             _write_entries(conn, LIVE, settings.key_field, settings.fields, entries)
 
-    def upsert_if(self, entries: Sequence[Entry], expected: Mapping[str, str | None]) -> set[str]:
+    def upsert_if(
+        self, entries: Sequence[Entry], expected: Mapping[str, Expected | None]
+    ) -> set[str]:
         if not entries:
             return set()
         with self._db.transaction() as conn:
@@ -527,9 +537,9 @@ class SqliteIndex:
                 by_key[key] = entry
             _log_changes(conn, list(by_key))
             # Read inside the write transaction (BEGIN IMMEDIATE): no other writer, in this
-            # process or another, can move an ETag between this comparison and the write.
-            current = _etags(conn, LIVE, list(by_key))
-            conflicts = {k for k in by_key if current.get(k) != expected[k]}
+            # process or another, can move an entry between this comparison and the write.
+            current = _versions(conn, LIVE, list(by_key))
+            conflicts = {k for k in by_key if not is_expected(current.get(k), expected[k])}
             winners = [e for k, e in by_key.items() if k not in conflicts]
             _write_entries(conn, LIVE, settings.key_field, settings.fields, winners)
             return conflicts
@@ -544,15 +554,16 @@ class SqliteIndex:
                 return 0
             return _delete_entries(conn, LIVE, unique)
 
-    def delete_if(self, expected: Mapping[str, str]) -> tuple[int, set[str]]:
+    def delete_if(self, expected: Mapping[str, Expected]) -> tuple[int, set[str]]:
         if not expected or not self.path.exists():
             return 0, set()
         with self._db.transaction() as conn:
             keys = list(expected)
             _log_changes(conn, keys)
-            current = _etags(conn, LIVE, keys)
-            matching = [k for k in keys if k in current and current[k] == expected[k]]
-            conflicts = {k for k in keys if k in current and current[k] != expected[k]}
+            current = _versions(conn, LIVE, keys)
+            present = [k for k in keys if k in current]
+            matching = [k for k in present if is_expected(current[k], expected[k])]
+            conflicts = set(present) - set(matching)
             return _delete_entries(conn, LIVE, matching), conflicts
 
     # --- the delete journal ----------------------------------------------------------------
@@ -740,10 +751,13 @@ class SqliteIndex:
             return sum(1 for e in entries if flt.matches(e))
 
     def etags(self, keys: Sequence[str]) -> dict[str, str]:
+        return {key: version.etag for key, version in self.versions(keys).items()}
+
+    def versions(self, keys: Sequence[str]) -> dict[str, Version]:
         with self._db.reading() as conn:
             if conn is None or not keys or self._db.load_settings(conn) is None:
                 return {}
-            return _etags(conn, LIVE, list(dict.fromkeys(keys)))
+            return _versions(conn, LIVE, list(dict.fromkeys(keys)))
 
     def bookkeeping(self, keys: Sequence[str]) -> dict[str, tuple[Entry, Bookkeeping]]:
         found: dict[str, tuple[Entry, Bookkeeping]] = {}
@@ -752,9 +766,10 @@ class SqliteIndex:
             settings = None if conn is None or not unique else self._db.load_settings(conn)
             if conn is None or settings is None:
                 return found
+            columns = f"{_ENTRY_COLUMNS}, {_stamp_column(conn, LIVE.entries)}"
             for chunk in batched(unique, KEY_CHUNK):
                 marks = _marks(len(chunk))
-                sql = f"SELECT {_ENTRY_COLUMNS} FROM {LIVE.entries} WHERE key IN ({marks})"
+                sql = f"SELECT {columns} FROM {LIVE.entries} WHERE key IN ({marks})"
                 for row in conn.execute(sql, chunk):
                     key = _row_key(row[0])
                     found[key] = (_entry_body(key, row[1], settings.key_field), _bookkeeping(row))
@@ -1261,7 +1276,7 @@ def _create_tables(conn: sqlite3.Connection, tables: Tables, generation: int) ->
     # renamed into place, and the next rebuild must not collide with them.
     conn.execute(
         f"CREATE TABLE {tables.entries} (key TEXT PRIMARY KEY NOT NULL, entry TEXT NOT NULL, "
-        "etag TEXT NOT NULL, size INTEGER NOT NULL, sha256 TEXT, codec TEXT NOT NULL)"
+        "etag TEXT NOT NULL, size INTEGER NOT NULL, sha256 TEXT, codec TEXT NOT NULL, stamp TEXT)"
     )
     # ``value`` has no declared type, so SQLite keeps each value's own storage class: a
     # string "10" stays text and never compares as the number 10.
@@ -1280,8 +1295,9 @@ def _repair_tables(conn: sqlite3.Connection, tables: set[str]) -> None:
     """Make anew, empty, each table missing or of another shape than s3idx gives it, and drop
     journal rows that are no key and ETag (a rebuild's start: it replaces the entries, and
     the journal's garbage names no delete)."""
+    _add_stamp_columns(conn)  # a file of an earlier version is not damaged
     shapes = {
-        LIVE.entries: ("key", "entry", "etag", "size", "sha256", "codec"),
+        LIVE.entries: ("key", "entry", "etag", "size", "sha256", "codec", "stamp"),
         LIVE.values: ("field", "tclass", "value", "key"),
         **_V2_COLUMNS,
     }
@@ -1350,16 +1366,36 @@ def _log_changes(conn: sqlite3.Connection, keys: Sequence[str]) -> None:
         conn.executemany(f"INSERT OR IGNORE INTO {CHANGES} (key) VALUES (?)", [(k,) for k in keys])
 
 
-def _etags(conn: sqlite3.Connection, tables: Tables, keys: Sequence[str]) -> dict[str, str]:
-    found: dict[str, str] = {}
+def _versions(conn: sqlite3.Connection, tables: Tables, keys: Sequence[str]) -> dict[str, Version]:
+    found: dict[str, Version] = {}
+    stamp = _stamp_column(conn, tables.entries)
     for chunk in batched(list(keys), KEY_CHUNK):
-        sql = f"SELECT key, etag FROM {tables.entries} WHERE key IN ({_marks(len(chunk))})"
-        for key, etag in conn.execute(sql, chunk):
+        marks = _marks(len(chunk))
+        sql = f"SELECT key, etag, {stamp} FROM {tables.entries} WHERE key IN ({marks})"
+        for key, etag, written in conn.execute(sql, chunk):
             if not isinstance(etag, str) or not etag:
                 reason = f"etag {etag!r:.100} is not a non-empty string"
                 raise _Damage(f"entry {quote_key(key)} has damaged _s3idx bookkeeping: {reason}")
-            found[key] = etag
+            if written is not None and (not isinstance(written, str) or not written):
+                reason = f"stamp {written!r:.100} is not a non-empty string"
+                raise _Damage(f"entry {quote_key(key)} has damaged _s3idx bookkeeping: {reason}")
+            found[key] = Version(etag, written)
     return found
+
+
+def _stamp_column(conn: sqlite3.Connection, table: str) -> str:
+    """What to select for ``table``'s stamps: the column, or NULL in a file written before
+    version 3 (read as it is, and upgraded by its first write)."""
+    return "stamp" if "stamp" in _columns(conn, table) else "NULL"
+
+
+def _add_stamp_columns(conn: sqlite3.Connection) -> None:
+    """Give the entry tables of a file written before version 3 their stamp column (in the
+    caller's write transaction; the rows an earlier version wrote keep a NULL stamp)."""
+    tables = _table_names(conn)
+    for table in (LIVE.entries, REBUILD.entries):
+        if table in tables and "stamp" not in _columns(conn, table):
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN stamp TEXT")
 
 
 def _delete_entries(conn: sqlite3.Connection, tables: Tables, keys: Sequence[str]) -> int:
@@ -1410,6 +1446,7 @@ def _write_entries(
     rows = []
     values = []
     multikey: set[str] = set()
+    stamp = new_stamp()  # one per write: each key is written once here
     for key, entry in latest.items():
         body, bookkeeping = _split(key, entry)
         values.extend(_side_rows(key, entry, fields, multikey))
@@ -1421,13 +1458,15 @@ def _write_entries(
                 bookkeeping.size,
                 bookkeeping.sha256,
                 bookkeeping.codec,
+                stamp,
             )
         )
     conn.executemany(f"DELETE FROM {tables.values} WHERE key = ?", [(k,) for k in latest])
     conn.executemany(
-        f"INSERT INTO {tables.entries} ({_ENTRY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?) "
+        f"INSERT INTO {tables.entries} ({_ENTRY_COLUMNS}, stamp) VALUES (?, ?, ?, ?, ?, ?, ?) "
         "ON CONFLICT (key) DO UPDATE SET entry = excluded.entry, etag = excluded.etag, "
-        "size = excluded.size, sha256 = excluded.sha256, codec = excluded.codec",
+        "size = excluded.size, sha256 = excluded.sha256, codec = excluded.codec, "
+        "stamp = excluded.stamp",
         rows,
     )
     conn.executemany(
@@ -1612,8 +1651,9 @@ def _row_key(key: Any) -> str:
 
 
 def _bookkeeping(row: tuple[Any, ...]) -> Bookkeeping:
+    """The bookkeeping of a row of ``_ENTRY_COLUMNS``, with its stamp where one follows."""
     try:
-        return Bookkeeping.read_back(row[2], row[3], row[4], row[5])
+        return Bookkeeping.read_back(*row[2:7])
     except ValueError as exc:
         raise _Damage(f"entry {quote_key(row[0])} has damaged _s3idx bookkeeping: {exc}") from None
 
@@ -1688,7 +1728,7 @@ def _stream(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> Iterat
 def _paged_bookkeeping(conn: sqlite3.Connection, table: str) -> Iterator[tuple[str, Bookkeeping]]:
     """Every key of ``table`` with its bookkeeping, in key order, a page per query."""
     sql = (
-        f"SELECT key, NULL, etag, size, sha256, codec FROM {table} "
+        f"SELECT key, NULL, etag, size, sha256, codec, {_stamp_column(conn, table)} FROM {table} "
         "WHERE key > ? ORDER BY key LIMIT ?"
     )
     last = ""

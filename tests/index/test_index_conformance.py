@@ -33,6 +33,7 @@ from s3idx.index.base import (
     IndexRebuild,
     IndexSettings,
     PutIntent,
+    Version,
 )
 from s3idx.index.ferretdb_filter import null_on_a_dotted_path
 from s3idx.index.mongo import compares_a_document, ferretdb_refusal, uses_operator
@@ -1183,6 +1184,44 @@ def test_a_compare_and_set_chain_moves_one_step_at_a_time(filled: Index) -> None
     assert filled.upsert_if([tagged("a", '"stale"')], {"a": first}) == {"a"}
     assert filled.upsert_if([tagged("a", '"v2"')], {"a": '"v1"'}) == set()
     assert filled.etags(["a"]) == {"a": '"v2"'}
+
+
+def test_versions_give_the_etag_and_a_stamp_each_write_renews(filled: Index) -> None:
+    read = filled.versions(["b", "nope", "a", "b"])
+    assert sorted(read) == ["a", "b"]
+    assert (read["a"].etag, read["b"].etag) == ('"etag-a"', '"etag-b"')
+    assert read["a"].stamp and read["b"].stamp
+    # The same ETag written again (the same bytes stored again) is a new version.
+    filled.upsert([A])
+    assert filled.versions(["a"])["a"] == Version('"etag-a"', filled.versions(["a"])["a"].stamp)
+    assert filled.versions(["a"])["a"] != read["a"]
+    assert filled.versions(["b"]) == {"b": read["b"]}  # untouched
+    # The bookkeeping read back carries it, and entries read back never show it.
+    assert filled.bookkeeping(["a"])["a"][1].version == filled.versions(["a"])["a"]
+    assert dict(filled.iter_bookkeeping())["b"].version == read["b"]
+    assert by_key(filled.find())["a"] == A
+
+
+def test_a_write_of_the_same_etag_defeats_a_compare_and_set_read_before_it(
+    filled: Index,
+) -> None:
+    # The ABA race: writers X and Y both read a's entry; X stores a's bytes again (same ETag)
+    # after Y stored other bytes, and writes its entry first. Y read before X's write, so Y's
+    # compare-and-set must fail, though the ETag it expects is there again.
+    read = filled.versions(["a", "b"])
+    assert filled.upsert_if([tagged("a", '"etag-a"', n=5)], {"a": read["a"]}) == set()
+    assert filled.upsert_if([tagged("a", '"by-y"', n=6)], {"a": read["a"]}) == {"a"}
+    assert filled.delete_if({"a": read["a"]}) == (0, {"a"})
+    assert by_key(filled.find())["a"] == tagged("a", '"etag-a"', n=5)
+    # The same for a write that compares nothing (a plain upsert), and for a delete_if.
+    filled.upsert([B])
+    assert filled.upsert_if([tagged("b", '"by-y"')], {"b": read["b"]}) == {"b"}
+    assert filled.delete_if({"b": read["b"]}) == (0, {"b"})
+    # A version read after the write wins; a bare ETag compares the ETag alone.
+    now = filled.versions(["a", "b"])
+    assert filled.upsert_if([tagged("a", '"v2"')], {"a": now["a"]}) == set()
+    assert filled.delete_if({"b": '"etag-b"'}) == (1, set())
+    assert filled.etags(["a", "b"]) == {"a": '"v2"'}
 
 
 def test_upsert_if_of_nothing_does_nothing(filled: Index) -> None:

@@ -19,7 +19,7 @@ import pytest
 
 from s3idx.errors import IndexSettingsError, S3idxError
 from s3idx.index import mongo
-from s3idx.index.base import Entry, Index, IndexRebuild, IndexSettings
+from s3idx.index.base import Entry, Index, IndexRebuild, IndexSettings, Version
 from s3idx.index.mongo import MongoIndex
 from s3idx.sharding import Shard
 from tests.helpers import MongoServer
@@ -113,6 +113,26 @@ def test_delete_if_removes_only_unchanged_entries(
 
     assert (removed, conflicts) == (2, {"b"})
     assert ready.etags(["a", "b", "c"]) == {"b": '"2"'}
+
+
+def test_an_entry_written_before_stamps_compares_as_having_none(
+    ready: Index, mongo_server: MongoServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(mongo, "BATCH_SIZE", 2)  # several chunks
+    ready.upsert([entry(k, '"1"') for k in "abcd"])
+    live = mongo_server.client[mongo_server.database]["s3idx"]
+    live.update_many({}, {"$unset": {"_s3idx.stamp": ""}})  # as an earlier s3idx wrote them
+    assert ready.versions(["a", "b"]) == {"a": Version('"1"', None), "b": Version('"1"', None)}
+
+    unstamped, stamped = Version('"1"', None), Version('"1"', "0123456789abcdef")
+    conflicts = ready.upsert_if(
+        [entry("a", '"2"', 1), entry("b", '"2"', 1)], {"a": unstamped, "b": stamped}
+    )
+    assert conflicts == {"b"}
+    assert ready.delete_if({"c": unstamped, "d": stamped}) == (1, {"d"})
+    assert etag_and_n(ready) == {"a": ('"2"', 1), "b": ('"1"', 0), "d": ('"1"', 0)}
+    assert ready.versions(["a"])["a"].stamp is not None
+    assert "stamp" not in next(iter(ready.find({KEY: "a"})))["_s3idx"]
 
 
 def test_the_journal_keeps_one_record_per_key_and_clears_only_the_named_etag(

@@ -24,7 +24,7 @@ from s3idx.errors import (
     S3idxError,
     UsageError,
 )
-from s3idx.index.base import Bookkeeping, Index, IndexRebuild, IndexSettings
+from s3idx.index.base import Bookkeeping, Index, IndexRebuild, IndexSettings, Version
 from s3idx.index.sqlite import CHANGES, JOURNAL, LIVE, REBUILD, SqliteIndex
 from s3idx.query.filter import parse_filter
 from s3idx.query.sql import compile_filter
@@ -89,7 +89,7 @@ def test_first_write_creates_directories_and_a_wal_database(tmp_path: Path) -> N
     with sqlite3.connect(ix.path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         meta = dict(conn.execute("SELECT name, value FROM meta"))
-    assert meta["schema_version"] == "2"
+    assert meta["schema_version"] == "3"
     assert meta["key_field"] == KEY
     assert meta["fields"] == '["task"]'
     writer = ix._db.writer
@@ -624,12 +624,12 @@ def test_an_sqlite_file_of_something_else(tmp_path: Path) -> None:
 
 def test_a_newer_schema_is_refused(index: SqliteIndex) -> None:
     with sqlite3.connect(index.path) as conn:
-        conn.execute("UPDATE meta SET value = '3' WHERE name = 'schema_version'")
+        conn.execute("UPDATE meta SET value = '4' WHERE name = 'schema_version'")
     for action in (index.settings, lambda: index.upsert([entry("a")])):
         with pytest.raises(BackendUnavailableError) as caught:
             action()
         assert caught.value.message == (
-            f"index {index.location} has schema version 3; this s3idx reads versions 1, 2"
+            f"index {index.location} has schema version 4; this s3idx reads versions 1, 2, 3"
         )
 
 
@@ -668,7 +668,9 @@ def test_creating_the_file_waits_for_another_process_holding_it(tmp_path: Path) 
 
 
 def _downgrade_to_version_1(path: Path) -> None:
-    """Make ``path`` what s3idx wrote before schema version 2: no journal, no change log."""
+    """Make ``path`` what s3idx wrote before schema version 2: no journal, no change log (and
+    no stamps)."""
+    _downgrade_to_version_2(path)
     with sqlite3.connect(path) as conn:
         conn.execute(f"DROP TABLE {JOURNAL}")
         conn.execute(f"DROP TABLE {CHANGES}")
@@ -704,7 +706,7 @@ def test_a_version_1_index_is_read_as_it_is_and_upgraded_on_its_first_write(
     ix.journal_deletes({"b": "etag-1"})
 
     tables, version = _tables_and_version(path)
-    assert version == "2" and {JOURNAL, CHANGES} <= tables
+    assert version == "3" and {JOURNAL, CHANGES} <= tables
     assert ix.journaled() == {"b": "etag-1"}
     assert sorted(keys(ix.find({}))) == ["a", "b"]  # nothing else changed
     ix.close()
@@ -728,6 +730,69 @@ def test_a_rebuild_begun_by_version_1_resumes_with_a_change_log(tmp_path: Path) 
     resumed.commit(IndexSettings(KEY, ("task",)))
     resumed.finish()
     assert keys(ix.find({})) == ["a"]
+    ix.close()
+
+
+# --- schema version 2 (before stamps) --------------------------------------------------------
+
+
+def _downgrade_to_version_2(path: Path) -> None:
+    """Make ``path`` what s3idx wrote before schema version 3: entry tables without stamps."""
+    with sqlite3.connect(path) as conn:
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        for table in {LIVE.entries, REBUILD.entries} & tables:
+            conn.execute(f"ALTER TABLE {table} DROP COLUMN stamp")
+        conn.execute("UPDATE meta SET value = '2' WHERE name = 'schema_version'")
+
+
+def test_a_version_2_index_is_read_as_it_is_and_upgraded_on_its_first_write(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "index.sqlite3"
+    with SqliteIndex(path) as old:
+        old.configure(KEY, ["task"])
+        old.upsert([entry("a", task="t"), entry("b", task="u")])
+    _downgrade_to_version_2(path)
+
+    ix = SqliteIndex(path)
+    # Reading changes nothing (the file may be read-only): entries have no stamp yet.
+    assert ix.versions(["a"]) == {"a": Version("etag-1", None)}
+    assert dict(ix.iter_bookkeeping())["b"].stamp is None
+    assert ix.bookkeeping(["a"])["a"][1].stamp is None
+    assert keys(ix.find({"task": "t"})) == ["a"]
+    assert _tables_and_version(path)[1] == "2"
+
+    # An entry of the earlier version compares as having no stamp, and the first write
+    # upgrades the file, stamping what it writes.
+    assert ix.upsert_if([entry("a", task="v")], {"a": Version("etag-1", "other")}) == {"a"}
+    assert ix.upsert_if([entry("a", task="v")], {"a": Version("etag-1", None)}) == set()
+    assert _tables_and_version(path)[1] == "3"
+    assert ix.versions(["a"])["a"].stamp is not None
+    assert ix.versions(["b"]) == {"b": Version("etag-1", None)}
+    assert ix.delete_if({"b": Version("etag-1", None)}) == (1, set())
+    assert keys(ix.find({})) == ["a"]
+    ix.close()
+
+
+def test_a_rebuild_begun_by_version_2_resumes_and_keeps_the_live_entries(tmp_path: Path) -> None:
+    path = tmp_path / "index.sqlite3"
+    with SqliteIndex(path) as old:
+        old.configure(KEY, ["task"])
+        old.upsert([entry("live", task="t")])
+        rebuild = old.start_rebuild(KEY, ["task"])
+        rebuild.upsert([entry("a", task="t")])
+    _downgrade_to_version_2(path)
+
+    ix = SqliteIndex(path)
+    resumed = ix.start_rebuild(KEY, resume=True)  # a start checks the tables' shapes
+    assert keys(ix.find({})) == ["live"]  # the live entries are not taken for damage
+    resumed.upsert([entry("b", task="u")])
+    assert [k for k, _ in resumed.iter_bookkeeping()] == ["a", "b"]
+    resumed.commit(IndexSettings(KEY, ("task",)))
+    resumed.finish()
+    assert keys(ix.find({})) == ["a", "b"]
+    assert ix.versions(["a"])["a"].stamp is None  # staged by the earlier version
+    assert ix.versions(["b"])["b"].stamp is not None
     ix.close()
 
 
