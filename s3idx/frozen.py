@@ -21,6 +21,9 @@ init_field = object.__setattr__
 class Frozen:
     __slots__ = ()
     _fields: ClassVar[tuple[str, ...]] = ()  # compared, hashed and shown, in this order
+    # Taken by __init__ after _fields and kept by copies and pickles, but not compared, hashed
+    # nor shown: what says how a value came about, not what it is.
+    _uncompared: ClassVar[tuple[str, ...]] = ()
 
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError(f"cannot assign to field {name!r} of {type(self).__name__}")
@@ -40,7 +43,8 @@ class Frozen:
         return hash(self._values())
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), self._values())
+        extra = tuple(getattr(self, name) for name in self._uncompared)
+        return (type(self), self._values() + extra)
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self._fields)

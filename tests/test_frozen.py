@@ -14,6 +14,7 @@ import pytest
 
 import s3idx
 from s3idx.frozen import Frozen
+from s3idx.index.base import Bookkeeping
 from s3idx.query.filter import parse_filter
 from s3idx.store.base import DeleteFailure, ObjectInfo
 
@@ -55,6 +56,15 @@ def test_records_copy_and_pickle() -> None:
     assert again.matches({"b": "XY"}) and not again.matches({"a": 2, "b": "XY"})
 
 
+def test_an_uncompared_field_is_kept_by_copies_but_not_compared() -> None:
+    kept = Bookkeeping('"e"', 3, None, "json", stamp="s1")
+    for again in (copy.copy(kept), copy.deepcopy(kept), pickle.loads(pickle.dumps(kept))):
+        assert again == kept and again.stamp == "s1"
+    other = Bookkeeping('"e"', 3, None, "json", stamp="s2")
+    assert other == kept and hash(other) == hash(kept) and repr(other) == repr(kept)
+    assert other.version != kept.version
+
+
 def _subclasses(cls: type) -> list[type]:
     found = []
     for sub in cls.__subclasses__():
@@ -75,6 +85,6 @@ def test_every_frozen_type_names_its_fields_as_its_init_takes_them() -> None:
         parameters = (
             () if init is object.__init__ else tuple(inspect.signature(init).parameters)[1:]
         )
-        assert kind._fields == parameters, kind
+        assert kind._fields + kind._uncompared == parameters, kind
         slots = {s for k in kind.__mro__ for s in getattr(k, "__slots__", ())}
-        assert set(kind._fields) <= slots, kind
+        assert set(kind._fields + kind._uncompared) <= slots, kind

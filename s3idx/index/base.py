@@ -63,6 +63,7 @@ class Bookkeeping(Frozen):
 
     __slots__ = ("codec", "etag", "sha256", "size", "stamp")
     _fields = ("etag", "size", "sha256", "codec")
+    _uncompared = ("stamp",)
     etag: str
     size: int
     sha256: str | None
@@ -77,9 +78,6 @@ class Bookkeeping(Frozen):
         init_field(self, "sha256", sha256)
         init_field(self, "codec", codec)
         init_field(self, "stamp", stamp)
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (*self._values(), self.stamp))
 
     @property
     def version(self) -> Version:
