@@ -404,14 +404,14 @@ def test_a_signal_to_the_process_group_while_the_workers_start_is_an_interruptio
 # signal arrives while the workers' start holds stop signals back (a race forced, not timed).
 _SIGNAL_WHILE_STARTING = """
 import os, sys
-from multiprocessing import popen_spawn_posix
-launch, signum = popen_spawn_posix.Popen._launch, int(sys.argv[1])
-def signalled(self, process_obj):
-    if not getattr(popen_spawn_posix, "signalled", False):
-        popen_spawn_posix.signalled = True
+from multiprocessing import process
+start, signum = process.BaseProcess.start, int(sys.argv[1])
+def signalled(self):
+    if not getattr(process, "signalled", False):
+        process.signalled = True
         os.kill(os.getpid(), signum)
-    return launch(self, process_obj)
-popen_spawn_posix.Popen._launch = signalled
+    return start(self)
+process.BaseProcess.start = signalled
 sys.argv[0:2] = ["s3idx"]
 from s3idx.entry import main
 main()
@@ -536,6 +536,82 @@ def test_a_signal_while_the_workers_start_does_not_wait_for_them_to_start(
     summary = orjson.loads(out)
     assert (summary["interrupted"], summary["read"]) == (True, 0)
     assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
+
+
+# Kills put (SIGKILL, as `kill -9` does) as it starts its first worker, at one moment of that
+# start (argv[1]): the worker's interpreter runs but was sent nothing yet ("spawned"), half of
+# what it is sent ("sending"), or all of it ("started"). The worker's pid goes to argv[2].
+_KILLED_AS_A_WORKER_STARTS = """
+import os, signal, sys
+from multiprocessing import process, util
+moment, pids = sys.argv[1], sys.argv[2]
+spawnv, start, write, started = util.spawnv_passfds, process.BaseProcess.start, os.write, []
+def die():
+    with open(pids, "w") as f:
+        f.write(str(started[-1]))
+    os.kill(os.getpid(), signal.SIGKILL)
+def spawned(path, args, fds):
+    def half_written(fd, data):  # to the worker's pipe, not the tracker's, which it inherits
+        if fd in fds:
+            return write(fd, data)
+        write(fd, bytes(data)[: len(data) // 2])
+        die()
+    started.append(spawnv(path, args, fds))
+    if b"--multiprocessing-fork" in map(os.fsencode, args):  # a worker, not the tracker
+        if moment == "spawned":
+            die()
+        if moment == "sending":
+            os.write = half_written
+    return started[-1]
+def launched(self):
+    start(self)
+    die()
+util.spawnv_passfds = spawned
+if moment == "started":
+    process.BaseProcess.start = launched
+sys.argv[0:3] = ["s3idx"]
+from s3idx.entry import main
+main()
+"""
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:  # gone, and reaped
+        return False
+    return state not in ("Z", "X")  # a zombie: gone, its new parent has not reaped it yet
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="watches the worker in /proc")
+@pytest.mark.parametrize("moment", ["spawned", "sending", "started"])
+def test_a_worker_whose_parent_is_killed_as_it_starts_exits_soon_without_a_word(
+    tmp_path: Path, moment: str
+) -> None:
+    """``kill -9`` of put while it starts its workers: the orphaned worker, whatever it had been
+    sent, exits soon and prints nothing. Sent nothing, or part of its start-up data, it printed
+    multiprocessing's EOFError (or UnpicklingError) traceback."""
+    pids, stderr = tmp_path / "pids", tmp_path / "stderr"
+    locations = ["--store", str(tmp_path / "s"), "--index", str(tmp_path / "i.sqlite3")]
+    with stderr.open("wb") as err:  # put's stderr, which its workers inherit
+        put = subprocess.run(
+            [sys.executable, "-c", _KILLED_AS_A_WORKER_STARTS, moment, str(pids),
+             "put", "--processes", "2", "--json", *locations],
+            env=subprocess_env(tmp_path),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            timeout=120,
+        )  # fmt: skip
+    assert put.returncode == -signal.SIGKILL, stderr.read_bytes()
+    orphan = int(pids.read_text())
+    deadline = time.monotonic() + 60
+    while _running(orphan):
+        if time.monotonic() > deadline:
+            os.kill(orphan, signal.SIGKILL)
+            raise AssertionError(f"the orphaned worker outlived its parent: {moment}")
+        time.sleep(0.05)
+    assert stderr.read_bytes() == b""
 
 
 @pytest.mark.parametrize("processes", ["1", "2"])

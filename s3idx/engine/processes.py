@@ -25,6 +25,7 @@ original ``FILE:LINE``); the parent holds them until then, their raw lines in a 
 from __future__ import annotations
 
 import contextlib
+import io
 import multiprocessing
 import os
 import signal
@@ -34,7 +35,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, fields, replace
-from multiprocessing import resource_tracker
+from multiprocessing import reduction, resource_tracker, spawn, util
 from multiprocessing.connection import Connection, wait
 from typing import IO, Any
 
@@ -175,7 +176,7 @@ class _Run:
             lines_in, lines_out = self._context.Pipe(duplex=False)  # (reading, writing) ends
             reports_in, reports_out = self._context.Pipe(duplex=False)
             control_in, control_out = self._context.Pipe(duplex=False)
-            process = self._context.Process(
+            process = (_WorkerProcess if os.name == "posix" else self._context.Process)(
                 target=_worker_main,
                 args=(self._settings, self._options, lines_in, reports_out, control_in),
                 name=f"s3idx-put-{number + 1}",
@@ -574,6 +575,80 @@ def _unexpected(exc: BaseException, doing: str) -> S3idxError:
     )
 
 
+# --- starting a worker -------------------------------------------------------------------------
+
+# The program a worker's interpreter runs: multiprocessing's own (``spawn_main``), but a worker
+# whose parent died before it had sent the worker its start-up data whole exits at once, without
+# a word. Reading that data is the worker's first step, before any of s3idx runs, and its
+# EOFError (or, the data cut in the middle, UnpicklingError) ended the interpreter with a
+# traceback. The parent sends the data at once and holds its end of the pipe until it ends:
+# data that ends early means the parent is gone.
+_WORKER_START = """\
+import pickle, sys
+try:
+    {}
+except (EOFError, pickle.UnpicklingError):
+    sys.exit(1)
+"""
+
+
+def _worker_command(**arguments: int) -> list[str]:
+    command = spawn.get_command_line(**arguments)
+    # [python, *its options, "-c", program, "--multiprocessing-fork"]; frozen, no program
+    if len(command) >= 3 and command[-3] == "-c":
+        command[-2] = _WORKER_START.format(command[-2])
+    return command
+
+
+if os.name == "posix":
+    from multiprocessing.context import SpawnProcess, set_spawning_popen
+    from multiprocessing.popen_spawn_posix import Popen as _SpawnPopen
+
+    class _WorkerPopen(_SpawnPopen):
+        """multiprocessing's ``spawn`` start (its ``Popen._launch``, the same from Python 3.11 to
+        3.13), but for the program the worker's interpreter runs: ``_WORKER_START``."""
+
+        def _launch(self, process_obj: Any) -> None:
+            fds: list[int] = self._fds  # type: ignore[attr-defined]  # the worker inherits them
+            tracker_fd = resource_tracker.getfd()  # the tracker is running: never None
+            assert tracker_fd is not None
+            fds.append(tracker_fd)
+            data = io.BytesIO()
+            set_spawning_popen(self)
+            try:
+                reduction.dump(spawn.get_preparation_data(process_obj._name), data)
+                reduction.dump(process_obj, data)
+            finally:
+                set_spawning_popen(None)
+            parent_r = child_w = child_r = parent_w = None
+            try:
+                parent_r, child_w = os.pipe()
+                child_r, parent_w = os.pipe()
+                command = _worker_command(tracker_fd=tracker_fd, pipe_handle=child_r)
+                fds.extend([child_r, child_w])
+                executable = os.fsencode(spawn.get_executable())
+                self.pid = util.spawnv_passfds(executable, command, fds)
+                self.sentinel = parent_r
+                unsent = data.getbuffer()
+                while unsent:
+                    unsent = unsent[os.write(parent_w, unsent) :]
+            finally:
+                ends = [fd for fd in (parent_r, parent_w) if fd is not None]
+                self.finalizer = util.Finalize(self, _close_all, ends)
+                for fd in (child_r, child_w):
+                    if fd is not None:
+                        os.close(fd)
+
+    def _close_all(*fds: int) -> None:
+        for fd in fds:
+            os.close(fd)
+
+    class _WorkerProcess(SpawnProcess):
+        @staticmethod
+        def _Popen(process_obj: Any) -> _WorkerPopen:
+            return _WorkerPopen(process_obj)
+
+
 # --- in each worker process ---------------------------------------------------------------------
 
 
@@ -655,11 +730,17 @@ def _worker_main(
     if hasattr(signal, "pthread_sigmask"):  # ignored now: no need to hold them back any more
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
     stop = threading.Event()
+    ready = threading.Event()  # opened, said so: from now on it finishes what it is handed
 
     def watch() -> None:
-        with contextlib.suppress(EOFError, OSError):
-            control.recv()  # a stop request; the parent's end closing means nothing more
-            stop.set()
+        try:
+            control.recv()  # a stop request
+        except (EOFError, OSError):
+            # The parent's end closed: it is gone (it closes it once this process has ended).
+            # A worker still starting was handed nothing, and has nothing to finish.
+            if not ready.is_set():
+                os._exit(ExitStatus.ERROR)
+        stop.set()
 
     try:  # from the first thread on: a system limit is the failure of one put, said once
         from s3idx.engine.core import Engine  # the engine imports this module
@@ -668,6 +749,7 @@ def _worker_main(
         with Engine.from_settings(settings) as engine:
             engine.store  # noqa: B018 - opened now: the parent reads nothing until it is
             engine.prepare_writes(shard=None, dry_run=options.dry_run)
+            ready.set()
             reports.send(("ready",))
             try:
                 result = run_put(
