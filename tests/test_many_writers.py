@@ -74,7 +74,12 @@ class HookedStore:
             hook()
 
     def delete(self, keys: Sequence[str], **options: Any) -> Any:
-        return self._inner.delete(keys, **options)
+        for key in keys:
+            self._fire("before delete", key)
+        outcome = self._inner.delete(keys, **options)
+        for key in keys:
+            self._fire("after delete", key)
+        return outcome
 
     def replace_metadata(
         self, key: str, metadata: Mapping[str, str], *, if_match: str
@@ -200,6 +205,32 @@ def test_a_put_of_the_same_bytes_again_racing_another_put_leaves_the_index_on_th
     with _engine(store, indexes) as engine:
         assert [e["tag"] for e in engine.query({"fs_id": "k"})] == ["same"]
         _assert_index_describes_bucket(engine)
+
+
+@S3
+def test_a_delete_overtaken_by_puts_keeps_the_document_put_again_with_its_bytes(
+    hooked: HookedStore, store: ObjectStore, indexes: OpenIndex
+) -> None:
+    """A delete journals k's object (bytes A) and removes its entry; before its conditional
+    delete of the object, a put stores other bytes (B), so the object stays (changed); after
+    it, a put stores A again, with the very ETag the delete journaled. The delete then sets
+    k's entry to what the bucket holds, and must not take A's object for the one it was
+    deleting: its own journal record named that ETag."""
+    other = _other_writer(store, indexes)
+    with _engine(hooked, indexes) as engine:
+        engine.put_documents([_doc("k", "a")], fields=["tag"])
+        hooked.hooks[("before delete", "k")] = lambda: other(
+            lambda e: e.put_documents([_doc("k", "b")], fields=["tag"])
+        )
+        hooked.hooks[("after delete", "k")] = lambda: other(
+            lambda e: e.put_documents([_doc("k", "a")], fields=["tag"])
+        )
+        result = engine.delete(["k"])
+        assert (result.deleted, result.kept) == (0, ["k"])
+        assert not hooked.hooks  # both puts ran where they should
+        assert [e["tag"] for e in engine.query({"fs_id": "k"})] == ["a"]
+        _assert_index_describes_bucket(engine)
+        assert engine.index.journaled() == {}
 
 
 @STORES

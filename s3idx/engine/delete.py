@@ -310,7 +310,11 @@ def _delete_journaled(
     outcome.rewritten.extend(changed)
     if changed:
         # Its entry went in step 3; the newer object's writer puts it back by its own CAS,
-        # unless it died after its upload: reconcile indexes what the bucket now holds.
+        # unless it died after its upload: reconcile indexes what the bucket now holds. This
+        # delete removes nothing of these keys any more: its records go first, or reconcile
+        # would take an object stored again with the journaled ETag (the same bytes put
+        # again meanwhile) for the one being deleted, and remove its entry.
+        index.clear_journal({k: remaining[k] for k in changed})
         settings = index.settings()
         if settings is not None:
             reconcile(store, index, changed, key_field=settings.key_field)
