@@ -315,6 +315,22 @@ def shared_store(request: pytest.FixtureRequest, tmp_path: Path) -> list[str]:
     return ["--store", f"s3://{bucket}/docs", "--endpoint-url", endpoint]
 
 
+def _delete_a_and_b_keeping_a(run: Any, where: list[str], message: str) -> Any:
+    """``delete a b --json``, which keeps ``a``: it fails (exit 3) with just ``message``; its
+    summary."""
+    result = run("delete", "a", "b", "--json", *where)
+    assert result.exit_code == 3, result.stderr
+    assert result.stderr == message
+    return orjson.loads(result.stdout)
+
+
+def _delete_a_again(run: Any, where: list[str]) -> None:
+    """A second ``delete a`` deletes what the first kept."""
+    again = run("delete", "a", "--json", *where)
+    assert again.exit_code == 0, again.stderr
+    assert orjson.loads(again.stdout)["deleted"] == 1
+
+
 def test_a_named_key_whose_object_changed_since_indexed_is_not_deleted_and_says_so(
     run: Any, tmp_path: Path, shared_store: list[str]
 ) -> None:
@@ -326,25 +342,21 @@ def test_a_named_key_whose_object_changed_since_indexed_is_not_deleted_and_says_
     assert run("put", "-q", *stale, input='{"fs_id": "a", "v": 1}\n{"fs_id": "b"}\n').exit_code == 0
     assert run("put", "-q", *other, input='{"fs_id": "a", "v": 2}\n').exit_code == 0
 
-    result = run("delete", "a", "b", "--json", *stale)
-
-    assert result.exit_code == 3, result.stderr
-    assert result.stderr == (
+    summary = _delete_a_and_b_keeping_a(
+        run,
+        stale,
         "s3idx: not deleted: a: its object changed since its entry was read (another writer "
         "stored it "
         "again, or the index was out of date); its entry now shows the stored version: delete it "
-        "again to delete that\n"
+        "again to delete that\n",
     )
-    summary = orjson.loads(result.stdout)
     assert (summary["deleted"], summary["rewritten"], summary["kept"]) == (1, 1, ["a"])
     assert [orjson.loads(line) for line in run("get", "a", *stale).stdout.splitlines()] == [
         {"fs_id": "a", "v": 2}
     ]
     assert run("query", '{"fs_id": "a"}', "--count", *stale).stdout == "1\n"
 
-    again = run("delete", "a", "--json", *stale)
-    assert again.exit_code == 0, again.stderr
-    assert orjson.loads(again.stdout)["deleted"] == 1
+    _delete_a_again(run, stale)
     assert run("get", "a", *stale).exit_code == 4
 
 
@@ -371,16 +383,14 @@ def test_a_named_key_whose_object_became_foreign_is_not_deleted_and_says_it_has_
     assert run("put", "-q", *where, input='{"fs_id": "a"}\n{"fs_id": "b"}\n').exit_code == 0
     _replace_with_foreign(shared_store, tmp_path, "a")
 
-    result = run("delete", "a", "b", "--json", *where)
-
-    assert result.exit_code == 3, result.stderr
-    assert result.stderr == (
+    summary = _delete_a_and_b_keeping_a(
+        run,
+        where,
         "s3idx: not deleted: a: its object changed since its entry was read (another program "
         "stored it again, or the index was out of date), and what is stored now cannot be "
         "indexed (not an s3idx object, or unreadable metadata); it was left, without an index "
-        "entry: delete it again to delete it\n"
+        "entry: delete it again to delete it\n",
     )
-    summary = orjson.loads(result.stdout)
     assert (summary["deleted"], summary["kept"], summary["kept_without_entry"]) == (
         1,
         ["a"],
@@ -388,9 +398,7 @@ def test_a_named_key_whose_object_became_foreign_is_not_deleted_and_says_it_has_
     )
     assert run("query", '{"fs_id": "a"}', "--count", *where).stdout == "0\n"
 
-    again = run("delete", "a", "--json", *where)
-    assert again.exit_code == 0, again.stderr
-    assert orjson.loads(again.stdout)["deleted"] == 1
+    _delete_a_again(run, where)
     check = run("sync", "--check", *where)
     assert check.exit_code == 0, check.stdout + check.stderr
 

@@ -185,22 +185,32 @@ def test_deletes_at_once_count_each_object_once(
         assert gone_for_named >= len(named) - summaries[2]["finished"], context
 
 
-def test_delete_json_stopped_mid_batch_counts_every_object_it_removed(
-    s3_endpoint: str, s3_bucket: str, tmp_path: Path
-) -> None:
-    """Stopped by a signal while the store's deletes of a batch are under way (each answer
-    slowed by a proxy): the objects removed so far are all in the count."""
-    count = 60
+STORED_IN_S3 = 60
+
+
+@pytest.fixture
+def stored_in_s3(s3_endpoint: str, s3_bucket: str, tmp_path: Path) -> dict[str, Any]:
+    """STORED_IN_S3 documents put in moto's S3 (prefix ``docs``) and a SQLite index: where
+    they are, for ``_engine`` and ``_args``."""
     where: dict[str, Any] = {
         "kind": "s3", "index": tmp_path / "index.sqlite3", "endpoint": s3_endpoint,
         "bucket": s3_bucket, "prefix": "docs",
     }  # fmt: skip
     with _engine(where) as engine:
-        engine.put_documents({"fs_id": k, "v": i} for i, k in enumerate(_keys(count)))
+        engine.put_documents({"fs_id": k, "v": i} for i, k in enumerate(_keys(STORED_IN_S3)))
+    return where
+
+
+def test_delete_json_stopped_mid_batch_counts_every_object_it_removed(
+    s3_endpoint: str, stored_in_s3: dict[str, Any], tmp_path: Path
+) -> None:
+    """Stopped by a signal while the store's deletes of a batch are under way (each answer
+    slowed by a proxy): the objects removed so far are all in the count."""
+    count = STORED_IN_S3
     for stop in (signal.SIGINT, signal.SIGTERM):
         with S3Proxy(s3_endpoint) as proxy:
             proxy.delay = 0.2
-            slowed = {**where, "endpoint": proxy.url}
+            slowed = {**stored_in_s3, "endpoint": proxy.url}
             process = subprocess.Popen(
                 [sys.executable, "-m", "s3idx", "delete", "--filter", "{}", "--all", "--json",
                  *_args(slowed)],
@@ -215,7 +225,7 @@ def test_delete_json_stopped_mid_batch_counts_every_object_it_removed(
             out, err = process.communicate(timeout=60)
         assert process.returncode in (ExitStatus.INTERRUPTED, ExitStatus.TERMINATED), err
         summary = orjson.loads(out)
-        with _engine(where) as engine:
+        with _engine(stored_in_s3) as engine:
             left = sum(1 for _ in engine.store.list_objects())
         assert summary["deleted"] + summary["finished"] == count - left, (stop, summary, left, err)
         assert left > 0, "the delete ended before the signal: nothing was tested"
@@ -230,22 +240,15 @@ _REFUSED = (
 
 
 def test_delete_json_stopped_by_a_store_error_mid_batch_counts_every_object_it_removed(
-    s3_endpoint: str, s3_bucket: str, tmp_path: Path
+    s3_endpoint: str, stored_in_s3: dict[str, Any], tmp_path: Path
 ) -> None:
     """A delete the store answers with an error that stops the run (not one worth retrying),
     in the middle of a batch: the objects the batch had removed are all in the count."""
-    count = 60
-    where: dict[str, Any] = {
-        "kind": "s3", "index": tmp_path / "index.sqlite3", "endpoint": s3_endpoint,
-        "bucket": s3_bucket, "prefix": "docs",
-    }  # fmt: skip
-    with _engine(where) as engine:
-        engine.put_documents({"fs_id": k, "v": i} for i, k in enumerate(_keys(count)))
     with S3Proxy(s3_endpoint, fault=_REFUSED) as proxy:
         proxy.failing = lambda method, path: method == "DELETE" and path.endswith("/k0030")
         process = subprocess.run(
             [sys.executable, "-m", "s3idx", "delete", "--filter", "{}", "--all", "--json",
-             *_args({**where, "endpoint": proxy.url})],
+             *_args({**stored_in_s3, "endpoint": proxy.url})],
             env=subprocess_env(tmp_path),
             capture_output=True,
             timeout=120,
@@ -253,7 +256,7 @@ def test_delete_json_stopped_by_a_store_error_mid_batch_counts_every_object_it_r
     assert process.returncode != 0, process.stderr
     summary = orjson.loads(process.stdout)
     assert "error" in summary, summary
-    with _engine(where) as engine:
+    with _engine(stored_in_s3) as engine:
         left = sum(1 for _ in engine.store.list_objects())
     assert left > 0, summary
-    assert summary["deleted"] + summary["finished"] == count - left, (summary, left)
+    assert summary["deleted"] + summary["finished"] == STORED_IN_S3 - left, (summary, left)

@@ -11,9 +11,8 @@ from pathlib import Path
 import pytest
 
 from s3idx.errors import ExitStatus
-from tests.helpers import Run, json_lines
+from tests.helpers import Run, json_lines, subprocess_env
 
-ROOT = Path(__file__).resolve().parent.parent.parent
 INPUT = b'{"fs_id": "a", "n": 1}\n{"fs_id": "b"}\n'
 
 
@@ -134,15 +133,13 @@ def test_output_that_is_a_directory_is_a_clear_error(run: Run, tmp_path: Path) -
 def test_rejects_that_is_the_file_on_stdin_is_refused(tmp_path: Path, args: list[str]) -> None:
     source = tmp_path / "in.jsonl"
     source.write_bytes(INPUT)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("S3IDX_")}
-    env.update(S3IDX_HOME=str(tmp_path / "home"), PYTHONPATH=str(ROOT))
     with open(source, "rb") as stdin:
         done = subprocess.run(
             [sys.executable, "-m", "s3idx", "put", *args, "--rejects", "in.jsonl"],
             stdin=stdin,
             capture_output=True,
             cwd=tmp_path,
-            env=env,
+            env=subprocess_env(tmp_path / "home"),
             timeout=60,
         )
     assert done.returncode == ExitStatus.USAGE, done.stderr
@@ -158,14 +155,12 @@ def test_rejects_that_is_the_pipe_on_stdin_is_refused(
 ) -> None:
     """Opening the pipe s3idx reads for writing would hold its write end open: the input would
     never end. Refused, as a file on stdin is, and never opened (a timeout fails a hang)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("S3IDX_")}
-    env.update(S3IDX_HOME=str(tmp_path / "home"), PYTHONPATH=str(ROOT))
     done = subprocess.run(
         [sys.executable, "-m", "s3idx", "put", *args, "--rejects", rejects],
         input=b"bad\n" + INPUT,
         capture_output=True,
         cwd=tmp_path,
-        env=env,
+        env=subprocess_env(tmp_path / "home"),
         timeout=60,
     )
     assert done.returncode == ExitStatus.USAGE, done.stderr
@@ -180,8 +175,6 @@ def test_rejects_that_is_the_pipe_on_stdin_is_refused(
 def test_rejects_that_is_the_socket_on_stdin_is_refused(tmp_path: Path) -> None:
     import socket
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith("S3IDX_")}
-    env.update(S3IDX_HOME=str(tmp_path / "home"), PYTHONPATH=str(ROOT))
     ours, theirs = socket.socketpair()
     with ours, theirs:
         ours.sendall(b"bad\n")
@@ -190,7 +183,7 @@ def test_rejects_that_is_the_socket_on_stdin_is_refused(tmp_path: Path) -> None:
             [sys.executable, "-m", "s3idx", "put", "--rejects", "/proc/self/fd/0"],
             stdin=theirs.fileno(),
             capture_output=True,
-            env=env,
+            env=subprocess_env(tmp_path / "home"),
             timeout=60,
         )
     assert done.returncode == ExitStatus.USAGE, done.stderr
@@ -198,14 +191,12 @@ def test_rejects_that_is_the_socket_on_stdin_is_refused(tmp_path: Path) -> None:
 
 
 def test_rejects_elsewhere_with_a_pipe_on_stdin_is_written(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("S3IDX_")}
-    env.update(S3IDX_HOME=str(tmp_path / "home"), PYTHONPATH=str(ROOT))
     done = subprocess.run(
         [sys.executable, "-m", "s3idx", "put", "--rejects", "rejects.jsonl"],
         input=b"bad\n" + INPUT,
         capture_output=True,
         cwd=tmp_path,
-        env=env,
+        env=subprocess_env(tmp_path / "home"),
         timeout=60,
     )
     assert done.returncode == ExitStatus.PARTIAL, done.stderr

@@ -151,44 +151,49 @@ def test_create_bucket_in_a_dry_run_still_needs_the_endpoint(run: Run, tmp_path:
 # --- locations whose directories do not exist -----------------------------------------------
 
 
-@PROCESSES
-def test_store_and_index_in_missing_directories(run: Run, tmp_path: Path, processes: str) -> None:
-    store, index = tmp_path / "nodirX" / "s", tmp_path / "nodirY" / "i.sqlite3"
-    args = ["--store", str(store), "--index", str(index), "--processes", processes]
-    dry = run("put", *args, "--dry-run", input=jsonl(*DOCS))
-    assert dry.exit_code == ExitStatus.NOT_FOUND, dry.stderr
-    assert f"the directory {store.parent} of store {store} does not exist" in dry.stderr
-    assert _tree(tmp_path) == {}
-    real = run("put", *args, input=jsonl(*DOCS))
-    assert real.exit_code == ExitStatus.NOT_FOUND
-    assert _problem(dry.stderr) == _problem(real.stderr)
-
-
-@PROCESSES
-def test_index_in_a_missing_directory_local(run: Run, tmp_path: Path, processes: str) -> None:
-    store, index = tmp_path / "s", tmp_path / "nodirY" / "i.sqlite3"
-    args = ["--store", str(store), "--index", str(index), "--processes", processes]
-    dry = run("put", *args, "--dry-run", input=jsonl(*DOCS))
-    assert dry.exit_code == ExitStatus.NOT_FOUND, dry.stderr
-    assert f"the directory {index.parent} of index {index} does not exist" in dry.stderr
-    assert _tree(tmp_path) == {}
-    real = run("put", *args, input=jsonl(*DOCS))
-    assert real.exit_code == ExitStatus.NOT_FOUND
-    assert _problem(dry.stderr) == _problem(real.stderr)
-
-
-def test_index_in_a_missing_directory_s3(
-    run: Run, tmp_path: Path, s3_endpoint: str, s3_bucket: str
+@pytest.mark.parametrize(
+    ("missing", "store_kind", "processes"),
+    [
+        pytest.param("store-and-index", "local", "1", id="store-and-index-local-1"),
+        pytest.param("store-and-index", "local", "2", id="store-and-index-local-2"),
+        pytest.param("index", "local", "1", id="index-local-1"),
+        pytest.param("index", "local", "2", id="index-local-2"),
+        pytest.param("index", "s3", None, id="index-s3"),
+    ],
+)
+def test_locations_in_missing_directories(
+    run: Run,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+    missing: str,
+    store_kind: str,
+    processes: str | None,
 ) -> None:
+    """The store's directory and the index's, or the index's alone, do not exist: the dry run
+    is refused (naming the store's first), leaves nothing behind, and the real run is refused
+    alike."""
+    store = tmp_path / "nodirX" / "s" if missing == "store-and-index" else tmp_path / "s"
     index = tmp_path / "nodirY" / "i.sqlite3"
-    args = [*_s3(s3_endpoint, s3_bucket), "--index", str(index)]
-    _same_refusal(run, args, ExitStatus.NOT_FOUND, f"the directory {index.parent} of index {index}")
-    assert (
-        boto3.client("s3", endpoint_url=s3_endpoint)
-        .list_objects_v2(Bucket=s3_bucket)
-        .get("KeyCount")
-        == 0
-    )
+    location = ["--store", str(store)]
+    if store_kind == "s3":
+        endpoint = request.getfixturevalue("s3_endpoint")
+        bucket = request.getfixturevalue("s3_bucket")
+        location = _s3(endpoint, bucket)
+    if missing == "store-and-index":
+        message = f"the directory {store.parent} of store {store} does not exist"
+    else:
+        message = f"the directory {index.parent} of index {index} does not exist"
+    args = [*location, "--index", str(index), *(["--processes", processes] if processes else [])]
+    dry = run("put", *args, "--dry-run", input=jsonl(*DOCS))
+    assert dry.exit_code == ExitStatus.NOT_FOUND, dry.stderr
+    assert message in dry.stderr
+    assert _tree(tmp_path) == {}
+    real = run("put", *args, input=jsonl(*DOCS))
+    assert real.exit_code == ExitStatus.NOT_FOUND, real.stderr
+    assert _problem(dry.stderr) == _problem(real.stderr)
+    if store_kind == "s3":
+        client = boto3.client("s3", endpoint_url=endpoint)
+        assert client.list_objects_v2(Bucket=bucket).get("KeyCount") == 0
 
 
 def test_a_store_that_is_a_non_empty_directory(run: Run, tmp_path: Path) -> None:
