@@ -9,6 +9,7 @@ tests/test_races.py.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -204,6 +205,28 @@ def test_a_put_of_the_same_bytes_again_racing_another_put_leaves_the_index_on_th
     assert results[0].reconciled == 1  # its entry write found another write before it
     with _engine(store, indexes) as engine:
         assert [e["tag"] for e in engine.query({"fs_id": "k"})] == ["same"]
+        _assert_index_describes_bucket(engine)
+
+
+@S3
+def test_puts_of_the_same_bytes_leave_the_entry_of_the_object_that_landed_last(
+    hooked: HookedStore, store: ObjectStore, indexes: OpenIndex
+) -> None:
+    """Two puts of one document: the same bytes, so one ETag, but each object's metadata
+    has its own last_updated. Theirs is stored and indexed while ours uploads; ours lands
+    last, so the entry must be ours, though theirs holds the same ETag."""
+    other = _other_writer(store, indexes)
+    with _engine(hooked, indexes) as engine:
+        engine.put_documents([_doc("k", "first")], fields=["tag"])
+        hooked.hooks[("before put", "k")] = lambda: other(
+            lambda e: e.put_documents([_doc("k", "same")], fields=["tag"])
+        )
+        time.sleep(0.01)  # their last_updated and ours differ (milliseconds)
+        result = engine.put_documents([_doc("k", "same")], fields=["tag"])
+        assert (result.stored, result.reconciled, result.not_indexed) == (1, 1, 0)
+        assert not hooked.hooks
+        check = engine.verify()
+        assert (check.damaged, check.changed, check.ok) == (0, 0, 1), check.as_dict()
         _assert_index_describes_bucket(engine)
 
 

@@ -6,11 +6,16 @@ read before its object operation. A key whose CAS failed was written by someone 
 meanwhile; ``reconcile`` then makes the entry describe whatever object the bucket holds *now*,
 again by CAS, from a version read from the index *before* the HEAD:
 
-    recorded = index.versions; journaled = index.journaled; head = store.head
-    head's ETag == recorded's          -> in step, nothing to do
+    recorded = index.bookkeeping; journaled = index.journaled; head = store.head
+    head's entry == recorded entry     -> in step, nothing to do
     object missing, foreign, broken,
     or journaled with its own ETag     -> delete_if(recorded)
     otherwise                          -> upsert_if(entry from head's metadata, recorded)
+
+The whole entry is compared, not the ETag alone: S3 gives identical bytes one ETag, and two
+puts of one document (or a put beside ``reindex``) store objects of one ETag whose metadata
+differ (``last_updated``, the indexed fields); the entry must be that of the object that landed
+last.
 
 A CAS that fails again means another writer moved the index between our reads and our write:
 the loop reads again. Reading the index before the HEAD is what makes this safe: whatever we
@@ -32,12 +37,12 @@ from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from s3idx.codec import RESERVED_FIELD
+from s3idx.codec import RESERVED_FIELD, canonical
 from s3idx.config import DEFAULT_WORKERS
 from s3idx.engine.concurrency import ordered_map, worker_pool
 from s3idx.engine.recover import Recovered, recover_entry
 from s3idx.errors import NotAnS3idxObjectError, ObjectNotFoundError, UndecodableMetadataError
-from s3idx.index.base import Entry, Index, Version
+from s3idx.index.base import Bookkeeping, Entry, Index, Version
 from s3idx.store.base import ObjectHead, ObjectStore
 
 ATTEMPTS = 8  # rounds of read-and-CAS per key before giving up on it (sync repairs it later)
@@ -127,6 +132,13 @@ def observe(
     return truth
 
 
+def _same_entry(entry: Entry, recorded: Entry, bookkeeping: Bookkeeping) -> bool:
+    """Whether ``entry`` (recovered from a HEAD) is the one the index records."""
+    kept = Bookkeeping.from_dict(entry[RESERVED_FIELD])
+    body = {k: v for k, v in entry.items() if k != RESERVED_FIELD}
+    return kept == bookkeeping and canonical(body) == canonical(recorded)
+
+
 def _indexable(head: ObjectHead, key_field: str) -> Recovered | None:
     try:
         recovered = recover_entry(head, key_field)
@@ -148,7 +160,7 @@ def _round(
     """One read-and-CAS round over ``keys``; the keys whose CAS failed again, and those whose
     object a delete may be removing (also put in ``deleting``: read again once it ended)."""
     # Order matters: index, then journal, then object (see the module's docstring).
-    recorded = index.versions(keys)
+    recorded = index.bookkeeping(keys)
     journaled = index.journaled(keys)
     truth = observe(store, keys, key_field, pool, workers, journaled, deleting)
     writes: list[Entry] = []
@@ -157,14 +169,15 @@ def _round(
     for key in keys:
         if key in deleting and recorded.get(key) is None:
             continue  # no entry to remove meanwhile; whether to write one: once it ended
-        found, version = truth[key], recorded.get(key)
+        found, current = truth[key], recorded.get(key)
         entry = found.entry if found is not None else None
+        version = current[1].version if current is not None else None
         if entry is None:
             if version is None:
                 result.unchanged += 1
             else:
                 removals[key] = version
-        elif version is not None and entry[RESERVED_FIELD]["etag"] == version.etag:
+        elif current is not None and _same_entry(entry, *current):
             result.unchanged += 1
         else:
             writes.append(entry)
