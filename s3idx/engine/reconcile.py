@@ -7,10 +7,14 @@ meanwhile; ``reconcile`` then makes the entry describe whatever object the bucke
 again by CAS, from a version read from the index *before* the HEAD:
 
     recorded = index.versions; journaled = index.journaled; head = store.head
-    head's ETag == recorded's          -> in step, nothing to do
     object missing, foreign, broken,
     or journaled with its own ETag     -> delete_if(recorded)
     otherwise                          -> upsert_if(entry from head's metadata, recorded)
+
+An entry whose ETag is already the HEAD's is written again too (counted unchanged): the object
+may be a later upload of the same bytes, and only a new stamp makes a writer that read the
+entry before that upload fail its CAS (and reconcile) instead of indexing its own earlier
+object over it.
 
 A CAS that fails again means another writer moved the index between our reads and our write:
 the loop reads again. Reading the index before the HEAD is what makes this safe: whatever we
@@ -49,7 +53,7 @@ DELETE_WAIT = 30.0
 @dataclass(slots=True)
 class ReconcileResult:
     fixed: int = 0  # entries written or removed so that they describe the bucket's object
-    unchanged: int = 0  # found in step (another writer had put them right)
+    unchanged: int = 0  # found in step (another writer had put them right), written again
     gave_up: int = 0  # still contended after ATTEMPTS rounds: left for sync
     left: list[str] = field(default_factory=list)  # those keys
 
@@ -154,6 +158,7 @@ def _round(
     writes: list[Entry] = []
     expected: dict[str, Version | None] = {}
     removals: dict[str, Version] = {}
+    in_step: set[str] = set()  # entries found naming the object's ETag already
     for key in keys:
         if key in deleting and recorded.get(key) is None:
             continue  # no entry to remove meanwhile; whether to write one: once it ended
@@ -164,9 +169,13 @@ def _round(
                 result.unchanged += 1
             else:
                 removals[key] = version
-        elif version is not None and entry[RESERVED_FIELD]["etag"] == version.etag:
-            result.unchanged += 1
         else:
+            # An entry already naming the object's ETag is written again all the same (a new
+            # stamp): the object may be a later upload of the same bytes, and a writer that
+            # read this entry before that upload must lose its compare-and-set (the ABA race,
+            # ``base.Version``), not index its own object over it.
+            if version is not None and entry[RESERVED_FIELD]["etag"] == version.etag:
+                in_step.add(key)
             writes.append(entry)
             expected[key] = version
     again: set[str] = set()
@@ -175,5 +184,6 @@ def _round(
     if removals:
         _, conflicts = index.delete_if(removals)
         again |= conflicts
-    result.fixed += len(writes) + len(removals) - len(again)
+    result.unchanged += len(in_step - again)
+    result.fixed += len(writes) + len(removals) - len(again) - len(in_step - again)
     return [k for k in keys if k in again or (k in deleting and k not in removals)]

@@ -17,11 +17,15 @@ from pathlib import Path
 
 import pytest
 
+from s3idx import Engine
+from s3idx.engine.reconcile import reconcile
+from s3idx.engine.recover import recover_entry
 from s3idx.errors import IndexSettingsError, S3idxError
 from s3idx.index import mongo
 from s3idx.index.base import Entry, Index, IndexRebuild, IndexSettings, Version
 from s3idx.index.mongo import MongoIndex
 from s3idx.sharding import Shard
+from s3idx.store.s3 import S3Store
 from tests.helpers import MongoServer
 
 KEY = "fs_id"
@@ -467,3 +471,35 @@ def test_a_rebuild_committing_while_a_later_start_cleans_up_never_swaps_in_an_em
     (error,) = outcome
     assert error is not None and "was replaced by another rebuild-index" in str(error)
     _finish(new, other)
+
+
+def test_a_reconcile_finding_the_entry_in_step_still_fails_a_writer_that_read_it_before(
+    open_index: Opener, s3_bucket: str, s3_endpoint: str
+) -> None:
+    """The ABA race through reconcile: the entry records object B; a writer W reads it and
+    stores A; then a writer R, which read the index before B's entry, stores B again (the same
+    ETag), loses its compare-and-set and reconciles: the entry's ETag is the object's, in step.
+    W's compare-and-set, from the version it read before R's upload, must now fail (and its
+    reconcile index B): else the entry describes A while the bucket holds B."""
+    store = S3Store(s3_bucket, "", endpoint_url=s3_endpoint, region="us-east-1")
+    index = open_index()
+    engine = Engine(store, index, key_field=KEY, fields=["n"])
+    key = "k"
+
+    def stored(n: int) -> tuple[bytes, dict[str, str], Entry]:
+        engine.put_documents([{KEY: key, "n": n}])
+        head = store.head(key)
+        return store.open(key).read(), head.metadata, recover_entry(head, KEY).entry
+
+    body_a, metadata_a, entry_a = stored(1)
+    read_by_r = index.versions([key])[key]  # R reads, then is slow to upload
+    body_b, metadata_b, entry_b = stored(2)
+    read_by_w = index.versions([key])[key]
+    store.put(key, body_a, metadata_a)  # W's upload
+    store.put(key, body_b, metadata_b)  # R's upload, the last: the bucket holds B
+    assert index.upsert_if([entry_b], {key: read_by_r}) == {key}
+    reconcile(store, index, [key], key_field=KEY)
+    assert index.upsert_if([entry_a], {key: read_by_w}) == {key}
+    reconcile(store, index, [key], key_field=KEY)
+    assert index.etags([key]) == {key: store.head(key).etag} == {key: entry_b["_s3idx"]["etag"]}
+    store.close()
