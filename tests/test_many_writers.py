@@ -19,6 +19,8 @@ import pytest
 
 from s3idx import Engine, Events
 from s3idx.codec import RESERVED_PREFIX
+from s3idx.engine.reconcile import reconcile
+from s3idx.engine.recover import recover_entry
 from s3idx.errors import ExitStatus, ObjectNotFoundError
 from s3idx.index.sqlite import SqliteIndex
 from s3idx.store.base import ObjectHead, ObjectInfo, ObjectStore, PutReceipt
@@ -227,6 +229,37 @@ def test_puts_of_the_same_bytes_leave_the_entry_of_the_object_that_landed_last(
         assert not hooked.hooks
         check = engine.verify()
         assert (check.damaged, check.changed, check.ok) == (0, 0, 1), check.as_dict()
+        _assert_index_describes_bucket(engine)
+
+
+@S3
+def test_a_reconcile_finding_the_entry_in_step_still_fails_a_writer_that_read_it_before(
+    store: ObjectStore, indexes: OpenIndex
+) -> None:
+    """The ABA race through reconcile: the entry records object B; a writer W reads it and
+    stores A; then a writer R, which read the index before B's entry, stores B again (the same
+    ETag), loses its compare-and-set and reconciles: the entry's ETag is the object's, in step.
+    W's compare-and-set, from the version it read before R's upload, must now fail (and its
+    reconcile index B): else the entry describes A while the bucket holds B."""
+    with _engine(store, indexes) as engine:
+        index = engine.index
+
+        def stored(tag: str) -> tuple[bytes, Mapping[str, str], dict[str, Any]]:
+            engine.put_documents([_doc("k", tag)], fields=["tag"])
+            head = store.head("k")
+            return store.open("k").read(), head.metadata, recover_entry(head, "fs_id").entry
+
+        body_a, metadata_a, entry_a = stored("a")
+        read_by_r = index.versions(["k"])["k"]  # R reads, then is slow to upload
+        body_b, metadata_b, entry_b = stored("b")
+        read_by_w = index.versions(["k"])["k"]
+        store.put("k", body_a, metadata_a)  # W's upload
+        store.put("k", body_b, metadata_b)  # R's upload, the last: the bucket holds B
+        assert index.upsert_if([entry_b], {"k": read_by_r}) == {"k"}
+        assert reconcile(store, index, ["k"], key_field="fs_id").unchanged == 1
+        assert index.upsert_if([entry_a], {"k": read_by_w}) == {"k"}
+        assert reconcile(store, index, ["k"], key_field="fs_id").unchanged == 1
+        assert index.etags(["k"]) == {"k": entry_b["_s3idx"]["etag"]}
         _assert_index_describes_bucket(engine)
 
 

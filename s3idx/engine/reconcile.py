@@ -7,15 +7,16 @@ meanwhile; ``reconcile`` then makes the entry describe whatever object the bucke
 again by CAS, from a version read from the index *before* the HEAD:
 
     recorded = index.bookkeeping; journaled = index.journaled; head = store.head
-    head's entry == recorded entry     -> in step, nothing to do
     object missing, foreign, broken,
     or journaled with its own ETag     -> delete_if(recorded)
     otherwise                          -> upsert_if(entry from head's metadata, recorded)
 
-The whole entry is compared, not the ETag alone: S3 gives identical bytes one ETag, and two
-puts of one document (or a put beside ``reindex``) store objects of one ETag whose metadata
-differ (``last_updated``, the indexed fields); the entry must be that of the object that landed
-last.
+An entry whose ETag is already the HEAD's is written again too (counted unchanged when the
+whole entry was the HEAD's already): the object may be a later upload of the same bytes, and
+only a new stamp makes a writer that read the entry before that upload fail its CAS (and
+reconcile) instead of indexing its own earlier object over it. And S3 gives identical bytes one
+ETag: two puts of one document (or a put beside ``reindex``) store objects of one ETag whose
+metadata differ (``last_updated``, the indexed fields), so the entry written is the HEAD's.
 
 A CAS that fails again means another writer moved the index between our reads and our write:
 the loop reads again. Reading the index before the HEAD is what makes this safe: whatever we
@@ -54,7 +55,7 @@ DELETE_WAIT = 30.0
 @dataclass(slots=True)
 class ReconcileResult:
     fixed: int = 0  # entries written or removed so that they describe the bucket's object
-    unchanged: int = 0  # found in step (another writer had put them right)
+    unchanged: int = 0  # found in step (another writer had put them right), written again
     gave_up: int = 0  # still contended after ATTEMPTS rounds: left for sync
     left: list[str] = field(default_factory=list)  # those keys
 
@@ -166,6 +167,7 @@ def _round(
     writes: list[Entry] = []
     expected: dict[str, Version | None] = {}
     removals: dict[str, Version] = {}
+    in_step: set[str] = set()  # entries found to be the HEAD's already
     for key in keys:
         if key in deleting and recorded.get(key) is None:
             continue  # no entry to remove meanwhile; whether to write one: once it ended
@@ -177,9 +179,13 @@ def _round(
                 result.unchanged += 1
             else:
                 removals[key] = version
-        elif current is not None and _same_entry(entry, *current):
-            result.unchanged += 1
         else:
+            # An entry found in step is written again all the same (a new stamp): the object
+            # may be a later upload of the same bytes, and a writer that read this entry before
+            # that upload must lose its compare-and-set (the ABA race, ``base.Version``), not
+            # index its own object over it.
+            if current is not None and _same_entry(entry, *current):
+                in_step.add(key)
             writes.append(entry)
             expected[key] = version
     again: set[str] = set()
@@ -188,5 +194,6 @@ def _round(
     if removals:
         _, conflicts = index.delete_if(removals)
         again |= conflicts
-    result.fixed += len(writes) + len(removals) - len(again)
+    result.unchanged += len(in_step - again)
+    result.fixed += len(writes) + len(removals) - len(again) - len(in_step - again)
     return [k for k in keys if k in again or (k in deleting and k not in removals)]
