@@ -14,6 +14,7 @@ import copy
 import dataclasses
 import functools
 import inspect
+import io
 import os
 import signal
 import sys
@@ -42,6 +43,7 @@ from s3idx.config import (
     default_index,
     default_store,
     progress_interval,
+    redact,
     redact_location,
     remember_environment_secrets,
     remember_location_secrets,
@@ -1778,7 +1780,13 @@ def main(args: Sequence[str] | None = None, *, env: Environment | None = None) -
         status = group(args=argv, prog_name="s3idx", standalone_mode=False, obj=env)
     except _CLICK_EXCEPTION as caught:  # a flag or argument that parsing refused
         exc = cast(_ParseError, caught)
-        exc.show(file=env.stderr)
+        # The refusal quotes what was given: a location given in the wrong place (--index
+        # forgotten), or a secret the environment holds, is hidden as everywhere else.
+        remember_environment_secrets(env.environ)
+        remember_location_secrets(*argv)
+        shown = io.StringIO()
+        exc.show(file=shown)
+        env.stderr.write(redact(shown.getvalue()))
         if "--json" in argv:
             output.Output(env).write_json(
                 {"error": exc.format_message(), "exit_status": exc.exit_code}

@@ -10,7 +10,7 @@ import pytest
 
 from s3idx import config
 from s3idx.config import SECRET_FRAGMENT
-from tests.helpers import Run, jsonl
+from tests.helpers import Run, jsonl, main_status, memory_environment, written
 
 ACCESS_KEY_ID = "AKIAZQXW3EXAMPLE7KEY"
 SECRET_ACCESS_KEY = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYzqEXAMPLEKEY"
@@ -310,3 +310,31 @@ def test_a_misspelled_secret_option_is_never_shown(run: Run, tmp_path: Path, opt
         result = run(*command, *where)
         assert result.exit_code != 0, (command, result.stdout)
         assert "KFPZQX" not in result.stdout + result.stderr, command
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["info", "{uri}"],  # --index forgotten: a stray argument
+        ["sync", "--json", "{uri}"],
+        ["{uri}"],  # taken for a command
+        ["put", "--json", "--compress", "{uri}"],
+        ["put", "--transport", "{uri}"],
+        ["query", "{{}}", "--limit", "{uri}"],
+        ["put", "--transport", SECRET_ACCESS_KEY],  # a secret the environment holds
+        ["get", "--workers", SESSION_TOKEN],
+    ],
+    ids=lambda args: " ".join(a[:20] for a in args),
+)
+@pytest.mark.parametrize("uri", MONGO_URIS[:1] + MISTYPED_URIS[:1])
+def test_a_secret_in_a_command_line_parsing_refuses_is_never_shown(
+    monkeypatch: pytest.MonkeyPatch, fresh_process: Callable[[], None], args: list[str], uri: str
+) -> None:
+    fresh_process()
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_ACCESS_KEY)
+    monkeypatch.setenv("AWS_SESSION_TOKEN", SESSION_TOKEN)
+    env = memory_environment()  # through cli.main, the entry point, as a user's shell runs it
+    assert main_status(env, *(a.format(uri=uri) for a in args)) == 2
+    shown = written(env.stdout) + written(env.stderr)
+    assert "Error: " in shown  # the refusal is said
+    _assert_nothing_shown(shown, *MONGO_SECRETS, SESSION_TOKEN)
