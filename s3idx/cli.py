@@ -50,7 +50,12 @@ from s3idx.config import (
     resolve_settings,
 )
 from s3idx.engine.events import REPORTED_KEYS_LIMIT
-from s3idx.engine.outputs import guard_output, open_output, refuse_outputs_over_inputs
+from s3idx.engine.outputs import (
+    guard_output,
+    open_output,
+    refuse_outputs_over_inputs,
+    replace_now,
+)
 from s3idx.environment import Environment
 from s3idx.errors import (
     STDIN_CLOSED,
@@ -899,8 +904,12 @@ def _put(
         inputs=paths,
         stdin=ctx.env.stdin,
     )
-    no_file = contextlib.nullcontext()
-    with open_output(rejects_path, "--rejects") if rejects_path else no_file as rejects:
+    # Replaced once the run has read its input: a put refused before that leaves an earlier
+    # run's rejects as they were; a dry run, which creates nothing, lists them on stderr only.
+    opened = None
+    if rejects_path is not None and not dry_run:
+        opened = open_output(rejects_path, "--rejects", replace_when_written=True)
+    with opened if opened is not None else contextlib.nullcontext() as rejects:
         result = _long_run(
             ctx,
             ctx.events(command="put", rejects=rejects),
@@ -917,6 +926,7 @@ def _put(
             ),
         )
         if rejects is not None:
+            replace_now(rejects)
             _close_reporting(ctx, rejects, result)
     status = ctx.signals.exit_status()
     if status is None and (result.rejected or result.not_indexed or result.not_in_manifests):

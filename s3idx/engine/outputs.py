@@ -97,6 +97,12 @@ def open_output(
     return guard_output(opened, f"{option} {name}")
 
 
+def replace_now(opened: IO[bytes]) -> None:
+    """For a file ``open_output`` opened with ``replace_when_written``: empty it now even if
+    nothing was written (it holds what the run that just ended wrote, maybe nothing)."""
+    opened.replace()  # type: ignore[attr-defined]
+
+
 class _EmptiedOnFirstWrite:
     """A file opened for appending (which neither empties nor, if it exists, creates it) that
     is emptied just before its first write, and removed at close if this run created it and
@@ -117,6 +123,11 @@ class _EmptiedOnFirstWrite:
 
     def flush(self) -> None:
         self._file.flush()
+
+    def replace(self) -> None:
+        """Empty the file now even if nothing was written: it holds what the run that just
+        ended wrote, which may be nothing (``put --rejects`` of a run without rejects)."""
+        self.write(b"")
 
     def close(self) -> None:
         self._file.close()

@@ -203,3 +203,26 @@ def test_rejects_hold_each_line_exactly_as_read(
         b'  {"fs_id": "x", }  \r\n'
         b'{"fs_id": "\xff"} \n'
     )
+
+
+def test_a_put_refused_or_dry_leaves_an_earlier_rejects_file_as_it_was(
+    run: Run, tmp_path: Path
+) -> None:
+    """The rejects file holds what a run rejected; a run refused before reading anything, or a
+    dry run (which creates nothing), leaves the one an earlier run wrote, and creates none."""
+    kept, absent = tmp_path / "kept.jsonl", tmp_path / "absent.jsonl"
+    kept.write_bytes(b"an earlier run's reject\n")
+    store, index = ["--store", str(tmp_path / "s")], ["--index", str(tmp_path / "i.sqlite3")]
+    assert run("put", *store, *index, input=b'{"fs_id": "a"}\n').exit_code == 0
+    other = ["--store", str(tmp_path / "other"), *index]  # not the index's store: refused
+    for args in (other, [*store, *index, "--dry-run"]):
+        for rejects in (kept, absent):
+            result = run("put", *args, "--rejects", str(rejects), input=b"not json\n")
+            assert result.exit_code in (2, 3), result.stderr
+            assert kept.read_bytes() == b"an earlier run's reject\n"
+            assert not absent.exists()
+    # A run that reads its input replaces it, also with no reject at all.
+    assert run("put", *store, *index, "--rejects", str(kept), input=b"").exit_code == 0
+    assert kept.read_bytes() == b""
+    assert run("put", *store, *index, "--rejects", str(kept), input=b"x\n").exit_code == 3
+    assert kept.read_bytes() == b"x\n"
