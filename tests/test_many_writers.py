@@ -19,6 +19,7 @@ import pytest
 
 from s3idx import Engine, Events
 from s3idx.codec import RESERVED_PREFIX
+from s3idx.engine import reconcile as reconcile_module
 from s3idx.engine.reconcile import reconcile
 from s3idx.engine.recover import recover_entry
 from s3idx.errors import ExitStatus, ObjectNotFoundError
@@ -287,6 +288,75 @@ def test_a_delete_overtaken_by_puts_keeps_the_document_put_again_with_its_bytes(
         assert [e["tag"] for e in engine.query({"fs_id": "k"})] == ["a"]
         _assert_index_describes_bucket(engine)
         assert engine.index.journaled() == {}
+
+
+@S3
+def test_a_put_of_the_bytes_a_delete_journaled_waits_for_that_delete_to_end(
+    hooked: HookedStore, store: ObjectStore, indexes: OpenIndex
+) -> None:
+    """A delete journals k's object (bytes A) and removes its entry; before its conditional
+    delete of the object, a put of A again reads no entry. Its object carries the journaled
+    ETag, so the delete's If-Match would remove it under the entry the put writes: the put
+    must wait for the delete to end before its upload."""
+    other = _other_writer(store, indexes)
+    outcomes: list[Any] = []
+    putter = threading.Thread(
+        target=lambda: outcomes.append(
+            other(lambda e: e.put_documents([_doc("k", "a")], fields=["tag"]))
+        )
+    )
+    waited: list[bool] = []
+
+    def put_while_deleting() -> None:
+        putter.start()
+        putter.join(timeout=2)
+        waited.append(putter.is_alive())
+
+    with _engine(hooked, indexes) as engine:
+        engine.put_documents([_doc("k", "a")], fields=["tag"])
+        hooked.hooks[("before delete", "k")] = put_while_deleting
+        result = engine.delete(["k"])
+        putter.join()
+        assert result.deleted == 1
+        assert waited == [True]  # the put did not end while the delete's record was there
+        [put] = outcomes
+        assert (put.stored, put.reconciled, put.not_indexed) == (1, 0, 0)
+        assert [e["tag"] for e in engine.query({"fs_id": "k"})] == ["a"]
+        _assert_index_describes_bucket(engine)
+        assert engine.index.journaled() == {}
+
+
+@S3
+def test_a_put_of_the_bytes_a_killed_delete_journaled_finishes_that_delete_first(
+    store: ObjectStore, indexes: OpenIndex, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A delete killed after removing k's entry leaves its record (bytes A). A put of A again
+    would store an object the record names: the next sync would finish the delete and take
+    the document put after it. The put finishes the delete first, then stores A."""
+    monkeypatch.setattr(reconcile_module, "DELETE_WAIT", 0.3)
+    warnings: list[str] = []
+
+    class Warned(Events):
+        def warned(self, message: str) -> None:
+            warnings.append(message)
+
+    with _engine(store, indexes) as engine:
+        engine.put_documents([_doc("k", "a"), _doc("j", "a")], fields=["tag"])
+        etag = engine.index.etags(["k"])["k"]
+        engine.index.journal_deletes({"k": etag})
+        assert engine.index.delete_if({"k": etag}) == (1, set())
+
+        put = engine.put_documents([_doc("k", "a")], fields=["tag"], events=Warned())
+        assert (put.stored, put.reconciled, put.not_indexed) == (1, 0, 0)
+        assert engine.index.journaled() == {}
+        assert warnings == [
+            "a delete of 1 key of this input did not end within 0.3 s (it was killed?): "
+            "finished it before storing the key again"
+        ]
+        sync = engine.sync()
+        assert (sync.interrupted_deletes, sync.drift) == (0, 0)
+        assert [e["tag"] for e in engine.query({})] == ["a", "a"]
+        _assert_index_describes_bucket(engine)
 
 
 @STORES

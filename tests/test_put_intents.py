@@ -290,11 +290,11 @@ class _CountingIndex(SqliteIndex):
 
     def __init__(self, path: Path) -> None:
         super().__init__(path)
-        self.journaled: list[list[str]] = []
+        self.journaled_puts: list[list[str]] = []
         self.cleared: list[list[str]] = []
 
     def journal_puts(self, items: Mapping[str, str], run: str) -> None:
-        self.journaled.append(sorted(items))
+        self.journaled_puts.append(sorted(items))
         super().journal_puts(items, run)
 
     def clear_put_intents(self, records: Iterable[PutIntent]) -> None:
@@ -311,13 +311,13 @@ def test_new_keys_cost_no_journal_write_and_rewrites_one_per_batch(tmp_path: Pat
     index = _CountingIndex(tmp_path / "i.sqlite3")
     with Engine(LocalStore(tmp_path / "store"), index, batch_size=10) as engine:
         assert engine.put_documents(_docs(range(30), 1), fields=["v"]).stored == 30
-        assert (index.journaled, index.cleared) == ([], [])
+        assert (index.journaled_puts, index.cleared) == ([], [])
 
         # 5 rewrites and 5 new keys a batch: only the rewrites are journaled, then cleared.
         result = engine.put_documents(_docs(range(25, 35), 2), fields=["v"])
         assert result.stored == 10
-        assert index.journaled == [[f"k{i:03d}" for i in range(25, 30)]]
-        assert index.cleared == index.journaled
+        assert index.journaled_puts == [[f"k{i:03d}" for i in range(25, 30)]]
+        assert index.cleared == index.journaled_puts
         assert index.put_intents() == []
         assert {e["fs_id"]: e["v"] for e in engine.query({"v": 2})} == {
             f"k{i:03d}": 2 for i in range(25, 35)
@@ -340,7 +340,7 @@ def test_a_rewrite_the_store_refuses_leaves_no_journal_record(tmp_path: Path) ->
         finally:
             failing.put = original  # type: ignore[method-assign]
         assert result.rejected == 1
-        assert index.journaled == [["k"]]
+        assert index.journaled_puts == [["k"]]
         assert index.put_intents() == []  # nothing was replaced: the entry is still true
         assert [e["v"] for e in engine.query({})] == [1]
 
@@ -360,7 +360,7 @@ def test_a_failed_run_keeps_records_only_for_uploads_that_may_have_stored(
         engine.store.put = fail  # type: ignore[method-assign]
         with pytest.raises(BackendUnavailableError):
             engine.put_documents(_docs(range(20), 2), fields=["v"])
-        assert index.journaled == [[f"k{i:03d}" for i in range(20)]]
+        assert index.journaled_puts == [[f"k{i:03d}" for i in range(20)]]
         # An upload that failed so may have stored its object: its record stays, for sync.
         # The uploads cancelled or never started replaced nothing: theirs are cleared.
         assert 1 <= len(tried) < 20

@@ -312,6 +312,20 @@ def test_a_put_with_delete_all_started_during_it(rounds: Iterator[Round]) -> Non
         _check(rnd, gone=set(old))
 
 
+def test_a_put_of_the_stored_bytes_again_beside_delete_all(rounds: Iterator[Round]) -> None:
+    # The delete's If-Match cannot tell its object from the same bytes stored again: a put of
+    # v0 again that read no entry (the delete removed it) waits for the delete to end.
+    for rnd in rounds:
+        keys = _keys("k", 120)
+        rnd.preload("v0", keys)
+        delete = rnd.start("delete --all", "delete", "--filter", "{}", "--all", "--json")
+        rnd.pause(0, 0.6, "put after")
+        again = rnd.put("put v0 again", "v0", keys, "--batch-size", "4")
+        for proc in (delete, again):
+            assert proc.wait().status == 0, f"{proc.name}: {proc.err} ({rnd.where})"
+        _check(rnd)
+
+
 def test_rebuild_index_beside_delete_all(rounds: Iterator[Round]) -> None:
     for rnd in rounds:
         keys = _keys("k", 80)

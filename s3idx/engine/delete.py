@@ -15,15 +15,20 @@ Neither order of object and entry alone survives a crash: entry-first leaves obj
 The journal closes both: ``finish_deletes`` redoes steps 3-5 for every record a crash left,
 and ``sync`` never adopts an object journaled with its own ETag. Every step is conditional on
 the ETag, so a finish running beside the delete it finishes (or beside a put) is harmless.
+But an ETag names bytes, not one upload of them: a put of the journaled bytes uploaded before
+step 4 would be taken by it, so a put first waits for the deletes of its keys to end
+(``await_deletes``).
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
-from s3idx.engine.reconcile import reconcile
+from s3idx.engine import reconcile as reconciling
+from s3idx.engine.reconcile import reconcile, wait_for_deletes
 from s3idx.engine.results import DeleteResult, Events, accounted, reported_on_failure
 from s3idx.engine.retry import FailedInARow
 from s3idx.errors import (
@@ -37,6 +42,7 @@ from s3idx.index.base import Expected, Index, Version
 from s3idx.limits import DELETE_BATCH, FAILED_IN_A_ROW, batched
 from s3idx.sharding import Shard
 from s3idx.store.base import DeleteFailure, ObjectStore
+from s3idx.text import plural
 
 
 @accounted
@@ -106,6 +112,41 @@ def finish_deletes(
         _delete_journaled(store, index, {k: records[k] for k in batch}, outcome)
         finished += len(outcome.gone) + len(outcome.absent)
     return finished
+
+
+def await_deletes(
+    store: ObjectStore,
+    index: Index,
+    keys: Sequence[str],
+    deadline: float | None,
+    warn: Callable[[str], None],
+) -> bool:
+    """Before a put's uploads of ``keys``: let the deletes of any of them under way end.
+
+    A delete's ``If-Match`` cannot tell its object from the same bytes stored again (S3 gives
+    them one ETag): an upload of the journaled bytes landing before it would be removed under
+    the entry the put then writes. A record still there at ``deadline`` (by default
+    ``reconcile.DELETE_WAIT`` from now) is a killed delete's (or one that stalled): it is
+    finished here, as the next sync would, but before the upload rather than after it.
+    True when any key was journaled: the entries read before may be gone, read them again.
+    """
+    records = index.journaled(keys)
+    if not records:
+        return False
+    wait = reconciling.DELETE_WAIT
+    if deadline is None:
+        deadline = time.monotonic() + wait
+    if wait_for_deletes(index, records, deadline):
+        return True
+    left = {k: etag for k, etag in index.journaled(list(records)).items() if records[k] == etag}
+    if left:
+        _delete_journaled(store, index, left, _DeleteOutcome())
+        warn(
+            f"a delete of {plural(len(left), 'key')} of this input did not end within "
+            f"{wait:g} s (it was killed?): finished it before storing the "
+            f"{'key' if len(left) == 1 else 'keys'} again"
+        )
+    return True
 
 
 def journaled(index: Index, shard: Shard | None = None) -> dict[str, str]:

@@ -16,6 +16,10 @@ A key that already has an entry is journaled before its upload (``index.journal_
 write per batch, none for a batch of new keys) and its record cleared after its entry is
 written: a run killed in between leaves the record, which tells that the entry may describe
 the version the bucket no longer holds (``s3idx.engine.put_journal``).
+
+A key a ``delete`` is removing waits for that delete to end before its upload
+(``_read_after_deletes``): the delete's ``If-Match`` cannot tell its object from the same bytes
+stored again, and would remove the upload under the entry written for it.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from s3idx import codec
 from s3idx.config import DEFAULT_BATCH_SIZE, DEFAULT_WORKERS
+from s3idx.engine.delete import await_deletes
 from s3idx.engine.documents import DocumentPreparer, Prepared
 from s3idx.engine.gcpause import CollectorPause
 from s3idx.engine.inputs import ReadProgress, Record
@@ -112,6 +117,7 @@ class UploadPipeline:
         self._result = result
         self._on_reject = on_reject
         self._on_progress = on_progress  # while the main thread waits, uploads still finish
+        self._on_warning = on_warning
         # Set by the worker whose upload failed for good, before the main thread hears of it:
         # the other workers then start no more uploads (a silent endpoint costs the uploads
         # under way their deadlines, once, not one round of deadlines per batch of workers).
@@ -200,6 +206,11 @@ class UploadPipeline:
         if mine:
             self.wait_for(mine)
             self.flush()
+
+    def await_deletes(self, keys: Sequence[str], deadline: float | None) -> bool:
+        """Let deletes of ``keys`` under way end before their uploads (``delete.await_deletes``).
+        True when any key was journaled."""
+        return await_deletes(self._store, self._index, keys, deadline, self._on_warning)
 
     def flush(self) -> None:
         """Write the entries of every completed upload to the index."""
@@ -885,8 +896,8 @@ def _drop_unchanged(
         # An upload of one of these keys still under way would change what the index says.
         pipeline.settle(keys)
     if not compare:
-        return batch, index.versions(keys)
-    existing = index.bookkeeping(keys)
+        return batch, _read_after_deletes(index.versions, keys, pipeline)
+    existing = _read_after_deletes(index.bookkeeping, keys, pipeline)
     same = {
         p.key
         for p in batch
@@ -905,6 +916,32 @@ def _drop_unchanged(
         else:
             changed.append(prepared)
     return changed, {key: kept.version for key, (_, kept) in existing.items()}
+
+
+_ReadT = TypeVar("_ReadT")
+
+
+def _read_after_deletes(
+    read: Callable[[Sequence[str]], _ReadT], keys: Sequence[str], pipeline: UploadPipeline | None
+) -> _ReadT:
+    """``read(keys)`` from the index, at a moment no delete of these keys was under way.
+
+    The delete journal is read after the index: a delete journals a key before it removes its
+    entry, so a key read without entry because a delete removed it is found journaled then
+    (unless that delete has ended, its object already gone). Its upload waits for the delete.
+    """
+    deadline = None
+    for _ in range(_DELETE_ROUNDS):
+        found = read(keys)
+        if pipeline is None or not pipeline.await_deletes(keys, deadline):
+            return found
+        deadline = time.monotonic()  # a later round waits no more: it finishes what it finds
+    return read(keys)
+
+
+# Reads of a chunk's entries, each followed by a wait for deletes found under way: past the
+# first, only a delete that began during that wait (or one the store refused to finish).
+_DELETE_ROUNDS = 3
 
 
 def _same(entry: Entry, sha256: str | None, codec_name: str, prepared: Prepared) -> bool:

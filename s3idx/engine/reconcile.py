@@ -34,7 +34,7 @@ tells: such a key waits (up to ``DELETE_WAIT``) for its record to clear, then is
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -82,14 +82,14 @@ def reconcile(
             if not todo:
                 return result
             waiting = {key: deleting[key] for key in todo if key in deleting}
-            if waiting and not _await_deletes(index, waiting, deadline):
+            if waiting and not wait_for_deletes(index, waiting, deadline):
                 break
     result.gave_up += len(todo)
     result.left.extend(todo)
     return result
 
 
-def _await_deletes(index: Index, deleting: dict[str, str], deadline: float) -> bool:
+def wait_for_deletes(index: Index, deleting: Mapping[str, str], deadline: float) -> bool:
     """Wait until no key of ``deleting`` (key -> ETag) is journaled with that ETag any more:
     the deletes ended. False when the deadline came first."""
     pause = 0.02
