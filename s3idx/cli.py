@@ -1608,7 +1608,7 @@ def reindex(
             fields=field or (), dry_run=dry_run, events=events, stop=stop
         ),
     )
-    partial = result.failed or result.not_in_manifests
+    partial = result.failed or result.not_in_manifests or result.pending_again
     status = ctx.signals.exit_status() or (ExitStatus.PARTIAL if partial else None)
     if status == ExitStatus.PARTIAL:
         status = _unavailable_status(result.unavailable, result.denied) or status

@@ -268,7 +268,13 @@ def reindex_summary(result: ReindexResult) -> str:
     line += f" in {result.elapsed:.2f} s" + rate_text(result.listed, result.elapsed, "objects")
     if result.completed:
         line += f"; now complete: {', '.join(result.completed)}"
-    elif result.pending and not result.dry_run:
+    if result.pending_again:
+        them = "it" if len(result.pending_again) == 1 else "them"
+        line += (
+            f"; still pending: {', '.join(result.pending_again)} (documents were stored "
+            f"without {them} while this ran: run reindex again)"
+        )
+    elif result.pending and not result.completed and not result.dry_run:
         line += f"; still pending: {', '.join(result.pending)}"
     return line + _not_in_manifests(result.not_in_manifests, "updated object")
 

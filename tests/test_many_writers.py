@@ -24,6 +24,7 @@ from s3idx.engine.reconcile import reconcile
 from s3idx.engine.recover import recover_entry
 from s3idx.errors import ExitStatus, ObjectNotFoundError
 from s3idx.index.sqlite import SqliteIndex
+from s3idx.query.indexed import FieldPendingError
 from s3idx.store.base import ObjectHead, ObjectInfo, ObjectStore, PutReceipt
 from tests.helpers import OpenIndex, Run, json_lines, jsonl
 
@@ -485,6 +486,48 @@ def test_reindex_does_not_put_back_an_entry_a_put_replaced_meanwhile(
         assert engine.get("k")["tag"] == "new"
         _assert_index_describes_bucket(engine)
         assert (result.updated, result.reconciled, result.failed) == (3, 1, 0)
+
+
+@STORES
+def test_a_put_started_before_reindex_recorded_a_field_leaves_it_pending(
+    hooked: HookedStore, store: ObjectStore, indexes: OpenIndex
+) -> None:
+    """``reindex --field v`` records v, backfills every object it lists and marks v complete.
+    A put that read the index's fields before v was recorded stores k after reindex passed
+    it: k's object and entry lack v. Queries on v would miss k: that put marks v pending
+    again, so they are refused until reindex runs again."""
+    other = _other_writer(store, indexes)
+    with _engine(hooked, indexes) as engine:
+        engine.put_documents([_doc("a", "1"), _doc("k", "1")], fields=["tag"])
+        hooked.hooks[("before put", "k")] = lambda: other(lambda e: e.reindex(fields=["v"]))
+        engine.put_documents([{"fs_id": "k", "tag": "2", "v": 7}], fields=["tag"])
+        assert not hooked.hooks
+        assert dict(engine.index.settings().pending) == {"v": 1}
+        with pytest.raises(FieldPendingError):
+            engine.query({"v": 7})
+
+        assert other(lambda e: e.reindex()).completed == ["v"]
+        assert [e["fs_id"] for e in engine.query({"v": 7})] == ["k"]
+        _assert_index_describes_bucket(engine)
+
+
+@STORES
+def test_a_field_marked_pending_while_reindex_runs_stays_pending(
+    hooked: HookedStore, store: ObjectStore, indexes: OpenIndex
+) -> None:
+    """A writer marks v pending for entries it wrote without v (as a put started before v was
+    recorded does, or sync adopting such objects) while reindex backfills v: reindex, done
+    with the objects it listed, must not mark v complete over those entries."""
+    other = _other_writer(store, indexes)
+    with _engine(hooked, indexes) as engine:
+        engine.put_documents([_doc("a", "1"), _doc("b", "1")], fields=["tag"])
+        hooked.hooks[("after head", "b")] = lambda: other(
+            lambda e: e.index.mark_pending([("v", 1)])
+        )
+        result = engine.reindex(fields=["v"])
+        assert not hooked.hooks
+        assert (result.updated, result.completed, result.pending_again) == (2, [], ["v"])
+        assert dict(engine.index.settings().pending) == {"v": 1}
 
 
 @STORES

@@ -121,7 +121,9 @@ class Round:
         assert proc.status == 0, f"{name} exit {proc.status} ({self.where}): {proc.err}"
         return proc
 
-    def put(self, name: str, tag: str, keys: list[str], *extra: str) -> Proc:
+    def put(
+        self, name: str, tag: str, keys: list[str], *extra: str, fields: Any = ("tag", "v")
+    ) -> Proc:
         path = self.home / f"{name}.jsonl"
         path.write_bytes(
             b"".join(
@@ -132,8 +134,9 @@ class Round:
         # hands outcomes back on its own schedule (tests/store/test_http_transport.py).
         transport = self.rng.choice(("boto3", "http"))
         self.where += f", {name} on {transport}"
+        given = [a for f in fields for a in ("--field", f)]
         return self.start(
-            name, "put", str(path), "--field", "tag", "--field", "v", "--json",
+            name, "put", str(path), *given, "--json",
             "--transport", transport, *extra, tag=tag, keys=keys,
         )  # fmt: skip
 
@@ -455,6 +458,40 @@ def test_reindex_beside_put_and_delete(rounds: Iterator[Round]) -> None:
         assert delete.wait().status in (0, 3), f"delete: {delete.err} ({rnd.where})"
         versions = _check(rnd)
         assert len(versions) == 90 - delete.summary["deleted"], rnd.where
+
+
+def test_reindex_of_a_new_field_beside_a_put_begun_before_it(rounds: Iterator[Round]) -> None:
+    # The put indexes tag only: its entries lack v, maybe written after reindex passed their
+    # keys. Either reindex completed v over every entry, or it left v pending (exit 3) and a
+    # second reindex completes it; never v complete with entries lacking it.
+    for on_s3 in rounds:
+        rnd = LocalRound(**{f.name: getattr(on_s3, f.name) for f in fields(Round)})
+        keys = _keys("k", 80)
+        started = time.monotonic()
+        with rnd.engine() as engine:
+            engine.put_documents(
+                ({"fs_id": k, "tag": "v0", "v": i} for i, k in enumerate(keys)), fields=["tag"]
+            )
+        rnd.procs.append(Proc("v0", None, started, "v0", keys, time.monotonic(), 0))
+        put = rnd.put("put v1", "v1", keys + _keys("n", 20), "--batch-size", "5", fields=["tag"])
+        rnd.pause(0.2, 1.2, "reindex after")
+        reindex = rnd.start("reindex", "reindex", "--field", "v", "--workers", "4", "--json")
+        assert put.wait().status == 0, f"put: {put.err} ({rnd.where})"
+        reindex.wait()
+        summary = reindex.summary
+        assert (reindex.status, summary["pending_again"]) in ((0, []), (3, ["v"])), (
+            f"reindex exit {reindex.status}: {reindex.err} ({rnd.where})"
+        )
+        with rnd.engine() as engine:
+            settings = engine.index.settings()
+            assert settings is not None
+            if reindex.status:
+                assert "v" in dict(settings.pending), rnd.where
+                assert engine.reindex().completed == ["v"], rnd.where
+            assert engine.index.settings() == settings.__class__(settings.key_field, ("tag", "v"))
+            found = {e["fs_id"] for e in engine.query({"v": {"$gte": 0}})}
+            assert found == set(keys + _keys("n", 20)), f"queries on v miss {rnd.where}"
+        _check(rnd)
 
 
 SUPERSEDED = "was replaced by another rebuild-index, or finished or aborted by another process"

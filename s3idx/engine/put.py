@@ -234,6 +234,22 @@ class UploadPipeline:
             self._reconcile(conflicts)
         # Only now: each entry describes this run's object, or reconcile found a later one.
         self._clear_journal({k: v.etag for k, v in expected.items() if v is not None})
+        self._mark_fields_lacking(len(entries))
+
+    def _mark_fields_lacking(self, written: int) -> None:
+        """The entries just written lack every field recorded after this run read the index's
+        fields (a ``reindex --field`` began meanwhile, and may have passed their keys already):
+        such a field is marked pending for them, so that queries on it wait for ``reindex``
+        rather than miss them. Read after the writes: a field recorded later is recorded
+        before that reindex lists the bucket, which then holds these objects."""
+        settings = self._index.settings()
+        lacking = (
+            []
+            if settings is None
+            else [name for name in settings.fields if name not in self._options.fields]
+        )
+        if lacking:
+            self._index.mark_pending([(name, written) for name in lacking])
 
     def _clear_journal(self, written: dict[str, str]) -> None:
         done = {**self._unjournal, **written}

@@ -135,10 +135,18 @@ def run_reindex(
             manifests.close()
             _count_manifests(result, manifests)
     if not (dry_run or result.interrupted) and result.pending:
-        # The fields stay pending for the objects it failed for (at most), complete without.
-        index.mark_complete(result.pending, remaining=result.failed)
+        # The fields stay pending for the objects it failed for (at most), complete without;
+        # and for entries writers marked pending since this run read the settings (a put that
+        # began before a field was recorded writes entries without it, maybe after this run
+        # passed their keys).
+        settled = dict(
+            index.mark_complete(
+                result.pending, remaining=result.failed, since=settings.pending
+            ).pending
+        )
+        result.completed = [name for name in result.pending if name not in settled]
         if not result.failed:
-            result.completed = list(result.pending)
+            result.pending_again = [name for name in result.pending if name in settled]
     return result
 
 

@@ -434,6 +434,9 @@ class ReindexResult:
     # Entries another writer moved while their metadata was replaced, set from the bucket again.
     reconciled: int = 0
     completed: list[str] = field(default_factory=list)  # fields marked complete at the end
+    # Fields left pending, not for failures: writers stored entries without them meanwhile (a
+    # put begun before they were recorded); another reindex backfills those.
+    pending_again: list[str] = field(default_factory=list)
     dry_run: bool = False
     interrupted: bool = False
     retries: int = 0
@@ -463,6 +466,7 @@ class ReindexResult:
             "vanished": self.vanished,
             "reconciled": self.reconciled,
             "completed": list(self.completed),
+            "pending_again": list(self.pending_again),
             "dry_run": self.dry_run,
             "interrupted": self.interrupted,
             "retries": self.retries,

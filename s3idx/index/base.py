@@ -116,16 +116,24 @@ def is_count(value: Any) -> bool:
 
 
 def settle_pending(
-    pending: Sequence[tuple[str, int]], fields: Sequence[str], remaining: int
+    pending: Sequence[tuple[str, int]],
+    fields: Sequence[str],
+    remaining: int,
+    since: Sequence[tuple[str, int]] | None = None,
 ) -> tuple[tuple[str, int], ...]:
     """``pending`` after a backfill of ``fields`` left ``remaining`` entries without them.
 
     A field no longer counts more entries than it did (the failures are among them), nor
-    more than ``remaining``; a count of 0 (unknown) becomes ``remaining``."""
+    more than ``remaining``; a count of 0 (unknown) becomes ``remaining``. With ``since`` (the
+    pending counts the backfill read when it began), what writers marked pending after that
+    reading stays: those entries may have been written after the backfill passed their keys."""
+    began = dict(since or ())
     settled = []
     for name, count in pending:
         if name in fields:
-            count = min(count, remaining) if count else remaining
+            added = max(0, count - began[name]) if name in began else 0
+            count -= added
+            count = (min(count, remaining) if count else remaining) + added
             if not count:
                 continue
         settled.append((name, count))
@@ -399,10 +407,17 @@ class Index(Protocol):
         and nothing recorded, for an index that was never configured (it has no settings)."""
         ...
 
-    def mark_complete(self, fields: Sequence[str], *, remaining: int = 0) -> IndexSettings:
+    def mark_complete(
+        self,
+        fields: Sequence[str],
+        *,
+        remaining: int = 0,
+        since: Sequence[tuple[str, int]] | None = None,
+    ) -> IndexSettings:
         """Record that every entry now has ``fields`` (``reindex`` backfilled them); with
         ``remaining``, all but that many (it failed for them): those fields stay pending, for
-        ``remaining`` entries at most (see ``settle_pending``)."""
+        ``remaining`` entries at most; with ``since``, the pending counts read when the
+        backfill began, plus what was marked pending after (see ``settle_pending``)."""
         ...
 
     def mark_pending(self, pending: Sequence[tuple[str, int]]) -> IndexSettings:

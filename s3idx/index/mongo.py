@@ -1007,11 +1007,18 @@ class MongoIndex:
                     pending = (*pending, *((f, held) for f in new))
         return IndexSettings(key_field, (*settings.fields, *new), pending)
 
-    def mark_complete(self, fields: Sequence[str], *, remaining: int = 0) -> IndexSettings:
+    def mark_complete(
+        self,
+        fields: Sequence[str],
+        *,
+        remaining: int = 0,
+        since: Sequence[tuple[str, int]] | None = None,
+    ) -> IndexSettings:
         def settled(old: list[dict[str, Any]], _: list[str]) -> list[dict[str, Any]]:
             counts = [(str(p.get("field")), int(p.get("entries", 0))) for p in old]
             return [
-                {"field": f, "entries": n} for f, n in settle_pending(counts, fields, remaining)
+                {"field": f, "entries": n}
+                for f, n in settle_pending(counts, fields, remaining, since)
             ]
 
         return self._update_pending(settled)

@@ -501,10 +501,16 @@ class SqliteIndex:
             _set_pending(conn, merged)
             return IndexSettings(settings.key_field, settings.fields, merged)
 
-    def mark_complete(self, fields: Sequence[str], *, remaining: int = 0) -> IndexSettings:
+    def mark_complete(
+        self,
+        fields: Sequence[str],
+        *,
+        remaining: int = 0,
+        since: Sequence[tuple[str, int]] | None = None,
+    ) -> IndexSettings:
         with self._db.transaction() as conn:
             settings = self._db.require_settings(conn)
-            pending = settle_pending(settings.pending, fields, remaining)
+            pending = settle_pending(settings.pending, fields, remaining, since)
             _set_pending(conn, pending)
             return IndexSettings(settings.key_field, settings.fields, pending)
 

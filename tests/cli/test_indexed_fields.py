@@ -8,7 +8,9 @@ from typing import Any
 import orjson
 import pytest
 
+from s3idx.engine import reindex as reindex_module
 from s3idx.errors import ExitStatus
+from s3idx.index.sqlite import SqliteIndex
 from tests.helpers import Run, json_lines, jsonl
 
 DOCS = [
@@ -460,6 +462,37 @@ def test_reindex_exits_partial_naming_the_objects_it_could_not_update(
     assert "reindex: 3 listed, 2 updated, 0 up to date, 1 failed" in result.stderr
     assert "still pending: color" in result.stderr
     assert run("query", *where, '{"color": "red"}').exit_code == ExitStatus.USAGE
+
+
+def test_reindex_exits_partial_when_documents_were_stored_without_the_field_meanwhile(
+    run: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A put begun before reindex recorded the field marks it pending for the entries it
+    stores without it (tests/test_many_writers.py forces that race): reindex says so, and
+    exits 3, rather than report the field complete."""
+    where = ["--store", str(tmp_path / "store"), "--index", str(tmp_path / "ix.sqlite3")]
+    assert run("put", *where, "--field", "n", input=jsonl(*DOCS)).exit_code == 0
+    write_entries = reindex_module._write_entries
+
+    def beside_a_put(*args: Any, **kwargs: Any) -> None:
+        write_entries(*args, **kwargs)
+        with SqliteIndex(tmp_path / "ix.sqlite3") as other:
+            other.mark_pending([("color", 1)])
+
+    monkeypatch.setattr(reindex_module, "_write_entries", beside_a_put)
+    result = run("reindex", *where, "--field", "color")
+
+    assert result.exit_code == ExitStatus.PARTIAL, result.stderr
+    assert result.stderr.endswith(
+        "; still pending: color (documents were stored without it while this ran: run "
+        "reindex again)\n"
+    )
+    assert run("query", *where, '{"color": "red"}').exit_code == ExitStatus.USAGE
+    monkeypatch.undo()
+    again = run("reindex", *where)
+    assert again.exit_code == 0, again.stderr
+    assert "now complete: color" in again.stderr
+    assert keys(run("query", *where, '{"color": "red"}', "--sort", "fs_id")) == ["a", "c"]
 
 
 def test_the_key_field_given_as_a_field_is_accepted_and_changes_nothing(

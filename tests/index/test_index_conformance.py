@@ -1014,6 +1014,27 @@ def test_mark_complete_clears_only_the_fields_named(filled: Index, open_index: A
     assert filled.settings() == IndexSettings(KEY, (*FIELDS, "p", "q"))
 
 
+def test_mark_complete_since_keeps_what_was_marked_pending_after_that_reading(
+    filled: Index, open_index: Any
+) -> None:
+    """A backfill read the pending counts when it began (``since``); entries a writer marked
+    pending after that reading may have been written after the backfill passed them."""
+    started = filled.configure(KEY, ["p", "q"])  # pending for every entry
+    filled.mark_pending([("p", 3)])  # written meanwhile without p
+
+    settings = filled.mark_complete(["p", "q"], since=started.pending)
+
+    assert settings.pending == (("p", 3),)
+    assert open_index().settings() == settings
+    # With failures too: the entries it failed for, and those marked since.
+    started = filled.mark_pending([("q", 4)])
+    filled.mark_pending([("q", 1)])
+    assert filled.mark_complete(["q"], remaining=2, since=started.pending).pending == (
+        ("p", 3),
+        ("q", 3),
+    )
+
+
 def test_mark_complete_with_remaining_keeps_the_fields_pending_for_that_many(
     filled: Index, open_index: Any
 ) -> None:
