@@ -8,9 +8,15 @@ text goes through ``config.redact(..., vendor_text=True)``.
 
 from __future__ import annotations
 
+import datetime
+import json
+import signal
+import subprocess
 from typing import Any
 
 import botocore.session
+from botocore.compat import compat_shell_split
+from botocore.credentials import ProcessProvider, RefreshableCredentials
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
@@ -152,6 +158,15 @@ ERROR_TABLE: dict[str, tuple[type[S3idxError], str | None]] = {
     "308": (UsageError, _REDIRECT_HINT),
 }
 
+
+class CredentialProcessError(CredentialRetrievalError):  # type: ignore[misc]
+    """A credential_process that failed or printed an answer no request can use, said without
+    a word of what it printed (``problem`` names fields and JSON types, never values). A
+    CredentialRetrievalError, so botocore treats it as its own while refreshing."""
+
+    fmt = "the credential_process of AWS profile {profile!r} {problem}"
+
+
 _CREDENTIAL_ERRORS = (
     NoCredentialsError,
     PartialCredentialsError,
@@ -288,6 +303,12 @@ def translate_error(
         return configuration
     if isinstance(exc, NoCredentialsError):
         return AccessDeniedError(f"no AWS credentials found for {where}", hint=_CREDENTIALS_HINT)
+    if isinstance(exc, CredentialProcessError):
+        return AccessDeniedError(
+            f"AWS credentials for {s3_url(bucket, prefix, None)} cannot be loaded: "
+            f"{redact(str(exc), vendor_text=True)}",
+            hint=exc.kwargs.get("hint") or _CREDENTIAL_PROCESS_HINT,
+        )
     if isinstance(exc, _CREDENTIAL_ERRORS):
         return AccessDeniedError(
             f"AWS credentials for {where} cannot be used: {redact(str(exc), vendor_text=True)}",
@@ -353,10 +374,10 @@ def _configuration_error(exc: BaseException, where: str) -> UsageError | None:
 
 
 def unloadable_credentials(exc: Exception, *, bucket: str, prefix: str = "") -> AccessDeniedError:
-    """Credentials botocore failed to load with an error of Python's rather than its own: a
-    credential_process that printed something other than its JSON object (not JSON: ValueError;
-    not an object: AttributeError; an Expiration that is no time: ValueError or TypeError), or
-    that cannot be started (OSError; IndexError: none given)."""
+    """Credentials botocore failed to load with an error of Python's rather than its own. A
+    credential_process is checked by ``_CheckedProcessProvider`` (``CredentialProcessError``);
+    this is left for one ``check_credential_processes`` could not reach (botocore's internals
+    changed) and any other provider failing so."""
     reason = "its credential_process names no program" if isinstance(exc, IndexError) else exc
     return AccessDeniedError(
         f"AWS credentials for {s3_url(bucket, prefix, None)} cannot be loaded: "
@@ -431,3 +452,152 @@ def _aws_profiles() -> list[str]:
         return sorted(botocore.session.Session().available_profiles)
     except Exception:  # a broken file: the profile error is what the user needs to see
         return []
+
+
+# --- credential_process: its answer checked where botocore would fail later ------------------
+#
+# botocore checks a credential_process's answer for its Version and two keys only: a value of
+# another JSON type, or an Expiration without a time zone, fails later, at the first request's
+# signature, as a Python error (AttributeError, TypeError); an answer already expired as a
+# RuntimeError. And a process that fails has its stderr quoted in botocore's error: text the
+# process wrote, which may hold a secret of any shape (a password, a token shorter than the
+# 40 characters of an AWS secret key) that no redaction can tell from other words. So s3idx
+# runs the process as botocore does and checks its answer itself, saying what is wrong by
+# field names and JSON types, and never quotes what it wrote.
+
+_JSON_TYPES = (
+    (bool, "a boolean"),
+    (int, "a number"),
+    (float, "a number"),
+    (str, "a string"),
+    (list, "an array"),
+    (dict, "an object"),
+    (type(None), "null"),
+)
+
+
+def _json_type(value: Any) -> str:
+    return next(name for kind, name in _JSON_TYPES if isinstance(value, kind))
+
+
+class _CheckedProcessProvider(ProcessProvider):  # type: ignore[misc]
+    """botocore's ProcessProvider with every answer checked (the first and each refresh)."""
+
+    config_file: str = "~/.aws/config"
+
+    def _retrieve_credentials_using(self, credential_process: str) -> dict[str, Any]:
+        profile = self._profile_name
+        hint = (
+            f"run the credential_process of [profile {profile}] in {self.config_file} by hand "
+            "to see what it says; it must print one JSON object: "
+            + _CREDENTIAL_PROCESS_HINT.split(": ", 1)[1]
+        )
+
+        def refuse(problem: str) -> CredentialProcessError:
+            return CredentialProcessError(
+                provider=self.METHOD, profile=profile, problem=problem, hint=hint, error_msg=problem
+            )
+
+        command = compat_shell_split(credential_process)
+        if not command:
+            raise refuse("names no program")
+        program = f"(program {command[0]!r})"
+        try:
+            process = self._popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            stdout, _stderr = process.communicate()  # what it wrote is never shown
+        except OSError as exc:
+            raise refuse(f"{program} cannot be started: {exc.strerror or exc}") from None
+        if process.returncode != 0:
+            raise refuse(
+                f"{program} {_ended(process.returncode)}; what it wrote is not shown, "
+                "as it may hold secrets"
+            )
+        return _checked_answer(stdout, refuse, self._get_account_id)
+
+
+def _ended(returncode: int) -> str:
+    if returncode > 0:
+        return f"exited with status {returncode}"
+    try:
+        name = f" ({signal.Signals(-returncode).name})"
+    except ValueError:
+        name = ""
+    return f"was killed by signal {-returncode}{name}"
+
+
+def _checked_answer(stdout: bytes, refuse: Any, account_id: Any) -> dict[str, Any]:
+    """botocore's credentials dict of a credential_process's output, or ``refuse(problem)``."""
+    if not stdout.strip():
+        raise refuse("printed nothing")
+    try:
+        parsed = json.loads(stdout.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise refuse("printed no UTF-8 text") from None
+    except json.JSONDecodeError as exc:
+        raise refuse(
+            f"printed no JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
+        ) from None
+    if not isinstance(parsed, dict):
+        raise refuse(f"printed a JSON {_json_type(parsed).split()[-1]}, not an object")
+    version = parsed.get("Version")
+    if "Version" not in parsed:
+        raise refuse("printed no Version (it must be 1)")
+    if type(version) is not int:
+        raise refuse(f"printed Version as {_json_type(version)} (it must be 1)")
+    if version != 1:
+        raise refuse(f"printed Version {version} (it must be 1)")
+    for name in ("AccessKeyId", "SecretAccessKey"):
+        if name not in parsed:
+            raise refuse(f"printed no {name}")
+    for name in ("AccessKeyId", "SecretAccessKey", "SessionToken", "AccountId"):
+        value = parsed.get(name)
+        if value is not None and not isinstance(value, str):
+            raise refuse(f"printed {name} as {_json_type(value)}, not a string")
+        if name in ("AccessKeyId", "SecretAccessKey") and not value:
+            raise refuse(f"printed an empty {name}")
+    expiration = parsed.get("Expiration")
+    if expiration is not None:
+        _check_expiration(expiration, refuse)
+    return {
+        "access_key": parsed["AccessKeyId"],
+        "secret_key": parsed["SecretAccessKey"],
+        "token": parsed.get("SessionToken"),
+        "expiry_time": expiration,
+        "account_id": account_id(parsed),
+    }
+
+
+def _check_expiration(expiration: Any, refuse: Any) -> None:
+    if not isinstance(expiration, str):
+        raise refuse(f"printed Expiration as {_json_type(expiration)}, not an ISO 8601 time")
+    try:
+        # botocore's own parsing of it, so what passes here is what botocore can use.
+        when = RefreshableCredentials._expiry_datetime(expiration)
+    except (ValueError, OverflowError, TypeError):
+        raise refuse("printed an Expiration that is no ISO 8601 time") from None
+    if when.tzinfo is None or when.utcoffset() is None:
+        raise refuse("printed an Expiration without a time zone (add Z for UTC)")
+    if when <= datetime.datetime.now(datetime.UTC):
+        raise refuse(f"printed credentials that expired at {when.isoformat()}")
+
+
+def check_credential_processes(session: Any) -> None:
+    """Make every credential_process the session runs (its profile's, and a role's
+    source_profile's, whose providers botocore builds when the role is assumed) one whose
+    answer is checked and whose failure quotes nothing it wrote. Raises what building the
+    session's credential chain raises (a profile that does not exist, unreadable files)."""
+    resolver = session.get_component("credential_provider")
+    config_file = str(session.get_config_variable("config_file") or "~/.aws/config")
+
+    def checked(provider: Any) -> Any:
+        if type(provider) is ProcessProvider:
+            provider.__class__ = _CheckedProcessProvider
+            provider.config_file = config_file
+        return provider
+
+    for provider in getattr(resolver, "providers", ()):
+        checked(provider)
+        builder: Any = getattr(provider, "_profile_provider_builder", None)
+        make = getattr(builder, "_create_process_provider", None)
+        if make is not None:
+            builder._create_process_provider = lambda name, make=make: checked(make(name))

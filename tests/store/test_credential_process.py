@@ -1,0 +1,231 @@
+"""A credential_process (an AWS profile's helper printing credentials as JSON) that fails, or
+prints an answer botocore cannot use, is an access error (exit 6) naming the profile and what
+is wrong: never an internal error (exit 1), never a traceback, never a secret. What the helper
+wrote to stderr is not quoted: it may hold secrets of any shape, which no redaction can tell
+from other text. No server is needed: everything here fails before the first request."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from s3idx.errors import ExitStatus
+from tests.helpers import Run
+
+UNREACHABLE = "http://127.0.0.1:1"
+# Secrets shorter than the 40 characters of an AWS secret key: the redaction of vendor text
+# cannot tell them from words.
+SECRETS = ("AKIDSHORT", "shortsecret9", "tok-12345", "cpsecretvalue1", "tokensecret7")
+CANNOT_LOAD = "s3idx: error: AWS credentials for s3://bkt/p cannot be loaded: "
+
+
+def helper(aws: Path, body: str, profile: str = "cp", extra: str = "") -> Path:
+    """An AWS profile whose credential_process runs the Python ``body``."""
+    script = aws / f"process_{profile}.py"
+    script.write_text(f"import json, sys\n{body}\n")
+    command = f"{shlex.quote(sys.executable)} {shlex.quote(str(script))}"
+    config = aws / "config"
+    config.write_text(f"{extra}[profile {profile}]\ncredential_process = {command}\n")
+    return config
+
+
+def answer(**fields: Any) -> str:
+    base: dict[str, Any] = {
+        "Version": 1,
+        "AccessKeyId": "AKIDSHORT",
+        "SecretAccessKey": "cpsecretvalue1",
+        "SessionToken": "tokensecret7",
+        "Expiration": "2099-01-01T00:00:00Z",
+    }
+    for name, value in fields.items():
+        if value is KeyError:
+            del base[name]
+        else:
+            base[name] = value
+    return f"print({json.dumps(base)!r})"
+
+
+def put(run: Run, tmp_path: Path, *flags: str) -> Any:
+    return run(
+        "put",
+        "--store",
+        "s3://bkt/p",
+        "--index",
+        str(tmp_path / "ix.db"),
+        "--endpoint-url",
+        UNREACHABLE,
+        *flags,
+        input=b'{"fs_id": "a"}\n',
+    )
+
+
+def assert_no_secret(text: str) -> None:
+    for secret in SECRETS:
+        assert secret not in text, text
+    assert "Traceback" not in text and "internal error" not in text, text
+
+
+@pytest.mark.parametrize("transport", ["boto3", "http"])
+def test_a_failing_credential_process_is_named_but_its_messages_are_not_shown(
+    run: Run, fake_aws_env: Path, tmp_path: Path, transport: str
+) -> None:
+    config = helper(
+        fake_aws_env,
+        f"{answer()}\n"
+        "sys.stderr.write('login failed for AKIDSHORT / shortsecret9 (tok-12345)\\n')\n"
+        "sys.exit(3)",
+    )
+    result = put(run, tmp_path, "--aws-profile", "cp", "--transport", transport)
+    assert result.exit_code == ExitStatus.ACCESS_DENIED, result.stderr
+    assert_no_secret(result.stdout + result.stderr)
+    assert result.stderr.startswith(
+        f"{CANNOT_LOAD}the credential_process of AWS profile 'cp' (program "
+        f"'{sys.executable}') exited with status 3; what it wrote is not shown, as it may "
+        "hold secrets\n"
+    ), result.stderr
+    assert f"run the credential_process of [profile cp] in {config} by hand" in result.stderr
+
+
+def test_a_credential_process_killed_by_a_signal_is_said_so(
+    run: Run, fake_aws_env: Path, tmp_path: Path
+) -> None:
+    helper(fake_aws_env, "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)")
+    result = put(run, tmp_path, "--aws-profile", "cp")
+    assert result.exit_code == ExitStatus.ACCESS_DENIED, result.stderr
+    assert "(program " in result.stderr and "was killed by signal 9 (SIGKILL)" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [
+        (
+            "print('{bad')",
+            "printed no JSON (Expecting property name enclosed in double quotes "
+            "at line 1 column 2)",
+        ),
+        ("pass", "printed nothing"),
+        ("print('[\"AKIDSHORT\"]')", "printed a JSON array, not an object"),
+        ("print('null')", "printed a JSON null, not an object"),
+        (answer(Version=KeyError), "printed no Version (it must be 1)"),
+        (answer(Version=2), "printed Version 2 (it must be 1)"),
+        (answer(Version="tokensecret7"), "printed Version as a string (it must be 1)"),
+        (answer(AccessKeyId=KeyError), "printed no AccessKeyId"),
+        (answer(SecretAccessKey=KeyError), "printed no SecretAccessKey"),
+        (answer(AccessKeyId=5), "printed AccessKeyId as a number, not a string"),
+        (answer(AccessKeyId=""), "printed an empty AccessKeyId"),
+        (
+            answer(SecretAccessKey=["cpsecretvalue1"]),
+            "printed SecretAccessKey as an array, not a string",
+        ),
+        (
+            answer(SessionToken={"t": "tokensecret7"}),
+            "printed SessionToken as an object, not a string",
+        ),
+        (answer(SessionToken=True), "printed SessionToken as a boolean, not a string"),
+        (answer(AccountId=12), "printed AccountId as a number, not a string"),
+        (answer(Expiration=5), "printed Expiration as a number, not an ISO 8601 time"),
+        (answer(Expiration="soon tokensecret7"), "printed an Expiration that is no ISO 8601 time"),
+        (
+            answer(Expiration="2099-01-01T00:00:00"),
+            "printed an Expiration without a time zone (add Z for UTC)",
+        ),
+        (
+            answer(Expiration="2001-02-03T04:05:06Z"),
+            "printed credentials that expired at 2001-02-03T04:05:06+00:00",
+        ),
+    ],
+    ids=lambda value: value[:40] if isinstance(value, str) else value,
+)
+def test_every_answer_botocore_cannot_use_exits_6_naming_the_profile_and_what_is_wrong(
+    run: Run, fake_aws_env: Path, tmp_path: Path, body: str, problem: str
+) -> None:
+    """Not 'internal error' (exit 1): a SessionToken that is an object, an expired answer, a
+    naive Expiration failed only once the first request was signed."""
+    helper(fake_aws_env, body)
+    result = put(run, tmp_path, "--aws-profile", "cp")
+    assert result.exit_code == ExitStatus.ACCESS_DENIED, result.stderr
+    assert_no_secret(result.stdout + result.stderr)
+    assert result.stderr.startswith(
+        f"{CANNOT_LOAD}the credential_process of AWS profile 'cp' {problem}\n"
+    ), result.stderr
+    assert "put:" not in result.stderr  # refused before the first document
+
+
+def test_a_credential_process_of_a_source_profile_is_checked_alike(
+    run: Run, fake_aws_env: Path, tmp_path: Path
+) -> None:
+    """A role's source_profile with a credential_process: botocore builds that provider itself."""
+    helper(
+        fake_aws_env,
+        answer(SessionToken={"t": "tokensecret7"}),
+        profile="src",
+        extra="[profile role]\nrole_arn = arn:aws:iam::123456789012:role/r\nsource_profile = src\n",
+    )
+    result = put(run, tmp_path, "--aws-profile", "role")
+    assert result.exit_code == ExitStatus.ACCESS_DENIED, result.stderr
+    assert_no_secret(result.stdout + result.stderr)
+    assert result.stderr.startswith(
+        f"{CANNOT_LOAD}the credential_process of AWS profile 'src' printed SessionToken as an "
+        "object, not a string\n"
+    ), result.stderr
+
+
+def test_a_credential_process_answer_that_can_be_used_is_used(
+    run: Run, fake_aws_env: Path, tmp_path: Path
+) -> None:
+    """The checks refuse nothing botocore can use: the put goes as far as the endpoint."""
+    helper(fake_aws_env, answer(SessionToken=None, Expiration=None, AccountId="123456789012"))
+    result = put(run, tmp_path, "--aws-profile", "cp")
+    assert result.exit_code == ExitStatus.UNAVAILABLE, result.stderr
+    assert "cannot reach S3 at http://127.0.0.1:1" in result.stderr
+
+
+@pytest.mark.parametrize("transport", ["boto3", "http"])
+def test_a_refresh_that_fails_mid_run_exits_6(
+    run: Run,
+    fake_aws_env: Path,
+    tmp_path: Path,
+    s3_endpoint: str,
+    s3_bucket: str,
+    transport: str,
+) -> None:
+    """Credentials expiring within botocore's mandatory refresh window (10 minutes) are asked
+    for again before the first request: that second answer is checked as the first was (it
+    was 'internal error', exit 1, once the request was signed)."""
+    count = fake_aws_env / "count"
+    soon = "(__import__('datetime').datetime.now(__import__('datetime').timezone.utc)"
+    soon += " + __import__('datetime').timedelta(minutes=5)).isoformat()"
+    helper(
+        fake_aws_env,
+        f"import pathlib\np = pathlib.Path({str(count)!r})\n"
+        "n = int(p.read_text()) if p.exists() else 0\np.write_text(str(n + 1))\n"
+        f"if n:\n    print(json.dumps({{'Version': 1, 'AccessKeyId': 'AKIDSHORT', "
+        f"'SecretAccessKey': 'cpsecretvalue1', 'SessionToken': {{'t': 1}}}}))\n"
+        f"else:\n    print(json.dumps({{'Version': 1, 'AccessKeyId': 'AKIDSHORT', "
+        f"'SecretAccessKey': 'cpsecretvalue1', 'Expiration': {soon}}}))",
+    )
+    result = run(
+        "put",
+        "--store",
+        f"s3://{s3_bucket}/p",
+        "--index",
+        str(tmp_path / "ix.db"),
+        "--endpoint-url",
+        s3_endpoint,
+        "--aws-profile",
+        "cp",
+        "--transport",
+        transport,
+        input=b'{"fs_id": "a"}\n{"fs_id": "b"}\n',
+    )
+    assert result.exit_code == ExitStatus.ACCESS_DENIED, result.stderr
+    assert_no_secret(result.stdout + result.stderr)
+    assert (
+        "the credential_process of AWS profile 'cp' printed SessionToken as an object, not a "
+        "string" in result.stderr
+    ), result.stderr
