@@ -185,6 +185,7 @@ def test_a_credential_process_answer_that_can_be_used_is_used(
     assert "cannot reach S3 at http://127.0.0.1:1" in result.stderr
 
 
+@pytest.mark.parametrize("good_answers", [1, 2])
 @pytest.mark.parametrize("transport", ["boto3", "http"])
 def test_a_refresh_that_fails_mid_run_exits_6(
     run: Run,
@@ -193,10 +194,13 @@ def test_a_refresh_that_fails_mid_run_exits_6(
     s3_endpoint: str,
     s3_bucket: str,
     transport: str,
+    good_answers: int,
 ) -> None:
     """Credentials expiring within botocore's mandatory refresh window (10 minutes) are asked
-    for again before the first request: that second answer is checked as the first was (it
-    was 'internal error', exit 1, once the request was signed)."""
+    for again before each use: a later answer is checked as the first was (it was 'internal
+    error', exit 1, once a request was signed). After one good answer the bucket check's
+    refresh is refused; after two, the first upload's (the http transport's event loop reads
+    them for its own signatures)."""
     count = fake_aws_env / "count"
     soon = "(__import__('datetime').datetime.now(__import__('datetime').timezone.utc)"
     soon += " + __import__('datetime').timedelta(minutes=5)).isoformat()"
@@ -204,8 +208,9 @@ def test_a_refresh_that_fails_mid_run_exits_6(
         fake_aws_env,
         f"import pathlib\np = pathlib.Path({str(count)!r})\n"
         "n = int(p.read_text()) if p.exists() else 0\np.write_text(str(n + 1))\n"
-        f"if n:\n    print(json.dumps({{'Version': 1, 'AccessKeyId': 'AKIDSHORT', "
-        f"'SecretAccessKey': 'cpsecretvalue1', 'SessionToken': {{'t': 1}}}}))\n"
+        f"if n >= {good_answers}:\n"
+        "    print(json.dumps({'Version': 1, 'AccessKeyId': 'AKIDSHORT', "
+        "'SecretAccessKey': 'cpsecretvalue1', 'SessionToken': {'t': 1}}))\n"
         f"else:\n    print(json.dumps({{'Version': 1, 'AccessKeyId': 'AKIDSHORT', "
         f"'SecretAccessKey': 'cpsecretvalue1', 'Expiration': {soon}}}))",
     )
