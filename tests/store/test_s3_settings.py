@@ -361,3 +361,35 @@ def test_every_command_refuses_an_endpoint_url_with_a_password_on_every_transpor
     )
     assert "Secret1" not in result.stdout + result.stderr
     assert "put:" not in result.stderr  # refused before the first document
+
+
+@pytest.mark.parametrize("place", ["flags", "environment"])
+@pytest.mark.parametrize(
+    "command", [*COMMANDS, ["info", "--json"], ["get", "zz", "--json"]], ids=" ".join
+)
+def test_a_local_store_uses_no_s3_setting_and_shows_no_password(
+    run: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: list[str], place: str
+) -> None:
+    """A local store sends no request: like --aws-profile, --transport and --create-bucket, an
+    endpoint URL (one with a password too) and a region are neither used nor checked (a global
+    S3IDX_ENDPOINT_URL must not stop a put to a directory), and nothing of them is shown."""
+
+    def fresh(name: str) -> list[str]:
+        where = ["--store", str(tmp_path / name), "--index", str(tmp_path / f"{name}.db")]
+        assert run("put", *where, input=DOC).exit_code == 0
+        return where
+
+    settings = {"endpoint_url": "http://u:pw-Secret1@h:9000", "region": "us east 1"}
+    flags: list[str] = []
+    expected = run(*command, *fresh("without"), input=DOC)
+    for name, value in settings.items():
+        if place == "flags":
+            flags += [f"--{name.replace('_', '-')}", value]
+        else:
+            monkeypatch.setenv(f"S3IDX_{name.upper()}", value)
+
+    result = run(*command, *fresh("with"), *flags, input=DOC)
+
+    assert result.exit_code == expected.exit_code, result.stderr
+    assert "Secret1" not in result.stdout + result.stderr
+    assert "us east 1" not in result.stdout + result.stderr
