@@ -234,3 +234,93 @@ def test_a_refresh_that_fails_mid_run_exits_6(
         "the credential_process of AWS profile 'cp' printed SessionToken as an object, not a "
         "string" in result.stderr
     ), result.stderr
+
+
+# --- the container credentials endpoint (ECS, EKS Pod Identity, a local credentials server) --
+
+
+def container_endpoint(status: int, body: str) -> Any:
+    """A credentials server on a loopback port answering every GET so; yields its URL."""
+    import http.server
+    import threading
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(status)
+            self.end_headers()
+            self.wfile.write(body.encode())
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+CONTAINER = "the container credentials endpoint (AWS_CONTAINER_CREDENTIALS_FULL_URI) "
+
+
+def container_answer(**fields: Any) -> str:
+    base: dict[str, Any] = {
+        "AccessKeyId": "AKIDSHORT",
+        "SecretAccessKey": "cpsecretvalue1",
+        "Token": "tokensecret7",
+        "Expiration": "2099-01-01T00:00:00Z",
+    }
+    for name, value in fields.items():
+        if value is KeyError:
+            del base[name]
+        else:
+            base[name] = value
+    return json.dumps(base)
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "problem"),
+    [
+        (
+            500,
+            "denied: token shortsecret9, auth tok-12345",
+            "answered HTTP 500; its answer is not shown, as it may hold secrets",
+        ),
+        (200, "{}", "answered no AccessKeyId"),
+        (200, container_answer(Token=KeyError), "answered no Token"),
+        (200, container_answer(Expiration=KeyError), "answered no Expiration"),
+        (
+            200,
+            container_answer(Token={"t": "tokensecret7"}),
+            "answered Token as an object, not a string",
+        ),
+        (
+            200,
+            container_answer(Expiration="2001-02-03T04:05:06Z"),
+            "answered credentials that expired at 2001-02-03T04:05:06+00:00",
+        ),
+    ],
+    ids=["500", "empty", "no-token", "no-expiration", "token-object", "expired"],
+)
+def test_a_container_credentials_answer_that_cannot_be_used_exits_6(
+    run: Run,
+    fake_aws_env: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    status: int,
+    body: str,
+    problem: str,
+) -> None:
+    """The siblings of a credential_process's answer: they were 'internal error' (exit 1), and
+    an error answer's body was quoted, the authorization token s3idx sent included."""
+    server = container_endpoint(status, body)
+    try:
+        for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+            monkeypatch.delenv(name)
+        port = server.server_address[1]
+        monkeypatch.setenv("AWS_CONTAINER_CREDENTIALS_FULL_URI", f"http://127.0.0.1:{port}/c")
+        monkeypatch.setenv("AWS_CONTAINER_AUTHORIZATION_TOKEN", "tok-12345")
+        result = put(run, tmp_path)
+    finally:
+        server.shutdown()
+    assert result.exit_code == ExitStatus.ACCESS_DENIED, result.stderr
+    assert_no_secret(result.stdout + result.stderr)
+    assert result.stderr.startswith(f"{CANNOT_LOAD}{CONTAINER}{problem}\n"), result.stderr
