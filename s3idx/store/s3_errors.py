@@ -183,6 +183,9 @@ _CREDENTIAL_ERRORS = (
     RefreshWithMFAUnsupportedError,
     UnknownCredentialError,
 )
+# Providers whose CredentialRetrievalError quotes what their source said (a process's stderr,
+# an endpoint's error body).
+_QUOTING = frozenset({"custom-process", "container-role"})
 # Settings of the AWS config files (or s3idx's) that botocore refuses before any request:
 # the user's to fix, exit 2. Each is raised while the client is built, or (an endpoint that
 # resolves to no usable URL) before a request is sent.
@@ -311,6 +314,13 @@ def translate_error(
             f"AWS credentials for {s3_url(bucket, prefix, None)} cannot be loaded: "
             f"{redact(str(exc), vendor_text=True)}",
             hint=exc.kwargs.get("hint") or _CREDENTIAL_PROCESS_HINT,
+        )
+    if isinstance(exc, CredentialRetrievalError) and exc.kwargs.get("provider") in _QUOTING:
+        # One check_credential_sources did not reach: botocore's text quotes the source.
+        return AccessDeniedError(
+            f"AWS credentials for {where} cannot be used: {exc.kwargs['provider']} failed; its "
+            "answer is not shown, as it may hold secrets",
+            hint=_CREDENTIALS_HINT,
         )
     if isinstance(exc, _CREDENTIAL_ERRORS):
         return AccessDeniedError(

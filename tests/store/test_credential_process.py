@@ -324,3 +324,35 @@ def test_a_container_credentials_answer_that_cannot_be_used_exits_6(
     assert result.exit_code == ExitStatus.ACCESS_DENIED, result.stderr
     assert_no_secret(result.stdout + result.stderr)
     assert result.stderr.startswith(f"{CANNOT_LOAD}{CONTAINER}{problem}\n"), result.stderr
+
+
+@pytest.mark.parametrize(
+    ("provider", "error_msg", "shown"),
+    [
+        ("custom-process", "login failed for shortsecret9\n", "its answer is not shown"),
+        (
+            "container-role",
+            "Error retrieving metadata: Received non 200 response 403 from container "
+            "metadata: token tok-12345",
+            "its answer is not shown",
+        ),
+    ],
+)
+def test_a_credential_source_botocore_reports_itself_is_not_quoted_either(
+    provider: str, error_msg: str, shown: str
+) -> None:
+    """Should botocore build one of these providers where s3idx does not check it (its
+    internals changed), its error is still said without what the source said."""
+    from botocore.exceptions import CredentialRetrievalError
+
+    from s3idx.store.s3_errors import translate_error
+
+    error = translate_error(
+        CredentialRetrievalError(provider=provider, error_msg=error_msg), bucket="bkt"
+    )
+    assert error.exit_status == ExitStatus.ACCESS_DENIED
+    assert error.message == (
+        f"AWS credentials for s3://bkt cannot be used: {provider} failed; {shown}, as it may "
+        "hold secrets"
+    )
+    assert_no_secret(str(error))
