@@ -76,6 +76,7 @@ _CREDENTIALS_HINT = (
     "check the credentials: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, ~/.aws/credentials, "
     "or the profile chosen with --aws-profile"
 )
+CREDENTIALS_HINT = _CREDENTIALS_HINT  # obstore_s3's refusals of a refresh say it too
 _PERMISSION_HINT = "the credentials work but are not allowed to do this on this bucket"
 _EXPIRED_HINT = "the session token has expired: refresh it (e.g. aws sso login) and try again"
 _REGION_HINT = "give the bucket's region with --region (or set it in the AWS profile)"

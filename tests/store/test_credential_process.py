@@ -186,7 +186,7 @@ def test_a_credential_process_answer_that_can_be_used_is_used(
 
 
 @pytest.mark.parametrize("good_answers", [1, 2])
-@pytest.mark.parametrize("transport", ["boto3", "http"])
+@pytest.mark.parametrize("transport", ["boto3", "http", "obstore"])
 def test_a_refresh_that_fails_mid_run_exits_6(
     run: Run,
     fake_aws_env: Path,
@@ -199,8 +199,10 @@ def test_a_refresh_that_fails_mid_run_exits_6(
     """Credentials expiring within botocore's mandatory refresh window (10 minutes) are asked
     for again before each use: a later answer is checked as the first was (it was 'internal
     error', exit 1, once a request was signed). After one good answer the bucket check's
-    refresh is refused; after two, the first upload's (the http transport's event loop reads
-    them for its own signatures)."""
+    refresh is refused; after two, the first upload's (the http transport's event loop and
+    obstore read them for their own signatures)."""
+    if transport == "obstore":
+        pytest.importorskip("obstore")
     count = fake_aws_env / "count"
     soon = "(__import__('datetime').datetime.now(__import__('datetime').timezone.utc)"
     soon += " + __import__('datetime').timedelta(minutes=5)).isoformat()"
