@@ -514,7 +514,7 @@ class _Refuse:
 class _CheckedProcessProvider(ProcessProvider):  # type: ignore[misc]
     """botocore's ProcessProvider with every answer checked (the first and each refresh)."""
 
-    config_file: str = "~/.aws/config"
+    aws_files: str = "~/.aws/config or ~/.aws/credentials"
 
     def _retrieve_credentials_using(self, credential_process: str) -> dict[str, Any]:
         profile = self._profile_name
@@ -522,8 +522,8 @@ class _CheckedProcessProvider(ProcessProvider):  # type: ignore[misc]
             self.METHOD,
             f"the credential_process of AWS profile {profile!r}",
             "printed",
-            f"run the credential_process of [profile {profile}] in {self.config_file} by hand "
-            "to see what it says; it must print one JSON object: "
+            f"run the credential_process line of AWS profile {profile!r} (in {self.aws_files}) "
+            "by hand to see what it says; it must print one JSON object: "
             + _CREDENTIAL_PROCESS_HINT.split(": ", 1)[1],
         )
         command = compat_shell_split(credential_process)
@@ -663,12 +663,18 @@ def check_credential_sources(session: Any) -> None:
     nothing the source said. Raises what building the session's credential chain raises (a
     profile that does not exist, unreadable files)."""
     resolver = session.get_component("credential_provider")
-    config_file = str(session.get_config_variable("config_file") or "~/.aws/config")
+    aws_files = " or ".join(
+        str(session.get_config_variable(name) or default)
+        for name, default in (
+            ("config_file", "~/.aws/config"),
+            ("credentials_file", "~/.aws/credentials"),
+        )
+    )
 
     def checked(provider: Any) -> Any:
         if type(provider) is ProcessProvider:
             provider.__class__ = _CheckedProcessProvider
-            provider.config_file = config_file
+            provider.aws_files = aws_files
         return provider
 
     for provider in getattr(resolver, "providers", ()):

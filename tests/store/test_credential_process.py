@@ -88,7 +88,10 @@ def test_a_failing_credential_process_is_named_but_its_messages_are_not_shown(
         f"'{sys.executable}') exited with status 3; what it wrote is not shown, as it may "
         "hold secrets\n"
     ), result.stderr
-    assert f"run the credential_process of [profile cp] in {config} by hand" in result.stderr
+    assert (
+        f"run the credential_process line of AWS profile 'cp' (in {config} or "
+        f"{config.parent / 'credentials'}) by hand" in result.stderr
+    ), result.stderr
 
 
 def test_a_credential_process_killed_by_a_signal_is_said_so(
