@@ -581,9 +581,9 @@ def _check_answer(
     versioned: bool = False,
 ) -> None:
     """Refuse an answer botocore cannot use: keys are named, values never shown. Every answer
-    has two non-empty key strings, then ``required`` and ``optional`` strings (and AccountId),
-    an Expiration a time with a zone, not passed; a ``versioned`` one (a credential_process's)
-    "Version": 1."""
+    has two non-empty key strings, then ``required`` and ``optional`` strings, an Expiration a
+    time with a zone, not passed; a ``versioned`` one (a credential_process's) "Version": 1.
+    What botocore could use before is not refused (a Version of 1.0, any AccountId)."""
     verb = refuse.verb
     if not isinstance(parsed, dict):
         raise refuse(f"{verb} a JSON {_json_type(parsed).split()[-1]}, not an object")
@@ -591,14 +591,15 @@ def _check_answer(
         version = parsed.get("Version")
         if "Version" not in parsed:
             raise refuse(f"{verb} no Version (it must be 1)")
-        if type(version) is not int:
-            raise refuse(f"{verb} Version as {_json_type(version)} (it must be 1)")
-        if version != 1:
+        if version != 1 and type(version) is int:
             raise refuse(f"{verb} Version {version} (it must be 1)")
+        if version != 1:
+            raise refuse(f"{verb} Version as {_json_type(version)} (it must be 1)")
     for name in ("AccessKeyId", "SecretAccessKey", *required):
         if name not in parsed:
             raise refuse(f"{verb} no {name}")
-    for name in ("AccessKeyId", "SecretAccessKey", *required, *optional, "AccountId"):
+    # AccountId is not checked: S3 requests never use it (any JSON value worked before).
+    for name in ("AccessKeyId", "SecretAccessKey", *required, *optional):
         value = parsed.get(name)
         if name == "Expiration":
             if value is not None:

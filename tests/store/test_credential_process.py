@@ -130,7 +130,6 @@ def test_a_credential_process_killed_by_a_signal_is_said_so(
             "printed SessionToken as an object, not a string",
         ),
         (answer(SessionToken=True), "printed SessionToken as a boolean, not a string"),
-        (answer(AccountId=12), "printed AccountId as a number, not a string"),
         (answer(Expiration=5), "printed Expiration as a number, not an ISO 8601 time"),
         (answer(Expiration="soon tokensecret7"), "printed an Expiration that is no ISO 8601 time"),
         (
@@ -181,8 +180,13 @@ def test_a_credential_process_of_a_source_profile_is_checked_alike(
 def test_a_credential_process_answer_that_can_be_used_is_used(
     run: Run, fake_aws_env: Path, tmp_path: Path
 ) -> None:
-    """The checks refuse nothing botocore can use: the put goes as far as the endpoint."""
-    helper(fake_aws_env, answer(SessionToken=None, Expiration=None, AccountId="123456789012"))
+    """The checks refuse nothing botocore can use: the put goes as far as the endpoint. An
+    AccountId of any JSON type is left alone (no S3 request uses it), and so is a Version
+    of 1.0."""
+    helper(
+        fake_aws_env,
+        answer(Version=1.0, SessionToken=None, Expiration=None, AccountId=123456789012),
+    )
     result = put(run, tmp_path, "--aws-profile", "cp")
     assert result.exit_code == ExitStatus.UNAVAILABLE, result.stderr
     assert "cannot reach S3 at http://127.0.0.1:1" in result.stderr
