@@ -365,3 +365,79 @@ def test_a_credential_source_botocore_reports_itself_is_not_quoted_either(
         "hold secrets"
     )
     assert_no_secret(str(error))
+
+
+# --- the other credential sources the prober's findings border on: already right, pinned ----
+
+SSO = "sso_account_id = 123456789012\nsso_role_name = R\n"
+
+
+@pytest.mark.parametrize(
+    ("environment", "config", "status", "said"),
+    [
+        ({"AWS_SESSION_TOKEN": "tok-12345"}, "", 6, "no AWS credentials found for s3://bkt/p"),
+        ({"AWS_SECRET_ACCESS_KEY": "shortsecret9"}, "", 6, "no AWS credentials found"),
+        (
+            {"AWS_ACCESS_KEY_ID": "AKIDSHORT", "AWS_SESSION_TOKEN": "tok-12345"},
+            "",
+            6,
+            "Partial credentials found in env, missing: AWS_SECRET_ACCESS_KEY",
+        ),
+        ({"AWS_PROFILE": "nobody"}, "", 2, "AWS profile 'nobody' is not defined"),
+        (
+            {"AWS_PROFILE": "s"},
+            "[profile s]\nsso_start_url = https://x.awsapps.com/start\n"
+            f"sso_region = us-east-1\n{SSO}",
+            6,
+            "Error loading SSO Token: Token for https://x.awsapps.com/start does not exist",
+        ),
+        (
+            {"AWS_PROFILE": "s"},
+            f"[profile s]\nsso_session = my\n{SSO}[sso-session my]\n"
+            "sso_start_url = https://x.awsapps.com/start\nsso_region = us-east-1\n",
+            6,
+            "Error loading SSO Token: Token for my does not exist",
+        ),
+        (
+            {"AWS_PROFILE": "s"},
+            f"[profile s]\nsso_session = gone\n{SSO}",
+            6,
+            'The specified sso-session does not exist: "gone"',
+        ),
+        (
+            {"AWS_PROFILE": "r"},
+            "[profile r]\nrole_arn = arn:aws:iam::123456789012:role/x\nsource_profile = gone\n",
+            6,
+            'The source_profile "gone" referenced in the profile "r" does not exist.',
+        ),
+    ],
+    ids=[
+        "token-only",
+        "secret-only",
+        "key-and-token",
+        "unknown-profile",
+        "sso-no-cache",
+        "sso-session-no-cache",
+        "sso-session-missing",
+        "source-profile-missing",
+    ],
+)
+def test_other_credential_sources_that_cannot_be_used_say_why_without_a_secret(
+    run: Run,
+    fake_aws_env: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    environment: dict[str, str],
+    config: str,
+    status: int,
+    said: str,
+) -> None:
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    (fake_aws_env / "config").write_text(config)
+    result = put(run, tmp_path)
+    assert result.exit_code == status, result.stderr
+    assert said in result.stderr, result.stderr
+    assert_no_secret(result.stdout + result.stderr)
