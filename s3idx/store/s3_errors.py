@@ -531,8 +531,15 @@ class _CheckedProcessProvider(ProcessProvider):  # type: ignore[misc]
             raise refuse("names no program")
         program = f"(program {command[0]!r})"
         try:
-            process = self._popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-            stdout, _stderr = process.communicate()  # what it wrote is never shown
+            # Not s3idx's stdin, a put's documents: a process reading it took them all. Its
+            # stderr is never shown; a prompt there was never seen anyway.
+            process = self._popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+            stdout, _stderr = process.communicate()
         except OSError as exc:
             raise refuse(f"{program} cannot be started: {exc.strerror or exc}") from None
         if process.returncode != 0:

@@ -441,3 +441,29 @@ def test_other_credential_sources_that_cannot_be_used_say_why_without_a_secret(
     assert result.exit_code == status, result.stderr
     assert said in result.stderr, result.stderr
     assert_no_secret(result.stdout + result.stderr)
+
+
+def test_a_credential_process_reading_stdin_does_not_take_the_documents_of_put(
+    fake_aws_env: Path, tmp_path: Path, s3_endpoint: str, s3_bucket: str
+) -> None:
+    """It ran with s3idx's stdin, the put's input: one that reads it (to prompt for an MFA code,
+    say, behind a stderr no one sees) took every document, and the put stored none, exit 0.
+    Its stdin is now empty. A real process: the CLI runner's stdin is no descriptor."""
+    import subprocess
+
+    from tests.helpers import subprocess_env
+
+    helper(fake_aws_env, f"sys.stdin.read()\n{answer(SessionToken=None, Expiration=None)}")
+    where = ["--store", f"s3://{s3_bucket}/p", "--index", str(tmp_path / "ix.db")]
+    where += ["--endpoint-url", s3_endpoint, "--aws-profile", "cp"]
+    result = subprocess.run(
+        [sys.executable, "-m", "s3idx", "put", *where],
+        input=b'{"fs_id": "a"}\n{"fs_id": "b"}\n',
+        capture_output=True,
+        env=subprocess_env(tmp_path / "home"),
+        timeout=60,
+        check=False,
+    )
+    stderr = result.stderr.decode()
+    assert result.returncode == 0, stderr
+    assert "put: 2 read, 2 stored" in stderr, stderr
