@@ -37,6 +37,7 @@ from obstore.store import S3Store as _ObstoreS3
 from s3idx.codec import check_metadata_size
 from s3idx.config import redact, redact_location
 from s3idx.errors import (
+    AccessDeniedError,
     BackendUnavailableError,
     ObjectNotFoundError,
     S3idxError,
@@ -59,7 +60,12 @@ from s3idx.store.s3 import (
     S3Connection,
     S3Store,
 )
-from s3idx.store.s3_errors import TIMEOUT_HINT, line_break_error, remember_credentials
+from s3idx.store.s3_errors import (
+    CREDENTIALS_HINT,
+    TIMEOUT_HINT,
+    line_break_error,
+    remember_credentials,
+)
 
 # obstore returns these HTTP attributes beside the user metadata; they are not metadata.
 _STANDARD_ATTRIBUTES = frozenset(
@@ -84,6 +90,9 @@ _PERMANENT_REDIRECT = (
 # Connection failures that mean "nothing answers there" rather than "the answer was lost".
 _BAD_HEADER = re.compile(r"InvalidHeaderValue|invalid header value|failed to parse header", re.I)
 _TIMED_OUT = re.compile(r"kind: Timeout|TimedOut|operation timed out", re.I)
+# A Python exception of the credential provider (botocore's session, refreshing): obstore's
+# words, then the exception's class name and message.
+_CREDENTIAL_PROVIDER = re.compile(r"External AWS credential provider: (?:(\w+): )?(.*)")
 _UNREACHABLE = re.compile(r"ConnectionRefused|tcp connect error|dns error|Connect,", re.I)
 
 
@@ -349,6 +358,22 @@ def _has_control_character(session: Any) -> bool:
     return any(ord(c) < 0x20 or ord(c) == 0x7F for value in values if value for c in value)
 
 
+def _credential_provider_error(found: re.Match[str], location: str) -> AccessDeniedError:
+    """botocore failed to refresh the credentials obstore asked it for: what botocore's own
+    exception would have been on the boto3 transport (exit 6, not retried), its text shown only
+    where it cannot quote a credential source (``s3_errors.CredentialSourceError`` never does;
+    botocore's quote a process's stderr or an endpoint's answer)."""
+    name, message = found.group(1) or "", found.group(2)
+    quoting = "custom-process" in message or "container-role" in message
+    if name == "CredentialSourceError" or not quoting:
+        reason = redact(message, vendor_text=True)
+    else:
+        reason = "the credential provider failed; its answer is not shown, as it may hold secrets"
+    return AccessDeniedError(
+        f"AWS credentials for {location} cannot be loaded: {reason}", hint=CREDENTIALS_HINT
+    )
+
+
 def _is_aws(endpoint: str) -> bool:
     host = urlsplit(endpoint).hostname or ""
     return host.endswith(".amazonaws.com") or host.endswith(".amazonaws.com.cn")
@@ -391,6 +416,9 @@ def translate_obstore_error(
     where = connection.location + (f"/{shorten_key(key)}" if key else "")
     named = redact_location(connection.endpoint_url, vendor_text=True)
     reason = redact(text.split("\n", 1)[0], vendor_text=True)
+    provider = _CREDENTIAL_PROVIDER.search(text)
+    if provider is not None:
+        return _credential_provider_error(provider, connection.location)
     if _UNREACHABLE.search(text):
         return unreachable(
             BackendUnavailableError(

@@ -75,6 +75,7 @@ from s3idx.store.deadline import WATCHDOG, Watch, transfer_deadline
 from s3idx.store.s3_errors import (
     ENDPOINT_HINT,
     OBJECT_DENIALS,
+    check_credential_sources,
     error_code,
     not_s3,
     remember_credentials,
@@ -299,6 +300,7 @@ class S3Connection:
         that a credential_process printing no valid JSON is said to be the credentials' fault
         rather than the endpoint's."""
         try:
+            check_credential_sources(session)
             session.get_credentials()
         except (ValueError, TypeError, AttributeError, OSError, IndexError) as exc:
             if isinstance(exc, BotoCoreError):  # botocore's own (e.g. InvalidRegionError)

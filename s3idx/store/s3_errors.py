@@ -8,9 +8,16 @@ text goes through ``config.redact(..., vendor_text=True)``.
 
 from __future__ import annotations
 
+import datetime
+import json
+import re
+import signal
+import subprocess
 from typing import Any
 
 import botocore.session
+from botocore.compat import compat_shell_split
+from botocore.credentials import ContainerProvider, ProcessProvider, RefreshableCredentials
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
@@ -32,6 +39,7 @@ from botocore.exceptions import (
     InvalidS3AddressingStyleError,
     InvalidS3UsEast1RegionalEndpointConfigError,
     InvalidSTSRegionalEndpointsConfigError,
+    MetadataRetrievalError,
     NoAuthTokenError,
     NoCredentialsError,
     PartialCredentialsError,
@@ -68,6 +76,7 @@ _CREDENTIALS_HINT = (
     "check the credentials: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, ~/.aws/credentials, "
     "or the profile chosen with --aws-profile"
 )
+CREDENTIALS_HINT = _CREDENTIALS_HINT  # obstore_s3's refusals of a refresh say it too
 _PERMISSION_HINT = "the credentials work but are not allowed to do this on this bucket"
 _EXPIRED_HINT = "the session token has expired: refresh it (e.g. aws sso login) and try again"
 _REGION_HINT = "give the bucket's region with --region (or set it in the AWS profile)"
@@ -152,6 +161,16 @@ ERROR_TABLE: dict[str, tuple[type[S3idxError], str | None]] = {
     "308": (UsageError, _REDIRECT_HINT),
 }
 
+
+class CredentialSourceError(CredentialRetrievalError):  # type: ignore[misc]
+    """A credential_process or container credentials endpoint that failed or answered what no
+    request can use, said without a word of what it said (``problem`` names keys and JSON
+    types, never values). A CredentialRetrievalError, so botocore treats it as its own while
+    refreshing."""
+
+    fmt = "{source} {problem}"
+
+
 _CREDENTIAL_ERRORS = (
     NoCredentialsError,
     PartialCredentialsError,
@@ -165,6 +184,9 @@ _CREDENTIAL_ERRORS = (
     RefreshWithMFAUnsupportedError,
     UnknownCredentialError,
 )
+# Providers whose CredentialRetrievalError quotes what their source said (a process's stderr,
+# an endpoint's error body).
+_QUOTING = frozenset({"custom-process", "container-role"})
 # Settings of the AWS config files (or s3idx's) that botocore refuses before any request:
 # the user's to fix, exit 2. Each is raised while the client is built, or (an endpoint that
 # resolves to no usable URL) before a request is sent.
@@ -288,6 +310,19 @@ def translate_error(
         return configuration
     if isinstance(exc, NoCredentialsError):
         return AccessDeniedError(f"no AWS credentials found for {where}", hint=_CREDENTIALS_HINT)
+    if isinstance(exc, CredentialSourceError):
+        return AccessDeniedError(
+            f"AWS credentials for {s3_url(bucket, prefix, None)} cannot be loaded: "
+            f"{redact(str(exc), vendor_text=True)}",
+            hint=exc.kwargs.get("hint") or _CREDENTIAL_PROCESS_HINT,
+        )
+    if isinstance(exc, CredentialRetrievalError) and exc.kwargs.get("provider") in _QUOTING:
+        # One check_credential_sources did not reach: botocore's text quotes the source.
+        return AccessDeniedError(
+            f"AWS credentials for {where} cannot be used: {exc.kwargs['provider']} failed; its "
+            "answer is not shown, as it may hold secrets",
+            hint=_CREDENTIALS_HINT,
+        )
     if isinstance(exc, _CREDENTIAL_ERRORS):
         return AccessDeniedError(
             f"AWS credentials for {where} cannot be used: {redact(str(exc), vendor_text=True)}",
@@ -353,10 +388,10 @@ def _configuration_error(exc: BaseException, where: str) -> UsageError | None:
 
 
 def unloadable_credentials(exc: Exception, *, bucket: str, prefix: str = "") -> AccessDeniedError:
-    """Credentials botocore failed to load with an error of Python's rather than its own: a
-    credential_process that printed something other than its JSON object (not JSON: ValueError;
-    not an object: AttributeError; an Expiration that is no time: ValueError or TypeError), or
-    that cannot be started (OSError; IndexError: none given)."""
+    """Credentials botocore failed to load with an error of Python's rather than its own. A
+    credential_process is checked by ``_CheckedProcessProvider`` (``CredentialSourceError``);
+    this is left for one ``check_credential_sources`` could not reach (botocore's internals
+    changed) and any other provider failing so."""
     reason = "its credential_process names no program" if isinstance(exc, IndexError) else exc
     return AccessDeniedError(
         f"AWS credentials for {s3_url(bucket, prefix, None)} cannot be loaded: "
@@ -431,3 +466,230 @@ def _aws_profiles() -> list[str]:
         return sorted(botocore.session.Session().available_profiles)
     except Exception:  # a broken file: the profile error is what the user needs to see
         return []
+
+
+# --- credential sources: their answers checked where botocore would fail later -------------
+#
+# botocore checks a credential_process's answer for its Version and two keys only, and a
+# container credentials endpoint's not at all: a key missing there (KeyError), a value of
+# another JSON type, or an Expiration without a time zone fails later, at the first request's
+# signature, as a Python error (AttributeError, TypeError); an answer already expired as a
+# RuntimeError. And a process that fails has its stderr quoted in botocore's error, an
+# endpoint's error answer its body: text from the credential source, which may hold a secret of
+# any shape (a password, a token shorter than the 40 characters of an AWS secret key, the
+# authorization token sent) that no redaction can tell from other words. So s3idx checks their
+# answers itself, saying what is wrong by key names and JSON types, and never quotes them.
+
+_JSON_TYPES = (
+    (bool, "a boolean"),
+    (int, "a number"),
+    (float, "a number"),
+    (str, "a string"),
+    (list, "an array"),
+    (dict, "an object"),
+    (type(None), "null"),
+)
+
+
+def _json_type(value: Any) -> str:
+    return next(name for kind, name in _JSON_TYPES if isinstance(value, kind))
+
+
+class _Refuse:
+    """Builds the ``CredentialSourceError`` of one source: ``refuse(problem)``."""
+
+    def __init__(self, provider: str, source: str, verb: str, hint: str) -> None:
+        self.provider, self.source, self.verb, self.hint = provider, source, verb, hint
+
+    def __call__(self, problem: str) -> CredentialSourceError:
+        return CredentialSourceError(
+            provider=self.provider,
+            source=self.source,
+            problem=problem,
+            hint=self.hint,
+            error_msg=problem,
+        )
+
+
+class _CheckedProcessProvider(ProcessProvider):  # type: ignore[misc]
+    """botocore's ProcessProvider with every answer checked (the first and each refresh)."""
+
+    aws_files: str = "~/.aws/config or ~/.aws/credentials"
+
+    def _retrieve_credentials_using(self, credential_process: str) -> dict[str, Any]:
+        profile = self._profile_name
+        refuse = _Refuse(
+            self.METHOD,
+            f"the credential_process of AWS profile {profile!r}",
+            "printed",
+            f"run the credential_process line of AWS profile {profile!r} (in {self.aws_files}) "
+            "by hand to see what it says; it must print one JSON object: "
+            + _CREDENTIAL_PROCESS_HINT.split(": ", 1)[1],
+        )
+        command = compat_shell_split(credential_process)
+        if not command:
+            raise refuse("names no program")
+        program = f"(program {command[0]!r})"
+        try:
+            # Not s3idx's stdin, a put's documents: a process reading it took them all. Its
+            # stderr is never shown; a prompt there was never seen anyway.
+            process = self._popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+            stdout, _stderr = process.communicate()
+        except OSError as exc:
+            raise refuse(f"{program} cannot be started: {exc.strerror or exc}") from None
+        if process.returncode != 0:
+            raise refuse(
+                f"{program} {_ended(process.returncode)}; what it wrote is not shown, "
+                "as it may hold secrets"
+            )
+        if not stdout.strip():
+            raise refuse("printed nothing")
+        try:
+            parsed = json.loads(stdout.decode("utf-8"))
+        except UnicodeDecodeError:
+            raise refuse("printed no UTF-8 text") from None
+        except json.JSONDecodeError as exc:
+            raise refuse(
+                f"printed no JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
+            ) from None
+        _check_answer(
+            parsed, refuse, required=(), optional=("SessionToken", "Expiration"), versioned=True
+        )
+        return {
+            "access_key": parsed["AccessKeyId"],
+            "secret_key": parsed["SecretAccessKey"],
+            "token": parsed.get("SessionToken"),
+            "expiry_time": parsed.get("Expiration"),
+            "account_id": self._get_account_id(parsed),
+        }
+
+
+def _ended(returncode: int) -> str:
+    if returncode > 0:
+        return f"exited with status {returncode}"
+    try:
+        name = f" ({signal.Signals(-returncode).name})"
+    except ValueError:
+        name = ""
+    return f"was killed by signal {-returncode}{name}"
+
+
+def _check_answer(
+    parsed: Any,
+    refuse: _Refuse,
+    *,
+    required: tuple[str, ...],
+    optional: tuple[str, ...],
+    versioned: bool = False,
+) -> None:
+    """Refuse an answer botocore cannot use: keys are named, values never shown. Every answer
+    has two non-empty key strings, then ``required`` and ``optional`` strings, an Expiration a
+    time with a zone, not passed; a ``versioned`` one (a credential_process's) "Version": 1.
+    What botocore could use before is not refused (a Version of 1.0, any AccountId)."""
+    verb = refuse.verb
+    if not isinstance(parsed, dict):
+        raise refuse(f"{verb} a JSON {_json_type(parsed).split()[-1]}, not an object")
+    if versioned:
+        version = parsed.get("Version")
+        if "Version" not in parsed:
+            raise refuse(f"{verb} no Version (it must be 1)")
+        if version != 1 and type(version) is int:
+            raise refuse(f"{verb} Version {version} (it must be 1)")
+        if version != 1:
+            raise refuse(f"{verb} Version as {_json_type(version)} (it must be 1)")
+    for name in ("AccessKeyId", "SecretAccessKey", *required):
+        if name not in parsed:
+            raise refuse(f"{verb} no {name}")
+    # AccountId is not checked: S3 requests never use it (any JSON value worked before).
+    for name in ("AccessKeyId", "SecretAccessKey", *required, *optional):
+        value = parsed.get(name)
+        if name == "Expiration":
+            if value is not None:
+                _check_expiration(value, refuse)
+        elif value is not None and not isinstance(value, str):
+            raise refuse(f"{verb} {name} as {_json_type(value)}, not a string")
+        elif name in ("AccessKeyId", "SecretAccessKey") and not value:
+            raise refuse(f"{verb} an empty {name}")
+
+
+def _check_expiration(expiration: Any, refuse: _Refuse) -> None:
+    verb = refuse.verb
+    if not isinstance(expiration, str):
+        raise refuse(f"{verb} Expiration as {_json_type(expiration)}, not an ISO 8601 time")
+    try:
+        # botocore's own parsing of it, so what passes here is what botocore can use.
+        when = RefreshableCredentials._expiry_datetime(expiration)
+    except (ValueError, OverflowError, TypeError):
+        raise refuse(f"{verb} an Expiration that is no ISO 8601 time") from None
+    if when.tzinfo is None or when.utcoffset() is None:
+        raise refuse(f"{verb} an Expiration without a time zone (add Z for UTC)")
+    if when <= datetime.datetime.now(datetime.UTC):
+        raise refuse(f"{verb} credentials that expired at {when.isoformat()}")
+
+
+def _checked_container_fetcher(provider: Any) -> None:
+    """Check what the container credentials endpoint answers before botocore reads it, and
+    never quote an error answer's body."""
+    fetcher = provider._fetcher
+    retrieve = fetcher.retrieve_full_uri
+    environ = getattr(provider, "_environ", {})
+    variable = "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI"
+    if variable not in environ:
+        variable = "AWS_CONTAINER_CREDENTIALS_FULL_URI"
+    refuse = _Refuse(
+        provider.METHOD,
+        f"the container credentials endpoint ({variable})",
+        "answered",
+        f"check {variable} and the credentials server it names",
+    )
+
+    def checked(full_url: str, headers: Any = None) -> Any:
+        try:
+            parsed = retrieve(full_url, headers=headers)
+        except MetadataRetrievalError as exc:
+            status = re.search(r"non 200 response (\d+)", str(exc))
+            if status is None:
+                raise
+            raise refuse(
+                f"answered HTTP {status[1]}; its answer is not shown, as it may hold secrets"
+            ) from None
+        _check_answer(parsed, refuse, required=("Token", "Expiration"), optional=())
+        return parsed
+
+    fetcher.retrieve_full_uri = checked
+
+
+def check_credential_sources(session: Any) -> None:
+    """Make the session's credential_process runs (its profile's, and a role's
+    source_profile's, whose providers botocore builds when the role is assumed) and its
+    container credentials endpoint ones whose answers are checked and whose failures quote
+    nothing the source said. Raises what building the session's credential chain raises (a
+    profile that does not exist, unreadable files)."""
+    resolver = session.get_component("credential_provider")
+    aws_files = " or ".join(
+        str(session.get_config_variable(name) or default)
+        for name, default in (
+            ("config_file", "~/.aws/config"),
+            ("credentials_file", "~/.aws/credentials"),
+        )
+    )
+
+    def checked(provider: Any) -> Any:
+        if type(provider) is ProcessProvider:
+            provider.__class__ = _CheckedProcessProvider
+            provider.aws_files = aws_files
+        return provider
+
+    for provider in getattr(resolver, "providers", ()):
+        checked(provider)
+        if type(provider) is ContainerProvider and hasattr(provider, "_fetcher"):
+            _checked_container_fetcher(provider)
+        builder: Any = getattr(provider, "_profile_provider_builder", None)
+        make = getattr(builder, "_create_process_provider", None)
+        if make is not None:
+            builder._create_process_provider = lambda name, make=make: checked(make(name))

@@ -183,17 +183,21 @@ def credential_process(aws: Path, output: str) -> None:
 @pytest.mark.parametrize(
     ("output", "reason"),
     [
-        ("{bad", "Expecting property name enclosed in double quotes: line 1 column 2 (char 1)"),
-        ('["not", "an object"]', "'list' object has no attribute 'get'"),
+        (
+            "{bad",
+            "printed no JSON (Expecting property name enclosed in double quotes at line 1 "
+            "column 2)",
+        ),
+        ('["not", "an object"]', "printed a JSON array, not an object"),
         (
             '{"Version": 1, "AccessKeyId": "AKIDCP", "SecretAccessKey": "cpsecretvalue1", '
             '"Expiration": "soon"}',
-            "Unknown string format: soon",
+            "printed an Expiration that is no ISO 8601 time",
         ),
         (
             '{"Version": 1, "AccessKeyId": "AKIDCP", "SecretAccessKey": "cpsecretvalue1", '
             '"Expiration": 5}',
-            "Parser must be a string or character stream, not int",
+            "printed Expiration as a number, not an ISO 8601 time",
         ),
     ],
 )
@@ -205,7 +209,10 @@ def test_a_credential_process_printing_no_valid_json_is_access_denied(
         make("bkt", "p", profile="cp", endpoint_url=UNREACHABLE)
     error = excinfo.value
     assert error.exit_status == ExitStatus.ACCESS_DENIED
-    assert error.message == f"AWS credentials for s3://bkt/p cannot be loaded: {reason}"
+    assert error.message == (
+        f"AWS credentials for s3://bkt/p cannot be loaded: the credential_process of AWS "
+        f"profile 'cp' {reason}"
+    )
     assert error.hint is not None and "credential_process" in error.hint
     assert "cpsecretvalue1" not in str(error)
 
@@ -213,9 +220,12 @@ def test_a_credential_process_printing_no_valid_json_is_access_denied(
 @pytest.mark.parametrize(
     ("command", "reason"),
     [
-        ("/nonexistent/helper", "[Errno 2] No such file or directory: '/nonexistent/helper'"),
-        ("{not_executable}", "[Errno 13] Permission denied: '{not_executable}'"),
-        ("", "its credential_process names no program"),
+        (
+            "/nonexistent/helper",
+            "(program '/nonexistent/helper') cannot be started: No such file or directory",
+        ),
+        ("{not_executable}", "(program '{not_executable}') cannot be started: Permission denied"),
+        ("", "names no program"),
     ],
     ids=["missing", "not-executable", "empty"],
 )
@@ -230,7 +240,10 @@ def test_a_credential_process_that_cannot_run_is_access_denied(
     (fake_aws_env / "config").write_text(f"[profile cp]\ncredential_process = {command}\n")
     with pytest.raises(AccessDeniedError) as excinfo:
         make("bkt", "p", profile="cp", endpoint_url=UNREACHABLE)
-    assert excinfo.value.message == f"AWS credentials for s3://bkt/p cannot be loaded: {reason}"
+    assert excinfo.value.message == (
+        f"AWS credentials for s3://bkt/p cannot be loaded: the credential_process of AWS "
+        f"profile 'cp' {reason}"
+    )
     assert excinfo.value.hint is not None and "credential_process" in excinfo.value.hint
 
 
@@ -301,8 +314,9 @@ def test_put_with_a_credential_process_printing_no_json_exits_6(
     credential_process(fake_aws_env, "{bad")
     result = put(run, tmp_path, "--aws-profile", "cp", "--endpoint-url", UNREACHABLE)
     assert result.exit_code == ExitStatus.ACCESS_DENIED
-    assert "AWS credentials for s3://bkt/p cannot be loaded: Expecting property name" in (
-        result.stderr
+    assert (
+        "AWS credentials for s3://bkt/p cannot be loaded: the credential_process of AWS profile "
+        "'cp' printed no JSON (Expecting property name" in result.stderr
     )
 
 
@@ -347,3 +361,35 @@ def test_every_command_refuses_an_endpoint_url_with_a_password_on_every_transpor
     )
     assert "Secret1" not in result.stdout + result.stderr
     assert "put:" not in result.stderr  # refused before the first document
+
+
+@pytest.mark.parametrize("place", ["flags", "environment"])
+@pytest.mark.parametrize(
+    "command", [*COMMANDS, ["info", "--json"], ["get", "zz", "--json"]], ids=" ".join
+)
+def test_a_local_store_uses_no_s3_setting_and_shows_no_password(
+    run: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: list[str], place: str
+) -> None:
+    """A local store sends no request: like --aws-profile, --transport and --create-bucket, an
+    endpoint URL (one with a password too) and a region are neither used nor checked (a global
+    S3IDX_ENDPOINT_URL must not stop a put to a directory), and nothing of them is shown."""
+
+    def fresh(name: str) -> list[str]:
+        where = ["--store", str(tmp_path / name), "--index", str(tmp_path / f"{name}.db")]
+        assert run("put", *where, input=DOC).exit_code == 0
+        return where
+
+    settings = {"endpoint_url": "http://u:pw-Secret1@h:9000", "region": "us east 1"}
+    flags: list[str] = []
+    expected = run(*command, *fresh("without"), input=DOC)
+    for name, value in settings.items():
+        if place == "flags":
+            flags += [f"--{name.replace('_', '-')}", value]
+        else:
+            monkeypatch.setenv(f"S3IDX_{name.upper()}", value)
+
+    result = run(*command, *fresh("with"), *flags, input=DOC)
+
+    assert result.exit_code == expected.exit_code, result.stderr
+    assert "Secret1" not in result.stdout + result.stderr
+    assert "us east 1" not in result.stdout + result.stderr
