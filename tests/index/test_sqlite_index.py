@@ -796,6 +796,53 @@ def test_a_rebuild_begun_by_version_2_resumes_and_keeps_the_live_entries(tmp_pat
     ix.close()
 
 
+def _schema_reads(conn: sqlite3.Connection) -> list[str]:
+    """The statements ``conn`` runs from now on that read a table's columns."""
+    seen: list[str] = []
+    conn.set_trace_callback(lambda sql: seen.append(sql) if "table_info" in sql else None)
+    return seen
+
+
+def test_writes_to_a_version_3_index_read_its_columns_once(tmp_path: Path) -> None:
+    ix = SqliteIndex(tmp_path / "index.sqlite3")
+    ix.configure(KEY, ["task"])
+    ix.upsert_if([entry("a", task="t")], {"a": None})
+    assert ix._db.writer is not None
+    reads = _schema_reads(ix._db.writer)
+    for n in range(3):  # the compare-and-sets of a put's flushes, a delete's, a sync's
+        read = ix.versions(["a"])["a"]
+        assert ix.upsert_if([entry("a", task=str(n))], {"a": read}) == set()
+    assert ix.delete_if({"a": ix.versions(["a"])["a"]}) == (1, set())
+    assert reads == []
+    ix.close()
+
+
+def test_a_reader_sees_the_stamps_once_another_process_upgraded_the_file(tmp_path: Path) -> None:
+    """A connection that read a version-2 file (no stamp column) must not go on reading no
+    stamps once another process upgraded it to version 3 and stamped its writes: its
+    compare-and-sets would then be made from versions that never match."""
+    path = tmp_path / "index.sqlite3"
+    with SqliteIndex(path) as old:
+        old.configure(KEY, ["task"])
+        old.upsert([entry("a", task="t")])
+    _downgrade_to_version_2(path)
+
+    ix = SqliteIndex(path)
+    assert ix.versions(["a"]) == {"a": Version("etag-1", None)}  # read as it is
+    assert ix.bookkeeping(["a"])["a"][1].stamp is None
+    with SqliteIndex(path) as other:  # another process: its first write upgrades the file
+        assert other.upsert_if([entry("a", task="u")], {"a": Version("etag-1", None)}) == set()
+        written = other.versions(["a"])["a"]
+    assert written.stamp is not None
+    assert _tables_and_version(path)[1] == "3"
+    assert ix.versions(["a"]) == {"a": written}  # the same pooled connection, now stamped
+    assert ix.bookkeeping(["a"])["a"][1].stamp == written.stamp
+    assert dict(ix.iter_bookkeeping())["a"].stamp == written.stamp
+    assert ix.upsert_if([entry("a", task="v")], {"a": Version("etag-1", None)}) == {"a"}
+    assert ix.upsert_if([entry("a", task="v")], {"a": written}) == set()
+    ix.close()
+
+
 # --- what only SQLite shows of compare-and-set and the change log ----------------------------
 
 
