@@ -664,7 +664,26 @@ def test_creating_the_file_waits_for_another_process_holding_it(tmp_path: Path) 
         index.close()
 
 
-# --- schema version 1 (before the delete journal and the change log) --------------------------
+# --- files of earlier schema versions --------------------------------------------------------
+
+
+def _table_names(conn: sqlite3.Connection) -> set[str]:
+    return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+
+
+def _tables_and_version(path: Path) -> tuple[set[str], str]:
+    with sqlite3.connect(path) as conn:
+        tables = _table_names(conn)
+        version = conn.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone()
+    return tables, version[0]
+
+
+def _downgrade_to_version_2(path: Path) -> None:
+    """Make ``path`` what s3idx wrote before schema version 3: entry tables without stamps."""
+    with sqlite3.connect(path) as conn:
+        for table in {LIVE.entries, REBUILD.entries} & _table_names(conn):
+            conn.execute(f"ALTER TABLE {table} DROP COLUMN stamp")
+        conn.execute("UPDATE meta SET value = '2' WHERE name = 'schema_version'")
 
 
 def _downgrade_to_version_1(path: Path) -> None:
@@ -677,24 +696,24 @@ def _downgrade_to_version_1(path: Path) -> None:
         conn.execute("UPDATE meta SET value = '1' WHERE name = 'schema_version'")
 
 
-def _tables_and_version(path: Path) -> tuple[set[str], str]:
-    with sqlite3.connect(path) as conn:
-        tables = {
-            row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
-        }
-        version = conn.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone()
-    return tables, version[0]
+def _index_of_version(tmp_path: Path, version: int) -> Path:
+    """An index holding entries "a" (task "t") and "b" (task "u"), as the s3idx of schema
+    ``version`` (1 or 2) left it."""
+    path = tmp_path / "index.sqlite3"
+    with SqliteIndex(path) as old:
+        old.configure(KEY, ["task"])
+        old.upsert([entry("a", task="t"), entry("b", task="u")])
+    {1: _downgrade_to_version_1, 2: _downgrade_to_version_2}[version](path)
+    return path
+
+
+# --- schema version 1 (before the delete journal and the change log) --------------------------
 
 
 def test_a_version_1_index_is_read_as_it_is_and_upgraded_on_its_first_write(
     tmp_path: Path,
 ) -> None:
-    path = tmp_path / "index.sqlite3"
-    with SqliteIndex(path) as old:
-        old.configure(KEY, ["task"])
-        old.upsert([entry("a", task="t"), entry("b", task="u")])
-    _downgrade_to_version_1(path)
-
+    path = _index_of_version(tmp_path, 1)
     ix = SqliteIndex(path)
     # Reading changes nothing (the file may be read-only) and finds nothing journaled.
     assert ix.settings() == IndexSettings(KEY, ("task",))
@@ -736,24 +755,10 @@ def test_a_rebuild_begun_by_version_1_resumes_with_a_change_log(tmp_path: Path) 
 # --- schema version 2 (before stamps) --------------------------------------------------------
 
 
-def _downgrade_to_version_2(path: Path) -> None:
-    """Make ``path`` what s3idx wrote before schema version 3: entry tables without stamps."""
-    with sqlite3.connect(path) as conn:
-        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        for table in {LIVE.entries, REBUILD.entries} & tables:
-            conn.execute(f"ALTER TABLE {table} DROP COLUMN stamp")
-        conn.execute("UPDATE meta SET value = '2' WHERE name = 'schema_version'")
-
-
 def test_a_version_2_index_is_read_as_it_is_and_upgraded_on_its_first_write(
     tmp_path: Path,
 ) -> None:
-    path = tmp_path / "index.sqlite3"
-    with SqliteIndex(path) as old:
-        old.configure(KEY, ["task"])
-        old.upsert([entry("a", task="t"), entry("b", task="u")])
-    _downgrade_to_version_2(path)
-
+    path = _index_of_version(tmp_path, 2)
     ix = SqliteIndex(path)
     # Reading changes nothing (the file may be read-only): entries have no stamp yet.
     assert ix.versions(["a"]) == {"a": Version("etag-1", None)}
@@ -821,12 +826,7 @@ def test_a_reader_sees_the_stamps_once_another_process_upgraded_the_file(tmp_pat
     """A connection that read a version-2 file (no stamp column) must not go on reading no
     stamps once another process upgraded it to version 3 and stamped its writes: its
     compare-and-sets would then be made from versions that never match."""
-    path = tmp_path / "index.sqlite3"
-    with SqliteIndex(path) as old:
-        old.configure(KEY, ["task"])
-        old.upsert([entry("a", task="t")])
-    _downgrade_to_version_2(path)
-
+    path = _index_of_version(tmp_path, 2)
     ix = SqliteIndex(path)
     assert ix.versions(["a"]) == {"a": Version("etag-1", None)}  # read as it is
     assert ix.bookkeeping(["a"])["a"][1].stamp is None
