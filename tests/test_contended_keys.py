@@ -215,3 +215,45 @@ def test_reindex_names_the_keys_it_left_contended(tmp_path: Path, contended: set
     # Named as reindex names the keys it failed, on stderr as in --json.
     [(key, reason)] = events.lines
     assert key == "k1" and HINT in reason
+
+
+def test_sync_names_an_interrupted_put_it_could_not_settle(
+    tmp_path: Path, contended: set[str]
+) -> None:
+    with _engine(tmp_path) as engine:
+        engine.put_documents([_doc("k0"), _doc("k1")], fields=["tag"])
+        etag = engine.index.etags(["k1"])["k1"]
+        engine.index.journal_puts({"k1": etag}, "a-run-long-gone")  # its heartbeat is stale
+    contended.add("k1")
+    store, index = LocalStore(tmp_path / "store"), SqliteIndex(tmp_path / "index.sqlite3")
+    with Engine(store, index, put_stale_seconds=0) as engine:
+        synced = engine.sync()
+        assert (synced.interrupted_puts, synced.contended_keys) == (0, ["k1"])
+        assert [r.key for r in engine.index.put_intents()] == ["k1"]  # kept for the next sync
+    contended.clear()
+    with Engine(store, SqliteIndex(tmp_path / "index.sqlite3"), put_stale_seconds=0) as engine:
+        synced = engine.sync()
+        assert (synced.interrupted_puts, synced.contended) == (1, 0)
+        assert engine.index.put_intents() == []
+
+
+def test_sync_names_an_interrupted_delete_it_could_not_settle(
+    tmp_path: Path, contended: set[str]
+) -> None:
+    """A delete killed after its journal record, and the key stored again since (through
+    another index): finishing the delete leaves the new object, whose entry reconcile then
+    could not set."""
+    with _engine(tmp_path) as engine:
+        engine.put_documents([_doc("k0"), _doc("k1")], fields=["tag"])
+        engine.index.journal_deletes({"k1": engine.index.etags(["k1"])["k1"]})
+    with _engine(tmp_path, "other.sqlite3") as other:
+        other.put_documents([_doc("k1", "new")], fields=["tag"])
+    contended.add("k1")
+    with _engine(tmp_path) as engine:
+        synced = engine.sync()
+        assert synced.contended_keys == ["k1"]
+    contended.clear()
+    with _engine(tmp_path) as engine:
+        assert engine.sync().contended == 0
+        assert engine.sync(check=True).drift == 0
+        assert engine.get("k1")["tag"] == "new"
