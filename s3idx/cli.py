@@ -933,17 +933,23 @@ def _put(
         status = ExitStatus.PARTIAL
     if status is None and result.unstored:
         status = ExitStatus.UNAVAILABLE
-    _name_unstored(ctx, result)
+    _name_keys(ctx, result)
     _report(ctx, result.as_dict(), output.put_summary(result), status)
     return status
 
 
-def _name_unstored(ctx: CommandContext, result: object) -> None:
-    """The documents a put read and did not store, by key, on stderr (in --json, too)."""
+def _name_keys(ctx: CommandContext, result: object) -> None:
+    """On stderr (with --json, too), by key: the documents a put read and did not store, and
+    the keys reconcile gave up on (a put's not indexed, another command's not settled)."""
     from s3idx.engine.results import PutResult
 
     if isinstance(result, PutResult):
         for line in output.unstored_lines(result):
+            ctx.out.message(line)
+    keys = getattr(result, "contended_keys", None)
+    if keys:
+        label = "not indexed" if isinstance(result, PutResult) else "not settled"
+        for line in output.contended_lines(label, getattr(result, "contended", 0), keys):
             ctx.out.message(line)
 
 
@@ -991,7 +997,7 @@ def _report_failure(ctx: CommandContext, exc: S3idxError) -> None:
 
 def _report_partial(ctx: CommandContext, partial: object, error: str, status: ExitStatus) -> None:
     """What a run stopped by ``error`` had done: its summary, with the error."""
-    _name_unstored(ctx, partial)
+    _name_keys(ctx, partial)
     summary = getattr(partial, "as_dict", None)
     if summary is not None:
         _report(ctx, {**summary(), "error": error}, output.summary_line(partial), status)
@@ -1355,7 +1361,10 @@ def delete(
     for key, reason in result.failed:
         run.out.message(f"could not delete {shorten_key(key)}: {reason}")
     without_entry = set(result.kept_without_entry)
+    contended = set(result.contended_keys)  # named below: their entries may show neither
     for key in result.kept:
+        if key in contended:
+            continue
         if key in without_entry:
             run.out.message(
                 f"not deleted: {shorten_key(key)}: its object changed since its entry was read "
@@ -1370,10 +1379,11 @@ def delete(
             "shows the stored version: delete it again to delete that"
         )
     status = _unavailable_status(result.unavailable, result.denied)
-    if status is None and (result.failed or result.kept):
+    if status is None and (result.failed or result.kept or result.contended):
         status = ExitStatus.PARTIAL
     elif status is None and result.missing:
         status = ExitStatus.NOT_FOUND
+    _name_keys(ctx, result)
     _report(ctx, result.as_dict(), output.delete_summary(result), status)
     return status
 
@@ -1558,6 +1568,9 @@ def rebuild_index(
     status = ctx.signals.exit_status() or _scan_status(
         result.skipped.undecodable, result.maggma.rewrite_failed
     )
+    if status is None and result.contended:
+        status = ExitStatus.PARTIAL
+    _name_keys(ctx, result)
     _report(ctx, result.as_dict(), output.rebuild_summary(result), status)
     if result.interrupted:
         again = "" if only is None else f" --shard {only}"
@@ -1697,8 +1710,9 @@ def sync(
         status = _unavailable_status(result.unavailable, result.denied)
     if status is None:
         status = _scan_status(result.skipped.undecodable, result.maggma.rewrite_failed)
-    if status is None and result.not_in_manifests:
+    if status is None and (result.not_in_manifests or result.contended):
         status = ExitStatus.PARTIAL
+    _name_keys(ctx, result)
     _report(ctx, summary, output.sync_summary(result), status)
     return status
 

@@ -691,7 +691,12 @@ def _update_failure(rejects: Sequence[Reject], result: PutResult) -> str:
             + (f" (and {more} more)" if more > 0 else "")
         )
     if result.not_indexed:
-        parts.append(
-            f"{plural(result.not_indexed, 'document')} stored but not indexed (sync indexes them)"
-        )
+        text = f"{plural(result.not_indexed, 'document')} stored but not indexed"
+        if result.contended_keys:
+            shown = ", ".join(shorten_key(k) for k in result.contended_keys[:_SHOWN_REJECTS])
+            more = result.contended - _SHOWN_REJECTS
+            text += f", other writers kept changing the entries of {shown}" + (
+                f" (and {more} more)" if more > 0 else ""
+            )
+        parts.append(text + " (sync indexes them)")
     return "; ".join(parts)

@@ -170,7 +170,10 @@ def put_summary(result: PutResult) -> str:
     return line + _not_in_manifests(result.not_in_manifests, "stored object")
 
 
-UNSTORED_SHOWN = 20  # documents a failed put names on stderr; --json names up to 10,000
+# Keys a command names on stderr, one line each, before a count of the rest; --json names up to
+# REPORTED_KEYS_LIMIT (10,000).
+NAMED_ON_STDERR = 20
+UNSTORED_SHOWN = NAMED_ON_STDERR  # documents a failed put names on stderr
 
 
 def unstored_lines(result: PutResult) -> list[str]:
@@ -184,6 +187,25 @@ def unstored_lines(result: PutResult) -> list[str]:
     if more > 0:
         lines.append(f"… and {more} more not stored (--json names up to 10,000)")
     return lines
+
+
+def contended_lines(label: str, count: int, keys: Sequence[str]) -> list[str]:
+    """``LABEL: KEY: why`` for the first keys reconcile gave up on (other writers kept changing
+    their entries), then a count of the rest."""
+    from s3idx.engine.results import CONTENDED_REASON
+
+    lines = [f"{label}: {shorten_key(key)}: {CONTENDED_REASON}" for key in keys[:NAMED_ON_STDERR]]
+    more = count - len(lines)
+    if more > 0:
+        lines.append(f"… and {more} more {label} (--json names up to 10,000)")
+    return lines
+
+
+def _contended(count: int, again: str = "") -> str:
+    if not count:
+        return ""
+    keys = plural(count, "key")
+    return f"; {keys} other writers kept changing, not settled (run s3idx sync{again})"
 
 
 def rebuild_summary(result: RebuildResult) -> str:
@@ -223,6 +245,7 @@ def rebuild_summary(result: RebuildResult) -> str:
     if result.pending_fields:
         lacking = ", ".join(f"{f} ({n})" for f, n in result.pending_fields.items())
         line += f"; objects lacking fields: {lacking}: run `s3idx reindex` to backfill them"
+    line += _contended(result.contended)
     if result.shard is not None:
         return line + _shard_outcome(result)
     if not result.committed:
@@ -323,6 +346,7 @@ def sync_summary(result: SyncResult) -> str:
         if not result.prune and result.index_only:
             stale = plural(result.index_only, "stale entry", "stale entries")
             line += f", kept {stale} (--no-prune)"
+        line += _contended(result.contended, " again")
     skipped = result.skipped
     if skipped.not_s3idx:
         foreign = plural(skipped.not_s3idx, "object")
@@ -363,7 +387,7 @@ def delete_summary(result: DeleteResult) -> str:
         line += f", {result.rewritten} skipped (changed since indexed)"
     if result.finished:
         line += f"; {plural(result.finished, 'document')} finished from an interrupted delete"
-    return line
+    return line + _contended(result.contended)
 
 
 def verify_summary(result: VerifyResult) -> str:

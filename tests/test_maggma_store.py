@@ -327,6 +327,33 @@ def test_a_document_the_store_keeps_failing_is_an_unavailable_error_naming_it(
             through.close()
 
 
+def test_update_names_the_documents_other_writers_kept_from_being_indexed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from s3idx.index.sqlite import SqliteIndex
+
+    original = SqliteIndex.upsert_if
+
+    def contended(self: SqliteIndex, entries: Any, expected: Any) -> set[str]:
+        moved = [e for e in entries if e["task_id"] == "mp-2"]
+        if moved:
+            self.upsert(moved)  # another writer, each time just before this compare-and-set
+        return original(self, entries, expected)
+
+    monkeypatch.setattr(SqliteIndex, "upsert_if", contended)
+    store = S3idxStore(store=str(tmp_path / "store"), index=str(tmp_path / "index.sqlite3"))
+    store.connect()
+    try:
+        with pytest.raises(S3idxStoreError) as failed:
+            store.update([{"task_id": f"mp-{i}", "n": i} for i in range(4)])
+    finally:
+        store.close()
+    message = str(failed.value)
+    named = "other writers kept changing the entries of mp-2 (sync indexes them)"
+    assert f"1 document stored but not indexed, {named}" in message
+    assert failed.value.partial_result.contended_keys == ["mp-2"]
+
+
 class Lattice(MSONable):  # type: ignore[misc]
     def __init__(self, a: float) -> None:
         self.a = a

@@ -57,7 +57,9 @@ def delete_keys(
     result = DeleteResult(dry_run=dry_run)
     with reported_on_failure(result):
         if not dry_run:
-            finish_deletes(store, index, removed=result.count_finished)
+            finish_deletes(
+                store, index, removed=result.count_finished, contended=result.add_contended
+            )
         unique = list(dict.fromkeys(keys))
         for batch in batched(unique, DELETE_BATCH):
             _delete_batch(store, index, batch, result, named=True)
@@ -78,7 +80,9 @@ def delete_matching(
     result = DeleteResult(dry_run=dry_run)
     with reported_on_failure(result):
         if not dry_run:
-            finish_deletes(store, index, removed=result.count_finished)
+            finish_deletes(
+                store, index, removed=result.count_finished, contended=result.add_contended
+            )
         total = index.count(filter) if events is not None else None
         for batch in _matching_keys(index, filter, key_field, dry_run):
             _delete_batch(store, index, batch, result, named=False)
@@ -92,6 +96,7 @@ def finish_deletes(
     *,
     shard: Shard | None = None,
     removed: Callable[[], None] | None = None,
+    contended: Callable[[list[str]], None] | None = None,
 ) -> int:
     """Finish the deletes a killed or failed ``delete`` left in the journal (steps 3-5).
 
@@ -102,7 +107,8 @@ def finish_deletes(
     ``shard``, only the records of its keys. ``removed()`` is called once per object this
     process removed, as soon as it is removed, not for those another process (the delete it
     finishes, still running, or another finishing it too) removed first: a delete's (or a
-    rebuild's) count of what it removed.
+    rebuild's) count of what it removed. ``contended(keys)`` is given the keys whose objects
+    were stored again and whose entries reconcile then gave up on (left for sync).
     """
     records = journaled(index, shard)
     finished = 0
@@ -111,6 +117,8 @@ def finish_deletes(
         outcome = _DeleteOutcome(removed)
         _delete_journaled(store, index, {k: records[k] for k in batch}, outcome)
         finished += len(outcome.gone) + len(outcome.absent)
+        if contended is not None and outcome.contended:
+            contended(outcome.contended)
     return finished
 
 
@@ -239,6 +247,7 @@ def _delete_batch(
         result.failed.extend(outcome.failed)
         result.unavailable += len(outcome.unavailable)
         result.denied += len(outcome.denied)
+        result.add_contended(outcome.contended)
         if named:
             # Named, but with no object to remove: another delete removed it first (or the
             # entry named an object already gone). Not deleted by this one: not found.
@@ -283,6 +292,7 @@ class _DeleteOutcome:
         "_heard",
         "_lock",
         "absent",
+        "contended",
         "denied",
         "entries",
         "failed",
@@ -310,6 +320,9 @@ class _DeleteOutcome:
         self.unavailable: list[DeleteFailure] = []
         # Of the failed, those the store denied these credentials, in key order.
         self.denied: list[tuple[str, str]] = []
+        # Of the rewritten, those whose entries reconcile gave up on (other writers kept
+        # changing them): left for sync.
+        self.contended: list[str] = []
 
     def done(self, key: str, removed: bool) -> None:
         """``ObjectStore.delete``'s report of a key (from any of its threads)."""
@@ -358,7 +371,8 @@ def _delete_journaled(
         index.clear_journal({k: remaining[k] for k in changed})
         settings = index.settings()
         if settings is not None:
-            reconcile(store, index, changed, key_field=settings.key_field)
+            left = reconcile(store, index, changed, key_field=settings.key_field).left
+            outcome.contended.extend(left)
     outcome.failed.extend((f.key, f.reason) for f in failures if not f.changed)
     denied = {f.key: f.reason for f in failures if f.denied}
     outcome.denied.extend((k, denied[k]) for k in remaining if k in denied)

@@ -487,6 +487,8 @@ class _Run:
         for part in parts:  # the count is summed above; the keys kept up to the same bound
             room = REPORTED_KEYS_LIMIT - len(merged.unstored_keys)
             merged.unstored_keys.extend(part.unstored_keys[: max(0, room)])
+            room = REPORTED_KEYS_LIMIT - len(merged.contended_keys)
+            merged.contended_keys.extend(part.contended_keys[: max(0, room)])
         merged.stopped_early = self._stopped_early or any(p.stopped_early for p in parts)
         # Workers told to stop report themselves interrupted; only a signal interrupts the run.
         merged.interrupted = self._stop is not None and self._stop.is_set()

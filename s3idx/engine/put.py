@@ -287,6 +287,7 @@ class UploadPipeline:
             raise
         self._result.reconciled += len(keys)
         self._result.not_indexed += outcome.gave_up
+        self._result.add_contended(outcome.left)
 
     def finish(self) -> None:
         """Wait for every upload, then write their entries."""

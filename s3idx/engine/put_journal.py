@@ -149,11 +149,13 @@ def finish_puts(
     shard: Shard | None = None,
     stale_after: float,
     wait: Callable[[float], bool] | None = None,
+    contended: Callable[[list[str]], None] | None = None,
 ) -> tuple[int, PutJournal]:
     """Set every key a dead run journaled to what the bucket holds, then clear those records.
 
     Returns how many keys were settled, and the journal as read. A key still contended after
-    reconcile's rounds keeps its records (the next sync tries again). Live
+    reconcile's rounds keeps its records (the next sync tries again), and is given to
+    ``contended``. Live
     runs' records are left alone: the run clears them itself, and settling one before its
     upload lands would leave the entry describing the replaced version with no record, should
     the run then be killed. A run seen dead only now (its process gone) may still have an
@@ -169,6 +171,8 @@ def finish_puts(
     for batch in batched(sorted(by_key), DELETE_BATCH):
         outcome = reconcile(store, index, batch, key_field=key_field, workers=workers)
         done = [key for key in batch if key not in set(outcome.left)]
+        if contended is not None and outcome.left:
+            contended(outcome.left)
         index.clear_put_intents(record for key in done for record in by_key[key])
         settled += len(done)
     return settled, journal

@@ -237,7 +237,8 @@ def _run(
         with reported_on_failure(result):
             # Writes that landed in the old index while it was being replaced are in the log.
             logged = list(rebuild.changed_keys())
-            reconcile(store, index, logged, key_field=result.key_field, workers=workers)
+            outcome = reconcile(store, index, logged, key_field=result.key_field, workers=workers)
+            result.add_contended(outcome.left)
             rebuild.finish()
             result.total_entries = index.count()  # after the writes reconcile caught up with
             if compaction is not None:

@@ -6,17 +6,17 @@ read before its object operation. A key whose CAS failed was written by someone 
 meanwhile; ``reconcile`` then makes the entry describe whatever object the bucket holds *now*,
 again by CAS, from a version read from the index *before* the HEAD:
 
-    recorded = index.bookkeeping; journaled = index.journaled; head = store.head
+    recorded = index.versions; journaled = index.journaled; head = store.head
     object missing, foreign, broken,
     or journaled with its own ETag     -> delete_if(recorded)
     otherwise                          -> upsert_if(entry from head's metadata, recorded)
 
-An entry whose ETag is already the HEAD's is written again too (counted unchanged when the
-whole entry was the HEAD's already): the object may be a later upload of the same bytes, and
-only a new stamp makes a writer that read the entry before that upload fail its CAS (and
-reconcile) instead of indexing its own earlier object over it. And S3 gives identical bytes one
-ETag: two puts of one document (or a put beside ``reindex``) store objects of one ETag whose
-metadata differ (``last_updated``, the indexed fields), so the entry written is the HEAD's.
+An entry whose ETag is already the HEAD's is written again too (so only versions are read, not
+entries): the object may be a later upload of the same bytes, and only a new stamp makes a
+writer that read the entry before that upload fail its CAS (and reconcile) instead of indexing
+its own earlier object over it. And S3 gives identical bytes one ETag: two puts of one
+document (or a put beside ``reindex``) store objects of one ETag whose metadata differ
+(``last_updated``, the indexed fields), so the entry written is the HEAD's.
 
 A CAS that fails again means another writer moved the index between our reads and our write:
 the loop reads again. Reading the index before the HEAD is what makes this safe: whatever we
@@ -38,12 +38,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from s3idx.codec import RESERVED_FIELD, canonical
 from s3idx.config import DEFAULT_WORKERS
 from s3idx.engine.concurrency import ordered_map, worker_pool
 from s3idx.engine.recover import Recovered, recover_entry
 from s3idx.errors import NotAnS3idxObjectError, ObjectNotFoundError, UndecodableMetadataError
-from s3idx.index.base import Bookkeeping, Entry, Index, Version
+from s3idx.index.base import Entry, Index, Version
 from s3idx.store.base import ObjectHead, ObjectStore
 
 ATTEMPTS = 8  # rounds of read-and-CAS per key before giving up on it (sync repairs it later)
@@ -54,8 +53,6 @@ DELETE_WAIT = 30.0
 
 @dataclass(slots=True)
 class ReconcileResult:
-    fixed: int = 0  # entries written or removed so that they describe the bucket's object
-    unchanged: int = 0  # found in step (another writer had put them right), written again
     gave_up: int = 0  # still contended after ATTEMPTS rounds: left for sync
     left: list[str] = field(default_factory=list)  # those keys
 
@@ -78,7 +75,7 @@ def reconcile(
     with worker_pool(max(1, min(workers, len(todo))), "s3idx-reconcile") as pool:
         for _ in range(attempts):
             deleting: dict[str, str] = {}
-            todo = _round(store, index, todo, key_field, pool, workers, result, deleting)
+            todo = _round(store, index, todo, key_field, pool, workers, deleting)
             if not todo:
                 return result
             waiting = {key: deleting[key] for key in todo if key in deleting}
@@ -133,13 +130,6 @@ def observe(
     return truth
 
 
-def _same_entry(entry: Entry, recorded: Entry, bookkeeping: Bookkeeping) -> bool:
-    """Whether ``entry`` (recovered from a HEAD) is the one the index records."""
-    kept = Bookkeeping.from_dict(entry[RESERVED_FIELD])
-    body = {k: v for k, v in entry.items() if k != RESERVED_FIELD}
-    return kept == bookkeeping and canonical(body) == canonical(recorded)
-
-
 def _indexable(head: ObjectHead, key_field: str) -> Recovered | None:
     try:
         recovered = recover_entry(head, key_field)
@@ -155,38 +145,31 @@ def _round(
     key_field: str,
     pool: ThreadPoolExecutor,
     workers: int,
-    result: ReconcileResult,
     deleting: dict[str, str],
 ) -> list[str]:
     """One read-and-CAS round over ``keys``; the keys whose CAS failed again, and those whose
     object a delete may be removing (also put in ``deleting``: read again once it ended)."""
     # Order matters: index, then journal, then object (see the module's docstring).
-    recorded = index.bookkeeping(keys)
+    recorded = index.versions(keys)
     journaled = index.journaled(keys)
     truth = observe(store, keys, key_field, pool, workers, journaled, deleting)
     writes: list[Entry] = []
     expected: dict[str, Version | None] = {}
     removals: dict[str, Version] = {}
-    in_step: set[str] = set()  # entries found to be the HEAD's already
     for key in keys:
-        if key in deleting and recorded.get(key) is None:
+        version = recorded.get(key)
+        if key in deleting and version is None:
             continue  # no entry to remove meanwhile; whether to write one: once it ended
-        found, current = truth[key], recorded.get(key)
-        entry = found.entry if found is not None else None
-        version = current[1].version if current is not None else None
-        if entry is None:
-            if version is None:
-                result.unchanged += 1
-            else:
+        found = truth[key]
+        if found is None:
+            if version is not None:
                 removals[key] = version
         else:
-            # An entry found in step is written again all the same (a new stamp): the object
-            # may be a later upload of the same bytes, and a writer that read this entry before
+            # Written even when the entry already is the HEAD's (a new stamp): the object may
+            # be a later upload of the same bytes, and a writer that read this entry before
             # that upload must lose its compare-and-set (the ABA race, ``base.Version``), not
             # index its own object over it.
-            if current is not None and _same_entry(entry, *current):
-                in_step.add(key)
-            writes.append(entry)
+            writes.append(found.entry)
             expected[key] = version
     again: set[str] = set()
     if writes:
@@ -194,6 +177,4 @@ def _round(
     if removals:
         _, conflicts = index.delete_if(removals)
         again |= conflicts
-    result.unchanged += len(in_step - again)
-    result.fixed += len(writes) + len(removals) - len(again) - len(in_step - again)
     return [k for k in keys if k in again or (k in deleting and k not in removals)]

@@ -31,7 +31,14 @@ from s3idx.engine.manifest import ManifestLine
 from s3idx.engine.manifest_batches import ManifestBatches
 from s3idx.engine.read import fetch_document
 from s3idx.engine.reconcile import reconcile
-from s3idx.engine.results import Events, ReindexResult, accounted, reported_on_failure, started
+from s3idx.engine.results import (
+    CONTENDED_REASON,
+    Events,
+    ReindexResult,
+    accounted,
+    reported_on_failure,
+    started,
+)
 from s3idx.engine.retry import OBJECT_FAILURES, FailedInARow
 from s3idx.errors import (
     CorruptObjectError,
@@ -121,8 +128,8 @@ def run_reindex(
                 # The objects' new metadata in a manifest, then their entries (as put does).
                 manifests.flush()
                 _count_manifests(result, manifests)
-                _write_entries(index, store, settings, entries, recorded, result, workers)
-                _repair_entries(index, store, settings, stale, result, workers)
+                _write_entries(index, store, settings, entries, recorded, result, workers, events)
+                _repair_entries(index, store, settings, stale, result, workers, events)
                 result.listed += len(batch)
                 events.progress(result.listed, None, {"updated": result.updated})
                 if stop is not None and stop.is_set():
@@ -158,6 +165,7 @@ def _write_entries(
     recorded: dict[str, Version],
     result: ReindexResult,
     workers: int,
+    events: Events,
 ) -> None:
     """Each entry by compare-and-set on the version recorded before its object's metadata was
     replaced: a plain upsert would put back an entry over the one a ``put`` or ``delete`` wrote
@@ -171,8 +179,7 @@ def _write_entries(
         return
     outcome = reconcile(store, index, sorted(conflicts), key_field=key_field, workers=workers)
     result.reconciled += len(conflicts) - outcome.gave_up
-    for key in outcome.left:  # still contended: its entry may not describe its object
-        result.fail(key, "another writer kept changing it; run s3idx sync")
+    _fail_contended(result, outcome.left, events)
 
 
 def _repair_entries(
@@ -182,6 +189,7 @@ def _repair_entries(
     keys: list[str],
     result: ReindexResult,
     workers: int,
+    events: Events,
 ) -> None:
     """Entries of objects already up to date that describe another version: an earlier run
     stopped (or lost a copy's answer) between the copy and the entry. Set to what the bucket
@@ -190,8 +198,15 @@ def _repair_entries(
         return
     outcome = reconcile(store, index, keys, key_field=settings.key_field, workers=workers)
     result.reconciled += len(keys) - outcome.gave_up
-    for key in outcome.left:
-        result.fail(key, "another writer kept changing it; run s3idx sync")
+    _fail_contended(result, outcome.left, events)
+
+
+def _fail_contended(result: ReindexResult, keys: list[str], events: Events) -> None:
+    """Keys still contended after reconcile's rounds: their entries may not describe their
+    objects. Failed, and named as every failed key is."""
+    for key in keys:
+        result.fail(key, CONTENDED_REASON)
+        events.skipped(key, f"not reindexed: {CONTENDED_REASON}")
 
 
 def _count_manifests(result: ReindexResult, manifests: ManifestBatches) -> None:

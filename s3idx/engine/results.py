@@ -40,6 +40,24 @@ def key_reasons(pairs: Iterable[tuple[str, str]]) -> list[dict[str, str]]:
     return [{"key": key, "reason": reason} for key, reason in pairs]
 
 
+# Why a key reconcile gave up on may not be indexed as the bucket holds it.
+CONTENDED_REASON = "other writers kept changing its entry; run s3idx sync to set it"
+
+
+class _CountsContended(Protocol):
+    contended: int
+    contended_keys: list[str]
+
+
+def add_contended(result: _CountsContended, keys: Iterable[str]) -> None:
+    """Count the keys ``reconcile`` gave up on (other writers kept moving their entries past
+    its rounds: each may not describe its object; ``sync`` sets it right), and keep them (up
+    to the bound)."""
+    for key in keys:
+        result.contended += 1
+        keep_key(result.contended_keys, key)
+
+
 @dataclass(frozen=True, slots=True)
 class Reject:
     """An input record that was not stored."""
@@ -77,6 +95,10 @@ class PutResult:
     # Keys whose entry another writer changed during the upload: indexed from the bucket's
     # object instead (engine/reconcile.py); not_indexed counts those it could not settle.
     reconciled: int = 0
+    # Of the not indexed, the keys reconcile gave up on (``add_contended``): other writers
+    # kept changing their entries. Counted exactly, kept up to REPORTED_KEYS_LIMIT.
+    contended: int = 0
+    contended_keys: list[str] = field(default_factory=list)
     retries: int = 0
     # Manifests (engine/manifest_batches.py): written, writes that failed, and stored objects
     # that no manifest lists in the end (a later rebuild HEADs them; not exit 0).
@@ -92,6 +114,9 @@ class PutResult:
     def unstore(self, key: str, reason: str) -> None:
         self.unstored += 1
         keep_key(self.unstored_keys, (key, reason))
+
+    def add_contended(self, keys: Iterable[str]) -> None:
+        add_contended(self, keys)
 
     def as_dict(self) -> dict[str, Any]:
         """The summary ``--json`` prints. A dry run stored nothing: its counts are
@@ -170,6 +195,10 @@ class DeleteResult:
     unavailable: int = 0
     # Of the failed, keys whose objects the store denied these credentials (still journaled).
     denied: int = 0
+    # Keys left alone whose entries reconcile could not set to the object stored now: other
+    # writers kept changing them (``add_contended``; sync sets them right).
+    contended: int = 0
+    contended_keys: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -179,6 +208,9 @@ class DeleteResult:
     def count_finished(self) -> None:
         """One object of an interrupted delete's journal removed by this run."""
         self.finished += 1
+
+    def add_contended(self, keys: Iterable[str]) -> None:
+        add_contended(self, keys)
 
 
 @dataclass(slots=True)
@@ -312,6 +344,10 @@ class RebuildResult:
     # Objects of deletes under way or interrupted (their journal records) this run removed
     # before it listed: counted by it alone, as a delete counts what it removes.
     deletes_finished: int = 0
+    # Keys written meanwhile whose entries the reconcile after the swap (or a delete it
+    # finished) could not settle: other writers kept changing them (``add_contended``).
+    contended: int = 0
+    contended_keys: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -320,6 +356,9 @@ class RebuildResult:
         data.update(self.maggma.as_dict())
         data["objects_per_second"] = self.rate
         return {"command": "rebuild-index", **data}
+
+    def add_contended(self, keys: Iterable[str]) -> None:
+        add_contended(self, keys)
 
     @property
     def rate(self) -> float:
@@ -398,6 +437,11 @@ class SyncResult:
     # key, a KMS key): they fail again until the permissions change (exit 6, not 5).
     denied: int = 0
     unavailable_keys: list[tuple[str, str]] = field(default_factory=list)
+    # Keys whose entries reconcile could not settle (an adoption, an update, an interrupted
+    # put or delete): other writers kept changing them (``add_contended``). The next sync
+    # tries them again.
+    contended: int = 0
+    contended_keys: list[str] = field(default_factory=list)
 
     @property
     def drift(self) -> int:
@@ -405,6 +449,9 @@ class SyncResult:
 
     def add_unavailable(self, key: str, reason: str, denied: bool = False) -> None:
         add_unavailable(self, key, reason, denied=denied)
+
+    def add_contended(self, keys: Iterable[str]) -> None:
+        add_contended(self, keys)
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)

@@ -324,7 +324,9 @@ def _interrupted_deletes(
     merge, so their objects are gone from the listing and their entries from the index.
     With ``shard``, only the deletes of its keys."""
     if writes:
-        result.interrupted_deletes = finish_deletes(store, index, shard=shard)
+        result.interrupted_deletes = finish_deletes(
+            store, index, shard=shard, contended=result.add_contended
+        )
         return
     for key in journaled(index, shard):
         result.interrupted_deletes += 1
@@ -358,6 +360,7 @@ def _interrupted_puts(
             shard=shard,
             stale_after=stale_after,
             wait=partial(_wait_for_killed_puts, events, stop),
+            contended=result.add_contended,
         )
         result.puts_in_progress = len(journal.in_progress)
         return set()
@@ -633,6 +636,7 @@ class _Applier:
             self._store, self._index, sorted(keys), key_field=key_field, workers=self._workers
         )
         self._result.reconciled += len(keys) - outcome.gave_up
+        self._result.add_contended(outcome.left)
 
     def _mark_pending(self) -> None:
         """Entries adopted without a recorded field make it pending until reindex runs."""

@@ -1228,6 +1228,10 @@ class _Connection(sqlite3.Connection):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.streams: set[sqlite3.Cursor] = set()
+        # Entry tables seen with their stamp column (``_stamp_column``): a column no s3idx
+        # removes, so known once seen. A table seen without it is not remembered: another
+        # process may upgrade the file to version 3 at any moment.
+        self.stamped: set[str] = set()
 
     def close(self) -> None:
         for cursor in list(self.streams):
@@ -1391,8 +1395,22 @@ def _versions(conn: sqlite3.Connection, tables: Tables, keys: Sequence[str]) -> 
 
 def _stamp_column(conn: sqlite3.Connection, table: str) -> str:
     """What to select for ``table``'s stamps: the column, or NULL in a file written before
-    version 3 (read as it is, and upgraded by its first write)."""
-    return "stamp" if "stamp" in _columns(conn, table) else "NULL"
+    version 3 (read as it is, and upgraded by its first write).
+
+    Asked once per connection and table of a version-3 file (a write's compare-and-set reads
+    versions in every transaction): a stamp column stays, since an s3idx that writes no
+    stamps refuses a version-3 file, and every entry table this one creates has it. "No
+    column" is asked again each time: another process's first write may have added it since,
+    and its stamps must then be read, or compare-and-sets would be made from versions that
+    never match."""
+    known = conn.stamped if isinstance(conn, _Connection) else None
+    if known is not None and table in known:
+        return "stamp"
+    if "stamp" not in _columns(conn, table):
+        return "NULL"
+    if known is not None:
+        known.add(table)
+    return "stamp"
 
 
 def _add_stamp_columns(conn: sqlite3.Connection) -> None:

@@ -664,7 +664,26 @@ def test_creating_the_file_waits_for_another_process_holding_it(tmp_path: Path) 
         index.close()
 
 
-# --- schema version 1 (before the delete journal and the change log) --------------------------
+# --- files of earlier schema versions --------------------------------------------------------
+
+
+def _table_names(conn: sqlite3.Connection) -> set[str]:
+    return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+
+
+def _tables_and_version(path: Path) -> tuple[set[str], str]:
+    with sqlite3.connect(path) as conn:
+        tables = _table_names(conn)
+        version = conn.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone()
+    return tables, version[0]
+
+
+def _downgrade_to_version_2(path: Path) -> None:
+    """Make ``path`` what s3idx wrote before schema version 3: entry tables without stamps."""
+    with sqlite3.connect(path) as conn:
+        for table in {LIVE.entries, REBUILD.entries} & _table_names(conn):
+            conn.execute(f"ALTER TABLE {table} DROP COLUMN stamp")
+        conn.execute("UPDATE meta SET value = '2' WHERE name = 'schema_version'")
 
 
 def _downgrade_to_version_1(path: Path) -> None:
@@ -677,24 +696,24 @@ def _downgrade_to_version_1(path: Path) -> None:
         conn.execute("UPDATE meta SET value = '1' WHERE name = 'schema_version'")
 
 
-def _tables_and_version(path: Path) -> tuple[set[str], str]:
-    with sqlite3.connect(path) as conn:
-        tables = {
-            row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
-        }
-        version = conn.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone()
-    return tables, version[0]
+def _index_of_version(tmp_path: Path, version: int) -> Path:
+    """An index holding entries "a" (task "t") and "b" (task "u"), as the s3idx of schema
+    ``version`` (1 or 2) left it."""
+    path = tmp_path / "index.sqlite3"
+    with SqliteIndex(path) as old:
+        old.configure(KEY, ["task"])
+        old.upsert([entry("a", task="t"), entry("b", task="u")])
+    {1: _downgrade_to_version_1, 2: _downgrade_to_version_2}[version](path)
+    return path
+
+
+# --- schema version 1 (before the delete journal and the change log) --------------------------
 
 
 def test_a_version_1_index_is_read_as_it_is_and_upgraded_on_its_first_write(
     tmp_path: Path,
 ) -> None:
-    path = tmp_path / "index.sqlite3"
-    with SqliteIndex(path) as old:
-        old.configure(KEY, ["task"])
-        old.upsert([entry("a", task="t"), entry("b", task="u")])
-    _downgrade_to_version_1(path)
-
+    path = _index_of_version(tmp_path, 1)
     ix = SqliteIndex(path)
     # Reading changes nothing (the file may be read-only) and finds nothing journaled.
     assert ix.settings() == IndexSettings(KEY, ("task",))
@@ -736,24 +755,10 @@ def test_a_rebuild_begun_by_version_1_resumes_with_a_change_log(tmp_path: Path) 
 # --- schema version 2 (before stamps) --------------------------------------------------------
 
 
-def _downgrade_to_version_2(path: Path) -> None:
-    """Make ``path`` what s3idx wrote before schema version 3: entry tables without stamps."""
-    with sqlite3.connect(path) as conn:
-        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        for table in {LIVE.entries, REBUILD.entries} & tables:
-            conn.execute(f"ALTER TABLE {table} DROP COLUMN stamp")
-        conn.execute("UPDATE meta SET value = '2' WHERE name = 'schema_version'")
-
-
 def test_a_version_2_index_is_read_as_it_is_and_upgraded_on_its_first_write(
     tmp_path: Path,
 ) -> None:
-    path = tmp_path / "index.sqlite3"
-    with SqliteIndex(path) as old:
-        old.configure(KEY, ["task"])
-        old.upsert([entry("a", task="t"), entry("b", task="u")])
-    _downgrade_to_version_2(path)
-
+    path = _index_of_version(tmp_path, 2)
     ix = SqliteIndex(path)
     # Reading changes nothing (the file may be read-only): entries have no stamp yet.
     assert ix.versions(["a"]) == {"a": Version("etag-1", None)}
@@ -793,6 +798,48 @@ def test_a_rebuild_begun_by_version_2_resumes_and_keeps_the_live_entries(tmp_pat
     assert keys(ix.find({})) == ["a", "b"]
     assert ix.versions(["a"])["a"].stamp is None  # staged by the earlier version
     assert ix.versions(["b"])["b"].stamp is not None
+    ix.close()
+
+
+def _schema_reads(conn: sqlite3.Connection) -> list[str]:
+    """The statements ``conn`` runs from now on that read a table's columns."""
+    seen: list[str] = []
+    conn.set_trace_callback(lambda sql: seen.append(sql) if "table_info" in sql else None)
+    return seen
+
+
+def test_writes_to_a_version_3_index_read_its_columns_once(tmp_path: Path) -> None:
+    ix = SqliteIndex(tmp_path / "index.sqlite3")
+    ix.configure(KEY, ["task"])
+    ix.upsert_if([entry("a", task="t")], {"a": None})
+    assert ix._db.writer is not None
+    reads = _schema_reads(ix._db.writer)
+    for n in range(3):  # the compare-and-sets of a put's flushes, a delete's, a sync's
+        read = ix.versions(["a"])["a"]
+        assert ix.upsert_if([entry("a", task=str(n))], {"a": read}) == set()
+    assert ix.delete_if({"a": ix.versions(["a"])["a"]}) == (1, set())
+    assert reads == []
+    ix.close()
+
+
+def test_a_reader_sees_the_stamps_once_another_process_upgraded_the_file(tmp_path: Path) -> None:
+    """A connection that read a version-2 file (no stamp column) must not go on reading no
+    stamps once another process upgraded it to version 3 and stamped its writes: its
+    compare-and-sets would then be made from versions that never match."""
+    path = _index_of_version(tmp_path, 2)
+    ix = SqliteIndex(path)
+    assert ix.versions(["a"]) == {"a": Version("etag-1", None)}  # read as it is
+    assert ix.bookkeeping(["a"])["a"][1].stamp is None
+    with SqliteIndex(path) as other:  # another process: its first write upgrades the file
+        assert other.upsert_if([entry("a", task="u")], {"a": Version("etag-1", None)}) == set()
+        written = other.versions(["a"])["a"]
+    assert written.stamp is not None
+    assert _tables_and_version(path)[1] == "3"
+    assert ix.versions(["a"]) == {"a": written}  # the same pooled connection, now stamped
+    assert ix.bookkeeping(["a"])["a"][1].stamp == written.stamp
+    assert dict(ix.iter_bookkeeping())["a"].stamp == written.stamp
+    assert ix.upsert_if([entry("a", task="v")], {"a": Version("etag-1", None)}) == {"a"}
+    assert ix.upsert_if([entry("a", task="v")], {"a": written}) == set()
     ix.close()
 
 
