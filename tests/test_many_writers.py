@@ -19,6 +19,7 @@ import pytest
 
 from s3idx import Engine, Events
 from s3idx.codec import RESERVED_PREFIX
+from s3idx.engine import delete as delete_module
 from s3idx.engine import reconcile as reconcile_module
 from s3idx.engine.reconcile import reconcile
 from s3idx.engine.recover import recover_entry
@@ -354,12 +355,131 @@ def test_a_put_of_the_bytes_a_killed_delete_journaled_finishes_that_delete_first
         assert (put.stored, put.reconciled, put.not_indexed) == (1, 0, 0)
         assert engine.index.journaled() == {}
         assert warnings == [
-            "a delete of 1 key of this input did not end within 0.3 s (it was killed?): "
-            "finished it before storing the key again"
+            "a delete of 1 key did not end within 0.3 s (it was killed, or stalled): "
+            "finished it, as sync would, before storing its key again"
         ]
         sync = engine.sync()
         assert (sync.interrupted_deletes, sync.drift) == (0, 0)
         assert [e["tag"] for e in engine.query({})] == ["a", "a"]
+        _assert_index_describes_bucket(engine)
+
+
+@S3
+def test_a_put_beside_a_delete_of_several_batches_waits_for_each_batch_of_its_keys(
+    hooked: HookedStore, store: ObjectStore, indexes: OpenIndex, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A delete of j then k, one batch each. A put of both again (the same bytes) waits for
+    j's batch; then k's batch journals k: that record is a live delete's too, to be waited
+    for, not finished at once (the put's upload of k would be taken by k's If-Match)."""
+    monkeypatch.setattr(delete_module, "DELETE_BATCH", 1)
+    other = _other_writer(store, indexes)
+    outcomes: list[Any] = []
+    putter = threading.Thread(
+        target=lambda: outcomes.append(
+            other(lambda e: e.put_documents([_doc("j", "a"), _doc("k", "a")], fields=["tag"]))
+        )
+    )
+    waited: list[bool] = []
+
+    def put_while_deleting_j() -> None:
+        putter.start()
+        putter.join(timeout=1)
+
+    def while_deleting_k() -> None:
+        putter.join(timeout=2)
+        waited.append(putter.is_alive())
+
+    with _engine(hooked, indexes) as engine:
+        engine.put_documents([_doc("j", "a"), _doc("k", "a")], fields=["tag"])
+        hooked.hooks[("before delete", "j")] = put_while_deleting_j
+        hooked.hooks[("before delete", "k")] = while_deleting_k
+        result = engine.delete(["j", "k"])
+        putter.join()
+        assert result.deleted == 2
+        assert waited == [True]
+        [put] = outcomes
+        assert (put.stored, put.not_indexed) == (2, 0)
+        assert sorted(e["fs_id"] for e in engine.query({})) == ["j", "k"]
+        _assert_index_describes_bucket(engine)
+        assert engine.index.journaled() == {}
+
+
+class _HookedIndex:
+    """An index that runs a hook once, after its first ``delete_if`` of a key."""
+
+    def __init__(self, inner: Any, key: str, hook: Callable[[], None]) -> None:
+        self._inner, self._key, self._hook = inner, key, hook
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def delete_if(self, expected: Mapping[str, Any]) -> Any:
+        done = self._inner.delete_if(expected)
+        hook, self._hook = self._hook, None
+        if hook is not None and self._key in expected:
+            hook()
+        return done
+
+
+@S3
+def test_a_delete_stalled_past_the_wait_leaves_what_a_put_stored_after_finishing_it(
+    hooked: HookedStore, store: ObjectStore, indexes: OpenIndex, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A delete stalls (a paused process, throttling) between removing k's entry and its
+    If-Match delete, longer than a put waits: the put finishes that delete (the object goes),
+    stores the same bytes again and indexes them. The delete, resuming, finds its record
+    finished and must not take the put's object."""
+    monkeypatch.setattr(reconcile_module, "DELETE_WAIT", 0.3)
+    other = _other_writer(store, indexes)
+    outcomes: list[Any] = []
+    with _engine(hooked, indexes) as first:
+        first.put_documents([_doc("k", "a")], fields=["tag"])
+    stalled = _HookedIndex(
+        indexes(),
+        "k",
+        lambda: outcomes.append(other(lambda e: e.put_documents([_doc("k", "a")], fields=["tag"]))),
+    )
+    with Engine(hooked, stalled, workers=4) as engine:  # type: ignore[arg-type]
+        result = engine.delete(["k"])
+        [put] = outcomes
+        assert (put.stored, put.not_indexed) == (1, 0)
+        assert (result.deleted, result.missing) == (0, ["k"])  # the put's finish removed it
+        assert [e["tag"] for e in engine.query({"fs_id": "k"})] == ["a"]
+        _assert_index_describes_bucket(engine)
+        assert engine.index.journaled() == {}
+
+
+@S3
+def test_a_killed_deletes_records_stall_a_put_once_not_per_chunk(
+    store: ObjectStore, indexes: OpenIndex, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A delete killed with several keys journaled; a put of them again, one key a chunk:
+    the records are finished after one wait, all of them (as sync would), with one
+    warning, not one wait and warning per chunk."""
+    monkeypatch.setattr(reconcile_module, "DELETE_WAIT", 0.3)
+    warnings: list[str] = []
+
+    class Warned(Events):
+        def warned(self, message: str) -> None:
+            warnings.append(message)
+
+    keys = ["j", "k", "m"]
+    with _engine(store, indexes) as engine:
+        engine.put_documents([_doc(key, "a") for key in [*keys, "n"]], fields=["tag"])
+        etags = engine.index.etags([*keys, "n"])
+        engine.index.journal_deletes(etags)
+        assert engine.index.delete_if(etags) == (4, set())
+        with Engine(store, indexes(), workers=4, batch_size=1) as one_a_chunk:
+            put = one_a_chunk.put_documents(
+                [_doc(key, "a") for key in keys], fields=["tag"], events=Warned()
+            )
+        assert (put.stored, put.not_indexed) == (3, 0)
+        assert warnings == [
+            "a delete of 4 keys did not end within 0.3 s (it was killed, or stalled): "
+            "finished it, as sync would, before storing its keys again"
+        ]
+        assert engine.index.journaled() == {}
+        assert sorted(e["fs_id"] for e in engine.query({})) == keys
         _assert_index_describes_bucket(engine)
 
 

@@ -17,7 +17,7 @@ and ``sync`` never adopts an object journaled with its own ETag. Every step is c
 the ETag, so a finish running beside the delete it finishes (or beside a put) is harmless.
 But an ETag names bytes, not one upload of them: a put of the journaled bytes uploaded before
 step 4 would be taken by it, so a put first waits for the deletes of its keys to end
-(``await_deletes``).
+(``DeletesUnderWay``).
 """
 
 from __future__ import annotations
@@ -43,6 +43,10 @@ from s3idx.limits import DELETE_BATCH, FAILED_IN_A_ROW, batched
 from s3idx.sharding import Shard
 from s3idx.store.base import DeleteFailure, ObjectStore
 from s3idx.text import plural
+
+# Conditional deletes sent between two reads of the journal (``_delete_journaled``): a delete
+# stalled past a put's wait can take at most this many objects that put stored again.
+RECHECKED_DELETES = 64
 
 
 @accounted
@@ -122,39 +126,64 @@ def finish_deletes(
     return finished
 
 
-def await_deletes(
-    store: ObjectStore,
-    index: Index,
-    keys: Sequence[str],
-    deadline: float | None,
-    warn: Callable[[str], None],
-) -> bool:
-    """Before a put's uploads of ``keys``: let the deletes of any of them under way end.
+class DeletesUnderWay:
+    """A put's wait for the deletes of its keys (``await_for``), over its whole run.
 
     A delete's ``If-Match`` cannot tell its object from the same bytes stored again (S3 gives
     them one ETag): an upload of the journaled bytes landing before it would be removed under
-    the entry the put then writes. A record still there at ``deadline`` (by default
-    ``reconcile.DELETE_WAIT`` from now) is a killed delete's (or one that stalled): it is
-    finished here, as the next sync would, but before the upload rather than after it.
-    True when any key was journaled: the entries read before may be gone, read them again.
+    the entry the put then writes. So a key journaled for deletion waits for its record to
+    clear. A record still there ``reconcile.DELETE_WAIT`` after this run first saw it is a
+    killed delete's, or one stalled that long: it is finished here, as the next sync would
+    finish it (but before the upload, not after it), and every other record this run has seen
+    that long with it (a killed delete's records would otherwise stall one chunk after
+    another). A stalled delete that resumes finds its records gone and leaves those keys
+    (``_delete_journaled``). A record still there after being finished (the store refused the
+    delete) is not waited for again.
     """
-    records = index.journaled(keys)
-    if not records:
-        return False
-    wait = reconciling.DELETE_WAIT
-    if deadline is None:
-        deadline = time.monotonic() + wait
-    if wait_for_deletes(index, records, deadline):
+
+    def __init__(self, store: ObjectStore, index: Index, warn: Callable[[str], None]) -> None:
+        self._store = store
+        self._index = index
+        self._warn = warn
+        self._first_seen: dict[tuple[str, str], float] = {}
+        self._refused: set[tuple[str, str]] = set()
+
+    def await_for(self, keys: Sequence[str]) -> bool:
+        """Wait until no delete of ``keys`` is under way (finishing those past the wait).
+        True when any key was journaled: the entries read before may be gone, read them
+        again (and call this again: another delete may have begun)."""
+        wanted = set(keys)
+        records = {k: e for k, e in self._journal().items() if k in wanted}
+        if not records:
+            return False
+        wait = reconciling.DELETE_WAIT
+        oldest = min(self._first_seen[item] for item in records.items())
+        if not wait_for_deletes(self._index, records, oldest + wait):
+            self._finish_stale(wait)
         return True
-    left = {k: etag for k, etag in index.journaled(list(records)).items() if records[k] == etag}
-    if left:
-        _delete_journaled(store, index, left, _DeleteOutcome())
-        warn(
-            f"a delete of {plural(len(left), 'key')} of this input did not end within "
-            f"{wait:g} s (it was killed?): finished it before storing the "
-            f"{'key' if len(left) == 1 else 'keys'} again"
+
+    def _journal(self) -> dict[str, str]:
+        """The delete journal, less the records the store refused to finish, noting when this
+        run first saw each record (the whole journal: a killed delete's records for the keys of
+        later chunks were there, and waited for, from the first)."""
+        now = time.monotonic()
+        journal = {k: e for k, e in self._index.journaled().items() if (k, e) not in self._refused}
+        self._first_seen = {item: self._first_seen.get(item, now) for item in journal.items()}
+        return journal
+
+    def _finish_stale(self, wait: float) -> None:
+        now = time.monotonic()
+        stale = {k: e for k, e in self._journal().items() if self._first_seen[k, e] + wait <= now}
+        if not stale:
+            return
+        _delete_journaled(self._store, self._index, stale, _DeleteOutcome())
+        left = self._index.journaled(list(stale))
+        self._refused.update((k, e) for k, e in left.items() if stale.get(k) == e)
+        its = "its key" if len(stale) == 1 else "its keys"
+        self._warn(
+            f"a delete of {plural(len(stale), 'key')} did not end within {wait:g} s (it was "
+            f"killed, or stalled): finished it, as sync would, before storing {its} again"
         )
-    return True
 
 
 def journaled(index: Index, shard: Shard | None = None) -> dict[str, str]:
@@ -359,7 +388,21 @@ def _delete_journaled(
     remaining = {k: v for k, v in items.items() if k not in conflicts}
     if not remaining:
         return
-    failures = store.delete(list(remaining), if_match=remaining, done=outcome.done)
+    failures: list[DeleteFailure] = []
+    for part in batched(list(remaining), RECHECKED_DELETES):
+        # Records finished by another process meanwhile (a put that waited out this delete,
+        # stalled past ``DELETE_WAIT``, or a sync): their objects are gone, and the same bytes
+        # may be stored again since, which this If-Match would take. Left alone. Read again
+        # before each part, so a stall exposes at most one part's requests.
+        current = index.journaled(part)
+        for key in [k for k in part if current.get(k) != remaining[k]]:
+            outcome.done(key, False)
+            del remaining[key]
+        sent = {k: remaining[k] for k in part if k in remaining}
+        if sent:
+            failures.extend(store.delete(list(sent), if_match=sent, done=outcome.done))
+    if not remaining:
+        return
     changed = [f.key for f in failures if f.changed]
     outcome.rewritten.extend(changed)
     if changed:

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from s3idx import codec
 from s3idx.config import DEFAULT_BATCH_SIZE, DEFAULT_WORKERS
-from s3idx.engine.delete import await_deletes
+from s3idx.engine.delete import DeletesUnderWay
 from s3idx.engine.documents import DocumentPreparer, Prepared
 from s3idx.engine.gcpause import CollectorPause
 from s3idx.engine.inputs import ReadProgress, Record
@@ -118,6 +118,7 @@ class UploadPipeline:
         self._on_reject = on_reject
         self._on_progress = on_progress  # while the main thread waits, uploads still finish
         self._on_warning = on_warning
+        self._deletes = DeletesUnderWay(store, index, on_warning)
         # Set by the worker whose upload failed for good, before the main thread hears of it:
         # the other workers then start no more uploads (a silent endpoint costs the uploads
         # under way their deadlines, once, not one round of deadlines per batch of workers).
@@ -207,10 +208,10 @@ class UploadPipeline:
             self.wait_for(mine)
             self.flush()
 
-    def await_deletes(self, keys: Sequence[str], deadline: float | None) -> bool:
-        """Let deletes of ``keys`` under way end before their uploads (``delete.await_deletes``).
+    def await_deletes(self, keys: Sequence[str]) -> bool:
+        """Let deletes of ``keys`` under way end before their uploads (``DeletesUnderWay``).
         True when any key was journaled."""
-        return await_deletes(self._store, self._index, keys, deadline, self._on_warning)
+        return self._deletes.await_for(keys)
 
     def flush(self) -> None:
         """Write the entries of every completed upload to the index."""
@@ -945,20 +946,14 @@ def _read_after_deletes(
 
     The delete journal is read after the index: a delete journals a key before it removes its
     entry, so a key read without entry because a delete removed it is found journaled then
-    (unless that delete has ended, its object already gone). Its upload waits for the delete.
+    (unless that delete has ended, its object already gone). Its upload waits for the delete,
+    and the index is read again, until a read finds no delete of these keys under way (a
+    delete of several batches journals one batch after another).
     """
-    deadline = None
-    for _ in range(_DELETE_ROUNDS):
+    while True:
         found = read(keys)
-        if pipeline is None or not pipeline.await_deletes(keys, deadline):
+        if pipeline is None or not pipeline.await_deletes(keys):
             return found
-        deadline = time.monotonic()  # a later round waits no more: it finishes what it finds
-    return read(keys)
-
-
-# Reads of a chunk's entries, each followed by a wait for deletes found under way: past the
-# first, only a delete that began during that wait (or one the store refused to finish).
-_DELETE_ROUNDS = 3
 
 
 def _same(entry: Entry, sha256: str | None, codec_name: str, prepared: Prepared) -> bool:
