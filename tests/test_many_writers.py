@@ -339,22 +339,17 @@ def test_a_put_of_the_bytes_a_killed_delete_journaled_finishes_that_delete_first
     would store an object the record names: the next sync would finish the delete and take
     the document put after it. The put finishes the delete first, then stores A."""
     monkeypatch.setattr(reconcile_module, "DELETE_WAIT", 0.3)
-    warnings: list[str] = []
-
-    class Warned(Events):
-        def warned(self, message: str) -> None:
-            warnings.append(message)
-
+    warned = _Warnings()
     with _engine(store, indexes) as engine:
         engine.put_documents([_doc("k", "a"), _doc("j", "a")], fields=["tag"])
         etag = engine.index.etags(["k"])["k"]
         engine.index.journal_deletes({"k": etag})
         assert engine.index.delete_if({"k": etag}) == (1, set())
 
-        put = engine.put_documents([_doc("k", "a")], fields=["tag"], events=Warned())
+        put = engine.put_documents([_doc("k", "a")], fields=["tag"], events=warned)
         assert (put.stored, put.reconciled, put.not_indexed) == (1, 0, 0)
         assert engine.index.journaled() == {}
-        assert warnings == [
+        assert warned.messages == [
             "a delete of 1 key did not end within 0.3 s (it was killed, or stalled): "
             "finished it, as sync would, before storing its key again"
         ]
@@ -402,6 +397,14 @@ def test_a_put_beside_a_delete_of_several_batches_waits_for_each_batch_of_its_ke
         assert sorted(e["fs_id"] for e in engine.query({})) == ["j", "k"]
         _assert_index_describes_bucket(engine)
         assert engine.index.journaled() == {}
+
+
+class _Warnings(Events):
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+
+    def warned(self, message: str) -> None:
+        self.messages.append(message)
 
 
 class _HookedIndex:
@@ -457,12 +460,7 @@ def test_a_killed_deletes_records_stall_a_put_once_not_per_chunk(
     the records are finished after one wait, all of them (as sync would), with one
     warning, not one wait and warning per chunk."""
     monkeypatch.setattr(reconcile_module, "DELETE_WAIT", 0.3)
-    warnings: list[str] = []
-
-    class Warned(Events):
-        def warned(self, message: str) -> None:
-            warnings.append(message)
-
+    warned = _Warnings()
     keys = ["j", "k", "m"]
     with _engine(store, indexes) as engine:
         engine.put_documents([_doc(key, "a") for key in [*keys, "n"]], fields=["tag"])
@@ -471,10 +469,10 @@ def test_a_killed_deletes_records_stall_a_put_once_not_per_chunk(
         assert engine.index.delete_if(etags) == (4, set())
         with Engine(store, indexes(), workers=4, batch_size=1) as one_a_chunk:
             put = one_a_chunk.put_documents(
-                [_doc(key, "a") for key in keys], fields=["tag"], events=Warned()
+                [_doc(key, "a") for key in keys], fields=["tag"], events=warned
             )
         assert (put.stored, put.not_indexed) == (3, 0)
-        assert warnings == [
+        assert warned.messages == [
             "a delete of 4 keys did not end within 0.3 s (it was killed, or stalled): "
             "finished it, as sync would, before storing its keys again"
         ]
