@@ -89,6 +89,9 @@ def run_reindex(
             dry_run=dry_run,
         )
     )
+    # Before the listing: a writer marking a field pending from now on (a put begun before
+    # the field was recorded) may write its entries after this run passed their keys.
+    began = {} if dry_run else index.pending_marks()
     backfill = _Backfill(store, settings, dry_run)
     failing: FailedInARow[tuple[str, _Outcome]] = FailedInARow("read or updated")
     manifests = ManifestBatches(store, events.warned)
@@ -143,13 +146,9 @@ def run_reindex(
             _count_manifests(result, manifests)
     if not (dry_run or result.interrupted) and result.pending:
         # The fields stay pending for the objects it failed for (at most), complete without;
-        # and for entries writers marked pending since this run read the settings (a put that
-        # began before a field was recorded writes entries without it, maybe after this run
-        # passed their keys).
+        # and, as they are, when writers marked them pending since this run began.
         settled = dict(
-            index.mark_complete(
-                result.pending, remaining=result.failed, since=settings.pending
-            ).pending
+            index.mark_complete(result.pending, remaining=result.failed, since=began).pending
         )
         result.completed = [name for name in result.pending if name not in settled]
         if not result.failed:

@@ -16,7 +16,7 @@ race).
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
@@ -119,25 +119,43 @@ def settle_pending(
     pending: Sequence[tuple[str, int]],
     fields: Sequence[str],
     remaining: int,
-    since: Sequence[tuple[str, int]] | None = None,
+    kept: Collection[str] = (),
 ) -> tuple[tuple[str, int], ...]:
     """``pending`` after a backfill of ``fields`` left ``remaining`` entries without them.
 
     A field no longer counts more entries than it did (the failures are among them), nor
-    more than ``remaining``; a count of 0 (unknown) becomes ``remaining``. With ``since`` (the
-    pending counts the backfill read when it began), what writers marked pending after that
-    reading stays: those entries may have been written after the backfill passed their keys."""
-    began = dict(since or ())
+    more than ``remaining``; a count of 0 (unknown) becomes ``remaining``. A field of ``kept``
+    stays as it is: writers marked it pending while the backfill ran (``marks_changed``)."""
     settled = []
     for name, count in pending:
-        if name in fields:
-            added = max(0, count - began[name]) if name in began else 0
-            count -= added
-            count = (min(count, remaining) if count else remaining) + added
+        if name in fields and name not in kept:
+            count = min(count, remaining) if count else remaining
             if not count:
                 continue
         settled.append((name, count))
     return tuple(settled)
+
+
+def counted_marks(marks: Mapping[str, int], pending: Sequence[tuple[str, int]]) -> dict[str, int]:
+    """``marks`` (field -> how many times a writer marked it pending) after ``mark_pending``
+    of ``pending``: each field it adds entries to counts one more mark."""
+    counted = dict(marks)
+    for name, entries in pending:
+        if entries > 0:
+            counted[name] = counted.get(name, 0) + 1
+    return counted
+
+
+def marks_changed(
+    fields: Sequence[str], marks: Mapping[str, int] | None, since: Mapping[str, int] | None
+) -> set[str]:
+    """The fields a writer marked pending since ``since`` was read (``pending_marks``): all of
+    them when the marks are unknown (damaged), none without ``since``."""
+    if since is None:
+        return set()
+    if marks is None:
+        return set(fields)
+    return {name for name in fields if marks.get(name, 0) != since.get(name, 0)}
 
 
 def key_problem(entry: Mapping[str, Any], key: str, key_field: str) -> str | None:
@@ -412,12 +430,19 @@ class Index(Protocol):
         fields: Sequence[str],
         *,
         remaining: int = 0,
-        since: Sequence[tuple[str, int]] | None = None,
+        since: Mapping[str, int] | None = None,
     ) -> IndexSettings:
         """Record that every entry now has ``fields`` (``reindex`` backfilled them); with
         ``remaining``, all but that many (it failed for them): those fields stay pending, for
-        ``remaining`` entries at most; with ``since``, the pending counts read when the
-        backfill began, plus what was marked pending after (see ``settle_pending``)."""
+        ``remaining`` entries at most (see ``settle_pending``). With ``since`` (the
+        ``pending_marks`` read when the backfill began), a field a writer marked pending
+        since stays as it is: those entries may have been written after the backfill passed
+        their keys."""
+        ...
+
+    def pending_marks(self) -> dict[str, int]:
+        """How many times writers marked each field pending (``mark_pending``): a count that
+        only grows, so that a backfill can tell whether any did while it ran."""
         ...
 
     def mark_pending(self, pending: Sequence[tuple[str, int]]) -> IndexSettings:

@@ -7,7 +7,8 @@ Layout in the database:
   them as written. A unique index on the key field and one index per searchable field.
 - ``s3idx_meta``: small documents about the indexes of this database, ``_id`` = collection name:
   ``{"key_field", "fields", "format", "pending"}`` (``pending``: ``{"field", "entries"}`` for
-  each field added while the collection held entries, until ``reindex`` backfills it); and,
+  each field added while the collection held entries, until ``reindex`` backfills it;
+  ``pending_marks``: field -> how many times writers marked it pending, ``pending_marks``); and,
   while a rebuild is in progress, ``_id`` = ``<collection>__rebuild``:
   ``{"key_field", "run", "staging", "checkpoint", "started"}``; a sharded rebuild adds
   ``"shards"`` (N), ``"ready"`` and ``"preparer"`` (``liveness.tagged``), and beside it keeps
@@ -106,10 +107,12 @@ from s3idx.index.base import (
     RebuildStatus,
     SortSpec,
     Version,
+    counted_marks,
     is_count,
     is_expected,
     join_refusal,
     key_problem,
+    marks_changed,
     new_stamp,
     settle_pending,
     superseded_rebuild,
@@ -536,6 +539,22 @@ def _checked_entry(
 
 def _damaged_settings(location: str, what: str, value: Any) -> DamagedIndexError:
     return damaged_index(location, f"its recorded {what}: {value!r:.100}")
+
+
+# The meta document's pending marks (field -> how many times writers marked it pending;
+# ``Index.pending_marks``), beside ``pending``, whose layout earlier s3idx read.
+MARKS = "pending_marks"
+
+
+def _marks(doc: Mapping[str, Any] | None) -> dict[str, int] | None:
+    """The pending marks a meta document records ({} for none); None for a value that is not
+    what s3idx writes (damaged: a backfill then cannot tell, and keeps its fields pending)."""
+    if doc is None or MARKS not in doc:
+        return {}
+    marks = doc[MARKS]
+    if not isinstance(marks, Mapping) or not all(is_count(n) for n in marks.values()):
+        return None
+    return {str(name): int(n) for name, n in marks.items()}
 
 
 def _pending_counts(pending: Any, fields: list[Any]) -> bool:
@@ -1012,33 +1031,49 @@ class MongoIndex:
         fields: Sequence[str],
         *,
         remaining: int = 0,
-        since: Sequence[tuple[str, int]] | None = None,
+        since: Mapping[str, int] | None = None,
     ) -> IndexSettings:
-        def settled(old: list[dict[str, Any]], _: list[str]) -> list[dict[str, Any]]:
+        def settled(
+            old: list[dict[str, Any]], _: list[str], marks: dict[str, int] | None
+        ) -> tuple[list[dict[str, Any]], dict[str, int] | None]:
             counts = [(str(p.get("field")), int(p.get("entries", 0))) for p in old]
-            return [
-                {"field": f, "entries": n}
-                for f, n in settle_pending(counts, fields, remaining, since)
-            ]
+            kept = marks_changed(fields, marks, since)
+            pending = settle_pending(counts, fields, remaining, kept)
+            return [{"field": f, "entries": n} for f, n in pending], marks
 
         return self._update_pending(settled)
 
     def mark_pending(self, pending: Sequence[tuple[str, int]]) -> IndexSettings:
-        def merged(old: list[dict[str, Any]], recorded: list[str]) -> list[dict[str, Any]]:
+        def merged(
+            old: list[dict[str, Any]], recorded: list[str], marks: dict[str, int] | None
+        ) -> tuple[list[dict[str, Any]], dict[str, int] | None]:
             counts = {str(p["field"]): int(p.get("entries", 0)) for p in old}
             for name, entries in pending:
                 if name in recorded and entries > 0:
                     counts[name] = counts.get(name, 0) + entries
-            return [{"field": f, "entries": n} for f, n in counts.items()]
+            marked = [(name, n) for name, n in pending if name in recorded]
+            return (
+                [{"field": f, "entries": n} for f, n in counts.items()],
+                counted_marks(marks or {}, marked),
+            )
 
         return self._update_pending(merged)
 
+    def pending_marks(self) -> dict[str, int]:
+        with self._c.guard("reading the settings of"):
+            doc = self._c.meta.find_one({ID: self._c.name})
+        return _marks(doc) or {}
+
     def _update_pending(
-        self, change: Callable[[list[dict[str, Any]], list[str]], list[dict[str, Any]]]
+        self,
+        change: Callable[
+            [list[dict[str, Any]], list[str], dict[str, int] | None],
+            tuple[list[dict[str, Any]], dict[str, int] | None],
+        ],
     ) -> IndexSettings:
-        # Compare-and-set on the whole list rather than $pull/$push with conditions, which
-        # FerretDB ignores; a writer changing the list meanwhile makes the update match
-        # nothing, and the change is made again on the new list.
+        # Compare-and-set on the whole list (and the marks) rather than $pull/$push with
+        # conditions, which FerretDB ignores; a writer changing them meanwhile makes the update
+        # match nothing, and the change is made again on the new values.
         for _ in range(PENDING_UPDATE_ATTEMPTS):
             with self._c.guard("recording the settings of"):
                 doc = self._c.meta.find_one({ID: self._c.name})
@@ -1046,13 +1081,15 @@ class MongoIndex:
                     raise IndexSettingsError(f"index {self.location} has no recorded key field")
                 recorded = self._settings_of(doc)  # damage is said, not changed further
                 old = list(doc.get("pending", []))
-                new = change(old, list(recorded.fields))
-                if new == old:
+                marks = _marks(doc)
+                new, new_marks = change(old, list(recorded.fields), marks)
+                if new == old and new_marks == marks:
                     return self._settings_of(doc)
-                unchanged = doc.get("pending", {"$exists": False})
-                done = self._c.meta.update_one(
-                    {ID: self._c.name, "pending": unchanged}, {"$set": {"pending": new}}
-                )
+                unchanged = {name: doc.get(name, {"$exists": False}) for name in ("pending", MARKS)}
+                update: dict[str, Any] = {"pending": new}
+                if new_marks is not None:
+                    update[MARKS] = new_marks
+                done = self._c.meta.update_one({ID: self._c.name, **unchanged}, {"$set": update})
             if done.matched_count:
                 return self._settings_of({**doc, "pending": new})
         raise TransientError(f"the settings of {self.location} kept changing; run it again")

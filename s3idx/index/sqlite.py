@@ -6,7 +6,9 @@ column version 3 did; older s3idx refuse a version-3 file, whose stamps they wou
 
 - ``meta(name, value)``: ``schema_version``, ``key_field``, ``fields`` (JSON list of the
   searchable fields), ``pending_fields`` (JSON list of ``[field, entries]``: fields added while
-  the index held entries, not yet backfilled by ``reindex``; absent when none), ``multikey``
+  the index held entries, not yet backfilled by ``reindex``; absent when none),
+  ``pending_marks`` (JSON object: field -> how many times writers marked it pending, see
+  ``Index.pending_marks``; absent before the first), ``multikey``
   (JSON list of the searchable fields some entry has had several values for; never shrinks,
   as in MongoDB), ``generation`` (names the current indexes, see rebuild) and, while a
   rebuild is in progress, ``rebuild``, ``rebuild_multikey`` and ``rebuild_checkpoint``; from a
@@ -82,10 +84,12 @@ from s3idx.index.base import (
     RebuildStatus,
     SortSpec,
     Version,
+    counted_marks,
     is_count,
     is_expected,
     join_refusal,
     key_problem,
+    marks_changed,
     new_stamp,
     settle_pending,
     superseded_rebuild,
@@ -103,6 +107,9 @@ SCHEMA_VERSION = 3
 READABLE_VERSIONS = ("1", "2", "3")
 JOURNAL = "delete_journal"
 PUT_JOURNAL = "put_journal"
+# The meta row of the pending marks (JSON: field -> how many times writers marked it pending;
+# ``Index.pending_marks``). Beside ``pending_fields``, whose layout earlier s3idx read.
+MARKS = "pending_marks"
 _PUT_JOURNAL_COLUMNS = ("key", "etag", "run", "at")
 CHANGES = "changes"
 BUSY_TIMEOUT_S = 30
@@ -499,18 +506,27 @@ class SqliteIndex:
             settings = self._db.require_settings(conn)
             merged = _merge_pending(settings, pending)
             _set_pending(conn, merged)
+            marked = [(name, n) for name, n in pending if name in settings.fields]
+            marks = _pending_marks_of(self._db.load_meta(conn)) or {}
+            _set_meta(conn, MARKS, json.dumps(counted_marks(marks, marked)))
             return IndexSettings(settings.key_field, settings.fields, merged)
+
+    def pending_marks(self) -> dict[str, int]:
+        with self._db.reading() as conn:
+            meta = None if conn is None else self._db.load_meta(conn)
+        return _pending_marks_of(meta) or {}
 
     def mark_complete(
         self,
         fields: Sequence[str],
         *,
         remaining: int = 0,
-        since: Sequence[tuple[str, int]] | None = None,
+        since: Mapping[str, int] | None = None,
     ) -> IndexSettings:
         with self._db.transaction() as conn:
             settings = self._db.require_settings(conn)
-            pending = settle_pending(settings.pending, fields, remaining, since)
+            kept = marks_changed(fields, _pending_marks_of(self._db.load_meta(conn)), since)
+            pending = settle_pending(settings.pending, fields, remaining, kept)
             _set_pending(conn, pending)
             return IndexSettings(settings.key_field, settings.fields, pending)
 
@@ -1638,6 +1654,17 @@ def _merge_pending(
         if name in settings.fields and entries > 0:
             counts[name] = counts.get(name, 0) + entries
     return tuple(counts.items())
+
+
+def _pending_marks_of(meta: Mapping[str, Any] | None) -> dict[str, int] | None:
+    """The pending marks the meta table records ({} for none); None for a value that is not
+    what s3idx writes (damaged: a backfill then cannot tell, and keeps its fields pending)."""
+    if meta is None or MARKS not in meta:
+        return {}
+    marks = _json_meta(meta, MARKS)
+    if not isinstance(marks, dict) or not all(is_count(n) for n in marks.values()):
+        return None
+    return {str(name): int(n) for name, n in marks.items()}
 
 
 def _set_pending(conn: sqlite3.Connection, pending: Sequence[tuple[str, int]]) -> None:

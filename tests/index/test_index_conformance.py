@@ -1014,25 +1014,39 @@ def test_mark_complete_clears_only_the_fields_named(filled: Index, open_index: A
     assert filled.settings() == IndexSettings(KEY, (*FIELDS, "p", "q"))
 
 
-def test_mark_complete_since_keeps_what_was_marked_pending_after_that_reading(
+def test_mark_complete_since_keeps_a_field_marked_pending_after_that_reading(
     filled: Index, open_index: Any
 ) -> None:
-    """A backfill read the pending counts when it began (``since``); entries a writer marked
-    pending after that reading may have been written after the backfill passed them."""
-    started = filled.configure(KEY, ["p", "q"])  # pending for every entry
+    """A backfill read the pending marks when it began (``since``): a field a writer marked
+    pending after that reading stays as it is (those entries may have been written after the
+    backfill passed them); the others settle."""
+    filled.configure(KEY, ["p", "q"])  # pending for every entry
+    began = filled.pending_marks()
     filled.mark_pending([("p", 3)])  # written meanwhile without p
 
-    settings = filled.mark_complete(["p", "q"], since=started.pending)
+    settings = filled.mark_complete(["p", "q"], since=began)
 
-    assert settings.pending == (("p", 3),)
+    assert settings.pending == (("p", len(ENTRIES) + 3),)
     assert open_index().settings() == settings
-    # With failures too: the entries it failed for, and those marked since.
-    started = filled.mark_pending([("q", 4)])
-    filled.mark_pending([("q", 1)])
-    assert filled.mark_complete(["q"], remaining=2, since=started.pending).pending == (
-        ("p", 3),
-        ("q", 3),
+    assert open_index().pending_marks() == {"p": 1}
+    # A mark before the backfill began is covered by it: its objects were stored before.
+    assert filled.mark_complete(["p"], since=filled.pending_marks()).pending == ()
+
+
+def test_two_backfills_beside_a_mark_both_leave_the_field_pending(filled: Index) -> None:
+    """Two backfills both began, then a writer marks p: whichever ends first keeps p, and so
+    does the other, whatever count the first left (a count cannot tell what was marked when)."""
+    filled.configure(KEY, ["p"])
+    first, second = filled.pending_marks(), filled.pending_marks()
+    filled.mark_pending([("p", 2)])
+
+    assert filled.mark_complete(["p"], since=second).pending == (("p", len(ENTRIES) + 2),)
+    assert filled.mark_complete(["p"], remaining=0, since=first).pending == (
+        ("p", len(ENTRIES) + 2),
     )
+    # Marks that added no entries, or of fields not recorded, count nothing.
+    assert filled.mark_pending([("p", 0), ("unknown", 5)]).pending == (("p", len(ENTRIES) + 2),)
+    assert filled.pending_marks() == {"p": 1}
 
 
 def test_mark_complete_with_remaining_keeps_the_fields_pending_for_that_many(
