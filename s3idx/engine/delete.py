@@ -44,10 +44,6 @@ from s3idx.sharding import Shard
 from s3idx.store.base import DeleteFailure, ObjectStore
 from s3idx.text import plural
 
-# Conditional deletes sent between two reads of the journal (``_delete_journaled``): a delete
-# stalled past a put's wait can take at most this many objects that put stored again.
-RECHECKED_DELETES = 64
-
 
 @accounted
 def delete_keys(
@@ -388,21 +384,16 @@ def _delete_journaled(
     remaining = {k: v for k, v in items.items() if k not in conflicts}
     if not remaining:
         return
-    failures: list[DeleteFailure] = []
-    for part in batched(list(remaining), RECHECKED_DELETES):
-        # Records finished by another process meanwhile (a put that waited out this delete,
-        # stalled past ``DELETE_WAIT``, or a sync): their objects are gone, and the same bytes
-        # may be stored again since, which this If-Match would take. Left alone. Read again
-        # before each part, so a stall exposes at most one part's requests.
-        current = index.journaled(part)
-        for key in [k for k in part if current.get(k) != remaining[k]]:
-            outcome.done(key, False)
-            del remaining[key]
-        sent = {k: remaining[k] for k in part if k in remaining}
-        if sent:
-            failures.extend(store.delete(list(sent), if_match=sent, done=outcome.done))
+    # Records finished by another process meanwhile (a put that waited out this delete,
+    # stalled past ``DELETE_WAIT``, or a sync): their objects are gone, and the same bytes may
+    # be stored again since, which this If-Match would take. Left alone.
+    current = index.journaled(list(remaining))
+    for key in [k for k, etag in remaining.items() if current.get(k) != etag]:
+        outcome.done(key, False)
+        del remaining[key]
     if not remaining:
         return
+    failures = store.delete(list(remaining), if_match=remaining, done=outcome.done)
     changed = [f.key for f in failures if f.changed]
     outcome.rewritten.extend(changed)
     if changed:
