@@ -11,6 +11,7 @@ from __future__ import annotations
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import orjson
@@ -22,6 +23,7 @@ from s3idx.config import resolve_settings
 from s3idx.engine.retry import RetryPolicy
 from s3idx.errors import ExitStatus, IndexSettingsError
 from s3idx.index.sqlite import SqliteIndex
+from s3idx.store.base import ObjectInfo
 from s3idx.store.local import LocalStore
 from tests.helpers import Run, json_lines, jsonl, subprocess_env
 from tests.s3proxy import S3Proxy
@@ -263,6 +265,60 @@ def test_two_syncs_into_one_new_index_from_two_stores_never_mix(tmp_path: Path) 
         keys = _entries(Path(index))
         assert len(keys) == 3000 and {k[0] for k in keys} == set(winners), f"round {round_}"
         assert SqliteIndex(index).store_binding() == str(stores[winners[0]].resolve())
+
+
+class _ListingInterrupted(LocalStore):
+    """A local store whose listing runs ``writer`` once ``after`` keys have been listed:
+    another writer's whole run, forced into the middle of this store's sync."""
+
+    def __init__(self, root: Path, writer: Callable[[], None], after: int) -> None:
+        super().__init__(root)
+        self._writer = writer
+        self._after = after
+
+    def list_objects(
+        self, prefix: str = "", *, start_after: str | None = None
+    ) -> Iterator[ObjectInfo]:
+        for n, info in enumerate(super().list_objects(prefix, start_after=start_after)):
+            if n == self._after:
+                self._writer()
+            yield info
+
+
+@pytest.mark.parametrize(
+    ("writer", "after"),
+    [("sync", 0), ("put", 0), ("rebuild-index", 0), ("rebuild-index", 1200)],
+)
+def test_a_sync_refused_by_a_store_bound_while_it_ran_leaves_that_stores_entries_alone(
+    tmp_path: Path, writer: str, after: int
+) -> None:
+    """A sync from store b into a new index lists b while another writer binds the index to
+    store a (or, after 1,200 keys, re-points it to a: rebuild-index) and writes a's entries.
+    b's merge then finds a's entries missing from b: it must be refused before it removes
+    them or adds b's beside them, not only before its first batch of entries."""
+    index = tmp_path / "new.sqlite3"
+    docs = {name: [{"fs_id": f"{name}{i:04d}"} for i in range(2500)] for name in ("a", "b")}
+    for name in ("a", "b"):
+        with Engine(LocalStore(tmp_path / name), SqliteIndex(tmp_path / f"{name}.sqlite3")) as e:
+            e.put_documents(docs[name])
+
+    def other_writer() -> None:
+        with Engine(LocalStore(tmp_path / "a"), SqliteIndex(index)) as engine:
+            if writer == "sync":
+                engine.sync()
+            elif writer == "put":
+                engine.put_documents(docs["a"])
+            else:
+                engine.rebuild_index()
+
+    store = _ListingInterrupted(tmp_path / "b", other_writer, after)
+    with (
+        Engine(store, SqliteIndex(index)) as engine,
+        pytest.raises(IndexSettingsError, match="is the index of store"),
+    ):
+        engine.sync()
+    assert _entries(index) == [d["fs_id"] for d in docs["a"]]
+    assert SqliteIndex(index).store_binding() == str((tmp_path / "a").resolve())
 
 
 @pytest.fixture

@@ -89,9 +89,9 @@ def run_sync(
 ) -> SyncResult:
     """``manifests``: where the HEADed objects' lines go (shared with ``rewriter``'s).
 
-    ``bind``: called once the index has settings (for a new index: once the first batch has
-    recorded them), before any entry is written: it records the store the index describes,
-    or raises for an index that records another (``Engine.bind_store``).
+    ``bind``: called before each batch of writes, once the index has settings (for a new
+    index: once the first batch has recorded them): it records the store the index
+    describes, or raises for an index that records another (``Engine.bind_store``).
 
     ``compact`` False: no compaction. A sync with ``shard`` never compacts: it sees only its
     own keys, and removing the manifests would drop the lines of the keys it did not see.
@@ -509,7 +509,7 @@ class _Applier:
         # The version the merge read, per key to write: what its compare-and-set expects.
         self._expected: dict[str, Version | None] = {}
         self._drifted: list[tuple[str, str]] = []  # in key order, counted once HEADs say
-        self.bind: Callable[[], None] | None = None  # see run_sync; called once, then None
+        self.bind: Callable[[], None] | None = None  # see run_sync and _check_binding
         self._gone: dict[str, Version] = {}  # index-only by the merge, until HEADs say
 
     def add(self, kind: str, key: str, version: Version | None) -> None:
@@ -585,9 +585,7 @@ class _Applier:
             if entries and self._writes:
                 assert key_field is not None
                 self._index.configure(key_field, self._collector.fields)
-                if self.bind is not None:
-                    self.bind()  # with the settings, before the entries: see run_sync
-                    self.bind = None
+                self._check_binding()  # with the settings, before the entries: see run_sync
                 expected = {k: self._expected.get(k) for k in recovered}
                 conflicts = self._index.upsert_if(entries, expected)
                 self._mark_pending()
@@ -609,12 +607,21 @@ class _Applier:
         if self._result.prune and self._writes:
             self._removes.update({k: v for k, v in replaced.items() if v is not None})
         if self._removes:
+            self._check_binding()
             removed, stale = self._index.delete_if(self._removes)
             self._result.removed += removed
             conflicts |= stale
             self._removes.clear()
         if conflicts:
             self._reconcile(conflicts)
+
+    def _check_binding(self) -> None:
+        """Before each batch of writes, not only the first: another store's writer may bind
+        the index after this sync found it new (or rebuild-index re-point it) while the
+        listing is read. The merge then takes that store's entries for index-only ones:
+        removing them, or adding this store's beside them, would mix two stores."""
+        if self.bind is not None:
+            self.bind()
 
     def _in_step(self, key: str, entry: Entry) -> bool:
         """A changed key whose HEAD found the very object its entry describes: the listing
