@@ -453,6 +453,41 @@ def test_a_delete_stalled_past_the_wait_leaves_what_a_put_stored_after_finishing
 
 
 @S3
+@pytest.mark.parametrize("compress", ["zlib", "zstd", "none"])
+def test_a_delete_stalled_while_sending_leaves_what_a_put_stored_after_finishing_it(
+    hooked: HookedStore,
+    store: ObjectStore,
+    indexes: OpenIndex,
+    monkeypatch: pytest.MonkeyPatch,
+    compress: str,
+) -> None:
+    """A delete stalls after reading its records the last time, as its If-Match deletes are
+    being sent (a paused process), longer than a put waits: the put finishes that delete and
+    stores the same document again. The stalled request then reaches the store: the put's
+    object must not carry the ETag it names, or it is removed under the put's entry."""
+    monkeypatch.setattr(reconcile_module, "DELETE_WAIT", 0.3)
+    outcomes: list[Any] = []
+    warned = _Warnings()
+
+    def put_while_stalled() -> None:
+        with Engine(store, indexes(), workers=4, compress=compress) as other:
+            outcomes.append(other.put_documents([_doc("k", "a")], fields=["tag"], events=warned))
+
+    with Engine(hooked, indexes(), workers=4, compress=compress) as engine:  # type: ignore[arg-type]
+        engine.put_documents([_doc("k", "a"), _doc("j", "a")], fields=["tag"])
+        hooked.hooks[("before delete", "k")] = put_while_stalled
+        result = engine.delete(["k"])
+        [put] = outcomes
+        assert (put.stored, put.not_indexed) == (1, 0)
+        assert len(warned.messages) == 1
+        assert (result.deleted, result.kept) == (0, ["k"])  # put again meanwhile: kept
+        assert [e["tag"] for e in engine.query({"fs_id": "k"})] == ["a"]
+        _assert_index_describes_bucket(engine)
+        assert engine.index.journaled() == {}
+        assert engine.sync().drift == 0
+
+
+@S3
 def test_a_killed_deletes_records_stall_a_put_once_not_per_chunk(
     store: ObjectStore, indexes: OpenIndex, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -133,8 +133,9 @@ class DeletesUnderWay:
     finish it (but before the upload, not after it), and every other record this run has seen
     that long with it (a killed delete's records would otherwise stall one chunk after
     another). A stalled delete that resumes finds its records gone and leaves those keys
-    (``_delete_journaled``). A record still there after being finished (the store refused the
-    delete) is not waited for again.
+    (``_delete_journaled``); one that stalled after reading them, while sending its requests,
+    finds another ETag (``finished``). A record still there after being finished (the store
+    refused the delete) is not waited for again.
     """
 
     def __init__(self, store: ObjectStore, index: Index, warn: Callable[[str], None]) -> None:
@@ -143,6 +144,10 @@ class DeletesUnderWay:
         self._warn = warn
         self._first_seen: dict[tuple[str, str], float] = {}
         self._refused: set[tuple[str, str]] = set()
+        # The records this run finished (key -> the ETag their delete names): a stalled
+        # delete's request may still reach the store, so this run's object of such a key
+        # must not carry that ETag (see put's ``unlike_finished_deletes``).
+        self.finished: dict[str, str] = {}
 
     def await_for(self, keys: Sequence[str]) -> bool:
         """Wait until no delete of ``keys`` is under way (finishing those past the wait).
@@ -173,6 +178,7 @@ class DeletesUnderWay:
         if not stale:
             return
         _delete_journaled(self._store, self._index, stale, _DeleteOutcome())
+        self.finished.update(stale)
         left = self._index.journaled(list(stale))
         self._refused.update((k, e) for k, e in left.items() if stale.get(k) == e)
         its = "its key" if len(stale) == 1 else "its keys"

@@ -25,6 +25,8 @@ stored again, and would remove the upload under the entry written for it.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import hashlib
 import threading
 import time
 import uuid
@@ -212,6 +214,15 @@ class UploadPipeline:
         """Let deletes of ``keys`` under way end before their uploads (``DeletesUnderWay``).
         True when any key was journaled."""
         return self._deletes.await_for(keys)
+
+    def unlike_finished_deletes(self, batch: list[Prepared]) -> list[Prepared]:
+        """``batch``, each document of a key whose stalled delete this run finished stored so
+        that its object's ETag is not the one that delete's If-Match names (``_unlike``)."""
+        finished = self._deletes.finished
+        if not finished:
+            return batch
+        codec_name = self._options.codec
+        return [_unlike(p, finished[p.key], codec_name) if p.key in finished else p for p in batch]
 
     def flush(self) -> None:
         """Write the entries of every completed upload to the index."""
@@ -914,7 +925,8 @@ def _drop_unchanged(
         # An upload of one of these keys still under way would change what the index says.
         pipeline.settle(keys)
     if not compare:
-        return batch, _read_after_deletes(index.versions, keys, pipeline)
+        versions = _read_after_deletes(index.versions, keys, pipeline)
+        return _unlike_finished(batch, pipeline), versions
     existing = _read_after_deletes(index.bookkeeping, keys, pipeline)
     same = {
         p.key
@@ -933,7 +945,25 @@ def _drop_unchanged(
                 result.unchanged += 1
         else:
             changed.append(prepared)
-    return changed, {key: kept.version for key, (_, kept) in existing.items()}
+    versions = {key: kept.version for key, (_, kept) in existing.items()}
+    return _unlike_finished(changed, pipeline), versions
+
+
+def _unlike_finished(batch: list[Prepared], pipeline: UploadPipeline | None) -> list[Prepared]:
+    return batch if pipeline is None else pipeline.unlike_finished_deletes(batch)
+
+
+def _unlike(prepared: Prepared, etag: str, codec_name: str) -> Prepared:
+    """``prepared``, or, when its body would carry ``etag`` (S3's ETag of a one-part upload is
+    its body's MD5), the same document with a newline after its JSON: other bytes, so the
+    stalled delete's If-Match cannot take it. Its hash and metadata follow its bytes."""
+    body = codec.encode_raw(prepared.body, codec_name)
+    if hashlib.md5(body, usedforsecurity=False).hexdigest() != etag.strip('"').lower():
+        return prepared
+    raw = prepared.body + b"\n"
+    sha256 = hashlib.sha256(raw).hexdigest()
+    metadata = {**prepared.metadata, codec.META_SHA256: sha256}
+    return dataclasses.replace(prepared, body=raw, sha256=sha256, metadata=metadata)
 
 
 _ReadT = TypeVar("_ReadT")
