@@ -82,6 +82,16 @@ class HookedStore:
     def delete(self, keys: Sequence[str], **options: Any) -> Any:
         for key in keys:
             self._fire("before delete", key)
+        still_wanted = options.get("still_wanted")
+        if still_wanted is not None:
+
+            def checked(key: str) -> bool:
+                wanted = bool(still_wanted(key))
+                if wanted:
+                    self._fire("after its check", key)  # between the check and the request
+                return wanted
+
+            options["still_wanted"] = checked
         outcome = self._inner.delete(keys, **options)
         for key in keys:
             self._fire("after delete", key)
@@ -271,13 +281,17 @@ def test_a_reconcile_finding_the_entry_in_step_still_fails_a_writer_that_read_it
 
 @S3
 def test_a_delete_overtaken_by_puts_keeps_the_document_put_again_with_its_bytes(
-    hooked: HookedStore, store: ObjectStore, indexes: OpenIndex
+    hooked: HookedStore, store: ObjectStore, indexes: OpenIndex, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A delete journals k's object (bytes A) and removes its entry; before its conditional
     delete of the object, a put stores other bytes (B), so the object stays (changed); after
     it, a put stores A again, with the very ETag the delete journaled. The delete then sets
     k's entry to what the bucket holds, and must not take A's object for the one it was
-    deleting: its own journal record named that ETag."""
+    deleting: its own journal record named that ETag.
+
+    The puts began before the delete journaled k: they read the journal before the record
+    was there, and wait for nothing (a put that finds it waits: the tests below)."""
+    monkeypatch.setattr(delete_module.DeletesUnderWay, "await_for", lambda self, keys: False)
     other = _other_writer(store, indexes)
     with _engine(hooked, indexes) as engine:
         engine.put_documents([_doc("k", "a")], fields=["tag"])
@@ -454,33 +468,41 @@ def test_a_delete_stalled_past_the_wait_leaves_what_a_put_stored_after_finishing
 
 @S3
 @pytest.mark.parametrize("compress", ["zlib", "zstd", "none"])
-def test_a_delete_stalled_while_sending_leaves_what_a_put_stored_after_finishing_it(
+@pytest.mark.parametrize("stall", ["before delete", "after its check"])
+def test_a_delete_stalled_while_sending_leaves_what_puts_stored_after_finishing_it(
     hooked: HookedStore,
     store: ObjectStore,
     indexes: OpenIndex,
     monkeypatch: pytest.MonkeyPatch,
     compress: str,
+    stall: str,
 ) -> None:
-    """A delete stalls after reading its records the last time, as its If-Match deletes are
-    being sent (a paused process), longer than a put waits: the put finishes that delete and
-    stores the same document again. The stalled request then reaches the store: the put's
-    object must not carry the ETag it names, or it is removed under the put's entry."""
+    """A delete stalls as its If-Match deletes are being sent (a paused process), longer than
+    a put waits: the put finishes that delete and stores the same document again, and so may
+    a later put, which finds no record. A request not yet sent is not sent: its key's record
+    is read again right before it. One whose record was read, stalled before it reached the
+    store, names an ETag the finishing put's object must not carry."""
     monkeypatch.setattr(reconcile_module, "DELETE_WAIT", 0.3)
     outcomes: list[Any] = []
     warned = _Warnings()
+    puts = 2 if stall == "before delete" else 1
 
-    def put_while_stalled() -> None:
-        with Engine(store, indexes(), workers=4, compress=compress) as other:
-            outcomes.append(other.put_documents([_doc("k", "a")], fields=["tag"], events=warned))
+    def puts_while_stalled() -> None:
+        for _ in range(puts):
+            with Engine(store, indexes(), workers=4, compress=compress) as other:
+                put = other.put_documents([_doc("k", "a")], fields=["tag"], events=warned)
+                outcomes.append(put)
 
     with Engine(hooked, indexes(), workers=4, compress=compress) as engine:  # type: ignore[arg-type]
         engine.put_documents([_doc("k", "a"), _doc("j", "a")], fields=["tag"])
-        hooked.hooks[("before delete", "k")] = put_while_stalled
+        hooked.hooks[(stall, "k")] = puts_while_stalled
         result = engine.delete(["k"])
-        [put] = outcomes
-        assert (put.stored, put.not_indexed) == (1, 0)
-        assert len(warned.messages) == 1
-        assert (result.deleted, result.kept) == (0, ["k"])  # put again meanwhile: kept
+        assert [(put.stored, put.not_indexed) for put in outcomes] == [(1, 0)] * puts
+        assert len(warned.messages) == 1  # the first put finished the delete
+        if stall == "before delete":
+            assert (result.deleted, result.missing, result.kept) == (0, ["k"], [])
+        else:
+            assert (result.deleted, result.missing, result.kept) == (0, [], ["k"])
         assert [e["tag"] for e in engine.query({"fs_id": "k"})] == ["a"]
         _assert_index_describes_bucket(engine)
         assert engine.index.journaled() == {}

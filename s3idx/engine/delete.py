@@ -22,6 +22,7 @@ step 4 would be taken by it, so a put first waits for the deletes of its keys to
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -390,16 +391,12 @@ def _delete_journaled(
     remaining = {k: v for k, v in items.items() if k not in conflicts}
     if not remaining:
         return
-    # Records finished by another process meanwhile (a put that waited out this delete,
-    # stalled past ``DELETE_WAIT``, or a sync): their objects are gone, and the same bytes may
-    # be stored again since, which this If-Match would take. Left alone.
-    current = index.journaled(list(remaining))
-    for key in [k for k, etag in remaining.items() if current.get(k) != etag]:
-        outcome.done(key, False)
-        del remaining[key]
-    if not remaining:
-        return
-    failures = store.delete(list(remaining), if_match=remaining, done=outcome.done)
+    still_there = _RecordsStillThere(index, remaining)
+    failures = store.delete(
+        list(remaining), if_match=remaining, done=outcome.done, still_wanted=still_there
+    )
+    for key in still_there.gone:
+        del remaining[key]  # finished by another process: not this delete's to clear
     changed = [f.key for f in failures if f.changed]
     outcome.rewritten.extend(changed)
     if changed:
@@ -426,6 +423,39 @@ def _delete_journaled(
     # A failed delete stays journaled: its entry is gone, and the record keeps sync from
     # adopting the object until the next delete, sync or rebuild-index deletes it.
     index.clear_journal({k: v for k, v in remaining.items() if k not in refused or k in changed})
+
+
+class _RecordsStillThere:
+    """``still_wanted`` of a batch's conditional deletes: whether a key's record is still the
+    one this delete journaled, as the index said at most ``FRESH`` seconds before the request.
+
+    A record finished by another process meanwhile (a put that waited out this delete stalled
+    past ``DELETE_WAIT``, or a sync) names an object already gone, and the same bytes may be
+    stored again since, which this If-Match would take: its key is not sent. Read for the
+    whole batch at once, again once the last read is older than ``FRESH``: a delete paused
+    while sending finds the records gone when it resumes, before its next request.
+    """
+
+    FRESH = 0.5
+
+    def __init__(self, index: Index, records: Mapping[str, str]) -> None:
+        self._index = index
+        self._records = dict(records)
+        self._lock = threading.Lock()
+        self._read_at = -math.inf
+        self._current: dict[str, str] = {}
+        self.gone: set[str] = set()
+
+    def __call__(self, key: str) -> bool:
+        with self._lock:
+            started = time.monotonic()
+            if started - self._read_at > self.FRESH:
+                self._current = self._index.journaled(list(self._records))
+                self._read_at = started  # not after: a read that stalled is that old
+            if self._current.get(key) == self._records[key]:
+                return True
+            self.gone.add(key)
+            return False
 
 
 def _object_etag(store: ObjectStore, key: str) -> str | None:

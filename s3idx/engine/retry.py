@@ -33,6 +33,7 @@ from s3idx.store.base import (
     ObjectInfo,
     ObjectStore,
     PutReceipt,
+    StillWanted,
 )
 
 if TYPE_CHECKING:
@@ -355,6 +356,7 @@ class RetryingStore:
         *,
         if_match: Mapping[str, str] | None = None,
         done: DeleteDone | None = None,
+        still_wanted: StillWanted | None = None,
     ) -> list[DeleteFailure]:
         # Safe to retry: a conditional delete that did land finds the key missing next time
         # (not a failure), and one that did not still compares the ETag.
@@ -384,7 +386,9 @@ class RetryingStore:
 
         def attempt(keys: list[str]) -> list[DeleteFailure]:
             try:
-                return self.inner.delete(keys, if_match=if_match, done=reported)
+                return self.inner.delete(
+                    keys, if_match=if_match, done=reported, still_wanted=still_wanted
+                )
             except BaseException:
                 with lock:
                     uncertain.update(keys)

@@ -159,8 +159,9 @@ class DeleteFailure(Frozen):
         init_field(self, "hint", hint)
 
 
-# ``done(key, removed)`` of ``ObjectStore.delete``.
+# ``done(key, removed)`` and ``still_wanted(key)`` of ``ObjectStore.delete``.
 DeleteDone = Callable[[str, bool], None]
+StillWanted = Callable[[str], bool]
 
 
 def not_reported(key: str, removed: bool) -> None:
@@ -216,6 +217,7 @@ class ObjectStore(Protocol):
         *,
         if_match: Mapping[str, str] | None = None,
         done: DeleteDone | None = None,
+        still_wanted: StillWanted | None = None,
     ) -> list[DeleteFailure]:
         """Delete objects; a missing key is not a failure (S3 semantics).
 
@@ -230,6 +232,12 @@ class ObjectStore(Protocol):
         object with another ETag, written since, is left and reported as
         ``DeleteFailure(key, reason, changed=True)``. The check and the delete are one atomic
         step where the store can make them so (docs/ARCHITECTURE.md, "Conditional deletes").
+
+        ``still_wanted(key)`` is asked (from any thread) right before each key of ``if_match``
+        has its delete sent, each attempt: False leaves the key unsent, reported as
+        ``done(key, False)``, no failure. A caller whose request may wait (a paused process, a
+        queue of requests) so learns that another process finished its work meanwhile, and
+        that the ETag may name the same bytes stored again since.
         """
         ...
 

@@ -79,6 +79,7 @@ from s3idx.store.base import (
     ObjectInfo,
     PutReceipt,
     RequestCounter,
+    StillWanted,
     not_reported,
 )
 
@@ -478,6 +479,7 @@ class LocalStore:
         *,
         if_match: Mapping[str, str] | None = None,
         done: DeleteDone | None = None,
+        still_wanted: StillWanted | None = None,
     ) -> list[DeleteFailure]:
         self.requests.add()
         failures: list[DeleteFailure] = []
@@ -494,6 +496,9 @@ class LocalStore:
             try:
                 if if_match is not None and key in if_match:
                     with self._key_lock(key):
+                        if still_wanted is not None and not still_wanted(key):
+                            report(key, False)
+                            continue
                         if _etag(os.lstat(path)) != if_match[key]:
                             failures.append(DeleteFailure(key, CHANGED_REASON, changed=True))
                             continue

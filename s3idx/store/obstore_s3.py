@@ -52,6 +52,7 @@ from s3idx.store.base import (
     ObjectHead,
     ObjectInfo,
     PutReceipt,
+    StillWanted,
 )
 from s3idx.store.s3 import (
     DEFAULT_MULTIPART_THRESHOLD,
@@ -304,9 +305,10 @@ class ObstoreS3Store:
         *,
         if_match: Mapping[str, str] | None = None,
         done: DeleteDone | None = None,
+        still_wanted: StillWanted | None = None,
     ) -> list[DeleteFailure]:
         # object_store's delete takes no If-Match: boto3's DeleteObject sends it.
-        return self._boto.delete(keys, if_match=if_match, done=done)
+        return self._boto.delete(keys, if_match=if_match, done=done, still_wanted=still_wanted)
 
     @property
     def conditional_deletes_supported(self) -> bool:

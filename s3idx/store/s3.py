@@ -67,6 +67,7 @@ from s3idx.store.base import (
     ObjectInfo,
     PutReceipt,
     RequestCounter,
+    StillWanted,
     check_endpoint_url,
     not_reported,
     s3_url,
@@ -652,6 +653,7 @@ class S3Store:
         *,
         if_match: Mapping[str, str] | None = None,
         done: DeleteDone | None = None,
+        still_wanted: StillWanted | None = None,
     ) -> list[DeleteFailure]:
         if if_match:
             conditional = [key for key in keys if key in if_match]
@@ -685,6 +687,9 @@ class S3Store:
                 if not under_way.enter():
                     return None  # the call is ending (an error, a signal): not sent
                 try:
+                    if still_wanted is not None and not still_wanted(key):
+                        report(key, False)
+                        return None
                     return failing.unsent(key) or failing.record(
                         self._delete_one(key, expected[key], report)
                     )

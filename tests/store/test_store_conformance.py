@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from s3idx.engine.retry import RetryingStore
 from s3idx.errors import MetadataTooLargeError, ObjectChangedError, ObjectNotFoundError
 from s3idx.store.base import ObjectStore
 
@@ -326,6 +327,37 @@ def test_conditional_and_plain_deletes_mix_in_one_call(store: ObjectStore) -> No
     failures = store.delete(["a", "b", "c"], if_match={"a": a.etag, "b": stale.etag})
 
     assert [(f.key, f.changed) for f in failures] == [("b", True)]
+    assert [o.key for o in store.list_objects()] == ["b"]
+
+
+@pytest.mark.parametrize("retrying", [False, True], ids=["bare", "retrying"])
+def test_a_conditional_delete_no_longer_wanted_when_its_turn_comes_is_not_sent(
+    store: ObjectStore, retrying: bool
+) -> None:
+    """``still_wanted(key)`` is asked right before each key's conditional delete is sent (a
+    caller whose journal record was finished by another process meanwhile): a key it refuses
+    is left, reported as having had no object here, and is no failure. Plain deletes are not
+    asked."""
+    etags = {key: store.put(key, b"x", META).etag for key in ("a", "b")}
+    store.put("c", b"x", META)
+    asked: list[str] = []
+    heard: list[tuple[str, bool]] = []
+
+    def still_wanted(key: str) -> bool:
+        asked.append(key)
+        return key != "b"
+
+    deleting = RetryingStore(store) if retrying else store
+    failures = deleting.delete(
+        ["a", "b", "c"],
+        if_match=etags,
+        done=lambda key, removed: heard.append((key, removed)),
+        still_wanted=still_wanted,
+    )
+
+    assert failures == []
+    assert sorted(asked) == ["a", "b"]
+    assert sorted(heard) == [("a", True), ("b", False), ("c", True)]
     assert [o.key for o in store.list_objects()] == ["b"]
 
 
