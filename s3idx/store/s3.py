@@ -212,6 +212,10 @@ class ConnectionOptions(TypedDict, total=False):
     read_timeout: float  # seconds an answer may take, per request
 
 
+class _NotWanted(Exception):
+    """Raised by the before-send hook to stop a delete its caller no longer wants sent."""
+
+
 class S3Connection:
     """One bucket under a prefix, one botocore session and client, and what is known of the bucket.
 
@@ -246,6 +250,8 @@ class S3Connection:
         # Every HTTP request botocore sends on this connection, and (ObstoreS3Store adds its
         # own) obstore's: one count for the store, whichever transport sent the request.
         self.requests = RequestCounter()
+        # Per thread: what a DeleteObject about to be sent asks first (see _still_wanted).
+        self.sending = threading.local()
         config = Config(
             max_pool_connections=options.get("max_pool_connections", DEFAULT_POOL_CONNECTIONS),
             # Checksums only where S3 demands them (DeleteObjects) and no parameter validation:
@@ -294,6 +300,7 @@ class S3Connection:
         client.meta.events.register_first("needs-retry.s3", _no_region_lookup)
         # before-send fires once per HTTP request actually sent (each page, each part).
         client.meta.events.register("before-send.s3", self._count_request)
+        client.meta.events.register_first("before-send.s3.DeleteObject", self._still_wanted)
         return session, client
 
     def _load_credentials(self, session: botocore.session.Session) -> None:
@@ -324,6 +331,14 @@ class S3Connection:
             f"{endpoint}{with_region}: {redact(str(exc), vendor_text=True)}",
             hint=ENDPOINT_HINT,
         )
+
+    def _still_wanted(self, **kwargs: Any) -> None:
+        """The caller of a conditional delete asked once more, after botocore built and signed
+        the request and just before it leaves (each attempt): a thread paused between its
+        first answer and here finds out now (``ObjectStore.delete``'s ``still_wanted``)."""
+        check = getattr(self.sending, "still_wanted", None)
+        if check is not None and not check():
+            raise _NotWanted
 
     def _count_request(self, **kwargs: Any) -> None:
         self.requests.add()  # returns None: botocore then sends the request itself
@@ -691,7 +706,7 @@ class S3Store:
                         report(key, False)
                         return None
                     return failing.unsent(key) or failing.record(
-                        self._delete_one(key, expected[key], report)
+                        self._delete_one(key, expected[key], report, still_wanted)
                     )
                 finally:
                     under_way.leave()
@@ -709,12 +724,14 @@ class S3Store:
                     raise
         return failures
 
-    def _delete_one(self, key: str, etag: str, done: DeleteDone) -> DeleteFailure | None:
+    def _delete_one(
+        self, key: str, etag: str, done: DeleteDone, still_wanted: StillWanted | None
+    ) -> DeleteFailure | None:
         """A key's conditional delete; one that failed in a way worth retrying is that key's
         failure (retried alone by RetryingStore), not the batch's. ``done`` hears of a key
         deleted or found missing as soon as the server answered."""
         try:
-            outcome = self._delete_if_match(key, etag)
+            outcome = self._delete_if_match(key, etag, still_wanted)
             if not isinstance(outcome, DeleteFailure):
                 done(key, outcome)
                 return None
@@ -726,7 +743,21 @@ class S3Store:
         except ObjectAccessDeniedError as exc:
             return DeleteFailure(key, exc.message, denied=True)
 
-    def _delete_if_match(self, key: str, etag: str) -> DeleteFailure | bool:
+    def _delete_if_match(
+        self, key: str, etag: str, still_wanted: StillWanted | None
+    ) -> DeleteFailure | bool:
+        """``_send_delete_if_match``, ``still_wanted`` asked as its request leaves; a key
+        no longer wanted then is as one found gone (False)."""
+        sending = self.connection.sending
+        sending.still_wanted = None if still_wanted is None else partial(still_wanted, key)
+        try:
+            return self._send_delete_if_match(key, etag)
+        except _NotWanted:
+            return False
+        finally:
+            sending.still_wanted = None
+
+    def _send_delete_if_match(self, key: str, etag: str) -> DeleteFailure | bool:
         """One DeleteObject with If-Match: the server compares and deletes in one step.
 
         DeleteObjects takes an ETag per object too, but servers ignore it (moto does), so each

@@ -330,6 +330,35 @@ def test_server_without_conditional_deletes_gets_a_head_first_and_says_so(s3: S3
     assert ["IfMatch" in c for c in calls] == [True, False]
 
 
+@pytest.mark.parametrize("conditional", [True, False], ids=["if-match", "head-first"])
+def test_a_conditional_delete_asks_still_wanted_again_as_its_request_leaves(
+    s3: S3Store, conditional: bool
+) -> None:
+    """``still_wanted`` is asked once more by botocore's before-send, after the request was
+    built and signed: a thread paused between the first answer and the send (a stopped
+    process) finds out then, and sends nothing."""
+    put = s3.put("k", b"x", META)
+    s3.conditional_deletes_supported = conditional
+    answers: list[bool] = []
+    heard: list[tuple[str, bool]] = []
+
+    def still_wanted(key: str) -> bool:
+        answers.append(not answers)  # yes the first time, no after that
+        return answers[-1]
+
+    sent = s3.requests.value
+    failures = s3.delete(
+        ["k"],
+        if_match={"k": put.etag},
+        done=lambda key, removed: heard.append((key, removed)),
+        still_wanted=still_wanted,
+    )
+
+    assert (failures, heard, answers) == ([], [("k", False)], [True, False])
+    assert s3.requests.value - sent == (0 if conditional else 1)  # the HEAD first, no DELETE
+    assert s3.head("k").etag == put.etag
+
+
 # --- buckets ---------------------------------------------------------------------------------
 
 

@@ -356,7 +356,7 @@ def test_a_conditional_delete_no_longer_wanted_when_its_turn_comes_is_not_sent(
     )
 
     assert failures == []
-    assert sorted(asked) == ["a", "b"]
+    assert set(asked) == {"a", "b"}  # the conditional keys (S3 asks again as a request leaves)
     assert sorted(heard) == [("a", True), ("b", False), ("c", True)]
     assert [o.key for o in store.list_objects()] == ["b"]
 
