@@ -136,14 +136,22 @@ def settle_pending(
     return tuple(settled)
 
 
-def counted_marks(marks: Mapping[str, int], pending: Sequence[tuple[str, int]]) -> dict[str, int]:
-    """``marks`` (field -> how many times a writer marked it pending) after ``mark_pending``
-    of ``pending``: each field it adds entries to counts one more mark."""
+def marked_pending(
+    pending: Sequence[tuple[str, int]],
+    marks: Mapping[str, int],
+    recorded: Collection[str],
+    more: Sequence[tuple[str, int]],
+) -> tuple[tuple[tuple[str, int], ...], dict[str, int]]:
+    """``pending`` and ``marks`` (field -> how many times a writer marked it pending) after
+    ``mark_pending(more)``: each recorded field it adds entries to counts them, and one more
+    mark; a field the index does not record is ignored."""
+    counts = dict(pending)
     counted = dict(marks)
-    for name, entries in pending:
-        if entries > 0:
+    for name, entries in more:
+        if name in recorded and entries > 0:
+            counts[name] = counts.get(name, 0) + entries
             counted[name] = counted.get(name, 0) + 1
-    return counted
+    return tuple(counts.items()), counted
 
 
 def marks_changed(

@@ -107,11 +107,11 @@ from s3idx.index.base import (
     RebuildStatus,
     SortSpec,
     Version,
-    counted_marks,
     is_count,
     is_expected,
     join_refusal,
     key_problem,
+    marked_pending,
     marks_changed,
     new_stamp,
     settle_pending,
@@ -1047,15 +1047,9 @@ class MongoIndex:
         def merged(
             old: list[dict[str, Any]], recorded: list[str], marks: dict[str, int] | None
         ) -> tuple[list[dict[str, Any]], dict[str, int] | None]:
-            counts = {str(p["field"]): int(p.get("entries", 0)) for p in old}
-            for name, entries in pending:
-                if name in recorded and entries > 0:
-                    counts[name] = counts.get(name, 0) + entries
-            marked = [(name, n) for name, n in pending if name in recorded]
-            return (
-                [{"field": f, "entries": n} for f, n in counts.items()],
-                counted_marks(marks or {}, marked),
-            )
+            counts = [(str(p["field"]), int(p.get("entries", 0))) for p in old]
+            now, marks = marked_pending(counts, marks or {}, recorded, pending)
+            return [{"field": f, "entries": n} for f, n in now], marks
 
         return self._update_pending(merged)
 

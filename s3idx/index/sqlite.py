@@ -84,11 +84,11 @@ from s3idx.index.base import (
     RebuildStatus,
     SortSpec,
     Version,
-    counted_marks,
     is_count,
     is_expected,
     join_refusal,
     key_problem,
+    marked_pending,
     marks_changed,
     new_stamp,
     settle_pending,
@@ -378,13 +378,21 @@ class _Database:
         return settings
 
     def require_settings(self, conn: sqlite3.Connection) -> IndexSettings:
-        settings = self.load_settings(conn)
+        return self.require_settings_and_meta(conn)[0]
+
+    def require_settings_and_meta(
+        self, conn: sqlite3.Connection
+    ) -> tuple[IndexSettings, dict[str, Any]]:
+        """The settings, and the meta table they were read from (one read for both)."""
+        meta = self.load_meta(conn)
+        settings = self.settings_of(conn, meta)
         if settings is None:
             raise IndexSettingsError(
                 f"index {self.location} has no key field recorded yet",
                 hint="configure the index (key field and fields) before writing entries",
             )
-        return settings
+        assert meta is not None  # settings come from it
+        return settings, meta
 
     def _check_version(self, conn: sqlite3.Connection, tables: set[str]) -> dict[str, Any]:
         try:
@@ -503,12 +511,12 @@ class SqliteIndex:
 
     def mark_pending(self, pending: Sequence[tuple[str, int]]) -> IndexSettings:
         with self._db.transaction() as conn:
-            settings = self._db.require_settings(conn)
-            merged = _merge_pending(settings, pending)
+            settings, meta = self._db.require_settings_and_meta(conn)
+            merged, marks = marked_pending(
+                settings.pending, _pending_marks_of(meta) or {}, settings.fields, pending
+            )
             _set_pending(conn, merged)
-            marked = [(name, n) for name, n in pending if name in settings.fields]
-            marks = _pending_marks_of(self._db.load_meta(conn)) or {}
-            _set_meta(conn, MARKS, json.dumps(counted_marks(marks, marked)))
+            _set_meta(conn, MARKS, json.dumps(marks))
             return IndexSettings(settings.key_field, settings.fields, merged)
 
     def pending_marks(self) -> dict[str, int]:
@@ -524,8 +532,8 @@ class SqliteIndex:
         since: Mapping[str, int] | None = None,
     ) -> IndexSettings:
         with self._db.transaction() as conn:
-            settings = self._db.require_settings(conn)
-            kept = marks_changed(fields, _pending_marks_of(self._db.load_meta(conn)), since)
+            settings, meta = self._db.require_settings_and_meta(conn)
+            kept = marks_changed(fields, _pending_marks_of(meta), since)
             pending = settle_pending(settings.pending, fields, remaining, kept)
             _set_pending(conn, pending)
             return IndexSettings(settings.key_field, settings.fields, pending)
@@ -1644,16 +1652,6 @@ def _newly_pending(conn: sqlite3.Connection, fields: Sequence[str]) -> list[tupl
     """Fields new to an index: pending for the entries it holds now (none: complete)."""
     held = int(conn.execute(f"SELECT count(*) FROM {LIVE.entries}").fetchone()[0])
     return [(f, held) for f in fields] if held else []
-
-
-def _merge_pending(
-    settings: IndexSettings, more: Sequence[tuple[str, int]]
-) -> tuple[tuple[str, int], ...]:
-    counts = dict(settings.pending)
-    for name, entries in more:
-        if name in settings.fields and entries > 0:
-            counts[name] = counts.get(name, 0) + entries
-    return tuple(counts.items())
 
 
 def _pending_marks_of(meta: Mapping[str, Any] | None) -> dict[str, int] | None:
