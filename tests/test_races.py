@@ -435,18 +435,26 @@ class LocalRound(Round):
         return Engine(LocalStore(self.home / "store"), index)
 
 
+def _local_round_of_80_keys(on_s3: Round, record_v: bool) -> tuple[LocalRound, list[str]]:
+    """A round on a local store, its 80 keys stored (tag v0, v=i) indexing tag only; with
+    ``record_v``, v recorded afterwards: every entry lacks it until reindex."""
+    rnd = LocalRound(**{f.name: getattr(on_s3, f.name) for f in fields(Round)})
+    keys = _keys("k", 80)
+    started = time.monotonic()
+    with rnd.engine() as engine:
+        engine.put_documents(
+            ({"fs_id": k, "tag": "v0", "v": i} for i, k in enumerate(keys)), fields=["tag"]
+        )
+        if record_v:
+            engine.put_documents([], fields=["tag", "v"])
+    rnd.procs.append(Proc("v0", None, started, "v0", keys, time.monotonic(), 0))
+    return rnd, keys
+
+
 def test_reindex_beside_put_and_delete(rounds: Iterator[Round]) -> None:
     for on_s3 in rounds:
-        rnd = LocalRound(**{f.name: getattr(on_s3, f.name) for f in fields(Round)})
-        keys = _keys("k", 80)
-        started = time.monotonic()
-        with rnd.engine() as engine:
-            # Stored before field v was added: reindex rewrites every object's metadata.
-            engine.put_documents(
-                ({"fs_id": k, "tag": "v0", "v": i} for i, k in enumerate(keys)), fields=["tag"]
-            )
-            engine.put_documents([], fields=["tag", "v"])
-        rnd.procs.append(Proc("v0", None, started, "v0", keys, time.monotonic(), 0))
+        # Stored before field v was added: reindex rewrites every object's metadata.
+        rnd, keys = _local_round_of_80_keys(on_s3, record_v=True)
         reindex = rnd.start("reindex", "reindex", "--workers", "4", "--json")
         rnd.pause(0, 1.0, "put after")
         put = rnd.put("put v1", "v1", keys[:40] + _keys("n", 10), "--batch-size", "5")
@@ -465,14 +473,7 @@ def test_reindex_of_a_new_field_beside_a_put_begun_before_it(rounds: Iterator[Ro
     # keys. Either reindex completed v over every entry, or it left v pending (exit 3) and a
     # second reindex completes it; never v complete with entries lacking it.
     for on_s3 in rounds:
-        rnd = LocalRound(**{f.name: getattr(on_s3, f.name) for f in fields(Round)})
-        keys = _keys("k", 80)
-        started = time.monotonic()
-        with rnd.engine() as engine:
-            engine.put_documents(
-                ({"fs_id": k, "tag": "v0", "v": i} for i, k in enumerate(keys)), fields=["tag"]
-            )
-        rnd.procs.append(Proc("v0", None, started, "v0", keys, time.monotonic(), 0))
+        rnd, keys = _local_round_of_80_keys(on_s3, record_v=False)
         put = rnd.put("put v1", "v1", keys + _keys("n", 20), "--batch-size", "5", fields=["tag"])
         rnd.pause(0.2, 1.2, "reindex after")
         reindex = rnd.start("reindex", "reindex", "--field", "v", "--workers", "4", "--json")

@@ -34,6 +34,16 @@ def helper(aws: Path, body: str, profile: str = "cp", extra: str = "") -> Path:
     return config
 
 
+def _changed(base: dict[str, Any], fields: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``fields`` set, or removed where their value is ``KeyError``."""
+    for name, value in fields.items():
+        if value is KeyError:
+            del base[name]
+        else:
+            base[name] = value
+    return base
+
+
 def answer(**fields: Any) -> str:
     base: dict[str, Any] = {
         "Version": 1,
@@ -42,12 +52,7 @@ def answer(**fields: Any) -> str:
         "SessionToken": "tokensecret7",
         "Expiration": "2099-01-01T00:00:00Z",
     }
-    for name, value in fields.items():
-        if value is KeyError:
-            del base[name]
-        else:
-            base[name] = value
-    return f"print({json.dumps(base)!r})"
+    return f"print({json.dumps(_changed(base, fields))!r})"
 
 
 def put(run: Run, tmp_path: Path, *flags: str) -> Any:
@@ -277,12 +282,7 @@ def container_answer(**fields: Any) -> str:
         "Token": "tokensecret7",
         "Expiration": "2099-01-01T00:00:00Z",
     }
-    for name, value in fields.items():
-        if value is KeyError:
-            del base[name]
-        else:
-            base[name] = value
-    return json.dumps(base)
+    return json.dumps(_changed(base, fields))
 
 
 @pytest.mark.parametrize(
