@@ -159,7 +159,34 @@ def resolve_settings(
         merged["fields"] = tuple(merged["fields"])
     settings = Settings(**merged, sources=given)
     _validate(settings, given)
+    _refuse_s3_flags_for_a_local_store(settings, flags, given)
     return settings
+
+
+# Where an S3 store is and whose it is: typed with a local store, a forgotten s3://. (How to
+# reach one, --transport and --create-bucket, a script may pass whatever the store.)
+_S3_ONLY = ("endpoint_url", "region", "aws_profile")
+_URL_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def _refuse_s3_flags_for_a_local_store(
+    settings: Settings, flags: Mapping[str, Any], given: Mapping[str, str]
+) -> None:
+    """A flag (or a library caller's keyword) only an S3 store takes, given with a local
+    store: the documents would go to a local directory without a word. From the environment
+    or the config file it is a default for S3 stores, which a local one leaves unused."""
+    scheme = _URL_SCHEME.match(settings.store)
+    if scheme is not None and scheme.group() != "file://":
+        return  # s3://, or a URL refused as a location later
+    for name in _S3_ONLY:
+        if flags.get(name) in (None, ""):
+            continue
+        store_from = given.get("store", "the default store")
+        raise ConfigError(
+            f"{given[name]} is for an S3 store, and the store is a local directory "
+            f"({store_from}: {settings.store})",
+            hint=f"give the S3 store with --store s3://BUCKET/PREFIX, or leave out {given[name]}",
+        )
 
 
 def _validate(settings: Settings, given: Mapping[str, str]) -> None:

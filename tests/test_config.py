@@ -464,3 +464,50 @@ def test_an_endpoint_url_in_the_environment_is_not_checked_for_a_local_store(
     put = run("put", *where, input=b'{"fs_id": "a"}\n')
     assert put.exit_code == 0, put.stderr
     assert run("query", "--count", *where).stdout == "1\n"
+
+
+@pytest.mark.parametrize(
+    "flag",
+    [
+        ["--endpoint-url", "http://127.0.0.1:9000"],
+        ["--region", "eu-west-1"],
+        ["--aws-profile", "minio"],
+    ],
+    ids=lambda flag: flag[0],
+)
+@pytest.mark.parametrize("store", ["flag", "default"])
+def test_an_s3_flag_typed_with_a_local_store_is_refused(
+    run: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, flag: list[str], store: str
+) -> None:
+    """An S3 setting typed on the command line with a local store is a forgotten s3://: the
+    documents would go to the local directory without a word. Given in the environment or
+    the config file, it is a default for S3 stores, unused by a local one (test above); and
+    --transport and --create-bucket, how to reach a store, a script may pass whatever the
+    store (tests/cli/test_combinations.py)."""
+    monkeypatch.chdir(tmp_path)
+    where = ["--index", str(tmp_path / "i.sqlite3")]
+    local = tmp_path / "store"
+    if store == "flag":
+        where += ["--store", str(local)]
+        came_from = "--store"
+    else:
+        monkeypatch.setenv("S3IDX_HOME", str(tmp_path / "home"))
+        local = tmp_path / "home" / "store"
+        came_from = "the default store"
+    result = run("put", *where, *flag, input=b'{"fs_id": "a"}\n')
+    assert result.exit_code == ExitStatus.USAGE, result.stderr
+    assert result.stderr == (
+        f"s3idx: error: {flag[0]} is for an S3 store, and the store is a local directory "
+        f"({came_from}: {local})\n"
+        f"  hint: give the S3 store with --store s3://BUCKET/PREFIX, or leave out {flag[0]}\n"
+    )
+    assert not local.exists() and not (tmp_path / "i.sqlite3").exists()
+
+
+def test_a_library_caller_giving_an_s3_setting_with_a_local_store_is_refused(
+    tmp_path: Path,
+) -> None:
+    with pytest.raises(ConfigError, match="^region is for an S3 store, and the store is a local"):
+        resolve_settings({"store": str(tmp_path / "store"), "region": "eu-west-1"})
+    settings = resolve_settings({"store": "s3://bucket/p", "region": "eu-west-1"})
+    assert settings.region == "eu-west-1"
