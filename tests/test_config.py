@@ -507,7 +507,7 @@ def test_an_s3_flag_typed_with_a_local_store_is_refused(
 def test_a_library_caller_giving_an_s3_setting_with_a_local_store_is_refused(
     tmp_path: Path,
 ) -> None:
-    with pytest.raises(ConfigError, match="^region is for an S3 store, and the store is a local"):
+    with pytest.raises(ConfigError, match=r"^region is for an S3 store, and the store is a local"):
         resolve_settings({"store": str(tmp_path / "store"), "region": "eu-west-1"})
     settings = resolve_settings({"store": "s3://bucket/p", "region": "eu-west-1"})
     assert settings.region == "eu-west-1"
