@@ -72,6 +72,9 @@ from s3idx.errors import (
 from s3idx.store.base import s3_url
 from s3idx.store.deadline import MIN_RATE
 
+# How long a credential_process may take to print its answer (botocore waits for ever: a cron
+# job hung with one stuck on a login). Generous: some open a browser for a single sign-on.
+CREDENTIAL_PROCESS_TIMEOUT = 300.0
 _CREDENTIALS_HINT = (
     "check the credentials: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, ~/.aws/credentials, "
     "or the profile chosen with --aws-profile"
@@ -539,9 +542,14 @@ class _CheckedProcessProvider(ProcessProvider):  # type: ignore[misc]
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
             )
-            stdout, _stderr = process.communicate()
+            stdout, _stderr = process.communicate(timeout=CREDENTIAL_PROCESS_TIMEOUT)
         except OSError as exc:
             raise refuse(f"{program} cannot be started: {exc.strerror or exc}") from None
+        except subprocess.TimeoutExpired:
+            _stop(process)
+            raise refuse(
+                f"{program} did not answer within {CREDENTIAL_PROCESS_TIMEOUT:g} s: it was stopped"
+            ) from None
         if process.returncode != 0:
             raise refuse(
                 f"{program} {_ended(process.returncode)}; what it wrote is not shown, "
@@ -567,6 +575,17 @@ class _CheckedProcessProvider(ProcessProvider):  # type: ignore[misc]
             "expiry_time": parsed.get("Expiration"),
             "account_id": self._get_account_id(parsed),
         }
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    """Kill a credential_process and close its pipes without reading them to their end: a
+    program it started may hold them open. (It keeps s3idx's process group and terminal, so
+    one that asks for an MFA code on the terminal still can.)"""
+    process.kill()
+    process.wait()
+    for pipe in (process.stdout, process.stderr):
+        if pipe is not None:
+            pipe.close()
 
 
 def _ended(returncode: int) -> str:

@@ -7,14 +7,18 @@ from other text. No server is needed: everything here fails before the first req
 from __future__ import annotations
 
 import json
+import os
 import shlex
+import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from s3idx.errors import ExitStatus
+from s3idx.store import s3_errors
 from tests.helpers import Run
 
 UNREACHABLE = "http://127.0.0.1:1"
@@ -283,6 +287,35 @@ def container_answer(**fields: Any) -> str:
         "Expiration": "2099-01-01T00:00:00Z",
     }
     return json.dumps(_changed(base, fields))
+
+
+def test_a_credential_process_that_never_answers_is_stopped_and_said_so(
+    run: Run, fake_aws_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """botocore waits for a credential_process for ever: a cron job's s3idx hung with it. It
+    is given CREDENTIAL_PROCESS_TIMEOUT, then killed, and the run exits 6 saying so, even
+    when a program it started still holds its output open."""
+    monkeypatch.setattr(s3_errors, "CREDENTIAL_PROCESS_TIMEOUT", 0.5)
+    pids = tmp_path / "pids"
+    helper(
+        fake_aws_env,
+        "import os, subprocess, time\n"
+        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+        f"open({str(pids)!r}, 'w').write(f'{{os.getpid()}} {{child.pid}}')\n"
+        "time.sleep(60)",
+    )
+    started = time.monotonic()
+    result = put(run, tmp_path, "--aws-profile", "cp")
+    assert time.monotonic() - started < 20
+    assert result.exit_code == ExitStatus.ACCESS_DENIED, result.stderr
+    assert result.stderr.startswith(
+        f"{CANNOT_LOAD}the credential_process of AWS profile 'cp' (program "
+        f"'{sys.executable}') did not answer within 0.5 s: it was stopped\n"
+    ), result.stderr
+    process, child = map(int, pids.read_text().split())
+    os.kill(child, signal.SIGKILL)  # left running (see _stop); this test's to end
+    with pytest.raises(ProcessLookupError):
+        os.kill(process, 0)  # killed, and reaped
 
 
 @pytest.mark.parametrize(
