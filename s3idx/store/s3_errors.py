@@ -9,15 +9,22 @@ text goes through ``config.redact(..., vendor_text=True)``.
 from __future__ import annotations
 
 import datetime
+import getpass
 import json
 import re
 import signal
 import subprocess
+from functools import partial
 from typing import Any
 
 import botocore.session
 from botocore.compat import compat_shell_split
-from botocore.credentials import ContainerProvider, ProcessProvider, RefreshableCredentials
+from botocore.credentials import (
+    AssumeRoleProvider,
+    ContainerProvider,
+    ProcessProvider,
+    RefreshableCredentials,
+)
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
@@ -683,6 +690,34 @@ def _checked_container_fetcher(provider: Any) -> None:
     fetcher.retrieve_full_uri = checked
 
 
+# Where a role's MFA code is asked for; never stdin (see _mfa_code_from_terminal).
+TERMINAL = "/dev/tty"
+
+
+def _mfa_code_from_terminal(profile: str, prompt: str) -> str:
+    """A role's MFA code (its profile's mfa_serial), asked for on the terminal. botocore's
+    getpass reads stdin when there is none (cron): a put's first document taken for the code.
+    With no terminal to ask on, the role's credentials are refused instead."""
+    try:
+        with open(TERMINAL, "rb"):
+            pass
+    except OSError:
+        problem = (
+            "needs an MFA code (mfa_serial), and there is no terminal to ask for it on: s3idx "
+            "does not read it from stdin"
+        )
+        raise CredentialSourceError(
+            provider="assume-role",
+            source=f"AWS profile {profile!r}",
+            problem=problem,
+            hint="run the command from a terminal, or give it credentials that need no MFA "
+            "code (e.g. the session of `aws configure export-credentials --profile "
+            f"{profile} --format env`)",
+            error_msg=problem,
+        ) from None
+    return getpass.getpass(prompt)
+
+
 def check_credential_sources(session: Any) -> None:
     """Make the session's credential_process runs (its profile's, and a role's
     source_profile's, whose providers botocore builds when the role is assumed) and its
@@ -706,6 +741,9 @@ def check_credential_sources(session: Any) -> None:
 
     for provider in getattr(resolver, "providers", ()):
         checked(provider)
+        if type(provider) is AssumeRoleProvider and hasattr(provider, "_prompter"):
+            profile = getattr(provider, "_profile_name", None) or "default"
+            provider._prompter = partial(_mfa_code_from_terminal, profile)
         if type(provider) is ContainerProvider and hasattr(provider, "_fetcher"):
             _checked_container_fetcher(provider)
         builder: Any = getattr(provider, "_profile_provider_builder", None)

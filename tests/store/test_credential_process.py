@@ -186,6 +186,30 @@ def test_a_credential_process_of_a_source_profile_is_checked_alike(
     ), result.stderr
 
 
+def test_a_role_needing_an_mfa_code_with_no_terminal_exits_6_and_leaves_stdin_alone(
+    run: Run, fake_aws_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """botocore asks for a role's MFA code with getpass, which reads stdin when there is no
+    terminal (cron): it took put's first document for the code. With no terminal to ask on,
+    the role's credentials are refused instead."""
+    monkeypatch.setattr(s3_errors, "TERMINAL", str(tmp_path / "no-tty"))
+    (fake_aws_env / "config").write_text(
+        "[profile base]\naws_access_key_id = AKIDSHORT\naws_secret_access_key = secret\n"
+        "[profile role]\nrole_arn = arn:aws:iam::123456789012:role/r\nsource_profile = base\n"
+        "mfa_serial = arn:aws:iam::123456789012:mfa/me\n"
+    )
+    result = put(run, tmp_path, "--aws-profile", "role")
+    assert result.exit_code == ExitStatus.ACCESS_DENIED, result.stderr
+    assert ": put: 0 read, 0 stored" in result.stderr  # no document taken for the code
+    assert result.stderr.endswith(
+        f"{CANNOT_LOAD}AWS profile 'role' needs an MFA code (mfa_serial), and there is no "
+        "terminal to ask for it on: s3idx does not read it from stdin\n"
+        "  hint: run the command from a terminal, or give it credentials that need no MFA "
+        "code (e.g. the session of `aws configure export-credentials --profile role "
+        "--format env`)\n"
+    ), result.stderr
+
+
 def test_a_credential_process_answer_that_can_be_used_is_used(
     run: Run, fake_aws_env: Path, tmp_path: Path
 ) -> None:
