@@ -166,7 +166,6 @@ def resolve_settings(
 # Where an S3 store is and whose it is: typed with a local store, a forgotten s3://. (How to
 # reach one, --transport and --create-bucket, a script may pass whatever the store.)
 _S3_ONLY = ("endpoint_url", "region", "aws_profile")
-_URL_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 
 
 def _refuse_s3_flags_for_a_local_store(
@@ -175,8 +174,8 @@ def _refuse_s3_flags_for_a_local_store(
     """A flag (or a library caller's keyword) only an S3 store takes, given with a local
     store: the documents would go to a local directory without a word. From the environment
     or the config file it is a default for S3 stores, which a local one leaves unused."""
-    scheme = _URL_SCHEME.match(settings.store)
-    if scheme is not None and scheme.group() != "file://":
+    scheme, sep, _ = settings.store.partition("://")
+    if sep and scheme != "file" and "/" not in scheme:
         return  # s3://, or a URL refused as a location later
     for name in _S3_ONLY:
         if flags.get(name) in (None, ""):

@@ -711,8 +711,8 @@ def _mfa_code_from_terminal(profile: str, prompt: str) -> str:
             source=f"AWS profile {profile!r}",
             problem=problem,
             hint="run the command from a terminal, or give it credentials that need no MFA "
-            "code (e.g. the session of `aws configure export-credentials --profile "
-            f"{profile} --format env`)",
+            "code (e.g. a session exported by `aws configure export-credentials` into AWS_* "
+            "variables)",
             error_msg=problem,
         ) from None
     return getpass.getpass(prompt)

@@ -205,8 +205,8 @@ def test_a_role_needing_an_mfa_code_with_no_terminal_exits_6_and_leaves_stdin_al
         f"{CANNOT_LOAD}AWS profile 'role' needs an MFA code (mfa_serial), and there is no "
         "terminal to ask for it on: s3idx does not read it from stdin\n"
         "  hint: run the command from a terminal, or give it credentials that need no MFA "
-        "code (e.g. the session of `aws configure export-credentials --profile role "
-        "--format env`)\n"
+        "code (e.g. a session exported by `aws configure export-credentials` into AWS_* "
+        "variables)\n"
     ), result.stderr
 
 
