@@ -231,6 +231,20 @@ def encode_raw(raw: bytes, codec: str) -> bytes:
     raise ValueError(f"unknown codec {codec!r}")
 
 
+def encode_raw_otherwise(raw: bytes, codec: str) -> bytes | None:
+    """Other bytes than ``encode_raw``'s that decode to the same ``raw`` (so another S3 ETag),
+    or None for a codec that stores ``raw`` as it is. zlib: level 9, whose header says so
+    (FLEVEL 3, not the default's 2); zstd: a frame with a content checksum, which its header
+    says too."""
+    if codec == "json+zlib":
+        return zlib.compress(raw, 9)
+    if codec == "json+zstd":
+        return _zstd().checksummed_compressor().compress(raw)
+    if codec == "json":
+        return None
+    raise ValueError(f"unknown codec {codec!r}")
+
+
 class _Zstd:
     """zstandard's (de)compressors, one per thread: they are not safe to share between threads."""
 
@@ -246,6 +260,11 @@ class _Zstd:
             found = self._module.ZstdCompressor(level=ZSTD_LEVEL, write_content_size=True)
             self._local.compressor = found
         return found
+
+    def checksummed_compressor(self) -> zstandard.ZstdCompressor:
+        return self._module.ZstdCompressor(  # rare (encode_raw_otherwise): not kept
+            level=ZSTD_LEVEL, write_content_size=True, write_checksum=True
+        )
 
     def decompressor(self) -> zstandard.ZstdDecompressor:
         found: zstandard.ZstdDecompressor | None = getattr(self._local, "decompressor", None)

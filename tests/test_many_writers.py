@@ -8,11 +8,13 @@ tests/test_races.py.
 
 from __future__ import annotations
 
+import io
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+from unittest.mock import ANY
 
 import orjson
 import pytest
@@ -507,6 +509,10 @@ def test_a_delete_stalled_while_sending_leaves_what_puts_stored_after_finishing_
         _assert_index_describes_bucket(engine)
         assert engine.index.journaled() == {}
         assert engine.sync().drift == 0
+        out = io.BytesIO()
+        engine.write_documents(["k"], out)  # what get prints: one line, the same document
+        [line] = out.getvalue().splitlines()
+        assert orjson.loads(line) == {**_doc("k", "a"), "last_updated": ANY}
 
 
 @S3

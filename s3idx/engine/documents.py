@@ -38,6 +38,9 @@ class Prepared:
     # Its key was stored earlier in the same run (a later batch stores it again, the last line
     # winning): counted as a duplicate, not again as stored or unchanged.
     again: bool = False
+    # The stored body, when it must be other bytes than ``codec.encode_raw``'s (put's
+    # ``_unlike``); None: encoded as usual, at upload.
+    encoded: bytes | None = None
 
 
 def shown_path(path: str) -> str:

@@ -405,7 +405,10 @@ class UploadPipeline:
         return self._outcome(prepared, receipt, None)
 
     def _encode(self, prepared: Prepared) -> tuple[str, bytes, Mapping[str, str]]:
-        return prepared.key, codec.encode_raw(prepared.body, self._options.codec), prepared.metadata
+        body = prepared.encoded
+        if body is None:
+            body = codec.encode_raw(prepared.body, self._options.codec)
+        return prepared.key, body, prepared.metadata
 
     def _outcome(
         self, prepared: Prepared, receipt: PutReceipt | None, error: BaseException | None
@@ -955,12 +958,16 @@ def _unlike_finished(batch: list[Prepared], pipeline: UploadPipeline | None) -> 
 
 def _unlike(prepared: Prepared, etag: str, codec_name: str) -> Prepared:
     """``prepared``, or, when its body would carry ``etag`` (S3's ETag of a one-part upload is
-    its body's MD5), the same document with a newline after its JSON: other bytes, so the
-    stalled delete's If-Match cannot take it. Its hash and metadata follow its bytes."""
+    its body's MD5), the same document in other bytes, so the stalled delete's If-Match
+    cannot take it: compressed otherwise (``codec.encode_raw_otherwise``), or, stored as it
+    is, its JSON followed by a space (its hash and metadata then follow its bytes)."""
     body = codec.encode_raw(prepared.body, codec_name)
     if hashlib.md5(body, usedforsecurity=False).hexdigest() != etag.strip('"').lower():
         return prepared
-    raw = prepared.body + b"\n"
+    other = codec.encode_raw_otherwise(prepared.body, codec_name)
+    if other is not None:
+        return dataclasses.replace(prepared, encoded=other)
+    raw = prepared.body + b" "  # on the same line: get writes the body, then a newline
     sha256 = hashlib.sha256(raw).hexdigest()
     metadata = {**prepared.metadata, codec.META_SHA256: sha256}
     return dataclasses.replace(prepared, body=raw, sha256=sha256, metadata=metadata)
