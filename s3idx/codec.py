@@ -262,9 +262,10 @@ class _Zstd:
         return found
 
     def checksummed_compressor(self) -> zstandard.ZstdCompressor:
-        return self._module.ZstdCompressor(  # rare (encode_raw_otherwise): not kept
+        made: zstandard.ZstdCompressor = self._module.ZstdCompressor(  # rare: not kept
             level=ZSTD_LEVEL, write_content_size=True, write_checksum=True
         )
+        return made
 
     def decompressor(self) -> zstandard.ZstdDecompressor:
         found: zstandard.ZstdDecompressor | None = getattr(self._local, "decompressor", None)
