@@ -95,7 +95,11 @@ def test_second_signal_aborts_at_once_even_on_a_stalled_server(
         time.sleep(rng.uniform(0.0, 1.0))
         first = rng.choice([signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
         process.send_signal(first)
-        time.sleep(rng.uniform(0.0, 0.6))
+        # Apart by more than the main thread's latency: two signals both pending when it next
+        # runs Python code reach their handlers in signal-number order (SIGINT before
+        # SIGTERM), whichever came first, so the first would be taken for the second (CI
+        # saw 130 for a SIGTERM then SIGINT sent a moment apart).
+        time.sleep(rng.uniform(0.1, 0.6))
         process.send_signal(signal.SIGINT)
         sent = time.monotonic()
         try:
