@@ -38,8 +38,8 @@ class Prepared:
     # Its key was stored earlier in the same run (a later batch stores it again, the last line
     # winning): counted as a duplicate, not again as stored or unchanged.
     again: bool = False
-    # The stored body, when it must be other bytes than ``codec.encode_raw``'s (put's
-    # ``_unlike``); None: encoded as usual, at upload.
+    # The stored body when it is encoded already (put's ``_unlike`` encodes some to compare,
+    # and some as other bytes than ``codec.encode_raw``'s); None: encoded at upload.
     encoded: bytes | None = None
 
 

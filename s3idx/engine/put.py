@@ -963,7 +963,7 @@ def _unlike(prepared: Prepared, etag: str, codec_name: str) -> Prepared:
     is, its JSON followed by a space (its hash and metadata then follow its bytes)."""
     body = codec.encode_raw(prepared.body, codec_name)
     if hashlib.md5(body, usedforsecurity=False).hexdigest() != etag.strip('"').lower():
-        return prepared
+        return dataclasses.replace(prepared, encoded=body)  # not encoded again at upload
     other = codec.encode_raw_otherwise(prepared.body, codec_name)
     if other is not None:
         return dataclasses.replace(prepared, encoded=other)

@@ -2125,6 +2125,11 @@ class MongoRebuild:
                 # rename now and then; a random pause puts the next try elsewhere in their
                 # rhythm (five tries in a row failed under a put of batches of five).
                 time.sleep(random.uniform(0, min(0.5, 0.01 * 2**attempt)))
+            # Asked again before each drop: a later start takes the rebuild over at any
+            # moment, and may have swapped its own index in already; that one is not ours to
+            # drop. Only the moment between this read and the drop is left.
+            if self._c.meta.find_one(self._mine(), {ID: 1}) is None:
+                raise self._superseded()
             self._c.database.drop_collection(target)
             try:
                 self._collection.rename(target)

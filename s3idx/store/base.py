@@ -235,10 +235,9 @@ class ObjectStore(Protocol):
 
         ``still_wanted(key)`` is asked (from any thread, maybe more than once) right before
         each key of ``if_match`` has its delete sent, each attempt: False leaves the key
-        unsent, reported as
-        ``done(key, False)``, no failure. A caller whose request may wait (a paused process, a
-        queue of requests) so learns that another process finished its work meanwhile, and
-        that the ETag may name the same bytes stored again since.
+        unsent, reported as ``done(key, False)``, no failure. A caller whose request may wait
+        (a paused process, a queue of requests) so learns that another process finished its
+        work meanwhile, and that the ETag may name the same bytes stored again since.
         """
         ...
 

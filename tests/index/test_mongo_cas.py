@@ -467,3 +467,26 @@ def test_a_rebuild_committing_while_a_later_start_cleans_up_never_swaps_in_an_em
     (error,) = outcome
     assert error is not None and "was replaced by another rebuild-index" in str(error)
     _finish(new, other)
+
+
+def test_a_rebuild_replaced_and_finished_before_its_swap_leaves_the_newer_index(
+    ready: Index, open_index: Opener, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A whole later rebuild-index between an earlier run's last check and its swap: the
+    earlier run says it was replaced and keeps its hands off the index the later one swapped
+    in (FerretDB swaps by drop, then rename: a CI race dropped it and left the index empty)."""
+    old = _replaced_rebuild(ready)
+    other = open_index()
+    assert isinstance(old, mongo.MongoRebuild)
+    swap = old._swap
+
+    def another_run_first() -> None:
+        _finish(other.start_rebuild(KEY), other)
+        swap()
+
+    monkeypatch.setattr(old, "_swap", another_run_first)
+    with pytest.raises(S3idxError, match="was replaced by another rebuild-index"):
+        old.commit(IndexSettings(KEY, ("n",)))
+    old.abort()
+    assert sorted(e[KEY] for e in ready.find()) == ["new"]
+    assert ready.rebuild_status() is None
