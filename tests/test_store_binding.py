@@ -13,6 +13,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -20,6 +21,7 @@ import pytest
 from s3idx import Engine, open_engine
 from s3idx.backends import store_identity
 from s3idx.config import resolve_settings
+from s3idx.engine.events import Events
 from s3idx.engine.retry import RetryPolicy
 from s3idx.errors import ExitStatus, IndexSettingsError
 from s3idx.index.sqlite import SqliteIndex
@@ -393,3 +395,89 @@ def test_a_put_that_cannot_reach_its_store_leaves_a_new_index_new(
     assert put.exit_code == 0, put.stderr
     found = run("query", "{}", "--count", "--index", str(index))
     assert found.stdout == f"{len(DOCS)}\n", found.stderr
+
+
+class _DeleteInterrupted(LocalStore):
+    """A local store whose first delete runs ``writer`` first: another writer's whole run,
+    forced between two batches of this store's delete."""
+
+    def __init__(self, root: Path, writer: Callable[[], None]) -> None:
+        super().__init__(root)
+        self._writer: Callable[[], None] | None = writer
+
+    def delete(self, keys: Any, **options: Any) -> Any:
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer()
+        return super().delete(keys, **options)
+
+
+class _AfterFirstBatch(Events):
+    """Progress events that run ``writer`` once, at the first: after reindex's first batch."""
+
+    def __init__(self, writer: Callable[[], None]) -> None:
+        self._writer: Callable[[], None] | None = writer
+
+    def progress(self, *args: Any, **kwargs: Any) -> None:
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer()
+
+
+def _re_pointed_mid_run(
+    tmp_path: Path,
+) -> tuple[Path, dict[str, list[dict[str, Any]]], Callable[[], None]]:
+    """Index ``i.sqlite3`` of store a (2,500 keys), store b (2,500 others), and what re-points
+    the index to b: rebuild-index from b, as a user mistaking the index may run."""
+    index = tmp_path / "i.sqlite3"
+    docs = {name: [{"fs_id": f"{name}{i:04d}", "v": i} for i in range(2500)] for name in "ab"}
+    for name in "ab":
+        own = index if name == "a" else tmp_path / "b.sqlite3"
+        with Engine(LocalStore(tmp_path / name), SqliteIndex(own)) as engine:
+            engine.put_documents(docs[name])
+
+    def rebuild_from_b() -> None:
+        with Engine(LocalStore(tmp_path / "b"), SqliteIndex(index)) as engine:
+            engine.rebuild_index()
+
+    return index, docs, rebuild_from_b
+
+
+def _only_bs_entries(index: Path, tmp_path: Path, docs: dict[str, list[dict[str, Any]]]) -> None:
+    assert _entries(index) == [d["fs_id"] for d in docs["b"]]
+    assert SqliteIndex(index).store_binding() == str((tmp_path / "b").resolve())
+
+
+@pytest.mark.parametrize("command", ["put", "reindex", "delete --filter", "delete KEY..."])
+def test_a_command_whose_index_rebuild_index_re_points_meanwhile_writes_no_more_into_it(
+    tmp_path: Path, command: str
+) -> None:
+    """rebuild-index from store b re-points a's index to b while a's put, reindex or delete
+    runs: that run's next batch must be refused, not write a's entries into b's index (or
+    remove b's, or delete a's objects b's entries name)."""
+    index, docs, rebuild_from_b = _re_pointed_mid_run(tmp_path)
+    a = tmp_path / "a"
+
+    def documents() -> Iterator[dict[str, Any]]:
+        for n, doc in enumerate(docs["a"]):
+            if n == 1200:  # a batch of entries written before, the rest after
+                rebuild_from_b()
+            yield {**doc, "v": -n}
+
+    with pytest.raises(IndexSettingsError, match="is the index of store"):
+        if command == "put":
+            with Engine(LocalStore(a), SqliteIndex(index)) as engine:
+                engine.put_documents(documents())
+        elif command == "reindex":
+            with Engine(LocalStore(a), SqliteIndex(index)) as engine:
+                engine.reindex(fields=["v"], events=_AfterFirstBatch(rebuild_from_b))
+        else:
+            with Engine(_DeleteInterrupted(a, rebuild_from_b), SqliteIndex(index)) as engine:
+                if command == "delete --filter":
+                    engine.delete_matching({})
+                else:
+                    engine.delete([d["fs_id"] for d in docs["a"] + docs["b"]])
+    _only_bs_entries(index, tmp_path, docs)
+    with Engine(LocalStore(tmp_path / "b"), SqliteIndex(index)) as engine:
+        check = engine.sync(check=True)
+    assert (check.bucket_only, check.index_only, check.changed) == (0, 0, 0)

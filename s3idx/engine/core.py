@@ -226,6 +226,13 @@ class Engine:
         self._refuse_another_store(bound)
         self._binding_checked = True
 
+    def check_store_binding(self) -> None:
+        """Refuse (IndexSettingsError) an index that records another store now: called by
+        the commands that write before each batch, not only at their start, since a
+        ``rebuild-index`` from another store may re-point the index while they run."""
+        self._check_open()
+        self._check_store_binding()
+
     def _refuse_another_store(self, bound: str | None) -> None:
         refusal = self._another_store(bound)
         if refusal is not None:
@@ -456,6 +463,7 @@ class Engine:
             stop,
             read_progress,
             shard=shard,
+            check_binding=self.check_store_binding,
         )
 
     def prepare_writes(self, shard: Shard | None, *, dry_run: bool = False) -> None:
@@ -737,7 +745,14 @@ class Engine:
         keys = [codec.check_key_argument(key) for key in keys]
         self.require_store()
         self.require_index()
-        return delete_ops.delete_keys(self.store, self.index, keys, dry_run=dry_run, events=events)
+        return delete_ops.delete_keys(
+            self.store,
+            self.index,
+            keys,
+            dry_run=dry_run,
+            events=events,
+            check_binding=self.check_store_binding,
+        )
 
     def delete_matching(
         self, filter: Mapping[str, Any], *, dry_run: bool = False, events: Events | None = None
@@ -747,7 +762,13 @@ class Engine:
         self.require_index()
         check_query_paths(self.index.settings(), filter=filter)
         return delete_ops.delete_matching(
-            self.store, self.index, filter, self.key_field, dry_run=dry_run, events=events
+            self.store,
+            self.index,
+            filter,
+            self.key_field,
+            dry_run=dry_run,
+            events=events,
+            check_binding=self.check_store_binding,
         )
 
     # --- rebuild and sync --------------------------------------------------------------------
@@ -886,6 +907,7 @@ class Engine:
             dry_run=dry_run,
             events=events,
             stop=stop,
+            check_binding=self.check_store_binding,
         )
 
     def verify(

@@ -54,7 +54,11 @@ def delete_keys(
     *,
     dry_run: bool = False,
     events: Events | None = None,
+    check_binding: Callable[[], None] = lambda: None,
 ) -> DeleteResult:
+    """``check_binding``: refuses an index re-pointed to another store (before each batch;
+    ``Engine.check_store_binding``): its entries would be removed, or another store's
+    objects deleted, as this store's."""
     result = DeleteResult(dry_run=dry_run)
     with reported_on_failure(result):
         if not dry_run:
@@ -63,6 +67,7 @@ def delete_keys(
             )
         unique = list(dict.fromkeys(keys))
         for batch in batched(unique, DELETE_BATCH):
+            check_binding()
             _delete_batch(store, index, batch, result, named=True)
             _report(events, result, len(unique))
     return result
@@ -77,7 +82,9 @@ def delete_matching(
     *,
     dry_run: bool = False,
     events: Events | None = None,
+    check_binding: Callable[[], None] = lambda: None,
 ) -> DeleteResult:
+    """As ``delete_keys``, of the keys whose entries match ``filter``."""
     result = DeleteResult(dry_run=dry_run)
     with reported_on_failure(result):
         if not dry_run:
@@ -86,6 +93,7 @@ def delete_matching(
             )
         total = index.count(filter) if events is not None else None
         for batch in _matching_keys(index, filter, key_field, dry_run):
+            check_binding()
             _delete_batch(store, index, batch, result, named=False)
             _report(events, result, total)
     return result

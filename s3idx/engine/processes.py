@@ -761,6 +761,7 @@ def _worker_main(
                     options,
                     _WorkerEvents(reports),
                     stop,
+                    check_binding=engine.check_store_binding,
                 )
             finally:
                 lines.close()  # a parent still sending learns at once that nobody reads

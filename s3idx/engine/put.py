@@ -112,9 +112,13 @@ class UploadPipeline:
         on_reject: Callable[[Record, str], None],
         on_progress: Callable[[], None] = lambda: None,
         on_warning: Callable[[str], None] = lambda message: None,
+        check_binding: Callable[[], None] = lambda: None,
     ) -> None:
         self._store = store
         self._index = index
+        # Before each batch of entries: the index may have been re-pointed to another store
+        # (rebuild-index) since the run began (``Engine.check_store_binding``).
+        self._check_binding = check_binding
         self._options = options
         self._result = result
         self._on_reject = on_reject
@@ -238,6 +242,7 @@ class UploadPipeline:
             # After the objects, before their entries: a manifest never names an unstored
             # object. Inside the try: an interrupt here still counts the batch not indexed.
             self._write_manifest()
+            self._check_binding()
             conflicts = self._index.upsert_if(entries, expected)
         except BaseException:
             self._result.not_indexed += count
@@ -577,7 +582,10 @@ def run_put(
     read_progress: ReadProgress | None = None,
     *,
     shard: Shard | None = None,
+    check_binding: Callable[[], None] = lambda: None,
 ) -> PutResult:
+    """``check_binding``: refuses an index re-pointed to another store (before each batch of
+    entries; ``Engine.check_store_binding``)."""
     result = started(
         PutResult(dry_run=options.dry_run, shard=None if shard is None else str(shard))
     )
@@ -601,7 +609,9 @@ def run_put(
     pipeline = (
         None
         if options.dry_run
-        else UploadPipeline(store, index, options, result, reject, reporter.maybe, events.warned)
+        else UploadPipeline(
+            store, index, options, result, reject, reporter.maybe, events.warned, check_binding
+        )
     )
     collector = CollectorPause()
     collector.start()

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import orjson
@@ -80,7 +81,10 @@ def run_reindex(
     dry_run: bool = False,
     events: Events | None = None,
     stop: threading.Event | None = None,
+    check_binding: Callable[[], None] = lambda: None,
 ) -> ReindexResult:
+    """``check_binding``: refuses an index re-pointed to another store (before each batch of
+    entries; ``Engine.check_store_binding``)."""
     events = events or Events()
     result = started(
         ReindexResult(
@@ -131,6 +135,8 @@ def run_reindex(
                 # The objects' new metadata in a manifest, then their entries (as put does).
                 manifests.flush()
                 _count_manifests(result, manifests)
+                if not dry_run:
+                    check_binding()
                 _write_entries(index, store, settings, entries, recorded, result, workers, events)
                 _repair_entries(index, store, settings, stale, result, workers, events)
                 result.listed += len(batch)
