@@ -2081,15 +2081,18 @@ class MongoRebuild:
             if self._c.meta.find_one(self._mine()) is None:
                 raise self._superseded()
             self._swap()
-            self._c.meta.replace_one(
+            # $set, not a replacement: the pending marks stay (they only grow; a backfill
+            # running meanwhile compares them with those it read when it began).
+            pending = [{"field": f, "entries": n} for f, n in settings.pending if f in fields]
+            self._c.meta.update_one(
                 {ID: self._c.name},
                 {
-                    "key_field": final.key_field,
-                    "fields": fields,
-                    "format": FORMAT,
-                    "pending": [
-                        {"field": f, "entries": n} for f, n in settings.pending if f in fields
-                    ],
+                    "$set": {
+                        "key_field": final.key_field,
+                        "fields": fields,
+                        "format": FORMAT,
+                        "pending": pending,
+                    }
                 },
                 upsert=True,
             )

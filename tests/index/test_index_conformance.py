@@ -1049,6 +1049,24 @@ def test_two_backfills_beside_a_mark_both_leave_the_field_pending(filled: Index)
     assert filled.pending_marks() == {"p": 1}
 
 
+def test_a_rebuild_keeps_the_pending_marks_a_backfill_began_from(
+    filled: Index, open_index: Any
+) -> None:
+    """The marks only grow: a rebuild swapped in while a backfill runs must not reset them,
+    or as many marks again after it would match the backfill's ``since``, and a field a
+    writer marked pending meanwhile would be called complete."""
+    filled.configure(KEY, ["p"])
+    filled.mark_pending([("p", 2)])
+    began = filled.pending_marks()
+    rebuild = filled.start_rebuild(KEY)
+    rebuild.upsert(NEW)
+    rebuild.commit(IndexSettings(KEY, ("p",), (("p", len(NEW)),)))
+    assert open_index().pending_marks() == began
+
+    filled.mark_pending([("p", 1)])  # a writer, after the rebuild, while the backfill runs
+    assert filled.mark_complete(["p"], since=began).pending == (("p", len(NEW) + 1),)
+
+
 def test_mark_complete_with_remaining_keeps_the_fields_pending_for_that_many(
     filled: Index, open_index: Any
 ) -> None:
