@@ -70,6 +70,11 @@ _PROPERTY = re.compile(r"\{[^}]*\}|.", re.DOTALL)
 _PATTERN_SPACE = frozenset("\t\n\x0b\x0c\r \x85\u200e\u200f\u2028\u2029")
 _OCTAL = re.compile(r"[0-7]+")
 _GROUP_NAME = {"<": ">", "{": "}", "'": "'"}
+# PCRE2 refuses a count above this ("number too big in {} quantifier"), so MongoDB does too.
+MAX_REPEAT = 65_535
+# regex expands counted repetitions when it compiles: ~260 bytes for each repeated item, nested
+# counts multiplied (a{99999999} took 16 GB). Above this a pattern is refused, not compiled.
+MAX_REPEATED_ITEMS = 1_000_000
 
 
 def translate(pattern: str, options: str = "") -> str:
@@ -103,12 +108,14 @@ class _Translator:
         self.range_open = False  # a "-" starting a range was just read
         self.after_hyphen = False
         self.set_read = False
+        self.size = _Size()
 
     def run(self) -> str:
         while self.pos < len(self.pattern):
             escaped = self.pattern[self.pos] == "\\"
             if not self.in_class:
                 if escaped:
+                    self.size.item()
                     self.escape()
                 else:
                     self.outside()
@@ -139,10 +146,14 @@ class _Translator:
         pattern, pos = self.pattern, self.pos
         char = pattern[pos]
         if char == "[":
+            self.size.item()
             self.open_class()
             return
         inline = _INLINE_OPTIONS.match(pattern, pos) if char == "(" else None
+        quantifier = _QUANTIFIER.match(pattern, pos) if char == "{" else None
         if inline is not None:
+            if inline.group().endswith(":"):
+                self.size.open_group()
             # Taken as set to the end of the pattern: "x" decides what a "#" starts, "m"
             # what a "^" means.
             on, off = inline.group(1), inline.group(2) or ""
@@ -163,7 +174,11 @@ class _Translator:
             self.out.append(" " if char in _PATTERN_SPACE else _literal(ord(char)))
             self.pos += 1
             return
+        elif quantifier is not None:
+            self.size.repeat(quantifier.group())
+            end = quantifier.end()
         else:
+            self.size.char(char)
             end = pos + 1
         self.out.append(pattern[pos:end])
         self.pos = end
@@ -300,6 +315,49 @@ class _Translator:
 
 
 _WORD_CLASS = "[0-9A-Za-z_]"
+
+
+class _Size:
+    """How many items a pattern's counted repetitions expand to, counted as it is read: each
+    group's items summed, a count multiplying the item or group it follows. Alternatives are
+    summed too, an upper bound. InvalidFilterError past ``MAX_REPEAT`` or
+    ``MAX_REPEATED_ITEMS``, before regex tries to compile it."""
+
+    def __init__(self) -> None:
+        self.groups: list[int] = [0]  # the items of each open group, the pattern's first
+        self.last = 0  # the size of the item a count would repeat (0: none)
+
+    def item(self, size: int = 1) -> None:
+        self.groups[-1] += size
+        self.last = size
+
+    def char(self, char: str) -> None:
+        if char == "(":
+            self.open_group()
+        elif char == ")" and len(self.groups) > 1:  # an unmatched one is regex's to refuse
+            self.item(max(self.groups.pop(), 1))
+        elif char in "*+?|^$":
+            self.last = 0  # unbounded or optional repeats are not expanded
+        else:
+            self.item()
+
+    def open_group(self) -> None:
+        self.groups.append(0)
+        self.last = 0
+
+    def repeat(self, quantifier: str) -> None:
+        counts = [int(n) for n in quantifier[1:-1].split(",") if n]
+        if max(counts) > MAX_REPEAT:
+            raise InvalidFilterError(f"number too big in {{}} quantifier (at most {MAX_REPEAT})")
+        self.groups[-1] += self.last * (max(counts) - 1)
+        self.last = 0
+        if sum(self.groups) > MAX_REPEATED_ITEMS:
+            raise InvalidFilterError(
+                f"its nested repetitions come to more than {MAX_REPEATED_ITEMS:,} items; "
+                "use smaller counts, or a + or * instead of a count"
+            )
+
+
 _BOUNDARY = f"(?:(?<={_WORD_CLASS})(?!{_WORD_CLASS})|(?<!{_WORD_CLASS})(?={_WORD_CLASS}))"
 _NO_BOUNDARY = f"(?:(?<={_WORD_CLASS})(?={_WORD_CLASS})|(?<!{_WORD_CLASS})(?!{_WORD_CLASS}))"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -66,3 +67,48 @@ def test_ctrl_c_interrupts_a_regex_at_once(indexed: Any, monkeypatch: pytest.Mon
     assert result.exit_code == ExitStatus.INTERRUPTED, result.stderr
     assert "interrupted" in result.stderr
     assert time.monotonic() - started < 30
+
+
+def _regex_filter(pattern: str) -> str:
+    return json.dumps({"name": {"$regex": pattern}})
+
+
+@pytest.mark.parametrize(
+    ("pattern", "reason"),
+    [
+        ("a{99999999}", "number too big in {} quantifier (at most 65535)"),
+        ("x{1,65536}", "number too big in {} quantifier (at most 65535)"),
+        ("[ab]{70000,}", "number too big in {} quantifier (at most 65535)"),
+        ("(?:(?:(?:a{100}){100}){100}){100}", "its nested repetitions come to more than"),
+        ("(b{60000}|c{60000}){20}", "its nested repetitions come to more than"),
+        ("(?i:(?P<n>[ab]{1000}){1001})", "its nested repetitions come to more than"),
+    ],
+)
+def test_a_repetition_too_large_to_compile_is_a_clear_error(
+    indexed: Any, pattern: str, reason: str
+) -> None:
+    # The engine expands counted repetitions: a{99999999} took 16 GB before it was refused.
+    result = indexed("query", _regex_filter(pattern))
+    assert result.exit_code == ExitStatus.USAGE, result.stderr
+    assert f"invalid $regex {pattern!r}: {reason}" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("pattern", "count"),
+    [
+        ("a{65535}", 0),
+        ("(?:a{1000}){1000}", 0),
+        ("[z{99999999}]", 0),
+        (r"\{99999999}", 0),
+        (r"\Qa{99999999}\E", 0),
+        ("(?#{99999999})b", 3),
+        ("(?x)b # {99999999}", 3),
+        ("a{40}b", 3),
+    ],
+)
+def test_counts_within_the_limits_or_not_counts_still_run(
+    indexed: Any, pattern: str, count: int
+) -> None:
+    result = indexed("query", _regex_filter(pattern), "--count")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.strip() == str(count)
