@@ -734,7 +734,9 @@ def parse_metadata(metadata: Mapping[str, str]) -> MetadataEntry:
         raise NotAnS3idxObjectError("object has no s3idx metadata")
     if version != FORMAT_VERSION:
         raise UndecodableMetadataError(f"unsupported s3idx format version {version!r}")
-    missing = [n for n in (META_CODEC, META_KEY, META_ENTRY) if n not in meta]
+    # Every s3idx version wrote the sha256: one without it had its metadata edited, and would
+    # otherwise be read unchecked.
+    missing = [n for n in (META_CODEC, META_KEY, META_ENTRY, META_SHA256) if n not in meta]
     if missing:
         raise UndecodableMetadataError(f"s3idx metadata lacks {', '.join(missing)}")
     try:

@@ -358,13 +358,27 @@ def test_objects_without_s3idx_metadata_are_recognised() -> None:
     ("metadata", "message"),
     [
         ({"s3idx-format": "9"}, "unsupported s3idx format version '9'"),
-        ({"s3idx-format": "1"}, "s3idx metadata lacks s3idx-codec, s3idx-key, s3idx-entry"),
         (
-            {"s3idx-format": "1", "s3idx-codec": "json", "s3idx-key": "k", "s3idx-entry": "{"},
+            {"s3idx-format": "1"},
+            "s3idx metadata lacks s3idx-codec, s3idx-key, s3idx-entry, s3idx-sha256",
+        ),
+        (
+            {
+                "s3idx-format": "1",
+                "s3idx-codec": "json",
+                "s3idx-key": "k",
+                "s3idx-entry": '{"k": 1}',
+            },
+            "s3idx metadata lacks s3idx-sha256",
+        ),
+        (
+            {"s3idx-format": "1", "s3idx-codec": "json", "s3idx-key": "k", "s3idx-entry": "{"}
+            | {"s3idx-sha256": "0" * 64},
             "s3idx-entry is not valid JSON",
         ),
         (
-            {"s3idx-format": "1", "s3idx-codec": "json", "s3idx-key": "k", "s3idx-entry": "{}"},
+            {"s3idx-format": "1", "s3idx-codec": "json", "s3idx-key": "k", "s3idx-entry": "{}"}
+            | {"s3idx-sha256": "0" * 64},
             "s3idx-entry lacks the key field 'k'",
         ),
     ],

@@ -85,13 +85,23 @@ def _no_hash_and_binary(old: bytes, metadata: dict[str, str]) -> bytes:
     return b"\x00\x01\x02 binary, and no hash recorded to tell"
 
 
+def _no_hash_and_other_document(old: bytes, metadata: dict[str, str]) -> bytes:
+    del metadata["s3idx-sha256"]
+    return _other_document(old, metadata)
+
+
 DAMAGE = {
     "other document, same metadata": (_other_document, "does not match its recorded sha256"),
     "cut in half": (_cut_in_half, "cut short"),
     "trailing bytes": (_trailing_bytes, "bytes after the end"),
     "codec json over a zlib body": (_codec_says_json, "codec 'json' but the body is json+zlib"),
     "hash of another body": (_hash_of_other_document, "does not match its recorded sha256"),
-    "no hash, binary body": (_no_hash_and_binary, "body is not a JSON object"),
+}
+# Every s3idx version records the sha256: metadata without it was edited, so the object is
+# undecodable (exit 3), not read unchecked.
+NO_HASH = {
+    "no hash, binary body": _no_hash_and_binary,
+    "no hash, other document": _no_hash_and_other_document,
 }
 
 
@@ -117,6 +127,21 @@ def test_a_damaged_body_is_reported_and_the_others_are_served(
     with pytest.raises(DamagedObjectError, match="object 'b'"):
         engine.get("b")
     assert engine.get("c") == _doc("c")
+
+
+@pytest.mark.parametrize("damage", NO_HASH, ids=list(NO_HASH))
+def test_metadata_without_its_sha256_is_undecodable_not_read_unchecked(
+    engine: Engine, store: ObjectStore, damage: str
+) -> None:
+    _replace(store, "b", NO_HASH[damage])
+
+    result, printed = _write(engine, KEYS)
+
+    assert printed == [_doc("a"), _doc("c"), _doc("d")]
+    assert [key for key, _ in result.unreadable] == ["b"]
+    assert "s3idx metadata lacks s3idx-sha256" in result.unreadable[0][1]
+    assert result.undecodable == 1
+    assert result.damaged == []
 
 
 def test_one_flipped_byte_in_an_uncompressed_local_object_is_damage(tmp_path: Path) -> None:

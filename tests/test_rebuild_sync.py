@@ -107,6 +107,7 @@ def test_rebuild_reports_foreign_and_undecodable_objects(filled: Engine) -> None
     store = filled.store
     store.put("foreign/readme.txt", b"hello", {})
     broken = {"s3idx-format": "1", "s3idx-codec": "json", "s3idx-key": "fs_id", "s3idx-entry": "{"}
+    broken["s3idx-sha256"] = "0" * 64
     store.put("doc/broken", b"{}", broken)
     moved = dict(store.head("doc/001").metadata)
     store.put("doc/copied", b"{}", moved)
