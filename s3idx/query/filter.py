@@ -173,6 +173,12 @@ class Regex(Frozen):
             compiled = regex.compile(translated, flags)
         except InvalidFilterError as exc:
             raise InvalidFilterError(f"invalid $regex {self.pattern!r}: {exc}") from None
+        except (MemoryError, RecursionError):
+            # regex's compiler gives up on some patterns so (recursion such as (?R)): the
+            # pattern's doing, not the machine's memory.
+            raise InvalidFilterError(
+                f"invalid $regex {self.pattern!r}: too large or too deeply recursive to compile"
+            ) from None
         except regex.error as exc:
             # A position in the translated pattern would point the user at the wrong place.
             reason = str(exc) if translated == self.pattern else getattr(exc, "msg", str(exc))
@@ -184,6 +190,11 @@ class Regex(Frozen):
             return False
         try:
             return self.compiled.search(value, timeout=REGEX_TIME_LIMIT) is not None
+        except (MemoryError, RecursionError):
+            raise InvalidFilterError(
+                f"$regex {self.pattern!r} recursed too deeply on one value (PCRE2 limits it too)",
+                hint="a pattern that calls itself, such as (?R), needs a way to stop",
+            ) from None
         except TimeoutError:
             raise InvalidFilterError(
                 f"$regex {self.pattern!r} took more than {REGEX_TIME_LIMIT:g} s on one value "

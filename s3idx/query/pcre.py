@@ -208,7 +208,9 @@ class _Translator:
                 self.out.append(posix.group())  # regex's own, Unicode, meaning
                 self.pos = posix.end()
                 return
-            if posix is not None and posix.group(2) in _POSIX:
+            if posix is not None and posix.group(2) not in _POSIX:
+                raise InvalidFilterError(f"unknown POSIX class name {posix.group()}")
+            if posix is not None:
                 ranges = _POSIX[posix.group(2)]
                 self.pos = posix.end()
                 self.class_set(_class_body(_complement(ranges) if posix.group(1) else ranges))

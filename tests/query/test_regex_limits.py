@@ -112,3 +112,25 @@ def test_counts_within_the_limits_or_not_counts_still_run(
     result = indexed("query", _regex_filter(pattern), "--count")
     assert result.exit_code == 0, result.stderr
     assert result.stdout.strip() == str(count)
+
+
+@pytest.mark.parametrize(
+    ("pattern", "reason"),
+    [
+        ("[[:foo:]]", "unknown POSIX class name [:foo:]"),
+        ("x[a[:^nope:]]", "unknown POSIX class name [:^nope:]"),
+    ],
+)
+def test_a_pattern_pcre2_or_the_engine_refuses_is_a_usage_error(
+    indexed: Any, pattern: str, reason: str
+) -> None:
+    result = indexed("query", _regex_filter(pattern), "--count")
+    assert result.exit_code == ExitStatus.USAGE, result.stderr
+    assert f"invalid $regex {pattern!r}: {reason}" in result.stderr
+
+
+def test_a_pattern_recursing_without_end_is_a_usage_error(indexed: Any) -> None:
+    # Depending on the value, regex runs out of time or of memory: either is the pattern's doing.
+    result = indexed("query", _regex_filter("(?R)"), "--count")
+    assert result.exit_code == ExitStatus.USAGE, result.stderr
+    assert result.stderr.startswith("s3idx: error: $regex '(?R)' ")
