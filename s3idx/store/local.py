@@ -610,7 +610,7 @@ class LocalStore:
             if self._read_head(key, old).etag != if_match:
                 raise ObjectChangedError(key)
             try:
-                fd, tmp = tempfile.mkstemp(dir=self._tmp, prefix="meta-")
+                fd, tmp = _temp_file(self._tmp, "meta")
                 try:
                     with os.fdopen(fd, "wb") as fh:
                         fh.write(header)

@@ -17,7 +17,7 @@ import pytest
 from s3idx.errors import ExitStatus, InvalidKeyError, ObjectNotFoundError, StoreFormatError
 from s3idx.liveness import process_tag
 from s3idx.store import local
-from s3idx.store.local import LocalStore
+from s3idx.store.local import MARKER, LocalStore
 from tests.helpers import Run, json_lines, subprocess_env
 from tests.store.test_store_conformance import TRICKY_KEYS
 
@@ -324,7 +324,7 @@ def test_listing_a_large_directory_holds_one_run_of_names_not_the_directory(
 _RACER = """
 import json, sys, time
 from s3idx.errors import ObjectNotFoundError
-from s3idx.store.local import LocalStore
+from s3idx.store.local import MARKER, LocalStore
 
 role, root, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3])
 store = LocalStore(root)
@@ -383,3 +383,47 @@ def test_conditional_deletes_racing_puts_in_processes_delete_only_the_named_obje
     assert writer["puts"] > 50 and named, "the processes did not race"
     # Every object that vanished under the writer was deleted by a delete that named it.
     assert set(writer["vanished"]) <= named
+
+
+_KILLED_AT_RENAME = """
+import os, signal, sys
+from pathlib import Path
+from s3idx.store.local import MARKER, LocalStore
+
+root, operation = Path(sys.argv[1]), sys.argv[2]
+store = LocalStore(root)
+if operation != "initialise":
+    store.put("first", b"{}", {"s3idx-format": "1"})
+    etag = store.head("first").etag
+os.replace = lambda *args: os.kill(os.getpid(), signal.SIGKILL)  # kill -9 just before its rename
+if operation == "initialise":
+    store.put("first", b"{}", {"s3idx-format": "1"})
+elif operation == "put":
+    store.put("second", b"{}", {"s3idx-format": "1"})
+else:
+    store.replace_metadata("first", {"s3idx-format": "1", "s3idx-x": "y"}, if_match=etag)
+"""
+
+
+@pytest.mark.skipif(process_tag() is None, reason="no /proc to tell processes by")
+@pytest.mark.parametrize("operation", ["initialise", "put", "replace_metadata"])
+def test_a_writer_killed_before_its_rename_leaves_a_file_the_next_run_removes(
+    tmp_path: Path, operation: str
+) -> None:
+    # Every temporary file the store writes names its writer, so that a later run can tell that
+    # it died (a reindex killed while rewriting metadata left files nothing ever removed).
+    root = tmp_path / "store"
+    killed = subprocess.run(
+        [sys.executable, "-c", _KILLED_AT_RENAME, str(root), operation],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        timeout=60,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()
+    assert len(list((root / "tmp").iterdir())) == 1
+    if operation == "initialise":
+        (root / MARKER).write_text('{"format": 1, "fold_case": false}\n')
+
+    list(LocalStore(root).list_objects())
+
+    assert list((root / "tmp").iterdir()) == []
