@@ -12,7 +12,7 @@ import io
 import re
 import threading
 import zlib
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -378,19 +378,28 @@ def _zstd_pieces(chunks: Iterator[bytes]) -> Iterator[bytes]:
         if expected is not None and produced >= expected:
             raise DamagedObjectError(_TRAILING.format(codec="json+zstd")) from None
         raise DamagedObjectError(_UNDECODABLE.format(codec="json+zstd", exc=exc)) from None
+    if source.has_more():  # first: an empty frame followed by a document is not cut short
+        raise DamagedObjectError(_TRAILING.format(codec="json+zstd"))
     if (expected is not None and produced < expected) or produced == 0:
         raise DamagedObjectError(_CUT_SHORT.format(codec="json+zstd"))
-    if source.has_more():
-        raise DamagedObjectError(_TRAILING.format(codec="json+zstd"))
 
 
 class _ChunkReader(io.RawIOBase):
-    """A readable file over an iterator of byte chunks (for zstandard's stream reader)."""
+    """A readable file over an iterator of byte chunks (for zstandard's stream reader), that
+    ends where the body's first zstd frame ends.
+
+    zstandard's reader passes over what follows a frame without a word when it decodes to
+    nothing (a skippable frame, an empty frame), so the frame's end is found here, from its
+    header and block headers, and the reader never sees what follows: ``has_more`` then tells.
+    """
 
     def __init__(self, chunks: Iterator[bytes]) -> None:
         self._chunks = chunks
         self._buffer = b""
         self._offset = 0  # into _buffer: no copying a 1 MiB chunk for each small read
+        self._unit_left = 0  # bytes of the current header or block still to hand out
+        self._next_unit: Callable[[], int] = self._frame_header_unit  # the next unit's length
+        self._checksum = False  # whether the frame ends in a 4-byte content checksum
 
     def readable(self) -> bool:
         return True
@@ -404,25 +413,61 @@ class _ChunkReader(io.RawIOBase):
             self._offset = 0
 
     def readinto(self, target: Any) -> int:
+        if not self._unit_left:
+            self._unit_left = self._next_unit()
         self._fill(1)
-        size = min(len(target), len(self._buffer) - self._offset)
+        size = min(len(target), len(self._buffer) - self._offset, self._unit_left)
         target[:size] = memoryview(self._buffer)[self._offset : self._offset + size]
         self._offset += size
+        self._unit_left -= size
         return size
+
+    def _peek(self, size: int) -> bytes:
+        self._fill(size)
+        return self._buffer[self._offset : self._offset + size]
 
     def content_size(self) -> int | None:
         """The uncompressed size the zstd frame header records (s3idx always writes it)."""
-        self._fill(18)  # the longest frame header
         try:
-            header = self._buffer[self._offset : self._offset + 18]
-            size = _zstd()._module.get_frame_parameters(header).content_size
+            size = _zstd()._module.get_frame_parameters(self._peek(_FRAME_HEADER_MAX)).content_size
         except _zstd().error:
             return None
         return None if size == _zstd()._module.CONTENTSIZE_UNKNOWN else size
 
     def has_more(self) -> bool:
-        self._fill(1)
-        return len(self._buffer) > self._offset
+        return bool(self._peek(1))
+
+    def _frame_header_unit(self) -> int:
+        header = self._peek(_FRAME_HEADER_MAX)
+        try:
+            size: int = _zstd()._module.frame_header_size(header)
+        except _zstd().error:
+            return _UNBOUNDED
+        self._checksum = len(header) > 4 and bool(header[4] & 0x04)  # Content_Checksum_flag
+        self._next_unit = self._block_unit
+        return size
+
+    def _block_unit(self) -> int:
+        """A block: a 3-byte header (last-block bit, type, size), then its content."""
+        header = self._peek(3)
+        if len(header) < 3:
+            return _UNBOUNDED  # cut short: the decoder says so
+        value = int.from_bytes(header, "little")
+        kind, size = (value >> 1) & 3, value >> 3
+        if value & 1:
+            self._next_unit = self._checksum_unit if self._checksum else self._frame_end
+        return 3 + (1 if kind == 1 else size)  # an RLE block holds one byte, repeated size times
+
+    def _checksum_unit(self) -> int:
+        self._next_unit = self._frame_end
+        return 4
+
+    def _frame_end(self) -> int:
+        return 0
+
+
+_FRAME_HEADER_MAX = 18
+_UNBOUNDED = 1 << 62  # a unit whose length cannot be read: the rest, for the decoder to judge
 
 
 _CUT_SHORT = "body is cut short: its {codec} stream does not end (the object was truncated)"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import sys
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -199,13 +199,42 @@ def test_a_compressed_body_cut_short_is_damage_however_it_is_fed(name: str, cut:
             b"".join(codec.iter_decoded(chunks, name))
 
 
+# zstd's skippable frame (magic 0x184D2A50..5F, a length, that many bytes): decoders pass over it.
+SKIPPABLE_FRAME = b"\x50\x2a\x4d\x18" + (4).to_bytes(4, "little") + b"note"
+
+TAILS: dict[str, Callable[[str], bytes]] = {
+    "a byte": lambda name: b"x",
+    "zeros": lambda name: b"\x00" * 5000,
+    # What a decoder reads on without complaint: a stream or frame with nothing in it, a frame
+    # it is told to skip, another whole document.
+    "an empty stream": lambda name: codec.encode_raw(b"", name),
+    "an empty stream, otherwise encoded": lambda name: codec.encode_raw_otherwise(b"", name) or b"",
+    "a skippable frame": lambda name: SKIPPABLE_FRAME,
+    "another document": lambda name: codec.encode_raw(b'{"x": 1}', name),
+}
+
+
 @pytest.mark.parametrize("name", ["json+zlib", "json+zstd"])
-@pytest.mark.parametrize("tail", [b"x", b"\x00" * 5000])
-def test_bytes_after_the_compressed_stream_are_damage(name: str, tail: bytes) -> None:
+@pytest.mark.parametrize("tail", TAILS, ids=list(TAILS))
+@pytest.mark.parametrize("checked", [False, True], ids=["plain", "otherwise"])
+def test_bytes_after_the_compressed_stream_are_damage(name: str, tail: str, checked: bool) -> None:
     pytest.importorskip("zstandard", reason="zstandard is not installed")
-    body = codec.encode_raw(RAW, name)
-    for chunks in ([body + tail], [body, tail]):
+    encode = codec.encode_raw_otherwise if checked else codec.encode_raw
+    body = (encode(RAW, name) or b"") + TAILS[tail](name)
+    for size in (len(body), 1, 7, 4096):
+        chunks = [body[i : i + size] for i in range(0, len(body), size)]
         with pytest.raises(DamagedObjectError, match="bytes after the end"):
+            b"".join(codec.iter_decoded(chunks, name))
+
+
+@pytest.mark.parametrize("name", ["json+zlib", "json+zstd"])
+@pytest.mark.parametrize("head", ["an empty stream", "a skippable frame"])
+def test_a_stream_before_the_document_is_damage(name: str, head: str) -> None:
+    pytest.importorskip("zstandard", reason="zstandard is not installed")
+    body = TAILS[head](name) + codec.encode_raw(RAW, name)
+    for size in (len(body), 1, 4096):
+        chunks = [body[i : i + size] for i in range(0, len(body), size)]
+        with pytest.raises(DamagedObjectError, match=r"bytes after the end|cannot be decompressed"):
             b"".join(codec.iter_decoded(chunks, name))
 
 
