@@ -325,6 +325,37 @@ def _click_group(typer_app: typer.Typer) -> Any:
     return group
 
 
+def _json_summary_asked(group: Any, argv: Sequence[str]) -> bool:
+    """Whether ``argv`` gives ``--json`` to a command whose --json is one summary document:
+    as its flag, not as an option's value, a file name after ``--`` or another command's flag.
+
+    Read from the tokens, since a command line that parsing refuses has no parameters parsed.
+    """
+    tokens = iter(argv)
+    for token in tokens:
+        if token == "--" or not token.startswith("-"):
+            command = group.commands.get(token)
+            break
+    else:
+        return False
+    if not getattr(command, "json_is_one_document", False):
+        return False
+    options = [param for param in command.params if param.param_type_name == "option"]
+    if not any(param.name == "json" for param in options):
+        return False
+    takes_value = {
+        name for param in options if not param.is_flag and not param.count for name in param.opts
+    }
+    for token in tokens:
+        if token == "--json":
+            return True
+        if token == "--":
+            return False
+        if token in takes_value:
+            next(tokens, None)
+    return False
+
+
 app = _Typer(
     name="s3idx",
     help=HELP,
@@ -1792,15 +1823,16 @@ def main(args: Sequence[str] | None = None, *, env: Environment | None = None) -
     global _current_signals
     env = env if env is not None else Environment.from_process()
     argv = list(sys.argv[1:] if args is None else args)
+    group = _click_group(app)
+    one_document = _json_summary_asked(group, argv)
     # Until a command runs, a signal's abort writes the one document --json promises too.
-    _current_signals = _Signals(json="--json" in argv)
+    _current_signals = _Signals(json=one_document)
     # Outside a command's run (parsing; the interpreter's shutdown, which joins threads still
     # waiting on a slow server) a signal has nothing to stop cleanly: it aborts at once.
     for signum in STOP_SIGNALS:
         signal.signal(signum, abort_on_signal)
     try:
         # As app(...) runs it (Typer's exception hook only matters with pretty exceptions).
-        group = _click_group(app)
         status = group(args=argv, prog_name="s3idx", standalone_mode=False, obj=env)
     except _CLICK_EXCEPTION as caught:  # a flag or argument that parsing refused
         exc = cast(_ParseError, caught)
@@ -1811,7 +1843,7 @@ def main(args: Sequence[str] | None = None, *, env: Environment | None = None) -
         shown = io.StringIO()
         exc.show(file=shown)
         env.stderr.write(redact(shown.getvalue()))
-        if "--json" in argv:
+        if one_document:
             output.Output(env).write_json(
                 {"error": exc.format_message(), "exit_status": exc.exit_code}
             )

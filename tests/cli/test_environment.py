@@ -117,6 +117,26 @@ def test_query_json_lines_get_no_error_document(locations: list[str]) -> None:
     assert written(env.stderr).startswith("s3idx: error: ")
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("query", "--json", "--limit", "x"),  # --json of query: JSON lines
+        ("query", "--json", "--bogus"),
+        ("get", "--json", "k"),  # get has no --json
+        ("--json", "put"),  # before the command: no command's flag
+        ("put", "--workers", "x", "--", "--json"),  # after --: a file name
+        ("put", "--store", "--json", "--workers", "x"),  # a value
+    ],
+)
+def test_a_refused_command_line_gives_a_document_only_where_json_promises_one(
+    argv: tuple[str, ...],
+) -> None:
+    env = memory_environment()
+    assert main_status(env, *argv) == ExitStatus.USAGE
+    assert written(env.stdout) == ""
+    assert "Error: " in written(env.stderr)
+
+
 def test_a_bug_is_one_line_unless_the_environment_asks_for_the_traceback(
     locations: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
