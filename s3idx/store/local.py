@@ -43,6 +43,7 @@ import errno
 import heapq
 import os
 import re
+import secrets
 import stat
 import sys
 import tempfile
@@ -97,6 +98,7 @@ STALE_TEMP_SECONDS = 3600
 _TEMP_NAME = re.compile(r"[A-Za-z]+-(?P<tag>[0-9]+\.[0-9]+\.[0-9a-z]+)-[^-]+")
 _NO_FOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _NON_BLOCK = getattr(os, "O_NONBLOCK", 0)
+_NEW_FILE_FLAGS = os.O_RDWR | os.O_CREAT | os.O_EXCL | _NO_FOLLOW | getattr(os, "O_BINARY", 0)
 # Names of one directory held in memory while listing it; a larger directory is sorted on disk.
 LIST_RUN = 50_000
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -752,8 +754,19 @@ def _chunks(fh: IO[bytes]) -> Iterator[bytes]:
 
 
 def _temp_file(directory: Path, kind: str) -> tuple[int, str]:
-    """A new temporary file whose name says who writes it: ``KIND-TAG-RANDOM``."""
-    return tempfile.mkstemp(dir=directory, prefix=f"{kind}-{process_tag() or os.getpid()}-")
+    """A new temporary file whose name says who writes it: ``KIND-TAG-RANDOM``.
+
+    Created as mkstemp does, but with mode 0666 less the umask (mkstemp's is 0600), since it
+    becomes an object others may share: a store in a group's directory under umask 002.
+    """
+    prefix = f"{kind}-{process_tag() or os.getpid()}-"
+    for _ in range(100):
+        path = os.path.join(directory, prefix + secrets.token_hex(4))
+        try:
+            return os.open(path, _NEW_FILE_FLAGS, 0o666), path
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no unused temporary file name", str(directory))
 
 
 def _is_abandoned(entry: os.DirEntry[str], now: float) -> bool:

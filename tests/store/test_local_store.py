@@ -427,3 +427,27 @@ def test_a_writer_killed_before_its_rename_leaves_a_file_the_next_run_removes(
     list(LocalStore(root).list_objects())
 
     assert list((root / "tmp").iterdir()) == []
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
+def test_the_files_of_a_store_follow_the_umask(tmp_path: Path, umask: int) -> None:
+    # A store shared by a group (umask 002) is readable and writable by that group, as the
+    # files cp or rsync write would be; a private umask keeps them private.
+    root = tmp_path / "store"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "S3IDX_HOME": str(tmp_path)}
+    for args, stdin in (
+        (["put", "--field", "v"], b'{"fs_id": "a", "v": 1}\n'),
+        (["reindex", "--field", "v"], b""),  # rewrites the object's metadata
+    ):
+        done = subprocess.run(
+            [sys.executable, "-m", "s3idx", *args, "--store", str(root)],
+            input=stdin,
+            env=env,
+            capture_output=True,
+            timeout=60,
+            preexec_fn=lambda: os.umask(umask),
+        )
+        assert done.returncode == 0, done.stderr.decode()
+        files = [root / local.MARKER, *(p for p in (root / "objects").rglob("*") if p.is_file())]
+        assert root / "objects" / "a~" in files  # and the marker, and put's manifest
+        assert {oct(p.stat().st_mode & 0o777) for p in files} == {oct(0o666 & ~umask)}
