@@ -189,6 +189,12 @@ class DamagedIndexError(BackendUnavailableError):
     rebuilds it; ``damaged_index`` words the message and says so."""
 
 
+class DamagedStoreError(BackendUnavailableError):
+    """A store whose own layout is damaged (a local store's ``objects/`` missing while its
+    marker is there, or a file or a link): it cannot be used as it is, and must never be read
+    as an empty store, which would take every index entry for one whose object is gone."""
+
+
 class AccessDeniedError(S3idxError):
     """Credentials are missing, invalid or not allowed to do this."""
 

@@ -38,6 +38,7 @@ from s3idx.errors import (
     AccessDeniedError,
     BackendUnavailableError,
     DamagedIndexError,
+    DamagedStoreError,
     IndexSettingsError,
     NotFoundError,
     ObjectNotFoundError,
@@ -952,7 +953,7 @@ def _check_max_errors(max_errors: int | None) -> None:
 def _status(exc: S3idxError) -> str:
     if isinstance(exc, NotFoundError):
         return "does not exist"
-    if isinstance(exc, DamagedIndexError):
+    if isinstance(exc, DamagedIndexError | DamagedStoreError):
         return "damaged"
     if isinstance(exc, BackendUnavailableError) and exc.not_reached:
         return "unreachable"  # a server (MongoDB down, an S3 endpoint); never a file

@@ -18,10 +18,17 @@ the body. It is written to ``tmp/`` and renamed into place, so readers and concu
 only ever see whole objects. The ETag is derived from the file's inode, mtime and size (as nginx
 does), so listing needs one ``stat`` per object and no reads.
 
+A store whose marker is there is checked once, when first used (``_check_layout``: one
+``lstat`` a directory): ``objects/`` missing (deleted, a file system not mounted) or anything but
+a directory, or ``tmp/`` or ``locks/`` a file, is a ``DamagedStoreError`` (exit 5), never an
+empty store, which ``sync`` would prune the index for. A missing ``tmp/`` or ``locks/`` is made
+again when needed; ``objects/`` never is (``_make_directory``), and a key not found, or a listing,
+checks again that ``objects/`` is still there.
+
 Symbolic links inside the root are never followed (the root itself may be one): a linked
-``objects/`` or ``tmp/`` is an error, a key whose path crosses a linked directory cannot be
-written and is not found, a linked object file is not an object. So nothing is read or written
-outside the root, and reads agree with the listing.
+``objects/``, ``tmp/`` or ``locks/`` is a damaged store, a key whose path crosses a linked
+directory cannot be written and is not found, a linked object file is not an object. So nothing
+is read or written outside the root, and reads agree with the listing.
 
 A conditional delete's check of the ETag and its unlink, a metadata replacement's or a
 conditional put's check and rename, and a put's rename each run under an exclusive ``flock`` of
@@ -59,6 +66,7 @@ import orjson
 from s3idx.codec import check_metadata_size, is_reserved_key, lists_reserved, parse_metadata
 from s3idx.errors import (
     BackendUnavailableError,
+    DamagedStoreError,
     InvalidKeyError,
     ObjectAccessDeniedError,
     ObjectChangedError,
@@ -142,7 +150,7 @@ class LocalStore:
         except FileNotFoundError:
             if not for_write:
                 return False
-            self._check_not_linked()
+            self._check_layout(marked=False)
             self._initialise()
             return True
         except NotADirectoryError:
@@ -160,7 +168,7 @@ class LocalStore:
             fold_case = bool(info.get("fold_case", False))
         except (orjson.JSONDecodeError, AttributeError):
             raise StoreFormatError(f"{marker} is damaged (not the JSON s3idx wrote)") from None
-        self._check_not_linked()
+        self._check_layout(marked=True)
         self._fold_case = fold_case
         return True
 
@@ -176,7 +184,7 @@ class LocalStore:
         try:
             if self._ready(for_write=False):
                 return
-            self._check_not_linked()
+            self._check_layout(marked=False)
             self._check_creatable()
         except NotADirectoryError:
             raise _not_a_directory(self.root) from None
@@ -201,14 +209,50 @@ class LocalStore:
             detail = f"the directory has no {MARKER}"
         raise store_not_found(self.location, detail)
 
-    def _check_not_linked(self) -> None:
+    def _check_layout(self, *, marked: bool) -> None:
+        """Refuse a damaged layout, once, when the store is first used: one ``lstat`` of each
+        directory. ``objects/`` missing from a store with its marker (``marked``) is damage, not
+        an empty store (``_initialise`` makes it before the marker); ``tmp/`` and ``locks/``
+        missing are made again when needed."""
         for directory in (self._objects, self._tmp, self._locks):
-            if directory.is_symlink():
-                raise StoreFormatError(
-                    f"{directory} is a symbolic link; the local store follows no links inside "
-                    "its directory",
-                    hint="put the directory itself there (the store's root may be a link)",
-                )
+            self._check_directory(directory, missing_is_damage=marked)
+
+    def _check_directory(self, directory: Path, *, missing_is_damage: bool = True) -> None:
+        """DamagedStoreError unless ``directory`` (of the layout) is a directory; missing, only
+        when ``missing_is_damage`` (``objects/`` always is, once the store has its marker)."""
+        try:
+            mode = os.lstat(directory).st_mode
+        except FileNotFoundError:
+            if missing_is_damage and directory == self._objects:
+                raise DamagedStoreError(
+                    f"the local store {self.root} has no objects/ directory (its {MARKER} is "
+                    "there): the store is damaged or not fully mounted",
+                    hint="restore objects/ (or mount the file system that holds it); if its "
+                    "objects are lost for good, make an empty objects/ directory there and "
+                    "delete the index's entries (its file or collection)",
+                ) from None
+            return
+        except NotADirectoryError:
+            raise _not_a_directory(self.root) from None
+        except OSError as exc:
+            raise _unavailable(self.root, exc) from None
+        if stat.S_ISLNK(mode):
+            raise DamagedStoreError(
+                f"{directory} is a symbolic link; the local store follows no links inside its "
+                "directory",
+                hint="put the directory itself there (the store's root may be a link)",
+            )
+        if not stat.S_ISDIR(mode):
+            kind = "a file" if stat.S_ISREG(mode) else "a special file"
+            restore = (
+                "put the store's objects/ directory back in its place"
+                if directory == self._objects
+                else f"s3idx makes {directory.name}/ again"
+            )
+            raise DamagedStoreError(
+                f"the local store {self.root} is damaged: {directory} is {kind}, not a directory",
+                hint=f"move {directory} aside; {restore}",
+            )
 
     def _check_creatable(self) -> None:
         """What refuses to make a store here, found without making anything."""
@@ -239,6 +283,15 @@ class LocalStore:
         except OSError as exc:
             raise _unavailable(self.root, exc) from None
         self._fold_case = fold
+
+    def _temp_file(self, kind: str) -> tuple[int, str]:
+        """A new file in ``tmp/``, made again if it is missing (nothing in it outlives a write)."""
+        try:
+            return _temp_file(self._tmp, kind)
+        except (FileNotFoundError, NotADirectoryError):
+            self._check_directory(self._tmp, missing_is_damage=False)
+            self._tmp.mkdir(exist_ok=True)
+            return _temp_file(self._tmp, kind)
 
     def _encode_segment(self, segment: str, fold_case: bool) -> str:
         name = segment.replace("%", "%25").replace("~", "%7E")
@@ -303,7 +356,7 @@ class LocalStore:
         self._refuse_linked_parent(key, path)
         self._sweep_temp_files()
         try:
-            fd, tmp = _temp_file(self._tmp, "put")
+            fd, tmp = self._temp_file("put")
             try:
                 with os.fdopen(fd, "wb") as fh:
                     fh.write(header)
@@ -397,7 +450,8 @@ class LocalStore:
         path = self._locks / f"{stripe:02d}"
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | _NO_FOLLOW, 0o666)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
+            self._check_directory(self._locks, missing_is_damage=False)
             self._locks.mkdir(exist_ok=True)
             fd = os.open(path, os.O_RDWR | os.O_CREAT | _NO_FOLLOW, 0o666)
         try:
@@ -409,13 +463,30 @@ class LocalStore:
     def _rename_into_place(self, tmp: str, path: Path) -> None:
         # A concurrent delete may remove an emptied parent directory between mkdir and rename.
         for attempt in range(5):
-            path.parent.mkdir(parents=True, exist_ok=True)
             try:
                 os.replace(tmp, path)
                 return
             except FileNotFoundError:
                 if attempt == 4:
                     raise
+            with contextlib.suppress(FileNotFoundError):  # its parent removed again: retried
+                self._make_directory(path.parent)
+
+    def _make_directory(self, directory: Path) -> None:
+        """Make a directory below ``objects/``, and those between: never ``objects/`` itself,
+        whose absence from a store with its marker is damage (an empty one made there would
+        hide it)."""
+        if directory == self._objects:
+            self._check_directory(directory)
+            return
+        try:
+            directory.mkdir()
+        except FileExistsError:
+            if not directory.is_dir():
+                raise
+        except FileNotFoundError:
+            self._make_directory(directory.parent)
+            directory.mkdir(exist_ok=True)
 
     def head(self, key: str) -> ObjectHead:
         self.requests.add()
@@ -441,6 +512,7 @@ class LocalStore:
         try:
             return open(path, "rb", opener=_open_no_follow)
         except (FileNotFoundError, NotADirectoryError):
+            self._check_directory(self._objects)  # gone since the store was opened: not empty
             raise ObjectNotFoundError(key) from None
         except OSError as exc:
             # ELOOP: the object file is a link, not an object; ENAMETOOLONG: a key no put
@@ -508,6 +580,7 @@ class LocalStore:
                 else:
                     path.unlink()
             except (FileNotFoundError, NotADirectoryError):
+                self._check_directory(self._objects)  # not every object gone with objects/
                 report(key, False)  # already gone (another delete took it)
                 continue
             except OSError as exc:
@@ -583,8 +656,12 @@ class LocalStore:
                             if len(names) >= LIST_RUN:
                                 runs.append(_spill_sorted(names))
                                 names = []
-            except FileNotFoundError:
-                return
+            except (FileNotFoundError, NotADirectoryError) as exc:
+                if not base:  # objects/ itself: a store never lists as empty for its loss
+                    self._check_directory(self._objects)
+                if isinstance(exc, NotADirectoryError):
+                    raise _unavailable(self.root, exc) from None
+                return  # a directory deleted while listing
             except OSError as exc:
                 raise _unavailable(self.root, exc) from None
             names.sort()
@@ -612,7 +689,7 @@ class LocalStore:
             if self._read_head(key, old).etag != if_match:
                 raise ObjectChangedError(key)
             try:
-                fd, tmp = _temp_file(self._tmp, "meta")
+                fd, tmp = self._temp_file("meta")
                 try:
                     with os.fdopen(fd, "wb") as fh:
                         fh.write(header)

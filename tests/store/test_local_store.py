@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from s3idx.errors import ExitStatus, InvalidKeyError, ObjectNotFoundError, StoreFormatError
+from s3idx.errors import DamagedStoreError, ExitStatus, InvalidKeyError, ObjectNotFoundError
 from s3idx.liveness import process_tag
 from s3idx.store import local
 from s3idx.store.local import MARKER, LocalStore
@@ -101,7 +101,7 @@ def test_a_symlinked_objects_or_tmp_directory_is_a_clear_error(tmp_path: Path, p
     (tmp_path / "store" / part).rename(moved)
     (tmp_path / "store" / part).symlink_to(moved)
 
-    with pytest.raises(StoreFormatError, match=f"{part} is a symbolic link"):
+    with pytest.raises(DamagedStoreError, match=f"{part} is a symbolic link"):
         LocalStore(tmp_path / "store").put("k", b"{}", META)
     assert not (moved / "k~").exists()
 
