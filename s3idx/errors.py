@@ -195,6 +195,11 @@ class DamagedStoreError(BackendUnavailableError):
     as an empty store, which would take every index entry for one whose object is gone."""
 
 
+class IncompleteAnswerError(BackendUnavailableError):
+    """An S3 answer about one object without a field every S3 server sends (its ETag, its
+    size): that object's failure, not retried, since the same server answers the same."""
+
+
 class AccessDeniedError(S3idxError):
     """Credentials are missing, invalid or not allowed to do this."""
 

@@ -17,7 +17,7 @@ import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import unquote, urlsplit
 
@@ -77,6 +77,9 @@ class S3Proxy:
         # Given a request's method and path, whether to hold it unanswered until the proxy
         # stops: a server that accepts a request and falls silent.
         self.stalled: Callable[[str, str], bool] | None = None
+        # Given a request's method (LIST for a listing) and path, the names (lowercase) of the
+        # server's answer headers to leave out: a server or proxy that does not send them.
+        self.dropped_headers: Callable[[str, str], Collection[str]] | None = None
         self._stopped = threading.Event()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
@@ -177,6 +180,10 @@ class S3Proxy:
                     dropped = ("transfer-encoding", "connection")
                     if self.command != "HEAD":
                         dropped += ("content-length",)
+                    if proxy.dropped_headers is not None:
+                        method = "LIST" if listing else self.command
+                        path = unquote(urlsplit(self.path).path)
+                        dropped += tuple(proxy.dropped_headers(method, path))
                     passed = {k: v for k, v in response.getheaders() if k.lower() not in dropped}
                     if (
                         self.command == "GET"

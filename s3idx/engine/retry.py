@@ -18,6 +18,7 @@ from s3idx.config import DEFAULT_WORKERS
 from s3idx.errors import (
     AccessDeniedError,
     BackendUnavailableError,
+    IncompleteAnswerError,
     ObjectAccessDeniedError,
     S3idxError,
     TransientError,
@@ -197,8 +198,9 @@ def gave_up(exc: TransientError, attempts: int) -> TransientError:
 
 # What fails one object alone, so that a command working on many (get, query --full, verify,
 # reindex, sync, delete) names it and goes on with the others: requests the store kept failing
-# after every retry, and a denial of this object only (a bucket policy on its key, a KMS key).
-OBJECT_FAILURES = (TransientError, ObjectAccessDeniedError)
+# after every retry, a denial of this object only (a bucket policy on its key, a KMS key), and
+# an answer about it without its ETag or size.
+OBJECT_FAILURES = (TransientError, ObjectAccessDeniedError, IncompleteAnswerError)
 
 
 class FailedInARow(Generic[T]):

@@ -39,6 +39,7 @@ from s3idx.engine.results import Events, VerifyResult, accounted, reported_on_fa
 from s3idx.engine.retry import OBJECT_FAILURES, FailedInARow
 from s3idx.errors import (
     CorruptObjectError,
+    IncompleteAnswerError,
     MissingDependencyError,
     NotAnS3idxObjectError,
     ObjectAccessDeniedError,
@@ -80,7 +81,7 @@ class _Outcome:
     vanished: bool = False  # deleted since it was listed
     # Its reads failed until the retries ran out, or it was denied these credentials: not
     # checked (the next verify tries again).
-    unavailable: TransientError | ObjectAccessDeniedError | None = None
+    unavailable: TransientError | ObjectAccessDeniedError | IncompleteAnswerError | None = None
 
 
 @accounted

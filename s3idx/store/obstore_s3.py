@@ -65,6 +65,7 @@ from s3idx.store.s3_errors import (
     CREDENTIALS_HINT,
     TIMEOUT_HINT,
     line_break_error,
+    missing_field_error,
     remember_credentials,
 )
 
@@ -90,6 +91,8 @@ _PERMANENT_REDIRECT = (
 )
 # Connection failures that mean "nothing answers there" rather than "the answer was lost".
 _BAD_HEADER = re.compile(r"InvalidHeaderValue|invalid header value|failed to parse header", re.I)
+# object_store's words for an answer without a header it needs (an ETag, a size).
+_MISSING_HEADER = re.compile(r"(?P<name>[A-Za-z][A-Za-z-]*) Header missing from response")
 _TIMED_OUT = re.compile(r"kind: Timeout|TimedOut|operation timed out", re.I)
 # A Python exception of the credential provider (botocore's session, refreshing): obstore's
 # words, then the exception's class name and message.
@@ -235,7 +238,8 @@ class ObstoreS3Store:
             with self.connection.translated(key):
                 self.connection.create_missing_bucket()
             result = self._put(key, body, metadata)
-        return PutReceipt(_strip_etag(result.get("e_tag")), len(body))
+        etag = self.connection.answered(result, "e_tag", "PutObject", key)
+        return PutReceipt(_strip_etag(etag), len(body))
 
     def _put(self, key: str, body: bytes, metadata: Mapping[str, str]) -> Any:
         self.requests.add()
@@ -263,7 +267,7 @@ class ObstoreS3Store:
             raise
         except Exception as exc:
             raise self._head_error(exc, key) from None
-        return _object_head(key, result)
+        return _object_head(self.connection, key, result, "HeadObject")
 
     def _head_error(self, exc: BaseException, key: str) -> S3idxError:
         error = self._error(exc, key, "HeadObject")
@@ -282,7 +286,7 @@ class ObstoreS3Store:
             raise
         except Exception as exc:
             raise self._error(exc, key, "GetObject") from None
-        head = _object_head(key, result)
+        head = _object_head(self.connection, key, result, "GetObject")
         return ObjectBody(head, self._stream(result, key), head.size)
 
     def _stream(self, result: Any, key: str) -> Iterator[bytes]:
@@ -330,7 +334,7 @@ class ObstoreS3Store:
         self._boto.close()
 
 
-def _object_head(key: str, result: Any) -> ObjectHead:
+def _object_head(connection: S3Connection, key: str, result: Any, operation: str) -> ObjectHead:
     meta = result.meta
     metadata = {
         name.lower(): value
@@ -339,15 +343,15 @@ def _object_head(key: str, result: Any) -> ObjectHead:
     }
     return ObjectHead(
         key,
-        _strip_etag(meta.get("e_tag")),
+        _strip_etag(connection.answered(meta, "e_tag", operation, key)),
         int(meta["size"]),
         metadata,
         meta.get("last_modified"),
     )
 
 
-def _strip_etag(etag: str | None) -> str:
-    return (etag or "").strip('"')
+def _strip_etag(etag: str) -> str:
+    return etag.strip('"')
 
 
 def _has_control_character(session: Any) -> bool:
@@ -430,6 +434,9 @@ def translate_obstore_error(
         )
     if _BAD_HEADER.search(text):
         return line_break_error(where)
+    missing = _MISSING_HEADER.search(text)
+    if missing is not None:  # not retried: the same server gives the same answer
+        return missing_field_error(connection.endpoint_url, where, operation, missing["name"])
     if _TIMED_OUT.search(text):
         return TransientError(
             f"cannot reach S3 at {named} for {where}: timed out (no answer within "

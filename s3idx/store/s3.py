@@ -56,6 +56,7 @@ from s3idx.errors import (
     S3idxError,
     TransientError,
     UsageError,
+    shorten_key,
 )
 from s3idx.limits import DELETE_BATCH, FAILED_IN_A_ROW, batched
 from s3idx.store.base import (
@@ -78,6 +79,7 @@ from s3idx.store.s3_errors import (
     OBJECT_DENIALS,
     check_credential_sources,
     error_code,
+    missing_field_error,
     not_s3,
     remember_credentials,
     too_slow_error,
@@ -387,6 +389,17 @@ class S3Connection:
         endpoint = client.meta.endpoint_url if client is not None else None
         return too_slow_error(endpoint, self.bucket, self.prefix, key, size, seconds)
 
+    def answered(self, answer: Mapping[str, Any], field: str, operation: str, key: str) -> Any:
+        """``answer[field]``; a BackendUnavailableError naming them when the server left it
+        out (some S3-compatible servers, and proxies before them, drop headers)."""
+        value = answer.get(field)
+        if value is None:  # obstore's answers hold None for a header that was not there
+            client = getattr(self, "client", None)
+            endpoint = client.meta.endpoint_url if client is not None else None
+            where = s3_url(self.bucket, self.prefix, shorten_key(key))
+            raise missing_field_error(endpoint, where, operation, _FIELD_NAMES.get(field, field))
+        return value
+
     @contextlib.contextmanager
     def translated(self, key: str | None = None) -> Iterator[None]:
         try:
@@ -618,7 +631,7 @@ class S3Store:
             response = self._client.put_object(
                 Bucket=self.bucket, Key=full_key, Body=body, Metadata=metadata, **condition
             )
-            etag = response["ETag"]
+            etag = self._answered(response, "ETag", "PutObject", full_key)
         self.connection.bucket_seen = True
         return PutReceipt(_strip_etag(etag), len(body))
 
@@ -643,7 +656,8 @@ class S3Store:
                     PartNumber=number,
                     Body=body[start : start + part_size],
                 )
-                parts.append({"PartNumber": number, "ETag": response["ETag"]})
+                etag = self._answered(response, "ETag", "UploadPart", full_key)
+                parts.append({"PartNumber": number, "ETag": etag})
             done = client.complete_multipart_upload(
                 Bucket=bucket,
                 Key=full_key,
@@ -656,7 +670,10 @@ class S3Store:
             with contextlib.suppress(ClientError, BotoCoreError):
                 client.abort_multipart_upload(Bucket=bucket, Key=full_key, UploadId=upload_id)
             raise
-        return str(done["ETag"])
+        return str(self._answered(done, "ETag", "CompleteMultipartUpload", full_key))
+
+    def _answered(self, answer: Mapping[str, Any], field: str, operation: str, full: str) -> Any:
+        return self.connection.answered(answer, field, operation, full[len(self._base) :])
 
     def _part_size(self, size: int) -> int:
         # S3 allows 10,000 parts: a body too large for the configured part size gets bigger parts.
@@ -818,7 +835,7 @@ class S3Store:
         except BotoCoreError as exc:
             raise self._error(exc, key) from None
         self.connection.bucket_seen = True
-        return _head(key, response)
+        return _head(self.connection, key, response, "HeadObject")
 
     def check_exists(self) -> None:
         """NotFoundError if the bucket is missing (for reading commands; a prefix always exists)."""
@@ -843,11 +860,15 @@ class S3Store:
         with self._translated(key):
             response = self._client.get_object(Bucket=self.bucket, Key=self._full(key))
         self.connection.bucket_seen = True
-        head = _head(key, response)
+        body = response["Body"]
+        try:
+            head = _head(self.connection, key, response, "GetObject")
+        except BaseException:
+            body.close()  # its connection goes back to the pool
+            raise
         # The read timeout times silence only: the whole body has a deadline too (deadline.py),
         # counted from the request.
         seconds = transfer_deadline(self.connection.timeouts[1], head.size)
-        body = response["Body"]
         watch = WATCHDOG.watch(seconds, partial(_abort, body), since=started)
         return ObjectBody(head, self._stream(body, key, head.size, watch), head.size)
 
@@ -880,25 +901,27 @@ class S3Store:
         previous = params.get("StartAfter")
         while True:
             with self._translated():
-                page = self._client.list_objects_v2(**params)
+                try:
+                    page = self._client.list_objects_v2(**params)
+                except KeyError as exc:  # botocore's URL-decoding of each listed key
+                    raise self._bad_listing(
+                        f"an object without its {exc.args[0]}", "lists objects"
+                    ) from None
             for item in page.get("Contents", ()):
+                full, etag, size = self._listed(item, previous)
                 # S3 lists each key once, in ascending order: a key that is not after the one
                 # before it is a page repeated or overlapping, which could page for ever.
-                if previous is not None and item["Key"] <= previous:
-                    raise self._bad_listing(
-                        f"it lists {item['Key'][cut:]!r} after {previous[cut:]!r}"
-                    )
-                previous = item["Key"]
-                key = item["Key"][cut:]
+                if previous is not None and full <= previous:
+                    raise self._bad_listing(f"it lists {full[cut:]!r} after {previous[cut:]!r}")
+                previous = full
+                key = full[cut:]
                 if not key:
                     continue  # a console "folder" marker for the prefix itself
                 if hide_reserved and is_reserved_key(key):
                     # s3idx's own objects (manifests), a few per thousand documents: paging
                     # past them costs less than a second listing would.
                     continue
-                yield ObjectInfo(
-                    key, _strip_etag(item["ETag"]), item["Size"], item.get("LastModified")
-                )
+                yield ObjectInfo(key, _strip_etag(etag), size, item.get("LastModified"))
             if not page.get("IsTruncated"):
                 return
             params["ContinuationToken"] = self._next_token(page, params.get("ContinuationToken"))
@@ -916,10 +939,20 @@ class S3Store:
             )
         return str(token)
 
-    def _bad_listing(self, what: str) -> BackendUnavailableError:
+    def _listed(self, item: Mapping[str, Any], previous: str | None) -> tuple[str, str, int]:
+        """A listed object's key, ETag and size, which every S3 server lists."""
+        for field in ("Key", "ETag", "Size"):
+            if field not in item:
+                after = "" if previous is None else f" after {previous[len(self._base) :]!r}"
+                name = item.get("Key", "")[len(self._base) :]
+                whose = f"{name!r}" if name else f"an object{after}"
+                raise self._bad_listing(f"no {field} for {whose}", "lists objects")
+        return item["Key"], item["ETag"], item["Size"]
+
+    def _bad_listing(self, what: str, wrong: str = "pages listings") -> BackendUnavailableError:
         return BackendUnavailableError(
             f"S3 ListObjectsV2 on {self.location} answered a listing no S3 server gives: {what}",
-            hint="the S3 server (or a proxy before it) pages listings wrongly: check its "
+            hint=f"the S3 server (or a proxy before it) {wrong} wrongly: check its "
             "version, or report it to its vendor",
         )
 
@@ -988,12 +1021,18 @@ def _without_expect_header(params: dict[str, Any], **kwargs: Any) -> None:
     params.get("headers", {}).pop("Expect", None)
 
 
-def _head(key: str, response: Mapping[str, Any]) -> ObjectHead:
+# obstore's names of what an answer holds, as S3 names them.
+_FIELD_NAMES = {"e_tag": "ETag", "size": "Content-Length"}
+
+
+def _head(
+    connection: S3Connection, key: str, response: Mapping[str, Any], operation: str
+) -> ObjectHead:
     """The head of a HeadObject or GetObject response."""
     return ObjectHead(
         key,
-        _strip_etag(response["ETag"]),
-        response["ContentLength"],
+        _strip_etag(connection.answered(response, "ETag", operation, key)),
+        connection.answered(response, "ContentLength", operation, key),
         _lowercase(response.get("Metadata", {})),
         response.get("LastModified"),
     )

@@ -66,6 +66,7 @@ from s3idx.config import redact, redact_location, remember_secret
 from s3idx.errors import (
     AccessDeniedError,
     BackendUnavailableError,
+    IncompleteAnswerError,
     MetadataTooLargeError,
     NotFoundError,
     ObjectAccessDeniedError,
@@ -230,6 +231,20 @@ _INTERRUPTED_ERRORS = (
     ResponseStreamingError,
     IncompleteReadError,
 )
+
+
+def missing_field_error(
+    endpoint: str | None, where: str, operation: str, field: str
+) -> IncompleteAnswerError:
+    """An answer without a field every S3 server sends (an ETag, a size, a listed key): not a
+    crash, and not retried (the same server gives the same answer)."""
+    named = redact_location(endpoint or "the S3 endpoint", vendor_text=True)
+    return IncompleteAnswerError(
+        f"S3 {operation} for {where} at {named} answered without its {field}, which every S3 "
+        "server sends",
+        hint="s3idx needs it to tell one version of an object from another: check that the "
+        "endpoint is an S3 server, and that no proxy before it drops headers",
+    )
 
 
 def too_slow_error(
