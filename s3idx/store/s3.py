@@ -390,7 +390,7 @@ class S3Connection:
         return too_slow_error(endpoint, self.bucket, self.prefix, key, size, seconds)
 
     def answered(self, answer: Mapping[str, Any], field: str, operation: str, key: str) -> Any:
-        """``answer[field]``; a BackendUnavailableError naming them when the server left it
+        """``answer[field]``; an IncompleteAnswerError naming them when the server left it
         out (some S3-compatible servers, and proxies before them, drop headers)."""
         value = answer.get(field)
         if value is None:  # obstore's answers hold None for a header that was not there
@@ -1022,7 +1022,7 @@ def _without_expect_header(params: dict[str, Any], **kwargs: Any) -> None:
 
 
 # obstore's names of what an answer holds, as S3 names them.
-_FIELD_NAMES = {"e_tag": "ETag", "size": "Content-Length"}
+_FIELD_NAMES = {"e_tag": "ETag", "size": "Content-Length", "ContentLength": "Content-Length"}
 
 
 def _head(
