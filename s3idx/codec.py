@@ -397,8 +397,11 @@ class _ChunkReader(io.RawIOBase):
         self._chunks = chunks
         self._buffer = b""
         self._offset = 0  # into _buffer: no copying a 1 MiB chunk for each small read
-        self._unit_left = 0  # bytes of the current header or block still to hand out
-        self._next_unit: Callable[[], int] = self._frame_header_unit  # the next unit's length
+        self._allowed = 0  # bytes from _offset known to be the frame's, not handed out yet
+        # The length of the unit (header, block, checksum; 0 past the frame) at a position in
+        # _buffer, once _needs bytes of it are there.
+        self._next_unit: Callable[[int], int] = self._frame_header_unit
+        self._needs = _FRAME_HEADER_MAX
         self._checksum = False  # whether the frame ends in a 4-byte content checksum
 
     def readable(self) -> bool:
@@ -413,14 +416,28 @@ class _ChunkReader(io.RawIOBase):
             self._offset = 0
 
     def readinto(self, target: Any) -> int:
-        if not self._unit_left:
-            self._unit_left = self._next_unit()
+        if not self._allowed:
+            self._allowed = self._units()
         self._fill(1)
-        size = min(len(target), len(self._buffer) - self._offset, self._unit_left)
+        size = min(len(target), len(self._buffer) - self._offset, self._allowed)
         target[:size] = memoryview(self._buffer)[self._offset : self._offset + size]
         self._offset += size
-        self._unit_left -= size
+        self._allowed -= size
         return size
+
+    def _units(self) -> int:
+        """The next unit's length, with those after it whose headers the buffer holds already
+        (a body received whole is handed out in one read)."""
+        self._fill(self._needs)
+        total = 0
+        while True:
+            at = self._offset + total
+            if total and len(self._buffer) - at < self._needs:
+                return total
+            length = self._next_unit(at)
+            total += length
+            if not length or total >= _UNBOUNDED:
+                return total
 
     def _peek(self, size: int) -> bytes:
         self._fill(size)
@@ -437,32 +454,33 @@ class _ChunkReader(io.RawIOBase):
     def has_more(self) -> bool:
         return bool(self._peek(1))
 
-    def _frame_header_unit(self) -> int:
-        header = self._peek(_FRAME_HEADER_MAX)
+    def _frame_header_unit(self, at: int) -> int:
+        header = self._buffer[at : at + _FRAME_HEADER_MAX]
         try:
             size: int = _zstd()._module.frame_header_size(header)
         except _zstd().error:
             return _UNBOUNDED
         self._checksum = len(header) > 4 and bool(header[4] & 0x04)  # Content_Checksum_flag
-        self._next_unit = self._block_unit
+        self._next_unit, self._needs = self._block_unit, 3
         return size
 
-    def _block_unit(self) -> int:
+    def _block_unit(self, at: int) -> int:
         """A block: a 3-byte header (last-block bit, type, size), then its content."""
-        header = self._peek(3)
+        header = self._buffer[at : at + 3]
         if len(header) < 3:
             return _UNBOUNDED  # cut short: the decoder says so
         value = int.from_bytes(header, "little")
         kind, size = (value >> 1) & 3, value >> 3
         if value & 1:
             self._next_unit = self._checksum_unit if self._checksum else self._frame_end
+            self._needs = 0
         return 3 + (1 if kind == 1 else size)  # an RLE block holds one byte, repeated size times
 
-    def _checksum_unit(self) -> int:
+    def _checksum_unit(self, at: int) -> int:
         self._next_unit = self._frame_end
         return 4
 
-    def _frame_end(self) -> int:
+    def _frame_end(self, at: int) -> int:
         return 0
 
 
