@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import orjson
 
 from s3idx import codec
+from s3idx.engine.body_check import differing_fields
 from s3idx.engine.concurrency import ordered_map, prefetched, worker_pool
 from s3idx.engine.documents import DocumentPreparer
 from s3idx.engine.inputs import Record
@@ -69,6 +70,7 @@ class _Outcome:
     unavailable: bool = False  # failed: the store kept failing its requests (retries spent)
     denied: bool = False  # failed: the store denied these credentials this object
     etag: str | None = None  # up to date: the object's ETag, to check its entry against
+    recorded: Entry | None = None  # up to date: the entry its metadata records, likewise
 
 
 @accounted
@@ -107,6 +109,7 @@ def run_reindex(
             for batch in batched(prefetched(store.list_objects()), BATCH):
                 entries = []
                 stale: list[str] = []  # up-to-date objects whose entries are not
+                current: dict[str, Entry] = {}  # up to date, the same version as the entry
                 listed = [info.key for info in batch]
                 # Read before any metadata is replaced: what each entry is written over.
                 recorded = {} if dry_run else index.versions(listed)
@@ -126,8 +129,11 @@ def run_reindex(
                         _count(result, held_key, held, events)
                     _count(result, key, outcome, events)
                     read = recorded.get(key)
-                    if outcome.etag is not None and read is not None and read.etag != outcome.etag:
-                        stale.append(key)
+                    if outcome.etag is not None and read is not None:
+                        if read.etag != outcome.etag:
+                            stale.append(key)
+                        elif outcome.recorded is not None:
+                            current[key] = outcome.recorded
                     if outcome.entry is not None:
                         entries.append(outcome.entry)
                     if outcome.line is not None:
@@ -138,6 +144,7 @@ def run_reindex(
                 if not dry_run:
                     check_binding()
                 _write_entries(index, store, settings, entries, recorded, result, workers, events)
+                stale += _differing_entries(index, current)
                 _repair_entries(index, store, settings, stale, result, workers, events)
                 result.listed += len(batch)
                 events.progress(result.listed, None, {"updated": result.updated})
@@ -185,6 +192,16 @@ def _write_entries(
     outcome = reconcile(store, index, sorted(conflicts), key_field=key_field, workers=workers)
     result.reconciled += len(conflicts) - outcome.gave_up
     _fail_contended(result, outcome.left, events)
+
+
+def _differing_entries(index: Index, recorded: Mapping[str, Entry]) -> list[str]:
+    """Keys whose entries name their object's version but not what its metadata records: a
+    copy that kept the ETag (S3's, of a single-part object: the body's MD5) landed, and the
+    run stopped before the entry was written."""
+    if not recorded:
+        return []
+    held = index.bookkeeping(sorted(recorded))
+    return [key for key, (entry, _) in held.items() if differing_fields(recorded[key], dict(entry))]
 
 
 def _repair_entries(
@@ -262,7 +279,7 @@ class _Backfill:
         meta = codec.parse_metadata(head.metadata)
         self._check_key_field(meta)
         if not self._missing(meta):
-            return _Outcome("up_to_date", etag=head.etag)
+            return _Outcome("up_to_date", etag=head.etag, recorded=meta.entry)
         if self._dry_run:
             return _Outcome("updated")
         # The object as this GET read it, its body checked against its sha256 and codec.
@@ -272,7 +289,7 @@ class _Backfill:
         self._check_key_field(meta)
         if not self._missing(meta):
             document.close()
-            return _Outcome("up_to_date", etag=document.head.etag)
+            return _Outcome("up_to_date", etag=document.head.etag, recorded=meta.entry)
         document_bytes = document.read()
         sha256 = meta.sha256 or hashlib.sha256(document_bytes).hexdigest()
         fields = (*meta.fields, *(f for f in self._fields if f not in meta.fields))
