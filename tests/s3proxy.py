@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import http.client
 import random
+import re
 import socket
 import threading
 import time
@@ -78,7 +79,8 @@ class S3Proxy:
         # stops: a server that accepts a request and falls silent.
         self.stalled: Callable[[str, str], bool] | None = None
         # Given a request's method (LIST for a listing) and path, the names (lowercase) of the
-        # server's answer headers to leave out: a server or proxy that does not send them.
+        # server's answer headers to leave out, or of XML elements of its body (``"<ETag>"``):
+        # a server or proxy that does not send them.
         self.dropped_headers: Callable[[str, str], Collection[str]] | None = None
         self._stopped = threading.Event()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -183,7 +185,10 @@ class S3Proxy:
                     if proxy.dropped_headers is not None:
                         method = "LIST" if listing else self.command
                         path = unquote(urlsplit(self.path).path)
-                        dropped += tuple(proxy.dropped_headers(method, path))
+                        names = tuple(proxy.dropped_headers(method, path))
+                        dropped += names
+                        for name in (n[1:-1].encode() for n in names if n.startswith("<")):
+                            data = re.sub(rb"<%s>[^<]*</%s>" % (name, name), b"", data)
                     passed = {k: v for k, v in response.getheaders() if k.lower() not in dropped}
                     if (
                         self.command == "GET"

@@ -125,3 +125,23 @@ def test_a_listing_without_a_field_of_its_objects_is_refused_and_changes_nothing
     assert element in result.stderr, result.stderr
     direct = ["--store", "s3://bucket/docs", "--endpoint-url", s3_endpoint, "--index", str(stored)]
     assert run("query", "--count", *direct).stdout == f"{len(DOCS)}\n"
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_a_metadata_copy_answered_without_its_etag_leaves_the_field_pending(
+    run: Run, s3_endpoint: str, stored: Path, transport: str
+) -> None:
+    # A copy of a multipart object gets another ETag: the one it was asked to match would be
+    # a lie in the entry.
+    with S3Proxy(s3_endpoint) as proxy:
+        proxy.dropped_headers = lambda m, p: (
+            ("<ETag>",) if m == "PUT" and p.endswith("/k01") else ()
+        )
+        result = run("reindex", "--field", "n", *_through(proxy, stored, transport))
+
+    _no_traceback(result.stderr)
+    assert result.exit_code == ExitStatus.UNAVAILABLE, result.stderr
+    assert re.search(r"k01.*CopyObject.*without its ETag", result.stderr), result.stderr
+    assert "still pending: n" in result.stderr, result.stderr
+    direct = ["--store", "s3://bucket/docs", "--endpoint-url", s3_endpoint, "--index", str(stored)]
+    assert run("sync", "--check", *direct).exit_code == 0

@@ -986,7 +986,9 @@ class S3Store:
             raise self._error(exc, key) from None
         except BotoCoreError as exc:
             raise self._error(exc, key) from None
-        etag = _strip_etag(response.get("CopyObjectResult", {}).get("ETag", if_match))
+        # Not the ETag it was asked to match: a copy of a multipart object gets another one.
+        copied = response.get("CopyObjectResult") or {}
+        etag = _strip_etag(self.connection.answered(copied, "ETag", "CopyObject", key))
         return PutReceipt(etag, current.size)  # the body, and so its size, is the one copied
 
     def close(self) -> None:
