@@ -15,7 +15,7 @@ import orjson
 import pytest
 
 from s3idx import Engine
-from s3idx.errors import ExitStatus
+from s3idx.errors import ExitStatus, IncompleteAnswerError
 from s3idx.index.sqlite import SqliteIndex
 from s3idx.store.s3 import S3Store
 from tests.helpers import Run, entries_and_objects, json_lines, jsonl
@@ -145,3 +145,34 @@ def test_a_metadata_copy_answered_without_its_etag_leaves_the_field_pending(
     assert "still pending: n" in result.stderr, result.stderr
     direct = ["--store", "s3://bucket/docs", "--endpoint-url", s3_endpoint, "--index", str(stored)]
     assert run("sync", "--check", *direct).exit_code == 0
+
+
+@pytest.mark.parametrize(
+    ("method", "left_out", "operation"),
+    [
+        ("POST", "<UploadId>", "CreateMultipartUpload"),
+        ("PUT", "etag", "UploadPart"),
+        ("POST", "<ETag>", "CompleteMultipartUpload"),
+    ],
+)
+def test_a_multipart_upload_answered_without_a_field_fails_its_object_alone(
+    s3_endpoint: str, method: str, left_out: str, operation: str
+) -> None:
+    bucket = f"multipart-{operation.lower()}"
+    boto3_client = S3Store(bucket, "", endpoint_url=s3_endpoint).connection.client
+    boto3_client.create_bucket(Bucket=bucket)
+    with S3Proxy(s3_endpoint) as proxy:
+        store = S3Store(
+            bucket,
+            "docs",
+            endpoint_url=proxy.url,
+            multipart_threshold=5 << 20,
+            multipart_chunksize=5 << 20,
+        )
+        proxy.dropped_headers = lambda m, p: (left_out,) if m == method else ()
+        with pytest.raises(IncompleteAnswerError, match=f"S3 {operation} for .* without its"):
+            store.put("big", b"x" * (11 << 20), {"s3idx-format": "1"})
+        store.close()
+
+    if operation != "CreateMultipartUpload":  # without its UploadId, nothing can be aborted
+        assert boto3_client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []

@@ -393,7 +393,7 @@ class S3Connection:
         """``answer[field]``; an IncompleteAnswerError naming them when the server left it
         out (some S3-compatible servers, and proxies before them, drop headers)."""
         value = answer.get(field)
-        if value is None:  # obstore's answers hold None for a header that was not there
+        if value is None or value == "":  # obstore's None: a header that was not there
             client = getattr(self, "client", None)
             endpoint = client.meta.endpoint_url if client is not None else None
             where = s3_url(self.bucket, self.prefix, shorten_key(key))
@@ -644,7 +644,7 @@ class S3Store:
     ) -> str:
         client, bucket = self._client, self.bucket
         upload = client.create_multipart_upload(Bucket=bucket, Key=full_key, Metadata=metadata)
-        upload_id = upload["UploadId"]
+        upload_id = self._answered(upload, "UploadId", "CreateMultipartUpload", full_key)
         part_size = self._part_size(len(body))
         try:
             parts = []
