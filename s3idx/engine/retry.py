@@ -201,6 +201,7 @@ def gave_up(exc: TransientError, attempts: int) -> TransientError:
 # after every retry, a denial of this object only (a bucket policy on its key, a KMS key), and
 # an answer about it without its ETag or size.
 OBJECT_FAILURES = (TransientError, ObjectAccessDeniedError, IncompleteAnswerError)
+ObjectFailure = TransientError | ObjectAccessDeniedError | IncompleteAnswerError
 
 
 class FailedInARow(Generic[T]):

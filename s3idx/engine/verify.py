@@ -36,15 +36,13 @@ from s3idx.engine.probe import in_key_order
 from s3idx.engine.put_journal import INTERRUPTED_PUT, drifted, put_journaled
 from s3idx.engine.read import SPOOL_THRESHOLD, fetch_document
 from s3idx.engine.results import Events, VerifyResult, accounted, reported_on_failure, started
-from s3idx.engine.retry import OBJECT_FAILURES, FailedInARow
+from s3idx.engine.retry import OBJECT_FAILURES, FailedInARow, ObjectFailure
 from s3idx.errors import (
     CorruptObjectError,
-    IncompleteAnswerError,
     MissingDependencyError,
     NotAnS3idxObjectError,
     ObjectAccessDeniedError,
     ObjectNotFoundError,
-    TransientError,
     UndecodableMetadataError,
     quote_key,
 )
@@ -81,7 +79,7 @@ class _Outcome:
     vanished: bool = False  # deleted since it was listed
     # Its reads failed until the retries ran out, or it was denied these credentials: not
     # checked (the next verify tries again).
-    unavailable: TransientError | ObjectAccessDeniedError | IncompleteAnswerError | None = None
+    unavailable: ObjectFailure | None = None
 
 
 @accounted

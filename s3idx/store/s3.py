@@ -394,10 +394,9 @@ class S3Connection:
         out (some S3-compatible servers, and proxies before them, drop headers)."""
         value = answer.get(field)
         if value is None or value == "":  # obstore's None: a header that was not there
-            client = getattr(self, "client", None)
-            endpoint = client.meta.endpoint_url if client is not None else None
             where = s3_url(self.bucket, self.prefix, shorten_key(key))
-            raise missing_field_error(endpoint, where, operation, _FIELD_NAMES.get(field, field))
+            name = _FIELD_NAMES.get(field, field)
+            raise missing_field_error(self.endpoint_url, where, operation, name)
         return value
 
     @contextlib.contextmanager
@@ -908,7 +907,7 @@ class S3Store:
                         f"an object without its {exc.args[0]}", "lists objects"
                     ) from None
             for item in page.get("Contents", ()):
-                full, etag, size = self._listed(item, previous)
+                full, etag, size = self._listed(item)
                 # S3 lists each key once, in ascending order: a key that is not after the one
                 # before it is a page repeated or overlapping, which could page for ever.
                 if previous is not None and full <= previous:
@@ -939,14 +938,13 @@ class S3Store:
             )
         return str(token)
 
-    def _listed(self, item: Mapping[str, Any], previous: str | None) -> tuple[str, str, int]:
+    def _listed(self, item: Mapping[str, Any]) -> tuple[str, str, int]:
         """A listed object's key, ETag and size, which every S3 server lists."""
-        for field in ("Key", "ETag", "Size"):
+        # botocore's URL-decoding of the keys refuses a listing without one (list_objects).
+        for field in ("ETag", "Size"):
             if field not in item:
-                after = "" if previous is None else f" after {previous[len(self._base) :]!r}"
-                name = item.get("Key", "")[len(self._base) :]
-                whose = f"{name!r}" if name else f"an object{after}"
-                raise self._bad_listing(f"no {field} for {whose}", "lists objects")
+                name = item["Key"][len(self._base) :]
+                raise self._bad_listing(f"no {field} for {name!r}", "lists objects")
         return item["Key"], item["ETag"], item["Size"]
 
     def _bad_listing(self, what: str, wrong: str = "pages listings") -> BackendUnavailableError:
