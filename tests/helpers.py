@@ -77,6 +77,24 @@ def jsonl(*documents: Any) -> bytes:
     return b"".join(orjson.dumps(d) + b"\n" for d in documents)
 
 
+def s3_locations(endpoint: str, index: Path, transport: str | None = None) -> list[str]:
+    """The flags of the store ``s3://bucket/docs`` at ``endpoint`` (moto, or a proxy before
+    it) with a SQLite index; on ``transport`` when given (obstore: skipped if not installed)."""
+    if transport == "obstore":
+        pytest.importorskip("obstore", reason="not installed (pip install 's3idx[fast]')")
+    where = ["--store", "s3://bucket/docs", "--endpoint-url", endpoint, "--index", str(index)]
+    return where if transport is None else [*where, "--transport", transport]
+
+
+def put_on_s3(run: Run, endpoint: str, index: Path, documents: list[Any]) -> Path:
+    """``documents`` stored on ``s3://bucket/docs`` (made if missing), field ``v`` indexed in
+    ``index``; returns ``index``."""
+    where = s3_locations(endpoint, index)
+    result = run("put", *where, "--create-bucket", "--field", "v", input=jsonl(*documents))
+    assert result.exit_code == 0, result.stderr
+    return index
+
+
 def memory_environment(
     stdin: bytes = b"",
     *,

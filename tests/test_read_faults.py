@@ -19,7 +19,7 @@ from s3idx.errors import ExitStatus
 from s3idx.index.sqlite import SqliteIndex
 from s3idx.limits import FAILED_IN_A_ROW
 from s3idx.store.s3 import S3Store
-from tests.helpers import Run, json_lines, jsonl
+from tests.helpers import Run, json_lines, put_on_s3, s3_locations
 from tests.s3proxy import ACCESS_DENIED, INTERNAL_ERROR, S3Proxy
 
 DOCS = [{"fs_id": f"k{i:02d}", "v": i} for i in range(30)]
@@ -35,18 +35,11 @@ def no_retry_delays(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def stored(run: Run, s3_endpoint: str, tmp_path: Path) -> Path:
     """DOCS stored directly on moto; returns the SQLite index."""
-    index = tmp_path / "i.sqlite3"
-    where = ["--store", "s3://bucket/docs", "--endpoint-url", s3_endpoint, "--index", str(index)]
-    result = run("put", *where, "--create-bucket", "--field", "v", input=jsonl(*DOCS))
-    assert result.exit_code == 0, result.stderr
-    return index
+    return put_on_s3(run, s3_endpoint, tmp_path / "i.sqlite3", DOCS)
 
 
 def _through(proxy: S3Proxy, index: Path, transport: str) -> list[str]:
-    if transport == "obstore":
-        pytest.importorskip("obstore", reason="not installed (pip install 's3idx[fast]')")
-    where = ["--store", "s3://bucket/docs", "--endpoint-url", proxy.url, "--index", str(index)]
-    return [*where, "--transport", transport]
+    return s3_locations(proxy.url, index, transport)
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
@@ -186,7 +179,7 @@ def test_delete_goes_on_past_a_key_whose_delete_keeps_failing(
     assert summary["unavailable"] == 1
     assert "could not delete k03: " in result.stderr
     assert deletes == 9 + 8  # the failing key alone was retried, not the whole batch
-    direct = ["--store", "s3://bucket/docs", "--endpoint-url", s3_endpoint, "--index", str(stored)]
+    direct = s3_locations(s3_endpoint, stored)
     # Its entry is gone and its delete journaled: the next delete or sync finishes it.
     assert run("get", *direct, "k03").exit_code == 0
     assert run("sync", *direct, "-q").exit_code == 0

@@ -18,7 +18,7 @@ from s3idx import Engine
 from s3idx.errors import ExitStatus, IncompleteAnswerError
 from s3idx.index.sqlite import SqliteIndex
 from s3idx.store.s3 import S3Store
-from tests.helpers import Run, entries_and_objects, json_lines, jsonl
+from tests.helpers import Run, entries_and_objects, json_lines, jsonl, put_on_s3, s3_locations
 from tests.s3proxy import S3Proxy
 
 DOCS = [{"fs_id": f"k{i:02d}", "v": i} for i in range(6)]
@@ -28,18 +28,11 @@ TRANSPORTS = ["boto3", "obstore", "http"]
 @pytest.fixture
 def stored(run: Run, s3_endpoint: str, tmp_path: Path) -> Path:
     """DOCS stored directly on moto; returns the SQLite index."""
-    index = tmp_path / "i.sqlite3"
-    where = ["--store", "s3://bucket/docs", "--endpoint-url", s3_endpoint, "--index", str(index)]
-    result = run("put", *where, "--create-bucket", "--field", "v", input=jsonl(*DOCS))
-    assert result.exit_code == 0, result.stderr
-    return index
+    return put_on_s3(run, s3_endpoint, tmp_path / "i.sqlite3", DOCS)
 
 
 def _through(proxy: S3Proxy, index: Path, transport: str) -> list[str]:
-    if transport == "obstore":
-        pytest.importorskip("obstore", reason="not installed (pip install 's3idx[fast]')")
-    where = ["--store", "s3://bucket/docs", "--endpoint-url", proxy.url, "--index", str(index)]
-    return [*where, "--transport", transport]
+    return s3_locations(proxy.url, index, transport)
 
 
 def _no_traceback(stderr: str) -> None:
@@ -123,7 +116,7 @@ def test_a_listing_without_a_field_of_its_objects_is_refused_and_changes_nothing
     assert result.exit_code == ExitStatus.UNAVAILABLE, result.stderr
     assert "ListObjectsV2" in result.stderr or "listing" in result.stderr
     assert element in result.stderr, result.stderr
-    direct = ["--store", "s3://bucket/docs", "--endpoint-url", s3_endpoint, "--index", str(stored)]
+    direct = s3_locations(s3_endpoint, stored)
     assert run("query", "--count", *direct).stdout == f"{len(DOCS)}\n"
 
 
@@ -143,7 +136,7 @@ def test_a_metadata_copy_answered_without_its_etag_leaves_the_field_pending(
     assert result.exit_code == ExitStatus.UNAVAILABLE, result.stderr
     assert re.search(r"k01.*CopyObject.*without its ETag", result.stderr), result.stderr
     assert "still pending: n" in result.stderr, result.stderr
-    direct = ["--store", "s3://bucket/docs", "--endpoint-url", s3_endpoint, "--index", str(stored)]
+    direct = s3_locations(s3_endpoint, stored)
     assert run("sync", "--check", *direct).exit_code == 0
 
 
