@@ -1641,12 +1641,21 @@ class MongoIndex:
     def _collection_names(self) -> list[str]:
         return list(self._c.database.list_collection_names())
 
-    def _drop_other_staging(self, name: str, keep: str) -> None:
-        """Drop the staging collections of every earlier rebuild run but ``keep``: abandoned
-        or superseded runs leave no garbage behind past the next start."""
-        for other in self._collection_names():
-            if other != keep and (other == name or _is_staging(other, name)):
-                self._c.database.drop_collection(other)
+    def _staging_collections(self, name: str) -> list[str]:
+        """The staging collections of rebuild ``name`` there are now.
+
+        Listed *before* a start writes its state, and dropped after: a collection listed then
+        is of a run that the state replaces. One created later may be of a start that replaced
+        this one in turn, whose staging a stale start must not drop (that run's commit would
+        re-create it empty, building its indexes, and swap it in).
+        """
+        return [c for c in self._collection_names() if c == name or _is_staging(c, name)]
+
+    def _drop_staging(self, listed: Sequence[str]) -> None:
+        """Drop the staging collections of earlier runs: abandoned or superseded runs leave no
+        garbage behind past the next start."""
+        for other in listed:
+            self._c.database.drop_collection(other)
 
     def _drop_damaged_journal(self) -> None:
         """A rebuild's start: journal records that are no key and ETag name no delete that can
@@ -1677,12 +1686,14 @@ class MongoIndex:
             "checkpoint": None,
             "started": utc_now(),
         }
-        # The state first, the cleanup after: a run committing meanwhile then finds itself
-        # replaced before its staging collection can be gone (see MongoRebuild.commit).
+        # Listed first, then the state, then the cleanup: a run committing meanwhile finds
+        # itself replaced before its staging collection can be gone (see MongoRebuild.commit),
+        # and a later start's staging, created after this state, is not in the list.
         # Upserts, tried again on a duplicate key: two rebuilds starting at once both insert
         # (FerretDB does not retry that itself); the later replace wins, as a later start does.
+        earlier = self._staging_collections(name)
         self._c.replace_one_by_one(self._c.meta, [(name, state)])
-        self._drop_other_staging(name, staging)
+        self._drop_staging(earlier)
         # Created now, so that its absence later means "gone", not "nothing written yet".
         try:
             self._c.database.create_collection(staging)
@@ -1778,13 +1789,14 @@ class MongoIndex:
             # Who prepares it: shards waiting for it to be ready stop once it is known dead.
             "preparer": tagged("prepare"),
         }
+        earlier = self._staging_collections(name)  # before the state: see _fresh_rebuild
         try:
             self._c.meta.insert_one(state)
         except DuplicateKeyError:
             return None
-        # This shard won the insert: no other rebuild is running, every staging collection
-        # but its own is an abandoned one.
-        self._drop_other_staging(name, staging)
+        # This shard won the insert: every staging collection listed before it is an
+        # abandoned one.
+        self._drop_staging(earlier)
         self._c.database.create_collection(staging)
         self._forget_shards(name)
         self._raise_flag(run, fresh=True)
@@ -1860,6 +1872,12 @@ class MongoIndex:
         """
         flag = self._c.flag_id
         if fresh:
+            # Asked first: a later start may have replaced this one since its state was
+            # written, and be logging live writes already; emptying its log would lose them
+            # from its index. Only the moment between this read and the drop is left.
+            state = {ID: self._c.name + REBUILD_SUFFIX, "run": run}
+            if self._c.meta.find_one(state, {ID: 1}) is None:
+                raise self._superseded_error()
             self._c.changes.drop()
             self._c.replace_one_by_one(
                 self._c.meta, [(flag, {ID: flag, "run": run, "started": utc_now()})]

@@ -11,7 +11,7 @@ import os
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -371,7 +371,7 @@ def stall(*args, **kwargs):
     print("preparing", flush=True)
     time.sleep(120)
 
-MongoIndex._drop_other_staging = stall
+MongoIndex._drop_staging = stall
 MongoIndex(sys.argv[1], sys.argv[2]).start_rebuild("fs_id", shard=Shard(0, 2))
 """
 
@@ -449,11 +449,11 @@ def test_a_rebuild_committing_while_a_later_start_cleans_up_never_swaps_in_an_em
     old = _replaced_rebuild(ready)
     other = open_index()
     assert isinstance(other, MongoIndex)
-    drop_other_staging = other._drop_other_staging
+    drop_staging = other._drop_staging
     outcome: list[BaseException | None] = []
 
-    def commit_meanwhile(name: str, keep: str) -> None:
-        drop_other_staging(name, keep)
+    def commit_meanwhile(listed: Sequence[str]) -> None:
+        drop_staging(listed)
         try:
             old.commit(IndexSettings(KEY, ("n",)))
             outcome.append(None)
@@ -462,7 +462,7 @@ def test_a_rebuild_committing_while_a_later_start_cleans_up_never_swaps_in_an_em
         # Until the later run commits, the index is the one before both.
         assert sorted(e[KEY] for e in ready.find()) == ["live"]
 
-    monkeypatch.setattr(other, "_drop_other_staging", commit_meanwhile)
+    monkeypatch.setattr(other, "_drop_staging", commit_meanwhile)
     new = other.start_rebuild(KEY)
     (error,) = outcome
     assert error is not None and "was replaced by another rebuild-index" in str(error)
@@ -488,5 +488,59 @@ def test_a_rebuild_replaced_and_finished_before_its_swap_leaves_the_newer_index(
     with pytest.raises(S3idxError, match="was replaced by another rebuild-index"):
         old.commit(IndexSettings(KEY, ("n",)))
     old.abort()
+    assert sorted(e[KEY] for e in ready.find()) == ["new"]
+    assert ready.rebuild_status() is None
+
+
+@pytest.mark.parametrize("sharded", [False, True], ids=["one process", "sharded"])
+def test_a_start_replaced_before_its_cleanup_leaves_the_later_runs_staging(
+    ready: Index, open_index: Opener, monkeypatch: pytest.MonkeyPatch, sharded: bool
+) -> None:
+    """Two starts at once: the earlier one's state is written, then a later start replaces it
+    and stages its entries, then the earlier one cleans up. It must not drop the later run's
+    staging collection, which the later run's commit would re-create empty (building its
+    indexes) and swap in as the index (a CI race on FerretDB: 80 objects, an empty index)."""
+    ready.upsert([entry("live", '"l"')])
+    earlier, later = open_index(), open_index()
+    assert isinstance(earlier, MongoIndex)
+    started: list[IndexRebuild] = []
+    connection = earlier._c
+    writes = connection.meta
+
+    class StateWrittenThenLaterStart:
+        """The earlier start's meta collection: after its state document lands, the later
+        start runs whole and stages its entry."""
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(writes, name)
+
+        def _then(self, result: object, document: object) -> object:
+            if not started and isinstance(document, dict) and "staging" in document:
+                started.append(later.start_rebuild(KEY))
+                started[0].upsert([entry("new", '"n"')])
+                ready.upsert([entry("written", '"w"')])  # a live write the later run logs
+            return result
+
+        def replace_one(self, query: object, document: object, **kw: object) -> object:
+            return self._then(writes.replace_one(query, document, **kw), document)
+
+        def insert_one(self, document: object, **kw: object) -> object:
+            return self._then(writes.insert_one(document, **kw), document)
+
+    monkeypatch.setattr(connection, "meta", StateWrittenThenLaterStart())
+    shard = Shard(0, 1) if sharded else None
+    try:
+        replaced = earlier.start_rebuild(KEY, shard=shard)
+    except S3idxError as exc:  # it may notice at once that it was replaced
+        assert "was replaced by another rebuild-index" in str(exc)
+    else:
+        with pytest.raises(S3idxError, match="was replaced by another rebuild-index"):
+            replaced.commit(IndexSettings(KEY, ("n",)))
+        replaced.abort()
+    monkeypatch.undo()
+    (new,) = started
+    # Neither the earlier start nor its end emptied the later run's change log.
+    assert list(new.changed_keys()) == ["written"]
+    new.commit(IndexSettings(KEY, ("n",)))
     assert sorted(e[KEY] for e in ready.find()) == ["new"]
     assert ready.rebuild_status() is None
