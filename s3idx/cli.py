@@ -1814,13 +1814,24 @@ def verify(
     return status
 
 
-def main(args: Sequence[str] | None = None, *, env: Environment | None = None) -> NoReturn:
+def main(
+    args: Sequence[str] | None = None,
+    *,
+    env: Environment | None = None,
+    held: list[int] | None = None,
+) -> NoReturn:
     """Run the command line ``args`` (default: ``sys.argv[1:]``) and exit with its status.
 
     ``env`` replaces the process's streams, terminal flags, clock and environment variables
     (tests and embedding programs pass their own); it reaches every command as click's ``obj``.
+    ``held``: signals received before (``entry`` holds those during the imports); this list
+    holds those received until the command line is read.
     """
     global _current_signals
+    held = [] if held is None else held
+    # Held, not acted on, until it is known whether an abort writes a --json document.
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, lambda received, frame: held.append(received))
     env = env if env is not None else Environment.from_process()
     argv = list(sys.argv[1:] if args is None else args)
     group = _click_group(app)
@@ -1831,6 +1842,8 @@ def main(args: Sequence[str] | None = None, *, env: Environment | None = None) -
     # waiting on a slow server) a signal has nothing to stop cleanly: it aborts at once.
     for signum in STOP_SIGNALS:
         signal.signal(signum, abort_on_signal)
+    if held:
+        _abort_now(held[0], _current_signals)
     try:
         # As app(...) runs it (Typer's exception hook only matters with pretty exceptions).
         status = group(args=argv, prog_name="s3idx", standalone_mode=False, obj=env)
@@ -1879,12 +1892,6 @@ _CLICK_EXCEPTION: type[Exception] = next(
 def abort_on_signal(signum: int, frame: Any) -> None:
     """Outside a command's run (parsing, start-up, shutdown): a signal ends the process now."""
     _abort_now(_current_signals.received or signum, _current_signals)
-
-
-def abort_before_command(signum: int, *, json: bool) -> NoReturn:
-    """A signal received before the command line was built (``entry``): end as
-    ``abort_on_signal`` does, with the one JSON document ``--json`` promises."""
-    _abort_now(signum, _Signals(json=json))
 
 
 if __name__ == "__main__":

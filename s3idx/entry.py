@@ -35,13 +35,7 @@ def main() -> NoReturn:
     finally:
         gc.freeze()
         gc.enable()
-    # The handler the command line uses outside a command's run first, then what was held: a
-    # signal from now on, or one held, ends the process as one during parsing does.
-    for signum in stops:
-        signal.signal(signum, cli.abort_on_signal)
-    if held:
-        cli.abort_before_command(held[0], json="--json" in sys.argv[1:])
-    cli.main()
+    cli.main(held=held)  # which goes on holding them until it has read the command line
 
 
 def _version() -> NoReturn:

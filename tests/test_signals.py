@@ -317,3 +317,58 @@ def test_a_signal_while_the_command_starts_is_an_exit_status_not_a_traceback(
             assert orjson.loads(out)["exit_status"] == status
         seen.add(command.returncode)
     assert status in seen  # the signal met the start at least once
+
+
+_SIGNAL_WHILE_BUILDING = """
+import os, signal, sys
+from s3idx import cli, entry
+
+build = cli._click_group
+signum = getattr(signal, sys.argv[1])
+
+def build_after_a_signal(app):
+    os.kill(os.getpid(), signum)
+    return build(app)
+
+cli._click_group = build_after_a_signal
+sys.argv = ["s3idx", *sys.argv[2:]]
+entry.main()
+"""
+
+
+@pytest.mark.parametrize(
+    ("signame", "args", "document"),
+    [
+        ("SIGTERM", ["info", "--json"], True),
+        ("SIGINT", ["verify", "--json"], True),
+        ("SIGHUP", ["sync", "--check", "--json"], True),
+        ("SIGTERM", ["query", "{}", "--json"], False),  # JSON lines: no summary document
+        ("SIGTERM", ["get", "k", "--", "--json"], False),  # a key named --json
+    ],
+)
+def test_a_signal_while_the_command_line_is_read_writes_what_json_promises(
+    tmp_path: Path, signame: str, args: list[str], document: bool
+) -> None:
+    """A signal after the imports, while the command line is read (before the command's own
+    handling): the exit status of that signal, and the one --json document exactly when the
+    command promises one, as a signal a moment later would."""
+    signum = getattr(signal, signame)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("S3IDX_")}
+    env.update(S3IDX_HOME=str(tmp_path), PYTHONPATH=str(ROOT))
+    done = subprocess.run(
+        [sys.executable, "-c", _SIGNAL_WHILE_BUILDING, signame, *args],
+        env=env,
+        capture_output=True,
+        timeout=60,
+    )
+    status = {
+        signal.SIGINT: ExitStatus.INTERRUPTED,
+        signal.SIGTERM: ExitStatus.TERMINATED,
+        signal.SIGHUP: ExitStatus.HANGUP,
+    }[signum]
+    assert done.returncode == status, done.stderr
+    assert done.stderr == b"s3idx: aborted\n"
+    if document:
+        assert orjson.loads(done.stdout) == {"error": "aborted", "exit_status": status}
+    else:
+        assert done.stdout == b""
