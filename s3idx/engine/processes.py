@@ -288,7 +288,7 @@ class _Run:
         halt = self.halt
         shard = self._shard
         try:
-            for record in records:
+            for record in self._until_unreadable(records):
                 if halt.is_set():
                     break
                 if record.source not in order:
@@ -322,6 +322,15 @@ class _Run:
         with self._lock:
             for worker in self._workers:
                 self._send(worker)
+
+    def _until_unreadable(self, records: Iterable[Record]) -> Iterator[Record]:
+        """The records; an input that fails while read ends the input there: the workers
+        put what they were handed as at its end, then the run fails with its error."""
+        try:
+            yield from records
+        except S3idxError as exc:
+            if self.failure is None:
+                self.failure = exc
 
     def _route(self, key: str) -> int:
         """The worker of a key. Within shard I of N the keys are those with hash = I (mod N),

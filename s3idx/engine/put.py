@@ -756,21 +756,29 @@ def _chunks(
     """
     chunk: list[Record] = []
     opened = 0.0
+    unreadable: BaseException | None = None
     with _BackgroundReader(records, maxsize=2 * size) as reader:
-        for record in reader:
-            if record is not None:
-                if not chunk:
-                    opened = time.monotonic()
-                chunk.append(record)
-            if chunk and (len(chunk) >= size or time.monotonic() - opened >= CHUNK_SECONDS):
-                yield chunk
-                chunk = []
-            elif record is None and not chunk:
-                yield chunk
-            if stop is not None and stop.is_set():
-                break
+        try:
+            for record in reader:
+                if record is not None:
+                    if not chunk:
+                        opened = time.monotonic()
+                    chunk.append(record)
+                if chunk and (len(chunk) >= size or time.monotonic() - opened >= CHUNK_SECONDS):
+                    yield chunk
+                    chunk = []
+                elif record is None and not chunk:
+                    yield chunk
+                if stop is not None and stop.is_set():
+                    break
+        except _ReadFailed as failed:
+            # The input ends where it failed: what was read before is put as at its end,
+            # then the run fails with the input's error.
+            unreadable = failed.error
     if chunk:
         yield chunk
+    if unreadable is not None:
+        raise unreadable
 
 
 class _BackgroundReader:
@@ -816,7 +824,7 @@ class _BackgroundReader:
             if item is self._END:
                 return
             if isinstance(item, _ReadFailure):
-                raise item.error
+                raise _ReadFailed(item.error)
             yield item
 
     def _produce(self) -> None:
@@ -851,6 +859,14 @@ class _ReadFailure:
     __slots__ = ("error",)
 
     def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+class _ReadFailed(Exception):
+    """Reading the input failed (raised to ``_chunks`` only, which then ends the input)."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(error)
         self.error = error
 
 
