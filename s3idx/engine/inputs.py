@@ -193,7 +193,11 @@ def _read_source(
             # Bad input, not a backend failure: one reject where the data stops.
             yield Record(source.name, cut.line, cut.partial, error=cut.reason())
     except OSError as exc:
-        raise BackendUnavailableError(f"cannot read {source.name}: {exc}") from None
+        raise BackendUnavailableError(
+            f"cannot read {source.name}: {exc}",
+            hint="the documents read before it are put as usual (the summary counts them); "
+            f"put {source.name} again once it can be read",
+        ) from None
     finally:
         if source.stream is None:
             raw_stream.close()
@@ -372,7 +376,8 @@ def _documents_or_lines(name: str, lines: _Lines, first: tuple[int, bytes]) -> I
     each balanced, so only a line that is no JSON line by itself can. Otherwise JSON lines
     whose first line is broken: that line is rejected, every other stored or rejected alone.
     A later line that is a JSON object by itself says so at once (pretty-printers spread an
-    object over lines), so a pipe's lines after a broken first one are not held back.
+    object over lines), so a pipe's lines after a broken first one are not held back; not an
+    indented one, nor ``{}``, which pretty-printers do write on a line of their own.
     """
     read_ahead = [first]
     depth, size = _depth(first[1]), len(first[1])
@@ -382,7 +387,7 @@ def _documents_or_lines(name: str, lines: _Lines, first: tuple[int, bytes]) -> I
             if line is None:
                 break
             read_ahead.append((lines.number, line))
-            if _is_json_line(line):
+            if _says_json_lines(line):
                 break
             depth, size = depth + _depth(line), size + len(line)
     except _Cut:
@@ -422,9 +427,11 @@ def _documents(name: str, lines: _Lines) -> Iterator[Record]:
         yield Record(name, start, b"".join(pending), error=_UNENDED)
 
 
-def _is_json_line(line: bytes) -> bool:
-    text = line.strip()
-    return text.startswith(b"{") and isinstance(_parse_alone(text), dict)
+def _says_json_lines(line: bytes) -> bool:
+    """A line only JSON lines would hold: a JSON object by itself, not indented (pretty-printers
+    indent what is nested), and not ``{}`` (an empty element, unindented by ``indent=0``)."""
+    text = line.rstrip()
+    return text.startswith(b"{") and text != b"{}" and isinstance(_parse_alone(text), dict)
 
 
 def _document_record(name: str, start: int, text: bytes) -> Record:

@@ -25,7 +25,7 @@ DOCS = [
 ]
 
 
-def _pretty(docs: list[dict[str, object]], indent: int = 2) -> bytes:
+def _pretty(docs: list[dict[str, object]], indent: int | str = 2) -> bytes:
     return b"".join(json.dumps(d, indent=indent, ensure_ascii=False).encode() + b"\n" for d in docs)
 
 
@@ -129,6 +129,24 @@ def test_json_lines_with_a_broken_first_line_stay_json_lines(
     assert len(done.stderr.splitlines()) == 2  # the reject of line 1, the summary
     assert done.stderr.startswith(f"s3idx: {path}:1: invalid JSON: ")
     assert run("query", "--count").stdout == "2\n"
+
+
+@pytest.mark.parametrize("indent", [2, 4, 0, "\t"], ids=["2", "4", "0", "tab"])
+def test_a_first_document_holding_an_empty_object_is_one_document(
+    run: Run, tmp_path: Path, indent: int | str
+) -> None:
+    """A pretty-printer puts an empty object (an array's element) on a line of its own: a line
+    that is a JSON object by itself, which must not make the input JSON lines."""
+    docs = [
+        {"fs_id": "a", "m": [{}], "n": [{}, {"k": []}], "o": {"p": [[], {}]}},
+        {"fs_id": "b", "m": [{}]},
+    ]
+    path = tmp_path / "docs.json"
+    path.write_bytes(_pretty(docs, indent))
+    done = run("put", str(path), "--json")
+    assert done.exit_code == 0, done.stderr
+    assert json_lines(done.stdout)[0]["stored"] == 2
+    assert json_lines(run("get", "a", "b").stdout) == docs
 
 
 def test_a_damaged_gzip_inside_a_document_rejects_it_from_its_first_line(
