@@ -99,7 +99,24 @@ def check_new_field_path(path: Any) -> str:
             f"invalid field path {shown_path(path)}: {reason}",
             hint="index a field whose path has no ',' and no blanks at its ends",
         )
+    _check_no_position(path)
     return str(path)
+
+
+def _check_no_position(path: str) -> None:
+    """A numeric part selects an array element in a filter, while an entry keeps what a
+    projection keeps (an array's elements by their own fields, never one by position): such a
+    field would be indexed empty and every query on it would miss."""
+    parts = path.split(".")
+    for n, part in enumerate(parts):
+        if part.isascii() and part.isdigit():
+            above = ".".join(parts[:n])
+            raise UsageError(
+                f"invalid field path {shown_path(path)}: {part!r} is a number, which MongoDB "
+                "reads as a position in an array; an index entry keeps no single element",
+                hint=f'index "{above}": a query such as {{"{path}": ...}} then matches '
+                "by its position",
+            )
 
 
 def check_new_fields(paths: Sequence[str], key_field: str) -> None:

@@ -319,6 +319,9 @@ LONG = "x" * 3000
         (["meta.x, y"], "invalid field path 'meta.x, y': ',' separates field paths"),
         ([" n"], "invalid field path ' n': blanks at its start or end"),
         (["meta.x\u00a0"], "invalid field path 'meta.x\\xa0': blanks at its start or end"),
+        # A position in an array: an entry keeps what a projection keeps, never one element.
+        (["tags.0"], "invalid field path 'tags.0': '0' is a number"),
+        (["a.b.12.c"], "invalid field path 'a.b.12.c': '12' is a number"),
     ],
 )
 def test_bad_fields_are_refused_before_anything_is_recorded_or_stored(

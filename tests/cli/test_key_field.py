@@ -75,6 +75,12 @@ def test_a_key_field_from_the_environment_or_the_config_file_is_named_so(
         ("a..b", "--field: invalid field path 'a..b': empty part"),
         ("$a", "--field: invalid field path '$a': parts may not start with '$'"),
         (
+            "tags.0",
+            "--field: invalid field path 'tags.0': '0' is a number, which MongoDB reads as a "
+            "position in an array; an index entry keeps no single element\n"
+            '  hint: index "tags": a query such as {"tags.0": ...} then matches by its position',
+        ),
+        (
             "last_updated",
             "--field: field 'last_updated' is reserved: s3idx sets 'last_updated' itself",
         ),
