@@ -1213,7 +1213,7 @@ def query(
         if full:
             return _print_full(ctx, engine, spec, sort_spec, skip, limit, projection, order)
         entries = engine.query(spec, fields=projection, sort=sort_spec, skip=skip, limit=limit)
-        if not projection or codec.RESERVED_FIELD not in projection:
+        if not _asks_bookkeeping(projection):
             entries = (_without_bookkeeping(e) for e in entries)
         entries = (output.in_field_order(e, order) for e in entries)
         if json or not run.env.stdout_isatty:
@@ -1245,6 +1245,11 @@ def _refuse_query_flags(
                 )
     if workers is not None and not full:
         raise UsageError("--workers goes with --full: only --full reads documents from the store")
+
+
+def _asks_bookkeeping(projection: list[str] | None) -> bool:
+    """--fields names the bookkeeping, or a part of it (``_s3idx.size``)."""
+    return any(path.split(".", 1)[0] == codec.RESERVED_FIELD for path in projection or ())
 
 
 def _without_bookkeeping(entry: dict[str, Any]) -> dict[str, Any]:

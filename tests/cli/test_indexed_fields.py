@@ -145,6 +145,22 @@ def test_queries_on_indexed_paths_still_answer(indexed: Run) -> None:
         assert keys(indexed("query", *args)) == expected, args
 
 
+def test_paths_inside_the_bookkeeping_are_shown_when_asked_for(indexed: Run) -> None:
+    """`--fields _s3idx.size` shows that part of the bookkeeping, as `--fields meta.x` shows
+    a part of meta (it showed nothing but the key); without it, none of the bookkeeping."""
+    whole = json_lines(indexed("query", '{"fs_id": "a"}', "--fields", "_s3idx").stdout)[0]
+    shown = indexed("query", '{"fs_id": "a"}', "--fields", "_s3idx.codec,n,_s3idx.size")
+    assert shown.exit_code == 0, shown.stderr
+    assert json_lines(shown.stdout) == [
+        {
+            "fs_id": "a",
+            "_s3idx": {"codec": whole["_s3idx"]["codec"], "size": whole["_s3idx"]["size"]},
+            "n": 3,
+        }
+    ]
+    assert "_s3idx" not in json_lines(indexed("query", '{"fs_id": "a"}', "--fields", "n").stdout)[0]
+
+
 def test_a_path_inside_an_indexed_field_is_allowed(run: Run, index_where: list[str]) -> None:
     where = index_where
     put = run("put", *where, "--field", "meta", input=jsonl(*DOCS))
