@@ -268,7 +268,7 @@ def _records(name: str, lines: _Lines) -> Iterator[Record]:
             following = lines.next_non_blank()
         except _Cut as cut:
             # Damage after the array's line: an array file, unless a line had begun after it.
-            if cut.partial.strip():
+            if cut.partial.strip(_BLANKS):
                 yield from _opt(_line_record(name, first_line, first_raw))
             else:
                 yield from _array_records(name, lines.consumed)
@@ -283,6 +283,9 @@ def _records(name: str, lines: _Lines) -> Iterator[Record]:
 
 
 _INVALID = object()
+# JSON's whitespace, and nothing else: bytes.strip() would also take VT and FF, which no JSON
+# parser accepts around a document, so such a line would be stored while others are refused.
+_BLANKS = b" \t\r\n"
 
 
 def _parse_alone(text: bytes) -> Any:
@@ -325,8 +328,8 @@ class _Lines:
         """(line number, the line stripped) of the next non-blank line, kept in ``consumed``."""
         while (line := self.next()) is not None:
             self.consumed.append(line)
-            if line.strip():
-                return self.number, line.strip()
+            if line.strip(_BLANKS):
+                return self.number, line.strip(_BLANKS)
         return None
 
     def _damage(self) -> str | None:
@@ -411,7 +414,7 @@ def _documents(name: str, lines: _Lines) -> Iterator[Record]:
     try:
         while (line := lines.next()) is not None:
             if not pending:
-                if not line.strip():
+                if not line.strip(_BLANKS):
                     continue
                 start = lines.number
             pending.append(line)
@@ -430,7 +433,7 @@ def _documents(name: str, lines: _Lines) -> Iterator[Record]:
 def _says_json_lines(line: bytes) -> bool:
     """A line only JSON lines would hold: a JSON object by itself, not indented (pretty-printers
     indent what is nested), and not ``{}`` (an empty element, unindented by ``indent=0``)."""
-    text = line.rstrip()
+    text = line.rstrip(_BLANKS)
     return text.startswith(b"{") and text != b"{}" and isinstance(_parse_alone(text), dict)
 
 
@@ -443,7 +446,7 @@ def _document_record(name: str, start: int, text: bytes) -> Record:
     except orjson.JSONDecodeError as exc:
         reason = f"invalid JSON: {_json_reason(exc, start - 1)}"
         return Record(name, start, text, error=reason)
-    body = text.strip()
+    body = text.strip(_BLANKS)
     if b"\n" in body:
         body = _BETWEEN_TOKENS.sub(lambda m: m.group(1) or b"", body)
     return Record(name, start, body, document)
@@ -477,8 +480,8 @@ def _array_or_lines(name: str, lines: _Lines, first_line: int) -> Iterator[Recor
         items = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
         numbered = list(enumerate(data.split(b"\n"), start=1))
-        later = [(n, line) for n, line in numbered[first_line:] if line.strip()]
-        if later and all(_parse_alone(line.strip()) is not _INVALID for _, line in later):
+        later = [(n, line) for n, line in numbered[first_line:] if line.strip(_BLANKS)]
+        if later and all(_parse_alone(line.strip(_BLANKS)) is not _INVALID for _, line in later):
             for lineno, line in numbered[first_line - 1 :]:
                 yield from _opt(_line_record(name, lineno, line))
         elif _cut_short(exc, lines) and (begun := _begun_array(data)) is not None:
@@ -502,7 +505,7 @@ def _begun_array(data: bytes) -> bytes | None:
     """An array cut short at the end of a line (``data``), closed after its last whole
     element; None if it has an error before that. A token cannot go on past a line's end, so
     an element complete before the cut is the element as it was."""
-    body = data.rstrip()
+    body = data.rstrip(_BLANKS)
     comma = _last_top_level_comma(body)
     start = body.find(b"[")
     for closed in (body + b"]", body[: comma if comma is not None else start + 1] + b"]"):
@@ -533,7 +536,7 @@ def _opt(record: Record | None) -> Iterator[Record]:
 
 
 def _line_record(name: str, lineno: int, line: bytes) -> Record | None:
-    text = line.strip()
+    text = line.strip(_BLANKS)
     if not text:
         return None  # blank lines separate nothing and carry nothing, as in jq and mongoimport
     try:

@@ -375,3 +375,31 @@ def test_every_compression_round_trips_and_is_recorded(run: Run, compress: str) 
     entry = json_lines(run("query", '{"fs_id": "c1"}', "--fields", "_s3idx").stdout)[0]
     assert entry["_s3idx"]["codec"] == codec.CODEC_BY_COMPRESSION[compress]
     assert json_lines(run("query", "--full", "--sort", "fs_id").stdout) == docs
+
+
+@pytest.mark.parametrize("blank", [b"\x0b", b"\x0c", b"\x1c", b"\xc2\xa0"], ids=repr)
+def test_only_json_whitespace_is_blank_around_a_line(
+    run: Run, tmp_path: Path, blank: bytes
+) -> None:
+    """JSON's whitespace is space, tab, CR and LF: a line with another blank before or after
+    its document is invalid JSON, rejected as written, as a line holding only one is; the
+    lines around it are stored."""
+    path = tmp_path / "docs.jsonl"
+    lines = [
+        b'{"fs_id": "a"}',
+        blank + b'{"fs_id": "b"}',
+        b'{"fs_id": "c"}' + blank,
+        blank,
+        b' \t{"fs_id": "d"} \r',
+    ]
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    rejects = tmp_path / "rejects.jsonl"
+    done = run("put", str(path), "--rejects", str(rejects))
+    assert done.exit_code == ExitStatus.PARTIAL, done.stderr
+    reported = [line.split(": ")[1] for line in done.stderr.splitlines()[:-1]]
+    assert reported == [f"{path}:2", f"{path}:3", f"{path}:4"]
+    assert rejects.read_bytes() == b"\n".join(lines[1:4]) + b"\n"
+    assert run("query", "{}", "--fields", "fs_id").stdout.split() == [
+        '{"fs_id":"a"}',
+        '{"fs_id":"d"}',
+    ]
