@@ -629,13 +629,13 @@ def run_put(
             collector.tick(len(chunk))
             if pipeline is None:
                 if options.skip_unchanged and batch:
-                    batch, _ = _drop_unchanged(batch, index, None, result)
+                    batch, _ = _drop_unchanged(batch, index, None, result, seen=seen)
                 result.stored += sum(not p.again for p in batch)
                 result.bytes_stored += sum(_stored_size(store, p, options.codec) for p in batch)
             elif batch:
                 unsent = batch
                 batch, expected = _drop_unchanged(
-                    batch, index, pipeline, result, compare=options.skip_unchanged
+                    batch, index, pipeline, result, compare=options.skip_unchanged, seen=seen
                 )
                 unsent = batch
                 prepared_rejects = result.rejected
@@ -941,6 +941,7 @@ def _drop_unchanged(
     result: PutResult,
     *,
     compare: bool = True,
+    seen: SeenKeys | None = None,
 ) -> tuple[list[Prepared], dict[str, Version]]:
     """The documents to upload (with ``compare``, those not already stored identically) and
     the version the index records for each key that has an entry, read before any upload of
@@ -968,14 +969,33 @@ def _drop_unchanged(
         # the bucket may hold another version than the entry describes: store this one again.
         same -= {record.key for record in index.put_intents(sorted(same))}
     changed = []
+    counted = []
     for prepared in batch:
         if prepared.key in same:
             if not prepared.again:
                 result.unchanged += 1
+                counted.append(prepared.key)
         else:
             changed.append(prepared)
+    if seen is not None:
+        _count_changed_later(changed, counted, seen, result)
     versions = {key: kept.version for key, (_, kept) in existing.items()}
     return _unlike_finished(changed, pipeline), versions
+
+
+def _count_changed_later(
+    changed: list[Prepared], counted: list[str], seen: SeenKeys, result: PutResult
+) -> None:
+    """A key counted unchanged in an earlier batch and uploaded now, changed: the key's one
+    count is as stored (README), so the upload's success counts it and the earlier count goes."""
+    seen.mark_unchanged(counted)
+    again = [p for p in changed if p.again]
+    if again:
+        moved = seen.take_unchanged([p.key for p in again])
+        for prepared in again:
+            if prepared.key in moved:
+                result.unchanged -= 1
+                prepared.again = False
 
 
 def _unlike_finished(batch: list[Prepared], pipeline: UploadPipeline | None) -> list[Prepared]:

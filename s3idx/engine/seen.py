@@ -22,7 +22,10 @@ class SeenKeys:
         self._db.execute("PRAGMA journal_mode=OFF")
         self._db.execute("PRAGMA synchronous=OFF")
         # Each key with the call that first recorded it, to tell which keys an earlier call had.
-        self._db.execute("CREATE TABLE seen(key TEXT PRIMARY KEY, call INTEGER) WITHOUT ROWID")
+        # ``unchanged``: the key's first line was counted unchanged (put --skip-unchanged).
+        self._db.execute(
+            "CREATE TABLE seen(key TEXT PRIMARY KEY, call INTEGER, unchanged INTEGER) WITHOUT ROWID"
+        )
         self._db.execute("BEGIN")
         self._pending = 0
         self._calls = 0
@@ -57,6 +60,24 @@ class SeenKeys:
             self._db.execute("BEGIN")
             self._pending = 0
         return repeated, earlier
+
+    def mark_unchanged(self, keys: list[str]) -> None:
+        """Remember that these keys (recorded already) were counted unchanged."""
+        self._db.executemany("UPDATE seen SET unchanged = 1 WHERE key = ?", ((k,) for k in keys))
+
+    def take_unchanged(self, keys: list[str]) -> set[str]:
+        """Which of these keys were counted unchanged; their marks are cleared."""
+        found: set[str] = set()
+        for part in batched(set(keys), _IN_LIMIT):
+            marks = ",".join("?" * len(part))
+            rows = self._db.execute(
+                f"SELECT key FROM seen WHERE unchanged = 1 AND key IN ({marks})", part
+            )
+            found.update(row[0] for row in rows)
+        self._db.executemany(
+            "UPDATE seen SET unchanged = NULL WHERE key = ?", ((k,) for k in found)
+        )
+        return found
 
     def close(self) -> None:
         self._db.close()

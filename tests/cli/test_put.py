@@ -137,6 +137,34 @@ def test_chunks_of_rejected_lines_count_no_duplicates(run: Run) -> None:
     assert (summary["stored"], summary["rejected"], summary["duplicates"]) == (1, 3, 1)
 
 
+@pytest.mark.parametrize("dry_run", [False, True])
+@pytest.mark.parametrize(
+    ("values", "counts"),
+    [
+        # (stored, unchanged, duplicates): each line once; a key changed later in the run is
+        # stored (once), though its first line found it unchanged.
+        ([1, 2, 1], (1, 0, 2)),
+        ([1, 2, 3, 2], (1, 0, 3)),
+        ([1, 1, 1], (0, 1, 2)),
+        ([2, 1], (1, 0, 1)),
+    ],
+)
+def test_skip_unchanged_counts_a_key_changed_in_a_later_batch_as_stored(
+    run: Run, values: list[int], counts: tuple[int, int, int], dry_run: bool
+) -> None:
+    assert run("put", "--field", "v", input=jsonl({"fs_id": "a", "v": 1})).exit_code == 0
+    lines = jsonl(*({"fs_id": "a", "v": v} for v in values), {"fs_id": "b", "v": 0})
+    flags = ["--skip-unchanged", "--batch-size", "1", "--json"]
+    result = run("put", *flags, *(["--dry-run"] if dry_run else []), input=lines)
+    assert result.exit_code == 0, result.stderr
+    summary = orjson.loads(result.stdout)
+    stored = summary["would_store" if dry_run else "stored"]
+    assert (stored, summary["unchanged"], summary["duplicates"]) == (counts[0] + 1, *counts[1:])
+    assert summary["read"] == len(values) + 1
+    if not dry_run:
+        assert json_lines(run("get", "a").stdout) == [{"fs_id": "a", "v": values[-1]}]
+
+
 def test_skip_unchanged_uploads_nothing_the_second_time(run: Run) -> None:
     data = jsonl(*({"fs_id": f"k{i}", "v": i} for i in range(10)))
     first = run("put", "--field", "v", "--skip-unchanged", "--json", input=data)
