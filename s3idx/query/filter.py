@@ -53,8 +53,9 @@ SUPPORTED_OPERATORS = (
 )
 LOGICAL_OPERATORS = ("$and", "$or", "$nor")
 # $options flag -> the name of regex's flag; MongoDB accepts "u" and ignores it (it always
-# matches in UTF mode), as drivers may send it.
-REGEX_FLAGS = {"i": "IGNORECASE", "m": "MULTILINE", "s": "DOTALL", "x": "VERBOSE", "u": None}
+# matches in UTF mode), as drivers may send it. "i" is none of regex's: its case folding is not
+# PCRE2's, so the translation writes out PCRE2's caseless sets itself (s3idx.query.pcre).
+REGEX_FLAGS = {"i": None, "m": "MULTILINE", "s": "DOTALL", "x": "VERBOSE", "u": None}
 # Seconds one $regex may spend on one value, as MongoDB's PCRE has a match limit.
 REGEX_TIME_LIMIT = 1.0
 
