@@ -523,8 +523,12 @@ _NO_BOUNDARY = f"(?:(?<={_WORD_CLASS})(?={_WORD_CLASS})|(?<!{_WORD_CLASS})(?!{_W
 
 
 def _literal(code_point: int) -> str:
-    # One escape form for any character, in or out of a class, and whatever the options.
-    return f"\\U{code_point:08x}"
+    # One escape form for any character, in or out of a class, and whatever the options; an
+    # ASCII letter as itself, which means the same there and is a fifth as long (a caseless
+    # pattern of 900 letters: 3,600 characters, compiled in 67 ms against 93). Not a digit,
+    # which would extend a backreference (\1) or make a quantifier ({2}) of what precedes it.
+    char = chr(code_point)
+    return char if char.isascii() and char.isalpha() else f"\\U{code_point:08x}"
 
 
 def _caseless_literal(code_point: int) -> str:

@@ -37,6 +37,13 @@ def regex_matches(pattern: str, value: str, options: str = "") -> bool:
 
 # (pattern, value, $options, whether MongoDB matches): each checked against PCRE2 itself too.
 MATCH_CASES = [
+    # A character written as an escape stays one character after what precedes it: a digit
+    # neither extends a backreference nor completes a quantifier.
+    (r"(a)\1\x32", "aa2", "", True),
+    (r"(a)\1\x32", "AA2", "i", True),
+    (r"a{\x32}", "a{2}", "", True),
+    (r"a{\x32}", "aa", "", False),
+    (r"(a)\1\x62", "aAB", "i", True),
     # Generic types: ASCII only without UCP.
     (r"^\w+$", "José", "", False),
     (r"^\w+$", "Jose_1", "", True),
