@@ -200,6 +200,24 @@ def test_sync_updates_entries_of_changed_objects(filled: Engine, tmp_path: Path)
     assert filled.sync(check=True).drift == 0
 
 
+def test_sync_repairs_an_entry_whose_size_alone_is_wrong(filled: Engine) -> None:
+    """The entry names the object's very ETag but another size: README counts it changed
+    ("ETag or size differ"), as verify does, and sync sets it to what the object holds (it
+    took the matching ETag for a listing read before a writer, and left the entry)."""
+    (entry,) = filled.index.find({"fs_id": "doc/005"})
+    size = entry["_s3idx"]["size"]
+    filled.index.upsert([{**entry, "_s3idx": {**entry["_s3idx"], "size": size + 1}}])
+    assert filled.verify().changed == 1
+
+    check = filled.sync(check=True)
+    assert (check.changed, check.bucket_only, check.index_only) == (1, 0, 0)
+    assert filled.sync().updated == 1
+    assert filled.sync(check=True).drift == 0
+    assert filled.verify().changed == 0
+    (repaired,) = filled.index.find({"fs_id": "doc/005"})
+    assert repaired["_s3idx"]["size"] == size
+
+
 def test_sync_no_prune_keeps_stale_entries(filled: Engine) -> None:
     filled.store.delete(["doc/007"])
     result = filled.sync(prune=False)

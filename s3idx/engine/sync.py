@@ -199,7 +199,7 @@ def _run(
                     if kind == CHANGED and key in interrupted_puts:
                         pass  # reported as an interrupted put (only looking: none are settled)
                     elif kind != IN_STEP:
-                        applier.add(kind, key, version)
+                        applier.add(kind, key, version, info)
                     if compaction is not None and info is not None:
                         compaction.listed(info, in_step=kind == IN_STEP)
                         if compaction.full:
@@ -511,12 +511,18 @@ class _Applier:
         self._drifted: list[tuple[str, str]] = []  # in key order, counted once HEADs say
         self.bind: Callable[[], None] | None = None  # see run_sync and _check_binding
         self._gone: dict[str, Version] = {}  # index-only by the merge, until HEADs say
+        # Changed keys listed with the very ETag their entry names: the size differs.
+        self._size_only: set[str] = set()
 
-    def add(self, kind: str, key: str, version: Version | None) -> None:
+    def add(
+        self, kind: str, key: str, version: Version | None, listed: ObjectInfo | None = None
+    ) -> None:
         if kind == BUCKET_ONLY:
             self._adds.append(key)
         elif kind == CHANGED:
             self._updates.append(key)
+            if listed is not None and version is not None and listed.etag == version.etag:
+                self._size_only.add(key)
         elif kind == MAGGMA:
             self._rewrites.append(key)
         else:
@@ -597,6 +603,7 @@ class _Applier:
             self._updates.clear()
             self._rewrites.clear()
             self._expected.clear()
+            self._size_only.clear()
         for kind, key in self._drifted:
             if kind == CHANGED and key in replaced:
                 kind = INDEX_ONLY
@@ -625,7 +632,12 @@ class _Applier:
 
     def _in_step(self, key: str, entry: Entry) -> bool:
         """A changed key whose HEAD found the very object its entry describes: the listing
-        was read before a writer replaced both. Not drift; nothing to write."""
+        was read before a writer replaced both. Not drift; nothing to write. Not when the
+        listing named that object already: then the entry's size differed."""
+        if key in self._size_only:
+            # Listed with the ETag its entry names: no writer came between, the entry's size
+            # is wrong (an ETag is of the bytes, their size included).
+            return False
         read = self._expected.get(key)
         return read is not None and entry[RESERVED_FIELD]["etag"] == read.etag
 
