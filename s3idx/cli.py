@@ -1289,7 +1289,7 @@ def _print_full(
             problem = _write_document(out, document, projection, order)
             if problem is not None:
                 failed += 1
-                if document is not None and document.error is not None:
+                if document is not None and document.error is not None and not document.drifted:
                     if unread is None:
                         # Imported at the first, not by every query (start-up, issue 17).
                         from s3idx.engine.results import GetResult
@@ -1310,6 +1310,8 @@ def _write_document(
     """Write one document as a JSON line (cut down to ``projection``); else say why not."""
     if document is None:
         return "has no object in the store (run s3idx sync)"
+    if document.drifted:  # the object may no longer match the filter the entry matched
+        return "describes another version of its object than the store holds (run s3idx sync)"
     if document.error is not None:
         if document.damaged:
             return f"has a damaged object: {document.error}"

@@ -136,6 +136,53 @@ def test_query_full_passes_over_a_document_deleted_while_it_ran(tmp_path: Path) 
     assert all(d is not None and d.error is None for d in fetched.values())
 
 
+def test_query_full_names_an_entry_whose_object_is_another_version(tmp_path: Path) -> None:
+    """An object replaced behind the index's back (another copy restored over it): its entry
+    matched the filter, the object it holds may not. It is drift, named, not printed."""
+    with Engine(LocalStore(tmp_path / "other"), SqliteIndex(tmp_path / "o.sqlite3")) as other:
+        other.put_documents([{"fs_id": "b", "v": 2}])
+    engine, _ = _engine(tmp_path)
+    with engine:
+        engine.put_documents([{"fs_id": k, "v": 1} for k in "abc"])
+        (restored,) = [p for p in (tmp_path / "other" / "objects").iterdir() if p.is_file()]
+        restored.replace(tmp_path / "store" / "objects" / restored.name)
+        fetched = dict(engine.query_documents({"v": 1}))
+    assert sorted(fetched) == ["a", "b", "c"]
+    assert fetched["a"] is not None and fetched["a"].error is None
+    changed = fetched["b"]
+    assert changed is not None and changed.drifted and changed.error is not None
+    assert "another version" in changed.error
+
+
+def test_query_full_prints_a_document_replaced_with_its_entry_while_it_ran(
+    tmp_path: Path,
+) -> None:
+    """A writer that replaced both the object and its entry after the query read the entry:
+    the index describes the object read, which is no drift."""
+    store = ReplacedWhileRead(tmp_path / "store")
+    index = tmp_path / "index.sqlite3"
+    with Engine(store, SqliteIndex(index), fields=["v"]) as engine:
+        engine.put_documents([{"fs_id": k, "v": 1} for k in "abc"])
+        store.writer = Engine(LocalStore(tmp_path / "store"), SqliteIndex(index))
+        with store.writer:
+            fetched = dict(engine.query_documents({"v": 1}))
+    assert sorted(fetched) == ["a", "b", "c"]
+    assert all(d is not None and d.error is None for d in fetched.values())
+    assert fetched["b"] is not None and fetched["b"].parse() == {"fs_id": "b", "v": 2}
+
+
+class ReplacedWhileRead(LocalStore):
+    """Replaces document b (object and entry, through ``writer``) just before reading it."""
+
+    writer: Engine | None = None
+
+    def open(self, key: str) -> ObjectBody:
+        if key == "b" and self.writer is not None:
+            self.writer.put_documents([{"fs_id": "b", "v": 2}])
+            self.writer = None
+        return super().open(key)
+
+
 def test_query_full_still_names_an_entry_whose_object_is_gone(tmp_path: Path) -> None:
     engine, _ = _engine(tmp_path)
     with engine:

@@ -23,7 +23,7 @@ from s3idx.index.sqlite import SqliteIndex
 from s3idx.store.local import LocalStore
 from s3idx.store.s3 import S3Store
 from tests.conftest import moto_api
-from tests.helpers import Run, jsonl, moto_iam_key
+from tests.helpers import Run, json_lines, jsonl, moto_iam_key
 from tests.s3proxy import INTERNAL_ERROR, SLOW_DOWN, S3Proxy
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -214,6 +214,31 @@ def test_missing_object_behind_an_entry_is_reported_by_query_full(run: Run, tmp_
     result = run("query", "--full", "--store", str(store))
     assert result.exit_code == ExitStatus.PARTIAL
     assert "index entry 'doc-0001' has no object in the store (run s3idx sync)" in result.stderr
+
+
+def test_an_object_replaced_behind_an_entry_is_reported_by_query_full_not_printed(
+    run: Run, tmp_path: Path
+) -> None:
+    """Another version restored over an object: the entry matched the filter, the object it
+    holds need not. Drift (exit 3, named), as a missing object is; the others are printed."""
+    other, store = tmp_path / "other", tmp_path / "store"
+    changed = {**DOCS[1], "extra": "restored from another copy"}
+    assert (
+        run(
+            "put", "--store", str(other), "--index", str(tmp_path / "o.db"), input=jsonl(changed)
+        ).exit_code
+        == 0
+    )
+    run("put", "--store", str(store), input=jsonl(DOCS[0], DOCS[1]))
+    (restored,) = [p for p in (other / "objects").iterdir() if p.is_file()]
+    restored.replace(store / "objects" / restored.name)
+    result = run("query", "--full", "--store", str(store))
+    assert result.exit_code == ExitStatus.PARTIAL, result.stderr
+    assert json_lines(result.stdout) == [DOCS[0]]
+    assert result.stderr == (
+        "s3idx: index entry 'doc-0001' describes another version of its object than the store "
+        "holds (run s3idx sync)\n"
+    )
 
 
 @pytest.mark.parametrize("transport", ["boto3", "obstore", "http"])

@@ -725,9 +725,45 @@ class Engine:
         self.require_store()
         self.require_index()  # and the index of this store: its keys name this store's objects
         key_field = self.key_field
-        entries = self.query(filter, fields=[key_field], sort=sort, skip=skip, limit=limit)
-        fetched = self.fetch((e[key_field] for e in entries), parse=parse)
-        return (item for item in fetched if item[1] is not None or self._entry_stands(item[0]))
+        etag_path = f"{codec.RESERVED_FIELD}.etag"
+        entries = self.query(
+            filter, fields=[key_field, etag_path], sort=sort, skip=skip, limit=limit
+        )
+        matched: dict[str, str] = {}  # the ETag each entry read names, until its object is
+
+        def keys() -> Iterator[str]:
+            for entry in entries:
+                matched[entry[key_field]] = entry[codec.RESERVED_FIELD]["etag"]
+                yield entry[key_field]
+
+        def documents() -> Iterator[tuple[str, FetchedDocument | None]]:
+            for key, document in self.fetch(keys(), parse=parse):
+                etag = matched.pop(key)
+                if document is None:
+                    if self._entry_stands(key):
+                        yield key, None
+                elif document.head is not None and document.head.etag != etag:
+                    yield key, self._another_version(document)
+                else:
+                    yield key, document
+
+        return documents()
+
+    def _another_version(self, document: FetchedDocument) -> FetchedDocument:
+        """The object read is not the version whose entry the filter matched: drift, unless
+        a writer replaced both since the query read the entry (the index then describes the
+        object read)."""
+        from s3idx.engine.read import FetchedDocument
+
+        assert document.head is not None
+        if self._index.etags([document.key]).get(document.key) == document.head.etag:
+            return document
+        document.close()
+        return FetchedDocument(
+            document.key,
+            error="its object is another version than the entry describes (run s3idx sync)",
+            drifted=True,
+        )
 
     def _entry_stands(self, key: str) -> bool:
         """Whether an entry found without its object still stands: not if a delete took it

@@ -78,6 +78,8 @@ class FetchedDocument:
     unavailable: bool = False
     denied: bool = False  # unavailable: the store denied these credentials this object
     hint: str | None = None  # what to do about an unavailable one, as its error said
+    # query --full: the object is another version than the entry the filter matched (drift).
+    drifted: bool = False
     head: ObjectHead | None = None  # the object's head, metadata included
     # The document as the read parsed it to check it (orjson's, datetimes still tagged), kept
     # when asked for (``keep_parsed``) and it was held in memory; see ``parse``.
