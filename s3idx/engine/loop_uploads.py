@@ -19,7 +19,8 @@ blocks the main thread one upload after another:
 - after a timeout and until the server answers again, only retries are sent, so a server that
   went silent is found by the uploads already in flight, once, not by each upload in turn;
 - what the loop cannot judge (a missing bucket ``--create-bucket`` makes, a signature the
-  server refused, which may be the loop's own fault) is sent by the store's ``put`` (boto3).
+  server refused, which may be the loop's own fault) is sent by the store's ``put`` (boto3),
+  as is a body of the multipart threshold or more (``HttpUploader.max_body``).
 """
 
 from __future__ import annotations
@@ -107,6 +108,12 @@ class LoopUploads(Generic[Item, Outcome]):
         upload = _Upload(item, key, body, metadata)
         if self._failed:
             self._ready.append(self._finish(item, None, Cancelled()))
+            return
+        limit = self._uploader.max_body
+        if limit is not None and len(body) >= limit:
+            # A multipart upload (one PUT stops at 5 GB): the store's, on this thread. Such
+            # bodies are rare, and the loop's uploads wait in their sockets meanwhile.
+            self._put_through_store(upload)
             return
         self._fresh.append(upload)
         self._send_due()

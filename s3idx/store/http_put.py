@@ -142,7 +142,11 @@ class HttpUploader:
         ssl_context: ssl.SSLContext | None = None,
         user_agent: str = "s3idx",
         on_request: Callable[[], None] = lambda: None,
+        max_body: int | None = None,
     ) -> None:
+        # Bodies this size or more are not for this uploader (one PUT each): the store's
+        # multipart upload takes them.
+        self.max_body = max_body
         self._endpoint = endpoint
         self._signer = signer
         self._credentials = credentials

@@ -1087,6 +1087,7 @@ class HttpS3Store(S3Store):
             ssl_context=_ssl_context(session) if endpoint.tls else None,
             user_agent=f"s3idx/{__version__}",
             on_request=connection.requests.add,
+            max_body=self._multipart_threshold,
         )
 
     def loop_error(self, key: str, failed: Failed) -> S3idxError | None:

@@ -372,3 +372,30 @@ def test_a_certificate_nobody_trusts_fails_the_put_clearly(
     assert result.exit_code == ExitStatus.UNAVAILABLE, result.stderr
     assert "certificate" in result.stderr.lower(), result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_bodies_at_the_multipart_threshold_go_up_in_parts(
+    s3_endpoint: str, s3_bucket: str, tmp_path: Path
+) -> None:
+    """README: objects of the multipart threshold or more are multipart uploads (up to S3's
+    5 TB, where one PUT stops at 5 GB); the loop sends single PUTs only, so it leaves those
+    to boto3, and the smaller ones of the same run stay on the loop."""
+    import base64
+    import os
+
+    from s3idx import Engine
+    from s3idx.index.sqlite import SqliteIndex
+
+    part = 5 << 20
+    store = HttpS3Store(
+        s3_bucket, "p", endpoint_url=s3_endpoint, multipart_threshold=part, multipart_chunksize=part
+    )
+    big = {"fs_id": "big", "blob": base64.b64encode(os.urandom(9 << 20)).decode()}
+    with Engine(store, SqliteIndex(tmp_path / "i.sqlite3")) as engine:
+        result = engine.put_documents([big, *DOCS[:5]])
+        assert result.stored == 6
+        assert engine.get("big") == big
+        heads = {key: store.head(key) for key in ("big", DOCS[0]["fs_id"])}
+    assert heads["big"].size >= part
+    assert heads["big"].etag.strip('"').endswith("-2")  # two parts of 5 MiB and the rest
+    assert "-" not in heads[DOCS[0]["fs_id"]].etag
