@@ -266,6 +266,8 @@ class ObstoreS3Store:
         except S3idxError:
             raise
         except Exception as exc:
+            if _unaddressable(exc):
+                return self._boto.head(key)
             raise self._head_error(exc, key) from None
         return _object_head(self.connection, key, result, "HeadObject")
 
@@ -285,6 +287,8 @@ class ObstoreS3Store:
         except S3idxError:
             raise
         except Exception as exc:
+            if _unaddressable(exc):
+                return self._boto.open(key)
             raise self._error(exc, key, "GetObject") from None
         head = _object_head(self.connection, key, result, "GetObject")
         return ObjectBody(head, self._stream(result, key), head.size)
@@ -348,6 +352,13 @@ def _object_head(connection: S3Connection, key: str, result: Any, operation: str
         metadata,
         meta.get("last_modified"),
     )
+
+
+def _unaddressable(exc: BaseException) -> bool:
+    """obstore's paths refuse some keys S3 holds: a '.', '..' or empty segment, a control
+    character. s3idx writes no such key, but another tool's object under the prefix may have
+    one; boto3 reaches it, so it is read (and reported) as with the boto3 transport."""
+    return isinstance(exc, ValueError) and str(exc).startswith("Could not parse path")
 
 
 def _strip_etag(etag: str) -> str:

@@ -219,3 +219,37 @@ def test_a_child_forked_after_obstore_was_used_stores_and_reads(
         # The parent goes on with obstore, and sees what the child wrote.
         assert engine.put_documents([{"fs_id": "after", "n": 3}]).stored == 1
         assert engine.get("child") == {"fs_id": "child", "n": 2}
+
+
+STRAY_KEYS = ["sub/../up", "sub/./dot", "sub//double", "sub/a/..", "sub/ctl\x7f", "sub/c\x01"]
+
+
+def test_objects_obstore_cannot_address_are_read_as_boto3_reads_them(
+    run: Run, s3_endpoint: str, s3_bucket: str, tmp_path: Path
+) -> None:
+    """Another tool's objects under keys obstore's paths refuse (a '.', '..' or empty
+    segment, a control character: keys s3idx never writes) are reported as boto3 reports them
+    (not s3idx objects), and every command goes on; they stopped sync, verify and
+    rebuild-index with "Could not parse path" (exit 1)."""
+    import boto3
+
+    args = ["--store", f"s3://{s3_bucket}/sub", "--endpoint-url", s3_endpoint]
+    docs = [{"fs_id": f"k{i}", "n": i} for i in range(3)]
+    put = run("put", *args, "--transport", "obstore", "--field", "n", input=jsonl(*docs))
+    assert put.exit_code == 0, put.stderr
+    client = boto3.client("s3", endpoint_url=s3_endpoint)
+    for key in STRAY_KEYS:
+        client.put_object(Bucket=s3_bucket, Key=key, Body=b"not s3idx")
+    for command in (
+        ["sync", "--check", "--json"],
+        ["verify", "--json"],
+        ["sync", "--json"],
+        ["rebuild-index", "--no-manifests", "--json"],
+    ):
+        results = {}
+        for transport in ("boto3", "obstore"):
+            done = run(*command, *args, "--transport", transport)
+            results[transport] = (done.exit_code, json_lines(done.stdout)[0].get("not_s3idx"))
+        assert results["obstore"] == results["boto3"], command
+        assert results["obstore"][0] == 0 and results["obstore"][1], (command, results)
+    assert run("query", "{}", "--count").stdout == "3\n"
