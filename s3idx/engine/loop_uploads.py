@@ -112,7 +112,9 @@ class LoopUploads(Generic[Item, Outcome]):
         limit = self._uploader.max_body
         if limit is not None and len(body) >= limit:
             # A multipart upload (one PUT stops at 5 GB): the store's, on this thread. Such
-            # bodies are rare, and the loop's uploads wait in their sockets meanwhile.
+            # bodies are rare. The requests in flight are answered first: while this thread
+            # uploads, nobody reads their sockets, and their silence would look like timeouts.
+            self._settle_in_flight()
             self._put_through_store(upload)
             return
         self._fresh.append(upload)
@@ -165,6 +167,13 @@ class LoopUploads(Generic[Item, Outcome]):
                 return
             pause = self._until_next_retry()
             for answer in uploader.run(min(short, uploader.in_flight), timeout=pause):
+                self._taken(answer)
+
+    def _settle_in_flight(self) -> None:
+        """Read the answers of every request on the sockets (sending nothing new)."""
+        uploader = self._uploader
+        while uploader.in_flight:
+            for answer in uploader.run(uploader.in_flight):
                 self._taken(answer)
 
     def _until_next_retry(self) -> float | None:
