@@ -48,12 +48,7 @@ class SeenKeys:
         earlier: set[str] = set()
         distinct = set(keys)
         if repeated > len(keys) - len(distinct):
-            for part in batched(distinct, _IN_LIMIT):
-                marks = ",".join("?" * len(part))
-                rows = self._db.execute(
-                    f"SELECT key FROM seen WHERE call < ? AND key IN ({marks})", (call, *part)
-                )
-                earlier.update(row[0] for row in rows)
+            earlier = self._among(distinct, "call < ?", call)
         self._pending += len(keys)
         if self._pending >= 10_000:
             self._db.execute("COMMIT")
@@ -67,16 +62,19 @@ class SeenKeys:
 
     def take_unchanged(self, keys: list[str]) -> set[str]:
         """Which of these keys were counted unchanged; their marks are cleared."""
-        found: set[str] = set()
-        for part in batched(set(keys), _IN_LIMIT):
-            marks = ",".join("?" * len(part))
-            rows = self._db.execute(
-                f"SELECT key FROM seen WHERE unchanged = 1 AND key IN ({marks})", part
-            )
-            found.update(row[0] for row in rows)
+        found = self._among(set(keys), "unchanged = 1")
         self._db.executemany(
             "UPDATE seen SET unchanged = NULL WHERE key = ?", ((k,) for k in found)
         )
+        return found
+
+    def _among(self, keys: set[str], condition: str, *params: object) -> set[str]:
+        """Those of ``keys`` whose rows meet ``condition`` (SQL, its ``?`` taking ``params``)."""
+        found: set[str] = set()
+        for part in batched(keys, _IN_LIMIT):
+            marks = ",".join("?" * len(part))
+            sql = f"SELECT key FROM seen WHERE {condition} AND key IN ({marks})"
+            found.update(row[0] for row in self._db.execute(sql, (*params, *part)))
         return found
 
     def close(self) -> None:
